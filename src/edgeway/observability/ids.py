@@ -1,0 +1,64 @@
+"""Request ids and W3C trace context, shared by the gateway engine and the service kit.
+
+The gateway keeps a client's ``X-Request-ID`` only when it is well-formed (so ids cannot carry
+log-injection payloads or blow up log lines) and otherwise makes one. ``traceparent`` follows
+W3C Trace Context level 1: ``00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import NamedTuple
+
+# 1..128 visible characters from a conservative alphabet: enough for UUIDs, ULIDs and the
+# ids other gateways emit, nothing that needs escaping in a log line or a header.
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+=/-]{1,128}")
+_TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE = b"0" * 32
+_ZERO_SPAN = b"0" * 16
+
+
+def new_request_id() -> bytes:
+    """A random 128-bit id as 32 hex characters (cheaper than uuid4() on the hot path)."""
+    return os.urandom(16).hex().encode()
+
+
+def valid_request_id(value: bytes) -> bool:
+    return _REQUEST_ID.fullmatch(value) is not None
+
+
+def new_trace_id() -> bytes:
+    return os.urandom(16).hex().encode()
+
+
+def new_span_id() -> bytes:
+    return os.urandom(8).hex().encode()
+
+
+class TraceParent(NamedTuple):
+    trace_id: bytes
+    parent_id: bytes
+    flags: bytes
+
+    def encode(self) -> bytes:
+        return b"00-" + self.trace_id + b"-" + self.parent_id + b"-" + self.flags
+
+    def child(self) -> TraceParent:
+        """The context to send downstream: same trace, a new span id for this hop."""
+        return TraceParent(self.trace_id, new_span_id(), self.flags)
+
+
+def parse_traceparent(value: bytes) -> TraceParent | None:
+    """Parse a traceparent header; None when it is malformed or uses the all-zero ids."""
+    m = _TRACEPARENT.fullmatch(value.strip())
+    if m is None:
+        return None
+    version, trace_id, parent_id, flags = m.groups()
+    if version == b"ff" or trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
+        return None
+    return TraceParent(trace_id, parent_id, flags)
+
+
+def new_traceparent(sampled: bool = True) -> TraceParent:
+    return TraceParent(new_trace_id(), new_span_id(), b"01" if sampled else b"00")
