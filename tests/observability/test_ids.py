@@ -25,7 +25,8 @@ def test_traceparent_round_trip_and_child_keeps_trace() -> None:
     parsed = parse_traceparent(tp.encode())
     assert parsed == tp
     child = tp.child()
-    assert child.trace_id == tp.trace_id and child.parent_id != tp.parent_id
+    assert child.trace_id == tp.trace_id
+    assert child.parent_id != tp.parent_id
 
 
 def test_traceparent_rejects_malformed_and_zero_ids() -> None:
