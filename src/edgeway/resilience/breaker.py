@@ -1,0 +1,151 @@
+"""A circuit breaker: stop calling a peer that keeps failing, probe it again after a pause.
+
+States (:class:`BreakerState`):
+
+- ``CLOSED``: calls flow. The breaker trips when ``consecutive_failures`` calls fail in a row,
+  or when, over the last ``window`` calls (at least ``min_calls`` of them), the failure rate
+  reaches ``failure_rate``. The first rule catches a dead peer fast; the second a flaky one.
+- ``OPEN``: calls are refused without touching the peer, for ``open_for`` seconds.
+- ``HALF_OPEN``: up to ``half_open_probes`` calls go through at once. If that many succeed the
+  breaker closes (with a clean window); any failure opens it again for another ``open_for``.
+
+The caller asks :meth:`CircuitBreaker.allow` before a call and reports the outcome with
+:meth:`record_success` / :meth:`record_failure`. A call that was allowed must report exactly
+once, or the half-open probe slot it took stays taken. All decisions are synchronous; the
+clock is injectable so tests never sleep.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker"]
+
+
+class BreakerState(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    consecutive_failures: int = 5
+    failure_rate: float = 0.5
+    window: int = 20
+    min_calls: int = 10
+    open_for: float = 30.0
+    half_open_probes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.consecutive_failures < 1:
+            raise ValueError("consecutive_failures must be at least 1")
+        if not 0.0 < self.failure_rate <= 1.0:
+            raise ValueError("failure_rate must be in (0, 1]")
+        if self.window < 1 or not 1 <= self.min_calls <= self.window:
+            raise ValueError("window must be >= 1 and min_calls between 1 and window")
+        if self.open_for <= 0:
+            raise ValueError("open_for must be positive (seconds)")
+        if self.half_open_probes < 1:
+            raise ValueError("half_open_probes must be at least 1")
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        policy: BreakerPolicy | None = None,
+        *,
+        name: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy if policy is not None else BreakerPolicy()
+        self.name = name
+        self._clock = clock
+        self._state = BreakerState.CLOSED
+        # closed: recent outcomes (True = failure) and the current run of failures
+        self._outcomes: deque[bool] = deque(maxlen=self.policy.window)
+        self._failures_in_window = 0
+        self._streak = 0
+        # open: when it may be probed again
+        self._opened_at = 0.0
+        # half-open: probes allowed and not yet reported, and successes so far
+        self._probes_in_flight = 0
+        self._probe_successes = 0
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.name!r} {self.state.value} streak={self._streak}>"
+
+    @property
+    def state(self) -> BreakerState:
+        if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.policy.open_for:
+            self._to(BreakerState.HALF_OPEN)
+        return self._state
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until an open breaker lets a probe through; 0 when not open."""
+        if self.state is not BreakerState.OPEN:
+            return 0.0
+        return max(0.0, self.policy.open_for - (self._clock() - self._opened_at))
+
+    def allow(self) -> bool:
+        """Whether a call may go to the peer now (takes a probe slot when half-open)."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.OPEN:
+            return False
+        if self._probes_in_flight + self._probe_successes < self.policy.half_open_probes:
+            self._probes_in_flight += 1
+            return True
+        return False
+
+    def record_success(self) -> None:
+        state = self.state
+        if state is BreakerState.HALF_OPEN:
+            self._probes_in_flight = max(0, self._probes_in_flight - 1)
+            self._probe_successes += 1
+            if self._probe_successes >= self.policy.half_open_probes:
+                self._to(BreakerState.CLOSED)
+            return
+        if state is BreakerState.CLOSED:
+            self._streak = 0
+            self._push(failed=False)
+
+    def record_failure(self) -> None:
+        state = self.state
+        if state is BreakerState.HALF_OPEN:
+            self._to(BreakerState.OPEN)
+            return
+        if state is BreakerState.CLOSED:
+            self._streak += 1
+            self._push(failed=True)
+            if self._streak >= self.policy.consecutive_failures or self._rate_tripped():
+                self._to(BreakerState.OPEN)
+
+    def _push(self, *, failed: bool) -> None:
+        if len(self._outcomes) == self._outcomes.maxlen and self._outcomes[0]:
+            self._failures_in_window -= 1
+        self._outcomes.append(failed)
+        if failed:
+            self._failures_in_window += 1
+
+    def _rate_tripped(self) -> bool:
+        calls = len(self._outcomes)
+        return calls >= self.policy.min_calls and self._failures_in_window / calls >= self.policy.failure_rate
+
+    def _to(self, state: BreakerState) -> None:
+        # The one place state changes, so every transition resets the same bookkeeping.
+        self._state = state
+        self._probes_in_flight = 0
+        self._probe_successes = 0
+        if state is BreakerState.OPEN:
+            self._opened_at = self._clock()
+        elif state is BreakerState.CLOSED:
+            self._outcomes.clear()
+            self._failures_in_window = 0
+            self._streak = 0
