@@ -1,0 +1,336 @@
+"""The event bus: typed publish, grouped subscribers, retries, TTL and dead letters.
+
+Policy lives here, once, for every broker: a delivery older than its channel's TTL is dropped or
+dead-lettered (checked on receipt, in addition to the broker's own max age, because a message can
+sit in a retry queue or a consumer's buffer past its deadline); a failed handler is retried with
+exponential backoff until ``max_deliver`` deliveries, then dead-lettered with the error as the
+reason; a payload that does not validate is dead-lettered at once, since retrying cannot help.
+
+>>> bus = EventBus(NatsTransport("nats://127.0.0.1:4222"), channels=[ChannelConfig("orders", ttl=60)])
+>>> @bus.subscribe(OrderPlaced, group="billing")
+... async def bill(event: OrderPlaced, ctx: Received) -> None: ...
+>>> async with bus:
+...     await bus.publish(OrderPlaced(order_id="o-1", total_cents=990))
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
+
+from edgeway.bus import tracing
+from edgeway.bus.errors import BusConfigError, EventDecodeError
+from edgeway.bus.events import Envelope, Event, decode, envelope_for
+from edgeway.bus.transport import (
+    ChannelConfig,
+    Delivery,
+    Expiry,
+    Subscription,
+    Transport,
+    check_group,
+)
+
+log = logging.getLogger("edgeway.bus")
+
+E = TypeVar("E", bound=Event)
+F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What a handler may want to know about the message besides the event."""
+
+    envelope: Envelope
+    group: str
+
+    @property
+    def id(self) -> str:
+        return self.envelope.id
+
+    @property
+    def attempt(self) -> int:
+        return self.envelope.attempt
+
+    @property
+    def request_id(self) -> str | None:
+        return self.envelope.request_id
+
+    @property
+    def traceparent(self) -> str | None:
+        return self.envelope.traceparent
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One handler call for one message; ``call`` takes the runner's resource (a DB session)."""
+
+    message_id: str
+    call: Callable[[Any], Awaitable[None]]
+
+
+class Runner(Protocol):
+    """Runs a batch of jobs and reports each one's error (``None`` = done).
+
+    The default runs them one by one; :class:`edgeway.bus.inbox.Inbox` runs them in one
+    database transaction that also records the message ids.
+    """
+
+    async def run(self, group: str, jobs: Sequence[Job]) -> list[BaseException | None]: ...
+
+
+class _Sequential:
+    async def run(self, group: str, jobs: Sequence[Job]) -> list[BaseException | None]:
+        results: list[BaseException | None] = []
+        for job in jobs:
+            try:
+                await job.call(None)
+            except Exception as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    event_class: type[Event]
+    handler: Callable[..., Awaitable[None]]
+    wants_ctx: bool
+
+
+class _Group:
+    """All handlers of one consumer group on one channel, fed by one subscription."""
+
+    def __init__(self, bus: EventBus, channel: ChannelConfig, group: str, runner: Runner | None) -> None:
+        self.bus = bus
+        self.channel = channel
+        self.group = group
+        self.runner: Runner = runner if runner is not None else _Sequential()
+        self.with_session = runner is not None
+        self.routes: dict[str, _Route] = {}
+        self.subscription: Subscription | None = None
+
+    async def handle(self, batch: Sequence[Delivery]) -> None:
+        channel = self.channel
+        jobs: list[Job] = []
+        pending: list[Delivery] = []
+        for delivery in batch:
+            envelope = delivery.envelope
+            if envelope.expired(channel.ttl):
+                await self._expire(delivery)
+                continue
+            if envelope.attempt > channel.max_deliver:
+                reason = (
+                    f"delivered {envelope.attempt - 1} times without an acknowledgement "
+                    f"(max_deliver={channel.max_deliver}): the consumer crashed or exceeded ack_wait"
+                )
+                await self.bus.transport.dead_letter(channel, self.group, delivery, reason)
+                continue
+            route = self.routes.get(envelope.type)
+            if route is None:
+                await delivery.ack()  # another group's event type on a shared channel
+                continue
+            try:
+                event = decode(route.event_class, envelope)
+            except EventDecodeError as exc:
+                await self.bus.transport.dead_letter(channel, self.group, delivery, str(exc))
+                continue
+            jobs.append(Job(envelope.id, self._bind(route, event, envelope)))
+            pending.append(delivery)
+        if not jobs:
+            return
+        results = await self.runner.run(self.group, jobs)
+        for delivery, error in zip(pending, results, strict=True):
+            if error is None:
+                await delivery.ack()
+            else:
+                await self._failed(delivery, error)
+
+    def _bind(self, route: _Route, event: Event, envelope: Envelope) -> Callable[[Any], Awaitable[None]]:
+        ctx = Received(envelope, self.group)
+        handler = route.handler
+        args: tuple[Any, ...] = (event,)
+
+        async def call(session: Any) -> None:
+            full = (*args, session) if self.with_session else args
+            with tracing.handling(envelope):
+                if route.wants_ctx:
+                    await handler(*full, ctx)
+                else:
+                    await handler(*full)
+
+        return call
+
+    async def _expire(self, delivery: Delivery) -> None:
+        envelope = delivery.envelope
+        if self.channel.on_expiry is Expiry.DEAD_LETTER:
+            reason = f"expired: older than the channel ttl of {self.channel.ttl} s"
+            await self.bus.transport.dead_letter(self.channel, self.group, delivery, reason)
+        else:
+            log.info("dropping expired message %s on %s", envelope.id, self.channel.name)
+            await delivery.term()
+
+    async def _failed(self, delivery: Delivery, error: BaseException) -> None:
+        envelope = delivery.envelope
+        reason = f"{type(error).__name__}: {error}"
+        if envelope.attempt >= self.channel.max_deliver:
+            log.warning(
+                "dead-lettering %s on %s for group %s after %d attempts: %s",
+                envelope.id,
+                self.channel.name,
+                self.group,
+                envelope.attempt,
+                reason,
+            )
+            await self.bus.transport.dead_letter(
+                self.channel, self.group, delivery, f"{reason} (after {envelope.attempt} attempts)"
+            )
+        else:
+            delay = self.channel.backoff.delay(envelope.attempt)
+            log.info(
+                "handler failed for %s (attempt %d), retrying in %.3g s: %s",
+                envelope.id,
+                envelope.attempt,
+                delay,
+                reason,
+            )
+            await delivery.nak(delay)
+
+
+def _positional_arity(handler: Callable[..., Any]) -> int:
+    params = inspect.signature(handler).parameters.values()
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+class EventBus:
+    """Publishes typed events and runs the subscribed handlers. See the module docstring."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        channels: Iterable[ChannelConfig] = (),
+        batch_size: int = 100,
+    ) -> None:
+        self.transport = transport
+        self.batch_size = batch_size
+        self._channels: dict[str, ChannelConfig] = {c.name: c for c in channels}
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._declared: set[str] = set()
+        self._started = False
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    def channel(self, name: str) -> ChannelConfig:
+        """The channel's config; a channel nobody configured gets the defaults."""
+        config = self._channels.get(name)
+        if config is None:
+            config = self._channels[name] = ChannelConfig(name)
+        return config
+
+    def subscribe(self, event_class: type[E], *, group: str, inbox: Runner | None = None) -> Callable[[F], F]:
+        """Decorator: run the function for every ``event_class`` event the group receives.
+
+        Members of one group compete for messages; every group gets every message. The handler
+        is ``async def h(event[, ctx])``, or with an ``inbox`` ``async def h(event, session[, ctx])``
+        where ``session`` is the inbox's transaction (write your state with it).
+        """
+
+        def register(handler: F) -> F:
+            self.add_handler(event_class, handler, group=group, inbox=inbox)
+            return handler
+
+        return register
+
+    def add_handler(
+        self,
+        event_class: type[E],
+        handler: Callable[..., Awaitable[None]],
+        *,
+        group: str,
+        inbox: Runner | None = None,
+    ) -> None:
+        if self._started:
+            raise BusConfigError("subscribe handlers before the bus starts")
+        check_group(group)
+        if not hasattr(event_class, "event_type"):
+            raise BusConfigError(
+                f"{event_class.__name__} sets no `channel`/`event_type`; it cannot be subscribed"
+            )
+        channel = self.channel(event_class.channel)
+        consumer = self._groups.get((channel.name, group))
+        if consumer is None:
+            consumer = self._groups[(channel.name, group)] = _Group(self, channel, group, inbox)
+        elif (inbox is None) != (not consumer.with_session) or (
+            inbox is not None and inbox is not consumer.runner
+        ):
+            raise BusConfigError(
+                f"group {group!r} on channel {channel.name!r}: all handlers must use the same inbox"
+            )
+        if event_class.event_type in consumer.routes:
+            raise BusConfigError(
+                f"group {group!r} already handles {event_class.event_type!r}; one handler per type and group"
+            )
+        base = 2 if inbox is not None else 1
+        arity = _positional_arity(handler)
+        if arity not in (base, base + 1):
+            expected = "(event, session[, ctx])" if inbox is not None else "(event[, ctx])"
+            raise BusConfigError(f"handler {handler.__qualname__} must take {expected}")
+        consumer.routes[event_class.event_type] = _Route(event_class, handler, arity == base + 1)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.transport.connect()
+        for consumer in self._groups.values():
+            await self._declare(consumer.channel)
+            consumer.subscription = await self.transport.subscribe(
+                consumer.channel, consumer.group, consumer.handle, batch_size=self.batch_size
+            )
+        self._started = True
+
+    async def stop(self) -> None:
+        for consumer in self._groups.values():
+            if consumer.subscription is not None:
+                await consumer.subscription.stop()
+                consumer.subscription = None
+        await self.transport.close()
+        self._started = False
+
+    async def __aenter__(self) -> EventBus:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def _declare(self, channel: ChannelConfig) -> None:
+        if channel.name not in self._declared:
+            await self.transport.declare(channel)
+            self._declared.add(channel.name)
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    async def publish(
+        self, event: Event, *, headers: Mapping[str, str] | None = None, event_id: str | None = None
+    ) -> Envelope:
+        """Publish now and wait for the broker's confirmation. Prefer the outbox when the event
+        reports a database change: it cannot be lost between the commit and the publish."""
+        envelope = envelope_for(event, tracing.outgoing_headers(headers), event_id=event_id)
+        await self.publish_envelope(envelope)
+        return envelope
+
+    async def publish_envelope(self, envelope: Envelope) -> None:
+        await self._declare(self.channel(envelope.channel))
+        await self.transport.publish(envelope)
+
+    async def publish_envelopes(self, envelopes: Sequence[Envelope]) -> None:
+        for name in {e.channel for e in envelopes}:
+            await self._declare(self.channel(name))
+        await self.transport.publish_batch(envelopes)

@@ -1,0 +1,194 @@
+"""Typed events and the envelope that carries them.
+
+An event is a pydantic model that names its channel (the stream or exchange it travels on) and a
+stable type string (what consumers dispatch on; keep it when you rename the class). The envelope
+is the transport-neutral message: the event's JSON payload plus the metadata every hop needs.
+On the wire the payload is the body, untouched, and the metadata travels in headers, so a
+consumer written without edgeway can still read the event.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edgeway.bus.errors import BusConfigError, EventDecodeError
+
+# Channel names become NATS stream names and RabbitMQ exchange names: keep to the characters both
+# accept without escaping.
+CHANNEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+EVENT_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+# Header names. Lower case because AMQP keeps case and NATS headers are case-sensitive.
+H_ID = "ew-id"
+H_TYPE = "ew-type"
+H_TIME = "ew-time"
+H_KEY = "ew-key"
+H_ATTEMPT = "ew-attempt"
+H_REQUEST_ID = "x-request-id"
+H_TRACEPARENT = "traceparent"
+_RESERVED = frozenset({H_ID, H_TYPE, H_TIME, H_KEY, H_ATTEMPT})
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_event_id() -> str:
+    """A ULID: 48-bit millisecond time + 80 random bits, 26 Crockford base32 characters.
+
+    Sorts by creation time, so dead-letter listings and logs read in order.
+    """
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    out = []
+    for _ in range(26):
+        out.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def check_name(kind: str, value: str, pattern: re.Pattern[str]) -> str:
+    if pattern.fullmatch(value) is None:
+        raise BusConfigError(f"invalid {kind} name {value!r}: it must match {pattern.pattern}")
+    return value
+
+
+class Event(BaseModel):
+    """Base class of every event.
+
+    Subclasses set ``channel`` and ``event_type`` and may set ``key_field``, the field whose
+    value orders events (all events of one order id, say). These three names are reserved.
+
+    >>> class OrderPlaced(Event):
+    ...     channel = "orders"
+    ...     event_type = "order.placed.v1"
+    ...     key_field = "order_id"
+    ...     order_id: str
+    ...     total_cents: int
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    channel: ClassVar[str]
+    event_type: ClassVar[str]
+    key_field: ClassVar[str | None] = None
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        channel = cls.__dict__.get("channel")
+        event_type = cls.__dict__.get("event_type")
+        if channel is None and event_type is None:
+            return  # an abstract intermediate base class
+        if not isinstance(channel, str) or not isinstance(event_type, str):
+            raise BusConfigError(f"event class {cls.__name__} must set both `channel` and `event_type`")
+        check_name("channel", channel, CHANNEL_NAME)
+        check_name("event type", event_type, EVENT_TYPE)
+        if cls.key_field is not None and cls.key_field not in cls.model_fields:
+            raise BusConfigError(f"event class {cls.__name__}: key_field {cls.key_field!r} is not a field")
+
+    def event_key(self) -> str | None:
+        if self.key_field is None:
+            return None
+        return str(getattr(self, self.key_field))
+
+
+E = TypeVar("E", bound=Event)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One message as the bus sees it, whatever the broker.
+
+    ``id`` is the de-duplication id: the broker drops a second publish with the same id inside
+    its window, and inboxes record it. ``attempt`` is 1 on the first delivery.
+    """
+
+    id: str
+    type: str
+    channel: str
+    time: float
+    payload: bytes
+    key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    attempt: int = 1
+
+    @property
+    def request_id(self) -> str | None:
+        return self.headers.get(H_REQUEST_ID)
+
+    @property
+    def traceparent(self) -> str | None:
+        return self.headers.get(H_TRACEPARENT)
+
+    def expired(self, ttl: float | None, now: float | None = None) -> bool:
+        if ttl is None:
+            return False
+        return (time.time() if now is None else now) > self.time + ttl
+
+    def with_attempt(self, attempt: int) -> Envelope:
+        return replace(self, attempt=attempt)
+
+    def to_headers(self) -> dict[str, str]:
+        """The wire headers: metadata plus the user's headers (ours win on a clash)."""
+        out = {k: v for k, v in self.headers.items() if k not in _RESERVED}
+        out[H_ID] = self.id
+        out[H_TYPE] = self.type
+        out[H_TIME] = repr(self.time)
+        if self.key is not None:
+            out[H_KEY] = self.key
+        return out
+
+    @classmethod
+    def from_headers(
+        cls, channel: str, headers: Mapping[str, Any], payload: bytes, attempt: int = 1
+    ) -> Envelope:
+        """Rebuild an envelope from wire headers; tolerant of messages not published by edgeway."""
+        plain = {str(k): v if isinstance(v, str) else _text(v) for k, v in headers.items()}
+        try:
+            sent = float(plain.get(H_TIME, ""))
+        except ValueError:
+            sent = time.time()
+        return cls(
+            id=plain.get(H_ID) or new_event_id(),
+            type=plain.get(H_TYPE, ""),
+            channel=channel,
+            time=sent,
+            payload=payload,
+            key=plain.get(H_KEY),
+            headers={k: v for k, v in plain.items() if k not in _RESERVED},
+            attempt=attempt,
+        )
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def envelope_for(
+    event: Event, headers: Mapping[str, str] | None = None, *, event_id: str | None = None
+) -> Envelope:
+    """Wrap an event for publishing."""
+    return Envelope(
+        id=event_id or new_event_id(),
+        type=event.event_type,
+        channel=event.channel,
+        time=time.time(),
+        payload=event.model_dump_json().encode(),
+        key=event.event_key(),
+        headers=dict(headers or {}),
+    )
+
+
+def decode(event_class: type[E], envelope: Envelope) -> E:
+    try:
+        return event_class.model_validate_json(envelope.payload)
+    except ValidationError as exc:
+        raise EventDecodeError(envelope.type, envelope.id, str(exc)) from exc
