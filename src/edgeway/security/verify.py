@@ -1,0 +1,443 @@
+"""Local token verification for the hot path: a JWKS-backed key set and ``TokenVerifier``.
+
+``TokenVerifier.verify`` is synchronous and does no I/O: the gateway calls it for every request.
+Fetching the JWKS is async and separate (:class:`JwksClient`): at start, periodically, and on an
+unknown ``kid`` (rate-limited, so forged ``kid`` values cannot turn into a fetch storm). When the
+security service is down the last key set keeps being served.
+
+Why not PyJWT: verifying with ``cryptography`` directly measured 7.9k/s against PyJWT's 5.9k/s
+for EdDSA and 9.8k/s against 6.5k/s for ES256 on the 2-core dev machine (``bench/verify_bench.py``).
+The rules are the same and narrower: only EdDSA and ES256, the header ``alg`` must equal the
+key's ``alg``, no ``crit`` extensions, strict base64url. A verified token is cached (bounded LRU
+keyed by the raw token, valid until ``exp``), so a repeated token costs a dict lookup, the
+revocation check and an expiry check — about 1 µs instead of ~130 µs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import contextlib
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, TypeGuard
+
+import httpx
+import orjson
+
+from edgeway.security.errors import (
+    JwksUnavailable,
+    KeyStoreError,
+    TokenExpired,
+    TokenInvalid,
+    TokenMissing,
+    TokenNotYetValid,
+    TokenRevoked,
+    TokenUnknownKey,
+)
+from edgeway.security.keys import ALGORITHMS, PublicKey, b64url_decode, public_key_from_jwk, verify_signature
+from edgeway.security.revocation import RevocationList
+
+log = logging.getLogger("edgeway.security.verify")
+
+# Three base64url segments, nothing else: lenient decoders skip stray characters, which would
+# let one signed token be spelled many ways (and defeat the cache).
+_COMPACT_JWS = re.compile(rb"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+MAX_TOKEN_BYTES = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """The verified claims of an access token. ``raw`` holds every claim, custom ones included."""
+
+    sub: str
+    iss: str
+    aud: tuple[str, ...]
+    exp: float
+    iat: float | None
+    nbf: float | None
+    jti: str | None
+    scopes: frozenset[str]
+    roles: frozenset[str]
+    raw: Mapping[str, Any]
+    kid: str
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles
+
+    def attributes(self) -> dict[str, Any]:
+        """The subject attributes for the policy engine: every claim, roles and scopes as lists."""
+        return {**self.raw, "roles": sorted(self.roles), "scopes": sorted(self.scopes)}
+
+
+# --- key set --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    kid: str
+    alg: str
+    public_key: PublicKey
+
+
+class KeySet:
+    """The public keys a verifier trusts, by ``kid``. Replaced whole on each JWKS refresh."""
+
+    def __init__(self, keys: Iterable[VerificationKey] = ()) -> None:
+        self._keys: dict[str, VerificationKey] = {k.kid: k for k in keys}
+
+    @classmethod
+    def from_jwks(cls, document: Mapping[str, Any]) -> KeySet:
+        keys = cls._parse(document)
+        return cls(keys)
+
+    def replace(self, keys: Iterable[VerificationKey]) -> None:
+        self._keys = {k.kid: k for k in keys}
+
+    def replace_from_jwks(self, document: Mapping[str, Any]) -> None:
+        self.replace(self._parse(document))
+
+    def get(self, kid: str) -> VerificationKey | None:
+        return self._keys.get(kid)
+
+    def __contains__(self, kid: object) -> bool:
+        return kid in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[VerificationKey]:
+        return iter(self._keys.values())
+
+    @staticmethod
+    def _parse(document: Mapping[str, Any]) -> list[VerificationKey]:
+        entries = document.get("keys")
+        if not isinstance(entries, list):
+            raise KeyStoreError("JWKS document has no 'keys' list")
+        keys: list[VerificationKey] = []
+        for entry in entries:
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("kid"), str):
+                continue
+            if entry.get("use", "sig") != "sig":
+                continue
+            try:
+                alg, public = public_key_from_jwk(entry)
+            except KeyStoreError as exc:
+                # One key we cannot use (RSA, another curve) must not take the others down.
+                log.warning("ignoring JWKS key %s: %s", entry.get("kid"), exc)
+                continue
+            if entry.get("alg", alg) != alg:
+                log.warning(
+                    "ignoring JWKS key %s: alg %s does not fit its key type", entry["kid"], entry["alg"]
+                )
+                continue
+            keys.append(VerificationKey(entry["kid"], alg, public))
+        return keys
+
+
+class JwksClient:
+    """Fetches a JWKS into a :class:`KeySet`: at start (retried), periodically, and on demand.
+
+    On-demand refreshes (an unknown ``kid``) happen at most once per ``min_refresh_interval``.
+    A failed refresh keeps the previous keys: serving stale keys during an outage of the security
+    service beats rejecting every request.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        keyset: KeySet | None = None,
+        *,
+        refresh_interval: float = 300.0,
+        min_refresh_interval: float = 30.0,
+        start_attempts: int = 3,
+        start_backoff: float = 0.5,
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.keyset = keyset if keyset is not None else KeySet()
+        self.refresh_interval = refresh_interval
+        self.min_refresh_interval = min_refresh_interval
+        self.start_attempts = start_attempts
+        self.start_backoff = start_backoff
+        self.fetches = 0
+        self.last_error: str | None = None
+        self._last_attempt: float | None = None
+        self._clock = clock
+        self._client = client
+        self._owns_client = client is None
+        self._task: asyncio.Task[None] | None = None
+        self._pending: asyncio.Task[bool] | None = None
+
+    @property
+    def stale(self) -> bool:
+        """True when the last refresh failed and older keys are being served."""
+        return self.last_error is not None and len(self.keyset) > 0
+
+    async def start(self) -> None:
+        """Fetch the key set, retrying; keep refreshing in the background."""
+        for attempt in range(self.start_attempts):
+            if await self.refresh(force=True):
+                break
+            if attempt + 1 < self.start_attempts:
+                await asyncio.sleep(self.start_backoff * 2**attempt)
+        if len(self.keyset) == 0:
+            raise JwksUnavailable(f"could not fetch the JWKS from {self.url}: {self.last_error}")
+        self._task = asyncio.create_task(self._run(), name="edgeway-jwks-refresh")
+
+    async def stop(self) -> None:
+        for task in (self._task, self._pending):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._pending = None
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def refresh(self, force: bool = False) -> bool:
+        """Fetch now unless rate-limited; True when a new key set was loaded."""
+        now = self._clock()
+        if (
+            not force
+            and self._last_attempt is not None
+            and now - self._last_attempt < self.min_refresh_interval
+        ):
+            return False
+        self._last_attempt = now
+        self.fetches += 1
+        try:
+            response = await self._http().get(self.url)
+            response.raise_for_status()
+            self.keyset.replace_from_jwks(response.json())
+        except (httpx.HTTPError, ValueError, KeyStoreError) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "JWKS refresh from %s failed (%s); serving %d cached keys", self.url, exc, len(self.keyset)
+            )
+            return False
+        self.last_error = None
+        return True
+
+    def request_refresh(self) -> None:
+        """Schedule a rate-limited refresh from synchronous code (the hot path); never blocks."""
+        if self._pending is not None and not self._pending.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._pending = loop.create_task(self.refresh(), name="edgeway-jwks-refresh-on-demand")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_interval)
+            await self.refresh(force=True)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=5.0)
+        return self._client
+
+
+# --- the verifier ---------------------------------------------------------------------------------
+
+
+class TokenVerifier:
+    """Verifies access tokens locally: signature, algorithm, ``iss``/``aud``/``exp``/``nbf``/``iat``.
+
+    ``verify`` raises a :class:`~edgeway.security.errors.TokenError` subclass whose ``reason`` the
+    caller turns into a 401. ``verify_async`` additionally refreshes the JWKS once (rate-limited)
+    when the ``kid`` is unknown, for tokens signed by a key rotated in since the last fetch.
+    """
+
+    def __init__(
+        self,
+        keys: KeySet | JwksClient,
+        *,
+        issuer: str | Iterable[str],
+        audience: str | Iterable[str],
+        leeway: float = 30.0,
+        algorithms: Iterable[str] = ALGORITHMS,
+        revocations: RevocationList | None = None,
+        cache_size: int = 10_000,
+        require_jti: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.jwks = keys if isinstance(keys, JwksClient) else None
+        self.keys = keys.keyset if isinstance(keys, JwksClient) else keys
+        self.issuers = frozenset([issuer] if isinstance(issuer, str) else issuer)
+        self.audiences = frozenset([audience] if isinstance(audience, str) else audience)
+        if not self.issuers or not self.audiences:
+            raise ValueError("TokenVerifier needs at least one issuer and one audience")
+        unknown = set(algorithms) - set(ALGORITHMS)
+        if unknown:
+            raise ValueError(f"algorithms {sorted(unknown)} are not allowed; choose from {ALGORITHMS}")
+        self.algorithms = frozenset(algorithms)
+        self.leeway = leeway
+        self.revocations = revocations if revocations is not None else RevocationList(clock)
+        self.require_jti = require_jti
+        self.cache_size = cache_size
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self._cache: OrderedDict[str | bytes, Claims] = OrderedDict()
+        self._clock = clock
+
+    # The hot path. Cached tokens skip parsing and the signature; expiry, revocation and the
+    # signing key still being trusted are checked on every call.
+    def verify(self, token: str | bytes | None) -> Claims:
+        if not token:
+            raise TokenMissing()
+        now = self._clock()
+        claims = self._cache.get(token)
+        if claims is not None:
+            if claims.kid in self.keys:
+                self.cache_hits += 1
+                self._cache.move_to_end(token)
+                if now > claims.exp + self.leeway:
+                    del self._cache[token]
+                    raise TokenExpired()
+                if claims.jti is not None and claims.jti in self.revocations:
+                    raise TokenRevoked()
+                return claims
+            del self._cache[token]  # its key was withdrawn: verify again (and fail)
+        self.cache_misses += 1
+        claims = self._verify_uncached(token, now)
+        if self.cache_size > 0:
+            self._cache[token] = claims
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return claims
+
+    async def verify_async(self, token: str | bytes | None) -> Claims:
+        try:
+            return self.verify(token)
+        except TokenUnknownKey:
+            if self.jwks is None or not await self.jwks.refresh():
+                raise
+            return self.verify(token)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def _verify_uncached(self, token: str | bytes, now: float) -> Claims:
+        raw = token.encode("ascii", "replace") if isinstance(token, str) else token
+        if len(raw) > MAX_TOKEN_BYTES:
+            raise TokenInvalid("malformed", f"token longer than {MAX_TOKEN_BYTES} bytes")
+        if _COMPACT_JWS.fullmatch(raw) is None:
+            raise TokenInvalid("malformed", "token is not a compact JWS (three base64url segments)")
+        header_b64, payload_b64, signature_b64 = raw.split(b".")
+        header = _decode_json(header_b64, "header")
+        alg = header.get("alg")
+        if alg not in self.algorithms:
+            raise TokenInvalid("alg_not_allowed", f"token rejected: algorithm {alg!r} is not allowed")
+        if "crit" in header:
+            raise TokenInvalid(
+                "unsupported_header", "token rejected: 'crit' header extensions are not supported"
+            )
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise TokenInvalid("missing_kid", "token rejected: header has no 'kid'")
+        key = self.keys.get(kid)
+        if key is None:
+            if self.jwks is not None:
+                self.jwks.request_refresh()
+            raise TokenUnknownKey(kid)
+        if key.alg != alg:
+            raise TokenInvalid("alg_mismatch", f"token rejected: header alg {alg} but key {kid} is {key.alg}")
+        try:
+            signature = b64url_decode(signature_b64)
+        except (binascii.Error, ValueError) as exc:
+            raise TokenInvalid("malformed", "signature is not base64url") from exc
+        if not verify_signature(alg, key.public_key, signature, header_b64 + b"." + payload_b64):
+            raise TokenInvalid("bad_signature")
+        return self._check_claims(_decode_json(payload_b64, "payload"), kid, now)
+
+    def _check_claims(self, payload: dict[str, Any], kid: str, now: float) -> Claims:
+        leeway = self.leeway
+        exp = payload.get("exp")
+        if not _is_number(exp):
+            raise TokenInvalid("missing_exp", "token rejected: no numeric 'exp' claim")
+        if now > exp + leeway:
+            raise TokenExpired()
+        nbf = payload.get("nbf")
+        if nbf is not None:
+            if not _is_number(nbf):
+                raise TokenInvalid("malformed", "'nbf' is not a number")
+            if now + leeway < nbf:
+                raise TokenNotYetValid("token is not valid yet (nbf in the future)")
+        iat = payload.get("iat")
+        if iat is not None:
+            if not _is_number(iat):
+                raise TokenInvalid("malformed", "'iat' is not a number")
+            if now + leeway < iat:
+                raise TokenNotYetValid("token was issued in the future (iat)")
+        iss = payload.get("iss")
+        if iss not in self.issuers:
+            raise TokenInvalid("bad_issuer", f"token rejected: issuer {iss!r} is not trusted")
+        aud = payload.get("aud")
+        audiences = (aud,) if isinstance(aud, str) else tuple(aud) if isinstance(aud, list) else ()
+        if not self.audiences.intersection(a for a in audiences if isinstance(a, str)):
+            raise TokenInvalid("bad_audience", "token rejected: not meant for this audience")
+        sub = payload.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise TokenInvalid("missing_sub", "token rejected: no 'sub' claim")
+        jti = payload.get("jti")
+        if jti is not None and not isinstance(jti, str):
+            raise TokenInvalid("malformed", "'jti' is not a string")
+        if jti is None and self.require_jti:
+            raise TokenInvalid("missing_jti", "token rejected: no 'jti' claim (it could not be revoked)")
+        if jti is not None and jti in self.revocations:
+            raise TokenRevoked()
+        scope = payload.get("scope", "")
+        roles = payload.get("roles", [])
+        return Claims(
+            sub=sub,
+            iss=iss,
+            aud=audiences,
+            exp=exp,
+            iat=iat,
+            nbf=nbf,
+            jti=jti,
+            scopes=frozenset(scope.split()) if isinstance(scope, str) else frozenset(),
+            roles=frozenset(r for r in roles if isinstance(r, str))
+            if isinstance(roles, list)
+            else frozenset(),
+            raw=MappingProxyType(payload),
+            kid=kid,
+        )
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _decode_json(segment: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(b64url_decode(segment))
+    except (binascii.Error, ValueError) as exc:
+        raise TokenInvalid("malformed", f"token {what} is not base64url JSON") from exc
+    if not isinstance(value, dict):
+        raise TokenInvalid("malformed", f"token {what} is not a JSON object")
+    return value
+
+
+def bearer_token(authorization: str | bytes | None) -> str | bytes:
+    """The token from an ``Authorization: Bearer <token>`` header value; TokenMissing otherwise."""
+    if not authorization:
+        raise TokenMissing()
+    sep = b" " if isinstance(authorization, bytes) else " "
+    scheme, _, token = authorization.partition(sep)  # type: ignore[arg-type]
+    if scheme.lower() not in ("bearer", b"bearer") or not token.strip():
+        raise TokenMissing("the Authorization header is not a Bearer token")
+    return token.strip()
