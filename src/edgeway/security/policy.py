@@ -331,7 +331,8 @@ class PolicySet:
     @staticmethod
     def _expand(
         name: str, roles: Mapping[str, tuple[tuple[re.Pattern[str], ...], tuple[str, ...], list[str]]]
-    ) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    ) -> tuple[tuple[str, str, re.Pattern[str]], ...]:
+        """(granting role, permission as written, compiled) for ``name`` and every role it inherits."""
         seen: list[str] = []
         stack = [name]
         while stack:
@@ -340,7 +341,11 @@ class PolicySet:
                 continue  # inheritance cycles are harmless: each role counts once
             seen.append(role)
             stack.extend(roles[role][1])
-        return tuple((role, pattern) for role in seen for pattern in roles[role][0])
+        return tuple(
+            (role, text, pattern)
+            for role in seen
+            for text, pattern in zip(roles[role][2], roles[role][0], strict=True)
+        )
 
     @classmethod
     def from_yaml(cls, text: str) -> PolicySet:
@@ -352,7 +357,7 @@ class PolicySet:
         return self._document
 
     def permissions_of(self, roles: Iterable[str]) -> set[str]:
-        return {p.pattern for r in roles for _, p in self._role_permissions.get(r, ())}
+        return {text for r in roles for _, text, _ in self._role_permissions.get(r, ())}
 
     def decide(
         self,
@@ -372,7 +377,7 @@ class PolicySet:
             if policy.applies(action, roles, env):
                 return Decision(False, policy.description or f"denied by policy {policy.id}", policy.id)
         for role in roles:
-            for origin, pattern in self._role_permissions.get(role, ()):
+            for origin, _, pattern in self._role_permissions.get(role, ()):
                 if pattern.match(action):
                     via = f" (inherited from {origin})" if origin != role else ""
                     return Decision(True, f"role {role} may {action}{via}", f"role:{role}")

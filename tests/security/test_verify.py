@@ -1,0 +1,342 @@
+"""TokenVerifier: the attack suite at the library level, the cache, the revocation list."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from edgeway.security.errors import (
+    TokenExpired,
+    TokenInvalid,
+    TokenMissing,
+    TokenNotYetValid,
+    TokenRevoked,
+    TokenUnknownKey,
+)
+from edgeway.security.keys import KeyRing, SigningKey
+from edgeway.security.tokens import TokenIssuer, encode_jwt
+from edgeway.security.verify import KeySet, TokenVerifier, VerificationKey, bearer_token
+
+ISS = "https://auth.test"
+AUD = "shop"
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def keyset_of(ring: KeyRing) -> KeySet:
+    return KeySet.from_jwks(ring.jwks())
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def ring() -> KeyRing:
+    return KeyRing.generate()
+
+
+@pytest.fixture
+def issuer(ring: KeyRing, clock: Clock) -> TokenIssuer:
+    return TokenIssuer(ring, ISS, AUD, ttl=300, clock=clock)
+
+
+@pytest.fixture
+def verifier(ring: KeyRing, clock: Clock) -> TokenVerifier:
+    return TokenVerifier(keyset_of(ring), issuer=ISS, audience=AUD, leeway=5, clock=clock)
+
+
+def claims_for(clock: Clock, **over: Any) -> dict[str, Any]:
+    now = int(clock.now)
+    base = {"iss": ISS, "sub": "alice", "aud": AUD, "exp": now + 300, "nbf": now, "iat": now, "jti": "j1"}
+    base.update(over)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "ES256"])
+def test_a_valid_token_verifies_and_exposes_its_claims(alg: str, clock: Clock) -> None:
+    ring = KeyRing.generate(alg)  # type: ignore[arg-type]
+    issued = TokenIssuer(ring, ISS, AUD, clock=clock).issue("alice", scope=["a", "b"], roles=["customer"])
+    claims = TokenVerifier(keyset_of(ring), issuer=ISS, audience=AUD, clock=clock).verify(issued.token)
+    assert claims.sub == "alice"
+    assert claims.scopes == {"a", "b"}
+    assert claims.roles == {"customer"}
+    assert claims.jti == issued.jti
+    assert claims.has_role("customer")
+    assert claims.has_scope("a")
+
+
+def test_bytes_and_str_tokens_both_verify(issuer: TokenIssuer, verifier: TokenVerifier) -> None:
+    token = issuer.issue("alice").token
+    assert verifier.verify(token.encode()).sub == verifier.verify(token).sub == "alice"
+
+
+def test_tokens_made_by_pyjwt_verify_too(ring: KeyRing, verifier: TokenVerifier, clock: Clock) -> None:
+    token = jwt.encode(
+        claims_for(clock), ring.active.private_key, algorithm="EdDSA", headers={"kid": ring.active.kid}
+    )
+    assert verifier.verify(token).sub == "alice"
+
+
+# --- the attack suite -----------------------------------------------------------------------------
+
+
+def test_missing_token_is_token_missing(verifier: TokenVerifier) -> None:
+    for empty in (None, "", b""):
+        with pytest.raises(TokenMissing):
+            verifier.verify(empty)
+
+
+def test_alg_none_is_rejected(ring: KeyRing, verifier: TokenVerifier, clock: Clock) -> None:
+    header = b64(json.dumps({"alg": "none", "kid": ring.active.kid}).encode())
+    payload = b64(json.dumps(claims_for(clock)).encode())
+    for token in (f"{header}.{payload}.", f"{header}.{payload}.AAAA"):
+        with pytest.raises(TokenInvalid) as info:
+            verifier.verify(token)
+        assert info.value.reason in {"malformed", "alg_not_allowed"}
+    with pytest.raises(TokenInvalid) as info:
+        verifier.verify(f"{header}.{payload}.AAAA")
+    assert info.value.reason == "alg_not_allowed"
+
+
+def test_hs256_signed_with_the_public_key_is_rejected(
+    ring: KeyRing, verifier: TokenVerifier, clock: Clock
+) -> None:
+    public_pem = ring.active.public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    raw = ring.active.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    import hashlib
+    import hmac
+
+    for secret in (public_pem, raw, json.dumps(ring.active.public_jwk()).encode()):
+        header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": ring.active.kid}).encode())
+        payload = b64(json.dumps(claims_for(clock)).encode())
+        sig = b64(hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest())
+        with pytest.raises(TokenInvalid) as info:
+            verifier.verify(f"{header}.{payload}.{sig}")
+        assert info.value.reason == "alg_not_allowed"
+
+
+def test_alg_that_does_not_match_the_key_is_rejected(clock: Clock) -> None:
+    ed, ec = SigningKey.generate("EdDSA"), SigningKey.generate("ES256")
+    # A key set where the EdDSA key's kid is advertised as ES256 must not verify an ES256 token.
+    keys = KeySet([VerificationKey(ec.kid, "EdDSA", ed.public_key)])
+    token = encode_jwt(ec, claims_for(clock))
+    with pytest.raises(TokenInvalid) as info:
+        TokenVerifier(keys, issuer=ISS, audience=AUD, clock=clock).verify(token)
+    assert info.value.reason == "alg_mismatch"
+
+
+def test_expired_token_is_rejected_after_the_leeway(
+    issuer: TokenIssuer, verifier: TokenVerifier, clock: Clock
+) -> None:
+    token = issuer.issue("alice").token
+    clock.now += 300 + 5  # exactly at exp + leeway: still fine
+    verifier.verify(token)
+    clock.now += 1
+    with pytest.raises(TokenExpired):
+        verifier.verify(token)
+
+
+def test_expired_token_is_rejected_even_when_cached(
+    issuer: TokenIssuer, verifier: TokenVerifier, clock: Clock
+) -> None:
+    token = issuer.issue("alice").token
+    verifier.verify(token)
+    clock.now += 400
+    with pytest.raises(TokenExpired):
+        verifier.verify(token)
+
+
+def test_not_yet_valid_token_is_rejected(ring: KeyRing, verifier: TokenVerifier, clock: Clock) -> None:
+    token = encode_jwt(ring.active, claims_for(clock, nbf=int(clock.now) + 60))
+    with pytest.raises(TokenNotYetValid):
+        verifier.verify(token)
+    future_iat = encode_jwt(ring.active, claims_for(clock, iat=int(clock.now) + 60))
+    with pytest.raises(TokenNotYetValid):
+        verifier.verify(future_iat)
+    within_leeway = encode_jwt(ring.active, claims_for(clock, nbf=int(clock.now) + 4))
+    assert verifier.verify(within_leeway).sub == "alice"
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ({"iss": "https://evil.test"}, "bad_issuer"),
+        ({"iss": None}, "bad_issuer"),
+        ({"aud": "other"}, "bad_audience"),
+        ({"aud": ["other", "another"]}, "bad_audience"),
+        ({"aud": None}, "bad_audience"),
+        ({"exp": None}, "missing_exp"),
+        ({"exp": "tomorrow"}, "missing_exp"),
+        ({"sub": None}, "missing_sub"),
+        ({"jti": None}, "missing_jti"),
+    ],
+)
+def test_wrong_or_missing_claims_are_rejected(
+    ring: KeyRing, verifier: TokenVerifier, clock: Clock, override: dict[str, Any], reason: str
+) -> None:
+    token = encode_jwt(ring.active, claims_for(clock, **override))
+    with pytest.raises(TokenInvalid) as info:
+        verifier.verify(token)
+    assert info.value.reason == reason
+
+
+def test_audience_list_containing_ours_is_accepted(
+    ring: KeyRing, verifier: TokenVerifier, clock: Clock
+) -> None:
+    token = encode_jwt(ring.active, claims_for(clock, aud=["billing", AUD]))
+    assert verifier.verify(token).aud == ("billing", AUD)
+
+
+def test_unknown_kid_is_rejected_as_unknown_key(verifier: TokenVerifier, clock: Clock) -> None:
+    stranger = SigningKey.generate()
+    with pytest.raises(TokenUnknownKey) as info:
+        verifier.verify(encode_jwt(stranger, claims_for(clock)))
+    assert info.value.reason == "unknown_kid"
+
+
+def test_token_from_another_key_set_with_a_forged_kid_fails_the_signature(
+    ring: KeyRing, verifier: TokenVerifier, clock: Clock
+) -> None:
+    other = KeyRing.generate().active
+    forged = SigningKey(ring.active.kid, "EdDSA", other.private_key, 0.0)  # our kid, their key
+    with pytest.raises(TokenInvalid) as info:
+        verifier.verify(encode_jwt(forged, claims_for(clock)))
+    assert info.value.reason == "bad_signature"
+
+
+def test_tampered_payload_is_rejected(issuer: TokenIssuer, verifier: TokenVerifier) -> None:
+    header, payload, sig = issuer.issue("alice", roles=["customer"]).token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["roles"] = ["admin"]
+    with pytest.raises(TokenInvalid) as info:
+        verifier.verify(f"{header}.{b64(json.dumps(claims).encode())}.{sig}")
+    assert info.value.reason == "bad_signature"
+
+
+def test_tampered_signature_is_rejected(issuer: TokenIssuer, verifier: TokenVerifier) -> None:
+    header, payload, sig = issuer.issue("alice").token.split(".")
+    raw = bytearray(base64.urlsafe_b64decode(sig + "=="))
+    raw[0] ^= 1
+    with pytest.raises(TokenInvalid) as info:
+        verifier.verify(f"{header}.{payload}.{b64(bytes(raw))}")
+    assert info.value.reason == "bad_signature"
+    with pytest.raises(TokenInvalid):
+        verifier.verify(f"{header}.{payload}.{sig[:-4]}")
+
+
+def test_non_canonical_spellings_are_rejected(issuer: TokenIssuer, verifier: TokenVerifier) -> None:
+    token = issuer.issue("alice").token
+    header, payload, sig = token.split(".")
+    for bad in (
+        token + "=",
+        f"{header}.{payload}.{sig}.x",
+        f"{header}.{payload}",
+        token.replace("-", "+"),
+        " " + token,
+    ):
+        with pytest.raises(TokenInvalid) as info:
+            verifier.verify(bad)
+        assert info.value.reason in {"malformed", "bad_signature"}
+
+
+def test_crit_header_is_rejected(ring: KeyRing, verifier: TokenVerifier, clock: Clock) -> None:
+    token = jwt.encode(
+        claims_for(clock),
+        ring.active.private_key,
+        algorithm="EdDSA",
+        headers={"kid": ring.active.kid, "crit": ["exp"]},
+    )
+    with pytest.raises(TokenInvalid) as info:
+        verifier.verify(token)
+    assert info.value.reason == "unsupported_header"
+
+
+def test_revoked_jti_is_rejected_on_every_call_cached_or_not(
+    issuer: TokenIssuer, verifier: TokenVerifier
+) -> None:
+    issued = issuer.issue("alice")
+    verifier.verify(issued.token)  # now cached
+    verifier.revocations.add(issued.jti, issued.expires_at)
+    with pytest.raises(TokenRevoked):
+        verifier.verify(issued.token)
+    verifier.clear_cache()
+    with pytest.raises(TokenRevoked):
+        verifier.verify(issued.token)
+
+
+def test_a_withdrawn_key_stops_cached_tokens_too(
+    ring: KeyRing, issuer: TokenIssuer, verifier: TokenVerifier
+) -> None:
+    token = issuer.issue("alice").token
+    verifier.verify(token)
+    verifier.keys.replace([])
+    with pytest.raises(TokenUnknownKey):
+        verifier.verify(token)
+
+
+def test_verify_only_allows_asymmetric_algorithms() -> None:
+    with pytest.raises(ValueError, match="not allowed"):
+        TokenVerifier(KeySet(), issuer=ISS, audience=AUD, algorithms=["HS256"])
+
+
+# --- cache ----------------------------------------------------------------------------------------
+
+
+def test_a_repeated_token_skips_the_signature_check(issuer: TokenIssuer, verifier: TokenVerifier) -> None:
+    token = issuer.issue("alice").token
+    first = verifier.verify(token)
+    second = verifier.verify(token)
+    assert first is second
+    assert (verifier.cache_misses, verifier.cache_hits) == (1, 1)
+
+
+def test_the_cache_is_bounded_lru(ring: KeyRing, issuer: TokenIssuer, clock: Clock) -> None:
+    verifier = TokenVerifier(keyset_of(ring), issuer=ISS, audience=AUD, cache_size=2, clock=clock)
+    a, b, c = (issuer.issue(s).token for s in "abc")
+    verifier.verify(a)
+    verifier.verify(b)
+    verifier.verify(a)  # a is now most recent
+    verifier.verify(c)  # evicts b
+    verifier.verify(a)
+    assert verifier.cache_hits == 2
+    verifier.verify(b)
+    assert verifier.cache_misses == 4
+
+
+def test_claims_cannot_be_mutated_through_the_cache(issuer: TokenIssuer, verifier: TokenVerifier) -> None:
+    claims = verifier.verify(issuer.issue("alice").token)
+    with pytest.raises(TypeError):
+        claims.raw["sub"] = "admin"  # type: ignore[index]
+
+
+def test_bearer_token_parses_the_authorization_header() -> None:
+    assert bearer_token("Bearer abc") == "abc"
+    assert bearer_token(b"bearer abc") == b"abc"
+    for bad in (None, "", "Basic abc", "Bearer ", "Bearer"):
+        with pytest.raises(TokenMissing):
+            bearer_token(bad)
+
+
+def test_time_is_wall_clock_by_default(ring: KeyRing) -> None:
+    issued = TokenIssuer(ring, ISS, AUD).issue("alice")
+    assert TokenVerifier(keyset_of(ring), issuer=ISS, audience=AUD).verify(issued.token).exp > time.time()
