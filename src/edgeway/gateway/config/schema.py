@@ -1,0 +1,623 @@
+"""The gateway config schema: pydantic models, every field described (the reference is generated
+from these descriptions by ``scripts/gen_config_reference.py``).
+
+Shape of a route, and how it grows: a route is a ``match`` block plus exactly one *action*
+(``proxy`` today; ``aggregate``, ``redirect``, ``respond`` later, each a sibling field named in
+``Route.ACTIONS``), plus optional per-route *filter* blocks (``auth``, ``rate_limit``, ``cors``,
+``cache``) that later issues add as typed sibling fields. Nothing about the existing fields has
+to move for that.
+
+Checks that need more than one field (a route's service exists, route ids are unique, two routes
+are not identical, a rewrite only uses the path's parameters) live in model validators that
+raise :class:`LocatedProblemsError`, so that each problem keeps its own key path and every one of them is
+reported, not just the first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from edgeway.gateway.config.keypath import Loc, format_loc
+from edgeway.gateway.config.patterns import (
+    PathPattern,
+    PatternError,
+    PatternKind,
+    RewriteTemplate,
+    parse_path_pattern,
+    parse_rewrite,
+)
+from edgeway.gateway.config.units import ByteSize, Duration
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HOST_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
+_HOSTNAME = re.compile(rf"(?:\*\.)?{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
+_IPV6_LITERAL = re.compile(r"\[[0-9a-f:.]+\]")
+_ROUTE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+
+# What makes two routes indistinguishable to the router: (path, methods, hosts).
+RouteIdentity = tuple[str, frozenset[str] | None, frozenset[str] | None]
+
+
+class LocatedProblemsError(ValueError):
+    """Several located problems found by one model validator.
+
+    pydantic keeps the raised exception in the error's ``ctx["error"]``; the loader unpacks it
+    into one ConfigIssue per problem, each ``loc`` relative to the model that raised.
+    """
+
+    def __init__(self, problems: Sequence[tuple[Loc, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{format_loc(loc)}: {message}" for loc, message in self.problems))
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors (a typo must not silently fall back to a default)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# --------------------------------------------------------------------------- process level
+
+
+class Listen(StrictModel):
+    """Where a listener binds."""
+
+    host: str = Field("127.0.0.1", description="Address to bind; `0.0.0.0` for every IPv4 interface.")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port to bind.")
+
+
+class AdminListen(StrictModel):
+    """Where the admin API (`/healthz`, `/readyz`, `/routes`) binds."""
+
+    host: str = Field("127.0.0.1", description="Address to bind; keep it private.")
+    port: int = Field(8081, ge=1, le=65535, description="TCP port to bind.")
+
+
+class Limits(StrictModel):
+    """Downstream (client side) limits; each names the status answered when it is exceeded."""
+
+    max_header_bytes: ByteSize = Field(
+        16 * 1024, gt=0, description="All request header lines together; 431 when exceeded."
+    )
+    max_headers: int = Field(100, gt=0, description="Number of request header fields; 431 when exceeded.")
+    max_url_bytes: ByteSize = Field(8 * 1024, gt=0, description="Request-target length; 414 when exceeded.")
+    max_body_bytes: ByteSize | None = Field(
+        10 * 1024 * 1024,
+        description="Request body size; 413 when exceeded. `null` means unlimited (always streamed).",
+    )
+    header_read_timeout: Duration = Field(
+        10.0, gt=0, description="Time for a client to send a complete request head; 408 after it."
+    )
+    keepalive_timeout: Duration = Field(
+        75.0, gt=0, description="An idle keep-alive client connection is closed after this."
+    )
+    shutdown_grace: Duration = Field(
+        30.0, ge=0, description="On SIGTERM, in-flight requests get this long to finish."
+    )
+
+
+class PathPolicy(StrictModel):
+    """How request paths are normalised before routing (see docs/configuration.md)."""
+
+    encoded_slash: Literal["reject", "decode", "keep"] = Field(
+        "reject",
+        description="`%2F` in a path: `reject` answers 400, `decode` treats it as `/`, "
+        "`keep` leaves it as an opaque character inside a segment.",
+    )
+    case_sensitive: bool = Field(
+        True, description="When false, paths are lower-cased before matching (and forwarded so)."
+    )
+
+
+class AccessLog(StrictModel):
+    """One JSON line per request on stdout."""
+
+    enabled: bool = Field(True, description="Write the access log.")
+
+
+# --------------------------------------------------------------------------- services
+
+
+def _check_instance_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        raise PydanticCustomError(
+            "instance_url",
+            "https upstreams are not supported yet: use http:// (terminate TLS in front of the "
+            "service or on a sidecar) in '{url}'",
+            {"url": url},
+        )
+    if parts.scheme != "http":
+        raise PydanticCustomError(
+            "instance_url", "instance '{url}' must be an http:// URL like http://10.0.0.5:8000", {"url": url}
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise PydanticCustomError(
+            "instance_url",
+            "instance '{url}' needs a host and an explicit port, e.g. http://host:8000",
+            {"url": url},
+        )
+    if parts.path not in {"", "/"} or parts.query or parts.fragment or parts.username or parts.password:
+        raise PydanticCustomError(
+            "instance_url",
+            "instance '{url}' must be only scheme, host and port; rewrite paths on the route instead",
+            {"url": url},
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"http://{host}:{port}"
+
+
+InstanceUrl = Annotated[str, AfterValidator(_check_instance_url)]
+
+
+class Timeouts(StrictModel):
+    """Upstream timeouts of one service; each answers 504 when it expires."""
+
+    connect: Duration = Field(2.0, gt=0, description="Opening a TCP connection to an instance.")
+    first_byte: Duration = Field(
+        15.0, gt=0, description="From the end of the request to the start of the response head."
+    )
+    total: Duration = Field(30.0, gt=0, description="The whole exchange, bodies included.")
+
+    @model_validator(mode="after")
+    def _total_covers_phases(self) -> Timeouts:
+        problems: list[tuple[Loc, str]] = []
+        for name in ("connect", "first_byte"):
+            if getattr(self, name) > self.total:
+                problems.append(
+                    ((name,), f"{name} ({getattr(self, name):g}s) exceeds total ({self.total:g}s)")
+                )
+        if problems:
+            raise LocatedProblemsError(problems)
+        return self
+
+
+class Pool(StrictModel):
+    """Connection pool per upstream instance."""
+
+    max_connections: int = Field(
+        256, gt=0, description="Open connections per instance; requests beyond wait."
+    )
+    idle_timeout: Duration = Field(60.0, gt=0, description="An idle pooled connection is closed after this.")
+
+
+class Service(StrictModel):
+    """An upstream service: one or more instances behind a load balancer."""
+
+    instances: list[InstanceUrl] = Field(
+        min_length=1, description="Instance base URLs, `http://host:port` (no path)."
+    )
+    balancer: Literal["round_robin", "least_outstanding"] = Field(
+        "round_robin",
+        description="`round_robin`, or `least_outstanding` (power of two choices on in-flight requests).",
+    )
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
+    pool: Pool = Field(default_factory=Pool, description="Connection pool per instance.")
+
+    @field_validator("instances")
+    @classmethod
+    def _unique_instances(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for url in value:
+            if url in seen:
+                raise PydanticCustomError("instance_url", "instance '{url}' is listed twice", {"url": url})
+            seen.add(url)
+        return value
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """``(host, port)`` of each instance, IPv6 hosts without brackets."""
+        out: list[tuple[str, int]] = []
+        for url in self.instances:
+            parts = urlsplit(url)  # host and port presence were checked at validation
+            out.append((parts.hostname or "", parts.port or 80))
+        return out
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def _header_name(name: str) -> str:
+    if _TOKEN.fullmatch(name) is None:
+        raise PydanticCustomError("header_name", "'{name}' is not a valid header name", {"name": name})
+    return name
+
+
+def _header_value(value: str) -> str:
+    if any(ch in value for ch in "\r\n\x00"):
+        raise PydanticCustomError("header_value", "a header value may not contain CR, LF or NUL")
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
+
+
+class HeaderRules(StrictModel):
+    """Header changes; `remove` runs before `set`."""
+
+    set: dict[HeaderName, HeaderValue] = Field(
+        default_factory=dict, description="Headers to set, replacing any value already present."
+    )
+    remove: list[HeaderName] = Field(default_factory=list, description="Header names to remove.")
+
+    @model_validator(mode="after")
+    def _no_conflict(self) -> HeaderRules:
+        removed = {name.lower() for name in self.remove}
+        problems: list[tuple[Loc, str]] = [
+            (("set", name), f"header '{name}' is both set and removed; keep one")
+            for name in self.set
+            if name.lower() in removed
+        ]
+        if problems:
+            raise LocatedProblemsError(problems)
+        return self
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.set and not self.remove
+
+
+class ProxyAction(StrictModel):
+    """Forward the request to a service."""
+
+    service: str = Field(description="Name of a service under `services`.")
+    strip_prefix: str | None = Field(
+        None, description="Literal leading path segments to remove before forwarding, e.g. `/catalog`."
+    )
+    rewrite: str | None = Field(
+        None,
+        description="Upstream path template; may use the path's `{name}` parameters and `{**}` "
+        "(the rest matched by a `/**` pattern).",
+    )
+    request_headers: HeaderRules = Field(
+        default_factory=HeaderRules, description="Changes to the request headers sent upstream."
+    )
+    response_headers: HeaderRules = Field(
+        default_factory=HeaderRules, description="Changes to the response headers sent to the client."
+    )
+    websocket: bool = Field(False, description="Allow `Upgrade: websocket` tunnelling on this route.")
+    websocket_idle_timeout: Duration = Field(
+        300.0, gt=0, description="A tunnelled WebSocket with no traffic either way is closed after this."
+    )
+
+    _rewrite: RewriteTemplate | None = PrivateAttr(None)
+    _strip: tuple[str, ...] = PrivateAttr(())
+
+    @property
+    def rewrite_template(self) -> RewriteTemplate | None:
+        return self._rewrite
+
+    @property
+    def strip_segments(self) -> tuple[str, ...]:
+        return self._strip
+
+    def bind(self, pattern: PathPattern) -> list[tuple[Loc, str]]:
+        """Check strip_prefix/rewrite against the route's pattern and keep the parsed forms."""
+        problems: list[tuple[Loc, str]] = []
+        if self.rewrite is not None and self.strip_prefix is not None:
+            problems.append((("rewrite",), "set either strip_prefix or rewrite, not both"))
+        if self.rewrite is not None:
+            try:
+                self._rewrite = parse_rewrite(self.rewrite, pattern)
+            except PatternError as exc:
+                problems.append((("rewrite",), str(exc)))
+        if self.strip_prefix is not None:
+            strip = self.strip_prefix.rstrip("/")
+            segments = tuple(strip[1:].split("/")) if strip else ()
+            if not self.strip_prefix.startswith("/") or "{" in strip or "*" in strip:
+                problems.append(
+                    (
+                        ("strip_prefix",),
+                        f"strip_prefix {self.strip_prefix!r} must be a literal path starting with '/'",
+                    )
+                )
+            elif pattern.literal_prefix()[: len(segments)] != segments:
+                problems.append(
+                    (
+                        ("strip_prefix",),
+                        f"strip_prefix {self.strip_prefix!r} is not a prefix of the literal start of "
+                        f"path {pattern.text!r}, so it would not apply to every matched request",
+                    )
+                )
+            else:
+                self._strip = segments
+        return problems
+
+
+class MatchRule(StrictModel):
+    """Which requests a route takes."""
+
+    path: str = Field(
+        description="Exact `/a/b`, template `/users/{id}` or prefix `/catalog/**` (matches `/catalog` too)."
+    )
+    methods: list[str] | None = Field(
+        None, min_length=1, description="Request methods (upper-cased); `null` or absent means any."
+    )
+    hosts: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Host names, exact (`api.example.com`) or wildcard (`*.example.com`, any depth); "
+        "absent means any. Compared without the port, case-insensitively.",
+    )
+
+    _pattern: PathPattern | None = PrivateAttr(None)
+
+    @field_validator("path")
+    @classmethod
+    def _well_formed(cls, value: str) -> str:
+        try:
+            parse_path_pattern(value)
+        except PatternError as exc:
+            raise PydanticCustomError("path_pattern", "{reason}", {"reason": str(exc)}) from exc
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        out: list[str] = []
+        for method in value:
+            if _TOKEN.fullmatch(method) is None:
+                raise PydanticCustomError("method", "'{method}' is not an HTTP method", {"method": method})
+            upper = method.upper()
+            if upper in out:
+                raise PydanticCustomError("method", "method {method} is listed twice", {"method": upper})
+            out.append(upper)
+        return out
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        out: list[str] = []
+        for host in value:
+            lowered = host.lower().rstrip(".")
+            if _IPV6_LITERAL.fullmatch(lowered) is None and _HOSTNAME.fullmatch(lowered) is None:
+                hint = " (no port: hosts are compared without it)" if ":" in lowered else ""
+                raise PydanticCustomError(
+                    "host",
+                    "'{host}' is not a host name or '*.suffix' wildcard{hint}",
+                    {"host": host, "hint": hint},
+                )
+            if lowered in out:
+                raise PydanticCustomError("host", "host '{host}' is listed twice", {"host": lowered})
+            out.append(lowered)
+        return out
+
+    @model_validator(mode="after")
+    def _parse(self) -> MatchRule:
+        self._pattern = parse_path_pattern(self.path)
+        return self
+
+    @property
+    def pattern(self) -> PathPattern:
+        assert self._pattern is not None  # set by the validator of every constructed instance
+        return self._pattern
+
+    def identity(self) -> RouteIdentity:
+        """What makes two routes indistinguishable to the router."""
+        return (
+            self.path,
+            frozenset(self.methods) if self.methods is not None else None,
+            frozenset(self.hosts) if self.hosts is not None else None,
+        )
+
+
+class Route(StrictModel):
+    """A match plus exactly one action (today: `proxy`)."""
+
+    ACTIONS: ClassVar[tuple[str, ...]] = ("proxy",)
+
+    id: str | None = Field(
+        None,
+        pattern=_ROUTE_ID,
+        description="Unique name in logs and metrics; derived from the path when absent "
+        "(`/catalog/**` becomes `catalog`).",
+    )
+    match: MatchRule = Field(description="Which requests this route takes.")
+    proxy: ProxyAction | None = Field(None, description="Forward matching requests to a service.")
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Route:
+        present = [name for name in self.ACTIONS if getattr(self, name) is not None]
+        if len(present) != 1:
+            names = ", ".join(self.ACTIONS)
+            found = ", ".join(present) or "none"
+            raise PydanticCustomError(
+                "route_action",
+                "a route needs exactly one action of: {names} (found: {found})",
+                {"names": names, "found": found},
+            )
+        if self.proxy is not None:
+            problems = [(("proxy", *loc), message) for loc, message in self.proxy.bind(self.match.pattern)]
+            if problems:
+                raise LocatedProblemsError(problems)
+        return self
+
+    @property
+    def action(self) -> ProxyAction:
+        """The route's one action (a union once more actions exist)."""
+        assert self.proxy is not None  # exactly-one-action is checked at validation
+        return self.proxy
+
+
+def derive_route_id(path: str) -> str:
+    """``/catalog/**`` → ``catalog``; ``/users/{id}`` → ``users-id``; ``/`` → ``root``."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", path).strip("-").lower()
+    return slug or "root"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteFacts:
+    """What the cross-route checks need of one route; built from models, or leniently from raw
+    data when other fields failed validation (so these problems are reported in the same run)."""
+
+    index: int
+    id: str | None
+    service: str | None
+    identity: RouteIdentity | None
+
+
+def cross_check_routes(services: Collection[str], routes: Sequence[RouteFacts]) -> list[tuple[Loc, str]]:
+    """Unknown services, duplicate route ids, indistinguishable routes."""
+    problems: list[tuple[Loc, str]] = []
+    known = ", ".join(sorted(services)) or "none defined"
+    ids: dict[str, int] = {}
+    identities: dict[RouteIdentity, int] = {}
+    for route in routes:
+        if route.service is not None and route.service not in services:
+            problems.append(
+                (
+                    ("routes", route.index, "proxy", "service"),
+                    f"unknown service '{route.service}' (known: {known})",
+                )
+            )
+        if route.id is not None:
+            if route.id in ids:
+                problems.append(
+                    (
+                        ("routes", route.index, "id"),
+                        f"duplicate route id '{route.id}' (first used by routes[{ids[route.id]}])",
+                    )
+                )
+            else:
+                ids[route.id] = route.index
+        if route.identity is not None:
+            if route.identity in identities:
+                problems.append(
+                    (
+                        ("routes", route.index, "match"),
+                        f"same path, methods and hosts as routes[{identities[route.identity]}]; "
+                        "this route could never match",
+                    )
+                )
+            else:
+                identities[route.identity] = route.index
+    return problems
+
+
+# --------------------------------------------------------------------------- the whole file
+
+
+class GatewayConfig(StrictModel):
+    """A gateway (or BFF) process: where it listens, its services and its routes."""
+
+    version: Literal[1] = Field(1, description="Config format version; this edgeway reads version 1.")
+    include: list[str] = Field(
+        default_factory=list,
+        description="Files merged into this one, relative to it: maps deep-merged with this file "
+        "winning, `routes` concatenated (included routes first).",
+    )
+    name: str = Field("gateway", min_length=1, description="Service name in logs and metrics.")
+    listen: Listen = Field(default_factory=Listen, description="Where clients connect.")
+    admin: AdminListen | None = Field(
+        default_factory=AdminListen, description="Admin API listener; `null` disables it."
+    )
+    workers: int = Field(1, ge=1, le=256, description="Processes sharing the listen port (SO_REUSEPORT).")
+    limits: Limits = Field(default_factory=Limits, description="Downstream (client side) limits.")
+    paths: PathPolicy = Field(default_factory=PathPolicy, description="Request path normalisation.")
+    access_log: AccessLog = Field(default_factory=AccessLog, description="Access log.")
+    services: dict[str, Service] = Field(default_factory=dict, description="Upstream services by name.")
+    routes: list[Route] = Field(default_factory=list, description="Routes; the most specific match wins.")
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, value: dict[str, Service]) -> dict[str, Service]:
+        for name in value:
+            if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) is None:
+                raise PydanticCustomError(
+                    "service_name",
+                    "service name '{name}' may use letters, digits, '.', '_' and '-' only",
+                    {"name": name},
+                )
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_first(cls, data: Any) -> Any:
+        # A file for another format version would fail in confusing ways further down.
+        if isinstance(data, dict) and "version" in data and data["version"] != 1:
+            raise PydanticCustomError(
+                "config_version",
+                "unsupported config version '{version}'; this edgeway reads version 1",
+                {"version": data["version"]},
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> GatewayConfig:
+        facts = [
+            RouteFacts(index, route.id, route.proxy.service if route.proxy else None, route.match.identity())
+            for index, route in enumerate(self.routes)
+        ]
+        problems = cross_check_routes(self.services, facts)
+        if (
+            self.admin is not None
+            and self.admin.port == self.listen.port
+            and self.admin.host == self.listen.host
+        ):
+            problems.append((("admin", "port"), f"admin port {self.admin.port} is the listen port"))
+        if problems:
+            raise LocatedProblemsError(problems)
+        self._assign_route_ids({route.id for route in self.routes if route.id is not None})
+        return self
+
+    def _assign_route_ids(self, taken: set[str]) -> None:
+        for route in self.routes:
+            if route.id is None:
+                base = derive_route_id(route.match.path)
+                candidate, n = base, 2
+                while candidate in taken:
+                    candidate, n = f"{base}-{n}", n + 1
+                route.id = candidate
+                taken.add(candidate)
+
+    def route(self, route_id: str) -> Route:
+        """The route with this id; KeyError names the known ids."""
+        for route in self.routes:
+            if route.id == route_id:
+                return route
+        raise KeyError(f"no route {route_id!r} (known: {', '.join(str(r.id) for r in self.routes)})")
+
+
+# Pattern kinds are part of the public vocabulary of routes.
+__all__ = [
+    "AccessLog",
+    "AdminListen",
+    "GatewayConfig",
+    "HeaderRules",
+    "Limits",
+    "Listen",
+    "LocatedProblemsError",
+    "MatchRule",
+    "PathPolicy",
+    "PatternKind",
+    "Pool",
+    "ProxyAction",
+    "Route",
+    "Service",
+    "Timeouts",
+    "derive_route_id",
+]

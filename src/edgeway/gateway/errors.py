@@ -1,0 +1,67 @@
+"""Errors of the gateway core.
+
+    GatewayError            base of everything raised by edgeway.gateway
+    ├── ConfigError         a config file (or mapping) is invalid; holds every ConfigIssue found,
+    │                       one per line of its str(): ``file:line:col: key.path: message``
+    └── PathError           a request path cannot be normalised safely; answer 400
+
+A ConfigIssue is a value, not an exception: the loader collects all of them before raising, so a
+user fixes a file in one pass instead of one error per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class GatewayError(Exception):
+    """Base of the gateway core's errors."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in a config source, located as precisely as the source allows.
+
+    ``line`` and ``column`` are 1-based; they are None when the problem has no place in a file
+    (a mapping validated from code, or a key that is missing altogether and has no parent).
+    """
+
+    file: str
+    line: int | None
+    column: int | None
+    key_path: str
+    message: str
+
+    def __str__(self) -> str:
+        place = self.file
+        if self.line is not None:
+            place += f":{self.line}"
+            if self.column is not None:
+                place += f":{self.column}"
+        if self.key_path:
+            return f"{place}: {self.key_path}: {self.message}"
+        return f"{place}: {self.message}"
+
+
+class ConfigError(GatewayError):
+    """The config is invalid; ``issues`` lists every problem found, in file order."""
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues: tuple[ConfigIssue, ...] = tuple(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues) or "invalid config")
+
+
+class PathError(GatewayError):
+    """A request path is malformed or unsafe (dot segments above the root, NUL, a rejected %2F).
+
+    The engine answers 400 and does not route the request.
+    """
+
+    status = 400
+
+    def __init__(self, reason: str, path: bytes | str) -> None:
+        shown = path if isinstance(path, str) else path.decode("latin-1")
+        super().__init__(f"{reason}: {shown[:200]!r}")
+        self.reason = reason
+        self.path = shown
