@@ -1,0 +1,203 @@
+"""Legs of a benchmark, run one after another in the same run, with medians over repetitions.
+
+A leg is one target (edgeway, nginx, the aiohttp baseline, the backend alone) started on its own,
+warmed up, driven by wrk at each connection count, measured for memory, and stopped before the
+next leg starts, so legs never compete for the two cores. Repetitions are interleaved (round 1 of
+every leg, then round 2, ...) so a slow drift of the machine spreads over all legs instead of
+penalising the last one.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench import idle, wrk
+from bench.errors import BenchError
+from bench.harness import ManagedProcess, mb, median, tree_rss_bytes
+
+# A leg whose wrk run saw more failed requests than this share is not a measurement: a proxy that
+# answers 502 at once would otherwise look fast.
+MAX_ERROR_SHARE = 0.001
+
+progress = Console(stderr=True, highlight=False)
+
+
+def say(message: str) -> None:
+    progress.print(f"[dim]bench:[/dim] {message}")
+
+
+@dataclass(frozen=True)
+class Leg:
+    """How to run one target.
+
+    ``start`` gets a fresh directory for the target's files and returns a *started* process;
+    ``None`` means the target is already running at ``url`` (the backend measured directly).
+    ``skip`` is the reason the leg cannot run on this machine, decided before the run.
+    """
+
+    name: str
+    label: str
+    start: Callable[[Path], ManagedProcess] | None = None
+    url: str | None = None
+    path: str = "/"
+    skip: str | None = None
+    idle_connections: int = 0
+
+
+class Status(enum.Enum):
+    OK = "ok"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass
+class Outcome:
+    leg: Leg
+    status: Status = Status.OK
+    reason: str | None = None
+    samples: dict[int, list[wrk.WrkResult]] = field(default_factory=dict)
+    rss_mb: float | None = None
+    idle: idle.IdleResult | None = None
+
+    def fail(self, reason: str) -> None:
+        self.status = Status.FAILED
+        self.reason = reason
+
+    def median(self, connections: int, metric: str) -> float | None:
+        runs = self.samples.get(connections)
+        if self.status is not Status.OK or not runs:
+            return None
+        values = [getattr(r, metric) for r in runs]
+        return round(median(values), 3 if metric.endswith("_ms") else 1)
+
+    def rps(self, connections: int) -> float | None:
+        return self.median(connections, "rps")
+
+    def as_dict(self) -> dict[str, Any]:
+        runs: dict[str, Any] = {}
+        for c, results in self.samples.items():
+            runs[str(c)] = {
+                "rps": self.median(c, "rps"),
+                "p50_ms": self.median(c, "p50_ms"),
+                "p90_ms": self.median(c, "p90_ms"),
+                "p99_ms": self.median(c, "p99_ms"),
+                "errors": sum(r.errors.total for r in results),
+                "samples": [r.as_dict() for r in results],
+            }
+        return {
+            "label": self.leg.label,
+            "status": self.status.value,
+            "reason": self.reason,
+            "runs": runs,
+            "rss_mb": self.rss_mb,
+            "idle": None
+            if self.idle is None
+            else {
+                "connections": self.idle.connections,
+                "rss_before_mb": self.idle.rss_before_mb,
+                "rss_held_mb": self.idle.rss_held_mb,
+                "per_connection_kb": self.idle.per_connection_kb,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Settings:
+    connections: Sequence[int]
+    duration_s: float
+    repetitions: int = 1
+    warmup_s: float = 2.0
+    threads: int = 2
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "connections": list(self.connections),
+            "duration_s": self.duration_s,
+            "repetitions": self.repetitions,
+            "warmup_s": self.warmup_s,
+            "wrk_threads": self.threads,
+            "keep_alive": True,
+        }
+
+
+def run_legs(legs: Sequence[Leg], settings: Settings, workdir: Path) -> dict[str, Outcome]:
+    outcomes = {leg.name: Outcome(leg) for leg in legs}
+    for leg in legs:
+        if leg.skip:
+            outcomes[leg.name].status = Status.SKIPPED
+            outcomes[leg.name].reason = leg.skip
+            say(f"[yellow]skip[/yellow] {leg.label}: {leg.skip}")
+    script = wrk.write_script(workdir)
+    for rep in range(settings.repetitions):
+        for leg in legs:
+            outcome = outcomes[leg.name]
+            if outcome.status is not Status.OK:
+                continue
+            last = rep == settings.repetitions - 1
+            try:
+                _run_once(leg, outcome, settings, workdir / f"{leg.name}-{rep}", script, last)
+            except BenchError as exc:
+                outcome.fail(str(exc))
+                say(f"[red]failed[/red] {leg.label}: {exc}")
+    return outcomes
+
+
+def _run_once(
+    leg: Leg, outcome: Outcome, settings: Settings, directory: Path, script: Path, last: bool
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    process = leg.start(directory) if leg.start is not None else None
+    try:
+        base = process.url if process is not None else leg.url
+        if base is None:
+            raise BenchError(f"leg {leg.name} has neither a process nor a url")
+        url = base + leg.path
+        if settings.warmup_s > 0:
+            say(f"warm up {leg.label}")
+            wrk.run(
+                url,
+                connections=max(settings.connections),
+                duration_s=settings.warmup_s,
+                script=script,
+                threads=settings.threads,
+            )
+        for c in settings.connections:
+            say(f"{leg.label}: wrk -t{settings.threads} -c{c} -d{settings.duration_s:g}s")
+            result = wrk.run(url, connections=c, duration_s=settings.duration_s, script=script)
+            if result.requests == 0 or result.errors.total > MAX_ERROR_SHARE * result.requests:
+                raise BenchError(
+                    f"{result.errors.total} failed requests of {result.requests} at {c} connections "
+                    f"({result.errors}); see the logs in {directory}"
+                )
+            outcome.samples.setdefault(c, []).append(result)
+            say(f"  {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms")
+        if process is not None and last:
+            outcome.rss_mb = mb(tree_rss_bytes(process.pid))
+            if leg.idle_connections:
+                say(f"{leg.label}: holding {leg.idle_connections} idle keep-alive connections")
+                outcome.idle = idle.measure(
+                    process.host, process.port, process.pid, connections=leg.idle_connections, path=leg.path
+                )
+                say(f"  RSS {outcome.idle.rss_held_mb} MB")
+        if process is not None and not process.alive():
+            raise BenchError(f"{leg.label} died during the run; see {process.log_path}")
+    finally:
+        if process is not None:
+            process.stop()
+
+
+def headline_connections(connections: Sequence[int], preferred: int = 32) -> int:
+    """The connection count the headline numbers use: 32 when measured, else the first."""
+    return preferred if preferred in connections else connections[0]
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 3)

@@ -1,0 +1,105 @@
+"""Print a benchmark's result: a rich table for people, one JSON object for machines."""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.legs import Outcome, Settings, Status
+
+_OPS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal from the issue, checked against a measured value (None: not measured)."""
+
+    name: str
+    value: float | None
+    op: str
+    limit: float
+
+    @property
+    def met(self) -> bool | None:
+        if self.value is None:
+            return None
+        return _OPS[self.op](self.value, self.limit)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "op": self.op, "limit": self.limit, "met": self.met}
+
+
+def targets_dict(targets: Sequence[Target]) -> dict[str, Any]:
+    return {t.name: t.as_dict() for t in targets}
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def legs_table(title: str, outcomes: Mapping[str, Outcome], settings: Settings) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("leg", "conns", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "RSS MB", "idle RSS"):
+        table.add_column(column, justify="left" if column == "leg" else "right")
+    for outcome in outcomes.values():
+        if outcome.status is not Status.OK:
+            colour = "yellow" if outcome.status is Status.SKIPPED else "red"
+            table.add_row(outcome.leg.label, "", f"[{colour}]{outcome.status.value}[/{colour}]")
+            continue
+        for i, c in enumerate(settings.connections):
+            runs = outcome.samples.get(c, [])
+            table.add_row(
+                outcome.leg.label if i == 0 else "",
+                str(c),
+                _fmt(outcome.rps(c), 0),
+                _fmt(outcome.median(c, "p50_ms")),
+                _fmt(outcome.median(c, "p90_ms")),
+                _fmt(outcome.median(c, "p99_ms")),
+                str(sum(r.errors.total for r in runs)),
+                _fmt(outcome.rss_mb, 1) if i == 0 else "",
+                _fmt(outcome.idle.rss_held_mb, 1) if i == 0 and outcome.idle is not None else "",
+            )
+    return table
+
+
+def emit(
+    result: Mapping[str, Any],
+    *,
+    as_json: bool,
+    title: str,
+    outcomes: Mapping[str, Outcome],
+    settings: Settings,
+    summary: Sequence[tuple[str, str]],
+    targets: Sequence[Target],
+) -> None:
+    if as_json:
+        # Plain print: rich would wrap long lines and break the JSON.
+        print(json.dumps(result, indent=None, sort_keys=False))
+        return
+    console = Console(soft_wrap=True)
+    console.print(legs_table(title, outcomes, settings))
+    for outcome in outcomes.values():
+        if outcome.status is not Status.OK:
+            console.print(f"  {outcome.leg.label} {outcome.status.value}: {outcome.reason}", markup=False)
+    for label, value in summary:
+        console.print(f"  {label}: [bold]{value}[/bold]")
+    for t in targets:
+        mark = {
+            True: "[green]met[/green]",
+            False: "[red]missed[/red]",
+            None: "[yellow]not measured[/yellow]",
+        }[t.met]
+        console.print(f"  target {t.name} {t.op} {t.limit:g}: {_fmt(t.value, 3)} {mark}")
+    m = result.get("details", {}).get("machine", {})
+    if m:
+        console.print(
+            f"[dim]machine: {m.get('cpu')}, {m.get('cores')} cores, Linux {m.get('kernel')}, "
+            f"Python {m.get('python')}, {m.get('nginx') or 'no nginx'}, {m.get('wrk') or 'no wrk'}, "
+            f"load {m.get('loadavg_1m')}[/dim]"
+        )
