@@ -251,8 +251,9 @@ def test_non_canonical_spellings_are_rejected(issuer: TokenIssuer, verifier: Tok
         token + "=",
         f"{header}.{payload}.{sig}.x",
         f"{header}.{payload}",
-        token.replace("-", "+"),
+        "+" + token,
         " " + token,
+        token + "\n",
     ):
         with pytest.raises(TokenInvalid) as info:
             verifier.verify(bad)
