@@ -1,0 +1,155 @@
+"""``edgeway bench …``: the benchmarks, side by side with nginx and aiohttp.
+
+The harness lives in ``bench/`` at the top of a source checkout, outside the installed package,
+because it is a development tool (it needs wrk and nginx, and starts servers). This module finds
+it next to the package it was imported from, so ``edgeway bench`` works from a checkout (the
+editable install ``./dev`` makes) and says plainly what is missing elsewhere.
+
+Each benchmark is a module ``bench.<name>`` with ``run(json=..., ...) -> dict``; a module not
+written yet (the bus benchmark arrives with the event bus) is reported as such, not as a crash.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Benchmarks: edgeway side by side with nginx and aiohttp.")
+
+
+class BenchNotFoundError(Exception):
+    """The ``bench/`` harness is not next to this edgeway (an installed wheel, not a checkout)."""
+
+
+def repo_root() -> Path:
+    """The source checkout holding ``bench/``, found from where ``edgeway`` was imported."""
+    import edgeway
+
+    package_dir = Path(edgeway.__file__).resolve().parent
+    # src layout: <root>/src/edgeway/__init__.py; also accept a flat <root>/edgeway layout.
+    for candidate in (package_dir.parent.parent, package_dir.parent):
+        if (candidate / "bench" / "__init__.py").is_file():
+            return candidate
+    raise BenchNotFoundError(
+        f"the benchmark harness (bench/) was not found next to {package_dir}. "
+        "`edgeway bench` runs from a source checkout: clone the repository and run "
+        "`./dev bench proxy` there (it installs edgeway in editable mode)."
+    )
+
+
+def ensure_bench_importable() -> Path:
+    """Put the checkout on ``sys.path`` so ``import bench`` works; returns the checkout."""
+    root = repo_root()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return root
+
+
+def load(name: str, issue: str) -> ModuleType:
+    """Import ``bench.<name>``, or exit with a message saying what is missing."""
+    try:
+        ensure_bench_importable()
+    except BenchNotFoundError as exc:
+        _fail(str(exc))
+    module_name = f"bench.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            _fail(f"the `{name}` benchmark is not written yet: {module_name} comes with {issue}.")
+        raise
+    if not callable(getattr(module, "run", None)):
+        _fail(f"{module_name} has no run() function yet ({issue} is still in progress).")
+    return module
+
+
+def _fail(message: str) -> NoReturn:
+    typer.secho(f"edgeway bench: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(2)
+
+
+def _finish(result: Any) -> None:
+    """Exit non-zero when a leg that should have run failed, so CI notices."""
+    if isinstance(result, dict) and result.get("failed"):
+        raise typer.Exit(1)
+
+
+def _parse_connections(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers like 32,256, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise typer.BadParameter(f"connection counts must be positive integers, got {text!r}")
+    return values
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+
+
+def _run_bench(name: str, issue: str, **kwargs: Any) -> None:
+    module = load(name, issue)
+    harness_errors = importlib.import_module("bench.errors")
+    try:
+        result = module.run(**kwargs)
+    except harness_errors.BenchError as exc:
+        _fail(str(exc))
+    _finish(result)
+
+
+@app.command()
+def proxy(
+    json: JsonOption = False,
+    duration: Annotated[float, typer.Option(help="Seconds of load per leg and connection count.")] = 10.0,
+    connections: Annotated[str, typer.Option(help="wrk connection counts, comma-separated.")] = "32,256",
+    repetitions: Annotated[int, typer.Option(min=1, help="Runs per leg; the median is reported.")] = 1,
+    warmup: Annotated[float, typer.Option(help="Seconds of warm-up load before each leg.")] = 2.0,
+    only: Annotated[
+        str | None, typer.Option(help="Run only these legs: direct,edgeway,nginx,nginx_log,aiohttp.")
+    ] = None,
+) -> None:
+    """edgeway vs nginx vs an aiohttp proxy, one worker each, wrk in one run."""
+    legs = [part.strip() for part in only.split(",") if part.strip()] if only else None
+    _run_bench(
+        "proxy",
+        "issue 2",
+        json=json,
+        duration=duration,
+        connections=_parse_connections(connections),
+        repetitions=repetitions,
+        warmup=warmup,
+        only=legs,
+    )
+
+
+@app.command()
+def aggregate(
+    json: JsonOption = False,
+    duration: Annotated[float, typer.Option(help="Seconds of load per leg.")] = 10.0,
+    delay_ms: Annotated[float, typer.Option(help="Delay each of the three backends adds.")] = 5.0,
+) -> None:
+    """An endpoint merging three delayed backends vs the same composition in aiohttp."""
+    _run_bench("aggregate", "issue 3 (aggregation)", json=json, duration=duration, delay_ms=delay_ms)
+
+
+@app.command()
+def auth(json: JsonOption = False) -> None:
+    """The proxy benchmark with a JWT-protected route vs the same route unprotected."""
+    _run_bench("auth", "issue 4 (security at the gateway)", json=json)
+
+
+@app.command()
+def bus(json: JsonOption = False) -> None:
+    """End-to-end events/s through outbox and idempotent consumer vs raw nats-py."""
+    _run_bench("bus", "issue 5 (the event bus)", json=json)
+
+
+@app.command()
+def faults(json: JsonOption = False) -> None:
+    """Broker and consumer faults while events flow: nothing lost, nothing applied twice."""
+    _run_bench("faults", "issue 5 (the event bus)", json=json)
