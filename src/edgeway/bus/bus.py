@@ -202,8 +202,10 @@ class _Group:
 
 
 def _positional_arity(handler: Callable[..., Any]) -> int:
+    """Required positional parameters: a handler's defaulted extras (closures' ``x=x``) don't count."""
     params = inspect.signature(handler).parameters.values()
-    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in positional and p.default is inspect.Parameter.empty for p in params)
 
 
 class EventBus:

@@ -7,8 +7,8 @@ Hierarchy::
     ├── EventDecodeError           a received payload does not validate against its event type
     ├── TransportError             the broker failed us (unreachable, publish not confirmed)
     │   └── PublishError           a publish was not confirmed by the broker
-    ├── DeadLetterNotFound         no dead letter with that id (already replayed or deleted)
-    ├── UnsupportedOperation       the transport cannot do this (e.g. no history to rebuild from)
+    ├── DeadLetterNotFoundError         no dead letter with that id (already replayed or deleted)
+    ├── UnsupportedOperationError       the transport cannot do this (e.g. no history to rebuild from)
     └── EmbeddedServerError        the embedded nats-server binary is missing or did not start
 
 Third-party broker errors (nats-py, aio-pika) are mapped to :class:`TransportError` at the
@@ -47,7 +47,7 @@ class PublishError(TransportError):
         self.message_id = message_id
 
 
-class DeadLetterNotFound(BusError):
+class DeadLetterNotFoundError(BusError):
     """No dead letter with the given id exists on the channel."""
 
     def __init__(self, channel: str, dead_letter_id: str) -> None:
@@ -59,7 +59,7 @@ class DeadLetterNotFound(BusError):
         self.dead_letter_id = dead_letter_id
 
 
-class UnsupportedOperation(BusError):
+class UnsupportedOperationError(BusError):
     """The transport cannot perform this operation with the channel's configuration."""
 
 

@@ -165,7 +165,7 @@ class Transport(Protocol):
         """Every dead letter of the channel, oldest first, without removing them."""
 
     async def remove_dead_letter(self, channel: ChannelConfig, dead_letter_id: str) -> DeadLetter:
-        """Remove one dead letter and return it; :class:`DeadLetterNotFound` if absent."""
+        """Remove one dead letter and return it; :class:`DeadLetterNotFoundError` if absent."""
 
     async def redeliver(self, channel: ChannelConfig, group: str, envelope: Envelope) -> None:
         """Deliver ``envelope`` again to ``group`` only (other groups already handled it)."""

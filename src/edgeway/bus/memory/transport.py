@@ -9,12 +9,13 @@ like several services connected to one server. Nothing survives the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from edgeway.bus.errors import BusConfigError, DeadLetterNotFound
+from edgeway.bus.errors import BusConfigError, DeadLetterNotFoundError
 from edgeway.bus.events import Envelope
 from edgeway.bus.memory.delivery import MemoryDelivery
 from edgeway.bus.transport import BatchHandler, ChannelConfig, DeadLetter, Delivery, check_group
@@ -120,10 +121,8 @@ class _MemorySubscription:
             batch = group.take(self._batch_size)
             if not batch:
                 group.wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(group.wake.wait(), timeout=group.next_wakeup())
-                except TimeoutError:
-                    pass
                 continue
             self._mine = {d.seq for d in batch}
             await self._handler(batch)
@@ -131,10 +130,8 @@ class _MemorySubscription:
 
     async def stop(self) -> None:
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
         # Like a closed AMQP channel: what this member held goes back to the group at once.
         for seq in self._mine:
             if self._group.inflight.pop(seq, None) is not None:
@@ -207,7 +204,7 @@ class MemoryTransport:
         try:
             return self.broker.stream(channel.name).dead.pop(dead_letter_id)
         except KeyError:
-            raise DeadLetterNotFound(channel.name, dead_letter_id) from None
+            raise DeadLetterNotFoundError(channel.name, dead_letter_id) from None
 
     async def redeliver(self, channel: ChannelConfig, group: str, envelope: Envelope) -> None:
         await self.declare_group(channel, group)

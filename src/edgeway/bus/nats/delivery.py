@@ -1,0 +1,46 @@
+"""A JetStream delivery: ack, nak with delay, term map to the JetStream ack protocol."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgeway.bus.events import Envelope
+
+
+class NatsDelivery:
+    # One per message on the consume path; slots keep the per-message allocation small.
+    __slots__ = ("_envelope", "_settled", "msg", "stream_seq")
+
+    def __init__(self, msg: Any, envelope: Envelope, stream_seq: int) -> None:
+        self.msg = msg
+        self._envelope = envelope
+        self.stream_seq = stream_seq
+        self._settled = False
+
+    @property
+    def envelope(self) -> Envelope:
+        return self._envelope
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    async def ack(self) -> None:
+        if not self._settled:
+            self._settled = True
+            await self.msg.ack()
+
+    async def nak(self, delay: float) -> None:
+        if not self._settled:
+            self._settled = True
+            await self.msg.nak(delay=delay if delay > 0 else None)
+
+    async def term(self) -> None:
+        if not self._settled:
+            self._settled = True
+            await self.msg.term()
+
+    def __repr__(self) -> str:
+        return (
+            f"<NatsDelivery seq={self.stream_seq} attempt={self._envelope.attempt} settled={self._settled}>"
+        )

@@ -1,0 +1,91 @@
+"""Fixtures for the bus tests: one parametrised broker fixture drives the contract tests.
+
+Every test gets unique names (a random NATS prefix, RabbitMQ exchange/queue prefix, channel
+suffix), and the broker objects it created are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from conftest import require
+from edgeway.bus.memory import MemoryBroker, MemoryTransport
+from edgeway.bus.transport import Transport
+
+BROKERS = ["memory", "nats"]
+
+
+class BrokerUnderTest:
+    """Makes transports connected to the same broker, and cleans up after the test."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.token = uuid.uuid4().hex[:10]
+        self.memory = MemoryBroker()
+        self.made: list[Any] = []
+
+    def make(self) -> Transport:
+        transport: Any
+        if self.kind == "memory":
+            transport = MemoryTransport(self.memory)
+        elif self.kind == "nats":
+            from edgeway.bus.nats import NatsTransport
+
+            transport = NatsTransport("nats://127.0.0.1:4222", prefix="t" + self.token)
+        else:
+            from edgeway.bus.rabbit import RabbitTransport
+
+            transport = RabbitTransport("amqp://guest:guest@127.0.0.1:5672/", prefix="t" + self.token)
+        self.made.append(transport)
+        return transport  # type: ignore[no-any-return]
+
+    async def cleanup(self) -> None:
+        for transport in self.made:
+            await transport.close()
+        if self.kind == "nats":
+            await _delete_nats_streams("T" + self.token.upper())
+        elif self.kind == "rabbitmq":
+            await _delete_rabbit_objects("t" + self.token)
+
+
+async def _delete_nats_streams(prefix: str) -> None:
+    import nats
+
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    try:
+        js = nc.jetstream()
+        for name in await js.streams_info():
+            if name.config.name.startswith(prefix + "_"):
+                await js.delete_stream(name.config.name)
+    finally:
+        await nc.close()
+
+
+async def _delete_rabbit_objects(prefix: str) -> None:
+    from edgeway.bus.rabbit.transport import delete_prefixed
+
+    await delete_prefixed("amqp://guest:guest@127.0.0.1:5672/", prefix)
+
+
+@pytest.fixture(params=BROKERS)
+async def broker(request: pytest.FixtureRequest) -> AsyncIterator[BrokerUnderTest]:
+    kind = request.param
+    if kind == "nats":
+        require("nats")
+    elif kind == "rabbitmq":
+        require("rabbitmq")
+    under_test = BrokerUnderTest(kind)
+    try:
+        yield under_test
+    finally:
+        await under_test.cleanup()
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    token = uuid.uuid4().hex[:8]
+    return lambda base: f"{base}-{token}"
