@@ -1,0 +1,150 @@
+"""A streamed message body between a protocol callback (producer) and a handler (consumer).
+
+The protocol feeds chunks from ``data_received``; it never awaits. The handler awaits ``read()``.
+When more than ``high_water`` bytes wait unread, the producer is paused (its transport stops
+reading) and resumed once the consumer has taken the buffer below ``low_water`` — so a fast peer
+can never make edgeway hold more than about ``high_water`` bytes of one body in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+
+from edgeway.http.errors import BodyTooLarge
+
+
+class BodyStream:
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_eof",
+        "_error",
+        "_high",
+        "_low",
+        "_on_first_read",
+        "_pause",
+        "_paused",
+        "_resume",
+        "_waiter",
+        "received",
+    )
+
+    def __init__(
+        self,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+        high_water: int,
+        low_water: int,
+        on_first_read: Callable[[], None] | None = None,
+    ) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._pause = pause
+        self._resume = resume
+        self._paused = False
+        self._high = high_water
+        self._low = low_water
+        self._on_first_read = on_first_read
+        self.received = 0  # total bytes fed, for limits and access logs
+
+    # -- producer side (protocol callbacks; never await) ------------------------------------
+    def feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        n = len(chunk)
+        self._buffered += n
+        self.received += n
+        if self._buffered > self._high and not self._paused:
+            self._paused = True
+            self._pause()
+        self._wake()
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def set_error(self, exc: BaseException) -> None:
+        if not self._eof:
+            self._error = exc
+            self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # -- consumer side ----------------------------------------------------------------------
+    @property
+    def at_eof(self) -> bool:
+        """True once every byte was fed and read."""
+        return self._eof and not self._chunks
+
+    @property
+    def complete(self) -> bool:
+        """True once the producer has seen the end of the body (read or not)."""
+        return self._eof
+
+    def read_nowait(self) -> bytes:
+        """Everything buffered right now, without waiting (b"" if nothing)."""
+        if not self._chunks:
+            return b""
+        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        self._maybe_resume()
+        return data
+
+    async def read(self) -> bytes:
+        """The next chunk; b"" at the end of the body."""
+        if self._on_first_read is not None:
+            cb, self._on_first_read = self._on_first_read, None
+            cb()
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        self._maybe_resume()
+        return chunk
+
+    def _maybe_resume(self) -> None:
+        if self._paused and self._buffered <= self._low:
+            self._paused = False
+            self._resume()
+
+    async def read_all(self, limit: int) -> bytes:
+        """The whole body, refusing more than ``limit`` bytes (for handlers that need it whole)."""
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await self.read():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(limit)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while chunk := await self.read():
+            yield chunk
+
+
+def empty_body() -> BodyStream:
+    """A body that is already complete and empty (GET, HEAD, Content-Length: 0)."""
+    b = BodyStream(_noop, _noop, 1, 0)
+    b._eof = True
+    return b
+
+
+def _noop() -> None:
+    pass

@@ -1,0 +1,73 @@
+"""Errors of the HTTP engine.
+
+    HttpError                      base of everything raised by edgeway.http
+    ├── RequestRejected            a downstream request is refused; carries the status to answer
+    │   (400 malformed/smuggling, 408, 413, 414, 431, 501) and closes the connection
+    ├── BodyTooLarge               a body grew past its limit while streaming (413)
+    ├── ClientDisconnected         the client went away while we were reading or writing
+    └── UpstreamError              the upstream could not give a usable response; carries status
+        ├── UpstreamConnectError   refused / unreachable / DNS (502)
+        ├── UpstreamTimeout        connect, first-byte or total timeout (504); `phase` says which
+        ├── UpstreamReset          closed or reset mid-exchange (502)
+        ├── UpstreamProtocolError  unparseable response (502)
+        └── PoolTimeout            no pooled connection freed up in time (503)
+
+Third-party errors (OSError, httptools parser errors) are mapped to these at the boundary.
+"""
+
+from __future__ import annotations
+
+
+class HttpError(Exception):
+    status: int = 500
+
+
+class RequestRejected(HttpError):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class BodyTooLarge(HttpError):
+    status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body larger than {limit} bytes")
+        self.limit = limit
+
+
+class ClientDisconnected(HttpError):
+    status = 499
+
+
+class UpstreamError(HttpError):
+    status = 502
+
+    def __init__(self, message: str, *, instance: str = "") -> None:
+        super().__init__(message)
+        self.instance = instance
+
+
+class UpstreamConnectError(UpstreamError):
+    status = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+
+    def __init__(self, phase: str, seconds: float, *, instance: str = "") -> None:
+        super().__init__(f"upstream {phase} timeout after {seconds:g}s", instance=instance)
+        self.phase = phase
+
+
+class UpstreamReset(UpstreamError):
+    status = 502
+
+
+class UpstreamProtocolError(UpstreamError):
+    status = 502
+
+
+class PoolTimeout(UpstreamError):
+    status = 503

@@ -1,0 +1,68 @@
+"""Header rules shared by the server and the proxy: hop-by-hop sets and value checks."""
+
+from __future__ import annotations
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus the de-facto ones (Proxy-*, Keep-Alive).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+_FORBIDDEN_IN_VALUE = (b"\x00", b"\r", b"\n")
+
+
+def value_is_safe(value: bytes) -> bool:
+    """No NUL, CR or LF: those split or truncate headers in some upstream parsers."""
+    return not any(c in value for c in _FORBIDDEN_IN_VALUE)
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+_STATUS_REASONS = {
+    100: b"Continue",
+    101: b"Switching Protocols",
+    200: b"OK",
+    201: b"Created",
+    202: b"Accepted",
+    204: b"No Content",
+    206: b"Partial Content",
+    301: b"Moved Permanently",
+    302: b"Found",
+    304: b"Not Modified",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    417: b"Expectation Failed",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    499: b"Client Closed Request",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+def reason_phrase(status: int) -> bytes:
+    return _STATUS_REASONS.get(status, b"Unknown")
+
+
+def status_line(status: int) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))

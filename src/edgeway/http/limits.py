@@ -1,0 +1,47 @@
+"""Limits and timeouts of the engine, as small frozen config objects named per phase.
+
+Downstream means the client side of the gateway, upstream the service side (Envoy's words).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What one downstream connection may send and how long it may take."""
+
+    max_header_bytes: int = 16 * 1024  # request line excluded; 431 beyond
+    max_headers: int = 100  # 431 beyond
+    max_url_bytes: int = 8 * 1024  # 414 beyond
+    max_body_bytes: int | None = 10 * 1024 * 1024  # 413 beyond; None streams without a cap
+    header_read_timeout: float = 10.0  # 408 when a request head is not complete in time
+    keepalive_timeout: float = 75.0  # an idle keep-alive connection is closed after this
+    # Reading pauses when this many body bytes wait for the handler, so a fast client cannot make
+    # the gateway hold a large body in memory; it resumes below the low mark.
+    read_high_water: int = 256 * 1024
+    read_low_water: int = 64 * 1024
+    # A client that pipelines more requests than this waits (reading pauses) until the queue drains.
+    max_pipelined: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTimeouts:
+    """Per-service upstream timeouts, each answered with 504 when it expires."""
+
+    connect: float = 2.0
+    first_byte: float = 15.0  # from the end of the request to the response head
+    total: float = 30.0  # the whole exchange, body included
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """Per upstream instance connection pool."""
+
+    max_connections: int = 256  # requests beyond wait for a connection (up to the connect timeout)
+    idle_timeout: float = 60.0  # idle pooled connections are closed after this
+    # Upstream response bytes buffered before reading from the upstream pauses; a slow client
+    # therefore slows the upstream down instead of growing gateway memory.
+    read_high_water: int = 256 * 1024
+    read_low_water: int = 64 * 1024

@@ -1,0 +1,102 @@
+"""A listening socket serving :class:`ServerProtocol` connections, with graceful shutdown.
+
+Several worker processes may each open a listener on the same port: SO_REUSEPORT lets the kernel
+spread new connections across them, which is how one gateway uses every core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+from edgeway.http.limits import ServerLimits
+from edgeway.http.server import Handler, ServerProtocol
+
+log = logging.getLogger("edgeway.http")
+
+RejectHook = Callable[[ServerProtocol, int, str], None]
+
+
+def bind_socket(host: str, port: int, reuse_port: bool = True, backlog: int = 2048) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+class Listener:
+    """Owns one listening socket and every connection it accepted."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        limits: ServerLimits,
+        *,
+        on_reject: RejectHook | None = None,
+    ) -> None:
+        self._handler = handler
+        self._limits = limits
+        self._on_reject = on_reject
+        self.connections: set[ServerProtocol] = set()
+        self._server: asyncio.Server | None = None
+        self._all_closed: asyncio.Event = asyncio.Event()
+        self._all_closed.set()
+
+    # ConnectionObserver
+    def opened(self, conn: ServerProtocol) -> None:
+        self.connections.add(conn)
+        self._all_closed.clear()
+
+    def closed(self, conn: ServerProtocol) -> None:
+        self.connections.discard(conn)
+        if not self.connections:
+            self._all_closed.set()
+
+    def rejected(self, conn: ServerProtocol, status: int, reason: str) -> None:
+        if self._on_reject is not None:
+            self._on_reject(conn, status, reason)
+
+    def set_handler(self, handler: Handler) -> None:
+        """Swap the handler for new connections (existing ones keep theirs until they close)."""
+        self._handler = handler
+
+    async def start(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: ServerProtocol(self._handler, self._limits, self), sock=sock
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def shutdown(self, grace: float) -> int:
+        """Stop accepting, let in-flight exchanges finish up to `grace` seconds, close the rest.
+
+        Returns the number of connections that had to be closed forcibly.
+        """
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.shutdown()
+        deadline = time.monotonic() + grace
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_closed.wait(), timeout=max(0.0, deadline - time.monotonic()))
+        forced = len(self.connections)
+        for conn in list(self.connections):
+            conn.abort()
+        if forced:
+            log.warning("closed %d connections still busy after the %.1fs grace period", forced, grace)
+        if self._server is not None:
+            await self._server.wait_closed()
+        return forced

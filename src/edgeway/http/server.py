@@ -1,0 +1,510 @@
+"""The downstream side: one :class:`ServerProtocol` per client connection.
+
+Parser callbacks parse and enqueue; they never await. Each parsed request head becomes an
+:class:`~edgeway.http.exchange.Exchange`; exchanges run one at a time per connection so pipelined
+responses leave in request order. A parse error behind a request still in progress is queued as
+a value (aiohttp's approach) and answered once the earlier responses are out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import httptools
+
+from edgeway.http.body import BodyStream, empty_body
+from edgeway.http.errors import BodyTooLarge, ClientDisconnected, HttpError, RequestRejected
+from edgeway.http.exchange import Exchange, ResponseState
+from edgeway.http.headers import connection_tokens, reason_phrase, status_line
+from edgeway.http.limits import ServerLimits
+
+log = logging.getLogger("edgeway.http")
+
+Handler = Callable[[Exchange], Awaitable[None]]
+
+
+class ConnState(enum.Enum):
+    WAITING = "waiting"  # keep-alive idle: no request in progress
+    ACTIVE = "active"  # a request is arriving or being answered
+    UPGRADED = "upgraded"  # bytes are tunnelled (WebSocket)
+    CLOSED = "closed"
+
+
+class Tunnelled(Protocol):
+    """The other end of an upgraded connection (see edgeway.http.tunnel)."""
+
+    def from_downstream(self, data: bytes) -> None: ...
+    def downstream_lost(self) -> None: ...
+    def downstream_paused(self, paused: bool) -> None: ...
+
+
+class ConnectionObserver(Protocol):
+    """Server-level bookkeeping: connection tracking and logging of rejected requests."""
+
+    def opened(self, conn: ServerProtocol) -> None: ...
+    def closed(self, conn: ServerProtocol) -> None: ...
+    def rejected(self, conn: ServerProtocol, status: int, reason: str) -> None: ...
+
+
+_HEADER_SPECIAL = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", b"expect", b"connection", b"upgrade"}
+)
+_REQUEST_ID = b"x-request-id"
+_TRACEPARENT = b"traceparent"
+
+
+class ServerProtocol(asyncio.Protocol):
+    def __init__(
+        self, handler: Handler, limits: ServerLimits, observer: ConnectionObserver, scheme: bytes = b"http"
+    ) -> None:
+        # -- configuration (shared by every connection of the listener) --
+        self._handler = handler
+        self._limits = limits
+        self._observer = observer
+        self._scheme = scheme
+        self._loop = asyncio.get_event_loop()
+
+        # -- per connection --
+        self.transport: asyncio.Transport | None = None
+        self.client = ""
+        self.state = ConnState.WAITING
+        self.closing = False  # no further request after the current ones (shutdown or Connection: close)
+        self._parser = httptools.HttpRequestParser(self)
+        self._queue: deque[Exchange] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._pending_error: RequestRejected | None = None
+        self._reject: RequestRejected | None = None
+        self._upgrade_leftover: bytes | None = None
+        self._tunnel: Tunnelled | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._got_bytes = False
+        self._in_head = False  # between on_message_begin and on_headers_complete
+
+        # -- flow control --
+        self._body_paused = False
+        self._queue_paused = False
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+        # -- per request being parsed --
+        self._parsing: Exchange | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._host: bytes | None = None
+        self._host_count = 0
+        self._content_length: int | None = None
+        self._te = False
+        self._expect = False
+        self._connection = b""
+        self._upgrade: bytes | None = None
+        self._request_id = b""
+        self._traceparent = b""
+
+    def __repr__(self) -> str:
+        return f"<ServerProtocol {self.client} {self.state.value} queued={len(self._queue)}>"
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=64 * 1024, low=16 * 1024)
+        peer = transport.get_extra_info("peername")
+        self.client = peer[0] if isinstance(peer, tuple) else ""
+        self._observer.opened(self)
+        self._arm(self._limits.header_read_timeout, self._on_head_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is ConnState.UPGRADED:
+            assert self._tunnel is not None
+            self._tunnel.from_downstream(data)
+            return
+        self._got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # The head is parsed; what follows belongs to the next protocol. Stop reading until
+            # the handler decides whether to tunnel.
+            self._upgrade_leftover = data[exc.args[0] :]
+            self._set_reading(False)
+        except httptools.HttpParserCallbackError:
+            reject = self._reject or RequestRejected(400, "malformed request")
+            self._fail(reject)
+        except httptools.HttpParserError as exc:
+            self._fail(RequestRejected(400, str(exc) or "malformed request"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = ConnState.CLOSED
+        self._cancel_timer()
+        if self._tunnel is not None:
+            self._tunnel.downstream_lost()
+        gone = ClientDisconnected("client closed the connection")
+        for ex in self._queue:
+            ex.body.set_error(gone)
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        w = self._drain_waiter
+        if w is not None and not w.done():
+            w.set_exception(gone)
+        self._observer.closed(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._tunnel is not None:
+            self._tunnel.downstream_paused(True)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._tunnel is not None:
+            self._tunnel.downstream_paused(False)
+        w = self._drain_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # -- httptools callbacks -------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.state = ConnState.ACTIVE
+        self._in_head = True
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._host = None
+        self._host_count = 0
+        self._content_length = None
+        self._te = False
+        self._expect = False
+        self._connection = b""
+        self._upgrade = None
+        self._request_id = b""
+        self._traceparent = b""
+        self._arm(self._limits.header_read_timeout, self._on_head_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._limits.max_url_bytes:
+            self._raise(
+                RequestRejected(414, f"request target longer than {self._limits.max_url_bytes} bytes")
+            )
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self._limits.max_header_bytes:
+            self._raise(
+                RequestRejected(431, f"request headers larger than {self._limits.max_header_bytes} bytes")
+            )
+        if len(self._headers) >= self._limits.max_headers:
+            self._raise(RequestRejected(431, f"more than {self._limits.max_headers} request headers"))
+        lname = name.lower()
+        if lname in _HEADER_SPECIAL:
+            if lname == b"host":
+                self._host = value
+                self._host_count += 1
+            elif lname == b"content-length":
+                self._content_length = int(value)  # llhttp has checked digits and duplicates
+            elif lname == b"transfer-encoding":
+                self._te = True
+            elif lname == b"expect":
+                if value.lower() != b"100-continue":
+                    self._raise(RequestRejected(417, "only 'Expect: 100-continue' is supported"))
+                self._expect = True
+            elif lname == b"connection":
+                self._connection += b"," + value
+            else:
+                self._upgrade = value.strip().lower()
+        elif lname == _REQUEST_ID:
+            self._request_id = value
+        elif lname == _TRACEPARENT:
+            self._traceparent = value
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._cancel_timer()
+        self._in_head = False
+        p = self._parser
+        version = p.get_http_version()
+        method = p.get_method()
+        if version not in ("1.1", "1.0"):
+            self._raise(RequestRejected(505, f"HTTP/{version} is not supported"))
+        if self._te and version == "1.0":
+            # A 1.0 message cannot be chunked; accepting it is a classic smuggling vector.
+            self._raise(RequestRejected(400, "Transfer-Encoding in an HTTP/1.0 request"))
+        if self._host_count > 1:
+            self._raise(RequestRejected(400, "more than one Host header"))
+        if self._host_count == 0 and version == "1.1":
+            self._raise(RequestRejected(400, "HTTP/1.1 request without Host"))
+        if method == b"CONNECT":
+            self._raise(RequestRejected(501, "CONNECT is not supported"))
+        target = self._url
+        host = self._host or b""
+        if target[:1] != b"/":
+            if target == b"*" and method == b"OPTIONS":
+                pass
+            elif target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+                # absolute-form: only accepted when it names the same authority as Host, so a
+                # request cannot route by one name and be checked against another.
+                rest = target.split(b"//", 1)[1]
+                authority, slash, path_part = rest.partition(b"/")
+                if not host or authority.lower() != host.lower():
+                    self._raise(RequestRejected(400, "absolute-form target does not match Host"))
+                target = slash + path_part if slash else b"/"
+            else:
+                self._raise(RequestRejected(400, "request target must be origin-form"))
+        if b"#" in target:
+            self._raise(RequestRejected(400, "fragment in request target"))
+        path, _, query = target.partition(b"?")
+        cl = self._content_length
+        limit = self._limits.max_body_bytes
+        if cl is not None and limit is not None and cl > limit:
+            self._raise(RequestRejected(413, f"request body larger than {limit} bytes"))
+        ex_body: BodyStream
+        if self._te or (cl is not None and cl > 0):
+            ex_body = BodyStream(
+                self._pause_for_body,
+                self._resume_for_body,
+                self._limits.read_high_water,
+                self._limits.read_low_water,
+                self._send_continue if self._expect else None,
+            )
+        else:
+            ex_body = empty_body()
+        ex = Exchange(
+            self, method, target, path, query, version.encode(), self._headers, host, ex_body, self.client
+        )
+        ex.scheme = self._scheme
+        ex.content_length = cl
+        ex.chunked_request = self._te
+        ex.expect_continue = self._expect
+        ex.request_id = self._request_id
+        ex.traceparent = self._traceparent
+        if self._upgrade is not None and b"upgrade" in connection_tokens(self._connection):
+            ex.upgrade = self._upgrade
+        if not p.should_keep_alive() or self.closing:
+            ex.close_after = True
+        if not ex_body.complete:
+            self._parsing = ex
+        self._queue.append(ex)
+        if self._task is None:
+            self._start_next()
+        elif len(self._queue) > self._limits.max_pipelined:
+            self._queue_paused = True
+            self._update_reading()
+
+    def on_body(self, body: bytes) -> None:
+        ex = self._parsing
+        if ex is None:
+            return
+        ex.body.feed(body)
+        limit = self._limits.max_body_bytes
+        if limit is not None and ex.body.received > limit:
+            self._raise(RequestRejected(413, f"request body larger than {limit} bytes"))
+
+    def on_message_complete(self) -> None:
+        ex = self._parsing
+        if ex is not None:
+            ex.body.feed_eof()
+            self._parsing = None
+
+    # -- parse failures -------------------------------------------------------------------
+    def _raise(self, reject: RequestRejected) -> None:
+        # httptools turns any exception from a callback into HttpParserCallbackError; keep ours.
+        self._reject = reject
+        raise reject
+
+    def _fail(self, reject: RequestRejected) -> None:
+        """Stop parsing this connection and answer `reject` in order."""
+        self._set_reading(False)
+        self.closing = True
+        self._observer.rejected(self, reject.status, reject.reason)
+        ex = self._parsing
+        if ex is not None:
+            # The request whose body broke is already with a handler: fail its body read.
+            self._parsing = None
+            ex.close_after = True
+            ex.body.set_error(
+                BodyTooLarge(self._limits.max_body_bytes or 0) if reject.status == 413 else reject
+            )
+            return
+        if self._task is None:
+            self._write_error(reject)
+        else:
+            self._pending_error = reject
+
+    def _write_error(self, reject: RequestRejected) -> None:
+        body = b'{"type":"about:blank","title":"%s","status":%d,"detail":"%s"}' % (
+            status_line(reject.status)[13:-2],
+            reject.status,
+            reject.reason.replace('"', "'").encode(),
+        )
+        self.write(
+            status_line(reject.status)
+            + b"content-type: application/problem+json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % len(body)
+            + body
+        )
+        self.close()
+
+    # -- running exchanges ---------------------------------------------------------------
+    def _start_next(self) -> None:
+        self._task = self._loop.create_task(self._run(self._queue[0]))
+
+    async def _run(self, ex: Exchange) -> None:
+        try:
+            await self._handler(ex)
+        except asyncio.CancelledError:
+            if self.state is not ConnState.CLOSED:
+                raise
+            return
+        except HttpError as exc:
+            if ex.state is ResponseState.PENDING:
+                ex.close_after = ex.close_after or not ex.body.complete
+                detail = exc.reason if isinstance(exc, RequestRejected) else str(exc)
+                ex.respond_problem(exc.status, reason_phrase(exc.status).decode(), detail)
+            else:
+                ex.abort()
+        except Exception:
+            log.exception("unhandled error in handler for %r", ex)
+            if ex.state is ResponseState.PENDING:
+                ex.respond_problem(500, "Internal Server Error")
+            else:
+                ex.abort()
+        self._finish(ex)
+
+    def _finish(self, ex: Exchange) -> None:
+        self._task = None
+        if self.state is ConnState.CLOSED or self.state is ConnState.UPGRADED:
+            return
+        self._queue.popleft()
+        if ex.state is not ResponseState.DONE:
+            log.error("handler returned without finishing the response for %r", ex)
+            ex.abort()
+            return
+        if not ex.body.complete or self._upgrade_leftover is not None:
+            # Unread body or an upgrade the handler declined: the byte stream is not at a
+            # message boundary any more, so the connection cannot carry another request.
+            ex.close_after = True
+        if ex.close_after:
+            self.close()
+            return
+        if self._queue_paused and len(self._queue) <= self._limits.max_pipelined // 2:
+            self._queue_paused = False
+            self._update_reading()
+        if self._queue:
+            self._start_next()
+        elif self._pending_error is not None:
+            self._write_error(self._pending_error)
+        elif self.closing:
+            self.close()
+        elif self._parsing is None and not self._in_head:
+            self.state = ConnState.WAITING
+            self._arm(self._limits.keepalive_timeout, self._on_idle_timeout)
+
+    # -- writing -------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(data)
+
+    async def drain(self) -> None:
+        if self.state is ConnState.CLOSED:
+            raise ClientDisconnected("client closed the connection")
+        if self._write_paused:
+            self._drain_waiter = self._loop.create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+
+    def _send_continue(self) -> None:
+        # Sent when the handler starts reading the body, i.e. once it has accepted the request.
+        self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        self.closing = True
+        self._cancel_timer()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()  # flushes what is buffered, then closes
+
+    # -- reading flow control ------------------------------------------------------------
+    def _pause_for_body(self) -> None:
+        self._body_paused = True
+        self._update_reading()
+
+    def _resume_for_body(self) -> None:
+        self._body_paused = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        self._set_reading(not (self._body_paused or self._queue_paused))
+
+    def _set_reading(self, on: bool) -> None:
+        t = self.transport
+        if t is None or t.is_closing() or on != self._reading_paused:
+            return
+        self._reading_paused = not on
+        if on:
+            t.resume_reading()
+        else:
+            t.pause_reading()
+
+    # -- timers ----------------------------------------------------------------------------
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(delay, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_head_timeout(self) -> None:
+        self._timer = None
+        if not self._got_bytes and not self._queue:
+            self.close()  # a connection that never sent anything gets no response
+            return
+        reject = RequestRejected(408, "request head not received in time")
+        self._observer.rejected(self, 408, reject.reason)
+        if self._task is None:
+            self._write_error(reject)
+        else:
+            self._pending_error = reject
+            self._set_reading(False)
+
+    def _on_idle_timeout(self) -> None:
+        self._timer = None
+        if self.state is ConnState.WAITING:
+            self.close()
+
+    # -- shutdown and upgrade --------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Graceful shutdown: finish the current exchange, accept no further request."""
+        self.closing = True
+        if self.state is ConnState.WAITING or (self._task is None and not self._queue):
+            self.close()
+
+    def take_upgrade(self, tunnel: Tunnelled) -> bytes:
+        """Hand the connection to a tunnel after a 101; returns bytes the client sent early."""
+        self.state = ConnState.UPGRADED
+        self._tunnel = tunnel
+        self._cancel_timer()
+        leftover = self._upgrade_leftover or b""
+        self._upgrade_leftover = None
+        self._queue.clear()
+        self._task = None
+        self._reading_paused = True
+        self._set_reading(True)
+        return leftover
+
+    @property
+    def is_idle(self) -> bool:
+        return self.state is ConnState.WAITING

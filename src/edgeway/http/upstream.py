@@ -1,0 +1,284 @@
+"""The upstream side: one :class:`UpstreamConnection` per TCP connection to a service instance.
+
+A connection carries one exchange at a time. Its state lives in one enum, changed in one place
+(`_set_state`), and decides whether the pool may hand it out again: only a connection whose last
+response was read to its end, whose request was fully sent and which both sides keep alive is
+reusable. Anything else — unread bytes, an early response, bytes arriving while idle — closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+import httptools
+
+from edgeway.http.body import BodyStream
+from edgeway.http.errors import UpstreamProtocolError, UpstreamReset
+from edgeway.http.limits import PoolLimits
+
+if TYPE_CHECKING:
+    from edgeway.http.tunnel import Tunnel
+
+Headers = list[tuple[bytes, bytes]]
+
+_NO_BODY = frozenset({204, 304})
+
+
+class UpstreamState(enum.Enum):
+    CONNECTING = "connecting"
+    IDLE = "idle"  # in the pool, clean
+    BUSY = "busy"  # an exchange is in progress
+    UPGRADED = "upgraded"  # tunnelling after 101; never returns to the pool
+    CLOSED = "closed"
+
+    @property
+    def is_idle(self) -> bool:
+        return self is UpstreamState.IDLE
+
+
+class ResponseHead(NamedTuple):
+    status: int
+    headers: Headers
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+    upgraded: bool
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(
+        self, instance: str, limits: PoolLimits, on_idle_lost: Callable[[UpstreamConnection], None]
+    ) -> None:
+        # -- per connection --
+        self.instance = instance
+        self._limits = limits
+        self._on_idle_lost = on_idle_lost
+        self._loop = asyncio.get_event_loop()
+        self.transport: asyncio.Transport | None = None
+        self.state = UpstreamState.CONNECTING
+        self.idle_since = 0.0
+        self.exchanges = 0
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._tunnel: Tunnel | None = None
+
+        # -- per exchange --
+        self._parser: httptools.HttpResponseParser | None = None
+        self._head_waiter: asyncio.Future[ResponseHead] | None = None
+        self.body: BodyStream = BodyStream(self._pause_reading, self._resume_reading, 1, 0)
+        self._headers: Headers = []
+        self._cl: int | None = None
+        self._chunked = False
+        self._head_request = False
+        self._close_delimited = False
+        self.got_bytes = False  # any response byte seen: after that a retry is never safe
+        self.request_sent = False
+        self.response_complete = False
+        self._keep_alive = True
+        self.upgrade_leftover = b""
+
+    def __repr__(self) -> str:
+        return f"<UpstreamConnection {self.instance} {self.state.value} exchanges={self.exchanges}>"
+
+    def _set_state(self, state: UpstreamState) -> None:
+        self.state = state
+
+    @property
+    def is_reusable(self) -> bool:
+        return (
+            self.state is UpstreamState.BUSY
+            and self.request_sent
+            and self.response_complete
+            and self._keep_alive
+            and self.transport is not None
+            and not self.transport.is_closing()
+        )
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=64 * 1024, low=16 * 1024)
+        self._set_state(UpstreamState.BUSY)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is UpstreamState.UPGRADED:
+            assert self._tunnel is not None
+            self._tunnel.from_upstream(data)
+            return
+        if self.state is not UpstreamState.BUSY or self._parser is None or self.response_complete:
+            # Bytes nobody asked for: the stream is out of sync. Never reuse it.
+            self.close()
+            return
+        self.got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgrade_leftover = data[exc.args[0] :]
+            self._pause_reading()
+        except httptools.HttpParserError as exc:
+            err = UpstreamProtocolError(
+                f"invalid response from {self.instance}: {exc}", instance=self.instance
+            )
+            self._fail(err)
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was = self.state
+        self._set_state(UpstreamState.CLOSED)
+        if was is UpstreamState.UPGRADED and self._tunnel is not None:
+            self._tunnel.upstream_lost()
+            return
+        if was is UpstreamState.IDLE:
+            self._on_idle_lost(self)
+            return
+        if self._close_delimited and self._head_waiter is not None and self._head_waiter.done():
+            # HTTP/1.0-style body: the end of the connection is the end of the body.
+            self.response_complete = True
+            self.body.feed_eof()
+        else:
+            self._fail(
+                UpstreamReset(f"{self.instance} closed the connection mid-exchange", instance=self.instance)
+            )
+        w = self._drain_waiter
+        if w is not None and not w.done():
+            w.set_exception(UpstreamReset(f"{self.instance} closed the connection", instance=self.instance))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._tunnel is not None:
+            self._tunnel.upstream_paused(True)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._tunnel is not None:
+            self._tunnel.upstream_paused(False)
+        w = self._drain_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # -- httptools callbacks -------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._cl = None
+        self._chunked = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname == b"content-length":
+            self._cl = int(value)
+        elif lname == b"transfer-encoding":
+            self._chunked = b"chunked" in value.lower()
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            return  # interim response (100 Continue, 103 Early Hints): the real one follows
+        self._keep_alive = bool(self._parser.should_keep_alive())
+        no_body = self._head_request or status in _NO_BODY or status == 101
+        self._close_delimited = not no_body and self._cl is None and not self._chunked
+        head = ResponseHead(status, self._headers, self._cl, self._chunked, self._keep_alive, status == 101)
+        w = self._head_waiter
+        if w is not None and not w.done():
+            w.set_result(head)
+        if no_body and status != 101:
+            # llhttp cannot know a HEAD response has no body; this parser is discarded after
+            # the exchange, and any stray bytes later make the connection unusable.
+            self._complete()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self._head_waiter is not None and self._head_waiter.done() and not self.response_complete:
+            self._complete()
+
+    def _complete(self) -> None:
+        self.response_complete = True
+        self.body.feed_eof()
+
+    def _fail(self, exc: Exception) -> None:
+        w = self._head_waiter
+        if w is not None and not w.done():
+            w.set_exception(exc)
+            w.exception()  # consumed by whoever awaits; avoid "never retrieved" noise
+        elif not self.response_complete:
+            self.body.set_error(exc)
+
+    # -- exchange API (used by the proxy) -------------------------------------------------
+    def begin(self, head_request: bool) -> None:
+        """Prepare for a new exchange on this connection."""
+        self._set_state(UpstreamState.BUSY)
+        self.exchanges += 1
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_waiter = self._loop.create_future()
+        self.body = BodyStream(
+            self._pause_reading,
+            self._resume_reading,
+            self._limits.read_high_water,
+            self._limits.read_low_water,
+        )
+        self._head_request = head_request
+        self._close_delimited = False
+        self.got_bytes = False
+        self.request_sent = False
+        self.response_complete = False
+        self._keep_alive = True
+        if self._reading_paused:
+            self._resume_reading()
+
+    def write(self, data: bytes) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            raise UpstreamReset(f"{self.instance} connection is closed", instance=self.instance)
+        t.write(data)
+
+    async def drain(self) -> None:
+        if self._write_paused:
+            self._drain_waiter = self._loop.create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+
+    async def read_head(self) -> ResponseHead:
+        assert self._head_waiter is not None
+        return await self._head_waiter
+
+    def mark_idle(self) -> None:
+        self._set_state(UpstreamState.IDLE)
+        self._parser = None
+        self.idle_since = time.monotonic()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None and not self.transport.is_closing():
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self.transport.is_closing():
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    # -- upgrade ------------------------------------------------------------------------
+    def take_upgrade(self, tunnel: Tunnel) -> bytes:
+        self._set_state(UpstreamState.UPGRADED)
+        self._tunnel = tunnel
+        leftover, self.upgrade_leftover = self.upgrade_leftover, b""
+        self._resume_reading()
+        return leftover

@@ -1,0 +1,186 @@
+"""The downstream engine over real sockets: keep-alive, pipelining, limits, smuggling, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from engine_helpers import closed_after, echo, raw, serving
+
+from edgeway.http.exchange import Exchange
+from edgeway.http.limits import ServerLimits
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    async def slow_first(ex: Exchange) -> None:
+        if ex.path == b"/slow":
+            await asyncio.sleep(0.2)
+        await echo(ex)
+
+    async with serving(slow_first) as srv:
+        out = await raw(
+            srv.port,
+            b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+            b"GET /c HTTP/1.1\r\nHost: a\r\n\r\n",
+            wait=1.0,
+        )
+    assert out.count(b"HTTP/1.1 200") == 3
+    assert out.index(b"x-path: /slow") < out.index(b"x-path: /b") < out.index(b"x-path: /c")
+    assert b"\r\n\r\nabc" in out
+
+
+async def test_keep_alive_serves_many_requests_on_one_connection() -> None:
+    async with serving(echo) as srv:
+        r, w = await asyncio.open_connection("127.0.0.1", srv.port)
+        for i in range(20):
+            w.write(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+            head = await r.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+            await r.readexactly(length)
+        w.close()
+
+
+async def test_chunked_request_body_is_decoded() -> None:
+    async with serving(echo) as srv:
+        out = await raw(
+            srv.port,
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n",
+            wait=0.5,
+        )
+    assert out.endswith(b"\r\n\r\nhello world")
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "why"),
+    [
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "CL+TE",
+        ),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", "dup CL"),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", "dup same CL"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", "obs-fold"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", "NUL in value"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", "CR in value"),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            "bad chunk",
+        ),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nhello", "TE not chunked"),
+        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "TE in HTTP/1.0"),
+        (b"GET / HTTP/1.1\r\n\r\n", "no Host"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "two Hosts"),
+        (b"GET http://evil.example/x HTTP/1.1\r\nHost: a\r\n\r\n", "absolute-form other host"),
+        (b"GET x HTTP/1.1\r\nHost: a\r\n\r\n", "not origin-form"),
+        (b"GET / HTTP/1.1\nHost: a\n\n", "bare LF"),
+        (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", "space before colon"),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello", "signed CL"),
+    ],
+)
+async def test_smuggling_vectors_get_400_and_the_connection_closes(request_bytes: bytes, why: str) -> None:
+    seen: list[bytes] = []
+
+    async def handler(ex: Exchange) -> None:
+        await ex.body.read_all(1 << 20)  # a broken body must fail here, never complete
+        seen.append(ex.target)
+        await echo(ex)
+
+    async with serving(handler) as srv:
+        out, closed = await closed_after(srv.port, request_bytes + b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 4"), (why, out)
+    assert b"400" in out[:12] or b"501" in out[:12], why
+    assert closed, why
+    assert b"/next" not in out and seen == [], why
+
+
+async def test_absolute_form_for_the_same_host_is_accepted_as_origin_form() -> None:
+    async with serving(echo) as srv:
+        out = await raw(srv.port, b"GET http://a/x?q=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200")
+    assert b"x-path: /x" in out
+
+
+async def test_header_limits_answer_431_and_url_limit_414() -> None:
+    limits = ServerLimits(max_header_bytes=1024, max_headers=10, max_url_bytes=100)
+    async with serving(echo, limits) as srv:
+        big = await raw(srv.port, b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n")
+        many = await raw(srv.port, b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-N: 1\r\n" * 11 + b"\r\n")
+        long_url = await raw(srv.port, b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert big.startswith(b"HTTP/1.1 431")
+    assert many.startswith(b"HTTP/1.1 431")
+    assert long_url.startswith(b"HTTP/1.1 414")
+
+
+async def test_body_limit_413_by_content_length_and_while_streaming_chunked() -> None:
+    limits = ServerLimits(max_body_bytes=10)
+    async with serving(echo, limits) as srv:
+        by_length = await raw(
+            srv.port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n" + b"x" * 11
+        )
+        by_chunks = await raw(
+            srv.port,
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n",
+        )
+    assert by_length.startswith(b"HTTP/1.1 413")
+    assert by_chunks.startswith(b"HTTP/1.1 413")
+
+
+async def test_slow_request_head_gets_408() -> None:
+    async with serving(echo, ServerLimits(header_read_timeout=0.3)) as srv:
+        out, closed = await closed_after(srv.port, b"GET / HTTP/1.1\r\nHost: a\r\n", wait=2.0)
+    assert out.startswith(b"HTTP/1.1 408")
+    assert closed
+
+
+async def test_idle_keep_alive_connection_is_closed_after_timeout() -> None:
+    async with serving(echo, ServerLimits(keepalive_timeout=0.3)) as srv:
+        out, closed = await closed_after(srv.port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", wait=2.0)
+    assert out.startswith(b"HTTP/1.1 200")
+    assert closed
+
+
+async def test_expect_100_continue_is_answered_when_the_handler_reads_the_body() -> None:
+    async with serving(echo) as srv:
+        r, w = await asyncio.open_connection("127.0.0.1", srv.port)
+        w.write(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        interim = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 2)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        w.write(b"hello")
+        final = await asyncio.wait_for(r.readuntil(b"hello"), 2)
+        assert final.startswith(b"HTTP/1.1 200")
+        w.close()
+
+
+async def test_graceful_shutdown_finishes_in_flight_and_closes_idle() -> None:
+    started = asyncio.Event()
+
+    async def slow(ex: Exchange) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+        ex.respond(200, [], b"done")
+
+    async with serving(slow) as srv:
+        idle_r, idle_w = await asyncio.open_connection("127.0.0.1", srv.port)
+        busy = asyncio.create_task(raw(srv.port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", wait=3))
+        await started.wait()
+        forced = await srv.shutdown(2.0)
+        out = await busy
+        assert await idle_r.read() == b""  # idle connection closed
+        idle_w.close()
+    assert forced == 0
+    assert out.startswith(b"HTTP/1.1 200")
+    assert b"connection: close" in out
+    assert out.endswith(b"done")
+
+
+async def test_handler_error_becomes_problem_json_500() -> None:
+    async def boom(ex: Exchange) -> None:
+        raise ValueError("nope")
+
+    async with serving(boom) as srv:
+        out = await raw(srv.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 500")
+    assert b"application/problem+json" in out
