@@ -310,7 +310,7 @@ def machine() -> dict[str, Any]:
         # Other work on the machine skews every leg; a reader should see how busy it was.
         "loadavg_1m": round(os.getloadavg()[0], 2),
         "nginx": _first_line(["nginx", "-v"]),
-        "wrk": (_first_line(["wrk", "-v"]) or "").split("  ")[0] or None,
+        "wrk": (_first_line(["wrk", "-v"]) or "").split(" Copyright")[0].strip() or None,
         "packages": {name: _dist_version(name) for name in ("edgeway", "uvloop", "httptools", "aiohttp")},
     }
 

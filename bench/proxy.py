@@ -26,7 +26,7 @@ from bench import gateway, nginx
 from bench.errors import ToolMissing
 from bench.harness import ManagedProcess, free_port, machine, python_module, raise_fd_limit, require_tool
 from bench.legs import Leg, Outcome, Settings, headline_connections, ratio, run_legs, say
-from bench.report import Target, emit, targets_dict
+from bench.report import Target, emit, show, targets_dict
 
 DEFAULT_CONNECTIONS = (32, 256)
 IDLE_CONNECTIONS = 1000
@@ -109,9 +109,8 @@ def summarize(outcomes: dict[str, Outcome], settings: Settings) -> dict[str, Any
 
     edgeway = outcomes.get("edgeway")
     idle_rss = edgeway.idle.rss_held_mb if edgeway is not None and edgeway.idle is not None else None
-    p99_gap = None
-    if p99("edgeway") is not None and p99("nginx") is not None:
-        p99_gap = round(p99("edgeway") - p99("nginx"), 3)  # type: ignore[operator]
+    edgeway_p99, nginx_p99 = p99("edgeway"), p99("nginx")
+    p99_gap = None if edgeway_p99 is None or nginx_p99 is None else round(edgeway_p99 - nginx_p99, 3)
     ratios = {
         str(conns): {
             "ratio_nginx": ratio(rps("edgeway", conns), rps("nginx", conns)),
@@ -176,10 +175,10 @@ def run(
     finish_workdir(workdir, failed=result["failed"])
     targets: list[Target] = result.pop("_targets")
     summary = [
-        ("edgeway / nginx", _show(result["ratio_nginx"])),
-        ("edgeway / aiohttp", _show(result["ratio_aiohttp"])),
-        ("edgeway p99 at {} conns".format(result["connections"]), _show(result["p99_ms"], " ms")),
-        ("edgeway RSS, 1,000 idle keep-alive conns", _show(result["idle_rss_mb"], " MB")),
+        ("edgeway / nginx", show(result["ratio_nginx"])),
+        ("edgeway / aiohttp", show(result["ratio_aiohttp"])),
+        ("edgeway p99 at {} conns".format(result["connections"]), show(result["p99_ms"], " ms")),
+        ("edgeway RSS, 1,000 idle keep-alive conns", show(result["idle_rss_mb"], " MB")),
     ]
     emit(
         result,
@@ -199,7 +198,3 @@ def finish_workdir(workdir: Path, *, failed: bool) -> None:
         say(f"[red]a leg failed[/red]; logs kept in {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _show(value: float | None, unit: str = "") -> str:
-    return "not measured" if value is None else f"{value:g}{unit}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import operator
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,14 +40,19 @@ def targets_dict(targets: Sequence[Target]) -> dict[str, Any]:
     return {t.name: t.as_dict() for t in targets}
 
 
+def show(value: float | None, unit: str = "") -> str:
+    return "not measured" if value is None else f"{value:g}{unit}"
+
+
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def legs_table(title: str, outcomes: Mapping[str, Outcome], settings: Settings) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("leg", "conns", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "RSS MB", "idle RSS"):
-        table.add_column(column, justify="left" if column == "leg" else "right")
+    table.add_column("leg", no_wrap=True)
+    for column in ("conns", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "RSS MB", "idle RSS MB"):
+        table.add_column(column, justify="right", no_wrap=True)
     for outcome in outcomes.values():
         if outcome.status is not Status.OK:
             colour = "yellow" if outcome.status is Status.SKIPPED else "red"
@@ -82,7 +88,8 @@ def emit(
         # Plain print: rich would wrap long lines and break the JSON.
         print(json.dumps(result, indent=None, sort_keys=False))
         return
-    console = Console(soft_wrap=True)
+    # Piped output would be cut to 80 columns; a results table is worth the width.
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
     console.print(legs_table(title, outcomes, settings))
     for outcome in outcomes.values():
         if outcome.status is not Status.OK:

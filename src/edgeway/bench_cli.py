@@ -131,10 +131,22 @@ def proxy(
 def aggregate(
     json: JsonOption = False,
     duration: Annotated[float, typer.Option(help="Seconds of load per leg.")] = 10.0,
+    connections: Annotated[
+        str, typer.Option(help="wrk connection counts: p50 at the lowest, req/s at the highest.")
+    ] = "32,256",
     delay_ms: Annotated[float, typer.Option(help="Delay each of the three backends adds.")] = 5.0,
+    repetitions: Annotated[int, typer.Option(min=1, help="Runs per leg; the median is reported.")] = 1,
 ) -> None:
     """An endpoint merging three delayed backends vs the same composition in aiohttp."""
-    _run_bench("aggregate", "issue 3 (aggregation)", json=json, duration=duration, delay_ms=delay_ms)
+    _run_bench(
+        "aggregate",
+        "issue 3 (aggregation)",
+        json=json,
+        duration=duration,
+        connections=_parse_connections(connections),
+        delay_ms=delay_ms,
+        repetitions=repetitions,
+    )
 
 
 @app.command()

@@ -1,0 +1,166 @@
+"""``edgeway bench aggregate``: one endpoint merging three delayed backends (issue 3).
+
+Legs, in one run:
+
+    slowest     wrk -> one backend with the delay       (the floor: parallel calls cannot beat it)
+    edgeway     wrk -> gateway aggregate endpoint -> 3 backends in parallel
+    aiohttp     wrk -> aiohttp composition (bench.aiohttp_compose) -> 3 backends in parallel
+
+Each backend adds ``delay_ms`` to every response. Targets: edgeway's p50 within 1.5 ms of the
+delay (the calls run in parallel, not in sequence) at the lowest connection count, and edgeway >=
+2.5x the aiohttp composition's requests/s at the highest (see :func:`summarize` for why two).
+
+The edgeway leg needs the aggregate endpoint of the gateway config; :func:`edgeway_config` is the
+one place to write it once the schema has it, and until then the leg is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import gateway
+from bench.errors import BenchError
+from bench.harness import ManagedProcess, free_port, machine, python_module, raise_fd_limit, require_tool
+from bench.legs import Leg, Outcome, Settings, ratio, run_legs, say
+from bench.proxy import backend_process, finish_workdir
+from bench.report import Target, emit, show, targets_dict
+
+BACKENDS = ("users", "orders", "offers")
+DEFAULT_CONNECTIONS = (32, 256)
+
+
+def edgeway_config(*, port: int, backends: Mapping[str, str]) -> dict[str, Any] | None:
+    """The gateway config with one aggregate endpoint over ``backends`` (name -> base URL).
+
+    None while the gateway has no aggregate endpoints: the leg is then skipped, not failed.
+    Fill this in with the aggregation schema of issue 3: ``GET /`` calling ``/`` on every
+    backend in parallel, merging their (distinct) top-level keys.
+    """
+    return None
+
+
+def compose_process(directory: Path, *, port: int, upstreams: Sequence[str]) -> ManagedProcess:
+    args = ["--port", str(port)]
+    for url in upstreams:
+        args += ["--upstream", url]
+    return ManagedProcess(
+        "aiohttp_compose", python_module("bench.aiohttp_compose", *args), port=port, log_dir=directory
+    )
+
+
+def legs(backends: Mapping[str, str]) -> list[Leg]:
+    urls = list(backends.values())
+    probe = edgeway_config(port=0, backends=backends)
+    edgeway_skip = gateway.unavailable_reason() or (
+        "the gateway has no aggregate endpoints yet (bench.aggregate.edgeway_config returns None)"
+        if probe is None
+        else None
+    )
+
+    def start_edgeway(d: Path) -> ManagedProcess:
+        config = edgeway_config(port=free_port(), backends=backends)
+        if config is None:  # decided before the run; kept for the type checker
+            raise BenchError(edgeway_skip or "no aggregate config for the gateway")
+        return gateway.process(d, config).start()
+
+    def start_aiohttp(d: Path) -> ManagedProcess:
+        return compose_process(d, port=free_port(), upstreams=urls).start()
+
+    return [
+        Leg("slowest", "one backend (the floor)", url=urls[0]),
+        Leg("edgeway", "edgeway aggregate", start=start_edgeway, skip=edgeway_skip),
+        Leg("aiohttp", "aiohttp composition", start=start_aiohttp),
+    ]
+
+
+def summarize(outcomes: Mapping[str, Outcome], settings: Settings, delay_ms: float) -> dict[str, Any]:
+    # Latency at the lowest load, throughput at the highest: with a 5 ms delay, 32 connections cap
+    # any aggregator at 32 / 5 ms = 6.4k req/s, so throughput there measures the delay, not the
+    # gateway, while p50 at 256 connections measures queueing on a saturated CPU.
+    lat_c, thr_c = min(settings.connections), max(settings.connections)
+
+    def metric(name: str, key: str, c: int) -> float | None:
+        o = outcomes.get(name)
+        return None if o is None else o.median(c, key)
+
+    edgeway_p50 = metric("edgeway", "p50_ms", lat_c)
+    overhead = None if edgeway_p50 is None else round(edgeway_p50 - delay_ms, 3)
+    edgeway_rps, aiohttp_rps = metric("edgeway", "rps", thr_c), metric("aiohttp", "rps", thr_c)
+    targets = [
+        Target(f"edgeway p50 - backend delay at {lat_c} conns (ms)", overhead, "<=", 1.5),
+        Target(f"edgeway/aiohttp at {thr_c} conns", ratio(edgeway_rps, aiohttp_rps), ">=", 2.5),
+    ]
+    failed = [name for name, o in outcomes.items() if o.status.value == "failed"]
+    return {
+        "edgeway_rps": edgeway_rps,
+        "aiohttp_rps": aiohttp_rps,
+        "ratio_aiohttp": ratio(edgeway_rps, aiohttp_rps),
+        "p50_ms": edgeway_p50,
+        "backend_delay_ms": delay_ms,
+        "failed": bool(failed),
+        "details": {
+            "machine": machine(),
+            "settings": {**settings.as_dict(), "backends": list(BACKENDS)},
+            "latency_connections": lat_c,
+            "throughput_connections": thr_c,
+            "legs": {name: o.as_dict() for name, o in outcomes.items()},
+            "aiohttp_p50_ms": metric("aiohttp", "p50_ms", lat_c),
+            "slowest_p50_ms": metric("slowest", "p50_ms", lat_c),
+            "p50_overhead_ms": overhead,
+            "failed_legs": failed,
+            "targets": targets_dict(targets),
+        },
+        "_targets": targets,
+    }
+
+
+def run(
+    json: bool = False,
+    duration: float = 10.0,
+    connections: Sequence[int] = DEFAULT_CONNECTIONS,
+    *,
+    delay_ms: float = 5.0,
+    repetitions: int = 1,
+    warmup: float = 2.0,
+) -> dict[str, Any]:
+    """Run the aggregate benchmark, print it, and return the result (the ``--json`` object)."""
+    require_tool("wrk", "apt-get install wrk")
+    raise_fd_limit()
+    settings = Settings(
+        connections=tuple(connections), duration_s=duration, repetitions=repetitions, warmup_s=warmup
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="edgeway-bench-aggregate-"))
+    processes = [
+        backend_process(workdir, port=free_port(), name=name, delay_ms=delay_ms) for name in BACKENDS
+    ]
+    try:
+        for p in processes:
+            p.start()
+        backends = {name: p.url for name, p in zip(BACKENDS, processes, strict=True)}
+        say(f"backends {', '.join(backends.values())}, {delay_ms:g} ms each")
+        outcomes = run_legs(legs(backends), settings, workdir)
+    finally:
+        for p in processes:
+            p.stop()
+    result = summarize(outcomes, settings, delay_ms)
+    finish_workdir(workdir, failed=result["failed"])
+    targets: list[Target] = result.pop("_targets")
+    summary = [
+        ("edgeway / aiohttp", show(result["ratio_aiohttp"])),
+        ("edgeway p50", show(result["p50_ms"], " ms")),
+        ("aiohttp p50", show(result["details"]["aiohttp_p50_ms"], " ms")),
+        ("backend delay", f"{delay_ms:g} ms x {len(BACKENDS)} in parallel"),
+    ]
+    emit(
+        result,
+        as_json=json,
+        title="edgeway bench aggregate",
+        outcomes=outcomes,
+        settings=settings,
+        summary=summary,
+        targets=targets,
+    )
+    return result
