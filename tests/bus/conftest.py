@@ -16,7 +16,7 @@ from conftest import require
 from edgeway.bus.memory import MemoryBroker, MemoryTransport
 from edgeway.bus.transport import Transport
 
-BROKERS = ["memory", "nats"]
+BROKERS = ["memory", "nats", "rabbitmq"]
 
 
 class BrokerUnderTest:
@@ -46,10 +46,10 @@ class BrokerUnderTest:
     async def cleanup(self) -> None:
         for transport in self.made:
             await transport.close()
+            if self.kind == "rabbitmq":
+                await transport.teardown()
         if self.kind == "nats":
             await _delete_nats_streams("T" + self.token.upper())
-        elif self.kind == "rabbitmq":
-            await _delete_rabbit_objects("t" + self.token)
 
 
 async def _delete_nats_streams(prefix: str) -> None:
@@ -63,12 +63,6 @@ async def _delete_nats_streams(prefix: str) -> None:
                 await js.delete_stream(name.config.name)
     finally:
         await nc.close()
-
-
-async def _delete_rabbit_objects(prefix: str) -> None:
-    from edgeway.bus.rabbit.transport import delete_prefixed
-
-    await delete_prefixed("amqp://guest:guest@127.0.0.1:5672/", prefix)
 
 
 @pytest.fixture(params=BROKERS)
