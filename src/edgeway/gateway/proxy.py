@@ -1,0 +1,247 @@
+"""The proxy action: forward one exchange to an instance of a cluster and stream the answer back.
+
+Hop-by-hop headers (RFC 9110 §7.6.1, plus those named in Connection) never cross; the gateway
+adds X-Forwarded-For/Proto/Host, Via, X-Request-ID and a child traceparent upstream, and returns
+X-Request-ID and traceparent to the client. Bodies are streamed both ways with flow control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from edgeway.gateway.upstreams import Cluster, Endpoint
+from edgeway.http.errors import UpstreamProtocolError, UpstreamReset, UpstreamTimeout
+from edgeway.http.exchange import Exchange, Headers, ResponseState
+from edgeway.http.headers import HOP_BY_HOP, connection_tokens
+from edgeway.http.limits import UpstreamTimeouts
+from edgeway.http.tunnel import Tunnel
+from edgeway.http.upstream import ResponseHead, UpstreamConnection
+from edgeway.resilience.balancer import NoInstanceAvailable
+
+# Request headers the gateway rewrites itself (besides hop-by-hop ones).
+_REPLACED = frozenset(
+    {
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"via",
+        b"x-request-id",
+        b"traceparent",
+        b"expect",
+        b"content-length",
+    }
+)
+_SKIP_REQUEST = HOP_BY_HOP | _REPLACED
+_SKIP_RESPONSE = HOP_BY_HOP | {b"content-length", b"x-request-id", b"traceparent"}
+# Methods a stale pooled connection may be retried for (RFC 9110 §9.2.2 idempotent methods).
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+_VIA = b"1.1 edgeway"
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderEdits:
+    """Header changes a route applies, names lower-cased once at load time."""
+
+    set: tuple[tuple[bytes, bytes], ...] = ()
+    remove: frozenset[bytes] = frozenset()
+
+    @classmethod
+    def from_config(cls, set_: dict[str, str], remove: list[str]) -> HeaderEdits:
+        sets = tuple((k.lower().encode(), v.encode()) for k, v in set_.items())
+        # A header that is set is replaced, so its incoming copies are removed too.
+        return cls(sets, frozenset(r.lower().encode() for r in remove) | {k for k, _ in sets})
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyTarget:
+    cluster: Cluster
+    request_headers: HeaderEdits
+    response_headers: HeaderEdits
+    websocket: bool
+    websocket_idle_timeout: float
+
+
+def request_head(
+    ex: Exchange, target: ProxyTarget, path_and_query: bytes, ep: Endpoint, upstream_tp: bytes
+) -> bytes:
+    xff = b""
+    via = b""
+    named: set[bytes] | None = None
+    remove = target.request_headers.remove
+    kept: Headers = []
+    for name, value in ex.headers:
+        lname = name.lower()
+        if lname in _SKIP_REQUEST:
+            if lname == b"x-forwarded-for":
+                xff = value + b", "
+            elif lname == b"via":
+                via = value + b", "
+            elif lname == b"connection":
+                named = (named or set()) | connection_tokens(value)
+        elif lname not in remove:
+            kept.append((name, value))
+    if named:
+        # Connection may name headers that came before it, so this filter runs after the loop.
+        kept = [(n, v) for n, v in kept if n.lower() not in named]
+    parts = [ex.method, b" ", path_and_query, b" HTTP/1.1\r\nhost: ", ep.authority, b"\r\n"]
+    for name, value in kept:
+        parts += (name, b": ", value, b"\r\n")
+    parts += (
+        b"x-forwarded-for: ",
+        xff,
+        ex.client.encode(),
+        b"\r\nx-forwarded-proto: ",
+        ex.scheme,
+        b"\r\nx-forwarded-host: ",
+        ex.host,
+        b"\r\nvia: ",
+        via,
+        _VIA,
+        b"\r\nx-request-id: ",
+        ex.request_id,
+        b"\r\ntraceparent: ",
+        upstream_tp,
+        b"\r\n",
+    )
+    for name, value in target.request_headers.set:
+        parts += (name, b": ", value, b"\r\n")
+    if ex.content_length is not None:
+        parts.append(b"content-length: %d\r\n" % ex.content_length)
+    elif ex.chunked_request:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    if ex.upgrade is not None and target.websocket:
+        parts += (b"connection: upgrade\r\nupgrade: ", ex.upgrade, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def response_headers(ex: Exchange, resp: ResponseHead, target: ProxyTarget, client_tp: bytes) -> Headers:
+    named: set[bytes] | None = None
+    remove = target.response_headers.remove
+    out: Headers = []
+    for name, value in resp.headers:
+        lname = name.lower()
+        if lname in _SKIP_RESPONSE:
+            if lname == b"connection":
+                named = (named or set()) | connection_tokens(value)
+            continue
+        if lname in remove:
+            continue
+        out.append((name, value))
+    if named:
+        out = [(n, v) for n, v in out if n.lower() not in named]
+    out.extend(target.response_headers.set)
+    out.append((b"x-request-id", ex.request_id))
+    out.append((b"traceparent", client_tp))
+    return out
+
+
+async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upstream_tp: bytes) -> None:
+    cluster = target.cluster
+    try:
+        ep = cluster.pick()
+    except NoInstanceAvailable:
+        ex.respond_problem(503, "Service Unavailable", f"no available instance of service {cluster.name!r}")
+        return
+    ex.log["upstream"] = ep.label
+    head = request_head(ex, target, path_and_query, ep, upstream_tp)
+    total = cluster.timeouts.total
+    ep.outstanding += 1
+    try:
+        async with asyncio.timeout(total):
+            conn, resp = await _send(ex, ep, head, cluster.timeouts)
+            if not resp.upgraded:
+                try:
+                    await _respond(ex, target, conn, resp, upstream_tp)
+                finally:
+                    ep.pool.release(conn)
+                return
+    except TimeoutError:
+        if ex.state is not ResponseState.PENDING:
+            ex.abort()
+            return
+        raise UpstreamTimeout("total", total, instance=ep.label) from None
+    finally:
+        ep.outstanding -= 1
+    # A WebSocket lives outside the exchange's total timeout; its idle timeout governs it.
+    try:
+        await _tunnel(ex, target, conn, response_headers(ex, resp, target, upstream_tp))
+    finally:
+        conn.close()
+
+
+async def _send(
+    ex: Exchange, ep: Endpoint, head: bytes, timeouts: UpstreamTimeouts
+) -> tuple[UpstreamConnection, ResponseHead]:
+    """Send the request and wait for the response head; the connection is the caller's after."""
+    has_body = not ex.body.complete or ex.body.received > 0
+    retryable = not has_body and ex.method in _IDEMPOTENT
+    fresh = False
+    while True:
+        conn, reused = await ep.pool.acquire(timeouts.connect, fresh=fresh)
+        conn.begin(head_request=ex.method == b"HEAD")
+        try:
+            conn.write(head)
+            if has_body:
+                await _send_body(ex, conn)
+            conn.request_sent = True
+            try:
+                async with asyncio.timeout(timeouts.first_byte):
+                    return conn, await conn.read_head()
+            except TimeoutError:
+                raise UpstreamTimeout("first_byte", timeouts.first_byte, instance=ep.label) from None
+        except UpstreamReset:
+            ep.pool.release(conn)
+            # A pooled connection the upstream closed while idle: the request never reached the
+            # application, so one retry on a fresh connection is safe for idempotent methods.
+            if reused and retryable and not conn.got_bytes and not fresh:
+                fresh = True
+                continue
+            raise
+        except BaseException:
+            ep.pool.release(conn)
+            raise
+
+
+async def _send_body(ex: Exchange, conn: UpstreamConnection) -> None:
+    chunked = ex.content_length is None
+    async for chunk in ex.body:
+        conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+        await conn.drain()
+    if chunked:
+        conn.write(b"0\r\n\r\n")
+
+
+async def _respond(
+    ex: Exchange, target: ProxyTarget, conn: UpstreamConnection, resp: ResponseHead, tp: bytes
+) -> None:
+    headers = response_headers(ex, resp, target, tp)
+    status = resp.status
+    if ex.method == b"HEAD":
+        ex.start(status, headers, resp.content_length)
+        ex.finish()
+        return
+    body = conn.body
+    if body.complete:
+        ex.respond(status, headers, body.read_nowait())
+        return
+    ex.start(status, headers, resp.content_length, first=body.read_nowait())
+    while chunk := await body.read():
+        ex.write(chunk)
+        await ex.drain()
+    ex.finish()
+
+
+async def _tunnel(ex: Exchange, target: ProxyTarget, conn: UpstreamConnection, headers: Headers) -> None:
+    if ex.upgrade is None or not target.websocket:
+        raise UpstreamProtocolError("upstream switched protocols without being asked", instance=conn.instance)
+    headers = [*headers, (b"connection", b"upgrade"), (b"upgrade", ex.upgrade)]
+    ex.start(101, headers)
+    ex.state = ResponseState.DONE
+    tunnel = Tunnel(ex.detach(), conn, target.websocket_idle_timeout)
+    tunnel.start()
+    await tunnel.closed
+    ex.log["tunnel_bytes_up"] = tunnel.bytes_up
+    ex.log["tunnel_bytes_down"] = tunnel.bytes_down
