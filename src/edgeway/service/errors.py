@@ -1,0 +1,111 @@
+"""Errors raised by the service kit.
+
+::
+
+    ServiceKitError                   base of everything below
+    ├── SettingsError                 settings file unreadable or invalid
+    ├── ConfigUnavailableError        config store unreachable at start-up and no cached copy
+    ├── IdentityError                 the caller could not be identified or is not allowed
+    │   ├── AuthenticationError       401: no credentials, or a token that fails verification
+    │   └── PermissionDeniedError     403: a verified caller without the role/scope needed
+    ├── JwksUnavailableError          the JWKS could not be fetched (503: not the caller's fault)
+    ├── RegistryError                 the NATS KV service registry failed
+    ├── DiscoveryError                a service name could not be resolved
+    │   └── NoInstancesError          the name resolved, to no instance
+    └── PeerError                     a call to another service failed
+        ├── PeerUnavailableError      every attempt failed (connect error, timeout, 502/503/504)
+        └── CircuitOpenError          every instance's breaker is open; nothing was sent
+
+Each maps to one RFC 9457 problem response in :mod:`edgeway.service.problems`. Errors from
+third-party libraries (httpx, nats-py, PyJWT) are caught at the boundary and re-raised as these,
+with the original as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "CircuitOpenError",
+    "ConfigUnavailableError",
+    "DiscoveryError",
+    "IdentityError",
+    "JwksUnavailableError",
+    "NoInstancesError",
+    "PeerError",
+    "PeerUnavailableError",
+    "PermissionDeniedError",
+    "RegistryError",
+    "ServiceKitError",
+    "SettingsError",
+]
+
+
+class ServiceKitError(Exception):
+    """Base class of the service kit's errors."""
+
+
+class SettingsError(ServiceKitError):
+    pass
+
+
+class ConfigUnavailableError(ServiceKitError):
+    pass
+
+
+class IdentityError(ServiceKitError):
+    status = 401
+
+
+class AuthenticationError(IdentityError):
+    status = 401
+
+
+class PermissionDeniedError(IdentityError):
+    status = 403
+
+
+class JwksUnavailableError(ServiceKitError):
+    pass
+
+
+class RegistryError(ServiceKitError):
+    pass
+
+
+class DiscoveryError(ServiceKitError):
+    def __init__(self, service: str, message: str) -> None:
+        super().__init__(message)
+        self.service = service
+
+
+class NoInstancesError(DiscoveryError):
+    def __init__(self, service: str, sources: str) -> None:
+        super().__init__(
+            service,
+            f"no instance of service {service!r} found (looked in: {sources}); is it running and "
+            f"registered, or set EDGEWAY_SERVICE_{env_name(service)}_URLS",
+        )
+
+
+class PeerError(ServiceKitError):
+    def __init__(self, service: str, message: str) -> None:
+        super().__init__(message)
+        self.service = service
+
+
+class PeerUnavailableError(PeerError):
+    pass
+
+
+class CircuitOpenError(PeerError):
+    def __init__(self, service: str, retry_after: float) -> None:
+        super().__init__(
+            service,
+            f"circuit open for every instance of {service!r}; next probe in {retry_after:.1f}s",
+        )
+        self.retry_after = retry_after
+
+
+def env_name(service: str) -> str:
+    """The service name as it appears in environment variable names: ``order-api`` → ``ORDER_API``."""
+    return "".join(c if c.isalnum() else "_" for c in service).upper()

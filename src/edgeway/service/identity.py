@@ -1,0 +1,248 @@
+"""Who is calling: the verified caller as a FastAPI dependency, and role/scope guards.
+
+The gateway authenticates the client once and forwards the request with the bearer token and
+the claims it read from it in headers (:data:`SUBJECT_HEADER` and friends). A service does not
+take those headers on trust by default: a request that reached it without passing the gateway
+could carry anything. So:
+
+- with an ``Authorization: Bearer`` token, the token is verified locally against the security
+  service's JWKS (fetched once and cached; no call per request): signature, algorithm in the
+  allow-list (EdDSA, ES256; never ``none`` or HMAC), ``exp``/``nbf``, ``iss`` and ``aud``. If
+  forwarded claim headers are present too, their subject must match the token's;
+- without a token, the forwarded headers are used only when the app is configured with
+  ``trust_gateway_headers=True`` (a network policy guarantees only the gateway reaches it);
+- otherwise the request is rejected with 401 (problem+json, ``WWW-Authenticate: Bearer``).
+
+Claims follow the security service's token format: ``sub``, ``roles`` (a list), ``scope`` (one
+space-separated string).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Protocol
+
+import jwt
+import orjson
+from fastapi import Depends, Request
+
+from edgeway.service.errors import AuthenticationError, PermissionDeniedError
+from edgeway.service.jwks import JwksCache
+
+__all__ = [
+    "ALLOWED_ALGORITHMS",
+    "CLAIMS_HEADER",
+    "ROLES_HEADER",
+    "SCOPES_HEADER",
+    "SUBJECT_HEADER",
+    "Caller",
+    "Identity",
+    "IdentityConfig",
+    "JwksVerifier",
+    "TokenVerifier",
+    "current_identity",
+    "require_roles",
+    "require_scopes",
+]
+
+ALLOWED_ALGORITHMS = ("EdDSA", "ES256")
+SUBJECT_HEADER = "x-edgeway-subject"
+ROLES_HEADER = "x-edgeway-roles"  # comma-separated
+SCOPES_HEADER = "x-edgeway-scopes"  # space-separated, like the scope claim
+CLAIMS_HEADER = "x-edgeway-claims"  # base64url(JSON object) of the remaining claims, optional
+
+
+class TokenVerifier(Protocol):
+    """Verifies a bearer token and returns its claims, or raises AuthenticationError."""
+
+    async def verify(self, token: str) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    subject: str
+    roles: frozenset[str] = frozenset()
+    scopes: frozenset[str] = frozenset()
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    token: str | None = None
+    source: Literal["token", "gateway"] = "token"
+
+    def has_roles(self, *roles: str) -> bool:
+        return set(roles) <= self.roles
+
+    def has_scopes(self, *scopes: str) -> bool:
+        return set(scopes) <= self.scopes
+
+
+class JwksVerifier:
+    """Verifies EdDSA/ES256 JWTs against a cached JWKS, with iss/aud/exp checks."""
+
+    def __init__(
+        self,
+        jwks: JwksCache,
+        *,
+        issuer: str | None,
+        audience: str | None,
+        algorithms: tuple[str, ...] = ALLOWED_ALGORITHMS,
+        leeway: float = 30.0,
+    ) -> None:
+        unsafe = set(algorithms) - set(ALLOWED_ALGORITHMS)
+        if unsafe:
+            raise ValueError(f"algorithms {sorted(unsafe)} are not allowed; use {ALLOWED_ALGORITHMS}")
+        self.jwks = jwks
+        self.issuer = issuer
+        self.audience = audience
+        self.algorithms = algorithms
+        self.leeway = leeway
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise AuthenticationError(f"malformed token: {exc}") from exc
+        alg = header.get("alg")
+        if alg not in self.algorithms:
+            raise AuthenticationError(
+                f"token algorithm {alg!r} is not accepted; expected one of {self.algorithms}"
+            )
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise AuthenticationError("token has no key id (kid) in its header")
+        key = await self.jwks.key(kid)
+        required = ["exp", "sub"]
+        if self.issuer is not None:
+            required.append("iss")
+        if self.audience is not None:
+            required.append("aud")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": required, "verify_aud": self.audience is not None},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthenticationError("token has expired") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise AuthenticationError(
+                f"token is not meant for this service (audience {self.audience!r})"
+            ) from exc
+        except jwt.InvalidIssuerError as exc:
+            raise AuthenticationError(f"token was not issued by {self.issuer!r}") from exc
+        except jwt.PyJWTError as exc:
+            raise AuthenticationError(f"token rejected: {exc}") from exc
+        return claims
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConfig:
+    """What :func:`current_identity` needs; the app factory stores it on ``app.state``."""
+
+    verifier: TokenVerifier | None
+    trust_gateway_headers: bool = False
+
+
+def identity_from_claims(claims: Mapping[str, Any], token: str | None) -> Identity:
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise AuthenticationError("token has no subject (sub)")
+    roles = claims.get("roles", [])
+    scope = claims.get("scope", "")
+    return Identity(
+        subject=subject,
+        roles=frozenset(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else frozenset(),
+        scopes=frozenset(scope.split()) if isinstance(scope, str) else frozenset(),
+        claims=dict(claims),
+        token=token,
+        source="token",
+    )
+
+
+def identity_from_headers(headers: Mapping[str, str]) -> Identity | None:
+    subject = headers.get(SUBJECT_HEADER)
+    if not subject:
+        return None
+    claims: dict[str, Any] = {}
+    encoded = headers.get(CLAIMS_HEADER)
+    if encoded:
+        try:
+            decoded = orjson.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+        except (binascii.Error, ValueError) as exc:
+            raise AuthenticationError(f"{CLAIMS_HEADER} is not base64url-encoded JSON") from exc
+        if not isinstance(decoded, dict):
+            raise AuthenticationError(f"{CLAIMS_HEADER} must encode a JSON object")
+        claims = decoded
+    roles = frozenset(r.strip() for r in headers.get(ROLES_HEADER, "").split(",") if r.strip())
+    scopes = frozenset(headers.get(SCOPES_HEADER, "").split())
+    claims = {**claims, "sub": subject, "roles": sorted(roles), "scope": " ".join(sorted(scopes))}
+    return Identity(subject=subject, roles=roles, scopes=scopes, claims=claims, source="gateway")
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+async def current_identity(request: Request) -> Identity:
+    """The verified caller of this request (cached on the request once computed)."""
+    cached = getattr(request.state, "edgeway_identity", None)
+    if isinstance(cached, Identity):
+        return cached
+    config = getattr(request.app.state, "edgeway_identity", None)
+    if not isinstance(config, IdentityConfig):
+        raise AuthenticationError("this service is not configured to identify callers (no JWKS URL)")
+    token = _bearer(request)
+    forwarded = identity_from_headers(request.headers)
+    if token is not None:
+        if config.verifier is None:
+            raise AuthenticationError("this service cannot verify tokens: set EDGEWAY_JWKS_URL")
+        identity = identity_from_claims(await config.verifier.verify(token), token)
+        if forwarded is not None and forwarded.subject != identity.subject:
+            raise AuthenticationError("forwarded subject does not match the token's subject")
+    elif forwarded is not None and config.trust_gateway_headers:
+        identity = forwarded
+    else:
+        raise AuthenticationError("authentication required: send 'Authorization: Bearer <token>'")
+    request.state.edgeway_identity = identity
+    return identity
+
+
+Caller = Annotated[Identity, Depends(current_identity)]
+"""Declare a parameter ``caller: Caller`` to get the verified caller (401 if there is none)."""
+
+
+def require_roles(*roles: str) -> Callable[..., Any]:
+    """A dependency that passes callers holding every one of ``roles``, else 403."""
+    needed = frozenset(roles)
+
+    async def dependency(caller: Caller) -> Identity:
+        missing = needed - caller.roles
+        if missing:
+            raise PermissionDeniedError(f"missing role(s): {', '.join(sorted(missing))}")
+        return caller
+
+    return dependency
+
+
+def require_scopes(*scopes: str) -> Callable[..., Any]:
+    """A dependency that passes callers whose token grants every one of ``scopes``, else 403."""
+    needed = frozenset(scopes)
+
+    async def dependency(caller: Caller) -> Identity:
+        missing = needed - caller.scopes
+        if missing:
+            raise PermissionDeniedError(f"missing scope(s): {', '.join(sorted(missing))}")
+        return caller
+
+    return dependency

@@ -1,0 +1,50 @@
+"""One NATS connection that fails fast at start-up and reconnects forever afterwards.
+
+nats-py applies the same reconnect settings to the first connection attempt: with unlimited
+reconnects ``nats.connect`` never returns while the server is down, so start-up code could not
+fall back to a cached config. (``allow_reconnect=False`` does not help: the server-selection loop
+retries on its own until ``max_reconnect_attempts`` is exceeded.) So we connect allowing one
+quick retry, then switch to unlimited reconnects for the life of the connection; the client
+reads these options on every disconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import nats
+from nats.aio.client import Client as NATS
+
+__all__ = ["connect"]
+
+_log = logging.getLogger("edgeway.service.nats")
+
+
+async def _on_error(exc: Exception) -> None:
+    _log.warning("nats: %s", exc or type(exc).__name__)
+
+
+async def _on_disconnect() -> None:
+    _log.warning("nats: disconnected; reconnecting")
+
+
+async def _on_reconnect() -> None:
+    _log.info("nats: reconnected")
+
+
+async def connect(url: str, *, timeout: float = 2.0, name: str | None = None) -> NATS:
+    """Connect once (raising ``OSError``/``nats.errors.Error`` on failure), then reconnect forever."""
+    nc = await nats.connect(
+        url,
+        name=name,
+        connect_timeout=timeout,
+        allow_reconnect=True,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.1,
+        error_cb=_on_error,
+        disconnected_cb=_on_disconnect,
+        reconnected_cb=_on_reconnect,
+    )
+    nc.options["max_reconnect_attempts"] = -1
+    nc.options["reconnect_time_wait"] = 1
+    return nc

@@ -1,0 +1,174 @@
+"""RFC 9457 problem details: every error a service returns has the same JSON shape.
+
+``Content-Type: application/problem+json`` and a body with ``type``, ``title``, ``status``,
+``detail``, ``instance`` (the request path) and ``request_id``, plus any extension members.
+:func:`install_problem_handlers` makes FastAPI's own errors (404, 405, validation) and the
+service kit's errors use it, and the request middleware turns an unhandled exception into a
+500 that says nothing about the internals (the traceback goes to the log, with the request id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from edgeway.observability.logs import current_request_id
+from edgeway.service.errors import (
+    AuthenticationError,
+    CircuitOpenError,
+    DiscoveryError,
+    JwksUnavailableError,
+    PeerError,
+    PermissionDeniedError,
+)
+
+__all__ = [
+    "PROBLEM_JSON",
+    "Problem",
+    "install_problem_handlers",
+    "internal_error_response",
+    "problem_response",
+]
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(Exception):
+    """Raise from a handler to answer with a problem response."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str | None = None,
+        *,
+        title: str | None = None,
+        type: str = "about:blank",
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail or title or HTTPStatus(status).phrase)
+        self.status = status
+        self.detail = detail
+        self.title = title
+        self.type = type
+        self.headers = dict(headers or {})
+        self.extensions = extensions
+
+
+def problem_response(
+    status: int,
+    detail: str | None = None,
+    *,
+    title: str | None = None,
+    type: str = "about:blank",
+    instance: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": type,
+        # For about:blank the RFC asks for the status phrase as the title.
+        "title": title or _phrase(status),
+        "status": status,
+    }
+    if detail is not None:
+        body["detail"] = detail
+    if instance is not None:
+        body["instance"] = instance
+    request_id = current_request_id()
+    if request_id is not None:
+        body["request_id"] = request_id
+    body.update(extensions)
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+async def _on_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)  # registered for Problem only
+    return problem_response(
+        exc.status,
+        exc.detail,
+        title=exc.title,
+        type=exc.type,
+        instance=request.url.path,
+        headers=exc.headers,
+        **exc.extensions,
+    )
+
+
+async def _on_http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != _phrase(exc.status_code) else None
+    return problem_response(
+        exc.status_code, detail, instance=request.url.path, headers=getattr(exc, "headers", None)
+    )
+
+
+async def _on_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+    return problem_response(
+        422, "the request does not match the schema", instance=request.url.path, errors=errors
+    )
+
+
+async def _on_authentication(request: Request, exc: Exception) -> Response:
+    return problem_response(
+        401,
+        str(exc),
+        instance=request.url.path,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+async def _on_permission(request: Request, exc: Exception) -> Response:
+    return problem_response(403, str(exc), instance=request.url.path)
+
+
+async def _on_unavailable(request: Request, exc: Exception) -> Response:
+    headers: dict[str, str] = {}
+    if isinstance(exc, CircuitOpenError):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    status = 502 if isinstance(exc, PeerError) and not isinstance(exc, CircuitOpenError) else 503
+    extensions: dict[str, Any] = {}
+    service = getattr(exc, "service", None)
+    if service is not None:
+        extensions["service"] = service
+    return problem_response(status, str(exc), instance=request.url.path, headers=headers, **extensions)
+
+
+def internal_error_response(instance: str | None = None) -> Response:
+    """The 500 for an unhandled exception: nothing about the internals, the request id to quote.
+
+    Sent by the request middleware (not an exception handler) so that the request id is still
+    bound when the error is logged and answered.
+    """
+    return problem_response(
+        500, "an unexpected error occurred; quote the request id when reporting it", instance=instance
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(AuthenticationError, _on_authentication)
+    app.add_exception_handler(PermissionDeniedError, _on_permission)
+    for unavailable in (JwksUnavailableError, DiscoveryError, PeerError):
+        app.add_exception_handler(unavailable, _on_unavailable)

@@ -1,0 +1,118 @@
+"""Service settings: pydantic-settings from the environment and an optional YAML/JSON file.
+
+Precedence, highest first: keyword arguments, environment variables (``EDGEWAY_*``, nested
+fields with ``__``), a ``.env`` file, the settings file, the defaults. The settings file is the
+``file`` argument of :meth:`ServiceSettings.load`, else ``$EDGEWAY_SETTINGS_FILE``. A service
+subclasses :class:`ServiceSettings` to add its own fields; they get the same sources.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Self
+
+import pydantic
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from edgeway.service.errors import SettingsError
+
+__all__ = ["ServiceSettings"]
+
+_settings_file: ContextVar[Path | None] = ContextVar("edgeway_settings_file", default=None)
+
+
+class ServiceSettings(BaseSettings):
+    """What every edgeway service can be told at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDGEWAY_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    # identity of this process
+    service_name: str = ""
+    instance_id: str = Field(default="", description="unique per process; random when empty")
+    advertise_url: str | None = Field(
+        default=None, description="URL other services use to reach this instance; registers it when set"
+    )
+    log_level: str = "info"
+
+    # NATS: config store, flags, registry
+    nats_url: str = "nats://127.0.0.1:4222"
+    config_bucket: str | None = Field(
+        default=None, description="NATS KV bucket holding this service's config"
+    )
+    config_cache_dir: Path = Path(".edgeway-cache")
+    config_retries: int = 3
+    flags_bucket: str | None = None
+    registry_bucket: str | None = Field(default=None, description="NATS KV bucket of the service registry")
+    registry_ttl: float = 15.0
+
+    # identity of callers
+    jwks_url: str | None = None
+    token_issuer: str | None = None
+    token_audience: str | None = None
+    trust_gateway_headers: bool = False
+
+    # other services
+    services: dict[str, list[str]] = Field(
+        default_factory=dict, description="static discovery: service name → instance URLs"
+    )
+    client_timeout: float = 5.0
+    client_retries: int = 2
+
+    # shutdown
+    shutdown_grace: float = Field(
+        default=0.0, description="seconds to keep serving after readiness turns false at shutdown"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        path = _settings_file.get()
+        if path is not None:
+            # YAML is a superset of JSON, so one source reads both.
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, file: str | Path | None = None, **overrides: Any) -> Self:
+        """Build the settings from env and ``file`` (or ``$EDGEWAY_SETTINGS_FILE``)."""
+        raw = file if file is not None else os.environ.get("EDGEWAY_SETTINGS_FILE")
+        path = Path(raw) if raw else None
+        if path is not None and not path.is_file():
+            raise SettingsError(f"settings file {path} does not exist or is not a file")
+        try:
+            with _using_file(path):
+                return cls(**overrides)
+        except pydantic.ValidationError as exc:
+            where = f" (file {path} and environment)" if path else " (environment)"
+            raise SettingsError(f"invalid settings{where}: {exc}") from exc
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"cannot read settings file {path}: {exc}") from exc
+
+
+@contextmanager
+def _using_file(path: Path | None) -> Iterator[None]:
+    token = _settings_file.set(path)
+    try:
+        yield
+    finally:
+        _settings_file.reset(token)
