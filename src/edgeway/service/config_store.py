@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
@@ -49,7 +49,7 @@ class ConfigStore:
         bucket: str,
         *,
         nats_url: str = "nats://127.0.0.1:4222",
-        nc: NATS | None = None,
+        nc: NatsClient | None = None,
         cache_dir: str | Path = ".edgeway-cache",
         retries: int = 3,
         backoff: float = 0.5,
@@ -134,7 +134,7 @@ class ConfigStore:
 
     # internals
 
-    async def _connect(self) -> NATS:
+    async def _connect(self) -> NatsClient:
         if self._nc is None or self._nc.is_closed:
             self._nc = await natsconn.connect(self.nats_url, timeout=self.connect_timeout)
         return self._nc

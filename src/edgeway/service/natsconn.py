@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 import nats
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 
 __all__ = ["connect"]
 
@@ -32,7 +32,7 @@ async def _on_reconnect() -> None:
     _log.info("nats: reconnected")
 
 
-async def connect(url: str, *, timeout: float = 2.0, name: str | None = None) -> NATS:
+async def connect(url: str, *, timeout: float = 2.0, name: str | None = None) -> NatsClient:
     """Connect once (raising ``OSError``/``nats.errors.Error`` on failure), then reconnect forever."""
     nc = await nats.connect(
         url,
