@@ -10,7 +10,7 @@ field      meaning
 ========== ====================================================================================
 enabled    master switch; ``false`` turns the flag off for everybody (default ``true``)
 roles      callers holding any of these roles get the flag, whatever the percentage
-percentage 0–100: the share of keys that get it, chosen by a stable hash of (flag, key)
+percentage 0 to 100: the share of keys that get it, chosen by a stable hash of (flag, key)
 ========== ====================================================================================
 
 Evaluation: off when the flag is unknown or disabled; on for a matching role; then, when a
