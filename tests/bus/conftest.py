@@ -83,3 +83,16 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[BrokerUnderTes
 def unique() -> Callable[[str], str]:
     token = uuid.uuid4().hex[:8]
     return lambda base: f"{base}-{token}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Any]:
+    from .db import close_database, open_database
+
+    if request.param == "postgres":
+        require("postgres")
+    db = await open_database(request.param, str(tmp_path))
+    try:
+        yield db
+    finally:
+        await close_database(db)

@@ -1,0 +1,238 @@
+"""Transactional outbox: events written in the same transaction as the state they report.
+
+``await outbox.add(session, event)`` inserts a row in the caller's transaction, so the event
+exists if and only if the business change committed. :class:`OutboxRelay` publishes pending rows
+in id order, in batches with a window of outstanding broker confirmations, and marks them sent.
+
+Failure semantics: a row is marked sent only after the broker confirmed it. If the relay dies
+between the confirmation and the mark, the next relay publishes the row again with the same
+message id (the row's event id, fixed at ``add``): NATS drops it inside its duplicate window,
+and consumers with an inbox drop it on any broker. Nothing is lost; nothing is applied twice.
+
+On PostgreSQL the relay locks its batch with ``FOR UPDATE SKIP LOCKED``, so several relays (one per
+service replica) share the work without publishing a row twice. SQLite has one writer at a time
+and no row locks: run one relay per database (the normal case for a file per service).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from edgeway.bus import tracing
+from edgeway.bus.bus import EventBus
+from edgeway.bus.errors import BusError
+from edgeway.bus.events import Envelope, Event, envelope_for
+
+log = logging.getLogger("edgeway.bus.outbox")
+
+
+def outbox_table(metadata: MetaData, name: str = "edgeway_outbox") -> Table:
+    """The outbox table in the service's own metadata (so its migrations create it)."""
+    existing = metadata.tables.get(name)
+    if existing is not None:
+        return existing
+    return Table(
+        name,
+        metadata,
+        # INTEGER PRIMARY KEY on SQLite is the rowid: monotonic, so id order is commit order
+        # within one writer.
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("event_id", String(32), nullable=False, unique=True),
+        Column("channel", String(64), nullable=False),
+        Column("event_type", String(128), nullable=False),
+        Column("event_key", String(256), nullable=True),
+        Column("headers", JSON, nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("created_at", Float, nullable=False),
+        Column("sent_at", Float, nullable=True),
+        Index(f"ix_{name}_pending", "sent_at", "id"),
+    )
+
+
+class Outbox:
+    """Writes events into the outbox table inside the caller's transaction."""
+
+    def __init__(self, metadata: MetaData, *, table_name: str = "edgeway_outbox") -> None:
+        self.table = outbox_table(metadata, table_name)
+
+    async def add(
+        self, session: AsyncSession, event: Event, *, headers: Mapping[str, str] | None = None
+    ) -> Envelope:
+        """Queue ``event`` in ``session``'s transaction; it is published after the commit."""
+        envelope = envelope_for(event, tracing.outgoing_headers(headers))
+        await session.execute(insert(self.table), [self._row(envelope)])
+        return envelope
+
+    async def add_many(
+        self, session: AsyncSession, events: Sequence[Event], *, headers: Mapping[str, str] | None = None
+    ) -> list[Envelope]:
+        envelopes = [envelope_for(e, tracing.outgoing_headers(headers)) for e in events]
+        if envelopes:
+            await session.execute(insert(self.table), [self._row(e) for e in envelopes])
+        return envelopes
+
+    @staticmethod
+    def _row(envelope: Envelope) -> dict[str, Any]:
+        return {
+            "event_id": envelope.id,
+            "channel": envelope.channel,
+            "event_type": envelope.type,
+            "event_key": envelope.key,
+            "headers": dict(envelope.headers),
+            "payload": envelope.payload,
+            "created_at": envelope.time,
+        }
+
+    async def pending(self, session: AsyncSession) -> int:
+        """Rows not yet published (the backlog metric)."""
+        stmt = select(func.count()).select_from(self.table).where(self.table.c.sent_at.is_(None))
+        return int((await session.execute(stmt)).scalar_one())
+
+
+class OutboxRelay:
+    """Publishes the outbox: ``await relay.relay_once()`` for one batch, or ``start()`` a loop.
+
+    ``batch_size`` rows go out per transaction, pipelined; ``idle_interval`` is how long the
+    loop sleeps when the outbox is empty (``wake()`` cuts it short after a commit);
+    ``keep_sent`` is how many seconds sent rows stay for inspection before they are deleted
+    (``None`` keeps them).
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        sessions: async_sessionmaker[AsyncSession],
+        bus: EventBus,
+        *,
+        batch_size: int = 1000,
+        idle_interval: float = 0.2,
+        retry_interval: float = 1.0,
+        keep_sent: float | None = 3600.0,
+    ) -> None:
+        self.outbox = outbox
+        self.sessions = sessions
+        self.bus = bus
+        self.batch_size = batch_size
+        self.idle_interval = idle_interval
+        self.retry_interval = retry_interval
+        self.keep_sent = keep_sent
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_purge = 0.0
+        self.published = 0
+
+    async def relay_once(self) -> int:
+        """Publish one batch of pending rows; returns how many were published."""
+        table = self.outbox.table
+        async with self.sessions() as session, session.begin():
+            stmt = (
+                select(
+                    table.c.id,
+                    table.c.event_id,
+                    table.c.channel,
+                    table.c.event_type,
+                    table.c.event_key,
+                    table.c.headers,
+                    table.c.payload,
+                    table.c.created_at,
+                )
+                .where(table.c.sent_at.is_(None))
+                .order_by(table.c.id)
+                .limit(self.batch_size)
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True)
+            rows = (await session.execute(stmt)).all()
+            if not rows:
+                return 0
+            envelopes = [
+                Envelope(
+                    id=row.event_id,
+                    type=row.event_type,
+                    channel=row.channel,
+                    time=row.created_at,
+                    payload=bytes(row.payload),
+                    key=row.event_key,
+                    headers=row.headers or {},
+                )
+                for row in rows
+            ]
+            # Raises on any unconfirmed publish: the transaction rolls back, rows stay pending.
+            await self.bus.publish_envelopes(envelopes)
+            ids = [row.id for row in rows]
+            await session.execute(update(table).where(table.c.id.in_(ids)).values(sent_at=time.time()))
+        self.published += len(rows)
+        return len(rows)
+
+    async def purge(self) -> int:
+        if self.keep_sent is None:
+            return 0
+        table = self.outbox.table
+        cutoff = time.time() - self.keep_sent
+        async with self.sessions() as session, session.begin():
+            result = await session.execute(
+                delete(table).where(table.c.sent_at.is_not(None), table.c.sent_at < cutoff)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    def wake(self) -> None:
+        """Tell the loop there is something to publish (call after committing an ``add``)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Relay until cancelled; survives broker and database outages by retrying."""
+        while True:
+            try:
+                count = await self.relay_once()
+                if time.monotonic() - self._last_purge > 60:
+                    self._last_purge = time.monotonic()
+                    await self.purge()
+            except (BusError, OSError, ConnectionError) as exc:
+                log.warning("outbox relay: publish failed, retrying in %.1f s: %s", self.retry_interval, exc)
+                await asyncio.sleep(self.retry_interval)
+                continue
+            except Exception as exc:  # a database error: keep the service up, keep trying
+                log.exception(
+                    "outbox relay: unexpected error, retrying in %.1f s: %s", self.retry_interval, exc
+                )
+                await asyncio.sleep(self.retry_interval)
+                continue
+            if count < self.batch_size:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.idle_interval)
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run(), name="edgeway-outbox-relay")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,76 @@
+"""Idempotent consumers: effects applied once per message id, in the handler's transaction."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from edgeway.bus.bus import EventBus, Job, Received
+from edgeway.bus.events import Event
+from edgeway.bus.transport import ChannelConfig
+
+from .conftest import BrokerUnderTest
+from .db import Database
+from .helpers import eventually, order_events
+
+
+async def test_a_message_delivered_twice_is_applied_once(
+    broker: BrokerUnderTest, database: Database, unique: Callable[[str], str]
+) -> None:
+    placed, _ = order_events(unique("orders"))
+    config = ChannelConfig(placed.channel)
+    calls: list[str] = []
+
+    async def apply(event: Event, session: AsyncSession, ctx: Received) -> None:
+        calls.append(ctx.id)
+        await session.execute(insert(database.applied), [{"key": event.order_id}])  # type: ignore[attr-defined]
+
+    bus = EventBus(broker.make(), channels=[config])
+    bus.add_handler(placed, apply, group="ledger", inbox=database.inbox)
+    async with bus:
+        envelope = await bus.publish(placed(order_id="o-1"))
+        await eventually(lambda: len(calls) == 1, what="first delivery")
+        # The broker delivers the same message id again (a redelivery after a lost ack).
+        await bus.transport.redeliver(config, "ledger", envelope)
+        await bus.transport.redeliver(config, "ledger", envelope)
+        await asyncio.sleep(1.0)
+    assert await database.applied_keys() == ["o-1"]
+    assert calls == [envelope.id]
+    assert await database.inbox.processed("ledger", envelope.id)
+
+
+async def test_a_failing_message_in_a_batch_rolls_back_only_itself(database: Database) -> None:
+    async def ok(key: str) -> Callable[[AsyncSession], object]:
+        async def call(session: AsyncSession) -> None:
+            await session.execute(insert(database.applied), [{"key": key}])
+
+        return call
+
+    async def boom(session: AsyncSession) -> None:
+        await session.execute(insert(database.applied), [{"key": "half-written"}])
+        raise LookupError("no such customer")
+
+    jobs = [Job("m1", await ok("a")), Job("m2", boom), Job("m3", await ok("c"))]  # type: ignore[arg-type]
+    results = await database.inbox.run("g", jobs)
+    assert results[0] is None
+    assert isinstance(results[1], LookupError)
+    assert results[2] is None
+    assert sorted(await database.applied_keys()) == ["a", "c"]
+    assert not await database.inbox.processed("g", "m2")
+    # The same batch again: done ones are skipped, the failed one runs again.
+    again = await database.inbox.run("g", jobs)
+    assert isinstance(again[1], LookupError)
+    assert sorted(await database.applied_keys()) == ["a", "c"]
+
+
+async def test_the_same_id_is_independent_per_group(database: Database) -> None:
+    async def call(session: AsyncSession) -> None:
+        await session.execute(insert(database.applied), [{"key": "x"}])
+
+    assert await database.inbox.run("billing", [Job("m1", call)]) == [None]
+    assert await database.inbox.run("shipping", [Job("m1", call)]) == [None]
+    assert await database.inbox.run("billing", [Job("m1", call)]) == [None]
+    assert await database.applied_keys() == ["x", "x"]
