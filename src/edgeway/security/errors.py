@@ -35,7 +35,7 @@ class KeyStoreError(SecurityError):
     """A signing key could not be loaded, stored or used."""
 
 
-class KeyFileInsecure(KeyStoreError):  # noqa: N818
+class KeyFileInsecure(KeyStoreError):
     """A private key file is readable by other users; fix its mode (``chmod 600``)."""
 
     def __init__(self, path: str, mode: int) -> None:
@@ -47,7 +47,7 @@ class KeyFileInsecure(KeyStoreError):  # noqa: N818
         self.mode = mode
 
 
-class KeyDecryptionFailed(KeyStoreError):  # noqa: N818
+class KeyDecryptionFailed(KeyStoreError):
     """The key file is encrypted and the key-encryption key is missing or wrong."""
 
 
@@ -63,14 +63,14 @@ class TokenError(SecurityError):
             self.reason = reason
 
 
-class TokenMissing(TokenError):  # noqa: N818
+class TokenMissing(TokenError):
     reason = "missing"
 
     def __init__(self, message: str = "no bearer token was sent") -> None:
         super().__init__(message)
 
 
-class TokenInvalid(TokenError):  # noqa: N818
+class TokenInvalid(TokenError):
     """The token is not acceptable; ``reason`` says why (``bad_signature``, ``bad_audience``...)."""
 
     def __init__(self, reason: str, message: str | None = None) -> None:
@@ -90,21 +90,21 @@ class TokenNotYetValid(TokenInvalid):
         super().__init__("not_yet_valid", message)
 
 
-class TokenExpired(TokenError):  # noqa: N818
+class TokenExpired(TokenError):
     reason = "expired"
 
     def __init__(self, message: str = "token expired") -> None:
         super().__init__(message)
 
 
-class TokenRevoked(TokenError):  # noqa: N818
+class TokenRevoked(TokenError):
     reason = "revoked"
 
     def __init__(self, message: str = "token has been revoked") -> None:
         super().__init__(message)
 
 
-class JwksUnavailable(SecurityError):  # noqa: N818
+class JwksUnavailable(SecurityError):
     """No key set: the first fetch failed and nothing is cached."""
 
 

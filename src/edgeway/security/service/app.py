@@ -1,0 +1,77 @@
+"""``create_security_app(settings)``: the security service as a FastAPI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from edgeway.security.keys import FileKeyStore, load_kek
+from edgeway.security.service import admin, feeds, oauth
+from edgeway.security.service.db import create_tables, make_engine
+from edgeway.security.service.problems import install_problem_handlers
+from edgeway.security.service.seed import apply_seed, load_seed
+from edgeway.security.service.settings import SecuritySettings
+from edgeway.security.service.state import SecurityState
+from edgeway.security.service.store import SecurityStore
+
+log = logging.getLogger("edgeway.security.service")
+
+HOUSEKEEPING_INTERVAL = 600.0
+
+
+def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
+    config = settings if settings is not None else SecuritySettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await open_state(config)
+        app.state.security = state
+        housekeeping = asyncio.create_task(_housekeeping(state), name="edgeway-security-housekeeping")
+        log.info("security service up: issuer %s, active key %s", config.issuer, state.ring.active.kid)
+        try:
+            yield
+        finally:
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
+            await state.store.close()
+
+    app = FastAPI(title="edgeway security service", lifespan=lifespan)
+    install_problem_handlers(app)
+    app.include_router(oauth.router)
+    app.include_router(feeds.router)
+    app.include_router(admin.router)
+    return app
+
+
+async def open_state(settings: SecuritySettings) -> SecurityState:
+    """Open storage, load (or create) the signing keys, apply the seed file."""
+    engine = make_engine(settings.db_url, settings.db_schema)
+    await create_tables(engine, settings.db_schema)
+    store = SecurityStore(engine)
+    keystore = FileKeyStore(settings.keys_path, load_kek(path=settings.kek_file))
+    ring = keystore.load_or_create(settings.signing_alg)
+    state = SecurityState.build(settings, store, keystore, ring)
+    entries, _ = await store.revocations_since(0, time.time(), 1_000_000)
+    for entry in entries:
+        state.revocations.add(entry["jti"], entry["exp"])
+    if settings.seed_file is not None:
+        created = await apply_seed(
+            store, state.passwords, load_seed(settings.seed_file), str(settings.seed_file)
+        )
+        log.info("seed %s: %d entries created", settings.seed_file, created)
+    return state
+
+
+async def _housekeeping(state: SecurityState) -> None:
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+        now = time.time()
+        await state.store.prune_expired(now)
+        state.revocations.prune(state.settings.leeway)
+        state.prune_keys()

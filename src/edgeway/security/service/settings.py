@@ -1,0 +1,76 @@
+"""Settings of the security service: a YAML file, ``EDGEWAY_SECURITY_*`` variables, or code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from edgeway.security.errors import SecurityConfigError
+
+
+class SecuritySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGEWAY_SECURITY_", extra="forbid")
+
+    # identity of the issuer
+    issuer: str = "edgeway-security"
+    public_url: str | None = Field(None, description="Base URL clients reach; defaults to the request's.")
+    audience: list[str] = Field(default_factory=lambda: ["edgeway"])
+
+    # storage
+    db_url: str = "sqlite+aiosqlite:///./edgeway-security.db"
+    db_schema: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", description="PostgreSQL schema (created if missing)."
+    )
+    keys_path: Path = Path("./edgeway-security-keys.json")
+    kek_file: Path | None = Field(
+        None, description="File holding the key-encryption key; else $EDGEWAY_SECURITY_KEK."
+    )
+    signing_alg: Literal["EdDSA", "ES256"] = "EdDSA"
+    seed_file: Path | None = None
+
+    # tokens
+    access_token_ttl: float = Field(900.0, gt=0)
+    refresh_token_ttl: float = Field(30 * 86400.0, gt=0)
+    key_overlap: float | None = Field(None, description="Seconds a rotated-out key stays in the JWKS.")
+    leeway: float = Field(30.0, ge=0)
+    admin_role: str = "admin"
+
+    # login throttling and lockout
+    throttle_free_attempts: int = Field(3, ge=0)
+    throttle_base_delay: float = Field(1.0, ge=0)
+    throttle_max_delay: float = Field(300.0, ge=0)
+    throttle_window: float = Field(900.0, gt=0)
+    lockout_threshold: int = Field(10, ge=1)
+    lockout_duration: float = Field(900.0, gt=0)
+    trust_forwarded_for: bool = False
+
+    # password hashing (argon2id); the defaults are argon2-cffi's RFC 9106 profile
+    argon2_time_cost: int = Field(3, ge=1)
+    argon2_memory_cost: int = Field(65536, ge=8)
+    argon2_parallelism: int = Field(4, ge=1)
+
+    revocation_page_size: int = Field(1000, ge=1)
+
+    @property
+    def overlap(self) -> float:
+        return self.key_overlap if self.key_overlap is not None else self.access_token_ttl + self.leeway
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> SecuritySettings:
+        file = Path(path)
+        try:
+            data = yaml.safe_load(file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SecurityConfigError(f"{file}: cannot read security settings: {exc}") from exc
+        if not isinstance(data, dict):
+            raise SecurityConfigError(f"{file}: security settings must be a mapping")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise SecurityConfigError(f"{file}: {problems}") from exc
