@@ -48,7 +48,7 @@ async def test_deregistered_instance_disappears_at_once(registry: Registry) -> N
 
 async def test_heartbeat_keeps_an_instance_beyond_the_ttl(registry: Registry) -> None:
     reg = await registry.register(Instance("pay", "http://p:1"))
-    await asyncio.sleep(3.0)  # 1.5 × TTL
+    await asyncio.sleep(3.0)  # one and a half TTLs
     assert [i.url for i in await registry.lookup("pay")] == ["http://p:1"]
     await reg.close()
 
