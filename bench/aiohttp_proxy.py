@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 from multidict import CIMultiDict, MultiMapping
+from yarl import URL
 
 # RFC 9110 section 7.6.1, plus Host: the client library sets the upstream's own.
 HOP_BY_HOP = frozenset(
@@ -56,7 +57,8 @@ def forward_headers(headers: MultiMapping[str], peer: str | None) -> CIMultiDict
 
 async def _proxy(request: web.Request) -> web.StreamResponse:
     session = request.app[_SESSION]
-    url = request.app[_UPSTREAM] + request.rel_url.raw_path_qs
+    # The target exactly as the client sent it: re-quoting would change what the backend sees.
+    url = URL(request.app[_UPSTREAM] + request.raw_path, encoded=True)
     headers = forward_headers(request.headers, request.remote)
     data = request.content.iter_any() if request.body_exists else None
     async with session.request(

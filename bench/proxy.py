@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import gateway, nginx
-from bench.errors import ToolMissing
+from bench.errors import BenchError, ToolMissing
 from bench.harness import ManagedProcess, free_port, machine, python_module, raise_fd_limit, require_tool
 from bench.legs import Leg, Outcome, Settings, headline_connections, ratio, run_legs, say
 from bench.report import Target, emit, show, targets_dict
@@ -54,7 +54,12 @@ def _nginx_skip() -> str | None:
     return None
 
 
-def legs(backend_url: str, backend_port: int, names: Sequence[str] = LEG_NAMES) -> list[Leg]:
+def legs(
+    backend_url: str,
+    backend_port: int,
+    names: Sequence[str] = LEG_NAMES,
+    idle_connections: int = IDLE_CONNECTIONS,
+) -> list[Leg]:
     nginx_skip = _nginx_skip()
 
     def start_edgeway(d: Path) -> ManagedProcess:
@@ -81,22 +86,24 @@ def legs(backend_url: str, backend_port: int, names: Sequence[str] = LEG_NAMES) 
             "edgeway (log on)",
             start=start_edgeway,
             skip=gateway.unavailable_reason(),
-            idle_connections=IDLE_CONNECTIONS,
+            idle_connections=idle_connections,
         ),
         Leg(
             "nginx",
             "nginx (log off)",
             start=start_nginx(False),
             skip=nginx_skip,
-            idle_connections=IDLE_CONNECTIONS,
+            idle_connections=idle_connections,
         ),
         Leg("nginx_log", "nginx (log on)", start=start_nginx(True), skip=nginx_skip),
-        Leg("aiohttp", "aiohttp proxy", start=start_aiohttp, idle_connections=IDLE_CONNECTIONS),
+        Leg("aiohttp", "aiohttp proxy", start=start_aiohttp, idle_connections=idle_connections),
     ]
     return [leg for leg in every if leg.name in names]
 
 
-def summarize(outcomes: dict[str, Outcome], settings: Settings) -> dict[str, Any]:
+def summarize(
+    outcomes: dict[str, Outcome], settings: Settings, idle_connections: int = IDLE_CONNECTIONS
+) -> dict[str, Any]:
     c = headline_connections(settings.connections)
 
     def rps(name: str, conns: int = c) -> float | None:
@@ -124,7 +131,7 @@ def summarize(outcomes: dict[str, Outcome], settings: Settings) -> dict[str, Any
         Target(f"edgeway/nginx at {c} conns", ratio(rps("edgeway"), rps("nginx")), ">=", 0.55),
         Target(f"edgeway/aiohttp at {c} conns", ratio(rps("edgeway"), rps("aiohttp")), ">=", 2.0),
         Target("edgeway p99 - nginx p99 (ms)", p99_gap, "<=", 1.0),
-        Target(f"edgeway RSS with {IDLE_CONNECTIONS} idle conns (MB)", idle_rss, "<=", 80.0),
+        Target(f"edgeway RSS with {idle_connections} idle conns (MB)", idle_rss, "<=", 80.0),
     ]
     failed = [name for name, o in outcomes.items() if o.status.value == "failed"]
     return {
@@ -158,8 +165,12 @@ def run(
     repetitions: int = 1,
     warmup: float = 2.0,
     only: Sequence[str] | None = None,
+    idle_connections: int = IDLE_CONNECTIONS,
 ) -> dict[str, Any]:
     """Run the proxy benchmark, print it, and return the result (the ``--json`` object)."""
+    unknown = sorted(set(only or ()) - set(LEG_NAMES))
+    if unknown:
+        raise BenchError(f"unknown leg(s) {', '.join(unknown)}: choose from {', '.join(LEG_NAMES)}")
     require_tool("wrk", "apt-get install wrk")
     raise_fd_limit()
     settings = Settings(
@@ -169,16 +180,16 @@ def run(
     backend_port = free_port()
     with backend_process(workdir, port=backend_port) as backend:
         say(f"backend on {backend.url}")
-        chosen = legs(backend.url, backend_port, only or LEG_NAMES)
+        chosen = legs(backend.url, backend_port, only or LEG_NAMES, idle_connections)
         outcomes = run_legs(chosen, settings, workdir)
-    result = summarize(outcomes, settings)
+    result = summarize(outcomes, settings, idle_connections)
     finish_workdir(workdir, failed=result["failed"])
     targets: list[Target] = result.pop("_targets")
     summary = [
         ("edgeway / nginx", show(result["ratio_nginx"])),
         ("edgeway / aiohttp", show(result["ratio_aiohttp"])),
         ("edgeway p99 at {} conns".format(result["connections"]), show(result["p99_ms"], " ms")),
-        ("edgeway RSS, 1,000 idle keep-alive conns", show(result["idle_rss_mb"], " MB")),
+        (f"edgeway RSS, {idle_connections:,} idle keep-alive conns", show(result["idle_rss_mb"], " MB")),
     ]
     emit(
         result,

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import require
+from edgeway.bench_cli import ensure_bench_importable
+
+ensure_bench_importable()
+
+from bench import aggregate  # noqa: E402
+
+
+@pytest.mark.slow
+def test_a_short_run_reports_the_aiohttp_composition_and_the_delay_floor(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    require("wrk")
+    result = aggregate.run(json=True, duration=1, connections=[4, 16], delay_ms=20, warmup=0)
+
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(result))
+    assert {"edgeway_rps", "aiohttp_rps", "ratio_aiohttp", "p50_ms", "backend_delay_ms"} <= set(result)
+    assert result["failed"] is False, result["details"]["failed_legs"]
+    assert result["backend_delay_ms"] == 20
+    details = result["details"]
+    assert (details["latency_connections"], details["throughput_connections"]) == (4, 16)
+    # Three 20 ms calls in parallel: never faster than one, far from the 60 ms of a sequence.
+    assert 20 <= details["aiohttp_p50_ms"] < 45
+    assert 20 <= details["slowest_p50_ms"] < 30
+    assert result["aiohttp_rps"] == details["legs"]["aiohttp"]["runs"]["16"]["rps"]
+    if aggregate.edgeway_config(port=0, backends={}) is None:
+        assert details["legs"]["edgeway"]["status"] == "skipped"
+        assert result["edgeway_rps"] is None

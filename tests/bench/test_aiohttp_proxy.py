@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from multidict import CIMultiDict
+from yarl import URL
+
+from conftest import free_port
+from edgeway.bench_cli import ensure_bench_importable
+
+ensure_bench_importable()
+
+from bench.aiohttp_proxy import forward_headers  # noqa: E402
+from bench.harness import ManagedProcess, python_module  # noqa: E402
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[ManagedProcess]:
+    backend_port, proxy_port = free_port(), free_port()
+    backend = ManagedProcess(
+        "backend",
+        python_module("bench.backend", "--port", str(backend_port)),
+        port=backend_port,
+        log_dir=tmp_path,
+    ).start()
+    argv = python_module("bench.aiohttp_proxy", "--port", str(proxy_port), "--upstream", backend.url)
+    proxy = ManagedProcess("aiohttp", argv, port=proxy_port, log_dir=tmp_path)
+    try:
+        yield proxy.start()
+    finally:
+        proxy.stop()
+        backend.stop()
+
+
+def test_forward_headers_drops_hop_by_hop_and_the_ones_connection_names() -> None:
+    headers = CIMultiDict(
+        [
+            ("Host", "gw"),
+            ("Connection", "keep-alive, X-Secret"),
+            ("X-Secret", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("X-Kept", "yes"),
+        ]
+    )
+    out = forward_headers(headers, "10.0.0.9")
+    assert dict(out) == {"X-Kept": "yes", "X-Forwarded-For": "10.0.0.9"}
+
+
+def test_forward_headers_appends_the_peer_to_an_existing_x_forwarded_for() -> None:
+    out = forward_headers(CIMultiDict([("X-Forwarded-For", "1.2.3.4")]), "10.0.0.9")
+    assert out["X-Forwarded-For"] == "1.2.3.4, 10.0.0.9"
+
+
+async def test_forwards_method_path_query_headers_and_body(proxy: ManagedProcess) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            URL(proxy.url + "/echo?x=1&y=%2F", encoded=True),
+            data=b'{"a": 1}',
+            headers={"X-Custom": "abc", "Content-Type": "application/json", "Connection": "keep-alive"},
+        ) as response,
+    ):
+        assert response.status == 200
+        seen = json.loads(await response.read())
+    headers = {name.lower(): value for name, value in seen["headers"]}
+    assert seen["method"] == "POST"
+    assert seen["target"] == "/echo?x=1&y=%2F"
+    assert seen["body"] == '{"a": 1}'
+    assert headers["x-custom"] == "abc"
+    assert headers["content-type"] == "application/json"
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert "keep-alive" not in headers.get("connection", "")
+
+
+async def test_streams_the_backend_response_with_its_length(proxy: ManagedProcess) -> None:
+    async with aiohttp.ClientSession() as session, session.get(proxy.url + "/") as response:
+        body = await response.read()
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/json"
+        assert int(response.headers["Content-Length"]) == len(body) == 64
+        assert json.loads(body) == {"backend": {"id": 1, "pad": "x" * 35}}
+
+
+async def test_serves_many_requests_over_one_keep_alive_connection(proxy: ManagedProcess) -> None:
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(20):
+            async with session.get(proxy.url + "/") as response:
+                assert response.status == 200
+                await response.read()
