@@ -66,9 +66,10 @@ class LocatedProblemsError(ValueError):
 
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors (a typo must not silently fall back to a default)."""
+    """Unknown keys are errors (a typo must not silently fall back to a default), and types are
+    strict: YAML already types scalars, so ``max_headers: yes`` is a mistake, not 1."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
 
 
 # --------------------------------------------------------------------------- process level
