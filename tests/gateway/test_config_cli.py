@@ -83,3 +83,12 @@ def test_the_committed_config_reference_is_up_to_date() -> None:
     assert committed.read_text(encoding="utf-8") == render_reference(), (
         "docs/config-reference.md is stale: run .venv/bin/python scripts/gen_config_reference.py"
     )
+
+
+def test_the_example_in_the_configuration_guide_is_valid(tmp_path: Path) -> None:
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    example = guide.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "gw.yaml"
+    path.write_text(example)
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 0, result.output
