@@ -8,10 +8,11 @@ X-Request-ID and traceparent to the client. Bodies are streamed both ways with f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from edgeway.gateway.upstreams import Cluster, Endpoint
-from edgeway.http.errors import UpstreamProtocolError, UpstreamReset, UpstreamTimeout
+from edgeway.http.errors import HttpError, UpstreamProtocolError, UpstreamReset, UpstreamTimeout
 from edgeway.http.exchange import Exchange, Headers, ResponseState
 from edgeway.http.headers import HOP_BY_HOP, connection_tokens
 from edgeway.http.limits import UpstreamTimeouts
@@ -151,10 +152,17 @@ async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upst
     ep.outstanding += 1
     try:
         async with asyncio.timeout(total):
-            conn, resp = await _send(ex, ep, head, cluster.timeouts)
+            conn, resp, sender = await _send(ex, ep, head, cluster.timeouts)
             if not resp.upgraded:
                 try:
                     await _respond(ex, target, conn, resp, upstream_tp)
+                    if sender is not None:
+                        # The upstream answered early; a body it no longer reads must not hang
+                        # us, and the connection is not reusable unless the body went out whole.
+                        if conn.response_complete and not sender.done():
+                            sender.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, HttpError):
+                            await sender
                 finally:
                     ep.pool.release(conn)
                 return
@@ -174,25 +182,41 @@ async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upst
 
 async def _send(
     ex: Exchange, ep: Endpoint, head: bytes, timeouts: UpstreamTimeouts
-) -> tuple[UpstreamConnection, ResponseHead]:
-    """Send the request and wait for the response head; the connection is the caller's after."""
+) -> tuple[UpstreamConnection, ResponseHead, asyncio.Task[None] | None]:
+    """Send the request and wait for the response head; the connection is the caller's after.
+
+    A request body is sent by its own task, concurrently with waiting for the response: an
+    upstream may answer (and stream its answer) before it has read the whole body, and waiting
+    for the body first would deadlock once both directions' buffers fill up. The task is
+    returned still running when the head came first; the caller awaits it after the response.
+    """
     has_body = not ex.body.complete or ex.body.received > 0
     retryable = not has_body and ex.method in _IDEMPOTENT
     fresh = False
     while True:
         conn, reused = await ep.pool.acquire(timeouts.connect, fresh=fresh)
         conn.begin(head_request=ex.method == b"HEAD")
+        sender: asyncio.Task[None] | None = None
         try:
             conn.write(head)
             if has_body:
-                await _send_body(ex, conn)
-            conn.request_sent = True
+                sender = asyncio.get_running_loop().create_task(_send_body(ex, conn))
+                head_waiter = conn.head_waiter()
+                await asyncio.wait((sender, head_waiter), return_when=asyncio.FIRST_COMPLETED)
+                if sender.done():
+                    sender.result()  # the body failed: raise its error
+                    sender = None
+                elif head_waiter.done():
+                    return conn, head_waiter.result(), sender
+            else:
+                conn.request_sent = True
             try:
                 async with asyncio.timeout(timeouts.first_byte):
-                    return conn, await conn.read_head()
+                    return conn, await conn.read_head(), sender
             except TimeoutError:
                 raise UpstreamTimeout("first_byte", timeouts.first_byte, instance=ep.label) from None
         except UpstreamReset:
+            _cancel(sender)
             ep.pool.release(conn)
             # A pooled connection the upstream closed while idle: the request never reached the
             # application, so one retry on a fresh connection is safe for idempotent methods.
@@ -201,8 +225,14 @@ async def _send(
                 continue
             raise
         except BaseException:
+            _cancel(sender)
             ep.pool.release(conn)
             raise
+
+
+def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
 
 
 async def _send_body(ex: Exchange, conn: UpstreamConnection) -> None:
@@ -212,6 +242,7 @@ async def _send_body(ex: Exchange, conn: UpstreamConnection) -> None:
         await conn.drain()
     if chunked:
         conn.write(b"0\r\n\r\n")
+    conn.request_sent = True
 
 
 async def _respond(

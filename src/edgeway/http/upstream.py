@@ -249,6 +249,10 @@ class UpstreamConnection(asyncio.Protocol):
             finally:
                 self._drain_waiter = None
 
+    def head_waiter(self) -> asyncio.Future[ResponseHead]:
+        assert self._head_waiter is not None
+        return self._head_waiter
+
     async def read_head(self) -> ResponseHead:
         assert self._head_waiter is not None
         return await self._head_waiter
