@@ -1,0 +1,177 @@
+"""``edgeway bus …``: run the embedded NATS, and list/show/replay dead letters.
+
+The broker is chosen by URL scheme (``nats://`` or ``amqp://``), from ``--url`` or the
+``EDGEWAY_BUS_URL`` environment variable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from edgeway.bus.errors import BusError
+from edgeway.bus.transport import ChannelConfig, DeadLetter, Transport
+
+app = typer.Typer(no_args_is_help=True, help="Event bus tools: embedded NATS, dead letters.")
+dlq_app = typer.Typer(no_args_is_help=True, help="List, inspect and replay dead letters.")
+app.add_typer(dlq_app, name="dlq")
+
+T = TypeVar("T")
+
+URL_OPTION = typer.Option(
+    None,
+    "--url",
+    envvar="EDGEWAY_BUS_URL",
+    help="Broker URL: nats://host:4222 or amqp://user:pass@host:5672/",
+)
+PREFIX_OPTION = typer.Option("ew", "--prefix", help="Name prefix the services use (stream/exchange names).")
+CHANNEL_OPTION = typer.Option(..., "--channel", "-c", help="The channel (stream) name, e.g. orders.")
+
+
+@app.command("nats")
+def nats_server(
+    port: int = typer.Option(4222, "--port", "-p", help="Client port."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    data_dir: Path = typer.Option(Path(".edgeway/nats"), "--data-dir", help="JetStream storage directory."),
+) -> None:
+    """Run the embedded nats-server with JetStream in the foreground (Ctrl-C stops it)."""
+    from edgeway.bus.embedded import EmbeddedNats
+
+    server = EmbeddedNats(port=port, host=host, data_dir=data_dir)
+    try:
+        server.start()
+    except BusError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"nats-server with JetStream on {server.url}, data in {data_dir}")
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        server.stop()
+    raise typer.Exit(code)
+
+
+def transport_for(url: str | None, prefix: str) -> Transport:
+    if not url:
+        raise BusError("no broker URL: pass --url or set EDGEWAY_BUS_URL (nats://… or amqp://…)")
+    if url.startswith(("nats://", "tls://")):
+        from edgeway.bus.nats import NatsTransport
+
+        return NatsTransport(url, prefix=prefix)
+    if url.startswith(("amqp://", "amqps://")):
+        from edgeway.bus.rabbit import RabbitTransport
+
+        return RabbitTransport(url, prefix=prefix)
+    raise BusError(f"unsupported broker URL {url!r}: use nats://… or amqp://…")
+
+
+def _with_dlq(url: str | None, prefix: str, channel: str, action: Callable[[Any], Awaitable[T]]) -> T:
+    from edgeway.bus.dlq import DeadLetters
+
+    async def run() -> T:
+        transport = transport_for(url, prefix)
+        await transport.connect()
+        try:
+            return await action(DeadLetters(transport, ChannelConfig(channel)))
+        finally:
+            await transport.close()
+
+    try:
+        return asyncio.run(run())
+    except BusError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _as_dict(letter: DeadLetter, payload: bool) -> dict[str, Any]:
+    envelope = letter.envelope
+    out: dict[str, Any] = {
+        "id": letter.id,
+        "group": letter.group,
+        "reason": letter.reason,
+        "dead_at": letter.dead_at,
+        "message_id": envelope.id,
+        "type": envelope.type,
+        "attempts": envelope.attempt,
+        "published_at": envelope.time,
+    }
+    if payload:
+        out["headers"] = dict(envelope.headers)
+        try:
+            out["payload"] = json.loads(envelope.payload)
+        except ValueError:
+            out["payload"] = envelope.payload.decode("utf-8", "replace")
+    return out
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+@dlq_app.command("list")
+def dlq_list(
+    channel: str = CHANNEL_OPTION,
+    group: str | None = typer.Option(None, "--group", "-g", help="Only this consumer group's."),
+    url: str | None = URL_OPTION,
+    prefix: str = PREFIX_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table."),
+) -> None:
+    """List the dead letters of a channel, oldest first."""
+    letters: list[DeadLetter] = _with_dlq(url, prefix, channel, lambda d: d.list(group))
+    if as_json:
+        for letter in letters:
+            typer.echo(json.dumps(_as_dict(letter, payload=False)))
+        return
+    if not letters:
+        typer.echo(f"no dead letters on {channel}")
+        return
+    typer.echo(f"{'ID':<32} {'GROUP':<16} {'TYPE':<24} {'DEAD AT':<19}  REASON")
+    for letter in letters:
+        reason = letter.reason if len(letter.reason) <= 80 else letter.reason[:77] + "..."
+        when = _when(letter.dead_at)
+        typer.echo(f"{letter.id:<32} {letter.group:<16} {letter.envelope.type:<24} {when:<19}  {reason}")
+
+
+@dlq_app.command("show")
+def dlq_show(
+    dead_letter_id: str = typer.Argument(..., help="The id `dlq list` shows."),
+    channel: str = CHANNEL_OPTION,
+    url: str | None = URL_OPTION,
+    prefix: str = PREFIX_OPTION,
+) -> None:
+    """Show one dead letter: reason, headers and payload."""
+    letter: DeadLetter = _with_dlq(url, prefix, channel, lambda d: d.get(dead_letter_id))
+    typer.echo(json.dumps(_as_dict(letter, payload=True), indent=2))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    dead_letter_id: str | None = typer.Argument(None, help="The id to replay; omit with --all."),
+    channel: str = CHANNEL_OPTION,
+    replay_all: bool = typer.Option(False, "--all", help="Replay every dead letter (of --group if given)."),
+    group: str | None = typer.Option(None, "--group", "-g", help="With --all: only this group's."),
+    url: str | None = URL_OPTION,
+    prefix: str = PREFIX_OPTION,
+) -> None:
+    """Send dead letters back to the group that failed them, then remove them."""
+    if dead_letter_id is not None and not replay_all:
+        one = dead_letter_id
+        done = [_with_dlq(url, prefix, channel, lambda d: d.replay(one))]
+    elif dead_letter_id is None and replay_all:
+        done = _with_dlq(url, prefix, channel, lambda d: d.replay_all(group))
+    else:
+        typer.echo("error: give either a dead letter id or --all", err=True)
+        raise typer.Exit(2)
+    for letter in done:
+        typer.echo(f"replayed {letter.id} ({letter.envelope.type}) to group {letter.group}")
+    typer.echo(f"{len(done)} replayed")
