@@ -14,7 +14,8 @@
     │   └── NoInstancesError          the name resolved, to no instance
     └── PeerError                     a call to another service failed
         ├── PeerUnavailableError      every attempt failed (connect error, timeout, 502/503/504)
-        └── CircuitOpenError          every instance's breaker is open; nothing was sent
+        ├── CircuitOpenError          every instance's breaker is open; nothing was sent
+        └── PeerResponseError         the peer answered with an error status (typed calls only)
 
 Each maps to one RFC 9457 problem response in :mod:`edgeway.service.problems`. Errors from
 third-party libraries (httpx, nats-py, PyJWT) are caught at the boundary and re-raised as these,
@@ -32,6 +33,7 @@ __all__ = [
     "JwksUnavailableError",
     "NoInstancesError",
     "PeerError",
+    "PeerResponseError",
     "PeerUnavailableError",
     "PermissionDeniedError",
     "RegistryError",
@@ -95,6 +97,13 @@ class PeerError(ServiceKitError):
 
 class PeerUnavailableError(PeerError):
     pass
+
+
+class PeerResponseError(PeerError):
+    def __init__(self, service: str, status: int, body: str) -> None:
+        super().__init__(service, f"{service} answered {status}: {body[:200]}")
+        self.status = status
+        self.body = body
 
 
 class CircuitOpenError(PeerError):

@@ -1,0 +1,230 @@
+"""Calling another service by name: discovery, round-robin, timeouts, retries, breakers, context.
+
+:class:`ServiceClient` wraps one shared :class:`httpx.AsyncClient` (one connection pool per
+process, not per peer). For each call it
+
+1. resolves the service name through a :class:`~edgeway.service.discovery.Discovery`;
+2. picks the next instance round-robin, skipping instances whose circuit breaker is open
+   (one :class:`~edgeway.resilience.breaker.CircuitBreaker` per instance URL); when all are
+   open it raises :class:`~edgeway.service.errors.CircuitOpenError` without sending anything;
+3. sends the request with ``X-Request-ID``, ``traceparent`` (a CLIENT span, child of the
+   current one) and the caller's ``Authorization`` header, unless the call sets its own;
+4. retries on connection errors, timeouts and 502/503/504, with exponential backoff and full
+   jitter, each time on the next instance — but only for idempotent methods (GET, HEAD,
+   OPTIONS, PUT, DELETE). A POST or PATCH is retried only when the connection could not be
+   opened at all, because then nothing was sent and a retry cannot apply it twice. When the
+   last attempt still gets a 502/503/504, that response is returned as it is; when no attempt
+   got any answer, :class:`~edgeway.service.errors.PeerUnavailableError` is raised.
+
+A 5xx answer or a transport error counts as a failure for the instance's breaker; any other
+answer (4xx included: the peer is healthy, the request was wrong) as a success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from pydantic import TypeAdapter
+
+from edgeway.observability.logs import current_request_id
+from edgeway.observability.tracing import Tracing, outgoing_traceparent, span_traceparent
+from edgeway.resilience.breaker import BreakerPolicy, CircuitBreaker
+from edgeway.service.discovery import Discovery
+from edgeway.service.errors import (
+    CircuitOpenError,
+    NoInstancesError,
+    PeerResponseError,
+    PeerUnavailableError,
+)
+from edgeway.service.middleware import incoming_authorization
+
+__all__ = ["IDEMPOTENT_METHODS", "RetryPolicy", "ServiceClient"]
+
+T = TypeVar("T")
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 3  # in total, the first one included
+    backoff: float = 0.05  # seconds before the first retry; doubles each time
+    max_backoff: float = 1.0
+    methods: frozenset[str] = IDEMPOTENT_METHODS
+    statuses: frozenset[int] = frozenset({502, 503, 504})
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("retry attempts must be at least 1 (the first call)")
+
+    def delay(self, retry: int) -> float:
+        # Full jitter: callers that failed together do not come back together.
+        return random.uniform(0, min(self.max_backoff, self.backoff * 2**retry))
+
+
+class ServiceClient:
+    def __init__(
+        self,
+        service: str,
+        discovery: Discovery,
+        *,
+        http: httpx.AsyncClient | None = None,
+        timeout: float | httpx.Timeout = 5.0,
+        retry: RetryPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+        tracing: Tracing | None = None,
+        propagate_authorization: bool = True,
+    ) -> None:
+        self.service = service
+        self.discovery = discovery
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.breaker_policy = breaker if breaker is not None else BreakerPolicy()
+        self.tracing = tracing
+        self.propagate_authorization = propagate_authorization
+        self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        self._owns_http = http is None
+        self._http = http if http is not None else httpx.AsyncClient(timeout=self._timeout)
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._next = 0
+
+    def __repr__(self) -> str:
+        return f"<ServiceClient {self.service!r} via {self.discovery.name}>"
+
+    def breaker(self, url: str) -> CircuitBreaker:
+        found = self._breakers.get(url)
+        if found is None:
+            found = self._breakers[url] = CircuitBreaker(self.breaker_policy, name=f"{self.service}@{url}")
+        return found
+
+    async def request(
+        self, method: str, path: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """Send a request to an instance of the service; ``path`` starts with ``/``."""
+        method = method.upper()
+        urls = await self.discovery.resolve(self.service)
+        if not urls:
+            raise NoInstancesError(self.service, self.discovery.name)
+        idempotent = method in self.retry.methods
+        span_cm = (
+            self.tracing.tracer.start_as_current_span(f"{method} {self.service}", kind=SpanKind.CLIENT)
+            if self.tracing is not None
+            else None
+        )
+        if span_cm is None:
+            return await self._attempts(method, path, urls, idempotent, headers, kwargs)
+        with span_cm as span:
+            span.set_attribute("peer.service", self.service)
+            span.set_attribute("http.request.method", method)
+            response = await self._attempts(method, path, urls, idempotent, headers, kwargs)
+            span.set_attribute("http.response.status_code", response.status_code)
+            return response
+
+    async def _attempts(
+        self,
+        method: str,
+        path: str,
+        urls: list[str],
+        idempotent: bool,
+        headers: Mapping[str, str] | None,
+        kwargs: dict[str, Any],
+    ) -> httpx.Response:
+        outgoing = self._headers(headers)
+        last_error = "no attempt made"
+        for attempt in range(self.retry.attempts):
+            if attempt:
+                await asyncio.sleep(self.retry.delay(attempt - 1))
+            url = self._pick(urls)
+            breaker = self.breaker(url)
+            try:
+                response = await self._http.request(
+                    method, url + path, headers=outgoing, timeout=self._timeout, **kwargs
+                )
+            except httpx.TransportError as exc:
+                breaker.record_failure()
+                last_error = f"{url}: {type(exc).__name__}: {exc}"
+                nothing_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if idempotent or nothing_sent:
+                    continue
+                raise PeerUnavailableError(
+                    self.service, f"{method} {self.service}{path} failed: {last_error}"
+                ) from exc
+            if response.status_code >= 500:
+                breaker.record_failure()
+            else:
+                breaker.record_success()
+            if (
+                idempotent
+                and response.status_code in self.retry.statuses
+                and attempt + 1 < self.retry.attempts
+            ):
+                last_error = f"{url}: {response.status_code}"
+                await response.aclose()
+                continue
+            return response
+        raise PeerUnavailableError(
+            self.service,
+            f"{method} {self.service}{path} failed after {self.retry.attempts} attempt(s); last: {last_error}",
+        )
+
+    def _pick(self, urls: list[str]) -> str:
+        count = len(urls)
+        for offset in range(count):
+            index = (self._next + offset) % count
+            if self.breaker(urls[index]).allow():
+                self._next = index + 1
+                return urls[index]
+        raise CircuitOpenError(self.service, min(self.breaker(u).retry_after for u in urls))
+
+    def _headers(self, given: Mapping[str, str] | None) -> dict[str, str]:
+        headers = {k.lower(): v for k, v in (given or {}).items()}
+        request_id = current_request_id()
+        if request_id is not None:
+            headers.setdefault("x-request-id", request_id)
+        span = trace.get_current_span()
+        traceparent = (
+            span_traceparent(span).encode().decode()
+            if span.get_span_context().is_valid
+            else outgoing_traceparent()
+        )
+        if traceparent is not None:
+            headers.setdefault("traceparent", traceparent)
+        if self.propagate_authorization:
+            authorization = incoming_authorization.get()
+            if authorization is not None:
+                headers.setdefault("authorization", authorization)
+        return headers
+
+    # conveniences
+
+    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("POST", path, **kwargs)
+
+    async def put(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PUT", path, **kwargs)
+
+    async def patch(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PATCH", path, **kwargs)
+
+    async def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("DELETE", path, **kwargs)
+
+    async def call(self, method: str, path: str, model: type[T], **kwargs: Any) -> T:
+        """A typed call: the JSON body validated as ``model``; an error status raises PeerResponseError."""
+        response = await self.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise PeerResponseError(self.service, response.status_code, response.text)
+        return TypeAdapter(model).validate_json(response.content)
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from servers import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from conftest import free_port
+from edgeway.observability.logs import request_context
+from edgeway.resilience.breaker import BreakerPolicy, BreakerState
+from edgeway.service.clients import RetryPolicy, ServiceClient
+from edgeway.service.discovery import StaticDiscovery
+from edgeway.service.errors import (
+    CircuitOpenError,
+    NoInstancesError,
+    PeerResponseError,
+    PeerUnavailableError,
+)
+from edgeway.service.middleware import incoming_authorization
+
+FAST_RETRY = RetryPolicy(attempts=3, backoff=0.001, max_backoff=0.002)
+
+
+def backend(name: str, status: int = 200) -> tuple[Starlette, Counter[str], list[dict[str, str]]]:
+    hits: Counter[str] = Counter()
+    seen: list[dict[str, str]] = []
+
+    async def any_method(request: Request) -> Response:
+        hits[request.method] += 1
+        seen.append(dict(request.headers))
+        if status != 200:
+            return JSONResponse({"error": name}, status_code=status)
+        return JSONResponse({"name": name, "count": hits[request.method]})
+
+    app = Starlette(routes=[Route("/item", any_method, methods=["GET", "POST", "PUT", "DELETE"])])
+    return app, hits, seen
+
+
+def client(urls: list[str], **kwargs: Any) -> ServiceClient:
+    kwargs.setdefault("retry", FAST_RETRY)
+    return ServiceClient("inventory", StaticDiscovery({"inventory": urls}), **kwargs)
+
+
+async def test_round_robin_spreads_calls_over_instances() -> None:
+    a, hits_a, _ = backend("a")
+    b, hits_b, _ = backend("b")
+    async with serve(a) as url_a, serve(b) as url_b:
+        peer = client([url_a, url_b])
+        names = [(await peer.get("/item")).json()["name"] for _ in range(4)]
+        await peer.aclose()
+    assert names == ["a", "b", "a", "b"]
+    assert hits_a["GET"] == hits_b["GET"] == 2
+
+
+async def test_get_is_retried_on_the_next_instance_after_a_503() -> None:
+    bad, hits_bad, _ = backend("bad", status=503)
+    good, hits_good, _ = backend("good")
+    async with serve(bad) as url_bad, serve(good) as url_good:
+        peer = client([url_bad, url_good])
+        response = await peer.get("/item")
+        await peer.aclose()
+    assert response.json()["name"] == "good"
+    assert hits_bad["GET"] == 1
+    assert hits_good["GET"] == 1
+
+
+async def test_post_is_not_retried_after_a_503() -> None:
+    bad, hits_bad, _ = backend("bad", status=503)
+    good, hits_good, _ = backend("good")
+    async with serve(bad) as url_bad, serve(good) as url_good:
+        peer = client([url_bad, url_good])
+        response = await peer.post("/item", json={"n": 1})
+        await peer.aclose()
+    assert response.status_code == 503
+    assert hits_bad["POST"] == 1
+    assert hits_good["POST"] == 0
+
+
+async def test_post_is_retried_when_the_connection_was_refused() -> None:
+    good, hits_good, _ = backend("good")
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with serve(good) as url_good:
+        peer = client([dead, url_good])
+        response = await peer.post("/item")
+        await peer.aclose()
+    assert response.status_code == 200
+    assert hits_good["POST"] == 1
+
+
+async def test_last_answer_is_returned_when_every_attempt_gets_503() -> None:
+    bad, hits_bad, _ = backend("bad", status=503)
+    async with serve(bad) as url_bad:
+        peer = client([url_bad], breaker=BreakerPolicy(consecutive_failures=10))
+        response = await peer.get("/item")
+        await peer.aclose()
+    assert response.status_code == 503
+    assert hits_bad["GET"] == 3
+
+
+async def test_unreachable_instances_raise_peer_unavailable_after_all_attempts() -> None:
+    dead = [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"]
+    peer = client(dead, breaker=BreakerPolicy(consecutive_failures=10))
+    with pytest.raises(PeerUnavailableError, match="after 3 attempt"):
+        await peer.get("/item")
+    await peer.aclose()
+
+
+async def test_breaker_opens_and_then_calls_are_refused_without_sending() -> None:
+    bad, hits_bad, _ = backend("bad", status=500)
+    async with serve(bad) as url_bad:
+        peer = client([url_bad], breaker=BreakerPolicy(consecutive_failures=3, open_for=60))
+        for _ in range(3):
+            assert (await peer.get("/item")).status_code == 500
+        assert peer.breaker(url_bad).state is BreakerState.OPEN
+        with pytest.raises(CircuitOpenError) as caught:
+            await peer.get("/item")
+        await peer.aclose()
+    assert hits_bad["GET"] == 3
+    assert caught.value.retry_after > 59
+
+
+async def test_open_instance_is_skipped_while_others_serve() -> None:
+    bad, hits_bad, _ = backend("bad", status=500)
+    good, _, _ = backend("good")
+    async with serve(bad) as url_bad, serve(good) as url_good:
+        peer = client([url_bad, url_good], breaker=BreakerPolicy(consecutive_failures=1, open_for=60))
+        statuses = [(await peer.get("/item")).status_code for _ in range(5)]
+        await peer.aclose()
+    assert statuses == [500, 200, 200, 200, 200]
+    assert hits_bad["GET"] == 1
+
+
+async def test_request_id_traceparent_and_token_are_propagated() -> None:
+    app, _, seen = backend("a")
+    async with serve(app) as url:
+        peer = client([url])
+        token = incoming_authorization.set("Bearer abc.def.ghi")
+        try:
+            with request_context("req-42", "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"):
+                await peer.get("/item")
+        finally:
+            incoming_authorization.reset(token)
+        await peer.get("/item", headers={"Authorization": "Bearer own"})
+        await peer.aclose()
+    first, second = seen
+    assert first["x-request-id"] == "req-42"
+    assert first["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+    assert first["authorization"] == "Bearer abc.def.ghi"
+    assert second["authorization"] == "Bearer own"
+    assert "x-request-id" not in second
+
+
+class Item(BaseModel):
+    name: str
+    count: int
+
+
+async def test_typed_call_validates_the_body_and_raises_on_error_status() -> None:
+    good, _, _ = backend("good")
+    missing, _, _ = backend("gone", status=404)
+    async with serve(good) as url_good, serve(missing) as url_missing:
+        ok, gone = client([url_good]), client([url_missing])
+        assert await ok.call("GET", "/item", Item) == Item(name="good", count=1)
+        with pytest.raises(PeerResponseError) as caught:
+            await gone.call("GET", "/item", Item)
+        await ok.aclose()
+        await gone.aclose()
+    assert caught.value.status == 404
+
+
+async def test_unknown_service_names_the_sources_tried() -> None:
+    with pytest.raises(NoInstancesError, match="EDGEWAY_SERVICE_INVENTORY_URLS"):
+        await client([]).get("/item")
