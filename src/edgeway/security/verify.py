@@ -171,7 +171,7 @@ class JwksClient:
         self.start_backoff = start_backoff
         self.fetches = 0
         self.last_error: str | None = None
-        self._last_attempt: float | None = None
+        self._last_on_demand: float | None = None
         self._clock = clock
         self._client = client
         self._owns_client = client is None
@@ -206,15 +206,17 @@ class JwksClient:
             self._client = None
 
     async def refresh(self, force: bool = False) -> bool:
-        """Fetch now unless rate-limited; True when a new key set was loaded."""
-        now = self._clock()
-        if (
-            not force
-            and self._last_attempt is not None
-            and now - self._last_attempt < self.min_refresh_interval
-        ):
-            return False
-        self._last_attempt = now
+        """Fetch now; True when a new key set was loaded.
+
+        Unforced (on-demand) refreshes are limited to one per ``min_refresh_interval``, counted
+        apart from the scheduled ones: a key rotated in a second after the last scheduled fetch
+        must still be found at once.
+        """
+        if not force:
+            now = self._clock()
+            if self._last_on_demand is not None and now - self._last_on_demand < self.min_refresh_interval:
+                return False
+            self._last_on_demand = now
         self.fetches += 1
         try:
             response = await self._http().get(self.url)
