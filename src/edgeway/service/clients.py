@@ -29,12 +29,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from pydantic import TypeAdapter
 
 from edgeway.observability.logs import current_request_id
-from edgeway.observability.tracing import Tracing, outgoing_traceparent, span_traceparent
+from edgeway.observability.tracing import Tracing, outgoing_traceparent
 from edgeway.resilience.breaker import BreakerPolicy, CircuitBreaker
 from edgeway.service.discovery import Discovery
 from edgeway.service.errors import (
@@ -170,7 +169,8 @@ class ServiceClient:
             return response
         raise PeerUnavailableError(
             self.service,
-            f"{method} {self.service}{path} failed after {self.retry.attempts} attempt(s); last: {last_error}",
+            f"{method} {self.service}{path} failed after {self.retry.attempts} attempt(s); "
+            f"last: {last_error}",
         )
 
     def _pick(self, urls: list[str]) -> str:
@@ -187,12 +187,8 @@ class ServiceClient:
         request_id = current_request_id()
         if request_id is not None:
             headers.setdefault("x-request-id", request_id)
-        span = trace.get_current_span()
-        traceparent = (
-            span_traceparent(span).encode().decode()
-            if span.get_span_context().is_valid
-            else outgoing_traceparent()
-        )
+        # The current span is the CLIENT span when tracing is on, else the request's span.
+        traceparent = outgoing_traceparent()
         if traceparent is not None:
             headers.setdefault("traceparent", traceparent)
         if self.propagate_authorization:
