@@ -22,7 +22,7 @@ from edgeway.security.service import db
 from edgeway.security.service.auth import admin
 from edgeway.security.service.problems import Problem
 from edgeway.security.service.state import SecurityState, state_of
-from edgeway.security.service.store import AlreadyExists, ChangeKind, NotFound
+from edgeway.security.service.store import SINGULAR, AlreadyExists, ChangeKind, NotFound
 from edgeway.security.verify import Claims
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -102,14 +102,14 @@ async def _change(
     except AlreadyExists as exc:
         raise Problem(409, "Conflict", f"{key!r} exists already", kind="conflict") from exc
     except NotFound as exc:
-        raise Problem(404, "Not Found", f"no {table.name.removeprefix('edgeway_')[:-1]} {key!r}") from exc
+        raise Problem(404, "Not Found", f"no {SINGULAR[table.name]} {key!r}") from exc
     return after
 
 
 async def _get(state: SecurityState, table: Table, key: str) -> dict[str, Any]:
     row = await state.store.get(table, key)
     if row is None:
-        raise Problem(404, "Not Found", f"no {table.name.removeprefix('edgeway_')[:-1]} {key!r}")
+        raise Problem(404, "Not Found", f"no {SINGULAR[table.name]} {key!r}")
     return row
 
 

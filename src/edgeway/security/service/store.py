@@ -27,6 +27,14 @@ KEY_COLUMNS: dict[str, str] = {
     "edgeway_scopes": "name",
     "edgeway_policies": "id",
 }
+# What one row of each table is called in audit entries and error messages.
+SINGULAR: dict[str, str] = {
+    "edgeway_users": "user",
+    "edgeway_clients": "client",
+    "edgeway_roles": "role",
+    "edgeway_scopes": "scope",
+    "edgeway_policies": "policy",
+}
 _SECRET_COLUMNS = ("password_hash", "secret_hash")
 _POLICY_TABLES = {"edgeway_roles", "edgeway_policies"}
 POLICY_VERSION = "policy_version"
@@ -111,7 +119,7 @@ class SecurityStore:
             else:
                 after = None
                 await conn.execute(delete(table).where(column == key))
-            singular = table.name.removeprefix("edgeway_").removesuffix("s")
+            singular = SINGULAR[table.name]
             await self._audit(conn, actor, f"{singular}.{kind}", f"{singular}:{key}", before, after)
             if table.name in _POLICY_TABLES:
                 await self._bump(conn, POLICY_VERSION)
