@@ -67,6 +67,9 @@ class ServiceSettings(BaseSettings):
     services: dict[str, list[str]] = Field(
         default_factory=dict, description="static discovery: service name → instance URLs"
     )
+    dns_discovery: bool = Field(default=False, description="also resolve service names by DNS SRV/A")
+    dns_domain: str | None = Field(default=None, description="appended to bare names for DNS, e.g. shop.svc")
+    discovery_cache_ttl: float = 5.0
     client_timeout: float = 5.0
     client_retries: int = 2
 

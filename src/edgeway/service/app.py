@@ -1,0 +1,272 @@
+"""``create_app``: a FastAPI app wired the way every edgeway service is.
+
+What it adds, and where each piece lives:
+
+============================  ============================================================
+``/health/live``, ``/ready``  :mod:`edgeway.service.health`
+``/metrics``                  :mod:`edgeway.observability.metrics`
+request id, traceparent,      :mod:`edgeway.service.middleware`
+access log, 500 of last resort
+problem+json errors           :mod:`edgeway.service.problems`
+JSON logs                     :mod:`edgeway.observability.logs`
+traces (OTLP when configured) :mod:`edgeway.observability.tracing`
+``Caller``, role/scope guards :mod:`edgeway.service.identity`
+remote config, flags          :mod:`edgeway.service.config_store`, :mod:`edgeway.service.flags`
+registry, discovery, clients  :mod:`edgeway.service.registry`, ``discovery``, ``clients``
+============================  ============================================================
+
+Start-up order: logging, config store (retries, then the disk cache), flags, registry (and
+self-registration when ``advertise_url`` is set), the service's own lifespan, then readiness
+turns true. Shutdown runs the other way: readiness turns false, the instance deregisters (so
+peers stop picking it), ``shutdown_grace`` seconds pass for in-flight requests and load
+balancers, the service's lifespan exits, clients close, traces flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Depends, FastAPI, Request
+from nats.aio.client import Client as NatsClient
+from starlette.responses import Response
+
+from edgeway.observability.logs import setup_logging
+from edgeway.observability.metrics import Metrics
+from edgeway.observability.tracing import Tracing
+from edgeway.service import natsconn
+from edgeway.service.clients import RetryPolicy, ServiceClient
+from edgeway.service.config_store import ConfigStore
+from edgeway.service.discovery import (
+    CachedDiscovery,
+    ChainDiscovery,
+    Discovery,
+    DnsDiscovery,
+    EnvDiscovery,
+    RegistryDiscovery,
+    StaticDiscovery,
+)
+from edgeway.service.errors import RegistryError
+from edgeway.service.flags import Flags
+from edgeway.service.health import CheckFn, Health
+from edgeway.service.identity import IdentityConfig, JwksVerifier, TokenVerifier
+from edgeway.service.jwks import JwksCache
+from edgeway.service.middleware import RequestContextMiddleware
+from edgeway.service.problems import install_problem_handlers
+from edgeway.service.registry import Instance, Registration, Registry
+from edgeway.service.settings import ServiceSettings
+
+__all__ = ["Kit", "ServiceKit", "create_app", "kit_of"]
+
+_log = logging.getLogger("edgeway.service")
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+
+
+class ServiceKit:
+    """Everything ``create_app`` wired for one service; ``app.state.kit``."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: ServiceSettings,
+        *,
+        verifier: TokenVerifier | None,
+        discovery: Discovery | None,
+        tracing: Tracing | None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.health = Health()
+        self.metrics = Metrics(name)
+        self.tracing = tracing if tracing is not None else Tracing(name)
+        self.jwks: JwksCache | None = None
+        if verifier is None and settings.jwks_url:
+            self.jwks = JwksCache(settings.jwks_url)
+            verifier = JwksVerifier(self.jwks, issuer=settings.token_issuer, audience=settings.token_audience)
+        self.identity = IdentityConfig(verifier, settings.trust_gateway_headers)
+        self.config: ConfigStore | None = None
+        self.flags: Flags = Flags({})
+        self._flag_store: ConfigStore | None = None
+        self.registry: Registry | None = None
+        self.registration: Registration | None = None
+        self._nc: NatsClient | None = None
+        self._explicit_discovery = discovery
+        self.discovery: Discovery = discovery if discovery is not None else self._default_discovery()
+        self._http: httpx.AsyncClient | None = None
+        self._clients: dict[str, ServiceClient] = {}
+
+    def _default_discovery(self) -> Discovery:
+        sources: list[Discovery] = [StaticDiscovery(self.settings.services), EnvDiscovery()]
+        if self.registry is not None:
+            sources.append(RegistryDiscovery(self.registry))
+        if self.settings.dns_discovery:
+            sources.append(DnsDiscovery(domain=self.settings.dns_domain))
+        return CachedDiscovery(ChainDiscovery(sources), ttl=self.settings.discovery_cache_ttl)
+
+    def client(self, service: str) -> ServiceClient:
+        """The client for another service (one per name, sharing one connection pool)."""
+        found = self._clients.get(service)
+        if found is None:
+            if self._http is None:
+                self._http = httpx.AsyncClient(timeout=self.settings.client_timeout)
+            found = ServiceClient(
+                service,
+                self.discovery,
+                http=self._http,
+                timeout=self.settings.client_timeout,
+                retry=RetryPolicy(attempts=self.settings.client_retries + 1),
+                tracing=self.tracing,
+            )
+            self._clients[service] = found
+        return found
+
+    async def startup(self) -> None:
+        s = self.settings
+        if s.config_bucket:
+            self.config = ConfigStore(
+                s.config_bucket, nats_url=s.nats_url, cache_dir=s.config_cache_dir, retries=s.config_retries
+            )
+            await self.config.start()
+            config = self.config
+            self.health.add("config", lambda: _config_live(config), critical=False)
+        if s.flags_bucket and s.flags_bucket != s.config_bucket:
+            self._flag_store = ConfigStore(
+                s.flags_bucket, nats_url=s.nats_url, cache_dir=s.config_cache_dir, retries=s.config_retries
+            )
+            await self._flag_store.start()
+            self.flags = Flags(self._flag_store)
+        elif self.config is not None:
+            self.flags = Flags(self.config)
+        if s.registry_bucket:
+            await self._start_registry()
+
+    async def _start_registry(self) -> None:
+        s = self.settings
+        assert s.registry_bucket is not None  # checked by the caller
+        try:
+            self._nc = await natsconn.connect(s.nats_url, name=self.name)
+            self.registry = Registry(self._nc, bucket=s.registry_bucket, ttl=s.registry_ttl)
+            await self.registry.open()
+        except Exception as exc:
+            # Whatever broke (connection, JetStream, bucket), the service should still serve:
+            # peers may find it by DNS or static config.
+            _log.error("service registry unavailable; not registering %s: %s", self.name, exc)
+            self.registry = None
+            return
+        if self._explicit_discovery is None:
+            self.discovery = self._default_discovery()
+            for client in self._clients.values():
+                client.discovery = self.discovery
+        if s.advertise_url:
+            instance = Instance(self.name, s.advertise_url)
+            if s.instance_id:
+                instance = Instance(self.name, s.advertise_url, id=s.instance_id)
+            self.registration = await self.registry.register(instance)
+            _log.info("registered %s as %s at %s", self.name, instance.id, instance.url)
+
+    async def shutdown(self) -> None:
+        self.health.stopping = True
+        if self.registration is not None:
+            with contextlib.suppress(RegistryError):
+                await self.registration.close()
+            self.registration = None
+        if self.settings.shutdown_grace > 0:
+            await asyncio.sleep(self.settings.shutdown_grace)
+
+    async def close(self) -> None:
+        """Release connections; after the service's own lifespan has exited."""
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        if self.jwks is not None:
+            await self.jwks.aclose()
+        self.flags.close()
+        for store in (self._flag_store, self.config):
+            if store is not None:
+                await store.stop()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+            self._nc = None
+        self.tracing.shutdown()
+
+
+async def _config_live(store: ConfigStore) -> bool:
+    # Serving the cached copy is degraded, not broken: reported, never failing readiness.
+    return store.source == "store"
+
+
+def create_app(
+    name: str,
+    *,
+    settings: ServiceSettings | None = None,
+    checks: Mapping[str, CheckFn] | None = None,
+    lifespan: Lifespan | None = None,
+    verifier: TokenVerifier | None = None,
+    discovery: Discovery | None = None,
+    tracing: Tracing | None = None,
+    access_log: bool = True,
+    configure_logging: bool = True,
+    **fastapi_kwargs: Any,
+) -> FastAPI:
+    """A FastAPI app named ``name`` with the service kit wired in (see the module docstring)."""
+    settings = settings if settings is not None else ServiceSettings.load()
+    if not settings.service_name:
+        settings = settings.model_copy(update={"service_name": name})
+    kit = ServiceKit(name, settings, verifier=verifier, discovery=discovery, tracing=tracing)
+    for check_name, fn in (checks or {}).items():
+        kit.health.add(check_name, fn)
+
+    @asynccontextmanager
+    async def kit_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if configure_logging:
+            setup_logging(name, settings.log_level)
+        await kit.startup()
+        try:
+            async with lifespan(app) if lifespan is not None else contextlib.nullcontext():
+                kit.health.started = True
+                yield
+                await kit.shutdown()
+        finally:
+            kit.health.stopping = True
+            await kit.close()
+
+    fastapi_kwargs.setdefault("title", name)
+    app = FastAPI(lifespan=kit_lifespan, **fastapi_kwargs)
+    app.state.kit = kit
+    app.state.edgeway_identity = kit.identity
+    install_problem_handlers(app)
+    app.include_router(kit.health.router())
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        body, content_type = kit.metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    app.add_middleware(
+        RequestContextMiddleware, metrics=kit.metrics, tracing=kit.tracing, access_log=access_log
+    )
+    return app
+
+
+def kit_of(app: FastAPI) -> ServiceKit:
+    kit = getattr(app.state, "kit", None)
+    if not isinstance(kit, ServiceKit):
+        raise TypeError("this app was not made by edgeway.service.create_app")
+    return kit
+
+
+def _kit(request: Request) -> ServiceKit:
+    return kit_of(request.app)
+
+
+Kit = Annotated[ServiceKit, Depends(_kit)]
+"""Declare ``kit: Kit`` in an endpoint to reach flags, config and clients."""
