@@ -62,3 +62,7 @@ _mount()
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -81,7 +81,10 @@ class ServerProtocol(asyncio.Protocol):
         self._reject: RequestRejected | None = None
         self._upgrade_leftover: bytes | None = None
         self._tunnel: Tunnelled | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        # One deadline at a time (head read or keep-alive idle), checked by the listener's ticker:
+        # re-arming a TimerHandle twice per request cost more than the parse.
+        self.deadline = 0.0  # loop time; 0 = none
+        self._on_deadline: Callable[[], None] | None = None
         self._got_bytes = False
         self._in_head = False  # between on_message_begin and on_headers_complete
 
@@ -459,17 +462,21 @@ class ServerProtocol(asyncio.Protocol):
 
     # -- timers ----------------------------------------------------------------------------
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_later(delay, callback)
+        self.deadline = self._loop.time() + delay
+        self._on_deadline = callback
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = 0.0
+        self._on_deadline = None
+
+    def check_deadline(self, now: float) -> None:
+        """Called by the listener's ticker; fires the pending timeout once it is due."""
+        if self.deadline and now >= self.deadline and self._on_deadline is not None:
+            callback = self._on_deadline
+            self._cancel_timer()
+            callback()
 
     def _on_head_timeout(self) -> None:
-        self._timer = None
         if not self._got_bytes and not self._queue:
             self.close()  # a connection that never sent anything gets no response
             return
@@ -482,7 +489,6 @@ class ServerProtocol(asyncio.Protocol):
             self._set_reading(False)
 
     def _on_idle_timeout(self) -> None:
-        self._timer = None
         if self.state is ConnState.WAITING:
             self.close()
 

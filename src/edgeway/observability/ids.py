@@ -7,7 +7,7 @@ W3C Trace Context level 1: ``00-<32 hex trace id>-<16 hex parent id>-<2 hex flag
 
 from __future__ import annotations
 
-import os
+import random
 import re
 from typing import NamedTuple
 
@@ -19,9 +19,14 @@ _ZERO_TRACE = b"0" * 32
 _ZERO_SPAN = b"0" * 16
 
 
+# Ids need to be unique, not secret: the Mersenne Twister gives 128 random bits in ~0.1 µs where
+# os.urandom costs a syscall (~1 µs) and the gateway makes four ids per request.
+_bits = random.getrandbits
+
+
 def new_request_id() -> bytes:
-    """A random 128-bit id as 32 hex characters (cheaper than uuid4() on the hot path)."""
-    return os.urandom(16).hex().encode()
+    """A random 128-bit id as 32 hex characters."""
+    return b"%032x" % _bits(128)
 
 
 def valid_request_id(value: bytes) -> bool:
@@ -29,11 +34,11 @@ def valid_request_id(value: bytes) -> bool:
 
 
 def new_trace_id() -> bytes:
-    return os.urandom(16).hex().encode()
+    return b"%032x" % (_bits(128) or 1)
 
 
 def new_span_id() -> bytes:
-    return os.urandom(8).hex().encode()
+    return b"%016x" % (_bits(64) or 1)
 
 
 class TraceParent(NamedTuple):

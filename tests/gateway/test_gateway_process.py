@@ -1,0 +1,107 @@
+"""`edgeway gateway` as a real process: workers sharing the port, admin port, SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gateway_helpers import backend, read_request
+
+from conftest import free_port
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    import socket
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"port {port} did not open")
+
+
+async def _request(port: int, path: bytes) -> bytes:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"GET " + path + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    out = await asyncio.wait_for(r.read(), 10)
+    w.close()
+    return out
+
+
+async def test_workers_share_the_port_and_sigterm_drains_in_flight(tmp_path: Path) -> None:
+    pids: set[bytes] = set()
+
+    async def slow_backend(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        line, _headers, _ = await read_request(r)
+        if b"/slow" in line:
+            await asyncio.sleep(1.0)
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await w.drain()
+        w.close()
+
+    port, admin = free_port(), free_port()
+    async with backend(slow_backend) as bport:
+        cfg = tmp_path / "gw.yaml"
+        cfg.write_text(
+            f"name: proc-gw\nlisten: {{port: {port}}}\nadmin: {{port: {admin}}}\n"
+            f"services:\n  b: {{instances: ['http://127.0.0.1:{bport}']}}\n"
+            "routes:\n  - match: {path: '/**'}\n    proxy: {service: b}\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeway.cli", "gateway", "--config", str(cfg), "--workers", "2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            await asyncio.to_thread(_wait_port, port)
+            await asyncio.to_thread(_wait_port, admin)
+            results = await asyncio.gather(*(_request(port, b"/x") for _ in range(20)))
+            assert all(r.startswith(b"HTTP/1.1 200") for r in results)
+            ready = await _request(admin, b"/readyz")
+            assert ready.startswith(b"HTTP/1.1 200")
+            slow = asyncio.create_task(_request(port, b"/slow"))
+            await asyncio.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            out = await slow
+            code = await asyncio.to_thread(proc.wait, 15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        logs = proc.stdout.read() if proc.stdout else b""
+    assert out.startswith(b"HTTP/1.1 200"), out
+    assert out.endswith(b"ok")
+    assert code == 0
+    lines = [json.loads(x) for x in logs.splitlines() if x.startswith(b"{")]
+    for line in lines:
+        if line["message"] == "gateway listening":
+            pids.add(str(line["pid"]).encode())
+    assert len(pids) == 2, "two worker processes"
+    assert sum(1 for x in lines if x["message"] == "gateway stopped") == 2
+    assert all(x["status"] == 200 for x in lines if x["message"] == "request")
+
+
+def test_invalid_config_exits_2_naming_file_line_and_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(
+        "services:\n  b: {instances: ['http://127.0.0.1:1']}\nroutes:\n  - match: {path: '/x'}\n"
+        "    proxy: {service: nope}\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "edgeway.cli", "gateway", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ},
+    )
+    assert res.returncode == 2
+    assert "bad.yaml:5" in res.stderr
+    assert "routes[0].proxy.service" in res.stderr
