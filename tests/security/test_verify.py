@@ -341,3 +341,20 @@ def test_bearer_token_parses_the_authorization_header() -> None:
 def test_time_is_wall_clock_by_default(ring: KeyRing) -> None:
     issued = TokenIssuer(ring, ISS, AUD).issue("alice")
     assert TokenVerifier(keyset_of(ring), issuer=ISS, audience=AUD).verify(issued.token).exp > time.time()
+
+
+def test_token_signed_by_a_rotated_out_key_verifies_until_the_key_is_pruned(clock: Clock) -> None:
+    ring = KeyRing.generate(now=clock.now)
+    issuer = TokenIssuer(ring, ISS, AUD, ttl=300, clock=clock)
+    old_token = issuer.issue("alice").token
+    ring.rotate(overlap=330, now=clock.now)
+    new_token = issuer.issue("alice").token
+    keys = keyset_of(ring)
+    verifier = TokenVerifier(keys, issuer=ISS, audience=AUD, clock=clock)
+    assert verifier.verify(old_token).kid != verifier.verify(new_token).kid
+    clock.now += 331
+    ring.prune(now=clock.now)
+    keys.replace_from_jwks(ring.jwks())
+    with pytest.raises(TokenUnknownKey):
+        verifier.verify(old_token)
+    assert verifier.verify(new_token).sub == "alice"
