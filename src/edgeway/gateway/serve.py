@@ -66,7 +66,7 @@ async def run(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
     events.flush()
 
 
-def _install_uvloop() -> None:
+def install_uvloop() -> None:
     try:
         import uvloop
     except ImportError:  # Windows, or a platform without wheels: asyncio's loop still works
@@ -75,7 +75,7 @@ def _install_uvloop() -> None:
 
 
 def serve_config(config: GatewayConfig) -> None:
-    _install_uvloop()
+    install_uvloop()
     asyncio.run(run(config))
 
 

@@ -1,0 +1,1 @@
+"""The demo: what `edgeway demo` starts on a laptop."""
