@@ -169,7 +169,9 @@ def _run_once(
             )
         for c in settings.connections:
             say(f"{leg.label}: wrk -t{settings.threads} -c{c} -d{settings.duration_s:g}s")
-            result = wrk.run(url, connections=c, duration_s=settings.duration_s, script=script)
+            result = wrk.run(
+                url, connections=c, duration_s=settings.duration_s, script=script, threads=settings.threads
+            )
             if result.requests == 0 or result.errors.total > MAX_ERROR_SHARE * result.requests:
                 raise BenchError(
                     f"{result.errors.total} failed requests of {result.requests} at {c} connections "
