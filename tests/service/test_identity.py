@@ -127,7 +127,7 @@ async def test_alg_none_is_rejected(jwks: tuple[str, Keys]) -> None:
 
 
 async def test_hmac_signed_with_the_public_key_is_rejected(jwks: tuple[str, Keys]) -> None:
-    url, keys = jwks
+    url, _ = jwks
     forged = jwt.encode({"sub": "admin"}, "x" * 32, algorithm="HS256", headers={"kid": "ed-1"})
     with pytest.raises(AuthenticationError, match="'HS256' is not accepted"):
         await verifier(url).verify(forged)
