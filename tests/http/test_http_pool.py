@@ -1,0 +1,103 @@
+"""The upstream connection pool against a real listening socket."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from edgeway.http.errors import PoolTimeout, UpstreamConnectError
+from edgeway.http.limits import PoolLimits
+from edgeway.http.pool import ConnectionPool
+from edgeway.http.upstream import UpstreamState
+
+
+async def _server() -> tuple[asyncio.Server, int, list[asyncio.StreamWriter]]:
+    conns: list[asyncio.StreamWriter] = []
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        conns.append(w)
+        while await r.read(65536):
+            w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+    srv = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return srv, srv.sockets[0].getsockname()[1], conns
+
+
+async def _exchange(pool: ConnectionPool) -> bool:
+    conn, reused = await pool.acquire(1.0)
+    conn.begin(head_request=False)
+    conn.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    conn.request_sent = True
+    head = await conn.read_head()
+    assert head.status == 200
+    assert await conn.body.read() == b"ok"
+    assert await conn.body.read() == b""
+    pool.release(conn)
+    return reused
+
+
+async def test_clean_connections_are_reused_and_expire_when_idle() -> None:
+    srv, port, _ = await _server()
+    pool = ConnectionPool("127.0.0.1", port, PoolLimits(idle_timeout=0.5))
+    assert await _exchange(pool) is False
+    assert await _exchange(pool) is True
+    assert pool.idle_connections == 1
+    await asyncio.sleep(1.2)
+    assert pool.idle_connections == 0
+    assert pool.open_connections == 0
+    pool.close()
+    srv.close()
+
+
+async def test_pool_limit_makes_requests_wait_then_503() -> None:
+    srv, port, _ = await _server()
+    pool = ConnectionPool("127.0.0.1", port, PoolLimits(max_connections=1))
+    held, _ = await pool.acquire(1.0)
+    with pytest.raises(PoolTimeout):
+        await pool.acquire(0.2)
+    waiter = asyncio.create_task(pool.acquire(2.0))
+    await asyncio.sleep(0.05)
+    held.begin(head_request=False)
+    held.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    held.request_sent = True
+    await held.read_head()
+    await held.body.read()
+    await held.body.read()
+    pool.release(held)
+    handed, reused = await waiter
+    assert handed is held
+    assert reused
+    pool.close()
+    srv.close()
+
+
+async def test_connection_with_unread_body_is_not_reused() -> None:
+    srv, port, _ = await _server()
+    pool = ConnectionPool("127.0.0.1", port, PoolLimits())
+    conn, _ = await pool.acquire(1.0)
+    conn.begin(head_request=False)
+    conn.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    conn.request_sent = True
+    await conn.read_head()
+    conn.body._eof = False  # pretend the body was not read to its end
+    conn.response_complete = False
+    pool.release(conn)
+    assert pool.idle_connections == 0
+    await asyncio.sleep(0.05)
+    assert conn.state is UpstreamState.CLOSED
+    pool.close()
+    srv.close()
+
+
+async def test_refused_connection_maps_to_upstream_connect_error() -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    pool = ConnectionPool("127.0.0.1", port, PoolLimits())
+    with pytest.raises(UpstreamConnectError):
+        await pool.acquire(1.0)
+    assert pool.open_connections == 0
