@@ -46,9 +46,8 @@ async def openid_configuration(request: Request) -> dict[str, Any]:
         "grant_types_supported": list(GRANT_TYPES),
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "scopes_supported": scopes,
-        "response_types_supported": ["token"],
-        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],
-        "id_token_signing_alg_values_supported": [state.settings.signing_alg],
+        # Not OpenID Connect proper (no id tokens): the document is how clients find the endpoints.
+        "access_token_signing_alg_values_supported": [state.settings.signing_alg],
     }
 
 

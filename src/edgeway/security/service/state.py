@@ -58,7 +58,8 @@ class SecurityState:
         )
 
     def rotate_keys(self) -> SigningKey:
-        new = self.ring.rotate(self.settings.overlap)
+        # The configured algorithm, so changing signing_alg and rotating migrates EdDSA <-> ES256.
+        new = self.ring.rotate(self.settings.overlap, alg=self.settings.signing_alg)
         self.ring.prune()
         self.keystore.save(self.ring)
         self.keyset.replace_from_jwks(self.ring.jwks())
