@@ -80,9 +80,14 @@ class _NatsSubscription:
         self._handler = handler
         self._batch_size = batch_size
         self._held: list[NatsDelivery] = []
+        # One batch fetched ahead while the handler works on the current one: nats-py's fetch of
+        # 500 takes ~40 ms on loopback, as long as handling them, so overlapping the two nearly
+        # doubles consumer throughput (measured 9k -> 16k events/s with a no-op handler).
+        self._ready: asyncio.Queue[list[NatsDelivery]] = asyncio.Queue(maxsize=1)
+        self._fetcher = asyncio.create_task(self._fetch(), name=f"nats-fetch-{channel}")
         self._task = asyncio.create_task(self._run(), name=f"nats-consumer-{channel}")
 
-    async def _run(self) -> None:
+    async def _fetch(self) -> None:
         while True:
             try:
                 msgs = await self._psub.fetch(self._batch_size, timeout=1.0)
@@ -100,18 +105,26 @@ class _NatsSubscription:
                     await msg.ack()  # a replay aimed at another group
                     continue
                 batch.append(_delivery(self._channel, msg))
-            if not batch:
-                continue
+            if batch:
+                await self._ready.put(batch)
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._ready.get()
             self._held = batch
             await self._handler(batch)
             self._held = []
 
     async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        for task in (self._fetcher, self._task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         # Hand back what this member held so another member gets it now, not after ack_wait.
-        for delivery in self._held:
+        held = list(self._held)
+        while not self._ready.empty():
+            held.extend(self._ready.get_nowait())
+        for delivery in held:
             with contextlib.suppress(nats.errors.Error):
                 await delivery.nak(0)
         with contextlib.suppress(nats.errors.Error):
