@@ -206,7 +206,9 @@ async def serve(host: str, port: int, name: str, body_size: int, delay_ms: float
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.backend", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.backend", description=(__doc__ or "").splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="backend", help="top-level JSON key of the body")

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -93,3 +93,21 @@ async def test_serves_many_requests_over_one_keep_alive_connection(proxy: Manage
             async with session.get(proxy.url + "/") as response:
                 assert response.status == 200
                 await response.read()
+
+
+async def test_streams_a_large_request_body_through_unchanged(proxy: ManagedProcess) -> None:
+    payload = bytes(range(256)) * 8192  # 2 MiB, every byte value
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(payload), 65536):
+            yield payload[i : i + 65536]
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            proxy.url + "/echo", data=chunks(), headers={"Content-Length": str(len(payload))}
+        ) as response,
+    ):
+        seen = json.loads(await response.read())
+    assert seen["body"].encode("latin-1") == payload
+    assert ["Content-Length", str(len(payload))] in seen["headers"]
