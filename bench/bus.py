@@ -6,8 +6,9 @@ the two cores of the reference machine are both used); both use uvloop.
 
 edgeway leg: the "orders" process writes events into its outbox on SQLite (transactions of
 ``write_batch`` events, as request handlers would) and its relay publishes them in pipelined
-batches; the "billing" process applies each event with an idempotent handler (one row written
-per event with SQLAlchemy, message ids recorded by the inbox in the same transaction). The clock
+batches; the "billing" process applies the events with an idempotent batch handler
+(``subscribe_batch``: one ``executemany`` of one row per event with SQLAlchemy, message ids
+recorded by the inbox in the same transaction). The clock
 runs from the first outbox write to the last commit in billing.
 
 raw leg: the same number of messages published with ``publish_async`` (a window of acks) and

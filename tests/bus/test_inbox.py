@@ -17,6 +17,16 @@ from .db import Database
 from .helpers import eventually, order_events
 
 
+class NoBatch:
+    """A Finish with no batch handlers behind it."""
+
+    async def __call__(self, resource: object) -> None:
+        return None
+
+    def reset(self) -> None:
+        return None
+
+
 async def test_a_message_delivered_twice_is_applied_once(
     broker: BrokerUnderTest, database: Database, unique: Callable[[str], str]
 ) -> None:
@@ -54,14 +64,14 @@ async def test_a_failing_message_in_a_batch_rolls_back_only_itself(database: Dat
         raise LookupError("no such customer")
 
     jobs = [Job("m1", await ok("a")), Job("m2", boom), Job("m3", await ok("c"))]  # type: ignore[arg-type]
-    results = await database.inbox.run("g", jobs)
+    results = await database.inbox.run("g", jobs, NoBatch())
     assert results[0] is None
     assert isinstance(results[1], LookupError)
     assert results[2] is None
     assert sorted(await database.applied_keys()) == ["a", "c"]
     assert not await database.inbox.processed("g", "m2")
     # The same batch again: done ones are skipped, the failed one runs again.
-    again = await database.inbox.run("g", jobs)
+    again = await database.inbox.run("g", jobs, NoBatch())
     assert isinstance(again[1], LookupError)
     assert sorted(await database.applied_keys()) == ["a", "c"]
 
@@ -70,7 +80,49 @@ async def test_the_same_id_is_independent_per_group(database: Database) -> None:
     async def call(session: AsyncSession) -> None:
         await session.execute(insert(database.applied), [{"key": "x"}])
 
-    assert await database.inbox.run("billing", [Job("m1", call)]) == [None]
-    assert await database.inbox.run("shipping", [Job("m1", call)]) == [None]
-    assert await database.inbox.run("billing", [Job("m1", call)]) == [None]
+    assert await database.inbox.run("billing", [Job("m1", call)], NoBatch()) == [None]
+    assert await database.inbox.run("shipping", [Job("m1", call)], NoBatch()) == [None]
+    assert await database.inbox.run("billing", [Job("m1", call)], NoBatch()) == [None]
     assert await database.applied_keys() == ["x", "x"]
+
+
+async def test_a_batch_handler_gets_the_batch_at_once_and_a_bad_event_is_isolated(
+    database: Database, unique: Callable[[str], str]
+) -> None:
+    from edgeway.bus.dlq import DeadLetters
+    from edgeway.bus.memory import MemoryTransport
+    from edgeway.bus.transport import Backoff
+
+    placed, _ = order_events(unique("orders"))
+    config = ChannelConfig(placed.channel, max_deliver=2, backoff=Backoff(0.01, 2, 0.05))
+    sizes: list[int] = []
+    transport = MemoryTransport()
+    bus = EventBus(transport, channels=[config], batch_size=50)
+
+    @bus.subscribe_batch(placed, group="ledger", inbox=database.inbox)
+    async def apply(events: list[Event], session: AsyncSession) -> None:
+        sizes.append(len(events))
+        if any(e.order_id == "poison" for e in events):  # type: ignore[attr-defined]
+            raise ValueError("poison order")
+        await session.execute(insert(database.applied), [{"key": e.order_id} for e in events])  # type: ignore[attr-defined]
+
+    await transport.declare(config)
+    for i in range(20):
+        await transport.publish(await _envelope(placed, "poison" if i == 7 else f"o{i}"))
+    async with bus:
+        dlq = DeadLetters(transport, config)
+        for _ in range(200):
+            if await dlq.list():
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        (letter,) = await dlq.list()
+    assert sizes[0] == 20  # one call for the whole batch
+    assert "ValueError: poison order" in letter.reason
+    assert sorted(await database.applied_keys()) == sorted(f"o{i}" for i in range(20) if i != 7)
+
+
+async def _envelope(event_class: type[Event], order_id: str) -> object:
+    from edgeway.bus.events import envelope_for
+
+    return envelope_for(event_class(order_id=order_id))

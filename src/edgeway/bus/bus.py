@@ -66,24 +66,38 @@ class Received:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One handler call for one message; ``call`` takes the runner's resource (a DB session)."""
+    """One handler call for one message; ``call`` takes the runner's resource (a DB session).
+
+    For a batch handler (``subscribe_batch``) ``call`` only collects the event (``batched``);
+    the handler runs once for the collected events when the runner calls :class:`Finish`.
+    """
 
     message_id: str
     call: Callable[[Any], Awaitable[None]]
+    batched: bool = False
+
+
+class Finish(Protocol):
+    """Runs the batch handlers on the events collected since the last call or reset."""
+
+    async def __call__(self, resource: Any) -> None: ...
+
+    def reset(self) -> None: ...
 
 
 class Runner(Protocol):
     """Runs a batch of jobs and reports each one's error (``None`` = done).
 
-    The default runs them one by one; :class:`edgeway.bus.inbox.Inbox` runs them in one
-    database transaction that also records the message ids.
+    Every job's ``call`` runs, then ``finish`` once, all with the same resource. The default
+    runner has no resource; :class:`edgeway.bus.inbox.Inbox` runs them in one database
+    transaction that also records the message ids.
     """
 
-    async def run(self, group: str, jobs: Sequence[Job]) -> list[BaseException | None]: ...
+    async def run(self, group: str, jobs: Sequence[Job], finish: Finish) -> list[BaseException | None]: ...
 
 
 class _Sequential:
-    async def run(self, group: str, jobs: Sequence[Job]) -> list[BaseException | None]:
+    async def run(self, group: str, jobs: Sequence[Job], finish: Finish) -> list[BaseException | None]:
         results: list[BaseException | None] = []
         for job in jobs:
             try:
@@ -92,14 +106,44 @@ class _Sequential:
                 results.append(exc)
             else:
                 results.append(None)
+        try:
+            await finish(None)
+        except Exception as exc:
+            # Without a transaction there is nothing to roll back: every message of the failed
+            # batch handler is retried, so batch handlers without an inbox must be idempotent.
+            results = [exc if job.batched and r is None else r for job, r in zip(jobs, results, strict=True)]
         return results
 
 
-@dataclass(frozen=True, slots=True)
+class _Collected:
+    """The events batch handlers collected in one ``handle`` call (see :class:`Finish`)."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self.events: dict[_Route, list[Event]] = {}
+
+    def add(self, route: _Route, event: Event) -> None:
+        self.events.setdefault(route, []).append(event)
+
+    def reset(self) -> None:
+        self.events = {}
+
+    async def __call__(self, resource: Any) -> None:
+        collected, self.events = self.events, {}
+        for route, events in collected.items():
+            if route.with_session:
+                await route.handler(events, resource)
+            else:
+                await route.handler(events)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class _Route:
     event_class: type[Event]
     handler: Callable[..., Awaitable[None]]
     wants_ctx: bool
+    batch: bool = False
+    with_session: bool = False
 
 
 class _Group:
@@ -118,6 +162,7 @@ class _Group:
         channel = self.channel
         jobs: list[Job] = []
         pending: list[Delivery] = []
+        collected = _Collected(self.group)
         for delivery in batch:
             envelope = delivery.envelope
             if envelope.expired(channel.ttl):
@@ -139,11 +184,14 @@ class _Group:
             except EventDecodeError as exc:
                 await self.bus.transport.dead_letter(channel, self.group, delivery, str(exc))
                 continue
-            jobs.append(Job(envelope.id, self._bind(route, event, envelope)))
+            if route.batch:
+                jobs.append(Job(envelope.id, _collector(collected, route, event), batched=True))
+            else:
+                jobs.append(Job(envelope.id, self._bind(route, event, envelope)))
             pending.append(delivery)
         if not jobs:
             return
-        results = await self.runner.run(self.group, jobs)
+        results = await self.runner.run(self.group, jobs, collected)
         for delivery, error in zip(pending, results, strict=True):
             if error is None:
                 await delivery.ack()
@@ -201,6 +249,13 @@ class _Group:
             await delivery.nak(delay)
 
 
+def _collector(collected: _Collected, route: _Route, event: Event) -> Callable[[Any], Awaitable[None]]:
+    async def collect(_resource: Any) -> None:
+        collected.add(route, event)
+
+    return collect
+
+
 def _positional_arity(handler: Callable[..., Any]) -> int:
     """Required positional parameters: a handler's defaulted extras (closures' ``x=x``) don't count."""
     params = inspect.signature(handler).parameters.values()
@@ -248,6 +303,23 @@ class EventBus:
 
         return register
 
+    def subscribe_batch(
+        self, event_class: type[E], *, group: str, inbox: Runner | None = None
+    ) -> Callable[[F], F]:
+        """Decorator for a handler that takes every ``event_class`` event of a fetched batch at once:
+        ``async def h(events: list[E])``, or with an ``inbox`` ``async def h(events, session)``.
+
+        One call per batch lets the handler write with one ``executemany`` instead of a statement
+        per event — the difference between ~3k and ~10k+ events/s on SQLite. If it raises, the
+        inbox retries the batch one message at a time, so the failing event is isolated.
+        """
+
+        def register(handler: F) -> F:
+            self.add_handler(event_class, handler, group=group, inbox=inbox, batch=True)
+            return handler
+
+        return register
+
     def add_handler(
         self,
         event_class: type[E],
@@ -255,6 +327,7 @@ class EventBus:
         *,
         group: str,
         inbox: Runner | None = None,
+        batch: bool = False,
     ) -> None:
         if self._started:
             raise BusConfigError("subscribe handlers before the bus starts")
@@ -279,10 +352,16 @@ class EventBus:
             )
         base = 2 if inbox is not None else 1
         arity = _positional_arity(handler)
-        if arity not in (base, base + 1):
+        if batch:
+            if arity != base:
+                expected = "(events, session)" if inbox is not None else "(events)"
+                raise BusConfigError(f"batch handler {handler.__qualname__} must take {expected}")
+        elif arity not in (base, base + 1):
             expected = "(event, session[, ctx])" if inbox is not None else "(event[, ctx])"
             raise BusConfigError(f"handler {handler.__qualname__} must take {expected}")
-        consumer.routes[event_class.event_type] = _Route(event_class, handler, arity == base + 1)
+        consumer.routes[event_class.event_type] = _Route(
+            event_class, handler, arity == base + 1 and not batch, batch, inbox is not None
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 

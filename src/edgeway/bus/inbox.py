@@ -29,7 +29,7 @@ from sqlalchemy import Column, Float, MetaData, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from edgeway.bus.bus import Job
+from edgeway.bus.bus import Finish, Job
 
 
 def inbox_table(metadata: MetaData, name: str = "edgeway_inbox") -> Table:
@@ -58,22 +58,22 @@ class Inbox:
         self.sessions = sessions
         self.table = inbox_table(metadata, table_name)
 
-    async def run(self, group: str, jobs: Sequence[Job]) -> list[BaseException | None]:
+    async def run(self, group: str, jobs: Sequence[Job], finish: Finish) -> list[BaseException | None]:
         if len(jobs) > 1:
             try:
-                return await self._batch(group, jobs)
+                return await self._batch(group, jobs, finish)
             except Exception:
                 # A handler failed or a concurrent member won a message id: the whole batch
                 # rolled back; redo it one message per transaction to isolate the culprit.
-                pass
-        return [await self._one(group, job) for job in jobs]
+                finish.reset()
+        return [await self._one(group, job, finish) for job in jobs]
 
     async def _seen(self, session: AsyncSession, group: str, ids: Sequence[str]) -> set[str]:
         table = self.table
         stmt = select(table.c.message_id).where(table.c.consumer_group == group, table.c.message_id.in_(ids))
         return set((await session.execute(stmt)).scalars())
 
-    async def _batch(self, group: str, jobs: Sequence[Job]) -> list[BaseException | None]:
+    async def _batch(self, group: str, jobs: Sequence[Job], finish: Finish) -> list[BaseException | None]:
         async with self.sessions() as session, session.begin():
             seen = await self._seen(session, group, [j.message_id for j in jobs])
             fresh: list[str] = []
@@ -83,6 +83,7 @@ class Inbox:
                 seen.add(job.message_id)
                 await job.call(session)
                 fresh.append(job.message_id)
+            await finish(session)
             if fresh:
                 now = time.time()
                 await session.execute(
@@ -91,19 +92,22 @@ class Inbox:
                 )
         return [None] * len(jobs)
 
-    async def _one(self, group: str, job: Job) -> BaseException | None:
+    async def _one(self, group: str, job: Job, finish: Finish) -> BaseException | None:
         try:
             async with self.sessions() as session, session.begin():
                 if await self._seen(session, group, [job.message_id]):
                     return None
                 await job.call(session)
+                await finish(session)
                 await session.execute(
                     insert(self.table),
                     [{"consumer_group": group, "message_id": job.message_id, "processed_at": time.time()}],
                 )
         except IntegrityError:
+            finish.reset()
             return None  # another member committed this message first; its effects stand
         except Exception as exc:
+            finish.reset()
             return exc
         return None
 

@@ -9,9 +9,11 @@ between the confirmation and the mark, the next relay publishes the row again wi
 message id (the row's event id, fixed at ``add``): NATS drops it inside its duplicate window,
 and consumers with an inbox drop it on any broker. Nothing is lost; nothing is applied twice.
 
-On PostgreSQL the relay locks its batch with ``FOR UPDATE SKIP LOCKED``, so several relays (one per
-service replica) share the work without publishing a row twice. SQLite has one writer at a time
-and no row locks: run one relay per database (the normal case for a file per service).
+On PostgreSQL the relay locks its batch with ``FOR UPDATE SKIP LOCKED`` while publishing, so several
+relays (one per service replica) share the work without publishing a row twice. SQLite has one
+writer at a time and no row locks: run one relay per database (the normal case for a file per
+service); there the relay reads, publishes and marks in separate steps so it never holds a
+transaction across network I/O.
 """
 
 from __future__ import annotations
@@ -48,6 +50,21 @@ from edgeway.bus.errors import BusError
 from edgeway.bus.events import Envelope, Event, envelope_for
 
 log = logging.getLogger("edgeway.bus.outbox")
+
+
+def _envelopes(rows: Sequence[Any]) -> list[Envelope]:
+    return [
+        Envelope(
+            id=row.event_id,
+            type=row.event_type,
+            channel=row.channel,
+            time=row.created_at,
+            payload=bytes(row.payload),
+            key=row.event_key,
+            headers=row.headers or {},
+        )
+        for row in rows
+    ]
 
 
 def outbox_table(metadata: MetaData, name: str = "edgeway_outbox") -> Table:
@@ -147,46 +164,55 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""
-        table = self.outbox.table
-        async with self.sessions() as session, session.begin():
-            stmt = (
-                select(
-                    table.c.id,
-                    table.c.event_id,
-                    table.c.channel,
-                    table.c.event_type,
-                    table.c.event_key,
-                    table.c.headers,
-                    table.c.payload,
-                    table.c.created_at,
-                )
-                .where(table.c.sent_at.is_(None))
-                .order_by(table.c.id)
-                .limit(self.batch_size)
-            )
-            if session.get_bind().dialect.name == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            rows = (await session.execute(stmt)).all()
-            if not rows:
-                return 0
-            envelopes = [
-                Envelope(
-                    id=row.event_id,
-                    type=row.event_type,
-                    channel=row.channel,
-                    time=row.created_at,
-                    payload=bytes(row.payload),
-                    key=row.event_key,
-                    headers=row.headers or {},
-                )
-                for row in rows
-            ]
-            # Raises on any unconfirmed publish: the transaction rolls back, rows stay pending.
-            await self.bus.publish_envelopes(envelopes)
-            ids = [row.id for row in rows]
-            await session.execute(update(table).where(table.c.id.in_(ids)).values(sent_at=time.time()))
+        async with self.sessions() as session:
+            locking = session.get_bind().dialect.name == "postgresql"
+            if locking:
+                # PostgreSQL: hold the batch's row locks while publishing, so a second relay
+                # skips these rows instead of publishing them too.
+                async with session.begin():
+                    rows = await self._pending_rows(session, lock=True)
+                    if rows:
+                        await self.bus.publish_envelopes(_envelopes(rows))
+                        await self._mark_sent(session, rows)
+            else:
+                # SQLite: never hold a transaction across network I/O. A read snapshot held while
+                # the service commits new events cannot be upgraded to a write (SQLITE_BUSY in WAL
+                # mode), so read, publish, then mark in a second transaction; a crash in between
+                # re-publishes with the same ids, which the broker/inbox de-duplicate.
+                async with session.begin():
+                    rows = await self._pending_rows(session, lock=False)
+                if rows:
+                    await self.bus.publish_envelopes(_envelopes(rows))
+                    async with session.begin():
+                        await self._mark_sent(session, rows)
         self.published += len(rows)
         return len(rows)
+
+    async def _pending_rows(self, session: AsyncSession, *, lock: bool) -> Sequence[Any]:
+        table = self.outbox.table
+        stmt = (
+            select(
+                table.c.id,
+                table.c.event_id,
+                table.c.channel,
+                table.c.event_type,
+                table.c.event_key,
+                table.c.headers,
+                table.c.payload,
+                table.c.created_at,
+            )
+            .where(table.c.sent_at.is_(None))
+            .order_by(table.c.id)
+            .limit(self.batch_size)
+        )
+        if lock:
+            stmt = stmt.with_for_update(skip_locked=True)
+        return (await session.execute(stmt)).all()
+
+    async def _mark_sent(self, session: AsyncSession, rows: Sequence[Any]) -> None:
+        table = self.outbox.table
+        ids = [row.id for row in rows]
+        await session.execute(update(table).where(table.c.id.in_(ids)).values(sent_at=time.time()))
 
     async def purge(self) -> int:
         if self.keep_sent is None:

@@ -33,7 +33,7 @@ from sqlalchemy import Table, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from edgeway.bus.bus import EventBus, Job
+from edgeway.bus.bus import EventBus, Finish, Job
 from edgeway.bus.errors import BusConfigError
 from edgeway.bus.events import Event, decode
 
@@ -100,12 +100,13 @@ class ReadCopy:
     async def _apply_event(self, event: Event, session: AsyncSession) -> None:
         await self.apply(session, event)
 
-    async def run(self, group: str, jobs: Sequence[Job]) -> list[BaseException | None]:
+    async def run(self, group: str, jobs: Sequence[Job], finish: Finish) -> list[BaseException | None]:
         """The bus runner: a batch of events in one transaction, one by one if that fails."""
         try:
             async with self.sessions() as session, session.begin():
                 for job in jobs:
                     await job.call(session)
+                await finish(session)
             return [None] * len(jobs)
         except Exception:
             pass
@@ -114,7 +115,9 @@ class ReadCopy:
             try:
                 async with self.sessions() as session, session.begin():
                     await job.call(session)
+                    await finish(session)
             except Exception as exc:
+                finish.reset()
                 results.append(exc)
             else:
                 results.append(None)
