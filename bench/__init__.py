@@ -11,6 +11,7 @@ The pieces are reusable: :mod:`bench.harness` (processes, ports, RSS, machine de
 :mod:`bench.wrk` (load generation and parsing), :mod:`bench.legs` (legs run in sequence with
 medians over repetitions), :mod:`bench.backend` (a fast upstream with per-request delay),
 :mod:`bench.aiohttp_proxy` and :mod:`bench.aiohttp_compose` (the aiohttp baselines),
-:mod:`bench.nginx` (nginx as a reverse proxy), :mod:`bench.idle` (holding idle keep-alive
-connections), :mod:`bench.report` (table and JSON output).
+:mod:`bench.nginx` (nginx as a reverse proxy), :mod:`bench.gateway` (``edgeway gateway`` as a
+target), :mod:`bench.idle` (holding idle keep-alive connections), :mod:`bench.report` (table,
+targets and JSON output). The benchmarks themselves: :mod:`bench.proxy`, :mod:`bench.aggregate`.
 """
