@@ -148,40 +148,47 @@ async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upst
         return
     ex.log["upstream"] = ep.label
     head = request_head(ex, target, path_and_query, ep, upstream_tp)
-    total = cluster.timeouts.total
+    timeouts = cluster.timeouts
     ep.outstanding += 1
+    # Timeouts are plain timer callbacks that fail the connection's waiters: asyncio.timeout
+    # scopes (two per request) cost more than the rest of the proxy's bookkeeping together.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeouts.total
     try:
-        async with asyncio.timeout(total):
-            conn, resp, sender = await _send(ex, ep, head, cluster.timeouts)
-            if not resp.upgraded:
-                try:
-                    await _respond(ex, target, conn, resp, upstream_tp)
-                    if sender is not None:
-                        # The upstream answered early; a body it no longer reads must not hang
-                        # us, and the connection is not reusable unless the body went out whole.
-                        if conn.response_complete and not sender.done():
-                            sender.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, HttpError):
-                            await sender
-                finally:
-                    ep.pool.release(conn)
-                return
-    except TimeoutError:
-        if ex.state is not ResponseState.PENDING:
-            ex.abort()
+        conn, resp, sender = await _send(ex, ep, head, timeouts, deadline)
+        if resp.upgraded:
+            # A WebSocket lives outside the exchange's total timeout; its idle timeout governs it.
+            try:
+                await _tunnel(ex, target, conn, response_headers(ex, resp, target, upstream_tp))
+            finally:
+                conn.close()
             return
-        raise UpstreamTimeout("total", total, instance=ep.label) from None
+        timer = None
+        if not conn.response_complete:
+            timer = loop.call_at(
+                deadline, conn.fail, UpstreamTimeout("total", timeouts.total, instance=ep.label)
+            )
+        try:
+            await _respond(ex, target, conn, resp, upstream_tp)
+            if sender is not None:
+                # The upstream answered early; a body it no longer reads must not hang us, and
+                # the connection is not reusable unless the body went out whole.
+                if conn.response_complete and not sender.done():
+                    sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, HttpError):
+                    await sender
+        except UpstreamTimeout:
+            ex.abort()  # the response has started: cut it rather than send a short body
+        finally:
+            if timer is not None:
+                timer.cancel()
+            ep.pool.release(conn)
     finally:
         ep.outstanding -= 1
-    # A WebSocket lives outside the exchange's total timeout; its idle timeout governs it.
-    try:
-        await _tunnel(ex, target, conn, response_headers(ex, resp, target, upstream_tp))
-    finally:
-        conn.close()
 
 
 async def _send(
-    ex: Exchange, ep: Endpoint, head: bytes, timeouts: UpstreamTimeouts
+    ex: Exchange, ep: Endpoint, head: bytes, timeouts: UpstreamTimeouts, deadline: float
 ) -> tuple[UpstreamConnection, ResponseHead, asyncio.Task[None] | None]:
     """Send the request and wait for the response head; the connection is the caller's after.
 
@@ -197,6 +204,10 @@ async def _send(
         conn, reused = await ep.pool.acquire(timeouts.connect, fresh=fresh)
         conn.begin(head_request=ex.method == b"HEAD")
         sender: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        total_timer = loop.call_at(
+            deadline, conn.fail, UpstreamTimeout("total", timeouts.total, instance=ep.label)
+        )
         try:
             conn.write(head)
             if has_body:
@@ -210,11 +221,15 @@ async def _send(
                     return conn, head_waiter.result(), sender
             else:
                 conn.request_sent = True
+            waiter = conn.head_waiter()
+            if waiter.done():
+                return conn, waiter.result(), sender
+            expiry = UpstreamTimeout("first_byte", timeouts.first_byte, instance=ep.label)
+            timer = loop.call_later(timeouts.first_byte, conn.fail, expiry)
             try:
-                async with asyncio.timeout(timeouts.first_byte):
-                    return conn, await conn.read_head(), sender
-            except TimeoutError:
-                raise UpstreamTimeout("first_byte", timeouts.first_byte, instance=ep.label) from None
+                return conn, await waiter, sender
+            finally:
+                timer.cancel()
         except UpstreamReset:
             _cancel(sender)
             ep.pool.release(conn)
@@ -228,6 +243,8 @@ async def _send(
             _cancel(sender)
             ep.pool.release(conn)
             raise
+        finally:
+            total_timer.cancel()
 
 
 def _cancel(task: asyncio.Task[None] | None) -> None:

@@ -262,6 +262,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._parser = None
         self.idle_since = time.monotonic()
 
+    def fail(self, exc: Exception) -> None:
+        """End the exchange with `exc` (a timeout): waiters raise it, the connection is dropped."""
+        self._fail(exc)
+        self._keep_alive = False
+        self.abort()
+
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
