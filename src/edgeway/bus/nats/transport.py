@@ -118,7 +118,9 @@ class _NatsSubscription:
     async def stop(self) -> None:
         for task in (self._fetcher, self._task):
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # nats-py's fetch() converts a cancellation that lands inside its wait_for into
+            # TimeoutError, so a cancelled fetcher can end with either.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await task
         # Hand back what this member held so another member gets it now, not after ack_wait.
         held = list(self._held)
