@@ -7,6 +7,7 @@ skips the test with the reason; under CI (``CI=true``) it fails, so CI can never
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -52,3 +53,18 @@ def free_port() -> int:
 @pytest.fixture
 def unused_port() -> int:
     return free_port()
+
+
+async def raw_http(port: int, data: bytes, *, wait: float = 2.0) -> bytes:
+    """Send raw bytes to 127.0.0.1:port; read until the server closes or `wait` passes."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(data)
+    out = b""
+    try:
+        async with asyncio.timeout(wait):
+            while chunk := await r.read(65536):
+                out += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    w.close()
+    return out

@@ -10,21 +10,9 @@ import resource
 import pytest
 from gateway_helpers import backend, config, gateway, read_request
 
+from conftest import raw_http
+
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-
-
-async def _get(port: int, data: bytes, wait: float = 3.0) -> bytes:
-    r, w = await asyncio.open_connection("127.0.0.1", port)
-    w.write(data)
-    out = b""
-    try:
-        async with asyncio.timeout(wait):
-            while chunk := await r.read(65536):
-                out += chunk
-    except TimeoutError:
-        pass
-    w.close()
-    return out
 
 
 async def test_hop_by_hop_headers_removed_and_forwarding_headers_set() -> None:
@@ -40,7 +28,7 @@ async def test_hop_by_hop_headers_removed_and_forwarding_headers_set() -> None:
         await w.drain()
 
     async with backend(handler) as bport, gateway(config(bport)) as (gport, log):
-        out = await _get(
+        out = await raw_http(
             gport,
             b"GET /api/items?q=1 HTTP/1.1\r\nHost: shop.example\r\nConnection: close, X-Drop\r\n"
             b"X-Drop: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: x\r\n"
@@ -78,7 +66,7 @@ async def test_malformed_request_id_is_replaced_and_traceparent_continued() -> N
 
     trace = b"0af7651916cd43dd8448eb211c80319c"
     async with backend(handler) as bport, gateway(config(bport)) as (gport, _):
-        out = await _get(
+        out = await raw_http(
             gport,
             b"GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Request-ID: {bad json}\r\n"
             b"traceparent: 00-" + trace + b"-b7ad6b7169203331-01\r\n\r\n",
@@ -168,7 +156,7 @@ async def test_upstream_refused_is_502_with_problem_body() -> None:
     port = s.getsockname()[1]
     s.close()
     async with gateway(config(port)) as (gport, _):
-        out = await _get(gport, b"GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        out = await raw_http(gport, b"GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 502")
     assert b"application/problem+json" in out
     assert b"cannot connect" in out
@@ -180,7 +168,7 @@ async def test_upstream_first_byte_timeout_is_504() -> None:
         await asyncio.sleep(5)
 
     async with backend(hang) as bport, gateway(config(bport, timeouts={"first_byte": "200ms"})) as (gport, _):
-        out = await _get(gport, b"GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        out = await raw_http(gport, b"GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 504")
     assert b"first_byte" in out
 
@@ -201,7 +189,7 @@ async def test_upstream_total_timeout_cuts_a_stalled_body_and_closes_the_client(
     ):
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        out = await _get(gport, b"GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n", wait=4)
+        out = await raw_http(gport, b"GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n", wait=4)
         elapsed = loop.time() - t0
     assert out.startswith(b"HTTP/1.1 200")
     assert out.endswith(b"start")
@@ -240,9 +228,9 @@ async def test_stale_pooled_connection_is_retried_once_for_get() -> None:
         w.close()  # closes the kept-alive connection behind the gateway's back
 
     async with backend(one_shot) as bport, gateway(config(bport)) as (gport, _):
-        first = await _get(gport, b"GET /api/a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        first = await raw_http(gport, b"GET /api/a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         await asyncio.sleep(0.2)
-        second = await _get(gport, b"GET /api/b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        second = await raw_http(gport, b"GET /api/b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert first.startswith(b"HTTP/1.1 200")
     assert second.startswith(b"HTTP/1.1 200")
     assert served == 2
@@ -258,7 +246,7 @@ async def test_dot_segments_cannot_escape_a_route(path: bytes) -> None:
         await w.drain()
 
     async with backend(handler) as bport, gateway(config(bport)) as (gport, _):
-        out = await _get(gport, b"GET " + path + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        out = await raw_http(gport, b"GET " + path + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 404")
     assert seen == []
 
@@ -289,7 +277,7 @@ async def test_websocket_upgrade_refused_on_a_route_without_websocket() -> None:
         await w.drain()
 
     async with backend(handler) as bport, gateway(config(bport)) as (gport, _):
-        out = await _get(
+        out = await raw_http(
             gport,
             b"GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",

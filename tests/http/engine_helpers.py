@@ -27,21 +27,6 @@ async def echo(ex: Exchange) -> None:
     ex.respond(200, [(b"x-path", ex.path)], body or ex.method + b" " + ex.target)
 
 
-async def raw(port: int, data: bytes, *, wait: float = 2.0) -> bytes:
-    """Send bytes, read until the server closes or `wait` passes."""
-    r, w = await asyncio.open_connection("127.0.0.1", port)
-    w.write(data)
-    out = b""
-    try:
-        async with asyncio.timeout(wait):
-            while chunk := await r.read(65536):
-                out += chunk
-    except TimeoutError:
-        pass
-    w.close()
-    return out
-
-
 async def closed_after(port: int, data: bytes, wait: float = 2.0) -> tuple[bytes, bool]:
     """Send bytes; return what came back and whether the server closed the connection."""
     r, w = await asyncio.open_connection("127.0.0.1", port)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from engine_helpers import closed_after, echo, raw, serving
+from engine_helpers import closed_after, echo, serving
 
+from conftest import raw_http as raw
 from edgeway.http.exchange import Exchange
 from edgeway.http.limits import ServerLimits
 

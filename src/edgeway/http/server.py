@@ -20,6 +20,7 @@ import httptools
 from edgeway.http.body import BodyStream, empty_body
 from edgeway.http.errors import BodyTooLarge, ClientDisconnected, HttpError, RequestRejected
 from edgeway.http.exchange import Exchange, ResponseState
+from edgeway.http.flow import WriteFlow
 from edgeway.http.headers import connection_tokens, reason_phrase, status_line
 from edgeway.http.limits import ServerLimits
 
@@ -92,8 +93,7 @@ class ServerProtocol(asyncio.Protocol):
         self._body_paused = False
         self._queue_paused = False
         self._reading_paused = False
-        self._write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
+        self._write = WriteFlow()
 
         # -- per request being parsed --
         self._parsing: Exchange | None = None
@@ -153,23 +153,18 @@ class ServerProtocol(asyncio.Protocol):
             ex.body.set_error(gone)
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        w = self._drain_waiter
-        if w is not None and not w.done():
-            w.set_exception(gone)
+        self._write.lost(gone)
         self._observer.closed(self)
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self._write.pause()
         if self._tunnel is not None:
             self._tunnel.downstream_paused(True)
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self._write.resume()
         if self._tunnel is not None:
             self._tunnel.downstream_paused(False)
-        w = self._drain_waiter
-        if w is not None and not w.done():
-            w.set_result(None)
 
     # -- httptools callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -415,14 +410,7 @@ class ServerProtocol(asyncio.Protocol):
             t.write(data)
 
     async def drain(self) -> None:
-        if self.state is ConnState.CLOSED:
-            raise ClientDisconnected("client closed the connection")
-        if self._write_paused:
-            self._drain_waiter = self._loop.create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
+        await self._write.drain()
 
     def _send_continue(self) -> None:
         # Sent when the handler starts reading the body, i.e. once it has accepted the request.

@@ -18,6 +18,7 @@ import httptools
 
 from edgeway.http.body import BodyStream
 from edgeway.http.errors import UpstreamProtocolError, UpstreamReset
+from edgeway.http.flow import WriteFlow
 from edgeway.http.limits import PoolLimits
 
 if TYPE_CHECKING:
@@ -62,8 +63,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.state = UpstreamState.CONNECTING
         self.idle_since = 0.0
         self.exchanges = 0
-        self._write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
+        self._write = WriteFlow()
         self._reading_paused = False
         self._tunnel: Tunnel | None = None
 
@@ -146,22 +146,17 @@ class UpstreamConnection(asyncio.Protocol):
             self._fail(
                 UpstreamReset(f"{self.instance} closed the connection mid-exchange", instance=self.instance)
             )
-        w = self._drain_waiter
-        if w is not None and not w.done():
-            w.set_exception(UpstreamReset(f"{self.instance} closed the connection", instance=self.instance))
+        self._write.lost(UpstreamReset(f"{self.instance} closed the connection", instance=self.instance))
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self._write.pause()
         if self._tunnel is not None:
             self._tunnel.upstream_paused(True)
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self._write.resume()
         if self._tunnel is not None:
             self._tunnel.upstream_paused(False)
-        w = self._drain_waiter
-        if w is not None and not w.done():
-            w.set_result(None)
 
     # -- httptools callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -242,12 +237,7 @@ class UpstreamConnection(asyncio.Protocol):
         t.write(data)
 
     async def drain(self) -> None:
-        if self._write_paused:
-            self._drain_waiter = self._loop.create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
+        await self._write.drain()
 
     def head_waiter(self) -> asyncio.Future[ResponseHead]:
         assert self._head_waiter is not None
