@@ -36,10 +36,7 @@ Decision order: any matching ``deny`` policy denies; then a role permission or a
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import fnmatch
-import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,8 +45,7 @@ from typing import Any
 import httpx
 
 from edgeway.security.errors import PolicyError
-
-log = logging.getLogger("edgeway.security.policy")
+from edgeway.security.poller import Poller
 
 Attributes = Mapping[str, Any]
 _Env = tuple[Attributes, Attributes, Attributes]  # subject, resource, context
@@ -390,12 +386,15 @@ class PolicySet:
 # --- the local copy -------------------------------------------------------------------------------
 
 
-class PolicyReplica:
+class PolicyReplica(Poller):
     """A local :class:`PolicySet` kept in sync with the security service's ``GET /policies``.
 
     Polls with ``If-None-Match`` so an unchanged document costs a 304. A failed poll keeps the
     copy it has: decisions go on from the last known policies while the service is down.
     """
+
+    failures = (httpx.HTTPError, ValueError, PolicyError)
+    task_name = "edgeway-policy-replica"
 
     def __init__(
         self,
@@ -406,16 +405,10 @@ class PolicyReplica:
         client: httpx.AsyncClient | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.url = url
-        self.interval = interval
+        super().__init__(url, interval, client, headers)
         self.policies = initial if initial is not None else PolicySet()
         self.etag: str | None = None
-        self.last_error: str | None = None
         self.updates = 0
-        self._headers = dict(headers or {})
-        self._client = client
-        self._owns_client = client is None
-        self._task: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[PolicySet], None]] = []
 
     @property
@@ -434,14 +427,12 @@ class PolicyReplica:
     ) -> Decision:
         return self.policies.decide(subject, action, resource, context)
 
-    async def sync(self) -> bool:
+    async def poll(self) -> bool:
         """Poll once; True when a new document was loaded. Raises on transport or parse errors."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=5.0)
         headers = dict(self._headers)
         if self.etag is not None:
             headers["If-None-Match"] = self.etag
-        response = await self._client.get(self.url, headers=headers)
+        response = await self._http().get(self.url, headers=headers)
         if response.status_code == 304:
             return False
         response.raise_for_status()
@@ -453,32 +444,9 @@ class PolicyReplica:
             listener(policies)
         return True
 
+    def describe_copy(self) -> str:
+        return f"policies version {self.version}"
+
     async def start(self) -> None:
-        await self._sync_logged()
-        self._task = asyncio.create_task(self._run(), name="edgeway-policy-replica")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self._sync_logged()
-
-    async def _sync_logged(self) -> None:
-        try:
-            await self.sync()
-            self.last_error = None
-        except (httpx.HTTPError, ValueError, PolicyError) as exc:
-            if self.last_error is None:
-                log.warning(
-                    "policy sync from %s failed (%s); keeping version %d", self.url, exc, self.version
-                )
-            self.last_error = str(exc) or type(exc).__name__
+        await self.poll_safely()
+        self.start_polling()

@@ -8,15 +8,12 @@ the default 2 s interval a revoked token stops working at every gateway within ~
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
 from collections.abc import Callable, Mapping
 
 import httpx
 
-log = logging.getLogger("edgeway.security.revocation")
+from edgeway.security.poller import Poller
 
 
 class RevocationList:
@@ -47,8 +44,15 @@ class RevocationList:
         return len(stale)
 
 
-class RevocationFeed:
-    """Polls ``GET {base_url}/revocations?since=N`` into a :class:`RevocationList`."""
+class RevocationFeed(Poller):
+    """Polls ``GET {base_url}/revocations?since=N`` into a :class:`RevocationList`.
+
+    A failed poll keeps the list it has: a revoked token must not come back because the service
+    is briefly down.
+    """
+
+    failures = (httpx.HTTPError, ValueError, KeyError)
+    task_name = "edgeway-revocation-feed"
 
     def __init__(
         self,
@@ -60,21 +64,14 @@ class RevocationFeed:
         client: httpx.AsyncClient | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.url = url
+        super().__init__(url, interval, client, headers)
         self.revocations = revocations
-        self.interval = interval
         self.prune_leeway = prune_leeway
         self.cursor = 0
-        self.last_error: str | None = None
-        self._headers = dict(headers or {})
-        self._client = client
-        self._owns_client = client is None
-        self._task: asyncio.Task[None] | None = None
 
     async def poll(self) -> int:
         """Fetch entries newer than the cursor; return how many arrived. Raises on HTTP errors."""
-        client = self._http()
-        response = await client.get(self.url, params={"since": self.cursor}, headers=self._headers)
+        response = await self._http().get(self.url, params={"since": self.cursor}, headers=self._headers)
         response.raise_for_status()
         body = response.json()
         entries = body.get("entries", [])
@@ -84,35 +81,9 @@ class RevocationFeed:
         self.revocations.prune(self.prune_leeway)
         return len(entries)
 
+    def describe_copy(self) -> str:
+        return f"{len(self.revocations)} known revocations"
+
     async def start(self) -> None:
-        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-            await self.poll()
-        self._task = asyncio.create_task(self._run(), name="edgeway-revocation-feed")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.poll()
-                self.last_error = None
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
-                # Keep the list we have: a revoked token must not come back because the service
-                # is briefly down.
-                if self.last_error is None:
-                    log.warning("revocation feed %s failed: %s", self.url, exc)
-                self.last_error = str(exc) or type(exc).__name__
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=5.0)
-        return self._client
+        await self.poll_safely()
+        self.start_polling()

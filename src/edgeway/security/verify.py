@@ -41,6 +41,7 @@ from edgeway.security.errors import (
     TokenUnknownKey,
 )
 from edgeway.security.keys import ALGORITHMS, PublicKey, b64url_decode, public_key_from_jwk, verify_signature
+from edgeway.security.poller import Poller
 from edgeway.security.revocation import RevocationList
 
 log = logging.getLogger("edgeway.security.verify")
@@ -143,13 +144,16 @@ class KeySet:
         return keys
 
 
-class JwksClient:
+class JwksClient(Poller):
     """Fetches a JWKS into a :class:`KeySet`: at start (retried), periodically, and on demand.
 
     On-demand refreshes (an unknown ``kid``) happen at most once per ``min_refresh_interval``.
     A failed refresh keeps the previous keys: serving stale keys during an outage of the security
     service beats rejecting every request.
     """
+
+    failures = (httpx.HTTPError, ValueError, KeyStoreError)
+    task_name = "edgeway-jwks-refresh"
 
     def __init__(
         self,
@@ -163,25 +167,27 @@ class JwksClient:
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.url = url
+        super().__init__(url, refresh_interval, client)
         self.keyset = keyset if keyset is not None else KeySet()
-        self.refresh_interval = refresh_interval
         self.min_refresh_interval = min_refresh_interval
         self.start_attempts = start_attempts
         self.start_backoff = start_backoff
         self.fetches = 0
-        self.last_error: str | None = None
         self._last_on_demand: float | None = None
         self._clock = clock
-        self._client = client
-        self._owns_client = client is None
-        self._task: asyncio.Task[None] | None = None
         self._pending: asyncio.Task[bool] | None = None
+
+    @property
+    def refresh_interval(self) -> float:
+        return self.interval
 
     @property
     def stale(self) -> bool:
         """True when the last refresh failed and older keys are being served."""
         return self.last_error is not None and len(self.keyset) > 0
+
+    def describe_copy(self) -> str:
+        return f"{len(self.keyset)} cached keys"
 
     async def start(self) -> None:
         """Fetch the key set, retrying; keep refreshing in the background."""
@@ -192,18 +198,21 @@ class JwksClient:
                 await asyncio.sleep(self.start_backoff * 2**attempt)
         if len(self.keyset) == 0:
             raise JwksUnavailable(f"could not fetch the JWKS from {self.url}: {self.last_error}")
-        self._task = asyncio.create_task(self._run(), name="edgeway-jwks-refresh")
+        self.start_polling()
 
     async def stop(self) -> None:
-        for task in (self._task, self._pending):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._task = self._pending = None
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._pending is not None:
+            self._pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pending
+            self._pending = None
+        await super().stop()
+
+    async def poll(self) -> None:
+        self.fetches += 1
+        response = await self._http().get(self.url)
+        response.raise_for_status()
+        self.keyset.replace_from_jwks(response.json())
 
     async def refresh(self, force: bool = False) -> bool:
         """Fetch now; True when a new key set was loaded.
@@ -217,19 +226,7 @@ class JwksClient:
             if self._last_on_demand is not None and now - self._last_on_demand < self.min_refresh_interval:
                 return False
             self._last_on_demand = now
-        self.fetches += 1
-        try:
-            response = await self._http().get(self.url)
-            response.raise_for_status()
-            self.keyset.replace_from_jwks(response.json())
-        except (httpx.HTTPError, ValueError, KeyStoreError) as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "JWKS refresh from %s failed (%s); serving %d cached keys", self.url, exc, len(self.keyset)
-            )
-            return False
-        self.last_error = None
-        return True
+        return await self.poll_safely()
 
     def request_refresh(self) -> None:
         """Schedule a rate-limited refresh from synchronous code (the hot path); never blocks."""
@@ -240,16 +237,6 @@ class JwksClient:
         except RuntimeError:
             return
         self._pending = loop.create_task(self.refresh(), name="edgeway-jwks-refresh-on-demand")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_interval)
-            await self.refresh(force=True)
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=5.0)
-        return self._client
 
 
 # --- the verifier ---------------------------------------------------------------------------------
