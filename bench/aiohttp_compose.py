@@ -19,6 +19,8 @@ from typing import Any
 import orjson
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
+from bench.aiohttp_proxy import serve_app
+
 _SESSION: web.AppKey[ClientSession] = web.AppKey("session", ClientSession)
 _UPSTREAMS: web.AppKey[tuple[str, ...]] = web.AppKey("upstreams", tuple)
 
@@ -67,17 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", action="append", required=True, help="repeat for each backend")
     args = parser.parse_args(argv)
-    import uvloop
-
-    web.run_app(
-        make_app(args.upstream),
-        host=args.host,
-        port=args.port,
-        access_log=None,
-        print=None,
-        backlog=4096,
-        loop=uvloop.new_event_loop(),
-    )
+    serve_app(make_app(args.upstream), args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -98,23 +98,21 @@ def make_app(upstream: str) -> web.Application:
     return app
 
 
+def serve_app(app: web.Application, host: str, port: int) -> None:
+    """Run an aiohttp baseline the same way for every benchmark: uvloop, no access log."""
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    web.run_app(app, host=host, port=port, access_log=None, print=None, backlog=4096, loop=loop)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.aiohttp_proxy")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:9000")
     args = parser.parse_args(argv)
-    import uvloop
-
-    web.run_app(
-        make_app(args.upstream),
-        host=args.host,
-        port=args.port,
-        access_log=None,
-        print=None,
-        backlog=4096,
-        loop=uvloop.new_event_loop(),
-    )
+    serve_app(make_app(args.upstream), args.host, args.port)
 
 
 if __name__ == "__main__":
