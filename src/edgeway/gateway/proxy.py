@@ -11,6 +11,9 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
+from edgeway.gateway.config.schema import Route
+from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.router import rewrite_path
 from edgeway.gateway.upstreams import Cluster, Endpoint
 from edgeway.http.errors import HttpError, UpstreamProtocolError, UpstreamReset, UpstreamTimeout
 from edgeway.http.exchange import Exchange, Headers, ResponseState
@@ -62,6 +65,28 @@ class ProxyTarget:
     response_headers: HeaderEdits
     websocket: bool
     websocket_idle_timeout: float
+
+
+def build_proxy(route: Route, env: GatewayEnv) -> Handler:
+    """The proxy action of a route: rewrite the path, forward to an instance of the service."""
+    action = route.proxy
+    assert action is not None  # called for proxy routes only
+    target = ProxyTarget(
+        cluster=env.clusters[action.service],
+        request_headers=HeaderEdits.from_config(action.request_headers.set, action.request_headers.remove),
+        response_headers=HeaderEdits.from_config(action.response_headers.set, action.response_headers.remove),
+        websocket=action.websocket,
+        websocket_idle_timeout=float(action.websocket_idle_timeout),
+    )
+
+    async def proxy(ctx: RequestContext) -> None:
+        ex = ctx.ex
+        upstream_path = rewrite_path(ctx.match).encode()
+        if ex.query:
+            upstream_path += b"?" + ex.query
+        await forward(ex, target, upstream_path, ctx.traceparent)
+
+    return proxy
 
 
 def request_head(
