@@ -55,6 +55,12 @@ class SecuritySettings(BaseSettings):
 
     revocation_page_size: int = Field(1000, ge=1)
 
+    # change events (user events for services' local copies; see edgeway.security.events)
+    bus_url: str | None = Field(
+        None, description="nats://... or amqp://...: publish user change events through this broker."
+    )
+    bus_prefix: str = Field("ew", description="Prefix of the bus's streams/exchanges.")
+
     @property
     def overlap(self) -> float:
         return self.key_overlap if self.key_overlap is not None else self.access_token_ttl + self.leeway

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Table, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from edgeway.bus.outbox import Outbox
+from edgeway.security.events import user_event
 from edgeway.security.service import db
 
 ChangeKind = Literal["create", "update", "delete"]
@@ -72,8 +74,12 @@ def _redact(row: Mapping[str, Any] | None, other: Mapping[str, Any] | None = Non
 
 
 class SecurityStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """``outbox``: when given, every user change also writes a user event (``edgeway.security.events``)
+    into it, in the change's transaction, for the relay to publish."""
+
+    def __init__(self, engine: AsyncEngine, *, outbox: Outbox | None = None) -> None:
         self.engine = engine
+        self.outbox = outbox
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -120,7 +126,12 @@ class SecurityStore:
                 after = None
                 await conn.execute(delete(table).where(column == key))
             singular = SINGULAR[table.name]
-            await self._audit(conn, actor, f"{singular}.{kind}", f"{singular}:{key}", before, after)
+            audit_id = await self._audit(
+                conn, actor, f"{singular}.{kind}", f"{singular}:{key}", before, after
+            )
+            if self.outbox is not None and table.name == db.users.name:
+                # The audit id grows with every change: the event's version for local copies.
+                await self.outbox.add(AsyncSession(bind=conn), user_event(key, after, audit_id))
             if table.name in _POLICY_TABLES:
                 await self._bump(conn, POLICY_VERSION)
         return before, after
@@ -149,8 +160,8 @@ class SecurityStore:
         target: str,
         before: Mapping[str, Any] | None,
         after: Mapping[str, Any] | None,
-    ) -> None:
-        await conn.execute(
+    ) -> int:
+        result = await conn.execute(
             insert(db.audit).values(
                 at=time.time(),
                 actor=actor,
@@ -160,6 +171,7 @@ class SecurityStore:
                 after=_redact(after, before),
             )
         )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     # --- policy version -------------------------------------------------------------------------
 
