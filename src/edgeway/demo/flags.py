@@ -16,9 +16,8 @@ import contextlib
 import json
 from typing import Any
 
+import nats
 from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
-
-from edgeway.service import natsconn
 
 __all__ = ["DEFAULT_FLAGS", "ensure_config_bucket", "parse_flag_value", "set_flag"]
 
@@ -27,7 +26,7 @@ FLAG_PREFIX = "flags."
 
 
 async def _bucket(nats_url: str, bucket: str, *, create: bool) -> tuple[Any, Any]:
-    nc = await natsconn.connect(nats_url, name="edgeway-demo")
+    nc = await nats.connect(nats_url, name="edgeway-demo", connect_timeout=2, max_reconnect_attempts=1)
     js = nc.jetstream()
     try:
         kv = await js.key_value(bucket)

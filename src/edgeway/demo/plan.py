@@ -87,7 +87,7 @@ class ProcessSpec:
     env: Mapping[str, str]
     ready: HttpReady | TcpReady
     after: tuple[str, ...] = ()
-    role: Literal["infra", "service", "edge"] = "service"
+    role: Literal["broker", "core", "service", "edge"] = "service"
     url: str | None = None  # what a person opens, printed when everything is ready
     cwd: Path | None = None
 
@@ -117,6 +117,10 @@ class ShopPlan:
     @property
     def security_url(self) -> str:
         return self.url("security")
+
+    def web_origins(self) -> list[str]:
+        """Where the web app is served from in the Direct pattern: the origins services allow."""
+        return [self.url("web"), f"http://localhost:{self.ports['web']}"]
 
     def port_env(self) -> dict[str, str]:
         """``SHOP_PORT_<NAME>`` for every port: what the edge configs interpolate."""
@@ -173,7 +177,7 @@ class ShopPlan:
             tuple(server.command()),
             self._base_env(),
             TcpReady(self.host, self.ports["nats"]),
-            role="infra",
+            role="broker",
             url=self.nats_url,
         )
 
@@ -187,6 +191,7 @@ class ShopPlan:
                 "EDGEWAY_SECURITY_PUBLIC_URL": self.security_url,
                 "EDGEWAY_SECURITY_BUS_URL": self.nats_url,
                 "EDGEWAY_SECURITY_BUS_PREFIX": BUS_PREFIX,
+                "EDGEWAY_SECURITY_CORS_ORIGINS": json.dumps(self.web_origins()),
             }
         )
         return ProcessSpec(
@@ -195,13 +200,12 @@ class ShopPlan:
             env,
             HttpReady(f"{self.security_url}/healthz"),
             after=("nats",),
-            role="infra",
+            role="core",
             url=f"{self.security_url}/.well-known/openid-configuration",
         )
 
     def _service_env(self, name: str, port_name: str) -> dict[str, str]:
         env = self._base_env()
-        web_origins = [self.url("web"), f"http://localhost:{self.ports['web']}"]
         env.update(
             {
                 "EDGEWAY_SERVICE_NAME": name,
@@ -214,7 +218,7 @@ class ShopPlan:
                 "EDGEWAY_CONFIG_CACHE_DIR": str(self.data_dir / "cache" / port_name),
                 "EDGEWAY_JWKS_URL": f"{self.security_url}/.well-known/jwks.json",
                 "EDGEWAY_SECURITY_URL": self.security_url,
-                "EDGEWAY_CORS_ORIGINS": json.dumps(web_origins),
+                "EDGEWAY_CORS_ORIGINS": json.dumps(self.web_origins()),
                 "EDGEWAY_SHUTDOWN_GRACE": "0",
                 "EDGEWAY_EMAIL_DELAY": str(self.email_delay),
             }

@@ -3,8 +3,8 @@ merge their logs, restart crashes with backoff, stop everything cleanly.
 
 Each process runs in its own session (process group), so a Ctrl-C in the terminal reaches only
 the supervisor, which then stops the processes in an order that drains traffic first: the edges,
-then the services, then the security service and the broker — each group with SIGTERM and a grace
-period, SIGKILL for what is left.
+then the services, then the security service, then the broker — each group with SIGTERM and a
+grace period, SIGKILL for what is left.
 
 A process that exits while the system runs is restarted after ``min(30, 0.5 · 2^n)`` seconds,
 where ``n`` counts its recent restarts (reset once it has stayed up for a minute), and the
@@ -40,7 +40,7 @@ __all__ = ["StartupFailed", "Supervisor"]
 State = Literal["waiting", "starting", "ready", "restarting", "failed", "stopped"]
 Hook = Callable[[], Awaitable[None]]
 
-_STOP_ORDER = ("edge", "service", "infra")
+_STOP_ORDER = ("edge", "service", "core", "broker")
 _STABLE_AFTER = 60.0
 
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from edgeway.bus.bus import EventBus
@@ -53,6 +54,14 @@ def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(feeds.router)
     app.include_router(admin.router)
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
     return app
 
 

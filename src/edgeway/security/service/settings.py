@@ -55,6 +55,11 @@ class SecuritySettings(BaseSettings):
 
     revocation_page_size: int = Field(1000, ge=1)
 
+    # browsers calling the service directly (a single-page app logging in without a gateway)
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the service from a browser (CORS)."
+    )
+
     # change events (user events for services' local copies; see edgeway.security.events)
     bus_url: str | None = Field(
         None, description="nats://... or amqp://...: publish user change events through this broker."

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 __all__ = ["Database"]
@@ -35,9 +36,19 @@ class Database:
         return self.engine.dialect.name
 
     async def create(self) -> None:
-        """Create the tables that do not exist yet (the demo's stand-in for migrations)."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(self.metadata.create_all)
+        """Create the tables that do not exist yet (the demo's stand-in for migrations).
+
+        Two instances sharing a database (the catalog's) may race: the loser's CREATE fails with
+        "already exists", and a second pass finds the tables there.
+        """
+        for attempt in range(3):
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(self.metadata.create_all)
+                return
+            except (OperationalError, ProgrammingError, IntegrityError) as exc:
+                if ("already exists" not in str(exc) and "duplicate" not in str(exc).lower()) or attempt == 2:
+                    raise
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -22,6 +22,7 @@ the service's own ``on_startup`` hooks. Shutdown runs the other way.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -40,7 +41,7 @@ from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.observability.logs import setup_logging
 from edgeway.service import ServiceKit, create_app, kit_of
 
-__all__ = ["ShopService", "serve", "service_of"]
+__all__ = ["ShopService", "quiet_libraries", "serve", "service_of"]
 
 Hook = Callable[[], Awaitable[None]]
 S = TypeVar("S", bound="ShopService")
@@ -138,6 +139,7 @@ class ShopService:
     def run(self, app: FastAPI) -> None:
         """Serve ``app`` on the configured address until SIGTERM/SIGINT."""
         setup_logging(self.name, self.settings.log_level)
+        quiet_libraries()
         uvicorn.run(
             app,
             host=self.settings.host,
@@ -146,6 +148,11 @@ class ShopService:
             access_log=False,
             timeout_graceful_shutdown=5,
         )
+
+
+def quiet_libraries() -> None:
+    """httpx logs every request at INFO (the revocation feed polls every second): keep warnings."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def serve(factory: Callable[[], FastAPI]) -> None:

@@ -16,11 +16,13 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, Header, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, func, select
 
 from edgeway.demo.shop.common.database import Database
+from edgeway.demo.shop.common.runtime import quiet_libraries
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.observability.logs import setup_logging
 from edgeway.security.errors import JwksUnavailable, TokenError
@@ -140,6 +142,10 @@ def create_app(settings: ShopSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="legacy shop", lifespan=lifespan)
     app.state.legacy = legacy
+    if legacy.settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=legacy.settings.cors_origins, allow_headers=["Authorization"]
+        )
 
     @app.exception_handler(_Unauthorized)
     async def unauthorized(_request: Request, exc: _Unauthorized) -> JSONResponse:
@@ -201,4 +207,5 @@ def create_app(settings: ShopSettings | None = None) -> FastAPI:
 def main() -> None:
     settings = ShopSettings.load()
     setup_logging("legacy", settings.log_level)
+    quiet_libraries()
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)

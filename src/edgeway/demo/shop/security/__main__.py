@@ -10,6 +10,7 @@ import os
 
 import uvicorn
 
+from edgeway.demo.shop.common.runtime import quiet_libraries
 from edgeway.demo.shop.security import SEED_FILE
 from edgeway.observability.logs import setup_logging
 from edgeway.security.service import create_security_app
@@ -19,6 +20,7 @@ settings = SecuritySettings()
 if settings.seed_file is None:
     settings = settings.model_copy(update={"seed_file": SEED_FILE})
 setup_logging("security", os.environ.get("EDGEWAY_LOG_LEVEL", "info"))
+quiet_libraries()
 uvicorn.run(
     create_security_app(settings),
     host=os.environ.get("EDGEWAY_HOST", "127.0.0.1"),

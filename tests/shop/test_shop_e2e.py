@@ -1,0 +1,283 @@
+"""The shop end to end over real processes, started once for this module by ``edgeway demo``.
+
+Each test drives the system as a client does and checks the effects where they land: in the
+other services, on the bus, in the maildir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from shop_system import Shop, running_shop, wait_for
+
+pytestmark = pytest.mark.xdist_group("shop-e2e")
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    with running_shop(tmp_path_factory.mktemp("shop")) as system:
+        yield system
+
+
+def _stock(shop: Shop, sku: str) -> dict[str, Any]:
+    response = shop.get("inventory", f"/stock/{sku}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def _order_until(shop: Shop, user: str, order_id: str, statuses: set[str]) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        order = shop.get("orders", f"/orders/{order_id}", user).json()
+        return order if order["status"] in statuses else None
+
+    return wait_for(finished, 20, f"order {order_id} to reach {statuses}")
+
+
+def _place(shop: Shop, user: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    response = shop.post("orders", "/orders", user, json={"items": items})
+    assert response.status_code == 202, response.text
+    order = dict(response.json())
+    assert order["status"] == "pending"
+    return order
+
+
+# -- the Direct pattern: a customer's journey -------------------------------------------------------
+
+
+def test_customer_logs_in_browses_orders_and_sees_it_confirmed(shop: Shop) -> None:
+    products = shop.get("catalog-1", "/products", params={"category": "cups"}).json()
+    assert {p["sku"] for p in products["items"]} == {"CUP-01", "CUP-02"}
+    before = _stock(shop, "CUP-02")
+
+    order = _place(shop, "alice", [{"sku": "CUP-02", "qty": 2}, {"sku": "BEA-02", "qty": 1}])
+    assert order["total_cents"] == 2 * 1100 + 1250
+    done = _order_until(shop, "alice", order["id"], {"confirmed", "cancelled"})
+
+    assert done["status"] == "confirmed", done
+    after = _stock(shop, "CUP-02")
+    assert after["on_hand"] == before["on_hand"] - 2
+    assert after["reserved"] == before["reserved"]
+    saga = shop.get("orders", f"/orders/{order['id']}/saga", "alice").json()
+    assert saga["status"] == "completed"
+    assert [s["status"] for s in saga["steps"]] == ["done"] * 4
+    # the confirmation e-mail went out, once
+    mails = wait_for(
+        lambda: shop.get("notifications", "/emails", "alice", params={"ref": order["id"]}).json(),
+        10,
+        "e-mail",
+    )
+    assert [m["subject"] for m in mails] == [f"Your order {order['id']} is confirmed"]
+    # another customer cannot see it
+    assert shop.get("orders", f"/orders/{order['id']}", "bob").status_code == 404
+
+
+def test_a_failing_payment_cancels_the_order_and_restores_the_stock(shop: Shop) -> None:
+    before = _stock(shop, "KET-01")
+    with shop.flag_on("payments.fail"):
+        order = _place(shop, "bob", [{"sku": "KET-01", "qty": 3}])
+        done = _order_until(shop, "bob", order["id"], {"confirmed", "cancelled"})
+
+    assert done["status"] == "cancelled", done
+    assert "declined" in (done["reason"] or "")
+    assert _stock(shop, "KET-01") == before  # the reservation was released
+    saga = shop.get("orders", f"/orders/{order['id']}/saga", "bob").json()
+    assert saga["status"] == "compensated"
+    steps = {s["name"]: s for s in saga["steps"]}
+    assert "declined" in steps["charge"]["error"]
+    assert steps["reserve"]["status"] == "compensated"
+    assert steps["confirm"]["status"] == "pending"
+    payment = shop.get("payments", f"/payments/{order['id']}", "bob").json()
+    assert payment["status"] == "declined"
+    mails = wait_for(
+        lambda: shop.get("notifications", "/emails", "bob", params={"ref": order["id"]}).json(), 10, "e-mail"
+    )
+    assert mails[0]["subject"] == f"Your order {order['id']} was cancelled"
+
+
+def test_ordering_more_than_the_stock_cancels_without_charging(shop: Shop) -> None:
+    order = _place(shop, "alice", [{"sku": "SCL-01", "qty": 5}])  # one scale in stock
+    done = _order_until(shop, "alice", order["id"], {"confirmed", "cancelled"})
+    assert done["status"] == "cancelled"
+    assert "not enough stock" in done["reason"]
+    assert shop.get("payments", f"/payments/{order['id']}", "alice").status_code == 404
+
+
+def test_a_price_change_reaches_the_local_copies_and_prices_new_orders(shop: Shop) -> None:
+    changed = shop.put("catalog-2", "/products/BEA-01/price", "ada", json={"price_cents": 1999})
+    assert changed.status_code == 200, changed.text
+    version = changed.json()["version"]
+
+    for service in ("orders", "notifications"):
+        copy = wait_for(
+            lambda service=service: (
+                row
+                if (row := shop.get(service, "/catalog-copy/BEA-01").json()).get("version") == version
+                else None
+            ),
+            10,
+            f"{service}'s copy of BEA-01",
+        )
+        assert copy["price_cents"] == 1999
+    # the other catalog instance serves it too (one database behind both)
+    assert shop.get("catalog-1", "/products/BEA-01").json()["price_cents"] == 1999
+    order = _place(shop, "alice", [{"sku": "BEA-01", "qty": 1}])
+    assert order["total_cents"] == 1999
+
+
+def test_only_admins_change_prices(shop: Shop) -> None:
+    response = shop.put("catalog-1", "/products/CUP-01/price", "alice", json={"price_cents": 1})
+    assert response.status_code == 403
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert shop.put("catalog-1", "/products/CUP-01/price", json={"price_cents": 1}).status_code == 401
+
+
+def test_the_bulk_email_job_reports_progress_over_the_bus_and_completes(shop: Shop) -> None:
+    seen = asyncio.run(_job_with_progress(shop, count=6))
+    job_id, progress = seen
+    assert progress[0] == ("queued", 0)
+    assert progress[-1] == ("completed", 6)
+    assert [done for _, done in progress] == sorted(done for _, done in progress)
+    assert {done for _, done in progress} == set(range(7))
+    job = shop.get("notifications", f"/jobs/{job_id}", "alice").json()
+    assert (job["status"], job["done"], job["total"]) == ("completed", 6, 6)
+    mails = list((shop.data_dir / "maildir" / "new").glob(f"job-{job_id}-*"))
+    assert len(mails) == 6
+    assert shop.get("notifications", f"/jobs/{job_id}", "bob").status_code == 404
+
+
+async def _job_with_progress(shop: Shop, count: int) -> tuple[str, list[tuple[str, int]]]:
+    import nats
+
+    nc = await nats.connect(f"nats://127.0.0.1:{shop.ports['nats']}")
+    events: list[dict[str, Any]] = []
+    finished = asyncio.Event()
+
+    async def on_message(msg: Any) -> None:
+        event = json.loads(msg.data)
+        events.append(event)
+        if event["status"] == "completed" and event["job_id"] == job_id:
+            finished.set()
+
+    job_id = ""
+    sub = await nc.subscribe("shop.jobs.e.>", cb=on_message)
+    try:
+        response = await asyncio.to_thread(
+            shop.post, "notifications", "/jobs/emails", "alice", json={"count": count, "subject": "test"}
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        assert response.json()["topic"] == f"jobs/{job_id}"
+        await asyncio.wait_for(finished.wait(), 20)
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
+    return job_id, [(e["status"], e["done"]) for e in events if e["job_id"] == job_id]
+
+
+def test_a_revoked_token_stops_working_at_every_service(shop: Shop) -> None:
+    token = shop.login("bob", fresh=True)
+    assert shop.get("orders", "/orders", headers=shop.bearer(token)).status_code == 200
+    assert shop.get("profile", "/profile/me", headers=shop.bearer(token)).status_code == 200
+
+    revoked = shop.http.post(shop.url("security") + "/oauth/revoke", data={"token": token})
+    assert revoked.status_code == 200
+
+    for service, path in (("orders", "/orders"), ("profile", "/profile/me"), ("notifications", "/emails")):
+        wait_for(
+            lambda service=service, path=path: (
+                shop.get(service, path, headers=shop.bearer(token)).status_code == 401
+            ),
+            5,
+            f"{service} to refuse the revoked token",
+        )
+    # a new login works
+    assert (
+        shop.get("orders", "/orders", headers=shop.bearer(shop.login("bob", fresh=True))).status_code == 200
+    )
+
+
+def test_user_changes_in_the_security_service_reach_the_profile_copy(shop: Shop) -> None:
+    created = shop.post(
+        "security",
+        "/admin/users",
+        "ada",
+        json={
+            "username": "carol",
+            "password": "carol-pass",
+            "roles": ["customer"],
+            "attributes": {"email": "carol@shop.example", "display_name": "Carol"},
+        },
+    )
+    assert created.status_code == 201, created.text
+    user = wait_for(
+        lambda: shop.get("profile", "/users/carol", "sam").json().get("email"), 10, "carol's copy"
+    )
+    assert user == "carol@shop.example"
+
+    patched = shop.http.patch(
+        shop.url("security") + "/admin/users/carol", headers=shop.as_user("ada"), json={"roles": ["support"]}
+    )
+    assert patched.status_code == 200, patched.text
+    wait_for(
+        lambda: shop.get("profile", "/users/carol", "sam").json()["roles"] == ["support"], 10, "new roles"
+    )
+    assert shop.get("profile", "/users", "alice").status_code == 403
+
+
+def test_direct_services_answer_cors_for_the_web_app_only(shop: Shop) -> None:
+    web = shop.url("web")
+    allowed = shop.http.options(
+        shop.url("orders") + "/orders",
+        headers={
+            "Origin": web,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == web
+    other = shop.http.options(
+        shop.url("orders") + "/orders",
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in other.headers
+    simple = shop.get("catalog-1", "/products", headers={"Origin": web})
+    assert simple.headers["access-control-allow-origin"] == web
+
+
+def test_the_web_app_is_configured_for_the_direct_pattern(shop: Shop) -> None:
+    config = shop.http.get(shop.url("web") + "/config.js").text
+    assert '"mode":"direct"' in config
+    assert shop.url("catalog-2") in config
+    assert "<html" in shop.http.get(shop.url("web") + "/").text.lower()
+
+
+def test_a_crashed_service_is_restarted_and_serves_again(shop: Shop) -> None:
+    pid = shop.pid_of("inventory")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: "inventory exited with code -9; restarting" in shop.output(), 10, "the restart notice")
+    wait_for(lambda: "inventory is ready again (restart #1)" in shop.output(), 30, "inventory to be back")
+    assert shop.pid_of("inventory") != pid
+    assert shop.get("inventory", "/stock/CUP-01").status_code == 200
+    # the order flow works through the restarted service
+    order = _place(shop, "alice", [{"sku": "CUP-01", "qty": 1}])
+    assert _order_until(shop, "alice", order["id"], {"confirmed", "cancelled"})["status"] == "confirmed"
+
+
+def test_logs_are_merged_with_a_prefix_per_process_and_carry_the_request_id(shop: Shop) -> None:
+    response = shop.get("catalog-1", "/products/CUP-01", headers={"X-Request-ID": "trace-me-0123456789"})
+    assert response.headers["x-request-id"] == "trace-me-0123456789"
+    line = wait_for(
+        lambda: next((x for x in shop.output().splitlines() if "GET /products/CUP-01 200" in x), None),
+        5,
+        "access line",
+    )
+    assert line.startswith("catalog-1")
+    assert "req=trace-me" in line
