@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from shop_system import Shop, running_shop
 
 from conftest import require
-from shop_system import Shop, running_shop
 
 pytestmark = pytest.mark.xdist_group("shop-browser")
 

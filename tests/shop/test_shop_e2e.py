@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from shop_system import Shop, running_shop, wait_for
 
 pytestmark = pytest.mark.xdist_group("shop-e2e")
