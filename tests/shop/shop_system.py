@@ -1,19 +1,14 @@
 """The whole shop, started the way a user starts it (``edgeway demo``), for end-to-end tests.
 
 :func:`running_shop` starts ``python -m edgeway.cli demo`` with every port free and a temporary
-data directory, waits for its "all ... processes are ready" line, and stops it with SIGINT (as
-Ctrl-C does) at the end, checking that it exits cleanly. :class:`Shop` wraps what the tests do
+data directory (:func:`edgeway.demo.launch.launched_demo`), and stops it with SIGINT at the end,
+checking that it exits cleanly. :class:`Shop` wraps what the tests do
 against it: log in, call the services (directly or through an edge), switch flags, wait.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,44 +18,28 @@ from typing import Any, TypeVar
 import httpx
 
 from edgeway.demo.flags import set_flag
-from edgeway.demo.plan import CONFIG_BUCKET, DEFAULT_PORTS
+from edgeway.demo.launch import LaunchedDemo, launched_demo
+from edgeway.demo.plan import CONFIG_BUCKET
 
 T = TypeVar("T")
 
 PASSWORDS = {"alice": "alice-pass", "bob": "bob-pass1", "sam": "sam-support", "ada": "ada-admin1"}
 PARTNER = ("partner-acme", "acme-partner-secret-01")
-READY_LINE = "processes are ready"
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 class Shop:
-    def __init__(
-        self, ports: dict[str, int], data_dir: Path, log: Path, process: subprocess.Popen[bytes]
-    ) -> None:
-        self.ports = ports
-        self.data_dir = data_dir
-        self.log = log
-        self.process = process
+    def __init__(self, demo: LaunchedDemo) -> None:
+        self.demo = demo
+        self.ports = demo.ports
+        self.data_dir = demo.data_dir
         self.http = httpx.Client(timeout=10.0)
         self._tokens: dict[str, str] = {}
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
+        return self.demo.url(name)
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        return self.demo.output()
 
     # -- identity --------------------------------------------------------------------------------
 
@@ -163,34 +142,9 @@ def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "
 
 @contextmanager
 def running_shop(tmp: Path, pattern: str = "all", extra: tuple[str, ...] = ()) -> Iterator[Shop]:
-    names = list(DEFAULT_PORTS)
-    ports = dict(zip(names, _free_ports(len(names)), strict=True))
-    data_dir = tmp / "data"
-    log = tmp / "demo.log"
-    argv = [sys.executable, "-m", "edgeway.cli", "demo", "--pattern", pattern, "--data-dir", str(data_dir)]
-    argv += ["--email-delay", "0.05", *extra]
-    for name, port in ports.items():
-        argv += ["--port", f"{name}={port}"]
-    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb", "NO_COLOR": "1"}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
-    shop = Shop(ports, data_dir, log, process)
-    try:
-        deadline = time.monotonic() + 100
-        while READY_LINE not in shop.output():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"edgeway demo did not get ready:\n{shop.output()[-6000:]}")
-            time.sleep(0.2)
-        yield shop
-    finally:
-        shop.http.close()
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                raise AssertionError(
-                    f"edgeway demo did not stop on SIGINT:\n{shop.output()[-3000:]}"
-                ) from None
+    with launched_demo(tmp, pattern=pattern, extra_args=["--email-delay", "0.05", *extra]) as demo:
+        shop = Shop(demo)
+        try:
+            yield shop
+        finally:
+            shop.http.close()
