@@ -133,7 +133,9 @@ async def login(security_url: str, username: str, password: str, partner: tuple[
             },
         )
         user.raise_for_status()
-        client = await http.post(security_url + "/oauth/token", data={"grant_type": "client_credentials"}, auth=partner)
+        client = await http.post(
+            security_url + "/oauth/token", data={"grant_type": "client_credentials"}, auth=partner
+        )
         client.raise_for_status()
     return {"user": user.json()["access_token"], "partner": client.json()["access_token"]}
 
