@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from bench.harness import machine
 from bench.legs import say
 from edgeway.demo.cli import PARTNER
-from edgeway.demo.compare import login, measure, screens
+from edgeway.demo.compare import login, measure, results_table, screens
 from edgeway.demo.launch import launched_demo
 from edgeway.demo.plan import ShopPlan
 
@@ -64,27 +63,13 @@ def run(
 
 def _table(result: dict[str, Any]) -> None:
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
-    table = Table(
-        title=f"the shop per edge: {result['loads']} loads per screen, {result['concurrency']} at once, "
-        f"client rtt {result['rtt_ms']:g} ms",
-        title_justify="left",
+    title = (
+        f"the shop per edge: {result['loads']} loads per screen, {result['concurrency']} at once, "
+        f"client rtt {result['rtt_ms']:g} ms"
     )
-    for column in ("edge", "screen", "calls", "bytes", "p50 ms", "p99 ms", "screens/s", "errors"):
-        table.add_column(column, justify="left" if column in ("edge", "screen") else "right")
-    for s in result["screens"]:
-        table.add_row(
-            s["edge"],
-            s["screen"],
-            str(s["calls_per_screen"]),
-            f"{s['bytes_per_screen']:,}",
-            f"{s['p50_ms']:.1f}",
-            f"{s['p99_ms']:.1f}",
-            f"{s['screens_per_s']:.1f}",
-            str(s["errors"]) if not s["errors"] else f"[red]{s['errors']}[/red]",
-        )
-    console.print(table)
+    console.print(results_table(result["screens"], title))
     for s in result["screens"]:
         if s["first_error"]:
-            console.print(f"  [red]{s['edge']} {s['screen']}[/red]: {s['first_error']}", markup=True)
+            console.print(f"  [red]{s['edge']} {s['screen']}[/red]: {s['first_error']}")
     m = result["details"]["machine"]
     console.print(f"[dim]machine: {m.get('cpu')}, {m.get('cores')} cores, load {m.get('loadavg_1m')}[/dim]")

@@ -153,6 +153,7 @@ def _print_ready(console: Console, plan: ShopPlan, supervisor: Supervisor) -> No
         "[bold]try[/]: edgeway demo flag payments.fail on   (orders get compensated)   "
         "edgeway demo flag strangler.account-profile on"
     )
+    console.print("[bold]compare the patterns[/]: edgeway demo compare   (calls, bytes, latency per screen)")
     console.print("[dim]logs of every process follow; Ctrl-C stops everything[/]")
 
 
@@ -176,3 +177,43 @@ def flag(
         typer.secho(f"cannot set the flag at {url}: {type(exc).__name__}: {exc}", err=True, fg="red")
         raise typer.Exit(1) from None
     typer.echo(f"flag {name} = {parsed!r}")
+
+
+@app.command("compare")
+def compare(
+    loads: int = typer.Option(100, "--loads", min=1, help="Times each screen is loaded per edge."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Screens loaded at once."),
+    rtt_ms: float = typer.Option(0.0, "--rtt-ms", min=0, help="Client round-trip time added to every call."),
+    pattern: str = typer.Option("all", "--pattern", help="The edges the running demo has."),
+    port: list[str] = typer.Option([], "--port", help="NAME=PORT, as given to the running demo."),
+) -> None:
+    """Load the same screens through every edge of a running demo: calls, bytes and latency per screen."""
+    from rich.console import Console
+
+    from edgeway.demo.compare import login, measure, results_table, screens
+
+    chosen = next((p for p in PATTERNS if p == pattern), None)
+    if chosen is None:
+        raise typer.BadParameter(f"--pattern must be one of {', '.join(PATTERNS)}")
+    try:
+        plan = ShopPlan(Path("."), parse_ports(port), chosen)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    urls = {name: plan.url(name) for name in plan.ports}
+    try:
+        tokens = asyncio.run(login(plan.security_url, CREDENTIALS[0][0], CREDENTIALS[0][1], PARTNER))
+    except Exception as exc:  # not running, or other ports: say where we looked
+        typer.secho(f"cannot log in at {plan.security_url} (is the demo running?): {exc}", err=True, fg="red")
+        raise typer.Exit(1) from None
+    results = asyncio.run(
+        measure(screens(urls, plan.edges()), tokens, loads=loads, concurrency=concurrency, rtt_ms=rtt_ms)
+    )
+    summaries = [r.summary() for r in results]
+    Console().print(
+        results_table(summaries, f"{loads} loads per screen, {concurrency} at once, rtt {rtt_ms:g} ms")
+    )
+    if any(s["errors"] for s in summaries):
+        for s in summaries:
+            if s["first_error"]:
+                typer.secho(f"{s['edge']} {s['screen']}: {s['first_error']}", err=True, fg="red")
+        raise typer.Exit(1)

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from rich.table import Table
 
-__all__ = ["Call", "Screen", "ScreenResult", "login", "measure", "screens"]
+__all__ = ["Call", "Screen", "ScreenResult", "login", "measure", "results_table", "screens"]
 
 SKU = "POT-01"
 
@@ -209,3 +210,22 @@ async def _call(
     if response.status_code >= 400:
         return response.status_code, size, f"GET {url}: {response.status_code} {response.text[:200]}"
     return response.status_code, size, None
+
+
+def results_table(summaries: Sequence[Mapping[str, Any]], title: str) -> Table:
+    """The summaries as a table: one row per edge and screen."""
+    table = Table(title=title, title_justify="left")
+    for column in ("edge", "screen", "calls", "bytes", "p50 ms", "p99 ms", "screens/s", "errors"):
+        table.add_column(column, justify="left" if column in ("edge", "screen") else "right")
+    for s in summaries:
+        table.add_row(
+            str(s["edge"]),
+            str(s["screen"]),
+            str(s["calls_per_screen"]),
+            f"{s['bytes_per_screen']:,}",
+            f"{s['p50_ms']:.1f}",
+            f"{s['p99_ms']:.1f}",
+            f"{s['screens_per_s']:.1f}",
+            str(s["errors"]) if not s["errors"] else f"[red]{s['errors']}[/red]",
+        )
+    return table
