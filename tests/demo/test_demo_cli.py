@@ -61,7 +61,17 @@ def test_demo_rejects_an_unknown_pattern(tmp_path: Path) -> None:
 def test_flag_command_says_where_it_could_not_reach_the_broker(tmp_path: Path) -> None:
     port = free_port()
     result = subprocess.run(
-        [sys.executable, "-m", "edgeway.cli", "demo", "flag", "payments.fail", "on", "--nats-port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "edgeway.cli",
+            "demo",
+            "flag",
+            "payments.fail",
+            "on",
+            "--nats-port",
+            str(port),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -98,9 +108,9 @@ def test_each_pattern_starts_the_services_and_only_its_edges(tmp_path: Path) -> 
     core = {"nats", "security", "catalog-1", "catalog-2", "inventory", "orders", "payments"}
     core |= {"notifications", "profile", "legacy", "web"}
     assert names("direct") == core
-    assert names("gateway") == core | {"gateway"}
-    assert names("bff") == core | {"web-bff", "mobile-bff"}
-    assert names("all") == core | {"gateway", "web-bff", "mobile-bff"}
+    assert names("gateway") == core | {"strangler", "gateway"}
+    assert names("bff") == core | {"strangler", "web-bff", "mobile-bff"}
+    assert names("all") == core | {"strangler", "gateway", "web-bff", "mobile-bff"}
 
 
 def test_processes_start_after_what_they_need(tmp_path: Path) -> None:
@@ -111,3 +121,6 @@ def test_processes_start_after_what_they_need(tmp_path: Path) -> None:
     assert specs["orders"].argv[1:] == ("-m", "edgeway.demo.shop.orders")
     assert specs["orders"].env["EDGEWAY_NATS_URL"] == "nats://127.0.0.1:14222"
     assert specs["gateway"].env["SHOP_PORT_CATALOG_2"] == "8102"
+    # the edges start once the strangler controller has written the file they include
+    assert specs["gateway"].after == ("security", "strangler")
+    assert specs["gateway"].env["SHOP_STRANGLER_FILE"] == str(tmp_path / "strangler.yaml")

@@ -88,6 +88,7 @@ def demo(
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     plan = ShopPlan(data_dir.resolve(), ports, chosen, email_delay=email_delay)
+    plan.strangler_file.unlink(missing_ok=True)  # the controller writes the current one first
     busy = busy_ports(plan.used_ports(), plan.host)
     if busy:
         listed = ", ".join(f"{name} ({p})" for name, p in busy)

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_PORTS",
     "EDGES_DIR",
     "PATTERNS",
+    "FileReady",
     "HttpReady",
     "Pattern",
     "ProcessSpec",
@@ -81,11 +82,18 @@ class TcpReady:
 
 
 @dataclass(frozen=True, slots=True)
+class FileReady:
+    """Ready when the file exists (a process whose work product is a file)."""
+
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessSpec:
     name: str
     argv: tuple[str, ...]
     env: Mapping[str, str]
-    ready: HttpReady | TcpReady
+    ready: HttpReady | TcpReady | FileReady
     after: tuple[str, ...] = ()
     role: Literal["broker", "core", "service", "edge"] = "service"
     url: str | None = None  # what a person opens, printed when everything is ready
@@ -152,8 +160,14 @@ class ShopPlan:
         specs += [self._service(name) for name in SERVICES]
         specs.append(self._legacy())
         specs.append(self._web())
+        if self.edges():
+            specs.append(self._strangler())
         specs += [self._edge(name) for name in self.edges()]
         return specs
+
+    @property
+    def strangler_file(self) -> Path:
+        return self.data_dir / "strangler.yaml"
 
     def _base_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -258,14 +272,35 @@ class ShopPlan:
             url=self.url("web"),
         )
 
+    def _strangler(self) -> ProcessSpec:
+        env = self._base_env()
+        env.update(
+            {
+                "SHOP_STRANGLER_FILE": str(self.strangler_file),
+                "SHOP_RELOAD_URLS": ",".join(f"{self.url(e + '-admin')}/reload" for e in self.edges()),
+                "EDGEWAY_CONFIG_BUCKET": CONFIG_BUCKET,
+                "EDGEWAY_CONFIG_CACHE_DIR": str(self.data_dir / "cache" / "strangler"),
+            }
+        )
+        return ProcessSpec(
+            "strangler",
+            (sys.executable, "-m", "edgeway.demo.strangler"),
+            env,
+            FileReady(self.strangler_file),
+            after=("nats",),
+            role="edge",
+        )
+
     def _edge(self, name: str) -> ProcessSpec:
         config = EDGES_DIR / f"{name}.yaml"
+        env = self._base_env()
+        env["SHOP_STRANGLER_FILE"] = str(self.strangler_file)
         return ProcessSpec(
             name,
             (sys.executable, "-m", "edgeway.cli", "gateway", "--config", str(config)),
-            self._base_env(),
+            env,
             HttpReady(f"{self.url(name + '-admin')}/readyz"),
-            after=("security",),
+            after=("security", "strangler"),
             role="edge",
             url=self.url(name),
         )

@@ -9,7 +9,7 @@ grace period, SIGKILL for what is left.
 A process that exits while the system runs is restarted after ``min(30, 0.5 · 2^n)`` seconds,
 where ``n`` counts its recent restarts (reset once it has stayed up for a minute), and the
 supervisor says so in the log stream. Readiness is an HTTP 200 from the process's readiness URL
-(or an open TCP port for the broker), polled until ``startup_timeout``.
+(an open TCP port for the broker, a file for the strangler controller), polled until ``startup_timeout``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from edgeway.demo.logview import COLORS, render_line
-from edgeway.demo.plan import HttpReady, ProcessSpec, TcpReady
+from edgeway.demo.plan import FileReady, HttpReady, ProcessSpec, TcpReady
 
 __all__ = ["StartupFailed", "Supervisor"]
 
@@ -233,9 +233,11 @@ class Supervisor:
         p.state = "failed"
         return False
 
-    async def _probe(self, check: HttpReady | TcpReady) -> bool:
+    async def _probe(self, check: HttpReady | TcpReady | FileReady) -> bool:
         if isinstance(check, TcpReady):
             return await asyncio.to_thread(_tcp_open, check.host, check.port)
+        if isinstance(check, FileReady):
+            return check.path.exists()
         try:
             response = await self._http.get(check.url)
         except httpx.HTTPError:
