@@ -8,6 +8,7 @@ the transaction of the change. Callers are identified by gateway headers (the se
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -239,3 +240,79 @@ async def test_a_price_change_bumps_the_version_and_writes_its_event_in_the_same
         assert (
             await cat.put("/products/NOPE-1/price", json={"price_cents": 1}, headers=ADMIN)
         ).status_code == 404
+
+
+# -- local copies on either broker ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("broker", ["nats", "rabbitmq"])
+async def test_a_copy_created_after_the_events_fills_itself_from_the_stream(
+    broker: str, tmp_path: Path
+) -> None:
+    """A service started after the catalog published still gets every product: on RabbitMQ its
+    queue did not exist then, so the copy is rebuilt from the channel's history at start."""
+    from edgeway.bus.bus import EventBus
+    from edgeway.bus.cli import transport_for
+    from edgeway.demo.shop.common.events import CHANNELS, PriceChanged
+    from edgeway.demo.shop.notifications.app import NotificationsSettings
+    from edgeway.demo.shop.notifications.app import create_app as notifications_app
+
+    require(broker)
+    url = "nats://127.0.0.1:4222" if broker == "nats" else "amqp://guest:guest@127.0.0.1:5672/"
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    publisher = EventBus(transport_for(url, prefix), channels=CHANNELS)
+    await publisher.start()
+    try:
+        for version, price in ((1, 1000), (2, 1200)):
+            await publisher.publish(
+                PriceChanged(
+                    sku="MUG-9",
+                    name="Mug",
+                    category="cups",
+                    price_cents=price,
+                    previous_price_cents=900,
+                    version=version,
+                )
+            )
+    finally:
+        await publisher.stop()
+    settings = NotificationsSettings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/n.db",
+        data_dir=tmp_path,
+        nats_url="nats://127.0.0.1:4222",
+        bus_url=url,
+        bus_prefix=prefix,
+        trust_gateway_headers=True,
+    )
+    try:
+        async with serving(notifications_app, settings) as svc:
+            copy = (await svc.get("/catalog-copy/MUG-9")).json()
+            assert (copy["price_cents"], copy["version"]) == (1200, 2)
+    finally:
+        if broker == "nats":
+            await _delete_streams(prefix)
+        else:
+            await _delete_rabbit(prefix)
+
+
+async def _delete_rabbit(prefix: str) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
+    try:
+        channel = await connection.channel()
+        for channel_name in ("catalog", "orders", "jobs", "users"):
+            base = f"{prefix}.{channel_name}"
+            for queue in (
+                f"{base}.history",
+                f"{base}.notifications-catalog",
+                f"{base}.notifications-orders",
+                f"{base}.dlq",
+            ):
+                with contextlib.suppress(Exception):
+                    await channel.queue_delete(queue)
+            for exchange in (base, f"{base}.dlx"):
+                with contextlib.suppress(Exception):
+                    await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()

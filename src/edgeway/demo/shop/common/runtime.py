@@ -33,7 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from edgeway.bus.bus import EventBus
 from edgeway.bus.cli import transport_for
+from edgeway.bus.nats import NatsTransport
 from edgeway.bus.outbox import Outbox, OutboxRelay
+from edgeway.bus.transport import Transport
 from edgeway.demo.shop.common.database import Database
 from edgeway.demo.shop.common.events import CHANNELS
 from edgeway.demo.shop.common.identity import RevocationAwareVerifier
@@ -148,6 +150,13 @@ class ShopService:
             access_log=False,
             timeout_graceful_shutdown=5,
         )
+
+
+def _transport(url: str, prefix: str) -> Transport:
+    """The bus transport for ``url``; ``nats://a:4222,nats://b:4222`` lists a cluster's nodes."""
+    if "," in url and url.startswith(("nats://", "tls://")):
+        return NatsTransport([u.strip() for u in url.split(",") if u.strip()], prefix=prefix)
+    return transport_for(url, prefix)
 
 
 def quiet_libraries() -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import JSON, Boolean, Column, Float, Integer, MetaData, String, 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from edgeway.bus.readcopy import ReadCopy
+from edgeway.demo.shop.common.copies import fill_if_empty
 from edgeway.demo.shop.common.guards import require_any_role
 from edgeway.demo.shop.common.runtime import ShopService, service_of
 from edgeway.demo.shop.common.settings import ShopSettings
@@ -86,6 +87,7 @@ class ProfileService(ShopService):
             return e.username
 
         self.users.attach(self.bus, group="profile-users")
+        fill_if_empty(self, self.users)
 
 
 def _svc(request: Request) -> ProfileService:
