@@ -48,23 +48,30 @@ async def test_flag_on_moves_the_route_and_asks_every_gateway_to_reload(tmp_path
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         path = tmp_path / "strangler.yaml"
-        flags = Flags({"flags.strangler.account-profile": False})
         controller = StranglerController(
-            path, URLS, flags=flags, reload_urls=[f"http://127.0.0.1:{port}/reload"] * 2
+            path,
+            URLS,
+            flags=Flags({"flags.strangler.account-profile": False}),
+            reload_urls=[f"http://127.0.0.1:{port}/reload"] * 2,
         )
-        assert await controller.apply()
-        assert URLS["legacy"] in path.read_text()
-        assert not await controller.apply()  # nothing changed, nobody is bothered
-        assert len(reloads) == 2
-
-        controller.flags = Flags({"flags.strangler.account-profile": True})
         stop = asyncio.Event()
         task = asyncio.create_task(controller.run(stop))
         async with asyncio.timeout(10):
-            while len(reloads) < 4:
+            while not path.exists():
+                await asyncio.sleep(0.02)
+        assert URLS["legacy"] in path.read_text()
+        assert reloads == []  # the first file is written before any gateway runs
+
+        controller.flags = Flags({"flags.strangler.account-profile": True})
+        controller.notify("flags.strangler.account-profile", True)
+        async with asyncio.timeout(10):
+            while len(reloads) < 2:
                 await asyncio.sleep(0.02)
         assert URLS["profile"] in path.read_text()
+        assert not await controller.apply()  # nothing changed, nobody is bothered
         controller.notify("flags.payments.fail", True)  # not a strangler flag: ignored
+        await asyncio.sleep(0.1)
+        assert len(reloads) == 2
         stop.set()
         await asyncio.wait_for(task, 2)
     finally:

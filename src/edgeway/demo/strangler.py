@@ -99,7 +99,7 @@ class StranglerController:
         if key.startswith("flags.strangler."):
             self._changed.set()
 
-    async def apply(self) -> bool:
+    async def apply(self, *, reload: bool = True) -> bool:
         """Write the file for the current flags; reload the gateways when it changed."""
         targets = self.targets()
         if not write_if_changed(self.path, render(targets)):
@@ -107,6 +107,8 @@ class StranglerController:
         for switch in SWITCHES:
             chosen = switch.new if targets[switch.service] == self.urls[switch.new] else switch.legacy
             log.info("strangler: %s now served by %s (flag %s)", switch.service, chosen, switch.flag)
+        if not reload:
+            return True
         async with httpx.AsyncClient(timeout=10.0) as http:
             for url in self.reload_urls:
                 try:
@@ -119,7 +121,8 @@ class StranglerController:
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.apply()
+        # The first file is written before the gateways start (they include it): nobody to reload.
+        await self.apply(reload=False)
         while not stop.is_set():
             waiter = asyncio.create_task(self._changed.wait())
             stopper = asyncio.create_task(stop.wait())
