@@ -8,13 +8,16 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 import uvicorn
 from fastapi import FastAPI
 
+from conftest import free_port
 from edgeway.security.keys import KeyRing
+from edgeway.security.service import SecuritySettings, create_security_app
 from edgeway.security.tokens import TokenIssuer
 from gateway.gateway_helpers import backend, gateway, read_request
 
@@ -190,3 +193,42 @@ async def eventually(condition: Callable[[], Any], timeout: float = 5.0, interva
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+SEED = """
+scopes: [orders, profile]
+roles:
+  admin: ["*"]
+  customer: ["orders:create"]
+users:
+  - {username: root, password: "root-password", roles: [admin]}
+  - {username: alice, password: "alice-password", roles: [customer]}
+  - {username: bob, password: "bob-password", roles: [customer]}
+clients:
+  - {client_id: web, public: true, grant_types: [password, refresh_token], scopes: [orders, profile]}
+"""
+
+
+@contextlib.asynccontextmanager
+async def security_service(directory: Path, **overrides: Any) -> AsyncIterator[str]:
+    """The real security service (FastAPI app under uvicorn) on a free port; yields its base URL."""
+    seed = directory / "seed.yaml"
+    seed.write_text(SEED)
+    settings = SecuritySettings(
+        **{
+            "issuer": ISSUER,
+            "audience": [AUDIENCE],
+            "db_url": f"sqlite+aiosqlite:///{directory / 'security.db'}",
+            "keys_path": directory / "keys.json",
+            "seed_file": seed,
+            # Cheap hashing: these tests are about flows, not argon2's cost.
+            "argon2_time_cost": 1,
+            "argon2_memory_cost": 8,
+            "argon2_parallelism": 1,
+            "throttle_base_delay": 0.0,
+            **overrides,
+        }
+    )
+    port = free_port()
+    async with serve_app(create_security_app(settings), port):
+        yield f"http://127.0.0.1:{port}"
