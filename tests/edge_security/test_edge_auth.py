@@ -332,3 +332,22 @@ def test_config_mistakes_are_reported_with_their_key(
     with pytest.raises(ConfigError) as caught:
         validate_config(cfg)
     assert message in str(caught.value)
+
+
+def test_the_verified_token_cache_ttl_forces_a_second_signature_check() -> None:
+    from edgeway.security.verify import KeySet, TokenVerifier
+
+    now = [1_700_000_000.0]
+    ring = KeyRing.generate()
+    token = issuer_for(ring, clock=lambda: now[0]).issue("alice", ttl=3600).token
+    verifier = TokenVerifier(
+        KeySet.from_jwks(ring.jwks()), issuer=ISSUER, audience=AUDIENCE, cache_ttl=60, clock=lambda: now[0]
+    )
+    verifier.verify(token)
+    now[0] += 59
+    verifier.verify(token)
+    assert (verifier.cache_misses, verifier.cache_hits) == (1, 1)
+    now[0] += 2  # past the TTL: verified again, then cached again
+    verifier.verify(token)
+    verifier.verify(token)
+    assert (verifier.cache_misses, verifier.cache_hits) == (2, 2)
