@@ -30,6 +30,8 @@ def test_a_tiny_run_measures_both_legs_and_prints_the_ratio(capsys: pytest.Captu
         assert run["rps"] > 100
     assert result["ratio"] == pytest.approx(result["auth_rps"] / result["plain_rps"], rel=1e-2)
     assert result["details"]["targets"]["auth/plain req/s at 4 conns"]["limit"] == 0.85
+    assert result["auth_cpu_us"] > 0
+    assert result["cpu_ratio"] == pytest.approx(result["plain_cpu_us"] / result["auth_cpu_us"], rel=1e-2)
 
 
 def test_the_protected_config_passes_the_gateways_validation() -> None:

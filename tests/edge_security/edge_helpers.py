@@ -169,7 +169,8 @@ def problem(body: bytes) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def serve_app(app: FastAPI, port: int) -> AsyncIterator[uvicorn.Server]:
     """A FastAPI app (the real security service) on a real port."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    # log_config=None: uvicorn must not reconfigure this process's logging (other tests read it).
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
