@@ -23,7 +23,8 @@ from edge_helpers import (
 
 from conftest import free_port, require
 from edgeway.gateway.config.security_schema import RateLimitStore
-from edgeway.gateway.ratelimit_store import MemoryBuckets, RedisBuckets, refill
+from edgeway.gateway.ratelimit_redis import RedisBuckets
+from edgeway.gateway.ratelimit_store import MemoryBuckets, refill
 from edgeway.security.keys import KeyRing
 
 

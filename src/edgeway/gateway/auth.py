@@ -17,7 +17,7 @@ request a 403; both are problem+json with a machine ``reason``. The verified cal
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from edgeway.gateway.config.schema import Route
@@ -33,14 +33,15 @@ from edgeway.gateway.config.security_schema import (
 from edgeway.gateway.errors import Rejection
 from edgeway.gateway.identity_headers import HeaderScrubber
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
-from edgeway.gateway.token_auth import EdgeAuth, Verified
-from edgeway.security.errors import TokenError, TokenUnknownKey
-from edgeway.security.policy import PolicyReplica
+
+if TYPE_CHECKING:
+    from edgeway.gateway.token_auth import EdgeAuth, Verified
+    from edgeway.security.policy import PolicyReplica
 
 _AUTHORIZATION = b"authorization"
 _MISSING = object()
 
-Check = Callable[[Verified, RequestContext], None]  # raises a 403 Rejection when it fails
+Check = Callable[["Verified", RequestContext], None]  # raises a 403 Rejection when it fails
 
 
 def build_auth(route: Route, env: GatewayEnv, next_handler: Handler) -> Handler | None:
@@ -57,6 +58,10 @@ def build_auth(route: Route, env: GatewayEnv, next_handler: Handler) -> Handler 
             await next_handler(ctx)
 
         return strip_only
+    # Imported when a route authenticates: the security library (httpx, cryptography) costs
+    # ~0.2 s at start, which gateways without auth need not pay.
+    from edgeway.gateway.token_auth import EdgeAuth
+
     auth = env.shared("auth", lambda: EdgeAuth(gateway_auth))
     return _authenticating(rule, route, gateway_auth, auth, next_handler)
 
@@ -64,6 +69,8 @@ def build_auth(route: Route, env: GatewayEnv, next_handler: Handler) -> Handler 
 def _authenticating(
     rule: RouteAuth, route: Route, config: GatewayAuth, auth: EdgeAuth, next_handler: Handler
 ) -> Handler:
+    from edgeway.security.errors import TokenError, TokenUnknownKey
+
     # The token is read before the scrub; without pass_token it is then removed with the rest.
     scrub = HeaderScrubber.for_gateway(config, *(() if config.pass_token else ("authorization",)))
     challenge = Challenges(config.realm)

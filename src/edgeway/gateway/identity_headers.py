@@ -22,7 +22,6 @@ import orjson
 
 from edgeway.gateway.config.security_schema import GatewayAuth
 from edgeway.http.exchange import Headers
-from edgeway.security.errors import TokenInvalid
 
 _FORBIDDEN_IN_VALUE = frozenset(b"\r\n\x00")
 
@@ -105,5 +104,7 @@ def _value(text: str, claim: str) -> bytes:
     # A signed token from our own issuer never carries these, but a header value with CR/LF would
     # split the upstream request: refuse the token rather than forward it.
     if _FORBIDDEN_IN_VALUE.intersection(raw):
+        from edgeway.security.errors import TokenInvalid  # the rare path; see auth.py on imports
+
         raise TokenInvalid("malformed", f"claim {claim!r} holds characters that cannot go in a header")
     return raw
