@@ -7,7 +7,6 @@ so the tests run in parallel without seeing each other's sagas.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from saga_ledger import make_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conftest import require
 from edgeway.bus.transport import Backoff
@@ -39,21 +38,6 @@ def database_url(kind: str, directory: Path) -> str:
     if kind == "sqlite":
         return f"sqlite+aiosqlite:///{directory}/service.db"
     return POSTGRES_URL
-
-
-def make_engine(url: str) -> AsyncEngine:
-    if not url.startswith("sqlite"):
-        return create_async_engine(url)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _wal(dbapi_connection, _record):  # type: ignore[no-untyped-def]
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    return engine
 
 
 @dataclass
@@ -91,43 +75,6 @@ async def open_db(kind: str, directory: Path) -> AsyncIterator[Db]:
             await store.drop_tables()
         for engine in db.engines:
             await engine.dispose()
-
-
-class Ledger:
-    """A stand-in for the remote services the steps call, in its own SQLite file.
-
-    ``call`` records every invocation; ``apply`` applies an effect once per idempotency key
-    (what a service honouring ``Idempotency-Key`` does) and keeps the order effects landed in.
-    Plain sqlite3 so a subprocess and the test can both use it.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        with self._connect() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS calls (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT)")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS effects (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE)"
-            )
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30, isolation_level=None)
-
-    def call(self, key: str) -> None:
-        with self._connect() as conn:
-            conn.execute("INSERT INTO calls (key) VALUES (?)", (key,))
-
-    def apply(self, key: str) -> bool:
-        with self._connect() as conn:
-            cursor = conn.execute("INSERT OR IGNORE INTO effects (key) VALUES (?)", (key,))
-            return cursor.rowcount == 1
-
-    def calls(self) -> list[str]:
-        with self._connect() as conn:
-            return [row[0] for row in conn.execute("SELECT key FROM calls ORDER BY seq")]
-
-    def effects(self) -> list[str]:
-        with self._connect() as conn:
-            return [row[0] for row in conn.execute("SELECT key FROM effects ORDER BY seq")]
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:

@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pydantic import BaseModel
 from saga_helpers import QUICK_COMPENSATION, QUICK_RETRY, TINY_BACKOFF, Db, database, open_db
 
@@ -117,7 +116,9 @@ async def test_steps_run_once_in_order_and_later_steps_see_earlier_results_and_d
         order_id="o-1", total_cents=990, reservation_id="r-o-1", payment_id="p-1"
     )
     assert state.step("reserve").result == {"reservation_id": "r-o-1", "items": 3}
-    assert state.finished_at is not None and state.owner is None and state.error is None
+    assert state.finished_at is not None
+    assert state.owner is None
+    assert state.error is None
 
 
 @database
@@ -136,7 +137,8 @@ async def test_a_failing_step_compensates_itself_and_the_done_steps_in_reverse_o
     assert [s.status for s in state.steps] == [StepStatus.COMPENSATED] * 3
     assert state.error == "step 'confirm' failed: StepFailed: confirm refused"
     refund_ctx = journal.contexts[journal.entries.index("refund")]
-    assert refund_ctx.compensating and refund_ctx.result == {"charged": 5}
+    assert refund_ctx.compensating
+    assert refund_ctx.result == {"charged": 5}
     assert refund_ctx.idempotency_key == f"{state.id}:charge:compensate"
     assert refund_ctx.error == state.error
 
@@ -288,10 +290,12 @@ async def test_a_compensation_that_keeps_failing_marks_the_saga_failed_and_retry
         saga_id = await orchestrator.run("undo_broken", OrderData(order_id="o-9", total_cents=1))
         state = await orchestrator.wait(saga_id, timeout=10)
 
-        assert state.status is SagaStatus.FAILED and state.needs_attention
+        assert state.status is SagaStatus.FAILED
+        assert state.needs_attention
         assert state.error is not None
         assert state.error.startswith(
-            "compensation of step 'charge' failed after 3 attempts: RuntimeError: inventory rejects the release"
+            "compensation of step 'charge' failed after 3 attempts: "
+            "RuntimeError: inventory rejects the release"
         )
         assert "(it was compensating because step 'charge' failed: StepFailed: card declined)" in state.error
         assert state.step("charge").status is StepStatus.COMPENSATION_FAILED

@@ -392,11 +392,14 @@ class SagaOrchestrator:
         except SagaLeaseLostError as exc:
             log.warning("%s", exc, extra=fields)
         except Exception:
-            # Our own machinery failed (the database went away mid-write): the saga stays
-            # claimed by us and the next scan picks it up again from its persisted state.
+            # Our own machinery failed (the database went away mid-write): hand the saga back so
+            # the next scan (here or elsewhere) resumes it from its persisted state; if even that
+            # fails, the lease runs out.
             log.exception(
                 "saga %s stopped on an unexpected error; it will be resumed", record.id, extra=fields
             )
+            with contextlib.suppress(Exception):
+                await self.store.release(self.instance_id, [record.id])
         finally:
             self._active.pop(record.id, None)
             self._runtime.metrics.in_progress.dec()

@@ -271,11 +271,13 @@ class SagaStore:
 
     # -- claims and leases -----------------------------------------------------------------------
 
-    def _claimable(self, owner: str, now: float) -> ColumnElement[bool]:
+    def _claimable(self, now: float) -> ColumnElement[bool]:
+        # Not "or owner = me": a saga this instance holds is being driven here (or was just
+        # started by ``run``); claiming it again would start a second execution of it.
         sagas = self.tables.sagas
         return and_(
             sagas.c.status.in_(ACTIVE_STATUSES),
-            or_(sagas.c.owner.is_(None), sagas.c.lease_until < now, sagas.c.owner == owner),
+            or_(sagas.c.owner.is_(None), sagas.c.lease_until < now),
         )
 
     async def claim(
@@ -288,7 +290,7 @@ class SagaStore:
         excluded = list(exclude)
         if limit <= 0 or not names:
             return []
-        candidates = select(sagas.c.id).where(self._claimable(owner, now), sagas.c.name.in_(names))
+        candidates = select(sagas.c.id).where(self._claimable(now), sagas.c.name.in_(names))
         if excluded:
             candidates = candidates.where(sagas.c.id.not_in(excluded))
         candidates = candidates.order_by(sagas.c.created_at).limit(limit)
@@ -296,24 +298,12 @@ class SagaStore:
             candidates = candidates.with_for_update(skip_locked=True)
         stmt = (
             update(sagas)
-            .where(sagas.c.id.in_(candidates.scalar_subquery()), self._claimable(owner, now))
+            .where(sagas.c.id.in_(candidates.scalar_subquery()), self._claimable(now))
             .values(owner=owner, lease_until=now + lease, version=sagas.c.version + 1, updated_at=now)
             .returning(sagas.c.id)
         )
         async with self.sessions() as session, session.begin():
             return list((await session.execute(stmt)).scalars())
-
-    async def claim_one(self, saga_id: str, owner: str, lease: float) -> bool:
-        sagas = self.tables.sagas
-        now = time.time()
-        stmt = (
-            update(sagas)
-            .where(sagas.c.id == saga_id, self._claimable(owner, now))
-            .values(owner=owner, lease_until=now + lease, version=sagas.c.version + 1, updated_at=now)
-        )
-        async with self.sessions() as session, session.begin():
-            result = await session.execute(stmt)
-        return getattr(result, "rowcount", 0) == 1
 
     async def renew(self, owner: str, saga_ids: Iterable[str], lease: float) -> set[str]:
         """Extend our leases; returns the ids we still hold."""
