@@ -6,11 +6,11 @@ transaction. An instance whose lease expired and whose saga another instance cla
 row to update and gets :class:`~edgeway.saga.errors.SagaLeaseLostError` instead of overwriting
 the newer state.
 
-Claims are one ``UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING id`` statement: on
-PostgreSQL the inner select takes ``FOR UPDATE SKIP LOCKED`` so concurrent claimers skip each
-other's rows instead of queueing; SQLite serialises writers, which makes the same statement
-atomic there. The claim conditions are repeated in the outer ``WHERE`` so a row claimed by
-someone else between the two is never taken.
+Claims are atomic on both databases. PostgreSQL: ``SELECT … FOR UPDATE SKIP LOCKED LIMIT n``
+then ``UPDATE … WHERE id IN (those)`` in one transaction, so concurrent claimers skip each other's
+rows instead of queueing. SQLite serialises writers, so there one ``UPDATE … WHERE id IN (SELECT …
+LIMIT n) RETURNING id`` is enough. The claim conditions are repeated in the ``UPDATE`` so a row
+someone else claimed in between is never taken.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, MetaData, and_, delete, insert, inspect, or_, select, update
+from sqlalchemy import ColumnElement, FromClause, MetaData, and_, delete, insert, inspect, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -271,10 +271,10 @@ class SagaStore:
 
     # -- claims and leases -----------------------------------------------------------------------
 
-    def _claimable(self, now: float) -> ColumnElement[bool]:
+    @staticmethod
+    def _claimable(now: float, sagas: FromClause) -> ColumnElement[bool]:
         # Not "or owner = me": a saga this instance holds is being driven here (or was just
         # started by ``run``); claiming it again would start a second execution of it.
-        sagas = self.tables.sagas
         return and_(
             sagas.c.status.in_(ACTIVE_STATUSES),
             or_(sagas.c.owner.is_(None), sagas.c.lease_until < now),
@@ -290,19 +290,27 @@ class SagaStore:
         excluded = list(exclude)
         if limit <= 0 or not names:
             return []
-        candidates = select(sagas.c.id).where(self._claimable(now), sagas.c.name.in_(names))
+        candidates = select(sagas.c.id).where(self._claimable(now, sagas), sagas.c.name.in_(names))
         if excluded:
             candidates = candidates.where(sagas.c.id.not_in(excluded))
         candidates = candidates.order_by(sagas.c.created_at).limit(limit)
-        if self.locking:
-            candidates = candidates.with_for_update(skip_locked=True)
-        stmt = (
-            update(sagas)
-            .where(sagas.c.id.in_(candidates.scalar_subquery()), self._claimable(now))
-            .values(owner=owner, lease_until=now + lease, version=sagas.c.version + 1, updated_at=now)
-            .returning(sagas.c.id)
-        )
         async with self.sessions() as session, session.begin():
+            if self.locking:
+                # Pick and lock first, then update exactly those: inside an UPDATE, PostgreSQL
+                # may re-run a LIMIT … SKIP LOCKED subquery and take far more rows than the limit.
+                locked = candidates.with_for_update(skip_locked=True)
+                ids = list((await session.execute(locked)).scalars())
+                if not ids:
+                    return []
+                chosen = sagas.c.id.in_(ids)
+            else:
+                chosen = sagas.c.id.in_(candidates.scalar_subquery())
+            stmt = (
+                update(sagas)
+                .where(chosen, self._claimable(now, sagas))
+                .values(owner=owner, lease_until=now + lease, version=sagas.c.version + 1, updated_at=now)
+                .returning(sagas.c.id)
+            )
             return list((await session.execute(stmt)).scalars())
 
     async def renew(self, owner: str, saga_ids: Iterable[str], lease: float) -> set[str]:
