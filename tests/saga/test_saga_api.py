@@ -255,3 +255,27 @@ async def test_a_transactional_step_commits_its_writes_with_the_step_and_rolls_b
     assert good.step("write").result == 1
     assert bad.status is SagaStatus.COMPENSATED
     assert bad.step("write").error == "ValueError: negative total"
+
+
+@database
+async def test_purge_deletes_old_finished_sagas_and_keeps_failed_and_running_ones(
+    kind: str, tmp_path: Path
+) -> None:
+    gate = asyncio.Event()
+
+    async def blocked(ctx: StepContext[Order]) -> None:
+        await gate.wait()
+
+    async with open_db(kind, tmp_path) as db:
+        config = OrchestratorConfig(poll_interval=0.05, stop_grace=0)
+        async with db.orchestrator([one_step(), one_step("blocked", blocked)], config=config) as orchestrator:
+            done = await orchestrator.run("single", Order(order_id="o-1"))
+            running = await orchestrator.run("blocked", Order(order_id="o-2"))
+            await orchestrator.wait(done, timeout=10)
+            store = orchestrator.store
+            assert await store.purge(older_than=3600) == 0  # too recent
+            assert await store.purge(older_than=0) == 1
+            with pytest.raises(SagaNotFoundError):
+                await orchestrator.get(done)
+            assert (await orchestrator.get(running)).status is SagaStatus.RUNNING
+            gate.set()

@@ -13,6 +13,7 @@ import pytest
 from pydantic import BaseModel
 from saga_helpers import database, open_db
 from saga_ledger import Ledger, crash_saga
+from sqlalchemy import update
 
 from edgeway.saga import OrchestratorConfig, Saga, SagaStatus, StepContext, StepStatus
 from edgeway.saga.errors import SagaLeaseLostError
@@ -229,5 +230,43 @@ async def test_claims_respect_live_leases_and_fence_out_the_previous_holder(
         fresh = await store.load("s-1")
         await store.save(fresh, "b", steps={"a": {"status": StepStatus.RUNNING}})
         assert (await store.state("s-1")).step("a").status is StepStatus.RUNNING
-        assert await store.renew("a", ["s-1"], 30) == set()
-        assert await store.renew("b", ["s-1"], 30) == {"s-1"}
+        assert await store.renew("a", ["s-1"], 30) == {"s-1"}  # lost to b
+        assert await store.renew("b", ["s-1"], 30) == set()
+        await store.save(await store.load("s-1"), "b", saga={"status": SagaStatus.COMPLETED, "owner": None})
+        assert await store.renew("b", ["s-1"], 30) == set()  # finished, not lost
+
+
+async def test_an_instance_that_loses_its_lease_stops_driving_the_saga_at_once(tmp_path: Path) -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+    saga = Saga("stolen", Item)
+
+    @saga.step("long", timeout=30)
+    async def long(ctx: StepContext[Item]) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with open_db("sqlite", tmp_path) as db:
+        config = OrchestratorConfig(lease=0.3, poll_interval=0.05)
+        async with db.orchestrator([saga], config=config) as orchestrator:
+            saga_id = await orchestrator.run("stolen", Item(n=1))
+            await started.wait()
+            # Another instance took the saga over (as after this one stalled past its lease).
+            store = orchestrator.store
+            sagas = store.tables.sagas
+            async with store.sessions() as session, session.begin():
+                await session.execute(
+                    update(sagas)
+                    .where(sagas.c.id == saga_id)
+                    .values(owner="thief", lease_until=time.time() + 60, version=sagas.c.version + 1)
+                )
+            await asyncio.wait_for(cancelled.wait(), timeout=2)
+            state = await orchestrator.get(saga_id)
+
+    assert state.owner == "thief"
+    assert state.status is SagaStatus.RUNNING
+    assert state.step("long").status is StepStatus.RUNNING  # nothing written after the loss

@@ -142,6 +142,11 @@ class Execution:
     async def _forward(self, step: Step[Any]) -> None:
         record = self.record
         rec = record.steps[step.name]
+        if rec.status is StepStatus.DONE:
+            # Only when the definition changed under a running saga (a step inserted before
+            # this one): never run a done step again, move past it.
+            await self.store.save(record, self.owner, saga={"current_step": record.current_step + 1})
+            return
         while True:
             attempt = rec.attempts + 1
             await self.store.save(

@@ -357,7 +357,7 @@ class SagaOrchestrator:
             await asyncio.sleep(lease / 3)
             held = list(self._active)
             try:
-                kept = await self.store.renew(self.instance_id, held, lease)
+                lost = await self.store.renew(self.instance_id, held, lease)
             except Exception as exc:
                 late = time.monotonic() - last_renewed
                 log.warning("could not renew saga leases (%.1f s since the last renewal): %s", late, exc)
@@ -366,7 +366,7 @@ class SagaOrchestrator:
                     self._cancel(held, "its lease could not be renewed")
                 continue
             last_renewed = time.monotonic()
-            self._cancel([s for s in held if s not in kept], "another instance holds it now")
+            self._cancel(lost, "another instance holds it now")
 
     def _cancel(self, saga_ids: Iterable[str], why: str) -> None:
         for saga_id in saga_ids:

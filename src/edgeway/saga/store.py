@@ -314,7 +314,10 @@ class SagaStore:
             return list((await session.execute(stmt)).scalars())
 
     async def renew(self, owner: str, saga_ids: Iterable[str], lease: float) -> set[str]:
-        """Extend our leases; returns the ids we still hold."""
+        """Extend our leases; returns the ids we lost: still unfinished, but no longer ours.
+
+        A saga that finished meanwhile is not lost (its final write cleared the owner).
+        """
         ids = list(saga_ids)
         if not ids:
             return set()
@@ -326,7 +329,12 @@ class SagaStore:
             .returning(sagas.c.id)
         )
         async with self.sessions() as session, session.begin():
-            return set((await session.execute(stmt)).scalars())
+            kept = set((await session.execute(stmt)).scalars())
+            rest = [i for i in ids if i not in kept]
+            if not rest:
+                return set()
+            unfinished = select(sagas.c.id).where(sagas.c.id.in_(rest), sagas.c.status.in_(ACTIVE_STATUSES))
+            return set((await session.execute(unfinished)).scalars())
 
     async def release(self, owner: str, saga_ids: Iterable[str]) -> None:
         """Give sagas back so another instance can take them at once (graceful stop)."""
