@@ -6,10 +6,9 @@ so the tests run in parallel without seeing each other's sagas.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conftest import require
 from edgeway.bus.transport import Backoff
-from edgeway.saga import OrchestratorConfig, Retry, Saga, SagaOrchestrator
-from edgeway.saga.store import SagaStore
+from edgeway.saga import OrchestratorConfig, Retry, Saga, SagaOrchestrator, SagaStatus
+from edgeway.saga.store import SagaRecord, SagaStore, StepRecord
 
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 DATABASES = ["sqlite", "postgres"]
@@ -77,12 +76,18 @@ async def open_db(kind: str, directory: Path) -> AsyncIterator[Db]:
             await engine.dispose()
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
+def saga_record(saga_id: str, name: str) -> SagaRecord:
+    """A new running saga with one step "a", as ``run`` would insert it."""
+    return SagaRecord(
+        id=saga_id,
+        name=name,
+        status=SagaStatus.RUNNING,
+        data={},
+        current_step=0,
+        version=1,
+        created_at=time.time(),
+        steps={"a": StepRecord("a", 0)},
+    )
 
 
 database = pytest.mark.parametrize("kind", DATABASES)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from pathlib import Path
 
 from pydantic import BaseModel
-from saga_helpers import database, open_db
+from saga_helpers import database, open_db, saga_record
 
 from edgeway.saga import OrchestratorConfig, Saga, SagaStatus, StepContext
-from edgeway.saga.store import SagaRecord, StepRecord
 
 
 class Item(BaseModel):
@@ -71,16 +69,7 @@ async def test_concurrent_claims_never_hand_one_saga_to_two_instances(kind: str,
         await seed.create_tables()
         async with seed.sessions() as session, session.begin():
             for i in range(120):
-                record = SagaRecord(
-                    id=f"s-{i:03d}",
-                    name="race",
-                    status=SagaStatus.RUNNING,
-                    data={},
-                    current_step=0,
-                    version=1,
-                    created_at=time.time(),
-                    steps={"a": StepRecord("a", 0)},
-                )
+                record = saga_record(f"s-{i:03d}", "race")
                 await seed.insert(session, record, owner=None, lease=0)
         stores = [db.store() for _ in range(6)]
         claimed: dict[str, list[str]] = {f"i{n}": [] for n in range(len(stores))}

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
-from saga_helpers import database, open_db
+from saga_helpers import database, open_db, saga_record
 from saga_ledger import Ledger, crash_saga
 from sqlalchemy import update
 
 from edgeway.saga import OrchestratorConfig, Saga, SagaStatus, StepContext, StepStatus
 from edgeway.saga.errors import SagaLeaseLostError
-from edgeway.saga.store import SagaRecord, StepRecord
 
 WORKER = Path(__file__).with_name("saga_worker.py")
 
@@ -205,16 +204,7 @@ async def test_claims_respect_live_leases_and_fence_out_the_previous_holder(
     async with open_db(kind, tmp_path) as db:
         store = db.store()
         await store.create_tables()
-        record = SagaRecord(
-            id="s-1",
-            name="crashy",
-            status=SagaStatus.RUNNING,
-            data={},
-            current_step=0,
-            version=1,
-            created_at=time.time(),
-            steps={"a": StepRecord("a", 0)},
-        )
+        record = saga_record("s-1", "crashy")
         async with store.sessions() as session, session.begin():
             await store.insert(session, record, owner="a", lease=0.3)
 

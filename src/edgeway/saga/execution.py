@@ -166,31 +166,9 @@ class Execution:
             failures = rec.failures + 1
             fields = log_fields(record.id, record.name, step.name, attempt=attempt)
             if step.retry.retries(error) and failures < step.retry.attempts:
-                delay = step.retry.backoff.delay(failures)
-                log.warning(
-                    "step %s failed (attempt %d of %d), retrying in %.3g s: %s",
-                    step.name,
-                    attempt,
-                    step.retry.attempts,
-                    delay,
-                    describe(error),
-                    extra=fields,
-                )
-                self.runtime.metrics.step_retries.labels(record.name, step.name, _ACTION).inc()
-                await self.store.save(
-                    record,
-                    self.owner,
-                    steps={
-                        step.name: {
-                            "status": StepStatus.PENDING,
-                            "failures": failures,
-                            "error": describe(error),
-                        }
-                    },
-                )
-                if await self._pause(delay):
-                    return
-                continue
+                if await self._backoff(step, _ACTION, attempt, failures, error):
+                    continue
+                return
             message = f"step {step.name!r} failed: {describe(error)}"
             try:
                 result = _jsonable(error.result, step.name) if isinstance(error, StepFailed) else None
@@ -351,31 +329,41 @@ class Execution:
             failures = rec.compensation_failures + 1
             budget = step.compensation_retry
             if budget.retries(error) and failures < budget.attempts:
-                delay = budget.backoff.delay(failures)
-                log.warning(
-                    "compensation of step %s failed (attempt %d of %d), retrying in %.3g s: %s",
-                    step.name,
-                    attempt,
-                    budget.attempts,
-                    delay,
-                    describe(error),
-                    extra=fields,
-                )
-                self.runtime.metrics.step_retries.labels(record.name, step.name, _COMPENSATION).inc()
-                await self.store.save(
-                    record,
-                    self.owner,
-                    steps={step.name: {"compensation_failures": failures, "error": describe(error)}},
-                )
-                if await self._pause(delay):
-                    return False
-                continue
+                if await self._backoff(step, _COMPENSATION, attempt, failures, error):
+                    continue
+                return False
             error_text = (
                 f"compensation of step {step.name!r} failed after {attempt} attempts: {describe(error)}; "
                 "the saga needs attention (fix the cause, then `edgeway saga retry`)"
             )
             await self._give_up(rec, error_text, {"compensation_failures": failures})
             return False
+
+    async def _backoff(
+        self, step: Step[Any], phase: str, attempt: int, failures: int, error: Exception
+    ) -> bool:
+        """Record a retryable failure and wait out the backoff; ``False`` when stopping instead."""
+        record = self.record
+        if phase == _ACTION:
+            budget = step.retry
+            values: dict[str, Any] = {"status": StepStatus.PENDING, "failures": failures}
+        else:
+            budget = step.compensation_retry
+            values = {"compensation_failures": failures}
+        delay = budget.backoff.delay(failures)
+        log.warning(
+            "%s %s failed (attempt %d of %d), retrying in %.3g s: %s",
+            "step" if phase == _ACTION else "compensation of step",
+            step.name,
+            attempt,
+            budget.attempts,
+            delay,
+            describe(error),
+            extra=log_fields(record.id, record.name, step.name, attempt=attempt),
+        )
+        self.runtime.metrics.step_retries.labels(record.name, step.name, phase).inc()
+        await self.store.save(record, self.owner, steps={step.name: {**values, "error": describe(error)}})
+        return not await self._pause(delay)
 
     async def _give_up(self, rec: StepRecord, error: str, counters: dict[str, int]) -> None:
         record = self.record

@@ -5,7 +5,7 @@ They are pydantic models, so a FastAPI endpoint can return them as they are.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -14,10 +14,6 @@ from edgeway.saga.errors import SagaDataError
 from edgeway.saga.status import SagaStatus, StepStatus
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def to_datetime(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
 class StepState(BaseModel):

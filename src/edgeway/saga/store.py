@@ -18,8 +18,7 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sqlalchemy import ColumnElement, FromClause, MetaData, and_, delete, insert, inspect, or_, select, update
@@ -27,13 +26,12 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from edgeway.saga.errors import SagaLeaseLostError, SagaNotFoundError, SagaStateError
-from edgeway.saga.state import SagaState, SagaSummary, StepState, to_datetime
+from edgeway.saga.state import SagaState, SagaSummary
 from edgeway.saga.status import ACTIVE_STATUSES, SagaStatus, StepStatus
 from edgeway.saga.tables import SagaTables, saga_tables
 
 # Saga columns the in-memory record mirrors; the claim columns live only in the row.
 _MIRRORED = frozenset({"status", "data", "current_step", "error"})
-_STEP_COUNTERS = ("attempts", "failures", "compensation_attempts", "compensation_failures", "interruptions")
 
 
 @dataclass(slots=True)
@@ -97,6 +95,9 @@ class SagaRecord:
             record = self.steps[name]
             for key, value in values.items():
                 setattr(record, key, StepStatus(value) if key == "status" else value)
+
+
+_STEP_FIELDS = tuple(f.name for f in fields(StepRecord))
 
 
 def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -183,37 +184,36 @@ class SagaStore:
         found = await session.execute(select(sagas.c.name).where(sagas.c.id == saga_id))
         return found.scalar_one_or_none()
 
-    async def load(self, saga_id: str) -> SagaRecord:
+    async def _read(self, saga_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The saga row and its step rows (in step order), as mappings."""
         sagas, steps = self.tables.sagas, self.tables.steps
         async with self.sessions() as session:
             row = (await session.execute(select(sagas).where(sagas.c.id == saga_id))).one_or_none()
             if row is None:
                 raise SagaNotFoundError(saga_id)
-            step_rows = (await session.execute(select(steps).where(steps.c.saga_id == saga_id))).all()
+            step_rows = await session.execute(
+                select(steps).where(steps.c.saga_id == saga_id).order_by(steps.c.position)
+            )
+            return dict(row._mapping), [dict(s._mapping) for s in step_rows.all()]
+
+    async def load(self, saga_id: str) -> SagaRecord:
+        row, step_rows = await self._read(saga_id)
         record = SagaRecord(
-            id=row.id,
-            name=row.name,
-            status=SagaStatus(row.status),
-            data=dict(row.data),
-            current_step=row.current_step,
-            version=row.version,
-            created_at=row.created_at,
-            error=row.error,
-            request_id=row.request_id,
-            traceparent=row.traceparent,
+            id=row["id"],
+            name=row["name"],
+            status=SagaStatus(row["status"]),
+            data=dict(row["data"]),
+            current_step=row["current_step"],
+            version=row["version"],
+            created_at=row["created_at"],
+            error=row["error"],
+            request_id=row["request_id"],
+            traceparent=row["traceparent"],
         )
         for s in step_rows:
-            record.steps[s.name] = StepRecord(
-                name=s.name,
-                position=s.position,
-                status=StepStatus(s.status),
-                **{k: getattr(s, k) for k in _STEP_COUNTERS},
-                result=s.result,
-                error=s.error,
-                started_at=s.started_at,
-                finished_at=s.finished_at,
-                compensated_at=s.compensated_at,
-            )
+            values = {name: s[name] for name in _STEP_FIELDS}
+            values["status"] = StepStatus(values["status"])
+            record.steps[s["name"]] = StepRecord(**values)
         return record
 
     # -- fenced writes ---------------------------------------------------------------------------
@@ -378,35 +378,9 @@ class SagaStore:
     # -- queries and operator actions ------------------------------------------------------------
 
     async def state(self, saga_id: str) -> SagaState:
-        sagas, steps = self.tables.sagas, self.tables.steps
-        async with self.sessions() as session:
-            row = (await session.execute(select(sagas).where(sagas.c.id == saga_id))).one_or_none()
-            if row is None:
-                raise SagaNotFoundError(saga_id)
-            step_rows = (
-                await session.execute(
-                    select(steps).where(steps.c.saga_id == saga_id).order_by(steps.c.position)
-                )
-            ).all()
-        summary = _summary(row)
-        return SagaState(
-            **summary.model_dump(),
-            data=dict(row.data),
-            steps=[
-                StepState(
-                    name=s.name,
-                    position=s.position,
-                    status=StepStatus(s.status),
-                    **{k: getattr(s, k) for k in _STEP_COUNTERS},
-                    result=s.result,
-                    error=s.error,
-                    started_at=to_datetime(s.started_at),
-                    finished_at=to_datetime(s.finished_at),
-                    compensated_at=to_datetime(s.compensated_at),
-                )
-                for s in step_rows
-            ],
-        )
+        row, step_rows = await self._read(saga_id)
+        # pydantic turns the UNIX-seconds floats into UTC datetimes and the strings into enums.
+        return SagaState.model_validate({**row, "steps": step_rows})
 
     async def list(
         self,
@@ -505,18 +479,4 @@ def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
 
 
 def _summary(row: Any) -> SagaSummary:
-    return SagaSummary(
-        id=row.id,
-        name=row.name,
-        status=SagaStatus(row.status),
-        current_step=row.current_step,
-        error=row.error,
-        request_id=row.request_id,
-        traceparent=row.traceparent,
-        created_at=datetime.fromtimestamp(row.created_at, UTC),
-        updated_at=datetime.fromtimestamp(row.updated_at, UTC),
-        finished_at=to_datetime(row.finished_at),
-        version=row.version,
-        owner=row.owner,
-        lease_until=to_datetime(row.lease_until),
-    )
+    return SagaSummary.model_validate(row._mapping)
