@@ -48,6 +48,7 @@ class Exchange:
         "close_after",
         "content_length",
         "expect_continue",
+        "extra_headers",
         "headers",
         "host",
         "http_version",
@@ -102,6 +103,8 @@ class Exchange:
         self.bytes_out = 0
         self.close_after = False
         self._chunked = False
+        # headers every response to this request carries, whoever writes it (CORS, RateLimit-*)
+        self.extra_headers: Headers | None = None
         # observability: fields the access log and later stages add (route, upstream, ...)
         self.started = time.perf_counter()
         self.log: dict[str, Any] = {}
@@ -122,10 +125,19 @@ class Exchange:
         return not self.close_after
 
     # -- response ------------------------------------------------------------------------
+    def add_response_header(self, name: bytes, value: bytes) -> None:
+        """A header for whatever response this request gets (before it starts)."""
+        if self.extra_headers is None:
+            self.extra_headers = []
+        self.extra_headers.append((name, value))
+
     def _head(self, status: int, headers: Headers, content_length: int | None, has_body: bool) -> bytes:
         parts = [status_line(status)]
         for name, value in headers:
             parts.append(name + b": " + value + b"\r\n")
+        if self.extra_headers:
+            for name, value in self.extra_headers:
+                parts.append(name + b": " + value + b"\r\n")
         if has_body:
             if content_length is not None:
                 parts.append(b"content-length: %d\r\n" % content_length)
