@@ -279,16 +279,17 @@ class SagaOrchestrator:
             state = await self.store.state(saga_id)
             if state.status.is_finished:
                 return state
-            pause = self.config.poll_interval
-            if deadline is not None:
-                pause = min(pause, deadline - time.monotonic())
-                if pause <= 0:
-                    raise SagaTimeoutError(f"saga {saga_id} is still {state.status.value} after {timeout} s")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise SagaTimeoutError(f"saga {saga_id} is still {state.status.value} after {timeout} s")
             task = self._active.get(saga_id)
             if task is not None:
-                await asyncio.wait({task}, timeout=pause)
+                # Driven here: no polling, the task's end is the moment to look again.
+                await asyncio.wait({task}, timeout=left)
             else:
-                await asyncio.sleep(pause)
+                await asyncio.sleep(
+                    self.config.poll_interval if left is None else min(left, self.config.poll_interval)
+                )
 
     # -- queries and operator actions ------------------------------------------------------------
 
