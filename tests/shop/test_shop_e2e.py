@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -280,3 +281,114 @@ def test_logs_are_merged_with_a_prefix_per_process_and_carry_the_request_id(shop
     )
     assert line.startswith("catalog-1")
     assert "req=trace-me" in line
+
+
+# -- the API gateway for partners -------------------------------------------------------------------
+
+
+def test_a_partner_reads_the_catalog_through_the_gateway_balanced_over_both_instances(shop: Shop) -> None:
+    token = shop.partner_token(base=shop.url("gateway"))  # the token endpoint is behind the gateway too
+    served_by = set()
+    for _ in range(6):
+        response = shop.get("gateway", "/v1/products/POT-01", headers=shop.bearer(token))
+        assert response.status_code == 200, response.text
+        assert response.json()["sku"] == "POT-01"
+        served_by.add(response.headers["x-served-by"])
+    assert served_by == {"catalog-1", "catalog-2"}
+    assert int(response.headers["ratelimit-limit"]) > 0
+    stock = shop.get("gateway", "/v1/stock/POT-01", headers=shop.bearer(token))
+    assert stock.status_code == 200
+    assert stock.json()["sku"] == "POT-01"
+    reviews = shop.get("gateway", "/v1/reviews/POT-01", headers=shop.bearer(token)).json()
+    assert reviews["count"] >= 1
+
+
+def test_the_gateway_refuses_customers_and_anonymous_callers_before_any_service(shop: Shop) -> None:
+    anonymous = shop.get("gateway", "/v1/products")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
+    customer = shop.get("gateway", "/v1/products", "alice")
+    assert customer.status_code == 403
+    assert customer.json()["reason"] == "insufficient_role"
+    # what is not routed does not exist here: internal services stay internal
+    token = shop.partner_token()
+    for path in ("/payments/x", "/orders", "/v1/orders", "/admin/users"):
+        assert shop.get("gateway", path, headers=shop.bearer(token)).status_code in (401, 404), path
+
+
+def test_a_partner_is_rate_limited_and_told_when_to_come_back(shop: Shop) -> None:
+    token = shop.partner_token()
+    headers = shop.bearer(token)
+    limit = int(shop.get("gateway", "/v1/reviews/CUP-01", headers=headers).headers["ratelimit-limit"])
+    statuses = []
+    refused = None
+    for _ in range(limit + 10):
+        response = shop.get("gateway", "/v1/reviews/CUP-01", headers=headers)
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            refused = response
+            break
+    assert refused is not None, statuses
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    wait_for(
+        lambda: shop.get("gateway", "/v1/reviews/CUP-01", headers=headers).status_code == 200,
+        10,
+        "a new token",
+    )
+
+
+def test_a_revoked_partner_token_stops_working_at_the_gateway(shop: Shop) -> None:
+    token = shop.partner_token()
+    assert shop.get("gateway", "/v1/products", headers=shop.bearer(token)).status_code == 200
+    shop.http.post(shop.url("security") + "/oauth/revoke", data={"token": token})
+    wait_for(
+        lambda: (
+            shop.get("gateway", "/v1/products", headers=shop.bearer(token)).json().get("reason") == "revoked"
+        ),
+        5,
+        "the gateway to refuse the revoked token",
+    )
+
+
+# -- the web BFF ---------------------------------------------------------------------------------------
+
+
+def test_the_web_bff_serves_the_app_logs_in_and_places_an_order(shop: Shop) -> None:
+    bff = shop.url("web-bff")
+    config = shop.http.get(bff + "/config.js").text
+    assert '"mode":"bff"' in config
+    token = shop.login("alice", base=bff, path="/api/oauth/token")
+    headers = shop.bearer(token)
+    placed = shop.http.post(
+        bff + "/api/orders", headers=headers, json={"items": [{"sku": "BEA-02", "qty": 1}]}
+    )
+    assert placed.status_code == 202, placed.text
+    order_id = placed.json()["id"]
+    done = wait_for(
+        lambda: (
+            (o := shop.http.get(f"{bff}/api/orders/{order_id}", headers=headers).json())["status"]
+            in ("confirmed", "cancelled")
+            and o
+        ),
+        20,
+        "the order through the BFF",
+    )
+    assert done["status"] == "confirmed"
+    assert shop.http.get(f"{bff}/api/orders/{order_id}").status_code == 401
+
+
+def test_the_web_bff_validates_an_order_at_the_edge(shop: Shop) -> None:
+    bff = shop.url("web-bff")
+    headers = shop.as_user("bob")
+    before = shop.output().count("POST /orders ")
+    bad = shop.http.post(
+        bff + "/api/orders", headers=headers, json={"items": [{"sku": "x", "qty": 0}], "coupon": 1}
+    )
+    assert bad.status_code == 422
+    paths = {e["path"] for e in bad.json()["errors"]}
+    assert {"/items/0/qty", "/items/0/sku", ""} <= paths
+    empty = shop.http.post(bff + "/api/orders", headers=headers, json={"items": []})
+    assert empty.status_code == 422
+    time.sleep(0.5)
+    assert shop.output().count("POST /orders ") == before  # nothing reached the orders service
