@@ -22,6 +22,7 @@ the service's own ``on_startup`` hooks. Shutdown runs the other way.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -63,9 +64,8 @@ class ShopService:
         self.settings = settings if settings is not None else ShopSettings.load()
         self.db = Database(self.settings.database(name), metadata)
         self.outbox = Outbox(metadata)
-        self.bus = EventBus(
-            transport_for(self.settings.broker(), self.settings.bus_prefix), channels=CHANNELS
-        )
+        channels = [dataclasses.replace(c, replicas=self.settings.bus_replicas) for c in CHANNELS]
+        self.bus = EventBus(_transport(self.settings.broker(), self.settings.bus_prefix), channels=channels)
         self.relay = OutboxRelay(self.outbox, self.db.sessions, self.bus, idle_interval=0.5)
         self.verifier = self._verifier()
         self._startup: list[Hook] = []

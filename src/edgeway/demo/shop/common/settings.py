@@ -29,6 +29,9 @@ class ShopSettings(ServiceSettings):
     )
     bus_url: str | None = Field(None, description="nats://... (default: nats_url) or amqp://... for RabbitMQ")
     bus_prefix: str = Field("shop", description="prefix of the bus's streams/exchanges")
+    bus_replicas: int = Field(
+        1, description="NATS stream replicas for the channels this service declares: 3 on a cluster"
+    )
     security_url: str | None = Field(
         None, description="base URL of the security service: revocations are polled from it"
     )
