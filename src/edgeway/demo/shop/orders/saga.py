@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from pydantic import BaseModel
 
+from edgeway.demo.shop.common.events import OrderStatus
 from edgeway.saga import RetryableError, Saga, StepContext, StepFailed
 from edgeway.service.errors import PeerError
 
@@ -70,35 +71,36 @@ def build_saga(service: OrdersService) -> Saga[OrderData]:
     async def cancel(ctx: StepContext[OrderData]) -> None:
         await service.set_status(ctx.data.order_id, "cancelled", reason=ctx.error)
 
-    async def reserve(ctx: StepContext[OrderData]) -> dict[str, Any]:
-        body = {"order_id": ctx.data.order_id, "items": [line.model_dump() for line in ctx.data.items]}
-        response = await call(ctx, "inventory", "POST", "/reservations", json=body)
-        if response.status_code == 409:
-            detail = _detail(response, "out of stock")
+    async def advance(
+        ctx: StepContext[OrderData],
+        peer: str,
+        path: str,
+        body: dict[str, Any],
+        refusal: int,
+        status: OrderStatus,
+    ) -> dict[str, Any]:
+        """A forward step: call, fail for good on the peer's business refusal, else move the order."""
+        response = await call(ctx, peer, "POST", path, json=body)
+        if response.status_code == refusal:
+            detail = _detail(response, f"{peer} refused ({refusal})")
             await service.set_reason(ctx.data.order_id, detail)
             raise StepFailed(detail, result=response.json())
         response.raise_for_status()
-        await service.set_status(ctx.data.order_id, "reserved")
+        await service.set_status(ctx.data.order_id, status)
         return dict(response.json())
+
+    async def reserve(ctx: StepContext[OrderData]) -> dict[str, Any]:
+        body = {"order_id": ctx.data.order_id, "items": [line.model_dump() for line in ctx.data.items]}
+        return await advance(ctx, "inventory", "/reservations", body, 409, "reserved")  # 409: out of stock
 
     async def release(ctx: StepContext[OrderData]) -> None:
         response = await call(ctx, "inventory", "DELETE", f"/reservations/{ctx.data.order_id}")
         response.raise_for_status()
 
     async def charge(ctx: StepContext[OrderData]) -> dict[str, Any]:
-        body = {
-            "order_id": ctx.data.order_id,
-            "customer": ctx.data.customer,
-            "amount_cents": ctx.data.total_cents,
-        }
-        response = await call(ctx, "payments", "POST", "/payments", json=body)
-        if response.status_code == 402:
-            detail = _detail(response, "payment declined")
-            await service.set_reason(ctx.data.order_id, detail)
-            raise StepFailed(detail, result=response.json())
-        response.raise_for_status()
-        await service.set_status(ctx.data.order_id, "paid")
-        return dict(response.json())
+        data = ctx.data
+        body = {"order_id": data.order_id, "customer": data.customer, "amount_cents": data.total_cents}
+        return await advance(ctx, "payments", "/payments", body, 402, "paid")  # 402: declined
 
     async def refund(ctx: StepContext[OrderData]) -> None:
         response = await call(ctx, "payments", "POST", f"/payments/{ctx.data.order_id}/refund")

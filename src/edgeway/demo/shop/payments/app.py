@@ -90,14 +90,7 @@ def create_app(settings: ShopSettings | None = None) -> FastAPI:
 
 
 def _payment(row: Any) -> Payment:
-    return Payment(
-        id=row.id,
-        order_id=row.order_id,
-        customer=row.customer,
-        amount_cents=row.amount_cents,
-        status=row.status,
-        reason=row.reason,
-    )
+    return Payment.model_validate(row, from_attributes=True)
 
 
 def _answer(payment: Payment) -> Payment:

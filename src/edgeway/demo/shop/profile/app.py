@@ -108,13 +108,7 @@ def create_app(settings: ShopSettings | None = None) -> FastAPI:
 
 
 def _user(row: Any) -> User:
-    return User(
-        username=row.username,
-        email=row.email,
-        display_name=row.display_name,
-        roles=row.roles,
-        disabled=row.disabled,
-    )
+    return User.model_validate(row, from_attributes=True)
 
 
 async def _profile(svc: ProfileService, username: str) -> Profile:
