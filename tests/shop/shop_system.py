@@ -108,6 +108,43 @@ class Shop:
             self.flag(name, False)
             time.sleep(settle)
 
+    def wait(self, check: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
+        """:func:`wait_for`, with the system's warnings and errors in the message when it times out."""
+        try:
+            return wait_for(check, timeout, what)
+        except AssertionError as exc:
+            noteworthy = [
+                line
+                for line in self.output().splitlines()
+                if any(word in line for word in ("WARNING", "ERROR", "CRITICAL", "Traceback", "restarting"))
+            ]
+            raise AssertionError(
+                f"{exc}\nwarnings and errors of the shop:\n" + "\n".join(noteworthy[-60:])
+            ) from None
+
+    def consumers(self, channel: str) -> str:
+        """The broker's view of every consumer group on a channel (for failure messages)."""
+
+        async def describe() -> str:
+            import nats
+
+            nc = await nats.connect(f"nats://127.0.0.1:{self.ports['nats']}")
+            try:
+                js = nc.jetstream()
+                stream = f"SHOP_{channel}"
+                lines = [f"stream {stream}: {(await js.stream_info(stream)).state}"]
+                for info in await js.consumers_info(stream):
+                    lines.append(
+                        f"  {info.name}: pending={info.num_pending} ack_pending={info.num_ack_pending} "
+                        f"redelivered={info.num_redelivered} waiting={info.num_waiting} "
+                        f"delivered={info.delivered}"
+                    )
+                return "\n".join(lines)
+            finally:
+                await nc.close()
+
+        return asyncio.run(describe())
+
     def pid_of(self, process: str) -> int:
         """The pid of the demo's child serving ``process`` (found by its EDGEWAY_PORT)."""
         want = f"EDGEWAY_PORT={self.ports[process]}".encode()

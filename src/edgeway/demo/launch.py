@@ -67,11 +67,34 @@ def launched_demo(
     pattern: str = "all",
     extra_args: Sequence[str] = (),
     ready_timeout: float = 120.0,
+    attempts: int = 3,
 ) -> Iterator[LaunchedDemo]:
-    ports = dict(zip(DEFAULT_PORTS, free_ports(len(DEFAULT_PORTS)), strict=True))
+    """Start the demo and yield it once ready; stop it at the end.
+
+    Free ports are only free until someone takes them: when the demo refuses a port that was
+    taken meanwhile (it checks before starting anything), it is started again on new ports.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(attempts):
+        demo = _start(workdir, pattern, extra_args, attempt)
+        try:
+            _wait_ready(demo, ready_timeout)
+        except DemoFailed:
+            if "already in use" in demo.output() and attempt + 1 < attempts:
+                continue
+            _stop(demo)
+            raise
+        break
+    try:
+        yield demo
+    finally:
+        _stop(demo)
+
+
+def _start(workdir: Path, pattern: str, extra_args: Sequence[str], attempt: int) -> LaunchedDemo:
+    ports = dict(zip(DEFAULT_PORTS, free_ports(len(DEFAULT_PORTS)), strict=True))
     data_dir = workdir / "data"
-    log = workdir / "demo.log"
+    log = workdir / ("demo.log" if attempt == 0 else f"demo-{attempt}.log")
     argv = [sys.executable, "-m", "edgeway.cli", "demo", "--pattern", pattern, "--data-dir", str(data_dir)]
     argv += list(extra_args)
     for name, port in ports.items():
@@ -79,20 +102,25 @@ def launched_demo(
     env = {**os.environ, "COLUMNS": "200", "TERM": "dumb", "NO_COLOR": "1"}
     with open(log, "wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir)
-    demo = LaunchedDemo(ports, data_dir, log, process)
+    return LaunchedDemo(ports, data_dir, log, process)
+
+
+def _wait_ready(demo: LaunchedDemo, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while READY_LINE not in demo.output():
+        if demo.process.poll() is not None or time.monotonic() > deadline:
+            raise DemoFailed(f"edgeway demo did not get ready:\n{demo.output()[-6000:]}")
+        time.sleep(0.2)
+
+
+def _stop(demo: LaunchedDemo) -> None:
+    process = demo.process
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while READY_LINE not in demo.output():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise DemoFailed(f"edgeway demo did not get ready:\n{demo.output()[-6000:]}")
-            time.sleep(0.2)
-        yield demo
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                raise DemoFailed(f"edgeway demo did not stop on SIGINT:\n{demo.output()[-3000:]}") from None
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise DemoFailed(f"edgeway demo did not stop on SIGINT:\n{demo.output()[-3000:]}") from None

@@ -91,7 +91,9 @@ class _NatsSubscription:
         while True:
             try:
                 msgs = await self._psub.fetch(self._batch_size, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:
+                # nats-py raises its own TimeoutError and, on fetch's deadline path, asyncio's:
+                # either must not end this task (the group would silently stop consuming).
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                 return
@@ -385,7 +387,7 @@ class NatsTransport:
             while True:
                 try:
                     msgs = await psub.fetch(500, timeout=2.0)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py's or asyncio's: the stream has nothing more for us
                     return
                 for msg in msgs:
                     yield Envelope.from_headers(channel.name, msg.headers or {}, msg.data)

@@ -38,6 +38,7 @@ from edgeway.demo.shop.common.runtime import ShopService, service_of
 from edgeway.demo.shop.common.service_token import ClientCredentials
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.demo.shop.orders.saga import Line, OrderData, build_saga
+from edgeway.resilience.breaker import BreakerPolicy
 from edgeway.saga import OrchestratorConfig, SagaNotFoundError, SagaOrchestrator, SagaState
 from edgeway.service import Caller, Identity, Problem
 
@@ -67,6 +68,9 @@ class OrdersSettings(ShopSettings):
     client_secret: str = Field("orders-service-secret-01", description="its secret")
     step_timeout: float = Field(10.0, gt=0, description="seconds a saga step may take")
     saga_lease: float = Field(15.0, gt=0, description="seconds a saga claim holds without renewal")
+    breaker_open_for: float = Field(
+        5.0, gt=0, description="seconds a peer instance's circuit stays open before a probe"
+    )
 
 
 class LineIn(BaseModel):
@@ -119,8 +123,15 @@ class OrdersService(ShopService):
             config=OrchestratorConfig(lease=s.saga_lease, poll_interval=0.5, stop_grace=3.0),
             instance_id=s.instance_id or None,
         )
-        self.on_startup(self.orchestrator.start)
+        self.on_startup(self._start)
         self.on_shutdown(self._stop)
+
+    async def _start(self) -> None:
+        # A peer that restarts comes back in seconds; the kit's default 30 s of open circuit
+        # would fail every order meanwhile.
+        for peer in ("inventory", "payments"):
+            self.kit.client(peer).breaker_policy = BreakerPolicy(open_for=self.settings.breaker_open_for)
+        await self.orchestrator.start()
 
     async def _stop(self) -> None:
         await self.orchestrator.stop()

@@ -25,7 +25,7 @@ import httpx
 from pydantic import BaseModel
 
 from edgeway.demo.shop.common.events import OrderStatus
-from edgeway.saga import RetryableError, Saga, StepContext, StepFailed
+from edgeway.saga import Backoff, Retry, RetryableError, Saga, StepContext, StepFailed
 from edgeway.service.errors import PeerError
 
 if TYPE_CHECKING:
@@ -112,10 +112,12 @@ def build_saga(service: OrdersService) -> Saga[OrderData]:
         await service.set_status(ctx.data.order_id, "confirmed")
 
     timeout = service.settings.step_timeout
+    # Ride out a peer's restart (a few seconds) before giving up on the order: ~12 s of retries.
+    retry = Retry(attempts=6, backoff=Backoff(initial=0.5, factor=2.0, maximum=4.0))
     saga.add_step("accept", accept, compensate=cancel, timeout=timeout)
-    saga.add_step("reserve", reserve, compensate=release, timeout=timeout)
-    saga.add_step("charge", charge, compensate=refund, timeout=timeout)
-    saga.add_step("confirm", confirm, timeout=timeout)
+    saga.add_step("reserve", reserve, compensate=release, timeout=timeout, retry=retry)
+    saga.add_step("charge", charge, compensate=refund, timeout=timeout, retry=retry)
+    saga.add_step("confirm", confirm, timeout=timeout, retry=retry)
     return saga
 
 
