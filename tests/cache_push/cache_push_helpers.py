@@ -123,14 +123,16 @@ def with_test_identity(monkeypatch: Any) -> None:
 
 
 async def http(
-    port: int, method: str, target: str, headers: dict[str, str] | None = None
+    port: int, method: str, target: str, headers: dict[str, str] | None = None, body: bytes | None = None
 ) -> tuple[int, dict[str, str], bytes]:
     """One request on a fresh connection: status, lower-cased headers, body."""
     r, w = await asyncio.open_connection("127.0.0.1", port)
     head = f"{method} {target} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n"
     for name, value in (headers or {}).items():
         head += f"{name}: {value}\r\n"
-    w.write(head.encode() + b"\r\n")
+    if body is not None:
+        head += f"Content-Length: {len(body)}\r\n"
+    w.write(head.encode() + b"\r\n" + (body or b""))
     raw = await asyncio.wait_for(r.read(), 10)
     w.close()
     head_bytes, _, body = raw.partition(b"\r\n\r\n")

@@ -133,6 +133,12 @@ class PushAction(StrictModel):
         description="`websocket` (upgrade on GET) and/or `sse` (a GET with `?topic=` answered as "
         "`text/event-stream`).",
     )
+    allowed_origins: list[str] | None = Field(
+        None,
+        description="WebSocket: `Origin` values allowed to connect (e.g. `https://app.example.com`); "
+        "others get 403. Set it when browsers authenticate with cookies (cross-site WebSocket "
+        "hijacking); `null` allows any.",
+    )
     queue_size: int = Field(
         256,
         gt=0,
@@ -296,6 +302,9 @@ class PushBusSource(StrictModel):
         "ew", pattern=r"^[a-z][a-z0-9]{0,15}$", description="The bus prefix the services use (default `ew`)."
     )
     channels: list[PushChannelMap] = Field(min_length=1, description="Channels to follow and their topics.")
+    connect_timeout: Duration = Field(
+        10.0, gt=0, description="The gateway fails to start when the broker does not answer within this."
+    )
 
 
 class PushSettings(StrictModel):
@@ -312,8 +321,10 @@ class PushSettings(StrictModel):
         le=10_000,
         description="Recent messages kept per topic for resuming clients (`Last-Event-ID`).",
     )
-    replay_topics: int = Field(
-        10_000, ge=0, description="Topics whose recent messages are kept; least recently used go first."
+    replay_bytes: ByteSize = Field(
+        16 * 1024 * 1024,
+        ge=0,
+        description="All kept messages together; the least recently used topics' messages go first.",
     )
     replay_ttl: Duration = Field(300.0, gt=0, description="Kept messages older than this are not replayed.")
     max_message_bytes: ByteSize = Field(
