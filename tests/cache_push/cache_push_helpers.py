@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,18 +97,23 @@ async def running_gateway(cfg: dict[str, Any], grace: float = 1.0) -> AsyncItera
 
 
 def header_identity(route: Route, env: GatewayEnv, nxt: Handler) -> Handler:
-    """Stands in for the auth filter: ``X-Test-User: alice[;role,role]`` becomes the identity."""
+    """Stands in for the auth filter: ``X-Test-User: alice[;role,role]`` becomes the identity;
+    ``X-Test-Expires-In: 0.5`` gives its token an ``exp`` that far in the future."""
 
     async def run(ctx: RequestContext) -> None:
         raw = ctx.ex.header(b"x-test-user")
         if raw is not None:
             subject, _, roles = raw.decode().partition(";")
+            claims: dict[str, Any] = {"sub": subject, "tenant": f"t-{subject}"}
+            expires_in = ctx.ex.header(b"x-test-expires-in")
+            if expires_in is not None:
+                claims["exp"] = time.time() + float(expires_in)
             ctx.identity = Identity(
                 subject=subject,
                 client_id=None,
                 roles=frozenset(r for r in roles.split(",") if r),
                 scopes=frozenset(),
-                claims={"sub": subject, "tenant": f"t-{subject}"},
+                claims=claims,
                 token="test-token",
             )
         await nxt(ctx)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from cache_push_helpers import RunningGateway
 
-from edgeway.gateway.push import PushHub
+from edgeway.gateway.pipeline import Identity
+from edgeway.gateway.push import LocalSource, PushHub, PushMessage
 
 TOPICS = [
     {"pattern": "news", "allow": "anyone"},
@@ -32,3 +34,16 @@ def hub(g: RunningGateway) -> PushHub:
     found = g.gw.env.components["push"]
     assert isinstance(found, PushHub)
     return found
+
+
+LOCAL = LocalSource()  # named in configs as "push_helpers:LOCAL"
+
+
+class EvenJobs:
+    """A custom authoriser: only even job numbers, and only messages marked public."""
+
+    def may_subscribe(self, identity: Identity | None, topic: str, params: Mapping[str, str]) -> bool:
+        return int(params["n"]) % 2 == 0
+
+    def may_receive(self, identity: Identity | None, message: PushMessage) -> bool:
+        return message.field(("public",)) is True

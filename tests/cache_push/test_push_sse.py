@@ -206,3 +206,16 @@ async def test_a_client_that_goes_away_is_unsubscribed() -> None:
         assert hub(g).subscribers("news") == 0
         text, _ = g.gw.env.metrics.exposition()
         assert b"edgeway_gateway_push_connections 0.0" in text
+
+
+async def test_the_stream_ends_when_the_token_expires() -> None:
+    async with running_gateway(push_cfg()) as g:
+        r, w = await asyncio.open_connection("127.0.0.1", g.port)
+        w.write(
+            b"GET /push?topic=news HTTP/1.1\r\nHost: a\r\nX-Test-User: al\r\nX-Test-Expires-In: 0.3\r\n\r\n"
+        )
+        stream = EventStream(r, w, await r.readuntil(b"\r\n\r\n"))
+        events = await stream.rest()
+        stream.close()
+    assert events[-1]["event"] == "error"
+    assert events[-1]["data"]["status"] == 401

@@ -27,8 +27,12 @@ def _identity(monkeypatch: pytest.MonkeyPatch) -> None:
     with_test_identity(monkeypatch)
 
 
-def connect(port: int, user: str | None = None, query: str = "", **options: Any) -> Any:
+def connect(
+    port: int, user: str | None = None, query: str = "", expires_in: float | None = None, **options: Any
+) -> Any:
     headers = {"X-Test-User": user} if user else {}
+    if expires_in is not None:
+        headers["X-Test-Expires-In"] = str(expires_in)
     return websockets.connect(
         f"ws://127.0.0.1:{port}/push{query}", additional_headers=headers, ping_interval=None, **options
     )
@@ -197,6 +201,22 @@ async def test_a_slow_client_is_closed_with_1008_when_its_queue_overflows() -> N
         assert received < 400
         text, _ = g.gw.env.metrics.exposition()
         assert b"edgeway_gateway_push_overflows_total 1.0" in text
+
+
+async def test_a_replay_does_not_count_against_the_queue() -> None:
+    async with running_gateway(push_cfg({"queue_size": 2})) as g:
+        for n in range(20):
+            hub(g).publish("news", {"n": n})
+        async with connect(g.port) as ws:
+            await subscribe(ws, "news", replay=True)
+            assert [(await recv(ws))["data"]["n"] for _ in range(20)] == list(range(20))
+
+
+async def test_the_connection_closes_when_the_token_expires() -> None:
+    async with running_gateway(push_cfg()) as g, connect(g.port, "alice", expires_in=0.3) as ws:
+        await subscribe(ws, "news")
+        _, code, reason = await until_closed(ws)
+    assert (code, reason) == (1008, "token expired")
 
 
 async def test_shutdown_flushes_queued_messages_then_closes_with_1001() -> None:

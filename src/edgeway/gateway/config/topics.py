@@ -85,7 +85,10 @@ class TopicTemplate:
                 value = value[key]
             if isinstance(value, bool) or not isinstance(value, str | int):
                 return None
-            out.append(str(value))
+            text = str(value)
+            if _LITERAL.fullmatch(text) is None:
+                return None  # a value is one segment: it cannot steer the message to another topic
+            out.append(text)
             out.append(piece)
         topic = "".join(out)
         return topic if valid_topic(topic) else None

@@ -5,15 +5,23 @@ Subscribing is synchronous — authorise, attach to the hub, take the replay —
 slip between the replay and the live stream (the event loop runs nothing else meanwhile), and
 the client sees each message once, in publish order.
 
-A client that does not read fast enough is not waited for: messages queue up to
+A client that does not read fast enough is not waited for: live messages queue up to
 ``queue_size``; one more and the session is *overflowed* — the queue is dropped and the
 transport ends the connection with its error (WebSocket close 1008, SSE ``error`` event).
+Protocol replies and replayed messages go to a second queue that is sent first and not counted:
+a replay is bounded by the hub's log (and shares its message objects), and counting it would
+overflow a client that merely asked to catch up.
+
+A session whose identity carries an ``exp`` claim ends when the token expires (WebSocket close
+1008 "token expired", SSE ``error`` event with status 401): a long-lived connection must not
+outlive the credentials that opened it. The client reconnects with a fresh token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -84,6 +92,7 @@ class Ending(enum.Enum):
     PROTOCOL = "protocol error"
     TOO_BIG = "message too big"
     UNSUPPORTED = "binary messages are not supported"
+    EXPIRED = "token expired"
 
 
 class Session:
@@ -93,8 +102,9 @@ class Session:
         self.channel = channel
         self.identity = identity
         self.subscriptions: dict[str, TopicRule] = {}
-        self.queue: deque[PushMessage | bytes] = deque()
-        self.queued_messages = 0
+        self.queue: deque[PushMessage] = deque()  # live messages, bounded by queue_size
+        self.urgent: deque[PushMessage | bytes] = deque()  # replies and replays, sent first
+        self.expires_at = _expiry(identity)  # wall-clock time, or None
         self.ending: Ending | None = None
         self.wakeup = asyncio.Event()
         self.sent = 0  # messages written to the client
@@ -132,7 +142,9 @@ class Session:
         self.channel.hub.attach(topic, self)
         if replay or after_seq is not None:
             for message in self.channel.hub.replay(topic, after_seq):
-                self.deliver(message)
+                if self._may_receive(rule, message):
+                    self.urgent.append(message)
+            self.wakeup.set()
 
     def limit_reached(self) -> Refusal | None:
         if len(self.subscriptions) >= self.channel.max_subscriptions:
@@ -147,6 +159,9 @@ class Session:
         if self.subscriptions.pop(topic, None) is None:
             return False
         self.channel.hub.detach(topic, self)
+        if any(m.topic == topic for m in self.queue):
+            # nothing of a topic arrives after the client was told it is unsubscribed
+            self.queue = deque(m for m in self.queue if m.topic != topic)
         return True
 
     def resume_point(self, topics: list[str], last_event_id: str | None) -> int | None:
@@ -165,31 +180,36 @@ class Session:
     def deliver(self, message: PushMessage) -> None:
         """Called by the hub for every message on a subscribed topic."""
         rule = self.subscriptions.get(message.topic)
-        if rule is None or self.ending is not None:
+        if rule is None or self.ending is not None or not self._may_receive(rule, message):
             return
-        if rule.checks_messages and not rule.authoriser.may_receive(self.identity, message):
-            return
-        if self.queued_messages >= self.channel.queue_size:
+        if len(self.queue) >= self.channel.queue_size:
             self.channel.hub.overflows.inc()
             self.end(Ending.OVERFLOW)
             return
         self.queue.append(message)
-        self.queued_messages += 1
         self.channel.hub.delivered.inc()
         self.wakeup.set()
 
+    def _may_receive(self, rule: TopicRule, message: PushMessage) -> bool:
+        return not rule.checks_messages or rule.authoriser.may_receive(self.identity, message)
+
     def reply(self, frame: bytes) -> None:
-        """Queue a protocol reply (not counted against ``queue_size``)."""
+        """Queue a protocol reply (sent before live messages, not counted against ``queue_size``)."""
         if self.ending is None:
-            self.queue.append(frame)
+            self.urgent.append(frame)
             self.wakeup.set()
 
+    def pending(self) -> bool:
+        return bool(self.urgent or self.queue)
+
     def take(self) -> PushMessage | bytes | None:
-        if not self.queue:
+        if self.urgent:
+            item = self.urgent.popleft()
+        elif self.queue:
+            item = self.queue.popleft()
+        else:
             return None
-        item = self.queue.popleft()
         if isinstance(item, PushMessage):
-            self.queued_messages -= 1
             self.sent += 1
         return item
 
@@ -200,15 +220,28 @@ class Session:
         self.ending = why
         if why is not Ending.SHUTDOWN:
             self.queue.clear()  # an overflowed or failed client gets no more of them
-            self.queued_messages = 0
+            self.urgent.clear()
         self.detach()
         self.wakeup.set()
 
     def shutdown(self) -> None:
         self.end(Ending.SHUTDOWN)
 
+    def seconds_left(self) -> float | None:
+        """Until the caller's token expires (None: no expiry)."""
+        return None if self.expires_at is None else self.expires_at - time.time()
+
     def detach(self) -> None:
         for topic in self.subscriptions:
             self.channel.hub.detach(topic, self)
         self.subscriptions.clear()
         self.channel.hub.closed(self)
+
+
+def _expiry(identity: Identity | None) -> float | None:
+    if identity is None:
+        return None
+    exp = identity.claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return None
+    return float(exp)

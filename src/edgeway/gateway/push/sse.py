@@ -6,8 +6,8 @@ its ``id`` and ``event`` name; a comment line every ``heartbeat`` keeps proxies 
 quiet stream. A client that reconnects with ``Last-Event-ID`` (browsers' EventSource do) or
 ``?last_event_id=`` gets the kept messages it missed; ``?replay=1`` asks for every kept message.
 
-A slow client's overflow ends the stream with ``event: error`` and a problem as data; a server
-shutdown with ``event: close``. Both then end the response.
+A slow client's overflow (503) or an expired token (401) ends the stream with ``event: error``
+and a problem as data; a server shutdown with ``event: close``. Then the response ends.
 """
 
 from __future__ import annotations
@@ -97,6 +97,10 @@ async def _stream(ctx: RequestContext, session: Session, channel: Channel) -> No
                 await ex.drain()
                 continue
             now = loop.time()
+            left = session.seconds_left()
+            if left is not None and left <= 0:
+                session.end(Ending.EXPIRED)
+                break
             if channel.idle_timeout is not None and now - last_event >= channel.idle_timeout:
                 session.end(Ending.IDLE)
                 break
@@ -107,8 +111,10 @@ async def _stream(ctx: RequestContext, session: Session, channel: Channel) -> No
             wait = last_write + channel.heartbeat - now
             if channel.idle_timeout is not None:
                 wait = min(wait, last_event + channel.idle_timeout - now)
+            if left is not None:
+                wait = min(wait, left)
             session.wakeup.clear()
-            if session.queue or not session.active():
+            if session.pending() or not session.active():
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, wait)):
@@ -116,6 +122,12 @@ async def _stream(ctx: RequestContext, session: Session, channel: Channel) -> No
         await _end(ctx, session)
     except ClientDisconnected:
         session.end(Ending.CLIENT)
+
+
+def _error_event(ctx: RequestContext, status: int, title: str, detail: str) -> None:
+    problem = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    ctx.ex.write(b"event: error\ndata: " + orjson.dumps(problem) + b"\n\n")
+    ctx.ex.close_after = True
 
 
 async def _end(ctx: RequestContext, session: Session) -> None:
@@ -127,12 +139,8 @@ async def _end(ctx: RequestContext, session: Session) -> None:
                 ex.write(item.sse_event())
         ex.write(b"event: close\ndata: " + orjson.dumps({"reason": ending.value}) + b"\n\n")
     elif ending is Ending.OVERFLOW:
-        problem = {
-            "type": "about:blank",
-            "title": "Slow Consumer",
-            "status": 503,
-            "detail": f"more than {session.channel.queue_size} messages waited for this client",
-        }
-        ex.write(b"event: error\ndata: " + orjson.dumps(problem) + b"\n\n")
-        ex.close_after = True
+        detail = f"more than {session.channel.queue_size} messages waited for this client"
+        _error_event(ctx, 503, "Slow Consumer", detail)
+    elif ending is Ending.EXPIRED:
+        _error_event(ctx, 401, "Unauthorized", "the token expired; reconnect with a fresh one")
     ex.finish()

@@ -16,7 +16,8 @@ Topics may also be given at connect time, ``/push?topic=jobs/42&topic=orders/7``
 is an ``error`` message; the connection stays open.
 
 Close codes: 1000 idle timeout, 1001 server shutting down, 1002 protocol error, 1003 binary
-message, 1008 slow consumer (queue overflow), 1009 message too big, 1011 ping timeout.
+message, 1008 slow consumer (queue overflow) or token expired, 1009 message too big, 1011 ping
+timeout. The reason text says which.
 
 Frames to clients are built once per message (:mod:`.messages`); wsproto parses what clients
 send (masked frames, fragmentation, control frames, the close handshake) and encodes control
@@ -53,6 +54,7 @@ _CLOSE_CODES = {
     Ending.PROTOCOL: 1002,
     Ending.UNSUPPORTED: 1003,
     Ending.OVERFLOW: 1008,
+    Ending.EXPIRED: 1008,
     Ending.TOO_BIG: 1009,
     Ending.PING_TIMEOUT: 1011,
 }
@@ -259,7 +261,7 @@ class WebSocketSession(Session):
                 await self._flush()
                 if not self.active():
                     break
-                if not self.queue:
+                if not self.pending():
                     self.wakeup.clear()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self._next_deadline()):
@@ -296,14 +298,19 @@ class WebSocketSession(Session):
             deadline = self.ping_sent + channel.ping_timeout
         if channel.idle_timeout is not None:
             deadline = min(deadline, self.last_activity + channel.idle_timeout)
-        return max(0.0, deadline - self.loop.time())
+        wait = deadline - self.loop.time()
+        left = self.seconds_left()
+        return max(0.0, wait if left is None else min(wait, left))
 
     def _check_timers(self) -> None:
         channel = self.channel
         now = self.loop.time()
         if self.ping_sent is not None and self.last_heard > self.ping_sent:
             self.ping_sent = None  # anything from the client proves it is there
-        if self.ping_sent is not None and now - self.ping_sent >= channel.ping_timeout:
+        left = self.seconds_left()
+        if left is not None and left <= 0:
+            self.end(Ending.EXPIRED)
+        elif self.ping_sent is not None and now - self.ping_sent >= channel.ping_timeout:
             self.end(Ending.PING_TIMEOUT)
         elif channel.idle_timeout is not None and now - self.last_activity >= channel.idle_timeout:
             self.end(Ending.IDLE)
