@@ -45,7 +45,7 @@ MISTAKES = [
     (push_route(), "routes[0].push.topics", "at least 1"),
     (push_route({"pattern": "a//b", "allow": "anyone"}), f"{T0}.pattern", "segment ''"),
     (push_route({"pattern": "j/{id}", "allow": "owner"}), f"{T0}.allow", "owner_param"),
-    (push_route({"pattern": "j/{i}", "allow": "owner", "owner_param": "u"}), f"{T0}.owner_param", "not a par"),
+    (push_route({"pattern": "j/{i}", "allow": "owner", "owner_param": "u"}), f"{T0}.owner_param", "not a p"),
     (push_route({"pattern": "j/{id}", "allow": "anyone", "owner_field": "o"}), f"{T0}.allow", "only apply"),
     (push_route({"pattern": "a", "allow": "roles"}), f"{T0}.roles", "at least one role"),
     (push_route({"pattern": "a", "allow": "custom"}), f"{T0}.authoriser", "exactly when"),
