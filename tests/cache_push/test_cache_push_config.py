@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from edgeway.gateway.config import ConfigError, load_config, validate_config
 from edgeway.gateway.errors import GatewayError
@@ -114,3 +115,22 @@ push:
     assert cfg.push is not None
     assert cfg.push.bus is not None
     assert cfg.push.bus.channels[0].types == ["job.progress.v1", "job.done.v1"]
+
+
+def doc_example(name: str) -> dict[str, Any]:
+    text = (Path(__file__).resolve().parents[2] / "docs" / name).read_text(encoding="utf-8")
+    loaded: dict[str, Any] = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    return loaded
+
+
+def test_the_examples_in_the_cache_and_push_guides_are_valid() -> None:
+    cache = doc_example("cache.md")
+    cache["services"] = {"catalog": {"instances": ["http://127.0.0.1:9001"]}}
+    assert validate_config(cache).routes[0].cache is not None
+    push = doc_example("push.md")
+    push["services"] = {"jobs": {"instances": ["http://127.0.0.1:9002"]}}
+    for r in push["routes"]:
+        r.pop("auth")  # the auth block's shape belongs to edge security (docs/edge-security.md)
+    cfg = validate_config(push)
+    assert cfg.push is not None
+    assert cfg.push.bus is not None
