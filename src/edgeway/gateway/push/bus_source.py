@@ -145,4 +145,5 @@ class BusSource:
             if topic is None:
                 log.debug("push: event %s has no %s topic; skipped", envelope.id, template.text)
                 continue
-            sink.publish(topic, envelope.payload, event=envelope.type or "message", id=envelope.id)
+            # the decoded payload, not the bytes: the hub then encodes once instead of parsing again
+            sink.publish(topic, payload, event=envelope.type or "message", id=envelope.id)

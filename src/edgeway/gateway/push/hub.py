@@ -38,7 +38,7 @@ _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 class Subscriber(Protocol):
-    def deliver(self, message: PushMessage) -> None: ...
+    def deliver(self, message: PushMessage) -> bool: ...
 
     def shutdown(self) -> None: ...
 
@@ -126,7 +126,7 @@ class PushHub:
         if isinstance(data, bytes | bytearray | memoryview):
             raw = bytes(data)
             try:
-                orjson.loads(raw)
+                payload = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 return self._drop("not-json", topic)
         else:
@@ -134,19 +134,23 @@ class PushHub:
                 raw = orjson.dumps(data)
             except TypeError:
                 return self._drop("not-json", topic)
+            payload = data
         if len(raw) > self.max_message_bytes:
             return self._drop("too-large", topic)
         if id is None or _NAME.fullmatch(id) is None:
             id = new_event_id()
-        message = PushMessage(id, topic, event, raw, time.time())
+        message = PushMessage(id, topic, event, raw, time.time(), payload)
         self._seq += 1
         message.seq = self._seq
         self.published.inc()
         self._remember(message)
         subscribers = self._subscribers.get(topic)
         if subscribers:
+            queued = 0
             for subscriber in list(subscribers):
-                subscriber.deliver(message)
+                queued += subscriber.deliver(message)
+            if queued:
+                self.delivered.inc(queued)
         return message
 
     def _drop(self, reason: str, topic: str) -> PushMessage | None:

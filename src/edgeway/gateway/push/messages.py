@@ -22,14 +22,16 @@ class PushMessage:
 
     __slots__ = ("_payload", "_sse", "_ws", "data", "event", "id", "seq", "time", "topic")
 
-    def __init__(self, id: str, topic: str, event: str, data: bytes, time: float) -> None:
+    def __init__(
+        self, id: str, topic: str, event: str, data: bytes, time: float, payload: Any = _NOT_DECODED
+    ) -> None:
         self.id = id
         self.topic = topic
         self.event = event
         self.data = data
         self.time = time
         self.seq = 0  # the hub's arrival order, set when published
-        self._payload: Any = _NOT_DECODED
+        self._payload: Any = payload  # the decoded data when the publisher had it
         self._ws: bytes | None = None
         self._sse: bytes | None = None
 

@@ -177,18 +177,18 @@ class Session:
         return 0 if seq is None else seq
 
     # -- queue -------------------------------------------------------------------------------------
-    def deliver(self, message: PushMessage) -> None:
-        """Called by the hub for every message on a subscribed topic."""
+    def deliver(self, message: PushMessage) -> bool:
+        """Called by the hub for every message on a subscribed topic; True when queued."""
         rule = self.subscriptions.get(message.topic)
         if rule is None or self.ending is not None or not self._may_receive(rule, message):
-            return
+            return False
         if len(self.queue) >= self.channel.queue_size:
             self.channel.hub.overflows.inc()
             self.end(Ending.OVERFLOW)
-            return
+            return False
         self.queue.append(message)
-        self.channel.hub.delivered.inc()
         self.wakeup.set()
+        return True
 
     def _may_receive(self, rule: TopicRule, message: PushMessage) -> bool:
         return not rule.checks_messages or rule.authoriser.may_receive(self.identity, message)

@@ -87,12 +87,9 @@ async def _stream(ctx: RequestContext, session: Session, channel: Channel) -> No
     last_write = last_event = loop.time()
     try:
         while session.active():
-            wrote = False
-            while (item := session.take()) is not None:
-                if isinstance(item, PushMessage):
-                    ex.write(item.sse_event())
-                    wrote = True
-            if wrote:
+            events = [item.sse_event() for item in iter(session.take, None) if isinstance(item, PushMessage)]
+            if events:
+                ex.write(events[0] if len(events) == 1 else b"".join(events))  # one chunk per wake-up
                 last_write = last_event = loop.time()
                 await ex.drain()
                 continue

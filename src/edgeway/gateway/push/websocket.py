@@ -243,15 +243,20 @@ class WebSocketSession(Session):
             self.protocol.write(data)
 
     async def _flush(self) -> None:
-        wrote = False
+        # One transport write per wake-up, whatever the number of frames: under fan-out a
+        # session usually finds several messages queued, and each write is a send() call.
+        frames: list[bytes] = []
+        messages = False
         while (item := self.take()) is not None:
             if isinstance(item, PushMessage):
-                self._write(item.websocket_frame())
-                self.last_activity = self.loop.time()
+                frames.append(item.websocket_frame())
+                messages = True
             else:
-                self._write(item)
-            wrote = True
-        if wrote:
+                frames.append(item)
+        if frames:
+            if messages:
+                self.last_activity = self.loop.time()
+            self._write(frames[0] if len(frames) == 1 else b"".join(frames))
             await self.protocol.drain()  # a slow client holds us here; its queue fills meanwhile
 
     async def run(self) -> None:
