@@ -233,6 +233,35 @@ async def test_head_is_answered_from_a_stored_get_and_other_methods_pass() -> No
     assert b.count(b"POST") == 2
 
 
+@pytest.mark.parametrize(
+    ("conditional", "status"),
+    [
+        ({"If-None-Match": '"v1"'}, 304),
+        ({"If-None-Match": 'W/"v0", W/"v1"'}, 304),  # weak comparison, a list
+        ({"If-None-Match": "*"}, 304),
+        ({"If-None-Match": '"v2"'}, 200),
+        ({"If-Modified-Since": "Wed, 21 Oct 2015 07:28:00 GMT"}, 304),
+        ({"If-Modified-Since": "Tue, 20 Oct 2015 07:28:00 GMT"}, 200),
+        ({"If-Modified-Since": "not a date"}, 200),
+    ],
+)
+async def test_a_hit_for_a_client_that_has_the_response_is_304(
+    conditional: dict[str, str], status: int
+) -> None:
+    validators = ((b"etag", b'"v1"'), (b"last-modified", b"Wed, 21 Oct 2015 07:28:00 GMT"))
+    async with running_backend(numbered(*validators)) as b, running_gateway(cfg(b.port)) as g:
+        await http(g.port, "GET", "/items/1")
+        got, h, body = await http(g.port, "GET", "/items/1", conditional)
+    assert (got, h["x-cache"]) == (status, "HIT")
+    if status == 304:
+        assert body == b""
+        assert h["etag"] == '"v1"'
+        assert "content-type" not in h
+    else:
+        assert body == b"response 1"
+    assert b.count() == 1
+
+
 async def test_ranges_pass_through() -> None:
     async with running_backend(numbered()) as b, running_gateway(cfg(b.port)) as g:
         await http(g.port, "GET", "/items/1")

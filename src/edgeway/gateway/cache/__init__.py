@@ -13,6 +13,8 @@ For a GET (or HEAD) on a route with ``cache``:
    gets it streamed as usual, with ``X-Cache: MISS``); a complete response that the store policy
    (:mod:`.policy`) accepts is stored.
 
+A hit for a client that already holds the response (``If-None-Match`` matching the stored
+``ETag``, or ``If-Modified-Since`` not older than its ``Last-Modified``) is answered 304.
 HEAD misses go upstream and are not stored (they have no body to store). Requests with ``Range``
 are passed through (edgeway stores whole responses only). Other methods are not touched.
 Request ``Cache-Control`` is ignored unless the rule says ``client_directives: honor``.
@@ -26,13 +28,14 @@ import time
 from edgeway.gateway.cache.capture import Capture
 from edgeway.gateway.cache.directives import CacheControl, parse_cache_control
 from edgeway.gateway.cache.keys import KeySpec
-from edgeway.gateway.cache.policy import StorePolicy
+from edgeway.gateway.cache.policy import StorePolicy, http_date
 from edgeway.gateway.cache.shared import ResponseCache
 from edgeway.gateway.cache.store import Entry
 from edgeway.gateway.config.compose_schema import CacheRule
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.errors import GatewayError, Rejection
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.http.exchange import Headers
 
 __all__ = ["ResponseCache", "build_cache"]
 
@@ -186,11 +189,38 @@ def _acceptable(entry: Entry, request_cc: CacheControl | None, now: float) -> bo
 
 def _answer(ctx: RequestContext, entry: Entry, now: float) -> None:
     ex = ctx.ex
-    headers = [
-        *entry.headers,
+    own = [
         (b"age", b"%d" % entry.age(now)),
         (b"x-cache", _HIT),
         (b"x-request-id", ex.request_id),
         (b"traceparent", ctx.traceparent),
     ]
-    ex.respond(entry.status, headers, entry.body)
+    if entry.status == 200 and _not_modified(ex.headers, entry.headers):
+        # The client holds this representation already (RFC 9110 §13.1): 304 with the fields a
+        # 200 would have carried for caches (§15.4.5), no body.
+        kept = [(n, v) for n, v in entry.headers if n.lower() in _NOT_MODIFIED_FIELDS]
+        ex.respond(304, [*kept, *own])
+        return
+    ex.respond(entry.status, [*entry.headers, *own], entry.body)
+
+
+_NOT_MODIFIED_FIELDS = frozenset(
+    {b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified"}
+)
+
+
+def _not_modified(request: Headers, stored: Headers) -> bool:
+    """If-None-Match (weak comparison), else If-Modified-Since, against the stored response."""
+    if_none_match = [v for n, v in request if n.lower() == b"if-none-match"]
+    if if_none_match:
+        etag = next((v.strip() for n, v in stored if n.lower() == b"etag"), None)
+        if etag is None:
+            return False
+        wanted = {t.strip().removeprefix(b"W/") for line in if_none_match for t in line.split(b",")}
+        return b"*" in wanted or etag.removeprefix(b"W/") in wanted
+    since = next((v for n, v in request if n.lower() == b"if-modified-since"), None)
+    modified = next((v for n, v in stored if n.lower() == b"last-modified"), None)
+    if since is None or modified is None:
+        return False
+    since_at, modified_at = http_date(since), http_date(modified)
+    return since_at is not None and modified_at is not None and modified_at <= since_at

@@ -98,13 +98,13 @@ class StorePolicy:
                     b", ".join(unkeyed).decode("latin-1"),
                 )
             return "vary"
-        date_at = _http_date(date) if date is not None else None
+        date_at = http_date(date) if date is not None else None
         if cc.s_maxage is not None:
             lifetime: float = cc.s_maxage
         elif cc.max_age is not None:
             lifetime = cc.max_age
         elif expires is not None:
-            expires_at = _http_date(expires)
+            expires_at = http_date(expires)
             # An invalid Expires (often "0" or "-1") means already expired (§5.3).
             lifetime = 0.0 if expires_at is None else expires_at - (date_at if date_at is not None else now)
         else:
@@ -120,7 +120,7 @@ class StorePolicy:
         return Entry(status, kept, body, now - age, now + lifetime - age)
 
 
-def _http_date(value: bytes) -> float | None:
+def http_date(value: bytes) -> float | None:
     try:
         parsed = email.utils.parsedate_tz(value.decode("latin-1"))
     except (ValueError, IndexError):

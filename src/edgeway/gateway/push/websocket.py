@@ -160,7 +160,7 @@ class WebSocketSession(Session):
     # -- what the client sends --------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
         if isinstance(event, TextMessage):
-            self._partial_size += len(event.data)
+            self._partial_size += len(event.data.encode())
             if self._partial_size > self.channel.max_frame_bytes:
                 self.end(Ending.TOO_BIG)
                 return
@@ -173,7 +173,7 @@ class WebSocketSession(Session):
         elif isinstance(event, BytesMessage):
             self.end(Ending.UNSUPPORTED)
         elif isinstance(event, Ping):
-            self._write(self.conn.send(event.response()))
+            self._send(event.response())
         elif isinstance(event, Pong):
             self.ping_sent = None
         elif isinstance(event, CloseConnection):
@@ -183,7 +183,7 @@ class WebSocketSession(Session):
         state = self.conn.state
         if state is ConnectionState.REMOTE_CLOSING:
             # the client closes: answer its close frame, then the server closes TCP (RFC 6455 §7.1.1)
-            self._write(self.conn.send(event.response()))
+            self._send(event.response())
             self.end(Ending.CLIENT)
             self.protocol.close()
         elif state is ConnectionState.CLOSED:
@@ -242,6 +242,11 @@ class WebSocketSession(Session):
         if data:
             self.protocol.write(data)
 
+    def _send(self, event: Event) -> None:
+        """A control frame through wsproto; nothing once the close handshake has begun."""
+        with contextlib.suppress(LocalProtocolError):
+            self._write(self.conn.send(event))
+
     async def _flush(self) -> None:
         # One transport write per wake-up, whatever the number of frames: under fan-out a
         # session usually finds several messages queued, and each write is a send() call.
@@ -292,7 +297,7 @@ class WebSocketSession(Session):
         if self.conn.state is not ConnectionState.OPEN:
             return
         code = self.close_code or _CLOSE_CODES[self.ending]
-        self._write(self.conn.send(CloseConnection(code=code, reason=self.ending.value)))
+        self._send(CloseConnection(code=code, reason=self.ending.value))
 
     # -- keep-alive and idleness -----------------------------------------------------------------
     def _next_deadline(self) -> float:
@@ -321,4 +326,4 @@ class WebSocketSession(Session):
             self.end(Ending.IDLE)
         elif self.ping_sent is None and now - self.last_heard >= channel.ping_interval:
             self.ping_sent = now
-            self._write(self.conn.send(Ping(b"edgeway")))
+            self._send(Ping(b"edgeway"))
