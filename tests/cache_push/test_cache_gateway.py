@@ -4,11 +4,12 @@ requests reaching it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from typing import Any
 
 import pytest
-from cache_push_helpers import Reply, http, running_backend, running_gateway, with_test_identity
+from cache_push_helpers import Reply, http, read_request, running_backend, running_gateway, with_test_identity
 
 _counter = itertools.count()
 
@@ -332,6 +333,56 @@ async def test_a_failing_leader_does_not_poison_its_waiters(failure: str, leader
         first = await leader
     assert first[0] == leader_status
     assert {(status, body) for status, _, body in waiters} == {(200, b"fine")}
+
+
+async def test_a_response_cut_mid_body_is_not_stored() -> None:
+    calls = itertools.count(1)
+
+    async def cut(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        if next(calls) == 1:
+            w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + b"x" * 10)
+            await w.drain()
+            await asyncio.sleep(0.05)
+            w.close()  # the upstream dies mid-body
+            return
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(cut, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    try:
+        async with running_gateway(cfg(port)) as g:
+            with contextlib.suppress(ValueError, IndexError):
+                await http(g.port, "GET", "/items/1")  # a truncated response
+            status, h, body = await http(g.port, "GET", "/items/1")
+    finally:
+        server.close()
+    assert (status, h["x-cache"], body) == (200, "MISS", b"ok")
+
+
+async def test_a_waiter_goes_upstream_itself_after_the_coalesce_timeout() -> None:
+    calls = itertools.count(1)
+
+    async def first_slow(line: bytes, h: dict[bytes, bytes]) -> Reply:
+        if next(calls) == 1:
+            await asyncio.sleep(1.0)
+            return 200, [], b"slow"
+        return 200, [], b"fast"
+
+    async with (
+        running_backend(first_slow) as b,
+        running_gateway(cfg(b.port, {"coalesce_timeout": "200ms"})) as g,
+    ):
+        leader = asyncio.create_task(http(g.port, "GET", "/items/x"))
+        await asyncio.sleep(0.1)
+        started = asyncio.get_running_loop().time()
+        status, h, body = await http(g.port, "GET", "/items/x")
+        waited = asyncio.get_running_loop().time() - started
+        await leader
+    assert (status, h["x-cache"], body) == (200, "MISS", b"fast")
+    assert 0.15 < waited < 0.8
 
 
 async def test_client_no_cache_is_ignored_by_default_and_refreshes_when_honored() -> None:
