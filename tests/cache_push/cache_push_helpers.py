@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import edgeway.gateway.runtime as runtime
@@ -19,9 +17,7 @@ from edgeway.gateway.config.schema import Route
 from edgeway.gateway.pipeline import GatewayEnv, Handler, Identity, RequestContext
 from edgeway.gateway.runtime import Gateway
 from edgeway.http.listener import Listener, bind_socket
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway"))
-from gateway_helpers import read_request
+from gateway.gateway_helpers import read_request
 
 Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
 Responder = Callable[[bytes, dict[bytes, bytes]], Awaitable[Reply]]

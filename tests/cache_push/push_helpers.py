@@ -8,7 +8,8 @@ from typing import Any
 from cache_push_helpers import RunningGateway
 
 from edgeway.gateway.pipeline import Identity
-from edgeway.gateway.push import LocalSource, PushHub, PushMessage
+from edgeway.gateway.push import LocalSource, PushMessage
+from edgeway.gateway.push.hub import PushHub
 
 TOPICS = [
     {"pattern": "news", "allow": "anyone"},

@@ -3,6 +3,8 @@ uses both loads with the values it says."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +131,16 @@ def test_the_examples_in_the_cache_and_push_guides_are_valid() -> None:
     assert validate_config(cache).routes[0].cache is not None
     push = doc_example("push.md")
     push["services"] = {"jobs": {"instances": ["http://127.0.0.1:9002"]}}
-    for r in push["routes"]:
-        r.pop("auth")  # the auth block's shape belongs to edge security (docs/edge-security.md)
     cfg = validate_config(push)
     assert cfg.push is not None
     assert cfg.push.bus is not None
+
+
+def test_gateways_without_cache_or_push_do_not_load_their_libraries() -> None:
+    """redis-py, the broker clients and wsproto cost worker start time: only users pay it."""
+    code = (
+        "import sys; import edgeway.gateway.runtime; "
+        "print(sorted(m for m in ('redis', 'nats', 'aio_pika', 'wsproto') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,9 +22,7 @@ from edgeway.bus.bus import EventBus
 from edgeway.bus.embedded import EmbeddedNats
 from edgeway.bus.events import Event
 from edgeway.bus.nats import NatsTransport
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "service"))
-from servers import serve
+from service.servers import serve
 
 
 class EmailSent(Event):

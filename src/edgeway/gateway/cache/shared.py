@@ -4,10 +4,14 @@ every caching route shares (``env.shared("cache", ...)``)."""
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
-from edgeway.gateway.cache.store import Entry, MemoryStore, RedisStore
+from edgeway.gateway.cache.store import Entry, MemoryStore
 from edgeway.gateway.config.compose_schema import CacheStore
 from edgeway.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from edgeway.gateway.cache.redis_store import RedisStore
 
 
 class ResponseCache:
@@ -18,6 +22,8 @@ class ResponseCache:
         self.memory = MemoryStore(int(config.max_bytes))
         self.redis: RedisStore | None = None
         if config.redis is not None:
+            from edgeway.gateway.cache.redis_store import RedisStore  # only gateways that use it pay
+
             self.redis = RedisStore(
                 config.redis.url,
                 config.redis.key_prefix,

@@ -5,7 +5,8 @@ A route with a ``push`` action is a channel clients connect to and subscribe to 
 caller's identity (set by the route's ``auth`` filter). Messages come from the gateway's push hub
 (:class:`~.hub.PushHub`, one per gateway, shared by every push route), which sources feed: the
 event bus (``push.bus`` in the config), Python sources (``push.sources``), or Python code calling
-``hub.publish`` (the hub is the ``"push"`` component: ``gateway.env.components["push"]``).
+``hub.publish`` (the hub, :class:`edgeway.gateway.push.hub.PushHub`, is the ``"push"``
+component: ``gateway.env.components["push"]``).
 
 The request decides the transport: ``Upgrade: websocket`` → :mod:`.websocket`; any other GET →
 :mod:`.sse`.
@@ -15,26 +16,35 @@ The request decides the transport: ``Upgrade: websocket`` → :mod:`.websocket`;
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from edgeway.gateway.config.compose_schema import PushSettings
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.errors import Rejection
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
-from edgeway.gateway.push.hub import PushHub
 from edgeway.gateway.push.messages import PushMessage
-from edgeway.gateway.push.session import Channel
 from edgeway.gateway.push.sources import LocalSource, PushSink, PushSource
-from edgeway.gateway.push.sse import serve_sse
-from edgeway.gateway.push.websocket import serve_websocket
 
-__all__ = ["LocalSource", "PushHub", "PushMessage", "PushSink", "PushSource", "build_push", "push_hub"]
+if TYPE_CHECKING:
+    from edgeway.gateway.push.hub import PushHub
+
+__all__ = ["LocalSource", "PushMessage", "PushSink", "PushSource", "build_push", "push_hub"]
 
 
 def push_hub(env: GatewayEnv) -> PushHub:
     """The gateway's push hub (created on first use, started with the gateway)."""
+    from edgeway.gateway.push.hub import PushHub
+
     return env.shared("push", lambda: PushHub(env.config.push or PushSettings(), env.metrics))
 
 
 def build_push(route: Route, env: GatewayEnv) -> Handler:
+    # Imported here, not at the top: every gateway imports this module (the runtime's action
+    # registry), and only gateways with a push route should load wsproto and the hub.
+    from edgeway.gateway.push.session import Channel
+    from edgeway.gateway.push.sse import serve_sse
+    from edgeway.gateway.push.websocket import serve_websocket
+
     action = route.push
     assert action is not None  # called for push routes only
     assert route.id is not None  # ids are assigned at validation

@@ -26,7 +26,6 @@ import orjson
 from edgeway.bus.events import new_event_id
 from edgeway.gateway.config.compose_schema import PushSettings
 from edgeway.gateway.config.topics import valid_topic
-from edgeway.gateway.push.bus_source import BusSource
 from edgeway.gateway.push.messages import PushMessage
 from edgeway.gateway.push.sources import PushSource, load_source
 from edgeway.observability.metrics import Metrics
@@ -60,6 +59,9 @@ class PushHub:
         self.max_message_bytes = int(settings.max_message_bytes)
         self.sources: list[PushSource] = list(sources)
         if settings.bus is not None:
+            # the broker clients (nats-py, aio-pika: ~0.3 s of start) only for gateways that use them
+            from edgeway.gateway.push.bus_source import BusSource
+
             self.sources.append(BusSource(settings.bus))
         self.sources.extend(load_source(path) for path in settings.sources)
         self._subscribers: dict[str, set[Subscriber]] = {}
