@@ -7,6 +7,7 @@ other services, on the bus, in the maildir.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -398,3 +399,77 @@ def test_the_web_bff_validates_an_order_at_the_edge(shop: Shop) -> None:
     assert empty.status_code == 422
     time.sleep(0.5)
     assert shop.output().count("POST /orders ") == before  # nothing reached the orders service
+
+
+# -- live updates through the web BFF -------------------------------------------------------------------
+
+
+async def _live(
+    shop: Shop, user: str, topics: list[str], until: str, timeout: float = 20.0
+) -> list[dict[str, Any]]:
+    """Messages pushed on the BFF's WebSocket for ``topics`` until one has status ``until``."""
+    import websockets
+
+    token = await asyncio.to_thread(shop.login, user)
+    url = f"ws://127.0.0.1:{shop.ports['web-bff']}/api/live?access_token={token}"
+    received: list[dict[str, Any]] = []
+    async with websockets.connect(url) as socket:
+        for topic in topics:
+            await socket.send(json.dumps({"type": "subscribe", "topic": topic, "replay": True}))
+        async with asyncio.timeout(timeout):
+            async for raw in socket:
+                message = json.loads(raw)
+                received.append(message)
+                if message["type"] == "message" and message["data"].get("status") == until:
+                    break
+    return received
+
+
+def test_an_order_s_status_is_pushed_live_over_the_bff_websocket(shop: Shop) -> None:
+    bff = shop.url("web-bff")
+    placed = shop.http.post(
+        bff + "/api/orders", headers=shop.as_user("alice"), json={"items": [{"sku": "CUP-01", "qty": 1}]}
+    )
+    assert placed.status_code == 202
+    topic = f"orders/{placed.json()['id']}"
+    messages = asyncio.run(_live(shop, "alice", [topic], until="confirmed"))
+    assert messages[0] == {"type": "subscribed", "topic": topic}
+    statuses = [m["data"]["status"] for m in messages if m["type"] == "message"]
+    assert statuses[-1] == "confirmed"
+    assert statuses == [s for s in ("pending", "reserved", "paid", "confirmed") if s in statuses]
+
+
+def test_the_email_job_s_progress_is_pushed_to_its_owner_only(shop: Shop) -> None:
+    import websockets
+
+    bff = shop.url("web-bff")
+    started = shop.http.post(bff + "/api/jobs/emails", headers=shop.as_user("alice"), json={"count": 5})
+    assert started.status_code == 202, started.text
+    job = started.json()
+
+    async def both() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async def bob_listens() -> list[dict[str, Any]]:
+            token = await asyncio.to_thread(shop.login, "bob")
+            url = f"ws://127.0.0.1:{shop.ports['web-bff']}/api/live?access_token={token}"
+            got: list[dict[str, Any]] = []
+            async with websockets.connect(url) as socket:
+                await socket.send(json.dumps({"type": "subscribe", "topic": job["topic"], "replay": True}))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(4):
+                        async for raw in socket:
+                            got.append(json.loads(raw))
+            return got
+
+        return await asyncio.gather(_live(shop, "alice", [job["topic"]], until="completed"), bob_listens())
+
+    alice, bob = asyncio.run(both())
+    progress = [m["data"]["done"] for m in alice if m["type"] == "message"]
+    assert progress[-1] == 5
+    assert progress == sorted(progress)
+    # bob may subscribe to the topic name, but alice's job never reaches him
+    assert [m["type"] for m in bob] == ["subscribed"]
+
+
+def test_the_live_channel_needs_a_token(shop: Shop) -> None:
+    response = shop.http.get(shop.url("web-bff") + "/api/live", headers={"Accept": "text/event-stream"})
+    assert response.status_code == 401
