@@ -9,7 +9,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from conftest import require
-from edgeway.service.registry import Instance, Registry
+from edgeway.discovery.registry import Instance, Registry
 
 
 @pytest.fixture
