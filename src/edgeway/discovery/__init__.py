@@ -12,6 +12,7 @@ module                  what it finds instances from
 :mod:`.dns`             DNS A/AAAA and SRV (Kubernetes headless services), re-resolved on TTL
 :mod:`.registry`        the NATS KV registry services register in, with heartbeats and a TTL
 :mod:`.consul`          Consul's catalog filtered by health, watched with blocking queries
+:mod:`.natsconn`        a NATS connection that fails fast at start-up, then reconnects forever
 ======================  ========================================================================
 
 Instances are base URLs, ``http://host:port``. Errors are in :mod:`.errors`.

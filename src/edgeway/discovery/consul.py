@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from edgeway.discovery.errors import DiscoveryError
-from edgeway.discovery.source import instance_url, retry_delay
+from edgeway.discovery.source import instance_url, reraise_cancellation, retry_delay
 
 __all__ = ["ConsulSource"]
 
@@ -50,7 +50,8 @@ class ConsulSource:
         self.wait = wait
         self._headers = {"X-Consul-Token": token} if token else {}
         # Consul adds up to wait/16 of jitter to a blocking query; the read timeout covers it.
-        self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(5.0, read=wait * 1.1 + 5.0))
+        self._timeout = httpx.Timeout(5.0, read=wait * 1.1 + 5.0)
+        self._client = client or httpx.AsyncClient()
         self._owns_client = client is None
         shown = f"{service}[{tag}]" if tag else service
         self.description = f"consul {self.base} {shown}"
@@ -72,7 +73,10 @@ class ConsulSource:
             params["wait"] = f"{self.wait:g}s"
         try:
             resp = await self._client.get(
-                f"{self.base}/v1/health/service/{self.service}", params=params, headers=self._headers
+                f"{self.base}/v1/health/service/{self.service}",
+                params=params,
+                headers=self._headers,
+                timeout=self._timeout,
             )
         except httpx.HTTPError as exc:
             raise DiscoveryError(self.service, f"{self.description}: {exc!r}") from exc
@@ -96,6 +100,7 @@ class ConsulSource:
             try:
                 urls, new_index = await self.fetch(index)
             except DiscoveryError as exc:
+                reraise_cancellation()
                 failures += 1
                 delay = retry_delay(failures, 0.5, MAX_BACKOFF)
                 _log.warning(

@@ -33,7 +33,7 @@ import dns.rdatatype
 import dns.resolver
 
 from edgeway.discovery.errors import DiscoveryError
-from edgeway.discovery.source import instance_url, retry_delay
+from edgeway.discovery.source import instance_url, reraise_cancellation, retry_delay
 
 __all__ = ["DnsAnswer", "DnsDiscovery", "DnsSource", "make_resolver"]
 
@@ -184,6 +184,7 @@ class DnsSource:
             try:
                 answer = await self.lookup()
             except DiscoveryError as exc:
+                reraise_cancellation()
                 failures += 1
                 delay = retry_delay(failures, self.min_ttl, self.max_ttl)
                 _log.warning(
@@ -195,6 +196,7 @@ class DnsSource:
                 )
                 await asyncio.sleep(delay)
                 continue
+            reraise_cancellation()  # dnspython waits with wait_for, which may swallow a cancel
             failures = 0
             if answer.urls != last:
                 last = answer.urls

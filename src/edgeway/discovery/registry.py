@@ -26,12 +26,11 @@ from typing import Any
 import orjson
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
 from edgeway.discovery.errors import DiscoveryError, RegistryError
-from edgeway.discovery.source import retry_delay
+from edgeway.discovery.source import reraise_cancellation, retry_delay
 
 __all__ = ["Instance", "Registration", "Registry", "RegistryDiscovery", "RegistrySource"]
 
@@ -266,6 +265,7 @@ class RegistrySource:
                         last = urls
                         yield list(urls)
             except RegistryError as exc:
+                reraise_cancellation()
                 failures += 1
                 delay = retry_delay(failures, 0.5, 30.0)
                 _log.warning(
@@ -295,10 +295,16 @@ class RegistrySource:
                 if now >= resync_at:
                     return
                 wake = min([resync_at, *(deadline for _, deadline in live.values())])
+                # asyncio.timeout, not the watcher's updates(timeout): that one is built on
+                # wait_for, which in Python 3.11 can swallow a cancellation arriving together
+                # with an entry, leaving a stopped gateway's watch running forever.
                 try:
-                    entry = await watcher.updates(timeout=max(0.001, wake - now))  # type: ignore[no-untyped-call]
-                except NatsTimeoutError:
+                    async with asyncio.timeout(max(0.001, wake - now)):
+                        entry = await anext(watcher)
+                except TimeoutError:
                     entry = _EXPIRY_CHECK
+                except StopAsyncIteration:
+                    return
                 except _FAILURES as exc:
                     raise RegistryError(f"watching {self.description} failed: {exc}", self.service) from exc
                 now = loop.time()

@@ -13,10 +13,11 @@ the static list by plain string equality.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-__all__ = ["Discovery", "InstanceSource", "instance_url", "retry_delay"]
+__all__ = ["Discovery", "InstanceSource", "instance_url", "reraise_cancellation", "retry_delay"]
 
 
 class Discovery(Protocol):
@@ -42,3 +43,14 @@ def retry_delay(failures: int, base: float, cap: float) -> float:
     """Exponential back-off after ``failures`` consecutive failures (1, 2, ...), capped: a source
     that cannot reach its backend retries soon, then ever less often, never hammering it."""
     return min(cap, base * 2.0 ** min(failures - 1, 16))
+
+
+def reraise_cancellation() -> None:
+    """Raise CancelledError if the running task is being cancelled.
+
+    nats-py turns a cancellation that arrives during a request into its own TimeoutError; a
+    loop that retries on errors would swallow it and never stop. Call this in such handlers.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -21,6 +21,7 @@ from edgeway.gateway.auth import build_auth
 from edgeway.gateway.cache import build_cache
 from edgeway.gateway.config.schema import GatewayConfig
 from edgeway.gateway.cors import build_cors
+from edgeway.gateway.discovery import use_discovery
 from edgeway.gateway.endpoints import build_endpoint
 from edgeway.gateway.errors import PathError, Rejection
 from edgeway.gateway.paths import normalize_path
@@ -103,6 +104,7 @@ class Gateway:
         self.limits = server_limits(config)
         self.clusters = make_clusters(config)
         self.env = GatewayEnv(config, self.clusters)
+        use_discovery(self.env)  # first component: routes' components start with instances known
         self.router = Router.from_config(config)
         self.handlers: dict[str, Handler] = {}
         for route in config.routes:

@@ -1,8 +1,14 @@
 """Clusters: the running form of a configured service — its instances, their connection pools,
-the balancer and the timeouts."""
+the balancer and the timeouts.
+
+A cluster's endpoints change while it serves when discovery finds new instances
+(:meth:`Cluster.update`): the endpoint list is replaced in one assignment, so a request picks
+from the old list or the new one, never a torn one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -26,6 +32,24 @@ class Endpoint:
     def label(self) -> str:
         return self.pool.instance
 
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterChange:
+    """What one :meth:`Cluster.update` did."""
+
+    added: tuple[Endpoint, ...]
+    removed: tuple[Endpoint, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+ChangeListener = Callable[["Cluster", ClusterChange], None]
+
 
 @dataclass(eq=False, slots=True)
 class Cluster:
@@ -35,6 +59,8 @@ class Cluster:
     timeouts: UpstreamTimeouts
     pool_limits: PoolLimits
     name_bytes: bytes = field(init=False)
+    # Told after every change of endpoints (health checks start and stop checking instances).
+    listeners: list[ChangeListener] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.name_bytes = self.name.encode()
@@ -42,16 +68,52 @@ class Cluster:
     def pick(self) -> Endpoint:
         return self.balancer.pick(self.endpoints)
 
+    def update(self, urls: Sequence[str]) -> ClusterChange:
+        """Make the cluster's instances exactly ``urls``.
+
+        Instances that stay keep their endpoint: pool, open connections, counters. New ones get
+        a fresh endpoint and pool. Removed ones leave the balancer at once; their pool is closed,
+        which closes its idle connections now and each busy one when its exchange ends, so the
+        requests in flight there finish and nothing new is sent (a drain without a timer).
+        """
+        current = {ep.address: ep for ep in self.endpoints}
+        wanted: dict[tuple[str, int], str] = {}
+        for url in urls:
+            wanted.setdefault(_address(url), url)
+        if wanted.keys() == current.keys():
+            return ClusterChange((), ())
+        endpoints: list[Endpoint] = []
+        added: list[Endpoint] = []
+        for address, url in wanted.items():
+            ep = current.get(address)
+            if ep is None:
+                ep = make_endpoint(url, self.pool_limits)
+                added.append(ep)
+            endpoints.append(ep)
+        removed = [ep for address, ep in current.items() if address not in wanted]
+        self.endpoints = endpoints
+        for ep in removed:
+            ep.available = False
+            ep.pool.close()
+        change = ClusterChange(tuple(added), tuple(removed))
+        for listener in self.listeners:
+            listener(self, change)
+        return change
+
     def close(self) -> None:
         for ep in self.endpoints:
             ep.pool.close()
 
 
-def make_endpoint(url: str, limits: PoolLimits) -> Endpoint:
+def _address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or 80
-    authority = f"{host}:{port}" if port != 80 else host
+    return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+def make_endpoint(url: str, limits: PoolLimits) -> Endpoint:
+    host, port = _address(url)
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in Host
+    authority = f"{shown}:{port}" if port != 80 else shown
     return Endpoint(host, port, ConnectionPool(host, port, limits), authority.encode())
 
 

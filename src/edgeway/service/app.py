@@ -36,12 +36,12 @@ from fastapi import Depends, FastAPI, Request
 from nats.aio.client import Client as NatsClient
 from starlette.responses import Response
 
+from edgeway.discovery import natsconn
 from edgeway.discovery.errors import RegistryError
 from edgeway.discovery.registry import Instance, Registration, Registry
 from edgeway.observability.logs import setup_logging
 from edgeway.observability.metrics import Metrics
 from edgeway.observability.tracing import Tracing
-from edgeway.service import natsconn
 from edgeway.service.clients import RetryPolicy, ServiceClient
 from edgeway.service.config_store import ConfigStore
 from edgeway.service.discovery import (
