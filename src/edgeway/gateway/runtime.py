@@ -13,6 +13,7 @@ Errors become RFC 9457 problem responses carrying the request id.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from edgeway.gateway.access_log import AccessLog
@@ -76,9 +77,13 @@ def server_limits(config: GatewayConfig) -> ServerLimits:
     )
 
 
-def make_clusters(config: GatewayConfig) -> dict[str, Cluster]:
+def make_clusters(config: GatewayConfig, reuse: Mapping[str, Cluster] | None = None) -> dict[str, Cluster]:
+    """A cluster per service; those in ``reuse`` (live reload: unchanged services) are kept as
+    they are, pools and connections included."""
+    reuse = reuse or {}
     return {
-        name: make_cluster(
+        name: reuse.get(name)
+        or make_cluster(
             name,
             [str(u) for u in svc.instances],
             svc.balancer,
@@ -95,14 +100,25 @@ def make_clusters(config: GatewayConfig) -> dict[str, Cluster]:
 
 class Gateway:
     """One compiled config. ``await start()`` before serving (components: JWKS, Redis...),
-    ``await stop()`` after."""
+    ``await stop()`` after.
 
-    def __init__(self, config: GatewayConfig, access_log: AccessLog | None) -> None:
+    Live reload builds a new Gateway beside the running one, lending it the clusters of
+    unchanged services (``reuse``): its :meth:`stop` leaves them open (a new config that fails
+    to start must not close what the running one uses) until it :meth:`adopt_clusters` when it
+    takes over, and the old one :meth:`hand_over` them. ``inflight`` counts the requests inside
+    :meth:`handle`, so the old one is stopped only once they are done.
+    """
+
+    def __init__(
+        self, config: GatewayConfig, access_log: AccessLog | None, reuse: Mapping[str, Cluster] | None = None
+    ) -> None:
         self.config = config
         self.name = config.name
         self.access_log = access_log
         self.limits = server_limits(config)
-        self.clusters = make_clusters(config)
+        self.clusters = make_clusters(config, reuse)
+        self._not_owned: set[str] = set(reuse or ())
+        self.inflight = 0
         self.env = GatewayEnv(config, self.clusters)
         use_discovery(self.env)  # first component: routes' components start with instances known
         self.router = Router.from_config(config)
@@ -121,7 +137,16 @@ class Gateway:
         await self.env.stop()
         self.close()
 
+    def hand_over(self, names: Collection[str]) -> None:
+        """These clusters now belong to another gateway: :meth:`close` leaves them open."""
+        self._not_owned.update(names)
+
+    def adopt_clusters(self) -> None:
+        """Every cluster of this gateway is its own to close (the lent ones included)."""
+        self._not_owned.clear()
+
     async def handle(self, ex: Exchange) -> None:
+        self.inflight += 1
         if not ex.request_id or not valid_request_id(ex.request_id):
             ex.request_id = new_request_id()
         incoming = parse_traceparent(ex.traceparent) if ex.traceparent else None
@@ -163,6 +188,7 @@ class Gateway:
             ex.status = ex.status or 499
             raise
         finally:
+            self.inflight -= 1
             if self.access_log is not None:
                 self.access_log.record(ex, route_id, span.trace_id, span.parent_id)
 
@@ -191,5 +217,6 @@ class Gateway:
         return all(n > 0 for n in services.values()), {"services": services}
 
     def close(self) -> None:
-        for cluster in self.clusters.values():
-            cluster.close()
+        for name, cluster in self.clusters.items():
+            if name not in self._not_owned:
+                cluster.close()
