@@ -8,6 +8,7 @@ a private address (the default is 127.0.0.1).
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from edgeway.gateway.runtime import Gateway
@@ -34,7 +35,9 @@ class AdminHandler:
             ex.respond_problem(405, "Method Not Allowed", headers=[(b"allow", b"GET, HEAD")])
             return
         if path == b"/healthz":
-            ex.respond_json(200, {"status": "ok", "service": self.gateway.name})
+            generation = self.reloader.generation if self.reloader is not None else 1
+            health = {"status": "ok", "service": self.gateway.name, "pid": os.getpid()}
+            ex.respond_json(200, {**health, "config_generation": generation})
         elif path == b"/readyz":
             ready, detail = self.gateway.ready()
             if self.draining:
