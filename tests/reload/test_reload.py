@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from reload_helpers import Client, backends, gateway_config, once, ports, route, service, serving, write
 
 from edgeway.gateway.reload import ReloadRefused, request_reload
+from live_gateway import Client, backends, gateway_config, once, ports, route, service, serving, write
 
 
 async def test_new_requests_take_the_new_routes_on_the_same_connection(tmp_path: Path) -> None:

@@ -11,9 +11,8 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from reload_helpers import backends, gateway_config, once, ports, route, service, write
-
 from edgeway.gateway.reload import request_reload
+from live_gateway import backends, gateway_config, once, ports, route, service, write
 
 
 @contextlib.asynccontextmanager

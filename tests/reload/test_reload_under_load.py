@@ -7,9 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from reload_helpers import Client, backends, gateway_config, once, ports, route, service, serving, write
-
 from edgeway.gateway.reload import request_reload
+from live_gateway import Client, backends, gateway_config, once, ports, route, service, serving, write
 
 RELOADS = 50
 
