@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from edgeway.discovery.errors import DiscoveryError
-from edgeway.discovery.source import instance_url, reraise_cancellation, retry_delay
+from edgeway.discovery.source import Backoff, instance_url
 
 __all__ = ["ConsulSource"]
 
@@ -95,25 +95,15 @@ class ConsulSource:
     async def watch(self) -> AsyncIterator[list[str]]:
         last: list[str] | None = None
         index = 0
-        failures = 0
+        backoff = Backoff(self.description, 0.5, MAX_BACKOFF, _log)
         while True:
             try:
                 urls, new_index = await self.fetch(index)
             except DiscoveryError as exc:
-                reraise_cancellation()
-                failures += 1
-                delay = retry_delay(failures, 0.5, MAX_BACKOFF)
-                _log.warning(
-                    "%s failed (%s); keeping the last answer, asking again in %.1fs",
-                    self.description,
-                    exc,
-                    delay,
-                    extra={"source": self.description, "failures": failures},
-                )
                 index = 0  # the next answer comes at once: there may be news
-                await asyncio.sleep(delay)
+                await backoff.failed(exc)
                 continue
-            failures = 0
+            backoff.succeeded()
             index = 0 if new_index < index else max(new_index, 1)
             if urls != last:
                 last = urls

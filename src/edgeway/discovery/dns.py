@@ -33,7 +33,7 @@ import dns.rdatatype
 import dns.resolver
 
 from edgeway.discovery.errors import DiscoveryError
-from edgeway.discovery.source import instance_url, reraise_cancellation, retry_delay
+from edgeway.discovery.source import Backoff, instance_url, reraise_cancellation
 
 __all__ = ["DnsAnswer", "DnsDiscovery", "DnsSource", "make_resolver"]
 
@@ -179,25 +179,15 @@ class DnsSource:
 
     async def watch(self) -> AsyncIterator[list[str]]:
         last: list[str] | None = None
-        failures = 0
+        backoff = Backoff(self.description, self.min_ttl, self.max_ttl, _log)
         while True:
             try:
                 answer = await self.lookup()
             except DiscoveryError as exc:
-                reraise_cancellation()
-                failures += 1
-                delay = retry_delay(failures, self.min_ttl, self.max_ttl)
-                _log.warning(
-                    "%s failed (%s); keeping the last answer, asking again in %.1fs",
-                    self.description,
-                    exc,
-                    delay,
-                    extra={"source": self.description, "failures": failures},
-                )
-                await asyncio.sleep(delay)
+                await backoff.failed(exc)
                 continue
             reraise_cancellation()  # dnspython waits with wait_for, which may swallow a cancel
-            failures = 0
+            backoff.succeeded()
             if answer.urls != last:
                 last = answer.urls
                 yield list(last)

@@ -30,7 +30,7 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
 from edgeway.discovery.errors import DiscoveryError, RegistryError
-from edgeway.discovery.source import reraise_cancellation, retry_delay
+from edgeway.discovery.source import Backoff
 
 __all__ = ["Instance", "Registration", "Registry", "RegistryDiscovery", "RegistrySource"]
 
@@ -256,26 +256,16 @@ class RegistrySource:
 
     async def watch(self) -> AsyncIterator[list[str]]:
         last: list[str] | None = None
-        failures = 0
+        backoff = Backoff(self.description, 0.5, 30.0, _log)
         while True:
             try:
                 async for urls in self._watch_once():
-                    failures = 0
+                    backoff.succeeded()
                     if urls != last:
                         last = urls
                         yield list(urls)
             except RegistryError as exc:
-                reraise_cancellation()
-                failures += 1
-                delay = retry_delay(failures, 0.5, 30.0)
-                _log.warning(
-                    "%s failed (%s); keeping the last answer, watching again in %.1fs",
-                    self.description,
-                    exc,
-                    delay,
-                    extra={"source": self.description, "failures": failures},
-                )
-                await asyncio.sleep(delay)
+                await backoff.failed(exc)
 
     async def _watch_once(self) -> AsyncIterator[list[str]]:
         """One watcher's life: the snapshot, then changes and expiries, until the resync."""

@@ -14,10 +14,11 @@ the static list by plain string equality.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-__all__ = ["Discovery", "InstanceSource", "instance_url", "reraise_cancellation", "retry_delay"]
+__all__ = ["Backoff", "Discovery", "InstanceSource", "instance_url", "reraise_cancellation", "retry_delay"]
 
 
 class Discovery(Protocol):
@@ -54,3 +55,32 @@ def reraise_cancellation() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+class Backoff:
+    """The failure handling every watch shares: count consecutive failures, log each with the
+    delay before the next try, and wait it out. The last good set is kept by the caller simply
+    by not yielding."""
+
+    def __init__(self, description: str, base: float, cap: float, log: logging.Logger) -> None:
+        self.description = description
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+        self._log = log
+
+    async def failed(self, exc: Exception) -> None:
+        reraise_cancellation()
+        self.failures += 1
+        delay = retry_delay(self.failures, self.base, self.cap)
+        self._log.warning(
+            "%s failed (%s); keeping the last answer, trying again in %.1fs",
+            self.description,
+            exc,
+            delay,
+            extra={"source": self.description, "failures": self.failures},
+        )
+        await asyncio.sleep(delay)
+
+    def succeeded(self) -> None:
+        self.failures = 0
