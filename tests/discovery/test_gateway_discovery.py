@@ -126,6 +126,25 @@ async def test_a_removed_instance_drains_its_requests_in_flight(tmp_path: Path) 
             await until(lambda: not be["b1"].connections, 5)  # then it is closed
 
 
+async def test_a_request_in_flight_to_a_removed_instance_keeps_its_timeouts(tmp_path: Path) -> None:
+    port, admin = ports()
+    cfg = tmp_path / "gw.yaml"
+    async with backends("b1", "b2") as be, dns_server(srv_zone(be["b1"], ttl=0)) as dns:
+        svc = {**dns_service(dns), "timeouts": {"first_byte": "1s", "total": "20s"}}
+        write(cfg, gateway_config(port, admin, {"shop": svc}, [route("/**", "shop", "1")]))
+        async with serving(cfg) as server:
+            started = time.monotonic()
+            hung = asyncio.create_task(once(port, "GET", "/slow/hangs"))  # b1 never answers it
+            await asyncio.wait_for(be["b1"].slow_started.wait(), 5)
+            dns.zone.clear()
+            dns.zone.update(srv_zone(be["b2"], ttl=0))
+            await until(lambda: endpoints(server, "shop") == [be["b2"].port], 5)
+            assert not hung.done()  # removed while waiting for its first byte
+            answer = await hung
+            assert answer.status == 504
+            assert time.monotonic() - started < 2.5
+
+
 async def test_dns_changes_under_load_fail_no_request(tmp_path: Path) -> None:
     port, admin = ports()
     cfg = tmp_path / "gw.yaml"

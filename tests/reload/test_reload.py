@@ -214,10 +214,14 @@ async def test_requests_still_running_after_the_drain_timeout_finish(tmp_path: P
             config["services"] = {"a": service(be["b"])}
             write(cfg, config)
             await request_reload("127.0.0.1", admin)
-            await asyncio.sleep(0.4)  # past the drain timeout: the old config's cluster closed
-            assert old_cluster.endpoints[0].pool.closed
+            await asyncio.sleep(0.4)  # past the drain timeout: the old config was stopped...
+            assert old_cluster.draining == old_cluster.endpoints
+            assert not old_cluster.endpoints[0].pool.closed  # ...its pool waits for the request
             be["a"].release.set()
-            assert (await slow).body == b"a /slow/x"  # its connection was busy: it finished
+            assert (await slow).body == b"a /slow/x"
+            async with asyncio.timeout(2):
+                while not old_cluster.endpoints[0].pool.closed:
+                    await asyncio.sleep(0.05)
 
 
 async def test_reload_without_a_file_is_a_conflict(tmp_path: Path) -> None:
