@@ -56,7 +56,7 @@ async def test_a_change_arrives_through_a_blocking_query_at_once() -> None:
             started = time.monotonic()
             await api.set("orders", [Entry("10.0.0.1", 80), Entry("10.0.0.2", 80)])
             arrived = await seen.until(lambda urls: len(urls) == 2, 3)
-            assert arrived - started < 0.5
+            assert arrived - started < 1.0  # the parked query returned; no poll interval
             assert len(api.requests) <= asked + 1
 
 

@@ -51,7 +51,7 @@ async def test_the_answer_is_kept_for_its_ttl_then_changes_are_picked_up() -> No
             arrived = await seen.until(lambda urls: "http://10.0.0.9:80" in urls, 3)
             queries = server.queries[(NAME, "A")]
     # Not before the TTL ran out (asked again once per second), and within it plus a margin.
-    assert arrived - changed_at <= 1.5
+    assert arrived - changed_at <= 2.0
     assert queries <= 3
 
 

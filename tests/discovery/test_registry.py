@@ -120,7 +120,7 @@ async def test_an_instance_that_stops_heartbeating_leaves_within_its_ttl(nc: Nat
         stopped = time.monotonic()
         left = await seen.until(lambda urls: urls == ["http://alive:1"], ttl + 2)
     # The last heartbeat was at most TTL/3 before the stop; it leaves one TTL after that beat.
-    assert ttl * 2 / 3 - 0.3 <= left - stopped <= ttl + 0.3
+    assert ttl * 2 / 3 - 0.3 <= left - stopped <= ttl + 0.5
     await alive.close()
 
 
