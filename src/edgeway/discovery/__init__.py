@@ -18,12 +18,54 @@ module                  what it finds instances from
 Instances are base URLs, ``http://host:port``. Errors are in :mod:`.errors`.
 """
 
-from edgeway.discovery.consul import ConsulSource
-from edgeway.discovery.dns import DnsDiscovery, DnsSource, make_resolver
-from edgeway.discovery.errors import DiscoveryError, RegistryError
-from edgeway.discovery.lookup import CachedDiscovery, ChainDiscovery, StaticDiscovery
-from edgeway.discovery.registry import Instance, Registration, Registry, RegistryDiscovery, RegistrySource
-from edgeway.discovery.source import Discovery, InstanceSource, instance_url
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgeway.discovery.consul import ConsulSource
+    from edgeway.discovery.dns import DnsDiscovery, DnsSource, make_resolver
+    from edgeway.discovery.errors import DiscoveryError, RegistryError
+    from edgeway.discovery.lookup import CachedDiscovery, ChainDiscovery, StaticDiscovery
+    from edgeway.discovery.registry import (
+        Instance,
+        Registration,
+        Registry,
+        RegistryDiscovery,
+        RegistrySource,
+    )
+    from edgeway.discovery.source import Discovery, InstanceSource, instance_url
+
+# Names are imported on first use: the NATS client pulls in aiohttp (~150 ms) and a gateway
+# that discovers nothing through NATS, or a service that does not register, should not pay it.
+_HOMES = {
+    "ConsulSource": "consul",
+    "DnsDiscovery": "dns",
+    "DnsSource": "dns",
+    "make_resolver": "dns",
+    "DiscoveryError": "errors",
+    "RegistryError": "errors",
+    "CachedDiscovery": "lookup",
+    "ChainDiscovery": "lookup",
+    "StaticDiscovery": "lookup",
+    "Instance": "registry",
+    "Registration": "registry",
+    "Registry": "registry",
+    "RegistryDiscovery": "registry",
+    "RegistrySource": "registry",
+    "Discovery": "source",
+    "InstanceSource": "source",
+    "instance_url": "source",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'edgeway.discovery' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"edgeway.discovery.{home}"), name)
+
 
 __all__ = [
     "CachedDiscovery",

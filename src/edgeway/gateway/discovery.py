@@ -17,20 +17,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-import httpx
-from nats.aio.client import Client as NatsClient
-from nats.errors import Error as NatsError
-
-from edgeway.discovery import natsconn
-from edgeway.discovery.consul import ConsulSource
-from edgeway.discovery.dns import DnsSource, make_resolver
-from edgeway.discovery.registry import Registry, RegistrySource
 from edgeway.discovery.source import InstanceSource, reraise_cancellation, retry_delay
 from edgeway.gateway.config.resilience_schema import ConsulRule, DnsRule, NatsKvRule
 from edgeway.gateway.config.schema import GatewayConfig
 from edgeway.gateway.pipeline import GatewayEnv
 from edgeway.gateway.upstreams import Cluster
+
+if TYPE_CHECKING:
+    import httpx
+    from nats.aio.client import Client as NatsClient
 
 __all__ = ["STARTUP_WAIT", "ServiceDiscovery", "use_discovery"]
 
@@ -65,6 +62,8 @@ class ServiceDiscovery:
             dns_rule = rule
 
             async def dns() -> InstanceSource:
+                from edgeway.discovery.dns import DnsSource, make_resolver
+
                 return DnsSource(
                     dns_rule.name,
                     type=dns_rule.type,
@@ -79,6 +78,8 @@ class ServiceDiscovery:
             kv_rule = rule
 
             async def nats_kv() -> InstanceSource:
+                from edgeway.discovery.registry import Registry, RegistrySource
+
                 nc = await self._nats_client(kv_rule.url)
                 return RegistrySource(Registry(nc, bucket=kv_rule.bucket), kv_rule.service)
 
@@ -86,6 +87,10 @@ class ServiceDiscovery:
         consul_rule = rule
 
         async def consul() -> InstanceSource:
+            import httpx
+
+            from edgeway.discovery.consul import ConsulSource
+
             if self._http is None:
                 self._http = httpx.AsyncClient()  # each source sets its own timeouts per request
             return ConsulSource(
@@ -137,6 +142,8 @@ class ServiceDiscovery:
         self._tasks.clear()
         for connecting in self._nats.values():
             if connecting.done() and not connecting.cancelled():
+                from nats.errors import Error as NatsError
+
                 with contextlib.suppress(NatsError, OSError, TimeoutError):
                     await connecting.result().close()
             else:
@@ -188,6 +195,10 @@ class ServiceDiscovery:
 
 
 async def _connect(url: str) -> NatsClient:
+    from nats.errors import Error as NatsError
+
+    from edgeway.discovery import natsconn
+
     failures = 0
     while True:
         try:
