@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from edgeway.gateway.runtime import Gateway
 from edgeway.http.listener import Listener, bind_socket
 from edgeway.http.server import ServerProtocol
 from edgeway.observability.logs import setup_logging
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_CAN_WAIT = hasattr(signal, "sigtimedwait")  # Linux; not macOS
 
 
 class GatewayServer:
@@ -157,6 +161,10 @@ async def run(
         handled.append(signal.SIGHUP)
     except (NotImplementedError, RuntimeError, ValueError, AttributeError):
         pass  # not the main thread (tests), or a platform without these signals
+    if parent_pid is not None and len(handled) == len(_FORWARDED):
+        # A worker starts with these signals blocked (see serve): what the parent forwarded
+        # while it was starting is pending, and is delivered to the handlers now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     await server.start()
     try:
         await stop.wait()
@@ -199,10 +207,15 @@ def serve(path: Path, workers: int | None = None) -> None:
     if n <= 1:
         serve_config(config, path, sources=sources)
         return
-    # Workers inherit "ignore SIGHUP" until their event loop installs its handler, so a reload
-    # forwarded while one is still starting cannot kill it.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     ctx = multiprocessing.get_context("spawn")
+    if _CAN_WAIT:
+        # Blocked before the workers start, so they inherit the mask: a signal forwarded while
+        # one is still starting stays pending (instead of killing it, or being lost) until its
+        # event loop handles signals and unblocks them (see run). The parent takes its own
+        # with sigtimedwait. multiprocessing's resource tracker unblocks SIGINT/SIGTERM after
+        # starting itself, so it is started first.
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     procs = [
         ctx.Process(target=_worker, args=(str(path), os.getpid()), name=f"edgeway-worker-{i}")
         for i in range(n)
@@ -217,12 +230,9 @@ def serve(path: Path, workers: int | None = None) -> None:
     sys.exit(code)
 
 
-_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
 def _supervise(procs: Sequence[BaseProcess]) -> None:
     """Forward signals to the workers until they have all exited."""
-    if not hasattr(signal, "sigtimedwait"):  # macOS: no siginfo, forward to every worker
+    if not _CAN_WAIT:  # macOS: no siginfo, forward to every worker
 
         def forward(signum: int, _frame: object) -> None:
             _send(procs, signum, exclude=None)
@@ -230,9 +240,6 @@ def _supervise(procs: Sequence[BaseProcess]) -> None:
         for sig in _FORWARDED:
             signal.signal(sig, forward)
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
-    # Blocked, the signals wait for sigtimedwait; an ignored one would be discarded instead.
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     while any(p.is_alive() for p in procs):
         info = signal.sigtimedwait(_FORWARDED, 0.5)
         if info is not None:
