@@ -240,3 +240,25 @@ async def test_reload_without_a_file_is_a_conflict(tmp_path: Path) -> None:
             assert (await once(admin, "GET", "/reload")).status == 405
         finally:
             await server.shutdown()
+
+
+async def test_metrics_carry_on_across_a_reload(tmp_path: Path) -> None:
+    port, admin = ports()
+    cfg = tmp_path / "gw.yaml"
+    async with backends("a") as be:
+        config = gateway_config(port, admin, {"a": service(be["a"])}, [route("/**", "a", "1")])
+        write(cfg, config)
+        async with serving(cfg) as server:
+            metrics = server.gateway.env.metrics
+            reloads = metrics.counter("test_reloads_total", "reloads seen by this test")
+            reloads.inc()
+            level = [1.0]
+            metrics.gauge("test_level", "a level read at scrape time", function=lambda: level[0])
+            write(cfg, {**config, "routes": [route("/**", "a", "2")]})
+            await request_reload("127.0.0.1", admin)
+            assert server.gateway.env.metrics is metrics
+            # The new config's components re-register their gauges: the new one is read.
+            metrics.gauge("test_level", "a level read at scrape time", function=lambda: 7.0)
+            text = (await once(admin, "GET", "/metrics")).body.decode()
+            assert "test_reloads_total 1.0" in text
+            assert "test_level 7.0" in text

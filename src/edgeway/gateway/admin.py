@@ -1,5 +1,6 @@
 """The admin port: /healthz (the process runs), /readyz (it can serve), /routes (what it serves),
-and ``POST /reload`` (reload the config file; see :mod:`edgeway.gateway.reload`).
+/metrics (Prometheus exposition of the gateway's metrics) and ``POST /reload`` (reload the config
+file; see :mod:`edgeway.gateway.reload`).
 
 Served by the same engine as the traffic port, on its own listener, so a saturated traffic port
 does not hide the gateway's health from the orchestrator. It has no authentication: keep it on
@@ -45,8 +46,13 @@ class AdminHandler:
             ex.respond_json(200 if ready else 503, {"status": "ready" if ready else "not ready", **detail})
         elif path == b"/routes":
             ex.respond_json(200, {"routes": self.gateway.routes_view()})
+        elif path == b"/metrics":
+            body, content_type = self.gateway.env.metrics.exposition()
+            ex.respond(200, [(b"content-type", content_type.encode())], body)
         else:
-            ex.respond_problem(404, "Not Found", "admin endpoints: /healthz, /readyz, /routes, POST /reload")
+            ex.respond_problem(
+                404, "Not Found", "admin endpoints: /healthz, /readyz, /routes, /metrics, POST /reload"
+            )
 
     async def _reload(self, ex: Exchange) -> None:
         if ex.method != b"POST":

@@ -232,7 +232,8 @@ class Reloader:
             return ReloadResult("unchanged", trigger, self.generation)
         reuse = reusable_clusters(running, config)
         try:
-            new = Gateway(config, self._access_log(config), reuse=reuse)
+            metrics = running.env.metrics if config.name == running.config.name else None
+            new = Gateway(config, self._access_log(config), reuse=reuse, metrics=metrics)
         except (GatewayError, ValueError, LookupError, ImportError) as exc:
             _log.exception("the new config could not be compiled")
             return ReloadResult(

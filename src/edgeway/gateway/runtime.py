@@ -21,7 +21,7 @@ from edgeway.gateway.aggregate import build_aggregate
 from edgeway.gateway.auth import build_auth
 from edgeway.gateway.cache import build_cache
 from edgeway.gateway.config.schema import GatewayConfig
-from edgeway.gateway.cors import build_cors
+from edgeway.gateway.cors import build_cors, preflight_match
 from edgeway.gateway.discovery import use_discovery
 from edgeway.gateway.endpoints import build_endpoint
 from edgeway.gateway.errors import PathError, Rejection
@@ -46,6 +46,7 @@ from edgeway.http.exchange import Exchange, Headers, ResponseState
 from edgeway.http.headers import reason_phrase
 from edgeway.http.limits import PoolLimits, ServerLimits, UpstreamTimeouts
 from edgeway.observability.ids import new_request_id, new_traceparent, parse_traceparent, valid_request_id
+from edgeway.observability.metrics import Metrics
 
 ACTIONS: dict[str, ActionBuilder] = {
     "proxy": build_proxy,
@@ -110,7 +111,11 @@ class Gateway:
     """
 
     def __init__(
-        self, config: GatewayConfig, access_log: AccessLog | None, reuse: Mapping[str, Cluster] | None = None
+        self,
+        config: GatewayConfig,
+        access_log: AccessLog | None,
+        reuse: Mapping[str, Cluster] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -119,7 +124,7 @@ class Gateway:
         self.clusters = make_clusters(config, reuse)
         self._not_owned: set[str] = set(reuse or ())
         self.inflight = 0
-        self.env = GatewayEnv(config, self.clusters)
+        self.env = GatewayEnv(config, self.clusters, metrics)
         use_discovery(self.env)  # first component: routes' components start with instances known
         self.router = Router.from_config(config)
         self.handlers: dict[str, Handler] = {}
@@ -156,6 +161,9 @@ class Gateway:
         try:
             path = normalize_path(ex.path, self._encoded_slash, self._case_sensitive)
             found = self.router.match(ex.method.decode("latin-1"), ex.host.decode("latin-1"), path)
+            if found is None and ex.method == b"OPTIONS":
+                # A CORS preflight is routed by the method it asks about (see cors.py).
+                found = preflight_match(self.router, self.config, ex, ex.host.decode("latin-1"), path)
             if found is None:
                 self._not_found(ex, path, tp)
                 return
