@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -473,3 +474,49 @@ def test_the_email_job_s_progress_is_pushed_to_its_owner_only(shop: Shop) -> Non
 def test_the_live_channel_needs_a_token(shop: Shop) -> None:
     response = shop.http.get(shop.url("web-bff") + "/api/live", headers={"Accept": "text/event-stream"})
     assert response.status_code == 401
+
+
+# -- strangling the legacy monolith ----------------------------------------------------------------------
+
+
+def test_the_strangler_flag_moves_a_route_to_the_new_service_without_a_restart(shop: Shop) -> None:
+    web, mobile = shop.url("web-bff") + "/api/account/profile", shop.url("mobile-bff") + "/m/account/profile"
+    headers = shop.as_user("alice")
+    admin = {edge: shop.url(f"{edge}-admin") + "/healthz" for edge in ("web-bff", "mobile-bff")}
+    before = {edge: shop.http.get(url).json() for edge, url in admin.items()}
+    assert shop.http.get(web, headers=headers).json()["served_by"] == "legacy"
+
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def keep_calling() -> None:  # a client using the page all along
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                statuses.append(client.get(web, headers=headers).status_code)
+
+    caller = threading.Thread(target=keep_calling)
+    caller.start()
+    try:
+        shop.flag("strangler.account-profile", True)
+        for url in (web, mobile):
+            shop.wait(
+                lambda url=url: shop.http.get(url, headers=headers).json()["served_by"] == "profile", 15, url
+            )
+        moved = shop.http.get(web, headers=headers).json()
+        assert (moved["username"], moved["email"]) == ("alice", "alice@shop.example")
+        shop.flag("strangler.account-profile", False)
+        for url in (web, mobile):
+            shop.wait(
+                lambda url=url: shop.http.get(url, headers=headers).json()["served_by"] == "legacy", 15, url
+            )
+    finally:
+        shop.flag("strangler.account-profile", False)
+        stop.set()
+        caller.join()
+
+    assert statuses
+    assert set(statuses) == {200}, f"{len([s for s in statuses if s != 200])} failed of {len(statuses)}"
+    for edge, url in admin.items():
+        after = shop.http.get(url).json()
+        assert after["pid"] == before[edge]["pid"]  # the same process: reloaded, not restarted
+        assert after["config_generation"] > before[edge]["config_generation"]  # reloaded
