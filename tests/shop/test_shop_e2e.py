@@ -520,3 +520,24 @@ def test_the_strangler_flag_moves_a_route_to_the_new_service_without_a_restart(s
         after = shop.http.get(url).json()
         assert after["pid"] == before[edge]["pid"]  # the same process: reloaded, not restarted
         assert after["config_generation"] > before[edge]["config_generation"]  # reloaded
+
+
+def test_the_mobile_bff_streams_an_order_s_status_as_server_sent_events(shop: Shop) -> None:
+    mobile = shop.url("mobile-bff")
+    headers = shop.as_user("bob")
+    placed = shop.http.post(
+        mobile + "/m/orders", headers=headers, json={"items": [{"sku": "BEA-02", "qty": 1}]}
+    )
+    assert placed.status_code == 202, placed.text
+    topic = f"orders/{placed.json()['id']}"
+    statuses: list[str] = []
+    with shop.http.stream(
+        "GET", f"{mobile}/m/live", params={"topic": topic, "replay": "1"}, headers={**headers, "Accept": "text/event-stream"}
+    ) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                statuses.append(json.loads(line[5:])["status"])
+                if statuses[-1] in ("confirmed", "cancelled"):
+                    break
+    assert statuses[-1] == "confirmed"
