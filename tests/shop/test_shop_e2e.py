@@ -532,7 +532,10 @@ def test_the_mobile_bff_streams_an_order_s_status_as_server_sent_events(shop: Sh
     topic = f"orders/{placed.json()['id']}"
     statuses: list[str] = []
     with shop.http.stream(
-        "GET", f"{mobile}/m/live", params={"topic": topic, "replay": "1"}, headers={**headers, "Accept": "text/event-stream"}
+        "GET",
+        f"{mobile}/m/live",
+        params={"topic": topic, "replay": "1"},
+        headers={**headers, "Accept": "text/event-stream"},
     ) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
         for line in stream.iter_lines():
