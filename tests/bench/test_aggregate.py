@@ -29,6 +29,7 @@ def test_a_short_run_reports_the_aiohttp_composition_and_the_delay_floor(
     assert 20 <= details["aiohttp_p50_ms"] < 45
     assert 20 <= details["slowest_p50_ms"] < 30
     assert result["aiohttp_rps"] == details["legs"]["aiohttp"]["runs"]["16"]["rps"]
-    if aggregate.edgeway_config(port=0, backends={}) is None:
-        assert details["legs"]["edgeway"]["status"] == "skipped"
-        assert result["edgeway_rps"] is None
+    # The aggregate endpoint runs its three calls in parallel too.
+    assert details["legs"]["edgeway"]["status"] == "ok"
+    assert 20 <= result["p50_ms"] < 45
+    assert result["edgeway_rps"] == details["legs"]["edgeway"]["runs"]["16"]["rps"]

@@ -478,8 +478,10 @@ class Route(StrictModel):
                 "a route needs exactly one action of: {names} (found: {found})",
                 {"names": names, "found": found},
             )
-        if self.proxy is not None:
-            problems = [(("proxy", *loc), message) for loc, message in self.proxy.bind(self.match.pattern)]
+        action = self.action
+        if isinstance(action, ProxyAction | AggregateAction):
+            name = self.action_name
+            problems = [((name, *loc), message) for loc, message in action.bind(self.match.pattern)]
             if problems:
                 raise LocatedProblemsError(problems)
         return self
