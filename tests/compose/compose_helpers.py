@@ -20,7 +20,7 @@ import orjson
 
 # The gateway tests' helpers (an in-process gateway over real sockets) live next to them.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway"))
-from gateway_helpers import gateway, read_request  # noqa: E402
+from gateway_helpers import gateway, read_request
 
 
 @dataclass
@@ -94,7 +94,8 @@ class JsonService:
                 if reply.delay:
                     await asyncio.sleep(reply.delay)
                 data = reply.raw if reply.raw is not None else orjson.dumps(reply.body)
-                head = f"HTTP/1.1 {reply.status} X\r\ncontent-type: application/json\r\ncontent-length: {len(data)}\r\n"
+                head = f"HTTP/1.1 {reply.status} X\r\ncontent-type: application/json\r\n"
+                head += f"content-length: {len(data)}\r\n"
                 for name, value in reply.headers.items():
                     head += f"{name}: {value}\r\n"
                 w.write(head.encode() + b"\r\n" + data)
@@ -127,7 +128,14 @@ def aggregate_config(
     return {
         "name": "compose-test",
         "services": service_config(running, **route.pop("service_overrides", {})),
-        "routes": [{"id": "screen", "match": {"path": path, **route.pop("match", {})}, "aggregate": aggregate, **route}],
+        "routes": [
+            {
+                "id": "screen",
+                "match": {"path": path, **route.pop("match", {})},
+                "aggregate": aggregate,
+                **route,
+            }
+        ],
     }
 
 

@@ -7,7 +7,12 @@ async def test_smoke() -> None:
     async with services(users=lambda s: {"user": {"id": 1}}, orders=lambda s: {"orders": [1, 2]}) as svc:
         cfg = aggregate_config(
             svc,
-            {"calls": {"u": {"service": "users", "path": "/u", "allow": ["user"]}, "o": {"service": "orders", "path": "/o", "group": "x"}}},
+            {
+                "calls": {
+                    "u": {"service": "users", "path": "/u", "allow": ["user"]},
+                    "o": {"service": "orders", "path": "/o", "group": "x"},
+                }
+            },
         )
         async with gateway(cfg) as (port, _log):
             answer = await request(port, "GET", "/screen")

@@ -21,12 +21,18 @@ idempotent methods, as the proxy does.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from edgeway.gateway.errors import Rejection
+from edgeway.gateway.pipeline import RequestContext
 from edgeway.gateway.upstreams import Cluster, Endpoint
 from edgeway.http.errors import UpstreamError, UpstreamReset, UpstreamTimeout
 from edgeway.http.exchange import Headers
+from edgeway.http.headers import reason_phrase
 from edgeway.http.upstream import ResponseHead, UpstreamConnection
+from edgeway.observability.ids import new_span_id
 from edgeway.resilience.balancer import NoInstanceAvailable
 
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
@@ -346,3 +352,55 @@ async def call_service(
 ) -> ServiceReply:
     """One complete call: :func:`start_call` and its reply."""
     return await start_call(cluster, method, target, headers, body, limits).reply()
+
+
+# -- what every call of a request carries -------------------------------------------------
+
+
+def common_headers(ctx: RequestContext) -> bytes:
+    """Header lines every call made for this request carries: the request id, who the client
+    is (X-Forwarded-*, as the proxy sends them) and that JSON is wanted."""
+    ex = ctx.ex
+    xff = ex.header(b"x-forwarded-for")
+    client = ex.client.encode()
+    return b"".join(
+        (
+            b"x-request-id: ",
+            ex.request_id,
+            b"\r\nx-forwarded-for: ",
+            xff + b", " + client if xff else client,
+            b"\r\nx-forwarded-proto: ",
+            ex.scheme,
+            b"\r\nx-forwarded-host: ",
+            ex.host,
+            b"\r\naccept: application/json\r\n",
+        )
+    )
+
+
+def child_traceparent(ctx: RequestContext) -> bytes:
+    """A traceparent line for one call: this request's trace, a new span for the call."""
+    span = ctx.span
+    return b"traceparent: 00-" + span.trace_id + b"-" + new_span_id() + b"-" + span.flags + b"\r\n"
+
+
+def forwarded_headers(headers: Iterable[tuple[bytes, bytes]], names: frozenset[bytes]) -> bytes:
+    """The client's headers named in ``names`` (lower-case), as header lines."""
+    return b"".join(name + b": " + value + b"\r\n" for name, value in headers if name.lower() in names)
+
+
+def upstream_problem(status: int, reason: str, body: Any, **members: Any) -> Rejection:
+    """The problem an endpoint answers when a call it needed failed with ``status``.
+
+    A service's 4xx is passed through with the members of its JSON error body (its ``title``
+    and ``detail`` included: "order 7 not found" is what the client needs to see); a service's
+    5xx becomes 502; the gateway's own statuses (504 timeout, 503 no instance) stay.
+    """
+    if 400 <= status < 500 and isinstance(body, dict):
+        found = dict(body)
+        title = str(found.pop("title", reason_phrase(status).decode()))
+        detail = str(found.pop("detail", reason))
+        for key in ("status", "request_id"):
+            found.pop(key, None)
+        return Rejection(status, title, detail, **found, **members)
+    return Rejection(status, reason_phrase(status).decode(), reason, **members)

@@ -11,8 +11,6 @@ answer, 504 for a timeout or the deadline, 503 when no instance is available.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from edgeway.gateway.aggregate.executor import CallError, Run
@@ -20,9 +18,8 @@ from edgeway.gateway.aggregate.merge import compile_merge
 from edgeway.gateway.aggregate.plan import CallPlan, Plan, Scope, compile_plan
 from edgeway.gateway.config.compose_schema import META_KEY
 from edgeway.gateway.config.schema import Route
-from edgeway.gateway.errors import Rejection
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
-from edgeway.http.headers import reason_phrase
+from edgeway.gateway.service_client import common_headers, upstream_problem
 
 _JSON = (b"content-type", b"application/json")
 _INCOMPLETE = (b"x-edgeway-completed", b"false")
@@ -41,7 +38,7 @@ def build_aggregate(route: Route, env: GatewayEnv) -> Handler:
     async def aggregate(ctx: RequestContext) -> None:
         ex = ctx.ex
         body = await ex.body.read_all(body_limit) if plan.needs_client_body else None
-        run = Run(plan, Scope(ctx, body), _common_headers(ctx))
+        run = Run(plan, Scope(ctx, body), common_headers(ctx))
         await run.execute()
         if run.fatal is not None:
             _fail_endpoint(*run.fatal)
@@ -59,41 +56,11 @@ def build_aggregate(route: Route, env: GatewayEnv) -> Handler:
     return aggregate
 
 
-def _common_headers(ctx: RequestContext) -> bytes:
-    """Headers every call of this request carries: the request id and who the client is."""
-    ex = ctx.ex
-    xff = ex.header(b"x-forwarded-for")
-    client = ex.client.encode()
-    return b"".join(
-        (
-            b"x-request-id: ",
-            ex.request_id,
-            b"\r\nx-forwarded-for: ",
-            xff + b", " + client if xff else client,
-            b"\r\nx-forwarded-proto: ",
-            ex.scheme,
-            b"\r\nx-forwarded-host: ",
-            ex.host,
-            b"\r\naccept: application/json\r\n",
-        )
-    )
-
-
 def _fail_endpoint(call: CallPlan, error: CallError) -> None:
-    status = error.endpoint_status
-    members: dict[str, Any] = {}
-    title = reason_phrase(status).decode()
-    detail = f"call '{call.name}' failed: {error.reason}"
-    if error.kind == "upstream" and status < 500 and isinstance(error.body, dict):
-        # The service's own problem (404 "order not found") is what the client needs to see.
-        body = dict(error.body)
-        title = str(body.pop("title", title))
-        detail = str(body.pop("detail", detail))
-        for key in ("status", "request_id"):
-            body.pop(key, None)
-        members = body
-    members["call"] = call.name
-    raise Rejection(status, title, detail, **members)
+    body = error.body if error.kind == "upstream" else None
+    raise upstream_problem(
+        error.endpoint_status, f"call '{call.name}' failed: {error.reason}", body, call=call.name
+    )
 
 
 __all__ = ["Plan", "build_aggregate"]

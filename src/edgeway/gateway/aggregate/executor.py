@@ -24,9 +24,14 @@ import orjson
 from edgeway.gateway.aggregate.plan import BadValue, CallPlan, MissingValue, Plan, Scope
 from edgeway.gateway.aggregate.shaping import ShapeError
 from edgeway.gateway.aggregate.values import MISSING
-from edgeway.gateway.service_client import PendingCall, ServiceReply, start_call
+from edgeway.gateway.service_client import (
+    PendingCall,
+    ServiceReply,
+    child_traceparent,
+    forwarded_headers,
+    start_call,
+)
 from edgeway.http.errors import UpstreamError, UpstreamTimeout
-from edgeway.observability.ids import new_span_id
 
 
 @dataclass(slots=True)
@@ -271,17 +276,7 @@ class Run:
                 return None
             return error
         ctx = scope.ctx
-        span = ctx.span
-        parts = [
-            self._headers,
-            b"traceparent: 00-",
-            span.trace_id,
-            b"-",
-            new_span_id(),
-            b"-",
-            span.flags,
-            b"\r\n",
-        ]
+        parts = [self._headers, child_traceparent(ctx)]
         if call.forward:
             parts.append(self._forwarded(call.forward))
         parts.append(own)
@@ -298,11 +293,7 @@ class Run:
         cache = self._forward_cache
         found = cache.get(names)
         if found is None:
-            found = cache[names] = b"".join(
-                name + b": " + value + b"\r\n"
-                for name, value in self.scope.ctx.ex.headers
-                if name.lower() in names
-            )
+            found = cache[names] = forwarded_headers(self.scope.ctx.ex.headers, names)
         return found
 
     def _take(self, call: CallPlan, reply: ServiceReply) -> None:

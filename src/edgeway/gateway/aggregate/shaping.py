@@ -13,23 +13,29 @@ from collections.abc import Callable
 from typing import Any
 
 from edgeway.gateway.aggregate.values import MISSING, lookup
-from edgeway.gateway.config.templates import STAR, Star, Steps, format_steps
+from edgeway.gateway.config.templates import Steps, format_steps
 
 Shaper = Callable[[Any], Any]
 # A path tree: key -> subtree, or True for "this whole value".
-Tree = dict[str | Star, "Tree | bool"]
+Tree = dict[str, "Tree | bool"]
 
 
 class ShapeError(Exception):
     """A response does not have the shape the call's config expects (answered as 502)."""
 
 
+def _keys(steps: Steps) -> tuple[str, ...]:
+    """Lists are walked element by element anyway, so ``[*]`` adds nothing to a shaping path."""
+    return tuple(step for step in steps if isinstance(step, str))
+
+
 def _tree(paths: tuple[Steps, ...]) -> Tree:
     root: Tree = {}
-    for steps in paths:
+    for steps in map(_keys, paths):
         node = root
+        if not steps:
+            continue
         for step in steps[:-1]:
-            assert not isinstance(step, int)  # positions are refused at load
             child = node.get(step)
             if child is True:
                 break  # a shorter path already covers this one
@@ -37,40 +43,30 @@ def _tree(paths: tuple[Steps, ...]) -> Tree:
                 child = node[step] = {}
             node = child
         else:
-            last = steps[-1]
-            assert not isinstance(last, int)
-            node[last] = True
+            node[steps[-1]] = True
     return root
 
 
 def _allow(value: Any, tree: Tree) -> Any:
     if type(value) is list:
-        sub = tree.get(STAR, tree)
-        if sub is True:
-            return value
-        assert isinstance(sub, dict)
-        return [_allow(element, sub) for element in value]
+        return [_allow(element, tree) for element in value]
     if type(value) is not dict:
         return value
     out: dict[str, Any] = {}
     for key, sub in tree.items():
-        if type(key) is str and key in value:
+        if key in value:
             out[key] = value[key] if sub is True else _allow(value[key], sub)  # type: ignore[arg-type]
     return out
 
 
 def _deny(value: Any, tree: Tree) -> Any:
     if type(value) is list:
-        sub = tree.get(STAR, tree)
-        if sub is True:
-            return []
-        assert isinstance(sub, dict)
-        return [_deny(element, sub) for element in value]
+        return [_deny(element, tree) for element in value]
     if type(value) is not dict:
         return value
     out = value
     for key, sub in tree.items():
-        if type(key) is str and key in value:
+        if key in value:
             if out is value:
                 out = dict(value)
             if sub is True:
@@ -80,18 +76,12 @@ def _deny(value: Any, tree: Tree) -> Any:
     return out
 
 
-def _rename(value: Any, steps: Steps, new: str) -> Any:
+def _rename(value: Any, keys: tuple[str, ...], new: str) -> Any:
     if type(value) is list:
-        rest = steps[1:] if steps and isinstance(steps[0], Star) else steps
-        return [_rename(element, rest, new) for element in value]
-    if type(value) is not dict or not steps:
+        return [_rename(element, keys, new) for element in value]
+    if type(value) is not dict or not keys or keys[0] not in value:
         return value
-    head, rest = steps[0], steps[1:]
-    if isinstance(head, Star):
-        return value
-    assert isinstance(head, str)
-    if head not in value:
-        return value
+    head, rest = keys[0], keys[1:]
     out = dict(value)
     if rest:
         out[head] = _rename(value[head], rest, new)
@@ -113,15 +103,16 @@ def compile_shaper(
     key by key (no group), so anything but an object is an error."""
     allow_tree = _tree(allow) if allow is not None else None
     deny_tree = _tree(deny) if deny else None
-    reshapes = allow_tree is not None or deny_tree is not None or bool(rename)
+    renames = tuple((_keys(steps), new) for steps, new in rename)
+    reshapes = allow_tree is not None or deny_tree is not None or bool(renames)
 
     def shape_one(value: Any) -> Any:
         if allow_tree is not None:
             value = _allow(value, allow_tree)
         if deny_tree is not None:
             value = _deny(value, deny_tree)
-        for steps, new in rename:
-            value = _rename(value, steps, new)
+        for keys, new in renames:
+            value = _rename(value, keys, new)
         return value
 
     def shape(value: Any) -> Any:

@@ -8,9 +8,10 @@ top-level cross-checks can report unknown services for every action alike.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -38,6 +39,38 @@ _CALL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLAIN_KEY = re.compile(r"[^.\[\]{}\s]+")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 META_KEY = "_meta"
+# Headers the gateway writes on every call itself; copying the client's would duplicate them.
+_GATEWAY_OWNED = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "x-request-id",
+        "traceparent",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+    }
+)
+
+
+def _forwardable(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    problems: list[tuple[Loc, str]] = [
+        ((index,), f"'{name}' is set by the gateway on every call; it cannot be copied from the client")
+        for index, name in enumerate(value)
+        if name.lower() in _GATEWAY_OWNED
+    ]
+    if problems:
+        raise LocatedProblemsError(problems)
+    return value
 
 
 class AggregateCall(StrictModel):
@@ -127,6 +160,8 @@ class AggregateCall(StrictModel):
         if TOKEN.fullmatch(value) is None:
             raise PydanticCustomError("method", "'{method}' is not an HTTP method", {"method": value})
         return value.upper()
+
+    _forward = field_validator("forward_headers")(_forwardable)
 
     @field_validator("group")
     @classmethod
@@ -269,6 +304,7 @@ class AggregateAction(StrictModel):
     )
 
     _order: tuple[str, ...] = PrivateAttr(())
+    _forward = field_validator("forward_headers")(_forwardable)
 
     @field_validator("calls")
     @classmethod
@@ -320,11 +356,18 @@ class EndpointAction(StrictModel):
     name: str = Field(
         min_length=1, description="The registered endpoint's name (the function name by default)."
     )
+    forward_headers: list[HeaderName] = Field(
+        default_factory=lambda: list(DEFAULT_FORWARD_HEADERS),
+        description="Client headers copied onto the function's service calls (identity headers, "
+        "Authorization and Accept-Language by default).",
+    )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="Free-form settings the function reads as `req.options` (one function serving "
         "several profiles).",
     )
+
+    _forward = field_validator("forward_headers")(_forwardable)
 
     def service_refs(self) -> list[tuple[Loc, str]]:
         return []
@@ -370,3 +413,82 @@ class PythonEndpoints(StrictModel):
 
 class PushSettings(StrictModel):
     """Where pushed messages come from (the event bus, or a source given in Python)."""
+
+
+def check_python_endpoints(
+    python: PythonEndpoints | None, routes: Sequence[EndpointRoute]
+) -> list[tuple[Loc, str]]:
+    """Import the configured modules and check every `endpoint` route against what they
+    registered: the name exists, and a declared method and path are the route's.
+
+    Run at config load, so ``edgeway config check`` reports a typo or a broken module with the
+    file and line of the config key, not at the first request.
+    """
+    uses = [(index, route) for index, route in enumerate(routes) if route.endpoint is not None]
+    if python is None:
+        return [
+            (
+                ("routes", index, "endpoint"),
+                "a Python endpoint needs `python: {modules: [...]}` naming the modules that register it",
+            )
+            for index, _ in uses
+        ]
+    # Imported here: the registry is part of the running gateway, which imports this schema.
+    from edgeway.gateway.endpoints.registry import load_modules
+
+    found, problems = load_modules(python.modules, python.paths)
+    if any(loc[:2] == ("python", "modules") for loc, _ in problems):
+        return problems  # a module that did not import explains any name it would have registered
+    modules = ", ".join(python.modules)
+    for index, route in uses:
+        assert route.endpoint is not None
+        name = route.endpoint.name
+        spec = found.get(name)
+        if spec is None:
+            close = difflib.get_close_matches(name, list(found), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            known = ", ".join(sorted(found)) or "none"
+            problems.append(
+                (
+                    ("routes", index, "endpoint", "name"),
+                    f"no endpoint '{name}' in {modules} ({hint}registered: {known})",
+                )
+            )
+            continue
+        match = route.match
+        if spec.path is not None and spec.path != match.path:
+            problems.append(
+                (
+                    ("routes", index, "match", "path"),
+                    f"endpoint '{name}' ({spec.where}) is declared for path {spec.path!r}, "
+                    f"not {match.path!r}",
+                )
+            )
+        if spec.method is not None and (match.methods is None or spec.method not in match.methods):
+            took = "any method" if match.methods is None else ", ".join(match.methods)
+            problems.append(
+                (
+                    ("routes", index, "match", "methods"),
+                    f"endpoint '{name}' ({spec.where}) is declared for {spec.method}; the route "
+                    f"takes {took}: set methods: [{spec.method}]",
+                )
+            )
+    return problems
+
+
+class EndpointRoute(Protocol):
+    """What :func:`check_python_endpoints` reads of a route."""
+
+    @property
+    def endpoint(self) -> EndpointAction | None: ...
+
+    @property
+    def match(self) -> MatchLike: ...
+
+
+class MatchLike(Protocol):
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def methods(self) -> list[str] | None: ...

@@ -45,6 +45,7 @@ from edgeway.gateway.config.compose_schema import (
     PushAction,
     PushSettings,
     PythonEndpoints,
+    check_python_endpoints,
 )
 from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.patterns import (
@@ -627,6 +628,7 @@ class GatewayConfig(StrictModel):
             for index, route in enumerate(self.routes)
         ]
         problems = cross_check_routes(self.services, facts)
+        problems += check_python_endpoints(self.python, self.routes)
         if (
             self.admin is not None
             and self.admin.port == self.listen.port
