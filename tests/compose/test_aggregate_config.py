@@ -336,3 +336,14 @@ def test_errors_point_at_the_file_line_of_the_key(tmp_path: Path) -> None:
         f"{path}:13:11: routes[0].aggregate.calls.second.path: '{{calls.frist.id}}': unknown call 'frist' "
         "(calls: first, second)"
     )
+
+
+def test_a_hidden_call_writes_no_key_so_it_never_collides() -> None:
+    assert (
+        check(calls(x={"service": "a", "path": "/", "hidden": True}, y={"service": "b", "path": "/"})) == []
+    )
+    problem = one(check(calls(x={"service": "a", "path": "/", "hidden": True, "group": "x"})))
+    assert (
+        problem
+        == "routes[0].aggregate.calls.x.group: a hidden call puts nothing in the response: drop `group`"
+    )

@@ -709,3 +709,27 @@ async def test_the_access_log_names_the_failed_calls() -> None:
     assert line["route"] == "screen"
     assert line["status"] == 200
     assert line["failed_calls"] == ["a"]
+
+
+async def test_a_hidden_call_feeds_others_and_stays_out_of_the_response() -> None:
+    async with services(
+        recs=lambda s: {"ids": [3, 1]},
+        catalog=lambda s: [{"id": int(i)} for i in s.query["ids"][0].split(",")],
+    ) as svc:
+        cfg = aggregate_config(
+            svc,
+            calls(
+                related_ids={"service": "recs", "path": "/related", "hidden": True},
+                related={
+                    "service": "catalog",
+                    "path": "/products",
+                    "query": {"ids": "{batch}"},
+                    "batch": "{calls.related_ids.ids}",
+                    "collection": True,
+                    "group": "related",
+                },
+            ),
+        )
+        async with gateway(cfg) as (port, _):
+            answer = await request(port, "GET", "/screen")
+    assert answer.json() == {"related": [{"id": 3}, {"id": 1}]}

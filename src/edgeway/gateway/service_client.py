@@ -398,9 +398,17 @@ def upstream_problem(status: int, reason: str, body: Any, **members: Any) -> Rej
     """
     if 400 <= status < 500 and isinstance(body, dict):
         found = dict(body)
-        title = str(found.pop("title", reason_phrase(status).decode()))
-        detail = str(found.pop("detail", reason))
+        title = found.pop("title", None)
+        detail = found.pop("detail", None)
+        if detail is not None and not isinstance(detail, str):
+            found["errors"] = detail  # e.g. FastAPI's list of validation errors
         for key in ("status", "request_id"):
             found.pop(key, None)
-        return Rejection(status, title, detail, **found, **members)
+        return Rejection(
+            status,
+            title if isinstance(title, str) else reason_phrase(status).decode(),
+            detail if isinstance(detail, str) else reason,
+            **found,
+            **members,
+        )
     return Rejection(status, reason_phrase(status).decode(), reason, **members)

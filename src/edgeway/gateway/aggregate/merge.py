@@ -33,7 +33,7 @@ def deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def compile_merge(plan: Plan) -> Merge:
-    placements = tuple((call.name, call.group) for call in plan.declared)
+    placements = tuple((call.name, call.group) for call in plan.declared if not call.hidden)
     deep = plan.merge == "deep"
 
     def merge(outputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -328,6 +328,7 @@ class CallPlan:
     shape: Shaper
     group: str | None
     collection: bool
+    hidden: bool
     dependents: list[CallPlan] = field(default_factory=list)
 
     @property
@@ -404,8 +405,9 @@ def _compile_call(
             deny=facts.deny,
             rename=facts.rename,
             collection=call.collection,
-            needs_object=group is None and facts.for_each is None,
+            needs_object=group is None and facts.for_each is None and not call.hidden,
         ),
         group=group,
         collection=call.collection,
+        hidden=call.hidden,
     )

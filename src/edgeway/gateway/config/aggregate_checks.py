@@ -164,6 +164,8 @@ def _check_optional_deps(
 
 def effective_group(name: str, call: AggregateCall, merge: str) -> str | None:
     """The key a call's output goes under: its `group`, or its name when merging namespaced."""
+    if call.hidden:
+        return None
     if call.group is not None:
         return call.group
     return name if merge == "namespaced" else None
@@ -174,6 +176,12 @@ def _check_outputs(calls: Mapping[str, AggregateCall], merge: str, problems: lis
     for name, call in calls.items():
         facts = call.facts
         base: Loc = ("calls", name)
+        if call.hidden:
+            if call.group is not None:
+                problems.append(
+                    ((*base, "group"), "a hidden call puts nothing in the response: drop `group`")
+                )
+            continue
         for key, paths in (("allow", facts.allow or ()), ("deny", facts.deny)):
             for index, steps in enumerate(paths):
                 if isinstance(steps[0], Star):

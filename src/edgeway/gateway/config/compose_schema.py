@@ -146,6 +146,11 @@ class AggregateCall(StrictModel):
         "`{customer.name: full_name}`.",
     )
     group: str | None = Field(None, description="Key to put this call's output under in the response.")
+    hidden: bool = Field(
+        False,
+        description="The response only feeds other calls (ids to look up, a token): it is not part "
+        "of the endpoint's answer.",
+    )
     collection: bool = Field(
         False,
         description="The response is a JSON array: shaping applies to each element, and `group` is needed "
