@@ -11,10 +11,10 @@ state — starting writes the request at once, without a task: an aggregate star
 independent calls, then awaits them, and they run in parallel without paying for a task each.
 Only a call that must open (or wait for) a connection gets a task to do that.
 
-Timeouts are timer callbacks that fail the connection, as in the proxy: ``first_byte`` from the
-request write to the response head, ``total`` for the whole exchange; a per-call ``timeout``
-replaces the service's ``total``. :meth:`PendingCall.fail` ends a call early (an endpoint
-deadline). A pooled connection the service closed while idle is retried once on a fresh one for
+Timeouts are deadlines on the connection, fired by its pool's ticker as in the proxy:
+``first_byte`` from the request write to the response head, ``total`` for the whole exchange; a
+per-call ``timeout`` replaces the service's ``total``. :meth:`PendingCall.fail` ends a call
+early (an endpoint deadline). A pooled connection the service closed while idle is retried once on a fresh one for
 idempotent methods, as the proxy does.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 from edgeway.gateway.errors import Rejection
 from edgeway.gateway.pipeline import RequestContext
 from edgeway.gateway.upstreams import Cluster, Endpoint
-from edgeway.http.errors import UpstreamError, UpstreamReset, UpstreamTimeout
+from edgeway.http.errors import UpstreamError, UpstreamReset
 from edgeway.http.exchange import Headers
 from edgeway.http.headers import reason_phrase
 from edgeway.http.upstream import ResponseHead, UpstreamConnection
@@ -109,7 +109,6 @@ class PendingCall:
         "_reused",
         "_start",
         "_task",
-        "_timer",
         "cluster",
     )
 
@@ -132,7 +131,6 @@ class PendingCall:
         self._conn: UpstreamConnection | None = None
         self._ep: Endpoint | None = None
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._error: BaseException | None = None
         self._reused = False
         self._retried = False
@@ -186,18 +184,9 @@ class PendingCall:
             self._error = exc
             return
         conn.request_sent = True
-        self._timer = self._loop.call_at(self._start + self._limits.first_byte, self._head_late)
-
-    # The timeout errors are made when a timer fires, not for every call that never needs one.
-    def _head_late(self) -> None:
-        if self._conn is not None:
-            limits = self._limits
-            phase = "first_byte" if limits.first_byte < limits.total else "total"
-            self._conn.fail(UpstreamTimeout(phase, limits.first_byte, instance=self._conn.instance))
-
-    def _body_late(self) -> None:
-        if self._conn is not None:
-            self._conn.fail(UpstreamTimeout("total", self._limits.total, instance=self._conn.instance))
+        limits = self._limits
+        phase = "first_byte" if limits.first_byte < limits.total else "total"
+        conn.set_deadline(self._start + limits.first_byte, phase, limits.first_byte)
 
     async def _open_and_send(self, fresh: bool) -> None:
         assert self._ep is not None
@@ -221,9 +210,7 @@ class PendingCall:
                 head = await conn.head_waiter()
             except UpstreamReset as exc:
                 conn, head = await self._retry(self._conn, exc)
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            conn.clear_deadline()
             body = conn.body
             if body.complete:
                 data = body.read_nowait()
@@ -256,7 +243,7 @@ class PendingCall:
         return fresh, await fresh.head_waiter()
 
     async def _read_body(self, conn: UpstreamConnection) -> bytes:
-        self._timer = self._loop.call_at(self._start + self._limits.total, self._body_late)
+        conn.set_deadline(self._start + self._limits.total, "total", self._limits.total)
         limit = self._limits.max_body
         body = conn.body
         parts = [body.read_nowait()]
@@ -306,13 +293,9 @@ class PendingCall:
                 task.exception()  # retrieved: nobody will await it
         self._finish()
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
     def _drop_connection(self) -> None:
-        self._cancel_timer()
+        if self._conn is not None:
+            self._conn.clear_deadline()
         if self._conn is not None and self._ep is not None:
             self._ep.pool.release(self._conn)
         self._conn = None
