@@ -14,8 +14,8 @@ Only a call that must open (or wait for) a connection gets a task to do that.
 Timeouts are deadlines on the connection, fired by its pool's ticker as in the proxy:
 ``first_byte`` from the request write to the response head, ``total`` for the whole exchange; a
 per-call ``timeout`` replaces the service's ``total``. :meth:`PendingCall.fail` ends a call
-early (an endpoint deadline). A pooled connection the service closed while idle is retried once on a fresh one for
-idempotent methods, as the proxy does.
+early (an endpoint deadline). A pooled connection the service closed while idle is retried once
+on a fresh one for idempotent methods, as the proxy does.
 """
 
 from __future__ import annotations
