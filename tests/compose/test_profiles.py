@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -145,15 +144,18 @@ async def test_the_same_product_screen_is_tailored_per_client() -> None:
     assert missing.json()["detail"] == "nothing at /products/99"
 
 
-def _wait_port(port: int, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+async def _until_listening(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"port {port} did not open")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on port {port} after {timeout:g} s") from None
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            return
 
 
 async def test_edgeway_gateway_runs_the_mobile_profile_as_a_process() -> None:
@@ -174,7 +176,7 @@ async def test_edgeway_gateway_runs_the_mobile_profile_as_a_process() -> None:
             stderr=subprocess.PIPE,
         )
         try:
-            await asyncio.to_thread(_wait_port, port)
+            await _until_listening(port)
             card = await request(port, "GET", "/m/products/1")
             delivery = await request(port, "GET", "/m/products/1/delivery")
         finally:

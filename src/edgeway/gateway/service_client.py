@@ -325,18 +325,6 @@ def start_call(
     return PendingCall(cluster, method, target, headers, body, limits or CallLimits.of(cluster))
 
 
-async def call_service(
-    cluster: Cluster,
-    method: bytes,
-    target: bytes,
-    headers: bytes,
-    body: bytes | None = None,
-    limits: CallLimits | None = None,
-) -> ServiceReply:
-    """One complete call: :func:`start_call` and its reply."""
-    return await start_call(cluster, method, target, headers, body, limits).reply()
-
-
 # -- what every call of a request carries -------------------------------------------------
 
 

@@ -119,19 +119,12 @@ class Run:
 
     # -- schedules -------------------------------------------------------------------------
     async def _run_flat(self) -> None:
-        started: list[tuple[CallPlan, PendingCall | None]] = [
-            (call, self._start(call, None)) for call in self.plan.calls
-        ]
+        # Every request goes out before the first wait: the calls run in parallel.
+        started = [(call, self._start(call, None)) for call in self.plan.calls]
         for call, pending in started:
-            if pending is not None:
-                try:
-                    reply = await pending.reply()
-                except UpstreamError as exc:
-                    self._fail(call, _transport_error(call, exc))
-                else:
-                    self._take(call, reply)
-                finally:
-                    self.inflight.discard(pending)
+            self._settle(
+                call, pending if isinstance(pending, CallError) else await self._receive(call, pending)
+            )
             if self.fatal is not None:
                 return
 
@@ -188,16 +181,7 @@ class Run:
                 self._output(call, [] if call.collection else None, [] if call.collection else None)
                 return
         pending = self._start(call, item)
-        if pending is None:
-            return
-        try:
-            reply = await pending.reply()
-        except UpstreamError as exc:
-            self._fail(call, _transport_error(call, exc))
-        else:
-            self._take(call, reply)
-        finally:
-            self.inflight.discard(pending)
+        self._settle(call, pending if isinstance(pending, CallError) else await self._receive(call, pending))
 
     async def _for_each(self, call: CallPlan) -> None:
         values = self._fan_values(call)
@@ -210,16 +194,8 @@ class Run:
             async with gate:
                 if self.expired:
                     return CallError(504, "the endpoint deadline passed before it could start", "transport")
-                pending = self._start(call, item, record=False)
-                if isinstance(pending, CallError):
-                    return pending
-                try:
-                    reply = await pending.reply()
-                except UpstreamError as exc:
-                    return _transport_error(call, exc)
-                finally:
-                    self.inflight.discard(pending)
-                return _parse(call, reply, shaped=True)
+                pending = self._start(call, item)
+                return pending if isinstance(pending, CallError) else await self._receive(call, pending)
 
         results = await asyncio.gather(*(one(item) for item in unique))
         by_value: dict[Any, tuple[Any, Any] | CallError] = {}
@@ -262,19 +238,15 @@ class Run:
             return None
         return value if type(value) is list else [value]
 
-    def _start(self, call: CallPlan, item: Any, *, record: bool = True) -> Any:
-        """Render and send one request: its PendingCall, or None (recorded) / a CallError."""
+    def _start(self, call: CallPlan, item: Any) -> PendingCall | CallError:
+        """Render and send one request."""
         scope = self.scope
         try:
             target = call.target(scope, item)
             body = call.body(scope, item)
             own = call.own_headers(scope, item)
         except (MissingValue, BadValue) as exc:
-            error = CallError(400 if exc.from_client else 502, str(exc), "input")
-            if record:
-                self._fail(call, error)
-                return None
-            return error
+            return CallError(400 if exc.from_client else 502, str(exc), "input")
         ctx = scope.ctx
         parts = [self._headers, child_traceparent(ctx)]
         if call.forward:
@@ -296,8 +268,17 @@ class Run:
             found = cache[names] = forwarded_headers(self.scope.ctx.ex.headers, names)
         return found
 
-    def _take(self, call: CallPlan, reply: ServiceReply) -> None:
-        result = _parse(call, reply, shaped=True)
+    async def _receive(self, call: CallPlan, pending: PendingCall) -> tuple[Any, Any] | CallError:
+        """The call's (response, shaped output), or why there is none."""
+        try:
+            reply = await pending.reply()
+        except UpstreamError as exc:
+            return _transport_error(call, exc)
+        finally:
+            self.inflight.discard(pending)
+        return _parse(call, reply)
+
+    def _settle(self, call: CallPlan, result: tuple[Any, Any] | CallError) -> None:
         if isinstance(result, CallError):
             self._fail(call, result)
         else:
@@ -322,7 +303,7 @@ class Run:
             pending.fail(exc)
 
 
-def _parse(call: CallPlan, reply: ServiceReply, *, shaped: bool) -> tuple[Any, Any] | CallError:
+def _parse(call: CallPlan, reply: ServiceReply) -> tuple[Any, Any] | CallError:
     """(response, shaped output), or why there is none."""
     service = call.cluster.name
     try:
@@ -336,7 +317,7 @@ def _parse(call: CallPlan, reply: ServiceReply, *, shaped: bool) -> tuple[Any, A
     if not 200 <= reply.status < 300:
         return CallError(reply.status, f"{service} answered {reply.status}", "upstream", body=value)
     try:
-        return value, call.shape(value) if shaped else value
+        return value, call.shape(value)
     except ShapeError as exc:
         return CallError(502, f"{service}: {exc}", "response")
 

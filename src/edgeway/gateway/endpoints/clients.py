@@ -25,9 +25,9 @@ from edgeway.gateway.pipeline import RequestContext
 from edgeway.gateway.service_client import (
     CallLimits,
     ServiceReply,
-    call_service,
     child_traceparent,
     common_headers,
+    start_call,
 )
 from edgeway.gateway.upstreams import Cluster
 from edgeway.http.errors import UpstreamError
@@ -152,9 +152,10 @@ class ServiceClient:
             lines.append(f"{name}: {value}\r\n".encode())
         limits = self._limits if timeout is None else CallLimits.of(self._cluster, timeout)
         try:
-            reply = await call_service(
+            pending = start_call(
                 self._cluster, method.upper().encode(), target.encode(), b"".join(lines), body, limits
             )
+            reply = await pending.reply()
         except UpstreamError as exc:
             raise ServiceCallError(self.name, str(exc), exc.status) from exc
         return ServiceResponse(self.name, reply)
