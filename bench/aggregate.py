@@ -95,6 +95,11 @@ def summarize(outcomes: Mapping[str, Outcome], settings: Settings, delay_ms: flo
     edgeway_p50 = metric("edgeway", "p50_ms", lat_c)
     overhead = None if edgeway_p50 is None else round(edgeway_p50 - delay_ms, 3)
     edgeway_rps, aiohttp_rps = metric("edgeway", "rps", thr_c), metric("aiohttp", "rps", thr_c)
+
+    def cpu(name: str) -> float | None:
+        o = outcomes.get(name)
+        return None if o is None else o.cpu_us_per_request(thr_c)
+
     targets = [
         Target(f"edgeway p50 - backend delay at {lat_c} conns (ms)", overhead, "<=", 1.5),
         Target(f"edgeway/aiohttp at {thr_c} conns", ratio(edgeway_rps, aiohttp_rps), ">=", 2.5),
@@ -106,6 +111,11 @@ def summarize(outcomes: Mapping[str, Outcome], settings: Settings, delay_ms: flo
         "ratio_aiohttp": ratio(edgeway_rps, aiohttp_rps),
         "p50_ms": edgeway_p50,
         "backend_delay_ms": delay_ms,
+        "edgeway_cpu_us": cpu("edgeway"),
+        "aiohttp_cpu_us": cpu("aiohttp"),
+        # CPU per request of the aiohttp composition over edgeway's: the throughput ratio a
+        # CPU-bound, otherwise idle machine would show, and stable when other work shares the cores.
+        "cpu_ratio_aiohttp": ratio(cpu("aiohttp"), cpu("edgeway")),
         "failed": bool(failed),
         "details": {
             "machine": machine(),
@@ -156,6 +166,7 @@ def run(
     targets: list[Target] = result.pop("_targets")
     summary = [
         ("edgeway / aiohttp", show(result["ratio_aiohttp"])),
+        ("CPU per request: aiohttp / edgeway", show(result["cpu_ratio_aiohttp"])),
         ("edgeway p50", show(result["p50_ms"], " ms")),
         ("aiohttp p50", show(result["details"]["aiohttp_p50_ms"], " ms")),
         ("backend delay", f"{delay_ms:g} ms x {len(BACKENDS)} in parallel"),

@@ -33,3 +33,5 @@ def test_a_short_run_reports_the_aiohttp_composition_and_the_delay_floor(
     assert details["legs"]["edgeway"]["status"] == "ok"
     assert 20 <= result["p50_ms"] < 45
     assert result["edgeway_rps"] == details["legs"]["edgeway"]["runs"]["16"]["rps"]
+    assert result["edgeway_cpu_us"] > 0
+    assert result["cpu_ratio_aiohttp"] == round(result["aiohttp_cpu_us"] / result["edgeway_cpu_us"], 3)
