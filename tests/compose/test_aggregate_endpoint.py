@@ -733,3 +733,27 @@ async def test_a_hidden_call_feeds_others_and_stays_out_of_the_response() -> Non
         async with gateway(cfg) as (port, _):
             answer = await request(port, "GET", "/screen")
     assert answer.json() == {"related": [{"id": 3}, {"id": 1}]}
+
+
+async def test_a_failed_required_call_ends_the_request_at_once_and_abandons_the_rest() -> None:
+    async with services(
+        broken=lambda s: Reply(500, None), slow=lambda s: Reply(body={"slow": 1}, delay=1.5)
+    ) as svc:
+        cfg = aggregate_config(
+            svc,
+            calls(
+                slow={"service": "slow", "path": "/", "group": "slow"},
+                broken={"service": "broken", "path": "/", "group": "broken"},
+            ),
+        )
+        async with gateway(cfg) as (port, _):
+            started = time.perf_counter()
+            failed = await request(port, "GET", "/screen")
+            elapsed = time.perf_counter() - started
+            # The abandoned call's connection was closed, not left half-used in the pool: the
+            # next request still gets a clean one.
+            broken_again = await request(port, "GET", "/screen")
+    assert failed.status == 502
+    assert failed.json()["call"] == "broken"
+    assert elapsed < 1.0, f"waited {elapsed:.2f} s for a call whose answer no longer mattered"
+    assert broken_again.status == 502

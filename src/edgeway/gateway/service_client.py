@@ -21,7 +21,7 @@ on a fresh one for idempotent methods, as the proxy does.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,6 +197,26 @@ class PendingCall:
         self._send(conn, reused)
 
     # -- receiving -------------------------------------------------------------------------
+    @property
+    def answered(self) -> bool:
+        """True once :meth:`reply` can go on without waiting for the service's head: it has
+        arrived, or the call has failed."""
+        if self._error is not None:
+            return True
+        if self._task is not None and not self._task.done():
+            return False
+        return self._conn is None or self._conn.head_waiter().done()
+
+    def on_answer(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) when the call becomes :attr:`answered`."""
+        if self.answered:
+            self._loop.call_soon(callback)
+        elif self._task is not None and not self._task.done():
+            self._task.add_done_callback(lambda _: self.on_answer(callback))
+        else:
+            assert self._conn is not None
+            self._conn.head_waiter().add_done_callback(lambda _: callback())
+
     async def reply(self) -> ServiceReply:
         """The complete answer; raises an :class:`UpstreamError` when there is none."""
         try:

@@ -119,14 +119,40 @@ class Run:
 
     # -- schedules -------------------------------------------------------------------------
     async def _run_flat(self) -> None:
-        # Every request goes out before the first wait: the calls run in parallel.
-        started = [(call, self._start(call, None)) for call in self.plan.calls]
-        for call, pending in started:
-            self._settle(
-                call, pending if isinstance(pending, CallError) else await self._receive(call, pending)
-            )
-            if self.fatal is not None:
-                return
+        # Every request goes out before the first wait: the calls run in parallel. Answers are
+        # taken as they arrive, so a required call that fails ends the run without waiting for
+        # a slower one; one shared future wakes this task, not a task per call.
+        waiting: list[tuple[CallPlan, PendingCall]] = []
+        for call in self.plan.calls:
+            pending = self._start(call, None)
+            if isinstance(pending, CallError):
+                self._settle(call, pending)
+                if self.fatal is not None:
+                    return
+            else:
+                waiting.append((call, pending))
+        signal: list[asyncio.Future[None] | None] = [None]
+
+        def wake() -> None:
+            future = signal[0]
+            if future is not None and not future.done():
+                future.set_result(None)
+
+        if len(waiting) > 1:
+            for _, pending in waiting:
+                pending.on_answer(wake)
+        while waiting:
+            ready = [entry for entry in waiting if entry[1].answered] if len(waiting) > 1 else waiting[:]
+            if not ready:
+                future = signal[0] = self._loop.create_future()
+                await future
+                continue
+            for entry in ready:
+                waiting.remove(entry)
+                call, pending = entry
+                self._settle(call, await self._receive(call, pending))
+                if self.fatal is not None:
+                    return
 
     async def _run_graph(self) -> None:
         waiting = {call.name: len(call.deps) for call in self.plan.calls}
