@@ -757,3 +757,28 @@ async def test_a_failed_required_call_ends_the_request_at_once_and_abandons_the_
     assert failed.json()["call"] == "broken"
     assert elapsed < 1.0, f"waited {elapsed:.2f} s for a call whose answer no longer mattered"
     assert broken_again.status == 502
+
+
+async def test_body_templates_keep_literal_braces_and_a_missing_whole_body_is_a_400() -> None:
+    async with services(s=lambda seen: {"got": seen.json()}) as svc:
+        literal = calls(
+            x={
+                "service": "s",
+                "method": "POST",
+                "path": "/",
+                "body": {"t": "{{not a ref}}", "n": [1]},
+                "group": "x",
+            }
+        )
+        whole = calls(
+            x={"service": "s", "method": "POST", "path": "/", "body": "{body.payload}", "group": "x"}
+        )
+        async with gateway(aggregate_config(svc, literal)) as (port, _):
+            sent = await request(port, "GET", "/screen")
+        async with gateway(aggregate_config(svc, whole, match={"methods": ["POST"]})) as (port, _):
+            forwarded = await request(port, "POST", "/screen", body=b'{"payload": {"a": [1, 2]}}')
+            missing = await request(port, "POST", "/screen", body=b'{"other": 1}')
+    assert sent.json() == {"x": {"got": {"t": "{not a ref}", "n": [1]}}}
+    assert forwarded.json() == {"x": {"got": {"a": [1, 2]}}}
+    assert missing.status == 400
+    assert missing.json()["detail"] == "call 'x' failed: the request body has no 'payload'"

@@ -287,11 +287,19 @@ def compile_body(body: Any, separator: str) -> tuple[BodyRenderer, bytes | None]
         return lambda scope, item: value
 
     render = build(body)
-    static = _static(body)
-    if static:
-        encoded = orjson.dumps(body)
+    if _static(body):
+        encoded = orjson.dumps(render(None, None))  # type: ignore[arg-type]  # literals read no scope
         return (lambda scope, item: encoded), b"application/json"
-    return (lambda scope, item: orjson.dumps(render(scope, item))), b"application/json"
+    top = parse_template(body).whole if isinstance(body, str) else None
+
+    def encode(scope: Scope, item: Any) -> bytes:
+        value = render(scope, item)
+        if value is MISSING:  # the whole body is one reference, and it found nothing
+            assert top is not None
+            raise MissingValue(top)
+        return orjson.dumps(value)
+
+    return encode, b"application/json"
 
 
 def _static(value: Any) -> bool:
