@@ -21,7 +21,10 @@ def test_a_short_run_reports_the_aiohttp_composition_and_the_delay_floor(
 
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(result))
     assert {"edgeway_rps", "aiohttp_rps", "ratio_aiohttp", "p50_ms", "backend_delay_ms"} <= set(result)
-    assert result["failed"] is False, result["details"]["failed_legs"]
+    legs = result["details"]["legs"]
+    assert result["failed"] is False, {
+        name: legs[name]["reason"] for name in result["details"]["failed_legs"]
+    }
     assert result["backend_delay_ms"] == 20
     details = result["details"]
     assert (details["latency_connections"], details["throughput_connections"]) == (4, 16)
