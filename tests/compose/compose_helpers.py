@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-# The gateway tests' helpers (an in-process gateway over real sockets) live next to them.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway"))
-from gateway_helpers import gateway, read_request
+from gateway.gateway_helpers import gateway, read_request
 
 
 @dataclass

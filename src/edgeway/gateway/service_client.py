@@ -21,10 +21,12 @@ on a fresh one for idempotent methods, as the proxy does.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from edgeway.gateway.config.compose_schema import BASE_FORWARD_HEADERS
+from edgeway.gateway.config.security_schema import GatewayAuth
 from edgeway.gateway.errors import Rejection
 from edgeway.gateway.pipeline import RequestContext
 from edgeway.gateway.upstreams import Cluster, Endpoint
@@ -373,6 +375,15 @@ def child_traceparent(ctx: RequestContext) -> bytes:
     """A traceparent line for one call: this request's trace, a new span for the call."""
     span = ctx.span
     return b"traceparent: 00-" + span.trace_id + b"-" + new_span_id() + b"-" + span.flags + b"\r\n"
+
+
+def forward_names(configured: Sequence[str] | None, auth: GatewayAuth | None) -> frozenset[bytes]:
+    """The client headers a call copies: ``configured``, or by default the identity headers the
+    auth filter sets (only a gateway with ``auth`` strips clients' copies of them, so without it
+    none are forwarded), the bearer token and the caller's language."""
+    if configured is None:
+        configured = [*BASE_FORWARD_HEADERS, *(auth.headers.names() if auth is not None else ())]
+    return frozenset(name.lower().encode() for name in configured)
 
 
 def forwarded_headers(headers: Iterable[tuple[bytes, bytes]], names: frozenset[bytes]) -> bytes:

@@ -30,7 +30,7 @@ def build_aggregate(route: Route, env: GatewayEnv) -> Handler:
     """The aggregate action of a route."""
     action = route.aggregate
     assert action is not None  # called for aggregate routes only
-    plan = compile_plan(action, env.clusters)
+    plan = compile_plan(action, env.clusters, env.config.auth)
     merge = compile_merge(plan)
     limit = env.config.limits.max_body_bytes
     body_limit = int(limit) if limit is not None else _DEFAULT_BODY_LIMIT

@@ -21,12 +21,13 @@ from edgeway.gateway.aggregate.values import MISSING, as_text, lookup
 from edgeway.gateway.config.aggregate_checks import effective_group
 from edgeway.gateway.config.templates import Ref, Template, format_steps, parse_template
 from edgeway.gateway.pipeline import RequestContext
-from edgeway.gateway.service_client import CallLimits
+from edgeway.gateway.service_client import CallLimits, forward_names
 from edgeway.gateway.upstreams import Cluster
 from edgeway.http.headers import HOP_BY_HOP
 
 if TYPE_CHECKING:
     from edgeway.gateway.config.compose_schema import AggregateAction, AggregateCall
+    from edgeway.gateway.config.security_schema import GatewayAuth
 
 # Sources that come from the client's request: a value missing there is the client's mistake.
 CLIENT_SOURCES = frozenset({"path", "query", "header", "body", "identity"})
@@ -355,10 +356,13 @@ class Plan:
     needs_client_body: bool
 
 
-def compile_plan(action: AggregateAction, clusters: Mapping[str, Cluster]) -> Plan:
+def compile_plan(
+    action: AggregateAction, clusters: Mapping[str, Cluster], auth: GatewayAuth | None = None
+) -> Plan:
+    """``auth`` is the gateway's token verification (its identity header names are forwarded)."""
     plans: dict[str, CallPlan] = {}
     for name in action.order:
-        plans[name] = _compile_call(name, action.calls[name], action, clusters, plans)
+        plans[name] = _compile_call(name, action.calls[name], action, clusters, auth)
     for plan in plans.values():
         for dep in plan.deps:
             plans[dep].dependents.append(plan)
@@ -377,7 +381,7 @@ def _compile_call(
     call: AggregateCall,
     action: AggregateAction,
     clusters: Mapping[str, Cluster],
-    earlier: Mapping[str, CallPlan],
+    auth: GatewayAuth | None,
 ) -> CallPlan:
     facts = call.facts
     sep = call.batch_separator
@@ -385,7 +389,9 @@ def _compile_call(
     for dep in [*(ref.name for _, ref in facts.located_refs() if ref.call), *call.depends_on]:
         if dep is not None and dep not in deps:
             deps.append(dep)
-    forward = call.forward_headers if call.forward_headers is not None else action.forward_headers
+    forward = forward_names(
+        call.forward_headers if call.forward_headers is not None else action.forward_headers, auth
+    )
     body, content_type = compile_body(call.body, sep)
     fan = facts.for_each or facts.batch
     group = effective_group(name, call, action.merge)
@@ -399,7 +405,7 @@ def _compile_call(
         deps=tuple(deps),
         target=compile_target(facts.path, facts.query, sep),
         own_headers=compile_headers(facts.headers, sep),
-        forward=frozenset(h.lower().encode() for h in forward) - OWN_HEADERS,
+        forward=forward - OWN_HEADERS,
         body=body,
         content_type=content_type,
         fan_ref=fan.whole if fan is not None else None,

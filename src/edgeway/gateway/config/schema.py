@@ -72,6 +72,7 @@ from edgeway.gateway.config.security_schema import (
     RateLimitStore,
     RequestValidation,
     RouteAuth,
+    security_problems,
 )
 from edgeway.gateway.config.units import ByteSize, Duration
 
@@ -217,7 +218,9 @@ class Service(StrictModel):
     """An upstream service: one or more instances behind a load balancer."""
 
     instances: list[InstanceUrl] = Field(
-        min_length=1, description="Instance base URLs, `http://host:port` (no path)."
+        default_factory=list,
+        description="Instance base URLs, `http://host:port` (no path); at least one unless "
+        "`discovery` is set.",
     )
     balancer: Literal["round_robin", "least_outstanding"] = Field(
         "round_robin",
@@ -247,6 +250,14 @@ class Service(StrictModel):
                 raise PydanticCustomError("instance_url", "instance '{url}' is listed twice", {"url": url})
             seen.add(url)
         return value
+
+    @model_validator(mode="after")
+    def _instances_or_discovery(self) -> Service:
+        if not self.instances and self.discovery is None:
+            raise LocatedProblemsError(
+                [(("instances",), "a service needs at least one instance, or a `discovery` rule")]
+            )
+        return self
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -628,6 +639,7 @@ class GatewayConfig(StrictModel):
             for index, route in enumerate(self.routes)
         ]
         problems = cross_check_routes(self.services, facts)
+        problems += security_problems(self.auth, self.routes)
         problems += check_python_endpoints(self.python, self.routes)
         if (
             self.admin is not None

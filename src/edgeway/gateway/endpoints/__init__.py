@@ -25,7 +25,7 @@ from edgeway.gateway.endpoints.registry import EndpointSpec, endpoint, registere
 from edgeway.gateway.endpoints.request import Request, Response
 from edgeway.gateway.errors import GatewayError, Rejection
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
-from edgeway.gateway.service_client import forwarded_headers, upstream_problem
+from edgeway.gateway.service_client import forward_names, forwarded_headers, upstream_problem
 from edgeway.http.errors import HttpError
 from edgeway.http.headers import HOP_BY_HOP
 
@@ -46,7 +46,7 @@ def build_endpoint(route: Route, env: GatewayEnv) -> Handler:
         raise GatewayError(f"route {route.id!r}: no Python endpoint named {action.name!r} is registered")
     limit = env.config.limits.max_body_bytes
     body_limit = int(limit) if limit is not None else _DEFAULT_BODY_LIMIT
-    forward = frozenset(h.lower().encode() for h in action.forward_headers)
+    forward = forward_names(action.forward_headers, env.config.auth)
     options = action.options
     clusters = env.clusters
 
