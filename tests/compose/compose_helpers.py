@@ -165,21 +165,9 @@ async def request(
     for line in lines[1:]:
         name, _, value = line.partition(":")
         out[name.strip().lower()] = value.strip()
-    if out.get("transfer-encoding") == "chunked":
-        payload = _unchunk(payload)
+    # Composed responses are whole: the gateway always frames them with Content-Length.
+    assert "transfer-encoding" not in out, out
     return Answer(status, out, payload)
-
-
-def _unchunk(data: bytes) -> bytes:
-    out = b""
-    while data:
-        size_line, _, data = data.partition(b"\r\n")
-        size = int(size_line, 16)
-        if size == 0:
-            break
-        out += data[:size]
-        data = data[size + 2 :]
-    return out
 
 
 __all__ = ["Answer", "JsonService", "Reply", "Seen", "aggregate_config", "gateway", "request", "services"]
