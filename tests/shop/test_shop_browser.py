@@ -70,3 +70,25 @@ def test_direct_pattern_sign_in_add_to_cart_check_out_and_watch_the_order(shop: 
     order = shop.get("orders", f"/orders/{order_id}", "alice").json()
     assert order["status"] == "confirmed"
     assert {i["sku"] for i in order["items"]} == {"POT-01", "BEA-02"}
+
+
+def test_bff_pattern_sign_in_check_out_and_watch_order_and_emails_pushed_live(shop: Shop, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    base = shop.url("web-bff")
+    order_id = _sign_in_and_check_out(page, base, "via web BFF")
+    # the status arrived over the BFF's WebSocket, not by polling
+    expect(page.get_by_test_id("live")).to_have_text("live: connected")
+    timeline = page.get_by_test_id("timeline").inner_text()
+    assert "confirmed" in timeline
+    polls = [line for line in shop.output().splitlines() if f"GET /orders/{order_id} " in line]
+    assert len(polls) <= 2, polls  # the page loaded the order once; no polling
+
+    page.goto(base + "/#/emails")
+    page.get_by_test_id("email-count").fill("4")
+    page.get_by_test_id("send-emails").click()
+    expect(page.get_by_test_id("job-state")).to_have_text("completed", timeout=20_000)
+    expect(page.get_by_test_id("job-done")).to_have_text("4")
+
+    page.goto(base + "/#/account")
+    expect(page.get_by_test_id("served-by")).to_have_text("legacy")

@@ -544,3 +544,64 @@ def test_the_mobile_bff_streams_an_order_s_status_as_server_sent_events(shop: Sh
                 if statuses[-1] in ("confirmed", "cancelled"):
                     break
     assert statuses[-1] == "confirmed"
+
+
+# -- composed screens --------------------------------------------------------------------------------
+
+
+def test_the_bff_home_screen_is_one_call_with_the_customer_s_orders_only_when_signed_in(shop: Shop) -> None:
+    bff = shop.url("web-bff")
+    anonymous = shop.http.get(bff + "/api/home").json()
+    assert anonymous["orders"] == []
+    assert {c["name"] for c in anonymous["categories"]} >= {"cups", "beans"}
+    assert len(anonymous["products"]) == 10
+    mine = shop.http.get(bff + "/api/home", headers=shop.as_user("alice")).json()
+    assert mine["orders"]
+    assert all(set(o) == {"id", "status", "total_cents", "created_at"} for o in mine["orders"])
+    assert mine["orders"][0]["id"] in {o["id"] for o in shop.get("orders", "/orders", "alice").json()}
+
+
+def test_the_product_page_is_one_call_at_the_web_bff_and_a_smaller_one_at_the_mobile_bff(shop: Shop) -> None:
+    web = shop.http.get(shop.url("web-bff") + "/api/products/GRD-01")
+    mobile = shop.http.get(shop.url("mobile-bff") + "/m/products/GRD-01", headers=shop.as_user("bob"))
+    assert web.status_code == mobile.status_code == 200
+    page = web.json()
+    assert page["sku"] == "GRD-01"
+    assert page["stock"]["available"] == _stock(shop, "GRD-01")["available"]
+    assert page["reviews"]["count"] >= 1
+    assert "_meta" not in page
+    card = mobile.json()
+    assert set(card) == {"sku", "name", "price", "in_stock", "rating"}
+    assert card["price"] == page["price_cents"]
+    assert len(mobile.content) * 3 < len(web.content)  # the phone gets a fraction of the bytes
+
+
+def test_a_partner_gets_the_whole_product_in_one_call(shop: Shop) -> None:
+    response = shop.get("gateway", "/v1/products/CUP-01/full", headers=shop.bearer(shop.partner_token()))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"sku", "name", "description", "category", "price_cents", "stock", "rating"}
+    assert body["rating"]["count"] >= 1
+
+
+def test_smoke_load_through_every_edge_without_an_error(shop: Shop) -> None:
+    """The same screens through Direct, the gateway and both BFFs: every request succeeds."""
+    from edgeway.demo.cli import PARTNER
+    from edgeway.demo.compare import login, measure, screens
+
+    urls = {name: shop.url(name) for name in shop.ports}
+    tokens = asyncio.run(login(urls["security"], "alice", "alice-pass", PARTNER))
+    screen_list = screens(urls, ["gateway", "web-bff", "mobile-bff"])
+    results = asyncio.run(measure(screen_list, tokens, loads=15, concurrency=3))
+    summaries = {(r.edge, r.name): r.summary() for r in results}
+    assert {edge for edge, _ in summaries} == {"direct", "gateway", "web-bff", "mobile-bff"}
+    failed = {key: s["first_error"] for key, s in summaries.items() if s["errors"]}
+    assert not failed, failed
+    assert all(s["loads"] == 15 for s in summaries.values())
+    # what the patterns cost the client, per screen
+    assert summaries[("direct", "product")]["calls_per_screen"] == 3
+    assert summaries[("web-bff", "product")]["calls_per_screen"] == 1
+    assert (
+        summaries[("mobile-bff", "product")]["bytes_per_screen"]
+        < summaries[("web-bff", "product")]["bytes_per_screen"]
+    )
