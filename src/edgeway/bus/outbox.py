@@ -107,7 +107,9 @@ class Outbox:
     async def add_many(
         self, session: AsyncSession, events: Sequence[Event], *, headers: Mapping[str, str] | None = None
     ) -> list[Envelope]:
-        envelopes = [envelope_for(e, tracing.outgoing_headers(headers)) for e in events]
+        """Queue several events of one operation: they share its request id and trace context."""
+        shared = tracing.outgoing_headers(headers)
+        envelopes = [envelope_for(e, shared) for e in events]
         if envelopes:
             await session.execute(insert(self.table), [self._row(e) for e in envelopes])
         return envelopes

@@ -4,7 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeway.bus.events import Envelope
+from edgeway.bus.events import H_ID, Envelope
+
+H_MSG_ID = "Nats-Msg-Id"
+
+
+def envelope_from(channel: str, headers: dict[str, str] | None, data: bytes, attempt: int = 1) -> Envelope:
+    """The envelope of a message read from a stream (``headers`` is consumed).
+
+    Events are published without ``ew-id``: ``Nats-Msg-Id`` carries the same id, and every header
+    saved is ~1 µs of parsing in each consumer (nats-py parses headers in Python).
+    """
+    headers = headers if headers is not None else {}
+    msg_id = headers.pop(H_MSG_ID, None)
+    if msg_id is not None and H_ID not in headers:
+        headers[H_ID] = msg_id
+    return Envelope.from_wire(channel, headers, data, attempt)
 
 
 class NatsDelivery:
