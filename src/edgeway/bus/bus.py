@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -25,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 from edgeway.bus import tracing
 from edgeway.bus.errors import BusConfigError, EventDecodeError
 from edgeway.bus.events import Envelope, Event, decode, envelope_for
+from edgeway.bus.metrics import BusMetrics, DeadReason, GroupMetrics
 from edgeway.bus.transport import (
     ChannelConfig,
     Delivery,
@@ -33,6 +35,7 @@ from edgeway.bus.transport import (
     Transport,
     check_group,
 )
+from edgeway.observability.metrics import Metrics
 
 log = logging.getLogger("edgeway.bus")
 
@@ -157,32 +160,38 @@ class _Group:
         self.with_session = runner is not None
         self.routes: dict[str, _Route] = {}
         self.subscription: Subscription | None = None
+        self.metrics: GroupMetrics | None = (
+            bus.metrics.group(channel.name, group) if bus.metrics is not None else None
+        )
 
     async def handle(self, batch: Sequence[Delivery]) -> None:
         channel = self.channel
+        ttl = channel.ttl
+        max_deliver = channel.max_deliver
+        routes = self.routes
         jobs: list[Job] = []
         pending: list[Delivery] = []
         collected = _Collected(self.group)
         for delivery in batch:
             envelope = delivery.envelope
-            if envelope.expired(channel.ttl):
+            if ttl is not None and envelope.expired(ttl):
                 await self._expire(delivery)
                 continue
-            if envelope.attempt > channel.max_deliver:
+            if envelope.attempt > max_deliver:
                 reason = (
                     f"delivered {envelope.attempt - 1} times without an acknowledgement "
-                    f"(max_deliver={channel.max_deliver}): the consumer crashed or exceeded ack_wait"
+                    f"(max_deliver={max_deliver}): the consumer crashed or exceeded ack_wait"
                 )
-                await self.bus.transport.dead_letter(channel, self.group, delivery, reason)
+                await self._dead_letter(delivery, reason, DeadReason.UNACKNOWLEDGED)
                 continue
-            route = self.routes.get(envelope.type)
+            route = routes.get(envelope.type)
             if route is None:
                 await delivery.ack()  # another group's event type on a shared channel
                 continue
             try:
                 event = decode(route.event_class, envelope)
             except EventDecodeError as exc:
-                await self.bus.transport.dead_letter(channel, self.group, delivery, str(exc))
+                await self._dead_letter(delivery, str(exc), DeadReason.INVALID)
                 continue
             if route.batch:
                 jobs.append(Job(envelope.id, _collector(collected, route, event), batched=True))
@@ -191,12 +200,20 @@ class _Group:
             pending.append(delivery)
         if not jobs:
             return
+        started = time.perf_counter()
         results = await self.runner.run(self.group, jobs, collected)
+        took = time.perf_counter() - started
+        done = 0
         for delivery, error in zip(pending, results, strict=True):
             if error is None:
                 await delivery.ack()
+                done += 1
             else:
                 await self._failed(delivery, error)
+        if self.metrics is not None:
+            self.metrics.handling.observe(took)
+            if done:
+                self.metrics.consumed.inc(done)
 
     def _bind(self, route: _Route, event: Event, envelope: Envelope) -> Callable[[Any], Awaitable[None]]:
         ctx = Received(envelope, self.group)
@@ -213,11 +230,18 @@ class _Group:
 
         return call
 
+    async def _dead_letter(self, delivery: Delivery, reason: str, why: DeadReason) -> None:
+        await self.bus.transport.dead_letter(self.channel, self.group, delivery, reason)
+        if self.metrics is not None:
+            self.metrics.dead_lettered[why].inc()
+
     async def _expire(self, delivery: Delivery) -> None:
         envelope = delivery.envelope
+        if self.metrics is not None:
+            self.metrics.expired.inc()
         if self.channel.on_expiry is Expiry.DEAD_LETTER:
             reason = f"expired: older than the channel ttl of {self.channel.ttl} s"
-            await self.bus.transport.dead_letter(self.channel, self.group, delivery, reason)
+            await self._dead_letter(delivery, reason, DeadReason.EXPIRED)
         else:
             log.info("dropping expired message %s on %s", envelope.id, self.channel.name)
             await delivery.term()
@@ -225,6 +249,8 @@ class _Group:
     async def _failed(self, delivery: Delivery, error: BaseException) -> None:
         envelope = delivery.envelope
         reason = f"{type(error).__name__}: {error}"
+        if self.metrics is not None:
+            self.metrics.failed.inc()
         if envelope.attempt >= self.channel.max_deliver:
             log.warning(
                 "dead-lettering %s on %s for group %s after %d attempts: %s",
@@ -234,8 +260,8 @@ class _Group:
                 envelope.attempt,
                 reason,
             )
-            await self.bus.transport.dead_letter(
-                self.channel, self.group, delivery, f"{reason} (after {envelope.attempt} attempts)"
+            await self._dead_letter(
+                delivery, f"{reason} (after {envelope.attempt} attempts)", DeadReason.FAILED
             )
         else:
             delay = self.channel.backoff.delay(envelope.attempt)
@@ -247,6 +273,8 @@ class _Group:
                 reason,
             )
             await delivery.nak(delay)
+            if self.metrics is not None:
+                self.metrics.retried.inc()
 
 
 def _collector(collected: _Collected, route: _Route, event: Event) -> Callable[[Any], Awaitable[None]]:
@@ -272,9 +300,12 @@ class EventBus:
         *,
         channels: Iterable[ChannelConfig] = (),
         batch_size: int = 100,
+        metrics: Metrics | None = None,
     ) -> None:
         self.transport = transport
         self.batch_size = batch_size
+        # Bus metrics go into the given registry (the service kit's ``kit.metrics``); none without.
+        self.metrics = BusMetrics(metrics) if metrics is not None else None
         self._channels: dict[str, ChannelConfig] = {c.name: c for c in channels}
         self._groups: dict[tuple[str, str], _Group] = {}
         self._declared: set[str] = set()
@@ -410,8 +441,17 @@ class EventBus:
     async def publish_envelope(self, envelope: Envelope) -> None:
         await self._declare(self.channel(envelope.channel))
         await self.transport.publish(envelope)
+        if self.metrics is not None:
+            self.metrics.published_on(envelope.channel).inc()
 
     async def publish_envelopes(self, envelopes: Sequence[Envelope]) -> None:
-        for name in {e.channel for e in envelopes}:
+        """Publish many, pipelined; all confirmed on return (else :class:`PublishError`)."""
+        channels: dict[str, int] = {}
+        for envelope in envelopes:
+            channels[envelope.channel] = channels.get(envelope.channel, 0) + 1
+        for name in channels:
             await self._declare(self.channel(name))
         await self.transport.publish_batch(envelopes)
+        if self.metrics is not None:
+            for name, count in channels.items():
+                self.metrics.published_on(name).inc(count)

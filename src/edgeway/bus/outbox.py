@@ -138,7 +138,9 @@ class OutboxRelay:
     ``batch_size`` rows go out per transaction, pipelined; ``idle_interval`` is how long the
     loop sleeps when the outbox is empty (``wake()`` cuts it short after a commit);
     ``keep_sent`` is how many seconds sent rows stay for inspection before they are deleted
-    (``None`` keeps them).
+    (``None`` keeps them). Every ``backlog_interval`` seconds the loop counts the pending rows:
+    :meth:`backlog` returns that count (for a scrape-time gauge), and with bus metrics it is the
+    ``edgeway_bus_outbox_backlog`` gauge.
     """
 
     def __init__(
@@ -151,6 +153,7 @@ class OutboxRelay:
         idle_interval: float = 0.2,
         retry_interval: float = 1.0,
         keep_sent: float | None = 3600.0,
+        backlog_interval: float = 1.0,
     ) -> None:
         self.outbox = outbox
         self.sessions = sessions
@@ -159,9 +162,13 @@ class OutboxRelay:
         self.idle_interval = idle_interval
         self.retry_interval = retry_interval
         self.keep_sent = keep_sent
+        self.backlog_interval = backlog_interval
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_purge = 0.0
+        self._last_count = 0.0
+        self._backlog = 0
+        self._backlog_gauge = bus.metrics.backlog_of(outbox.table.name) if bus.metrics is not None else None
         self.published = 0
 
     async def relay_once(self) -> int:
@@ -227,6 +234,19 @@ class OutboxRelay:
             )
         return int(getattr(result, "rowcount", 0) or 0)
 
+    def backlog(self) -> float:
+        """Pending rows at the last count (the loop counts every ``backlog_interval`` seconds)."""
+        return float(self._backlog)
+
+    async def count_backlog(self) -> int:
+        """Count the pending rows now (and update :meth:`backlog` and the gauge)."""
+        async with self.sessions() as session:
+            self._backlog = await self.outbox.pending(session)
+        self._last_count = time.monotonic()
+        if self._backlog_gauge is not None:
+            self._backlog_gauge.set(self._backlog)
+        return self._backlog
+
     def wake(self) -> None:
         """Tell the loop there is something to publish (call after committing an ``add``)."""
         self._wake.set()
@@ -236,8 +256,11 @@ class OutboxRelay:
         while True:
             try:
                 count = await self.relay_once()
-                if time.monotonic() - self._last_purge > 60:
-                    self._last_purge = time.monotonic()
+                now = time.monotonic()
+                if now - self._last_count >= self.backlog_interval:
+                    await self.count_backlog()
+                if now - self._last_purge > 60:
+                    self._last_purge = now
                     await self.purge()
             except (BusError, OSError, ConnectionError) as exc:
                 log.warning("outbox relay: publish failed, retrying in %.1f s: %s", self.retry_interval, exc)
