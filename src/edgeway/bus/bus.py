@@ -152,10 +152,13 @@ class _Route:
 class _Group:
     """All handlers of one consumer group on one channel, fed by one subscription."""
 
-    def __init__(self, bus: EventBus, channel: ChannelConfig, group: str, runner: Runner | None) -> None:
+    def __init__(
+        self, bus: EventBus, channel: ChannelConfig, group: str, runner: Runner | None, broadcast: bool
+    ) -> None:
         self.bus = bus
         self.channel = channel
         self.group = group
+        self.broadcast = broadcast
         self.runner: Runner = runner if runner is not None else _Sequential()
         self.with_session = runner is not None
         self.routes: dict[str, _Route] = {}
@@ -320,22 +323,28 @@ class EventBus:
             config = self._channels[name] = ChannelConfig(name)
         return config
 
-    def subscribe(self, event_class: type[E], *, group: str, inbox: Runner | None = None) -> Callable[[F], F]:
+    def subscribe(
+        self, event_class: type[E], *, group: str, inbox: Runner | None = None, broadcast: bool = False
+    ) -> Callable[[F], F]:
         """Decorator: run the function for every ``event_class`` event the group receives.
 
         Members of one group compete for messages; every group gets every message. The handler
         is ``async def h(event[, ctx])``, or with an ``inbox`` ``async def h(event, session[, ctx])``
         where ``session`` is the inbox's transaction (write your state with it).
+
+        With ``broadcast=True`` members do not compete: every running member (process) gets every
+        event published while it runs, and nothing is kept for it while it is down — for local
+        caches and deny-lists that each instance keeps in memory.
         """
 
         def register(handler: F) -> F:
-            self.add_handler(event_class, handler, group=group, inbox=inbox)
+            self.add_handler(event_class, handler, group=group, inbox=inbox, broadcast=broadcast)
             return handler
 
         return register
 
     def subscribe_batch(
-        self, event_class: type[E], *, group: str, inbox: Runner | None = None
+        self, event_class: type[E], *, group: str, inbox: Runner | None = None, broadcast: bool = False
     ) -> Callable[[F], F]:
         """Decorator for a handler that takes every ``event_class`` event of a fetched batch at once:
         ``async def h(events: list[E])``, or with an ``inbox`` ``async def h(events, session)``.
@@ -346,7 +355,7 @@ class EventBus:
         """
 
         def register(handler: F) -> F:
-            self.add_handler(event_class, handler, group=group, inbox=inbox, batch=True)
+            self.add_handler(event_class, handler, group=group, inbox=inbox, batch=True, broadcast=broadcast)
             return handler
 
         return register
@@ -359,6 +368,7 @@ class EventBus:
         group: str,
         inbox: Runner | None = None,
         batch: bool = False,
+        broadcast: bool = False,
     ) -> None:
         if self._started:
             raise BusConfigError("subscribe handlers before the bus starts")
@@ -370,7 +380,11 @@ class EventBus:
         channel = self.channel(event_class.channel)
         consumer = self._groups.get((channel.name, group))
         if consumer is None:
-            consumer = self._groups[(channel.name, group)] = _Group(self, channel, group, inbox)
+            consumer = self._groups[(channel.name, group)] = _Group(self, channel, group, inbox, broadcast)
+        elif consumer.broadcast != broadcast:
+            raise BusConfigError(
+                f"group {group!r} on channel {channel.name!r}: either all its handlers are broadcast or none"
+            )
         elif (inbox is None) != (not consumer.with_session) or (
             inbox is not None and inbox is not consumer.runner
         ):
@@ -401,7 +415,11 @@ class EventBus:
         for consumer in self._groups.values():
             await self._declare(consumer.channel)
             consumer.subscription = await self.transport.subscribe(
-                consumer.channel, consumer.group, consumer.handle, batch_size=self.batch_size
+                consumer.channel,
+                consumer.group,
+                consumer.handle,
+                batch_size=self.batch_size,
+                broadcast=consumer.broadcast,
             )
         self._started = True
 

@@ -13,6 +13,11 @@ A pull request ends when it has been served in full, or with a status message (4
 and forgot it — the request is given up ``_EXPIRES + _GRACE`` seconds after it was sent and a
 new one goes out. Messages are never dropped by this bookkeeping: whatever arrives on the inbox
 is a real delivery and goes to the handler; the count only decides when to ask for more.
+
+When the consumer is gone (503 no responders, 409 consumer deleted: an operator removed it, the
+server lost it, or an idle ephemeral consumer expired) the member makes it again through
+``ensure_consumer`` — the durable group is declared again and resumes where it was; a
+broadcast member gets a new ephemeral consumer from now on — retrying once a second.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats.errors
 import orjson
 
+from edgeway.bus.errors import BusError
 from edgeway.bus.nats.delivery import NatsDelivery, envelope_from
 from edgeway.bus.transport import BatchHandler
 
@@ -34,6 +41,7 @@ log = logging.getLogger("edgeway.bus.nats")
 _EXPIRES = 1.0  # seconds a pull request waits at the server for messages
 _GRACE = 2.0  # then this long for its 408 before we assume the server lost it
 _HEARTBEAT = "100"
+_SERVED = frozenset({"404", "408"})  # no messages now / the request expired: ask again
 
 
 def delivery(channel: str, msg: Any) -> NatsDelivery:
@@ -52,12 +60,19 @@ def delivery(channel: str, msg: Any) -> NatsDelivery:
 
 
 class NatsSubscription:
+    """One member pulling from a consumer. See the module docstring.
+
+    ``ensure_consumer`` creates (or checks) the consumer and returns its name; ``remove_consumer``,
+    if given, deletes it when the member stops (broadcast members own theirs).
+    """
+
     def __init__(
         self,
         nc: Any,
         *,
         stream: str,
-        consumer: str,
+        ensure_consumer: Callable[[], Awaitable[str]],
+        remove_consumer: Callable[[str], Awaitable[None]] | None = None,
         channel: str,
         own_replays: str,
         replays: str,
@@ -65,7 +80,12 @@ class NatsSubscription:
         batch_size: int,
     ) -> None:
         self._nc = nc
-        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._stream = stream
+        self._ensure_consumer = ensure_consumer
+        self._remove_consumer = remove_consumer
+        self._consumer = ""
+        self._next_subject = ""
+        self._lost = False  # the consumer is gone: make it again before pulling
         self._channel = channel
         self._own_replays = own_replays
         self._replays = replays
@@ -84,17 +104,35 @@ class NatsSubscription:
         self._task: asyncio.Task[None] | None = None
         self._warned: str | None = None
 
+    @property
+    def consumer(self) -> str:
+        return self._consumer
+
     async def start(self) -> None:
+        await self._use(await self._ensure_consumer())
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
         self._task = asyncio.create_task(self._run(), name=f"nats-consumer-{self._channel}")
+
+    async def _use(self, consumer: str) -> None:
+        self._consumer = consumer
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{consumer}"
+        self._lost = False
 
     async def _on_message(self, msg: Any) -> None:
         if not msg.data and msg.headers and "Status" in msg.headers:
             status = msg.headers["Status"]
-            if status != _HEARTBEAT:
-                self._owed = 0
-                if status not in ("404", "408"):
-                    self._note(f"{status} {msg.headers.get('Description', '')}".strip())
+            if status == _HEARTBEAT:
+                return
+            self._owed = 0
+            if status in _SERVED:
+                await self._pull()
+                return
+            description = msg.headers.get("Description", "")
+            self._note(f"{status} {description}".strip())
+            if status == "503" or "deleted" in description.lower():
+                self._lost = True  # the run loop makes the consumer again, then pulls
+                self._wake.set()
+            else:
                 await self._pull()
             return
         self._owed = max(0, self._owed - 1)
@@ -114,7 +152,7 @@ class NatsSubscription:
 
     async def _pull(self) -> None:
         """Ask for the next batch, unless one is open or a full batch is waiting to be handled."""
-        if self._owed > 0 or len(self._buffer) >= self._batch_size:
+        if self._owed > 0 or self._lost or len(self._buffer) >= self._batch_size:
             return
         self._owed = self._batch_size
         self._pull_deadline = time.monotonic() + _EXPIRES + _GRACE
@@ -124,8 +162,19 @@ class NatsSubscription:
             self._owed = 0
             self._note(f"pull request not sent: {type(exc).__name__}")
 
+    async def _recover(self) -> None:
+        try:
+            await self._use(await self._ensure_consumer())
+        except (BusError, nats.errors.Error, OSError) as exc:  # still restarting: again in a second
+            self._note(f"cannot make consumer on {self._stream} again: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(1.0)
+        else:
+            log.info("consumer %s on %s is back", self._consumer, self._stream)
+
     async def _run(self) -> None:
         while True:
+            if self._lost:
+                await self._recover()
             if self._owed > 0 and time.monotonic() > self._pull_deadline:
                 self._owed = 0  # the server never answered (it restarted): ask again
             await self._pull()
@@ -154,3 +203,6 @@ class NatsSubscription:
                 await held.nak(0)
         self._held = []
         self._buffer = []
+        if self._remove_consumer is not None and self._consumer:
+            with contextlib.suppress(nats.errors.Error, OSError):  # the server expires it anyway
+                await self._remove_consumer(self._consumer)

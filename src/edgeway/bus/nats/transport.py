@@ -182,18 +182,23 @@ class NatsTransport:
         except (nats.errors.Error, OSError) as exc:
             raise TransportError(f"cannot declare stream {config.name}: {exc}") from exc
 
-    async def declare_group(self, channel: ChannelConfig, group: str) -> None:
-        check_group(group)
-        names = self.names(channel.name)
-        config = api.ConsumerConfig(
+    def _consumer_config(
+        self, channel: ChannelConfig, *, deliver: api.DeliverPolicy, group: str | None = None
+    ) -> api.ConsumerConfig:
+        return api.ConsumerConfig(
             durable_name=group,
             name=group,
-            deliver_policy=api.DeliverPolicy.ALL,
+            deliver_policy=deliver,
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=channel.ack_wait,
             max_deliver=channel.max_deliver + 1,
             max_ack_pending=10_000,
         )
+
+    async def declare_group(self, channel: ChannelConfig, group: str) -> None:
+        check_group(group)
+        names = self.names(channel.name)
+        config = self._consumer_config(channel, deliver=api.DeliverPolicy.ALL, group=group)
         try:
             await self.js.add_consumer(names.stream, config)
         except nats.js.errors.BadRequestError:
@@ -225,14 +230,41 @@ class NatsTransport:
     # -- consuming -------------------------------------------------------------------------------
 
     async def subscribe(
-        self, channel: ChannelConfig, group: str, handler: BatchHandler, *, batch_size: int = 100
+        self,
+        channel: ChannelConfig,
+        group: str,
+        handler: BatchHandler,
+        *,
+        batch_size: int = 100,
+        broadcast: bool = False,
     ) -> NatsSubscription:
-        await self.declare_group(channel, group)
+        check_group(group)
         names = self.names(channel.name)
+
+        async def durable() -> str:
+            await self.declare_group(channel, group)
+            return group
+
+        async def ephemeral() -> str:
+            # Its own consumer, from now on; the server deletes it once nobody pulls for a minute
+            # (a member that died), and stop() deletes it at once.
+            config = self._consumer_config(channel, deliver=api.DeliverPolicy.NEW)
+            config.inactive_threshold = 60.0
+            try:
+                info = await self.js.add_consumer(names.stream, config)
+            except (nats.errors.Error, OSError) as exc:
+                reason = f"cannot create a consumer for {group} on {names.stream}: {exc}"
+                raise TransportError(reason) from exc
+            return str(info.name)
+
+        async def remove(name: str) -> None:
+            await self.js.delete_consumer(names.stream, name)
+
         sub = NatsSubscription(
             self._nc,
             stream=names.stream,
-            consumer=group,
+            ensure_consumer=ephemeral if broadcast else durable,
+            remove_consumer=remove if broadcast else None,
             channel=channel.name,
             own_replays=f"{names.groups}.{group}",
             replays=names.groups + ".",
