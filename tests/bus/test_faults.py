@@ -9,7 +9,6 @@ show as a second row.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,12 +25,8 @@ from bench.faults import RABBIT_URL, Broker, Outcome, broker_fault, consumer_kil
 
 @pytest.fixture
 async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
-    server = EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats")
-    await asyncio.to_thread(server.start)
-    try:
+    async with EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats") as server:
         yield server
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 @pytest.fixture(params=["nats", "rabbitmq"])
@@ -44,12 +39,8 @@ async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         finally:
             await under_test.cleanup()
     else:
-        server = EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats")
-        await asyncio.to_thread(server.start)
-        try:
+        async with EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats") as server:
             yield Broker(server.url)
-        finally:
-            await asyncio.to_thread(server.stop)
 
 
 def assert_exactly_once(outcome: Outcome) -> None:

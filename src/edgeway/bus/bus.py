@@ -316,6 +316,14 @@ class EventBus:
 
     # -- configuration ---------------------------------------------------------------------------
 
+    def configure(self, config: ChannelConfig) -> None:
+        """Set a channel's config (as ``channels=`` does), before the bus starts."""
+        if self._started:
+            raise BusConfigError("configure channels before the bus starts")
+        if any(key[0] == config.name for key in self._groups):
+            raise BusConfigError(f"configure channel {config.name!r} before subscribing handlers to it")
+        self._channels[config.name] = config
+
     def channel(self, name: str) -> ChannelConfig:
         """The channel's config; a channel nobody configured gets the defaults."""
         config = self._channels.get(name)

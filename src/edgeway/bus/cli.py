@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 
 import typer
 
+from edgeway.bus.brokers import transport_for
 from edgeway.bus.errors import BusError
-from edgeway.bus.transport import ChannelConfig, DeadLetter, Transport
+from edgeway.bus.transport import ChannelConfig, DeadLetter
 
 app = typer.Typer(no_args_is_help=True, help="Event bus tools: embedded NATS, dead letters.")
 dlq_app = typer.Typer(no_args_is_help=True, help="List, inspect and replay dead letters.")
@@ -59,20 +60,6 @@ def nats_server(
     finally:
         server.stop()
     raise typer.Exit(code)
-
-
-def transport_for(url: str | None, prefix: str) -> Transport:
-    if not url:
-        raise BusError("no broker URL: pass --url or set EDGEWAY_BUS_URL (nats://… or amqp://…)")
-    if url.startswith(("nats://", "tls://")):
-        from edgeway.bus.nats import NatsTransport
-
-        return NatsTransport(url, prefix=prefix)
-    if url.startswith(("amqp://", "amqps://")):
-        from edgeway.bus.rabbit import RabbitTransport
-
-        return RabbitTransport(url, prefix=prefix)
-    raise BusError(f"unsupported broker URL {url!r}: use nats://… or amqp://…")
 
 
 def _with_dlq(url: str | None, prefix: str, channel: str, action: Callable[[Any], Awaitable[T]]) -> T:

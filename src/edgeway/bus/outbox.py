@@ -42,7 +42,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from edgeway.bus import tracing
 from edgeway.bus.bus import EventBus
@@ -97,15 +97,24 @@ class Outbox:
         self.table = outbox_table(metadata, table_name)
 
     async def add(
-        self, session: AsyncSession, event: Event, *, headers: Mapping[str, str] | None = None
+        self,
+        session: AsyncSession | AsyncConnection,
+        event: Event,
+        *,
+        headers: Mapping[str, str] | None = None,
     ) -> Envelope:
-        """Queue ``event`` in ``session``'s transaction; it is published after the commit."""
+        """Queue ``event`` in ``session``'s transaction (an ORM session or a Core connection);
+        it is published after the commit."""
         envelope = envelope_for(event, tracing.outgoing_headers(headers))
         await session.execute(insert(self.table), [self._row(envelope)])
         return envelope
 
     async def add_many(
-        self, session: AsyncSession, events: Sequence[Event], *, headers: Mapping[str, str] | None = None
+        self,
+        session: AsyncSession | AsyncConnection,
+        events: Sequence[Event],
+        *,
+        headers: Mapping[str, str] | None = None,
     ) -> list[Envelope]:
         """Queue several events of one operation: they share its request id and trace context."""
         shared = tracing.outgoing_headers(headers)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -36,6 +37,8 @@ from edgeway.bus.nats.confirms import Confirms, Outgoing
 from edgeway.bus.nats.delivery import H_MSG_ID, NatsDelivery, envelope_from
 from edgeway.bus.nats.subscription import NatsSubscription
 from edgeway.bus.transport import BatchHandler, ChannelConfig, DeadLetter, Delivery, check_group
+
+log = logging.getLogger("edgeway.bus.nats")
 
 H_REASON = "ew-dead-reason"
 H_GROUP = "ew-dead-group"
@@ -104,16 +107,29 @@ class NatsTransport:
     # -- connection ------------------------------------------------------------------------------
 
     async def connect(self) -> None:
+        """Connect, or raise :class:`TransportError` at once if no server answers; once connected,
+        reconnect forever (in-flight publishes and pulls resume, see confirms and subscription).
+
+        nats-py applies its reconnect settings to the first connection too: with unlimited
+        reconnects ``nats.connect`` would never return while the broker is down. So the first
+        connection allows one quick retry per server, then the limit is lifted; nats-py reads
+        these options again on every disconnect.
+        """
         if self._nc is not None and self._nc.is_connected:
             return
         try:
             self._nc = await nats.connect(
                 servers=self.servers,
                 name=self.client_name,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
                 connect_timeout=5,
+                error_cb=_on_error,
+                disconnected_cb=_on_disconnect,
+                reconnected_cb=_on_reconnect,
             )
+            self._nc.options["max_reconnect_attempts"] = -1
+            self._nc.options["reconnect_time_wait"] = 0.5
             self._confirms = Confirms(self._nc, window=self.publish_window, timeout=self.publish_timeout)
             await self._confirms.start()
         except (OSError, nats.errors.Error) as exc:
@@ -361,6 +377,19 @@ class NatsTransport:
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await psub.unsubscribe()
+
+
+async def _on_error(exc: Exception) -> None:
+    # One line, no traceback: while the broker restarts nats-py reports every failed attempt.
+    log.warning("nats: %s: %s", type(exc).__name__, exc)
+
+
+async def _on_disconnect() -> None:
+    log.warning("nats: disconnected; reconnecting")
+
+
+async def _on_reconnect() -> None:
+    log.info("nats: reconnected")
 
 
 def _dead_letter(channel: str, raw: Any) -> DeadLetter:

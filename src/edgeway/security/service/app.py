@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from edgeway.security.keys import FileKeyStore, load_kek
 from edgeway.security.service import admin, feeds, oauth
 from edgeway.security.service.db import create_tables, make_engine
+from edgeway.security.service.events import RevocationEvents
 from edgeway.security.service.problems import install_problem_handlers
 from edgeway.security.service.seed import apply_seed, load_seed
 from edgeway.security.service.settings import SecuritySettings
@@ -32,6 +33,8 @@ def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
         state = await open_state(config)
         app.state.security = state
         housekeeping = asyncio.create_task(_housekeeping(state), name="edgeway-security-housekeeping")
+        if state.events is not None:
+            state.events.start()
         log.info("security service up: issuer %s, active key %s", config.issuer, state.ring.active.kid)
         try:
             yield
@@ -39,6 +42,8 @@ def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
+            if state.events is not None:
+                await state.events.stop()
             await state.store.close()
 
     app = FastAPI(title="edgeway security service", lifespan=lifespan)
@@ -57,6 +62,8 @@ async def open_state(settings: SecuritySettings) -> SecurityState:
     keystore = FileKeyStore(settings.keys_path, load_kek(path=settings.kek_file))
     ring = keystore.load_or_create(settings.signing_alg)
     state = SecurityState.build(settings, store, keystore, ring)
+    if settings.bus_url:
+        state.events = RevocationEvents(settings.bus_url, settings.bus_prefix, engine)
     entries, _ = await store.revocations_since(0, time.time(), 1_000_000)
     for entry in entries:
         state.revocations.add(entry["jti"], entry["exp"])

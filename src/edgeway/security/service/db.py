@@ -20,6 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from edgeway.bus.outbox import outbox_table
+
 metadata = MetaData()
 
 users = Table(
@@ -102,6 +104,9 @@ revocations = Table(
     Column("revoked_at", Float, nullable=False),
     Column("reason", String(100), nullable=False),
 )
+
+# TokenRevokedEvent events, written in the transaction that revokes (see service/events.py).
+outbox = outbox_table(metadata, "edgeway_security_outbox")
 
 audit = Table(
     "edgeway_audit",

@@ -55,6 +55,16 @@ class SecuritySettings(BaseSettings):
 
     revocation_page_size: int = Field(1000, ge=1)
 
+    # revocations pushed over the event bus (besides the /revocations feed)
+    bus_url: str | None = Field(
+        None,
+        description="Broker URL (nats://… or amqp://…): publish a TokenRevokedEvent event per revoked token, "
+        "through an outbox in the service's database. None: the /revocations feed only.",
+    )
+    bus_prefix: str = Field(
+        "ew", description="Name prefix of the bus's streams/exchanges (the gateways' too)."
+    )
+
     @property
     def overlap(self) -> float:
         return self.key_overlap if self.key_overlap is not None else self.access_token_ttl + self.leeway
