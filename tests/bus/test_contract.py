@@ -347,3 +347,24 @@ def test_a_group_is_broadcast_or_not_for_all_its_handlers(unique: Callable[[str]
     bus.add_handler(placed, handle, group="gateways", broadcast=True)
     with pytest.raises(BusConfigError, match="either all its handlers are broadcast or none"):
         bus.add_handler(cancelled, handle, group="gateways")
+
+
+async def test_event_keys_arrive_as_published_whatever_their_characters(
+    broker: BrokerUnderTest, unique: Callable[[str], str]
+) -> None:
+    placed, cancelled = order_events(unique("orders"))
+    keys: dict[str, str | None] = {}
+
+    async def handle(event: Event, ctx: Received) -> None:
+        keys[event.order_id] = ctx.envelope.key  # type: ignore[attr-defined]
+
+    bus = EventBus(broker.make(), channels=[ChannelConfig(placed.channel)])
+    bus.add_handler(placed, handle, group="keys")
+    bus.add_handler(cancelled, handle, group="keys")
+    odd = "a b.c/ü*>"  # not a subject token: hashed on the subject, carried in a header
+    async with bus:
+        for order_id in ("o-1", odd, "_", "h" + "0" * 20):
+            await bus.publish(placed(order_id=order_id))
+        await bus.publish(cancelled(order_id="no-key"))
+        await eventually(lambda: len(keys) == 5, what="five events")
+    assert keys == {"o-1": "o-1", odd: odd, "_": "_", "h" + "0" * 20: "h" + "0" * 20, "no-key": None}

@@ -56,7 +56,7 @@ def delivery(channel: str, msg: Any) -> NatsDelivery:
     else:
         meta = msg.metadata
         attempt, seq = meta.num_delivered, meta.sequence.stream
-    return NatsDelivery(msg, envelope_from(channel, msg.headers, msg.data, attempt), seq)
+    return NatsDelivery(msg, envelope_from(channel, msg.headers, msg.data, attempt, msg.subject), seq)
 
 
 class NatsSubscription:

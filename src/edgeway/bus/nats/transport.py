@@ -32,7 +32,7 @@ import nats.js.errors
 from nats.js import api
 
 from edgeway.bus.errors import DeadLetterNotFoundError, PublishError, TransportError
-from edgeway.bus.events import H_ID, Envelope, new_event_id
+from edgeway.bus.events import H_ID, H_KEY, Envelope, new_event_id
 from edgeway.bus.nats.confirms import Confirms, Outgoing
 from edgeway.bus.nats.delivery import H_MSG_ID, NatsDelivery, envelope_from
 from edgeway.bus.nats.subscription import NatsSubscription
@@ -67,9 +67,6 @@ class _Names:
         self.events = f"{prefix}.{channel}.e"
         self.groups = f"{prefix}.{channel}.g"
         self.dlq_subjects = f"{prefix}.{channel}.dlq"
-
-    def event_subject(self, key: str | None) -> str:
-        return f"{self.events}.{key_token(key)}"
 
 
 class NatsTransport:
@@ -226,10 +223,12 @@ class NatsTransport:
 
     def _wire(self, envelope: Envelope) -> Outgoing:
         headers = envelope.to_headers()
-        del headers[H_ID]  # Nats-Msg-Id carries it (see delivery.envelope_from)
+        del headers[H_ID]  # Nats-Msg-Id carries it, and the subject the key (delivery.envelope_from)
         headers[H_MSG_ID] = envelope.id
-        subject = self.names(envelope.channel).event_subject(envelope.key)
-        return subject, envelope.payload, headers, envelope.id
+        token = key_token(envelope.key)
+        if token == envelope.key and token != "_":  # "_" on the subject means "no key"
+            del headers[H_KEY]
+        return f"{self.names(envelope.channel).events}.{token}", envelope.payload, headers, envelope.id
 
     @property
     def confirms(self) -> Confirms:
@@ -371,7 +370,7 @@ class NatsTransport:
                 except nats.errors.TimeoutError:
                     return
                 for msg in msgs:
-                    yield envelope_from(channel.name, msg.headers, msg.data)
+                    yield envelope_from(channel.name, msg.headers, msg.data, subject=msg.subject)
                 if msgs[-1].metadata.num_pending == 0:
                     return
         finally:
