@@ -11,6 +11,8 @@ from sqlalchemy import MetaData, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from conftest import require
+from edgeway.bus.bulk import InLookup
+from edgeway.bus.inbox import Inbox
 from edgeway.bus.outbox import Outbox
 
 from .helpers import order_events
@@ -61,3 +63,22 @@ async def test_outbox_rows_written_in_bulk_read_back_through_sqlalchemy(
     assert bytes(rows[0].payload) == written[0].payload
     assert rows[0].created_at == pytest.approx(written[0].time)
     assert all(r.sent_at is None for r in rows)
+
+
+async def test_in_lookups_of_any_length_find_exactly_the_existing_keys(engine: AsyncEngine) -> None:
+    metadata = MetaData()
+    inbox_table = Inbox(async_sessionmaker(engine), metadata).table
+    lookup = InLookup(inbox_table, key="message_id", scope="consumer_group")
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+        await conn.execute(
+            inbox_table.insert(),
+            [{"consumer_group": "g", "message_id": f"m{i}", "processed_at": 0.0} for i in range(0, 20, 2)]
+            + [{"consumer_group": "other", "message_id": "m1", "processed_at": 0.0}],
+        )
+    async with engine.connect() as conn:
+        for count in (1, 2, 3, 5, 8, 13):  # padded to 1, 2, 4, 8, 8, 16 parameters
+            keys = [f"m{i}" for i in range(count)]
+            assert await lookup.existing(conn, "g", keys) == {k for k in keys if int(k[1:]) % 2 == 0}
+        assert await lookup.existing(conn, "other", ["m0", "m1"]) == {"m1"}
+        assert await lookup.existing(conn, "g", []) == set()

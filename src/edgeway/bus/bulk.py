@@ -13,10 +13,10 @@ an expanding ``IN`` against 0.7 µs with a statement compiled once per id count.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import CursorResult, Table, bindparam, insert, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import ClauseElement
@@ -79,16 +79,17 @@ class BulkInsert:
         await conn.exec_driver_sql(sql, params)
 
 
-class InLookup:
-    """``SELECT key FROM table WHERE scope = :scope AND key IN (:k0, …)``: which keys exist.
+class InList:
+    """A statement with one ``IN (:k0, …)`` list, run through the driver.
 
-    One statement per number of keys (at most a batch size of them), compiled once per dialect.
+    ``build(keys)`` makes the SQLAlchemy statement for a list of bind parameters (plus any
+    other named parameters the caller passes to :meth:`execute`). Lists are padded to the next
+    power of two by repeating their last value (``IN (a, b, b, b)`` means ``IN (a, b)``), so a
+    relay or consumer running for months compiles a dozen statements, not one per list length.
     """
 
-    def __init__(self, table: Table, *, key: str, scope: str) -> None:
-        self.table = table
-        self.key = table.c[key]
-        self.scope = table.c[scope]
+    def __init__(self, build: Callable[[list[Any]], ClauseElement]) -> None:
+        self._build = build
         self._compiled: dict[tuple[Any, ...], tuple[str, tuple[str, ...] | None]] = {}
 
     def _sql(self, conn: AsyncConnection, count: int) -> tuple[str, tuple[str, ...] | None]:
@@ -97,21 +98,37 @@ class InLookup:
         cache_key = (dialect.name, dialect.paramstyle, tuple(translate.items()) if translate else None, count)
         found = self._compiled.get(cache_key)
         if found is None:
-            keys: list[Any] = [bindparam(f"k{i}") for i in range(count)]
-            statement = select(self.key).where(self.scope == bindparam("scope"), self.key.in_(keys))
-            compiled = _compile(statement, dialect, translate)
+            compiled = _compile(self._build([bindparam(f"k{i}") for i in range(count)]), dialect, translate)
             order = tuple(compiled.positiontup or ()) if compiled.positional else None
             found = self._compiled[cache_key] = (compiled.string, order)
         return found
+
+    async def execute(
+        self, session: AsyncSession | AsyncConnection, keys: Sequence[Any], **params: Any
+    ) -> CursorResult[Any]:
+        conn = await _connection(session)
+        padded = 1 << (len(keys) - 1).bit_length()
+        sql, order = self._sql(conn, padded)
+        named = {**params, **{f"k{i}": key for i, key in enumerate(keys)}}
+        for i in range(len(keys), padded):
+            named[f"k{i}"] = keys[-1]
+        values: Any = named if order is None else tuple(named[name] for name in order)
+        return await conn.exec_driver_sql(sql, values)
+
+
+class InLookup:
+    """``SELECT key FROM table WHERE scope = :scope AND key IN (…)``: which of these keys exist."""
+
+    def __init__(self, table: Table, *, key: str, scope: str) -> None:
+        column, scope_column = table.c[key], table.c[scope]
+        self._statement = InList(
+            lambda keys: select(column).where(scope_column == bindparam("scope"), column.in_(keys))
+        )
 
     async def existing(
         self, session: AsyncSession | AsyncConnection, scope: str, keys: Sequence[str]
     ) -> set[str]:
         if not keys:
             return set()
-        conn = await _connection(session)
-        sql, order = self._sql(conn, len(keys))
-        named = {"scope": scope, **{f"k{i}": key for i, key in enumerate(keys)}}
-        params: Any = named if order is None else tuple(named[name] for name in order)
-        result = await conn.exec_driver_sql(sql, params)
+        result = await self._statement.execute(session, keys, scope=scope)
         return {row[0] for row in result.all()}

@@ -38,6 +38,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     delete,
     func,
     select,
@@ -47,7 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from edgeway.bus import tracing
-from edgeway.bus.bulk import BulkInsert
+from edgeway.bus.bulk import BulkInsert, InList
 from edgeway.bus.bus import EventBus
 from edgeway.bus.errors import BusError
 from edgeway.bus.events import Envelope, Event, envelope_for
@@ -191,6 +192,10 @@ class OutboxRelay:
         self._last_count = 0.0
         self._backlog = 0
         self._backlog_gauge = bus.metrics.backlog_of(outbox.table.name) if bus.metrics is not None else None
+        table = outbox.table
+        self._mark = InList(
+            lambda ids: update(table).where(table.c.id.in_(ids)).values(sent_at=bindparam("now"))
+        )
         self.published = 0
 
     async def relay_once(self) -> int:
@@ -241,9 +246,7 @@ class OutboxRelay:
         return (await session.execute(stmt)).all()
 
     async def _mark_sent(self, session: AsyncSession, rows: Sequence[Any]) -> None:
-        table = self.outbox.table
-        ids = [row.id for row in rows]
-        await session.execute(update(table).where(table.c.id.in_(ids)).values(sent_at=time.time()))
+        await self._mark.execute(session, [row.id for row in rows], now=time.time())
 
     async def purge(self) -> int:
         if self.keep_sent is None:
