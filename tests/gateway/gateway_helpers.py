@@ -67,10 +67,11 @@ def config(port: int, **service: Any) -> dict[str, Any]:
 async def gateway(cfg: dict[str, Any]) -> AsyncIterator[tuple[int, io.BytesIO]]:
     out = io.BytesIO()
     gw = Gateway(validate_config(cfg), AccessLog("test-gw", out))
+    await gw.start()
     listener = Listener(gw.handle, gw.limits)
     await listener.start(bind_socket("127.0.0.1", 0))
     try:
         yield listener.port, out
     finally:
         await listener.shutdown(1.0)
-        gw.close()
+        await gw.stop()

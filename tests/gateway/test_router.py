@@ -178,6 +178,7 @@ def test_compiled_routes_describe_themselves_for_the_admin_api() -> None:
     router = make_router({"id": "cat", "path": "/catalog/**", "methods": ["GET"]})
     assert router.routes[0].describe() == {
         "id": "cat",
+        "action": "proxy",
         "path": "/catalog/**",
         "kind": "prefix",
         "methods": ["GET"],

@@ -3,7 +3,9 @@
     GatewayError            base of everything raised by edgeway.gateway
     ├── ConfigError         a config file (or mapping) is invalid; holds every ConfigIssue found,
     │                       one per line of its str(): ``file:line:col: key.path: message``
-    └── PathError           a request path cannot be normalised safely; answer 400
+    ├── PathError           a request path cannot be normalised safely; answer 400
+    └── Rejection           a route's filter or action refuses the request (401, 403, 429, 503...);
+                            answered as a problem+json with the headers it carries
 
 A ConfigIssue is a value, not an exception: the loader collects all of them before raising, so a
 user fixes a file in one pass instead of one error per run.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class GatewayError(Exception):
@@ -65,3 +68,27 @@ class PathError(GatewayError):
         super().__init__(f"{reason}: {shown[:200]!r}")
         self.reason = reason
         self.path = shown
+
+
+class Rejection(GatewayError):
+    """A filter or action refuses the request; the runtime answers an RFC 9457 problem.
+
+    ``headers`` go on the response (``WWW-Authenticate``, ``Retry-After``...); ``extra`` are
+    additional problem members (e.g. ``errors`` of a body validation), JSON-ready.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        *,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        **extra: Any,
+    ) -> None:
+        super().__init__(f"{status} {title}: {detail}" if detail else f"{status} {title}")
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.headers = list(headers)
+        self.extra = extra

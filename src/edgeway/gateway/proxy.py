@@ -11,6 +11,9 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
+from edgeway.gateway.config.schema import Route
+from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.router import rewrite_path
 from edgeway.gateway.upstreams import Cluster, Endpoint
 from edgeway.http.errors import HttpError, UpstreamProtocolError, UpstreamReset, UpstreamTimeout
 from edgeway.http.exchange import Exchange, Headers, ResponseState
@@ -62,6 +65,28 @@ class ProxyTarget:
     response_headers: HeaderEdits
     websocket: bool
     websocket_idle_timeout: float
+
+
+def build_proxy(route: Route, env: GatewayEnv) -> Handler:
+    """The proxy action of a route: rewrite the path, forward to an instance of the service."""
+    action = route.proxy
+    assert action is not None  # called for proxy routes only
+    target = ProxyTarget(
+        cluster=env.clusters[action.service],
+        request_headers=HeaderEdits.from_config(action.request_headers.set, action.request_headers.remove),
+        response_headers=HeaderEdits.from_config(action.response_headers.set, action.response_headers.remove),
+        websocket=action.websocket,
+        websocket_idle_timeout=float(action.websocket_idle_timeout),
+    )
+
+    async def proxy(ctx: RequestContext) -> None:
+        ex = ctx.ex
+        upstream_path = rewrite_path(ctx.match).encode()
+        if ex.query:
+            upstream_path += b"?" + ex.query
+        await forward(ex, target, upstream_path, ctx.traceparent)
+
+    return proxy
 
 
 def request_head(
@@ -150,24 +175,23 @@ async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upst
     head = request_head(ex, target, path_and_query, ep, upstream_tp)
     timeouts = cluster.timeouts
     ep.outstanding += 1
-    # Timeouts are plain timer callbacks that fail the connection's waiters: asyncio.timeout
-    # scopes (two per request) cost more than the rest of the proxy's bookkeeping together.
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeouts.total
+    # Timeouts are deadlines on the connection, fired by the pool's ticker (see DeadlineWatch):
+    # timer handles and asyncio.timeout scopes cost more than the rest of the bookkeeping.
+    deadline = asyncio.get_running_loop().time() + timeouts.total
     try:
         conn, resp, sender = await _send(ex, ep, head, timeouts, deadline)
         if resp.upgraded:
             # A WebSocket lives outside the exchange's total timeout; its idle timeout governs it.
+            conn.clear_deadline()
             try:
                 await _tunnel(ex, target, conn, response_headers(ex, resp, target, upstream_tp))
             finally:
                 conn.close()
             return
-        timer = None
-        if not conn.response_complete:
-            timer = loop.call_at(
-                deadline, conn.fail, UpstreamTimeout("total", timeouts.total, instance=ep.label)
-            )
+        if conn.response_complete:
+            conn.clear_deadline()
+        else:
+            conn.set_deadline(deadline, "total", timeouts.total)
         try:
             await _respond(ex, target, conn, resp, upstream_tp)
             if sender is not None:
@@ -180,8 +204,7 @@ async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upst
         except UpstreamTimeout:
             ex.abort()  # the response has started: cut it rather than send a short body
         finally:
-            if timer is not None:
-                timer.cancel()
+            conn.clear_deadline()
             ep.pool.release(conn)
     finally:
         ep.outstanding -= 1
@@ -204,10 +227,7 @@ async def _send(
         conn, reused = await ep.pool.acquire(timeouts.connect, fresh=fresh)
         conn.begin(head_request=ex.method == b"HEAD")
         sender: asyncio.Task[None] | None = None
-        loop = asyncio.get_running_loop()
-        total_timer = loop.call_at(
-            deadline, conn.fail, UpstreamTimeout("total", timeouts.total, instance=ep.label)
-        )
+        conn.set_deadline(deadline, "total", timeouts.total)
         try:
             conn.write(head)
             if has_body:
@@ -224,13 +244,12 @@ async def _send(
             waiter = conn.head_waiter()
             if waiter.done():
                 return conn, waiter.result(), sender
-            expiry = UpstreamTimeout("first_byte", timeouts.first_byte, instance=ep.label)
-            timer = loop.call_later(timeouts.first_byte, conn.fail, expiry)
-            try:
-                return conn, await waiter, sender
-            finally:
-                timer.cancel()
+            first_byte = asyncio.get_running_loop().time() + timeouts.first_byte
+            if first_byte < deadline:
+                conn.set_deadline(first_byte, "first_byte", timeouts.first_byte)
+            return conn, await waiter, sender
         except UpstreamReset:
+            conn.clear_deadline()
             _cancel(sender)
             ep.pool.release(conn)
             # A pooled connection the upstream closed while idle: the request never reached the
@@ -240,11 +259,10 @@ async def _send(
                 continue
             raise
         except BaseException:
+            conn.clear_deadline()
             _cancel(sender)
             ep.pool.release(conn)
             raise
-        finally:
-            total_timer.cancel()
 
 
 def _cancel(task: asyncio.Task[None] | None) -> None:

@@ -39,8 +39,9 @@ class CompiledRoute:
 
     id: str
     route: Route  # the validated config object, for anything not copied here
-    proxy: ProxyAction
-    service: str
+    action: str  # which action the route has: proxy, aggregate, endpoint, push
+    proxy: ProxyAction | None  # set for proxy routes
+    service: str | None  # the proxied service
     methods: frozenset[str] | None  # None: any method
     hosts: tuple[str, ...] | None  # None: any host
     pattern: PathPattern
@@ -64,10 +65,11 @@ class CompiledRoute:
             "kind": self.pattern.kind.value,
             "methods": sorted(self.methods) if self.methods is not None else None,
             "hosts": list(self.hosts) if self.hosts is not None else None,
+            "action": self.action,
             "service": self.service,
-            "strip_prefix": self.proxy.strip_prefix,
-            "rewrite": self.proxy.rewrite,
-            "websocket": self.proxy.websocket,
+            "strip_prefix": self.proxy.strip_prefix if self.proxy else None,
+            "rewrite": self.proxy.rewrite if self.proxy else None,
+            "websocket": self.proxy.websocket if self.proxy else False,
         }
 
 
@@ -288,15 +290,16 @@ def _compile(route: Route, order: int, case_sensitive: bool) -> CompiledRoute:
     segments = pattern.segments
     if not case_sensitive:
         segments = tuple(s.lower() if s is not None else None for s in segments)
-    proxy = route.action
-    strip = proxy.strip_segments
+    proxy = route.proxy
+    strip = proxy.strip_segments if proxy is not None else ()
     if not case_sensitive:
         strip = tuple(s.lower() for s in strip)
     return CompiledRoute(
         id=str(route.id) if route.id is not None else f"route-{order}",
         route=route,
+        action=route.action_name,
         proxy=proxy,
-        service=proxy.service,
+        service=proxy.service if proxy is not None else None,
         methods=frozenset(route.match.methods) if route.match.methods is not None else None,
         hosts=tuple(route.match.hosts) if route.match.hosts is not None else None,
         pattern=pattern,
@@ -308,7 +311,7 @@ def _compile(route: Route, order: int, case_sensitive: bool) -> CompiledRoute:
             if pattern.kind is PatternKind.PREFIX and not pattern.params
             else None
         ),
-        rewrite=proxy.rewrite_template,
+        rewrite=proxy.rewrite_template if proxy is not None else None,
         strip=strip,
         order=order,
     )

@@ -1,11 +1,11 @@
 """The running form of a gateway config: clusters, the router and the request handler.
 
-The config is compiled once into plain objects (clusters with pools, a router, one ProxyTarget
-per route) so the hot path does no lookups in the pydantic model. The stages a request passes,
-in order:
+The config is compiled once into plain objects (clusters with pools, a router, one handler per
+route: its action wrapped in its filters, see :mod:`edgeway.gateway.pipeline`) so the hot path
+does no lookups in the pydantic model. The stages a request passes, in order:
 
     request ids (X-Request-ID, traceparent)  →  path normalisation  →  route match
-    →  route action (proxy)  →  access log
+    →  route filters  →  route action (proxy, aggregate, endpoint, push)  →  access log
 
 Errors become RFC 9457 problem responses carrying the request id.
 """
@@ -16,17 +16,51 @@ import asyncio
 from typing import Any
 
 from edgeway.gateway.access_log import AccessLog
-from edgeway.gateway.config.schema import GatewayConfig, ProxyAction
-from edgeway.gateway.errors import PathError
+from edgeway.gateway.aggregate import build_aggregate
+from edgeway.gateway.auth import build_auth
+from edgeway.gateway.cache import build_cache
+from edgeway.gateway.config.schema import GatewayConfig
+from edgeway.gateway.cors import build_cors, preflight_match
+from edgeway.gateway.endpoints import build_endpoint
+from edgeway.gateway.errors import PathError, Rejection
 from edgeway.gateway.paths import normalize_path
-from edgeway.gateway.proxy import HeaderEdits, ProxyTarget, forward
-from edgeway.gateway.router import Router, rewrite_path
+from edgeway.gateway.pipeline import (
+    ActionBuilder,
+    FilterBuilder,
+    GatewayEnv,
+    Handler,
+    RequestContext,
+    assemble,
+)
+from edgeway.gateway.proxy import build_proxy
+from edgeway.gateway.push import build_push
+from edgeway.gateway.ratelimit import build_rate_limit
+from edgeway.gateway.router import Router
+from edgeway.gateway.shedding import build_concurrency
 from edgeway.gateway.upstreams import Cluster, make_cluster
+from edgeway.gateway.validation import build_validation
 from edgeway.http.errors import HttpError
-from edgeway.http.exchange import Exchange, ResponseState
+from edgeway.http.exchange import Exchange, Headers, ResponseState
 from edgeway.http.headers import reason_phrase
 from edgeway.http.limits import PoolLimits, ServerLimits, UpstreamTimeouts
 from edgeway.observability.ids import new_request_id, new_traceparent, parse_traceparent, valid_request_id
+
+ACTIONS: dict[str, ActionBuilder] = {
+    "proxy": build_proxy,
+    "aggregate": build_aggregate,
+    "endpoint": build_endpoint,
+    "push": build_push,
+}
+# Outermost first: CORS answers preflights before auth; auth before the limits keyed by user;
+# the cache after auth (its key holds the identity); shedding last, so cache hits never queue.
+FILTERS: list[FilterBuilder] = [
+    build_cors,
+    build_auth,
+    build_rate_limit,
+    build_validation,
+    build_cache,
+    build_concurrency,
+]
 
 
 def server_limits(config: GatewayConfig) -> ServerLimits:
@@ -41,46 +75,49 @@ def server_limits(config: GatewayConfig) -> ServerLimits:
     )
 
 
+def make_clusters(config: GatewayConfig) -> dict[str, Cluster]:
+    return {
+        name: make_cluster(
+            name,
+            [str(u) for u in svc.instances],
+            svc.balancer,
+            UpstreamTimeouts(
+                connect=float(svc.timeouts.connect),
+                first_byte=float(svc.timeouts.first_byte),
+                total=float(svc.timeouts.total),
+            ),
+            PoolLimits(max_connections=svc.pool.max_connections, idle_timeout=float(svc.pool.idle_timeout)),
+        )
+        for name, svc in config.services.items()
+    }
+
+
 class Gateway:
+    """One compiled config. ``await start()`` before serving (components: JWKS, Redis...),
+    ``await stop()`` after."""
+
     def __init__(self, config: GatewayConfig, access_log: AccessLog | None) -> None:
         self.config = config
         self.name = config.name
         self.access_log = access_log
         self.limits = server_limits(config)
-        self.clusters: dict[str, Cluster] = {
-            name: make_cluster(
-                name,
-                [str(u) for u in svc.instances],
-                svc.balancer,
-                UpstreamTimeouts(
-                    connect=float(svc.timeouts.connect),
-                    first_byte=float(svc.timeouts.first_byte),
-                    total=float(svc.timeouts.total),
-                ),
-                PoolLimits(
-                    max_connections=svc.pool.max_connections, idle_timeout=float(svc.pool.idle_timeout)
-                ),
-            )
-            for name, svc in config.services.items()
-        }
+        self.clusters = make_clusters(config)
+        self.env = GatewayEnv(config, self.clusters)
         self.router = Router.from_config(config)
-        self.targets: dict[str, ProxyTarget] = {}
+        self.handlers: dict[str, Handler] = {}
         for route in config.routes:
-            action = route.proxy
-            if isinstance(action, ProxyAction) and route.id is not None:
-                self.targets[route.id] = ProxyTarget(
-                    cluster=self.clusters[action.service],
-                    request_headers=HeaderEdits.from_config(
-                        action.request_headers.set, action.request_headers.remove
-                    ),
-                    response_headers=HeaderEdits.from_config(
-                        action.response_headers.set, action.response_headers.remove
-                    ),
-                    websocket=action.websocket,
-                    websocket_idle_timeout=float(action.websocket_idle_timeout),
-                )
+            assert route.id is not None  # ids are assigned at validation
+            action = ACTIONS[route.action_name](route, self.env)
+            self.handlers[route.id] = assemble(route, self.env, action, FILTERS)
         self._encoded_slash = config.paths.encoded_slash
         self._case_sensitive = config.paths.case_sensitive
+
+    async def start(self) -> None:
+        await self.env.start()
+
+    async def stop(self) -> None:
+        await self.env.stop()
+        self.close()
 
     async def handle(self, ex: Exchange) -> None:
         if not ex.request_id or not valid_request_id(ex.request_id):
@@ -92,17 +129,29 @@ class Gateway:
         try:
             path = normalize_path(ex.path, self._encoded_slash, self._case_sensitive)
             found = self.router.match(ex.method.decode("latin-1"), ex.host.decode("latin-1"), path)
+            if found is None and ex.method == b"OPTIONS":
+                # A CORS preflight is routed by the method it asks about (see cors.py).
+                found = preflight_match(self.router, self.config, ex, ex.host.decode("latin-1"), path)
             if found is None:
                 self._not_found(ex, path, tp)
                 return
             route_id = found.route.id
-            upstream_path = rewrite_path(found).encode()
-            if ex.query:
-                upstream_path += b"?" + ex.query
-            await forward(ex, self.targets[route_id], upstream_path, tp)
+            await self.handlers[route_id](RequestContext(ex, found, span, tp))
         except PathError as exc:
             ex.close_after = ex.close_after or not ex.body.complete
             ex.respond_problem(400, "Bad Request", str(exc), headers=self._id_headers(ex, tp))
+        except Rejection as exc:
+            if ex.state is ResponseState.PENDING:
+                ex.close_after = ex.close_after or not ex.body.complete
+                ex.respond_problem(
+                    exc.status,
+                    exc.title,
+                    exc.detail,
+                    headers=[*exc.headers, *self._id_headers(ex, tp)],
+                    **exc.extra,
+                )
+            else:
+                ex.abort()
         except HttpError as exc:
             if ex.state is ResponseState.PENDING:
                 ex.close_after = ex.close_after or not ex.body.complete
@@ -130,24 +179,12 @@ class Gateway:
             ex.respond_problem(404, "Not Found", "no route matches this request", headers=headers)
 
     @staticmethod
-    def _id_headers(ex: Exchange, tp: bytes) -> list[tuple[bytes, bytes]]:
+    def _id_headers(ex: Exchange, tp: bytes) -> Headers:
         return [(b"x-request-id", ex.request_id), (b"traceparent", tp)]
 
     # -- admin -----------------------------------------------------------------------------
     def routes_view(self) -> list[dict[str, Any]]:
-        out = []
-        for route in self.config.routes:
-            action = route.proxy
-            out.append(
-                {
-                    "id": route.id,
-                    "path": route.match.path,
-                    "methods": route.match.methods,
-                    "hosts": route.match.hosts,
-                    "service": action.service if action else None,
-                }
-            )
-        return out
+        return [route.describe() for route in self.router.routes]
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Ready once every service has at least one available endpoint."""

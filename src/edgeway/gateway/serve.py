@@ -34,6 +34,7 @@ async def run(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
     access_log = AccessLog(config.name) if config.access_log.enabled else None
     events = access_log or AccessLog(config.name)
     gateway = Gateway(config, access_log)
+    await gateway.start()
 
     def rejected(conn: ServerProtocol, status: int, reason: str) -> None:
         events.event("warning", "request rejected", client=conn.client, status=status, reason=reason)
@@ -61,7 +62,7 @@ async def run(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
     forced = await listener.shutdown(grace)
     if admin is not None:
         await admin.shutdown(1.0)
-    gateway.close()
+    await gateway.stop()
     events.event("info", "gateway stopped", forced_closes=forced)
     events.flush()
 

@@ -192,7 +192,7 @@ def _raw_facts(data: Mapping[str, Any]) -> tuple[list[str], list[RouteFacts]]:
             RouteFacts(
                 index,
                 route_id if isinstance(route_id, str) else None,
-                service if isinstance(service, str) and check_services else None,
+                ((("proxy", "service"), service),) if isinstance(service, str) and check_services else (),
                 _raw_identity(route.get("match")),
             )
         )

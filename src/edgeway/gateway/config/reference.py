@@ -117,7 +117,9 @@ def _type(prop: dict[str, Any]) -> str:
 
 
 def _default(model: type[BaseModel], key: str) -> str:
-    value = model.model_fields[key].get_default(call_default_factory=True)
+    # The schema names a field by its alias (``validate``) where it has one.
+    by_alias = {field.alias or name: field for name, field in model.model_fields.items()}
+    value = by_alias[key].get_default(call_default_factory=True)
     if isinstance(value, BaseModel):
         return "(its defaults)"
     return f"`{json.dumps(value)}`"

@@ -23,8 +23,6 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     field_validator,
@@ -32,7 +30,23 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from edgeway.gateway.config.keypath import Loc, format_loc
+from edgeway.gateway.config.base import (
+    TOKEN,
+    HeaderName,
+    HeaderValue,
+    LocatedProblemsError,
+    StrictModel,
+)
+from edgeway.gateway.config.compose_schema import (
+    AggregateAction,
+    CacheRule,
+    CacheStore,
+    EndpointAction,
+    PushAction,
+    PushSettings,
+    PythonEndpoints,
+)
+from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.patterns import (
     PathPattern,
     PatternError,
@@ -41,9 +55,26 @@ from edgeway.gateway.config.patterns import (
     parse_path_pattern,
     parse_rewrite,
 )
+from edgeway.gateway.config.resilience_schema import (
+    BreakerRule,
+    ConcurrencyRule,
+    DiscoveryRule,
+    HealthCheckRule,
+    OutlierRule,
+    ReloadSettings,
+    RetryRule,
+)
+from edgeway.gateway.config.security_schema import (
+    CorsRule,
+    GatewayAuth,
+    RateLimitRule,
+    RateLimitStore,
+    RequestValidation,
+    RouteAuth,
+    security_problems,
+)
 from edgeway.gateway.config.units import ByteSize, Duration
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HOST_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
 _HOSTNAME = re.compile(rf"(?:\*\.)?{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
 _IPV6_LITERAL = re.compile(r"\[[0-9a-f:.]+\]")
@@ -51,25 +82,6 @@ _ROUTE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 
 # What makes two routes indistinguishable to the router: (path, methods, hosts).
 RouteIdentity = tuple[str, frozenset[str] | None, frozenset[str] | None]
-
-
-class LocatedProblemsError(ValueError):
-    """Several located problems found by one model validator.
-
-    pydantic keeps the raised exception in the error's ``ctx["error"]``; the loader unpacks it
-    into one ConfigIssue per problem, each ``loc`` relative to the model that raised.
-    """
-
-    def __init__(self, problems: Sequence[tuple[Loc, str]]) -> None:
-        self.problems = list(problems)
-        super().__init__("; ".join(f"{format_loc(loc)}: {message}" for loc, message in self.problems))
-
-
-class StrictModel(BaseModel):
-    """Unknown keys are errors (a typo must not silently fall back to a default), and types are
-    strict: YAML already types scalars, so ``max_headers: yes`` is a mistake, not 1."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
 
 
 # --------------------------------------------------------------------------- process level
@@ -213,6 +225,18 @@ class Service(StrictModel):
     )
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
     pool: Pool = Field(default_factory=Pool, description="Connection pool per instance.")
+    discovery: DiscoveryRule | None = Field(
+        None, description="Instances from DNS, the NATS KV registry or Consul, besides `instances`."
+    )
+    breaker: BreakerRule | None = Field(None, description="Circuit breaker per service and instance.")
+    retry: RetryRule | None = Field(None, description="Retries where safe, within a retry budget.")
+    outlier_ejection: OutlierRule | None = Field(
+        None, description="Passive health: take failing instances out of the balancer for a while."
+    )
+    health_check: HealthCheckRule | None = Field(None, description="Active HTTP health checks per instance.")
+    concurrency: ConcurrencyRule | None = Field(
+        None, description="Load shedding: a bound on concurrent requests to this service."
+    )
 
     @field_validator("instances")
     @classmethod
@@ -235,22 +259,6 @@ class Service(StrictModel):
 
 
 # --------------------------------------------------------------------------- routes
-
-
-def _header_name(name: str) -> str:
-    if _TOKEN.fullmatch(name) is None:
-        raise PydanticCustomError("header_name", "'{name}' is not a valid header name", {"name": name})
-    return name
-
-
-def _header_value(value: str) -> str:
-    if any(ch in value for ch in "\r\n\x00"):
-        raise PydanticCustomError("header_value", "a header value may not contain CR, LF or NUL")
-    return value
-
-
-HeaderName = Annotated[str, AfterValidator(_header_name)]
-HeaderValue = Annotated[str, AfterValidator(_header_value)]
 
 
 class HeaderRules(StrictModel):
@@ -345,6 +353,9 @@ class ProxyAction(StrictModel):
         return problems
 
 
+RouteAction = ProxyAction | AggregateAction | EndpointAction | PushAction
+
+
 class MatchRule(StrictModel):
     """Which requests a route takes."""
 
@@ -379,7 +390,7 @@ class MatchRule(StrictModel):
             return None
         out: list[str] = []
         for method in value:
-            if _TOKEN.fullmatch(method) is None:
+            if TOKEN.fullmatch(method) is None:
                 raise PydanticCustomError("method", "'{method}' is not an HTTP method", {"method": method})
             upper = method.upper()
             if upper in out:
@@ -427,9 +438,9 @@ class MatchRule(StrictModel):
 
 
 class Route(StrictModel):
-    """A match plus exactly one action (today: `proxy`)."""
+    """A match plus exactly one action, plus optional filters (auth, limits, CORS, cache...)."""
 
-    ACTIONS: ClassVar[tuple[str, ...]] = ("proxy",)
+    ACTIONS: ClassVar[tuple[str, ...]] = ("proxy", "aggregate", "endpoint", "push")
 
     id: str | None = Field(
         None,
@@ -439,6 +450,23 @@ class Route(StrictModel):
     )
     match: MatchRule = Field(description="Which requests this route takes.")
     proxy: ProxyAction | None = Field(None, description="Forward matching requests to a service.")
+    aggregate: AggregateAction | None = Field(
+        None, description="Call several services and answer with one composed response."
+    )
+    endpoint: EndpointAction | None = Field(None, description="Answer with a registered Python endpoint.")
+    push: PushAction | None = Field(None, description="A WebSocket / Server-Sent Events push channel.")
+    auth: RouteAuth | None = Field(
+        None, description="Who may call this route; absent means `auth: none` unless set gateway-wide."
+    )
+    rate_limit: RateLimitRule | None = Field(None, description="A token-bucket rate limit.")
+    cors: CorsRule | None = Field(None, description="CORS for this route (overrides the gateway's `cors`).")
+    validate_request: RequestValidation | None = Field(
+        None, alias="validate", description="Request body size and JSON-schema checks."
+    )
+    cache: CacheRule | None = Field(None, description="Cache this route's responses.")
+    concurrency: ConcurrencyRule | None = Field(
+        None, description="Load shedding: a bound on concurrent requests on this route."
+    )
 
     @model_validator(mode="after")
     def _one_action(self) -> Route:
@@ -458,10 +486,25 @@ class Route(StrictModel):
         return self
 
     @property
-    def action(self) -> ProxyAction:
-        """The route's one action (a union once more actions exist)."""
-        assert self.proxy is not None  # exactly-one-action is checked at validation
-        return self.proxy
+    def action_name(self) -> str:
+        """Which action field is set (exactly one is, by validation)."""
+        for name in self.ACTIONS:
+            if getattr(self, name) is not None:
+                return name
+        raise AssertionError("a validated route has an action")
+
+    @property
+    def action(self) -> RouteAction:
+        """The route's one action."""
+        action: RouteAction = getattr(self, self.action_name)
+        return action
+
+    def service_refs(self) -> list[tuple[Loc, str]]:
+        """Services the action calls, each with its key path relative to the route."""
+        action = self.action
+        if isinstance(action, ProxyAction):
+            return [(("proxy", "service"), action.service)]
+        return [((self.action_name, *loc), name) for loc, name in action.service_refs()]
 
 
 def derive_route_id(path: str) -> str:
@@ -477,7 +520,7 @@ class RouteFacts:
 
     index: int
     id: str | None
-    service: str | None
+    services: tuple[tuple[Loc, str], ...]  # (key path relative to the route, service name)
     identity: RouteIdentity | None
 
 
@@ -488,13 +531,11 @@ def cross_check_routes(services: Collection[str], routes: Sequence[RouteFacts]) 
     ids: dict[str, int] = {}
     identities: dict[RouteIdentity, int] = {}
     for route in routes:
-        if route.service is not None and route.service not in services:
-            problems.append(
-                (
-                    ("routes", route.index, "proxy", "service"),
-                    f"unknown service '{route.service}' (known: {known})",
+        for loc, service in route.services:
+            if service not in services:
+                problems.append(
+                    (("routes", route.index, *loc), f"unknown service '{service}' (known: {known})")
                 )
-            )
         if route.id is not None:
             if route.id in ids:
                 problems.append(
@@ -542,6 +583,17 @@ class GatewayConfig(StrictModel):
     access_log: AccessLog = Field(default_factory=AccessLog, description="Access log.")
     services: dict[str, Service] = Field(default_factory=dict, description="Upstream services by name.")
     routes: list[Route] = Field(default_factory=list, description="Routes; the most specific match wins.")
+    auth: GatewayAuth | None = Field(
+        None, description="Token verification (JWKS, issuer, audience); needed by routes with `auth`."
+    )
+    rate_limits: RateLimitStore = Field(
+        default_factory=RateLimitStore, description="Where rate-limit buckets are kept."
+    )
+    cors: CorsRule | None = Field(None, description="Default CORS for every route of this gateway.")
+    cache: CacheStore = Field(default_factory=CacheStore, description="Where cached responses are kept.")
+    python: PythonEndpoints | None = Field(None, description="Python modules registering endpoints.")
+    push: PushSettings | None = Field(None, description="Where push channels take their messages from.")
+    reload: ReloadSettings = Field(default_factory=ReloadSettings, description="Live reload of this config.")
 
     @field_validator("services")
     @classmethod
@@ -570,10 +622,11 @@ class GatewayConfig(StrictModel):
     @model_validator(mode="after")
     def _cross_checks(self) -> GatewayConfig:
         facts = [
-            RouteFacts(index, route.id, route.proxy.service if route.proxy else None, route.match.identity())
+            RouteFacts(index, route.id, tuple(route.service_refs()), route.match.identity())
             for index, route in enumerate(self.routes)
         ]
         problems = cross_check_routes(self.services, facts)
+        problems += security_problems(self.auth, self.routes)
         if (
             self.admin is not None
             and self.admin.port == self.listen.port

@@ -1,0 +1,14 @@
+"""Aggregate endpoints: several service calls composed into one response (issue 3).
+
+Placeholder until the work that owns it lands: a route with a `aggregate` action is refused at start.
+"""
+
+from __future__ import annotations
+
+from edgeway.gateway.config.schema import Route
+from edgeway.gateway.errors import GatewayError
+from edgeway.gateway.pipeline import GatewayEnv, Handler
+
+
+def build_aggregate(route: Route, env: GatewayEnv) -> Handler:
+    raise GatewayError(f"route {route.id!r}: the 'aggregate' action is not available in this build yet")

@@ -1,0 +1,111 @@
+"""The per-route request pipeline: optional filters in front of exactly one action.
+
+A route's config is compiled once into one :data:`Handler`: the action (proxy, aggregate,
+endpoint, push) wrapped by the filters the route configures, outermost first::
+
+    cors → auth → rate_limit → validate → cache → concurrency → action
+
+A filter builder gets the route, the shared :class:`GatewayEnv` and the next handler, and returns
+a handler wrapping it, or None when the route does not configure that filter, so a route pays
+only for what it uses (a bare proxy route is the action itself, no wrapper). A filter refuses a
+request by raising :class:`edgeway.gateway.errors.Rejection` (the runtime answers the problem);
+it adds headers to whatever response follows with ``ctx.ex.add_response_header``.
+
+Long-lived resources a filter or action needs (a JWKS client, a Redis connection, a cache) are
+*components* shared through ``env.shared(key, factory)``: created once per gateway, started
+before the listener accepts, stopped at shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from edgeway.http.exchange import Exchange
+from edgeway.observability.ids import TraceParent
+from edgeway.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from edgeway.gateway.config.schema import GatewayConfig, Route
+    from edgeway.gateway.router import RouteMatch
+    from edgeway.gateway.upstreams import Cluster
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The verified caller of a request, as the auth filter established it."""
+
+    subject: str
+    client_id: str | None
+    roles: frozenset[str]
+    scopes: frozenset[str]
+    claims: Mapping[str, Any]  # every verified claim, for conditions and Python endpoints
+    token: str  # the bearer token, passed on to services that verify it again
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """One request on its way through a route's pipeline."""
+
+    ex: Exchange
+    match: RouteMatch
+    span: TraceParent  # this hop's span (a child of the client's, or a new trace)
+    traceparent: bytes  # the span encoded: sent upstream and returned to the client
+    identity: Identity | None = None
+    # Filled by filters for later stages (e.g. a parsed JSON body the validator already read).
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[RequestContext], Awaitable[None]]
+
+
+class Component(Protocol):
+    """A long-lived resource shared by routes: started before serving, stopped after."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+C = TypeVar("C", bound=Component)
+
+
+class GatewayEnv:
+    """What route builders share: the config, the clusters, the components and the metrics
+    (served on the admin port's ``/metrics``)."""
+
+    def __init__(self, config: GatewayConfig, clusters: dict[str, Cluster]) -> None:
+        self.config = config
+        self.clusters = clusters
+        self.components: dict[str, Component] = {}
+        self.metrics = Metrics(config.name)
+
+    def shared(self, key: str, factory: Callable[[], C]) -> C:
+        """The component under ``key``, created by ``factory`` on first use."""
+        found = self.components.get(key)
+        if found is None:
+            found = self.components[key] = factory()
+        return found  # type: ignore[return-value]  # one key, one factory, one type
+
+    async def start(self) -> None:
+        for component in self.components.values():
+            await component.start()
+
+    async def stop(self) -> None:
+        for component in reversed(self.components.values()):
+            await component.stop()
+
+
+ActionBuilder = Callable[["Route", GatewayEnv], Handler]
+FilterBuilder = Callable[["Route", GatewayEnv, Handler], Handler | None]
+
+
+def assemble(route: Route, env: GatewayEnv, action: Handler, filters: list[FilterBuilder]) -> Handler:
+    """Wrap ``action`` in the configured filters; ``filters`` is outermost first."""
+    handler = action
+    for build in reversed(filters):
+        wrapped = build(route, env, handler)
+        if wrapped is not None:
+            handler = wrapped
+    return handler
