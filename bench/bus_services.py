@@ -81,8 +81,8 @@ def _install_uvloop() -> None:
 
 
 def _bus(args: argparse.Namespace, *, batch_size: int = 100) -> Any:
+    from edgeway.bus.brokers import transport_for
     from edgeway.bus.bus import EventBus
-    from edgeway.bus.cli import transport_for
     from edgeway.bus.transport import ChannelConfig
 
     config = ChannelConfig(args.channel, ack_wait=args.ack_wait)
