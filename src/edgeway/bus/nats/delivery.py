@@ -13,11 +13,13 @@ EVENTS_TOKEN = ".e."  # <prefix>.<channel>.e.<key token>: the subjects events ar
 def envelope_from(
     channel: str, headers: dict[str, str] | None, data: bytes, attempt: int = 1, subject: str = ""
 ) -> Envelope:
-    """The envelope of a message read from a stream (``headers`` is consumed).
+    """The envelope of a message read from a channel's subjects (``headers`` is consumed).
 
-    Events are published without ``ew-id`` (``Nats-Msg-Id`` carries the same id) and, when the
-    key is a valid subject token, without ``ew-key`` (the subject's last token is the key): every
-    header saved is ~2 µs of building and parsing per message, nats-py doing both in Python.
+    Anything reading the NATS wire directly (the gateway's push source follows the subjects with
+    a plain subscription) must decode with this, not ``Envelope.from_headers``: events are
+    published without ``ew-id`` (``Nats-Msg-Id`` carries the same id) and, when the key is a
+    valid subject token, without ``ew-key`` (the subject's last token is the key): every header
+    saved is ~2 µs of building and parsing per message, nats-py doing both in Python.
     """
     headers = headers if headers is not None else {}
     msg_id = headers.pop(H_MSG_ID, None)
