@@ -324,6 +324,11 @@ class EventBus:
             raise BusConfigError(f"configure channel {config.name!r} before subscribing handlers to it")
         self._channels[config.name] = config
 
+    @property
+    def subscriptions(self) -> dict[tuple[str, str], list[type[Event]]]:
+        """``(channel, group)`` → the event classes that group's handlers take."""
+        return {key: [r.event_class for r in g.routes.values()] for key, g in self._groups.items()}
+
     def channel(self, name: str) -> ChannelConfig:
         """The channel's config; a channel nobody configured gets the defaults."""
         config = self._channels.get(name)
