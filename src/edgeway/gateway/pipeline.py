@@ -75,11 +75,14 @@ class GatewayEnv:
     """What route builders share: the config, the clusters, the components and the metrics
     (served on the admin port's ``/metrics``)."""
 
-    def __init__(self, config: GatewayConfig, clusters: dict[str, Cluster]) -> None:
+    def __init__(
+        self, config: GatewayConfig, clusters: dict[str, Cluster], metrics: Metrics | None = None
+    ) -> None:
         self.config = config
         self.clusters = clusters
         self.components: dict[str, Component] = {}
-        self.metrics = Metrics(config.name)
+        # A live reload passes the running config's metrics on, so counters do not restart.
+        self.metrics = metrics if metrics is not None else Metrics(config.name)
 
     def shared(self, key: str, factory: Callable[[], C]) -> C:
         """The component under ``key``, created by ``factory`` on first use."""

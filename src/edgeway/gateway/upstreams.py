@@ -1,14 +1,25 @@
 """Clusters: the running form of a configured service — its instances, their connection pools,
-the balancer and the timeouts."""
+the balancer and the timeouts.
+
+A cluster's endpoints change while it serves when discovery finds new instances
+(:meth:`Cluster.update`): the endpoint list is replaced in one assignment, so a request picks
+from the old list or the new one, never a torn one. An endpoint that leaves is *drained*: out of
+the balancer at once, its pool closed only when its last request in flight has ended (closing
+earlier would also stop the pool's deadline ticker, leaving those requests without timeouts).
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from edgeway.http.limits import PoolLimits, UpstreamTimeouts
 from edgeway.http.pool import ConnectionPool
 from edgeway.resilience.balancer import LeastOutstanding, RoundRobin, make_balancer
+
+DRAIN_POLL = 0.1  # seconds between checks of a draining endpoint's requests in flight
 
 
 @dataclass(eq=False, slots=True)
@@ -26,6 +37,24 @@ class Endpoint:
     def label(self) -> str:
         return self.pool.instance
 
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterChange:
+    """What one :meth:`Cluster.update` did."""
+
+    added: tuple[Endpoint, ...]
+    removed: tuple[Endpoint, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+ChangeListener = Callable[["Cluster", ClusterChange], None]
+
 
 @dataclass(eq=False, slots=True)
 class Cluster:
@@ -35,6 +64,12 @@ class Cluster:
     timeouts: UpstreamTimeouts
     pool_limits: PoolLimits
     name_bytes: bytes = field(init=False)
+    # Told after every change of endpoints (health checks start and stop checking instances).
+    # Clusters outlive a gateway across live reloads: a component that adds a listener removes
+    # it when it stops.
+    listeners: list[ChangeListener] = field(default_factory=list)
+    draining: list[Endpoint] = field(default_factory=list)  # removed, requests still in flight
+    _reaper: asyncio.TimerHandle | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.name_bytes = self.name.encode()
@@ -42,16 +77,74 @@ class Cluster:
     def pick(self) -> Endpoint:
         return self.balancer.pick(self.endpoints)
 
+    def update(self, urls: Sequence[str]) -> ClusterChange:
+        """Make the cluster's instances exactly ``urls``.
+
+        Instances that stay keep their endpoint: pool, open connections, counters. New ones get
+        a fresh endpoint and pool. Removed ones leave the balancer at once and are drained: the
+        requests in flight there finish (with their timeouts), then the pool closes.
+        """
+        current = {ep.address: ep for ep in self.endpoints}
+        wanted: dict[tuple[str, int], str] = {}
+        for url in urls:
+            wanted.setdefault(_address(url), url)
+        if wanted.keys() == current.keys():
+            return ClusterChange((), ())
+        endpoints: list[Endpoint] = []
+        added: list[Endpoint] = []
+        for address, url in wanted.items():
+            ep = current.get(address)
+            if ep is None:
+                ep = make_endpoint(url, self.pool_limits)
+                added.append(ep)
+            endpoints.append(ep)
+        removed = [ep for address, ep in current.items() if address not in wanted]
+        self.endpoints = endpoints
+        for ep in removed:
+            ep.available = False
+        self._drain(removed)
+        change = ClusterChange(tuple(added), tuple(removed))
+        for listener in self.listeners:
+            listener(self, change)
+        return change
+
     def close(self) -> None:
-        for ep in self.endpoints:
-            ep.pool.close()
+        """Close every pool, each once its requests in flight have ended."""
+        self._drain(self.endpoints)
+
+    def _drain(self, endpoints: Sequence[Endpoint]) -> None:
+        self.draining.extend(ep for ep in endpoints if ep not in self.draining)
+        if self._reaper is not None:
+            self._reaper.cancel()
+        self._reap()
+
+    def _reap(self) -> None:
+        self._reaper = None
+        busy: list[Endpoint] = []
+        for ep in self.draining:
+            if ep.outstanding:
+                busy.append(ep)
+            else:
+                ep.pool.close()
+        self.draining = busy
+        if busy:
+            try:
+                self._reaper = asyncio.get_running_loop().call_later(DRAIN_POLL, self._reap)
+            except RuntimeError:  # no loop any more (interpreter shutdown): close as they are
+                for ep in busy:
+                    ep.pool.close()
+                self.draining = []
+
+
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
 
 
 def make_endpoint(url: str, limits: PoolLimits) -> Endpoint:
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or 80
-    authority = f"{host}:{port}" if port != 80 else host
+    host, port = _address(url)
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in Host
+    authority = f"{shown}:{port}" if port != 80 else shown
     return Endpoint(host, port, ConnectionPool(host, port, limits), authority.encode())
 
 

@@ -40,6 +40,11 @@ class ConnectionPool:
         return self._open
 
     @property
+    def closed(self) -> bool:
+        """Closed: no connection goes back to the idle list (busy ones close when released)."""
+        return self._closed
+
+    @property
     def idle_connections(self) -> int:
         return len(self._idle)
 

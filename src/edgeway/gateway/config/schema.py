@@ -217,7 +217,9 @@ class Service(StrictModel):
     """An upstream service: one or more instances behind a load balancer."""
 
     instances: list[InstanceUrl] = Field(
-        min_length=1, description="Instance base URLs, `http://host:port` (no path)."
+        default_factory=list,
+        description="Instance base URLs, `http://host:port` (no path); at least one unless "
+        "`discovery` is set.",
     )
     balancer: Literal["round_robin", "least_outstanding"] = Field(
         "round_robin",
@@ -247,6 +249,14 @@ class Service(StrictModel):
                 raise PydanticCustomError("instance_url", "instance '{url}' is listed twice", {"url": url})
             seen.add(url)
         return value
+
+    @model_validator(mode="after")
+    def _instances_or_discovery(self) -> Service:
+        if not self.instances and self.discovery is None:
+            raise LocatedProblemsError(
+                [(("instances",), "a service needs at least one instance, or a `discovery` rule")]
+            )
+        return self
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
