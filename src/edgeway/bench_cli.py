@@ -182,9 +182,19 @@ def bus(
     json: JsonOption = False,
     events: Annotated[int, typer.Option(min=100, help="Events per leg.")] = 20_000,
     repetitions: Annotated[int, typer.Option(min=1, help="Runs per leg, alternating; medians.")] = 1,
+    gc_freeze: Annotated[
+        bool, typer.Option(help="gc.freeze() in every process of both legs once set up.")
+    ] = True,
 ) -> None:
     """End-to-end events/s through outbox and idempotent consumer vs raw nats-py."""
-    _run_bench("bus", "issue 5 (the event bus)", json=json, events=events, repetitions=repetitions)
+    _run_bench(
+        "bus",
+        "issue 5 (the event bus)",
+        json=json,
+        events=events,
+        repetitions=repetitions,
+        gc_freeze=gc_freeze,
+    )
 
 
 @app.command()
