@@ -45,6 +45,7 @@ from edgeway.gateway.config.compose_schema import (
     PushAction,
     PushSettings,
     PythonEndpoints,
+    check_python_endpoints,
 )
 from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.patterns import (
@@ -489,8 +490,10 @@ class Route(StrictModel):
                 "a route needs exactly one action of: {names} (found: {found})",
                 {"names": names, "found": found},
             )
-        if self.proxy is not None:
-            problems = [(("proxy", *loc), message) for loc, message in self.proxy.bind(self.match.pattern)]
+        action = self.action
+        if isinstance(action, ProxyAction | AggregateAction):
+            name = self.action_name
+            problems = [((name, *loc), message) for loc, message in action.bind(self.match.pattern)]
             if problems:
                 raise LocatedProblemsError(problems)
         return self
@@ -637,6 +640,7 @@ class GatewayConfig(StrictModel):
         ]
         problems = cross_check_routes(self.services, facts)
         problems += security_problems(self.auth, self.routes)
+        problems += check_python_endpoints(self.python, self.routes)
         if (
             self.admin is not None
             and self.admin.port == self.listen.port
