@@ -178,9 +178,23 @@ def push(
 
 
 @app.command()
-def bus(json: JsonOption = False) -> None:
+def bus(
+    json: JsonOption = False,
+    events: Annotated[int, typer.Option(min=100, help="Events per leg.")] = 20_000,
+    repetitions: Annotated[int, typer.Option(min=1, help="Runs per leg, alternating; medians.")] = 1,
+    gc_freeze: Annotated[
+        bool, typer.Option(help="gc.freeze() in every process of both legs once set up.")
+    ] = True,
+) -> None:
     """End-to-end events/s through outbox and idempotent consumer vs raw nats-py."""
-    _run_bench("bus", "issue 5 (the event bus)", json=json)
+    _run_bench(
+        "bus",
+        "issue 5 (the event bus)",
+        json=json,
+        events=events,
+        repetitions=repetitions,
+        gc_freeze=gc_freeze,
+    )
 
 
 @app.command()
@@ -204,6 +218,10 @@ def shop(
 
 
 @app.command()
-def faults(json: JsonOption = False) -> None:
+def faults(
+    json: JsonOption = False,
+    events: Annotated[int, typer.Option(min=100, help="Events flowing while the broker stops.")] = 50_000,
+    small: Annotated[int, typer.Option(min=100, help="Events in the consumer and relay kills.")] = 10_000,
+) -> None:
     """Broker and consumer faults while events flow: nothing lost, nothing applied twice."""
-    _run_bench("faults", "issue 5 (the event bus)", json=json)
+    _run_bench("faults", "issue 5 (the event bus)", json=json, events=events, small=small)

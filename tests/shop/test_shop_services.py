@@ -251,8 +251,8 @@ async def test_a_copy_created_after_the_events_fills_itself_from_the_stream(
 ) -> None:
     """A service started after the catalog published still gets every product: on RabbitMQ its
     queue did not exist then, so the copy is rebuilt from the channel's history at start."""
+    from edgeway.bus.brokers import transport_for
     from edgeway.bus.bus import EventBus
-    from edgeway.bus.cli import transport_for
     from edgeway.demo.shop.common.events import CHANNELS, PriceChanged
     from edgeway.demo.shop.notifications.app import NotificationsSettings
     from edgeway.demo.shop.notifications.app import create_app as notifications_app

@@ -139,7 +139,7 @@ async def _create(settings: SecuritySettings, table_name: str, key: str, values:
 
     engine = db.make_engine(settings.db_url, settings.db_schema)
     # With a broker configured the running service relays the user event this change writes.
-    outbox = Outbox(db.metadata) if settings.bus_url else None
+    outbox = Outbox(db.metadata, table_name=db.outbox.name) if settings.bus_url else None
     try:
         await db.create_tables(engine, settings.db_schema)
         table = db.metadata.tables[table_name]

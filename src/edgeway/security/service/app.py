@@ -10,13 +10,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from edgeway.bus.bus import EventBus
-from edgeway.bus.outbox import Outbox, OutboxRelay
 from edgeway.security.keys import FileKeyStore, load_kek
-from edgeway.security.service import admin, db, feeds, oauth
+from edgeway.security.service import admin, feeds, oauth
 from edgeway.security.service.db import create_tables, make_engine
+from edgeway.security.service.events import RevocationEvents
 from edgeway.security.service.problems import install_problem_handlers
 from edgeway.security.service.seed import apply_seed, load_seed
 from edgeway.security.service.settings import SecuritySettings
@@ -35,8 +33,9 @@ def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await open_state(config)
         app.state.security = state
-        relay = await _start_relay(config, state)
         housekeeping = asyncio.create_task(_housekeeping(state), name="edgeway-security-housekeeping")
+        if state.events is not None:
+            state.events.start()
         log.info("security service up: issuer %s, active key %s", config.issuer, state.ring.active.kid)
         try:
             yield
@@ -44,9 +43,8 @@ def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
-            if relay is not None:
-                await relay.stop()
-                await relay.bus.stop()
+            if state.events is not None:
+                await state.events.stop()
             await state.store.close()
 
     app = FastAPI(title="edgeway security service", lifespan=lifespan)
@@ -68,12 +66,14 @@ def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
 async def open_state(settings: SecuritySettings) -> SecurityState:
     """Open storage, load (or create) the signing keys, apply the seed file."""
     engine = make_engine(settings.db_url, settings.db_schema)
-    outbox = Outbox(db.metadata) if settings.bus_url else None  # before create_tables: adds its table
     await create_tables(engine, settings.db_schema)
-    store = SecurityStore(engine, outbox=outbox)
+    store = SecurityStore(engine)
     keystore = FileKeyStore(settings.keys_path, load_kek(path=settings.kek_file))
     ring = keystore.load_or_create(settings.signing_alg)
     state = SecurityState.build(settings, store, keystore, ring)
+    if settings.bus_url:
+        state.events = RevocationEvents(settings.bus_url, settings.bus_prefix, engine)
+        store.outbox = state.events.outbox  # user changes publish UserChanged/UserDeleted too
     entries, _ = await store.revocations_since(0, time.time(), 1_000_000)
     for entry in entries:
         state.revocations.add(entry["jti"], entry["exp"])
@@ -83,20 +83,6 @@ async def open_state(settings: SecuritySettings) -> SecurityState:
         )
         log.info("seed %s: %d entries created", settings.seed_file, created)
     return state
-
-
-async def _start_relay(settings: SecuritySettings, state: SecurityState) -> OutboxRelay | None:
-    """Publish the user events the store writes to its outbox (when a broker is configured)."""
-    if state.store.outbox is None or settings.bus_url is None:
-        return None
-    from edgeway.bus.cli import transport_for
-
-    bus = EventBus(transport_for(settings.bus_url, settings.bus_prefix))
-    await bus.start()
-    relay = OutboxRelay(state.store.outbox, async_sessionmaker(state.store.engine), bus)
-    relay.start()
-    log.info("publishing user events through %s", settings.bus_url)
-    return relay
 
 
 async def _housekeeping(state: SecurityState) -> None:

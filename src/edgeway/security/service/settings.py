@@ -60,11 +60,16 @@ class SecuritySettings(BaseSettings):
         default_factory=list, description="Origins allowed to call the service from a browser (CORS)."
     )
 
-    # change events (user events for services' local copies; see edgeway.security.events)
+    # events over the bus: revocations (besides the /revocations feed) and user changes
     bus_url: str | None = Field(
-        None, description="nats://... or amqp://...: publish user change events through this broker."
+        None,
+        description="Broker URL (nats://… or amqp://…): publish a TokenRevokedEvent per revoked token "
+        "and a UserChanged/UserDeleted per user change, through an outbox in the service's database. "
+        "None: the /revocations feed only, no user events.",
     )
-    bus_prefix: str = Field("ew", description="Prefix of the bus's streams/exchanges.")
+    bus_prefix: str = Field(
+        "ew", description="Name prefix of the bus's streams/exchanges (the gateways' too)."
+    )
 
     @property
     def overlap(self) -> float:

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Table, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from edgeway.bus.outbox import Outbox
 from edgeway.security.events import user_event
+from edgeway.security.revocation import TokenRevokedEvent
 from edgeway.security.service import db
 
 ChangeKind = Literal["create", "update", "delete"]
@@ -131,7 +132,7 @@ class SecurityStore:
             )
             if self.outbox is not None and table.name == db.users.name:
                 # The audit id grows with every change: the event's version for local copies.
-                await self.outbox.add(AsyncSession(bind=conn), user_event(key, after, audit_id))
+                await self.outbox.add(conn, user_event(key, after, audit_id))
             if table.name in _POLICY_TABLES:
                 await self._bump(conn, POLICY_VERSION)
         return before, after
@@ -229,8 +230,14 @@ class SecurityStore:
             )
         return bool(result.rowcount == 1)
 
-    async def revoke_family(self, family_id: str, reason: str, now: float) -> list[str]:
-        """Revoke every refresh token of a family and deny-list its live access tokens."""
+    async def revoke_family(
+        self, family_id: str, reason: str, now: float, *, outbox: Outbox | None = None
+    ) -> list[str]:
+        """Revoke every refresh token of a family and deny-list its live access tokens.
+
+        With an ``outbox`` a :class:`TokenRevokedEvent` event per access token is queued in the same
+        transaction (published by the service's relay).
+        """
         table = db.refresh_tokens
         async with self.engine.begin() as conn:
             rows = (await conn.execute(select(table).where(table.c.family_id == family_id))).all()
@@ -244,13 +251,19 @@ class SecurityStore:
                 await conn.execute(
                     insert(db.revocations).values(jti=jti, exp=exp, revoked_at=now, reason=reason)
                 )
+            if outbox is not None and jtis:
+                await outbox.add_many(conn, [TokenRevokedEvent(jti=j, exp=e, reason=reason) for j, e in jtis])
         return [jti for jti, _ in jtis]
 
     # --- revocations ----------------------------------------------------------------------------
 
-    async def revoke_jti(self, jti: str, exp: float, reason: str, now: float) -> None:
+    async def revoke_jti(
+        self, jti: str, exp: float, reason: str, now: float, *, outbox: Outbox | None = None
+    ) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(insert(db.revocations).values(jti=jti, exp=exp, revoked_at=now, reason=reason))
+            if outbox is not None:
+                await outbox.add(conn, TokenRevokedEvent(jti=jti, exp=exp, reason=reason))
 
     async def is_revoked(self, jti: str) -> bool:
         async with self.engine.connect() as conn:

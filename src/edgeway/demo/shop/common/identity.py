@@ -2,9 +2,11 @@
 
 The service kit re-verifies bearer tokens against the security service's JWKS. The shop plugs
 the security library's verifier into the kit's ``verifier=`` seam instead, because it also
-honours revocations: a :class:`~edgeway.security.revocation.RevocationFeed` polls the security
-service, so a token revoked at logout stops working at every service within about a second —
-with no call to the security service per request (the verified token is cached).
+honours revocations: the security service publishes each one over the bus (the service's
+:class:`~edgeway.security.revocation.RevocationSubscriber` adds it to the deny-list within
+milliseconds) and a :class:`~edgeway.security.revocation.RevocationFeed` polls it as the catch-up,
+so a token revoked at logout stops working at every service at once — with no call to the
+security service per request (the verified token is cached).
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ from fastapi import FastAPI, Request
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from edgeway.bus.brokers import transport_for
 from edgeway.bus.bus import EventBus
-from edgeway.bus.cli import transport_for
 from edgeway.bus.nats import NatsTransport
 from edgeway.bus.outbox import Outbox, OutboxRelay
 from edgeway.bus.transport import Transport
@@ -42,6 +42,7 @@ from edgeway.demo.shop.common.events import CHANNELS
 from edgeway.demo.shop.common.identity import RevocationAwareVerifier
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.observability.logs import setup_logging
+from edgeway.security.revocation import RevocationSubscriber
 from edgeway.service import ServiceKit, create_app, kit_of
 
 __all__ = ["ShopService", "quiet_libraries", "serve", "service_of"]
@@ -68,6 +69,10 @@ class ShopService:
         self.bus = EventBus(_transport(self.settings.broker(), self.settings.bus_prefix), channels=channels)
         self.relay = OutboxRelay(self.outbox, self.db.sessions, self.bus, idle_interval=0.5)
         self.verifier = self._verifier()
+        if self.verifier is not None:
+            # Revocations pushed over the bus reach the deny-list in milliseconds; the feed the
+            # verifier polls stays as the catch-up for what was published while we were away.
+            RevocationSubscriber(self.bus, self.verifier.revocations, group=f"{name}-revocations")
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._app: FastAPI | None = None
