@@ -1,4 +1,5 @@
-"""The admin port: /healthz (the process runs), /readyz (it can serve), /routes (what it serves).
+"""The admin port: /healthz (the process runs), /readyz (it can serve), /routes (what it serves),
+/metrics (Prometheus exposition).
 
 Served by the same engine as the traffic port, on its own listener, so a saturated traffic port
 does not hide the gateway's health from the orchestrator.
@@ -29,5 +30,8 @@ class AdminHandler:
             ex.respond_json(200 if ready else 503, {"status": "ready" if ready else "not ready", **detail})
         elif path == b"/routes":
             ex.respond_json(200, {"routes": self.gateway.routes_view()})
+        elif path == b"/metrics":
+            body, content_type = self.gateway.env.metrics.exposition()
+            ex.respond(200, [(b"content-type", content_type.encode())], body)
         else:
-            ex.respond_problem(404, "Not Found", "admin endpoints: /healthz, /readyz, /routes")
+            ex.respond_problem(404, "Not Found", "admin endpoints: /healthz, /readyz, /routes, /metrics")

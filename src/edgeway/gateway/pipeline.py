@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from edgeway.http.exchange import Exchange
 from edgeway.observability.ids import TraceParent
+from edgeway.observability.metrics import Metrics
 
 if TYPE_CHECKING:
     from edgeway.gateway.config.schema import GatewayConfig, Route
@@ -71,12 +72,14 @@ C = TypeVar("C", bound=Component)
 
 
 class GatewayEnv:
-    """What route builders share: the config, the clusters and the components."""
+    """What route builders share: the config, the clusters, the metrics and the components."""
 
     def __init__(self, config: GatewayConfig, clusters: dict[str, Cluster]) -> None:
         self.config = config
         self.clusters = clusters
         self.components: dict[str, Component] = {}
+        # The gateway's Prometheus registry, served on the admin port's /metrics.
+        self.metrics = Metrics(config.name)
 
     def shared(self, key: str, factory: Callable[[], C]) -> C:
         """The component under ``key``, created by ``factory`` on first use."""

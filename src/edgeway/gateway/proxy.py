@@ -3,6 +3,13 @@
 Hop-by-hop headers (RFC 9110 §7.6.1, plus those named in Connection) never cross; the gateway
 adds X-Forwarded-For/Proto/Host, Via, X-Request-ID and a child traceparent upstream, and returns
 X-Request-ID and traceparent to the client. Bodies are streamed both ways with flow control.
+Every request also carries its remaining time budget in ``X-Edgeway-Deadline-Ms`` (see
+:mod:`edgeway.resilience.deadline`).
+
+A service that configures resilience has a guard (:mod:`edgeway.gateway.upstreams`); the proxy
+calls it at four points: admission (shedding, the service breaker), the choice of instance, the
+decision to retry an attempt, and each attempt's outcome. The logic lives in
+:mod:`edgeway.resilience`.
 """
 
 from __future__ import annotations
@@ -12,16 +19,24 @@ import contextlib
 from dataclasses import dataclass
 
 from edgeway.gateway.config.schema import Route
+from edgeway.gateway.errors import Rejection
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
 from edgeway.gateway.router import rewrite_path
-from edgeway.gateway.upstreams import Cluster, Endpoint
-from edgeway.http.errors import HttpError, UpstreamProtocolError, UpstreamReset, UpstreamTimeout
+from edgeway.gateway.upstreams import Cluster, Endpoint, ServiceCall, begin_call
+from edgeway.http.errors import (
+    HttpError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamReset,
+    UpstreamTimeout,
+)
 from edgeway.http.exchange import Exchange, Headers, ResponseState
 from edgeway.http.headers import HOP_BY_HOP, connection_tokens
 from edgeway.http.limits import UpstreamTimeouts
 from edgeway.http.tunnel import Tunnel
 from edgeway.http.upstream import ResponseHead, UpstreamConnection
 from edgeway.resilience.balancer import NoInstanceAvailable
+from edgeway.resilience.deadline import DEADLINE_HEADER, incoming_budget
 
 # Request headers the gateway rewrites itself (besides hop-by-hop ones).
 _REPLACED = frozenset(
@@ -35,6 +50,7 @@ _REPLACED = frozenset(
         b"traceparent",
         b"expect",
         b"content-length",
+        DEADLINE_HEADER,
     }
 )
 _SKIP_REQUEST = HOP_BY_HOP | _REPLACED
@@ -90,7 +106,7 @@ def build_proxy(route: Route, env: GatewayEnv) -> Handler:
 
 
 def request_head(
-    ex: Exchange, target: ProxyTarget, path_and_query: bytes, ep: Endpoint, upstream_tp: bytes
+    ex: Exchange, target: ProxyTarget, path_and_query: bytes, ep: Endpoint, upstream_tp: bytes, budget: float
 ) -> bytes:
     xff = b""
     via = b""
@@ -129,7 +145,7 @@ def request_head(
         ex.request_id,
         b"\r\ntraceparent: ",
         upstream_tp,
-        b"\r\n",
+        b"\r\nx-edgeway-deadline-ms: %d\r\n" % max(1, int(budget * 1000)),
     )
     for name, value in target.request_headers.set:
         parts += (name, b": ", value, b"\r\n")
@@ -166,28 +182,84 @@ def response_headers(ex: Exchange, resp: ResponseHead, target: ProxyTarget, clie
 
 async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upstream_tp: bytes) -> None:
     cluster = target.cluster
-    try:
-        ep = cluster.pick()
-    except NoInstanceAvailable:
-        ex.respond_problem(503, "Service Unavailable", f"no available instance of service {cluster.name!r}")
+    # The request's time budget: the service's total timeout, or less if the caller said so.
+    budget = cluster.timeouts.total
+    incoming = incoming_budget(ex.headers)
+    if incoming is not None and incoming < budget:
+        if incoming <= 0:
+            raise Rejection(504, "Gateway Timeout", "the request's deadline had passed on arrival")
+        budget = incoming
+    deadline = asyncio.get_running_loop().time() + budget
+    guard = cluster.guard
+    if guard is None:
+        try:
+            ep = cluster.pick()
+        except NoInstanceAvailable:
+            ex.respond_problem(
+                503, "Service Unavailable", f"no available instance of service {cluster.name!r}"
+            )
+            return
+        await _attempt(ex, target, path_and_query, upstream_tp, ep, deadline, None)
         return
+    # Resilience hooks: admission (shedding, service breaker), instance choice, retries, outcomes.
+    call = await begin_call(cluster, guard, ex)
+    try:
+        while (
+            delay := await _attempt(ex, target, path_and_query, upstream_tp, call.pick(), deadline, call)
+        ) is not None:
+            await asyncio.sleep(delay)
+    except BaseException as exc:
+        call.finish(ex.status, exc)
+        raise
+    call.finish(ex.status, None)
+
+
+async def _attempt(
+    ex: Exchange,
+    target: ProxyTarget,
+    path_and_query: bytes,
+    upstream_tp: bytes,
+    ep: Endpoint,
+    deadline: float,
+    call: ServiceCall | None,
+) -> float | None:
+    """One attempt on ``ep``; the backoff before a retry when ``call`` allows one, else None."""
+    cluster = target.cluster
     ex.log["upstream"] = ep.label
-    head = request_head(ex, target, path_and_query, ep, upstream_tp)
+    loop = asyncio.get_running_loop()
+    head = request_head(ex, target, path_and_query, ep, upstream_tp, deadline - loop.time())
     timeouts = cluster.timeouts
     ep.outstanding += 1
+    outcome: int | BaseException = 0
     # Timeouts are plain timer callbacks that fail the connection's waiters: asyncio.timeout
     # scopes (two per request) cost more than the rest of the proxy's bookkeeping together.
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeouts.total
     try:
-        conn, resp, sender = await _send(ex, ep, head, timeouts, deadline)
+        try:
+            conn, resp, sender = await _send(ex, ep, head, timeouts, deadline)
+        except UpstreamError as exc:
+            outcome = exc
+            if (
+                call is not None
+                and (delay := call.retry_after_error(exc, deadline - loop.time())) is not None
+            ):
+                return delay
+            raise
+        outcome = resp.status
+        if (
+            call is not None
+            and (delay := call.retry_after_status(resp.status, deadline - loop.time())) is not None
+        ):
+            # Nothing reached the client yet: drop this answer (and its connection) and go elsewhere.
+            _cancel(sender)
+            ep.pool.release(conn)
+            return delay
         if resp.upgraded:
             # A WebSocket lives outside the exchange's total timeout; its idle timeout governs it.
             try:
                 await _tunnel(ex, target, conn, response_headers(ex, resp, target, upstream_tp))
             finally:
                 conn.close()
-            return
+            return None
         timer = None
         if not conn.response_complete:
             timer = loop.call_at(
@@ -202,14 +274,22 @@ async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upst
                     sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError, HttpError):
                     await sender
-        except UpstreamTimeout:
+        except UpstreamTimeout as exc:
+            outcome = exc
             ex.abort()  # the response has started: cut it rather than send a short body
         finally:
             if timer is not None:
                 timer.cancel()
             ep.pool.release(conn)
+        return None
+    except BaseException as exc:
+        if isinstance(outcome, int):
+            outcome = exc
+        raise
     finally:
         ep.outstanding -= 1
+        if call is not None:
+            call.report(outcome)
 
 
 async def _send(

@@ -37,7 +37,7 @@ from edgeway.gateway.push import build_push
 from edgeway.gateway.ratelimit import build_rate_limit
 from edgeway.gateway.router import Router
 from edgeway.gateway.shedding import build_concurrency
-from edgeway.gateway.upstreams import Cluster, make_cluster
+from edgeway.gateway.upstreams import Cluster, install_resilience, make_cluster
 from edgeway.gateway.validation import build_validation
 from edgeway.http.errors import HttpError
 from edgeway.http.exchange import Exchange, Headers, ResponseState
@@ -103,6 +103,7 @@ class Gateway:
         self.limits = server_limits(config)
         self.clusters = make_clusters(config)
         self.env = GatewayEnv(config, self.clusters)
+        install_resilience(self.env)
         self.router = Router.from_config(config)
         self.handlers: dict[str, Handler] = {}
         for route in config.routes:

@@ -20,6 +20,7 @@ from edgeway.gateway.config import GatewayConfig, load_config
 from edgeway.gateway.runtime import Gateway
 from edgeway.http.listener import Listener, bind_socket
 from edgeway.http.server import ServerProtocol
+from edgeway.observability.logs import setup_logging
 
 
 async def run(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
@@ -31,6 +32,8 @@ async def run(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             break
+    # Events logged through `logging` (breaker transitions, health verdicts) in the common JSON schema.
+    setup_logging(config.name)
     access_log = AccessLog(config.name) if config.access_log.enabled else None
     events = access_log or AccessLog(config.name)
     gateway = Gateway(config, access_log)
