@@ -162,6 +162,11 @@ def bus(json: JsonOption = False) -> None:
 
 
 @app.command()
-def faults(json: JsonOption = False) -> None:
-    """Broker and consumer faults while events flow: nothing lost, nothing applied twice."""
-    _run_bench("faults", "issue 5 (the event bus)", json=json)
+def faults(
+    json: JsonOption = False,
+    scale: Annotated[
+        float, typer.Option(min=0.1, help="Stretch (>1) or shrink (<1) every scenario's timeline (~30 s at 1).")
+    ] = 1.0,
+) -> None:
+    """Gateway under faults: an instance killed, hanging, failing half its requests; live reloads."""
+    _run_bench("faults", "issue 6 (resilience)", json=json, scale=scale)
