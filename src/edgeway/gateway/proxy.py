@@ -203,15 +203,19 @@ async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upst
         return
     # Resilience hooks: admission (shedding, service breaker), instance choice, retries, outcomes.
     call = await begin_call(cluster, guard, ex)
+    failure: BaseException | None = None
     try:
         while (
             delay := await _attempt(ex, target, path_and_query, upstream_tp, call.pick(), deadline, call)
         ) is not None:
             await asyncio.sleep(delay)
     except BaseException as exc:
-        call.finish(ex.status, exc)
+        failure = exc
         raise
-    call.finish(ex.status, None)
+    finally:
+        if len(call.tried) > 1:
+            ex.log["attempts"] = len(call.tried)
+        call.finish(ex.status, failure)
 
 
 async def _attempt(
