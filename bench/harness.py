@@ -247,6 +247,22 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants (from /proc/<pid>/stat).
+
+    CPU time per request is the figure that survives a busy machine: throughput drops when other
+    work takes the cores, the CPU a server spends on one request barely moves.
+    """
+    ticks = 0
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(f"/proc/{p}/stat") as f:
+                # the command name (2nd field) may hold spaces: split after its closing paren
+                fields = f.read().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def mb(n_bytes: float) -> float:
     return round(n_bytes / (1024 * 1024), 1)
 

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from bench import idle, wrk
 from bench.errors import BenchError, ProcessFailed
-from bench.harness import ManagedProcess, mb, median, tree_rss_bytes
+from bench.harness import ManagedProcess, mb, median, tree_cpu_seconds, tree_rss_bytes
 
 # A run is not a measurement when the target answered errors or refused connections (a proxy
 # answering 502 at once would look fast): at most 0.1 % of requests. Timeouts and resets are
@@ -75,6 +75,7 @@ class Outcome:
     status: Status = Status.OK
     reason: str | None = None
     samples: dict[int, list[wrk.WrkResult]] = field(default_factory=dict)
+    cpu_us: dict[int, list[float]] = field(default_factory=dict)  # CPU µs per request, per run
     rss_mb: float | None = None
     idle: idle.IdleResult | None = None
 
@@ -89,6 +90,12 @@ class Outcome:
         values = [getattr(r, metric) for r in runs]
         return round(median(values), 3 if metric.endswith("_ms") else 1)
 
+    def cpu_us_per_request(self, connections: int) -> float | None:
+        runs = self.cpu_us.get(connections)
+        if self.status is not Status.OK or not runs:
+            return None
+        return round(median(runs), 1)
+
     def rps(self, connections: int) -> float | None:
         return self.median(connections, "rps")
 
@@ -100,6 +107,7 @@ class Outcome:
                 "p50_ms": self.median(c, "p50_ms"),
                 "p90_ms": self.median(c, "p90_ms"),
                 "p99_ms": self.median(c, "p99_ms"),
+                "cpu_us_per_request": self.cpu_us_per_request(c),
                 "errors": sum(r.errors.total for r in results),
                 "samples": [r.as_dict() for r in results],
             }
@@ -202,16 +210,22 @@ def _measure(
         )
     for c in settings.connections:
         say(f"{leg.label}: wrk -t{settings.threads} -c{c} -d{settings.duration_s:g}s")
+        cpu_before = tree_cpu_seconds(process.pid) if process is not None else None
         result = wrk.run(
             url, connections=c, duration_s=settings.duration_s, script=script, threads=settings.threads
         )
+        if process is not None and cpu_before is not None and result.requests:
+            spent = tree_cpu_seconds(process.pid) - cpu_before
+            outcome.cpu_us.setdefault(c, []).append(spent / result.requests * 1e6)
         if not acceptable(result):
             raise BenchError(
                 f"{result.errors.total} failed requests of {result.requests} at {c} connections "
                 f"({result.errors}); see the logs in {directory}"
             )
         outcome.samples.setdefault(c, []).append(result)
-        say(f"  {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms")
+        cpu = outcome.cpu_us.get(c, [None])[-1] if process is not None else None
+        cpu_text = f", {cpu:.1f} µs CPU/request" if cpu is not None else ""
+        say(f"  {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms{cpu_text}")
     if process is not None and last:
         outcome.rss_mb = mb(tree_rss_bytes(process.pid))
         if leg.idle_connections:

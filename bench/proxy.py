@@ -110,6 +110,10 @@ def summarize(
         o = outcomes.get(name)
         return None if o is None else o.rps(conns)
 
+    def cpu(name: str) -> float | None:
+        o = outcomes.get(name)
+        return None if o is None else o.cpu_us_per_request(c)
+
     def p99(name: str) -> float | None:
         o = outcomes.get(name)
         return None if o is None else o.median(c, "p99_ms")
@@ -141,6 +145,12 @@ def summarize(
         "ratio_nginx": ratio(rps("edgeway"), rps("nginx")),
         "ratio_aiohttp": ratio(rps("edgeway"), rps("aiohttp")),
         "p99_ms": p99("edgeway"),
+        "edgeway_cpu_us": cpu("edgeway"),
+        "nginx_cpu_us": cpu("nginx"),
+        "aiohttp_cpu_us": cpu("aiohttp"),
+        # CPU per request of nginx over edgeway's: the throughput ratio a CPU-bound, otherwise
+        # idle machine would show, and stable when other work shares the cores.
+        "cpu_ratio_nginx": ratio(cpu("nginx"), cpu("edgeway")),
         "idle_rss_mb": idle_rss,
         "connections": c,
         "failed": bool(failed),
@@ -188,6 +198,7 @@ def run(
     summary = [
         ("edgeway / nginx", show(result["ratio_nginx"])),
         ("edgeway / aiohttp", show(result["ratio_aiohttp"])),
+        ("CPU per request: nginx / edgeway", show(result["cpu_ratio_nginx"])),
         ("edgeway p99 at {} conns".format(result["connections"]), show(result["p99_ms"], " ms")),
         (f"edgeway RSS, {idle_connections:,} idle keep-alive conns", show(result["idle_rss_mb"], " MB")),
     ]

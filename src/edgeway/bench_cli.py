@@ -165,7 +165,7 @@ def bus(json: JsonOption = False) -> None:
 def faults(
     json: JsonOption = False,
     scale: Annotated[
-        float, typer.Option(min=0.1, help="Stretch (>1) or shrink (<1) every scenario's timeline (~30 s at 1).")
+        float, typer.Option(min=0.1, help="Stretch (>1) or shrink (<1) the scenario timelines (~30 s at 1).")
     ] = 1.0,
 ) -> None:
     """Gateway under faults: an instance killed, hanging, failing half its requests; live reloads."""

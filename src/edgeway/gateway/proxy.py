@@ -235,8 +235,8 @@ async def _attempt(
     timeouts = cluster.timeouts
     ep.outstanding += 1
     outcome: int | BaseException = 0
-    # Timeouts are plain timer callbacks that fail the connection's waiters: asyncio.timeout
-    # scopes (two per request) cost more than the rest of the proxy's bookkeeping together.
+    # Timeouts are deadlines on the connection, fired by the pool's ticker (see DeadlineWatch):
+    # timer handles and asyncio.timeout scopes cost more than the rest of the bookkeeping.
     try:
         try:
             conn, resp, sender = await _send(ex, ep, head, timeouts, deadline)
@@ -254,21 +254,22 @@ async def _attempt(
             and (delay := call.retry_after_status(resp.status, deadline - loop.time())) is not None
         ):
             # Nothing reached the client yet: drop this answer (and its connection) and go elsewhere.
+            conn.clear_deadline()
             _cancel(sender)
             ep.pool.release(conn)
             return delay
         if resp.upgraded:
             # A WebSocket lives outside the exchange's total timeout; its idle timeout governs it.
+            conn.clear_deadline()
             try:
                 await _tunnel(ex, target, conn, response_headers(ex, resp, target, upstream_tp))
             finally:
                 conn.close()
             return None
-        timer = None
-        if not conn.response_complete:
-            timer = loop.call_at(
-                deadline, conn.fail, UpstreamTimeout("total", timeouts.total, instance=ep.label)
-            )
+        if conn.response_complete:
+            conn.clear_deadline()
+        else:
+            conn.set_deadline(deadline, "total", timeouts.total)
         try:
             await _respond(ex, target, conn, resp, upstream_tp)
             if sender is not None:
@@ -282,8 +283,7 @@ async def _attempt(
             outcome = exc
             ex.abort()  # the response has started: cut it rather than send a short body
         finally:
-            if timer is not None:
-                timer.cancel()
+            conn.clear_deadline()
             ep.pool.release(conn)
         return None
     except BaseException as exc:
@@ -313,10 +313,7 @@ async def _send(
         conn, reused = await ep.pool.acquire(timeouts.connect, fresh=fresh)
         conn.begin(head_request=ex.method == b"HEAD")
         sender: asyncio.Task[None] | None = None
-        loop = asyncio.get_running_loop()
-        total_timer = loop.call_at(
-            deadline, conn.fail, UpstreamTimeout("total", timeouts.total, instance=ep.label)
-        )
+        conn.set_deadline(deadline, "total", timeouts.total)
         try:
             conn.write(head)
             if has_body:
@@ -333,13 +330,12 @@ async def _send(
             waiter = conn.head_waiter()
             if waiter.done():
                 return conn, waiter.result(), sender
-            expiry = UpstreamTimeout("first_byte", timeouts.first_byte, instance=ep.label)
-            timer = loop.call_later(timeouts.first_byte, conn.fail, expiry)
-            try:
-                return conn, await waiter, sender
-            finally:
-                timer.cancel()
+            first_byte = asyncio.get_running_loop().time() + timeouts.first_byte
+            if first_byte < deadline:
+                conn.set_deadline(first_byte, "first_byte", timeouts.first_byte)
+            return conn, await waiter, sender
         except UpstreamReset:
+            conn.clear_deadline()
             _cancel(sender)
             ep.pool.release(conn)
             # A pooled connection the upstream closed while idle: the request never reached the
@@ -349,11 +345,10 @@ async def _send(
                 continue
             raise
         except BaseException:
+            conn.clear_deadline()
             _cancel(sender)
             ep.pool.release(conn)
             raise
-        finally:
-            total_timer.cancel()
 
 
 def _cancel(task: asyncio.Task[None] | None) -> None:

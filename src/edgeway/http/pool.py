@@ -15,7 +15,7 @@ from collections import deque
 
 from edgeway.http.errors import PoolTimeout, UpstreamConnectError, UpstreamTimeout
 from edgeway.http.limits import PoolLimits
-from edgeway.http.upstream import UpstreamConnection, UpstreamState
+from edgeway.http.upstream import DeadlineWatch, UpstreamConnection, UpstreamState
 
 
 class ConnectionPool:
@@ -29,6 +29,7 @@ class ConnectionPool:
         self._waiters: deque[asyncio.Future[UpstreamConnection | None]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        self.deadlines = DeadlineWatch()
 
     def __repr__(self) -> str:
         idle, waiting = len(self._idle), len(self._waiters)
@@ -81,7 +82,7 @@ class ConnectionPool:
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
-                    lambda: UpstreamConnection(self.instance, self.limits, self._idle_lost),
+                    lambda: UpstreamConnection(self.instance, self.limits, self._idle_lost, self.deadlines),
                     self.host,
                     self.port,
                 )
@@ -150,6 +151,7 @@ class ConnectionPool:
 
     def close(self) -> None:
         self._closed = True
+        self.deadlines.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
