@@ -22,7 +22,7 @@ from edgeway.gateway.config.schema import Route
 from edgeway.gateway.errors import Rejection
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
 from edgeway.gateway.router import rewrite_path
-from edgeway.gateway.upstreams import Cluster, Endpoint, ServiceCall, begin_call
+from edgeway.gateway.upstreams import Cluster, Endpoint, ServiceCall, begin_call, wait_call
 from edgeway.http.errors import (
     HttpError,
     UpstreamError,
@@ -202,7 +202,7 @@ async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upst
         await _attempt(ex, target, path_and_query, upstream_tp, ep, deadline, None)
         return
     # Resilience hooks: admission (shedding, service breaker), instance choice, retries, outcomes.
-    call = await begin_call(cluster, guard, ex)
+    call = begin_call(cluster, guard, ex) or await wait_call(cluster, guard, ex)
     failure: BaseException | None = None
     try:
         while (

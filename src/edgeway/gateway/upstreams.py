@@ -137,15 +137,20 @@ class ServiceCall:
     """One request's way through a guarded service: its attempts, the instances it tried, and
     whether it may be sent again. Made by :func:`begin_call`; ``finish`` must follow."""
 
-    __slots__ = ("cluster", "guard", "repeatable", "state", "tried")
+    __slots__ = ("cluster", "ex", "guard", "state", "tried")
 
     def __init__(self, cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) -> None:
         self.cluster = cluster
         self.guard = guard
-        # Idempotent and bodiless: sending it again is what the client could have done itself.
-        self.repeatable = ex.method in IDEMPOTENT_METHODS and ex.body.complete and ex.body.received == 0
+        self.ex = ex
         self.tried: list[Endpoint] = []
         self.state: InstanceState[Endpoint] | None = None
+
+    @property
+    def repeatable(self) -> bool:
+        """Idempotent and bodiless: sending it again is what the client could have done itself."""
+        ex = self.ex
+        return ex.method in IDEMPOTENT_METHODS and ex.body.complete and ex.body.received == 0
 
     def pick(self) -> Endpoint:
         """The instance for the next attempt; a 503 Rejection when none is available."""
@@ -173,39 +178,54 @@ class ServiceCall:
         return self.guard.retry_delay(len(self.tried) - 1, remaining, self.tried, "status")
 
     def report(self, outcome: int | BaseException) -> None:
-        """The outcome of the current attempt: a status, or the exception that ended it."""
-        if self.state is not None:
-            status, error = _classify(outcome)
-            self.guard.report(self.state, status, error)
+        """The outcome of the current attempt: a status, or the exception that ended it.
+
+        An exception other than an upstream error (the client went away, a body too large)
+        says nothing about the instance.
+        """
+        state = self.state
+        if state is not None:
             self.state = None
+            if isinstance(outcome, int):
+                self.guard.report(state, outcome, False)
+            else:
+                self.guard.report(state, 0, isinstance(outcome, UpstreamError))
 
     def finish(self, status: int, exc: BaseException | None) -> None:
         """The request is over (``status`` as answered to the client, 0 if not at all)."""
         guard = self.guard
         if guard.limiter is not None:
             guard.limiter.release()
-        code, error = _classify(exc if exc is not None else status)
-        guard.finish(code, error)
+        if exc is None:
+            guard.finish(status, False)
+        else:
+            guard.finish(0, isinstance(exc, UpstreamError))
 
 
-def _classify(outcome: int | BaseException) -> tuple[int, bool]:
-    """(status, gateway error) of an outcome; (0, False) when it says nothing about the service."""
-    if isinstance(outcome, int):
-        return outcome, False
-    if isinstance(outcome, UpstreamError):
-        return 0, True
-    return 0, False  # the client went away, a request body too large, a 503 for no instance...
+def begin_call(cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) -> ServiceCall | None:
+    """Admit a request to a guarded service: its concurrency bound, then its breaker.
 
-
-async def begin_call(cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) -> ServiceCall:
-    """Admit a request to a guarded service: its concurrency bound, then its breaker."""
+    Synchronous, so the common case costs no coroutine; None when the request must wait for a
+    concurrency slot (then :func:`wait_call` admits it).
+    """
     limiter = guard.limiter
     if limiter is not None and not limiter.try_acquire():
-        await admit(limiter, f"service {cluster.name!r}", guard.telemetry.shed)
+        return None
+    return _admitted(cluster, guard, ex)
+
+
+async def wait_call(cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) -> ServiceCall:
+    """Admit a request that waits for a concurrency slot (or is refused with 503)."""
+    assert guard.limiter is not None  # begin_call only defers when there is a limiter
+    await admit(guard.limiter, f"service {cluster.name!r}", guard.telemetry.shed)
+    return _admitted(cluster, guard, ex)
+
+
+def _admitted(cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) -> ServiceCall:
     breaker = guard.breaker
     if breaker is not None and not breaker.allow():
-        if limiter is not None:
-            limiter.release()
+        if guard.limiter is not None:
+            guard.limiter.release()
         raise Rejection(
             503,
             "Service Unavailable",

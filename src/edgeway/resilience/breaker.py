@@ -116,19 +116,17 @@ class CircuitBreaker:
     @property
     def admits(self) -> bool:
         """Whether :meth:`allow` would say yes now, without taking a probe slot."""
-        state = self.state
-        if state is BreakerState.CLOSED:
+        if self._state is BreakerState.CLOSED:  # the hot path: no clock, no lookups
             return True
-        if state is BreakerState.OPEN:
+        if self.state is BreakerState.OPEN:
             return False
         return self._probes_in_flight + self._probe_successes < self.policy.half_open_probes
 
     def allow(self) -> bool:
         """Whether a call may go to the peer now (takes a probe slot when half-open)."""
-        state = self.state
-        if state is BreakerState.CLOSED:
+        if self._state is BreakerState.CLOSED:
             return True
-        if state is BreakerState.OPEN:
+        if self.state is BreakerState.OPEN:
             return False
         if self._probes_in_flight + self._probe_successes < self.policy.half_open_probes:
             self._probes_in_flight += 1
@@ -136,23 +134,20 @@ class CircuitBreaker:
         return False
 
     def record_success(self) -> None:
-        state = self.state
-        if state is BreakerState.HALF_OPEN:
+        if self._state is BreakerState.CLOSED:
+            self._streak = 0
+            self._window.add(1, 0)
+        elif self.state is BreakerState.HALF_OPEN:
             self._probes_in_flight = max(0, self._probes_in_flight - 1)
             self._probe_successes += 1
             if self._probe_successes >= self.policy.half_open_probes:
                 self._to(BreakerState.CLOSED)
-            return
-        if state is BreakerState.CLOSED:
-            self._streak = 0
-            self._window.add(1, 0)
 
     def record_failure(self) -> None:
         state = self.state
         if state is BreakerState.HALF_OPEN:
             self._to(BreakerState.OPEN)
-            return
-        if state is BreakerState.CLOSED:
+        elif state is BreakerState.CLOSED:
             self._streak += 1
             self._window.add(1, 1)
             if self._streak >= self.policy.consecutive_failures or self._rate_tripped():

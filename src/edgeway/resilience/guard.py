@@ -85,7 +85,8 @@ class InstanceState(Generic[M]):
             self.breaker = CircuitBreaker(
                 policy.instance_breaker, name=f"{guard.service}@{label}", clock=guard.clock
             )
-            guard.telemetry.watch_breaker(label, self.breaker)
+            # A transition (open, half-open, closed) changes whether the instance takes traffic.
+            guard.telemetry.watch_breaker(label, self.breaker, then=self.refresh)
         self.outlier = OutlierTrack() if policy.outlier is not None else None
         self.health = HealthTrack() if policy.health is not None else None
         self._timer: asyncio.TimerHandle | None = None
@@ -269,13 +270,13 @@ class ServiceGuard(Generic[M]):
         ``status`` is the response status, or 0 when the attempt says nothing about the
         instance (the client went away first).
         """
-        changed = False
         breaker = state.breaker
+        refresh = False
         if breaker is not None:
-            before = breaker.state
+            # Transitions refresh the instance themselves (watch_breaker); a half-open probe's
+            # outcome also frees its slot, which changes whether the instance admits more.
+            refresh = breaker.state is BreakerState.HALF_OPEN
             _record(breaker, status, error, self.policy.breaker_statuses)
-            # Half-open probe accounting changes whether the instance admits more calls.
-            changed = before is BreakerState.HALF_OPEN or breaker.state is not before
         track = state.outlier
         if track is not None and (error or status):
             assert self.detector is not None
@@ -285,10 +286,10 @@ class ServiceGuard(Generic[M]):
                 seconds = self.detector.failure(track, self.clock(), len(members), ejected)
                 if seconds is not None:
                     self.telemetry.ejected(state.member.label, seconds, track.ejections)
-                    changed = True
+                    refresh = True
             else:
                 self.detector.success(track)
-        if changed:
+        if refresh:
             state.refresh()
 
     def finish(self, status: int, error: bool) -> None:

@@ -103,8 +103,11 @@ class Telemetry:
         )
 
     # -- breakers ----------------------------------------------------------------------------
-    def watch_breaker(self, instance: str, breaker: CircuitBreaker) -> None:
-        """Export the breaker's state (read at scrape time) and log and count its transitions."""
+    def watch_breaker(
+        self, instance: str, breaker: CircuitBreaker, then: Callable[[], None] | None = None
+    ) -> None:
+        """Export the breaker's state (read at scrape time), log and count its transitions, and
+        call ``then`` after each one."""
 
         def changed(b: CircuitBreaker, old: BreakerState, new: BreakerState) -> None:
             level = logging.WARNING if new is BreakerState.OPEN else logging.INFO
@@ -119,6 +122,8 @@ class Telemetry:
             )
             if self.metrics is not None:
                 self._transitions.labels(self.service, instance, new.value).inc()
+            if then is not None:
+                then()
 
         breaker.on_change = changed
         if self.metrics is not None:

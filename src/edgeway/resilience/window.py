@@ -37,8 +37,11 @@ class RollingCounts:
         return f"<RollingCounts {self.total_a}/{self.total_b} over {self._width * self._n:g}s>"
 
     def add(self, a: int = 0, b: int = 0) -> None:
-        self._rotate()
-        slot = self._epoch % self._n
+        # Called on every request (up to three times): the rotation check is inlined.
+        epoch = int(self._clock() / self._width)
+        if epoch != self._epoch:
+            self._rotate_to(epoch)
+        slot = epoch % self._n
         self._a[slot] += a
         self._b[slot] += b
         self.total_a += a
@@ -46,7 +49,9 @@ class RollingCounts:
 
     def totals(self) -> tuple[int, int]:
         """Both sums over the window as it stands now."""
-        self._rotate()
+        epoch = int(self._clock() / self._width)
+        if epoch != self._epoch:
+            self._rotate_to(epoch)
         return self.total_a, self.total_b
 
     def clear(self) -> None:
@@ -54,10 +59,7 @@ class RollingCounts:
             self._a[i] = self._b[i] = 0
         self.total_a = self.total_b = 0
 
-    def _rotate(self) -> None:
-        epoch = int(self._clock() / self._width)
-        if epoch == self._epoch:
-            return
+    def _rotate_to(self, epoch: int) -> None:
         # Zero every slice that now lies outside the window (all of them after a long pause).
         for e in range(self._epoch + 1, min(epoch, self._epoch + self._n) + 1):
             slot = e % self._n
