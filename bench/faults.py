@@ -437,7 +437,7 @@ def run(json: bool = False, scale: float = 1.0) -> dict[str, Any]:
     result["details"] = {
         "machine": machine(),
         "scale": scale,
-        "command": " ".join(["edgeway bench", *sys.argv[1:]]),
+        "command": " ".join(["edgeway", *sys.argv[1:]]),
     }
     _print(result, checked, as_json=json)
     return result
