@@ -21,11 +21,12 @@ import argparse
 import asyncio
 import json
 import random
-import signal
 from typing import cast
 from urllib.parse import parse_qs
 
 import httptools
+
+from bench.backend import serve_until_signalled
 
 MODES = ("ok", "flaky", "hang")
 HEALTH_PATH = b"/health/ready"
@@ -141,18 +142,6 @@ class FaultProtocol(asyncio.Protocol):
             self._transport.close()
 
 
-async def serve(host: str, port: int, state: State) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: FaultProtocol(state), host, port, backlog=4096, reuse_address=True
-    )
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.fault_backend", description=__doc__.splitlines()[0]
@@ -166,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import uvloop
 
-    uvloop.run(serve(args.host, args.port, State(args.name, args.mode, args.fail_ratio, args.seed)))
+    state = State(args.name, args.mode, args.fail_ratio, args.seed)
+    uvloop.run(serve_until_signalled(args.host, args.port, lambda: FaultProtocol(state)))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from bench.gateway import argv as gateway_argv
 from bench.gateway import unavailable_reason, write_config
 from bench.harness import ManagedProcess, free_port, machine, python_module, raise_fd_limit
 from bench.legs import say
-from bench.report import Target, targets_dict
+from bench.report import Target, print_targets, targets_dict
 
 RELOAD_MODULE = "edgeway.gateway.reload"
 
@@ -457,12 +457,6 @@ def _print(result: Mapping[str, Any], checked: Sequence[Target], *, as_json: boo
                 continue
             table.add_row(scenario if i == 0 else "", key, str(value))
     console.print(table)
-    for t in checked:
-        mark = {
-            True: "[green]met[/green]",
-            False: "[red]missed[/red]",
-            None: "[yellow]not measured[/yellow]",
-        }[t.met]
-        console.print(f"  target {t.name} {t.op} {t.limit:g}: {t.value} {mark}")
+    print_targets(console, checked)
     m = result["details"]["machine"]
     console.print(f"[dim]machine: {m.get('cpu')}, {m.get('cores')} cores, load {m.get('loadavg_1m')}[/dim]")

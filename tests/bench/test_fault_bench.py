@@ -76,4 +76,4 @@ def test_the_report_prints_json_or_a_table(capsys: pytest.CaptureFixture[str]) -
     faults._print(result, faults.targets(result), as_json=False)
     out = capsys.readouterr().out
     assert "edgeway bench faults" in out
-    assert "reload_failed <= 0: None not measured" in out
+    assert "reload_failed <= 0: - not measured" in out
