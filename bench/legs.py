@@ -61,6 +61,7 @@ class Leg:
     path: str = "/"
     skip: str | None = None
     idle_connections: int = 0
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request (e.g. a bearer token)
 
 
 class Status(enum.Enum):
@@ -207,12 +208,18 @@ def _measure(
             duration_s=settings.warmup_s,
             script=script,
             threads=settings.threads,
+            headers=leg.headers,
         )
     for c in settings.connections:
         say(f"{leg.label}: wrk -t{settings.threads} -c{c} -d{settings.duration_s:g}s")
         cpu_before = tree_cpu_seconds(process.pid) if process is not None else None
         result = wrk.run(
-            url, connections=c, duration_s=settings.duration_s, script=script, threads=settings.threads
+            url,
+            connections=c,
+            duration_s=settings.duration_s,
+            script=script,
+            threads=settings.threads,
+            headers=leg.headers,
         )
         if process is not None and cpu_before is not None and result.requests:
             spent = tree_cpu_seconds(process.pid) - cpu_before

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,15 +112,18 @@ def command(
     threads: int = 2,
     script: Path,
     timeout_s: float = 5.0,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> list[str]:
     # wrk needs at least one connection per thread.
     threads = max(1, min(threads, connections))
+    extra = [arg for name, value in headers for arg in ("-H", f"{name}: {value}")]
     return [
         "wrk",
         f"-t{threads}",
         f"-c{connections}",
         f"-d{max(1, round(duration_s))}s",
         f"--timeout={timeout_s:g}s",
+        *extra,
         "-s",
         str(script),
         url,
@@ -133,10 +137,13 @@ def run(
     duration_s: float,
     script: Path,
     threads: int = 2,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> WrkResult:
-    """One wrk run against ``url``; keep-alive is wrk's default."""
+    """One wrk run against ``url``; keep-alive is wrk's default. ``headers`` go on every request."""
     require_tool("wrk")
-    argv = command(url, connections=connections, duration_s=duration_s, threads=threads, script=script)
+    argv = command(
+        url, connections=connections, duration_s=duration_s, threads=threads, script=script, headers=headers
+    )
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30, check=False)
     except subprocess.TimeoutExpired as exc:

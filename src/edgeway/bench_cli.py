@@ -150,9 +150,21 @@ def aggregate(
 
 
 @app.command()
-def auth(json: JsonOption = False) -> None:
+def auth(
+    json: JsonOption = False,
+    duration: Annotated[float, typer.Option(help="Seconds of load per leg and connection count.")] = 10.0,
+    connections: Annotated[str, typer.Option(help="wrk connection counts, comma-separated.")] = "32",
+    repetitions: Annotated[int, typer.Option(min=1, help="Runs per leg; the median is reported.")] = 3,
+) -> None:
     """The proxy benchmark with a JWT-protected route vs the same route unprotected."""
-    _run_bench("auth", "issue 4 (security at the gateway)", json=json)
+    _run_bench(
+        "auth",
+        "issue 4 (security at the gateway)",
+        json=json,
+        duration=duration,
+        connections=_parse_connections(connections),
+        repetitions=repetitions,
+    )
 
 
 @app.command()

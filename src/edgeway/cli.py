@@ -24,6 +24,7 @@ _SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("config", "edgeway.gateway.config_cli", "Check gateway config files; print the JSON Schema."),
     ("security", "edgeway.security.cli", "Run and manage the security service."),
     ("bus", "edgeway.bus.cli", "Event bus tools: embedded NATS, dead letters."),
+    ("saga", "edgeway.saga.cli", "List, inspect and retry sagas in a service's database."),
     ("bench", "edgeway.bench_cli", "Benchmarks: edgeway side by side with nginx and aiohttp."),
     ("demo", "edgeway.demo.cli", "Start the reference system on this machine."),
 ]

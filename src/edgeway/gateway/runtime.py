@@ -20,7 +20,7 @@ from edgeway.gateway.aggregate import build_aggregate
 from edgeway.gateway.auth import build_auth
 from edgeway.gateway.cache import build_cache
 from edgeway.gateway.config.schema import GatewayConfig
-from edgeway.gateway.cors import build_cors
+from edgeway.gateway.cors import build_cors, preflight_match
 from edgeway.gateway.endpoints import build_endpoint
 from edgeway.gateway.errors import PathError, Rejection
 from edgeway.gateway.paths import normalize_path
@@ -130,6 +130,9 @@ class Gateway:
         try:
             path = normalize_path(ex.path, self._encoded_slash, self._case_sensitive)
             found = self.router.match(ex.method.decode("latin-1"), ex.host.decode("latin-1"), path)
+            if found is None and ex.method == b"OPTIONS":
+                # A CORS preflight is routed by the method it asks about (see cors.py).
+                found = preflight_match(self.router, self.config, ex, ex.host.decode("latin-1"), path)
             if found is None:
                 self._not_found(ex, path, tp)
                 return

@@ -139,6 +139,50 @@ class BodyStream:
             yield chunk
 
 
+class LimitedBody(BodyStream):
+    """A body refused once more than ``limit`` bytes arrive (a route's smaller limit than the
+    server's). Made from a live body with :meth:`take_over` before anything reads it; from then on
+    the protocol feeds this object. Bytes past the limit are dropped, never buffered, and the
+    reader gets :class:`BodyTooLarge` at once."""
+
+    __slots__ = ("limit",)
+    limit: int
+
+    @classmethod
+    def take_over(cls, body: BodyStream, limit: int) -> LimitedBody:
+        new = cls.__new__(cls)
+        for slot in BodyStream.__slots__:
+            setattr(new, slot, getattr(body, slot))
+        new.limit = limit
+        if new.received > limit:
+            new._refuse()
+        return new
+
+    def feed(self, chunk: bytes) -> None:
+        if self._error is not None:
+            self.received += len(chunk)
+            return
+        super().feed(chunk)
+        if self.received > self.limit:
+            self._refuse()
+
+    def _refuse(self) -> None:
+        self._chunks.clear()
+        self._buffered = 0
+        self._maybe_resume()
+        self._error = BodyTooLarge(self.limit)
+        self._wake()
+
+
+def buffered_body(data: bytes) -> BodyStream:
+    """A complete body holding ``data``: a body that was read whole, to be read again."""
+    b = BodyStream(_noop, _noop, max(len(data), 1), 0)
+    if data:
+        b.feed(data)
+    b.feed_eof()
+    return b
+
+
 def empty_body() -> BodyStream:
     """A body that is already complete and empty (GET, HEAD, Content-Length: 0)."""
     b = BodyStream(_noop, _noop, 1, 0)

@@ -260,6 +260,7 @@ class TokenVerifier:
         algorithms: Iterable[str] = ALGORITHMS,
         revocations: RevocationList | None = None,
         cache_size: int = 10_000,
+        cache_ttl: float | None = None,
         require_jti: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -277,9 +278,12 @@ class TokenVerifier:
         self.revocations = revocations if revocations is not None else RevocationList(clock)
         self.require_jti = require_jti
         self.cache_size = cache_size
+        # None: a cached verification lasts until the token expires; else it is redone after this.
+        self.cache_ttl = cache_ttl
         self.cache_hits = 0
         self.cache_misses = 0
-        self._cache: OrderedDict[str | bytes, Claims] = OrderedDict()
+        # token -> (claims, time after which the signature is checked again)
+        self._cache: OrderedDict[str | bytes, tuple[Claims, float]] = OrderedDict()
         self._clock = clock
 
     # The hot path. Cached tokens skip parsing and the signature; expiry, revocation and the
@@ -288,9 +292,10 @@ class TokenVerifier:
         if not token:
             raise TokenMissing()
         now = self._clock()
-        claims = self._cache.get(token)
-        if claims is not None:
-            if claims.kid in self.keys:
+        cached = self._cache.get(token)
+        if cached is not None:
+            claims, fresh_until = cached
+            if claims.kid in self.keys and now <= fresh_until:
                 self.cache_hits += 1
                 self._cache.move_to_end(token)
                 if now > claims.exp + self.leeway:
@@ -299,11 +304,12 @@ class TokenVerifier:
                 if claims.jti is not None and claims.jti in self.revocations:
                     raise TokenRevoked()
                 return claims
-            del self._cache[token]  # its key was withdrawn: verify again (and fail)
+            del self._cache[token]  # its key was withdrawn or its time is up: verify again
         self.cache_misses += 1
         claims = self._verify_uncached(token, now)
         if self.cache_size > 0:
-            self._cache[token] = claims
+            ttl = self.cache_ttl
+            self._cache[token] = (claims, now + ttl if ttl is not None else float("inf"))
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return claims

@@ -71,6 +71,7 @@ from edgeway.gateway.config.security_schema import (
     RateLimitStore,
     RequestValidation,
     RouteAuth,
+    security_problems,
 )
 from edgeway.gateway.config.units import ByteSize, Duration
 
@@ -625,6 +626,7 @@ class GatewayConfig(StrictModel):
             for index, route in enumerate(self.routes)
         ]
         problems = cross_check_routes(self.services, facts)
+        problems += security_problems(self.auth, self.routes)
         if (
             self.admin is not None
             and self.admin.port == self.listen.port

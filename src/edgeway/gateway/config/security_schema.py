@@ -3,32 +3,512 @@ from which origins (``cors``), with what body (``validate``), and the gateway-wi
 verification settings (``auth`` at the top level).
 
 Owned by the edge-security work (issue 4); the fields grow here without touching ``schema.py``.
+Checks that need the whole config (a route's ``auth`` needs the top-level ``auth``; a policy
+template may only use the route's path parameters) are in :func:`security_problems`, which the
+top-level cross-check calls so each problem is reported with its key path.
 """
 
 from __future__ import annotations
 
-from edgeway.gateway.config.base import StrictModel
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from edgeway.gateway.config.base import TOKEN, HeaderName, LocatedProblemsError, StrictModel
+from edgeway.gateway.config.keypath import Loc
+from edgeway.gateway.config.units import ByteSize, Duration
+
+if TYPE_CHECKING:
+    from edgeway.gateway.config.schema import Route
+
+AuthMode = Literal["required", "optional", "none"]
+SAFE_ALGORITHMS = ("EdDSA", "ES256")
+# Always stripped from client requests: a service must be able to trust what the gateway sends.
+SPOOFABLE_PREFIXES = ("x-user-", "x-edgeway-")
+TEMPLATE_PARAM = re.compile(r"\{([^{}]*)\}")
+
+
+def _http_url(value: str, what: str) -> str:
+    if not re.match(r"https?://[^/\s]+", value):
+        raise PydanticCustomError(
+            "url", "{what} must be an http:// or https:// URL, got '{value}'", {"what": what, "value": value}
+        )
+    return value
+
+
+def template_params(template: str) -> list[str]:
+    """The ``{name}`` parameters a template uses, in order."""
+    return TEMPLATE_PARAM.findall(template)
+
+
+# --------------------------------------------------------------------------- authentication
+
+
+class IdentityHeaders(StrictModel):
+    """Header names carrying the verified identity to services (what `edgeway.service` reads)."""
+
+    subject: HeaderName = Field("X-Edgeway-Subject", description="The token's `sub`.")
+    roles: HeaderName = Field("X-Edgeway-Roles", description="The token's `roles`, comma-separated.")
+    scopes: HeaderName = Field("X-Edgeway-Scopes", description="The token's `scope`, space-separated.")
+    client: HeaderName = Field(
+        "X-Edgeway-Client", description="The token's `client_id` claim (absent when the token has none)."
+    )
+    claims: HeaderName = Field(
+        "X-Edgeway-Claims", description="Every claim as base64url JSON, sent when `forward_claims` is true."
+    )
+    forward_claims: bool = Field(
+        False, description="Also send every verified claim (base64url JSON) in the `claims` header."
+    )
+
+    def names(self) -> list[str]:
+        return [self.subject, self.roles, self.scopes, self.client, self.claims]
 
 
 class GatewayAuth(StrictModel):
     """How the gateway verifies tokens: JWKS, issuer, audience, algorithms, identity headers."""
 
+    jwks_url: str = Field(
+        description="The security service's JWKS, e.g. `http://security:8000/.well-known/jwks.json`; "
+        "fetched at start (the gateway does not start without keys), refreshed periodically and "
+        "on an unknown `kid`, served stale while the service is down."
+    )
+    issuer: str | list[str] = Field(description="Accepted `iss` value(s).")
+    audience: str | list[str] = Field(description="Accepted `aud` value(s); a token needs one of them.")
+    algorithms: list[str] = Field(
+        default_factory=lambda: list(SAFE_ALGORITHMS),
+        min_length=1,
+        description="Signature algorithms accepted: `EdDSA`, `ES256`. `none` and HMAC (`HS*`) never are.",
+    )
+    leeway: Duration = Field(30.0, description="Clock skew allowed on `exp`, `nbf` and `iat`.")
+    require_jti: bool = Field(True, description="Refuse tokens without `jti` (they could not be revoked).")
+    jwks_refresh_interval: Duration = Field(300.0, gt=0, description="Scheduled JWKS refresh.")
+    jwks_min_refresh_interval: Duration = Field(
+        30.0, description="At most one refresh per this interval is caused by tokens with an unknown `kid`."
+    )
+    cache_size: int = Field(
+        10_000, ge=0, description="Verified tokens remembered, so a repeated token skips the signature check."
+    )
+    cache_ttl: Duration | None = Field(
+        None,
+        gt=0,
+        description="A cached verification is redone after this; `null`: kept until the token expires "
+        "(expiry, revocation and the key still being trusted are checked on every request anyway).",
+    )
+    default_mode: AuthMode = Field(
+        "none", description="Mode of routes without an `auth` block: `required`, `optional` or `none`."
+    )
+    realm: str = Field("edgeway", description="The `realm` of `WWW-Authenticate` challenges.")
+    query_parameter: str = Field(
+        "access_token",
+        min_length=1,
+        description="Query parameter read for a token on routes with `allow_query_token` (never elsewhere).",
+    )
+    revocations_url: str | None = Field(
+        None,
+        description="The security service's `GET /revocations` feed; revoked tokens stop working within "
+        "`revocations_interval`. `null`: no revocation checks.",
+    )
+    revocations_interval: Duration = Field(2.0, gt=0, description="Polling interval of the revocation feed.")
+    policy_url: str | None = Field(
+        None, description="The security service's `GET /policies`, for routes with an ABAC `policy`."
+    )
+    policy_interval: Duration = Field(5.0, gt=0, description="Polling interval of the policy replica.")
+    headers: IdentityHeaders = Field(
+        default_factory=IdentityHeaders, description="Headers carrying the identity to services."
+    )
+    strip_header_prefixes: list[str] = Field(
+        default_factory=list,
+        description="More header name prefixes removed from every client request, besides the "
+        "always-removed `X-User-` and `X-Edgeway-`.",
+    )
+    strip_headers: list[HeaderName] = Field(
+        default_factory=list,
+        description="More header names removed from every client request (the identity header names "
+        "always are).",
+    )
+    pass_token: bool = Field(
+        True, description="Forward the bearer token to services (they may verify it again)."
+    )
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url(cls, value: str) -> str:
+        return _http_url(value, "jwks_url")
+
+    @field_validator("revocations_url", "policy_url")
+    @classmethod
+    def _feed_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value, "the URL")
+
+    @field_validator("issuer", "audience")
+    @classmethod
+    def _not_empty(cls, value: str | list[str]) -> str | list[str]:
+        if not value or (isinstance(value, list) and not all(value)):
+            raise PydanticCustomError("empty", "give at least one non-empty value")
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _safe_algorithms(cls, value: list[str]) -> list[str]:
+        for alg in value:
+            if alg not in SAFE_ALGORITHMS:
+                raise PydanticCustomError(
+                    "algorithm",
+                    "algorithm '{alg}' is not allowed: edgeway verifies asymmetric signatures only "
+                    "(EdDSA, ES256), never 'none' or HMAC",
+                    {"alg": alg},
+                )
+        return list(dict.fromkeys(value))
+
+    @field_validator("strip_header_prefixes")
+    @classmethod
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            if TOKEN.fullmatch(prefix) is None:
+                raise PydanticCustomError(
+                    "header_name", "'{prefix}' is not a header name prefix", {"prefix": prefix}
+                )
+        return value
+
+    @property
+    def issuers(self) -> list[str]:
+        return [self.issuer] if isinstance(self.issuer, str) else self.issuer
+
+    @property
+    def audiences(self) -> list[str]:
+        return [self.audience] if isinstance(self.audience, str) else self.audience
+
+    def stripped_prefixes(self) -> tuple[str, ...]:
+        """Lower-cased header prefixes removed from every request."""
+        return tuple(dict.fromkeys([*SPOOFABLE_PREFIXES, *(p.lower() for p in self.strip_header_prefixes)]))
+
+    def stripped_names(self) -> frozenset[str]:
+        """Lower-cased exact header names removed from every request."""
+        return frozenset(n.lower() for n in [*self.headers.names(), *self.strip_headers])
+
+
+class NameMatch(StrictModel):
+    """Names a caller must hold: `any` of them or `all` of them (exactly one of the two)."""
+
+    any: list[str] | None = Field(None, min_length=1, description="The caller needs at least one.")
+    all: list[str] | None = Field(None, min_length=1, description="The caller needs every one.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> NameMatch:
+        if (self.any is None) == (self.all is None):
+            raise PydanticCustomError("name_match", "give exactly one of 'any' or 'all'")
+        return self
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self.any if self.any is not None else self.all or ())
+
+    @property
+    def needs_all(self) -> bool:
+        return self.all is not None
+
+
+class ClaimCondition(StrictModel):
+    """One condition on a verified claim: `equals`, `in` or `exists` (exactly one)."""
+
+    claim: str = Field(min_length=1, description="Claim name; dots walk into nested objects (`org.id`).")
+    equals: Any = Field(None, description="The claim must equal this value.")
+    in_: list[Any] | None = Field(None, alias="in", description="The claim must be one of these values.")
+    exists: bool | None = Field(None, description="`true`: the claim must be present; `false`: absent.")
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> ClaimCondition:
+        given = [name for name in ("equals", "in_", "exists") if name in self.model_fields_set]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "claim_condition", "a claim condition needs exactly one of 'equals', 'in' or 'exists'"
+            )
+        return self
+
+
+class PolicyCheck(StrictModel):
+    """An ABAC decision by the policy replica: the caller's claims are the subject attributes."""
+
+    action: str = Field(
+        min_length=1, description="Action asked for, e.g. `orders:read`; may use path parameters `{id}`."
+    )
+    resource: dict[str, str] = Field(
+        default_factory=dict,
+        description="Resource attributes, each a template over the path parameters, e.g. "
+        "`{type: order, id: '{id}', owner: '{user}'}`.",
+    )
+
 
 class RouteAuth(StrictModel):
     """Who may call a route: `required | optional | none`, roles, scopes, claims, ABAC."""
+
+    mode: AuthMode = Field(
+        "required",
+        description="`required`: a valid token is needed (401 otherwise); `optional`: a token is "
+        "verified when sent, a request without one passes anonymously; `none`: no token is read.",
+    )
+    roles: list[str] | NameMatch | None = Field(
+        None,
+        description="Roles needed (403 otherwise): a list (any of them) or `{any: [...]}` / `{all: [...]}`.",
+    )
+    scopes: list[str] | NameMatch | None = Field(
+        None,
+        description="Scopes needed (403 otherwise): a list (any of them) or `{any: [...]}` / `{all: [...]}`.",
+    )
+    claims: list[ClaimCondition] = Field(
+        default_factory=list,
+        description="Conditions on verified claims, all of which must hold (403 otherwise).",
+    )
+    policy: PolicyCheck | None = Field(
+        None, description="An ABAC check by the policy replica (needs `auth.policy_url` at the top level)."
+    )
+    allow_query_token: bool = Field(
+        False,
+        description="Also accept the token in the query parameter `auth.query_parameter` (for clients "
+        "that cannot set headers, e.g. EventSource); it is removed from the forwarded query.",
+    )
+
+    @property
+    def has_conditions(self) -> bool:
+        return bool(self.roles or self.scopes or self.claims or self.policy)
+
+
+def as_name_match(value: list[str] | NameMatch | None) -> NameMatch | None:
+    """A plain list means "any of these"."""
+    if isinstance(value, list):
+        return NameMatch(any=value) if value else None
+    return value
+
+
+def security_problems(auth: GatewayAuth | None, routes: Sequence[Route]) -> list[tuple[Loc, str]]:
+    """Problems only visible with the whole config: each with its key path from the top."""
+    problems: list[tuple[Loc, str]] = []
+    for index, route in enumerate(routes):
+        where: Loc = ("routes", index, "auth")
+        rule = route.auth
+        if rule is None:
+            continue
+        if auth is None:
+            problems.append(
+                (where, "a route with 'auth' needs the top-level 'auth' (jwks_url, issuer, audience)")
+            )
+            continue
+        if rule.mode != "required" and rule.has_conditions:
+            problems.append(
+                (
+                    (*where, "mode"),
+                    f"roles, scopes, claims and policy need mode 'required' (this route says '{rule.mode}')",
+                )
+            )
+        if rule.policy is not None:
+            if auth.policy_url is None:
+                problems.append(
+                    ((*where, "policy"), "a policy check needs 'auth.policy_url' at the top level")
+                )
+            known = set(route.match.pattern.param_names)
+            templates: list[tuple[Loc, str]] = [((*where, "policy", "action"), rule.policy.action)]
+            templates += [((*where, "policy", "resource", k), v) for k, v in rule.policy.resource.items()]
+            for loc, template in templates:
+                for name in template_params(template):
+                    if name not in known:
+                        names = ", ".join(sorted(known)) or "none"
+                        problems.append(
+                            (
+                                loc,
+                                f"'{{{name}}}' is not a parameter of path {route.match.path!r} "
+                                f"(it has: {names})",
+                            )
+                        )
+    return problems
+
+
+# --------------------------------------------------------------------------- rate limits
 
 
 class RateLimitStore(StrictModel):
     """Where rate-limit buckets live: this process's memory or a shared Redis."""
 
+    backend: Literal["memory", "redis"] = Field(
+        "memory",
+        description="`memory`: buckets per gateway process; `redis`: one bucket shared by every gateway "
+        "instance (an atomic Lua script per request).",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for the `redis` backend.")
+    key_prefix: str = Field("edgeway:rl:", description="Prefix of every bucket key in Redis.")
+    timeout: Duration = Field(
+        0.25, gt=0, description="A Redis call slower than this counts as the store being down."
+    )
+    on_store_error: Literal["allow", "deny"] = Field(
+        "allow",
+        description="When Redis is down: `allow` lets requests through (fail open, logged and counted), "
+        "`deny` answers 503 (fail closed).",
+    )
+    retry_interval: Duration = Field(
+        1.0, ge=0, description="After a Redis failure, requests skip Redis for this long before trying again."
+    )
+    max_keys: int = Field(
+        100_000, gt=0, description="`memory` backend: buckets kept; the least recently used go first."
+    )
+    trusted_proxy_hops: int = Field(
+        0,
+        ge=0,
+        description="Proxies in front of the gateway whose `X-Forwarded-For` entries are trusted when "
+        "keying by `ip`; 0 uses the connection's address.",
+    )
+
 
 class RateLimitRule(StrictModel):
     """A token bucket per route, keyed by user, client id, API key or client address."""
+
+    rate: int = Field(gt=0, description="Requests allowed per `per` (the bucket's refill rate).")
+    per: Duration = Field(1.0, gt=0, description="The period `rate` is counted over.")
+    burst: int | None = Field(
+        None, gt=0, description="Bucket size: requests allowed at once; default `rate`."
+    )
+    key: Literal["user", "client", "api_key", "ip"] = Field(
+        "ip",
+        description="Whose bucket: `user` (token `sub`), `client` (token `client_id`), `api_key` (the "
+        "`api_key_header` value) or `ip`. Without that identity the client address is used.",
+    )
+    api_key_header: HeaderName = Field(
+        "X-API-Key", description="Header holding the API key for `key: api_key`."
+    )
+    headers: bool = Field(
+        True, description="Send `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`."
+    )
+
+    @property
+    def capacity(self) -> int:
+        return self.burst if self.burst is not None else self.rate
+
+
+# --------------------------------------------------------------------------- CORS
 
 
 class CorsRule(StrictModel):
     """Cross-origin resource sharing for browser clients."""
 
+    enabled: bool = Field(True, description="`false` turns the gateway's CORS off for one route.")
+    allow_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed: exact (`https://app.example.com`), a wildcard pattern "
+        "(`https://*.example.com`, one or more labels) or `*` (any origin, not with credentials).",
+    )
+    allow_methods: list[str] = Field(
+        default_factory=lambda: ["GET", "HEAD", "POST"], description="Methods allowed cross-origin; `*`: any."
+    )
+    allow_headers: list[str] = Field(
+        default_factory=list,
+        description="Request headers allowed besides the CORS-safelisted ones; `*`: any the browser "
+        "asks for.",
+    )
+    expose_headers: list[HeaderName] = Field(
+        default_factory=list, description="Response headers scripts may read besides the safelisted ones."
+    )
+    allow_credentials: bool = Field(False, description="Allow cookies and HTTP authentication.")
+    max_age: Duration | None = Field(600.0, description="How long a browser may cache a preflight answer.")
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin == "*":
+                continue
+            if not re.fullmatch(r"[a-z][a-z0-9+.-]*://(\*\.)?[A-Za-z0-9.\-\[\]:]+", origin):
+                raise PydanticCustomError(
+                    "origin",
+                    "'{origin}' is not an origin: use scheme://host[:port] without a path, "
+                    "'scheme://*.domain' or '*'",
+                    {"origin": origin},
+                )
+        return value
+
+    @field_validator("allow_methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        for method in value:
+            if method != "*" and TOKEN.fullmatch(method) is None:
+                raise PydanticCustomError("method", "'{method}' is not an HTTP method", {"method": method})
+        return [m.upper() for m in value]
+
+    @field_validator("allow_headers")
+    @classmethod
+    def _headers(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name != "*" and TOKEN.fullmatch(name) is None:
+                raise PydanticCustomError(
+                    "header_name", "'{name}' is not a valid header name", {"name": name}
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CorsRule:
+        problems: list[tuple[Loc, str]] = []
+        if self.enabled and not self.allow_origins:
+            problems.append((("allow_origins",), "list at least one origin (or set enabled: false)"))
+        if self.allow_credentials and "*" in self.allow_origins:
+            problems.append(
+                (
+                    ("allow_origins",),
+                    "'*' cannot be combined with allow_credentials: browsers refuse it; list the origins",
+                )
+            )
+        if problems:
+            raise LocatedProblemsError(problems)
+        return self
+
+
+# --------------------------------------------------------------------------- request validation
+
 
 class RequestValidation(StrictModel):
     """Request body checks before forwarding: size and JSON schema."""
+
+    max_body: ByteSize | None = Field(
+        None, description="Largest request body; 413 beyond (checked while streaming, never buffered whole)."
+    )
+    json_schema: dict[str, Any] | None = Field(
+        None,
+        description="JSON Schema (draft 2020-12 unless `$schema` says otherwise) the JSON body must "
+        "satisfy; 400 for a body that is not JSON, 422 listing every error (path and message).",
+    )
+    methods: list[str] = Field(
+        default_factory=lambda: ["POST", "PUT", "PATCH"],
+        min_length=1,
+        description="Methods whose body `json_schema` applies to; a body is required for them.",
+    )
+    max_errors: int = Field(20, gt=0, description="At most this many schema errors are listed in a 422.")
+
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        # Imported here: jsonschema costs ~0.1 s at start, paid only by configs that use it.
+        from jsonschema import SchemaError
+        from jsonschema.validators import validator_for
+
+        try:
+            validator_for(value).check_schema(value)
+        except SchemaError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+            raise PydanticCustomError(
+                "json_schema",
+                "not a valid JSON Schema at {where}: {message}",
+                {"where": where, "message": exc.message},
+            ) from exc
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        return [m.upper() for m in value]
+
+    @model_validator(mode="after")
+    def _something(self) -> RequestValidation:
+        if self.max_body is None and self.json_schema is None:
+            raise PydanticCustomError("validate", "set max_body, json_schema or both")
+        return self

@@ -64,7 +64,9 @@ def client_ip(request: Request, state: SecurityState) -> str:
     if state.settings.trust_forwarded_for:
         forwarded = request.headers.get("x-forwarded-for")
         if forwarded:
-            return forwarded.split(",")[0].strip()
+            # The last entry is the one the trusted proxy (the gateway) added; entries to its
+            # left are whatever the client sent, so an attacker could rotate them at will.
+            return forwarded.rsplit(",", 1)[-1].strip()
     return request.client.host if request.client else "unknown"
 
 
