@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from edgeway.http.exchange import Exchange
 from edgeway.observability.ids import TraceParent
-from edgeway.observability.metrics import Metrics
 
 if TYPE_CHECKING:
     from edgeway.gateway.config.schema import GatewayConfig, Route
     from edgeway.gateway.router import RouteMatch
     from edgeway.gateway.upstreams import Cluster
+    from edgeway.observability.metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +78,17 @@ class GatewayEnv:
         self.config = config
         self.clusters = clusters
         self.components: dict[str, Component] = {}
-        # The gateway's Prometheus registry, served on the admin port's /metrics.
-        self.metrics = Metrics(config.name)
+        self._metrics: Metrics | None = None
+
+    @property
+    def metrics(self) -> Metrics:
+        """The gateway's Prometheus registry, served on the admin port's /metrics; made on first
+        use, so a gateway that records nothing does not import prometheus-client at start."""
+        if self._metrics is None:
+            from edgeway.observability.metrics import Metrics
+
+            self._metrics = Metrics(self.config.name)
+        return self._metrics
 
     def shared(self, key: str, factory: Callable[[], C]) -> C:
         """The component under ``key``, created by ``factory`` on first use."""

@@ -26,10 +26,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgeway.observability.metrics import Metrics
 from edgeway.resilience.breaker import BreakerState, CircuitBreaker
+
+if TYPE_CHECKING:
+    from edgeway.observability.metrics import Metrics
 
 __all__ = ["SERVICE_WIDE", "Telemetry", "shed_counter"]
 
