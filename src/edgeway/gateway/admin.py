@@ -1,5 +1,5 @@
 """The admin port: /healthz (the process runs), /readyz (it can serve), /routes (what it serves),
-/metrics (Prometheus exposition).
+/metrics (Prometheus exposition of the gateway's metrics).
 
 Served by the same engine as the traffic port, on its own listener, so a saturated traffic port
 does not hide the gateway's health from the orchestrator.

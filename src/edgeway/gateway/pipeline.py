@@ -72,7 +72,8 @@ C = TypeVar("C", bound=Component)
 
 
 class GatewayEnv:
-    """What route builders share: the config, the clusters, the metrics and the components."""
+    """What route builders share: the config, the clusters, the components and the metrics
+    (served on the admin port's ``/metrics``)."""
 
     def __init__(self, config: GatewayConfig, clusters: dict[str, Cluster]) -> None:
         self.config = config

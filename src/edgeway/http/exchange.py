@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -33,6 +34,20 @@ class ResponseState(enum.Enum):
     @property
     def started(self) -> bool:
         return self is not ResponseState.PENDING
+
+
+class ResponseTap(Protocol):
+    """Sees a copy of the response a handler writes (the response cache stores it).
+
+    ``head`` gets the handler's own headers, not ``extra_headers`` (those belong to this request:
+    CORS, rate-limit state); ``body`` every body chunk, also for HEAD; ``end`` once the response
+    is complete, ``abort`` when it was cut.
+    """
+
+    def head(self, status: int, headers: Headers, content_length: int | None) -> None: ...
+    def body(self, chunk: bytes) -> None: ...
+    def end(self) -> None: ...
+    def abort(self) -> None: ...
 
 
 class Exchange:
@@ -61,6 +76,7 @@ class Exchange:
         "started",
         "state",
         "status",
+        "tap",
         "target",
         "traceparent",
         "upgrade",
@@ -105,6 +121,8 @@ class Exchange:
         self._chunked = False
         # headers every response to this request carries, whoever writes it (CORS, RateLimit-*)
         self.extra_headers: Headers | None = None
+        # a copy of the response for a filter that wants it (the cache); None costs one check
+        self.tap: ResponseTap | None = None
         # observability: fields the access log and later stages add (route, upstream, ...)
         self.started = time.perf_counter()
         self.log: dict[str, Any] = {}
@@ -158,6 +176,10 @@ class Exchange:
 
     def respond(self, status: int, headers: Headers, body: bytes = b"") -> None:
         """Write a whole response in one transport write (the fast path)."""
+        if self.tap is not None:
+            self.tap.head(status, headers, len(body))
+            self.tap.body(body)
+            self.tap.end()
         allowed = self._body_allowed(status)
         head = self._head(status, headers, len(body), allowed)
         self.status = status
@@ -192,6 +214,9 @@ class Exchange:
         self, status: int, headers: Headers, content_length: int | None = None, first: bytes = b""
     ) -> None:
         """Write the response head (and optionally the first body bytes); stream the rest."""
+        if self.tap is not None:
+            self.tap.head(status, headers, content_length)
+            self.tap.body(first)
         allowed = self._body_allowed(status)
         head = self._head(status, headers, content_length, allowed)
         self.status = status
@@ -211,6 +236,8 @@ class Exchange:
         return chunk
 
     def write(self, chunk: bytes) -> None:
+        if self.tap is not None:
+            self.tap.body(chunk)
         if chunk and self.method != b"HEAD":
             self._protocol.write(self._frame(chunk))
 
@@ -219,6 +246,9 @@ class Exchange:
         await self._protocol.drain()
 
     def finish(self, last: bytes = b"") -> None:
+        if self.tap is not None:
+            self.tap.body(last)
+            self.tap.end()
         data = self._frame(last) if last and self.method != b"HEAD" else b""
         if self._chunked:
             data += b"0\r\n\r\n"
@@ -231,7 +261,15 @@ class Exchange:
         the client sees a truncated message instead of a silently short one."""
         self.close_after = True
         self.state = ResponseState.DONE
+        if self.tap is not None:
+            self.tap.abort()
         self._protocol.abort()
+
+    def on_server_shutdown(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` when the server starts a graceful shutdown while this exchange (or
+        the connection it upgraded) is still open, so a long-lived stream (Server-Sent Events, a
+        WebSocket) can end itself cleanly within the grace period. None removes it."""
+        self._protocol.on_shutdown = callback
 
     # -- protocol switch (WebSocket) ---------------------------------------------------------
     def detach(self) -> ServerProtocol:

@@ -82,6 +82,8 @@ class ServerProtocol(asyncio.Protocol):
         self._reject: RequestRejected | None = None
         self._upgrade_leftover: bytes | None = None
         self._tunnel: Tunnelled | None = None
+        # set by a long-lived exchange (see Exchange.on_server_shutdown)
+        self.on_shutdown: Callable[[], None] | None = None
         # One deadline at a time (head read or keep-alive idle), checked by the listener's ticker:
         # re-arming a TimerHandle twice per request cost more than the parse.
         self.deadline = 0.0  # loop time; 0 = none
@@ -484,6 +486,11 @@ class ServerProtocol(asyncio.Protocol):
     def shutdown(self) -> None:
         """Graceful shutdown: finish the current exchange, accept no further request."""
         self.closing = True
+        if self.on_shutdown is not None:
+            # A stream or an upgraded connection that ends itself (a WebSocket close handshake).
+            callback, self.on_shutdown = self.on_shutdown, None
+            callback()
+            return
         if self.state is ConnState.WAITING or (self._task is None and not self._queue):
             self.close()
 

@@ -1,0 +1,102 @@
+"""The gateway's response cache component: the stores, the in-flight misses and the metrics that
+every caching route shares (``env.shared("cache", ...)``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from edgeway.gateway.cache.store import Entry, MemoryStore
+from edgeway.gateway.config.compose_schema import CacheStore
+from edgeway.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from edgeway.gateway.cache.redis_store import RedisStore
+
+
+class ResponseCache:
+    """Memory in front, Redis behind when configured. Misses in flight are tracked per key so a
+    second request for the same key waits for the first one's response (coalescing)."""
+
+    def __init__(self, config: CacheStore, metrics: Metrics) -> None:
+        self.memory = MemoryStore(int(config.max_bytes))
+        self.redis: RedisStore | None = None
+        if config.redis is not None:
+            from edgeway.gateway.cache.redis_store import RedisStore  # only gateways that use it pay
+
+            self.redis = RedisStore(
+                config.redis.url,
+                config.redis.key_prefix,
+                float(config.redis.timeout),
+                float(config.redis.retry_after),
+                on_error=lambda: self.redis_errors.inc(),
+            )
+        # key -> the leader's outcome: the stored entry, or None (not storable / failed)
+        self.inflight: dict[bytes, asyncio.Future[Entry | None]] = {}
+        self.requests = metrics.counter(
+            "edgeway_gateway_cache_requests_total",
+            "Cacheable requests by route and result: hit, miss, coalesced (answered by another "
+            "request's upstream call), bypass (not looked up: Range, client no-cache).",
+            ("route", "result"),
+        )
+        self.not_stored = metrics.counter(
+            "edgeway_gateway_cache_not_stored_total",
+            "Responses to cache misses that were not stored, by route and reason.",
+            ("route", "reason"),
+        )
+        self.stored = metrics.counter(
+            "edgeway_gateway_cache_stored_total", "Responses stored, by route.", ("route",)
+        )
+        self.evictions = metrics.counter(
+            "edgeway_gateway_cache_evictions_total",
+            "Entries evicted from memory to make room (least recently used first).",
+        )
+        metrics.gauge(
+            "edgeway_gateway_cache_bytes",
+            "Bytes held by the in-memory cache (bodies, headers, bookkeeping).",
+            function=lambda: float(self.memory.bytes),
+        )
+        metrics.gauge(
+            "edgeway_gateway_cache_entries",
+            "Entries in the in-memory cache.",
+            function=lambda: len(self.memory),
+        )
+        self.redis_errors = metrics.counter(
+            "edgeway_gateway_cache_redis_errors_total",
+            "Redis commands that failed or timed out (each counted as a miss or a skipped store).",
+        )
+
+    async def start(self) -> None:
+        if self.redis is not None:
+            await self.redis.start()
+
+    async def stop(self) -> None:
+        if self.redis is not None:
+            await self.redis.stop()
+        for waiter in self.inflight.values():
+            if not waiter.done():
+                waiter.set_result(None)
+        self.inflight.clear()
+
+    async def lookup(self, key: bytes, now: float) -> Entry | None:
+        entry = self.memory.get(key, now)
+        if entry is None and self.redis is not None:
+            entry = await self.redis.get(key, now)
+            if entry is not None:
+                self._remember(key, entry)
+        return entry
+
+    def memory_put(self, key: bytes, entry: Entry) -> None:
+        """Store in memory (synchronously, before coalesced waiters are released)."""
+        self._remember(key, entry)
+
+    async def store_shared(self, key: bytes, entry: Entry, now: float) -> None:
+        """Store in Redis too, when configured."""
+        if self.redis is not None:
+            await self.redis.put(key, entry, now)
+
+    def _remember(self, key: bytes, entry: Entry) -> None:
+        before = self.memory.evictions
+        self.memory.put(key, entry)
+        if self.memory.evictions != before:
+            self.evictions.inc(self.memory.evictions - before)

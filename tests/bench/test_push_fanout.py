@@ -1,0 +1,16 @@
+"""The push fan-out benchmark runs end to end at a tiny size."""
+
+from __future__ import annotations
+
+from edgeway.bench_cli import ensure_bench_importable
+
+ensure_bench_importable()
+
+from bench import push_fanout  # noqa: E402
+
+
+def test_push_fanout_delivers_every_message_to_every_client() -> None:
+    result = push_fanout.run(json=False, clients=3, messages=50)
+    assert result["deliveries"] == 150
+    assert result["deliveries_per_s"] > 0
+    assert result["machine"]["cores"]
