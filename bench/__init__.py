@@ -13,5 +13,6 @@ medians over repetitions), :mod:`bench.backend` (a fast upstream with per-reques
 :mod:`bench.aiohttp_proxy` and :mod:`bench.aiohttp_compose` (the aiohttp baselines),
 :mod:`bench.nginx` (nginx as a reverse proxy), :mod:`bench.gateway` (``edgeway gateway`` as a
 target), :mod:`bench.idle` (holding idle keep-alive connections), :mod:`bench.report` (table,
-targets and JSON output). The benchmarks themselves: :mod:`bench.proxy`, :mod:`bench.aggregate`.
+targets and JSON output). The benchmarks themselves: :mod:`bench.proxy`, :mod:`bench.aggregate`,
+:mod:`bench.auth`, :mod:`bench.bus`, :mod:`bench.push_fanout`, :mod:`bench.faults`.
 """

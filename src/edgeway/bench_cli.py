@@ -168,6 +168,16 @@ def auth(
 
 
 @app.command()
+def push(
+    json: JsonOption = False,
+    clients: Annotated[int, typer.Option(min=1, help="WebSocket clients subscribed to one topic.")] = 100,
+    messages: Annotated[int, typer.Option(min=1, help="Messages published on the bus.")] = 2000,
+) -> None:
+    """Push fan-out: NATS -> a gateway push route -> many WebSocket clients (deliveries/s)."""
+    _run_bench("push_fanout", "issue 3 (push to clients)", json=json, clients=clients, messages=messages)
+
+
+@app.command()
 def bus(json: JsonOption = False) -> None:
     """End-to-end events/s through outbox and idempotent consumer vs raw nats-py."""
     _run_bench("bus", "issue 5 (the event bus)", json=json)

@@ -16,7 +16,7 @@ from gateway_helpers import backend, read_request
 from conftest import free_port
 
 
-def _wait_port(port: int, timeout: float = 10.0) -> None:
+def _wait_port(port: int, timeout: float = 30.0) -> None:
     import socket
 
     end = time.monotonic() + timeout

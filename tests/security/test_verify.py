@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import jwt
@@ -12,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from edgeway.security.errors import (
+    JwksUnavailable,
     TokenExpired,
     TokenInvalid,
     TokenMissing,
@@ -21,7 +24,7 @@ from edgeway.security.errors import (
 )
 from edgeway.security.keys import KeyRing, SigningKey
 from edgeway.security.tokens import TokenIssuer, encode_jwt
-from edgeway.security.verify import KeySet, TokenVerifier, VerificationKey, bearer_token
+from edgeway.security.verify import JwksClient, KeySet, TokenVerifier, VerificationKey, bearer_token
 
 ISS = "https://auth.test"
 AUD = "shop"
@@ -358,3 +361,150 @@ def test_token_signed_by_a_rotated_out_key_verifies_until_the_key_is_pruned(cloc
     with pytest.raises(TokenUnknownKey):
         verifier.verify(old_token)
     assert verifier.verify(issuer.issue("alice").token).sub == "alice"
+
+
+# --- options for the service kit: unchecked iss/aud, optional jti, a lazily started JWKS client --
+
+
+def test_issuer_and_audience_none_turn_those_checks_off(ring: KeyRing, clock: Clock) -> None:
+    verifier = TokenVerifier(keyset_of(ring), issuer=None, audience=None, clock=clock)
+    anywhere = verifier.verify(encode_jwt(ring.active, claims_for(clock, iss="https://other.test", aud="x")))
+    assert (anywhere.iss, anywhere.aud) == ("https://other.test", ("x",))
+    bare = verifier.verify(encode_jwt(ring.active, claims_for(clock, iss=None, aud=None)))
+    assert (bare.iss, bare.aud) == ("", ())
+    # Unchecked is not unparsed: an issuer that is not a string is still refused.
+    with pytest.raises(TokenInvalid) as info:
+        verifier.verify(encode_jwt(ring.active, claims_for(clock, iss=["a", "b"])))
+    assert info.value.reason == "malformed"
+
+
+def test_only_the_check_turned_off_is_skipped(ring: KeyRing, clock: Clock) -> None:
+    verifier = TokenVerifier(keyset_of(ring), issuer=ISS, audience=None, clock=clock)
+    assert verifier.verify(encode_jwt(ring.active, claims_for(clock, aud="x"))).sub == "alice"
+    with pytest.raises(TokenInvalid) as info:
+        verifier.verify(encode_jwt(ring.active, claims_for(clock, iss="https://evil.test", jti="j2")))
+    assert info.value.reason == "bad_issuer"
+
+
+def test_an_empty_issuer_or_audience_list_is_still_a_configuration_error(ring: KeyRing) -> None:
+    with pytest.raises(ValueError, match="at least one issuer"):
+        TokenVerifier(keyset_of(ring), issuer=[], audience=AUD)
+    with pytest.raises(ValueError, match="at least one issuer"):
+        TokenVerifier(keyset_of(ring), issuer=ISS, audience=())
+
+
+def test_jti_is_optional_when_configured_so(ring: KeyRing, clock: Clock) -> None:
+    verifier = TokenVerifier(keyset_of(ring), issuer=ISS, audience=AUD, require_jti=False, clock=clock)
+    claims = verifier.verify(encode_jwt(ring.active, claims_for(clock, jti=None)))
+    assert (claims.sub, claims.jti) == ("alice", None)
+    verifier.revocations.add("j1", clock.now + 600)
+    with pytest.raises(TokenRevoked):  # a token that has a jti is still checked against the list
+        verifier.verify(encode_jwt(ring.active, claims_for(clock, jti="j1", sub="bob")))
+
+
+class JwksServer:
+    """A real HTTP server on loopback publishing a JWKS; ``status`` makes it fail on demand."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        self.status = 200
+        self.fetches = 0
+        self.url = ""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        self.fetches += 1
+        body = json.dumps(self.document).encode() if self.status == 200 else b"{}"
+        head = (
+            f"HTTP/1.1 {self.status} X\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        await writer.drain()
+        writer.close()
+
+
+@pytest.fixture
+async def jwks_server(ring: KeyRing) -> AsyncIterator[JwksServer]:
+    server = JwksServer(ring.jwks())
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    server.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}/.well-known/jwks.json"
+    async with listener:
+        yield server
+
+
+async def test_a_lazy_jwks_client_fetches_on_the_first_verification(
+    ring: KeyRing, jwks_server: JwksServer
+) -> None:
+    jwks = JwksClient(jwks_server.url, lazy=True)
+    verifier = TokenVerifier(jwks, issuer=ISS, audience=AUD)
+    assert jwks_server.fetches == 0
+    assert not jwks.started
+    token = TokenIssuer(ring, ISS, AUD).issue("alice").token
+    try:
+        assert (await verifier.verify_async(token)).sub == "alice"
+        assert (await verifier.verify_async(token)).sub == "alice"
+        assert jwks_server.fetches == 1
+        assert jwks.started  # the background refresh runs from now on
+    finally:
+        await jwks.stop()
+
+
+async def test_concurrent_first_verifications_share_one_fetch(ring: KeyRing, jwks_server: JwksServer) -> None:
+    jwks = JwksClient(jwks_server.url, lazy=True)
+    verifier = TokenVerifier(jwks, issuer=ISS, audience=AUD)
+    tokens = [TokenIssuer(ring, ISS, AUD).issue(f"user-{i}").token for i in range(10)]
+    try:
+        claims = await asyncio.gather(*(verifier.verify_async(t) for t in tokens))
+        assert {c.sub for c in claims} == {f"user-{i}" for i in range(10)}
+        assert jwks_server.fetches == 1
+    finally:
+        await jwks.stop()
+
+
+async def test_a_lazy_client_without_keys_is_unavailable_and_retries_with_backoff(
+    ring: KeyRing, jwks_server: JwksServer
+) -> None:
+    now = [100.0]
+    jwks = JwksClient(
+        jwks_server.url, lazy=True, start_backoff=1.0, min_refresh_interval=3.0, clock=lambda: now[0]
+    )
+    verifier = TokenVerifier(jwks, issuer=ISS, audience=AUD)
+    token = TokenIssuer(ring, ISS, AUD).issue("alice").token
+    jwks_server.status = 503
+    attempts: list[int] = []
+    try:
+        # Attempts may happen 1, 2, then 3 (capped) seconds apart; calls between them fetch nothing.
+        for step in range(14):
+            now[0] = 100.0 + step * 0.5
+            with pytest.raises(JwksUnavailable, match=r"could not fetch the JWKS from .*503"):
+                await verifier.verify_async(token)
+            attempts.append(jwks_server.fetches)
+        assert attempts == [1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 4, 4]
+        jwks_server.status = 200
+        now[0] += 3.0
+        assert (await verifier.verify_async(token)).sub == "alice"
+        assert jwks.started
+        assert jwks_server.fetches == 5
+    finally:
+        await jwks.stop()
+
+
+async def test_a_lazy_client_needs_a_usable_key(ring: KeyRing, jwks_server: JwksServer) -> None:
+    jwks_server.document = {"keys": [{"kid": "rsa-1", "kty": "RSA", "n": "AQAB", "e": "AQAB"}]}
+    jwks = JwksClient(jwks_server.url, lazy=True)
+    verifier = TokenVerifier(jwks, issuer=ISS, audience=AUD)
+    with pytest.raises(JwksUnavailable, match="no usable signing key"):
+        await verifier.verify_async(TokenIssuer(ring, ISS, AUD).issue("alice").token)
+    assert not jwks.started
+    await jwks.stop()
+
+
+async def test_a_client_that_is_not_lazy_is_never_started_by_verification(jwks_server: JwksServer) -> None:
+    # The gateway starts its client itself (and refuses to serve without keys): verification
+    # must not do that for it.
+    jwks = JwksClient(jwks_server.url)
+    await jwks.ensure_started()
+    assert not jwks.started
+    assert jwks_server.fetches == 0
+    await jwks.stop()

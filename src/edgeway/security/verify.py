@@ -3,7 +3,8 @@
 ``TokenVerifier.verify`` is synchronous and does no I/O: the gateway calls it for every request.
 Fetching the JWKS is async and separate (:class:`JwksClient`): at start, periodically, and on an
 unknown ``kid`` (rate-limited, so forged ``kid`` values cannot turn into a fetch storm). When the
-security service is down the last key set keeps being served.
+security service is down the last key set keeps being served. A ``lazy`` client (the service
+kit's) is not started: the first ``verify_async`` fetches the key set and starts the refresh.
 
 Why not PyJWT: verifying with ``cryptography`` directly measured 7.9k/s against PyJWT's 5.9k/s
 for EdDSA and 9.8k/s against 6.5k/s for ES256 on the 2-core dev machine (``bench/verify_bench.py``).
@@ -54,7 +55,10 @@ MAX_TOKEN_BYTES = 8192
 
 @dataclass(frozen=True, slots=True)
 class Claims:
-    """The verified claims of an access token. ``raw`` holds every claim, custom ones included."""
+    """The verified claims of an access token. ``raw`` holds every claim, custom ones included.
+
+    ``iss`` is ``""`` when the verifier does not check the issuer and the token names none.
+    """
 
     sub: str
     iss: str
@@ -150,6 +154,10 @@ class JwksClient(Poller):
     On-demand refreshes (an unknown ``kid``) happen at most once per ``min_refresh_interval``.
     A failed refresh keeps the previous keys: serving stale keys during an outage of the security
     service beats rejecting every request.
+
+    ``lazy=True`` is for processes that should not wait for (or fail on) the security service at
+    start: :meth:`start` is not called, the first :meth:`ensure_started` (which
+    :meth:`TokenVerifier.verify_async` calls) fetches the key set and starts the refresh.
     """
 
     failures = (httpx.HTTPError, ValueError, KeyStoreError)
@@ -166,16 +174,21 @@ class JwksClient(Poller):
         start_backoff: float = 0.5,
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,
+        lazy: bool = False,
     ) -> None:
         super().__init__(url, refresh_interval, client)
         self.keyset = keyset if keyset is not None else KeySet()
         self.min_refresh_interval = min_refresh_interval
         self.start_attempts = start_attempts
         self.start_backoff = start_backoff
+        self.lazy = lazy
         self.fetches = 0
         self._last_on_demand: float | None = None
         self._clock = clock
         self._pending: asyncio.Task[bool] | None = None
+        self._start_lock = asyncio.Lock()
+        self._start_failures = 0
+        self._next_start_attempt = float("-inf")
 
     @property
     def refresh_interval(self) -> float:
@@ -199,6 +212,39 @@ class JwksClient(Poller):
         if len(self.keyset) == 0:
             raise JwksUnavailable(f"could not fetch the JWKS from {self.url}: {self.last_error}")
         self.start_polling()
+
+    @property
+    def started(self) -> bool:
+        """True once a key set is loaded and the background refresh runs."""
+        return self._task is not None
+
+    async def ensure_started(self) -> None:
+        """Start a ``lazy`` client on first use; a no-op for a started or non-lazy client.
+
+        Until a key set with at least one usable key has been fetched every call raises
+        :class:`JwksUnavailable` (the service's fault, not the caller's). Fetch attempts are spaced
+        ``start_backoff`` apart, doubling up to ``min_refresh_interval``, and concurrent callers
+        share one, so a burst of requests during an outage is not a burst of fetches.
+        """
+        if self.started or not self.lazy:
+            return
+        async with self._start_lock:
+            await self._start_lazily()
+
+    async def _start_lazily(self) -> None:
+        if self.started:  # another caller started it while this one waited for the lock
+            return
+        now = self._clock()
+        if now >= self._next_start_attempt:
+            if await self.refresh(force=True) and len(self.keyset) > 0:
+                self._start_failures = 0
+                self.start_polling()
+                return
+            backoff = self.start_backoff * 2**self._start_failures
+            self._next_start_attempt = now + min(backoff, self.min_refresh_interval)
+            self._start_failures += 1
+        why = self.last_error or "it has no usable signing key"
+        raise JwksUnavailable(f"could not fetch the JWKS from {self.url}: {why}")
 
     async def stop(self) -> None:
         if self._pending is not None:
@@ -247,15 +293,19 @@ class TokenVerifier:
 
     ``verify`` raises a :class:`~edgeway.security.errors.TokenError` subclass whose ``reason`` the
     caller turns into a 401. ``verify_async`` additionally refreshes the JWKS once (rate-limited)
-    when the ``kid`` is unknown, for tokens signed by a key rotated in since the last fetch.
+    when the ``kid`` is unknown, for tokens signed by a key rotated in since the last fetch, and
+    starts a ``lazy`` :class:`JwksClient`.
+
+    ``issuer``/``audience`` ``None`` turns that check off (the service kit, when no issuer or
+    audience is configured); they must be given explicitly, so no check is skipped by omission.
     """
 
     def __init__(
         self,
         keys: KeySet | JwksClient,
         *,
-        issuer: str | Iterable[str],
-        audience: str | Iterable[str],
+        issuer: str | Iterable[str] | None,
+        audience: str | Iterable[str] | None,
         leeway: float = 30.0,
         algorithms: Iterable[str] = ALGORITHMS,
         revocations: RevocationList | None = None,
@@ -266,10 +316,10 @@ class TokenVerifier:
     ) -> None:
         self.jwks = keys if isinstance(keys, JwksClient) else None
         self.keys = keys.keyset if isinstance(keys, JwksClient) else keys
-        self.issuers = frozenset([issuer] if isinstance(issuer, str) else issuer)
-        self.audiences = frozenset([audience] if isinstance(audience, str) else audience)
-        if not self.issuers or not self.audiences:
-            raise ValueError("TokenVerifier needs at least one issuer and one audience")
+        self.issuers = _accepted(issuer)
+        self.audiences = _accepted(audience)
+        if self.issuers == frozenset() or self.audiences == frozenset():
+            raise ValueError("TokenVerifier needs at least one issuer and one audience, or None")
         unknown = set(algorithms) - set(ALGORITHMS)
         if unknown:
             raise ValueError(f"algorithms {sorted(unknown)} are not allowed; choose from {ALGORITHMS}")
@@ -315,6 +365,8 @@ class TokenVerifier:
         return claims
 
     async def verify_async(self, token: str | bytes | None) -> Claims:
+        if self.jwks is not None:
+            await self.jwks.ensure_started()
         try:
             return self.verify(token)
         except TokenUnknownKey:
@@ -378,11 +430,16 @@ class TokenVerifier:
             if now + leeway < iat:
                 raise TokenNotYetValid("token was issued in the future (iat)")
         iss = payload.get("iss")
-        if iss not in self.issuers:
-            raise TokenInvalid("bad_issuer", f"token rejected: issuer {iss!r} is not trusted")
+        if self.issuers is not None:
+            if iss not in self.issuers:
+                raise TokenInvalid("bad_issuer", f"token rejected: issuer {iss!r} is not trusted")
+        elif iss is not None and not isinstance(iss, str):
+            raise TokenInvalid("malformed", "'iss' is not a string")
         aud = payload.get("aud")
         audiences = (aud,) if isinstance(aud, str) else tuple(aud) if isinstance(aud, list) else ()
-        if not self.audiences.intersection(a for a in audiences if isinstance(a, str)):
+        if self.audiences is not None and not self.audiences.intersection(
+            a for a in audiences if isinstance(a, str)
+        ):
             raise TokenInvalid("bad_audience", "token rejected: not meant for this audience")
         sub = payload.get("sub")
         if not isinstance(sub, str) or not sub:
@@ -394,23 +451,37 @@ class TokenVerifier:
             raise TokenInvalid("missing_jti", "token rejected: no 'jti' claim (it could not be revoked)")
         if jti is not None and jti in self.revocations:
             raise TokenRevoked()
-        scope = payload.get("scope", "")
-        roles = payload.get("roles", [])
+        roles, scopes = roles_and_scopes(payload)
         return Claims(
             sub=sub,
-            iss=iss,
+            iss=iss or "",
             aud=audiences,
             exp=exp,
             iat=iat,
             nbf=nbf,
             jti=jti,
-            scopes=frozenset(scope.split()) if isinstance(scope, str) else frozenset(),
-            roles=frozenset(r for r in roles if isinstance(r, str))
-            if isinstance(roles, list)
-            else frozenset(),
+            scopes=scopes,
+            roles=roles,
             raw=MappingProxyType(payload),
             kid=kid,
         )
+
+
+def roles_and_scopes(claims: Mapping[str, Any]) -> tuple[frozenset[str], frozenset[str]]:
+    """The ``roles`` (a list) and the ``scope`` (one space-separated string) of a token's claims;
+    a claim of another shape counts as empty."""
+    roles = claims.get("roles", [])
+    scope = claims.get("scope", "")
+    return (
+        frozenset(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else frozenset(),
+        frozenset(scope.split()) if isinstance(scope, str) else frozenset(),
+    )
+
+
+def _accepted(values: str | Iterable[str] | None) -> frozenset[str] | None:
+    if values is None:
+        return None
+    return frozenset([values] if isinstance(values, str) else values)
 
 
 def _is_number(value: object) -> TypeGuard[float]:

@@ -55,7 +55,6 @@ from edgeway.service.errors import RegistryError
 from edgeway.service.flags import Flags
 from edgeway.service.health import CheckFn, Health
 from edgeway.service.identity import IdentityConfig, JwksVerifier, TokenVerifier
-from edgeway.service.jwks import JwksCache
 from edgeway.service.middleware import RequestContextMiddleware
 from edgeway.service.problems import install_problem_handlers
 from edgeway.service.registry import Instance, Registration, Registry
@@ -84,10 +83,12 @@ class ServiceKit:
         self.health = Health()
         self.metrics = Metrics(name)
         self.tracing = tracing if tracing is not None else Tracing(name)
-        self.jwks: JwksCache | None = None
         if verifier is None and settings.jwks_url:
-            self.jwks = JwksCache(settings.jwks_url)
-            verifier = JwksVerifier(self.jwks, issuer=settings.token_issuer, audience=settings.token_audience)
+            verifier = JwksVerifier.from_jwks_url(
+                settings.jwks_url, issuer=settings.token_issuer, audience=settings.token_audience
+            )
+        # Built here or passed in, its JWKS refresh runs until the app stops.
+        self._jwks_verifier = verifier if isinstance(verifier, JwksVerifier) else None
         self.identity = IdentityConfig(verifier, settings.trust_gateway_headers)
         self.config: ConfigStore | None = None
         self.flags: Flags = Flags({})
@@ -186,8 +187,8 @@ class ServiceKit:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
-        if self.jwks is not None:
-            await self.jwks.aclose()
+        if self._jwks_verifier is not None:
+            await self._jwks_verifier.aclose()
         self.flags.close()
         for store in (self._flag_store, self.config):
             if store is not None:

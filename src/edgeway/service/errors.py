@@ -18,8 +18,8 @@
         └── PeerResponseError         the peer answered with an error status (typed calls only)
 
 Each maps to one RFC 9457 problem response in :mod:`edgeway.service.problems`. Errors from
-third-party libraries (httpx, nats-py, PyJWT) are caught at the boundary and re-raised as these,
-with the original as ``__cause__``.
+third-party libraries (httpx, nats-py) and from :mod:`edgeway.security` (token verification) are
+caught at the boundary and re-raised as these, with the original as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,14 @@ class IdentityError(ServiceKitError):
 
 
 class AuthenticationError(IdentityError):
+    """401. ``reason`` is a short machine code (``missing``, ``expired``, ``bad_signature``...), the
+    same codes the gateway and :mod:`edgeway.security` use."""
+
     status = 401
+
+    def __init__(self, message: str, reason: str = "invalid_token") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class PermissionDeniedError(IdentityError):

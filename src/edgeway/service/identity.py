@@ -5,13 +5,16 @@ the claims it read from it in headers (:data:`SUBJECT_HEADER` and friends). A se
 take those headers on trust by default: a request that reached it without passing the gateway
 could carry anything. So:
 
-- with an ``Authorization: Bearer`` token, the token is verified locally against the security
-  service's JWKS (fetched once and cached; no call per request): signature, algorithm in the
-  allow-list (EdDSA, ES256; never ``none`` or HMAC), ``exp``/``nbf``, ``iss`` and ``aud``. If
-  forwarded claim headers are present too, their subject must match the token's;
+- with an ``Authorization: Bearer`` token, the token is verified locally by the same verifier the
+  gateway uses (:class:`edgeway.security.verify.TokenVerifier`) against the security service's
+  JWKS (fetched on first use, refreshed in the background; no call per request): signature,
+  algorithm in the allow-list (EdDSA, ES256; never ``none`` or HMAC), ``exp``/``nbf``/``iat``,
+  ``iss`` and ``aud`` when configured. If forwarded claim headers are present too, their subject
+  must match the token's;
 - without a token, the forwarded headers are used only when the app is configured with
   ``trust_gateway_headers=True`` (a network policy guarantees only the gateway reaches it);
-- otherwise the request is rejected with 401 (problem+json, ``WWW-Authenticate: Bearer``).
+- otherwise the request is rejected with 401 (problem+json with a ``reason``,
+  ``WWW-Authenticate: Bearer``).
 
 Claims follow the security service's token format: ``sub``, ``roles`` (a list), ``scope`` (one
 space-separated string).
@@ -25,12 +28,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
-import jwt
+import httpx
 import orjson
 from fastapi import Depends, Request
 
-from edgeway.service.errors import AuthenticationError, PermissionDeniedError
-from edgeway.service.jwks import JwksCache
+from edgeway.security import verify as security
+from edgeway.security.errors import JwksUnavailable, TokenError, TokenMissing
+from edgeway.security.keys import ALGORITHMS
+from edgeway.service.errors import AuthenticationError, JwksUnavailableError, PermissionDeniedError
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
@@ -48,7 +53,7 @@ __all__ = [
     "require_scopes",
 ]
 
-ALLOWED_ALGORITHMS = ("EdDSA", "ES256")
+ALLOWED_ALGORITHMS = ALGORITHMS
 SUBJECT_HEADER = "x-edgeway-subject"
 ROLES_HEADER = "x-edgeway-roles"  # comma-separated
 SCOPES_HEADER = "x-edgeway-scopes"  # space-separated, like the scope claim
@@ -78,66 +83,67 @@ class Identity:
 
 
 class JwksVerifier:
-    """Verifies EdDSA/ES256 JWTs against a cached JWKS, with iss/aud/exp checks."""
+    """The built-in :class:`TokenVerifier`: :class:`edgeway.security.verify.TokenVerifier` (the
+    gateway's, with its verified-token cache) behind the kit's protocol and errors.
 
-    def __init__(
-        self,
-        jwks: JwksCache,
+    Token errors become :class:`AuthenticationError` with the security library's ``reason``; no
+    key set (the JWKS never fetched) becomes :class:`JwksUnavailableError`, a 503.
+    """
+
+    def __init__(self, verifier: security.TokenVerifier) -> None:
+        self.verifier = verifier
+
+    @classmethod
+    def from_jwks_url(
+        cls,
+        url: str,
         *,
         issuer: str | None,
         audience: str | None,
         algorithms: tuple[str, ...] = ALLOWED_ALGORITHMS,
         leeway: float = 30.0,
-    ) -> None:
-        unsafe = set(algorithms) - set(ALLOWED_ALGORITHMS)
-        if unsafe:
-            raise ValueError(f"algorithms {sorted(unsafe)} are not allowed; use {ALLOWED_ALGORITHMS}")
-        self.jwks = jwks
-        self.issuer = issuer
-        self.audience = audience
-        self.algorithms = algorithms
-        self.leeway = leeway
+        require_jti: bool = False,
+        refresh_interval: float = 300.0,
+        min_refresh_interval: float = 10.0,
+        http: httpx.AsyncClient | None = None,
+    ) -> JwksVerifier:
+        """A verifier whose JWKS is fetched on the first token (the service starts without the
+        security service), then every ``refresh_interval`` and on an unknown ``kid`` at most once
+        per ``min_refresh_interval``. ``issuer``/``audience`` ``None``: that claim is not checked."""
+        jwks = security.JwksClient(
+            url,
+            refresh_interval=refresh_interval,
+            min_refresh_interval=min_refresh_interval,
+            client=http,
+            lazy=True,
+        )
+        return cls(
+            security.TokenVerifier(
+                jwks,
+                issuer=issuer,
+                audience=audience,
+                algorithms=algorithms,
+                leeway=leeway,
+                require_jti=require_jti,
+            )
+        )
+
+    @property
+    def jwks(self) -> security.JwksClient | None:
+        return self.verifier.jwks
 
     async def verify(self, token: str) -> dict[str, Any]:
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise AuthenticationError(f"malformed token: {exc}") from exc
-        alg = header.get("alg")
-        if alg not in self.algorithms:
-            raise AuthenticationError(
-                f"token algorithm {alg!r} is not accepted; expected one of {self.algorithms}"
-            )
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise AuthenticationError("token has no key id (kid) in its header")
-        key = await self.jwks.key(kid)
-        required = ["exp", "sub"]
-        if self.issuer is not None:
-            required.append("iss")
-        if self.audience is not None:
-            required.append("aud")
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key.key,
-                algorithms=[alg],
-                audience=self.audience,
-                issuer=self.issuer,
-                leeway=self.leeway,
-                options={"require": required, "verify_aud": self.audience is not None},
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise AuthenticationError("token has expired") from exc
-        except jwt.InvalidAudienceError as exc:
-            raise AuthenticationError(
-                f"token is not meant for this service (audience {self.audience!r})"
-            ) from exc
-        except jwt.InvalidIssuerError as exc:
-            raise AuthenticationError(f"token was not issued by {self.issuer!r}") from exc
-        except jwt.PyJWTError as exc:
-            raise AuthenticationError(f"token rejected: {exc}") from exc
-        return claims
+            claims = await self.verifier.verify_async(token)
+        except TokenError as exc:
+            raise AuthenticationError(str(exc), exc.reason) from exc
+        except JwksUnavailable as exc:
+            raise JwksUnavailableError(str(exc)) from exc
+        return dict(claims.raw)
+
+    async def aclose(self) -> None:
+        if self.verifier.jwks is not None:
+            await self.verifier.jwks.stop()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,16 +157,10 @@ class IdentityConfig:
 def identity_from_claims(claims: Mapping[str, Any], token: str | None) -> Identity:
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
-        raise AuthenticationError("token has no subject (sub)")
-    roles = claims.get("roles", [])
-    scope = claims.get("scope", "")
+        raise AuthenticationError("token has no subject (sub)", "missing_sub")
+    roles, scopes = security.roles_and_scopes(claims)
     return Identity(
-        subject=subject,
-        roles=frozenset(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else frozenset(),
-        scopes=frozenset(scope.split()) if isinstance(scope, str) else frozenset(),
-        claims=dict(claims),
-        token=token,
-        source="token",
+        subject=subject, roles=roles, scopes=scopes, claims=dict(claims), token=token, source="token"
     )
 
 
@@ -174,9 +174,9 @@ def identity_from_headers(headers: Mapping[str, str]) -> Identity | None:
         try:
             decoded = orjson.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
         except (binascii.Error, ValueError) as exc:
-            raise AuthenticationError(f"{CLAIMS_HEADER} is not base64url-encoded JSON") from exc
+            raise AuthenticationError(f"{CLAIMS_HEADER} is not base64url-encoded JSON", "malformed") from exc
         if not isinstance(decoded, dict):
-            raise AuthenticationError(f"{CLAIMS_HEADER} must encode a JSON object")
+            raise AuthenticationError(f"{CLAIMS_HEADER} must encode a JSON object", "malformed")
         claims = decoded
     roles = frozenset(r.strip() for r in headers.get(ROLES_HEADER, "").split(",") if r.strip())
     scopes = frozenset(headers.get(SCOPES_HEADER, "").split())
@@ -188,10 +188,10 @@ def _bearer(request: Request) -> str | None:
     value = request.headers.get("authorization")
     if value is None:
         return None
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationError("the Authorization header must be 'Bearer <token>'")
-    return token.strip()
+    try:
+        return str(security.bearer_token(value))
+    except TokenMissing as exc:
+        raise AuthenticationError("the Authorization header must be 'Bearer <token>'", exc.reason) from exc
 
 
 async def current_identity(request: Request) -> Identity:
@@ -201,19 +201,25 @@ async def current_identity(request: Request) -> Identity:
         return cached
     config = getattr(request.app.state, "edgeway_identity", None)
     if not isinstance(config, IdentityConfig):
-        raise AuthenticationError("this service is not configured to identify callers (no JWKS URL)")
+        raise AuthenticationError(
+            "this service is not configured to identify callers (no JWKS URL)", "not_configured"
+        )
     token = _bearer(request)
     forwarded = identity_from_headers(request.headers)
     if token is not None:
         if config.verifier is None:
-            raise AuthenticationError("this service cannot verify tokens: set EDGEWAY_JWKS_URL")
+            raise AuthenticationError(
+                "this service cannot verify tokens: set EDGEWAY_JWKS_URL", "not_configured"
+            )
         identity = identity_from_claims(await config.verifier.verify(token), token)
         if forwarded is not None and forwarded.subject != identity.subject:
-            raise AuthenticationError("forwarded subject does not match the token's subject")
+            raise AuthenticationError(
+                "forwarded subject does not match the token's subject", "subject_mismatch"
+            )
     elif forwarded is not None and config.trust_gateway_headers:
         identity = forwarded
     else:
-        raise AuthenticationError("authentication required: send 'Authorization: Bearer <token>'")
+        raise AuthenticationError("authentication required: send 'Authorization: Bearer <token>'", "missing")
     request.state.edgeway_identity = identity
     return identity
 

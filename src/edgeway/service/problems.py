@@ -129,11 +129,15 @@ async def _on_validation(request: Request, exc: Exception) -> Response:
 
 
 async def _on_authentication(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AuthenticationError)
+    # RFC 6750 3.1: a request without credentials gets no error code, a bad token invalid_token.
+    challenge = "Bearer" if exc.reason == "missing" else 'Bearer error="invalid_token"'
     return problem_response(
         401,
         str(exc),
         instance=request.url.path,
-        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        headers={"WWW-Authenticate": challenge},
+        reason=exc.reason,
     )
 
 
