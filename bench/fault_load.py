@@ -3,8 +3,10 @@
 wrk reports totals; a fault scenario needs the timeline (when did errors stop after the kill,
 which instance served each request after the restart), so this load generator is a plain
 asyncio client: ``connections`` keep-alive connections, each sending its next GET as soon as
-the previous answer is in. A request that fails at the socket level (refused, reset, no answer
-within ``request_timeout``) is recorded with status 0 and the connection is opened again.
+the previous answer is in (or, with ``rate``, paced so all of them together send about ``rate``
+requests per second: steady load that leaves the machine room for other work). A request that
+fails at the socket level (refused, reset, no answer within ``request_timeout``) is recorded
+with status 0 and the connection is opened again.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class Load:
     path: str = "/load"
     request_timeout: float = 10.0
     host: str = "127.0.0.1"
+    rate: float | None = None  # requests per second over all connections; None: as fast as answered
     samples: list[Sample] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -111,7 +114,14 @@ class Load:
         loop = asyncio.get_running_loop()
         writer: asyncio.StreamWriter | None = None
         reader: asyncio.StreamReader | None = None
+        interval = self.connections / self.rate if self.rate else 0.0
+        next_send = loop.time()
         while not self._stop.is_set():
+            if interval:
+                next_send += interval
+                pause = next_send - loop.time()
+                if pause > 0:
+                    await asyncio.sleep(pause)
             sent = loop.time()
             try:
                 async with asyncio.timeout(self.request_timeout):

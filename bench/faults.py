@@ -163,7 +163,13 @@ def _round(value: float | None, digits: int = 3) -> float | None:
 
 
 async def kill_scenario(
-    workdir: Path, *, connections: int = 16, before: float = 2.0, down: float = 3.0, after: float = 3.0
+    workdir: Path,
+    *,
+    connections: int = 16,
+    before: float = 2.0,
+    down: float = 3.0,
+    after: float = 3.0,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     """SIGKILL one of two instances under load, start it again; errors and recovery times."""
     ports = {"a": free_port(), "b": free_port()}
@@ -186,7 +192,7 @@ async def kill_scenario(
     survivor = backend(workdir, "b", ports["b"])
     gw = gateway(workdir / "kill", cfg)
     async with running(victim, survivor, gw):
-        load = Load(gport, connections)
+        load = Load(gport, connections, rate=rate)
         load.start()
         await asyncio.sleep(before)
         os.kill(victim.pid, signal.SIGKILL)
@@ -233,7 +239,13 @@ def _kill_figures(
 
 
 async def hang_scenario(
-    workdir: Path, *, connections: int = 8, before: float = 1.0, hang: float = 3.0, after: float = 2.0
+    workdir: Path,
+    *,
+    connections: int = 8,
+    before: float = 1.0,
+    hang: float = 3.0,
+    after: float = 2.0,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     """The only instance stops answering, then recovers: the breaker opens, answers fast, closes."""
     port, gport, admin = free_port(), free_port(), free_port()
@@ -248,7 +260,7 @@ async def hang_scenario(
         },
     )
     async with running(backend(workdir, "h", port), gateway(workdir / "hang", cfg)):
-        load = Load(gport, connections)
+        load = Load(gport, connections, rate=rate)
         load.start()
         await asyncio.sleep(before)
         await set_mode(port, "hang", reset=True)
@@ -289,7 +301,12 @@ def _hang_figures(
 
 
 async def flaky_scenario(
-    workdir: Path, *, connections: int = 8, duration: float = 4.0, budget_percent: float = 20.0
+    workdir: Path,
+    *,
+    connections: int = 8,
+    duration: float = 4.0,
+    budget_percent: float = 20.0,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     """Two instances failing half their requests with 500; retries within the budget."""
     ports = [free_port(), free_port()]
@@ -309,7 +326,7 @@ async def flaky_scenario(
         for i, p in enumerate(ports)
     ]
     async with running(*flaky, gateway(workdir / f"flaky-{budget_percent:g}", cfg)):
-        load = Load(gport, connections)
+        load = Load(gport, connections, rate=rate)
         load.start()
         await asyncio.sleep(duration)
         samples = await load.stop()

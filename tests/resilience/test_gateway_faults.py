@@ -14,12 +14,14 @@ ensure_bench_importable()
 
 from bench import faults  # noqa: E402
 
-# Each scenario saturates the machine for a few seconds: never two at once.
+# Never two scenarios at once, and paced load (RATE requests/s) rather than as fast as the
+# gateway answers, so the rest of the suite keeps running beside them on 2 cores.
 pytestmark = pytest.mark.xdist_group("gateway-faults")
+RATE = 1500.0
 
 
 async def test_killing_one_of_two_instances_loses_almost_nothing_and_it_rejoins(tmp_path: Path) -> None:
-    result = await faults.kill_scenario(tmp_path, connections=8, before=1.0, down=2.5, after=2.0)
+    result = await faults.kill_scenario(tmp_path, connections=8, before=1.0, down=2.5, after=2.0, rate=RATE)
     assert result["requests"] > 1000
     assert result["errors_before_kill"] == 0
     assert result["kill_error_rate"] <= 0.001, result
@@ -31,7 +33,7 @@ async def test_killing_one_of_two_instances_loses_almost_nothing_and_it_rejoins(
 
 
 async def test_a_hanging_instance_opens_the_breaker_which_answers_fast_then_closes(tmp_path: Path) -> None:
-    result = await faults.hang_scenario(tmp_path, connections=8, before=0.5, hang=2.5, after=1.5)
+    result = await faults.hang_scenario(tmp_path, connections=8, before=0.5, hang=2.5, after=1.5, rate=RATE)
     assert result["open_s"] is not None, result
     assert result["open_s"] < 1.0, result  # the first-byte timeout (300 ms) and three failures
     assert result["answered_fast"] > 10 * result["timed_out"], result
@@ -44,7 +46,9 @@ async def test_a_hanging_instance_opens_the_breaker_which_answers_fast_then_clos
 
 
 async def test_retries_against_a_half_failing_service_stay_within_the_budget(tmp_path: Path) -> None:
-    result = await faults.flaky_scenario(tmp_path, connections=8, duration=2.5, budget_percent=20.0)
+    result = await faults.flaky_scenario(
+        tmp_path, connections=8, duration=2.5, budget_percent=20.0, rate=RATE
+    )
     assert result["requests"] > 500
     assert result["retry_share"] <= result["budget_cap_share"] + 0.001, result  # no retry storm
     assert result["budget_refusals"] > 0, result  # the budget, not the attempt count, was the limit
