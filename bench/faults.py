@@ -50,6 +50,9 @@ from bench.legs import say
 from bench.report import Target, print_targets, targets_dict
 
 RELOAD_MODULE = "edgeway.gateway.reload"
+# Seconds a process may take to listen: generous, a gateway worker on a loaded 2-core machine
+# has been seen to need more than the harness's default 15 s.
+START_TIMEOUT_S = 30.0
 
 
 # --------------------------------------------------------------------------- processes
@@ -92,7 +95,7 @@ async def running(*processes: ManagedProcess) -> AsyncIterator[None]:
     started: list[ManagedProcess] = []
     try:
         for p in processes:
-            await asyncio.to_thread(p.start)
+            await asyncio.to_thread(p.start, START_TIMEOUT_S)
             started.append(p)
         yield
     finally:
