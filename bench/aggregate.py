@@ -10,8 +10,7 @@ Each backend adds ``delay_ms`` to every response. Targets: edgeway's p50 within 
 delay (the calls run in parallel, not in sequence) at the lowest connection count, and edgeway >=
 2.5x the aiohttp composition's requests/s at the highest (see :func:`summarize` for why two).
 
-The edgeway leg needs the aggregate endpoint of the gateway config; :func:`edgeway_config` is the
-one place to write it once the schema has it, and until then the leg is skipped with that reason.
+The edgeway leg serves the aggregate endpoint of :func:`edgeway_config`.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from bench import gateway
-from bench.errors import BenchError
 from bench.harness import ManagedProcess, free_port, machine, python_module, raise_fd_limit, require_tool
 from bench.legs import Leg, Outcome, Settings, ratio, run_legs, say
 from bench.proxy import backend_process, finish_workdir
@@ -32,14 +30,30 @@ BACKENDS = ("users", "orders", "offers")
 DEFAULT_CONNECTIONS = (32, 256)
 
 
-def edgeway_config(*, port: int, backends: Mapping[str, str]) -> dict[str, Any] | None:
+def edgeway_config(*, port: int, backends: Mapping[str, str]) -> dict[str, Any]:
     """The gateway config with one aggregate endpoint over ``backends`` (name -> base URL).
 
-    None while the gateway has no aggregate endpoints: the leg is then skipped, not failed.
-    Fill this in with the aggregation schema of issue 3: ``GET /`` calling ``/`` on every
-    backend in parallel, merging their (distinct) top-level keys.
+    ``GET /`` calls ``/`` on every backend in parallel and merges their top-level keys, the same
+    job as the aiohttp composition. Each backend answers ``{"<name>": {...}}``, so each call
+    declares the key it contributes (``allow``): strict merging then proves at load time that
+    no call can overwrite another's data.
     """
-    return None
+    return {
+        "version": 1,
+        "name": "bench-aggregate",
+        "listen": {"host": "127.0.0.1", "port": port},
+        "admin": None,
+        "services": {name: {"instances": [url]} for name, url in backends.items()},
+        "routes": [
+            {
+                "id": "screen",
+                "match": {"path": "/", "methods": ["GET"]},
+                "aggregate": {
+                    "calls": {name: {"service": name, "path": "/", "allow": [name]} for name in backends},
+                },
+            }
+        ],
+    }
 
 
 def compose_process(directory: Path, *, port: int, upstreams: Sequence[str]) -> ManagedProcess:
@@ -53,18 +67,10 @@ def compose_process(directory: Path, *, port: int, upstreams: Sequence[str]) -> 
 
 def legs(backends: Mapping[str, str]) -> list[Leg]:
     urls = list(backends.values())
-    probe = edgeway_config(port=0, backends=backends)
-    edgeway_skip = gateway.unavailable_reason() or (
-        "the gateway has no aggregate endpoints yet (bench.aggregate.edgeway_config returns None)"
-        if probe is None
-        else None
-    )
+    edgeway_skip = gateway.unavailable_reason()
 
     def start_edgeway(d: Path) -> ManagedProcess:
-        config = edgeway_config(port=free_port(), backends=backends)
-        if config is None:  # decided before the run; kept for the type checker
-            raise BenchError(edgeway_skip or "no aggregate config for the gateway")
-        return gateway.process(d, config).start()
+        return gateway.process(d, edgeway_config(port=free_port(), backends=backends)).start()
 
     def start_aiohttp(d: Path) -> ManagedProcess:
         return compose_process(d, port=free_port(), upstreams=urls).start()
@@ -89,6 +95,11 @@ def summarize(outcomes: Mapping[str, Outcome], settings: Settings, delay_ms: flo
     edgeway_p50 = metric("edgeway", "p50_ms", lat_c)
     overhead = None if edgeway_p50 is None else round(edgeway_p50 - delay_ms, 3)
     edgeway_rps, aiohttp_rps = metric("edgeway", "rps", thr_c), metric("aiohttp", "rps", thr_c)
+
+    def cpu(name: str) -> float | None:
+        o = outcomes.get(name)
+        return None if o is None else o.cpu_us_per_request(thr_c)
+
     targets = [
         Target(f"edgeway p50 - backend delay at {lat_c} conns (ms)", overhead, "<=", 1.5),
         Target(f"edgeway/aiohttp at {thr_c} conns", ratio(edgeway_rps, aiohttp_rps), ">=", 2.5),
@@ -100,6 +111,11 @@ def summarize(outcomes: Mapping[str, Outcome], settings: Settings, delay_ms: flo
         "ratio_aiohttp": ratio(edgeway_rps, aiohttp_rps),
         "p50_ms": edgeway_p50,
         "backend_delay_ms": delay_ms,
+        "edgeway_cpu_us": cpu("edgeway"),
+        "aiohttp_cpu_us": cpu("aiohttp"),
+        # CPU per request of the aiohttp composition over edgeway's: the throughput ratio a
+        # CPU-bound, otherwise idle machine would show, and stable when other work shares the cores.
+        "cpu_ratio_aiohttp": ratio(cpu("aiohttp"), cpu("edgeway")),
         "failed": bool(failed),
         "details": {
             "machine": machine(),
@@ -150,6 +166,7 @@ def run(
     targets: list[Target] = result.pop("_targets")
     summary = [
         ("edgeway / aiohttp", show(result["ratio_aiohttp"])),
+        ("CPU per request: aiohttp / edgeway", show(result["cpu_ratio_aiohttp"])),
         ("edgeway p50", show(result["p50_ms"], " ms")),
         ("aiohttp p50", show(result["details"]["aiohttp_p50_ms"], " ms")),
         ("backend delay", f"{delay_ms:g} ms x {len(BACKENDS)} in parallel"),

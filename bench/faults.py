@@ -14,9 +14,10 @@ the :mod:`bench.fault_load` client holding steady keep-alive load while the faul
 - **flaky**: two instances each failing half their requests with 500; retries on ``retry_on:
   [500]`` within a 20 % retry budget. Reported: upstream requests per client request (the retry
   amplification), the success rate, and the same with the budget at 100 % for comparison.
-- **reload**: needs live reload (``edgeway.gateway.reload``); until it exists the scenario is
-  skipped with the reason and ``reload_failed`` is null. With it, the config is rewritten and
-  the gateway sent SIGHUP 50 times under load; ``reload_failed`` counts failed requests.
+- **reload**: 50 config changes (a response header set to the generation) applied one after
+  another through the admin API (``edgeway.gateway.reload.request_reload``) under load;
+  ``reload_failed`` counts failed requests, and the last change must be in effect. Skipped,
+  with ``reload_failed`` null, in an edgeway without live reload.
 
 The scenario functions are also what ``tests/resilience/test_gateway_faults.py`` runs, with
 shorter timelines, and asserts on.
@@ -103,8 +104,8 @@ async def running(*processes: ManagedProcess) -> AsyncIterator[None]:
             await asyncio.to_thread(p.stop)
 
 
-async def http_get(port: int, target: str) -> tuple[int, bytes]:
-    """A one-off GET on its own connection: (status, body)."""
+async def fetch(port: int, target: str) -> tuple[int, bytes, bytes]:
+    """A one-off GET on its own connection: (status, head, body)."""
     r, w = await asyncio.open_connection("127.0.0.1", port)
     try:
         w.write(f"GET {target} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n".encode())
@@ -112,7 +113,13 @@ async def http_get(port: int, target: str) -> tuple[int, bytes]:
     finally:
         w.close()
     head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body
+    return int(head.split(b" ", 2)[1]), head, body
+
+
+async def http_get(port: int, target: str) -> tuple[int, bytes]:
+    """A one-off GET on its own connection: (status, body)."""
+    status, _, body = await fetch(port, target)
+    return status, body
 
 
 async def backend_stats(port: int, *, reset: bool = False) -> dict[str, Any]:
@@ -352,30 +359,46 @@ async def flaky_scenario(
     }
 
 
-async def reload_scenario(workdir: Path, *, connections: int = 8, reloads: int = 50) -> dict[str, Any]:
-    """50 config reloads (file rewritten, SIGHUP) under load; skipped until live reload exists."""
+async def reload_scenario(
+    workdir: Path, *, connections: int = 8, reloads: int = 50, rate: float | None = None
+) -> dict[str, Any]:
+    """``reloads`` config changes applied through the admin API under load; failed requests."""
     if importlib.util.find_spec(RELOAD_MODULE) is None:
-        return {
-            "skipped": f"{RELOAD_MODULE} is not available yet (live reload comes with the discovery work)"
-        }
-    port, gport = free_port(), free_port()
-    cfg = gateway_config(gport, free_port(), [port])
-    gw = gateway(workdir / "reload", cfg)
-    async with running(backend(workdir, "r", port), gw):
-        load = Load(gport, connections)
+        return {"skipped": f"{RELOAD_MODULE} is not available (live reload is not built in this edgeway)"}
+    from edgeway.gateway.reload import ReloadRefused, request_reload
+
+    port, gport, admin = free_port(), free_port(), free_port()
+    cfg = gateway_config(gport, admin, [port], retry={"attempts": 2}, breaker={})
+    cfg["reload"] = {"watch": False}  # reloads come from the admin API only, one at a time
+    directory = workdir / "reload"
+    refused: list[str] = []
+    generation = 0
+    async with running(backend(workdir, "r", port), gateway(directory, cfg)):
+        load = Load(gport, connections, rate=rate)
         load.start()
         await asyncio.sleep(0.5)
-        for i in range(reloads):
-            route = cfg["routes"][0]
-            route["proxy"]["response_headers"] = {"set": {"x-config-generation": str(i)}}
-            write_config(workdir / "reload", cfg)
-            os.kill(gw.pid, signal.SIGHUP)
-            await asyncio.sleep(0.1)
+        started = load.now()
+        for i in range(1, reloads + 1):
+            cfg["routes"][0]["proxy"]["response_headers"] = {"set": {"x-config-generation": str(i)}}
+            write_config(directory, cfg)
+            try:
+                generation = int((await request_reload("127.0.0.1", admin))["generation"])
+            except ReloadRefused as exc:
+                refused.append(str(exc))
+        took = load.now() - started
         await asyncio.sleep(0.5)
         samples = await load.stop()
-        alive = gw.alive()
-    failed = sum(1 for s in samples if not s.ok)
-    return {"reloads": reloads, "requests": len(samples), "failed": failed, "gateway_survived": alive}
+        _, head, _ = await fetch(gport, "/after-reloads")
+    return {
+        "reloads": reloads,
+        "refused": len(refused),
+        "refusals": refused[:3],
+        "generation": generation,
+        "took_effect": f"x-config-generation: {reloads}".encode() in head.lower(),
+        "reloads_per_s": round(reloads / took, 1) if took > 0 else None,
+        "requests": len(samples),
+        "failed": sum(1 for s in samples if not s.ok),
+    }
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -407,7 +430,7 @@ async def _run_all(workdir: Path, scale: float) -> dict[str, Any]:
     flaky = await flaky_scenario(workdir, duration=4.0 * scale)
     say("flaky: the same with the budget at 100 % (for comparison)")
     unbounded = await flaky_scenario(workdir, duration=4.0 * scale, budget_percent=100.0)
-    say("reload: 50 reloads under load")
+    say("reload: 50 config reloads under load")
     reload = await reload_scenario(workdir)
     return {
         "kill_error_rate": kill["kill_error_rate"],

@@ -53,3 +53,12 @@ async def test_retries_against_a_half_failing_service_stay_within_the_budget(tmp
     assert result["retry_share"] <= result["budget_cap_share"] + 0.001, result  # no retry storm
     assert result["budget_refusals"] > 0, result  # the budget, not the attempt count, was the limit
     assert result["success_rate"] > 0.55, result  # the retries that were made did help
+
+
+async def test_reloads_under_load_fail_no_request_and_take_effect(tmp_path: Path) -> None:
+    result = await faults.reload_scenario(tmp_path, connections=8, reloads=10, rate=RATE)
+    assert "skipped" not in result, result
+    assert result["refused"] == 0, result
+    assert result["took_effect"], result
+    assert result["requests"] > 500
+    assert result["failed"] == 0, result

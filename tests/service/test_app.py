@@ -15,9 +15,9 @@ from fastapi import FastAPI
 from servers import serve
 
 from conftest import free_port, require
+from edgeway.discovery.registry import Registry
 from edgeway.observability.logs import setup_logging
 from edgeway.service import Kit, ServiceSettings, create_app, kit_of
-from edgeway.service.registry import Registry
 
 NATS_URL = "nats://127.0.0.1:4222"
 

@@ -1,28 +1,44 @@
 """The admin port: /healthz (the process runs), /readyz (it can serve), /routes (what it serves),
-/metrics (Prometheus exposition of the gateway's metrics).
+/metrics (Prometheus exposition of the gateway's metrics) and ``POST /reload`` (reload the config
+file; see :mod:`edgeway.gateway.reload`).
 
 Served by the same engine as the traffic port, on its own listener, so a saturated traffic port
-does not hide the gateway's health from the orchestrator.
+does not hide the gateway's health from the orchestrator. It has no authentication: keep it on
+a private address (the default is 127.0.0.1).
 """
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
+
 from edgeway.gateway.runtime import Gateway
 from edgeway.http.exchange import Exchange
 
+if TYPE_CHECKING:
+    from edgeway.gateway.reload import Reloader
+
+_RELOAD_STATUS = {"applied": 200, "unchanged": 200, "refused": 422, "failed": 500}
+
 
 class AdminHandler:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, reloader: Reloader | None = None) -> None:
         self.gateway = gateway
+        self.reloader = reloader
         self.draining = False
 
     async def __call__(self, ex: Exchange) -> None:
+        path = ex.path
+        if path == b"/reload":
+            await self._reload(ex)
+            return
         if ex.method not in (b"GET", b"HEAD"):
             ex.respond_problem(405, "Method Not Allowed", headers=[(b"allow", b"GET, HEAD")])
             return
-        path = ex.path
         if path == b"/healthz":
-            ex.respond_json(200, {"status": "ok", "service": self.gateway.name})
+            generation = self.reloader.generation if self.reloader is not None else 1
+            health = {"status": "ok", "service": self.gateway.name, "pid": os.getpid()}
+            ex.respond_json(200, {**health, "config_generation": generation})
         elif path == b"/readyz":
             ready, detail = self.gateway.ready()
             if self.draining:
@@ -34,4 +50,26 @@ class AdminHandler:
             body, content_type = self.gateway.env.metrics.exposition()
             ex.respond(200, [(b"content-type", content_type.encode())], body)
         else:
-            ex.respond_problem(404, "Not Found", "admin endpoints: /healthz, /readyz, /routes, /metrics")
+            ex.respond_problem(
+                404, "Not Found", "admin endpoints: /healthz, /readyz, /routes, /metrics, POST /reload"
+            )
+
+    async def _reload(self, ex: Exchange) -> None:
+        if ex.method != b"POST":
+            ex.respond_problem(405, "Method Not Allowed", headers=[(b"allow", b"POST")])
+            return
+        if self.reloader is None:
+            ex.respond_problem(
+                409, "Conflict", "this gateway was not started from a config file; there is nothing to reload"
+            )
+            return
+        result = await self.reloader.reload("admin")
+        status = _RELOAD_STATUS[result.status]
+        if status == 200:
+            ex.respond_json(200, result.to_json())
+            return
+        title = "Config Refused" if result.status == "refused" else "Reload Failed"
+        members = result.to_json()
+        detail = members.pop("detail", "")
+        members["outcome"] = members.pop("status")  # "status" is the problem's HTTP status
+        ex.respond_problem(status, title, detail, **members)

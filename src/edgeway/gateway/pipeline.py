@@ -75,16 +75,19 @@ class GatewayEnv:
     """What route builders share: the config, the clusters, the components and the metrics
     (served on the admin port's ``/metrics``)."""
 
-    def __init__(self, config: GatewayConfig, clusters: dict[str, Cluster]) -> None:
+    def __init__(
+        self, config: GatewayConfig, clusters: dict[str, Cluster], metrics: Metrics | None = None
+    ) -> None:
         self.config = config
         self.clusters = clusters
         self.components: dict[str, Component] = {}
-        self._metrics: Metrics | None = None
+        # A live reload passes the running config's metrics on, so counters do not restart.
+        self._metrics = metrics
 
     @property
     def metrics(self) -> Metrics:
-        """The gateway's Prometheus registry, served on the admin port's /metrics; made on first
-        use, so a gateway that records nothing does not import prometheus-client at start."""
+        """The gateway's Prometheus registry; made on first use, so a gateway that records
+        nothing does not import prometheus-client at start."""
         if self._metrics is None:
             from edgeway.observability.metrics import Metrics
 

@@ -6,7 +6,7 @@ X-Request-ID and traceparent to the client. Bodies are streamed both ways with f
 Every request also carries its remaining time budget in ``X-Edgeway-Deadline-Ms`` (see
 :mod:`edgeway.resilience.deadline`).
 
-A service that configures resilience has a guard (:mod:`edgeway.gateway.upstreams`); the proxy
+A service that configures resilience has a guard (:mod:`edgeway.gateway.resilient`); the proxy
 calls it at four points: admission (shedding, the service breaker), the choice of instance, the
 decision to retry an attempt, and each attempt's outcome. The logic lives in
 :mod:`edgeway.resilience`.
@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.errors import Rejection
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.resilient import ServiceCall, begin_call, service_guard, wait_call
 from edgeway.gateway.router import rewrite_path
-from edgeway.gateway.upstreams import Cluster, Endpoint, ServiceCall, begin_call, wait_call
+from edgeway.gateway.upstreams import Cluster, Endpoint
 from edgeway.http.errors import (
     HttpError,
     UpstreamError,
@@ -37,6 +38,7 @@ from edgeway.http.tunnel import Tunnel
 from edgeway.http.upstream import ResponseHead, UpstreamConnection
 from edgeway.resilience.balancer import NoInstanceAvailable
 from edgeway.resilience.deadline import DEADLINE_HEADER, incoming_budget
+from edgeway.resilience.guard import ServiceGuard
 
 # Request headers the gateway rewrites itself (besides hop-by-hop ones).
 _REPLACED = frozenset(
@@ -77,6 +79,7 @@ class HeaderEdits:
 @dataclass(frozen=True, slots=True)
 class ProxyTarget:
     cluster: Cluster
+    guard: ServiceGuard[Endpoint] | None  # None: the service configures no resilience
     request_headers: HeaderEdits
     response_headers: HeaderEdits
     websocket: bool
@@ -89,6 +92,7 @@ def build_proxy(route: Route, env: GatewayEnv) -> Handler:
     assert action is not None  # called for proxy routes only
     target = ProxyTarget(
         cluster=env.clusters[action.service],
+        guard=service_guard(env, action.service),
         request_headers=HeaderEdits.from_config(action.request_headers.set, action.request_headers.remove),
         response_headers=HeaderEdits.from_config(action.response_headers.set, action.response_headers.remove),
         websocket=action.websocket,
@@ -190,7 +194,7 @@ async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upst
             raise Rejection(504, "Gateway Timeout", "the request's deadline had passed on arrival")
         budget = incoming
     deadline = asyncio.get_running_loop().time() + budget
-    guard = cluster.guard
+    guard = target.guard
     if guard is None:
         try:
             ep = cluster.pick()

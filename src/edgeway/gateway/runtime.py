@@ -13,6 +13,7 @@ Errors become RFC 9457 problem responses carrying the request id.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from edgeway.gateway.access_log import AccessLog
@@ -21,6 +22,7 @@ from edgeway.gateway.auth import build_auth
 from edgeway.gateway.cache import build_cache
 from edgeway.gateway.config.schema import GatewayConfig
 from edgeway.gateway.cors import build_cors, preflight_match
+from edgeway.gateway.discovery import use_discovery
 from edgeway.gateway.endpoints import build_endpoint
 from edgeway.gateway.errors import PathError, Rejection
 from edgeway.gateway.paths import normalize_path
@@ -37,13 +39,14 @@ from edgeway.gateway.push import build_push
 from edgeway.gateway.ratelimit import build_rate_limit
 from edgeway.gateway.router import Router
 from edgeway.gateway.shedding import build_concurrency
-from edgeway.gateway.upstreams import Cluster, install_resilience, make_cluster
+from edgeway.gateway.upstreams import Cluster, make_cluster
 from edgeway.gateway.validation import build_validation
 from edgeway.http.errors import HttpError
 from edgeway.http.exchange import Exchange, Headers, ResponseState
 from edgeway.http.headers import reason_phrase
 from edgeway.http.limits import PoolLimits, ServerLimits, UpstreamTimeouts
 from edgeway.observability.ids import new_request_id, new_traceparent, parse_traceparent, valid_request_id
+from edgeway.observability.metrics import Metrics
 
 ACTIONS: dict[str, ActionBuilder] = {
     "proxy": build_proxy,
@@ -75,9 +78,13 @@ def server_limits(config: GatewayConfig) -> ServerLimits:
     )
 
 
-def make_clusters(config: GatewayConfig) -> dict[str, Cluster]:
+def make_clusters(config: GatewayConfig, reuse: Mapping[str, Cluster] | None = None) -> dict[str, Cluster]:
+    """A cluster per service; those in ``reuse`` (live reload: unchanged services) are kept as
+    they are, pools and connections included."""
+    reuse = reuse or {}
     return {
-        name: make_cluster(
+        name: reuse.get(name)
+        or make_cluster(
             name,
             [str(u) for u in svc.instances],
             svc.balancer,
@@ -94,16 +101,31 @@ def make_clusters(config: GatewayConfig) -> dict[str, Cluster]:
 
 class Gateway:
     """One compiled config. ``await start()`` before serving (components: JWKS, Redis...),
-    ``await stop()`` after."""
+    ``await stop()`` after.
 
-    def __init__(self, config: GatewayConfig, access_log: AccessLog | None) -> None:
+    Live reload builds a new Gateway beside the running one, lending it the clusters of
+    unchanged services (``reuse``): its :meth:`stop` leaves them open (a new config that fails
+    to start must not close what the running one uses) until it :meth:`adopt_clusters` when it
+    takes over, and the old one :meth:`hand_over` them. ``inflight`` counts the requests inside
+    :meth:`handle`, so the old one is stopped only once they are done.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        access_log: AccessLog | None,
+        reuse: Mapping[str, Cluster] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
         self.access_log = access_log
         self.limits = server_limits(config)
-        self.clusters = make_clusters(config)
-        self.env = GatewayEnv(config, self.clusters)
-        install_resilience(self.env)
+        self.clusters = make_clusters(config, reuse)
+        self._not_owned: set[str] = set(reuse or ())
+        self.inflight = 0
+        self.env = GatewayEnv(config, self.clusters, metrics)
+        use_discovery(self.env)  # first component: routes' components start with instances known
         self.router = Router.from_config(config)
         self.handlers: dict[str, Handler] = {}
         for route in config.routes:
@@ -120,7 +142,16 @@ class Gateway:
         await self.env.stop()
         self.close()
 
+    def hand_over(self, names: Collection[str]) -> None:
+        """These clusters now belong to another gateway: :meth:`close` leaves them open."""
+        self._not_owned.update(names)
+
+    def adopt_clusters(self) -> None:
+        """Every cluster of this gateway is its own to close (the lent ones included)."""
+        self._not_owned.clear()
+
     async def handle(self, ex: Exchange) -> None:
+        self.inflight += 1
         if not ex.request_id or not valid_request_id(ex.request_id):
             ex.request_id = new_request_id()
         incoming = parse_traceparent(ex.traceparent) if ex.traceparent else None
@@ -165,6 +196,7 @@ class Gateway:
             ex.status = ex.status or 499
             raise
         finally:
+            self.inflight -= 1
             if self.access_log is not None:
                 self.access_log.record(ex, route_id, span.trace_id, span.parent_id)
 
@@ -193,5 +225,6 @@ class Gateway:
         return all(n > 0 for n in services.values()), {"services": services}
 
     def close(self) -> None:
-        for cluster in self.clusters.values():
-            cluster.close()
+        for name, cluster in self.clusters.items():
+            if name not in self._not_owned:
+                cluster.close()

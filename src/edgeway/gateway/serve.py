@@ -1,8 +1,11 @@
-"""Run a gateway process: listeners, signals, graceful shutdown, and worker processes.
+"""Run a gateway process: listeners, signals, live reload, graceful shutdown, worker processes.
 
 With ``workers > 1`` the parent starts that many worker processes; each binds the same port with
 SO_REUSEPORT and the kernel spreads connections across them. The parent only supervises: it
-forwards SIGTERM/SIGINT and exits when every worker has.
+forwards SIGTERM/SIGINT/SIGHUP and exits when every worker has. Each worker reloads on its own:
+it watches the config file, takes SIGHUP from the parent, and when its admin API was asked to
+reload it signals the parent, which passes the SIGHUP on to the other workers (the sender is
+known from the signal's siginfo, so it does not reload twice).
 """
 
 from __future__ import annotations
@@ -12,62 +15,163 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Sequence
+from multiprocessing import resource_tracker
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from edgeway.gateway.access_log import AccessLog
 from edgeway.gateway.admin import AdminHandler
 from edgeway.gateway.config import GatewayConfig, load_config
+from edgeway.gateway.reload import Reloader, ReloadResult, Trigger
 from edgeway.gateway.runtime import Gateway
 from edgeway.http.listener import Listener, bind_socket
 from edgeway.http.server import ServerProtocol
 from edgeway.observability.logs import setup_logging
 
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_CAN_WAIT = hasattr(signal, "sigtimedwait")  # Linux; not macOS
 
-async def run(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or `stop` is set), then shut down gracefully."""
+
+class GatewayServer:
+    """The serving part of one gateway process: the traffic and admin listeners in front of the
+    current :class:`Gateway`, and its :class:`Reloader` when it was loaded from a file."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        path: Path | None = None,
+        *,
+        sources: list[str] | None = None,
+        parent_pid: int | None = None,
+    ) -> None:
+        self.config = config
+        access_log = AccessLog(config.name) if config.access_log.enabled else None
+        self.events = access_log or AccessLog(config.name)
+        self.gateway = Gateway(config, access_log)
+        self.listener = Listener(self.gateway.handle, self.gateway.limits, on_reject=self._rejected)
+        self.admin_handler = AdminHandler(self.gateway)
+        self.admin: Listener | None = None
+        self.reloader: Reloader | None = None
+        if path is not None:
+            announce = None
+            if parent_pid is not None:
+                pid = parent_pid
+
+                def announce() -> None:
+                    os.kill(pid, signal.SIGHUP)
+
+            self.reloader = Reloader(
+                path,
+                self.gateway,
+                install=self._install,
+                events=self.events,
+                sources=sources,
+                announce=announce,
+            )
+            self.admin_handler.reloader = self.reloader
+
+    def _rejected(self, conn: ServerProtocol, status: int, reason: str) -> None:
+        self.events.event("warning", "request rejected", client=conn.client, status=status, reason=reason)
+
+    def _install(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.listener.set_handler(gateway.handle)
+        self.admin_handler.gateway = gateway
+        if gateway.access_log is not None:
+            self.events = gateway.access_log
+
+    @property
+    def port(self) -> int:
+        return self.listener.port
+
+    @property
+    def admin_port(self) -> int | None:
+        return self.admin.port if self.admin is not None else None
+
+    async def start(self) -> None:
+        config = self.config
+        await self.gateway.start()
+        await self.listener.start(bind_socket(config.listen.host, config.listen.port))
+        if config.admin is not None:
+            self.admin = Listener(self.admin_handler, self.gateway.limits)
+            await self.admin.start(bind_socket(config.admin.host, config.admin.port))
+        if self.reloader is not None:
+            self.reloader.start()
+        self.events.event(
+            "info",
+            "gateway listening",
+            listen=f"{config.listen.host}:{self.listener.port}",
+            admin=f"{config.admin.host}:{self.admin_port}" if config.admin is not None else None,
+            routes=len(config.routes),
+            reload="watch"
+            if self.reloader and self.reloader.watcher
+            else ("signal" if self.reloader else None),
+            pid=os.getpid(),
+        )
+        self.events.flush()
+
+    async def reload(self, trigger: Trigger = "api") -> ReloadResult | None:
+        return await self.reloader.reload(trigger) if self.reloader is not None else None
+
+    def trigger_reload(self) -> None:
+        if self.reloader is not None:
+            self.reloader.trigger("signal")
+        else:
+            self.events.event("warning", "SIGHUP ignored: this gateway was not started from a config file")
+
+    async def shutdown(self) -> None:
+        """Stop reloading, drain the listeners (``limits.shutdown_grace``), stop the gateway."""
+        if self.reloader is not None:
+            await self.reloader.stop_watching()
+        grace = float(self.gateway.config.limits.shutdown_grace)
+        self.admin_handler.draining = True
+        self.events.event(
+            "info", "gateway draining", grace_s=grace, connections=len(self.listener.connections)
+        )
+        forced = await self.listener.shutdown(grace)
+        if self.admin is not None:
+            await self.admin.shutdown(1.0)
+        if self.reloader is not None:
+            await self.reloader.close()
+        await self.gateway.stop()
+        self.events.event("info", "gateway stopped", forced_closes=forced)
+        self.events.flush()
+
+
+async def run(
+    config: GatewayConfig,
+    stop: asyncio.Event | None = None,
+    *,
+    path: Path | None = None,
+    sources: list[str] | None = None,
+    parent_pid: int | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or `stop` is set), then shut down gracefully. With `path`,
+    the config reloads on SIGHUP, on `POST /reload` and (`reload.watch`) when the file changes."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+    server = GatewayServer(config, path, sources=sources, parent_pid=parent_pid)
+    handled: list[signal.Signals] = []
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-            break
-    # Events logged through `logging` (breaker transitions, health verdicts) in the common JSON schema.
-    setup_logging(config.name)
-    access_log = AccessLog(config.name) if config.access_log.enabled else None
-    events = access_log or AccessLog(config.name)
-    gateway = Gateway(config, access_log)
-    await gateway.start()
-
-    def rejected(conn: ServerProtocol, status: int, reason: str) -> None:
-        events.event("warning", "request rejected", client=conn.client, status=status, reason=reason)
-
-    listener = Listener(gateway.handle, gateway.limits, on_reject=rejected)
-    await listener.start(bind_socket(config.listen.host, config.listen.port))
-    admin: Listener | None = None
-    admin_handler = AdminHandler(gateway)
-    if config.admin is not None:
-        admin = Listener(admin_handler, gateway.limits)
-        await admin.start(bind_socket(config.admin.host, config.admin.port))
-    events.event(
-        "info",
-        "gateway listening",
-        listen=f"{config.listen.host}:{listener.port}",
-        admin=f"{config.admin.host}:{admin.port}" if admin and config.admin else None,
-        routes=len(config.routes),
-        pid=os.getpid(),
-    )
-    events.flush()
-    await stop.wait()
-    grace = float(config.limits.shutdown_grace)
-    admin_handler.draining = True
-    events.event("info", "gateway draining", grace_s=grace, connections=len(listener.connections))
-    forced = await listener.shutdown(grace)
-    if admin is not None:
-        await admin.shutdown(1.0)
-    await gateway.stop()
-    events.event("info", "gateway stopped", forced_closes=forced)
-    events.flush()
+            handled.append(sig)
+        loop.add_signal_handler(signal.SIGHUP, server.trigger_reload)
+        handled.append(signal.SIGHUP)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+        pass  # not the main thread (tests), or a platform without these signals
+    if parent_pid is not None and len(handled) == len(_FORWARDED):
+        # A worker starts with these signals blocked (see serve): what the parent forwarded
+        # while it was starting is pending, and is delivered to the handlers now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
+    await server.start()
+    try:
+        await stop.wait()
+        await server.shutdown()
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
 
 
 def install_uvloop() -> None:
@@ -78,36 +182,72 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def serve_config(config: GatewayConfig) -> None:
+def serve_config(
+    config: GatewayConfig,
+    path: Path | None = None,
+    *,
+    sources: list[str] | None = None,
+    parent_pid: int | None = None,
+) -> None:
     install_uvloop()
-    asyncio.run(run(config))
+    setup_logging(config.name)  # discovery and reload log through the stdlib, in the JSON schema
+    asyncio.run(run(config, path=path, sources=sources, parent_pid=parent_pid))
 
 
-def _worker(path: str) -> None:
-    serve_config(load_config(Path(path)))
+def _worker(path: str, parent_pid: int) -> None:
+    sources: list[str] = []
+    serve_config(load_config(Path(path), sources=sources), Path(path), sources=sources, parent_pid=parent_pid)
 
 
 def serve(path: Path, workers: int | None = None) -> None:
     """Load, validate and serve `path`; `workers` overrides the config's worker count."""
-    config = load_config(path)
+    sources: list[str] = []
+    config = load_config(path, sources=sources)
     n = workers or config.workers
     if n <= 1:
-        serve_config(config)
+        serve_config(config, path, sources=sources)
         return
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(str(path),), name=f"edgeway-worker-{i}") for i in range(n)]
+    if _CAN_WAIT:
+        # Blocked before the workers start, so they inherit the mask: a signal forwarded while
+        # one is still starting stays pending (instead of killing it, or being lost) until its
+        # event loop handles signals and unblocks them (see run). The parent takes its own
+        # with sigtimedwait. multiprocessing's resource tracker unblocks SIGINT/SIGTERM after
+        # starting itself, so it is started first.
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+    procs = [
+        ctx.Process(target=_worker, args=(str(path), os.getpid()), name=f"edgeway-worker-{i}")
+        for i in range(n)
+    ]
     for p in procs:
         p.start()
-
-    def forward(signum: int, _frame: object) -> None:
-        for p in procs:
-            if p.pid is not None and p.is_alive():
-                os.kill(p.pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    _supervise(procs)
     code = 0
     for p in procs:
         p.join()
         code = code or (p.exitcode or 0)
     sys.exit(code)
+
+
+def _supervise(procs: Sequence[BaseProcess]) -> None:
+    """Forward signals to the workers until they have all exited."""
+    if not _CAN_WAIT:  # macOS: no siginfo, forward to every worker
+
+        def forward(signum: int, _frame: object) -> None:
+            _send(procs, signum, exclude=None)
+
+        for sig in _FORWARDED:
+            signal.signal(sig, forward)
+        return
+    while any(p.is_alive() for p in procs):
+        info = signal.sigtimedwait(_FORWARDED, 0.5)
+        if info is not None:
+            # A worker's own SIGHUP (its admin API reloaded it) goes to the others only.
+            _send(procs, info.si_signo, exclude=info.si_pid if info.si_signo == signal.SIGHUP else None)
+
+
+def _send(procs: Sequence[BaseProcess], signum: int, exclude: int | None) -> None:
+    for p in procs:
+        if p.pid is not None and p.pid != exclude and p.is_alive():
+            os.kill(p.pid, signum)

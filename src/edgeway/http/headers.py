@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the de-facto ones (Proxy-*, Keep-Alive).
 HOP_BY_HOP = frozenset(
     {
@@ -61,7 +63,15 @@ _STATUS_REASONS = {
 
 
 def reason_phrase(status: int) -> bytes:
-    return _STATUS_REASONS.get(status, b"Unknown")
+    found = _STATUS_REASONS.get(status)
+    if found is None:
+        # Statuses the gateway passes on from services (409, 422...): the standard phrase.
+        try:
+            found = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            found = b"Unknown"
+        _STATUS_REASONS[status] = found
+    return found
 
 
 def status_line(status: int) -> bytes:

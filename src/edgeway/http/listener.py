@@ -69,8 +69,11 @@ class Listener:
             self._on_reject(conn, status, reason)
 
     def set_handler(self, handler: Handler) -> None:
-        """Swap the handler for new connections (existing ones keep theirs until they close)."""
+        """Swap the handler (live reload): new connections, and the next request on every open
+        one, use it; requests already running finish with the handler they started with."""
         self._handler = handler
+        for conn in self.connections:
+            conn.set_handler(handler)
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()

@@ -40,16 +40,28 @@ class ConnectionPool:
         return self._open
 
     @property
+    def closed(self) -> bool:
+        """Closed: no connection goes back to the idle list (busy ones close when released)."""
+        return self._closed
+
+    @property
     def idle_connections(self) -> int:
         return len(self._idle)
+
+    def take_idle(self) -> UpstreamConnection | None:
+        """An idle pooled connection if there is one, without waiting or connecting."""
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.state is UpstreamState.IDLE:
+                return conn
+        return None
 
     async def acquire(self, connect_timeout: float, fresh: bool = False) -> tuple[UpstreamConnection, bool]:
         """A connection ready for a new exchange, and whether it was reused from the pool."""
         if not fresh:
-            while self._idle:
-                conn = self._idle.pop()
-                if conn.state is UpstreamState.IDLE:
-                    return conn, True
+            conn = self.take_idle()
+            if conn is not None:
+                return conn, True
         if self._open >= self.limits.max_connections:
             fut: asyncio.Future[UpstreamConnection | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(fut)

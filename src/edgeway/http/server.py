@@ -112,6 +112,10 @@ class ServerProtocol(asyncio.Protocol):
         self._request_id = b""
         self._traceparent = b""
 
+    def set_handler(self, handler: Handler) -> None:
+        """The handler for the requests this connection starts from now on."""
+        self._handler = handler
+
     def __repr__(self) -> str:
         return f"<ServerProtocol {self.client} {self.state.value} queued={len(self._queue)}>"
 

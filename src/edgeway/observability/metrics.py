@@ -75,15 +75,17 @@ class Metrics:
     def gauge(
         self, name: str, doc: str, labels: Sequence[str] = (), *, function: Callable[[], float] | None = None
     ) -> Gauge:
-        """A gauge; with ``function`` its value is read at scrape time (e.g. an outbox backlog)."""
+        """A gauge; with ``function`` its value is read at scrape time (e.g. an outbox backlog).
+        Asked for again with a function, the gauge reads the new one (a gateway's components are
+        replaced on live reload while its metrics carry on)."""
 
         def make() -> Gauge:
-            gauge = Gauge(name, doc, labels, registry=self.registry)
-            if function is not None:
-                gauge.set_function(function)
-            return gauge
+            return Gauge(name, doc, labels, registry=self.registry)
 
-        return self._get_or_create(Gauge, name, doc, labels, make)
+        gauge = self._get_or_create(Gauge, name, doc, labels, make)
+        if function is not None:
+            gauge.set_function(function)
+        return gauge
 
     def histogram(
         self, name: str, doc: str, labels: Sequence[str] = (), *, buckets: Sequence[float] = LATENCY_BUCKETS

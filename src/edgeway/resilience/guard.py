@@ -215,6 +215,18 @@ class ServiceGuard(Generic[M]):
             found = self._states[id(member)] = InstanceState(self, member)
         return found
 
+    def refresh_all(self) -> None:
+        """Set every current member's flag from this guard's own view (a new guard taking over
+        instances that a previous one, e.g. before a live reload, may have taken out)."""
+        for member in self.members():
+            self.state(member).refresh()
+
+    def close(self) -> None:
+        """Stop every timer: this guard no longer decides anything (its metric series stay, a
+        successor may own them now)."""
+        for state in self._states.values():
+            state.close()
+
     def forget(self, member: M) -> None:
         """An instance left the service: drop its state, timers and metric series."""
         found = self._states.pop(id(member), None)
@@ -260,7 +272,7 @@ class ServiceGuard(Generic[M]):
         self.telemetry.checked(member.label, passed)
         if state.health.record(passed, reason, self.policy.health):
             self.telemetry.health_changed(member.label, state.health.healthy, reason)
-            state.refresh()
+        state.refresh()  # every time: cheap at check rates, and it repairs a flag another wrote
 
     # -- outcomes --------------------------------------------------------------------------------
     def report(self, state: InstanceState[M], status: int, error: bool) -> None:

@@ -4,6 +4,7 @@
 flags, registry and typed clients wired in; the names below are the public surface.
 """
 
+from edgeway.discovery.registry import Instance, Registry
 from edgeway.service.app import Kit, ServiceKit, create_app, kit_of
 from edgeway.service.clients import RetryPolicy, ServiceClient
 from edgeway.service.config_store import ConfigStore
@@ -11,7 +12,6 @@ from edgeway.service.flags import Flags
 from edgeway.service.health import Health
 from edgeway.service.identity import Caller, Identity, require_roles, require_scopes
 from edgeway.service.problems import Problem
-from edgeway.service.registry import Instance, Registry
 from edgeway.service.settings import ServiceSettings
 
 __all__ = [

@@ -12,7 +12,7 @@ JSON logs                     :mod:`edgeway.observability.logs`
 traces (OTLP when configured) :mod:`edgeway.observability.tracing`
 ``Caller``, role/scope guards :mod:`edgeway.service.identity`
 remote config, flags          :mod:`edgeway.service.config_store`, :mod:`edgeway.service.flags`
-registry, discovery, clients  :mod:`edgeway.service.registry`, ``discovery``, ``clients``
+registry, discovery, clients  :mod:`edgeway.discovery`, :mod:`edgeway.service.clients`
 ============================  ============================================================
 
 Start-up order: logging, config store (retries, then the disk cache), flags, registry (and
@@ -36,10 +36,12 @@ from fastapi import Depends, FastAPI, Request
 from nats.aio.client import Client as NatsClient
 from starlette.responses import Response
 
+from edgeway.discovery import natsconn
+from edgeway.discovery.errors import RegistryError
+from edgeway.discovery.registry import Instance, Registration, Registry
 from edgeway.observability.logs import setup_logging
 from edgeway.observability.metrics import Metrics
 from edgeway.observability.tracing import Tracing
-from edgeway.service import natsconn
 from edgeway.service.clients import RetryPolicy, ServiceClient
 from edgeway.service.config_store import ConfigStore
 from edgeway.service.discovery import (
@@ -51,13 +53,11 @@ from edgeway.service.discovery import (
     RegistryDiscovery,
     StaticDiscovery,
 )
-from edgeway.service.errors import RegistryError
 from edgeway.service.flags import Flags
 from edgeway.service.health import CheckFn, Health
 from edgeway.service.identity import IdentityConfig, JwksVerifier, TokenVerifier
 from edgeway.service.middleware import RequestContextMiddleware
 from edgeway.service.problems import install_problem_handlers
-from edgeway.service.registry import Instance, Registration, Registry
 from edgeway.service.settings import ServiceSettings
 
 __all__ = ["Kit", "ServiceKit", "create_app", "kit_of"]

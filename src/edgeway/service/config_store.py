@@ -29,7 +29,7 @@ from nats.errors import Error as NatsError
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
-from edgeway.service import natsconn
+from edgeway.discovery import natsconn
 from edgeway.service.errors import ConfigUnavailableError
 
 __all__ = ["ConfigStore", "Listener"]

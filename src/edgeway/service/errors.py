@@ -9,13 +9,14 @@
     │   ├── AuthenticationError       401: no credentials, or a token that fails verification
     │   └── PermissionDeniedError     403: a verified caller without the role/scope needed
     ├── JwksUnavailableError          the JWKS could not be fetched (503: not the caller's fault)
-    ├── RegistryError                 the NATS KV service registry failed
-    ├── DiscoveryError                a service name could not be resolved
-    │   └── NoInstancesError          the name resolved, to no instance
     └── PeerError                     a call to another service failed
         ├── PeerUnavailableError      every attempt failed (connect error, timeout, 502/503/504)
         ├── CircuitOpenError          every instance's breaker is open; nothing was sent
         └── PeerResponseError         the peer answered with an error status (typed calls only)
+
+    DiscoveryError                    a service name could not be resolved (edgeway.discovery)
+    ├── RegistryError                 the NATS KV service registry failed (edgeway.discovery)
+    └── NoInstancesError              the name resolved, to no instance
 
 Each maps to one RFC 9457 problem response in :mod:`edgeway.service.problems`. Errors from
 third-party libraries (httpx, nats-py) and from :mod:`edgeway.security` (token verification) are
@@ -23,6 +24,8 @@ caught at the boundary and re-raised as these, with the original as ``__cause__`
 """
 
 from __future__ import annotations
+
+from edgeway.discovery.errors import DiscoveryError, RegistryError
 
 __all__ = [
     "AuthenticationError",
@@ -75,16 +78,6 @@ class PermissionDeniedError(IdentityError):
 
 class JwksUnavailableError(ServiceKitError):
     pass
-
-
-class RegistryError(ServiceKitError):
-    pass
-
-
-class DiscoveryError(ServiceKitError):
-    def __init__(self, service: str, message: str) -> None:
-        super().__init__(message)
-        self.service = service
 
 
 class NoInstancesError(DiscoveryError):

@@ -1,14 +1,66 @@
-"""Aggregate endpoints: several service calls composed into one response (issue 3).
+"""Aggregate endpoints: several service calls composed into one JSON response.
 
-Placeholder until the work that owns it lands: a route with a `aggregate` action is refused at start.
+The route's ``aggregate`` config is compiled once (:mod:`.plan`); each request runs the plan
+(:mod:`.executor`), merges the call outputs in the order the calls are declared (:mod:`.merge`)
+and answers 200 with the merged object. A failed optional call leaves
+``_meta: {completed: false, errors: {<call>: {status, reason}}}`` in the body and
+``X-Edgeway-Completed: false`` on the response; a failed required call fails the endpoint with a
+problem+json: the service's own 4xx (and its JSON members), 502 for its 5xx or an unusable
+answer, 504 for a timeout or the deadline, 503 when no instance is available.
 """
 
 from __future__ import annotations
 
+import orjson
+
+from edgeway.gateway.aggregate.executor import CallError, Run
+from edgeway.gateway.aggregate.merge import compile_merge
+from edgeway.gateway.aggregate.plan import CallPlan, Plan, Scope, compile_plan
+from edgeway.gateway.config.compose_schema import META_KEY
 from edgeway.gateway.config.schema import Route
-from edgeway.gateway.errors import GatewayError
-from edgeway.gateway.pipeline import GatewayEnv, Handler
+from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.service_client import common_headers, upstream_problem
+
+_JSON = (b"content-type", b"application/json")
+_INCOMPLETE = (b"x-edgeway-completed", b"false")
+_DEFAULT_BODY_LIMIT = 10 * 1024 * 1024
 
 
 def build_aggregate(route: Route, env: GatewayEnv) -> Handler:
-    raise GatewayError(f"route {route.id!r}: the 'aggregate' action is not available in this build yet")
+    """The aggregate action of a route."""
+    action = route.aggregate
+    assert action is not None  # called for aggregate routes only
+    plan = compile_plan(action, env.clusters, env.config.auth)
+    merge = compile_merge(plan)
+    limit = env.config.limits.max_body_bytes
+    body_limit = int(limit) if limit is not None else _DEFAULT_BODY_LIMIT
+
+    async def aggregate(ctx: RequestContext) -> None:
+        ex = ctx.ex
+        body = await ex.body.read_all(body_limit) if plan.needs_client_body else None
+        run = Run(plan, Scope(ctx, body), common_headers(ctx))
+        await run.execute()
+        if run.fatal is not None:
+            _fail_endpoint(*run.fatal)
+        merged = merge(run.outputs)
+        headers = [_JSON, (b"x-request-id", ex.request_id), (b"traceparent", ctx.traceparent)]
+        if run.errors:
+            merged[META_KEY] = {
+                "completed": False,
+                "errors": {name: error.meta() for name, error in run.errors.items()},
+            }
+            headers.append(_INCOMPLETE)
+            ex.log["failed_calls"] = sorted(run.errors)
+        ex.respond(200, headers, orjson.dumps(merged))
+
+    return aggregate
+
+
+def _fail_endpoint(call: CallPlan, error: CallError) -> None:
+    body = error.body if error.kind == "upstream" else None
+    raise upstream_problem(
+        error.endpoint_status, f"call '{call.name}' failed: {error.reason}", body, call=call.name
+    )
+
+
+__all__ = ["Plan", "build_aggregate"]

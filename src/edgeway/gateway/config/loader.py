@@ -33,14 +33,18 @@ from edgeway.gateway.errors import ConfigError, ConfigIssue
 _CONCATENATED_LISTS: frozenset[Loc] = frozenset({("routes",)})
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> GatewayConfig:
+def load_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, sources: list[str] | None = None
+) -> GatewayConfig:
     """Read, merge and validate a config file; raise ConfigError listing every problem.
 
-    ``env`` defaults to ``os.environ``; tests pass their own mapping.
+    ``env`` defaults to ``os.environ``; tests pass their own mapping. ``sources``, when given,
+    receives the real path of every file read (the file and its includes), valid or not: what
+    live reload watches.
     """
     environment = os.environ if env is None else env
     issues: list[ConfigIssue] = []
-    root = _load_tree(str(path), environment, (), issues, None)
+    root = _load_tree(str(path), environment, (), issues, None, sources if sources is not None else [])
     if root is None:
         raise ConfigError(issues)
     try:
@@ -69,6 +73,7 @@ def _load_tree(
     chain: tuple[str, ...],
     issues: list[ConfigIssue],
     included_at: tuple[Node, str] | None,
+    sources: list[str],
 ) -> Node | None:
     real = os.path.realpath(file)
     if real in chain:
@@ -77,6 +82,7 @@ def _load_tree(
         names = " -> ".join([*(os.path.basename(c) for c in chain), os.path.basename(real)])
         issues.append(_issue_at(parent, node, ("include",), f"include cycle: {names}"))
         return None
+    sources.append(real)  # even when unreadable: a missing include may appear later
     try:
         text = Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -109,7 +115,7 @@ def _load_tree(
     base_dir = os.path.dirname(file)
     for entry in entries:
         target = os.path.normpath(os.path.join(base_dir, str(entry.value)))
-        sub = _load_tree(target, env, (*chain, real), issues, (entry, file))
+        sub = _load_tree(target, env, (*chain, real), issues, (entry, file), sources)
         if sub is not None:
             merged = sub if merged is None else _merge(merged, sub, ())
     result = tree if merged is None else _merge(merged, tree, ())

@@ -45,6 +45,7 @@ from edgeway.gateway.config.compose_schema import (
     PushAction,
     PushSettings,
     PythonEndpoints,
+    check_python_endpoints,
 )
 from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.patterns import (
@@ -217,7 +218,9 @@ class Service(StrictModel):
     """An upstream service: one or more instances behind a load balancer."""
 
     instances: list[InstanceUrl] = Field(
-        min_length=1, description="Instance base URLs, `http://host:port` (no path)."
+        default_factory=list,
+        description="Instance base URLs, `http://host:port` (no path); at least one unless "
+        "`discovery` is set.",
     )
     balancer: Literal["round_robin", "least_outstanding"] = Field(
         "round_robin",
@@ -247,6 +250,14 @@ class Service(StrictModel):
                 raise PydanticCustomError("instance_url", "instance '{url}' is listed twice", {"url": url})
             seen.add(url)
         return value
+
+    @model_validator(mode="after")
+    def _instances_or_discovery(self) -> Service:
+        if not self.instances and self.discovery is None:
+            raise LocatedProblemsError(
+                [(("instances",), "a service needs at least one instance, or a `discovery` rule")]
+            )
+        return self
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -479,8 +490,10 @@ class Route(StrictModel):
                 "a route needs exactly one action of: {names} (found: {found})",
                 {"names": names, "found": found},
             )
-        if self.proxy is not None:
-            problems = [(("proxy", *loc), message) for loc, message in self.proxy.bind(self.match.pattern)]
+        action = self.action
+        if isinstance(action, ProxyAction | AggregateAction):
+            name = self.action_name
+            problems = [((name, *loc), message) for loc, message in action.bind(self.match.pattern)]
             if problems:
                 raise LocatedProblemsError(problems)
         return self
@@ -627,6 +640,7 @@ class GatewayConfig(StrictModel):
         ]
         problems = cross_check_routes(self.services, facts)
         problems += security_problems(self.auth, self.routes)
+        problems += check_python_endpoints(self.python, self.routes)
         if (
             self.admin is not None
             and self.admin.port == self.listen.port

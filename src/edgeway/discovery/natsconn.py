@@ -17,7 +17,7 @@ from nats.aio.client import Client as NatsClient
 
 __all__ = ["connect"]
 
-_log = logging.getLogger("edgeway.service.nats")
+_log = logging.getLogger("edgeway.nats")
 
 
 async def _on_error(exc: Exception) -> None:

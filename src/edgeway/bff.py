@@ -1,0 +1,37 @@
+"""What a Python endpoint module imports: ``from edgeway.bff import endpoint, Response``.
+
+A small, stable facade over the gateway's endpoint machinery (see docs/aggregation.md, "Python
+endpoints")::
+
+    from edgeway.bff import Rejection, Response, endpoint
+
+    @endpoint("GET", "/home")
+    async def home(req):
+        profile = (await req.services.profile.get("/me")).raise_for_status().json()
+        return {"name": profile["name"]}
+"""
+
+from edgeway.gateway.endpoints.clients import (
+    ServiceCallError,
+    ServiceClient,
+    ServiceResponse,
+    Services,
+    ServiceStatusError,
+)
+from edgeway.gateway.endpoints.registry import endpoint
+from edgeway.gateway.endpoints.request import Request, Response
+from edgeway.gateway.errors import Rejection
+from edgeway.gateway.pipeline import Identity
+
+__all__ = [
+    "Identity",
+    "Rejection",
+    "Request",
+    "Response",
+    "ServiceCallError",
+    "ServiceClient",
+    "ServiceResponse",
+    "ServiceStatusError",
+    "Services",
+    "endpoint",
+]

@@ -1,0 +1,123 @@
+"""Python endpoints: async functions registered with ``@endpoint`` in modules the config names
+(``python: {modules: [...]}``), served by routes with ``endpoint: {name: ...}`` on the gateway's
+own engine (no second server).
+
+The function gets a :class:`Request` (method, path parameters, query, headers, JSON body,
+identity, ``services`` clients, the route's ``options``) and returns a JSON value (200), None
+(204) or a :class:`Response`. A :class:`~edgeway.gateway.errors.Rejection` it raises is answered
+as its problem; a service call that failed and was not caught is answered like a failed required
+aggregate call; any other exception is a 500 problem, logged with its traceback on the request's
+access-log line and through :mod:`logging`.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from edgeway.gateway.config.schema import Route
+from edgeway.gateway.endpoints.clients import ServiceCallError, Services, ServiceStatusError
+from edgeway.gateway.endpoints.registry import EndpointSpec, endpoint, registered
+from edgeway.gateway.endpoints.request import Request, Response
+from edgeway.gateway.errors import GatewayError, Rejection
+from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.service_client import forward_names, forwarded_headers, upstream_problem
+from edgeway.http.errors import HttpError
+from edgeway.http.headers import HOP_BY_HOP
+
+log = logging.getLogger("edgeway.gateway.endpoints")
+
+_DEFAULT_BODY_LIMIT = 10 * 1024 * 1024
+_JSON = b"application/json"
+# Headers the gateway frames itself; an endpoint's Response cannot set them.
+_RESERVED = HOP_BY_HOP | {b"content-length", b"x-request-id", b"traceparent"}
+
+
+def build_endpoint(route: Route, env: GatewayEnv) -> Handler:
+    """The endpoint action of a route: call the registered function."""
+    action = route.endpoint
+    assert action is not None  # called for endpoint routes only
+    spec = registered(action.name)
+    if spec is None:  # the config check imports the modules; reaching this is a bug or a reload race
+        raise GatewayError(f"route {route.id!r}: no Python endpoint named {action.name!r} is registered")
+    limit = env.config.limits.max_body_bytes
+    body_limit = int(limit) if limit is not None else _DEFAULT_BODY_LIMIT
+    forward = forward_names(action.forward_headers, env.config.auth)
+    options = action.options
+    clusters = env.clusters
+
+    async def run(ctx: RequestContext) -> None:
+        ex = ctx.ex
+        services = Services(ctx, clusters, forwarded_headers(ex.headers, forward))
+        try:
+            result = await spec.function(Request(ctx, services, options, body_limit))
+            status, headers, body = _render(result)
+        except (Rejection, HttpError):
+            raise
+        except ServiceCallError as exc:
+            upstream = isinstance(exc, ServiceStatusError)
+            status = 502 if upstream and exc.status >= 500 else exc.status
+            raise upstream_problem(
+                status, str(exc), exc.body if upstream else None, service=exc.service
+            ) from None
+        except Exception as exc:  # the user's code: anything may go wrong; the client gets a 500
+            _log_failure(ctx, spec, exc)
+            raise Rejection(500, "Internal Server Error", f"endpoint '{spec.name}' failed") from None
+        headers += [(b"x-request-id", ex.request_id), (b"traceparent", ctx.traceparent)]
+        ex.respond(status, headers, body)
+
+    return run
+
+
+def _render(result: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    if result is None:
+        return 204, [], b""
+    if not isinstance(result, Response):
+        return 200, [(b"content-type", _JSON)], _dumps(result)
+    headers = _headers(result.headers)
+    if result.content is not None:
+        media = (result.media_type or "application/octet-stream").encode()
+        return result.status, [(b"content-type", media), *headers], result.content
+    if result.json is None and result.status in (204, 304):
+        return result.status, headers, b""
+    media = (result.media_type or "application/json").encode()
+    return result.status, [(b"content-type", media), *headers], _dumps(result.json)
+
+
+def _headers(given: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in given.items():
+        lname = name.lower().encode("latin-1")
+        if lname in _RESERVED or lname == b"content-type":
+            continue
+        if any(ch in value for ch in "\r\n\0") or any(ch in name for ch in "\r\n\0: "):
+            raise ValueError(f"response header {name!r} has a character a header cannot hold")
+        out.append((name.encode("latin-1"), value.encode()))
+    return out
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=_encode_other)
+
+
+def _encode_other(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)  # pydantic models
+    if callable(dump):
+        return dump(mode="json")
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _log_failure(ctx: RequestContext, spec: EndpointSpec, exc: Exception) -> None:
+    ctx.ex.log["error"] = f"{type(exc).__name__}: {exc}"
+    ctx.ex.log["endpoint"] = spec.where
+    ctx.ex.log["traceback"] = "".join(traceback.format_exception(exc))
+    log.error("endpoint %s failed (request %s)", spec.where, ctx.ex.request_id.decode(), exc_info=exc)
+
+
+__all__ = ["Request", "Response", "build_endpoint", "endpoint"]
