@@ -19,6 +19,7 @@ import asyncio
 import json
 import signal
 from collections import deque
+from collections.abc import Callable
 from typing import cast
 from urllib.parse import parse_qs
 
@@ -193,11 +194,14 @@ def _query_delay_s(query: bytes, default_s: float) -> float:
 
 
 async def serve(host: str, port: int, name: str, body_size: int, delay_ms: float) -> None:
-    loop = asyncio.get_running_loop()
     body = make_body(name, body_size)
-    server = await loop.create_server(
-        lambda: BackendProtocol(name, body, delay_ms), host, port, backlog=4096, reuse_address=True
-    )
+    await serve_until_signalled(host, port, lambda: BackendProtocol(name, body, delay_ms))
+
+
+async def serve_until_signalled(host: str, port: int, factory: Callable[[], asyncio.Protocol]) -> None:
+    """Serve ``factory``'s protocol on host:port until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, host, port, backlog=4096, reuse_address=True)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -74,6 +74,16 @@ def legs_table(title: str, outcomes: Mapping[str, Outcome], settings: Settings) 
     return table
 
 
+def print_targets(console: Console, targets: Sequence[Target]) -> None:
+    for t in targets:
+        mark = {
+            True: "[green]met[/green]",
+            False: "[red]missed[/red]",
+            None: "[yellow]not measured[/yellow]",
+        }[t.met]
+        console.print(f"  target {t.name} {t.op} {t.limit:g}: {_fmt(t.value, 3)} {mark}")
+
+
 def emit(
     result: Mapping[str, Any],
     *,
@@ -96,13 +106,7 @@ def emit(
             console.print(f"  {outcome.leg.label} {outcome.status.value}: {outcome.reason}", markup=False)
     for label, value in summary:
         console.print(f"  {label}: [bold]{value}[/bold]")
-    for t in targets:
-        mark = {
-            True: "[green]met[/green]",
-            False: "[red]missed[/red]",
-            None: "[yellow]not measured[/yellow]",
-        }[t.met]
-        console.print(f"  target {t.name} {t.op} {t.limit:g}: {_fmt(t.value, 3)} {mark}")
+    print_targets(console, targets)
     m = result.get("details", {}).get("machine", {})
     if m:
         console.print(

@@ -220,8 +220,19 @@ def shop(
 @app.command()
 def faults(
     json: JsonOption = False,
+    scale: Annotated[
+        float, typer.Option(min=0.1, help="Stretch (>1) or shrink (<1) the scenario timelines (~30 s at 1).")
+    ] = 1.0,
+) -> None:
+    """Gateway under faults: an instance killed, hanging, failing half its requests; live reloads."""
+    _run_bench("faults", "issue 6 (resilience)", json=json, scale=scale)
+
+
+@app.command("bus-faults")
+def bus_faults(
+    json: JsonOption = False,
     events: Annotated[int, typer.Option(min=100, help="Events flowing while the broker stops.")] = 50_000,
     small: Annotated[int, typer.Option(min=100, help="Events in the consumer and relay kills.")] = 10_000,
 ) -> None:
     """Broker and consumer faults while events flow: nothing lost, nothing applied twice."""
-    _run_bench("faults", "issue 5 (the event bus)", json=json, events=events, small=small)
+    _run_bench("bus_faults", "issue 5 (the event bus)", json=json, events=events, small=small)

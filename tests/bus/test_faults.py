@@ -1,6 +1,6 @@
 """Faults while events flow, with real processes and real brokers: nothing lost, nothing applied twice.
 
-The scenarios live in :mod:`bench.faults` (``./dev bench faults`` runs them with bigger counts):
+The scenarios live in :mod:`bench.bus_faults` (``./dev bench bus-faults`` runs them with bigger counts):
 the ``orders`` service (outbox + relay), the ``billing`` service (idempotent consumer) and lone
 relays run as child processes against an embedded nats-server on a free port or the RabbitMQ on
 loopback; billing's ``invoices`` table has no unique constraint, so a doubly applied event would
@@ -20,7 +20,7 @@ from edgeway.bus.embedded import EmbeddedNats
 
 ensure_bench_importable()
 
-from bench.faults import RABBIT_URL, Broker, Outcome, broker_fault, consumer_kill, relay_kill  # noqa: E402
+from bench.bus_faults import RABBIT_URL, Broker, Outcome, broker_fault, consumer_kill, relay_kill  # noqa: E402
 
 
 @pytest.fixture

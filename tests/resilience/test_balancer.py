@@ -57,3 +57,17 @@ def test_make_balancer_rejects_unknown_kind() -> None:
     assert isinstance(make_balancer("round_robin"), RoundRobin)
     with pytest.raises(ValueError, match="unknown balancer"):
         make_balancer("random")
+
+
+def test_excluded_instances_are_skipped_without_disturbing_the_rotation() -> None:
+    a, b, c = Inst("a"), Inst("b"), Inst("c")
+    rr: RoundRobin[Inst] = RoundRobin()
+    assert rr.pick([a, b, c]).name == "a"
+    assert rr.pick([a, b, c], exclude=[b]).name == "c"
+    assert [rr.pick([a, b, c]).name for _ in range(3)] == ["a", "b", "c"]
+    lo: LeastOutstanding[Inst] = LeastOutstanding(random.Random(2))
+    assert {lo.pick([a, b, c], exclude=[a, c]).name for _ in range(10)} == {"b"}
+    with pytest.raises(NoInstanceAvailable):
+        lo.pick([a, b], exclude=[a, b])
+    with pytest.raises(NoInstanceAvailable):
+        rr.pick([a, b], exclude=[a, b])

@@ -49,14 +49,53 @@ def test_opens_when_failure_rate_in_window_reaches_threshold() -> None:
     assert breaker.state is BreakerState.OPEN
 
 
-def test_rate_window_forgets_old_outcomes() -> None:
-    breaker, _ = make(consecutive_failures=100, failure_rate=0.5, window=4, min_calls=4)
-    breaker.record_failure()
-    breaker.record_success()
-    for _ in range(10):
+def test_rate_window_is_a_time_window_that_forgets_old_outcomes() -> None:
+    breaker, clock = make(consecutive_failures=100, failure_rate=0.5, window=10, min_calls=4)
+    for _ in range(6):
         breaker.record_success()
+    for _ in range(3):
+        breaker.record_failure()
+    assert breaker.state is BreakerState.CLOSED  # 3 of 9
+    clock.now += 11  # those nine calls have aged out
+    breaker.record_success()
+    breaker.record_success()
     breaker.record_failure()
-    assert breaker.state is BreakerState.CLOSED  # 1 of the last 4
+    assert breaker.state is BreakerState.CLOSED  # 3 calls: below min_calls
+    breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN  # 2 of the 4 in the window (5 of 13 had it remembered)
+
+
+def test_rate_counts_every_call_in_the_window_whatever_the_rate() -> None:
+    breaker, clock = make(consecutive_failures=100, failure_rate=0.5, window=10, min_calls=10)
+    for _ in range(1000):
+        breaker.record_success()
+        clock.now += 0.001
+    for _ in range(99):
+        breaker.record_failure()
+        breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED  # 99 of ~1200 in the last 10 s
+
+
+def test_transitions_are_reported_once_each() -> None:
+    seen: list[tuple[str, str]] = []
+    breaker, clock = make(consecutive_failures=1, open_for=1)
+    breaker.on_change = lambda b, old, new: seen.append((old.value, new.value))
+    breaker.record_failure()
+    clock.now += 1
+    assert breaker.allow()
+    breaker.record_success()
+    assert seen == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+
+def test_an_ignored_probe_frees_its_slot_without_deciding() -> None:
+    breaker, clock = make(consecutive_failures=1, open_for=1)
+    breaker.record_failure()
+    clock.now += 1
+    assert breaker.allow()
+    assert not breaker.admits
+    breaker.record_ignored()
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.admits
 
 
 def test_half_open_after_pause_then_closes_on_probe_success() -> None:
@@ -122,7 +161,8 @@ def test_repr_shows_name_and_state() -> None:
         {"consecutive_failures": 0},
         {"failure_rate": 0},
         {"failure_rate": 1.5},
-        {"window": 5, "min_calls": 6},
+        {"window": 0},
+        {"min_calls": 0},
         {"open_for": 0},
         {"half_open_probes": 0},
     ],

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from edgeway.http.exchange import Exchange
 from edgeway.observability.ids import TraceParent
-from edgeway.observability.metrics import Metrics
 
 if TYPE_CHECKING:
     from edgeway.gateway.config.schema import GatewayConfig, Route
     from edgeway.gateway.router import RouteMatch
     from edgeway.gateway.upstreams import Cluster
+    from edgeway.observability.metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,17 @@ class GatewayEnv:
         self.clusters = clusters
         self.components: dict[str, Component] = {}
         # A live reload passes the running config's metrics on, so counters do not restart.
-        self.metrics = metrics if metrics is not None else Metrics(config.name)
+        self._metrics = metrics
+
+    @property
+    def metrics(self) -> Metrics:
+        """The gateway's Prometheus registry; made on first use, so a gateway that records
+        nothing does not import prometheus-client at start."""
+        if self._metrics is None:
+            from edgeway.observability.metrics import Metrics
+
+            self._metrics = Metrics(self.config.name)
+        return self._metrics
 
     def shared(self, key: str, factory: Callable[[], C]) -> C:
         """The component under ``key``, created by ``factory`` on first use."""

@@ -3,6 +3,13 @@
 Hop-by-hop headers (RFC 9110 §7.6.1, plus those named in Connection) never cross; the gateway
 adds X-Forwarded-For/Proto/Host, Via, X-Request-ID and a child traceparent upstream, and returns
 X-Request-ID and traceparent to the client. Bodies are streamed both ways with flow control.
+Every request also carries its remaining time budget in ``X-Edgeway-Deadline-Ms`` (see
+:mod:`edgeway.resilience.deadline`).
+
+A service that configures resilience has a guard (:mod:`edgeway.gateway.resilient`); the proxy
+calls it at four points: admission (shedding, the service breaker), the choice of instance, the
+decision to retry an attempt, and each attempt's outcome. The logic lives in
+:mod:`edgeway.resilience`.
 """
 
 from __future__ import annotations
@@ -12,16 +19,26 @@ import contextlib
 from dataclasses import dataclass
 
 from edgeway.gateway.config.schema import Route
+from edgeway.gateway.errors import Rejection
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.resilient import ServiceCall, begin_call, service_guard, wait_call
 from edgeway.gateway.router import rewrite_path
 from edgeway.gateway.upstreams import Cluster, Endpoint
-from edgeway.http.errors import HttpError, UpstreamProtocolError, UpstreamReset, UpstreamTimeout
+from edgeway.http.errors import (
+    HttpError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamReset,
+    UpstreamTimeout,
+)
 from edgeway.http.exchange import Exchange, Headers, ResponseState
 from edgeway.http.headers import HOP_BY_HOP, connection_tokens
 from edgeway.http.limits import UpstreamTimeouts
 from edgeway.http.tunnel import Tunnel
 from edgeway.http.upstream import ResponseHead, UpstreamConnection
 from edgeway.resilience.balancer import NoInstanceAvailable
+from edgeway.resilience.deadline import DEADLINE_HEADER, incoming_budget
+from edgeway.resilience.guard import ServiceGuard
 
 # Request headers the gateway rewrites itself (besides hop-by-hop ones).
 _REPLACED = frozenset(
@@ -35,6 +52,7 @@ _REPLACED = frozenset(
         b"traceparent",
         b"expect",
         b"content-length",
+        DEADLINE_HEADER,
     }
 )
 _SKIP_REQUEST = HOP_BY_HOP | _REPLACED
@@ -61,6 +79,7 @@ class HeaderEdits:
 @dataclass(frozen=True, slots=True)
 class ProxyTarget:
     cluster: Cluster
+    guard: ServiceGuard[Endpoint] | None  # None: the service configures no resilience
     request_headers: HeaderEdits
     response_headers: HeaderEdits
     websocket: bool
@@ -73,6 +92,7 @@ def build_proxy(route: Route, env: GatewayEnv) -> Handler:
     assert action is not None  # called for proxy routes only
     target = ProxyTarget(
         cluster=env.clusters[action.service],
+        guard=service_guard(env, action.service),
         request_headers=HeaderEdits.from_config(action.request_headers.set, action.request_headers.remove),
         response_headers=HeaderEdits.from_config(action.response_headers.set, action.response_headers.remove),
         websocket=action.websocket,
@@ -90,7 +110,7 @@ def build_proxy(route: Route, env: GatewayEnv) -> Handler:
 
 
 def request_head(
-    ex: Exchange, target: ProxyTarget, path_and_query: bytes, ep: Endpoint, upstream_tp: bytes
+    ex: Exchange, target: ProxyTarget, path_and_query: bytes, ep: Endpoint, upstream_tp: bytes, budget: float
 ) -> bytes:
     xff = b""
     via = b""
@@ -129,7 +149,7 @@ def request_head(
         ex.request_id,
         b"\r\ntraceparent: ",
         upstream_tp,
-        b"\r\n",
+        b"\r\nx-edgeway-deadline-ms: %d\r\n" % max(1, int(budget * 1000)),
     )
     for name, value in target.request_headers.set:
         parts += (name, b": ", value, b"\r\n")
@@ -166,20 +186,82 @@ def response_headers(ex: Exchange, resp: ResponseHead, target: ProxyTarget, clie
 
 async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upstream_tp: bytes) -> None:
     cluster = target.cluster
-    try:
-        ep = cluster.pick()
-    except NoInstanceAvailable:
-        ex.respond_problem(503, "Service Unavailable", f"no available instance of service {cluster.name!r}")
+    # The request's time budget: the service's total timeout, or less if the caller said so.
+    budget = cluster.timeouts.total
+    incoming = incoming_budget(ex.headers)
+    if incoming is not None and incoming < budget:
+        if incoming <= 0:
+            raise Rejection(504, "Gateway Timeout", "the request's deadline had passed on arrival")
+        budget = incoming
+    deadline = asyncio.get_running_loop().time() + budget
+    guard = target.guard
+    if guard is None:
+        try:
+            ep = cluster.pick()
+        except NoInstanceAvailable:
+            ex.respond_problem(
+                503, "Service Unavailable", f"no available instance of service {cluster.name!r}"
+            )
+            return
+        await _attempt(ex, target, path_and_query, upstream_tp, ep, deadline, None)
         return
+    # Resilience hooks: admission (shedding, service breaker), instance choice, retries, outcomes.
+    call = begin_call(cluster, guard, ex) or await wait_call(cluster, guard, ex)
+    failure: BaseException | None = None
+    try:
+        while (
+            delay := await _attempt(ex, target, path_and_query, upstream_tp, call.pick(), deadline, call)
+        ) is not None:
+            await asyncio.sleep(delay)
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        if len(call.tried) > 1:
+            ex.log["attempts"] = len(call.tried)
+        call.finish(ex.status, failure)
+
+
+async def _attempt(
+    ex: Exchange,
+    target: ProxyTarget,
+    path_and_query: bytes,
+    upstream_tp: bytes,
+    ep: Endpoint,
+    deadline: float,
+    call: ServiceCall | None,
+) -> float | None:
+    """One attempt on ``ep``; the backoff before a retry when ``call`` allows one, else None."""
+    cluster = target.cluster
     ex.log["upstream"] = ep.label
-    head = request_head(ex, target, path_and_query, ep, upstream_tp)
+    loop = asyncio.get_running_loop()
+    head = request_head(ex, target, path_and_query, ep, upstream_tp, deadline - loop.time())
     timeouts = cluster.timeouts
     ep.outstanding += 1
+    outcome: int | BaseException = 0
     # Timeouts are deadlines on the connection, fired by the pool's ticker (see DeadlineWatch):
     # timer handles and asyncio.timeout scopes cost more than the rest of the bookkeeping.
-    deadline = asyncio.get_running_loop().time() + timeouts.total
     try:
-        conn, resp, sender = await _send(ex, ep, head, timeouts, deadline)
+        try:
+            conn, resp, sender = await _send(ex, ep, head, timeouts, deadline)
+        except UpstreamError as exc:
+            outcome = exc
+            if (
+                call is not None
+                and (delay := call.retry_after_error(exc, deadline - loop.time())) is not None
+            ):
+                return delay
+            raise
+        outcome = resp.status
+        if (
+            call is not None
+            and (delay := call.retry_after_status(resp.status, deadline - loop.time())) is not None
+        ):
+            # Nothing reached the client yet: drop this answer (and its connection) and go elsewhere.
+            conn.clear_deadline()
+            _cancel(sender)
+            ep.pool.release(conn)
+            return delay
         if resp.upgraded:
             # A WebSocket lives outside the exchange's total timeout; its idle timeout governs it.
             conn.clear_deadline()
@@ -187,7 +269,7 @@ async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upst
                 await _tunnel(ex, target, conn, response_headers(ex, resp, target, upstream_tp))
             finally:
                 conn.close()
-            return
+            return None
         if conn.response_complete:
             conn.clear_deadline()
         else:
@@ -201,13 +283,21 @@ async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upst
                     sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError, HttpError):
                     await sender
-        except UpstreamTimeout:
+        except UpstreamTimeout as exc:
+            outcome = exc
             ex.abort()  # the response has started: cut it rather than send a short body
         finally:
             conn.clear_deadline()
             ep.pool.release(conn)
+        return None
+    except BaseException as exc:
+        if isinstance(outcome, int):
+            outcome = exc
+        raise
     finally:
         ep.outstanding -= 1
+        if call is not None:
+            call.report(outcome)
 
 
 async def _send(

@@ -8,8 +8,12 @@ without the balancer knowing about either.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Generic, Protocol, TypeVar
+
+from edgeway.resilience.errors import NoInstanceAvailable
+
+__all__ = ["Balanceable", "LeastOutstanding", "NoInstanceAvailable", "RoundRobin", "make_balancer"]
 
 
 class Balanceable(Protocol):
@@ -20,22 +24,19 @@ class Balanceable(Protocol):
 T = TypeVar("T", bound=Balanceable)
 
 
-class NoInstanceAvailable(LookupError):
-    """Every instance of the service is out of the balancer (ejected, unhealthy or none known)."""
-
-
 class RoundRobin(Generic[T]):
     """Each available instance in turn."""
 
     def __init__(self) -> None:
         self._next = 0
 
-    def pick(self, instances: Sequence[T]) -> T:
+    def pick(self, instances: Sequence[T], exclude: Collection[T] = ()) -> T:
+        """The next available instance; ``exclude`` (those a request already tried) are skipped."""
         n = len(instances)
         for _ in range(n):
             inst = instances[self._next % n]
             self._next = (self._next + 1) % n
-            if inst.available:
+            if inst.available and (not exclude or inst not in exclude):
                 return inst
         raise NoInstanceAvailable("no available instance")
 
@@ -48,8 +49,14 @@ class LeastOutstanding(Generic[T]):
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
 
-    def pick(self, instances: Sequence[T]) -> T:
-        live = [i for i in instances if i.available] if not all(i.available for i in instances) else instances
+    def pick(self, instances: Sequence[T], exclude: Collection[T] = ()) -> T:
+        """The less loaded of two random available instances not in ``exclude``."""
+        if exclude:
+            live: Sequence[T] = [i for i in instances if i.available and i not in exclude]
+        elif all(i.available for i in instances):
+            live = instances
+        else:
+            live = [i for i in instances if i.available]
         if not live:
             raise NoInstanceAvailable("no available instance")
         if len(live) == 1:

@@ -23,7 +23,6 @@ answer (4xx included: the peer is healthy, the request was wrong) as a success.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -35,6 +34,7 @@ from pydantic import TypeAdapter
 from edgeway.observability.logs import current_request_id
 from edgeway.observability.tracing import Tracing, outgoing_traceparent
 from edgeway.resilience.breaker import BreakerPolicy, CircuitBreaker
+from edgeway.resilience.retry import full_jitter
 from edgeway.service.discovery import Discovery
 from edgeway.service.errors import (
     CircuitOpenError,
@@ -64,8 +64,7 @@ class RetryPolicy:
             raise ValueError("retry attempts must be at least 1 (the first call)")
 
     def delay(self, retry: int) -> float:
-        # Full jitter: callers that failed together do not come back together.
-        return random.uniform(0, min(self.max_backoff, self.backoff * 2**retry))
+        return full_jitter(retry, self.backoff, self.max_backoff)
 
 
 class ServiceClient:

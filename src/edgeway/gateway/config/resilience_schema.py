@@ -2,41 +2,272 @@
 load shedding, service discovery and live reload.
 
 Owned by the resilience and discovery work (issue 6); fields grow here without touching
-``schema.py``.
+``schema.py``. Each resilience rule compiles to the frozen policy object of
+:mod:`edgeway.resilience` that the hot path reads (``policy()``), so requests never touch
+pydantic.
 """
 
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from edgeway.gateway.config.base import LocatedProblemsError, StrictModel
 from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.units import Duration
+from edgeway.resilience.breaker import BreakerPolicy
+from edgeway.resilience.budget import BudgetPolicy
+from edgeway.resilience.concurrency import ConcurrencyPolicy
+from edgeway.resilience.health import HealthCheckPolicy
+from edgeway.resilience.outlier import OutlierPolicy
+from edgeway.resilience.retry import RetryPolicy
+
+
+def _unique_statuses(value: list[int]) -> list[int]:
+    seen: set[int] = set()
+    for status in value:
+        if status in seen:
+            raise PydanticCustomError("status", "status {status} is listed twice", {"status": status})
+        seen.add(status)
+    return value
+
+
+StatusList = Annotated[list[Annotated[int, Field(ge=100, le=599)]], AfterValidator(_unique_statuses)]
+
+
+class BreakerLimits(StrictModel):
+    """When one circuit breaker opens, how long it stays open, and how it probes."""
+
+    consecutive_failures: int = Field(
+        5, ge=1, description="Open after this many failures in a row (catches a dead peer fast)."
+    )
+    failure_rate: float = Field(
+        0.5, gt=0, le=1, description="Open when this share of the calls in `window` failed (a flaky peer)."
+    )
+    min_requests: int = Field(
+        20, ge=1, description="Calls `window` must hold before `failure_rate` can open the breaker."
+    )
+    window: Duration = Field(10.0, gt=0, description="The rolling time window of `failure_rate`.")
+    open_for: Duration = Field(
+        10.0, gt=0, description="How long an open breaker refuses calls before letting probes through."
+    )
+    half_open_probes: int = Field(
+        1, ge=1, description="Calls let through at once when half-open; all must succeed to close."
+    )
+
+    def policy(self) -> BreakerPolicy:
+        return BreakerPolicy(
+            consecutive_failures=self.consecutive_failures,
+            failure_rate=self.failure_rate,
+            window=float(self.window),
+            min_calls=self.min_requests,
+            open_for=float(self.open_for),
+            half_open_probes=self.half_open_probes,
+        )
 
 
 class BreakerRule(StrictModel):
-    """Circuit breaker per service and per instance."""
+    """Circuit breaker per service and per instance.
+
+    An open instance breaker takes that instance out of the balancer; an open service breaker
+    answers every request to the service at once with 503 and `Retry-After`. Failures are
+    gateway errors (refused, reset, timed out) and the `failure_statuses`.
+    """
+
+    instance: BreakerLimits | None = Field(
+        default_factory=BreakerLimits,
+        description="The breaker of each instance, fed by every attempt; `null` turns it off.",
+    )
+    service: BreakerLimits | None = Field(
+        default_factory=BreakerLimits,
+        description="The breaker of the service as a whole, fed by each request's final outcome "
+        "(after retries); `null` turns it off.",
+    )
+    failure_statuses: StatusList = Field(
+        default_factory=lambda: [500, 502, 503, 504],
+        description="Upstream response statuses counted as failures.",
+    )
+
+
+class RetryBudgetRule(StrictModel):
+    """A cap on retries as a share of requests, so retries cannot multiply an outage."""
+
+    percent: float = Field(
+        20.0, ge=0, le=100, description="Retries may add at most this percentage of the requests in `window`."
+    )
+    min_per_second: float = Field(
+        10.0, ge=0, description="Retries allowed per second whatever the traffic (for quiet services)."
+    )
+    window: Duration = Field(10.0, gt=0, description="The rolling time window the budget is counted over.")
 
 
 class RetryRule(StrictModel):
-    """Retries where safe, on another instance, within a retry budget."""
+    """Retries where safe, on another instance, within a retry budget.
+
+    Safe means: the request was never sent (the connection could not be opened), whatever its
+    method; or it is idempotent (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) without a body and failed
+    with a gateway error or a `retry_on` status before any byte of the response reached the client.
+    """
+
+    attempts: int = Field(2, ge=1, le=10, description="Attempts in total, the first one included.")
+    retry_on: StatusList = Field(
+        default_factory=lambda: [502, 503, 504],
+        description="Upstream statuses that retry an idempotent request without a body.",
+    )
+    backoff: Duration = Field(
+        0.025, ge=0, description="Ceiling of the jittered delay before the first retry; doubles each retry."
+    )
+    max_backoff: Duration = Field(0.25, ge=0, description="Ceiling of any retry's delay.")
+    budget: RetryBudgetRule = Field(default_factory=RetryBudgetRule, description="The retry budget.")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> RetryRule:
+        if self.max_backoff < self.backoff:
+            raise LocatedProblemsError(
+                [
+                    (
+                        ("max_backoff",),
+                        f"max_backoff ({self.max_backoff:g}s) is below backoff ({self.backoff:g}s)",
+                    )
+                ]
+            )
+        return self
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            attempts=self.attempts,
+            retry_on=frozenset(self.retry_on),
+            backoff=float(self.backoff),
+            max_backoff=float(self.max_backoff),
+            budget=BudgetPolicy(
+                ratio=self.budget.percent / 100,
+                min_per_second=self.budget.min_per_second,
+                window=float(self.budget.window),
+            ),
+        )
 
 
 class OutlierRule(StrictModel):
     """Passive health: eject an instance that keeps failing, for a growing interval."""
 
+    consecutive_failures: int = Field(
+        5,
+        ge=1,
+        description="Failures in a row (gateway errors or `failure_statuses`) that eject an instance.",
+    )
+    failure_statuses: StatusList = Field(
+        default_factory=lambda: [500, 502, 503, 504],
+        description="Upstream response statuses counted as failures.",
+    )
+    base_ejection_time: Duration = Field(
+        30.0, gt=0, description="An ejection lasts this x the number of times the instance was ejected."
+    )
+    max_ejection_time: Duration = Field(300.0, gt=0, description="The longest an ejection lasts.")
+    max_ejection_percent: float = Field(
+        50.0,
+        ge=0,
+        le=100,
+        description="At most this share of the instances is ejected at once (at least one, never all).",
+    )
+
+    @model_validator(mode="after")
+    def _times(self) -> OutlierRule:
+        if self.max_ejection_time < self.base_ejection_time:
+            raise LocatedProblemsError(
+                [
+                    (
+                        ("max_ejection_time",),
+                        f"max_ejection_time ({self.max_ejection_time:g}s) is below base_ejection_time "
+                        f"({self.base_ejection_time:g}s)",
+                    )
+                ]
+            )
+        return self
+
+    def policy(self) -> OutlierPolicy:
+        return OutlierPolicy(
+            consecutive_failures=self.consecutive_failures,
+            base_ejection=float(self.base_ejection_time),
+            max_ejection=float(self.max_ejection_time),
+            max_ejection_percent=self.max_ejection_percent,
+        )
+
 
 class HealthCheckRule(StrictModel):
-    """Active health: periodic HTTP checks per instance."""
+    """Active health: periodic HTTP checks per instance.
+
+    A check passes on a 2xx or 3xx answer within `timeout`. The gateway checks every instance
+    once before it starts serving, and `/readyz` reports the services without a healthy instance.
+    """
+
+    path: str = Field(
+        "/health/ready",
+        pattern=r"^/[^\s]*$",
+        description="Path to `GET` on each instance (the service kit's readiness endpoint by default).",
+    )
+    interval: Duration = Field(5.0, gt=0, description="Time between two checks of an instance.")
+    timeout: Duration = Field(1.0, gt=0, description="A check without an answer in this time fails.")
+    healthy_threshold: int = Field(
+        2, ge=1, description="Passed checks in a row that bring an unhealthy instance back."
+    )
+    unhealthy_threshold: int = Field(3, ge=1, description="Failed checks in a row that take an instance out.")
+
+    @model_validator(mode="after")
+    def _timeout_fits(self) -> HealthCheckRule:
+        if self.timeout > self.interval:
+            raise LocatedProblemsError(
+                [(("timeout",), f"timeout ({self.timeout:g}s) exceeds interval ({self.interval:g}s)")]
+            )
+        return self
+
+    def policy(self) -> HealthCheckPolicy:
+        return HealthCheckPolicy(
+            path=self.path,
+            interval=float(self.interval),
+            timeout=float(self.timeout),
+            healthy_threshold=self.healthy_threshold,
+            unhealthy_threshold=self.unhealthy_threshold,
+        )
 
 
 class ConcurrencyRule(StrictModel):
-    """Load shedding: a bound on concurrent requests; beyond it 503 with Retry-After."""
+    """Load shedding: a bound on concurrent requests; beyond it 503 with Retry-After.
+
+    Requests over `max_concurrent` wait in a queue of at most `queue` entries for at most
+    `max_wait`, or are refused at once when the queue is full; never an unbounded queue.
+    """
+
+    max_concurrent: int = Field(ge=1, description="Requests in flight at once.")
+    queue: int = Field(0, ge=0, description="Requests that may wait for a slot beyond `max_concurrent`.")
+    max_wait: Duration = Field(
+        0.0, ge=0, description="How long a queued request waits for a slot before it is refused."
+    )
+    retry_after: Duration = Field(
+        1.0, gt=0, description="The `Retry-After` given to refused requests (rounded up to seconds)."
+    )
+
+    @model_validator(mode="after")
+    def _queue_has_wait(self) -> ConcurrencyRule:
+        problems: list[tuple[Loc, str]] = []
+        if self.queue > 0 and self.max_wait == 0:
+            problems.append((("max_wait",), "a queue needs max_wait > 0, or requests would wait forever"))
+        if self.queue == 0 and self.max_wait > 0:
+            problems.append((("queue",), "max_wait is set but queue is 0: nothing would ever wait"))
+        if problems:
+            raise LocatedProblemsError(problems)
+        return self
+
+    def policy(self) -> ConcurrencyPolicy:
+        return ConcurrencyPolicy(
+            limit=self.max_concurrent,
+            queue=self.queue,
+            max_wait=float(self.max_wait),
+            retry_after=float(self.retry_after),
+        )
 
 
 # --------------------------------------------------------------------------- discovery

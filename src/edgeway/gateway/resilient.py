@@ -1,0 +1,224 @@
+"""A service's resilience at the gateway: its guard as a component, and one request's way through it.
+
+The logic (breakers, retry decisions and budget, ejection, health verdicts, shedding) lives in
+:mod:`edgeway.resilience`, which knows nothing of HTTP. This module is the boundary: it compiles
+a service's config into a :class:`~edgeway.resilience.guard.ServiceGuard`, runs it as a gateway
+component (health checks run while it is started; instances that discovery removes are
+forgotten), classifies the engine's outcomes for it, decides which failures are *safe* to retry,
+and turns its refusals into 503 problems with ``Retry-After``.
+
+Each gateway — each config generation, with live reload — has its own guard per service, so a
+reload that is refused never changes the running one's behaviour. Clusters (and their endpoints)
+are shared across generations; when a gateway starts, its guards set every endpoint's
+``available`` flag from their own (fresh) view, and an unguarded service puts every endpoint
+back in the balancer, so nothing a previous generation decided lingers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from edgeway.gateway.config.schema import Service
+from edgeway.gateway.errors import Rejection
+from edgeway.gateway.pipeline import GatewayEnv
+from edgeway.gateway.shedding import admit
+from edgeway.gateway.upstreams import Cluster, ClusterChange, Endpoint
+from edgeway.http.errors import PoolTimeout, UpstreamConnectError, UpstreamError, UpstreamTimeout
+from edgeway.http.exchange import Exchange
+from edgeway.resilience.errors import NoInstanceAvailable
+from edgeway.resilience.guard import GuardPolicy, InstanceState, ServiceGuard, retry_after_header
+from edgeway.resilience.health import HealthChecker
+from edgeway.resilience.retry import IDEMPOTENT_METHODS
+from edgeway.resilience.telemetry import Telemetry
+
+__all__ = ["ServiceCall", "ServiceResilience", "begin_call", "guard_policy", "service_guard", "wait_call"]
+
+
+def guard_policy(svc: Service) -> GuardPolicy | None:
+    """The compiled resilience of a configured service; None when it configures none."""
+    breaker, retry, outlier = svc.breaker, svc.retry, svc.outlier_ejection
+    if (
+        breaker is None
+        and retry is None
+        and outlier is None
+        and svc.health_check is None
+        and svc.concurrency is None
+    ):
+        return None
+    return GuardPolicy(
+        instance_breaker=breaker.instance.policy() if breaker is not None and breaker.instance else None,
+        service_breaker=breaker.service.policy() if breaker is not None and breaker.service else None,
+        breaker_statuses=frozenset(breaker.failure_statuses) if breaker is not None else frozenset(),
+        retry=retry.policy() if retry is not None else None,
+        outlier=outlier.policy() if outlier is not None else None,
+        outlier_statuses=frozenset(outlier.failure_statuses) if outlier is not None else frozenset(),
+        health=svc.health_check.policy() if svc.health_check is not None else None,
+        concurrency=svc.concurrency.policy() if svc.concurrency is not None else None,
+    )
+
+
+class ServiceResilience:
+    """The component of one service in one gateway: its guard (None when the service configures
+    no resilience) and, while started, its health checks."""
+
+    def __init__(self, cluster: Cluster, guard: ServiceGuard[Endpoint] | None) -> None:
+        self.cluster = cluster
+        self.guard = guard
+        self._checker: HealthChecker | None = guard.health_checker() if guard is not None else None
+
+    def __repr__(self) -> str:
+        return f"<ServiceResilience {self.cluster.name!r} guarded={self.guard is not None}>"
+
+    async def start(self) -> None:
+        guard = self.guard
+        if guard is None:
+            for ep in self.cluster.endpoints:
+                ep.available = True
+            return
+        self.cluster.listeners.append(self._changed)
+        guard.refresh_all()
+        if self._checker is not None:
+            await self._checker.start()
+
+    async def stop(self) -> None:
+        if self.guard is None:
+            return
+        if self._changed in self.cluster.listeners:
+            self.cluster.listeners.remove(self._changed)
+        if self._checker is not None:
+            await self._checker.stop()
+        self.guard.close()
+
+    def _changed(self, cluster: Cluster, change: ClusterChange) -> None:
+        assert self.guard is not None  # listening only when guarded
+        for ep in change.removed:
+            self.guard.forget(ep)
+
+
+def service_guard(env: GatewayEnv, service: str) -> ServiceGuard[Endpoint] | None:
+    """The guard of ``service`` in this gateway (made once, shared by its routes); None when the
+    service configures no resilience."""
+
+    def make() -> ServiceResilience:
+        cluster = env.clusters[service]
+        policy = guard_policy(env.config.services[service])
+        if policy is None:
+            return ServiceResilience(cluster, None)
+        guard = ServiceGuard(service, policy, _members(cluster), Telemetry(service, env.metrics))
+        return ServiceResilience(cluster, guard)
+
+    return env.shared(f"resilience:{service}", make).guard
+
+
+def _members(cluster: Cluster) -> Callable[[], list[Endpoint]]:
+    # Read the list each time: discovery replaces it.
+    return lambda: cluster.endpoints
+
+
+class ServiceCall:
+    """One request's way through a guarded service: its attempts, the instances it tried, and
+    whether it may be sent again. Made by :func:`begin_call`; ``finish`` must follow."""
+
+    __slots__ = ("cluster", "ex", "guard", "state", "tried")
+
+    def __init__(self, cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) -> None:
+        self.cluster = cluster
+        self.guard = guard
+        self.ex = ex
+        self.tried: list[Endpoint] = []
+        self.state: InstanceState[Endpoint] | None = None
+
+    @property
+    def repeatable(self) -> bool:
+        """Idempotent and bodiless: sending it again is what the client could have done itself."""
+        ex = self.ex
+        return ex.method in IDEMPOTENT_METHODS and ex.body.complete and ex.body.received == 0
+
+    def pick(self) -> Endpoint:
+        """The instance for the next attempt; a 503 Rejection when none is available."""
+        try:
+            state = self.guard.pick(self.cluster.balancer, self.tried)
+        except NoInstanceAvailable:
+            raise Rejection(
+                503,
+                "Service Unavailable",
+                f"no available instance of service {self.cluster.name!r}",
+                headers=[(b"retry-after", retry_after_header(self.guard.retry_after_hint()))],
+            ) from None
+        self.state = state
+        self.tried.append(state.member)
+        return state.member
+
+    def retry_after_error(self, exc: UpstreamError, remaining: float) -> float | None:
+        """Backoff before a retry of an attempt that failed with ``exc``, or None for no retry."""
+        never_sent = isinstance(exc, UpstreamConnectError | PoolTimeout) or (
+            isinstance(exc, UpstreamTimeout) and exc.phase == "connect"
+        )
+        if not (never_sent or self.repeatable):
+            return None
+        return self.guard.retry_delay(len(self.tried) - 1, remaining, self.tried, "error")
+
+    def retry_after_status(self, status: int, remaining: float) -> float | None:
+        """Backoff before a retry of an attempt answered with ``status`` (not yet sent on)."""
+        if status not in self.guard.retry_on or not self.repeatable:
+            return None
+        return self.guard.retry_delay(len(self.tried) - 1, remaining, self.tried, "status")
+
+    def report(self, outcome: int | BaseException) -> None:
+        """The outcome of the current attempt: a status, or the exception that ended it.
+
+        An exception other than an upstream error (the client went away, a body too large)
+        says nothing about the instance.
+        """
+        state = self.state
+        if state is not None:
+            self.state = None
+            if isinstance(outcome, int):
+                self.guard.report(state, outcome, False)
+            else:
+                self.guard.report(state, 0, isinstance(outcome, UpstreamError))
+
+    def finish(self, status: int, exc: BaseException | None) -> None:
+        """The request is over (``status`` as answered to the client, 0 if not at all)."""
+        guard = self.guard
+        if guard.limiter is not None:
+            guard.limiter.release()
+        if exc is None:
+            guard.finish(status, False)
+        else:
+            guard.finish(0, isinstance(exc, UpstreamError))
+
+
+def begin_call(cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) -> ServiceCall | None:
+    """Admit a request to a guarded service: its concurrency bound, then its breaker.
+
+    Synchronous, so the common case costs no coroutine; None when the request must wait for a
+    concurrency slot (then :func:`wait_call` admits it).
+    """
+    limiter = guard.limiter
+    if limiter is not None and not limiter.try_acquire():
+        return None
+    return _admitted(cluster, guard, ex)
+
+
+async def wait_call(cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) -> ServiceCall:
+    """Admit a request that waits for a concurrency slot (or is refused with 503)."""
+    assert guard.limiter is not None  # begin_call only defers when there is a limiter
+    await admit(guard.limiter, f"service {cluster.name!r}", guard.telemetry.shed)
+    return _admitted(cluster, guard, ex)
+
+
+def _admitted(cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) -> ServiceCall:
+    breaker = guard.breaker
+    if breaker is not None and not breaker.allow():
+        if guard.limiter is not None:
+            guard.limiter.release()
+        raise Rejection(
+            503,
+            "Service Unavailable",
+            f"the circuit breaker of service {cluster.name!r} is open",
+            headers=[(b"retry-after", retry_after_header(breaker.retry_after))],
+        )
+    if guard.budget is not None:
+        guard.budget.record_request()
+    return ServiceCall(cluster, guard, ex)

@@ -1,0 +1,186 @@
+"""The guard's decisions, with a settable clock and plain member objects (no sockets)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import pytest
+from clock_helpers import Clock
+
+from edgeway.observability.metrics import Metrics
+from edgeway.resilience.balancer import RoundRobin
+from edgeway.resilience.breaker import BreakerPolicy, BreakerState
+from edgeway.resilience.budget import BudgetPolicy
+from edgeway.resilience.errors import NoInstanceAvailable
+from edgeway.resilience.guard import GuardPolicy, ServiceGuard, retry_after_header
+from edgeway.resilience.health import HealthCheckPolicy
+from edgeway.resilience.outlier import OutlierPolicy
+from edgeway.resilience.retry import RetryPolicy
+from edgeway.resilience.telemetry import Telemetry
+
+
+@dataclass(eq=False)
+class Inst:
+    port: int
+    host: str = "127.0.0.1"
+    outstanding: int = 0
+    available: bool = True
+
+    @property
+    def authority(self) -> bytes:
+        return f"{self.host}:{self.port}".encode()
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def make(
+    policy: GuardPolicy, n: int = 2, metrics: Metrics | None = None
+) -> tuple[ServiceGuard[Inst], list[Inst], Clock]:
+    clock = Clock()
+    members = [Inst(9000 + i) for i in range(n)]
+    guard = ServiceGuard(
+        "svc", policy, lambda: members, Telemetry("svc", metrics), clock=clock, rng=random.Random(1)
+    )
+    return guard, members, clock
+
+
+BREAKER = BreakerPolicy(consecutive_failures=3, open_for=5.0, half_open_probes=1)
+
+
+def test_an_open_instance_breaker_takes_the_instance_out_until_its_pause_ends() -> None:
+    guard, (a, b), clock = make(GuardPolicy(instance_breaker=BREAKER))
+    rr: RoundRobin[Inst] = RoundRobin()
+    for _ in range(3):
+        guard.report(guard.state(a), 0, error=True)
+    assert not a.available
+    assert {guard.pick(rr).member.port for _ in range(6)} == {b.port}
+    clock.now += 5.0
+    guard.state(a).refresh()  # what the timer does when the pause ends
+    assert a.available  # half-open: one probe may go
+    probe = guard.pick(rr, tried=[b])
+    assert probe.member is a
+    assert not a.available  # its one probe slot is taken
+    guard.report(probe, 200, error=False)
+    assert a.available
+    assert probe.breaker is not None
+    assert probe.breaker.state is BreakerState.CLOSED
+
+
+def test_failure_statuses_count_and_other_statuses_do_not() -> None:
+    guard, (a, _), _ = make(GuardPolicy(instance_breaker=BREAKER, breaker_statuses=frozenset({503})))
+    state = guard.state(a)
+    for _ in range(5):
+        guard.report(state, 500, error=False)
+        guard.report(state, 404, error=False)
+    assert a.available
+    for _ in range(3):
+        guard.report(state, 503, error=False)
+    assert not a.available
+
+
+def test_no_instance_left_raises_and_hints_when_to_come_back() -> None:
+    guard, members, clock = make(GuardPolicy(instance_breaker=BREAKER))
+    for m in members:
+        for _ in range(3):
+            guard.report(guard.state(m), 0, error=True)
+    with pytest.raises(NoInstanceAvailable):
+        guard.pick(RoundRobin())
+    clock.now += 1.5
+    assert guard.retry_after_hint() == pytest.approx(3.5)
+    assert retry_after_header(3.5) == b"4"
+    assert retry_after_header(0.0) == b"1"
+
+
+def test_outlier_ejection_keeps_at_least_one_instance() -> None:
+    policy = GuardPolicy(outlier=OutlierPolicy(consecutive_failures=2, max_ejection_percent=100))
+    guard, (a, b), clock = make(policy)
+    for _ in range(4):
+        guard.report(guard.state(a), 502, error=False)
+        guard.report(guard.state(b), 0, error=True)
+    assert [a.available, b.available].count(False) == 1
+    ejected = a if not a.available else b
+    clock.now += 30.0
+    guard.state(ejected).refresh()
+    assert ejected.available
+
+
+def test_health_verdicts_follow_the_thresholds() -> None:
+    policy = GuardPolicy(health=HealthCheckPolicy(healthy_threshold=2, unhealthy_threshold=2))
+    guard, (a, _), _ = make(policy)
+    guard.health_result(a, True, "200")
+    assert a.available
+    guard.health_result(a, False, "answered 503")
+    assert a.available  # one failure is not enough once checked
+    guard.health_result(a, False, "answered 503")
+    assert not a.available
+    guard.health_result(a, True, "200")
+    assert not a.available
+    guard.health_result(a, True, "200")
+    assert a.available
+
+
+def test_the_first_check_decides_alone() -> None:
+    guard, (a, _), _ = make(GuardPolicy(health=HealthCheckPolicy()))
+    guard.health_result(a, False, "cannot connect")
+    assert not a.available
+
+
+def retrying(attempts: int = 3, ratio: float = 1.0, floor: float = 0.0) -> GuardPolicy:
+    budget = BudgetPolicy(ratio=ratio, min_per_second=floor, window=10)
+    return GuardPolicy(retry=RetryPolicy(attempts=attempts, backoff=0.01, max_backoff=0.1, budget=budget))
+
+
+def test_a_retry_needs_another_available_instance() -> None:
+    guard, (a, b), _ = make(retrying())
+    assert guard.budget is not None
+    guard.budget.record_request()
+    assert guard.retry_delay(0, 10.0, [a], "error") is not None
+    b.available = False
+    assert guard.retry_delay(0, 10.0, [a], "error") is None
+
+
+def test_a_retry_stops_at_the_attempt_limit_the_budget_and_the_deadline() -> None:
+    guard, (a, *_), _ = make(retrying(attempts=2, ratio=0.5), n=3)
+    assert guard.budget is not None
+    guard.budget.record_request()
+    guard.budget.record_request()
+    assert guard.retry_delay(1, 10.0, [a], "error") is None  # attempt 2 of 2 was the last
+    assert guard.retry_delay(0, 0.0, [a], "error") is None  # no time left for the backoff
+    assert guard.retry_delay(0, 10.0, [a], "error") is not None  # 1 retry of 2 requests x 0.5
+    assert guard.retry_delay(0, 10.0, [a], "error") is None  # budget spent
+    assert guard.budget.exhausted == 1
+
+
+def test_the_service_breaker_counts_final_outcomes() -> None:
+    policy = GuardPolicy(service_breaker=BreakerPolicy(consecutive_failures=2, open_for=5))
+    guard, _, _ = make(policy)
+    assert guard.breaker is not None
+    guard.finish(0, error=False)  # the client left: says nothing
+    guard.finish(200, error=False)
+    guard.finish(502, error=False)
+    guard.finish(0, error=True)
+    assert guard.breaker.state is BreakerState.OPEN
+
+
+def test_breaker_state_is_exported_and_transitions_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics("gw")
+    guard, (a, _), _ = make(GuardPolicy(instance_breaker=BREAKER), metrics=metrics)
+    state = guard.state(a)
+    with caplog.at_level(logging.INFO, logger="edgeway.resilience"):
+        for _ in range(3):
+            guard.report(state, 0, error=True)
+    text = metrics.exposition()[0].decode()
+    assert 'edgeway_breaker_state{instance="127.0.0.1:9000",service="svc"} 2.0' in text
+    assert 'edgeway_breaker_transitions_total{instance="127.0.0.1:9000",service="svc",to="open"} 1.0' in text
+    assert 'edgeway_instance_available{instance="127.0.0.1:9000",service="svc"} 0.0' in text
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "breaker"]
+    assert record.levelno == logging.WARNING
+    assert record.__dict__["state"] == "open"
+    assert record.__dict__["upstream_service"] == "svc"
+    assert record.__dict__["instance"] == "127.0.0.1:9000"
+    guard.forget(a)
+    assert "9000" not in metrics.exposition()[0].decode().split("edgeway_breaker_transitions_total")[0]
