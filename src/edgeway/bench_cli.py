@@ -198,6 +198,26 @@ def bus(
 
 
 @app.command()
+def shop(
+    json: JsonOption = False,
+    loads: Annotated[int, typer.Option(min=1, help="Times each screen is loaded per edge.")] = 200,
+    concurrency: Annotated[int, typer.Option(min=1, help="Screens loaded at once.")] = 8,
+    rtt_ms: Annotated[float, typer.Option(min=0, help="Client round-trip time added to every call.")] = 0.0,
+    pattern: Annotated[str, typer.Option(help="Edges to start: all | direct | gateway | bff.")] = "all",
+) -> None:
+    """The reference shop: the same screens Direct, through the API gateway and through the BFFs."""
+    _run_bench(
+        "shop",
+        "issue 7 (the reference shop)",
+        json=json,
+        loads=loads,
+        concurrency=concurrency,
+        rtt_ms=rtt_ms,
+        pattern=pattern,
+    )
+
+
+@app.command()
 def faults(
     json: JsonOption = False,
     scale: Annotated[

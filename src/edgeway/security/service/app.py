@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from edgeway.security.keys import FileKeyStore, load_kek
 from edgeway.security.service import admin, feeds, oauth
@@ -51,6 +52,14 @@ def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(feeds.router)
     app.include_router(admin.router)
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
     return app
 
 
@@ -64,6 +73,7 @@ async def open_state(settings: SecuritySettings) -> SecurityState:
     state = SecurityState.build(settings, store, keystore, ring)
     if settings.bus_url:
         state.events = RevocationEvents(settings.bus_url, settings.bus_prefix, engine)
+        store.outbox = state.events.outbox  # user changes publish UserChanged/UserDeleted too
     entries, _ = await store.revocations_since(0, time.time(), 1_000_000)
     for entry in entries:
         state.revocations.add(entry["jti"], entry["exp"])

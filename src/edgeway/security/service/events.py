@@ -1,11 +1,13 @@
-"""Revocations pushed over the event bus: the outbox the store writes into, and its relay.
+"""Revocations (and user changes) pushed over the event bus: the outbox the store writes into,
+and its relay.
 
 With ``bus_url`` set, every revocation (logout, refresh-token reuse, a disabled account) queues a
 :class:`~edgeway.security.revocation.TokenRevokedEvent` event per access token in the same
 transaction as the deny-list row, and the relay publishes it as soon as the request commits
-(:meth:`RevocationEvents.committed` wakes it). The broker being down never fails a request or
-the start-up: the relay connects and publishes in the background, retrying, and gateways catch
-up through ``GET /revocations`` meanwhile.
+(:meth:`RevocationEvents.committed` wakes it). User changes queue their events
+(:mod:`edgeway.security.events`) the same way, for services' local copies of the users. The
+broker being down never fails a request or the start-up: the relay connects and publishes in the
+background, retrying, and gateways catch up through ``GET /revocations`` meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from edgeway.bus.brokers import transport_for
 from edgeway.bus.bus import EventBus
 from edgeway.bus.errors import BusError
 from edgeway.bus.outbox import Outbox, OutboxRelay
+from edgeway.bus.transport import ChannelConfig
+from edgeway.security.events import USERS_CHANNEL
 from edgeway.security.revocation import REVOCATIONS
 from edgeway.security.service import db
 
@@ -32,7 +36,7 @@ class RevocationEvents:
 
     def __init__(self, url: str, prefix: str, engine: AsyncEngine) -> None:
         self.outbox = Outbox(db.metadata, table_name=db.outbox.name)
-        self.bus = EventBus(transport_for(url, prefix), channels=[REVOCATIONS])
+        self.bus = EventBus(transport_for(url, prefix), channels=[REVOCATIONS, ChannelConfig(USERS_CHANNEL)])
         sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.relay = OutboxRelay(
             self.outbox, sessions, self.bus, retry_interval=RETRY_INTERVAL, idle_interval=1.0

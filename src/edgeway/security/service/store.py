@@ -17,6 +17,7 @@ from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from edgeway.bus.outbox import Outbox
+from edgeway.security.events import user_event
 from edgeway.security.revocation import TokenRevokedEvent
 from edgeway.security.service import db
 
@@ -74,8 +75,12 @@ def _redact(row: Mapping[str, Any] | None, other: Mapping[str, Any] | None = Non
 
 
 class SecurityStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """``outbox``: when given, every user change also writes a user event (``edgeway.security.events``)
+    into it, in the change's transaction, for the relay to publish."""
+
+    def __init__(self, engine: AsyncEngine, *, outbox: Outbox | None = None) -> None:
         self.engine = engine
+        self.outbox = outbox
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -122,7 +127,12 @@ class SecurityStore:
                 after = None
                 await conn.execute(delete(table).where(column == key))
             singular = SINGULAR[table.name]
-            await self._audit(conn, actor, f"{singular}.{kind}", f"{singular}:{key}", before, after)
+            audit_id = await self._audit(
+                conn, actor, f"{singular}.{kind}", f"{singular}:{key}", before, after
+            )
+            if self.outbox is not None and table.name == db.users.name:
+                # The audit id grows with every change: the event's version for local copies.
+                await self.outbox.add(conn, user_event(key, after, audit_id))
             if table.name in _POLICY_TABLES:
                 await self._bump(conn, POLICY_VERSION)
         return before, after
@@ -151,8 +161,8 @@ class SecurityStore:
         target: str,
         before: Mapping[str, Any] | None,
         after: Mapping[str, Any] | None,
-    ) -> None:
-        await conn.execute(
+    ) -> int:
+        result = await conn.execute(
             insert(db.audit).values(
                 at=time.time(),
                 actor=actor,
@@ -162,6 +172,7 @@ class SecurityStore:
                 after=_redact(after, before),
             )
         )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     # --- policy version -------------------------------------------------------------------------
 
