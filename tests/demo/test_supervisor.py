@@ -129,3 +129,22 @@ async def test_a_process_that_exits_before_it_is_ready_fails_the_start_and_shows
     assert "start-up failed: broken exited with code 2 before it was ready" in text
     assert "cannot open the database: disk full" in text
     assert supervisor.procs["waiting"].process is None  # never started: what it needs failed
+
+
+def test_log_lines_are_rendered_for_a_terminal() -> None:
+    from edgeway.demo.logview import render_line
+
+    access = '{"time":"2026-11-21T20:33:19.123Z","level":"info","service":"orders","request_id":"ca217b4d99",'
+    access += '"message":"POST /orders 202","logger":"edgeway.access","kind":"access","duration_ms":27.84}'
+    text = render_line("orders", "cyan", 9, access)
+    assert text is not None
+    assert text.plain == "orders    │ 20:33:19 POST /orders 202 27.8ms req=ca217b4d"
+    assert render_line("orders", "cyan", 9, access, show_access=False) is None
+    warning = '{"time":"2026-11-21T20:33:20.000Z","level":"warning","message":"step failed","saga_id":"s1"}'
+    assert render_line("orders", "cyan", 9, warning).plain.endswith("WARNING step failed saga_id=s1")  # type: ignore[union-attr]
+    chatty = '{"level":"info","message":"HTTP Request: GET /revocations","logger":"httpx"}'
+    assert render_line("gateway", "cyan", 9, chatty) is None
+    assert (
+        render_line("nats", "cyan", 9, "[123] [INF] Server is ready").plain
+        == "nats      │ [123] [INF] Server is ready"
+    )  # type: ignore[union-attr]

@@ -49,6 +49,9 @@ _SKIP = frozenset(
     }
 )
 _ACCESS_FIELDS = ("method", "path", "route", "status", "duration_ms", "client")
+# Client libraries that log every request they make at INFO (the edges' revocation feeds poll
+# every second): their warnings show, their chatter does not.
+_CHATTY_LOGGERS = frozenset({"httpx", "httpcore"})
 
 
 def render_line(name: str, color: str, width: int, line: str, *, show_access: bool = True) -> Text | None:
@@ -60,6 +63,8 @@ def render_line(name: str, color: str, width: int, line: str, *, show_access: bo
     if record.get("kind") == "access" and not show_access:
         return None
     level = str(record.get("level") or "info")
+    if record.get("logger") in _CHATTY_LOGGERS and level in ("debug", "info"):
+        return None
     when = str(record.get("time") or "")[11:19]
     out = prefix + Text(f"{when} ", style="dim")
     if level != "info":

@@ -11,8 +11,8 @@ reads these options on every disconnect.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-import nats
 from nats.aio.client import Client as NatsClient
 
 __all__ = ["connect"]
@@ -24,26 +24,31 @@ async def _on_error(exc: Exception) -> None:
     _log.warning("nats: %s", exc or type(exc).__name__)
 
 
-async def _on_disconnect() -> None:
-    _log.warning("nats: disconnected; reconnecting")
-
-
 async def _on_reconnect() -> None:
     _log.info("nats: reconnected")
 
 
 async def connect(url: str, *, timeout: float = 2.0, name: str | None = None) -> NatsClient:
     """Connect once (raising ``OSError``/``nats.errors.Error`` on failure), then reconnect forever."""
-    nc = await nats.connect(
+    nc = NatsClient()
+
+    async def on_disconnect() -> None:
+        # nats-py calls this on our own close() too (the client is CLOSED by then): only a lost
+        # connection is worth a warning, not every clean shutdown of every process.
+        if not nc.is_closed:
+            _log.warning("nats: disconnected; reconnecting")
+
+    # nats-py annotates these as int but takes seconds as floats (nats.connect passes them on).
+    timing: dict[str, Any] = {"connect_timeout": timeout, "reconnect_time_wait": 0.1}
+    await nc.connect(
         url,
         name=name,
-        connect_timeout=timeout,
         allow_reconnect=True,
         max_reconnect_attempts=1,
-        reconnect_time_wait=0.1,
         error_cb=_on_error,
-        disconnected_cb=_on_disconnect,
+        disconnected_cb=on_disconnect,
         reconnected_cb=_on_reconnect,
+        **timing,
     )
     nc.options["max_reconnect_attempts"] = -1
     nc.options["reconnect_time_wait"] = 1
