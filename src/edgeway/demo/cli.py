@@ -217,4 +217,10 @@ def compare(
         for s in summaries:
             if s["first_error"]:
                 typer.secho(f"{s['edge']} {s['screen']}: {s['first_error']}", err=True, fg="red")
+        if any(" 429 " in (s["first_error"] or "") for s in summaries):
+            typer.secho(
+                "the partner gateway limits each partner to 20 requests/s: start the demo with "
+                "SHOP_PARTNER_RATE=100000 SHOP_PARTNER_BURST=100000 to measure without the limit",
+                err=True,
+            )
         raise typer.Exit(1)

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,15 +68,17 @@ def launched_demo(
     extra_args: Sequence[str] = (),
     ready_timeout: float = 120.0,
     attempts: int = 3,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[LaunchedDemo]:
     """Start the demo and yield it once ready; stop it at the end.
 
     Free ports are only free until someone takes them: when the demo refuses a port that was
     taken meanwhile (it checks before starting anything), it is started again on new ports.
+    ``env`` adds variables to the demo's environment (the edge configs read ``SHOP_*`` ones).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     for attempt in range(attempts):
-        demo = _start(workdir, pattern, extra_args, attempt)
+        demo = _start(workdir, pattern, extra_args, attempt, env or {})
         try:
             _wait_ready(demo, ready_timeout)
         except DemoFailed:
@@ -91,7 +93,9 @@ def launched_demo(
         _stop(demo)
 
 
-def _start(workdir: Path, pattern: str, extra_args: Sequence[str], attempt: int) -> LaunchedDemo:
+def _start(
+    workdir: Path, pattern: str, extra_args: Sequence[str], attempt: int, extra_env: Mapping[str, str]
+) -> LaunchedDemo:
     ports = dict(zip(DEFAULT_PORTS, free_ports(len(DEFAULT_PORTS)), strict=True))
     data_dir = workdir / "data"
     log = workdir / ("demo.log" if attempt == 0 else f"demo-{attempt}.log")
@@ -99,7 +103,7 @@ def _start(workdir: Path, pattern: str, extra_args: Sequence[str], attempt: int)
     argv += list(extra_args)
     for name, port in ports.items():
         argv += ["--port", f"{name}={port}"]
-    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb", "NO_COLOR": "1"}
+    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb", "NO_COLOR": "1", **extra_env}
     with open(log, "wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir)
     return LaunchedDemo(ports, data_dir, log, process)
