@@ -178,9 +178,43 @@ def push(
 
 
 @app.command()
-def bus(json: JsonOption = False) -> None:
+def bus(
+    json: JsonOption = False,
+    events: Annotated[int, typer.Option(min=100, help="Events per leg.")] = 20_000,
+    repetitions: Annotated[int, typer.Option(min=1, help="Runs per leg, alternating; medians.")] = 1,
+    gc_freeze: Annotated[
+        bool, typer.Option(help="gc.freeze() in every process of both legs once set up.")
+    ] = True,
+) -> None:
     """End-to-end events/s through outbox and idempotent consumer vs raw nats-py."""
-    _run_bench("bus", "issue 5 (the event bus)", json=json)
+    _run_bench(
+        "bus",
+        "issue 5 (the event bus)",
+        json=json,
+        events=events,
+        repetitions=repetitions,
+        gc_freeze=gc_freeze,
+    )
+
+
+@app.command()
+def shop(
+    json: JsonOption = False,
+    loads: Annotated[int, typer.Option(min=1, help="Times each screen is loaded per edge.")] = 200,
+    concurrency: Annotated[int, typer.Option(min=1, help="Screens loaded at once.")] = 8,
+    rtt_ms: Annotated[float, typer.Option(min=0, help="Client round-trip time added to every call.")] = 0.0,
+    pattern: Annotated[str, typer.Option(help="Edges to start: all | direct | gateway | bff.")] = "all",
+) -> None:
+    """The reference shop: the same screens Direct, through the API gateway and through the BFFs."""
+    _run_bench(
+        "shop",
+        "issue 7 (the reference shop)",
+        json=json,
+        loads=loads,
+        concurrency=concurrency,
+        rtt_ms=rtt_ms,
+        pattern=pattern,
+    )
 
 
 @app.command()
@@ -192,3 +226,13 @@ def faults(
 ) -> None:
     """Gateway under faults: an instance killed, hanging, failing half its requests; live reloads."""
     _run_bench("faults", "issue 6 (resilience)", json=json, scale=scale)
+
+
+@app.command("bus-faults")
+def bus_faults(
+    json: JsonOption = False,
+    events: Annotated[int, typer.Option(min=100, help="Events flowing while the broker stops.")] = 50_000,
+    small: Annotated[int, typer.Option(min=100, help="Events in the consumer and relay kills.")] = 10_000,
+) -> None:
+    """Broker and consumer faults while events flow: nothing lost, nothing applied twice."""
+    _run_bench("bus_faults", "issue 5 (the event bus)", json=json, events=events, small=small)

@@ -12,7 +12,9 @@ import pytest
 
 from edgeway.bus.bus import EventBus, Received
 from edgeway.bus.dlq import DeadLetters
+from edgeway.bus.errors import BusConfigError
 from edgeway.bus.events import Event
+from edgeway.bus.memory import MemoryTransport
 from edgeway.bus.transport import Backoff, ChannelConfig, Expiry
 from edgeway.observability.ids import parse_traceparent
 
@@ -295,3 +297,74 @@ async def _wait_for_dead_letters(dlq: DeadLetters, count: int, timeout: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"expected {count} dead letters, found {len(letters)}")
         await asyncio.sleep(0.05)
+
+
+async def test_every_broadcast_member_gets_every_event_published_while_it_runs(
+    broker: BrokerUnderTest, unique: Callable[[str], str]
+) -> None:
+    placed, _ = order_events(unique("orders"))
+    config = ChannelConfig(placed.channel, backoff=FAST)
+    got: dict[int, list[str]] = {0: [], 1: []}
+
+    def member(number: int) -> EventBus:
+        bus = EventBus(broker.make(), channels=[config])
+
+        async def handle(event: Event, ctx: Received) -> None:
+            if event.order_id == "flaky" and ctx.attempt == 1:  # type: ignore[attr-defined]
+                raise ConnectionError("retried on this member's own queue")
+            got[number].append(event.order_id)  # type: ignore[attr-defined]
+
+        bus.add_handler(placed, handle, group="gateways", broadcast=True)
+        return bus
+
+    publisher = EventBus(broker.make(), channels=[config])
+    async with publisher:
+        await publisher.publish(placed(order_id="before"))  # no member runs: kept for nobody
+        first, second = member(0), member(1)
+        async with first, second:
+            for i in range(20):
+                await publisher.publish(placed(order_id=f"o{i}"))
+            await publisher.publish(placed(order_id="flaky"))
+            await eventually(lambda: len(got[0]) == len(got[1]) == 21, what="every event at both members")
+        await publisher.publish(placed(order_id="while-down"))
+        again = member(0)
+        async with again:
+            await publisher.publish(placed(order_id="after"))
+            await eventually(lambda: "after" in got[0], what="the event published after the restart")
+            await asyncio.sleep(0.3)
+    expected = [f"o{i}" for i in range(20)] + ["flaky"]
+    assert got[0] == [*expected, "after"]
+    assert got[1] == expected
+
+
+def test_a_group_is_broadcast_or_not_for_all_its_handlers(unique: Callable[[str], str]) -> None:
+    placed, cancelled = order_events(unique("orders"))
+    bus = EventBus(MemoryTransport(), channels=[ChannelConfig(placed.channel)])
+
+    async def handle(event: Event) -> None:
+        return None
+
+    bus.add_handler(placed, handle, group="gateways", broadcast=True)
+    with pytest.raises(BusConfigError, match="either all its handlers are broadcast or none"):
+        bus.add_handler(cancelled, handle, group="gateways")
+
+
+async def test_event_keys_arrive_as_published_whatever_their_characters(
+    broker: BrokerUnderTest, unique: Callable[[str], str]
+) -> None:
+    placed, cancelled = order_events(unique("orders"))
+    keys: dict[str, str | None] = {}
+
+    async def handle(event: Event, ctx: Received) -> None:
+        keys[event.order_id] = ctx.envelope.key  # type: ignore[attr-defined]
+
+    bus = EventBus(broker.make(), channels=[ChannelConfig(placed.channel)])
+    bus.add_handler(placed, handle, group="keys")
+    bus.add_handler(cancelled, handle, group="keys")
+    odd = "a b.c/ü*>"  # not a subject token: hashed on the subject, carried in a header
+    async with bus:
+        for order_id in ("o-1", odd, "_", "h" + "0" * 20):
+            await bus.publish(placed(order_id=order_id))
+        await bus.publish(cancelled(order_id="no-key"))
+        await eventually(lambda: len(keys) == 5, what="five events")
+    assert keys == {"o-1": "o-1", odd: odd, "_": "_", "h" + "0" * 20: "h" + "0" * 20, "no-key": None}

@@ -1,72 +1,126 @@
-"""`edgeway demo` starts a gateway balancing over two sample instances and stops on SIGINT."""
+"""`edgeway demo`: what it refuses before starting anything, and its plan of processes.
+
+Starting the whole system is covered by tests/shop (once per module); these tests stay cheap.
+"""
 
 from __future__ import annotations
 
-import json
-import signal
+import socket
 import subprocess
 import sys
-import time
-import urllib.request
+from pathlib import Path
+
+import pytest
 
 from conftest import free_port
+from edgeway.demo.flags import parse_flag_value
+from edgeway.demo.plan import DEFAULT_PORTS, ShopPlan, parse_ports
 
 
-def _get(url: str) -> dict[str, object]:
-    end = time.monotonic() + 15
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                return dict(json.loads(resp.read()))
-        except OSError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.1)
+def _demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgeway.cli", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
 
 
-def test_demo_balances_two_instances_and_stops_cleanly() -> None:
-    gw, admin, b1, b2 = (free_port() for _ in range(4))
-    proc = subprocess.Popen(
+def test_demo_refuses_ports_in_use_before_starting_anything(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        busy = held.getsockname()[1]
+        ports = [f"{name}={free_port()}" for name in DEFAULT_PORTS if name != "orders"]
+        args = [a for p in ports for a in ("--port", p)]
+        result = _demo(*args, "--port", f"orders={busy}", "--data-dir", str(tmp_path / "d"), cwd=tmp_path)
+    assert result.returncode != 0
+    assert f"orders ({busy})" in result.stderr
+    assert "already in use" in result.stderr
+    # nothing was started: no NATS data, no databases
+    assert not list((tmp_path / "d").glob("*.db"))
+    assert not (tmp_path / "d" / "nats").exists()
+
+
+def test_demo_rejects_a_malformed_port_option(tmp_path: Path) -> None:
+    result = _demo("--port", "catalog=9000", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "expected NAME=PORT with NAME one of" in result.stderr
+    result = _demo("--port", "orders=http", cwd=tmp_path)
+    assert "'http' is not a port number" in result.stderr
+
+
+def test_demo_rejects_an_unknown_pattern(tmp_path: Path) -> None:
+    result = _demo("--pattern", "mesh", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "--pattern must be one of all, direct, gateway, bff" in result.stderr
+
+
+def test_flag_command_says_where_it_could_not_reach_the_broker(tmp_path: Path) -> None:
+    port = free_port()
+    result = subprocess.run(
         [
             sys.executable,
             "-m",
             "edgeway.cli",
             "demo",
-            "--port",
-            str(gw),
-            "--admin-port",
-            str(admin),
-            "--backend-ports",
-            f"{b1},{b2}",
+            "flag",
+            "payments.fail",
+            "on",
+            "--nats-port",
+            str(port),
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
-    try:
-        served = {
-            _get(f"http://127.0.0.1:{gw}/catalog/products/1")["served_by"]["instance"] for _ in range(4)
-        }  # type: ignore[index]
-        routes = _get(f"http://127.0.0.1:{admin}/routes")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(15)
-    assert served == {"catalog-1", "catalog-2"}
-    assert routes["routes"][0]["id"] == "catalog"  # type: ignore[index]
-    assert code == 0
+    assert result.returncode == 1
+    assert f"cannot set the flag at nats://127.0.0.1:{port}" in result.stderr
 
 
-def test_demo_refuses_a_port_in_use() -> None:
-    import socket
+def test_two_processes_may_not_share_a_port() -> None:
+    with pytest.raises(ValueError, match=r"two processes would share a port \(8101: catalog-1, orders\)"):
+        parse_ports(["orders=8101"])
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        busy = s.getsockname()[1]
-        res = subprocess.run(
-            [sys.executable, "-m", "edgeway.cli", "demo", "--port", str(busy)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    assert res.returncode != 0
-    assert f"port {busy} is already in use" in res.stderr
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("on", True), ("OFF", False), ("true", True), ('{"percentage": 25}', {"percentage": 25})],
+)
+def test_flag_values(text: str, value: object) -> None:
+    assert parse_flag_value(text) == value
+
+
+def test_flag_values_that_are_neither_switches_nor_rules_are_refused() -> None:
+    with pytest.raises(ValueError, match="not on/off or a JSON flag rule"):
+        parse_flag_value("maybe")
+    with pytest.raises(ValueError, match="a flag is on/off or a JSON object rule"):
+        parse_flag_value("[1, 2]")
+
+
+def test_each_pattern_starts_the_services_and_only_its_edges(tmp_path: Path) -> None:
+    def names(pattern: str) -> set[str]:
+        return {p.name for p in ShopPlan(tmp_path, pattern=pattern).processes()}  # type: ignore[arg-type]
+
+    core = {"nats", "security", "catalog-1", "catalog-2", "inventory", "orders", "payments"}
+    core |= {"notifications", "profile", "legacy", "web"}
+    assert names("direct") == core
+    assert names("gateway") == core | {"strangler", "gateway"}
+    assert names("bff") == core | {"strangler", "web-bff", "mobile-bff"}
+    assert names("all") == core | {"strangler", "gateway", "web-bff", "mobile-bff"}
+
+
+def test_processes_start_after_what_they_need(tmp_path: Path) -> None:
+    specs = {p.name: p for p in ShopPlan(tmp_path).processes()}
+    assert specs["security"].after == ("nats",)
+    assert specs["orders"].after == ("nats", "security")
+    assert all(dep in specs for spec in specs.values() for dep in spec.after)
+    assert specs["orders"].argv[1:] == ("-m", "edgeway.demo.shop.orders")
+    assert specs["orders"].env["EDGEWAY_NATS_URL"] == "nats://127.0.0.1:14222"
+    assert specs["gateway"].env["SHOP_PORT_CATALOG_2"] == "8102"
+    # the edges start once the strangler controller has written the file they include
+    assert specs["gateway"].after == ("security", "strangler")
+    assert specs["gateway"].env["SHOP_STRANGLER_FILE"] == str(tmp_path / "strangler.yaml")

@@ -48,4 +48,6 @@ async def follow(source: InstanceSource) -> AsyncIterator[Followed]:
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            # A watch must stop promptly when cancelled; a hang here is a bug, not a wait.
+            async with asyncio.timeout(5.0):
+                await task

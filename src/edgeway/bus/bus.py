@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -25,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 from edgeway.bus import tracing
 from edgeway.bus.errors import BusConfigError, EventDecodeError
 from edgeway.bus.events import Envelope, Event, decode, envelope_for
+from edgeway.bus.metrics import BusMetrics, DeadReason, GroupMetrics
 from edgeway.bus.transport import (
     ChannelConfig,
     Delivery,
@@ -33,6 +35,7 @@ from edgeway.bus.transport import (
     Transport,
     check_group,
 )
+from edgeway.observability.metrics import Metrics
 
 log = logging.getLogger("edgeway.bus")
 
@@ -149,40 +152,49 @@ class _Route:
 class _Group:
     """All handlers of one consumer group on one channel, fed by one subscription."""
 
-    def __init__(self, bus: EventBus, channel: ChannelConfig, group: str, runner: Runner | None) -> None:
+    def __init__(
+        self, bus: EventBus, channel: ChannelConfig, group: str, runner: Runner | None, broadcast: bool
+    ) -> None:
         self.bus = bus
         self.channel = channel
         self.group = group
+        self.broadcast = broadcast
         self.runner: Runner = runner if runner is not None else _Sequential()
         self.with_session = runner is not None
         self.routes: dict[str, _Route] = {}
         self.subscription: Subscription | None = None
+        self.metrics: GroupMetrics | None = (
+            bus.metrics.group(channel.name, group) if bus.metrics is not None else None
+        )
 
     async def handle(self, batch: Sequence[Delivery]) -> None:
         channel = self.channel
+        ttl = channel.ttl
+        max_deliver = channel.max_deliver
+        routes = self.routes
         jobs: list[Job] = []
         pending: list[Delivery] = []
         collected = _Collected(self.group)
         for delivery in batch:
             envelope = delivery.envelope
-            if envelope.expired(channel.ttl):
+            if ttl is not None and envelope.expired(ttl):
                 await self._expire(delivery)
                 continue
-            if envelope.attempt > channel.max_deliver:
+            if envelope.attempt > max_deliver:
                 reason = (
                     f"delivered {envelope.attempt - 1} times without an acknowledgement "
-                    f"(max_deliver={channel.max_deliver}): the consumer crashed or exceeded ack_wait"
+                    f"(max_deliver={max_deliver}): the consumer crashed or exceeded ack_wait"
                 )
-                await self.bus.transport.dead_letter(channel, self.group, delivery, reason)
+                await self._dead_letter(delivery, reason, DeadReason.UNACKNOWLEDGED)
                 continue
-            route = self.routes.get(envelope.type)
+            route = routes.get(envelope.type)
             if route is None:
                 await delivery.ack()  # another group's event type on a shared channel
                 continue
             try:
                 event = decode(route.event_class, envelope)
             except EventDecodeError as exc:
-                await self.bus.transport.dead_letter(channel, self.group, delivery, str(exc))
+                await self._dead_letter(delivery, str(exc), DeadReason.INVALID)
                 continue
             if route.batch:
                 jobs.append(Job(envelope.id, _collector(collected, route, event), batched=True))
@@ -191,12 +203,20 @@ class _Group:
             pending.append(delivery)
         if not jobs:
             return
+        started = time.perf_counter()
         results = await self.runner.run(self.group, jobs, collected)
+        took = time.perf_counter() - started
+        done = 0
         for delivery, error in zip(pending, results, strict=True):
             if error is None:
                 await delivery.ack()
+                done += 1
             else:
                 await self._failed(delivery, error)
+        if self.metrics is not None:
+            self.metrics.handling.observe(took)
+            if done:
+                self.metrics.consumed.inc(done)
 
     def _bind(self, route: _Route, event: Event, envelope: Envelope) -> Callable[[Any], Awaitable[None]]:
         ctx = Received(envelope, self.group)
@@ -213,11 +233,18 @@ class _Group:
 
         return call
 
+    async def _dead_letter(self, delivery: Delivery, reason: str, why: DeadReason) -> None:
+        await self.bus.transport.dead_letter(self.channel, self.group, delivery, reason)
+        if self.metrics is not None:
+            self.metrics.dead_lettered[why].inc()
+
     async def _expire(self, delivery: Delivery) -> None:
         envelope = delivery.envelope
+        if self.metrics is not None:
+            self.metrics.expired.inc()
         if self.channel.on_expiry is Expiry.DEAD_LETTER:
             reason = f"expired: older than the channel ttl of {self.channel.ttl} s"
-            await self.bus.transport.dead_letter(self.channel, self.group, delivery, reason)
+            await self._dead_letter(delivery, reason, DeadReason.EXPIRED)
         else:
             log.info("dropping expired message %s on %s", envelope.id, self.channel.name)
             await delivery.term()
@@ -225,6 +252,8 @@ class _Group:
     async def _failed(self, delivery: Delivery, error: BaseException) -> None:
         envelope = delivery.envelope
         reason = f"{type(error).__name__}: {error}"
+        if self.metrics is not None:
+            self.metrics.failed.inc()
         if envelope.attempt >= self.channel.max_deliver:
             log.warning(
                 "dead-lettering %s on %s for group %s after %d attempts: %s",
@@ -234,8 +263,8 @@ class _Group:
                 envelope.attempt,
                 reason,
             )
-            await self.bus.transport.dead_letter(
-                self.channel, self.group, delivery, f"{reason} (after {envelope.attempt} attempts)"
+            await self._dead_letter(
+                delivery, f"{reason} (after {envelope.attempt} attempts)", DeadReason.FAILED
             )
         else:
             delay = self.channel.backoff.delay(envelope.attempt)
@@ -247,6 +276,8 @@ class _Group:
                 reason,
             )
             await delivery.nak(delay)
+            if self.metrics is not None:
+                self.metrics.retried.inc()
 
 
 def _collector(collected: _Collected, route: _Route, event: Event) -> Callable[[Any], Awaitable[None]]:
@@ -272,15 +303,31 @@ class EventBus:
         *,
         channels: Iterable[ChannelConfig] = (),
         batch_size: int = 100,
+        metrics: Metrics | None = None,
     ) -> None:
         self.transport = transport
         self.batch_size = batch_size
+        # Bus metrics go into the given registry (the service kit's ``kit.metrics``); none without.
+        self.metrics = BusMetrics(metrics) if metrics is not None else None
         self._channels: dict[str, ChannelConfig] = {c.name: c for c in channels}
         self._groups: dict[tuple[str, str], _Group] = {}
         self._declared: set[str] = set()
         self._started = False
 
     # -- configuration ---------------------------------------------------------------------------
+
+    def configure(self, config: ChannelConfig) -> None:
+        """Set a channel's config (as ``channels=`` does), before the bus starts."""
+        if self._started:
+            raise BusConfigError("configure channels before the bus starts")
+        if any(key[0] == config.name for key in self._groups):
+            raise BusConfigError(f"configure channel {config.name!r} before subscribing handlers to it")
+        self._channels[config.name] = config
+
+    @property
+    def subscriptions(self) -> dict[tuple[str, str], list[type[Event]]]:
+        """``(channel, group)`` → the event classes that group's handlers take."""
+        return {key: [r.event_class for r in g.routes.values()] for key, g in self._groups.items()}
 
     def channel(self, name: str) -> ChannelConfig:
         """The channel's config; a channel nobody configured gets the defaults."""
@@ -289,22 +336,28 @@ class EventBus:
             config = self._channels[name] = ChannelConfig(name)
         return config
 
-    def subscribe(self, event_class: type[E], *, group: str, inbox: Runner | None = None) -> Callable[[F], F]:
+    def subscribe(
+        self, event_class: type[E], *, group: str, inbox: Runner | None = None, broadcast: bool = False
+    ) -> Callable[[F], F]:
         """Decorator: run the function for every ``event_class`` event the group receives.
 
         Members of one group compete for messages; every group gets every message. The handler
         is ``async def h(event[, ctx])``, or with an ``inbox`` ``async def h(event, session[, ctx])``
         where ``session`` is the inbox's transaction (write your state with it).
+
+        With ``broadcast=True`` members do not compete: every running member (process) gets every
+        event published while it runs, and nothing is kept for it while it is down — for local
+        caches and deny-lists that each instance keeps in memory.
         """
 
         def register(handler: F) -> F:
-            self.add_handler(event_class, handler, group=group, inbox=inbox)
+            self.add_handler(event_class, handler, group=group, inbox=inbox, broadcast=broadcast)
             return handler
 
         return register
 
     def subscribe_batch(
-        self, event_class: type[E], *, group: str, inbox: Runner | None = None
+        self, event_class: type[E], *, group: str, inbox: Runner | None = None, broadcast: bool = False
     ) -> Callable[[F], F]:
         """Decorator for a handler that takes every ``event_class`` event of a fetched batch at once:
         ``async def h(events: list[E])``, or with an ``inbox`` ``async def h(events, session)``.
@@ -315,7 +368,7 @@ class EventBus:
         """
 
         def register(handler: F) -> F:
-            self.add_handler(event_class, handler, group=group, inbox=inbox, batch=True)
+            self.add_handler(event_class, handler, group=group, inbox=inbox, batch=True, broadcast=broadcast)
             return handler
 
         return register
@@ -328,6 +381,7 @@ class EventBus:
         group: str,
         inbox: Runner | None = None,
         batch: bool = False,
+        broadcast: bool = False,
     ) -> None:
         if self._started:
             raise BusConfigError("subscribe handlers before the bus starts")
@@ -339,7 +393,11 @@ class EventBus:
         channel = self.channel(event_class.channel)
         consumer = self._groups.get((channel.name, group))
         if consumer is None:
-            consumer = self._groups[(channel.name, group)] = _Group(self, channel, group, inbox)
+            consumer = self._groups[(channel.name, group)] = _Group(self, channel, group, inbox, broadcast)
+        elif consumer.broadcast != broadcast:
+            raise BusConfigError(
+                f"group {group!r} on channel {channel.name!r}: either all its handlers are broadcast or none"
+            )
         elif (inbox is None) != (not consumer.with_session) or (
             inbox is not None and inbox is not consumer.runner
         ):
@@ -370,7 +428,11 @@ class EventBus:
         for consumer in self._groups.values():
             await self._declare(consumer.channel)
             consumer.subscription = await self.transport.subscribe(
-                consumer.channel, consumer.group, consumer.handle, batch_size=self.batch_size
+                consumer.channel,
+                consumer.group,
+                consumer.handle,
+                batch_size=self.batch_size,
+                broadcast=consumer.broadcast,
             )
         self._started = True
 
@@ -410,8 +472,17 @@ class EventBus:
     async def publish_envelope(self, envelope: Envelope) -> None:
         await self._declare(self.channel(envelope.channel))
         await self.transport.publish(envelope)
+        if self.metrics is not None:
+            self.metrics.published_on(envelope.channel).inc()
 
     async def publish_envelopes(self, envelopes: Sequence[Envelope]) -> None:
-        for name in {e.channel for e in envelopes}:
+        """Publish many, pipelined; all confirmed on return (else :class:`PublishError`)."""
+        channels: dict[str, int] = {}
+        for envelope in envelopes:
+            channels[envelope.channel] = channels.get(envelope.channel, 0) + 1
+        for name in channels:
             await self._declare(self.channel(name))
         await self.transport.publish_batch(envelopes)
+        if self.metrics is not None:
+            for name, count in channels.items():
+                self.metrics.published_on(name).inc(count)

@@ -7,6 +7,7 @@ The broker is chosen by URL scheme (``nats://`` or ``amqp://``), from ``--url`` 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import signal
 import time
@@ -16,10 +17,11 @@ from typing import Any, TypeVar
 
 import typer
 
+from edgeway.bus.brokers import transport_for
 from edgeway.bus.errors import BusError
-from edgeway.bus.transport import ChannelConfig, DeadLetter, Transport
+from edgeway.bus.transport import ChannelConfig, DeadLetter
 
-app = typer.Typer(no_args_is_help=True, help="Event bus tools: embedded NATS, dead letters.")
+app = typer.Typer(no_args_is_help=True, help="Event bus tools: embedded NATS, dead letters, AsyncAPI.")
 dlq_app = typer.Typer(no_args_is_help=True, help="List, inspect and replay dead letters.")
 app.add_typer(dlq_app, name="dlq")
 
@@ -59,20 +61,6 @@ def nats_server(
     finally:
         server.stop()
     raise typer.Exit(code)
-
-
-def transport_for(url: str | None, prefix: str) -> Transport:
-    if not url:
-        raise BusError("no broker URL: pass --url or set EDGEWAY_BUS_URL (nats://… or amqp://…)")
-    if url.startswith(("nats://", "tls://")):
-        from edgeway.bus.nats import NatsTransport
-
-        return NatsTransport(url, prefix=prefix)
-    if url.startswith(("amqp://", "amqps://")):
-        from edgeway.bus.rabbit import RabbitTransport
-
-        return RabbitTransport(url, prefix=prefix)
-    raise BusError(f"unsupported broker URL {url!r}: use nats://… or amqp://…")
 
 
 def _with_dlq(url: str | None, prefix: str, channel: str, action: Callable[[Any], Awaitable[T]]) -> T:
@@ -175,3 +163,66 @@ def dlq_replay(
     for letter in done:
         typer.echo(f"replayed {letter.id} ({letter.envelope.type}) to group {letter.group}")
     typer.echo(f"{len(done)} replayed")
+
+
+@app.command("asyncapi")
+def asyncapi(
+    modules: list[str] = typer.Argument(
+        ..., help="Modules whose event classes to describe, e.g. orders.events."
+    ),
+    bus: str | None = typer.Option(
+        None, "--bus", help="module:attribute of an EventBus: adds its channel settings and consumer groups."
+    ),
+    title: str | None = typer.Option(None, "--title", help="Document title (default: the first module)."),
+    version: str = typer.Option("1.0.0", "--version", help="The API's version (info.version)."),
+    url: str | None = typer.Option(
+        None, "--url", help="Broker URL for the servers section (nats:// or amqp://)."
+    ),
+    prefix: str = PREFIX_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of YAML."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """Print an AsyncAPI 2.6 document of the events: channels, messages, payload schemas, headers."""
+    from edgeway.bus import asyncapi as spec
+
+    try:
+        found, configs = spec.scan(modules)
+        event_bus = _load_bus(bus) if bus is not None else None
+        document = spec.document(
+            found,
+            title=title or modules[0],
+            version=version,
+            bus=event_bus,
+            channels=configs,
+            server=url,
+            prefix=prefix,
+        )
+    except BusError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if as_json:
+        text = json.dumps(document, indent=2) + "\n"
+    else:
+        import yaml
+
+        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {output}", err=True)
+
+
+def _load_bus(target: str) -> Any:
+    from edgeway.bus.bus import EventBus
+
+    module_name, _, attribute = target.partition(":")
+    if not attribute:
+        raise BusError(f"--bus {target!r}: give module:attribute, e.g. orders.app:bus")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise BusError(f"--bus {target!r}: {exc}") from exc
+    if not isinstance(found, EventBus):
+        raise BusError(f"--bus {target!r} is a {type(found).__name__}, not an EventBus")
+    return found

@@ -25,10 +25,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import Column, Float, MetaData, String, Table, insert, select
+from sqlalchemy import Column, Float, MetaData, String, Table
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from edgeway.bus.bulk import BulkInsert, InLookup
 from edgeway.bus.bus import Finish, Job
 
 
@@ -57,6 +58,8 @@ class Inbox:
     ) -> None:
         self.sessions = sessions
         self.table = inbox_table(metadata, table_name)
+        self._insert = BulkInsert(self.table, ("consumer_group", "message_id", "processed_at"))
+        self._lookup = InLookup(self.table, key="message_id", scope="consumer_group")
 
     async def run(self, group: str, jobs: Sequence[Job], finish: Finish) -> list[BaseException | None]:
         if len(jobs) > 1:
@@ -69,9 +72,7 @@ class Inbox:
         return [await self._one(group, job, finish) for job in jobs]
 
     async def _seen(self, session: AsyncSession, group: str, ids: Sequence[str]) -> set[str]:
-        table = self.table
-        stmt = select(table.c.message_id).where(table.c.consumer_group == group, table.c.message_id.in_(ids))
-        return set((await session.execute(stmt)).scalars())
+        return await self._lookup.existing(session, group, ids)
 
     async def _batch(self, group: str, jobs: Sequence[Job], finish: Finish) -> list[BaseException | None]:
         async with self.sessions() as session, session.begin():
@@ -84,12 +85,8 @@ class Inbox:
                 await job.call(session)
                 fresh.append(job.message_id)
             await finish(session)
-            if fresh:
-                now = time.time()
-                await session.execute(
-                    insert(self.table),
-                    [{"consumer_group": group, "message_id": m, "processed_at": now} for m in fresh],
-                )
+            now = time.time()
+            await self._insert.execute(session, [(group, m, now) for m in fresh])
         return [None] * len(jobs)
 
     async def _one(self, group: str, job: Job, finish: Finish) -> BaseException | None:
@@ -99,10 +96,7 @@ class Inbox:
                     return None
                 await job.call(session)
                 await finish(session)
-                await session.execute(
-                    insert(self.table),
-                    [{"consumer_group": group, "message_id": job.message_id, "processed_at": time.time()}],
-                )
+                await self._insert.execute(session, [(group, job.message_id, time.time())])
         except IntegrityError:
             finish.reset()
             return None  # another member committed this message first; its effects stand

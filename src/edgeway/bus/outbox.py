@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -36,35 +37,59 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
+    bindparam,
     delete,
     func,
-    insert,
     select,
+    type_coerce,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from edgeway.bus import tracing
+from edgeway.bus.bulk import BulkInsert, InList
 from edgeway.bus.bus import EventBus
 from edgeway.bus.errors import BusError
 from edgeway.bus.events import Envelope, Event, envelope_for
 
 log = logging.getLogger("edgeway.bus.outbox")
 
+_COLUMNS = ("event_id", "channel", "event_type", "event_key", "headers", "payload", "created_at")
+
 
 def _envelopes(rows: Sequence[Any]) -> list[Envelope]:
-    return [
-        Envelope(
-            id=row.event_id,
-            type=row.event_type,
-            channel=row.channel,
-            time=row.created_at,
-            payload=bytes(row.payload),
-            key=row.event_key,
-            headers=row.headers or {},
+    # Headers are read as JSON text and parsed once per distinct text: the events of one
+    # add_many share theirs (~1.5 µs per row saved against the JSON type's json.loads each).
+    # asyncpg decodes JSON columns itself and hands over dicts.
+    parsed: dict[str, dict[str, str]] = {}
+    out = []
+    for row in rows:
+        raw = row.headers
+        headers: dict[str, str] | None
+        if isinstance(raw, dict):
+            headers = raw
+        else:
+            headers = parsed.get(raw)
+            if headers is None:
+                headers = parsed[raw] = _headers(raw)
+        out.append(
+            Envelope(
+                row.event_id,
+                row.event_type,
+                row.channel,
+                row.created_at,
+                bytes(row.payload),
+                row.event_key,
+                headers,
+            )
         )
-        for row in rows
-    ]
+    return out
+
+
+def _headers(text: str | None) -> dict[str, str]:
+    value = orjson.loads(text) if text else None
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def outbox_table(metadata: MetaData, name: str = "edgeway_outbox") -> Table:
@@ -95,34 +120,34 @@ class Outbox:
 
     def __init__(self, metadata: MetaData, *, table_name: str = "edgeway_outbox") -> None:
         self.table = outbox_table(metadata, table_name)
+        self._insert = BulkInsert(self.table, _COLUMNS)
 
     async def add(
-        self, session: AsyncSession, event: Event, *, headers: Mapping[str, str] | None = None
+        self,
+        session: AsyncSession | AsyncConnection,
+        event: Event,
+        *,
+        headers: Mapping[str, str] | None = None,
     ) -> Envelope:
-        """Queue ``event`` in ``session``'s transaction; it is published after the commit."""
-        envelope = envelope_for(event, tracing.outgoing_headers(headers))
-        await session.execute(insert(self.table), [self._row(envelope)])
-        return envelope
+        """Queue ``event`` in ``session``'s transaction (an ORM session or a Core connection);
+        it is published after the commit."""
+        return (await self.add_many(session, [event], headers=headers))[0]
 
     async def add_many(
-        self, session: AsyncSession, events: Sequence[Event], *, headers: Mapping[str, str] | None = None
+        self,
+        session: AsyncSession | AsyncConnection,
+        events: Sequence[Event],
+        *,
+        headers: Mapping[str, str] | None = None,
     ) -> list[Envelope]:
-        envelopes = [envelope_for(e, tracing.outgoing_headers(headers)) for e in events]
-        if envelopes:
-            await session.execute(insert(self.table), [self._row(e) for e in envelopes])
+        """Queue several events of one operation: they share its request id and trace context."""
+        shared = tracing.outgoing_headers(headers)
+        envelopes = [envelope_for(e, shared) for e in events]
+        text = orjson.dumps(shared).decode()  # one JSON text for all: they share the headers
+        await self._insert.execute(
+            session, [(e.id, e.channel, e.type, e.key, text, e.payload, e.time) for e in envelopes]
+        )
         return envelopes
-
-    @staticmethod
-    def _row(envelope: Envelope) -> dict[str, Any]:
-        return {
-            "event_id": envelope.id,
-            "channel": envelope.channel,
-            "event_type": envelope.type,
-            "event_key": envelope.key,
-            "headers": dict(envelope.headers),
-            "payload": envelope.payload,
-            "created_at": envelope.time,
-        }
 
     async def pending(self, session: AsyncSession) -> int:
         """Rows not yet published (the backlog metric)."""
@@ -136,7 +161,9 @@ class OutboxRelay:
     ``batch_size`` rows go out per transaction, pipelined; ``idle_interval`` is how long the
     loop sleeps when the outbox is empty (``wake()`` cuts it short after a commit);
     ``keep_sent`` is how many seconds sent rows stay for inspection before they are deleted
-    (``None`` keeps them).
+    (``None`` keeps them). Every ``backlog_interval`` seconds the loop counts the pending rows:
+    :meth:`backlog` returns that count (for a scrape-time gauge), and with bus metrics it is the
+    ``edgeway_bus_outbox_backlog`` gauge.
     """
 
     def __init__(
@@ -149,6 +176,7 @@ class OutboxRelay:
         idle_interval: float = 0.2,
         retry_interval: float = 1.0,
         keep_sent: float | None = 3600.0,
+        backlog_interval: float = 1.0,
     ) -> None:
         self.outbox = outbox
         self.sessions = sessions
@@ -157,9 +185,17 @@ class OutboxRelay:
         self.idle_interval = idle_interval
         self.retry_interval = retry_interval
         self.keep_sent = keep_sent
+        self.backlog_interval = backlog_interval
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_purge = 0.0
+        self._last_count = 0.0
+        self._backlog = 0
+        self._backlog_gauge = bus.metrics.backlog_of(outbox.table.name) if bus.metrics is not None else None
+        table = outbox.table
+        self._mark = InList(
+            lambda ids: update(table).where(table.c.id.in_(ids)).values(sent_at=bindparam("now"))
+        )
         self.published = 0
 
     async def relay_once(self) -> int:
@@ -197,7 +233,7 @@ class OutboxRelay:
                 table.c.channel,
                 table.c.event_type,
                 table.c.event_key,
-                table.c.headers,
+                type_coerce(table.c.headers, Text).label("headers"),
                 table.c.payload,
                 table.c.created_at,
             )
@@ -210,9 +246,7 @@ class OutboxRelay:
         return (await session.execute(stmt)).all()
 
     async def _mark_sent(self, session: AsyncSession, rows: Sequence[Any]) -> None:
-        table = self.outbox.table
-        ids = [row.id for row in rows]
-        await session.execute(update(table).where(table.c.id.in_(ids)).values(sent_at=time.time()))
+        await self._mark.execute(session, [row.id for row in rows], now=time.time())
 
     async def purge(self) -> int:
         if self.keep_sent is None:
@@ -225,6 +259,19 @@ class OutboxRelay:
             )
         return int(getattr(result, "rowcount", 0) or 0)
 
+    def backlog(self) -> float:
+        """Pending rows at the last count (the loop counts every ``backlog_interval`` seconds)."""
+        return float(self._backlog)
+
+    async def count_backlog(self) -> int:
+        """Count the pending rows now (and update :meth:`backlog` and the gauge)."""
+        async with self.sessions() as session:
+            self._backlog = await self.outbox.pending(session)
+        self._last_count = time.monotonic()
+        if self._backlog_gauge is not None:
+            self._backlog_gauge.set(self._backlog)
+        return self._backlog
+
     def wake(self) -> None:
         """Tell the loop there is something to publish (call after committing an ``add``)."""
         self._wake.set()
@@ -234,8 +281,11 @@ class OutboxRelay:
         while True:
             try:
                 count = await self.relay_once()
-                if time.monotonic() - self._last_purge > 60:
-                    self._last_purge = time.monotonic()
+                now = time.monotonic()
+                if now - self._last_count >= self.backlog_interval:
+                    await self.count_backlog()
+                if now - self._last_purge > 60:
+                    self._last_purge = now
                     await self.purge()
             except (BusError, OSError, ConnectionError) as exc:
                 log.warning("outbox relay: publish failed, retrying in %.1f s: %s", self.retry_interval, exc)

@@ -154,9 +154,19 @@ class Transport(Protocol):
         """Publish many with a window of outstanding confirmations; all confirmed on return."""
 
     async def subscribe(
-        self, channel: ChannelConfig, group: str, handler: BatchHandler, *, batch_size: int = 100
+        self,
+        channel: ChannelConfig,
+        group: str,
+        handler: BatchHandler,
+        *,
+        batch_size: int = 100,
+        broadcast: bool = False,
     ) -> Subscription:
-        """Join ``group`` on ``channel``; ``handler`` gets batches and must settle every delivery."""
+        """Join ``group`` on ``channel``; ``handler`` gets batches and must settle every delivery.
+
+        With ``broadcast`` the member does not compete: it gets a private, non-durable queue of its
+        own that receives every message published from now on, and is deleted when it stops.
+        """
 
     async def dead_letter(self, channel: ChannelConfig, group: str, delivery: Delivery, reason: str) -> None:
         """Store the message with ``reason`` in the channel's dead-letter store, then settle it."""

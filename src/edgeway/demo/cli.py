@@ -1,94 +1,220 @@
-"""``edgeway demo``: start a gateway in front of a two-instance sample service on this machine.
+"""``edgeway demo``: the whole reference shop on this machine, with one command.
 
-This is the first slice of the reference system; the full shop (services, BFFs, security,
-embedded NATS) replaces the sample service as it lands.
+Starts the embedded NATS, the security service, every shop service (two catalog instances), the
+legacy monolith, the web app and the edges of the chosen pattern as real processes on loopback;
+waits until every one is ready (a progress display), prints the URLs and demo credentials, then
+streams every process's log, merged, one colored name per process. A process that crashes is
+restarted with backoff; Ctrl-C stops everything cleanly. ``edgeway demo flag NAME on|off``
+switches a feature flag of the running shop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import shutil
+import signal
 import socket
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
+from edgeway.demo.plan import CONFIG_BUCKET, DEFAULT_PORTS, PATTERNS, ShopPlan, parse_ports
+
 if TYPE_CHECKING:
-    from edgeway.gateway.config import GatewayConfig
+    from rich.console import Console
 
-app = typer.Typer()
+    from edgeway.demo.supervisor import Supervisor
+
+app = typer.Typer(no_args_is_help=False)
+
+CREDENTIALS = (
+    ("alice", "alice-pass", "customer"),
+    ("bob", "bob-pass1", "customer"),
+    ("sam", "sam-support", "support"),
+    ("ada", "ada-admin1", "admin"),
+)
+PARTNER = ("partner-acme", "acme-partner-secret-01")
 
 
-def _check_free(port: int) -> None:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            raise typer.BadParameter(f"port {port} is already in use; choose another with --port") from None
+def busy_ports(ports: dict[str, int], host: str) -> list[tuple[str, int]]:
+    """The ports some other process holds already."""
+    busy = []
+    for name, port in ports.items():
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                busy.append((name, port))
+    return busy
 
 
 @app.callback(invoke_without_command=True)
 def demo(
-    port: int = typer.Option(8080, help="Gateway port."),
-    admin_port: int = typer.Option(8081, help="Gateway admin port."),
-    backend_ports: str = typer.Option("9101,9102", help="Ports of the two sample service instances."),
+    ctx: typer.Context,
+    pattern: str = typer.Option(
+        "all", "--pattern", help="Which edges to start: all | direct | gateway | bff (services always run)."
+    ),
+    port: list[str] = typer.Option(
+        [], "--port", help="NAME=PORT, repeatable, e.g. --port gateway=9080 --port nats=15222."
+    ),
+    data_dir: Path = typer.Option(Path(".edgeway-demo"), "--data-dir", help="Databases, maildir, NATS data."),
+    fresh: bool = typer.Option(
+        False, "--fresh", help="Delete the data directory first (start from the seed)."
+    ),
+    email_delay: float = typer.Option(
+        0.3, "--email-delay", help="Seconds between two e-mails of a bulk job."
+    ),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Show request log lines."),
+    startup_timeout: float = typer.Option(120.0, "--startup-timeout", help="Seconds to wait for readiness."),
 ) -> None:
-    """Start the demo and print its URLs; Ctrl-C stops everything."""
+    """Start the reference shop: every service, the security service, NATS and the edges."""
+    if ctx.invoked_subcommand is not None:
+        return
     from rich.console import Console
 
-    from edgeway.gateway.config import validate_config
-    from edgeway.gateway.serve import install_uvloop
+    from edgeway.demo.supervisor import Supervisor
 
-    ports = [int(p) for p in backend_ports.split(",") if p.strip()]
-    for p in (port, admin_port, *ports):
-        _check_free(p)
-    config = validate_config(
-        {
-            "name": "demo-gateway",
-            "listen": {"host": "127.0.0.1", "port": port},
-            "admin": {"host": "127.0.0.1", "port": admin_port},
-            "services": {
-                "catalog": {
-                    "instances": [f"http://127.0.0.1:{p}" for p in ports],
-                    "balancer": "round_robin",
-                }
-            },
-            "routes": [
-                {
-                    "id": "catalog",
-                    "match": {"path": "/catalog/**"},
-                    "proxy": {"service": "catalog", "strip_prefix": "/catalog"},
-                },
-            ],
-        },
-        source="edgeway demo",
-    )
-    console = Console(stderr=True)
-    console.print("[bold]edgeway demo[/bold]: a gateway in front of 2 instances of a sample catalog service")
-    console.print(f"  gateway     http://127.0.0.1:{port}/catalog/products")
-    console.print(f"  admin       http://127.0.0.1:{admin_port}/routes   /readyz   /healthz")
-    for i, p in enumerate(ports, 1):
-        console.print(f"  instance {i}  http://127.0.0.1:{p}/products   (direct)")
-    console.print("  access log  JSON lines on stdout; Ctrl-C stops")
-    install_uvloop()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(config, ports))
-
-
-async def _main(config: GatewayConfig, ports: list[int]) -> None:
-    from edgeway.demo.sample_backend import make_handler
-    from edgeway.gateway.serve import run
-    from edgeway.http.limits import ServerLimits
-    from edgeway.http.listener import Listener, bind_socket
-
-    backends = []
-    for i, p in enumerate(ports, 1):
-        listener = Listener(make_handler(f"catalog-{i}"), ServerLimits())
-        await listener.start(bind_socket("127.0.0.1", p, reuse_port=False))
-        backends.append(listener)
+    chosen = next((p for p in PATTERNS if p == pattern), None)
+    if chosen is None:
+        raise typer.BadParameter(f"--pattern must be one of {', '.join(PATTERNS)}")
     try:
-        await run(config)
-    finally:
-        for b in backends:
-            await b.shutdown(1.0)
+        ports = parse_ports(port)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if fresh and data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    plan = ShopPlan(data_dir.resolve(), ports, chosen, email_delay=email_delay)
+    plan.strangler_file.unlink(missing_ok=True)  # the controller writes the current one first
+    busy = busy_ports(plan.used_ports(), plan.host)
+    if busy:
+        listed = ", ".join(f"{name} ({p})" for name, p in busy)
+        example = busy[0][0]
+        raise typer.BadParameter(
+            f"port(s) already in use: {listed}. Stop what holds them, or choose others, "
+            f"e.g. --port {example}={busy[0][1] + 1000}"
+        )
+    console = Console(highlight=False)
+    supervisor = Supervisor(
+        plan.processes(),
+        console=console,
+        hooks={"nats": lambda: _prepare_broker(plan)},
+        startup_timeout=startup_timeout,
+        show_access=access_log,
+    )
+    code = asyncio.run(_run(supervisor, lambda: _print_ready(console, plan, supervisor)))
+    raise typer.Exit(code)
+
+
+async def _run(supervisor: Supervisor, on_ready: Callable[[], None]) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return await supervisor.run(stop, on_ready)
+
+
+async def _prepare_broker(plan: ShopPlan) -> None:
+    from edgeway.demo.flags import ensure_config_bucket
+
+    await ensure_config_bucket(plan.nats_url, CONFIG_BUCKET)
+
+
+def _print_ready(console: Console, plan: ShopPlan, supervisor: Supervisor) -> None:
+    from rich.table import Table
+
+    elapsed = max(p.ready_at or 0.0 for p in supervisor.procs.values()) - supervisor.t0
+    console.print(
+        f"[bold green]edgeway demo: all {len(supervisor.procs)} processes are ready[/] ({elapsed:.1f} s)"
+    )
+    table = Table(title=f"the shop, pattern: {plan.pattern}", title_justify="left", show_edge=False)
+    table.add_column("what")
+    table.add_column("URL")
+    edges = plan.edges()
+    if "web-bff" in edges:
+        table.add_row("web app through the web BFF", f"{plan.url('web-bff')}/")
+    table.add_row("web app, Direct pattern", f"{plan.url('web')}/")
+    if "mobile-bff" in edges:
+        table.add_row("mobile BFF", f"{plan.url('mobile-bff')}/m/home")
+    if "gateway" in edges:
+        table.add_row("API gateway (partners)", f"{plan.url('gateway')}/v1/products")
+    for name in ("catalog-1", "catalog-2", "inventory", "orders", "payments", "notifications", "profile"):
+        table.add_row(f"{name} (direct)", f"{plan.url(name)}/docs")
+    table.add_row("legacy monolith", plan.url("legacy"))
+    table.add_row("security service", f"{plan.security_url}/.well-known/openid-configuration")
+    table.add_row("NATS (embedded)", plan.nats_url)
+    console.print(table)
+    users = ", ".join(f"{u} / {p} ({r})" for u, p, r in CREDENTIALS)
+    console.print(f"[bold]users[/]: {users}")
+    console.print(f"[bold]partner client[/]: {PARTNER[0]} / {PARTNER[1]} (client credentials)")
+    console.print(
+        "[bold]try[/]: edgeway demo flag payments.fail on   (orders get compensated)   "
+        "edgeway demo flag strangler.account-profile on"
+    )
+    console.print("[bold]compare the patterns[/]: edgeway demo compare   (calls, bytes, latency per screen)")
+    console.print("[dim]logs of every process follow; Ctrl-C stops everything[/]")
+
+
+@app.command("flag")
+def flag(
+    name: str = typer.Argument(..., help="Flag name, e.g. payments.fail or strangler.account-profile."),
+    value: str = typer.Argument(..., help="on | off | a JSON rule such as '{\"percentage\": 25}'."),
+    nats_port: int = typer.Option(DEFAULT_PORTS["nats"], "--nats-port", help="Port of the demo's NATS."),
+) -> None:
+    """Switch a feature flag of the running demo; every service picks it up live."""
+    from edgeway.demo.flags import parse_flag_value, set_flag
+
+    try:
+        parsed = parse_flag_value(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    url = f"nats://127.0.0.1:{nats_port}"
+    try:
+        asyncio.run(set_flag(url, CONFIG_BUCKET, name, parsed))
+    except Exception as exc:  # unreachable broker, no bucket: say what and where
+        typer.secho(f"cannot set the flag at {url}: {type(exc).__name__}: {exc}", err=True, fg="red")
+        raise typer.Exit(1) from None
+    typer.echo(f"flag {name} = {parsed!r}")
+
+
+@app.command("compare")
+def compare(
+    loads: int = typer.Option(100, "--loads", min=1, help="Times each screen is loaded per edge."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Screens loaded at once."),
+    rtt_ms: float = typer.Option(0.0, "--rtt-ms", min=0, help="Client round-trip time added to every call."),
+    pattern: str = typer.Option("all", "--pattern", help="The edges the running demo has."),
+    port: list[str] = typer.Option([], "--port", help="NAME=PORT, as given to the running demo."),
+) -> None:
+    """Load the same screens through every edge of a running demo: calls, bytes and latency per screen."""
+    from rich.console import Console
+
+    from edgeway.demo.compare import login, measure, results_table, screens
+
+    chosen = next((p for p in PATTERNS if p == pattern), None)
+    if chosen is None:
+        raise typer.BadParameter(f"--pattern must be one of {', '.join(PATTERNS)}")
+    try:
+        plan = ShopPlan(Path("."), parse_ports(port), chosen)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    urls = {name: plan.url(name) for name in plan.ports}
+    try:
+        tokens = asyncio.run(login(plan.security_url, CREDENTIALS[0][0], CREDENTIALS[0][1], PARTNER))
+    except Exception as exc:  # not running, or other ports: say where we looked
+        typer.secho(f"cannot log in at {plan.security_url} (is the demo running?): {exc}", err=True, fg="red")
+        raise typer.Exit(1) from None
+    results = asyncio.run(
+        measure(screens(urls, plan.edges()), tokens, loads=loads, concurrency=concurrency, rtt_ms=rtt_ms)
+    )
+    summaries = [r.summary() for r in results]
+    Console().print(
+        results_table(summaries, f"{loads} loads per screen, {concurrency} at once, rtt {rtt_ms:g} ms")
+    )
+    if any(s["errors"] for s in summaries):
+        for s in summaries:
+            if s["first_error"]:
+                typer.secho(f"{s['edge']} {s['screen']}: {s['first_error']}", err=True, fg="red")
+        raise typer.Exit(1)

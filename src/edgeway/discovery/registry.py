@@ -315,8 +315,11 @@ class RegistrySource:
                 if snapshot_done:
                     yield sorted({url for url, _ in live.values()})
         finally:
-            with contextlib.suppress(*_FAILURES):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+            # Bounded: an unsubscribe stuck on a slow or gone server must not hold up a
+            # cancelled watch (a gateway stopping or reloading).
+            with contextlib.suppress(*_FAILURES, TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await watcher.stop()  # type: ignore[no-untyped-call]
 
 
 _EXPIRY_CHECK: Any = object()

@@ -1,9 +1,16 @@
-"""The ``jti`` deny-list a verifier consults on every call, and the feed that keeps it current.
+"""The ``jti`` deny-list a verifier consults on every call, and the two sources that keep it current.
 
 Entries carry the token's ``exp``: once that has passed the token fails on expiry anyway, so the
 entry is pruned and the list stays as small as the number of revoked, still-live tokens.
-:class:`RevocationFeed` polls the security service's ``GET /revocations?since=<cursor>``; with
-the default 2 s interval a revoked token stops working at every gateway within ~2 s.
+
+* :class:`RevocationSubscriber` (push): the security service publishes a :class:`TokenRevokedEvent`
+  event through its transactional outbox when it revokes a token or a refresh-token family;
+  every gateway instance receives it on a broadcast subscription and the token stops working
+  there within milliseconds.
+* :class:`RevocationFeed` (pull): polls ``GET /revocations?since=<cursor>``. On its own, with the
+  default 2 s interval, a revoked token stops working within ~2 s; next to the subscriber it is
+  the catch-up — at start, and for anything published while the gateway was disconnected from
+  the broker (broadcast members get nothing kept for them) — so a longer interval will do.
 """
 
 from __future__ import annotations
@@ -13,7 +20,29 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
+from edgeway.bus.bus import EventBus
+from edgeway.bus.errors import BusConfigError
+from edgeway.bus.events import Event
+from edgeway.bus.transport import ChannelConfig
 from edgeway.security.poller import Poller
+
+# Services and gateways must declare the channel alike (the stream is created by whoever comes
+# first). An hour bounds what the broker keeps; no subscriber reads history.
+REVOCATIONS = ChannelConfig("revocations", ttl=3600.0)
+
+
+class TokenRevokedEvent(Event):
+    """A token (``jti``) is revoked until ``exp``, when it would have expired anyway.
+
+    (``Event`` in the name: :class:`edgeway.security.errors.TokenRevoked` is the verifier's error.)
+    """
+
+    channel = REVOCATIONS.name
+    event_type = "security.token-revoked.v1"
+
+    jti: str
+    exp: float
+    reason: str = ""
 
 
 class RevocationList:
@@ -87,3 +116,41 @@ class RevocationFeed(Poller):
     async def start(self) -> None:
         await self.poll_safely()
         self.start_polling()
+
+
+class RevocationSubscriber:
+    """Adds every :class:`TokenRevokedEvent` event to a :class:`RevocationList`, on every instance.
+
+    Register it on the gateway's (or service's) bus before the bus starts::
+
+        bus = EventBus(NatsTransport(url))
+        RevocationSubscriber(bus, verifier.revocations)
+        feed = RevocationFeed(f"{security}/revocations", verifier.revocations, interval=30)
+        async with bus:
+            await feed.start()
+
+    ``group`` names the subscription; every member gets every event (a broadcast group).
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        revocations: RevocationList,
+        *,
+        group: str = "revocations",
+        channel: ChannelConfig = REVOCATIONS,
+    ) -> None:
+        if channel.name != TokenRevokedEvent.channel:
+            raise BusConfigError(
+                f"TokenRevokedEvent travels on channel {TokenRevokedEvent.channel!r}; "
+                f"configure that one, not {channel.name!r}"
+            )
+        self.revocations = revocations
+        self.received = 0
+        bus.configure(channel)
+        bus.add_handler(TokenRevokedEvent, self._apply, group=group, batch=True, broadcast=True)
+
+    async def _apply(self, events: list[TokenRevokedEvent]) -> None:
+        for event in events:
+            self.revocations.add(event.jti, event.exp)
+        self.received += len(events)

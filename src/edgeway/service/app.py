@@ -33,6 +33,7 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from nats.aio.client import Client as NatsClient
 from starlette.responses import Response
 
@@ -255,6 +256,16 @@ def create_app(
     app.add_middleware(
         RequestContextMiddleware, metrics=kit.metrics, tracing=kit.tracing, access_log=access_log
     )
+    if settings.cors_origins:
+        # Outermost, so preflights are answered before the request context and auth run.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Location"],
+            max_age=600,
+        )
     return app
 
 

@@ -73,6 +73,13 @@ class ServiceSettings(BaseSettings):
     client_timeout: float = 5.0
     client_retries: int = 2
 
+    # browsers calling the service directly (the Direct pattern)
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="origins allowed to call this service from a browser (CORS); '*' for any; "
+        "empty: no CORS headers (behind a gateway the gateway answers CORS)",
+    )
+
     # shutdown
     shutdown_grace: float = Field(
         default=0.0, description="seconds to keep serving after readiness turns false at shutdown"

@@ -99,6 +99,7 @@ class MemoryBroker:
 
     def __init__(self) -> None:
         self.streams: dict[str, _Stream] = {}
+        self.members = 0  # numbers broadcast members' private groups
 
     def stream(self, name: str) -> _Stream:
         try:
@@ -108,10 +109,11 @@ class MemoryBroker:
 
 
 class _MemorySubscription:
-    def __init__(self, group: _Group, handler: BatchHandler, batch_size: int) -> None:
+    def __init__(self, group: _Group, handler: BatchHandler, batch_size: int, *, private: bool) -> None:
         self._group = group
         self._handler = handler
         self._batch_size = batch_size
+        self._private = private
         self._mine: set[int] = set()
         self._task = asyncio.create_task(self._run(), name=f"memory-consumer-{group.name}")
 
@@ -132,6 +134,9 @@ class _MemorySubscription:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        if self._private:
+            self._group.stream.groups.pop(self._group.name, None)
+            return
         # Like a closed AMQP channel: what this member held goes back to the group at once.
         for seq in self._mine:
             if self._group.inflight.pop(seq, None) is not None:
@@ -183,10 +188,24 @@ class MemoryTransport:
             await self.publish(envelope)
 
     async def subscribe(
-        self, channel: ChannelConfig, group: str, handler: BatchHandler, *, batch_size: int = 100
+        self,
+        channel: ChannelConfig,
+        group: str,
+        handler: BatchHandler,
+        *,
+        batch_size: int = 100,
+        broadcast: bool = False,
     ) -> _MemorySubscription:
-        await self.declare_group(channel, group)
-        sub = _MemorySubscription(self.broker.stream(channel.name).groups[group], handler, batch_size)
+        stream = self.broker.stream(channel.name)
+        if broadcast:
+            # A private group starting at the end of the log, gone when the member stops.
+            self.broker.members += 1
+            member = _Group(f"{group}.{self.broker.members}", stream, cursor=len(stream.messages))
+            stream.groups[member.name] = member
+        else:
+            await self.declare_group(channel, group)
+            member = stream.groups[group]
+        sub = _MemorySubscription(member, handler, batch_size, private=broadcast)
         self._subscriptions.append(sub)
         return sub
 

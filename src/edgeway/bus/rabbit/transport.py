@@ -6,6 +6,8 @@ Layout on the broker, for channel ``orders`` and prefix ``ew``:
   publisher confirms;
 * one durable quorum queue per group, ``ew.orders.<group>``, bound with ``e.#``: members of a
   group compete on it, each group gets every event. ``x-message-ttl`` is the broker-side TTL.
+  A broadcast member gets an exclusive, auto-deleted classic queue of its own instead,
+  ``ew.orders.<group>.<random>``, gone with its connection;
   With ``on_expiry=dead_letter`` the queue also names the channel's DLX, so RabbitMQ itself moves
   messages that outlive their retention to the dead letters;
 * delayed retries without the delayed-message plugin: a failed message is re-published to
@@ -91,12 +93,14 @@ class _RabbitSubscription:
         group: str,
         handler: BatchHandler,
         batch_size: int,
+        private: bool,
     ) -> None:
         self._transport = transport
         self._channel = channel
         self._queue = queue
         self._config = config
         self._group = group
+        self._private = private
         self._handler = handler
         self._batch_size = batch_size
         self._inbox: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
@@ -132,7 +136,8 @@ class _RabbitSubscription:
         return RabbitDelivery(message, envelope, self._retry)
 
     async def _retry(self, delivery: RabbitDelivery, delay: float) -> None:
-        await self._transport.retry_later(self._config, self._group, delivery.envelope, delay)
+        queue = self._queue.name if self._private else None
+        await self._transport.retry_later(self._config, self._group, delivery.envelope, delay, queue=queue)
 
     async def stop(self) -> None:
         self._task.cancel()
@@ -305,24 +310,34 @@ class RabbitTransport:
             if isinstance(result, BaseException):
                 raise result
 
-    async def retry_later(self, channel: ChannelConfig, group: str, envelope: Envelope, delay: float) -> None:
+    async def retry_later(
+        self,
+        channel: ChannelConfig,
+        group: str,
+        envelope: Envelope,
+        delay: float,
+        *,
+        queue: str | None = None,
+    ) -> None:
+        """Deliver ``envelope`` to the group's queue, or ``queue`` (a broadcast member's), after ``delay``."""
         names = self.names(channel.name)
         delay_ms = max(1, int(delay * 1000))
-        name = names.retry_queue(group, delay_ms)
+        target = queue or names.queue(group)
+        name = f"{target}.retry.{delay_ms}" if queue else names.retry_queue(group, delay_ms)
+        arguments: dict[str, Any] = {
+            "x-queue-type": "classic",
+            "x-message-ttl": delay_ms,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": target,
+        }
+        if queue:
+            arguments["x-expires"] = delay_ms + 60_000  # a member's retry queue goes when unused
         try:
             if name not in self._retry_queues:
-                await self.channel.declare_queue(
-                    name,
-                    durable=True,
-                    arguments={
-                        "x-queue-type": "classic",
-                        "x-message-ttl": delay_ms,
-                        "x-dead-letter-exchange": "",
-                        "x-dead-letter-routing-key": names.queue(group),
-                    },
-                )
+                await self.channel.declare_queue(name, durable=queue is None, arguments=arguments)
                 self._retry_queues.add(name)
-                self.declared_queues.add(name)
+                if queue is None:
+                    self.declared_queues.add(name)
             headers = _amqp_headers(envelope)
             headers[H_ATTEMPT] = envelope.attempt
             await self.channel.default_exchange.publish(self._message(envelope, headers), routing_key=name)
@@ -332,16 +347,36 @@ class RabbitTransport:
     # -- consuming -------------------------------------------------------------------------------
 
     async def subscribe(
-        self, channel: ChannelConfig, group: str, handler: BatchHandler, *, batch_size: int = 100
+        self,
+        channel: ChannelConfig,
+        group: str,
+        handler: BatchHandler,
+        *,
+        batch_size: int = 100,
+        broadcast: bool = False,
     ) -> _RabbitSubscription:
         check_group(group)
         if self._connection is None:
             raise TransportError("the RabbitMQ transport is not connected")
-        await self._exchange(self.names(channel.name).exchange)
+        names = self.names(channel.name)
+        await self._exchange(names.exchange)
         amqp = await self._connection.channel()
         await amqp.set_qos(prefetch_count=batch_size * 2)
-        queue = await self._group_queue(amqp, channel, group)
-        sub = _RabbitSubscription(self, amqp, queue, channel, group, handler, batch_size)
+        queue: aio_pika.abc.AbstractQueue
+        if broadcast:
+            arguments = self._queue_arguments(channel, group)
+            arguments["x-queue-type"] = "classic"  # quorum queues cannot be exclusive
+            queue = await amqp.declare_queue(
+                f"{names.queue(group)}.{new_event_id().lower()}",
+                durable=False,
+                exclusive=True,
+                auto_delete=True,
+                arguments=arguments,
+            )
+            await queue.bind(names.exchange, "e.#")
+        else:
+            queue = await self._group_queue(amqp, channel, group)
+        sub = _RabbitSubscription(self, amqp, queue, channel, group, handler, batch_size, broadcast)
         await sub.start()
         self._subscriptions.append(sub)
         return sub

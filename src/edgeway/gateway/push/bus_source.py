@@ -31,6 +31,7 @@ import nats.errors
 import orjson
 
 from edgeway.bus.events import Envelope
+from edgeway.bus.nats import envelope_from
 from edgeway.bus.nats.transport import NatsTransport
 from edgeway.bus.rabbit.transport import RabbitTransport
 from edgeway.gateway.config.compose_schema import PushBusSource
@@ -100,7 +101,7 @@ class BusSource:
         for channel in self.mappings:
 
             async def on_message(msg: Any, channel: str = channel) -> None:
-                self._on_envelope(Envelope.from_headers(channel, msg.headers or {}, msg.data))
+                self._on_envelope(envelope_from(channel, msg.headers, msg.data, subject=msg.subject))
 
             await self._nats.subscribe(f"{names.names(channel).events}.>", cb=on_message)
         await self._nats.flush()  # the subscriptions are registered before start() returns

@@ -9,10 +9,12 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from edgeway.security.keys import FileKeyStore, load_kek
 from edgeway.security.service import admin, feeds, oauth
 from edgeway.security.service.db import create_tables, make_engine
+from edgeway.security.service.events import RevocationEvents
 from edgeway.security.service.problems import install_problem_handlers
 from edgeway.security.service.seed import apply_seed, load_seed
 from edgeway.security.service.settings import SecuritySettings
@@ -32,6 +34,8 @@ def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
         state = await open_state(config)
         app.state.security = state
         housekeeping = asyncio.create_task(_housekeeping(state), name="edgeway-security-housekeeping")
+        if state.events is not None:
+            state.events.start()
         log.info("security service up: issuer %s, active key %s", config.issuer, state.ring.active.kid)
         try:
             yield
@@ -39,6 +43,8 @@ def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
+            if state.events is not None:
+                await state.events.stop()
             await state.store.close()
 
     app = FastAPI(title="edgeway security service", lifespan=lifespan)
@@ -46,6 +52,14 @@ def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(feeds.router)
     app.include_router(admin.router)
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
     return app
 
 
@@ -57,6 +71,9 @@ async def open_state(settings: SecuritySettings) -> SecurityState:
     keystore = FileKeyStore(settings.keys_path, load_kek(path=settings.kek_file))
     ring = keystore.load_or_create(settings.signing_alg)
     state = SecurityState.build(settings, store, keystore, ring)
+    if settings.bus_url:
+        state.events = RevocationEvents(settings.bus_url, settings.bus_prefix, engine)
+        store.outbox = state.events.outbox  # user changes publish UserChanged/UserDeleted too
     entries, _ = await store.revocations_since(0, time.time(), 1_000_000)
     for entry in entries:
         state.revocations.add(entry["jti"], entry["exp"])

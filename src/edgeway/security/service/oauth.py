@@ -300,9 +300,7 @@ async def _refresh_grant(
 
 
 async def _revoke_family(state: SecurityState, family_id: str, reason: str, now: float) -> None:
-    rows = await state.store.revoke_family(family_id, reason, now)
-    for jti in rows:
-        state.revocations.add(jti, now + state.settings.access_token_ttl + state.settings.leeway)
+    await state.revoke_family(family_id, reason, now)
 
 
 @router.post("/oauth/revoke")
@@ -331,8 +329,7 @@ async def revoke(request: Request) -> Response:
             continue
         actor = claims.sub
         if claims.jti is not None:
-            await state.store.revoke_jti(claims.jti, claims.exp, "logout", now)
-            state.revocations.add(claims.jti, claims.exp)
+            await state.revoke_jti(claims.jti, claims.exp, "logout", now)
         sid = claims.raw.get("sid")
         if isinstance(sid, str):
             await _revoke_family(state, sid, "logout", now)

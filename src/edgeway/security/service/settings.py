@@ -55,6 +55,22 @@ class SecuritySettings(BaseSettings):
 
     revocation_page_size: int = Field(1000, ge=1)
 
+    # browsers calling the service directly (a single-page app logging in without a gateway)
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the service from a browser (CORS)."
+    )
+
+    # events over the bus: revocations (besides the /revocations feed) and user changes
+    bus_url: str | None = Field(
+        None,
+        description="Broker URL (nats://… or amqp://…): publish a TokenRevokedEvent per revoked token "
+        "and a UserChanged/UserDeleted per user change, through an outbox in the service's database. "
+        "None: the /revocations feed only, no user events.",
+    )
+    bus_prefix: str = Field(
+        "ew", description="Name prefix of the bus's streams/exchanges (the gateways' too)."
+    )
+
     @property
     def overlap(self) -> float:
         return self.key_overlap if self.key_overlap is not None else self.access_token_ttl + self.leeway

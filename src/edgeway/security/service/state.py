@@ -10,6 +10,7 @@ from fastapi import Request
 from edgeway.security.keys import FileKeyStore, KeyRing, SigningKey
 from edgeway.security.policy import PolicySet
 from edgeway.security.revocation import RevocationList
+from edgeway.security.service.events import RevocationEvents
 from edgeway.security.service.passwords import Passwords
 from edgeway.security.service.settings import SecuritySettings
 from edgeway.security.service.store import SecurityStore
@@ -28,6 +29,7 @@ class SecurityState:
     keyset: KeySet
     verifier: TokenVerifier
     revocations: RevocationList
+    events: RevocationEvents | None = None  # TokenRevokedEvent over the event bus, when bus_url is set
     _policies: PolicySet = field(default_factory=PolicySet)
 
     @classmethod
@@ -56,6 +58,24 @@ class SecurityState:
             ),
             revocations=revocations,
         )
+
+    async def revoke_jti(self, jti: str, exp: float, reason: str, now: float) -> None:
+        """Deny-list one access token: the table (and the event, with a bus), then this process."""
+        outbox = self.events.outbox if self.events is not None else None
+        await self.store.revoke_jti(jti, exp, reason, now, outbox=outbox)
+        self.revocations.add(jti, exp)
+        if self.events is not None:
+            self.events.committed()
+
+    async def revoke_family(self, family_id: str, reason: str, now: float) -> list[str]:
+        """Revoke a refresh family and deny-list its live access tokens, as :meth:`revoke_jti`."""
+        outbox = self.events.outbox if self.events is not None else None
+        jtis = await self.store.revoke_family(family_id, reason, now, outbox=outbox)
+        for jti in jtis:
+            self.revocations.add(jti, now + self.settings.access_token_ttl + self.settings.leeway)
+        if jtis and self.events is not None:
+            self.events.committed()
+        return jtis
 
     def rotate_keys(self) -> SigningKey:
         # The configured algorithm, so changing signing_alg and rotating migrates EdDSA <-> ES256.

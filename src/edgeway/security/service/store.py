@@ -16,6 +16,9 @@ from typing import Any, Literal
 from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from edgeway.bus.outbox import Outbox
+from edgeway.security.events import user_event
+from edgeway.security.revocation import TokenRevokedEvent
 from edgeway.security.service import db
 
 ChangeKind = Literal["create", "update", "delete"]
@@ -72,8 +75,12 @@ def _redact(row: Mapping[str, Any] | None, other: Mapping[str, Any] | None = Non
 
 
 class SecurityStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """``outbox``: when given, every user change also writes a user event (``edgeway.security.events``)
+    into it, in the change's transaction, for the relay to publish."""
+
+    def __init__(self, engine: AsyncEngine, *, outbox: Outbox | None = None) -> None:
         self.engine = engine
+        self.outbox = outbox
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -120,7 +127,12 @@ class SecurityStore:
                 after = None
                 await conn.execute(delete(table).where(column == key))
             singular = SINGULAR[table.name]
-            await self._audit(conn, actor, f"{singular}.{kind}", f"{singular}:{key}", before, after)
+            audit_id = await self._audit(
+                conn, actor, f"{singular}.{kind}", f"{singular}:{key}", before, after
+            )
+            if self.outbox is not None and table.name == db.users.name:
+                # The audit id grows with every change: the event's version for local copies.
+                await self.outbox.add(conn, user_event(key, after, audit_id))
             if table.name in _POLICY_TABLES:
                 await self._bump(conn, POLICY_VERSION)
         return before, after
@@ -149,8 +161,8 @@ class SecurityStore:
         target: str,
         before: Mapping[str, Any] | None,
         after: Mapping[str, Any] | None,
-    ) -> None:
-        await conn.execute(
+    ) -> int:
+        result = await conn.execute(
             insert(db.audit).values(
                 at=time.time(),
                 actor=actor,
@@ -160,6 +172,7 @@ class SecurityStore:
                 after=_redact(after, before),
             )
         )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     # --- policy version -------------------------------------------------------------------------
 
@@ -217,8 +230,14 @@ class SecurityStore:
             )
         return bool(result.rowcount == 1)
 
-    async def revoke_family(self, family_id: str, reason: str, now: float) -> list[str]:
-        """Revoke every refresh token of a family and deny-list its live access tokens."""
+    async def revoke_family(
+        self, family_id: str, reason: str, now: float, *, outbox: Outbox | None = None
+    ) -> list[str]:
+        """Revoke every refresh token of a family and deny-list its live access tokens.
+
+        With an ``outbox`` a :class:`TokenRevokedEvent` event per access token is queued in the same
+        transaction (published by the service's relay).
+        """
         table = db.refresh_tokens
         async with self.engine.begin() as conn:
             rows = (await conn.execute(select(table).where(table.c.family_id == family_id))).all()
@@ -232,13 +251,19 @@ class SecurityStore:
                 await conn.execute(
                     insert(db.revocations).values(jti=jti, exp=exp, revoked_at=now, reason=reason)
                 )
+            if outbox is not None and jtis:
+                await outbox.add_many(conn, [TokenRevokedEvent(jti=j, exp=e, reason=reason) for j, e in jtis])
         return [jti for jti, _ in jtis]
 
     # --- revocations ----------------------------------------------------------------------------
 
-    async def revoke_jti(self, jti: str, exp: float, reason: str, now: float) -> None:
+    async def revoke_jti(
+        self, jti: str, exp: float, reason: str, now: float, *, outbox: Outbox | None = None
+    ) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(insert(db.revocations).values(jti=jti, exp=exp, revoked_at=now, reason=reason))
+            if outbox is not None:
+                await outbox.add(conn, TokenRevokedEvent(jti=jti, exp=exp, reason=reason))
 
     async def is_revoked(self, jti: str) -> bool:
         async with self.engine.connect() as conn:

@@ -1,0 +1,126 @@
+"""Start ``edgeway demo`` as a child process on free ports, for tests and benchmarks.
+
+>>> with launched_demo(tmp_dir, pattern="all") as demo:
+...     print(demo.url("web-bff"))
+
+It runs the real command (``python -m edgeway.cli demo``) with every port chosen free and a data
+directory of its own, waits for the "all N processes are ready" line, and at the end stops it
+with SIGINT — what Ctrl-C does — failing loudly if it does not exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeway.demo.plan import DEFAULT_PORTS
+
+__all__ = ["READY_LINE", "DemoFailed", "LaunchedDemo", "free_ports", "launched_demo"]
+
+READY_LINE = "processes are ready"
+
+
+class DemoFailed(Exception):
+    """The demo did not get ready, or did not stop cleanly; the message ends with its output."""
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports free right now (held together while choosing, so no repeats)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind((host, 0))
+            sockets.append(s)
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class LaunchedDemo:
+    ports: dict[str, int]
+    data_dir: Path
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def launched_demo(
+    workdir: Path,
+    *,
+    pattern: str = "all",
+    extra_args: Sequence[str] = (),
+    ready_timeout: float = 120.0,
+    attempts: int = 3,
+) -> Iterator[LaunchedDemo]:
+    """Start the demo and yield it once ready; stop it at the end.
+
+    Free ports are only free until someone takes them: when the demo refuses a port that was
+    taken meanwhile (it checks before starting anything), it is started again on new ports.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(attempts):
+        demo = _start(workdir, pattern, extra_args, attempt)
+        try:
+            _wait_ready(demo, ready_timeout)
+        except DemoFailed:
+            if "already in use" in demo.output() and attempt + 1 < attempts:
+                continue
+            _stop(demo)
+            raise
+        break
+    try:
+        yield demo
+    finally:
+        _stop(demo)
+
+
+def _start(workdir: Path, pattern: str, extra_args: Sequence[str], attempt: int) -> LaunchedDemo:
+    ports = dict(zip(DEFAULT_PORTS, free_ports(len(DEFAULT_PORTS)), strict=True))
+    data_dir = workdir / "data"
+    log = workdir / ("demo.log" if attempt == 0 else f"demo-{attempt}.log")
+    argv = [sys.executable, "-m", "edgeway.cli", "demo", "--pattern", pattern, "--data-dir", str(data_dir)]
+    argv += list(extra_args)
+    for name, port in ports.items():
+        argv += ["--port", f"{name}={port}"]
+    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb", "NO_COLOR": "1"}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+    return LaunchedDemo(ports, data_dir, log, process)
+
+
+def _wait_ready(demo: LaunchedDemo, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while READY_LINE not in demo.output():
+        if demo.process.poll() is not None or time.monotonic() > deadline:
+            raise DemoFailed(f"edgeway demo did not get ready:\n{demo.output()[-6000:]}")
+        time.sleep(0.2)
+
+
+def _stop(demo: LaunchedDemo) -> None:
+    process = demo.process
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise DemoFailed(f"edgeway demo did not stop on SIGINT:\n{demo.output()[-3000:]}") from None

@@ -1,0 +1,52 @@
+"""The home screen for the web app and the phone app (``python.modules`` of the two BFF configs).
+
+The home screen needs the categories, the products and — only for a signed-in customer — their
+recent orders. An aggregate route would call the orders service for anonymous visitors too and
+mark their answer incomplete; here the call is made only when there is a caller. The three calls
+run in parallel through the gateway's own clusters (balancing, pools, timeouts), with the request
+id, a child trace context and the caller's identity headers and token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from edgeway.bff import Request, ServiceResponse, endpoint
+
+__all__ = ["mobile_home", "web_home"]
+
+PRODUCT_FIELDS = ("sku", "name", "description", "category", "price_cents")
+ORDER_FIELDS = ("id", "status", "total_cents", "created_at")
+
+
+async def _home(req: Request, limit: int) -> tuple[Any, Any, Any]:
+    catalog = req.services.catalog
+    calls: list[Any] = [catalog.get("/categories"), catalog.get("/products", params={"limit": str(limit)})]
+    if req.identity is not None:
+        calls.append(req.services.orders.get("/orders", params={"limit": "3"}))
+    answers: list[ServiceResponse] = await asyncio.gather(*calls)
+    categories, products = (a.raise_for_status().json() for a in answers[:2])
+    orders = answers[2].raise_for_status().json() if len(answers) > 2 else []
+    return categories, products["items"], orders
+
+
+@endpoint("GET", "/api/home")
+async def web_home(req: Request) -> dict[str, Any]:
+    """The web app's home screen in one call."""
+    categories, products, orders = await _home(req, limit=50)
+    return {
+        "categories": categories,
+        "products": [{k: p[k] for k in PRODUCT_FIELDS} for p in products],
+        "orders": [{k: o[k] for k in ORDER_FIELDS} for o in orders],
+    }
+
+
+@endpoint("GET", "/m/home")
+async def mobile_home(req: Request) -> dict[str, Any]:
+    """The phone's home screen: the same data, only the fields the app shows."""
+    _categories, products, orders = await _home(req, limit=20)
+    return {
+        "products": [{"sku": p["sku"], "name": p["name"], "price": p["price_cents"]} for p in products],
+        "orders": [{"id": o["id"], "status": o["status"]} for o in orders],
+    }

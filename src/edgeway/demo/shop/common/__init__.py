@@ -1,0 +1,1 @@
+"""What every shop service shares: settings, its database, the bus, caller verification, start-up."""

@@ -1,0 +1,1 @@
+"""The inventory service: stock per product and the reservations the order saga holds."""

@@ -1,0 +1,130 @@
+"""The order saga: accept → reserve stock → charge payment → confirm.
+
+================  ============================================  ========================================
+step              action                                        compensation (in reverse order)
+================  ============================================  ========================================
+accept            nothing (the order exists already)            mark the order cancelled, say why
+reserve           inventory ``POST /reservations``              inventory ``DELETE /reservations/{id}``
+charge            payments ``POST /payments``                   payments ``POST /payments/{id}/refund``
+confirm           inventory ``POST /reservations/{id}/commit``  —
+================  ============================================  ========================================
+
+Every remote call carries the step's ``Idempotency-Key`` (``<saga id>:<step>``) and is keyed by
+the order id on the other side, so a step repeated after a timeout or a crash has its effect once,
+and every compensation tolerates "nothing to undo". A business refusal (out of stock: 409;
+payment declined: 402) fails the step at once (``StepFailed``); a broken or unreachable peer is
+retried (``RetryableError``) within the step's budget. Each step moves the order's status and
+publishes ``OrderStatusChanged`` through the outbox, which is what the browser sees live.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from pydantic import BaseModel
+
+from edgeway.demo.shop.common.events import OrderStatus
+from edgeway.saga import Backoff, Retry, RetryableError, Saga, StepContext, StepFailed
+from edgeway.service.errors import PeerError
+
+if TYPE_CHECKING:
+    from edgeway.demo.shop.orders.app import OrdersService
+
+__all__ = ["OrderData", "build_saga"]
+
+
+class Line(BaseModel):
+    sku: str
+    qty: int
+
+
+class OrderData(BaseModel):
+    order_id: str
+    customer: str
+    total_cents: int
+    items: list[Line]
+
+
+def build_saga(service: OrdersService) -> Saga[OrderData]:
+    """The saga, its steps bound to ``service`` (its clients, token and database)."""
+    saga: Saga[OrderData] = Saga("place_order", OrderData)
+
+    async def call(
+        ctx: StepContext[OrderData], peer: str, method: str, path: str, **kwargs: Any
+    ) -> httpx.Response:
+        headers = {**ctx.headers, **await service.token.authorization()}
+        try:
+            response = await service.kit.client(peer).request(method, path, headers=headers, **kwargs)
+        except PeerError as exc:
+            raise RetryableError(f"{peer} unreachable: {exc}") from exc
+        if response.status_code == 401:
+            service.token.forget()  # revoked or expired under us: fetch a new one, try again
+            raise RetryableError(f"{peer} refused the service token")
+        if response.status_code >= 500:
+            raise RetryableError(f"{peer} answered {response.status_code}")
+        return response
+
+    async def accept(ctx: StepContext[OrderData]) -> None:
+        return None
+
+    async def cancel(ctx: StepContext[OrderData]) -> None:
+        await service.set_status(ctx.data.order_id, "cancelled", reason=ctx.error)
+
+    async def advance(
+        ctx: StepContext[OrderData],
+        peer: str,
+        path: str,
+        body: dict[str, Any],
+        refusal: int,
+        status: OrderStatus,
+    ) -> dict[str, Any]:
+        """A forward step: call, fail for good on the peer's business refusal, else move the order."""
+        response = await call(ctx, peer, "POST", path, json=body)
+        if response.status_code == refusal:
+            detail = _detail(response, f"{peer} refused ({refusal})")
+            await service.set_reason(ctx.data.order_id, detail)
+            raise StepFailed(detail, result=response.json())
+        response.raise_for_status()
+        await service.set_status(ctx.data.order_id, status)
+        return dict(response.json())
+
+    async def reserve(ctx: StepContext[OrderData]) -> dict[str, Any]:
+        body = {"order_id": ctx.data.order_id, "items": [line.model_dump() for line in ctx.data.items]}
+        return await advance(ctx, "inventory", "/reservations", body, 409, "reserved")  # 409: out of stock
+
+    async def release(ctx: StepContext[OrderData]) -> None:
+        response = await call(ctx, "inventory", "DELETE", f"/reservations/{ctx.data.order_id}")
+        response.raise_for_status()
+
+    async def charge(ctx: StepContext[OrderData]) -> dict[str, Any]:
+        data = ctx.data
+        body = {"order_id": data.order_id, "customer": data.customer, "amount_cents": data.total_cents}
+        return await advance(ctx, "payments", "/payments", body, 402, "paid")  # 402: declined
+
+    async def refund(ctx: StepContext[OrderData]) -> None:
+        response = await call(ctx, "payments", "POST", f"/payments/{ctx.data.order_id}/refund")
+        response.raise_for_status()
+
+    async def confirm(ctx: StepContext[OrderData]) -> None:
+        response = await call(ctx, "inventory", "POST", f"/reservations/{ctx.data.order_id}/commit")
+        response.raise_for_status()
+        await service.set_status(ctx.data.order_id, "confirmed")
+
+    timeout = service.settings.step_timeout
+    # Ride out a peer's restart (a few seconds) before giving up on the order: ~12 s of retries.
+    retry = Retry(attempts=6, backoff=Backoff(initial=0.5, factor=2.0, maximum=4.0))
+    saga.add_step("accept", accept, compensate=cancel, timeout=timeout)
+    saga.add_step("reserve", reserve, compensate=release, timeout=timeout, retry=retry)
+    saga.add_step("charge", charge, compensate=refund, timeout=timeout, retry=retry)
+    saga.add_step("confirm", confirm, timeout=timeout, retry=retry)
+    return saga
+
+
+def _detail(response: httpx.Response, default: str) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return default
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return str(detail) if detail else default

@@ -1,0 +1,30 @@
+"""``python -m edgeway.demo.shop.security``: the security service with the shop's seed.
+
+Settings come from ``EDGEWAY_SECURITY_*`` as for ``edgeway security serve``; the seed defaults
+to the shop's, logs are JSON lines like every other process, and the port is ``EDGEWAY_PORT``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+
+from edgeway.demo.shop.common.runtime import quiet_libraries
+from edgeway.demo.shop.security import SEED_FILE
+from edgeway.observability.logs import setup_logging
+from edgeway.security.service import create_security_app
+from edgeway.security.service.settings import SecuritySettings
+
+settings = SecuritySettings()
+if settings.seed_file is None:
+    settings = settings.model_copy(update={"seed_file": SEED_FILE})
+setup_logging("security", os.environ.get("EDGEWAY_LOG_LEVEL", "info"))
+quiet_libraries()
+uvicorn.run(
+    create_security_app(settings),
+    host=os.environ.get("EDGEWAY_HOST", "127.0.0.1"),
+    port=int(os.environ.get("EDGEWAY_PORT", "8400")),
+    log_config=None,
+    access_log=False,
+)

@@ -1,0 +1,68 @@
+"""Revocations (and user changes) pushed over the event bus: the outbox the store writes into,
+and its relay.
+
+With ``bus_url`` set, every revocation (logout, refresh-token reuse, a disabled account) queues a
+:class:`~edgeway.security.revocation.TokenRevokedEvent` event per access token in the same
+transaction as the deny-list row, and the relay publishes it as soon as the request commits
+(:meth:`RevocationEvents.committed` wakes it). User changes queue their events
+(:mod:`edgeway.security.events`) the same way, for services' local copies of the users. The
+broker being down never fails a request or the start-up: the relay connects and publishes in the
+background, retrying, and gateways catch up through ``GET /revocations`` meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from edgeway.bus.brokers import transport_for
+from edgeway.bus.bus import EventBus
+from edgeway.bus.errors import BusError
+from edgeway.bus.outbox import Outbox, OutboxRelay
+from edgeway.bus.transport import ChannelConfig
+from edgeway.security.events import USERS_CHANNEL
+from edgeway.security.revocation import REVOCATIONS
+from edgeway.security.service import db
+
+log = logging.getLogger("edgeway.security.service")
+
+RETRY_INTERVAL = 2.0
+
+
+class RevocationEvents:
+    """The service's publishing side of revocations. See the module docstring."""
+
+    def __init__(self, url: str, prefix: str, engine: AsyncEngine) -> None:
+        self.outbox = Outbox(db.metadata, table_name=db.outbox.name)
+        self.bus = EventBus(transport_for(url, prefix), channels=[REVOCATIONS, ChannelConfig(USERS_CHANNEL)])
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.relay = OutboxRelay(
+            self.outbox, sessions, self.bus, retry_interval=RETRY_INTERVAL, idle_interval=1.0
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect(), name="edgeway-security-revocation-events")
+
+    async def _connect(self) -> None:
+        while True:
+            try:
+                await self.bus.start()
+                break
+            except BusError as exc:
+                log.warning("event bus unreachable, revocations go by /revocations only for now: %s", exc)
+                await asyncio.sleep(RETRY_INTERVAL)
+        self.relay.start()
+
+    def committed(self) -> None:
+        """A revocation committed: publish now rather than at the relay's next idle poll."""
+        self.relay.wake()
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.wait([self._task])
+        await self.relay.stop()
+        await self.bus.stop()

@@ -1,0 +1,130 @@
+"""Revocations pushed over the event bus: the security service publishes, gateways' lists follow.
+
+The service runs in-process (ASGI) on a temp SQLite file; the broker is an embedded nats-server on
+a free port; the "gateway" is a bus with a :class:`RevocationSubscriber` feeding a list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import free_port
+from edgeway.bus.bus import EventBus
+from edgeway.bus.embedded import EmbeddedNats
+from edgeway.bus.errors import BusConfigError
+from edgeway.bus.memory import MemoryTransport
+from edgeway.bus.nats import NatsTransport
+from edgeway.bus.transport import ChannelConfig
+from edgeway.security.revocation import RevocationList, RevocationSubscriber, TokenRevokedEvent
+from edgeway.security.verify import KeySet, TokenVerifier
+
+from .conftest import ISSUER, login, running_service, service_settings
+
+PREFIX = "rv"
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
+    async with EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats") as server:
+        yield server
+
+
+async def jti_of(service: httpx.AsyncClient, token: str) -> str:
+    jwks = (await service.get("/.well-known/jwks.json")).json()
+    jti = TokenVerifier(KeySet.from_jwks(jwks), issuer=ISSUER, audience="shop").verify(token).jti
+    assert jti is not None
+    return jti
+
+
+async def arrives(check: Callable[[], bool], within: float) -> float:
+    """Seconds until ``check()`` holds; fails after ``within``."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > within:
+            raise AssertionError(f"not there within {within} s")
+        await asyncio.sleep(0.002)
+    return time.monotonic() - started
+
+
+async def test_a_revoked_token_is_on_every_gateways_list_within_a_second(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    settings = service_settings(tmp_path, bus_url=nats_server.url, bus_prefix=PREFIX)
+    gateways = [RevocationList(), RevocationList()]
+    buses = [EventBus(NatsTransport(nats_server.url, prefix=PREFIX)) for _ in gateways]
+    for bus, revocations in zip(buses, gateways, strict=True):
+        RevocationSubscriber(bus, revocations)  # two instances: each must get every revocation
+    async with running_service(settings) as service, buses[0], buses[1]:
+        warm_up = (await login(service, "sam", "sam-password")).json()["access_token"]
+        await service.post("/oauth/revoke", data={"token": warm_up})
+        warm_jti = await jti_of(service, warm_up)
+        await arrives(lambda: all(warm_jti in g for g in gateways), within=10.0)  # the relay is up
+
+        token = (await login(service, "alice", "alice-password")).json()["access_token"]
+        jti = await jti_of(service, token)
+        started = time.monotonic()
+        response = await service.post("/oauth/revoke", data={"token": token})
+        assert response.status_code == 200
+        await arrives(lambda: all(jti in g for g in gateways), within=1.0)
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.0
+    # The polling feed still lists it: gateways without the bus, or catching up, see it there too.
+    async with running_service(settings) as service:
+        assert jti in {e["jti"] for e in (await service.get("/revocations")).json()["entries"]}
+
+
+async def test_refresh_token_reuse_pushes_every_access_token_of_the_family(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    settings = service_settings(tmp_path, bus_url=nats_server.url, bus_prefix=PREFIX)
+    revocations = RevocationList()
+    gateway = EventBus(NatsTransport(nats_server.url, prefix=PREFIX))
+    subscriber = RevocationSubscriber(gateway, revocations)
+    refresh = {"grant_type": "refresh_token", "client_id": "web"}
+    async with running_service(settings) as service, gateway:
+        first = (await login(service, "alice", "alice-password")).json()
+        second = (
+            await service.post("/oauth/token", data={**refresh, "refresh_token": first["refresh_token"]})
+        ).json()
+        jtis = {await jti_of(service, first["access_token"]), await jti_of(service, second["access_token"])}
+        reuse = await service.post("/oauth/token", data={**refresh, "refresh_token": first["refresh_token"]})
+        assert reuse.status_code == 400
+        await arrives(lambda: all(j in revocations for j in jtis), within=10.0)
+    assert subscriber.received == 2
+
+
+async def test_a_revocation_made_while_the_broker_is_down_is_published_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    server = EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats")  # not started yet
+    settings = service_settings(tmp_path, bus_url=server.url, bus_prefix=PREFIX)
+    async with running_service(settings) as service:  # starts although the broker is down
+        token = (await login(service, "alice", "alice-password")).json()["access_token"]
+        assert (await service.post("/oauth/revoke", data={"token": token})).status_code == 200
+        jti = await jti_of(service, token)
+        await asyncio.sleep(0.5)  # the service's first connection attempts have failed by now
+        await asyncio.to_thread(server.start)
+        try:
+            # A durable group reads the channel from its beginning: it sees what the outbox kept.
+            seen: list[str] = []
+
+            async def audit(event: TokenRevokedEvent) -> None:
+                seen.append(event.jti)
+
+            auditor = EventBus(NatsTransport(server.url, prefix=PREFIX))
+            auditor.add_handler(TokenRevokedEvent, audit, group="audit")
+            async with auditor:
+                await arrives(lambda: jti in seen, within=15.0)
+        finally:
+            await asyncio.to_thread(server.stop)
+
+
+def test_the_subscriber_refuses_a_channel_token_revoked_does_not_travel_on() -> None:
+    with pytest.raises(BusConfigError, match="TokenRevokedEvent travels on channel 'revocations'"):
+        RevocationSubscriber(EventBus(MemoryTransport()), RevocationList(), channel=ChannelConfig("other"))
