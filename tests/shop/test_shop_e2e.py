@@ -605,3 +605,34 @@ def test_smoke_load_through_every_edge_without_an_error(shop: Shop) -> None:
         summaries[("mobile-bff", "product")]["bytes_per_screen"]
         < summaries[("web-bff", "product")]["bytes_per_screen"]
     )
+
+
+def test_a_catalog_instance_killed_under_load_costs_the_partner_nothing(shop: Shop) -> None:
+    headers = shop.bearer(shop.partner_token())
+    url = shop.url("gateway") + "/v1/products/POT-01"
+    outcomes: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def partner() -> None:  # ~10 requests a second, under the partner's rate limit
+        with httpx.Client(timeout=15) as client:
+            while not stop.is_set():
+                response = client.get(url, headers=headers)
+                outcomes.append((response.status_code, response.headers.get("x-served-by", "")))
+                time.sleep(0.1)
+
+    caller = threading.Thread(target=partner)
+    caller.start()
+    try:
+        shop.wait(lambda: len(outcomes) >= 5, 10, "traffic")
+        os.kill(shop.pid_of("catalog-1"), signal.SIGKILL)
+        restarts = shop.output().count("catalog-1 is ready again")
+        shop.wait(
+            lambda: shop.output().count("catalog-1 is ready again") > restarts, 30, "catalog-1 to be back"
+        )
+        shop.wait(lambda: outcomes[-1][1] == "catalog-1", 20, "catalog-1 to take traffic again")
+    finally:
+        stop.set()
+        caller.join()
+    failed = [status for status, _ in outcomes if status != 200]
+    assert not failed, f"{len(failed)} of {len(outcomes)} requests failed: {failed[:10]}"
+    assert {"catalog-1", "catalog-2"} <= {served for _, served in outcomes}

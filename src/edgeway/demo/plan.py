@@ -300,7 +300,9 @@ class ShopPlan:
             (sys.executable, "-m", "edgeway.cli", "gateway", "--config", str(config)),
             env,
             HttpReady(f"{self.url(name + '-admin')}/readyz"),
-            after=("security", "strangler"),
+            # The edges health-check and discover the services: start them once those are up,
+            # so no instance starts its life in the edges' eyes as "unhealthy".
+            after=("security", "strangler", *SERVICES, "legacy", "web"),
             role="edge",
             url=self.url(name),
         )
