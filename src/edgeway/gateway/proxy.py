@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from edgeway.gateway.config.schema import Route
@@ -184,7 +185,14 @@ def response_headers(ex: Exchange, resp: ResponseHead, target: ProxyTarget, clie
     return out
 
 
-async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upstream_tp: bytes) -> None:
+def forward(
+    ex: Exchange, target: ProxyTarget, path_and_query: bytes, upstream_tp: bytes
+) -> Awaitable[float | None]:
+    """The coroutine that forwards ``ex``; await it.
+
+    A plain function returning the coroutine, so a service without resilience costs one
+    coroutine per request (its single attempt), not two.
+    """
     cluster = target.cluster
     # The request's time budget: the service's total timeout, or less if the caller said so.
     budget = cluster.timeouts.total
@@ -195,18 +203,27 @@ async def forward(ex: Exchange, target: ProxyTarget, path_and_query: bytes, upst
         budget = incoming
     deadline = asyncio.get_running_loop().time() + budget
     guard = target.guard
-    if guard is None:
-        try:
-            ep = cluster.pick()
-        except NoInstanceAvailable:
-            ex.respond_problem(
-                503, "Service Unavailable", f"no available instance of service {cluster.name!r}"
-            )
-            return
-        await _attempt(ex, target, path_and_query, upstream_tp, ep, deadline, None)
-        return
-    # Resilience hooks: admission (shedding, service breaker), instance choice, retries, outcomes.
-    call = begin_call(cluster, guard, ex) or await wait_call(cluster, guard, ex)
+    if guard is not None:
+        return _forward_guarded(ex, target, path_and_query, upstream_tp, deadline, guard)
+    try:
+        ep = cluster.pick()
+    except NoInstanceAvailable:
+        raise Rejection(
+            503, "Service Unavailable", f"no available instance of service {cluster.name!r}"
+        ) from None
+    return _attempt(ex, target, path_and_query, upstream_tp, ep, deadline, None)
+
+
+async def _forward_guarded(
+    ex: Exchange,
+    target: ProxyTarget,
+    path_and_query: bytes,
+    upstream_tp: bytes,
+    deadline: float,
+    guard: ServiceGuard[Endpoint],
+) -> None:
+    """The resilience hooks: admission (shedding, service breaker), instance choice, retries."""
+    call = begin_call(target.cluster, guard, ex) or await wait_call(target.cluster, guard, ex)
     failure: BaseException | None = None
     try:
         while (
