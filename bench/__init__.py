@@ -14,5 +14,6 @@ medians over repetitions), :mod:`bench.backend` (a fast upstream with per-reques
 :mod:`bench.nginx` (nginx as a reverse proxy), :mod:`bench.gateway` (``edgeway gateway`` as a
 target), :mod:`bench.idle` (holding idle keep-alive connections), :mod:`bench.report` (table,
 targets and JSON output). The benchmarks themselves: :mod:`bench.proxy`, :mod:`bench.aggregate`,
-:mod:`bench.auth`, :mod:`bench.bus`, :mod:`bench.push_fanout`, :mod:`bench.faults`.
+:mod:`bench.auth`, :mod:`bench.bus`, :mod:`bench.push_fanout`, :mod:`bench.faults`, :mod:`bench.shop`
+(the reference shop's screens through every edge).
 """
