@@ -150,10 +150,12 @@ def _print_ready(console: Console, plan: ShopPlan, supervisor: Supervisor) -> No
     users = ", ".join(f"{u} / {p} ({r})" for u, p, r in CREDENTIALS)
     console.print(f"[bold]users[/]: {users}")
     console.print(f"[bold]partner client[/]: {PARTNER[0]} / {PARTNER[1]} (client credentials)")
-    console.print(
-        "[bold]try[/]: edgeway demo flag payments.fail on   (orders get compensated)   "
-        "edgeway demo flag strangler.account-profile on"
-    )
+    nats = "" if plan.ports["nats"] == DEFAULT_PORTS["nats"] else f" --nats-port {plan.ports['nats']}"
+    console.print(f"[bold]try[/]: edgeway demo flag payments.fail on{nats}   (orders get compensated)")
+    if edges:
+        console.print(
+            f"     edgeway demo flag strangler.account-profile on{nats}   (a route leaves the monolith)"
+        )
     console.print("[bold]compare the patterns[/]: edgeway demo compare   (calls, bytes, latency per screen)")
     console.print("[dim]logs of every process follow; Ctrl-C stops everything[/]")
 
