@@ -90,6 +90,13 @@ def _parse_connections(text: str) -> list[int]:
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+LoadSeconds = Annotated[
+    float, typer.Option("--duration", help="Seconds of load per leg and connection count.")
+]
+WrkConnections = Annotated[str, typer.Option("--connections", help="wrk connection counts, comma-separated.")]
+Repetitions = Annotated[
+    int, typer.Option("--repetitions", min=1, help="Runs per leg; the median is reported.")
+]
 
 
 def _run_bench(name: str, issue: str, **kwargs: Any) -> None:
@@ -105,9 +112,9 @@ def _run_bench(name: str, issue: str, **kwargs: Any) -> None:
 @app.command()
 def proxy(
     json: JsonOption = False,
-    duration: Annotated[float, typer.Option(help="Seconds of load per leg and connection count.")] = 10.0,
-    connections: Annotated[str, typer.Option(help="wrk connection counts, comma-separated.")] = "32,256",
-    repetitions: Annotated[int, typer.Option(min=1, help="Runs per leg; the median is reported.")] = 1,
+    duration: LoadSeconds = 10.0,
+    connections: WrkConnections = "32,256",
+    repetitions: Repetitions = 1,
     warmup: Annotated[float, typer.Option(help="Seconds of warm-up load before each leg.")] = 2.0,
     only: Annotated[
         str | None, typer.Option(help="Run only these legs: direct,edgeway,nginx,nginx_log,aiohttp.")
@@ -135,7 +142,7 @@ def aggregate(
         str, typer.Option(help="wrk connection counts: p50 at the lowest, req/s at the highest.")
     ] = "32,256",
     delay_ms: Annotated[float, typer.Option(help="Delay each of the three backends adds.")] = 5.0,
-    repetitions: Annotated[int, typer.Option(min=1, help="Runs per leg; the median is reported.")] = 1,
+    repetitions: Repetitions = 1,
 ) -> None:
     """An endpoint merging three delayed backends vs the same composition in aiohttp."""
     _run_bench(
@@ -152,9 +159,9 @@ def aggregate(
 @app.command()
 def auth(
     json: JsonOption = False,
-    duration: Annotated[float, typer.Option(help="Seconds of load per leg and connection count.")] = 10.0,
-    connections: Annotated[str, typer.Option(help="wrk connection counts, comma-separated.")] = "32",
-    repetitions: Annotated[int, typer.Option(min=1, help="Runs per leg; the median is reported.")] = 3,
+    duration: LoadSeconds = 10.0,
+    connections: WrkConnections = "32",
+    repetitions: Repetitions = 3,
 ) -> None:
     """The proxy benchmark with a JWT-protected route vs the same route unprotected."""
     _run_bench(
