@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from edgeway.bus.bus import EventBus, Received
 from edgeway.bus.errors import PublishError
 from edgeway.bus.events import Envelope, Event
 from edgeway.bus.memory import MemoryTransport
-from edgeway.bus.outbox import OutboxRelay
+from edgeway.bus.outbox import OutboxRelay, _runs
 from edgeway.bus.transport import ChannelConfig
 
 from .conftest import BrokerUnderTest
@@ -162,3 +163,80 @@ async def test_two_relays_on_postgresql_never_publish_a_row_twice(
     assert len(set(published)) == 400
     assert relays[0].published > 0
     assert relays[1].published > 0
+
+
+async def _sent_at(database: Database) -> dict[int, float | None]:
+    table = database.outbox.table
+    async with database.sessions() as session:
+        rows = await session.execute(select(table.c.id, table.c.sent_at).order_by(table.c.id))
+        return dict(rows.tuples().all())
+
+
+async def _set_sent_at(database: Database, ids: Sequence[int], sent_at: float | None) -> None:
+    table = database.outbox.table
+    async with database.sessions() as session, session.begin():
+        await session.execute(update(table).where(table.c.id.in_(ids)).values(sent_at=sent_at))
+
+
+def test_ids_are_marked_by_runs_of_consecutive_integers() -> None:
+    assert _runs([]) == []
+    assert _runs([5]) == [{"first": 5, "last": 5}]
+    assert _runs([1, 2, 3, 7, 8, 10]) == [
+        {"first": 1, "last": 3},
+        {"first": 7, "last": 8},
+        {"first": 10, "last": 10},
+    ]
+
+
+async def test_the_relay_marks_exactly_the_rows_it_published_around_rows_sent_before(
+    database: Database, unique: Callable[[str], str]
+) -> None:
+    placed, _ = order_events(unique("orders"))
+    await _add_orders(database, placed, 12)
+    ids = sorted(await _sent_at(database))
+    await _set_sent_at(database, ids[3:5], 1.0)  # sent long ago by another relay: a gap in the batch
+    published: list[str] = []
+
+    class Recording(MemoryTransport):
+        async def publish_batch(self, envelopes: Sequence[Envelope]) -> None:
+            published.extend(e.id for e in envelopes)
+
+    relay = OutboxRelay(database.outbox, database.sessions, EventBus(Recording()), batch_size=100)
+    async with relay.bus:
+        assert await relay.relay_once() == 10
+        assert await relay.relay_once() == 0
+    sent = await _sent_at(database)
+    assert [sent[i] for i in ids[3:5]] == [1.0, 1.0]  # untouched: not part of this batch
+    assert all(sent[i] is not None and sent[i] > 1.0 for i in ids[:3] + ids[5:])  # type: ignore[operator]
+    assert len(published) == 10
+
+
+async def test_purge_deletes_rows_sent_before_keep_sent_from_the_oldest_and_stops_at_one_that_stays(
+    database: Database, unique: Callable[[str], str]
+) -> None:
+    placed, _ = order_events(unique("orders"))
+    await _add_orders(database, placed, 12)
+    ids = sorted(await _sent_at(database))
+    now = time.time()
+    await _set_sent_at(database, ids[:4], now - 7200)  # old enough
+    await _set_sent_at(database, ids[4:5], now - 60)  # sent a minute ago: stays
+    await _set_sent_at(database, ids[5:8], now - 7200)  # old, but behind one that stays
+    # ids[8:] unsent
+    relay = OutboxRelay(database.outbox, database.sessions, EventBus(MemoryTransport()), keep_sent=3600)
+    assert await relay.purge() == 4
+    assert sorted(await _sent_at(database)) == ids[4:]
+    await _set_sent_at(database, ids[4:5], now - 7200)
+    assert await relay.purge() == 4  # the row that stayed is old now: it and the three behind it go
+    assert sorted(await _sent_at(database)) == ids[8:]  # unsent rows are never purged
+    assert await relay.purge() == 0
+    assert await OutboxRelay(database.outbox, database.sessions, relay.bus, keep_sent=None).purge() == 0
+
+
+async def test_purge_walks_more_rows_than_one_chunk(database: Database, unique: Callable[[str], str]) -> None:
+    placed, _ = order_events(unique("orders"))
+    async with database.sessions() as session, session.begin():
+        await database.outbox.add_many(session, [placed(order_id=f"o{i}") for i in range(2500)])
+    await _set_sent_at(database, sorted(await _sent_at(database)), time.time() - 7200)
+    relay = OutboxRelay(database.outbox, database.sessions, EventBus(MemoryTransport()), keep_sent=3600)
+    assert await relay.purge() == 2500
+    assert await _sent_at(database) == {}

@@ -13,7 +13,7 @@ an expanding ``IN`` against 0.7 µs with a statement compiled once per id count.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import CursorResult, Table, bindparam, insert, select
@@ -46,37 +46,80 @@ class BulkInsert:
         self.table = table
         self.columns = tuple(columns)
         # Without inline(), PostgreSQL compiles ``RETURNING id`` for the primary key default.
-        self._statement = insert(table).inline().values({c: bindparam(c) for c in self.columns})
-        self._compiled: dict[tuple[Any, ...], tuple[str, tuple[int, ...] | None]] = {}
+        self._prepared = Prepared(insert(table).inline().values({c: bindparam(c) for c in self.columns}))
 
-    def _sql(self, conn: AsyncConnection) -> tuple[str, tuple[int, ...] | None]:
+    async def execute(self, session: AsyncSession | AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        conn = await _connection(session)
+        compiled = self._prepared.compiled(conn)
+        sql, order = compiled.sql, compiled.order
+        if order is None:
+            params: list[Any] = [dict(zip(self.columns, row, strict=True)) for row in rows]
+        elif order == self.columns:
+            params = list(rows)
+        else:
+            indexes = [self.columns.index(name) for name in order]
+            params = [tuple(row[i] for i in indexes) for row in rows]
+        await conn.exec_driver_sql(sql, params)
+
+
+class Prepared:
+    """A statement with named bind parameters, compiled once per dialect, run through the driver.
+
+    ``execute(session, name=value, …)`` runs it once (a query returns its rows as tuples);
+    ``execute_many(session, [{name: value, …}, …])`` runs it per parameter set in one
+    ``executemany``. Values written into the statement (``.limit(500)``) are sent as compiled.
+    """
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self._statement = statement
+        self._compiled: dict[tuple[Any, ...], _Compiled] = {}
+
+    def compiled(self, conn: AsyncConnection) -> _Compiled:
+        """The SQL for ``conn``'s dialect; ``order`` names the parameters (``None``: by name)."""
         dialect = conn.dialect
         translate = _translation(conn)
         key = (dialect.name, dialect.paramstyle, tuple(translate.items()) if translate else None)
         found = self._compiled.get(key)
         if found is None:
             compiled = _compile(self._statement, dialect, translate)
+            fixed = {name: bind.value for name, bind in compiled.binds.items() if not bind.required}
             # Positional paramstyles take tuples in the compiled order; named ones take dicts.
-            order = (
-                tuple(self.columns.index(name) for name in compiled.positiontup or ())
-                if compiled.positional
-                else None
-            )
-            found = self._compiled[key] = (compiled.string, order)
+            order = tuple(compiled.positiontup or ()) if compiled.positional else None
+            found = self._compiled[key] = _Compiled(compiled.string, order, fixed)
         return found
 
-    async def execute(self, session: AsyncSession | AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
+    async def execute(self, session: AsyncSession | AsyncConnection, **params: Any) -> CursorResult[Any]:
+        conn = await _connection(session)
+        compiled = self.compiled(conn)
+        return await conn.exec_driver_sql(compiled.sql, compiled.values(params))
+
+    async def execute_many(
+        self, session: AsyncSession | AsyncConnection, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
         if not rows:
             return
         conn = await _connection(session)
-        sql, order = self._sql(conn)
-        if order is None:
-            params: list[Any] = [dict(zip(self.columns, row, strict=True)) for row in rows]
-        elif order == tuple(range(len(self.columns))):
-            params = list(rows)
-        else:
-            params = [tuple(row[i] for i in order) for row in rows]
-        await conn.exec_driver_sql(sql, params)
+        compiled = self.compiled(conn)
+        await conn.exec_driver_sql(compiled.sql, [compiled.values(row) for row in rows])
+
+
+class _Compiled:
+    __slots__ = ("fixed", "order", "sql")
+
+    def __init__(self, sql: str, order: tuple[str, ...] | None, fixed: dict[str, Any]) -> None:
+        self.sql = sql
+        self.order = order
+        self.fixed = fixed
+
+    def values(self, params: Mapping[str, Any]) -> Any:
+        """The driver's parameters: a tuple in ``order``, or a dict for named paramstyles."""
+        if self.fixed:
+            params = {**self.fixed, **params}
+        if self.order is None:
+            return params
+        return tuple([params[name] for name in self.order])
 
 
 class InList:
@@ -90,30 +133,25 @@ class InList:
 
     def __init__(self, build: Callable[[list[Any]], ClauseElement]) -> None:
         self._build = build
-        self._compiled: dict[tuple[Any, ...], tuple[str, tuple[str, ...] | None]] = {}
-
-    def _sql(self, conn: AsyncConnection, count: int) -> tuple[str, tuple[str, ...] | None]:
-        dialect = conn.dialect
-        translate = _translation(conn)
-        cache_key = (dialect.name, dialect.paramstyle, tuple(translate.items()) if translate else None, count)
-        found = self._compiled.get(cache_key)
-        if found is None:
-            compiled = _compile(self._build([bindparam(f"k{i}") for i in range(count)]), dialect, translate)
-            order = tuple(compiled.positiontup or ()) if compiled.positional else None
-            found = self._compiled[cache_key] = (compiled.string, order)
-        return found
+        self._by_length: dict[int, Prepared] = {}
+        self._names: list[str] = []
 
     async def execute(
         self, session: AsyncSession | AsyncConnection, keys: Sequence[Any], **params: Any
     ) -> CursorResult[Any]:
-        conn = await _connection(session)
         padded = 1 << (len(keys) - 1).bit_length()
-        sql, order = self._sql(conn, padded)
-        named = {**params, **{f"k{i}": key for i, key in enumerate(keys)}}
+        if padded > len(self._names):
+            self._names = [f"k{i}" for i in range(padded)]
+        names = self._names
+        prepared = self._by_length.get(padded)
+        if prepared is None:
+            statement = self._build([bindparam(names[i]) for i in range(padded)])
+            prepared = self._by_length[padded] = Prepared(statement)
+        params.update(zip(names, keys, strict=False))
+        last = keys[-1]
         for i in range(len(keys), padded):
-            named[f"k{i}"] = keys[-1]
-        values: Any = named if order is None else tuple(named[name] for name in order)
-        return await conn.exec_driver_sql(sql, values)
+            params[names[i]] = last
+        return await prepared.execute(session, **params)
 
 
 class InLookup:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
@@ -37,10 +37,24 @@ H_TRACEPARENT = "traceparent"
 _RESERVED = frozenset({H_ID, H_TYPE, H_TIME, H_KEY, H_ATTEMPT})
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-# Two characters (10 bits) per lookup: 13 lookups instead of 26 shifts, 1.5 µs instead of 2.9 µs
-# per id (one id per published event).
-_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
-_SHIFTS = tuple(range(120, -1, -10))
+# Random characters straight from random bytes: ``bytes.translate`` maps each byte to the
+# character of its low 5 bits (256 is a multiple of 32, so every character is equally likely).
+# With the time part cached per millisecond an id costs 0.9 µs alone and 0.3 µs in a batch,
+# against 2.8 µs for encoding the 128-bit integer 10 bits per lookup (2-core dev machine).
+_RANDOM_CHARS = bytes(ord(_CROCKFORD[b & 31]) for b in range(256))
+_RANDOM_LEN = 16  # characters: 80 random bits, as a ULID has
+_prefix: tuple[int, str] = (-1, "")
+
+
+def _time_prefix() -> str:
+    """The ULID's first 10 characters: the 48-bit millisecond time (cached for the millisecond)."""
+    global _prefix
+    ms = int(time.time() * 1000)
+    cached_ms, prefix = _prefix
+    if ms != cached_ms:
+        prefix = "".join([_CROCKFORD[(ms >> shift) & 31] for shift in range(45, -1, -5)])
+        _prefix = (ms, prefix)
+    return prefix
 
 
 def new_event_id() -> str:
@@ -50,8 +64,14 @@ def new_event_id() -> str:
     from ``os.urandom``, not the ``random`` module: the id is the de-duplication key, and a
     collision would make the broker drop a different event.
     """
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
+    return _time_prefix() + os.urandom(_RANDOM_LEN).translate(_RANDOM_CHARS).decode()
+
+
+def new_event_ids(count: int) -> list[str]:
+    """``count`` ULIDs with one ``os.urandom`` call (the outbox's ``add_many``)."""
+    prefix = _time_prefix()
+    chars = os.urandom(_RANDOM_LEN * count).translate(_RANDOM_CHARS).decode()
+    return [prefix + chars[i : i + _RANDOM_LEN] for i in range(0, len(chars), _RANDOM_LEN)]
 
 
 def check_name(kind: str, value: str, pattern: re.Pattern[str]) -> str:
@@ -136,13 +156,17 @@ class Envelope:
     def with_attempt(self, attempt: int) -> Envelope:
         return replace(self, attempt=attempt)
 
-    def to_headers(self) -> dict[str, str]:
-        """The wire headers: metadata plus the user's headers (ours win on a clash)."""
+    def to_headers(self, *, id_header: str = H_ID, key: bool = True) -> dict[str, str]:
+        """The wire headers: metadata plus the user's headers (ours win on a clash).
+
+        A transport with its own id header (NATS: ``Nats-Msg-Id``) names it in ``id_header``;
+        one that carries the key elsewhere (NATS: the subject) passes ``key=False``.
+        """
         out = {k: v for k, v in self.headers.items() if k not in _RESERVED}
-        out[H_ID] = self.id
+        out[id_header] = self.id
         out[H_TYPE] = self.type
         out[H_TIME] = repr(self.time)
-        if self.key is not None:
+        if key and self.key is not None:
             out[H_KEY] = self.key
         return out
 
@@ -186,14 +210,31 @@ def envelope_for(
         type=event.event_type,
         channel=event.channel,
         time=time.time(),
-        payload=event.model_dump_json().encode(),
+        payload=_json(event),
         key=event.event_key(),
         headers=dict(headers or {}),
     )
 
 
+def envelopes_for(events: Sequence[Event], headers: Mapping[str, str] | None = None) -> list[Envelope]:
+    """Wrap the events of one operation (an outbox ``add_many``): one time, one headers mapping
+    shared by all (envelopes never change theirs), ids made in one batch."""
+    shared = dict(headers or {})
+    now = time.time()
+    return [
+        Envelope(event_id, e.event_type, e.channel, now, _json(e), e.event_key(), shared)
+        for event_id, e in zip(new_event_ids(len(events)), events, strict=True)
+    ]
+
+
+def _json(event: Event) -> bytes:
+    # The serializer's bytes as they are: model_dump_json() decodes them to str (0.2 µs more).
+    return event.__pydantic_serializer__.to_json(event)
+
+
 def decode(event_class: type[E], envelope: Envelope) -> E:
     try:
-        return event_class.model_validate_json(envelope.payload)
+        # The validator itself: model_validate_json only forwards to it, 0.5 µs per event later.
+        return event_class.__pydantic_validator__.validate_json(envelope.payload)  # type: ignore[no-any-return]
     except ValidationError as exc:
         raise EventDecodeError(envelope.type, envelope.id, str(exc)) from exc

@@ -37,35 +37,37 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    Text,
     bindparam,
     delete,
     func,
     select,
-    type_coerce,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from edgeway.bus import tracing
-from edgeway.bus.bulk import BulkInsert, InList
+from edgeway.bus.bulk import BulkInsert, Prepared
 from edgeway.bus.bus import EventBus
 from edgeway.bus.errors import BusError
-from edgeway.bus.events import Envelope, Event, envelope_for
+from edgeway.bus.events import Envelope, Event, envelopes_for
 
 log = logging.getLogger("edgeway.bus.outbox")
 
 _COLUMNS = ("event_id", "channel", "event_type", "event_key", "headers", "payload", "created_at")
+_PENDING_COLUMNS = ("id", *_COLUMNS)
+_PURGE_CHUNK = 1000  # rows per purge transaction
 
 
 def _envelopes(rows: Sequence[Any]) -> list[Envelope]:
-    # Headers are read as JSON text and parsed once per distinct text: the events of one
-    # add_many share theirs (~1.5 µs per row saved against the JSON type's json.loads each).
-    # asyncpg decodes JSON columns itself and hands over dicts.
+    """Envelopes of pending rows (``_PENDING_COLUMNS`` tuples, as the driver returns them).
+
+    Headers are read as JSON text and parsed once per distinct text: the events of one add_many
+    share theirs (~1.5 µs per row saved against the JSON type's json.loads each). asyncpg
+    decodes JSON columns itself and hands over dicts.
+    """
     parsed: dict[str, dict[str, str]] = {}
     out = []
-    for row in rows:
-        raw = row.headers
+    for _id, event_id, channel, event_type, key, raw, payload, created_at in rows:
         headers: dict[str, str] | None
         if isinstance(raw, dict):
             headers = raw
@@ -73,17 +75,29 @@ def _envelopes(rows: Sequence[Any]) -> list[Envelope]:
             headers = parsed.get(raw)
             if headers is None:
                 headers = parsed[raw] = _headers(raw)
-        out.append(
-            Envelope(
-                row.event_id,
-                row.event_type,
-                row.channel,
-                row.created_at,
-                bytes(row.payload),
-                row.event_key,
-                headers,
-            )
-        )
+        if not isinstance(payload, bytes):
+            payload = bytes(payload)  # a memoryview from some drivers
+        out.append(Envelope(event_id, event_type, channel, created_at, payload, key, headers))
+    return out
+
+
+def _runs(ids: Sequence[int]) -> list[dict[str, int]]:
+    """Sorted ids as runs of consecutive integers: ``[1, 2, 3, 7, 8]`` → 1 to 3 and 7 to 8.
+
+    Every integer in a run is one of ``ids``, so ``id BETWEEN first AND last`` matches exactly
+    them, whatever else the table holds. A batch read in id order is one run or a few (rows
+    another relay holds, on PostgreSQL): one range instead of an IN list of 2,000 parameters.
+    """
+    out: list[dict[str, int]] = []
+    if not ids:
+        return out
+    first = previous = ids[0]
+    for current in ids[1:]:
+        if current != previous + 1:
+            out.append({"first": first, "last": previous})
+            first = current
+        previous = current
+    out.append({"first": first, "last": previous})
     return out
 
 
@@ -97,7 +111,7 @@ def outbox_table(metadata: MetaData, name: str = "edgeway_outbox") -> Table:
     existing = metadata.tables.get(name)
     if existing is not None:
         return existing
-    return Table(
+    table = Table(
         name,
         metadata,
         # INTEGER PRIMARY KEY on SQLite is the rowid: monotonic, so id order is commit order
@@ -111,8 +125,14 @@ def outbox_table(metadata: MetaData, name: str = "edgeway_outbox") -> Table:
         Column("payload", LargeBinary, nullable=False),
         Column("created_at", Float, nullable=False),
         Column("sent_at", Float, nullable=True),
-        Index(f"ix_{name}_pending", "sent_at", "id"),
     )
+    # Only the backlog is indexed: the relay's "oldest unsent first" walks it in id order, and
+    # marking a row sent drops it from the index instead of moving it (0.8 µs per row less on
+    # SQLite than an index on (sent_at, id)); the index stays small however many sent rows
+    # are kept for inspection.
+    unsent = table.c.sent_at.is_(None)
+    Index(f"ix_{name}_unsent", table.c.id, sqlite_where=unsent, postgresql_where=unsent)
+    return table
 
 
 class Outbox:
@@ -142,7 +162,7 @@ class Outbox:
     ) -> list[Envelope]:
         """Queue several events of one operation: they share its request id and trace context."""
         shared = tracing.outgoing_headers(headers)
-        envelopes = [envelope_for(e, shared) for e in events]
+        envelopes = envelopes_for(events, shared)
         text = orjson.dumps(shared).decode()  # one JSON text for all: they share the headers
         await self._insert.execute(
             session, [(e.id, e.channel, e.type, e.key, text, e.payload, e.time) for e in envelopes]
@@ -193,8 +213,25 @@ class OutboxRelay:
         self._backlog = 0
         self._backlog_gauge = bus.metrics.backlog_of(outbox.table.name) if bus.metrics is not None else None
         table = outbox.table
-        self._mark = InList(
-            lambda ids: update(table).where(table.c.id.in_(ids)).values(sent_at=bindparam("now"))
+        pending = (
+            select(*(table.c[name] for name in _PENDING_COLUMNS))
+            .where(table.c.sent_at.is_(None))
+            .order_by(table.c.id)
+            .limit(batch_size)
+        )
+        self._pending = Prepared(pending)
+        self._pending_locked = Prepared(pending.with_for_update(skip_locked=True))
+        self._oldest = Prepared(select(table.c.id, table.c.sent_at).order_by(table.c.id).limit(_PURGE_CHUNK))
+        self._purge = Prepared(
+            delete(table).where(
+                table.c.id.between(bindparam("first"), bindparam("last")),
+                table.c.sent_at < bindparam("cutoff"),
+            )
+        )
+        self._mark = Prepared(
+            update(table)
+            .where(table.c.id.between(bindparam("first"), bindparam("last")))
+            .values(sent_at=bindparam("now"))
         )
         self.published = 0
 
@@ -225,39 +262,40 @@ class OutboxRelay:
         return len(rows)
 
     async def _pending_rows(self, session: AsyncSession, *, lock: bool) -> Sequence[Any]:
-        table = self.outbox.table
-        stmt = (
-            select(
-                table.c.id,
-                table.c.event_id,
-                table.c.channel,
-                table.c.event_type,
-                table.c.event_key,
-                type_coerce(table.c.headers, Text).label("headers"),
-                table.c.payload,
-                table.c.created_at,
-            )
-            .where(table.c.sent_at.is_(None))
-            .order_by(table.c.id)
-            .limit(self.batch_size)
-        )
-        if lock:
-            stmt = stmt.with_for_update(skip_locked=True)
-        return (await session.execute(stmt)).all()
+        query = self._pending_locked if lock else self._pending
+        return (await query.execute(session)).all()
 
     async def _mark_sent(self, session: AsyncSession, rows: Sequence[Any]) -> None:
-        await self._mark.execute(session, [row.id for row in rows], now=time.time())
+        now = time.time()
+        await self._mark.execute_many(session, [{**run, "now": now} for run in _runs([r[0] for r in rows])])
 
     async def purge(self) -> int:
+        """Delete rows sent more than ``keep_sent`` seconds ago; returns how many.
+
+        Rows are sent in id order, so the old sent rows are the oldest ids: the purge walks from
+        the lowest id in chunks and stops at the first row that stays (unsent, or sent recently).
+        No index on ``sent_at`` is needed (the one index is the backlog's, see ``outbox_table``).
+        A sent row behind one that stays waits for a later purge.
+        """
         if self.keep_sent is None:
             return 0
-        table = self.outbox.table
         cutoff = time.time() - self.keep_sent
-        async with self.sessions() as session, session.begin():
-            result = await session.execute(
-                delete(table).where(table.c.sent_at.is_not(None), table.c.sent_at < cutoff)
-            )
-        return int(getattr(result, "rowcount", 0) or 0)
+        removed = 0
+        while True:
+            async with self.sessions() as session, session.begin():
+                rows: Sequence[Any] = (await self._oldest.execute(session)).all()
+                old: list[int] = []
+                for row_id, sent_at in rows:
+                    if sent_at is None or sent_at >= cutoff:
+                        break
+                    old.append(row_id)
+                if old:
+                    # ``sent_at < cutoff`` again: on PostgreSQL a row with an id inside the range
+                    # may have committed since the read (ids are not commit-ordered there).
+                    await self._purge.execute(session, first=old[0], last=old[-1], cutoff=cutoff)
+            removed += len(old)
+            if not old or len(old) < len(rows):
+                return removed
 
     def backlog(self) -> float:
         """Pending rows at the last count (the loop counts every ``backlog_interval`` seconds)."""

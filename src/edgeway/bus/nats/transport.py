@@ -32,7 +32,7 @@ import nats.js.errors
 from nats.js import api
 
 from edgeway.bus.errors import DeadLetterNotFoundError, PublishError, TransportError
-from edgeway.bus.events import H_ID, H_KEY, Envelope, new_event_id
+from edgeway.bus.events import Envelope, new_event_id
 from edgeway.bus.nats.confirms import Confirms, Outgoing
 from edgeway.bus.nats.delivery import H_MSG_ID, NatsDelivery, envelope_from
 from edgeway.bus.nats.subscription import NatsSubscription
@@ -222,12 +222,11 @@ class NatsTransport:
     # -- publishing ------------------------------------------------------------------------------
 
     def _wire(self, envelope: Envelope) -> Outgoing:
-        headers = envelope.to_headers()
-        del headers[H_ID]  # Nats-Msg-Id carries it, and the subject the key (delivery.envelope_from)
-        headers[H_MSG_ID] = envelope.id
         token = key_token(envelope.key)
-        if token == envelope.key and token != "_":  # "_" on the subject means "no key"
-            del headers[H_KEY]
+        # Nats-Msg-Id carries the id, and the subject the key when it is a token ("_" on the
+        # subject means "no key"), so a key that is not one still travels in ew-key
+        # (delivery.envelope_from reads both back).
+        headers = envelope.to_headers(id_header=H_MSG_ID, key=token != envelope.key or token == "_")
         return f"{self.names(envelope.channel).events}.{token}", envelope.payload, headers, envelope.id
 
     @property
