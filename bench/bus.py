@@ -29,7 +29,6 @@ without.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json as jsonlib
 import os
 import shutil
@@ -41,6 +40,7 @@ from typing import Any
 
 from bench.bus_services import ServiceProcess
 from bench.harness import free_port, machine, median
+from edgeway.runtime import freeze_heap
 
 TARGET_EPS = 10_000
 TARGET_RATIO = 0.6
@@ -136,7 +136,7 @@ async def _main(events: int, write_batch: int, repetitions: int, gc_freeze: bool
 
     extra = ["--gc-freeze"] if gc_freeze else []
     if gc_freeze:
-        gc.freeze()  # this process is the raw leg's publisher
+        freeze_heap()  # this process is the raw leg's publisher
 
     directory = Path(tempfile.mkdtemp(prefix="edgeway-bench-bus-"))
     raw_runs: list[dict[str, Any]] = []

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import signal
@@ -33,6 +32,7 @@ from typing import Any
 from bench.errors import ProcessFailed
 from bench.harness import REPO_ROOT, python_env
 from edgeway.bus.events import Event
+from edgeway.runtime import freeze_heap
 
 ROLES = ("orders", "relay", "billing", "raw-sub")
 
@@ -59,9 +59,9 @@ def emit(**fields: Any) -> None:
 
 def ready(args: argparse.Namespace, **fields: Any) -> None:
     """Report ready; with ``--gc-freeze`` first move everything allocated so far (imports, setup)
-    out of the collector's reach, as a tuned service does once it has started."""
+    out of the collector's reach, as the service kit does once a service has started."""
     if args.gc_freeze:
-        gc.freeze()
+        freeze_heap()
     emit(ready=True, **fields)
 
 

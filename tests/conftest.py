@@ -24,6 +24,11 @@ SERVICES = {
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
+# The service kit freezes the heap once a service has started (ServiceSettings.gc_freeze): in a
+# test worker that starts hundreds of apps, everything alive at each start (earlier tests'
+# apps in reference cycles) would never be collected. Off here, except where a test checks it.
+os.environ.setdefault("EDGEWAY_GC_FREEZE", "false")
+
 
 def _missing(reason: str) -> None:
     if IN_CI:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,11 +20,8 @@ from .helpers import eventually, order_events
 class NoBatch:
     """A Finish with no batch handlers behind it."""
 
-    async def __call__(self, resource: object) -> None:
-        return None
-
-    def reset(self) -> None:
-        return None
+    async def __call__(self, resource: object, message_ids: Collection[str]) -> None:
+        raise AssertionError(f"no job was left to a batch handler, got {list(message_ids)}")
 
 
 async def test_a_message_delivered_twice_is_applied_once(
@@ -126,3 +123,41 @@ async def _envelope(event_class: type[Event], order_id: str) -> object:
     from edgeway.bus.events import envelope_for
 
     return envelope_for(event_class(order_id=order_id))
+
+
+async def test_batch_and_single_handlers_share_a_group_and_a_repeated_id_in_a_batch_applies_once(
+    database: Database, unique: Callable[[str], str]
+) -> None:
+    from edgeway.bus.events import envelope_for
+    from edgeway.bus.memory import MemoryTransport
+
+    placed, cancelled = order_events(unique("orders"))
+    config = ChannelConfig(placed.channel)
+    transport = MemoryTransport()
+    bus = EventBus(transport, channels=[config], batch_size=50)
+    batches: list[list[str]] = []
+    singles: list[str] = []
+
+    @bus.subscribe_batch(placed, group="ledger", inbox=database.inbox)
+    async def apply(events: list[Event], session: AsyncSession) -> None:
+        batches.append([e.order_id for e in events])  # type: ignore[attr-defined]
+        await session.execute(insert(database.applied), [{"key": e.order_id} for e in events])  # type: ignore[attr-defined]
+
+    @bus.subscribe(cancelled, group="ledger", inbox=database.inbox)
+    async def cancel(event: Event, session: AsyncSession) -> None:
+        singles.append(event.order_id)  # type: ignore[attr-defined]
+        await session.execute(insert(database.applied), [{"key": f"cancel-{event.order_id}"}])  # type: ignore[attr-defined]
+
+    await transport.declare(config)
+    await transport.declare_group(config, "ledger")
+    twice = envelope_for(placed(order_id="o1"))
+    await transport.publish(twice)
+    await transport.publish(envelope_for(cancelled(order_id="o0")))
+    await transport.redeliver(config, "ledger", twice)  # the same id again, in the same batch
+    await transport.publish(envelope_for(placed(order_id="o2")))
+    async with bus:
+        await eventually(lambda: len(singles) == 1 and sum(map(len, batches)) == 2, what="all handled")
+        await asyncio.sleep(0.2)
+    assert batches == [["o1", "o2"]]
+    assert singles == ["o0"]
+    assert sorted(await database.applied_keys()) == ["cancel-o0", "o1", "o2"]

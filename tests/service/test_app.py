@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -137,3 +138,33 @@ async def test_service_registers_on_start_and_deregisters_on_shutdown(tmp_path: 
         await js.delete_key_value(bucket)
         await js.delete_key_value(cfg_bucket)
         await nc.close()
+
+
+async def test_start_up_freezes_the_heap_it_leaves_after_one_collection() -> None:
+    made_at_start: list[object] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        made_at_start.append({"a start-up object": [1, 2, 3]})
+        yield
+
+    before = gc.get_freeze_count()
+    app = create_app(
+        "orders", settings=ServiceSettings(gc_freeze=True), lifespan=lifespan, configure_logging=False
+    )
+    try:
+        async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+            assert (await http.get("/health/ready")).status_code == 200
+            assert gc.get_freeze_count() > before
+            # Frozen objects are in no generation: a collection of the oldest one no longer sees them.
+            assert not any(o is made_at_start[0] for o in gc.get_objects(generation=2))
+    finally:
+        gc.unfreeze()  # let this test worker collect them again
+
+
+async def test_the_heap_is_left_alone_when_gc_freeze_is_off() -> None:
+    gc.unfreeze()
+    app = create_app("orders", settings=ServiceSettings(gc_freeze=False), configure_logging=False)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        assert (await http.get("/health/ready")).status_code == 200
+        assert gc.get_freeze_count() == 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -69,23 +69,20 @@ class Received:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One handler call for one message; ``call`` takes the runner's resource (a DB session).
-
-    For a batch handler (``subscribe_batch``) ``call`` only collects the event (``batched``);
-    the handler runs once for the collected events when the runner calls :class:`Finish`.
+    """One message for the runner: ``call`` runs its handler with the runner's resource (a DB
+    session). A message for a batch handler (``subscribe_batch``) has no ``call``: the runner
+    names it to :class:`Finish`, which runs the batch handler once for all it was given.
     """
 
     message_id: str
-    call: Callable[[Any], Awaitable[None]]
-    batched: bool = False
+    call: Callable[[Any], Awaitable[None]] | None = None
 
 
 class Finish(Protocol):
-    """Runs the batch handlers on the events collected since the last call or reset."""
+    """Runs the batch handlers on the events of ``message_ids`` (those of the batch's jobs
+    without a ``call`` that the runner wants handled; the inbox leaves out the seen ones)."""
 
-    async def __call__(self, resource: Any) -> None: ...
-
-    def reset(self) -> None: ...
+    async def __call__(self, resource: Any, message_ids: Collection[str]) -> None: ...
 
 
 class Runner(Protocol):
@@ -99,45 +96,70 @@ class Runner(Protocol):
     async def run(self, group: str, jobs: Sequence[Job], finish: Finish) -> list[BaseException | None]: ...
 
 
+async def run_jobs(jobs: Iterable[Job], finish: Finish, resource: Any) -> None:
+    """Run ``jobs`` with one resource: each ``call`` in order, then ``finish`` for the others."""
+    collected: list[str] = []
+    for job in jobs:
+        if job.call is None:
+            collected.append(job.message_id)
+        else:
+            await job.call(resource)
+    if collected:
+        await finish(resource, collected)
+
+
 class _Sequential:
     async def run(self, group: str, jobs: Sequence[Job], finish: Finish) -> list[BaseException | None]:
         results: list[BaseException | None] = []
+        collected: list[str] = []
         for job in jobs:
+            if job.call is None:
+                collected.append(job.message_id)
+                results.append(None)
+                continue
             try:
                 await job.call(None)
             except Exception as exc:
                 results.append(exc)
             else:
                 results.append(None)
-        try:
-            await finish(None)
-        except Exception as exc:
-            # Without a transaction there is nothing to roll back: every message of the failed
-            # batch handler is retried, so batch handlers without an inbox must be idempotent.
-            results = [exc if job.batched and r is None else r for job, r in zip(jobs, results, strict=True)]
+        if collected:
+            try:
+                await finish(None, collected)
+            except Exception as exc:
+                # Without a transaction there is nothing to roll back: every message of the
+                # failed batch handler is retried, so batch handlers without an inbox must be
+                # idempotent.
+                results = [exc if job.call is None else r for job, r in zip(jobs, results, strict=True)]
         return results
 
 
 class _Collected:
-    """The events batch handlers collected in one ``handle`` call (see :class:`Finish`)."""
+    """The events for batch handlers in one ``handle`` call, by message id (see :class:`Finish`).
 
-    def __init__(self, group: str) -> None:
-        self.group = group
-        self.events: dict[_Route, list[Event]] = {}
+    Storing them here, rather than in a closure per job, is ~1 µs per message less.
+    """
 
-    def add(self, route: _Route, event: Event) -> None:
-        self.events.setdefault(route, []).append(event)
+    __slots__ = ("events",)
 
-    def reset(self) -> None:
-        self.events = {}
+    def __init__(self) -> None:
+        self.events: dict[str, tuple[_Route, Event]] = {}
 
-    async def __call__(self, resource: Any) -> None:
-        collected, self.events = self.events, {}
-        for route, events in collected.items():
-            if route.with_session:
-                await route.handler(events, resource)
+    async def __call__(self, resource: Any, message_ids: Collection[str]) -> None:
+        by_route: dict[_Route, list[Event]] = {}
+        events = self.events
+        for message_id in message_ids:
+            route, event = events[message_id]
+            found = by_route.get(route)
+            if found is None:
+                by_route[route] = [event]
             else:
-                await route.handler(events)
+                found.append(event)
+        for route, batch in by_route.items():
+            if route.with_session:
+                await route.handler(batch, resource)
+            else:
+                await route.handler(batch)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -174,7 +196,8 @@ class _Group:
         routes = self.routes
         jobs: list[Job] = []
         pending: list[Delivery] = []
-        collected = _Collected(self.group)
+        collected = _Collected()
+        collect = collected.events
         for delivery in batch:
             envelope = delivery.envelope
             if ttl is not None and envelope.expired(ttl):
@@ -197,7 +220,8 @@ class _Group:
                 await self._dead_letter(delivery, str(exc), DeadReason.INVALID)
                 continue
             if route.batch:
-                jobs.append(Job(envelope.id, _collector(collected, route, event), batched=True))
+                collect[envelope.id] = (route, event)
+                jobs.append(Job(envelope.id))
             else:
                 jobs.append(Job(envelope.id, self._bind(route, event, envelope)))
             pending.append(delivery)
@@ -278,13 +302,6 @@ class _Group:
             await delivery.nak(delay)
             if self.metrics is not None:
                 self.metrics.retried.inc()
-
-
-def _collector(collected: _Collected, route: _Route, event: Event) -> Callable[[Any], Awaitable[None]]:
-    async def collect(_resource: Any) -> None:
-        collected.add(route, event)
-
-    return collect
 
 
 def _positional_arity(handler: Callable[..., Any]) -> int:

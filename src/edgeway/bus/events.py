@@ -179,18 +179,31 @@ class Envelope:
         return cls.from_wire(channel, plain, payload, attempt)
 
     @classmethod
-    def from_wire(cls, channel: str, headers: dict[str, str], payload: bytes, attempt: int = 1) -> Envelope:
+    def from_wire(
+        cls,
+        channel: str,
+        headers: dict[str, str],
+        payload: bytes,
+        attempt: int = 1,
+        *,
+        message_id: str | None = None,
+        key: str | None = None,
+    ) -> Envelope:
         """:meth:`from_headers` for string headers the caller hands over: ``headers`` is consumed
-        (the metadata is popped out of it), which saves a copy per received message."""
+        (the metadata is popped out of it), which saves a copy per received message.
+
+        A transport that carries the id or the key outside these headers (NATS: ``Nats-Msg-Id``
+        and the subject) passes them as ``message_id`` and ``key``; the headers' own win.
+        """
         pop = headers.pop
         sent = pop(H_TIME, "")
         try:
             sent_at = float(sent)
         except ValueError:
             sent_at = time.time()
-        message_id = pop(H_ID, "") or new_event_id()
+        message_id = pop(H_ID, "") or message_id or new_event_id()
         event_type = pop(H_TYPE, "")
-        key = pop(H_KEY, None)
+        key = pop(H_KEY, key)
         pop(H_ATTEMPT, None)
         return cls(message_id, event_type, channel, sent_at, payload, key, headers, attempt)
 

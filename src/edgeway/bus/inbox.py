@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from edgeway.bus.bulk import BulkInsert, InLookup
-from edgeway.bus.bus import Finish, Job
+from edgeway.bus.bus import Finish, Job, run_jobs
 
 
 def inbox_table(metadata: MetaData, name: str = "edgeway_inbox") -> Table:
@@ -68,7 +68,7 @@ class Inbox:
             except Exception:
                 # A handler failed or a concurrent member won a message id: the whole batch
                 # rolled back; redo it one message per transaction to isolate the culprit.
-                finish.reset()
+                pass
         return [await self._one(group, job, finish) for job in jobs]
 
     async def _seen(self, session: AsyncSession, group: str, ids: Sequence[str]) -> set[str]:
@@ -77,16 +77,14 @@ class Inbox:
     async def _batch(self, group: str, jobs: Sequence[Job], finish: Finish) -> list[BaseException | None]:
         async with self.sessions() as session, session.begin():
             seen = await self._seen(session, group, [j.message_id for j in jobs])
-            fresh: list[str] = []
+            fresh: list[Job] = []
             for job in jobs:
-                if job.message_id in seen:
-                    continue
-                seen.add(job.message_id)
-                await job.call(session)
-                fresh.append(job.message_id)
-            await finish(session)
+                if job.message_id not in seen:
+                    seen.add(job.message_id)
+                    fresh.append(job)
+            await run_jobs(fresh, finish, session)
             now = time.time()
-            await self._insert.execute(session, [(group, m, now) for m in fresh])
+            await self._insert.execute(session, [(group, job.message_id, now) for job in fresh])
         return [None] * len(jobs)
 
     async def _one(self, group: str, job: Job, finish: Finish) -> BaseException | None:
@@ -94,14 +92,11 @@ class Inbox:
             async with self.sessions() as session, session.begin():
                 if await self._seen(session, group, [job.message_id]):
                     return None
-                await job.call(session)
-                await finish(session)
+                await run_jobs([job], finish, session)
                 await self._insert.execute(session, [(group, job.message_id, time.time())])
         except IntegrityError:
-            finish.reset()
             return None  # another member committed this message first; its effects stand
         except Exception as exc:
-            finish.reset()
             return exc
         return None
 

@@ -33,7 +33,7 @@ from sqlalchemy import Table, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from edgeway.bus.bus import EventBus, Finish, Job
+from edgeway.bus.bus import EventBus, Finish, Job, run_jobs
 from edgeway.bus.errors import BusConfigError
 from edgeway.bus.events import Event, decode
 
@@ -104,9 +104,7 @@ class ReadCopy:
         """The bus runner: a batch of events in one transaction, one by one if that fails."""
         try:
             async with self.sessions() as session, session.begin():
-                for job in jobs:
-                    await job.call(session)
-                await finish(session)
+                await run_jobs(jobs, finish, session)
             return [None] * len(jobs)
         except Exception:
             pass
@@ -114,10 +112,8 @@ class ReadCopy:
         for job in jobs:
             try:
                 async with self.sessions() as session, session.begin():
-                    await job.call(session)
-                    await finish(session)
+                    await run_jobs([job], finish, session)
             except Exception as exc:
-                finish.reset()
                 results.append(exc)
             else:
                 results.append(None)

@@ -16,10 +16,10 @@ registry, discovery, clients  :mod:`edgeway.discovery`, :mod:`edgeway.service.cl
 ============================  ============================================================
 
 Start-up order: logging, config store (retries, then the disk cache), flags, registry (and
-self-registration when ``advertise_url`` is set), the service's own lifespan, then readiness
-turns true. Shutdown runs the other way: readiness turns false, the instance deregisters (so
-peers stop picking it), ``shutdown_grace`` seconds pass for in-flight requests and load
-balancers, the service's lifespan exits, clients close, traces flush.
+self-registration when ``advertise_url`` is set), the service's own lifespan, the start-up heap
+frozen (``gc_freeze``), then readiness turns true. Shutdown runs the other way: readiness turns
+false, the instance deregisters (so peers stop picking it), ``shutdown_grace`` seconds pass for
+in-flight requests and load balancers, the service's lifespan exits, clients close, traces flush.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from edgeway.discovery.registry import Instance, Registration, Registry
 from edgeway.observability.logs import setup_logging
 from edgeway.observability.metrics import Metrics
 from edgeway.observability.tracing import Tracing
+from edgeway.runtime import freeze_heap
 from edgeway.service.clients import RetryPolicy, ServiceClient
 from edgeway.service.config_store import ConfigStore
 from edgeway.service.discovery import (
@@ -234,6 +235,8 @@ def create_app(
         await kit.startup()
         try:
             async with lifespan(app) if lifespan is not None else contextlib.nullcontext():
+                if settings.gc_freeze:
+                    freeze_heap()
                 kit.health.started = True
                 yield
                 await kit.shutdown()

@@ -80,6 +80,13 @@ class ServiceSettings(BaseSettings):
         "empty: no CORS headers (behind a gateway the gateway answers CORS)",
     )
 
+    # process
+    gc_freeze: bool = Field(
+        default=True,
+        description="after start-up, collect once and move every surviving object out of the garbage "
+        "collector's reach (gc.freeze), so later collections do not walk the start-up heap",
+    )
+
     # shutdown
     shutdown_grace: float = Field(
         default=0.0, description="seconds to keep serving after readiness turns false at shutdown"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeway.bus.events import H_ID, H_KEY, Envelope
+from edgeway.bus.events import Envelope
 
 H_MSG_ID = "Nats-Msg-Id"
 EVENTS_TOKEN = ".e."  # <prefix>.<channel>.e.<key token>: the subjects events are published on
@@ -22,14 +22,14 @@ def envelope_from(
     saved is ~2 µs of building and parsing per message, nats-py doing both in Python.
     """
     headers = headers if headers is not None else {}
-    msg_id = headers.pop(H_MSG_ID, None)
-    if msg_id is not None and H_ID not in headers:
-        headers[H_ID] = msg_id
-    if H_KEY not in headers and EVENTS_TOKEN in subject:
+    key = None
+    if EVENTS_TOKEN in subject:
         token = subject.rpartition(".")[2]
         if token != "_":
-            headers[H_KEY] = token
-    return Envelope.from_wire(channel, headers, data, attempt)
+            key = token
+    return Envelope.from_wire(
+        channel, headers, data, attempt, message_id=headers.pop(H_MSG_ID, None), key=key
+    )
 
 
 class NatsDelivery:
