@@ -7,6 +7,7 @@ What it adds, and where each piece lives:
 ``/metrics``                  :mod:`edgeway.observability.metrics`
 request id, traceparent,      :mod:`edgeway.service.middleware`
 access log, 500 of last resort
+the caller's deadline         :mod:`edgeway.service.deadline`
 problem+json errors           :mod:`edgeway.service.problems`
 JSON logs                     :mod:`edgeway.observability.logs`
 traces (OTLP when configured) :mod:`edgeway.observability.tracing`
@@ -46,6 +47,7 @@ from edgeway.observability.tracing import Tracing
 from edgeway.runtime import freeze_heap
 from edgeway.service.clients import RetryPolicy, ServiceClient
 from edgeway.service.config_store import ConfigStore
+from edgeway.service.deadline import DeadlineMiddleware
 from edgeway.service.discovery import (
     CachedDiscovery,
     ChainDiscovery,
@@ -256,6 +258,8 @@ def create_app(
         body, content_type = kit.metrics.exposition()
         return Response(body, media_type=content_type)
 
+    # Inside the request context (added first = inner), so its 504s are logged and counted.
+    app.add_middleware(DeadlineMiddleware)
     app.add_middleware(
         RequestContextMiddleware, metrics=kit.metrics, tracing=kit.tracing, access_log=access_log
     )

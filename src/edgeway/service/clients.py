@@ -14,7 +14,11 @@ process, not per peer). For each call it
    OPTIONS, PUT, DELETE). A POST or PATCH is retried only when the connection could not be
    opened at all, because then nothing was sent and a retry cannot apply it twice. When the
    last attempt still gets a 502/503/504, that response is returned as it is; when no attempt
-   got any answer, :class:`~edgeway.service.errors.PeerUnavailableError` is raised.
+   got any answer, :class:`~edgeway.service.errors.PeerUnavailableError` is raised;
+5. inside a request that came with a deadline (``X-Edgeway-Deadline-Ms``, see
+   :mod:`edgeway.service.deadline`) sends each attempt with the time left in that header, gives
+   the attempt no longer than that, and retries only while the backoff fits in it; when it runs
+   out, :class:`~edgeway.service.errors.DeadlineExceededError` (504) is raised.
 
 A 5xx answer or a transport error counts as a failure for the instance's breaker; any other
 answer (4xx included: the peer is healthy, the request was wrong) as a success.
@@ -23,6 +27,7 @@ answer (4xx included: the peer is healthy, the request was wrong) as a success.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -34,10 +39,13 @@ from pydantic import TypeAdapter
 from edgeway.observability.logs import current_request_id
 from edgeway.observability.tracing import Tracing, outgoing_traceparent
 from edgeway.resilience.breaker import BreakerPolicy, CircuitBreaker
+from edgeway.resilience.deadline import DEADLINE_HEADER as DEADLINE
 from edgeway.resilience.retry import full_jitter
+from edgeway.service.deadline import deadline_at
 from edgeway.service.discovery import Discovery
 from edgeway.service.errors import (
     CircuitOpenError,
+    DeadlineExceededError,
     NoInstancesError,
     PeerResponseError,
     PeerUnavailableError,
@@ -49,6 +57,7 @@ __all__ = ["IDEMPOTENT_METHODS", "RetryPolicy", "ServiceClient"]
 T = TypeVar("T")
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+DEADLINE_HEADER = DEADLINE.decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,16 +143,33 @@ class ServiceClient:
         kwargs: dict[str, Any],
     ) -> httpx.Response:
         outgoing = self._headers(headers)
+        # The caller's deadline bounds every attempt and is passed on, reduced by the time spent;
+        # a deadline the call sets itself is sent as it is.
+        at = deadline_at()
+        pass_deadline = at is not None and DEADLINE_HEADER not in outgoing
         last_error = "no attempt made"
         for attempt in range(self.retry.attempts):
             if attempt:
-                await asyncio.sleep(self.retry.delay(attempt - 1))
+                delay = self.retry.delay(attempt - 1)
+                if at is not None and time.monotonic() + delay >= at:
+                    raise self._deadline_error(method, path, f"no time left to retry; last: {last_error}")
+                await asyncio.sleep(delay)
             url = self._pick(urls)
             breaker = self.breaker(url)
+            if at is not None:
+                left = at - time.monotonic()
+                if left <= 0:
+                    raise self._deadline_error(method, path, "it had passed before the call")
+                if pass_deadline:
+                    outgoing[DEADLINE_HEADER] = str(max(1, int(left * 1000)))
             try:
-                response = await self._http.request(
-                    method, url + path, headers=outgoing, timeout=self._timeout, **kwargs
-                )
+                async with asyncio.timeout(None if at is None else at - time.monotonic()):
+                    response = await self._http.request(
+                        method, url + path, headers=outgoing, timeout=self._timeout, **kwargs
+                    )
+            except TimeoutError:
+                # Our budget, not the peer's fault: no breaker failure, no retry.
+                raise self._deadline_error(method, path, f"it ran out waiting for {url}") from None
             except httpx.TransportError as exc:
                 breaker.record_failure()
                 last_error = f"{url}: {type(exc).__name__}: {exc}"
@@ -170,6 +196,11 @@ class ServiceClient:
             self.service,
             f"{method} {self.service}{path} failed after {self.retry.attempts} attempt(s); "
             f"last: {last_error}",
+        )
+
+    def _deadline_error(self, method: str, path: str, what: str) -> DeadlineExceededError:
+        return DeadlineExceededError(
+            self.service, f"{method} {self.service}{path} not completed: the request's deadline {what}"
         )
 
     def _pick(self, urls: list[str]) -> str:

@@ -9,6 +9,7 @@
     │   ├── AuthenticationError       401: no credentials, or a token that fails verification
     │   └── PermissionDeniedError     403: a verified caller without the role/scope needed
     ├── JwksUnavailableError          the JWKS could not be fetched (503: not the caller's fault)
+    ├── DeadlineExceededError         the caller's deadline ran out during a call to a peer (504)
     └── PeerError                     a call to another service failed
         ├── PeerUnavailableError      every attempt failed (connect error, timeout, 502/503/504)
         ├── CircuitOpenError          every instance's breaker is open; nothing was sent
@@ -31,6 +32,7 @@ __all__ = [
     "AuthenticationError",
     "CircuitOpenError",
     "ConfigUnavailableError",
+    "DeadlineExceededError",
     "DiscoveryError",
     "IdentityError",
     "JwksUnavailableError",
@@ -78,6 +80,15 @@ class PermissionDeniedError(IdentityError):
 
 class JwksUnavailableError(ServiceKitError):
     pass
+
+
+class DeadlineExceededError(ServiceKitError):
+    """504: the request's deadline (``X-Edgeway-Deadline-Ms``) left no time for a call to
+    ``service``, or ran out during it; nothing more is tried, since nobody waits for the answer."""
+
+    def __init__(self, service: str, message: str) -> None:
+        super().__init__(message)
+        self.service = service
 
 
 class NoInstancesError(DiscoveryError):

@@ -23,6 +23,7 @@ from edgeway.observability.logs import current_request_id
 from edgeway.service.errors import (
     AuthenticationError,
     CircuitOpenError,
+    DeadlineExceededError,
     DiscoveryError,
     JwksUnavailableError,
     PeerError,
@@ -157,6 +158,11 @@ async def _on_unavailable(request: Request, exc: Exception) -> Response:
     return problem_response(status, str(exc), instance=request.url.path, headers=headers, **extensions)
 
 
+async def _on_deadline(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DeadlineExceededError)
+    return problem_response(504, str(exc), instance=request.url.path, service=exc.service)
+
+
 def internal_error_response(instance: str | None = None) -> Response:
     """The 500 for an unhandled exception: nothing about the internals, the request id to quote.
 
@@ -174,5 +180,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(AuthenticationError, _on_authentication)
     app.add_exception_handler(PermissionDeniedError, _on_permission)
+    app.add_exception_handler(DeadlineExceededError, _on_deadline)
     for unavailable in (JwksUnavailableError, DiscoveryError, PeerError):
         app.add_exception_handler(unavailable, _on_unavailable)
