@@ -194,6 +194,12 @@ class RabbitTransport:
 
     # -- connection ------------------------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        # A robust connection is not "closed" while it reconnects; its event says whether it is up.
+        connection = self._connection
+        return connection is not None and not connection.is_closed and connection.connected.is_set()
+
     async def connect(self) -> None:
         if self._connection is not None and not self._connection.is_closed:
             return
