@@ -8,10 +8,9 @@ loopback behind a TCP relay of the test's own, cut and restored (the shared brok
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
-from conftest import free_port, require
+from conftest import free_port, pipe, require
 from edgeway.bus.embedded import EmbeddedNats
 from edgeway.bus.nats import NatsTransport
 from edgeway.bus.rabbit import RabbitTransport
@@ -43,15 +42,7 @@ class Relay:
     async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         self._writers.update((writer, up_writer))
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.close()
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 async def test_a_nats_transport_is_not_connected_while_the_broker_is_away(tmp_path: Path) -> None:
