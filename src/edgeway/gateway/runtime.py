@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Collection, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from edgeway.gateway.access_log import AccessLog
 from edgeway.gateway.aggregate import build_aggregate
@@ -54,6 +54,9 @@ from edgeway.observability.ids import (
     valid_request_id,
 )
 from edgeway.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 ACTIONS: dict[str, ActionBuilder] = {
     "proxy": build_proxy,
@@ -156,6 +159,7 @@ class Gateway:
                     self._fast[route.id] = fast
         self._encoded_slash = config.paths.encoded_slash
         self._case_sensitive = config.paths.case_sensitive
+        self._rejections: Counter | None = None
 
     async def start(self) -> None:
         await self.env.start()
@@ -242,6 +246,7 @@ class Gateway:
             ex.close_after = ex.close_after or not ex.body.complete
             ex.respond_problem(400, "Bad Request", str(exc), headers=self._id_headers(ex, tp))
         except Rejection as exc:
+            self._count_rejection(route_id, exc)
             if ex.state is ResponseState.PENDING:
                 ex.close_after = ex.close_after or not ex.body.complete
                 ex.respond_problem(
@@ -274,6 +279,20 @@ class Gateway:
             exc.status, reason_phrase(exc.status).decode(), str(exc), headers=self._id_headers(ex, tp)
         )
 
+    def _count_rejection(self, route_id: str | None, exc: Rejection) -> None:
+        counter = self._rejections
+        if counter is None:
+            # Made on the first refusal: a gateway that refuses nothing never loads the metrics.
+            counter = self._rejections = self.env.metrics.counter(
+                "edgeway_gateway_rejections_total",
+                "Requests a route's filter or action refused with a problem, by route, status and "
+                "reason (the problem's reason: missing, expired, revoked, insufficient_scope, "
+                "rate_limited...; empty when it has none).",
+                ("route", "status", "reason"),
+            )
+        reason = exc.extra.get("reason")
+        counter.labels(route_id or "", str(exc.status), reason if isinstance(reason, str) else "").inc()
+
     def _not_found(self, ex: Exchange, path: str, tp: bytes) -> None:
         allowed = self.router.allowed_methods(ex.host.decode("latin-1"), path)
         headers = self._id_headers(ex, tp)
@@ -294,9 +313,10 @@ class Gateway:
         return [route.describe() for route in self.router.routes]
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        """Ready once every service has at least one available endpoint."""
+        """Ready once every service has at least one available endpoint. Components add what they
+        report (the auth component: its keys and revocation sources) without deciding readiness."""
         services = {name: sum(1 for ep in c.endpoints if ep.available) for name, c in self.clusters.items()}
-        return all(n > 0 for n in services.values()), {"services": services}
+        return all(n > 0 for n in services.values()), {"services": services, **self.env.reports()}
 
     def close(self) -> None:
         for name, cluster in self.clusters.items():
