@@ -278,3 +278,34 @@ async def test_round_robin_holds_whichever_path_a_request_takes(tasks: list[str]
     assert sorted(served) == ["b1"] * 3 + ["b2"] * 3
     assert served[:2] != [served[0]] * 2  # alternating, not one instance twice
     assert len(tasks) == 2  # one connection per instance; after that, the callback path
+
+
+async def test_a_pooled_connection_after_a_head_request_parses_the_next_response(tasks: list[str]) -> None:
+    """The connection's parser is kept between exchanges, except after HEAD (whose response
+    llhttp cannot know has no body): the GET after it must get its own body, not be cut."""
+    connections = 0
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                line, _, _ = await read_request(r)
+                if line.startswith(b"HEAD"):
+                    w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+                else:
+                    w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+                await w.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            return
+
+    async with backend(handler) as bport, gateway(config(bport)) as (gport, _):
+        await exchange(gport, get(b"/api/warm"), expect=1)
+        r, w = await asyncio.open_connection("127.0.0.1", gport)
+        w.write(b"HEAD /api/h HTTP/1.1\r\nHost: a\r\n\r\n")
+        head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+        w.close()
+        after = await exchange(gport, get(b"/api/g1"), get(b"/api/g2"), expect=2)
+    assert head.startswith(b"HTTP/1.1 200")
+    assert [a.rsplit(b"\r\n\r\n", 1)[1] for a in after] == [b"hello", b"hello"]
+    assert connections == 1  # one upstream connection carried all of them
