@@ -28,6 +28,7 @@ from edgeway.gateway.runtime import Gateway
 from edgeway.http.listener import Listener, bind_socket
 from edgeway.http.server import ServerProtocol
 from edgeway.observability.logs import setup_logging
+from edgeway.runtime import freeze_heap
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _CAN_WAIT = hasattr(signal, "sigtimedwait")  # Linux; not macOS
@@ -146,6 +147,7 @@ async def run(
     path: Path | None = None,
     sources: list[str] | None = None,
     parent_pid: int | None = None,
+    freeze: bool = False,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stop` is set), then shut down gracefully. With `path`,
     the config reloads on SIGHUP, on `POST /reload` and (`reload.watch`) when the file changes."""
@@ -166,6 +168,10 @@ async def run(
         # while it was starting is pending, and is delivered to the handlers now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     await server.start()
+    if freeze:
+        # A gateway process: its start-up heap (modules, config models, routes) is never garbage;
+        # frozen, a full collection no longer walks it while requests wait (edgeway.runtime).
+        freeze_heap()
     try:
         await stop.wait()
         await server.shutdown()
@@ -191,7 +197,7 @@ def serve_config(
 ) -> None:
     install_uvloop()
     setup_logging(config.name)  # discovery and reload log through the stdlib, in the JSON schema
-    asyncio.run(run(config, path=path, sources=sources, parent_pid=parent_pid))
+    asyncio.run(run(config, path=path, sources=sources, parent_pid=parent_pid, freeze=True))
 
 
 def _worker(path: str, parent_pid: int) -> None:
