@@ -306,6 +306,7 @@ async def test_the_deadline_bounds_the_whole_endpoint_and_cuts_calls_in_flight()
     assert partial.json()["_meta"]["errors"]["slow"] == {
         "status": 504,
         "reason": "slow: upstream deadline timeout after 0.2s",
+        "code": "deadline",
     }
     assert failed.status == 504
     assert failed.json()["call"] == "slow"

@@ -10,6 +10,9 @@ A call ends with an output (its shaped response, or its fallback) or a :class:`C
 failed required call ends the run at once (the rest is abandoned); a failed optional call is
 recorded and the run goes on. The endpoint deadline fails every call still in flight and keeps
 later ones from starting.
+
+Calls to a service that configures resilience go through its guard (admission, breakers,
+retries: :mod:`edgeway.gateway.service_client`); a refused call fails like any other.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import orjson
 from edgeway.gateway.aggregate.plan import BadValue, CallPlan, MissingValue, Plan, Scope
 from edgeway.gateway.aggregate.shaping import ShapeError
 from edgeway.gateway.aggregate.values import MISSING
+from edgeway.gateway.resilient import Refused
 from edgeway.gateway.service_client import (
     PendingCall,
     ServiceReply,
     child_traceparent,
+    failure_code,
     forwarded_headers,
     start_call,
 )
@@ -48,6 +53,8 @@ class CallError:
     kind: str
     body: Any = None  # the service's JSON error body, when it sent one
     items: list[int] | None = None  # failed fan-out elements
+    code: str | None = None  # transport failures: why, in short (failure_code)
+    retry_after: float | None = None  # refusals: when the service may take calls again
 
     @property
     def endpoint_status(self) -> int:
@@ -59,6 +66,8 @@ class CallError:
 
     def meta(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status, "reason": self.reason}
+        if self.code is not None:
+            out["code"] = self.code
         if self.items is not None:
             out["items"] = self.items
         return out
@@ -76,6 +85,7 @@ class Run:
 
     __slots__ = (
         "_deadline",
+        "_deadline_at",
         "_forward_cache",
         "_headers",
         "_loop",
@@ -88,7 +98,9 @@ class Run:
         "scope",
     )
 
-    def __init__(self, plan: Plan, scope: Scope, common_headers: bytes) -> None:
+    def __init__(
+        self, plan: Plan, scope: Scope, common_headers: bytes, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.plan = plan
         self.scope = scope
         self.outputs: dict[str, Any] = {}
@@ -97,14 +109,16 @@ class Run:
         self.inflight: set[PendingCall] = set()
         self.expired = False
         self._headers = common_headers  # x-request-id, x-forwarded-*: the same on every call
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_at: float | None = None  # loop time, when the plan has a deadline
         self._forward_cache: dict[frozenset[bytes], bytes] = {}
 
     async def execute(self) -> None:
         plan = self.plan
         if plan.deadline is not None:
-            self._deadline = self._loop.call_later(plan.deadline, self._expire)
+            self._deadline_at = self._loop.time() + plan.deadline
+            self._deadline = self._loop.call_at(self._deadline_at, self._expire)
         try:
             if plan.flat:
                 await self._run_flat()
@@ -282,7 +296,17 @@ class Run:
             content_type = call.content_type or ctx.ex.header(b"content-type")
             if content_type:
                 parts += (b"content-type: ", content_type, b"\r\n")
-        pending = start_call(call.cluster, call.method, target, b"".join(parts), body, call.limits)
+        pending = start_call(
+            call.cluster,
+            call.method,
+            target,
+            b"".join(parts),
+            body,
+            call.limits,
+            guard=call.guard,
+            loop=self._loop,
+            deadline=self._deadline_at,
+        )
         self.inflight.add(pending)
         return pending
 
@@ -349,7 +373,13 @@ def _parse(call: CallPlan, reply: ServiceReply) -> tuple[Any, Any] | CallError:
 
 
 def _transport_error(call: CallPlan, exc: UpstreamError) -> CallError:
-    return CallError(exc.status, f"{call.cluster.name}: {exc}", "transport")
+    return CallError(
+        exc.status,
+        f"{call.cluster.name}: {exc}",
+        "transport",
+        code=failure_code(exc),
+        retry_after=exc.retry_after if isinstance(exc, Refused) else None,
+    )
 
 
 def _key(value: Any) -> Hashable:
