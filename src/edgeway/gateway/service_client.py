@@ -326,6 +326,35 @@ class PendingCall:
             assert self._conn is not None
             self._conn.head_waiter().add_done_callback(lambda _: callback())
 
+    @property
+    def failed(self) -> bool:
+        """True once it is certain, before :meth:`reply`, that the call has failed: it got no
+        answer, or an error status, and will make no further attempt. False while that is not
+        known (no answer yet, or one a retry may still replace: a guarded call says False
+        unless its guard refused it)."""
+        if isinstance(self._error, Refused):
+            return True
+        if self._call is not None or self._guard is not None:
+            return False
+        if self._error is not None:
+            return True
+        task = self._task
+        if task is not None:
+            if not task.done():
+                return False
+            if task.cancelled() or task.exception() is not None:
+                return True
+        conn = self._conn
+        if conn is None:
+            return False
+        head = conn.head_waiter()
+        if not head.done():
+            return False
+        exc = head.exception()
+        if exc is not None:
+            return not (isinstance(exc, UpstreamReset) and self._stale_retry_allowed(conn))
+        return not 200 <= head.result().status < 300
+
     async def reply(self) -> ServiceReply:
         """The complete answer; raises an :class:`UpstreamError` when there is none."""
         outcome: int | BaseException = 0  # for the guard: the answer's status, or what failed
@@ -378,8 +407,7 @@ class PendingCall:
     ) -> tuple[UpstreamConnection, ResponseHead]:
         """A pooled connection the service closed while idle never reached it: one retry on a
         fresh connection, for idempotent methods."""
-        stale = conn is None or not conn.got_bytes
-        if not (self._reused and stale and self._idempotent and not self._retried and not self._stopped):
+        if not self._stale_retry_allowed(conn):
             raise exc
         self._retried = True
         self._error = None
@@ -389,6 +417,10 @@ class PendingCall:
         fresh = self._conn
         assert fresh is not None
         return fresh, await fresh.head_waiter()
+
+    def _stale_retry_allowed(self, conn: UpstreamConnection | None) -> bool:
+        stale = conn is None or not conn.got_bytes
+        return self._reused and stale and self._idempotent and not self._retried and not self._stopped
 
     async def _again_after_error(self, call: ServiceCall, exc: UpstreamError) -> bool:
         """Whether the guard lets a call that failed with ``exc`` go to another instance; if so,

@@ -1,10 +1,13 @@
 """Running one request's aggregate plan: calls in parallel unless one depends on another.
 
 A *flat* plan (no dependencies, no fan-out: the common "three calls for one screen") starts every
-call at once and then awaits them in turn — the requests are all on the wire before the first
-wait, so they run in parallel without a task per call. Any other plan runs each call as a task
-started the moment its dependencies are done. Fan-out calls run their element calls with bounded
-concurrency.
+call at once and then awaits them — the requests are all on the wire before the first wait, so
+they run in parallel without a task per call. When no call is guarded it awaits them in declared
+order, each answer waking the request's task directly; a required call that fails meanwhile
+interrupts the wait (:meth:`Run._run_direct`). Guarded calls may retry, which happens as their
+answer is taken, so they are taken as they arrive (:meth:`Run._run_flat`). Any other plan runs
+each call as a task started the moment its dependencies are done. Fan-out calls run their
+element calls with bounded concurrency.
 
 A call ends with an output (its shaped response, or its fallback) or a :class:`CallError`. A
 failed required call ends the run at once (the rest is abandoned); a failed optional call is
@@ -80,6 +83,13 @@ class DeadlineExceeded(UpstreamTimeout):
         super().__init__("deadline", seconds)
 
 
+class Interrupted(UpstreamError):
+    """Another call failed for good while this one was awaited: the run ends."""
+
+    def __init__(self) -> None:
+        super().__init__("interrupted: another required call failed")
+
+
 class Run:
     """One request's execution of a plan."""
 
@@ -120,7 +130,9 @@ class Run:
             self._deadline_at = self._loop.time() + plan.deadline
             self._deadline = self._loop.call_at(self._deadline_at, self._expire)
         try:
-            if plan.flat:
+            if plan.direct:
+                await self._run_direct()
+            elif plan.flat:
                 await self._run_flat()
             else:
                 await self._run_graph()
@@ -167,6 +179,49 @@ class Run:
                 self._settle(call, await self._receive(call, pending))
                 if self.fatal is not None:
                     return
+
+    async def _run_direct(self) -> None:
+        # Answers are taken in declared order, so the task awaits each call's own future: one
+        # event-loop hop from an answer to the task, where waking a shared future costs two.
+        # A required call whose failure is certain while another is awaited must still end the
+        # run at once: it interrupts the awaited call (the run ends, so that call was to be
+        # abandoned anyway) and is taken first.
+        waiting: list[tuple[CallPlan, PendingCall]] = []
+        for call in self.plan.calls:
+            pending = self._start(call, None)
+            if isinstance(pending, CallError):
+                self._settle(call, pending)
+                if self.fatal is not None:
+                    return
+            else:
+                waiting.append((call, pending))
+        failed: list[tuple[CallPlan, PendingCall]] = []
+        current: list[PendingCall] = []  # the call being awaited
+
+        def watch(call: CallPlan, pending: PendingCall) -> None:
+            def answered() -> None:
+                if pending.failed and not failed and current and current[0] is not pending:
+                    failed.append((call, pending))
+                    current[0].fail(Interrupted())
+
+            pending.on_answer(answered)
+
+        for call, pending in waiting[1:]:
+            if call.required:  # (a required call never has a fallback)
+                watch(call, pending)
+        for call, pending in waiting:
+            if failed:
+                break
+            current[:] = (pending,)
+            result = await self._receive(call, pending)
+            if failed:
+                break
+            self._settle(call, result)
+            if self.fatal is not None:
+                return
+        if failed:
+            call, pending = failed[0]
+            self._settle(call, await self._receive(call, pending))
 
     async def _run_graph(self) -> None:
         waiting = {call.name: len(call.deps) for call in self.plan.calls}

@@ -355,6 +355,7 @@ class Plan:
     calls: tuple[CallPlan, ...]  # in dependency order
     declared: tuple[CallPlan, ...]  # in config order: the merge order
     flat: bool  # no dependencies and no fan-out: every call starts at once
+    direct: bool  # flat and no call guarded: answers are awaited in declared order
     merge: str
     deadline: float | None
     needs_client_body: bool
@@ -381,7 +382,8 @@ def compile_plan(
         call.body == "client" or any(ref.source == "body" for _, ref in call.facts.located_refs())
         for call in action.calls.values()
     )
-    return Plan(ordered, declared, flat, action.merge, action.deadline, needs_body)
+    direct = flat and all(p.guard is None for p in ordered)
+    return Plan(ordered, declared, flat, direct, action.merge, action.deadline, needs_body)
 
 
 def _compile_call(
