@@ -302,8 +302,7 @@ async def test_a_full_concurrency_bound_refuses_a_call_as_overloaded() -> None:
 
 
 ENDPOINT = """
-    from edgeway.bff import endpoint
-    from edgeway.gateway.endpoints.clients import ServiceCallError
+    from edgeway.bff import ServiceCallError, endpoint
 
     @endpoint("GET", "/py", name="py_{u}")
     async def py(req):
