@@ -8,6 +8,7 @@ skips the test with the reason; under CI (``CI=true``) it fails, so CI can never
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -68,3 +69,12 @@ async def raw_http(port: int, data: bytes, *, wait: float = 2.0) -> bytes:
         pass
     w.close()
     return out
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy ``reader`` to ``writer`` until EOF or a reset, then close ``writer`` (a TCP relay's half)."""
+    with contextlib.suppress(ConnectionError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()

@@ -178,6 +178,24 @@ def auth(
 
 
 @app.command()
+def revocation(
+    json: JsonOption = False,
+    tokens: Annotated[int, typer.Option(min=1, help="Tokens revoked per leg.")] = 20,
+    poll_interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between feed polls in the poll-only leg.")
+    ] = 2.0,
+) -> None:
+    """Revoke -> 401 at two gateways: pushed over the bus vs polled from the feed."""
+    _run_bench(
+        "revocation",
+        "issue 4 (security at the gateway)",
+        json=json,
+        tokens=tokens,
+        poll_interval=poll_interval,
+    )
+
+
+@app.command()
 def push(
     json: JsonOption = False,
     clients: Annotated[int, typer.Option(min=1, help="WebSocket clients subscribed to one topic.")] = 100,

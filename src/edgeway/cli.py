@@ -3,20 +3,19 @@
 Each package that has commands owns a ``cli.py`` with a ``typer.Typer`` named ``app``; this module
 only mounts them, so adding a command never means editing a shared file. Heavy imports stay inside
 the command functions so ``edgeway --help`` starts fast.
+
+``edgeway <command> …`` mounts only that command's package: a gateway process must not carry the
+saga store, the bus and the security service in memory (about 30 MB of modules it never calls).
+``edgeway --help`` and ``from edgeway.cli import app`` get every command.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+from typing import Any
 
 import typer
-
-app = typer.Typer(
-    name="edgeway",
-    help="The edge and the wiring of a Python microservice system.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-)
 
 # (command name, module holding `app`, help). Order is the order `edgeway --help` shows.
 _SUBCOMMANDS: list[tuple[str, str, str]] = [
@@ -30,8 +29,30 @@ _SUBCOMMANDS: list[tuple[str, str, str]] = [
 ]
 
 
-def _mount() -> None:
+def _root() -> None:
+    """The edge and the wiring of a Python microservice system."""
+
+
+def version() -> None:
+    """Print the edgeway version."""
+    from edgeway import __version__
+
+    typer.echo(__version__)
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The command tree; with ``only``, just that subcommand is mounted (and imported)."""
+    root = typer.Typer(
+        name="edgeway",
+        help="The edge and the wiring of a Python microservice system.",
+        no_args_is_help=True,
+        pretty_exceptions_show_locals=False,
+    )
+    root.callback()(_root)
+    root.command()(version)
     for name, module_name, help_text in _SUBCOMMANDS:
+        if only is not None and name != only:
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -42,27 +63,23 @@ def _mount() -> None:
             raise
         sub = getattr(module, "app", None)
         if isinstance(sub, typer.Typer):
-            app.add_typer(sub, name=name, help=help_text)
+            root.add_typer(sub, name=name, help=help_text)
+    return root
 
 
-@app.callback()
-def _root() -> None:
-    """The edge and the wiring of a Python microservice system."""
-
-
-@app.command()
-def version() -> None:
-    """Print the edgeway version."""
-    from edgeway import __version__
-
-    typer.echo(__version__)
-
-
-_mount()
+def __getattr__(name: str) -> Any:
+    # `app` is built on first use so that importing this module (as `main` does) mounts nothing.
+    if name == "app":
+        tree = build_app()
+        globals()["app"] = tree
+        return tree
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
-    app()
+    first = sys.argv[1] if len(sys.argv) > 1 else None
+    known = {name for name, _, _ in _SUBCOMMANDS}
+    build_app(first if first in known else None)()
 
 
 if __name__ == "__main__":

@@ -368,3 +368,12 @@ async def test_event_keys_arrive_as_published_whatever_their_characters(
         await bus.publish(cancelled(order_id="no-key"))
         await eventually(lambda: len(keys) == 5, what="five events")
     assert keys == {"o-1": "o-1", odd: odd, "_": "_", "h" + "0" * 20: "h" + "0" * 20, "no-key": None}
+
+
+async def test_connected_is_true_between_connect_and_close(broker: BrokerUnderTest) -> None:
+    transport = broker.make()
+    assert not transport.connected
+    await transport.connect()
+    assert transport.connected
+    await transport.close()
+    assert not transport.connected

@@ -87,7 +87,7 @@ async def running_gateway(cfg: dict[str, Any], grace: float = 1.0) -> AsyncItera
     out = io.BytesIO()
     gw = Gateway(validate_config(cfg), AccessLog(cfg.get("name", "test-gw"), out))
     await gw.start()
-    listener = Listener(gw.handle, gw.limits)
+    listener = Listener(gw, gw.limits)
     await listener.start(bind_socket("127.0.0.1", 0))
     try:
         yield RunningGateway(gw, listener.port, out)

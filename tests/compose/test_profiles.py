@@ -55,7 +55,7 @@ def environment(running: dict[str, JsonService]) -> dict[str, str]:
 async def serve(config: GatewayConfig) -> AsyncIterator[int]:
     gw = Gateway(config, AccessLog(config.name, io.BytesIO()))
     await gw.start()
-    listener = Listener(gw.handle, gw.limits)
+    listener = Listener(gw, gw.limits)
     await listener.start(bind_socket("127.0.0.1", 0))
     try:
         yield listener.port

@@ -1,5 +1,6 @@
 """What the edge security tests share: keys and tokens from the real security library, a JWKS
-served over real HTTP, a backend that records everything that reached it, and gateway configs."""
+served over real HTTP, a backend that records everything that reached it, gateway configs, and a
+gateway served with its admin port (readiness, metrics)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port
+from edgeway.gateway.admin import AdminHandler
+from edgeway.gateway.config import validate_config
+from edgeway.gateway.runtime import Gateway
+from edgeway.http.listener import Listener, bind_socket
 from edgeway.security.keys import KeyRing
 from edgeway.security.service import SecuritySettings, create_security_app
 from edgeway.security.tokens import TokenIssuer
@@ -233,3 +240,42 @@ async def security_service(directory: Path, **overrides: Any) -> AsyncIterator[s
     port = free_port()
     async with serve_app(create_security_app(settings), port):
         yield f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class Edge:
+    gateway: Gateway
+    port: int
+    admin: int
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def readyz(self, http: httpx.AsyncClient) -> tuple[int, dict[str, Any]]:
+        response = await http.get(f"http://127.0.0.1:{self.admin}/readyz")
+        return response.status_code, response.json()
+
+    async def metric(self, http: httpx.AsyncClient, name: str, **labels: str) -> float:
+        """A sample of the admin port's /metrics; 0 when it has not been recorded."""
+        text = (await http.get(f"http://127.0.0.1:{self.admin}/metrics")).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return 0.0
+
+
+@contextlib.asynccontextmanager
+async def edge(cfg: dict[str, Any]) -> AsyncIterator[Edge]:
+    gw = Gateway(validate_config(cfg), None)
+    await gw.start()
+    traffic = Listener(gw.handle, gw.limits)
+    admin = Listener(AdminHandler(gw), gw.limits)
+    await traffic.start(bind_socket("127.0.0.1", 0))
+    await admin.start(bind_socket("127.0.0.1", 0))
+    try:
+        yield Edge(gw, traffic.port, admin.port)
+    finally:
+        await traffic.shutdown(1.0)
+        await admin.shutdown(1.0)
+        await gw.stop()

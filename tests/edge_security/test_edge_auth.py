@@ -322,6 +322,27 @@ async def test_the_gateway_does_not_start_without_keys() -> None:
             {"claims": [{"claim": "a", "equals": 1, "exists": True}]},
             "exactly one of 'equals', 'in' or 'exists'",
         ),
+        (
+            {"revocations_url": "http://s/revocations"},
+            {},
+            "auth.revocations_url: moved: write 'revocations: {url: ...}' instead",
+        ),
+        (
+            {"revocations_interval": "2s"},
+            {},
+            "auth.revocations_interval: moved: write 'revocations: {interval: ...}' instead",
+        ),
+        ({"revocations": {"interval": "2s"}}, {}, "auth.revocations.url: required key 'url' is missing"),
+        (
+            {"revocations": {"url": "http://s/revocations", "bus": {"url": "redis://b:6379"}}},
+            {},
+            "auth.revocations.bus.url: the broker URL must start with nats://, tls://, amqp:// or amqps://",
+        ),
+        (
+            {"revocations": {"url": "http://s/revocations", "bus": {"url": "nats://b", "prefix": "Ew"}}},
+            {},
+            "auth.revocations.bus.prefix",
+        ),
     ],
 )
 def test_config_mistakes_are_reported_with_their_key(

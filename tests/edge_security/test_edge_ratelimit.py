@@ -4,7 +4,6 @@ gateways (the real Redis on 6379, a unique key prefix per test), Redis down fail
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from typing import Any
@@ -21,7 +20,7 @@ from edge_helpers import (
     request,
 )
 
-from conftest import free_port, require
+from conftest import free_port, pipe, require
 from edgeway.gateway.config.security_schema import RateLimitStore
 from edgeway.gateway.ratelimit_redis import RedisBuckets
 from edgeway.gateway.ratelimit_store import MemoryBuckets, refill
@@ -193,14 +192,6 @@ async def test_redis_down_fails_closed_when_configured() -> None:
     assert headers["retry-after"] == ["2"]
     assert "rate limit store" in problem(body)["detail"]
     assert seen.requests == []
-
-
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.close()
 
 
 async def test_the_redis_store_counts_an_outage_and_recovers() -> None:

@@ -362,7 +362,7 @@ async def refresh(client: httpx.AsyncClient, refresh_token: str) -> httpx.Respon
 async def test_a_revoked_token_stops_working_within_the_poll_interval(tmp_path: Path) -> None:
     async with recording_backend() as (port, seen), security_service(tmp_path) as service:
         cfg = gateway_in_front_of(
-            service, port, revocations_url=f"{service}/revocations", revocations_interval="200ms"
+            service, port, revocations={"url": f"{service}/revocations", "interval": "200ms"}
         )
         async with gateway(cfg) as (gw, _), httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw}") as client:
             token = (await login(client, "alice", "alice-password")).json()["access_token"]
@@ -389,7 +389,7 @@ async def test_a_revoked_token_stops_working_within_the_poll_interval(tmp_path: 
 async def test_refresh_token_reuse_through_the_gateway_revokes_the_session(tmp_path: Path) -> None:
     async with recording_backend() as (port, seen), security_service(tmp_path) as service:
         cfg = gateway_in_front_of(
-            service, port, revocations_url=f"{service}/revocations", revocations_interval="200ms"
+            service, port, revocations={"url": f"{service}/revocations", "interval": "200ms"}
         )
         async with gateway(cfg) as (gw, _), httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw}") as client:
             first = (await login(client, "alice", "alice-password")).json()

@@ -68,7 +68,7 @@ async def gateway(cfg: dict[str, Any]) -> AsyncIterator[tuple[int, io.BytesIO]]:
     out = io.BytesIO()
     gw = Gateway(validate_config(cfg), AccessLog("test-gw", out))
     await gw.start()
-    listener = Listener(gw.handle, gw.limits)
+    listener = Listener(gw, gw.limits)
     await listener.start(bind_socket("127.0.0.1", 0))
     try:
         yield listener.port, out

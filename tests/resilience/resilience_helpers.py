@@ -58,7 +58,7 @@ def config(instances: list[int], route: dict[str, Any] | None = None, **service:
 async def running(cfg: dict[str, Any]) -> AsyncIterator[tuple[int, Gateway]]:
     gw = Gateway(validate_config(cfg), AccessLog("res-gw", io.BytesIO()))
     await gw.start()
-    listener = Listener(gw.handle, gw.limits)
+    listener = Listener(gw, gw.limits)
     await listener.start(bind_socket("127.0.0.1", 0))
     try:
         yield listener.port, gw

@@ -6,6 +6,8 @@ and get the right transport; the broker libraries are imported only when their s
 
 from __future__ import annotations
 
+import re
+
 from edgeway.bus.errors import BusConfigError
 from edgeway.bus.transport import Transport
 
@@ -23,3 +25,8 @@ def transport_for(url: str | None, prefix: str = "ew") -> Transport:
 
         return RabbitTransport(url, prefix=prefix)
     raise BusConfigError(f"unsupported broker URL {url!r}: use nats://… or amqp://…")
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, for logs and error messages."""
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)

@@ -137,6 +137,11 @@ class Transport(Protocol):
 
     name: str
 
+    @property
+    def connected(self) -> bool:
+        """True while connected to the broker; False before ``connect``, after ``close`` and while
+        the client reconnects on its own after losing the broker."""
+
     async def connect(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -62,7 +62,7 @@ def build_auth(route: Route, env: GatewayEnv, next_handler: Handler) -> Handler 
     # ~0.2 s at start, which gateways without auth need not pay.
     from edgeway.gateway.token_auth import EdgeAuth
 
-    auth = env.shared("auth", lambda: EdgeAuth(gateway_auth))
+    auth = env.shared("auth", lambda: EdgeAuth(gateway_auth, env.metrics))
     return _authenticating(rule, route, gateway_auth, auth, next_handler)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from edgeway.http.exchange import Exchange
 from edgeway.observability.ids import TraceParent
@@ -68,6 +68,13 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
 
+@runtime_checkable
+class Reporting(Protocol):
+    """A component with something to say in ``/readyz`` (its key there is the component's)."""
+
+    def report(self) -> dict[str, Any]: ...
+
+
 C = TypeVar("C", bound=Component)
 
 
@@ -100,6 +107,10 @@ class GatewayEnv:
         if found is None:
             found = self.components[key] = factory()
         return found  # type: ignore[return-value]  # one key, one factory, one type
+
+    def reports(self) -> dict[str, dict[str, Any]]:
+        """What the components that report say, by component key."""
+        return {key: c.report() for key, c in self.components.items() if isinstance(c, Reporting)}
 
     async def start(self) -> None:
         for component in self.components.values():

@@ -59,7 +59,7 @@ _REPLACED = frozenset(
 _SKIP_REQUEST = HOP_BY_HOP | _REPLACED
 _SKIP_RESPONSE = HOP_BY_HOP | {b"content-length", b"x-request-id", b"traceparent"}
 # Methods a stale pooled connection may be retried for (RFC 9110 §9.2.2 idempotent methods).
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 _VIA = b"1.1 edgeway"
 
 
@@ -87,11 +87,11 @@ class ProxyTarget:
     websocket_idle_timeout: float
 
 
-def build_proxy(route: Route, env: GatewayEnv) -> Handler:
-    """The proxy action of a route: rewrite the path, forward to an instance of the service."""
+def proxy_target(route: Route, env: GatewayEnv) -> ProxyTarget:
+    """What a proxy route forwards to, compiled from its config."""
     action = route.proxy
     assert action is not None  # called for proxy routes only
-    target = ProxyTarget(
+    return ProxyTarget(
         cluster=env.clusters[action.service],
         guard=service_guard(env, action.service),
         request_headers=HeaderEdits.from_config(action.request_headers.set, action.request_headers.remove),
@@ -99,6 +99,11 @@ def build_proxy(route: Route, env: GatewayEnv) -> Handler:
         websocket=action.websocket,
         websocket_idle_timeout=float(action.websocket_idle_timeout),
     )
+
+
+def build_proxy(route: Route, env: GatewayEnv) -> Handler:
+    """The proxy action of a route: rewrite the path, forward to an instance of the service."""
+    target = proxy_target(route, env)
 
     async def proxy(ctx: RequestContext) -> None:
         ex = ctx.ex
@@ -211,7 +216,7 @@ def forward(
         raise Rejection(
             503, "Service Unavailable", f"no available instance of service {cluster.name!r}"
         ) from None
-    return _attempt(ex, target, path_and_query, upstream_tp, ep, deadline, None)
+    return attempt(ex, target, path_and_query, upstream_tp, ep, deadline, None)
 
 
 async def _forward_guarded(
@@ -227,7 +232,7 @@ async def _forward_guarded(
     failure: BaseException | None = None
     try:
         while (
-            delay := await _attempt(ex, target, path_and_query, upstream_tp, call.pick(), deadline, call)
+            delay := await attempt(ex, target, path_and_query, upstream_tp, call.pick(), deadline, call)
         ) is not None:
             await asyncio.sleep(delay)
     except BaseException as exc:
@@ -239,7 +244,7 @@ async def _forward_guarded(
         call.finish(ex.status, failure)
 
 
-async def _attempt(
+async def attempt(
     ex: Exchange,
     target: ProxyTarget,
     path_and_query: bytes,
@@ -292,7 +297,7 @@ async def _attempt(
         else:
             conn.set_deadline(deadline, "total", timeouts.total)
         try:
-            await _respond(ex, target, conn, resp, upstream_tp)
+            await respond_upstream(ex, target, conn, resp, upstream_tp)
             if sender is not None:
                 # The upstream answered early; a body it no longer reads must not hang us, and
                 # the connection is not reusable unless the body went out whole.
@@ -328,7 +333,7 @@ async def _send(
     returned still running when the head came first; the caller awaits it after the response.
     """
     has_body = not ex.body.complete or ex.body.received > 0
-    retryable = not has_body and ex.method in _IDEMPOTENT
+    retryable = not has_body and ex.method in IDEMPOTENT
     fresh = False
     while True:
         conn, reused = await ep.pool.acquire(timeouts.connect, fresh=fresh)
@@ -387,7 +392,7 @@ async def _send_body(ex: Exchange, conn: UpstreamConnection) -> None:
     conn.request_sent = True
 
 
-async def _respond(
+async def respond_upstream(
     ex: Exchange, target: ProxyTarget, conn: UpstreamConnection, resp: ResponseHead, tp: bytes
 ) -> None:
     headers = response_headers(ex, resp, target, tp)

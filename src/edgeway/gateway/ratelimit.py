@@ -68,6 +68,13 @@ def build_rate_limit(route: Route, env: GatewayEnv, next_handler: Handler) -> Ha
     retry_interval = max(1, math.ceil(float(store_config.retry_interval)))
     send_headers = rule.headers
     limit_value = b"%d" % capacity
+    # Decisions made without the store (it was down): let through, or refused with 503.
+    unavailable = env.metrics.counter(
+        "edgeway_gateway_ratelimit_store_unavailable_total",
+        "Rate-limited requests decided without the store (Redis down or slow), by route and "
+        "outcome: allowed (on_store_error: allow) or refused (deny).",
+        ("route", "outcome"),
+    ).labels(str(route.id), "refused" if fail_closed else "allowed")
 
     async def rate_limit(ctx: RequestContext) -> None:
         ex = ctx.ex
@@ -75,12 +82,14 @@ def build_rate_limit(route: Route, env: GatewayEnv, next_handler: Handler) -> Ha
             prefix + bucket_key(ctx, rule, api_key_header, trusted_hops), capacity, rate
         )
         if take is None:
+            unavailable.inc()
             if fail_closed:
                 raise Rejection(
                     503,
                     "Service Unavailable",
                     "the rate limit store is unavailable",
                     headers=[(b"retry-after", b"%d" % retry_interval)],
+                    reason="rate_limit_store_unavailable",
                 )
             await next_handler(ctx)
             return
@@ -96,6 +105,7 @@ def build_rate_limit(route: Route, env: GatewayEnv, next_handler: Handler) -> Ha
                 f"rate limit of {rule.rate} request(s) per {float(rule.per):g}s exceeded; retry in {wait}s",
                 headers=[(b"retry-after", b"%d" % wait)],
                 retry_after=wait,
+                reason="rate_limited",
             )
         await next_handler(ctx)
 

@@ -13,8 +13,8 @@ Errors become RFC 9457 problem responses carrying the request id.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping
-from typing import Any
+from collections.abc import Awaitable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from edgeway.gateway.access_log import AccessLog
 from edgeway.gateway.aggregate import build_aggregate
@@ -35,9 +35,10 @@ from edgeway.gateway.pipeline import (
     assemble,
 )
 from edgeway.gateway.proxy import build_proxy
+from edgeway.gateway.proxy_fast import FastProxy, build_fast_proxy
 from edgeway.gateway.push import build_push
 from edgeway.gateway.ratelimit import build_rate_limit
-from edgeway.gateway.router import Router
+from edgeway.gateway.router import RouteMatch, Router
 from edgeway.gateway.shedding import build_concurrency
 from edgeway.gateway.upstreams import Cluster, make_cluster
 from edgeway.gateway.validation import build_validation
@@ -45,8 +46,17 @@ from edgeway.http.errors import HttpError
 from edgeway.http.exchange import Exchange, Headers, ResponseState
 from edgeway.http.headers import reason_phrase
 from edgeway.http.limits import PoolLimits, ServerLimits, UpstreamTimeouts
-from edgeway.observability.ids import new_request_id, new_traceparent, parse_traceparent, valid_request_id
+from edgeway.observability.ids import (
+    TraceParent,
+    new_request_id,
+    new_traceparent,
+    parse_traceparent,
+    valid_request_id,
+)
 from edgeway.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 ACTIONS: dict[str, ActionBuilder] = {
     "proxy": build_proxy,
@@ -64,6 +74,15 @@ FILTERS: list[FilterBuilder] = [
     build_cache,
     build_concurrency,
 ]
+
+
+class Prepared(NamedTuple):
+    """What every request needs before its route runs (see ``Gateway._prepare``)."""
+
+    span: TraceParent  # this hop's span: a child of the client's, or a new trace
+    tp: bytes  # the span encoded for traceparent headers
+    path: str | PathError  # the normalised path, or why it could not be normalised
+    match: RouteMatch | None
 
 
 def server_limits(config: GatewayConfig) -> ServerLimits:
@@ -128,12 +147,19 @@ class Gateway:
         use_discovery(self.env)  # first component: routes' components start with instances known
         self.router = Router.from_config(config)
         self.handlers: dict[str, Handler] = {}
+        self._fast: dict[str, FastProxy] = {}
         for route in config.routes:
             assert route.id is not None  # ids are assigned at validation
             action = ACTIONS[route.action_name](route, self.env)
-            self.handlers[route.id] = assemble(route, self.env, action, FILTERS)
+            handler = self.handlers[route.id] = assemble(route, self.env, action, FILTERS)
+            if handler is action and route.proxy is not None:
+                # A bare proxy route (no filters): requests may take the callback path.
+                fast = build_fast_proxy(route, self.env)
+                if fast is not None:
+                    self._fast[route.id] = fast
         self._encoded_slash = config.paths.encoded_slash
         self._case_sensitive = config.paths.case_sensitive
+        self._rejections: Counter | None = None
 
     async def start(self) -> None:
         await self.env.start()
@@ -150,20 +176,67 @@ class Gateway:
         """Every cluster of this gateway is its own to close (the lent ones included)."""
         self._not_owned.clear()
 
-    async def handle(self, ex: Exchange) -> None:
+    # -- serving ---------------------------------------------------------------------------
+    # The engine calls ``take`` first (no task yet): a request on a route with a callback path
+    # (proxy_fast) is answered from callbacks. Otherwise it awaits ``gateway(ex)`` in a task.
+    def __call__(self, ex: Exchange) -> Awaitable[None]:
+        return self.handle(ex)
+
+    def take(self, ex: Exchange) -> bool:
+        if not self._fast:
+            return False
+        prepared = ex.prepared = self._prepare(ex)
+        found = prepared.match
+        if found is None:
+            return False
+        fast = self._fast.get(found.route.id)
+        if fast is None:
+            return False
         self.inflight += 1
+        if fast.start(ex, found, prepared.span, prepared.tp, self._taken_done, self._answer_error):
+            return True
+        self.inflight -= 1
+        return False
+
+    def _taken_done(self, ex: Exchange, route_id: str, span: TraceParent) -> None:
+        self.inflight -= 1
+        if self.access_log is not None:
+            self.access_log.record(ex, route_id, span.trace_id, span.parent_id)
+
+    def _prepare(self, ex: Exchange) -> Prepared:
+        """Request ids, path normalisation and the route match: what every request needs first."""
         if not ex.request_id or not valid_request_id(ex.request_id):
             ex.request_id = new_request_id()
         incoming = parse_traceparent(ex.traceparent) if ex.traceparent else None
-        span = (incoming or new_traceparent()).child()
+        span = incoming.child() if incoming is not None else new_traceparent()
         tp = span.encode()
-        route_id: str | None = None
         try:
             path = normalize_path(ex.path, self._encoded_slash, self._case_sensitive)
-            found = self.router.match(ex.method.decode("latin-1"), ex.host.decode("latin-1"), path)
-            if found is None and ex.method == b"OPTIONS":
-                # A CORS preflight is routed by the method it asks about (see cors.py).
-                found = preflight_match(self.router, self.config, ex, ex.host.decode("latin-1"), path)
+        except PathError as exc:
+            return Prepared(span, tp, exc, None)
+        host = ex.host.decode("latin-1")
+        found = self.router.match(ex.method.decode("latin-1"), host, path)
+        if found is None and ex.method == b"OPTIONS":
+            # A CORS preflight is routed by the method it asks about (see cors.py).
+            found = preflight_match(self.router, self.config, ex, host, path)
+        return Prepared(span, tp, path, found)
+
+    async def handle(self, ex: Exchange) -> None:
+        prepared = ex.prepared
+        if prepared is None:
+            prepared = self._prepare(ex)
+        else:
+            ex.prepared = None
+        self.inflight += 1
+        await self._serve(ex, prepared)
+
+    async def _serve(self, ex: Exchange, prepared: Prepared) -> None:
+        """Run the matched route's handler; the caller has counted the request in ``inflight``."""
+        span, tp, path, found = prepared
+        route_id: str | None = None
+        try:
+            if isinstance(path, PathError):
+                raise path
             if found is None:
                 self._not_found(ex, path, tp)
                 return
@@ -173,6 +246,7 @@ class Gateway:
             ex.close_after = ex.close_after or not ex.body.complete
             ex.respond_problem(400, "Bad Request", str(exc), headers=self._id_headers(ex, tp))
         except Rejection as exc:
+            self._count_rejection(route_id, exc)
             if ex.state is ResponseState.PENDING:
                 ex.close_after = ex.close_after or not ex.body.complete
                 ex.respond_problem(
@@ -186,10 +260,7 @@ class Gateway:
                 ex.abort()
         except HttpError as exc:
             if ex.state is ResponseState.PENDING:
-                ex.close_after = ex.close_after or not ex.body.complete
-                ex.respond_problem(
-                    exc.status, reason_phrase(exc.status).decode(), str(exc), headers=self._id_headers(ex, tp)
-                )
+                self._answer_error(ex, exc, tp)
             else:
                 ex.abort()
         except asyncio.CancelledError:
@@ -199,6 +270,28 @@ class Gateway:
             self.inflight -= 1
             if self.access_log is not None:
                 self.access_log.record(ex, route_id, span.trace_id, span.parent_id)
+
+    def _answer_error(self, ex: Exchange, exc: HttpError, tp: bytes) -> None:
+        """The problem response for an engine error (upstream failure, timeout) before the
+        response started."""
+        ex.close_after = ex.close_after or not ex.body.complete
+        ex.respond_problem(
+            exc.status, reason_phrase(exc.status).decode(), str(exc), headers=self._id_headers(ex, tp)
+        )
+
+    def _count_rejection(self, route_id: str | None, exc: Rejection) -> None:
+        counter = self._rejections
+        if counter is None:
+            # Made on the first refusal: a gateway that refuses nothing never loads the metrics.
+            counter = self._rejections = self.env.metrics.counter(
+                "edgeway_gateway_rejections_total",
+                "Requests a route's filter or action refused with a problem, by route, status and "
+                "reason (the problem's reason: missing, expired, revoked, insufficient_scope, "
+                "rate_limited...; empty when it has none).",
+                ("route", "status", "reason"),
+            )
+        reason = exc.extra.get("reason")
+        counter.labels(route_id or "", str(exc.status), reason if isinstance(reason, str) else "").inc()
 
     def _not_found(self, ex: Exchange, path: str, tp: bytes) -> None:
         allowed = self.router.allowed_methods(ex.host.decode("latin-1"), path)
@@ -220,9 +313,10 @@ class Gateway:
         return [route.describe() for route in self.router.routes]
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        """Ready once every service has at least one available endpoint."""
+        """Ready once every service has at least one available endpoint. Components add what they
+        report (the auth component: its keys and revocation sources) without deciding readiness."""
         services = {name: sum(1 for ep in c.endpoints if ep.available) for name, c in self.clusters.items()}
-        return all(n > 0 for n in services.values()), {"services": services}
+        return all(n > 0 for n in services.values()), {"services": services, **self.env.reports()}
 
     def close(self) -> None:
         for name, cluster in self.clusters.items():

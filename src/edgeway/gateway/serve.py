@@ -49,7 +49,7 @@ class GatewayServer:
         access_log = AccessLog(config.name) if config.access_log.enabled else None
         self.events = access_log or AccessLog(config.name)
         self.gateway = Gateway(config, access_log)
-        self.listener = Listener(self.gateway.handle, self.gateway.limits, on_reject=self._rejected)
+        self.listener = Listener(self.gateway, self.gateway.limits, on_reject=self._rejected)
         self.admin_handler = AdminHandler(self.gateway)
         self.admin: Listener | None = None
         self.reloader: Reloader | None = None
@@ -76,7 +76,7 @@ class GatewayServer:
 
     def _install(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.listener.set_handler(gateway.handle)
+        self.listener.set_handler(gateway)
         self.admin_handler.gateway = gateway
         if gateway.access_log is not None:
             self.events = gateway.access_log

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -69,7 +69,9 @@ class Exchange:
         "http_version",
         "log",
         "method",
+        "on_lost",
         "path",
+        "prepared",
         "query",
         "request_id",
         "scheme",
@@ -126,6 +128,10 @@ class Exchange:
         # observability: fields the access log and later stages add (route, upstream, ...)
         self.started = time.perf_counter()
         self.log: dict[str, Any] = {}
+        # set by a handler that took the exchange (see server.Take): the client went away
+        self.on_lost: Callable[[], None] | None = None
+        # what a handler's take() worked out before it declined, for the task path to reuse
+        self.prepared: Any = None
 
     def __repr__(self) -> str:
         return f"<Exchange {self.method.decode()} {self.target.decode(errors='replace')} {self.state.value}>"
@@ -270,6 +276,19 @@ class Exchange:
         the connection it upgraded) is still open, so a long-lived stream (Server-Sent Events, a
         WebSocket) can end itself cleanly within the grace period. None removes it."""
         self._protocol.on_shutdown = callback
+
+    # -- a handler that took the exchange (see server.Take) ------------------------------------
+    def loop_time(self) -> float:
+        """The event loop's clock (what deadlines are measured in), without a loop lookup."""
+        return self._protocol.loop_time()
+
+    def handler_done(self) -> None:
+        """The taken exchange is answered: the connection goes on to its next request."""
+        self._protocol.handler_done(self)
+
+    def continue_in_task(self, work: Awaitable[None]) -> None:
+        """The taken exchange needs to await after all: ``work`` finishes it in a task."""
+        self._protocol.continue_in_task(self, work)
 
     # -- protocol switch (WebSocket) ---------------------------------------------------------
     def detach(self) -> ServerProtocol:

@@ -4,6 +4,10 @@ The JWKS client, the policy replica and the revocation feed share one lifecycle:
 then every ``interval`` in the background; a failed fetch keeps the last good copy (serving stale
 keys or policies during an outage of the security service beats failing every request) and is
 logged once until a fetch succeeds again.
+
+The interval can change while polling runs (:meth:`Poller.set_interval`): a gateway polls its
+revocation feed slowly while revocations are pushed to it and quickly while the push is down.
+``on_poll``, when set, hears of every fetch and whether it succeeded (the gateway's metrics).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import abc
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import httpx
 
@@ -34,10 +38,12 @@ class Poller(abc.ABC):
         self.url = url
         self.interval = interval
         self.last_error: str | None = None
+        self.on_poll: Callable[[bool], None] | None = None
         self._headers = dict(headers or {})
         self._client = client
         self._owns_client = client is None
         self._task: asyncio.Task[None] | None = None
+        self._interval_changed = asyncio.Event()
 
     @abc.abstractmethod
     async def poll(self) -> object:
@@ -55,17 +61,34 @@ class Poller(abc.ABC):
             if self.last_error is None:
                 log.warning("fetching %s failed (%s); keeping %s", self.url, exc, self.describe_copy())
             self.last_error = f"{type(exc).__name__}: {exc}"
+            self._polled(False)
             return False
         self.last_error = None
+        self._polled(True)
         return True
+
+    def _polled(self, ok: bool) -> None:
+        if self.on_poll is not None:
+            self.on_poll(ok)
+
+    def set_interval(self, interval: float) -> None:
+        """Poll every ``interval`` seconds from now on; the next fetch is ``interval`` from now."""
+        if interval != self.interval:
+            self.interval = interval
+            self._interval_changed.set()
 
     def start_polling(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self.task_name)
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
-            await self.poll_safely()
+            try:
+                async with asyncio.timeout(self.interval):
+                    await self._interval_changed.wait()
+            except TimeoutError:
+                await self.poll_safely()
+            else:
+                self._interval_changed.clear()  # wait again, with the new interval
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -11,6 +11,9 @@ entry is pruned and the list stays as small as the number of revoked, still-live
   default 2 s interval, a revoked token stops working within ~2 s; next to the subscriber it is
   the catch-up — at start, and for anything published while the gateway was disconnected from
   the broker (broadcast members get nothing kept for them) — so a longer interval will do.
+
+Both count what they bring in (``received``) and, when ``on_received`` is set, report each arrival
+(how many entries) to it: the gateway turns that into its revocation metrics.
 """
 
 from __future__ import annotations
@@ -97,6 +100,8 @@ class RevocationFeed(Poller):
         self.revocations = revocations
         self.prune_leeway = prune_leeway
         self.cursor = 0
+        self.received = 0
+        self.on_received: Callable[[int], None] | None = None
 
     async def poll(self) -> int:
         """Fetch entries newer than the cursor; return how many arrived. Raises on HTTP errors."""
@@ -108,6 +113,10 @@ class RevocationFeed(Poller):
             self.revocations.add(str(entry["jti"]), float(entry["exp"]))
         self.cursor = max(self.cursor, int(body.get("cursor", self.cursor)))
         self.revocations.prune(self.prune_leeway)
+        if entries:
+            self.received += len(entries)
+            if self.on_received is not None:
+                self.on_received(len(entries))
         return len(entries)
 
     def describe_copy(self) -> str:
@@ -147,6 +156,7 @@ class RevocationSubscriber:
             )
         self.revocations = revocations
         self.received = 0
+        self.on_received: Callable[[int], None] | None = None
         bus.configure(channel)
         bus.add_handler(TokenRevokedEvent, self._apply, group=group, batch=True, broadcast=True)
 
@@ -154,3 +164,5 @@ class RevocationSubscriber:
         for event in events:
             self.revocations.add(event.jti, event.exp)
         self.received += len(events)
+        if self.on_received is not None:
+            self.on_received(len(events))

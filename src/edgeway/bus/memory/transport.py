@@ -151,14 +151,20 @@ class MemoryTransport:
     def __init__(self, broker: MemoryBroker | None = None) -> None:
         self.broker = broker or MemoryBroker()
         self._subscriptions: list[_MemorySubscription] = []
+        self._connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
 
     async def connect(self) -> None:
-        return None
+        self._connected = True
 
     async def close(self) -> None:
         for sub in self._subscriptions:
             await sub.stop()
         self._subscriptions.clear()
+        self._connected = False
 
     async def declare(self, channel: ChannelConfig) -> None:
         existing = self.broker.streams.get(channel.name)

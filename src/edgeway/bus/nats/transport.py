@@ -103,6 +103,10 @@ class NatsTransport:
 
     # -- connection ------------------------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and bool(self._nc.is_connected)
+
     async def connect(self) -> None:
         """Connect, or raise :class:`TransportError` at once if no server answers; once connected,
         reconnect forever (in-flight publishes and pulls resume, see confirms and subscription).

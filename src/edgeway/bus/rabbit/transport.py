@@ -36,6 +36,7 @@ import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
 
+from edgeway.bus.brokers import safe_url
 from edgeway.bus.errors import DeadLetterNotFoundError, PublishError, TransportError
 from edgeway.bus.events import H_ATTEMPT, Envelope, new_event_id
 from edgeway.bus.rabbit.delivery import RabbitDelivery
@@ -194,6 +195,12 @@ class RabbitTransport:
 
     # -- connection ------------------------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        # A robust connection is not "closed" while it reconnects; its event says whether it is up.
+        connection = self._connection
+        return connection is not None and not connection.is_closed and connection.connected.is_set()
+
     async def connect(self) -> None:
         if self._connection is not None and not self._connection.is_closed:
             return
@@ -201,7 +208,7 @@ class RabbitTransport:
             self._connection = await aio_pika.connect_robust(self.url)
             self._publish_channel = await self._connection.channel(publisher_confirms=True)
         except _AMQP_ERRORS as exc:
-            raise TransportError(f"cannot connect to RabbitMQ at {_safe(self.url)}: {exc}") from exc
+            raise TransportError(f"cannot connect to RabbitMQ at {safe_url(self.url)}: {exc}") from exc
         self._exchanges.clear()
 
     async def close(self) -> None:
@@ -519,8 +526,3 @@ def _dead_letter(channel: str, prefix: str, message: aio_pika.abc.AbstractIncomi
         attempt,
     )
     return DeadLetter(dead_id, group, reason, dead_at, envelope)
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for error messages."""
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)

@@ -67,6 +67,84 @@ class IdentityHeaders(StrictModel):
         return [self.subject, self.roles, self.scopes, self.client, self.claims]
 
 
+BUS_SCHEMES = ("nats://", "tls://", "amqp://", "amqps://")
+_MOVED_KEYS = {"revocations_url": "url", "revocations_interval": "interval"}
+
+
+class RevocationBus(StrictModel):
+    """Revocations pushed over the event bus: every gateway instance gets every one at once."""
+
+    url: str = Field(
+        description="The broker the security service publishes its revocations to (its `bus_url`): "
+        "`nats://host:4222` (NATS JetStream) or `amqp://user:pass@host:5672/` (RabbitMQ)."
+    )
+    prefix: str = Field(
+        "ew",
+        pattern=r"^[a-z][a-z0-9]{0,15}$",
+        description="The bus prefix the security service uses (its `bus_prefix`).",
+    )
+    connect_timeout: Duration = Field(
+        5.0,
+        gt=0,
+        description="A connection attempt slower than this fails; the gateway serves anyway (polling) "
+        "and keeps trying.",
+    )
+    retry_interval: Duration = Field(
+        10.0,
+        gt=0,
+        description="Longest pause between connection attempts while the broker cannot be reached "
+        "(they start at 0.5 s and double).",
+    )
+    fallback_interval: Duration = Field(
+        2.0,
+        gt=0,
+        description="Polling interval of `revocations.url` while the push is down, so a revoked token "
+        "still stops working within seconds.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        if not value.startswith(BUS_SCHEMES):
+            raise PydanticCustomError(
+                "url",
+                "the broker URL must start with nats://, tls://, amqp:// or amqps://, got '{value}'",
+                {"value": value},
+            )
+        return value
+
+
+class Revocations(StrictModel):
+    """Where the gateway learns of revoked tokens: the security service's feed, and the event bus."""
+
+    url: str = Field(
+        description="The security service's `GET /revocations` feed, e.g. "
+        "`http://security:8000/revocations`. Polled: the only source without `bus`; with it, the "
+        "catch-up at start and after a broker outage."
+    )
+    interval: Duration | None = Field(
+        None,
+        gt=0,
+        description="Polling interval of the feed. Default `2s`, or `60s` with `bus` (pushed "
+        "revocations arrive at once; polling only catches up).",
+    )
+    bus: RevocationBus | None = Field(
+        None, description="Also receive revocations pushed over the event bus, within milliseconds."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _feed_url(cls, value: str) -> str:
+        return _http_url(value, "url")
+
+    @property
+    def poll_interval(self) -> float:
+        """The interval while the push (if any) is up."""
+        if self.interval is not None:
+            return float(self.interval)
+        return 60.0 if self.bus is not None else 2.0
+
+
 class GatewayAuth(StrictModel):
     """How the gateway verifies tokens: JWKS, issuer, audience, algorithms, identity headers."""
 
@@ -106,12 +184,11 @@ class GatewayAuth(StrictModel):
         min_length=1,
         description="Query parameter read for a token on routes with `allow_query_token` (never elsewhere).",
     )
-    revocations_url: str | None = Field(
+    revocations: Revocations | None = Field(
         None,
-        description="The security service's `GET /revocations` feed; revoked tokens stop working within "
-        "`revocations_interval`. `null`: no revocation checks.",
+        description="The `jti` deny-list: polled from the security service, and pushed over the event "
+        "bus when `bus` is set. `null`: no revocation checks.",
     )
-    revocations_interval: Duration = Field(2.0, gt=0, description="Polling interval of the revocation feed.")
     policy_url: str | None = Field(
         None, description="The security service's `GET /policies`, for routes with an ABAC `policy`."
     )
@@ -138,10 +215,22 @@ class GatewayAuth(StrictModel):
     def _jwks_url(cls, value: str) -> str:
         return _http_url(value, "jwks_url")
 
-    @field_validator("revocations_url", "policy_url")
+    @field_validator("policy_url")
     @classmethod
     def _feed_url(cls, value: str | None) -> str | None:
         return None if value is None else _http_url(value, "the URL")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        # Renamed keys would otherwise only be "extra inputs are not permitted": say where they went.
+        if isinstance(data, dict):
+            moved = [(key, new) for key, new in _MOVED_KEYS.items() if key in data]
+            if moved:
+                raise LocatedProblemsError(
+                    [((key,), f"moved: write 'revocations: {{{new}: ...}}' instead") for key, new in moved]
+                )
+        return data
 
     @field_validator("issuer", "audience")
     @classmethod
