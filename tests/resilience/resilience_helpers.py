@@ -26,15 +26,19 @@ __all__ = ["Reply", "Seen", "answering", "backend", "config", "get", "read_reque
 Seen = list[tuple[bytes, dict[bytes, bytes], bytes]]  # what a backend got: line, headers, body
 
 
-def answering(name: str, seen: Seen, status: int = 200, body: bytes | None = None) -> RawHandler:
+def answering(
+    name: str, seen: Seen, status: int = 200, body: bytes | None = None, delay: float = 0.0
+) -> RawHandler:
     """A keep-alive backend answering every request with ``status`` and ``body`` (its name by
-    default), recording each request in ``seen``."""
+    default) after ``delay`` seconds, recording each request in ``seen``."""
     payload = name.encode() if body is None else body
 
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:
             while True:
                 seen.append(await read_request(r))
+                if delay:
+                    await asyncio.sleep(delay)
                 w.write(b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n\r\n%b" % (status, len(payload), payload))
                 await w.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

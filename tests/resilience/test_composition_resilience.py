@@ -268,21 +268,9 @@ async def test_the_endpoint_deadline_ends_a_call_without_a_retry_and_without_bla
 
 
 async def test_a_full_concurrency_bound_refuses_a_call_as_overloaded() -> None:
-    async def slow(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                await read_request(r)
-                await asyncio.sleep(0.3)
-                w.write(b"HTTP/1.1 200 X\r\ncontent-length: %d\r\n\r\n%b" % (len(FINE), FINE))
-                await w.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            w.close()
-
     concurrency = {"max_concurrent": 1, "queue": 0}
     async with (
-        backend(slow) as port,
+        backend(answering("slow", [], 200, FINE, delay=0.3)) as port,
         running(compose_config([port], {"extra": call(required=False)}, concurrency=concurrency)) as (gp, gw),
     ):
         first, second = await asyncio.gather(get(gp, "/screen"), get(gp, "/screen"))
@@ -298,21 +286,9 @@ async def test_a_full_concurrency_bound_refuses_a_call_as_overloaded() -> None:
 async def test_a_call_waits_in_the_concurrency_queue_for_a_slot_then_goes() -> None:
     seen: Seen = []
 
-    async def slow(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                seen.append(await read_request(r))
-                await asyncio.sleep(0.2)
-                w.write(b"HTTP/1.1 200 X\r\ncontent-length: %d\r\n\r\n%b" % (len(FINE), FINE))
-                await w.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            w.close()
-
     concurrency = {"max_concurrent": 1, "queue": 1, "max_wait": "2s"}
     async with (
-        backend(slow) as port,
+        backend(answering("slow", seen, 200, FINE, delay=0.2)) as port,
         running(compose_config([port], {"extra": call()}, concurrency=concurrency)) as (gp, _),
     ):
         started = time.monotonic()

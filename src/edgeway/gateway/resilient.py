@@ -75,6 +75,10 @@ class Refused(UpstreamError):
             return []
         return [(b"retry-after", retry_after_header(self.retry_after))]
 
+    def rejection(self) -> Rejection:
+        """The 503 problem a proxied request gets for this refusal."""
+        return Rejection(503, "Service Unavailable", str(self), headers=self.headers())
+
 
 class CircuitOpen(Refused):
     """The service's breaker is open."""
@@ -204,12 +208,7 @@ class ServiceCall:
         try:
             return self.pick_instance()
         except NoInstance as exc:
-            raise Rejection(
-                503,
-                "Service Unavailable",
-                str(exc),
-                headers=exc.headers(),
-            ) from None
+            raise exc.rejection() from None
 
     def pick_instance(self) -> Endpoint:
         """The instance for the next attempt; :class:`NoInstance` when none is available."""
@@ -286,12 +285,7 @@ def _rejecting(cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) ->
     try:
         return _admitted(cluster, guard, ex.method, ex.body)
     except CircuitOpen as exc:
-        raise Rejection(
-            503,
-            "Service Unavailable",
-            str(exc),
-            headers=exc.headers(),
-        ) from None
+        raise exc.rejection() from None
 
 
 def admit_call(cluster: Cluster, guard: ServiceGuard[Endpoint], method: bytes) -> ServiceCall | None:

@@ -144,19 +144,26 @@ class Run:
             self.inflight.clear()
 
     # -- schedules -------------------------------------------------------------------------
-    async def _run_flat(self) -> None:
-        # Every request goes out before the first wait: the calls run in parallel. Answers are
-        # taken as they arrive, so a required call that fails ends the run without waiting for
-        # a slower one; one shared future wakes this task, not a task per call.
+    def _start_all(self) -> list[tuple[CallPlan, PendingCall]] | None:
+        """Send every call of a flat plan; None when one that could not start ended the run."""
         waiting: list[tuple[CallPlan, PendingCall]] = []
         for call in self.plan.calls:
             pending = self._start(call, None)
             if isinstance(pending, CallError):
                 self._settle(call, pending)
                 if self.fatal is not None:
-                    return
+                    return None
             else:
                 waiting.append((call, pending))
+        return waiting
+
+    async def _run_flat(self) -> None:
+        # Every request goes out before the first wait: the calls run in parallel. Answers are
+        # taken as they arrive, so a required call that fails ends the run without waiting for
+        # a slower one; one shared future wakes this task, not a task per call.
+        waiting = self._start_all()
+        if waiting is None:
+            return
         signal: list[asyncio.Future[None] | None] = [None]
 
         def wake() -> None:
@@ -186,15 +193,9 @@ class Run:
         # A required call whose failure is certain while another is awaited must still end the
         # run at once: it interrupts the awaited call (the run ends, so that call was to be
         # abandoned anyway) and is taken first.
-        waiting: list[tuple[CallPlan, PendingCall]] = []
-        for call in self.plan.calls:
-            pending = self._start(call, None)
-            if isinstance(pending, CallError):
-                self._settle(call, pending)
-                if self.fatal is not None:
-                    return
-            else:
-                waiting.append((call, pending))
+        waiting = self._start_all()
+        if waiting is None:
+            return
         failed: list[tuple[CallPlan, PendingCall]] = []
         current: list[PendingCall] = []  # the call being awaited
 
