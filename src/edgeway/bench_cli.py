@@ -139,8 +139,11 @@ def aggregate(
     json: JsonOption = False,
     duration: Annotated[float, typer.Option(help="Seconds of load per leg.")] = 10.0,
     connections: Annotated[
-        str, typer.Option(help="wrk connection counts: p50 at the lowest, req/s at the highest.")
-    ] = "32,256",
+        str,
+        typer.Option(
+            help="wrk connection counts: p50 at the lowest (below saturation), req/s at the highest."
+        ),
+    ] = "8,256",
     delay_ms: Annotated[float, typer.Option(help="Delay each of the three backends adds.")] = 5.0,
     repetitions: Repetitions = 1,
 ) -> None:

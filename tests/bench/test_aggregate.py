@@ -37,4 +37,7 @@ def test_a_short_run_reports_the_aiohttp_composition_and_the_delay_floor(
     assert 20 <= result["p50_ms"] < 45
     assert result["edgeway_rps"] == details["legs"]["edgeway"]["runs"]["16"]["rps"]
     assert result["edgeway_cpu_us"] > 0
+    # The latency leg is meant to leave the gateway far from saturated: it says how far.
+    assert result["edgeway_cpu_us_latency_leg"] > 0
+    assert 0 < result["latency_leg_core_share"] < 0.5
     assert result["cpu_ratio_aiohttp"] == round(result["aiohttp_cpu_us"] / result["edgeway_cpu_us"], 3)

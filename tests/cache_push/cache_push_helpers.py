@@ -6,11 +6,15 @@ import asyncio
 import contextlib
 import io
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis.asyncio as aioredis
+
 import edgeway.gateway.runtime as runtime
+from conftest import require
 from edgeway.gateway.access_log import AccessLog
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.config.schema import Route
@@ -159,3 +163,18 @@ def _dechunk(data: bytes) -> bytes:
         out += rest[:size]
         data = rest[size + 2 :]
     return out
+
+
+@contextlib.asynccontextmanager
+async def own_redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of the test's own on the Redis at 127.0.0.1:6379; its keys go afterwards."""
+    require("redis")
+    prefix = f"edgeway-test:{uuid.uuid4().hex}:"
+    try:
+        yield prefix
+    finally:
+        client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()

@@ -4,15 +4,12 @@ two gateways (the real Redis on 6379, a key prefix of its own per test)."""
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
-from cache_push_helpers import Reply, http, running_backend, running_gateway
+from cache_push_helpers import Reply, http, own_redis_prefix, running_backend, running_gateway
 
-from conftest import free_port, require
+from conftest import free_port
 from edgeway.gateway.cache.redis_store import RedisStore
 from edgeway.gateway.cache.store import ENTRY_OVERHEAD, Entry, MemoryStore
 
@@ -88,34 +85,24 @@ def test_entry_wire_format_round_trips_and_rejects_foreign_values() -> None:
         assert Entry.decode(junk) is None
 
 
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    require("redis")
-    prefix = f"edgeway-test:{uuid.uuid4().hex}:"
-    yield prefix
-    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
-    keys = [k async for k in client.scan_iter(match=prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
-async def test_redis_store_keeps_entries_until_they_expire(redis_prefix: str) -> None:
-    store = RedisStore("redis://127.0.0.1:6379/0", redis_prefix, timeout=1.0, retry_after=1.0)
-    await store.start()
-    try:
-        now = time.time()
-        await store.put(b"\x01\x02", entry(b"shared", ttl=0.5, now=now), now)
-        found = await store.get(b"\x01\x02", time.time())
-        assert found is not None
-        assert found.body == b"shared"
-        client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
-        ttl_ms = await client.pttl(redis_prefix + "0102")
-        await client.aclose()
-        assert 0 < ttl_ms <= 500
-        assert await store.get(b"\x01\x02", now + 0.6) is None  # stale by the entry's own clock
-    finally:
-        await store.stop()
+async def test_redis_store_keeps_entries_until_they_expire() -> None:
+    async with own_redis_prefix() as prefix:
+        store = RedisStore("redis://127.0.0.1:6379/0", prefix, timeout=1.0, retry_after=1.0)
+        await store.start()
+        try:
+            now = time.time()
+            key = b"items|/items/1|" + b"ab" * 20
+            await store.put(key, entry(b"shared", ttl=0.5, now=now), now)
+            found = await store.get(key, time.time())
+            assert found is not None
+            assert found.body == b"shared"
+            client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+            ttl_ms = await client.pttl(prefix.encode() + key)  # readable: route and path first
+            await client.aclose()
+            assert 0 < ttl_ms <= 500
+            assert await store.get(key, now + 0.6) is None  # stale by the entry's own clock
+        finally:
+            await store.stop()
 
 
 async def test_a_dead_redis_is_a_miss_and_is_left_alone_for_a_while() -> None:
@@ -157,7 +144,7 @@ def shared_cfg(port: int, prefix: str, redis_port: int = 6379) -> dict[str, Any]
     }
 
 
-async def test_two_gateways_share_entries_through_redis(redis_prefix: str) -> None:
+async def test_two_gateways_share_entries_through_redis() -> None:
     calls: list[int] = []
 
     async def respond(line: bytes, h: dict[bytes, bytes]) -> Reply:
@@ -165,9 +152,10 @@ async def test_two_gateways_share_entries_through_redis(redis_prefix: str) -> No
         return 200, [(b"content-type", b"application/json")], b'{"n": %d}' % len(calls)
 
     async with (
+        own_redis_prefix() as prefix,
         running_backend(respond) as b,
-        running_gateway(shared_cfg(b.port, redis_prefix)) as one,
-        running_gateway(shared_cfg(b.port, redis_prefix)) as two,
+        running_gateway(shared_cfg(b.port, prefix)) as one,
+        running_gateway(shared_cfg(b.port, prefix)) as two,
     ):
         _, h1, body1 = await http(one.port, "GET", "/items/7?x=1")
         _, h2, body2 = await http(two.port, "GET", "/items/7?x=1")

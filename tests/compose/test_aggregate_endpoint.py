@@ -306,6 +306,7 @@ async def test_the_deadline_bounds_the_whole_endpoint_and_cuts_calls_in_flight()
     assert partial.json()["_meta"]["errors"]["slow"] == {
         "status": 504,
         "reason": "slow: upstream deadline timeout after 0.2s",
+        "code": "deadline",
     }
     assert failed.status == 504
     assert failed.json()["call"] == "slow"
@@ -758,6 +759,48 @@ async def test_a_failed_required_call_ends_the_request_at_once_and_abandons_the_
     assert failed.json()["call"] == "broken"
     assert elapsed < 1.0, f"waited {elapsed:.2f} s for a call whose answer no longer mattered"
     assert broken_again.status == 502
+
+
+async def test_an_unreachable_required_call_ends_the_request_without_waiting_for_a_slower_one() -> None:
+    async with services(
+        broken=lambda s: {"never": 1}, slow=lambda s: Reply(body={"slow": 1}, delay=1.5)
+    ) as svc:
+        dead = {"broken": {"instances": [f"http://127.0.0.1:{free_port()}"]}}
+        cfg = aggregate_config(
+            svc,
+            calls(
+                slow={"service": "slow", "path": "/", "group": "slow"},
+                broken={"service": "broken", "path": "/", "group": "broken"},
+            ),
+            service_overrides=dead,
+        )
+        async with gateway(cfg) as (port, _):
+            started = time.perf_counter()
+            failed = await request(port, "GET", "/screen")
+            elapsed = time.perf_counter() - started
+    assert failed.status == 502
+    assert failed.json()["call"] == "broken"
+    assert failed.json()["code"] == "connect_failed"
+    assert elapsed < 1.0
+
+
+async def test_an_optional_call_that_fails_first_does_not_cut_a_slower_required_one() -> None:
+    async with services(
+        broken=lambda s: Reply(500, None), slow=lambda s: Reply(body={"slow": 1}, delay=0.3)
+    ) as svc:
+        cfg = aggregate_config(
+            svc,
+            calls(
+                slow={"service": "slow", "path": "/", "group": "slow"},
+                broken={"service": "broken", "path": "/", "group": "broken", "required": False},
+            ),
+        )
+        async with gateway(cfg) as (port, _):
+            answers = [await request(port, "GET", "/screen") for _ in range(2)]
+    for answer in answers:
+        assert answer.status == 200
+        assert answer.json()["slow"] == {"slow": 1}
+        assert answer.json()["_meta"]["errors"]["broken"]["status"] == 500
 
 
 async def test_body_templates_keep_literal_braces_and_a_missing_whole_body_is_a_400() -> None:

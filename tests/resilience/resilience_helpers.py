@@ -14,14 +14,39 @@ from typing import Any
 # The gateway tests' helpers (read_request, backend) serve these tests too.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway"))
 
-from gateway_helpers import backend, read_request
+from gateway_helpers import RawHandler, backend, read_request
 
 from edgeway.gateway.access_log import AccessLog
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.runtime import Gateway
 from edgeway.http.listener import Listener, bind_socket
 
-__all__ = ["Reply", "backend", "config", "get", "read_request", "running"]
+__all__ = ["Reply", "Seen", "answering", "backend", "config", "get", "read_request", "running"]
+
+Seen = list[tuple[bytes, dict[bytes, bytes], bytes]]  # what a backend got: line, headers, body
+
+
+def answering(
+    name: str, seen: Seen, status: int = 200, body: bytes | None = None, delay: float = 0.0
+) -> RawHandler:
+    """A keep-alive backend answering every request with ``status`` and ``body`` (its name by
+    default) after ``delay`` seconds, recording each request in ``seen``."""
+    payload = name.encode() if body is None else body
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                seen.append(await read_request(r))
+                if delay:
+                    await asyncio.sleep(delay)
+                w.write(b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n\r\n%b" % (status, len(payload), payload))
+                await w.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            w.close()
+
+    return handler
 
 
 def config(instances: list[int], route: dict[str, Any] | None = None, **service: Any) -> dict[str, Any]:

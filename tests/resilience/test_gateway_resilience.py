@@ -7,29 +7,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from resilience_helpers import backend, config, get, read_request, running
+from resilience_helpers import answering, backend, config, get, read_request, running
 
 from conftest import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-def answering(name: str, seen: list[tuple[bytes, dict[bytes, bytes], bytes]], status: int = 200) -> Handler:
-    """A keep-alive backend answering every request with ``status`` and its name."""
-
-    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                seen.append(await read_request(r))
-                body = name.encode()
-                w.write(b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n\r\n%b" % (status, len(body), body))
-                await w.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            w.close()
-
-    return handler
 
 
 # --------------------------------------------------------------------------- deadlines

@@ -1,6 +1,7 @@
 """The admin port: /healthz (the process runs), /readyz (it can serve), /routes (what it serves),
-/metrics (Prometheus exposition of the gateway's metrics) and ``POST /reload`` (reload the config
-file; see :mod:`edgeway.gateway.reload`).
+/metrics (Prometheus exposition of the gateway's metrics), ``POST /reload`` (reload the config
+file; see :mod:`edgeway.gateway.reload`) and ``POST /cache/purge`` (remove stored responses; see
+:mod:`edgeway.gateway.cache.admin`).
 
 Served by the same engine as the traffic port, on its own listener, so a saturated traffic port
 does not hide the gateway's health from the orchestrator. It has no authentication: keep it on
@@ -32,6 +33,12 @@ class AdminHandler:
         if path == b"/reload":
             await self._reload(ex)
             return
+        if path == b"/cache/purge":
+            # Imported here: only gateways whose operators purge load the cache modules.
+            from edgeway.gateway.cache.admin import purge_cache
+
+            await purge_cache(self.gateway, ex)
+            return
         if ex.method not in (b"GET", b"HEAD"):
             ex.respond_problem(405, "Method Not Allowed", headers=[(b"allow", b"GET, HEAD")])
             return
@@ -51,7 +58,9 @@ class AdminHandler:
             ex.respond(200, [(b"content-type", content_type.encode())], body)
         else:
             ex.respond_problem(
-                404, "Not Found", "admin endpoints: /healthz, /readyz, /routes, /metrics, POST /reload"
+                404,
+                "Not Found",
+                "admin endpoints: /healthz, /readyz, /routes, /metrics, POST /reload, POST /cache/purge",
             )
 
     async def _reload(self, ex: Exchange) -> None:

@@ -12,6 +12,13 @@ reload that is refused never changes the running one's behaviour. Clusters (and 
 are shared across generations; when a gateway starts, its guards set every endpoint's
 ``available`` flag from their own (fresh) view, and an unguarded service puts every endpoint
 back in the balancer, so nothing a previous generation decided lingers.
+
+Two kinds of caller go through a guard: the proxy (:func:`begin_call` / :func:`wait_call`, whose
+refusals are 503 :class:`Rejection` problems) and the calls the gateway makes itself, aggregate
+calls and Python endpoints' service clients (:func:`admit_call` / :func:`wait_admission`, whose
+refusals are :class:`Refused` upstream errors, so that a call that was refused fails like any
+other failed call). Both share the service's guard: one breaker, one budget, one view of its
+instances per service, whichever path the traffic takes.
 """
 
 from __future__ import annotations
@@ -23,15 +30,72 @@ from edgeway.gateway.errors import Rejection
 from edgeway.gateway.pipeline import GatewayEnv
 from edgeway.gateway.shedding import admit
 from edgeway.gateway.upstreams import Cluster, ClusterChange, Endpoint
+from edgeway.http.body import BodyStream
 from edgeway.http.errors import PoolTimeout, UpstreamConnectError, UpstreamError, UpstreamTimeout
 from edgeway.http.exchange import Exchange
-from edgeway.resilience.errors import NoInstanceAvailable
+from edgeway.resilience.errors import NoInstanceAvailable, Overloaded
 from edgeway.resilience.guard import GuardPolicy, InstanceState, ServiceGuard, retry_after_header
 from edgeway.resilience.health import HealthChecker
 from edgeway.resilience.retry import IDEMPOTENT_METHODS
 from edgeway.resilience.telemetry import Telemetry
 
-__all__ = ["ServiceCall", "ServiceResilience", "begin_call", "guard_policy", "service_guard", "wait_call"]
+__all__ = [
+    "CircuitOpen",
+    "NoInstance",
+    "Refused",
+    "ServiceCall",
+    "ServiceOverloaded",
+    "ServiceResilience",
+    "admit_call",
+    "begin_call",
+    "guard_policy",
+    "service_guard",
+    "wait_admission",
+    "wait_call",
+]
+
+
+class Refused(UpstreamError):
+    """The gateway did not send a call: its service's guard (or the balancer) refused it.
+
+    ``retry_after``: seconds until the service is likely to take calls again, when known.
+    ``code`` names the reason in machine-readable form.
+    """
+
+    status = 503
+    code = "refused"
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The ``Retry-After`` of a 503 answered for this refusal (none when unknown)."""
+        if self.retry_after is None:
+            return []
+        return [(b"retry-after", retry_after_header(self.retry_after))]
+
+    def rejection(self) -> Rejection:
+        """The 503 problem a proxied request gets for this refusal."""
+        return Rejection(503, "Service Unavailable", str(self), headers=self.headers())
+
+
+class CircuitOpen(Refused):
+    """The service's breaker is open."""
+
+    code = "circuit_open"
+
+
+class NoInstance(Refused):
+    """No instance of the service is available (breakers, ejections, health checks, none known)."""
+
+    code = "no_instance"
+
+
+class ServiceOverloaded(Refused):
+    """The service's ``concurrency`` bound is full and its queue too."""
+
+    code = "overloaded"
 
 
 def guard_policy(svc: Service) -> GuardPolicy | None:
@@ -117,33 +181,42 @@ def _members(cluster: Cluster) -> Callable[[], list[Endpoint]]:
 
 class ServiceCall:
     """One request's way through a guarded service: its attempts, the instances it tried, and
-    whether it may be sent again. Made by :func:`begin_call`; ``finish`` must follow."""
+    whether it may be sent again. Made by :func:`begin_call` or :func:`admit_call`; ``finish``
+    must follow."""
 
-    __slots__ = ("cluster", "ex", "guard", "state", "tried")
+    __slots__ = ("_body", "_method", "cluster", "guard", "state", "tried")
 
-    def __init__(self, cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) -> None:
+    def __init__(
+        self, cluster: Cluster, guard: ServiceGuard[Endpoint], method: bytes, body: BodyStream | None
+    ) -> None:
         self.cluster = cluster
         self.guard = guard
-        self.ex = ex
+        self._method = method
+        self._body = body  # None: a body the caller holds whole (it can send it again)
         self.tried: list[Endpoint] = []
         self.state: InstanceState[Endpoint] | None = None
 
     @property
     def repeatable(self) -> bool:
-        """Idempotent and bodiless: sending it again is what the client could have done itself."""
-        ex = self.ex
-        return ex.method in IDEMPOTENT_METHODS and ex.body.complete and ex.body.received == 0
+        """Idempotent, and its body (if any) can be sent again: what the client could have done
+        itself. A streamed body can be sent again only when it was empty."""
+        body = self._body
+        return self._method in IDEMPOTENT_METHODS and (body is None or (body.complete and body.received == 0))
 
     def pick(self) -> Endpoint:
         """The instance for the next attempt; a 503 Rejection when none is available."""
         try:
+            return self.pick_instance()
+        except NoInstance as exc:
+            raise exc.rejection() from None
+
+    def pick_instance(self) -> Endpoint:
+        """The instance for the next attempt; :class:`NoInstance` when none is available."""
+        try:
             state = self.guard.pick(self.cluster.balancer, self.tried)
         except NoInstanceAvailable:
-            raise Rejection(
-                503,
-                "Service Unavailable",
-                f"no available instance of service {self.cluster.name!r}",
-                headers=[(b"retry-after", retry_after_header(self.guard.retry_after_hint()))],
+            raise NoInstance(
+                f"no available instance of service {self.cluster.name!r}", self.guard.retry_after_hint()
             ) from None
         self.state = state
         self.tried.append(state.member)
@@ -190,7 +263,7 @@ class ServiceCall:
 
 
 def begin_call(cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) -> ServiceCall | None:
-    """Admit a request to a guarded service: its concurrency bound, then its breaker.
+    """Admit a proxied request to a guarded service: its concurrency bound, then its breaker.
 
     Synchronous, so the common case costs no coroutine; None when the request must wait for a
     concurrency slot (then :func:`wait_call` admits it).
@@ -198,27 +271,58 @@ def begin_call(cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) ->
     limiter = guard.limiter
     if limiter is not None and not limiter.try_acquire():
         return None
-    return _admitted(cluster, guard, ex)
+    return _rejecting(cluster, guard, ex)
 
 
 async def wait_call(cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) -> ServiceCall:
-    """Admit a request that waits for a concurrency slot (or is refused with 503)."""
+    """Admit a proxied request that waits for a concurrency slot (or is refused with 503)."""
     assert guard.limiter is not None  # begin_call only defers when there is a limiter
     await admit(guard.limiter, f"service {cluster.name!r}", guard.telemetry.shed)
-    return _admitted(cluster, guard, ex)
+    return _rejecting(cluster, guard, ex)
 
 
-def _admitted(cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) -> ServiceCall:
+def _rejecting(cluster: Cluster, guard: ServiceGuard[Endpoint], ex: Exchange) -> ServiceCall:
+    try:
+        return _admitted(cluster, guard, ex.method, ex.body)
+    except CircuitOpen as exc:
+        raise exc.rejection() from None
+
+
+def admit_call(cluster: Cluster, guard: ServiceGuard[Endpoint], method: bytes) -> ServiceCall | None:
+    """Admit a call the gateway makes itself (its body, if any, held whole): the service's
+    concurrency bound, then its breaker; :class:`CircuitOpen` when the breaker refuses.
+
+    None when the call must wait for a concurrency slot (then :func:`wait_admission`).
+    """
+    limiter = guard.limiter
+    if limiter is not None and not limiter.try_acquire():
+        return None
+    return _admitted(cluster, guard, method, None)
+
+
+async def wait_admission(cluster: Cluster, guard: ServiceGuard[Endpoint], method: bytes) -> ServiceCall:
+    """Admit a call that waits for a concurrency slot; :class:`ServiceOverloaded` when the
+    queue is full or the wait too long."""
+    limiter = guard.limiter
+    assert limiter is not None  # admit_call only defers when there is a limiter
+    try:
+        await limiter.acquire()
+    except Overloaded as exc:
+        guard.telemetry.shed()
+        raise ServiceOverloaded(
+            f"service {cluster.name!r} is at its concurrency limit: {exc}", exc.retry_after
+        ) from None
+    return _admitted(cluster, guard, method, None)
+
+
+def _admitted(
+    cluster: Cluster, guard: ServiceGuard[Endpoint], method: bytes, body: BodyStream | None
+) -> ServiceCall:
     breaker = guard.breaker
     if breaker is not None and not breaker.allow():
         if guard.limiter is not None:
             guard.limiter.release()
-        raise Rejection(
-            503,
-            "Service Unavailable",
-            f"the circuit breaker of service {cluster.name!r} is open",
-            headers=[(b"retry-after", retry_after_header(breaker.retry_after))],
-        )
+        raise CircuitOpen(f"the circuit breaker of service {cluster.name!r} is open", breaker.retry_after)
     if guard.budget is not None:
         guard.budget.record_request()
-    return ServiceCall(cluster, guard, ex)
+    return ServiceCall(cluster, guard, method, body)

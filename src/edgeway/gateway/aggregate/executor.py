@@ -1,15 +1,21 @@
 """Running one request's aggregate plan: calls in parallel unless one depends on another.
 
 A *flat* plan (no dependencies, no fan-out: the common "three calls for one screen") starts every
-call at once and then awaits them in turn — the requests are all on the wire before the first
-wait, so they run in parallel without a task per call. Any other plan runs each call as a task
-started the moment its dependencies are done. Fan-out calls run their element calls with bounded
-concurrency.
+call at once and then awaits them — the requests are all on the wire before the first wait, so
+they run in parallel without a task per call. When no call is guarded it awaits them in declared
+order, each answer waking the request's task directly; a required call that fails meanwhile
+interrupts the wait (:meth:`Run._run_direct`). Guarded calls may retry, which happens as their
+answer is taken, so they are taken as they arrive (:meth:`Run._run_flat`). Any other plan runs
+each call as a task started the moment its dependencies are done. Fan-out calls run their
+element calls with bounded concurrency.
 
 A call ends with an output (its shaped response, or its fallback) or a :class:`CallError`. A
 failed required call ends the run at once (the rest is abandoned); a failed optional call is
 recorded and the run goes on. The endpoint deadline fails every call still in flight and keeps
 later ones from starting.
+
+Calls to a service that configures resilience go through its guard (admission, breakers,
+retries: :mod:`edgeway.gateway.service_client`); a refused call fails like any other.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ import orjson
 from edgeway.gateway.aggregate.plan import BadValue, CallPlan, MissingValue, Plan, Scope
 from edgeway.gateway.aggregate.shaping import ShapeError
 from edgeway.gateway.aggregate.values import MISSING
+from edgeway.gateway.resilient import Refused
 from edgeway.gateway.service_client import (
     PendingCall,
     ServiceReply,
     child_traceparent,
+    failure_code,
     forwarded_headers,
     start_call,
 )
@@ -48,6 +56,8 @@ class CallError:
     kind: str
     body: Any = None  # the service's JSON error body, when it sent one
     items: list[int] | None = None  # failed fan-out elements
+    code: str | None = None  # transport failures: why, in short (failure_code)
+    retry_after: float | None = None  # refusals: when the service may take calls again
 
     @property
     def endpoint_status(self) -> int:
@@ -59,6 +69,8 @@ class CallError:
 
     def meta(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status, "reason": self.reason}
+        if self.code is not None:
+            out["code"] = self.code
         if self.items is not None:
             out["items"] = self.items
         return out
@@ -71,11 +83,19 @@ class DeadlineExceeded(UpstreamTimeout):
         super().__init__("deadline", seconds)
 
 
+class Interrupted(UpstreamError):
+    """Another call failed for good while this one was awaited: the run ends."""
+
+    def __init__(self) -> None:
+        super().__init__("interrupted: another required call failed")
+
+
 class Run:
     """One request's execution of a plan."""
 
     __slots__ = (
         "_deadline",
+        "_deadline_at",
         "_forward_cache",
         "_headers",
         "_loop",
@@ -88,7 +108,9 @@ class Run:
         "scope",
     )
 
-    def __init__(self, plan: Plan, scope: Scope, common_headers: bytes) -> None:
+    def __init__(
+        self, plan: Plan, scope: Scope, common_headers: bytes, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.plan = plan
         self.scope = scope
         self.outputs: dict[str, Any] = {}
@@ -97,16 +119,20 @@ class Run:
         self.inflight: set[PendingCall] = set()
         self.expired = False
         self._headers = common_headers  # x-request-id, x-forwarded-*: the same on every call
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_at: float | None = None  # loop time, when the plan has a deadline
         self._forward_cache: dict[frozenset[bytes], bytes] = {}
 
     async def execute(self) -> None:
         plan = self.plan
         if plan.deadline is not None:
-            self._deadline = self._loop.call_later(plan.deadline, self._expire)
+            self._deadline_at = self._loop.time() + plan.deadline
+            self._deadline = self._loop.call_at(self._deadline_at, self._expire)
         try:
-            if plan.flat:
+            if plan.direct:
+                await self._run_direct()
+            elif plan.flat:
                 await self._run_flat()
             else:
                 await self._run_graph()
@@ -118,19 +144,26 @@ class Run:
             self.inflight.clear()
 
     # -- schedules -------------------------------------------------------------------------
-    async def _run_flat(self) -> None:
-        # Every request goes out before the first wait: the calls run in parallel. Answers are
-        # taken as they arrive, so a required call that fails ends the run without waiting for
-        # a slower one; one shared future wakes this task, not a task per call.
+    def _start_all(self) -> list[tuple[CallPlan, PendingCall]] | None:
+        """Send every call of a flat plan; None when one that could not start ended the run."""
         waiting: list[tuple[CallPlan, PendingCall]] = []
         for call in self.plan.calls:
             pending = self._start(call, None)
             if isinstance(pending, CallError):
                 self._settle(call, pending)
                 if self.fatal is not None:
-                    return
+                    return None
             else:
                 waiting.append((call, pending))
+        return waiting
+
+    async def _run_flat(self) -> None:
+        # Every request goes out before the first wait: the calls run in parallel. Answers are
+        # taken as they arrive, so a required call that fails ends the run without waiting for
+        # a slower one; one shared future wakes this task, not a task per call.
+        waiting = self._start_all()
+        if waiting is None:
+            return
         signal: list[asyncio.Future[None] | None] = [None]
 
         def wake() -> None:
@@ -153,6 +186,43 @@ class Run:
                 self._settle(call, await self._receive(call, pending))
                 if self.fatal is not None:
                     return
+
+    async def _run_direct(self) -> None:
+        # Answers are taken in declared order, so the task awaits each call's own future: one
+        # event-loop hop from an answer to the task, where waking a shared future costs two.
+        # A required call whose failure is certain while another is awaited must still end the
+        # run at once: it interrupts the awaited call (the run ends, so that call was to be
+        # abandoned anyway) and is taken first.
+        waiting = self._start_all()
+        if waiting is None:
+            return
+        failed: list[tuple[CallPlan, PendingCall]] = []
+        current: list[PendingCall] = []  # the call being awaited
+
+        def watch(call: CallPlan, pending: PendingCall) -> None:
+            def answered() -> None:
+                if pending.failed and not failed and current and current[0] is not pending:
+                    failed.append((call, pending))
+                    current[0].fail(Interrupted())
+
+            pending.on_answer(answered)
+
+        for call, pending in waiting[1:]:
+            if call.required:  # (a required call never has a fallback)
+                watch(call, pending)
+        for call, pending in waiting:
+            if failed:
+                break
+            current[:] = (pending,)
+            result = await self._receive(call, pending)
+            if failed:
+                break
+            self._settle(call, result)
+            if self.fatal is not None:
+                return
+        if failed:
+            call, pending = failed[0]
+            self._settle(call, await self._receive(call, pending))
 
     async def _run_graph(self) -> None:
         waiting = {call.name: len(call.deps) for call in self.plan.calls}
@@ -282,7 +352,17 @@ class Run:
             content_type = call.content_type or ctx.ex.header(b"content-type")
             if content_type:
                 parts += (b"content-type: ", content_type, b"\r\n")
-        pending = start_call(call.cluster, call.method, target, b"".join(parts), body, call.limits)
+        pending = start_call(
+            call.cluster,
+            call.method,
+            target,
+            b"".join(parts),
+            body,
+            call.limits,
+            guard=call.guard,
+            loop=self._loop,
+            deadline=self._deadline_at,
+        )
         self.inflight.add(pending)
         return pending
 
@@ -349,7 +429,13 @@ def _parse(call: CallPlan, reply: ServiceReply) -> tuple[Any, Any] | CallError:
 
 
 def _transport_error(call: CallPlan, exc: UpstreamError) -> CallError:
-    return CallError(exc.status, f"{call.cluster.name}: {exc}", "transport")
+    return CallError(
+        exc.status,
+        f"{call.cluster.name}: {exc}",
+        "transport",
+        code=failure_code(exc),
+        retry_after=exc.retry_after if isinstance(exc, Refused) else None,
+    )
 
 
 def _key(value: Any) -> Hashable:

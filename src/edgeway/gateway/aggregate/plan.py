@@ -22,8 +22,10 @@ from edgeway.gateway.config.aggregate_checks import effective_group
 from edgeway.gateway.config.templates import Ref, Template, format_steps, parse_template
 from edgeway.gateway.pipeline import RequestContext
 from edgeway.gateway.service_client import CallLimits, forward_names
-from edgeway.gateway.upstreams import Cluster
+from edgeway.gateway.upstreams import Cluster, Endpoint
 from edgeway.http.headers import HOP_BY_HOP
+from edgeway.resilience.deadline import DEADLINE_HEADER
+from edgeway.resilience.guard import ServiceGuard
 
 if TYPE_CHECKING:
     from edgeway.gateway.config.compose_schema import AggregateAction, AggregateCall
@@ -41,6 +43,7 @@ OWN_HEADERS = HOP_BY_HOP | {
     b"x-forwarded-for",
     b"x-forwarded-proto",
     b"x-forwarded-host",
+    DEADLINE_HEADER,
 }
 
 
@@ -319,6 +322,7 @@ class CallPlan:
 
     name: str
     cluster: Cluster
+    guard: ServiceGuard[Endpoint] | None  # the service's resilience; None: it configures none
     method: bytes
     required: bool
     has_fallback: bool
@@ -351,18 +355,23 @@ class Plan:
     calls: tuple[CallPlan, ...]  # in dependency order
     declared: tuple[CallPlan, ...]  # in config order: the merge order
     flat: bool  # no dependencies and no fan-out: every call starts at once
+    direct: bool  # flat and no call guarded: answers are awaited in declared order
     merge: str
     deadline: float | None
     needs_client_body: bool
 
 
 def compile_plan(
-    action: AggregateAction, clusters: Mapping[str, Cluster], auth: GatewayAuth | None = None
+    action: AggregateAction,
+    clusters: Mapping[str, Cluster],
+    auth: GatewayAuth | None = None,
+    guards: Mapping[str, ServiceGuard[Endpoint] | None] | None = None,
 ) -> Plan:
-    """``auth`` is the gateway's token verification (its identity header names are forwarded)."""
+    """``auth`` is the gateway's token verification (its identity header names are forwarded);
+    ``guards`` the resilience of the services the calls reach (by name; absent: none)."""
     plans: dict[str, CallPlan] = {}
     for name in action.order:
-        plans[name] = _compile_call(name, action.calls[name], action, clusters, auth)
+        plans[name] = _compile_call(name, action.calls[name], action, clusters, auth, guards or {})
     for plan in plans.values():
         for dep in plan.deps:
             plans[dep].dependents.append(plan)
@@ -373,7 +382,8 @@ def compile_plan(
         call.body == "client" or any(ref.source == "body" for _, ref in call.facts.located_refs())
         for call in action.calls.values()
     )
-    return Plan(ordered, declared, flat, action.merge, action.deadline, needs_body)
+    direct = flat and all(p.guard is None for p in ordered)
+    return Plan(ordered, declared, flat, direct, action.merge, action.deadline, needs_body)
 
 
 def _compile_call(
@@ -382,6 +392,7 @@ def _compile_call(
     action: AggregateAction,
     clusters: Mapping[str, Cluster],
     auth: GatewayAuth | None,
+    guards: Mapping[str, ServiceGuard[Endpoint] | None],
 ) -> CallPlan:
     facts = call.facts
     sep = call.batch_separator
@@ -398,6 +409,7 @@ def _compile_call(
     return CallPlan(
         name=name,
         cluster=clusters[call.service],
+        guard=guards.get(call.service),
         method=call.method.encode(),
         required=call.required,
         has_fallback=call.has_fallback,

@@ -11,7 +11,7 @@ For a GET (or HEAD) on a route with ``cache``:
    never becomes its waiters' answer;
 3. otherwise the action runs with a :class:`~.capture.Capture` tapping what it writes (the client
    gets it streamed as usual, with ``X-Cache: MISS``); a complete response that the store policy
-   (:mod:`.policy`) accepts is stored.
+   (:mod:`.policy`) accepts is stored — unless the cache was purged while it was on its way.
 
 A hit for a client that already holds the response (``If-None-Match`` matching the stored
 ``ETag``, or ``If-Modified-Since`` not older than its ``Last-Modified``) is answered 304.
@@ -129,6 +129,7 @@ class CacheFilter:
         ex.add_response_header(b"x-cache", _MISS)
         ex.tap = capture
         entry: Entry | None = None
+        epoch = self.cache.epoch
         try:
             await self.next(ctx)
         finally:
@@ -137,6 +138,8 @@ class CacheFilter:
             try:
                 if request_cc is not None and request_cc.no_store:
                     self._not_stored("client-no-store")
+                elif self.cache.epoch != epoch:
+                    self._not_stored("purged")
                 elif not capture.usable:
                     self._not_stored("too-large" if capture.overflow else "incomplete")
                 else:

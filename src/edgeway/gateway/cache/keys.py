@@ -6,6 +6,10 @@ every configured ``vary`` header, and the caller's subject when the request carr
 (unless the rule says ``shared: true``). Each part is length-prefixed before hashing, so no
 value can be crafted to collide with another split of the same bytes.
 
+The key is ``<route id>|<path>|<hash as hex>``: the route and path in the clear let a purge find
+a route's entries, or those under a path, by key alone (:mod:`.purge`), in memory and in Redis.
+Route ids never hold ``|`` and the hash has a fixed length, so the path may hold anything.
+
 Query normalisation keeps meaning: parameters are ordered by name with the order of repeated
 names kept (``a=2&a=1`` stays different from ``a=1&a=2``, since backends read "the first" or
 "the list"), percent-encoding is normalised as RFC 3986 §6.2.2 allows (unreserved characters
@@ -24,6 +28,7 @@ from edgeway.gateway.pipeline import RequestContext
 _PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ABSENT = b"\xff"  # a header that is absent differs from one that is present but empty
+_HASH_HEX = 40  # BLAKE2b, 160 bits
 
 
 def _pct(found: re.Match[bytes]) -> bytes:
@@ -60,11 +65,12 @@ class KeySpec:
 
     def key(self, ctx: RequestContext) -> bytes:
         ex = ctx.ex
+        path = ctx.match.path.encode()
         parts = [
             self.route_id,
             b"GET",  # HEAD is answered from GET entries; other methods are never cached
             ex.host.lower(),
-            ctx.match.path.encode(),
+            path,
             normalize_query(ex.query, self.ignore_query),
         ]
         if self.vary:
@@ -79,8 +85,14 @@ class KeySpec:
             parts.append(b"user:" + identity.subject.encode())
         else:
             parts.append(b"shared")
-        h = hashlib.blake2b(digest_size=20)
+        h = hashlib.blake2b(digest_size=_HASH_HEX // 2)
         for part in parts:
             h.update(len(part).to_bytes(4, "big"))
             h.update(part)
-        return h.digest()
+        return b"%b|%b|%b" % (self.route_id, path, h.hexdigest().encode())
+
+
+def split_key(key: bytes) -> tuple[bytes, bytes]:
+    """The route id and the path of a key made by :meth:`KeySpec.key`."""
+    route, _, rest = key.partition(b"|")
+    return route, rest[: -(_HASH_HEX + 1)]

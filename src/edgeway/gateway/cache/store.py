@@ -11,6 +11,7 @@ refills memory with what it finds.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -104,6 +105,20 @@ class MemoryStore:
         self._entries[key] = entry
         self.bytes += entry.size
         return True
+
+    def purge(self, match: Callable[[bytes], bool]) -> int:
+        """Remove every entry whose key ``match`` accepts; how many went."""
+        doomed = [key for key in self._entries if match(key)]
+        for key in doomed:
+            self._remove(key)
+        return len(doomed)
+
+    def clear(self) -> int:
+        """Remove every entry; how many went."""
+        count = len(self._entries)
+        self._entries.clear()
+        self.bytes = 0
+        return count
 
     def _remove(self, key: bytes) -> None:
         entry = self._entries.pop(key)

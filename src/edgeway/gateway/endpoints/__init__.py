@@ -12,6 +12,7 @@ access-log line and through :mod:`logging`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 from collections.abc import Mapping
@@ -25,9 +26,11 @@ from edgeway.gateway.endpoints.registry import EndpointSpec, endpoint, registere
 from edgeway.gateway.endpoints.request import Request, Response
 from edgeway.gateway.errors import GatewayError, Rejection
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.resilient import service_guard
 from edgeway.gateway.service_client import forward_names, forwarded_headers, upstream_problem
 from edgeway.http.errors import HttpError
 from edgeway.http.headers import HOP_BY_HOP
+from edgeway.resilience.guard import retry_after_header
 
 log = logging.getLogger("edgeway.gateway.endpoints")
 
@@ -49,21 +52,21 @@ def build_endpoint(route: Route, env: GatewayEnv) -> Handler:
     forward = forward_names(action.forward_headers, env.config.auth)
     options = action.options
     clusters = env.clusters
+    # The function may call any service, so each one's resilience is made (and started) here.
+    guards = {name: service_guard(env, name) for name in clusters}
 
     async def run(ctx: RequestContext) -> None:
         ex = ctx.ex
-        services = Services(ctx, clusters, forwarded_headers(ex.headers, forward))
+        services = Services(
+            ctx, clusters, guards, forwarded_headers(ex.headers, forward), asyncio.get_running_loop()
+        )
         try:
             result = await spec.function(Request(ctx, services, options, body_limit))
             status, headers, body = _render(result)
         except (Rejection, HttpError):
             raise
         except ServiceCallError as exc:
-            upstream = isinstance(exc, ServiceStatusError)
-            status = 502 if upstream and exc.status >= 500 else exc.status
-            raise upstream_problem(
-                status, str(exc), exc.body if upstream else None, service=exc.service
-            ) from None
+            raise _call_problem(exc) from None
         except Exception as exc:  # the user's code: anything may go wrong; the client gets a 500
             _log_failure(ctx, spec, exc)
             raise Rejection(500, "Internal Server Error", f"endpoint '{spec.name}' failed") from None
@@ -71,6 +74,18 @@ def build_endpoint(route: Route, env: GatewayEnv) -> Handler:
         ex.respond(status, headers, body)
 
     return run
+
+
+def _call_problem(exc: ServiceCallError) -> Rejection:
+    """What the client gets for a service call the endpoint did not handle: as a failed
+    required aggregate call."""
+    if isinstance(exc, ServiceStatusError):
+        status = 502 if exc.status >= 500 else exc.status
+        return upstream_problem(status, str(exc), exc.body, service=exc.service)
+    problem = upstream_problem(exc.status, str(exc), None, service=exc.service, code=exc.code)
+    if exc.retry_after is not None:
+        problem.headers.append((b"retry-after", retry_after_header(exc.retry_after)))
+    return problem
 
 
 def _render(result: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

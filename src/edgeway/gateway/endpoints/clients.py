@@ -1,19 +1,23 @@
 """The service clients a Python endpoint gets: ``await req.services.catalog.get("/products")``.
 
 Each configured service is an attribute of ``req.services``. A call goes through the same
-cluster as proxy routes and aggregate calls (balancer, pools, the service's timeouts) and
-carries the request's X-Request-ID, a child ``traceparent`` and the client headers the route
-forwards (identity headers, Authorization, Accept-Language by default).
+cluster as proxy routes and aggregate calls (balancer, pools, the service's timeouts) and the
+same resilience (the service's breakers, outlier ejection, retries of idempotent calls within
+the retry budget, its concurrency bound), and carries the request's X-Request-ID, a child
+``traceparent``, ``X-Edgeway-Deadline-Ms`` and the client headers the route forwards (identity
+headers, Authorization, Accept-Language by default).
 
 A call returns a :class:`ServiceResponse` whatever the status; ``raise_for_status()`` turns an
 error status into :class:`ServiceStatusError`. No usable answer (connect error, timeout, no
-instance) raises :class:`ServiceCallError`. Either one left uncaught answers the client the way
-a failed required aggregate call does: the service's 4xx passed through, 502 for its 5xx, 504
-for a timeout.
+instance, an open breaker) raises :class:`ServiceCallError`, whose ``code`` says which. Either
+one left uncaught answers the client the way a failed required aggregate call does: the
+service's 4xx passed through, 502 for its 5xx, 504 for a timeout, 503 (with ``Retry-After``)
+for a refusal.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -22,27 +26,41 @@ import orjson
 
 from edgeway.gateway.errors import GatewayError
 from edgeway.gateway.pipeline import RequestContext
+from edgeway.gateway.resilient import Refused
 from edgeway.gateway.service_client import (
     CallLimits,
     ServiceReply,
     child_traceparent,
     common_headers,
+    failure_code,
     start_call,
 )
-from edgeway.gateway.upstreams import Cluster
+from edgeway.gateway.upstreams import Cluster, Endpoint
 from edgeway.http.errors import UpstreamError
+from edgeway.resilience.guard import ServiceGuard
 
 QueryParams = Mapping[str, Any] | list[tuple[str, Any]]
 
 
 class ServiceCallError(GatewayError):
     """A service call got no usable answer; ``status`` is what the endpoint answers for it
-    (502 connection errors, 503 no instance, 504 timeouts)."""
+    (502 connection errors, 503 no instance or a refusal, 504 timeouts), ``code`` why in short
+    (``connect_failed``, ``timeout``, ``circuit_open``, ``no_instance``, ``overloaded``...;
+    ``status`` for an error status), ``retry_after`` when the service may take calls again."""
 
-    def __init__(self, service: str, message: str, status: int) -> None:
+    def __init__(
+        self,
+        service: str,
+        message: str,
+        status: int,
+        code: str = "status",
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{service}: {message}")
         self.service = service
         self.status = status
+        self.code = code
+        self.retry_after = retry_after
         self.body: Any = None
 
 
@@ -109,13 +127,22 @@ class ServiceResponse:
 class ServiceClient:
     """Calls to one configured service."""
 
-    __slots__ = ("_cluster", "_ctx", "_headers", "_limits")
+    __slots__ = ("_cluster", "_ctx", "_guard", "_headers", "_limits", "_loop")
 
-    def __init__(self, cluster: Cluster, ctx: RequestContext, headers: bytes) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        guard: ServiceGuard[Endpoint] | None,
+        ctx: RequestContext,
+        headers: bytes,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self._cluster = cluster
+        self._guard = guard
         self._ctx = ctx
         self._headers = headers  # request id, forwarded client headers: the same for every call
         self._limits = CallLimits.of(cluster)
+        self._loop = loop
 
     @property
     def name(self) -> str:
@@ -153,11 +180,19 @@ class ServiceClient:
         limits = self._limits if timeout is None else CallLimits.of(self._cluster, timeout)
         try:
             pending = start_call(
-                self._cluster, method.upper().encode(), target.encode(), b"".join(lines), body, limits
+                self._cluster,
+                method.upper().encode(),
+                target.encode(),
+                b"".join(lines),
+                body,
+                limits,
+                guard=self._guard,
+                loop=self._loop,
             )
             reply = await pending.reply()
         except UpstreamError as exc:
-            raise ServiceCallError(self.name, str(exc), exc.status) from exc
+            retry_after = exc.retry_after if isinstance(exc, Refused) else None
+            raise ServiceCallError(self.name, str(exc), exc.status, failure_code(exc), retry_after) from exc
         return ServiceResponse(self.name, reply)
 
     async def get(self, path: str, **options: Any) -> ServiceResponse:
@@ -180,12 +215,21 @@ class Services:
     """The configured services of the gateway, by name: ``services.catalog`` or
     ``services["catalog-v2"]``."""
 
-    __slots__ = ("_clients", "_clusters", "_ctx", "_forward")
+    __slots__ = ("_clients", "_clusters", "_ctx", "_forward", "_guards", "_loop")
 
-    def __init__(self, ctx: RequestContext, clusters: Mapping[str, Cluster], forward: bytes) -> None:
+    def __init__(
+        self,
+        ctx: RequestContext,
+        clusters: Mapping[str, Cluster],
+        guards: Mapping[str, ServiceGuard[Endpoint] | None],
+        forward: bytes,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self._ctx = ctx
         self._clusters = clusters
+        self._guards = guards
         self._forward = forward
+        self._loop = loop
         self._clients: dict[str, ServiceClient] = {}
 
     def __getitem__(self, name: str) -> ServiceClient:
@@ -196,7 +240,9 @@ class Services:
                 known = ", ".join(sorted(self._clusters)) or "none"
                 raise KeyError(f"no service {name!r} in this gateway's config (services: {known})")
             headers = common_headers(self._ctx) + self._forward
-            client = self._clients[name] = ServiceClient(cluster, self._ctx, headers)
+            client = self._clients[name] = ServiceClient(
+                cluster, self._guards.get(name), self._ctx, headers, self._loop
+            )
         return client
 
     def __getattr__(self, name: str) -> ServiceClient:
