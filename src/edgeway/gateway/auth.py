@@ -32,7 +32,7 @@ from edgeway.gateway.config.security_schema import (
 )
 from edgeway.gateway.errors import Rejection
 from edgeway.gateway.identity_headers import HeaderScrubber
-from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.pipeline import Gate, GatewayEnv, Handler, RequestContext
 
 if TYPE_CHECKING:
     from edgeway.gateway.token_auth import EdgeAuth, Verified
@@ -57,18 +57,26 @@ def build_auth(route: Route, env: GatewayEnv, next_handler: Handler) -> Handler 
             ex.headers = scrub(ex.headers)
             await next_handler(ctx)
 
+        def strip_gate(ctx: RequestContext) -> bool:
+            ctx.ex.headers = scrub(ctx.ex.headers)
+            return True
+
+        env.gates[strip_only] = strip_gate
         return strip_only
     # Imported when a route authenticates: the security library (httpx, cryptography) costs
     # ~0.2 s at start, which gateways without auth need not pay.
     from edgeway.gateway.token_auth import EdgeAuth
 
     auth = env.shared("auth", lambda: EdgeAuth(gateway_auth, env.metrics))
-    return _authenticating(rule, route, gateway_auth, auth, next_handler)
+    authenticate, gate = _authenticating(rule, route, gateway_auth, auth, next_handler)
+    env.gates[authenticate] = gate
+    return authenticate
 
 
 def _authenticating(
     rule: RouteAuth, route: Route, config: GatewayAuth, auth: EdgeAuth, next_handler: Handler
-) -> Handler:
+) -> tuple[Handler, Gate]:
+    """The auth filter, and its synchronous form (a Gate) for the proxy's callback path."""
     from edgeway.security.errors import TokenError, TokenUnknownKey
 
     # The token is read before the scrub; without pass_token it is then removed with the rest.
@@ -128,7 +136,43 @@ def _authenticating(
         ex.headers = headers
         await next_handler(ctx)
 
-    return authenticate
+    def gate(ctx: RequestContext) -> bool:
+        # The same decisions without awaiting; it changes the exchange only once it admits.
+        # A query-string token (it rewrites the query) and an unknown key id (a JWKS fetch) are
+        # left to the task path.
+        ex = ctx.ex
+        token: bytes | None = None
+        authorization = ex.header(_AUTHORIZATION)
+        if authorization is not None:
+            scheme, _, value = authorization.strip().partition(b" ")
+            if scheme.lower() == b"bearer" and value.strip():
+                token = value.strip()
+            elif required:
+                raise challenge.unauthorized(
+                    "missing", "the Authorization header is not a Bearer token", error=False
+                )
+        if token is None and ex.query and query_param in ex.query:
+            return False
+        if token is None:
+            if required:
+                raise challenge.unauthorized("missing", "this route needs a bearer token", error=False)
+            ex.headers = scrub(ex.headers)
+            return True
+        try:
+            verified = auth.verify(token)
+        except TokenUnknownKey:
+            return False
+        except TokenError as exc:
+            raise challenge.unauthorized(exc.reason, str(exc)) from None
+        for check in checks:
+            check(verified, ctx)
+        headers = scrub(ex.headers)
+        ctx.identity = verified.identity
+        headers.extend(verified.headers)
+        ex.headers = headers
+        return True
+
+    return authenticate, gate
 
 
 def take_query_param(query: bytes, prefix: bytes) -> tuple[bytes | None, bytes]:

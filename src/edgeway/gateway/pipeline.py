@@ -58,6 +58,11 @@ class RequestContext:
 
 
 Handler = Callable[[RequestContext], Awaitable[None]]
+# A filter's synchronous form, for the proxy's callback path (proxy_fast.py): True admits the
+# request (and applies what the filter changes), False means "this one needs awaiting" and a
+# Rejection refuses it. On False or a Rejection it must have changed nothing: the task path
+# then runs the filter again from the start.
+Gate = Callable[[RequestContext], bool]
 
 
 class Component(Protocol):
@@ -88,6 +93,10 @@ class GatewayEnv:
         self.config = config
         self.clusters = clusters
         self.components: dict[str, Component] = {}
+        # Filter handler -> its synchronous form (Gate), registered by the filter's builder.
+        self.gates: dict[Handler, Gate] = {}
+        # Assembled route handler -> its filter handlers, outermost first (see gates_of).
+        self.route_filters: dict[Handler, list[Handler]] = {}
         # A live reload passes the running config's metrics on, so counters do not restart.
         self._metrics = metrics
 
@@ -128,8 +137,22 @@ FilterBuilder = Callable[["Route", GatewayEnv, Handler], Handler | None]
 def assemble(route: Route, env: GatewayEnv, action: Handler, filters: list[FilterBuilder]) -> Handler:
     """Wrap ``action`` in the configured filters; ``filters`` is outermost first."""
     handler = action
+    wrappers: list[Handler] = []
     for build in reversed(filters):
         wrapped = build(route, env, handler)
         if wrapped is not None:
             handler = wrapped
+            wrappers.append(wrapped)
+    env.route_filters[handler] = wrappers[::-1]
     return handler
+
+
+def gates_of(env: GatewayEnv, handler: Handler) -> list[Gate] | None:
+    """The synchronous forms of an assembled route's filters, outermost first, when the route
+    can run them without awaiting: every filter has one, and there is at most one (a gate that
+    admitted has applied its changes, so a later one declining would leave them half-done)."""
+    wrappers = env.route_filters.get(handler, [])
+    gates = [env.gates.get(w) for w in wrappers]
+    if len(gates) > 1 or any(g is None for g in gates):
+        return None
+    return [g for g in gates if g is not None]

@@ -1,7 +1,8 @@
 """The proxy action's callback path: a request answered with no task, coroutine or future.
 
-The common case of a gateway — a request without a body, on a route with no filters and no
-resilience policy, to an upstream that has an idle pooled connection and answers in one read —
+The common case of a gateway — a request without a body, on a proxy route without a resilience
+policy whose filters can decide without awaiting (none, or ``auth`` with a known key: see
+``pipeline.Gate``), to an upstream that has an idle pooled connection and answers in one read —
 does not need to await anything. The engine offers such a request to :meth:`Gateway.take`
 before it starts a task; when the route qualifies, :class:`ProxyFlight` writes the request on
 the idle connection and follows the response from the connection's callbacks
@@ -30,7 +31,8 @@ import asyncio
 from collections.abc import Callable
 
 from edgeway.gateway.config.schema import Route
-from edgeway.gateway.pipeline import GatewayEnv
+from edgeway.gateway.errors import Rejection
+from edgeway.gateway.pipeline import Gate, GatewayEnv, RequestContext
 from edgeway.gateway.proxy import (
     IDEMPOTENT,
     ProxyTarget,
@@ -58,11 +60,12 @@ Fail = Callable[[Exchange, HttpError, bytes], None]
 class FastProxy:
     """The callback path of one proxy route; see the module docstring for when it applies."""
 
-    __slots__ = ("route_id", "target")
+    __slots__ = ("gates", "route_id", "target")
 
-    def __init__(self, route_id: str, target: ProxyTarget) -> None:
+    def __init__(self, route_id: str, target: ProxyTarget, gates: list[Gate] | None = None) -> None:
         self.route_id = route_id
         self.target = target
+        self.gates = gates or []  # the route's filters in synchronous form (pipeline.Gate)
 
     def start(
         self,
@@ -83,6 +86,17 @@ class FastProxy:
             ep = cluster.pick()
         except NoInstanceAvailable:
             return False  # the task path answers 503
+        # The filters run after the instance is chosen: once a gate admitted, it has changed the
+        # request (scrubbed identity headers, for one), so from here on nothing declines. A
+        # declining or refusing gate costs the balancer one choice (the task path chooses again).
+        if self.gates:
+            ctx = RequestContext(ex, match, span, tp)
+            try:
+                for gate in self.gates:
+                    if not gate(ctx):
+                        return False  # it needs awaiting (a key fetch): the task path runs it
+            except Rejection:
+                return False  # the task path refuses it again, and answers and counts it
         path = rewrite_path(match).encode()
         if ex.query:
             path += b"?" + ex.query
@@ -256,12 +270,12 @@ class ProxyFlight:
         self.done(self.ex, self.proxy.route_id, self.span)
 
 
-def build_fast_proxy(route: Route, env: GatewayEnv) -> FastProxy | None:
-    """The callback path of a proxy route, or None when the route needs the task path always
-    (a resilience policy: admission, retries and breakers await)."""
+def build_fast_proxy(route: Route, env: GatewayEnv, gates: list[Gate] | None = None) -> FastProxy | None:
+    """The callback path of a proxy route whose filters are ``gates``, or None when the route
+    needs the task path always (a resilience policy: admission, retries and breakers await)."""
     assert route.id is not None
     assert route.proxy is not None
     target = proxy_target(route, env)
     if target.guard is not None:
         return None
-    return FastProxy(route.id, target)
+    return FastProxy(route.id, target, gates)

@@ -33,6 +33,7 @@ from edgeway.gateway.pipeline import (
     Handler,
     RequestContext,
     assemble,
+    gates_of,
 )
 from edgeway.gateway.proxy import build_proxy
 from edgeway.gateway.proxy_fast import FastProxy, build_fast_proxy
@@ -152,9 +153,11 @@ class Gateway:
             assert route.id is not None  # ids are assigned at validation
             action = ACTIONS[route.action_name](route, self.env)
             handler = self.handlers[route.id] = assemble(route, self.env, action, FILTERS)
-            if handler is action and route.proxy is not None:
-                # A bare proxy route (no filters): requests may take the callback path.
-                fast = build_fast_proxy(route, self.env)
+            gates = gates_of(self.env, handler)
+            if gates is not None and route.proxy is not None:
+                # A proxy route whose filters (if any) can decide without awaiting: requests
+                # may take the callback path.
+                fast = build_fast_proxy(route, self.env, gates)
                 if fast is not None:
                     self._fast[route.id] = fast
         self._encoded_slash = config.paths.encoded_slash

@@ -268,6 +268,11 @@ class JwksClient(Poller):
         must still be found at once.
         """
         if not force:
+            pending = self._pending
+            if pending is not None and not pending.done() and pending is not asyncio.current_task():
+                # An on-demand fetch is already on its way (request_refresh): share its answer
+                # rather than be refused by the rate limit it has just consumed.
+                return await asyncio.shield(pending)
             now = self._clock()
             if self._last_on_demand is not None and now - self._last_on_demand < self.min_refresh_interval:
                 return False
