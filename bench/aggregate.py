@@ -23,14 +23,13 @@ The edgeway leg serves the aggregate endpoint of :func:`edgeway_config`.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench import gateway
-from bench.harness import ManagedProcess, free_port, machine, python_module, raise_fd_limit, require_tool
-from bench.legs import Leg, Outcome, Settings, ratio, run_legs, say
+from bench.harness import ManagedProcess, free_port, machine, python_module
+from bench.legs import Leg, Outcome, Settings, prepare_wrk_run, ratio, run_legs, say
 from bench.proxy import backend_process, finish_workdir
 from bench.report import Target, emit, show, targets_dict
 
@@ -160,12 +159,7 @@ def run(
     warmup: float = 2.0,
 ) -> dict[str, Any]:
     """Run the aggregate benchmark, print it, and return the result (the ``--json`` object)."""
-    require_tool("wrk", "apt-get install wrk")
-    raise_fd_limit()
-    settings = Settings(
-        connections=tuple(connections), duration_s=duration, repetitions=repetitions, warmup_s=warmup
-    )
-    workdir = Path(tempfile.mkdtemp(prefix="edgeway-bench-aggregate-"))
+    settings, workdir = prepare_wrk_run("aggregate", connections, duration, repetitions, warmup)
     processes = [
         backend_process(workdir, port=free_port(), name=name, delay_ms=delay_ms) for name in BACKENDS
     ]

@@ -17,14 +17,13 @@ time, which a busy machine disturbs less.
 from __future__ import annotations
 
 import json as jsonlib
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench import gateway
-from bench.harness import ManagedProcess, free_port, machine, python_module, raise_fd_limit, require_tool
-from bench.legs import Leg, Outcome, Settings, headline_connections, ratio, run_legs, say
+from bench.harness import ManagedProcess, free_port, machine, python_module
+from bench.legs import Leg, Outcome, Settings, headline_connections, prepare_wrk_run, ratio, run_legs, say
 from bench.proxy import backend_process, finish_workdir
 from bench.report import Target, emit, show, targets_dict
 from edgeway.security.keys import KeyRing
@@ -122,12 +121,7 @@ def run(
     warmup: float = 2.0,
 ) -> dict[str, Any]:
     """Run the auth benchmark, print it, and return the result (the ``--json`` object)."""
-    require_tool("wrk", "apt-get install wrk")
-    raise_fd_limit()
-    settings = Settings(
-        connections=tuple(connections), duration_s=duration, repetitions=repetitions, warmup_s=warmup
-    )
-    workdir = Path(tempfile.mkdtemp(prefix="edgeway-bench-auth-"))
+    settings, workdir = prepare_wrk_run("auth", connections, duration, repetitions, warmup)
     ring = KeyRing.generate("EdDSA")
     # Long-lived: one token for the whole run, as a client reusing its access token would.
     token = TokenIssuer(ring, ISSUER, AUDIENCE, ttl=24 * 3600).issue("bench-user", roles=["customer"]).token

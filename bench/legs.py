@@ -10,6 +10,7 @@ penalising the last one.
 from __future__ import annotations
 
 import enum
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,15 @@ from rich.console import Console
 
 from bench import idle, wrk
 from bench.errors import BenchError, ProcessFailed
-from bench.harness import ManagedProcess, mb, median, tree_cpu_seconds, tree_rss_bytes
+from bench.harness import (
+    ManagedProcess,
+    mb,
+    median,
+    raise_fd_limit,
+    require_tool,
+    tree_cpu_seconds,
+    tree_rss_bytes,
+)
 
 # A run is not a measurement when the target answered errors or refused connections (a proxy
 # answering 502 at once would look fast): at most 0.1 % of requests. Timeouts and resets are
@@ -146,6 +155,19 @@ class Settings:
             "wrk_threads": self.threads,
             "keep_alive": True,
         }
+
+
+def prepare_wrk_run(
+    name: str, connections: Sequence[int], duration: float, repetitions: int, warmup: float
+) -> tuple[Settings, Path]:
+    """What every wrk-driven benchmark does first: check wrk is there, raise the fd limit, and
+    make its settings and a work directory (``edgeway-bench-<name>-*``)."""
+    require_tool("wrk", "apt-get install wrk")
+    raise_fd_limit()
+    settings = Settings(
+        connections=tuple(connections), duration_s=duration, repetitions=repetitions, warmup_s=warmup
+    )
+    return settings, Path(tempfile.mkdtemp(prefix=f"edgeway-bench-{name}-"))
 
 
 def run_legs(legs: Sequence[Leg], settings: Settings, workdir: Path) -> dict[str, Outcome]:

@@ -17,15 +17,14 @@ conservative; ``details.ratios`` has the logged-nginx ratio too. Targets (issue 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench import gateway, nginx
 from bench.errors import BenchError, ToolMissing
-from bench.harness import ManagedProcess, free_port, machine, python_module, raise_fd_limit, require_tool
-from bench.legs import Leg, Outcome, Settings, headline_connections, ratio, run_legs, say
+from bench.harness import ManagedProcess, free_port, machine, python_module
+from bench.legs import Leg, Outcome, Settings, headline_connections, prepare_wrk_run, ratio, run_legs, say
 from bench.report import Target, emit, show, targets_dict
 
 DEFAULT_CONNECTIONS = (32, 256)
@@ -181,12 +180,7 @@ def run(
     unknown = sorted(set(only or ()) - set(LEG_NAMES))
     if unknown:
         raise BenchError(f"unknown leg(s) {', '.join(unknown)}: choose from {', '.join(LEG_NAMES)}")
-    require_tool("wrk", "apt-get install wrk")
-    raise_fd_limit()
-    settings = Settings(
-        connections=tuple(connections), duration_s=duration, repetitions=repetitions, warmup_s=warmup
-    )
-    workdir = Path(tempfile.mkdtemp(prefix="edgeway-bench-proxy-"))
+    settings, workdir = prepare_wrk_run("proxy", connections, duration, repetitions, warmup)
     backend_port = free_port()
     with backend_process(workdir, port=backend_port) as backend:
         say(f"backend on {backend.url}")
