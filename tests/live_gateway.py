@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from conftest import free_port
+from conftest import free_ports
 from edgeway.gateway.config import load_config
 from edgeway.gateway.serve import GatewayServer
 from edgeway.http.exchange import Exchange
@@ -107,7 +107,8 @@ async def serving(path: Path) -> AsyncIterator[GatewayServer]:
 
 
 def ports() -> tuple[int, int]:
-    return free_port(), free_port()
+    first, second = free_ports(2)
+    return first, second
 
 
 class Response:

@@ -9,7 +9,7 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
-from conftest import free_port
+from conftest import free_ports
 from edgeway.bench_cli import ensure_bench_importable
 
 ensure_bench_importable()
@@ -20,7 +20,7 @@ from bench.harness import ManagedProcess, python_module  # noqa: E402
 
 @pytest.fixture
 def proxy(tmp_path: Path) -> Iterator[ManagedProcess]:
-    backend_port, proxy_port = free_port(), free_port()
+    backend_port, proxy_port = free_ports(2)
     backend = ManagedProcess(
         "backend",
         python_module("bench.backend", "--port", str(backend_port)),

@@ -18,7 +18,7 @@ import pytest
 from compose_helpers import JsonService, Reply, Seen, request, services
 from typer.testing import CliRunner
 
-from conftest import free_port
+from conftest import free_ports
 from edgeway.gateway.access_log import AccessLog
 from edgeway.gateway.config import GatewayConfig, load_config
 from edgeway.gateway.config_cli import app as config_cli
@@ -160,7 +160,7 @@ async def _until_listening(port: int, timeout: float = 20.0) -> None:
 
 async def test_edgeway_gateway_runs_the_mobile_profile_as_a_process() -> None:
     async with shop() as running:
-        port, admin = free_port(), free_port()
+        port, admin = free_ports(2)
         env = {
             **os.environ,
             **environment(running),

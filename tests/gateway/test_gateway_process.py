@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway_helpers import backend, read_request
 
-from conftest import free_port
+from conftest import free_ports
 
 
 def _wait_port(port: int, timeout: float = 30.0) -> None:
@@ -48,7 +48,7 @@ async def test_workers_share_the_port_and_sigterm_drains_in_flight(tmp_path: Pat
         await w.drain()
         w.close()
 
-    port, admin = free_port(), free_port()
+    port, admin = free_ports(2)
     async with backend(slow_backend) as bport:
         cfg = tmp_path / "gw.yaml"
         cfg.write_text(

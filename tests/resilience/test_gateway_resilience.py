@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from resilience_helpers import answering, backend, config, get, read_request, running
 
-from conftest import free_port
+from conftest import free_port, free_ports
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -191,7 +191,7 @@ async def test_an_open_service_breaker_fails_fast_with_retry_after() -> None:
 
 async def test_every_instance_out_answers_503_with_a_retry_after_hint() -> None:
     breaker = {"instance": {"consecutive_failures": 1, "open_for": "20s"}, "service": None}
-    async with running(config([free_port(), free_port()], breaker=breaker)) as (gp, gw):
+    async with running(config(free_ports(2), breaker=breaker)) as (gp, gw):
         refused = [await get(gp) for _ in range(2)]
         out = await get(gp)
         assert gw.ready() == (False, {"services": {"svc": 0}})

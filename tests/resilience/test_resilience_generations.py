@@ -8,7 +8,7 @@ from typing import Any
 
 from resilience_helpers import config, get, running
 
-from conftest import free_port
+from conftest import free_port, free_ports
 from edgeway.gateway.access_log import AccessLog
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.runtime import Gateway
@@ -58,7 +58,7 @@ async def test_a_generation_dropped_after_starting_leaves_the_running_breaker_in
 
 
 async def test_an_instance_that_discovery_removes_is_forgotten() -> None:
-    first, second = free_port(), free_port()
+    first, second = free_ports(2)
     async with running(config([first, second], breaker=BREAKER)) as (gp, gw):
         assert (await get(gp)).status == 502
         cluster = gw.clusters["svc"]
