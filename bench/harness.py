@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from bench.errors import ProcessFailed, ToolMissing
+from edgeway.build import engine_build
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -328,6 +329,8 @@ def machine() -> dict[str, Any]:
         "nginx": _first_line(["nginx", "-v"]),
         "wrk": (_first_line(["wrk", "-v"]) or "").split(" Copyright")[0].strip() or None,
         "packages": {name: _dist_version(name) for name in ("edgeway", "uvloop", "httptools", "aiohttp")},
+        # The gateway processes import edgeway the same way as this one (same environment).
+        "edgeway_engine": engine_build(),
     }
 
 

@@ -93,3 +93,14 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
             writer.write(data)
             await writer.drain()
     writer.close()
+
+
+COMPILED_RUN = os.environ.get("EDGEWAY_EXPECT_COMPILED") == "1"
+
+
+def spies_on_engine() -> None:
+    """For a fixture that spies on the engine by replacing one of its methods: a compiled build
+    (``./dev test-compiled``) cannot be patched, so its tests are skipped there; the interpreted
+    run (``./dev test``) covers them."""
+    if COMPILED_RUN:
+        pytest.skip("spies on engine code by patching it; a compiled build cannot be patched")

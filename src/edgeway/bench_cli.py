@@ -31,8 +31,9 @@ def repo_root() -> Path:
     import edgeway
 
     package_dir = Path(edgeway.__file__).resolve().parent
-    # src layout: <root>/src/edgeway/__init__.py; also accept a flat <root>/edgeway layout.
-    for candidate in (package_dir.parent.parent, package_dir.parent):
+    # src layout: <root>/src/edgeway; the compiled build ./dev makes: <root>/.build/compiled/edgeway;
+    # a flat layout: <root>/edgeway.
+    for candidate in package_dir.parents[:3]:
         if (candidate / "bench" / "__init__.py").is_file():
             return candidate
     raise BenchNotFoundError(

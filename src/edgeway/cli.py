@@ -34,10 +34,11 @@ def _root() -> None:
 
 
 def version() -> None:
-    """Print the edgeway version."""
+    """Print the edgeway version and whether its engine is compiled (mypyc) or interpreted."""
     from edgeway import __version__
+    from edgeway.build import engine_build
 
-    typer.echo(__version__)
+    typer.echo(f"{__version__} ({engine_build()})")
 
 
 def build_app(only: str | None = None) -> typer.Typer:

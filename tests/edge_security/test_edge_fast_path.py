@@ -17,6 +17,7 @@ from edge_helpers import (
     request,
 )
 
+from conftest import spies_on_engine
 from edgeway.gateway.proxy_fast import FastProxy
 from edgeway.security.keys import KeyRing
 
@@ -24,6 +25,7 @@ from edgeway.security.keys import KeyRing
 @pytest.fixture
 def callback_path(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """For each request FastProxy saw: True when it took it, False when it left it to a task."""
+    spies_on_engine()
     answers: list[bool] = []
     original = FastProxy.start
 

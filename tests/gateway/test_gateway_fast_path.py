@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from gateway_helpers import RawHandler, backend, config, gateway, read_request
 
+from conftest import spies_on_engine
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.proxy_fast import ProxyFlight
 from edgeway.gateway.runtime import Gateway
@@ -48,6 +49,7 @@ async def ok(w: asyncio.StreamWriter, line: bytes, headers: dict[bytes, bytes], 
 @pytest.fixture
 def tasks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """One entry per request of a fast-path route that needed a task for its attempt."""
+    spies_on_engine()
     seen: list[str] = []
     original = ProxyFlight.attempt_in_task
 

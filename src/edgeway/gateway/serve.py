@@ -20,6 +20,7 @@ from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from edgeway.build import engine_build
 from edgeway.gateway.access_log import AccessLog
 from edgeway.gateway.admin import AdminHandler
 from edgeway.gateway.config import GatewayConfig, load_config
@@ -105,6 +106,7 @@ class GatewayServer:
             listen=f"{config.listen.host}:{self.listener.port}",
             admin=f"{config.admin.host}:{self.admin_port}" if config.admin is not None else None,
             routes=len(config.routes),
+            engine=engine_build(),
             reload="watch"
             if self.reloader and self.reloader.watcher
             else ("signal" if self.reloader else None),

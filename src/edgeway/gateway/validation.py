@@ -2,7 +2,7 @@
 
 - ``max_body``: a declared ``Content-Length`` over the limit is refused (413) before a byte is
   read; a chunked body is counted as it streams and refused once it passes the limit, the excess
-  dropped, never buffered (:class:`~edgeway.http.body.LimitedBody`).
+  dropped, never buffered (:meth:`~edgeway.http.body.BodyStream.limit_to`).
 - ``json_schema``: the body (of the configured methods) is read whole, up to ``max_body`` (or the
   gateway's ``limits.max_body_bytes``), parsed and validated with a validator compiled when the
   route is built. Not JSON → 400; a wrong media type → 415; schema errors → 422 listing each
@@ -19,7 +19,7 @@ import orjson
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.errors import Rejection
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
-from edgeway.http.body import LimitedBody, buffered_body
+from edgeway.http.body import buffered_body
 from edgeway.http.errors import BodyTooLarge
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def _size_only(limit: int, next_handler: Handler) -> Handler:
                 raise too_large(limit)
         elif not ex.body.complete or ex.body.received:
             # Chunked: counted while it streams; the action (or the proxy) sees BodyTooLarge.
-            ex.body = LimitedBody.take_over(ex.body, limit)
+            ex.body.limit_to(limit)
         try:
             await next_handler(ctx)
         except BodyTooLarge:

@@ -9,8 +9,9 @@ can never make edgeway hold more than about ``high_water`` bytes of one body in 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 from edgeway.http.errors import BodyTooLarge
 
@@ -22,6 +23,7 @@ class BodyStream:
         "_eof",
         "_error",
         "_high",
+        "_limit",
         "_low",
         "_on_first_read",
         "_pause",
@@ -50,14 +52,18 @@ class BodyStream:
         self._high = high_water
         self._low = low_water
         self._on_first_read = on_first_read
+        self._limit = sys.maxsize
         self.received = 0  # total bytes fed, for limits and access logs
 
     # -- producer side (protocol callbacks; never await) ------------------------------------
     def feed(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
         n = len(chunk)
-        self._buffered += n
         self.received += n
+        if self.received > self._limit:
+            self._refuse()
+            return
+        self._chunks.append(chunk)
+        self._buffered += n
         if self._buffered > self._high and not self._paused:
             self._paused = True
             self._pause()
@@ -118,6 +124,22 @@ class BodyStream:
         self._maybe_resume()
         return chunk
 
+    def limit_to(self, limit: int) -> None:
+        """Refuse the body once more than ``limit`` bytes arrive (a route's smaller limit than the
+        server's); call it before anything reads the body. Bytes past the limit are dropped, never
+        buffered, and the reader gets :class:`BodyTooLarge` at once."""
+        self._limit = limit
+        if self.received > limit:
+            self._refuse()
+
+    def _refuse(self) -> None:
+        self._chunks.clear()
+        self._buffered = 0
+        self._maybe_resume()
+        if not isinstance(self._error, BodyTooLarge):
+            self._error = BodyTooLarge(self._limit)
+            self._wake()
+
     def _maybe_resume(self) -> None:
         if self._paused and self._buffered <= self._low:
             self._paused = False
@@ -134,44 +156,16 @@ class BodyStream:
             parts.append(chunk)
         return b"".join(parts)
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while chunk := await self.read():
-            yield chunk
+    def __aiter__(self) -> BodyStream:
+        return self
 
-
-class LimitedBody(BodyStream):
-    """A body refused once more than ``limit`` bytes arrive (a route's smaller limit than the
-    server's). Made from a live body with :meth:`take_over` before anything reads it; from then on
-    the protocol feeds this object. Bytes past the limit are dropped, never buffered, and the
-    reader gets :class:`BodyTooLarge` at once."""
-
-    __slots__ = ("limit",)
-    limit: int
-
-    @classmethod
-    def take_over(cls, body: BodyStream, limit: int) -> LimitedBody:
-        new = cls.__new__(cls)
-        for slot in BodyStream.__slots__:
-            setattr(new, slot, getattr(body, slot))
-        new.limit = limit
-        if new.received > limit:
-            new._refuse()
-        return new
-
-    def feed(self, chunk: bytes) -> None:
-        if self._error is not None:
-            self.received += len(chunk)
-            return
-        super().feed(chunk)
-        if self.received > self.limit:
-            self._refuse()
-
-    def _refuse(self) -> None:
-        self._chunks.clear()
-        self._buffered = 0
-        self._maybe_resume()
-        self._error = BodyTooLarge(self.limit)
-        self._wake()
+    async def __anext__(self) -> bytes:
+        # A method rather than an async generator: mypyc compiles this module, and it does not
+        # compile async generators.
+        chunk = await self.read()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
 
 def buffered_body(data: bytes) -> BodyStream:

@@ -11,7 +11,9 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+from mypy_extensions import mypyc_attr
 
 from edgeway.http.limits import ServerLimits
 from edgeway.http.server import Handler, ServerProtocol
@@ -35,6 +37,9 @@ def bind_socket(host: str, port: int, reuse_port: bool = True, backlog: int = 20
     return sock
 
 
+# Compiled builds (mypyc) refuse Python subclasses of compiled classes unless allowed; a listener
+# that counts or filters connections (tests, embedders) subclasses this one.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Listener:
     """Owns one listening socket and every connection it accepted."""
 
@@ -96,7 +101,10 @@ class Listener:
     @property
     def port(self) -> int:
         assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        # uvloop's Server.sockets is a list where typeshed says tuple, and compiled (mypyc) code
+        # checks declared types at run time: read it untyped.
+        sockets: Sequence[socket.socket] = getattr(self._server, "sockets")  # noqa: B009
+        return int(sockets[0].getsockname()[1])
 
     async def shutdown(self, grace: float) -> int:
         """Stop accepting, let in-flight exchanges finish up to `grace` seconds, close the rest.
