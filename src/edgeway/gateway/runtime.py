@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Collection, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from edgeway.gateway.access_log import AccessLog
 from edgeway.gateway.aggregate import build_aggregate
@@ -77,13 +77,17 @@ FILTERS: list[FilterBuilder] = [
 ]
 
 
-class Prepared(NamedTuple):
+class Prepared:
     """What every request needs before its route runs (see ``Gateway._prepare``)."""
 
-    span: TraceParent  # this hop's span: a child of the client's, or a new trace
-    tp: bytes  # the span encoded for traceparent headers
-    path: str | PathError  # the normalised path, or why it could not be normalised
-    match: RouteMatch | None
+    # A plain class, not a NamedTuple: see http.upstream.ResponseHead.
+    __slots__ = ("match", "path", "span", "tp")
+
+    def __init__(self, span: TraceParent, tp: bytes, path: str | PathError, match: RouteMatch | None) -> None:
+        self.span = span  # this hop's span: a child of the client's, or a new trace
+        self.tp = tp  # the span encoded for traceparent headers
+        self.path = path  # the normalised path, or why it could not be normalised
+        self.match = match
 
 
 def server_limits(config: GatewayConfig) -> ServerLimits:
@@ -235,7 +239,7 @@ class Gateway:
 
     async def _serve(self, ex: Exchange, prepared: Prepared) -> None:
         """Run the matched route's handler; the caller has counted the request in ``inflight``."""
-        span, tp, path, found = prepared
+        span, tp, path, found = prepared.span, prepared.tp, prepared.path, prepared.match
         route_id: str | None = None
         try:
             if isinstance(path, PathError):

@@ -12,7 +12,7 @@ import asyncio
 import enum
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 
@@ -41,13 +41,29 @@ class UpstreamState(enum.Enum):
         return self is UpstreamState.IDLE
 
 
-class ResponseHead(NamedTuple):
-    status: int
-    headers: Headers
-    content_length: int | None
-    chunked: bool
-    keep_alive: bool
-    upgraded: bool
+class ResponseHead:
+    # A plain class, not a NamedTuple: one is made per response, and in a compiled build
+    # (mypyc) a class is built in C where a NamedTuple runs its generated Python __new__.
+    __slots__ = ("chunked", "content_length", "headers", "keep_alive", "status", "upgraded")
+
+    def __init__(
+        self,
+        status: int,
+        headers: Headers,
+        content_length: int | None,
+        chunked: bool,
+        keep_alive: bool,
+        upgraded: bool,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.content_length = content_length
+        self.chunked = chunked
+        self.keep_alive = keep_alive
+        self.upgraded = upgraded
+
+    def __repr__(self) -> str:
+        return f"ResponseHead(status={self.status}, headers={self.headers!r})"
 
 
 class UpstreamListener(Protocol):
