@@ -1,5 +1,7 @@
 from edgeway.observability.ids import (
+    TraceParent,
     new_request_id,
+    new_request_ids,
     new_traceparent,
     parse_traceparent,
     valid_request_id,
@@ -35,3 +37,13 @@ def test_traceparent_rejects_malformed_and_zero_ids() -> None:
     assert parse_traceparent(b"ff-" + b"a" * 32 + b"-" + b"1" * 16 + b"-01") is None
     assert parse_traceparent(b"00-XYZ-1-01") is None
     assert parse_traceparent(b"00-" + b"A" * 32 + b"-" + b"1" * 16 + b"-01") is None
+
+
+def test_one_draw_gives_three_distinct_well_formed_ids() -> None:
+    drawn = [new_request_ids() for _ in range(1000)]
+    assert len({d for ids in drawn for d in ids}) == 3000
+    for request_id, trace_id, span_id in drawn:
+        assert valid_request_id(request_id)
+        assert len(request_id) == 32
+        assert parse_traceparent(TraceParent(trace_id, span_id, b"01").encode()) is not None
+        assert (len(trace_id), len(span_id)) == (32, 16)

@@ -50,7 +50,7 @@ from edgeway.http.limits import PoolLimits, ServerLimits, UpstreamTimeouts
 from edgeway.observability.ids import (
     TraceParent,
     new_request_id,
-    new_traceparent,
+    new_request_ids,
     parse_traceparent,
     valid_request_id,
 )
@@ -212,10 +212,17 @@ class Gateway:
 
     def _prepare(self, ex: Exchange) -> Prepared:
         """Request ids, path normalisation and the route match: what every request needs first."""
-        if not ex.request_id or not valid_request_id(ex.request_id):
-            ex.request_id = new_request_id()
+        fresh_id = not ex.request_id or not valid_request_id(ex.request_id)
         incoming = parse_traceparent(ex.traceparent) if ex.traceparent else None
-        span = incoming.child() if incoming is not None else new_traceparent()
+        if incoming is not None:
+            span = incoming.child()
+            if fresh_id:
+                ex.request_id = new_request_id()
+        else:
+            request_id, trace_id, span_id = new_request_ids()
+            span = TraceParent(trace_id, span_id, b"01")
+            if fresh_id:
+                ex.request_id = request_id
         tp = span.encode()
         try:
             path = normalize_path(ex.path, self._encoded_slash, self._case_sensitive)

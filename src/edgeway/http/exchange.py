@@ -158,10 +158,10 @@ class Exchange:
     def _head(self, status: int, headers: Headers, content_length: int | None, has_body: bool) -> bytes:
         parts = [status_line(status)]
         for name, value in headers:
-            parts.append(name + b": " + value + b"\r\n")
+            parts += (name, b": ", value, b"\r\n")
         if self.extra_headers:
             for name, value in self.extra_headers:
-                parts.append(name + b": " + value + b"\r\n")
+                parts += (name, b": ", value, b"\r\n")
         if has_body:
             if content_length is not None:
                 parts.append(b"content-length: %d\r\n" % content_length)

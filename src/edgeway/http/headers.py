@@ -74,5 +74,12 @@ def reason_phrase(status: int) -> bytes:
     return found
 
 
+_STATUS_LINES: dict[int, bytes] = {}
+
+
 def status_line(status: int) -> bytes:
-    return b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        # Bounded: only statuses 100-999 reach here (the parser and the gateway check them).
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))
+    return line

@@ -35,6 +35,18 @@ def new_request_id() -> bytes:
     return _random_hex(16)
 
 
+def new_request_ids() -> tuple[bytes, bytes, bytes]:
+    """A request id, a trace id and a span id for a request that brought none: one random draw
+    cut in three (a third of the cost of three draws; the gateway does this per request)."""
+    h = hexlify(_bits(320).to_bytes(40, "little"))
+    trace_id, span_id = h[32:64], h[64:80]
+    if trace_id == _ZERO_TRACE:  # W3C forbids all-zero ids; p = 2**-128
+        trace_id = new_trace_id()
+    if span_id == _ZERO_SPAN:  # p = 2**-64
+        span_id = new_span_id()
+    return h[:32], trace_id, span_id
+
+
 def valid_request_id(value: bytes) -> bool:
     return _REQUEST_ID.fullmatch(value) is not None
 
