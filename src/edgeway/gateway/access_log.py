@@ -16,23 +16,23 @@ import asyncio
 import re
 import sys
 import time
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
 import orjson
 
 from edgeway.http.exchange import Exchange
 from edgeway.observability.timefmt import Rfc3339Stamper
 
-_FLUSH_AT = 64 * 1024
+_FLUSH_AT: Final = 64 * 1024
 
 # Printable ASCII without '"' and '\\': such text is its own JSON string body.
-_PLAIN = re.compile(rb"[ !#-\[\]-~]*")
-_LINE = (
+_PLAIN: Final = re.compile(rb"[ !#-\[\]-~]*")
+_LINE: Final = (
     b'{"time":"%s","level":"%s","service":%s,"request_id":"%s","trace_id":"%s","span_id":"%s",'
     b'"message":"request","client":%s,"method":"%s","path":"%s","route":%s,"status":%d,'
-    b'"upstream":%s,"duration_ms":%.3f,"bytes_in":%d,"bytes_out":%d}\n'
+    b'"upstream":%s,"duration_ms":%d.%03d,"bytes_in":%d,"bytes_out":%d}\n'
 )
-_JSON_CACHE_MAX = 4096  # route ids, upstream labels and client addresses, as JSON strings
+_JSON_CACHE_MAX: Final = 4096  # route ids, upstream labels and client addresses, as JSON strings
 
 
 class AccessLog:
@@ -69,6 +69,9 @@ class AccessLog:
             and _PLAIN.fullmatch(ex.path) is not None
         ):
             status = ex.status
+            # Whole microseconds, written as milliseconds with integer formatting: %.3f on the
+            # float costs more than the rest of the line.
+            micros = int((time.perf_counter() - ex.started) * 1_000_000)
             self.write(
                 _LINE
                 % (
@@ -84,7 +87,8 @@ class AccessLog:
                     self._as_json(route),
                     status,
                     self._as_json(upstream),
-                    (time.perf_counter() - ex.started) * 1000,
+                    micros // 1000,
+                    micros % 1000,
                     ex.body.received,
                     ex.bytes_out,
                 )

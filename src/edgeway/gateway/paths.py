@@ -18,21 +18,22 @@ Why: a route's rules (and, later, its auth) apply to the path the router sees. I
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from edgeway.gateway.errors import PathError
 
 # Anything that makes a path non-canonical: an escape, a control or non-ASCII byte, a space, a
 # duplicate slash or a segment starting with a dot. One C-level search keeps the common case at
 # ~0.2 µs; the slow path only runs when it finds something.
-_NEEDS_WORK = re.compile(rb"[\x00-\x20\x7f-\xff%]|//|/\.")
-_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
-_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-_UPPER_ESCAPE = re.compile(r"%[0-9a-f]{2}")
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_SLASH = 0x2F
+_NEEDS_WORK: Final = re.compile(rb"[\x00-\x20\x7f-\xff%]|//|/\.")
+_ESCAPE: Final = re.compile(rb"%([0-9A-Fa-f]{2})")
+_BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_UPPER_ESCAPE: Final = re.compile(r"%[0-9a-f]{2}")
+_UNRESERVED: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_SLASH: Final = 0x2F
 # Placeholder for a kept %2F while segments are split; NUL cannot survive the checks above, so it
 # cannot collide with anything a client sent.
-_KEPT_SLASH = "\x00"
+_KEPT_SLASH: Final = "\x00"
 
 ENCODED_SLASH_POLICIES = ("reject", "decode", "keep")
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Final
 
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.errors import Rejection
@@ -42,7 +43,7 @@ from edgeway.resilience.deadline import DEADLINE_HEADER, incoming_budget
 from edgeway.resilience.guard import ServiceGuard
 
 # Request headers the gateway rewrites itself (besides hop-by-hop ones).
-_REPLACED = frozenset(
+_REPLACED: Final = frozenset(
     {
         b"host",
         b"x-forwarded-for",
@@ -56,11 +57,11 @@ _REPLACED = frozenset(
         DEADLINE_HEADER,
     }
 )
-_SKIP_REQUEST = HOP_BY_HOP | _REPLACED
-_SKIP_RESPONSE = HOP_BY_HOP | {b"content-length", b"x-request-id", b"traceparent"}
+_SKIP_REQUEST: Final = HOP_BY_HOP | _REPLACED
+_SKIP_RESPONSE: Final = HOP_BY_HOP | {b"content-length", b"x-request-id", b"traceparent"}
 # Methods a stale pooled connection may be retried for (RFC 9110 §9.2.2 idempotent methods).
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-_VIA = b"1.1 edgeway"
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+_VIA: Final = b"1.1 edgeway"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections import deque
 from collections.abc import Callable
 
 from edgeway.http.errors import BodyTooLarge
@@ -41,7 +40,9 @@ class BodyStream:
         low_water: int,
         on_first_read: Callable[[], None] | None = None,
     ) -> None:
-        self._chunks: deque[bytes] = deque()
+        # A list, not a deque: it holds a few chunks at most (high_water bounds it), and compiled
+        # code (mypyc) runs list operations natively where a deque's are Python calls.
+        self._chunks: list[bytes] = []
         self._buffered = 0
         self._eof = False
         self._error: BaseException | None = None
@@ -119,7 +120,7 @@ class BodyStream:
                 await self._waiter
             finally:
                 self._waiter = None
-        chunk = self._chunks.popleft()
+        chunk = self._chunks.pop(0)
         self._buffered -= len(chunk)
         self._maybe_resume()
         return chunk

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Final
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the de-facto ones (Proxy-*, Keep-Alive).
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -19,7 +20,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-_FORBIDDEN_IN_VALUE = (b"\x00", b"\r", b"\n")
+_FORBIDDEN_IN_VALUE: Final = (b"\x00", b"\r", b"\n")
 
 
 def value_is_safe(value: bytes) -> bool:
@@ -31,7 +32,7 @@ def connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
 
-_STATUS_REASONS = {
+_STATUS_REASONS: Final = {
     100: b"Continue",
     101: b"Switching Protocols",
     200: b"OK",
@@ -74,7 +75,7 @@ def reason_phrase(status: int) -> bytes:
     return found
 
 
-_STATUS_LINES: dict[int, bytes] = {}
+_STATUS_LINES: Final[dict[int, bytes]] = {}
 
 
 def status_line(status: int) -> bytes:

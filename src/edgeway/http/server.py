@@ -13,7 +13,7 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 import httptools
 
@@ -58,11 +58,12 @@ class ConnectionObserver(Protocol):
     def rejected(self, conn: ServerProtocol, status: int, reason: str) -> None: ...
 
 
-_HEADER_SPECIAL = frozenset(
+_HEADER_SPECIAL: Final = frozenset(
     {b"host", b"content-length", b"transfer-encoding", b"expect", b"connection", b"upgrade"}
 )
-_REQUEST_ID = b"x-request-id"
-_TRACEPARENT = b"traceparent"
+_REQUEST_ID: Final = b"x-request-id"
+_TRACEPARENT: Final = b"traceparent"
+_VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
 
 
 class ServerProtocol(asyncio.Protocol):
@@ -272,7 +273,7 @@ class ServerProtocol(asyncio.Protocol):
                 target = slash + path_part if slash else b"/"
             else:
                 self._raise(RequestRejected(400, "request target must be origin-form"))
-        if b"#" in target:
+        if target.find(b"#") >= 0:  # not `in`: bytes.__contains__ tries int(needle) first, and raises
             self._raise(RequestRejected(400, "fragment in request target"))
         path, _, query = target.partition(b"?")
         cl = self._content_length
@@ -291,7 +292,7 @@ class ServerProtocol(asyncio.Protocol):
         else:
             ex_body = empty_body()
         ex = Exchange(
-            self, method, target, path, query, version.encode(), self._headers, host, ex_body, self.client
+            self, method, target, path, query, _VERSIONS[version], self._headers, host, ex_body, self.client
         )
         ex.scheme = self._scheme
         ex.content_length = cl

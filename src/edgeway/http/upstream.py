@@ -12,7 +12,7 @@ import asyncio
 import enum
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 Headers = list[tuple[bytes, bytes]]
 
-_NO_BODY = frozenset({204, 304})
+_NO_BODY: Final = frozenset({204, 304})
 
 
 class UpstreamState(enum.Enum):
@@ -80,7 +80,7 @@ class UpstreamListener(Protocol):
 
 
 # How often armed upstream deadlines are checked; timeouts are accurate to this.
-DEADLINE_TICK = 0.05
+DEADLINE_TICK: Final = 0.05
 
 
 class DeadlineWatch:

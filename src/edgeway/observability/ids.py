@@ -10,19 +10,20 @@ from __future__ import annotations
 import random
 import re
 from binascii import hexlify
+from typing import Final
 
 # 1..128 visible characters from a conservative alphabet: enough for UUIDs, ULIDs and the
 # ids other gateways emit, nothing that needs escaping in a log line or a header.
-_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+=/-]{1,128}")
-_TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-_ZERO_TRACE = b"0" * 32
-_ZERO_SPAN = b"0" * 16
+_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:+=/-]{1,128}")
+_TRACEPARENT: Final = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE: Final = b"0" * 32
+_ZERO_SPAN: Final = b"0" * 16
 
 
 # Ids need to be unique, not secret: the Mersenne Twister gives 128 random bits in ~0.1 µs where
 # os.urandom costs a syscall (~1 µs) and the gateway makes three ids per request. hexlify of the
 # bytes is about twice as fast as formatting the int with %x.
-_bits = random.getrandbits
+_bits: Final = random.getrandbits
 
 
 def _random_hex(nbytes: int) -> bytes:

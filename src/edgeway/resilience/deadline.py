@@ -11,14 +11,15 @@ or pass the remainder on to the next hop, instead of finishing work nobody waits
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 __all__ = ["DEADLINE_HEADER", "incoming_budget", "parse_grpc_timeout"]
 
-DEADLINE_HEADER = b"x-edgeway-deadline-ms"
-_GRPC_TIMEOUT = b"grpc-timeout"
+DEADLINE_HEADER: Final = b"x-edgeway-deadline-ms"
+_GRPC_TIMEOUT: Final = b"grpc-timeout"
 # grpc-timeout: up to 8 digits and a unit (gRPC over HTTP/2 protocol spec).
-_GRPC_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
-_LENGTHS = frozenset({len(DEADLINE_HEADER), len(_GRPC_TIMEOUT)})
+_GRPC_UNITS: Final = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+_LENGTHS: Final = frozenset({len(DEADLINE_HEADER), len(_GRPC_TIMEOUT)})
 
 
 def parse_grpc_timeout(value: bytes) -> float | None:
