@@ -1,6 +1,6 @@
 """The access log's two ways to write a line give the same JSON.
 
-Most lines are formatted from a template (access_log._LINE); a line with text that needs JSON
+Most lines go into the buffer as pieces of JSON text (AccessLog.record); a line with text that needs JSON
 escaping, or extra fields, goes through a dict and orjson. Hypothesis feeds both arbitrary paths,
 request ids, clients and log fields and compares the parsed lines.
 """

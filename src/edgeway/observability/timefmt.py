@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Final
+
+_MILLIS_Z: Final = [b".%03dZ" % i for i in range(1000)]
 
 
 class Rfc3339Stamper:
@@ -31,4 +34,4 @@ class Rfc3339Stamper:
         second = int(t)
         if second != self._second:
             self._refresh(second)
-        return b"%s.%03dZ" % (self._prefix_bytes, int((t - second) * 1000))
+        return self._prefix_bytes + _MILLIS_Z[int((t - second) * 1000)]
