@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeway.gateway.access_log import AccessLog
-from edgeway.http.body import empty_body
+from edgeway.http.body import buffered_body
 from edgeway.http.exchange import Exchange
 from edgeway.http.limits import ServerLimits
 from edgeway.http.listener import Listener
@@ -38,7 +38,7 @@ def make_exchange(method: bytes, path: bytes, client: str) -> Exchange:
     finally:
         asyncio.set_event_loop(None)
         loop.close()
-    return Exchange(proto, method, path, path, b"", b"1.1", [], b"a", empty_body(), client)
+    return Exchange(proto, method, path, path, b"", b"1.1", [], b"a", buffered_body(b""), client)
 
 
 def written(log: AccessLog, out: io.BytesIO) -> dict[str, Any]:

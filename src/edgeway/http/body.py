@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
+from typing import Final
 
 from edgeway.http.errors import BodyTooLarge
 
@@ -179,11 +180,21 @@ def buffered_body(data: bytes) -> BodyStream:
 
 
 def empty_body() -> BodyStream:
-    """A body that is already complete and empty (GET, HEAD, Content-Length: 0)."""
+    """The body of a request without one (GET, HEAD, Content-Length: 0): complete and empty.
+
+    One shared object, made once: nothing is fed to a complete body (the server feeds only a
+    body it is still parsing), and reading it, or setting an error on it, changes nothing."""
+    return _EMPTY
+
+
+def _noop() -> None:
+    pass
+
+
+def _make_empty() -> BodyStream:
     b = BodyStream(_noop, _noop, 1, 0)
     b._eof = True
     return b
 
 
-def _noop() -> None:
-    pass
+_EMPTY: Final = _make_empty()

@@ -64,6 +64,10 @@ _HEADER_SPECIAL: Final = frozenset(
 _REQUEST_ID: Final = b"x-request-id"
 _TRACEPARENT: Final = b"traceparent"
 _VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
+# ServerProtocol._deadline_kind
+_NO_TIMEOUT: Final = 0
+_HEAD_TIMEOUT: Final = 1
+_IDLE_TIMEOUT: Final = 2
 
 
 class ServerProtocol(asyncio.Protocol):
@@ -96,7 +100,8 @@ class ServerProtocol(asyncio.Protocol):
         # One deadline at a time (head read or keep-alive idle), checked by the listener's ticker:
         # re-arming a TimerHandle twice per request cost more than the parse.
         self.deadline = 0.0  # loop time; 0 = none
-        self._on_deadline: Callable[[], None] | None = None
+        # Which timeout the deadline is (a kind, not a bound method: one fewer object per arm).
+        self._deadline_kind = _NO_TIMEOUT
         self._got_bytes = False
         self._in_head = False  # between on_message_begin and on_headers_complete
 
@@ -138,7 +143,7 @@ class ServerProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if isinstance(peer, tuple) else ""
         self._observer.opened(self)
-        self._arm(self._limits.header_read_timeout, self._on_head_timeout)
+        self._arm(self._limits.header_read_timeout, _HEAD_TIMEOUT)
 
     def data_received(self, data: bytes) -> None:
         if self.state is ConnState.UPGRADED:
@@ -201,7 +206,7 @@ class ServerProtocol(asyncio.Protocol):
         self._upgrade = None
         self._request_id = b""
         self._traceparent = b""
-        self._arm(self._limits.header_read_timeout, self._on_head_timeout)
+        self._arm(self._limits.header_read_timeout, _HEAD_TIMEOUT)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -454,7 +459,7 @@ class ServerProtocol(asyncio.Protocol):
             self.close()
         elif self._parsing is None and not self._in_head:
             self.state = ConnState.WAITING
-            self._arm(self._limits.keepalive_timeout, self._on_idle_timeout)
+            self._arm(self._limits.keepalive_timeout, _IDLE_TIMEOUT)
 
     # -- writing -------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -502,20 +507,23 @@ class ServerProtocol(asyncio.Protocol):
             t.pause_reading()
 
     # -- timers ----------------------------------------------------------------------------
-    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+    def _arm(self, delay: float, kind: int) -> None:
         self.deadline = self._loop.time() + delay
-        self._on_deadline = callback
+        self._deadline_kind = kind
 
     def _cancel_timer(self) -> None:
         self.deadline = 0.0
-        self._on_deadline = None
+        self._deadline_kind = _NO_TIMEOUT
 
     def check_deadline(self, now: float) -> None:
         """Called by the listener's ticker; fires the pending timeout once it is due."""
-        if self.deadline and now >= self.deadline and self._on_deadline is not None:
-            callback = self._on_deadline
+        if self.deadline and now >= self.deadline:
+            kind = self._deadline_kind
             self._cancel_timer()
-            callback()
+            if kind == _HEAD_TIMEOUT:
+                self._on_head_timeout()
+            elif kind == _IDLE_TIMEOUT:
+                self._on_idle_timeout()
 
     def _on_head_timeout(self) -> None:
         if not self._got_bytes and not self._queue:
