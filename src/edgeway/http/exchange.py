@@ -18,6 +18,9 @@ import orjson
 from edgeway.http.body import BodyStream
 from edgeway.http.headers import status_line
 
+# Per request: a C static in a compiled build, not an attribute lookup on the module.
+_perf_counter: Final = time.perf_counter
+
 if TYPE_CHECKING:
     from edgeway.http.server import ServerProtocol
 
@@ -126,7 +129,7 @@ class Exchange:
         # a copy of the response for a filter that wants it (the cache); None costs one check
         self.tap: ResponseTap | None = None
         # observability: fields the access log and later stages add (route, upstream, ...)
-        self.started = time.perf_counter()
+        self.started = _perf_counter()
         self.log: dict[str, Any] = {}
         # set by a handler that took the exchange (see server.Take): the client went away
         self.on_lost: Callable[[], None] | None = None

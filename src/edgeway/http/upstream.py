@@ -21,6 +21,9 @@ from edgeway.http.errors import UpstreamProtocolError, UpstreamReset, UpstreamTi
 from edgeway.http.flow import WriteFlow
 from edgeway.http.limits import PoolLimits
 
+# Per exchange: a C static in a compiled build, not an attribute lookup on the module.
+_monotonic: Final = time.monotonic
+
 if TYPE_CHECKING:
     from edgeway.http.tunnel import Tunnel
 
@@ -153,7 +156,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_waiter: asyncio.Future[ResponseHead] | None = None
         self.listener: UpstreamListener | None = None
         self.head: ResponseHead | None = None  # the final response head, once parsed
-        self.body: BodyStream = BodyStream(self._pause_reading, self._resume_reading, 1, 0)
+        # Bound once: every exchange's body gets them (like the parser, they point back here).
+        self._pause_cb: Callable[[], None] = self._pause_reading
+        self._resume_cb: Callable[[], None] = self._resume_reading
+        self.body: BodyStream = BodyStream(self._pause_cb, self._resume_cb, 1, 0)
         self._headers: Headers = []
         self._cl: int | None = None
         self._chunked = False
@@ -312,8 +318,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.head = None
         self._head_waiter = None if listener is not None else self._loop.create_future()
         self.body = BodyStream(
-            self._pause_reading,
-            self._resume_reading,
+            self._pause_cb,
+            self._resume_cb,
             self._limits.read_high_water,
             self._limits.read_low_water,
         )
@@ -348,7 +354,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._spare_parser = None if self._head_request else self._parser
         self._parser = None
         self.listener = None
-        self.idle_since = time.monotonic()
+        self.idle_since = _monotonic()
 
     def set_deadline(self, at: float, phase: str, seconds: float) -> None:
         """Fail the exchange with UpstreamTimeout(phase, seconds) if it is still going at `at`."""
