@@ -275,6 +275,14 @@ def test_a_crashed_service_is_restarted_and_serves_again(shop: Shop) -> None:
     shop.wait(lambda: "inventory is ready again (restart #1)" in shop.output(), 30, "inventory to be back")
     assert shop.pid_of("inventory") != pid
     assert shop.get("inventory", "/stock/CUP-01").status_code == 200
+    # The edges take it back once their health checks pass again (2 s apart) and its breaker has
+    # closed; until then they answer 503, and the next tests reach inventory through them.
+    token = shop.partner_token()
+    shop.wait(
+        lambda: shop.get("gateway", "/v1/stock/CUP-01", headers=shop.bearer(token)).status_code == 200,
+        20,
+        "the gateway to route to the restarted inventory",
+    )
     # the order flow works through the restarted service
     order = _place(shop, "alice", [{"sku": "CUP-01", "qty": 1}])
     assert _order_until(shop, "alice", order["id"], {"confirmed", "cancelled"})["status"] == "confirmed"
