@@ -19,6 +19,7 @@ its annotations: compiled code checks them (the tests run against a compiled bui
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -33,11 +34,14 @@ GROUP = "edgeway"
 class CompileHook(BuildHookInterface):  # type: ignore[type-arg]
     PLUGIN_NAME = "custom"
 
+    _temp: list[Path]
+
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        self._temp = []
         if self.target_name != "wheel" or version == "editable":
             return
         sources = self._sources()
-        built = Path(tempfile.mkdtemp(prefix="edgeway-mypyc-"))
+        built = self._temp_dir("edgeway-mypyc-")
         self._compile(sources, built)
         src_root = Path(self.root) / "src"
         for path in sorted(built.rglob("*.so")) + sorted(built.rglob("*.pyd")):
@@ -45,6 +49,16 @@ class CompileHook(BuildHookInterface):  # type: ignore[type-arg]
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
         self.app.display_info(f"mypyc: compiled {len(sources)} modules of {src_root}")
+
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        # The extension modules are read into the wheel by now.
+        for path in getattr(self, "_temp", []):
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _temp_dir(self, prefix: str) -> Path:
+        path = Path(tempfile.mkdtemp(prefix=prefix))
+        self._temp.append(path)
+        return path
 
     def _sources(self) -> list[str]:
         listed = self.config.get("compile")
@@ -67,7 +81,7 @@ class CompileHook(BuildHookInterface):  # type: ignore[type-arg]
         from mypyc.build import mypycify
         from setuptools import Distribution
 
-        work = Path(tempfile.mkdtemp(prefix="edgeway-mypyc-c-"))
+        work = self._temp_dir("edgeway-mypyc-c-")
         here = os.getcwd()
         # mypy reads the project's settings from the working directory; the paths it reports are
         # relative to it too.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -41,9 +42,9 @@ class BodyStream:
         low_water: int,
         on_first_read: Callable[[], None] | None = None,
     ) -> None:
-        # A list, not a deque: it holds a few chunks at most (high_water bounds it), and compiled
-        # code (mypyc) runs list operations natively where a deque's are Python calls.
-        self._chunks: list[bytes] = []
+        # A deque: a chunked body of 1-byte chunks puts thousands of chunks here between two
+        # reads, and list.pop(0) would make reading them quadratic.
+        self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._eof = False
         self._error: BaseException | None = None
@@ -121,7 +122,7 @@ class BodyStream:
                 await self._waiter
             finally:
                 self._waiter = None
-        chunk = self._chunks.pop(0)
+        chunk = self._chunks.popleft()
         self._buffered -= len(chunk)
         self._maybe_resume()
         return chunk
