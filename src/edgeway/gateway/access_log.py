@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Final
 import orjson
 
 from edgeway.http.exchange import Exchange
-from edgeway.observability.timefmt import Rfc3339Stamper
+from edgeway.observability.timefmt import THOUSANDTHS, Rfc3339Stamper
 
 # Per request: C statics in a compiled build, not attribute lookups on the module.
 _perf_counter: Final = time.perf_counter
@@ -34,7 +34,6 @@ _FLUSH_AT: Final = 64 * 1024
 # Printable ASCII without '"' and '\\': such text is its own JSON string body.
 _PLAIN: Final = re.compile(rb"[ !#-\[\]-~]*")
 _JSON_CACHE_MAX: Final = 4096  # route ids, upstream labels and client addresses, as JSON strings
-_THOUSANDTHS: Final = [b".%03d" % i for i in range(1000)]
 
 
 def _decimal(n: int) -> bytes:
@@ -102,7 +101,7 @@ class AccessLog:
                 self._as_json(upstream),
                 b',"duration_ms":',
                 _decimal(micros // 1000),
-                _THOUSANDTHS[micros % 1000],
+                THOUSANDTHS[micros % 1000],
                 b',"bytes_in":',
                 _decimal(ex.body.received),
                 b',"bytes_out":',
