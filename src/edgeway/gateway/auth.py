@@ -36,6 +36,7 @@ from edgeway.gateway.pipeline import Gate, GatewayEnv, Handler, RequestContext
 
 if TYPE_CHECKING:
     from edgeway.gateway.token_auth import EdgeAuth, Verified
+    from edgeway.http.exchange import Exchange
     from edgeway.security.policy import PolicyReplica
 
 _AUTHORIZATION = b"authorization"
@@ -88,19 +89,24 @@ def _authenticating(
     allow_query = rule.allow_query_token
     pass_token = config.pass_token
 
+    def bearer_header(ex: Exchange) -> bytes | None:
+        """The Authorization header's Bearer token; a 401 for another scheme when required."""
+        authorization = ex.header(_AUTHORIZATION)
+        if authorization is None:
+            return None
+        scheme, _, value = authorization.strip().partition(b" ")
+        if scheme.lower() == b"bearer" and value.strip():
+            return value.strip()
+        if required:
+            raise challenge.unauthorized(
+                "missing", "the Authorization header is not a Bearer token", error=False
+            )
+        return None
+
     async def authenticate(ctx: RequestContext) -> None:
         ex = ctx.ex
-        token: bytes | None = None
+        token = bearer_header(ex)
         from_query = False
-        authorization = ex.header(_AUTHORIZATION)
-        if authorization is not None:
-            scheme, _, value = authorization.strip().partition(b" ")
-            if scheme.lower() == b"bearer" and value.strip():
-                token = value.strip()
-            elif required:
-                raise challenge.unauthorized(
-                    "missing", "the Authorization header is not a Bearer token", error=False
-                )
         if token is None and ex.query and query_param in ex.query:
             if not allow_query:
                 if required:
@@ -141,16 +147,7 @@ def _authenticating(
         # A query-string token (it rewrites the query) and an unknown key id (a JWKS fetch) are
         # left to the task path.
         ex = ctx.ex
-        token: bytes | None = None
-        authorization = ex.header(_AUTHORIZATION)
-        if authorization is not None:
-            scheme, _, value = authorization.strip().partition(b" ")
-            if scheme.lower() == b"bearer" and value.strip():
-                token = value.strip()
-            elif required:
-                raise challenge.unauthorized(
-                    "missing", "the Authorization header is not a Bearer token", error=False
-                )
+        token = bearer_header(ex)
         if token is None and ex.query and query_param in ex.query:
             return False
         if token is None:
