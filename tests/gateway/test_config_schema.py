@@ -233,6 +233,38 @@ def test_timeouts_must_fit_in_the_total() -> None:
     assert "exceeds total" in message
 
 
+def test_a_phase_left_at_its_default_is_capped_by_a_shorter_total() -> None:
+    # docs/aggregation.md: `timeouts: {first_byte: 300ms, total: 1s}` was refused for the
+    # default connect timeout (2 s), a key the user never wrote.
+    cfg = validate_config(
+        config(
+            services={
+                "catalog": {"instances": ["http://h:1"], "timeouts": {"first_byte": "300ms", "total": "1s"}}
+            }
+        )
+    )
+    timeouts = cfg.services["catalog"].timeouts
+    assert (timeouts.connect, timeouts.first_byte, timeouts.total) == (1.0, 0.3, 1.0)
+    only_total = validate_config(
+        config(services={"catalog": {"instances": ["http://h:1"], "timeouts": {"total": "5s"}}})
+    )
+    assert (
+        only_total.services["catalog"].timeouts.connect,
+        only_total.services["catalog"].timeouts.first_byte,
+    ) == (
+        2.0,
+        5.0,
+    )
+    [(key, _)] = issues_of(
+        config(
+            services={
+                "catalog": {"instances": ["http://h:1"], "timeouts": {"first_byte": "2s", "total": "1s"}}
+            }
+        )
+    )
+    assert key == "services.catalog.timeouts.first_byte"  # written by the user: still an error
+
+
 def test_only_version_1_is_read() -> None:
     [(key, message)] = issues_of(config(version=2))
     assert key == ""

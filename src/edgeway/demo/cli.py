@@ -11,10 +11,12 @@ switches a feature flag of the running shop.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import socket
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,7 @@ from edgeway.demo.plan import CONFIG_BUCKET, DEFAULT_PORTS, PATTERNS, ShopPlan, 
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
 
     from edgeway.demo.supervisor import Supervisor
 
@@ -123,41 +126,87 @@ async def _prepare_broker(plan: ShopPlan) -> None:
     await ensure_config_bucket(plan.nats_url, CONFIG_BUCKET)
 
 
-def _print_ready(console: Console, plan: ShopPlan, supervisor: Supervisor) -> None:
-    from rich.table import Table
+def cli_command(env: Mapping[str, str] | None = None) -> str:
+    """How the person reading our output runs edgeway, for the commands we print.
 
-    elapsed = max(p.ready_at or 0.0 for p in supervisor.procs.values()) - supervisor.t0
-    console.print(
-        f"[bold green]edgeway demo: all {len(supervisor.procs)} processes are ready[/] ({elapsed:.1f} s)"
-    )
-    table = Table(title=f"the shop, pattern: {plan.pattern}", title_justify="left", show_edge=False)
-    table.add_column("what")
-    table.add_column("URL")
+    ``./dev`` puts ``.venv/bin`` on its own PATH only, so a printed ``edgeway ...`` would be
+    "command not found" in the user's shell: it passes what was typed in ``EDGEWAY_CLI``. Otherwise
+    ``edgeway`` when the shell finds one, else this interpreter with ``-m edgeway.cli``.
+    """
+    env = os.environ if env is None else env
+    given = env.get("EDGEWAY_CLI", "").strip()
+    if given:
+        return given
+    if shutil.which("edgeway", path=env.get("PATH")):
+        return "edgeway"
+    return f"{sys.executable} -m edgeway.cli"
+
+
+def demo_command(plan: ShopPlan, cli: str, *args: str) -> str:
+    """``<cli> demo <args>`` with the options that reach this demo when it is not on its defaults
+    (no args: the command that starts it)."""
+    words = [cli, "demo", *args]
+    if args and args[0] == "flag":
+        if plan.ports["nats"] != DEFAULT_PORTS["nats"]:
+            words += ["--nats-port", str(plan.ports["nats"])]
+    else:
+        if plan.pattern != "all":
+            words += ["--pattern", plan.pattern]
+        words += [f"--port {n}={p}" for n, p in plan.ports.items() if p != DEFAULT_PORTS[n]]
+    return " ".join(words)
+
+
+def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> list[Text]:
+    """What is printed once everything is ready. Every URL and command is on a line of its own
+    and never cut; with the default ports every line fits 80 columns."""
+    from rich.text import Text
+
+    lines = [
+        Text(f"edgeway demo: all {processes} processes are ready ({elapsed:.1f} s)", style="bold green"),
+        Text(f"the shop, pattern: {plan.pattern}", style="bold"),
+    ]
+
+    def entry(what: str, url: str) -> None:
+        lines.append(Text(f"  {what}"))
+        lines.append(Text(f"      {url}", style="cyan"))
+
     edges = plan.edges()
     if "web-bff" in edges:
-        table.add_row("web app through the web BFF", f"{plan.url('web-bff')}/")
-    table.add_row("web app, Direct pattern", f"{plan.url('web')}/")
+        entry("web app through the web BFF", f"{plan.url('web-bff')}/")
+    entry("web app, Direct pattern", f"{plan.url('web')}/")
     if "mobile-bff" in edges:
-        table.add_row("mobile BFF", f"{plan.url('mobile-bff')}/m/home")
+        entry("mobile BFF", f"{plan.url('mobile-bff')}/m/home")
     if "gateway" in edges:
-        table.add_row("API gateway (partners)", f"{plan.url('gateway')}/v1/products")
+        entry("API gateway (partners)", f"{plan.url('gateway')}/v1/products")
     for name in ("catalog-1", "catalog-2", "inventory", "orders", "payments", "notifications", "profile"):
-        table.add_row(f"{name} (direct)", f"{plan.url(name)}/docs")
-    table.add_row("legacy monolith", plan.url("legacy"))
-    table.add_row("security service", f"{plan.security_url}/.well-known/openid-configuration")
-    table.add_row("NATS (embedded)", plan.nats_url)
-    console.print(table)
-    users = ", ".join(f"{u} / {p} ({r})" for u, p, r in CREDENTIALS)
-    console.print(f"[bold]users[/]: {users}")
-    console.print(f"[bold]partner client[/]: {PARTNER[0]} / {PARTNER[1]} (client credentials)")
-    nats = "" if plan.ports["nats"] == DEFAULT_PORTS["nats"] else f" --nats-port {plan.ports['nats']}"
-    console.print(f"[bold]try[/]: edgeway demo flag payments.fail on{nats}   (orders get compensated)")
+        entry(f"{name} (direct, OpenAPI)", f"{plan.url(name)}/docs")
+    entry("legacy monolith", plan.url("legacy"))
+    entry("security service", f"{plan.security_url}/.well-known/openid-configuration")
+    entry("NATS (embedded)", plan.nats_url)
+    lines.append(Text("users (password grant):", style="bold"))
+    lines += [Text(f"  {u} / {p} ({r})") for u, p, r in CREDENTIALS]
+    lines.append(Text("partner client (client credentials):", style="bold"))
+    lines.append(Text(f"  {PARTNER[0]} / {PARTNER[1]}"))
+    lines.append(Text("try:", style="bold"))
+
+    def command(why: str, *args: str) -> None:
+        lines.append(Text(f"  {demo_command(plan, cli, *args)}", style="cyan"))
+        lines.append(Text(f"      {why}", style="dim"))
+
+    command("payments decline: orders get compensated", "flag", "payments.fail", "on")
     if edges:
-        console.print(
-            f"     edgeway demo flag strangler.account-profile on{nats}   (a route leaves the monolith)"
-        )
-    console.print("[bold]compare the patterns[/]: edgeway demo compare   (calls, bytes, latency per screen)")
-    console.print("[dim]logs of every process follow; Ctrl-C stops everything[/]")
+        command("a route leaves the monolith", "flag", "strangler.account-profile", "on")
+    command("the patterns compared: calls, bytes, latency per screen", "compare")
+    lines.append(Text("logs of every process follow; Ctrl-C stops everything", style="dim"))
+    return lines
+
+
+def _print_ready(console: Console, plan: ShopPlan, supervisor: Supervisor) -> None:
+    elapsed = max(p.ready_at or 0.0 for p in supervisor.procs.values()) - supervisor.t0
+    for line in ready_banner(plan, len(supervisor.procs), elapsed, cli_command()):
+        # soft_wrap: a longer line (a command with several --port options) is wrapped by the
+        # terminal, never cut or broken by rich, so it still copies and pastes as one command.
+        console.print(line, soft_wrap=True)
 
 
 @app.command("flag")
@@ -215,14 +264,17 @@ def compare(
     Console().print(
         results_table(summaries, f"{loads} loads per screen, {concurrency} at once, rtt {rtt_ms:g} ms")
     )
+    throttled = [s for s in summaries if s["throttled"]]
+    if throttled:
+        which = ", ".join(f"{s['edge']} {s['screen']}" for s in throttled)
+        unlimited = demo_command(plan, "SHOP_PARTNER_RATE=100000 SHOP_PARTNER_BURST=100000 " + cli_command())
+        typer.echo(
+            f"{which}: rate-limited (429), each load waited its Retry-After and was answered; "
+            "screens/s there is the limit, not the edge's speed. To measure without the limit, "
+            f"start the demo as: {unlimited}"
+        )
     if any(s["errors"] for s in summaries):
         for s in summaries:
             if s["first_error"]:
                 typer.secho(f"{s['edge']} {s['screen']}: {s['first_error']}", err=True, fg="red")
-        if any(" 429 " in (s["first_error"] or "") for s in summaries):
-            typer.secho(
-                "the partner gateway limits each partner to 20 requests/s: start the demo with "
-                "SHOP_PARTNER_RATE=100000 SHOP_PARTNER_BURST=100000 to measure without the limit",
-                err=True,
-            )
         raise typer.Exit(1)

@@ -10,6 +10,10 @@ A process that exits while the system runs is restarted after ``min(30, 0.5 · 2
 where ``n`` counts its recent restarts (reset once it has stayed up for a minute), and the
 supervisor says so in the log stream. Readiness is an HTTP 200 from the process's readiness URL
 (an open TCP port for the broker, a file for the strangler controller), polled until ``startup_timeout``.
+
+On a terminal the start-up is a live table; when the output is not a terminal (a pipe, a file, CI)
+a live display would print nothing until the end, so each change of a process's state is printed
+as a plain line instead.
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ class Supervisor:
         self.stop_timeout = stop_timeout
         self.show_access = show_access
         self.width = max(len(name) for name in self.procs)
+        self.plain = not self.console.is_terminal
         self.all_ready = False
         self._stop = asyncio.Event()
         self._failure: str | None = None
@@ -99,11 +104,15 @@ class Supervisor:
         stop, 1 when start-up failed."""
         keepers = [asyncio.create_task(self._keep(p), name=f"keep-{p.name}") for p in self.procs.values()]
         try:
-            with Live(self._table(), console=self.console, refresh_per_second=8, transient=True) as live:
-                self._live = live
+            if self.plain:
+                self._print(Text(f"edgeway demo: starting {len(self.procs)} processes", style="bold"))
                 ok = await self._wait_all_ready(stop)
-                live.update(self._table())
-            self._live = None
+            else:
+                with Live(self._table(), console=self.console, refresh_per_second=8, transient=True) as live:
+                    self._live = live
+                    ok = await self._wait_all_ready(stop)
+                    live.update(self._table())
+                self._live = None
             if not ok:
                 if self._failure:
                     self._report_failure()
@@ -151,15 +160,13 @@ class Supervisor:
                         await hook()
                     except Exception as exc:
                         self._failure = f"{p.name}: preparing it failed: {type(exc).__name__}: {exc}"
-                        p.state = "failed"
-                        self._refresh()
+                        self._set_state(p, "failed")
                         return
                 p.ready_at = time.monotonic()
-                p.state = "ready"
                 p.ready.set()
+                self._set_state(p, "ready")
                 if p.restarts and self.all_ready:
                     self._say(f"{p.name} is ready again (restart #{p.restarts})", "bold green")
-                self._refresh()
             assert p.process is not None
             code = await p.process.wait()
             if p.pump is not None:
@@ -170,15 +177,14 @@ class Supervisor:
                 return
             if not self.all_ready and not became_ready:
                 self._failure = f"{p.name} exited with code {code} before it was ready"
-                p.state = "failed"
-                self._refresh()
+                self._set_state(p, "failed")
                 return
             if p.ready_at is not None and time.monotonic() - p.ready_at > _STABLE_AFTER:
                 p.recent_restarts = 0
             delay = min(30.0, 0.5 * 2**p.recent_restarts)
             p.recent_restarts += 1
             p.restarts += 1
-            p.state = "restarting"
+            p.state = "restarting"  # the line below says it, also on a terminal
             p.ready.clear()
             self._say(
                 f"{p.name} exited with code {code}; restarting in {delay:.1f} s (restart #{p.restarts})",
@@ -188,10 +194,9 @@ class Supervisor:
             await asyncio.sleep(delay)
 
     async def _spawn(self, p: Supervised) -> None:
-        p.state = "starting"
         p.started_at = time.monotonic()
         p.ready_at = None
-        self._refresh()
+        self._set_state(p, "starting")
         p.process = await asyncio.create_subprocess_exec(
             *p.spec.argv,
             env=dict(p.spec.env),
@@ -230,7 +235,7 @@ class Supervisor:
                 return True
             await asyncio.sleep(0.2)
         self._failure = f"{p.name} was not ready within {self.startup_timeout:g} s"
-        p.state = "failed"
+        self._set_state(p, "failed")
         return False
 
     async def _probe(self, check: HttpReady | TcpReady | FileReady) -> bool:
@@ -306,6 +311,19 @@ class Supervisor:
             style="bold",
         )
         return Group(title, table)
+
+    def _set_state(self, p: Supervised, state: State) -> None:
+        p.state = state
+        if self.plain and not self.all_ready:
+            # Restarts after start-up are announced by _say, on a terminal too.
+            detail = {
+                "starting": "starting",
+                "ready": f"ready in {(p.ready_at or p.started_at) - p.started_at:.1f} s",
+                "failed": "failed",
+            }.get(state, state)
+            style = {"ready": "green", "failed": "bold red"}.get(state, "")
+            self._print(Text(f"{p.name:<{self.width}} │ {detail}", style=style))
+        self._refresh()
 
     def _refresh(self) -> None:
         if self._live is not None:

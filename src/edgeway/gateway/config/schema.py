@@ -186,9 +186,16 @@ InstanceUrl = Annotated[str, AfterValidator(_check_instance_url)]
 class Timeouts(StrictModel):
     """Upstream timeouts of one service; each answers 504 when it expires."""
 
-    connect: Duration = Field(2.0, gt=0, description="Opening a TCP connection to an instance.")
+    connect: Duration = Field(
+        2.0,
+        gt=0,
+        description="Opening a TCP connection to an instance. Not set and longer than `total`: `total`.",
+    )
     first_byte: Duration = Field(
-        15.0, gt=0, description="From the end of the request to the start of the response head."
+        15.0,
+        gt=0,
+        description="From the end of the request to the start of the response head. "
+        "Not set and longer than `total`: `total`.",
     )
     total: Duration = Field(30.0, gt=0, description="The whole exchange, bodies included.")
 
@@ -196,7 +203,11 @@ class Timeouts(StrictModel):
     def _total_covers_phases(self) -> Timeouts:
         problems: list[tuple[Loc, str]] = []
         for name in ("connect", "first_byte"):
-            if getattr(self, name) > self.total:
+            if name not in self.model_fields_set:
+                # A default the user never wrote must not refuse a short `total` they did write:
+                # the phase simply cannot outlast the whole exchange.
+                setattr(self, name, min(getattr(self, name), self.total))
+            elif getattr(self, name) > self.total:
                 problems.append(
                     ((name,), f"{name} ({getattr(self, name):g}s) exceeds total ({self.total:g}s)")
                 )
