@@ -31,7 +31,7 @@ idempotent methods, as the proxy does, guarded or not.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from edgeway.gateway.config.compose_schema import BASE_FORWARD_HEADERS
@@ -628,12 +628,15 @@ def forwarded_headers(headers: Iterable[tuple[bytes, bytes]], names: frozenset[b
     return b"".join(name + b": " + value + b"\r\n" for name, value in headers if name.lower() in names)
 
 
-def upstream_problem(status: int, reason: str, body: Any, **members: Any) -> Rejection:
+def upstream_problem(status: int, reason: str, body: Any, members: Mapping[str, Any]) -> Rejection:
     """The problem an endpoint answers when a call it needed failed with ``status``.
 
     A service's 4xx is passed through with the members of its JSON error body (its ``title``
     and ``detail`` included: "order 7 not found" is what the client needs to see); a service's
     5xx becomes 502; the gateway's own statuses (504 timeout, 503 no instance) stay.
+    ``members`` are the gateway's (``call``, ``service``, ``code``): they win a name the
+    service's body also uses. The body's members are data, never keyword arguments: whatever
+    names a service sends (``headers``, ``call``, ``status``) cannot break the answer.
     """
     if 400 <= status < 500 and isinstance(body, dict):
         found = dict(body)
@@ -643,11 +646,11 @@ def upstream_problem(status: int, reason: str, body: Any, **members: Any) -> Rej
             found["errors"] = detail  # e.g. FastAPI's list of validation errors
         for key in ("status", "request_id"):
             found.pop(key, None)
+        found.update(members)
         return Rejection(
             status,
             title if isinstance(title, str) else reason_phrase(status).decode(),
             detail if isinstance(detail, str) else reason,
-            **found,
-            **members,
+            members=found,
         )
-    return Rejection(status, reason_phrase(status).decode(), reason, **members)
+    return Rejection(status, reason_phrase(status).decode(), reason, members=members)

@@ -75,7 +75,7 @@ def _fail_endpoint(call: CallPlan, error: CallError) -> None:
     body = error.body if error.kind == "upstream" else None
     members = {"call": call.name} if error.code is None else {"call": call.name, "code": error.code}
     problem = upstream_problem(
-        error.endpoint_status, f"call '{call.name}' failed: {error.reason}", body, **members
+        error.endpoint_status, f"call '{call.name}' failed: {error.reason}", body, members
     )
     if error.retry_after is not None:
         problem.headers.append((b"retry-after", retry_after_header(error.retry_after)))

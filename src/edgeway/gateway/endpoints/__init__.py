@@ -81,8 +81,8 @@ def _call_problem(exc: ServiceCallError) -> Rejection:
     required aggregate call."""
     if isinstance(exc, ServiceStatusError):
         status = 502 if exc.status >= 500 else exc.status
-        return upstream_problem(status, str(exc), exc.body, service=exc.service)
-    problem = upstream_problem(exc.status, str(exc), None, service=exc.service, code=exc.code)
+        return upstream_problem(status, str(exc), exc.body, {"service": exc.service})
+    problem = upstream_problem(exc.status, str(exc), None, {"service": exc.service, "code": exc.code})
     if exc.retry_after is not None:
         problem.headers.append((b"retry-after", retry_after_header(exc.retry_after)))
     return problem

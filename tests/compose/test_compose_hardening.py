@@ -1,0 +1,101 @@
+"""Composition hardening (issue 13): what a service's answer, a client's input or an endpoint's
+own code can put into an aggregate or a Python endpoint must never crash the answer, smuggle a
+request, or overwrite what the gateway states.
+
+Black-box over real sockets: a gateway in front of real JSON services (compose_helpers).
+"""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+from compose_helpers import JsonService, Reply, Seen, aggregate_config, gateway, request, services
+
+
+def calls(**named: dict[str, Any]) -> dict[str, Any]:
+    return {"calls": named}
+
+
+def write_module(tmp_path: Path, source: str) -> tuple[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    name = f"bff_{suffix}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source).replace("{u}", suffix))
+    return name, suffix
+
+
+def endpoint_config(
+    tmp_path: Path, module: str, routes: list[dict[str, Any]], running: dict[str, JsonService]
+) -> dict[str, Any]:
+    return {
+        "name": "py-test",
+        "python": {"modules": [module], "paths": [str(tmp_path)]},
+        "services": {n: {"instances": [s.url]} for n, s in running.items()},
+        "routes": routes,
+    }
+
+
+# -- item 16: a service's error body is data, never keyword arguments ----------------------------
+
+# Every name the gateway's own problem members, parameters or keywords use.
+HOSTILE_PROBLEM = {
+    "title": "Order not found",
+    "detail": "no order 9",
+    "call": "evil",
+    "service": "evil",
+    "headers": [["set-cookie", "x=1"]],
+    "members": {"a": 1},
+    "extra": 1,
+    "status": 200,
+    "request_id": "forged",
+    "code": "forged",
+    "instance": "/orders/9",
+}
+
+
+async def test_a_required_calls_error_body_with_the_gateways_member_names_passes_as_data() -> None:
+    async with services(orders=lambda s: Reply(404, HOSTILE_PROBLEM)) as svc:
+        cfg = aggregate_config(svc, calls(order={"service": "orders", "path": "/orders/9", "group": "o"}))
+        async with gateway(cfg) as (port, _):
+            answer = await request(port, "GET", "/screen", headers={"x-request-id": "req-16"})
+    assert answer.status == 404
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "set-cookie" not in answer.headers
+    body = answer.json()
+    assert body["title"] == "Order not found"
+    assert body["detail"] == "no order 9"
+    assert body["status"] == 404  # the response's, not the service's
+    assert body["request_id"] == "req-16"
+    assert body["call"] == "order"  # the gateway's member wins the name
+    # The service's other members pass through as members.
+    assert body["service"] == "evil"
+    assert body["headers"] == [["set-cookie", "x=1"]]
+    assert body["members"] == {"a": 1}
+    assert body["instance"] == "/orders/9"
+
+
+ENDPOINT_16 = """
+    from edgeway.bff import endpoint
+
+    @endpoint(name="lost_{u}")
+    async def lost(req):
+        (await req.services.orders.get("/orders/9")).raise_for_status()
+"""
+
+
+async def test_an_endpoints_raise_for_status_passes_a_hostile_error_body_as_data(tmp_path: Path) -> None:
+    module, u = write_module(tmp_path, ENDPOINT_16)
+    async with services(orders=lambda s: Reply(404, HOSTILE_PROBLEM)) as svc:
+        cfg = endpoint_config(
+            tmp_path, module, [{"match": {"path": "/lost"}, "endpoint": {"name": f"lost_{u}"}}], svc
+        )
+        async with gateway(cfg) as (port, _):
+            answer = await request(port, "GET", "/lost")
+    assert answer.status == 404
+    body = answer.json()
+    assert body["detail"] == "no order 9"
+    assert body["service"] == "orders"
+    assert body["call"] == "evil"
+    assert body["status"] == 404
