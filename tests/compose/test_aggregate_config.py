@@ -228,14 +228,14 @@ def test_a_required_call_cannot_hang_on_an_optional_call_without_a_fallback() ->
 def test_fallback_rules() -> None:
     problems = check(
         calls(
-            x={"service": "a", "path": "/", "group": "x", "fallback": 1},
+            x={"service": "a", "path": "/", "group": "x", "required": True, "fallback": 1},
             y={"service": "b", "path": "/", "allow": ["a"], "required": False, "fallback": 3},
             z={"service": "c", "path": "/", "allow": ["b"], "required": False, "fallback": {"b": 1, "c": 2}},
         )
     )
     assert problems == [
         "routes[0].aggregate.calls.x.fallback: a required call has no use for a fallback: "
-        "set required: false or drop it",
+        "drop `required: true` or the fallback",
     ]
     problems = check(
         calls(
@@ -248,6 +248,29 @@ def test_fallback_rules() -> None:
         "must be an object (its keys are merged)",
         "routes[0].aggregate.calls.z.fallback: the fallback writes keys the call's `allow` does not: c",
     ]
+
+
+def test_a_fallback_alone_makes_the_call_optional() -> None:
+    # The reference says a fallback makes the call optional: `fallback:` without `required`
+    # loads, and the call is optional (a dependent required call may read it).
+    cfg = validate_config(
+        {
+            "services": SERVICES,
+            "routes": [
+                {
+                    "match": {"path": "/x"},
+                    "aggregate": calls(
+                        x={"service": "a", "path": "/", "group": "x", "fallback": {"id": 0}},
+                        y={"service": "b", "path": "/{calls.x.id}", "group": "y"},
+                    ),
+                }
+            ],
+        }
+    )
+    action = cfg.routes[0].aggregate
+    assert action is not None
+    assert action.calls["x"].required is False
+    assert action.calls["y"].required is True
 
 
 def test_shaping_paths_are_checked() -> None:

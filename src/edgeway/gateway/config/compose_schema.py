@@ -125,7 +125,7 @@ class AggregateCall(StrictModel):
     required: bool = Field(
         True,
         description="A failed required call fails the endpoint; a failed optional one is reported in "
-        "`_meta` and the rest is answered.",
+        "`_meta` and the rest is answered. Absent: required, unless the call has a `fallback`.",
     )
     fallback: Any = Field(
         None,
@@ -243,10 +243,17 @@ class AggregateCall(StrictModel):
                 rename.append((parsed, target))
         if self.for_each is not None and self.batch is not None:
             problems.append((("batch",), "set either for_each or batch, not both"))
-        if self.required and self.has_fallback:
-            problems.append(
-                (("fallback",), "a required call has no use for a fallback: set required: false or drop it")
-            )
+        if self.has_fallback:
+            if "required" not in self.model_fields_set:
+                # A fallback stands in for a failed call: by itself it makes the call optional.
+                self.required = False
+            elif self.required:
+                problems.append(
+                    (
+                        ("fallback",),
+                        "a required call has no use for a fallback: drop `required: true` or the fallback",
+                    )
+                )
         if problems:
             raise LocatedProblemsError(problems)
         assert path is not None
