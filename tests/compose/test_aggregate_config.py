@@ -273,6 +273,51 @@ def test_a_fallback_alone_makes_the_call_optional() -> None:
     assert action.calls["y"].required is True
 
 
+def test_meta_is_reserved_wherever_a_call_could_write_it_at_the_top_level() -> None:
+    reserved = "'_meta' is reserved for the gateway's completion report"
+    problems = check(
+        {
+            "merge": "override",
+            **calls(
+                a={"service": "a", "path": "/", "allow": ["id", "_meta"]},
+                b={"service": "b", "path": "/", "allow": ["x"], "rename": {"x": "_meta"}},
+                c={
+                    "service": "c",
+                    "path": "/",
+                    "allow": ["y"],
+                    "required": False,
+                    "fallback": {"y": 1, "_meta": 2},
+                },
+            ),
+        }
+    )
+    assert problems == [
+        f"routes[0].aggregate.calls.a.allow[1]: {reserved}: a call without `group` cannot put it in the "
+        "response (rename it, or give the call a group)",
+        f"routes[0].aggregate.calls.b.rename.x: {reserved}: choose another name",
+        f"routes[0].aggregate.calls.c.fallback: {reserved}: the fallback of a call without `group` cannot "
+        "set it",
+    ]
+    # Under a group, or renamed away, or nested, `_meta` is the service's data.
+    assert (
+        check(
+            calls(
+                a={"service": "a", "path": "/", "group": "a", "allow": ["_meta"], "rename": {"x": "_meta"}},
+                b={
+                    "service": "b",
+                    "path": "/",
+                    "allow": ["_meta", "z.x"],
+                    "rename": {"_meta": "m", "z.x": "_meta"},
+                },
+            )
+        )
+        == []
+    )
+    # With merge: namespaced a call's name is its key in the response.
+    problems = check({"merge": "namespaced", **calls(_meta={"service": "a", "path": "/"})})
+    assert any("call name '_meta' is reserved" in p for p in problems), problems
+
+
 def test_shaping_paths_are_checked() -> None:
     problems = check(
         calls(

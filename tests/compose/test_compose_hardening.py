@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from compose_helpers import JsonService, Reply, Seen, aggregate_config, gateway, request, services
+from compose_helpers import JsonService, Reply, aggregate_config, gateway, request, services
 
 
 def calls(**named: dict[str, Any]) -> dict[str, Any]:
@@ -99,3 +99,42 @@ async def test_an_endpoints_raise_for_status_passes_a_hostile_error_body_as_data
     assert body["service"] == "orders"
     assert body["call"] == "evil"
     assert body["status"] == 404
+
+
+# -- item 20: the top-level `_meta` is the gateway's -------------------------------------------
+
+
+async def test_a_services_own_meta_never_reaches_the_client_as_the_gateways() -> None:
+    forged = {"completed": True, "errors": {}}
+    async with services(
+        a=lambda s: {"a": 1, "_meta": forged},
+        b=lambda s: {"b": 1, "_meta": forged},
+        down=lambda s: Reply(503, {}),
+    ) as svc:
+        whole = aggregate_config(svc, {"merge": "override", **calls(a={"service": "a", "path": "/"})})
+        partial = aggregate_config(
+            svc,
+            {
+                "merge": "deep",
+                **calls(
+                    a={"service": "a", "path": "/"},
+                    down={"service": "down", "path": "/", "group": "d", "required": False},
+                    b={"service": "b", "path": "/"},
+                ),
+            },
+        )
+        grouped = aggregate_config(svc, calls(a={"service": "a", "path": "/", "group": "a"}))
+        async with gateway(whole) as (port, _):
+            complete = await request(port, "GET", "/screen")
+        async with gateway(partial) as (port, _):
+            incomplete = await request(port, "GET", "/screen")
+        async with gateway(grouped) as (port, _):
+            nested = await request(port, "GET", "/screen")
+    assert complete.json() == {"a": 1}
+    assert "x-edgeway-completed" not in complete.headers
+    assert incomplete.json() == {
+        "a": 1,
+        "b": 1,
+        "_meta": {"completed": False, "errors": {"down": {"status": 503, "reason": "down answered 503"}}},
+    }
+    assert nested.json() == {"a": {"a": 1, "_meta": forged}}  # under a group it is the service's data

@@ -19,7 +19,7 @@ import orjson
 from edgeway.gateway.aggregate.executor import CallError, Run
 from edgeway.gateway.aggregate.merge import compile_merge
 from edgeway.gateway.aggregate.plan import CallPlan, Plan, Scope, compile_plan
-from edgeway.gateway.config.compose_schema import META_KEY
+from edgeway.gateway.config.aggregate_checks import META_KEY
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
 from edgeway.gateway.resilient import service_guard

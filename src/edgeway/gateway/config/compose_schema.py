@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from pydantic import AfterValidator, Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from edgeway.gateway.config.aggregate_checks import CallFacts, check_calls
+from edgeway.gateway.config.aggregate_checks import META_KEY, CallFacts, check_calls
 from edgeway.gateway.config.base import TOKEN, HeaderName, LocatedProblemsError, StrictModel
 from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.templates import Ref, Steps, Template, TemplateError, parse_steps, parse_template
@@ -37,7 +37,6 @@ _FORWARD_DEFAULT = (
 _CALL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLAIN_KEY = re.compile(r"[^.\[\]{}\s]+")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-META_KEY = "_meta"
 # Headers the gateway writes on every call itself; copying the client's would duplicate them.
 _GATEWAY_OWNED = frozenset(
     {
@@ -322,6 +321,10 @@ class AggregateAction(StrictModel):
             if _CALL_NAME.fullmatch(name) is None:
                 raise PydanticCustomError(
                     "call_name", "call name '{name}' may use letters, digits and '_' only", {"name": name}
+                )
+            if name == META_KEY:  # with merge: namespaced, a call's name is its key in the response
+                raise PydanticCustomError(
+                    "call_name", "call name '_meta' is reserved for the gateway's completion report"
                 )
         return value
 
