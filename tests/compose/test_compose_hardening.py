@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from compose_helpers import JsonService, Reply, aggregate_config, gateway, request, services
 
 
@@ -138,3 +139,38 @@ async def test_a_services_own_meta_never_reaches_the_client_as_the_gateways() ->
         "_meta": {"completed": False, "errors": {"down": {"status": 503, "reason": "down answered 503"}}},
     }
     assert nested.json() == {"a": {"a": 1, "_meta": forged}}  # under a group it is the service's data
+
+
+# -- item 11: the endpoint deadline keeps the answers already in --------------------------------
+
+
+@pytest.mark.parametrize("guarded", [False, True], ids=["direct", "guarded"])
+async def test_the_deadline_keeps_answers_that_arrived_whatever_their_order(guarded: bool) -> None:
+    # The slow optional call is declared first: the run awaits it while the others answer.
+    async with services(
+        slow=lambda s: Reply(body={"slow": 1}, delay=2.0),
+        a=lambda s: {"a": 1},
+        b=lambda s: {"b": 2},
+    ) as svc:
+        overrides = {"a": {"breaker": {"service": {"consecutive_failures": 5}}}} if guarded else {}
+        cfg = aggregate_config(
+            svc,
+            {
+                "deadline": "300ms",
+                **calls(
+                    slow={"service": "slow", "path": "/", "group": "slow", "required": False},
+                    a={"service": "a", "path": "/", "group": "a"},
+                    b={"service": "b", "path": "/", "group": "b", "required": False},
+                ),
+            },
+            service_overrides=overrides,
+        )
+        async with gateway(cfg) as (port, _):
+            answer = await request(port, "GET", "/screen")
+    assert answer.status == 200, answer.body
+    body = answer.json()
+    assert body["a"] == {"a": 1}
+    assert body["b"] == {"b": 2}
+    assert "slow" not in body
+    assert list(body["_meta"]["errors"]) == ["slow"]
+    assert body["_meta"]["errors"]["slow"]["code"] == "deadline"

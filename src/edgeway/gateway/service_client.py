@@ -327,6 +327,18 @@ class PendingCall:
             self._conn.head_waiter().add_done_callback(lambda _: callback())
 
     @property
+    def complete(self) -> bool:
+        """True once the service's whole answer (head and body) has arrived: :meth:`reply` can
+        take it without waiting, and nothing can fail it any more."""
+        conn = self._conn
+        return (
+            conn is not None
+            and self._error is None
+            and conn.response_complete
+            and (self._task is None or self._task.done())
+        )
+
+    @property
     def failed(self) -> bool:
         """True once it is certain, before :meth:`reply`, that the call has failed: it got no
         answer, or an error status, and will make no further attempt. False while that is not
@@ -490,10 +502,13 @@ class PendingCall:
     # -- ending ----------------------------------------------------------------------------
     def fail(self, exc: UpstreamError) -> None:
         """End the call with ``exc`` (an endpoint deadline): its reply raises it, and it makes
-        no further attempt."""
+        no further attempt. A call whose whole answer is already in keeps it: a deadline (or an
+        abandoned run) cannot take back what arrived in time, whenever its reply is taken."""
         if self._finished or self._stopped:
             return
         self._stopped = True
+        if self.complete:
+            return
         self._error = exc
         if self._task is not None and not self._task.done():
             self._task.cancel()

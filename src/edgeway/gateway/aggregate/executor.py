@@ -11,8 +11,9 @@ element calls with bounded concurrency.
 
 A call ends with an output (its shaped response, or its fallback) or a :class:`CallError`. A
 failed required call ends the run at once (the rest is abandoned); a failed optional call is
-recorded and the run goes on. The endpoint deadline fails every call still in flight and keeps
-later ones from starting.
+recorded and the run goes on. The endpoint deadline fails every call still waiting for its
+answer and keeps later ones from starting; a call whose whole answer is already in keeps it, even
+when the run has not taken it yet (answers are taken in declared order, a slow call first).
 
 Calls to a service that configures resilience go through its guard (admission, breakers,
 retries: :mod:`edgeway.gateway.service_client`); a refused call fails like any other.
@@ -402,6 +403,7 @@ class Run:
             self.fatal = (call, error)
 
     def _expire(self) -> None:
+        # Calls already answered in full are not cut (PendingCall.fail keeps a complete answer).
         self.expired = True
         assert self.plan.deadline is not None
         exc = DeadlineExceeded(self.plan.deadline)
