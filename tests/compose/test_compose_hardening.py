@@ -7,13 +7,17 @@ Black-box over real sockets: a gateway in front of real JSON services (compose_h
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from compose_helpers import JsonService, Reply, aggregate_config, gateway, request, services
+
+from gateway.gateway_helpers import read_request
 
 
 def calls(**named: dict[str, Any]) -> dict[str, Any]:
@@ -174,3 +178,119 @@ async def test_the_deadline_keeps_answers_that_arrived_whatever_their_order(guar
     assert "slow" not in body
     assert list(body["_meta"]["errors"]) == ["slow"]
     assert body["_meta"]["errors"]["slow"]["code"] == "deadline"
+
+
+# -- item 17: max_response_bytes refuses, never truncates ---------------------------------------
+
+
+class RawService:
+    """Answers every request with ``response`` as is, counting connections and requests."""
+
+    def __init__(self, response: bytes) -> None:
+        self.response = response
+        self.connections = 0
+        self.requests = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawService:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                await read_request(r)
+                self.requests += 1
+                w.write(self.response)
+                await w.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            w.close()
+
+
+def _chunked(body: bytes, size: int = 1000) -> bytes:
+    out = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    for start in range(0, len(body), size):
+        piece = body[start : start + size]
+        out += b"%x\r\n%b\r\n" % (len(piece), piece)
+    return out + b"0\r\n\r\n"
+
+
+def _sized(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b" % (
+        len(body),
+        body,
+    )
+
+
+BIG = orjson.dumps({"items": ["x" * 100] * 100})  # ~10 KB of JSON
+PADDED = b'{"ok": true}' + b" " * 10_000  # valid JSON, then padding
+
+
+@pytest.mark.parametrize(
+    "response",
+    [_sized(BIG), _chunked(BIG), _sized(PADDED), _chunked(PADDED)],
+    ids=["declared", "chunked", "padded-declared", "padded-chunked"],
+)
+async def test_an_answer_past_max_response_bytes_is_refused_as_too_large(response: bytes) -> None:
+    async with RawService(response) as big, services(small=lambda s: {"small": 1}) as svc:
+        cfg = aggregate_config(
+            svc,
+            {
+                "max_response_bytes": "4KB",
+                **calls(
+                    big={"service": "big", "path": "/", "group": "big", "required": False},
+                    small={"service": "small", "path": "/", "group": "small"},
+                ),
+            },
+        )
+        cfg["services"]["big"] = {"instances": [f"http://127.0.0.1:{big.port}"]}
+        required = aggregate_config(
+            svc, {"max_response_bytes": "4KB", **calls(big={"service": "big", "path": "/", "group": "big"})}
+        )
+        required["services"]["big"] = {"instances": [f"http://127.0.0.1:{big.port}"]}
+        async with gateway(cfg) as (port, _):
+            first = await request(port, "GET", "/screen")
+            second = await request(port, "GET", "/screen")
+        async with gateway(required) as (port, _):
+            failed = await request(port, "GET", "/screen")
+    for answer in (first, second):
+        assert answer.status == 200
+        body = answer.json()
+        assert body["small"] == {"small": 1}
+        assert "big" not in body
+        error = body["_meta"]["errors"]["big"]
+        assert (error["status"], error["code"]) == (502, "too_large")
+    assert failed.status == 502
+    assert failed.json()["code"] == "too_large"
+
+
+ENDPOINT_17 = """
+    from edgeway.bff import endpoint
+
+    @endpoint(name="big_{u}")
+    async def big(req):
+        return (await req.services.big.get("/")).json()
+"""
+
+
+async def test_an_endpoint_call_past_the_size_limit_is_refused_as_too_large(tmp_path: Path) -> None:
+    module, u = write_module(tmp_path, ENDPOINT_17)
+    padded = b'{"ok": true}' + b" " * (9 * 1024 * 1024)  # past the clients' 8 MiB limit
+    async with RawService(_chunked(padded, 256 * 1024)) as big:
+        cfg = endpoint_config(
+            tmp_path, module, [{"match": {"path": "/big"}, "endpoint": {"name": f"big_{u}"}}], {}
+        )
+        cfg["services"]["big"] = {"instances": [f"http://127.0.0.1:{big.port}"]}
+        async with gateway(cfg) as (port, _):
+            answer = await request(port, "GET", "/big")
+    assert answer.status == 502
+    assert answer.json()["code"] == "too_large"

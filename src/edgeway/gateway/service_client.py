@@ -396,14 +396,17 @@ class PendingCall:
                     continue
                 break
             conn.clear_deadline()
+            limit = self._limits.max_body
+            declared = head.content_length
+            if declared is not None and declared > limit:
+                # Refused before a byte of it is read; the connection, mid-response, is closed.
+                outcome = head.status
+                raise self._too_large(conn, declared)
             body = conn.body
             data = body.read_nowait() if body.complete else await self._read_body(conn)
             outcome = head.status  # the instance answered, whatever the caller makes of it
-            if len(data) > self._limits.max_body:
-                raise ResponseTooLarge(
-                    f"{conn.instance} answered more than {self._limits.max_body} bytes",
-                    instance=conn.instance,
-                )
+            if len(data) > limit:
+                raise self._too_large(conn)
             return ServiceReply(head.status, head.headers, data, conn.instance)
         except BaseException as exc:
             # A call the endpoint gave up on (its deadline passed, it was abandoned) says
@@ -471,17 +474,27 @@ class PendingCall:
         self._attempt(ep)
 
     async def _read_body(self, conn: UpstreamConnection) -> bytes:
+        """The rest of the body; past the size limit the call is refused at once (never a
+        truncated body: a cut JSON document, or a valid one followed by padding, must not pass
+        for the answer), and the connection, mid-response, is closed when it is given back."""
         conn.set_deadline(self._end, "total", self._limits.total)
         limit = self._limits.max_body
         body = conn.body
         parts = [body.read_nowait()]
         size = len(parts[0])
-        while chunk := await body.read():
+        while size <= limit and (chunk := await body.read()):
             size += len(chunk)
-            if size > limit:
-                break
             parts.append(chunk)
+        if size > limit:
+            raise self._too_large(conn)
         return b"".join(parts)
+
+    def _too_large(self, conn: UpstreamConnection, declared: int | None = None) -> ResponseTooLarge:
+        limit = self._limits.max_body
+        what = f"declared a {declared}-byte answer" if declared is not None else "answered more"
+        return ResponseTooLarge(
+            f"{conn.instance} {what}; a call may return {limit} bytes", instance=conn.instance
+        )
 
     async def _sent(self) -> None:
         """Wait until the request is written (only a call that had to connect, or to wait for

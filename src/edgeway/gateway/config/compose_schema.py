@@ -308,7 +308,10 @@ class AggregateAction(StrictModel):
         None, description="Client headers copied onto every call; " + _FORWARD_DEFAULT
     )
     max_response_bytes: ByteSize = Field(
-        8 * 1024 * 1024, gt=0, description="Largest response body a call may return."
+        8 * 1024 * 1024,
+        gt=0,
+        description="Largest response body a call may return; a larger one (by its Content-Length, or "
+        "as it arrives) fails the call with 502, code `too_large`.",
     )
 
     _order: tuple[str, ...] = PrivateAttr(())
