@@ -17,6 +17,8 @@ import orjson
 import pytest
 from compose_helpers import JsonService, Reply, aggregate_config, gateway, request, services
 
+from edgeway.gateway import json_input
+from edgeway.gateway.json_input import MAX_DEPTH, TooDeep
 from gateway.gateway_helpers import read_request
 
 
@@ -294,3 +296,83 @@ async def test_an_endpoint_call_past_the_size_limit_is_refused_as_too_large(tmp_
             answer = await request(port, "GET", "/big")
     assert answer.status == 502
     assert answer.json()["code"] == "too_large"
+
+
+# -- item 18: one JSON depth limit, enforced when reading ---------------------------------------
+
+
+def nested(depth: int) -> bytes:
+    return b'{"a":' * (depth - 1) + b"[1]" + b"}" * (depth - 1)
+
+
+def test_json_deeper_than_the_limit_is_refused_when_read() -> None:
+    assert json_input.loads(nested(MAX_DEPTH)) is not None
+    with pytest.raises(TooDeep) as caught:
+        json_input.loads(nested(MAX_DEPTH + 1))
+    assert isinstance(caught.value, orjson.JSONDecodeError)  # every "not JSON" handler takes it
+    assert str(caught.value) == f"JSON nested deeper than {MAX_DEPTH} levels"
+    # Brackets inside strings, and many shallow containers, are not depth.
+    assert json_input.loads(orjson.dumps({"s": "[{" * 500, "l": [[1]] * 500}))["s"] == "[{" * 500
+    with pytest.raises(TooDeep):
+        json_input.loads(nested(MAX_DEPTH + 1).decode())
+    # Whatever passes the limit can be encoded again with the levels the gateway adds around it.
+    orjson.dumps([[[{"g": json_input.loads(nested(MAX_DEPTH))}]]])
+
+
+async def test_a_deep_answer_fails_only_its_call() -> None:
+    deep = nested(300)  # parses (orjson reads 1,024 levels), cannot be encoded again (254)
+    async with services(deep=lambda s: Reply(raw=deep), ok=lambda s: {"ok": 1}) as svc:
+        optional = aggregate_config(
+            svc,
+            calls(
+                deep={"service": "deep", "path": "/", "group": "deep", "required": False},
+                ok={"service": "ok", "path": "/", "group": "ok"},
+            ),
+        )
+        required = aggregate_config(svc, calls(deep={"service": "deep", "path": "/", "group": "deep"}))
+        async with gateway(optional) as (port, _):
+            partial = await request(port, "GET", "/screen")
+        async with gateway(required) as (port, _):
+            failed = await request(port, "GET", "/screen")
+    assert partial.status == 200
+    assert partial.json()["ok"] == {"ok": 1}
+    assert partial.json()["_meta"]["errors"]["deep"] == {
+        "status": 502,
+        "reason": f"deep answered 200 with JSON nested deeper than {MAX_DEPTH} levels",
+    }
+    assert failed.status == 502
+    assert failed.headers["content-type"] == "application/problem+json"
+    assert failed.json()["call"] == "deep"
+
+
+ENDPOINT_18 = """
+    from edgeway.bff import endpoint
+
+    @endpoint(name="echo_{u}")
+    async def echo(req):
+        return {"got": await req.json()}
+"""
+
+
+async def test_a_deep_client_body_is_a_400_not_a_500(tmp_path: Path) -> None:
+    deep = nested(300)
+    module, u = write_module(tmp_path, ENDPOINT_18)
+    async with services(sink=lambda s: {"ok": 1}) as svc:
+        agg = aggregate_config(
+            svc,
+            calls(
+                sink={"service": "sink", "method": "POST", "path": "/", "group": "s", "body": {"w": "{body}"}}
+            ),
+        )
+        async with gateway(agg) as (port, _):
+            composed = await request(port, "POST", "/screen", body=deep)
+        assert svc["sink"].seen == []
+        cfg = endpoint_config(
+            tmp_path, module, [{"match": {"path": "/echo"}, "endpoint": {"name": f"echo_{u}"}}], {}
+        )
+        async with gateway(cfg) as (port, _):
+            echoed = await request(port, "POST", "/echo", body=deep)
+    assert composed.status == 400
+    assert f"nested deeper than {MAX_DEPTH} levels" in composed.json()["detail"]
+    assert echoed.status == 400
+    assert f"nested deeper than {MAX_DEPTH} levels" in echoed.json()["detail"]

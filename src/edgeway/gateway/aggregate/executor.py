@@ -28,9 +28,11 @@ from typing import Any
 
 import orjson
 
+from edgeway.gateway import json_input
 from edgeway.gateway.aggregate.plan import BadValue, CallPlan, MissingValue, Plan, Scope
 from edgeway.gateway.aggregate.shaping import ShapeError
 from edgeway.gateway.aggregate.values import MISSING
+from edgeway.gateway.json_input import TooDeep
 from edgeway.gateway.resilient import Refused
 from edgeway.gateway.service_client import (
     PendingCall,
@@ -415,7 +417,11 @@ def _parse(call: CallPlan, reply: ServiceReply) -> tuple[Any, Any] | CallError:
     """(response, shaped output), or why there is none."""
     service = call.cluster.name
     try:
-        value = orjson.loads(reply.body) if reply.body else None
+        value = json_input.loads(reply.body) if reply.body else None
+    except TooDeep:
+        if 200 <= reply.status < 300:
+            return CallError(502, f"{service} answered {reply.status} with {TooDeep()}", "response")
+        value = None
     except orjson.JSONDecodeError:
         if 200 <= reply.status < 300:
             return CallError(

@@ -16,10 +16,12 @@ from urllib.parse import parse_qs, quote
 
 import orjson
 
+from edgeway.gateway import json_input
 from edgeway.gateway.aggregate.shaping import Shaper, compile_shaper
 from edgeway.gateway.aggregate.values import MISSING, as_text, lookup
 from edgeway.gateway.config.aggregate_checks import effective_group
 from edgeway.gateway.config.templates import Ref, Template, format_steps, parse_template
+from edgeway.gateway.json_input import TooDeep
 from edgeway.gateway.pipeline import RequestContext
 from edgeway.gateway.service_client import CallLimits, forward_names
 from edgeway.gateway.upstreams import Cluster, Endpoint
@@ -118,7 +120,9 @@ class Scope:
                 self._body = None
             else:
                 try:
-                    self._body = orjson.loads(self.body_bytes)
+                    self._body = json_input.loads(self.body_bytes)
+                except TooDeep as exc:
+                    raise BadValue(f"the request body is {exc}", from_client=True) from None
                 except orjson.JSONDecodeError:
                     raise BadValue("the request body is not valid JSON", from_client=True) from None
         return self._body

@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from edgeway.gateway import json_input
 from edgeway.gateway.errors import GatewayError
 from edgeway.gateway.pipeline import RequestContext
 from edgeway.gateway.resilient import Refused
@@ -113,10 +114,11 @@ class ServiceResponse:
         return out
 
     def json(self) -> Any:
-        """The body as JSON; ``None`` for an empty body; ValueError when it is not JSON."""
+        """The body as JSON; ``None`` for an empty body; ValueError when it is not JSON (or
+        nests deeper than the gateway reads: ``json_input.MAX_DEPTH``)."""
         if not self._reply.body:
             return None
-        return orjson.loads(self._reply.body)
+        return json_input.loads(self._reply.body)
 
     def raise_for_status(self) -> ServiceResponse:
         if not self.ok:
