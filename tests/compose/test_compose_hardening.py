@@ -12,13 +12,16 @@ import textwrap
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pytest
 from compose_helpers import JsonService, Reply, aggregate_config, gateway, request, services
 
 from edgeway.gateway import json_input
+from edgeway.gateway.config import ConfigError, validate_config
 from edgeway.gateway.json_input import MAX_DEPTH, TooDeep
+from edgeway.http.outgoing import UnsafeRequest, check_request, request_target
 from gateway.gateway_helpers import read_request
 
 
@@ -376,3 +379,106 @@ async def test_a_deep_client_body_is_a_400_not_a_500(tmp_path: Path) -> None:
     assert f"nested deeper than {MAX_DEPTH} levels" in composed.json()["detail"]
     assert echoed.status == 400
     assert f"nested deeper than {MAX_DEPTH} levels" in echoed.json()["detail"]
+
+
+# -- item 7: nothing built from values can smuggle a request --------------------------------------
+
+SMUGGLE = "x HTTP/1.1\r\nhost: a\r\n\r\nGET /admin HTTP/1.1\r\nx-smuggled: 1\r\nx:"
+
+ENDPOINT_7 = """
+    from edgeway.bff import endpoint
+
+    @endpoint(name="search_{u}")
+    async def search(req):
+        return (await req.services.svc.get("/search?q=" + req.query.get("q"))).json()
+
+    @endpoint(name="header_{u}")
+    async def header(req):
+        return (await req.services.svc.get("/search", headers={"x-q": req.query.get("q")})).json()
+"""
+
+
+async def test_a_python_endpoint_cannot_be_made_to_smuggle_a_request(tmp_path: Path) -> None:
+    module, u = write_module(tmp_path, ENDPOINT_7)
+    async with services(svc=lambda s: {"path": s.path, "q": s.query.get("q")}) as svc:
+        cfg = endpoint_config(
+            tmp_path,
+            module,
+            [
+                {"match": {"path": "/search"}, "endpoint": {"name": f"search_{u}"}},
+                {"match": {"path": "/header"}, "endpoint": {"name": f"header_{u}"}},
+            ],
+            svc,
+        )
+        encoded = quote(SMUGGLE, safe="")
+        async with gateway(cfg) as (port, _):
+            searched = await request(port, "GET", f"/search?q={encoded}")
+            headed = await request(port, "GET", f"/header?q={encoded}")
+            await asyncio.sleep(0.05)
+        seen = svc["svc"].seen
+    # The value stays a value: one request, the whole value in its query.
+    assert searched.status == 200, searched.body
+    assert searched.json() == {"path": "/search", "q": [SMUGGLE]}
+    assert [s.path for s in seen] == ["/search"]
+    assert "x-smuggled" not in seen[0].headers
+    # In a header it cannot be carried at all: refused before sending, and said so.
+    assert headed.status == 400
+    assert headed.json()["code"] == "unsafe_request"
+    assert "'x-q'" in headed.json()["detail"]
+
+
+async def test_a_control_character_from_the_client_never_reaches_an_aggregate_calls_header() -> None:
+    async with services(svc=lambda s: {"ok": 1}) as svc:
+        cfg = aggregate_config(
+            svc, calls(svc={"service": "svc", "path": "/", "group": "s", "headers": {"x-q": "{query.q}"}})
+        )
+        async with gateway(cfg) as (port, _):
+            answer = await request(port, "GET", "/screen?q=a%01b")
+        assert svc["svc"].seen == []
+    assert answer.status == 400
+    assert "header 'x-q'" in answer.json()["detail"]
+
+
+def test_check_request_holds_built_requests_to_the_parsers_rules() -> None:
+    ok = b"x-a: 1\r\nx-b: caf\xc3\xa9\t!\r\n"
+    check_request(b"GET", b"/a/b?c=%20&d=[1]", ok)
+    check_request(b"M-SEARCH", b"/", b"")
+    for method, target, headers in [
+        (b"GE T", b"/", b""),
+        (b"GET", b"/a b", b""),
+        (b"GET", b"/a\r\nx: 1", b""),
+        (b"GET", b"/caf\xc3\xa9", b""),
+        (b"GET", b"/a\x7f", b""),
+        (b"GET", b"a", b""),
+        (b"GET", b"/", b"x-a: 1\r\nx-b: a\rb\r\n"),
+        (b"GET", b"/", b"x-a: 1\nx-b: 2\r\n"),
+        (b"GET", b"/", b"x-a: \x00\r\n"),
+        (b"GET", b"/", b"x a: 1\r\n"),
+        (b"GET", b"/", b"no colon\r\n"),
+        (b"GET", b"/", b"x-a: 1"),
+    ]:
+        with pytest.raises(UnsafeRequest):
+            check_request(method, target, headers)
+    assert request_target("/s?q=a b\r\n#é") == b"/s?q=a%20b%0D%0A%23%C3%A9"
+    assert request_target("/a%2Fb?x=[1]&y=@") == b"/a%2Fb?x=[1]&y=@"
+    with pytest.raises(UnsafeRequest):
+        request_target("host/x")
+
+
+def test_config_text_that_goes_into_a_request_line_is_visible_ascii() -> None:
+    def problems(route: dict[str, Any], service: dict[str, Any] | None = None) -> list[str]:
+        svc = {"instances": ["http://127.0.0.1:9"], **(service or {})}
+        try:
+            validate_config({"services": {"svc": svc}, "routes": [route]})
+        except ConfigError as exc:
+            return [f"{issue.key_path}: {issue.message}" for issue in exc.issues]
+        return []
+
+    proxy = {"service": "svc"}
+    for rewrite in ("/a b/{id}", "/caf\u00e9/{id}", "/a\x01/{id}"):
+        found = problems({"match": {"path": "/x/{id}"}, "proxy": {**proxy, "rewrite": rewrite}})
+        assert any("visible ASCII only" in p for p in found), found
+    assert problems({"match": {"path": "/x/{id}"}, "proxy": {**proxy, "rewrite": "/a%20b/{id}"}}) == []
+    for path in ("/health\x00", "/h\u00e9alth", "/a\x7f"):
+        found = problems({"match": {"path": "/x"}, "proxy": proxy}, {"health_check": {"path": path}})
+        assert any("health_check.path" in p for p in found), found

@@ -56,6 +56,7 @@ from edgeway.http.errors import (
 )
 from edgeway.http.exchange import Headers
 from edgeway.http.headers import reason_phrase
+from edgeway.http.outgoing import UnsafeRequest, check_request
 from edgeway.http.upstream import ResponseHead, UpstreamConnection
 from edgeway.observability.ids import new_span_id
 from edgeway.resilience.balancer import NoInstanceAvailable
@@ -71,6 +72,7 @@ __all__ = [
     "PendingCall",
     "ResponseTooLarge",
     "ServiceReply",
+    "UnsafeRequest",
     "failure_code",
     "start_call",
 ]
@@ -185,6 +187,9 @@ class PendingCall:
         loop: asyncio.AbstractEventLoop,
         deadline: float | None,
     ) -> None:
+        # Every byte of the request line and headers, whoever built them, is held to what the
+        # server accepts from a client: a CR/LF from a value would split the request in two.
+        check_request(method, target, headers)
         self.cluster = cluster
         self._guard = guard
         self._loop = loop
@@ -594,7 +599,9 @@ def start_call(
     """Send a request to an instance of ``cluster`` now; await ``.reply()`` for the answer.
 
     ``target`` is the path and query; ``headers`` a block of ``name: value\\r\\n`` lines (Host,
-    the framing and ``X-Edgeway-Deadline-Ms`` are added here). ``guard``: the service's, from
+    the framing and ``X-Edgeway-Deadline-Ms`` are added here). A method, target or header line
+    the server would refuse from a client raises :class:`UnsafeRequest`, and nothing is sent.
+    ``guard``: the service's, from
     :func:`~edgeway.gateway.resilient.service_guard`. ``loop``: the running loop, when the caller
     has it at hand (asking for it costs a system call). ``deadline``: loop time the call must be
     over by, when something shorter than its own timeout bounds it.

@@ -37,6 +37,7 @@ from edgeway.gateway.resilient import Refused
 from edgeway.gateway.service_client import (
     PendingCall,
     ServiceReply,
+    UnsafeRequest,
     child_traceparent,
     failure_code,
     forwarded_headers,
@@ -355,17 +356,20 @@ class Run:
             content_type = call.content_type or ctx.ex.header(b"content-type")
             if content_type:
                 parts += (b"content-type: ", content_type, b"\r\n")
-        pending = start_call(
-            call.cluster,
-            call.method,
-            target,
-            b"".join(parts),
-            body,
-            call.limits,
-            guard=call.guard,
-            loop=self._loop,
-            deadline=self._deadline_at,
-        )
+        try:
+            pending = start_call(
+                call.cluster,
+                call.method,
+                target,
+                b"".join(parts),
+                body,
+                call.limits,
+                guard=call.guard,
+                loop=self._loop,
+                deadline=self._deadline_at,
+            )
+        except UnsafeRequest as exc:  # rendering keeps values in bounds; this is the last guard
+            return CallError(502, f"{call.cluster.name}: the request cannot be sent: {exc}", "input")
         self.inflight.add(pending)
         return pending
 
