@@ -228,14 +228,14 @@ def test_a_required_call_cannot_hang_on_an_optional_call_without_a_fallback() ->
 def test_fallback_rules() -> None:
     problems = check(
         calls(
-            x={"service": "a", "path": "/", "group": "x", "fallback": 1},
+            x={"service": "a", "path": "/", "group": "x", "required": True, "fallback": 1},
             y={"service": "b", "path": "/", "allow": ["a"], "required": False, "fallback": 3},
             z={"service": "c", "path": "/", "allow": ["b"], "required": False, "fallback": {"b": 1, "c": 2}},
         )
     )
     assert problems == [
         "routes[0].aggregate.calls.x.fallback: a required call has no use for a fallback: "
-        "set required: false or drop it",
+        "drop `required: true` or the fallback",
     ]
     problems = check(
         calls(
@@ -248,6 +248,74 @@ def test_fallback_rules() -> None:
         "must be an object (its keys are merged)",
         "routes[0].aggregate.calls.z.fallback: the fallback writes keys the call's `allow` does not: c",
     ]
+
+
+def test_a_fallback_alone_makes_the_call_optional() -> None:
+    # The reference says a fallback makes the call optional: `fallback:` without `required`
+    # loads, and the call is optional (a dependent required call may read it).
+    cfg = validate_config(
+        {
+            "services": SERVICES,
+            "routes": [
+                {
+                    "match": {"path": "/x"},
+                    "aggregate": calls(
+                        x={"service": "a", "path": "/", "group": "x", "fallback": {"id": 0}},
+                        y={"service": "b", "path": "/{calls.x.id}", "group": "y"},
+                    ),
+                }
+            ],
+        }
+    )
+    action = cfg.routes[0].aggregate
+    assert action is not None
+    assert action.calls["x"].required is False
+    assert action.calls["y"].required is True
+
+
+def test_meta_is_reserved_wherever_a_call_could_write_it_at_the_top_level() -> None:
+    reserved = "'_meta' is reserved for the gateway's completion report"
+    problems = check(
+        {
+            "merge": "override",
+            **calls(
+                a={"service": "a", "path": "/", "allow": ["id", "_meta"]},
+                b={"service": "b", "path": "/", "allow": ["x"], "rename": {"x": "_meta"}},
+                c={
+                    "service": "c",
+                    "path": "/",
+                    "allow": ["y"],
+                    "required": False,
+                    "fallback": {"y": 1, "_meta": 2},
+                },
+            ),
+        }
+    )
+    assert problems == [
+        f"routes[0].aggregate.calls.a.allow[1]: {reserved}: a call without `group` cannot put it in the "
+        "response (rename it, or give the call a group)",
+        f"routes[0].aggregate.calls.b.rename.x: {reserved}: choose another name",
+        f"routes[0].aggregate.calls.c.fallback: {reserved}: the fallback of a call without `group` cannot "
+        "set it",
+    ]
+    # Under a group, or renamed away, or nested, `_meta` is the service's data.
+    assert (
+        check(
+            calls(
+                a={"service": "a", "path": "/", "group": "a", "allow": ["_meta"], "rename": {"x": "_meta"}},
+                b={
+                    "service": "b",
+                    "path": "/",
+                    "allow": ["_meta", "z.x"],
+                    "rename": {"_meta": "m", "z.x": "_meta"},
+                },
+            )
+        )
+        == []
+    )
+    # With merge: namespaced a call's name is its key in the response.
+    problems = check({"merge": "namespaced", **calls(_meta={"service": "a", "path": "/"})})
+    assert any("call name '_meta' is reserved" in p for p in problems), problems
 
 
 def test_shaping_paths_are_checked() -> None:

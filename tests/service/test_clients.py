@@ -14,7 +14,7 @@ from starlette.routing import Route
 from conftest import free_port
 from edgeway.observability.logs import request_context
 from edgeway.resilience.breaker import BreakerPolicy, BreakerState
-from edgeway.service.clients import RetryPolicy, ServiceClient
+from edgeway.service.clients import RetryPolicy, ServiceClient, UnsafeRequest
 from edgeway.service.discovery import StaticDiscovery
 from edgeway.service.errors import (
     CircuitOpenError,
@@ -177,3 +177,35 @@ async def test_typed_call_validates_the_body_and_raises_on_error_status() -> Non
 async def test_unknown_service_names_the_sources_tried() -> None:
     with pytest.raises(NoInstancesError, match="EDGEWAY_SERVICE_INVENTORY_URLS"):
         await client([]).get("/item")
+
+
+async def test_a_request_the_wire_cannot_carry_is_refused_before_sending_and_a_path_value_is_encoded() -> (
+    None
+):
+    # Issue 13 item 7: what code puts into a request line or header is checked like client
+    # input. A bad header is the caller's mistake: refused at once, never a peer failure that
+    # trips the breaker or is retried; a space or CR/LF in the path is percent-encoded.
+    from starlette.routing import Route as _Route
+
+    got: list[tuple[str, str]] = []
+
+    async def search(request: Request) -> Response:
+        got.append((request.url.path, request.query_params.get("q", "")))
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[_Route("/search", search)])
+    async with serve(app) as url:
+        peer = client([url])
+        for bad in ({"x-q": "a\r\nx-injected: 1"}, {"x q": "a"}, {"x-q": "a\x00b"}):
+            with pytest.raises(UnsafeRequest):
+                await peer.get("/search", headers=bad)
+        with pytest.raises(UnsafeRequest):
+            await peer.get("@evil.example/search")  # joined to the base URL it would name a host
+        with pytest.raises(UnsafeRequest):
+            await peer.request("GE T", "/search")
+        smuggle = "x HTTP/1.1\r\nHost: a\r\n\r\nGET /admin HTTP/1.1\r\nx:"
+        response = await peer.get("/search?q=" + smuggle)
+        await peer.aclose()
+    assert response.status_code == 200
+    assert got == [("/search", smuggle)]
+    assert peer.breaker(url).state is BreakerState.CLOSED

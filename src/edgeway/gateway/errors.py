@@ -13,7 +13,7 @@ user fixes a file in one pass instead of one error per run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +74,10 @@ class Rejection(GatewayError):
     """A filter or action refuses the request; the runtime answers an RFC 9457 problem.
 
     ``headers`` go on the response (``WWW-Authenticate``, ``Retry-After``...); ``extra`` are
-    additional problem members (e.g. ``errors`` of a body validation), JSON-ready.
+    additional problem members (e.g. ``errors`` of a body validation), JSON-ready. ``members``
+    carries members whose names the gateway does not choose (a service's error body): they are
+    data, never keyword arguments, so no name can collide with a parameter; ``extra`` wins a name
+    both hold.
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class Rejection(GatewayError):
         detail: str = "",
         *,
         headers: Sequence[tuple[bytes, bytes]] = (),
+        members: Mapping[str, Any] | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(f"{status} {title}: {detail}" if detail else f"{status} {title}")
@@ -91,4 +95,4 @@ class Rejection(GatewayError):
         self.title = title
         self.detail = detail
         self.headers = list(headers)
-        self.extra = extra
+        self.extra: dict[str, Any] = {**members, **extra} if members else extra

@@ -268,7 +268,7 @@ class Gateway:
                     exc.title,
                     exc.detail,
                     headers=[*exc.headers, *self._id_headers(ex, tp)],
-                    **exc.extra,
+                    members=exc.extra,
                 )
             else:
                 ex.abort()

@@ -31,7 +31,7 @@ idempotent methods, as the proxy does, guarded or not.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from edgeway.gateway.config.compose_schema import BASE_FORWARD_HEADERS
@@ -56,6 +56,7 @@ from edgeway.http.errors import (
 )
 from edgeway.http.exchange import Headers
 from edgeway.http.headers import reason_phrase
+from edgeway.http.outgoing import UnsafeRequest, check_request
 from edgeway.http.upstream import ResponseHead, UpstreamConnection
 from edgeway.observability.ids import new_span_id
 from edgeway.resilience.balancer import NoInstanceAvailable
@@ -71,6 +72,7 @@ __all__ = [
     "PendingCall",
     "ResponseTooLarge",
     "ServiceReply",
+    "UnsafeRequest",
     "failure_code",
     "start_call",
 ]
@@ -185,6 +187,9 @@ class PendingCall:
         loop: asyncio.AbstractEventLoop,
         deadline: float | None,
     ) -> None:
+        # Every byte of the request line and headers, whoever built them, is held to what the
+        # server accepts from a client: a CR/LF from a value would split the request in two.
+        check_request(method, target, headers)
         self.cluster = cluster
         self._guard = guard
         self._loop = loop
@@ -327,6 +332,18 @@ class PendingCall:
             self._conn.head_waiter().add_done_callback(lambda _: callback())
 
     @property
+    def complete(self) -> bool:
+        """True once the service's whole answer (head and body) has arrived: :meth:`reply` can
+        take it without waiting, and nothing can fail it any more."""
+        conn = self._conn
+        return (
+            conn is not None
+            and self._error is None
+            and conn.response_complete
+            and (self._task is None or self._task.done())
+        )
+
+    @property
     def failed(self) -> bool:
         """True once it is certain, before :meth:`reply`, that the call has failed: it got no
         answer, or an error status, and will make no further attempt. False while that is not
@@ -384,14 +401,17 @@ class PendingCall:
                     continue
                 break
             conn.clear_deadline()
+            limit = self._limits.max_body
+            declared = head.content_length
+            if declared is not None and declared > limit:
+                # Refused before a byte of it is read; the connection, mid-response, is closed.
+                outcome = head.status
+                raise self._too_large(conn, declared)
             body = conn.body
             data = body.read_nowait() if body.complete else await self._read_body(conn)
             outcome = head.status  # the instance answered, whatever the caller makes of it
-            if len(data) > self._limits.max_body:
-                raise ResponseTooLarge(
-                    f"{conn.instance} answered more than {self._limits.max_body} bytes",
-                    instance=conn.instance,
-                )
+            if len(data) > limit:
+                raise self._too_large(conn)
             return ServiceReply(head.status, head.headers, data, conn.instance)
         except BaseException as exc:
             # A call the endpoint gave up on (its deadline passed, it was abandoned) says
@@ -459,17 +479,27 @@ class PendingCall:
         self._attempt(ep)
 
     async def _read_body(self, conn: UpstreamConnection) -> bytes:
+        """The rest of the body; past the size limit the call is refused at once (never a
+        truncated body: a cut JSON document, or a valid one followed by padding, must not pass
+        for the answer), and the connection, mid-response, is closed when it is given back."""
         conn.set_deadline(self._end, "total", self._limits.total)
         limit = self._limits.max_body
         body = conn.body
         parts = [body.read_nowait()]
         size = len(parts[0])
-        while chunk := await body.read():
+        while size <= limit and (chunk := await body.read()):
             size += len(chunk)
-            if size > limit:
-                break
             parts.append(chunk)
+        if size > limit:
+            raise self._too_large(conn)
         return b"".join(parts)
+
+    def _too_large(self, conn: UpstreamConnection, declared: int | None = None) -> ResponseTooLarge:
+        limit = self._limits.max_body
+        what = f"declared a {declared}-byte answer" if declared is not None else "answered more"
+        return ResponseTooLarge(
+            f"{conn.instance} {what}; a call may return {limit} bytes", instance=conn.instance
+        )
 
     async def _sent(self) -> None:
         """Wait until the request is written (only a call that had to connect, or to wait for
@@ -490,10 +520,13 @@ class PendingCall:
     # -- ending ----------------------------------------------------------------------------
     def fail(self, exc: UpstreamError) -> None:
         """End the call with ``exc`` (an endpoint deadline): its reply raises it, and it makes
-        no further attempt."""
+        no further attempt. A call whose whole answer is already in keeps it: a deadline (or an
+        abandoned run) cannot take back what arrived in time, whenever its reply is taken."""
         if self._finished or self._stopped:
             return
         self._stopped = True
+        if self.complete:
+            return
         self._error = exc
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -566,7 +599,9 @@ def start_call(
     """Send a request to an instance of ``cluster`` now; await ``.reply()`` for the answer.
 
     ``target`` is the path and query; ``headers`` a block of ``name: value\\r\\n`` lines (Host,
-    the framing and ``X-Edgeway-Deadline-Ms`` are added here). ``guard``: the service's, from
+    the framing and ``X-Edgeway-Deadline-Ms`` are added here). A method, target or header line
+    the server would refuse from a client raises :class:`UnsafeRequest`, and nothing is sent.
+    ``guard``: the service's, from
     :func:`~edgeway.gateway.resilient.service_guard`. ``loop``: the running loop, when the caller
     has it at hand (asking for it costs a system call). ``deadline``: loop time the call must be
     over by, when something shorter than its own timeout bounds it.
@@ -628,12 +663,15 @@ def forwarded_headers(headers: Iterable[tuple[bytes, bytes]], names: frozenset[b
     return b"".join(name + b": " + value + b"\r\n" for name, value in headers if name.lower() in names)
 
 
-def upstream_problem(status: int, reason: str, body: Any, **members: Any) -> Rejection:
+def upstream_problem(status: int, reason: str, body: Any, members: Mapping[str, Any]) -> Rejection:
     """The problem an endpoint answers when a call it needed failed with ``status``.
 
     A service's 4xx is passed through with the members of its JSON error body (its ``title``
     and ``detail`` included: "order 7 not found" is what the client needs to see); a service's
     5xx becomes 502; the gateway's own statuses (504 timeout, 503 no instance) stay.
+    ``members`` are the gateway's (``call``, ``service``, ``code``): they win a name the
+    service's body also uses. The body's members are data, never keyword arguments: whatever
+    names a service sends (``headers``, ``call``, ``status``) cannot break the answer.
     """
     if 400 <= status < 500 and isinstance(body, dict):
         found = dict(body)
@@ -643,11 +681,11 @@ def upstream_problem(status: int, reason: str, body: Any, **members: Any) -> Rej
             found["errors"] = detail  # e.g. FastAPI's list of validation errors
         for key in ("status", "request_id"):
             found.pop(key, None)
+        found.update(members)
         return Rejection(
             status,
             title if isinstance(title, str) else reason_phrase(status).decode(),
             detail if isinstance(detail, str) else reason,
-            **found,
-            **members,
+            members=found,
         )
-    return Rejection(status, reason_phrase(status).decode(), reason, **members)
+    return Rejection(status, reason_phrase(status).decode(), reason, members=members)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from edgeway.gateway import json_input
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.errors import Rejection
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
@@ -88,7 +89,7 @@ def build_validation(route: Route, env: GatewayEnv, next_handler: Handler) -> Ha
         except BodyTooLarge:
             raise too_large(read_limit) from None
         try:
-            document = orjson.loads(body)
+            document = json_input.loads(body)
         except orjson.JSONDecodeError as exc:
             raise Rejection(400, "Bad Request", f"the request body is not valid JSON: {exc}") from None
         errors = sorted(validator.iter_errors(document), key=_order)

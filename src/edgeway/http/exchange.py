@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
@@ -204,10 +204,24 @@ class Exchange:
         self.respond(status, hs, orjson.dumps(payload))
 
     def respond_problem(
-        self, status: int, title: str, detail: str = "", headers: Headers | None = None, **extra: Any
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        headers: Headers | None = None,
+        members: Mapping[str, Any] | None = None,
+        **extra: Any,
     ) -> None:
-        """An RFC 9457 problem+json response."""
+        """An RFC 9457 problem+json response. ``members``: extra members as data (names the
+        caller does not choose, e.g. a service's error body); they may set ``type`` but never
+        the status, title, detail or request id this response states."""
         problem: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+        if members:
+            problem.update(members)
+            problem["title"] = title
+            problem["status"] = status
+            problem.pop("detail", None)
+            problem.pop("request_id", None)
         if detail:
             problem["detail"] = detail
         if self.request_id:

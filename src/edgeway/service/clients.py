@@ -36,6 +36,7 @@ import httpx
 from opentelemetry.trace import SpanKind
 from pydantic import TypeAdapter
 
+from edgeway.http.outgoing import UnsafeRequest, check_header, check_method, request_target
 from edgeway.observability.logs import current_request_id
 from edgeway.observability.tracing import Tracing, outgoing_traceparent
 from edgeway.resilience.breaker import BreakerPolicy, CircuitBreaker
@@ -52,7 +53,7 @@ from edgeway.service.errors import (
 )
 from edgeway.service.middleware import incoming_authorization
 
-__all__ = ["IDEMPOTENT_METHODS", "RetryPolicy", "ServiceClient"]
+__all__ = ["IDEMPOTENT_METHODS", "RetryPolicy", "ServiceClient", "UnsafeRequest"]
 
 T = TypeVar("T")
 
@@ -113,8 +114,18 @@ class ServiceClient:
     async def request(
         self, method: str, path: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
     ) -> httpx.Response:
-        """Send a request to an instance of the service; ``path`` starts with ``/``."""
+        """Send a request to an instance of the service; ``path`` starts with ``/``.
+
+        A path that does not, a method or header name that is not a token, or a header value
+        with a control character (CR, LF, NUL...) raises :class:`UnsafeRequest` (a ValueError)
+        before anything is sent: it is the caller's mistake, never the peer's failure (no
+        breaker failure, no retry). What else a request line cannot carry in ``path`` (a space,
+        non-ASCII) is percent-encoded, so a value pasted into it stays a value."""
         method = method.upper()
+        path = request_target(path).decode("ascii")
+        check_method(method)
+        for name, value in (headers or {}).items():
+            check_header(name, value)
         urls = await self.discovery.resolve(self.service)
         if not urls:
             raise NoInstancesError(self.service, self.discovery.name)

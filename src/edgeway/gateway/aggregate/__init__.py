@@ -19,7 +19,7 @@ import orjson
 from edgeway.gateway.aggregate.executor import CallError, Run
 from edgeway.gateway.aggregate.merge import compile_merge
 from edgeway.gateway.aggregate.plan import CallPlan, Plan, Scope, compile_plan
-from edgeway.gateway.config.compose_schema import META_KEY
+from edgeway.gateway.config.aggregate_checks import META_KEY
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
 from edgeway.gateway.resilient import service_guard
@@ -75,7 +75,7 @@ def _fail_endpoint(call: CallPlan, error: CallError) -> None:
     body = error.body if error.kind == "upstream" else None
     members = {"call": call.name} if error.code is None else {"call": call.name, "code": error.code}
     problem = upstream_problem(
-        error.endpoint_status, f"call '{call.name}' failed: {error.reason}", body, **members
+        error.endpoint_status, f"call '{call.name}' failed: {error.reason}", body, members
     )
     if error.retry_after is not None:
         problem.headers.append((b"retry-after", retry_after_header(error.retry_after)))

@@ -11,8 +11,9 @@ element calls with bounded concurrency.
 
 A call ends with an output (its shaped response, or its fallback) or a :class:`CallError`. A
 failed required call ends the run at once (the rest is abandoned); a failed optional call is
-recorded and the run goes on. The endpoint deadline fails every call still in flight and keeps
-later ones from starting.
+recorded and the run goes on. The endpoint deadline fails every call still waiting for its
+answer and keeps later ones from starting; a call whose whole answer is already in keeps it, even
+when the run has not taken it yet (answers are taken in declared order, a slow call first).
 
 Calls to a service that configures resilience go through its guard (admission, breakers,
 retries: :mod:`edgeway.gateway.service_client`); a refused call fails like any other.
@@ -27,13 +28,16 @@ from typing import Any
 
 import orjson
 
+from edgeway.gateway import json_input
 from edgeway.gateway.aggregate.plan import BadValue, CallPlan, MissingValue, Plan, Scope
 from edgeway.gateway.aggregate.shaping import ShapeError
 from edgeway.gateway.aggregate.values import MISSING
+from edgeway.gateway.json_input import TooDeep
 from edgeway.gateway.resilient import Refused
 from edgeway.gateway.service_client import (
     PendingCall,
     ServiceReply,
+    UnsafeRequest,
     child_traceparent,
     failure_code,
     forwarded_headers,
@@ -352,17 +356,20 @@ class Run:
             content_type = call.content_type or ctx.ex.header(b"content-type")
             if content_type:
                 parts += (b"content-type: ", content_type, b"\r\n")
-        pending = start_call(
-            call.cluster,
-            call.method,
-            target,
-            b"".join(parts),
-            body,
-            call.limits,
-            guard=call.guard,
-            loop=self._loop,
-            deadline=self._deadline_at,
-        )
+        try:
+            pending = start_call(
+                call.cluster,
+                call.method,
+                target,
+                b"".join(parts),
+                body,
+                call.limits,
+                guard=call.guard,
+                loop=self._loop,
+                deadline=self._deadline_at,
+            )
+        except UnsafeRequest as exc:  # rendering keeps values in bounds; this is the last guard
+            return CallError(502, f"{call.cluster.name}: the request cannot be sent: {exc}", "input")
         self.inflight.add(pending)
         return pending
 
@@ -402,6 +409,7 @@ class Run:
             self.fatal = (call, error)
 
     def _expire(self) -> None:
+        # Calls already answered in full are not cut (PendingCall.fail keeps a complete answer).
         self.expired = True
         assert self.plan.deadline is not None
         exc = DeadlineExceeded(self.plan.deadline)
@@ -413,7 +421,11 @@ def _parse(call: CallPlan, reply: ServiceReply) -> tuple[Any, Any] | CallError:
     """(response, shaped output), or why there is none."""
     service = call.cluster.name
     try:
-        value = orjson.loads(reply.body) if reply.body else None
+        value = json_input.loads(reply.body) if reply.body else None
+    except TooDeep:
+        if 200 <= reply.status < 300:
+            return CallError(502, f"{service} answered {reply.status} with {TooDeep()}", "response")
+        value = None
     except orjson.JSONDecodeError:
         if 200 <= reply.status < 300:
             return CallError(

@@ -7,6 +7,9 @@ order they finished: the same inputs always give the same response).
 - ``deep``: objects merge recursively; anything else (a list, a scalar, an object meeting a
   non-object) is replaced by the later call's value.
 
+The top-level ``_meta`` key is the gateway's (its completion report): a call merged at the top
+level that answers one has it dropped.
+
 Outputs are never changed in place: they may be a call's fallback (config data) or the response
 other calls read.
 """
@@ -17,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from edgeway.gateway.aggregate.plan import Plan
+from edgeway.gateway.config.aggregate_checks import META_KEY
 
 Merge = Callable[[Mapping[str, Any]], dict[str, Any]]
 
@@ -52,6 +56,9 @@ def compile_merge(plan: Plan) -> Merge:
                     deep_merge(out, value)
                 else:
                     out.update(value)
+        # The top-level `_meta` is the gateway's: a service's own (a call without a group
+        # answering one) never reaches the client as if the gateway had said it.
+        out.pop(META_KEY, None)
         return out
 
     return merge

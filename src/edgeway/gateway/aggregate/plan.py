@@ -16,14 +16,17 @@ from urllib.parse import parse_qs, quote
 
 import orjson
 
+from edgeway.gateway import json_input
 from edgeway.gateway.aggregate.shaping import Shaper, compile_shaper
 from edgeway.gateway.aggregate.values import MISSING, as_text, lookup
 from edgeway.gateway.config.aggregate_checks import effective_group
 from edgeway.gateway.config.templates import Ref, Template, format_steps, parse_template
+from edgeway.gateway.json_input import TooDeep
 from edgeway.gateway.pipeline import RequestContext
 from edgeway.gateway.service_client import CallLimits, forward_names
 from edgeway.gateway.upstreams import Cluster, Endpoint
 from edgeway.http.headers import HOP_BY_HOP
+from edgeway.http.outgoing import header_value_ok
 from edgeway.resilience.deadline import DEADLINE_HEADER
 from edgeway.resilience.guard import ServiceGuard
 
@@ -118,7 +121,9 @@ class Scope:
                 self._body = None
             else:
                 try:
-                    self._body = orjson.loads(self.body_bytes)
+                    self._body = json_input.loads(self.body_bytes)
+                except TooDeep as exc:
+                    raise BadValue(f"the request body is {exc}", from_client=True) from None
                 except orjson.JSONDecodeError:
                     raise BadValue("the request body is not valid JSON", from_client=True) from None
         return self._body
@@ -240,18 +245,25 @@ def compile_headers(headers: Mapping[str, Template], separator: str) -> Callable
     """The call's own headers as lines; a header whose only reference is missing is left out,
     and a value with a line break (from a response) fails the call instead of splitting it."""
     parts = tuple(
-        (key.lower().encode(), compile_text(t, encode=False, separator=separator, optional=True))
+        (
+            key.lower().encode(),
+            compile_text(t, encode=False, separator=separator, optional=True),
+            any(ref.source in CLIENT_SOURCES for ref in t.refs),
+        )
         for key, t in headers.items()
     )
 
     def render(scope: Scope, item: Any) -> bytes:
         out: list[bytes] = []
-        for name, part in parts:
+        for name, part, from_client in parts:
             text = part(scope, item)
             if text is None:
                 continue
-            if "\r" in text or "\n" in text or "\0" in text:
-                raise BadValue(f"header '{name.decode()}' would hold a line break", from_client=False)
+            if not header_value_ok(text):
+                raise BadValue(
+                    f"header '{name.decode()}' would hold a line break or another control character",
+                    from_client=from_client,
+                )
             out += (name, b": ", text.encode(), b"\r\n")
         return b"".join(out)
 

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING
 from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.templates import Ref, Star, Steps, Template
 
+# The top-level key of an aggregate's response that holds the gateway's completion report.
+META_KEY = "_meta"
+
 if TYPE_CHECKING:
     from edgeway.gateway.config.compose_schema import AggregateCall
 
@@ -208,6 +211,8 @@ def _check_outputs(calls: Mapping[str, AggregateCall], merge: str, problems: lis
                     "the fallback of a call without `group` must be an object (its keys are merged)",
                 )
             )
+        if group is None:
+            _check_meta_key(call, base, problems)
         # A list without a group is reported above; it is not also "any key".
         writes[name] = frozenset() if group is None and lists is not None else _top_keys(call, group)
         if group is None and call.has_fallback and isinstance(call.fallback, dict):
@@ -222,6 +227,31 @@ def _check_outputs(calls: Mapping[str, AggregateCall], merge: str, problems: lis
                 )
     if merge in {"strict", "namespaced"}:
         _check_collisions(writes, problems)
+
+
+def _check_meta_key(call: AggregateCall, base: Loc, problems: list[tuple[Loc, str]]) -> None:
+    """A call merged at the top level may not write `_meta`: the gateway's completion report
+    lives there, and a client must be able to trust it (a service's own `_meta` is dropped at
+    run time; a config that asks for it is refused here)."""
+    facts = call.facts
+    reserved = f"'{META_KEY}' is reserved for the gateway's completion report"
+    renamed = {str(steps[0]): target for steps, target in facts.rename if len(steps) == 1}
+    for index, steps in enumerate(facts.allow or ()):
+        if str(steps[0]) == META_KEY and renamed.get(META_KEY, META_KEY) == META_KEY:
+            problems.append(
+                (
+                    (*base, "allow", index),
+                    f"{reserved}: a call without `group` cannot put it in the response "
+                    "(rename it, or give the call a group)",
+                )
+            )
+    for steps, target in facts.rename:
+        if len(steps) == 1 and target == META_KEY:
+            problems.append(((*base, "rename", str(steps[0])), f"{reserved}: choose another name"))
+    if call.has_fallback and isinstance(call.fallback, dict) and META_KEY in call.fallback:
+        problems.append(
+            ((*base, "fallback"), f"{reserved}: the fallback of a call without `group` cannot set it")
+        )
 
 
 def _top_keys(call: AggregateCall, group: str | None) -> frozenset[str] | None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from pydantic import AfterValidator, Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from edgeway.gateway.config.aggregate_checks import CallFacts, check_calls
+from edgeway.gateway.config.aggregate_checks import META_KEY, CallFacts, check_calls
 from edgeway.gateway.config.base import TOKEN, HeaderName, LocatedProblemsError, StrictModel
 from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.templates import Ref, Steps, Template, TemplateError, parse_steps, parse_template
@@ -37,7 +37,6 @@ _FORWARD_DEFAULT = (
 _CALL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLAIN_KEY = re.compile(r"[^.\[\]{}\s]+")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-META_KEY = "_meta"
 # Headers the gateway writes on every call itself; copying the client's would duplicate them.
 _GATEWAY_OWNED = frozenset(
     {
@@ -125,7 +124,7 @@ class AggregateCall(StrictModel):
     required: bool = Field(
         True,
         description="A failed required call fails the endpoint; a failed optional one is reported in "
-        "`_meta` and the rest is answered.",
+        "`_meta` and the rest is answered. Absent: required, unless the call has a `fallback`.",
     )
     fallback: Any = Field(
         None,
@@ -243,10 +242,17 @@ class AggregateCall(StrictModel):
                 rename.append((parsed, target))
         if self.for_each is not None and self.batch is not None:
             problems.append((("batch",), "set either for_each or batch, not both"))
-        if self.required and self.has_fallback:
-            problems.append(
-                (("fallback",), "a required call has no use for a fallback: set required: false or drop it")
-            )
+        if self.has_fallback:
+            if "required" not in self.model_fields_set:
+                # A fallback stands in for a failed call: by itself it makes the call optional.
+                self.required = False
+            elif self.required:
+                problems.append(
+                    (
+                        ("fallback",),
+                        "a required call has no use for a fallback: drop `required: true` or the fallback",
+                    )
+                )
         if problems:
             raise LocatedProblemsError(problems)
         assert path is not None
@@ -302,7 +308,10 @@ class AggregateAction(StrictModel):
         None, description="Client headers copied onto every call; " + _FORWARD_DEFAULT
     )
     max_response_bytes: ByteSize = Field(
-        8 * 1024 * 1024, gt=0, description="Largest response body a call may return."
+        8 * 1024 * 1024,
+        gt=0,
+        description="Largest response body a call may return; a larger one (by its Content-Length, or "
+        "as it arrives) fails the call with 502, code `too_large`.",
     )
 
     _order: tuple[str, ...] = PrivateAttr(())
@@ -315,6 +324,10 @@ class AggregateAction(StrictModel):
             if _CALL_NAME.fullmatch(name) is None:
                 raise PydanticCustomError(
                     "call_name", "call name '{name}' may use letters, digits and '_' only", {"name": name}
+                )
+            if name == META_KEY:  # with merge: namespaced, a call's name is its key in the response
+                raise PydanticCustomError(
+                    "call_name", "call name '_meta' is reserved for the gateway's completion report"
                 )
         return value
 

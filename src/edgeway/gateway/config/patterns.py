@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # RFC 3986 pchar minus percent (escapes are checked on their own).
+_REQUEST_LINE_TEXT = re.compile(r"[!-~]*")
 _LITERAL = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()+,;=:@]|%[0-9A-Fa-f]{2})+")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -202,4 +203,11 @@ def parse_rewrite(text: str, pattern: PathPattern) -> RewriteTemplate:
 def _rewrite_literal(text: str, literal: str) -> str:
     if "{" in literal or "}" in literal:
         raise PatternError(f"rewrite {text!r} has an unbalanced '{{' or '}}'")
+    if _REQUEST_LINE_TEXT.fullmatch(literal) is None:
+        # It goes into the upstream request line as is: a space or a control would end or
+        # split it, a non-ASCII character is not allowed there.
+        raise PatternError(
+            f"rewrite {text!r} may hold visible ASCII only; percent-encode spaces, controls and "
+            "non-ASCII characters"
+        )
     return literal

@@ -206,7 +206,8 @@ class HealthCheckRule(StrictModel):
 
     path: str = Field(
         "/health/ready",
-        pattern=r"^/[^\s]*$",
+        # Visible ASCII only: it goes into a request line as is.
+        pattern=r"^/[!-~]*$",
         description="Path to `GET` on each instance (the service kit's readiness endpoint by default).",
     )
     interval: Duration = Field(5.0, gt=0, description="Time between two checks of an instance.")

@@ -318,7 +318,7 @@ class ProxyAction(StrictModel):
     rewrite: str | None = Field(
         None,
         description="Upstream path template; may use the path's `{name}` parameters and `{**}` "
-        "(the rest matched by a `/**` pattern).",
+        "(the rest matched by a `/**` pattern); its text is visible ASCII (percent-encode the rest).",
     )
     request_headers: HeaderRules = Field(
         default_factory=HeaderRules, description="Changes to the request headers sent upstream."

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from edgeway.gateway.config.schema import Route
-from edgeway.gateway.endpoints.clients import ServiceCallError, Services, ServiceStatusError
+from edgeway.gateway.endpoints.clients import ServiceCallError, Services, ServiceStatusError, UnsafeRequest
 from edgeway.gateway.endpoints.registry import EndpointSpec, endpoint, registered
 from edgeway.gateway.endpoints.request import Request, Response
 from edgeway.gateway.errors import GatewayError, Rejection
@@ -30,6 +30,7 @@ from edgeway.gateway.resilient import service_guard
 from edgeway.gateway.service_client import forward_names, forwarded_headers, upstream_problem
 from edgeway.http.errors import HttpError
 from edgeway.http.headers import HOP_BY_HOP
+from edgeway.http.outgoing import check_header
 from edgeway.resilience.guard import retry_after_header
 
 log = logging.getLogger("edgeway.gateway.endpoints")
@@ -67,6 +68,16 @@ def build_endpoint(route: Route, env: GatewayEnv) -> Handler:
             raise
         except ServiceCallError as exc:
             raise _call_problem(exc) from None
+        except UnsafeRequest as exc:
+            # A service request built from values that cannot go on the wire (a CR/LF in a
+            # header): refused before sending. The values come from the request in practice.
+            ex.log["error"] = f"UnsafeRequest: {exc}"
+            raise Rejection(
+                400,
+                "Bad Request",
+                f"endpoint '{spec.name}': a service request built from this request cannot be sent: {exc}",
+                code="unsafe_request",
+            ) from None
         except Exception as exc:  # the user's code: anything may go wrong; the client gets a 500
             _log_failure(ctx, spec, exc)
             raise Rejection(500, "Internal Server Error", f"endpoint '{spec.name}' failed") from None
@@ -81,8 +92,8 @@ def _call_problem(exc: ServiceCallError) -> Rejection:
     required aggregate call."""
     if isinstance(exc, ServiceStatusError):
         status = 502 if exc.status >= 500 else exc.status
-        return upstream_problem(status, str(exc), exc.body, service=exc.service)
-    problem = upstream_problem(exc.status, str(exc), None, service=exc.service, code=exc.code)
+        return upstream_problem(status, str(exc), exc.body, {"service": exc.service})
+    problem = upstream_problem(exc.status, str(exc), None, {"service": exc.service, "code": exc.code})
     if exc.retry_after is not None:
         problem.headers.append((b"retry-after", retry_after_header(exc.retry_after)))
     return problem
@@ -109,8 +120,10 @@ def _headers(given: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
         lname = name.lower().encode("latin-1")
         if lname in _RESERVED or lname == b"content-type":
             continue
-        if any(ch in value for ch in "\r\n\0") or any(ch in name for ch in "\r\n\0: "):
-            raise ValueError(f"response header {name!r} has a character a header cannot hold")
+        try:
+            check_header(name, value)
+        except UnsafeRequest as exc:  # the endpoint's own response: its bug, a 500
+            raise ValueError(f"response {exc}") from None
         out.append((name.encode("latin-1"), value.encode()))
     return out
 

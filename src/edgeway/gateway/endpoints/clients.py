@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from edgeway.gateway import json_input
 from edgeway.gateway.errors import GatewayError
 from edgeway.gateway.pipeline import RequestContext
 from edgeway.gateway.resilient import Refused
@@ -37,9 +38,20 @@ from edgeway.gateway.service_client import (
 )
 from edgeway.gateway.upstreams import Cluster, Endpoint
 from edgeway.http.errors import UpstreamError
+from edgeway.http.outgoing import UnsafeRequest, check_header, request_target
 from edgeway.resilience.guard import ServiceGuard
 
 QueryParams = Mapping[str, Any] | list[tuple[str, Any]]
+
+__all__ = [
+    "QueryParams",
+    "ServiceCallError",
+    "ServiceClient",
+    "ServiceResponse",
+    "ServiceStatusError",
+    "Services",
+    "UnsafeRequest",
+]
 
 
 class ServiceCallError(GatewayError):
@@ -113,10 +125,11 @@ class ServiceResponse:
         return out
 
     def json(self) -> Any:
-        """The body as JSON; ``None`` for an empty body; ValueError when it is not JSON."""
+        """The body as JSON; ``None`` for an empty body; ValueError when it is not JSON (or
+        nests deeper than the gateway reads: ``json_input.MAX_DEPTH``)."""
         if not self._reply.body:
             return None
-        return orjson.loads(self._reply.body)
+        return json_input.loads(self._reply.body)
 
     def raise_for_status(self) -> ServiceResponse:
         if not self.ok:
@@ -160,12 +173,15 @@ class ServiceClient:
         timeout: float | None = None,
     ) -> ServiceResponse:
         """Call ``path`` (which may hold its own query) with ``params`` added to the query;
-        send ``json`` (encoded) or ``content`` (as is) as the body."""
-        if not path.startswith("/"):
-            raise ValueError(f"a service path starts with '/', got {path!r}")
-        target = path
+        send ``json`` (encoded) or ``content`` (as is) as the body.
+
+        What a request line cannot carry in ``path`` (a space, CR/LF, non-ASCII...) is
+        percent-encoded, so a value pasted into it stays a value; a header name that is not a
+        token or a value with a control character raises :class:`UnsafeRequest` (a ValueError),
+        and nothing is sent."""
+        target = request_target(path)
         if params:
-            target += ("&" if "?" in path else "?") + urlencode(params, doseq=True)
+            target += (b"&" if b"?" in target else b"?") + urlencode(params, doseq=True).encode()
         lines = [self._headers, child_traceparent(self._ctx)]
         body: bytes | None = None
         if json is not None:
@@ -174,15 +190,14 @@ class ServiceClient:
         elif content is not None:
             body = content
         for name, value in (headers or {}).items():
-            if any(ch in value for ch in "\r\n\0") or any(ch in name for ch in "\r\n\0: "):
-                raise ValueError(f"header {name!r} has a character a header cannot hold")
+            check_header(name, value)
             lines.append(f"{name}: {value}\r\n".encode())
         limits = self._limits if timeout is None else CallLimits.of(self._cluster, timeout)
         try:
             pending = start_call(
                 self._cluster,
                 method.upper().encode(),
-                target.encode(),
+                target,
                 b"".join(lines),
                 body,
                 limits,

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from edgeway.gateway import json_input
 from edgeway.gateway.endpoints.clients import Services
 from edgeway.gateway.errors import Rejection
 from edgeway.gateway.pipeline import Identity, RequestContext
@@ -147,6 +148,6 @@ class Request:
         if not data:
             return None
         try:
-            return orjson.loads(data)
+            return json_input.loads(data)
         except orjson.JSONDecodeError as exc:
             raise Rejection(400, "Bad Request", f"the request body is not valid JSON: {exc}") from None
