@@ -5,6 +5,7 @@ problem body, and NOTHING reaches the protected backend."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -478,3 +479,37 @@ async def test_the_ip_throttle_sees_the_gateways_view_of_the_client(tmp_path: Pa
         )
     assert sprayed.status_code == 429
     assert "address" in sprayed.json()["detail"]
+
+
+async def test_chunked_trailers_never_reach_the_service_as_headers() -> None:
+    """Trailer fields of a chunked request are not part of the request head: an anonymous client
+    cannot deliver identity headers through them on a route that waits (schema validation) after
+    the identity scrub. The gateway drops request trailers (docs/gateway.md)."""
+    ring = KeyRing.generate()
+    async with recording_backend() as (port, seen), jwks_server(ring) as jwks:
+        route = {
+            "match": {"path": "/orders"},
+            "auth": {"mode": "optional"},
+            "validate": {"json_schema": {"type": "object"}},
+        }
+        async with gateway(edge_config(port, [route], auth_block(jwks.url))) as (gw, _):
+            r, w = await asyncio.open_connection("127.0.0.1", gw)
+            w.write(
+                b"POST /orders HTTP/1.1\r\nHost: gw.test\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\nTrailer: X-Edgeway-Subject\r\nConnection: close\r\n\r\n"
+                b"2\r\n{}\r\n"
+            )
+            await asyncio.sleep(0.3)  # the scrub has run; validation waits for the end of the body
+            w.write(
+                b"0\r\nX-Edgeway-Subject: admin\r\nX-Edgeway-Roles: admin\r\n"
+                b"X-Request-ID: smuggled\r\nX-Plain: trailer\r\n\r\n"
+            )
+            out = await asyncio.wait_for(r.read(), 5)
+            w.close()
+    assert out.startswith(b"HTTP/1.1 200"), out
+    _line, headers, body = seen.requests[0]
+    assert body == b"{}"
+    assert b"x-edgeway-subject" not in headers
+    assert b"x-edgeway-roles" not in headers
+    assert b"x-plain" not in headers
+    assert headers[b"x-request-id"] != b"smuggled"

@@ -86,6 +86,7 @@ class ProxyTarget:
     response_headers: HeaderEdits
     websocket: bool
     websocket_idle_timeout: float
+    request_buffer: int = 0  # a body up to this size is read whole before a connection is taken
 
 
 def proxy_target(route: Route, env: GatewayEnv) -> ProxyTarget:
@@ -99,6 +100,7 @@ def proxy_target(route: Route, env: GatewayEnv) -> ProxyTarget:
         response_headers=HeaderEdits.from_config(action.response_headers.set, action.response_headers.remove),
         websocket=action.websocket,
         websocket_idle_timeout=float(action.websocket_idle_timeout),
+        request_buffer=int(env.config.limits.request_buffer_bytes),
     )
 
 
@@ -199,6 +201,11 @@ def forward(
     A plain function returning the coroutine, so a service without resilience costs one
     coroutine per request (its single attempt), not two.
     """
+    body = ex.body
+    if not body.complete and body.buffered < target.request_buffer:
+        # A slow client must not hold an upstream connection while its body trickles in: read it
+        # (up to the buffer) first. The service's timeouts start once it has arrived.
+        return _buffer_then_forward(ex, target, path_and_query, upstream_tp)
     cluster = target.cluster
     # The request's time budget: the service's total timeout, or less if the caller said so.
     budget = cluster.timeouts.total
@@ -218,6 +225,13 @@ def forward(
             503, "Service Unavailable", f"no available instance of service {cluster.name!r}"
         ) from None
     return attempt(ex, target, path_and_query, upstream_tp, ep, deadline, None)
+
+
+async def _buffer_then_forward(
+    ex: Exchange, target: ProxyTarget, path_and_query: bytes, upstream_tp: bytes
+) -> float | None:
+    await ex.body.fill(target.request_buffer)
+    return await forward(ex, target, path_and_query, upstream_tp)
 
 
 async def _forward_guarded(
@@ -310,6 +324,7 @@ async def attempt(
             outcome = exc
             ex.abort()  # the response has started: cut it rather than send a short body
         finally:
+            _cancel(sender)  # still running when the response failed, or the client went away
             conn.clear_deadline()
             ep.pool.release(conn)
         return None
@@ -379,8 +394,21 @@ async def _send(
 
 
 def _cancel(task: asyncio.Task[None] | None) -> None:
-    if task is not None and not task.done():
+    """Stop the body sender, and take its outcome: its error (the client went away, the body
+    timed out) is the exchange's, already answered, and unretrieved it is logged as "Task
+    exception was never retrieved" when the task is collected."""
+    if task is None:
+        return
+    if task.done():
+        _retrieve(task)
+    else:
         task.cancel()
+        task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def _send_body(ex: Exchange, conn: UpstreamConnection) -> None:

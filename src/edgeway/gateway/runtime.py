@@ -98,6 +98,7 @@ def server_limits(config: GatewayConfig) -> ServerLimits:
         max_url_bytes=int(lim.max_url_bytes),
         max_body_bytes=None if lim.max_body_bytes is None else int(lim.max_body_bytes),
         header_read_timeout=float(lim.header_read_timeout),
+        body_read_timeout=float(lim.body_read_timeout),
         keepalive_timeout=float(lim.keepalive_timeout),
     )
 

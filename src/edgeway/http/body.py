@@ -127,6 +127,36 @@ class BodyStream:
         self._maybe_resume()
         return chunk
 
+    @property
+    def buffered(self) -> int:
+        """Bytes fed and not read yet."""
+        return self._buffered
+
+    async def fill(self, size: int) -> None:
+        """Wait until the body is complete or ``size`` bytes of it wait unread, without reading
+        them: a proxy takes a small body whole before it takes an upstream connection, so a slow
+        client holds none. Raises the body's error (a timeout, a disconnect, a limit)."""
+        if self._on_first_read is not None:
+            cb, self._on_first_read = self._on_first_read, None
+            cb()
+        if size > self._high:
+            # The producer must not pause short of ``size``; from here on this body may buffer
+            # that much (the limit a caller chose to hold in memory).
+            self._high = size
+            if self._paused and self._buffered <= size:
+                self._paused = False
+                self._resume()
+        while not self._eof and self._buffered < size:
+            if self._error is not None:
+                raise self._error
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self._error is not None:
+            raise self._error
+
     def limit_to(self, limit: int) -> None:
         """Refuse the body once more than ``limit`` bytes arrive (a route's smaller limit than the
         server's); call it before anything reads the body. Bytes past the limit are dropped, never

@@ -32,6 +32,15 @@ def connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
 
+def only_chunked(transfer_encoding: bytes) -> bool:
+    """True when a Transfer-Encoding field (its lines joined by commas) names exactly one coding,
+    ``chunked``. The engine decodes no other coding: accepting ``gzip, chunked`` and forwarding
+    the decoded chunks without the gzip would hand the next hop bytes it cannot read. Empty list
+    elements are ignored (RFC 9110 §5.6.1)."""
+    codings = [t for t in transfer_encoding.split(b",") if t.strip()]
+    return len(codings) == 1 and codings[0].strip().lower() == b"chunked"
+
+
 _STATUS_REASONS: Final = {
     100: b"Continue",
     101: b"Switching Protocols",

@@ -17,6 +17,9 @@ class ServerLimits:
     max_url_bytes: int = 8 * 1024  # 414 beyond
     max_body_bytes: int | None = 10 * 1024 * 1024  # 413 beyond; None streams without a cap
     header_read_timeout: float = 10.0  # 408 when a request head is not complete in time
+    # 408 (or a cut response) when a request body sends nothing for this long while the gateway
+    # is reading it: a slow client must not hold a handler (and an upstream connection) forever.
+    body_read_timeout: float = 30.0
     keepalive_timeout: float = 75.0  # an idle keep-alive connection is closed after this
     # Reading pauses when this many body bytes wait for the handler, so a fast client cannot make
     # the gateway hold a large body in memory; it resumes below the low mark.

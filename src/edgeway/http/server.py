@@ -21,7 +21,7 @@ from edgeway.http.body import BodyStream, empty_body
 from edgeway.http.errors import BodyTooLarge, ClientDisconnected, HttpError, RequestRejected
 from edgeway.http.exchange import Exchange, ResponseState
 from edgeway.http.flow import WriteFlow
-from edgeway.http.headers import connection_tokens, reason_phrase, status_line
+from edgeway.http.headers import connection_tokens, only_chunked, reason_phrase, status_line
 from edgeway.http.limits import ServerLimits
 
 log = logging.getLogger("edgeway.http")
@@ -68,6 +68,11 @@ _VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
 _NO_TIMEOUT: Final = 0
 _HEAD_TIMEOUT: Final = 1
 _IDLE_TIMEOUT: Final = 2
+_BODY_TIMEOUT: Final = 3
+# Chunk framing a client may send per chunk without it counting toward the extension budget: a
+# size line of 16 hex digits and the CRLFs around the data. Everything beyond (extensions,
+# leading zeros, trailers) counts toward ``max_header_bytes`` per message.
+_CHUNK_FRAMING: Final = 24
 
 
 class ServerProtocol(asyncio.Protocol):
@@ -104,6 +109,9 @@ class ServerProtocol(asyncio.Protocol):
         self._deadline_kind = _NO_TIMEOUT
         self._got_bytes = False
         self._in_head = False  # between on_message_begin and on_headers_complete
+        # A request with Expect: 100-continue whose body the client holds back until it gets the
+        # 100: its body timeout starts when the handler reads (and the 100 goes out).
+        self._continue_pending = False
 
         # -- flow control --
         self._body_paused = False
@@ -119,12 +127,17 @@ class ServerProtocol(asyncio.Protocol):
         self._host: bytes | None = None
         self._host_count = 0
         self._content_length: int | None = None
-        self._te = False
+        self._te = b""  # the Transfer-Encoding lines, each after a comma; b"" when none
         self._expect = False
         self._connection = b""
         self._upgrade: bytes | None = None
         self._request_id = b""
         self._traceparent = b""
+        # -- per chunked body being parsed --
+        self._chunks = 0
+        self._framing = 0  # bytes of chunk framing (size lines, extensions, trailers) so far
+        self._trailer_bytes = 0
+        self._trailers = 0
 
     def set_handler(self, handler: Handler) -> None:
         """The handler for the requests this connection starts from now on."""
@@ -151,6 +164,8 @@ class ServerProtocol(asyncio.Protocol):
             self._tunnel.from_downstream(data)
             return
         self._got_bytes = True
+        body_ex = self._parsing
+        received = body_ex.body.received if body_ex is not None else 0
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -158,11 +173,23 @@ class ServerProtocol(asyncio.Protocol):
             # the handler decides whether to tunnel.
             self._upgrade_leftover = data[exc.args[0] :]
             self._set_reading(False)
+            return
         except httptools.HttpParserCallbackError:
             reject = self._reject or RequestRejected(400, "malformed request")
             self._fail(reject)
+            return
         except httptools.HttpParserError as exc:
             self._fail(RequestRejected(400, str(exc) or "malformed request"))
+            return
+        ex = self._parsing
+        if ex is None:
+            return
+        if ex is body_ex and ex.chunked_request:
+            # This whole read was inside one chunked body: what is not body is framing. llhttp
+            # skips chunk extensions without a callback, so this is where they are counted.
+            self._count_framing(len(data) - (ex.body.received - received))
+        if not self._reading_paused and not self._continue_pending and self._parsing is not None:
+            self._arm(self._limits.body_read_timeout, _BODY_TIMEOUT)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = ConnState.CLOSED
@@ -200,7 +227,7 @@ class ServerProtocol(asyncio.Protocol):
         self._host = None
         self._host_count = 0
         self._content_length = None
-        self._te = False
+        self._te = b""
         self._expect = False
         self._connection = b""
         self._upgrade = None
@@ -216,6 +243,10 @@ class ServerProtocol(asyncio.Protocol):
             )
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            # llhttp reports the trailer section of a chunked body through this same callback.
+            self._on_trailer(name, value)
+            return
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self._limits.max_header_bytes:
             self._raise(
@@ -231,7 +262,7 @@ class ServerProtocol(asyncio.Protocol):
             elif lname == b"content-length":
                 self._content_length = int(value)  # llhttp has checked digits and duplicates
             elif lname == b"transfer-encoding":
-                self._te = True
+                self._te += b"," + value
             elif lname == b"expect":
                 if value.lower() != b"100-continue":
                     self._raise(RequestRejected(417, "only 'Expect: 100-continue' is supported"))
@@ -254,13 +285,18 @@ class ServerProtocol(asyncio.Protocol):
         method = p.get_method()
         if version not in ("1.1", "1.0"):
             self._raise(RequestRejected(505, f"HTTP/{version} is not supported"))
-        if self._te and version == "1.0":
+        te = self._te != b""
+        if te and version == "1.0":
             # A 1.0 message cannot be chunked; accepting it is a classic smuggling vector.
             self._raise(RequestRejected(400, "Transfer-Encoding in an HTTP/1.0 request"))
         if self._host_count > 1:
             self._raise(RequestRejected(400, "more than one Host header"))
         if self._host_count == 0 and version == "1.1":
             self._raise(RequestRejected(400, "HTTP/1.1 request without Host"))
+        if te and not only_chunked(self._te):
+            # RFC 9112 §6.1: a coding the server does not implement is a 501. Dropping it (and
+            # forwarding the decoded chunks) would hand the service bytes it cannot read.
+            self._raise(RequestRejected(501, "transfer codings other than 'chunked' are not supported"))
         if method == b"CONNECT":
             self._raise(RequestRejected(501, "CONNECT is not supported"))
         target = self._url
@@ -286,7 +322,13 @@ class ServerProtocol(asyncio.Protocol):
         if cl is not None and limit is not None and cl > limit:
             self._raise(RequestRejected(413, f"request body larger than {limit} bytes"))
         ex_body: BodyStream
-        if self._te or (cl is not None and cl > 0):
+        if te or (cl is not None and cl > 0):
+            if te:
+                self._chunks = 0
+                self._framing = 0
+                self._trailer_bytes = 0
+                self._trailers = 0
+            self._continue_pending = self._expect
             ex_body = BodyStream(
                 self._pause_for_body,
                 self._resume_for_body,
@@ -301,7 +343,7 @@ class ServerProtocol(asyncio.Protocol):
         )
         ex.scheme = self._scheme
         ex.content_length = cl
-        ex.chunked_request = self._te
+        ex.chunked_request = te
         ex.expect_continue = self._expect
         ex.request_id = self._request_id
         ex.traceparent = self._traceparent
@@ -332,6 +374,31 @@ class ServerProtocol(asyncio.Protocol):
         if ex is not None:
             ex.body.feed_eof()
             self._parsing = None
+            if self._deadline_kind == _BODY_TIMEOUT:
+                self._cancel_timer()
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
+    def _on_trailer(self, name: bytes, value: bytes) -> None:
+        # Trailer fields are not part of the request head (RFC 9110 §6.5.1): appending them to
+        # the exchange's header list would add headers after the gateway checked and scrubbed
+        # them (an identity header a client sends after the body). The engine drops them, and
+        # bounds them like the head so a trailer section cannot grow without limit.
+        self._trailers += 1
+        self._trailer_bytes += len(name) + len(value) + 4
+        if self._trailer_bytes > self._limits.max_header_bytes:
+            self._raise(
+                RequestRejected(431, f"request trailers larger than {self._limits.max_header_bytes} bytes")
+            )
+        if self._trailers > self._limits.max_headers:
+            self._raise(RequestRejected(431, f"more than {self._limits.max_headers} request trailers"))
+
+    def _count_framing(self, n: int) -> None:
+        self._framing += n
+        budget = self._limits.max_header_bytes
+        if self._framing > self._chunks * _CHUNK_FRAMING + budget:
+            self._fail(RequestRejected(400, f"chunk extensions and trailers larger than {budget} bytes"))
 
     # -- parse failures -------------------------------------------------------------------
     def _raise(self, reject: RequestRejected) -> None:
@@ -473,6 +540,9 @@ class ServerProtocol(asyncio.Protocol):
     def _send_continue(self) -> None:
         # Sent when the handler starts reading the body, i.e. once it has accepted the request.
         self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._continue_pending = False
+        if self._parsing is not None and not self._reading_paused:
+            self._arm(self._limits.body_read_timeout, _BODY_TIMEOUT)
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -494,7 +564,15 @@ class ServerProtocol(asyncio.Protocol):
         self._update_reading()
 
     def _update_reading(self) -> None:
-        self._set_reading(not (self._body_paused or self._queue_paused))
+        on = not (self._body_paused or self._queue_paused)
+        self._set_reading(on)
+        # The body timeout measures the client, not the gateway: it does not run while the
+        # gateway has stopped reading.
+        if not on:
+            if self._deadline_kind == _BODY_TIMEOUT:
+                self._cancel_timer()
+        elif self._parsing is not None and not self._continue_pending and not self._reading_paused:
+            self._arm(self._limits.body_read_timeout, _BODY_TIMEOUT)
 
     def _set_reading(self, on: bool) -> None:
         t = self.transport
@@ -524,6 +602,8 @@ class ServerProtocol(asyncio.Protocol):
                 self._on_head_timeout()
             elif kind == _IDLE_TIMEOUT:
                 self._on_idle_timeout()
+            elif kind == _BODY_TIMEOUT:
+                self._on_body_timeout()
 
     def _on_head_timeout(self) -> None:
         if not self._got_bytes and not self._queue:
@@ -536,6 +616,12 @@ class ServerProtocol(asyncio.Protocol):
         else:
             self._pending_error = reject
             self._set_reading(False)
+
+    def _on_body_timeout(self) -> None:
+        if self._parsing is not None:
+            # The handler reading the body gets the 408: it answers it if nothing has gone to the
+            # client yet, else cuts the response; either way the connection closes.
+            self._fail(RequestRejected(408, "request body not received in time"))
 
     def _on_idle_timeout(self) -> None:
         if self.state is ConnState.WAITING:

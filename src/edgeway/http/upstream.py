@@ -19,6 +19,7 @@ import httptools
 from edgeway.http.body import BodyStream
 from edgeway.http.errors import UpstreamProtocolError, UpstreamReset, UpstreamTimeout
 from edgeway.http.flow import WriteFlow
+from edgeway.http.headers import only_chunked
 from edgeway.http.limits import PoolLimits
 
 # Per exchange: a C static in a compiled build, not an attribute lookup on the module.
@@ -163,6 +164,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: Headers = []
         self._cl: int | None = None
         self._chunked = False
+        self._te = b""  # the Transfer-Encoding lines, each after a comma
         self._head_request = False
         self._close_delimited = False
         self.got_bytes = False  # any response byte seen: after that a retry is never safe
@@ -212,9 +214,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.upgrade_leftover = data[exc.args[0] :]
             self._pause_reading()
         except httptools.HttpParserError as exc:
-            err = UpstreamProtocolError(
-                f"invalid response from {self.instance}: {exc}", instance=self.instance
-            )
+            cause = exc.__context__  # what a callback raised, when one did
+            err = cause if isinstance(cause, UpstreamProtocolError) else None
+            if err is None:
+                reason = f"invalid response from {self.instance}: {exc}"
+                err = UpstreamProtocolError(reason, instance=self.instance)
             self._fail(err)
             self.close()
             return
@@ -255,13 +259,18 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers = []
         self._cl = None
         self._chunked = False
+        self._te = b""
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head is not None:
+            # The trailer section of a chunked response (llhttp reports it through this same
+            # callback): never part of the head the proxy forwards, so it is dropped.
+            return
         lname = name.lower()
         if lname == b"content-length":
             self._cl = int(value)
         elif lname == b"transfer-encoding":
-            self._chunked = b"chunked" in value.lower()
+            self._te += b"," + value
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -269,6 +278,15 @@ class UpstreamConnection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             return  # interim response (100 Continue, 103 Early Hints): the real one follows
+        if self._te:
+            if not only_chunked(self._te):
+                # The proxy decodes chunked only: passing ``gzip, chunked`` on without the gzip
+                # (or a close-delimited ``gzip``) would hand the client bytes it cannot read.
+                raise UpstreamProtocolError(
+                    f"{self.instance} answered with a transfer coding other than chunked",
+                    instance=self.instance,
+                )
+            self._chunked = True
         self._keep_alive = bool(self._parser.should_keep_alive())
         no_body = self._head_request or status in _NO_BODY or status == 101
         self._close_delimited = not no_body and self._cl is None and not self._chunked

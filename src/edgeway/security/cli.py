@@ -61,9 +61,10 @@ def serve(
     import uvicorn
 
     from edgeway.security.service import create_security_app
+    from edgeway.service.http import HeadOnlyHttpTools
 
     settings = _settings(config, db_url=db, keys_path=keys, seed_file=seed, issuer=issuer)
-    uvicorn.run(create_security_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(create_security_app(settings), host=host, port=port, log_level="info", http=HeadOnlyHttpTools)
 
 
 @keys_app.command("rotate")

@@ -117,6 +117,19 @@ class Limits(StrictModel):
     header_read_timeout: Duration = Field(
         10.0, gt=0, description="Time for a client to send a complete request head; 408 after it."
     )
+    body_read_timeout: Duration = Field(
+        30.0,
+        gt=0,
+        description="Time a client may send nothing while its request body is being read; 408 after it "
+        "(or the response is cut if it has started), and the connection closes.",
+    )
+    request_buffer_bytes: ByteSize = Field(
+        256 * 1024,
+        ge=0,
+        description="A proxied request body up to this size is read whole before an upstream connection "
+        "is taken, so a slow client holds none; a larger body streams once this much has arrived. "
+        "`0` streams every body at once.",
+    )
     keepalive_timeout: Duration = Field(
         75.0, gt=0, description="An idle keep-alive client connection is closed after this."
     )

@@ -44,6 +44,7 @@ from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.observability.logs import setup_logging
 from edgeway.security.revocation import RevocationSubscriber
 from edgeway.service import ServiceKit, create_app, kit_of
+from edgeway.service.http import HeadOnlyHttpTools
 
 __all__ = ["ShopService", "quiet_libraries", "serve", "service_of"]
 
@@ -154,6 +155,7 @@ class ShopService:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=5,
+            http=HeadOnlyHttpTools,
         )
 
 

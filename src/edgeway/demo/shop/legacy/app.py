@@ -27,6 +27,7 @@ from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.observability.logs import setup_logging
 from edgeway.security.errors import JwksUnavailable, TokenError
 from edgeway.security.verify import Claims, JwksClient, TokenVerifier, bearer_token
+from edgeway.service.http import HeadOnlyHttpTools
 
 metadata = MetaData()
 reviews = Table(
@@ -208,4 +209,6 @@ def main() -> None:
     settings = ShopSettings.load()
     setup_logging("legacy", settings.log_level)
     quiet_libraries()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_config=None, http=HeadOnlyHttpTools
+    )

@@ -15,6 +15,7 @@ from edgeway.demo.shop.security import SEED_FILE
 from edgeway.observability.logs import setup_logging
 from edgeway.security.service import create_security_app
 from edgeway.security.service.settings import SecuritySettings
+from edgeway.service.http import HeadOnlyHttpTools
 
 settings = SecuritySettings()
 if settings.seed_file is None:
@@ -27,4 +28,5 @@ uvicorn.run(
     port=int(os.environ.get("EDGEWAY_PORT", "8400")),
     log_config=None,
     access_log=False,
+    http=HeadOnlyHttpTools,
 )
