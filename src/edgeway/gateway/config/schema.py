@@ -97,10 +97,26 @@ class Listen(StrictModel):
 
 
 class AdminListen(StrictModel):
-    """Where the admin API (`/healthz`, `/readyz`, `/routes`) binds."""
+    """Where the admin API (`/healthz`, `/readyz`, `/routes`, `/metrics`, `POST /reload`...) binds,
+    and who may use it (see docs/gateway.md, "Admin API")."""
 
-    host: str = Field("127.0.0.1", description="Address to bind; keep it private.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to bind; keep it private. Beyond loopback the gateway needs a token "
+        "(`token_file` or `EDGEWAY_ADMIN_TOKEN`) and warns at start.",
+    )
     port: int = Field(8081, ge=1, le=65535, description="TCP port to bind.")
+    token_file: str | None = Field(
+        None,
+        description="File holding the bearer token every admin endpoint but `/healthz` and `/readyz` "
+        "requires. Unset: the `EDGEWAY_ADMIN_TOKEN` environment variable; with neither, a loopback "
+        "admin API generates a token at start and writes it to `<runtime dir>/admin-<port>.token`.",
+    )
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the admin API answers to besides IP addresses and `localhost` (any "
+        "other Host is refused with 421, against DNS rebinding).",
+    )
 
 
 class Limits(StrictModel):
