@@ -26,11 +26,13 @@ import stat
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from edgeway.gateway.config.schema import AdminListen
 from edgeway.gateway.errors import ConfigError, ConfigIssue
-from edgeway.http.exchange import Exchange
+
+if TYPE_CHECKING:
+    from edgeway.gateway.config.schema import AdminListen
+    from edgeway.http.exchange import Exchange
 
 TOKEN_ENV: Final = "EDGEWAY_ADMIN_TOKEN"
 # The probes an orchestrator calls without credentials.
