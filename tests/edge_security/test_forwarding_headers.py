@@ -228,3 +228,16 @@ def test_the_client_address_behind_trusted_proxies() -> None:
     assert forwarding.trusts("::ffff:10.1.2.3")
     assert not forwarding.trusts("unix-socket")
     assert b"x-real-ip" in FORWARDING_HEADERS
+
+
+@pytest.mark.parametrize(("trusted", "second"), [([], 429), (["127.0.0.0/8"], 200)])
+async def test_the_ip_rate_limit_key_follows_trusted_proxies(trusted: list[str], second: int) -> None:
+    routes = [{"match": {"path": "/**"}, "rate_limit": {"rate": 1, "per": "1h", "key": "ip"}}]
+    async with recording_backend() as (port, _):
+        cfg = edge_config(port, routes, trusted_proxies=trusted)
+        async with gateway(cfg) as (gw, _):
+            first = await request(gw, "GET", "/x", {"X-Forwarded-For": "203.0.113.1"})
+            other = await request(gw, "GET", "/x", {"X-Forwarded-For": "203.0.113.2"})
+    assert first[0] == 200
+    # Untrusted peer: one client whatever it claims. Behind a trusted proxy: two clients.
+    assert other[0] == second
