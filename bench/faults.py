@@ -104,11 +104,12 @@ async def running(*processes: ManagedProcess) -> AsyncIterator[None]:
             await asyncio.to_thread(p.stop)
 
 
-async def fetch(port: int, target: str) -> tuple[int, bytes, bytes]:
-    """A one-off GET on its own connection: (status, head, body)."""
+async def fetch(port: int, target: str, token: str | None = None) -> tuple[int, bytes, bytes]:
+    """A one-off GET on its own connection: (status, head, body); ``token``: a bearer token."""
     r, w = await asyncio.open_connection("127.0.0.1", port)
+    auth = f"authorization: Bearer {token}\r\n" if token else ""
     try:
-        w.write(f"GET {target} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n".encode())
+        w.write(f"GET {target} HTTP/1.1\r\nhost: 127.0.0.1\r\n{auth}connection: close\r\n\r\n".encode())
         raw = await asyncio.wait_for(r.read(), 5)
     finally:
         w.close()
@@ -136,7 +137,10 @@ async def set_mode(port: int, mode: str, *, reset: bool = False) -> None:
 
 async def scrape(admin: int) -> dict[str, float]:
     """The gateway's resilience counters from /metrics, as ``name{labels}`` → value."""
-    _, body = await http_get(admin, "/metrics")
+    from edgeway.gateway.admin_auth import find_token
+
+    # The token the gateway generated for its loopback admin API (or EDGEWAY_ADMIN_TOKEN).
+    _, _, body = await fetch(admin, "/metrics", find_token(admin))
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(body.decode()):
         if not family.name.startswith("edgeway_"):

@@ -143,11 +143,16 @@ async def _measure(
 async def _push_up(admins: list[str], within: float = 20.0) -> None:
     """Wait until every gateway reports its revocation push up (the service's relay may still be
     connecting; the gateways subscribe at start)."""
+    from edgeway.gateway.admin_auth import find_token
+
     deadline = time.monotonic() + within
     async with httpx.AsyncClient() as http:
         for admin in admins:
+            # The readiness detail needs the admin token the gateway wrote for its port.
+            token = find_token(int(admin.rsplit(":", 1)[1]))
+            headers = {"authorization": f"Bearer {token}"} if token else {}
             while True:
-                body = (await http.get(f"{admin}/readyz")).json()
+                body = (await http.get(f"{admin}/readyz", headers=headers)).json()
                 if body["auth"]["revocations"]["push"]["state"] == "up":
                     break
                 if time.monotonic() > deadline:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import free_ports
+from edgeway.gateway.admin_auth import find_token
 from edgeway.gateway.config import load_config
 from edgeway.gateway.serve import GatewayServer
 from edgeway.http.exchange import Exchange
@@ -133,8 +134,11 @@ class Client:
         r, w = await asyncio.open_connection("127.0.0.1", port)
         return cls(r, w)
 
-    async def request(self, method: str, path: str, timeout: float = 10.0) -> Response:
-        self.writer.write(f"{method} {path} HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\r\n".encode())
+    async def request(
+        self, method: str, path: str, timeout: float = 10.0, headers: dict[str, str] | None = None
+    ) -> Response:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {"Host": "gw"}).items())
+        self.writer.write(f"{method} {path} HTTP/1.1\r\n{extra}Content-Length: 0\r\n\r\n".encode())
         async with asyncio.timeout(timeout):
             head = await self.reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
@@ -160,9 +164,24 @@ class Client:
             await self.writer.wait_closed()
 
 
-async def once(port: int, method: str, path: str) -> Response:
+async def once(port: int, method: str, path: str, headers: dict[str, str] | None = None) -> Response:
     client = await Client.connect(port)
     try:
-        return await client.request(method, path)
+        return await client.request(method, path, headers=headers)
     finally:
         await client.close()
+
+
+def admin_headers(admin: int) -> dict[str, str]:
+    """What a client of the admin API on ``admin`` sends: an address as Host, the token the
+    gateway wrote for that port, JSON for writes."""
+    headers = {"Host": f"127.0.0.1:{admin}", "Content-Type": "application/json"}
+    token = find_token(admin)  # None until a starting gateway has written it: the probes need none
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+async def admin_once(admin: int, method: str, path: str) -> Response:
+    """One request to the admin API with its credential."""
+    return await once(admin, method, path, admin_headers(admin))

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from cache_push_helpers import Reply, RunningGateway, http, own_redis_prefix, running_backend, running_gateway
 
 from edgeway.gateway.admin import AdminHandler
+from edgeway.gateway.admin_auth import AdminGuard
 from edgeway.gateway.cache.purge import PurgeRequestError, PurgeSelector
 from edgeway.gateway.cache.shared import ResponseCache
 from edgeway.http.listener import Listener, bind_socket
@@ -94,10 +95,13 @@ def test_an_unclear_purge_request_is_refused(query: bytes, body: bytes, message:
 
 # --------------------------------------------------------------------------- through the admin port
 
+ADMIN_TOKEN = "purge-test-token"
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+
 
 @contextlib.asynccontextmanager
 async def admin_of(running: RunningGateway) -> AsyncIterator[int]:
-    listener = Listener(AdminHandler(running.gw), running.gw.limits)
+    listener = Listener(AdminHandler(running.gw, AdminGuard(ADMIN_TOKEN, ["shop.test"])), running.gw.limits)
     await listener.start(bind_socket("127.0.0.1", 0))
     try:
         yield listener.port
@@ -133,7 +137,7 @@ async def cached(port: int, *paths: str) -> list[str]:
 
 async def purge(admin: int, target: str = "/cache/purge", body: Any = None) -> tuple[int, Any]:
     data = orjson.dumps(body) if body is not None else b""
-    status, _, answer = await http(admin, "POST", target, body=data)
+    status, _, answer = await http(admin, "POST", target, ADMIN_HEADERS, body=data)
     return status, orjson.loads(answer)
 
 
@@ -174,7 +178,7 @@ async def test_bad_purge_requests_are_problems_that_say_why() -> None:
         running_gateway(two_routes(b.port)) as gw,
         admin_of(gw) as admin,
     ):
-        wrong_method = await http(admin, "GET", "/cache/purge?all=true")
+        wrong_method = await http(admin, "GET", "/cache/purge?all=true", ADMIN_HEADERS)
         unclear = await purge(admin)
         unknown = await purge(admin, body={"route": "live"})
     assert wrong_method[0] == 405

@@ -569,7 +569,7 @@ async def test_what_crosses_to_the_services() -> None:
     assert client_span[1] == "0af7651916cd43dd8448eb211c80319c"
     for seen in (a, b):
         assert seen.headers["x-request-id"] == "req-1"
-        assert seen.headers["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
+        assert seen.headers["x-forwarded-for"] == "127.0.0.1"  # an untrusted client's claim is replaced
         assert seen.headers["accept"] == "application/json"
         assert "cookie" not in seen.headers
     # The default forward list: the token and the language. Identity headers come only from

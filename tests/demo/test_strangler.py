@@ -37,6 +37,11 @@ async def test_flag_on_moves_the_route_and_asks_every_gateway_to_reload(tmp_path
     reloads: list[str] = []
 
     async def reload(request: web.Request) -> web.Response:
+        # What the gateway's admin API requires of a reload (admin_auth): the token, as JSON.
+        if request.headers.get("authorization") != "Bearer demo-token":
+            return web.json_response({"status": 401}, status=401)
+        if request.headers.get("content-type") != "application/json":
+            return web.json_response({"status": 415}, status=415)
         reloads.append(request.path)
         return web.json_response({"status": "applied"})
 
@@ -53,6 +58,7 @@ async def test_flag_on_moves_the_route_and_asks_every_gateway_to_reload(tmp_path
             URLS,
             flags=Flags({"flags.strangler.account-profile": False}),
             reload_urls=[f"http://127.0.0.1:{port}/reload"] * 2,
+            admin_token="demo-token",
         )
         stop = asyncio.Event()
         task = asyncio.create_task(controller.run(stop))

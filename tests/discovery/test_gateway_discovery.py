@@ -19,7 +19,18 @@ from dns_server import DnsServer, dns_server
 from conftest import require
 from edgeway.discovery import Instance, Registry
 from edgeway.gateway.serve import GatewayServer
-from live_gateway import Backend, Client, backends, gateway_config, once, ports, route, serving, write
+from live_gateway import (
+    Backend,
+    Client,
+    admin_once,
+    backends,
+    gateway_config,
+    once,
+    ports,
+    route,
+    serving,
+    write,
+)
 
 SRV = "_http._tcp.shop.test."
 
@@ -175,11 +186,11 @@ async def test_readiness_waits_for_a_discovered_instance(tmp_path: Path) -> None
         async with serving(cfg):
             # DNS answered "no such name": the gateway serves at once, not ready, answering 503.
             assert time.monotonic() - config_started < 2
-            assert (await once(admin, "GET", "/readyz")).status == 503
+            assert (await admin_once(admin, "GET", "/readyz")).status == 503
             assert (await once(port, "GET", "/x")).status == 503
             dns.zone.update(srv_zone(be["b1"]))
             async with asyncio.timeout(5):
-                while (await once(admin, "GET", "/readyz")).status != 200:
+                while (await admin_once(admin, "GET", "/readyz")).status != 200:
                     await asyncio.sleep(0.05)
             assert (await once(port, "GET", "/x")).body == b"b1 /x"
 

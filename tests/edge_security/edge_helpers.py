@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port
 from edgeway.gateway.admin import AdminHandler
+from edgeway.gateway.admin_auth import AdminGuard
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.runtime import Gateway
 from edgeway.http.listener import Listener, bind_socket
@@ -28,6 +29,8 @@ from edgeway.security.service import SecuritySettings, create_security_app
 from edgeway.security.tokens import TokenIssuer
 from gateway.gateway_helpers import backend, gateway, read_request
 
+ADMIN_TOKEN = "edge-test-admin-token"
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ISSUER = "https://auth.test"
 AUDIENCE = "shop"
 
@@ -252,12 +255,12 @@ class Edge:
         return f"http://127.0.0.1:{self.port}{path}"
 
     async def readyz(self, http: httpx.AsyncClient) -> tuple[int, dict[str, Any]]:
-        response = await http.get(f"http://127.0.0.1:{self.admin}/readyz")
+        response = await http.get(f"http://127.0.0.1:{self.admin}/readyz", headers=ADMIN_HEADERS)
         return response.status_code, response.json()
 
     async def metric(self, http: httpx.AsyncClient, name: str, **labels: str) -> float:
         """A sample of the admin port's /metrics; 0 when it has not been recorded."""
-        text = (await http.get(f"http://127.0.0.1:{self.admin}/metrics")).text
+        text = (await http.get(f"http://127.0.0.1:{self.admin}/metrics", headers=ADMIN_HEADERS)).text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
@@ -270,7 +273,7 @@ async def edge(cfg: dict[str, Any]) -> AsyncIterator[Edge]:
     gw = Gateway(validate_config(cfg), None)
     await gw.start()
     traffic = Listener(gw.handle, gw.limits)
-    admin = Listener(AdminHandler(gw), gw.limits)
+    admin = Listener(AdminHandler(gw, AdminGuard(ADMIN_TOKEN)), gw.limits)
     await traffic.start(bind_socket("127.0.0.1", 0))
     await admin.start(bind_socket("127.0.0.1", 0))
     try:

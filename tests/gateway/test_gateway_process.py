@@ -31,7 +31,7 @@ def _wait_port(port: int, timeout: float = 30.0) -> None:
 
 async def _request(port: int, path: bytes) -> bytes:
     r, w = await asyncio.open_connection("127.0.0.1", port)
-    w.write(b"GET " + path + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    w.write(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     out = await asyncio.wait_for(r.read(), 10)
     w.close()
     return out

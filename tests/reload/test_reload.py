@@ -8,7 +8,18 @@ from pathlib import Path
 import pytest
 
 from edgeway.gateway.reload import ReloadRefused, request_reload
-from live_gateway import Client, backends, gateway_config, once, ports, route, service, serving, write
+from live_gateway import (
+    Client,
+    admin_once,
+    backends,
+    gateway_config,
+    once,
+    ports,
+    route,
+    service,
+    serving,
+    write,
+)
 
 
 async def test_new_requests_take_the_new_routes_on_the_same_connection(tmp_path: Path) -> None:
@@ -235,9 +246,9 @@ async def test_reload_without_a_file_is_a_conflict(tmp_path: Path) -> None:
         )
         await server.start()
         try:
-            answer = await once(admin, "POST", "/reload")
+            answer = await admin_once(admin, "POST", "/reload")
             assert answer.status == 409
-            assert (await once(admin, "GET", "/reload")).status == 405
+            assert (await admin_once(admin, "GET", "/reload")).status == 405
         finally:
             await server.shutdown()
 
@@ -259,6 +270,6 @@ async def test_metrics_carry_on_across_a_reload(tmp_path: Path) -> None:
             assert server.gateway.env.metrics is metrics
             # The new config's components re-register their gauges: the new one is read.
             metrics.gauge("test_level", "a level read at scrape time", function=lambda: 7.0)
-            text = (await once(admin, "GET", "/metrics")).body.decode()
+            text = (await admin_once(admin, "GET", "/metrics")).body.decode()
             assert "test_reloads_total 1.0" in text
             assert "test_level 7.0" in text

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from edgeway.gateway.reload import request_reload
-from live_gateway import backends, gateway_config, once, ports, route, service, write
+from live_gateway import admin_once, backends, gateway_config, once, ports, route, service, write
 
 
 @contextlib.asynccontextmanager
@@ -29,7 +29,7 @@ async def gateway_process(
         async with asyncio.timeout(20):
             while True:
                 try:
-                    if (await once(admin, "GET", "/healthz")).status == 200:
+                    if (await admin_once(admin, "GET", "/healthz")).status == 200:
                         break
                 except OSError:
                     pass
@@ -50,7 +50,7 @@ async def generations(admin: int, workers: int) -> dict[int, int]:
     seen: dict[int, int] = {}
     async with asyncio.timeout(10):
         while len(seen) < workers:
-            health = (await once(admin, "GET", "/healthz")).json()
+            health = (await admin_once(admin, "GET", "/healthz")).json()
             seen[health["pid"]] = health["config_generation"]
     return seen
 

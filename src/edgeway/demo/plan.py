@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgeway.bus.embedded import EmbeddedNats
+from edgeway.gateway.admin_auth import TOKEN_ENV
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -114,6 +116,9 @@ class ShopPlan:
     host: str = "127.0.0.1"
     email_delay: float = 0.3
     log_level: str = "info"
+    # The edges' admin token, one for the demo: the edges and the strangler (which asks them to
+    # reload) get it as EDGEWAY_ADMIN_TOKEN.
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     def url(self, name: str) -> str:
         return f"http://{self.host}:{self.ports[name]}"
@@ -278,6 +283,7 @@ class ShopPlan:
             {
                 "SHOP_STRANGLER_FILE": str(self.strangler_file),
                 "SHOP_RELOAD_URLS": ",".join(f"{self.url(e + '-admin')}/reload" for e in self.edges()),
+                TOKEN_ENV: self.admin_token,
                 "EDGEWAY_CONFIG_BUCKET": CONFIG_BUCKET,
                 "EDGEWAY_CONFIG_CACHE_DIR": str(self.data_dir / "cache" / "strangler"),
             }
@@ -295,6 +301,7 @@ class ShopPlan:
         config = EDGES_DIR / f"{name}.yaml"
         env = self._base_env()
         env["SHOP_STRANGLER_FILE"] = str(self.strangler_file)
+        env[TOKEN_ENV] = self.admin_token
         return ProcessSpec(
             name,
             (sys.executable, "-m", "edgeway.cli", "gateway", "--config", str(config)),

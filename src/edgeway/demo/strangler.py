@@ -32,6 +32,7 @@ from pathlib import Path
 
 import httpx
 
+from edgeway.gateway.admin_auth import TOKEN_ENV
 from edgeway.observability.logs import setup_logging
 from edgeway.service import ConfigStore, Flags
 
@@ -85,11 +86,16 @@ class StranglerController:
         *,
         flags: Flags,
         reload_urls: list[str],
+        admin_token: str | None = None,
     ) -> None:
         self.path = path
         self.urls = urls
         self.flags = flags
         self.reload_urls = reload_urls
+        # The gateways' admin token (the demo gives every edge the same one): reload is a write.
+        self.reload_headers = {"content-type": "application/json"}
+        if admin_token:
+            self.reload_headers["authorization"] = f"Bearer {admin_token}"
         self._changed = asyncio.Event()
 
     def targets(self) -> dict[str, str]:
@@ -112,7 +118,7 @@ class StranglerController:
         async with httpx.AsyncClient(timeout=10.0) as http:
             for url in self.reload_urls:
                 try:
-                    response = await http.post(url)
+                    response = await http.post(url, headers=self.reload_headers)
                 except httpx.HTTPError as exc:
                     log.warning("strangler: could not ask %s to reload (its file watch will): %s", url, exc)
                     continue
@@ -151,7 +157,9 @@ async def _main() -> None:
     )
     await store.start()
     flags = Flags(store)
-    controller = StranglerController(path, urls, flags=flags, reload_urls=reload_urls)
+    controller = StranglerController(
+        path, urls, flags=flags, reload_urls=reload_urls, admin_token=env.get(TOKEN_ENV)
+    )
     unsubscribe = store.subscribe(controller.notify)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -4,8 +4,9 @@ file; see :mod:`edgeway.gateway.reload`) and ``POST /cache/purge`` (remove store
 :mod:`edgeway.gateway.cache.admin`).
 
 Served by the same engine as the traffic port, on its own listener, so a saturated traffic port
-does not hide the gateway's health from the orchestrator. It has no authentication: keep it on
-a private address (the default is 127.0.0.1).
+does not hide the gateway's health from the orchestrator. Every endpoint but the probes needs the
+admin token, writes must be JSON and not cross-origin, and the Host must be an address or a
+configured name: see :mod:`edgeway.gateway.admin_auth`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from edgeway.gateway.admin_auth import AdminGuard, AdminRefusal
 from edgeway.gateway.runtime import Gateway
 from edgeway.http.exchange import Exchange
 
@@ -23,12 +25,19 @@ _RELOAD_STATUS = {"applied": 200, "unchanged": 200, "refused": 422, "failed": 50
 
 
 class AdminHandler:
-    def __init__(self, gateway: Gateway, reloader: Reloader | None = None) -> None:
+    def __init__(self, gateway: Gateway, guard: AdminGuard, reloader: Reloader | None = None) -> None:
         self.gateway = gateway
+        self.guard = guard
         self.reloader = reloader
         self.draining = False
 
     async def __call__(self, ex: Exchange) -> None:
+        try:
+            authorised = self.guard.check(ex)
+        except AdminRefusal as refusal:
+            ex.close_after = True  # whatever body it sent is not read
+            ex.respond_problem(refusal.status, refusal.title, refusal.detail, headers=refusal.headers)
+            return
         path = ex.path
         if path == b"/reload":
             await self._reload(ex)
@@ -50,6 +59,9 @@ class AdminHandler:
             ready, detail = self.gateway.ready()
             if self.draining:
                 ready, detail = False, {**detail, "draining": True}
+            if not authorised:
+                # A probe without the token learns whether to send traffic, not what is behind.
+                detail = {"draining": True} if self.draining else {}
             ex.respond_json(200 if ready else 503, {"status": "ready" if ready else "not ready", **detail})
         elif path == b"/routes":
             ex.respond_json(200, {"routes": self.gateway.routes_view()})

@@ -27,7 +27,8 @@ _FORBIDDEN_IN_VALUE = frozenset(b"\r\n\x00")
 
 
 class HeaderScrubber:
-    """Removes spoofable headers from a request's header list.
+    """Removes spoofable headers from a request's header list, and their spellings with ``_`` for
+    ``-`` (which many frameworks treat as the same header).
 
     Runs on every request of every route when ``auth`` is configured, so the common case (no such
     header) allocates nothing and looks at one byte per header: only names whose first byte can
@@ -37,8 +38,9 @@ class HeaderScrubber:
     __slots__ = ("_first", "_names", "_prefixes")
 
     def __init__(self, prefixes: Iterable[str], names: Iterable[str]) -> None:
-        self._prefixes = tuple(p.lower().encode() for p in prefixes)
-        self._names = frozenset(n.lower().encode() for n in names)
+        # Compared with '_' read as '-' on both sides (see __call__).
+        self._prefixes = tuple(p.lower().replace("_", "-").encode() for p in prefixes)
+        self._names = frozenset(n.lower().replace("_", "-").encode() for n in names)
         starts = {p[:1] for p in self._prefixes} | {n[:1] for n in self._names}
         self._first = frozenset(s.lower() for s in starts) | frozenset(s.upper() for s in starts)
 
@@ -54,6 +56,9 @@ class HeaderScrubber:
             name = pair[0]
             if name[:1] in first:
                 lname = name.lower()
+                if b"_" in lname:
+                    # X_Edgeway_Subject: CGI, WSGI and several servers read it as X-Edgeway-Subject.
+                    lname = lname.replace(b"_", b"-")
                 if lname.startswith(self._prefixes) or lname in self._names:
                     if out is None:
                         out = headers[:index]

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from edgeway.gateway.forwarding import Forwarding
 from edgeway.http.exchange import Exchange
 from edgeway.observability.ids import TraceParent
 
@@ -92,6 +93,9 @@ class GatewayEnv:
     ) -> None:
         self.config = config
         self.clusters = clusters
+        # Who may tell services about the client (X-Forwarded-*...): every path that calls a
+        # service writes those headers through this one rule.
+        self.forwarding = Forwarding(config.trusted_proxies)
         self.components: dict[str, Component] = {}
         # Filter handler -> its synchronous form (Gate), registered by the filter's builder.
         self.gates: dict[Handler, Gate] = {}

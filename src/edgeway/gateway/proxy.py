@@ -22,6 +22,7 @@ from typing import Final
 
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.errors import Rejection
+from edgeway.gateway.forwarding import FORWARDING_HEADERS, OWN_LINES, Forwarding
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
 from edgeway.gateway.resilient import ServiceCall, begin_call, service_guard, wait_call
 from edgeway.gateway.router import rewrite_path
@@ -42,13 +43,10 @@ from edgeway.resilience.balancer import NoInstanceAvailable
 from edgeway.resilience.deadline import DEADLINE_HEADER, incoming_budget
 from edgeway.resilience.guard import ServiceGuard
 
-# Request headers the gateway rewrites itself (besides hop-by-hop ones).
+# Request headers the gateway rewrites itself (besides hop-by-hop and forwarding ones).
 _REPLACED: Final = frozenset(
     {
         b"host",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
         b"via",
         b"x-request-id",
         b"traceparent",
@@ -57,11 +55,12 @@ _REPLACED: Final = frozenset(
         DEADLINE_HEADER,
     }
 )
-_SKIP_REQUEST: Final = HOP_BY_HOP | _REPLACED
+_SKIP_REQUEST: Final = HOP_BY_HOP | _REPLACED | FORWARDING_HEADERS
 _SKIP_RESPONSE: Final = HOP_BY_HOP | {b"content-length", b"x-request-id", b"traceparent"}
 # Methods a stale pooled connection may be retried for (RFC 9110 §9.2.2 idempotent methods).
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 _VIA: Final = b"1.1 edgeway"
+_OWN_FORWARDING: Final = OWN_LINES
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +85,7 @@ class ProxyTarget:
     response_headers: HeaderEdits
     websocket: bool
     websocket_idle_timeout: float
+    forwarding: Forwarding
     request_buffer: int = 0  # a body up to this size is read whole before a connection is taken
 
 
@@ -101,6 +101,7 @@ def proxy_target(route: Route, env: GatewayEnv) -> ProxyTarget:
         websocket=action.websocket,
         websocket_idle_timeout=float(action.websocket_idle_timeout),
         request_buffer=int(env.config.limits.request_buffer_bytes),
+        forwarding=env.forwarding,
     )
 
 
@@ -121,7 +122,7 @@ def build_proxy(route: Route, env: GatewayEnv) -> Handler:
 def request_head(
     ex: Exchange, target: ProxyTarget, path_and_query: bytes, ep: Endpoint, upstream_tp: bytes, budget: float
 ) -> bytes:
-    xff = b""
+    sent: Headers | None = None  # the client's forwarding headers: forwarding.py decides
     via = b""
     named: set[bytes] | None = None
     remove = target.request_headers.remove
@@ -129,13 +130,15 @@ def request_head(
     for name, value in ex.headers:
         lname = name.lower()
         if lname in _SKIP_REQUEST:
-            if lname == b"x-forwarded-for":
-                xff = value + b", "
+            if lname in FORWARDING_HEADERS:
+                if sent is None:
+                    sent = []
+                sent.append((lname, value))
             elif lname == b"via":
                 via = value + b", "
             elif lname == b"connection":
                 named = (named or set()) | connection_tokens(value)
-        elif lname not in remove:
+        elif lname not in remove and not (b"_" in lname and _alias_of_skipped(lname, remove)):
             kept.append((name, value))
     if named:
         # Connection may name headers that came before it, so this filter runs after the loop.
@@ -143,15 +146,14 @@ def request_head(
     parts = [ex.method, b" ", path_and_query, b" HTTP/1.1\r\nhost: ", ep.authority, b"\r\n"]
     for name, value in kept:
         parts += (name, b": ", value, b"\r\n")
+    if sent is None:
+        # forwarding.own_lines, inlined: the common case, and a call into an interpreted module
+        # costs more than the formatting.
+        parts.append(_OWN_FORWARDING % (ex.client.encode(), ex.scheme, ex.host))
+    else:
+        parts.append(target.forwarding.lines(ex, sent))
     parts += (
-        b"x-forwarded-for: ",
-        xff,
-        ex.client.encode(),
-        b"\r\nx-forwarded-proto: ",
-        ex.scheme,
-        b"\r\nx-forwarded-host: ",
-        ex.host,
-        b"\r\nvia: ",
+        b"via: ",
         via,
         _VIA,
         b"\r\nx-request-id: ",
@@ -170,6 +172,14 @@ def request_head(
         parts += (b"connection: upgrade\r\nupgrade: ", ex.upgrade, b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def _alias_of_skipped(lname: bytes, remove: frozenset[bytes]) -> bool:
+    """``Content_Length``, ``X_Forwarded_For``...: a name that is a header the gateway writes or
+    removes with ``_`` for ``-``. CGI, WSGI and several servers map both spellings to the same
+    variable, so the service would take the client's copy for the gateway's: never forwarded."""
+    alias = lname.replace(b"_", b"-")
+    return alias in _SKIP_REQUEST or alias in remove
 
 
 def response_headers(ex: Exchange, resp: ResponseHead, target: ProxyTarget, client_tp: bytes) -> Headers:

@@ -1,8 +1,9 @@
 """Rate limiting per route: a token bucket per caller, answered with 429 and ``Retry-After``.
 
 The caller is the verified user (``key: user``), the token's client (``client``), an API key
-header (``api_key``, stored hashed) or the client address (``ip``, taking ``X-Forwarded-For``
-into account only for the configured number of trusted proxy hops); a request without that
+header (``api_key``, stored hashed) or the client address (``ip``: the connection's peer, or
+behind the gateway's ``trusted_proxies`` the address the nearest untrusted hop had in
+``X-Forwarded-For``; ``rate_limits.trusted_proxy_hops`` counts hops instead); a request without that
 identity falls back to its address. Buckets are per route. Every response of a limited route
 carries the IETF draft headers (``RateLimit-Limit`` the bucket size, ``RateLimit-Remaining`` the
 whole tokens left, ``RateLimit-Reset`` seconds until the bucket is full again); a refused request
@@ -20,6 +21,7 @@ import math
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.config.security_schema import RateLimitRule
 from edgeway.gateway.errors import Rejection
+from edgeway.gateway.forwarding import Forwarding
 from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext
 from edgeway.gateway.ratelimit_store import make_buckets
 from edgeway.http.exchange import Exchange
@@ -38,7 +40,9 @@ def client_address(ex: Exchange, trusted_hops: int) -> str:
     return chain[-(trusted_hops + 1)] if len(chain) > trusted_hops else chain[0]
 
 
-def bucket_key(ctx: RequestContext, rule: RateLimitRule, api_key_header: bytes, trusted_hops: int) -> str:
+def bucket_key(
+    ctx: RequestContext, rule: RateLimitRule, api_key_header: bytes, trusted_hops: int, forwarding: Forwarding
+) -> str:
     identity = ctx.identity
     kind = rule.key
     if kind == "user" and identity is not None:
@@ -50,7 +54,10 @@ def bucket_key(ctx: RequestContext, rule: RateLimitRule, api_key_header: bytes, 
         if key:
             # Keys are credentials: buckets are named by a digest, never by the key.
             return "key:" + hashlib.sha256(key).hexdigest()[:32]
-    return "ip:" + client_address(ctx.ex, trusted_hops)
+    if trusted_hops > 0:
+        return "ip:" + client_address(ctx.ex, trusted_hops)
+    # The gateway's trusted_proxies: the address the nearest proxy nobody vouches for saw.
+    return "ip:" + forwarding.client_address(ctx.ex)
 
 
 def build_rate_limit(route: Route, env: GatewayEnv, next_handler: Handler) -> Handler | None:
@@ -64,6 +71,7 @@ def build_rate_limit(route: Route, env: GatewayEnv, next_handler: Handler) -> Ha
     prefix = f"{route.id}:"
     api_key_header = rule.api_key_header.lower().encode()
     trusted_hops = store_config.trusted_proxy_hops
+    forwarding = env.forwarding
     fail_closed = store_config.on_store_error == "deny"
     retry_interval = max(1, math.ceil(float(store_config.retry_interval)))
     send_headers = rule.headers
@@ -79,7 +87,7 @@ def build_rate_limit(route: Route, env: GatewayEnv, next_handler: Handler) -> Ha
     async def rate_limit(ctx: RequestContext) -> None:
         ex = ctx.ex
         take = await buckets.take(
-            prefix + bucket_key(ctx, rule, api_key_header, trusted_hops), capacity, rate
+            prefix + bucket_key(ctx, rule, api_key_header, trusted_hops, forwarding), capacity, rate
         )
         if take is None:
             unavailable.inc()

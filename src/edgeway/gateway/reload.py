@@ -40,6 +40,7 @@ from typing import Any, Literal
 import orjson
 
 from edgeway.gateway.access_log import AccessLog
+from edgeway.gateway.admin_auth import find_token
 from edgeway.gateway.config import ConfigError, ConfigIssue, GatewayConfig, load_config
 from edgeway.gateway.config_watch import ConfigWatcher
 from edgeway.gateway.errors import GatewayError
@@ -346,19 +347,26 @@ class ReloadRefused(GatewayError):
         super().__init__(f"reload answered {status}: {detail}" + "".join(f"\n  {i}" for i in issues))
 
 
-async def request_reload(host: str, port: int, *, timeout: float = 30.0) -> dict[str, Any]:
+async def request_reload(
+    host: str, port: int, *, token: str | None = None, timeout: float = 30.0
+) -> dict[str, Any]:
     """Ask the gateway whose admin API listens on ``host:port`` to reload its config file.
 
+    ``token``: the admin token; by default the one :func:`~edgeway.gateway.admin_auth.find_token`
+    finds (``EDGEWAY_ADMIN_TOKEN``, or the token a loopback gateway wrote for that port).
     Returns the JSON answer (``status``: ``applied`` or ``unchanged``, ``generation``...);
-    raises :class:`ReloadRefused` when the config was refused or failed, ``OSError`` or
-    ``TimeoutError`` when the admin port cannot be reached or does not answer.
+    raises :class:`ReloadRefused` when the config was refused or failed (401 without a valid
+    token), ``OSError`` or ``TimeoutError`` when the admin port cannot be reached or does not
+    answer.
     """
+    token = token if token is not None else find_token(port)
+    authorization = f"Authorization: Bearer {token}\r\n" if token else ""
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(host, port)
         try:
             writer.write(
-                f"POST /reload HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 0\r\n"
-                "Connection: close\r\n\r\n".encode()
+                f"POST /reload HTTP/1.1\r\nHost: {host}:{port}\r\n{authorization}"
+                "Content-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
             )
             # The admin API answers with a Content-Length and closes: read to the end.
             raw = await reader.read(-1)

@@ -23,6 +23,14 @@ from pathlib import Path
 from edgeway.build import engine_build
 from edgeway.gateway.access_log import AccessLog
 from edgeway.gateway.admin import AdminHandler
+from edgeway.gateway.admin_auth import (
+    TOKEN_ENV,
+    AdminGuard,
+    is_loopback,
+    remove_token,
+    resolve_token,
+    write_token,
+)
 from edgeway.gateway.config import GatewayConfig, load_config
 from edgeway.gateway.reload import Reloader, ReloadResult, Trigger
 from edgeway.gateway.runtime import Gateway
@@ -52,7 +60,15 @@ class GatewayServer:
         self.events = access_log or AccessLog(config.name)
         self.gateway = Gateway(config, access_log)
         self.listener = Listener(self.gateway, self.gateway.limits, on_reject=self._rejected)
-        self.admin_handler = AdminHandler(self.gateway)
+        # The admin token: configured, or generated for a loopback admin API (admin_auth). Raises
+        # ConfigError for an admin API beyond loopback without one, before anything binds.
+        token, self._token_generated = (
+            resolve_token(config.admin) if config.admin is not None else ("", False)
+        )
+        self.admin_token = token
+        self._token_file: Path | None = None
+        hosts = config.admin.hosts if config.admin is not None else ()
+        self.admin_handler = AdminHandler(self.gateway, AdminGuard(token or _unusable_token(), hosts))
         self.admin: Listener | None = None
         self.reloader: Reloader | None = None
         if path is not None:
@@ -98,6 +114,14 @@ class GatewayServer:
         if config.admin is not None:
             self.admin = Listener(self.admin_handler, self.gateway.limits)
             await self.admin.start(bind_socket(config.admin.host, config.admin.port))
+            if self._token_generated:
+                self._token_file = write_token(self.admin.port, self.admin_token)
+            if not is_loopback(config.admin.host):
+                self.events.event(
+                    "warning",
+                    "the admin API listens beyond loopback: keep its port off public networks",
+                    admin=f"{config.admin.host}:{self.admin.port}",
+                )
         if self.reloader is not None:
             self.reloader.start()
         self.events.event(
@@ -105,6 +129,7 @@ class GatewayServer:
             "gateway listening",
             listen=f"{config.listen.host}:{self.listener.port}",
             admin=f"{config.admin.host}:{self.admin_port}" if config.admin is not None else None,
+            admin_token_file=str(self._token_file) if self._token_file is not None else None,
             routes=len(config.routes),
             engine=engine_build(),
             reload="watch"
@@ -135,6 +160,8 @@ class GatewayServer:
         forced = await self.listener.shutdown(grace)
         if self.admin is not None:
             await self.admin.shutdown(1.0)
+        if self._token_file is not None:
+            remove_token(self._token_file, self.admin_token)
         if self.reloader is not None:
             await self.reloader.close()
         await self.gateway.stop()
@@ -182,6 +209,13 @@ async def run(
             loop.remove_signal_handler(sig)
 
 
+def _unusable_token() -> str:
+    # No admin API: the handler exists (reload swaps its gateway) but never serves.
+    import secrets
+
+    return secrets.token_urlsafe(32)
+
+
 def install_uvloop() -> None:
     try:
         import uvloop
@@ -224,6 +258,15 @@ def serve(path: Path, workers: int | None = None) -> None:
         # starting itself, so it is started first.
         resource_tracker.ensure_running()
         signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+    token_file: Path | None = None
+    generated: str | None = None
+    if config.admin is not None:
+        token, fresh = resolve_token(config.admin)
+        if fresh:
+            # One token for every worker (they share the admin port): generated here, inherited
+            # through the environment, written out once for clients.
+            os.environ[TOKEN_ENV] = generated = token
+            token_file = write_token(config.admin.port, token)
     procs = [
         ctx.Process(target=_worker, args=(str(path), os.getpid()), name=f"edgeway-worker-{i}")
         for i in range(n)
@@ -235,6 +278,8 @@ def serve(path: Path, workers: int | None = None) -> None:
     for p in procs:
         p.join()
         code = code or (p.exitcode or 0)
+    if token_file is not None and generated is not None:
+        remove_token(token_file, generated)
     sys.exit(code)
 
 

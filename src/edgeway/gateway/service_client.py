@@ -37,6 +37,7 @@ from typing import Any
 from edgeway.gateway.config.compose_schema import BASE_FORWARD_HEADERS
 from edgeway.gateway.config.security_schema import GatewayAuth
 from edgeway.gateway.errors import Rejection
+from edgeway.gateway.forwarding import Forwarding
 from edgeway.gateway.pipeline import RequestContext
 from edgeway.gateway.resilient import (
     NoInstance,
@@ -622,24 +623,13 @@ def start_call(
 # -- what every call of a request carries -------------------------------------------------
 
 
-def common_headers(ctx: RequestContext) -> bytes:
+def common_headers(ctx: RequestContext, forwarding: Forwarding) -> bytes:
     """Header lines every call made for this request carries: the request id, who the client
-    is (X-Forwarded-*, as the proxy sends them) and that JSON is wanted."""
+    is (the forwarding headers, by the proxy's rule: see :mod:`edgeway.gateway.forwarding`) and
+    that JSON is wanted."""
     ex = ctx.ex
-    xff = ex.header(b"x-forwarded-for")
-    client = ex.client.encode()
     return b"".join(
-        (
-            b"x-request-id: ",
-            ex.request_id,
-            b"\r\nx-forwarded-for: ",
-            xff + b", " + client if xff else client,
-            b"\r\nx-forwarded-proto: ",
-            ex.scheme,
-            b"\r\nx-forwarded-host: ",
-            ex.host,
-            b"\r\naccept: application/json\r\n",
-        )
+        (b"x-request-id: ", ex.request_id, b"\r\n", forwarding.lines_for(ex), b"accept: application/json\r\n")
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol, cast
@@ -59,8 +60,27 @@ class ConnectionObserver(Protocol):
 
 
 _HEADER_SPECIAL: Final = frozenset(
-    {b"host", b"content-length", b"transfer-encoding", b"expect", b"connection", b"upgrade"}
+    {
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"expect",
+        b"connection",
+        b"upgrade",
+        b"authorization",
+        b"content-type",
+    }
 )
+# RFC 9110 §7.2 / RFC 3986 §3.2.2: uri-host [":" port]. IP-literal, or a reg-name (which covers
+# IPv4 addresses), never empty for http. Anything else would be copied into X-Forwarded-Host and
+# matched against route hosts.
+_HOST: Final = re.compile(
+    rb"(?:\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+)\]"
+    rb"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})+)"
+    rb"(?::[0-9]{0,5})?"
+)
+_SINGLETON_AUTHORIZATION: Final = 1
+_SINGLETON_CONTENT_TYPE: Final = 2
 _REQUEST_ID: Final = b"x-request-id"
 _TRACEPARENT: Final = b"traceparent"
 _VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
@@ -126,6 +146,10 @@ class ServerProtocol(asyncio.Protocol):
         self._header_bytes = 0
         self._host: bytes | None = None
         self._host_count = 0
+        # The last Host found valid: keep-alive clients repeat theirs, checked once per connection.
+        self._checked_host: bytes | None = None
+        self._singletons = 0  # Authorization and Content-Type lines seen (see _SINGLETON_*)
+        self._singleton_twice = b""
         self._content_length: int | None = None
         self._te = b""  # the Transfer-Encoding lines, each after a comma; b"" when none
         self._expect = False
@@ -226,6 +250,8 @@ class ServerProtocol(asyncio.Protocol):
         self._header_bytes = 0
         self._host = None
         self._host_count = 0
+        self._singletons = 0
+        self._singleton_twice = b""
         self._content_length = None
         self._te = b""
         self._expect = False
@@ -269,8 +295,16 @@ class ServerProtocol(asyncio.Protocol):
                 self._expect = True
             elif lname == b"connection":
                 self._connection += b"," + value
-            else:
+            elif lname == b"upgrade":
                 self._upgrade = value.strip().lower()
+            else:
+                # Fields that must occur once (RFC 9110 §11.6.2, §8.3): with two, the gateway and
+                # the service could each act on a different one (auth on the first credential,
+                # the service on the last). Refused in on_headers_complete.
+                bit = _SINGLETON_AUTHORIZATION if lname == b"authorization" else _SINGLETON_CONTENT_TYPE
+                if self._singletons & bit:
+                    self._singleton_twice = name
+                self._singletons |= bit
         elif lname == _REQUEST_ID:
             self._request_id = value
         elif lname == _TRACEPARENT:
@@ -297,6 +331,14 @@ class ServerProtocol(asyncio.Protocol):
             # RFC 9112 §6.1: a coding the server does not implement is a 501. Dropping it (and
             # forwarding the decoded chunks) would hand the service bytes it cannot read.
             self._raise(RequestRejected(501, "transfer codings other than 'chunked' are not supported"))
+        if self._host is not None and self._host != self._checked_host:
+            if _HOST.fullmatch(self._host) is None:
+                self._raise(RequestRejected(400, "invalid Host header"))
+            self._checked_host = self._host
+        if self._singleton_twice:
+            self._raise(
+                RequestRejected(400, f"more than one {self._singleton_twice.decode('latin-1')} header")
+            )
         if method == b"CONNECT":
             self._raise(RequestRejected(501, "CONNECT is not supported"))
         target = self._url

@@ -43,12 +43,13 @@ def build_aggregate(route: Route, env: GatewayEnv) -> Handler:
     # The gateway's loop, taken on the first request: asking for it costs a system call (getpid)
     # on Python 3.11, and every call of every request needs it.
     loops: list[asyncio.AbstractEventLoop] = []
+    forwarding = env.forwarding
 
     async def aggregate(ctx: RequestContext) -> None:
         ex = ctx.ex
         body = await ex.body.read_all(body_limit) if plan.needs_client_body else None
         loop = loops[0] if loops else _first(loops)
-        run = Run(plan, Scope(ctx, body), common_headers(ctx), loop)
+        run = Run(plan, Scope(ctx, body), common_headers(ctx, forwarding), loop)
         await run.execute()
         if run.fatal is not None:
             _fail_endpoint(*run.fatal)

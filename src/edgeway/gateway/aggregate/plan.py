@@ -21,6 +21,7 @@ from edgeway.gateway.aggregate.shaping import Shaper, compile_shaper
 from edgeway.gateway.aggregate.values import MISSING, as_text, lookup
 from edgeway.gateway.config.aggregate_checks import effective_group
 from edgeway.gateway.config.templates import Ref, Template, format_steps, parse_template
+from edgeway.gateway.forwarding import FORWARDING_HEADERS
 from edgeway.gateway.json_input import TooDeep
 from edgeway.gateway.pipeline import RequestContext
 from edgeway.gateway.service_client import CallLimits, forward_names
@@ -37,17 +38,18 @@ if TYPE_CHECKING:
 # Sources that come from the client's request: a value missing there is the client's mistake.
 CLIENT_SOURCES = frozenset({"path", "query", "header", "body", "identity"})
 # Headers the gateway writes itself on every call; never copied from the client.
-OWN_HEADERS = HOP_BY_HOP | {
-    b"host",
-    b"content-length",
-    b"content-type",
-    b"x-request-id",
-    b"traceparent",
-    b"x-forwarded-for",
-    b"x-forwarded-proto",
-    b"x-forwarded-host",
-    DEADLINE_HEADER,
-}
+OWN_HEADERS = (
+    HOP_BY_HOP
+    | {
+        b"host",
+        b"content-length",
+        b"content-type",
+        b"x-request-id",
+        b"traceparent",
+        DEADLINE_HEADER,
+    }
+    | FORWARDING_HEADERS
+)
 
 
 class MissingValue(Exception):

@@ -22,6 +22,7 @@ from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.templates import Ref, Steps, Template, TemplateError, parse_steps, parse_template
 from edgeway.gateway.config.topics import TopicPatternError, parse_topic_pattern, parse_topic_template
 from edgeway.gateway.config.units import ByteSize, Duration
+from edgeway.gateway.forwarding import FORWARDING_HEADERS
 
 if TYPE_CHECKING:
     from edgeway.gateway.config.patterns import PathPattern
@@ -51,11 +52,8 @@ _GATEWAY_OWNED = frozenset(
         "trailer",
         "x-request-id",
         "traceparent",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
     }
-)
+) | frozenset(name.decode() for name in FORWARDING_HEADERS)  # by edgeway.gateway.forwarding's rule
 
 
 def _forwardable(value: list[str] | None) -> list[str] | None:

@@ -15,6 +15,7 @@ reported, not just the first.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -96,10 +97,26 @@ class Listen(StrictModel):
 
 
 class AdminListen(StrictModel):
-    """Where the admin API (`/healthz`, `/readyz`, `/routes`) binds."""
+    """Where the admin API (`/healthz`, `/readyz`, `/routes`, `/metrics`, `POST /reload`...) binds,
+    and who may use it (see docs/gateway.md, "Admin API")."""
 
-    host: str = Field("127.0.0.1", description="Address to bind; keep it private.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to bind; keep it private. Beyond loopback the gateway needs a token "
+        "(`token_file` or `EDGEWAY_ADMIN_TOKEN`) and warns at start.",
+    )
     port: int = Field(8081, ge=1, le=65535, description="TCP port to bind.")
+    token_file: str | None = Field(
+        None,
+        description="File holding the bearer token every admin endpoint but `/healthz` and `/readyz` "
+        "requires. Unset: the `EDGEWAY_ADMIN_TOKEN` environment variable; with neither, a loopback "
+        "admin API generates a token at start and writes it to `<runtime dir>/admin-<port>.token`.",
+    )
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the admin API answers to besides IP addresses and `localhost` (any "
+        "other Host is refused with 421, against DNS rebinding).",
+    )
 
 
 class Limits(StrictModel):
@@ -615,6 +632,13 @@ class GatewayConfig(StrictModel):
         default_factory=AdminListen, description="Admin API listener; `null` disables it."
     )
     workers: int = Field(1, ge=1, le=256, description="Processes sharing the listen port (SO_REUSEPORT).")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDR ranges of proxies in front of the gateway (`10.0.0.0/8`, "
+        "`192.0.2.7`). Only a connection from one of them keeps its `Forwarded`, `X-Forwarded-*`, "
+        "`X-Real-IP`... headers (extended with its address); from anyone else they are replaced "
+        "by the gateway's own. Empty: no peer is trusted.",
+    )
     limits: Limits = Field(default_factory=Limits, description="Downstream (client side) limits.")
     paths: PathPolicy = Field(default_factory=PathPolicy, description="Request path normalisation.")
     access_log: AccessLog = Field(default_factory=AccessLog, description="Access log.")
@@ -631,6 +655,20 @@ class GatewayConfig(StrictModel):
     python: PythonEndpoints | None = Field(None, description="Python modules registering endpoints.")
     push: PushSettings | None = Field(None, description="Where push channels take their messages from.")
     reload: ReloadSettings = Field(default_factory=ReloadSettings, description="Live reload of this config.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise PydanticCustomError(
+                    "trusted_proxy",
+                    "'{entry}' is not an IP address or CIDR range (e.g. 10.0.0.0/8)",
+                    {"entry": entry},
+                ) from None
+        return value
 
     @field_validator("services")
     @classmethod

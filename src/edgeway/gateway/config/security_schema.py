@@ -445,7 +445,9 @@ class RateLimitStore(StrictModel):
         0,
         ge=0,
         description="Proxies in front of the gateway whose `X-Forwarded-For` entries are trusted when "
-        "keying by `ip`; 0 uses the connection's address.",
+        "keying by `ip`, counted from the right whoever the peer is; 0 uses the connection's address, "
+        "or behind the gateway's `trusted_proxies` the first address in `X-Forwarded-For` (from the "
+        "right) that is not one of them.",
     )
 
 

@@ -53,13 +53,19 @@ def build_endpoint(route: Route, env: GatewayEnv) -> Handler:
     forward = forward_names(action.forward_headers, env.config.auth)
     options = action.options
     clusters = env.clusters
+    forwarding = env.forwarding
     # The function may call any service, so each one's resilience is made (and started) here.
     guards = {name: service_guard(env, name) for name in clusters}
 
     async def run(ctx: RequestContext) -> None:
         ex = ctx.ex
         services = Services(
-            ctx, clusters, guards, forwarded_headers(ex.headers, forward), asyncio.get_running_loop()
+            ctx,
+            clusters,
+            guards,
+            forwarded_headers(ex.headers, forward),
+            asyncio.get_running_loop(),
+            forwarding,
         )
         try:
             result = await spec.function(Request(ctx, services, options, body_limit))

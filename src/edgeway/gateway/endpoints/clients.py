@@ -26,6 +26,7 @@ import orjson
 
 from edgeway.gateway import json_input
 from edgeway.gateway.errors import GatewayError
+from edgeway.gateway.forwarding import Forwarding
 from edgeway.gateway.pipeline import RequestContext
 from edgeway.gateway.resilient import Refused
 from edgeway.gateway.service_client import (
@@ -230,7 +231,7 @@ class Services:
     """The configured services of the gateway, by name: ``services.catalog`` or
     ``services["catalog-v2"]``."""
 
-    __slots__ = ("_clients", "_clusters", "_ctx", "_forward", "_guards", "_loop")
+    __slots__ = ("_clients", "_clusters", "_ctx", "_forward", "_forwarding", "_guards", "_loop")
 
     def __init__(
         self,
@@ -239,8 +240,10 @@ class Services:
         guards: Mapping[str, ServiceGuard[Endpoint] | None],
         forward: bytes,
         loop: asyncio.AbstractEventLoop,
+        forwarding: Forwarding,
     ) -> None:
         self._ctx = ctx
+        self._forwarding = forwarding
         self._clusters = clusters
         self._guards = guards
         self._forward = forward
@@ -254,7 +257,7 @@ class Services:
             if cluster is None:
                 known = ", ".join(sorted(self._clusters)) or "none"
                 raise KeyError(f"no service {name!r} in this gateway's config (services: {known})")
-            headers = common_headers(self._ctx) + self._forward
+            headers = common_headers(self._ctx, self._forwarding) + self._forward
             client = self._clients[name] = ServiceClient(
                 cluster, self._guards.get(name), self._ctx, headers, self._loop
             )
