@@ -99,9 +99,9 @@ async def test_bytes_past_the_declared_length_never_reach_a_client_and_close_the
     status, headers, body = parse(outs[evil_at])
     assert (status, headers[b"content-length"], body) == (200, b"15", b"fifteen-bytes!!")
     for out in outs:
-        assert b"evil" not in out
-        assert b"bad" not in out
-        assert b"302" not in out
+        assert b"evil" not in out  # (not "bad" or "302": a random hex request id may hold those)
+        assert not out.endswith(b"bad")
+        assert out.startswith(b"HTTP/1.1 200")
     for out in outs[evil_at + 1 :]:
         assert parse(out)[0::2] == (200, b"ok")
     # The poisoned connection was closed: the request after it went on a new one.
@@ -129,7 +129,8 @@ async def test_bytes_after_a_bodiless_or_chunked_response_close_the_connection(
         third = await get(gport)
     assert parse(first)[0] == 200
     assert b"evil" not in second
-    assert b"bad" not in second
+    assert not second.endswith(b"bad")
+    assert parse(second)[2] in (b"", b"ok")
     assert parse(third)[0::2] == (200, b"ok")
     assert b"evil" not in third
     assert seen == [1, 1, 2]

@@ -20,7 +20,7 @@ import socket
 import time
 from collections import deque
 
-from edgeway.http.errors import PoolTimeout, UpstreamConnectError, UpstreamTimeout
+from edgeway.http.errors import InstanceDown, PoolTimeout, UpstreamConnectError, UpstreamTimeout
 from edgeway.http.limits import PoolLimits
 from edgeway.http.upstream import DeadlineWatch, UpstreamConnection, UpstreamState
 
@@ -79,7 +79,7 @@ class ConnectionPool:
             except BaseException as exc:
                 # Handed a connection (or a slot) in the same turn as we timed out or were
                 # cancelled: it is ours, and nobody else will give it back.
-                if fut.done() and not fut.cancelled():
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
                     self._abandon(fut.result())
                 if isinstance(exc, TimeoutError):
                     raise PoolTimeout(
@@ -151,6 +151,27 @@ class ConnectionPool:
             return
         conn.close()
         self._forget(conn)
+
+    def instance_down(self, reason: str) -> None:
+        """The instance was found down (its health check): requests queued for a connection
+        fail now, before they are sent (so any method may go elsewhere), then the exchanges
+        still waiting for a response head (idempotent ones may be retried elsewhere).
+
+        The waiters go first: the connections the failed exchanges give back must not be
+        handed to requests that would then be sent to the same instance."""
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.set_exception(
+                    InstanceDown(
+                        f"{self.instance} was marked down ({reason}) while the request waited for a "
+                        "connection",
+                        instance=self.instance,
+                        sent=False,
+                    )
+                )
+        message = f"{self.instance} was marked down by its health check ({reason}) before it answered"
+        self.deadlines.fail_unanswered(lambda: InstanceDown(message, instance=self.instance))
 
     def detach(self, conn: UpstreamConnection) -> None:
         """``conn`` leaves the pool for good but stays open (a tunnel after a 101 owns it now):

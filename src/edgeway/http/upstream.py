@@ -130,6 +130,17 @@ class DeadlineWatch:
                 conn.expire()
         self._handle = loop.call_later(DEADLINE_TICK, self._tick) if self._armed else None
 
+    def fail_unanswered(self, make_error: Callable[[], Exception]) -> None:
+        """Fail every exchange still waiting for its response head, at once.
+
+        Every exchange in flight has a deadline armed, so the armed set is already the list of
+        them: keeping another one would cost every request a set insertion for an event that
+        is rare. An exchange whose response has started is left to its timeouts: its client
+        already has part of the answer, and no other instance could take over."""
+        for conn in list(self._armed):
+            if conn.deadline and conn.head is None and conn.state is UpstreamState.BUSY:
+                conn.fail(make_error())
+
     def close(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
