@@ -101,3 +101,52 @@ async def test_refused_connection_maps_to_upstream_connect_error() -> None:
     with pytest.raises(UpstreamConnectError):
         await pool.acquire(1.0)
     assert pool.open_connections == 0
+
+
+async def test_a_connection_leaves_the_pool_exactly_once() -> None:
+    """Detached for a tunnel, then released (or lost) as well: one slot back, not two."""
+    srv, port, _ = await _server()
+    pool = ConnectionPool("127.0.0.1", port, PoolLimits(max_connections=1))
+    conn, _ = await pool.acquire(1.0)
+    pool.detach(conn)
+    assert pool.open_connections == 0
+    pool.release(conn)
+    pool.detach(conn)
+    assert pool.open_connections == 0
+    await asyncio.sleep(0.05)
+    assert conn.state is UpstreamState.CLOSED
+    other, reused = await pool.acquire(0.5)  # the slot is free: no PoolTimeout
+    assert not reused
+    assert pool.open_connections == 1
+    pool.release(other)
+    pool.close()
+    srv.close()
+
+
+@pytest.mark.parametrize("clean", [True, False], ids=["handed-connection", "handed-slot"])
+async def test_a_waiter_cancelled_as_it_is_handed_a_connection_gives_it_back(clean: bool) -> None:
+    """The holder releases and the waiting request is cancelled (its client left) in the same
+    turn of the loop: the connection, or the slot reserved for it, must not be lost."""
+    srv, port, _ = await _server()
+    pool = ConnectionPool("127.0.0.1", port, PoolLimits(max_connections=1))
+    held, _ = await pool.acquire(1.0)
+    held.begin(head_request=False)
+    held.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    held.request_sent = True
+    await held.read_head()
+    assert await held.body.read() == b"ok"
+    await held.body.read()
+    if not clean:
+        held.response_complete = False  # not reusable: closed, and its slot handed on
+    waiter = asyncio.create_task(pool.acquire(2.0))
+    await asyncio.sleep(0.01)
+    pool.release(held)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert waiter.cancelled()
+    assert pool.open_connections == 0
+    conn, _ = await pool.acquire(0.5)  # before: PoolTimeout, the only slot was gone
+    pool.release(conn)
+    pool.close()
+    srv.close()

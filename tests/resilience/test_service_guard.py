@@ -123,6 +123,21 @@ def test_health_verdicts_follow_the_thresholds() -> None:
     assert a.available
 
 
+def test_the_owner_is_told_once_when_a_check_turns_an_instance_unhealthy() -> None:
+    """The hook that ends the attempts in flight there: once per transition, with the reason,
+    after the instance left the balancer (a retry it triggers must not pick it again)."""
+    guard, (a, b), _ = make(GuardPolicy(health=HealthCheckPolicy(unhealthy_threshold=2)))
+    told: list[tuple[int, str, bool]] = []
+    guard.on_unhealthy = lambda m, reason: told.append((m.port, reason, m.available))
+    guard.health_result(a, True, "200")
+    guard.health_result(a, False, "no answer within 1s")
+    assert told == []  # one failure is not a verdict
+    guard.health_result(a, False, "no answer within 1s")
+    guard.health_result(a, False, "no answer within 1s")
+    guard.health_result(b, True, "200")
+    assert told == [(a.port, "no answer within 1s", False)]
+
+
 def test_the_first_check_decides_alone() -> None:
     guard, (a, _), _ = make(GuardPolicy(health=HealthCheckPolicy()))
     guard.health_result(a, False, "cannot connect")

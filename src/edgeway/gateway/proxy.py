@@ -15,7 +15,10 @@ decision to retry an attempt, and each attempt's outcome. The logic lives in
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hashlib
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Final
@@ -30,7 +33,6 @@ from edgeway.gateway.upstreams import Cluster, Endpoint
 from edgeway.http.errors import (
     HttpError,
     UpstreamError,
-    UpstreamProtocolError,
     UpstreamReset,
     UpstreamTimeout,
 )
@@ -61,6 +63,9 @@ _SKIP_RESPONSE: Final = HOP_BY_HOP | {b"content-length", b"x-request-id", b"trac
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 _VIA: Final = b"1.1 edgeway"
 _OWN_FORWARDING: Final = OWN_LINES
+# The one protocol a proxy route tunnels (``websocket: true``); any other Upgrade is stripped.
+_WEBSOCKET: Final = b"websocket"
+_WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +173,8 @@ def request_head(
         parts.append(b"content-length: %d\r\n" % ex.content_length)
     elif ex.chunked_request:
         parts.append(b"transfer-encoding: chunked\r\n")
-    if ex.upgrade is not None and target.websocket:
-        parts += (b"connection: upgrade\r\nupgrade: ", ex.upgrade, b"\r\n")
+    if target.websocket and ex.upgrade == _WEBSOCKET:
+        parts.append(b"connection: upgrade\r\nupgrade: websocket\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
 
@@ -225,16 +230,32 @@ def forward(
             raise Rejection(504, "Gateway Timeout", "the request's deadline had passed on arrival")
         budget = incoming
     deadline = asyncio.get_running_loop().time() + budget
+    # A WebSocket handshake is checked before any instance is chosen; the 101 must answer it.
+    accept = websocket_accept(ex) if target.websocket and ex.upgrade == _WEBSOCKET else b""
     guard = target.guard
     if guard is not None:
-        return _forward_guarded(ex, target, path_and_query, upstream_tp, deadline, guard)
+        return _forward_guarded(ex, target, path_and_query, upstream_tp, deadline, guard, accept)
     try:
         ep = cluster.pick()
     except NoInstanceAvailable:
         raise Rejection(
             503, "Service Unavailable", f"no available instance of service {cluster.name!r}"
         ) from None
-    return attempt(ex, target, path_and_query, upstream_tp, ep, deadline, None)
+    return attempt(ex, target, path_and_query, upstream_tp, ep, deadline, None, accept)
+
+
+def websocket_accept(ex: Exchange) -> bytes:
+    """The Sec-WebSocket-Accept that answers the client's handshake; 400 when its key is not
+    exactly one base64 value of 16 bytes (RFC 6455 §4.1)."""
+    keys = [v for n, v in ex.headers if n.lower() == b"sec-websocket-key"]
+    key = keys[0].strip() if len(keys) == 1 else b""
+    try:
+        valid = len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        valid = False
+    if not valid:
+        raise Rejection(400, "Bad Request", "a WebSocket upgrade needs one valid Sec-WebSocket-Key")
+    return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
 
 
 async def _buffer_then_forward(
@@ -251,13 +272,16 @@ async def _forward_guarded(
     upstream_tp: bytes,
     deadline: float,
     guard: ServiceGuard[Endpoint],
+    accept: bytes,
 ) -> None:
     """The resilience hooks: admission (shedding, service breaker), instance choice, retries."""
     call = begin_call(target.cluster, guard, ex) or await wait_call(target.cluster, guard, ex)
     failure: BaseException | None = None
     try:
         while (
-            delay := await attempt(ex, target, path_and_query, upstream_tp, call.pick(), deadline, call)
+            delay := await attempt(
+                ex, target, path_and_query, upstream_tp, call.pick(), deadline, call, accept
+            )
         ) is not None:
             await asyncio.sleep(delay)
     except BaseException as exc:
@@ -277,8 +301,11 @@ async def attempt(
     ep: Endpoint,
     deadline: float,
     call: ServiceCall | None,
+    accept: bytes = b"",
 ) -> float | None:
-    """One attempt on ``ep``; the backoff before a retry when ``call`` allows one, else None."""
+    """One attempt on ``ep``; the backoff before a retry when ``call`` allows one, else None.
+
+    ``accept``: the Sec-WebSocket-Accept of the upgrade this request forwards (b"": none)."""
     cluster = target.cluster
     ex.log["upstream"] = ep.label
     loop = asyncio.get_running_loop()
@@ -290,7 +317,7 @@ async def attempt(
     # timer handles and asyncio.timeout scopes cost more than the rest of the bookkeeping.
     try:
         try:
-            conn, resp, sender = await _send(ex, ep, head, timeouts, deadline)
+            conn, resp, sender = await _send(ex, ep, head, timeouts, deadline, accept)
         except UpstreamError as exc:
             outcome = exc
             if (
@@ -310,8 +337,11 @@ async def attempt(
             ep.pool.release(conn)
             return delay
         if resp.upgraded:
-            # A WebSocket lives outside the exchange's total timeout; its idle timeout governs it.
+            # The connection accepted this 101 as the answer to our handshake (expect_upgrade).
+            # A WebSocket lives outside the exchange's total timeout, and outside the pool: its
+            # slot is free for other requests at once, whatever the session's length.
             conn.clear_deadline()
+            ep.pool.detach(conn)
             try:
                 await _tunnel(ex, target, conn, response_headers(ex, resp, target, upstream_tp))
             finally:
@@ -349,7 +379,7 @@ async def attempt(
 
 
 async def _send(
-    ex: Exchange, ep: Endpoint, head: bytes, timeouts: UpstreamTimeouts, deadline: float
+    ex: Exchange, ep: Endpoint, head: bytes, timeouts: UpstreamTimeouts, deadline: float, accept: bytes
 ) -> tuple[UpstreamConnection, ResponseHead, asyncio.Task[None] | None]:
     """Send the request and wait for the response head; the connection is the caller's after.
 
@@ -364,6 +394,8 @@ async def _send(
     while True:
         conn, reused = await ep.pool.acquire(timeouts.connect, fresh=fresh)
         conn.begin(head_request=ex.method == b"HEAD")
+        if accept:
+            conn.expect_upgrade(_WEBSOCKET, accept)
         sender: asyncio.Task[None] | None = None
         conn.set_deadline(deadline, "total", timeouts.total)
         try:
@@ -452,9 +484,7 @@ async def respond_upstream(
 
 
 async def _tunnel(ex: Exchange, target: ProxyTarget, conn: UpstreamConnection, headers: Headers) -> None:
-    if ex.upgrade is None or not target.websocket:
-        raise UpstreamProtocolError("upstream switched protocols without being asked", instance=conn.instance)
-    headers = [*headers, (b"connection", b"upgrade"), (b"upgrade", ex.upgrade)]
+    headers = [*headers, (b"connection", b"upgrade"), (b"upgrade", _WEBSOCKET)]
     ex.start(101, headers)
     ex.state = ResponseState.DONE
     tunnel = Tunnel(ex.detach(), conn, target.websocket_idle_timeout)

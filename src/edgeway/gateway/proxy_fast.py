@@ -44,7 +44,7 @@ from edgeway.gateway.proxy import (
 )
 from edgeway.gateway.router import RouteMatch, rewrite_path
 from edgeway.gateway.upstreams import Endpoint
-from edgeway.http.errors import HttpError, UpstreamProtocolError, UpstreamReset
+from edgeway.http.errors import HttpError, UpstreamReset
 from edgeway.http.exchange import Exchange, ResponseState
 from edgeway.http.upstream import UpstreamConnection
 from edgeway.observability.ids import TraceParent
@@ -165,13 +165,7 @@ class ProxyFlight:
             return  # a partial head (or a 1xx): wait for more
         conn.listener = None
         ex = self.ex
-        if head.upgraded:
-            self.upstream_failed(
-                UpstreamProtocolError(
-                    "upstream switched protocols without being asked", instance=conn.instance
-                )
-            )
-            return
+        # (A 101 never gets here: the connection refuses one that no upgrade asked for.)
         if not conn.response_complete:
             # The body is still coming: stream it from a task, with flow control.
             conn.set_deadline(self.deadline, "total", self.proxy.target.cluster.timeouts.total)

@@ -31,7 +31,13 @@ from edgeway.gateway.pipeline import GatewayEnv
 from edgeway.gateway.shedding import admit
 from edgeway.gateway.upstreams import Cluster, ClusterChange, Endpoint
 from edgeway.http.body import BodyStream
-from edgeway.http.errors import PoolTimeout, UpstreamConnectError, UpstreamError, UpstreamTimeout
+from edgeway.http.errors import (
+    InstanceDown,
+    PoolTimeout,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from edgeway.http.exchange import Exchange
 from edgeway.resilience.errors import NoInstanceAvailable, Overloaded
 from edgeway.resilience.guard import GuardPolicy, InstanceState, ServiceGuard, retry_after_header
@@ -169,9 +175,17 @@ def service_guard(env: GatewayEnv, service: str) -> ServiceGuard[Endpoint] | Non
         if policy is None:
             return ServiceResilience(cluster, None)
         guard = ServiceGuard(service, policy, _members(cluster), Telemetry(service, env.metrics))
+        guard.on_unhealthy = _instance_down
         return ServiceResilience(cluster, guard)
 
     return env.shared(f"resilience:{service}", make).guard
+
+
+def _instance_down(ep: Endpoint, reason: str) -> None:
+    # The attempts waiting on the instance fail now, as if their timeout had passed: a retry
+    # goes to another instance (within the retry policy and budget) or the client gets a 504,
+    # instead of waiting out the rest of the timeout on an instance known to be down.
+    ep.pool.instance_down(reason)
 
 
 def _members(cluster: Cluster) -> Callable[[], list[Endpoint]]:
@@ -224,8 +238,10 @@ class ServiceCall:
 
     def retry_after_error(self, exc: UpstreamError, remaining: float) -> float | None:
         """Backoff before a retry of an attempt that failed with ``exc``, or None for no retry."""
-        never_sent = isinstance(exc, UpstreamConnectError | PoolTimeout) or (
-            isinstance(exc, UpstreamTimeout) and exc.phase == "connect"
+        never_sent = (
+            isinstance(exc, UpstreamConnectError | PoolTimeout)
+            or (isinstance(exc, UpstreamTimeout) and exc.phase == "connect")
+            or (isinstance(exc, InstanceDown) and not exc.sent)
         )
         if not (never_sent or self.repeatable):
             return None

@@ -48,6 +48,7 @@ from edgeway.gateway.resilient import (
 )
 from edgeway.gateway.upstreams import Cluster, Endpoint
 from edgeway.http.errors import (
+    InstanceDown,
     PoolTimeout,
     UpstreamConnectError,
     UpstreamError,
@@ -138,6 +139,8 @@ def failure_code(exc: UpstreamError) -> str:
         return "connect_failed"
     if isinstance(exc, PoolTimeout):
         return "pool_timeout"
+    if isinstance(exc, InstanceDown):
+        return "instance_down"
     if isinstance(exc, ResponseTooLarge):
         return "too_large"
     if isinstance(exc, UpstreamProtocolError):

@@ -10,7 +10,10 @@
         ├── UpstreamTimeout        connect, first-byte or total timeout (504); `phase` says which
         ├── UpstreamReset          closed or reset mid-exchange (502)
         ├── UpstreamProtocolError  unparseable response (502)
-        └── PoolTimeout            no pooled connection freed up in time (503)
+        ├── PoolTimeout            no pooled connection freed up in time (503)
+        └── InstanceDown           its health check marked the instance down while the request
+                                   was in flight or queued for it (504); `sent` says whether it
+                                   went out
 
 Third-party errors (OSError, httptools parser errors) are mapped to these at the boundary.
 """
@@ -71,3 +74,11 @@ class UpstreamProtocolError(UpstreamError):
 
 class PoolTimeout(UpstreamError):
     status = 503
+
+
+class InstanceDown(UpstreamError):
+    status = 504
+
+    def __init__(self, message: str, *, instance: str = "", sent: bool = True) -> None:
+        super().__init__(message, instance=instance)
+        self.sent = sent

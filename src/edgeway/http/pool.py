@@ -4,6 +4,13 @@ Decisions (hand out an idle connection, open a new one, or queue) are made synch
 I/O (connecting) happens after, so the bookkeeping can never be torn by a suspension. Idle
 connections are kept LIFO: the most recently used one is warm and least likely to have been
 closed by the upstream's own keep-alive timer; the oldest expire after `idle_timeout`.
+
+Every connection the pool opens holds one of its `max_connections` slots from the moment it is
+reserved until the connection leaves the pool, and it leaves exactly once, through
+:meth:`ConnectionPool._forget`, whichever way it goes: released unclean, lost while idle,
+expired, handed over to a tunnel (:meth:`ConnectionPool.detach`), or abandoned by a waiter that
+was cancelled just as it was handed a connection. A slot given back twice would let the pool
+open more than its limit; one never given back would shrink the pool for good.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import socket
 import time
 from collections import deque
 
-from edgeway.http.errors import PoolTimeout, UpstreamConnectError, UpstreamTimeout
+from edgeway.http.errors import InstanceDown, PoolTimeout, UpstreamConnectError, UpstreamTimeout
 from edgeway.http.limits import PoolLimits
 from edgeway.http.upstream import DeadlineWatch, UpstreamConnection, UpstreamState
 
@@ -54,6 +61,7 @@ class ConnectionPool:
             conn = self._idle.pop()
             if conn.state is UpstreamState.IDLE:
                 return conn
+            self._forget(conn)
         return None
 
     async def acquire(self, connect_timeout: float, fresh: bool = False) -> tuple[UpstreamConnection, bool]:
@@ -66,13 +74,20 @@ class ConnectionPool:
             fut: asyncio.Future[UpstreamConnection | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(fut)
             try:
-                handed = await asyncio.wait_for(fut, connect_timeout)
-            except TimeoutError:
-                raise PoolTimeout(
-                    f"no connection to {self.instance} became free within {connect_timeout:g}s "
-                    f"({self.limits.max_connections} in use)",
-                    instance=self.instance,
-                ) from None
+                async with asyncio.timeout(connect_timeout):
+                    handed = await fut
+            except BaseException as exc:
+                # Handed a connection (or a slot) in the same turn as we timed out or were
+                # cancelled: it is ours, and nobody else will give it back.
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    self._abandon(fut.result())
+                if isinstance(exc, TimeoutError):
+                    raise PoolTimeout(
+                        f"no connection to {self.instance} became free within {connect_timeout:g}s "
+                        f"({self.limits.max_connections} in use)",
+                        instance=self.instance,
+                    ) from None
+                raise
             finally:
                 if fut in self._waiters:
                     self._waiters.remove(fut)
@@ -87,7 +102,16 @@ class ConnectionPool:
             self._open -= 1
             self._wake_one()
             raise
+        conn.holds_slot = True
         return conn, False
+
+    def _abandon(self, handed: UpstreamConnection | None) -> None:
+        if handed is None:
+            self._open -= 1  # the slot reserved for us
+            self._wake_one()
+        else:
+            self._forget(handed)
+            handed.close()
 
     async def _connect(self, timeout: float) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
@@ -111,8 +135,11 @@ class ConnectionPool:
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:
-        """Return a connection after an exchange: pooled if clean, closed otherwise."""
-        if conn.is_reusable and not self._closed:
+        """Return a connection after an exchange: pooled if clean, closed otherwise.
+
+        Safe to call for a connection that already left the pool (detached, lost): it only
+        closes it then."""
+        if conn.is_reusable and conn.holds_slot and not self._closed:
             conn.mark_idle()
             while self._waiters:
                 w = self._waiters.popleft()
@@ -123,8 +150,40 @@ class ConnectionPool:
             self._idle.append(conn)
             return
         conn.close()
-        self._open -= 1
-        self._wake_one()
+        self._forget(conn)
+
+    def instance_down(self, reason: str) -> None:
+        """The instance was found down (its health check): requests queued for a connection
+        fail now, before they are sent (so any method may go elsewhere), then the exchanges
+        still waiting for a response head (idempotent ones may be retried elsewhere).
+
+        The waiters go first: the connections the failed exchanges give back must not be
+        handed to requests that would then be sent to the same instance."""
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.set_exception(
+                    InstanceDown(
+                        f"{self.instance} was marked down ({reason}) while the request waited for a "
+                        "connection",
+                        instance=self.instance,
+                        sent=False,
+                    )
+                )
+        message = f"{self.instance} was marked down by its health check ({reason}) before it answered"
+        self.deadlines.fail_unanswered(lambda: InstanceDown(message, instance=self.instance))
+
+    def detach(self, conn: UpstreamConnection) -> None:
+        """``conn`` leaves the pool for good but stays open (a tunnel after a 101 owns it now):
+        its slot goes to the next request at once, however long the tunnel lives."""
+        self._forget(conn)
+
+    def _forget(self, conn: UpstreamConnection) -> None:
+        """Give back ``conn``'s slot, once."""
+        if conn.holds_slot:
+            conn.holds_slot = False
+            self._open -= 1
+            self._wake_one()
 
     def _wake_one(self) -> None:
         while self._waiters:
@@ -139,8 +198,7 @@ class ConnectionPool:
             self._idle.remove(conn)
         except ValueError:
             return
-        self._open -= 1
-        self._wake_one()
+        self._forget(conn)
 
     def _ensure_sweeper(self) -> None:
         if self._sweeper is None and not self._closed:
@@ -154,7 +212,7 @@ class ConnectionPool:
         for conn in self._idle:
             if conn.idle_since < cutoff or conn.state is not UpstreamState.IDLE:
                 conn.close()
-                self._open -= 1
+                self._forget(conn)
             else:
                 keep.append(conn)
         self._idle = keep
@@ -167,7 +225,7 @@ class ConnectionPool:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for conn in self._idle:
+        idle, self._idle = self._idle, []
+        for conn in idle:
             conn.close()
-        self._open -= len(self._idle)
-        self._idle.clear()
+            self._forget(conn)

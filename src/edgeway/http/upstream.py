@@ -4,6 +4,16 @@ A connection carries one exchange at a time. Its state lives in one enum, change
 (`_set_state`), and decides whether the pool may hand it out again: only a connection whose last
 response was read to its end, whose request was fully sent and which both sides keep alive is
 reusable. Anything else — unread bytes, an early response, bytes arriving while idle — closes it.
+
+A response ends where its framing says (its length, its last chunk, or no body at all for HEAD,
+1xx, 204 and 304); a byte after that end, in the same read or a later one, means the stream is out
+of sync with the exchanges, so the connection is closed and nothing after the end is parsed: the
+bytes could be a whole second response, and whoever read it would get the service's (or an
+attacker's) answer to some other request.
+
+A 101 is accepted only when the exchange asked for that upgrade (:meth:`expect_upgrade`) and
+the 101 answers it; any other 101 fails the exchange with :class:`UpstreamProtocolError`, so no
+caller can end up tunnelling a protocol it did not ask for.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ import httptools
 from edgeway.http.body import BodyStream
 from edgeway.http.errors import UpstreamProtocolError, UpstreamReset, UpstreamTimeout
 from edgeway.http.flow import WriteFlow
-from edgeway.http.headers import only_chunked
+from edgeway.http.headers import connection_tokens, only_chunked
 from edgeway.http.limits import PoolLimits
 
 # Per exchange: a C static in a compiled build, not an attribute lookup on the module.
@@ -31,6 +41,10 @@ if TYPE_CHECKING:
 Headers = list[tuple[bytes, bytes]]
 
 _NO_BODY: Final = frozenset({204, 304})
+
+
+class _StopParsing(Exception):
+    """Raised from a parser callback to stop llhttp where it is (it has no other way)."""
 
 
 class UpstreamState(enum.Enum):
@@ -116,6 +130,17 @@ class DeadlineWatch:
                 conn.expire()
         self._handle = loop.call_later(DEADLINE_TICK, self._tick) if self._armed else None
 
+    def fail_unanswered(self, make_error: Callable[[], Exception]) -> None:
+        """Fail every exchange still waiting for its response head, at once.
+
+        Every exchange in flight has a deadline armed, so the armed set is already the list of
+        them: keeping another one would cost every request a set insertion for an event that
+        is rare. An exchange whose response has started is left to its timeouts: its client
+        already has part of the answer, and no other instance could take over."""
+        for conn in list(self._armed):
+            if conn.deadline and conn.head is None and conn.state is UpstreamState.BUSY:
+                conn.fail(make_error())
+
     def close(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
@@ -147,6 +172,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._write = WriteFlow()
         self._reading_paused = False
         self._tunnel: Tunnel | None = None
+        # Whether this connection counts against its pool's limit; the pool clears it exactly
+        # once when the connection leaves (see ConnectionPool._forget).
+        self.holds_slot = False
 
         # -- per exchange --
         self._parser: httptools.HttpResponseParser | None = None
@@ -172,6 +200,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.response_complete = False
         self._keep_alive = True
         self.upgrade_leftover = b""
+        # The upgrade this exchange asked for (expect_upgrade); b"": none, so a 101 is refused.
+        self._upgrade_protocol = b""
+        self._upgrade_accept = b""
+        self._overrun = False  # bytes followed the end of the response
 
     def __repr__(self) -> str:
         return f"<UpstreamConnection {self.instance} {self.state.value} exchanges={self.exchanges}>"
@@ -214,14 +246,23 @@ class UpstreamConnection(asyncio.Protocol):
             self.upgrade_leftover = data[exc.args[0] :]
             self._pause_reading()
         except httptools.HttpParserError as exc:
-            cause = exc.__context__  # what a callback raised, when one did
-            err = cause if isinstance(cause, UpstreamProtocolError) else None
-            if err is None:
-                reason = f"invalid response from {self.instance}: {exc}"
-                err = UpstreamProtocolError(reason, instance=self.instance)
-            self._fail(err)
-            self.close()
-            return
+            if self._overrun:
+                # The response is whole and stands; what followed it is dropped unparsed, and
+                # the connection with it.
+                self._keep_alive = False
+                self.abort()
+            else:
+                cause = exc.__context__  # what a callback raised, when one did
+                err = (
+                    cause
+                    if isinstance(cause, UpstreamProtocolError)
+                    else UpstreamProtocolError(
+                        f"invalid response from {self.instance}: {exc}", instance=self.instance
+                    )
+                )
+                self._fail(err)
+                self.close()
+                return
         if self.listener is not None:
             self.listener.upstream_data(self)
 
@@ -256,6 +297,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self.response_complete:
+            self._stop_overrun()  # a second message behind the response, in the same read
         self._headers = []
         self._cl = None
         self._chunked = False
@@ -287,6 +330,10 @@ class UpstreamConnection(asyncio.Protocol):
                     instance=self.instance,
                 )
             self._chunked = True
+        if status == 101:
+            refused = self._switch_refused()
+            if refused:
+                raise UpstreamProtocolError(refused, instance=self.instance)
         self._keep_alive = bool(self._parser.should_keep_alive())
         no_body = self._head_request or status in _NO_BODY or status == 101
         self._close_delimited = not no_body and self._cl is None and not self._chunked
@@ -301,7 +348,35 @@ class UpstreamConnection(asyncio.Protocol):
             self._complete()
 
     def on_body(self, body: bytes) -> None:
+        if self.response_complete:
+            self._stop_overrun()  # a body behind a response that has none (HEAD)
         self.body.feed(body)
+
+    def _stop_overrun(self) -> None:
+        self._overrun = True
+        raise _StopParsing("bytes after the end of the response")
+
+    def _switch_refused(self) -> str:
+        """Why this 101 cannot be accepted ("" when it answers the upgrade that was asked for)."""
+        wanted = self._upgrade_protocol
+        if not wanted:
+            return "upstream switched protocols without being asked"
+        upgrade = connection = accept = b""
+        for name, value in self._headers:
+            lname = name.lower()
+            if lname == b"upgrade":
+                upgrade = value.strip().lower()
+            elif lname == b"connection":
+                connection += b"," + value
+            elif lname == b"sec-websocket-accept":
+                accept = value.strip()
+        if upgrade != wanted:
+            return f"upstream switched protocols to {upgrade.decode('latin-1')!r}, not {wanted.decode()!r}"
+        if b"upgrade" not in connection_tokens(connection):
+            return "upstream switched protocols without 'Connection: upgrade'"
+        if accept != self._upgrade_accept:
+            return "upstream switched protocols with a Sec-WebSocket-Accept that does not answer the key"
+        return ""
 
     def on_message_complete(self) -> None:
         if self.head is not None and not self.response_complete:
@@ -347,8 +422,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.request_sent = False
         self.response_complete = False
         self._keep_alive = True
+        self._upgrade_protocol = b""
         if self._reading_paused:
             self._resume_reading()
+
+    def expect_upgrade(self, protocol: bytes, accept: bytes) -> None:
+        """This exchange asks to switch to ``protocol`` (lower-case): a 101 is accepted only when
+        it names that protocol, says ``Connection: upgrade`` and carries ``accept`` as its
+        Sec-WebSocket-Accept (RFC 6455 §4.1). Call after :meth:`begin`."""
+        self._upgrade_protocol = protocol
+        self._upgrade_accept = accept
 
     def write(self, data: bytes) -> None:
         t = self.transport

@@ -204,6 +204,9 @@ class ServiceGuard(Generic[M]):
         )
         self.detector = OutlierDetector(policy.outlier) if policy.outlier is not None else None
         self.retry_on = policy.retry.retry_on if policy.retry is not None else frozenset()
+        # Told (member, reason) when a health check turns an instance unhealthy, after it left
+        # the balancer: the caller ends the attempts still waiting on it (see resilient.py).
+        self.on_unhealthy: Callable[[M, str], None] | None = None
 
     def __repr__(self) -> str:
         return f"<ServiceGuard {self.service!r} instances={len(self._states)}>"
@@ -270,9 +273,14 @@ class ServiceGuard(Generic[M]):
         if state.health is None or self.policy.health is None:
             return
         self.telemetry.checked(member.label, passed)
-        if state.health.record(passed, reason, self.policy.health):
+        changed = state.health.record(passed, reason, self.policy.health)
+        if changed:
             self.telemetry.health_changed(member.label, state.health.healthy, reason)
         state.refresh()  # every time: cheap at check rates, and it repairs a flag another wrote
+        if changed and not state.health.healthy and self.on_unhealthy is not None:
+            # Only a health check says the instance stopped answering: a breaker or an
+            # ejection judges answers already received, and the attempts in flight may be fine.
+            self.on_unhealthy(member, reason)
 
     # -- outcomes --------------------------------------------------------------------------------
     def report(self, state: InstanceState[M], status: int, error: bool) -> None:
