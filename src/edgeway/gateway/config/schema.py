@@ -92,14 +92,26 @@ class Listen(StrictModel):
     """Where a listener binds."""
 
     host: str = Field("127.0.0.1", description="Address to bind; `0.0.0.0` for every IPv4 interface.")
-    port: int = Field(8080, ge=1, le=65535, description="TCP port to bind.")
+    port: int = Field(
+        8080,
+        ge=0,
+        le=65535,
+        description="TCP port to bind; `0` takes a free port, reported in the `gateway listening` "
+        "log line (one worker only).",
+    )
 
 
 class AdminListen(StrictModel):
     """Where the admin API (`/healthz`, `/readyz`, `/routes`) binds."""
 
     host: str = Field("127.0.0.1", description="Address to bind; keep it private.")
-    port: int = Field(8081, ge=1, le=65535, description="TCP port to bind.")
+    port: int = Field(
+        8081,
+        ge=0,
+        le=65535,
+        description="TCP port to bind; `0` takes a free port, reported in the `gateway listening` "
+        "log line (one worker only).",
+    )
 
 
 class Limits(StrictModel):
@@ -643,14 +655,29 @@ class GatewayConfig(StrictModel):
         problems += check_python_endpoints(self.python, self.routes)
         if (
             self.admin is not None
-            and self.admin.port == self.listen.port
+            and self.admin.port == self.listen.port != 0
             and self.admin.host == self.listen.host
         ):
             problems.append((("admin", "port"), f"admin port {self.admin.port} is the listen port"))
+        problems += [
+            ((section, "port"), message) for section, message in self.port_zero_problems(self.workers)
+        ]
         if problems:
             raise LocatedProblemsError(problems)
         self._assign_route_ids({route.id for route in self.routes if route.id is not None})
         return self
+
+    def port_zero_problems(self, workers: int) -> list[tuple[str, str]]:
+        """Port 0 with several workers: each would bind a different free port (SO_REUSEPORT
+        shares one port only when it is named), so clients would reach one worker only."""
+        if workers <= 1:
+            return []
+        listeners = [("listen", self.listen)] + ([("admin", self.admin)] if self.admin is not None else [])
+        return [
+            (section, f"port 0 (a free port) needs one worker, not {workers}: name the port")
+            for section, listen in listeners
+            if listen.port == 0
+        ]
 
     def _assign_route_ids(self, taken: set[str]) -> None:
         for route in self.routes:
