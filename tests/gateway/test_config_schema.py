@@ -42,8 +42,9 @@ def test_defaults_match_the_documented_shape() -> None:
     assert (service.balancer, service.timeouts.total, service.pool.max_connections) == (
         "round_robin",
         30.0,
-        256,
+        None,
     )
+    assert service.pool.max_idle == 256
     assert cfg.services["orders"].addresses == [("::1", 9002)]
 
 

@@ -220,8 +220,17 @@ class Timeouts(StrictModel):
 class Pool(StrictModel):
     """Connection pool per upstream instance."""
 
-    max_connections: int = Field(
-        256, gt=0, description="Open connections per instance; requests beyond wait."
+    max_connections: int | None = Field(
+        None,
+        gt=0,
+        description="Open connections per instance; unset: no cap (a request that finds no idle "
+        "connection opens one). With a cap, requests beyond it wait in arrival order up to "
+        "`timeouts.connect`, then 503; throughput is then at most cap / service latency.",
+    )
+    max_idle: int = Field(
+        256,
+        ge=0,
+        description="Idle connections kept per instance for reuse; one more released is closed.",
     )
     idle_timeout: Duration = Field(60.0, gt=0, description="An idle pooled connection is closed after this.")
 
