@@ -44,7 +44,7 @@ def test_defaults_match_the_documented_shape() -> None:
         30.0,
         None,
     )
-    assert service.pool.max_idle == 256
+    assert service.pool.max_idle == 1024
     assert cfg.services["orders"].addresses == [("::1", 9002)]
 
 

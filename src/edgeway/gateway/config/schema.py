@@ -228,7 +228,7 @@ class Pool(StrictModel):
         "`timeouts.connect`, then 503; throughput is then at most cap / service latency.",
     )
     max_idle: int = Field(
-        256,
+        1024,
         ge=0,
         description="Idle connections kept per instance for reuse; one more released is closed.",
     )
