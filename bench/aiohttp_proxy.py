@@ -77,13 +77,14 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
         return response
 
 
-def make_app(upstream: str) -> web.Application:
+def make_app(upstream: str, limit_per_host: int = 256) -> web.Application:
+    """``limit_per_host``: open upstream connections per host; 0 is aiohttp's "no limit"."""
     app = web.Application()
     app[_UPSTREAM] = upstream.rstrip("/")
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:
         # auto_decompress off: a proxy passes bodies through as they are.
-        connector = TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=60)
+        connector = TCPConnector(limit=0, limit_per_host=limit_per_host, keepalive_timeout=60)
         async with ClientSession(
             connector=connector,
             auto_decompress=False,
@@ -111,8 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:9000")
+    parser.add_argument(
+        "--limit-per-host", type=int, default=256, help="upstream connections per host; 0: no limit"
+    )
     args = parser.parse_args(argv)
-    serve_app(make_app(args.upstream), args.host, args.port)
+    serve_app(make_app(args.upstream, args.limit_per_host), args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -40,12 +40,22 @@ def backend_process(directory: Path, *, port: int, name: str = "backend", **opti
     return ManagedProcess(name, python_module("bench.backend", *args), port=port, log_dir=directory)
 
 
-def aiohttp_proxy_process(directory: Path, *, port: int, upstream: str) -> ManagedProcess:
-    argv = python_module("bench.aiohttp_proxy", "--port", str(port), "--upstream", upstream)
+def aiohttp_proxy_process(
+    directory: Path, *, port: int, upstream: str, limit_per_host: int = 256
+) -> ManagedProcess:
+    argv = python_module(
+        "bench.aiohttp_proxy",
+        "--port",
+        str(port),
+        "--upstream",
+        upstream,
+        "--limit-per-host",
+        str(limit_per_host),
+    )
     return ManagedProcess("aiohttp", argv, port=port, log_dir=directory)
 
 
-def _nginx_skip() -> str | None:
+def nginx_skip_reason() -> str | None:
     try:
         nginx.nginx_binary()
     except ToolMissing as exc:
@@ -59,7 +69,7 @@ def legs(
     names: Sequence[str] = LEG_NAMES,
     idle_connections: int = IDLE_CONNECTIONS,
 ) -> list[Leg]:
-    nginx_skip = _nginx_skip()
+    nginx_skip = nginx_skip_reason()
 
     def start_edgeway(d: Path) -> ManagedProcess:
         config = gateway.proxy_config(port=free_port(), backend_url=backend_url, access_log=True)

@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -66,9 +67,21 @@ def free_ports(n: int) -> list[int]:
         return [int(s.getsockname()[1]) for s in socks]
 
 
-@pytest.fixture
-def unused_port() -> int:
-    return free_port()
+@contextlib.contextmanager
+def reserved_ports(n: int) -> Iterator[list[int]]:
+    """``n`` ports held for the block, for a server that must be told its port in advance (a
+    gateway with several workers: they share one named port). Each port stays bound, without
+    listening, with SO_REUSEPORT: nothing else on the machine can take it meanwhile, while a
+    server that binds with SO_REUSEPORT as the same user (the gateway does) still can, and only
+    listening sockets receive connections. Servers that can bind port 0 should do so instead.
+    """
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind(("127.0.0.1", 0))
+        yield [int(s.getsockname()[1]) for s in socks]
 
 
 async def raw_http(port: int, data: bytes, *, wait: float = 2.0) -> bytes:

@@ -136,6 +136,33 @@ def proxy(
 
 
 @app.command()
+def slow(
+    json: JsonOption = False,
+    duration: LoadSeconds = 10.0,
+    connections: WrkConnections = "1000",
+    delay_ms: Annotated[float, typer.Option(min=0, help="Delay the backend adds to every answer.")] = 50.0,
+    repetitions: Repetitions = 1,
+    warmup: Annotated[float, typer.Option(help="Seconds of warm-up load before each leg.")] = 2.0,
+    only: Annotated[
+        str | None, typer.Option(help="Run only these legs: direct,edgeway,nginx,aiohttp.")
+    ] = None,
+) -> None:
+    """Many clients in front of a slow backend (50 ms): edgeway vs nginx vs aiohttp."""
+    legs = [part.strip() for part in only.split(",") if part.strip()] if only else None
+    _run_bench(
+        "slow",
+        "issue 13",
+        json=json,
+        duration=duration,
+        connections=_parse_connections(connections),
+        delay_ms=delay_ms,
+        repetitions=repetitions,
+        warmup=warmup,
+        only=legs,
+    )
+
+
+@app.command()
 def aggregate(
     json: JsonOption = False,
     duration: Annotated[float, typer.Option(help="Seconds of load per leg.")] = 10.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,6 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from conftest import free_port
 from edgeway.bus.bus import EventBus
 from edgeway.bus.embedded import EmbeddedNats, find_nats_server
 from edgeway.bus.errors import EmbeddedServerError
@@ -33,17 +33,26 @@ def test_the_binary_is_found_next_to_the_interpreter() -> None:
 
 
 def test_a_port_in_use_is_reported_before_starting(tmp_path: Path) -> None:
-    port = free_port()
-    with EmbeddedNats(port=port, data_dir=tmp_path / "a"), pytest.raises(EmbeddedServerError, match="in use"):
-        EmbeddedNats(port=port, data_dir=tmp_path / "b").start()
+    with (
+        EmbeddedNats(port=0, data_dir=tmp_path / "a") as first,
+        pytest.raises(EmbeddedServerError, match="in use"),
+    ):
+        EmbeddedNats(port=first.port, data_dir=tmp_path / "b").start()
+
+
+def test_port_0_takes_a_free_port_and_reports_it(tmp_path: Path) -> None:
+    with EmbeddedNats(port=0, data_dir=tmp_path / "a") as server:
+        assert server.port > 0
+        assert server.url == f"nats://127.0.0.1:{server.port}"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=2) as conn:
+            assert conn.recv(4096).startswith(b"INFO ")  # a NATS server greets its clients
 
 
 async def test_events_flowing_through_a_broker_crash_and_restart_are_applied_once_each(
     tmp_path: Path, unique: Callable[[str], str]
 ) -> None:
     database = await open_database("sqlite", str(tmp_path))
-    port = free_port()
-    server = EmbeddedNats(port=port, data_dir=tmp_path / "nats")
+    server = EmbeddedNats(port=0, data_dir=tmp_path / "nats")
     placed, _ = order_events(unique("orders"))
     applied: list[str] = []
 

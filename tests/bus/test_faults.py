@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, require
+from conftest import require
 from edgeway.bench_cli import ensure_bench_importable
 from edgeway.bus.embedded import EmbeddedNats
 
@@ -25,7 +25,7 @@ from bench.bus_faults import RABBIT_URL, Broker, Outcome, broker_fault, consumer
 
 @pytest.fixture
 async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
-    async with EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats") as server:
+    async with EmbeddedNats(port=0, data_dir=tmp_path / "nats") as server:
         yield server
 
 
@@ -39,7 +39,7 @@ async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         finally:
             await under_test.cleanup()
     else:
-        async with EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats") as server:
+        async with EmbeddedNats(port=0, data_dir=tmp_path / "nats") as server:
             yield Broker(server.url)
 
 

@@ -106,7 +106,7 @@ def gateway_cfg(service_url: str, bus: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
-    async with EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats") as server:
+    async with EmbeddedNats(port=0, data_dir=tmp_path / "nats") as server:
         yield server.url
 
 

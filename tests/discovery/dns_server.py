@@ -19,8 +19,6 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from conftest import free_port
-
 Zone = dict[tuple[str, str], tuple[int, list[str]]]
 
 
@@ -73,10 +71,12 @@ class DnsServer(asyncio.DatagramProtocol):
 @contextlib.asynccontextmanager
 async def dns_server(zone: Zone) -> AsyncIterator[DnsServer]:
     server = DnsServer(zone)
-    server.port = free_port()
+    # Port 0: the kernel picks a free UDP port. (A port found free for TCP and bound later could
+    # be taken, for UDP or meanwhile: "Address already in use" in CI.)
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: server, local_addr=("127.0.0.1", server.port)
+        lambda: server, local_addr=("127.0.0.1", 0)
     )
+    server.port = int(transport.get_extra_info("sockname")[1])
     try:
         yield server
     finally:

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 from dns_server import DnsServer, dns_server
 
-from conftest import free_port
 from edgeway.discovery import (
     CachedDiscovery,
     ChainDiscovery,
@@ -53,9 +53,12 @@ async def test_dns_unknown_name_resolves_to_nothing(server: DnsServer) -> None:
 
 
 async def test_dns_timeout_is_a_discovery_error() -> None:
-    silent = make_resolver([f"127.0.0.1:{free_port()}"])  # nothing listens: queries go unanswered
-    with pytest.raises(DiscoveryError, match="orders"):
-        await DnsDiscovery(resolver=silent, timeout=0.3).resolve("orders")
+    # A UDP socket held open that never reads: queries go unanswered (no ICMP refusal either).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+        held.bind(("127.0.0.1", 0))
+        silent = make_resolver([f"127.0.0.1:{held.getsockname()[1]}"])
+        with pytest.raises(DiscoveryError, match="orders"):
+            await DnsDiscovery(resolver=silent, timeout=0.3).resolve("orders")
 
 
 async def test_dns_servers_that_fail_are_an_error_not_an_empty_answer(server: DnsServer) -> None:

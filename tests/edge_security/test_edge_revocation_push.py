@@ -124,7 +124,7 @@ class Broker:
 async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
     prefix = "rv" + uuid.uuid4().hex[:8]
     if request.param == "nats":
-        async with EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats") as server:
+        async with EmbeddedNats(port=0, data_dir=tmp_path / "nats") as server:
             yield Broker(server.url, prefix)
         return
     require("rabbitmq")

@@ -42,8 +42,9 @@ def test_defaults_match_the_documented_shape() -> None:
     assert (service.balancer, service.timeouts.total, service.pool.max_connections) == (
         "round_robin",
         30.0,
-        256,
+        None,
     )
+    assert service.pool.max_idle == 1024
     assert cfg.services["orders"].addresses == [("::1", 9002)]
 
 
@@ -269,3 +270,13 @@ def test_only_version_1_is_read() -> None:
     [(key, message)] = issues_of(config(version=2))
     assert key == ""
     assert "this edgeway reads version 1" in message
+
+
+def test_port_0_takes_a_free_port_with_one_worker_only() -> None:
+    base: dict[str, Any] = {"listen": {"port": 0}, "admin": {"port": 0}}
+    assert validate_config(base).listen.port == 0
+    with pytest.raises(ConfigError) as caught:
+        validate_config({**base, "workers": 2})
+    message = str(caught.value)
+    assert "listen.port: port 0 (a free port) needs one worker, not 2" in message
+    assert "admin.port: port 0 (a free port) needs one worker, not 2" in message

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway_helpers import backend, read_request
 
-from conftest import free_ports
+from conftest import reserved_ports
 
 
 def _wait_port(port: int, timeout: float = 30.0) -> None:
@@ -48,45 +48,45 @@ async def test_workers_share_the_port_and_sigterm_drains_in_flight(tmp_path: Pat
         await w.drain()
         w.close()
 
-    port, admin = free_ports(2)
-    async with backend(slow_backend) as bport:
-        cfg = tmp_path / "gw.yaml"
-        cfg.write_text(
-            f"name: proc-gw\nlisten: {{port: {port}}}\nadmin: {{port: {admin}}}\n"
-            f"services:\n  b: {{instances: ['http://127.0.0.1:{bport}']}}\n"
-            "routes:\n  - match: {path: '/**'}\n    proxy: {service: b}\n"
-        )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgeway.cli", "gateway", "--config", str(cfg), "--workers", "2"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            await asyncio.to_thread(_wait_port, port)
-            await asyncio.to_thread(_wait_port, admin)
-            results = await asyncio.gather(*(_request(port, b"/x") for _ in range(20)))
-            assert all(r.startswith(b"HTTP/1.1 200") for r in results)
-            ready = await _request(admin, b"/readyz")
-            assert ready.startswith(b"HTTP/1.1 200")
-            slow = asyncio.create_task(_request(port, b"/slow"))
-            await asyncio.sleep(0.3)
-            proc.send_signal(signal.SIGTERM)
-            out = await slow
-            code = await asyncio.to_thread(proc.wait, 15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        logs = proc.stdout.read() if proc.stdout else b""
-    assert out.startswith(b"HTTP/1.1 200"), out
-    assert out.endswith(b"ok")
-    assert code == 0
-    lines = [json.loads(x) for x in logs.splitlines() if x.startswith(b"{")]
-    for line in lines:
-        if line["message"] == "gateway listening":
-            pids.add(str(line["pid"]).encode())
-    assert len(pids) == 2, "two worker processes"
-    assert sum(1 for x in lines if x["message"] == "gateway stopped") == 2
-    assert all(x["status"] == 200 for x in lines if x["message"] == "request")
+    with reserved_ports(2) as (port, admin):
+        async with backend(slow_backend) as bport:
+            cfg = tmp_path / "gw.yaml"
+            cfg.write_text(
+                f"name: proc-gw\nlisten: {{port: {port}}}\nadmin: {{port: {admin}}}\n"
+                f"services:\n  b: {{instances: ['http://127.0.0.1:{bport}']}}\n"
+                "routes:\n  - match: {path: '/**'}\n    proxy: {service: b}\n"
+            )
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgeway.cli", "gateway", "--config", str(cfg), "--workers", "2"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                await asyncio.to_thread(_wait_port, port)
+                await asyncio.to_thread(_wait_port, admin)
+                results = await asyncio.gather(*(_request(port, b"/x") for _ in range(20)))
+                assert all(r.startswith(b"HTTP/1.1 200") for r in results)
+                ready = await _request(admin, b"/readyz")
+                assert ready.startswith(b"HTTP/1.1 200")
+                slow = asyncio.create_task(_request(port, b"/slow"))
+                await asyncio.sleep(0.3)
+                proc.send_signal(signal.SIGTERM)
+                out = await slow
+                code = await asyncio.to_thread(proc.wait, 15)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            logs = proc.stdout.read() if proc.stdout else b""
+        assert out.startswith(b"HTTP/1.1 200"), out
+        assert out.endswith(b"ok")
+        assert code == 0
+        lines = [json.loads(x) for x in logs.splitlines() if x.startswith(b"{")]
+        for line in lines:
+            if line["message"] == "gateway listening":
+                pids.add(str(line["pid"]).encode())
+        assert len(pids) == 2, "two worker processes"
+        assert sum(1 for x in lines if x["message"] == "gateway stopped") == 2
+        assert all(x["status"] == 200 for x in lines if x["message"] == "request")
 
 
 def test_invalid_config_exits_2_naming_file_line_and_key(tmp_path: Path) -> None:
@@ -105,3 +105,65 @@ def test_invalid_config_exits_2_naming_file_line_and_key(tmp_path: Path) -> None
     assert res.returncode == 2
     assert "bad.yaml:5" in res.stderr
     assert "routes[0].proxy.service" in res.stderr
+
+
+def _maps(pid: int) -> str:
+    with open(f"/proc/{pid}/maps") as f:
+        return f.read()
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_the_supervisor_of_several_workers_loads_no_gateway_code(tmp_path: Path) -> None:
+    """The parent of `--workers 2` only forwards signals: it must not hold the gateway, pydantic
+    and the CLI in memory (it did: 46 MB, where nginx's master takes a few)."""
+    with reserved_ports(1) as (port,):
+        cfg = tmp_path / "gw.yaml"
+        cfg.write_text(
+            f"name: small-parent\nlisten: {{port: {port}}}\nadmin: null\n"
+            "services:\n  b: {instances: ['http://127.0.0.1:9']}\n"
+            "routes:\n  - match: {path: '/**'}\n    proxy: {service: b}\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeway.cli", "gateway", "--config", str(cfg), "--workers", "2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            assert proc.stdout is not None
+            listening = 0
+            while listening < 2:
+                line = proc.stdout.readline()
+                assert line, "the gateway exited before both workers listened"
+                listening += b'"gateway listening"' in line
+            maps, rss_kb = _maps(proc.pid), _rss_kb(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    # The pid a service manager started is still the parent, and it maps none of the native
+    # modules a worker needs.
+    for library in ("pydantic_core", "uvloop", "httptools", "_yaml"):
+        assert library not in maps, f"the supervisor loaded {library}"
+    assert rss_kb < 30_000, f"the supervisor holds {rss_kb} kB"
+
+
+def test_port_0_with_several_workers_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(
+        "listen: {port: 0}\nadmin: null\nservices:\n  b: {instances: ['http://127.0.0.1:9']}\n"
+        "routes:\n  - match: {path: '/**'}\n    proxy: {service: b}\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "edgeway.cli", "gateway", "--config", str(cfg), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert res.returncode == 2
+    assert "listen.port: port 0 (a free port) needs one worker, not 2" in res.stderr

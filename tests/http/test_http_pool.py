@@ -20,7 +20,8 @@ async def _server() -> tuple[asyncio.Server, int, list[asyncio.StreamWriter]]:
         while await r.read(65536):
             w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
 
-    srv = await asyncio.start_server(handler, "127.0.0.1", 0)
+    # asyncio's default backlog (100) would drop the SYNs of a burst of connects.
+    srv = await asyncio.start_server(handler, "127.0.0.1", 0, backlog=1024)
     return srv, srv.sockets[0].getsockname()[1], conns
 
 
@@ -123,6 +124,20 @@ async def test_a_connection_leaves_the_pool_exactly_once() -> None:
     srv.close()
 
 
+async def test_without_a_cap_every_concurrent_request_opens_a_connection() -> None:
+    """The default pool has no cap: 300 exchanges at once get 300 connections at once (a cap of
+    256 made the rest wait, bounding throughput at cap / latency)."""
+    srv, port, _ = await _server()
+    pool = ConnectionPool("127.0.0.1", port, PoolLimits())
+    held = await asyncio.gather(*(pool.acquire(1.0) for _ in range(300)))
+    assert pool.open_connections == 300
+    assert all(not reused for _, reused in held)
+    for conn, _ in held:
+        conn.close()
+    pool.close()
+    srv.close()
+
+
 @pytest.mark.parametrize("clean", [True, False], ids=["handed-connection", "handed-slot"])
 async def test_a_waiter_cancelled_as_it_is_handed_a_connection_gives_it_back(clean: bool) -> None:
     """The holder releases and the waiting request is cancelled (its client left) in the same
@@ -148,5 +163,51 @@ async def test_a_waiter_cancelled_as_it_is_handed_a_connection_gives_it_back(cle
     assert pool.open_connections == 0
     conn, _ = await pool.acquire(0.5)  # before: PoolTimeout, the only slot was gone
     pool.release(conn)
+    pool.close()
+    srv.close()
+
+
+async def test_released_connections_beyond_max_idle_are_closed() -> None:
+    srv, port, _ = await _server()
+    pool = ConnectionPool("127.0.0.1", port, PoolLimits(max_idle=2))
+    held = [conn for conn, _ in await asyncio.gather(*(pool.acquire(1.0) for _ in range(5)))]
+    for conn in held:
+        conn.begin(head_request=False)
+        conn.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        conn.request_sent = True
+        await conn.read_head()
+        assert await conn.body.read() == b"ok"
+        assert await conn.body.read() == b""
+    for conn in held:
+        pool.release(conn)
+    assert (pool.idle_connections, pool.open_connections) == (2, 2)
+    await asyncio.sleep(0.05)
+    assert [conn.state for conn in held] == [UpstreamState.IDLE] * 2 + [UpstreamState.CLOSED] * 3
+    assert await _exchange(pool) is True  # the kept ones are reused
+    pool.close()
+    srv.close()
+
+
+async def test_with_a_cap_waiting_requests_are_served_in_arrival_order() -> None:
+    srv, port, _ = await _server()
+    pool = ConnectionPool("127.0.0.1", port, PoolLimits(max_connections=1))
+    held, _ = await pool.acquire(1.0)
+    served: list[int] = []
+
+    async def wait_turn(i: int) -> None:
+        conn, _ = await pool.acquire(5.0)
+        served.append(i)
+        conn.close()  # not reusable: frees the slot for the next waiter
+        pool.release(conn)
+
+    waiters = []
+    for i in range(5):
+        waiters.append(asyncio.create_task(wait_turn(i)))
+        await asyncio.sleep(0.01)  # arrival order is the creation order
+    held.close()
+    pool.release(held)
+    await asyncio.gather(*waiters)
+    assert served == [0, 1, 2, 3, 4]
+    assert pool.open_connections == 0
     pool.close()
     srv.close()

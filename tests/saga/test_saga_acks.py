@@ -10,7 +10,6 @@ import pytest
 from pydantic import BaseModel
 from saga_helpers import FAST, open_db
 
-from conftest import free_port
 from edgeway.bus.bus import EventBus, Received
 from edgeway.bus.embedded import EmbeddedNats
 from edgeway.bus.events import Event, envelope_for
@@ -99,7 +98,7 @@ async def test_on_nats_the_step_reports_who_did_not_answer_and_resends_only_to_t
     tmp_path: Path,
 ) -> None:
     async with (
-        EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats") as server,
+        EmbeddedNats(port=0, data_dir=tmp_path / "nats") as server,
         open_db("sqlite", tmp_path) as db,
         Services(NatsTransport, server.url) as services,
     ):

@@ -31,7 +31,7 @@ PREFIX = "rv"
 
 @pytest.fixture
 async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
-    async with EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats") as server:
+    async with EmbeddedNats(port=0, data_dir=tmp_path / "nats") as server:
         yield server
 
 

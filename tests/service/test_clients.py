@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -209,3 +210,33 @@ async def test_a_request_the_wire_cannot_carry_is_refused_before_sending_and_a_p
     assert response.status_code == 200
     assert got == [("/search", smuggle)]
     assert peer.breaker(url).state is BreakerState.CLOSED
+
+
+async def test_concurrent_calls_are_not_capped_by_the_connection_pool() -> None:
+    """150 calls at once all reach the peer at once (httpx's default pool held 100 for every
+    host together: the rest waited, so calls/s to a slow peer stopped at 100 / latency)."""
+    calls = 150
+    arrived = 0
+    all_in = asyncio.Event()
+
+    async def peer(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal arrived
+        await r.readuntil(b"\r\n\r\n")
+        arrived += 1
+        if arrived == calls:
+            all_in.set()
+        await all_in.wait()  # answer only once every call is in flight here
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(peer, "127.0.0.1", 0, backlog=1024)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    inventory = client([url], timeout=5.0)
+    try:
+        async with asyncio.timeout(20):
+            answers = await asyncio.gather(*(inventory.get("/item") for _ in range(calls)))
+    finally:
+        await inventory.aclose()
+        server.close()
+    assert [a.status_code for a in answers] == [200] * calls

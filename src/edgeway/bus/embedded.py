@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import signal
 import socket
@@ -39,6 +40,10 @@ class EmbeddedNats:
 
     >>> with EmbeddedNats(port=14222, data_dir="/tmp/nats") as server:
     ...     print(server.url)
+
+    ``port=0`` lets nats-server take a free port (``-p -1``) and report it in a ports file;
+    ``port`` and ``url`` hold the real one once started (a restart keeps it). Nothing can take
+    the port between choosing and binding it, which a port found free beforehand cannot promise.
     """
 
     def __init__(
@@ -66,9 +71,23 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
-    def command(self) -> list[str]:
+    def command(self, ports_dir: Path | None = None) -> list[str]:
         if self.data_dir is None:
             raise EmbeddedServerError("no data directory set")
+        if ports_dir is not None:
+            return [
+                self.binary,
+                "-js",
+                "-sd",
+                str(self.data_dir),
+                "-a",
+                self.host,
+                "-p",
+                "-1",  # nats-server's RANDOM_PORT
+                "--ports_file_dir",
+                str(ports_dir),
+                *self.extra_args,
+            ]
         return [
             self.binary,
             "-js",
@@ -87,13 +106,21 @@ class EmbeddedNats:
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="edgeway-nats-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if _port_open(self.host, self.port):
+        ports_dir = Path(tempfile.mkdtemp(prefix="edgeway-nats-ports-")) if self.port == 0 else None
+        try:
+            self._start(ports_dir)
+        finally:
+            if ports_dir is not None:
+                shutil.rmtree(ports_dir, ignore_errors=True)
+
+    def _start(self, ports_dir: Path | None) -> None:
+        if ports_dir is None and _port_open(self.host, self.port):
             raise EmbeddedServerError(
                 f"port {self.port} on {self.host} is already in use; "
                 "choose another port for the embedded NATS"
             )
         self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            self.command(ports_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -101,7 +128,12 @@ class EmbeddedNats:
                 err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
                 self.process = None
                 raise EmbeddedServerError(f"nats-server exited at start-up: {err.strip()[-2000:]}")
-            if _port_open(self.host, self.port):
+            if ports_dir is not None:
+                port = _reported_port(ports_dir)
+                if port is not None:
+                    self.port = port
+                    ports_dir = None
+            if ports_dir is None and _port_open(self.host, self.port):
                 return
             time.sleep(0.02)
         self.stop()
@@ -165,6 +197,19 @@ class EmbeddedNats:
         state = "running" if self.running else "stopped"
         pid = self.process.pid if self.process is not None else None
         return f"<EmbeddedNats {self.url} {state} pid={pid}>"
+
+
+def _reported_port(ports_dir: Path) -> int | None:
+    """The client port in nats-server's ports file (``{"nats": ["nats://host:port"], ...}``),
+    or None while it has not written it yet."""
+    for path in ports_dir.glob("*.ports"):
+        try:
+            urls = json.loads(path.read_text()).get("nats") or []
+        except (OSError, ValueError):
+            return None  # being written
+        for url in urls:
+            return int(str(url).rsplit(":", 1)[1])
+    return None
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -118,7 +118,11 @@ def make_clusters(config: GatewayConfig, reuse: Mapping[str, Cluster] | None = N
                 first_byte=float(svc.timeouts.first_byte),
                 total=float(svc.timeouts.total),
             ),
-            PoolLimits(max_connections=svc.pool.max_connections, idle_timeout=float(svc.pool.idle_timeout)),
+            PoolLimits(
+                max_connections=svc.pool.max_connections,
+                max_idle=svc.pool.max_idle,
+                idle_timeout=float(svc.pool.idle_timeout),
+            ),
         )
         for name, svc in config.services.items()
     }

@@ -1,8 +1,9 @@
 """Run a gateway process: listeners, signals, live reload, graceful shutdown, worker processes.
 
-With ``workers > 1`` the parent starts that many worker processes; each binds the same port with
-SO_REUSEPORT and the kernel spreads connections across them. The parent only supervises: it
-forwards SIGTERM/SIGINT/SIGHUP and exits when every worker has. Each worker reloads on its own:
+With ``workers > 1`` the parent becomes a small supervisor (:mod:`edgeway.gateway.supervisor`)
+that starts that many worker processes; each binds the same port with SO_REUSEPORT and the kernel
+spreads connections across them. The parent only supervises: it forwards SIGTERM/SIGINT/SIGHUP and
+exits when every worker has. Each worker reloads on its own:
 it watches the config file, takes SIGHUP from the parent, and when its admin API was asked to
 reload it signals the parent, which passes the SIGHUP on to the other workers (the sender is
 known from the signal's siginfo, so it does not reload twice).
@@ -11,13 +12,8 @@ known from the signal's siginfo, so it does not reload twice).
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import signal
-import sys
-from collections.abc import Sequence
-from multiprocessing import resource_tracker
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from edgeway.build import engine_build
@@ -32,6 +28,7 @@ from edgeway.gateway.admin_auth import (
     write_token,
 )
 from edgeway.gateway.config import GatewayConfig, load_config
+from edgeway.gateway.errors import ConfigError, ConfigIssue
 from edgeway.gateway.reload import Reloader, ReloadResult, Trigger
 from edgeway.gateway.runtime import Gateway
 from edgeway.http.listener import Listener, bind_socket
@@ -39,8 +36,7 @@ from edgeway.http.server import ServerProtocol
 from edgeway.observability.logs import setup_logging
 from edgeway.runtime import freeze_heap
 
-_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-_CAN_WAIT = hasattr(signal, "sigtimedwait")  # Linux; not macOS
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # what the supervisor forwards
 
 
 class GatewayServer:
@@ -236,71 +232,41 @@ def serve_config(
     asyncio.run(run(config, path=path, sources=sources, parent_pid=parent_pid, freeze=True))
 
 
-def _worker(path: str, parent_pid: int) -> None:
+def serve_worker(path: Path, parent_pid: int) -> None:
+    """One worker of a multi-worker gateway (started by :mod:`edgeway.gateway.supervisor`)."""
     sources: list[str] = []
-    serve_config(load_config(Path(path), sources=sources), Path(path), sources=sources, parent_pid=parent_pid)
+    serve_config(load_config(path, sources=sources), path, sources=sources, parent_pid=parent_pid)
 
 
 def serve(path: Path, workers: int | None = None) -> None:
-    """Load, validate and serve `path`; `workers` overrides the config's worker count."""
+    """Load, validate and serve `path`; `workers` overrides the config's worker count.
+
+    With several workers this process becomes the supervisor: the config has been validated
+    here (so errors are reported before anything starts), then the process replaces itself with
+    :mod:`edgeway.gateway.supervisor`, a fresh interpreter that imports nothing but the standard
+    library. It keeps the pid a service manager knows, and it does not carry the gateway, pydantic
+    and the CLI (about 45 MB) for a job that is only forwarding signals.
+    """
     sources: list[str] = []
     config = load_config(path, sources=sources)
     n = workers or config.workers
+    problems = config.port_zero_problems(n)
+    if problems:
+        raise ConfigError(
+            [ConfigIssue(str(path), None, None, f"{key}.port", message) for key, message in problems]
+        )
     if n <= 1:
         serve_config(config, path, sources=sources)
         return
-    ctx = multiprocessing.get_context("spawn")
-    if _CAN_WAIT:
-        # Blocked before the workers start, so they inherit the mask: a signal forwarded while
-        # one is still starting stays pending (instead of killing it, or being lost) until its
-        # event loop handles signals and unblocks them (see run). The parent takes its own
-        # with sigtimedwait. multiprocessing's resource tracker unblocks SIGINT/SIGTERM after
-        # starting itself, so it is started first.
-        resource_tracker.ensure_running()
-        signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     token_file: Path | None = None
-    generated: str | None = None
     if config.admin is not None:
         token, fresh = resolve_token(config.admin)
         if fresh:
             # One token for every worker (they share the admin port): generated here, inherited
-            # through the environment, written out once for clients.
-            os.environ[TOKEN_ENV] = generated = token
+            # through the environment (exec keeps it), written out once for clients; the
+            # supervisor removes the file when the workers have exited.
+            os.environ[TOKEN_ENV] = token
             token_file = write_token(config.admin.port, token)
-    procs = [
-        ctx.Process(target=_worker, args=(str(path), os.getpid()), name=f"edgeway-worker-{i}")
-        for i in range(n)
-    ]
-    for p in procs:
-        p.start()
-    _supervise(procs)
-    code = 0
-    for p in procs:
-        p.join()
-        code = code or (p.exitcode or 0)
-    if token_file is not None and generated is not None:
-        remove_token(token_file, generated)
-    sys.exit(code)
+    from edgeway.gateway import supervisor
 
-
-def _supervise(procs: Sequence[BaseProcess]) -> None:
-    """Forward signals to the workers until they have all exited."""
-    if not _CAN_WAIT:  # macOS: no siginfo, forward to every worker
-
-        def forward(signum: int, _frame: object) -> None:
-            _send(procs, signum, exclude=None)
-
-        for sig in _FORWARDED:
-            signal.signal(sig, forward)
-        return
-    while any(p.is_alive() for p in procs):
-        info = signal.sigtimedwait(_FORWARDED, 0.5)
-        if info is not None:
-            # A worker's own SIGHUP (its admin API reloaded it) goes to the others only.
-            _send(procs, info.si_signo, exclude=info.si_pid if info.si_signo == signal.SIGHUP else None)
-
-
-def _send(procs: Sequence[BaseProcess], signum: int, exclude: int | None) -> None:
-    for p in procs:
-        if p.pid is not None and p.pid != exclude and p.is_alive():
-            os.kill(p.pid, signum)
+    supervisor.exec_supervisor(path, n, token_file=token_file)

@@ -24,8 +24,13 @@ TICK = 0.1
 
 RejectHook = Callable[[ServerProtocol, int, str], None]
 
+# Connections the kernel queues for accept() per listening socket (capped by net.core.somaxconn).
+# A burst of new clients beyond it is dropped at SYN and retried a second later, so it must cover
+# the connections a busy gateway sees arrive between two event-loop turns.
+BACKLOG = 2048
 
-def bind_socket(host: str, port: int, reuse_port: bool = True, backlog: int = 2048) -> socket.socket:
+
+def bind_socket(host: str, port: int, reuse_port: bool = True, backlog: int = BACKLOG) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -80,10 +85,12 @@ class Listener:
         for conn in self.connections:
             conn.set_handler(handler)
 
-    async def start(self, sock: socket.socket) -> None:
+    async def start(self, sock: socket.socket, backlog: int = BACKLOG) -> None:
         loop = asyncio.get_running_loop()
+        # create_server calls listen() again on the socket it is given, with its own default
+        # backlog (100) unless told: the backlog must be passed here, not only at bind time.
         self._server = await loop.create_server(
-            lambda: ServerProtocol(self._handler, self._limits, self), sock=sock
+            lambda: ServerProtocol(self._handler, self._limits, self), sock=sock, backlog=backlog
         )
         self._tick()
 

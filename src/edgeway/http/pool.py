@@ -3,13 +3,20 @@
 Decisions (hand out an idle connection, open a new one, or queue) are made synchronously; the
 I/O (connecting) happens after, so the bookkeeping can never be torn by a suspension. Idle
 connections are kept LIFO: the most recently used one is warm and least likely to have been
-closed by the upstream's own keep-alive timer; the oldest expire after `idle_timeout`.
+closed by the upstream's own keep-alive timer; the oldest expire after `idle_timeout`, and at
+most `max_idle` are kept.
 
-Every connection the pool opens holds one of its `max_connections` slots from the moment it is
-reserved until the connection leaves the pool, and it leaves exactly once, through
-:meth:`ConnectionPool._forget`, whichever way it goes: released unclean, lost while idle,
-expired, handed over to a tunnel (:meth:`ConnectionPool.detach`), or abandoned by a waiter that
-was cancelled just as it was handed a connection. A slot given back twice would let the pool
+By default the number of open connections is not capped (nginx's default too): a request that
+finds no idle connection opens one, so throughput to a slow service scales with the load
+instead of stopping at cap / latency. With `max_connections`, requests beyond it wait in
+arrival order for a connection to be released (or a slot to free up), up to the connect timeout.
+
+Every connection the pool opens holds a slot (counted against `max_connections` when a cap is
+set) from the moment it is reserved until the connection leaves the pool, and it leaves exactly
+once, through :meth:`ConnectionPool._forget`, whichever way it goes: released unclean, lost
+while idle, expired, closed beyond `max_idle`, handed over to a tunnel
+(:meth:`ConnectionPool.detach`), or abandoned by a waiter that was cancelled just as it was
+handed a connection. A slot given back twice would let the pool
 open more than its limit; one never given back would shrink the pool for good.
 """
 
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import time
 from collections import deque
 
@@ -31,6 +39,9 @@ class ConnectionPool:
         self.port = port
         self.instance = f"{host}:{port}"
         self.limits = limits
+        # Read on every acquire: an int compare, with "no cap" as a cap never reached.
+        self._cap: int = limits.max_connections if limits.max_connections is not None else sys.maxsize
+        self._max_idle: int = limits.max_idle
         self._idle: list[UpstreamConnection] = []
         self._open = 0  # connecting + busy + idle
         self._waiters: deque[asyncio.Future[UpstreamConnection | None]] = deque()
@@ -70,7 +81,7 @@ class ConnectionPool:
             conn = self.take_idle()
             if conn is not None:
                 return conn, True
-        if self._open >= self.limits.max_connections:
+        if self._open >= self._cap:
             fut: asyncio.Future[UpstreamConnection | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(fut)
             try:
@@ -84,7 +95,7 @@ class ConnectionPool:
                 if isinstance(exc, TimeoutError):
                     raise PoolTimeout(
                         f"no connection to {self.instance} became free within {connect_timeout:g}s "
-                        f"({self.limits.max_connections} in use)",
+                        f"({self._cap} in use)",
                         instance=self.instance,
                     ) from None
                 raise
@@ -147,7 +158,13 @@ class ConnectionPool:
                     conn.state = UpstreamState.BUSY
                     w.set_result(conn)
                     return
-            self._idle.append(conn)
+            if len(self._idle) < self._max_idle:
+                self._idle.append(conn)
+                return
+            # More idle connections than worth keeping: this one goes (no waiter is woken, the
+            # loop above emptied the queue).
+            conn.close()
+            self._forget(conn)
             return
         conn.close()
         self._forget(conn)

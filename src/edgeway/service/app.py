@@ -45,7 +45,7 @@ from edgeway.observability.logs import setup_logging
 from edgeway.observability.metrics import Metrics
 from edgeway.observability.tracing import Tracing
 from edgeway.runtime import freeze_heap
-from edgeway.service.clients import RetryPolicy, ServiceClient
+from edgeway.service.clients import RetryPolicy, ServiceClient, http_client
 from edgeway.service.config_store import ConfigStore
 from edgeway.service.deadline import DeadlineMiddleware
 from edgeway.service.discovery import (
@@ -118,7 +118,7 @@ class ServiceKit:
         found = self._clients.get(service)
         if found is None:
             if self._http is None:
-                self._http = httpx.AsyncClient(timeout=self.settings.client_timeout)
+                self._http = http_client(self.settings.client_timeout)
             found = ServiceClient(
                 service,
                 self.discovery,

@@ -93,7 +93,13 @@ class Listen(StrictModel):
     """Where a listener binds."""
 
     host: str = Field("127.0.0.1", description="Address to bind; `0.0.0.0` for every IPv4 interface.")
-    port: int = Field(8080, ge=1, le=65535, description="TCP port to bind.")
+    port: int = Field(
+        8080,
+        ge=0,
+        le=65535,
+        description="TCP port to bind; `0` takes a free port, reported in the `gateway listening` "
+        "log line (one worker only).",
+    )
 
 
 class AdminListen(StrictModel):
@@ -105,7 +111,13 @@ class AdminListen(StrictModel):
         description="Address to bind; keep it private. Beyond loopback the gateway needs a token "
         "(`token_file` or `EDGEWAY_ADMIN_TOKEN`) and warns at start.",
     )
-    port: int = Field(8081, ge=1, le=65535, description="TCP port to bind.")
+    port: int = Field(
+        8081,
+        ge=0,
+        le=65535,
+        description="TCP port to bind; `0` takes a free port, reported in the `gateway listening` "
+        "log line (one worker only).",
+    )
     token_file: str | None = Field(
         None,
         description="File holding the bearer token every admin endpoint but `/healthz` and `/readyz` "
@@ -249,8 +261,17 @@ class Timeouts(StrictModel):
 class Pool(StrictModel):
     """Connection pool per upstream instance."""
 
-    max_connections: int = Field(
-        256, gt=0, description="Open connections per instance; requests beyond wait."
+    max_connections: int | None = Field(
+        None,
+        gt=0,
+        description="Open connections per instance; unset: no cap (a request that finds no idle "
+        "connection opens one). With a cap, requests beyond it wait in arrival order up to "
+        "`timeouts.connect`, then 503; throughput is then at most cap / service latency.",
+    )
+    max_idle: int = Field(
+        1024,
+        ge=0,
+        description="Idle connections kept per instance for reuse; one more released is closed.",
     )
     idle_timeout: Duration = Field(60.0, gt=0, description="An idle pooled connection is closed after this.")
 
@@ -705,14 +726,29 @@ class GatewayConfig(StrictModel):
         problems += check_python_endpoints(self.python, self.routes)
         if (
             self.admin is not None
-            and self.admin.port == self.listen.port
+            and self.admin.port == self.listen.port != 0
             and self.admin.host == self.listen.host
         ):
             problems.append((("admin", "port"), f"admin port {self.admin.port} is the listen port"))
+        problems += [
+            ((section, "port"), message) for section, message in self.port_zero_problems(self.workers)
+        ]
         if problems:
             raise LocatedProblemsError(problems)
         self._assign_route_ids({route.id for route in self.routes if route.id is not None})
         return self
+
+    def port_zero_problems(self, workers: int) -> list[tuple[str, str]]:
+        """Port 0 with several workers: each would bind a different free port (SO_REUSEPORT
+        shares one port only when it is named), so clients would reach one worker only."""
+        if workers <= 1:
+            return []
+        listeners = [("listen", self.listen)] + ([("admin", self.admin)] if self.admin is not None else [])
+        return [
+            (section, f"port 0 (a free port) needs one worker, not {workers}: name the port")
+            for section, listen in listeners
+            if listen.port == 0
+        ]
 
     def _assign_route_ids(self, taken: set[str]) -> None:
         for route in self.routes:
