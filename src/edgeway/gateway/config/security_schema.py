@@ -156,6 +156,13 @@ class GatewayAuth(StrictModel):
     )
     leeway: Duration = Field(30.0, description="Clock skew allowed on `exp`, `nbf` and `iat`.")
     require_jti: bool = Field(True, description="Refuse tokens without `jti` (they could not be revoked).")
+    token_types: list[str] | None = Field(
+        default_factory=lambda: ["at+jwt"],
+        min_length=1,
+        description="Accepted values of the token header's `typ` (RFC 9068 access tokens: `at+jwt`, "
+        "also written `application/at+jwt`); a token of another type, an ID token say, is refused. "
+        "Add `JWT` for an identity provider whose access tokens carry that; `null`: not checked.",
+    )
     jwks_refresh_interval: Duration = Field(300.0, gt=0, description="Scheduled JWKS refresh.")
     jwks_min_refresh_interval: Duration = Field(
         30.0, description="At most one refresh per this interval is caused by tokens with an unknown `kid`."
