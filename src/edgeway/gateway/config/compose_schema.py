@@ -508,7 +508,11 @@ class PushAction(StrictModel):
     )
     retry: Duration = Field(3.0, gt=0, description="SSE: the reconnection delay suggested to the client.")
     close_timeout: Duration = Field(
-        5.0, gt=0, description="WebSocket: time given to the client to answer a close frame."
+        5.0,
+        gt=0,
+        description="Time a client gets to take the end of its connection (a WebSocket close frame, "
+        "the last SSE event) before it is cut off; a slow consumer is cut off this long after its queue "
+        "overflows.",
     )
 
     def service_refs(self) -> list[tuple[Loc, str]]:
