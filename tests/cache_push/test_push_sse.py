@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -219,3 +220,29 @@ async def test_the_stream_ends_when_the_token_expires() -> None:
         stream.close()
     assert events[-1]["event"] == "error"
     assert events[-1]["data"]["status"] == 401
+
+
+async def test_a_reader_that_stops_reading_is_cut_off_within_close_timeout_of_its_overflow() -> None:
+    big = {"pad": "x" * 60_000}
+    cfg = push_cfg({"queue_size": 4, "close_timeout": "300ms", "heartbeat": "60s"})
+    async with running_gateway(cfg) as g:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", g.port))
+        await loop.sock_sendall(sock, b"GET /push?topic=news HTTP/1.1\r\nHost: a\r\n\r\n")
+        head = b""
+        while b"retry:" not in head:
+            head += await asyncio.wait_for(loop.sock_recv(sock, 4096), 3)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        try:  # from here on the client reads nothing
+            for _ in range(400):  # ~24 MB
+                hub(g).publish("news", big)
+                await asyncio.sleep(0)
+            started = loop.time()
+            while b"slow consumer" not in g.log.getvalue():  # the exchange ended (and was logged)
+                assert loop.time() - started < 3.0, "the stalled stream was never cut off"
+                await asyncio.sleep(0.02)
+        finally:
+            sock.close()

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
@@ -346,3 +347,59 @@ def test_one_message_is_encoded_once_for_every_client() -> None:
     message = PushMessage("id1", "news", "message", b'{"a":\n1}', 0.0)
     assert message.websocket_frame() is message.websocket_frame()
     assert message.sse_event() == b'id: id1\nevent: message\ndata: {"a":\ndata: 1}\n\n'
+
+
+async def stalled_client(port: int, request: bytes, until: bytes) -> socket.socket:
+    """A raw client that sends ``request``, reads until ``until`` arrived, then never reads again
+    (a small receive buffer, so the gateway's side fills up quickly)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(sock, request)
+    seen = b""
+    while until not in seen:
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), 3)
+        assert chunk, seen
+        seen += chunk
+    return sock
+
+
+async def ended_in_log(g: Any, text: bytes, within: float) -> float:
+    """Seconds until the access log has a line containing ``text`` (the push exchange ended)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while text not in g.log.getvalue():
+        if loop.time() - started > within:
+            raise AssertionError(f"no access log line with {text!r} within {within}s")
+        await asyncio.sleep(0.02)
+    return loop.time() - started
+
+
+async def test_a_client_that_stops_reading_is_cut_off_within_close_timeout_of_its_overflow() -> None:
+    big = {"pad": "x" * 60_000}
+    client = Connection(ConnectionType.CLIENT)
+    key = base64.b64encode(os.urandom(16))
+    request = (
+        b"GET /push HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "
+        + key
+        + b"\r\n\r\n"
+        + client.send(TextMessage(json.dumps({"type": "subscribe", "topic": "news"})))
+    )
+    cfg = push_cfg({"queue_size": 4, "close_timeout": "300ms", "ping_interval": "60s"})
+    async with running_gateway(cfg) as g:
+        sock = await stalled_client(g.port, request, b"subscribed")
+        try:
+            for _ in range(400):  # ~24 MB: far beyond every buffer between the gateway and the client
+                hub(g).publish("news", big)
+                await asyncio.sleep(0)
+            # Overflowed by now; the session ends, its close frame cannot be delivered, and the
+            # connection is cut after close_timeout (before: the writer waited for the socket to
+            # drain, forever, and the exchange never ended).
+            await ended_in_log(g, b"slow consumer", within=3.0)
+        finally:
+            sock.close()
+        text, _ = g.gw.env.metrics.exposition()
+        assert b"edgeway_gateway_push_overflows_total 1.0" in text

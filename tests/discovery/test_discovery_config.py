@@ -68,7 +68,7 @@ def test_dns_rules_are_checked(dns: dict[str, Any], key: str, fragment: str) -> 
 def test_nats_kv_and_consul_rules_are_checked() -> None:
     bad_kv = {"nats_kv": {"url": "http://x:4222", "service": "a.b"}}
     found = dict(issues_of(config({"discovery": bad_kv})))
-    assert "nats or tls URL" in found["services.shop.discovery.nats_kv.url"]
+    assert "use nats://host:4222" in found["services.shop.discovery.nats_kv.url"]
     assert "letters, digits" in found["services.shop.discovery.nats_kv.service"]
     [(key, message)] = issues_of(config({"discovery": {"consul": {"service": "shop", "url": "consul:8500"}}}))
     assert key == "services.shop.discovery.consul.url"

@@ -336,7 +336,7 @@ async def test_the_gateway_does_not_start_without_keys() -> None:
         (
             {"revocations": {"url": "http://s/revocations", "bus": {"url": "redis://b:6379"}}},
             {},
-            "auth.revocations.bus.url: the broker URL must start with nats://, tls://, amqp:// or amqps://",
+            "auth.revocations.bus.url: invalid broker URL redis://b:6379: use nats://host:4222",
         ),
         (
             {"revocations": {"url": "http://s/revocations", "bus": {"url": "nats://b", "prefix": "Ew"}}},

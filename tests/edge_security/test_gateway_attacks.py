@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -513,3 +515,66 @@ async def test_chunked_trailers_never_reach_the_service_as_headers() -> None:
     assert b"x-edgeway-roles" not in headers
     assert b"x-plain" not in headers
     assert headers[b"x-request-id"] != b"smuggled"
+
+
+def malformed_tokens(ring: KeyRing) -> dict[str, tuple[str, str]]:
+    """name -> (token, reason): JOSE headers and (validly signed) claims of the wrong JSON type, and
+    tokens that are not access tokens (RFC 9068 typ)."""
+    kid, alg = ring.active.kid, ring.active.alg
+
+    def signed(header: dict[str, Any], payload: dict[str, Any]) -> str:
+        # json, not orjson: orjson refuses to write the 300 levels of the deep_claim case.
+        signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
+        return f"{signing_input}.{b64(ring.active.sign(signing_input.encode()))}"
+
+    header = {"alg": alg, "typ": "at+jwt", "kid": kid}
+    cases: dict[str, tuple[str, str]] = {
+        "alg_list": (signed({**header, "alg": [alg]}, claims()), "malformed"),
+        "alg_object": (signed({**header, "alg": {"alg": alg}}, claims()), "malformed"),
+        "kid_list": (signed({**header, "kid": [kid]}, claims()), "malformed"),
+        "typ_object": (signed({**header, "typ": {"t": 1}}, claims()), "malformed"),
+        "id_token_typ": (encode_jwt(ring.active, claims(), typ="JWT"), "wrong_token_type"),
+        "no_typ": (signed({"alg": alg, "kid": kid}, claims()), "wrong_token_type"),
+        "deep_claim": (
+            signed(header, claims(deep=functools.reduce(lambda x, _: [x], range(300), []))),
+            "malformed",
+        ),
+    }
+    for name, value in [
+        ("iss", [ISSUER]),
+        ("iss", {"iss": ISSUER}),
+        ("aud", [AUDIENCE, {}]),
+        ("aud", {"aud": AUDIENCE}),
+        ("sub", ["alice"]),
+        ("exp", [1]),
+        ("nbf", {}),
+        ("iat", "now"),
+        ("jti", ["j1"]),
+        ("roles", {"admin": True}),
+        ("scope", ["orders"]),
+        ("client_id", ["web"]),
+    ]:
+        token = encode_jwt(ring.active, claims(**{name: value}))
+        cases[f"{name}_{type(value).__name__}"] = (token, "malformed")
+    return cases
+
+
+async def test_malformed_headers_and_claims_are_401_problems_never_500() -> None:
+    ring = KeyRing.generate()
+    tokens = malformed_tokens(ring)
+    answers: dict[str, tuple[int, str, str]] = {}
+    async with recording_backend() as (port, seen), jwks_server(ring) as jwks:
+        routes = [
+            {"match": {"path": "/admin/**"}, "auth": {"roles": ["admin"]}},
+            {"match": {"path": "/maybe/**"}, "auth": {"mode": "optional"}},
+        ]
+        cfg = edge_config(port, routes, auth_block(jwks.url, headers={"forward_claims": True}))
+        async with gateway(cfg) as (gw, _):
+            for name, (token, _) in tokens.items():
+                for path in ("/admin/users", "/maybe/1"):
+                    bearer = {"authorization": f"Bearer {token}"}
+                    status, headers, body = await request(gw, "GET", path, bearer)
+                    assert headers["content-type"] == ["application/problem+json"], (name, path)
+                    answers[f"{name} {path}"] = (status, problem(body).get("reason"), tokens[name][1])
+    assert {key: got for key, got in answers.items() if got[:2] != (401, got[2])} == {}
+    assert seen.requests == []

@@ -7,6 +7,7 @@ a free port; the "gateway" is a bus with a :class:`RevocationSubscriber` feeding
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -77,6 +78,26 @@ async def test_a_revoked_token_is_on_every_gateways_list_within_a_second(
     # The polling feed still lists it: gateways without the bus, or catching up, see it there too.
     async with running_service(settings) as service:
         assert jti in {e["jti"] for e in (await service.get("/revocations")).json()["entries"]}
+
+
+async def test_the_service_publishes_through_a_nats_cluster_list_with_a_dead_server(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))  # bound, never listening: refuses connections
+    try:
+        cluster = f"nats://127.0.0.1:{dead.getsockname()[1]}, {nats_server.url}"
+        settings = service_settings(tmp_path, bus_url=cluster, bus_prefix=PREFIX)
+        revocations = RevocationList()
+        gateway = EventBus(NatsTransport(nats_server.url, prefix=PREFIX))
+        RevocationSubscriber(gateway, revocations)
+        async with running_service(settings) as service, gateway:
+            token = (await login(service, "alice", "alice-password")).json()["access_token"]
+            assert (await service.post("/oauth/revoke", data={"token": token})).status_code == 200
+            jti = await jti_of(service, token)
+            await arrives(lambda: jti in revocations, within=10.0)
+    finally:
+        dead.close()
 
 
 async def test_refresh_token_reuse_pushes_every_access_token_of_the_family(

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+from typing import Any
+
 import httpx
 import pytest
 
 from edgeway.security.errors import TokenRevoked
+from edgeway.security.keys import KeyRing, b64url_encode
+from edgeway.security.service import create_security_app
 from edgeway.security.verify import KeySet, TokenVerifier
 
-from .conftest import ISSUER, login
+from .conftest import ISSUER, login, service_settings
 
 
 async def verifier_for(client: httpx.AsyncClient) -> TokenVerifier:
@@ -216,3 +223,56 @@ async def test_discovery_document_points_at_the_endpoints(service: httpx.AsyncCl
     assert config["token_endpoint"] == "http://security.test/oauth/token"
     assert "refresh_token" in config["grant_types_supported"]
     assert set(config["scopes_supported"]) == {"catalog", "orders", "profile"}
+
+
+async def test_malformed_tokens_are_401_problems_at_every_endpoint_that_reads_one(tmp_path: Path) -> None:
+    """JOSE headers and signed claims of the wrong JSON type, and tokens that are not access
+    tokens: the admin API and /authorize answer 401 (a bad subject token 422), revoke 200 — a
+    problem with a reason, never a 500."""
+    app = create_security_app(service_settings(tmp_path))
+    async with app.router.lifespan_context(app):
+        ring: KeyRing = app.state.security.ring
+        key = ring.active
+        now = int(time.time())
+        good = {"iss": ISSUER, "aud": "shop", "sub": "root", "exp": now + 60, "iat": now, "jti": "j-1"}
+        good["roles"] = ["admin"]
+
+        def signed(header: dict[str, Any], payload: dict[str, Any]) -> str:
+            encoded = [b64url_encode(json.dumps(part).encode()) for part in (header, payload)]
+            signing_input = ".".join(encoded)
+            return f"{signing_input}.{b64url_encode(key.sign(signing_input.encode()))}"
+
+        header = {"alg": key.alg, "typ": "at+jwt", "kid": key.kid}
+        tokens = {
+            "alg list": signed({**header, "alg": [key.alg]}, good),
+            "alg object": signed({**header, "alg": {"a": 1}}, good),
+            "kid object": signed({**header, "kid": {"k": key.kid}}, good),
+            "typ JWT": signed({**header, "typ": "JWT"}, good),
+            "iss list": signed(header, {**good, "iss": [ISSUER]}),
+            "iss object": signed(header, {**good, "iss": {"iss": ISSUER}}),
+            "aud object": signed(header, {**good, "aud": {"aud": "shop"}}),
+            "sub list": signed(header, {**good, "sub": ["root"]}),
+            "jti list": signed(header, {**good, "jti": ["j-1"]}),
+            "roles object": signed(header, {**good, "roles": {"admin": True}}),
+        }
+        assert app.state.security.verifier.verify(signed(header, good)).sub == "root"  # the base is good
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://security.test") as client:
+            for name, token in tokens.items():
+                bearer = {"Authorization": f"Bearer {token}"}
+                users = await client.get("/admin/users", headers=bearer)
+                assert users.status_code == 401, name
+                assert users.headers["content-type"] == "application/problem+json", name
+                assert users.json()["reason"] in {"malformed", "wrong_token_type"}, name
+                caller = await client.post("/authorize", json={"action": "x"}, headers=bearer)
+                assert caller.status_code == 401, name
+                root = (await login(client, "root", "root-password")).json()["access_token"]
+                subject = await client.post(
+                    "/authorize",
+                    json={"action": "x", "token": token},
+                    headers={"Authorization": f"Bearer {root}"},
+                )
+                assert subject.status_code == 422, name
+                assert subject.json()["reason"] in {"malformed", "wrong_token_type"}, name
+                assert (await client.post("/oauth/revoke", data={"token": token})).status_code == 200, name
+                assert (await client.post("/oauth/revoke", headers=bearer)).status_code == 200, name

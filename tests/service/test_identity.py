@@ -92,7 +92,7 @@ async def reason_of(v: JwksVerifier, token: str) -> str:
     return info.value.reason
 
 
-# The tokens carry no jti: the kit does not require one (it keeps no revocation list).
+# The tokens carry no jti: the kit does not require one (revocation needs it only to list a token).
 async def test_valid_eddsa_and_es256_tokens_are_accepted(jwks: tuple[str, Keys]) -> None:
     url, keys = jwks
     v = verifier(url)
@@ -182,7 +182,7 @@ async def test_a_rotated_key_is_picked_up_by_refetching(jwks: tuple[str, Keys]) 
             {"sub": "u", "iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 60},
             new,
             algorithm="EdDSA",
-            headers={"kid": "ed-2"},
+            headers={"kid": "ed-2", "typ": "at+jwt"},
         )
         assert (await v.verify(rotated))["sub"] == "u"
     finally:

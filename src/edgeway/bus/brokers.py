@@ -2,31 +2,27 @@
 
 Services, the CLI and the security service take one setting (``EDGEWAY_BUS_URL`` or their own)
 and get the right transport; the broker libraries are imported only when their scheme is used.
+A NATS setting may list a cluster's servers, comma-separated (:mod:`edgeway.bus.urls`).
 """
 
 from __future__ import annotations
 
-import re
-
 from edgeway.bus.errors import BusConfigError
 from edgeway.bus.transport import Transport
+from edgeway.bus.urls import NATS_SCHEMES, broker_urls, safe_url
+
+__all__ = ["safe_url", "transport_for"]
 
 
 def transport_for(url: str | None, prefix: str = "ew") -> Transport:
     """A new, unconnected transport for ``url``; ``prefix`` names the streams/exchanges."""
     if not url:
         raise BusConfigError("no broker URL: pass --url or set EDGEWAY_BUS_URL (nats://… or amqp://…)")
-    if url.startswith(("nats://", "tls://")):
+    urls = broker_urls(url)
+    if urls[0].lower().startswith(tuple(f"{scheme}://" for scheme in NATS_SCHEMES)):
         from edgeway.bus.nats import NatsTransport
 
-        return NatsTransport(url, prefix=prefix)
-    if url.startswith(("amqp://", "amqps://")):
-        from edgeway.bus.rabbit import RabbitTransport
+        return NatsTransport(urls, prefix=prefix)
+    from edgeway.bus.rabbit import RabbitTransport
 
-        return RabbitTransport(url, prefix=prefix)
-    raise BusConfigError(f"unsupported broker URL {url!r}: use nats://… or amqp://…")
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its password, for logs and error messages."""
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+    return RabbitTransport(urls[0], prefix=prefix)

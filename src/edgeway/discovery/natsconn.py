@@ -6,6 +6,8 @@ fall back to a cached config. (``allow_reconnect=False`` does not help: the serv
 retries on its own until ``max_reconnect_attempts`` is exceeded.) So we connect allowing one
 quick retry, then switch to unlimited reconnects for the life of the connection; the client
 reads these options on every disconnect.
+
+``url`` may list a cluster's servers, comma-separated (:func:`edgeway.bus.urls.nats_servers`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import logging
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
+
+from edgeway.bus.urls import nats_servers
 
 __all__ = ["connect"]
 
@@ -29,7 +33,11 @@ async def _on_reconnect() -> None:
 
 
 async def connect(url: str, *, timeout: float = 2.0, name: str | None = None) -> NatsClient:
-    """Connect once (raising ``OSError``/``nats.errors.Error`` on failure), then reconnect forever."""
+    """Connect once (raising ``OSError``/``nats.errors.Error`` on failure), then reconnect forever.
+
+    A malformed ``url`` raises :class:`~edgeway.bus.errors.BusConfigError` before any attempt.
+    """
+    servers = nats_servers(url)
     nc = NatsClient()
 
     async def on_disconnect() -> None:
@@ -41,7 +49,7 @@ async def connect(url: str, *, timeout: float = 2.0, name: str | None = None) ->
     # nats-py annotates these as int but takes seconds as floats (nats.connect passes them on).
     timing: dict[str, Any] = {"connect_timeout": timeout, "reconnect_time_wait": 0.1}
     await nc.connect(
-        url,
+        servers,
         name=name,
         allow_reconnect=True,
         max_reconnect_attempts=1,

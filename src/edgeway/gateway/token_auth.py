@@ -85,6 +85,7 @@ class EdgeAuth:
             cache_size=config.cache_size,
             cache_ttl=None if config.cache_ttl is None else float(config.cache_ttl),
             require_jti=config.require_jti,
+            token_types=config.token_types,
         )
         self._encoder = IdentityEncoder(config)
         self._cache_size = max(config.cache_size, 1)

@@ -268,6 +268,11 @@ class Exchange:
         """Wait while the client's socket buffer is above its high-water mark."""
         await self._protocol.drain()
 
+    def write_paused(self) -> bool:
+        """True while the client's socket buffer is above its high-water mark: :meth:`drain` would
+        wait (for a client that stopped reading, forever)."""
+        return self._protocol.write_paused()
+
     def finish(self, last: bytes = b"") -> None:
         if self.tap is not None:
             self.tap.body(last)

@@ -579,6 +579,10 @@ class ServerProtocol(asyncio.Protocol):
     async def drain(self) -> None:
         await self._write.drain()
 
+    def write_paused(self) -> bool:
+        """True while the transport's buffer is above its high-water mark (drain would wait)."""
+        return self._write.paused
+
     def _send_continue(self) -> None:
         # Sent when the handler starts reading the body, i.e. once it has accepted the request.
         self.write(b"HTTP/1.1 100 Continue\r\n\r\n")

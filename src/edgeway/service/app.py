@@ -89,7 +89,12 @@ class ServiceKit:
         self.tracing = tracing if tracing is not None else Tracing(name)
         if verifier is None and settings.jwks_url:
             verifier = JwksVerifier.from_jwks_url(
-                settings.jwks_url, issuer=settings.token_issuer, audience=settings.token_audience
+                settings.jwks_url,
+                issuer=settings.token_issuer,
+                audience=settings.token_audience,
+                token_types=settings.token_types,
+                revocations_url=settings.revocation_feed(),
+                revocation_poll_interval=settings.revocation_poll_interval,
             )
         # Built here or passed in, its JWKS refresh runs until the app stops.
         self._jwks_verifier = verifier if isinstance(verifier, JwksVerifier) else None

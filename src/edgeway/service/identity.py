@@ -9,8 +9,10 @@ could carry anything. So:
   gateway uses (:class:`edgeway.security.verify.TokenVerifier`) against the security service's
   JWKS (fetched on first use, refreshed in the background; no call per request): signature,
   algorithm in the allow-list (EdDSA, ES256; never ``none`` or HMAC), ``exp``/``nbf``/``iat``,
-  ``iss`` and ``aud`` when configured. If forwarded claim headers are present too, their subject
-  must match the token's;
+  ``iss`` and ``aud`` when configured, and the security service's revocations (its
+  ``/revocations`` feed, polled in the background like the gateway does), so a token revoked at
+  logout stops working here too. If forwarded claim headers are present too, their subject must
+  match the token's;
 - without a token, the forwarded headers are used only when the app is configured with
   ``trust_gateway_headers=True`` (a network policy guarantees only the gateway reaches it);
 - otherwise the request is rejected with 401 (problem+json with a ``reason``,
@@ -22,9 +24,10 @@ space-separated string).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
@@ -35,6 +38,7 @@ from fastapi import Depends, Request
 from edgeway.security import verify as security
 from edgeway.security.errors import JwksUnavailable, TokenError, TokenMissing
 from edgeway.security.keys import ALGORITHMS
+from edgeway.security.revocation import RevocationFeed, RevocationList
 from edgeway.service.errors import AuthenticationError, JwksUnavailableError, PermissionDeniedError
 
 __all__ = [
@@ -88,10 +92,24 @@ class JwksVerifier:
 
     Token errors become :class:`AuthenticationError` with the security library's ``reason``; no
     key set (the JWKS never fetched) becomes :class:`JwksUnavailableError`, a 503.
+
+    With a ``feed`` (the security service's ``/revocations``, filling the verifier's deny-list) the
+    first token waits for one poll of it, as it waits for the key set, then the feed polls in the
+    background: a revoked token is refused from the first request on. A failed poll keeps the list
+    it has and is retried, as at the gateway. ``revocations`` is the deny-list, for a service that
+    also receives revocations over its event bus (a
+    :class:`~edgeway.security.revocation.RevocationSubscriber` on it).
     """
 
-    def __init__(self, verifier: security.TokenVerifier) -> None:
+    def __init__(self, verifier: security.TokenVerifier, feed: RevocationFeed | None = None) -> None:
         self.verifier = verifier
+        self.feed = feed
+        self._feed_started = False
+        self._feed_lock = asyncio.Lock()
+
+    @property
+    def revocations(self) -> RevocationList:
+        return self.verifier.revocations
 
     @classmethod
     def from_jwks_url(
@@ -103,19 +121,31 @@ class JwksVerifier:
         algorithms: tuple[str, ...] = ALLOWED_ALGORITHMS,
         leeway: float = 30.0,
         require_jti: bool = False,
+        token_types: Sequence[str] | None = security.ACCESS_TOKEN_TYPES,
         refresh_interval: float = 300.0,
         min_refresh_interval: float = 10.0,
+        revocations_url: str | None = None,
+        revocation_poll_interval: float = 2.0,
         http: httpx.AsyncClient | None = None,
     ) -> JwksVerifier:
         """A verifier whose JWKS is fetched on the first token (the service starts without the
         security service), then every ``refresh_interval`` and on an unknown ``kid`` at most once
-        per ``min_refresh_interval``. ``issuer``/``audience`` ``None``: that claim is not checked."""
+        per ``min_refresh_interval``. ``issuer``/``audience`` ``None``: that claim is not checked;
+        ``token_types`` ``None``: neither is the header's ``typ`` (else it must be one of them).
+        ``revocations_url``: the security service's ``/revocations`` feed, polled every
+        ``revocation_poll_interval`` seconds once the first token arrived; ``None``: no revocations."""
         jwks = security.JwksClient(
             url,
             refresh_interval=refresh_interval,
             min_refresh_interval=min_refresh_interval,
             client=http,
             lazy=True,
+        )
+        revocations = RevocationList()
+        feed = (
+            RevocationFeed(revocations_url, revocations, interval=revocation_poll_interval, client=http)
+            if revocations_url
+            else None
         )
         return cls(
             security.TokenVerifier(
@@ -125,7 +155,10 @@ class JwksVerifier:
                 algorithms=algorithms,
                 leeway=leeway,
                 require_jti=require_jti,
-            )
+                token_types=token_types,
+                revocations=revocations,
+            ),
+            feed,
         )
 
     @property
@@ -134,6 +167,10 @@ class JwksVerifier:
 
     async def verify(self, token: str) -> dict[str, Any]:
         try:
+            if not self._feed_started and self.feed is not None:
+                if self.verifier.jwks is not None:
+                    await self.verifier.jwks.ensure_started()  # no keys: 503 before any poll
+                await self._start_feed(self.feed)
             claims = await self.verifier.verify_async(token)
         except TokenError as exc:
             raise AuthenticationError(str(exc), exc.reason) from exc
@@ -141,7 +178,16 @@ class JwksVerifier:
             raise JwksUnavailableError(str(exc)) from exc
         return dict(claims.raw)
 
+    async def _start_feed(self, feed: RevocationFeed) -> None:
+        async with self._feed_lock:  # concurrent first requests share one poll
+            if not self._feed_started:
+                await feed.start()
+                self._feed_started = True
+
     async def aclose(self) -> None:
+        if self.feed is not None:
+            await self.feed.stop()
+            self._feed_started = False
         if self.verifier.jwks is not None:
             await self.verifier.jwks.stop()
 

@@ -61,6 +61,17 @@ class ServiceSettings(BaseSettings):
     jwks_url: str | None = None
     token_issuer: str | None = None
     token_audience: str | None = None
+    token_types: list[str] | None = Field(
+        default_factory=lambda: ["at+jwt"],
+        description="accepted token header typ values (RFC 9068 access tokens: at+jwt); null: not checked",
+    )
+    revocations_url: str | None = Field(
+        default=None,
+        description="the security service's revocation feed (GET /revocations), polled so revoked tokens "
+        "are refused; default: the /revocations next to jwks_url when that ends in /.well-known/jwks.json; "
+        "'' to turn revocation checks off",
+    )
+    revocation_poll_interval: float = Field(default=2.0, gt=0, description="seconds between polls of it")
     trust_gateway_headers: bool = False
 
     # other services
@@ -91,6 +102,15 @@ class ServiceSettings(BaseSettings):
     shutdown_grace: float = Field(
         default=0.0, description="seconds to keep serving after readiness turns false at shutdown"
     )
+
+    def revocation_feed(self) -> str | None:
+        """The revocation feed to poll, or None (see ``revocations_url``)."""
+        if self.revocations_url is not None:
+            return self.revocations_url or None
+        suffix = "/.well-known/jwks.json"
+        if self.jwks_url and self.jwks_url.endswith(suffix):
+            return self.jwks_url[: -len(suffix)] + "/revocations"
+        return None
 
     @classmethod
     def settings_customise_sources(

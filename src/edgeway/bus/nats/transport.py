@@ -37,6 +37,7 @@ from edgeway.bus.nats.confirms import Confirms, Outgoing
 from edgeway.bus.nats.delivery import H_MSG_ID, NatsDelivery, envelope_from
 from edgeway.bus.nats.subscription import NatsSubscription
 from edgeway.bus.transport import BatchHandler, ChannelConfig, DeadLetter, Delivery, check_group
+from edgeway.bus.urls import nats_servers, safe_url
 
 log = logging.getLogger("edgeway.bus.nats")
 
@@ -72,7 +73,8 @@ class _Names:
 class NatsTransport:
     """:class:`~edgeway.bus.transport.Transport` over NATS JetStream. See the module docstring.
 
-    ``servers`` is a URL or a list of cluster URLs; nats-py reconnects across them.
+    ``servers`` is a URL, a comma-separated list of them or a list of cluster URLs
+    (:func:`edgeway.bus.urls.nats_servers`); nats-py reconnects across them.
     ``publish_window`` bounds the publishes awaiting the stream's acknowledgement (see
     :mod:`edgeway.bus.nats.confirms`); ``publish_timeout`` is how long one may wait for it.
     """
@@ -90,7 +92,7 @@ class NatsTransport:
     ) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9]{0,15}", prefix):
             raise TransportError(f"invalid NATS prefix {prefix!r}: use 1-16 lower-case letters and digits")
-        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        self.servers = nats_servers(servers)
         self.prefix = prefix
         self.client_name = client_name
         self.publish_timeout = publish_timeout
@@ -134,7 +136,8 @@ class NatsTransport:
             self._confirms = Confirms(self._nc, window=self.publish_window, timeout=self.publish_timeout)
             await self._confirms.start()
         except (OSError, nats.errors.Error) as exc:
-            raise TransportError(f"cannot connect to NATS at {', '.join(self.servers)}: {exc}") from exc
+            servers = ", ".join(map(safe_url, self.servers))
+            raise TransportError(f"cannot connect to NATS at {servers}: {exc}") from exc
         self._js = self._nc.jetstream(timeout=self.publish_timeout)
 
     async def close(self) -> None:

@@ -11,6 +11,8 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict
 from pydantic_core import PydanticCustomError
 
+from edgeway.bus.errors import BusConfigError
+from edgeway.bus.urls import broker_urls, nats_servers
 from edgeway.gateway.config.keypath import Loc, format_loc
 
 # RFC 9110 token: header names and methods.
@@ -50,3 +52,13 @@ def _header_value(value: str) -> str:
 
 HeaderName = Annotated[str, AfterValidator(_header_name)]
 HeaderValue = Annotated[str, AfterValidator(_header_value)]
+
+
+def broker_setting(value: str, *, nats_only: bool = False) -> str:
+    """Check a broker URL setting the way its client will read it (:mod:`edgeway.bus.urls`):
+    one URL, or a NATS cluster comma-separated; the value is kept as written."""
+    try:
+        nats_servers(value) if nats_only else broker_urls(value)
+    except BusConfigError as exc:
+        raise PydanticCustomError("url", "{message}", {"message": str(exc)}) from exc
+    return value

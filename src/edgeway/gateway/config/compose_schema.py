@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from pydantic import AfterValidator, Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from edgeway.bus.urls import safe_url
 from edgeway.gateway.config.aggregate_checks import META_KEY, CallFacts, check_calls
-from edgeway.gateway.config.base import TOKEN, HeaderName, LocatedProblemsError, StrictModel
+from edgeway.gateway.config.base import TOKEN, HeaderName, LocatedProblemsError, StrictModel, broker_setting
 from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.templates import Ref, Steps, Template, TemplateError, parse_steps, parse_template
 from edgeway.gateway.config.topics import TopicPatternError, parse_topic_pattern, parse_topic_template
@@ -518,7 +519,11 @@ class PushAction(StrictModel):
     )
     retry: Duration = Field(3.0, gt=0, description="SSE: the reconnection delay suggested to the client.")
     close_timeout: Duration = Field(
-        5.0, gt=0, description="WebSocket: time given to the client to answer a close frame."
+        5.0,
+        gt=0,
+        description="Time a client gets to take the end of its connection (a WebSocket close frame, "
+        "the last SSE event) before it is cut off; a slow consumer is cut off this long after its queue "
+        "overflows.",
     )
 
     def service_refs(self) -> list[tuple[Loc, str]]:
@@ -664,7 +669,8 @@ class PushBusSource(StrictModel):
     transport: Literal["nats", "rabbitmq"] = Field("nats", description="The broker the services publish to.")
     url: str = Field(
         "nats://127.0.0.1:4222",
-        description="Broker URL (`nats://host:4222`, `amqp://user:pass@host:5672/`).",
+        description="Broker URL (`nats://host:4222`, a NATS cluster's servers comma-separated, or "
+        "`amqp://user:pass@host:5672/`).",
     )
     prefix: str = Field(
         "ew", pattern=r"^[a-z][a-z0-9]{0,15}$", description="The bus prefix the services use (default `ew`)."
@@ -673,6 +679,22 @@ class PushBusSource(StrictModel):
     connect_timeout: Duration = Field(
         10.0, gt=0, description="The gateway fails to start when the broker does not answer within this."
     )
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        return broker_setting(value)
+
+    @model_validator(mode="after")
+    def _url_fits_transport(self) -> PushBusSource:
+        is_nats = self.url.lstrip().lower().startswith(("nats://", "tls://"))
+        if is_nats != (self.transport == "nats"):
+            raise PydanticCustomError(
+                "url",
+                "transport {transport} does not fit the URL {url}",
+                {"transport": self.transport, "url": safe_url(self.url)},
+            )
+        return self
 
 
 class PushSettings(StrictModel):

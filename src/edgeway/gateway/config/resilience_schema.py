@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from edgeway.gateway.config.base import LocatedProblemsError, StrictModel
+from edgeway.gateway.config.base import LocatedProblemsError, StrictModel, broker_setting
 from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.units import Duration
 from edgeway.resilience.breaker import BreakerPolicy
@@ -370,9 +370,7 @@ class NatsKvRule(StrictModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        for part in value.split(","):
-            _check_url(part.strip(), ("nats", "tls"), "nats://127.0.0.1:4222")
-        return value
+        return broker_setting(value, nats_only=True)
 
     @field_validator("bucket", "service")
     @classmethod

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from edgeway.gateway.config.base import TOKEN, HeaderName, LocatedProblemsError, StrictModel
+from edgeway.gateway.config.base import TOKEN, HeaderName, LocatedProblemsError, StrictModel, broker_setting
 from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.units import ByteSize, Duration
 
@@ -67,7 +67,6 @@ class IdentityHeaders(StrictModel):
         return [self.subject, self.roles, self.scopes, self.client, self.claims]
 
 
-BUS_SCHEMES = ("nats://", "tls://", "amqp://", "amqps://")
 _MOVED_KEYS = {"revocations_url": "url", "revocations_interval": "interval"}
 
 
@@ -76,7 +75,8 @@ class RevocationBus(StrictModel):
 
     url: str = Field(
         description="The broker the security service publishes its revocations to (its `bus_url`): "
-        "`nats://host:4222` (NATS JetStream) or `amqp://user:pass@host:5672/` (RabbitMQ)."
+        "`nats://host:4222` (NATS JetStream; comma-separate a cluster's servers) or "
+        "`amqp://user:pass@host:5672/` (RabbitMQ)."
     )
     prefix: str = Field(
         "ew",
@@ -105,13 +105,7 @@ class RevocationBus(StrictModel):
     @field_validator("url")
     @classmethod
     def _broker_url(cls, value: str) -> str:
-        if not value.startswith(BUS_SCHEMES):
-            raise PydanticCustomError(
-                "url",
-                "the broker URL must start with nats://, tls://, amqp:// or amqps://, got '{value}'",
-                {"value": value},
-            )
-        return value
+        return broker_setting(value)
 
 
 class Revocations(StrictModel):
@@ -162,6 +156,13 @@ class GatewayAuth(StrictModel):
     )
     leeway: Duration = Field(30.0, description="Clock skew allowed on `exp`, `nbf` and `iat`.")
     require_jti: bool = Field(True, description="Refuse tokens without `jti` (they could not be revoked).")
+    token_types: list[str] | None = Field(
+        default_factory=lambda: ["at+jwt"],
+        min_length=1,
+        description="Accepted values of the token header's `typ` (RFC 9068 access tokens: `at+jwt`, "
+        "also written `application/at+jwt`); a token of another type, an ID token say, is refused. "
+        "Add `JWT` for an identity provider whose access tokens carry that; `null`: not checked.",
+    )
     jwks_refresh_interval: Duration = Field(300.0, gt=0, description="Scheduled JWKS refresh.")
     jwks_min_refresh_interval: Duration = Field(
         30.0, description="At most one refresh per this interval is caused by tokens with an unknown `kid`."

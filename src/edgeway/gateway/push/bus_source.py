@@ -34,6 +34,7 @@ from edgeway.bus.events import Envelope
 from edgeway.bus.nats import envelope_from
 from edgeway.bus.nats.transport import NatsTransport
 from edgeway.bus.rabbit.transport import RabbitTransport
+from edgeway.bus.urls import safe_url
 from edgeway.gateway.config.compose_schema import PushBusSource
 from edgeway.gateway.config.topics import TopicTemplate, parse_topic_template
 from edgeway.gateway.errors import GatewayError
@@ -75,18 +76,20 @@ class BusSource:
 
     # -- brokers -----------------------------------------------------------------------------------
     async def _start_nats(self) -> None:
-        # The transport object only names things here: the subject layout stays defined once.
+        # The transport object only names things here (the subject layout stays defined once) and
+        # parses the URL setting, a cluster's servers comma-separated among them.
         names = NatsTransport(self.config.url, prefix=self.config.prefix)
+        broker = safe_url(self.config.url)
 
         async def on_error(exc: Exception) -> None:
-            log.warning("push: NATS at %s: %s: %s", self.config.url, type(exc).__name__, exc)
+            log.warning("push: NATS at %s: %s: %s", broker, type(exc).__name__, exc)
 
         try:
             # nats-py retries forever (it must, to ride out broker restarts later): bound the
             # first connection so a gateway pointed at a dead broker says so instead of hanging.
             async with asyncio.timeout(self.config.connect_timeout):
                 self._nats = await nats.connect(
-                    servers=[self.config.url],
+                    servers=names.servers,
                     name="edgeway-gateway-push",
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
@@ -95,7 +98,7 @@ class BusSource:
                 )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             raise GatewayError(
-                f"push: cannot connect to NATS at {self.config.url} within "
+                f"push: cannot connect to NATS at {broker} within "
                 f"{self.config.connect_timeout:g}s: {type(exc).__name__} {exc}".rstrip()
             ) from exc
         for channel in self.mappings:
@@ -124,7 +127,7 @@ class BusSource:
 
                 await queue.consume(on_message, no_ack=True)
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPException) as exc:
-            raise GatewayError(f"push: cannot follow RabbitMQ at {self.config.url}: {exc}") from exc
+            raise GatewayError(f"push: cannot follow RabbitMQ at {safe_url(self.config.url)}: {exc}") from exc
 
     # -- events to messages ------------------------------------------------------------------------
     def _on_envelope(self, envelope: Envelope) -> None:

@@ -7,7 +7,9 @@ the client sees each message once, in publish order.
 
 A client that does not read fast enough is not waited for: live messages queue up to
 ``queue_size``; one more and the session is *overflowed* — the queue is dropped and the
-transport ends the connection with its error (WebSocket close 1008, SSE ``error`` event).
+transport ends the connection with its error (WebSocket close 1008, SSE ``error`` event). No
+writer ever waits on a client's socket without also watching the session end, so a client that
+has stopped reading is cut off within ``close_timeout`` of its overflow.
 Protocol replies and replayed messages go to a second queue that is sent first and not counted:
 a replay is bounded by the hub's log (and shares its message objects), and counting it would
 overflow a client that merely asked to catch up.
@@ -107,6 +109,7 @@ class Session:
         self.expires_at = _expiry(identity)  # wall-clock time, or None
         self.ending: Ending | None = None
         self.wakeup = asyncio.Event()
+        self.ended = asyncio.Event()  # set by end(): a writer waiting on a stalled client stops
         self.sent = 0  # messages written to the client
         channel.hub.opened(self)
 
@@ -223,6 +226,7 @@ class Session:
             self.urgent.clear()
         self.detach()
         self.wakeup.set()
+        self.ended.set()
 
     def shutdown(self) -> None:
         self.end(Ending.SHUTDOWN)

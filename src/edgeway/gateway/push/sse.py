@@ -7,7 +7,8 @@ quiet stream. A client that reconnects with ``Last-Event-ID`` (browsers' EventSo
 ``?last_event_id=`` gets the kept messages it missed; ``?replay=1`` asks for every kept message.
 
 A slow client's overflow (503) or an expired token (401) ends the stream with ``event: error``
-and a problem as data; a server shutdown with ``event: close``. Then the response ends.
+and a problem as data; a server shutdown with ``event: close``. Then the response ends; a client
+that does not take that last event within ``close_timeout`` (it stopped reading) is cut off.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from edgeway.gateway.pipeline import RequestContext
 from edgeway.gateway.push.messages import PushMessage
 from edgeway.gateway.push.session import Channel, Ending, Refusal, Session
 from edgeway.http.errors import ClientDisconnected
+from edgeway.http.exchange import Exchange
 
 _HEARTBEAT = b": keep-alive\n\n"
 
@@ -87,12 +89,6 @@ async def _stream(ctx: RequestContext, session: Session, channel: Channel) -> No
     last_write = last_event = loop.time()
     try:
         while session.active():
-            events = [item.sse_event() for item in iter(session.take, None) if isinstance(item, PushMessage)]
-            if events:
-                ex.write(events[0] if len(events) == 1 else b"".join(events))  # one chunk per wake-up
-                last_write = last_event = loop.time()
-                await ex.drain()
-                continue
             now = loop.time()
             left = session.seconds_left()
             if left is not None and left <= 0:
@@ -101,24 +97,51 @@ async def _stream(ctx: RequestContext, session: Session, channel: Channel) -> No
             if channel.idle_timeout is not None and now - last_event >= channel.idle_timeout:
                 session.end(Ending.IDLE)
                 break
-            if now - last_write >= channel.heartbeat:
-                ex.write(_HEARTBEAT)
-                last_write = now
-                await ex.drain()
             wait = last_write + channel.heartbeat - now
             if channel.idle_timeout is not None:
                 wait = min(wait, last_event + channel.idle_timeout - now)
             if left is not None:
                 wait = min(wait, left)
+            if ex.write_paused():
+                # The client does not read: write nothing more until its socket drains. Its
+                # messages queue meanwhile, and an overflow ends the session and this wait.
+                await _drained(ex, session, max(0.0, wait))
+                continue
+            events = [item.sse_event() for item in iter(session.take, None) if isinstance(item, PushMessage)]
+            if events:
+                ex.write(events[0] if len(events) == 1 else b"".join(events))  # one chunk per wake-up
+                last_write = last_event = now
+                continue
+            if wait <= 0:
+                ex.write(_HEARTBEAT)
+                last_write = now
+                continue
             session.wakeup.clear()
             if session.pending() or not session.active():
                 continue
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, wait)):
+                async with asyncio.timeout(wait):
                     await session.wakeup.wait()
         await _end(ctx, session)
     except ClientDisconnected:
         session.end(Ending.CLIENT)
+
+
+async def _drained(ex: Exchange, session: Session, timeout: float) -> None:
+    """Wait for the client's socket to drain, the session to end or ``timeout``, whichever is first.
+
+    Only a paused socket gets here (a client not reading), so the two tasks are no cost of the
+    common path. A lost connection raises ClientDisconnected from the drain.
+    """
+    drain = asyncio.ensure_future(ex.drain())
+    ended = asyncio.ensure_future(session.ended.wait())
+    try:
+        await asyncio.wait((drain, ended), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (drain, ended):
+            task.cancel()
+    if drain.done() and not drain.cancelled():
+        drain.result()
 
 
 def _error_event(ctx: RequestContext, status: int, title: str, detail: str) -> None:
@@ -140,4 +163,13 @@ async def _end(ctx: RequestContext, session: Session) -> None:
         _error_event(ctx, 503, "Slow Consumer", detail)
     elif ending is Ending.EXPIRED:
         _error_event(ctx, 401, "Unauthorized", "the token expired; reconnect with a fresh one")
+    if ex.write_paused():
+        # A client that stopped reading gets close_timeout to take the last event, then is cut
+        # off: closing the socket normally would wait for it to read first, forever.
+        try:
+            async with asyncio.timeout(session.channel.close_timeout):
+                await ex.drain()
+        except TimeoutError:
+            ex.abort()
+            return
     ex.finish()

@@ -42,7 +42,6 @@ from edgeway.gateway.errors import Rejection
 from edgeway.gateway.pipeline import RequestContext
 from edgeway.gateway.push.messages import PushMessage, control_frame
 from edgeway.gateway.push.session import Channel, Ending, Refusal, Session
-from edgeway.http.errors import ClientDisconnected
 from edgeway.http.exchange import ResponseState
 from edgeway.http.server import ServerProtocol
 
@@ -130,6 +129,8 @@ class WebSocketSession(Session):
         self.last_activity = now  # a message either way (idleness; pings do not count)
         self.ping_sent: float | None = None
         self.lost: asyncio.Future[None] = self.loop.create_future()
+        # The socket's buffer is past its high-water mark: nothing more is written until it drains.
+        self.paused = False
         self.close_code: int | None = None
         self._partial: list[str] = []
         self._partial_size = 0
@@ -155,7 +156,12 @@ class WebSocketSession(Session):
             self.lost.set_result(None)
 
     def downstream_paused(self, paused: bool) -> None:
-        pass  # the writer awaits ServerProtocol.drain(), which follows the same pause
+        # The writer never awaits the socket draining: a client that stops reading would hold it
+        # there, deaf to the overflow, the timers and shutdown. It stops writing while paused and
+        # waits for this resume like for any other wake-up.
+        self.paused = paused
+        if not paused:
+            self.wakeup.set()
 
     # -- what the client sends --------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
@@ -247,7 +253,7 @@ class WebSocketSession(Session):
         with contextlib.suppress(LocalProtocolError):
             self._write(self.conn.send(event))
 
-    async def _flush(self) -> None:
+    def _flush(self) -> None:
         # One transport write per wake-up, whatever the number of frames: under fan-out a
         # session usually finds several messages queued, and each write is a send() call.
         frames: list[bytes] = []
@@ -262,31 +268,34 @@ class WebSocketSession(Session):
             if messages:
                 self.last_activity = self.loop.time()
             self._write(frames[0] if len(frames) == 1 else b"".join(frames))
-            await self.protocol.drain()  # a slow client holds us here; its queue fills meanwhile
 
     async def run(self) -> None:
-        """Write until the session ends, then close the WebSocket and wait for the socket to go."""
+        """Write until the session ends, then close the WebSocket and wait for the socket to go.
+
+        While the client's socket is paused (it does not read) nothing is written: its messages
+        queue in the session until ``queue_size`` overflows, which ends the session; the close frame
+        then gets ``close_timeout`` to be taken before the connection is cut. Its pings go
+        unanswered meanwhile, so a reader that stalls with nothing published meets the ping
+        timeout instead.
+        """
         try:
             while self.active():
-                await self._flush()
-                if not self.active():
-                    break
-                if not self.pending():
+                if not self.paused:
+                    self._flush()
+                    if not self.active():
+                        break
+                if self.paused or not self.pending():
                     self.wakeup.clear()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self._next_deadline()):
                             await self.wakeup.wait()
                 self._check_timers()
             if self.ending is Ending.SHUTDOWN:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.channel.close_timeout):
-                        await self._flush()  # what was queued before the shutdown still goes out
+                self._flush()  # what was queued before the shutdown still goes out
             self._send_close()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.channel.close_timeout):
                     await asyncio.shield(self.lost)
-        except ClientDisconnected:
-            pass
         finally:
             self.detach()
             if not self.lost.done():

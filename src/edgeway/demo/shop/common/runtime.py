@@ -34,9 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from edgeway.bus.brokers import transport_for
 from edgeway.bus.bus import EventBus
-from edgeway.bus.nats import NatsTransport
 from edgeway.bus.outbox import Outbox, OutboxRelay
-from edgeway.bus.transport import Transport
 from edgeway.demo.shop.common.database import Database
 from edgeway.demo.shop.common.events import CHANNELS
 from edgeway.demo.shop.common.identity import RevocationAwareVerifier
@@ -67,7 +65,8 @@ class ShopService:
         self.db = Database(self.settings.database(name), metadata)
         self.outbox = Outbox(metadata)
         channels = [dataclasses.replace(c, replicas=self.settings.bus_replicas) for c in CHANNELS]
-        self.bus = EventBus(_transport(self.settings.broker(), self.settings.bus_prefix), channels=channels)
+        transport = transport_for(self.settings.broker(), self.settings.bus_prefix)
+        self.bus = EventBus(transport, channels=channels)
         self.relay = OutboxRelay(self.outbox, self.db.sessions, self.bus, idle_interval=0.5)
         self.verifier = self._verifier()
         if self.verifier is not None:
@@ -157,13 +156,6 @@ class ShopService:
             timeout_graceful_shutdown=5,
             http=HeadOnlyHttpTools,
         )
-
-
-def _transport(url: str, prefix: str) -> Transport:
-    """The bus transport for ``url``; ``nats://a:4222,nats://b:4222`` lists a cluster's nodes."""
-    if "," in url and url.startswith(("nats://", "tls://")):
-        return NatsTransport([u.strip() for u in url.split(",") if u.strip()], prefix=prefix)
-    return transport_for(url, prefix)
 
 
 def quiet_libraries() -> None:
