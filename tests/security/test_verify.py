@@ -581,6 +581,9 @@ CLAIMS = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "roles", "scope", "cl
         ({"typ": ["at+jwt"]}, "malformed"),
         ({"typ": {}}, "malformed"),
         ({"cty": []}, "malformed"),
+        ({"cty": ""}, "unsupported_header"),  # found by the fuzz test below
+        ({"cty": "JWT"}, "unsupported_header"),  # a nested token: never verified through its wrapper
+        ({"crit": []}, "unsupported_header"),
         ({"alg": None}, "alg_not_allowed"),
         ({"kid": None}, "missing_kid"),
     ],

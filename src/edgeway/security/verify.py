@@ -432,6 +432,10 @@ class TokenVerifier:
         alg = header.get("alg")
         if alg is None or alg not in self.algorithms:
             raise TokenInvalid("alg_not_allowed", f"token rejected: algorithm {_shown(alg)} is not allowed")
+        if "cty" in header:
+            # A content type announces a nested token or another payload (an access token is
+            # neither, RFC 9068 §2.1): verifying the outer token would trust what it wraps.
+            raise TokenInvalid("unsupported_header", "token rejected: a 'cty' header is not supported")
         if "crit" in header:
             raise TokenInvalid(
                 "unsupported_header", "token rejected: 'crit' header extensions are not supported"
