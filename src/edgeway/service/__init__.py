@@ -11,25 +11,51 @@ from edgeway.service.config_store import ConfigStore
 from edgeway.service.flags import Flags
 from edgeway.service.health import Health
 from edgeway.service.identity import Caller, Identity, require_roles, require_scopes
+from edgeway.service.models import (
+    MAX_MONEY,
+    Count,
+    Cursor,
+    Int32,
+    Int64,
+    Money,
+    Patch,
+    ResourceId,
+    SingleLine,
+    location,
+    money_total,
+)
+from edgeway.service.openapi import problem_responses
 from edgeway.service.problems import Problem
 from edgeway.service.settings import ServiceSettings
 
 __all__ = [
+    "MAX_MONEY",
     "Caller",
     "ConfigStore",
+    "Count",
+    "Cursor",
     "Flags",
     "Health",
     "Identity",
     "Instance",
+    "Int32",
+    "Int64",
     "Kit",
+    "Money",
+    "Patch",
     "Problem",
     "Registry",
+    "ResourceId",
     "RetryPolicy",
     "ServiceClient",
     "ServiceKit",
     "ServiceSettings",
+    "SingleLine",
     "create_app",
     "kit_of",
+    "location",
+    "money_total",
+    "problem_responses",
     "require_roles",
     "require_scopes",
 ]
