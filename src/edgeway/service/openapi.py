@@ -18,10 +18,11 @@ the document say what the service really answers:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
@@ -86,8 +87,8 @@ def _with_problems(
     document: dict[str, Any], app: FastAPI, auth: frozenset[Callable[..., Any]]
 ) -> dict[str, Any]:
     paths: dict[str, Any] = document.get("paths", {})
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
+    for route in _api_routes(app):
+        if not route.include_in_schema:
             continue
         for method in route.methods or ():
             operation = paths.get(route.path_format, {}).get(method.lower())
@@ -104,8 +105,13 @@ def _with_problems(
                 wanted.update((401, 403))
             for status in wanted:
                 responses.setdefault(str(status), {"description": _phrase(status)})
+            success = next(
+                (r["content"] for c, r in responses.items() if c[:1] == "2" and "content" in r), None
+            )
             for code, response in responses.items():
-                if code[:1] in ("4", "5") or code == "default":
+                if code[:1] == "2" and "content" not in response and success is not None:
+                    response["content"] = success  # another success status, the same body
+                elif code[:1] in ("4", "5") or code == "default":
                     response["content"] = {PROBLEM_JSON: {"schema": PROBLEM_REF}}
                     if response.get("description") in (None, "", "Validation Error"):
                         response["description"] = _phrase(int(code)) if code.isdigit() else "Error"
@@ -115,6 +121,18 @@ def _with_problems(
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     return document
+
+
+def _api_routes(app: FastAPI) -> Iterator[Any]:
+    """Every API route with its full path: an ``APIRoute``, or (FastAPI 0.16x, where an included
+    router keeps its routes unprefixed) a route context that reads like one."""
+    contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    if contexts is None:
+        yield from (route for route in app.routes if isinstance(route, APIRoute))
+        return
+    for context in contexts(app.routes):
+        if isinstance(context.original_route, APIRoute):
+            yield context
 
 
 def _has_inputs(dependant: Dependant) -> bool:
