@@ -10,6 +10,7 @@ from edgeway.service.clients import RetryPolicy, ServiceClient
 from edgeway.service.config_store import ConfigStore
 from edgeway.service.flags import Flags
 from edgeway.service.health import Health
+from edgeway.service.idempotency import REPLAYED, IdempotencyKey, check_replay
 from edgeway.service.identity import Caller, Identity, require_roles, require_scopes
 from edgeway.service.models import (
     MAX_MONEY,
@@ -20,7 +21,9 @@ from edgeway.service.models import (
     Money,
     Patch,
     ResourceId,
+    ResourceIdPath,
     SingleLine,
+    is_single_line,
     location,
     money_total,
 )
@@ -30,12 +33,14 @@ from edgeway.service.settings import ServiceSettings
 
 __all__ = [
     "MAX_MONEY",
+    "REPLAYED",
     "Caller",
     "ConfigStore",
     "Count",
     "Cursor",
     "Flags",
     "Health",
+    "IdempotencyKey",
     "Identity",
     "Instance",
     "Int32",
@@ -46,12 +51,15 @@ __all__ = [
     "Problem",
     "Registry",
     "ResourceId",
+    "ResourceIdPath",
     "RetryPolicy",
     "ServiceClient",
     "ServiceKit",
     "ServiceSettings",
     "SingleLine",
+    "check_replay",
     "create_app",
+    "is_single_line",
     "kit_of",
     "location",
     "money_total",

@@ -20,7 +20,8 @@ leaving 64 bits; a total is checked again with :func:`money_total`, so a sum tha
 any single amount may be is refused as clearly as a single amount would be.
 
 Strings that end up in a URL, a header or an e-mail header are constrained too: ``ResourceId``
-(letters, digits and ``._~:@+-``, as used in paths and ``Location``) and ``SingleLine`` (no
+(letters, digits and ``._~:@+-``, as used in paths and ``Location``; ``ResourceIdPath`` as a
+path parameter) and ``SingleLine`` (no
 control characters, so no CR/LF that would split a header).
 
 :class:`Patch` is the base of PATCH bodies: a field left out is not changed, and a field sent as
@@ -30,10 +31,12 @@ store a null where the rest of the code expects a list.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar
 from urllib.parse import quote
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from edgeway.service.problems import Problem
@@ -49,7 +52,9 @@ __all__ = [
     "Money",
     "Patch",
     "ResourceId",
+    "ResourceIdPath",
     "SingleLine",
+    "is_single_line",
     "location",
     "money_total",
 ]
@@ -66,12 +71,19 @@ Money = Annotated[int, Field(ge=0, le=MAX_MONEY, description="an amount in minor
 
 RESOURCE_ID_PATTERN = r"^[A-Za-z0-9._~:@+-]{1,64}$"
 ResourceId = Annotated[str, StringConstraints(pattern=RESOURCE_ID_PATTERN)]
+ResourceIdPath = Annotated[str, Path(pattern=RESOURCE_ID_PATTERN)]
 # C0 controls, DEL, NEL and the Unicode line/paragraph separators: each of them ends a line for
 # some parser (an e-mail header folds or breaks on them).
 SINGLE_LINE_PATTERN = r"^[^\x00-\x1f\x7f\x85\u2028\u2029]*$"
 SingleLine = Annotated[str, StringConstraints(pattern=SINGLE_LINE_PATTERN)]
+_SINGLE_LINE = re.compile(SINGLE_LINE_PATTERN)
 
 MONEY_TOO_LARGE = "https://edgeway.dev/problems/amount-too-large"
+
+
+def is_single_line(text: str) -> bool:
+    """True when ``text`` is a :data:`SingleLine`: safe in a header, for input read outside a model."""
+    return _SINGLE_LINE.match(text) is not None
 
 
 def location(*segments: str) -> str:

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, func, select, update
+from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, Text, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.middleware.base import RequestResponseEndpoint
@@ -22,7 +22,7 @@ from edgeway.demo.shop.common.demo_data import PRODUCTS
 from edgeway.demo.shop.common.events import PriceChanged, ProductChanged
 from edgeway.demo.shop.common.runtime import ShopService, service_of
 from edgeway.demo.shop.common.settings import ShopSettings
-from edgeway.service import Identity, Problem, require_roles
+from edgeway.service import Cursor, Identity, Money, Problem, location, problem_responses, require_roles
 
 metadata = MetaData()
 products = Table(
@@ -32,7 +32,7 @@ products = Table(
     Column("name", String(200), nullable=False),
     Column("description", Text, nullable=False, default=""),
     Column("category", String(64), nullable=False, index=True),
-    Column("price_cents", Integer, nullable=False),
+    Column("price_cents", BigInteger, nullable=False),
     Column("version", Integer, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
@@ -64,11 +64,11 @@ class NewProduct(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
     category: str = Field(min_length=1, max_length=64)
-    price_cents: int = Field(gt=0)
+    price_cents: Annotated[Money, Field(gt=0)]
 
 
 class NewPrice(BaseModel):
-    price_cents: int = Field(gt=0, description="the new price in cents")
+    price_cents: Annotated[Money, Field(gt=0, description="the new price in cents")]
 
 
 class CatalogService(ShopService):
@@ -152,7 +152,7 @@ async def list_products(
     category: str | None = None,
     q: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Cursor, Query()] = 0,
 ) -> ProductPage:
     query = select(products)
     if category:
@@ -181,7 +181,7 @@ async def categories(svc: Svc) -> list[Category]:
     return [Category(name=name, count=count) for name, count in rows]
 
 
-@router.post("/products", status_code=201)
+@router.post("/products", status_code=201, responses=problem_responses(409))
 async def add_product(body: NewProduct, svc: Svc, _admin: Admin, response: Response) -> Product:
     row = {**body.model_dump(), "version": 1, "updated_at": time.time()}
     try:
@@ -190,7 +190,7 @@ async def add_product(body: NewProduct, svc: Svc, _admin: Admin, response: Respo
             await svc.outbox.add(session, _product_changed(row))
     except IntegrityError as exc:
         raise Problem(409, f"product {body.sku} exists already") from exc
-    response.headers["Location"] = f"/products/{body.sku}"
+    response.headers["Location"] = location("products", body.sku)
     return Product.model_validate(row)
 
 
