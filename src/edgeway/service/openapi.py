@@ -8,7 +8,8 @@ the document say what the service really answers:
 * a ``Problem`` schema component, and ``application/problem+json`` with it as the content of
   every 4xx/5xx response (FastAPI's 422 included);
 * on every operation: 500 (an unexpected error, answered with a request id);
-* with path parameters: 404; with any parameter or a body: 422 (validation);
+* with path parameters: 404; with any parameter or a body: 422 (validation); with a body: 400
+  (one that cannot be parsed at all);
 * when the route depends on one of the ``authenticated`` dependencies (the kit's ``Caller``
   and its role/scope guards by default): 401 and 403;
 * any other error status a route answers is named on its decorator, with or without a
@@ -101,6 +102,8 @@ def _with_problems(
                 wanted.add(404)
             if _has_inputs(dependant):
                 wanted.add(422)
+            if dependant.body_params:
+                wanted.add(400)  # a body that cannot be parsed at all
             if _depends_on(dependant, auth):
                 wanted.update((401, 403))
             for status in wanted:

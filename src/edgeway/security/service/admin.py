@@ -196,13 +196,13 @@ async def create_user(request: Request, body: UserIn, actor: Claims = Depends(ad
 
 
 @router.get("/users/{username}")
-async def get_user(request: Request, username: str, _: Claims = Depends(admin)) -> dict[str, Any]:
+async def get_user(request: Request, username: PathName, _: Claims = Depends(admin)) -> dict[str, Any]:
     return _user_out(await _get(state_of(request), db.users, username))
 
 
 @router.patch("/users/{username}")
 async def patch_user(
-    request: Request, username: str, body: UserPatch, actor: Claims = Depends(admin)
+    request: Request, username: PathName, body: UserPatch, actor: Claims = Depends(admin)
 ) -> dict[str, Any]:
     state = state_of(request)
     values: dict[str, Any] = body.model_dump(exclude_unset=True, exclude={"password"})
@@ -214,13 +214,13 @@ async def patch_user(
 
 
 @router.delete("/users/{username}", status_code=204)
-async def delete_user(request: Request, username: str, actor: Claims = Depends(admin)) -> Response:
+async def delete_user(request: Request, username: PathName, actor: Claims = Depends(admin)) -> Response:
     await _change(state_of(request), actor, "delete", db.users, username)
     return Response(status_code=204)
 
 
 @router.post("/users/{username}/unlock", status_code=204)
-async def unlock_user(request: Request, username: str, actor: Claims = Depends(admin)) -> Response:
+async def unlock_user(request: Request, username: PathName, actor: Claims = Depends(admin)) -> Response:
     state = state_of(request)
     await _get(state, db.users, username)
     await state.store.reset_attempts(f"user:{username}")
@@ -264,13 +264,13 @@ async def create_client(request: Request, body: ClientIn, actor: Claims = Depend
 
 
 @router.get("/clients/{client_id}")
-async def get_client(request: Request, client_id: str, _: Claims = Depends(admin)) -> dict[str, Any]:
+async def get_client(request: Request, client_id: PathName, _: Claims = Depends(admin)) -> dict[str, Any]:
     return _client_out(await _get(state_of(request), db.clients, client_id))
 
 
 @router.patch("/clients/{client_id}")
 async def patch_client(
-    request: Request, client_id: str, body: ClientPatch, actor: Claims = Depends(admin)
+    request: Request, client_id: PathName, body: ClientPatch, actor: Claims = Depends(admin)
 ) -> dict[str, Any]:
     state = state_of(request)
     values: dict[str, Any] = body.model_dump(exclude_unset=True, exclude={"rotate_secret"})
@@ -292,7 +292,7 @@ async def patch_client(
 
 
 @router.delete("/clients/{client_id}", status_code=204)
-async def delete_client(request: Request, client_id: str, actor: Claims = Depends(admin)) -> Response:
+async def delete_client(request: Request, client_id: PathName, actor: Claims = Depends(admin)) -> Response:
     await _change(state_of(request), actor, "delete", db.clients, client_id)
     return Response(status_code=204)
 
@@ -319,7 +319,7 @@ async def put_role(
 
 
 @router.delete("/roles/{name}", status_code=204)
-async def delete_role(request: Request, name: str, actor: Claims = Depends(admin)) -> Response:
+async def delete_role(request: Request, name: PathName, actor: Claims = Depends(admin)) -> Response:
     state = state_of(request)
     await _validate_policy_document(state, lambda document: document["roles"].pop(name, None))
     await _change(state, actor, "delete", db.roles, name)
@@ -339,7 +339,7 @@ async def put_scope(
 
 
 @router.delete("/scopes/{name}", status_code=204)
-async def delete_scope(request: Request, name: str, actor: Claims = Depends(admin)) -> Response:
+async def delete_scope(request: Request, name: PathName, actor: Claims = Depends(admin)) -> Response:
     await _change(state_of(request), actor, "delete", db.scopes, name)
     return Response(status_code=204)
 
@@ -368,7 +368,7 @@ async def put_policy(
 
 
 @router.delete("/policies/{policy_id}", status_code=204)
-async def delete_policy(request: Request, policy_id: str, actor: Claims = Depends(admin)) -> Response:
+async def delete_policy(request: Request, policy_id: PathName, actor: Claims = Depends(admin)) -> Response:
     await _change(state_of(request), actor, "delete", db.policies, policy_id)
     return Response(status_code=204)
 

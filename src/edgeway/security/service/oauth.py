@@ -33,6 +33,7 @@ from edgeway.security.tokens import (
     new_refresh_token,
 )
 from edgeway.security.verify import MAX_TOKEN_BYTES
+from edgeway.service.openapi import problem_responses
 
 router = APIRouter()
 
@@ -220,7 +221,7 @@ async def _issue(
     return JSONResponse(body, headers=_NO_STORE)
 
 
-@router.post("/oauth/token")
+@router.post("/oauth/token", responses=problem_responses(400, 401, 423, 429))
 async def token(request: Request) -> JSONResponse:
     state = state_of(request)
     form = await read_form(request)
@@ -355,7 +356,11 @@ async def _revoke_family(state: SecurityState, family_id: str, reason: str, now:
     await state.revoke_family(family_id, reason, now)
 
 
-@router.post("/oauth/revoke")
+@router.post(
+    "/oauth/revoke",
+    response_class=Response,
+    responses={200: {"description": "Revoked, or unknown (no body)"}, **problem_responses(400)},
+)
 async def revoke(request: Request) -> Response:
     """RFC 7009. Answers 200 for unknown tokens too, so it cannot be used to probe them."""
     state = state_of(request)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, Text, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -38,6 +38,7 @@ products = Table(
 )
 
 SKU = r"^[A-Z0-9][A-Z0-9-]{1,31}$"
+SkuPath = Annotated[str, Path(pattern=SKU)]
 
 
 class Product(BaseModel):
@@ -166,7 +167,7 @@ async def list_products(
 
 
 @router.get("/products/{sku}")
-async def get_product(sku: str, svc: Svc) -> Product:
+async def get_product(sku: SkuPath, svc: Svc) -> Product:
     async with svc.db.sessions() as session:
         return await _load(session, sku)
 
@@ -195,7 +196,7 @@ async def add_product(body: NewProduct, svc: Svc, _admin: Admin, response: Respo
 
 
 @router.put("/products/{sku}/price")
-async def set_price(sku: str, body: NewPrice, svc: Svc, _admin: Admin) -> Product:
+async def set_price(sku: SkuPath, body: NewPrice, svc: Svc, _admin: Admin) -> Product:
     async with svc.transaction() as session:
         before = await _load(session, sku, for_update=True)
         version = before.version + 1

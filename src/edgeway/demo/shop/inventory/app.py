@@ -164,7 +164,7 @@ async def list_stock(svc: Svc) -> list[Stock]:
 
 
 @router.get("/stock/{sku}")
-async def get_stock(sku: str, svc: Svc) -> Stock:
+async def get_stock(sku: SkuPath, svc: Svc) -> Stock:
     async with svc.db.sessions() as session:
         row = (await session.execute(select(stock).where(stock.c.sku == sku))).first()
     if row is None:
@@ -245,7 +245,7 @@ async def reserve(body: ReservationIn, svc: Svc, _caller: Service, response: Res
 
 
 @router.get("/reservations/{order_id}")
-async def get_reservation(order_id: str, svc: Svc, _caller: Staff) -> Reservation:
+async def get_reservation(order_id: ResourceIdPath, svc: Svc, _caller: Staff) -> Reservation:
     async with svc.db.sessions() as session:
         found = await _find(session, order_id)
     if found is None:

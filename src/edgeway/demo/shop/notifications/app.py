@@ -35,6 +35,7 @@ from edgeway.service import (
     Caller,
     Identity,
     Problem,
+    ResourceIdPath,
     SingleLine,
     is_single_line,
     location,
@@ -301,7 +302,7 @@ async def bulk_emails(body: BulkEmail, svc: Svc, caller: Caller, response: Respo
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: str, svc: Svc, caller: Caller) -> Job:
+async def get_job(job_id: ResourceIdPath, svc: Svc, caller: Caller) -> Job:
     async with svc.db.sessions() as session:
         row = (await session.execute(select(jobs).where(jobs.c.id == job_id))).first()
     if row is None or (row.owner != caller.subject and not sees_everything(caller)):

@@ -46,6 +46,7 @@ from edgeway.service import (
     IdempotencyKey,
     Identity,
     Problem,
+    ResourceIdPath,
     check_replay,
     is_single_line,
     location,
@@ -333,12 +334,12 @@ async def list_orders(
 
 
 @router.get("/orders/{order_id}")
-async def get_order(order_id: str, svc: Svc, caller: Caller) -> Order:
+async def get_order(order_id: ResourceIdPath, svc: Svc, caller: Caller) -> Order:
     return _order(await _visible(svc, order_id, caller))
 
 
 @router.get("/orders/{order_id}/saga")
-async def get_order_saga(order_id: str, svc: Svc, caller: Caller) -> SagaState:
+async def get_order_saga(order_id: ResourceIdPath, svc: Svc, caller: Caller) -> SagaState:
     """The order's saga: each step's status, attempts, result and error."""
     await _visible(svc, order_id, caller)
     try:

@@ -36,6 +36,7 @@ from edgeway.service import (
     Money,
     Problem,
     ResourceId,
+    ResourceIdPath,
     check_replay,
     location,
     problem_responses,
@@ -181,7 +182,7 @@ async def charge(
 
 
 @router.post("/payments/{order_id}/refund")
-async def refund(order_id: str, svc: Svc, _caller: Service) -> Payment | dict[str, str]:
+async def refund(order_id: ResourceIdPath, svc: Svc, _caller: Service) -> Payment | dict[str, str]:
     """Compensation: refund a captured payment; anything else is already as good as refunded."""
     async with svc.transaction() as session:
         found = await _by(session, order_id=order_id)
@@ -198,7 +199,7 @@ async def refund(order_id: str, svc: Svc, _caller: Service) -> Payment | dict[st
 
 
 @router.get("/payments/{order_id}")
-async def get_payment(order_id: str, svc: Svc, caller: Caller) -> Payment:
+async def get_payment(order_id: ResourceIdPath, svc: Svc, caller: Caller) -> Payment:
     async with svc.db.sessions() as session:
         row = (await session.execute(select(payments).where(payments.c.order_id == order_id))).first()
     if row is None or (
