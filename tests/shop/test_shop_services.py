@@ -457,3 +457,14 @@ async def test_a_bulk_email_subject_that_cannot_be_a_header_is_refused_before_20
         accepted = await svc.post("/jobs/emails", json={"count": 1, "subject": "Hi there"}, headers=alice)
         assert accepted.status_code == 202
         assert accepted.headers["location"] == f"/jobs/{accepted.json()['id']}"
+
+
+async def test_the_legacy_app_answers_errors_as_problems(tmp_path: Path) -> None:
+    from edgeway.demo.shop.legacy.app import create_app as legacy_app
+
+    settings = ShopSettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/legacy.db", data_dir=tmp_path)
+    async with serving(legacy_app, settings) as legacy:
+        missing = await legacy.get("/no/such/page")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert missing.json()["request_id"] == missing.headers["x-request-id"]
