@@ -15,6 +15,7 @@ service at once, so the checks reach the bodies); the security service gets an a
 from __future__ import annotations
 
 import base64
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -89,9 +90,14 @@ def _describe(exc: BaseException) -> str:
 
 @pytest.fixture
 def stopping() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     yield
     # The ASGI transport keeps each app's lifespan running in its own loop thread until stopped.
     asgi.shutdown_lifespans()
+    # The apps' start-up installed their JSON log handler: later tests on this worker expect none.
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 async def _delete_streams(prefix: str) -> None:
