@@ -184,7 +184,8 @@ async def test_a_charge_is_made_once_per_idempotency_key(settings: ShopSettings)
         assert first.json()["status"] == "captured"
         other = await pay.post("/payments", json=_charge("o-9"), headers=key)
         assert other.status_code == 422
-        assert "was used for another charge" in other.json()["detail"]
+        assert "was used for another request" in other.json()["detail"]
+        assert other.json()["type"].endswith("/idempotency-key-reused")
 
 
 async def test_the_fail_flag_declines_and_the_decline_is_the_answer_to_every_repeat(
@@ -316,3 +317,154 @@ async def _delete_rabbit(prefix: str) -> None:
                     await channel.exchange_delete(exchange)
     finally:
         await connection.close()
+
+
+# -- bad input is a problem before anything is done (issue 13, item 22) ----------------------------
+
+HUGE = 2**64
+
+
+def _problem(response: httpx.Response, status: int = 422) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_catalog_integers_beyond_their_columns_are_422(settings: ShopSettings) -> None:
+    from edgeway.service import MAX_MONEY
+
+    async with serving(catalog_app, settings) as cat:
+        _problem(await cat.get("/products", params={"offset": HUGE}))  # no token needed
+        assert (await cat.get("/products", params={"offset": 2**62})).json()["items"] == []
+        product = {"sku": "BIG-1", "name": "Big", "category": "cups"}
+        for price in (HUGE, 2**62, MAX_MONEY + 1):
+            _problem(await cat.post("/products", json={**product, "price_cents": price}, headers=ADMIN))
+            _problem(await cat.put("/products/GRD-02/price", json={"price_cents": price}, headers=ADMIN))
+        created = await cat.post("/products", json={**product, "price_cents": MAX_MONEY}, headers=ADMIN)
+        assert created.status_code == 201, created.text
+        assert created.headers["location"] == "/products/BIG-1"
+
+
+async def test_inventory_refuses_what_it_could_not_store_or_put_in_a_header(settings: ShopSettings) -> None:
+    async with serving(inventory_app, settings) as inv:
+        _problem(await inv.put("/stock/POT-01", json={"on_hand": HUGE}, headers=ADMIN))
+        _problem(await inv.put("/stock/POT-01", json={"on_hand": 2**31}, headers=ADMIN))
+        _problem(await inv.put("/stock/" + "A" * 40, json={"on_hand": 1}, headers=ADMIN))
+        before = await _available(inv, "POT-01")
+        for order_id in ("ordér-1", "o-1\r\nSet-Cookie: x=1", "o" * 65, ""):
+            body = {"order_id": order_id, "items": [{"sku": "POT-01", "qty": 1}]}
+            problem = _problem(await inv.post("/reservations", json=body, headers=SERVICE))
+            assert problem["errors"][0]["field"] == "order_id"
+        # nothing held for an order the saga was told failed
+        assert await _available(inv, "POT-01") == before
+        _problem(await inv.delete("/reservations/" + "o" * 65, headers=SERVICE))
+        held = await inv.post(
+            "/reservations",
+            json={"order_id": "o:7@x", "items": [{"sku": "POT-01", "qty": 1}]},
+            headers=SERVICE,
+        )
+        assert held.status_code == 201
+        assert held.headers["location"] == "/reservations/o%3A7%40x"
+
+
+async def test_payments_refuses_before_charging_what_it_could_not_answer(settings: ShopSettings) -> None:
+    async with serving(payments_app, settings) as pay:
+        _problem(await pay.post("/payments", json=_charge("o-1", HUGE), headers=SERVICE))
+        for order_id in ("ordér-1", "o-2\nX: y"):
+            _problem(await pay.post("/payments", json=_charge(order_id), headers=SERVICE))
+        bad_key = {**SERVICE, "Idempotency-Key": "k" * 201}
+        _problem(await pay.post("/payments", json=_charge("o-3"), headers=bad_key))
+        service = pay.app.state.shop  # type: ignore[attr-defined]
+        from edgeway.demo.shop.payments.app import payments
+
+        async with service.db.sessions() as session:
+            assert (await session.execute(select(payments))).all() == []
+
+
+async def _orders_serving(settings: ShopSettings) -> Any:
+    from edgeway.demo.shop.orders.app import OrdersSettings
+    from edgeway.demo.shop.orders.app import create_app as orders_app
+
+    orders_settings = OrdersSettings(**settings.model_dump())
+    return serving(lambda _s: orders_app(orders_settings), orders_settings)  # type: ignore[arg-type]
+
+
+async def _price(service: Any, sku: str, price: int) -> None:
+    async with service.db.sessions() as session, session.begin():
+        await session.execute(
+            service.catalog.insert().values(sku=sku, name=sku, category="test", price_cents=price, version=1)
+        )
+
+
+async def test_an_order_total_beyond_any_amount_is_refused_before_it_is_placed(
+    settings: ShopSettings,
+) -> None:
+    from edgeway.demo.shop.orders.app import orders
+    from edgeway.service import MAX_MONEY
+
+    async with await _orders_serving(settings) as svc:
+        service = svc.app.state.shop  # type: ignore[attr-defined]
+        await _price(service, "BIG-1", MAX_MONEY)
+        await _price(service, "HUGE-1", 2**62)  # a price the catalog accepted before its bound
+        for sku in ("BIG-1", "HUGE-1"):
+            problem = _problem(
+                await svc.post("/orders", json={"items": [{"sku": sku, "qty": 2}]}, headers=ALICE)
+            )
+            assert problem["type"].endswith("/amount-too-large")
+        async with service.db.sessions() as session:
+            assert (await session.execute(select(orders))).all() == []
+
+
+async def test_an_idempotency_key_reused_for_another_order_is_422(settings: ShopSettings) -> None:
+    async with await _orders_serving(settings) as svc:
+        service = svc.app.state.shop  # type: ignore[attr-defined]
+        await _price(service, "CUP-9", 1000)
+        await _price(service, "POT-9", 2000)
+        key = {**ALICE, "Idempotency-Key": "basket-1"}
+        first = await svc.post("/orders", json={"items": [{"sku": "CUP-9", "qty": 2}]}, headers=key)
+        assert first.status_code == 202, first.text
+        # the same order, written another way (lines summed by SKU): the first answer
+        same = await svc.post(
+            "/orders", json={"items": [{"sku": "CUP-9", "qty": 1}, {"sku": "CUP-9", "qty": 1}]}, headers=key
+        )
+        assert same.status_code == 200
+        assert same.json()["id"] == first.json()["id"]
+        other = await svc.post("/orders", json={"items": [{"sku": "POT-9", "qty": 1}]}, headers=key)
+        assert _problem(other)["type"].endswith("/idempotency-key-reused")
+
+
+async def test_a_bulk_email_subject_that_cannot_be_a_header_is_refused_before_202(
+    settings: ShopSettings,
+) -> None:
+    import base64
+
+    import orjson
+
+    from edgeway.demo.shop.notifications.app import NotificationsSettings
+    from edgeway.demo.shop.notifications.app import create_app as notifications_app
+
+    claims = base64.urlsafe_b64encode(orjson.dumps({"email": "alice@example.com"})).decode().rstrip("=")
+    alice = {**ALICE, "X-Edgeway-Claims": claims}
+    notify_settings = NotificationsSettings(**settings.model_dump())
+    async with serving(lambda _s: notifications_app(notify_settings), notify_settings) as svc:  # type: ignore[arg-type]
+        for subject in ("Hi\r\nBcc: everyone@example.com", "Hi\nthere", "tab\there", "sep\u2028x"):
+            _problem(await svc.post("/jobs/emails", json={"count": 1, "subject": subject}, headers=alice))
+        crlf = base64.urlsafe_b64encode(orjson.dumps({"email": "a@x\r\nBcc: b@y"})).decode().rstrip("=")
+        _problem(
+            await svc.post("/jobs/emails", json={"count": 1}, headers={**ALICE, "X-Edgeway-Claims": crlf})
+        )
+        accepted = await svc.post("/jobs/emails", json={"count": 1, "subject": "Hi there"}, headers=alice)
+        assert accepted.status_code == 202
+        assert accepted.headers["location"] == f"/jobs/{accepted.json()['id']}"
+
+
+async def test_the_legacy_app_answers_errors_as_problems(tmp_path: Path) -> None:
+    from edgeway.demo.shop.legacy.app import create_app as legacy_app
+
+    settings = ShopSettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/legacy.db", data_dir=tmp_path)
+    async with serving(legacy_app, settings) as legacy:
+        missing = await legacy.get("/no/such/page")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert missing.json()["request_id"] == missing.headers["x-request-id"]

@@ -10,26 +10,60 @@ from edgeway.service.clients import RetryPolicy, ServiceClient
 from edgeway.service.config_store import ConfigStore
 from edgeway.service.flags import Flags
 from edgeway.service.health import Health
+from edgeway.service.idempotency import REPLAYED, IdempotencyKey, check_replay
 from edgeway.service.identity import Caller, Identity, require_roles, require_scopes
+from edgeway.service.models import (
+    MAX_MONEY,
+    Count,
+    Cursor,
+    Int32,
+    Int64,
+    Money,
+    Patch,
+    ResourceId,
+    ResourceIdPath,
+    SingleLine,
+    is_single_line,
+    location,
+    money_total,
+)
+from edgeway.service.openapi import problem_responses
 from edgeway.service.problems import Problem
 from edgeway.service.settings import ServiceSettings
 
 __all__ = [
+    "MAX_MONEY",
+    "REPLAYED",
     "Caller",
     "ConfigStore",
+    "Count",
+    "Cursor",
     "Flags",
     "Health",
+    "IdempotencyKey",
     "Identity",
     "Instance",
+    "Int32",
+    "Int64",
     "Kit",
+    "Money",
+    "Patch",
     "Problem",
     "Registry",
+    "ResourceId",
+    "ResourceIdPath",
     "RetryPolicy",
     "ServiceClient",
     "ServiceKit",
     "ServiceSettings",
+    "SingleLine",
+    "check_replay",
     "create_app",
+    "is_single_line",
     "kit_of",
+    "location",
+    "money_total",
+    "problem_responses",
     "require_roles",
     "require_scopes",
 ]

@@ -61,6 +61,7 @@ from edgeway.service.flags import Flags
 from edgeway.service.health import CheckFn, Health
 from edgeway.service.identity import IdentityConfig, JwksVerifier, TokenVerifier
 from edgeway.service.middleware import RequestContextMiddleware
+from edgeway.service.openapi import declare_problems
 from edgeway.service.problems import install_problem_handlers
 from edgeway.service.settings import ServiceSettings
 
@@ -256,6 +257,7 @@ def create_app(
     app.state.kit = kit
     app.state.edgeway_identity = kit.identity
     install_problem_handlers(app)
+    declare_problems(app)
     app.include_router(kit.health.router())
 
     @app.get("/metrics", include_in_schema=False)

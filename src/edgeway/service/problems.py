@@ -9,6 +9,7 @@ service kit's errors use it, and the request middleware turns an unhandled excep
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -18,8 +19,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edgeway.observability.logs import current_request_id
+from edgeway.observability.ids import new_request_id, valid_request_id
+from edgeway.observability.logs import current_request_id, request_id_var
 from edgeway.service.errors import (
     AuthenticationError,
     CircuitOpenError,
@@ -32,6 +35,7 @@ from edgeway.service.errors import (
 
 __all__ = [
     "PROBLEM_JSON",
+    "LastResortMiddleware",
     "Problem",
     "install_problem_handlers",
     "internal_error_response",
@@ -39,6 +43,7 @@ __all__ = [
 ]
 
 PROBLEM_JSON = "application/problem+json"
+_log = logging.getLogger("edgeway.service")
 
 
 class Problem(Exception):
@@ -120,13 +125,27 @@ async def _on_http(request: Request, exc: Exception) -> Response:
 
 async def _on_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
-        for err in exc.errors()
-    ]
+    errors = [_validation_error(err) for err in exc.errors()]
+    detail = "; ".join(f"{e['field']}: {e['msg']}" if e["field"] else str(e["msg"]) for e in errors[:5])
     return problem_response(
-        422, "the request does not match the schema", instance=request.url.path, errors=errors
+        422,
+        _clip(detail) or "the request does not match the schema",
+        title="Invalid Request",
+        instance=request.url.path,
+        errors=errors,
     )
+
+
+def _validation_error(err: Mapping[str, Any]) -> dict[str, Any]:
+    loc = [p if isinstance(p, int) else str(p) for p in err.get("loc", ())]
+    # ``field`` names the member in the body (``items.0.qty``) or the parameter (``offset``).
+    field = ".".join(str(p) for p in loc[1:])
+    return {"loc": loc, "field": field, "msg": _clip(str(err.get("msg", ""))), "type": err.get("type", "")}
+
+
+def _clip(text: str, limit: int = 500) -> str:
+    # A message may quote the input; a problem body should not echo a megabyte back.
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 async def _on_authentication(request: Request, exc: Exception) -> Response:
@@ -174,7 +193,55 @@ def internal_error_response(instance: str | None = None) -> Response:
     )
 
 
-def install_problem_handlers(app: FastAPI) -> None:
+class LastResortMiddleware:
+    """The 500 of last resort, for an app not made by ``create_app`` (whose request middleware
+    does the same): binds a request id (the caller's ``X-Request-ID`` when well-formed) and
+    answers an exception that escapes the app with :func:`internal_error_response`.
+
+    Without it Starlette answers a plain-text 500 and re-raises, and the server then closes the
+    kept-alive connection: the client sees a reset instead of a problem it can quote.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value
+                break
+        if request_id is None or not valid_request_id(request_id):
+            request_id = new_request_id()
+        token = request_id_var.set(request_id.decode("ascii"))
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            _log.error("unhandled error in %s %s", scope["method"], scope["path"], exc_info=exc)
+            if started:
+                raise
+            await internal_error_response(scope["path"])(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+def install_problem_handlers(app: FastAPI, *, last_resort: bool = False) -> None:
+    """Answer every error ``app`` raises as a problem; with ``last_resort`` (an app not made by
+    ``create_app``) also unexpected exceptions, as a 500 with the request id."""
+    if last_resort:
+        app.add_middleware(LastResortMiddleware)
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(RequestValidationError, _on_validation)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import Table
 
 from edgeway.security.errors import PolicyError
@@ -24,56 +25,85 @@ from edgeway.security.service.problems import Problem
 from edgeway.security.service.state import SecurityState, state_of
 from edgeway.security.service.store import SINGULAR, AlreadyExists, ChangeKind, NotFound
 from edgeway.security.verify import Claims
+from edgeway.service.models import Count, Int64, Patch
+from edgeway.service.openapi import problem_responses
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
+GrantType = Literal["password", "client_credentials", "refresh_token"]
+
 NAME = r"^[A-Za-z0-9._@:+-]{1,200}$"
+# Custom claims are copied into every access token of the user or client, and verifiers refuse a
+# token over MAX_TOKEN_BYTES (8 KiB): bounded here, when written, so that an account can never
+# be edited into one that cannot log in (the token endpoint checks the final size as well).
+MAX_ATTRIBUTES_BYTES = 2048
+MAX_LIST_ITEMS = 64
+
+Name = Annotated[str, Field(pattern=NAME)]
+PathName = Annotated[str, Path(pattern=NAME)]
+Names = Annotated[list[Name], Field(max_length=MAX_LIST_ITEMS)]
 
 
-# --- models ---------------------------------------------------------------------------------------
+def _bounded_attributes(value: dict[str, Any]) -> dict[str, Any]:
+    size = len(orjson.dumps(value))
+    if size > MAX_ATTRIBUTES_BYTES:
+        raise ValueError(
+            f"attributes take {size} bytes as JSON, more than {MAX_ATTRIBUTES_BYTES}: they are copied "
+            "into every access token, and verifiers refuse tokens over 8 KiB"
+        )
+    return value
+
+
+Attributes = Annotated[dict[str, Any], AfterValidator(_bounded_attributes)]
 
 
 class UserIn(BaseModel):
     username: str = Field(pattern=NAME)
     password: str = Field(min_length=8, max_length=1024)
-    roles: list[str] = Field(default_factory=list)
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    roles: Names = Field(default_factory=list)
+    attributes: Attributes = Field(default_factory=dict)
     disabled: bool = False
 
 
-class UserPatch(BaseModel):
+class UserPatch(Patch):
     password: str | None = Field(None, min_length=8, max_length=1024)
-    roles: list[str] | None = None
-    attributes: dict[str, Any] | None = None
+    roles: Names | None = None
+    attributes: Attributes | None = None
     disabled: bool | None = None
+
+
+def _default_grants() -> list[GrantType]:
+    return ["client_credentials"]
 
 
 class ClientIn(BaseModel):
     client_id: str = Field(pattern=NAME)
-    secret: str | None = Field(None, min_length=16, description="Omit to have one generated.")
+    secret: str | None = Field(
+        None, min_length=16, max_length=1024, description="Omit to have one generated."
+    )
     public: bool = Field(False, description="A public client (SPA, mobile app) has no secret.")
-    roles: list[str] = Field(default_factory=list)
-    scopes: list[str] = Field(default_factory=list)
-    grant_types: list[str] = Field(default_factory=lambda: ["client_credentials"])
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    roles: Names = Field(default_factory=list)
+    scopes: Names = Field(default_factory=list)
+    grant_types: list[GrantType] = Field(default_factory=_default_grants, max_length=3)
+    attributes: Attributes = Field(default_factory=dict)
 
 
-class ClientPatch(BaseModel):
-    roles: list[str] | None = None
-    scopes: list[str] | None = None
-    grant_types: list[str] | None = None
-    attributes: dict[str, Any] | None = None
-    rotate_secret: bool = False
+class ClientPatch(Patch):
+    roles: Names | None = None
+    scopes: Names | None = None
+    grant_types: list[GrantType] | None = Field(None, max_length=3)
+    attributes: Attributes | None = None
+    rotate_secret: bool | None = None
 
 
 class RoleIn(BaseModel):
-    permissions: list[str] = Field(default_factory=list)
-    inherits: list[str] = Field(default_factory=list)
-    description: str = ""
+    permissions: list[str] = Field(default_factory=list, max_length=1000)
+    inherits: Names = Field(default_factory=list)
+    description: str = Field("", max_length=1000)
 
 
 class ScopeIn(BaseModel):
-    description: str = ""
+    description: str = Field("", max_length=1000)
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -114,11 +144,22 @@ async def _get(state: SecurityState, table: Table, key: str) -> dict[str, Any]:
 
 
 async def _upsert(
-    state: SecurityState, actor: Claims, table: Table, key: str, values: dict[str, Any]
-) -> Response:
+    state: SecurityState,
+    actor: Claims,
+    table: Table,
+    key: str,
+    values: dict[str, Any],
+    response: Response,
+) -> dict[str, Any]:
+    """Create or replace; 201 with the stored entry when created, 200 when replaced."""
     exists = await state.store.get(table, key) is not None
-    await _change(state, actor, "update" if exists else "create", table, key, values)
-    return Response(status_code=200 if exists else 201)
+    after = await _change(state, actor, "update" if exists else "create", table, key, values)
+    response.status_code = 200 if exists else 201
+    return after or {}
+
+
+# A PUT answers the stored entry, 201 when it created it.
+CREATED: dict[int | str, dict[str, Any]] = {201: {"description": "Created"}}
 
 
 async def _validate_policy_document(state: SecurityState, edit: Any) -> None:
@@ -138,7 +179,7 @@ async def list_users(request: Request, _: Claims = Depends(admin)) -> list[dict[
     return [_user_out(r) for r in await state_of(request).store.rows(db.users)]
 
 
-@router.post("/users", status_code=201)
+@router.post("/users", status_code=201, responses=problem_responses(409))
 async def create_user(request: Request, body: UserIn, actor: Claims = Depends(admin)) -> dict[str, Any]:
     state = state_of(request)
     now = time.time()
@@ -155,13 +196,13 @@ async def create_user(request: Request, body: UserIn, actor: Claims = Depends(ad
 
 
 @router.get("/users/{username}")
-async def get_user(request: Request, username: str, _: Claims = Depends(admin)) -> dict[str, Any]:
+async def get_user(request: Request, username: PathName, _: Claims = Depends(admin)) -> dict[str, Any]:
     return _user_out(await _get(state_of(request), db.users, username))
 
 
 @router.patch("/users/{username}")
 async def patch_user(
-    request: Request, username: str, body: UserPatch, actor: Claims = Depends(admin)
+    request: Request, username: PathName, body: UserPatch, actor: Claims = Depends(admin)
 ) -> dict[str, Any]:
     state = state_of(request)
     values: dict[str, Any] = body.model_dump(exclude_unset=True, exclude={"password"})
@@ -173,13 +214,13 @@ async def patch_user(
 
 
 @router.delete("/users/{username}", status_code=204)
-async def delete_user(request: Request, username: str, actor: Claims = Depends(admin)) -> Response:
+async def delete_user(request: Request, username: PathName, actor: Claims = Depends(admin)) -> Response:
     await _change(state_of(request), actor, "delete", db.users, username)
     return Response(status_code=204)
 
 
 @router.post("/users/{username}/unlock", status_code=204)
-async def unlock_user(request: Request, username: str, actor: Claims = Depends(admin)) -> Response:
+async def unlock_user(request: Request, username: PathName, actor: Claims = Depends(admin)) -> Response:
     state = state_of(request)
     await _get(state, db.users, username)
     await state.store.reset_attempts(f"user:{username}")
@@ -195,7 +236,7 @@ async def list_clients(request: Request, _: Claims = Depends(admin)) -> list[dic
     return [_client_out(r) for r in await state_of(request).store.rows(db.clients)]
 
 
-@router.post("/clients", status_code=201)
+@router.post("/clients", status_code=201, responses=problem_responses(409))
 async def create_client(request: Request, body: ClientIn, actor: Claims = Depends(admin)) -> dict[str, Any]:
     state = state_of(request)
     if body.public and body.secret:
@@ -223,16 +264,22 @@ async def create_client(request: Request, body: ClientIn, actor: Claims = Depend
 
 
 @router.get("/clients/{client_id}")
-async def get_client(request: Request, client_id: str, _: Claims = Depends(admin)) -> dict[str, Any]:
+async def get_client(request: Request, client_id: PathName, _: Claims = Depends(admin)) -> dict[str, Any]:
     return _client_out(await _get(state_of(request), db.clients, client_id))
 
 
 @router.patch("/clients/{client_id}")
 async def patch_client(
-    request: Request, client_id: str, body: ClientPatch, actor: Claims = Depends(admin)
+    request: Request, client_id: PathName, body: ClientPatch, actor: Claims = Depends(admin)
 ) -> dict[str, Any]:
     state = state_of(request)
     values: dict[str, Any] = body.model_dump(exclude_unset=True, exclude={"rotate_secret"})
+    if "client_credentials" in values.get("grant_types", ()):
+        current = await _get(state, db.clients, client_id)
+        if current["secret_hash"] is None:
+            raise Problem(
+                422, "Invalid Request", "a public client cannot use client_credentials", kind="validation"
+            )
     secret = secrets.token_urlsafe(32) if body.rotate_secret else None
     if secret is not None:
         values["secret_hash"] = await state.passwords.hash(secret)
@@ -245,7 +292,7 @@ async def patch_client(
 
 
 @router.delete("/clients/{client_id}", status_code=204)
-async def delete_client(request: Request, client_id: str, actor: Claims = Depends(admin)) -> Response:
+async def delete_client(request: Request, client_id: PathName, actor: Claims = Depends(admin)) -> Response:
     await _change(state_of(request), actor, "delete", db.clients, client_id)
     return Response(status_code=204)
 
@@ -258,19 +305,21 @@ async def list_roles(request: Request, _: Claims = Depends(admin)) -> list[dict[
     return await state_of(request).store.rows(db.roles)
 
 
-@router.put("/roles/{name}")
-async def put_role(request: Request, name: str, body: RoleIn, actor: Claims = Depends(admin)) -> Response:
+@router.put("/roles/{name}", responses={**CREATED, **problem_responses(409)})
+async def put_role(
+    request: Request, name: PathName, body: RoleIn, response: Response, actor: Claims = Depends(admin)
+) -> dict[str, Any]:
     state = state_of(request)
 
     def edit(document: dict[str, Any]) -> None:
         document["roles"][name] = {"permissions": body.permissions, "inherits": body.inherits}
 
     await _validate_policy_document(state, edit)
-    return await _upsert(state, actor, db.roles, name, body.model_dump())
+    return await _upsert(state, actor, db.roles, name, body.model_dump(), response)
 
 
 @router.delete("/roles/{name}", status_code=204)
-async def delete_role(request: Request, name: str, actor: Claims = Depends(admin)) -> Response:
+async def delete_role(request: Request, name: PathName, actor: Claims = Depends(admin)) -> Response:
     state = state_of(request)
     await _validate_policy_document(state, lambda document: document["roles"].pop(name, None))
     await _change(state, actor, "delete", db.roles, name)
@@ -282,13 +331,15 @@ async def list_scopes(request: Request, _: Claims = Depends(admin)) -> list[dict
     return await state_of(request).store.rows(db.scopes)
 
 
-@router.put("/scopes/{name}")
-async def put_scope(request: Request, name: str, body: ScopeIn, actor: Claims = Depends(admin)) -> Response:
-    return await _upsert(state_of(request), actor, db.scopes, name, body.model_dump())
+@router.put("/scopes/{name}", responses={**CREATED, **problem_responses(409)})
+async def put_scope(
+    request: Request, name: PathName, body: ScopeIn, response: Response, actor: Claims = Depends(admin)
+) -> dict[str, Any]:
+    return await _upsert(state_of(request), actor, db.scopes, name, body.model_dump(), response)
 
 
 @router.delete("/scopes/{name}", status_code=204)
-async def delete_scope(request: Request, name: str, actor: Claims = Depends(admin)) -> Response:
+async def delete_scope(request: Request, name: PathName, actor: Claims = Depends(admin)) -> Response:
     await _change(state_of(request), actor, "delete", db.scopes, name)
     return Response(status_code=204)
 
@@ -298,10 +349,14 @@ async def list_policies(request: Request, _: Claims = Depends(admin)) -> list[di
     return [row["document"] for row in await state_of(request).store.rows(db.policies)]
 
 
-@router.put("/policies/{policy_id}")
+@router.put("/policies/{policy_id}", responses={**CREATED, **problem_responses(409)})
 async def put_policy(
-    request: Request, policy_id: str, body: dict[str, Any], actor: Claims = Depends(admin)
-) -> Response:
+    request: Request,
+    policy_id: PathName,
+    body: dict[str, Any],
+    response: Response,
+    actor: Claims = Depends(admin),
+) -> dict[str, Any]:
     state = state_of(request)
     document = {**body, "id": policy_id}
 
@@ -309,11 +364,11 @@ async def put_policy(
         whole["policies"] = [p for p in whole["policies"] if p.get("id") != policy_id] + [document]
 
     await _validate_policy_document(state, edit)
-    return await _upsert(state, actor, db.policies, policy_id, {"document": document})
+    return await _upsert(state, actor, db.policies, policy_id, {"document": document}, response)
 
 
 @router.delete("/policies/{policy_id}", status_code=204)
-async def delete_policy(request: Request, policy_id: str, actor: Claims = Depends(admin)) -> Response:
+async def delete_policy(request: Request, policy_id: PathName, actor: Claims = Depends(admin)) -> Response:
     await _change(state_of(request), actor, "delete", db.policies, policy_id)
     return Response(status_code=204)
 
@@ -351,6 +406,9 @@ async def rotate_keys(request: Request, actor: Claims = Depends(admin)) -> list[
 
 @router.get("/audit")
 async def audit_log(
-    request: Request, since_id: int = 0, limit: int = 100, _: Claims = Depends(admin)
+    request: Request,
+    since_id: Annotated[Count, Query(description="entries after this id (ids are 32-bit)")] = 0,
+    limit: Annotated[Int64, Query(description="at most 1000")] = 100,
+    _: Claims = Depends(admin),
 ) -> list[dict[str, Any]]:
     return await state_of(request).store.audit_log(min(max(limit, 1), 1000), since_id)

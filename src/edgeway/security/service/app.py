@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from edgeway.security.keys import FileKeyStore, load_kek
-from edgeway.security.service import admin, feeds, oauth
+from edgeway.security.service import admin, auth, feeds, oauth
 from edgeway.security.service.db import create_tables, make_engine
 from edgeway.security.service.events import RevocationEvents
 from edgeway.security.service.problems import install_problem_handlers
@@ -20,6 +20,7 @@ from edgeway.security.service.seed import apply_seed, load_seed
 from edgeway.security.service.settings import SecuritySettings
 from edgeway.security.service.state import SecurityState
 from edgeway.security.service.store import SecurityStore
+from edgeway.service.openapi import declare_problems
 
 log = logging.getLogger("edgeway.security.service")
 
@@ -52,6 +53,7 @@ def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(feeds.router)
     app.include_router(admin.router)
+    declare_problems(app, authenticated=(auth.caller, auth.admin))
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -16,6 +16,7 @@ from edgeway.security.service.oauth import GRANT_TYPES
 from edgeway.security.service.problems import Problem
 from edgeway.security.service.state import state_of
 from edgeway.security.verify import Claims
+from edgeway.service.models import Count
 
 router = APIRouter()
 
@@ -52,7 +53,12 @@ async def openid_configuration(request: Request) -> dict[str, Any]:
 
 
 @router.get("/revocations")
-async def revocations(request: Request, since: int = 0) -> dict[str, Any]:
+async def revocations(
+    request: Request,
+    since: Annotated[
+        Count, Query(description="the cursor of the previous page (sequence numbers are 32-bit)")
+    ] = 0,
+) -> dict[str, Any]:
     state = state_of(request)
     entries, cursor = await state.store.revocations_since(
         since, time.time(), state.settings.revocation_page_size

@@ -25,7 +25,15 @@ from edgeway.security.service import db
 from edgeway.security.service.problems import Problem, oauth_error
 from edgeway.security.service.state import SecurityState, state_of
 from edgeway.security.service.throttle import LoginThrottle
-from edgeway.security.tokens import REFRESH_PREFIX, REGISTERED_CLAIMS, hash_refresh_token, new_refresh_token
+from edgeway.security.tokens import (
+    REFRESH_PREFIX,
+    REGISTERED_CLAIMS,
+    IssuedToken,
+    hash_refresh_token,
+    new_refresh_token,
+)
+from edgeway.security.verify import MAX_TOKEN_BYTES
+from edgeway.service.openapi import problem_responses
 
 router = APIRouter()
 
@@ -133,6 +141,34 @@ def _custom_claims(attributes: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _access_token(
+    state: SecurityState,
+    *,
+    subject: str,
+    scopes: list[str],
+    roles: list[str],
+    attributes: dict[str, Any],
+    client_id: str | None,
+    family_id: str | None,
+) -> IssuedToken:
+    """The signed access token; refused before anything is stored when no verifier would accept it."""
+    claims = _custom_claims(attributes)
+    if client_id is not None:
+        claims["client_id"] = client_id
+    if family_id is not None:
+        claims["sid"] = family_id
+    access = state.issuer.issue(subject, scope=scopes, roles=roles, claims=claims)
+    if len(access.token) > MAX_TOKEN_BYTES:
+        raise oauth_error(
+            400,
+            "invalid_grant",
+            f"the access token for {subject} would be {len(access.token)} bytes, more than the "
+            f"{MAX_TOKEN_BYTES} every verifier accepts; an administrator must shrink the account's "
+            "attributes or roles",
+        )
+    return access
+
+
 async def _issue(
     state: SecurityState,
     *,
@@ -143,14 +179,20 @@ async def _issue(
     client_id: str | None,
     family_id: str | None,
     with_refresh: bool,
+    access: IssuedToken | None = None,
 ) -> JSONResponse:
-    claims = _custom_claims(attributes)
-    if client_id is not None:
-        claims["client_id"] = client_id
     if with_refresh:
         family_id = family_id or secrets.token_hex(16)
-        claims["sid"] = family_id
-    access = state.issuer.issue(subject, scope=scopes, roles=roles, claims=claims)
+    if access is None:
+        access = _access_token(
+            state,
+            subject=subject,
+            scopes=scopes,
+            roles=roles,
+            attributes=attributes,
+            client_id=client_id,
+            family_id=family_id if with_refresh else None,
+        )
     body: dict[str, Any] = {
         "access_token": access.token,
         "token_type": "Bearer",
@@ -179,7 +221,7 @@ async def _issue(
     return JSONResponse(body, headers=_NO_STORE)
 
 
-@router.post("/oauth/token")
+@router.post("/oauth/token", responses=problem_responses(400, 401, 423, 429))
 async def token(request: Request) -> JSONResponse:
     state = state_of(request)
     form = await read_form(request)
@@ -273,6 +315,20 @@ async def _refresh_grant(
         if not set(narrower) <= set(granted):
             raise oauth_error(400, "invalid_scope", "a refresh may only narrow the scope")
         granted = narrower
+    user = await state.store.get(db.users, row["subject"])
+    if user is None or user["disabled"]:
+        await _revoke_family(state, row["family_id"], "account_disabled", now)
+        raise oauth_error(400, "invalid_grant", "the account no longer exists or is disabled")
+    # Signed before the refresh token is spent: a token that cannot be issued must not burn it.
+    access = _access_token(
+        state,
+        subject=row["subject"],
+        scopes=granted,
+        roles=list(user["roles"]),  # current roles: a role removed since login is gone now
+        attributes=dict(user["attributes"]),
+        client_id=row["client_id"],
+        family_id=row["family_id"],
+    )
     if not await state.store.claim_refresh_token(row["token_hash"], now):
         await _revoke_family(state, row["family_id"], "refresh_reuse", now)
         await state.store.audit(
@@ -283,19 +339,16 @@ async def _refresh_grant(
             {"family_id": row["family_id"]},
         )
         raise oauth_error(400, "invalid_grant", "refresh token reuse detected; the whole session was revoked")
-    user = await state.store.get(db.users, row["subject"])
-    if user is None or user["disabled"]:
-        await _revoke_family(state, row["family_id"], "account_disabled", now)
-        raise oauth_error(400, "invalid_grant", "the account no longer exists or is disabled")
     return await _issue(
         state,
         subject=row["subject"],
         scopes=granted,
-        roles=list(user["roles"]),  # current roles: a role removed since login is gone now
+        roles=list(user["roles"]),
         attributes=dict(user["attributes"]),
         client_id=row["client_id"],
         family_id=row["family_id"],
         with_refresh=True,
+        access=access,
     )
 
 
@@ -303,7 +356,11 @@ async def _revoke_family(state: SecurityState, family_id: str, reason: str, now:
     await state.revoke_family(family_id, reason, now)
 
 
-@router.post("/oauth/revoke")
+@router.post(
+    "/oauth/revoke",
+    response_class=Response,
+    responses={200: {"description": "Revoked, or unknown (no body)"}, **problem_responses(400)},
+)
 async def revoke(request: Request) -> Response:
     """RFC 7009. Answers 200 for unknown tokens too, so it cannot be used to probe them."""
     state = state_of(request)

@@ -1,4 +1,10 @@
-"""RFC 9457 problem details for every error the service returns.
+"""RFC 9457 problem details for every error the service returns, through the service kit's handlers.
+
+The security service is not built with ``create_app`` (it has no registry, flags or remote
+config), but its errors are answered by the same handlers as every other service's
+(:func:`edgeway.service.problems.install_problem_handlers`): 404, 405, validation errors, and an
+unexpected exception as a 500 with the request id, never plain text. Its own problem types live
+under :data:`TYPE_BASE`.
 
 OAuth endpoints also carry RFC 6749's ``error`` and ``error_description`` members in the same
 body, so OAuth client libraries and problem-aware clients both understand it.
@@ -9,18 +15,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from edgeway.security.errors import TokenError
+from edgeway.service import problems as kit
 
-PROBLEM_JSON = "application/problem+json"
+PROBLEM_JSON = kit.PROBLEM_JSON
 TYPE_BASE = "https://edgeway.dev/problems/"
 
 
-class Problem(Exception):
-    """Raise to answer with a problem+json body."""
+class Problem(kit.Problem):
+    """Raise to answer with a problem+json body of type ``TYPE_BASE + kind``."""
 
     def __init__(
         self,
@@ -32,25 +37,10 @@ class Problem(Exception):
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
-        super().__init__(detail or title)
-        self.status = status
-        self.title = title
-        self.detail = detail
         self.kind = kind or title.lower().replace(" ", "-")
-        self.headers = headers or {}
-        self.extra = extra
-
-    def body(self, instance: str) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "type": TYPE_BASE + self.kind,
-            "title": self.title,
-            "status": self.status,
-            "instance": instance,
-        }
-        if self.detail:
-            body["detail"] = self.detail
-        body.update(self.extra)
-        return body
+        super().__init__(
+            status, detail or None, title=title, type=TYPE_BASE + self.kind, headers=headers, **extra
+        )
 
 
 def oauth_error(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> Problem:
@@ -78,42 +68,20 @@ def unauthorized(exc: TokenError) -> Problem:
     )
 
 
-def problem_response(request: Request, problem: Problem) -> JSONResponse:
-    return JSONResponse(
-        problem.body(request.url.path),
-        status_code=problem.status,
-        headers=problem.headers,
-        media_type=PROBLEM_JSON,
-    )
-
-
 def install_problem_handlers(app: FastAPI) -> None:
-    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, Problem)
-        return problem_response(request, exc)
+    kit.install_problem_handlers(app, last_resort=True)
 
-    async def on_token_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_token_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, TokenError)
-        return problem_response(request, unauthorized(exc))
-
-    async def on_http(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "HTTP Error")
-        problem = Problem(exc.status_code, title, str(exc.detail), headers=dict(exc.headers or {}))
-        return problem_response(request, problem)
-
-    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
-            for e in exc.errors()
-        ]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return problem_response(
-            request, Problem(422, "Invalid Request", detail, kind="validation", errors=errors)
+        problem = unauthorized(exc)
+        return kit.problem_response(
+            problem.status,
+            problem.detail,
+            title=problem.title,
+            type=problem.type,
+            instance=request.url.path,
+            headers=problem.headers,
+            **problem.extensions,
         )
 
-    app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(TokenError, on_token_error)
-    app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(RequestValidationError, on_validation)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, func, select, update
+from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, Text, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.middleware.base import RequestResponseEndpoint
@@ -22,7 +22,7 @@ from edgeway.demo.shop.common.demo_data import PRODUCTS
 from edgeway.demo.shop.common.events import PriceChanged, ProductChanged
 from edgeway.demo.shop.common.runtime import ShopService, service_of
 from edgeway.demo.shop.common.settings import ShopSettings
-from edgeway.service import Identity, Problem, require_roles
+from edgeway.service import Cursor, Identity, Money, Problem, location, problem_responses, require_roles
 
 metadata = MetaData()
 products = Table(
@@ -32,12 +32,13 @@ products = Table(
     Column("name", String(200), nullable=False),
     Column("description", Text, nullable=False, default=""),
     Column("category", String(64), nullable=False, index=True),
-    Column("price_cents", Integer, nullable=False),
+    Column("price_cents", BigInteger, nullable=False),
     Column("version", Integer, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
 
 SKU = r"^[A-Z0-9][A-Z0-9-]{1,31}$"
+SkuPath = Annotated[str, Path(pattern=SKU)]
 
 
 class Product(BaseModel):
@@ -64,11 +65,11 @@ class NewProduct(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
     category: str = Field(min_length=1, max_length=64)
-    price_cents: int = Field(gt=0)
+    price_cents: Annotated[Money, Field(gt=0)]
 
 
 class NewPrice(BaseModel):
-    price_cents: int = Field(gt=0, description="the new price in cents")
+    price_cents: Annotated[Money, Field(gt=0, description="the new price in cents")]
 
 
 class CatalogService(ShopService):
@@ -152,7 +153,7 @@ async def list_products(
     category: str | None = None,
     q: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Cursor, Query()] = 0,
 ) -> ProductPage:
     query = select(products)
     if category:
@@ -166,7 +167,7 @@ async def list_products(
 
 
 @router.get("/products/{sku}")
-async def get_product(sku: str, svc: Svc) -> Product:
+async def get_product(sku: SkuPath, svc: Svc) -> Product:
     async with svc.db.sessions() as session:
         return await _load(session, sku)
 
@@ -181,7 +182,7 @@ async def categories(svc: Svc) -> list[Category]:
     return [Category(name=name, count=count) for name, count in rows]
 
 
-@router.post("/products", status_code=201)
+@router.post("/products", status_code=201, responses=problem_responses(409))
 async def add_product(body: NewProduct, svc: Svc, _admin: Admin, response: Response) -> Product:
     row = {**body.model_dump(), "version": 1, "updated_at": time.time()}
     try:
@@ -190,12 +191,12 @@ async def add_product(body: NewProduct, svc: Svc, _admin: Admin, response: Respo
             await svc.outbox.add(session, _product_changed(row))
     except IntegrityError as exc:
         raise Problem(409, f"product {body.sku} exists already") from exc
-    response.headers["Location"] = f"/products/{body.sku}"
+    response.headers["Location"] = location("products", body.sku)
     return Product.model_validate(row)
 
 
 @router.put("/products/{sku}/price")
-async def set_price(sku: str, body: NewPrice, svc: Svc, _admin: Admin) -> Product:
+async def set_price(sku: SkuPath, body: NewPrice, svc: Svc, _admin: Admin) -> Product:
     async with svc.transaction() as session:
         before = await _load(session, sku, for_update=True)
         version = before.version + 1

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, func, select
 
 from edgeway.bus.readcopy import ReadCopy
 from edgeway.demo.shop.common.events import PriceChanged, ProductChanged
@@ -36,7 +36,7 @@ def catalog_copy(service: ShopService, metadata: MetaData, *, group: str) -> tup
             Column("sku", String(32), primary_key=True),
             Column("name", String(200), nullable=False),
             Column("category", String(64), nullable=False),
-            Column("price_cents", Integer, nullable=False),
+            Column("price_cents", BigInteger, nullable=False),
             Column("version", Integer, nullable=False),
         )
     )

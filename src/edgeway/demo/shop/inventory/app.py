@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import JSON, Column, Float, Integer, MetaData, String, Table, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -29,7 +29,16 @@ from edgeway.demo.shop.common.demo_data import PRODUCTS
 from edgeway.demo.shop.common.guards import require_any_role
 from edgeway.demo.shop.common.runtime import ShopService, service_of
 from edgeway.demo.shop.common.settings import ShopSettings
-from edgeway.service import Identity, Problem
+from edgeway.service import (
+    REPLAYED,
+    Count,
+    Identity,
+    Problem,
+    ResourceId,
+    ResourceIdPath,
+    location,
+    problem_responses,
+)
 
 metadata = MetaData()
 stock = Table(
@@ -61,13 +70,22 @@ class Stock(BaseModel):
     available: int
 
 
+# Stock rows are keyed by the catalog's SKUs; a path or body naming another shape could only
+# fail in the database (longer than the column) after the request was accepted.
+SKU = r"^[A-Z0-9][A-Z0-9-]{1,31}$"
+Sku = Annotated[str, Field(pattern=SKU)]
+SkuPath = Annotated[str, Path(pattern=SKU)]
+
+
 class Line(BaseModel):
-    sku: str = Field(min_length=1, max_length=32)
+    sku: Sku
     qty: int = Field(gt=0, le=1000)
 
 
 class ReservationIn(BaseModel):
-    order_id: str = Field(min_length=1, max_length=64)
+    # Copied into the Location header and the path of the later calls: checked before anything
+    # is reserved, so an id that cannot be put in a header can never leave stock held.
+    order_id: ResourceId
     items: list[Line] = Field(min_length=1, max_length=50)
 
 
@@ -78,7 +96,7 @@ class Reservation(BaseModel):
 
 
 class StockLevel(BaseModel):
-    on_hand: int = Field(ge=0)
+    on_hand: Count
 
 
 class InventoryService(ShopService):
@@ -146,7 +164,7 @@ async def list_stock(svc: Svc) -> list[Stock]:
 
 
 @router.get("/stock/{sku}")
-async def get_stock(sku: str, svc: Svc) -> Stock:
+async def get_stock(sku: SkuPath, svc: Svc) -> Stock:
     async with svc.db.sessions() as session:
         row = (await session.execute(select(stock).where(stock.c.sku == sku))).first()
     if row is None:
@@ -154,8 +172,8 @@ async def get_stock(sku: str, svc: Svc) -> Stock:
     return _stock(row)
 
 
-@router.put("/stock/{sku}")
-async def set_stock(sku: str, body: StockLevel, svc: Svc, _admin: Admin) -> Stock:
+@router.put("/stock/{sku}", responses=problem_responses(409))
+async def set_stock(sku: SkuPath, body: StockLevel, svc: Svc, _admin: Admin) -> Stock:
     async with svc.transaction() as session:
         row = (await session.execute(select(stock).where(stock.c.sku == sku).with_for_update())).first()
         if row is None:
@@ -171,7 +189,7 @@ async def set_stock(sku: str, body: StockLevel, svc: Svc, _admin: Admin) -> Stoc
     return Stock(sku=sku, on_hand=body.on_hand, reserved=row.reserved, available=body.on_hand - row.reserved)
 
 
-@router.post("/reservations", status_code=201)
+@router.post("/reservations", status_code=201, responses={**REPLAYED, **problem_responses(409)})
 async def reserve(body: ReservationIn, svc: Svc, _caller: Service, response: Response) -> Reservation:
     wanted: dict[str, int] = {}
     for line in body.items:
@@ -222,12 +240,12 @@ async def reserve(body: ReservationIn, svc: Svc, _caller: Service, response: Res
                 order_id=body.order_id, status="held", items=items, created_at=now, updated_at=now
             )
         )
-    response.headers["Location"] = f"/reservations/{body.order_id}"
+    response.headers["Location"] = location("reservations", body.order_id)
     return Reservation(order_id=body.order_id, status="held", items=[Line(**i) for i in items])
 
 
 @router.get("/reservations/{order_id}")
-async def get_reservation(order_id: str, svc: Svc, _caller: Staff) -> Reservation:
+async def get_reservation(order_id: ResourceIdPath, svc: Svc, _caller: Staff) -> Reservation:
     async with svc.db.sessions() as session:
         found = await _find(session, order_id)
     if found is None:
@@ -235,8 +253,8 @@ async def get_reservation(order_id: str, svc: Svc, _caller: Staff) -> Reservatio
     return found
 
 
-@router.post("/reservations/{order_id}/commit")
-async def commit(order_id: str, svc: Svc, _caller: Service) -> Reservation:
+@router.post("/reservations/{order_id}/commit", responses=problem_responses(409))
+async def commit(order_id: ResourceIdPath, svc: Svc, _caller: Service) -> Reservation:
     """The order is confirmed: the held units leave the warehouse."""
     async with svc.transaction() as session:
         found = await _find(session, order_id, lock=True)
@@ -253,8 +271,8 @@ async def commit(order_id: str, svc: Svc, _caller: Service) -> Reservation:
     return found.model_copy(update={"status": "committed"})
 
 
-@router.delete("/reservations/{order_id}")
-async def release(order_id: str, svc: Svc, _caller: Service) -> Reservation:
+@router.delete("/reservations/{order_id}", responses=problem_responses(409))
+async def release(order_id: ResourceIdPath, svc: Svc, _caller: Service) -> Reservation:
     """Compensation: give held stock back. Idempotent, and safe before the reservation exists."""
     async with svc.transaction() as session:
         found = await _find(session, order_id, lock=True)

@@ -28,6 +28,7 @@ from edgeway.observability.logs import setup_logging
 from edgeway.security.errors import JwksUnavailable, TokenError
 from edgeway.security.verify import Claims, JwksClient, TokenVerifier, bearer_token
 from edgeway.service.http import HeadOnlyHttpTools
+from edgeway.service.problems import install_problem_handlers
 
 metadata = MetaData()
 reviews = Table(
@@ -143,6 +144,8 @@ def create_app(settings: ShopSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="legacy shop", lifespan=lifespan)
     app.state.legacy = legacy
+    # Not a kit service, but its errors (404, validation, an unexpected 500) read like theirs.
+    install_problem_handlers(app, last_resort=True)
     if legacy.settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=legacy.settings.cors_origins, allow_headers=["Authorization"]

@@ -31,7 +31,16 @@ from edgeway.demo.shop.common.guards import sees_everything
 from edgeway.demo.shop.common.runtime import ShopService, service_of
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.demo.shop.notifications.maildir import Maildir
-from edgeway.service import Caller, Identity, Problem
+from edgeway.service import (
+    Caller,
+    Identity,
+    Problem,
+    ResourceIdPath,
+    SingleLine,
+    is_single_line,
+    location,
+    problem_responses,
+)
 
 log = logging.getLogger("shop.notifications")
 
@@ -70,7 +79,8 @@ class NotificationsSettings(ShopSettings):
 
 class BulkEmail(BaseModel):
     count: int = Field(10, ge=1, le=100, description="how many e-mails to send")
-    subject: str = Field("Hello from the edgeway shop", min_length=1, max_length=200)
+    # A header: CR/LF (or any control character) would fail every e-mail after the 202.
+    subject: SingleLine = Field("Hello from the edgeway shop", min_length=1, max_length=200)
     body: str = Field("This is one of the e-mails you asked for.", max_length=10_000)
 
 
@@ -252,14 +262,14 @@ def _job(row: Any) -> Job:
 
 def _email_of(caller: Identity) -> str:
     email = caller.claims.get("email")
-    if not isinstance(email, str) or "@" not in email:
+    if not isinstance(email, str) or "@" not in email or len(email) > 320 or not is_single_line(email):
         raise Problem(
             422, "your account has no e-mail address", type="https://shop.edgeway.example/problems/no-email"
         )
     return email
 
 
-@router.post("/jobs/emails", status_code=202)
+@router.post("/jobs/emails", status_code=202, responses=problem_responses(422))
 async def bulk_emails(body: BulkEmail, svc: Svc, caller: Caller, response: Response) -> Job:
     """Start sending ``count`` e-mails to the caller; progress goes to topic ``jobs/<id>``."""
     now = time.time()
@@ -285,14 +295,14 @@ async def bulk_emails(body: BulkEmail, svc: Svc, caller: Caller, response: Respo
             ),
         )
     svc.start_job(job_id)
-    response.headers["Location"] = f"/jobs/{job_id}"
+    response.headers["Location"] = location("jobs", job_id)
     return Job(
         id=job_id, owner=caller.subject, total=body.count, done=0, status="queued", topic=f"jobs/{job_id}"
     )
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: str, svc: Svc, caller: Caller) -> Job:
+async def get_job(job_id: ResourceIdPath, svc: Svc, caller: Caller) -> Job:
     async with svc.db.sessions() as session:
         row = (await session.execute(select(jobs).where(jobs.c.id == job_id))).first()
     if row is None or (row.owner != caller.subject and not sees_everything(caller)):

@@ -14,13 +14,13 @@ import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     Float,
-    Integer,
     MetaData,
     String,
     Table,
@@ -40,7 +40,19 @@ from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.demo.shop.orders.saga import Line, OrderData, build_saga
 from edgeway.resilience.breaker import BreakerPolicy
 from edgeway.saga import OrchestratorConfig, SagaNotFoundError, SagaOrchestrator, SagaState
-from edgeway.service import Caller, Identity, Problem
+from edgeway.service import (
+    REPLAYED,
+    Caller,
+    IdempotencyKey,
+    Identity,
+    Problem,
+    ResourceIdPath,
+    check_replay,
+    is_single_line,
+    location,
+    money_total,
+    problem_responses,
+)
 
 metadata = MetaData()
 orders = Table(
@@ -50,7 +62,7 @@ orders = Table(
     Column("customer", String(200), nullable=False, index=True),
     Column("email", String(320), nullable=True),
     Column("status", String(16), nullable=False),
-    Column("total_cents", Integer, nullable=False),
+    Column("total_cents", BigInteger, nullable=False),
     Column("items", JSON, nullable=False),
     Column("reason", Text, nullable=True),
     Column("idempotency_key", String(200), nullable=True),
@@ -74,7 +86,7 @@ class OrdersSettings(ShopSettings):
 
 
 class LineIn(BaseModel):
-    sku: str = Field(min_length=1, max_length=32)
+    sku: str = Field(pattern=r"^[A-Z0-9][A-Z0-9-]{1,31}$")
     qty: int = Field(gt=0, le=100)
 
 
@@ -208,15 +220,18 @@ async def _visible(svc: OrdersService, order_id: str, caller: Identity) -> Any:
     return row
 
 
-@router.post("/orders", status_code=202)
+@router.post("/orders", status_code=202, responses={**REPLAYED, **problem_responses(409)})
 async def place_order(
     body: OrderIn,
     svc: Svc,
     caller: Caller,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Order:
     """Place an order; ``202`` with the order (status ``pending``) while its saga runs."""
+    quantities: dict[str, int] = {}
+    for line in body.items:
+        quantities[line.sku] = quantities.get(line.sku, 0) + line.qty
     if idempotency_key is not None:
         async with svc.db.sessions() as session:
             earlier = (
@@ -227,11 +242,11 @@ async def place_order(
                 )
             ).first()
         if earlier is not None:
+            # The first order's lines, as this request's would be (quantities summed by SKU).
+            ordered = {str(i["sku"]): int(i["qty"]) for i in earlier.items}
+            check_replay(idempotency_key, ordered, quantities, detail=f"order {earlier.id}")
             response.status_code = 200
             return _order(earlier)
-    quantities: dict[str, int] = {}
-    for line in body.items:
-        quantities[line.sku] = quantities.get(line.sku, 0) + line.qty
     async with svc.db.sessions() as session:
         rows = (await session.execute(select(svc.catalog).where(svc.catalog.c.sku.in_(quantities)))).all()
     prices = {r.sku: r for r in rows}
@@ -244,14 +259,16 @@ async def place_order(
         {"sku": sku, "name": prices[sku].name, "qty": qty, "price_cents": prices[sku].price_cents}
         for sku, qty in quantities.items()
     ]
-    total = sum(int(line["price_cents"]) * int(line["qty"]) for line in lines)
+    # Refused here, before anything is stored: a total no column or payment can hold would
+    # otherwise fail the order at the insert (or later, at payments).
+    total = money_total(int(line["price_cents"]) * int(line["qty"]) for line in lines)
     now = time.time()
     order_id = f"ord_{uuid.uuid4().hex[:16]}"
-    email = caller.claims.get("email")
+    email = _email(caller.claims.get("email"))
     row = {
         "id": order_id,
         "customer": caller.subject,
-        "email": email if isinstance(email, str) else None,
+        "email": email,
         "status": "pending",
         "total_cents": total,
         "items": lines,
@@ -276,8 +293,16 @@ async def place_order(
             409, "an order with this Idempotency-Key is being placed", type=PROBLEMS + "duplicate"
         ) from exc
     svc.orchestrator.wake()
-    response.headers["Location"] = f"/orders/{order_id}"
+    response.headers["Location"] = location("orders", order_id)
     return _order(_Row(row))
+
+
+def _email(value: object) -> str | None:
+    """The address order e-mails go to; one that could not be put in a header is not used
+    (rather than failing the notification after the order was placed)."""
+    if not isinstance(value, str) or "@" not in value or len(value) > 320 or not is_single_line(value):
+        return None
+    return value
 
 
 class _Row:
@@ -309,12 +334,12 @@ async def list_orders(
 
 
 @router.get("/orders/{order_id}")
-async def get_order(order_id: str, svc: Svc, caller: Caller) -> Order:
+async def get_order(order_id: ResourceIdPath, svc: Svc, caller: Caller) -> Order:
     return _order(await _visible(svc, order_id, caller))
 
 
 @router.get("/orders/{order_id}/saga")
-async def get_order_saga(order_id: str, svc: Svc, caller: Caller) -> SagaState:
+async def get_order_saga(order_id: ResourceIdPath, svc: Svc, caller: Caller) -> SagaState:
     """The order's saga: each step's status, attempts, result and error."""
     await _visible(svc, order_id, caller)
     try:

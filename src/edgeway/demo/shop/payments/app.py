@@ -19,16 +19,28 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select, update
+from sqlalchemy import BigInteger, Column, Float, MetaData, String, Table, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from edgeway.demo.shop.common.guards import require_any_role, sees_everything
 from edgeway.demo.shop.common.runtime import ShopService, service_of
 from edgeway.demo.shop.common.settings import ShopSettings
-from edgeway.service import Caller, Identity, Problem
+from edgeway.service import (
+    REPLAYED,
+    Caller,
+    IdempotencyKey,
+    Identity,
+    Money,
+    Problem,
+    ResourceId,
+    ResourceIdPath,
+    check_replay,
+    location,
+    problem_responses,
+)
 
 metadata = MetaData()
 payments = Table(
@@ -38,7 +50,7 @@ payments = Table(
     Column("order_id", String(64), nullable=False, unique=True),
     Column("idempotency_key", String(200), nullable=False, unique=True),
     Column("customer", String(200), nullable=False),
-    Column("amount_cents", Integer, nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),
     Column("status", String(16), nullable=False),  # captured | declined | refunded
     Column("reason", String(300), nullable=True),
     Column("created_at", Float, nullable=False),
@@ -51,9 +63,10 @@ PaymentStatus = Literal["captured", "declined", "refunded"]
 
 
 class Charge(BaseModel):
-    order_id: str = Field(min_length=1, max_length=64)
+    # Copied into the Location header after the charge is captured: checked before it is.
+    order_id: ResourceId
     customer: str = Field(min_length=1, max_length=200)
-    amount_cents: int = Field(gt=0)
+    amount_cents: Annotated[Money, Field(gt=0)]
 
 
 class Payment(BaseModel):
@@ -119,24 +132,24 @@ async def _by(
     return _payment(row) if row is not None else None
 
 
-@router.post("/payments", status_code=201)
+@router.post("/payments", status_code=201, responses={**REPLAYED, **problem_responses(402)})
 async def charge(
     body: Charge,
     svc: Svc,
     caller: Service,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Payment:
     key = idempotency_key or f"order:{body.order_id}"
     async with svc.db.sessions() as session:
         earlier = await _by(session, key=key) or await _by(session, order_id=body.order_id)
     if earlier is not None:
-        if (earlier.order_id, earlier.amount_cents) != (body.order_id, body.amount_cents):
-            raise Problem(
-                422,
-                f"Idempotency-Key {key!r} was used for another charge (order {earlier.order_id})",
-                type=PROBLEMS + "idempotency-key-reused",
-            )
+        check_replay(
+            key,
+            (earlier.order_id, earlier.amount_cents),
+            (body.order_id, body.amount_cents),
+            detail=f"a charge of order {earlier.order_id}",
+        )
         response.status_code = 200
         return _answer(earlier)
     declined = svc.declines(body.customer, caller.roles)
@@ -164,12 +177,12 @@ async def charge(
             raise
         response.status_code = 200
         return _answer(winner)
-    response.headers["Location"] = f"/payments/{body.order_id}"
+    response.headers["Location"] = location("payments", body.order_id)
     return _answer(payment)
 
 
 @router.post("/payments/{order_id}/refund")
-async def refund(order_id: str, svc: Svc, _caller: Service) -> Payment | dict[str, str]:
+async def refund(order_id: ResourceIdPath, svc: Svc, _caller: Service) -> Payment | dict[str, str]:
     """Compensation: refund a captured payment; anything else is already as good as refunded."""
     async with svc.transaction() as session:
         found = await _by(session, order_id=order_id)
@@ -186,7 +199,7 @@ async def refund(order_id: str, svc: Svc, _caller: Service) -> Payment | dict[st
 
 
 @router.get("/payments/{order_id}")
-async def get_payment(order_id: str, svc: Svc, caller: Caller) -> Payment:
+async def get_payment(order_id: ResourceIdPath, svc: Svc, caller: Caller) -> Payment:
     async with svc.db.sessions() as session:
         row = (await session.execute(select(payments).where(payments.c.order_id == order_id))).first()
     if row is None or (

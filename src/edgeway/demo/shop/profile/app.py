@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import JSON, Boolean, Column, Float, Integer, MetaData, String, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,7 +23,7 @@ from edgeway.demo.shop.common.guards import require_any_role
 from edgeway.demo.shop.common.runtime import ShopService, service_of
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.security.events import UserChanged, UserDeleted
-from edgeway.service import Caller, Identity, Problem
+from edgeway.service import Caller, Identity, Problem, problem_responses
 
 metadata = MetaData()
 users_copy = Table(
@@ -44,6 +44,9 @@ preferences = Table(
     Column("language", String(16), nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+
+USERNAME = r"^[A-Za-z0-9._@:+-]{1,200}$"  # the security service's user names
 
 
 class Preferences(BaseModel):
@@ -122,7 +125,7 @@ async def _profile(svc: ProfileService, username: str) -> Profile:
     return Profile(**_user(row).model_dump(), preferences=chosen)
 
 
-@router.get("/profile/me")
+@router.get("/profile/me", responses=problem_responses(404))
 async def me(svc: Svc, caller: Caller) -> Profile:
     return await _profile(svc, caller.subject)
 
@@ -138,7 +141,7 @@ async def set_preferences(body: Preferences, svc: Svc, caller: Caller) -> Prefer
     return body
 
 
-@router.get("/account/profile")
+@router.get("/account/profile", responses=problem_responses(404))
 async def account_profile(svc: Svc, caller: Caller) -> Profile:
     """The account page, new implementation (the strangler route's target)."""
     return await _profile(svc, caller.subject)
@@ -152,7 +155,7 @@ async def list_users(svc: Svc, _staff: Staff) -> list[User]:
 
 
 @router.get("/users/{username}")
-async def get_user(username: str, svc: Svc, _staff: Staff) -> User:
+async def get_user(username: Annotated[str, Path(pattern=USERNAME)], svc: Svc, _staff: Staff) -> User:
     async with svc.db.sessions() as session:
         row = (await session.execute(select(users_copy).where(users_copy.c.username == username))).first()
     if row is None:
