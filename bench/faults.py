@@ -15,7 +15,7 @@ the :mod:`bench.fault_load` client holding steady keep-alive load while the faul
   [500]`` within a 20 % retry budget. Reported: upstream requests per client request (the retry
   amplification), the success rate, and the same with the budget at 100 % for comparison.
 - **reload**: 50 config changes (a response header set to the generation) applied one after
-  another through the admin API (``edgeway.gateway.reload.request_reload``) under load;
+  another through the admin API (``edgeway.gateway.process.reload.request_reload``) under load;
   ``reload_failed`` counts failed requests, and the last change must be in effect. Skipped,
   with ``reload_failed`` null, in an edgeway without live reload.
 
@@ -50,7 +50,7 @@ from bench.harness import ManagedProcess, free_port, machine, python_module, rai
 from bench.legs import say
 from bench.report import Target, print_targets, targets_dict
 
-RELOAD_MODULE = "edgeway.gateway.reload"
+RELOAD_MODULE = "edgeway.gateway.process.reload"
 # Seconds a process may take to listen: generous, a gateway worker on a loaded 2-core machine
 # has been seen to need more than the harness's default 15 s.
 START_TIMEOUT_S = 30.0
@@ -137,7 +137,7 @@ async def set_mode(port: int, mode: str, *, reset: bool = False) -> None:
 
 async def scrape(admin: int) -> dict[str, float]:
     """The gateway's resilience counters from /metrics, as ``name{labels}`` → value."""
-    from edgeway.gateway.admin_auth import find_token
+    from edgeway.gateway.process.admin_auth import find_token
 
     # The token the gateway generated for its loopback admin API (or EDGEWAY_ADMIN_TOKEN).
     _, _, body = await fetch(admin, "/metrics", find_token(admin))
@@ -369,7 +369,7 @@ async def reload_scenario(
     """``reloads`` config changes applied through the admin API under load; failed requests."""
     if importlib.util.find_spec(RELOAD_MODULE) is None:
         return {"skipped": f"{RELOAD_MODULE} is not available (live reload is not built in this edgeway)"}
-    from edgeway.gateway.reload import ReloadRefused, request_reload
+    from edgeway.gateway.process.reload import ReloadRefused, request_reload
 
     port, gport, admin = free_port(), free_port(), free_port()
     cfg = gateway_config(gport, admin, [port], retry={"attempts": 2}, breaker={})

@@ -17,7 +17,7 @@ import yaml
 
 from bench.harness import ManagedProcess, python_env
 
-GATEWAY_MODULE = "edgeway.gateway.cli"
+GATEWAY_MODULE = "edgeway.gateway.process.cli"
 
 
 def unavailable_reason() -> str | None:

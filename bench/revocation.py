@@ -143,7 +143,7 @@ async def _measure(
 async def _push_up(admins: list[str], within: float = 20.0) -> None:
     """Wait until every gateway reports its revocation push up (the service's relay may still be
     connecting; the gateways subscribe at start)."""
-    from edgeway.gateway.admin_auth import find_token
+    from edgeway.gateway.process.admin_auth import find_token
 
     deadline = time.monotonic() + within
     async with httpx.AsyncClient() as http:

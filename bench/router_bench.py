@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 
 from edgeway.gateway.config import validate_config
-from edgeway.gateway.paths import normalize_path
-from edgeway.gateway.router import Router
+from edgeway.gateway.core.paths import normalize_path
+from edgeway.gateway.core.router import Router
 
 
 def build_router(route_count: int = 200) -> Router:

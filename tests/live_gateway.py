@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from conftest import free_ports
-from edgeway.gateway.admin_auth import find_token
 from edgeway.gateway.config import load_config
-from edgeway.gateway.serve import GatewayServer
+from edgeway.gateway.process.admin_auth import find_token
+from edgeway.gateway.process.serve import GatewayServer
 from edgeway.http.exchange import Exchange
 from edgeway.http.limits import ServerLimits
 from edgeway.http.listener import Listener, bind_socket

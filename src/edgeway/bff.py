@@ -11,17 +11,17 @@ endpoints")::
         return {"name": profile["name"]}
 """
 
-from edgeway.gateway.endpoints.clients import (
+from edgeway.gateway.actions.endpoints.clients import (
     ServiceCallError,
     ServiceClient,
     ServiceResponse,
     Services,
     ServiceStatusError,
 )
-from edgeway.gateway.endpoints.registry import endpoint
-from edgeway.gateway.endpoints.request import Request, Response
-from edgeway.gateway.errors import Rejection
-from edgeway.gateway.pipeline import Identity
+from edgeway.gateway.actions.endpoints.registry import endpoint
+from edgeway.gateway.actions.endpoints.request import Request, Response
+from edgeway.gateway.core.errors import Rejection
+from edgeway.gateway.core.pipeline import Identity
 
 __all__ = [
     "Identity",

@@ -19,8 +19,8 @@ import typer
 
 # (command name, module holding `app`, help). Order is the order `edgeway --help` shows.
 _SUBCOMMANDS: list[tuple[str, str, str]] = [
-    ("gateway", "edgeway.gateway.cli", "Run an API gateway or BFF from a config file."),
-    ("config", "edgeway.gateway.config_cli", "Check gateway config files; print the JSON Schema."),
+    ("gateway", "edgeway.gateway.process.cli", "Run an API gateway or BFF from a config file."),
+    ("config", "edgeway.gateway.process.config_cli", "Check gateway config files; print the JSON Schema."),
     ("security", "edgeway.security.cli", "Run and manage the security service."),
     ("bus", "edgeway.bus.cli", "Event bus tools: embedded NATS, dead letters."),
     ("saga", "edgeway.saga.cli", "List, inspect and retry sagas in a service's database."),

@@ -133,7 +133,7 @@ async def test_the_gateways_revocation_push_subscribes_through_a_list_with_a_dea
     cluster: str,
 ) -> None:
     from edgeway.gateway.config.security_schema import RevocationBus
-    from edgeway.gateway.revocation_push import PushState, RevocationPush
+    from edgeway.gateway.filters.auth.revocation_push import PushState, RevocationPush
     from edgeway.security.revocation import RevocationFeed, RevocationList, TokenRevokedEvent
 
     prefix = "u" + uuid.uuid4().hex[:8]
@@ -158,8 +158,8 @@ async def test_the_gateways_revocation_push_subscribes_through_a_list_with_a_dea
 
 
 async def test_the_push_source_follows_the_bus_through_a_list_with_a_dead_server(cluster: str) -> None:
+    from edgeway.gateway.actions.push.bus_source import BusSource
     from edgeway.gateway.config.compose_schema import PushBusSource
-    from edgeway.gateway.push.bus_source import BusSource
 
     prefix = "u" + uuid.uuid4().hex[:8]
     config = PushBusSource.model_validate(

@@ -13,13 +13,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-import edgeway.gateway.runtime as runtime
+import edgeway.gateway.core.runtime as runtime
 from conftest import require
-from edgeway.gateway.access_log import AccessLog
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.config.schema import Route
-from edgeway.gateway.pipeline import GatewayEnv, Handler, Identity, RequestContext
-from edgeway.gateway.runtime import Gateway
+from edgeway.gateway.core.access_log import AccessLog
+from edgeway.gateway.core.pipeline import GatewayEnv, Handler, Identity, RequestContext
+from edgeway.gateway.core.runtime import Gateway
 from edgeway.http.listener import Listener, bind_socket
 from gateway.gateway_helpers import read_request
 

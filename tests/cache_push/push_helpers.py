@@ -7,9 +7,9 @@ from typing import Any
 
 from cache_push_helpers import RunningGateway
 
-from edgeway.gateway.pipeline import Identity
-from edgeway.gateway.push import LocalSource, PushMessage
-from edgeway.gateway.push.hub import PushHub
+from edgeway.gateway.actions.push import LocalSource, PushMessage
+from edgeway.gateway.actions.push.hub import PushHub
+from edgeway.gateway.core.pipeline import Identity
 
 TOPICS = [
     {"pattern": "news", "allow": "anyone"},

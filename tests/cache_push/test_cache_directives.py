@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from edgeway.gateway.cache.directives import MAX_DELTA, parse_cache_control
-from edgeway.gateway.cache.keys import normalize_query
-from edgeway.gateway.cache.policy import StorePolicy
-from edgeway.gateway.cache.store import Entry
+from edgeway.gateway.filters.cache.directives import MAX_DELTA, parse_cache_control
+from edgeway.gateway.filters.cache.keys import normalize_query
+from edgeway.gateway.filters.cache.policy import StorePolicy
+from edgeway.gateway.filters.cache.store import Entry
 
 CASES: list[tuple[list[str], dict[str, Any]]] = [
     ([""], {}),

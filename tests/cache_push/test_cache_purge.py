@@ -14,10 +14,10 @@ import pytest
 import redis.asyncio as aioredis
 from cache_push_helpers import Reply, RunningGateway, http, own_redis_prefix, running_backend, running_gateway
 
-from edgeway.gateway.admin import AdminHandler
-from edgeway.gateway.admin_auth import AdminGuard
-from edgeway.gateway.cache.purge import PurgeRequestError, PurgeSelector
-from edgeway.gateway.cache.shared import ResponseCache
+from edgeway.gateway.filters.cache.purge import PurgeRequestError, PurgeSelector
+from edgeway.gateway.filters.cache.shared import ResponseCache
+from edgeway.gateway.process.admin import AdminHandler
+from edgeway.gateway.process.admin_auth import AdminGuard
 from edgeway.http.listener import Listener, bind_socket
 
 HEX = b"0f" * 20

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from edgeway.gateway.config import ConfigError, load_config, validate_config
-from edgeway.gateway.errors import GatewayError
-from edgeway.gateway.runtime import Gateway
+from edgeway.gateway.core.errors import GatewayError
+from edgeway.gateway.core.runtime import Gateway
 
 
 def issues_of(data: dict[str, Any]) -> list[tuple[str, str]]:
@@ -139,7 +139,7 @@ def test_the_examples_in_the_cache_and_push_guides_are_valid() -> None:
 def test_gateways_without_cache_or_push_do_not_load_their_libraries() -> None:
     """redis-py, the broker clients and wsproto cost worker start time: only users pay it."""
     code = (
-        "import sys; import edgeway.gateway.runtime; "
+        "import sys; import edgeway.gateway.core.runtime; "
         "print(sorted(m for m in ('redis', 'nats', 'aio_pika', 'wsproto') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

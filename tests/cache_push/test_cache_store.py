@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 from cache_push_helpers import Reply, http, own_redis_prefix, running_backend, running_gateway
 
 from conftest import free_port
-from edgeway.gateway.cache.redis_store import RedisStore
-from edgeway.gateway.cache.store import ENTRY_OVERHEAD, Entry, MemoryStore
+from edgeway.gateway.filters.cache.redis_store import RedisStore
+from edgeway.gateway.filters.cache.store import ENTRY_OVERHEAD, Entry, MemoryStore
 
 
 def entry(body: bytes, ttl: float = 60.0, now: float | None = None) -> Entry:

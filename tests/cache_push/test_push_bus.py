@@ -205,7 +205,7 @@ async def test_events_on_rabbitmq_reach_websocket_clients(rabbit_prefix: str) ->
 
 
 async def test_an_unreachable_broker_fails_the_gateway_start_clearly() -> None:
-    from edgeway.gateway.errors import GatewayError
+    from edgeway.gateway.core.errors import GatewayError
 
     dead = {"transport": "nats", "url": f"nats://127.0.0.1:{free_port()}", "connect_timeout": "1s"}
     cfg = gateway_cfg("http://127.0.0.1:9", dead)

@@ -9,14 +9,14 @@ import pytest
 from cache_push_helpers import running_gateway
 from push_helpers import LOCAL, hub, push_cfg
 
+from edgeway.gateway.actions.push.authorise import RuleAuthoriser, compile_rules
+from edgeway.gateway.actions.push.hub import PushHub
+from edgeway.gateway.actions.push.messages import PushMessage
+from edgeway.gateway.actions.push.session import Channel, Ending, Refusal, Session
 from edgeway.gateway.config.compose_schema import PushAction, PushSettings, PushTopicRule
 from edgeway.gateway.config.topics import TopicPatternError, parse_topic_pattern, parse_topic_template
-from edgeway.gateway.errors import GatewayError
-from edgeway.gateway.pipeline import Identity
-from edgeway.gateway.push.authorise import RuleAuthoriser, compile_rules
-from edgeway.gateway.push.hub import PushHub
-from edgeway.gateway.push.messages import PushMessage
-from edgeway.gateway.push.session import Channel, Ending, Refusal, Session
+from edgeway.gateway.core.errors import GatewayError
+from edgeway.gateway.core.pipeline import Identity
 from edgeway.observability.metrics import Metrics
 
 

@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import Ping, TextMessage
 
-from edgeway.gateway.push.messages import PushMessage, text_frame
+from edgeway.gateway.actions.push.messages import PushMessage, text_frame
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeway.gateway.aggregate.values import MISSING, as_text, lookup
+from edgeway.gateway.actions.aggregate.values import MISSING, as_text, lookup
 from edgeway.gateway.config.templates import STAR, TemplateError, parse_steps, parse_template
 
 

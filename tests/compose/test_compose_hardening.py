@@ -18,9 +18,9 @@ import orjson
 import pytest
 from compose_helpers import JsonService, Reply, aggregate_config, gateway, request, services
 
-from edgeway.gateway import json_input
 from edgeway.gateway.config import ConfigError, validate_config
-from edgeway.gateway.json_input import MAX_DEPTH, TooDeep
+from edgeway.gateway.core import json_input
+from edgeway.gateway.core.json_input import MAX_DEPTH, TooDeep
 from edgeway.http.outgoing import UnsafeRequest, check_request, request_target
 from gateway.gateway_helpers import read_request
 

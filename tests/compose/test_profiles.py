@@ -19,10 +19,10 @@ from compose_helpers import JsonService, Reply, Seen, request, services
 from typer.testing import CliRunner
 
 from conftest import free_ports
-from edgeway.gateway.access_log import AccessLog
 from edgeway.gateway.config import GatewayConfig, load_config
-from edgeway.gateway.config_cli import app as config_cli
-from edgeway.gateway.runtime import Gateway
+from edgeway.gateway.core.access_log import AccessLog
+from edgeway.gateway.core.runtime import Gateway
+from edgeway.gateway.process.config_cli import app as config_cli
 from edgeway.http.listener import Listener, bind_socket
 
 ROOT = Path(__file__).resolve().parents[2]

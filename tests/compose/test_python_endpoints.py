@@ -14,8 +14,8 @@ import orjson
 import pytest
 from compose_helpers import JsonService, Reply, Seen, gateway, request, services
 
+from edgeway.gateway.actions.endpoints.registry import EndpointRegistrationError, endpoint
 from edgeway.gateway.config import ConfigError, validate_config
-from edgeway.gateway.endpoints.registry import EndpointRegistrationError, endpoint
 
 
 def write_module(tmp_path: Path, source: str) -> tuple[str, str]:
@@ -208,7 +208,7 @@ async def test_failures_become_problems_with_the_right_status(
             [{"match": {"path": f"/{n}"}, "endpoint": {"name": f"{n}_{u}"}} for n in names],
             svc,
         )
-        caplog.set_level(logging.ERROR, "edgeway.gateway.endpoints")
+        caplog.set_level(logging.ERROR, "edgeway.gateway.actions.endpoints")
         async with gateway(cfg) as (port, log):
             answers = {
                 n: await request(
@@ -318,7 +318,7 @@ def test_registration_refuses_sync_functions_and_taken_names() -> None:
 
 
 def test_the_bare_decorator_uses_the_function_name() -> None:
-    from edgeway.gateway.endpoints.registry import registered
+    from edgeway.gateway.actions.endpoints.registry import registered
 
     async def bare_decorated_endpoint_for_test(req: Any) -> None:
         return None

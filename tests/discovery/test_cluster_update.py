@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from edgeway.gateway.upstreams import Cluster, ClusterChange, make_cluster
+from edgeway.gateway.upstream.clusters import Cluster, ClusterChange, make_cluster
 from edgeway.http.limits import PoolLimits, UpstreamTimeouts
 
 

@@ -18,7 +18,7 @@ from dns_server import DnsServer, dns_server
 
 from conftest import require
 from edgeway.discovery import Instance, Registry
-from edgeway.gateway.serve import GatewayServer
+from edgeway.gateway.process.serve import GatewayServer
 from live_gateway import (
     Backend,
     Client,
@@ -285,7 +285,7 @@ async def test_consul_catalog_changes_reach_the_gateway(tmp_path: Path) -> None:
 
 
 async def test_a_discovered_cluster_survives_a_reload_and_keeps_following(tmp_path: Path) -> None:
-    from edgeway.gateway.reload import request_reload
+    from edgeway.gateway.process.reload import request_reload
 
     port, admin = ports()
     cfg = tmp_path / "gw.yaml"

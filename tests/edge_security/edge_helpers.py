@@ -19,10 +19,10 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port
-from edgeway.gateway.admin import AdminHandler
-from edgeway.gateway.admin_auth import AdminGuard
 from edgeway.gateway.config import validate_config
-from edgeway.gateway.runtime import Gateway
+from edgeway.gateway.core.runtime import Gateway
+from edgeway.gateway.process.admin import AdminHandler
+from edgeway.gateway.process.admin_auth import AdminGuard
 from edgeway.http.listener import Listener, bind_socket
 from edgeway.security.keys import KeyRing
 from edgeway.security.service import SecuritySettings, create_security_app

@@ -271,9 +271,9 @@ async def test_a_repeated_token_is_verified_once() -> None:
     ring = KeyRing.generate()
     token = issuer_for(ring).issue("alice").token
     async with recording_backend() as (port, _), jwks_server(ring) as jwks:
-        from edgeway.gateway.access_log import AccessLog
-        from edgeway.gateway.runtime import Gateway
-        from edgeway.gateway.token_auth import EdgeAuth
+        from edgeway.gateway.core.access_log import AccessLog
+        from edgeway.gateway.core.runtime import Gateway
+        from edgeway.gateway.filters.auth.tokens import EdgeAuth
 
         gw = Gateway(
             validate_config(

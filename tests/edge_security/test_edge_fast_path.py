@@ -18,7 +18,7 @@ from edge_helpers import (
 )
 
 from conftest import spies_on_engine
-from edgeway.gateway.proxy_fast import FastProxy
+from edgeway.gateway.actions.proxy_fast import FastProxy
 from edgeway.security.keys import KeyRing
 
 

@@ -22,8 +22,8 @@ from edge_helpers import (
 
 from conftest import free_port, pipe, require
 from edgeway.gateway.config.security_schema import RateLimitStore
-from edgeway.gateway.ratelimit_redis import RedisBuckets
-from edgeway.gateway.ratelimit_store import MemoryBuckets, refill
+from edgeway.gateway.filters.ratelimit.redis_store import RedisBuckets
+from edgeway.gateway.filters.ratelimit.store import MemoryBuckets, refill
 from edgeway.security.keys import KeyRing
 
 
@@ -172,7 +172,7 @@ async def test_redis_down_fails_open_by_default_and_says_so(caplog: pytest.LogCa
     async with recording_backend() as (port, seen):
         store = redis_store("x:", redis_url=dead, timeout="100ms")
         cfg = edge_config(port, limited({"rate": 1, "per": "1m"}), rate_limits=store)
-        with caplog.at_level(logging.WARNING, "edgeway.gateway.ratelimit"):
+        with caplog.at_level(logging.WARNING, "edgeway.gateway.filters.ratelimit.filter"):
             async with gateway(cfg) as (gw, _):
                 statuses = [(await request(gw, "GET", "/api/x"))[0] for _ in range(3)]
     assert statuses == [200, 200, 200]

@@ -191,7 +191,7 @@ async def test_a_token_revoked_at_the_service_is_refused_by_every_gateway_withou
 async def test_a_gateway_started_while_the_broker_is_down_serves_polls_and_takes_the_push_later(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="edgeway.gateway.auth")
+    caplog.set_level(logging.INFO, logger="edgeway.gateway.filters.auth.filter")
     server = EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats")  # not started yet
     prefix = "rvdown"
     async with recording_backend() as (port, _), security_service(tmp_path) as service:

@@ -19,8 +19,8 @@ from edge_helpers import (
 )
 
 from edgeway.gateway.config import ConfigError, validate_config
-from edgeway.gateway.forwarding import FORWARDING_HEADERS, Forwarding
-from edgeway.gateway.identity_headers import HeaderScrubber
+from edgeway.gateway.filters.auth.identity_headers import HeaderScrubber
+from edgeway.gateway.upstream.forwarding import FORWARDING_HEADERS, Forwarding
 from edgeway.security.keys import KeyRing
 
 # What a client can claim about itself; a service reading any of these must not believe it.

@@ -8,9 +8,9 @@ import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from edgeway.gateway.access_log import AccessLog
 from edgeway.gateway.config import validate_config
-from edgeway.gateway.runtime import Gateway
+from edgeway.gateway.core.access_log import AccessLog
+from edgeway.gateway.core.runtime import Gateway
 from edgeway.http.listener import Listener, bind_socket
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

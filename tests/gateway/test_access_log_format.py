@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeway.gateway.access_log import AccessLog
+from edgeway.gateway.core.access_log import AccessLog
 from edgeway.http.body import buffered_body
 from edgeway.http.exchange import Exchange
 from edgeway.http.limits import ServerLimits

@@ -6,7 +6,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from edgeway.gateway.config.reference import render_reference
-from edgeway.gateway.config_cli import app
+from edgeway.gateway.process.config_cli import app
 
 runner = CliRunner()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from edgeway.gateway.config import ConfigError, load_config
-from edgeway.gateway.errors import ConfigIssue
+from edgeway.gateway.core.errors import ConfigIssue
 
 SERVICES = """\
 services:

@@ -13,9 +13,9 @@ import pytest
 from gateway_helpers import RawHandler, backend, config, gateway, read_request
 
 from conftest import spies_on_engine
+from edgeway.gateway.actions.proxy_fast import ProxyFlight
 from edgeway.gateway.config import validate_config
-from edgeway.gateway.proxy_fast import ProxyFlight
-from edgeway.gateway.runtime import Gateway
+from edgeway.gateway.core.runtime import Gateway
 
 Respond = Callable[[asyncio.StreamWriter, bytes, dict[bytes, bytes], int], Awaitable[bool]]
 

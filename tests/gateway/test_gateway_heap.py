@@ -8,7 +8,7 @@ import sys
 PROBE = """
 import asyncio, gc, socket
 from edgeway.gateway.config import validate_config
-from edgeway.gateway.serve import run
+from edgeway.gateway.process.serve import run
 
 with socket.socket() as s:
     s.bind(("127.0.0.1", 0))

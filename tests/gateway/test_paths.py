@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgeway.gateway.errors import PathError
-from edgeway.gateway.paths import normalize_path, split_target
+from edgeway.gateway.core.errors import PathError
+from edgeway.gateway.core.paths import normalize_path, split_target
 
 
 @pytest.mark.parametrize(

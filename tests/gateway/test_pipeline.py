@@ -9,13 +9,13 @@ import orjson
 import pytest
 from gateway_helpers import backend, config, gateway, read_request
 
-import edgeway.gateway.runtime as runtime
+import edgeway.gateway.core.runtime as runtime
 from conftest import raw_http
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.config.schema import Route
-from edgeway.gateway.errors import GatewayError, Rejection
-from edgeway.gateway.pipeline import GatewayEnv, Handler, RequestContext, assemble
-from edgeway.gateway.runtime import Gateway
+from edgeway.gateway.core.errors import GatewayError, Rejection
+from edgeway.gateway.core.pipeline import GatewayEnv, Handler, RequestContext, assemble
+from edgeway.gateway.core.runtime import Gateway
 
 
 def _route() -> Route:

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from edgeway.gateway.config import validate_config
-from edgeway.gateway.router import Router, rewrite_path
+from edgeway.gateway.core.router import Router, rewrite_path
 
 
 def make_router(*routes: dict[str, Any], case_sensitive: bool = True) -> Router:

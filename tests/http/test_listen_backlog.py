@@ -18,7 +18,7 @@ import uvloop
 from engine_helpers import echo
 
 from edgeway.gateway.config import validate_config
-from edgeway.gateway.serve import GatewayServer
+from edgeway.gateway.process.serve import GatewayServer
 from edgeway.http.limits import ServerLimits
 from edgeway.http.listener import BACKLOG, Listener, bind_socket
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from edgeway.gateway.admin_auth import TOKEN_ENV, find_token, token_path
 from edgeway.gateway.config import ConfigError, validate_config
-from edgeway.gateway.reload import ReloadRefused, request_reload
-from edgeway.gateway.serve import GatewayServer
+from edgeway.gateway.process.admin_auth import TOKEN_ENV, find_token, token_path
+from edgeway.gateway.process.reload import ReloadRefused, request_reload
+from edgeway.gateway.process.serve import GatewayServer
 from live_gateway import backends, gateway_config, ports, route, service, serving, write
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeway.gateway.reload import ReloadRefused, request_reload
+from edgeway.gateway.process.reload import ReloadRefused, request_reload
 from live_gateway import (
     Client,
     admin_once,
@@ -123,7 +123,7 @@ async def test_an_invalid_config_is_refused_and_the_running_one_kept(
                 )
             )
             with (
-                caplog.at_level(logging.ERROR, logger="edgeway.gateway.reload"),
+                caplog.at_level(logging.ERROR, logger="edgeway.gateway.process.reload"),
                 pytest.raises(ReloadRefused) as refused,
             ):
                 await request_reload("127.0.0.1", admin)
@@ -237,7 +237,7 @@ async def test_requests_still_running_after_the_drain_timeout_finish(tmp_path: P
 
 async def test_reload_without_a_file_is_a_conflict(tmp_path: Path) -> None:
     from edgeway.gateway.config import validate_config
-    from edgeway.gateway.serve import GatewayServer
+    from edgeway.gateway.process.serve import GatewayServer
 
     port, admin = ports()
     async with backends("a") as be:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from edgeway.gateway.reload import request_reload
+from edgeway.gateway.process.reload import request_reload
 from live_gateway import admin_once, backends, gateway_config, once, ports, route, service, write
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edgeway.gateway.reload import request_reload
+from edgeway.gateway.process.reload import request_reload
 from live_gateway import Client, backends, gateway_config, once, ports, route, service, serving, write
 
 RELOADS = 50

@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway"))
 
 from gateway_helpers import RawHandler, backend, read_request
 
-from edgeway.gateway.access_log import AccessLog
 from edgeway.gateway.config import validate_config
-from edgeway.gateway.runtime import Gateway
+from edgeway.gateway.core.access_log import AccessLog
+from edgeway.gateway.core.runtime import Gateway
 from edgeway.http.listener import Listener, bind_socket
 
 __all__ = ["Reply", "Seen", "answering", "backend", "config", "get", "read_request", "running"]

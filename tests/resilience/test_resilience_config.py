@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgeway.gateway.config import ConfigError, load_config, validate_config
-from edgeway.gateway.resilient import guard_policy
+from edgeway.gateway.upstream.resilient import guard_policy
 
 
 def service_config(**service: object) -> dict[str, object]:

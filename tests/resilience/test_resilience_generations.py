@@ -9,9 +9,9 @@ from typing import Any
 from resilience_helpers import config, get, running
 
 from conftest import free_port, free_ports
-from edgeway.gateway.access_log import AccessLog
 from edgeway.gateway.config import validate_config
-from edgeway.gateway.runtime import Gateway
+from edgeway.gateway.core.access_log import AccessLog
+from edgeway.gateway.core.runtime import Gateway
 
 BREAKER = {"instance": {"consecutive_failures": 1, "open_for": "60s"}, "service": None}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgeway.bus.embedded import EmbeddedNats
-from edgeway.gateway.admin_auth import TOKEN_ENV
+from edgeway.gateway.process.admin_auth import TOKEN_ENV
 
 __all__ = [
     "DEFAULT_PORTS",

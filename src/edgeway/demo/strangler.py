@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from edgeway.gateway.admin_auth import TOKEN_ENV
+from edgeway.gateway.process.admin_auth import TOKEN_ENV
 from edgeway.observability.logs import setup_logging
 from edgeway.service import ConfigStore, Flags
 

@@ -6,7 +6,7 @@ listing every problem with file, line, column and key path.
 
 from edgeway.gateway.config.loader import load_config, validate_config
 from edgeway.gateway.config.schema import GatewayConfig, ProxyAction, Route, Service
-from edgeway.gateway.errors import ConfigError, ConfigIssue
+from edgeway.gateway.core.errors import ConfigError, ConfigIssue
 
 __all__ = [
     "ConfigError",

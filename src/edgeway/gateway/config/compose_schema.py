@@ -23,7 +23,7 @@ from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.templates import Ref, Steps, Template, TemplateError, parse_steps, parse_template
 from edgeway.gateway.config.topics import TopicPatternError, parse_topic_pattern, parse_topic_template
 from edgeway.gateway.config.units import ByteSize, Duration
-from edgeway.gateway.forwarding import FORWARDING_HEADERS
+from edgeway.gateway.upstream.forwarding import FORWARDING_HEADERS
 
 if TYPE_CHECKING:
     from edgeway.gateway.config.patterns import PathPattern
@@ -54,7 +54,7 @@ _GATEWAY_OWNED = frozenset(
         "x-request-id",
         "traceparent",
     }
-) | frozenset(name.decode() for name in FORWARDING_HEADERS)  # by edgeway.gateway.forwarding's rule
+) | frozenset(name.decode() for name in FORWARDING_HEADERS)  # by edgeway.gateway.upstream.forwarding's rule
 
 
 def _forwardable(value: list[str] | None) -> list[str] | None:
@@ -751,7 +751,7 @@ def check_python_endpoints(
             for index, _ in uses
         ]
     # Imported here: the registry is part of the running gateway, which imports this schema.
-    from edgeway.gateway.endpoints.registry import load_modules
+    from edgeway.gateway.actions.endpoints.registry import load_modules
 
     found, problems = load_modules(python.modules, python.paths)
     if any(loc[:2] == ("python", "modules") for loc, _ in problems):

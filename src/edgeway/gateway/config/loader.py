@@ -28,7 +28,7 @@ from edgeway.gateway.config.schema import (
     cross_check_routes,
 )
 from edgeway.gateway.config.yaml_source import Node, parse_yaml
-from edgeway.gateway.errors import ConfigError, ConfigIssue
+from edgeway.gateway.core.errors import ConfigError, ConfigIssue
 
 _CONCATENATED_LISTS: frozenset[Loc] = frozenset({("routes",)})
 

@@ -8,7 +8,7 @@ A path pattern is one of three kinds:
                                    ``/catalog``, ``/catalog/`` and ``/catalog/a/b`` all match.
                                    Segments before ``**`` may be parameters (``/t/{tenant}/**``).
 
-Patterns are compared with *normalised* request paths (see ``edgeway.gateway.paths``), so a
+Patterns are compared with *normalised* request paths (see ``edgeway.gateway.core.paths``), so a
 pattern that a normalised path can never equal (``//``, dot segments, a percent-escape of an
 unreserved character) is an error here rather than a route that silently never matches.
 

@@ -17,7 +17,7 @@ braces). A reference names where its value comes from, then an optional dotted p
     {batch}                   the values of a ``batch`` call
 
 Parsing happens once, at config load; the running gateway compiles the parsed forms into
-closures (see :mod:`edgeway.gateway.aggregate.plan`).
+closures (see :mod:`edgeway.gateway.actions.aggregate.plan`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import yaml
 
 from edgeway.gateway.config.interpolation import interpolate, needs_interpolation
 from edgeway.gateway.config.keypath import Loc, format_loc
-from edgeway.gateway.errors import ConfigIssue
+from edgeway.gateway.core.errors import ConfigIssue
 
 
 @dataclass(slots=True)
