@@ -9,7 +9,7 @@ One run, legs in sequence, each target one worker in front of the same backend:
     aiohttp     wrk -> aiohttp client+server proxy -> backend
 
 The headline compares edgeway with access logging on against nginx with it off, so the ratio is
-conservative; ``details.ratios`` has the logged-nginx ratio too. Targets (issue 2): edgeway >=
+conservative; ``details.ratios`` has the logged-nginx ratio too. Targets: edgeway >=
 0.55x nginx and >= 2x aiohttp at 32 connections; p99 within 1 ms of nginx's; RSS <= 80 MB holding
 1,000 idle keep-alive client connections.
 """

@@ -51,7 +51,7 @@ def ensure_bench_importable() -> Path:
     return root
 
 
-def load(name: str, issue: str) -> ModuleType:
+def load(name: str) -> ModuleType:
     """Import ``bench.<name>``, or exit with a message saying what is missing."""
     try:
         ensure_bench_importable()
@@ -62,10 +62,10 @@ def load(name: str, issue: str) -> ModuleType:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
-            _fail(f"the `{name}` benchmark is not written yet: {module_name} comes with {issue}.")
+            _fail(f"there is no `{name}` benchmark: {module_name} is not in the harness.")
         raise
     if not callable(getattr(module, "run", None)):
-        _fail(f"{module_name} has no run() function yet ({issue} is still in progress).")
+        _fail(f"{module_name} has no run() function.")
     return module
 
 
@@ -100,8 +100,8 @@ Repetitions = Annotated[
 ]
 
 
-def _run_bench(name: str, issue: str, **kwargs: Any) -> None:
-    module = load(name, issue)
+def _run_bench(name: str, **kwargs: Any) -> None:
+    module = load(name)
     harness_errors = importlib.import_module("bench.errors")
     try:
         result = module.run(**kwargs)
@@ -125,7 +125,6 @@ def proxy(
     legs = [part.strip() for part in only.split(",") if part.strip()] if only else None
     _run_bench(
         "proxy",
-        "issue 2",
         json=json,
         duration=duration,
         connections=_parse_connections(connections),
@@ -151,7 +150,6 @@ def slow(
     legs = [part.strip() for part in only.split(",") if part.strip()] if only else None
     _run_bench(
         "slow",
-        "issue 13",
         json=json,
         duration=duration,
         connections=_parse_connections(connections),
@@ -178,7 +176,6 @@ def aggregate(
     """An endpoint merging three delayed backends vs the same composition in aiohttp."""
     _run_bench(
         "aggregate",
-        "issue 3 (aggregation)",
         json=json,
         duration=duration,
         connections=_parse_connections(connections),
@@ -197,7 +194,6 @@ def auth(
     """The proxy benchmark with a JWT-protected route vs the same route unprotected."""
     _run_bench(
         "auth",
-        "issue 4 (security at the gateway)",
         json=json,
         duration=duration,
         connections=_parse_connections(connections),
@@ -216,7 +212,6 @@ def revocation(
     """Revoke -> 401 at two gateways: pushed over the bus vs polled from the feed."""
     _run_bench(
         "revocation",
-        "issue 4 (security at the gateway)",
         json=json,
         tokens=tokens,
         poll_interval=poll_interval,
@@ -230,7 +225,7 @@ def push(
     messages: Annotated[int, typer.Option(min=1, help="Messages published on the bus.")] = 2000,
 ) -> None:
     """Push fan-out: NATS -> a gateway push route -> many WebSocket clients (deliveries/s)."""
-    _run_bench("push_fanout", "issue 3 (push to clients)", json=json, clients=clients, messages=messages)
+    _run_bench("push_fanout", json=json, clients=clients, messages=messages)
 
 
 @app.command()
@@ -245,7 +240,6 @@ def bus(
     """End-to-end events/s through outbox and idempotent consumer vs raw nats-py."""
     _run_bench(
         "bus",
-        "issue 5 (the event bus)",
         json=json,
         events=events,
         repetitions=repetitions,
@@ -264,7 +258,6 @@ def shop(
     """The reference shop: the same screens Direct, through the API gateway and through the BFFs."""
     _run_bench(
         "shop",
-        "issue 7 (the reference shop)",
         json=json,
         loads=loads,
         concurrency=concurrency,
@@ -281,7 +274,7 @@ def faults(
     ] = 1.0,
 ) -> None:
     """Gateway under faults: an instance killed, hanging, failing half its requests; live reloads."""
-    _run_bench("faults", "issue 6 (resilience)", json=json, scale=scale)
+    _run_bench("faults", json=json, scale=scale)
 
 
 @app.command("bus-faults")
@@ -291,4 +284,4 @@ def bus_faults(
     small: Annotated[int, typer.Option(min=100, help="Events in the consumer and relay kills.")] = 10_000,
 ) -> None:
     """Broker and consumer faults while events flow: nothing lost, nothing applied twice."""
-    _run_bench("bus_faults", "issue 5 (the event bus)", json=json, events=events, small=small)
+    _run_bench("bus_faults", json=json, events=events, small=small)

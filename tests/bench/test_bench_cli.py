@@ -33,11 +33,11 @@ def test_a_missing_harness_is_reported_with_what_to_do(
         bench_cli.repo_root()
 
 
-def test_a_benchmark_not_written_yet_exits_2_naming_the_issue(capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unknown_benchmark_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(typer.Exit) as info:
-        bench_cli.load("no_such_benchmark", "issue 99")
+        bench_cli.load("no_such_benchmark")
     assert info.value.exit_code == 2
-    assert "not written yet" in capsys.readouterr().err
+    assert "there is no `no_such_benchmark` benchmark" in capsys.readouterr().err
 
 
 def test_connections_must_be_positive_integers() -> None:

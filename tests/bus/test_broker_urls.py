@@ -132,7 +132,7 @@ def test_the_dlq_cli_takes_a_list_with_a_dead_server(cluster: str) -> None:
 async def test_the_gateways_revocation_push_subscribes_through_a_list_with_a_dead_server(
     cluster: str,
 ) -> None:
-    from edgeway.gateway.config.security_schema import RevocationBus
+    from edgeway.gateway.filters.auth.config import RevocationBus
     from edgeway.gateway.filters.auth.revocation_push import PushState, RevocationPush
     from edgeway.security.revocation import RevocationFeed, RevocationList, TokenRevokedEvent
 
@@ -159,7 +159,7 @@ async def test_the_gateways_revocation_push_subscribes_through_a_list_with_a_dea
 
 async def test_the_push_source_follows_the_bus_through_a_list_with_a_dead_server(cluster: str) -> None:
     from edgeway.gateway.actions.push.bus_source import BusSource
-    from edgeway.gateway.config.compose_schema import PushBusSource
+    from edgeway.gateway.actions.push.config import PushBusSource
 
     prefix = "u" + uuid.uuid4().hex[:8]
     config = PushBusSource.model_validate(
@@ -196,9 +196,9 @@ async def test_the_push_source_follows_the_bus_through_a_list_with_a_dead_server
 def test_gateway_config_checks_broker_settings_with_the_same_parser() -> None:
     from pydantic import ValidationError
 
-    from edgeway.gateway.config.compose_schema import PushBusSource
-    from edgeway.gateway.config.resilience_schema import NatsKvRule
-    from edgeway.gateway.config.security_schema import RevocationBus
+    from edgeway.gateway.actions.push.config import PushBusSource
+    from edgeway.gateway.filters.auth.config import RevocationBus
+    from edgeway.gateway.upstream.config import NatsKvRule
 
     assert RevocationBus(url="nats://a:4222,nats://b:4222").url == "nats://a:4222,nats://b:4222"
     assert NatsKvRule(url="nats://a:4222, nats://b:4222", service="orders").service == "orders"

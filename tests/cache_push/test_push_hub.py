@@ -10,11 +10,11 @@ from cache_push_helpers import running_gateway
 from push_helpers import LOCAL, hub, push_cfg
 
 from edgeway.gateway.actions.push.authorise import RuleAuthoriser, compile_rules
+from edgeway.gateway.actions.push.config import PushAction, PushSettings, PushTopicRule
 from edgeway.gateway.actions.push.hub import PushHub
 from edgeway.gateway.actions.push.messages import PushMessage
 from edgeway.gateway.actions.push.session import Channel, Ending, Refusal, Session
-from edgeway.gateway.config.compose_schema import PushAction, PushSettings, PushTopicRule
-from edgeway.gateway.config.topics import TopicPatternError, parse_topic_pattern, parse_topic_template
+from edgeway.gateway.actions.push.topics import TopicPatternError, parse_topic_pattern, parse_topic_template
 from edgeway.gateway.core.errors import GatewayError
 from edgeway.gateway.core.pipeline import Identity
 from edgeway.observability.metrics import Metrics

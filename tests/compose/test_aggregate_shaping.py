@@ -11,8 +11,8 @@ import pytest
 from edgeway.gateway.actions.aggregate.merge import compile_merge, deep_merge
 from edgeway.gateway.actions.aggregate.plan import compile_plan
 from edgeway.gateway.actions.aggregate.shaping import ShapeError, compile_shaper
+from edgeway.gateway.actions.aggregate.templates import parse_steps
 from edgeway.gateway.config import validate_config
-from edgeway.gateway.config.templates import parse_steps
 from edgeway.gateway.core.runtime import make_clusters
 
 ORDER = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from edgeway.gateway.actions.aggregate.templates import STAR, TemplateError, parse_steps, parse_template
 from edgeway.gateway.actions.aggregate.values import MISSING, as_text, lookup
-from edgeway.gateway.config.templates import STAR, TemplateError, parse_steps, parse_template
 
 
 def test_dotted_paths_parse_keys_positions_and_wildcards() -> None:

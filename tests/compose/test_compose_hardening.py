@@ -1,4 +1,4 @@
-"""Composition hardening (issue 13): what a service's answer, a client's input or an endpoint's
+"""Composition hardening: what a service's answer, a client's input or an endpoint's
 own code can put into an aggregate or a Python endpoint must never crash the answer, smuggle a
 request, or overwrite what the gateway states.
 
@@ -47,7 +47,7 @@ def endpoint_config(
     }
 
 
-# -- item 16: a service's error body is data, never keyword arguments ----------------------------
+# -- a service's error body is data, never keyword arguments ---------------------------------------
 
 # Every name the gateway's own problem members, parameters or keywords use.
 HOSTILE_PROBLEM = {
@@ -111,7 +111,7 @@ async def test_an_endpoints_raise_for_status_passes_a_hostile_error_body_as_data
     assert body["status"] == 404
 
 
-# -- item 20: the top-level `_meta` is the gateway's -------------------------------------------
+# -- the top-level `_meta` is the gateway's --------------------------------------------------------
 
 
 async def test_a_services_own_meta_never_reaches_the_client_as_the_gateways() -> None:
@@ -150,7 +150,7 @@ async def test_a_services_own_meta_never_reaches_the_client_as_the_gateways() ->
     assert nested.json() == {"a": {"a": 1, "_meta": forged}}  # under a group it is the service's data
 
 
-# -- item 11: the endpoint deadline keeps the answers already in --------------------------------
+# -- the endpoint deadline keeps the answers already in --------------------------------------------
 
 
 @pytest.mark.parametrize("guarded", [False, True], ids=["direct", "guarded"])
@@ -185,7 +185,7 @@ async def test_the_deadline_keeps_answers_that_arrived_whatever_their_order(guar
     assert body["_meta"]["errors"]["slow"]["code"] == "deadline"
 
 
-# -- item 17: max_response_bytes refuses, never truncates ---------------------------------------
+# -- max_response_bytes refuses, never truncates ---------------------------------------------------
 
 
 class RawService:
@@ -301,7 +301,7 @@ async def test_an_endpoint_call_past_the_size_limit_is_refused_as_too_large(tmp_
     assert answer.json()["code"] == "too_large"
 
 
-# -- item 18: one JSON depth limit, enforced when reading ---------------------------------------
+# -- one JSON depth limit, enforced when reading ---------------------------------------------------
 
 
 def nested(depth: int) -> bytes:
@@ -381,7 +381,7 @@ async def test_a_deep_client_body_is_a_400_not_a_500(tmp_path: Path) -> None:
     assert f"nested deeper than {MAX_DEPTH} levels" in echoed.json()["detail"]
 
 
-# -- item 7: nothing built from values can smuggle a request --------------------------------------
+# -- nothing built from values can smuggle a request -----------------------------------------------
 
 SMUGGLE = "x HTTP/1.1\r\nhost: a\r\n\r\nGET /admin HTTP/1.1\r\nx-smuggled: 1\r\nx:"
 

@@ -21,7 +21,7 @@ from edge_helpers import (
 )
 
 from conftest import free_port, pipe, require
-from edgeway.gateway.config.security_schema import RateLimitStore
+from edgeway.gateway.filters.ratelimit.config import RateLimitStore
 from edgeway.gateway.filters.ratelimit.redis_store import RedisBuckets
 from edgeway.gateway.filters.ratelimit.store import MemoryBuckets, refill
 from edgeway.security.keys import KeyRing

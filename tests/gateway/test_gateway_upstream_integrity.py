@@ -61,7 +61,7 @@ async def get(port: int, path: bytes = b"/api/x", method: bytes = b"GET", extra:
     )
 
 
-# --------------------------------------------------------------------------- item 3: framing
+# --------------------------------------------------------------------------- framing
 
 
 def serving(answers: list[bytes], seen: list[int]) -> Any:
@@ -165,7 +165,7 @@ async def test_bytes_on_an_idle_pooled_connection_close_it() -> None:
     assert seen == [1, 2]
 
 
-# --------------------------------------------------------------------------- item 4: upgrades
+# --------------------------------------------------------------------------- upgrades
 
 
 def upgrading(seen: list[dict[bytes, bytes]], answer: bytes | None = None) -> Any:
@@ -337,7 +337,7 @@ async def test_connection_upgrade_without_an_upgrade_header_is_a_plain_request()
     assert b"upgrade" not in seen[0]
 
 
-# --------------------------------------------------------------------------- item 2: pool slots
+# --------------------------------------------------------------------------- pool slots
 
 
 async def test_websocket_sessions_do_not_use_up_the_pool() -> None:

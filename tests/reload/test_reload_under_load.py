@@ -1,4 +1,4 @@
-"""The fault test of issue 6: reload the config 50 times under load, zero failed requests."""
+"""The reload fault test: reload the config 50 times under load, zero failed requests."""
 
 from __future__ import annotations
 

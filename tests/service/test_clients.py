@@ -183,7 +183,7 @@ async def test_unknown_service_names_the_sources_tried() -> None:
 async def test_a_request_the_wire_cannot_carry_is_refused_before_sending_and_a_path_value_is_encoded() -> (
     None
 ):
-    # Issue 13 item 7: what code puts into a request line or header is checked like client
+    # What code puts into a request line or header is checked like client
     # input. A bad header is the caller's mistake: refused at once, never a peer failure that
     # trips the breaker or is retried; a space or CR/LF in the path is percent-encoded.
     from starlette.routing import Route as _Route

@@ -5,8 +5,8 @@ Schemathesis generates requests from each service's own document — valid ones 
 5xx, a status the operation declares, the content type and body schema it declares for that
 status (``application/problem+json`` for every error). The number of examples per operation is
 small and the generation derandomized, so the run is quick and the same every time; the
-boundary values that found the 500s of issue 13 (integers past 64 bits, ids that cannot go into
-a header, nulls in PATCH bodies) are among the first a schema-driven generator tries.
+boundary values that once found 500s here (integers past 64 bits, ids that cannot go into a
+header, nulls in PATCH bodies) are among the first a schema-driven generator tries.
 
 The shop services trust the gateway's identity headers here (the caller is an admin, support and
 service at once, so the checks reach the bodies); the security service gets an admin token.

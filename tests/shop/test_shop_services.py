@@ -319,7 +319,7 @@ async def _delete_rabbit(prefix: str) -> None:
         await connection.close()
 
 
-# -- bad input is a problem before anything is done (issue 13, item 22) ----------------------------
+# -- bad input is a problem before anything is done -------------------------------------------------
 
 HUGE = 2**64
 

@@ -1,6 +1,6 @@
-"""The base every gateway config model builds on, shared by the per-capability schema modules
-(``security_schema``, ``compose_schema``, ``resilience_schema``) so they need not import the
-top-level schema (which imports them)."""
+"""The base every gateway config model builds on, shared by the config modules each filter and
+action keeps next to its code (``filters/auth/config.py``, ``actions/push/config.py``...), so
+they need not import the assembly (:mod:`.schema`, which imports them)."""
 
 from __future__ import annotations
 

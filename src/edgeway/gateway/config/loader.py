@@ -19,15 +19,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from edgeway.gateway.config.base import LocatedProblemsError
 from edgeway.gateway.config.keypath import Loc, format_loc
-from edgeway.gateway.config.schema import (
-    GatewayConfig,
-    LocatedProblemsError,
-    RouteFacts,
-    RouteIdentity,
-    cross_check_routes,
-)
+from edgeway.gateway.config.schema import GatewayConfig, RouteFacts, cross_check_routes
 from edgeway.gateway.config.yaml_source import Node, parse_yaml
+from edgeway.gateway.core.config import RouteIdentity
 from edgeway.gateway.core.errors import ConfigError, ConfigIssue
 
 _CONCATENATED_LISTS: frozenset[Loc] = frozenset({("routes",)})

@@ -27,8 +27,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgeway.gateway.actions.proxy_config import ProxyAction
 from edgeway.gateway.config.patterns import PathPattern, PatternKind, RewriteTemplate
-from edgeway.gateway.config.schema import GatewayConfig, ProxyAction, Route
+from edgeway.gateway.config.schema import GatewayConfig, Route
 
 _HOST_CACHE_SIZE = 1024
 

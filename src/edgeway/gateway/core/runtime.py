@@ -16,11 +16,11 @@ import asyncio
 from collections.abc import Awaitable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-from edgeway.gateway.actions.aggregate import build_aggregate
-from edgeway.gateway.actions.endpoints import build_endpoint
+from edgeway.gateway.actions.aggregate.action import build_aggregate
+from edgeway.gateway.actions.endpoints.action import build_endpoint
 from edgeway.gateway.actions.proxy import build_proxy
 from edgeway.gateway.actions.proxy_fast import FastProxy, build_fast_proxy
-from edgeway.gateway.actions.push import build_push
+from edgeway.gateway.actions.push.action import build_push
 from edgeway.gateway.config.schema import GatewayConfig
 from edgeway.gateway.core.access_log import AccessLog
 from edgeway.gateway.core.errors import PathError, Rejection
@@ -36,7 +36,7 @@ from edgeway.gateway.core.pipeline import (
 )
 from edgeway.gateway.core.router import RouteMatch, Router
 from edgeway.gateway.filters.auth.filter import build_auth
-from edgeway.gateway.filters.cache import build_cache
+from edgeway.gateway.filters.cache.build import build_cache
 from edgeway.gateway.filters.concurrency import build_concurrency
 from edgeway.gateway.filters.cors import build_cors, preflight_match
 from edgeway.gateway.filters.ratelimit.filter import build_rate_limit

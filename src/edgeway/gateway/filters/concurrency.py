@@ -1,4 +1,4 @@
-"""Load shedding: a bound on concurrent requests per route (issue 6).
+"""Load shedding: a bound on concurrent requests per route.
 
 Over ``concurrency.max_concurrent`` requests in flight on the route, a request waits in a small
 bounded queue (``queue``, at most ``max_wait``) or is refused at once with 503 and

@@ -24,9 +24,9 @@ import re
 from typing import TYPE_CHECKING
 
 from edgeway.gateway.config.schema import GatewayConfig, Route
-from edgeway.gateway.config.security_schema import CorsRule
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.core.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.filters.cors_config import CorsRule
 from edgeway.http.exchange import Exchange, Headers
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Final
 from edgeway.gateway.core.errors import ConfigError, ConfigIssue
 
 if TYPE_CHECKING:
-    from edgeway.gateway.config.schema import AdminListen
+    from edgeway.gateway.process.config import AdminListen
     from edgeway.http.exchange import Exchange
 
 TOKEN_ENV: Final = "EDGEWAY_ADMIN_TOKEN"

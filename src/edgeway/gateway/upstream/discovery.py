@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from edgeway.discovery.source import InstanceSource, reraise_cancellation, retry_delay
-from edgeway.gateway.config.resilience_schema import ConsulRule, DnsRule, NatsKvRule
 from edgeway.gateway.config.schema import GatewayConfig
 from edgeway.gateway.core.pipeline import GatewayEnv
 from edgeway.gateway.upstream.clusters import Cluster
+from edgeway.gateway.upstream.config import ConsulRule, DnsRule, NatsKvRule
 
 if TYPE_CHECKING:
     import httpx

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edgeway.gateway.config.schema import Service
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.core.pipeline import GatewayEnv
 from edgeway.gateway.filters.concurrency import admit
 from edgeway.gateway.upstream.clusters import Cluster, ClusterChange, Endpoint
+from edgeway.gateway.upstream.config import Service
 from edgeway.http.body import BodyStream
 from edgeway.http.errors import (
     InstanceDown,

@@ -34,11 +34,11 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from edgeway.gateway.config.compose_schema import BASE_FORWARD_HEADERS
-from edgeway.gateway.config.security_schema import GatewayAuth
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.core.pipeline import RequestContext
+from edgeway.gateway.filters.auth.config import GatewayAuth
 from edgeway.gateway.upstream.clusters import Cluster, Endpoint
+from edgeway.gateway.upstream.config import BASE_FORWARD_HEADERS
 from edgeway.gateway.upstream.forwarding import Forwarding
 from edgeway.gateway.upstream.resilient import (
     NoInstance,

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from edgeway.gateway.actions.aggregate.checks import META_KEY
 from edgeway.gateway.actions.aggregate.plan import Plan
-from edgeway.gateway.config.aggregate_checks import META_KEY
 
 Merge = Callable[[Mapping[str, Any]], dict[str, Any]]
 

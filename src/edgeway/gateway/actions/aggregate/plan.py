@@ -16,10 +16,10 @@ from urllib.parse import parse_qs, quote
 
 import orjson
 
+from edgeway.gateway.actions.aggregate.checks import effective_group
 from edgeway.gateway.actions.aggregate.shaping import Shaper, compile_shaper
+from edgeway.gateway.actions.aggregate.templates import Ref, Template, format_steps, parse_template
 from edgeway.gateway.actions.aggregate.values import MISSING, as_text, lookup
-from edgeway.gateway.config.aggregate_checks import effective_group
-from edgeway.gateway.config.templates import Ref, Template, format_steps, parse_template
 from edgeway.gateway.core import json_input
 from edgeway.gateway.core.json_input import TooDeep
 from edgeway.gateway.core.pipeline import RequestContext
@@ -32,8 +32,8 @@ from edgeway.resilience.deadline import DEADLINE_HEADER
 from edgeway.resilience.guard import ServiceGuard
 
 if TYPE_CHECKING:
-    from edgeway.gateway.config.compose_schema import AggregateAction, AggregateCall
-    from edgeway.gateway.config.security_schema import GatewayAuth
+    from edgeway.gateway.actions.aggregate.config import AggregateAction, AggregateCall
+    from edgeway.gateway.filters.auth.config import GatewayAuth
 
 # Sources that come from the client's request: a value missing there is the client's mistake.
 CLIENT_SOURCES = frozenset({"path", "query", "header", "body", "identity"})

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from edgeway.gateway.actions.aggregate.templates import Steps, format_steps
 from edgeway.gateway.actions.aggregate.values import MISSING, lookup
-from edgeway.gateway.config.templates import Steps, format_steps
 
 Shaper = Callable[[Any], Any]
 # A path tree: key -> subtree, or True for "this whole value".

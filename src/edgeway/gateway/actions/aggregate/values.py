@@ -7,7 +7,7 @@ from typing import Any, Final
 
 import orjson
 
-from edgeway.gateway.config.templates import Star, Steps
+from edgeway.gateway.actions.aggregate.templates import Star, Steps
 
 
 class _Missing:

@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, cast
 
+from edgeway.gateway.actions.push.config import PushTopicRule
 from edgeway.gateway.actions.push.messages import PushMessage
 from edgeway.gateway.actions.push.sources import import_object
-from edgeway.gateway.config.compose_schema import PushTopicRule
-from edgeway.gateway.config.topics import TopicPattern, parse_topic_pattern
+from edgeway.gateway.actions.push.topics import TopicPattern, parse_topic_pattern
 from edgeway.gateway.core.errors import GatewayError
 from edgeway.gateway.core.pipeline import Identity
 

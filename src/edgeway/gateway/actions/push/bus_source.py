@@ -35,9 +35,9 @@ from edgeway.bus.nats import envelope_from
 from edgeway.bus.nats.transport import NatsTransport
 from edgeway.bus.rabbit.transport import RabbitTransport
 from edgeway.bus.urls import safe_url
+from edgeway.gateway.actions.push.config import PushBusSource
 from edgeway.gateway.actions.push.sources import PushSink
-from edgeway.gateway.config.compose_schema import PushBusSource
-from edgeway.gateway.config.topics import TopicTemplate, parse_topic_template
+from edgeway.gateway.actions.push.topics import TopicTemplate, parse_topic_template
 from edgeway.gateway.core.errors import GatewayError
 
 log = logging.getLogger("edgeway.gateway.actions.push")

@@ -24,10 +24,10 @@ from typing import Any, Protocol
 import orjson
 
 from edgeway.bus.events import new_event_id
+from edgeway.gateway.actions.push.config import PushSettings
 from edgeway.gateway.actions.push.messages import PushMessage
 from edgeway.gateway.actions.push.sources import PushSource, load_source
-from edgeway.gateway.config.compose_schema import PushSettings
-from edgeway.gateway.config.topics import valid_topic
+from edgeway.gateway.actions.push.topics import valid_topic
 from edgeway.observability.metrics import Metrics
 
 log = logging.getLogger("edgeway.gateway.actions.push")

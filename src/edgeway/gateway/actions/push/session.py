@@ -28,10 +28,10 @@ from collections import deque
 from dataclasses import dataclass
 
 from edgeway.gateway.actions.push.authorise import TopicRule, compile_rules, find_rule
+from edgeway.gateway.actions.push.config import PushAction
 from edgeway.gateway.actions.push.hub import PushHub
 from edgeway.gateway.actions.push.messages import PushMessage
-from edgeway.gateway.config.compose_schema import PushAction
-from edgeway.gateway.config.topics import MAX_TOPIC_LENGTH, valid_topic
+from edgeway.gateway.actions.push.topics import MAX_TOPIC_LENGTH, valid_topic
 from edgeway.gateway.core.pipeline import Identity
 
 

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from edgeway.gateway.config.schema import Route
-from edgeway.gateway.config.security_schema import (
+from edgeway.gateway.core.errors import Rejection
+from edgeway.gateway.core.pipeline import Gate, GatewayEnv, Handler, RequestContext
+from edgeway.gateway.filters.auth.config import (
     TEMPLATE_PARAM,
     ClaimCondition,
     GatewayAuth,
@@ -30,8 +32,6 @@ from edgeway.gateway.config.security_schema import (
     as_name_match,
     template_params,
 )
-from edgeway.gateway.core.errors import Rejection
-from edgeway.gateway.core.pipeline import Gate, GatewayEnv, Handler, RequestContext
 from edgeway.gateway.filters.auth.identity_headers import HeaderScrubber
 
 if TYPE_CHECKING:

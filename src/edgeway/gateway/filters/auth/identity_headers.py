@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from edgeway.gateway.config.security_schema import GatewayAuth
+from edgeway.gateway.filters.auth.config import GatewayAuth
 from edgeway.http.exchange import Headers
 
 _FORBIDDEN_IN_VALUE = frozenset(b"\r\n\x00")

@@ -40,7 +40,7 @@ from typing import Any
 from edgeway.bus.brokers import safe_url, transport_for
 from edgeway.bus.bus import EventBus
 from edgeway.discovery.source import reraise_cancellation, retry_delay
-from edgeway.gateway.config.security_schema import RevocationBus
+from edgeway.gateway.filters.auth.config import RevocationBus
 from edgeway.security.revocation import RevocationFeed, RevocationSubscriber
 
 log = logging.getLogger("edgeway.gateway.filters.auth.filter")

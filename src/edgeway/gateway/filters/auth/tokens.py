@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from edgeway.gateway.config.security_schema import GatewayAuth
 from edgeway.gateway.core.pipeline import Identity
+from edgeway.gateway.filters.auth.config import GatewayAuth
 from edgeway.gateway.filters.auth.identity_headers import IdentityEncoder
 from edgeway.gateway.filters.auth.metrics import AuthMetrics
 from edgeway.http.exchange import Headers

@@ -1,28 +1,4 @@
 """The response cache: per-route TTL, an in-memory LRU (optionally backed by a shared Redis),
-request coalescing. The filter is :mod:`.filter`; see docs/cache.md.
-
-Only :func:`build_cache` lives here: every gateway imports this module (the runtime's filter
-registry), and only gateways with a caching route load the rest.
+request coalescing. The filter is :mod:`.filter`, built for a route by :mod:`.build`; its config
+is :mod:`.config`; see docs/cache.md.
 """
-
-from __future__ import annotations
-
-from edgeway.gateway.config.schema import Route
-from edgeway.gateway.core.errors import GatewayError
-from edgeway.gateway.core.pipeline import GatewayEnv, Handler
-
-__all__ = ["build_cache"]
-
-
-def build_cache(route: Route, env: GatewayEnv, next_handler: Handler) -> Handler | None:
-    rule = route.cache
-    if rule is None:
-        return None
-    if route.push is not None:
-        raise GatewayError(f"route {route.id!r}: a push channel cannot be cached; remove 'cache'")
-    assert route.id is not None
-    from edgeway.gateway.filters.cache.filter import CacheFilter
-    from edgeway.gateway.filters.cache.shared import ResponseCache
-
-    cache = env.shared("cache", lambda: ResponseCache(env.config.cache, env.metrics))
-    return CacheFilter(route.id, rule, cache, next_handler).handle

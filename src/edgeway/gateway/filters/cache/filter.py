@@ -25,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from edgeway.gateway.config.compose_schema import CacheRule
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.core.pipeline import Handler, RequestContext
 from edgeway.gateway.filters.cache.capture import Capture
+from edgeway.gateway.filters.cache.config import CacheRule
 from edgeway.gateway.filters.cache.directives import CacheControl, parse_cache_control
 from edgeway.gateway.filters.cache.keys import KeySpec
 from edgeway.gateway.filters.cache.policy import StorePolicy, http_date

@@ -9,7 +9,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from edgeway.gateway.config.compose_schema import CacheStore
+from edgeway.gateway.filters.cache.config import CacheStore
 from edgeway.gateway.filters.cache.purge import PurgeSelector
 from edgeway.gateway.filters.cache.store import Entry, MemoryStore
 from edgeway.observability.metrics import Metrics

@@ -19,9 +19,9 @@ import hashlib
 import math
 
 from edgeway.gateway.config.schema import Route
-from edgeway.gateway.config.security_schema import RateLimitRule
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.core.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.filters.ratelimit.config import RateLimitRule
 from edgeway.gateway.filters.ratelimit.store import make_buckets
 from edgeway.gateway.upstream.forwarding import Forwarding
 from edgeway.http.exchange import Exchange

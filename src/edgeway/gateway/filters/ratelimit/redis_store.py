@@ -17,8 +17,8 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from edgeway.gateway.config.security_schema import RateLimitStore
 from edgeway.gateway.core.errors import GatewayError
+from edgeway.gateway.filters.ratelimit.config import RateLimitStore
 from edgeway.gateway.filters.ratelimit.store import Take
 
 log = logging.getLogger("edgeway.gateway.filters.ratelimit.filter")

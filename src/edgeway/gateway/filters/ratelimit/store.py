@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from edgeway.gateway.config.security_schema import RateLimitStore
+from edgeway.gateway.filters.ratelimit.config import RateLimitStore
 
 
 @dataclass(frozen=True, slots=True)

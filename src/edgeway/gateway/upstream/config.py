@@ -1,10 +1,10 @@
-"""Config of resilience at the edge: breakers, retries, outlier ejection, active health checks,
-load shedding, service discovery and live reload.
+"""Config of the services behind the gateway (``services.<name>``): instances, balancer,
+timeouts, connection pool, discovery and the resilience rules (breaker, retries, outlier
+ejection, health checks, load shedding); and which client headers a composed call may copy onto
+its service calls (``forward_headers`` of aggregate and endpoint actions).
 
-Owned by the resilience and discovery work (issue 6); fields grow here without touching
-``schema.py``. Each resilience rule compiles to the frozen policy object of
-:mod:`edgeway.resilience` that the hot path reads (``policy()``), so requests never touch
-pydantic.
+Each resilience rule compiles to the frozen policy object of :mod:`edgeway.resilience` that the
+hot path reads (``policy()``), so requests never touch pydantic.
 """
 
 from __future__ import annotations
@@ -19,12 +19,150 @@ from pydantic_core import PydanticCustomError
 from edgeway.gateway.config.base import LocatedProblemsError, StrictModel, broker_setting
 from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.units import Duration
+from edgeway.gateway.filters.concurrency_config import ConcurrencyRule
+from edgeway.gateway.upstream.forwarding import FORWARDING_HEADERS
 from edgeway.resilience.breaker import BreakerPolicy
 from edgeway.resilience.budget import BudgetPolicy
-from edgeway.resilience.concurrency import ConcurrencyPolicy
 from edgeway.resilience.health import HealthCheckPolicy
 from edgeway.resilience.outlier import OutlierPolicy
 from edgeway.resilience.retry import RetryPolicy
+
+# --------------------------------------------------------------------------- forwarded headers
+
+# Copied onto every call unless a list is configured, besides the identity headers the auth
+# filter sets (`auth.headers`): the bearer token (absent when `auth.pass_token` is false: the
+# filter strips it) and the caller's language.
+BASE_FORWARD_HEADERS = ("authorization", "accept-language")
+# The default of `forward_headers` as the reference describes it.
+FORWARD_DEFAULT = (
+    "absent: the identity headers the auth filter sets (`auth.headers`; none without `auth`), "
+    "Authorization and Accept-Language."
+)
+
+
+# Headers the gateway writes on every call itself; copying the client's would duplicate them.
+_GATEWAY_OWNED = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "x-request-id",
+        "traceparent",
+    }
+) | frozenset(name.decode() for name in FORWARDING_HEADERS)  # by edgeway.gateway.upstream.forwarding's rule
+
+
+def forwardable(value: list[str] | None) -> list[str] | None:
+    """The `forward_headers` validator of the aggregate and endpoint actions."""
+    if value is None:
+        return None
+    problems: list[tuple[Loc, str]] = [
+        ((index,), f"'{name}' is set by the gateway on every call; it cannot be copied from the client")
+        for index, name in enumerate(value)
+        if name.lower() in _GATEWAY_OWNED
+    ]
+    if problems:
+        raise LocatedProblemsError(problems)
+    return value
+
+
+# --------------------------------------------------------------------------- services
+
+
+def _check_instance_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        raise PydanticCustomError(
+            "instance_url",
+            "https upstreams are not supported yet: use http:// (terminate TLS in front of the "
+            "service or on a sidecar) in '{url}'",
+            {"url": url},
+        )
+    if parts.scheme != "http":
+        raise PydanticCustomError(
+            "instance_url", "instance '{url}' must be an http:// URL like http://10.0.0.5:8000", {"url": url}
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise PydanticCustomError(
+            "instance_url",
+            "instance '{url}' needs a host and an explicit port, e.g. http://host:8000",
+            {"url": url},
+        )
+    if parts.path not in {"", "/"} or parts.query or parts.fragment or parts.username or parts.password:
+        raise PydanticCustomError(
+            "instance_url",
+            "instance '{url}' must be only scheme, host and port; rewrite paths on the route instead",
+            {"url": url},
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"http://{host}:{port}"
+
+
+InstanceUrl = Annotated[str, AfterValidator(_check_instance_url)]
+
+
+class Timeouts(StrictModel):
+    """Upstream timeouts of one service; each answers 504 when it expires."""
+
+    connect: Duration = Field(
+        2.0,
+        gt=0,
+        description="Opening a TCP connection to an instance. Not set and longer than `total`: `total`.",
+    )
+    first_byte: Duration = Field(
+        15.0,
+        gt=0,
+        description="From the end of the request to the start of the response head. "
+        "Not set and longer than `total`: `total`.",
+    )
+    total: Duration = Field(30.0, gt=0, description="The whole exchange, bodies included.")
+
+    @model_validator(mode="after")
+    def _total_covers_phases(self) -> Timeouts:
+        problems: list[tuple[Loc, str]] = []
+        for name in ("connect", "first_byte"):
+            if name not in self.model_fields_set:
+                # A default the user never wrote must not refuse a short `total` they did write:
+                # the phase simply cannot outlast the whole exchange.
+                setattr(self, name, min(getattr(self, name), self.total))
+            elif getattr(self, name) > self.total:
+                problems.append(
+                    ((name,), f"{name} ({getattr(self, name):g}s) exceeds total ({self.total:g}s)")
+                )
+        if problems:
+            raise LocatedProblemsError(problems)
+        return self
+
+
+class Pool(StrictModel):
+    """Connection pool per upstream instance."""
+
+    max_connections: int | None = Field(
+        None,
+        gt=0,
+        description="Open connections per instance; unset: no cap (a request that finds no idle "
+        "connection opens one). With a cap, requests beyond it wait in arrival order up to "
+        "`timeouts.connect`, then 503; throughput is then at most cap / service latency.",
+    )
+    max_idle: int = Field(
+        1024,
+        ge=0,
+        description="Idle connections kept per instance for reuse; one more released is closed.",
+    )
+    idle_timeout: Duration = Field(60.0, gt=0, description="An idle pooled connection is closed after this.")
+
+
+# --------------------------------------------------------------------------- resilience
 
 
 def _unique_statuses(value: list[int]) -> list[int]:
@@ -235,47 +373,13 @@ class HealthCheckRule(StrictModel):
         )
 
 
-class ConcurrencyRule(StrictModel):
-    """Load shedding: a bound on concurrent requests; beyond it 503 with Retry-After.
-
-    Requests over `max_concurrent` wait in a queue of at most `queue` entries for at most
-    `max_wait`, or are refused at once when the queue is full; never an unbounded queue.
-    """
-
-    max_concurrent: int = Field(ge=1, description="Requests in flight at once.")
-    queue: int = Field(0, ge=0, description="Requests that may wait for a slot beyond `max_concurrent`.")
-    max_wait: Duration = Field(
-        0.0, ge=0, description="How long a queued request waits for a slot before it is refused."
-    )
-    retry_after: Duration = Field(
-        1.0, gt=0, description="The `Retry-After` given to refused requests (rounded up to seconds)."
-    )
-
-    @model_validator(mode="after")
-    def _queue_has_wait(self) -> ConcurrencyRule:
-        problems: list[tuple[Loc, str]] = []
-        if self.queue > 0 and self.max_wait == 0:
-            problems.append((("max_wait",), "a queue needs max_wait > 0, or requests would wait forever"))
-        if self.queue == 0 and self.max_wait > 0:
-            problems.append((("queue",), "max_wait is set but queue is 0: nothing would ever wait"))
-        if problems:
-            raise LocatedProblemsError(problems)
-        return self
-
-    def policy(self) -> ConcurrencyPolicy:
-        return ConcurrencyPolicy(
-            limit=self.max_concurrent,
-            queue=self.queue,
-            max_wait=float(self.max_wait),
-            retry_after=float(self.retry_after),
-        )
-
-
 # --------------------------------------------------------------------------- discovery
 
 _DNS_NAME = re.compile(
     r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9])?\.)*[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9])?\.?"
 )
+
+
 _NAMESERVER = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[0-9.]+|[0-9A-Fa-f:]+)(?::\d{1,5})?")
 _KV_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -429,21 +533,56 @@ class DiscoveryRule(StrictModel):
         return found
 
 
-# --------------------------------------------------------------------------- live reload
+class Service(StrictModel):
+    """An upstream service: one or more instances behind a load balancer."""
 
-
-class ReloadSettings(StrictModel):
-    """Live reload of this config: file watch, SIGHUP, admin `POST /reload`. `listen`, `admin`,
-    `workers` and `limits` need a restart; a reload that changes them is refused."""
-
-    watch: bool = Field(
-        True,
-        description="Poll the config file (and the files it includes) and reload when their content changes.",
+    instances: list[InstanceUrl] = Field(
+        default_factory=list,
+        description="Instance base URLs, `http://host:port` (no path); at least one unless "
+        "`discovery` is set.",
     )
-    interval: Duration = Field(2.0, gt=0, description="How often the files are polled.")
-    drain_timeout: Duration = Field(
-        30.0,
-        ge=0,
-        description="After a reload, requests still running on the old config get this long "
-        "before its components (JWKS client, discovery...) are stopped.",
+    balancer: Literal["round_robin", "least_outstanding"] = Field(
+        "round_robin",
+        description="`round_robin`, or `least_outstanding` (power of two choices on in-flight requests).",
     )
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
+    pool: Pool = Field(default_factory=Pool, description="Connection pool per instance.")
+    discovery: DiscoveryRule | None = Field(
+        None, description="Instances from DNS, the NATS KV registry or Consul, besides `instances`."
+    )
+    breaker: BreakerRule | None = Field(None, description="Circuit breaker per service and instance.")
+    retry: RetryRule | None = Field(None, description="Retries where safe, within a retry budget.")
+    outlier_ejection: OutlierRule | None = Field(
+        None, description="Passive health: take failing instances out of the balancer for a while."
+    )
+    health_check: HealthCheckRule | None = Field(None, description="Active HTTP health checks per instance.")
+    concurrency: ConcurrencyRule | None = Field(
+        None, description="Load shedding: a bound on concurrent requests to this service."
+    )
+
+    @field_validator("instances")
+    @classmethod
+    def _unique_instances(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for url in value:
+            if url in seen:
+                raise PydanticCustomError("instance_url", "instance '{url}' is listed twice", {"url": url})
+            seen.add(url)
+        return value
+
+    @model_validator(mode="after")
+    def _instances_or_discovery(self) -> Service:
+        if not self.instances and self.discovery is None:
+            raise LocatedProblemsError(
+                [(("instances",), "a service needs at least one instance, or a `discovery` rule")]
+            )
+        return self
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """``(host, port)`` of each instance, IPv6 hosts without brackets."""
+        out: list[tuple[str, int]] = []
+        for url in self.instances:
+            parts = urlsplit(url)  # host and port presence were checked at validation
+            out.append((parts.hostname or "", parts.port or 80))
+        return out

@@ -1,10 +1,9 @@
-"""Config of security at the edge: who may call a route (``auth``), how often (``rate_limit``),
-from which origins (``cors``), with what body (``validate``), and the gateway-wide token
-verification settings (``auth`` at the top level).
+"""Config of authentication at the edge: who may call a route (``auth`` on a route) and how the
+gateway verifies tokens (``auth`` at the top level: JWKS, issuer, audience, revocations,
+identity headers).
 
-Owned by the edge-security work (issue 4); the fields grow here without touching ``schema.py``.
 Checks that need the whole config (a route's ``auth`` needs the top-level ``auth``; a policy
-template may only use the route's path parameters) are in :func:`security_problems`, which the
+template may only use the route's path parameters) are in :func:`auth_problems`, which the
 top-level cross-check calls so each problem is reported with its key path.
 """
 
@@ -19,10 +18,11 @@ from pydantic_core import PydanticCustomError
 
 from edgeway.gateway.config.base import TOKEN, HeaderName, LocatedProblemsError, StrictModel, broker_setting
 from edgeway.gateway.config.keypath import Loc
-from edgeway.gateway.config.units import ByteSize, Duration
+from edgeway.gateway.config.units import Duration
 
 if TYPE_CHECKING:
     from edgeway.gateway.config.schema import Route
+
 
 AuthMode = Literal["required", "optional", "none"]
 SAFE_ALGORITHMS = ("EdDSA", "ES256")
@@ -42,9 +42,6 @@ def _http_url(value: str, what: str) -> str:
 def template_params(template: str) -> list[str]:
     """The ``{name}`` parameters a template uses, in order."""
     return TEMPLATE_PARAM.findall(template)
-
-
-# --------------------------------------------------------------------------- authentication
 
 
 class IdentityHeaders(StrictModel):
@@ -373,7 +370,7 @@ def as_name_match(value: list[str] | NameMatch | None) -> NameMatch | None:
     return value
 
 
-def security_problems(auth: GatewayAuth | None, routes: Sequence[Route]) -> list[tuple[Loc, str]]:
+def auth_problems(auth: GatewayAuth | None, routes: Sequence[Route]) -> list[tuple[Loc, str]]:
     """Problems only visible with the whole config: each with its key path from the top."""
     problems: list[tuple[Loc, str]] = []
     for index, route in enumerate(routes):
@@ -413,194 +410,3 @@ def security_problems(auth: GatewayAuth | None, routes: Sequence[Route]) -> list
                             )
                         )
     return problems
-
-
-# --------------------------------------------------------------------------- rate limits
-
-
-class RateLimitStore(StrictModel):
-    """Where rate-limit buckets live: this process's memory or a shared Redis."""
-
-    backend: Literal["memory", "redis"] = Field(
-        "memory",
-        description="`memory`: buckets per gateway process; `redis`: one bucket shared by every gateway "
-        "instance (an atomic Lua script per request).",
-    )
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for the `redis` backend.")
-    key_prefix: str = Field("edgeway:rl:", description="Prefix of every bucket key in Redis.")
-    timeout: Duration = Field(
-        0.25, gt=0, description="A Redis call slower than this counts as the store being down."
-    )
-    on_store_error: Literal["allow", "deny"] = Field(
-        "allow",
-        description="When Redis is down: `allow` lets requests through (fail open, logged and counted), "
-        "`deny` answers 503 (fail closed).",
-    )
-    retry_interval: Duration = Field(
-        1.0, ge=0, description="After a Redis failure, requests skip Redis for this long before trying again."
-    )
-    max_keys: int = Field(
-        100_000, gt=0, description="`memory` backend: buckets kept; the least recently used go first."
-    )
-    trusted_proxy_hops: int = Field(
-        0,
-        ge=0,
-        description="Proxies in front of the gateway whose `X-Forwarded-For` entries are trusted when "
-        "keying by `ip`, counted from the right whoever the peer is; 0 uses the connection's address, "
-        "or behind the gateway's `trusted_proxies` the first address in `X-Forwarded-For` (from the "
-        "right) that is not one of them.",
-    )
-
-
-class RateLimitRule(StrictModel):
-    """A token bucket per route, keyed by user, client id, API key or client address."""
-
-    rate: int = Field(gt=0, description="Requests allowed per `per` (the bucket's refill rate).")
-    per: Duration = Field(1.0, gt=0, description="The period `rate` is counted over.")
-    burst: int | None = Field(
-        None, gt=0, description="Bucket size: requests allowed at once; default `rate`."
-    )
-    key: Literal["user", "client", "api_key", "ip"] = Field(
-        "ip",
-        description="Whose bucket: `user` (token `sub`), `client` (token `client_id`), `api_key` (the "
-        "`api_key_header` value) or `ip`. Without that identity the client address is used.",
-    )
-    api_key_header: HeaderName = Field(
-        "X-API-Key", description="Header holding the API key for `key: api_key`."
-    )
-    headers: bool = Field(
-        True, description="Send `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`."
-    )
-
-    @property
-    def capacity(self) -> int:
-        return self.burst if self.burst is not None else self.rate
-
-
-# --------------------------------------------------------------------------- CORS
-
-
-class CorsRule(StrictModel):
-    """Cross-origin resource sharing for browser clients."""
-
-    enabled: bool = Field(True, description="`false` turns the gateway's CORS off for one route.")
-    allow_origins: list[str] = Field(
-        default_factory=list,
-        description="Origins allowed: exact (`https://app.example.com`), a wildcard pattern "
-        "(`https://*.example.com`, one or more labels) or `*` (any origin, not with credentials).",
-    )
-    allow_methods: list[str] = Field(
-        default_factory=lambda: ["GET", "HEAD", "POST"], description="Methods allowed cross-origin; `*`: any."
-    )
-    allow_headers: list[str] = Field(
-        default_factory=list,
-        description="Request headers allowed besides the CORS-safelisted ones; `*`: any the browser "
-        "asks for.",
-    )
-    expose_headers: list[HeaderName] = Field(
-        default_factory=list, description="Response headers scripts may read besides the safelisted ones."
-    )
-    allow_credentials: bool = Field(False, description="Allow cookies and HTTP authentication.")
-    max_age: Duration | None = Field(600.0, description="How long a browser may cache a preflight answer.")
-
-    @field_validator("allow_origins")
-    @classmethod
-    def _origins(cls, value: list[str]) -> list[str]:
-        for origin in value:
-            if origin == "*":
-                continue
-            if not re.fullmatch(r"[a-z][a-z0-9+.-]*://(\*\.)?[A-Za-z0-9.\-\[\]:]+", origin):
-                raise PydanticCustomError(
-                    "origin",
-                    "'{origin}' is not an origin: use scheme://host[:port] without a path, "
-                    "'scheme://*.domain' or '*'",
-                    {"origin": origin},
-                )
-        return value
-
-    @field_validator("allow_methods")
-    @classmethod
-    def _methods(cls, value: list[str]) -> list[str]:
-        for method in value:
-            if method != "*" and TOKEN.fullmatch(method) is None:
-                raise PydanticCustomError("method", "'{method}' is not an HTTP method", {"method": method})
-        return [m.upper() for m in value]
-
-    @field_validator("allow_headers")
-    @classmethod
-    def _headers(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if name != "*" and TOKEN.fullmatch(name) is None:
-                raise PydanticCustomError(
-                    "header_name", "'{name}' is not a valid header name", {"name": name}
-                )
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CorsRule:
-        problems: list[tuple[Loc, str]] = []
-        if self.enabled and not self.allow_origins:
-            problems.append((("allow_origins",), "list at least one origin (or set enabled: false)"))
-        if self.allow_credentials and "*" in self.allow_origins:
-            problems.append(
-                (
-                    ("allow_origins",),
-                    "'*' cannot be combined with allow_credentials: browsers refuse it; list the origins",
-                )
-            )
-        if problems:
-            raise LocatedProblemsError(problems)
-        return self
-
-
-# --------------------------------------------------------------------------- request validation
-
-
-class RequestValidation(StrictModel):
-    """Request body checks before forwarding: size and JSON schema."""
-
-    max_body: ByteSize | None = Field(
-        None, description="Largest request body; 413 beyond (checked while streaming, never buffered whole)."
-    )
-    json_schema: dict[str, Any] | None = Field(
-        None,
-        description="JSON Schema (draft 2020-12 unless `$schema` says otherwise) the JSON body must "
-        "satisfy; 400 for a body that is not JSON, 422 listing every error (path and message).",
-    )
-    methods: list[str] = Field(
-        default_factory=lambda: ["POST", "PUT", "PATCH"],
-        min_length=1,
-        description="Methods whose body `json_schema` applies to; a body is required for them.",
-    )
-    max_errors: int = Field(20, gt=0, description="At most this many schema errors are listed in a 422.")
-
-    @field_validator("json_schema")
-    @classmethod
-    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None:
-            return None
-        # Imported here: jsonschema costs ~0.1 s at start, paid only by configs that use it.
-        from jsonschema import SchemaError
-        from jsonschema.validators import validator_for
-
-        try:
-            validator_for(value).check_schema(value)
-        except SchemaError as exc:
-            where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-            raise PydanticCustomError(
-                "json_schema",
-                "not a valid JSON Schema at {where}: {message}",
-                {"where": where, "message": exc.message},
-            ) from exc
-        return value
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, value: list[str]) -> list[str]:
-        return [m.upper() for m in value]
-
-    @model_validator(mode="after")
-    def _something(self) -> RequestValidation:
-        if self.max_body is None and self.json_schema is None:
-            raise PydanticCustomError("validate", "set max_body, json_schema or both")
-        return self

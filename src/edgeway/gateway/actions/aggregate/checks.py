@@ -14,14 +14,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from edgeway.gateway.actions.aggregate.templates import Ref, Star, Steps, Template
 from edgeway.gateway.config.keypath import Loc
-from edgeway.gateway.config.templates import Ref, Star, Steps, Template
 
 # The top-level key of an aggregate's response that holds the gateway's completion report.
 META_KEY = "_meta"
 
 if TYPE_CHECKING:
-    from edgeway.gateway.config.compose_schema import AggregateCall
+    from edgeway.gateway.actions.aggregate.config import AggregateCall
 
 
 @dataclass(frozen=True, slots=True)

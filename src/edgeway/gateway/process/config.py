@@ -1,0 +1,104 @@
+"""Config of the gateway process: where it listens (``listen``), its admin API (``admin``), the
+downstream limits (``limits``) and live reload (``reload``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from edgeway.gateway.config.base import StrictModel
+from edgeway.gateway.config.units import ByteSize, Duration
+
+
+class Listen(StrictModel):
+    """Where a listener binds."""
+
+    host: str = Field("127.0.0.1", description="Address to bind; `0.0.0.0` for every IPv4 interface.")
+    port: int = Field(
+        8080,
+        ge=0,
+        le=65535,
+        description="TCP port to bind; `0` takes a free port, reported in the `gateway listening` "
+        "log line (one worker only).",
+    )
+
+
+class AdminListen(StrictModel):
+    """Where the admin API (`/healthz`, `/readyz`, `/routes`, `/metrics`, `POST /reload`...) binds,
+    and who may use it (see docs/gateway.md, "Admin API")."""
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to bind; keep it private. Beyond loopback the gateway needs a token "
+        "(`token_file` or `EDGEWAY_ADMIN_TOKEN`) and warns at start.",
+    )
+    port: int = Field(
+        8081,
+        ge=0,
+        le=65535,
+        description="TCP port to bind; `0` takes a free port, reported in the `gateway listening` "
+        "log line (one worker only).",
+    )
+    token_file: str | None = Field(
+        None,
+        description="File holding the bearer token every admin endpoint but `/healthz` and `/readyz` "
+        "requires. Unset: the `EDGEWAY_ADMIN_TOKEN` environment variable; with neither, a loopback "
+        "admin API generates a token at start and writes it to `<runtime dir>/admin-<port>.token`.",
+    )
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the admin API answers to besides IP addresses and `localhost` (any "
+        "other Host is refused with 421, against DNS rebinding).",
+    )
+
+
+class Limits(StrictModel):
+    """Downstream (client side) limits; each names the status answered when it is exceeded."""
+
+    max_header_bytes: ByteSize = Field(
+        16 * 1024, gt=0, description="All request header lines together; 431 when exceeded."
+    )
+    max_headers: int = Field(100, gt=0, description="Number of request header fields; 431 when exceeded.")
+    max_url_bytes: ByteSize = Field(8 * 1024, gt=0, description="Request-target length; 414 when exceeded.")
+    max_body_bytes: ByteSize | None = Field(
+        10 * 1024 * 1024,
+        description="Request body size; 413 when exceeded. `null` means unlimited (always streamed).",
+    )
+    header_read_timeout: Duration = Field(
+        10.0, gt=0, description="Time for a client to send a complete request head; 408 after it."
+    )
+    body_read_timeout: Duration = Field(
+        30.0,
+        gt=0,
+        description="Time a client may send nothing while its request body is being read; 408 after it "
+        "(or the response is cut if it has started), and the connection closes.",
+    )
+    request_buffer_bytes: ByteSize = Field(
+        256 * 1024,
+        ge=0,
+        description="A proxied request body up to this size is read whole before an upstream connection "
+        "is taken, so a slow client holds none; a larger body streams once this much has arrived. "
+        "`0` streams every body at once.",
+    )
+    keepalive_timeout: Duration = Field(
+        75.0, gt=0, description="An idle keep-alive client connection is closed after this."
+    )
+    shutdown_grace: Duration = Field(
+        30.0, ge=0, description="On SIGTERM, in-flight requests get this long to finish."
+    )
+
+
+class ReloadSettings(StrictModel):
+    """Live reload of this config: file watch, SIGHUP, admin `POST /reload`. `listen`, `admin`,
+    `workers` and `limits` need a restart; a reload that changes them is refused."""
+
+    watch: bool = Field(
+        True,
+        description="Poll the config file (and the files it includes) and reload when their content changes.",
+    )
+    interval: Duration = Field(2.0, gt=0, description="How often the files are polled.")
+    drain_timeout: Duration = Field(
+        30.0,
+        ge=0,
+        description="After a reload, requests still running on the old config get this long "
+        "before its components (JWKS client, discovery...) are stopped.",
+    )
