@@ -143,13 +143,13 @@ class Client:
             head = await self.reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             status = int(lines[0].split()[1])
-            headers: dict[str, str] = {}
+            got: dict[str, str] = {}
             for line in lines[1:]:
                 if line:
                     k, v = line.split(":", 1)
-                    headers[k.strip().lower()] = v.strip()
-            body = await self.reader.readexactly(int(headers.get("content-length", "0")))
-        return Response(status, headers, body)
+                    got[k.strip().lower()] = v.strip()
+            body = await self.reader.readexactly(int(got.get("content-length", "0")))
+        return Response(status, got, body)
 
     async def get(self, path: str) -> Response:
         return await self.request("GET", path)

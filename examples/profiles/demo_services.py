@@ -52,7 +52,7 @@ RELATED = {1: [2, 3], 2: [3, 4, 5], 3: [1, 2], 4: [2], 5: [1]}
 
 
 def _reviews(pid: int, limit: int) -> dict[str, Any]:
-    items = [
+    items: list[dict[str, Any]] = [
         {
             "id": f"{pid}-{n}",
             "rating": 3 + (n + pid) % 3,

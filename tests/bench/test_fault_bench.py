@@ -15,6 +15,8 @@ from edgeway.bench_cli import ensure_bench_importable
 
 ensure_bench_importable()
 
+from bench.errors import BenchError  # noqa: E402
+
 from bench import faults  # noqa: E402
 
 
@@ -37,7 +39,7 @@ async def test_the_fault_backend_fails_hangs_and_counts_on_command(fault_backend
     assert await faults.backend_stats(port) == {"name": "x", "mode": "ok", "requests": 2, "failed": 1}
     await faults.set_mode(port, "ok", reset=True)
     assert (await faults.backend_stats(port))["requests"] == 0
-    with pytest.raises(faults.BenchError, match="refused mode 'sideways'"):
+    with pytest.raises(BenchError, match="refused mode 'sideways'"):
         await faults.set_mode(port, "sideways")
 
 

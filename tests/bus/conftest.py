@@ -59,8 +59,9 @@ async def _delete_nats_streams(prefix: str) -> None:
     try:
         js = nc.jetstream()
         for name in await js.streams_info():
-            if name.config.name.startswith(prefix + "_"):
-                await js.delete_stream(name.config.name)
+            stream = name.config.name
+            if stream is not None and stream.startswith(prefix + "_"):
+                await js.delete_stream(stream)
     finally:
         await nc.close()
 

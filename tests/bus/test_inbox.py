@@ -9,7 +9,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from edgeway.bus.bus import EventBus, Job, Received
-from edgeway.bus.events import Event
+from edgeway.bus.events import Envelope, Event
 from edgeway.bus.transport import ChannelConfig
 
 from .conftest import BrokerUnderTest
@@ -119,7 +119,7 @@ async def test_a_batch_handler_gets_the_batch_at_once_and_a_bad_event_is_isolate
     assert sorted(await database.applied_keys()) == sorted(f"o{i}" for i in range(20) if i != 7)
 
 
-async def _envelope(event_class: type[Event], order_id: str) -> object:
+async def _envelope(event_class: type[Event], order_id: str) -> Envelope:
     from edgeway.bus.events import envelope_for
 
     return envelope_for(event_class(order_id=order_id))

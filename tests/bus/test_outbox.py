@@ -116,7 +116,7 @@ async def test_a_relay_that_fails_or_dies_mid_batch_loses_nothing_and_applies_no
         await session.execute(insert(database.applied), [{"key": event.order_id}])  # type: ignore[attr-defined]
 
     faulty = Faulty(broker.make(), fail_after=10, mode=mode)
-    bus = EventBus(faulty, channels=[config])  # type: ignore[arg-type]
+    bus = EventBus(faulty, channels=[config])
     bus.add_handler(placed, apply, group="ledger", inbox=database.inbox)
     await _add_orders(database, placed, 25)
     async with bus:

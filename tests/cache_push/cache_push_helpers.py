@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from gateway_helpers import read_request
 
 import edgeway.gateway.core.runtime as runtime
 from conftest import require
@@ -20,8 +21,8 @@ from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.access_log import AccessLog
 from edgeway.gateway.core.pipeline import GatewayEnv, Handler, Identity, RequestContext
 from edgeway.gateway.core.runtime import Gateway
+from edgeway.gateway.filters.auth.filter import build_auth
 from edgeway.http.listener import Listener, bind_socket
-from gateway.gateway_helpers import read_request
 
 Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
 Responder = Callable[[bytes, dict[bytes, bytes]], Awaitable[Reply]]
@@ -124,7 +125,7 @@ def header_identity(route: Route, env: GatewayEnv, nxt: Handler) -> Handler:
 def with_test_identity(monkeypatch: Any) -> None:
     """Put :func:`header_identity` where the auth filter sits in the pipeline."""
     filters = list(runtime.FILTERS)
-    filters.insert(filters.index(runtime.build_auth) + 1, header_identity)
+    filters.insert(filters.index(build_auth) + 1, header_identity)
     monkeypatch.setattr(runtime, "FILTERS", filters)
 
 
@@ -177,4 +178,4 @@ async def own_redis_prefix() -> AsyncIterator[str]:
         keys = [k async for k in client.scan_iter(match=prefix + "*")]
         if keys:
             await client.delete(*keys)
-        await client.aclose()
+        await client.aclose()  # type: ignore[attr-defined]  # types-redis predates redis 5

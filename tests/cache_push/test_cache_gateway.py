@@ -9,7 +9,8 @@ import itertools
 from typing import Any
 
 import pytest
-from cache_push_helpers import Reply, http, read_request, running_backend, running_gateway, with_test_identity
+from cache_push_helpers import Reply, http, running_backend, running_gateway, with_test_identity
+from gateway_helpers import read_request
 
 _counter = itertools.count()
 

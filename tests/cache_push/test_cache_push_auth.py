@@ -9,9 +9,9 @@ from typing import Any
 
 import websockets
 from cache_push_helpers import Reply, http, running_backend, running_gateway
+from edge_helpers import auth_block, issuer_for, jwks_server
 from push_helpers import hub
 
-from edge_security.edge_helpers import auth_block, issuer_for, jwks_server
 from edgeway.security.keys import KeyRing
 
 

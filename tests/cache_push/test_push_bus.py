@@ -16,13 +16,13 @@ import websockets
 from cache_push_helpers import http, running_gateway, with_test_identity
 from fastapi import FastAPI, Request
 from push_helpers import hub
+from servers import serve
 
 from conftest import free_port, require
 from edgeway.bus.bus import EventBus
 from edgeway.bus.embedded import EmbeddedNats
 from edgeway.bus.events import Event
 from edgeway.bus.nats import NatsTransport
-from service.servers import serve
 
 
 class EmailSent(Event):
@@ -148,7 +148,7 @@ async def test_send_ten_emails_and_tell_me_when_done(nats_url: str, monkeypatch:
             await bob.send(json.dumps({"type": "subscribe", "topic": job["topic"], "replay": True}))
             assert (await recv(bob))["type"] == "subscribed"  # allowed, but receives nothing of alice's
             # 3. progress and completion arrive over the socket, in order, once each
-            events = []
+            events: list[dict[str, Any]] = []
             while not events or events[-1]["event"] != "job.done.v1":
                 events.append(await recv(alice))
             await bob.send(json.dumps({"type": "ping"}))

@@ -262,7 +262,7 @@ async def test_binary_and_oversized_messages_close_the_connection() -> None:
 async def test_subprotocol_is_accepted_when_offered() -> None:
     async with (
         running_gateway(push_cfg()) as g,
-        connect(g.port, subprotocols=["edgeway.push.v1"]) as ws,  # type: ignore[list-item]
+        connect(g.port, subprotocols=["edgeway.push.v1"]) as ws,
     ):
         assert ws.subprotocol == "edgeway.push.v1"
 

@@ -15,8 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
-
-from gateway.gateway_helpers import gateway, read_request
+from gateway_helpers import gateway, read_request
 
 
 @dataclass

@@ -17,12 +17,12 @@ from urllib.parse import quote
 import orjson
 import pytest
 from compose_helpers import JsonService, Reply, aggregate_config, gateway, request, services
+from gateway_helpers import read_request
 
 from edgeway.gateway.config import ConfigError, validate_config
 from edgeway.gateway.core import json_input
 from edgeway.gateway.core.json_input import MAX_DEPTH, TooDeep
 from edgeway.http.outgoing import UnsafeRequest, check_request, request_target
-from gateway.gateway_helpers import read_request
 
 
 def calls(**named: dict[str, Any]) -> dict[str, Any]:

@@ -9,8 +9,8 @@ import uuid
 from pathlib import Path
 
 from compose_helpers import Seen, gateway, request, services
+from edge_helpers import auth_block, issuer_for, jwks_server
 
-from edge_security.edge_helpers import auth_block, issuer_for, jwks_server
 from edgeway.security.keys import KeyRing
 
 

@@ -303,7 +303,7 @@ def test_registration_refuses_sync_functions_and_taken_names() -> None:
         return None
 
     with pytest.raises(EndpointRegistrationError, match="must be an 'async def' function"):
-        endpoint(name=name)(sync)
+        endpoint(name=name)(sync)  # type: ignore[type-var]  # the wrong kind of function, on purpose
 
     async def first(req: Any) -> None:
         return None

@@ -141,10 +141,11 @@ def test_log_lines_are_rendered_for_a_terminal() -> None:
     assert text.plain == "orders    │ 20:33:19 POST /orders 202 27.8ms req=ca217b4d"
     assert render_line("orders", "cyan", 9, access, show_access=False) is None
     warning = '{"time":"2026-11-21T20:33:20.000Z","level":"warning","message":"step failed","saga_id":"s1"}'
-    assert render_line("orders", "cyan", 9, warning).plain.endswith("WARNING step failed saga_id=s1")  # type: ignore[union-attr]
+    rendered = render_line("orders", "cyan", 9, warning)
+    assert rendered is not None
+    assert rendered.plain.endswith("WARNING step failed saga_id=s1")
     chatty = '{"level":"info","message":"HTTP Request: GET /revocations","logger":"httpx"}'
     assert render_line("gateway", "cyan", 9, chatty) is None
-    assert (
-        render_line("nats", "cyan", 9, "[123] [INF] Server is ready").plain
-        == "nats      │ [123] [INF] Server is ready"
-    )  # type: ignore[union-attr]
+    ready = render_line("nats", "cyan", 9, "[123] [INF] Server is ready")
+    assert ready is not None
+    assert ready.plain == "nats      │ [123] [INF] Server is ready"

@@ -16,6 +16,7 @@ import httpx
 import orjson
 import uvicorn
 from fastapi import FastAPI
+from gateway_helpers import backend, gateway, read_request
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port
@@ -27,7 +28,6 @@ from edgeway.http.listener import Listener, bind_socket
 from edgeway.security.keys import KeyRing
 from edgeway.security.service import SecuritySettings, create_security_app
 from edgeway.security.tokens import TokenIssuer
-from gateway.gateway_helpers import backend, gateway, read_request
 
 ADMIN_TOKEN = "edge-test-admin-token"
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -111,7 +111,7 @@ async def test_actual_requests_get_cors_headers_only_for_allowed_origins_even_on
 
 async def test_route_rule_overrides_the_gateway_and_can_turn_it_off() -> None:
     async with recording_backend() as (port, _seen):
-        routes = [
+        routes: list[dict[str, Any]] = [
             {"match": {"path": "/partner/**"}, "cors": {"allow_origins": ["https://partner.test"]}},
             {"match": {"path": "/internal/**"}, "cors": {"enabled": False}},
             {"match": {"path": "/**"}},

@@ -285,7 +285,9 @@ async def test_losing_the_broker_keeps_known_revocations_and_polls_fast_until_it
                 )
 
                 async def slow_again() -> bool:
-                    return (await gw.readyz(http))[1]["auth"]["revocations"]["poll"]["interval"] == 3600.0
+                    return bool(
+                        (await gw.readyz(http))[1]["auth"]["revocations"]["poll"]["interval"] == 3600.0
+                    )
 
                 await eventually(slow_again, timeout=10.0)
                 forwarded = len(seen.requests)

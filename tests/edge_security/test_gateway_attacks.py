@@ -13,7 +13,7 @@ import hmac
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import orjson
@@ -256,7 +256,7 @@ async def test_a_token_in_the_query_string_is_refused_unless_the_route_allows_it
     ring = KeyRing.generate()
     token = issuer_for(ring).issue("alice").token
     async with recording_backend() as (port, seen), jwks_server(ring) as jwks:
-        routes = [
+        routes: list[dict[str, Any]] = [
             {"match": {"path": "/api/**"}, "auth": {}},
             {"match": {"path": "/events/**"}, "auth": {"allow_query_token": True}},
         ]
@@ -293,7 +293,7 @@ PATH_TRICKS = [
 async def test_path_tricks_cannot_bypass_a_protected_route(path: str, status: int) -> None:
     ring = KeyRing.generate()
     async with recording_backend() as (port, seen), jwks_server(ring) as jwks:
-        routes = [
+        routes: list[dict[str, Any]] = [
             {"match": {"path": "/admin/**"}, "auth": {"roles": ["admin"]}},
             {"match": {"path": "/public/**"}},
         ]
@@ -321,7 +321,7 @@ async def test_mixed_case_is_still_protected_when_routing_ignores_case(path: str
 async def test_absolute_form_targets_cannot_route_by_another_host() -> None:
     ring = KeyRing.generate()
     async with recording_backend() as (port, seen), jwks_server(ring) as jwks:
-        routes = [
+        routes: list[dict[str, Any]] = [
             {"match": {"path": "/admin/**"}, "auth": {}},
             {"match": {"path": "/**", "hosts": ["public.test"]}},
         ]
@@ -536,7 +536,7 @@ def malformed_tokens(ring: KeyRing) -> dict[str, tuple[str, str]]:
         "id_token_typ": (encode_jwt(ring.active, claims(), typ="JWT"), "wrong_token_type"),
         "no_typ": (signed({"alg": alg, "kid": kid}, claims()), "wrong_token_type"),
         "deep_claim": (
-            signed(header, claims(deep=functools.reduce(lambda x, _: [x], range(300), []))),
+            signed(header, claims(deep=functools.reduce(lambda x, _: [x], range(300), cast(Any, [])))),
             "malformed",
         ),
     }
@@ -562,9 +562,9 @@ def malformed_tokens(ring: KeyRing) -> dict[str, tuple[str, str]]:
 async def test_malformed_headers_and_claims_are_401_problems_never_500() -> None:
     ring = KeyRing.generate()
     tokens = malformed_tokens(ring)
-    answers: dict[str, tuple[int, str, str]] = {}
+    answers: dict[str, tuple[int, object, str]] = {}
     async with recording_backend() as (port, seen), jwks_server(ring) as jwks:
-        routes = [
+        routes: list[dict[str, Any]] = [
             {"match": {"path": "/admin/**"}, "auth": {"roles": ["admin"]}},
             {"match": {"path": "/maybe/**"}, "auth": {"mode": "optional"}},
         ]

@@ -257,7 +257,7 @@ async def test_websocket_is_tunnelled_to_the_upstream() -> None:
 
     async def echo(ws: websockets.ServerConnection) -> None:
         async for msg in ws:
-            await ws.send(f"echo:{msg}")
+            await ws.send(f"echo:{msg!s}")
 
     async with websockets.serve(echo, "127.0.0.1", 0) as server:
         bport = next(iter(server.sockets)).getsockname()[1]

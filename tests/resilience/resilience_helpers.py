@@ -6,14 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-# The gateway tests' helpers (read_request, backend) serve these tests too.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway"))
-
+# The gateway tests' helpers (read_request, backend) serve these tests too (tests/gateway is on
+# the import path: pyproject.toml, pytest's pythonpath and mypy's mypy_path).
 from gateway_helpers import RawHandler, backend, read_request
 
 from edgeway.gateway.config import validate_config

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from resilience_helpers import backend, read_request
 
@@ -17,9 +17,12 @@ class Target:
     port: int
     host: str = "127.0.0.1"
 
-    @property
-    def authority(self) -> bytes:
-        return f"{self.host}:{self.port}".encode()
+    # A field, not a property: the protocols it stands for (Member, Probed) declare a plain
+    # attribute, which a read-only property does not satisfy.
+    authority: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.authority = f"{self.host}:{self.port}".encode()
 
 
 def answering(status: int, seen: list[bytes] | None = None) -> RawHandler:

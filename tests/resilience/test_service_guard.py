@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 from clock_helpers import Clock
@@ -28,9 +28,12 @@ class Inst:
     outstanding: int = 0
     available: bool = True
 
-    @property
-    def authority(self) -> bytes:
-        return f"{self.host}:{self.port}".encode()
+    # A field, not a property: the protocols it stands for (Member, Probed) declare a plain
+    # attribute, which a read-only property does not satisfy.
+    authority: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.authority = f"{self.host}:{self.port}".encode()
 
     @property
     def label(self) -> str:

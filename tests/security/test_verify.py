@@ -8,7 +8,7 @@ import functools
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import jwt
 import orjson
@@ -619,7 +619,7 @@ def test_a_header_parameter_of_the_wrong_type_is_malformed(
         {"roles": {"admin": True}},
         {"scope": ["orders"]},
         {"client_id": {"id": "web"}},
-        {"nested": functools.reduce(lambda inner, _: [inner], range(40), [])},
+        {"nested": functools.reduce(lambda inner, _: [inner], range(40), cast(Any, []))},
     ],
 )
 @pytest.mark.parametrize("issuer", [ISS, None])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 import orjson
@@ -30,9 +31,9 @@ def make_app() -> FastAPI:
 
 
 @pytest.fixture
-async def http() -> httpx.AsyncClient:
+async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with serve(make_app()) as url, httpx.AsyncClient(base_url=url) as client:
-        yield client  # type: ignore[misc]
+        yield client
 
 
 async def test_well_formed_request_id_is_kept_and_echoed(http: httpx.AsyncClient) -> None:

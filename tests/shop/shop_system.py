@@ -164,15 +164,16 @@ class Shop:
 def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
     """Poll ``check`` until it returns something truthy; its value."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: object = None
     while time.monotonic() < deadline:
         try:
-            last = check()
+            value = check()
         except (httpx.HTTPError, AssertionError, KeyError) as exc:
             last = exc
         else:
-            if last:
-                return last
+            if value:
+                return value
+            last = value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
 

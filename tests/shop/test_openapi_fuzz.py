@@ -107,8 +107,9 @@ async def _delete_streams(prefix: str) -> None:
     try:
         js = nc.jetstream()
         for info in await js.streams_info():
-            if info.config.name.lower().startswith(prefix.lower() + "_"):
-                await js.delete_stream(info.config.name)
+            stream = info.config.name
+            if stream is not None and stream.lower().startswith(prefix.lower() + "_"):
+                await js.delete_stream(stream)
     finally:
         await nc.close()
 

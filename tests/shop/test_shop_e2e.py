@@ -196,13 +196,11 @@ def test_a_revoked_token_stops_working_at_every_service(shop: Shop) -> None:
     assert revoked.status_code == 200
 
     for service, path in (("orders", "/orders"), ("profile", "/profile/me"), ("notifications", "/emails")):
-        shop.wait(
-            lambda service=service, path=path: (
-                shop.get(service, path, headers=shop.bearer(token)).status_code == 401
-            ),
-            5,
-            f"{service} to refuse the revoked token",
-        )
+
+        def refuses(service: str = service, path: str = path) -> bool:
+            return shop.get(service, path, headers=shop.bearer(token)).status_code == 401
+
+        shop.wait(refuses, 5, f"{service} to refuse the revoked token")
     # a new login works
     assert (
         shop.get("orders", "/orders", headers=shop.bearer(shop.login("bob", fresh=True))).status_code == 200
@@ -507,16 +505,20 @@ def test_the_strangler_flag_moves_a_route_to_the_new_service_without_a_restart(s
     try:
         shop.flag("strangler.account-profile", True)
         for url in (web, mobile):
-            shop.wait(
-                lambda url=url: shop.http.get(url, headers=headers).json()["served_by"] == "profile", 15, url
-            )
+
+            def served_by_profile(url: str = url) -> bool:
+                return bool(shop.http.get(url, headers=headers).json()["served_by"] == "profile")
+
+            shop.wait(served_by_profile, 15, url)
         moved = shop.http.get(web, headers=headers).json()
         assert (moved["username"], moved["email"]) == ("alice", "alice@shop.example")
         shop.flag("strangler.account-profile", False)
         for url in (web, mobile):
-            shop.wait(
-                lambda url=url: shop.http.get(url, headers=headers).json()["served_by"] == "legacy", 15, url
-            )
+
+            def served_by_legacy(url: str = url) -> bool:
+                return bool(shop.http.get(url, headers=headers).json()["served_by"] == "legacy")
+
+            shop.wait(served_by_legacy, 15, url)
     finally:
         shop.flag("strangler.account-profile", False)
         stop.set()

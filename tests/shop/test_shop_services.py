@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -26,6 +26,8 @@ from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.demo.shop.inventory.app import create_app as inventory_app
 from edgeway.demo.shop.payments.app import create_app as payments_app
 from edgeway.service import Flags, kit_of
+
+S = TypeVar("S", bound=ShopSettings)
 
 SERVICE = {"X-Edgeway-Subject": "orders-service", "X-Edgeway-Roles": "service"}
 ADMIN = {"X-Edgeway-Subject": "ada", "X-Edgeway-Roles": "admin"}
@@ -71,16 +73,15 @@ async def _delete_streams(prefix: str) -> None:
     try:
         js = nc.jetstream()
         for info in await js.streams_info():
-            if info.config.name.lower().startswith(prefix.lower() + "_"):
-                await js.delete_stream(info.config.name)
+            stream = info.config.name
+            if stream is not None and stream.lower().startswith(prefix.lower() + "_"):
+                await js.delete_stream(stream)
     finally:
         await nc.close()
 
 
 @asynccontextmanager
-async def serving(
-    factory: Callable[[ShopSettings], FastAPI], settings: ShopSettings
-) -> AsyncIterator[httpx.AsyncClient]:
+async def serving(factory: Callable[[S], FastAPI], settings: S) -> AsyncIterator[httpx.AsyncClient]:
     app = factory(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -387,7 +388,7 @@ async def _orders_serving(settings: ShopSettings) -> Any:
     from edgeway.demo.shop.orders.app import create_app as orders_app
 
     orders_settings = OrdersSettings(**settings.model_dump())
-    return serving(lambda _s: orders_app(orders_settings), orders_settings)  # type: ignore[arg-type]
+    return serving(lambda _s: orders_app(orders_settings), orders_settings)
 
 
 async def _price(service: Any, sku: str, price: int) -> None:
@@ -404,7 +405,7 @@ async def test_an_order_total_beyond_any_amount_is_refused_before_it_is_placed(
     from edgeway.service import MAX_MONEY
 
     async with await _orders_serving(settings) as svc:
-        service = svc.app.state.shop  # type: ignore[attr-defined]
+        service = svc.app.state.shop
         await _price(service, "BIG-1", MAX_MONEY)
         await _price(service, "HUGE-1", 2**62)  # a price the catalog accepted before its bound
         for sku in ("BIG-1", "HUGE-1"):
@@ -418,7 +419,7 @@ async def test_an_order_total_beyond_any_amount_is_refused_before_it_is_placed(
 
 async def test_an_idempotency_key_reused_for_another_order_is_422(settings: ShopSettings) -> None:
     async with await _orders_serving(settings) as svc:
-        service = svc.app.state.shop  # type: ignore[attr-defined]
+        service = svc.app.state.shop
         await _price(service, "CUP-9", 1000)
         await _price(service, "POT-9", 2000)
         key = {**ALICE, "Idempotency-Key": "basket-1"}
@@ -447,7 +448,7 @@ async def test_a_bulk_email_subject_that_cannot_be_a_header_is_refused_before_20
     claims = base64.urlsafe_b64encode(orjson.dumps({"email": "alice@example.com"})).decode().rstrip("=")
     alice = {**ALICE, "X-Edgeway-Claims": claims}
     notify_settings = NotificationsSettings(**settings.model_dump())
-    async with serving(lambda _s: notifications_app(notify_settings), notify_settings) as svc:  # type: ignore[arg-type]
+    async with serving(lambda _s: notifications_app(notify_settings), notify_settings) as svc:
         for subject in ("Hi\r\nBcc: everyone@example.com", "Hi\nthere", "tab\there", "sep\u2028x"):
             _problem(await svc.post("/jobs/emails", json={"count": 1, "subject": subject}, headers=alice))
         crlf = base64.urlsafe_b64encode(orjson.dumps({"email": "a@x\r\nBcc: b@y"})).decode().rstrip("=")
