@@ -11,6 +11,7 @@ import contextlib
 import importlib.metadata
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -32,6 +33,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # How long a server may take to open its port; Python servers import a lot before they listen.
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
+
+
+# A server started with port 0 binds a free port and names it in a start line on stderr:
+# ``listening on HOST:PORT`` (bench.backend.announce: the bench servers) or uvicorn's ``Uvicorn running on
+# http://HOST:PORT``. ManagedProcess(port=0) takes the port from that line: nothing can take the
+# port between choosing and binding it, which a port found free beforehand cannot promise.
+LISTENING = "listening on"
+_STARTED = (LISTENING + " ", "running on http://")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -79,6 +88,9 @@ def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 class ManagedProcess:
     """A child server: started in its own session, ready once its port accepts, stopped as a group.
+
+    ``port=0``: the child binds a free port and names it in its start line (see :data:`LISTENING`);
+    :attr:`port` is the real one once started.
 
     stdout goes to ``stdout_path`` or /dev/null (access logs must not fill a pipe nobody reads);
     stderr always goes to a log file so a failure can show why.
@@ -151,13 +163,25 @@ class ManagedProcess:
                 code = self._proc.returncode
                 self.stop()
                 raise ProcessFailed(self.name, f"exited with status {code} before listening", self.log_tail())
-            if port_open(self.host, self.port):
+            if self.port == 0:
+                self.port = self._started_port()
+            if self.port and port_open(self.host, self.port):
                 return
             time.sleep(0.05)
         self.stop()
         raise ProcessFailed(
             self.name, f"did not open {self.host}:{self.port} within {timeout:.0f} s", self.log_tail()
         )
+
+    def _started_port(self) -> int:
+        """The port named in the child's start line on stderr, or 0 before it is written."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return 0
+        prefixes = "|".join(re.escape(p) for p in _STARTED)
+        found = re.search(rf"(?:{prefixes}){re.escape(self.host)}:(\d+)", text)
+        return int(found.group(1)) if found else 0
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
