@@ -208,7 +208,8 @@ async def serve(host: str, port: int, name: str, body_size: int, delay_ms: float
 async def serve_until_signalled(host: str, port: int, factory: Callable[[], asyncio.Protocol]) -> None:
     """Serve ``factory``'s protocol on host:port until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(factory, host, port, backlog=4096, reuse_address=True)
+    # reuse_port: a caller may hold the port it names with SO_REUSEPORT (harness.reserved_port)
+    server = await loop.create_server(factory, host, port, backlog=4096, reuse_address=True, reuse_port=True)
     announce(host, server.sockets[0].getsockname()[1])  # port 0: the one it took
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

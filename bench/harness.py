@@ -43,10 +43,21 @@ LISTENING = "listening on"
 _STARTED = (LISTENING + " ", "running on http://")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+# Held for the run: see reserved_port().
+_reserved: list[socket.socket] = []
+
+
+def reserved_port(host: str = "127.0.0.1") -> int:
+    """A port for a child that must be told it and binds with SO_REUSEPORT (the gateway; nginx,
+    whose listen line says reuseport): held bound, without listening, for the rest of the run,
+    so nothing else can take it while the child starts (only listening sockets get connections).
+    Everything else binds port 0 (ManagedProcess(port=0), EmbeddedNats(port=0))."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((host, 0))
+    _reserved.append(s)
+    return int(s.getsockname()[1])
 
 
 def port_open(host: str, port: int) -> bool:
