@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import gateway
-from bench.harness import ManagedProcess, free_port, machine, python_module
+from bench.harness import ManagedProcess, machine, python_module, reserved_port
 from bench.legs import Leg, Outcome, Settings, prepare_wrk_run, ratio, run_legs, say
 from bench.proxy import backend_process, finish_workdir
 from bench.report import Target, emit, show, targets_dict
@@ -77,10 +77,10 @@ def legs(backends: Mapping[str, str]) -> list[Leg]:
     edgeway_skip = gateway.unavailable_reason()
 
     def start_edgeway(d: Path) -> ManagedProcess:
-        return gateway.process(d, edgeway_config(port=free_port(), backends=backends)).start()
+        return gateway.process(d, edgeway_config(port=reserved_port(), backends=backends)).start()
 
     def start_aiohttp(d: Path) -> ManagedProcess:
-        return compose_process(d, port=free_port(), upstreams=urls).start()
+        return compose_process(d, port=0, upstreams=urls).start()
 
     return [
         Leg("slowest", "one backend (the floor)", url=urls[0]),
@@ -160,9 +160,7 @@ def run(
 ) -> dict[str, Any]:
     """Run the aggregate benchmark, print it, and return the result (the ``--json`` object)."""
     settings, workdir = prepare_wrk_run("aggregate", connections, duration, repetitions, warmup)
-    processes = [
-        backend_process(workdir, port=free_port(), name=name, delay_ms=delay_ms) for name in BACKENDS
-    ]
+    processes = [backend_process(workdir, port=0, name=name, delay_ms=delay_ms) for name in BACKENDS]
     try:
         for p in processes:
             p.start()

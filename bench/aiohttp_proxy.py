@@ -11,11 +11,14 @@ competent developer would write in an afternoon, so the ratio against it is not 
 from __future__ import annotations
 
 import argparse
+import socket
 from collections.abc import AsyncIterator
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 from multidict import CIMultiDict, MultiMapping
 from yarl import URL
+
+from bench.backend import announce
 
 # RFC 9110 section 7.6.1, plus Host: the client library sets the upstream's own.
 HOP_BY_HOP = frozenset(
@@ -104,7 +107,11 @@ def serve_app(app: web.Application, host: str, port: int) -> None:
     import uvloop
 
     loop = uvloop.new_event_loop()
-    web.run_app(app, host=host, port=port, access_log=None, print=None, backlog=4096, loop=loop)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    announce(host, sock.getsockname()[1])  # port 0: the one it took
+    web.run_app(app, sock=sock, access_log=None, print=None, backlog=4096, loop=loop)
 
 
 def main(argv: list[str] | None = None) -> None:

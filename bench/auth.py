@@ -17,12 +17,13 @@ time, which a busy machine disturbs less.
 from __future__ import annotations
 
 import json as jsonlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench import gateway
-from bench.harness import ManagedProcess, free_port, machine, python_module
+from bench.harness import ManagedProcess, machine, reserved_port
 from bench.legs import Leg, Outcome, Settings, headline_connections, prepare_wrk_run, ratio, run_legs, say
 from bench.proxy import backend_process, finish_workdir
 from bench.report import Target, emit, show, targets_dict
@@ -35,13 +36,20 @@ AUDIENCE = "bench"
 TARGET_RATIO = 0.85
 
 
-def jwks_process(directory: Path, ring: KeyRing, *, port: int) -> ManagedProcess:
+def jwks_process(directory: Path, ring: KeyRing) -> ManagedProcess:
     """A static HTTP server publishing the ring's JWKS at ``/.well-known/jwks.json``."""
     root = directory / "jwks"
     (root / ".well-known").mkdir(parents=True, exist_ok=True)
     (root / ".well-known" / "jwks.json").write_text(jsonlib.dumps(ring.jwks()))
-    argv = python_module("http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root))
-    return ManagedProcess("jwks", argv, port=port, log_dir=directory)
+    # http.server on port 0, naming the port it took on stderr (what ManagedProcess(port=0) reads).
+    code = (
+        "import functools, http.server, sys\n"
+        f"handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory={str(root)!r})\n"
+        "server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)\n"
+        "print(f'listening on 127.0.0.1:{server.server_address[1]}', file=sys.stderr, flush=True)\n"
+        "server.serve_forever()\n"
+    )
+    return ManagedProcess("jwks", [sys.executable, "-c", code], port=0, log_dir=directory)
 
 
 def auth_config(*, port: int, backend_url: str, jwks_url: str) -> dict[str, Any]:
@@ -57,11 +65,11 @@ def legs(backend_url: str, jwks_url: str, token: str) -> list[Leg]:
     header = (("Authorization", f"Bearer {token}"),)
 
     def start_plain(d: Path) -> ManagedProcess:
-        config = gateway.proxy_config(port=free_port(), backend_url=backend_url, access_log=True)
+        config = gateway.proxy_config(port=reserved_port(), backend_url=backend_url, access_log=True)
         return gateway.process(d, config, name="plain").start()
 
     def start_auth(d: Path) -> ManagedProcess:
-        config = auth_config(port=free_port(), backend_url=backend_url, jwks_url=jwks_url)
+        config = auth_config(port=reserved_port(), backend_url=backend_url, jwks_url=jwks_url)
         return gateway.process(d, config, name="auth").start()
 
     return [
@@ -125,10 +133,9 @@ def run(
     ring = KeyRing.generate("EdDSA")
     # Long-lived: one token for the whole run, as a client reusing its access token would.
     token = TokenIssuer(ring, ISSUER, AUDIENCE, ttl=24 * 3600).issue("bench-user", roles=["customer"]).token
-    backend_port, jwks_port = free_port(), free_port()
     with (
-        backend_process(workdir, port=backend_port) as backend,
-        jwks_process(workdir, ring, port=jwks_port) as jwks,
+        backend_process(workdir, port=0) as backend,
+        jwks_process(workdir, ring) as jwks,
     ):
         say(f"backend on {backend.url}, JWKS on {jwks.url}")
         outcomes = run_legs(legs(backend.url, f"{jwks.url}/.well-known/jwks.json", token), settings, workdir)

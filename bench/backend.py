@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import signal
+import sys
 from collections import deque
 from collections.abc import Callable
 from typing import cast
@@ -193,6 +194,12 @@ def _query_delay_s(query: bytes, default_s: float) -> float:
     return min(max(ms, 0.0), _MAX_DELAY_MS) / 1000
 
 
+def announce(host: str, port: int) -> None:
+    """The start line naming the port a server bound (``--port 0`` takes a free one), which
+    bench.harness.ManagedProcess(port=0) waits for; stdlib only, as these servers are measured."""
+    print(f"listening on {host}:{port}", file=sys.stderr, flush=True)
+
+
 async def serve(host: str, port: int, name: str, body_size: int, delay_ms: float) -> None:
     body = make_body(name, body_size)
     await serve_until_signalled(host, port, lambda: BackendProtocol(name, body, delay_ms))
@@ -201,7 +208,9 @@ async def serve(host: str, port: int, name: str, body_size: int, delay_ms: float
 async def serve_until_signalled(host: str, port: int, factory: Callable[[], asyncio.Protocol]) -> None:
     """Serve ``factory``'s protocol on host:port until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(factory, host, port, backlog=4096, reuse_address=True)
+    # reuse_port: a caller may hold the port it names with SO_REUSEPORT (harness.reserved_port)
+    server = await loop.create_server(factory, host, port, backlog=4096, reuse_address=True, reuse_port=True)
+    announce(host, server.sockets[0].getsockname()[1])  # port 0: the one it took
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

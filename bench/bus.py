@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bus_services import ServiceProcess
-from bench.harness import free_port, machine, median
+from bench.harness import machine, median
 from edgeway.runtime import freeze_heap
 
 TARGET_EPS = 10_000
@@ -142,7 +142,7 @@ async def _main(events: int, write_batch: int, repetitions: int, gc_freeze: bool
     raw_runs: list[dict[str, Any]] = []
     edgeway_runs: list[dict[str, Any]] = []
     try:
-        async with EmbeddedNats(port=free_port(), data_dir=directory / "nats") as server:
+        async with EmbeddedNats(port=0, data_dir=directory / "nats") as server:
             assert server.process is not None
             pid = server.process.pid
             for _ in range(repetitions):

@@ -32,7 +32,7 @@ from typing import Any
 
 from bench.bus_services import ServiceProcess, order_id
 from bench.errors import BenchError
-from bench.harness import free_port, machine, port_open
+from bench.harness import machine, port_open
 
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 SCENARIOS = ("broker-stop", "broker-kill", "consumer-kill", "relay-kill")
@@ -196,7 +196,7 @@ async def _main(events: int, small: int, brokers: Sequence[str], directory: Path
 
     for kill in (False, True):
         run = fresh()
-        server = EmbeddedNats(port=free_port(), data_dir=run / "nats")
+        server = EmbeddedNats(port=0, data_dir=run / "nats")
         await asyncio.to_thread(server.start)
         try:
             outcomes.append(await broker_fault(server, events, run, kill=kill))
@@ -206,7 +206,7 @@ async def _main(events: int, small: int, brokers: Sequence[str], directory: Path
         for scenario in (consumer_kill, relay_kill):
             run = fresh()
             if kind == "nats":
-                server = EmbeddedNats(port=free_port(), data_dir=run / "nats")
+                server = EmbeddedNats(port=0, data_dir=run / "nats")
                 await asyncio.to_thread(server.start)
                 try:
                     outcomes.append(await scenario(Broker(server.url), small, run))

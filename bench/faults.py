@@ -46,7 +46,7 @@ from bench.errors import BenchError
 from bench.fault_load import Load, Sample, percentile
 from bench.gateway import argv as gateway_argv
 from bench.gateway import unavailable_reason, write_config
-from bench.harness import ManagedProcess, free_port, machine, python_module, raise_fd_limit
+from bench.harness import ManagedProcess, machine, python_module, raise_fd_limit, reserved_port
 from bench.legs import say
 from bench.report import Target, print_targets, targets_dict
 
@@ -186,8 +186,8 @@ async def kill_scenario(
     rate: float | None = None,
 ) -> dict[str, Any]:
     """SIGKILL one of two instances under load, start it again; errors and recovery times."""
-    ports = {"a": free_port(), "b": free_port()}
-    gport, admin = free_port(), free_port()
+    ports = {"a": reserved_port(), "b": reserved_port()}
+    gport, admin = reserved_port(), reserved_port()
     cfg = gateway_config(
         gport,
         admin,
@@ -262,7 +262,7 @@ async def hang_scenario(
     rate: float | None = None,
 ) -> dict[str, Any]:
     """The only instance stops answering, then recovers: the breaker opens, answers fast, closes."""
-    port, gport, admin = free_port(), free_port(), free_port()
+    port, gport, admin = reserved_port(), reserved_port(), reserved_port()
     cfg = gateway_config(
         gport,
         admin,
@@ -323,8 +323,8 @@ async def flaky_scenario(
     rate: float | None = None,
 ) -> dict[str, Any]:
     """Two instances failing half their requests with 500; retries within the budget."""
-    ports = [free_port(), free_port()]
-    gport, admin = free_port(), free_port()
+    ports = [reserved_port(), reserved_port()]
+    gport, admin = reserved_port(), reserved_port()
     cfg = gateway_config(
         gport,
         admin,
@@ -371,7 +371,7 @@ async def reload_scenario(
         return {"skipped": f"{RELOAD_MODULE} is not available (live reload is not built in this edgeway)"}
     from edgeway.gateway.process.reload import ReloadRefused, request_reload
 
-    port, gport, admin = free_port(), free_port(), free_port()
+    port, gport, admin = reserved_port(), reserved_port(), reserved_port()
     cfg = gateway_config(gport, admin, [port], retry={"attempts": 2}, breaker={})
     cfg["reload"] = {"watch": False}  # reloads come from the admin API only, one at a time
     directory = workdir / "reload"

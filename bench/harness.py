@@ -11,6 +11,7 @@ import contextlib
 import importlib.metadata
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -34,10 +35,29 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+# A server started with port 0 binds a free port and names it in a start line on stderr:
+# ``listening on HOST:PORT`` (bench.backend.announce: the bench servers) or uvicorn's ``Uvicorn running on
+# http://HOST:PORT``. ManagedProcess(port=0) takes the port from that line: nothing can take the
+# port between choosing and binding it, which a port found free beforehand cannot promise.
+LISTENING = "listening on"
+_STARTED = (LISTENING + " ", "running on http://")
+
+
+# Held for the run: see reserved_port().
+_reserved: list[socket.socket] = []
+
+
+def reserved_port(host: str = "127.0.0.1") -> int:
+    """A port for a child that must be told it and binds with SO_REUSEPORT (the gateway; nginx,
+    whose listen line says reuseport): held bound, without listening, for the rest of the run,
+    so nothing else can take it while the child starts (only listening sockets get connections).
+    Everything else binds port 0 (ManagedProcess(port=0), EmbeddedNats(port=0))."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((host, 0))
+    _reserved.append(s)
+    return int(s.getsockname()[1])
 
 
 def port_open(host: str, port: int) -> bool:
@@ -79,6 +99,9 @@ def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 class ManagedProcess:
     """A child server: started in its own session, ready once its port accepts, stopped as a group.
+
+    ``port=0``: the child binds a free port and names it in its start line (see :data:`LISTENING`);
+    :attr:`port` is the real one once started.
 
     stdout goes to ``stdout_path`` or /dev/null (access logs must not fill a pipe nobody reads);
     stderr always goes to a log file so a failure can show why.
@@ -151,13 +174,25 @@ class ManagedProcess:
                 code = self._proc.returncode
                 self.stop()
                 raise ProcessFailed(self.name, f"exited with status {code} before listening", self.log_tail())
-            if port_open(self.host, self.port):
+            if self.port == 0:
+                self.port = self._started_port()
+            if self.port and port_open(self.host, self.port):
                 return
             time.sleep(0.05)
         self.stop()
         raise ProcessFailed(
             self.name, f"did not open {self.host}:{self.port} within {timeout:.0f} s", self.log_tail()
         )
+
+    def _started_port(self) -> int:
+        """The port named in the child's start line on stderr, or 0 before it is written."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return 0
+        prefixes = "|".join(re.escape(p) for p in _STARTED)
+        found = re.search(rf"(?:{prefixes}){re.escape(self.host)}:(\d+)", text)
+        return int(found.group(1)) if found else 0
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

@@ -50,7 +50,9 @@ http {{
     }}
 
     server {{
-        listen {host}:{port} backlog=4096;
+        # reuseport: nginx cannot take port 0, so a caller may hold the port it is told with
+        # SO_REUSEPORT until nginx listens (one worker: one socket, as without it).
+        listen {host}:{port} backlog=4096 reuseport;
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;

@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import gateway, nginx
 from bench.errors import BenchError, ToolMissing
-from bench.harness import ManagedProcess, free_port, machine, python_module
+from bench.harness import ManagedProcess, machine, python_module, reserved_port
 from bench.legs import Leg, Outcome, Settings, headline_connections, prepare_wrk_run, ratio, run_legs, say
 from bench.report import Target, emit, show, targets_dict
 
@@ -72,21 +72,21 @@ def legs(
     nginx_skip = nginx_skip_reason()
 
     def start_edgeway(d: Path) -> ManagedProcess:
-        config = gateway.proxy_config(port=free_port(), backend_url=backend_url, access_log=True)
+        config = gateway.proxy_config(port=reserved_port(), backend_url=backend_url, access_log=True)
         return gateway.process(d, config).start()
 
     def start_nginx(access_log: bool) -> Any:
         def start(d: Path) -> ManagedProcess:
             name = "nginx_log" if access_log else "nginx"
             p = nginx.process(
-                d, port=free_port(), backend_port=backend_port, access_log=access_log, name=name
+                d, port=reserved_port(), backend_port=backend_port, access_log=access_log, name=name
             )
             return p.start()
 
         return start
 
     def start_aiohttp(d: Path) -> ManagedProcess:
-        return aiohttp_proxy_process(d, port=free_port(), upstream=backend_url).start()
+        return aiohttp_proxy_process(d, port=0, upstream=backend_url).start()
 
     every = [
         Leg("direct", "backend (direct)", url=backend_url),
@@ -191,10 +191,9 @@ def run(
     if unknown:
         raise BenchError(f"unknown leg(s) {', '.join(unknown)}: choose from {', '.join(LEG_NAMES)}")
     settings, workdir = prepare_wrk_run("proxy", connections, duration, repetitions, warmup)
-    backend_port = free_port()
-    with backend_process(workdir, port=backend_port) as backend:
+    with backend_process(workdir, port=0) as backend:
         say(f"backend on {backend.url}")
-        chosen = legs(backend.url, backend_port, only or LEG_NAMES, idle_connections)
+        chosen = legs(backend.url, backend.port, only or LEG_NAMES, idle_connections)
         outcomes = run_legs(chosen, settings, workdir)
     result = summarize(outcomes, settings, idle_connections)
     finish_workdir(workdir, failed=result["failed"])

@@ -26,7 +26,7 @@ from typing import Any
 import nats
 
 from bench import gateway
-from bench.harness import ManagedProcess, free_port, machine, raise_fd_limit
+from bench.harness import ManagedProcess, machine, raise_fd_limit, reserved_port
 from bench.legs import say
 from edgeway.bus.embedded import EmbeddedNats
 
@@ -105,8 +105,8 @@ def run(json: bool = False, clients: int = 100, messages: int = 2000) -> dict[st
     raise_fd_limit()
     with tempfile.TemporaryDirectory(prefix="edgeway-push-bench-") as tmp:
         directory = Path(tmp)
-        nats_port, port = free_port(), free_port()
-        with EmbeddedNats(port=nats_port, data_dir=directory / "nats") as broker:
+        port = reserved_port()
+        with EmbeddedNats(port=0, data_dir=directory / "nats") as broker:
             config = gateway.write_config(directory, push_config(port, broker.url, clients))
             say(f"push fan-out: {clients} clients x {messages} messages")
             with ManagedProcess("edgeway", gateway.argv(config), port=port, log_dir=directory).start():

@@ -37,7 +37,7 @@ import yaml
 
 from bench import gateway
 from bench.errors import BenchError
-from bench.harness import ManagedProcess, free_port, machine, python_module, stopping
+from bench.harness import ManagedProcess, machine, python_module, reserved_port, stopping
 from bench.legs import say
 from bench.proxy import backend_process
 from edgeway.bus.embedded import EmbeddedNats
@@ -163,34 +163,37 @@ async def _push_up(admins: list[str], within: float = 20.0) -> None:
 def _leg(name: str, directory: Path, nats_url: str, tokens: int, poll: float) -> dict[str, Any]:
     workdir = directory / name
     workdir.mkdir()
-    backend_port, security_port = free_port(), free_port()
-    security = f"http://127.0.0.1:{security_port}"
-    backend = backend_process(workdir, port=backend_port)
-    service = security_process(workdir, port=security_port, nats_url=nats_url)
+    # Port 0 for both, started first: the gateways' configs name the ports they took.
+    backend = backend_process(workdir, port=0)
+    service = security_process(workdir, port=0, nats_url=nats_url)
     bus = nats_url if name == "push" else None
     poll_interval = 3600.0 if name == "push" else poll
-    processes: list[ManagedProcess] = [backend, service]
+    gateways: list[ManagedProcess] = []
     urls, admins = [], []
-    for n in range(2):
-        port, admin = free_port(), free_port()
-        config = gateway_config(
-            port=port,
-            admin=admin,
-            backend_url=f"http://127.0.0.1:{backend_port}",
-            security=security,
-            bus=bus,
-            poll=poll_interval,
-        )
-        processes.append(gateway.process(workdir / f"gateway{n}", config, name=f"gateway{n}"))
-        urls.append(f"http://127.0.0.1:{port}")
-        admins.append(f"http://127.0.0.1:{admin}")
-    with stopping(*processes):
-        for process in processes:
-            process.start()
-        if bus is not None:
-            asyncio.run(_push_up(admins))
-        say(f"{name}: {tokens} tokens revoked, two gateways")
-        samples = asyncio.run(_measure(security, urls, tokens, pause=poll, limit=max(10.0, 3 * poll)))
+    with stopping(backend, service):
+        backend.start()
+        service.start()
+        security = service.url
+        for n in range(2):
+            port, admin = reserved_port(), reserved_port()
+            config = gateway_config(
+                port=port,
+                admin=admin,
+                backend_url=backend.url,
+                security=security,
+                bus=bus,
+                poll=poll_interval,
+            )
+            gateways.append(gateway.process(workdir / f"gateway{n}", config, name=f"gateway{n}"))
+            urls.append(f"http://127.0.0.1:{port}")
+            admins.append(f"http://127.0.0.1:{admin}")
+        with stopping(*gateways):
+            for process in gateways:
+                process.start()
+            if bus is not None:
+                asyncio.run(_push_up(admins))
+            say(f"{name}: {tokens} tokens revoked, two gateways")
+            samples = asyncio.run(_measure(security, urls, tokens, pause=poll, limit=max(10.0, 3 * poll)))
     ms = sorted(s * 1000 for s in samples)
     return {
         "samples": len(ms),
@@ -207,7 +210,7 @@ def run(json: bool = False, tokens: int = 20, poll_interval: float = 2.0) -> dic
         raise BenchError(skip)
     with tempfile.TemporaryDirectory(prefix="edgeway-revocation-bench-") as tmp:
         directory = Path(tmp)
-        with EmbeddedNats(port=free_port(), data_dir=directory / "nats") as broker:
+        with EmbeddedNats(port=0, data_dir=directory / "nats") as broker:
             result: dict[str, Any] = {
                 "tokens": tokens,
                 "push": _leg("push", directory, broker.url, tokens, poll_interval),

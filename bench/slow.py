@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import gateway, nginx
 from bench.errors import BenchError
-from bench.harness import ManagedProcess, free_port, machine
+from bench.harness import ManagedProcess, machine, reserved_port
 from bench.legs import Leg, Outcome, Settings, prepare_wrk_run, ratio, run_legs, say
 from bench.proxy import aiohttp_proxy_process, backend_process, finish_workdir, nginx_skip_reason
 from bench.report import Target, emit, show, targets_dict
@@ -37,15 +37,15 @@ def legs(backend_url: str, backend_port: int, names: Sequence[str] = LEG_NAMES) 
     nginx_skip = nginx_skip_reason()
 
     def start_edgeway(d: Path) -> ManagedProcess:
-        config = gateway.proxy_config(port=free_port(), backend_url=backend_url, access_log=True)
+        config = gateway.proxy_config(port=reserved_port(), backend_url=backend_url, access_log=True)
         return gateway.process(d, config).start()
 
     def start_nginx(d: Path) -> ManagedProcess:
-        return nginx.process(d, port=free_port(), backend_port=backend_port, access_log=False).start()
+        return nginx.process(d, port=reserved_port(), backend_port=backend_port, access_log=False).start()
 
     def start_aiohttp(d: Path) -> ManagedProcess:
         # The baseline written the way a developer would for a slow service: no per-host cap.
-        return aiohttp_proxy_process(d, port=free_port(), upstream=backend_url, limit_per_host=0).start()
+        return aiohttp_proxy_process(d, port=0, upstream=backend_url, limit_per_host=0).start()
 
     every = [
         Leg("direct", "backend (direct)", url=backend_url),
@@ -104,10 +104,9 @@ def run(
     if unknown:
         raise BenchError(f"unknown leg(s) {', '.join(unknown)}: choose from {', '.join(LEG_NAMES)}")
     settings, workdir = prepare_wrk_run("slow", connections, duration, repetitions, warmup)
-    backend_port = free_port()
-    with backend_process(workdir, port=backend_port, delay_ms=delay_ms) as backend:
+    with backend_process(workdir, port=0, delay_ms=delay_ms) as backend:
         say(f"backend on {backend.url}, answering after {delay_ms:g} ms")
-        outcomes = run_legs(legs(backend.url, backend_port, only or LEG_NAMES), settings, workdir)
+        outcomes = run_legs(legs(backend.url, backend.port, only or LEG_NAMES), settings, workdir)
     result = summarize(outcomes, settings, delay_ms)
     finish_workdir(workdir, failed=result["failed"])
     targets: list[Target] = result.pop("_targets")

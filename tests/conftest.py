@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pytest
 
@@ -51,20 +52,52 @@ def require(*names: str) -> None:
             _missing(f"{name} is not installed (apt-get install {name})")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Sockets held for the running test (dead_port, held_ports), closed when it ends.
+_held: list[socket.socket] = []
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports: the sockets stay bound until all are chosen (two free_port()
-    calls in a row can return the same port)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
+@pytest.fixture(autouse=True)
+def _release_held_ports() -> Iterator[None]:
+    yield
+    while _held:
+        _held.pop().close()
+
+
+def bound_socket() -> socket.socket:
+    """A TCP socket bound to a free loopback port and not listening yet: for an in-process
+    server whose port must be known before it starts (``uvicorn.Server.serve(sockets=[sock])``,
+    ``asyncio.start_server(sock=sock)``). Until the server listens, connections are refused.
+    There is no ``free_port()``: a port found free and closed again can be taken by anything on
+    the machine before the test binds it (CI failed with ``Address already in use``). Servers in
+    the test bind port 0 and report the port; :func:`dead_port` is an address nothing listens on;
+    :func:`reserved_ports` / :func:`held_ports` hold a port for a process that must be told it.
+    """
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def dead_port() -> int:
+    """A loopback port nothing listens on, for the rest of the test: a socket holds it bound
+    without listening, so connections are refused and nothing else can take it meanwhile."""
+    s = bound_socket()
+    _held.append(s)
+    return int(s.getsockname()[1])
+
+
+def _reserve() -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def held_ports(n: int) -> list[int]:
+    """:func:`reserved_ports` held for the rest of the test rather than a block."""
+    socks = [_reserve() for _ in range(n)]
+    _held.extend(socks)
+    return [int(s.getsockname()[1]) for s in socks]
 
 
 @contextlib.contextmanager
@@ -76,12 +109,19 @@ def reserved_ports(n: int) -> Iterator[list[int]]:
     listening sockets receive connections. Servers that can bind port 0 should do so instead.
     """
     with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            s.bind(("127.0.0.1", 0))
+        socks = [stack.enter_context(_reserve()) for _ in range(n)]
         yield [int(s.getsockname()[1]) for s in socks]
+
+
+def gateway_ports(stdout: Iterable[bytes]) -> tuple[int, int | None]:
+    """The listen and admin ports an ``edgeway gateway`` process reports in its ``gateway
+    listening`` line (JSON lines on stdout): how a test finds a gateway started with ``port: 0``.
+    Reads up to that line (blocking); fails if the output ends first."""
+    for line in stdout:
+        if line.startswith(b"{") and (event := json.loads(line)).get("message") == "gateway listening":
+            admin = event.get("admin")
+            return int(event["listen"].rsplit(":", 1)[1]), int(admin.rsplit(":", 1)[1]) if admin else None
+    raise AssertionError("the gateway's output ended before it listened")
 
 
 async def raw_http(port: int, data: bytes, *, wait: float = 2.0) -> bytes:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from conftest import free_ports
+from conftest import held_ports
 from edgeway.gateway.config import load_config
 from edgeway.gateway.process.admin_auth import find_token
 from edgeway.gateway.process.serve import GatewayServer
@@ -108,7 +108,9 @@ async def serving(path: Path) -> AsyncIterator[GatewayServer]:
 
 
 def ports() -> tuple[int, int]:
-    first, second = free_ports(2)
+    """A listen and an admin port held for the test (:func:`conftest.held_ports`): the tests write
+    them into config files they rewrite and reload, and ``--workers`` processes share them."""
+    first, second = held_ports(2)
     return first, second
 
 

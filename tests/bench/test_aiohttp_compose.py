@@ -8,7 +8,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import free_port
 from edgeway.bench_cli import ensure_bench_importable
 
 ensure_bench_importable()
@@ -21,12 +20,11 @@ from bench.proxy import backend_process  # noqa: E402
 @pytest.fixture
 def composition(tmp_path: Path) -> Iterator[ManagedProcess]:
     backends = [
-        backend_process(tmp_path, port=free_port(), name=name, delay_ms=150)
-        for name in ("users", "orders", "offers")
+        backend_process(tmp_path, port=0, name=name, delay_ms=150) for name in ("users", "orders", "offers")
     ]
     for b in backends:
         b.start()
-    compose = compose_process(tmp_path, port=free_port(), upstreams=[b.url for b in backends])
+    compose = compose_process(tmp_path, port=0, upstreams=[b.url for b in backends])
     try:
         yield compose.start()
     finally:

@@ -9,7 +9,6 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
-from conftest import free_ports
 from edgeway.bench_cli import ensure_bench_importable
 
 ensure_bench_importable()
@@ -20,15 +19,14 @@ from bench.harness import ManagedProcess, python_module  # noqa: E402
 
 @pytest.fixture
 def proxy(tmp_path: Path) -> Iterator[ManagedProcess]:
-    backend_port, proxy_port = free_ports(2)
     backend = ManagedProcess(
         "backend",
-        python_module("bench.backend", "--port", str(backend_port)),
-        port=backend_port,
+        python_module("bench.backend", "--port", "0"),
+        port=0,
         log_dir=tmp_path,
     ).start()
-    argv = python_module("bench.aiohttp_proxy", "--port", str(proxy_port), "--upstream", backend.url)
-    proxy = ManagedProcess("aiohttp", argv, port=proxy_port, log_dir=tmp_path)
+    argv = python_module("bench.aiohttp_proxy", "--port", "0", "--upstream", backend.url)
+    proxy = ManagedProcess("aiohttp", argv, port=0, log_dir=tmp_path)
     try:
         yield proxy.start()
     finally:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
 from edgeway.bench_cli import ensure_bench_importable
 
 ensure_bench_importable()
@@ -18,9 +17,8 @@ from bench.harness import ManagedProcess, python_module  # noqa: E402
 
 
 def start_backend(tmp_path: Path, *args: str) -> ManagedProcess:
-    port = free_port()
-    argv = python_module("bench.backend", "--port", str(port), *args)
-    return ManagedProcess("backend", argv, port=port, log_dir=tmp_path).start()
+    argv = python_module("bench.backend", "--port", "0", *args)
+    return ManagedProcess("backend", argv, port=0, log_dir=tmp_path).start()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from conftest import free_port
 from edgeway.bench_cli import ensure_bench_importable
 
 ensure_bench_importable()
@@ -22,9 +21,8 @@ from bench import faults  # noqa: E402
 
 @pytest.fixture
 def fault_backend(tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    process = faults.backend(tmp_path, "x", port, "--mode", "flaky", "--fail-ratio", "1").start()
-    yield port
+    process = faults.backend(tmp_path, "x", 0, "--mode", "flaky", "--fail-ratio", "1").start()
+    yield process.port
     process.stop()
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
 from edgeway.bench_cli import ensure_bench_importable
 
 ensure_bench_importable()
@@ -37,7 +36,7 @@ def test_tree_rss_includes_children(tmp_path: Path) -> None:
 
 def test_a_process_that_dies_before_listening_fails_with_its_log(tmp_path: Path) -> None:
     argv = [sys.executable, "-c", "import sys; sys.stderr.write('boom: bad flag\\n'); sys.exit(3)"]
-    process = harness.ManagedProcess("broken", argv, port=free_port(), log_dir=tmp_path)
+    process = harness.ManagedProcess("broken", argv, port=0, log_dir=tmp_path)
     with pytest.raises(ProcessFailed, match="exited with status 3") as info:
         process.start()
     assert "boom: bad flag" in str(info.value)
@@ -46,23 +45,22 @@ def test_a_process_that_dies_before_listening_fails_with_its_log(tmp_path: Path)
 
 def test_a_process_that_never_listens_is_stopped_after_the_timeout(tmp_path: Path) -> None:
     argv = [sys.executable, "-c", "import time; time.sleep(30)"]
-    process = harness.ManagedProcess("silent", argv, port=free_port(), log_dir=tmp_path)
+    process = harness.ManagedProcess("silent", argv, port=0, log_dir=tmp_path)
     with pytest.raises(ProcessFailed, match="did not open"):
         process.start(timeout=0.5)
     assert not process.alive()
 
 
 def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
-    port = free_port()
     # A parent that forks a child ignoring nothing, then serves; stopping must take both.
     code = (
         "import socket, subprocess, sys, time\n"
         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-        f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+        "sys.stderr.write(f'listening on 127.0.0.1:{s.getsockname()[1]}\\n'); sys.stderr.flush()\n"
+        "time.sleep(60)\n"
     )
-    process = harness.ManagedProcess(
-        "parent", [sys.executable, "-c", code], port=port, log_dir=tmp_path
-    ).start()
+    process = harness.ManagedProcess("parent", [sys.executable, "-c", code], port=0, log_dir=tmp_path).start()
     for _ in range(100):
         children = harness.descendants(process.pid)
         if children:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import free_port
 from edgeway.bench_cli import ensure_bench_importable
 
 ensure_bench_importable()
@@ -13,7 +12,7 @@ from bench import idle  # noqa: E402
 
 
 async def test_holds_idle_keep_alive_connections_and_reads_the_servers_memory(tmp_path: Path) -> None:
-    with backend_process(tmp_path, port=free_port()) as backend:
+    with backend_process(tmp_path, port=0) as backend:
         result = await idle.hold(backend.host, backend.port, backend.pid, connections=150, settle_s=0.1)
     assert result.connections == 150
     assert result.rss_held_mb > 5

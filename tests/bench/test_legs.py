@@ -3,7 +3,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from conftest import free_port, require
+from conftest import require
 from edgeway.bench_cli import ensure_bench_importable
 
 ensure_bench_importable()
@@ -54,15 +54,15 @@ def test_skipped_legs_keep_their_reason_and_are_never_started(tmp_path: Path) ->
 
 def test_a_target_that_dies_mid_run_fails_its_leg_with_its_log(tmp_path: Path) -> None:
     require("wrk")
-    port = free_port()
     code = (
         "import socket, sys, time\n"
-        f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen()\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+        "sys.stderr.write(f'listening on 127.0.0.1:{s.getsockname()[1]}\\n'); sys.stderr.flush()\n"
         "sys.stderr.write('crashing on purpose\\n'); time.sleep(0.3)\n"
     )
 
     def start(d: Path) -> ManagedProcess:
-        return ManagedProcess("doomed", [sys.executable, "-c", code], port=port, log_dir=d).start()
+        return ManagedProcess("doomed", [sys.executable, "-c", code], port=0, log_dir=d).start()
 
     settings = legs.Settings(connections=(2,), duration_s=1, warmup_s=0)
     outcome = legs.run_legs([legs.Leg("doomed", "doomed", start=start)], settings, tmp_path)["doomed"]
@@ -73,7 +73,7 @@ def test_a_target_that_dies_mid_run_fails_its_leg_with_its_log(tmp_path: Path) -
 
 def test_repetitions_give_one_sample_each_and_a_median(tmp_path: Path) -> None:
     require("wrk")
-    with backend_process(tmp_path, port=free_port()) as backend:
+    with backend_process(tmp_path, port=0) as backend:
         leg = legs.Leg("direct", "direct", url=backend.url)
         settings = legs.Settings(connections=(2,), duration_s=1, repetitions=2, warmup_s=0)
         outcome = legs.run_legs([leg], settings, tmp_path)["direct"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
-from conftest import free_port, require
+from conftest import dead_port, held_ports, require
 from edgeway.bench_cli import ensure_bench_importable
 
 ensure_bench_importable()
@@ -36,15 +36,16 @@ def test_nginx_accepts_both_variants(tmp_path: Path) -> None:
     require("nginx")
     for access_log in (False, True):
         config = nginx.write_config(
-            tmp_path / str(access_log), port=free_port(), backend_port=free_port(), access_log=access_log
+            tmp_path / str(access_log), port=dead_port(), backend_port=dead_port(), access_log=access_log
         )
         nginx.check_config(config)
 
 
 def test_nginx_proxies_to_the_backend_and_logs_when_asked(tmp_path: Path) -> None:
     require("nginx")
-    with backend_process(tmp_path, port=free_port()) as backend:
-        proc = nginx.process(tmp_path / "nginx", port=free_port(), backend_port=backend.port, access_log=True)
+    with backend_process(tmp_path, port=0) as backend:
+        [port] = held_ports(1)  # nginx cannot bind port 0; it listens with reuseport
+        proc = nginx.process(tmp_path / "nginx", port=port, backend_port=backend.port, access_log=True)
         with proc, urllib.request.urlopen(proc.url + "/", timeout=5) as response:
             assert response.status == 200
             assert b'"backend"' in response.read()

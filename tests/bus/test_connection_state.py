@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from conftest import free_port, pipe, require
+from conftest import pipe, require
 from edgeway.bus.embedded import EmbeddedNats
 from edgeway.bus.nats import NatsTransport
 from edgeway.bus.rabbit import RabbitTransport
@@ -24,12 +24,13 @@ class Relay:
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
-        self.port = free_port()
+        self.port = 0  # the first listen takes a free port; a restore listens on it again
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def restore(self) -> None:
         self._server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
 
     async def cut(self) -> None:
         if self._server is not None:
@@ -46,7 +47,7 @@ class Relay:
 
 
 async def test_a_nats_transport_is_not_connected_while_the_broker_is_away(tmp_path: Path) -> None:
-    server = EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats")
+    server = EmbeddedNats(port=0, data_dir=tmp_path / "nats")
     await asyncio.to_thread(server.start)
     transport = NatsTransport(server.url, prefix="cs")
     try:

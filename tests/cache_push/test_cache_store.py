@@ -9,7 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from cache_push_helpers import Reply, http, own_redis_prefix, running_backend, running_gateway
 
-from conftest import free_port
+from conftest import dead_port
 from edgeway.gateway.filters.cache.redis_store import RedisStore
 from edgeway.gateway.filters.cache.store import ENTRY_OVERHEAD, Entry, MemoryStore
 
@@ -108,7 +108,7 @@ async def test_redis_store_keeps_entries_until_they_expire() -> None:
 async def test_a_dead_redis_is_a_miss_and_is_left_alone_for_a_while() -> None:
     errors: list[int] = []
     store = RedisStore(
-        f"redis://127.0.0.1:{free_port()}/0",
+        f"redis://127.0.0.1:{dead_port()}/0",
         "p:",
         timeout=0.2,
         retry_after=60.0,
@@ -171,7 +171,7 @@ async def test_a_gateway_serves_from_memory_when_redis_is_down() -> None:
     async def respond(line: bytes, h: dict[bytes, bytes]) -> Reply:
         return 200, [], b"ok"
 
-    async with running_backend(respond) as b, running_gateway(shared_cfg(b.port, "x:", free_port())) as g:
+    async with running_backend(respond) as b, running_gateway(shared_cfg(b.port, "x:", dead_port())) as g:
         s1, h1, _ = await http(g.port, "GET", "/items/1")
         s2, h2, _ = await http(g.port, "GET", "/items/1")
         text, _ = g.gw.env.metrics.exposition()

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from push_helpers import hub
 from servers import serve
 
-from conftest import free_port, require
+from conftest import dead_port, require
 from edgeway.bus.bus import EventBus
 from edgeway.bus.embedded import EmbeddedNats
 from edgeway.bus.events import Event
@@ -207,7 +207,7 @@ async def test_events_on_rabbitmq_reach_websocket_clients(rabbit_prefix: str) ->
 async def test_an_unreachable_broker_fails_the_gateway_start_clearly() -> None:
     from edgeway.gateway.core.errors import GatewayError
 
-    dead = {"transport": "nats", "url": f"nats://127.0.0.1:{free_port()}", "connect_timeout": "1s"}
+    dead = {"transport": "nats", "url": f"nats://127.0.0.1:{dead_port()}", "connect_timeout": "1s"}
     cfg = gateway_cfg("http://127.0.0.1:9", dead)
     with pytest.raises(GatewayError, match=r"cannot connect to NATS .* within 1s"):
         async with running_gateway(cfg):

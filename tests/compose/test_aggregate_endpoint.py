@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from compose_helpers import Reply, Seen, aggregate_config, gateway, request, services
 
-from conftest import free_port
+from conftest import dead_port
 
 
 def calls(**named: dict[str, Any]) -> dict[str, Any]:
@@ -399,7 +399,7 @@ async def test_a_required_calls_5xx_is_a_502_and_an_optional_ones_is_reported() 
 
 
 async def test_an_unreachable_service_is_a_502() -> None:
-    closed = free_port()
+    closed = dead_port()
     async with services(good=lambda s: {"good": 1}) as svc:
         cfg = aggregate_config(svc, calls(gone={"service": "gone", "path": "/", "group": "gone"}))
         cfg["services"]["gone"] = {"instances": [f"http://127.0.0.1:{closed}"]}
@@ -765,7 +765,7 @@ async def test_an_unreachable_required_call_ends_the_request_without_waiting_for
     async with services(
         broken=lambda s: {"never": 1}, slow=lambda s: Reply(body={"slow": 1}, delay=1.5)
     ) as svc:
-        dead = {"broken": {"instances": [f"http://127.0.0.1:{free_port()}"]}}
+        dead = {"broken": {"instances": [f"http://127.0.0.1:{dead_port()}"]}}
         cfg = aggregate_config(
             svc,
             calls(

@@ -9,7 +9,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 from compose_helpers import JsonService, Reply, Seen, request, services
 from typer.testing import CliRunner
 
-from conftest import free_ports
+from conftest import gateway_ports
 from edgeway.gateway.config import GatewayConfig, load_config
 from edgeway.gateway.core.access_log import AccessLog
 from edgeway.gateway.core.runtime import Gateway
@@ -144,39 +143,25 @@ async def test_the_same_product_screen_is_tailored_per_client() -> None:
     assert missing.json()["detail"] == "nothing at /products/99"
 
 
-async def _until_listening(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nothing listens on port {port} after {timeout:g} s") from None
-            await asyncio.sleep(0.05)
-        else:
-            writer.close()
-            return
-
-
 async def test_edgeway_gateway_runs_the_mobile_profile_as_a_process() -> None:
     async with shop() as running:
-        port, admin = free_ports(2)
         env = {
             **os.environ,
             **environment(running),
-            "MOBILE_PORT": str(port),
-            "MOBILE_ADMIN_PORT": str(admin),
+            "MOBILE_PORT": "0",  # free ports, reported in the "gateway listening" line
+            "MOBILE_ADMIN_PORT": "0",
         }
         script = Path(sys.executable).with_name("edgeway")
         proc = subprocess.Popen(
             [str(script), "gateway", "--config", "examples/profiles/mobile.yaml"],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         try:
-            await _until_listening(port)
+            assert proc.stdout is not None
+            port, _ = await asyncio.to_thread(gateway_ports, proc.stdout)
             card = await request(port, "GET", "/m/products/1")
             delivery = await request(port, "GET", "/m/products/1/delivery")
         finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import dead_port, held_ports
 from edgeway.demo.flags import parse_flag_value
 from edgeway.demo.plan import DEFAULT_PORTS, ShopPlan, parse_ports
 
@@ -33,7 +33,9 @@ def test_demo_refuses_ports_in_use_before_starting_anything(tmp_path: Path) -> N
         held.bind(("127.0.0.1", 0))
         held.listen()
         busy = held.getsockname()[1]
-        ports = [f"{name}={free_port()}" for name in DEFAULT_PORTS if name != "orders"]
+        # Held with SO_REUSEADDR, so the demo's check (a bind with SO_REUSEADDR) finds them free.
+        others = dict(zip(DEFAULT_PORTS, held_ports(len(DEFAULT_PORTS)), strict=True))
+        ports = [f"{name}={p}" for name, p in others.items() if name != "orders"]
         args = [a for p in ports for a in ("--port", p)]
         result = _demo(*args, "--port", f"orders={busy}", "--data-dir", str(tmp_path / "d"), cwd=tmp_path)
     assert result.returncode != 0
@@ -59,7 +61,7 @@ def test_demo_rejects_an_unknown_pattern(tmp_path: Path) -> None:
 
 
 def test_flag_command_says_where_it_could_not_reach_the_broker(tmp_path: Path) -> None:
-    port = free_port()
+    port = dead_port()
     result = subprocess.run(
         [
             sys.executable,

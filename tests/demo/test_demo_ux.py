@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from conftest import free_port
+from conftest import held_ports
 from edgeway.demo.cli import cli_command, demo_command, ready_banner
 from edgeway.demo.plan import DEFAULT_PORTS, HttpReady, ProcessSpec, ShopPlan, parse_ports
 from edgeway.demo.supervisor import Supervisor
@@ -97,9 +97,10 @@ def test_a_long_command_is_wrapped_by_the_terminal_not_cut(tmp_path: Path) -> No
 
 
 async def test_start_up_progress_is_printed_plainly_when_output_is_not_a_terminal(tmp_path: Path) -> None:
-    port = free_port()
+    [port] = held_ports(1)  # the supervisor is told it for readiness: held with SO_REUSEPORT
     server = (
         "import http.server,sys\n"
+        "http.server.HTTPServer.allow_reuse_port = True\n"
         "class H(http.server.BaseHTTPRequestHandler):\n"
         "    def do_GET(self): self.send_response(200); self.end_headers()\n"
         "    def log_message(self, *a): pass\n"

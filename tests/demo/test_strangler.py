@@ -9,7 +9,6 @@ from pathlib import Path
 import yaml
 from aiohttp import web
 
-from conftest import free_port
 from edgeway.demo.strangler import StranglerController, render, write_if_changed
 from edgeway.gateway.config import load_config
 from edgeway.service import Flags
@@ -49,8 +48,8 @@ async def test_flag_on_moves_the_route_and_asks_every_gateway_to_reload(tmp_path
     app.router.add_post("/reload", reload)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
     try:
         path = tmp_path / "strangler.yaml"
         controller = StranglerController(

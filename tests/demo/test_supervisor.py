@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from conftest import free_port
+from conftest import dead_port, held_ports
 from edgeway.demo.plan import FileReady, HttpReady, ProcessSpec, TcpReady
 from edgeway.demo.supervisor import Supervisor
 
@@ -27,6 +27,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
     def log_message(self, *a):
         print('{"level": "info", "message": "GET %s"}' % self.path, flush=True)
+http.server.HTTPServer.allow_reuse_port = True  # the test holds the port with SO_REUSEPORT
 server = http.server.HTTPServer(("127.0.0.1", port), H)
 if die_after and os.path.exists(marker):
     def die():
@@ -40,7 +41,8 @@ server.serve_forever()
 def _spec(
     tmp: Path, name: str, *, after: tuple[str, ...] = (), die_after: float = 0.0
 ) -> tuple[ProcessSpec, int]:
-    port = free_port()
+    # Told in advance (the supervisor checks it for readiness; a restart binds it again): held.
+    [port] = held_ports(1)
     script = tmp / "server.py"
     script.write_text(SERVER)
     marker = tmp / f"{name}.die"
@@ -113,7 +115,7 @@ async def test_a_process_that_exits_before_it_is_ready_fails_the_start_and_shows
         "broken",
         (sys.executable, "-c", "print('cannot open the database: disk full'); raise SystemExit(2)"),
         {"PATH": "/usr/bin:/bin"},
-        TcpReady("127.0.0.1", free_port()),
+        TcpReady("127.0.0.1", dead_port()),
     )
     waiting = ProcessSpec(
         "waiting",

@@ -7,7 +7,7 @@ import pytest
 from consul_api import Entry, consul_api
 from watching import follow
 
-from conftest import free_port
+from conftest import dead_port
 from edgeway.discovery import ConsulSource, DiscoveryError
 
 
@@ -89,4 +89,4 @@ async def test_failures_keep_the_last_set_and_the_watch_recovers() -> None:
 
 async def test_an_unreachable_agent_is_a_discovery_error() -> None:
     with pytest.raises(DiscoveryError, match="orders"):
-        await ConsulSource(f"http://127.0.0.1:{free_port()}", "orders").fetch()
+        await ConsulSource(f"http://127.0.0.1:{dead_port()}", "orders").fetch()

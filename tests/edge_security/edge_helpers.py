@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from fastapi import FastAPI
 from gateway_helpers import backend, gateway, read_request
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port
+from conftest import bound_socket
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.core.runtime import Gateway
 from edgeway.gateway.process.admin import AdminHandler
@@ -177,12 +178,12 @@ def problem(body: bytes) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: FastAPI, port: int) -> AsyncIterator[uvicorn.Server]:
-    """A FastAPI app (the real security service) on a real port."""
+async def serve_app(app: FastAPI, sock: socket.socket) -> AsyncIterator[uvicorn.Server]:
+    """A FastAPI app (the real security service) listening on ``sock``."""
     # log_config=None: uvicorn must not reconfigure this process's logging (other tests read it).
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    config = uvicorn.Config(app, log_config=None, access_log=False)
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         for _ in range(400):
             if server.started:
@@ -240,9 +241,9 @@ async def security_service(directory: Path, **overrides: Any) -> AsyncIterator[s
             **overrides,
         }
     )
-    port = free_port()
-    async with serve_app(create_security_app(settings), port):
-        yield f"http://127.0.0.1:{port}"
+    sock = bound_socket()
+    async with serve_app(create_security_app(settings), sock):
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @dataclass

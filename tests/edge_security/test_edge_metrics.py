@@ -21,7 +21,7 @@ from edge_helpers import (
     recording_backend,
 )
 
-from conftest import free_port
+from conftest import dead_port
 from edgeway.security.keys import KeyRing
 from edgeway.security.tokens import TokenIssuer
 
@@ -88,7 +88,7 @@ async def test_decisions_made_without_the_rate_limit_store_are_counted(
 ) -> None:
     store: dict[str, Any] = {
         "backend": "redis",
-        "redis_url": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        "redis_url": f"redis://127.0.0.1:{dead_port()}/0",  # nothing listens there
         "timeout": "100ms",
         "on_store_error": on_store_error,
     }

@@ -20,7 +20,7 @@ from edge_helpers import (
     request,
 )
 
-from conftest import free_port, pipe, require
+from conftest import bound_socket, dead_port, pipe, require
 from edgeway.gateway.filters.ratelimit.config import RateLimitStore
 from edgeway.gateway.filters.ratelimit.redis_store import RedisBuckets
 from edgeway.gateway.filters.ratelimit.store import MemoryBuckets, refill
@@ -168,7 +168,7 @@ async def test_two_gateways_share_one_limit_in_redis() -> None:
 
 
 async def test_redis_down_fails_open_by_default_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    dead = f"redis://127.0.0.1:{free_port()}/0"
+    dead = f"redis://127.0.0.1:{dead_port()}/0"
     async with recording_backend() as (port, seen):
         store = redis_store("x:", redis_url=dead, timeout="100ms")
         cfg = edge_config(port, limited({"rate": 1, "per": "1m"}), rate_limits=store)
@@ -182,7 +182,7 @@ async def test_redis_down_fails_open_by_default_and_says_so(caplog: pytest.LogCa
 
 
 async def test_redis_down_fails_closed_when_configured() -> None:
-    dead = f"redis://127.0.0.1:{free_port()}/0"
+    dead = f"redis://127.0.0.1:{dead_port()}/0"
     async with recording_backend() as (port, seen):
         store = redis_store("x:", redis_url=dead, timeout="100ms", on_store_error="deny", retry_interval="2s")
         cfg = edge_config(port, limited({"rate": 100}), rate_limits=store)
@@ -196,7 +196,8 @@ async def test_redis_down_fails_closed_when_configured() -> None:
 
 async def test_the_redis_store_counts_an_outage_and_recovers() -> None:
     require("redis")
-    port = free_port()
+    sock = bound_socket()  # refuses connections until the relay listens on it
+    port = sock.getsockname()[1]
 
     async def forward(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         ur, uw = await asyncio.open_connection("127.0.0.1", 6379)
@@ -214,7 +215,7 @@ async def test_the_redis_store_counts_an_outage_and_recovers() -> None:
     try:
         assert await store.take("k", 2, 1.0) is None  # skipped: the failed ping opened an outage
         assert (store.unavailable, store.failures) == (1, 1)
-        server = await asyncio.start_server(forward, "127.0.0.1", port)
+        server = await asyncio.start_server(forward, sock=sock)
         try:
             assert await store.take("k", 2, 1.0) is None  # still within retry_interval
             clock.now += 6.0

@@ -27,7 +27,7 @@ import orjson
 import pytest
 from edge_helpers import Edge, auth_block, edge, edge_config, eventually, recording_backend, security_service
 
-from conftest import free_port, require
+from conftest import require
 from edgeway.bus.brokers import transport_for
 from edgeway.bus.bus import EventBus
 from edgeway.bus.embedded import EmbeddedNats
@@ -192,7 +192,9 @@ async def test_a_gateway_started_while_the_broker_is_down_serves_polls_and_takes
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="edgeway.gateway.filters.auth.filter")
-    server = EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats")  # not started yet
+    server = EmbeddedNats(port=0, data_dir=tmp_path / "nats")
+    await asyncio.to_thread(server.start)  # takes a free port, kept by the restart below
+    await asyncio.to_thread(server.stop)
     prefix = "rvdown"
     async with recording_backend() as (port, _), security_service(tmp_path) as service:
         cfg = pushed_config(
@@ -245,7 +247,7 @@ async def test_a_gateway_started_while_the_broker_is_down_serves_polls_and_takes
 async def test_losing_the_broker_keeps_known_revocations_and_polls_fast_until_it_is_back(
     tmp_path: Path,
 ) -> None:
-    server = EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats")
+    server = EmbeddedNats(port=0, data_dir=tmp_path / "nats")
     prefix = "rvlost"
     await asyncio.to_thread(server.start)
     try:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from resilience_helpers import backend, read_request
 
-from conftest import free_port
+from conftest import dead_port
 from edgeway.resilience.health import HealthChecker, HealthCheckPolicy, probe
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -51,7 +51,7 @@ async def test_a_2xx_or_3xx_answer_passes_and_anything_else_fails() -> None:
 
 
 async def test_refused_and_silent_instances_fail_with_the_reason() -> None:
-    passed, reason = await probe(Target(free_port()), "/ready", 1.0)
+    passed, reason = await probe(Target(dead_port()), "/ready", 1.0)
     assert not passed
     assert reason.startswith("cannot connect")
 
@@ -65,7 +65,7 @@ async def test_refused_and_silent_instances_fail_with_the_reason() -> None:
 async def test_the_checker_runs_a_round_at_start_then_every_interval_until_stopped() -> None:
     results: list[tuple[int, bool]] = []
     async with backend(answering(200)) as port:
-        targets = [Target(port), Target(free_port())]
+        targets = [Target(port), Target(dead_port())]
         checker = HealthChecker(
             HealthCheckPolicy(interval=0.05, timeout=0.05),
             lambda: targets,

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from resilience_helpers import Seen, answering, backend, get, read_request, running
 
-from conftest import free_port
+from conftest import dead_port
 
 FINE = b'{"svc": "fine"}'
 RETRY = {"attempts": 3, "backoff": "1ms", "max_backoff": "2ms"}
@@ -179,7 +179,7 @@ async def test_a_call_that_never_left_is_retried_whatever_its_method() -> None:
     posts = {"extra": call(method="POST", body={"n": "{query.n}"})}
     async with (
         backend(answering("fine", fine, 200, FINE)) as port,
-        running(compose_config([free_port(), port], posts, retry=RETRY)) as (gp, _),
+        running(compose_config([dead_port(), port], posts, retry=RETRY)) as (gp, _),
     ):
         replies = [await get(gp, f"/screen?n={i}") for i in range(4)]
     assert [r.status for r in replies] == [200] * 4

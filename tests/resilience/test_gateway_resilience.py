@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from resilience_helpers import answering, backend, config, get, read_request, running
 
-from conftest import free_port, free_ports
+from conftest import dead_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -57,7 +57,7 @@ RETRY = {"attempts": 3, "backoff": "1ms", "max_backoff": "2ms"}
 
 async def test_a_post_that_never_left_is_retried_on_another_instance_with_its_body() -> None:
     seen: list[tuple[bytes, dict[bytes, bytes], bytes]] = []
-    dead = free_port()
+    dead = dead_port()
     async with backend(answering("alive", seen)) as port:
         cfg = config([dead, port], retry=RETRY)
         async with running(cfg) as (gp, _):
@@ -191,7 +191,7 @@ async def test_an_open_service_breaker_fails_fast_with_retry_after() -> None:
 
 async def test_every_instance_out_answers_503_with_a_retry_after_hint() -> None:
     breaker = {"instance": {"consecutive_failures": 1, "open_for": "20s"}, "service": None}
-    async with running(config(free_ports(2), breaker=breaker)) as (gp, gw):
+    async with running(config([dead_port(), dead_port()], breaker=breaker)) as (gp, gw):
         refused = [await get(gp) for _ in range(2)]
         out = await get(gp)
         assert gw.ready() == (False, {"services": {"svc": 0}})

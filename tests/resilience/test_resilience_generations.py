@@ -8,7 +8,7 @@ from typing import Any
 
 from resilience_helpers import config, get, running
 
-from conftest import free_port, free_ports
+from conftest import dead_port
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.core.access_log import AccessLog
 from edgeway.gateway.core.runtime import Gateway
@@ -24,7 +24,7 @@ def successor(gw: Gateway, cfg: dict[str, Any]) -> Gateway:
 
 
 async def test_a_new_generation_judges_the_instances_afresh() -> None:
-    dead = free_port()
+    dead = dead_port()
     cfg = config([dead], breaker=BREAKER)
     async with running(cfg) as (gp, gw):
         assert (await get(gp)).status == 502
@@ -44,7 +44,7 @@ async def test_a_new_generation_judges_the_instances_afresh() -> None:
 
 
 async def test_a_generation_dropped_after_starting_leaves_the_running_breaker_in_charge() -> None:
-    dead = free_port()
+    dead = dead_port()
     async with running(config([dead], breaker=BREAKER)) as (gp, gw):
         assert (await get(gp)).status == 502
         candidate = successor(gw, config([dead], breaker={"instance": None, "service": None}))
@@ -58,7 +58,7 @@ async def test_a_generation_dropped_after_starting_leaves_the_running_breaker_in
 
 
 async def test_an_instance_that_discovery_removes_is_forgotten() -> None:
-    first, second = free_ports(2)
+    first, second = [dead_port(), dead_port()]
     async with running(config([first, second], breaker=BREAKER)) as (gp, gw):
         assert (await get(gp)).status == 502
         cluster = gw.clusters["svc"]

@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port
 from edgeway.bus.bus import EventBus
 from edgeway.bus.embedded import EmbeddedNats
 from edgeway.bus.errors import BusConfigError
@@ -123,7 +122,9 @@ async def test_refresh_token_reuse_pushes_every_access_token_of_the_family(
 async def test_a_revocation_made_while_the_broker_is_down_is_published_when_it_is_back(
     tmp_path: Path,
 ) -> None:
-    server = EmbeddedNats(port=free_port(), data_dir=tmp_path / "nats")  # not started yet
+    server = EmbeddedNats(port=0, data_dir=tmp_path / "nats")
+    await asyncio.to_thread(server.start)  # takes a free port, kept by the restart below
+    await asyncio.to_thread(server.stop)
     settings = service_settings(tmp_path, bus_url=server.url, bus_prefix=PREFIX)
     async with running_service(settings) as service:  # starts although the broker is down
         token = (await login(service, "alice", "alice-password")).json()["access_token"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 import uvicorn
 
-from conftest import free_port
+from conftest import bound_socket, dead_port
 from edgeway.security.errors import JwksUnavailable, TokenRevoked, TokenUnknownKey
 from edgeway.security.keys import SigningKey
 from edgeway.security.policy import PolicyReplica
@@ -24,10 +25,10 @@ from .conftest import ISSUER, service_settings
 
 
 @contextlib.asynccontextmanager
-async def serve(settings: SecuritySettings, port: int) -> AsyncIterator[uvicorn.Server]:
-    config = uvicorn.Config(create_security_app(settings), host="127.0.0.1", port=port, log_level="warning")
+async def serve(settings: SecuritySettings, sock: socket.socket) -> AsyncIterator[uvicorn.Server]:
+    config = uvicorn.Config(create_security_app(settings), log_level="warning")
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         for _ in range(200):
             if server.started:
@@ -60,11 +61,11 @@ async def password_token(base: str, username: str, password: str) -> dict[str, s
 
 
 async def test_stale_jwks_is_served_while_the_service_is_down(tmp_path: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    sock = bound_socket()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     jwks = JwksClient(f"{base}/.well-known/jwks.json", start_attempts=1)
     verifier = TokenVerifier(jwks, issuer=ISSUER, audience="shop")
-    async with serve(service_settings(tmp_path), port):
+    async with serve(service_settings(tmp_path), sock):
         await jwks.start()
         token = (await password_token(base, "alice", "alice-password"))["access_token"]
     try:
@@ -80,7 +81,7 @@ async def test_stale_jwks_is_served_while_the_service_is_down(tmp_path: Path) ->
 
 async def test_start_fails_clearly_when_no_jwks_was_ever_fetched() -> None:
     jwks = JwksClient(
-        f"http://127.0.0.1:{free_port()}/.well-known/jwks.json", start_attempts=2, start_backoff=0.01
+        f"http://127.0.0.1:{dead_port()}/.well-known/jwks.json", start_attempts=2, start_backoff=0.01
     )
     with pytest.raises(JwksUnavailable, match="could not fetch the JWKS"):
         await jwks.start()
@@ -88,9 +89,9 @@ async def test_start_fails_clearly_when_no_jwks_was_ever_fetched() -> None:
 
 
 async def test_unknown_kid_triggers_one_rate_limited_refresh(tmp_path: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    async with serve(service_settings(tmp_path), port):
+    sock = bound_socket()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    async with serve(service_settings(tmp_path), sock):
         jwks = JwksClient(f"{base}/.well-known/jwks.json", min_refresh_interval=60.0)
         verifier = TokenVerifier(jwks, issuer=ISSUER, audience="shop")
         await jwks.start()
@@ -123,9 +124,9 @@ async def test_unknown_kid_triggers_one_rate_limited_refresh(tmp_path: Path) -> 
 
 
 async def test_policy_replica_picks_up_a_policy_change(tmp_path: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    async with serve(service_settings(tmp_path), port):
+    sock = bound_socket()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    async with serve(service_settings(tmp_path), sock):
         replica = PolicyReplica(f"{base}/policies", interval=0.1)
         seen: list[int] = []
         replica.on_change(lambda policies: seen.append(policies.version))
@@ -157,9 +158,9 @@ async def test_policy_replica_picks_up_a_policy_change(tmp_path: Path) -> None:
 
 
 async def test_revocation_feed_makes_a_logout_stick_at_the_verifier(tmp_path: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    async with serve(service_settings(tmp_path), port):
+    sock = bound_socket()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    async with serve(service_settings(tmp_path), sock):
         jwks = JwksClient(f"{base}/.well-known/jwks.json")
         verifier = TokenVerifier(jwks, issuer=ISSUER, audience="shop")
         feed = RevocationFeed(f"{base}/revocations", verifier.revocations, interval=0.1)

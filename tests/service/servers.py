@@ -1,26 +1,27 @@
-"""Real HTTP servers on free loopback ports for the service-kit tests."""
+"""Real HTTP servers on loopback ports of their own for the service-kit tests."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
 from starlette.types import ASGIApp
 
-from conftest import free_port
+from conftest import bound_socket
 
 
 @asynccontextmanager
-async def serve(app: ASGIApp) -> AsyncIterator[str]:
-    """Run ``app`` under uvicorn on a free port; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-    )
+async def serve(app: ASGIApp, sock: socket.socket | None = None) -> AsyncIterator[str]:
+    """Run ``app`` under uvicorn on ``sock`` (a :func:`conftest.bound_socket`, when the app must
+    know its port before it starts) or a port of its own; yields its base URL."""
+    sock = sock or bound_socket()
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     async with asyncio.timeout(10):
         while not server.started:
             if task.done():

@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 from servers import serve
 
-from conftest import free_port, require
+from conftest import bound_socket, require
 from edgeway.discovery.registry import Registry
 from edgeway.observability.logs import setup_logging
 from edgeway.service import Kit, ServiceSettings, create_app, kit_of
@@ -107,7 +107,8 @@ async def test_service_registers_on_start_and_deregisters_on_shutdown(tmp_path: 
     await kv.put("greeting", b'"hi"')
     registry = Registry(nc, bucket=bucket, ttl=5)
     await registry.open()
-    port = free_port()
+    sock = bound_socket()  # the app advertises its URL as it starts
+    port = sock.getsockname()[1]
     settings = ServiceSettings(
         advertise_url=f"http://127.0.0.1:{port}",
         registry_bucket=bucket,
@@ -124,7 +125,7 @@ async def test_service_registers_on_start_and_deregisters_on_shutdown(tmp_path: 
         return {"greeting": kit.config.get("greeting"), "new_ui": kit.flags.enabled("new-ui")}
 
     try:
-        async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        async with serve(app, sock) as url, httpx.AsyncClient(base_url=url) as http:
             instances = await registry.lookup("billing")
             assert [i.url for i in instances] == [f"http://127.0.0.1:{port}"]
             assert (await http.get("/greeting")).json() == {"greeting": "hi", "new_ui": True}

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from conftest import free_port
+from conftest import dead_port
 from edgeway.observability.logs import request_context
 from edgeway.resilience.breaker import BreakerPolicy, BreakerState
 from edgeway.service.clients import RetryPolicy, ServiceClient, UnsafeRequest
@@ -85,7 +85,7 @@ async def test_post_is_not_retried_after_a_503() -> None:
 
 async def test_post_is_retried_when_the_connection_was_refused() -> None:
     good, hits_good, _ = backend("good")
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"http://127.0.0.1:{dead_port()}"
     async with serve(good) as url_good:
         peer = client([dead, url_good])
         response = await peer.post("/item")
@@ -105,7 +105,7 @@ async def test_last_answer_is_returned_when_every_attempt_gets_503() -> None:
 
 
 async def test_unreachable_instances_raise_peer_unavailable_after_all_attempts() -> None:
-    dead = [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"]
+    dead = [f"http://127.0.0.1:{dead_port()}", f"http://127.0.0.1:{dead_port()}"]
     peer = client(dead, breaker=BreakerPolicy(consecutive_failures=10))
     with pytest.raises(PeerUnavailableError, match="after 3 attempt"):
         await peer.get("/item")

@@ -9,7 +9,7 @@ from typing import Any
 import nats
 import pytest
 
-from conftest import free_port, require
+from conftest import dead_port, require
 from edgeway.service.config_store import ConfigStore
 from edgeway.service.errors import ConfigUnavailableError
 
@@ -71,7 +71,7 @@ async def test_cached_copy_is_used_when_the_store_is_unreachable(bucket: Any, tm
     await wait_for(lambda: live.get("feature.y") == 42)
     await live.stop()
 
-    closed = f"nats://127.0.0.1:{free_port()}"
+    closed = f"nats://127.0.0.1:{dead_port()}"
     offline = ConfigStore(bucket._name, nats_url=closed, cache_dir=tmp_path, retries=2, backoff=0.01)
     await offline.start()
     try:
@@ -82,7 +82,7 @@ async def test_cached_copy_is_used_when_the_store_is_unreachable(bucket: Any, tm
 
 
 async def test_start_fails_when_unreachable_and_nothing_cached(tmp_path: Path) -> None:
-    closed = f"nats://127.0.0.1:{free_port()}"
+    closed = f"nats://127.0.0.1:{dead_port()}"
     store = ConfigStore("nothing", nats_url=closed, cache_dir=tmp_path, retries=2, backoff=0.01)
     with pytest.raises(ConfigUnavailableError, match="no cached copy"):
         await store.start()
@@ -106,7 +106,7 @@ async def test_switches_from_cache_to_live_when_the_store_comes_back(bucket: Any
 
     store = ConfigStore(bucket._name, nats_url=NATS_URL, cache_dir=tmp_path, recover_interval=0.1)
     # Simulate an outage at start-up: the first attempts hit a closed port.
-    store.nats_url = f"nats://127.0.0.1:{free_port()}"
+    store.nats_url = f"nats://127.0.0.1:{dead_port()}"
     store.retries = 1
     await store.start()
     assert store.source == "cache"

@@ -200,9 +200,9 @@ async def test_signature_from_another_key_is_rejected(jwks: tuple[str, Keys]) ->
 
 
 async def test_unreachable_jwks_is_unavailable_not_unauthenticated() -> None:
-    from conftest import free_port
+    from conftest import dead_port
 
-    v = verifier(f"http://127.0.0.1:{free_port()}/jwks.json")
+    v = verifier(f"http://127.0.0.1:{dead_port()}/jwks.json")
     keys = Keys(ed25519.Ed25519PrivateKey.generate(), ec.generate_private_key(ec.SECP256R1()), [])
     try:
         with pytest.raises(JwksUnavailableError, match="could not fetch the JWKS"):
