@@ -68,7 +68,8 @@ def _needs_extra(root: typer.Typer, name: str, help_text: str, error: MissingExt
     def run() -> None:
         _fail(str(error))
 
-    run.__doc__ = f"{help_text} [not installed: pip install 'edgeway[{error.extra}]']"
+    # No brackets: typer reads help as rich markup, where "[security]" would be a style tag.
+    run.__doc__ = f"{help_text} (Needs the '{error.extra}' extra, not installed.)"
     root.command(name, context_settings=_ANY_ARGS)(run)
 
 

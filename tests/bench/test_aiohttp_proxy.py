@@ -9,13 +9,9 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
+from bench.aiohttp_proxy import forward_headers
+from bench.harness import ManagedProcess, python_module
 from conftest import free_ports
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench.aiohttp_proxy import forward_headers  # noqa: E402
-from bench.harness import ManagedProcess, python_module  # noqa: E402
 
 
 @pytest.fixture

@@ -8,13 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.backend import make_body
+from bench.harness import ManagedProcess, python_module
 from conftest import free_port
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench.backend import make_body  # noqa: E402
-from bench.harness import ManagedProcess, python_module  # noqa: E402
 
 
 def start_backend(tmp_path: Path, *args: str) -> ManagedProcess:

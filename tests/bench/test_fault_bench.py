@@ -10,12 +10,8 @@ from typing import Any
 
 import pytest
 
+from bench import faults
 from conftest import free_port
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench import faults  # noqa: E402
 
 
 @pytest.fixture

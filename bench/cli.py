@@ -1,76 +1,28 @@
-"""``edgeway bench …``: the benchmarks, side by side with nginx and aiohttp.
+"""``./dev bench …`` (``python -m bench …`` in a checkout): edgeway side by side with nginx and aiohttp.
 
-The harness lives in ``bench/`` at the top of a source checkout, outside the installed package,
-because it is a development tool (it needs wrk and nginx, and starts servers). This module finds
-it next to the package it was imported from, so ``edgeway bench`` works from a checkout (the
-editable install ``./dev`` makes) and says plainly what is missing elsewhere.
+The benchmarks are a developer command, not part of the installed package: they need a source
+checkout (this harness, next to ``src/``), the dev extra (aiohttp baselines, the services the
+bus and shop benchmarks start) and system tools (wrk, nginx). ``./dev bench`` runs them on the
+compiled build, which is what a wheel install runs.
 
-Each benchmark is a module ``bench.<name>`` with ``run(json=..., ...) -> dict``; a module not
-written yet (the bus benchmark arrives with the event bus) is reported as such, not as a crash.
+Each benchmark is a module ``bench.<name>`` with ``run(json=..., ...) -> dict``; the commands
+below only parse options and map a :class:`~bench.errors.BenchError` to exit code 2.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Annotated, Any, NoReturn
 
 import typer
 
+from bench.errors import BenchError
+
 app = typer.Typer(no_args_is_help=True, help="Benchmarks: edgeway side by side with nginx and aiohttp.")
 
 
-class BenchNotFoundError(Exception):
-    """The ``bench/`` harness is not next to this edgeway (an installed wheel, not a checkout)."""
-
-
-def repo_root() -> Path:
-    """The source checkout holding ``bench/``, found from where ``edgeway`` was imported."""
-    import edgeway
-
-    package_dir = Path(edgeway.__file__).resolve().parent
-    # src layout: <root>/src/edgeway; the compiled build ./dev makes: <root>/.build/compiled/edgeway;
-    # a flat layout: <root>/edgeway.
-    for candidate in package_dir.parents[:3]:
-        if (candidate / "bench" / "__init__.py").is_file():
-            return candidate
-    raise BenchNotFoundError(
-        f"the benchmark harness (bench/) was not found next to {package_dir}. "
-        "`edgeway bench` runs from a source checkout: clone the repository and run "
-        "`./dev bench proxy` there (it installs edgeway in editable mode)."
-    )
-
-
-def ensure_bench_importable() -> Path:
-    """Put the checkout on ``sys.path`` so ``import bench`` works; returns the checkout."""
-    root = repo_root()
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return root
-
-
-def load(name: str, issue: str) -> ModuleType:
-    """Import ``bench.<name>``, or exit with a message saying what is missing."""
-    try:
-        ensure_bench_importable()
-    except BenchNotFoundError as exc:
-        _fail(str(exc))
-    module_name = f"bench.{name}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            _fail(f"the `{name}` benchmark is not written yet: {module_name} comes with {issue}.")
-        raise
-    if not callable(getattr(module, "run", None)):
-        _fail(f"{module_name} has no run() function yet ({issue} is still in progress).")
-    return module
-
-
 def _fail(message: str) -> NoReturn:
-    typer.secho(f"edgeway bench: {message}", err=True, fg=typer.colors.RED)
+    typer.secho(f"bench: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(2)
 
 
@@ -100,12 +52,12 @@ Repetitions = Annotated[
 ]
 
 
-def _run_bench(name: str, issue: str, **kwargs: Any) -> None:
-    module = load(name, issue)
-    harness_errors = importlib.import_module("bench.errors")
+def _run_bench(name: str, **kwargs: Any) -> None:
+    # Imported when run: each benchmark pulls in what its legs need (aiohttp, the bus, the shop).
+    module = importlib.import_module(f"bench.{name}")
     try:
         result = module.run(**kwargs)
-    except harness_errors.BenchError as exc:
+    except BenchError as exc:
         _fail(str(exc))
     _finish(result)
 
@@ -125,7 +77,6 @@ def proxy(
     legs = [part.strip() for part in only.split(",") if part.strip()] if only else None
     _run_bench(
         "proxy",
-        "issue 2",
         json=json,
         duration=duration,
         connections=_parse_connections(connections),
@@ -151,7 +102,6 @@ def slow(
     legs = [part.strip() for part in only.split(",") if part.strip()] if only else None
     _run_bench(
         "slow",
-        "issue 13",
         json=json,
         duration=duration,
         connections=_parse_connections(connections),
@@ -178,7 +128,6 @@ def aggregate(
     """An endpoint merging three delayed backends vs the same composition in aiohttp."""
     _run_bench(
         "aggregate",
-        "issue 3 (aggregation)",
         json=json,
         duration=duration,
         connections=_parse_connections(connections),
@@ -197,7 +146,6 @@ def auth(
     """The proxy benchmark with a JWT-protected route vs the same route unprotected."""
     _run_bench(
         "auth",
-        "issue 4 (security at the gateway)",
         json=json,
         duration=duration,
         connections=_parse_connections(connections),
@@ -216,7 +164,6 @@ def revocation(
     """Revoke -> 401 at two gateways: pushed over the bus vs polled from the feed."""
     _run_bench(
         "revocation",
-        "issue 4 (security at the gateway)",
         json=json,
         tokens=tokens,
         poll_interval=poll_interval,
@@ -230,7 +177,7 @@ def push(
     messages: Annotated[int, typer.Option(min=1, help="Messages published on the bus.")] = 2000,
 ) -> None:
     """Push fan-out: NATS -> a gateway push route -> many WebSocket clients (deliveries/s)."""
-    _run_bench("push_fanout", "issue 3 (push to clients)", json=json, clients=clients, messages=messages)
+    _run_bench("push_fanout", json=json, clients=clients, messages=messages)
 
 
 @app.command()
@@ -245,7 +192,6 @@ def bus(
     """End-to-end events/s through outbox and idempotent consumer vs raw nats-py."""
     _run_bench(
         "bus",
-        "issue 5 (the event bus)",
         json=json,
         events=events,
         repetitions=repetitions,
@@ -264,7 +210,6 @@ def shop(
     """The reference shop: the same screens Direct, through the API gateway and through the BFFs."""
     _run_bench(
         "shop",
-        "issue 7 (the reference shop)",
         json=json,
         loads=loads,
         concurrency=concurrency,
@@ -281,7 +226,7 @@ def faults(
     ] = 1.0,
 ) -> None:
     """Gateway under faults: an instance killed, hanging, failing half its requests; live reloads."""
-    _run_bench("faults", "issue 6 (resilience)", json=json, scale=scale)
+    _run_bench("faults", json=json, scale=scale)
 
 
 @app.command("bus-faults")
@@ -291,4 +236,4 @@ def bus_faults(
     small: Annotated[int, typer.Option(min=100, help="Events in the consumer and relay kills.")] = 10_000,
 ) -> None:
     """Broker and consumer faults while events flow: nothing lost, nothing applied twice."""
-    _run_bench("bus_faults", "issue 5 (the event bus)", json=json, events=events, small=small)
+    _run_bench("bus_faults", json=json, events=events, small=small)
