@@ -1,4 +1,4 @@
-"""``edgeway bench aggregate``: one endpoint merging three delayed backends (issue 3).
+"""``./dev bench aggregate``: one endpoint merging three delayed backends (issue 3).
 
 Legs, in one run:
 
