@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import importlib.util
 
-__all__ = ["MODULES", "MissingExtraError", "extra_for_module", "installed", "missing", "require"]
+__all__ = [
+    "MODULES",
+    "MissingExtraError",
+    "database_extra",
+    "extra_for_module",
+    "installed",
+    "missing",
+    "require",
+]
 
 # extra -> the modules it makes importable (the ones edgeway imports; their own dependencies
 # come with them). An extra that includes another one lists only what it adds.
@@ -91,3 +99,10 @@ def extra_for_module(name: str | None) -> str | None:
     if not name:
         return None
     return _EXTRA_OF_PACKAGE.get(name.split(".", 1)[0])
+
+
+def database_extra(url: str) -> str | None:
+    """The extra whose driver a SQLAlchemy ``url`` names (``postgresql+asyncpg://`` → postgres),
+    or None for a driver no extra installs."""
+    driver = url.split("://", 1)[0].lower()
+    return {"postgresql+asyncpg": "postgres", "sqlite+aiosqlite": "service"}.get(driver)

@@ -214,3 +214,25 @@ def test_a_command_reaching_a_missing_broker_client_says_which_extra(tmp_path: P
         "edgeway: the broker at nats://127.0.0.1:9 needs the 'nats' extra (nats is not installed): "
         "pip install 'edgeway[nats]'"
     )
+
+
+def test_the_security_service_names_the_extra_of_its_database_and_broker_before_starting(
+    tmp_path: Path,
+) -> None:
+    done = _edgeway(
+        "security", "serve", "--db", "postgresql+asyncpg://u:secret@127.0.0.1:9/x", "--port", "1",
+        without=("asyncpg",), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "edgeway: db_url postgresql+asyncpg://… needs the 'postgres' extra (asyncpg is not installed): "
+        "pip install 'edgeway[postgres]'"
+    )
+    config = tmp_path / "security.yaml"
+    config.write_text("bus_url: amqp://127.0.0.1:9/\n")
+    done = _edgeway("security", "serve", "--config", str(config), without=("aio_pika",), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "edgeway: bus_url needs the 'rabbitmq' extra (aio_pika is not installed): "
+        "pip install 'edgeway[rabbitmq]'"
+    )
