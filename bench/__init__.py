@@ -3,7 +3,7 @@
 Each benchmark is a module with ``run(json: bool, ...) -> dict``: it starts its processes, drives
 them with wrk in one run, prints a rich table (or, with ``json=True``, one JSON object on stdout),
 and returns the same data. Progress goes to stderr so ``--json`` output stays machine-readable.
-A result with ``"failed": true`` means a leg that should have run did not; ``edgeway bench``
+A result with ``"failed": true`` means a leg that should have run did not; ``./dev bench``
 exits non-zero for it. A leg that cannot run on this machine (nginx not installed, the gateway
 feature not built yet) is *skipped* with a reason instead.
 

@@ -1,4 +1,4 @@
-"""``edgeway bench aggregate``: one endpoint merging three delayed backends.
+"""``./dev bench aggregate``: one endpoint merging three delayed backends.
 
 Legs, in one run:
 

@@ -1,4 +1,4 @@
-"""``edgeway bench auth``: the cost of JWT authentication at the edge.
+"""``./dev bench auth``: the cost of JWT authentication at the edge.
 
 The proxy benchmark twice in one run, one gateway worker each, in front of the same backend:
 

@@ -1,4 +1,4 @@
-"""``edgeway bench faults``: what the gateway does when instances die, hang or fail half the time.
+"""``./dev bench faults``: what the gateway does when instances die, hang or fail half the time.
 
 Every scenario runs real processes on loopback: one or two :mod:`bench.fault_backend`
 instances, ``edgeway gateway`` as a child process (access log off; its JSON event log kept), and

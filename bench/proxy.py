@@ -1,4 +1,4 @@
-"""``edgeway bench proxy``: the gateway as a reverse proxy against nginx and an aiohttp proxy.
+"""``./dev bench proxy``: the gateway as a reverse proxy against nginx and an aiohttp proxy.
 
 One run, legs in sequence, each target one worker in front of the same backend:
 

@@ -1,4 +1,4 @@
-"""``edgeway bench revocation``: how soon a revoked token is refused at every gateway.
+"""``./dev bench revocation``: how soon a revoked token is refused at every gateway.
 
     client --POST /oauth/revoke--> security service --outbox relay--> NATS --> gateway x2
                                    (GET /revocations, polled by each gateway)

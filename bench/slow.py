@@ -1,4 +1,4 @@
-"""``edgeway bench slow``: many clients in front of a slow service.
+"""``./dev bench slow``: many clients in front of a slow service.
 
 The backend answers every request after 50 ms; wrk holds 1,000 connections. A proxy then needs
 about 1,000 requests in flight upstream to keep up (throughput = in flight / latency), so what is

@@ -7,26 +7,41 @@ the command functions so ``edgeway --help`` starts fast.
 ``edgeway <command> …`` mounts only that command's package: a gateway process must not carry the
 saga store, the bus and the security service in memory (about 30 MB of modules it never calls).
 ``edgeway --help`` and ``from edgeway.cli import app`` get every command.
+
+A command whose extra is not installed (``edgeway security`` without ``edgeway[security]``)
+stays listed and, when run, says what to install and exits 2; so does any command that reaches
+a package an extra installs (:mod:`edgeway.extras`).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
-# (command name, module holding `app`, help). Order is the order `edgeway --help` shows.
-_SUBCOMMANDS: list[tuple[str, str, str]] = [
-    ("gateway", "edgeway.gateway.process.cli", "Run an API gateway or BFF from a config file."),
-    ("config", "edgeway.gateway.process.config_cli", "Check gateway config files; print the JSON Schema."),
-    ("security", "edgeway.security.cli", "Run and manage the security service."),
-    ("bus", "edgeway.bus.cli", "Event bus tools: embedded NATS, dead letters."),
-    ("saga", "edgeway.saga.cli", "List, inspect and retry sagas in a service's database."),
-    ("bench", "edgeway.bench_cli", "Benchmarks: edgeway side by side with nginx and aiohttp."),
-    ("demo", "edgeway.demo.cli", "Start the reference system on this machine."),
+from edgeway.extras import MissingExtraError, extra_for_module, missing
+
+# (command name, module holding `app`, help, the extra it needs beyond the base install). Order is
+# the order `edgeway --help` shows. `bus` needs no extra of its own: its commands need the
+# broker's (nats or rabbitmq), which the broker URL decides (edgeway.bus.brokers).
+_SUBCOMMANDS: list[tuple[str, str, str, str | None]] = [
+    ("gateway", "edgeway.gateway.process.cli", "Run an API gateway or BFF from a config file.", None),
+    (
+        "config",
+        "edgeway.gateway.process.config_cli",
+        "Check gateway config files; print the JSON Schema.",
+        None,
+    ),
+    ("security", "edgeway.security.cli", "Run and manage the security service.", "security"),
+    ("bus", "edgeway.bus.cli", "Event bus tools: embedded NATS, dead letters.", None),
+    ("saga", "edgeway.saga.cli", "List, inspect and retry sagas in a service's database.", "service"),
+    ("demo", "edgeway.demo.cli", "Start the reference system on this machine.", "demo"),
 ]
+
+# Accept any arguments: a command whose extra is missing answers the same whatever was asked.
+_ANY_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
 def _root() -> None:
@@ -41,6 +56,31 @@ def version() -> None:
     typer.echo(f"{__version__} ({engine_build()})")
 
 
+def _fail(message: str) -> NoReturn:
+    typer.secho(f"edgeway: {message}", err=True, fg=typer.colors.RED)
+    raise SystemExit(2)
+
+
+def _needs_extra(root: typer.Typer, name: str, help_text: str, error: MissingExtraError) -> None:
+    """Mount ``name`` as a command that says which extra to install (exit 2), so ``edgeway --help``
+    still lists it."""
+
+    def run() -> None:
+        _fail(str(error))
+
+    # No brackets: typer reads help as rich markup, where "[security]" would be a style tag.
+    run.__doc__ = f"{help_text} (Needs the '{error.extra}' extra, not installed.)"
+    root.command(name, context_settings=_ANY_ARGS)(run)
+
+
+def _bench() -> None:
+    """The benchmarks are a developer command of a source checkout: ./dev bench … there."""
+    _fail(
+        "the benchmarks are not part of the installed package: in a source checkout run "
+        "`./dev bench --help` (python -m bench, with the harness in bench/)"
+    )
+
+
 def build_app(only: str | None = None) -> typer.Typer:
     """The command tree; with ``only``, just that subcommand is mounted (and imported)."""
     root = typer.Typer(
@@ -51,17 +91,24 @@ def build_app(only: str | None = None) -> typer.Typer:
     )
     root.callback()(_root)
     root.command()(version)
-    for name, module_name, help_text in _SUBCOMMANDS:
+    root.command("bench", hidden=True, context_settings=_ANY_ARGS)(_bench)
+    for name, module_name, help_text, extra in _SUBCOMMANDS:
         if only is not None and name != only:
+            continue
+        absent = missing(extra) if extra is not None else None
+        if extra is not None and absent is not None:
+            _needs_extra(root, name, help_text, MissingExtraError(f"`edgeway {name}`", extra, absent))
             continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            # Only a missing *edgeway* module means "not built yet"; a missing dependency is a
-            # broken install and must surface.
-            if exc.name is not None and exc.name.startswith(module_name.rsplit(".", 1)[0]):
-                continue
-            raise
+            needed = extra_for_module(exc.name)
+            if needed is None:
+                raise  # not an optional package: a broken install must surface
+            _needs_extra(
+                root, name, help_text, MissingExtraError(f"`edgeway {name}`", needed, exc.name or needed)
+            )
+            continue
         sub = getattr(module, "app", None)
         if isinstance(sub, typer.Typer):
             root.add_typer(sub, name=name, help=help_text)
@@ -79,8 +126,18 @@ def __getattr__(name: str) -> Any:
 
 def main() -> None:
     first = sys.argv[1] if len(sys.argv) > 1 else None
-    known = {name for name, _, _ in _SUBCOMMANDS}
-    build_app(first if first in known else None)()
+    known = {name for name, _, _, _ in _SUBCOMMANDS}
+    try:
+        build_app(first if first in known else None)()
+    except ModuleNotFoundError as exc:
+        # A command that reaches a feature whose extra is missing (a broker URL, a store) says
+        # which extra to install instead of ending in a traceback.
+        if isinstance(exc, MissingExtraError):
+            _fail(str(exc))
+        needed = extra_for_module(exc.name)
+        if needed is None:
+            raise
+        _fail(f"{exc.name} is not installed: pip install 'edgeway[{needed}]'")
 
 
 if __name__ == "__main__":

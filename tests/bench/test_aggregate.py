@@ -4,12 +4,8 @@ import json
 
 import pytest
 
+from bench import aggregate
 from conftest import require
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench import aggregate  # noqa: E402
 
 
 @pytest.mark.slow

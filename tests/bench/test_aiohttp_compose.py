@@ -8,13 +8,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench.aggregate import compose_process  # noqa: E402
-from bench.harness import ManagedProcess  # noqa: E402
-from bench.proxy import backend_process  # noqa: E402
+from bench.aggregate import compose_process
+from bench.harness import ManagedProcess
+from bench.proxy import backend_process
 
 
 @pytest.fixture

@@ -9,12 +9,8 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench.aiohttp_proxy import forward_headers  # noqa: E402
-from bench.harness import ManagedProcess, python_module  # noqa: E402
+from bench.aiohttp_proxy import forward_headers
+from bench.harness import ManagedProcess, python_module
 
 
 @pytest.fixture

@@ -7,11 +7,7 @@ import shutil
 
 import pytest
 
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench import auth  # noqa: E402
+from bench import auth
 
 
 @pytest.mark.slow

@@ -8,12 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench.backend import make_body  # noqa: E402
-from bench.harness import ManagedProcess, python_module  # noqa: E402
+from bench.backend import make_body
+from bench.harness import ManagedProcess, python_module
 
 
 def start_backend(tmp_path: Path, *args: str) -> ManagedProcess:

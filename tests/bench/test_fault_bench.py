@@ -10,13 +10,8 @@ from typing import Any
 
 import pytest
 
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench.errors import BenchError  # noqa: E402
-
-from bench import faults  # noqa: E402
+from bench import faults
+from bench.errors import BenchError
 
 
 @pytest.fixture

@@ -7,13 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench.errors import ProcessFailed, ToolMissing  # noqa: E402
-
-from bench import harness  # noqa: E402
+from bench import harness
+from bench.errors import ProcessFailed, ToolMissing
 
 
 def test_rss_of_this_process_is_read_from_proc() -> None:

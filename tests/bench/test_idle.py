@@ -2,13 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench.proxy import backend_process  # noqa: E402
-
-from bench import idle  # noqa: E402
+from bench import idle
+from bench.proxy import backend_process
 
 
 async def test_holds_idle_keep_alive_connections_and_reads_the_servers_memory(tmp_path: Path) -> None:

@@ -3,15 +3,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bench import legs, wrk
+from bench.harness import ManagedProcess
+from bench.proxy import backend_process
 from conftest import require
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench.harness import ManagedProcess  # noqa: E402
-from bench.proxy import backend_process  # noqa: E402
-
-from bench import legs, wrk  # noqa: E402
 
 
 def result(requests: int, **errors: int) -> wrk.WrkResult:

@@ -3,14 +3,9 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
+from bench import nginx
+from bench.proxy import backend_process
 from conftest import dead_port, held_ports, require
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench.proxy import backend_process  # noqa: E402
-
-from bench import nginx  # noqa: E402
 
 
 def test_config_has_one_worker_and_a_keep_alive_upstream(tmp_path: Path) -> None:

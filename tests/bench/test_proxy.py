@@ -5,13 +5,8 @@ import shutil
 
 import pytest
 
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench.errors import BenchError  # noqa: E402
-
-from bench import gateway, proxy  # noqa: E402
+from bench import gateway, proxy
+from bench.errors import BenchError
 
 
 @pytest.mark.slow

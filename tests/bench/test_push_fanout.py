@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench import push_fanout  # noqa: E402
+from bench import push_fanout
 
 
 def test_push_fanout_delivers_every_message_to_every_client() -> None:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench import revocation  # noqa: E402
+from bench import revocation
 
 
 def test_revocation_bench_measures_both_legs_at_both_gateways() -> None:

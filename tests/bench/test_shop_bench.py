@@ -6,11 +6,7 @@ import json
 
 import pytest
 
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench import shop  # noqa: E402
+from bench import shop
 
 
 @pytest.mark.slow

@@ -5,13 +5,8 @@ import shutil
 
 import pytest
 
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench.errors import BenchError  # noqa: E402
-
-from bench import gateway, slow  # noqa: E402
+from bench import gateway, slow
+from bench.errors import BenchError
 
 
 def test_unknown_legs_are_refused_before_anything_starts() -> None:

@@ -4,15 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from bench import wrk
+from bench.errors import WrkFailed
+from bench.harness import ManagedProcess, python_module
 from conftest import require
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench.errors import WrkFailed  # noqa: E402
-from bench.harness import ManagedProcess, python_module  # noqa: E402
-
-from bench import wrk  # noqa: E402
 
 # Captured from `wrk -t2 -c32 -d3s -s edgeway_done.lua` against bench.backend on this machine.
 SAMPLE = """\

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench import bus  # noqa: E402
+from bench import bus
 
 
 @pytest.mark.timeout(180)

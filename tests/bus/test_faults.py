@@ -14,13 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.bus_faults import RABBIT_URL, Broker, Outcome, broker_fault, consumer_kill, relay_kill
 from conftest import require
-from edgeway.bench_cli import ensure_bench_importable
 from edgeway.bus.embedded import EmbeddedNats
-
-ensure_bench_importable()
-
-from bench.bus_faults import RABBIT_URL, Broker, Outcome, broker_fault, consumer_kill, relay_kill  # noqa: E402
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ Each fenced block is checked by its language:
 - ``json``: parses.
 - ``python``: compiles, and every name it imports from ``edgeway`` exists.
 - ``sh``/``bash``/``console``: every ``edgeway ...`` or ``./dev ...`` command names a command
-  that exists and only options that command has.
+  that exists and only options that command has (``./dev bench ...`` and ``python -m bench ...``
+  are the benchmarks' own command, ``bench.cli``).
 
 A block that is deliberately partial (a fragment of a larger file, ``...`` in place of values)
 or in another tool's format is marked with an HTML comment on the line before its fence —
@@ -206,7 +207,8 @@ def check_python(example: Example) -> None:
 
 
 def _commands(body: str) -> Iterator[list[str]]:
-    """The edgeway commands of a shell block, as words (``./dev X`` read as ``edgeway X``)."""
+    """The edgeway commands of a shell block, as words (``./dev X`` read as ``edgeway X``; the
+    benchmarks, ``./dev bench X`` and ``python -m bench X``, as ``bench X``)."""
     text = re.sub(r"\\\n", " ", body)
     for raw in text.splitlines():
         line = raw.strip()
@@ -227,7 +229,9 @@ def _commands(body: str) -> Iterator[list[str]]:
             if words[0] == "./dev":
                 if len(words) < 2 or words[1] in DEV_ONLY:
                     continue
-                yield ["edgeway", *words[1:]]
+                yield ["bench", *words[2:]] if words[1] == "bench" else ["edgeway", *words[1:]]
+            elif words[:3] == ["python", "-m", "bench"]:
+                yield ["bench", *words[3:]]
             elif words[0] == "edgeway":
                 yield words
 
@@ -239,10 +243,11 @@ def _subcommands(command: Any) -> dict[str, Any] | None:
 
 
 def check_command(example: Example, words: list[str]) -> None:
+    from bench.cli import app as bench_app
     from edgeway.cli import build_app
 
-    command: Any = typer.main.get_command(build_app())
-    path = ["edgeway"]
+    command: Any = typer.main.get_command(bench_app if words[0] == "bench" else build_app())
+    path = [words[0]]
     rest = words[1:]
     shown = " ".join(words)
     while (group := _subcommands(command)) is not None and rest and not rest[0].startswith("-"):
@@ -284,6 +289,12 @@ def test_the_checks_refuse_what_a_reader_could_not_run(tmp_path: Path) -> None:
         ["edgeway", "demo", "flag", "x", "on"],
         ["edgeway", "version"],
     ]
+    assert list(_commands("./dev bench proxy --json\npython -m bench slow\n")) == [
+        ["bench", "proxy", "--json"],
+        ["bench", "slow"],
+    ]
+    with pytest.raises(AssertionError, match="has no option --jsn"):
+        check_command(example("sh", ""), ["bench", "proxy", "--jsn"])
     with pytest.raises(pytest.fail.Exception, match="not valid YAML"):
         check_yaml(example("yaml", "routes:\n  - match: {path: /u/{user}}\n"), tmp_path)
     with pytest.raises(pytest.fail.Exception, match="connect"):

@@ -41,4 +41,4 @@ def test_lazy_app_attribute_has_every_command() -> None:
     from edgeway import cli
 
     names = {group.name for group in cli.app.registered_groups}
-    assert {"gateway", "config", "security", "bus", "saga", "bench", "demo"} <= names
+    assert {"gateway", "config", "security", "bus", "saga", "demo"} <= names

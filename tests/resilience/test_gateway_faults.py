@@ -8,11 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeway.bench_cli import ensure_bench_importable
-
-ensure_bench_importable()
-
-from bench import faults  # noqa: E402
+from bench import faults
 
 # Never two scenarios at once, and paced load (RATE requests/s) rather than as fast as the
 # gateway answers, so the rest of the suite keeps running beside them on 2 cores.

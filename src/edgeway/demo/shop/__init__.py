@@ -2,7 +2,7 @@
 
 Why it lives in the package (``edgeway.demo.shop``) and not in a top-level ``examples/`` folder:
 ``edgeway demo`` is the first command of the README and must work on an installed package
-(``pip install edgeway``), where only ``src/edgeway`` is shipped; every service starts as
+(``pip install 'edgeway[demo]'``), where only ``src/edgeway`` is shipped; every service starts as
 ``python -m edgeway.demo.shop.<service>`` from any working directory, without putting a folder on
 ``sys.path``; and the shop is type-checked (mypy --strict) and linted with the rest of the code, so
 it stays a trustworthy example. ``examples/shop/README.md`` points here.

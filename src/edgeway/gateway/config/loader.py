@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from edgeway.gateway.config.base import LocatedProblemsError
+from edgeway.gateway.config.extras import missing_extras
 from edgeway.gateway.config.keypath import Loc, format_loc
 from edgeway.gateway.config.schema import GatewayConfig, RouteFacts, cross_check_routes
 from edgeway.gateway.config.yaml_source import Node, parse_yaml
@@ -155,7 +156,7 @@ def _issue_at(file: str, node: Node, loc: Loc, message: str) -> ConfigIssue:
 
 def _validate(data: dict[str, Any], root: Node | None, source: str) -> GatewayConfig:
     try:
-        return GatewayConfig.model_validate(data)
+        config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
         issues: list[ConfigIssue] = []
         for error in exc.errors(include_url=False):
@@ -172,6 +173,12 @@ def _validate(data: dict[str, Any], root: Node | None, source: str) -> GatewayCo
             if issue.key_path not in reported:
                 issues.append(issue)
         raise ConfigError(_in_file_order(issues)) from None
+    # A valid config this install cannot run (a feature whose extra is missing) is refused here,
+    # where the setting can be pointed at, not when the feature first runs.
+    absent = missing_extras(config)
+    if absent:
+        raise ConfigError(_in_file_order([_locate(root, source, loc, message) for loc, message in absent]))
+    return config
 
 
 def _raw_facts(data: Mapping[str, Any]) -> tuple[list[str], list[RouteFacts]]:

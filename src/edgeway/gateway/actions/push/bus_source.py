@@ -25,15 +25,9 @@ import contextlib
 import logging
 from typing import Any
 
-import aio_pika
-import nats
-import nats.errors
 import orjson
 
 from edgeway.bus.events import Envelope
-from edgeway.bus.nats import envelope_from
-from edgeway.bus.nats.transport import NatsTransport
-from edgeway.bus.rabbit.transport import RabbitTransport
 from edgeway.bus.urls import safe_url
 from edgeway.gateway.actions.push.config import PushBusSource
 from edgeway.gateway.actions.push.sources import PushSink
@@ -66,6 +60,8 @@ class BusSource:
 
     async def stop(self) -> None:
         if self._nats is not None:
+            import nats.errors
+
             with contextlib.suppress(nats.errors.Error):
                 await self._nats.drain()
             self._nats = None
@@ -75,7 +71,16 @@ class BusSource:
         self._sink = None
 
     # -- brokers -----------------------------------------------------------------------------------
+    # Each broker's client is imported when that broker is used: a gateway installed with one
+    # extra (edgeway[nats] or edgeway[rabbitmq]) has only that client; the config check names
+    # the extra when it is missing (edgeway.gateway.config.extras).
     async def _start_nats(self) -> None:
+        import nats
+        import nats.errors
+
+        from edgeway.bus.nats import envelope_from
+        from edgeway.bus.nats.transport import NatsTransport
+
         # The transport object only names things here (the subject layout stays defined once) and
         # parses the URL setting, a cluster's servers comma-separated among them.
         names = NatsTransport(self.config.url, prefix=self.config.prefix)
@@ -110,6 +115,10 @@ class BusSource:
         await self._nats.flush()  # the subscriptions are registered before start() returns
 
     async def _start_rabbit(self) -> None:
+        import aio_pika
+
+        from edgeway.bus.rabbit.transport import RabbitTransport
+
         names = RabbitTransport(self.config.url, prefix=self.config.prefix)
         try:
             async with asyncio.timeout(self.config.connect_timeout):

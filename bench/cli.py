@@ -1,76 +1,28 @@
-"""``edgeway bench …``: the benchmarks, side by side with nginx and aiohttp.
+"""``./dev bench …`` (``python -m bench …`` in a checkout): edgeway side by side with nginx and aiohttp.
 
-The harness lives in ``bench/`` at the top of a source checkout, outside the installed package,
-because it is a development tool (it needs wrk and nginx, and starts servers). This module finds
-it next to the package it was imported from, so ``edgeway bench`` works from a checkout (the
-editable install ``./dev`` makes) and says plainly what is missing elsewhere.
+The benchmarks are a developer command, not part of the installed package: they need a source
+checkout (this harness, next to ``src/``), the dev extra (aiohttp baselines, the services the
+bus and shop benchmarks start) and system tools (wrk, nginx). ``./dev bench`` runs them on the
+compiled build, which is what a wheel install runs.
 
-Each benchmark is a module ``bench.<name>`` with ``run(json=..., ...) -> dict``; a module not
-written yet (the bus benchmark arrives with the event bus) is reported as such, not as a crash.
+Each benchmark is a module ``bench.<name>`` with ``run(json=..., ...) -> dict``; the commands
+below only parse options and map a :class:`~bench.errors.BenchError` to exit code 2.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Annotated, Any, NoReturn
 
 import typer
 
+from bench.errors import BenchError
+
 app = typer.Typer(no_args_is_help=True, help="Benchmarks: edgeway side by side with nginx and aiohttp.")
 
 
-class BenchNotFoundError(Exception):
-    """The ``bench/`` harness is not next to this edgeway (an installed wheel, not a checkout)."""
-
-
-def repo_root() -> Path:
-    """The source checkout holding ``bench/``, found from where ``edgeway`` was imported."""
-    import edgeway
-
-    package_dir = Path(edgeway.__file__).resolve().parent
-    # src layout: <root>/src/edgeway; the compiled build ./dev makes: <root>/.build/compiled/edgeway;
-    # a flat layout: <root>/edgeway.
-    for candidate in package_dir.parents[:3]:
-        if (candidate / "bench" / "__init__.py").is_file():
-            return candidate
-    raise BenchNotFoundError(
-        f"the benchmark harness (bench/) was not found next to {package_dir}. "
-        "`edgeway bench` runs from a source checkout: clone the repository and run "
-        "`./dev bench proxy` there (it installs edgeway in editable mode)."
-    )
-
-
-def ensure_bench_importable() -> Path:
-    """Put the checkout on ``sys.path`` so ``import bench`` works; returns the checkout."""
-    root = repo_root()
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return root
-
-
-def load(name: str) -> ModuleType:
-    """Import ``bench.<name>``, or exit with a message saying what is missing."""
-    try:
-        ensure_bench_importable()
-    except BenchNotFoundError as exc:
-        _fail(str(exc))
-    module_name = f"bench.{name}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            _fail(f"there is no `{name}` benchmark: {module_name} is not in the harness.")
-        raise
-    if not callable(getattr(module, "run", None)):
-        _fail(f"{module_name} has no run() function.")
-    return module
-
-
 def _fail(message: str) -> NoReturn:
-    typer.secho(f"edgeway bench: {message}", err=True, fg=typer.colors.RED)
+    typer.secho(f"bench: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(2)
 
 
@@ -101,11 +53,11 @@ Repetitions = Annotated[
 
 
 def _run_bench(name: str, **kwargs: Any) -> None:
-    module = load(name)
-    harness_errors = importlib.import_module("bench.errors")
+    # Imported when run: each benchmark pulls in what its legs need (aiohttp, the bus, the shop).
+    module = importlib.import_module(f"bench.{name}")
     try:
         result = module.run(**kwargs)
-    except harness_errors.BenchError as exc:
+    except BenchError as exc:
         _fail(str(exc))
     _finish(result)
 
