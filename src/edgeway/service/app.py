@@ -44,7 +44,7 @@ from edgeway.discovery.registry import Instance, Registration, Registry
 from edgeway.observability.logs import setup_logging
 from edgeway.observability.metrics import Metrics
 from edgeway.observability.tracing import Tracing
-from edgeway.runtime import freeze_heap
+from edgeway.process_tuning import freeze_heap
 from edgeway.service.clients import RetryPolicy, ServiceClient, http_client
 from edgeway.service.config_store import ConfigStore
 from edgeway.service.deadline import DeadlineMiddleware
