@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy import Column, MetaData, String, Table, func, select
 
 from conftest import require
 from edgeway.bus.events import Event
