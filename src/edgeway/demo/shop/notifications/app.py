@@ -11,7 +11,6 @@ they stopped, and e-mails are keyed so none is sent twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -42,6 +41,7 @@ from edgeway.service import (
     problem_responses,
     service_of,
 )
+from edgeway.tasks import cancel_and_wait
 
 log = logging.getLogger("shop.notifications")
 
@@ -231,12 +231,7 @@ class NotificationsService(Service):
             self.start_job(job_id)
 
     async def stop_jobs(self) -> None:
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self.tasks.values())
 
 
 def _svc(request: Request) -> NotificationsService:
