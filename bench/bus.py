@@ -40,7 +40,7 @@ from typing import Any
 
 from bench.bus_services import ServiceProcess
 from bench.harness import machine, median
-from edgeway.runtime import freeze_heap
+from edgeway.process_tuning import freeze_heap
 
 TARGET_EPS = 10_000
 TARGET_RATIO = 0.6

@@ -32,7 +32,7 @@ from typing import Any
 from bench.errors import ProcessFailed
 from bench.harness import REPO_ROOT, python_env
 from edgeway.bus.events import Event
-from edgeway.runtime import freeze_heap
+from edgeway.process_tuning import freeze_heap
 
 ROLES = ("orders", "relay", "billing", "raw-sub")
 

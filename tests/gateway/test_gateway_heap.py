@@ -1,4 +1,4 @@
-"""A gateway process freezes its start-up heap once serving (edgeway.runtime.freeze_heap)."""
+"""A gateway process freezes its start-up heap once serving (edgeway.process_tuning.freeze_heap)."""
 
 from __future__ import annotations
 

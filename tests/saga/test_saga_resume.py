@@ -180,8 +180,7 @@ async def test_a_saga_held_under_a_live_lease_is_left_alone_until_the_lease_expi
         while calls != ["first", "second"]:
             await asyncio.sleep(0.01)
         # The holder freezes (no renewals, no writes) as if its process hung: stop its loops only.
-        for loop in holder._loops:
-            loop.cancel()
+        await holder._loops.stop()
 
         async with db.orchestrator([_gated_saga(gate, calls)]) as other:
             await asyncio.sleep(0.5)

@@ -39,7 +39,7 @@ async def security(tmp_path: Path) -> AsyncIterator[tuple[str, FastAPI]]:
     settings = SecuritySettings(
         issuer=ISSUER,
         audience=[AUDIENCE],
-        db_url=f"sqlite+aiosqlite:///{tmp_path / 'security.db'}",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'security.db'}",
         keys_path=tmp_path / "keys.json",
         seed_file=seed,
         argon2_time_cost=1,

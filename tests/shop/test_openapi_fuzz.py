@@ -170,7 +170,7 @@ def test_the_security_service_answers_what_its_document_says(tmp_path: Path, sto
         SecuritySettings(
             issuer="https://auth.test",
             audience=["shop"],
-            db_url=f"sqlite+aiosqlite:///{tmp_path / 'security.db'}",
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'security.db'}",
             keys_path=tmp_path / "keys.json",
             seed_file=seed,
             argon2_time_cost=1,

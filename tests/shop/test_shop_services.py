@@ -223,7 +223,7 @@ async def test_a_price_change_bumps_the_version_and_writes_its_event_in_the_same
     settings: ShopSettings,
 ) -> None:
     async with serving(catalog_app, settings) as cat:
-        service = cat.app.state.shop  # type: ignore[attr-defined]
+        service = cat.app.state.service  # type: ignore[attr-defined]
         before = (await cat.get("/products/GRD-02")).json()
         response = await cat.put("/products/GRD-02/price", json={"price_cents": 14900}, headers=ADMIN)
         assert response.status_code == 200
@@ -376,7 +376,7 @@ async def test_payments_refuses_before_charging_what_it_could_not_answer(setting
             _problem(await pay.post("/payments", json=_charge(order_id), headers=SERVICE))
         bad_key = {**SERVICE, "Idempotency-Key": "k" * 201}
         _problem(await pay.post("/payments", json=_charge("o-3"), headers=bad_key))
-        service = pay.app.state.shop  # type: ignore[attr-defined]
+        service = pay.app.state.service  # type: ignore[attr-defined]
         from edgeway.demo.shop.payments.app import payments
 
         async with service.db.sessions() as session:
@@ -405,7 +405,7 @@ async def test_an_order_total_beyond_any_amount_is_refused_before_it_is_placed(
     from edgeway.service import MAX_MONEY
 
     async with await _orders_serving(settings) as svc:
-        service = svc.app.state.shop
+        service = svc.app.state.service
         await _price(service, "BIG-1", MAX_MONEY)
         await _price(service, "HUGE-1", 2**62)  # a price the catalog accepted before its bound
         for sku in ("BIG-1", "HUGE-1"):
@@ -419,7 +419,7 @@ async def test_an_order_total_beyond_any_amount_is_refused_before_it_is_placed(
 
 async def test_an_idempotency_key_reused_for_another_order_is_422(settings: ShopSettings) -> None:
     async with await _orders_serving(settings) as svc:
-        service = svc.app.state.shop
+        service = svc.app.state.service
         await _price(service, "CUP-9", 1000)
         await _price(service, "POT-9", 2000)
         key = {**ALICE, "Idempotency-Key": "basket-1"}

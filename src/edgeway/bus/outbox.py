@@ -50,6 +50,7 @@ from edgeway.bus.bulk import BulkInsert, Prepared
 from edgeway.bus.bus import EventBus
 from edgeway.bus.errors import BusError
 from edgeway.bus.events import Envelope, Event, envelopes_for
+from edgeway.tasks import cancel_and_wait
 
 log = logging.getLogger("edgeway.bus.outbox")
 
@@ -347,6 +348,4 @@ class OutboxRelay:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)

@@ -38,6 +38,7 @@ from rich.text import Text
 
 from edgeway.demo.logview import COLORS, render_line
 from edgeway.demo.plan import FileReady, HttpReady, ProcessSpec, TcpReady
+from edgeway.tasks import cancel_and_wait
 
 __all__ = ["StartupFailed", "Supervisor"]
 
@@ -125,9 +126,7 @@ class Supervisor:
         finally:
             self._live = None
             await self.shutdown()
-            for keeper in keepers:
-                keeper.cancel()
-            await asyncio.gather(*keepers, return_exceptions=True)
+            await cancel_and_wait(*keepers)
             await self._http.aclose()
 
     async def shutdown(self) -> None:

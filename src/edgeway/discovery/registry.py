@@ -31,6 +31,7 @@ from nats.js.kv import KeyValue
 
 from edgeway.discovery.errors import DiscoveryError, RegistryError
 from edgeway.discovery.source import Backoff
+from edgeway.tasks import cancel_and_wait
 
 __all__ = ["Instance", "Registration", "Registry", "RegistryDiscovery", "RegistrySource"]
 
@@ -190,9 +191,7 @@ class Registration:
     async def stop_heartbeat(self) -> None:
         """Stop beating without deregistering (the entry then expires after one TTL)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def close(self) -> None:

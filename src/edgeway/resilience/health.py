@@ -16,7 +16,6 @@ fleet of gateways does not check in lockstep.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Protocol
 from edgeway.http.errors import HttpError
 from edgeway.http.limits import PoolLimits
 from edgeway.http.upstream import UpstreamConnection
+from edgeway.tasks import cancel_and_wait
 
 __all__ = ["HealthCheckPolicy", "HealthChecker", "HealthTrack", "Probed", "probe"]
 
@@ -148,9 +148,7 @@ class HealthChecker:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def check_all(self) -> None:
         """One round: every current instance, concurrently."""

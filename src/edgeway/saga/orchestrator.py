@@ -52,6 +52,7 @@ from edgeway.saga.state import SagaState, SagaSummary
 from edgeway.saga.status import SagaStatus
 from edgeway.saga.store import SagaRecord, SagaStore, StepRecord
 from edgeway.saga.telemetry import SagaMetrics, log_fields, start_ids
+from edgeway.tasks import BackgroundTasks
 
 log = logging.getLogger("edgeway.saga")
 
@@ -139,7 +140,7 @@ class SagaOrchestrator:
         )
         self._create_tables = create_tables
         self._active: dict[str, asyncio.Task[SagaStatus | None]] = {}
-        self._loops: list[asyncio.Task[None]] = []
+        self._loops = BackgroundTasks(log)
         self._wake = asyncio.Event()
         self._started = False
         self._last_scan = 0.0
@@ -157,10 +158,8 @@ class SagaOrchestrator:
             await self.store.create_tables()
         self._runtime.stopping.clear()
         self._started = True
-        self._loops = [
-            asyncio.create_task(self._scan_loop(), name=f"saga-scan-{self.instance_id}"),
-            asyncio.create_task(self._lease_loop(), name=f"saga-lease-{self.instance_id}"),
-        ]
+        self._loops.start(self._scan_loop(), name=f"saga-scan-{self.instance_id}")
+        self._loops.start(self._lease_loop(), name=f"saga-lease-{self.instance_id}")
 
     async def stop(self, grace: float | None = None) -> None:
         """Let running steps finish (``grace`` s, default ``config.stop_grace``), then hand the
@@ -169,10 +168,7 @@ class SagaOrchestrator:
             return
         self._started = False
         self._runtime.stopping.set()
-        for loop in self._loops:
-            loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        self._loops = []
+        await self._loops.stop()
         held = list(self._active)
         tasks = list(self._active.values())
         if tasks:

@@ -152,19 +152,19 @@ async def _create(settings: SecuritySettings, table_name: str, key: str, values:
     from edgeway.security.service import db
     from edgeway.security.service.store import AlreadyExists, SecurityStore
 
-    engine = db.make_engine(settings.db_url, settings.db_schema)
+    database = db.database(settings.db_url, settings.db_schema)
     # With a broker configured the running service relays the user event this change writes.
     outbox = Outbox(db.metadata, table_name=db.outbox.name) if settings.bus_url else None
     try:
-        await db.create_tables(engine, settings.db_schema)
+        await database.create()
         table = db.metadata.tables[table_name]
-        await SecurityStore(engine, outbox=outbox).change(
+        await SecurityStore(database.engine, outbox=outbox).change(
             f"cli:{getpass.getuser()}", "create", table, key, values
         )
     except AlreadyExists as exc:
         raise _fail(f"{key!r} exists already") from exc
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 @user_app.command("add")

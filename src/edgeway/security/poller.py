@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 
 import httpx
+
+from edgeway.tasks import cancel_and_wait
 
 log = logging.getLogger("edgeway.security")
 
@@ -92,9 +93,7 @@ class Poller(abc.ABC):
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self._owns_client and self._client is not None:
             await self._client.aclose()

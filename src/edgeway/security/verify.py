@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import contextlib
 import logging
 import re
 import time
@@ -51,6 +50,7 @@ from edgeway.security.errors import (
 from edgeway.security.keys import ALGORITHMS, PublicKey, b64url_decode, public_key_from_jwk, verify_signature
 from edgeway.security.poller import Poller
 from edgeway.security.revocation import RevocationList
+from edgeway.tasks import cancel_and_wait
 
 log = logging.getLogger("edgeway.security.verify")
 
@@ -266,9 +266,7 @@ class JwksClient(Poller):
 
     async def stop(self) -> None:
         if self._pending is not None:
-            self._pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pending
+            await cancel_and_wait(self._pending)
             self._pending = None
         await super().stop()
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
@@ -44,7 +44,7 @@ from edgeway.discovery.registry import Instance, Registration, Registry
 from edgeway.observability.logs import setup_logging
 from edgeway.observability.metrics import Metrics
 from edgeway.observability.tracing import Tracing
-from edgeway.runtime import freeze_heap
+from edgeway.process_tuning import freeze_heap
 from edgeway.service.clients import RetryPolicy, ServiceClient, http_client
 from edgeway.service.config_store import ConfigStore
 from edgeway.service.deadline import DeadlineMiddleware
@@ -69,6 +69,8 @@ __all__ = ["Kit", "ServiceKit", "create_app", "kit_of"]
 
 _log = logging.getLogger("edgeway.service")
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+CORS_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID")
 
 
 class ServiceKit:
@@ -88,15 +90,8 @@ class ServiceKit:
         self.health = Health()
         self.metrics = Metrics(name)
         self.tracing = tracing if tracing is not None else Tracing(name)
-        if verifier is None and settings.jwks_url:
-            verifier = JwksVerifier.from_jwks_url(
-                settings.jwks_url,
-                issuer=settings.token_issuer,
-                audience=settings.token_audience,
-                token_types=settings.token_types,
-                revocations_url=settings.revocation_feed(),
-                revocation_poll_interval=settings.revocation_poll_interval,
-            )
+        if verifier is None:
+            verifier = JwksVerifier.from_settings(settings)
         # Built here or passed in, its JWKS refresh runs until the app stops.
         self._jwks_verifier = verifier if isinstance(verifier, JwksVerifier) else None
         self.identity = IdentityConfig(verifier, settings.trust_gateway_headers)
@@ -226,9 +221,16 @@ def create_app(
     tracing: Tracing | None = None,
     access_log: bool = True,
     configure_logging: bool = True,
+    cors_methods: Sequence[str] = CORS_METHODS,
+    cors_headers: Sequence[str] = CORS_HEADERS,
+    authenticated: Iterable[Callable[..., Any]] = (),
     **fastapi_kwargs: Any,
 ) -> FastAPI:
-    """A FastAPI app named ``name`` with the service kit wired in (see the module docstring)."""
+    """A FastAPI app named ``name`` with the service kit wired in (see the module docstring).
+
+    ``cors_methods``/``cors_headers``: what a browser on one of ``settings.cors_origins`` may send
+    (answered to its preflight). ``authenticated``: the service's own dependencies that
+    authenticate the caller, besides the kit's ``Caller`` (their operations declare 401 and 403)."""
     settings = settings if settings is not None else ServiceSettings.load()
     if not settings.service_name:
         settings = settings.model_copy(update={"service_name": name})
@@ -257,7 +259,7 @@ def create_app(
     app.state.kit = kit
     app.state.edgeway_identity = kit.identity
     install_problem_handlers(app)
-    declare_problems(app)
+    declare_problems(app, authenticated=authenticated)
     app.include_router(kit.health.router())
 
     @app.get("/metrics", include_in_schema=False)
@@ -275,8 +277,8 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            allow_methods=list(cors_methods),
+            allow_headers=list(cors_headers),
             expose_headers=["X-Request-ID", "Location"],
             max_age=600,
         )

@@ -31,6 +31,7 @@ from nats.js.kv import KeyValue
 
 from edgeway.discovery import natsconn
 from edgeway.service.errors import ConfigUnavailableError
+from edgeway.tasks import cancel_and_wait
 
 __all__ = ["ConfigStore", "Listener"]
 
@@ -118,9 +119,7 @@ class ConfigStore:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self._watcher is not None:
             with contextlib.suppress(*_UNREACHABLE):

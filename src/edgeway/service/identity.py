@@ -29,7 +29,7 @@ import base64
 import binascii
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import httpx
 import orjson
@@ -40,6 +40,9 @@ from edgeway.security.errors import JwksUnavailable, TokenError, TokenMissing
 from edgeway.security.keys import ALGORITHMS
 from edgeway.security.revocation import RevocationFeed, RevocationList
 from edgeway.service.errors import AuthenticationError, JwksUnavailableError, PermissionDeniedError
+
+if TYPE_CHECKING:
+    from edgeway.service.settings import ServiceSettings
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
@@ -159,6 +162,21 @@ class JwksVerifier:
                 revocations=revocations,
             ),
             feed,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> JwksVerifier | None:
+        """The verifier ``settings`` describe (``jwks_url``, ``token_*``, ``revocations_url``,
+        ``revocation_poll_interval``), or None without a ``jwks_url``."""
+        if not settings.jwks_url:
+            return None
+        return cls.from_jwks_url(
+            settings.jwks_url,
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            token_types=settings.token_types,
+            revocations_url=settings.revocation_feed(),
+            revocation_poll_interval=settings.revocation_poll_interval,
         )
 
     @property

@@ -37,6 +37,7 @@ __all__ = [
     "PROBLEM_JSON",
     "LastResortMiddleware",
     "Problem",
+    "answer_problem",
     "install_problem_handlers",
     "internal_error_response",
     "problem_response",
@@ -102,17 +103,23 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
+def answer_problem(request: Request, problem: Problem) -> Response:
+    """The response to ``request`` that ``problem`` describes (for an exception handler that
+    translates another error into a :class:`Problem`)."""
+    return problem_response(
+        problem.status,
+        problem.detail,
+        title=problem.title,
+        type=problem.type,
+        instance=request.url.path,
+        headers=problem.headers,
+        **problem.extensions,
+    )
+
+
 async def _on_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Problem)  # registered for Problem only
-    return problem_response(
-        exc.status,
-        exc.detail,
-        title=exc.title,
-        type=exc.type,
-        instance=request.url.path,
-        headers=exc.headers,
-        **exc.extensions,
-    )
+    return answer_problem(request, exc)
 
 
 async def _on_http(request: Request, exc: Exception) -> Response:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import pydantic
 from pydantic import Field
@@ -45,6 +45,35 @@ class ServiceSettings(BaseSettings):
         default=None, description="URL other services use to reach this instance; registers it when set"
     )
     log_level: str = "info"
+    host: str = Field(default="127.0.0.1", description="address the service binds (Service.run)")
+    port: int = Field(default=8000, ge=1, le=65535, description="port the service binds (Service.run)")
+    data_dir: Path = Field(
+        default=Path(".edgeway-data"), description="where the default SQLite database and caches are kept"
+    )
+
+    # backing services of a Service (edgeway.service.Service): its database and event bus
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL of the service's database; default "
+        "sqlite+aiosqlite:///<data_dir>/<service>.db (postgresql+asyncpg://... for PostgreSQL)",
+    )
+    bus_url: str | None = Field(
+        default=None, description="the event bus's broker: nats://... (default: nats_url) or amqp://..."
+    )
+    bus_prefix: str = Field(default="edgeway", description="prefix of the bus's streams/exchanges")
+    bus_replicas: int = Field(
+        default=1,
+        ge=1,
+        description="NATS stream replicas of the channels the service declares: 3 on a cluster",
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="SQLite's synchronous pragma for the service's database (WAL mode): NORMAL is faster "
+        "but may lose the last commits at a power cut",
+    )
+    run_relay: bool = Field(
+        default=True, description="publish this instance's outbox (one relay per SQLite file)"
+    )
 
     # NATS: config store, flags, registry
     nats_url: str = "nats://127.0.0.1:4222"
@@ -102,6 +131,16 @@ class ServiceSettings(BaseSettings):
     shutdown_grace: float = Field(
         default=0.0, description="seconds to keep serving after readiness turns false at shutdown"
     )
+
+    def database(self, service: str) -> str:
+        """The database URL of ``service`` (see ``database_url``)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+
+    def broker(self) -> str:
+        """The event bus's broker URL (see ``bus_url``)."""
+        return self.bus_url or self.nats_url
 
     def revocation_feed(self) -> str | None:
         """The revocation feed to poll, or None (see ``revocations_url``)."""

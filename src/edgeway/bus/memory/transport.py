@@ -19,6 +19,7 @@ from edgeway.bus.errors import BusConfigError, DeadLetterNotFoundError
 from edgeway.bus.events import Envelope
 from edgeway.bus.memory.delivery import MemoryDelivery
 from edgeway.bus.transport import BatchHandler, ChannelConfig, DeadLetter, Delivery, check_group
+from edgeway.tasks import cancel_and_wait
 
 
 @dataclass(slots=True)
@@ -131,9 +132,7 @@ class _MemorySubscription:
             self._mine = set()
 
     async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         if self._private:
             self._group.stream.groups.pop(self._group.name, None)
             return

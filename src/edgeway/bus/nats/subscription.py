@@ -35,6 +35,7 @@ import orjson
 from edgeway.bus.errors import BusError
 from edgeway.bus.nats.delivery import NatsDelivery, envelope_from
 from edgeway.bus.transport import BatchHandler
+from edgeway.tasks import cancel_and_wait
 
 log = logging.getLogger("edgeway.bus.nats")
 
@@ -191,9 +192,7 @@ class NatsSubscription:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._sub is not None:
             with contextlib.suppress(nats.errors.Error):
                 await self._sub.unsubscribe()

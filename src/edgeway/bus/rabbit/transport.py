@@ -41,6 +41,7 @@ from edgeway.bus.errors import DeadLetterNotFoundError, PublishError, TransportE
 from edgeway.bus.events import H_ATTEMPT, Envelope, new_event_id
 from edgeway.bus.rabbit.delivery import RabbitDelivery
 from edgeway.bus.transport import BatchHandler, ChannelConfig, DeadLetter, Delivery, check_group
+from edgeway.tasks import cancel_and_wait
 
 H_REASON = "ew-dead-reason"
 H_GROUP = "ew-dead-group"
@@ -141,9 +142,7 @@ class _RabbitSubscription:
         await self._transport.retry_later(self._config, self._group, delivery.envelope, delay, queue=queue)
 
     async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         with contextlib.suppress(*_AMQP_ERRORS):
             if self._tag is not None:
                 await self._queue.cancel(self._tag)

@@ -11,11 +11,12 @@ half-written file.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
+
+from edgeway.tasks import cancel_and_wait
 
 __all__ = ["ConfigWatcher"]
 
@@ -79,9 +80,7 @@ class ConfigWatcher:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:

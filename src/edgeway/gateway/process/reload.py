@@ -46,6 +46,7 @@ from edgeway.gateway.core.runtime import Gateway
 from edgeway.gateway.process.admin_auth import find_token
 from edgeway.gateway.process.config_watch import ConfigWatcher
 from edgeway.gateway.upstream.clusters import Cluster
+from edgeway.tasks import cancel_and_wait
 
 __all__ = [
     "RESTART_KEYS",
@@ -307,9 +308,7 @@ class Reloader:
                 await task
         async with self._lock:
             for retiring in list(self._retiring):
-                retiring.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await retiring
+                await cancel_and_wait(retiring)
             self._retiring.clear()
 
 

@@ -34,7 +34,7 @@ from edgeway.gateway.process.reload import Reloader, ReloadResult, Trigger
 from edgeway.http.listener import Listener, bind_socket
 from edgeway.http.server import ServerProtocol
 from edgeway.observability.logs import setup_logging
-from edgeway.runtime import freeze_heap
+from edgeway.process_tuning import freeze_heap
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # what the supervisor forwards
 
@@ -195,7 +195,7 @@ async def run(
     await server.start()
     if freeze:
         # A gateway process: its start-up heap (modules, config models, routes) is never garbage;
-        # frozen, a full collection no longer walks it while requests wait (edgeway.runtime).
+        # frozen, a full collection no longer walks it while requests wait (edgeway.process_tuning).
         freeze_heap()
     try:
         await stop.wait()

@@ -24,6 +24,7 @@ from edgeway.gateway.config.schema import GatewayConfig
 from edgeway.gateway.core.pipeline import GatewayEnv
 from edgeway.gateway.upstream.clusters import Cluster
 from edgeway.gateway.upstream.config import ConsulRule, DnsRule, NatsKvRule
+from edgeway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     import httpx
@@ -134,11 +135,7 @@ class ServiceDiscovery:
                     )
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         for connecting in self._nats.values():
             if connecting.done() and not connecting.cancelled():
@@ -147,9 +144,7 @@ class ServiceDiscovery:
                 with contextlib.suppress(NatsError, OSError, TimeoutError):
                     await connecting.result().close()
             else:
-                connecting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await connecting
+                await cancel_and_wait(connecting)
         self._nats.clear()
         if self._http is not None:
             await self._http.aclose()

@@ -21,7 +21,7 @@ from edgeway.security.errors import PolicyError
 from edgeway.security.policy import PolicySet
 from edgeway.security.service import db
 from edgeway.security.service.auth import admin
-from edgeway.security.service.problems import Problem
+from edgeway.security.service.problems import problem
 from edgeway.security.service.state import SecurityState, state_of
 from edgeway.security.service.store import SINGULAR, AlreadyExists, ChangeKind, NotFound
 from edgeway.security.verify import Claims
@@ -130,16 +130,16 @@ async def _change(
     try:
         _, after = await state.store.change(f"user:{actor.sub}", kind, table, key, values)
     except AlreadyExists as exc:
-        raise Problem(409, "Conflict", f"{key!r} exists already", kind="conflict") from exc
+        raise problem(409, "Conflict", f"{key!r} exists already", kind="conflict") from exc
     except NotFound as exc:
-        raise Problem(404, "Not Found", f"no {SINGULAR[table.name]} {key!r}") from exc
+        raise problem(404, "Not Found", f"no {SINGULAR[table.name]} {key!r}") from exc
     return after
 
 
 async def _get(state: SecurityState, table: Table, key: str) -> dict[str, Any]:
     row = await state.store.get(table, key)
     if row is None:
-        raise Problem(404, "Not Found", f"no {SINGULAR[table.name]} {key!r}")
+        raise problem(404, "Not Found", f"no {SINGULAR[table.name]} {key!r}")
     return row
 
 
@@ -168,7 +168,7 @@ async def _validate_policy_document(state: SecurityState, edit: Any) -> None:
     try:
         PolicySet(document)
     except PolicyError as exc:
-        raise Problem(422, "Invalid Policy", str(exc), kind="invalid-policy") from exc
+        raise problem(422, "Invalid Policy", str(exc), kind="invalid-policy") from exc
 
 
 # --- users ----------------------------------------------------------------------------------------
@@ -240,9 +240,9 @@ async def list_clients(request: Request, _: Claims = Depends(admin)) -> list[dic
 async def create_client(request: Request, body: ClientIn, actor: Claims = Depends(admin)) -> dict[str, Any]:
     state = state_of(request)
     if body.public and body.secret:
-        raise Problem(422, "Invalid Request", "a public client cannot have a secret", kind="validation")
+        raise problem(422, "Invalid Request", "a public client cannot have a secret", kind="validation")
     if body.public and "client_credentials" in body.grant_types:
-        raise Problem(
+        raise problem(
             422, "Invalid Request", "a public client cannot use client_credentials", kind="validation"
         )
     secret = None if body.public else (body.secret or secrets.token_urlsafe(32))
@@ -277,7 +277,7 @@ async def patch_client(
     if "client_credentials" in values.get("grant_types", ()):
         current = await _get(state, db.clients, client_id)
         if current["secret_hash"] is None:
-            raise Problem(
+            raise problem(
                 422, "Invalid Request", "a public client cannot use client_credentials", kind="validation"
             )
     secret = secrets.token_urlsafe(32) if body.rotate_secret else None

@@ -9,18 +9,17 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from edgeway.security.keys import FileKeyStore, load_kek
-from edgeway.security.service import admin, auth, feeds, oauth
-from edgeway.security.service.db import create_tables, make_engine
+from edgeway.security.service import admin, auth, db, feeds, oauth
 from edgeway.security.service.events import RevocationEvents
-from edgeway.security.service.problems import install_problem_handlers
+from edgeway.security.service.problems import install_token_error_handler
 from edgeway.security.service.seed import apply_seed, load_seed
 from edgeway.security.service.settings import SecuritySettings
 from edgeway.security.service.state import SecurityState
 from edgeway.security.service.store import SecurityStore
-from edgeway.service.openapi import declare_problems
+from edgeway.service.app import create_app
+from edgeway.tasks import BackgroundTasks
 
 log = logging.getLogger("edgeway.security.service")
 
@@ -28,53 +27,56 @@ HOUSEKEEPING_INTERVAL = 600.0
 
 
 def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
+    """The security service's app, built with the service kit's ``create_app``: its problem
+    answers, request ids, ``/health/live``, ``/health/ready`` and ``/metrics`` are every
+    service's. Logging stays the server's (``edgeway security serve`` runs uvicorn's own)."""
     config = settings if settings is not None else SecuritySettings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await open_state(config)
         app.state.security = state
-        housekeeping = asyncio.create_task(_housekeeping(state), name="edgeway-security-housekeeping")
+        background = BackgroundTasks(log)
+        background.start(_housekeeping(state), name="edgeway-security-housekeeping")
         if state.events is not None:
             state.events.start()
         log.info("security service up: issuer %s, active key %s", config.issuer, state.ring.active.kid)
         try:
             yield
         finally:
-            housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await housekeeping
+            await background.stop()
             if state.events is not None:
                 await state.events.stop()
             await state.store.close()
 
-    app = FastAPI(title="edgeway security service", lifespan=lifespan)
-    install_problem_handlers(app)
+    app = create_app(
+        "security",
+        settings=config,
+        lifespan=lifespan,
+        access_log=False,
+        configure_logging=False,
+        cors_methods=("GET", "POST"),
+        cors_headers=("Authorization", "Content-Type"),
+        authenticated=(auth.caller, auth.admin),
+        title="edgeway security service",
+    )
+    install_token_error_handler(app)
     app.include_router(oauth.router)
     app.include_router(feeds.router)
     app.include_router(admin.router)
-    declare_problems(app, authenticated=(auth.caller, auth.admin))
-    if config.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=config.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
-            max_age=600,
-        )
     return app
 
 
 async def open_state(settings: SecuritySettings) -> SecurityState:
     """Open storage, load (or create) the signing keys, apply the seed file."""
-    engine = make_engine(settings.db_url, settings.db_schema)
-    await create_tables(engine, settings.db_schema)
-    store = SecurityStore(engine)
+    database = db.database(settings.db_url, settings.db_schema)
+    await database.create()
+    store = SecurityStore(database.engine)
     keystore = FileKeyStore(settings.keys_path, load_kek(path=settings.kek_file))
     ring = keystore.load_or_create(settings.signing_alg)
     state = SecurityState.build(settings, store, keystore, ring)
     if settings.bus_url:
-        state.events = RevocationEvents(settings.bus_url, settings.bus_prefix, engine)
+        state.events = RevocationEvents(settings.bus_url, settings.bus_prefix, database)
         store.outbox = state.events.outbox  # user changes publish UserChanged/UserDeleted too
     entries, _ = await store.revocations_since(0, time.time(), 1_000_000)
     for entry in entries:

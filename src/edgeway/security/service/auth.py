@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from edgeway.security.errors import TokenRevoked
-from edgeway.security.service.problems import Problem
+from edgeway.security.service.problems import problem
 from edgeway.security.service.state import state_of
 from edgeway.security.verify import Claims, bearer_token
 
@@ -25,5 +25,5 @@ async def admin(request: Request) -> Claims:
     claims = await caller(request)
     role = state_of(request).settings.admin_role
     if role not in claims.roles:
-        raise Problem(403, "Forbidden", f"the admin API needs the {role!r} role", kind="forbidden")
+        raise problem(403, "Forbidden", f"the admin API needs the {role!r} role", kind="forbidden")
     return claims

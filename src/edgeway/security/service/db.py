@@ -1,12 +1,10 @@
-"""Tables of the security service (SQLAlchemy Core) and the engine factory.
+"""Tables of the security service (SQLAlchemy Core), in the service kit's database.
 
-SQLite by default, PostgreSQL when ``db_url`` says so. With ``db_schema`` the tables live in that
-PostgreSQL schema (through ``schema_translate_map``), which also gives each test its own schema.
+SQLite by default, PostgreSQL when ``database_url`` says so. With ``db_schema`` the tables live in
+that PostgreSQL schema (through ``schema_translate_map``), which also gives each test its own schema.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -18,12 +16,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    event,
-    text,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from edgeway.bus.outbox import outbox_table
+from edgeway.service.database import Database
 
 metadata = MetaData()
 
@@ -133,27 +129,10 @@ login_attempts = Table(
 )
 
 
-def make_engine(url: str, schema: str | None = None) -> AsyncEngine:
-    engine = create_async_engine(url, pool_pre_ping=url.startswith("postgresql"))
-    if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _wal)
-    if schema is not None:
-        engine = engine.execution_options(schema_translate_map={None: schema})
-    return engine
+def database(url: str, schema: str | None = None) -> Database:
+    """The service's database: its tables, at ``url`` (in ``schema``).
 
-
-def _wal(dbapi_connection: Any, _record: Any) -> None:
-    # WAL: readers (the revocation relay, feeds) no longer block writers (logins, revocations) or
-    # the reverse; in the default rollback journal they wait in SQLite's busy handler, which
-    # sleeps in steps up to 100 ms (measured: revocations took ~300 ms to reach the bus). The
-    # default synchronous=FULL stays: a committed revocation survives a power cut.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.close()
-
-
-async def create_tables(engine: AsyncEngine, schema: str | None = None) -> None:
-    async with engine.begin() as conn:
-        if schema is not None:
-            await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-        await conn.run_sync(metadata.create_all)
+    SQLite keeps ``synchronous=FULL`` (the kit's default): a committed revocation survives a
+    power cut.
+    """
+    return Database(url, metadata, schema=schema)

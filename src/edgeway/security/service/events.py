@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-
 from edgeway.bus.brokers import transport_for
 from edgeway.bus.bus import EventBus
 from edgeway.bus.errors import BusError
@@ -25,6 +23,8 @@ from edgeway.bus.transport import ChannelConfig
 from edgeway.security.events import USERS_CHANNEL
 from edgeway.security.revocation import REVOCATIONS
 from edgeway.security.service import db
+from edgeway.service.database import Database
+from edgeway.tasks import BackgroundTasks
 
 log = logging.getLogger("edgeway.security.service")
 
@@ -34,17 +34,16 @@ RETRY_INTERVAL = 2.0
 class RevocationEvents:
     """The service's publishing side of revocations. See the module docstring."""
 
-    def __init__(self, url: str, prefix: str, engine: AsyncEngine) -> None:
+    def __init__(self, url: str, prefix: str, database: Database) -> None:
         self.outbox = Outbox(db.metadata, table_name=db.outbox.name)
         self.bus = EventBus(transport_for(url, prefix), channels=[REVOCATIONS, ChannelConfig(USERS_CHANNEL)])
-        sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.relay = OutboxRelay(
-            self.outbox, sessions, self.bus, retry_interval=RETRY_INTERVAL, idle_interval=1.0
+            self.outbox, database.sessions, self.bus, retry_interval=RETRY_INTERVAL, idle_interval=1.0
         )
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks(log)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._connect(), name="edgeway-security-revocation-events")
+        self._tasks.start(self._connect(), name="edgeway-security-revocation-events")
 
     async def _connect(self) -> None:
         while True:
@@ -61,8 +60,6 @@ class RevocationEvents:
         self.relay.wake()
 
     async def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.wait([self._task])
+        await self._tasks.stop()
         await self.relay.stop()
         await self.bus.stop()

@@ -13,7 +13,7 @@ from edgeway.security.errors import TokenError
 from edgeway.security.service import db
 from edgeway.security.service.auth import caller
 from edgeway.security.service.oauth import GRANT_TYPES
-from edgeway.security.service.problems import Problem
+from edgeway.security.service.problems import problem
 from edgeway.security.service.state import state_of
 from edgeway.security.verify import Claims
 from edgeway.service.models import Count
@@ -93,7 +93,7 @@ async def authorize(
         try:
             subject = state.verifier.verify(body.token)
         except TokenError as exc:
-            raise Problem(
+            raise problem(
                 422, "Invalid Subject Token", str(exc), kind="invalid-subject-token", reason=exc.reason
             ) from exc
     current = await state.policies()

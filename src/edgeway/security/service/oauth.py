@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 
 from edgeway.security.errors import TokenError
 from edgeway.security.service import db
-from edgeway.security.service.problems import Problem, oauth_error
+from edgeway.security.service.problems import oauth_error
 from edgeway.security.service.state import SecurityState, state_of
 from edgeway.security.service.throttle import LoginThrottle
 from edgeway.security.tokens import (
@@ -394,4 +394,4 @@ async def revoke(request: Request) -> Response:
     return Response(status_code=200, headers=_NO_STORE)
 
 
-__all__ = ["Problem", "router"]
+__all__ = ["router"]

@@ -1,10 +1,11 @@
-"""RFC 9457 problem details for every error the service returns, through the service kit's handlers.
-
-The security service is not built with ``create_app`` (it has no registry, flags or remote
-config), but its errors are answered by the same handlers as every other service's
-(:func:`edgeway.service.problems.install_problem_handlers`): 404, 405, validation errors, and an
-unexpected exception as a 500 with the request id, never plain text. Its own problem types live
+"""The security service's problems: the service kit's :class:`~edgeway.service.Problem`, typed
 under :data:`TYPE_BASE`.
+
+The service is built with the kit's ``create_app``, so every error it returns is answered by the
+kit's handlers (404, 405, validation errors, an unexpected exception as a 500 with the request
+id); :func:`problem` builds the kit's ``Problem`` with this service's type URIs, and a
+:class:`~edgeway.security.errors.TokenError` that escapes an endpoint is answered as
+:func:`unauthorized`.
 
 OAuth endpoints also carry RFC 6749's ``error`` and ``error_description`` members in the same
 body, so OAuth client libraries and problem-aware clients both understand it.
@@ -18,33 +19,29 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from edgeway.security.errors import TokenError
-from edgeway.service import problems as kit
+from edgeway.service.problems import Problem, answer_problem
 
-PROBLEM_JSON = kit.PROBLEM_JSON
+__all__ = ["TYPE_BASE", "install_token_error_handler", "oauth_error", "problem", "unauthorized"]
+
 TYPE_BASE = "https://edgeway.dev/problems/"
 
 
-class Problem(kit.Problem):
-    """Raise to answer with a problem+json body of type ``TYPE_BASE + kind``."""
-
-    def __init__(
-        self,
-        status: int,
-        title: str,
-        detail: str = "",
-        *,
-        kind: str | None = None,
-        headers: dict[str, str] | None = None,
-        **extra: Any,
-    ) -> None:
-        self.kind = kind or title.lower().replace(" ", "-")
-        super().__init__(
-            status, detail or None, title=title, type=TYPE_BASE + self.kind, headers=headers, **extra
-        )
+def problem(
+    status: int,
+    title: str,
+    detail: str = "",
+    *,
+    kind: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Problem:
+    """The problem of type ``TYPE_BASE + kind`` (``kind`` defaults to the title in kebab case)."""
+    kind = kind or title.lower().replace(" ", "-")
+    return Problem(status, detail or None, title=title, type=TYPE_BASE + kind, headers=headers, **extra)
 
 
 def oauth_error(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> Problem:
-    return Problem(
+    return problem(
         status,
         error.replace("_", " ").capitalize(),
         description,
@@ -58,7 +55,7 @@ def oauth_error(status: int, error: str, description: str, headers: dict[str, st
 def unauthorized(exc: TokenError) -> Problem:
     # RFC 6750 section 3: tell the client which scheme and why.
     challenge = f'Bearer error="invalid_token", error_description="{exc.reason}"'
-    return Problem(
+    return problem(
         401,
         "Unauthorized",
         str(exc),
@@ -68,20 +65,11 @@ def unauthorized(exc: TokenError) -> Problem:
     )
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    kit.install_problem_handlers(app, last_resort=True)
+def install_token_error_handler(app: FastAPI) -> None:
+    """Answer a :class:`TokenError` an endpoint lets escape as :func:`unauthorized`."""
 
     async def on_token_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, TokenError)
-        problem = unauthorized(exc)
-        return kit.problem_response(
-            problem.status,
-            problem.detail,
-            title=problem.title,
-            type=problem.type,
-            instance=request.url.path,
-            headers=problem.headers,
-            **problem.extensions,
-        )
+        assert isinstance(exc, TokenError)  # registered for TokenError only
+        return answer_problem(request, unauthorized(exc))
 
     app.add_exception_handler(TokenError, on_token_error)

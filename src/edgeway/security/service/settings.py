@@ -1,27 +1,45 @@
-"""Settings of the security service: a YAML file, ``EDGEWAY_SECURITY_*`` variables, or code."""
+"""Settings of the security service: a YAML file, ``EDGEWAY_SECURITY_*`` variables, or code.
+
+They are the service kit's :class:`~edgeway.service.ServiceSettings` (read under the
+``EDGEWAY_SECURITY_`` prefix) plus the service's own fields. The database is the kit's
+``database_url``; ``db_url`` (and ``EDGEWAY_SECURITY_DB_URL``), its name before, is still read.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edgeway.security.errors import SecurityConfigError
+from edgeway.service.settings import ServiceSettings
+
+_OLD_DB_ENV = "EDGEWAY_SECURITY_DB_URL"
 
 
-class SecuritySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EDGEWAY_SECURITY_", extra="forbid")
+class SecuritySettings(ServiceSettings):
+    # No .env file (the kit's settings read one): it may hold EDGEWAY_SECURITY_KEK, which is not a
+    # field, and unknown fields are refused here.
+    model_config = SettingsConfigDict(env_prefix="EDGEWAY_SECURITY_", extra="forbid", env_file=None)
 
     # identity of the issuer
     issuer: str = "edgeway-security"
     public_url: str | None = Field(None, description="Base URL clients reach; defaults to the request's.")
     audience: list[str] = Field(default_factory=lambda: ["edgeway"])
 
+    port: int = Field(8400, ge=1, le=65535, description="port the service binds")
+
     # storage
-    db_url: str = "sqlite+aiosqlite:///./edgeway-security.db"
+    database_url: str | None = Field(
+        "sqlite+aiosqlite:///./edgeway-security.db",
+        description="SQLAlchemy async URL (sqlite+aiosqlite:///... or postgresql+asyncpg://...); "
+        "also read as db_url",
+    )
     db_schema: str | None = Field(
         None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", description="PostgreSQL schema (created if missing)."
     )
@@ -71,6 +89,35 @@ class SecuritySettings(BaseSettings):
         "ew", description="Name prefix of the bus's streams/exchanges (the gateways' too)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _db_url_is_database_url(cls, data: Any) -> Any:
+        # Given in code or the settings file, the older name wins like any explicit value.
+        if isinstance(data, dict) and "db_url" in data:
+            data = dict(data)
+            data["database_url"] = data.pop("db_url")
+        return data
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = super().settings_customise_sources(
+            settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+        )
+        at = sources.index(env_settings) + 1  # below EDGEWAY_SECURITY_DATABASE_URL
+        return (*sources[:at], _OldDatabaseEnv(settings_cls), *sources[at:])
+
+    @property
+    def db_url(self) -> str:
+        """The database URL (``database_url``, under the name it had before)."""
+        return self.database("security")
+
     @property
     def overlap(self) -> float:
         return self.key_overlap if self.key_overlap is not None else self.access_token_ttl + self.leeway
@@ -90,3 +137,14 @@ class SecuritySettings(BaseSettings):
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise SecurityConfigError(f"{file}: {problems}") from exc
+
+
+class _OldDatabaseEnv(PydanticBaseSettingsSource):
+    """``EDGEWAY_SECURITY_DB_URL``, the older name of ``EDGEWAY_SECURITY_DATABASE_URL``."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        value = os.environ.get(_OLD_DB_ENV)
+        return {"database_url": value} if value else {}

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Sequence
 
-from edgeway.security.service.problems import Problem
+from edgeway.security.service.problems import problem
 from edgeway.security.service.settings import SecuritySettings
 from edgeway.security.service.store import SecurityStore
 
@@ -36,7 +36,7 @@ class LoginThrottle:
         for key, attempts in (await self.store.attempts(keys)).items():
             if attempts.locked_until is not None and attempts.locked_until > at:
                 wait = math.ceil(attempts.locked_until - at)
-                raise Problem(
+                raise problem(
                     423,
                     "Account Locked",
                     f"too many failed logins; try again in {wait} s or ask an administrator to unlock it",
@@ -51,7 +51,7 @@ class LoginThrottle:
             if wait_for > 0:
                 wait = math.ceil(wait_for)
                 what = "from this address" if key.startswith("ip:") else "for this account"
-                raise Problem(
+                raise problem(
                     429,
                     "Too Many Attempts",
                     f"too many failed logins {what}; retry after {wait} s",

@@ -19,10 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.middleware.base import RequestResponseEndpoint
 
 from edgeway.demo.shop.common.demo_data import PRODUCTS
-from edgeway.demo.shop.common.events import PriceChanged, ProductChanged
-from edgeway.demo.shop.common.runtime import ShopService, service_of
+from edgeway.demo.shop.common.events import CHANNELS, PriceChanged, ProductChanged
 from edgeway.demo.shop.common.settings import ShopSettings
-from edgeway.service import Cursor, Identity, Money, Problem, location, problem_responses, require_roles
+from edgeway.service import (
+    Cursor,
+    Identity,
+    Money,
+    Problem,
+    Service,
+    location,
+    problem_responses,
+    require_roles,
+    service_of,
+)
 
 metadata = MetaData()
 products = Table(
@@ -72,9 +81,9 @@ class NewPrice(BaseModel):
     price_cents: Annotated[Money, Field(gt=0, description="the new price in cents")]
 
 
-class CatalogService(ShopService):
+class CatalogService(Service):
     def __init__(self, settings: ShopSettings | None = None) -> None:
-        super().__init__("catalog", metadata, settings)
+        super().__init__("catalog", metadata, settings or ShopSettings.load(), channels=CHANNELS)
         self.on_startup(self.seed)
 
     async def seed(self) -> None:

@@ -16,15 +16,14 @@ from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, fun
 
 from edgeway.bus.readcopy import ReadCopy
 from edgeway.demo.shop.common.events import PriceChanged, ProductChanged
-from edgeway.demo.shop.common.runtime import ShopService
-from edgeway.service import Problem
+from edgeway.service import Problem, Service
 
 __all__ = ["catalog_copy", "fill_if_empty", "serve_copy"]
 
 log = logging.getLogger("shop.copies")
 
 
-def catalog_copy(service: ShopService, metadata: MetaData, *, group: str) -> tuple[Table, ReadCopy]:
+def catalog_copy(service: Service, metadata: MetaData, *, group: str) -> tuple[Table, ReadCopy]:
     """The copy's table in ``metadata`` and the read copy, subscribed on the service's bus."""
     existing = metadata.tables.get("catalog_copy")
     table = (
@@ -55,7 +54,7 @@ def catalog_copy(service: ShopService, metadata: MetaData, *, group: str) -> tup
     return table, copy
 
 
-def fill_if_empty(service: ShopService, copy: ReadCopy) -> None:
+def fill_if_empty(service: Service, copy: ReadCopy) -> None:
     """At start, rebuild an empty copy from the channel's history.
 
     On NATS a new consumer group starts at the beginning of the stream anyway; on RabbitMQ a
@@ -83,7 +82,7 @@ def _row(e: ProductChanged | PriceChanged) -> dict[str, Any]:
     }
 
 
-def serve_copy(app: FastAPI, service: ShopService, table: Table) -> None:
+def serve_copy(app: FastAPI, service: Service, table: Table) -> None:
     """``GET /catalog-copy/{sku}``: what this service's copy holds (to watch a price change arrive)."""
 
     @app.get("/catalog-copy/{sku}", tags=["local copy"])

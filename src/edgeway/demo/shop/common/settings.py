@@ -1,4 +1,5 @@
-"""Settings of a shop service: the service kit's, plus where it listens, stores and publishes.
+"""Settings of a shop service: the service kit's, with the shop's defaults and where the security
+service is.
 
 Every field comes from ``EDGEWAY_<FIELD>`` like the kit's own (``EDGEWAY_PORT``,
 ``EDGEWAY_DATABASE_URL``, ``EDGEWAY_BUS_URL`` ...), so moving a service from the embedded defaults
@@ -8,6 +9,7 @@ to PostgreSQL, a NATS cluster or RabbitMQ is a change of environment, not of cod
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -17,31 +19,21 @@ __all__ = ["ShopSettings"]
 
 
 class ShopSettings(ServiceSettings):
-    host: str = Field("127.0.0.1", description="address the service binds")
-    port: int = Field(8000, ge=1, le=65535, description="port the service binds")
     data_dir: Path = Field(
         Path(".edgeway-demo"), description="where SQLite files, the maildir and caches are kept"
     )
-    database_url: str | None = Field(
-        None,
-        description="SQLAlchemy async URL; default sqlite+aiosqlite:///<data_dir>/<service>.db "
-        "(postgresql+asyncpg://... for PostgreSQL)",
-    )
-    bus_url: str | None = Field(None, description="nats://... (default: nats_url) or amqp://... for RabbitMQ")
     bus_prefix: str = Field("shop", description="prefix of the bus's streams/exchanges")
-    bus_replicas: int = Field(
-        1, description="NATS stream replicas for the channels this service declares: 3 on a cluster"
-    )
+    # Two catalog instances share one SQLite file with their relays: speed over the last commits
+    # before a power cut, for a demo.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "NORMAL"
+    token_issuer: str | None = "edgeway-security"
+    token_audience: str | None = "edgeway"
+    revocation_poll_interval: float = Field(1.0, gt=0, description="seconds between revocation polls")
     security_url: str | None = Field(
-        None, description="base URL of the security service: revocations are polled from it"
+        None, description="base URL of the security service: its token endpoint and revocation feed"
     )
-    revocation_poll: float = Field(1.0, gt=0, description="seconds between revocation polls")
-    run_relay: bool = Field(True, description="publish this instance's outbox (one relay per SQLite file)")
 
-    def database(self, service: str) -> str:
-        if self.database_url:
-            return self.database_url
-        return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').resolve()}"
-
-    def broker(self) -> str:
-        return self.bus_url or self.nats_url
+    def revocation_feed(self) -> str | None:
+        if self.revocations_url is None and self.security_url:
+            return f"{self.security_url.rstrip('/')}/revocations"
+        return super().revocation_feed()

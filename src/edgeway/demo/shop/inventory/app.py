@@ -26,8 +26,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from edgeway.demo.shop.common.demo_data import PRODUCTS
+from edgeway.demo.shop.common.events import CHANNELS
 from edgeway.demo.shop.common.guards import require_any_role
-from edgeway.demo.shop.common.runtime import ShopService, service_of
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.service import (
     REPLAYED,
@@ -36,8 +36,10 @@ from edgeway.service import (
     Problem,
     ResourceId,
     ResourceIdPath,
+    Service,
     location,
     problem_responses,
+    service_of,
 )
 
 metadata = MetaData()
@@ -99,9 +101,9 @@ class StockLevel(BaseModel):
     on_hand: Count
 
 
-class InventoryService(ShopService):
+class InventoryService(Service):
     def __init__(self, settings: ShopSettings | None = None) -> None:
-        super().__init__("inventory", metadata, settings)
+        super().__init__("inventory", metadata, settings or ShopSettings.load(), channels=CHANNELS)
         self.on_startup(self.seed)
 
     async def seed(self) -> None:
@@ -125,7 +127,7 @@ def _svc(request: Request) -> InventoryService:
 Svc = Annotated[InventoryService, Depends(_svc)]
 # Reservations are made by the order saga with the orders service's own (client credentials)
 # token; staff may look and fix.
-Service = Annotated[Identity, Depends(require_any_role("service", "admin"))]
+ServiceCaller = Annotated[Identity, Depends(require_any_role("service", "admin"))]
 Staff = Annotated[Identity, Depends(require_any_role("service", "support", "admin"))]
 Admin = Annotated[Identity, Depends(require_any_role("admin"))]
 
@@ -190,7 +192,7 @@ async def set_stock(sku: SkuPath, body: StockLevel, svc: Svc, _admin: Admin) -> 
 
 
 @router.post("/reservations", status_code=201, responses={**REPLAYED, **problem_responses(409)})
-async def reserve(body: ReservationIn, svc: Svc, _caller: Service, response: Response) -> Reservation:
+async def reserve(body: ReservationIn, svc: Svc, _caller: ServiceCaller, response: Response) -> Reservation:
     wanted: dict[str, int] = {}
     for line in body.items:
         wanted[line.sku] = wanted.get(line.sku, 0) + line.qty
@@ -254,7 +256,7 @@ async def get_reservation(order_id: ResourceIdPath, svc: Svc, _caller: Staff) ->
 
 
 @router.post("/reservations/{order_id}/commit", responses=problem_responses(409))
-async def commit(order_id: ResourceIdPath, svc: Svc, _caller: Service) -> Reservation:
+async def commit(order_id: ResourceIdPath, svc: Svc, _caller: ServiceCaller) -> Reservation:
     """The order is confirmed: the held units leave the warehouse."""
     async with svc.transaction() as session:
         found = await _find(session, order_id, lock=True)
@@ -272,7 +274,7 @@ async def commit(order_id: ResourceIdPath, svc: Svc, _caller: Service) -> Reserv
 
 
 @router.delete("/reservations/{order_id}", responses=problem_responses(409))
-async def release(order_id: ResourceIdPath, svc: Svc, _caller: Service) -> Reservation:
+async def release(order_id: ResourceIdPath, svc: Svc, _caller: ServiceCaller) -> Reservation:
     """Compensation: give held stock back. Idempotent, and safe before the reservation exists."""
     async with svc.transaction() as session:
         found = await _find(session, order_id, lock=True)

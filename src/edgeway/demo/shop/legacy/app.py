@@ -21,12 +21,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, func, select
 
-from edgeway.demo.shop.common.database import Database
-from edgeway.demo.shop.common.runtime import quiet_libraries
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.observability.logs import setup_logging
 from edgeway.security.errors import JwksUnavailable, TokenError
 from edgeway.security.verify import Claims, JwksClient, TokenVerifier, bearer_token
+from edgeway.service.backing import quiet_libraries
+from edgeway.service.database import Database
 from edgeway.service.http import HeadOnlyHttpTools
 from edgeway.service.problems import install_problem_handlers
 

@@ -1,6 +1,6 @@
 """``python -m edgeway.demo.shop.notifications``: run the notifications service (EDGEWAY_* settings)."""
 
-from edgeway.demo.shop.common.runtime import serve
 from edgeway.demo.shop.notifications.app import create_app
+from edgeway.service import serve
 
 serve(create_app)

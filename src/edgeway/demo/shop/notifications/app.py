@@ -11,7 +11,6 @@ they stopped, and e-mails are keyed so none is sent twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -26,9 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from edgeway.bus.inbox import Inbox
 from edgeway.demo.shop.common.copies import catalog_copy, serve_copy
 from edgeway.demo.shop.common.demo_data import SHOP_EMAIL
-from edgeway.demo.shop.common.events import JobProgress, OrderStatusChanged
+from edgeway.demo.shop.common.events import CHANNELS, JobProgress, OrderStatusChanged
 from edgeway.demo.shop.common.guards import sees_everything
-from edgeway.demo.shop.common.runtime import ShopService, service_of
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.demo.shop.notifications.maildir import Maildir
 from edgeway.service import (
@@ -36,11 +34,14 @@ from edgeway.service import (
     Identity,
     Problem,
     ResourceIdPath,
+    Service,
     SingleLine,
     is_single_line,
     location,
     problem_responses,
+    service_of,
 )
+from edgeway.tasks import cancel_and_wait
 
 log = logging.getLogger("shop.notifications")
 
@@ -102,11 +103,13 @@ class Email(BaseModel):
     created_at: float
 
 
-class NotificationsService(ShopService):
+class NotificationsService(Service):
     settings: NotificationsSettings
 
     def __init__(self, settings: NotificationsSettings | None = None) -> None:
-        super().__init__("notifications", metadata, settings or NotificationsSettings.load())
+        super().__init__(
+            "notifications", metadata, settings or NotificationsSettings.load(), channels=CHANNELS
+        )
         self.maildir = Maildir(self.settings.data_dir / "maildir")
         self.inbox = Inbox(self.db.sessions, metadata)
         self.catalog, _ = catalog_copy(self, metadata, group="notifications-catalog")
@@ -228,12 +231,7 @@ class NotificationsService(ShopService):
             self.start_job(job_id)
 
     async def stop_jobs(self) -> None:
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self.tasks.values())
 
 
 def _svc(request: Request) -> NotificationsService:

@@ -32,9 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from edgeway.demo.shop.common.copies import catalog_copy, serve_copy
-from edgeway.demo.shop.common.events import OrderStatus, OrderStatusChanged
+from edgeway.demo.shop.common.events import CHANNELS, OrderStatus, OrderStatusChanged
 from edgeway.demo.shop.common.guards import sees_everything
-from edgeway.demo.shop.common.runtime import ShopService, service_of
 from edgeway.demo.shop.common.service_token import ClientCredentials
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.demo.shop.orders.saga import Line, OrderData, build_saga
@@ -47,11 +46,13 @@ from edgeway.service import (
     Identity,
     Problem,
     ResourceIdPath,
+    Service,
     check_replay,
     is_single_line,
     location,
     money_total,
     problem_responses,
+    service_of,
 )
 
 metadata = MetaData()
@@ -113,11 +114,11 @@ class Order(BaseModel):
     topic: str
 
 
-class OrdersService(ShopService):
+class OrdersService(Service):
     settings: OrdersSettings
 
     def __init__(self, settings: OrdersSettings | None = None) -> None:
-        super().__init__("orders", metadata, settings or OrdersSettings.load())
+        super().__init__("orders", metadata, settings or OrdersSettings.load(), channels=CHANNELS)
         s = self.settings
         self.catalog, _ = catalog_copy(self, metadata, group="orders-catalog")
         self.token = ClientCredentials(

@@ -25,8 +25,8 @@ from sqlalchemy import BigInteger, Column, Float, MetaData, String, Table, selec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from edgeway.demo.shop.common.events import CHANNELS
 from edgeway.demo.shop.common.guards import require_any_role, sees_everything
-from edgeway.demo.shop.common.runtime import ShopService, service_of
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.service import (
     REPLAYED,
@@ -37,9 +37,11 @@ from edgeway.service import (
     Problem,
     ResourceId,
     ResourceIdPath,
+    Service,
     check_replay,
     location,
     problem_responses,
+    service_of,
 )
 
 metadata = MetaData()
@@ -78,9 +80,9 @@ class Payment(BaseModel):
     reason: str | None
 
 
-class PaymentsService(ShopService):
+class PaymentsService(Service):
     def __init__(self, settings: ShopSettings | None = None) -> None:
-        super().__init__("payments", metadata, settings)
+        super().__init__("payments", metadata, settings or ShopSettings.load(), channels=CHANNELS)
 
     def declines(self, customer: str, roles: frozenset[str]) -> bool:
         return self.kit.flags.enabled(FAIL_FLAG, key=customer, roles=roles)
@@ -91,7 +93,7 @@ def _svc(request: Request) -> PaymentsService:
 
 
 Svc = Annotated[PaymentsService, Depends(_svc)]
-Service = Annotated[Identity, Depends(require_any_role("service", "admin"))]
+ServiceCaller = Annotated[Identity, Depends(require_any_role("service", "admin"))]
 
 router = APIRouter()
 
@@ -136,7 +138,7 @@ async def _by(
 async def charge(
     body: Charge,
     svc: Svc,
-    caller: Service,
+    caller: ServiceCaller,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> Payment:
@@ -182,7 +184,7 @@ async def charge(
 
 
 @router.post("/payments/{order_id}/refund")
-async def refund(order_id: ResourceIdPath, svc: Svc, _caller: Service) -> Payment | dict[str, str]:
+async def refund(order_id: ResourceIdPath, svc: Svc, _caller: ServiceCaller) -> Payment | dict[str, str]:
     """Compensation: refund a captured payment; anything else is already as good as refunded."""
     async with svc.transaction() as session:
         found = await _by(session, order_id=order_id)

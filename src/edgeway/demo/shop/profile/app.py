@@ -19,11 +19,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from edgeway.bus.readcopy import ReadCopy
 from edgeway.demo.shop.common.copies import fill_if_empty
+from edgeway.demo.shop.common.events import CHANNELS
 from edgeway.demo.shop.common.guards import require_any_role
-from edgeway.demo.shop.common.runtime import ShopService, service_of
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.security.events import UserChanged, UserDeleted
-from edgeway.service import Caller, Identity, Problem, problem_responses
+from edgeway.service import Caller, Identity, Problem, Service, problem_responses, service_of
 
 metadata = MetaData()
 users_copy = Table(
@@ -67,9 +67,9 @@ class Profile(User):
     served_by: str = "profile"
 
 
-class ProfileService(ShopService):
+class ProfileService(Service):
     def __init__(self, settings: ShopSettings | None = None) -> None:
-        super().__init__("profile", metadata, settings)
+        super().__init__("profile", metadata, settings or ShopSettings.load(), channels=CHANNELS)
         self.users = ReadCopy(self.db.sessions, users_copy, key="username", version="version")
 
         @self.users.upsert(UserChanged)

@@ -42,6 +42,7 @@ from edgeway.bus.bus import EventBus
 from edgeway.discovery.source import reraise_cancellation, retry_delay
 from edgeway.gateway.filters.auth.config import RevocationBus
 from edgeway.security.revocation import RevocationFeed, RevocationSubscriber
+from edgeway.tasks import cancel_and_wait
 
 log = logging.getLogger("edgeway.gateway.filters.auth.filter")
 
@@ -98,9 +99,7 @@ class RevocationPush:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         await self._close_bus()
         self._set(PushState.STOPPED)

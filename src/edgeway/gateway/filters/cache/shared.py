@@ -13,6 +13,7 @@ from edgeway.gateway.filters.cache.config import CacheStore
 from edgeway.gateway.filters.cache.purge import PurgeSelector
 from edgeway.gateway.filters.cache.store import Entry, MemoryStore
 from edgeway.observability.metrics import Metrics
+from edgeway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from edgeway.gateway.filters.cache.redis_store import RedisStore
@@ -104,9 +105,7 @@ class ResponseCache:
 
     async def stop(self) -> None:
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            await cancel_and_wait(self._listener)
             self._listener = None
         if self.redis is not None:
             await self.redis.stop()
