@@ -138,14 +138,14 @@ def check_gateway(example: Example, data: dict[str, Any], tmp_path: Path) -> Non
 
 
 def check_security_settings(example: Example, data: dict[str, Any]) -> None:
-    from edgeway.security.service.settings import SecuritySettings
+    from edgeway.security_service.settings import SecuritySettings
 
     SecuritySettings(**data)
 
 
 def check_seed(example: Example, tmp_path: Path) -> None:
-    from edgeway.security.service.admin import ClientIn, UserIn
-    from edgeway.security.service.seed import load_seed
+    from edgeway.security_service.admin import ClientIn, UserIn
+    from edgeway.security_service.seed import load_seed
 
     path = tmp_path / "seed.yaml"
     path.write_text(example.body)
@@ -162,7 +162,7 @@ def check_yaml(example: Example, tmp_path: Path) -> None:
     except yaml.YAMLError as exc:
         pytest.fail(f"{example.where}: not valid YAML: {exc}")
     keys = set(data) if isinstance(data, dict) else set()
-    from edgeway.security.service.settings import SecuritySettings
+    from edgeway.security_service.settings import SecuritySettings
 
     if keys and keys <= _gateway_fields():
         check_gateway(example, data, tmp_path)

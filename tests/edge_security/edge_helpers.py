@@ -27,8 +27,8 @@ from edgeway.gateway.process.admin import AdminHandler
 from edgeway.gateway.process.admin_auth import AdminGuard
 from edgeway.http.listener import Listener, bind_socket
 from edgeway.security.keys import KeyRing
-from edgeway.security.service import SecuritySettings, create_security_app
 from edgeway.security.tokens import TokenIssuer
+from edgeway.security_service import SecuritySettings, create_security_app
 
 ADMIN_TOKEN = "edge-test-admin-token"
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

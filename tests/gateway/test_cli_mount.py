@@ -16,7 +16,7 @@ print(",".join(heavy))
 HEAVY = (
     "edgeway.saga.store",
     "edgeway.bus.bus",
-    "edgeway.security.service",
+    "edgeway.security_service",
     "edgeway.demo.plan",
     "sqlalchemy",
 )

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edgeway.security.service import SecuritySettings, create_security_app
+from edgeway.security_service import SecuritySettings, create_security_app
 
 ISSUER = "https://auth.test"
 

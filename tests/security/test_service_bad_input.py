@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from edgeway.security.service import db
-from edgeway.security.service.app import create_security_app
 from edgeway.security.verify import MAX_TOKEN_BYTES
+from edgeway.security_service import db
+from edgeway.security_service.app import create_security_app
 
 from .conftest import login, service_settings, token_for
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeway.security.service import SecuritySettings
+from edgeway.security_service import SecuritySettings
 from edgeway.service import ServiceSettings
 
 from .conftest import running_service, service_settings
@@ -69,13 +69,19 @@ def test_its_settings_are_the_kits_under_its_own_prefix(monkeypatch: pytest.Monk
 
 
 def test_the_database_url_is_still_read_under_its_older_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert SecuritySettings.model_validate({"db_url": "sqlite+aiosqlite:///a.db"}).database_url == "sqlite+aiosqlite:///a.db"
+    assert (
+        SecuritySettings.model_validate({"db_url": "sqlite+aiosqlite:///a.db"}).database_url
+        == "sqlite+aiosqlite:///a.db"
+    )
     monkeypatch.setenv("EDGEWAY_SECURITY_DB_URL", "sqlite+aiosqlite:///old.db")
     assert SecuritySettings().db_url == "sqlite+aiosqlite:///old.db"
     # The new name wins over the old one in the environment; a value given in code wins over both.
     monkeypatch.setenv("EDGEWAY_SECURITY_DATABASE_URL", "sqlite+aiosqlite:///new.db")
     assert SecuritySettings().database_url == "sqlite+aiosqlite:///new.db"
-    assert SecuritySettings.model_validate({"db_url": "sqlite+aiosqlite:///code.db"}).db_url == "sqlite+aiosqlite:///code.db"
+    assert (
+        SecuritySettings.model_validate({"db_url": "sqlite+aiosqlite:///code.db"}).db_url
+        == "sqlite+aiosqlite:///code.db"
+    )
 
 
 def test_unknown_settings_are_still_refused() -> None:

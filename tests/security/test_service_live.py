@@ -17,9 +17,9 @@ from edgeway.security.errors import JwksUnavailable, TokenRevoked, TokenUnknownK
 from edgeway.security.keys import SigningKey
 from edgeway.security.policy import PolicyReplica
 from edgeway.security.revocation import RevocationFeed
-from edgeway.security.service import SecuritySettings, create_security_app
 from edgeway.security.tokens import encode_jwt
 from edgeway.security.verify import JwksClient, TokenVerifier
+from edgeway.security_service import SecuritySettings, create_security_app
 
 from .conftest import ISSUER, service_settings
 

@@ -12,8 +12,8 @@ import pytest
 
 from edgeway.security.errors import TokenRevoked
 from edgeway.security.keys import KeyRing, b64url_encode
-from edgeway.security.service import create_security_app
 from edgeway.security.verify import KeySet, TokenVerifier
+from edgeway.security_service import create_security_app
 
 from .conftest import ISSUER, login, service_settings
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from edgeway.security.errors import SecurityConfigError
-from edgeway.security.service import SecuritySettings
-from edgeway.security.service.seed import interpolate, load_seed
+from edgeway.security_service import SecuritySettings
+from edgeway.security_service.seed import interpolate, load_seed
 
 from .conftest import login, running_service, service_settings
 

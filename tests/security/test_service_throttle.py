@@ -42,7 +42,7 @@ async def test_brute_force_ends_in_lockout_even_for_the_right_password(tmp_path:
 
 
 async def test_throttle_delay_grows_exponentially(tmp_path: Path) -> None:
-    from edgeway.security.service.throttle import LoginThrottle
+    from edgeway.security_service.throttle import LoginThrottle
 
     settings = service_settings(
         tmp_path, throttle_free_attempts=3, throttle_base_delay=1.0, throttle_max_delay=60

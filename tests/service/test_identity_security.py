@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from servers import serve
 
 from edgeway.security.keys import KeyRing, b64url_encode
-from edgeway.security.service import SecuritySettings, create_security_app
+from edgeway.security_service import SecuritySettings, create_security_app
 from edgeway.service import Caller, ServiceSettings, create_app
 
 ISSUER = "https://security.test"

@@ -159,7 +159,7 @@ async def test_a_shop_service_answers_what_its_document_says(
 
 
 def test_the_security_service_answers_what_its_document_says(tmp_path: Path, stopping: None) -> None:
-    from edgeway.security.service import SecuritySettings, create_security_app
+    from edgeway.security_service import SecuritySettings, create_security_app
 
     seed = tmp_path / "seed.yaml"
     seed.write_text(

@@ -9,7 +9,7 @@ The library (what gateways and services import) has no server dependencies:
   and by ``TokenRevokedEvent`` over the event bus (:class:`RevocationSubscriber`);
 * :mod:`.policy` — RBAC/ABAC :class:`PolicySet` and its synchronised :class:`PolicyReplica`.
 
-The service lives in :mod:`edgeway.security.service` (``create_security_app``).
+The service lives in :mod:`edgeway.security_service` (``create_security_app``).
 """
 
 from edgeway.security.errors import (

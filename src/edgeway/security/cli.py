@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
-    from edgeway.security.service.settings import SecuritySettings
+    from edgeway.security_service.settings import SecuritySettings
 
 app = typer.Typer(no_args_is_help=True, help="Run and manage the security service.")
 keys_app = typer.Typer(no_args_is_help=True, help="Signing keys: rotate, list, make a key-encryption key.")
@@ -33,7 +33,7 @@ KeysOption = typer.Option(None, "--keys", help="Key file (default ./edgeway-secu
 
 def _settings(config: Path | None, **overrides: Any) -> SecuritySettings:
     from edgeway.security.errors import SecurityConfigError
-    from edgeway.security.service.settings import SecuritySettings
+    from edgeway.security_service.settings import SecuritySettings
 
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
@@ -60,7 +60,7 @@ def serve(
     """Run the security service."""
     import uvicorn
 
-    from edgeway.security.service import create_security_app
+    from edgeway.security_service import create_security_app
     from edgeway.service.http import HeadOnlyHttpTools
 
     settings = _settings(config, db_url=db, keys_path=keys, seed_file=seed, issuer=issuer)
@@ -149,8 +149,8 @@ def _parse_attributes(pairs: list[str]) -> dict[str, str]:
 
 async def _create(settings: SecuritySettings, table_name: str, key: str, values: dict[str, Any]) -> None:
     from edgeway.bus.outbox import Outbox
-    from edgeway.security.service import db
-    from edgeway.security.service.store import AlreadyExists, SecurityStore
+    from edgeway.security_service import db
+    from edgeway.security_service.store import AlreadyExists, SecurityStore
 
     database = db.database(settings.db_url, settings.db_schema)
     # With a broker configured the running service relays the user event this change writes.
@@ -181,7 +181,7 @@ def user_add(
     """Add a user."""
     import time
 
-    from edgeway.security.service.passwords import Passwords
+    from edgeway.security_service.passwords import Passwords
 
     settings = _settings(config, db_url=db)
     if len(password) < 8:
@@ -217,7 +217,7 @@ def client_add(
     import secrets
     import time
 
-    from edgeway.security.service.passwords import Passwords
+    from edgeway.security_service.passwords import Passwords
 
     settings = _settings(config, db_url=db)
     grants = grant or (["password", "refresh_token"] if public else ["client_credentials"])

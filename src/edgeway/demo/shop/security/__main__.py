@@ -12,8 +12,8 @@ import uvicorn
 
 from edgeway.demo.shop.security import SEED_FILE
 from edgeway.observability.logs import setup_logging
-from edgeway.security.service import create_security_app
-from edgeway.security.service.settings import SecuritySettings
+from edgeway.security_service import create_security_app
+from edgeway.security_service.settings import SecuritySettings
 from edgeway.service.backing import quiet_libraries
 from edgeway.service.http import HeadOnlyHttpTools
 

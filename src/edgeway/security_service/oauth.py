@@ -21,10 +21,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from edgeway.security.errors import TokenError
-from edgeway.security.service import db
-from edgeway.security.service.problems import oauth_error
-from edgeway.security.service.state import SecurityState, state_of
-from edgeway.security.service.throttle import LoginThrottle
 from edgeway.security.tokens import (
     REFRESH_PREFIX,
     REGISTERED_CLAIMS,
@@ -33,6 +29,10 @@ from edgeway.security.tokens import (
     new_refresh_token,
 )
 from edgeway.security.verify import MAX_TOKEN_BYTES
+from edgeway.security_service import db
+from edgeway.security_service.problems import oauth_error
+from edgeway.security_service.state import SecurityState, state_of
+from edgeway.security_service.throttle import LoginThrottle
 from edgeway.service.openapi import problem_responses
 
 router = APIRouter()

@@ -10,12 +10,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from edgeway.security.errors import TokenError
-from edgeway.security.service import db
-from edgeway.security.service.auth import caller
-from edgeway.security.service.oauth import GRANT_TYPES
-from edgeway.security.service.problems import problem
-from edgeway.security.service.state import state_of
 from edgeway.security.verify import Claims
+from edgeway.security_service import db
+from edgeway.security_service.auth import caller
+from edgeway.security_service.oauth import GRANT_TYPES
+from edgeway.security_service.problems import problem
+from edgeway.security_service.state import state_of
 from edgeway.service.models import Count
 
 router = APIRouter()

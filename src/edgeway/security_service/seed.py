@@ -32,10 +32,10 @@ from pydantic import ValidationError
 
 from edgeway.security.errors import PolicyError, SecurityConfigError
 from edgeway.security.policy import PolicySet
-from edgeway.security.service import db
-from edgeway.security.service.admin import ClientIn, RoleIn, UserIn
-from edgeway.security.service.passwords import Passwords
-from edgeway.security.service.store import SecurityStore
+from edgeway.security_service import db
+from edgeway.security_service.admin import ClientIn, RoleIn, UserIn
+from edgeway.security_service.passwords import Passwords
+from edgeway.security_service.store import SecurityStore
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 ACTOR = "seed"

@@ -1,7 +1,7 @@
 """The admin API (``/admin/...``): users, clients, roles, scopes, policies, keys, audit.
 
 Every route needs a bearer token with the admin role; every change is written to the audit table
-in the same transaction (see :mod:`edgeway.security.service.store`). Roles and policies are
+in the same transaction (see :mod:`edgeway.security_service.store`). Roles and policies are
 validated as a whole policy document before they are stored, so a bad edit can never reach the
 replicas.
 """
@@ -19,12 +19,12 @@ from sqlalchemy import Table
 
 from edgeway.security.errors import PolicyError
 from edgeway.security.policy import PolicySet
-from edgeway.security.service import db
-from edgeway.security.service.auth import admin
-from edgeway.security.service.problems import problem
-from edgeway.security.service.state import SecurityState, state_of
-from edgeway.security.service.store import SINGULAR, AlreadyExists, ChangeKind, NotFound
 from edgeway.security.verify import Claims
+from edgeway.security_service import db
+from edgeway.security_service.auth import admin
+from edgeway.security_service.problems import problem
+from edgeway.security_service.state import SecurityState, state_of
+from edgeway.security_service.store import SINGULAR, AlreadyExists, ChangeKind, NotFound
 from edgeway.service.models import Count, Int64, Patch
 from edgeway.service.openapi import problem_responses
 

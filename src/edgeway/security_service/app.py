@@ -11,17 +11,17 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from edgeway.security.keys import FileKeyStore, load_kek
-from edgeway.security.service import admin, auth, db, feeds, oauth
-from edgeway.security.service.events import RevocationEvents
-from edgeway.security.service.problems import install_token_error_handler
-from edgeway.security.service.seed import apply_seed, load_seed
-from edgeway.security.service.settings import SecuritySettings
-from edgeway.security.service.state import SecurityState
-from edgeway.security.service.store import SecurityStore
+from edgeway.security_service import admin, auth, db, feeds, oauth
+from edgeway.security_service.events import RevocationEvents
+from edgeway.security_service.problems import install_token_error_handler
+from edgeway.security_service.seed import apply_seed, load_seed
+from edgeway.security_service.settings import SecuritySettings
+from edgeway.security_service.state import SecurityState
+from edgeway.security_service.store import SecurityStore
 from edgeway.service.app import create_app
 from edgeway.tasks import BackgroundTasks
 
-log = logging.getLogger("edgeway.security.service")
+log = logging.getLogger("edgeway.security_service")
 
 HOUSEKEEPING_INTERVAL = 600.0
 

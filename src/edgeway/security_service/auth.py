@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import Request
 
 from edgeway.security.errors import TokenRevoked
-from edgeway.security.service.problems import problem
-from edgeway.security.service.state import state_of
 from edgeway.security.verify import Claims, bearer_token
+from edgeway.security_service.problems import problem
+from edgeway.security_service.state import state_of
 
 
 async def caller(request: Request) -> Claims:

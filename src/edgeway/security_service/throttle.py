@@ -14,9 +14,9 @@ import math
 import time
 from collections.abc import Sequence
 
-from edgeway.security.service.problems import problem
-from edgeway.security.service.settings import SecuritySettings
-from edgeway.security.service.store import SecurityStore
+from edgeway.security_service.problems import problem
+from edgeway.security_service.settings import SecuritySettings
+from edgeway.security_service.store import SecurityStore
 
 
 class LoginThrottle:

@@ -10,12 +10,12 @@ from fastapi import Request
 from edgeway.security.keys import FileKeyStore, KeyRing, SigningKey
 from edgeway.security.policy import PolicySet
 from edgeway.security.revocation import RevocationList
-from edgeway.security.service.events import RevocationEvents
-from edgeway.security.service.passwords import Passwords
-from edgeway.security.service.settings import SecuritySettings
-from edgeway.security.service.store import SecurityStore
 from edgeway.security.tokens import TokenIssuer
 from edgeway.security.verify import KeySet, TokenVerifier
+from edgeway.security_service.events import RevocationEvents
+from edgeway.security_service.passwords import Passwords
+from edgeway.security_service.settings import SecuritySettings
+from edgeway.security_service.store import SecurityStore
 
 
 @dataclass

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from edgeway.bus.outbox import Outbox
 from edgeway.security.events import user_event
 from edgeway.security.revocation import TokenRevokedEvent
-from edgeway.security.service import db
+from edgeway.security_service import db
 
 ChangeKind = Literal["create", "update", "delete"]
 

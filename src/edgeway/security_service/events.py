@@ -22,11 +22,11 @@ from edgeway.bus.outbox import Outbox, OutboxRelay
 from edgeway.bus.transport import ChannelConfig
 from edgeway.security.events import USERS_CHANNEL
 from edgeway.security.revocation import REVOCATIONS
-from edgeway.security.service import db
+from edgeway.security_service import db
 from edgeway.service.database import Database
 from edgeway.tasks import BackgroundTasks
 
-log = logging.getLogger("edgeway.security.service")
+log = logging.getLogger("edgeway.security_service")
 
 RETRY_INTERVAL = 2.0
 
