@@ -25,7 +25,7 @@ from typing import Final
 
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.errors import Rejection
-from edgeway.gateway.core.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.core.pipeline import Action, GatewayEnv, RequestContext
 from edgeway.gateway.core.router import rewrite_path
 from edgeway.gateway.upstream.clusters import Cluster, Endpoint
 from edgeway.gateway.upstream.forwarding import FORWARDING_HEADERS, OWN_LINES, Forwarding
@@ -36,14 +36,14 @@ from edgeway.http.errors import (
     UpstreamReset,
     UpstreamTimeout,
 )
-from edgeway.http.exchange import Exchange, Headers, ResponseState
+from edgeway.http.exchange import Exchange, Headers
 from edgeway.http.headers import HOP_BY_HOP, connection_tokens
 from edgeway.http.limits import UpstreamTimeouts
-from edgeway.http.tunnel import Tunnel
 from edgeway.http.upstream import ResponseHead, UpstreamConnection
 from edgeway.resilience.balancer import NoInstanceAvailable
 from edgeway.resilience.deadline import DEADLINE_HEADER, incoming_budget
 from edgeway.resilience.guard import ServiceGuard
+from edgeway.resilience.retry import IDEMPOTENT_METHODS
 
 # Request headers the gateway rewrites itself (besides hop-by-hop and forwarding ones).
 _REPLACED: Final = frozenset(
@@ -59,8 +59,6 @@ _REPLACED: Final = frozenset(
 )
 _SKIP_REQUEST: Final = HOP_BY_HOP | _REPLACED | FORWARDING_HEADERS
 _SKIP_RESPONSE: Final = HOP_BY_HOP | {b"content-length", b"x-request-id", b"traceparent"}
-# Methods a stale pooled connection may be retried for (RFC 9110 §9.2.2 idempotent methods).
-IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 _VIA: Final = b"1.1 edgeway"
 _OWN_FORWARDING: Final = OWN_LINES
 # The one protocol a proxy route tunnels (``websocket: true``); any other Upgrade is stripped.
@@ -110,7 +108,7 @@ def proxy_target(route: Route, env: GatewayEnv) -> ProxyTarget:
     )
 
 
-def build_proxy(route: Route, env: GatewayEnv) -> Handler:
+def build_proxy(route: Route, env: GatewayEnv) -> Action:
     """The proxy action of a route: rewrite the path, forward to an instance of the service."""
     target = proxy_target(route, env)
 
@@ -389,7 +387,7 @@ async def _send(
     returned still running when the head came first; the caller awaits it after the response.
     """
     has_body = not ex.body.complete or ex.body.received > 0
-    retryable = not has_body and ex.method in IDEMPOTENT
+    retryable = not has_body and ex.method in IDEMPOTENT_METHODS
     fresh = False
     while True:
         conn, reused = await ep.pool.acquire(timeouts.connect, fresh=fresh)
@@ -485,10 +483,7 @@ async def respond_upstream(
 
 async def _tunnel(ex: Exchange, target: ProxyTarget, conn: UpstreamConnection, headers: Headers) -> None:
     headers = [*headers, (b"connection", b"upgrade"), (b"upgrade", _WEBSOCKET)]
-    ex.start(101, headers)
-    ex.state = ResponseState.DONE
-    tunnel = Tunnel(ex.detach(), conn, target.websocket_idle_timeout)
-    tunnel.start()
+    tunnel = ex.switch_to_tunnel(headers, conn, target.websocket_idle_timeout)
     await tunnel.closed
     ex.log["tunnel_bytes_up"] = tunnel.bytes_up
     ex.log["tunnel_bytes_down"] = tunnel.bytes_down

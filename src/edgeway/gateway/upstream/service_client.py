@@ -63,8 +63,8 @@ from edgeway.http.upstream import ResponseHead, UpstreamConnection
 from edgeway.observability.ids import new_span_id
 from edgeway.resilience.balancer import NoInstanceAvailable
 from edgeway.resilience.guard import ServiceGuard
+from edgeway.resilience.retry import IDEMPOTENT_METHODS
 
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 _WITH_BODY = frozenset({b"POST", b"PUT", b"PATCH"})
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 
@@ -203,7 +203,7 @@ class PendingCall:
         # deadline when that comes first.
         self._until = deadline if deadline is not None and deadline < end else end
         self._limits = limits
-        self._idempotent = method in _IDEMPOTENT
+        self._idempotent = method in IDEMPOTENT_METHODS
         self._head_request = method == b"HEAD"
         # The request around the per-attempt parts (Host, the deadline header).
         self._line = method + b" " + target + b" HTTP/1.1\r\nhost: "
