@@ -1,5 +1,5 @@
-"""Authenticated proxy routes on the callback path (gateway/proxy_fast.py): the auth filter's
-synchronous form decides there, with the same outcome as on the task path."""
+"""Authenticated proxy routes on the callback path (ProxyAction.start, gateway/actions/proxy.py): the auth filter
+decides there, in the engine's callback, with the same outcome as on the task path."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from edge_helpers import (
 )
 
 from conftest import spies_on_engine
-from edgeway.gateway.actions.proxy_fast import FastProxy
+from edgeway.gateway.actions.proxy import ProxyAction
 from edgeway.security.keys import KeyRing
 
 
@@ -29,13 +29,13 @@ def callback_path(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     action runs there)."""
     spies_on_engine()
     answers: list[bool] = []
-    original = FastProxy.start
+    original = ProxyAction.start
 
-    def spy(self: FastProxy, *args: Any) -> Any:
+    def spy(self: ProxyAction, *args: Any) -> Any:
         answers.append(True)
         return original(self, *args)
 
-    monkeypatch.setattr(FastProxy, "start", spy)
+    monkeypatch.setattr(ProxyAction, "start", spy)
     return answers
 
 
@@ -76,6 +76,6 @@ async def test_a_token_signed_by_a_key_rotated_in_later_goes_to_the_task_path(
             second, _, _ = await request(gw, "GET", "/x", {"authorization": f"Bearer {token}"})
     assert (first, second) == (200, 200)
     # Unknown key id: the filter waits for the key fetch, so that request goes on in a task
-    # (its action runs there, never reaching FastProxy); once fetched, the callback path.
+    # (its action runs there, never reaching ProxyAction); once fetched, the callback path.
     assert callback_path == [True]
     assert len(seen.requests) == 2

@@ -1,4 +1,4 @@
-"""The proxy's callback path (gateway/proxy_fast.py): a request on a pooled connection answered
+"""The proxy's callback path (ProxyAction.start, gateway/actions/proxy.py): a request on a pooled connection answered
 with no task. Each test warms the pool with one request first (it has to connect: a task), so
 the requests after it find an idle connection; a spy counts the requests that needed a task."""
 
@@ -13,7 +13,7 @@ import pytest
 from gateway_helpers import RawHandler, backend, config, gateway, read_request
 
 from conftest import spies_on_engine
-from edgeway.gateway.actions.proxy_fast import ProxyFlight
+from edgeway.gateway.actions.proxy import ProxyCall
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.core.runtime import Gateway
 
@@ -51,13 +51,19 @@ def tasks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """One entry per request of a fast-path route that needed a task for its attempt."""
     spies_on_engine()
     seen: list[str] = []
-    original = ProxyFlight.attempt_in_task
+    run, run_attempt = ProxyCall.run, ProxyCall.run_attempt
 
-    def spy(self: ProxyFlight) -> Any:
-        seen.append(self.ctx.ex.path.decode())
-        return original(self)
+    def spy_run(self: ProxyCall, ep: Any) -> Any:
+        if ep is not None:  # the callback path chose the instance, then had to connect
+            seen.append(self.ctx.ex.path.decode())
+        return run(self, ep)
 
-    monkeypatch.setattr(ProxyFlight, "attempt_in_task", spy)
+    def spy_run_attempt(self: ProxyCall) -> Any:
+        seen.append(self.ctx.ex.path.decode())  # a stale pooled connection: on in a task
+        return run_attempt(self)
+
+    monkeypatch.setattr(ProxyCall, "run", spy_run)
+    monkeypatch.setattr(ProxyCall, "run_attempt", spy_run_attempt)
     return seen
 
 

@@ -25,12 +25,12 @@ from edgeway.gateway.core.pipeline import (
     assemble,
 )
 from edgeway.gateway.core.router import Router
+from edgeway.gateway.core.runtime import Gateway
 from edgeway.http.body import empty_body
 from edgeway.http.exchange import Exchange
 from edgeway.http.limits import ServerLimits
 from edgeway.http.server import ServerProtocol
 from edgeway.observability.ids import TraceParent
-from edgeway.gateway.core.runtime import Gateway
 
 
 def _route() -> Route:

@@ -8,6 +8,7 @@ a queue), so an exchange may write straight to the transport.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -303,6 +304,10 @@ class Exchange:
     def loop_time(self) -> float:
         """The event loop's clock (what deadlines are measured in), without a loop lookup."""
         return self._protocol.loop_time()
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop serving this exchange (without asking asyncio for the running one)."""
+        return self._protocol.event_loop()
 
     def watch_client(self, on_lost: Callable[[], None] | None) -> None:
         """While the handler holds this exchange, call ``on_lost`` if the client goes away."""

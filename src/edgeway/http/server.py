@@ -499,6 +499,9 @@ class ServerProtocol(asyncio.Protocol):
     def loop_time(self) -> float:
         return self._loop.time()
 
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
     def handler_done(self, ex: Exchange) -> None:
         """A taken exchange is answered (see ``Take``)."""
         if self._taken is ex:

@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeway.gateway.actions.aggregate import build_aggregate
 from edgeway.gateway.actions.endpoints import build_endpoint
-from edgeway.gateway.actions.proxy import build_proxy
-from edgeway.gateway.actions.proxy_fast import build_fast_proxy
+from edgeway.gateway.actions.proxy import ProxyAction, build_proxy
 from edgeway.gateway.actions.push import build_push
 from edgeway.gateway.config.schema import GatewayConfig
 from edgeway.gateway.core.access_log import AccessLog
@@ -158,10 +157,10 @@ class Gateway:
             assert route.id is not None  # ids are assigned at validation
             action = ACTIONS[route.action_name](route, self.env)
             pipeline = self.pipelines[route.id] = assemble(route, self.env, action, FILTERS)
-            if route.proxy is not None:
+            if isinstance(action, ProxyAction) and action.fast:
                 # A proxy route: a request whose filters all admit at once may be answered
                 # from callbacks.
-                pipeline.fast = build_fast_proxy(route, self.env)
+                pipeline.fast = action
         self._encoded_slash = config.paths.encoded_slash
         self._case_sensitive = config.paths.case_sensitive
         self._rejections: Counter | None = None
