@@ -456,15 +456,21 @@ class UpstreamCall:
     async def _written(self) -> None:
         """Wait until the request is written (only a call that had to connect waits)."""
         while (task := self.task) is not None:
+            # (No try/finally here: mypyc cannot compile a break inside one.)
             try:
                 await task
             except asyncio.CancelledError:
+                if self.task is task:
+                    self.task = None
                 if self.error is None:
                     raise
                 break
-            finally:
+            except BaseException:
                 if self.task is task:
                     self.task = None
+                raise
+            if self.task is task:
+                self.task = None
         if self.error is not None:
             raise self.error
 
