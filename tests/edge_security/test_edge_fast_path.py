@@ -1,5 +1,5 @@
-"""Authenticated proxy routes on the callback path (ProxyAction.start, gateway/actions/proxy.py): the auth filter
-decides there, in the engine's callback, with the same outcome as on the task path."""
+"""Authenticated proxy routes on the callback path (ProxyAction.start, gateway/actions/proxy.py):
+the auth filter decides there, in the engine's callback, with the same outcome as in a task."""
 
 from __future__ import annotations
 
