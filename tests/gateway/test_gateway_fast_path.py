@@ -1,6 +1,7 @@
 """The proxy's callback path (ProxyAction.start, gateway/actions/proxy.py): a request on a
-pooled connection answered with no task. Each test warms the pool with one request first (it has to connect: a task), so
-the requests after it find an idle connection; a spy counts the requests that needed a task."""
+pooled connection answered with no task. Each test warms the pool with one request first (it
+has to connect: a task), so the requests after it find an idle connection; a spy counts the
+requests that needed a task."""
 
 from __future__ import annotations
 
