@@ -87,6 +87,16 @@ def proxy(
 
 
 @app.command()
+def callgrind(
+    json: JsonOption = False,
+    duration: Annotated[float, typer.Option(help="Seconds of counted load (wrk -c1).")] = 10.0,
+    warmup: Annotated[float, typer.Option(help="Seconds of load before counting starts.")] = 3.0,
+) -> None:
+    """Instructions per proxied request: the gateway under callgrind, counted after warm-up."""
+    _run_bench("callgrind", json=json, duration=duration, warmup=warmup)
+
+
+@app.command()
 def slow(
     json: JsonOption = False,
     duration: LoadSeconds = 10.0,

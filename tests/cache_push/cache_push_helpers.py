@@ -19,7 +19,7 @@ from conftest import require
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.access_log import AccessLog
-from edgeway.gateway.core.pipeline import GatewayEnv, Handler, Identity, RequestContext
+from edgeway.gateway.core.pipeline import ADMIT, Filter, GatewayEnv, Identity, RequestContext, Verdict
 from edgeway.gateway.core.runtime import Gateway
 from edgeway.gateway.filters.auth.filter import build_auth
 from edgeway.http.listener import Listener, bind_socket
@@ -97,11 +97,11 @@ async def running_gateway(cfg: dict[str, Any], grace: float = 1.0) -> AsyncItera
         await gw.stop()
 
 
-def header_identity(route: Route, env: GatewayEnv, nxt: Handler) -> Handler:
+class HeaderIdentity:
     """Stands in for the auth filter: ``X-Test-User: alice[;role,role]`` becomes the identity;
     ``X-Test-Expires-In: 0.5`` gives its token an ``exp`` that far in the future."""
 
-    async def run(ctx: RequestContext) -> None:
+    def on_request(self, ctx: RequestContext) -> Verdict:
         raw = ctx.ex.header(b"x-test-user")
         if raw is not None:
             subject, _, roles = raw.decode().partition(";")
@@ -117,9 +117,11 @@ def header_identity(route: Route, env: GatewayEnv, nxt: Handler) -> Handler:
                 claims=claims,
                 token="test-token",
             )
-        await nxt(ctx)
+        return ADMIT
 
-    return run
+
+def header_identity(route: Route, env: GatewayEnv) -> Filter:
+    return HeaderIdentity()
 
 
 def with_test_identity(monkeypatch: Any) -> None:

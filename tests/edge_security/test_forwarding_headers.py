@@ -43,7 +43,7 @@ def route_config(port: int, **top: Any) -> dict[str, Any]:
     return edge_config(port, [{"match": {"path": "/**"}}], **top)
 
 
-# GET without a body goes the callback path (proxy_fast), a POST with a body the task path.
+# GET without a body goes the callback path (ProxyAction.start), a POST with a body the task path.
 PATHS = [("GET", b""), ("POST", b'{"a":1}')]
 
 

@@ -1,6 +1,7 @@
-"""The proxy's callback path (gateway/proxy_fast.py): a request on a pooled connection answered
-with no task. Each test warms the pool with one request first (it has to connect: a task), so
-the requests after it find an idle connection; a spy counts the requests that needed a task."""
+"""The proxy's callback path (ProxyAction.start, gateway/actions/proxy.py): a request on a
+pooled connection answered with no task. Each test warms the pool with one request first (it
+has to connect: a task), so the requests after it find an idle connection; a spy counts the
+requests that needed a task."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from gateway_helpers import RawHandler, backend, config, gateway, read_request
 
 from conftest import spies_on_engine
-from edgeway.gateway.actions.proxy_fast import ProxyFlight
+from edgeway.gateway.actions.proxy import ProxyCall
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.core.runtime import Gateway
 
@@ -51,13 +52,19 @@ def tasks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """One entry per request of a fast-path route that needed a task for its attempt."""
     spies_on_engine()
     seen: list[str] = []
-    original = ProxyFlight.attempt_in_task
+    run, run_attempt = ProxyCall.run, ProxyCall.run_attempt
 
-    def spy(self: ProxyFlight) -> Any:
-        seen.append(self.ex.path.decode())
-        return original(self)
+    def spy_run(self: ProxyCall, ep: Any) -> Any:
+        if ep is not None:  # the callback path chose the instance, then had to connect
+            seen.append(self.ctx.ex.path.decode())
+        return run(self, ep)
 
-    monkeypatch.setattr(ProxyFlight, "attempt_in_task", spy)
+    def spy_run_attempt(self: ProxyCall) -> Any:
+        seen.append(self.ctx.ex.path.decode())  # a stale pooled connection: on in a task
+        return run_attempt(self)
+
+    monkeypatch.setattr(ProxyCall, "run", spy_run)
+    monkeypatch.setattr(ProxyCall, "run_attempt", spy_run_attempt)
     return seen
 
 
@@ -256,7 +263,10 @@ def test_only_bare_proxy_routes_without_resilience_have_a_callback_path() -> Non
     ]
     gw = Gateway(validate_config(cfg), None)
     try:
-        assert set(gw._fast) == {"api", "ws"}
+        # The proxy routes without resilience have a callback form; whether a request takes it
+        # is decided per request (the rate limit's store is awaited, so "limited" goes on in a
+        # task, see test_a_filter_that_waits_sends_the_request_to_a_task).
+        assert {rid for rid, p in gw.pipelines.items() if p.fast is not None} == {"api", "ws", "limited"}
     finally:
         gw.close()
 

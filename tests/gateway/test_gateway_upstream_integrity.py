@@ -89,7 +89,7 @@ def serving(answers: list[bytes], seen: list[int]) -> Any:
 async def test_bytes_past_the_declared_length_never_reach_a_client_and_close_the_connection(
     evil_at: int,
 ) -> None:
-    """The 2nd request of a kept-alive connection takes the callback path (proxy_fast); the 1st
+    """The 2nd request of a kept-alive connection takes the callback path (ProxyAction.start); the 1st
     (a fresh connection) the task path. Either way the extra response is dropped with its
     connection: neither the asking client nor the next one sees it."""
     seen: list[int] = []

@@ -614,8 +614,8 @@ async def test_an_accepted_upgrade_hands_the_connection_and_the_early_bytes_to_t
 
     async def upgrades(ex: Exchange) -> None:
         assert ex.upgrade == b"websocket"
-        ex.respond(101, [(b"upgrade", b"websocket"), (b"connection", b"upgrade")])
-        early.append(ex.detach().take_upgrade(tunnel))
+        protocol = ex.switch_protocols([(b"upgrade", b"websocket"), (b"connection", b"upgrade")])
+        early.append(protocol.take_upgrade(tunnel))
 
     c = Conn(upgrades)
     out = await c.send(UPGRADE + b"EARLY")

@@ -291,10 +291,10 @@ async def test_a_tunnel_relays_bytes_both_ways_with_flow_control_and_closes_both
         )
         head = await up.conn.read_head()
         assert head.upgraded
-        ex.respond(101, [(b"upgrade", b"websocket"), (b"connection", b"upgrade")])
-        tunnel = Tunnel(ex.detach(), up.conn, idle_timeout=30.0)
+        tunnel = ex.switch_to_tunnel(
+            [(b"upgrade", b"websocket"), (b"connection", b"upgrade")], up.conn, idle_timeout=30.0
+        )
         tunnels.append(tunnel)
-        tunnel.start()
 
     c = Conn(upgrades)
     out = await c.send(
@@ -338,10 +338,8 @@ async def test_a_tunnel_ends_when_either_side_goes(side: str) -> None:
     tunnels: list[Tunnel] = []
 
     async def upgrades(ex: Exchange) -> None:
-        ex.respond(101, [])
-        tunnel = Tunnel(ex.detach(), up.conn, idle_timeout=30.0)
+        tunnel = ex.switch_to_tunnel([], up.conn, idle_timeout=30.0)
         tunnels.append(tunnel)
-        tunnel.start()
 
     c = Conn(upgrades)
     await c.send(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")

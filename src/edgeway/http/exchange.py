@@ -8,6 +8,7 @@ a queue), so an exchange may write straight to the transport.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -17,12 +18,14 @@ import orjson
 
 from edgeway.http.body import BodyStream
 from edgeway.http.headers import status_line
+from edgeway.http.tunnel import Tunnel
 
 # Per request: a C static in a compiled build, not an attribute lookup on the module.
 _perf_counter: Final = time.perf_counter
 
 if TYPE_CHECKING:
     from edgeway.http.server import ServerProtocol
+    from edgeway.http.upstream import UpstreamConnection
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -74,7 +77,6 @@ class Exchange:
         "method",
         "on_lost",
         "path",
-        "prepared",
         "query",
         "request_id",
         "scheme",
@@ -131,10 +133,9 @@ class Exchange:
         # observability: fields the access log and later stages add (route, upstream, ...)
         self.started = _perf_counter()
         self.log: dict[str, Any] = {}
-        # set by a handler that took the exchange (see server.Take): the client went away
+        # a handler that holds the exchange (see server.Handler) wants to know when the client
+        # goes away: see watch_client
         self.on_lost: Callable[[], None] | None = None
-        # what a handler's take() worked out before it declined, for the task path to reuse
-        self.prepared: Any = None
 
     def __repr__(self) -> str:
         return f"<Exchange {self.method.decode()} {self.target.decode(errors='replace')} {self.state.value}>"
@@ -299,20 +300,47 @@ class Exchange:
         WebSocket) can end itself cleanly within the grace period. None removes it."""
         self._protocol.on_shutdown = callback
 
-    # -- a handler that took the exchange (see server.Take) ------------------------------------
+    # -- a handler that holds the exchange (see server.Handler) --------------------------------
     def loop_time(self) -> float:
         """The event loop's clock (what deadlines are measured in), without a loop lookup."""
         return self._protocol.loop_time()
 
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop serving this exchange (without asking asyncio for the running one)."""
+        return self._protocol.event_loop()
+
+    def watch_client(self, on_lost: Callable[[], None] | None) -> None:
+        """While the handler holds this exchange, call ``on_lost`` if the client goes away."""
+        self.on_lost = on_lost
+
+    def client_lost(self) -> None:
+        """The client went away while a handler held this exchange (called by the engine)."""
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
+
     def handler_done(self) -> None:
-        """The taken exchange is answered: the connection goes on to its next request."""
+        """The held exchange is answered: the connection goes on to its next request."""
+        self.on_lost = None
         self._protocol.handler_done(self)
 
     def continue_in_task(self, work: Awaitable[None]) -> None:
-        """The taken exchange needs to await after all: ``work`` finishes it in a task."""
+        """The held exchange needs to await after all: ``work`` finishes it in a task."""
+        self.on_lost = None
         self._protocol.continue_in_task(self, work)
 
-    # -- protocol switch (WebSocket) ---------------------------------------------------------
-    def detach(self) -> ServerProtocol:
-        """Give the raw connection to a tunnel after a 101 response."""
+    # -- protocol switches -------------------------------------------------------------------
+    def switch_protocols(self, headers: Headers) -> ServerProtocol:
+        """Answer 101 Switching Protocols with ``headers``; this exchange is then complete and
+        the connection belongs to the next protocol, which takes it with
+        ``ServerProtocol.take_upgrade`` (a WebSocket session does)."""
+        self.start(101, headers)
+        self.state = ResponseState.DONE
         return self._protocol
+
+    def switch_to_tunnel(self, headers: Headers, upstream: UpstreamConnection, idle_timeout: float) -> Tunnel:
+        """Answer 101 with ``headers`` and tunnel the connection's bytes to ``upstream``, which
+        switched protocols too (a proxied WebSocket); await the tunnel's ``closed``."""
+        tunnel = Tunnel(self.switch_protocols(headers), upstream, idle_timeout)
+        tunnel.start()
+        return tunnel

@@ -27,13 +27,13 @@ from edgeway.http.limits import ServerLimits
 
 log = logging.getLogger("edgeway.http")
 
-Handler = Callable[[Exchange], Awaitable[None]]
-# A handler may also offer ``take(ex) -> bool``: answer the exchange from protocol callbacks, with
-# no task. True means it took the exchange and will end it with :meth:`ServerProtocol.handler_done`
-# (or hand it to a task with :meth:`ServerProtocol.continue_in_task`); False, that the task path
-# runs as usual. A proxied request that the upstream answers in one read then costs no task, no
-# coroutine and no future: about a third of the gateway's Python time per request.
-Take = Callable[[Exchange], bool]
+# The one entry point of a handler, called from the protocol's callbacks when an exchange's turn
+# comes. It returns the awaitable that answers the exchange (the engine runs it in a task: an
+# ``async def`` handler is one), or None: the handler holds the exchange and answers it from
+# callbacks, ending it with :meth:`Exchange.handler_done` (or handing it to a task with
+# :meth:`Exchange.continue_in_task`). A proxied request that the upstream answers in one read then
+# costs no task, no coroutine and no future.
+Handler = Callable[[Exchange], Awaitable[None] | None]
 
 
 class ConnState(enum.Enum):
@@ -101,7 +101,6 @@ class ServerProtocol(asyncio.Protocol):
     ) -> None:
         # -- configuration (shared by every connection of the listener) --
         self._handler = handler
-        self._take: Take | None = getattr(handler, "take", None)
         self._limits = limits
         self._observer = observer
         self._scheme = scheme
@@ -115,7 +114,7 @@ class ServerProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._queue: deque[Exchange] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._taken: Exchange | None = None  # the exchange a handler's take() is answering
+        self._taken: Exchange | None = None  # the exchange a handler holds (answers from callbacks)
         self._pending_error: RequestRejected | None = None
         self._reject: RequestRejected | None = None
         self._upgrade_leftover: bytes | None = None
@@ -166,7 +165,6 @@ class ServerProtocol(asyncio.Protocol):
     def set_handler(self, handler: Handler) -> None:
         """The handler for the requests this connection starts from now on."""
         self._handler = handler
-        self._take = getattr(handler, "take", None)
 
     def __repr__(self) -> str:
         return f"<ServerProtocol {self.client} {self.state.value} queued={len(self._queue)}>"
@@ -226,8 +224,8 @@ class ServerProtocol(asyncio.Protocol):
         if self._task is not None and not self._task.done():
             self._task.cancel()
         taken = self._taken
-        if taken is not None and taken.on_lost is not None:
-            taken.on_lost()
+        if taken is not None:
+            taken.client_lost()
         self._write.lost(gone)
         self._observer.closed(self)
 
@@ -484,34 +482,36 @@ class ServerProtocol(asyncio.Protocol):
     # -- running exchanges ---------------------------------------------------------------
     def _start_next(self) -> None:
         ex = self._queue[0]
-        take = self._take
-        if take is not None:
-            self._taken = ex  # before take(): it may end the exchange at once
-            try:
-                taken = take(ex)
-            except Exception:
-                log.exception("unhandled error in take() for %r", ex)
-                taken = False
-            if taken:
-                return
-            self._taken = None
-        self._task = self._loop.create_task(self._run(ex, self._handler(ex)))
+        self._taken = ex  # before the call: the handler may end the exchange at once
+        try:
+            work = self._handler(ex)
+        except Exception as exc:
+            if self._taken is ex:
+                self._taken = None
+                self._failed(ex, exc)
+                self._finish(ex)
+            return
+        if work is None:
+            return  # held: the handler ends it with handler_done (it may have already)
+        self._taken = None
+        self._task = self._loop.create_task(self._run(ex, work))
 
     def loop_time(self) -> float:
         return self._loop.time()
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
 
     def handler_done(self, ex: Exchange) -> None:
         """A taken exchange is answered (see ``Take``)."""
         if self._taken is ex:
             self._taken = None
-            ex.on_lost = None
             self._finish(ex)
 
     def continue_in_task(self, ex: Exchange, work: Awaitable[None]) -> None:
         """A taken exchange needs to await after all: ``work`` finishes it in a task."""
         if self._taken is ex:
             self._taken = None
-            ex.on_lost = None
             if self.state is ConnState.CLOSED:
                 close = getattr(work, "close", None)
                 if close is not None:
@@ -526,20 +526,25 @@ class ServerProtocol(asyncio.Protocol):
             if self.state is not ConnState.CLOSED:
                 raise
             return
-        except HttpError as exc:
+        except Exception as exc:
+            self._failed(ex, exc)
+        self._finish(ex)
+
+    def _failed(self, ex: Exchange, exc: Exception) -> None:
+        """What a handler raised: its problem while nothing was sent, else a cut response."""
+        if isinstance(exc, HttpError):
             if ex.state is ResponseState.PENDING:
                 ex.close_after = ex.close_after or not ex.body.complete
                 detail = exc.reason if isinstance(exc, RequestRejected) else str(exc)
                 ex.respond_problem(exc.status, reason_phrase(exc.status).decode(), detail)
             else:
                 ex.abort()
-        except Exception:
-            log.exception("unhandled error in handler for %r", ex)
-            if ex.state is ResponseState.PENDING:
-                ex.respond_problem(500, "Internal Server Error")
-            else:
-                ex.abort()
-        self._finish(ex)
+            return
+        log.error("unhandled error in handler for %r", ex, exc_info=exc)
+        if ex.state is ResponseState.PENDING:
+            ex.respond_problem(500, "Internal Server Error")
+        else:
+            ex.abort()
 
     def _finish(self, ex: Exchange) -> None:
         self._task = None

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
-from edgeway.http.server import ServerProtocol
-from edgeway.http.upstream import UpstreamConnection
+if TYPE_CHECKING:
+    from edgeway.http.server import ServerProtocol
+    from edgeway.http.upstream import UpstreamConnection
 
 
 class Tunnel:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Final
 
 from edgeway.resilience.budget import BudgetPolicy
 
 __all__ = ["IDEMPOTENT_METHODS", "RetryPolicy", "full_jitter"]
 
-IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+# Methods that may be sent again (RFC 9110 §9.2.2): the one list every upstream path uses, for
+# retries and for a stale pooled connection alike.
+IDEMPOTENT_METHODS: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
 
 def full_jitter(retry: int, base: float, cap: float, rng: random.Random | None = None) -> float:

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from edgeway.gateway.config.schema import Route
+from edgeway.gateway.core.context import RequestContext
 from edgeway.gateway.core.errors import Rejection
-from edgeway.gateway.core.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.core.pipeline import GatewayEnv, Held
 from edgeway.gateway.core.router import rewrite_path
+from edgeway.gateway.upstream.call import CallLimits, UpstreamCall
 from edgeway.gateway.upstream.clusters import Cluster, Endpoint
 from edgeway.gateway.upstream.forwarding import FORWARDING_HEADERS, OWN_LINES, Forwarding
-from edgeway.gateway.upstream.resilient import ServiceCall, begin_call, service_guard, wait_call
+from edgeway.gateway.upstream.resilient import service_guard
 from edgeway.http.errors import (
     HttpError,
     UpstreamError,
@@ -38,10 +40,7 @@ from edgeway.http.errors import (
 )
 from edgeway.http.exchange import Exchange, Headers, ResponseState
 from edgeway.http.headers import HOP_BY_HOP, connection_tokens
-from edgeway.http.limits import UpstreamTimeouts
-from edgeway.http.tunnel import Tunnel
 from edgeway.http.upstream import ResponseHead, UpstreamConnection
-from edgeway.resilience.balancer import NoInstanceAvailable
 from edgeway.resilience.deadline import DEADLINE_HEADER, incoming_budget
 from edgeway.resilience.guard import ServiceGuard
 
@@ -59,8 +58,6 @@ _REPLACED: Final = frozenset(
 )
 _SKIP_REQUEST: Final = HOP_BY_HOP | _REPLACED | FORWARDING_HEADERS
 _SKIP_RESPONSE: Final = HOP_BY_HOP | {b"content-length", b"x-request-id", b"traceparent"}
-# Methods a stale pooled connection may be retried for (RFC 9110 §9.2.2 idempotent methods).
-IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 _VIA: Final = b"1.1 edgeway"
 _OWN_FORWARDING: Final = OWN_LINES
 # The one protocol a proxy route tunnels (``websocket: true``); any other Upgrade is stripped.
@@ -91,6 +88,7 @@ class ProxyTarget:
     websocket: bool
     websocket_idle_timeout: float
     forwarding: Forwarding
+    limits: CallLimits  # the service's timeouts, as every attempt of a call uses them
     request_buffer: int = 0  # a body up to this size is read whole before a connection is taken
 
 
@@ -98,8 +96,11 @@ def proxy_target(route: Route, env: GatewayEnv) -> ProxyTarget:
     """What a proxy route forwards to, compiled from its config."""
     action = route.proxy
     assert action is not None  # called for proxy routes only
+    cluster = env.clusters[action.service]
+    timeouts = cluster.timeouts
     return ProxyTarget(
-        cluster=env.clusters[action.service],
+        cluster=cluster,
+        limits=CallLimits(timeouts.total, timeouts.first_byte, timeouts.connect, 0),
         guard=service_guard(env, action.service),
         request_headers=HeaderEdits.from_config(action.request_headers.set, action.request_headers.remove),
         response_headers=HeaderEdits.from_config(action.response_headers.set, action.response_headers.remove),
@@ -110,18 +111,67 @@ def proxy_target(route: Route, env: GatewayEnv) -> ProxyTarget:
     )
 
 
-def build_proxy(route: Route, env: GatewayEnv) -> Handler:
+def build_proxy(route: Route, env: GatewayEnv) -> ProxyAction:
     """The proxy action of a route: rewrite the path, forward to an instance of the service."""
-    target = proxy_target(route, env)
+    return ProxyAction(proxy_target(route, env))
 
-    async def proxy(ctx: RequestContext) -> None:
+
+class ProxyAction:
+    """A route's proxy action, in both modes: awaited in a task (``__call__``), or started from
+    the engine's callback (``start``, the :class:`~edgeway.gateway.core.pipeline.CallbackAction`
+    form) when the request's filters all admitted at once."""
+
+    __slots__ = ("fast", "target")
+
+    def __init__(self, target: ProxyTarget) -> None:
+        self.target = target
+        # A service with a resilience policy is always proxied in a task: admission, retries
+        # and backoff await.
+        self.fast = target.guard is None
+
+    def __call__(self, ctx: RequestContext) -> Awaitable[None]:
+        return forward(ctx, self.target, upstream_path(ctx))
+
+    def start(self, ctx: RequestContext, held: Held) -> Awaitable[None] | None:
+        """Write the request on an idle pooled connection and follow the answer from callbacks
+        (None), or the awaitable that proxies it in a task: a request with a body, HEAD, an
+        upgrade or a caller's deadline; no idle connection to the chosen instance (the attempt
+        connects in a task, on that instance: the balancer's choice stands)."""
         ex = ctx.ex
-        upstream_path = rewrite_path(ctx.match).encode()
-        if ex.query:
-            upstream_path += b"?" + ex.query
-        await forward(ex, target, upstream_path, ctx.traceparent)
+        target = self.target
+        path = upstream_path(ctx)
+        if (
+            not self.fast
+            or ex.method == b"HEAD"
+            or ex.upgrade is not None
+            or not ex.body.complete
+            or ex.body.received
+            or incoming_budget(ex.headers) is not None
+        ):
+            return forward(ctx, target, path)
+        now = ex.loop_time()
+        call = ProxyCall(ctx, target, path, now, now + target.limits.total)
+        ep = call.pick()  # NoInstance: answered 503 by the runtime, at once
+        conn = ep.pool.take_idle()
+        transport = conn.transport if conn is not None else None
+        if conn is not None and (transport is None or transport.is_closing()):
+            ep.pool.release(conn)  # not reusable: closed and counted out
+            conn = None
+        if conn is None:
+            return call.run(ep)  # connecting (or waiting for a free connection) awaits
+        call.held = held
+        call.ep = ep
+        ep.outstanding += 1
+        call.request = call.render(ep)
+        call.send(conn, reused=True)
+        ex.watch_client(call.client_lost)
+        return None
 
-    return proxy
+
+def upstream_path(ctx: RequestContext) -> bytes:
+    path = rewrite_path(ctx.match).encode()
+    query = ctx.ex.query
+    return path + b"?" + query if query else path
 
 
 def request_head(
@@ -208,40 +258,27 @@ def response_headers(ex: Exchange, resp: ResponseHead, target: ProxyTarget, clie
     return out
 
 
-def forward(
-    ex: Exchange, target: ProxyTarget, path_and_query: bytes, upstream_tp: bytes
-) -> Awaitable[float | None]:
-    """The coroutine that forwards ``ex``; await it.
-
-    A plain function returning the coroutine, so a service without resilience costs one
-    coroutine per request (its single attempt), not two.
-    """
+def forward(ctx: RequestContext, target: ProxyTarget, path_and_query: bytes) -> Awaitable[None]:
+    """The coroutine that proxies the request in a task; await it."""
+    ex = ctx.ex
     body = ex.body
     if not body.complete and body.buffered < target.request_buffer:
         # A slow client must not hold an upstream connection while its body trickles in: read it
         # (up to the buffer) first. The service's timeouts start once it has arrived.
-        return _buffer_then_forward(ex, target, path_and_query, upstream_tp)
-    cluster = target.cluster
+        return _buffer_then_forward(ctx, target, path_and_query)
     # The request's time budget: the service's total timeout, or less if the caller said so.
-    budget = cluster.timeouts.total
+    budget = target.limits.total
     incoming = incoming_budget(ex.headers)
     if incoming is not None and incoming < budget:
         if incoming <= 0:
             raise Rejection(504, "Gateway Timeout", "the request's deadline had passed on arrival")
         budget = incoming
-    deadline = asyncio.get_running_loop().time() + budget
+    now = ex.loop_time()
+    call = ProxyCall(ctx, target, path_and_query, now, now + budget)
     # A WebSocket handshake is checked before any instance is chosen; the 101 must answer it.
-    accept = websocket_accept(ex) if target.websocket and ex.upgrade == _WEBSOCKET else b""
-    guard = target.guard
-    if guard is not None:
-        return _forward_guarded(ex, target, path_and_query, upstream_tp, deadline, guard, accept)
-    try:
-        ep = cluster.pick()
-    except NoInstanceAvailable:
-        raise Rejection(
-            503, "Service Unavailable", f"no available instance of service {cluster.name!r}"
-        ) from None
-    return attempt(ex, target, path_and_query, upstream_tp, ep, deadline, None, accept)
+    if target.websocket and ex.upgrade == _WEBSOCKET:
+        call.accept = websocket_accept(ex)
+    return call.run(None)
 
 
 def websocket_accept(ex: Exchange) -> bytes:
@@ -258,181 +295,219 @@ def websocket_accept(ex: Exchange) -> bytes:
     return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
 
 
-async def _buffer_then_forward(
-    ex: Exchange, target: ProxyTarget, path_and_query: bytes, upstream_tp: bytes
-) -> float | None:
-    await ex.body.fill(target.request_buffer)
-    return await forward(ex, target, path_and_query, upstream_tp)
+async def _buffer_then_forward(ctx: RequestContext, target: ProxyTarget, path_and_query: bytes) -> None:
+    await ctx.ex.body.fill(target.request_buffer)
+    await forward(ctx, target, path_and_query)
 
 
-async def _forward_guarded(
-    ex: Exchange,
-    target: ProxyTarget,
-    path_and_query: bytes,
-    upstream_tp: bytes,
-    deadline: float,
-    guard: ServiceGuard[Endpoint],
-    accept: bytes,
-) -> None:
-    """The resilience hooks: admission (shedding, service breaker), instance choice, retries."""
-    call = begin_call(target.cluster, guard, ex) or await wait_call(target.cluster, guard, ex)
-    failure: BaseException | None = None
-    try:
-        while (
-            delay := await attempt(
-                ex, target, path_and_query, upstream_tp, call.pick(), deadline, call, accept
-            )
-        ) is not None:
-            await asyncio.sleep(delay)
-    except BaseException as exc:
-        failure = exc
-        raise
-    finally:
-        if len(call.tried) > 1:
-            ex.log["attempts"] = len(call.tried)
-        call.finish(ex.status, failure)
+class ProxyCall(UpstreamCall):
+    """One proxied request's exchange with its service (:class:`UpstreamCall`: admission,
+    instance, attempts, retries, deadlines), rendered from the client's request and answered
+    to the client: streamed in a task (:meth:`run`), or followed from the connection's
+    callbacks (the ``UpstreamListener`` methods) while ``held``."""
 
+    __slots__ = ("accept", "ctx", "held", "path", "sender", "target")
 
-async def attempt(
-    ex: Exchange,
-    target: ProxyTarget,
-    path_and_query: bytes,
-    upstream_tp: bytes,
-    ep: Endpoint,
-    deadline: float,
-    call: ServiceCall | None,
-    accept: bytes = b"",
-) -> float | None:
-    """One attempt on ``ep``; the backoff before a retry when ``call`` allows one, else None.
+    def __init__(
+        self, ctx: RequestContext, target: ProxyTarget, path: bytes, now: float, deadline: float
+    ) -> None:
+        ex = ctx.ex
+        super().__init__(
+            target.cluster, target.guard, ex.method, target.limits, ex.event_loop(), now, end=deadline
+        )
+        self.ctx = ctx
+        self.target = target
+        self.path = path
+        self.streamed_body = not ex.body.complete or ex.body.received > 0
+        self.accept = b""  # the Sec-WebSocket-Accept of the upgrade this request forwards
+        self.sender: asyncio.Task[None] | None = None  # streams the client's body upstream
+        self.held: Held | None = None  # set while the request is followed from callbacks
 
-    ``accept``: the Sec-WebSocket-Accept of the upgrade this request forwards (b"": none)."""
-    cluster = target.cluster
-    ex.log["upstream"] = ep.label
-    loop = asyncio.get_running_loop()
-    head = request_head(ex, target, path_and_query, ep, upstream_tp, deadline - loop.time())
-    timeouts = cluster.timeouts
-    ep.outstanding += 1
-    outcome: int | BaseException = 0
-    # Timeouts are deadlines on the connection, fired by the pool's ticker (see DeadlineWatch):
-    # timer handles and asyncio.timeout scopes cost more than the rest of the bookkeeping.
-    try:
+    # -- the request ----------------------------------------------------------------------
+    def render(self, ep: Endpoint) -> bytes:
+        ex = self.ctx.ex
+        ex.log["upstream"] = ep.label
+        return request_head(ex, self.target, self.path, ep, self.ctx.traceparent, self.until - self.sent_at)
+
+    def begin(self, conn: UpstreamConnection) -> None:
+        conn.begin(head_request=self.head_request, listener=self if self.held is not None else None)
+        if self.accept:
+            conn.expect_upgrade(_WEBSOCKET, self.accept)
+
+    def sent(self, conn: UpstreamConnection) -> None:
+        if not self.streamed_body:
+            conn.request_sent = True
+            self.arm_first_byte(conn)
+            return
+        # The body goes up from its own task while the head is awaited: an upstream may answer
+        # (and stream its answer) before it has read the whole body, and waiting for the body
+        # first would deadlock once both directions' buffers fill up.
+        conn.set_deadline(self.end, "total", self.limits.total)
+        self.sender = self.loop.create_task(_send_body(self.ctx.ex, conn))
+
+    def arm_first_byte(self, conn: UpstreamConnection) -> None:
+        # From when the request is out (after connecting, after the body).
+        start = self.sent_at if self.held is not None else self.loop.time()
+        first_byte = start + self.limits.first_byte
+        if first_byte < self.end:
+            conn.set_deadline(first_byte, "first_byte", self.limits.first_byte)
+        else:
+            conn.set_deadline(self.end, "total", self.limits.total)
+
+    async def wait_head(self, conn: UpstreamConnection) -> ResponseHead:
+        waiter = conn.head_waiter()
+        sender = self.sender
+        if sender is not None:
+            if not waiter.done() and not sender.done():
+                await asyncio.wait((sender, waiter), return_when=asyncio.FIRST_COMPLETED)
+            if not sender.done():
+                return waiter.result()  # the head came first; the body goes on
+            self.sender = None
+            sender.result()  # the body failed: raise its error
+            if not waiter.done():
+                self.arm_first_byte(conn)  # the body is out whole: the service's turn
+        if waiter.done():
+            return waiter.result()
+        return await waiter
+
+    def drop_connection(self) -> None:
+        _cancel(self.sender)  # still running when the attempt failed, or the client went away
+        self.sender = None
+        super().drop_connection()
+
+    # -- in a task ------------------------------------------------------------------------
+    async def run(self, ep: Endpoint | None) -> None:
+        """Proxy the request: admission, attempts, then the answer streamed to the client.
+        ``ep``: the instance already chosen (the callback path chose it, then found no idle
+        connection to it)."""
+        if ep is None and not self.admit():
+            await self.wait_admission()
+        ex = self.ctx.ex
+        outcome: int | BaseException = 0  # the last attempt's, for the guard
+        failure: BaseException | None = None
         try:
-            conn, resp, sender = await _send(ex, ep, head, timeouts, deadline, accept)
-        except UpstreamError as exc:
+            self.attempt(ep if ep is not None else self.pick())
+            try:
+                conn, resp = await self.response_head()
+            except UpstreamError as exc:
+                outcome = exc
+                raise
+            outcome = resp.status
+            await self._answer(conn, resp)
+        except UpstreamTimeout as exc:
             outcome = exc
-            if (
-                call is not None
-                and (delay := call.retry_after_error(exc, deadline - loop.time())) is not None
-            ):
-                return delay
+            if ex.state is ResponseState.PENDING:
+                failure = exc
+                raise
+            ex.abort()  # the response has started: cut it rather than send a short body
+        except BaseException as exc:
+            failure = exc
+            if isinstance(outcome, int):
+                outcome = exc
             raise
-        outcome = resp.status
-        if (
-            call is not None
-            and (delay := call.retry_after_status(resp.status, deadline - loop.time())) is not None
-        ):
-            # Nothing reached the client yet: drop this answer (and its connection) and go elsewhere.
-            conn.clear_deadline()
-            _cancel(sender)
-            ep.pool.release(conn)
-            return delay
+        finally:
+            if len(self.tried) > 1:
+                ex.log["attempts"] = len(self.tried)
+            self.report(outcome)
+            self.finish(ex.status if failure is None else failure)
+
+    async def _answer(self, conn: UpstreamConnection, resp: ResponseHead) -> None:
+        ex = self.ctx.ex
+        target = self.target
+        tp = self.ctx.traceparent
         if resp.upgraded:
             # The connection accepted this 101 as the answer to our handshake (expect_upgrade).
             # A WebSocket lives outside the exchange's total timeout, and outside the pool: its
             # slot is free for other requests at once, whatever the session's length.
             conn.clear_deadline()
-            ep.pool.detach(conn)
+            assert self.ep is not None
+            self.ep.pool.detach(conn)
+            self.conn = None
             try:
-                await _tunnel(ex, target, conn, response_headers(ex, resp, target, upstream_tp))
+                await _tunnel(ex, target, conn, response_headers(ex, resp, target, tp))
             finally:
                 conn.close()
-            return None
+            return
         if conn.response_complete:
             conn.clear_deadline()
         else:
-            conn.set_deadline(deadline, "total", timeouts.total)
+            conn.set_deadline(self.end, "total", self.limits.total)
+        await respond_upstream(ex, target, conn, resp, tp)
+        sender = self.sender
+        if sender is not None:
+            # The upstream answered early; a body it no longer reads must not hang us, and
+            # the connection is not reusable unless the body went out whole.
+            if conn.response_complete and not sender.done():
+                sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, HttpError):
+                await sender
+
+    # -- from callbacks (UpstreamListener), while held --------------------------------------
+    def upstream_data(self, conn: UpstreamConnection) -> None:
+        head = conn.head
+        held = self.held
+        if head is None or held is None:
+            return  # a partial head (or a 1xx): wait for more
+        conn.listener = None
+        self.held = None
+        ctx = self.ctx
+        ex = ctx.ex
+        # (A 101 never gets here: the connection refuses one that no upgrade asked for.)
+        if not conn.response_complete:
+            # The body is still coming: stream it from a task, with flow control.
+            conn.set_deadline(self.end, "total", self.limits.total)
+            held.in_task(ctx, self._stream(conn, head))
+            return
+        conn.clear_deadline()
+        ex.respond(
+            head.status, response_headers(ex, head, self.target, ctx.traceparent), conn.body.read_nowait()
+        )
+        self.finish(head.status)
+        held.finish(ctx, None)
+
+    def upstream_failed(self, exc: Exception) -> None:
+        conn = self.conn
+        held = self.held
+        if held is None or conn is None:
+            return
+        conn.listener = None
+        self.held = None
+        if isinstance(exc, UpstreamReset) and self.stale_retry_allowed(conn):
+            # A pooled connection the upstream closed while it was idle: the request never
+            # reached the application. The attempt goes on in a task, on a connection the
+            # pool gives (one retry more on a fresh one if that is stale too).
+            self.drop_connection()
+            self.task = self.loop.create_task(self._open_and_send(fresh=False))
+            held.in_task(self.ctx, self.run_attempt())
+            return
+        self.finish(exc)
+        held.finish(self.ctx, exc)
+
+    def client_lost(self) -> None:
+        """The client closed its connection while the upstream was still answering."""
+        held = self.held
+        if held is None or self.conn is None:
+            return
+        self.conn.listener = None
+        self.held = None
+        ex = self.ctx.ex
+        ex.status = ex.status or 499
+        self.finish(0)
+        held.finish(self.ctx, None)
+
+    async def run_attempt(self) -> None:
+        """The rest of an attempt already started, in a task."""
         try:
-            await respond_upstream(ex, target, conn, resp, upstream_tp)
-            if sender is not None:
-                # The upstream answered early; a body it no longer reads must not hang us, and
-                # the connection is not reusable unless the body went out whole.
-                if conn.response_complete and not sender.done():
-                    sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError, HttpError):
-                    await sender
-        except UpstreamTimeout as exc:
-            outcome = exc
-            ex.abort()  # the response has started: cut it rather than send a short body
+            conn, resp = await self.response_head()
+            await self._answer(conn, resp)
         finally:
-            _cancel(sender)  # still running when the response failed, or the client went away
-            conn.clear_deadline()
-            ep.pool.release(conn)
-        return None
-    except BaseException as exc:
-        if isinstance(outcome, int):
-            outcome = exc
-        raise
-    finally:
-        ep.outstanding -= 1
-        if call is not None:
-            call.report(outcome)
+            self.finish(self.ctx.ex.status)
 
-
-async def _send(
-    ex: Exchange, ep: Endpoint, head: bytes, timeouts: UpstreamTimeouts, deadline: float, accept: bytes
-) -> tuple[UpstreamConnection, ResponseHead, asyncio.Task[None] | None]:
-    """Send the request and wait for the response head; the connection is the caller's after.
-
-    A request body is sent by its own task, concurrently with waiting for the response: an
-    upstream may answer (and stream its answer) before it has read the whole body, and waiting
-    for the body first would deadlock once both directions' buffers fill up. The task is
-    returned still running when the head came first; the caller awaits it after the response.
-    """
-    has_body = not ex.body.complete or ex.body.received > 0
-    retryable = not has_body and ex.method in IDEMPOTENT
-    fresh = False
-    while True:
-        conn, reused = await ep.pool.acquire(timeouts.connect, fresh=fresh)
-        conn.begin(head_request=ex.method == b"HEAD")
-        if accept:
-            conn.expect_upgrade(_WEBSOCKET, accept)
-        sender: asyncio.Task[None] | None = None
-        conn.set_deadline(deadline, "total", timeouts.total)
+    async def _stream(self, conn: UpstreamConnection, head: ResponseHead) -> None:
         try:
-            conn.write(head)
-            if has_body:
-                sender = asyncio.get_running_loop().create_task(_send_body(ex, conn))
-                head_waiter = conn.head_waiter()
-                await asyncio.wait((sender, head_waiter), return_when=asyncio.FIRST_COMPLETED)
-                if sender.done():
-                    sender.result()  # the body failed: raise its error
-                    sender = None
-                elif head_waiter.done():
-                    return conn, head_waiter.result(), sender
-            else:
-                conn.request_sent = True
-            waiter = conn.head_waiter()
-            if waiter.done():
-                return conn, waiter.result(), sender
-            first_byte = asyncio.get_running_loop().time() + timeouts.first_byte
-            if first_byte < deadline:
-                conn.set_deadline(first_byte, "first_byte", timeouts.first_byte)
-            return conn, await waiter, sender
-        except UpstreamReset:
-            conn.clear_deadline()
-            _cancel(sender)
-            ep.pool.release(conn)
-            # A pooled connection the upstream closed while idle: the request never reached the
-            # application, so one retry on a fresh connection is safe for idempotent methods.
-            if reused and retryable and not conn.got_bytes and not fresh:
-                fresh = True
-                continue
-            raise
-        except BaseException:
-            conn.clear_deadline()
-            _cancel(sender)
-            ep.pool.release(conn)
-            raise
+            await respond_upstream(self.ctx.ex, self.target, conn, head, self.ctx.traceparent)
+        finally:
+            self.finish(head.status)
 
 
 def _cancel(task: asyncio.Task[None] | None) -> None:
@@ -485,10 +560,7 @@ async def respond_upstream(
 
 async def _tunnel(ex: Exchange, target: ProxyTarget, conn: UpstreamConnection, headers: Headers) -> None:
     headers = [*headers, (b"connection", b"upgrade"), (b"upgrade", _WEBSOCKET)]
-    ex.start(101, headers)
-    ex.state = ResponseState.DONE
-    tunnel = Tunnel(ex.detach(), conn, target.websocket_idle_timeout)
-    tunnel.start()
+    tunnel = ex.switch_to_tunnel(headers, conn, target.websocket_idle_timeout)
     await tunnel.closed
     ex.log["tunnel_bytes_up"] = tunnel.bytes_up
     ex.log["tunnel_bytes_down"] = tunnel.bytes_down

@@ -1,15 +1,30 @@
 """The per-route request pipeline: optional filters in front of exactly one action.
 
-A route's config is compiled once into one :data:`Handler`: the action (proxy, aggregate,
-endpoint, push) wrapped by the filters the route configures, outermost first::
+A route's config is compiled once into a :class:`RoutePipeline`: the filters the route
+configures, outermost first, and its action (proxy, aggregate, endpoint, push)::
 
     cors → auth → rate_limit → validate → cache → concurrency → action
 
-A filter builder gets the route, the shared :class:`GatewayEnv` and the next handler, and returns
-a handler wrapping it, or None when the route does not configure that filter, so a route pays
-only for what it uses (a bare proxy route is the action itself, no wrapper). A filter refuses a
-request by raising :class:`edgeway.gateway.core.errors.Rejection` (the runtime answers the problem);
-it adds headers to whatever response follows with ``ctx.ex.add_response_header``.
+**One filter contract** (Envoy's ``Continue`` / ``StopIteration`` is the model). A filter is an
+object with a synchronous ``on_request(ctx)`` that answers one of:
+
+- ``ADMIT`` (None): decided without waiting; the request goes on to the next filter. A filter
+  that answered the request itself (a CORS preflight, a cache hit) also returns ``ADMIT``: the
+  runtime sees the response written and stops there;
+- raise :class:`~edgeway.gateway.core.errors.Rejection`: refused; the runtime answers the problem;
+- an awaitable: "continue me in a task" (a key fetch, a rate-limit store, a body read); it admits
+  by returning, refuses by raising, and may answer the request itself.
+
+A filter that must act after the action (release a slot, store a response, translate an error)
+registers a finisher with ``ctx.defer``. The runtime (:mod:`edgeway.gateway.core.runtime`)
+decides where a request runs: when every filter admitted at once, no finisher is registered and
+the action can answer from callbacks (the proxy's, see :mod:`edgeway.gateway.actions.proxy`),
+the request finishes with no task; otherwise it goes on in a task from where it stopped, no
+filter running twice. Any number of filters may run on the callback path.
+
+A filter builder gets the route and the shared :class:`GatewayEnv` and returns a filter, or
+None when the route does not configure it, so a route pays only for what it uses. A filter
+adds headers to whatever response follows with ``ctx.ex.add_response_header``.
 
 Long-lived resources a filter or action needs (a JWKS client, a Redis connection, a cache) are
 *components* shared through ``env.shared(key, factory)``: created once per gateway, started
@@ -18,52 +33,69 @@ before the listener accepts, stopped at shutdown.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from edgeway.gateway.core.context import ADMIT, Finisher, RequestContext
+from edgeway.gateway.core.identity import Identity
 from edgeway.gateway.upstream.forwarding import Forwarding
-from edgeway.http.exchange import Exchange
-from edgeway.observability.ids import TraceParent
 
 if TYPE_CHECKING:
     from edgeway.gateway.config.schema import GatewayConfig, Route
-    from edgeway.gateway.core.router import RouteMatch
     from edgeway.gateway.upstream.clusters import Cluster
     from edgeway.observability.metrics import Metrics
 
+__all__ = [
+    "ADMIT",
+    "Action",
+    "ActionBuilder",
+    "CallbackAction",
+    "Component",
+    "Filter",
+    "FilterBuilder",
+    "Finisher",
+    "GatewayEnv",
+    "Held",
+    "Identity",
+    "Reporting",
+    "RequestContext",
+    "RoutePipeline",
+    "Verdict",
+    "assemble",
+]
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """The verified caller of a request, as the auth filter established it."""
-
-    subject: str
-    client_id: str | None
-    roles: frozenset[str]
-    scopes: frozenset[str]
-    claims: Mapping[str, Any]  # every verified claim, for conditions and Python endpoints
-    token: str  # the bearer token, passed on to services that verify it again
-
-
-@dataclass(slots=True)
-class RequestContext:
-    """One request on its way through a route's pipeline."""
-
-    ex: Exchange
-    match: RouteMatch
-    span: TraceParent  # this hop's span (a child of the client's, or a new trace)
-    traceparent: bytes  # the span encoded: sent upstream and returned to the client
-    identity: Identity | None = None
-    # Filled by filters for later stages (e.g. a parsed JSON body the validator already read).
-    state: dict[str, Any] = field(default_factory=dict)
+# What ``Filter.on_request`` returns: ADMIT (None), or an awaitable that decides in a task.
+Verdict = Awaitable[None] | None
 
 
-Handler = Callable[[RequestContext], Awaitable[None]]
-# A filter's synchronous form, for the proxy's callback path (proxy_fast.py): True admits the
-# request (and applies what the filter changes), False means "this one needs awaiting" and a
-# Rejection refuses it. On False or a Rejection it must have changed nothing: the task path
-# then runs the filter again from the start.
-Gate = Callable[[RequestContext], bool]
+class Filter(Protocol):
+    """A route's filter, written once for both paths (see the module docstring)."""
+
+    def on_request(self, ctx: RequestContext) -> Verdict: ...
+
+
+# A route's action, run in a task.
+Action = Callable[[RequestContext], Awaitable[None]]
+
+
+class Held(Protocol):
+    """The runtime's side of a request an action holds on callbacks (see ``CallbackAction``)."""
+
+    def finish(self, ctx: RequestContext, failure: BaseException | None) -> None:
+        """The held request is over: answer ``failure`` (if any) by the runtime's one rule, log
+        it, and let the connection go on."""
+
+    def in_task(self, ctx: RequestContext, work: Awaitable[None]) -> None:
+        """The held request needs to await after all: ``work`` finishes it in a task, with the
+        runtime's error handling and bookkeeping around it."""
+
+
+class CallbackAction(Protocol):
+    """An action that can answer from callbacks (the proxy). ``start`` returns None when it
+    holds the request (it ends it with ``held.finish`` or hands it on with ``held.in_task``),
+    or the awaitable that answers it in a task."""
+
+    def start(self, ctx: RequestContext, held: Held) -> Awaitable[None] | None: ...
 
 
 class Component(Protocol):
@@ -97,10 +129,6 @@ class GatewayEnv:
         # service writes those headers through this one rule.
         self.forwarding = Forwarding(config.trusted_proxies)
         self.components: dict[str, Component] = {}
-        # Filter handler -> its synchronous form (Gate), registered by the filter's builder.
-        self.gates: dict[Handler, Gate] = {}
-        # Assembled route handler -> its filter handlers, outermost first (see gates_of).
-        self.route_filters: dict[Handler, list[Handler]] = {}
         # A live reload passes the running config's metrics on, so counters do not restart.
         self._metrics = metrics
 
@@ -134,29 +162,73 @@ class GatewayEnv:
             await component.stop()
 
 
-ActionBuilder = Callable[["Route", GatewayEnv], Handler]
-FilterBuilder = Callable[["Route", GatewayEnv, Handler], Handler | None]
+ActionBuilder = Callable[["Route", GatewayEnv], Action]
+FilterBuilder = Callable[["Route", GatewayEnv], Filter | None]
 
 
-def assemble(route: Route, env: GatewayEnv, action: Handler, filters: list[FilterBuilder]) -> Handler:
-    """Wrap ``action`` in the configured filters; ``filters`` is outermost first."""
-    handler = action
-    wrappers: list[Handler] = []
-    for build in reversed(filters):
-        wrapped = build(route, env, handler)
-        if wrapped is not None:
-            handler = wrapped
-            wrappers.append(wrapped)
-    env.route_filters[handler] = wrappers[::-1]
-    return handler
+class RoutePipeline:
+    """A route compiled for serving: its filters, outermost first, and its action; ``fast`` is
+    the action's callback form when it has one (see :class:`CallbackAction`)."""
+
+    __slots__ = ("action", "fast", "filters", "route_id")
+
+    def __init__(
+        self,
+        route_id: str,
+        filters: tuple[Filter, ...],
+        action: Action,
+        fast: CallbackAction | None = None,
+    ) -> None:
+        self.route_id = route_id
+        self.filters = filters
+        self.action = action
+        self.fast = fast
+
+    async def run(self, ctx: RequestContext, start: int = 0, waiting: Awaitable[None] | None = None) -> None:
+        """The pipeline from filter ``start`` on, in a task; ``waiting`` is the awaitable filter
+        ``start - 1`` answered with (it decides first). Finishers run at the end, whatever
+        happened."""
+        ex = ctx.ex
+        try:
+            if waiting is not None:
+                await waiting
+            filters = self.filters
+            i = start
+            while not ex.state.started and i < len(filters):
+                verdict = filters[i].on_request(ctx)
+                i += 1
+                if verdict is not None:
+                    await verdict
+            if not ex.state.started:
+                await self.action(ctx)
+        except BaseException as exc:
+            if ctx.finishers is None:
+                raise
+            await finish_filters(ctx, exc)
+        else:
+            if ctx.finishers is not None:
+                await finish_filters(ctx, None)
 
 
-def gates_of(env: GatewayEnv, handler: Handler) -> list[Gate] | None:
-    """The synchronous forms of an assembled route's filters, outermost first, when the route
-    can run them without awaiting: every filter has one, and there is at most one (a gate that
-    admitted has applied its changes, so a later one declining would leave them half-done)."""
-    wrappers = env.route_filters.get(handler, [])
-    gates = [env.gates.get(w) for w in wrappers]
-    if len(gates) > 1 or any(g is None for g in gates):
-        return None
-    return [g for g in gates if g is not None]
+async def finish_filters(ctx: RequestContext, failure: BaseException | None) -> None:
+    """Run the finishers, innermost first; one that raises replaces the outcome. Raises the
+    outcome when it is a failure."""
+    finishers = ctx.finishers or []
+    ctx.finishers = None
+    for finisher in reversed(finishers):
+        try:
+            pending = finisher(failure)
+            if pending is not None:
+                await pending
+        except BaseException as exc:
+            failure = exc
+    if failure is not None:
+        raise failure
+
+
+def assemble(route: Route, env: GatewayEnv, action: Action, filters: list[FilterBuilder]) -> RoutePipeline:
+    """The route's pipeline: ``action`` behind the configured filters (``filters`` outermost
+    first)."""
+    assert route.id is not None  # ids are assigned at validation
+    built = [build(route, env) for build in filters]
+    return RoutePipeline(route.id, tuple(f for f in built if f is not None), action)

@@ -1,40 +1,46 @@
 """The running form of a gateway config: clusters, the router and the request handler.
 
-The config is compiled once into plain objects (clusters with pools, a router, one handler per
-route: its action wrapped in its filters, see :mod:`edgeway.gateway.core.pipeline`) so the hot path
-does no lookups in the pydantic model. The stages a request passes, in order:
+The config is compiled once into plain objects (clusters with pools, a router, one pipeline per
+route: its filters and its action, see :mod:`edgeway.gateway.core.pipeline`) so the hot path does
+no lookups in the pydantic model. The stages a request passes, in order:
 
     request ids (X-Request-ID, traceparent)  →  path normalisation  →  route match
     →  route filters  →  route action (proxy, aggregate, endpoint, push)  →  access log
 
-Errors become RFC 9457 problem responses carrying the request id.
+The :class:`Gateway` is the engine's handler (:data:`edgeway.http.server.Handler`): the engine
+calls it from its protocol callbacks, and it runs every stage that decides at once right there.
+A request goes on in a task only from the first filter that waits, or for an action that cannot
+answer from callbacks; the proxy can (:mod:`edgeway.gateway.actions.proxy`), so the common
+proxied request costs no task. Whatever ends a request, on either path, is answered by one rule
+(:meth:`Gateway._fail`): an RFC 9457 problem carrying the request id while nothing has been
+sent, else the response is cut; a client that went away is logged as 499.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from edgeway.gateway.actions.aggregate.action import build_aggregate
 from edgeway.gateway.actions.endpoints.action import build_endpoint
-from edgeway.gateway.actions.proxy import build_proxy
-from edgeway.gateway.actions.proxy_fast import FastProxy, build_fast_proxy
+from edgeway.gateway.actions.proxy import ProxyAction, build_proxy
 from edgeway.gateway.actions.push.action import build_push
 from edgeway.gateway.config.schema import GatewayConfig
 from edgeway.gateway.core.access_log import AccessLog
+from edgeway.gateway.core.context import RequestContext
 from edgeway.gateway.core.errors import PathError, Rejection
 from edgeway.gateway.core.paths import normalize_path
 from edgeway.gateway.core.pipeline import (
     ActionBuilder,
     FilterBuilder,
     GatewayEnv,
-    Handler,
-    RequestContext,
+    RoutePipeline,
     assemble,
-    gates_of,
+    finish_filters,
 )
-from edgeway.gateway.core.router import RouteMatch, Router
+from edgeway.gateway.core.router import Router
 from edgeway.gateway.filters.auth.filter import build_auth
 from edgeway.gateway.filters.cache.build import build_cache
 from edgeway.gateway.filters.concurrency import build_concurrency
@@ -43,6 +49,7 @@ from edgeway.gateway.filters.ratelimit.filter import build_rate_limit
 from edgeway.gateway.filters.validation import build_validation
 from edgeway.gateway.upstream.clusters import Cluster, make_cluster
 from edgeway.gateway.upstream.discovery import use_discovery
+from edgeway.gateway.upstream.resilient import Refused
 from edgeway.http.errors import HttpError
 from edgeway.http.exchange import Exchange, Headers, ResponseState
 from edgeway.http.headers import reason_phrase
@@ -58,6 +65,8 @@ from edgeway.observability.metrics import Metrics
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
+
+log = logging.getLogger("edgeway.gateway")
 
 ACTIONS: dict[str, ActionBuilder] = {
     "proxy": build_proxy,
@@ -75,19 +84,6 @@ FILTERS: list[FilterBuilder] = [
     build_cache,
     build_concurrency,
 ]
-
-
-class Prepared:
-    """What every request needs before its route runs (see ``Gateway._prepare``)."""
-
-    # A plain class, not a NamedTuple: see http.upstream.ResponseHead.
-    __slots__ = ("match", "path", "span", "tp")
-
-    def __init__(self, span: TraceParent, tp: bytes, path: str | PathError, match: RouteMatch | None) -> None:
-        self.span = span  # this hop's span: a child of the client's, or a new trace
-        self.tp = tp  # the span encoded for traceparent headers
-        self.path = path  # the normalised path, or why it could not be normalised
-        self.match = match
 
 
 def server_limits(config: GatewayConfig) -> ServerLimits:
@@ -156,19 +152,15 @@ class Gateway:
         self.env = GatewayEnv(config, self.clusters, metrics)
         use_discovery(self.env)  # first component: routes' components start with instances known
         self.router = Router.from_config(config)
-        self.handlers: dict[str, Handler] = {}
-        self._fast: dict[str, FastProxy] = {}
+        self.pipelines: dict[str, RoutePipeline] = {}
         for route in config.routes:
             assert route.id is not None  # ids are assigned at validation
             action = ACTIONS[route.action_name](route, self.env)
-            handler = self.handlers[route.id] = assemble(route, self.env, action, FILTERS)
-            gates = gates_of(self.env, handler)
-            if gates is not None and route.proxy is not None:
-                # A proxy route whose filters (if any) can decide without awaiting: requests
-                # may take the callback path.
-                fast = build_fast_proxy(route, self.env, gates)
-                if fast is not None:
-                    self._fast[route.id] = fast
+            pipeline = self.pipelines[route.id] = assemble(route, self.env, action, FILTERS)
+            if isinstance(action, ProxyAction) and action.fast:
+                # A proxy route: a request whose filters all admit at once may be answered
+                # from callbacks.
+                pipeline.fast = action
         self._encoded_slash = config.paths.encoded_slash
         self._case_sensitive = config.paths.case_sensitive
         self._rejections: Counter | None = None
@@ -189,34 +181,22 @@ class Gateway:
         self._not_owned.clear()
 
     # -- serving ---------------------------------------------------------------------------
-    # The engine calls ``take`` first (no task yet): a request on a route with a callback path
-    # (proxy_fast) is answered from callbacks. Otherwise it awaits ``gateway(ex)`` in a task.
-    def __call__(self, ex: Exchange) -> Awaitable[None]:
-        return self.handle(ex)
+    # The engine's one entry point (http.server.Handler). Everything a request needs first (ids,
+    # path, route) and every filter that decides at once runs here, in the engine's callback;
+    # a request goes on in a task only from the first filter that waits, or for an action that
+    # cannot answer from callbacks. A request that finishes here returns None (it called
+    # ``ex.handler_done()``); one that waits returns the awaitable the engine runs in a task.
+    def __call__(self, ex: Exchange) -> Awaitable[None] | None:
+        return self._route(ex, True)
 
-    def take(self, ex: Exchange) -> bool:
-        if not self._fast:
-            return False
-        prepared = ex.prepared = self._prepare(ex)
-        found = prepared.match
-        if found is None:
-            return False
-        fast = self._fast.get(found.route.id)
-        if fast is None:
-            return False
+    async def handle(self, ex: Exchange) -> None:
+        """The same request, all of it in the caller's task (no callback path)."""
+        work = self._route(ex, False)
+        if work is not None:
+            await work
+
+    def _route(self, ex: Exchange, callbacks: bool) -> Awaitable[None] | None:
         self.inflight += 1
-        if fast.start(ex, found, prepared.span, prepared.tp, self._taken_done, self._answer_error):
-            return True
-        self.inflight -= 1
-        return False
-
-    def _taken_done(self, ex: Exchange, route_id: str, span: TraceParent) -> None:
-        self.inflight -= 1
-        if self.access_log is not None:
-            self.access_log.record(ex, route_id, span.trace_id, span.parent_id)
-
-    def _prepare(self, ex: Exchange) -> Prepared:
-        """Request ids, path normalisation and the route match: what every request needs first."""
         fresh_id = not ex.request_id or not valid_request_id(ex.request_id)
         incoming = parse_traceparent(ex.traceparent) if ex.traceparent else None
         if incoming is not None:
@@ -232,39 +212,93 @@ class Gateway:
         try:
             path = normalize_path(ex.path, self._encoded_slash, self._case_sensitive)
         except PathError as exc:
-            return Prepared(span, tp, exc, None)
+            self._fail(ex, tp, None, exc)
+            self._answered(ex, None, span)
+            return None
         host = ex.host.decode("latin-1")
         found = self.router.match(ex.method.decode("latin-1"), host, path)
         if found is None and ex.method == b"OPTIONS":
             # A CORS preflight is routed by the method it asks about (see cors.py).
             found = preflight_match(self.router, self.config, ex, host, path)
-        return Prepared(span, tp, path, found)
-
-    async def handle(self, ex: Exchange) -> None:
-        prepared = ex.prepared
-        if prepared is None:
-            prepared = self._prepare(ex)
-        else:
-            ex.prepared = None
-        self.inflight += 1
-        await self._serve(ex, prepared)
-
-    async def _serve(self, ex: Exchange, prepared: Prepared) -> None:
-        """Run the matched route's handler; the caller has counted the request in ``inflight``."""
-        span, tp, path, found = prepared.span, prepared.tp, prepared.path, prepared.match
-        route_id: str | None = None
+        if found is None:
+            self._not_found(ex, path, tp)
+            self._answered(ex, None, span)
+            return None
+        route_id = found.route.id
+        pipeline = self.pipelines[route_id]
+        ctx = RequestContext(ex, found, span, tp)
+        filters = pipeline.filters
+        n = len(filters)
+        i = 0
         try:
-            if isinstance(path, PathError):
-                raise path
-            if found is None:
-                self._not_found(ex, path, tp)
-                return
-            route_id = found.route.id
-            await self.handlers[route_id](RequestContext(ex, found, span, tp))
-        except PathError as exc:
-            ex.close_after = ex.close_after or not ex.body.complete
-            ex.respond_problem(400, "Bad Request", str(exc), headers=self._id_headers(ex, tp))
-        except Rejection as exc:
+            while i < n:
+                verdict = filters[i].on_request(ctx)
+                i += 1
+                if verdict is not None:
+                    return self._guarded(ctx, pipeline.run(ctx, i, verdict))  # it waits: a task
+                if ex.state.started:
+                    break  # the filter answered the request itself
+            else:
+                fast = pipeline.fast
+                if callbacks and fast is not None and ctx.finishers is None:
+                    work = fast.start(ctx, self)
+                    return None if work is None else self._guarded(ctx, work)
+                return self._guarded(ctx, pipeline.run(ctx, n))
+        except Exception as exc:
+            if ctx.finishers is not None:
+                return self._guarded(ctx, finish_filters(ctx, exc))
+            if not self._fail(ex, tp, route_id, exc):
+                self._done(ex, route_id, span)
+                raise  # the engine answers 500 and logs it
+        if ctx.finishers is not None:
+            return self._guarded(ctx, finish_filters(ctx, None))
+        self._answered(ex, route_id, span)
+        return None
+
+    async def _guarded(self, ctx: RequestContext, work: Awaitable[None]) -> None:
+        """``work`` for ``ctx``, in a task, inside the gateway's error rule and bookkeeping."""
+        ex = ctx.ex
+        try:
+            await work
+        except BaseException as exc:
+            if not self._fail(ex, ctx.traceparent, ctx.match.route.id, exc):
+                raise
+        finally:
+            self._done(ex, ctx.match.route.id, ctx.span)
+
+    def _answered(self, ex: Exchange, route_id: str | None, span: TraceParent) -> None:
+        """A request answered in the engine's callback: bookkeeping, then the next request."""
+        self._done(ex, route_id, span)
+        ex.handler_done()
+
+    def _done(self, ex: Exchange, route_id: str | None, span: TraceParent) -> None:
+        self.inflight -= 1
+        if self.access_log is not None:
+            self.access_log.record(ex, route_id, span.trace_id, span.parent_id)
+
+    # -- Held: a request the proxy answers from callbacks -----------------------------------
+    def finish(self, ctx: RequestContext, failure: BaseException | None) -> None:
+        ex = ctx.ex
+        route_id = ctx.match.route.id
+        if failure is not None and not self._fail(ex, ctx.traceparent, route_id, failure):
+            log.error("unexpected error on the callback path for %r", ex, exc_info=failure)
+            if ex.state is ResponseState.PENDING:
+                ex.respond_problem(500, "Internal Server Error")
+            else:
+                ex.abort()
+        self._answered(ex, route_id, ctx.span)
+
+    def in_task(self, ctx: RequestContext, work: Awaitable[None]) -> None:
+        ctx.ex.continue_in_task(self._guarded(ctx, work))
+
+    # -- the one error rule -------------------------------------------------------------------
+    def _fail(self, ex: Exchange, tp: bytes, route_id: str | None, exc: BaseException) -> bool:
+        """Answer what ended a request, the same way on every path: a problem while nothing has
+        been sent, else the response is cut; a client that went away is logged as 499. False
+        for an exception this rule does not know (the engine answers it as a 500)."""
+        if isinstance(exc, Refused):
+            exc = exc.rejection()  # a service's guard refused the proxied request: its 503
+        if isinstance(exc, Rejection):
             self._count_rejection(route_id, exc)
             if ex.state is ResponseState.PENDING:
                 ex.close_after = ex.close_after or not ex.body.complete
@@ -277,26 +311,19 @@ class Gateway:
                 )
             else:
                 ex.abort()
-        except HttpError as exc:
+        elif isinstance(exc, HttpError | PathError):
             if ex.state is ResponseState.PENDING:
-                self._answer_error(ex, exc, tp)
+                ex.close_after = ex.close_after or not ex.body.complete
+                title = "Bad Request" if isinstance(exc, PathError) else reason_phrase(exc.status).decode()
+                ex.respond_problem(exc.status, title, str(exc), headers=self._id_headers(ex, tp))
             else:
                 ex.abort()
-        except asyncio.CancelledError:
+        elif isinstance(exc, asyncio.CancelledError):
             ex.status = ex.status or 499
-            raise
-        finally:
-            self.inflight -= 1
-            if self.access_log is not None:
-                self.access_log.record(ex, route_id, span.trace_id, span.parent_id)
-
-    def _answer_error(self, ex: Exchange, exc: HttpError, tp: bytes) -> None:
-        """The problem response for an engine error (upstream failure, timeout) before the
-        response started."""
-        ex.close_after = ex.close_after or not ex.body.complete
-        ex.respond_problem(
-            exc.status, reason_phrase(exc.status).decode(), str(exc), headers=self._id_headers(ex, tp)
-        )
+            return False
+        else:
+            return False
+        return True
 
     def _count_rejection(self, route_id: str | None, exc: Rejection) -> None:
         counter = self._rejections

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.errors import Rejection
-from edgeway.gateway.core.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.core.pipeline import ADMIT, GatewayEnv, RequestContext, Verdict
 from edgeway.resilience.concurrency import ConcurrencyLimiter
 from edgeway.resilience.errors import Overloaded
 from edgeway.resilience.guard import retry_after_header
@@ -34,20 +34,34 @@ async def admit(limiter: ConcurrencyLimiter, what: str, shed: Callable[[], None]
         ) from None
 
 
-def build_concurrency(route: Route, env: GatewayEnv, next_handler: Handler) -> Handler | None:
+class ConcurrencyFilter:
+    """Takes a slot of the route's bound at once when one is free, else waits in a task."""
+
+    __slots__ = ("limiter", "name", "shed")
+
+    def __init__(self, limiter: ConcurrencyLimiter, name: str, shed: Callable[[], None]) -> None:
+        self.limiter = limiter
+        self.name = name
+        self.shed = shed
+
+    def on_request(self, ctx: RequestContext) -> Verdict:
+        if not self.limiter.try_acquire():
+            return self._wait(ctx)
+        ctx.defer(self._release)
+        return ADMIT
+
+    async def _wait(self, ctx: RequestContext) -> None:
+        await admit(self.limiter, f"route {self.name!r}", self.shed)
+        ctx.defer(self._release)
+
+    def _release(self, failure: BaseException | None) -> None:
+        self.limiter.release()
+
+
+def build_concurrency(route: Route, env: GatewayEnv) -> ConcurrencyFilter | None:
     rule = route.concurrency
     if rule is None:
         return None
     name = str(route.id)
     limiter = ConcurrencyLimiter(rule.policy(), name=f"route {name}")
-    shed = shed_counter(env.metrics, "route", name)
-
-    async def concurrency(ctx: RequestContext) -> None:
-        if not limiter.try_acquire():
-            await admit(limiter, f"route {name!r}", shed)
-        try:
-            await next_handler(ctx)
-        finally:
-            limiter.release()
-
-    return concurrency
+    return ConcurrencyFilter(limiter, name, shed_counter(env.metrics, "route", name))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from edgeway.gateway.config.schema import GatewayConfig, Route
 from edgeway.gateway.core.errors import Rejection
-from edgeway.gateway.core.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.core.pipeline import ADMIT, GatewayEnv, RequestContext, Verdict
 from edgeway.gateway.filters.cors_config import CorsRule
 from edgeway.http.exchange import Exchange, Headers
 
@@ -135,31 +135,38 @@ def _wildcard(origin: str) -> str:
     return re.escape(head) + r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+" + re.escape(tail)
 
 
-def build_cors(route: Route, env: GatewayEnv, next_handler: Handler) -> Handler | None:
-    rule = cors_rule(env.config, route)
-    if rule is None:
-        return None
-    policy = CorsPolicy(rule)
+class CorsFilter:
+    """The route's CORS filter: decides at once (a preflight is answered here)."""
 
-    async def cors(ctx: RequestContext) -> None:
+    __slots__ = ("policy",)
+
+    def __init__(self, policy: CorsPolicy) -> None:
+        self.policy = policy
+
+    def on_request(self, ctx: RequestContext) -> Verdict:
+        policy = self.policy
         ex = ctx.ex
         origin = ex.header(_ORIGIN)
         if origin is None:
             if policy.varies:
                 ex.add_response_header(*_VARY_ORIGIN)
-            await next_handler(ctx)
-            return
+            return ADMIT
         if ex.method == b"OPTIONS" and ex.header(_REQUEST_METHOD) is not None:
-            _preflight(ctx, policy, origin)
-            return
+            _preflight(ctx, policy, origin)  # answered here
+            return ADMIT
         if policy.allows(origin):
             for name, value in policy.actual_headers(origin):
                 ex.add_response_header(name, value)
         elif policy.varies:
             ex.add_response_header(*_VARY_ORIGIN)
-        await next_handler(ctx)
+        return ADMIT
 
-    return cors
+
+def build_cors(route: Route, env: GatewayEnv) -> CorsFilter | None:
+    rule = cors_rule(env.config, route)
+    if rule is None:
+        return None
+    return CorsFilter(CorsPolicy(rule))
 
 
 def _preflight(ctx: RequestContext, policy: CorsPolicy, origin: bytes) -> None:

@@ -19,13 +19,15 @@ import orjson
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core import json_input
 from edgeway.gateway.core.errors import Rejection
-from edgeway.gateway.core.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.core.pipeline import ADMIT, GatewayEnv, RequestContext, Verdict
 from edgeway.http.body import buffered_body
 from edgeway.http.errors import BodyTooLarge
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
     from jsonschema.protocols import Validator
+
+    from edgeway.gateway.filters.validation_config import RequestValidation
 
 # The buffering bound of a schema route when neither the route nor the gateway sets one.
 DEFAULT_SCHEMA_BODY_LIMIT = 10 * 1024 * 1024
@@ -58,32 +60,61 @@ def too_large(limit: int) -> Rejection:
     return Rejection(413, "Content Too Large", f"the request body is larger than {limit} bytes", limit=limit)
 
 
-def build_validation(route: Route, env: GatewayEnv, next_handler: Handler) -> Handler | None:
-    rule = route.validate_request
-    if rule is None:
-        return None
-    limit = rule.max_body
-    if rule.json_schema is None:
-        assert limit is not None  # the schema requires one of the two
-        return _size_only(limit, next_handler)
-    validator = compile_schema(rule.json_schema)
-    methods = frozenset(m.encode() for m in rule.methods)
-    server_limit = env.config.limits.max_body_bytes
-    read_limit = limit if limit is not None else server_limit or DEFAULT_SCHEMA_BODY_LIMIT
-    max_errors = rule.max_errors
-    sized = _size_only(limit, next_handler) if limit is not None else next_handler
+class SizeLimit:
+    """``max_body`` alone: a declared length is checked at once, a streamed body as it arrives."""
 
-    async def validate(ctx: RequestContext) -> None:
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def on_request(self, ctx: RequestContext) -> Verdict:
         ex = ctx.ex
-        if ex.method not in methods:
-            await sized(ctx)
-            return
+        limit = self.limit
+        length = ex.content_length
+        if length is not None:
+            if length > limit:
+                raise too_large(limit)
+        elif not ex.body.complete or ex.body.received:
+            # Chunked: counted while it streams; the action (or the proxy) sees BodyTooLarge.
+            ex.body.limit_to(limit)
+        ctx.defer(self._translate)
+        return ADMIT
+
+    def _translate(self, failure: BaseException | None) -> None:
+        if isinstance(failure, BodyTooLarge):
+            raise too_large(self.limit) from None
+
+
+class SchemaValidation:
+    """``json_schema``: the body of the configured methods is read whole (in a task), parsed and
+    validated; other methods get the size limit only."""
+
+    def __init__(self, rule: RequestValidation, server_limit: int | None) -> None:
+        assert rule.json_schema is not None
+        limit = rule.max_body
+        self.validator = compile_schema(rule.json_schema)
+        self.methods = frozenset(m.encode() for m in rule.methods)
+        self.read_limit = limit if limit is not None else server_limit or DEFAULT_SCHEMA_BODY_LIMIT
+        self.max_errors = rule.max_errors
+        self.sized = SizeLimit(limit) if limit is not None else None
+
+    def on_request(self, ctx: RequestContext) -> Verdict:
+        ex = ctx.ex
+        if ex.method not in self.methods:
+            return self.sized.on_request(ctx) if self.sized is not None else ADMIT
+        read_limit = self.read_limit
         if ex.content_length is not None and ex.content_length > read_limit:
             raise too_large(read_limit)
         if not is_json_media_type(ex.header(_CONTENT_TYPE)):
             raise Rejection(
                 415, "Unsupported Media Type", "this route takes a JSON body (Content-Type: application/json)"
             )
+        return self._validate(ctx)
+
+    async def _validate(self, ctx: RequestContext) -> None:
+        ex = ctx.ex
+        read_limit = self.read_limit
         try:
             body = await ex.body.read_all(read_limit)
         except BodyTooLarge:
@@ -92,40 +123,31 @@ def build_validation(route: Route, env: GatewayEnv, next_handler: Handler) -> Ha
             document = json_input.loads(body)
         except orjson.JSONDecodeError as exc:
             raise Rejection(400, "Bad Request", f"the request body is not valid JSON: {exc}") from None
-        errors = sorted(validator.iter_errors(document), key=_order)
+        errors = sorted(self.validator.iter_errors(document), key=_order)
         if errors:
             raise Rejection(
                 422,
                 "Unprocessable Content",
                 f"the request body does not match the route's schema ({len(errors)} error(s))",
                 errors=[
-                    {"path": pointer(e.absolute_path), "message": e.message} for e in errors[:max_errors]
+                    {"path": pointer(e.absolute_path), "message": e.message}
+                    for e in errors[: self.max_errors]
                 ],
             )
         ex.body = buffered_body(body)
         ctx.state["json"] = document
-        await next_handler(ctx)
 
-    return validate
+
+def build_validation(route: Route, env: GatewayEnv) -> SizeLimit | SchemaValidation | None:
+    rule = route.validate_request
+    if rule is None:
+        return None
+    if rule.json_schema is None:
+        assert rule.max_body is not None  # the schema requires one of the two
+        return SizeLimit(rule.max_body)
+    server_limit = env.config.limits.max_body_bytes
+    return SchemaValidation(rule, None if server_limit is None else int(server_limit))
 
 
 def _order(error: ValidationError) -> tuple[str, str]:
     return pointer(error.absolute_path), error.message
-
-
-def _size_only(limit: int, next_handler: Handler) -> Handler:
-    async def limit_size(ctx: RequestContext) -> None:
-        ex = ctx.ex
-        length = ex.content_length
-        if length is not None:
-            if length > limit:
-                raise too_large(limit)
-        elif not ex.body.complete or ex.body.received:
-            # Chunked: counted while it streams; the action (or the proxy) sees BodyTooLarge.
-            ex.body.limit_to(limit)
-        try:
-            await next_handler(ctx)
-        except BodyTooLarge:
-            raise too_large(limit) from None
-
-    return limit_size

@@ -11,7 +11,7 @@ from edgeway.gateway.actions.aggregate.executor import CallError, Run
 from edgeway.gateway.actions.aggregate.merge import compile_merge
 from edgeway.gateway.actions.aggregate.plan import CallPlan, Plan, Scope, compile_plan
 from edgeway.gateway.config.schema import Route
-from edgeway.gateway.core.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.core.pipeline import Action, GatewayEnv, RequestContext
 from edgeway.gateway.upstream.resilient import service_guard
 from edgeway.gateway.upstream.service_client import common_headers, upstream_problem
 from edgeway.resilience.guard import retry_after_header
@@ -21,7 +21,7 @@ _INCOMPLETE = (b"x-edgeway-completed", b"false")
 _DEFAULT_BODY_LIMIT = 10 * 1024 * 1024
 
 
-def build_aggregate(route: Route, env: GatewayEnv) -> Handler:
+def build_aggregate(route: Route, env: GatewayEnv) -> Action:
     """The aggregate action of a route."""
     action = route.aggregate
     assert action is not None  # called for aggregate routes only

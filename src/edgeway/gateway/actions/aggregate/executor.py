@@ -35,9 +35,9 @@ from edgeway.gateway.core import json_input
 from edgeway.gateway.core.json_input import TooDeep
 from edgeway.gateway.upstream.resilient import Refused
 from edgeway.gateway.upstream.service_client import (
-    PendingCall,
     ServiceReply,
     UnsafeRequest,
+    UpstreamCall,
     child_traceparent,
     failure_code,
     forwarded_headers,
@@ -120,7 +120,7 @@ class Run:
         self.outputs: dict[str, Any] = {}
         self.errors: dict[str, CallError] = {}
         self.fatal: tuple[CallPlan, CallError] | None = None
-        self.inflight: set[PendingCall] = set()
+        self.inflight: set[UpstreamCall] = set()
         self.expired = False
         self._headers = common_headers  # x-request-id, x-forwarded-*: the same on every call
         self._loop = loop
@@ -148,9 +148,9 @@ class Run:
             self.inflight.clear()
 
     # -- schedules -------------------------------------------------------------------------
-    def _start_all(self) -> list[tuple[CallPlan, PendingCall]] | None:
+    def _start_all(self) -> list[tuple[CallPlan, UpstreamCall]] | None:
         """Send every call of a flat plan; None when one that could not start ended the run."""
-        waiting: list[tuple[CallPlan, PendingCall]] = []
+        waiting: list[tuple[CallPlan, UpstreamCall]] = []
         for call in self.plan.calls:
             pending = self._start(call, None)
             if isinstance(pending, CallError):
@@ -200,10 +200,10 @@ class Run:
         waiting = self._start_all()
         if waiting is None:
             return
-        failed: list[tuple[CallPlan, PendingCall]] = []
-        current: list[PendingCall] = []  # the call being awaited
+        failed: list[tuple[CallPlan, UpstreamCall]] = []
+        current: list[UpstreamCall] = []  # the call being awaited
 
-        def watch(call: CallPlan, pending: PendingCall) -> None:
+        def watch(call: CallPlan, pending: UpstreamCall) -> None:
             def answered() -> None:
                 if pending.failed and not failed and current and current[0] is not pending:
                     failed.append((call, pending))
@@ -338,7 +338,7 @@ class Run:
             return None
         return value if type(value) is list else [value]
 
-    def _start(self, call: CallPlan, item: Any) -> PendingCall | CallError:
+    def _start(self, call: CallPlan, item: Any) -> UpstreamCall | CallError:
         """Render and send one request."""
         scope = self.scope
         try:
@@ -381,7 +381,7 @@ class Run:
             found = cache[names] = forwarded_headers(self.scope.ctx.ex.headers, names)
         return found
 
-    async def _receive(self, call: CallPlan, pending: PendingCall) -> tuple[Any, Any] | CallError:
+    async def _receive(self, call: CallPlan, pending: UpstreamCall) -> tuple[Any, Any] | CallError:
         """The call's (response, shaped output), or why there is none."""
         try:
             reply = await pending.reply()
@@ -409,7 +409,7 @@ class Run:
             self.fatal = (call, error)
 
     def _expire(self) -> None:
-        # Calls already answered in full are not cut (PendingCall.fail keeps a complete answer).
+        # Calls already answered in full are not cut (UpstreamCall.fail keeps a complete answer).
         self.expired = True
         assert self.plan.deadline is not None
         exc = DeadlineExceeded(self.plan.deadline)

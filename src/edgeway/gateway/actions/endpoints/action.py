@@ -21,7 +21,7 @@ from edgeway.gateway.actions.endpoints.registry import EndpointSpec, endpoint, r
 from edgeway.gateway.actions.endpoints.request import Request, Response
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.errors import GatewayError, Rejection
-from edgeway.gateway.core.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.core.pipeline import Action, GatewayEnv, RequestContext
 from edgeway.gateway.upstream.resilient import service_guard
 from edgeway.gateway.upstream.service_client import forward_names, forwarded_headers, upstream_problem
 from edgeway.http.errors import HttpError
@@ -37,7 +37,7 @@ _JSON = b"application/json"
 _RESERVED = HOP_BY_HOP | {b"content-length", b"x-request-id", b"traceparent"}
 
 
-def build_endpoint(route: Route, env: GatewayEnv) -> Handler:
+def build_endpoint(route: Route, env: GatewayEnv) -> Action:
     """The endpoint action of a route: call the registered function."""
     action = route.endpoint
     assert action is not None  # called for endpoint routes only

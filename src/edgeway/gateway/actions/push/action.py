@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from edgeway.gateway.actions.push.config import PushSettings
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.errors import Rejection
-from edgeway.gateway.core.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.core.pipeline import Action, GatewayEnv, RequestContext
 
 if TYPE_CHECKING:
     from edgeway.gateway.actions.push.hub import PushHub
@@ -21,7 +21,7 @@ def push_hub(env: GatewayEnv) -> PushHub:
     return env.shared("push", lambda: PushHub(env.config.push or PushSettings(), env.metrics))
 
 
-def build_push(route: Route, env: GatewayEnv) -> Handler:
+def build_push(route: Route, env: GatewayEnv) -> Action:
     # Imported here, not at the top: every gateway imports this module (the runtime's action
     # registry), and only gateways with a push route should load wsproto and the hub.
     from edgeway.gateway.actions.push.session import Channel

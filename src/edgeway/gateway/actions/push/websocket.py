@@ -1,5 +1,5 @@
 """Push over WebSocket: the handshake on our engine, then wsproto's frame parser on the raw
-connection (``Exchange.detach`` / ``ServerProtocol.take_upgrade``, as the proxy's tunnel does).
+connection (``Exchange.switch_protocols`` / ``ServerProtocol.take_upgrade``, as the proxy's tunnel does).
 
 The client speaks JSON text messages::
 
@@ -42,7 +42,6 @@ from edgeway.gateway.actions.push.messages import PushMessage, control_frame
 from edgeway.gateway.actions.push.session import Channel, Ending, Refusal, Session
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.core.pipeline import RequestContext
-from edgeway.http.exchange import ResponseState
 from edgeway.http.server import ServerProtocol
 
 SUBPROTOCOL = b"edgeway.push.v1"
@@ -71,9 +70,7 @@ async def serve_websocket(ctx: RequestContext, channel: Channel) -> None:
     ]
     if subprotocol:
         headers.append((b"sec-websocket-protocol", SUBPROTOCOL))
-    ex.start(101, headers)
-    ex.state = ResponseState.DONE
-    session = WebSocketSession(channel, ctx, ex.detach())
+    session = WebSocketSession(channel, ctx, ex.switch_protocols(headers))
     ex.on_server_shutdown(session.shutdown)
     ex.log["push"] = "websocket"
     try:

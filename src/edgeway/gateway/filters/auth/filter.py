@@ -22,7 +22,7 @@ from urllib.parse import unquote_to_bytes
 
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.errors import Rejection
-from edgeway.gateway.core.pipeline import Gate, GatewayEnv, Handler, RequestContext
+from edgeway.gateway.core.pipeline import ADMIT, GatewayEnv, RequestContext, Verdict
 from edgeway.gateway.filters.auth.config import (
     TEMPLATE_PARAM,
     ClaimCondition,
@@ -36,7 +36,7 @@ from edgeway.gateway.filters.auth.identity_headers import HeaderScrubber
 
 if TYPE_CHECKING:
     from edgeway.gateway.filters.auth.tokens import EdgeAuth, Verified
-    from edgeway.http.exchange import Exchange
+    from edgeway.http.exchange import Exchange, Headers
     from edgeway.security.policy import PolicyReplica
 
 _AUTHORIZATION = b"authorization"
@@ -45,51 +45,55 @@ _MISSING = object()
 Check = Callable[["Verified", RequestContext], None]  # raises a 403 Rejection when it fails
 
 
-def build_auth(route: Route, env: GatewayEnv, next_handler: Handler) -> Handler | None:
+class StripHeaders:
+    """``auth: none`` on a gateway with ``auth``: the spoofable identity headers go, nothing more."""
+
+    __slots__ = ("scrub",)
+
+    def __init__(self, scrub: HeaderScrubber) -> None:
+        self.scrub = scrub
+
+    def on_request(self, ctx: RequestContext) -> Verdict:
+        ex = ctx.ex
+        ex.headers = self.scrub(ex.headers)
+        return ADMIT
+
+
+def build_auth(route: Route, env: GatewayEnv) -> StripHeaders | AuthFilter | None:
     gateway_auth = env.config.auth
     if gateway_auth is None:
         return None  # a route `auth` without the top-level one is refused by config validation
     rule = route.auth or RouteAuth(mode=gateway_auth.default_mode)
     if rule.mode == "none":
-        scrub = HeaderScrubber.for_gateway(gateway_auth)
-
-        async def strip_only(ctx: RequestContext) -> None:
-            ex = ctx.ex
-            ex.headers = scrub(ex.headers)
-            await next_handler(ctx)
-
-        def strip_gate(ctx: RequestContext) -> bool:
-            ctx.ex.headers = scrub(ctx.ex.headers)
-            return True
-
-        env.gates[strip_only] = strip_gate
-        return strip_only
+        return StripHeaders(HeaderScrubber.for_gateway(gateway_auth))
     # Imported when a route authenticates: the security library (httpx, cryptography) costs
     # ~0.2 s at start, which gateways without auth need not pay.
     from edgeway.gateway.filters.auth.tokens import EdgeAuth
 
     auth = env.shared("auth", lambda: EdgeAuth(gateway_auth, env.metrics))
-    authenticate, gate = _authenticating(rule, route, gateway_auth, auth, next_handler)
-    env.gates[authenticate] = gate
-    return authenticate
+    return AuthFilter(rule, route, gateway_auth, auth)
 
 
-def _authenticating(
-    rule: RouteAuth, route: Route, config: GatewayAuth, auth: EdgeAuth, next_handler: Handler
-) -> tuple[Handler, Gate]:
-    """The auth filter, and its synchronous form (a Gate) for the proxy's callback path."""
-    from edgeway.security.errors import TokenError, TokenUnknownKey
+class AuthFilter:
+    """A route that authenticates. It decides at once when the token's key is known; a token
+    signed by a key not fetched yet waits for the key set in a task."""
 
-    # The token is read before the scrub; without pass_token it is then removed with the rest.
-    scrub = HeaderScrubber.for_gateway(config, *(() if config.pass_token else ("authorization",)))
-    challenge = Challenges(config.realm)
-    checks = compile_checks(rule, route, auth.policies, challenge)
-    required = rule.mode == "required"
-    query_param = config.query_parameter.encode() + b"="
-    allow_query = rule.allow_query_token
-    pass_token = config.pass_token
+    def __init__(self, rule: RouteAuth, route: Route, config: GatewayAuth, auth: EdgeAuth) -> None:
+        from edgeway.security.errors import TokenError, TokenUnknownKey
 
-    def bearer_header(ex: Exchange) -> bytes | None:
+        self._token_error = TokenError
+        self._unknown_key = TokenUnknownKey
+        self.auth = auth
+        # The token is read before the scrub; without pass_token it is then removed with the rest.
+        self.scrub = HeaderScrubber.for_gateway(config, *(() if config.pass_token else ("authorization",)))
+        self.challenge = Challenges(config.realm)
+        self.checks = compile_checks(rule, route, auth.policies, self.challenge)
+        self.required = rule.mode == "required"
+        self.query_param = config.query_parameter.encode() + b"="
+        self.allow_query = rule.allow_query_token
+        self.pass_token = config.pass_token
+
+    def bearer_header(self, ex: Exchange) -> bytes | None:
         """The Authorization header's Bearer token; a 401 for another scheme when required."""
         authorization = ex.header(_AUTHORIZATION)
         if authorization is None:
@@ -97,19 +101,20 @@ def _authenticating(
         scheme, _, value = authorization.strip().partition(b" ")
         if scheme.lower() == b"bearer" and value.strip():
             return value.strip()
-        if required:
-            raise challenge.unauthorized(
+        if self.required:
+            raise self.challenge.unauthorized(
                 "missing", "the Authorization header is not a Bearer token", error=False
             )
         return None
 
-    async def authenticate(ctx: RequestContext) -> None:
+    def on_request(self, ctx: RequestContext) -> Verdict:
         ex = ctx.ex
-        token = bearer_header(ex)
+        challenge = self.challenge
+        token = self.bearer_header(ex)
         from_query = False
-        if token is None and ex.query and query_param in ex.query:
-            if not allow_query:
-                if required:
+        if token is None and ex.query and self.query_param in ex.query:
+            if not self.allow_query:
+                if self.required:
                     raise challenge.unauthorized(
                         "query_token_refused",
                         "tokens in the query string are not accepted on this route; "
@@ -117,59 +122,44 @@ def _authenticating(
                         error=False,
                     )
             else:
-                token, ex.query = take_query_param(ex.query, query_param)
+                token, ex.query = take_query_param(ex.query, self.query_param)
                 from_query = token is not None
-        headers = scrub(ex.headers)
+        headers = self.scrub(ex.headers)
         if token is None:
-            if required:
+            if self.required:
                 raise challenge.unauthorized("missing", "this route needs a bearer token", error=False)
             ex.headers = headers
-            await next_handler(ctx)
-            return
+            return ADMIT
         try:
-            try:
-                verified = auth.verify(token)
-            except TokenUnknownKey:
-                verified = await auth.verify_async(token)
-        except TokenError as exc:
+            verified = self.auth.verify(token)
+        except self._unknown_key:
+            return self._verify_later(ctx, token, headers, from_query)
+        except self._token_error as exc:
             raise challenge.unauthorized(exc.reason, str(exc)) from None
-        for check in checks:
+        self._admit(ctx, verified, token, headers, from_query)
+        return ADMIT
+
+    async def _verify_later(
+        self, ctx: RequestContext, token: bytes, headers: Headers, from_query: bool
+    ) -> None:
+        """A key id the gateway has not fetched yet: the key set is fetched (once, for every
+        request that waits on it), then the same checks."""
+        try:
+            verified = await self.auth.verify_async(token)
+        except self._token_error as exc:
+            raise self.challenge.unauthorized(exc.reason, str(exc)) from None
+        self._admit(ctx, verified, token, headers, from_query)
+
+    def _admit(
+        self, ctx: RequestContext, verified: Verified, token: bytes, headers: Headers, from_query: bool
+    ) -> None:
+        for check in self.checks:
             check(verified, ctx)
         ctx.identity = verified.identity
         headers.extend(verified.headers)  # the exchange owns its header list: extending is safe
-        if from_query and pass_token:
+        if from_query and self.pass_token:
             headers.append((_AUTHORIZATION, b"Bearer " + token))
-        ex.headers = headers
-        await next_handler(ctx)
-
-    def gate(ctx: RequestContext) -> bool:
-        # The same decisions without awaiting; it changes the exchange only once it admits.
-        # A query-string token (it rewrites the query) and an unknown key id (a JWKS fetch) are
-        # left to the task path.
-        ex = ctx.ex
-        token = bearer_header(ex)
-        if token is None and ex.query and query_param in ex.query:
-            return False
-        if token is None:
-            if required:
-                raise challenge.unauthorized("missing", "this route needs a bearer token", error=False)
-            ex.headers = scrub(ex.headers)
-            return True
-        try:
-            verified = auth.verify(token)
-        except TokenUnknownKey:
-            return False
-        except TokenError as exc:
-            raise challenge.unauthorized(exc.reason, str(exc)) from None
-        for check in checks:
-            check(verified, ctx)
-        headers = scrub(ex.headers)
-        ctx.identity = verified.identity
-        headers.extend(verified.headers)
-        ex.headers = headers
-        return True
-
-    return authenticate, gate
+        ctx.ex.headers = headers
 
 
 def take_query_param(query: bytes, prefix: bytes) -> tuple[bytes | None, bytes]:

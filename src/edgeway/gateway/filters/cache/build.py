@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.errors import GatewayError
-from edgeway.gateway.core.pipeline import GatewayEnv, Handler
+from edgeway.gateway.core.pipeline import Filter, GatewayEnv
 
 __all__ = ["build_cache"]
 
 
-def build_cache(route: Route, env: GatewayEnv, next_handler: Handler) -> Handler | None:
+def build_cache(route: Route, env: GatewayEnv) -> Filter | None:
     rule = route.cache
     if rule is None:
         return None
@@ -24,4 +24,4 @@ def build_cache(route: Route, env: GatewayEnv, next_handler: Handler) -> Handler
     from edgeway.gateway.filters.cache.shared import ResponseCache
 
     cache = env.shared("cache", lambda: ResponseCache(env.config.cache, env.metrics))
-    return CacheFilter(route.id, rule, cache, next_handler).handle
+    return CacheFilter(route.id, rule, cache)

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 
 from edgeway.gateway.core.errors import Rejection
-from edgeway.gateway.core.pipeline import Handler, RequestContext
+from edgeway.gateway.core.pipeline import ADMIT, RequestContext, Verdict
 from edgeway.gateway.filters.cache.capture import Capture
 from edgeway.gateway.filters.cache.config import CacheRule
 from edgeway.gateway.filters.cache.directives import CacheControl, parse_cache_control
@@ -43,9 +44,8 @@ _MISS = b"MISS"
 
 
 class CacheFilter:
-    def __init__(self, route_id: str, rule: CacheRule, cache: ResponseCache, next_handler: Handler) -> None:
+    def __init__(self, route_id: str, rule: CacheRule, cache: ResponseCache) -> None:
         self.cache = cache
-        self.next = next_handler
         vary = tuple(name.lower().encode() for name in rule.vary)
         self.keys = KeySpec(
             route_id.encode(), vary, frozenset(q.encode() for q in rule.ignore_query), rule.shared
@@ -65,17 +65,19 @@ class CacheFilter:
         self.stored = cache.stored.labels(route_id)
         self.route_id = route_id
 
-    async def handle(self, ctx: RequestContext) -> None:
+    def on_request(self, ctx: RequestContext) -> Verdict:
         ex = ctx.ex
         method = ex.method
         if method != _GET and method != _HEAD:
-            await self.next(ctx)
-            return
+            return ADMIT
         request_cc = self._client_directives(ctx)
         if ex.header(b"range") is not None:
             self.bypassed.inc()
-            await self.next(ctx)
-            return
+            return ADMIT
+        return self._handle(ctx, request_cc)
+
+    async def _handle(self, ctx: RequestContext, request_cc: CacheControl | None) -> None:
+        ex = ctx.ex
         key = self.keys.key(ctx)
         now = time.time()
         refresh = request_cc is not None and (request_cc.no_cache or request_cc.max_age == 0)
@@ -89,10 +91,9 @@ class CacheFilter:
                 return
             if request_cc is not None and request_cc.only_if_cached:
                 raise Rejection(504, "Gateway Timeout", "only-if-cached: no stored response for this request")
-            if method == _HEAD:
+            if ex.method == _HEAD:
                 self.misses.inc()
                 ex.add_response_header(b"x-cache", _MISS)
-                await self.next(ctx)
                 return
             if self.coalesce:
                 flight = self.cache.inflight.get(key)
@@ -100,7 +101,7 @@ class CacheFilter:
                     await self._follow(ctx, flight)
                     return
             self.misses.inc()
-        await self._lead(ctx, key, request_cc)
+        self._lead(ctx, key, request_cc)
 
     def _client_directives(self, ctx: RequestContext) -> CacheControl | None:
         if not self.honor_client:
@@ -118,9 +119,9 @@ class CacheFilter:
             return
         self.misses.inc()
         ctx.ex.add_response_header(b"x-cache", _MISS)
-        await self.next(ctx)
 
-    async def _lead(self, ctx: RequestContext, key: bytes, request_cc: CacheControl | None) -> None:
+    def _lead(self, ctx: RequestContext, key: bytes, request_cc: CacheControl | None) -> None:
+        """Go upstream with a tap on the response; once it is over, store what may be stored."""
         ex = ctx.ex
         flight: asyncio.Future[Entry | None] | None = None
         if self.coalesce and key not in self.cache.inflight:
@@ -128,13 +129,12 @@ class CacheFilter:
         capture = Capture(self.max_entry)
         ex.add_response_header(b"x-cache", _MISS)
         ex.tap = capture
-        entry: Entry | None = None
         epoch = self.cache.epoch
-        try:
-            await self.next(ctx)
-        finally:
+
+        def store(failure: BaseException | None) -> Awaitable[None] | None:
             ex.tap = None
             now = time.time()
+            entry: Entry | None = None
             try:
                 if request_cc is not None and request_cc.no_store:
                     self._not_stored("client-no-store")
@@ -160,9 +160,12 @@ class CacheFilter:
                 if flight is not None:
                     del self.cache.inflight[key]
                     flight.set_result(entry)
-        if entry is not None:
+            if entry is None or failure is not None:
+                return None
             self.stored.inc()
-            await self.cache.store_shared(key, entry, now)
+            return self.cache.store_shared(key, entry, now)
+
+        ctx.defer(store)
 
     def _not_stored(self, reason: str) -> None:
         self.cache.not_stored.labels(self.route_id, reason).inc()

@@ -20,7 +20,7 @@ import math
 
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.errors import Rejection
-from edgeway.gateway.core.pipeline import GatewayEnv, Handler, RequestContext
+from edgeway.gateway.core.pipeline import GatewayEnv, RequestContext, Verdict
 from edgeway.gateway.filters.ratelimit.config import RateLimitRule
 from edgeway.gateway.filters.ratelimit.store import make_buckets
 from edgeway.gateway.upstream.forwarding import Forwarding
@@ -60,49 +60,52 @@ def bucket_key(
     return "ip:" + forwarding.client_address(ctx.ex)
 
 
-def build_rate_limit(route: Route, env: GatewayEnv, next_handler: Handler) -> Handler | None:
-    rule = route.rate_limit
-    if rule is None:
-        return None
-    store_config = env.config.rate_limits
-    buckets = env.shared("rate-limits", lambda: make_buckets(store_config))
-    capacity = rule.capacity
-    rate = rule.rate / float(rule.per)
-    prefix = f"{route.id}:"
-    api_key_header = rule.api_key_header.lower().encode()
-    trusted_hops = store_config.trusted_proxy_hops
-    forwarding = env.forwarding
-    fail_closed = store_config.on_store_error == "deny"
-    retry_interval = max(1, math.ceil(float(store_config.retry_interval)))
-    send_headers = rule.headers
-    limit_value = b"%d" % capacity
-    # Decisions made without the store (it was down): let through, or refused with 503.
-    unavailable = env.metrics.counter(
-        "edgeway_gateway_ratelimit_store_unavailable_total",
-        "Rate-limited requests decided without the store (Redis down or slow), by route and "
-        "outcome: allowed (on_store_error: allow) or refused (deny).",
-        ("route", "outcome"),
-    ).labels(str(route.id), "refused" if fail_closed else "allowed")
+class RateLimitFilter:
+    """The route's token buckets; the bucket store is awaited, so the request goes on in a task."""
 
-    async def rate_limit(ctx: RequestContext) -> None:
+    def __init__(self, route: Route, env: GatewayEnv, rule: RateLimitRule) -> None:
+        store_config = env.config.rate_limits
+        self.buckets = env.shared("rate-limits", lambda: make_buckets(store_config))
+        self.rule = rule
+        self.capacity = rule.capacity
+        self.rate = rule.rate / float(rule.per)
+        self.prefix = f"{route.id}:"
+        self.api_key_header = rule.api_key_header.lower().encode()
+        self.trusted_hops = store_config.trusted_proxy_hops
+        self.forwarding = env.forwarding
+        self.fail_closed = store_config.on_store_error == "deny"
+        self.retry_interval = max(1, math.ceil(float(store_config.retry_interval)))
+        self.send_headers = rule.headers
+        self.limit_value = b"%d" % rule.capacity
+        # Decisions made without the store (it was down): let through, or refused with 503.
+        self.unavailable = env.metrics.counter(
+            "edgeway_gateway_ratelimit_store_unavailable_total",
+            "Rate-limited requests decided without the store (Redis down or slow), by route and "
+            "outcome: allowed (on_store_error: allow) or refused (deny).",
+            ("route", "outcome"),
+        ).labels(str(route.id), "refused" if self.fail_closed else "allowed")
+
+    def on_request(self, ctx: RequestContext) -> Verdict:
+        return self._limit(ctx)
+
+    async def _limit(self, ctx: RequestContext) -> None:
         ex = ctx.ex
-        take = await buckets.take(
-            prefix + bucket_key(ctx, rule, api_key_header, trusted_hops, forwarding), capacity, rate
-        )
+        rule = self.rule
+        key = bucket_key(ctx, rule, self.api_key_header, self.trusted_hops, self.forwarding)
+        take = await self.buckets.take(self.prefix + key, self.capacity, self.rate)
         if take is None:
-            unavailable.inc()
-            if fail_closed:
+            self.unavailable.inc()
+            if self.fail_closed:
                 raise Rejection(
                     503,
                     "Service Unavailable",
                     "the rate limit store is unavailable",
-                    headers=[(b"retry-after", b"%d" % retry_interval)],
+                    headers=[(b"retry-after", b"%d" % self.retry_interval)],
                     reason="rate_limit_store_unavailable",
                 )
-            await next_handler(ctx)
             return
-        if send_headers:
-            ex.add_response_header(b"ratelimit-limit", limit_value)
+        if self.send_headers:
+            ex.add_response_header(b"ratelimit-limit", self.limit_value)
             ex.add_response_header(b"ratelimit-remaining", b"%d" % take.remaining)
             ex.add_response_header(b"ratelimit-reset", b"%d" % math.ceil(take.reset))
         if not take.allowed:
@@ -115,6 +118,10 @@ def build_rate_limit(route: Route, env: GatewayEnv, next_handler: Handler) -> Ha
                 retry_after=wait,
                 reason="rate_limited",
             )
-        await next_handler(ctx)
 
-    return rate_limit
+
+def build_rate_limit(route: Route, env: GatewayEnv) -> RateLimitFilter | None:
+    rule = route.rate_limit
+    if rule is None:
+        return None
+    return RateLimitFilter(route, env, rule)
