@@ -34,7 +34,7 @@ _SUBCOMMANDS: list[tuple[str, str, str, str | None]] = [
         "Check gateway config files; print the JSON Schema.",
         None,
     ),
-    ("security", "edgeway.security.cli", "Run and manage the security service.", "security"),
+    ("security", "edgeway.security_service.cli", "Run and manage the security service.", "security"),
     ("bus", "edgeway.bus.cli", "Event bus tools: embedded NATS, dead letters.", None),
     ("saga", "edgeway.saga.cli", "List, inspect and retry sagas in a service's database.", "service"),
     ("demo", "edgeway.demo.cli", "Start the reference system on this machine.", "demo"),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from edgeway.security.cli import app
 from edgeway.security.keys import FileKeyStore, generate_kek
+from edgeway.security_service.cli import app
 
 from .conftest import login, running_service, service_settings
 
