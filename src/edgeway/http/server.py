@@ -503,7 +503,7 @@ class ServerProtocol(asyncio.Protocol):
         return self._loop
 
     def handler_done(self, ex: Exchange) -> None:
-        """A taken exchange is answered (see ``Take``)."""
+        """An exchange the handler held (it returned None) is answered: the next request may start."""
         if self._taken is ex:
             self._taken = None
             self._finish(ex)
