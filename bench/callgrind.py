@@ -18,6 +18,7 @@ in the counted window is the result. Run it against the compiled build (``./dev 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,7 +49,9 @@ def _control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=60)
 
 
-def run(*, json: bool = False, duration: float = 10.0, warmup: float = 3.0) -> dict[str, Any]:
+def run(
+    *, json: bool = False, duration: float = 10.0, warmup: float = 3.0, keep: Path | None = None
+) -> dict[str, Any]:
     require_tool("valgrind")
     require_tool("callgrind_control", "apt-get install valgrind")
     require_tool("wrk")
@@ -99,6 +102,9 @@ def run(*, json: bool = False, duration: float = 10.0, warmup: float = 3.0) -> d
                 break
             time.sleep(0.1)
         total = instructions(out_file)
+        if keep is not None:
+            # For callgrind_annotate: where the instructions go, function by function.
+            shutil.copyfile(out_file, keep)
     result = {
         "benchmark": "callgrind",
         "edgeway_engine": engine_build(),

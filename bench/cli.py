@@ -12,6 +12,7 @@ below only parse options and map a :class:`~bench.errors.BenchError` to exit cod
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -91,9 +92,12 @@ def callgrind(
     json: JsonOption = False,
     duration: Annotated[float, typer.Option(help="Seconds of counted load (wrk -c1).")] = 10.0,
     warmup: Annotated[float, typer.Option(help="Seconds of load before counting starts.")] = 3.0,
+    keep: Annotated[
+        Path | None, typer.Option(help="Also write callgrind's output here (for callgrind_annotate).")
+    ] = None,
 ) -> None:
     """Instructions per proxied request: the gateway under callgrind, counted after warm-up."""
-    _run_bench("callgrind", json=json, duration=duration, warmup=warmup)
+    _run_bench("callgrind", json=json, duration=duration, warmup=warmup, keep=keep)
 
 
 @app.command()

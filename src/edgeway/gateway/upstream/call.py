@@ -54,6 +54,7 @@ from edgeway.resilience.guard import InstanceState, ServiceGuard
 from edgeway.resilience.retry import IDEMPOTENT_METHODS
 
 DEFAULT_MAX_BODY: Final = 8 * 1024 * 1024
+_IDEMPOTENT: Final = IDEMPOTENT_METHODS  # a C static in the compiled build
 _DEADLINE_LINE: Final = b"x-edgeway-deadline-ms: %d\r\n"
 
 
@@ -124,7 +125,6 @@ class UpstreamCall:
         "finished",
         "guard",
         "head_request",
-        "idempotent",
         "limits",
         "line",
         "loop",
@@ -166,7 +166,6 @@ class UpstreamCall:
         # deadline when that comes first.
         self.until = deadline if deadline is not None and deadline < call_end else call_end
         self.head_request = method == b"HEAD"
-        self.idempotent = method in IDEMPOTENT_METHODS
         # The request a client streams through (the proxy) is not repeatable unless empty; a
         # call's own body is held whole in ``tail`` and can be sent again.
         self.streamed_body = False
@@ -396,6 +395,12 @@ class UpstreamCall:
             and not self.retried
             and not self.stopped
         )
+
+    @property
+    def idempotent(self) -> bool:
+        # Asked only when an attempt failed: hashing the parsed method for the set lookup on
+        # every call would cost the common request ~200 instructions for nothing.
+        return self.method in _IDEMPOTENT
 
     @property
     def repeatable(self) -> bool:
