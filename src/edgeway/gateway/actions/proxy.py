@@ -406,8 +406,8 @@ class ProxyCall(UpstreamCall):
                 outcome = exc
             raise
         finally:
-            if len(self.tried) > 1:
-                ex.log["attempts"] = len(self.tried)
+            if self.count > 1:
+                ex.log["attempts"] = self.count
             self.report(outcome)
             self.finish(ex.status if failure is None else failure)
 

@@ -34,6 +34,7 @@ from edgeway.gateway.core.errors import PathError, Rejection
 from edgeway.gateway.core.paths import normalize_path
 from edgeway.gateway.core.pipeline import (
     ActionBuilder,
+    Filter,
     FilterBuilder,
     GatewayEnv,
     RoutePipeline,
@@ -124,6 +125,19 @@ def make_clusters(config: GatewayConfig, reuse: Mapping[str, Cluster] | None = N
     }
 
 
+class _Served:
+    """A route as the hot path reads it: native fields of a compiled class, so the callback
+    path calls the proxy action natively rather than through the pipeline's protocol types
+    (a generic method call with argument parsing)."""
+
+    __slots__ = ("fast", "filters", "pipeline")
+
+    def __init__(self, pipeline: RoutePipeline, fast: ProxyAction | None) -> None:
+        self.pipeline = pipeline
+        self.filters: tuple[Filter, ...] = pipeline.filters
+        self.fast = fast
+
+
 class Gateway:
     """One compiled config. ``await start()`` before serving (components: JWKS, Redis...),
     ``await stop()`` after.
@@ -153,14 +167,17 @@ class Gateway:
         use_discovery(self.env)  # first component: routes' components start with instances known
         self.router = Router.from_config(config)
         self.pipelines: dict[str, RoutePipeline] = {}
+        self._served: dict[str, _Served] = {}
         for route in config.routes:
             assert route.id is not None  # ids are assigned at validation
             action = ACTIONS[route.action_name](route, self.env)
             pipeline = self.pipelines[route.id] = assemble(route, self.env, action, FILTERS)
+            fast = None
             if isinstance(action, ProxyAction) and action.fast:
                 # A proxy route: a request whose filters all admit at once may be answered
                 # from callbacks.
-                pipeline.fast = action
+                pipeline.fast = fast = action
+            self._served[route.id] = _Served(pipeline, fast)
         self._encoded_slash = config.paths.encoded_slash
         self._case_sensitive = config.paths.case_sensitive
         self._rejections: Counter | None = None
@@ -225,9 +242,10 @@ class Gateway:
             self._answered(ex, None, span)
             return None
         route_id = found.route.id
-        pipeline = self.pipelines[route_id]
+        served = self._served[route_id]
+        pipeline = served.pipeline
         ctx = RequestContext(ex, found, span, tp)
-        filters = pipeline.filters
+        filters = served.filters
         n = len(filters)
         i = 0
         try:
@@ -239,7 +257,7 @@ class Gateway:
                 if ex.state.started:
                     break  # the filter answered the request itself
             else:
-                fast = pipeline.fast
+                fast = served.fast
                 if callbacks and fast is not None and ctx.finishers is None:
                     work = fast.start(ctx, self)
                     return None if work is None else self._guarded(ctx, work)

@@ -119,6 +119,7 @@ class UpstreamCall:
     __slots__ = (
         "cluster",
         "conn",
+        "count",
         "end",
         "ep",
         "error",
@@ -173,7 +174,10 @@ class UpstreamCall:
         self.middle = b""
         self.tail = b""
         self.request = b""
-        self.tried: list[Endpoint] = []  # the instances of every attempt so far
+        self.count = 0  # attempts so far
+        # The instances of every attempt so far, for the guard's choice of another one; an
+        # unguarded call never retries elsewhere and keeps only the count.
+        self.tried: list[Endpoint] | None = [] if guard is not None else None
         self.state: InstanceState[Endpoint] | None = None  # the guard's view of the current one
         self.ep: Endpoint | None = None
         self.conn: UpstreamConnection | None = None
@@ -194,7 +198,7 @@ class UpstreamCall:
 
     @property
     def attempts(self) -> int:
-        return len(self.tried)
+        return self.count
 
     # -- admission and the choice of instance ----------------------------------------------
     def admit(self) -> bool:
@@ -246,15 +250,18 @@ class UpstreamCall:
             except NoInstanceAvailable:
                 raise NoInstance(f"no available instance of service {self.cluster.name!r}") from None
         else:
+            tried = self.tried
+            assert tried is not None  # a guarded call keeps them
             try:
-                state = guard.pick(self.cluster.balancer, self.tried)
+                state = guard.pick(self.cluster.balancer, tried)
             except NoInstanceAvailable:
                 raise NoInstance(
                     f"no available instance of service {self.cluster.name!r}", guard.retry_after_hint()
                 ) from None
             self.state = state
             ep = state.member
-        self.tried.append(ep)
+            tried.append(ep)
+        self.count += 1
         return ep
 
     # -- sending ---------------------------------------------------------------------------
@@ -420,14 +427,16 @@ class UpstreamCall:
         )
         if not (never_sent or self.repeatable):
             return None
-        return guard.retry_delay(len(self.tried) - 1, self.until - self.loop.time(), self.tried, "error")
+        assert self.tried is not None  # guarded
+        return guard.retry_delay(self.count - 1, self.until - self.loop.time(), self.tried, "error")
 
     def retry_after_status(self, status: int) -> float | None:
         """Backoff before a retry of an attempt answered with ``status`` (not yet sent on)."""
         guard = self.guard
         if guard is None or self.stopped or status not in guard.retry_on or not self.repeatable:
             return None
-        return guard.retry_delay(len(self.tried) - 1, self.until - self.loop.time(), self.tried, "status")
+        assert self.tried is not None  # guarded
+        return guard.retry_delay(self.count - 1, self.until - self.loop.time(), self.tried, "status")
 
     async def _again_after_error(self, exc: UpstreamError) -> bool:
         delay = self.retry_after_error(exc)
