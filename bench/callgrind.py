@@ -50,7 +50,12 @@ def _control(*args: str) -> None:
 
 
 def run(
-    *, json: bool = False, duration: float = 10.0, warmup: float = 3.0, keep: Path | None = None
+    *,
+    json: bool = False,
+    duration: float = 10.0,
+    warmup: float = 3.0,
+    keep: Path | None = None,
+    connections: int = 1,
 ) -> dict[str, Any]:
     require_tool("valgrind")
     require_tool("callgrind_control", "apt-get install valgrind")
@@ -91,9 +96,9 @@ def run(
         with stopping(backend, gateway):
             backend.start()
             gateway.start(timeout=120.0)  # valgrind runs start-up ~50x slower
-            wrk.run(url, connections=1, threads=1, duration_s=warmup, script=script)
+            wrk.run(url, connections=connections, threads=1, duration_s=warmup, script=script)
             _control("-i", "on", str(gateway.pid))
-            load = wrk.run(url, connections=1, threads=1, duration_s=duration, script=script)
+            load = wrk.run(url, connections=connections, threads=1, duration_s=duration, script=script)
             _control("-i", "off", str(gateway.pid))
             gateway.stop()
         # valgrind writes the file at exit; give it a moment on a slow machine.
@@ -112,6 +117,7 @@ def run(
         "errors": load.errors.total,
         "instructions": total,
         "instructions_per_request": round(total / load.requests) if load.requests else None,
+        "connections": connections,
         "duration_s": duration,
         "warmup_s": warmup,
     }

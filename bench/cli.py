@@ -95,9 +95,10 @@ def callgrind(
     keep: Annotated[
         Path | None, typer.Option(help="Also write callgrind's output here (for callgrind_annotate).")
     ] = None,
+    connections: Annotated[int, typer.Option(help="wrk connections (1: the per-request path alone).")] = 1,
 ) -> None:
     """Instructions per proxied request: the gateway under callgrind, counted after warm-up."""
-    _run_bench("callgrind", json=json, duration=duration, warmup=warmup, keep=keep)
+    _run_bench("callgrind", json=json, duration=duration, warmup=warmup, keep=keep, connections=connections)
 
 
 @app.command()
