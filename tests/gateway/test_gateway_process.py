@@ -65,7 +65,9 @@ async def test_workers_share_the_port_and_sigterm_drains_in_flight(tmp_path: Pat
                 await asyncio.to_thread(_wait_port, port)
                 await asyncio.to_thread(_wait_port, admin)
                 results = await asyncio.gather(*(_request(port, b"/x") for _ in range(20)))
-                assert all(r.startswith(b"HTTP/1.1 200") for r in results)
+                assert all(r.startswith(b"HTTP/1.1 200") for r in results), [
+                    r.split(b"\r\n\r\n")[-1] for r in results if not r.startswith(b"HTTP/1.1 200")
+                ]
                 ready = await _request(admin, b"/readyz")
                 assert ready.startswith(b"HTTP/1.1 200")
                 slow = asyncio.create_task(_request(port, b"/slow"))

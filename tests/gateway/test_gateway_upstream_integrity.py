@@ -165,6 +165,29 @@ async def test_bytes_on_an_idle_pooled_connection_close_it() -> None:
     assert seen == [1, 2]
 
 
+@pytest.mark.parametrize("pause", [0.0, 0.05], ids=["closing-as-reused", "closed-while-idle"])
+async def test_a_service_that_closes_after_every_answer_is_retried_on_a_fresh_connection(
+    pause: float,
+) -> None:
+    # A service that answers keep-alive-looking responses and then closes (many do, without
+    # `Connection: close`): the gateway pools the connection, and the next request finds it
+    # closing as it writes, or closed. Both are a stale pooled connection, retried once on a
+    # fresh one: every request is answered 200, never 502 ("connection is closed").
+    async def closes(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await read_request(r)
+            w.write(OK)
+            await w.drain()
+        w.close()
+
+    async with backend(closes) as bport, gateway(config(bport)) as (gport, _):
+        answers: list[bytes] = []
+        for _ in range(5):
+            answers += await asyncio.gather(*(get(gport) for _ in range(20)))
+            await asyncio.sleep(pause)
+    assert [parse(a)[0] for a in answers] == [200] * 100, [a[-120:] for a in answers if parse(a)[0] != 200]
+
+
 # --------------------------------------------------------------------------- upgrades
 
 

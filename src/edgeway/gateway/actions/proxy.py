@@ -164,6 +164,13 @@ class ProxyAction:
         ep.outstanding += 1
         call.request = call.render(ep)
         call.send(conn, reused=True)
+        if call.error is not None:
+            # The pooled connection was closed as we wrote on it (the service closed it while
+            # idle): nothing will call back, so the attempt goes on in a task, which retries
+            # it on a fresh connection.
+            conn.listener = None
+            call.held = None
+            return call.run_attempt()
         ex.watch_client(call.client_lost)
         return None
 
@@ -477,6 +484,7 @@ class ProxyCall(UpstreamCall):
             # reached the application. The attempt goes on in a task, on a connection the
             # pool gives (one retry more on a fresh one if that is stale too).
             self.drop_connection()
+            self.error = None
             self.task = self.loop.create_task(self._open_and_send(fresh=False))
             held.in_task(self.ctx, self.run_attempt())
             return

@@ -351,14 +351,16 @@ class UpstreamCall:
             try:
                 # The steady state (request written on a pooled connection) awaits the head
                 # right here: no nested coroutine per call.
-                if self.task is not None or self.error is not None:
-                    await self._written()
-                conn = self.conn
-                assert conn is not None
                 try:
+                    if self.task is not None or self.error is not None:
+                        # A write that failed on a pooled connection is a stale connection
+                        # too: retried below like one that was reset before answering.
+                        await self._written()
+                    conn = self.conn
+                    assert conn is not None
                     head = await self.wait_head(conn)
                 except UpstreamReset as exc:
-                    conn, head = await self._retry_stale(conn, exc)
+                    conn, head = await self._retry_stale(self.conn, exc)
             except UpstreamError as exc:
                 if self.guard is not None and await self._again_after_error(exc):
                     continue
