@@ -157,3 +157,19 @@ def spies_on_engine() -> None:
     run (``./dev test``) covers them."""
     if COMPILED_RUN:
         pytest.skip("spies on engine code by patching it; a compiled build cannot be patched")
+
+
+async def delete_nats_streams(prefix: str, url: str = "nats://127.0.0.1:4222") -> None:
+    """Delete the JetStream streams a test made on the system NATS: those named ``<prefix>_...``
+    (case-insensitive: services upper-case their stream names)."""
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            name = info.config.name or ""
+            if name.lower().startswith(prefix.lower() + "_"):
+                await js.delete_stream(name)
+    finally:
+        await nc.close()

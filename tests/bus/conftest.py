@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import require
+from conftest import delete_nats_streams, require
 from edgeway.bus.memory import MemoryBroker, MemoryTransport
 from edgeway.bus.transport import Transport
 
@@ -49,21 +49,7 @@ class BrokerUnderTest:
             if self.kind == "rabbitmq":
                 await transport.teardown()
         if self.kind == "nats":
-            await _delete_nats_streams("T" + self.token.upper())
-
-
-async def _delete_nats_streams(prefix: str) -> None:
-    import nats
-
-    nc = await nats.connect("nats://127.0.0.1:4222")
-    try:
-        js = nc.jetstream()
-        for name in await js.streams_info():
-            stream = name.config.name
-            if stream is not None and stream.startswith(prefix + "_"):
-                await js.delete_stream(stream)
-    finally:
-        await nc.close()
+            await delete_nats_streams("T" + self.token.upper())
 
 
 @pytest.fixture(params=BROKERS)

@@ -8,7 +8,7 @@ import uuid
 
 from typer.testing import CliRunner
 
-from conftest import require
+from conftest import delete_nats_streams, require
 from edgeway.bus.bus import EventBus
 from edgeway.bus.cli import app
 from edgeway.bus.dlq import DeadLetters
@@ -16,7 +16,6 @@ from edgeway.bus.events import Event
 from edgeway.bus.nats import NatsTransport
 from edgeway.bus.transport import ChannelConfig
 
-from .conftest import _delete_nats_streams
 from .helpers import order_events
 
 URL = "nats://127.0.0.1:4222"
@@ -70,7 +69,7 @@ def test_dlq_commands_list_show_and_replay_a_dead_letter() -> None:
         assert missing.exit_code == 1
         assert "no dead letter '999999'" in missing.output
     finally:
-        asyncio.run(_delete_nats_streams(prefix.upper()))
+        asyncio.run(delete_nats_streams(prefix.upper()))
 
 
 def test_dlq_commands_refuse_without_a_broker_url() -> None:

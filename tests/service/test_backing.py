@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI, Request
 from sqlalchemy import Column, MetaData, String, Table, func, select
 
-from conftest import require
+from conftest import delete_nats_streams, require
 from edgeway.bus.events import Event
 from edgeway.bus.transport import ChannelConfig
 from edgeway.security.revocation import TokenRevokedEvent
@@ -55,17 +55,7 @@ async def settings(tmp_path: Path) -> AsyncIterator[ServiceSettings]:
     require("nats")
     prefix = f"t{uuid.uuid4().hex[:10]}"
     yield ServiceSettings(data_dir=tmp_path, nats_url="nats://127.0.0.1:4222", bus_prefix=prefix)
-    import nats
-
-    nc = await nats.connect("nats://127.0.0.1:4222")
-    try:
-        js = nc.jetstream()
-        for info in await js.streams_info():
-            name = info.config.name or ""
-            if name.lower().startswith(prefix.lower() + "_"):
-                await js.delete_stream(name)
-    finally:
-        await nc.close()
+    await delete_nats_streams(prefix)
 
 
 async def test_a_committed_change_reaches_the_bus_through_the_outbox(

@@ -25,7 +25,7 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from conftest import require
+from conftest import delete_nats_streams, require
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -100,20 +100,6 @@ def stopping() -> Iterator[None]:
     root.setLevel(level)
 
 
-async def _delete_streams(prefix: str) -> None:
-    import nats
-
-    nc = await nats.connect("nats://127.0.0.1:4222")
-    try:
-        js = nc.jetstream()
-        for info in await js.streams_info():
-            stream = info.config.name
-            if stream is not None and stream.lower().startswith(prefix.lower() + "_"):
-                await js.delete_stream(stream)
-    finally:
-        await nc.close()
-
-
 SHOP = ["catalog", "inventory", "payments", "orders", "notifications", "profile"]
 
 
@@ -154,7 +140,7 @@ async def test_a_shop_service_answers_what_its_document_says(
         failures = await asyncio.to_thread(fuzz, app, lambda: dict(GATEWAY_IDENTITY))
     finally:
         await asyncio.to_thread(asgi.shutdown_lifespans)
-        await _delete_streams(prefix)
+        await delete_nats_streams(prefix)
     assert not failures, "\n\n".join(failures)
 
 

@@ -20,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from conftest import require
+from conftest import delete_nats_streams, require
 from edgeway.demo.shop.catalog.app import create_app as catalog_app
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.demo.shop.inventory.app import create_app as inventory_app
@@ -63,21 +63,7 @@ async def settings(database_url: str, tmp_path: Path) -> AsyncIterator[ShopSetti
         bus_prefix=prefix,
         trust_gateway_headers=True,
     )
-    await _delete_streams(prefix)
-
-
-async def _delete_streams(prefix: str) -> None:
-    import nats
-
-    nc = await nats.connect("nats://127.0.0.1:4222")
-    try:
-        js = nc.jetstream()
-        for info in await js.streams_info():
-            stream = info.config.name
-            if stream is not None and stream.lower().startswith(prefix.lower() + "_"):
-                await js.delete_stream(stream)
-    finally:
-        await nc.close()
+    await delete_nats_streams(prefix)
 
 
 @asynccontextmanager
@@ -292,7 +278,7 @@ async def test_a_copy_created_after_the_events_fills_itself_from_the_stream(
             assert (copy["price_cents"], copy["version"]) == (1200, 2)
     finally:
         if broker == "nats":
-            await _delete_streams(prefix)
+            await delete_nats_streams(prefix)
         else:
             await _delete_rabbit(prefix)
 
