@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from edgeway.demo.shop.common.copies import catalog_copy, serve_copy
 from edgeway.demo.shop.common.events import CHANNELS, OrderStatus, OrderStatusChanged
 from edgeway.demo.shop.common.guards import sees_everything
+from edgeway.demo.shop.common.problems import PROBLEMS
 from edgeway.demo.shop.common.service_token import ClientCredentials
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.demo.shop.orders.saga import Line, OrderData, build_saga
@@ -72,7 +73,6 @@ orders = Table(
     UniqueConstraint("customer", "idempotency_key", name="uq_orders_customer_key"),
 )
 
-PROBLEMS = "https://shop.edgeway.example/problems/"
 FINAL: frozenset[str] = frozenset({"confirmed", "cancelled", "failed"})
 
 
