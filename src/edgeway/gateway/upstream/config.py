@@ -535,10 +535,8 @@ class DiscoveryRule(StrictModel):
 
 # --------------------------------------------------------------------------- TLS to instances
 
-TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
-    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
-    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
-}
+# Written as the listener's `min_version` is (`listen.tls`): a quoted "1.2" or "1.3".
+TLS_VERSIONS: dict[str, ssl.TLSVersion] = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
 def _readable_file(value: str | None) -> str | None:
@@ -598,8 +596,8 @@ class UpstreamTls(StrictModel):
         description="Verify each instance's certificate and name. `false` encrypts without knowing "
         "who answers (anyone on the path can impersonate the service): for a test bench only.",
     )
-    min_version: Literal["TLSv1.2", "TLSv1.3"] = Field(
-        "TLSv1.2", description="The lowest TLS version offered; nothing below TLS 1.2 is possible."
+    min_version: Literal["1.2", "1.3"] = Field(
+        "1.2", description='The lowest TLS version offered, `"1.2"` or `"1.3"`; nothing older is possible.'
     )
 
     @field_validator("server_name")
