@@ -62,10 +62,19 @@ def serve(
 
     from edgeway.security_service import create_security_app
     from edgeway.service.http import HeadOnlyHttpTools
+    from edgeway.service.tls import uvicorn_tls_options
 
     settings = _settings(config, db_url=db, keys_path=keys, seed_file=seed, issuer=issuer)
     _require_clients(settings)
-    uvicorn.run(create_security_app(settings), host=host, port=port, log_level="info", http=HeadOnlyHttpTools)
+    # HTTPS when the settings say so (tls_cert, tls_client_ca...: docs/tls-upstream.md).
+    uvicorn.run(
+        create_security_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        http=HeadOnlyHttpTools,
+        **uvicorn_tls_options(settings),
+    )
 
 
 def _require_clients(settings: SecuritySettings) -> None:

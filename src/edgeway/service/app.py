@@ -64,6 +64,7 @@ from edgeway.service.middleware import RequestContextMiddleware
 from edgeway.service.openapi import declare_problems
 from edgeway.service.problems import install_problem_handlers
 from edgeway.service.settings import ServiceSettings
+from edgeway.service.tls import client_tls_context
 
 __all__ = ["Kit", "ServiceKit", "create_app", "kit_of"]
 
@@ -90,8 +91,13 @@ class ServiceKit:
         self.health = Health()
         self.metrics = Metrics(name)
         self.tracing = tracing if tracing is not None else Tracing(name)
+        # Calls to peers over TLS (a CA bundle, a client certificate): one context, made once.
+        self._tls = client_tls_context(settings)
+        self._http: httpx.AsyncClient | None = None
         if verifier is None:
-            verifier = JwksVerifier.from_settings(settings)
+            # The JWKS and revocation fetches go through the kit's client when it has TLS
+            # settings of its own: the security service is a peer like any other.
+            verifier = JwksVerifier.from_settings(settings, http=self._shared_http() if self._tls else None)
         # Built here or passed in, its JWKS refresh runs until the app stops.
         self._jwks_verifier = verifier if isinstance(verifier, JwksVerifier) else None
         self.identity = IdentityConfig(verifier, settings.trust_gateway_headers)
@@ -103,7 +109,6 @@ class ServiceKit:
         self._nc: NatsClient | None = None
         self._explicit_discovery = discovery
         self.discovery: Discovery = discovery if discovery is not None else self._default_discovery()
-        self._http: httpx.AsyncClient | None = None
         self._clients: dict[str, ServiceClient] = {}
 
     def _default_discovery(self) -> Discovery:
@@ -118,18 +123,23 @@ class ServiceKit:
         """The client for another service (one per name, sharing one connection pool)."""
         found = self._clients.get(service)
         if found is None:
-            if self._http is None:
-                self._http = http_client(self.settings.client_timeout)
             found = ServiceClient(
                 service,
                 self.discovery,
-                http=self._http,
+                http=self._shared_http(),
                 timeout=self.settings.client_timeout,
                 retry=RetryPolicy(attempts=self.settings.client_retries + 1),
                 tracing=self.tracing,
             )
             self._clients[service] = found
         return found
+
+    def _shared_http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = http_client(
+                self.settings.client_timeout, self._tls if self._tls is not None else True
+            )
+        return self._http
 
     async def startup(self) -> None:
         s = self.settings

@@ -62,6 +62,7 @@ from edgeway.service.database import Database
 from edgeway.service.http import HeadOnlyHttpTools
 from edgeway.service.identity import JwksVerifier, TokenVerifier
 from edgeway.service.settings import ServiceSettings
+from edgeway.service.tls import uvicorn_tls_options
 
 __all__ = ["Service", "quiet_libraries", "serve", "service_of"]
 
@@ -198,7 +199,9 @@ class Service:
         return app
 
     def run(self, app: FastAPI) -> None:
-        """Serve ``app`` on ``settings.host``:``settings.port`` until SIGTERM/SIGINT."""
+        """Serve ``app`` on ``settings.host``:``settings.port`` until SIGTERM/SIGINT; over HTTPS
+        with ``tls_cert`` (and client certificates with ``tls_client_ca``, see
+        :mod:`edgeway.service.tls`)."""
         setup_logging(self.name, self.settings.log_level)
         quiet_libraries()
         uvicorn.run(
@@ -209,6 +212,7 @@ class Service:
             access_log=False,
             timeout_graceful_shutdown=5,
             http=HeadOnlyHttpTools,
+            **uvicorn_tls_options(self.settings),
         )
 
 

@@ -27,6 +27,7 @@ answer (4xx included: the peer is healthy, the request was wrong) as a success.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -83,9 +84,11 @@ class RetryPolicy:
 POOL_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60.0)
 
 
-def http_client(timeout: float | httpx.Timeout) -> httpx.AsyncClient:
-    """The HTTP client a service's clients share (one connection pool, :data:`POOL_LIMITS`)."""
-    return httpx.AsyncClient(timeout=timeout, limits=POOL_LIMITS)
+def http_client(timeout: float | httpx.Timeout, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
+    """The HTTP client a service's clients share (one connection pool, :data:`POOL_LIMITS`).
+    ``verify``: the TLS context of calls to ``https://`` peers (a CA bundle, a client certificate
+    for mTLS: :func:`edgeway.service.tls.client_tls_context`); True: the system's CAs."""
+    return httpx.AsyncClient(timeout=timeout, limits=POOL_LIMITS, verify=verify)
 
 
 class ServiceClient:
