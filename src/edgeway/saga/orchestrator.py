@@ -221,7 +221,7 @@ class SagaOrchestrator:
             raise SagaStateError("start the orchestrator before running sagas")
         saga = self._saga(name)
         value = saga.validate_data(data)
-        request_id, traceparent = start_ids()
+        request_id, traceparent, tracestate = start_ids()
         record = SagaRecord(
             id=saga_id or new_event_id(),
             name=name,
@@ -232,6 +232,7 @@ class SagaOrchestrator:
             created_at=time.time(),
             request_id=request_id,
             traceparent=traceparent,
+            tracestate=tracestate,
             steps={s.name: StepRecord(s.name, i) for i, s in enumerate(saga.steps)},
         )
         if session is not None:

@@ -7,7 +7,8 @@ For each HTTP request it
 
 1. keeps the incoming ``X-Request-ID`` when well-formed (:func:`~edgeway.observability.ids.valid_request_id`),
    otherwise makes a new one;
-2. starts a SERVER span continuing the incoming ``traceparent`` (or a new trace);
+2. starts a SERVER span continuing the incoming ``traceparent`` and ``tracestate`` (or a new
+   trace);
 3. binds request id, trace id and span id for the log formatter, and the caller's
    ``Authorization`` header for outgoing calls;
 4. adds ``X-Request-ID`` and ``traceparent`` (this hop's span) to the response headers;
@@ -33,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgeway.observability.ids import new_request_id, valid_request_id
 from edgeway.observability.logs import request_id_var, span_id_var, trace_id_var
 from edgeway.observability.metrics import Metrics
-from edgeway.observability.tracing import Tracing, span_traceparent
+from edgeway.observability.tracing import REQUEST_ID_ATTRIBUTE, Tracing, span_traceparent
 from edgeway.service.problems import internal_error_response
 
 __all__ = ["RequestContextMiddleware", "incoming_authorization"]
@@ -61,12 +62,15 @@ class RequestContextMiddleware:
 
         request_id: bytes | None = None
         traceparent: bytes | None = None
+        tracestate: bytes | None = None
         authorization: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value
             elif name == b"traceparent":
                 traceparent = value
+            elif name == b"tracestate":
+                tracestate = value
             elif name == b"authorization":
                 authorization = value
         if request_id is None or not valid_request_id(request_id):
@@ -74,7 +78,7 @@ class RequestContextMiddleware:
         rid = request_id.decode("ascii")
 
         method: str = scope["method"]
-        span = self.tracing.start_server_span(f"{method} {scope['path']}", traceparent)
+        span = self.tracing.start_server_span(f"{method} {scope['path']}", traceparent, tracestate)
         own = span_traceparent(span)
         tokens = (
             request_id_var.set(rid),
@@ -114,6 +118,7 @@ class RequestContextMiddleware:
             self.metrics.observe_request(method, route, status, seconds)
             span.set_attribute("http.request.method", method)
             span.set_attribute("http.route", route)
+            span.set_attribute(REQUEST_ID_ATTRIBUTE, rid)
             span.set_attribute("http.response.status_code", status)
             if status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
