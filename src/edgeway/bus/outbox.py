@@ -60,6 +60,7 @@ from edgeway.bus.bus import EventBus
 from edgeway.bus.errors import BusError
 from edgeway.bus.events import H_REQUEST_ID, H_TRACEPARENT, H_TRACESTATE, Envelope, Event, envelopes_for
 from edgeway.observability.context import MAX_TRACESTATE
+from edgeway.observability.logs import FailureLog
 from edgeway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -259,6 +260,7 @@ class OutboxRelay:
         self.backlog_interval = backlog_interval
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._failures = FailureLog(log, f"outbox relay of {outbox.table.name}")
         self._last_purge = 0.0
         self._last_count = 0.0
         self._backlog = 0
@@ -377,15 +379,21 @@ class OutboxRelay:
                     self._last_purge = now
                     await self.purge()
             except (BusError, OSError, ConnectionError) as exc:
-                log.warning("outbox relay: publish failed, retrying in %.1f s: %s", self.retry_interval, exc)
-                await asyncio.sleep(self.retry_interval)
-                continue
-            except Exception as exc:  # a database error: keep the service up, keep trying
-                log.exception(
-                    "outbox relay: unexpected error, retrying in %.1f s: %s", self.retry_interval, exc
+                self._failures.failed(
+                    "outbox relay: publish failed, retrying every %.1f s: %s", self.retry_interval, exc
                 )
                 await asyncio.sleep(self.retry_interval)
                 continue
+            except Exception as exc:  # a database error: keep the service up, keep trying
+                self._failures.failed(
+                    "outbox relay: unexpected error, retrying every %.1f s: %s",
+                    self.retry_interval,
+                    exc,
+                    exc_info=exc,
+                )
+                await asyncio.sleep(self.retry_interval)
+                continue
+            self._failures.succeeded()
             if count < self.batch_size:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):

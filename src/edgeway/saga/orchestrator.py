@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from edgeway.bus.bus import EventBus
 from edgeway.bus.events import new_event_id
+from edgeway.observability.logs import FailureLog
 from edgeway.observability.metrics import Metrics
 from edgeway.saga.acks import AckTracker
 from edgeway.saga.definition import Saga
@@ -326,12 +327,16 @@ class SagaOrchestrator:
         return saga
 
     async def _scan_loop(self) -> None:
+        failures = FailureLog(log, "saga claim scan")
         while True:
             try:
                 await self._claim()
                 self._last_scan = time.monotonic()
+                failures.succeeded()
             except Exception as exc:  # the database is down: keep what we hold, try again
-                log.warning("saga claim scan failed, retrying in %.3g s: %s", self.config.poll_interval, exc)
+                failures.failed(
+                    "saga claim scan failed, retrying every %.3g s: %s", self.config.poll_interval, exc
+                )
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.config.poll_interval)

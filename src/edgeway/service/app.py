@@ -220,6 +220,7 @@ def create_app(
     discovery: Discovery | None = None,
     tracing: Tracing | None = None,
     access_log: bool = True,
+    quiet_paths: Iterable[str] = (),
     configure_logging: bool = True,
     cors_methods: Sequence[str] = CORS_METHODS,
     cors_headers: Sequence[str] = CORS_HEADERS,
@@ -230,7 +231,8 @@ def create_app(
 
     ``cors_methods``/``cors_headers``: what a browser on one of ``settings.cors_origins`` may send
     (answered to its preflight). ``authenticated``: the service's own dependencies that
-    authenticate the caller, besides the kit's ``Caller`` (their operations declare 401 and 403)."""
+    authenticate the caller, besides the kit's ``Caller`` (their operations declare 401 and 403).
+    ``quiet_paths``: paths peers poll (a feed), access-logged at debug like health probes."""
     settings = settings if settings is not None else ServiceSettings.load()
     if not settings.service_name:
         settings = settings.model_copy(update={"service_name": name})
@@ -270,7 +272,11 @@ def create_app(
     # Inside the request context (added first = inner), so its 504s are logged and counted.
     app.add_middleware(DeadlineMiddleware)
     app.add_middleware(
-        RequestContextMiddleware, metrics=kit.metrics, tracing=kit.tracing, access_log=access_log
+        RequestContextMiddleware,
+        metrics=kit.metrics,
+        tracing=kit.tracing,
+        access_log=access_log,
+        quiet_paths=quiet_paths,
     )
     if settings.cors_origins:
         # Outermost, so preflights are answered before the request context and auth run.

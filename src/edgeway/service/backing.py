@@ -214,8 +214,7 @@ class Service:
 
     def run(self, app: FastAPI) -> None:
         """Serve ``app`` on ``settings.host``:``settings.port`` until SIGTERM/SIGINT."""
-        setup_logging(self.name, self.settings.log_level)
-        quiet_libraries()
+        setup_logging(self.name, self.settings.log_level)  # httpx kept quiet there
         uvicorn.run(
             app,
             host=self.settings.host,
@@ -236,7 +235,10 @@ def service_of(request: Request, kind: type[S]) -> S:
 
 
 def quiet_libraries() -> None:
-    """httpx logs every request at INFO (a revocation feed polls every second): keep warnings."""
+    """httpx logs every request at INFO (a revocation feed polls every second): keep warnings.
+
+    :func:`~edgeway.observability.logs.setup_logging` does this now (unless the level is debug);
+    kept for callers of the kit that call it after their own logging set-up."""
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
