@@ -4,6 +4,7 @@ What it adds, and where each piece lives:
 
 ============================  ============================================================
 ``/health/live``, ``/ready``  :mod:`edgeway.service.health`
+``/docs``, ``/redoc`` offline :mod:`edgeway.service.openapi` (assets served by the service)
 ``/metrics``                  :mod:`edgeway.observability.metrics`
 request id, traceparent,      :mod:`edgeway.service.middleware`
 access log, 500 of last resort
@@ -61,7 +62,7 @@ from edgeway.service.flags import Flags
 from edgeway.service.health import CheckFn, Health
 from edgeway.service.identity import IdentityConfig, JwksVerifier, TokenVerifier
 from edgeway.service.middleware import RequestContextMiddleware
-from edgeway.service.openapi import declare_problems
+from edgeway.service.openapi import declare_problems, offline_app
 from edgeway.service.problems import install_problem_handlers
 from edgeway.service.settings import ServiceSettings
 
@@ -257,7 +258,7 @@ def create_app(
             await kit.close()
 
     fastapi_kwargs.setdefault("title", name)
-    app = FastAPI(lifespan=kit_lifespan, **fastapi_kwargs)
+    app = offline_app(lifespan=kit_lifespan, **fastapi_kwargs)
     app.state.kit = kit
     app.state.edgeway_identity = kit.identity
     install_problem_handlers(app)
