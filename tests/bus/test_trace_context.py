@@ -59,7 +59,7 @@ async def test_on_every_broker_the_consumer_span_is_a_child_of_the_producer_span
 
     [(ctx, (request_id, trace_id, span_id))] = seen
     assert ctx.request_id == request_id == "req-1"
-    assert ctx.envelope.tracestate == "acme=t61rcWkgMzE"
+    assert ctx.tracestate == "acme=t61rcWkgMzE"
     assert ctx.traceparent == sent.traceparent
     finished = {s.name: s for s in exporter.get_finished_spans()}
     producer = finished[f"publish {placed.channel}"]

@@ -77,7 +77,7 @@ class Seen:
         self.events[kind] = {
             "request_id": ctx.request_id,
             "traceparent": ctx.traceparent,
-            "tracestate": ctx.envelope.tracestate,
+            "tracestate": ctx.tracestate,
             "log_request_id": current_request_id(),
             "log_trace_id": current_trace_id(),
             "log_span_id": current_span_id(),

@@ -69,6 +69,10 @@ class Received:
     def traceparent(self) -> str | None:
         return self.envelope.traceparent
 
+    @property
+    def tracestate(self) -> str | None:
+        return self.envelope.tracestate
+
 
 @dataclass(frozen=True, slots=True)
 class Job:

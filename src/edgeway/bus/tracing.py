@@ -186,7 +186,6 @@ class Consuming:
     def __enter__(self) -> None:
         envelope = self._envelope
         headers = envelope.headers
-        self._inbound = _inbound.set(envelope)
         request_id = _request_id(headers.get(H_REQUEST_ID)) or new_request_id().decode()
         parent = parse_traceparent(headers.get(H_TRACEPARENT, "").encode("utf-8", "replace"))
         tracer = self._tracer
@@ -215,6 +214,7 @@ class Consuming:
             ids = span.get_span_context()
             trace_id, span_id = format(ids.trace_id, "032x"), format(ids.span_id, "016x")
         self._tokens = (request_id_var.set(request_id), trace_id_var.set(trace_id), span_id_var.set(span_id))
+        self._inbound = _inbound.set(envelope)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
