@@ -34,6 +34,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "pydantic_settings",
         "opentelemetry.sdk",
         "opentelemetry.exporter.otlp.proto.http",
+        "fastapi_offline",
     ),
     "postgres": ("asyncpg",),
     "nats": ("nats",),

@@ -4,6 +4,7 @@ What it adds, and where each piece lives:
 
 ============================  ============================================================
 ``/health/live``, ``/ready``  :mod:`edgeway.service.health`
+``/docs``, ``/redoc`` offline :mod:`edgeway.service.openapi` (assets served by the service)
 ``/metrics``                  :mod:`edgeway.observability.metrics`
 request id, traceparent,      :mod:`edgeway.service.middleware`
 access log, 500 of last resort
@@ -61,7 +62,7 @@ from edgeway.service.flags import Flags
 from edgeway.service.health import CheckFn, Health
 from edgeway.service.identity import IdentityConfig, JwksVerifier, TokenVerifier
 from edgeway.service.middleware import RequestContextMiddleware
-from edgeway.service.openapi import declare_problems
+from edgeway.service.openapi import declare_problems, offline_app
 from edgeway.service.problems import install_problem_handlers
 from edgeway.service.settings import ServiceSettings
 from edgeway.service.tls import client_tls_context
@@ -230,6 +231,7 @@ def create_app(
     discovery: Discovery | None = None,
     tracing: Tracing | None = None,
     access_log: bool = True,
+    quiet_paths: Iterable[str] = (),
     configure_logging: bool = True,
     cors_methods: Sequence[str] = CORS_METHODS,
     cors_headers: Sequence[str] = CORS_HEADERS,
@@ -240,7 +242,8 @@ def create_app(
 
     ``cors_methods``/``cors_headers``: what a browser on one of ``settings.cors_origins`` may send
     (answered to its preflight). ``authenticated``: the service's own dependencies that
-    authenticate the caller, besides the kit's ``Caller`` (their operations declare 401 and 403)."""
+    authenticate the caller, besides the kit's ``Caller`` (their operations declare 401 and 403).
+    ``quiet_paths``: paths peers poll (a feed), access-logged at debug like health probes."""
     settings = settings if settings is not None else ServiceSettings.load()
     if not settings.service_name:
         settings = settings.model_copy(update={"service_name": name})
@@ -265,7 +268,7 @@ def create_app(
             await kit.close()
 
     fastapi_kwargs.setdefault("title", name)
-    app = FastAPI(lifespan=kit_lifespan, **fastapi_kwargs)
+    app = offline_app(lifespan=kit_lifespan, **fastapi_kwargs)
     app.state.kit = kit
     app.state.edgeway_identity = kit.identity
     install_problem_handlers(app)
@@ -280,7 +283,11 @@ def create_app(
     # Inside the request context (added first = inner), so its 504s are logged and counted.
     app.add_middleware(DeadlineMiddleware)
     app.add_middleware(
-        RequestContextMiddleware, metrics=kit.metrics, tracing=kit.tracing, access_log=access_log
+        RequestContextMiddleware,
+        metrics=kit.metrics,
+        tracing=kit.tracing,
+        access_log=access_log,
+        quiet_paths=quiet_paths,
     )
     if settings.cors_origins:
         # Outermost, so preflights are answered before the request context and auth run.

@@ -38,6 +38,8 @@ from opentelemetry.trace import SpanKind
 from pydantic import TypeAdapter
 
 from edgeway.http.outgoing import UnsafeRequest, check_header, check_method, request_target
+from edgeway.observability.context import current_hop
+from edgeway.observability.ids import parse_traceparent
 from edgeway.observability.logs import current_request_id
 from edgeway.observability.tracing import Tracing, outgoing_traceparent
 from edgeway.resilience.breaker import BreakerPolicy, CircuitBreaker
@@ -242,10 +244,17 @@ class ServiceClient:
         request_id = current_request_id()
         if request_id is not None:
             headers.setdefault("x-request-id", request_id)
-        # The current span is the CLIENT span when tracing is on, else the request's span.
+        # The current span is the CLIENT span when tracing is on, else the request's span. It
+        # replaces a traceparent the caller gave in the same trace (a saga step passes its own
+        # span's, which is this CLIENT span's parent); one of another trace is the caller's choice.
         traceparent = outgoing_traceparent()
         if traceparent is not None:
-            headers.setdefault("traceparent", traceparent)
+            theirs = parse_traceparent(headers.get("traceparent", "").encode())
+            if theirs is None or theirs.trace_id.decode() == traceparent[3:35]:
+                headers["traceparent"] = traceparent
+                tracestate = current_hop().tracestate
+                if tracestate is not None:
+                    headers.setdefault("tracestate", tracestate)
         if self.propagate_authorization:
             authorization = incoming_authorization.get()
             if authorization is not None:

@@ -135,6 +135,7 @@ class OrdersService(Service):
             metadata=metadata,
             config=OrchestratorConfig(lease=s.saga_lease, poll_interval=0.5, stop_grace=3.0),
             instance_id=s.instance_id or None,
+            tracer=self.tracing.tracer,  # each step a span in the checkout's trace
         )
         self.on_startup(self._start)
         self.on_shutdown(self._stop)
