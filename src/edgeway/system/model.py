@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from edgeway import __version__
 from edgeway.gateway.config.base import LocatedProblemsError, StrictModel
 from edgeway.gateway.config.keypath import Loc
 
@@ -296,8 +297,9 @@ class System(StrictModel):
         "<PREFIX>_PORT_<NAME>, <PREFIX>_HOST); default: the name upper-cased.",
     )
     image: str = Field(
-        "edgeway:latest",
-        description="The OCI image every edgeway process runs on a cluster (deploy/Dockerfile).",
+        default_factory=lambda: f"edgeway:{__version__}",
+        description="The OCI image every edgeway process runs on a cluster (deploy/Dockerfile); "
+        "default: edgeway:<this version>.",
     )
     pattern: Pattern = Field(
         "all",
