@@ -10,3 +10,10 @@
 
 ``templates/`` holds the image recipe a scaffolded service copies. See docs/deploy.md.
 """
+
+from pathlib import Path
+
+# The image recipe (and its .dockerignore) a scaffolded service copies.
+TEMPLATES = Path(__file__).parent / "templates"
+
+__all__ = ["TEMPLATES"]
