@@ -234,6 +234,23 @@ def test_secrets_are_created_once_and_kept(tmp_path: Path) -> None:
     assert "PRIVATE KEY" not in first["signing-keys.json"]
 
 
+def test_rendering_again_removes_what_the_system_no_longer_has(tmp_path: Path) -> None:
+    out = _render(tmp_path)
+    mine = out / "base" / "notes.yaml"
+    mine.write_text("# an operator's own file: not ours to remove\n")
+    shop = tmp_path / "shop"
+    shutil.copytree(SYSTEM_FILE.parent / "edges", shop / "edges")
+    text = SYSTEM_FILE.read_text()
+    (shop / "edgeway.system.yaml").write_text(text[: text.index("  mobile-bff:")])
+    assert (out / "base" / "mobile-bff.yaml").exists()
+    render(load_system(shop / "edgeway.system.yaml"), "kubernetes", out)
+    assert not (out / "base" / "mobile-bff.yaml").exists()
+    assert (out / "base" / "web-bff.yaml").exists()
+    assert mine.exists()
+    kustomization = yaml.safe_load((out / "base" / "kustomization.yaml").read_text())
+    assert "mobile-bff.yaml" not in kustomization["resources"]
+
+
 def _container_env(docs: list[tuple[str, Doc]], name: str) -> dict[str, str]:
     """A Deployment's environment as its process sees it: the wiring ConfigMap, then its own env,
     secret references filled with a stand-in, ``$(VAR)`` expanded like the kubelet does."""

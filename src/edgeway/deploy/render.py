@@ -46,6 +46,7 @@ def render(
         files, secrets = compose.files, compose.secrets
     for relative, text in files.items():
         _write(out / relative, text)
+    _remove_stale(out, files)
     if target == "kubernetes":
         where = out / "base" / "secrets"
         ensure_secret_files(where, secrets)
@@ -64,3 +65,17 @@ def _write(path: Path, text: str) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+MARK = "# Rendered by `edgeway deploy render"
+
+
+def _remove_stale(out: Path, files: dict[str, str]) -> None:
+    """Files an earlier render wrote that this one did not (a service or edge since removed from
+    the system file): left behind, they would read as part of the system."""
+    for path in [*out.glob("base/*.yaml"), *out.glob("edges/*/*")]:
+        relative = path.relative_to(out).as_posix()
+        if relative in files or not path.is_file():
+            continue
+        if relative.startswith("edges/") or path.read_text(encoding="utf-8").startswith(MARK):
+            path.unlink()
