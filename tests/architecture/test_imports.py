@@ -38,6 +38,7 @@ ALLOWED: dict[str, set[str]] = {
         "security_service",
         "service",
     },
+    "scaffold": set(),  # renders templates; the code it generates imports edgeway, it does not
     "cli": set(),  # commands are imported by name when run (see cli.COMMANDS)
 }
 

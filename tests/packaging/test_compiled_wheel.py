@@ -73,7 +73,8 @@ def test_the_wheel_is_manylinux_and_carries_an_extension_for_each_compiled_modul
         module = source.removeprefix("src/").removesuffix(".py")
         assert any(re.fullmatch(rf"{re.escape(module)}\.cpython-3\d+-[\w-]+\.so", n) for n in names), module
         assert f"{module}.py" in names  # the source stays, for tracebacks and readers
-    # package data rides along: the demo's configs
+    # package data rides along: the scaffolding templates and the demo's configs
+    assert "edgeway/scaffold/templates/service/copier.yml" in names
     assert "edgeway/demo/shop/edges/gateway.yaml" in names
 
 

@@ -106,6 +106,7 @@ def test_a_command_whose_extra_is_missing_says_which_to_install(venv: Path, tmp_
     listed = run(edgeway, "--help", env=clean_env(venv), cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert "Needs the 'security' extra, not installed." in listed.stdout
+    assert "Needs the 'scaffold' extra, not installed." in listed.stdout  # edgeway new
     done = run(edgeway, "security", "serve", env=clean_env(venv), cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == (
