@@ -73,8 +73,12 @@ def test_the_wheel_is_manylinux_and_carries_an_extension_for_each_compiled_modul
         module = source.removeprefix("src/").removesuffix(".py")
         assert any(re.fullmatch(rf"{re.escape(module)}\.cpython-3\d+-[\w-]+\.so", n) for n in names), module
         assert f"{module}.py" in names  # the source stays, for tracebacks and readers
-    # package data rides along: the scaffolding templates and the demo's configs
-    assert "edgeway/scaffold/templates/service/copier.yml" in names
+    # package data rides along: every scaffolding template (`edgeway new`), the demo's configs
+    src = ROOT / "src"
+    shipped = (src / "edgeway" / "scaffold" / "templates").rglob("*")
+    templates = {str(p.relative_to(src)) for p in shipped if p.is_file()}
+    assert templates
+    assert templates - names == set()
     assert "edgeway/demo/shop/edges/gateway.yaml" in names
 
 
