@@ -40,6 +40,7 @@ _SUBCOMMANDS: list[tuple[str, str, str, str | None]] = [
     ("demo", "edgeway.demo.cli", "Start the reference system on this machine.", "demo"),
     ("system", "edgeway.system.cli", "Check a system file (edgeway.system.yaml).", None),
     ("deploy", "edgeway.deploy.cli", "Render Kubernetes manifests or a compose project.", None),
+    ("new", "edgeway.scaffold.cli", "Create a service or an edge (gateway, BFF) from templates.", "scaffold"),
 ]
 
 # Accept any arguments: a command whose extra is missing answers the same whatever was asked.

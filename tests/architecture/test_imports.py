@@ -41,6 +41,7 @@ ALLOWED: dict[str, set[str]] = {
         "service",
         "system",
     },
+    "scaffold": set(),  # renders templates; the code it generates imports edgeway, it does not
     "cli": set(),  # commands are imported by name when run (see cli.COMMANDS)
 }
 
