@@ -296,3 +296,13 @@ def kit_client(
         concurrency=_parse_connections(concurrency),
         repetitions=repetitions,
     )
+
+
+@app.command("event-payloads")
+def event_payloads(
+    json: JsonOption = False,
+    events: Annotated[int, typer.Option(min=100, help="Events encoded and decoded per run.")] = 20_000,
+    repetitions: Annotated[int, typer.Option(min=1, help="Runs; the median is reported.")] = 3,
+) -> None:
+    """One event as JSON, msgpack and protobuf: payload bytes, encode and decode CPU µs."""
+    _run_bench("event_payloads", json=json, events=events, repetitions=repetitions)

@@ -57,11 +57,11 @@ service Inventory {
 SUBJECT = "rpcbench.inventory.check"
 
 
-def compile_proto(directory: Path) -> Path:
-    """Write the proto into ``directory`` and compile it there with grpcio-tools (messages and
-    the service stubs: ``rpcbench_pb2``, ``rpcbench_pb2_grpc``); returns the directory."""
+def compile_proto(directory: Path, name: str = "rpcbench", text: str = PROTO) -> Path:
+    """Write ``text`` as ``name.proto`` into ``directory`` and compile it there with grpcio-tools
+    (messages and service stubs: ``<name>_pb2``, ``<name>_pb2_grpc``); returns the directory."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "rpcbench.proto").write_text(PROTO)
+    (directory / f"{name}.proto").write_text(text)
     done = subprocess.run(
         [
             sys.executable,
@@ -70,7 +70,7 @@ def compile_proto(directory: Path) -> Path:
             f"-I{directory}",
             f"--python_out={directory}",
             f"--grpc_python_out={directory}",
-            str(directory / "rpcbench.proto"),
+            str(directory / f"{name}.proto"),
         ],
         capture_output=True,
         text=True,
@@ -81,11 +81,11 @@ def compile_proto(directory: Path) -> Path:
     return directory
 
 
-def load_proto(directory: Path) -> tuple[Any, Any]:
-    """The compiled modules (``rpcbench_pb2``, ``rpcbench_pb2_grpc``) from ``directory``."""
+def load_proto(directory: Path, name: str = "rpcbench") -> tuple[Any, Any]:
+    """The compiled modules (``<name>_pb2``, ``<name>_pb2_grpc``) from ``directory``."""
     if str(directory) not in sys.path:
         sys.path.insert(0, str(directory))
-    return importlib.import_module("rpcbench_pb2"), importlib.import_module("rpcbench_pb2_grpc")
+    return importlib.import_module(f"{name}_pb2"), importlib.import_module(f"{name}_pb2_grpc")
 
 
 # -- the three servers -------------------------------------------------------------------------

@@ -68,13 +68,20 @@ def canonical(content_type: str) -> str:
     return _ALIASES.get(base, base)
 
 
+_msgpack_module: Any = None
+
+
 def _msgpack() -> Any:
-    from edgeway.extras import require
+    """The msgpack module, imported once (a missing one named with its extra)."""
+    global _msgpack_module
+    if _msgpack_module is None:
+        from edgeway.extras import require
 
-    require("service", "msgpack event payloads")
-    import msgpack
+        require("service", "msgpack event payloads")
+        import msgpack
 
-    return msgpack
+        _msgpack_module = msgpack
+    return _msgpack_module
 
 
 def check_class(event_class: type[Event]) -> None:
