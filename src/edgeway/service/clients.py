@@ -219,10 +219,15 @@ class ServiceClient:
                 if pass_deadline:
                     outgoing[DEADLINE_HEADER] = str(max(1, int(left * 1000)))
             try:
-                async with asyncio.timeout(None if at is None else at - time.monotonic()):
+                if at is None:
                     status, raw, data = await self._http.send(
                         method, url, path, outgoing, call.body, call.timeout
                     )
+                else:
+                    async with asyncio.timeout(at - time.monotonic()):
+                        status, raw, data = await self._http.send(
+                            method, url, path, outgoing, call.body, call.timeout
+                        )
             except TimeoutError:
                 # Our budget, not the peer's fault: no breaker failure, no retry.
                 raise self._deadline_error(method, path, f"it ran out waiting for {url}") from None

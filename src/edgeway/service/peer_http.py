@@ -63,14 +63,21 @@ class PeerHeaders(Mapping[str, str]):
     """A response's headers: case-insensitive, the first value per name; every value with
     :meth:`get_list`."""
 
-    __slots__ = ("_first", "raw")
+    __slots__ = ("_decoded", "raw")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self.raw = raw
-        first: dict[str, str] = {}
-        for name, value in raw:
-            first.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
-        self._first = first
+        self._decoded: dict[str, str] | None = None  # decoded on first use: most callers never look
+
+    @property
+    def _first(self) -> dict[str, str]:
+        first = self._decoded
+        if first is None:
+            first = {}
+            for name, value in self.raw:
+                first.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+            self._decoded = first
+        return first
 
     def __getitem__(self, name: str) -> str:
         return self._first[name.lower()]
@@ -271,11 +278,13 @@ class PeerHttp:
         try:
             answer = await self._exchange(conn, request, head_request, timeout)
         except UpstreamReset:
-            stale = reused and not conn.got_bytes and verb in _IDEMPOTENT
+            # The peer closed the pooled connection as we picked it: the request never got
+            # there when it could not even be written, and an idempotent one may go again
+            # when nothing came back.
+            stale = reused and not conn.got_bytes and (not conn.request_sent or verb in _IDEMPOTENT)
             pool.release(conn)
             if not stale:
                 raise
-            # The peer closed the pooled connection as we picked it: the request never got there.
             conn, _ = await pool.acquire(timeout, fresh=True)
             try:
                 return await self._exchange(conn, request, head_request, timeout)
@@ -307,6 +316,8 @@ class PeerHttp:
             body = conn.body
             if body.complete:
                 data = body.read_nowait()
+                if len(data) > self.max_body:
+                    raise self._too_large(conn)
             else:
                 conn.set_deadline(loop.time() + timeout, "read", timeout)
                 parts = [body.read_nowait()]
@@ -314,17 +325,19 @@ class PeerHttp:
                 while chunk := await body.read():
                     size += len(chunk)
                     if size > self.max_body:
-                        conn.abort()
-                        raise ResponseBodyTooLarge(
-                            f"{conn.instance} answered more than the {self.max_body} bytes "
-                            "the client accepts",
-                            instance=conn.instance,
-                        )
+                        raise self._too_large(conn)
                     parts.append(chunk)
                 data = b"".join(parts)
         finally:
             conn.clear_deadline()
         return head.status, head.headers, data
+
+    def _too_large(self, conn: UpstreamConnection) -> ResponseBodyTooLarge:
+        conn.abort()  # mid-response, or not to be trusted: never pooled again
+        return ResponseBodyTooLarge(
+            f"{conn.instance} answered more than the {self.max_body} bytes the client accepts",
+            instance=conn.instance,
+        )
 
     async def aclose(self) -> None:
         self._closed = True
