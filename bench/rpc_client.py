@@ -261,6 +261,7 @@ async def run_leg(args: argparse.Namespace) -> dict[str, Any]:
         out["sniffio_installed"] = importlib.util.find_spec("sniffio") is not None
     if args.count_bytes:
         out.update(await count_bytes(args.leg, args.url, args.proto_dir, args.byte_calls))
+        out["byte_calls"] = args.byte_calls
     async with client(args.leg, args.url, args.proto_dir) as call:
         out["runs"] = [
             await measure(call, args.calls, concurrency, args.warmup) for concurrency in args.concurrency

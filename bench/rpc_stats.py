@@ -62,18 +62,32 @@ def wire_bytes(outputs: Sequence[Mapping[str, Any]]) -> int:
     return 0
 
 
-RPC_LEGS = {"http_json": "kit", "grpc": "grpc", "nats": "nats"}
+# result name -> the client leg's outputs it is made from; the bare HTTP server's leg is optional
+def peer_cpu_us_per_call(outputs: Sequence[Mapping[str, Any]]) -> float | None:
+    """The answering side's CPU µs per call (median over the runs that measured it: the CPU its
+    processes used while a client leg ran, over every call that leg made); None if none did."""
+    values = [o["peer_cpu_s"] / o["peer_calls"] * 1e6 for o in outputs if o.get("peer_calls")]
+    return round(statistics.median(values), 1) if values else None
+
+
+RPC_LEGS = {"http_json": "kit", "http_json_bare": "kit_bare", "grpc": "grpc", "nats": "nats"}
 
 
 def rpc_result(legs: Mapping[str, Sequence[Mapping[str, Any]]], concurrency: Sequence[int]) -> dict[str, Any]:
-    """``python -m bench rpc``'s result from the outputs of its three legs (``kit``, ``grpc``,
-    ``nats``): the top-level figures (p50 at the lowest concurrency, calls/s at the highest,
-    bytes per call) and the detail per concurrency."""
+    """``python -m bench rpc``'s result from the outputs of its legs (``kit``, ``grpc``, ``nats``
+    and, when run, ``kit_bare``): the top-level figures (p50 at the lowest concurrency, calls/s
+    at the highest, bytes per call) and the detail per concurrency."""
     low, high = f"c{min(concurrency)}", f"c{max(concurrency)}"
     out: dict[str, Any] = {}
     detail: dict[str, Any] = {}
     for name, leg in RPC_LEGS.items():
-        figures = by_concurrency(legs[leg])
+        if leg not in legs:
+            continue
+        figures: dict[str, Any] = dict(by_concurrency(legs[leg]))
+        peer = peer_cpu_us_per_call(legs[leg])
+        if peer is not None:
+            figures["peer_cpu_us_per_call"] = peer
+            out[f"{name}_peer_cpu_us_per_call"] = peer
         detail[name] = figures
         out[f"{name}_p50_us"] = figures[low]["p50_us"]
         out[f"{name}_rps"] = figures[high]["rps"]

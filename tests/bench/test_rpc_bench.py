@@ -84,6 +84,27 @@ def test_the_rpc_result_has_the_top_level_keys_from_the_right_concurrency() -> N
     assert result["http_json_rps"] == 2000.0
     assert result["bytes_json"] == 561
     assert result["detail"]["grpc"]["c32"]["p50_us"] == 1000.0
+    assert "http_json_bare_p50_us" not in result  # that leg did not run
+    legs["kit_bare"] = [_output("kit", 3, counted=False)]
+    assert rpc_stats.rpc_result(legs, [1, 32])["http_json_bare_p50_us"] == 150.0
+    assert "grpc_peer_cpu_us_per_call" not in result  # not measured in these outputs
+
+
+def test_the_answering_sides_cpu_is_divided_by_every_call_the_leg_made() -> None:
+    from bench.rpc import served
+
+    output = _output("grpc", 1, counted=True)
+    output["byte_calls"] = 200
+    # 2 concurrencies x (50 warm-up + 100 measured) + 20 + 200 in the byte pass
+    assert served(output, warmup=50) == 520
+    runs = []
+    for seconds in (0.52, 1.04, 0.26):
+        one = dict(output, peer_cpu_s=seconds, peer_calls=served(output, warmup=50))
+        runs.append(one)
+    assert rpc_stats.peer_cpu_us_per_call(runs) == 1000.0  # the median of 1000, 2000, 500
+    result = rpc_stats.rpc_result({"kit": runs, "grpc": runs, "nats": runs}, [1, 32])
+    assert result["grpc_peer_cpu_us_per_call"] == 1000.0
+    assert result["detail"]["nats"]["peer_cpu_us_per_call"] == 1000.0
 
 
 def test_the_commands_refuse_bad_options_before_starting_anything() -> None:
@@ -93,3 +114,29 @@ def test_the_commands_refuse_bad_options_before_starting_anything() -> None:
         assert refused.exit_code == 2
         assert "comma-separated integers" in refused.output
         assert runner.invoke(app, [command, "--calls", "3"]).exit_code == 2
+
+
+async def test_the_bare_http_peer_answers_the_call_and_refuses_a_bad_body() -> None:
+    import asyncio
+
+    import orjson
+
+    from bench.rpc_bare import BareJson
+    from bench.rpc_peer import REQUEST, answer
+    from edgeway.service.peer_http import PeerHttp
+
+    server = await asyncio.get_running_loop().create_server(BareJson, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    http = PeerHttp()
+    try:
+        headers = {"content-type": "application/json"}
+        for _ in range(2):  # the second on the kept-alive connection
+            status, _, body = await http.send(
+                "POST", url, "/stock/check", headers, orjson.dumps(REQUEST), 2.0
+            )
+            assert (status, orjson.loads(body)) == (200, answer(REQUEST["sku"], REQUEST["qty"]))
+        status, _, _ = await http.send("POST", url, "/stock/check", headers, b"{}", 2.0)
+        assert status == 400
+    finally:
+        await http.aclose()
+        server.close()
