@@ -95,6 +95,7 @@ async def test_an_answer_larger_than_the_client_accepts_is_refused_never_cut() -
     async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         while True:
             head = await _request(reader)
+            counts[n] += 1
             if b"/declared" in head:
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n" + b"x" * 5000)
             else:
@@ -104,7 +105,7 @@ async def test_an_answer_larger_than_the_client_accepts_is_refused_never_cut() -
                 writer.write(b"0\r\n\r\n")
             await writer.drain()
 
-    async with raw_peer(big) as (url, _):
+    async with raw_peer(big) as (url, counts):
         http = PeerHttp(max_body=4096)
         with pytest.raises(
             ResponseBodyTooLarge, match="declared a 5000-byte answer; the client accepts 4096"
@@ -112,6 +113,19 @@ async def test_an_answer_larger_than_the_client_accepts_is_refused_never_cut() -
             await http.send("GET", url, "/declared", {}, None, 2.0)
         with pytest.raises(ResponseBodyTooLarge, match="answered more than the 4096 bytes"):
             await http.send("GET", url, "/chunked", {}, None, 2.0)
+        # Through a client: not retried on another instance, not the instance's failure.
+        peer = ServiceClient(
+            "inventory",
+            StaticDiscovery({"inventory": [url]}),
+            http=http,
+            retry=RetryPolicy(attempts=3, backoff=0.001),
+            breaker=BreakerPolicy(consecutive_failures=1),
+        )
+        before = sum(counts)
+        with pytest.raises(PeerUnavailableError, match="answered more than the 4096 bytes"):
+            await peer.get("/chunked")
+        assert sum(counts) == before + 1
+        assert peer.breaker(url).state is BreakerState.CLOSED
         small = PeerHttp(max_body=10_000)
         status, _, body = await small.send("GET", url, "/chunked", {}, None, 2.0)
         assert (status, len(body)) == (200, 5000)

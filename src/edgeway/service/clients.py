@@ -65,6 +65,7 @@ from edgeway.service.peer_http import (
     PeerHeaders,
     PeerHttp,
     PeerResponse,
+    ResponseBodyTooLarge,
     encode_body,
     nothing_sent,
     with_params,
@@ -231,6 +232,10 @@ class ServiceClient:
             except TimeoutError:
                 # Our budget, not the peer's fault: no breaker failure, no retry.
                 raise self._deadline_error(method, path, f"it ran out waiting for {url}") from None
+            except ResponseBodyTooLarge as exc:
+                # The instance answered (a healthy one); another would answer the same.
+                breaker.record_success()
+                raise PeerUnavailableError(self.service, f"{method} {self.service}{path}: {exc}") from exc
             except UpstreamError as exc:
                 breaker.record_failure()
                 last_error = f"{url}: {type(exc).__name__}: {exc}"
