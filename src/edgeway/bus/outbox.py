@@ -9,6 +9,11 @@ between the confirmation and the mark, the next relay publishes the row again wi
 message id (the row's event id, fixed at ``add``): NATS drops it inside its duplicate window,
 and consumers with an inbox drop it on any broker. Nothing is lost; nothing is applied twice.
 
+The payload is stored as the bytes the event's encoding made (JSON, msgpack or protobuf: see
+:mod:`edgeway.bus.codecs`) in a binary column, a BLOB on SQLite and ``bytea`` on PostgreSQL, and
+a payload that is not JSON names its content type in the row's headers; the relay publishes both
+as they were written.
+
 Each row keeps the trace context of the operation that wrote it, in columns of its own:
 ``request_id``, ``traceparent`` (the span that made the event: the outbox's PRODUCER span with a
 tracer, else the request's or the saga step's) and ``tracestate``; the relay puts them back on the
