@@ -322,11 +322,11 @@ class PeerHttp:
                 conn.set_deadline(loop.time() + timeout, "read", timeout)
                 parts = [body.read_nowait()]
                 size = len(parts[0])
-                while chunk := await body.read():
+                while size <= self.max_body and (chunk := await body.read()):
                     size += len(chunk)
-                    if size > self.max_body:
-                        raise self._too_large(conn)
                     parts.append(chunk)
+                if size > self.max_body:
+                    raise self._too_large(conn)
                 data = b"".join(parts)
         finally:
             conn.clear_deadline()
