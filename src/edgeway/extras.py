@@ -32,9 +32,9 @@ MODULES: dict[str, tuple[str, ...]] = {
         "sqlalchemy",
         "aiosqlite",
         "pydantic_settings",
-        "opentelemetry.sdk",
-        "opentelemetry.exporter.otlp.proto.http",
     ),
+    # OpenTelemetry traces: the gateway's (telemetry.tracing) and the service kit's
+    "tracing": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
     "postgres": ("asyncpg",),
     "nats": ("nats",),
     "rabbitmq": ("aio_pika",),
@@ -44,7 +44,11 @@ MODULES: dict[str, tuple[str, ...]] = {
 }
 
 # extras that bring others along (pyproject.toml says the same with self-references)
-INCLUDES: dict[str, tuple[str, ...]] = {"security": ("service",), "demo": ("security", "nats")}
+INCLUDES: dict[str, tuple[str, ...]] = {
+    "service": ("tracing",),
+    "security": ("service",),
+    "demo": ("security", "nats"),
+}
 
 # a module's top-level package -> the extra that installs it, for naming the extra from a
 # ModuleNotFoundError raised anywhere

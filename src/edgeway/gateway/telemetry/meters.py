@@ -1,0 +1,182 @@
+"""What the gateway counts per request, on its hot path: plain counters, bound once per route,
+service and instance, rendered into Prometheus families only when ``/metrics`` is scraped
+(:mod:`edgeway.gateway.telemetry.metrics`).
+
+Compiled with the hot path (pyproject.toml). A request costs one list increment and one
+histogram bucket per route, service and instance, with no label lookup and no lock:
+prometheus_client's own children take a lock per increment and a method call per level, which
+a gateway that serves from one event-loop thread does not need. The numbers are read, never
+written, from the scrape.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Protocol
+
+from edgeway.gateway.upstream.resilient import Refused
+from edgeway.http.errors import UpstreamError, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from edgeway.gateway.upstream.call import UpstreamCall
+    from edgeway.gateway.upstream.clusters import Endpoint
+    from edgeway.http.exchange import Exchange
+    from edgeway.observability.ids import TraceParent
+
+__all__ = [
+    "BOUNDS",
+    "OUTCOMES",
+    "STATUS_CLASSES",
+    "CallTracing",
+    "Histogram",
+    "InstanceMeter",
+    "RequestTracing",
+    "RouteMeter",
+    "ServiceMeter",
+    "outcome_index",
+]
+
+# Seconds; the service kit's buckets (edgeway.observability.metrics.LATENCY_BUCKETS), so one
+# dashboard query reads both.
+BOUNDS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# The ``code`` label of a request: its status class; "other" for a status outside 100..599
+# (none was sent: the client went away before anything was answered).
+STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
+
+# The ``outcome`` of an upstream attempt or call: the status class answered, or why none was.
+OUTCOMES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", "timeout", "error", "refused", "aborted")
+_TIMEOUT: Final = 5
+_ERROR: Final = 6
+_REFUSED: Final = 7
+_ABORTED: Final = 8
+
+
+class CallTracing(Protocol):
+    """The spans of one upstream call (:class:`edgeway.gateway.telemetry.tracing.CallTrace`),
+    as the call sees them."""
+
+    def attempt(self, call: UpstreamCall, ep: Endpoint) -> bytes:
+        """Start an attempt's span; the ``traceparent`` its request carries."""
+
+    def attempt_over(self, outcome: int | BaseException) -> None: ...
+
+    def call_over(self, outcome: int | BaseException) -> None: ...
+
+
+class RequestTracing(Protocol):
+    """The gateway's tracer (:class:`edgeway.gateway.telemetry.tracing.GatewayTracer`), as the
+    runtime and the actions see it (a protocol: the hot path does not import OpenTelemetry)."""
+
+    def begin(self, ex: Exchange, incoming: TraceParent | None) -> TraceParent: ...
+
+    def end(self, ex: Exchange, route_id: str | None, tp: TraceParent) -> None: ...
+
+    def call(self, parent: TraceParent, service: str, name: str | None = None) -> CallTracing | None: ...
+
+
+def status_index(status: int) -> int:
+    klass = status // 100
+    return klass - 1 if 1 <= klass <= 5 else 5
+
+
+def outcome_index(outcome: int | BaseException) -> int:
+    """The index in :data:`OUTCOMES` of what ended an attempt or a call: a status, 0 (nothing
+    answered: the caller gave up), or the exception."""
+    if isinstance(outcome, int):
+        klass = outcome // 100
+        return klass - 1 if 1 <= klass <= 5 else _ABORTED
+    if isinstance(outcome, Refused):
+        return _REFUSED
+    if isinstance(outcome, UpstreamTimeout):
+        return _TIMEOUT
+    if isinstance(outcome, UpstreamError):
+        return _ERROR
+    return _ABORTED  # the client went away, the call was cancelled
+
+
+def _nothing() -> None:
+    pass
+
+
+class Histogram:
+    """Observations per bucket (not cumulative: the scrape adds them up) and their sum."""
+
+    __slots__ = ("buckets", "sum")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(BOUNDS) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        # bisect_left: the first bound >= seconds, as Prometheus's ``le`` (less or equal).
+        self.buckets[bisect_left(BOUNDS, seconds)] += 1
+        self.sum += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.buckets)
+
+
+class RouteMeter:
+    """One route's requests by status class and their latency."""
+
+    __slots__ = ("codes", "latency", "route")
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.codes = [0] * len(STATUS_CLASSES)
+        self.latency = Histogram()
+
+    def record(self, status: int, seconds: float) -> None:
+        self.codes[status_index(status)] += 1
+        self.latency.observe(seconds)
+
+
+class InstanceMeter:
+    """One instance's attempts by outcome and their latency (from the attempt's start to the
+    end of its answer, or to its failure)."""
+
+    __slots__ = ("instance", "latency", "outcomes")
+
+    def __init__(self, instance: str) -> None:
+        self.instance = instance
+        self.outcomes = [0] * len(OUTCOMES)
+        self.latency = Histogram()
+
+
+class ServiceMeter:
+    """One service's calls (every attempt included) by outcome and their latency, and its
+    instances' attempts. Shared by every route and call that reaches the service."""
+
+    __slots__ = ("instances", "latency", "outcomes", "retried", "service", "tunnels")
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.outcomes = [0] * len(OUTCOMES)
+        self.latency = Histogram()
+        self.instances: dict[str, InstanceMeter] = {}
+        self.tunnels = 0  # proxied WebSocket connections open now
+        # Counts a pooled connection found closed and retried on a fresh one (the resilience
+        # layer's edgeway_upstream_retries_total, reason "stale"): rare, so a plain call.
+        self.retried: Callable[[], None] = _nothing
+
+    def instance(self, label: str) -> InstanceMeter:
+        meter = self.instances.get(label)
+        if meter is None:
+            meter = self.instances[label] = InstanceMeter(label)
+        return meter
+
+    def attempt(self, label: str, outcome: int | BaseException, seconds: float) -> None:
+        meter = self.instance(label)
+        meter.outcomes[outcome_index(outcome)] += 1
+        meter.latency.observe(seconds)
+
+    def call(self, outcome: int | BaseException, seconds: float) -> None:
+        self.outcomes[outcome_index(outcome)] += 1
+        self.latency.observe(seconds)
+
+    def forget(self, label: str) -> None:
+        """An instance left the service (discovery): its series go."""
+        self.instances.pop(label, None)
