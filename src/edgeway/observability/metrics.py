@@ -36,13 +36,28 @@ class MetricsConflictError(ValueError):
 
 
 class Metrics:
-    """The metrics of one app; ``exposition()`` renders them for ``/metrics``."""
+    """The metrics of one app; ``exposition()`` renders them for ``/metrics``.
 
-    def __init__(self, service: str, registry: CollectorRegistry | None = None) -> None:
+    ``http_server=False``: without the standard HTTP server families (``requests``,
+    ``latency``, ``in_flight``), for an app that exports them its own way under the same names
+    (the gateway counts them in plain integers: :mod:`edgeway.gateway.telemetry.metrics`).
+    """
+
+    requests: Counter
+    latency: Histogram
+    in_flight: Gauge
+
+    def __init__(
+        self, service: str, registry: CollectorRegistry | None = None, *, http_server: bool = True
+    ) -> None:
         self.service = service
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._metrics: dict[str, MetricWrapperBase] = {}
         self._collectors: dict[str, Collector] = {}
+        if http_server:
+            self._http_server()
+
+    def _http_server(self) -> None:
         self.requests = self.counter(
             "http_server_requests_total",
             "HTTP requests served, by method, route template and status code.",

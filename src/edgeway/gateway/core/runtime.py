@@ -307,7 +307,7 @@ class Gateway:
             self.access_log.record(ex, route_id, span.trace_id, span.parent_id)
         meters = self._route_meters
         if meters is not None:
-            meters[route_id].record(ex.status, _perf_counter() - ex.started)
+            meters[route_id].record(ex.method, ex.status, _perf_counter() - ex.started)
         tracer = self._tracer
         if tracer is not None:
             tracer.end(ex, route_id, span)

@@ -8,9 +8,10 @@ import logging
 from typing import TYPE_CHECKING
 
 from edgeway.gateway.core.pipeline import GatewayEnv
-from edgeway.gateway.telemetry.meters import RouteMeter, ServiceMeter
+from edgeway.gateway.telemetry.meters import CallTracing, RouteMeter, ServiceMeter
 from edgeway.gateway.telemetry.metrics import GatewayMeters
 from edgeway.gateway.upstream.clusters import Cluster, ClusterChange
+from edgeway.observability.ids import TraceParent
 
 if TYPE_CHECKING:
     from edgeway.gateway.telemetry.tracing import GatewayTracer
@@ -34,6 +35,8 @@ class GatewayTelemetry:
 
             self.tracer = GatewayTracer(settings.tracing, env.config.name)
         self._watched: list[Cluster] = []
+        for name in env.config.services:
+            self.service(name)
 
     def __repr__(self) -> str:
         return f"<GatewayTelemetry metrics={self.meters is not None} tracing={self.tracer is not None}>"
@@ -70,6 +73,16 @@ class GatewayTelemetry:
             self._watched.append(cluster)
             cluster.listeners.append(self._changed)
         return meter
+
+    def meter(self, service: str) -> ServiceMeter | None:
+        """The meter of a configured service (None: metrics off)."""
+        return self.meters.services.get(service) if self.meters is not None else None
+
+    def call_trace(self, parent: TraceParent, service: str, name: str) -> CallTracing | None:
+        """The spans of a named call (an aggregate's, an endpoint's) made for the request whose
+        trace context is ``parent``; None when tracing is off or the request is not sampled."""
+        tracer = self.tracer
+        return tracer.call(parent, service, name) if tracer is not None else None
 
     def _changed(self, cluster: Cluster, change: ClusterChange) -> None:
         meters = self.meters

@@ -27,10 +27,10 @@ if TYPE_CHECKING:
 __all__ = [
     "BOUNDS",
     "OUTCOMES",
-    "STATUS_CLASSES",
     "CallTracing",
     "Histogram",
     "InstanceMeter",
+    "MethodMeter",
     "RequestTracing",
     "RouteMeter",
     "ServiceMeter",
@@ -40,10 +40,6 @@ __all__ = [
 # Seconds; the service kit's buckets (edgeway.observability.metrics.LATENCY_BUCKETS), so one
 # dashboard query reads both.
 BOUNDS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-# The ``code`` label of a request: its status class; "other" for a status outside 100..599
-# (none was sent: the client went away before anything was answered).
-STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 
 # The ``outcome`` of an upstream attempt or call: the status class answered, or why none was.
 OUTCOMES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", "timeout", "error", "refused", "aborted")
@@ -74,11 +70,6 @@ class RequestTracing(Protocol):
     def end(self, ex: Exchange, route_id: str | None, tp: TraceParent) -> None: ...
 
     def call(self, parent: TraceParent, service: str, name: str | None = None) -> CallTracing | None: ...
-
-
-def status_index(status: int) -> int:
-    klass = status // 100
-    return klass - 1 if 1 <= klass <= 5 else 5
 
 
 def outcome_index(outcome: int | BaseException) -> int:
@@ -119,19 +110,34 @@ class Histogram:
         return sum(self.buckets)
 
 
-class RouteMeter:
-    """One route's requests by status class and their latency."""
+class MethodMeter:
+    """One route's requests with one method: their count by status and their latency."""
 
-    __slots__ = ("codes", "latency", "route")
+    __slots__ = ("latency", "method", "statuses")
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.statuses: dict[int, int] = {}
+        self.latency = Histogram()
+
+
+class RouteMeter:
+    """One route's requests, by method (the parser admits registered methods only, so the
+    set is bounded) and status, and their latency."""
+
+    __slots__ = ("methods", "route")
 
     def __init__(self, route: str) -> None:
         self.route = route
-        self.codes = [0] * len(STATUS_CLASSES)
-        self.latency = Histogram()
+        self.methods: dict[bytes, MethodMeter] = {}
 
-    def record(self, status: int, seconds: float) -> None:
-        self.codes[status_index(status)] += 1
-        self.latency.observe(seconds)
+    def record(self, method: bytes, status: int, seconds: float) -> None:
+        meter = self.methods.get(method)
+        if meter is None:
+            meter = self.methods[method] = MethodMeter(method.decode("latin-1"))
+        statuses = meter.statuses
+        statuses[status] = statuses.get(status, 0) + 1
+        meter.latency.observe(seconds)
 
 
 class InstanceMeter:

@@ -8,7 +8,8 @@ counting where the running config left off.
 
 The families (docs/observability.md, "Gateway metrics", says what each means):
 
-- ``edgeway_gateway_requests_total`` (route, code) and ``..._request_duration_seconds`` (route);
+- ``http_server_requests_total`` (method, route, status) and ``http_server_request_duration_seconds``
+  (method, route): the service kit's families, under the same names, so one query reads both;
 - ``edgeway_gateway_upstream_calls_total`` (service, outcome) and
   ``..._upstream_call_duration_seconds`` (service): a call, every attempt included;
 - ``edgeway_gateway_upstream_attempts_total`` (service, instance, outcome) and
@@ -16,11 +17,10 @@ The families (docs/observability.md, "Gateway metrics", says what each means):
 - ``edgeway_gateway_websocket_tunnels`` (service): proxied WebSocket connections open now.
 
 ``route`` is the route's id (its ``id``, or the one derived from its path), never the request
-path; ``<unmatched>`` counts requests no route matched. ``code`` is ``1xx``..``5xx`` (``other``:
-nothing was answered). ``outcome`` is the status class answered, or ``timeout``, ``error`` (no
-usable answer: connect failure, reset, protocol error), ``refused`` (the service's guard
-refused the call: breaker open, concurrency bound, no instance) or ``aborted`` (the caller gave
-up: the client went away).
+path; ``<unmatched>`` counts requests no route matched (as the kit does). ``outcome`` is the
+status class answered, or ``timeout``, ``error`` (no usable answer: connect failure, reset,
+protocol error), ``refused`` (the service's guard refused the call: breaker open, concurrency
+bound, no instance) or ``aborted`` (the caller gave up: the client went away).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from prometheus_client.registry import Collector
 from edgeway.gateway.telemetry.meters import (
     BOUNDS,
     OUTCOMES,
-    STATUS_CLASSES,
     Histogram,
     RouteMeter,
     ServiceMeter,
@@ -82,12 +81,12 @@ class GatewayMeters(Collector):
 
     def collect(self) -> Iterator[Metric]:
         requests, latency, calls, call_latency, attempts, attempt_latency, tunnels = self._families()
-        for meter in list(self.routes.values()):
-            for code, n in zip(STATUS_CLASSES, meter.codes, strict=True):
-                if n:
-                    requests.add_metric([meter.route, code], n)
-            if meter.latency.count:
-                latency.add_metric([meter.route], _buckets(meter.latency), meter.latency.sum)
+        for route in list(self.routes.values()):
+            for by_method in list(route.methods.values()):
+                method = by_method.method
+                for status, n in sorted(by_method.statuses.items()):
+                    requests.add_metric([method, route.route, str(status)], n)
+                latency.add_metric([method, route.route], _buckets(by_method.latency), by_method.latency.sum)
         for service in list(self.services.values()):
             name = service.service
             for outcome, n in zip(OUTCOMES, service.outcomes, strict=True):
@@ -117,14 +116,14 @@ class GatewayMeters(Collector):
     ]:
         return (
             CounterMetricFamily(
-                "edgeway_gateway_requests",
-                "Requests answered, by route and status class (code: 1xx..5xx, other: none sent).",
-                labels=("route", "code"),
+                "http_server_requests",
+                "HTTP requests served, by method, route and status code.",
+                labels=("method", "route", "status"),
             ),
             HistogramMetricFamily(
-                "edgeway_gateway_request_duration_seconds",
-                "Time from a request's arrival to the end of its response, by route.",
-                labels=("route",),
+                "http_server_request_duration_seconds",
+                "Time from the request's arrival to the end of the response body.",
+                labels=("method", "route"),
             ),
             CounterMetricFamily(
                 "edgeway_gateway_upstream_calls",
