@@ -12,6 +12,7 @@ import io
 from collections.abc import AsyncIterator
 from typing import Any
 
+from gateway_helpers import backend, read_request
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,7 +24,6 @@ from edgeway.gateway.core.access_log import AccessLog
 from edgeway.gateway.core.runtime import Gateway
 from edgeway.gateway.telemetry.component import telemetry_of
 from edgeway.http.listener import Listener, bind_socket
-from gateway_helpers import backend, read_request
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -129,7 +129,8 @@ async def test_a_proxied_request_is_a_server_span_with_a_client_span_whose_id_th
     # the server span continues the client's trace
     assert hex_ids(server)[0] == TRACE
     assert parent_id(server) == CLIENT_SPAN
-    assert server.parent is not None and server.parent.is_remote
+    assert server.parent is not None
+    assert server.parent.is_remote
     assert server.name == "GET api"
     assert server.attributes is not None
     assert server.attributes["edgeway.request_id"] == "req-42"
@@ -150,7 +151,8 @@ async def test_a_proxied_request_is_a_server_span_with_a_client_span_whose_id_th
     assert headers[b"x-request-id"] == b"req-42"
     # the client gets the server span's id
     assert answered[b"traceparent"] == f"00-{TRACE}-{hex_ids(server)[1]}-01".encode()
-    assert client.start_time is not None and server.start_time is not None
+    assert client.start_time is not None
+    assert server.start_time is not None
     assert server.start_time <= client.start_time
 
 
@@ -245,7 +247,8 @@ async def test_an_aggregate_call_is_an_internal_span_above_its_attempt() -> None
     server_id = hex_ids(server)[1]
     assert {parent_id(s) for s in calls.values()} == {server_id}
     assert {parent_id(s) for s in attempts} == {hex_ids(s)[1] for s in calls.values()}
-    assert server.attributes is not None and server.attributes["edgeway.request_id"] == "agg-1"
+    assert server.attributes is not None
+    assert server.attributes["edgeway.request_id"] == "agg-1"
     # each service call carries its attempt's span id, and only one traceparent
     sent = sorted(headers[b"traceparent"].decode() for _, headers in seen.requests)
     trace_id = hex_ids(server)[0]
