@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -376,3 +379,53 @@ async def test_metrics_off_exports_no_request_families(tmp_path: Path, enabled: 
     assert "http_server_requests_total" not in names
     assert "edgeway_gateway_upstream_attempts_total" not in names
     assert value(samples, "edgeway_gateway_connections", listener="traffic") == 0
+
+
+async def test_a_multi_worker_gateway_answers_the_sum_of_its_workers(tmp_path: Path) -> None:
+    """Each scrape lands on one worker (they share the admin port); every one answers the total."""
+    async with status_backends(1) as (backend,):
+        port, admin = ports()
+        path = tmp_path / "gw.yaml"
+        config = gateway_config(
+            port,
+            admin,
+            {"api": {"instances": [url(backend)]}},
+            [{"id": "all", "match": {"path": "/**"}, "proxy": {"service": "api"}}],
+        )
+        write(path, config)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeway.cli", "gateway", "--config", str(path), "--workers", "2"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            # both workers up: every scrape adds up two expositions
+            for _ in range(300):
+                with contextlib.suppress(OSError, AssertionError, asyncio.IncompleteReadError):
+                    if value(await scrape(admin), "edgeway_gateway_workers") == 2:
+                        break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the two workers did not both answer")
+            for _ in range(40):  # a connection each: the kernel spreads them over the workers
+                assert (await once(port, "GET", "/x")).status == 200
+            scrapes = [await scrape(admin) for _ in range(8)]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 15)
+    assert backend.requests == 40
+    for samples in scrapes:
+        assert value(samples, "edgeway_gateway_workers") == 2
+        assert value(samples, "http_server_requests_total", method="GET", route="all", status="200") == 40
+        assert value(samples, "http_server_request_duration_seconds_count", method="GET", route="all") == 40
+        assert (
+            value(
+                samples,
+                "edgeway_gateway_upstream_attempts_total",
+                service="api",
+                instance=backend.instance,
+                outcome="2xx",
+            )
+            == 40
+        )
+    assert proc.returncode == 0
