@@ -11,7 +11,6 @@ written, from the scrape.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -101,8 +100,15 @@ class Histogram:
         self.sum = 0.0
 
     def observe(self, seconds: float) -> None:
-        # bisect_left: the first bound >= seconds, as Prometheus's ``le`` (less or equal).
-        self.buckets[bisect_left(BOUNDS, seconds)] += 1
+        # The first bound >= seconds (Prometheus's ``le``: less or equal). A scan from the
+        # smallest: a gateway's latencies sit in the first buckets, and compiled, each step is a
+        # float comparison, where bisect.bisect_left costs a Python call (~1,300 instructions).
+        i = 0
+        for bound in BOUNDS:
+            if seconds <= bound:
+                break
+            i += 1
+        self.buckets[i] += 1
         self.sum += seconds
 
     @property
@@ -175,6 +181,7 @@ class ServiceMeter:
         return meter
 
     def attempt(self, label: str, outcome: int | BaseException, seconds: float) -> None:
+        """One attempt on instance ``label`` ended with ``outcome`` after ``seconds``."""
         meter = self.instance(label)
         meter.outcomes[outcome_index(outcome)] += 1
         meter.latency.observe(seconds)

@@ -463,7 +463,7 @@ class UpstreamCall:
         delay = self.retry_after_error(exc)
         if delay is None:
             return False
-        self.attempt_over(exc)
+        self.attempt_over(exc, self.loop.time())
         self.report(exc)
         await self._next_attempt(delay)
         return True
@@ -472,7 +472,7 @@ class UpstreamCall:
         delay = self.retry_after_status(status)
         if delay is None:
             return False
-        self.attempt_over(status)
+        self.attempt_over(status, self.loop.time())
         self.report(status)
         await self._next_attempt(delay)
         return True
@@ -675,12 +675,13 @@ class UpstreamCall:
             self.ep.outstanding -= 1
             self.ep = None
 
-    def attempt_over(self, outcome: int | BaseException) -> None:
-        """Telemetry of the attempt that just ended: its instance's meter, its span."""
+    def attempt_over(self, outcome: int | BaseException, now: float) -> None:
+        """Telemetry of the attempt that just ended (``now``: loop time): its instance's meter,
+        its span."""
         meter = self.meter
         ep = self.ep
         if meter is not None and ep is not None:
-            meter.attempt(ep.label, outcome, self.loop.time() - self.sent_at)
+            meter.attempt(ep.label, outcome, now - self.sent_at)
         trace = self.trace
         if trace is not None:
             trace.attempt_over(outcome)
@@ -688,12 +689,13 @@ class UpstreamCall:
     def observe_end(self, outcome: int | BaseException) -> None:
         """Telemetry of the whole call, its last attempt first; once (a refusal is observed
         where it happens, and the call may still be finished after it)."""
+        now = self.loop.time()
         if self.ep is not None:
-            self.attempt_over(outcome)
+            self.attempt_over(outcome, now)
         meter = self.meter
         if meter is not None:
             self.meter = None
-            meter.call(outcome, self.loop.time() - self.began)
+            meter.call(outcome, now - self.began)
         trace = self.trace
         if trace is not None:
             self.trace = None
