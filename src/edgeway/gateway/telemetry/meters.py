@@ -86,6 +86,44 @@ def outcome_index(outcome: int | BaseException) -> int:
     return _ABORTED  # the client went away, the call was cancelled
 
 
+def bucket_index(seconds: float) -> int:
+    """The index of the first bound >= ``seconds`` in :data:`BOUNDS` (Prometheus's ``le``),
+    ``len(BOUNDS)`` for +Inf.
+
+    Spelled out: compiled, each test is one comparison of two C doubles, smallest bound first
+    (where a gateway's latencies are). bisect.bisect_left is a Python call (~1,300 instructions),
+    and a loop over BOUNDS rebuilds the tuple constant on every call in the compiled build.
+    tests/gateway/test_gateway_meters.py checks it against BOUNDS.
+    """
+    if seconds <= 0.001:
+        return 0
+    if seconds <= 0.0025:
+        return 1
+    if seconds <= 0.005:
+        return 2
+    if seconds <= 0.01:
+        return 3
+    if seconds <= 0.025:
+        return 4
+    if seconds <= 0.05:
+        return 5
+    if seconds <= 0.1:
+        return 6
+    if seconds <= 0.25:
+        return 7
+    if seconds <= 0.5:
+        return 8
+    if seconds <= 1.0:
+        return 9
+    if seconds <= 2.5:
+        return 10
+    if seconds <= 5.0:
+        return 11
+    if seconds <= 10.0:
+        return 12
+    return 13
+
+
 def _nothing() -> None:
     pass
 
@@ -100,15 +138,7 @@ class Histogram:
         self.sum = 0.0
 
     def observe(self, seconds: float) -> None:
-        # The first bound >= seconds (Prometheus's ``le``: less or equal). A scan from the
-        # smallest: a gateway's latencies sit in the first buckets, and compiled, each step is a
-        # float comparison, where bisect.bisect_left costs a Python call (~1,300 instructions).
-        i = 0
-        for bound in BOUNDS:
-            if seconds <= bound:
-                break
-            i += 1
-        self.buckets[i] += 1
+        self.buckets[bucket_index(seconds)] += 1
         self.sum += seconds
 
     @property
@@ -116,33 +146,52 @@ class Histogram:
         return sum(self.buckets)
 
 
+# Statuses are counted in a list indexed by ``status - 100``; anything outside 100..599 (no
+# status: nothing was answered) in the last slot, exported as status "0".
+_STATUSES: Final = 500
+
+
 class MethodMeter:
     """One route's requests with one method: their count by status and their latency."""
 
-    __slots__ = ("latency", "method", "statuses")
+    __slots__ = ("counts", "latency", "method", "name")
 
-    def __init__(self, method: str) -> None:
+    def __init__(self, method: bytes) -> None:
         self.method = method
-        self.statuses: dict[int, int] = {}
+        self.name = method.decode("latin-1")
+        self.counts = [0] * (_STATUSES + 1)
         self.latency = Histogram()
+
+    def statuses(self) -> list[tuple[int, int]]:
+        """(status, requests) for every status seen, in order."""
+        found = [(i + 100, n) for i, n in enumerate(self.counts[:_STATUSES]) if n]
+        if self.counts[_STATUSES]:
+            found.append((0, self.counts[_STATUSES]))
+        return found
 
 
 class RouteMeter:
     """One route's requests, by method (the parser admits registered methods only, so the
     set is bounded) and status, and their latency."""
 
-    __slots__ = ("methods", "route")
+    __slots__ = ("last", "methods", "route")
 
     def __init__(self, route: str) -> None:
         self.route = route
         self.methods: dict[bytes, MethodMeter] = {}
+        # The method of the last request: a route's requests mostly share one, and comparing
+        # three bytes costs less than hashing them for the dict.
+        self.last: MethodMeter | None = None
 
     def record(self, method: bytes, status: int, seconds: float) -> None:
-        meter = self.methods.get(method)
-        if meter is None:
-            meter = self.methods[method] = MethodMeter(method.decode("latin-1"))
-        statuses = meter.statuses
-        statuses[status] = statuses.get(status, 0) + 1
+        meter = self.last
+        if meter is None or meter.method != method:
+            meter = self.methods.get(method)
+            if meter is None:
+                meter = self.methods[method] = MethodMeter(method)
+            self.last = meter
+        i = status - 100
+        meter.counts[i if 0 <= i < _STATUSES else _STATUSES] += 1
         meter.latency.observe(seconds)
 
 

@@ -83,8 +83,8 @@ class GatewayMeters(Collector):
         requests, latency, calls, call_latency, attempts, attempt_latency, tunnels = self._families()
         for route in list(self.routes.values()):
             for by_method in list(route.methods.values()):
-                method = by_method.method
-                for status, n in sorted(by_method.statuses.items()):
+                method = by_method.name
+                for status, n in by_method.statuses():
                     requests.add_metric([method, route.route, str(status)], n)
                 latency.add_metric([method, route.route], _buckets(by_method.latency), by_method.latency.sum)
         for service in list(self.services.values()):
