@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import io
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway_helpers import backend, read_request
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -320,3 +323,63 @@ async def test_an_unmatched_request_is_a_server_span_too() -> None:
     assert server.attributes is not None
     assert server.attributes["http.response.status_code"] == 404
     assert server.attributes["edgeway.request_id"] == "nf-1"
+
+
+async def test_spans_are_exported_by_otlp_over_http_to_the_configured_endpoint() -> None:
+    """A real OTLP/HTTP receiver (protobuf over HTTP, decoded with opentelemetry-proto)."""
+    received: list[tuple[str, dict[str, str], bytes]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    seen = Seen()
+    try:
+        async with backend(seen.handle) as port:
+            cfg = {
+                "name": "exporting-gw",
+                "services": {"api": {"instances": [f"http://127.0.0.1:{port}"]}},
+                "routes": proxy(),
+                "telemetry": {
+                    "tracing": {
+                        "enabled": True,
+                        "endpoint": f"http://127.0.0.1:{collector.server_address[1]}/v1/traces",
+                        "headers": {"x-collector-token": "t0k"},
+                        "service_name": "edge",
+                    }
+                },
+            }
+            gw = Gateway(validate_config(cfg), AccessLog("exporting-gw", io.BytesIO()))
+            await gw.start()
+            listener = Listener(gw, gw.limits)
+            await listener.start(bind_socket("127.0.0.1", 0))
+            try:
+                assert (await get(listener.port, "/api/x", b"x-request-id: otlp-1\r\n"))[0] == 200
+            finally:
+                await listener.shutdown(1.0)
+                await gw.stop()  # flushes the batch processor
+    finally:
+        collector.shutdown()
+    ((path, headers, body),) = received
+    assert path == "/v1/traces"
+    assert headers["content-type"] == "application/x-protobuf"
+    assert headers["x-collector-token"] == "t0k"
+    request = ExportTraceServiceRequest.FromString(body)
+    (resource_spans,) = request.resource_spans
+    service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}["service.name"]
+    assert service == "edge"
+    spans = [span for scope in resource_spans.scope_spans for span in scope.spans]
+    assert sorted(span.name for span in spans) == ["GET api", "GET api"]  # server and client
+    (server,) = [span for span in spans if span.kind == span.SPAN_KIND_SERVER]
+    attributes = {a.key: a.value for a in server.attributes}
+    assert attributes["edgeway.request_id"].string_value == "otlp-1"

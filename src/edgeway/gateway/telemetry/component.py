@@ -4,6 +4,7 @@ service (when metrics are on) and the tracer (when tracing is on). One per gatew
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -107,7 +108,9 @@ class GatewayTelemetry:
                 cluster.listeners.remove(self._changed)
         self._watched.clear()
         if self.tracer is not None:
-            self.tracer.shutdown()
+            # The last export is a blocking HTTP request: not on the event loop, which a live
+            # reload keeps serving while the old config stops.
+            await asyncio.to_thread(self.tracer.shutdown)
 
 
 def telemetry_of(env: GatewayEnv) -> GatewayTelemetry:
