@@ -134,11 +134,13 @@ class Histogram:
     __slots__ = ("buckets", "sum")
 
     def __init__(self) -> None:
-        self.buckets = [0] * (len(BOUNDS) + 1)  # the last one is +Inf
+        self.buckets: list[int] = [0] * (len(BOUNDS) + 1)  # the last one is +Inf
         self.sum = 0.0
 
     def observe(self, seconds: float) -> None:
-        self.buckets[bucket_index(seconds)] += 1
+        buckets = self.buckets
+        i = bucket_index(seconds)
+        buckets[i] = buckets[i] + 1  # (``+=`` on a list item is a generic Python add, compiled)
         self.sum += seconds
 
     @property
@@ -159,7 +161,7 @@ class MethodMeter:
     def __init__(self, method: bytes) -> None:
         self.method = method
         self.name = method.decode("latin-1")
-        self.counts = [0] * (_STATUSES + 1)
+        self.counts: list[int] = [0] * (_STATUSES + 1)
         self.latency = Histogram()
 
     def statuses(self) -> list[tuple[int, int]]:
@@ -191,7 +193,10 @@ class RouteMeter:
                 meter = self.methods[method] = MethodMeter(method)
             self.last = meter
         i = status - 100
-        meter.counts[i if 0 <= i < _STATUSES else _STATUSES] += 1
+        if not 0 <= i < _STATUSES:
+            i = _STATUSES
+        counts = meter.counts
+        counts[i] = counts[i] + 1
         meter.latency.observe(seconds)
 
 
@@ -203,7 +208,7 @@ class InstanceMeter:
 
     def __init__(self, instance: str) -> None:
         self.instance = instance
-        self.outcomes = [0] * len(OUTCOMES)
+        self.outcomes: list[int] = [0] * len(OUTCOMES)
         self.latency = Histogram()
 
 
@@ -215,7 +220,7 @@ class ServiceMeter:
 
     def __init__(self, service: str) -> None:
         self.service = service
-        self.outcomes = [0] * len(OUTCOMES)
+        self.outcomes: list[int] = [0] * len(OUTCOMES)
         self.latency = Histogram()
         self.instances: dict[str, InstanceMeter] = {}
         self.tunnels = 0  # proxied WebSocket connections open now
@@ -232,11 +237,15 @@ class ServiceMeter:
     def attempt(self, label: str, outcome: int | BaseException, seconds: float) -> None:
         """One attempt on instance ``label`` ended with ``outcome`` after ``seconds``."""
         meter = self.instance(label)
-        meter.outcomes[outcome_index(outcome)] += 1
+        outcomes = meter.outcomes
+        i = outcome_index(outcome)
+        outcomes[i] = outcomes[i] + 1
         meter.latency.observe(seconds)
 
     def call(self, outcome: int | BaseException, seconds: float) -> None:
-        self.outcomes[outcome_index(outcome)] += 1
+        outcomes = self.outcomes
+        i = outcome_index(outcome)
+        outcomes[i] = outcomes[i] + 1
         self.latency.observe(seconds)
 
     def forget(self, label: str) -> None:
