@@ -10,8 +10,11 @@ import asyncio
 import contextlib
 import http.server
 import io
+import textwrap
 import threading
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from gateway_helpers import backend, read_request
@@ -57,14 +60,19 @@ class Seen:
 
 @contextlib.asynccontextmanager
 async def traced_gateway(
-    services: dict[str, Any], routes: list[dict[str, Any]], **tracing: Any
+    services: dict[str, Any],
+    routes: list[dict[str, Any]],
+    python: dict[str, Any] | None = None,
+    **tracing: Any,
 ) -> AsyncIterator[tuple[int, InMemorySpanExporter]]:
-    cfg = {
+    cfg: dict[str, Any] = {
         "name": "traced-gw",
         "services": services,
         "routes": routes,
         "telemetry": {"tracing": {"enabled": True, **tracing}},
     }
+    if python is not None:
+        cfg["python"] = python
     gw = Gateway(validate_config(cfg), AccessLog("traced-gw", io.BytesIO()))
     exporter = InMemorySpanExporter()
     tracer = telemetry_of(gw.env).tracer
@@ -383,3 +391,45 @@ async def test_spans_are_exported_by_otlp_over_http_to_the_configured_endpoint()
     (server,) = [span for span in spans if span.kind == span.SPAN_KIND_SERVER]
     attributes = {a.key: a.value for a in server.attributes}
     assert attributes["edgeway.request_id"].string_value == "otlp-1"
+
+
+async def test_a_python_endpoint_call_is_an_internal_span_above_its_attempt(tmp_path: Path) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    module = f"traced_bff_{suffix}"
+    (tmp_path / f"{module}.py").write_text(
+        textwrap.dedent(
+            f"""\
+            from edgeway.bff import endpoint
+
+            @endpoint("GET", "/home", name="home_{suffix}")
+            async def home(req):
+                reply = await req.services.api.get("/items")
+                return {{"items": reply.json()}}
+            """
+        )
+    )
+    seen = Seen()
+    async with (
+        backend(seen.handle) as port,
+        traced_gateway(
+            {"api": {"instances": [f"http://127.0.0.1:{port}"]}},
+            [
+                {
+                    "id": "home",
+                    "match": {"path": "/home", "methods": ["GET"]},
+                    "endpoint": {"name": f"home_{suffix}"},
+                }
+            ],
+            python={"modules": [module], "paths": [str(tmp_path)]},
+        ) as (gw_port, exporter),
+    ):
+        assert (await get(gw_port, "/home"))[0] == 200
+    spans = exporter.get_finished_spans()
+    (server,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    (call,) = [s for s in spans if s.kind is SpanKind.INTERNAL]
+    (attempt,) = [s for s in spans if s.kind is SpanKind.CLIENT]
+    assert call.name == "call GET api"
+    assert parent_id(call) == hex_ids(server)[1]
+    assert parent_id(attempt) == hex_ids(call)[1]
+    ((_, headers),) = seen.requests
+    assert headers[b"traceparent"] == f"00-{hex_ids(server)[0]}-{hex_ids(attempt)[1]}-01".encode()
