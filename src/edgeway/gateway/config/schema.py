@@ -40,6 +40,7 @@ from edgeway.gateway.filters.cors_config import CorsRule
 from edgeway.gateway.filters.ratelimit.config import RateLimitRule, RateLimitStore
 from edgeway.gateway.filters.validation_config import RequestValidation
 from edgeway.gateway.process.config import AdminListen, Limits, Listen, ReloadSettings
+from edgeway.gateway.telemetry.config import TelemetrySettings
 from edgeway.gateway.upstream.config import Service
 
 _ROUTE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
@@ -209,6 +210,10 @@ class GatewayConfig(StrictModel):
     python: PythonEndpoints | None = Field(None, description="Python modules registering endpoints.")
     push: PushSettings | None = Field(None, description="Where push channels take their messages from.")
     reload: ReloadSettings = Field(default_factory=ReloadSettings, description="Live reload of this config.")
+    telemetry: TelemetrySettings = Field(
+        default_factory=TelemetrySettings,
+        description="The gateway's metrics (admin `/metrics`) and OpenTelemetry traces.",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -139,7 +139,8 @@ class GatewayEnv:
         if self._metrics is None:
             from edgeway.observability.metrics import Metrics
 
-            self._metrics = Metrics(self.config.name)
+            # The HTTP server families (http_server_requests_total...) are the telemetry's.
+            self._metrics = Metrics(self.config.name, http_server=False)
         return self._metrics
 
     def shared(self, key: str, factory: Callable[[], C]) -> C:

@@ -31,6 +31,7 @@ from edgeway.gateway.process.admin_auth import (
     write_token,
 )
 from edgeway.gateway.process.reload import Reloader, ReloadResult, Trigger
+from edgeway.gateway.telemetry.workers import DIR_ENV, WorkerMetrics
 from edgeway.http.listener import Listener, bind_socket
 from edgeway.http.server import ServerProtocol
 from edgeway.observability.logs import setup_logging
@@ -67,6 +68,14 @@ class GatewayServer:
         self.admin_handler = AdminHandler(self.gateway, AdminGuard(token or _unusable_token(), hosts))
         self.admin: Listener | None = None
         self.reloader: Reloader | None = None
+        self.worker_metrics: WorkerMetrics | None = None
+        metrics_dir = os.environ.get(DIR_ENV)
+        if parent_pid is not None and metrics_dir:
+            self.worker_metrics = WorkerMetrics(
+                Path(metrics_dir), lambda: self.gateway.env.metrics.exposition()[0]
+            )
+            self.admin_handler.workers = self.worker_metrics
+        self._watch_connections(self.gateway)
         if path is not None:
             announce = None
             if parent_pid is not None:
@@ -88,7 +97,24 @@ class GatewayServer:
     def _rejected(self, conn: ServerProtocol, status: int, reason: str) -> None:
         self.events.event("warning", "request rejected", client=conn.client, status=status, reason=reason)
 
+    def _watch_connections(self, gateway: Gateway) -> None:
+        """Open client connections, per listener, and requests in flight, read at scrape time."""
+        gateway.env.metrics.gauge(
+            "http_server_requests_in_flight", "Requests being served now."
+        ).set_function(lambda: float(self.gateway.inflight))
+        gauge = gateway.env.metrics.gauge(
+            "edgeway_gateway_connections",
+            "Client connections open now, by listener (traffic or admin).",
+            ("listener",),
+        )
+        gauge.labels("traffic").set_function(lambda: float(len(self.listener.connections)))
+        gauge.labels("admin").set_function(
+            lambda: float(len(self.admin.connections)) if self.admin is not None else 0.0
+        )
+
     def _install(self, gateway: Gateway) -> None:
+        if gateway.env.metrics is not self.gateway.env.metrics:
+            self._watch_connections(gateway)  # a new name: new metrics
         self.gateway = gateway
         self.listener.set_handler(gateway)
         self.admin_handler.gateway = gateway
@@ -120,6 +146,8 @@ class GatewayServer:
                 )
         if self.reloader is not None:
             self.reloader.start()
+        if self.worker_metrics is not None:
+            await self.worker_metrics.start()
         self.events.event(
             "info",
             "gateway listening",
@@ -156,6 +184,8 @@ class GatewayServer:
         forced = await self.listener.shutdown(grace)
         if self.admin is not None:
             await self.admin.shutdown(1.0)
+        if self.worker_metrics is not None:
+            await self.worker_metrics.stop()
         if self._token_file is not None:
             remove_token(self._token_file, self.admin_token)
         if self.reloader is not None:
