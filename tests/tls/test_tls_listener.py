@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from tls_helpers import (
     GOOD_CIPHER,
     TLS10,
@@ -23,6 +24,7 @@ from tls_helpers import (
     Pki,
     client_hello,
     echo_backend,
+    event_loop_policy,  # noqa: F401  (these tests run on uvloop)
     https_get,
     refused_handshake,
     send_hello,
@@ -32,8 +34,6 @@ from tls_helpers import (
 )
 
 from edgeway.gateway.process.serve import GatewayServer
-
-pytestmark = pytest.mark.xdist_group("tls")
 
 
 @pytest.fixture
@@ -62,6 +62,7 @@ async def gateway(tmp_path: Path, pki: Pki) -> AsyncIterator[GatewayServer]:
 async def test_serves_http_1_1_over_tls_and_tells_the_service_it_was_https(
     gateway: GatewayServer, pki: Pki
 ) -> None:
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)  # the gateway process's loop
     client = await HttpsClient.connect(gateway.port, pki.client_context())
     try:
         assert client.ssl_object.selected_alpn_protocol() == "http/1.1"
@@ -74,6 +75,21 @@ async def test_serves_http_1_1_over_tls_and_tells_the_service_it_was_https(
     seen = first.json()["headers"]
     assert seen["x-forwarded-proto"] == "https"
     assert second.json()["line"] == "GET /b HTTP/1.1"
+
+
+async def test_alpn_picks_http_1_1_among_what_the_client_offers(gateway: GatewayServer, pki: Pki) -> None:
+    ctx = pki.client_context()
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    client = await HttpsClient.connect(gateway.port, ctx)
+    try:
+        assert client.ssl_object.selected_alpn_protocol() == "http/1.1"
+        assert (await client.request("GET", "/")).status == 200
+    finally:
+        await client.close()
+    ctx = pki.client_context()
+    ctx.set_alpn_protocols([])  # no ALPN at all (curl --no-alpn, older clients): HTTP/1.1
+    reply, _ = await https_get(gateway.port, ctx)
+    assert reply.status == 200
 
 
 async def test_every_response_carries_hsts(gateway: GatewayServer, pki: Pki) -> None:

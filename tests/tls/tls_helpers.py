@@ -1,13 +1,20 @@
 """What the TLS tests share: certificates from throwaway CAs (trustme), a gateway served from a
 config file in-process with an HTTPS listener, a backend that echoes the headers it got, and
 TLS clients over real sockets (asyncio streams, or hand-written ClientHellos for what no modern
-client library still sends)."""
+client library still sends).
+
+The tests run on uvloop, the event loop a gateway process runs on (``serve`` installs it), so
+its TLS transport is the one tested: a module imports :func:`event_loop_policy` to get it (a
+conftest.py here would shadow the shared ``conftest`` module the tests import helpers from).
+``test_tls_asyncio_loop.py`` runs a test on asyncio's own loop, for embedders without uvloop.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import datetime
+import ipaddress
 import json
 import ssl
 import struct
@@ -16,12 +23,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trustme
+import uvloop
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from gateway_helpers import backend, read_request
 
 from edgeway.gateway.config import load_config
 from edgeway.gateway.process.serve import GatewayServer
 from edgeway.pki.local_ca import LocalCA
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+    """pytest-asyncio's hook: the loop the importing module's tests run on."""
+    policy: asyncio.AbstractEventLoopPolicy = uvloop.EventLoopPolicy()
+    return policy
 
 
 @dataclass(frozen=True)
@@ -87,6 +107,90 @@ class Pki:
         if client is not None:
             ctx.load_cert_chain(client.cert, client.key)
         return ctx
+
+
+def _usage(*, ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _ca_extensions(
+    builder: x509.CertificateBuilder, key: ec.EllipticCurvePrivateKey, path_length: int
+) -> Any:
+    return (
+        builder.add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+
+
+def chained_pki(directory: Path, names: dict[str, Sequence[str]]) -> tuple[Path, dict[str, Pair]]:
+    """A root, an intermediate it signed and, per entry of ``names``, a server certificate the
+    intermediate signed (the file: the certificate, then the intermediate), all RFC 5280-strict
+    (trustme marks subjectAltName critical, which strict verifiers refuse). Returns the root's
+    file and the pairs by name."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def builder(subject: str, issuer: str, public: Any) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+        )
+
+    root_key, mid_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    root = _ca_extensions(builder("Scan Root", "Scan Root", root_key.public_key()), root_key, 1).sign(
+        root_key, hashes.SHA256()
+    )
+    mid = (
+        _ca_extensions(builder("Scan Intermediate", "Scan Root", mid_key.public_key()), mid_key, 0)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False
+        )
+        .sign(root_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    directory.mkdir(parents=True, exist_ok=True)
+    root_file = directory / "root.pem"
+    root_file.write_bytes(root.public_bytes(pem))
+    pairs: dict[str, Pair] = {}
+    for name, sans in names.items():
+        key = ec.generate_private_key(ec.SECP256R1())
+        general: list[x509.GeneralName] = []
+        for san in sans:
+            try:
+                general.append(x509.IPAddress(ipaddress.ip_address(san)))
+            except ValueError:
+                general.append(x509.DNSName(san))
+        leaf = (
+            builder(sans[0], "Scan Intermediate", key.public_key())
+            .add_extension(x509.SubjectAlternativeName(general), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(_usage(ca=False), critical=True)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(mid_key.public_key()), critical=False
+            )
+            .sign(mid_key, hashes.SHA256())
+        )
+        pair = pairs[name] = Pair(directory / f"{name}.pem", directory / f"{name}.key")
+        pair.cert.write_bytes(leaf.public_bytes(pem) + mid.public_bytes(pem))
+        pair.key.write_bytes(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+    return root_file, pairs
 
 
 def expired(ca: trustme.CA, *names: str) -> trustme.LeafCert:

@@ -3,10 +3,14 @@ asks for certificates with ``listen.tls.client_certificates``)."""
 
 from __future__ import annotations
 
+import re
+
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from edgeway.gateway.config.base import StrictModel
+
+_SEPARATOR = re.compile(r"(?<!\\)\s*([,+])\s*")
 
 
 class ClientCertRule(StrictModel):
@@ -39,8 +43,11 @@ class ClientCertRule(StrictModel):
 
         out: list[str] = []
         for subject in value:
+            # Spaces around the separators are common in what people copy (RFC 2253 readers
+            # allow them); RFC 4514 itself has none.
+            compact = _SEPARATOR.sub(lambda m: m.group(1), subject.strip())
             try:
-                out.append(x509.Name.from_rfc4514_string(subject).rfc4514_string())
+                out.append(x509.Name.from_rfc4514_string(compact).rfc4514_string())
             except ValueError:
                 raise PydanticCustomError(
                     "subject",

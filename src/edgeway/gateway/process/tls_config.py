@@ -220,17 +220,19 @@ class ListenTls(StrictModel):
         for index, cert in enumerate(self.certificates):
             if cert._loaded is None:
                 continue  # its own error is reported
-            for name in cert.served_names:
-                if name in owner:
-                    problems.append(
-                        (
-                            ("certificates", index, "names" if cert.names is not None else "cert"),
-                            f"'{name}' is also a name of certificates[{owner[name]}]; each name is "
-                            "served by one certificate (list the ones this one serves in 'names')",
-                        )
+            taken = [name for name in cert.served_names if name in owner]
+            if taken:
+                names = ", ".join(f"'{name}'" for name in taken)
+                problems.append(
+                    (
+                        ("certificates", index, "names" if cert.names is not None else "cert"),
+                        f"{names} {'is' if len(taken) == 1 else 'are'} also served by "
+                        f"certificates[{owner[taken[0]]}]; each name is served by one certificate "
+                        "(list the ones this one serves in 'names')",
                     )
-                else:
-                    owner[name] = index
+                )
+            for name in cert.served_names:
+                owner.setdefault(name, index)
         if problems:
             raise LocatedProblemsError(problems)
         return self
