@@ -270,7 +270,8 @@ class HttpRedirect(StrictModel):
         None,
         min_length=1,
         description="Host names redirected (`*.example.com`: any one label); a request for another "
-        "host gets 400, so a forged Host header cannot make the gateway redirect anywhere. "
+        "host gets 421 Misdirected Request, so a forged Host header cannot make the gateway redirect "
+        "anywhere. "
         "Default: the names of `listen.tls.certificates`.",
     )
 
