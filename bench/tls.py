@@ -5,6 +5,7 @@ ciphers, one worker each, in front of the same backend, in one run:
     edgeway             wrk (keep-alive, https) -> edgeway, TLS listener -> backend  (log on)
     nginx               wrk (keep-alive, https) -> nginx, TLS listener   -> backend  (log off)
     edgeway_plain       wrk (keep-alive, http)  -> edgeway, plaintext    -> backend  (what TLS costs)
+    nginx_plain         wrk (keep-alive, http)  -> nginx, plaintext      -> backend  (what TLS costs nginx)
     edgeway_handshakes  ``openssl s_time -new`` clients in parallel: full handshakes per second
     nginx_handshakes    the same against nginx
 
@@ -39,7 +40,7 @@ from edgeway.pki.local_ca import dev_certificates
 
 DEFAULT_CONNECTIONS = (32,)
 DEFAULT_CLIENTS = 4
-WRK_LEGS = ("edgeway", "nginx", "edgeway_plain")
+WRK_LEGS = ("edgeway", "nginx", "edgeway_plain", "nginx_plain")
 HANDSHAKE_LEGS = ("edgeway_handshakes", "nginx_handshakes")
 LEG_NAMES = WRK_LEGS + HANDSHAKE_LEGS
 _CONNECTIONS = re.compile(r"(\d+) connections in [\d.]+s;")
@@ -193,10 +194,17 @@ def run(
 
             return start
 
-        def start_nginx(d: Path) -> ManagedProcess:
-            return nginx.process(
-                d, port=reserved_port(), backend_port=backend.port, access_log=False, tls=nginx_tls
-            ).start()
+        def start_nginx(with_tls: bool) -> Callable[[Path], ManagedProcess]:
+            def start(d: Path) -> ManagedProcess:
+                return nginx.process(
+                    d,
+                    port=reserved_port(),
+                    backend_port=backend.port,
+                    access_log=False,
+                    tls=nginx_tls if with_tls else None,
+                ).start()
+
+            return start
 
         every = [
             Leg(
@@ -205,13 +213,14 @@ def run(
                 start=start_edgeway(True),
                 skip=gateway.unavailable_reason(),
             ),
-            Leg("nginx", "nginx https (log off)", start=start_nginx, skip=nginx_skip),
+            Leg("nginx", "nginx https (log off)", start=start_nginx(True), skip=nginx_skip),
             Leg(
                 "edgeway_plain",
                 "edgeway http (log on)",
                 start=start_edgeway(False),
                 skip=gateway.unavailable_reason(),
             ),
+            Leg("nginx_plain", "nginx http (log off)", start=start_nginx(False), skip=nginx_skip),
         ]
         outcomes = run_legs([leg for leg in every if leg.name in names], settings, workdir)
         handshakes: dict[str, Handshakes] = {}
@@ -222,7 +231,7 @@ def run(
             )
         if "nginx_handshakes" in names:
             handshakes["nginx_handshakes"] = run_handshakes(
-                "nginx handshakes", start_nginx, nginx_skip or openssl_skip, settings, workdir, clients
+                "nginx handshakes", start_nginx(True), nginx_skip or openssl_skip, settings, workdir, clients
             )
     result = summarize(outcomes, handshakes, settings, clients)
     finish_workdir(workdir, failed=result["failed"])
@@ -231,6 +240,7 @@ def run(
         ("edgeway https / nginx https, keep-alive", show(result["ratio_nginx"])),
         ("CPU per request: nginx / edgeway", show(result["cpu_ratio_nginx"])),
         ("edgeway https / edgeway http", show(result["ratio_plain"])),
+        ("edgeway http / nginx http (the same run, no TLS)", show(result["ratio_nginx_plain"])),
         ("edgeway full handshakes per second", show(result["handshakes_per_s"])),
         ("nginx full handshakes per second", show(result["nginx_handshakes_per_s"])),
         ("edgeway / nginx handshakes", show(result["handshake_ratio_nginx"])),
@@ -278,7 +288,9 @@ def summarize(
         "nginx_handshakes_per_s": nginx_hs,
         "handshake_ratio_nginx": ratio(edgeway_hs, nginx_hs),
         "edgeway_plain_rps": rps("edgeway_plain"),
+        "nginx_plain_rps": rps("nginx_plain"),
         "ratio_plain": ratio(rps("edgeway"), rps("edgeway_plain")),
+        "ratio_nginx_plain": ratio(rps("edgeway_plain"), rps("nginx_plain")),
         "edgeway_cpu_us": cpu("edgeway"),
         "nginx_cpu_us": cpu("nginx"),
         "cpu_ratio_nginx": ratio(cpu("nginx"), cpu("edgeway")),
