@@ -104,6 +104,22 @@ async def test_every_response_carries_hsts(gateway: GatewayServer, pki: Pki) -> 
     assert bad.headers["strict-transport-security"] == "max-age=86400; includeSubDomains"
 
 
+async def test_a_client_that_never_finishes_its_handshake_is_cut_off(tmp_path: Path, pki: Pki) -> None:
+    # A handshake gets as long as a request head (limits.header_read_timeout), not asyncio's
+    # default minute: idle and half-open TLS connections cannot pile up.
+    async with echo_backend() as port:
+        path = tmp_path / "gw.yaml"
+        config = tls_config(port, three_certificates(pki), limits={"header_read_timeout": "300ms"})
+        write_config(path, config)
+        async with serving(path) as server:
+            for opening in (b"", client_hello(TLS12, [GOOD_CIPHER])[:40]):  # nothing; half a hello
+                r, w = await asyncio.open_connection("127.0.0.1", server.port)
+                w.write(opening)
+                async with asyncio.timeout(5):
+                    assert await r.read() == b""
+                w.close()
+
+
 async def test_plaintext_http_on_the_tls_port_gets_no_http_answer(gateway: GatewayServer, pki: Pki) -> None:
     r, w = await asyncio.open_connection("127.0.0.1", gateway.port)
     w.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
