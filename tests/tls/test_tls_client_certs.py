@@ -5,6 +5,7 @@ a certificate and name whose; the certificate is the caller's identity when no t
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,14 @@ async def test_a_gateway_without_client_certificates_has_no_such_filter(tmp_path
             reply, _ = await https_get(server.port, pki.client_context(pki.client), "/x")
     assert reply.status == 200
     assert "x-edgeway-client-cert-subject" not in reply.json()["headers"]
+
+
+async def test_the_access_log_names_the_client_certificate(
+    tmp_path: Path, pki: Pki, capfd: pytest.CaptureFixture[str]
+) -> None:
+    async for server in mtls_gateway(tmp_path, pki, "required", access_log={"enabled": True}):
+        reply, _ = await https_get(server.port, pki.client_context(pki.client), "/logged")
+        assert reply.status == 200
+        server.events.flush()
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"path":"/logged"' in line]
+    assert [line.get("client_cert") for line in lines] == [subject_of(pki.client)]

@@ -1,4 +1,6 @@
-"""A listening socket serving :class:`ServerProtocol` connections, with graceful shutdown.
+"""A listening socket serving :class:`ServerProtocol` connections, with graceful shutdown; over
+TLS when given an ``ssl.SSLContext`` (the protocol is then chosen after the handshake, see
+:mod:`edgeway.http.tls`).
 
 Several worker processes may each open a listener on the same port: SO_REUSEPORT lets the kernel
 spread new connections across them, which is how one gateway uses every core.

@@ -20,12 +20,11 @@ from typing import Any, cast
 class TlsInfo:
     """What one connection's handshake negotiated, read once when it completed."""
 
-    __slots__ = ("alpn", "peer", "peer_der", "ssl_object", "version")
+    __slots__ = ("alpn", "peer", "peer_der", "ssl_object")
 
     def __init__(self, ssl_object: ssl.SSLObject, alpn: str | None, peer_der: bytes | None) -> None:
-        self.ssl_object = ssl_object
+        self.ssl_object = ssl_object  # the rest (version, cipher, session) when someone asks
         self.alpn = alpn  # the protocol agreed by ALPN; None when the client offered none
-        self.version = ssl_object.version() or ""
         # The client certificate, DER, when the listener asked for one and it was verified.
         self.peer_der = peer_der
         # The layer above keeps its parsed form of the peer certificate here: once per connection.

@@ -27,10 +27,6 @@ class HstsHandler:
         self._handler = handler
         self._header = (_HEADER, value)
 
-    @property
-    def inner(self) -> Handler:
-        return self._handler
-
     def __call__(self, ex: Exchange) -> Awaitable[None] | None:
         ex.extra_headers = [self._header]
         return self._handler(ex)

@@ -28,7 +28,7 @@ __all__ = ["CertificateSet", "TlsTermination"]
 class CertificateSet:
     """The certificate contexts of one config, by the names SNI selects them by."""
 
-    __slots__ = ("default", "exact", "names", "summary", "wildcard")
+    __slots__ = ("default", "exact", "summary", "wildcard")
 
     def __init__(
         self, entries: Sequence[tuple[Sequence[str], ssl.SSLContext]], summary: list[dict[str, Any]]
@@ -42,7 +42,6 @@ class CertificateSet:
                 else:
                     self.exact.setdefault(name, ctx)
         self.default = entries[0][1]
-        self.names = tuple(name for names, _ in entries for name in names)
         self.summary = summary  # what the log says about them
 
     @classmethod
