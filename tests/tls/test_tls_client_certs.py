@@ -186,3 +186,28 @@ async def test_the_access_log_names_the_client_certificate(
         server.events.flush()
     lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"path":"/logged"' in line]
     assert [line.get("client_cert") for line in lines] == [subject_of(pki.client)]
+
+
+async def test_with_token_auth_the_token_is_the_identity_and_the_certificate_rides_along(
+    tmp_path: Path, pki: Pki
+) -> None:
+    # The auth filter removes every X-Edgeway-* header first; the client certificate's come
+    # after it, from the connection, so they reach the service beside the token's identity.
+    from edge_helpers import auth_block, issuer_for, jwks_server
+
+    from edgeway.security.keys import KeyRing
+
+    ring = KeyRing.generate()
+    token = issuer_for(ring).issue("alice").token
+    async with jwks_server(ring) as jwks:
+        routes = [{"match": {"path": "/**"}, "proxy": {"service": "echo"}, "auth": {}}]
+        async for server in mtls_gateway(tmp_path, pki, "required", routes, auth=auth_block(jwks.url)):
+            spoofed = {**SPOOFED, "X-Edgeway-Subject": "mallory", "Authorization": f"Bearer {token}"}
+            reply, _ = await https_get(server.port, pki.client_context(pki.client), "/x", headers=spoofed)
+            refused, _ = await https_get(server.port, pki.client_context(pki.client), "/x")
+    assert reply.status == 200
+    seen = reply.json()["headers"]
+    assert seen["x-edgeway-subject"] == "alice"
+    assert seen["x-edgeway-client-cert-subject"] == subject_of(pki.client)
+    assert seen["x-edgeway-client-cert-sha256"] != "00" * 32
+    assert refused.status == 401  # a certificate does not stand in for a required token
