@@ -25,7 +25,7 @@ _perf_counter: Final = time.perf_counter
 
 if TYPE_CHECKING:
     from edgeway.http.server import ServerProtocol
-    from edgeway.http.tls import TlsInfo
+    from edgeway.http.server_tls import TlsInfo
     from edgeway.http.upstream import UpstreamConnection
 
 Headers = list[tuple[bytes, bytes]]

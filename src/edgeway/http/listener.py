@@ -1,6 +1,6 @@
 """A listening socket serving :class:`ServerProtocol` connections, with graceful shutdown; over
 TLS when given an ``ssl.SSLContext`` (the protocol is then chosen after the handshake, see
-:mod:`edgeway.http.tls`).
+:mod:`edgeway.http.server_tls`).
 
 Several worker processes may each open a listener on the same port: SO_REUSEPORT lets the kernel
 spread new connections across them, which is how one gateway uses every core.
@@ -20,7 +20,7 @@ from mypy_extensions import mypyc_attr
 
 from edgeway.http.limits import ServerLimits
 from edgeway.http.server import Handler, ServerProtocol
-from edgeway.http.tls import TlsHandoff, TlsInfo
+from edgeway.http.server_tls import TlsHandoff, TlsInfo
 
 log = logging.getLogger("edgeway.http")
 

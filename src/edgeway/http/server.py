@@ -24,7 +24,7 @@ from edgeway.http.exchange import Exchange, ResponseState
 from edgeway.http.flow import WriteFlow
 from edgeway.http.headers import connection_tokens, only_chunked, reason_phrase, status_line
 from edgeway.http.limits import ServerLimits
-from edgeway.http.tls import TlsInfo
+from edgeway.http.server_tls import TlsInfo
 
 log = logging.getLogger("edgeway.http")
 
@@ -113,7 +113,7 @@ class ServerProtocol(asyncio.Protocol):
         self._loop = asyncio.get_event_loop()
 
         # -- per connection --
-        # What the TLS handshake negotiated (edgeway.http.tls); None on a plaintext listener.
+        # What the TLS handshake negotiated (edgeway.http.server_tls); None on a plaintext listener.
         self.tls = tls
         self.transport: asyncio.Transport | None = None
         self.client = ""

@@ -26,7 +26,7 @@ from edgeway.gateway.filters.client_cert_config import ClientCertRule
 
 if TYPE_CHECKING:
     from edgeway.gateway.tls.peer import PeerCertificate
-    from edgeway.http.tls import TlsInfo
+    from edgeway.http.server_tls import TlsInfo
 
 __all__ = ["ClientCertFilter", "build_client_cert"]
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 
 from edgeway.gateway.core.identity import ClientCertificate, Identity
 from edgeway.http.exchange import Headers
-from edgeway.http.tls import TlsInfo
+from edgeway.http.server_tls import TlsInfo
 
 __all__ = ["CLIENT_CERT_HEADER_PREFIX", "PeerCertificate", "peer_certificate"]
 
