@@ -88,6 +88,38 @@ def proxy(
 
 
 @app.command()
+def tls(
+    json: JsonOption = False,
+    duration: LoadSeconds = 10.0,
+    connections: WrkConnections = "32",
+    repetitions: Repetitions = 1,
+    warmup: Annotated[float, typer.Option(help="Seconds of warm-up load before each leg.")] = 2.0,
+    clients: Annotated[
+        int, typer.Option(min=1, help="openssl s_time clients in parallel for the handshake legs.")
+    ] = 4,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Run only these legs: edgeway,nginx,edgeway_plain,edgeway_handshakes,nginx_handshakes."
+        ),
+    ] = None,
+) -> None:
+    """HTTPS: edgeway vs nginx with the same certificate and ciphers, keep-alive requests and
+    full handshakes per second, one worker each."""
+    legs = [part.strip() for part in only.split(",") if part.strip()] if only else None
+    _run_bench(
+        "tls",
+        json=json,
+        duration=duration,
+        connections=_parse_connections(connections),
+        repetitions=repetitions,
+        warmup=warmup,
+        clients=clients,
+        only=legs,
+    )
+
+
+@app.command()
 def callgrind(
     json: JsonOption = False,
     duration: Annotated[float, typer.Option(help="Seconds of counted load (wrk -c1).")] = 10.0,

@@ -46,6 +46,7 @@ from edgeway.gateway.core.pipeline import (
 from edgeway.gateway.core.router import Router
 from edgeway.gateway.filters.auth.filter import build_auth
 from edgeway.gateway.filters.cache.build import build_cache
+from edgeway.gateway.filters.client_cert import build_client_cert
 from edgeway.gateway.filters.concurrency import build_concurrency
 from edgeway.gateway.filters.cors import build_cors, preflight_match
 from edgeway.gateway.filters.ratelimit.filter import build_rate_limit
@@ -81,11 +82,13 @@ ACTIONS: dict[str, ActionBuilder] = {
     "endpoint": build_endpoint,
     "push": build_push,
 }
-# Outermost first: CORS answers preflights before auth; auth before the limits keyed by user;
-# the cache after auth (its key holds the identity); shedding last, so cache hits never queue.
+# Outermost first: CORS answers preflights before auth; auth (a token, then a client
+# certificate) before the limits keyed by user; the cache after auth (its key holds the
+# identity); shedding last, so cache hits never queue.
 FILTERS: list[FilterBuilder] = [
     build_cors,
     build_auth,
+    build_client_cert,
     build_rate_limit,
     build_validation,
     build_cache,
