@@ -57,8 +57,8 @@ def test_every_capability_has_its_config_module() -> None:
         "filters.ratelimit.config",
         "filters.validation_config",
         "process.config",
-        "telemetry.config",
         "process.tls_config",
+        "telemetry.config",
         "upstream.config",
     ]
     assert not (GATEWAY / "config" / "compose_schema.py").exists()
