@@ -50,7 +50,15 @@ from bench import cluster_net, cluster_pg, cluster_score
 from bench.cluster_load import EventProbe, Shopper
 from bench.cluster_nats import create_buckets, wait_cluster
 from bench.cluster_net import Network, Node, Teardown
-from bench.cluster_nodes import PLACEMENT, SERVICES, Keeper, NodeProcess, Topology
+from bench.cluster_nodes import (
+    PLACEMENT,
+    SERVICES,
+    Keeper,
+    NodeProcess,
+    Topology,
+    close_checks,
+    outside_priority,
+)
 from bench.cluster_score import Delivery, Facts, Fault, Op
 from bench.errors import BenchError
 from bench.gateway import unavailable_reason
@@ -99,6 +107,7 @@ def run(
     if reason := unavailable_reason():
         raise BenchError(reason)
     settings = Settings(baseline_s, fault_s, calm_s, checkouts_per_s, reads_per_s, subnet=subnet, keep=keep)
+    outside_priority()
     run_dir = Path(tempfile.mkdtemp(prefix="edgeway-bench-cluster-"))
     teardown = Teardown()
     teardown.install()
@@ -150,6 +159,13 @@ class Clock:
 
 
 async def _rehearse(settings: Settings, run_dir: Path, teardown: Teardown) -> dict[str, Any]:
+    try:
+        return await _rehearsal(settings, run_dir, teardown)
+    finally:
+        await close_checks()
+
+
+async def _rehearsal(settings: Settings, run_dir: Path, teardown: Teardown) -> dict[str, Any]:
     network = Network(settings.subnet)
     tag = network.tag
     say(

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from bench.cluster_score import Delivery, Op
+from bench.errors import BenchError
 from edgeway.bus.bus import EventBus, Received
 from edgeway.bus.nats import NatsTransport
 from edgeway.demo.shop.common.demo_data import PRODUCTS
@@ -87,7 +88,7 @@ class Shopper:
                 continue
             self.token = str(response.json()["access_token"])
             return
-        raise RuntimeError(f"cannot log in through the gateways: {last}")
+        raise BenchError(f"cannot log in through the gateways: {last}")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start operations on schedule until ``stop``; then wait for those in flight."""
@@ -206,14 +207,14 @@ class Shopper:
         for _ in range(per_gateway * len(self.gateways)):
             op = await self.checkout()
             if not op.ok or op.order_id is None:
-                raise RuntimeError(f"a warm-up checkout failed: {op.error} ({', '.join(op.trail)})")
+                raise BenchError(f"a warm-up checkout failed: {op.error} ({', '.join(op.trail)})")
             placed.append(op.order_id)
         self._placed.clear()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not set(placed) <= {d.order_id for d in probe.deliveries if d.status == "confirmed"}:
             if loop.time() > deadline:
-                raise RuntimeError(f"the warm-up orders were not confirmed within {timeout:.0f} s")
+                raise BenchError(f"the warm-up orders were not confirmed within {timeout:.0f} s")
             await asyncio.sleep(0.2)
 
 

@@ -54,6 +54,7 @@ def start_forwarder(bind: str, log_dir: Path, teardown: Teardown) -> None:
         stdout=log,
         stderr=log,
         start_new_session=True,  # its per-connection children share the group: one kill ends all
+        preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 0),  # the database's side, not the client's
     )
 
     def stop() -> None:

@@ -1,8 +1,9 @@
 """The rehearsal's figures, computed from what was recorded: no sockets, no clocks of its own.
 
-Inputs: the client's operations (:class:`Op`), the probe consumer's deliveries
-(:class:`Delivery`), the faults' timeline (:class:`Fault`) and what the databases hold after the
-run (:class:`Facts`). All times are seconds on the run's one clock.
+Inputs: the client's operations (:class:`Op`), the consumers' deliveries (:class:`Delivery`: the
+probe's as received, notifications' from its inbox table), the faults' timeline (:class:`Fault`)
+and what the databases hold after the run (:class:`Facts`). All times are seconds on the run's
+one clock.
 
 - ``lost_events``: order events the orders service wrote (its outbox, channel ``orders``) that a
   consumer never got, by event id; the consumers are notifications (its inbox) and the probe.
@@ -10,7 +11,8 @@ run (:class:`Facts`). All times are seconds on the run's one clock.
   Idempotency-Key, a second charge for an order, stock units moved more than the committed
   reservations account for, an e-mail delivered twice.
 - ``error_rate``: failed client operations (after the client's retries across both gateways)
-  over all operations that started during a fault or within :data:`RECOVERY_TARGET_S` after it.
+  over all operations that started during a fault or within :data:`RECOVERY_TARGET_S` after it
+  (after its restarted processes were ready, when that came later).
 - ``recovery_s``: per fault, the time from its end (the restart issued, the link up) until
   requests and events flow normally again: the end of the last abnormal request (failed, or
   slower than the baseline allows) or abnormal order (its final event late, missing at a
@@ -206,7 +208,9 @@ def consistency(facts: Facts, ops: Sequence[Op]) -> dict[str, int]:
 
 
 def in_fault_windows(start: float, faults: Sequence[Fault], grace: float = RECOVERY_TARGET_S) -> bool:
-    return any(f.start <= start <= f.end + grace for f in faults)
+    """From a fault's start until ``grace`` after it ended — and after the processes it
+    restarted were ready again, when that took longer: a node still booting is still missing."""
+    return any(f.start <= start <= f.end + (f.back_s or 0.0) + grace for f in faults)
 
 
 def error_rate(ops: Sequence[Op], faults: Sequence[Fault]) -> dict[str, Any]:

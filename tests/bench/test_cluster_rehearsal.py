@@ -173,6 +173,9 @@ def test_the_error_rate_counts_operations_from_a_faults_start_to_five_seconds_af
     assert result["rate"] == pytest.approx(1 / 3, abs=1e-5)
     assert result["retried_during_faults"] == 1
     assert result["rate_all"] == pytest.approx(3 / 5)
+    # A node that took 10 s to come back is missing until then: its failures count.
+    slow = error_rate(ops, [Fault("node-kill", 10.0, 16.0, back_s=10.0)])
+    assert (slow["during_faults"], slow["failed_during_faults"]) == (4, 2)
 
 
 def _finals(order_id: str, at: float, status: str = "confirmed") -> list[Delivery]:
