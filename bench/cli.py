@@ -284,3 +284,42 @@ def bus_faults(
 ) -> None:
     """Broker and consumer faults while events flow: nothing lost, nothing applied twice."""
     _run_bench("bus_faults", json=json, events=events, small=small)
+
+
+@app.command()
+def cluster(
+    json: JsonOption = False,
+    baseline_s: Annotated[
+        float, typer.Option("--baseline-s", min=1, help="Seconds of load before the first fault.")
+    ] = 10.0,
+    fault_s: Annotated[float, typer.Option("--fault-s", min=1, help="Seconds each fault lasts.")] = 6.0,
+    calm_s: Annotated[
+        float,
+        typer.Option(
+            "--calm-s", min=6, help="Seconds of load after each fault (recovery is measured in it)."
+        ),
+    ] = 15.0,
+    checkouts: Annotated[float, typer.Option(min=0.5, help="Orders placed per second.")] = 4.0,
+    reads: Annotated[float, typer.Option(min=0, help="Reads (products, an order) per second.")] = 8.0,
+    subnet: Annotated[
+        str, typer.Option(help="The nodes' /24; the root namespace takes .254.")
+    ] = "10.77.0.0/24",
+    keep: Annotated[bool, typer.Option(help="Keep the run's directory (configs, logs) at the end.")] = False,
+    clean: Annotated[
+        bool,
+        typer.Option("--clean", help="Only remove what a killed run left (namespaces, links, databases)."),
+    ] = False,
+) -> None:
+    """Three nodes in network namespaces: NATS R3, two gateways, the shop; kill and cut nodes (root)."""
+    _run_bench(
+        "cluster",
+        json=json,
+        baseline_s=baseline_s,
+        fault_s=fault_s,
+        calm_s=calm_s,
+        checkouts_per_s=checkouts,
+        reads_per_s=reads,
+        subnet=subnet,
+        keep=keep,
+        clean=clean,
+    )
