@@ -142,7 +142,7 @@ def health_watch(
 
 
 async def wait_serving(
-    target: str, proc: subprocess.Popen[bytes] | None = None, within: float = 20.0
+    target: str, proc: subprocess.Popen[bytes] | None = None, within: float = 60.0
 ) -> None:
     """Until the gRPC health check of ``target`` says SERVING."""
     deadline = time.monotonic() + within

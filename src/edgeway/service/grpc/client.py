@@ -205,17 +205,9 @@ class _Attempting:
             self.tried.add(address)
             breaker = channel.peers.breaker(address)
             ready = channel.channel_for(address)
-            state = ready.get_state(try_to_connect=True)
+            state = await _connected(ready, min(self.left(), channel.connect_timeout))
             if state is grpc.ChannelConnectivity.READY:
                 return address, ready, breaker
-            wait = min(self.left(), channel.connect_timeout)
-            if state is not grpc.ChannelConnectivity.TRANSIENT_FAILURE and wait > 0:
-                try:
-                    async with asyncio.timeout(wait):
-                        await ready.channel_ready()
-                    return address, ready, breaker
-                except TimeoutError:
-                    pass
             breaker.record_failure()
             self.last_error = f"{address}: not connected ({state.name.lower()})"
             if self.left() <= 0:
@@ -296,6 +288,31 @@ class _Attempting:
                 if error is not None:
                     span.record_exception(error)
             span.end()
+
+
+_SETTLED = frozenset(
+    {
+        grpc.ChannelConnectivity.READY,
+        grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+        grpc.ChannelConnectivity.SHUTDOWN,
+    }
+)
+
+
+async def _connected(channel: grpc.aio.Channel, wait: float) -> grpc.ChannelConnectivity:
+    """The channel's state once it is ready, has failed to connect, or ``wait`` seconds passed:
+    a refused connection is known at once, not after the whole wait."""
+    state = channel.get_state(try_to_connect=True)
+    if state in _SETTLED or wait <= 0:
+        return state
+    try:
+        async with asyncio.timeout(wait):
+            while state not in _SETTLED:
+                await channel.wait_for_state_change(state)
+                state = channel.get_state()
+    except TimeoutError:
+        pass
+    return state
 
 
 def _code_of(error: BaseException) -> grpc.StatusCode | None:
