@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import uuid
 from pathlib import Path
+from typing import Any
 
 import grpc
+import nats
 import pytest
 from grpc_helpers import Process, identity_settings, issuer, ledger, ledger_processes, log_lines, wait_serving
 from kittest.v1 import ledger_pb2, ledger_pb2_grpc
 from opentelemetry import context as otel_context
+from servers import serve
 
+from conftest import require
 from edgeway.observability.context import remote_context
 from edgeway.observability.ids import TraceParent
 from edgeway.observability.logs import request_context
@@ -32,6 +37,7 @@ from edgeway.service.grpc import GrpcChannel, PeerStatusError
 from edgeway.service.middleware import incoming_authorization
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+NATS_URL = "nats://127.0.0.1:4222"
 
 
 def caller_kit(**services: list[str]) -> ledger_pb2_grpc.LedgerAsyncStub:
@@ -209,3 +215,27 @@ async def test_an_instance_killed_mid_stream_and_mid_call(tmp_path: Path) -> Non
     assert len(waits) == 6  # four, then the warm one and the retried one: an access line each
     assert {"time", "level", "service", "request_id", "trace_id", "span_id", "message"} <= set(waits[0])
     assert waits[0]["grpc_code"] == "OK"
+
+
+async def test_an_instance_registers_its_grpc_address_and_peers_find_it_in_the_registry(
+    tmp_path: Path,
+) -> None:
+    require("nats")
+    bucket = f"reg_{uuid.uuid4().hex[:12]}"
+    registry_settings: dict[str, Any] = {"registry_bucket": bucket, "registry_ttl": 5, "nats_url": NATS_URL}
+    try:
+        async with ledger(tmp_path, advertise_url="http://127.0.0.1:9", **registry_settings) as svc:
+            caller = create_app(
+                "caller", settings=ServiceSettings(**registry_settings), configure_logging=False
+            )
+            async with serve(caller):
+                stub = kit_of(caller).grpc_client("ledger", ledger_pb2_grpc.LedgerStub)
+                await stub.Record(ledger_pb2.Entry(account="r", amount=2))
+                balance = await stub.Balance(ledger_pb2.BalanceRequest(account="r"))
+                registered = await kit_of(caller).grpc_discovery.resolve("ledger")
+    finally:
+        nc = await nats.connect(NATS_URL)
+        await nc.jetstream().delete_key_value(bucket)
+        await nc.close()
+    assert registered == [svc.grpc_url]  # advertise_url's host, grpc_port
+    assert balance.balance == 2
