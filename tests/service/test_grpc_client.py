@@ -239,3 +239,15 @@ async def test_an_instance_registers_its_grpc_address_and_peers_find_it_in_the_r
         await nc.close()
     assert registered == [svc.grpc_url]  # advertise_url's host, grpc_port
     assert balance.balance == 2
+
+
+async def test_a_call_awaited_again_answers_the_same_without_calling_again(tmp_path: Path) -> None:
+    async with ledger(tmp_path) as svc:
+        stub = caller_kit(ledger=[svc.grpc_url])
+        call = stub.Record(ledger_pb2.Entry(account="once", amount=1))
+        first, again = await call, await call
+        trailing = dict(await call.trailing_metadata())
+        balance = await stub.Balance(ledger_pb2.BalanceRequest(account="once"))
+    assert first == again
+    assert balance.entries == 1  # recorded once
+    assert trailing["x-request-id"]

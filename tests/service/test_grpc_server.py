@@ -255,7 +255,8 @@ async def test_health_checking_follows_readiness(tmp_path: Path) -> None:
             broken = False
             kit.health.stopping = True  # shutdown has begun
             stopping = await check(health_pb2.HealthCheckRequest())
-            watch.cancel()
+            async with asyncio.timeout(5):
+                rest = await watch.read()  # the watch ends once shutdown began
             with pytest.raises(grpc.aio.AioRpcError) as unknown:
                 await check(health_pb2.HealthCheckRequest(service="no.such.Service"))
             kit.health.stopping = False
@@ -266,6 +267,7 @@ async def test_health_checking_follows_readiness(tmp_path: Path) -> None:
     assert isinstance(second, health_pb2.HealthCheckResponse)
     assert second.status == not_serving
     assert (failing.status, stopping.status) == (not_serving, not_serving)
+    assert rest is grpc.aio.EOF  # NOT_SERVING had been said already
     assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
 
 

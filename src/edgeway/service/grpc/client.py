@@ -369,13 +369,32 @@ class _Call(Generic[Resp]):
         return self._call
 
 
+class _Once(Generic[Resp]):
+    """A call awaited again answers what it answered the first time, as grpcio's calls do."""
+
+    def __init__(self, run: Callable[[Any], Awaitable[Resp]]) -> None:
+        self._run = run
+        self._outcome: tuple[bool, Any] | None = None
+
+    async def result(self, call: Any) -> Resp:
+        if self._outcome is None:
+            try:
+                self._outcome = (True, await self._run(call))
+            except Exception as exc:
+                self._outcome = (False, exc)
+        ok, value = self._outcome
+        if ok:
+            return cast(Resp, value)
+        raise cast(Exception, value)
+
+
 class _UnaryUnaryCall(_Call[Resp], grpc.aio.UnaryUnaryCall[Req, Resp], Generic[Req, Resp]):
     def __init__(self, run: Callable[[_UnaryUnaryCall[Req, Resp]], Awaitable[Resp]]) -> None:
         super().__init__()
-        self._run = run
+        self._once = _Once(run)
 
     def __await__(self) -> Generator[None, None, Resp]:
-        return self._run(self).__await__()
+        return self._once.result(self).__await__()
 
 
 class _StreamingCall(_Call[Resp]):
@@ -413,10 +432,10 @@ class _StreamStreamCall(_StreamingCall[Resp], grpc.aio.StreamStreamCall[Req, Res
 class _StreamUnaryCall(_Call[Resp], grpc.aio.StreamUnaryCall[Req, Resp], Generic[Req, Resp]):
     def __init__(self, run: Callable[[_StreamUnaryCall[Req, Resp]], Awaitable[Resp]]) -> None:
         super().__init__()
-        self._run = run
+        self._once = _Once(run)
 
     def __await__(self) -> Generator[None, None, Resp]:
-        return self._run(self).__await__()
+        return self._once.result(self).__await__()
 
     async def write(self, request: Req) -> None:
         raise TypeError("the kit's gRPC client takes a streaming call's requests as an iterator")

@@ -9,7 +9,8 @@ Envoy, the Go and Java clients' health checking) read as a serving status:
   gRPC service it serves (``shop.inventory.v1.Inventory``): they share the one readiness. Any
   other name is ``NOT_FOUND``, as the protocol says;
 - ``Watch`` sends the status at once, then every change, checking every ``interval`` seconds;
-  an unknown name gets ``SERVICE_UNKNOWN`` and the stream stays open.
+  an unknown name gets ``SERVICE_UNKNOWN`` and the stream stays open. Once shutdown has begun it
+  sends ``NOT_SERVING`` and ends, so watchers do not hold the server's stop.
 - ``List`` (the protocol's newest method) is not offered: it answers ``UNIMPLEMENTED``.
 """
 
@@ -62,4 +63,8 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             if status != last:
                 last = status
                 yield health_pb2.HealthCheckResponse(status=status)
+            if self.health.stopping:
+                # NOT_SERVING has been said; ending the stream lets the server stop without
+                # waiting out its grace for watchers (a client watches again, with backoff).
+                return
             await asyncio.sleep(self.interval)
