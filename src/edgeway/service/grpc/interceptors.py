@@ -79,9 +79,9 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 class _Method:
     """What is fixed per method: names and labels, computed once."""
 
-    __slots__ = ("kind", "method", "name", "quiet", "service", "span_name")
+    __slots__ = ("handled_ok", "kind", "latency", "method", "name", "quiet", "service", "span_name")
 
-    def __init__(self, method: str, kind: str, quiet: frozenset[str]) -> None:
+    def __init__(self, method: str, kind: str, quiet: frozenset[str], owner: KitServerInterceptor) -> None:
         self.method = method  # "/pkg.Service/Method"
         service, _, name = method.lstrip("/").rpartition("/")
         self.service = service
@@ -89,6 +89,9 @@ class _Method:
         self.kind = kind
         self.span_name = f"{service}/{name}"
         self.quiet = service in quiet
+        # The children of the common outcome, looked up once rather than per call.
+        self.handled_ok = owner.handled.labels(service, name, kind, "OK")
+        self.latency = owner.latency.labels(service, name, kind)
 
 
 class _Serving:
@@ -170,8 +173,11 @@ class _Serving:
                 code = set_code  # context.set_code(...) and a return
             _keep_ours(context, self.call.request_id)
         owner.in_flight.dec()
-        owner.handled.labels(method.service, method.name, method.kind, code.name).inc()
-        owner.latency.labels(method.service, method.name, method.kind).observe(seconds)
+        if code is grpc.StatusCode.OK:
+            method.handled_ok.inc()
+        else:
+            owner.handled.labels(method.service, method.name, method.kind, code.name).inc()
+        method.latency.observe(seconds)
         span.set_attribute("rpc.system", "grpc")
         span.set_attribute("rpc.service", method.service)
         span.set_attribute("rpc.method", method.name)
@@ -286,12 +292,12 @@ class KitServerInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, name: str, handler: Handler) -> Handler:
         if handler.request_streaming and handler.response_streaming:
-            return self._bidi(_Method(name, "bidi_stream", self._quiet), handler)
+            return self._bidi(_Method(name, "bidi_stream", self._quiet, self), handler)
         if handler.request_streaming:
-            return self._client_stream(_Method(name, "client_stream", self._quiet), handler)
+            return self._client_stream(_Method(name, "client_stream", self._quiet, self), handler)
         if handler.response_streaming:
-            return self._server_stream(_Method(name, "server_stream", self._quiet), handler)
-        return self._unary(_Method(name, "unary", self._quiet), handler)
+            return self._server_stream(_Method(name, "server_stream", self._quiet, self), handler)
+        return self._unary(_Method(name, "unary", self._quiet, self), handler)
 
     def _unary(self, method: _Method, handler: Handler) -> Handler:
         inner = cast(Callable[[Any, Context], Awaitable[Any]], handler.unary_unary)
