@@ -48,6 +48,10 @@ MODULES: dict[str, tuple[str, ...]] = {
     "grpc": ("grpc", "grpc_health", "grpc_reflection", "google.protobuf", "google.rpc"),
     # `edgeway proto compile`: protoc (grpcio-tools) and the typed stubs' plugin (mypy-protobuf)
     "proto": ("grpc_tools", "mypy_protobuf"),
+    # OpenTelemetry traces exported by OTLP/HTTP: a gateway's (telemetry.tracing); the service
+    # extra installs them too (listed there as well, so a kit without FastAPI names FastAPI).
+    # Last: a missing opentelemetry module is put down to this smallest extra.
+    "tracing": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
 }
 
 # extras that bring others along (pyproject.toml says the same with self-references)
