@@ -254,3 +254,20 @@ async def test_a_call_awaited_again_answers_the_same_without_calling_again(tmp_p
     assert first == again
     assert balance.entries == 1  # recorded once
     assert trailing["x-request-id"]
+
+
+async def test_an_instance_that_leaves_discovery_is_no_longer_called(tmp_path: Path) -> None:
+    async with ledger(tmp_path, instance="a") as a, ledger(tmp_path, instance="b") as b:
+        instances = {"ledger": [a.grpc_url, b.grpc_url]}
+        channel = GrpcChannel("ledger", StaticDiscovery(instances))
+        stub = ledger_pb2_grpc.LedgerStub(channel)
+        before = {(await stub.Wait(ledger_pb2.WaitRequest())).instance for _ in range(2)}
+        in_flight = asyncio.ensure_future(stub.Wait(ledger_pb2.WaitRequest(millis=300)))  # to a
+        await asyncio.sleep(0.05)
+        channel.discovery = StaticDiscovery({"ledger": [b.grpc_url]})
+        after = {(await stub.Wait(ledger_pb2.WaitRequest())).instance for _ in range(3)}
+        finished = await in_flight  # a's connection closed gracefully: the call in flight ended
+        await channel.close()
+    assert before == {"a", "b"}
+    assert after == {"b"}
+    assert finished.instance == "a"

@@ -67,6 +67,7 @@ from edgeway.service.errors import DeadlineExceededError, NoInstancesError, Peer
 from edgeway.service.grpc.errors import PeerStatusError, http_status
 from edgeway.service.peers import Peers
 from edgeway.service.settings import ServiceSettings
+from edgeway.tasks import cancel_and_wait
 
 __all__ = ["CHANNEL_OPTIONS", "GrpcChannel", "channel_credentials", "grpc_target"]
 
@@ -84,6 +85,9 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
 )
+
+# Seconds the calls on the connection of an instance that left discovery get before it closes.
+STALE_GRACE = 5.0
 
 _FAILURES = frozenset(
     {
@@ -724,6 +728,7 @@ class GrpcChannel(grpc.aio.Channel):
         self.propagate_authorization = propagate_authorization
         self.options = tuple(options)
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._closing: set[asyncio.Future[None]] = set()
         self._methods: dict[str, _Method] = {}
         if metrics is not None:
             self.handled = metrics.counter(
@@ -745,8 +750,12 @@ class GrpcChannel(grpc.aio.Channel):
         if not addresses:
             raise NoInstancesError(self.service, self.discovery.name)
         stale = [a for a in self._channels if a not in addresses]
-        for address in stale:  # an instance discovery no longer lists: its connection goes
-            await self._channels.pop(address).close()
+        for address in stale:
+            # An instance discovery no longer lists: its connection goes, in the background,
+            # once the calls still on it have had STALE_GRACE seconds to finish.
+            closing = asyncio.ensure_future(self._channels.pop(address).close(STALE_GRACE))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
         return addresses
 
     def channel_for(self, address: str) -> grpc.aio.Channel:
@@ -832,6 +841,7 @@ class GrpcChannel(grpc.aio.Channel):
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
             await channel.close(grace)
+        await cancel_and_wait(*self._closing)
 
     async def __aenter__(self) -> Self:
         return self
