@@ -52,9 +52,18 @@ class LaunchedDemo:
     data_dir: Path
     log: Path
     process: subprocess.Popen[bytes]
+    tls: bool = False
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
+        """``name``'s base URL; https:// for a ``tls`` demo (every process but NATS and the
+        edges' admin ports serves HTTPS then)."""
+        https = self.tls and name != "nats" and not name.endswith("-admin")
+        return f"{'https' if https else 'http'}://127.0.0.1:{self.ports[name]}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The demo's CA certificate (``tls``): what a client trusts."""
+        return self.data_dir / "tls" / "ca.pem"
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -69,16 +78,19 @@ def launched_demo(
     ready_timeout: float = 120.0,
     attempts: int = 3,
     env: Mapping[str, str] | None = None,
+    tls: bool = False,
 ) -> Iterator[LaunchedDemo]:
     """Start the demo and yield it once ready; stop it at the end.
 
     Free ports are only free until someone takes them: when the demo refuses a port that was
     taken meanwhile (it checks before starting anything), it is started again on new ports.
     ``env`` adds variables to the demo's environment (the edge configs read ``SHOP_*`` ones).
+    ``tls``: ``edgeway demo --tls`` (HTTPS, mTLS to the services; the CA is ``ca_file``).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     for attempt in range(attempts):
-        demo = _start(workdir, pattern, extra_args, attempt, env or {})
+        demo = _start(workdir, pattern, [*extra_args, *(["--tls"] if tls else [])], attempt, env or {})
+        demo.tls = tls
         try:
             _wait_ready(demo, ready_timeout)
         except DemoFailed:
