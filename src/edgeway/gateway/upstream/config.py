@@ -42,6 +42,7 @@ BASE_FORWARD_HEADERS = ("authorization", "accept-language")
 # The default of `forward_headers` as the reference describes it.
 FORWARD_DEFAULT = (
     "absent: the identity headers the auth filter sets (`auth.headers`; none without `auth`), "
+    "the `X-Edgeway-Client-Cert-*` headers on a listener that asks for client certificates, "
     "Authorization and Accept-Language."
 )
 
