@@ -145,3 +145,43 @@ def test_processes_start_after_what_they_need(tmp_path: Path) -> None:
     assert specs["gateway"].after[:2] == ("security", "strangler")
     assert {"catalog-1", "catalog-2", "orders", "legacy"} <= set(specs["gateway"].after)
     assert specs["gateway"].env["SHOP_STRANGLER_FILE"] == str(tmp_path / "strangler.yaml")
+
+
+def test_the_tls_plan_serves_https_and_wants_client_certificates_at_the_services(tmp_path: Path) -> None:
+    from edgeway.demo.strangler import render
+    from edgeway.demo.tls import demo_certificates
+    from edgeway.gateway.config.loader import load_config
+
+    plan = ShopPlan(tmp_path, tls=True)
+    certs = demo_certificates(plan.certificates.directory)
+    ca_made = certs.ca.read_bytes()
+    assert demo_certificates(plan.certificates.directory).ca.read_bytes() == ca_made  # made once, kept
+    certs.write_edge_overlay(plan.edge_services())
+    specs = {p.name: p for p in plan.processes()}
+    assert plan.url("gateway").startswith("https://")
+    assert plan.url("catalog-1").startswith("https://")
+    assert plan.url("gateway-admin").startswith("http://")  # the admin port stays local and plain
+    # a kit service requires a client certificate from the CA; the token service and the app's
+    # files are client-facing (browsers, partners) and only serve HTTPS
+    assert specs["orders"].env["EDGEWAY_TLS_CLIENT_CERT_REQUIRED"] == "true"
+    assert specs["orders"].env["EDGEWAY_ADVERTISE_URL"].startswith("https://")
+    assert specs["legacy"].env["EDGEWAY_TLS_CLIENT_CA"] == str(certs.ca)
+    for open_to_all in ("security", "web"):
+        assert specs[open_to_all].env["EDGEWAY_TLS_CERT"] == str(certs.server_cert)
+        assert "EDGEWAY_TLS_CLIENT_CA" not in specs[open_to_all].env
+    # an edge config with the demo's environment: HTTPS on the listener, mTLS to every service
+    plan.strangler_file.write_text(render({"account-profile": plan.url("legacy")}))
+    edge = specs["gateway"]
+    config = load_config(plan.system_file.edge_config("gateway"), edge.env)
+    assert config.listen.tls is not None
+    assert config.services["legacy"].instances[0].startswith("https://")
+    for name in ("catalog", "legacy", "security", "account-profile"):
+        tls = config.services[name].tls
+        assert tls is not None
+        assert str(tls.ca) == str(certs.ca)
+        assert str(tls.cert) == str(certs.client_cert)
+    # without --tls nothing of this is there
+    plain = {p.name: p for p in ShopPlan(tmp_path).processes()}
+    assert plain["gateway"].env.get("SHOP_TLS_FILE") is None
+    assert "EDGEWAY_TLS_CERT" not in plain["orders"].env
+    assert load_config(plan.system_file.edge_config("gateway"), plain["gateway"].env).listen.tls is None

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from shop_browser import sign_in_and_check_out
 from shop_system import Shop, running_shop
 
 from conftest import require
@@ -41,38 +42,8 @@ def page(shop: Shop) -> Iterator[Any]:
         assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-def _sign_in_and_check_out(page: Any, shop: Shop, base: str, expect_mode: str) -> str:
-    from playwright.sync_api import expect
-
-    page.goto(base + "/")
-    expect(page.get_by_test_id("mode")).to_have_text(expect_mode)
-    expect(page.get_by_test_id("product-POT-01")).to_be_visible()
-    page.get_by_test_id("add-POT-01").click()
-    page.get_by_test_id("add-BEA-02").click()
-    expect(page.locator("#cart-count")).to_have_text("2")
-    page.get_by_test_id("cart-link").click()
-    page.get_by_test_id("checkout").click()
-    # not signed in yet: the page asks, then comes back to the cart
-    page.get_by_test_id("username").fill("alice")
-    page.get_by_test_id("password").fill("alice-pass")
-    page.get_by_test_id("sign-in").click()
-    expect(page.get_by_test_id("user")).to_have_text("signed in as alice")
-    page.get_by_test_id("checkout").click()
-    expect(page.get_by_test_id("order-id")).to_be_visible()
-    order_id = str(page.get_by_test_id("order-id").inner_text())
-    # the status moves on without a reload; the timeline shows the steps it saw
-    try:
-        expect(page.get_by_test_id("order-status")).to_have_text("confirmed", timeout=20_000)
-    except AssertionError as exc:
-        # The page shows only the status; the order's reason and the services' log say why.
-        order = shop.get("orders", f"/orders/{order_id}", "alice").json()
-        tail = "\n".join(shop.output().splitlines()[-60:])
-        raise AssertionError(f"{exc}\norder: {order}\nlast lines of the shop's log:\n{tail}") from None
-    return order_id
-
-
 def test_direct_pattern_sign_in_add_to_cart_check_out_and_watch_the_order(shop: Shop, page: Any) -> None:
-    order_id = _sign_in_and_check_out(page, shop, shop.url("web"), "Direct")
+    order_id = sign_in_and_check_out(page, shop, shop.url("web"), "Direct")
     order = shop.get("orders", f"/orders/{order_id}", "alice").json()
     assert order["status"] == "confirmed"
     assert {i["sku"] for i in order["items"]} == {"POT-01", "BEA-02"}
@@ -82,7 +53,7 @@ def test_bff_pattern_sign_in_check_out_and_watch_order_and_emails_pushed_live(sh
     from playwright.sync_api import expect
 
     base = shop.url("web-bff")
-    order_id = _sign_in_and_check_out(page, shop, base, "via web BFF")
+    order_id = sign_in_and_check_out(page, shop, base, "via web BFF")
     # the status arrived over the BFF's WebSocket, not by polling
     expect(page.get_by_test_id("live")).to_have_text("live: connected")
     timeline = page.get_by_test_id("timeline").inner_text()

@@ -6,6 +6,8 @@ a certificate and name whose; the certificate is the caller's identity when no t
 from __future__ import annotations
 
 import json
+import textwrap
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -211,3 +213,61 @@ async def test_with_token_auth_the_token_is_the_identity_and_the_certificate_rid
     assert seen["x-edgeway-client-cert-subject"] == subject_of(pki.client)
     assert seen["x-edgeway-client-cert-sha256"] != "00" * 32
     assert refused.status == 401  # a certificate does not stand in for a required token
+
+
+async def test_the_certificate_headers_reach_aggregate_calls_too(tmp_path: Path, pki: Pki) -> None:
+    from edgeway.gateway.tls import peer
+    from edgeway.gateway.upstream.service_client import CLIENT_CERT_HEADERS
+
+    # the names forwarded by default are the ones the filter sets
+    assert set(CLIENT_CERT_HEADERS) == {
+        n.decode() for n in (peer.SUBJECT, peer.ISSUER, peer.SANS, peer.SHA256)
+    }
+    routes: list[dict[str, Any]] = [
+        {"match": {"path": "/screen"}, "aggregate": {"calls": {"echo": {"service": "echo", "path": "/e"}}}}
+    ]
+    async for server in mtls_gateway(tmp_path, pki, "optional", routes):
+        with_cert = await HttpsClient.connect(server.port, pki.client_context(pki.client))
+        spoofer = await HttpsClient.connect(server.port, pki.client_context())
+        try:
+            answered = await with_cert.request("GET", "/screen")
+            spoofed = await spoofer.request("GET", "/screen", SPOOFED)
+        finally:
+            await with_cert.close()
+            await spoofer.close()
+        assert answered.status == spoofed.status == 200
+        seen = answered.json()["headers"]  # the echo's answer, merged into the response
+        assert seen["x-edgeway-client-cert-subject"] == subject_of(pki.client)
+        assert seen["x-edgeway-client-cert-sans"] == "DNS:partner-a.example, URI:spiffe://acme/partner-a"
+        # a client without a certificate cannot pass its own copies on through the call
+        assert not [n for n in spoofed.json()["headers"] if "client" in n and "cert" in n]
+
+
+async def test_the_certificate_headers_reach_python_endpoint_calls_too(tmp_path: Path, pki: Pki) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    module = f"mtls_endpoint_{suffix}"
+    (tmp_path / f"{module}.py").write_text(
+        textwrap.dedent(
+            f"""
+            from edgeway.bff import endpoint
+
+            @endpoint(name="echo_{suffix}")
+            async def echoed(req):
+                return (await req.services.echo.get("/e")).json()
+            """
+        )
+    )
+    routes: list[dict[str, Any]] = [{"match": {"path": "/py"}, "endpoint": {"name": f"echo_{suffix}"}}]
+    python = {"modules": [module], "paths": [str(tmp_path)]}
+    async for server in mtls_gateway(tmp_path, pki, "optional", routes, python=python):
+        with_cert = await HttpsClient.connect(server.port, pki.client_context(pki.client))
+        spoofer = await HttpsClient.connect(server.port, pki.client_context())
+        try:
+            answered = await with_cert.request("GET", "/py")
+            spoofed = await spoofer.request("GET", "/py", SPOOFED)
+        finally:
+            await with_cert.close()
+            await spoofer.close()
+        assert answered.status == spoofed.status == 200
+        assert answered.json()["headers"]["x-edgeway-client-cert-subject"] == subject_of(pki.client)
+        assert not [n for n in spoofed.json()["headers"] if "client" in n and "cert" in n]

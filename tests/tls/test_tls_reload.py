@@ -7,7 +7,9 @@ serving; fixing the file, without touching the YAML, brings the next reload."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from tls_helpers import (
     write_config,
 )
 
+from conftest import raw_http
 from edgeway.gateway.process.reload import ReloadRefused, request_reload
 from edgeway.gateway.process.serve import GatewayServer
 
@@ -187,5 +190,47 @@ async def test_the_file_watch_follows_the_certificate_files(tmp_path: Path, pki:
             renewed = file_serial(pki.loopback)
             async with asyncio.timeout(10):
                 while await served_serial(server, pki) != renewed:
+                    await asyncio.sleep(0.05)
+            assert server.reloader.generation == 2
+
+
+async def test_the_file_watch_follows_the_services_tls_files(tmp_path: Path) -> None:
+    # The YAML never changes; the CA file a service's `tls` names is rotated (here: from a CA
+    # that signed nothing to the one that signed the service). The watch reloads on its own and
+    # new connections trust the new file.
+    from upstream_tls_helpers import make_pki, tls_backend
+
+    upstream = make_pki(tmp_path / "upstream")
+    ca_file = tmp_path / "rotating-ca.pem"
+    ca_file.write_bytes(upstream.other_ca_file.read_bytes())
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+    get = b"GET /api/x HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n"
+    async with tls_backend(answer, upstream.server_context()) as port:
+        path = tmp_path / "gw.yaml"
+        write_config(
+            path,
+            {
+                "name": "watch-upstream",
+                "listen": {"host": "127.0.0.1", "port": 0},
+                "reload": {"watch": True, "interval": "50ms"},
+                "services": {
+                    "backend": {"instances": [f"https://127.0.0.1:{port}"], "tls": {"ca": str(ca_file)}}
+                },
+                "routes": [{"id": "api", "match": {"path": "/api/**"}, "proxy": {"service": "backend"}}],
+            },
+        )
+        async with serving(path) as server:
+            assert server.reloader is not None
+            assert (await raw_http(server.port, get)).startswith(b"HTTP/1.1 502")
+            ca_file.write_bytes(upstream.ca_file.read_bytes())
+            async with asyncio.timeout(10):
+                while not (await raw_http(server.port, get)).startswith(b"HTTP/1.1 200"):
                     await asyncio.sleep(0.05)
             assert server.reloader.generation == 2

@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -104,6 +105,12 @@ def demo(
     ),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Show request log lines."),
     startup_timeout: float = typer.Option(120.0, "--startup-timeout", help="Seconds to wait for readiness."),
+    tls: bool = typer.Option(
+        False,
+        "--tls",
+        help="HTTPS on every edge and service, mTLS between the edges and the services "
+        "(a local CA in <data-dir>/tls, made once).",
+    ),
 ) -> None:
     """Start the reference shop (every service, the security service, NATS and the edges), or the
     system of --system FILE."""
@@ -125,7 +132,8 @@ def demo(
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    plan = ShopPlan(data_dir.resolve(), ports, chosen, email_delay=email_delay, system_file=loaded)
+    plan = ShopPlan(data_dir.resolve(), ports, chosen, email_delay=email_delay, system_file=loaded, tls=tls)
+    probe_tls = _prepare_tls(plan) if tls else None
     plan.strangler_file.unlink(missing_ok=True)  # the controller writes the current one first
     busy = busy_ports(plan.used_ports(), plan.host)
     if busy:
@@ -143,9 +151,26 @@ def demo(
         hooks={"nats": lambda: _prepare_broker(plan, bucket)} if bucket else {},
         startup_timeout=startup_timeout,
         show_access=access_log,
+        probe_tls=probe_tls,
     )
     code = asyncio.run(_run(supervisor, lambda: _print_ready(console, plan, supervisor)))
     raise typer.Exit(code)
+
+
+def _prepare_tls(plan: ShopPlan) -> ssl.SSLContext:
+    """Make the demo's CA and certificates (the first time), write the edges' TLS overlay, and
+    return how the readiness probes reach the services (the CA and the client certificate)."""
+    from edgeway.demo.tls import demo_certificates
+    from edgeway.pki.local_ca import LocalCAError
+
+    try:
+        certs = demo_certificates(plan.certificates.directory)
+    except LocalCAError as exc:
+        raise typer.BadParameter(
+            f"--tls: {exc} (delete {plan.certificates.directory} to make a new CA)"
+        ) from None
+    certs.write_edge_overlay(plan.edge_services())
+    return certs.client_context()
 
 
 async def _run(supervisor: Supervisor, on_ready: Callable[[], None]) -> int:
@@ -188,6 +213,8 @@ def demo_command(plan: ShopPlan, cli: str, *args: str) -> str:
     else:
         if plan.pattern != "all":
             words += ["--pattern", plan.pattern]
+        if plan.tls and not args:
+            words.append("--tls")
         words += [f"--port {n}={p}" for n, p in plan.ports.items() if p != DEFAULT_PORTS[n]]
     return " ".join(words)
 
@@ -212,7 +239,8 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
     edges = plan.edges()
     if "web-bff" in edges:
         entry("web app through the web BFF", f"{plan.url('web-bff')}/")
-    entry("web app, Direct pattern", f"{plan.url('web')}/")
+    if not plan.tls:  # with --tls the services want a client certificate, which a browser has not
+        entry("web app, Direct pattern", f"{plan.url('web')}/")
     if "mobile-bff" in edges:
         entry("mobile BFF", f"{plan.url('mobile-bff')}/m/home")
     if "gateway" in edges:
@@ -225,6 +253,11 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
     entry("legacy monolith", plan.url("legacy"))
     entry("security service", f"{plan.security_url}/.well-known/openid-configuration")
     entry("NATS (embedded)", plan.nats_url)
+    if plan.tls:
+        lines.append(Text("HTTPS with the demo's own CA (trust it, or the browser warns):", style="bold"))
+        lines.append(Text(f"  {plan.certificates.ca}", style="cyan"))
+        lines.append(Text("  e.g. curl --cacert <that file> ...; the services want a client", style="dim"))
+        lines.append(Text(f"  certificate: {plan.certificates.client_cert} (and .key)", style="dim"))
     lines.append(Text("users (password grant):", style="bold"))
     lines += [Text(f"  {u} / {p} ({r})") for u, p, r in CREDENTIALS]
     lines.append(Text("partner client (client credentials):", style="bold"))

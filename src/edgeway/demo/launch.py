@@ -53,9 +53,18 @@ class LaunchedDemo:
     data_dir: Path
     log: Path
     process: subprocess.Popen[bytes]
+    tls: bool = False
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
+        """``name``'s base URL; https:// for a ``tls`` demo (every process but NATS and the
+        edges' admin ports serves HTTPS then)."""
+        https = self.tls and name != "nats" and not name.endswith("-admin")
+        return f"{'https' if https else 'http'}://127.0.0.1:{self.ports[name]}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The demo's CA certificate (``tls``): what a client trusts."""
+        return self.data_dir / "tls" / "ca.pem"
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -71,6 +80,7 @@ def launched_demo(
     attempts: int = 3,
     env: Mapping[str, str] | None = None,
     system: Path | None = None,
+    tls: bool = False,
 ) -> Iterator[LaunchedDemo]:
     """Start the demo and yield it once ready; stop it at the end.
 
@@ -78,11 +88,15 @@ def launched_demo(
     taken meanwhile (it checks before starting anything), it is started again on new ports.
     ``env`` adds variables to the demo's environment (the edge configs read ``SHOP_*`` ones).
     ``system``: run that system file (``--system``) instead of the shop; its ports are chosen free.
+    ``tls``: ``edgeway demo --tls`` (HTTPS, mTLS to the services; the CA is ``ca_file``).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     names = list(DEFAULT_PORTS) if system is None else list(process_ports(load_system(system).model))
     for attempt in range(attempts):
-        demo = _start(workdir, pattern, extra_args, attempt, env or {}, names, system)
+        demo = _start(
+            workdir, pattern, [*extra_args, *(["--tls"] if tls else [])], attempt, env or {}, names, system
+        )
+        demo.tls = tls
         try:
             _wait_ready(demo, ready_timeout)
         except DemoFailed:

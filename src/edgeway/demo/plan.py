@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import yaml
+
 from edgeway.bus.embedded import EmbeddedNats
+from edgeway.demo.tls import DemoCertificates
 from edgeway.gateway.process.admin_auth import TOKEN_ENV
 from edgeway.system import (
     LoadedSystem,
@@ -134,6 +137,29 @@ class ShopPlan:
     # reload) get it as EDGEWAY_ADMIN_TOKEN.
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     system_file: LoadedSystem = field(default_factory=shop_system)
+    # HTTPS everywhere and mTLS to the services (edgeway.demo.tls); the certificates are in
+    # certificates.directory, made by edgeway.demo.tls.demo_certificates before the processes start.
+    tls: bool = False
+
+    @property
+    def certificates(self) -> DemoCertificates:
+        return DemoCertificates(self.data_dir / "tls")
+
+    def https_names(self) -> set[str]:
+        """The processes that serve HTTPS: with ``tls``, every instance of a service and every edge
+        (their admin ports and NATS stay as they are)."""
+        if not self.tls:
+            return set()
+        names = {i for name in self.system.services for i in instance_names(self.system, name)}
+        return names | set(self.system.edges)
+
+    def edge_services(self) -> list[str]:
+        """The services the edge configs declare (services.yaml and the strangler's), which the
+        TLS overlay gives a CA and client certificate."""
+        declared: list[str] = []
+        for file in ("services.yaml", "strangler.yaml"):
+            declared += yaml.safe_load((EDGES_DIR / file).read_text())["services"]
+        return declared
 
     @property
     def system(self) -> System:
@@ -145,7 +171,8 @@ class ShopPlan:
         return self.system_file.path == SYSTEM_FILE.resolve()
 
     def url(self, name: str) -> str:
-        return f"http://{self.host}:{self.ports[name]}"
+        scheme = "https" if name in self.https_names() else "http"
+        return f"{scheme}://{self.host}:{self.ports[name]}"
 
     @property
     def nats_url(self) -> str:
@@ -159,7 +186,7 @@ class ShopPlan:
         """Where the web app is served from in the Direct pattern: the origins services allow."""
         if not self.is_shop or "web" not in self.ports:
             return []
-        return [self.url("web"), f"http://localhost:{self.ports['web']}"]
+        return [self.url("web"), self.url("web").replace(self.host, "localhost")]
 
     def placement(self) -> Placement:
         """The system placed on this machine: loopback, SQLite files, the registry."""
@@ -170,6 +197,7 @@ class ShopPlan:
             host=self.host,
             cors_origins=self.web_origins(),
             log_level=self.log_level,
+            https=self.https_names(),
         )
 
     def port_env(self) -> dict[str, str]:
@@ -258,6 +286,11 @@ class ShopPlan:
             env["PYTHONPATH"] = os.pathsep.join(
                 [str(source), *filter(None, [env.get("PYTHONPATH"), os.environ.get("PYTHONPATH")])]
             )
+        if self.tls:
+            # The kit's services (and the legacy monolith) are reached through the edges only:
+            # a client certificate from the demo's CA. The security service and the web app's
+            # files are client-facing (the browser, partners), so any client may connect.
+            env.update(self.certificates.serving_env(require_client_cert=service.kind == "kit"))
         base = self.url(instance)
         argv = (sys.executable, "-m", service.module) if service.module else tuple(service.command or ())
         role: Literal["core", "service"] = "core" if service.kind == "security" else "service"
@@ -303,6 +336,8 @@ class ShopPlan:
         if self.is_shop:
             env["SHOP_STRANGLER_FILE"] = str(self.strangler_file)
         env[TOKEN_ENV] = self.admin_token
+        if self.tls:
+            env.update(self.certificates.edge_env())
         # The edges health-check and discover the services: start them once those are up,
         # so no instance starts its life in the edges' eyes as "unhealthy".
         security = self.system.security_services()

@@ -23,6 +23,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -82,6 +83,7 @@ class Supervisor:
         startup_timeout: float = 120.0,
         stop_timeout: float = 10.0,
         show_access: bool = True,
+        probe_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.console = console or Console()
         self.procs = {s.name: Supervised(s, COLORS[i % len(COLORS)]) for i, s in enumerate(specs)}
@@ -95,7 +97,9 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._failure: str | None = None
         self._live: Live | None = None
-        self._http = httpx.AsyncClient(timeout=2.0)
+        # probe_tls: how readiness probes reach HTTPS processes (edgeway demo --tls: the demo's CA
+        # and a client certificate, which the services require)
+        self._http = httpx.AsyncClient(timeout=2.0, verify=probe_tls if probe_tls is not None else True)
         self.t0 = time.monotonic()
 
     # -- public ----------------------------------------------------------------------------------

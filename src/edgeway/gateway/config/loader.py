@@ -44,8 +44,8 @@ def load_config(
 
     ``env`` defaults to ``os.environ``; tests pass their own mapping. ``sources``, when given,
     receives the real path of every file read (the file and its includes), valid or not, and
-    the certificate, key and CA files ``listen.tls`` names (absolute, not resolved: a renewal
-    that swaps a symlink is a change): what live reload watches.
+    the certificate, key and CA files ``listen.tls`` and ``services.*.tls`` name (absolute, not
+    resolved: a renewal that swaps a symlink is a change): what live reload watches.
     """
     environment = os.environ if env is None else env
     issues: list[ConfigIssue] = []

@@ -118,6 +118,11 @@ def _dump(model: Any) -> Any:
     return model.model_dump(mode="json") if model is not None else None
 
 
+def _upstream_tls_digests(config: GatewayConfig) -> dict[str, str]:
+    """What each service's TLS files held when ``config`` was loaded."""
+    return {name: svc.tls.material_digest() for name, svc in config.services.items() if svc.tls is not None}
+
+
 def restart_issues(file: str, running: GatewayConfig, new: GatewayConfig) -> list[ConfigIssue]:
     """One issue per key under :data:`RESTART_KEYS` whose value changed."""
     issues: list[ConfigIssue] = []
@@ -244,6 +249,7 @@ class Reloader:
             trigger == "watch"
             and _dump(config) == _dump(running.config)
             and config.listen.material_digest() == running.config.listen.material_digest()
+            and _upstream_tls_digests(config) == _upstream_tls_digests(running.config)
         ):
             return ReloadResult("unchanged", trigger, self.generation)
         commit: Callable[[], None] | None = None

@@ -282,14 +282,19 @@ class HttpRedirect(StrictModel):
 
 
 def tls_files(data: Any) -> list[str]:
-    """The certificate, key and CA files a raw (unvalidated) config names under ``listen.tls``,
-    read leniently: what the file watch must watch besides the config files, also while the
-    config is invalid (a fixed key file must bring the next reload)."""
+    """The certificate, key and CA files a raw (unvalidated) config names under ``listen.tls``
+    and each ``services.<name>.tls``, read leniently: what the file watch must watch besides the
+    config files, also while the config is invalid (a fixed key file must bring the next reload)."""
     files: list[str] = []
+    services = data.get("services") if isinstance(data, dict) else None
+    for service in services.values() if isinstance(services, dict) else ():
+        upstream = service.get("tls") if isinstance(service, dict) else None
+        if isinstance(upstream, dict):
+            files += [upstream[k] for k in ("ca", "cert", "key") if isinstance(upstream.get(k), str)]
     listen = data.get("listen") if isinstance(data, dict) else None
     tls = listen.get("tls") if isinstance(listen, dict) else None
     if not isinstance(tls, dict):
-        return files
+        return [f.strip() for f in files if f.strip()]
     certificates = tls.get("certificates")
     for entry in certificates if isinstance(certificates, list) else []:
         if isinstance(entry, dict):

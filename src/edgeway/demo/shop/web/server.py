@@ -21,6 +21,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from edgeway.observability.logs import setup_logging
+from edgeway.service.settings import ServiceSettings
+from edgeway.service.tls import uvicorn_tls_options
 
 STATIC = Path(__file__).with_name("static")
 EDGE_HEADER = "x-shop-edge"
@@ -76,4 +78,6 @@ def main() -> None:
         port=int(os.environ.get("EDGEWAY_PORT", "8090")),
         log_config=None,
         access_log=False,
+        # HTTPS when EDGEWAY_TLS_CERT/KEY are set (edgeway demo --tls)
+        **uvicorn_tls_options(ServiceSettings()),
     )

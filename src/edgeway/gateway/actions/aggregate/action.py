@@ -14,7 +14,7 @@ from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.pipeline import Action, GatewayEnv, RequestContext
 from edgeway.gateway.telemetry.component import telemetry_of
 from edgeway.gateway.upstream.resilient import service_guard
-from edgeway.gateway.upstream.service_client import common_headers, upstream_problem
+from edgeway.gateway.upstream.service_client import asks_client_certs, common_headers, upstream_problem
 from edgeway.resilience.guard import retry_after_header
 
 _JSON = (b"content-type", b"application/json")
@@ -27,7 +27,9 @@ def build_aggregate(route: Route, env: GatewayEnv) -> Action:
     action = route.aggregate
     assert action is not None  # called for aggregate routes only
     guards = {name: service_guard(env, name) for name in {call.service for call in action.calls.values()}}
-    plan = compile_plan(action, env.clusters, env.config.auth, guards)
+    plan = compile_plan(
+        action, env.clusters, env.config.auth, guards, client_certs=asks_client_certs(env.config)
+    )
     merge = compile_merge(plan)
     limit = env.config.limits.max_body_bytes
     body_limit = int(limit) if limit is not None else _DEFAULT_BODY_LIMIT
