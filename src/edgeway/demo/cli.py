@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
+    from edgeway.demo.control.server import ControlRoom
     from edgeway.demo.supervisor import Supervisor
 
 app = typer.Typer(no_args_is_help=False)
@@ -72,6 +73,9 @@ def demo(
     ),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Show request log lines."),
     startup_timeout: float = typer.Option(120.0, "--startup-timeout", help="Seconds to wait for readiness."),
+    control_room: bool = typer.Option(
+        True, "--control-room/--no-control-room", help="Serve the control room (and collect the spans)."
+    ),
 ) -> None:
     """Start the reference shop: every service, the security service, NATS and the edges."""
     if ctx.invoked_subcommand is not None:
@@ -90,7 +94,7 @@ def demo(
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    plan = ShopPlan(data_dir.resolve(), ports, chosen, email_delay=email_delay)
+    plan = ShopPlan(data_dir.resolve(), ports, chosen, email_delay=email_delay, control_room=control_room)
     plan.strangler_file.unlink(missing_ok=True)  # the controller writes the current one first
     busy = busy_ports(plan.used_ports(), plan.host)
     if busy:
@@ -108,16 +112,42 @@ def demo(
         startup_timeout=startup_timeout,
         show_access=access_log,
     )
-    code = asyncio.run(_run(supervisor, lambda: _print_ready(console, plan, supervisor)))
+    room = None
+    if control_room:
+        from edgeway.demo.control.wiring import control_room as build_control_room
+
+        room = build_control_room(plan, supervisor, CREDENTIALS[0][:2], PARTNER)
+    code = asyncio.run(_run(supervisor, lambda: _print_ready(console, plan, supervisor), room))
     raise typer.Exit(code)
 
 
-async def _run(supervisor: Supervisor, on_ready: Callable[[], None]) -> int:
+async def _run(supervisor: Supervisor, on_ready: Callable[[], None], room: ControlRoom | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    return await supervisor.run(stop, on_ready)
+    if room is None:
+        return await supervisor.run(stop, on_ready)
+
+    def ready() -> None:
+        room.watch()
+        on_ready()
+
+    # Up before the processes, so their first spans have somewhere to go; down after them, so
+    # their last ones do too.
+    try:
+        await room.start()
+    except OSError as exc:  # taken since the check: name the port and the way out
+        supervisor.console.print(
+            f"cannot serve the control room on port {room.settings.port}: {exc}; "
+            "choose another with --port control=PORT, or --no-control-room",
+            style="bold red",
+        )
+        return 1
+    try:
+        return await supervisor.run(stop, ready)
+    finally:
+        await room.stop()
 
 
 async def _prepare_broker(plan: ShopPlan) -> None:
@@ -171,6 +201,8 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
         lines.append(Text(f"      {url}", style="cyan"))
 
     edges = plan.edges()
+    if plan.control_room:
+        entry("control room: topology, traces, flags, patterns", f"{plan.url('control')}/")
     if "web-bff" in edges:
         entry("web app through the web BFF", f"{plan.url('web-bff')}/")
     entry("web app, Direct pattern", f"{plan.url('web')}/")
@@ -193,7 +225,7 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
         lines.append(Text(f"  {demo_command(plan, cli, *args)}", style="cyan"))
         lines.append(Text(f"      {why}", style="dim"))
 
-    command("payments decline: orders get compensated", "flag", "payments.fail", "on")
+    command("payments decline: orders get compensated (or: the control room)", "flag", "payments.fail", "on")
     if edges:
         command("a route leaves the monolith", "flag", "strangler.account-profile", "on")
     command("the patterns compared: calls, bytes, latency per screen", "compare")

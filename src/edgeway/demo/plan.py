@@ -61,6 +61,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "web-bff-admin": 8181,
     "mobile-bff": 8082,
     "mobile-bff-admin": 8182,
+    "control": 8070,  # the control room (edgeway.demo.control), in the demo's own process
 }
 
 CONFIG_BUCKET = "shop_config"
@@ -119,6 +120,8 @@ class ShopPlan:
     # The edges' admin token, one for the demo: the edges and the strangler (which asks them to
     # reload) get it as EDGEWAY_ADMIN_TOKEN.
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # The control room: its page, and the OTLP receiver every process exports its spans to.
+    control_room: bool = True
 
     def url(self, name: str) -> str:
         return f"http://{self.host}:{self.ports[name]}"
@@ -148,6 +151,8 @@ class ShopPlan:
         for edge in ("gateway", "web-bff", "mobile-bff"):
             if edge in names:
                 used[f"{edge}-admin"] = self.ports[f"{edge}-admin"]
+        if self.control_room:
+            used["control"] = self.ports["control"]
         return used
 
     def edges(self) -> list[str]:
@@ -187,7 +192,19 @@ class ShopPlan:
                 "EDGEWAY_BUS_PREFIX": BUS_PREFIX,
             }
         )
+        if self.control_room:
+            env.update(self.control_env())
         return env
+
+    def control_env(self) -> dict[str, str]:
+        """Spans to the control room's OTLP receiver, in small batches (seen within a second),
+        never holding a process's shutdown long."""
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.url("control"),
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_BSP_SCHEDULE_DELAY": "300",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "3",
+        }
 
     def _nats(self) -> ProcessSpec:
         server = EmbeddedNats(port=self.ports["nats"], host=self.host, data_dir=self.data_dir / "nats")
@@ -267,7 +284,9 @@ class ShopPlan:
 
     def _web(self) -> ProcessSpec:
         env = self._base_env()
-        env.update({"EDGEWAY_PORT": str(self.ports["web"])})
+        env.update({"EDGEWAY_PORT": str(self.ports["web"]), "SHOP_EDGES": ",".join(self.edges())})
+        if self.control_room:
+            env["SHOP_CONTROL_URL"] = self.url("control")
         return ProcessSpec(
             "web",
             (sys.executable, "-m", "edgeway.demo.shop.web"),
