@@ -208,6 +208,7 @@ class Collector:
     def calls(self, trace: Trace) -> list[Call]:
         """Every call between two nodes the trace shows."""
         parents = {h.parent_id for h in trace.hops.values() if h.parent_id}
+        first = trace.root()
         out = []
         for hop in trace.hops.values():
             end_s = hop.end_ns / 1e9
@@ -216,16 +217,20 @@ class Collector:
             elif hop.kind == "consumer":
                 out.append(Call(BROKER, hop.node, end_s, hop.error))
             elif hop.kind == "server":
+                source = ""
                 parent = trace.parent(hop)
                 while parent is not None and parent.node == hop.node:
                     parent = trace.parent(parent)
-                if parent is None:
+                if parent is None and hop.parent_id is not None and hop is not first:
+                    pass  # called from inside the trace by a span not (yet) here: no guess
+                elif parent is None:
                     source = CLIENTS.get(hop.node, DIRECT_CLIENT)
                 elif parent.kind == "producer":
                     source = BROKER
                 else:
                     source = parent.node
-                out.append(Call(source, hop.node, end_s, hop.error))
+                if source:
+                    out.append(Call(source, hop.node, end_s, hop.error))
             if hop.span_id in parents:
                 continue  # the callee reported itself: counted from its side
             if hop.kind == "client":
@@ -336,7 +341,8 @@ class Collector:
         for hop in trace.hops.values():  # anything a cycle hid
             if hop.span_id not in seen:
                 rows.append({**hop.as_json(origin), "depth": 0})
-        return {**self._summary(trace), "spans": rows, "dropped": trace.dropped}
+        calls = [{"source": c.source, "target": c.target, "error": c.error} for c in self.calls(trace)]
+        return {**self._summary(trace), "spans": rows, "calls": calls, "dropped": trace.dropped}
 
 
 def _twin(trace: Trace, hop: Hop) -> Hop | None:

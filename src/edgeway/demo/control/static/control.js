@@ -215,7 +215,12 @@ async function refreshTraces() {
   try {
     let { traces } = await getJson("/api/traces?limit=60");
     if ($("#hide-single").checked) traces = traces.filter((t) => t.hops > 1 || t.trace_id === selectedTrace);
-    if (location.hash.startsWith("#trace=") && selectedTrace === null) selectedTrace = location.hash.slice(7);
+    if (selectedTrace === null && location.hash.startsWith("#trace=")) selectedTrace = location.hash.slice(7);
+    if (selectedTrace === null && location.hash.startsWith("#request=")) {
+      // from the shop's panel: the trace of the request it made
+      const found = await getJson(`/api/requests/${location.hash.slice(9)}`).catch(() => null);
+      if (found) selectedTrace = found.trace_id;
+    }
     renderTraceList(traces);
     const id = selectedTrace || (traces[0] && traces[0].trace_id);
     if (!id) return;
