@@ -235,9 +235,9 @@ async function refreshTraces() {
 const SCREENS = ["home", "product"];
 const PATTERNS = ["Direct", "API gateway", "web BFF", "mobile BFF"];
 
-function barChart(title, rows, key, unit, testid) {
+function barChart(title, rows, key, unit, testid, floor = 0) {
   const cw = 300, ch = 190, left = 34, bottom = 28, top = 14;
-  const max = Math.max(1, ...rows.map((r) => r[key]));
+  const max = Math.max(1, floor, ...rows.map((r) => r[key]));
   const groupW = (cw - left) / SCREENS.length, barW = Math.min(28, (groupW - 16) / PATTERNS.length);
   const scale = (v) => ((ch - bottom - top) * v) / max;
   const parts = [`<line x1="${left}" y1="${ch - bottom}" x2="${cw}" y2="${ch - bottom}" stroke="#ccd"/>`];
@@ -252,6 +252,11 @@ function barChart(title, rows, key, unit, testid) {
       parts.push(`<text class="sub" data-testid="${testid}-value" x="${x + (barW - 3) / 2}" y="${y - 3}" text-anchor="middle">${fmt(row[key], key === "p50_ms" ? 0 : 0)}</text>`);
     });
   });
+  if (floor > 0) {  // what any screen pays at this round trip: one client round trip
+    const y = ch - bottom - scale(floor);
+    parts.push(`<line x1="${left}" y1="${y}" x2="${cw}" y2="${y}" stroke="#555" stroke-dasharray="4 3"/>`);
+    title += ` <small class="muted">(dashed: one ${fmt(floor, 0)} ms round trip)</small>`;
+  }
   return `<div class="chart" data-testid="${testid}"><h4>${title}</h4><svg viewBox="0 0 ${cw} ${ch}" width="100%">${parts.join("")}</svg></div>`;
 }
 
@@ -263,7 +268,7 @@ function renderPatterns(data) {
   if (data.last) {
     const rows = data.last.screens;
     const legend = `<div class="legend" style="grid-column:1/-1">${PATTERNS.map((p) => `<span><i style="background:${PATTERN_COLORS[p]}"></i>${p}</span>`).join("")}</div>`;
-    $("#patterns-charts").innerHTML = legend + barChart("latency per screen, p50 (ms)", rows, "p50_ms", "ms", "chart-latency")
+    $("#patterns-charts").innerHTML = legend + barChart("latency per screen, p50 (ms)", rows, "p50_ms", "ms", "chart-latency", data.last.rtt_ms)
       + barChart("bytes per screen", rows, "bytes_per_screen", "bytes", "chart-bytes")
       + barChart("client calls per screen", rows, "calls_per_screen", "calls", "chart-calls");
     $("#patterns-table").innerHTML = `<tr><th>pattern</th><th>screen</th><th class="num">calls</th><th class="num">bytes</th><th class="num">p50 ms</th><th class="num">p99 ms</th><th class="num">errors</th></tr>` +
