@@ -193,12 +193,17 @@ async def test_a_bad_export_is_a_problem_naming_what_is_wrong(
     assert not room.collector.traces
 
 
-async def test_a_flag_switch_is_json_only_and_says_when_the_broker_is_away(room: ControlRoom) -> None:
+async def test_writes_are_json_only_checked_and_say_when_the_broker_is_away(room: ControlRoom) -> None:
     async with httpx.AsyncClient(base_url=room.url) as http:
         form = await http.put("/api/flags/payments.fail", content=b"value=true")
         assert form.status_code == 415  # a cross-site form cannot switch a flag
         bad = await http.put("/api/flags/payments.fail", json={"value": 3})
         assert bad.status_code == 422
+        measure = await http.post("/api/patterns", content=b"rtt_ms=40")
+        assert measure.status_code == 415
+        out_of_range = await http.post("/api/patterns", json={"rtt_ms": 5000})
+        assert out_of_range.status_code == 422
+        assert "rtt_ms is 0..1000" in out_of_range.json()["detail"]
         away = await http.put("/api/flags/payments.fail", json={"value": True})
     assert away.status_code == 503  # nothing listens at this NATS URL
     assert "cannot set payments.fail" in away.json()["detail"]

@@ -20,6 +20,7 @@ and revocation fetches) count in a node's rate but make no trace.
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from collections import OrderedDict, deque
@@ -193,7 +194,8 @@ class Collector:
         now = self.clock()
         out = {}
         for node, samples in self.samples.items():
-            recent = [s for s in samples if s[0] >= now - _STATS_WINDOW_S]
+            # Appended as the lines come, so newest last: read back to the window's start only.
+            recent = list(itertools.takewhile(lambda s: s[0] >= now - _STATS_WINDOW_S, reversed(samples)))
             latencies = sorted(s[1] for s in recent)
             out[node] = {
                 "rate": round(sum(1 for s in recent if s[0] >= now - _RATE_WINDOW_S) / _RATE_WINDOW_S, 2),

@@ -234,7 +234,7 @@ class ControlRoom:
         return _json(found, cors=True)
 
     async def _flag(self, request: Request) -> Response:
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        if not _is_json(request):
             return _problem(415, "Unsupported Media Type", 'send {"value": ...} as application/json')
         name = request.path_params["name"]
         try:
@@ -254,6 +254,8 @@ class ControlRoom:
 
     async def _patterns(self, request: Request) -> Response:
         if request.method == "POST":
+            if not _is_json(request):
+                return _problem(415, "Unsupported Media Type", 'send {"rtt_ms": 40} as application/json')
             try:
                 body = orjson.loads(await request.body() or b"{}")
                 rtt_ms = float(body.get("rtt_ms", 40))
@@ -317,6 +319,11 @@ _CORS = {
     "Access-Control-Allow-Methods": "GET",
     "Access-Control-Max-Age": "600",
 }
+
+
+def _is_json(request: Request) -> bool:
+    # A write must be JSON: a cross-site form cannot send it without a preflight, which fails.
+    return request.headers.get("content-type", "").split(";")[0].strip() == "application/json"
 
 
 def _json(value: Any, *, status: int = 200, cors: bool = False) -> Response:
