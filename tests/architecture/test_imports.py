@@ -26,6 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "security_service": {"bus", "observability", "security", "service"},
     "gateway": {"bus", "discovery", "http", "observability", "resilience", "security"},
     "bff": {"gateway", "observability"},
+    "system": {"gateway"},
+    "deploy": {"gateway", "security", "system"},
     "demo": {
         "bff",
         "bus",
@@ -37,7 +39,9 @@ ALLOWED: dict[str, set[str]] = {
         "security",
         "security_service",
         "service",
+        "system",
     },
+    "scaffold": set(),  # renders templates; the code it generates imports edgeway, it does not
     "cli": set(),  # commands are imported by name when run (see cli.COMMANDS)
 }
 

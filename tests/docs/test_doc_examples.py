@@ -7,7 +7,8 @@ Each fenced block is checked by its language:
   are filled in: a ``name`` and ``listen`` when absent, and one placeholder instance for each
   service its routes name but do not define. A security service settings file is validated by
   ``SecuritySettings``, a seed file (roles, policies, users, clients) by the seed loader and the
-  models the service creates its entries with. ``${VAR}`` without a default gets a placeholder.
+  models the service creates its entries with; a system file (top-level ``system``) by
+  ``load_system``. ``${VAR}`` without a default gets a placeholder.
 - ``json``: parses.
 - ``python``: compiles, and every name it imports from ``edgeway`` exists.
 - ``sh``/``bash``/``console``: every ``edgeway ...`` or ``./dev ...`` command names a command
@@ -156,6 +157,25 @@ def check_seed(example: Example, tmp_path: Path) -> None:
         ClientIn(**client)
 
 
+def check_system(example: Example, data: dict[str, Any], tmp_path: Path) -> None:
+    """A system file goes through ``load_system`` (``edgeway system check``), with an empty file
+    at each edge config path it names."""
+    from edgeway.gateway.core.errors import ConfigError
+    from edgeway.system import load_system
+
+    for edge in (data.get("edges") or {}).values():
+        if isinstance(edge, dict) and isinstance(edge.get("config"), str):
+            target = tmp_path / edge["config"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("")
+    path = tmp_path / "edgeway.system.yaml"
+    path.write_text(example.body)
+    try:
+        load_system(path, env=_placeholder_env(example.body))
+    except ConfigError as exc:
+        pytest.fail(f"{example.where}: invalid system file:\n{exc}")
+
+
 def check_yaml(example: Example, tmp_path: Path) -> None:
     try:
         data = yaml.safe_load(example.body)
@@ -170,9 +190,12 @@ def check_yaml(example: Example, tmp_path: Path) -> None:
         check_security_settings(example, data)
     elif keys and keys <= {"scopes", "roles", "users", "clients", "policies"}:
         check_seed(example, tmp_path)
+    elif "system" in keys:
+        check_system(example, data, tmp_path)
     else:
         pytest.fail(
-            f"{example.where}: YAML that is neither a gateway config, security settings nor a seed "
+            f"{example.where}: YAML that is neither a gateway config, security settings, a seed nor a "
+            "system file "
             f"(top-level keys {sorted(keys)}): fix it, or mark a partial or foreign block <!-- snippet -->"
         )
 

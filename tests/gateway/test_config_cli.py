@@ -23,7 +23,7 @@ routes:
 THREE_ERRORS = """\
 services:
   catalog:
-    instances: ["https://127.0.0.1:9001"]
+    instances: ["tcp://127.0.0.1:9001"]
 routes:
   - match: {path: /catalog/**}
     proxy: {service: catalgo}
@@ -49,7 +49,8 @@ def test_check_prints_every_issue_with_its_line_and_exits_1(tmp_path: Path) -> N
     lines = result.output.splitlines()
     assert len(lines) == 4
     assert lines[0].startswith(
-        f"{bad}:3:17: services.catalog.instances[0]: https upstreams are not supported yet"
+        f"{bad}:3:17: services.catalog.instances[0]: instance 'tcp://127.0.0.1:9001' must be an http:// or "
+        "https:// URL"
     )
     assert lines[1] == f"{bad}:6:13: routes[0].proxy.service: unknown service 'catalgo' (known: catalog)"
     assert (

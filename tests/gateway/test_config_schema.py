@@ -89,13 +89,13 @@ def test_unknown_keys_are_errors_with_a_suggestion() -> None:
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
-        ("https://127.0.0.1:9001", "https upstreams are not supported yet"),
+        ("https://127.0.0.1", "explicit port, e.g. https://host:8000"),
         ("http://127.0.0.1", "explicit port"),
-        ("tcp://127.0.0.1:1", "http:// URL"),
+        ("tcp://127.0.0.1:1", "http:// or https:// URL"),
         ("http://127.0.0.1:9001/base", "only scheme, host and port"),
     ],
 )
-def test_instance_urls_must_be_plain_http_with_host_and_port(url: str, fragment: str) -> None:
+def test_instance_urls_must_be_http_or_https_with_host_and_port(url: str, fragment: str) -> None:
     [(key, message)] = issues_of(config(services={"catalog": {"instances": [url]}}))
     assert key == "services.catalog.instances[0]"
     assert fragment in message

@@ -97,3 +97,59 @@ def test_setup_is_idempotent_and_routes_uvicorn_loggers(
 def test_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         setup_logging("s", "loud")
+
+
+def test_libraries_that_log_every_request_are_held_at_warning_unless_debugging() -> None:
+    root = logging.getLogger()
+    level = root.level
+    try:
+        setup_logging("gw", "info")
+        # httpx writes "HTTP Request: GET ..." at INFO: a revocation feed polled every second
+        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("httpcore.connection").isEnabledFor(logging.INFO)
+        assert logging.getLogger("httpx").isEnabledFor(logging.WARNING)
+        setup_logging("gw", "debug")
+        assert logging.getLogger("httpx").isEnabledFor(logging.DEBUG)
+    finally:
+        for handler in list(root.handlers):
+            if getattr(handler, "_edgeway_json_handler", False):
+                root.removeHandler(handler)
+        root.setLevel(level)
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_uvicorns_colour_copy_of_the_message_is_not_written(
+    json_logs: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]",
+        7,
+        extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"},
+    )
+    [entry] = lines(capsys.readouterr().out)
+    assert entry["message"] == "Started server process [7]"
+    assert "color_message" not in entry
+
+
+def test_a_failure_log_warns_once_per_outage_and_says_when_it_works_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from edgeway.observability.logs import FailureLog
+
+    log = logging.getLogger("relay.test")
+    failures = FailureLog(log, "the relay")
+    with caplog.at_level(logging.DEBUG, logger="relay.test"):
+        for n in range(5):
+            failures.failed("publish failed: %s", f"attempt {n}")
+        failures.succeeded()
+        failures.succeeded()
+        failures.failed("publish failed: %s", "again")
+    levels = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert levels[0][0] == "WARNING"
+    assert "attempt 0" in levels[0][1]
+    assert [lv for lv, _ in levels[1:5]] == ["DEBUG"] * 4
+    assert levels[5] == ("INFO", "the relay works again after 5 failed attempts")
+    assert levels[6][0] == "WARNING"
+    assert "again" in levels[6][1]
+    assert len(levels) == 7

@@ -236,3 +236,13 @@ def test_the_security_service_names_the_extra_of_its_database_and_broker_before_
         "edgeway: bus_url needs the 'rabbitmq' extra (aio_pika is not installed): "
         "pip install 'edgeway[rabbitmq]'"
     )
+
+
+def test_scaffolding_without_copier_says_to_install_the_scaffold_extra(tmp_path: Path) -> None:
+    done = _edgeway("new", "service", "billing", "--dir", str(tmp_path), without=("copier",), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "edgeway: `edgeway new` needs the 'scaffold' extra (copier is not installed): "
+        "pip install 'edgeway[scaffold]'"
+    )
+    assert list(tmp_path.iterdir()) == []

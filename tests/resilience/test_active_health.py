@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -20,9 +21,12 @@ class Target:
     # A field, not a property: the protocols it stands for (Member, Probed) declare a plain
     # attribute, which a read-only property does not satisfy.
     authority: bytes = field(init=False)
+    tls: ssl.SSLContext | None = None  # plaintext
+    server_hostname: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.authority = f"{self.host}:{self.port}".encode()
+        self.server_hostname = self.host
 
 
 def answering(status: int, seen: list[bytes] | None = None) -> RawHandler:

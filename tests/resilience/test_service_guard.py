@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 from dataclasses import dataclass, field
 
 import pytest
@@ -31,9 +32,12 @@ class Inst:
     # A field, not a property: the protocols it stands for (Member, Probed) declare a plain
     # attribute, which a read-only property does not satisfy.
     authority: bytes = field(init=False)
+    tls: ssl.SSLContext | None = None  # plaintext
+    server_hostname: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.authority = f"{self.host}:{self.port}".encode()
+        self.server_hostname = self.host
 
     @property
     def label(self) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -14,12 +15,13 @@ from conftest import bound_socket
 
 
 @asynccontextmanager
-async def serve(app: ASGIApp, sock: socket.socket | None = None) -> AsyncIterator[str]:
+async def serve(app: ASGIApp, sock: socket.socket | None = None, **options: Any) -> AsyncIterator[str]:
     """Run ``app`` under uvicorn on ``sock`` (a :func:`conftest.bound_socket`, when the app must
-    know its port before it starts) or a port of its own; yields its base URL."""
+    know its port before it starts) or a port of its own; yields its base URL (``https://``
+    when ``options``, more ``uvicorn.Config`` arguments, make it serve TLS)."""
     sock = sock or bound_socket()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     async with asyncio.timeout(10):
@@ -28,7 +30,7 @@ async def serve(app: ASGIApp, sock: socket.socket | None = None) -> AsyncIterato
                 task.result()
             await asyncio.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if options.get('ssl_certfile') else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await task

@@ -116,3 +116,31 @@ async def test_access_log_line_carries_the_request_id(
     assert record.__dict__["route"] == "/orders/{order_id}"
     assert record.__dict__["status"] == 200
     assert orjson.dumps(record.__dict__["duration_ms"])
+
+
+async def test_probes_scrapes_and_named_poll_paths_are_access_logged_at_debug_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = create_app(
+        "feeds", settings=ServiceSettings(), configure_logging=False, quiet_paths=["/revocations"]
+    )
+
+    @app.get("/revocations")
+    async def feed() -> dict[str, list[str]]:
+        return {"entries": []}
+
+    @app.get("/other")
+    async def other() -> dict[str, str]:
+        return {}
+
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        with caplog.at_level(logging.DEBUG, logger="edgeway.access"):
+            for path in ("/revocations", "/health/ready", "/metrics", "/other"):
+                assert (await http.get(path)).status_code == 200
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "edgeway.access"]
+    assert logged == [
+        ("DEBUG", "GET /revocations 200"),
+        ("DEBUG", "GET /health/ready 200"),
+        ("DEBUG", "GET /metrics 200"),
+        ("INFO", "GET /other 200"),
+    ]

@@ -23,7 +23,7 @@ def shop(browser_shop: Shop) -> Shop:
     return browser_shop
 
 
-def _sign_in_and_check_out(page: Any, base: str, expect_mode: str) -> str:
+def _sign_in_and_check_out(page: Any, shop: Shop, base: str, expect_mode: str) -> str:
     from playwright.sync_api import expect
 
     page.goto(base + "/")
@@ -43,12 +43,18 @@ def _sign_in_and_check_out(page: Any, base: str, expect_mode: str) -> str:
     expect(page.get_by_test_id("order-id")).to_be_visible()
     order_id = str(page.get_by_test_id("order-id").inner_text())
     # the status moves on without a reload; the timeline shows the steps it saw
-    expect(page.get_by_test_id("order-status")).to_have_text("confirmed", timeout=20_000)
+    try:
+        expect(page.get_by_test_id("order-status")).to_have_text("confirmed", timeout=20_000)
+    except AssertionError as exc:
+        # The page shows only the status; the order's reason and the services' log say why.
+        order = shop.get("orders", f"/orders/{order_id}", "alice").json()
+        tail = "\n".join(shop.output().splitlines()[-60:])
+        raise AssertionError(f"{exc}\norder: {order}\nlast lines of the shop's log:\n{tail}") from None
     return order_id
 
 
 def test_direct_pattern_sign_in_add_to_cart_check_out_and_watch_the_order(shop: Shop, page: Any) -> None:
-    order_id = _sign_in_and_check_out(page, shop.url("web"), "Direct")
+    order_id = _sign_in_and_check_out(page, shop, shop.url("web"), "Direct")
     order = shop.get("orders", f"/orders/{order_id}", "alice").json()
     assert order["status"] == "confirmed"
     assert {i["sku"] for i in order["items"]} == {"POT-01", "BEA-02"}
@@ -58,7 +64,7 @@ def test_bff_pattern_sign_in_check_out_and_watch_order_and_emails_pushed_live(sh
     from playwright.sync_api import expect
 
     base = shop.url("web-bff")
-    order_id = _sign_in_and_check_out(page, base, "via web BFF")
+    order_id = _sign_in_and_check_out(page, shop, base, "via web BFF")
     # the status arrived over the BFF's WebSocket, not by polling
     expect(page.get_by_test_id("live")).to_have_text("live: connected")
     timeline = page.get_by_test_id("timeline").inner_text()

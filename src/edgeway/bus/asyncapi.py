@@ -22,7 +22,7 @@ from pydantic.json_schema import models_json_schema
 
 from edgeway.bus.bus import EventBus
 from edgeway.bus.errors import BusConfigError
-from edgeway.bus.events import H_KEY, H_REQUEST_ID, H_TIME, H_TRACEPARENT, H_TYPE, Event
+from edgeway.bus.events import H_KEY, H_REQUEST_ID, H_TIME, H_TRACEPARENT, H_TRACESTATE, H_TYPE, Event
 from edgeway.bus.transport import ChannelConfig
 
 VERSION = "2.6.0"
@@ -43,6 +43,7 @@ _HEADERS: dict[str, Any] = {
         },
         H_REQUEST_ID: {"type": "string", "description": "Request id of the operation that published it."},
         H_TRACEPARENT: {"type": "string", "description": "W3C trace context of the publishing span."},
+        H_TRACESTATE: {"type": "string", "description": "W3C tracestate of the trace, when it has one."},
     },
 }
 

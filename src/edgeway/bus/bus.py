@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from edgeway.bus import tracing
 from edgeway.bus.errors import BusConfigError, EventDecodeError
@@ -36,6 +36,9 @@ from edgeway.bus.transport import (
     check_group,
 )
 from edgeway.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("edgeway.bus")
 
@@ -65,6 +68,10 @@ class Received:
     @property
     def traceparent(self) -> str | None:
         return self.envelope.traceparent
+
+    @property
+    def tracestate(self) -> str | None:
+        return self.envelope.tracestate
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,26 +147,32 @@ class _Collected:
     Storing them here, rather than in a closure per job, is ~1 µs per message less.
     """
 
-    __slots__ = ("events",)
+    __slots__ = ("events", "group")
 
-    def __init__(self) -> None:
-        self.events: dict[str, tuple[_Route, Event]] = {}
+    def __init__(self, group: _Group) -> None:
+        self.group = group
+        self.events: dict[str, tuple[_Route, Event, Envelope]] = {}
 
     async def __call__(self, resource: Any, message_ids: Collection[str]) -> None:
-        by_route: dict[_Route, list[Event]] = {}
+        by_route: dict[_Route, tuple[list[Event], list[Envelope]]] = {}
         events = self.events
         for message_id in message_ids:
-            route, event = events[message_id]
+            route, event, envelope = events[message_id]
             found = by_route.get(route)
             if found is None:
-                by_route[route] = [event]
+                by_route[route] = ([event], [envelope])
             else:
-                found.append(event)
-        for route, batch in by_route.items():
-            if route.with_session:
-                await route.handler(batch, resource)
-            else:
-                await route.handler(batch)
+                found[0].append(event)
+                found[1].append(envelope)
+        group = self.group
+        for route, (batch, envelopes) in by_route.items():
+            with tracing.consuming_batch(
+                envelopes, group.channel.name, group.group, group.bus.transport.name, group.bus.tracer
+            ):
+                if route.with_session:
+                    await route.handler(batch, resource)
+                else:
+                    await route.handler(batch)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -196,7 +209,7 @@ class _Group:
         routes = self.routes
         jobs: list[Job] = []
         pending: list[Delivery] = []
-        collected = _Collected()
+        collected = _Collected(self)
         collect = collected.events
         for delivery in batch:
             envelope = delivery.envelope
@@ -220,7 +233,7 @@ class _Group:
                 await self._dead_letter(delivery, str(exc), DeadReason.INVALID)
                 continue
             if route.batch:
-                collect[envelope.id] = (route, event)
+                collect[envelope.id] = (route, event, envelope)
                 jobs.append(Job(envelope.id))
             else:
                 jobs.append(Job(envelope.id, self._bind(route, event, envelope)))
@@ -249,7 +262,7 @@ class _Group:
 
         async def call(session: Any) -> None:
             full = (*args, session) if self.with_session else args
-            with tracing.handling(envelope):
+            with tracing.Consuming(envelope, self.group, self.bus.transport.name, self.bus.tracer):
                 if route.wants_ctx:
                     await handler(*full, ctx)
                 else:
@@ -321,9 +334,13 @@ class EventBus:
         channels: Iterable[ChannelConfig] = (),
         batch_size: int = 100,
         metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.transport = transport
         self.batch_size = batch_size
+        # With a tracer (the service kit's), publishing is a PRODUCER span and each event is
+        # handled in a CONSUMER span of the publisher's trace (edgeway.bus.tracing).
+        self.tracer = tracer
         # Bus metrics go into the given registry (the service kit's ``kit.metrics``); none without.
         self.metrics = BusMetrics(metrics) if metrics is not None else None
         self._channels: dict[str, ChannelConfig] = {c.name: c for c in channels}
@@ -482,7 +499,10 @@ class EventBus:
     ) -> Envelope:
         """Publish now and wait for the broker's confirmation. Prefer the outbox when the event
         reports a database change: it cannot be lost between the commit and the publish."""
-        envelope = envelope_for(event, tracing.outgoing_headers(headers), event_id=event_id)
+        trace_headers = tracing.outgoing_headers(headers)
+        if self.tracer is not None:
+            tracing.produce(self.tracer, trace_headers, "publish", event.channel, system=self.transport.name)
+        envelope = envelope_for(event, trace_headers, event_id=event_id)
         await self.publish_envelope(envelope)
         return envelope
 

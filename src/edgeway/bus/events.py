@@ -34,6 +34,7 @@ H_KEY = "ew-key"
 H_ATTEMPT = "ew-attempt"
 H_REQUEST_ID = "x-request-id"
 H_TRACEPARENT = "traceparent"
+H_TRACESTATE = "tracestate"
 _RESERVED = frozenset({H_ID, H_TYPE, H_TIME, H_KEY, H_ATTEMPT})
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -147,6 +148,10 @@ class Envelope:
     @property
     def traceparent(self) -> str | None:
         return self.headers.get(H_TRACEPARENT)
+
+    @property
+    def tracestate(self) -> str | None:
+        return self.headers.get(H_TRACESTATE)
 
     def expired(self, ttl: float | None, now: float | None = None) -> bool:
         if ttl is None:

@@ -9,6 +9,15 @@ between the confirmation and the mark, the next relay publishes the row again wi
 message id (the row's event id, fixed at ``add``): NATS drops it inside its duplicate window,
 and consumers with an inbox drop it on any broker. Nothing is lost; nothing is applied twice.
 
+Each row keeps the trace context of the operation that wrote it, in columns of its own:
+``request_id``, ``traceparent`` (the span that made the event: the outbox's PRODUCER span with a
+tracer, else the request's or the saga step's) and ``tracestate``; the relay puts them back on the
+message headers (:mod:`edgeway.bus.tracing`), so a consumer continues the trace of the HTTP request
+that committed the change, however much later the event goes out. ``SELECT * FROM edgeway_outbox
+WHERE request_id = …`` finds what a request wrote. A table made by an older edgeway lacks these
+columns: :func:`edgeway.bus.upgrade.add_missing_columns` adds them (the service kit's
+``Database.create`` does it at start).
+
 On PostgreSQL the relay locks its batch with ``FOR UPDATE SKIP LOCKED`` while publishing, so several
 relays (one per service replica) share the work without publishing a row twice. SQLite has one
 writer at a time and no row locks: run one relay per database (the normal case for a file per
@@ -23,7 +32,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import (
@@ -49,12 +58,28 @@ from edgeway.bus import tracing
 from edgeway.bus.bulk import BulkInsert, Prepared
 from edgeway.bus.bus import EventBus
 from edgeway.bus.errors import BusError
-from edgeway.bus.events import Envelope, Event, envelopes_for
+from edgeway.bus.events import H_REQUEST_ID, H_TRACEPARENT, H_TRACESTATE, Envelope, Event, envelopes_for
+from edgeway.observability.context import MAX_TRACESTATE
+from edgeway.observability.logs import FailureLog
 from edgeway.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("edgeway.bus.outbox")
 
-_COLUMNS = ("event_id", "channel", "event_type", "event_key", "headers", "payload", "created_at")
+_COLUMNS = (
+    "event_id",
+    "channel",
+    "event_type",
+    "event_key",
+    "headers",
+    "payload",
+    "created_at",
+    "request_id",
+    "traceparent",
+    "tracestate",
+)
 _PENDING_COLUMNS = ("id", *_COLUMNS)
 _PURGE_CHUNK = 1000  # rows per purge transaction
 
@@ -62,20 +87,25 @@ _PURGE_CHUNK = 1000  # rows per purge transaction
 def _envelopes(rows: Sequence[Any]) -> list[Envelope]:
     """Envelopes of pending rows (``_PENDING_COLUMNS`` tuples, as the driver returns them).
 
-    Headers are read as JSON text and parsed once per distinct text: the events of one add_many
-    share theirs (~1.5 µs per row saved against the JSON type's json.loads each). asyncpg
-    decodes JSON columns itself and hands over dicts.
+    Headers are the JSON text plus the trace columns, built once per distinct combination: the
+    events of one add_many share theirs (~1.5 µs per row saved against the JSON type's
+    json.loads each). asyncpg decodes JSON columns itself and hands over dicts. A row written
+    before the trace columns existed has its context in the JSON text, and NULL columns.
     """
-    parsed: dict[str, dict[str, str]] = {}
+    built: dict[tuple[Any, ...], dict[str, str]] = {}
     out = []
-    for _id, event_id, channel, event_type, key, raw, payload, created_at in rows:
-        headers: dict[str, str] | None
-        if isinstance(raw, dict):
-            headers = raw
-        else:
-            headers = parsed.get(raw)
-            if headers is None:
-                headers = parsed[raw] = _headers(raw)
+    for _id, event_id, channel, event_type, key, raw, payload, created_at, rid, parent, state in rows:
+        cache_key = (raw if not isinstance(raw, dict) else id(raw), rid, parent, state)
+        headers = built.get(cache_key)
+        if headers is None:
+            headers = dict(raw) if isinstance(raw, dict) else _headers(raw)
+            if rid is not None:
+                headers[H_REQUEST_ID] = rid
+            if parent is not None:
+                headers[H_TRACEPARENT] = parent
+            if state is not None:
+                headers[H_TRACESTATE] = state
+            built[cache_key] = headers
         if not isinstance(payload, bytes):
             payload = bytes(payload)  # a memoryview from some drivers
         out.append(Envelope(event_id, event_type, channel, created_at, payload, key, headers))
@@ -126,6 +156,11 @@ def outbox_table(metadata: MetaData, name: str = "edgeway_outbox") -> Table:
         Column("payload", LargeBinary, nullable=False),
         Column("created_at", Float, nullable=False),
         Column("sent_at", Float, nullable=True),
+        # The trace context of the operation that wrote the row (edgeway.bus.tracing); nullable,
+        # so add_missing_columns can add them to a table an older edgeway made.
+        Column("request_id", String(128), nullable=True),
+        Column("traceparent", String(55), nullable=True),
+        Column("tracestate", String(MAX_TRACESTATE), nullable=True),
     )
     # Only the backlog is indexed: the relay's "oldest unsent first" walks it in id order, and
     # marking a row sent drops it from the index instead of moving it (0.8 µs per row less on
@@ -137,10 +172,17 @@ def outbox_table(metadata: MetaData, name: str = "edgeway_outbox") -> Table:
 
 
 class Outbox:
-    """Writes events into the outbox table inside the caller's transaction."""
+    """Writes events into the outbox table inside the caller's transaction.
 
-    def __init__(self, metadata: MetaData, *, table_name: str = "edgeway_outbox") -> None:
+    With a ``tracer`` (the service kit's), each ``add``/``add_many`` is a PRODUCER span
+    ``create <channel>`` in the caller's trace, and the events name it as their parent.
+    """
+
+    def __init__(
+        self, metadata: MetaData, *, table_name: str = "edgeway_outbox", tracer: Tracer | None = None
+    ) -> None:
         self.table = outbox_table(metadata, table_name)
+        self.tracer = tracer
         self._insert = BulkInsert(self.table, _COLUMNS)
 
     async def add(
@@ -163,10 +205,19 @@ class Outbox:
     ) -> list[Envelope]:
         """Queue several events of one operation: they share its request id and trace context."""
         shared = tracing.outgoing_headers(headers)
+        if self.tracer is not None and events:
+            channels = sorted({e.channel for e in events})
+            tracing.produce(self.tracer, shared, "create", ",".join(channels), count=len(events))
         envelopes = envelopes_for(events, shared)
-        text = orjson.dumps(shared).decode()  # one JSON text for all: they share the headers
+        rest = {k: v for k, v in shared.items() if k not in tracing.TRACE_HEADERS}
+        text = orjson.dumps(rest).decode()  # one JSON text for all: they share the headers
+        rid, parent, state = shared[H_REQUEST_ID], shared[H_TRACEPARENT], shared.get(H_TRACESTATE)
         await self._insert.execute(
-            session, [(e.id, e.channel, e.type, e.key, text, e.payload, e.time) for e in envelopes]
+            session,
+            [
+                (e.id, e.channel, e.type, e.key, text, e.payload, e.time, rid, parent, state)
+                for e in envelopes
+            ],
         )
         return envelopes
 
@@ -209,6 +260,7 @@ class OutboxRelay:
         self.backlog_interval = backlog_interval
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._failures = FailureLog(log, f"outbox relay of {outbox.table.name}")
         self._last_purge = 0.0
         self._last_count = 0.0
         self._backlog = 0
@@ -327,15 +379,21 @@ class OutboxRelay:
                     self._last_purge = now
                     await self.purge()
             except (BusError, OSError, ConnectionError) as exc:
-                log.warning("outbox relay: publish failed, retrying in %.1f s: %s", self.retry_interval, exc)
-                await asyncio.sleep(self.retry_interval)
-                continue
-            except Exception as exc:  # a database error: keep the service up, keep trying
-                log.exception(
-                    "outbox relay: unexpected error, retrying in %.1f s: %s", self.retry_interval, exc
+                self._failures.failed(
+                    "outbox relay: publish failed, retrying every %.1f s: %s", self.retry_interval, exc
                 )
                 await asyncio.sleep(self.retry_interval)
                 continue
+            except Exception as exc:  # a database error: keep the service up, keep trying
+                self._failures.failed(
+                    "outbox relay: unexpected error, retrying every %.1f s: %s",
+                    self.retry_interval,
+                    exc,
+                    exc_info=exc,
+                )
+                await asyncio.sleep(self.retry_interval)
+                continue
+            self._failures.succeeded()
             if count < self.batch_size:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from edgeway.demo.plan import CONFIG_BUCKET, DEFAULT_PORTS, PATTERNS, ShopPlan, parse_ports
+from edgeway.system import instance_names
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -201,7 +202,7 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
         lines.append(Text(f"      {url}", style="cyan"))
 
     edges = plan.edges()
-    if plan.control_room:
+    if plan.serves_control_room:
         entry("control room: topology, traces, flags, patterns", f"{plan.url('control')}/")
     if "web-bff" in edges:
         entry("web app through the web BFF", f"{plan.url('web-bff')}/")
@@ -210,8 +211,11 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
         entry("mobile BFF", f"{plan.url('mobile-bff')}/m/home")
     if "gateway" in edges:
         entry("API gateway (partners)", f"{plan.url('gateway')}/v1/products")
-    for name in ("catalog-1", "catalog-2", "inventory", "orders", "payments", "notifications", "profile"):
-        entry(f"{name} (direct, OpenAPI)", f"{plan.url(name)}/docs")
+    system = plan.system
+    for service, spec in system.services.items():
+        if spec.kind == "kit" and spec.health is None:  # the kit's services, with their OpenAPI page
+            for name in instance_names(system, service):
+                entry(f"{name} (direct, OpenAPI)", f"{plan.url(name)}/docs")
     entry("legacy monolith", plan.url("legacy"))
     entry("security service", f"{plan.security_url}/.well-known/openid-configuration")
     entry("NATS (embedded)", plan.nats_url)

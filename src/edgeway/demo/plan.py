@@ -1,18 +1,23 @@
 """What ``edgeway demo`` runs: every process of the shop, its command, environment, port and readiness.
 
-The plan is data (:class:`ProcessSpec` per process) built from the ports and the data directory,
-so the CLI, the tests and a reader see the whole system in one place. Processes are started in
-dependency order (``after``): the broker first, then the security service (the others fetch its
-JWKS at start), then the services, then the edges.
+The shop is described by its system file, ``shop/edgeway.system.yaml`` (:mod:`edgeway.system`):
+services, instances, ports, edges, the broker. The plan is that file placed on this machine
+(:class:`ProcessSpec` per process, built from the ports and the data directory): every process on
+loopback, SQLite files in the data directory, an embedded NATS, the service registry. The deploy
+targets (``edgeway deploy render``) read the same file, so the laptop and the cluster cannot
+drift. Processes are started in dependency order (``after``): the broker first, then the security
+service (the others fetch its JWKS at start), then the services, then the edges. Besides the
+system, the demo runs its own helper, the strangler controller (:mod:`edgeway.demo.strangler`).
 
-Ports have names (``catalog-1``, ``web-bff`` ...) and defaults; ``--port NAME=PORT`` changes one.
-The edge configs (``shop/edges/*.yaml``) read them from ``SHOP_PORT_<NAME>`` variables, which is
-also how they run outside the demo.
+Ports have names (``catalog-1``, ``web-bff`` ...) and defaults from the system file; ``--port
+NAME=PORT`` changes one. The edge configs (``shop/edges/*.yaml``) read where everything is from
+``SHOP_URL_<NAME>`` and what to bind from ``SHOP_HOST`` and ``SHOP_PORT_<NAME>``, which is also
+how they run outside the demo.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import secrets
 import sys
@@ -23,11 +28,24 @@ from typing import Literal
 
 from edgeway.bus.embedded import EmbeddedNats
 from edgeway.gateway.process.admin_auth import TOKEN_ENV
+from edgeway.system import (
+    LoadedSystem,
+    Placement,
+    edge_env,
+    instance_names,
+    load_system,
+    local_placement,
+    process_ports,
+    service_env,
+    wiring_env,
+)
+from edgeway.system.model import Pattern, System
 
 __all__ = [
     "DEFAULT_PORTS",
     "EDGES_DIR",
     "PATTERNS",
+    "SYSTEM_FILE",
     "FileReady",
     "HttpReady",
     "Pattern",
@@ -35,38 +53,30 @@ __all__ = [
     "ShopPlan",
     "TcpReady",
     "port_env_name",
+    "shop_system",
 ]
 
-Pattern = Literal["all", "direct", "gateway", "bff"]
 PATTERNS: tuple[Pattern, ...] = ("all", "direct", "gateway", "bff")
 
-EDGES_DIR = Path(__file__).parent / "shop" / "edges"
+SHOP_DIR = Path(__file__).parent / "shop"
+SYSTEM_FILE = SHOP_DIR / "edgeway.system.yaml"
+EDGES_DIR = SHOP_DIR / "edges"
 
-# name -> default port. The embedded NATS is not on 4222: a system NATS often is.
-DEFAULT_PORTS: dict[str, int] = {
-    "nats": 14222,
-    "security": 8400,
-    "catalog-1": 8101,
-    "catalog-2": 8102,
-    "inventory": 8103,
-    "orders": 8104,
-    "payments": 8105,
-    "notifications": 8106,
-    "profile": 8107,
-    "legacy": 8108,
-    "web": 8090,
-    "gateway": 8080,
-    "gateway-admin": 8180,
-    "web-bff": 8081,
-    "web-bff-admin": 8181,
-    "mobile-bff": 8082,
-    "mobile-bff-admin": 8182,
-    "control": 8070,  # the control room (edgeway.demo.control), in the demo's own process
-}
 
-CONFIG_BUCKET = "shop_config"
-REGISTRY_BUCKET = "shop_registry"
-BUS_PREFIX = "shop"
+@functools.cache
+def shop_system() -> LoadedSystem:
+    """The shop's system file, read once (the environment plays no part in it)."""
+    return load_system(SYSTEM_FILE, env={})
+
+
+# name -> default port, from the system file: the broker, each instance, each edge and its admin;
+# and the control room (edgeway.demo.control), which the demo's own process serves.
+DEFAULT_PORTS: dict[str, int] = {**process_ports(shop_system().model), "control": 8070}
+
+_BROKER = shop_system().model.broker
+CONFIG_BUCKET = _BROKER.config_bucket or "shop_config"
+REGISTRY_BUCKET = _BROKER.registry_bucket or "shop_registry"
+BUS_PREFIX = _BROKER.prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,182 +132,161 @@ class ShopPlan:
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     # The control room: its page, and the OTLP receiver every process exports its spans to.
     control_room: bool = True
+    system_file: LoadedSystem = field(default_factory=shop_system)
+
+    @property
+    def system(self) -> System:
+        return self.system_file.model
 
     def url(self, name: str) -> str:
         return f"http://{self.host}:{self.ports[name]}"
 
     @property
     def nats_url(self) -> str:
-        return f"nats://{self.host}:{self.ports['nats']}"
+        return self.placement().nats_url
 
     @property
     def security_url(self) -> str:
-        return self.url("security")
+        return self.url(self.system.security_services()[0])
 
     def web_origins(self) -> list[str]:
         """Where the web app is served from in the Direct pattern: the origins services allow."""
+        if "web" not in self.ports:
+            return []
         return [self.url("web"), f"http://localhost:{self.ports['web']}"]
 
+    def placement(self) -> Placement:
+        """The system placed on this machine: loopback, SQLite files, the registry."""
+        return local_placement(
+            self.system,
+            str(self.data_dir),
+            ports=self.ports,
+            host=self.host,
+            cors_origins=self.web_origins(),
+            log_level=self.log_level,
+        )
+
     def port_env(self) -> dict[str, str]:
-        """``SHOP_PORT_<NAME>`` for every port: what the edge configs interpolate."""
-        env = {port_env_name(name): str(port) for name, port in self.ports.items()}
-        env["SHOP_HOST"] = self.host
-        return env
+        """``SHOP_PORT_<NAME>`` for every port, ``SHOP_URL_<NAME>`` for every process and
+        ``SHOP_HOST``: what the edge configs interpolate."""
+        prefix = self.system.prefix
+        return {
+            k: v for k, v in wiring_env(self.system, self.placement()).items() if k.startswith(prefix + "_")
+        }
 
     def used_ports(self) -> dict[str, int]:
         """The ports the processes of this pattern bind."""
         names = {spec.name for spec in self.processes()}
         used = {name: port for name, port in self.ports.items() if name in names}
-        for edge in ("gateway", "web-bff", "mobile-bff"):
+        for edge in self.system.edges:
             if edge in names:
                 used[f"{edge}-admin"] = self.ports[f"{edge}-admin"]
-        if self.control_room:
+        if self.serves_control_room:
             used["control"] = self.ports["control"]
         return used
 
     def edges(self) -> list[str]:
-        return {
-            "all": ["gateway", "web-bff", "mobile-bff"],
-            "direct": [],
-            "gateway": ["gateway"],
-            "bff": ["web-bff", "mobile-bff"],
-        }[self.pattern]
+        return self.system.edges_of(self.pattern)
 
     # -- the processes ---------------------------------------------------------------------------
 
     def processes(self) -> list[ProcessSpec]:
-        specs = [self._nats(), self._security()]
-        specs += [self._service(name) for name in SERVICES]
-        specs.append(self._legacy())
-        specs.append(self._web())
+        placement = self.placement()
+        specs = [] if self.system.broker.nats.external_url is not None else [self._nats()]
+        for name in self.system.services:
+            specs += [
+                self._service(placement, name, instance) for instance in instance_names(self.system, name)
+            ]
         if self.edges():
             specs.append(self._strangler())
-        specs += [self._edge(name) for name in self.edges()]
+        specs += [self._edge(placement, name) for name in self.edges()]
         return specs
 
     @property
     def strangler_file(self) -> Path:
         return self.data_dir / "strangler.yaml"
 
-    def _base_env(self) -> dict[str, str]:
+    def _env(self, own: Mapping[str, str]) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(self.port_env())
-        env.update(
-            {
-                "PYTHONUNBUFFERED": "1",
-                "EDGEWAY_LOG_LEVEL": self.log_level,
-                "EDGEWAY_HOST": self.host,
-                "EDGEWAY_DATA_DIR": str(self.data_dir),
-                "EDGEWAY_NATS_URL": self.nats_url,
-                "EDGEWAY_BUS_PREFIX": BUS_PREFIX,
-            }
-        )
-        if self.control_room:
+        env.update(own)
+        env["SHOP_EDGES"] = ",".join(self.edges())  # the web page links the other pattern
+        if self.serves_control_room:
             env.update(self.control_env())
         return env
 
+    @property
+    def serves_control_room(self) -> bool:
+        """On, and with a port (a plan built from a system file's ports alone has none)."""
+        return self.control_room and "control" in self.ports
+
     def control_env(self) -> dict[str, str]:
         """Spans to the control room's OTLP receiver, in small batches (seen within a second),
-        never holding a process's shutdown long."""
+        never holding a process's shutdown long; and where the control room is, for the page."""
         return {
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.url("control"),
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_BSP_SCHEDULE_DELAY": "300",
             "OTEL_EXPORTER_OTLP_TIMEOUT": "3",
+            "SHOP_CONTROL_URL": self.url("control"),
         }
+
+    def _broker_names(self) -> tuple[str, ...]:
+        return () if self.system.broker.nats.external_url is not None else ("nats",)
 
     def _nats(self) -> ProcessSpec:
         server = EmbeddedNats(port=self.ports["nats"], host=self.host, data_dir=self.data_dir / "nats")
         return ProcessSpec(
             "nats",
             tuple(server.command()),
-            self._base_env(),
+            self._env(wiring_env(self.system, self.placement())),
             TcpReady(self.host, self.ports["nats"]),
             role="broker",
             url=self.nats_url,
         )
 
-    def _security(self) -> ProcessSpec:
-        env = self._base_env()
-        env.update(
-            {
-                "EDGEWAY_PORT": str(self.ports["security"]),
-                "EDGEWAY_SECURITY_DB_URL": f"sqlite+aiosqlite:///{self.data_dir / 'security.db'}",
-                "EDGEWAY_SECURITY_KEYS_PATH": str(self.data_dir / "security-keys.json"),
-                "EDGEWAY_SECURITY_PUBLIC_URL": self.security_url,
-                "EDGEWAY_SECURITY_BUS_URL": self.nats_url,
-                "EDGEWAY_SECURITY_BUS_PREFIX": BUS_PREFIX,
-                "EDGEWAY_SECURITY_CORS_ORIGINS": json.dumps(self.web_origins()),
-            }
-        )
-        return ProcessSpec(
-            "security",
-            (sys.executable, "-m", "edgeway.demo.shop.security"),
-            env,
-            HttpReady(f"{self.security_url}/healthz"),
-            after=("nats",),
-            role="core",
-            url=f"{self.security_url}/.well-known/openid-configuration",
-        )
+    def _after(self, name: str) -> tuple[str, ...]:
+        """What a service waits for: its ``after`` (``broker`` is the embedded NATS), by default
+        the broker and, for kit services, the security service."""
+        service = self.system.services[name]
+        if service.after is not None:
+            wanted = list(service.after)
+        elif service.kind == "kit":
+            wanted = ["broker", *self.system.security_services()]
+        elif service.kind == "security":
+            wanted = ["broker"]
+        else:
+            wanted = []
+        after: list[str] = []
+        for dep in wanted:
+            after += self._broker_names() if dep == "broker" else instance_names(self.system, dep)
+        return tuple(after)
 
-    def _service_env(self, name: str, port_name: str) -> dict[str, str]:
-        env = self._base_env()
-        env.update(
-            {
-                "EDGEWAY_SERVICE_NAME": name,
-                "EDGEWAY_INSTANCE_ID": port_name,
-                "EDGEWAY_PORT": str(self.ports[port_name]),
-                "EDGEWAY_ADVERTISE_URL": self.url(port_name),
-                "EDGEWAY_REGISTRY_BUCKET": REGISTRY_BUCKET,
-                "EDGEWAY_REGISTRY_TTL": "10",
-                "EDGEWAY_CONFIG_BUCKET": CONFIG_BUCKET,
-                "EDGEWAY_CONFIG_CACHE_DIR": str(self.data_dir / "cache" / port_name),
-                "EDGEWAY_JWKS_URL": f"{self.security_url}/.well-known/jwks.json",
-                "EDGEWAY_SECURITY_URL": self.security_url,
-                "EDGEWAY_CORS_ORIGINS": json.dumps(self.web_origins()),
-                "EDGEWAY_SHUTDOWN_GRACE": "0",
-                "EDGEWAY_EMAIL_DELAY": str(self.email_delay),
-            }
-        )
-        return env
-
-    def _service(self, port_name: str) -> ProcessSpec:
-        module = port_name.split("-")[0] if port_name.startswith("catalog") else port_name
+    def _service(self, placement: Placement, name: str, instance: str) -> ProcessSpec:
+        service = self.system.services[name]
+        env = service_env(self.system, placement, name, instance, self.ports[instance])
+        if service.kind == "kit":
+            env["EDGEWAY_EMAIL_DELAY"] = str(self.email_delay)
+        base = self.url(instance)
+        argv = (sys.executable, "-m", service.module) if service.module else tuple(service.command or ())
+        role: Literal["core", "service"] = "core" if service.kind == "security" else "service"
+        if service.kind == "security":
+            shown = f"{base}/.well-known/openid-configuration"
+        elif service.kind == "kit" and service.health is None:
+            shown = f"{base}/docs"
+        else:
+            shown = base
         return ProcessSpec(
-            port_name,
-            (sys.executable, "-m", f"edgeway.demo.shop.{module}"),
-            self._service_env(module, port_name),
-            HttpReady(f"{self.url(port_name)}/health/ready"),
-            after=("nats", "security"),
-            url=f"{self.url(port_name)}/docs",
-        )
-
-    def _legacy(self) -> ProcessSpec:
-        return ProcessSpec(
-            "legacy",
-            (sys.executable, "-m", "edgeway.demo.shop.legacy"),
-            self._service_env("legacy", "legacy"),
-            HttpReady(f"{self.url('legacy')}/health"),
-            after=("security",),
-            url=self.url("legacy"),
-        )
-
-    def _web(self) -> ProcessSpec:
-        env = self._base_env()
-        env.update({"EDGEWAY_PORT": str(self.ports["web"]), "SHOP_EDGES": ",".join(self.edges())})
-        if self.control_room:
-            env["SHOP_CONTROL_URL"] = self.url("control")
-        return ProcessSpec(
-            "web",
-            (sys.executable, "-m", "edgeway.demo.shop.web"),
-            env,
-            HttpReady(f"{self.url('web')}/health"),
-            role="edge",
-            url=self.url("web"),
+            instance,
+            argv,
+            self._env(env),
+            HttpReady(base + service.probes().ready),
+            after=self._after(name),
+            role=role,
+            url=shown,
         )
 
     def _strangler(self) -> ProcessSpec:
-        env = self._base_env()
+        env = self._env(wiring_env(self.system, self.placement()))
         env.update(
             {
                 "SHOP_STRANGLER_FILE": str(self.strangler_file),
@@ -312,29 +301,31 @@ class ShopPlan:
             (sys.executable, "-m", "edgeway.demo.strangler"),
             env,
             FileReady(self.strangler_file),
-            after=("nats",),
+            after=self._broker_names(),
             role="edge",
         )
 
-    def _edge(self, name: str) -> ProcessSpec:
-        config = EDGES_DIR / f"{name}.yaml"
-        env = self._base_env()
+    def _edge(self, placement: Placement, name: str) -> ProcessSpec:
+        config = self.system_file.edge_config(name)
+        env = self._env(edge_env(self.system, placement, name))
         env["SHOP_STRANGLER_FILE"] = str(self.strangler_file)
         env[TOKEN_ENV] = self.admin_token
+        # The edges health-check and discover the services: start them once those are up,
+        # so no instance starts its life in the edges' eyes as "unhealthy".
+        security = self.system.security_services()
+        others = [n for n in self.system.services if n not in security]
+        after = [i for n in security for i in instance_names(self.system, n)]
+        after.append("strangler")
+        after += [i for n in others for i in instance_names(self.system, n)]
         return ProcessSpec(
             name,
             (sys.executable, "-m", "edgeway.cli", "gateway", "--config", str(config)),
             env,
             HttpReady(f"{self.url(name + '-admin')}/readyz"),
-            # The edges health-check and discover the services: start them once those are up,
-            # so no instance starts its life in the edges' eyes as "unhealthy".
-            after=("security", "strangler", *SERVICES, "legacy", "web"),
+            after=tuple(after),
             role="edge",
             url=self.url(name),
         )
-
-
-SERVICES = ("catalog-1", "catalog-2", "inventory", "orders", "payments", "notifications", "profile")
 
 
 def parse_ports(values: Iterable[str]) -> dict[str, int]:

@@ -31,6 +31,7 @@ from nats.js.kv import KeyValue
 
 from edgeway.discovery.errors import DiscoveryError, RegistryError
 from edgeway.discovery.source import Backoff
+from edgeway.observability.logs import FailureLog
 from edgeway.tasks import cancel_and_wait
 
 __all__ = ["Instance", "Registration", "Registry", "RegistryDiscovery", "RegistrySource"]
@@ -171,6 +172,7 @@ class Registration:
         self.registry = registry
         self.instance = instance
         self._task: asyncio.Task[None] | None = None
+        self._failures = FailureLog(_log, f"registry heartbeat of {instance.key}")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._heartbeat(), name=f"registry-heartbeat-{self.instance.key}")
@@ -186,7 +188,9 @@ class Registration:
                 await self.registry._put(self.instance)
             except RegistryError as exc:
                 # Keep beating: NATS reconnects on its own and the next put re-registers us.
-                _log.warning("registry heartbeat failed: %s", exc)
+                self._failures.failed("registry heartbeat failed: %s", exc)
+            else:
+                self._failures.succeeded()
 
     async def stop_heartbeat(self) -> None:
         """Stop beating without deregistering (the entry then expires after one TTL)."""

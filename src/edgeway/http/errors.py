@@ -7,6 +7,8 @@
     ├── ClientDisconnected         the client went away while we were reading or writing
     └── UpstreamError              the upstream could not give a usable response; carries status
         ├── UpstreamConnectError   refused / unreachable / DNS (502)
+        │   └── UpstreamTlsError   the TLS handshake failed: certificate not trusted, wrong
+        │                          name, expired, not TLS at all, client certificate refused
         ├── UpstreamTimeout        connect, first-byte or total timeout (504); `phase` says which
         ├── UpstreamReset          closed or reset mid-exchange (502)
         ├── UpstreamProtocolError  unparseable response (502)
@@ -54,6 +56,19 @@ class UpstreamError(HttpError):
 
 class UpstreamConnectError(UpstreamError):
     status = 502
+
+
+class UpstreamTlsError(UpstreamConnectError):
+    """The TLS handshake with an instance failed (502). A connect failure: the request never
+    reached the service, so it may go to another instance whatever its method, and it counts
+    against the instance like a refused connection. ``reason`` is the short why
+    ("certificate verify failed: hostname mismatch, ...")."""
+
+    status = 502
+
+    def __init__(self, message: str, *, instance: str = "", reason: str = "") -> None:
+        super().__init__(message, instance=instance)
+        self.reason = reason
 
 
 class UpstreamTimeout(UpstreamError):

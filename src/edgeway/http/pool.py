@@ -18,27 +18,94 @@ while idle, expired, closed beyond `max_idle`, handed over to a tunnel
 (:meth:`ConnectionPool.detach`), or abandoned by a waiter that was cancelled just as it was
 handed a connection. A slot given back twice would let the pool
 open more than its limit; one never given back would shrink the pool for good.
+
+A pool with ``tls`` (an :class:`ssl.SSLContext`, see :mod:`edgeway.http.upstream_tls`) opens
+its connections with a TLS handshake, sending and verifying ``server_hostname`` (the host by
+default); the handshake counts against the connect timeout. A handshake that fails is an
+:class:`UpstreamTlsError` (502) naming the instance and why, never a plaintext connection. The
+pooled connections are the same objects either way: reuse, keep-alive and the stale-connection
+retry work over TLS unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 
-from edgeway.http.errors import InstanceDown, PoolTimeout, UpstreamConnectError, UpstreamTimeout
+from edgeway.http.errors import (
+    InstanceDown,
+    PoolTimeout,
+    UpstreamConnectError,
+    UpstreamTimeout,
+    UpstreamTlsError,
+)
 from edgeway.http.limits import PoolLimits
 from edgeway.http.upstream import DeadlineWatch, UpstreamConnection, UpstreamState
+from edgeway.http.upstream_tls import describe_tls_error
+
+
+async def open_connection(
+    factory: Callable[[], UpstreamConnection],
+    host: str,
+    port: int,
+    instance: str,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> UpstreamConnection:
+    """Open one upstream connection (TCP, then the TLS handshake when ``tls`` is given); a
+    failure is an :class:`UpstreamConnectError` (:class:`UpstreamTlsError` for the handshake)
+    naming ``instance``. The caller bounds the time it may take."""
+    loop = asyncio.get_running_loop()
+    try:
+        if tls is None:
+            _, conn = await loop.create_connection(factory, host, port)
+        else:
+            _, conn = await loop.create_connection(
+                factory, host, port, ssl=tls, server_hostname=server_hostname or host
+            )
+    except ssl.SSLError as exc:
+        raise _tls_failed(instance, exc) from exc
+    except OSError as exc:
+        if tls is not None and isinstance(
+            exc, ConnectionResetError | ConnectionAbortedError | BrokenPipeError
+        ):
+            # TCP was up (a refusal is ConnectionRefusedError): the peer hung up mid-handshake.
+            raise _tls_failed(instance, exc) from exc
+        raise UpstreamConnectError(
+            f"cannot connect to {instance}: {exc.strerror or exc}", instance=instance
+        ) from exc
+    return conn
+
+
+def _tls_failed(instance: str, exc: OSError) -> UpstreamTlsError:
+    reason = describe_tls_error(exc)
+    return UpstreamTlsError(
+        f"TLS handshake with {instance} failed: {reason}", instance=instance, reason=reason
+    )
 
 
 class ConnectionPool:
-    def __init__(self, host: str, port: int, limits: PoolLimits) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        limits: PoolLimits,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.instance = f"{host}:{port}"
         self.limits = limits
+        # The context new connections handshake with (None: plaintext); replaced when the
+        # certificates are reloaded, connections already open keep theirs.
+        self.tls = tls
+        self.server_hostname = server_hostname if server_hostname is not None else host
         # Read on every acquire: an int compare, with "no cap" as a cap never reached.
         self._cap: int = limits.max_connections if limits.max_connections is not None else sys.maxsize
         self._max_idle: int = limits.max_idle
@@ -125,20 +192,18 @@ class ConnectionPool:
             handed.close()
 
     async def _connect(self, timeout: float) -> UpstreamConnection:
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(
+                conn = await open_connection(
                     lambda: UpstreamConnection(self.instance, self.limits, self._idle_lost, self.deadlines),
                     self.host,
                     self.port,
+                    self.instance,
+                    self.tls,
+                    self.server_hostname,
                 )
         except TimeoutError:
             raise UpstreamTimeout("connect", timeout, instance=self.instance) from None
-        except OSError as exc:
-            raise UpstreamConnectError(
-                f"cannot connect to {self.instance}: {exc.strerror or exc}", instance=self.instance
-            ) from exc
         sock = conn.transport.get_extra_info("socket") if conn.transport else None
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol, cast
@@ -27,10 +28,17 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 import httptools
 
 from edgeway.http.body import BodyStream
-from edgeway.http.errors import UpstreamProtocolError, UpstreamReset, UpstreamTimeout
+from edgeway.http.errors import (
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamReset,
+    UpstreamTimeout,
+    UpstreamTlsError,
+)
 from edgeway.http.flow import WriteFlow
 from edgeway.http.headers import connection_tokens, only_chunked
 from edgeway.http.limits import PoolLimits
+from edgeway.http.upstream_tls import describe_tls_error
 
 # Per exchange: a C static in a compiled build, not an attribute lookup on the module.
 _monotonic: Final = time.monotonic
@@ -280,10 +288,26 @@ class UpstreamConnection(asyncio.Protocol):
             self.response_complete = True
             self.body.feed_eof()
         else:
-            self._fail(
-                UpstreamReset(f"{self.instance} closed the connection mid-exchange", instance=self.instance)
-            )
+            self._fail(self._lost_mid_exchange(exc))
         self._write.lost(UpstreamReset(f"{self.instance} closed the connection", instance=self.instance))
+
+    def _lost_mid_exchange(self, exc: Exception | None) -> UpstreamError:
+        """What the exchange is told when the connection ends before its response did."""
+        if not self.got_bytes and self.transport is not None:
+            if isinstance(exc, ssl.SSLError):
+                # A TLS alert after the handshake (TLS 1.3 checks the client certificate only
+                # then): the service refused the session, the request never reached it.
+                reason = describe_tls_error(exc)
+                return UpstreamTlsError(
+                    f"TLS with {self.instance} failed: {reason}", instance=self.instance, reason=reason
+                )
+            if self.exchanges == 1 and self.transport.get_extra_info("ssl_object") is not None:
+                return UpstreamReset(
+                    f"{self.instance} closed the TLS connection before answering its first request "
+                    "(a service that requires a client certificate does this when it gets none it trusts)",
+                    instance=self.instance,
+                )
+        return UpstreamReset(f"{self.instance} closed the connection mid-exchange", instance=self.instance)
 
     def pause_writing(self) -> None:
         self._write.pause()

@@ -22,6 +22,11 @@ an exception is logged. Extra keys never overwrite the seven above.
 
 The gateway writes its access-log lines itself with the same keys; this module is the schema's
 reference implementation.
+
+At the default level (``info``) a process writes no line per poll or heartbeat: peers' polls of
+a feed are access-logged at ``debug``, libraries that log every request they make (httpx) are
+held at ``warning``, and loops that retry every second or so report a failure once per outage
+(:class:`FailureLog`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any, TextIO
 import orjson
 
 __all__ = [
+    "FailureLog",
     "JsonFormatter",
     "bind_request",
     "current_request_id",
@@ -55,6 +61,8 @@ _RECORD_FIELDS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
 )
 _RESERVED = ("time", "level", "service", "request_id", "trace_id", "span_id", "message")
+# uvicorn passes its message again with terminal colour codes: noise in a JSON line.
+_DROPPED = frozenset({"color_message"})
 _LEVELS = {
     logging.DEBUG: "debug",
     logging.INFO: "info",
@@ -63,6 +71,9 @@ _LEVELS = {
     logging.CRITICAL: "critical",
 }
 _INSTALLED = "_edgeway_json_handler"
+# Libraries that log each request they make at INFO: a revocation feed or JWKS polled every
+# second would be a line per poll. Held at WARNING unless the level is debug.
+_CHATTY_LIBRARIES = ("httpx", "httpcore")
 
 
 def current_request_id() -> str | None:
@@ -129,7 +140,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
         }
         for key, value in record.__dict__.items():
-            if key not in _RECORD_FIELDS and key not in _RESERVED:
+            if key not in _RECORD_FIELDS and key not in _RESERVED and key not in _DROPPED:
                 entry[key] = value
         if record.exc_info and record.exc_info[0] is not None:
             entry["exc_type"] = record.exc_info[0].__name__
@@ -166,7 +177,8 @@ def setup_logging(service: str, level: str | int = "info", *, uvicorn_access_log
     Idempotent: calling it again replaces the handler it installed before (so the service name
     or level can change) and leaves handlers that others installed alone. uvicorn's own access
     log is switched off unless ``uvicorn_access_log`` is true, because the service kit's
-    middleware writes a richer access line in this schema.
+    middleware writes a richer access line in this schema. httpx and httpcore, which log every
+    request they make at INFO, log warnings only unless ``level`` is debug.
     """
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(numeric, int):
@@ -185,3 +197,34 @@ def setup_logging(service: str, level: str | int = "info", *, uvicorn_access_log
         logger.handlers.clear()
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = not uvicorn_access_log
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING if numeric > logging.DEBUG else logging.NOTSET)
+
+
+class FailureLog:
+    """Reports a repeated operation's failures once per outage.
+
+    For loops that retry every second or so (an outbox relay, a registry heartbeat, a claim scan):
+    the first failure is logged at WARNING, the next ones at DEBUG, and the first success after
+    them writes one INFO line saying how many attempts failed. A broker down for an hour is one
+    warning and one recovery line, not 3,600 warnings.
+    """
+
+    __slots__ = ("failures", "logger", "what")
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self.logger = logger
+        self.what = what
+        self.failures = 0
+
+    def failed(self, message: str, *args: object, exc_info: BaseException | None = None) -> None:
+        self.failures += 1
+        level = logging.WARNING if self.failures == 1 else logging.DEBUG
+        if self.failures == 1 and self.logger.isEnabledFor(level):
+            message += " (further failures are logged at debug until it works again)"
+        self.logger.log(level, message, *args, exc_info=exc_info)
+
+    def succeeded(self) -> None:
+        if self.failures:
+            self.logger.info("%s works again after %d failed attempts", self.what, self.failures)
+            self.failures = 0

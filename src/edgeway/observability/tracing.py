@@ -7,7 +7,9 @@ outgoing calls are real; they are *exported* only when ``OTEL_EXPORTER_OTLP_ENDP
 the standard ``OTEL_EXPORTER_OTLP_*`` variables (headers, timeout, compression) itself.
 
 Header parsing uses :mod:`edgeway.observability.ids`, the same code the gateway engine uses, so
-a traceparent the gateway accepts is one the services accept.
+a traceparent the gateway accepts is one the services accept. ``remote_context``,
+``span_traceparent`` and ``span_tracestate`` live in :mod:`edgeway.observability.context` (which
+needs only the OpenTelemetry API) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -16,21 +18,28 @@ import os
 from collections.abc import Mapping
 
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import Span, SpanKind
 
-from edgeway.observability.ids import TraceParent, new_span_id, parse_traceparent
+from edgeway.observability.context import (
+    REQUEST_ID_ATTRIBUTE,
+    remote_context,
+    span_traceparent,
+    span_tracestate,
+)
+from edgeway.observability.ids import new_span_id, parse_traceparent
 from edgeway.observability.logs import span_id_var, trace_id_var
 
 __all__ = [
+    "REQUEST_ID_ATTRIBUTE",
     "Tracing",
     "otlp_endpoint",
     "outgoing_traceparent",
     "remote_context",
     "span_traceparent",
+    "span_tracestate",
 ]
 
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -43,26 +52,6 @@ def otlp_endpoint(environ: Mapping[str, str] | None = None) -> str | None:
         if value:
             return value
     return None
-
-
-def remote_context(parent: TraceParent) -> Context:
-    """An OpenTelemetry context whose current span is the remote caller's span."""
-    span_context = SpanContext(
-        trace_id=int(parent.trace_id, 16),
-        span_id=int(parent.parent_id, 16),
-        is_remote=True,
-        trace_flags=TraceFlags(int(parent.flags, 16)),
-    )
-    return trace.set_span_in_context(NonRecordingSpan(span_context))
-
-
-def span_traceparent(span: Span) -> TraceParent:
-    ctx = span.get_span_context()
-    return TraceParent(
-        format(ctx.trace_id, "032x").encode(),
-        format(ctx.span_id, "016x").encode(),
-        format(int(ctx.trace_flags), "02x").encode(),
-    )
 
 
 def outgoing_traceparent() -> str | None:
@@ -109,10 +98,13 @@ class Tracing:
             self.exporting = True
         self.tracer = self.provider.get_tracer("edgeway.service")
 
-    def start_server_span(self, name: str, traceparent: bytes | None) -> Span:
-        """A SERVER span continuing the caller's trace when its traceparent is valid."""
+    def start_server_span(
+        self, name: str, traceparent: bytes | None, tracestate: bytes | None = None
+    ) -> Span:
+        """A SERVER span continuing the caller's trace when its traceparent is valid (with the
+        caller's ``tracestate`` when that is well-formed)."""
         parent = parse_traceparent(traceparent) if traceparent else None
-        context = remote_context(parent) if parent is not None else None
+        context = remote_context(parent, tracestate) if parent is not None else None
         return self.tracer.start_span(name, context=context, kind=SpanKind.SERVER)
 
     def start_client_span(self, name: str) -> Span:

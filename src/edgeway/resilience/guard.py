@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import ssl
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,12 @@ class Member(Protocol):
 
     @property
     def label(self) -> str: ...
+
+    @property
+    def tls(self) -> ssl.SSLContext | None: ...
+
+    @property
+    def server_hostname(self) -> str: ...
 
 
 M = TypeVar("M", bound=Member)

@@ -10,19 +10,23 @@ answer, and its readiness reflects the instances from the first moment.
 Each check opens its own connection and closes it (``Connection: close``): a pooled connection
 would be closed by the instance's keep-alive timer between checks and make the next one fail
 for a reason that says nothing about the instance. Rounds are spread with a little jitter so a
-fleet of gateways does not check in lockstep.
+fleet of gateways does not check in lockstep. An instance reached over TLS is checked over TLS,
+with the same context and server name as its traffic: a certificate the traffic would refuse
+fails the check too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from edgeway.http.errors import HttpError
 from edgeway.http.limits import PoolLimits
+from edgeway.http.pool import open_connection
 from edgeway.http.upstream import UpstreamConnection
 from edgeway.tasks import cancel_and_wait
 
@@ -54,6 +58,16 @@ class Probed(Protocol):
     host: str
     port: int
     authority: bytes  # the Host header
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The context its connections handshake with; None: plaintext."""
+        ...
+
+    @property
+    def server_hostname(self) -> str:
+        """The name sent (SNI) and verified in its certificate."""
+        ...
 
 
 class HealthTrack:
@@ -91,13 +105,17 @@ class HealthTrack:
 
 async def probe(target: Probed, path: str, timeout: float) -> tuple[bool, str]:
     """One check: (passed, reason); never raises for a failing instance."""
-    loop = asyncio.get_running_loop()
     instance = f"{target.host}:{target.port}"
     conn: UpstreamConnection | None = None
     try:
         async with asyncio.timeout(timeout):
-            _, conn = await loop.create_connection(
-                lambda: UpstreamConnection(instance, _LIMITS, lambda _c: None), target.host, target.port
+            conn = await open_connection(
+                lambda: UpstreamConnection(instance, _LIMITS, lambda _c: None),
+                target.host,
+                target.port,
+                instance,
+                target.tls,
+                target.server_hostname,
             )
             conn.begin(head_request=False)
             conn.write(

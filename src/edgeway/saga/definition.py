@@ -80,6 +80,7 @@ class StepContext(Generic[D]):
         request_id: str,
         traceparent: str,
         started_at: float,
+        tracestate: str | None = None,
         error: str | None = None,
         session: AsyncSession | None = None,
         bus: EventBus | None = None,
@@ -94,6 +95,7 @@ class StepContext(Generic[D]):
         self.compensating = compensating
         self.request_id = request_id
         self.traceparent = traceparent
+        self.tracestate = tracestate
         self.started_at = started_at
         self.error = error
         self.bus = bus
@@ -119,17 +121,27 @@ class StepContext(Generic[D]):
 
     @property
     def headers(self) -> dict[str, str]:
-        """Headers for an outgoing call: ``Idempotency-Key``, ``X-Request-ID``, ``traceparent``."""
-        return {
+        """Headers for an outgoing call: ``Idempotency-Key``, ``X-Request-ID``, ``traceparent``
+        (and ``tracestate`` when the trace has one)."""
+        headers = {
             H_IDEMPOTENCY_KEY: self.idempotency_key,
             "X-Request-ID": self.request_id,
             "traceparent": self.traceparent,
         }
+        if self.tracestate:
+            headers["tracestate"] = self.tracestate
+        return headers
 
     @property
     def trace_headers(self) -> dict[str, str]:
-        """Request id and traceparent as event headers: ``bus.publish(event, headers=ctx.trace_headers)``."""
-        return {"x-request-id": self.request_id, "traceparent": self.traceparent}
+        """Request id and trace context as event headers: ``bus.publish(event, headers=ctx.trace_headers)``.
+
+        Events published or written to the outbox inside a step carry them anyway (the step's
+        span is current); pass them when publishing from elsewhere on the step's behalf."""
+        headers = {"x-request-id": self.request_id, "traceparent": self.traceparent}
+        if self.tracestate:
+            headers["tracestate"] = self.tracestate
+        return headers
 
     @property
     def result(self) -> Any:

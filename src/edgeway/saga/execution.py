@@ -198,7 +198,12 @@ class Execution:
         outcome = "done"
         try:
             with step_scope(
-                record.request_id, record.traceparent, f"saga {record.name} {step.name}", self.runtime.tracer
+                record.request_id,
+                record.traceparent,
+                f"saga {record.name} {step.name}",
+                self.runtime.tracer,
+                record.tracestate,
+                _span_attributes(record, step.name, attempt, _ACTION),
             ) as traceparent:
                 if step.transactional:
                     await self._transactional(step, rec, attempt, traceparent)
@@ -307,6 +312,8 @@ class Execution:
                 record.traceparent,
                 f"saga {record.name} {step.name} compensate",
                 self.runtime.tracer,
+                record.tracestate,
+                _span_attributes(record, step.name, attempt, _COMPENSATION),
             ) as traceparent:
                 ctx = self._context(step, rec, attempt, traceparent, compensating=True)
                 try:
@@ -457,12 +464,23 @@ class Execution:
             compensating=compensating,
             request_id=record.request_id or "",
             traceparent=traceparent,
+            tracestate=record.tracestate,
             started_at=rec.started_at or time.time(),
             error=record.error,
             session=session,
             bus=self.runtime.bus,
             acks=self.runtime.acks,
         )
+
+
+def _span_attributes(record: SagaRecord, step: str, attempt: int, phase: str) -> dict[str, str | int]:
+    return {
+        "edgeway.saga.id": record.id,
+        "edgeway.saga.name": record.name,
+        "edgeway.saga.step": step,
+        "edgeway.saga.phase": phase,
+        "edgeway.saga.attempt": attempt,
+    }
 
 
 def _jsonable(value: Any, step: str | None = None) -> Any:

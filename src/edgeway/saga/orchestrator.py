@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from edgeway.bus.bus import EventBus
 from edgeway.bus.events import new_event_id
+from edgeway.observability.logs import FailureLog
 from edgeway.observability.metrics import Metrics
 from edgeway.saga.acks import AckTracker
 from edgeway.saga.definition import Saga
@@ -221,7 +222,7 @@ class SagaOrchestrator:
             raise SagaStateError("start the orchestrator before running sagas")
         saga = self._saga(name)
         value = saga.validate_data(data)
-        request_id, traceparent = start_ids()
+        request_id, traceparent, tracestate = start_ids()
         record = SagaRecord(
             id=saga_id or new_event_id(),
             name=name,
@@ -232,6 +233,7 @@ class SagaOrchestrator:
             created_at=time.time(),
             request_id=request_id,
             traceparent=traceparent,
+            tracestate=tracestate,
             steps={s.name: StepRecord(s.name, i) for i, s in enumerate(saga.steps)},
         )
         if session is not None:
@@ -325,12 +327,16 @@ class SagaOrchestrator:
         return saga
 
     async def _scan_loop(self) -> None:
+        failures = FailureLog(log, "saga claim scan")
         while True:
             try:
                 await self._claim()
                 self._last_scan = time.monotonic()
+                failures.succeeded()
             except Exception as exc:  # the database is down: keep what we hold, try again
-                log.warning("saga claim scan failed, retrying in %.3g s: %s", self.config.poll_interval, exc)
+                failures.failed(
+                    "saga claim scan failed, retrying every %.3g s: %s", self.config.poll_interval, exc
+                )
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.config.poll_interval)

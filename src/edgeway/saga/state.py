@@ -40,6 +40,7 @@ class SagaSummary(BaseModel):
     error: str | None = None
     request_id: str | None = None
     traceparent: str | None = None
+    tracestate: str | None = None
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None

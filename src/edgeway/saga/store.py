@@ -25,6 +25,7 @@ from sqlalchemy import ColumnElement, FromClause, MetaData, and_, delete, insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from edgeway.bus.upgrade import add_missing_columns
 from edgeway.saga.errors import SagaLeaseLostError, SagaNotFoundError, SagaStateError
 from edgeway.saga.state import SagaState, SagaSummary
 from edgeway.saga.status import ACTIVE_STATUSES, SagaStatus, StepStatus
@@ -83,6 +84,7 @@ class SagaRecord:
     error: str | None = None
     request_id: str | None = None
     traceparent: str | None = None
+    tracestate: str | None = None
     steps: dict[str, StepRecord] = field(default_factory=dict)
 
     def apply(self, saga: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]) -> None:
@@ -124,6 +126,8 @@ class SagaStore:
         try:
             async with self.engine.begin() as conn:
                 await conn.run_sync(lambda sync: self.metadata.create_all(sync, tables=tables))
+                # Tables an older edgeway made lack the newer columns (tracestate).
+                await add_missing_columns(conn, tables)
         except DBAPIError:
             # Two replicas starting at once race on CREATE TABLE; the loser finds them made.
             if not await self.tables_exist():
@@ -157,6 +161,7 @@ class SagaStore:
                     "error": None,
                     "request_id": record.request_id,
                     "traceparent": record.traceparent,
+                    "tracestate": record.tracestate,
                     "created_at": record.created_at,
                     "updated_at": now,
                     "finished_at": None,
@@ -209,6 +214,7 @@ class SagaStore:
             error=row["error"],
             request_id=row["request_id"],
             traceparent=row["traceparent"],
+            tracestate=row["tracestate"],
         )
         for s in step_rows:
             values = {name: s[name] for name in _STEP_FIELDS}

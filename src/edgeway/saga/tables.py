@@ -1,8 +1,8 @@
 """The saga tables, in the service's own database (SQLite or PostgreSQL).
 
 ``<prefix>`` (default ``edgeway_saga``): one row per saga instance — status, JSON data, the index
-of the step being run or compensated, the error, the request id and traceparent it started
-with, a ``version`` bumped by every state change (optimistic locking) and the claim of the
+of the step being run or compensated, the error, the request id, traceparent and tracestate it
+started with, a ``version`` bumped by every state change (optimistic locking) and the claim of the
 instance running it (``owner``, ``lease_until``).
 
 ``<prefix>_step``: one row per step of each saga — status, attempt and failure counters for the
@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import JSON, Column, Float, Index, Integer, MetaData, String, Table, Text
+
+from edgeway.observability.context import MAX_TRACESTATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,8 @@ def saga_tables(metadata: MetaData, prefix: str = "edgeway_saga") -> SagaTables:
         Column("error", Text, nullable=True),
         Column("request_id", String(128), nullable=True),
         Column("traceparent", String(64), nullable=True),
+        # Added after the first release: nullable, so add_missing_columns adds it to old tables.
+        Column("tracestate", String(MAX_TRACESTATE), nullable=True),
         Column("created_at", Float, nullable=False),
         Column("updated_at", Float, nullable=False),
         Column("finished_at", Float, nullable=True),

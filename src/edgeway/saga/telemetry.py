@@ -2,25 +2,31 @@
 
 Every log line the orchestrator writes carries ``saga_id``, ``saga`` and, inside a step, ``step``
 and ``attempt`` as extra fields of the common JSON schema; the request id and trace id of the
-request that started the saga are bound for the whole run, and each step gets its own span id
-(a child of the starter's span), so service-kit clients called from a step send
-``X-Request-ID``/``traceparent`` that join the starter's trace.
+request that started the saga are bound for the whole run, and each step attempt runs in its own
+span (a child of the starter's span, with the starter's ``tracestate``), made current, so
+service-kit clients called from a step send ``X-Request-ID``/``traceparent`` and the events it
+publishes (directly or through the outbox) carry context that joins the starter's trace.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags, Tracer, TraceState
 
 from edgeway.bus import tracing as bus_tracing
-from edgeway.observability.ids import TraceParent, new_request_id, new_traceparent, parse_traceparent
-from edgeway.observability.logs import current_request_id, request_context
+from edgeway.observability.context import (
+    REQUEST_ID_ATTRIBUTE,
+    parse_tracestate,
+    remote_context,
+    span_traceparent,
+)
+from edgeway.observability.ids import TraceParent, new_traceparent, parse_traceparent
+from edgeway.observability.logs import request_context
 from edgeway.observability.metrics import Metrics
-from edgeway.observability.tracing import outgoing_traceparent, remote_context, span_traceparent
 
 
 class SagaMetrics:
@@ -58,20 +64,16 @@ class SagaMetrics:
         self.in_progress = metrics.gauge("edgeway_sagas_in_progress", "Sagas this process is driving now.")
 
 
-def start_ids() -> tuple[str, str]:
-    """Request id and traceparent for a saga started now.
+def start_ids() -> tuple[str, str, str | None]:
+    """Request id, traceparent and tracestate for a saga started now.
 
-    Inside a bus handler: the event's; inside an HTTP request: the request's (its current span
-    becomes the parent of every step); otherwise new ones, so every saga can be followed.
+    The current hop's (:func:`edgeway.bus.tracing.parent_context`): inside an HTTP request the
+    request's span, inside a bus handler the event's consumer span, inside another saga's step
+    that step's span; it becomes the parent of every step. Otherwise new ones, so every saga can
+    be followed.
     """
-    inbound = bus_tracing.current_inbound()
-    if inbound is not None:
-        request_id, traceparent = inbound.request_id, inbound.traceparent
-    else:
-        request_id, traceparent = current_request_id(), outgoing_traceparent()
-    parsed = parse_traceparent(traceparent.encode()) if traceparent else None
-    parent = parsed if parsed is not None else new_traceparent()
-    return request_id or new_request_id().decode(), parent.encode().decode()
+    request_id, parent, tracestate = bus_tracing.parent_context()
+    return request_id, parent.encode().decode(), tracestate
 
 
 def log_fields(saga_id: str, saga: str, step: str | None = None, **more: Any) -> dict[str, Any]:
@@ -98,22 +100,40 @@ def saga_scope(request_id: str | None, traceparent: str | None) -> Iterator[None
 
 @contextmanager
 def step_scope(
-    request_id: str | None, traceparent: str | None, name: str, tracer: Tracer | None
+    request_id: str | None,
+    traceparent: str | None,
+    name: str,
+    tracer: Tracer | None,
+    tracestate: str | None = None,
+    attributes: Mapping[str, str | int] | None = None,
 ) -> Iterator[str]:
     """Run a step attempt as a child span of the saga's trace; yields the step's traceparent.
 
     With an OpenTelemetry ``tracer`` the span is real (exported with the service's traces);
-    without one the step still gets its own span id, so its calls and logs join the trace.
+    without one the step still gets its own span id, made current as a non-recording span, so
+    its calls, events and logs join the trace under it.
     """
     parent = _parent(traceparent)
     if tracer is None:
         own = parent.child() if parent is not None else new_traceparent()
-        with request_context(request_id, own.trace_id.decode(), own.parent_id.decode()):
-            yield own.encode().decode()
-        return
-    context = remote_context(parent) if parent is not None else None
-    span = tracer.start_span(name, context=context, kind=SpanKind.INTERNAL)
-    own = span_traceparent(span)
+        state = parse_tracestate(tracestate)
+        span: Span = NonRecordingSpan(
+            SpanContext(
+                trace_id=int(own.trace_id, 16),
+                span_id=int(own.parent_id, 16),
+                is_remote=False,
+                trace_flags=TraceFlags(int(own.flags, 16)),
+                trace_state=TraceState.from_header([state]) if state is not None else None,
+            )
+        )
+    else:
+        context = remote_context(parent, tracestate) if parent is not None else None
+        span = tracer.start_span(name, context=context, kind=SpanKind.INTERNAL)
+        if request_id is not None:
+            span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
+        for key, value in (attributes or {}).items():
+            span.set_attribute(key, value)
+        own = span_traceparent(span)
     with (
         trace.use_span(span, end_on_exit=True, record_exception=True),
         request_context(request_id, own.trace_id.decode(), own.parent_id.decode()),

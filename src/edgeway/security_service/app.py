@@ -24,12 +24,16 @@ from edgeway.tasks import BackgroundTasks
 log = logging.getLogger("edgeway.security_service")
 
 HOUSEKEEPING_INTERVAL = 600.0
+# What peers poll every second or few: a line each would be most of the log.
+POLLED_PATHS = ("/.well-known/jwks.json", "/.well-known/openid-configuration", "/revocations", "/policies")
 
 
 def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
     """The security service's app, built with the service kit's ``create_app``: its problem
-    answers, request ids, ``/health/live``, ``/health/ready`` and ``/metrics`` are every
-    service's. Logging stays the server's (``edgeway security serve`` runs uvicorn's own)."""
+    answers, request ids, ``/health/live``, ``/health/ready``, ``/metrics`` and access log are
+    every service's. The feeds gateways and services poll (JWKS, revocations, policies) are
+    access-logged at debug: at the default level a poll writes no line. Logging is set up by
+    whoever runs it (``edgeway security serve``: JSON lines on stdout, like every process)."""
     config = settings if settings is not None else SecuritySettings()
 
     @contextlib.asynccontextmanager
@@ -53,7 +57,7 @@ def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
         "security",
         settings=config,
         lifespan=lifespan,
-        access_log=False,
+        quiet_paths=POLLED_PATHS,
         configure_logging=False,
         cors_methods=("GET", "POST"),
         cors_headers=("Authorization", "Content-Type"),

@@ -57,15 +57,32 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8400, "--port"),
 ) -> None:
-    """Run the security service."""
+    """Run the security service (logs: JSON lines on stdout, level from ``log_level``)."""
     import uvicorn
 
+    from edgeway.observability.logs import setup_logging
     from edgeway.security_service import create_security_app
     from edgeway.service.http import HeadOnlyHttpTools
+    from edgeway.service.tls import uvicorn_tls_options
 
     settings = _settings(config, db_url=db, keys_path=keys, seed_file=seed, issuer=issuer)
     _require_clients(settings)
-    uvicorn.run(create_security_app(settings), host=host, port=port, log_level="info", http=HeadOnlyHttpTools)
+    try:
+        setup_logging("security", settings.log_level)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="log_level") from exc
+    # log_config=None: uvicorn's own loggers go through the JSON handler instead of its text
+    # formatter; its access log stays off (the kit writes a richer one in the schema).
+    # HTTPS when the settings say so (tls_cert, tls_client_ca...: docs/tls-upstream.md).
+    uvicorn.run(
+        create_security_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        http=HeadOnlyHttpTools,
+        **uvicorn_tls_options(settings),
+    )
 
 
 def _require_clients(settings: SecuritySettings) -> None:

@@ -20,6 +20,7 @@ from edgeway.bus.bus import EventBus
 from edgeway.bus.errors import BusError
 from edgeway.bus.outbox import Outbox, OutboxRelay
 from edgeway.bus.transport import ChannelConfig
+from edgeway.observability.logs import FailureLog
 from edgeway.security.events import USERS_CHANNEL
 from edgeway.security.revocation import REVOCATIONS
 from edgeway.security_service import db
@@ -46,12 +47,14 @@ class RevocationEvents:
         self._tasks.start(self._connect(), name="edgeway-security-revocation-events")
 
     async def _connect(self) -> None:
+        failures = FailureLog(log, "the event bus connection")
         while True:
             try:
                 await self.bus.start()
+                failures.succeeded()
                 break
             except BusError as exc:
-                log.warning("event bus unreachable, revocations go by /revocations only for now: %s", exc)
+                failures.failed("event bus unreachable, revocations go by /revocations only for now: %s", exc)
                 await asyncio.sleep(RETRY_INTERVAL)
         self.relay.start()
 

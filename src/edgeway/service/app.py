@@ -4,6 +4,7 @@ What it adds, and where each piece lives:
 
 ============================  ============================================================
 ``/health/live``, ``/ready``  :mod:`edgeway.service.health`
+``/docs``, ``/redoc`` offline :mod:`edgeway.service.openapi` (assets served by the service)
 ``/metrics``                  :mod:`edgeway.observability.metrics`
 request id, traceparent,      :mod:`edgeway.service.middleware`
 access log, 500 of last resort
@@ -61,9 +62,10 @@ from edgeway.service.flags import Flags
 from edgeway.service.health import CheckFn, Health
 from edgeway.service.identity import IdentityConfig, JwksVerifier, TokenVerifier
 from edgeway.service.middleware import RequestContextMiddleware
-from edgeway.service.openapi import declare_problems
+from edgeway.service.openapi import declare_problems, offline_app
 from edgeway.service.problems import install_problem_handlers
 from edgeway.service.settings import ServiceSettings
+from edgeway.service.tls import client_tls_context
 
 __all__ = ["Kit", "ServiceKit", "create_app", "kit_of"]
 
@@ -90,8 +92,13 @@ class ServiceKit:
         self.health = Health()
         self.metrics = Metrics(name)
         self.tracing = tracing if tracing is not None else Tracing(name)
+        # Calls to peers over TLS (a CA bundle, a client certificate): one context, made once.
+        self._tls = client_tls_context(settings)
+        self._http: httpx.AsyncClient | None = None
         if verifier is None:
-            verifier = JwksVerifier.from_settings(settings)
+            # The JWKS and revocation fetches go through the kit's client when it has TLS
+            # settings of its own: the security service is a peer like any other.
+            verifier = JwksVerifier.from_settings(settings, http=self._shared_http() if self._tls else None)
         # Built here or passed in, its JWKS refresh runs until the app stops.
         self._jwks_verifier = verifier if isinstance(verifier, JwksVerifier) else None
         self.identity = IdentityConfig(verifier, settings.trust_gateway_headers)
@@ -103,7 +110,6 @@ class ServiceKit:
         self._nc: NatsClient | None = None
         self._explicit_discovery = discovery
         self.discovery: Discovery = discovery if discovery is not None else self._default_discovery()
-        self._http: httpx.AsyncClient | None = None
         self._clients: dict[str, ServiceClient] = {}
 
     def _default_discovery(self) -> Discovery:
@@ -118,18 +124,23 @@ class ServiceKit:
         """The client for another service (one per name, sharing one connection pool)."""
         found = self._clients.get(service)
         if found is None:
-            if self._http is None:
-                self._http = http_client(self.settings.client_timeout)
             found = ServiceClient(
                 service,
                 self.discovery,
-                http=self._http,
+                http=self._shared_http(),
                 timeout=self.settings.client_timeout,
                 retry=RetryPolicy(attempts=self.settings.client_retries + 1),
                 tracing=self.tracing,
             )
             self._clients[service] = found
         return found
+
+    def _shared_http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = http_client(
+                self.settings.client_timeout, self._tls if self._tls is not None else True
+            )
+        return self._http
 
     async def startup(self) -> None:
         s = self.settings
@@ -220,6 +231,7 @@ def create_app(
     discovery: Discovery | None = None,
     tracing: Tracing | None = None,
     access_log: bool = True,
+    quiet_paths: Iterable[str] = (),
     configure_logging: bool = True,
     cors_methods: Sequence[str] = CORS_METHODS,
     cors_headers: Sequence[str] = CORS_HEADERS,
@@ -230,7 +242,8 @@ def create_app(
 
     ``cors_methods``/``cors_headers``: what a browser on one of ``settings.cors_origins`` may send
     (answered to its preflight). ``authenticated``: the service's own dependencies that
-    authenticate the caller, besides the kit's ``Caller`` (their operations declare 401 and 403)."""
+    authenticate the caller, besides the kit's ``Caller`` (their operations declare 401 and 403).
+    ``quiet_paths``: paths peers poll (a feed), access-logged at debug like health probes."""
     settings = settings if settings is not None else ServiceSettings.load()
     if not settings.service_name:
         settings = settings.model_copy(update={"service_name": name})
@@ -255,7 +268,7 @@ def create_app(
             await kit.close()
 
     fastapi_kwargs.setdefault("title", name)
-    app = FastAPI(lifespan=kit_lifespan, **fastapi_kwargs)
+    app = offline_app(lifespan=kit_lifespan, **fastapi_kwargs)
     app.state.kit = kit
     app.state.edgeway_identity = kit.identity
     install_problem_handlers(app)
@@ -270,7 +283,11 @@ def create_app(
     # Inside the request context (added first = inner), so its 504s are logged and counted.
     app.add_middleware(DeadlineMiddleware)
     app.add_middleware(
-        RequestContextMiddleware, metrics=kit.metrics, tracing=kit.tracing, access_log=access_log
+        RequestContextMiddleware,
+        metrics=kit.metrics,
+        tracing=kit.tracing,
+        access_log=access_log,
+        quiet_paths=quiet_paths,
     )
     if settings.cors_origins:
         # Outermost, so preflights are answered before the request context and auth run.

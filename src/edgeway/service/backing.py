@@ -31,7 +31,12 @@ What it builds, each only when the service has a use for it:
   relay publishing it (``run_relay``; woken by every :meth:`Service.transaction` that commits);
 - ``verifier`` (:class:`~edgeway.service.identity.JwksVerifier`): with ``jwks_url``, checking the
   security service's revocations (its feed polled, and with a bus each revocation pushed over it
-  reaching the deny-list in milliseconds).
+  reaching the deny-list in milliseconds);
+- ``tracing`` (:class:`~edgeway.observability.tracing.Tracing`): the service's tracer, made here
+  so what the service builds before its app (a saga orchestrator: ``tracer=service.tracing.tracer``)
+  traces into the same provider as its requests. The bus and the outbox use it: publishing is a
+  PRODUCER span, each event handled a CONSUMER span of the publisher's trace
+  (:mod:`edgeway.bus.tracing`).
 
 Start-up order (inside the kit's own start-up, so config, flags and the registry are ready):
 tables, the bus (subscriptions), the outbox relay, then the service's own ``on_startup`` hooks.
@@ -56,12 +61,14 @@ from edgeway.bus.bus import EventBus
 from edgeway.bus.outbox import Outbox, OutboxRelay
 from edgeway.bus.transport import ChannelConfig
 from edgeway.observability.logs import setup_logging
+from edgeway.observability.tracing import Tracing
 from edgeway.security.revocation import RevocationSubscriber
 from edgeway.service.app import ServiceKit, create_app, kit_of
 from edgeway.service.database import Database
 from edgeway.service.http import HeadOnlyHttpTools
 from edgeway.service.identity import JwksVerifier, TokenVerifier
 from edgeway.service.settings import ServiceSettings
+from edgeway.service.tls import uvicorn_tls_options
 
 __all__ = ["Service", "quiet_libraries", "serve", "service_of"]
 
@@ -84,9 +91,12 @@ class Service:
         *,
         channels: Sequence[ChannelConfig] | None = None,
         verifier: TokenVerifier | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.name = name
         self.settings = settings if settings is not None else ServiceSettings.load()
+        self.tracing = tracing if tracing is not None else Tracing(name)
+        tracer = self.tracing.tracer
         s = self.settings
         self._db: Database | None = None
         if metadata is not None:
@@ -94,11 +104,11 @@ class Service:
         self._bus: EventBus | None = None
         if channels is not None:
             replicated = [dataclasses.replace(c, replicas=s.bus_replicas) for c in channels]
-            self._bus = EventBus(transport_for(s.broker(), s.bus_prefix), channels=replicated)
+            self._bus = EventBus(transport_for(s.broker(), s.bus_prefix), channels=replicated, tracer=tracer)
         self._outbox: Outbox | None = None
         self._relay: OutboxRelay | None = None
         if self._db is not None and self._bus is not None:
-            self._outbox = Outbox(self._db.metadata)
+            self._outbox = Outbox(self._db.metadata, tracer=tracer)
             self._relay = OutboxRelay(self._outbox, self._db.sessions, self._bus, idle_interval=0.5)
         self.verifier = verifier if verifier is not None else JwksVerifier.from_settings(s)
         if isinstance(self.verifier, JwksVerifier) and self._bus is not None:
@@ -182,6 +192,12 @@ class Service:
                     stack.push_async_callback(hook)
                 yield
 
+        if kwargs.get("tracing", self.tracing) is not self.tracing:
+            raise TypeError(
+                f"{self.name}: pass tracing= to Service(...), not to create_app: "
+                "its bus, outbox and sagas use it too"
+            )
+        kwargs["tracing"] = self.tracing
         checks = dict(kwargs.pop("checks", None) or {})
         if self._db is not None:
             checks.setdefault("database", self._db.ping)
@@ -198,9 +214,10 @@ class Service:
         return app
 
     def run(self, app: FastAPI) -> None:
-        """Serve ``app`` on ``settings.host``:``settings.port`` until SIGTERM/SIGINT."""
-        setup_logging(self.name, self.settings.log_level)
-        quiet_libraries()
+        """Serve ``app`` on ``settings.host``:``settings.port`` until SIGTERM/SIGINT; over HTTPS
+        with ``tls_cert`` (and client certificates with ``tls_client_ca``, see
+        :mod:`edgeway.service.tls`)."""
+        setup_logging(self.name, self.settings.log_level)  # httpx kept quiet there
         uvicorn.run(
             app,
             host=self.settings.host,
@@ -209,6 +226,7 @@ class Service:
             access_log=False,
             timeout_graceful_shutdown=5,
             http=HeadOnlyHttpTools,
+            **uvicorn_tls_options(self.settings),
         )
 
 
@@ -221,7 +239,10 @@ def service_of(request: Request, kind: type[S]) -> S:
 
 
 def quiet_libraries() -> None:
-    """httpx logs every request at INFO (a revocation feed polls every second): keep warnings."""
+    """httpx logs every request at INFO (a revocation feed polls every second): keep warnings.
+
+    :func:`~edgeway.observability.logs.setup_logging` does this now (unless the level is debug);
+    kept for callers of the kit that call it after their own logging set-up."""
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 

@@ -27,6 +27,7 @@ answer (4xx included: the peer is healthy, the request was wrong) as a success.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from opentelemetry.trace import SpanKind
 from pydantic import TypeAdapter
 
 from edgeway.http.outgoing import UnsafeRequest, check_header, check_method, request_target
+from edgeway.observability.context import current_hop
+from edgeway.observability.ids import parse_traceparent
 from edgeway.observability.logs import current_request_id
 from edgeway.observability.tracing import Tracing, outgoing_traceparent
 from edgeway.resilience.breaker import BreakerPolicy, CircuitBreaker
@@ -83,9 +86,11 @@ class RetryPolicy:
 POOL_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60.0)
 
 
-def http_client(timeout: float | httpx.Timeout) -> httpx.AsyncClient:
-    """The HTTP client a service's clients share (one connection pool, :data:`POOL_LIMITS`)."""
-    return httpx.AsyncClient(timeout=timeout, limits=POOL_LIMITS)
+def http_client(timeout: float | httpx.Timeout, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
+    """The HTTP client a service's clients share (one connection pool, :data:`POOL_LIMITS`).
+    ``verify``: the TLS context of calls to ``https://`` peers (a CA bundle, a client certificate
+    for mTLS: :func:`edgeway.service.tls.client_tls_context`); True: the system's CAs."""
+    return httpx.AsyncClient(timeout=timeout, limits=POOL_LIMITS, verify=verify)
 
 
 class ServiceClient:
@@ -239,10 +244,17 @@ class ServiceClient:
         request_id = current_request_id()
         if request_id is not None:
             headers.setdefault("x-request-id", request_id)
-        # The current span is the CLIENT span when tracing is on, else the request's span.
+        # The current span is the CLIENT span when tracing is on, else the request's span. It
+        # replaces a traceparent the caller gave in the same trace (a saga step passes its own
+        # span's, which is this CLIENT span's parent); one of another trace is the caller's choice.
         traceparent = outgoing_traceparent()
         if traceparent is not None:
-            headers.setdefault("traceparent", traceparent)
+            theirs = parse_traceparent(headers.get("traceparent", "").encode())
+            if theirs is None or theirs.trace_id.decode() == traceparent[3:35]:
+                headers["traceparent"] = traceparent
+                tracestate = current_hop().tracestate
+                if tracestate is not None:
+                    headers.setdefault("tracestate", tracestate)
         if self.propagate_authorization:
             authorization = incoming_authorization.get()
             if authorization is not None:

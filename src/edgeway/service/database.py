@@ -21,6 +21,8 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from edgeway.bus.upgrade import add_missing_columns
+
 __all__ = ["Database"]
 
 _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -61,7 +63,9 @@ class Database:
         return self.engine.dialect.name
 
     async def create(self) -> None:
-        """Create the schema and the tables that do not exist yet (a stand-in for migrations).
+        """Create the schema and the tables that do not exist yet, and add the nullable columns
+        that tables made by an older version lack (a stand-in for migrations; see
+        :mod:`edgeway.bus.upgrade`: the outbox gained its trace columns that way).
 
         Two instances sharing a database may race: the loser's CREATE fails with "already
         exists", and a second pass finds the tables there.
@@ -72,6 +76,7 @@ class Database:
                     if self.schema is not None:
                         await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
                     await conn.run_sync(self.metadata.create_all)
+                    await add_missing_columns(conn, self.metadata.sorted_tables)
                 return
             except (OperationalError, ProgrammingError, IntegrityError) as exc:
                 if ("already exists" not in str(exc) and "duplicate" not in str(exc).lower()) or attempt == 2:

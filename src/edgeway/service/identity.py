@@ -165,9 +165,12 @@ class JwksVerifier:
         )
 
     @classmethod
-    def from_settings(cls, settings: ServiceSettings) -> JwksVerifier | None:
+    def from_settings(
+        cls, settings: ServiceSettings, http: httpx.AsyncClient | None = None
+    ) -> JwksVerifier | None:
         """The verifier ``settings`` describe (``jwks_url``, ``token_*``, ``revocations_url``,
-        ``revocation_poll_interval``), or None without a ``jwks_url``."""
+        ``revocation_poll_interval``), or None without a ``jwks_url``. ``http``: the client its
+        fetches use (the kit's, with its TLS settings), closed by whoever made it."""
         if not settings.jwks_url:
             return None
         return cls.from_jwks_url(
@@ -177,6 +180,7 @@ class JwksVerifier:
             token_types=settings.token_types,
             revocations_url=settings.revocation_feed(),
             revocation_poll_interval=settings.revocation_poll_interval,
+            http=http,
         )
 
     @property

@@ -7,12 +7,15 @@ For each HTTP request it
 
 1. keeps the incoming ``X-Request-ID`` when well-formed (:func:`~edgeway.observability.ids.valid_request_id`),
    otherwise makes a new one;
-2. starts a SERVER span continuing the incoming ``traceparent`` (or a new trace);
+2. starts a SERVER span continuing the incoming ``traceparent`` and ``tracestate`` (or a new
+   trace);
 3. binds request id, trace id and span id for the log formatter, and the caller's
    ``Authorization`` header for outgoing calls;
 4. adds ``X-Request-ID`` and ``traceparent`` (this hop's span) to the response headers;
 5. on the way out records ``http_server_*`` metrics by route template and writes one access
-   log line (logger ``edgeway.access``) with method, path, route, status and duration.
+   log line (logger ``edgeway.access``) with method, path, route, status and duration: at INFO,
+   except for health probes, ``/metrics`` scrapes and the ``quiet_paths`` a service names (feeds
+   its peers poll), which are logged at DEBUG so the default level has no line per poll.
 
 An exception that escapes the app is logged with its traceback (request id bound) and answered
 with an RFC 9457 500 that reveals nothing; if the response had already started the exception is
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
 
@@ -33,26 +37,35 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgeway.observability.ids import new_request_id, valid_request_id
 from edgeway.observability.logs import request_id_var, span_id_var, trace_id_var
 from edgeway.observability.metrics import Metrics
-from edgeway.observability.tracing import Tracing, span_traceparent
+from edgeway.observability.tracing import REQUEST_ID_ATTRIBUTE, Tracing, span_traceparent
 from edgeway.service.problems import internal_error_response
 
-__all__ = ["RequestContextMiddleware", "incoming_authorization"]
+__all__ = ["QUIET_PATHS", "RequestContextMiddleware", "incoming_authorization"]
 
 incoming_authorization: ContextVar[str | None] = ContextVar("edgeway_incoming_authorization", default=None)
 
 _access = logging.getLogger("edgeway.access")
 _errors = logging.getLogger("edgeway.service")
 _UNMATCHED = "<unmatched>"
-# Probes and scrapes every few seconds would drown the access log.
-_QUIET_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
+# Probes and scrapes every few seconds would drown the access log: logged at DEBUG.
+QUIET_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, tracing: Tracing, access_log: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        tracing: Tracing,
+        access_log: bool = True,
+        quiet_paths: Iterable[str] = (),
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.tracing = tracing
         self.access_log = access_log
+        self.quiet_paths = QUIET_PATHS | frozenset(quiet_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,12 +74,15 @@ class RequestContextMiddleware:
 
         request_id: bytes | None = None
         traceparent: bytes | None = None
+        tracestate: bytes | None = None
         authorization: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value
             elif name == b"traceparent":
                 traceparent = value
+            elif name == b"tracestate":
+                tracestate = value
             elif name == b"authorization":
                 authorization = value
         if request_id is None or not valid_request_id(request_id):
@@ -74,7 +90,7 @@ class RequestContextMiddleware:
         rid = request_id.decode("ascii")
 
         method: str = scope["method"]
-        span = self.tracing.start_server_span(f"{method} {scope['path']}", traceparent)
+        span = self.tracing.start_server_span(f"{method} {scope['path']}", traceparent, tracestate)
         own = span_traceparent(span)
         tokens = (
             request_id_var.set(rid),
@@ -114,14 +130,17 @@ class RequestContextMiddleware:
             self.metrics.observe_request(method, route, status, seconds)
             span.set_attribute("http.request.method", method)
             span.set_attribute("http.route", route)
+            span.set_attribute(REQUEST_ID_ATTRIBUTE, rid)
             span.set_attribute("http.response.status_code", status)
             if status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
             if route != _UNMATCHED:
                 span.update_name(f"{method} {route}")
             span.end()
-            if self.access_log and scope["path"] not in _QUIET_PATHS:
-                _access.info(
+            level = logging.DEBUG if scope["path"] in self.quiet_paths else logging.INFO
+            if self.access_log and _access.isEnabledFor(level):
+                _access.log(
+                    level,
                     "%s %s %d",
                     method,
                     scope["path"],

@@ -1,5 +1,13 @@
-"""Error responses in a service's OpenAPI document, declared once for every route.
+"""A service's OpenAPI document and its pages: the errors it really answers, and docs that work offline.
 
+**Offline docs.** FastAPI's ``/docs`` (Swagger UI) and ``/redoc`` load their JavaScript and CSS
+from a CDN, so on a laptop without the internet, or in a cluster without egress, they are blank
+pages. :func:`offline_app` builds the app with them served by the service itself, from the
+``fastapi-offline`` package (a copy of swagger-ui-dist and ReDoc's standalone bundle) under
+``/static-offline-docs``; Swagger UI's online spec validator is switched off too, so the page
+makes no request outside the service.
+
+**Problems.**
 FastAPI documents only the success response and a 422 with its own ``HTTPValidationError``
 shape, while every error a service answers is an RFC 9457 problem (:mod:`edgeway.service.problems`).
 A client generated from such a document cannot read any error. :func:`declare_problems` makes
@@ -27,10 +35,25 @@ import fastapi.routing
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 
 from edgeway.service.problems import PROBLEM_JSON
 
-__all__ = ["PROBLEM_SCHEMA", "declare_problems", "problem_responses"]
+__all__ = ["DOCS_ASSETS", "PROBLEM_SCHEMA", "declare_problems", "offline_app", "problem_responses"]
+
+# Where the docs pages' JavaScript, CSS and favicon are served (FastAPIOffline's default).
+DOCS_ASSETS = "/static-offline-docs"
+
+
+def offline_app(**kwargs: Any) -> FastAPI:
+    """A FastAPI app (``kwargs`` as for ``FastAPI``) whose ``/docs`` and ``/redoc`` pages load
+    every asset from the service itself; ``docs_url``/``redoc_url`` move or (``None``) remove
+    them as usual. See the module docstring."""
+    # The online validator would be the one request to another host (a badge image).
+    kwargs["swagger_ui_parameters"] = {"validatorUrl": None, **(kwargs.get("swagger_ui_parameters") or {})}
+    kwargs.setdefault("static_url", DOCS_ASSETS)
+    return FastAPIOffline(**kwargs)
+
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 

@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from edgeway.service.errors import SettingsError
+from edgeway.service.tls import settings_problems
 
 __all__ = ["ServiceSettings"]
 
@@ -113,6 +114,38 @@ class ServiceSettings(BaseSettings):
     client_timeout: float = 5.0
     client_retries: int = 2
 
+    # TLS (edgeway.service.tls): serving HTTPS, and the kit's own calls to TLS peers
+    tls_cert: Path | None = Field(
+        default=None,
+        description="certificate chain (PEM, leaf first) the service serves HTTPS with (Service.run); "
+        "unset: plain HTTP",
+    )
+    tls_key: Path | None = Field(
+        default=None, description="the unencrypted PEM private key of tls_cert; unset: tls_cert holds it"
+    )
+    tls_client_ca: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) client certificates are verified against; set: clients are asked "
+        "for one, and a verified one is available to endpoints (edgeway.service.tls.ClientCertificate)",
+    )
+    tls_client_cert_required: bool = Field(
+        default=False,
+        description="refuse a client without a certificate signed by tls_client_ca (mTLS: only the gateway "
+        "and peers holding one get in)",
+    )
+    tls_ca: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) the kit's calls to other services, JWKS and revocations trust, "
+        "instead of the system's CAs",
+    )
+    tls_client_cert: Path | None = Field(
+        default=None,
+        description="certificate chain (PEM) the kit's calls present to peers that ask for one (mTLS)",
+    )
+    tls_client_key: Path | None = Field(
+        default=None, description="the unencrypted PEM private key of tls_client_cert; unset: it holds it"
+    )
+
     # browsers calling the service directly (the Direct pattern)
     cors_origins: list[str] = Field(
         default_factory=list,
@@ -131,6 +164,13 @@ class ServiceSettings(BaseSettings):
     shutdown_grace: float = Field(
         default=0.0, description="seconds to keep serving after readiness turns false at shutdown"
     )
+
+    @pydantic.model_validator(mode="after")
+    def _tls_usable(self) -> Self:
+        problems = settings_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def database(self, service: str) -> str:
         """The database URL of ``service`` (see ``database_url``)."""

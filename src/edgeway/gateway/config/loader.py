@@ -5,6 +5,10 @@ Includes: ``include: [a.yaml, b.yaml]`` at the top of a file names files relativ
 merged in order, then the including file on top: mappings deep-merge with the later (including)
 side winning, ``routes`` lists concatenate (included routes first), any other value is replaced.
 An include cycle is an error naming the chain.
+
+The same reading serves any YAML document with a pydantic model: :func:`load_model` (the system
+file, ``edgeway.system``, is read with it), so every config file of edgeway reports its problems
+the same way.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import difflib
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -28,6 +32,8 @@ from edgeway.gateway.core.config import RouteIdentity
 from edgeway.gateway.core.errors import ConfigError, ConfigIssue
 
 _CONCATENATED_LISTS: frozenset[Loc] = frozenset({("routes",)})
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def load_config(
@@ -59,6 +65,49 @@ def load_config(
 def validate_config(data: Mapping[str, Any], source: str = "<config>") -> GatewayConfig:
     """Validate an already-parsed mapping (from code or another format); raise ConfigError."""
     return _validate(dict(data), None, source)
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    model: type[M],
+    env: Mapping[str, str] | None = None,
+    *,
+    check: Callable[[M], list[tuple[Loc, str]]] | None = None,
+    sources: list[str] | None = None,
+) -> M:
+    """Read a YAML file into ``model`` the way :func:`load_config` reads a gateway config:
+    ``${ENV}`` interpolation, ``include:``, and every problem a :class:`ConfigIssue` naming file,
+    line, column and key path; raise :class:`ConfigError` listing them all.
+
+    ``check`` runs on the validated model and returns problems found across fields, each at a
+    key path, which are located in the file like validation errors.
+    """
+    environment = os.environ if env is None else env
+    issues: list[ConfigIssue] = []
+    root = _load_tree(str(path), environment, (), issues, None, sources if sources is not None else [])
+    if root is None:
+        raise ConfigError(issues)
+    if "include" not in model.model_fields:
+        root.value.pop("include", None)  # kept for the gateway's config, which shows its includes
+    try:
+        value = validate_located(model, root.to_python(), root, str(path))
+    except ConfigError as exc:
+        known = {(issue.file, issue.line) for issue in issues}
+        issues.extend(issue for issue in exc.issues if (issue.file, issue.line) not in known)
+        raise ConfigError(_in_file_order(issues)) from None
+    if check is not None:
+        issues.extend(_locate(root, str(path), loc, message) for loc, message in check(value))
+    if issues:
+        raise ConfigError(_in_file_order(issues))
+    return value
+
+
+def validate_located(model: type[M], data: dict[str, Any], root: Node | None, source: str) -> M:
+    """``model.model_validate(data)``, its errors as ConfigIssues located in ``root``'s files."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_in_file_order(_validation_issues(model, exc, root, source))) from None
 
 
 # --------------------------------------------------------------------------- files and includes
@@ -154,19 +203,26 @@ def _issue_at(file: str, node: Node, loc: Loc, message: str) -> ConfigIssue:
 # --------------------------------------------------------------------------- validation errors
 
 
+def _validation_issues(
+    model: type[BaseModel], exc: ValidationError, root: Node | None, source: str
+) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for error in exc.errors(include_url=False):
+        loc: Loc = tuple(error["loc"])
+        found = (error.get("ctx") or {}).get("error")
+        if isinstance(found, LocatedProblemsError):
+            for relative, message in found.problems:
+                issues.append(_locate(root, source, (*loc, *relative), message))
+        else:
+            issues.append(_locate(root, source, loc, _message(model, error["type"], loc, error["msg"])))
+    return issues
+
+
 def _validate(data: dict[str, Any], root: Node | None, source: str) -> GatewayConfig:
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        issues: list[ConfigIssue] = []
-        for error in exc.errors(include_url=False):
-            loc: Loc = tuple(error["loc"])
-            found = (error.get("ctx") or {}).get("error")
-            if isinstance(found, LocatedProblemsError):
-                for relative, message in found.problems:
-                    issues.append(_locate(root, source, (*loc, *relative), message))
-            else:
-                issues.append(_locate(root, source, loc, _message(error["type"], loc, error["msg"])))
+        issues = _validation_issues(GatewayConfig, exc, root, source)
         reported = {issue.key_path for issue in issues}
         for loc, message in cross_check_routes(*_raw_facts(data)):
             issue = _locate(root, source, loc, message)
@@ -223,12 +279,12 @@ def _raw_identity(match: Any) -> RouteIdentity | None:
     )
 
 
-def _message(kind: str, loc: Loc, msg: str) -> str:
+def _message(model: type[BaseModel], kind: str, loc: Loc, msg: str) -> str:
     if kind == "missing" and loc:
         return f"required key '{loc[-1]}' is missing"
     if kind == "extra_forbidden" and loc:
         key = str(loc[-1])
-        allowed = _allowed_keys(loc[:-1])
+        allowed = _allowed_keys(model, loc[:-1])
         if allowed:
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
@@ -267,9 +323,9 @@ def _in_file_order(issues: list[ConfigIssue]) -> list[ConfigIssue]:
     return sorted(issues, key=lambda i: (files[i.file], i.line or 0, i.column or 0))
 
 
-def _allowed_keys(loc: Loc) -> list[str]:
-    """Field names of the model found at ``loc`` in GatewayConfig, for "did you mean" hints."""
-    annotation: Any = GatewayConfig
+def _allowed_keys(model: type[BaseModel], loc: Loc) -> list[str]:
+    """Field names of the model found at ``loc`` in ``model``, for "did you mean" hints."""
+    annotation: Any = model
     for part in loc:
         annotation = _unwrap(annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(part, str):

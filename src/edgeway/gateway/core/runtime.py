@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -120,9 +121,23 @@ def make_clusters(config: GatewayConfig, reuse: Mapping[str, Cluster] | None = N
                 max_idle=svc.pool.max_idle,
                 idle_timeout=float(svc.pool.idle_timeout),
             ),
+            svc.tls_context(),
+            svc.tls.server_name if svc.tls is not None else None,
         )
         for name, svc in config.services.items()
     }
+
+
+def reread_tls(config: GatewayConfig, reused: Collection[str]) -> dict[str, ssl.SSLContext]:
+    """The TLS contexts of the reused services that configure ``tls``, their files read again:
+    a reload with the same config may come with rotated certificates."""
+    out: dict[str, ssl.SSLContext] = {}
+    for name in reused:
+        svc = config.services[name]
+        context = svc.tls_context()
+        if context is not None:
+            out[name] = context
+    return out
 
 
 class _Served:
@@ -162,6 +177,9 @@ class Gateway:
         self.limits = server_limits(config)
         self.clusters = make_clusters(config, reuse)
         self._not_owned: set[str] = set(reuse or ())
+        # Put in the reused clusters only when this gateway takes over (adopt_clusters): a
+        # reload that fails to start must leave the running one as it was.
+        self._reread_tls = reread_tls(config, self._not_owned)
         self.inflight = 0
         self.env = GatewayEnv(config, self.clusters, metrics)
         use_discovery(self.env)  # first component: routes' components start with instances known
@@ -194,8 +212,12 @@ class Gateway:
         self._not_owned.update(names)
 
     def adopt_clusters(self) -> None:
-        """Every cluster of this gateway is its own to close (the lent ones included)."""
+        """Every cluster of this gateway is its own to close (the lent ones included); the lent
+        ones connect with this config's TLS files from now on."""
         self._not_owned.clear()
+        for name, context in self._reread_tls.items():
+            self.clusters[name].use_tls(context)
+        self._reread_tls = {}
 
     # -- serving ---------------------------------------------------------------------------
     # The engine's one entry point (http.server.Handler). Everything a request needs first (ids,

@@ -6,17 +6,23 @@ A cluster's endpoints change while it serves when discovery finds new instances
 from the old list or the new one, never a torn one. An endpoint that leaves is *drained*: out of
 the balancer at once, its pool closed only when its last request in flight has ended (closing
 earlier would also stop the pool's deadline ticker, leaving those requests without timeouts).
+
+An ``https://`` instance's pool connects with TLS: the service's own context (``tls`` in its
+config: CA bundle, client certificate) or the default one (system CAs), and the service's
+``server_name`` or the instance's host as SNI and the name verified.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from edgeway.http.limits import PoolLimits, UpstreamTimeouts
 from edgeway.http.pool import ConnectionPool
+from edgeway.http.upstream_tls import default_client_context
 from edgeway.resilience.balancer import LeastOutstanding, RoundRobin, make_balancer
 
 DRAIN_POLL = 0.1  # seconds between checks of a draining endpoint's requests in flight
@@ -41,6 +47,20 @@ class Endpoint:
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The context its connections handshake with; None: plaintext."""
+        return self.pool.tls
+
+    @property
+    def server_hostname(self) -> str:
+        return self.pool.server_hostname
+
+    @property
+    def key(self) -> tuple[str, int, bool]:
+        """What identifies the instance in a cluster: its address and whether it speaks TLS."""
+        return self.host, self.port, self.pool.tls is not None
+
 
 @dataclass(frozen=True, slots=True)
 class ClusterChange:
@@ -63,6 +83,10 @@ class Cluster:
     balancer: RoundRobin[Endpoint] | LeastOutstanding[Endpoint]
     timeouts: UpstreamTimeouts
     pool_limits: PoolLimits
+    # The context of its https:// instances (None: the default one) and the name they are
+    # asked for and verified against (None: each instance's host).
+    tls_context: ssl.SSLContext | None = None
+    server_name: str | None = None
     name_bytes: bytes = field(init=False)
     # Told after every change of endpoints (health checks start and stop checking instances).
     # Clusters outlive a gateway across live reloads: a component that adds a listener removes
@@ -84,21 +108,21 @@ class Cluster:
         a fresh endpoint and pool. Removed ones leave the balancer at once and are drained: the
         requests in flight there finish (with their timeouts), then the pool closes.
         """
-        current = {ep.address: ep for ep in self.endpoints}
-        wanted: dict[tuple[str, int], str] = {}
+        current = {ep.key: ep for ep in self.endpoints}
+        wanted: dict[tuple[str, int, bool], str] = {}
         for url in urls:
-            wanted.setdefault(_address(url), url)
+            wanted.setdefault(_key(url), url)
         if wanted.keys() == current.keys():
             return ClusterChange((), ())
         endpoints: list[Endpoint] = []
         added: list[Endpoint] = []
-        for address, url in wanted.items():
-            ep = current.get(address)
+        for key, url in wanted.items():
+            ep = current.get(key)
             if ep is None:
-                ep = make_endpoint(url, self.pool_limits)
+                ep = make_endpoint(url, self.pool_limits, self.tls_context, self.server_name)
                 added.append(ep)
             endpoints.append(ep)
-        removed = [ep for address, ep in current.items() if address not in wanted]
+        removed = [ep for key, ep in current.items() if key not in wanted]
         self.endpoints = endpoints
         for ep in removed:
             ep.available = False
@@ -107,6 +131,14 @@ class Cluster:
         for listener in self.listeners:
             listener(self, change)
         return change
+
+    def use_tls(self, context: ssl.SSLContext | None) -> None:
+        """New connections to its https:// instances handshake with ``context`` (certificates
+        reloaded); open ones keep the context they were made with."""
+        self.tls_context = context
+        for ep in (*self.endpoints, *self.draining):
+            if ep.pool.tls is not None:
+                ep.pool.tls = context if context is not None else default_client_context()
 
     def close(self) -> None:
         """Close every pool, each once its requests in flight have ended."""
@@ -136,19 +168,43 @@ class Cluster:
                 self.draining = []
 
 
-def _address(url: str) -> tuple[str, int]:
+def _key(url: str) -> tuple[str, int, bool]:
     parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or 80
+    https = parts.scheme == "https"
+    return parts.hostname or "127.0.0.1", parts.port or (443 if https else 80), https
 
 
-def make_endpoint(url: str, limits: PoolLimits) -> Endpoint:
-    host, port = _address(url)
+def make_endpoint(
+    url: str, limits: PoolLimits, tls: ssl.SSLContext | None = None, server_name: str | None = None
+) -> Endpoint:
+    """The endpoint of the instance at ``url``; an ``https://`` one connects with ``tls`` (None:
+    the default context) and asks for ``server_name`` (None: its host)."""
+    host, port, https = _key(url)
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in Host
-    authority = f"{shown}:{port}" if port != 80 else shown
-    return Endpoint(host, port, ConnectionPool(host, port, limits), authority.encode())
+    authority = f"{shown}:{port}" if port != (443 if https else 80) else shown
+    if https:
+        context = tls if tls is not None else default_client_context()
+        pool = ConnectionPool(host, port, limits, context, server_name or host)
+    else:
+        pool = ConnectionPool(host, port, limits)
+    return Endpoint(host, port, pool, authority.encode())
 
 
 def make_cluster(
-    name: str, urls: list[str], balancer: str, timeouts: UpstreamTimeouts, limits: PoolLimits
+    name: str,
+    urls: list[str],
+    balancer: str,
+    timeouts: UpstreamTimeouts,
+    limits: PoolLimits,
+    tls: ssl.SSLContext | None = None,
+    server_name: str | None = None,
 ) -> Cluster:
-    return Cluster(name, [make_endpoint(u, limits) for u in urls], make_balancer(balancer), timeouts, limits)
+    return Cluster(
+        name,
+        [make_endpoint(u, limits, tls, server_name) for u in urls],
+        make_balancer(balancer),
+        timeouts,
+        limits,
+        tls,
+        server_name,
+    )

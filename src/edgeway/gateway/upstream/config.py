@@ -9,10 +9,14 @@ hot path reads (``policy()``), so requests never touch pydantic.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import ssl
+from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
+from cryptography import x509
 from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -21,6 +25,7 @@ from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.units import Duration
 from edgeway.gateway.filters.concurrency_config import ConcurrencyRule
 from edgeway.gateway.upstream.forwarding import FORWARDING_HEADERS
+from edgeway.http.upstream_tls import client_context
 from edgeway.resilience.breaker import BreakerPolicy
 from edgeway.resilience.budget import BudgetPolicy
 from edgeway.resilience.health import HealthCheckPolicy
@@ -77,16 +82,11 @@ def forwardable(value: list[str] | None) -> list[str] | None:
 
 def _check_instance_url(url: str) -> str:
     parts = urlsplit(url)
-    if parts.scheme == "https":
+    if parts.scheme not in ("http", "https"):
         raise PydanticCustomError(
             "instance_url",
-            "https upstreams are not supported yet: use http:// (terminate TLS in front of the "
-            "service or on a sidecar) in '{url}'",
+            "instance '{url}' must be an http:// or https:// URL like http://10.0.0.5:8000",
             {"url": url},
-        )
-    if parts.scheme != "http":
-        raise PydanticCustomError(
-            "instance_url", "instance '{url}' must be an http:// URL like http://10.0.0.5:8000", {"url": url}
         )
     try:
         port = parts.port
@@ -95,8 +95,8 @@ def _check_instance_url(url: str) -> str:
     if not parts.hostname or port is None:
         raise PydanticCustomError(
             "instance_url",
-            "instance '{url}' needs a host and an explicit port, e.g. http://host:8000",
-            {"url": url},
+            "instance '{url}' needs a host and an explicit port, e.g. {scheme}://host:8000",
+            {"url": url, "scheme": parts.scheme},
         )
     if parts.path not in {"", "/"} or parts.query or parts.fragment or parts.username or parts.password:
         raise PydanticCustomError(
@@ -105,7 +105,7 @@ def _check_instance_url(url: str) -> str:
             {"url": url},
         )
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"http://{host}:{port}"
+    return f"{parts.scheme}://{host}:{port}"
 
 
 InstanceUrl = Annotated[str, AfterValidator(_check_instance_url)]
@@ -533,13 +533,163 @@ class DiscoveryRule(StrictModel):
         return found
 
 
+# --------------------------------------------------------------------------- TLS to instances
+
+# Written as the listener's `min_version` is (`listen.tls`): a quoted "1.2" or "1.3".
+TLS_VERSIONS: dict[str, ssl.TLSVersion] = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def _readable_file(value: str | None) -> str | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise PydanticCustomError(
+            "tls_file",
+            "file '{path}' does not exist (relative paths are from the gateway's working directory {cwd})"
+            if not path.exists()
+            else "'{path}' is not a file",
+            {"path": value, "cwd": str(Path.cwd())},
+        )
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise PydanticCustomError(
+            "tls_file", "cannot read '{path}': {why}", {"path": value, "why": exc.strerror or str(exc)}
+        ) from None
+    return value
+
+
+TlsFile = Annotated[str | None, AfterValidator(_readable_file)]
+
+
+class UpstreamTls(StrictModel):
+    """TLS to the instances of a service (its `https://` instances; with this block, every
+    instance, discovered ones included). The instance's certificate is verified, against the
+    system's CAs or `ca`, and must name `server_name` or the instance's host; TLS 1.2 at least.
+    A handshake that fails answers 502 with a problem naming the instance and why; the gateway
+    never falls back to plaintext. Files are read at load and again on every reload (rotate a
+    certificate, then `SIGHUP` or `POST /reload`); relative paths are from the gateway's
+    working directory."""
+
+    ca: TlsFile = Field(
+        None,
+        description="PEM bundle of the CAs that sign the instances' certificates, trusted instead of "
+        "the system's CAs (`SSL_CERT_FILE` / the OS store).",
+    )
+    server_name: str | None = Field(
+        None,
+        description="The name sent as SNI and checked in every instance's certificate; absent: the "
+        "instance's own host (for an IP address, the certificate must list that IP).",
+    )
+    cert: TlsFile = Field(
+        None,
+        description="Client certificate (PEM, leaf first, then intermediates) the gateway presents to "
+        "instances that ask for one: mTLS between the gateway and the service.",
+    )
+    key: TlsFile = Field(
+        None, description="The unencrypted PEM private key of `cert`; absent: `cert` holds it too."
+    )
+    verify: bool = Field(
+        True,
+        description="Verify each instance's certificate and name. `false` encrypts without knowing "
+        "who answers (anyone on the path can impersonate the service): for a test bench only.",
+    )
+    min_version: Literal["1.2", "1.3"] = Field(
+        "1.2", description='The lowest TLS version offered, `"1.2"` or `"1.3"`; nothing older is possible.'
+    )
+
+    @field_validator("server_name")
+    @classmethod
+    def _server_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if _DNS_NAME.fullmatch(value) is None:
+                raise PydanticCustomError(
+                    "server_name", "'{value}' is not a DNS name or an IP address", {"value": value}
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _usable(self) -> UpstreamTls:
+        problems: list[tuple[Loc, str]] = []
+        if self.key is not None and self.cert is None:
+            problems.append((("key",), "a key without `cert`: set the client certificate it belongs to"))
+        if not self.verify and self.ca is not None:
+            problems.append((("ca",), "`ca` is unused when `verify` is false"))
+        if problems:
+            raise LocatedProblemsError(problems)
+        problems.extend(self._load_problems())
+        if problems:
+            raise LocatedProblemsError(problems)
+        return self
+
+    def _load_problems(self) -> list[tuple[Loc, str]]:
+        """What OpenSSL says of the files, each at the key that names the file at fault."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        problems: list[tuple[Loc, str]] = []
+        if self.ca is not None:
+            try:
+                ctx.load_verify_locations(cafile=self.ca)
+            except (ssl.SSLError, OSError) as exc:
+                problems.append((("ca",), f"'{self.ca}' holds no usable PEM certificate ({_why(exc)})"))
+        if self.cert is None:
+            return problems
+        try:
+            with open(self.cert, "rb") as f:
+                certs = x509.load_pem_x509_certificates(f.read())
+        except (ValueError, OSError) as exc:
+            problems.append((("cert",), f"'{self.cert}' holds no PEM certificate ({exc})"))
+            return problems
+        try:
+            ctx.load_cert_chain(self.cert, self.key)
+        except (ssl.SSLError, OSError) as exc:
+            where = self.key or self.cert
+            if isinstance(exc, ssl.SSLError) and exc.reason == "KEY_VALUES_MISMATCH":
+                message = (
+                    f"the private key in '{where}' does not match the certificate in '{self.cert}' "
+                    f"({certs[0].subject.rfc4514_string() or 'no subject'})"
+                )
+            else:
+                message = f"'{where}' holds no usable unencrypted PEM private key ({_why(exc)})"
+            problems.append((("key",) if self.key is not None else ("cert",), message))
+        return problems
+
+    def context(self) -> ssl.SSLContext:
+        """The client context of this service's connections (files read now; a file that
+        changed into something unusable since the config was checked is a ValueError)."""
+        try:
+            return client_context(
+                ca=self.ca,
+                cert=self.cert,
+                key=self.key,
+                verify=self.verify,
+                minimum=TLS_VERSIONS[self.min_version],
+            )
+        except OSError as exc:  # ssl.SSLError included
+            files = ", ".join(f for f in (self.ca, self.cert, self.key) if f is not None)
+            raise ValueError(f"cannot load the TLS files {files}: {_why(exc)}") from exc
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return exc.reason.lower().replace("_", " ")
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
 class Service(StrictModel):
     """An upstream service: one or more instances behind a load balancer."""
 
     instances: list[InstanceUrl] = Field(
         default_factory=list,
-        description="Instance base URLs, `http://host:port` (no path); at least one unless "
-        "`discovery` is set.",
+        description="Instance base URLs, `http://host:port` or `https://host:port` (no path); at "
+        "least one unless `discovery` is set.",
     )
     balancer: Literal["round_robin", "least_outstanding"] = Field(
         "round_robin",
@@ -559,6 +709,12 @@ class Service(StrictModel):
     concurrency: ConcurrencyRule | None = Field(
         None, description="Load shedding: a bound on concurrent requests to this service."
     )
+    tls: UpstreamTls | None = Field(
+        None,
+        description="TLS to the instances: CA bundle, client certificate (mTLS), server name. "
+        "`https://` instances use TLS without it too (system CAs, each instance's host); with it, "
+        "every instance does, discovered ones included.",
+    )
 
     @field_validator("instances")
     @classmethod
@@ -576,6 +732,18 @@ class Service(StrictModel):
             raise LocatedProblemsError(
                 [(("instances",), "a service needs at least one instance, or a `discovery` rule")]
             )
+        if self.tls is not None:
+            plain = [
+                (
+                    ("instances", index),
+                    f"instance '{url}' is plaintext but the service sets `tls`: "
+                    f"write https://{url.removeprefix('http://')}",
+                )
+                for index, url in enumerate(self.instances)
+                if url.startswith("http://")
+            ]
+            if plain:
+                raise LocatedProblemsError(plain)
         return self
 
     @property
@@ -586,3 +754,8 @@ class Service(StrictModel):
             parts = urlsplit(url)  # host and port presence were checked at validation
             out.append((parts.hostname or "", parts.port or 80))
         return out
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The client context of this service's TLS connections when it configures `tls`
+        (files read now); None: its `https://` instances use the default one."""
+        return self.tls.context() if self.tls is not None else None

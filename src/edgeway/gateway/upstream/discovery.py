@@ -9,6 +9,10 @@ one that crashes outright is restarted after a pause.
 At start the component waits (up to :data:`STARTUP_WAIT`) for the first answer of every service
 that has no instance yet, so a gateway does not open its port only to answer 503 for a service
 it is about to find. NATS connections are shared by the services that use the same URL.
+
+A service that configures ``tls`` reaches every instance over TLS: a discovered ``http://``
+URL (DNS and Consul know no scheme; a registry entry may be old) is taken as ``https://`` on the
+same host and port, never as a plaintext instance.
 """
 
 from __future__ import annotations
@@ -49,10 +53,13 @@ class ServiceDiscovery:
 
     def __init__(self, config: GatewayConfig, clusters: dict[str, Cluster]) -> None:
         self._watched: list[tuple[str, Cluster, list[str], Callable[[], Awaitable[InstanceSource]]]] = []
+        self._tls: set[str] = set()  # services whose instances are all reached over TLS
         for name, svc in config.services.items():
             if svc.discovery is not None:
                 rule = svc.discovery.source
                 self._watched.append((name, clusters[name], list(svc.instances), self._factory(rule)))
+                if svc.tls is not None:
+                    self._tls.add(name)
         self._tasks: list[asyncio.Task[None]] = []
         self._answered: dict[str, asyncio.Event] = {}
         self._nats: dict[str, asyncio.Task[NatsClient]] = {}
@@ -161,8 +168,9 @@ class ServiceDiscovery:
         while True:
             try:
                 source = await factory()
-                async for urls in source.watch():
+                async for found in source.watch():
                     crashes = 0
+                    urls = [as_https(url) for url in found] if name in self._tls else found
                     change = cluster.update([*static, *urls])
                     if change:
                         _log.info(
@@ -187,6 +195,11 @@ class ServiceDiscovery:
                 delay = retry_delay(crashes, 1.0, _RESTART_CAP)
                 _log.exception("discovery of service %s crashed; restarting in %.1fs", name, delay)
                 await asyncio.sleep(delay)
+
+
+def as_https(url: str) -> str:
+    """``url`` with the https scheme (discovered instances of a service that sets ``tls``)."""
+    return "https://" + url.removeprefix("http://") if url.startswith("http://") else url
 
 
 async def _connect(url: str) -> NatsClient:

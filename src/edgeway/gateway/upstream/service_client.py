@@ -44,6 +44,7 @@ from edgeway.http.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
+    UpstreamTlsError,
 )
 from edgeway.http.headers import reason_phrase
 from edgeway.http.outgoing import UnsafeRequest, check_request
@@ -71,6 +72,8 @@ def failure_code(exc: UpstreamError) -> str:
         return exc.code
     if isinstance(exc, UpstreamTimeout):
         return "deadline" if exc.phase == "deadline" else "timeout"
+    if isinstance(exc, UpstreamTlsError):
+        return "tls_failed"
     if isinstance(exc, UpstreamConnectError):
         return "connect_failed"
     if isinstance(exc, PoolTimeout):

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from edgeway.demo.shop.common.demo_data import PRODUCTS
 from edgeway.demo.shop.common.events import CHANNELS
 from edgeway.demo.shop.common.guards import require_any_role
+from edgeway.demo.shop.common.problems import PROBLEMS
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.service import (
     REPLAYED,
@@ -61,7 +62,6 @@ reservations = Table(
     Column("updated_at", Float, nullable=False),
 )
 
-PROBLEMS = "https://shop.edgeway.example/problems/"
 ReservationStatus = Literal["held", "committed", "released"]
 
 

@@ -28,6 +28,7 @@ from edgeway.security.verify import Claims, JwksClient, TokenVerifier, bearer_to
 from edgeway.service.backing import quiet_libraries
 from edgeway.service.database import Database
 from edgeway.service.http import HeadOnlyHttpTools
+from edgeway.service.openapi import offline_app
 from edgeway.service.problems import install_problem_handlers
 
 metadata = MetaData()
@@ -142,7 +143,8 @@ def create_app(settings: ShopSettings | None = None) -> FastAPI:
         yield
         await legacy.stop()
 
-    app = FastAPI(title="legacy shop", lifespan=lifespan)
+    # Its /docs works offline like the services' (the assets are served from here).
+    app = offline_app(title="legacy shop", lifespan=lifespan)
     app.state.legacy = legacy
     # Not a kit service, but its errors (404, validation, an unexpected 500) read like theirs.
     install_problem_handlers(app, last_resort=True)

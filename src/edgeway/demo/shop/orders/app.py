@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from edgeway.demo.shop.common.copies import catalog_copy, serve_copy
 from edgeway.demo.shop.common.events import CHANNELS, OrderStatus, OrderStatusChanged
 from edgeway.demo.shop.common.guards import sees_everything
+from edgeway.demo.shop.common.problems import PROBLEMS
 from edgeway.demo.shop.common.service_token import ClientCredentials
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.demo.shop.orders.saga import Line, OrderData, build_saga
@@ -72,7 +73,6 @@ orders = Table(
     UniqueConstraint("customer", "idempotency_key", name="uq_orders_customer_key"),
 )
 
-PROBLEMS = "https://shop.edgeway.example/problems/"
 FINAL: frozenset[str] = frozenset({"confirmed", "cancelled", "failed"})
 
 
@@ -135,6 +135,7 @@ class OrdersService(Service):
             metadata=metadata,
             config=OrchestratorConfig(lease=s.saga_lease, poll_interval=0.5, stop_grace=3.0),
             instance_id=s.instance_id or None,
+            tracer=self.tracing.tracer,  # each step a span in the checkout's trace
         )
         self.on_startup(self._start)
         self.on_shutdown(self._stop)

@@ -25,6 +25,7 @@ import httpx
 from pydantic import BaseModel
 
 from edgeway.demo.shop.common.events import OrderStatus
+from edgeway.demo.shop.common.problems import PROBLEMS
 from edgeway.saga import Backoff, Retry, RetryableError, Saga, StepContext, StepFailed
 from edgeway.service.errors import PeerError
 
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     from edgeway.demo.shop.orders.app import OrdersService
 
 __all__ = ["OrderData", "build_saga"]
+
+# The peers' business refusals: the order cannot go on, whatever is tried again.
+STOCK_REFUSALS = frozenset({PROBLEMS + "out-of-stock", PROBLEMS + "reservation-released"})
+PAYMENT_REFUSALS = frozenset({PROBLEMS + "payment-declined"})
 
 
 class Line(BaseModel):
@@ -77,12 +82,18 @@ def build_saga(service: OrdersService) -> Saga[OrderData]:
         path: str,
         body: dict[str, Any],
         refusal: int,
+        refusals: frozenset[str],
         status: OrderStatus,
     ) -> dict[str, Any]:
-        """A forward step: call, fail for good on the peer's business refusal, else move the order."""
+        """A forward step: call, fail for good on the peer's business refusal (``refusal`` with a
+        problem type in ``refusals``), else move the order."""
         response = await call(ctx, peer, "POST", path, json=body)
         if response.status_code == refusal:
             detail = _detail(response, f"{peer} refused ({refusal})")
+            if _problem_type(response) not in refusals:
+                # The same status for another reason (an idempotency key still being processed,
+                # a conflict the peer resolves): not the business answer, so try again.
+                raise RetryableError(f"{peer} answered {refusal}: {detail}")
             await service.set_reason(ctx.data.order_id, detail)
             raise StepFailed(detail, result=response.json())
         response.raise_for_status()
@@ -91,7 +102,7 @@ def build_saga(service: OrdersService) -> Saga[OrderData]:
 
     async def reserve(ctx: StepContext[OrderData]) -> dict[str, Any]:
         body = {"order_id": ctx.data.order_id, "items": [line.model_dump() for line in ctx.data.items]}
-        return await advance(ctx, "inventory", "/reservations", body, 409, "reserved")  # 409: out of stock
+        return await advance(ctx, "inventory", "/reservations", body, 409, STOCK_REFUSALS, "reserved")
 
     async def release(ctx: StepContext[OrderData]) -> None:
         response = await call(ctx, "inventory", "DELETE", f"/reservations/{ctx.data.order_id}")
@@ -100,7 +111,7 @@ def build_saga(service: OrdersService) -> Saga[OrderData]:
     async def charge(ctx: StepContext[OrderData]) -> dict[str, Any]:
         data = ctx.data
         body = {"order_id": data.order_id, "customer": data.customer, "amount_cents": data.total_cents}
-        return await advance(ctx, "payments", "/payments", body, 402, "paid")  # 402: declined
+        return await advance(ctx, "payments", "/payments", body, 402, PAYMENT_REFUSALS, "paid")
 
     async def refund(ctx: StepContext[OrderData]) -> None:
         response = await call(ctx, "payments", "POST", f"/payments/{ctx.data.order_id}/refund")
@@ -119,6 +130,14 @@ def build_saga(service: OrdersService) -> Saga[OrderData]:
     saga.add_step("charge", charge, compensate=refund, timeout=timeout, retry=retry)
     saga.add_step("confirm", confirm, timeout=timeout, retry=retry)
     return saga
+
+
+def _problem_type(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("type", "")) if isinstance(body, dict) else ""
 
 
 def _detail(response: httpx.Response, default: str) -> str:

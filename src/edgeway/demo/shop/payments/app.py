@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from edgeway.demo.shop.common.events import CHANNELS
 from edgeway.demo.shop.common.guards import require_any_role, sees_everything
+from edgeway.demo.shop.common.problems import PROBLEMS
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.service import (
     REPLAYED,
@@ -60,7 +61,6 @@ payments = Table(
 )
 
 FAIL_FLAG = "payments.fail"
-PROBLEMS = "https://shop.edgeway.example/problems/"
 PaymentStatus = Literal["captured", "declined", "refunded"]
 
 

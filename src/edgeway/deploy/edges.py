@@ -1,0 +1,116 @@
+"""An edge's gateway config on a cluster: its own files, unchanged, and one rendered file on top
+that includes them and finds the system's services the target's way (DNS) instead of the
+registry a laptop uses.
+
+The edge config is read with the gateway loader in the environment the target gives the edge, so
+a config that would not start there stops the render with its file:line:col; the files it read
+(the config and its includes) are the files shipped. A gateway service named like a service of
+the system gets the target's discovery; any other keeps what its config says (a static address,
+which the ``<PREFIX>_URL_<NAME>`` variables point at the right place).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgeway.gateway.config.loader import load_config
+from edgeway.gateway.config.schema import GatewayConfig
+from edgeway.gateway.core.errors import ConfigError, ConfigIssue
+from edgeway.system import LoadedSystem
+
+__all__ = ["EdgeFiles", "RenderError", "edge_files"]
+
+# The service name → its discovery rule on the target.
+DiscoveryRule = Callable[[str], dict[str, Any]]
+
+
+class RenderError(ConfigError):
+    """The system cannot be rendered for the target; every problem is located."""
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeFiles:
+    name: str
+    files: dict[str, str]  # path relative to the edge config's folder → content as written
+    entry: str  # the rendered file the edge is started with
+    config: GatewayConfig  # what the edge runs on the target
+    discovered: list[str]  # the system's services it finds by the target's discovery
+
+
+def edge_files(
+    loaded: LoadedSystem, name: str, target: str, env: Mapping[str, str], discovery: DiscoveryRule
+) -> EdgeFiles:
+    path = loaded.edge_config(name)
+    sources: list[str] = []
+    try:
+        own = load_config(path, env, sources=sources)
+    except ConfigError as exc:
+        raise RenderError(exc.issues) from None
+    base = path.parent
+    files: dict[str, str] = {}
+    for source in sources:
+        real = Path(source)
+        if not real.is_relative_to(base):
+            raise RenderError(
+                [
+                    ConfigIssue(
+                        str(path),
+                        None,
+                        None,
+                        "include",
+                        f"{real} is outside {base}: keep an edge's config files in its folder, "
+                        "they are shipped together",
+                    )
+                ]
+            )
+        files[real.relative_to(base).as_posix()] = real.read_text(encoding="utf-8")
+    entry = f"edge-{target}.yaml"
+    if entry in files:
+        raise RenderError(
+            [ConfigIssue(str(path), None, None, "", f"{entry} is the rendered file's name; rename yours")]
+        )
+    discovered = [service for service in own.services if service in loaded.model.services]
+    overlay: dict[str, Any] = {"include": [path.name]}
+    if discovered:
+        overlay["services"] = {
+            service: {"instances": [], "discovery": _only(discovery(service))} for service in discovered
+        }
+    header = (
+        f"# Rendered by `edgeway deploy render --target {target}` from {loaded.path.name}: the edge's\n"
+        f"# own config ({path.name}), and the system's services found by the {target} way.\n"
+    )
+    files[entry] = header + yaml.safe_dump(overlay, sort_keys=False, default_flow_style=False)
+    config = _load_rendered(files, entry, env, loaded.path.name)
+    return EdgeFiles(name, files, entry, config, discovered)
+
+
+def _only(rule: dict[str, Any]) -> dict[str, Any]:
+    """A discovery rule that replaces whatever the edge's own config had (one source only)."""
+    return {source: rule.get(source) for source in ("dns", "nats_kv", "consul")}
+
+
+def _load_rendered(
+    files: Mapping[str, str], entry: str, env: Mapping[str, str], system: str
+) -> GatewayConfig:
+    """Load the rendered entry as the edge will on the target: a broken overlay is our bug, but it
+    must stop the render, not a rollout."""
+    with tempfile.TemporaryDirectory(prefix="edgeway-render-") as tmp:
+        for relative, text in files.items():
+            target = Path(tmp, relative)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        try:
+            return load_config(os.path.join(tmp, entry), env)
+        except ConfigError as exc:
+            issues = [
+                ConfigIssue(f"{system} (rendered {entry})", None, None, i.key_path, i.message)
+                for i in exc.issues
+            ]
+            raise RenderError(issues) from None
