@@ -71,6 +71,9 @@ class FlagStore:
         self.bucket = bucket
         self.flags: dict[str, Any] = {}
         self.error: str | None = None  # why the flags are not being followed right now
+        # The stream revision each flag's value came from: a watch delivering an older value
+        # after this store wrote a newer one must not put the older one back.
+        self._revisions: dict[str, int] = {}
         self._nc: Any = None
         self._kv: Any = None
 
@@ -91,6 +94,9 @@ class FlagStore:
                     if entry is None or not entry.key.startswith(FLAG_PREFIX):
                         continue  # None: the values there were have all been delivered
                     name = entry.key[len(FLAG_PREFIX) :]
+                    if (entry.revision or 0) < self._revisions.get(name, 0):
+                        continue
+                    self._revisions[name] = entry.revision or 0
                     if entry.operation in ("DEL", "PURGE") or entry.value is None:
                         self.flags.pop(name, None)
                         continue
@@ -105,8 +111,10 @@ class FlagStore:
 
     async def set(self, name: str, value: Any) -> None:
         kv = await self._open()
-        await kv.put(FLAG_PREFIX + name, json.dumps(value).encode())
-        self.flags[name] = value  # the watch says so too, moments later
+        revision = await kv.put(FLAG_PREFIX + name, json.dumps(value).encode())
+        if revision >= self._revisions.get(name, 0):
+            self._revisions[name] = revision
+            self.flags[name] = value  # the watch says so too, moments later
 
     async def close(self) -> None:
         if self._nc is not None:

@@ -153,6 +153,8 @@ function renderFlags(state) {
   }).join("") || `<p class="muted">no flags yet</p>`;
   const box = $("#flags");
   if (box.dataset.html !== html) { box.innerHTML = html; box.dataset.html = html; }
+  // A click moved a switch the markup did not: the state says where each one is.
+  for (const input of box.querySelectorAll("input[data-flag]")) input.checked = state.flags[input.dataset.flag] === true;
 }
 
 $("#flags").addEventListener("change", async (event) => {
