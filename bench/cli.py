@@ -88,6 +88,38 @@ def proxy(
 
 
 @app.command()
+def tls(
+    json: JsonOption = False,
+    duration: LoadSeconds = 10.0,
+    connections: WrkConnections = "32",
+    repetitions: Repetitions = 1,
+    warmup: Annotated[float, typer.Option(help="Seconds of warm-up load before each leg.")] = 2.0,
+    clients: Annotated[
+        int, typer.Option(min=1, help="openssl s_time clients in parallel for the handshake legs.")
+    ] = 4,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Run only these legs: edgeway,nginx,edgeway_plain,edgeway_handshakes,nginx_handshakes."
+        ),
+    ] = None,
+) -> None:
+    """HTTPS: edgeway vs nginx with the same certificate and ciphers, keep-alive requests and
+    full handshakes per second, one worker each."""
+    legs = [part.strip() for part in only.split(",") if part.strip()] if only else None
+    _run_bench(
+        "tls",
+        json=json,
+        duration=duration,
+        connections=_parse_connections(connections),
+        repetitions=repetitions,
+        warmup=warmup,
+        clients=clients,
+        only=legs,
+    )
+
+
+@app.command()
 def callgrind(
     json: JsonOption = False,
     duration: Annotated[float, typer.Option(help="Seconds of counted load (wrk -c1).")] = 10.0,
@@ -264,3 +296,42 @@ def bus_faults(
 ) -> None:
     """Broker and consumer faults while events flow: nothing lost, nothing applied twice."""
     _run_bench("bus_faults", json=json, events=events, small=small)
+
+
+@app.command()
+def cluster(
+    json: JsonOption = False,
+    baseline_s: Annotated[
+        float, typer.Option("--baseline-s", min=1, help="Seconds of load before the first fault.")
+    ] = 10.0,
+    fault_s: Annotated[float, typer.Option("--fault-s", min=1, help="Seconds each fault lasts.")] = 6.0,
+    calm_s: Annotated[
+        float,
+        typer.Option(
+            "--calm-s", min=6, help="Seconds of load after each fault (recovery is measured in it)."
+        ),
+    ] = 15.0,
+    checkouts: Annotated[float, typer.Option(min=0.5, help="Orders placed per second.")] = 4.0,
+    reads: Annotated[float, typer.Option(min=0, help="Reads (products, an order) per second.")] = 8.0,
+    subnet: Annotated[
+        str, typer.Option(help="The nodes' /24; the root namespace takes .254.")
+    ] = "10.77.0.0/24",
+    keep: Annotated[bool, typer.Option(help="Keep the run's directory (configs, logs) at the end.")] = False,
+    clean: Annotated[
+        bool,
+        typer.Option("--clean", help="Only remove what a killed run left (namespaces, links, databases)."),
+    ] = False,
+) -> None:
+    """Three nodes in network namespaces: NATS R3, two gateways, the shop; kill and cut nodes (root)."""
+    _run_bench(
+        "cluster",
+        json=json,
+        baseline_s=baseline_s,
+        fault_s=fault_s,
+        calm_s=calm_s,
+        checkouts_per_s=checkouts,
+        reads_per_s=reads,
+        subnet=subnet,
+        keep=keep,
+        clean=clean,
+    )

@@ -118,8 +118,10 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         stdout_path: Path | None = None,
+        scheme: str = "http",
     ) -> None:
         self.name = name
+        self.scheme = scheme  # of url: "https" for a TLS listener (readiness is still a TCP connect)
         self.argv = list(argv)
         self.host = host
         self.port = port
@@ -142,7 +144,7 @@ class ManagedProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def start(self, timeout: float = START_TIMEOUT_S) -> ManagedProcess:
         stderr = self.log_path.open("wb")

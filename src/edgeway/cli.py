@@ -36,6 +36,7 @@ _SUBCOMMANDS: list[tuple[str, str, str, str | None]] = [
     ),
     ("security", "edgeway.security_service.cli", "Run and manage the security service.", "security"),
     ("bus", "edgeway.bus.cli", "Event bus tools: embedded NATS, dead letters.", None),
+    ("tls", "edgeway.pki.cli", "Certificates for development: a local CA and loopback certificates.", None),
     ("saga", "edgeway.saga.cli", "List, inspect and retry sagas in a service's database.", "service"),
     ("demo", "edgeway.demo.cli", "Start the reference system on this machine.", "demo"),
     ("system", "edgeway.system.cli", "Check a system file (edgeway.system.yaml).", None),

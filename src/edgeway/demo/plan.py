@@ -228,6 +228,7 @@ class ShopPlan:
             "OTEL_BSP_SCHEDULE_DELAY": "300",
             "OTEL_EXPORTER_OTLP_TIMEOUT": "3",
             "SHOP_CONTROL_URL": self.url("control"),
+            "SHOP_TRACING": "true",  # the edges' spans too (shop/edges/telemetry.yaml)
         }
 
     def _broker_names(self) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from edgeway.http.exchange import Exchange, ResponseState
 from edgeway.http.flow import WriteFlow
 from edgeway.http.headers import connection_tokens, only_chunked, reason_phrase, status_line
 from edgeway.http.limits import ServerLimits
+from edgeway.http.server_tls import TlsInfo
 
 log = logging.getLogger("edgeway.http")
 
@@ -97,7 +98,12 @@ _CHUNK_FRAMING: Final = 24
 
 class ServerProtocol(asyncio.Protocol):
     def __init__(
-        self, handler: Handler, limits: ServerLimits, observer: ConnectionObserver, scheme: bytes = b"http"
+        self,
+        handler: Handler,
+        limits: ServerLimits,
+        observer: ConnectionObserver,
+        scheme: bytes = b"http",
+        tls: TlsInfo | None = None,
     ) -> None:
         # -- configuration (shared by every connection of the listener) --
         self._handler = handler
@@ -107,6 +113,8 @@ class ServerProtocol(asyncio.Protocol):
         self._loop = asyncio.get_event_loop()
 
         # -- per connection --
+        # What the TLS handshake negotiated (edgeway.http.server_tls); None on a plaintext listener.
+        self.tls = tls
         self.transport: asyncio.Transport | None = None
         self.client = ""
         self.state = ConnState.WAITING

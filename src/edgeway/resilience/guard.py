@@ -98,6 +98,11 @@ class InstanceState(Generic[M]):
         self.health = HealthTrack() if policy.health is not None else None
         self._timer: asyncio.TimerHandle | None = None
         guard.telemetry.watch_available(label, lambda: self.member.available)
+        health = self.health
+        if health is not None:
+            guard.telemetry.watch_health(label, lambda: health.healthy)
+        if self.outlier is not None:
+            guard.telemetry.watch_ejection(label, lambda: self.ejected)
 
     def __repr__(self) -> str:
         return f"<InstanceState {self.member.label} available={self.member.available}>"

@@ -28,6 +28,8 @@ from edgeway.gateway.core.context import RequestContext
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.core.pipeline import GatewayEnv, Held
 from edgeway.gateway.core.router import rewrite_path
+from edgeway.gateway.telemetry.component import telemetry_of
+from edgeway.gateway.telemetry.meters import RequestTracing, ServiceMeter
 from edgeway.gateway.upstream.call import CallLimits, UpstreamCall
 from edgeway.gateway.upstream.clusters import Cluster, Endpoint
 from edgeway.gateway.upstream.forwarding import FORWARDING_HEADERS, OWN_LINES, Forwarding
@@ -90,6 +92,8 @@ class ProxyTarget:
     forwarding: Forwarding
     limits: CallLimits  # the service's timeouts, as every attempt of a call uses them
     request_buffer: int = 0  # a body up to this size is read whole before a connection is taken
+    meter: ServiceMeter | None = None  # the service's metrics (None: metrics off)
+    tracer: RequestTracing | None = None  # None: tracing off
 
 
 def proxy_target(route: Route, env: GatewayEnv) -> ProxyTarget:
@@ -98,6 +102,7 @@ def proxy_target(route: Route, env: GatewayEnv) -> ProxyTarget:
     assert action is not None  # called for proxy routes only
     cluster = env.clusters[action.service]
     timeouts = cluster.timeouts
+    telemetry = telemetry_of(env)
     return ProxyTarget(
         cluster=cluster,
         limits=CallLimits(timeouts.total, timeouts.first_byte, timeouts.connect, 0),
@@ -108,6 +113,8 @@ def proxy_target(route: Route, env: GatewayEnv) -> ProxyTarget:
         websocket_idle_timeout=float(action.websocket_idle_timeout),
         request_buffer=int(env.config.limits.request_buffer_bytes),
         forwarding=env.forwarding,
+        meter=telemetry.service(action.service),
+        tracer=telemetry.tracer,
     )
 
 
@@ -329,12 +336,17 @@ class ProxyCall(UpstreamCall):
         self.accept = b""  # the Sec-WebSocket-Accept of the upgrade this request forwards
         self.sender: asyncio.Task[None] | None = None  # streams the client's body upstream
         self.held: Held | None = None  # set while the request is followed from callbacks
+        self.meter = target.meter
+        if target.tracer is not None:
+            self.trace = target.tracer.call(ctx.span, target.cluster.name)
 
     # -- the request ----------------------------------------------------------------------
     def render(self, ep: Endpoint) -> bytes:
         ex = self.ctx.ex
         ex.log["upstream"] = ep.label
-        return request_head(ex, self.target, self.path, ep, self.ctx.traceparent, self.until - self.sent_at)
+        trace = self.trace
+        tp = self.ctx.traceparent if trace is None else trace.attempt(self, ep)
+        return request_head(ex, self.target, self.path, ep, tp, self.until - self.sent_at)
 
     def begin(self, conn: UpstreamConnection) -> None:
         conn.begin(head_request=self.head_request, listener=self if self.held is not None else None)
@@ -430,10 +442,15 @@ class ProxyCall(UpstreamCall):
             assert self.ep is not None
             self.ep.pool.detach(conn)
             self.conn = None
+            meter = target.meter
+            if meter is not None:
+                meter.tunnels += 1
             try:
                 await _tunnel(ex, target, conn, response_headers(ex, resp, target, tp))
             finally:
                 conn.close()
+                if meter is not None:
+                    meter.tunnels -= 1
             return
         if conn.response_complete:
             conn.clear_deadline()
@@ -485,6 +502,8 @@ class ProxyCall(UpstreamCall):
             # pool gives (one retry more on a fresh one if that is stale too).
             self.drop_connection()
             self.error = None
+            if self.meter is not None:
+                self.meter.retried()
             self.task = self.loop.create_task(self._open_and_send(fresh=False))
             held.in_task(self.ctx, self.run_attempt())
             return

@@ -30,6 +30,7 @@ from edgeway.gateway.config.schema import GatewayConfig, RouteFacts, cross_check
 from edgeway.gateway.config.yaml_source import Node, parse_yaml
 from edgeway.gateway.core.config import RouteIdentity
 from edgeway.gateway.core.errors import ConfigError, ConfigIssue
+from edgeway.gateway.process.tls_config import tls_files
 
 _CONCATENATED_LISTS: frozenset[Loc] = frozenset({("routes",)})
 
@@ -42,16 +43,20 @@ def load_config(
     """Read, merge and validate a config file; raise ConfigError listing every problem.
 
     ``env`` defaults to ``os.environ``; tests pass their own mapping. ``sources``, when given,
-    receives the real path of every file read (the file and its includes), valid or not: what
-    live reload watches.
+    receives the real path of every file read (the file and its includes), valid or not, and
+    the certificate, key and CA files ``listen.tls`` names (absolute, not resolved: a renewal
+    that swaps a symlink is a change): what live reload watches.
     """
     environment = os.environ if env is None else env
     issues: list[ConfigIssue] = []
     root = _load_tree(str(path), environment, (), issues, None, sources if sources is not None else [])
     if root is None:
         raise ConfigError(issues)
+    data = root.to_python()
+    if sources is not None:
+        sources.extend(os.path.abspath(file) for file in tls_files(data))
     try:
-        config = _validate(root.to_python(), root, str(path))
+        config = _validate(data, root, str(path))
     except ConfigError as exc:
         # A value that failed interpolation also fails validation; report it once.
         known = {(issue.file, issue.line) for issue in issues}

@@ -3,7 +3,7 @@
 A route's config is compiled once into a :class:`RoutePipeline`: the filters the route
 configures, outermost first, and its action (proxy, aggregate, endpoint, push)::
 
-    cors → auth → rate_limit → validate → cache → concurrency → action
+    cors → auth → client_cert → rate_limit → validate → cache → concurrency → action
 
 **One filter contract** (Envoy's ``Continue`` / ``StopIteration`` is the model). A filter is an
 object with a synchronous ``on_request(ctx)`` that answers one of:
@@ -139,7 +139,8 @@ class GatewayEnv:
         if self._metrics is None:
             from edgeway.observability.metrics import Metrics
 
-            self._metrics = Metrics(self.config.name)
+            # The HTTP server families (http_server_requests_total...) are the telemetry's.
+            self._metrics = Metrics(self.config.name, http_server=False)
         return self._metrics
 
     def shared(self, key: str, factory: Callable[[], C]) -> C:

@@ -26,6 +26,7 @@ from typing import Any
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.core.pipeline import RequestContext
 from edgeway.gateway.filters.auth.config import GatewayAuth
+from edgeway.gateway.telemetry.meters import CallTracing, ServiceMeter
 from edgeway.gateway.upstream.call import (
     DEFAULT_MAX_BODY,
     CallLimits,
@@ -98,6 +99,8 @@ def start_call(
     guard: ServiceGuard[Endpoint] | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
     deadline: float | None = None,
+    meter: ServiceMeter | None = None,
+    trace: CallTracing | None = None,
 ) -> UpstreamCall:
     """Send a request to an instance of ``cluster`` now; await ``.reply()`` for the answer.
 
@@ -107,7 +110,9 @@ def start_call(
     ``guard``: the service's, from
     :func:`~edgeway.gateway.upstream.resilient.service_guard`. ``loop``: the running loop, when the caller
     has it at hand (asking for it costs a system call). ``deadline``: loop time the call must be
-    over by, when something shorter than its own timeout bounds it.
+    over by, when something shorter than its own timeout bounds it. ``meter``, ``trace``: the
+    service's metrics and the call's spans (:mod:`edgeway.gateway.telemetry`); with ``trace``
+    each attempt carries its own ``traceparent``, so ``headers`` must not hold one.
 
     A call that cannot be sent (its guard refused it, no instance is available) is returned
     failed: its ``reply()`` raises the refusal.
@@ -117,6 +122,8 @@ def start_call(
     check_request(method, target, headers)
     loop = loop or asyncio.get_running_loop()
     call = UpstreamCall(cluster, guard, method, limits or CallLimits.of(cluster), loop, loop.time(), deadline)
+    call.meter = meter
+    call.trace = trace
     call.line = method + b" " + target + b" HTTP/1.1\r\nhost: "
     if body is not None:
         call.tail = headers + b"content-length: %d\r\n\r\n" % len(body) + body

@@ -12,6 +12,7 @@ from edgeway.gateway.actions.aggregate.merge import compile_merge
 from edgeway.gateway.actions.aggregate.plan import CallPlan, Plan, Scope, compile_plan
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.pipeline import Action, GatewayEnv, RequestContext
+from edgeway.gateway.telemetry.component import telemetry_of
 from edgeway.gateway.upstream.resilient import service_guard
 from edgeway.gateway.upstream.service_client import common_headers, upstream_problem
 from edgeway.resilience.guard import retry_after_header
@@ -34,12 +35,13 @@ def build_aggregate(route: Route, env: GatewayEnv) -> Action:
     # on Python 3.11, and every call of every request needs it.
     loops: list[asyncio.AbstractEventLoop] = []
     forwarding = env.forwarding
+    telemetry = telemetry_of(env)
 
     async def aggregate(ctx: RequestContext) -> None:
         ex = ctx.ex
         body = await ex.body.read_all(body_limit) if plan.needs_client_body else None
         loop = loops[0] if loops else _first(loops)
-        run = Run(plan, Scope(ctx, body), common_headers(ctx, forwarding), loop)
+        run = Run(plan, Scope(ctx, body), common_headers(ctx, forwarding), loop, telemetry)
         await run.execute()
         if run.fatal is not None:
             _fail_endpoint(*run.fatal)

@@ -22,6 +22,7 @@ from edgeway.gateway.actions.endpoints.request import Request, Response
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.errors import GatewayError, Rejection
 from edgeway.gateway.core.pipeline import Action, GatewayEnv, RequestContext
+from edgeway.gateway.telemetry.component import telemetry_of
 from edgeway.gateway.upstream.resilient import service_guard
 from edgeway.gateway.upstream.service_client import forward_names, forwarded_headers, upstream_problem
 from edgeway.http.errors import HttpError
@@ -52,6 +53,7 @@ def build_endpoint(route: Route, env: GatewayEnv) -> Action:
     forwarding = env.forwarding
     # The function may call any service, so each one's resilience is made (and started) here.
     guards = {name: service_guard(env, name) for name in clusters}
+    telemetry = telemetry_of(env)
 
     async def run(ctx: RequestContext) -> None:
         ex = ctx.ex
@@ -62,6 +64,7 @@ def build_endpoint(route: Route, env: GatewayEnv) -> Action:
             forwarded_headers(ex.headers, forward),
             asyncio.get_running_loop(),
             forwarding,
+            telemetry,
         )
         try:
             result = await spec.function(Request(ctx, services, options, body_limit))
