@@ -324,3 +324,64 @@ def test_decoding_refuses_what_is_not_otlp() -> None:
     with pytest.raises(OtlpError) as caught:
         decode_export(b"[]", "application/json")
     assert caught.value.status == 400
+
+
+def test_a_gateway_s_spans_name_the_path_and_its_attempts_the_instance_they_reached() -> None:
+    def span(span_id: str, parent: str | None, name: str, kind: int, **attributes: Any) -> dict[str, Any]:
+        values = [
+            {"key": k, "value": {"intValue": str(v)} if isinstance(v, int) else {"stringValue": v}}
+            for k, v in attributes.items()
+        ]
+        return {
+            "traceId": "77" * 16,
+            "spanId": span_id,
+            **({"parentSpanId": parent} if parent else {}),
+            "name": name,
+            "kind": kind,
+            "startTimeUnixNano": "1714564800010000000",
+            "endTimeUnixNano": "1714564800030000000",
+            "attributes": values,
+        }
+
+    export = {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "shop-web-bff"}}]
+                },
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            span(
+                                "a1" * 8,
+                                None,
+                                "GET account-profile",
+                                2,
+                                **{"url.path": "/api/account/profile"},
+                            ),
+                            # the gateway's service is a role; the port says who served it
+                            span(
+                                "b2" * 8,
+                                "a1" * 8,
+                                "GET account-profile",
+                                3,
+                                **{"peer.service": "account-profile", "server.port": 8108},
+                            ),
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    collector = Collector(port_nodes={8108: "legacy"}, clock=lambda: 1714564800.2)
+    collector.add_hops(decode_export(orjson.dumps(export), "application/json"))
+    waterfall = collector.trace("77" * 16)
+    assert waterfall is not None
+    root = waterfall["spans"][0]
+    assert (root["node"], root["name"], root["attributes"]["edgeway.route"]) == (
+        "web-bff",
+        "GET /api/account/profile",
+        "account-profile",
+    )
+    calls = {(link["source"], link["target"]) for link in collector.links()}
+    assert calls == {("browser", "web-bff"), ("web-bff", "legacy")}

@@ -248,11 +248,10 @@ class Collector:
         return out
 
     def _peer(self, hop: Hop) -> str | None:
-        """The node a CLIENT span called: its ``peer.service``, else the port it connected to."""
+        """The node a CLIENT span called: the port it connected to (a gateway's service name may
+        be a role, ``account-profile``, served by the monolith or the profile service), else its
+        ``peer.service``."""
         attributes = hop.attributes
-        peer = attributes.get("peer.service")
-        if isinstance(peer, str) and peer:
-            return node_of_service(peer)
         for key in ("server.port", "net.peer.port"):
             port = attributes.get(key)
             if isinstance(port, int) and port in self.port_nodes:
@@ -263,6 +262,9 @@ class Collector:
                 found = self._node_of_address(urlsplit(url).netloc)
                 if found is not None:
                     return found
+        peer = attributes.get("peer.service")
+        if isinstance(peer, str) and peer:
+            return node_of_service(peer)
         return None
 
     def _node_of_address(self, address: str) -> str | None:
