@@ -42,6 +42,7 @@ _SUBCOMMANDS: list[tuple[str, str, str, str | None]] = [
     ("system", "edgeway.system.cli", "Check a system file (edgeway.system.yaml).", None),
     ("deploy", "edgeway.deploy.cli", "Render Kubernetes manifests or a compose project.", None),
     ("new", "edgeway.scaffold.cli", "Create a service or an edge (gateway, BFF) from templates.", "scaffold"),
+    ("proto", "edgeway.service.grpc.cli", "Compile .proto files into typed Python (gRPC).", "proto"),
 ]
 
 # Accept any arguments: a command whose extra is missing answers the same whatever was asked.

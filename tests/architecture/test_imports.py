@@ -43,7 +43,9 @@ ALLOWED: dict[str, set[str]] = {
         "service",
         "system",
     },
-    "scaffold": set(),  # renders templates; the code it generates imports edgeway, it does not
+    # renders templates, writes the system file (checked with the system loader) and the edges'
+    # includes (checked with the gateway loader), copies deploy's image recipe
+    "scaffold": {"deploy", "gateway", "system"},
     "cli": set(),  # commands are imported by name when run (see cli.COMMANDS)
 }
 

@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind
 
 from edgeway.demo.control.collector import Collector
 from edgeway.demo.control.otlp import OtlpError, decode_export
-from edgeway.demo.control.server import ControlRoom, ControlRoomSettings
+from edgeway.demo.control.server import ControlRoom, ControlRoomSettings, topology_nodes
 from edgeway.observability.tracing import Tracing, span_traceparent
 
 
@@ -385,3 +385,42 @@ def test_a_gateway_s_spans_name_the_path_and_its_attempts_the_instance_they_reac
     )
     calls = {(link["source"], link["target"]) for link in collector.links()}
     assert calls == {("browser", "web-bff"), ("web-bff", "legacy")}
+
+
+async def test_another_system_gets_its_own_topology_and_no_shop_parts() -> None:
+    settings = ControlRoomSettings(
+        host="127.0.0.1",
+        port=0,
+        ports={"api": 1, "api-admin": 4, "orders-1": 2, "orders-2": 3},
+        edges=["api"],
+        pattern="gateway",
+        admin_token="t",
+        nats_url="nats://127.0.0.1:1",
+        config_bucket=None,
+        security_url="",
+        user=("u", "p"),
+        partner=("c", "s"),
+        shop=False,
+        services=["orders"],
+    )
+    processes = {"api": "api", "orders-1": "orders", "orders-2": "orders"}
+    room = ControlRoom(settings, list, processes, clients={})
+    await room.start()
+    try:
+        async with httpx.AsyncClient(base_url=room.url) as http:
+            state = (await http.get("/api/state")).json()
+            patterns = await http.get("/api/patterns")
+            flag = await http.put("/api/flags/x", json={"value": True})
+    finally:
+        await room.stop()
+    assert [(n["id"], n["column"], n["instances"]) for n in state["nodes"]] == [
+        ("client", "client", []),
+        ("api", "edge", ["api"]),
+        ("orders", "service", ["orders-1", "orders-2"]),
+        ("broker", "broker", []),
+    ]
+    assert state["shop"] is False
+    assert "no config_bucket" in state["flags_error"]
+    assert patterns.status_code == 404
+    assert flag.status_code == 404
+    assert topology_nodes(["api"], processes, ["orders"], shop=False) == state["nodes"]

@@ -5,6 +5,7 @@ Starting the whole system is covered by tests/shop (once per module); these test
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -24,7 +25,8 @@ def _demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         cwd=cwd,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        # the sources under test (a worktree's, when PYTHONPATH says so), nothing else of ours
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
     )
 
 
@@ -52,6 +54,22 @@ def test_demo_rejects_a_malformed_port_option(tmp_path: Path) -> None:
     assert "expected NAME=PORT with NAME one of" in result.stderr
     result = _demo("--port", "orders=http", cwd=tmp_path)
     assert "'http' is not a port number" in result.stderr
+
+
+def test_demo_runs_the_system_file_given_or_here_and_refuses_a_broken_one(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("system: tiny\nservices:\n  stock: {module: stock, prot: 8001}\n")
+    result = _demo("--system", str(broken), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{broken}:3:" in result.stderr
+    assert "services.stock.prot: unknown key 'prot'" in result.stderr
+    assert not (tmp_path / ".edgeway-demo").exists()  # nothing started, nothing made
+    # ./edgeway.system.yaml when there is one: its processes are the ones --port names
+    here = tmp_path / "edgeway.system.yaml"
+    here.write_text("system: tiny\nservices:\n  stock: {module: x, port: 8001}\n")
+    result = _demo("--port", "catalog=9000", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "expected NAME=PORT with NAME one of nats, stock" in result.stderr
 
 
 def test_demo_rejects_an_unknown_pattern(tmp_path: Path) -> None:

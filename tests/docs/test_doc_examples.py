@@ -183,7 +183,7 @@ def check_seed(example: Example, tmp_path: Path) -> None:
 
 def check_system(example: Example, data: dict[str, Any], tmp_path: Path) -> None:
     """A system file goes through ``load_system`` (``edgeway system check``), with an empty file
-    at each edge config path it names."""
+    at each edge config path it names and a folder at each service ``path``."""
     from edgeway.gateway.core.errors import ConfigError
     from edgeway.system import load_system
 
@@ -192,6 +192,9 @@ def check_system(example: Example, data: dict[str, Any], tmp_path: Path) -> None
             target = tmp_path / edge["config"]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text("")
+    for service in (data.get("services") or {}).values():
+        if isinstance(service, dict) and isinstance(service.get("path"), str):
+            (tmp_path / service["path"]).mkdir(parents=True, exist_ok=True)
     path = tmp_path / "edgeway.system.yaml"
     path.write_text(example.body)
     try:

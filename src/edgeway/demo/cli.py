@@ -6,6 +6,10 @@ waits until every one is ready (a progress display), prints the URLs and demo cr
 streams every process's log, merged, one colored name per process. A process that crashes is
 restarted with backoff; Ctrl-C stops everything cleanly. ``edgeway demo flag NAME on|off``
 switches a feature flag of the running shop.
+
+``edgeway demo --system FILE`` does the same for any system file (``./edgeway.system.yaml`` when
+there is one, such as a repository ``edgeway new`` made): its processes under the same supervisor,
+and a banner of its processes and their URLs; the shop's credentials and commands are the shop's.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from edgeway.demo.plan import CONFIG_BUCKET, DEFAULT_PORTS, PATTERNS, ShopPlan, parse_ports
-from edgeway.system import instance_names
+from edgeway.demo.plan import CONFIG_BUCKET, DEFAULT_PORTS, PATTERNS, SYSTEM_FILE, ShopPlan, parse_ports
+from edgeway.system import LoadedSystem, instance_names, process_ports
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -56,11 +60,38 @@ def busy_ports(ports: dict[str, int], host: str) -> list[tuple[str, int]]:
     return busy
 
 
+def _system_file(given: Path | None) -> LoadedSystem:
+    """The system to run: the one given, else ./edgeway.system.yaml, else the reference shop's."""
+    from edgeway.demo.plan import shop_system
+    from edgeway.gateway.core.errors import ConfigError
+    from edgeway.system import load_system
+
+    if given is None:
+        here = Path("edgeway.system.yaml")
+        given = here if here.is_file() else None
+    if given is None or given.resolve() == SYSTEM_FILE.resolve():
+        return shop_system()
+    try:
+        return load_system(given)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            typer.echo(str(issue), err=True)
+        raise typer.Exit(2) from None
+
+
 @app.callback(invoke_without_command=True)
 def demo(
     ctx: typer.Context,
-    pattern: str = typer.Option(
-        "all", "--pattern", help="Which edges to start: all | direct | gateway | bff (services always run)."
+    system: Path | None = typer.Option(
+        None,
+        "--system",
+        "-s",
+        help="The system file to run; default ./edgeway.system.yaml, else the reference shop's.",
+    ),
+    pattern: str | None = typer.Option(
+        None,
+        "--pattern",
+        help="Which edges to start: all | direct | gateway | bff (services always run); default: the file's.",
     ),
     port: list[str] = typer.Option(
         [], "--port", help="NAME=PORT, repeatable, e.g. --port gateway=9080 --port nats=15222."
@@ -78,24 +109,35 @@ def demo(
         True, "--control-room/--no-control-room", help="Serve the control room (and collect the spans)."
     ),
 ) -> None:
-    """Start the reference shop: every service, the security service, NATS and the edges."""
+    """Start the reference shop (every service, the security service, NATS and the edges), or the
+    system of --system FILE."""
     if ctx.invoked_subcommand is not None:
         return
     from rich.console import Console
 
     from edgeway.demo.supervisor import Supervisor
 
-    chosen = next((p for p in PATTERNS if p == pattern), None)
+    loaded = _system_file(system)
+    wanted = pattern if pattern is not None else loaded.model.pattern
+    chosen = next((p for p in PATTERNS if p == wanted), None)
     if chosen is None:
         raise typer.BadParameter(f"--pattern must be one of {', '.join(PATTERNS)}")
     try:
-        ports = parse_ports(port)
+        # the system's ports, and the control room's (the demo process serves it)
+        ports = parse_ports(port, {**process_ports(loaded.model), "control": DEFAULT_PORTS["control"]})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    plan = ShopPlan(data_dir.resolve(), ports, chosen, email_delay=email_delay, control_room=control_room)
+    plan = ShopPlan(
+        data_dir.resolve(),
+        ports,
+        chosen,
+        email_delay=email_delay,
+        system_file=loaded,
+        control_room=control_room,
+    )
     plan.strangler_file.unlink(missing_ok=True)  # the controller writes the current one first
     busy = busy_ports(plan.used_ports(), plan.host)
     if busy:
@@ -106,10 +148,11 @@ def demo(
             f"e.g. --port {example}={busy[0][1] + 1000}"
         )
     console = Console(highlight=False)
+    bucket = plan.system.broker.config_bucket
     supervisor = Supervisor(
         plan.processes(),
         console=console,
-        hooks={"nats": lambda: _prepare_broker(plan)},
+        hooks={"nats": lambda: _prepare_broker(plan, bucket)} if bucket else {},
         startup_timeout=startup_timeout,
         show_access=access_log,
     )
@@ -151,10 +194,10 @@ async def _run(supervisor: Supervisor, on_ready: Callable[[], None], room: Contr
         await room.stop()
 
 
-async def _prepare_broker(plan: ShopPlan) -> None:
+async def _prepare_broker(plan: ShopPlan, bucket: str) -> None:
     from edgeway.demo.flags import ensure_config_bucket
 
-    await ensure_config_bucket(plan.nats_url, CONFIG_BUCKET)
+    await ensure_config_bucket(plan.nats_url, bucket)
 
 
 def cli_command(env: Mapping[str, str] | None = None) -> str:
@@ -191,6 +234,9 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
     """What is printed once everything is ready. Every URL and command is on a line of its own
     and never cut; with the default ports every line fits 80 columns."""
     from rich.text import Text
+
+    if not plan.is_shop:
+        return system_banner(plan, processes, elapsed)
 
     lines = [
         Text(f"edgeway demo: all {processes} processes are ready ({elapsed:.1f} s)", style="bold green"),
@@ -233,6 +279,39 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
     if edges:
         command("a route leaves the monolith", "flag", "strangler.account-profile", "on")
     command("the patterns compared: calls, bytes, latency per screen", "compare")
+    lines.append(Text("logs of every process follow; Ctrl-C stops everything", style="dim"))
+    return lines
+
+
+def system_banner(plan: ShopPlan, processes: int, elapsed: float) -> list[Text]:
+    """The banner of a system other than the shop: its processes and where each is reached, from
+    its file (each edge, each service instance, the broker)."""
+    from rich.text import Text
+
+    system = plan.system
+    lines = [
+        Text(f"edgeway demo: all {processes} processes are ready ({elapsed:.1f} s)", style="bold green"),
+        Text(f"the system {system.system} ({plan.system_file.path}), pattern: {plan.pattern}", style="bold"),
+    ]
+
+    def entry(what: str, url: str) -> None:
+        lines.append(Text(f"  {what}"))
+        lines.append(Text(f"      {url}", style="cyan"))
+
+    for name in plan.edges():
+        edge = system.edges[name]
+        entry(f"{name} ({'API gateway' if edge.pattern == 'gateway' else 'BFF'})", f"{plan.url(name)}/")
+        entry(f"{name} admin (/healthz, /readyz, /routes, /metrics)", plan.url(f"{name}-admin"))
+    for service, spec in system.services.items():
+        for name in instance_names(system, service):
+            if spec.kind == "security":
+                entry(f"{name} (security service)", f"{plan.url(name)}/.well-known/openid-configuration")
+            elif spec.kind == "kit" and spec.health is None:
+                entry(f"{name} (direct, OpenAPI)", f"{plan.url(name)}/docs")
+            else:
+                entry(name, plan.url(name))
+    entry("NATS (embedded)" if system.broker.nats.external_url is None else "NATS", plan.nats_url)
+    lines.append(Text(f"data (databases, NATS): {plan.data_dir}", style="dim"))
     lines.append(Text("logs of every process follow; Ctrl-C stops everything", style="dim"))
     return lines
 

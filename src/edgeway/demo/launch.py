@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeway.demo.plan import DEFAULT_PORTS
+from edgeway.system import load_system, process_ports
 
 __all__ = ["READY_LINE", "DemoFailed", "LaunchedDemo", "free_ports", "launched_demo"]
 
@@ -69,16 +70,19 @@ def launched_demo(
     ready_timeout: float = 120.0,
     attempts: int = 3,
     env: Mapping[str, str] | None = None,
+    system: Path | None = None,
 ) -> Iterator[LaunchedDemo]:
     """Start the demo and yield it once ready; stop it at the end.
 
     Free ports are only free until someone takes them: when the demo refuses a port that was
     taken meanwhile (it checks before starting anything), it is started again on new ports.
     ``env`` adds variables to the demo's environment (the edge configs read ``SHOP_*`` ones).
+    ``system``: run that system file (``--system``) instead of the shop; its ports are chosen free.
     """
     workdir.mkdir(parents=True, exist_ok=True)
+    names = list(DEFAULT_PORTS) if system is None else list(process_ports(load_system(system).model))
     for attempt in range(attempts):
-        demo = _start(workdir, pattern, extra_args, attempt, env or {})
+        demo = _start(workdir, pattern, extra_args, attempt, env or {}, names, system)
         try:
             _wait_ready(demo, ready_timeout)
         except DemoFailed:
@@ -94,12 +98,20 @@ def launched_demo(
 
 
 def _start(
-    workdir: Path, pattern: str, extra_args: Sequence[str], attempt: int, extra_env: Mapping[str, str]
+    workdir: Path,
+    pattern: str,
+    extra_args: Sequence[str],
+    attempt: int,
+    extra_env: Mapping[str, str],
+    names: Sequence[str],
+    system: Path | None,
 ) -> LaunchedDemo:
-    ports = dict(zip(DEFAULT_PORTS, free_ports(len(DEFAULT_PORTS)), strict=True))
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     data_dir = workdir / "data"
     log = workdir / ("demo.log" if attempt == 0 else f"demo-{attempt}.log")
     argv = [sys.executable, "-m", "edgeway.cli", "demo", "--pattern", pattern, "--data-dir", str(data_dir)]
+    if system is not None:
+        argv += ["--system", str(system.resolve())]
     argv += list(extra_args)
     for name, port in ports.items():
         argv += ["--port", f"{name}={port}"]

@@ -1,13 +1,17 @@
-"""What ``edgeway demo`` runs: every process of the shop, its command, environment, port and readiness.
+"""What ``edgeway demo`` runs: every process of a system, its command, environment, port and readiness.
 
-The shop is described by its system file, ``shop/edgeway.system.yaml`` (:mod:`edgeway.system`):
-services, instances, ports, edges, the broker. The plan is that file placed on this machine
-(:class:`ProcessSpec` per process, built from the ports and the data directory): every process on
-loopback, SQLite files in the data directory, an embedded NATS, the service registry. The deploy
-targets (``edgeway deploy render``) read the same file, so the laptop and the cluster cannot
-drift. Processes are started in dependency order (``after``): the broker first, then the security
-service (the others fetch its JWKS at start), then the services, then the edges. Besides the
-system, the demo runs its own helper, the strangler controller (:mod:`edgeway.demo.strangler`).
+A system is described by its system file (:mod:`edgeway.system`): services, instances, ports,
+edges, the broker. The reference shop's is ``shop/edgeway.system.yaml``; ``edgeway demo --system
+FILE`` runs any other (a repository ``edgeway new`` made). The plan is that file placed on this
+machine (:class:`ProcessSpec` per process, built from the ports and the data directory): every
+process on loopback, SQLite files in the data directory, an embedded NATS, the service registry
+when the file names one. The deploy targets (``edgeway deploy render``) read the same file, so the
+laptop and the cluster cannot drift. Processes are started in dependency order (``after``): the
+broker first, then the security service (the others fetch its JWKS at start), then the services,
+then the edges. A service with a ``path`` (its project folder) runs with that folder's ``src/`` on
+the Python path. For the shop, and only for it, the demo runs its own helper besides the system,
+the strangler controller (:mod:`edgeway.demo.strangler`), and gives the shop's services the
+settings of its story (the e-mail delay, the web app's origins).
 
 Ports have names (``catalog-1``, ``web-bff`` ...) and defaults from the system file; ``--port
 NAME=PORT`` changes one. The edge configs (``shop/edges/*.yaml``) read where everything is from
@@ -138,6 +142,11 @@ class ShopPlan:
     def system(self) -> System:
         return self.system_file.model
 
+    @property
+    def is_shop(self) -> bool:
+        """The reference shop's own file: the demo adds the shop's helper and settings."""
+        return self.system_file.path == SYSTEM_FILE.resolve()
+
     def url(self, name: str) -> str:
         return f"http://{self.host}:{self.ports[name]}"
 
@@ -151,7 +160,7 @@ class ShopPlan:
 
     def web_origins(self) -> list[str]:
         """Where the web app is served from in the Direct pattern: the origins services allow."""
-        if "web" not in self.ports:
+        if not self.is_shop or "web" not in self.ports:
             return []
         return [self.url("web"), f"http://localhost:{self.ports['web']}"]
 
@@ -197,7 +206,7 @@ class ShopPlan:
             specs += [
                 self._service(placement, name, instance) for instance in instance_names(self.system, name)
             ]
-        if self.edges():
+        if self.edges() and self.is_shop:
             specs.append(self._strangler())
         specs += [self._edge(placement, name) for name in self.edges()]
         return specs
@@ -265,8 +274,15 @@ class ShopPlan:
     def _service(self, placement: Placement, name: str, instance: str) -> ProcessSpec:
         service = self.system.services[name]
         env = service_env(self.system, placement, name, instance, self.ports[instance])
-        if service.kind == "kit":
+        if service.kind == "kit" and self.is_shop:
             env["EDGEWAY_EMAIL_DELAY"] = str(self.email_delay)
+        project = self.system_file.service_path(name)
+        if project is not None:
+            # a project of the repository, not installed: its package comes from its folder
+            source = project / "src" if (project / "src").is_dir() else project
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(source), *filter(None, [env.get("PYTHONPATH"), os.environ.get("PYTHONPATH")])]
+            )
         base = self.url(instance)
         argv = (sys.executable, "-m", service.module) if service.module else tuple(service.command or ())
         role: Literal["core", "service"] = "core" if service.kind == "security" else "service"
@@ -309,14 +325,16 @@ class ShopPlan:
     def _edge(self, placement: Placement, name: str) -> ProcessSpec:
         config = self.system_file.edge_config(name)
         env = self._env(edge_env(self.system, placement, name))
-        env["SHOP_STRANGLER_FILE"] = str(self.strangler_file)
+        if self.is_shop:
+            env["SHOP_STRANGLER_FILE"] = str(self.strangler_file)
         env[TOKEN_ENV] = self.admin_token
         # The edges health-check and discover the services: start them once those are up,
         # so no instance starts its life in the edges' eyes as "unhealthy".
         security = self.system.security_services()
         others = [n for n in self.system.services if n not in security]
         after = [i for n in security for i in instance_names(self.system, n)]
-        after.append("strangler")
+        if self.is_shop:
+            after.append("strangler")
         after += [i for n in others for i in instance_names(self.system, n)]
         return ProcessSpec(
             name,
@@ -329,14 +347,15 @@ class ShopPlan:
         )
 
 
-def parse_ports(values: Iterable[str]) -> dict[str, int]:
-    """``NAME=PORT`` items (from ``--port``) merged over the defaults; errors name the bad item."""
-    ports = dict(DEFAULT_PORTS)
+def parse_ports(values: Iterable[str], defaults: Mapping[str, int] = DEFAULT_PORTS) -> dict[str, int]:
+    """``NAME=PORT`` items (from ``--port``) merged over the defaults (the shop's, or another
+    system's :func:`~edgeway.system.process_ports`); errors name the bad item."""
+    ports = dict(defaults)
     for item in values:
         name, sep, raw = item.partition("=")
         name = name.strip()
-        if not sep or name not in DEFAULT_PORTS:
-            known = ", ".join(DEFAULT_PORTS)
+        if not sep or name not in defaults:
+            known = ", ".join(defaults)
             raise ValueError(f"--port {item!r}: expected NAME=PORT with NAME one of {known}")
         try:
             port = int(raw)

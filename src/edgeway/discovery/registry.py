@@ -205,16 +205,23 @@ class Registration:
 
 
 class RegistryDiscovery:
-    """Resolves a service name from the registry (one look-up per call); for the service kit."""
+    """Resolves a service name from the registry (one look-up per call); for the service kit.
+    With ``meta``, the address each instance registered under that key of its ``meta`` instead
+    of its URL (``grpc``: where it serves gRPC); instances without one are left out."""
 
     name = "registry"
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, meta: str | None = None) -> None:
         self._registry = registry
+        self._meta = meta
 
     async def resolve(self, service: str) -> list[str]:
         try:
-            return [i.url.rstrip("/") for i in await self._registry.lookup(service)]
+            instances = await self._registry.lookup(service)
+            if self._meta is not None:
+                key = self._meta
+                return [i.meta[key].rstrip("/") for i in instances if i.meta.get(key)]
+            return [i.url.rstrip("/") for i in instances]
         except RegistryError as exc:
             raise DiscoveryError(service, str(exc)) from exc
 

@@ -19,7 +19,7 @@ from typing import Final, Protocol, cast
 import httptools
 
 from edgeway.http.body import BodyStream, empty_body
-from edgeway.http.errors import BodyTooLarge, ClientDisconnected, HttpError, RequestRejected
+from edgeway.http.errors import BodyTooLarge, ClientDisconnected, HttpError, RequestRejected, SendTimeout
 from edgeway.http.exchange import Exchange, ResponseState
 from edgeway.http.flow import WriteFlow
 from edgeway.http.headers import connection_tokens, only_chunked, reason_phrase, status_line
@@ -590,7 +590,14 @@ class ServerProtocol(asyncio.Protocol):
             t.write(data)
 
     async def drain(self) -> None:
-        await self._write.drain()
+        try:
+            await self._write.drain(self._limits.send_timeout)
+        except SendTimeout as exc:
+            # The client holds the response (and, proxied, an upstream connection) without
+            # reading: drop it. The handler gets the error and gives back what it holds.
+            self._observer.rejected(self, exc.status, str(exc))
+            self.abort()
+            raise
 
     def write_paused(self) -> bool:
         """True while the transport's buffer is above its high-water mark (drain would wait)."""

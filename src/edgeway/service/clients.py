@@ -48,15 +48,15 @@ from edgeway.resilience.retry import full_jitter
 from edgeway.service.deadline import deadline_at
 from edgeway.service.discovery import Discovery
 from edgeway.service.errors import (
-    CircuitOpenError,
     DeadlineExceededError,
     NoInstancesError,
     PeerResponseError,
     PeerUnavailableError,
 )
 from edgeway.service.middleware import incoming_authorization
+from edgeway.service.peers import Peers
 
-__all__ = ["IDEMPOTENT_METHODS", "RetryPolicy", "ServiceClient", "UnsafeRequest"]
+__all__ = ["IDEMPOTENT_METHODS", "RetryPolicy", "ServiceClient", "UnsafeRequest", "propagation_headers"]
 
 T = TypeVar("T")
 
@@ -93,6 +93,32 @@ def http_client(timeout: float | httpx.Timeout, verify: ssl.SSLContext | bool = 
     return httpx.AsyncClient(timeout=timeout, limits=POOL_LIMITS, verify=verify)
 
 
+def propagation_headers(given: Mapping[str, str] | None, *, authorization: bool = True) -> dict[str, str]:
+    """``given`` (lower-cased) with what a call made now carries to the next hop: the request id,
+    the trace context and, with ``authorization``, the caller's ``Authorization``. The HTTP and
+    gRPC clients send the same (:mod:`edgeway.service.grpc.client` as metadata)."""
+    headers = {k.lower(): v for k, v in (given or {}).items()}
+    request_id = current_request_id()
+    if request_id is not None:
+        headers.setdefault("x-request-id", request_id)
+    # The current span is the CLIENT span when tracing is on, else the request's span. It
+    # replaces a traceparent the caller gave in the same trace (a saga step passes its own
+    # span's, which is this CLIENT span's parent); one of another trace is the caller's choice.
+    traceparent = outgoing_traceparent()
+    if traceparent is not None:
+        theirs = parse_traceparent(headers.get("traceparent", "").encode())
+        if theirs is None or theirs.trace_id.decode() == traceparent[3:35]:
+            headers["traceparent"] = traceparent
+            tracestate = current_hop().tracestate
+            if tracestate is not None:
+                headers.setdefault("tracestate", tracestate)
+    if authorization:
+        incoming = incoming_authorization.get()
+        if incoming is not None:
+            headers.setdefault("authorization", incoming)
+    return headers
+
+
 class ServiceClient:
     def __init__(
         self,
@@ -115,17 +141,13 @@ class ServiceClient:
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self._owns_http = http is None
         self._http = http if http is not None else http_client(self._timeout)
-        self._breakers: dict[str, CircuitBreaker] = {}
-        self._next = 0
+        self._peers = Peers(service, self.breaker_policy)
 
     def __repr__(self) -> str:
         return f"<ServiceClient {self.service!r} via {self.discovery.name}>"
 
     def breaker(self, url: str) -> CircuitBreaker:
-        found = self._breakers.get(url)
-        if found is None:
-            found = self._breakers[url] = CircuitBreaker(self.breaker_policy, name=f"{self.service}@{url}")
-        return found
+        return self._peers.breaker(url)
 
     async def request(
         self, method: str, path: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
@@ -181,7 +203,7 @@ class ServiceClient:
                 if at is not None and time.monotonic() + delay >= at:
                     raise self._deadline_error(method, path, f"no time left to retry; last: {last_error}")
                 await asyncio.sleep(delay)
-            url = self._pick(urls)
+            url = self._peers.pick(urls)
             breaker = self.breaker(url)
             if at is not None:
                 left = at - time.monotonic()
@@ -230,36 +252,8 @@ class ServiceClient:
             self.service, f"{method} {self.service}{path} not completed: the request's deadline {what}"
         )
 
-    def _pick(self, urls: list[str]) -> str:
-        count = len(urls)
-        for offset in range(count):
-            index = (self._next + offset) % count
-            if self.breaker(urls[index]).allow():
-                self._next = index + 1
-                return urls[index]
-        raise CircuitOpenError(self.service, min(self.breaker(u).retry_after for u in urls))
-
     def _headers(self, given: Mapping[str, str] | None) -> dict[str, str]:
-        headers = {k.lower(): v for k, v in (given or {}).items()}
-        request_id = current_request_id()
-        if request_id is not None:
-            headers.setdefault("x-request-id", request_id)
-        # The current span is the CLIENT span when tracing is on, else the request's span. It
-        # replaces a traceparent the caller gave in the same trace (a saga step passes its own
-        # span's, which is this CLIENT span's parent); one of another trace is the caller's choice.
-        traceparent = outgoing_traceparent()
-        if traceparent is not None:
-            theirs = parse_traceparent(headers.get("traceparent", "").encode())
-            if theirs is None or theirs.trace_id.decode() == traceparent[3:35]:
-                headers["traceparent"] = traceparent
-                tracestate = current_hop().tracestate
-                if tracestate is not None:
-                    headers.setdefault("tracestate", tracestate)
-        if self.propagate_authorization:
-            authorization = incoming_authorization.get()
-            if authorization is not None:
-                headers.setdefault("authorization", authorization)
-        return headers
+        return propagation_headers(given, authorization=self.propagate_authorization)
 
     # conveniences
 

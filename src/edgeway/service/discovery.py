@@ -39,12 +39,15 @@ __all__ = [
 
 
 class EnvDiscovery:
+    """``EDGEWAY_SERVICE_<NAME>_<suffix>``: ``URLS`` for HTTP, ``GRPC_URLS`` for the gRPC client."""
+
     name = "env"
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None, *, suffix: str = "URLS") -> None:
         self._environ = environ
+        self._suffix = suffix
 
     async def resolve(self, service: str) -> list[str]:
         env = os.environ if self._environ is None else self._environ
-        raw = env.get(f"EDGEWAY_SERVICE_{env_name(service)}_URLS", "")
+        raw = env.get(f"EDGEWAY_SERVICE_{env_name(service)}_{self._suffix}", "")
         return [u.strip().rstrip("/") for u in raw.split(",") if u.strip()]

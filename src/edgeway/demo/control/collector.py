@@ -52,6 +52,7 @@ class Trace:
     trace_id: str
     hops: dict[str, Hop] = field(default_factory=dict)
     dropped: int = 0  # hops over the bound
+    edges: frozenset[str] = frozenset(EDGES)
 
     @property
     def start_ns(self) -> int:
@@ -75,7 +76,9 @@ class Trace:
         best: Hop | None = None
         for other in self.hops.values():
             # Only an edge's request: a process that exports spans names its calls' parents.
-            if other is hop or other.node == hop.node or other.node not in EDGES or other.kind != "server":
+            if other is hop or other.node == hop.node or other.kind != "server":
+                continue
+            if other.node not in self.edges:
                 continue
             if other.start_ns - _SLACK_NS <= hop.start_ns and hop.end_ns <= other.end_ns + _SLACK_NS:
                 if other.start_ns > hop.start_ns:
@@ -100,12 +103,18 @@ class Collector:
         self,
         *,
         port_nodes: Mapping[int, str] | None = None,
+        edges: Iterable[str] = EDGES,
+        clients: Mapping[str, str] = CLIENTS,
+        direct_client: str = DIRECT_CLIENT,
         max_traces: int = 300,
         max_hops: int = 500,
         max_samples: int = 20_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.port_nodes = dict(port_nodes or {})  # upstream port -> node, for calls to the legacy
+        self.edges = frozenset(edges)  # the nodes that are gateways (placed by their log lines)
+        self.clients = dict(clients)  # the client a node serves when a request starts there
+        self.direct_client = direct_client
         self.max_traces = max_traces
         self.max_hops = max_hops
         self.clock = clock
@@ -159,7 +168,7 @@ class Collector:
             return
         trace = self.traces.get(hop.trace_id)
         if trace is None:
-            trace = self.traces[hop.trace_id] = Trace(hop.trace_id)
+            trace = self.traces[hop.trace_id] = Trace(hop.trace_id, edges=self.edges)
             while len(self.traces) > self.max_traces:
                 self.traces.popitem(last=False)
         else:
@@ -226,7 +235,7 @@ class Collector:
                 if parent is None and hop.parent_id is not None and hop is not first:
                     pass  # called from inside the trace by a span not (yet) here: no guess
                 elif parent is None:
-                    source = CLIENTS.get(hop.node, DIRECT_CLIENT)
+                    source = self.clients.get(hop.node, self.direct_client)
                 elif parent.kind == "producer":
                     source = BROKER
                 else:
@@ -352,7 +361,7 @@ class Collector:
 def _twin(trace: Trace, hop: Hop) -> Hop | None:
     """A hop of the other source for the same request at an edge: both serving, same times.
     (A kit service logs the id of its span: those meet by id.)"""
-    if hop.kind != "server" or hop.node not in EDGES:
+    if hop.kind != "server" or hop.node not in trace.edges:
         return None
     for other in trace.hops.values():
         if (

@@ -36,7 +36,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from edgeway.demo.control.collector import Collector
+from edgeway.demo.control.collector import CLIENTS, Collector
 from edgeway.demo.control.health import HealthBoard, ProcessView
 from edgeway.demo.control.otlp import MAX_BODY, OtlpError, decode_export, export_response
 from edgeway.demo.control.patterns import DelayedPorts, exposure, measure_patterns
@@ -63,32 +63,47 @@ class ControlRoomSettings:
     pattern: str
     admin_token: str
     nats_url: str
-    config_bucket: str
+    config_bucket: str | None  # where the flags are (None: the system keeps none)
     security_url: str
     user: tuple[str, str]  # who the patterns are measured as
     partner: tuple[str, str]
     ready_urls: dict[str, str] = field(default_factory=dict)  # process -> readiness URL
     links: dict[str, str] = field(default_factory=dict)  # what a person opens -> URL
+    # The reference shop: its clients, and the patterns measured on its screens. Another
+    # system gets the rest of the room.
+    shop: bool = True
+    services: list[str] = field(default_factory=lambda: list(_SERVICES))
 
     def url(self, name: str) -> str:
         return f"http://{self.host}:{self.ports[name]}"
 
 
-def topology_nodes(edges: list[str], processes: Mapping[str, str]) -> list[dict[str, Any]]:
+def topology_nodes(
+    edges: list[str], processes: Mapping[str, str], services: list[str] | None = None, *, shop: bool = True
+) -> list[dict[str, Any]]:
     """The nodes of the picture, by column: clients, edges, services, the broker. ``processes``
-    maps each process to its node (both catalog instances are the catalog)."""
+    maps each process to its node (both catalog instances are the catalog). The shop's clients
+    are a browser, a mobile app and a partner, and its web app's files are served at the edge;
+    another system has one client and its services in file order."""
     instances: dict[str, list[str]] = {}
     for process, node in processes.items():
         instances.setdefault(node, []).append(process)
-    clients = ["browser"]
-    if "mobile-bff" in edges:
-        clients.append("mobile app")
-    if "gateway" in edges:
-        clients.append("partner")
+    if shop:
+        clients = ["browser"]
+        if "mobile-bff" in edges:
+            clients.append("mobile app")
+        if "gateway" in edges:
+            clients.append("partner")
+        edge_column = ["web", *[e for e in ("web-bff", "mobile-bff", "gateway") if e in edges]]
+        service_column = [s for s in (services or _SERVICES) if s != "web"]
+    else:
+        clients = ["client"]
+        edge_column = list(edges)
+        service_column = list(services or [])
     columns = [
         ("client", clients),
-        ("edge", ["web", *[e for e in ("web-bff", "mobile-bff", "gateway") if e in edges]]),
-        ("service", list(_SERVICES)),
+        ("edge", edge_column),
+        ("service", service_column),
         ("broker", ["broker"]),
     ]
     return [
@@ -110,10 +125,17 @@ class ControlRoom:
         settings: ControlRoomSettings,
         processes: Callable[[], list[ProcessView]],
         process_nodes: Mapping[str, str],
+        *,
+        clients: Mapping[str, str] = CLIENTS,
     ) -> None:
         self.settings = settings
         port_names = {port: name for name, port in settings.ports.items()}
-        self.collector = Collector(port_nodes={p: process_nodes.get(n, n) for p, n in port_names.items()})
+        self.collector = Collector(
+            port_nodes={p: process_nodes.get(n, n) for p, n in port_names.items()},
+            edges=settings.edges,
+            clients=clients,
+            direct_client="browser" if settings.shop else "client",
+        )
         self.health = HealthBoard(
             processes=processes,
             ready_urls=settings.ready_urls,
@@ -121,9 +143,9 @@ class ControlRoom:
             admin_token=settings.admin_token,
             instance_names=port_names,
         )
-        self.flags = FlagStore(settings.nats_url, settings.config_bucket)
+        self.flags = FlagStore(settings.nats_url, settings.config_bucket) if settings.config_bucket else None
         self.delayed = DelayedPorts({name: settings.url(name) for name in settings.ports})
-        self.nodes = topology_nodes(settings.edges, process_nodes)
+        self.nodes = topology_nodes(settings.edges, process_nodes, settings.services, shop=settings.shop)
         self.patterns: dict[str, Any] | None = None
         self.patterns_error: str | None = None
         self._measuring = asyncio.Lock()
@@ -161,7 +183,8 @@ class ControlRoom:
     def watch(self) -> None:
         """Start following the flags and the processes' health: once they run (before, every
         probe would fail and the broker would not be there)."""
-        self._tasks.append(asyncio.create_task(self.flags.run(), name="control-room-flags"))
+        if self.flags is not None:
+            self._tasks.append(asyncio.create_task(self.flags.run(), name="control-room-flags"))
         self._tasks.append(asyncio.create_task(self.health.run(), name="control-room-health"))
 
     async def stop(self) -> None:
@@ -172,7 +195,8 @@ class ControlRoom:
         if serving:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(serving[0], 3.0)
-        await self.flags.close()
+        if self.flags is not None:
+            await self.flags.close()
         await self.delayed.close()
 
     def on_line(self, process: str, line: str) -> None:
@@ -207,8 +231,11 @@ class ControlRoom:
                 "links": self.collector.links(),
                 "stats": self.collector.stats(),
                 "health": self.health.snapshot(),
-                "flags": self.flags.flags,
-                "flags_error": self.flags.error,
+                "flags": self.flags.flags if self.flags is not None else {},
+                "flags_error": self.flags.error
+                if self.flags is not None
+                else "the system keeps no flags (its broker has no config_bucket)",
+                "shop": self.settings.shop,
                 "received": {"spans": self.collector.spans_received, "lines": self.collector.lines_read},
                 "links_out": self.settings.links,
             }
@@ -246,6 +273,8 @@ class ControlRoom:
                 raise ValueError("a flag is true/false or a JSON object rule")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             return _problem(422, "Unprocessable Content", f'expected {{"value": true|false|{{...}}}}: {exc}')
+        if self.flags is None:
+            return _problem(404, "Not Found", "the system keeps no flags (its broker has no config_bucket)")
         try:
             await self.flags.set(name, value)
         except Exception as exc:  # the broker: say what failed, the page shows it
@@ -253,6 +282,8 @@ class ControlRoom:
         return _json({"name": name, "value": value, "flags": self.flags.flags})
 
     async def _patterns(self, request: Request) -> Response:
+        if not self.settings.shop:
+            return _problem(404, "Not Found", "the patterns are measured on the reference shop's screens")
         if request.method == "POST":
             if not _is_json(request):
                 return _problem(415, "Unsupported Media Type", 'send {"rtt_ms": 40} as application/json')

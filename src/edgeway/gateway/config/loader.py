@@ -133,7 +133,10 @@ def _load_tree(
         names = " -> ".join([*(os.path.basename(c) for c in chain), os.path.basename(real)])
         issues.append(_issue_at(parent, node, ("include",), f"include cycle: {names}"))
         return None
-    sources.append(real)  # even when unreadable: a missing include may appear later
+    # Watched by the path as given, not its target: Kubernetes updates a ConfigMap volume by
+    # swapping a `..data` symlink, and the old target is deleted, never changed (config_watch
+    # resolves the path again at every poll). Even when unreadable: it may appear later.
+    sources.append(os.path.abspath(file))
     try:
         text = Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -106,6 +106,7 @@ def server_limits(config: GatewayConfig) -> ServerLimits:
         header_read_timeout=float(lim.header_read_timeout),
         body_read_timeout=float(lim.body_read_timeout),
         keepalive_timeout=float(lim.keepalive_timeout),
+        send_timeout=float(lim.send_timeout),
     )
 
 

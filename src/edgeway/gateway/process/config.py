@@ -141,6 +141,13 @@ class Limits(StrictModel):
     keepalive_timeout: Duration = Field(
         75.0, gt=0, description="An idle keep-alive client connection is closed after this."
     )
+    send_timeout: Duration = Field(
+        60.0,
+        gt=0,
+        description="Time a response write may wait for a client that stopped reading (its socket "
+        "buffer full); then the connection is aborted and the upstream connection behind a proxied "
+        "response is closed (nginx's `send_timeout`).",
+    )
     shutdown_grace: Duration = Field(
         30.0, ge=0, description="On SIGTERM, in-flight requests get this long to finish."
     )

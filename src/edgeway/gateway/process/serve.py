@@ -31,6 +31,7 @@ from edgeway.gateway.process.admin_auth import (
     resolve_token,
     write_token,
 )
+from edgeway.gateway.process.parent_watch import watch_parent
 from edgeway.gateway.process.reload import Reloader, ReloadResult, Trigger
 from edgeway.gateway.telemetry.workers import DIR_ENV, WorkerMetrics
 from edgeway.gateway.tls.context import TlsSetupError
@@ -41,6 +42,7 @@ from edgeway.http.listener import Listener, bind_socket
 from edgeway.http.server import Handler, ServerProtocol
 from edgeway.observability.logs import setup_logging
 from edgeway.process_tuning import freeze_heap
+from edgeway.tasks import cancel_and_wait
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # what the supervisor forwards
 
@@ -297,10 +299,19 @@ async def run(
         # A gateway process: its start-up heap (modules, config models, routes) is never garbage;
         # frozen, a full collection no longer walks it while requests wait (edgeway.process_tuning).
         freeze_heap()
+    # A worker whose supervisor died (SIGKILL: nothing forwarded) drains and exits as on SIGTERM;
+    # on Linux the kernel's death signal (parent_watch.die_with_parent) usually comes first.
+    orphan_guard = (
+        asyncio.create_task(watch_parent(parent_pid, stop), name="parent-watch")
+        if parent_pid is not None
+        else None
+    )
     try:
         await stop.wait()
         await server.shutdown()
     finally:
+        if orphan_guard is not None:
+            await cancel_and_wait(orphan_guard)
         for sig in handled:
             loop.remove_signal_handler(sig)
 

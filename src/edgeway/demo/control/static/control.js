@@ -289,7 +289,7 @@ function renderPatterns(data) {
 
 async function refreshPatterns() {
   try { renderPatterns(await getJson("/api/patterns")); }
-  catch (e) { $("#patterns-status").textContent = e.message; }
+  catch (e) { if (!$("#patterns-panel").hidden) $("#patterns-status").textContent = e.message; }
 }
 
 $("#patterns-form").addEventListener("submit", async (event) => {
@@ -314,6 +314,7 @@ async function refreshState() {
   try {
     const state = await getJson("/api/state");
     document.querySelector("[data-testid=pattern]").textContent = `pattern: ${state.pattern}`;
+    $("#patterns-panel").hidden = state.shop === false;  // measured on the reference shop's screens
     $("#links").innerHTML = Object.entries(state.links_out).map(([label, url]) => `<a href="${esc(url)}" target="_blank">${esc(label)}</a>`).join("");
     $("#received").textContent = `${state.received.spans} spans, ${state.received.lines} log lines read`;
     renderTopology(state);
