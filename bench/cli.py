@@ -266,6 +266,18 @@ def shop(
 
 
 @app.command()
+def patterns(
+    json: JsonOption = False,
+    rtt_ms: Annotated[
+        float, typer.Option("--rtt-ms", min=0, max=1000, help="The client's round trip, emulated.")
+    ] = 40.0,
+    loads: Annotated[int, typer.Option(min=1, help="Times each screen is loaded per pattern.")] = 30,
+) -> None:
+    """The shop's home and product screens through Direct, gateway and BFFs at a client round trip."""
+    _run_bench("patterns", json=json, rtt_ms=rtt_ms, loads=loads)
+
+
+@app.command()
 def faults(
     json: JsonOption = False,
     scale: Annotated[

@@ -1,45 +1,27 @@
 """The web app in a real browser (Debian's Chromium, headless, driven by Playwright).
 
-One shop for the module; each test signs in, fills the cart, checks out and watches the order's
-status change on the page without reloading it: by polling in the Direct pattern, pushed over
-the BFF's WebSocket through the web BFF.
+One shop for every browser test (``browser_shop``, tests/shop/browser_helpers.py); each test
+here signs in, fills the cart, checks out and watches the order's status change on the page
+without reloading it: by polling in the Direct pattern, pushed over the BFF's WebSocket through
+the web BFF.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from shop_browser import sign_in_and_check_out
-from shop_system import Shop, running_shop
-
-from conftest import require
+from shop_system import Shop
 
 pytestmark = pytest.mark.xdist_group("shop-browser")
-
-CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    require("chromium")
-    with running_shop(tmp_path_factory.mktemp("shop-browser")) as system:
-        yield system
+pytest_plugins = ["browser_helpers"]  # the shop, the browser page, screenshots: once for all
 
 
 @pytest.fixture
-def page(shop: Shop) -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        context = browser.new_context()
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        yield page
-        browser.close()
-        assert not errors, f"JavaScript errors on the page: {errors}"
+def shop(browser_shop: Shop) -> Shop:
+    """The browser tests' shop (tests/shop/browser_helpers.py), started once for all of them."""
+    return browser_shop
 
 
 def test_direct_pattern_sign_in_add_to_cart_check_out_and_watch_the_order(shop: Shop, page: Any) -> None:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
+    from edgeway.demo.control.server import ControlRoom
     from edgeway.demo.supervisor import Supervisor
 
 app = typer.Typer(no_args_is_help=False)
@@ -111,6 +112,9 @@ def demo(
         help="HTTPS on every edge and service, mTLS between the edges and the services "
         "(a local CA in <data-dir>/tls, made once).",
     ),
+    control_room: bool = typer.Option(
+        True, "--control-room/--no-control-room", help="Serve the control room (and collect the spans)."
+    ),
 ) -> None:
     """Start the reference shop (every service, the security service, NATS and the edges), or the
     system of --system FILE."""
@@ -126,13 +130,22 @@ def demo(
     if chosen is None:
         raise typer.BadParameter(f"--pattern must be one of {', '.join(PATTERNS)}")
     try:
-        ports = parse_ports(port, process_ports(loaded.model))
+        # the system's ports, and the control room's (the demo process serves it)
+        ports = parse_ports(port, {**process_ports(loaded.model), "control": DEFAULT_PORTS["control"]})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    plan = ShopPlan(data_dir.resolve(), ports, chosen, email_delay=email_delay, system_file=loaded, tls=tls)
+    plan = ShopPlan(
+        data_dir.resolve(),
+        ports,
+        chosen,
+        email_delay=email_delay,
+        system_file=loaded,
+        control_room=control_room,
+        tls=tls,
+    )
     probe_tls = _prepare_tls(plan) if tls else None
     plan.strangler_file.unlink(missing_ok=True)  # the controller writes the current one first
     busy = busy_ports(plan.used_ports(), plan.host)
@@ -153,7 +166,12 @@ def demo(
         show_access=access_log,
         probe_tls=probe_tls,
     )
-    code = asyncio.run(_run(supervisor, lambda: _print_ready(console, plan, supervisor)))
+    room = None
+    if control_room:
+        from edgeway.demo.control.wiring import control_room as build_control_room
+
+        room = build_control_room(plan, supervisor, CREDENTIALS[0][:2], PARTNER)
+    code = asyncio.run(_run(supervisor, lambda: _print_ready(console, plan, supervisor), room))
     raise typer.Exit(code)
 
 
@@ -173,12 +191,33 @@ def _prepare_tls(plan: ShopPlan) -> ssl.SSLContext:
     return certs.client_context()
 
 
-async def _run(supervisor: Supervisor, on_ready: Callable[[], None]) -> int:
+async def _run(supervisor: Supervisor, on_ready: Callable[[], None], room: ControlRoom | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    return await supervisor.run(stop, on_ready)
+    if room is None:
+        return await supervisor.run(stop, on_ready)
+
+    def ready() -> None:
+        room.watch()
+        on_ready()
+
+    # Up before the processes, so their first spans have somewhere to go; down after them, so
+    # their last ones do too.
+    try:
+        await room.start()
+    except OSError as exc:  # taken since the check: name the port and the way out
+        supervisor.console.print(
+            f"cannot serve the control room on port {room.settings.port}: {exc}; "
+            "choose another with --port control=PORT, or --no-control-room",
+            style="bold red",
+        )
+        return 1
+    try:
+        return await supervisor.run(stop, ready)
+    finally:
+        await room.stop()
 
 
 async def _prepare_broker(plan: ShopPlan, bucket: str) -> None:
@@ -237,6 +276,8 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
         lines.append(Text(f"      {url}", style="cyan"))
 
     edges = plan.edges()
+    if plan.serves_control_room:
+        entry("control room: topology, traces, flags, patterns", f"{plan.url('control')}/")
     if "web-bff" in edges:
         entry("web app through the web BFF", f"{plan.url('web-bff')}/")
     if not plan.tls:  # with --tls the services want a client certificate, which a browser has not
@@ -268,7 +309,7 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
         lines.append(Text(f"  {demo_command(plan, cli, *args)}", style="cyan"))
         lines.append(Text(f"      {why}", style="dim"))
 
-    command("payments decline: orders get compensated", "flag", "payments.fail", "on")
+    command("payments decline: orders get compensated (or: the control room)", "flag", "payments.fail", "on")
     if edges:
         command("a route leaves the monolith", "flag", "strangler.account-profile", "on")
     command("the patterns compared: calls, bytes, latency per screen", "compare")

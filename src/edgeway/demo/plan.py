@@ -76,8 +76,9 @@ def shop_system() -> LoadedSystem:
     return load_system(SYSTEM_FILE, env={})
 
 
-# name -> default port, from the system file: the broker, each instance, each edge and its admin.
-DEFAULT_PORTS: dict[str, int] = process_ports(shop_system().model)
+# name -> default port, from the system file: the broker, each instance, each edge and its admin;
+# and the control room (edgeway.demo.control), which the demo's own process serves.
+DEFAULT_PORTS: dict[str, int] = {**process_ports(shop_system().model), "control": 8070}
 
 _BROKER = shop_system().model.broker
 CONFIG_BUCKET = _BROKER.config_bucket or "shop_config"
@@ -136,6 +137,8 @@ class ShopPlan:
     # The edges' admin token, one for the demo: the edges and the strangler (which asks them to
     # reload) get it as EDGEWAY_ADMIN_TOKEN.
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # The control room: its page, and the OTLP receiver every process exports its spans to.
+    control_room: bool = True
     system_file: LoadedSystem = field(default_factory=shop_system)
     # HTTPS everywhere and mTLS to the services (edgeway.demo.tls); the certificates are in
     # certificates.directory, made by edgeway.demo.tls.demo_certificates before the processes start.
@@ -215,6 +218,8 @@ class ShopPlan:
         for edge in self.system.edges:
             if edge in names:
                 used[f"{edge}-admin"] = self.ports[f"{edge}-admin"]
+        if self.serves_control_room:
+            used["control"] = self.ports["control"]
         return used
 
     def edges(self) -> list[str]:
@@ -241,7 +246,27 @@ class ShopPlan:
     def _env(self, own: Mapping[str, str]) -> dict[str, str]:
         env = dict(os.environ)
         env.update(own)
+        env["SHOP_EDGES"] = ",".join(self.edges())  # the web page links the other pattern
+        if self.serves_control_room:
+            env.update(self.control_env())
         return env
+
+    @property
+    def serves_control_room(self) -> bool:
+        """On, and with a port (a plan built from a system file's ports alone has none)."""
+        return self.control_room and "control" in self.ports
+
+    def control_env(self) -> dict[str, str]:
+        """Spans to the control room's OTLP receiver, in small batches (seen within a second),
+        never holding a process's shutdown long; and where the control room is, for the page."""
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.url("control"),
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_BSP_SCHEDULE_DELAY": "300",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "3",
+            "SHOP_CONTROL_URL": self.url("control"),
+            "SHOP_TRACING": "true",  # the edges' spans too (shop/edges/telemetry.yaml)
+        }
 
     def _broker_names(self) -> tuple[str, ...]:
         return () if self.system.broker.nats.external_url is not None else ("nats",)

@@ -84,8 +84,10 @@ class Supervisor:
         stop_timeout: float = 10.0,
         show_access: bool = True,
         probe_tls: ssl.SSLContext | None = None,
+        on_line: Callable[[str, str], None] | None = None,
     ) -> None:
         self.console = console or Console()
+        self.on_line = on_line  # every line of every process, as read (the control room's feed)
         self.procs = {s.name: Supervised(s, COLORS[i % len(COLORS)]) for i, s in enumerate(specs)}
         self.hooks = dict(hooks or {})
         self.startup_timeout = startup_timeout
@@ -222,6 +224,8 @@ class Supervisor:
                 return
             line = raw.decode("utf-8", "replace").rstrip("\n")
             p.tail.append(line)
+            if self.on_line is not None:
+                self.on_line(p.name, line)
             if not self.all_ready and not _important(line):
                 continue  # start-up chatter stays out of the progress display
             rendered = render_line(p.name, p.color, self.width, line, show_access=self.show_access)
