@@ -120,6 +120,7 @@ def make_clusters(config: GatewayConfig, reuse: Mapping[str, Cluster] | None = N
                 max_idle=svc.pool.max_idle,
                 idle_timeout=float(svc.pool.idle_timeout),
             ),
+            dict(svc.weights),
         )
         for name, svc in config.services.items()
     }

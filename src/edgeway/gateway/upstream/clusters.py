@@ -6,6 +6,10 @@ A cluster's endpoints change while it serves when discovery finds new instances
 from the old list or the new one, never a torn one. An endpoint that leaves is *drained*: out of
 the balancer at once, its pool closed only when its last request in flight has ended (closing
 earlier would also stop the pool's deadline ticker, leaving those requests without timeouts).
+
+Instances may have static weights (``services.<name>.weights``, by address; discovered instances
+not named there weigh 1); a service with weights gets a weighted balancer. A sticky route picks
+the instance by consistent hashing on the request's key through :meth:`Cluster.keyed`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from urllib.parse import urlsplit
 
 from edgeway.http.limits import PoolLimits, UpstreamTimeouts
 from edgeway.http.pool import ConnectionPool
-from edgeway.resilience.balancer import LeastOutstanding, RoundRobin, make_balancer
+from edgeway.resilience.balancer import Balancer, Rendezvous, make_balancer
+from edgeway.resilience.hashing import stable_hash
 
 DRAIN_POLL = 0.1  # seconds between checks of a draining endpoint's requests in flight
 
@@ -32,6 +37,9 @@ class Endpoint:
     authority: bytes  # Host header value sent upstream
     outstanding: int = 0
     available: bool = True
+    weight: int = 1  # static share of the service's traffic (services.<name>.weights)
+    current_weight: int = 0  # the weighted round robin's running counter
+    hash_id: int = 0  # stable identity for consistent hashing: a hash of host:port
 
     @property
     def label(self) -> str:
@@ -60,9 +68,11 @@ ChangeListener = Callable[["Cluster", ClusterChange], None]
 class Cluster:
     name: str
     endpoints: list[Endpoint]
-    balancer: RoundRobin[Endpoint] | LeastOutstanding[Endpoint]
+    balancer: Balancer[Endpoint]
     timeouts: UpstreamTimeouts
     pool_limits: PoolLimits
+    # Static instance weights by address; an instance not named weighs 1.
+    weights: dict[tuple[str, int], int] = field(default_factory=dict)
     name_bytes: bytes = field(init=False)
     # Told after every change of endpoints (health checks start and stop checking instances).
     # Clusters outlive a gateway across live reloads: a component that adds a listener removes
@@ -76,6 +86,14 @@ class Cluster:
 
     def pick(self) -> Endpoint:
         return self.balancer.pick(self.endpoints)
+
+    def keyed(self, key: int) -> Cluster:
+        """A view of this cluster for one request of a sticky route: the same endpoints, pools
+        and timeouts, the instance chosen by consistent hashing on ``key`` (the request's key
+        hash) instead of the service's balancer. Never closed: it owns nothing."""
+        return Cluster(
+            self.name, self.endpoints, Rendezvous(key), self.timeouts, self.pool_limits, self.weights
+        )
 
     def update(self, urls: Sequence[str]) -> ClusterChange:
         """Make the cluster's instances exactly ``urls``.
@@ -95,7 +113,7 @@ class Cluster:
         for address, url in wanted.items():
             ep = current.get(address)
             if ep is None:
-                ep = make_endpoint(url, self.pool_limits)
+                ep = make_endpoint(url, self.pool_limits, self.weights.get(address, 1))
                 added.append(ep)
             endpoints.append(ep)
         removed = [ep for address, ep in current.items() if address not in wanted]
@@ -141,14 +159,30 @@ def _address(url: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or 80
 
 
-def make_endpoint(url: str, limits: PoolLimits) -> Endpoint:
+def make_endpoint(url: str, limits: PoolLimits, weight: int = 1) -> Endpoint:
     host, port = _address(url)
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in Host
     authority = f"{shown}:{port}" if port != 80 else shown
-    return Endpoint(host, port, ConnectionPool(host, port, limits), authority.encode())
+    return Endpoint(
+        host,
+        port,
+        ConnectionPool(host, port, limits),
+        authority.encode(),
+        weight=weight,
+        hash_id=stable_hash(f"{shown}:{port}".encode()),
+    )
 
 
 def make_cluster(
-    name: str, urls: list[str], balancer: str, timeouts: UpstreamTimeouts, limits: PoolLimits
+    name: str,
+    urls: list[str],
+    balancer: str,
+    timeouts: UpstreamTimeouts,
+    limits: PoolLimits,
+    weights: dict[str, int] | None = None,
 ) -> Cluster:
-    return Cluster(name, [make_endpoint(u, limits) for u in urls], make_balancer(balancer), timeouts, limits)
+    """A cluster of ``urls``; ``weights``: static weights by instance URL (others weigh 1)."""
+    by_address = {_address(url): weight for url, weight in (weights or {}).items()}
+    endpoints = [make_endpoint(u, limits, by_address.get(_address(u), 1)) for u in urls]
+    weighted = any(weight != 1 for weight in by_address.values())
+    return Cluster(name, endpoints, make_balancer(balancer, weighted), timeouts, limits, by_address)
