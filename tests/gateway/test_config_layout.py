@@ -56,6 +56,7 @@ def test_every_capability_has_its_config_module() -> None:
         "filters.ratelimit.config",
         "filters.validation_config",
         "process.config",
+        "traffic.config",
         "upstream.config",
     ]
     assert not (GATEWAY / "config" / "compose_schema.py").exists()

@@ -40,6 +40,7 @@ from edgeway.gateway.filters.cors_config import CorsRule
 from edgeway.gateway.filters.ratelimit.config import RateLimitRule, RateLimitStore
 from edgeway.gateway.filters.validation_config import RequestValidation
 from edgeway.gateway.process.config import AdminListen, Limits, Listen, ReloadSettings
+from edgeway.gateway.traffic.config import traffic_problems
 from edgeway.gateway.upstream.config import Service
 
 _ROUTE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
@@ -114,7 +115,7 @@ class Route(StrictModel):
         """Services the action calls, each with its key path relative to the route."""
         action = self.action
         if isinstance(action, ProxyAction):
-            return [(("proxy", "service"), action.service)]
+            return [(("proxy", *loc), name) for loc, name in action.service_refs()]
         return [((self.action_name, *loc), name) for loc, name in action.service_refs()]
 
 
@@ -256,6 +257,7 @@ class GatewayConfig(StrictModel):
         ]
         problems = cross_check_routes(self.services, facts)
         problems += auth_problems(self.auth, self.routes)
+        problems += traffic_problems(self.auth, self.routes)
         problems += check_python_endpoints(self.python, self.routes)
         if (
             self.admin is not None

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeway.gateway.actions.aggregate.action import build_aggregate
 from edgeway.gateway.actions.endpoints.action import build_endpoint
-from edgeway.gateway.actions.proxy import ProxyAction, build_proxy
+from edgeway.gateway.actions.proxy import ProxyAction
 from edgeway.gateway.actions.push.action import build_push
 from edgeway.gateway.config.schema import GatewayConfig
 from edgeway.gateway.core.access_log import AccessLog
@@ -34,6 +34,7 @@ from edgeway.gateway.core.errors import PathError, Rejection
 from edgeway.gateway.core.paths import normalize_path
 from edgeway.gateway.core.pipeline import (
     ActionBuilder,
+    CallbackAction,
     Filter,
     FilterBuilder,
     GatewayEnv,
@@ -48,6 +49,7 @@ from edgeway.gateway.filters.concurrency import build_concurrency
 from edgeway.gateway.filters.cors import build_cors, preflight_match
 from edgeway.gateway.filters.ratelimit.filter import build_rate_limit
 from edgeway.gateway.filters.validation import build_validation
+from edgeway.gateway.traffic.action import TrafficAction, build_proxy_route
 from edgeway.gateway.upstream.clusters import Cluster, make_cluster
 from edgeway.gateway.upstream.discovery import use_discovery
 from edgeway.gateway.upstream.resilient import Refused
@@ -70,7 +72,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgeway.gateway")
 
 ACTIONS: dict[str, ActionBuilder] = {
-    "proxy": build_proxy,
+    # The plain proxy, or the traffic-shifting one (splits, canaries, sticky, mirror).
+    "proxy": build_proxy_route,
     "aggregate": build_aggregate,
     "endpoint": build_endpoint,
     "push": build_push,
@@ -129,14 +132,18 @@ def make_clusters(config: GatewayConfig, reuse: Mapping[str, Cluster] | None = N
 class _Served:
     """A route as the hot path reads it: native fields of a compiled class, so the callback
     path calls the proxy action natively rather than through the pipeline's protocol types
-    (a generic method call with argument parsing)."""
+    (a generic method call with argument parsing). ``callback``: another action that can
+    answer from callbacks (a traffic-shifting proxy route), read only when ``fast`` is None."""
 
-    __slots__ = ("fast", "filters", "pipeline")
+    __slots__ = ("callback", "fast", "filters", "pipeline")
 
-    def __init__(self, pipeline: RoutePipeline, fast: ProxyAction | None) -> None:
+    def __init__(
+        self, pipeline: RoutePipeline, fast: ProxyAction | None, callback: CallbackAction | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.filters: tuple[Filter, ...] = pipeline.filters
         self.fast = fast
+        self.callback = callback
 
 
 class Gateway:
@@ -156,6 +163,7 @@ class Gateway:
         access_log: AccessLog | None,
         reuse: Mapping[str, Cluster] | None = None,
         metrics: Metrics | None = None,
+        carried: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -164,7 +172,7 @@ class Gateway:
         self.clusters = make_clusters(config, reuse)
         self._not_owned: set[str] = set(reuse or ())
         self.inflight = 0
-        self.env = GatewayEnv(config, self.clusters, metrics)
+        self.env = GatewayEnv(config, self.clusters, metrics, carried)
         use_discovery(self.env)  # first component: routes' components start with instances known
         self.router = Router.from_config(config)
         self.pipelines: dict[str, RoutePipeline] = {}
@@ -174,11 +182,14 @@ class Gateway:
             action = ACTIONS[route.action_name](route, self.env)
             pipeline = self.pipelines[route.id] = assemble(route, self.env, action, FILTERS)
             fast = None
+            callback: CallbackAction | None = None
             if isinstance(action, ProxyAction) and action.fast:
                 # A proxy route: a request whose filters all admit at once may be answered
                 # from callbacks.
                 pipeline.fast = fast = action
-            self._served[route.id] = _Served(pipeline, fast)
+            elif isinstance(action, TrafficAction):
+                pipeline.fast = callback = action
+            self._served[route.id] = _Served(pipeline, fast, callback)
         self._encoded_slash = config.paths.encoded_slash
         self._case_sensitive = config.paths.case_sensitive
         self._rejections: Counter | None = None
@@ -261,6 +272,10 @@ class Gateway:
                 fast = served.fast
                 if callbacks and fast is not None and ctx.finishers is None:
                     work = fast.start(ctx, self)
+                    return None if work is None else self._guarded(ctx, work)
+                callback = served.callback
+                if callback is not None and callbacks and ctx.finishers is None:
+                    work = callback.start(ctx, self)
                     return None if work is None else self._guarded(ctx, work)
                 return self._guarded(ctx, pipeline.run(ctx, n))
         except Exception as exc:
