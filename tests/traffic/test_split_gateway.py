@@ -10,6 +10,7 @@ from traffic_helpers import Client, Shadow, answers, instances, running, servers
 
 from conftest import dead_port
 from edgeway.gateway.traffic.split import SplitWeightsError
+from edgeway.gateway.traffic.state import running_traffic
 
 
 def split_route(**proxy: object) -> dict[str, object]:
@@ -102,6 +103,7 @@ async def test_weights_change_at_run_time_for_the_next_request_and_are_checked()
         cfg = {"services": {"v1": instances(v1), "v2": instances(v2)}, "routes": [split_route()]}
         async with running(cfg) as (port, gw):
             split = traffic(gw).split("shop")
+            assert running_traffic(gw.env) is traffic(gw)
             assert split.weights == {"v1": 10.0, "v2": 90.0}
             client = await Client.connect(port)
             split.set_weights({"v1": 100, "v2": 0})
@@ -183,3 +185,15 @@ async def test_a_failed_side_counts_the_status_its_failure_is_answered_with() ->
     assert got == {"502": 5}
     assert (outcomes["down"].requests, outcomes["down"].errors) == (5, 5)
     assert outcomes["up"].requests == 0
+
+
+async def test_a_gateway_without_traffic_routes_has_no_traffic_component() -> None:
+    plain = Shadow("plain")
+    async with servers(plain):
+        route = {"match": {"path": "/**"}, "proxy": {"service": "plain"}}
+        async with running({"services": {"plain": instances(plain)}, "routes": [route]}) as (port, gw):
+            assert running_traffic(gw.env) is None
+            assert type(gw.pipelines["root"].action).__name__ == "ProxyAction"  # the plain proxy
+            client = await Client.connect(port)
+            assert await answers(client, 3) == {"plain": 3}
+            await client.close()

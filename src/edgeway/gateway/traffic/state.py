@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from edgeway.gateway.traffic.action import TrafficAction
     from edgeway.gateway.traffic.mirror import Mirror
 
-__all__ = ["BOOK_KEY", "Traffic", "TrafficBook", "traffic_of"]
+__all__ = ["BOOK_KEY", "Traffic", "TrafficBook", "running_traffic", "traffic_of"]
 
 BOOK_KEY = "traffic"  # in env.carried
 COMPONENT_KEY = "traffic"  # in env.components
@@ -139,8 +139,17 @@ class Traffic:
 
 
 def traffic_of(env: GatewayEnv) -> Traffic:
-    """The traffic component of this gateway (made on first use, by the first traffic route)."""
+    """The traffic component of this gateway, made on first use (by the first traffic route, as
+    the gateway is built). A controller of a gateway already built uses :func:`running_traffic`."""
     return env.shared(COMPONENT_KEY, lambda: Traffic(env))
+
+
+def running_traffic(env: GatewayEnv) -> Traffic | None:
+    """The traffic component of a built gateway (``gateway.env``), None when none of its routes
+    shifts traffic. Each config generation has its own: after a live reload, ask the new
+    gateway's (a split whose definition did not change is the same :class:`Split` object)."""
+    found = env.components.get(COMPONENT_KEY)
+    return found if isinstance(found, Traffic) else None
 
 
 class _Collector:
