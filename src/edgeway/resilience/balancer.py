@@ -164,7 +164,7 @@ class Rendezvous(Balancer[W]):
     the keys it had, each to its next-best instance, and they come back when it returns."""
 
     def __init__(self, key: int) -> None:
-        self.key = key  # the request's 64-bit key hash (:func:`~edgeway.resilience.hashing.stable_hash`)
+        self.key = key  # the request's key hash (:func:`~edgeway.resilience.hashing.stable_hash`)
 
     def pick(self, instances: Sequence[W], exclude: Collection[W] = ()) -> W:
         key = self.key

@@ -25,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import replace
+from dataclasses import fields
 
-from edgeway.gateway.actions.proxy import HeaderEdits, ProxyAction, build_proxy, proxy_target
+from edgeway.gateway.actions.proxy import HeaderEdits, ProxyAction, ProxyTarget, build_proxy, proxy_target
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.context import RequestContext
 from edgeway.gateway.core.pipeline import Action, GatewayEnv, Held
@@ -41,6 +41,9 @@ from edgeway.http.exchange import ResponseState
 __all__ = ["TrafficAction", "build_proxy_route"]
 
 _perf_counter = time.perf_counter
+# ProxyTarget's fields in order, and where its cluster is (read once: fields may be added).
+_TARGET_FIELDS = tuple(field.name for field in fields(ProxyTarget))
+_CLUSTER = _TARGET_FIELDS.index("cluster")
 
 
 def build_proxy_route(route: Route, env: GatewayEnv) -> Action:
@@ -64,7 +67,7 @@ def build_proxy_route(route: Route, env: GatewayEnv) -> Action:
             proxy_target(route, env, proxy.mirror.service),
             HeaderEdits.from_config(proxy.request_headers.set, proxy.request_headers.remove),
             int(env.config.limits.request_buffer_bytes),
-            env.metrics,
+            traffic.book.mirror_stats_for(route.id, proxy.mirror.service),
         )
         traffic.mirrors[route.id] = mirror
     action = TrafficAction(
@@ -86,7 +89,7 @@ class TrafficAction:
     or started from the engine's callback (``start``, the
     :class:`~edgeway.gateway.core.pipeline.CallbackAction` form)."""
 
-    __slots__ = ("actions", "canaries", "default", "mirror", "route", "split", "stats", "sticky")
+    __slots__ = ("_fields", "actions", "canaries", "default", "mirror", "route", "split", "stats", "sticky")
 
     def __init__(
         self,
@@ -107,6 +110,13 @@ class TrafficAction:
         self.sticky = sticky
         self.mirror = mirror
         self.stats = dict(stats) if stats is not None else None  # by service; None: one service
+        # Sticky: each service's ProxyTarget field values, from which a per-request copy with a
+        # keyed view of the cluster is made (dataclasses.replace costs several times more).
+        self._fields = (
+            {name: [getattr(a.target, f) for f in _TARGET_FIELDS] for name, a in self.actions.items()}
+            if sticky is not None
+            else {}
+        )
 
     def __repr__(self) -> str:
         return f"<TrafficAction {self.route}: {', '.join(self.actions)}>"
@@ -126,10 +136,9 @@ class TrafficAction:
         if key is not None:
             # Consistent hashing on the key picks the instance: a view of the cluster for this
             # request (the same endpoints and pools, its own balancer).
-            target = action.target
-            action = ProxyAction(replace(target, cluster=target.cluster.keyed(key)))
-        if self.stats is not None:
-            ctx.ex.log["service"] = service
+            values = list(self._fields[service])
+            values[_CLUSTER] = action.target.cluster.keyed(key)
+            action = ProxyAction(ProxyTarget(*values))
         return action, service
 
     # -- in a task ------------------------------------------------------------------------------

@@ -29,14 +29,16 @@ Metrics: ``edgeway_mirror_requests_total{route, service, outcome}`` (``outcome``
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import random
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from edgeway.gateway.actions.proxy import MIRROR_HEADER, HeaderEdits, ProxyTarget, upstream_path
 from edgeway.gateway.core.context import RequestContext
 from edgeway.gateway.traffic.config import MirrorRule
+from edgeway.gateway.traffic.split import BOUNDS
 from edgeway.gateway.upstream.call import CallLimits, UpstreamCall
 from edgeway.gateway.upstream.forwarding import FORWARDING_HEADERS
 from edgeway.gateway.upstream.service_client import child_traceparent, start_call
@@ -45,12 +47,7 @@ from edgeway.http.headers import HOP_BY_HOP, connection_tokens
 from edgeway.http.outgoing import UnsafeRequest
 from edgeway.resilience.deadline import DEADLINE_HEADER
 
-if TYPE_CHECKING:
-    from prometheus_client import Counter, Histogram
-
-    from edgeway.observability.metrics import Metrics
-
-__all__ = ["MIRROR_HEADER", "Copy", "Mirror"]
+__all__ = ["MIRROR_HEADER", "Copy", "Mirror", "MirrorStats"]
 
 log = logging.getLogger("edgeway.gateway.traffic")
 
@@ -83,7 +80,7 @@ class Mirror:
         target: ProxyTarget,
         edits: HeaderEdits,
         request_buffer: int,
-        metrics: Metrics | None = None,
+        stats: MirrorStats | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.route = route
@@ -101,12 +98,9 @@ class Mirror:
         )
         self.rng = rng or random.Random()
         self.in_flight = 0
-        self.counts: dict[str, int] = {}
+        # Outcomes and latency (shared across live reloads, exported at scrape time).
+        self.stats = stats if stats is not None else MirrorStats()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._metrics = metrics
-        # The metrics' children for this route and service, made on first use.
-        self._outcomes: dict[str, Counter] = {}
-        self._latency: Histogram | None = None
 
     def __repr__(self) -> str:
         return f"<Mirror {self.route} -> {self.service} {self.fraction:g}>"
@@ -171,7 +165,26 @@ class Mirror:
             log.exception("a mirrored request of route %s could not be built", self.route)
             self._done("failed", None)
             return
-        task = loop.create_task(self._answer(call, started))
+        if call.guard is None:
+            # The common case, a small answer read whole by the connection: settled from the
+            # callback that tells it arrived, with no task.
+            call.on_answer(lambda: self._settle(call, started))
+        else:
+            self._await(call, started)  # a guarded service may retry: the full path
+
+    def _settle(self, call: UpstreamCall, started: float) -> None:
+        conn = call.conn
+        if conn is None or not call.complete:
+            self._await(call, started)  # failed, or a body still arriving: the full path
+            return
+        head = conn.head_waiter().result()
+        conn.clear_deadline()
+        conn.body.read_nowait()
+        call.finish(head.status)
+        self._done(f"{head.status // 100}xx", call.loop.time() - started)
+
+    def _await(self, call: UpstreamCall, started: float) -> None:
+        task = call.loop.create_task(self._answer(call, started))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -230,31 +243,17 @@ class Mirror:
         if outcome == "cancelled":
             return
         self._count(outcome)
-        if seconds is not None and self._metrics is not None:
-            latency = self._latency
-            if latency is None:
-                latency = self._latency = self._metrics.histogram(
-                    "edgeway_mirror_duration_seconds",
-                    "Time from sending a mirrored (shadow) copy of a request to the end of its "
-                    "answer, or to its failure, by route and shadow service.",
-                    ("route", "service"),
-                ).labels(self.route, self.service)
-            latency.observe(seconds)
+        if seconds is not None:
+            self.stats.observe(seconds)
 
     def _count(self, outcome: str) -> None:
-        self.counts[outcome] = self.counts.get(outcome, 0) + 1
-        if self._metrics is None:
-            return
-        counter = self._outcomes.get(outcome)
-        if counter is None:
-            counter = self._outcomes[outcome] = self._metrics.counter(
-                "edgeway_mirror_requests_total",
-                "Mirrored (shadow) copies of requests by route, shadow service and outcome: 2xx-5xx "
-                "(answered), timeout, failed (refused, reset, no instance), dropped (too many in "
-                "flight), skipped (body too large, an upgrade).",
-                ("route", "service", "outcome"),
-            ).labels(self.route, self.service, outcome)
-        counter.inc()
+        counts = self.stats.counts
+        counts[outcome] = counts.get(outcome, 0) + 1
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Copies by outcome (``2xx`` to ``5xx``, ``timeout``, ``failed``, ``dropped``, ``skipped``)."""
+        return dict(self.stats.counts)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -263,7 +262,7 @@ class Mirror:
             "fraction": self.fraction,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
-            "outcomes": dict(sorted(self.counts.items())),
+            "outcomes": dict(sorted(self.stats.counts.items())),
         }
 
     async def stop(self) -> None:
@@ -273,6 +272,22 @@ class Mirror:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class MirrorStats:
+    """The counts of one mirror (a route and its shadow service): copies by outcome, and the
+    latency of those sent. Shared across live reloads, read by the metrics at scrape time."""
+
+    __slots__ = ("buckets", "counts", "latency_sum")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.latency_sum = 0.0
+        self.buckets = [0] * (len(BOUNDS) + 1)
+
+    def observe(self, seconds: float) -> None:
+        self.latency_sum += seconds
+        self.buckets[bisect.bisect_left(BOUNDS, seconds)] += 1
 
 
 class Copy:

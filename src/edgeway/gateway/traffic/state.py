@@ -10,7 +10,8 @@ running gateway to the one a reload builds):
   so weights a controller set stay, and a controller holding it keeps driving the route; a
   changed definition gets a new split with the file's weights. The book is updated when the new
   generation starts, so a reload that fails leaves it as it was;
-- each side's outcome counts (by route and service), so counters never go back.
+- each side's outcome counts (by route and service), and each mirror's (by route and shadow
+  service), so counters never go back.
 
 Metrics, read at scrape time from the book (no work per request):
 
@@ -20,10 +21,12 @@ Metrics, read at scrape time from the book (no work per request):
 ``edgeway_traffic_request_duration_seconds``     histogram, labels ``route``, ``service``
 ``edgeway_traffic_weight_percent``               gauge, labels ``route``, ``service``: the split
                                                  weights in force
+``edgeway_mirror_requests_total``                counter, labels ``route``, ``service`` (the
+                                                 shadow), ``outcome`` (:mod:`.mirror`)
+``edgeway_mirror_duration_seconds``              histogram, labels ``route``, ``service``
 =============================================== ==============================================
 
-(and the mirrors' ``edgeway_mirror_*``: :mod:`edgeway.gateway.traffic.mirror`). Sides are counted
-on routes that send to more than one service (a split, canary rules).
+Sides are counted on routes that send to more than one service (a split, canary rules).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeway.gateway.core.pipeline import GatewayEnv
 from edgeway.gateway.traffic.config import SplitSide
+from edgeway.gateway.traffic.mirror import MirrorStats
 from edgeway.gateway.traffic.split import BOUNDS, SideStats, Split
 
 if TYPE_CHECKING:
@@ -53,12 +57,19 @@ class TrafficBook:
     def __init__(self) -> None:
         self.splits: dict[str, Split] = {}  # by route id, of the newest started generation
         self.stats: dict[tuple[str, str], SideStats] = {}  # by (route id, service)
+        self.mirrors: dict[tuple[str, str], MirrorStats] = {}  # by (route id, shadow service)
         self._registries: list[object] = []  # the metrics registries the collector is in
 
     def stats_for(self, route: str, service: str) -> SideStats:
         found = self.stats.get((route, service))
         if found is None:
             found = self.stats[(route, service)] = SideStats()
+        return found
+
+    def mirror_stats_for(self, route: str, service: str) -> MirrorStats:
+        found = self.mirrors.get((route, service))
+        if found is None:
+            found = self.mirrors[(route, service)] = MirrorStats()
         return found
 
     def export_to(self, registry: Any) -> None:
@@ -180,15 +191,39 @@ class _Collector:
         for (route, service), stats in sorted(self.book.stats.items()):
             requests.add_metric([route, service, "ok"], stats.requests - stats.errors)
             requests.add_metric([route, service, "error"], stats.errors)
-            cumulative: list[tuple[str, float]] = []
-            seen = 0
-            for bound, count in zip((*BOUNDS, float("inf")), stats.buckets, strict=True):
-                seen += count
-                cumulative.append(("+Inf" if bound == float("inf") else repr(bound), seen))
-            latency.add_metric([route, service], cumulative, stats.latency_sum)
+            latency.add_metric([route, service], _cumulative(stats.buckets), stats.latency_sum)
         for route, split in sorted(self.book.splits.items()):
             for service, weight in split.weights.items():
                 weights.add_metric([route, service], weight)
+        copies = CounterMetricFamily(
+            "edgeway_mirror_requests",
+            "Mirrored (shadow) copies of requests by route, shadow service and outcome: 2xx-5xx "
+            "(answered), timeout, failed (refused, reset, no instance), dropped (too many in "
+            "flight), skipped (body too large, an upgrade).",
+            labels=("route", "service", "outcome"),
+        )
+        copy_latency = HistogramMetricFamily(
+            "edgeway_mirror_duration_seconds",
+            "Time from sending a mirrored (shadow) copy of a request to the end of its answer, or "
+            "to its failure, by route and shadow service.",
+            labels=("route", "service"),
+        )
+        for (route, service), mirror in sorted(self.book.mirrors.items()):
+            for outcome, count in sorted(mirror.counts.items()):
+                copies.add_metric([route, service, outcome], count)
+            copy_latency.add_metric([route, service], _cumulative(mirror.buckets), mirror.latency_sum)
         yield requests
         yield latency
         yield weights
+        yield copies
+        yield copy_latency
+
+
+def _cumulative(buckets: Sequence[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts as a Prometheus histogram's cumulative ``le`` buckets."""
+    out: list[tuple[str, float]] = []
+    seen = 0
+    for bound, count in zip((*BOUNDS, float("inf")), buckets, strict=True):
+        seen += count
+        out.append(("+Inf" if bound == float("inf") else repr(bound), seen))
+    return out

@@ -1,6 +1,6 @@
 """Sticky keys: what identifies a request for consistent hashing (``proxy.sticky``).
 
-The key is a request header, a cookie or the authenticated subject; its 64-bit hash
+The key is a request header, a cookie or the authenticated subject; its 31-bit hash
 (:func:`edgeway.resilience.hashing.stable_hash`) chooses the side of a split and the instance of
 the chosen service by rendezvous hashing, so a key keeps its side and its instance across
 requests, gateway processes and live reloads of the same config. A request without the key
@@ -44,6 +44,6 @@ class StickyKey:
         return identity.subject.encode() if identity is not None and identity.subject else None
 
     def hash(self, ctx: RequestContext) -> int | None:
-        """The key's 64-bit hash, or None when the request has no key."""
+        """The key's 31-bit hash, or None when the request has no key."""
         raw = self.raw(ctx)
         return stable_hash(raw) if raw is not None else None
