@@ -7,8 +7,14 @@ import itertools
 import random
 from collections import Counter
 
+from edgeway.gateway.actions.proxy import HeaderEdits, ProxyTarget
+from edgeway.gateway.traffic.action import KEYED_CACHE, KeyedActions
 from edgeway.gateway.traffic.config import SplitSide
 from edgeway.gateway.traffic.split import BOUNDS, Outcomes, SideStats, Split
+from edgeway.gateway.upstream.call import CallLimits
+from edgeway.gateway.upstream.clusters import make_cluster
+from edgeway.gateway.upstream.forwarding import Forwarding
+from edgeway.http.limits import PoolLimits, UpstreamTimeouts
 from edgeway.observability.metrics import LATENCY_BUCKETS
 from edgeway.resilience.hashing import stable_hash
 
@@ -75,3 +81,30 @@ def test_outcome_snapshots_subtract_into_a_window() -> None:
     assert Outcomes().error_rate is None
     assert Outcomes().latency_quantile(0.5) is None
     assert tuple(LATENCY_BUCKETS) == BOUNDS  # the metrics' buckets, without importing them at start
+
+
+async def test_a_sticky_keys_proxy_action_is_kept_until_the_instances_change() -> None:
+    cluster = make_cluster(
+        "svc",
+        ["http://127.0.0.1:9001", "http://127.0.0.1:9002"],
+        "round_robin",
+        UpstreamTimeouts(1, 1, 1),
+        PoolLimits(),
+    )
+    target = ProxyTarget(
+        cluster, None, HeaderEdits(), HeaderEdits(), False, 1.0, Forwarding([]), CallLimits(1, 1, 1, 0)
+    )
+    keyed = KeyedActions(target)
+    first = keyed.action(KEYS[0])
+    assert keyed.action(KEYS[0]) is first
+    assert first.target.cluster.pick() is cluster.keyed(KEYS[0]).pick()  # the key's instance
+    assert first.target.request_headers is target.request_headers  # the rest of the target as is
+    cluster.update(["http://127.0.0.1:9002"])  # discovery: the instances changed
+    again = keyed.action(KEYS[0])
+    assert again is not first
+    assert again.target.cluster.endpoints is cluster.endpoints
+    for key in KEYS[: KEYED_CACHE + 1]:
+        keyed.action(key)
+    assert len(keyed._actions) == KEYED_CACHE  # bounded: the oldest went
+    assert KEYS[0] not in keyed._actions
+    cluster.close()

@@ -13,17 +13,20 @@ count: raising one node's weight (the others keeping their proportions, as the o
 two-way split always does) moves keys only *to* that node, lowering it moves keys only *away*
 from it. A progressive rollout never sends a user back to the old side.
 
-Hashes are 31-bit, from BLAKE2b (Python's own ``hash`` differs per process), so every gateway
-process and every config generation makes the same choices for the same names. 31 bits, not 64:
-the mixing below then stays within the machine integers of the compiled build (a product of two
-31-bit numbers fits in 62 bits), which makes a score several times cheaper; 2^31 levels are far
-finer than any share of keys a weight can ask for.
+Names are hashed with CRC-32 (Python's own ``hash`` differs per process), so every gateway
+process and every config generation makes the same choices for the same names; CRC-32 is
+linear, the mixing of each (key, node) pair below is not, and the shares and second choices it
+gives are uniform (tests/resilience/test_balancer.py). It is not a keyed hash: a client that
+sends the key can pick its instance by trying values, as it could with any hash of N choices.
+Values are 31-bit, so the mixing stays within the machine integers of the compiled build (a
+product of two 31-bit numbers fits in 62 bits); 2^31 levels are far finer than any share of
+keys a weight can ask for.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
+import zlib
 from typing import Final
 
 __all__ = ["mix", "score", "stable_hash"]
@@ -34,7 +37,7 @@ _SCALE: Final = 1.0 / 2147483648.0  # 2**-31
 
 def stable_hash(data: bytes) -> int:
     """A 31-bit hash of ``data``, the same in every process and on every machine."""
-    return int.from_bytes(hashlib.blake2b(data, digest_size=4).digest(), "big") & _MASK
+    return zlib.crc32(data) & _MASK
 
 
 def mix(key: int, node: int) -> int:

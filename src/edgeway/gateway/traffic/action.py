@@ -44,6 +44,34 @@ _perf_counter = time.perf_counter
 # ProxyTarget's fields in order, and where its cluster is (read once: fields may be added).
 _TARGET_FIELDS = tuple(field.name for field in fields(ProxyTarget))
 _CLUSTER = _TARGET_FIELDS.index("cluster")
+KEYED_CACHE = 2048  # keys whose proxy action a sticky route keeps, per service
+
+
+class KeyedActions:
+    """The proxy actions of one service for sticky keys: each forwards through a view of the
+    service's cluster that picks by consistent hashing on its key. The actions of the last
+    ``KEYED_CACHE`` keys are kept (a ProxyTarget is a frozen dataclass, several microseconds to
+    make); one made before the service's instances changed (discovery) is made again."""
+
+    __slots__ = ("_actions", "_cluster", "_values")
+
+    def __init__(self, target: ProxyTarget) -> None:
+        self._cluster = target.cluster
+        self._values = [getattr(target, name) for name in _TARGET_FIELDS]
+        self._actions: dict[int, ProxyAction] = {}
+
+    def action(self, key: int) -> ProxyAction:
+        actions = self._actions
+        found = actions.get(key)
+        if found is not None and found.target.cluster.endpoints is self._cluster.endpoints:
+            return found
+        values = list(self._values)
+        values[_CLUSTER] = self._cluster.keyed(key)
+        found = ProxyAction(ProxyTarget(*values))
+        if len(actions) >= KEYED_CACHE and key not in actions:
+            del actions[next(iter(actions))]  # the oldest made
+        actions[key] = found
+        return found
 
 
 def build_proxy_route(route: Route, env: GatewayEnv) -> Action:
@@ -89,7 +117,7 @@ class TrafficAction:
     or started from the engine's callback (``start``, the
     :class:`~edgeway.gateway.core.pipeline.CallbackAction` form)."""
 
-    __slots__ = ("_fields", "actions", "canaries", "default", "mirror", "route", "split", "stats", "sticky")
+    __slots__ = ("_keyed", "actions", "canaries", "default", "mirror", "route", "split", "stats", "sticky")
 
     def __init__(
         self,
@@ -110,13 +138,9 @@ class TrafficAction:
         self.sticky = sticky
         self.mirror = mirror
         self.stats = dict(stats) if stats is not None else None  # by service; None: one service
-        # Sticky: each service's ProxyTarget field values, from which a per-request copy with a
-        # keyed view of the cluster is made (dataclasses.replace costs several times more).
-        self._fields = (
-            {name: [getattr(a.target, f) for f in _TARGET_FIELDS] for name, a in self.actions.items()}
-            if sticky is not None
-            else {}
-        )
+        # Sticky: per service, the proxy actions of recent keys (each through a keyed view of the
+        # service's cluster).
+        self._keyed = {name: KeyedActions(a.target) for name, a in self.actions.items()} if sticky else {}
 
     def __repr__(self) -> str:
         return f"<TrafficAction {self.route}: {', '.join(self.actions)}>"
@@ -132,14 +156,11 @@ class TrafficAction:
             else:
                 assert self.default is not None  # a route without a split has a service
                 service = self.default
-        action = self.actions[service]
         if key is not None:
-            # Consistent hashing on the key picks the instance: a view of the cluster for this
-            # request (the same endpoints and pools, its own balancer).
-            values = list(self._fields[service])
-            values[_CLUSTER] = action.target.cluster.keyed(key)
-            action = ProxyAction(ProxyTarget(*values))
-        return action, service
+            # Consistent hashing on the key picks the instance: through a view of the cluster
+            # for this key (the same endpoints and pools, its own balancer).
+            return self._keyed[service].action(key), service
+        return self.actions[service], service
 
     # -- in a task ------------------------------------------------------------------------------
     def __call__(self, ctx: RequestContext) -> Awaitable[None]:
