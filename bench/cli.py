@@ -253,8 +253,8 @@ def traffic(
     rate: Annotated[
         float, typer.Option(min=1, help="Requests/s of the paced load in the mirror legs.")
     ] = 500.0,
-    leg_seconds: Annotated[float, typer.Option(min=0.5, help="Seconds per mirror leg.")] = 4.0,
-    rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds of the two mirror legs.")] = 2,
+    leg_seconds: Annotated[float, typer.Option(min=0.2, help="Seconds per mirror leg.")] = 2.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds of the two mirror legs.")] = 10,
 ) -> None:
     """Traffic shifting: a 10/90 split's accuracy, sticky keys, what mirroring adds to p99."""
     _run_bench(

@@ -33,9 +33,11 @@ async def test_every_scenario_measures_on_real_processes(tmp_path: Path) -> None
     assert (sticky["sticky_violations"], sticky["requests"], sticky["failed"]) == (0, 90, 0)
     assert sum(sticky["keys_per_instance"].values()) == 30
     mirror = result["mirror"]
-    assert mirror["failed"] == {"plain": 0, "mirror": 0}
-    assert mirror["requests"]["plain"] > 20
-    assert mirror["copies"].get("2xx", 0) >= mirror["requests"]["mirror"]  # every real request copied
+    assert mirror["failed"] == 0
+    assert mirror["requests"]["plain"] > 10
+    assert mirror["copies"].get("2xx", 0) > mirror["requests"]["mirror"]  # legs and paired, all copied
+    assert set(mirror["paired_p99_ms"]) == {"plain", "mirror"}
+    assert set(mirror["gateway_cpu_us_per_request"]) == {"plain", "mirror"}
     assert isinstance(result["mirror_added_p99_ms"], float)
 
 
