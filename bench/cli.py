@@ -288,6 +288,31 @@ def faults(
     _run_bench("faults", json=json, scale=scale)
 
 
+@app.command()
+def traffic(
+    json: JsonOption = False,
+    requests: Annotated[int, typer.Option(min=100, help="Requests on the 10/90 split.")] = 10_000,
+    users: Annotated[int, typer.Option(min=1, help="Keys (users) on the sticky split.")] = 1_000,
+    per_user: Annotated[int, typer.Option(min=2, help="Requests per key on the sticky split.")] = 10,
+    rate: Annotated[
+        float, typer.Option(min=1, help="Requests/s of the paced load in the mirror legs.")
+    ] = 500.0,
+    leg_seconds: Annotated[float, typer.Option(min=0.2, help="Seconds per mirror leg.")] = 2.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds of the two mirror legs.")] = 10,
+) -> None:
+    """Traffic shifting: a 10/90 split's accuracy, sticky keys, what mirroring adds to p99."""
+    _run_bench(
+        "traffic",
+        json=json,
+        requests=requests,
+        users=users,
+        per_user=per_user,
+        rate=rate,
+        leg_seconds=leg_seconds,
+        rounds=rounds,
+    )
+
+
 @app.command("bus-faults")
 def bus_faults(
     json: JsonOption = False,

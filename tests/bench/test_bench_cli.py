@@ -44,6 +44,7 @@ def test_every_benchmark_has_a_command() -> None:
         "shop",
         "patterns",
         "faults",
+        "traffic",
     ):
         assert name in result.output
 

@@ -59,6 +59,7 @@ def test_every_capability_has_its_config_module() -> None:
         "process.config",
         "process.tls_config",
         "telemetry.config",
+        "traffic.config",
         "upstream.config",
     ]
     assert not (GATEWAY / "config" / "compose_schema.py").exists()

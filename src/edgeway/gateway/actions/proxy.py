@@ -46,6 +46,9 @@ from edgeway.http.upstream import ResponseHead, UpstreamConnection
 from edgeway.resilience.deadline import DEADLINE_HEADER, incoming_budget
 from edgeway.resilience.guard import ServiceGuard
 
+# Marks the copy of a request that a mirror sends (edgeway.gateway.traffic.mirror); a client's
+# own is never forwarded, so a service can trust it (e.g. to skip side effects for a copy).
+MIRROR_HEADER: Final = b"x-edgeway-mirror"
 # Request headers the gateway rewrites itself (besides hop-by-hop and forwarding ones).
 _REPLACED: Final = frozenset(
     {
@@ -56,6 +59,7 @@ _REPLACED: Final = frozenset(
         b"expect",
         b"content-length",
         DEADLINE_HEADER,
+        MIRROR_HEADER,
     }
 )
 _SKIP_REQUEST: Final = HOP_BY_HOP | _REPLACED | FORWARDING_HEADERS
@@ -96,24 +100,28 @@ class ProxyTarget:
     tracer: RequestTracing | None = None  # None: tracing off
 
 
-def proxy_target(route: Route, env: GatewayEnv) -> ProxyTarget:
-    """What a proxy route forwards to, compiled from its config."""
+def proxy_target(route: Route, env: GatewayEnv, service: str | None = None) -> ProxyTarget:
+    """What a proxy route forwards to, compiled from its config; ``service``: one of the
+    services a traffic-shifting route sends to (:mod:`edgeway.gateway.traffic`), instead of
+    the route's one ``service``."""
     action = route.proxy
     assert action is not None  # called for proxy routes only
-    cluster = env.clusters[action.service]
+    name = service if service is not None else action.service
+    assert name is not None  # a route without a `service` has a split, which names them
+    cluster = env.clusters[name]
     timeouts = cluster.timeouts
     telemetry = telemetry_of(env)
     return ProxyTarget(
         cluster=cluster,
         limits=CallLimits(timeouts.total, timeouts.first_byte, timeouts.connect, 0),
-        guard=service_guard(env, action.service),
+        guard=service_guard(env, name),
         request_headers=HeaderEdits.from_config(action.request_headers.set, action.request_headers.remove),
         response_headers=HeaderEdits.from_config(action.response_headers.set, action.response_headers.remove),
         websocket=action.websocket,
         websocket_idle_timeout=float(action.websocket_idle_timeout),
         request_buffer=int(env.config.limits.request_buffer_bytes),
         forwarding=env.forwarding,
-        meter=telemetry.service(action.service),
+        meter=telemetry.service(name),
         tracer=telemetry.tracer,
     )
 

@@ -260,16 +260,32 @@ def _raw_facts(data: Mapping[str, Any]) -> tuple[list[str], list[RouteFacts]]:
             continue
         route_id = route.get("id")
         proxy = route.get("proxy")
-        service = proxy.get("service") if isinstance(proxy, dict) else None
         facts.append(
             RouteFacts(
                 index,
                 route_id if isinstance(route_id, str) else None,
-                ((("proxy", "service"), service),) if isinstance(service, str) and check_services else (),
+                _raw_proxy_services(proxy) if isinstance(proxy, dict) and check_services else (),
                 _raw_identity(route.get("match")),
             )
         )
     return names, facts
+
+
+def _raw_proxy_services(proxy: dict[str, Any]) -> tuple[tuple[Loc, str], ...]:
+    """The services a proxy block names (its service, split sides, canaries, mirror), read
+    leniently: entries of the wrong shape are skipped."""
+    found: list[tuple[Loc, str]] = []
+    if isinstance(proxy.get("service"), str):
+        found.append((("proxy", "service"), proxy["service"]))
+    for key in ("split", "canary"):
+        entries = proxy.get(key)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            if isinstance(entry, dict) and isinstance(entry.get("service"), str):
+                found.append((("proxy", key, i, "service"), entry["service"]))
+    mirror = proxy.get("mirror")
+    if isinstance(mirror, dict) and isinstance(mirror.get("service"), str):
+        found.append((("proxy", "mirror", "service"), mirror["service"]))
+    return tuple(found)
 
 
 def _raw_identity(match: Any) -> RouteIdentity | None:

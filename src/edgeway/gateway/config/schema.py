@@ -43,6 +43,7 @@ from edgeway.gateway.filters.validation_config import RequestValidation
 from edgeway.gateway.process.config import AdminListen, Limits, Listen, ReloadSettings
 from edgeway.gateway.process.tls_config import HttpRedirect
 from edgeway.gateway.telemetry.config import TelemetrySettings
+from edgeway.gateway.traffic.config import traffic_problems
 from edgeway.gateway.upstream.config import Service
 
 _ROUTE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
@@ -121,7 +122,7 @@ class Route(StrictModel):
         """Services the action calls, each with its key path relative to the route."""
         action = self.action
         if isinstance(action, ProxyAction):
-            return [(("proxy", "service"), action.service)]
+            return [(("proxy", *loc), name) for loc, name in action.service_refs()]
         return [((self.action_name, *loc), name) for loc, name in action.service_refs()]
 
 
@@ -267,6 +268,7 @@ class GatewayConfig(StrictModel):
         ]
         problems = cross_check_routes(self.services, facts)
         problems += auth_problems(self.auth, self.routes)
+        problems += traffic_problems(self.auth, self.routes)
         problems += check_python_endpoints(self.python, self.routes)
         tls = self.listen.tls
         if tls is None or tls.client_certificates is None:

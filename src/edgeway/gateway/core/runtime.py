@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from edgeway.gateway.actions.aggregate.action import build_aggregate
 from edgeway.gateway.actions.endpoints.action import build_endpoint
-from edgeway.gateway.actions.proxy import ProxyAction, build_proxy
+from edgeway.gateway.actions.proxy import ProxyAction
 from edgeway.gateway.actions.push.action import build_push
 from edgeway.gateway.config.schema import GatewayConfig
 from edgeway.gateway.core.access_log import AccessLog
@@ -36,6 +36,7 @@ from edgeway.gateway.core.errors import PathError, Rejection
 from edgeway.gateway.core.paths import normalize_path
 from edgeway.gateway.core.pipeline import (
     ActionBuilder,
+    CallbackAction,
     Filter,
     FilterBuilder,
     GatewayEnv,
@@ -53,6 +54,7 @@ from edgeway.gateway.filters.ratelimit.filter import build_rate_limit
 from edgeway.gateway.filters.validation import build_validation
 from edgeway.gateway.telemetry.component import telemetry_of
 from edgeway.gateway.telemetry.meters import RequestTracing, RouteMeter
+from edgeway.gateway.traffic.action import TrafficAction, build_proxy_route
 from edgeway.gateway.upstream.clusters import Cluster, make_cluster
 from edgeway.gateway.upstream.discovery import use_discovery
 from edgeway.gateway.upstream.resilient import Refused
@@ -77,7 +79,8 @@ log = logging.getLogger("edgeway.gateway")
 _perf_counter: Final = time.perf_counter  # a C static in the compiled build
 
 ACTIONS: dict[str, ActionBuilder] = {
-    "proxy": build_proxy,
+    # The plain proxy, or the traffic-shifting one (splits, canaries, sticky, mirror).
+    "proxy": build_proxy_route,
     "aggregate": build_aggregate,
     "endpoint": build_endpoint,
     "push": build_push,
@@ -132,6 +135,7 @@ def make_clusters(config: GatewayConfig, reuse: Mapping[str, Cluster] | None = N
             ),
             svc.tls_context(),
             svc.tls.server_name if svc.tls is not None else None,
+            dict(svc.weights),
         )
         for name, svc in config.services.items()
     }
@@ -152,14 +156,18 @@ def reread_tls(config: GatewayConfig, reused: Collection[str]) -> dict[str, ssl.
 class _Served:
     """A route as the hot path reads it: native fields of a compiled class, so the callback
     path calls the proxy action natively rather than through the pipeline's protocol types
-    (a generic method call with argument parsing)."""
+    (a generic method call with argument parsing). ``callback``: another action that can
+    answer from callbacks (a traffic-shifting proxy route), read only when ``fast`` is None."""
 
-    __slots__ = ("fast", "filters", "pipeline")
+    __slots__ = ("callback", "fast", "filters", "pipeline")
 
-    def __init__(self, pipeline: RoutePipeline, fast: ProxyAction | None) -> None:
+    def __init__(
+        self, pipeline: RoutePipeline, fast: ProxyAction | None, callback: CallbackAction | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.filters: tuple[Filter, ...] = pipeline.filters
         self.fast = fast
+        self.callback = callback
 
 
 class Gateway:
@@ -179,6 +187,7 @@ class Gateway:
         access_log: AccessLog | None,
         reuse: Mapping[str, Cluster] | None = None,
         metrics: Metrics | None = None,
+        carried: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -190,7 +199,7 @@ class Gateway:
         # reload that fails to start must leave the running one as it was.
         self._reread_tls = reread_tls(config, self._not_owned)
         self.inflight = 0
-        self.env = GatewayEnv(config, self.clusters, metrics)
+        self.env = GatewayEnv(config, self.clusters, metrics, carried)
         use_discovery(self.env)  # first component: routes' components start with instances known
         telemetry = telemetry_of(self.env)
         # Bound once: the request path counts into these (None: metrics off, tracing off).
@@ -204,11 +213,14 @@ class Gateway:
             action = ACTIONS[route.action_name](route, self.env)
             pipeline = self.pipelines[route.id] = assemble(route, self.env, action, FILTERS)
             fast = None
+            callback: CallbackAction | None = None
             if isinstance(action, ProxyAction) and action.fast:
                 # A proxy route: a request whose filters all admit at once may be answered
                 # from callbacks.
                 pipeline.fast = fast = action
-            self._served[route.id] = _Served(pipeline, fast)
+            elif isinstance(action, TrafficAction):
+                pipeline.fast = callback = action
+            self._served[route.id] = _Served(pipeline, fast, callback)
         self._encoded_slash = config.paths.encoded_slash
         self._case_sensitive = config.paths.case_sensitive
         self._rejections: Counter | None = None
@@ -298,6 +310,10 @@ class Gateway:
                 fast = served.fast
                 if callbacks and fast is not None and ctx.finishers is None:
                     work = fast.start(ctx, self)
+                    return None if work is None else self._guarded(ctx, work)
+                callback = served.callback
+                if callback is not None and callbacks and ctx.finishers is None:
+                    work = callback.start(ctx, self)
                     return None if work is None else self._guarded(ctx, work)
                 return self._guarded(ctx, pipeline.run(ctx, n))
         except Exception as exc:

@@ -12,7 +12,9 @@ Triggers: a change of the config file's content (:mod:`edgeway.gateway.process.c
    HSTS and the HTTPS redirect's hosts reload (``Listen.fixed_settings``).
 3. A new :class:`Gateway` is compiled beside the running one. Services whose config did not
    change keep their cluster: the same endpoints, pools and open connections (nothing
-   reconnects). Its components (JWKS client, discovery, ...) start; if they fail, the new
+   reconnects). It gets the running one's metrics (same name) and its ``env.carried``, the
+   state components keep across generations (traffic splits: weights set at run time, each
+   side's counts). Its components (JWKS client, discovery, ...) start; if they fail, the new
    gateway is dropped and the running one stays.
 4. The swap: the listener's handler becomes the new gateway's, for new connections and for the
    next request of every open one, in one step on the event loop; new TLS handshakes get the
@@ -264,7 +266,9 @@ class Reloader:
         reuse = reusable_clusters(running, config)
         try:
             metrics = running.env.metrics if config.name == running.config.name else None
-            new = Gateway(config, self._access_log(config), reuse=reuse, metrics=metrics)
+            new = Gateway(
+                config, self._access_log(config), reuse=reuse, metrics=metrics, carried=running.env.carried
+            )
         except (GatewayError, ValueError, LookupError, ImportError) as exc:
             _log.exception("the new config could not be compiled")
             return ReloadResult(

@@ -716,6 +716,13 @@ class Service(StrictModel):
         "round_robin",
         description="`round_robin`, or `least_outstanding` (power of two choices on in-flight requests).",
     )
+    weights: dict[str, Annotated[int, Field(ge=1, le=1000)]] = Field(
+        default_factory=dict,
+        description="Static instance weights by instance URL (one of `instances`), 1 to 1000; an "
+        "instance not named (discovered ones too) weighs 1. `round_robin` becomes smooth weighted "
+        "round robin, `least_outstanding` draws its two candidates by weight, sticky routes hash "
+        "by weight.",
+    )
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
     pool: Pool = Field(default_factory=Pool, description="Connection pool per instance.")
     discovery: DiscoveryRule | None = Field(
@@ -765,6 +772,29 @@ class Service(StrictModel):
             ]
             if plain:
                 raise LocatedProblemsError(plain)
+        return self
+
+    @model_validator(mode="after")
+    def _weights_name_instances(self) -> Service:
+        # Compared as the instances are: normalised (an explicit port, IPv6 bracketed).
+        known = set(self.instances)
+        normalised: dict[str, int] = {}
+        problems: list[tuple[Loc, str]] = []
+        for url, weight in self.weights.items():
+            try:
+                normal = _check_instance_url(url)
+            except PydanticCustomError as exc:
+                problems.append((("weights", url), str(exc)))
+                continue
+            if normal not in known:
+                listed = ", ".join(self.instances) or "none"
+                problems.append(
+                    (("weights", url), f"'{url}' is not one of this service's instances ({listed})")
+                )
+            normalised[normal] = weight
+        if problems:
+            raise LocatedProblemsError(problems)
+        self.weights = normalised
         return self
 
     @property
