@@ -144,7 +144,7 @@ def test_canary_sticky_and_mirror_mistakes(tmp_path: Path) -> None:
         "(found: header, cookie)",
         "11:27: routes[0].proxy.mirror.max_in_flight: Input should be greater than or equal to 1",
         "11:45: routes[0].proxy.mirror.timeout: invalid duration 'soon': use a number of seconds or a "
-        "number with a unit (ms, s, m, h), e.g. 250ms or 2s",
+        "number with a unit (ms, s, m, h, d), e.g. 250ms or 2s",
         "13:24: routes[1].proxy.sticky: sticky needs exactly one of: header, cookie, subject: true "
         "(found: none)",
     ]
