@@ -118,7 +118,11 @@ class ServiceKit:
             sources.append(RegistryDiscovery(self.registry))
         if self.settings.dns_discovery:
             sources.append(DnsDiscovery(domain=self.settings.dns_domain))
-        return CachedDiscovery(ChainDiscovery(sources), ttl=self.settings.discovery_cache_ttl)
+        return CachedDiscovery(
+            ChainDiscovery(sources),
+            ttl=self.settings.discovery_cache_ttl,
+            max_stale=self.settings.discovery_max_stale,
+        )
 
     def client(self, service: str) -> ServiceClient:
         """The client for another service (one per name, sharing one connection pool)."""

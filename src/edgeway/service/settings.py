@@ -111,6 +111,12 @@ class ServiceSettings(BaseSettings):
     dns_discovery: bool = Field(default=False, description="also resolve service names by DNS SRV/A")
     dns_domain: str | None = Field(default=None, description="appended to bare names for DNS, e.g. shop.svc")
     discovery_cache_ttl: float = 5.0
+    discovery_max_stale: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds past discovery_cache_ttl the last known instances are still used while "
+        "discovery fails (a registry lookup timing out during a NATS leader change); 0 turns it off",
+    )
     client_timeout: float = 5.0
     client_retries: int = 2
 
