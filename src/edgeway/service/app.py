@@ -150,14 +150,22 @@ class ServiceKit:
         s = self.settings
         if s.config_bucket:
             self.config = ConfigStore(
-                s.config_bucket, nats_url=s.nats_url, cache_dir=s.config_cache_dir, retries=s.config_retries
+                s.config_bucket,
+                nats_url=s.nats_url,
+                cache_dir=s.config_cache_dir,
+                retries=s.config_retries,
+                replicas=s.bucket_replicas(),
             )
             await self.config.start()
             config = self.config
             self.health.add("config", lambda: _config_live(config), critical=False)
         if s.flags_bucket and s.flags_bucket != s.config_bucket:
             self._flag_store = ConfigStore(
-                s.flags_bucket, nats_url=s.nats_url, cache_dir=s.config_cache_dir, retries=s.config_retries
+                s.flags_bucket,
+                nats_url=s.nats_url,
+                cache_dir=s.config_cache_dir,
+                retries=s.config_retries,
+                replicas=s.bucket_replicas(),
             )
             await self._flag_store.start()
             self.flags = Flags(self._flag_store)
@@ -171,7 +179,9 @@ class ServiceKit:
         assert s.registry_bucket is not None  # checked by the caller
         try:
             self._nc = await natsconn.connect(s.nats_url, name=self.name)
-            self.registry = Registry(self._nc, bucket=s.registry_bucket, ttl=s.registry_ttl)
+            self.registry = Registry(
+                self._nc, bucket=s.registry_bucket, ttl=s.registry_ttl, replicas=s.bucket_replicas()
+            )
             await self.registry.open()
         except Exception as exc:
             # Whatever broke (connection, JetStream, bucket), the service should still serve:

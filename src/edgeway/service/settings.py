@@ -67,6 +67,12 @@ class ServiceSettings(BaseSettings):
         ge=1,
         description="NATS stream replicas of the channels the service declares: 3 on a cluster",
     )
+    kv_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="NATS replicas of the KV buckets (registry, config) the service creates; "
+        "default: bus_replicas",
+    )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",
         description="SQLite's synchronous pragma for the service's database (WAL mode): NORMAL is faster "
@@ -183,6 +189,10 @@ class ServiceSettings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+
+    def bucket_replicas(self) -> int:
+        """Replicas of the KV buckets the service creates (see ``kv_replicas``)."""
+        return self.kv_replicas if self.kv_replicas is not None else self.bus_replicas
 
     def broker(self) -> str:
         """The event bus's broker URL (see ``bus_url``)."""
