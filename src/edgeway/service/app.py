@@ -141,7 +141,11 @@ class ServiceKit:
             sources.append(RegistryDiscovery(self.registry))
         if self.settings.dns_discovery:
             sources.append(DnsDiscovery(domain=self.settings.dns_domain))
-        return CachedDiscovery(ChainDiscovery(sources), ttl=self.settings.discovery_cache_ttl)
+        return CachedDiscovery(
+            ChainDiscovery(sources),
+            ttl=self.settings.discovery_cache_ttl,
+            max_stale=self.settings.discovery_max_stale,
+        )
 
     def _default_grpc_discovery(self) -> Discovery:
         # The same sources as HTTP, each asked for the gRPC address: grpc_services, the
@@ -235,14 +239,22 @@ class ServiceKit:
         s = self.settings
         if s.config_bucket:
             self.config = ConfigStore(
-                s.config_bucket, nats_url=s.nats_url, cache_dir=s.config_cache_dir, retries=s.config_retries
+                s.config_bucket,
+                nats_url=s.nats_url,
+                cache_dir=s.config_cache_dir,
+                retries=s.config_retries,
+                replicas=s.bucket_replicas(),
             )
             await self.config.start()
             config = self.config
             self.health.add("config", lambda: _config_live(config), critical=False)
         if s.flags_bucket and s.flags_bucket != s.config_bucket:
             self._flag_store = ConfigStore(
-                s.flags_bucket, nats_url=s.nats_url, cache_dir=s.config_cache_dir, retries=s.config_retries
+                s.flags_bucket,
+                nats_url=s.nats_url,
+                cache_dir=s.config_cache_dir,
+                retries=s.config_retries,
+                replicas=s.bucket_replicas(),
             )
             await self._flag_store.start()
             self.flags = Flags(self._flag_store)
@@ -256,7 +268,9 @@ class ServiceKit:
         assert s.registry_bucket is not None  # checked by the caller
         try:
             self._nc = await natsconn.connect(s.nats_url, name=self.name)
-            self.registry = Registry(self._nc, bucket=s.registry_bucket, ttl=s.registry_ttl)
+            self.registry = Registry(
+                self._nc, bucket=s.registry_bucket, ttl=s.registry_ttl, replicas=s.bucket_replicas()
+            )
             await self.registry.open()
         except Exception as exc:
             # Whatever broke (connection, JetStream, bucket), the service should still serve:

@@ -12,8 +12,11 @@ URLs``); all but the environment one live in :mod:`edgeway.discovery`, shared wi
 
 :class:`ChainDiscovery` asks them in order and returns the first non-empty answer;
 :class:`CachedDiscovery` keeps answers for a few seconds so a busy client does not resolve on
-every call. An empty answer is not an error here; the client raises
-:class:`~edgeway.service.errors.NoInstancesError` naming the sources it tried.
+every call, and keeps serving the last answer (up to ``discovery_max_stale`` seconds) while
+discovery fails. An empty answer is not an error here; the client raises
+:class:`~edgeway.service.errors.NoInstancesError` naming the sources it tried. A lookup that
+failed with nothing known raises :class:`~edgeway.discovery.errors.DiscoveryError` instead: "the
+registry could not be asked" is not "the registry says there are none".
 """
 
 from __future__ import annotations

@@ -68,6 +68,12 @@ class ServiceSettings(BaseSettings):
         ge=1,
         description="NATS stream replicas of the channels the service declares: 3 on a cluster",
     )
+    kv_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="NATS replicas of the KV buckets (registry, config) the service creates; "
+        "default: bus_replicas",
+    )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",
         description="SQLite's synchronous pragma for the service's database (WAL mode): NORMAL is faster "
@@ -112,6 +118,12 @@ class ServiceSettings(BaseSettings):
     dns_discovery: bool = Field(default=False, description="also resolve service names by DNS SRV/A")
     dns_domain: str | None = Field(default=None, description="appended to bare names for DNS, e.g. shop.svc")
     discovery_cache_ttl: float = 5.0
+    discovery_max_stale: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds past discovery_cache_ttl the last known instances are still used while "
+        "discovery fails (a registry lookup timing out during a NATS leader change); 0 turns it off",
+    )
     client_timeout: float = 5.0
     client_retries: int = 2
 
@@ -211,6 +223,10 @@ class ServiceSettings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+
+    def bucket_replicas(self) -> int:
+        """Replicas of the KV buckets the service creates (see ``kv_replicas``)."""
+        return self.kv_replicas if self.kv_replicas is not None else self.bus_replicas
 
     def broker(self) -> str:
         """The event bus's broker URL (see ``bus_url``)."""
