@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
+from collections.abc import Iterator
 
+import pytest
 from typer.testing import CliRunner
 
 from conftest import delete_nats_streams, require
@@ -39,6 +42,17 @@ async def _make_dead_letter(prefix: str, placed: type[Event]) -> None:
     raise AssertionError("no dead letter appeared")
 
 
+@pytest.fixture(autouse=True)
+def _no_json_log_lines_on_stdout() -> Iterator[None]:
+    """The command's stdout only: an earlier test in this worker may have set up the kit's JSON
+    logging (a process-wide handler writing to stdout), which the command itself never does."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [h for h in saved if not getattr(h, "_edgeway_json_handler", False)]
+    yield
+    root.handlers = saved
+
+
 def test_dlq_commands_list_show_and_replay_a_dead_letter() -> None:
     require("nats")
     token = uuid.uuid4().hex[:8]
@@ -51,10 +65,8 @@ def test_dlq_commands_list_show_and_replay_a_dead_letter() -> None:
 
         listed = runner.invoke(app, ["dlq", "list", *common, "--json"])
         assert listed.exit_code == 0, listed.output
-        # Only the letters: a JSON log line may share stdout when an earlier test in this worker
-        # set up the kit's logging (a process-wide handler on stdout).
-        lines = [json.loads(line) for line in listed.output.strip().splitlines()]
-        (letter,) = [entry for entry in lines if "level" not in entry]
+        (line,) = listed.output.strip().splitlines()
+        letter = json.loads(line)
         assert letter["group"] == "billing"
         assert "PermissionError: account frozen" in letter["reason"]
 
