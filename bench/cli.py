@@ -88,6 +88,38 @@ def proxy(
 
 
 @app.command()
+def tls(
+    json: JsonOption = False,
+    duration: LoadSeconds = 10.0,
+    connections: WrkConnections = "32",
+    repetitions: Repetitions = 1,
+    warmup: Annotated[float, typer.Option(help="Seconds of warm-up load before each leg.")] = 2.0,
+    clients: Annotated[
+        int, typer.Option(min=1, help="openssl s_time clients in parallel for the handshake legs.")
+    ] = 4,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Run only these legs: edgeway,nginx,edgeway_plain,edgeway_handshakes,nginx_handshakes."
+        ),
+    ] = None,
+) -> None:
+    """HTTPS: edgeway vs nginx with the same certificate and ciphers, keep-alive requests and
+    full handshakes per second, one worker each."""
+    legs = [part.strip() for part in only.split(",") if part.strip()] if only else None
+    _run_bench(
+        "tls",
+        json=json,
+        duration=duration,
+        connections=_parse_connections(connections),
+        repetitions=repetitions,
+        warmup=warmup,
+        clients=clients,
+        only=legs,
+    )
+
+
+@app.command()
 def callgrind(
     json: JsonOption = False,
     duration: Annotated[float, typer.Option(help="Seconds of counted load (wrk -c1).")] = 10.0,
@@ -234,6 +266,18 @@ def shop(
 
 
 @app.command()
+def patterns(
+    json: JsonOption = False,
+    rtt_ms: Annotated[
+        float, typer.Option("--rtt-ms", min=0, max=1000, help="The client's round trip, emulated.")
+    ] = 40.0,
+    loads: Annotated[int, typer.Option(min=1, help="Times each screen is loaded per pattern.")] = 30,
+) -> None:
+    """The shop's home and product screens through Direct, gateway and BFFs at a client round trip."""
+    _run_bench("patterns", json=json, rtt_ms=rtt_ms, loads=loads)
+
+
+@app.command()
 def faults(
     json: JsonOption = False,
     scale: Annotated[
@@ -244,6 +288,31 @@ def faults(
     _run_bench("faults", json=json, scale=scale)
 
 
+@app.command()
+def traffic(
+    json: JsonOption = False,
+    requests: Annotated[int, typer.Option(min=100, help="Requests on the 10/90 split.")] = 10_000,
+    users: Annotated[int, typer.Option(min=1, help="Keys (users) on the sticky split.")] = 1_000,
+    per_user: Annotated[int, typer.Option(min=2, help="Requests per key on the sticky split.")] = 10,
+    rate: Annotated[
+        float, typer.Option(min=1, help="Requests/s of the paced load in the mirror legs.")
+    ] = 500.0,
+    leg_seconds: Annotated[float, typer.Option(min=0.2, help="Seconds per mirror leg.")] = 2.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds of the two mirror legs.")] = 10,
+) -> None:
+    """Traffic shifting: a 10/90 split's accuracy, sticky keys, what mirroring adds to p99."""
+    _run_bench(
+        "traffic",
+        json=json,
+        requests=requests,
+        users=users,
+        per_user=per_user,
+        rate=rate,
+        leg_seconds=leg_seconds,
+        rounds=rounds,
+    )
+
+
 @app.command("bus-faults")
 def bus_faults(
     json: JsonOption = False,
@@ -252,6 +321,45 @@ def bus_faults(
 ) -> None:
     """Broker and consumer faults while events flow: nothing lost, nothing applied twice."""
     _run_bench("bus_faults", json=json, events=events, small=small)
+
+
+@app.command()
+def cluster(
+    json: JsonOption = False,
+    baseline_s: Annotated[
+        float, typer.Option("--baseline-s", min=1, help="Seconds of load before the first fault.")
+    ] = 10.0,
+    fault_s: Annotated[float, typer.Option("--fault-s", min=1, help="Seconds each fault lasts.")] = 6.0,
+    calm_s: Annotated[
+        float,
+        typer.Option(
+            "--calm-s", min=6, help="Seconds of load after each fault (recovery is measured in it)."
+        ),
+    ] = 15.0,
+    checkouts: Annotated[float, typer.Option(min=0.5, help="Orders placed per second.")] = 4.0,
+    reads: Annotated[float, typer.Option(min=0, help="Reads (products, an order) per second.")] = 8.0,
+    subnet: Annotated[
+        str, typer.Option(help="The nodes' /24; the root namespace takes .254.")
+    ] = "10.77.0.0/24",
+    keep: Annotated[bool, typer.Option(help="Keep the run's directory (configs, logs) at the end.")] = False,
+    clean: Annotated[
+        bool,
+        typer.Option("--clean", help="Only remove what a killed run left (namespaces, links, databases)."),
+    ] = False,
+) -> None:
+    """Three nodes in network namespaces: NATS R3, two gateways, the shop; kill and cut nodes (root)."""
+    _run_bench(
+        "cluster",
+        json=json,
+        baseline_s=baseline_s,
+        fault_s=fault_s,
+        calm_s=calm_s,
+        checkouts_per_s=checkouts,
+        reads_per_s=reads,
+        subnet=subnet,
+        keep=keep,
+        clean=clean,
+    )
 
 
 RpcCalls = Annotated[int, typer.Option(min=10, help="Measured calls per leg and concurrency.")]

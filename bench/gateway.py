@@ -63,4 +63,5 @@ def process(directory: Path, config: Mapping[str, Any], name: str = "edgeway") -
     """A not-yet-started gateway serving ``config``; its port is ``config['listen']['port']``."""
     path = write_config(directory, config)
     port = int(config["listen"]["port"])
-    return ManagedProcess(name, argv(path), port=port, log_dir=directory, env=python_env())
+    scheme = "https" if config["listen"].get("tls") else "http"
+    return ManagedProcess(name, argv(path), port=port, log_dir=directory, env=python_env(), scheme=scheme)

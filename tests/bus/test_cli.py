@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
+from collections.abc import Iterator
 
+import pytest
 from typer.testing import CliRunner
 
 from conftest import delete_nats_streams, require
@@ -37,6 +40,17 @@ async def _make_dead_letter(prefix: str, placed: type[Event]) -> None:
                 return
             await asyncio.sleep(0.05)
     raise AssertionError("no dead letter appeared")
+
+
+@pytest.fixture(autouse=True)
+def _no_json_log_lines_on_stdout() -> Iterator[None]:
+    """The command's stdout only: an earlier test in this worker may have set up the kit's JSON
+    logging (a process-wide handler writing to stdout), which the command itself never does."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [h for h in saved if not getattr(h, "_edgeway_json_handler", False)]
+    yield
+    root.handlers = saved
 
 
 def test_dlq_commands_list_show_and_replay_a_dead_letter() -> None:

@@ -5,6 +5,7 @@ Starting the whole system is covered by tests/shop (once per module); these test
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -24,7 +25,8 @@ def _demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         cwd=cwd,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        # the sources under test (a worktree's, when PYTHONPATH says so), nothing else of ours
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
     )
 
 
@@ -52,6 +54,22 @@ def test_demo_rejects_a_malformed_port_option(tmp_path: Path) -> None:
     assert "expected NAME=PORT with NAME one of" in result.stderr
     result = _demo("--port", "orders=http", cwd=tmp_path)
     assert "'http' is not a port number" in result.stderr
+
+
+def test_demo_runs_the_system_file_given_or_here_and_refuses_a_broken_one(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("system: tiny\nservices:\n  stock: {module: stock, prot: 8001}\n")
+    result = _demo("--system", str(broken), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{broken}:3:" in result.stderr
+    assert "services.stock.prot: unknown key 'prot'" in result.stderr
+    assert not (tmp_path / ".edgeway-demo").exists()  # nothing started, nothing made
+    # ./edgeway.system.yaml when there is one: its processes are the ones --port names
+    here = tmp_path / "edgeway.system.yaml"
+    here.write_text("system: tiny\nservices:\n  stock: {module: x, port: 8001}\n")
+    result = _demo("--port", "catalog=9000", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "expected NAME=PORT with NAME one of nats, stock" in result.stderr
 
 
 def test_demo_rejects_an_unknown_pattern(tmp_path: Path) -> None:
@@ -127,3 +145,43 @@ def test_processes_start_after_what_they_need(tmp_path: Path) -> None:
     assert specs["gateway"].after[:2] == ("security", "strangler")
     assert {"catalog-1", "catalog-2", "orders", "legacy"} <= set(specs["gateway"].after)
     assert specs["gateway"].env["SHOP_STRANGLER_FILE"] == str(tmp_path / "strangler.yaml")
+
+
+def test_the_tls_plan_serves_https_and_wants_client_certificates_at_the_services(tmp_path: Path) -> None:
+    from edgeway.demo.strangler import render
+    from edgeway.demo.tls import demo_certificates
+    from edgeway.gateway.config.loader import load_config
+
+    plan = ShopPlan(tmp_path, tls=True)
+    certs = demo_certificates(plan.certificates.directory)
+    ca_made = certs.ca.read_bytes()
+    assert demo_certificates(plan.certificates.directory).ca.read_bytes() == ca_made  # made once, kept
+    certs.write_edge_overlay(plan.edge_services())
+    specs = {p.name: p for p in plan.processes()}
+    assert plan.url("gateway").startswith("https://")
+    assert plan.url("catalog-1").startswith("https://")
+    assert plan.url("gateway-admin").startswith("http://")  # the admin port stays local and plain
+    # a kit service requires a client certificate from the CA; the token service and the app's
+    # files are client-facing (browsers, partners) and only serve HTTPS
+    assert specs["orders"].env["EDGEWAY_TLS_CLIENT_CERT_REQUIRED"] == "true"
+    assert specs["orders"].env["EDGEWAY_ADVERTISE_URL"].startswith("https://")
+    assert specs["legacy"].env["EDGEWAY_TLS_CLIENT_CA"] == str(certs.ca)
+    for open_to_all in ("security", "web"):
+        assert specs[open_to_all].env["EDGEWAY_TLS_CERT"] == str(certs.server_cert)
+        assert "EDGEWAY_TLS_CLIENT_CA" not in specs[open_to_all].env
+    # an edge config with the demo's environment: HTTPS on the listener, mTLS to every service
+    plan.strangler_file.write_text(render({"account-profile": plan.url("legacy")}))
+    edge = specs["gateway"]
+    config = load_config(plan.system_file.edge_config("gateway"), edge.env)
+    assert config.listen.tls is not None
+    assert config.services["legacy"].instances[0].startswith("https://")
+    for name in ("catalog", "legacy", "security", "account-profile"):
+        tls = config.services[name].tls
+        assert tls is not None
+        assert str(tls.ca) == str(certs.ca)
+        assert str(tls.cert) == str(certs.client_cert)
+    # without --tls nothing of this is there
+    plain = {p.name: p for p in ShopPlan(tmp_path).processes()}
+    assert plain["gateway"].env.get("SHOP_TLS_FILE") is None
+    assert "EDGEWAY_TLS_CERT" not in plain["orders"].env
+    assert load_config(plan.system_file.edge_config("gateway"), plain["gateway"].env).listen.tls is None

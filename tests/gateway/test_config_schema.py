@@ -68,7 +68,7 @@ def test_bad_durations_and_sizes_name_the_accepted_units() -> None:
         config(limits={"header_read_timeout": "10 minutes", "max_body_bytes": "1.5B", "max_headers": True})
     )
     by_key = dict(problems)
-    assert "ms, s, m, h" in by_key["limits.header_read_timeout"]
+    assert "ms, s, m, h, d" in by_key["limits.header_read_timeout"]
     assert "whole number of bytes" in by_key["limits.max_body_bytes"]
     assert "limits.max_headers" in by_key
     assert "boolean" in issues_of(config(limits={"keepalive_timeout": True}))[0][1]

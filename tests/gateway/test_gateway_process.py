@@ -169,3 +169,73 @@ def test_port_0_with_several_workers_is_refused(tmp_path: Path) -> None:
     )
     assert res.returncode == 2
     assert "listen.port: port 0 (a free port) needs one worker, not 2" in res.stderr
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie of ours does not count: it no longer serves)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """SIGKILL on the supervisor forwards nothing: its workers kept serving the port as orphans
+    (nine of them were found once). They must notice and drain away on their own."""
+    import socket
+
+    with reserved_ports(1) as (port,):
+        cfg = tmp_path / "gw.yaml"
+        cfg.write_text(
+            f"name: orphans\nlisten: {{port: {port}}}\nadmin: null\n"
+            "limits: {shutdown_grace: 1s}\n"
+            "services:\n  b: {instances: ['http://127.0.0.1:9']}\n"
+            "routes:\n  - match: {path: '/**'}\n    proxy: {service: b}\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeway.cli", "gateway", "--config", str(cfg), "--workers", "2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        workers: list[int] = []
+        try:
+            assert proc.stdout is not None
+            while len(workers) < 2:
+                line = proc.stdout.readline()
+                assert line, "the gateway exited before both workers listened"
+                if b'"gateway listening"' in line:
+                    workers.append(int(json.loads(line)["pid"]))
+            _wait_port(port)
+            proc.kill()  # SIGKILL: no signal reaches the workers through the supervisor
+            proc.wait()
+            end = time.monotonic() + 5.0
+            while any(_alive(pid) for pid in workers) and time.monotonic() < end:
+                time.sleep(0.05)
+            left = [pid for pid in workers if _alive(pid)]
+            assert not left, f"workers {left} outlived their supervisor"
+            with socket.socket() as s:
+                assert s.connect_ex(("127.0.0.1", port)) != 0, "the port still accepts"
+        finally:
+            for pid in workers:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+async def test_the_portable_parent_poll_stops_an_orphan() -> None:
+    """Where prctl is missing (macOS) the getppid() poll is the guard: it must set the stop
+    event once the parent pid is no longer this process's parent."""
+    from edgeway.gateway.process.parent_watch import parent_alive, watch_parent
+
+    stop = asyncio.Event()
+    assert parent_alive(os.getppid())
+    guard = asyncio.create_task(watch_parent(os.getppid(), stop, interval=0.01))
+    await asyncio.sleep(0.05)
+    assert not stop.is_set(), "a living parent must not stop the worker"
+    guard.cancel()
+    gone = os.getppid() + 1_000_000  # never our parent
+    await asyncio.wait_for(watch_parent(gone, stop, interval=0.01), 1.0)
+    assert stop.is_set()

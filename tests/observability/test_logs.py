@@ -94,6 +94,23 @@ def test_setup_is_idempotent_and_routes_uvicorn_loggers(
     assert logging.getLogger("uvicorn.access").disabled
 
 
+def test_a_level_uvicorn_left_on_its_logger_does_not_hide_its_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # uvicorn.Config(log_level="warning"), made earlier in the process, sets this level
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    root = logging.getLogger()
+    level = root.level
+    try:
+        setup_logging("orders", "info")
+        logging.getLogger("uvicorn.error").info("started")
+        [entry] = lines(capsys.readouterr().out)
+        assert entry["message"] == "started"
+    finally:
+        root.handlers = [h for h in root.handlers if not getattr(h, "_edgeway_json_handler", False)]
+        root.setLevel(level)
+
+
 def test_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         setup_logging("s", "loud")

@@ -168,6 +168,26 @@ def test_config_check_names_the_missing_extra(tmp_path: Path) -> None:
     )
 
 
+def test_gateway_tracing_without_the_tracing_extra_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("telemetry:\n  tracing:\n    enabled: true\n")
+    load_config(path)
+    _without(monkeypatch, "opentelemetry.sdk")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    ((issue),) = info.value.issues
+    assert (issue.line, issue.key_path) == (3, "telemetry.tracing.enabled")
+    assert issue.message == (
+        "OpenTelemetry tracing needs the 'tracing' extra (opentelemetry.sdk is not installed): "
+        "pip install 'edgeway[tracing]'"
+    )
+    # metrics need nothing beyond the base install, and a gateway without tracing never imports it
+    path.write_text("telemetry:\n  metrics:\n    enabled: true\n")
+    load_config(path)
+
+
 def test_the_push_bus_source_loads_with_only_the_client_of_its_broker(tmp_path: Path) -> None:
     code = (
         "import sys\n"
@@ -246,3 +266,24 @@ def test_scaffolding_without_copier_says_to_install_the_scaffold_extra(tmp_path:
         "pip install 'edgeway[scaffold]'"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compiling_protos_without_grpcio_tools_says_to_install_the_proto_extra(tmp_path: Path) -> None:
+    done = _edgeway("proto", "compile", str(tmp_path), without=("grpc_tools",), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "edgeway: `edgeway proto` needs the 'proto' extra (grpc_tools is not installed): "
+        "pip install 'edgeway[proto]'"
+    )
+
+
+async def test_serving_grpc_without_grpcio_names_the_grpc_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeway.service import ServiceSettings, create_app
+    from edgeway.service.app import kit_of
+
+    _without(monkeypatch, "grpc")
+    kit = kit_of(create_app("ledger", settings=ServiceSettings(grpc_port=50051), configure_logging=False))
+    with pytest.raises(MissingExtraError, match=r"pip install 'edgeway\[grpc\]'"):
+        await kit.start_grpc()
+    with pytest.raises(MissingExtraError, match="calling inventory over gRPC"):
+        kit.grpc_client("inventory", lambda channel: channel)

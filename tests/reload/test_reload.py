@@ -4,6 +4,7 @@ import asyncio
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -273,3 +274,53 @@ async def test_metrics_carry_on_across_a_reload(tmp_path: Path) -> None:
             text = (await admin_once(admin, "GET", "/metrics")).body.decode()
             assert "test_reloads_total 1.0" in text
             assert "test_level 7.0" in text
+
+
+def _configmap_version(mount: Path, name: str, files: dict[str, dict[str, Any]]) -> None:
+    """One version of a ConfigMap volume as the kubelet writes it: a hidden timestamped directory
+    holding the files, published by pointing ``..data`` at it (rename over the old link:
+    atomic), the old directory removed."""
+    version = mount / name
+    version.mkdir()
+    for file, content in files.items():
+        write(version / file, content)
+    link = mount / "..data_tmp"
+    link.symlink_to(name)
+    old = os.readlink(mount / "..data") if (mount / "..data").is_symlink() else None
+    os.replace(link, mount / "..data")
+    for file in files:
+        if not (mount / file).is_symlink():
+            (mount / file).symlink_to(Path("..data") / file)
+    if old is not None:
+        for stale in (mount / old).iterdir():
+            stale.unlink()
+        (mount / old).rmdir()
+
+
+async def test_the_file_watch_sees_a_kubernetes_configmap_swap(tmp_path: Path) -> None:
+    """Watched by realpath, the gateway kept statting the deleted old target and never
+    reloaded; the path the user gave must be resolved again at each poll, includes too."""
+    port, admin = ports()
+    mount = tmp_path / "config"
+    mount.mkdir()
+    async with backends("a") as be:
+        config = gateway_config(port, admin, {"a": service(be["a"])}, [])
+        config["reload"] = {"watch": True, "interval": "50ms"}
+        config["include"] = ["routes.yaml"]
+        routes = {"routes": [route("/**", "a", "1")]}
+        _configmap_version(mount, "..2026_12_07_1", {"gateway.yaml": config, "routes.yaml": routes})
+        async with serving(mount / "gateway.yaml") as server:
+            assert server.reloader is not None
+            assert (await once(port, "GET", "/x")).headers["x-config"] == "1"
+            # Only the included file changes: the route must still follow.
+            routes = {"routes": [route("/**", "a", "2")]}
+            _configmap_version(mount, "..2026_12_07_2", {"gateway.yaml": config, "routes.yaml": routes})
+            async with asyncio.timeout(5):
+                while (await once(port, "GET", "/x")).headers["x-config"] != "2":
+                    await asyncio.sleep(0.05)
+            config["routes"] = [route("/b/**", "a", "3")]
+            _configmap_version(mount, "..2026_12_07_3", {"gateway.yaml": config, "routes.yaml": routes})
+            async with asyncio.timeout(5):
+                while (await once(port, "GET", "/b/x")).headers["x-config"] != "3":
+                    await asyncio.sleep(0.05)
+            assert server.reloader.generation == 3

@@ -26,15 +26,19 @@ async def gateway_process(
             stderr=subprocess.STDOUT,
         )
     try:
-        async with asyncio.timeout(20):
-            while True:
-                try:
-                    if (await admin_once(admin, "GET", "/healthz")).status == 200:
-                        break
-                except OSError:
-                    pass
-                assert proc.poll() is None, log.read_text()
-                await asyncio.sleep(0.1)
+        # A bound for a hung start, not a speed check: workers start slowly on a loaded machine.
+        try:
+            async with asyncio.timeout(60):
+                while True:
+                    try:
+                        if (await admin_once(admin, "GET", "/healthz")).status == 200:
+                            break
+                    except OSError:
+                        pass
+                    assert proc.poll() is None, log.read_text()
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            raise AssertionError(f"the gateway did not become healthy in 60 s:\n{log.read_text()}") from None
         yield proc
     finally:
         if proc.poll() is None:

@@ -9,6 +9,7 @@ against it: log in, call the services (directly or through an edge), switch flag
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ import httpx
 from edgeway.demo.flags import set_flag
 from edgeway.demo.launch import LaunchedDemo, launched_demo
 from edgeway.demo.plan import CONFIG_BUCKET
+from edgeway.http.upstream_tls import client_context
 
 T = TypeVar("T")
 
@@ -32,11 +34,21 @@ class Shop:
         self.demo = demo
         self.ports = demo.ports
         self.data_dir = demo.data_dir
-        self.http = httpx.Client(timeout=10.0)
+        # A --tls shop: trust its CA and present its client certificate (the services want one).
+        self.http = httpx.Client(timeout=10.0, verify=self.tls_context() if demo.tls else True)
         self._tokens: dict[str, str] = {}
 
     def url(self, name: str) -> str:
         return self.demo.url(name)
+
+    def tls_context(self, *, client_cert: bool = True) -> ssl.SSLContext:
+        """A --tls shop's client context: its CA, and (``client_cert``) its client certificate."""
+        tls = self.data_dir / "tls"
+        if not client_cert:
+            return client_context(ca=str(tls / "ca.pem"))
+        return client_context(
+            ca=str(tls / "ca.pem"), cert=str(tls / "client.pem"), key=str(tls / "client.key")
+        )
 
     def output(self) -> str:
         return self.demo.output()
@@ -179,8 +191,10 @@ def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "
 
 
 @contextmanager
-def running_shop(tmp: Path, pattern: str = "all", extra: tuple[str, ...] = ()) -> Iterator[Shop]:
-    with launched_demo(tmp, pattern=pattern, extra_args=["--email-delay", "0.05", *extra]) as demo:
+def running_shop(
+    tmp: Path, pattern: str = "all", extra: tuple[str, ...] = (), *, tls: bool = False
+) -> Iterator[Shop]:
+    with launched_demo(tmp, pattern=pattern, extra_args=["--email-delay", "0.05", *extra], tls=tls) as demo:
         shop = Shop(demo)
         try:
             yield shop

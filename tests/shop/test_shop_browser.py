@@ -1,78 +1,31 @@
 """The web app in a real browser (Debian's Chromium, headless, driven by Playwright).
 
-One shop for the module; each test signs in, fills the cart, checks out and watches the order's
-status change on the page without reloading it: by polling in the Direct pattern, pushed over
-the BFF's WebSocket through the web BFF.
+One shop for every browser test (``browser_shop``, tests/shop/browser_helpers.py); each test
+here signs in, fills the cart, checks out and watches the order's status change on the page
+without reloading it: by polling in the Direct pattern, pushed over the BFF's WebSocket through
+the web BFF.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from shop_system import Shop, running_shop
-
-from conftest import require
+from shop_browser import sign_in_and_check_out
+from shop_system import Shop
 
 pytestmark = pytest.mark.xdist_group("shop-browser")
-
-CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    require("chromium")
-    with running_shop(tmp_path_factory.mktemp("shop-browser")) as system:
-        yield system
+pytest_plugins = ["browser_helpers"]  # the shop, the browser page, screenshots: once for all
 
 
 @pytest.fixture
-def page(shop: Shop) -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        context = browser.new_context()
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        yield page
-        browser.close()
-        assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def _sign_in_and_check_out(page: Any, shop: Shop, base: str, expect_mode: str) -> str:
-    from playwright.sync_api import expect
-
-    page.goto(base + "/")
-    expect(page.get_by_test_id("mode")).to_have_text(expect_mode)
-    expect(page.get_by_test_id("product-POT-01")).to_be_visible()
-    page.get_by_test_id("add-POT-01").click()
-    page.get_by_test_id("add-BEA-02").click()
-    expect(page.locator("#cart-count")).to_have_text("2")
-    page.get_by_test_id("cart-link").click()
-    page.get_by_test_id("checkout").click()
-    # not signed in yet: the page asks, then comes back to the cart
-    page.get_by_test_id("username").fill("alice")
-    page.get_by_test_id("password").fill("alice-pass")
-    page.get_by_test_id("sign-in").click()
-    expect(page.get_by_test_id("user")).to_have_text("signed in as alice")
-    page.get_by_test_id("checkout").click()
-    expect(page.get_by_test_id("order-id")).to_be_visible()
-    order_id = str(page.get_by_test_id("order-id").inner_text())
-    # the status moves on without a reload; the timeline shows the steps it saw
-    try:
-        expect(page.get_by_test_id("order-status")).to_have_text("confirmed", timeout=20_000)
-    except AssertionError as exc:
-        # The page shows only the status; the order's reason and the services' log say why.
-        order = shop.get("orders", f"/orders/{order_id}", "alice").json()
-        tail = "\n".join(shop.output().splitlines()[-60:])
-        raise AssertionError(f"{exc}\norder: {order}\nlast lines of the shop's log:\n{tail}") from None
-    return order_id
+def shop(browser_shop: Shop) -> Shop:
+    """The browser tests' shop (tests/shop/browser_helpers.py), started once for all of them."""
+    return browser_shop
 
 
 def test_direct_pattern_sign_in_add_to_cart_check_out_and_watch_the_order(shop: Shop, page: Any) -> None:
-    order_id = _sign_in_and_check_out(page, shop, shop.url("web"), "Direct")
+    order_id = sign_in_and_check_out(page, shop, shop.url("web"), "Direct")
     order = shop.get("orders", f"/orders/{order_id}", "alice").json()
     assert order["status"] == "confirmed"
     assert {i["sku"] for i in order["items"]} == {"POT-01", "BEA-02"}
@@ -82,7 +35,7 @@ def test_bff_pattern_sign_in_check_out_and_watch_order_and_emails_pushed_live(sh
     from playwright.sync_api import expect
 
     base = shop.url("web-bff")
-    order_id = _sign_in_and_check_out(page, shop, base, "via web BFF")
+    order_id = sign_in_and_check_out(page, shop, base, "via web BFF")
     # the status arrived over the BFF's WebSocket, not by polling
     expect(page.get_by_test_id("live")).to_have_text("live: connected")
     timeline = page.get_by_test_id("timeline").inner_text()

@@ -102,9 +102,11 @@ async def test_a_reservation_holds_stock_once_however_often_it_is_sent(settings:
         assert (await inv.post("/reservations/o-1/commit", headers=SERVICE)).status_code == 200
         stock = (await inv.get("/stock/POT-01")).json()
         assert (stock["reserved"], stock["available"]) == (0, before - 3)
-        # a confirmed order's stock cannot be "given back" by a late compensation
+        # a confirmed order's stock cannot be "given back" by a late compensation: the answer
+        # says so definitely (not a conflict to retry forever), and nothing moves
         late = await inv.delete("/reservations/o-1", headers=SERVICE)
-        assert late.status_code == 409
+        assert (late.status_code, late.json()["status"]) == (200, "committed")
+        assert (await inv.get("/stock/POT-01")).json()["available"] == before - 3
 
 
 async def test_a_reservation_is_all_or_nothing(settings: ShopSettings) -> None:
@@ -455,3 +457,46 @@ async def test_the_legacy_app_answers_errors_as_problems(tmp_path: Path) -> None
         assert missing.status_code == 404
         assert missing.headers["content-type"] == "application/problem+json"
         assert missing.json()["request_id"] == missing.headers["x-request-id"]
+
+
+async def test_the_order_saga_confirms_after_its_pivot_and_treats_a_missing_peer_as_transient() -> None:
+    from edgeway.demo.shop.orders import saga as order_saga
+    from edgeway.demo.shop.orders.app import OrdersSettings
+    from edgeway.saga import RetryableError, StepContext
+    from edgeway.service.errors import NoInstancesError
+
+    class _Client:
+        async def request(self, *args: Any, **kwargs: Any) -> httpx.Response:
+            raise NoInstancesError("inventory", "registry+env")
+
+    class _Token:
+        async def authorization(self) -> dict[str, str]:
+            return {}
+
+    class _Kit:
+        def client(self, peer: str) -> _Client:
+            return _Client()
+
+    class _Service:  # what the steps read of OrdersService before calling a peer
+        settings = OrdersSettings(step_timeout=5.0)
+        token = _Token()
+        kit = _Kit()
+
+    steps = {s.name: s for s in order_saga.build_saga(_Service()).steps}  # type: ignore[arg-type]
+    assert [n for n, s in steps.items() if s.retriable] == ["confirm"]
+    assert steps["confirm"].compensate is None
+    data = order_saga.OrderData(order_id="o-9", customer="alice", total_cents=1, items=[])
+    ctx = StepContext(
+        saga_id="s-1",
+        saga_name="place_order",
+        step="reserve",
+        attempt=1,
+        data=data,
+        results={},
+        compensating=False,
+        request_id="r",
+        traceparent="00-" + "1" * 32 + "-" + "1" * 16 + "-01",
+        started_at=0.0,
+    )
+    with pytest.raises(RetryableError, match="inventory unreachable: no instance"):
+        await steps["reserve"].action(ctx)

@@ -4,6 +4,7 @@ and the demo's plan following the file it is built from."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 
@@ -48,7 +49,9 @@ def _check(path: Path, *args: str) -> tuple[int, str]:
 def test_the_shop_is_one_system_file_and_the_demo_ports_are_its_ports() -> None:
     loaded = load_system(SYSTEM_FILE, env={})
     system = loaded.model
-    assert process_ports(system) == DEFAULT_PORTS
+    # every port the demo names comes from the system file, but the control room's (the demo
+    # process itself serves it)
+    assert process_ports(system) == {n: p for n, p in DEFAULT_PORTS.items() if n != "control"}
     assert instance_names(system, "catalog") == ["catalog-1", "catalog-2"]
     assert DEFAULT_PORTS["catalog-2"] == system.services["catalog"].port + 1
     # every module the file names exists, every edge config is there
@@ -166,3 +169,38 @@ def test_the_demo_plan_follows_its_system_file(tmp_path: Path) -> None:
     assert specs["gateway"].env["SHOP_URL_WISHLIST"] == "http://127.0.0.1:8109"
     assert "wishlist" in specs["gateway"].after
     assert specs["gateway"].argv[-1] == str(shop / "edges" / "gateway.yaml")
+
+
+def test_another_system_is_planned_without_the_shops_extras(tmp_path: Path) -> None:
+    """``edgeway demo --system``: the processes the file names, nothing of the shop's story; a
+    service with a ``path`` runs from its project's ``src/``."""
+    (tmp_path / "services" / "stock" / "src").mkdir(parents=True)
+    (tmp_path / "gw.yaml").write_text("listen: {port: 8080}\nroutes: []\n")
+    system = tmp_path / "edgeway.system.yaml"
+    system.write_text(
+        "system: market\nservices:\n  stock:\n    module: stock\n    path: services/stock\n"
+        "    image: market/stock:0.1.0\n    port: 8001\n" + EDGE
+    )
+    loaded = load_system(system)
+    plan = ShopPlan(tmp_path / "data", ports=process_ports(loaded.model), system_file=loaded)
+    assert not plan.is_shop
+    assert ShopPlan(tmp_path / "data").is_shop
+    specs = {spec.name: spec for spec in plan.processes()}
+    assert list(specs) == ["nats", "stock", "gw"]  # no strangler controller
+    stock = specs["stock"]
+    assert stock.argv[1:] == ("-m", "stock")
+    assert stock.env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "services" / "stock" / "src")
+    assert "EDGEWAY_EMAIL_DELAY" not in stock.env
+    assert stock.env["EDGEWAY_CORS_ORIGINS"] == "[]"
+    assert stock.after == ("nats",)  # no security service to wait for
+    assert specs["gw"].after == ("stock",)
+    assert specs["gw"].env.get("SHOP_STRANGLER_FILE") == os.environ.get("SHOP_STRANGLER_FILE")
+    assert specs["gw"].env["MARKET_URL_STOCK"] == "http://127.0.0.1:8001"
+
+
+def test_a_service_path_must_exist(tmp_path: Path) -> None:
+    path = tmp_path / "edgeway.system.yaml"
+    path.write_text(MINIMAL + "    path: services/cat\n")
+    code, output = _check(path)
+    assert code == 2
+    assert f"{path}:12:5: services.catalog.path: no such folder: {tmp_path / 'services/cat'}" in output

@@ -6,6 +6,10 @@ waits until every one is ready (a progress display), prints the URLs and demo cr
 streams every process's log, merged, one colored name per process. A process that crashes is
 restarted with backoff; Ctrl-C stops everything cleanly. ``edgeway demo flag NAME on|off``
 switches a feature flag of the running shop.
+
+``edgeway demo --system FILE`` does the same for any system file (``./edgeway.system.yaml`` when
+there is one, such as a repository ``edgeway new`` made): its processes under the same supervisor,
+and a banner of its processes and their URLs; the shop's credentials and commands are the shop's.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,13 +27,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from edgeway.demo.plan import CONFIG_BUCKET, DEFAULT_PORTS, PATTERNS, ShopPlan, parse_ports
-from edgeway.system import instance_names
+from edgeway.demo.plan import CONFIG_BUCKET, DEFAULT_PORTS, PATTERNS, SYSTEM_FILE, ShopPlan, parse_ports
+from edgeway.system import LoadedSystem, instance_names, process_ports
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
+    from edgeway.demo.control.server import ControlRoom
     from edgeway.demo.supervisor import Supervisor
 
 app = typer.Typer(no_args_is_help=False)
@@ -55,11 +61,38 @@ def busy_ports(ports: dict[str, int], host: str) -> list[tuple[str, int]]:
     return busy
 
 
+def _system_file(given: Path | None) -> LoadedSystem:
+    """The system to run: the one given, else ./edgeway.system.yaml, else the reference shop's."""
+    from edgeway.demo.plan import shop_system
+    from edgeway.gateway.core.errors import ConfigError
+    from edgeway.system import load_system
+
+    if given is None:
+        here = Path("edgeway.system.yaml")
+        given = here if here.is_file() else None
+    if given is None or given.resolve() == SYSTEM_FILE.resolve():
+        return shop_system()
+    try:
+        return load_system(given)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            typer.echo(str(issue), err=True)
+        raise typer.Exit(2) from None
+
+
 @app.callback(invoke_without_command=True)
 def demo(
     ctx: typer.Context,
-    pattern: str = typer.Option(
-        "all", "--pattern", help="Which edges to start: all | direct | gateway | bff (services always run)."
+    system: Path | None = typer.Option(
+        None,
+        "--system",
+        "-s",
+        help="The system file to run; default ./edgeway.system.yaml, else the reference shop's.",
+    ),
+    pattern: str | None = typer.Option(
+        None,
+        "--pattern",
+        help="Which edges to start: all | direct | gateway | bff (services always run); default: the file's.",
     ),
     port: list[str] = typer.Option(
         [], "--port", help="NAME=PORT, repeatable, e.g. --port gateway=9080 --port nats=15222."
@@ -73,25 +106,47 @@ def demo(
     ),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Show request log lines."),
     startup_timeout: float = typer.Option(120.0, "--startup-timeout", help="Seconds to wait for readiness."),
+    tls: bool = typer.Option(
+        False,
+        "--tls",
+        help="HTTPS on every edge and service, mTLS between the edges and the services "
+        "(a local CA in <data-dir>/tls, made once).",
+    ),
+    control_room: bool = typer.Option(
+        True, "--control-room/--no-control-room", help="Serve the control room (and collect the spans)."
+    ),
 ) -> None:
-    """Start the reference shop: every service, the security service, NATS and the edges."""
+    """Start the reference shop (every service, the security service, NATS and the edges), or the
+    system of --system FILE."""
     if ctx.invoked_subcommand is not None:
         return
     from rich.console import Console
 
     from edgeway.demo.supervisor import Supervisor
 
-    chosen = next((p for p in PATTERNS if p == pattern), None)
+    loaded = _system_file(system)
+    wanted = pattern if pattern is not None else loaded.model.pattern
+    chosen = next((p for p in PATTERNS if p == wanted), None)
     if chosen is None:
         raise typer.BadParameter(f"--pattern must be one of {', '.join(PATTERNS)}")
     try:
-        ports = parse_ports(port)
+        # the system's ports, and the control room's (the demo process serves it)
+        ports = parse_ports(port, {**process_ports(loaded.model), "control": DEFAULT_PORTS["control"]})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    plan = ShopPlan(data_dir.resolve(), ports, chosen, email_delay=email_delay)
+    plan = ShopPlan(
+        data_dir.resolve(),
+        ports,
+        chosen,
+        email_delay=email_delay,
+        system_file=loaded,
+        control_room=control_room,
+        tls=tls,
+    )
+    probe_tls = _prepare_tls(plan) if tls else None
     plan.strangler_file.unlink(missing_ok=True)  # the controller writes the current one first
     busy = busy_ports(plan.used_ports(), plan.host)
     if busy:
@@ -102,29 +157,73 @@ def demo(
             f"e.g. --port {example}={busy[0][1] + 1000}"
         )
     console = Console(highlight=False)
+    bucket = plan.system.broker.config_bucket
     supervisor = Supervisor(
         plan.processes(),
         console=console,
-        hooks={"nats": lambda: _prepare_broker(plan)},
+        hooks={"nats": lambda: _prepare_broker(plan, bucket)} if bucket else {},
         startup_timeout=startup_timeout,
         show_access=access_log,
+        probe_tls=probe_tls,
     )
-    code = asyncio.run(_run(supervisor, lambda: _print_ready(console, plan, supervisor)))
+    room = None
+    if control_room:
+        from edgeway.demo.control.wiring import control_room as build_control_room
+
+        room = build_control_room(plan, supervisor, CREDENTIALS[0][:2], PARTNER)
+    code = asyncio.run(_run(supervisor, lambda: _print_ready(console, plan, supervisor), room))
     raise typer.Exit(code)
 
 
-async def _run(supervisor: Supervisor, on_ready: Callable[[], None]) -> int:
+def _prepare_tls(plan: ShopPlan) -> ssl.SSLContext:
+    """Make the demo's CA and certificates (the first time), write the edges' TLS overlay, and
+    return how the readiness probes reach the services (the CA and the client certificate)."""
+    from edgeway.demo.tls import demo_certificates
+    from edgeway.pki.local_ca import LocalCAError
+
+    try:
+        certs = demo_certificates(plan.certificates.directory)
+    except LocalCAError as exc:
+        raise typer.BadParameter(
+            f"--tls: {exc} (delete {plan.certificates.directory} to make a new CA)"
+        ) from None
+    certs.write_edge_overlay(plan.edge_services())
+    return certs.client_context()
+
+
+async def _run(supervisor: Supervisor, on_ready: Callable[[], None], room: ControlRoom | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    return await supervisor.run(stop, on_ready)
+    if room is None:
+        return await supervisor.run(stop, on_ready)
+
+    def ready() -> None:
+        room.watch()
+        on_ready()
+
+    # Up before the processes, so their first spans have somewhere to go; down after them, so
+    # their last ones do too.
+    try:
+        await room.start()
+    except OSError as exc:  # taken since the check: name the port and the way out
+        supervisor.console.print(
+            f"cannot serve the control room on port {room.settings.port}: {exc}; "
+            "choose another with --port control=PORT, or --no-control-room",
+            style="bold red",
+        )
+        return 1
+    try:
+        return await supervisor.run(stop, ready)
+    finally:
+        await room.stop()
 
 
-async def _prepare_broker(plan: ShopPlan) -> None:
+async def _prepare_broker(plan: ShopPlan, bucket: str) -> None:
     from edgeway.demo.flags import ensure_config_bucket
 
-    await ensure_config_bucket(plan.nats_url, CONFIG_BUCKET)
+    await ensure_config_bucket(plan.nats_url, bucket)
 
 
 def cli_command(env: Mapping[str, str] | None = None) -> str:
@@ -153,6 +252,8 @@ def demo_command(plan: ShopPlan, cli: str, *args: str) -> str:
     else:
         if plan.pattern != "all":
             words += ["--pattern", plan.pattern]
+        if plan.tls and not args:
+            words.append("--tls")
         words += [f"--port {n}={p}" for n, p in plan.ports.items() if p != DEFAULT_PORTS[n]]
     return " ".join(words)
 
@@ -161,6 +262,9 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
     """What is printed once everything is ready. Every URL and command is on a line of its own
     and never cut; with the default ports every line fits 80 columns."""
     from rich.text import Text
+
+    if not plan.is_shop:
+        return system_banner(plan, processes, elapsed)
 
     lines = [
         Text(f"edgeway demo: all {processes} processes are ready ({elapsed:.1f} s)", style="bold green"),
@@ -172,9 +276,12 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
         lines.append(Text(f"      {url}", style="cyan"))
 
     edges = plan.edges()
+    if plan.serves_control_room:
+        entry("control room: topology, traces, flags, patterns", f"{plan.url('control')}/")
     if "web-bff" in edges:
         entry("web app through the web BFF", f"{plan.url('web-bff')}/")
-    entry("web app, Direct pattern", f"{plan.url('web')}/")
+    if not plan.tls:  # with --tls the services want a client certificate, which a browser has not
+        entry("web app, Direct pattern", f"{plan.url('web')}/")
     if "mobile-bff" in edges:
         entry("mobile BFF", f"{plan.url('mobile-bff')}/m/home")
     if "gateway" in edges:
@@ -187,6 +294,11 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
     entry("legacy monolith", plan.url("legacy"))
     entry("security service", f"{plan.security_url}/.well-known/openid-configuration")
     entry("NATS (embedded)", plan.nats_url)
+    if plan.tls:
+        lines.append(Text("HTTPS with the demo's own CA (trust it, or the browser warns):", style="bold"))
+        lines.append(Text(f"  {plan.certificates.ca}", style="cyan"))
+        lines.append(Text("  e.g. curl --cacert <that file> ...; the services want a client", style="dim"))
+        lines.append(Text(f"  certificate: {plan.certificates.client_cert} (and .key)", style="dim"))
     lines.append(Text("users (password grant):", style="bold"))
     lines += [Text(f"  {u} / {p} ({r})") for u, p, r in CREDENTIALS]
     lines.append(Text("partner client (client credentials):", style="bold"))
@@ -197,10 +309,43 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
         lines.append(Text(f"  {demo_command(plan, cli, *args)}", style="cyan"))
         lines.append(Text(f"      {why}", style="dim"))
 
-    command("payments decline: orders get compensated", "flag", "payments.fail", "on")
+    command("payments decline: orders get compensated (or: the control room)", "flag", "payments.fail", "on")
     if edges:
         command("a route leaves the monolith", "flag", "strangler.account-profile", "on")
     command("the patterns compared: calls, bytes, latency per screen", "compare")
+    lines.append(Text("logs of every process follow; Ctrl-C stops everything", style="dim"))
+    return lines
+
+
+def system_banner(plan: ShopPlan, processes: int, elapsed: float) -> list[Text]:
+    """The banner of a system other than the shop: its processes and where each is reached, from
+    its file (each edge, each service instance, the broker)."""
+    from rich.text import Text
+
+    system = plan.system
+    lines = [
+        Text(f"edgeway demo: all {processes} processes are ready ({elapsed:.1f} s)", style="bold green"),
+        Text(f"the system {system.system} ({plan.system_file.path}), pattern: {plan.pattern}", style="bold"),
+    ]
+
+    def entry(what: str, url: str) -> None:
+        lines.append(Text(f"  {what}"))
+        lines.append(Text(f"      {url}", style="cyan"))
+
+    for name in plan.edges():
+        edge = system.edges[name]
+        entry(f"{name} ({'API gateway' if edge.pattern == 'gateway' else 'BFF'})", f"{plan.url(name)}/")
+        entry(f"{name} admin (/healthz, /readyz, /routes, /metrics)", plan.url(f"{name}-admin"))
+    for service, spec in system.services.items():
+        for name in instance_names(system, service):
+            if spec.kind == "security":
+                entry(f"{name} (security service)", f"{plan.url(name)}/.well-known/openid-configuration")
+            elif spec.kind == "kit" and spec.health is None:
+                entry(f"{name} (direct, OpenAPI)", f"{plan.url(name)}/docs")
+            else:
+                entry(name, plan.url(name))
+    entry("NATS (embedded)" if system.broker.nats.external_url is None else "NATS", plan.nats_url)
+    lines.append(Text(f"data (databases, NATS): {plan.data_dir}", style="dim"))
     lines.append(Text("logs of every process follow; Ctrl-C stops everything", style="dim"))
     return lines
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeway.demo.plan import DEFAULT_PORTS
+from edgeway.system import load_system, process_ports
 
 __all__ = ["READY_LINE", "DemoFailed", "LaunchedDemo", "free_ports", "launched_demo"]
 
@@ -52,9 +53,18 @@ class LaunchedDemo:
     data_dir: Path
     log: Path
     process: subprocess.Popen[bytes]
+    tls: bool = False
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
+        """``name``'s base URL; https:// for a ``tls`` demo (every process but NATS and the
+        edges' admin ports serves HTTPS then)."""
+        https = self.tls and name != "nats" and not name.endswith("-admin")
+        return f"{'https' if https else 'http'}://127.0.0.1:{self.ports[name]}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The demo's CA certificate (``tls``): what a client trusts."""
+        return self.data_dir / "tls" / "ca.pem"
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -69,16 +79,24 @@ def launched_demo(
     ready_timeout: float = 120.0,
     attempts: int = 3,
     env: Mapping[str, str] | None = None,
+    system: Path | None = None,
+    tls: bool = False,
 ) -> Iterator[LaunchedDemo]:
     """Start the demo and yield it once ready; stop it at the end.
 
     Free ports are only free until someone takes them: when the demo refuses a port that was
     taken meanwhile (it checks before starting anything), it is started again on new ports.
     ``env`` adds variables to the demo's environment (the edge configs read ``SHOP_*`` ones).
+    ``system``: run that system file (``--system``) instead of the shop; its ports are chosen free.
+    ``tls``: ``edgeway demo --tls`` (HTTPS, mTLS to the services; the CA is ``ca_file``).
     """
     workdir.mkdir(parents=True, exist_ok=True)
+    names = list(DEFAULT_PORTS) if system is None else list(process_ports(load_system(system).model))
     for attempt in range(attempts):
-        demo = _start(workdir, pattern, extra_args, attempt, env or {})
+        demo = _start(
+            workdir, pattern, [*extra_args, *(["--tls"] if tls else [])], attempt, env or {}, names, system
+        )
+        demo.tls = tls
         try:
             _wait_ready(demo, ready_timeout)
         except DemoFailed:
@@ -94,12 +112,20 @@ def launched_demo(
 
 
 def _start(
-    workdir: Path, pattern: str, extra_args: Sequence[str], attempt: int, extra_env: Mapping[str, str]
+    workdir: Path,
+    pattern: str,
+    extra_args: Sequence[str],
+    attempt: int,
+    extra_env: Mapping[str, str],
+    names: Sequence[str],
+    system: Path | None,
 ) -> LaunchedDemo:
-    ports = dict(zip(DEFAULT_PORTS, free_ports(len(DEFAULT_PORTS)), strict=True))
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     data_dir = workdir / "data"
     log = workdir / ("demo.log" if attempt == 0 else f"demo-{attempt}.log")
     argv = [sys.executable, "-m", "edgeway.cli", "demo", "--pattern", pattern, "--data-dir", str(data_dir)]
+    if system is not None:
+        argv += ["--system", str(system.resolve())]
     argv += list(extra_args)
     for name, port in ports.items():
         argv += ["--port", f"{name}={port}"]

@@ -1,13 +1,17 @@
-"""What ``edgeway demo`` runs: every process of the shop, its command, environment, port and readiness.
+"""What ``edgeway demo`` runs: every process of a system, its command, environment, port and readiness.
 
-The shop is described by its system file, ``shop/edgeway.system.yaml`` (:mod:`edgeway.system`):
-services, instances, ports, edges, the broker. The plan is that file placed on this machine
-(:class:`ProcessSpec` per process, built from the ports and the data directory): every process on
-loopback, SQLite files in the data directory, an embedded NATS, the service registry. The deploy
-targets (``edgeway deploy render``) read the same file, so the laptop and the cluster cannot
-drift. Processes are started in dependency order (``after``): the broker first, then the security
-service (the others fetch its JWKS at start), then the services, then the edges. Besides the
-system, the demo runs its own helper, the strangler controller (:mod:`edgeway.demo.strangler`).
+A system is described by its system file (:mod:`edgeway.system`): services, instances, ports,
+edges, the broker. The reference shop's is ``shop/edgeway.system.yaml``; ``edgeway demo --system
+FILE`` runs any other (a repository ``edgeway new`` made). The plan is that file placed on this
+machine (:class:`ProcessSpec` per process, built from the ports and the data directory): every
+process on loopback, SQLite files in the data directory, an embedded NATS, the service registry
+when the file names one. The deploy targets (``edgeway deploy render``) read the same file, so the
+laptop and the cluster cannot drift. Processes are started in dependency order (``after``): the
+broker first, then the security service (the others fetch its JWKS at start), then the services,
+then the edges. A service with a ``path`` (its project folder) runs with that folder's ``src/`` on
+the Python path. For the shop, and only for it, the demo runs its own helper besides the system,
+the strangler controller (:mod:`edgeway.demo.strangler`), and gives the shop's services the
+settings of its story (the e-mail delay, the web app's origins).
 
 Ports have names (``catalog-1``, ``web-bff`` ...) and defaults from the system file; ``--port
 NAME=PORT`` changes one. The edge configs (``shop/edges/*.yaml``) read where everything is from
@@ -26,7 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import yaml
+
 from edgeway.bus.embedded import EmbeddedNats
+from edgeway.demo.tls import DemoCertificates
 from edgeway.gateway.process.admin_auth import TOKEN_ENV
 from edgeway.system import (
     LoadedSystem,
@@ -69,8 +76,9 @@ def shop_system() -> LoadedSystem:
     return load_system(SYSTEM_FILE, env={})
 
 
-# name -> default port, from the system file: the broker, each instance, each edge and its admin.
-DEFAULT_PORTS: dict[str, int] = process_ports(shop_system().model)
+# name -> default port, from the system file: the broker, each instance, each edge and its admin;
+# and the control room (edgeway.demo.control), which the demo's own process serves.
+DEFAULT_PORTS: dict[str, int] = {**process_ports(shop_system().model), "control": 8070}
 
 _BROKER = shop_system().model.broker
 CONFIG_BUCKET = _BROKER.config_bucket or "shop_config"
@@ -129,14 +137,45 @@ class ShopPlan:
     # The edges' admin token, one for the demo: the edges and the strangler (which asks them to
     # reload) get it as EDGEWAY_ADMIN_TOKEN.
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # The control room: its page, and the OTLP receiver every process exports its spans to.
+    control_room: bool = True
     system_file: LoadedSystem = field(default_factory=shop_system)
+    # HTTPS everywhere and mTLS to the services (edgeway.demo.tls); the certificates are in
+    # certificates.directory, made by edgeway.demo.tls.demo_certificates before the processes start.
+    tls: bool = False
+
+    @property
+    def certificates(self) -> DemoCertificates:
+        return DemoCertificates(self.data_dir / "tls")
+
+    def https_names(self) -> set[str]:
+        """The processes that serve HTTPS: with ``tls``, every instance of a service and every edge
+        (their admin ports and NATS stay as they are)."""
+        if not self.tls:
+            return set()
+        names = {i for name in self.system.services for i in instance_names(self.system, name)}
+        return names | set(self.system.edges)
+
+    def edge_services(self) -> list[str]:
+        """The services the edge configs declare (services.yaml and the strangler's), which the
+        TLS overlay gives a CA and client certificate."""
+        declared: list[str] = []
+        for file in ("services.yaml", "strangler.yaml"):
+            declared += yaml.safe_load((EDGES_DIR / file).read_text())["services"]
+        return declared
 
     @property
     def system(self) -> System:
         return self.system_file.model
 
+    @property
+    def is_shop(self) -> bool:
+        """The reference shop's own file: the demo adds the shop's helper and settings."""
+        return self.system_file.path == SYSTEM_FILE.resolve()
+
     def url(self, name: str) -> str:
-        return f"http://{self.host}:{self.ports[name]}"
+        scheme = "https" if name in self.https_names() else "http"
+        return f"{scheme}://{self.host}:{self.ports[name]}"
 
     @property
     def nats_url(self) -> str:
@@ -148,9 +187,9 @@ class ShopPlan:
 
     def web_origins(self) -> list[str]:
         """Where the web app is served from in the Direct pattern: the origins services allow."""
-        if "web" not in self.ports:
+        if not self.is_shop or "web" not in self.ports:
             return []
-        return [self.url("web"), f"http://localhost:{self.ports['web']}"]
+        return [self.url("web"), self.url("web").replace(self.host, "localhost")]
 
     def placement(self) -> Placement:
         """The system placed on this machine: loopback, SQLite files, the registry."""
@@ -161,6 +200,7 @@ class ShopPlan:
             host=self.host,
             cors_origins=self.web_origins(),
             log_level=self.log_level,
+            https=self.https_names(),
         )
 
     def port_env(self) -> dict[str, str]:
@@ -178,6 +218,8 @@ class ShopPlan:
         for edge in self.system.edges:
             if edge in names:
                 used[f"{edge}-admin"] = self.ports[f"{edge}-admin"]
+        if self.serves_control_room:
+            used["control"] = self.ports["control"]
         return used
 
     def edges(self) -> list[str]:
@@ -192,7 +234,7 @@ class ShopPlan:
             specs += [
                 self._service(placement, name, instance) for instance in instance_names(self.system, name)
             ]
-        if self.edges():
+        if self.edges() and self.is_shop:
             specs.append(self._strangler())
         specs += [self._edge(placement, name) for name in self.edges()]
         return specs
@@ -204,7 +246,27 @@ class ShopPlan:
     def _env(self, own: Mapping[str, str]) -> dict[str, str]:
         env = dict(os.environ)
         env.update(own)
+        env["SHOP_EDGES"] = ",".join(self.edges())  # the web page links the other pattern
+        if self.serves_control_room:
+            env.update(self.control_env())
         return env
+
+    @property
+    def serves_control_room(self) -> bool:
+        """On, and with a port (a plan built from a system file's ports alone has none)."""
+        return self.control_room and "control" in self.ports
+
+    def control_env(self) -> dict[str, str]:
+        """Spans to the control room's OTLP receiver, in small batches (seen within a second),
+        never holding a process's shutdown long; and where the control room is, for the page."""
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.url("control"),
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_BSP_SCHEDULE_DELAY": "300",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "3",
+            "SHOP_CONTROL_URL": self.url("control"),
+            "SHOP_TRACING": "true",  # the edges' spans too (shop/edges/telemetry.yaml)
+        }
 
     def _broker_names(self) -> tuple[str, ...]:
         return () if self.system.broker.nats.external_url is not None else ("nats",)
@@ -240,8 +302,20 @@ class ShopPlan:
     def _service(self, placement: Placement, name: str, instance: str) -> ProcessSpec:
         service = self.system.services[name]
         env = service_env(self.system, placement, name, instance, self.ports[instance])
-        if service.kind == "kit":
+        if service.kind == "kit" and self.is_shop:
             env["EDGEWAY_EMAIL_DELAY"] = str(self.email_delay)
+        project = self.system_file.service_path(name)
+        if project is not None:
+            # a project of the repository, not installed: its package comes from its folder
+            source = project / "src" if (project / "src").is_dir() else project
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(source), *filter(None, [env.get("PYTHONPATH"), os.environ.get("PYTHONPATH")])]
+            )
+        if self.tls:
+            # The kit's services (and the legacy monolith) are reached through the edges only:
+            # a client certificate from the demo's CA. The security service and the web app's
+            # files are client-facing (the browser, partners), so any client may connect.
+            env.update(self.certificates.serving_env(require_client_cert=service.kind == "kit"))
         base = self.url(instance)
         argv = (sys.executable, "-m", service.module) if service.module else tuple(service.command or ())
         role: Literal["core", "service"] = "core" if service.kind == "security" else "service"
@@ -284,14 +358,18 @@ class ShopPlan:
     def _edge(self, placement: Placement, name: str) -> ProcessSpec:
         config = self.system_file.edge_config(name)
         env = self._env(edge_env(self.system, placement, name))
-        env["SHOP_STRANGLER_FILE"] = str(self.strangler_file)
+        if self.is_shop:
+            env["SHOP_STRANGLER_FILE"] = str(self.strangler_file)
         env[TOKEN_ENV] = self.admin_token
+        if self.tls:
+            env.update(self.certificates.edge_env())
         # The edges health-check and discover the services: start them once those are up,
         # so no instance starts its life in the edges' eyes as "unhealthy".
         security = self.system.security_services()
         others = [n for n in self.system.services if n not in security]
         after = [i for n in security for i in instance_names(self.system, n)]
-        after.append("strangler")
+        if self.is_shop:
+            after.append("strangler")
         after += [i for n in others for i in instance_names(self.system, n)]
         return ProcessSpec(
             name,
@@ -304,14 +382,15 @@ class ShopPlan:
         )
 
 
-def parse_ports(values: Iterable[str]) -> dict[str, int]:
-    """``NAME=PORT`` items (from ``--port``) merged over the defaults; errors name the bad item."""
-    ports = dict(DEFAULT_PORTS)
+def parse_ports(values: Iterable[str], defaults: Mapping[str, int] = DEFAULT_PORTS) -> dict[str, int]:
+    """``NAME=PORT`` items (from ``--port``) merged over the defaults (the shop's, or another
+    system's :func:`~edgeway.system.process_ports`); errors name the bad item."""
+    ports = dict(defaults)
     for item in values:
         name, sep, raw = item.partition("=")
         name = name.strip()
-        if not sep or name not in DEFAULT_PORTS:
-            known = ", ".join(DEFAULT_PORTS)
+        if not sep or name not in defaults:
+            known = ", ".join(defaults)
             raise ValueError(f"--port {item!r}: expected NAME=PORT with NAME one of {known}")
         try:
             port = int(raw)

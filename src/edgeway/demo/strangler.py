@@ -145,7 +145,8 @@ async def _main() -> None:
     path = Path(env["SHOP_STRANGLER_FILE"])
     host = env.get("SHOP_HOST", "127.0.0.1")
     urls = {
-        name: f"http://{host}:{env['SHOP_PORT_' + name.upper()]}"
+        # SHOP_URL_<NAME>: https:// under `edgeway demo --tls`
+        name: env.get("SHOP_URL_" + name.upper()) or f"http://{host}:{env['SHOP_PORT_' + name.upper()]}"
         for switch in SWITCHES
         for name in (switch.legacy, switch.new)
     }

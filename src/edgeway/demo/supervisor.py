@@ -23,6 +23,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -82,8 +83,11 @@ class Supervisor:
         startup_timeout: float = 120.0,
         stop_timeout: float = 10.0,
         show_access: bool = True,
+        probe_tls: ssl.SSLContext | None = None,
+        on_line: Callable[[str, str], None] | None = None,
     ) -> None:
         self.console = console or Console()
+        self.on_line = on_line  # every line of every process, as read (the control room's feed)
         self.procs = {s.name: Supervised(s, COLORS[i % len(COLORS)]) for i, s in enumerate(specs)}
         self.hooks = dict(hooks or {})
         self.startup_timeout = startup_timeout
@@ -95,7 +99,9 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._failure: str | None = None
         self._live: Live | None = None
-        self._http = httpx.AsyncClient(timeout=2.0)
+        # probe_tls: how readiness probes reach HTTPS processes (edgeway demo --tls: the demo's CA
+        # and a client certificate, which the services require)
+        self._http = httpx.AsyncClient(timeout=2.0, verify=probe_tls if probe_tls is not None else True)
         self.t0 = time.monotonic()
 
     # -- public ----------------------------------------------------------------------------------
@@ -218,6 +224,8 @@ class Supervisor:
                 return
             line = raw.decode("utf-8", "replace").rstrip("\n")
             p.tail.append(line)
+            if self.on_line is not None:
+                self.on_line(p.name, line)
             if not self.all_ready and not _important(line):
                 continue  # start-up chatter stays out of the progress display
             rendered = render_line(p.name, p.color, self.width, line, show_access=self.show_access)

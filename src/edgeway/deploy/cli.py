@@ -78,7 +78,22 @@ def render(
         raise typer.Exit(2) from None
     typer.echo(f"rendered {system} for {target} into {out}: {len(rendered.files)} files")
     typer.echo(f"secrets: {rendered.secrets} (created once, kept on re-render; never commit them)")
+    own = [(name, s.image) for name, s in loaded.model.services.items() if s.image and s.path]
+    if own:
+        typer.echo("images the services are built into (each from its own Dockerfile):")
+        for name, image in own:
+            typer.echo(f"  docker build -t {image} {_shown(loaded.service_path(name))}")
     if target == "kubernetes":
         typer.echo(f"apply: kubectl apply -k {out / 'overlays' / 'production'}")
     else:
         typer.echo(f"start: docker compose --project-directory {out} up -d")
+
+
+def _shown(path: Path | None) -> str:
+    """A path as the person typed it, relative to here when it is below."""
+    if path is None:
+        return "."
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -210,7 +210,7 @@ def render_compose(loaded: LoadedSystem, *, pattern: Pattern | None = None) -> C
             if dep in system.services:
                 depends[dep] = {"condition": "service_healthy"}
         entry: dict[str, Any] = {
-            "image": system.image,
+            "image": service.image or system.image,
             "command": ["python", "-m", service.module] if service.module else list(service.command or ()),
             "env_file": [WIRING_FILE],
             "environment": environment,

@@ -53,11 +53,10 @@ def edge_files(
         own = load_config(path, env, sources=sources)
     except ConfigError as exc:
         raise RenderError(exc.issues) from None
-    base = path.parent
-    files: dict[str, str] = {}
-    for source in sources:
-        real = Path(source)
-        if not real.is_relative_to(base):
+    reals = [Path(source) for source in sources]
+    root = loaded.base_dir.resolve()
+    for real in reals:
+        if not real.is_relative_to(root):
             raise RenderError(
                 [
                     ConfigIssue(
@@ -65,26 +64,31 @@ def edge_files(
                         None,
                         None,
                         "include",
-                        f"{real} is outside {base}: keep an edge's config files in its folder, "
-                        "they are shipped together",
+                        f"{real} is outside {root}: keep an edge's config files under the system "
+                        "file's folder, they are shipped with it",
                     )
                 ]
             )
-        files[real.relative_to(base).as_posix()] = real.read_text(encoding="utf-8")
+    # The files keep their places relative to each other (an edge of a scaffolded repository
+    # includes ../routes/<service>.yaml): shipped from the folder that holds them all, which is
+    # the edge's own folder when it includes nothing outside it.
+    base = Path(os.path.commonpath([path.parent, *(real.parent for real in reals)]))
+    files = {real.relative_to(base).as_posix(): real.read_text(encoding="utf-8") for real in reals}
+    config_name = path.relative_to(base).as_posix()
     entry = f"edge-{target}.yaml"
     if entry in files:
         raise RenderError(
             [ConfigIssue(str(path), None, None, "", f"{entry} is the rendered file's name; rename yours")]
         )
     discovered = [service for service in own.services if service in loaded.model.services]
-    overlay: dict[str, Any] = {"include": [path.name]}
+    overlay: dict[str, Any] = {"include": [config_name]}
     if discovered:
         overlay["services"] = {
             service: {"instances": [], "discovery": _only(discovery(service))} for service in discovered
         }
     header = (
         f"# Rendered by `edgeway deploy render --target {target}` from {loaded.path.name}: the edge's\n"
-        f"# own config ({path.name}), and the system's services found by the {target} way.\n"
+        f"# own config ({config_name}), and the system's services found by the {target} way.\n"
     )
     files[entry] = header + yaml.safe_dump(overlay, sort_keys=False, default_flow_style=False)
     config = _load_rendered(files, entry, env, loaded.path.name)

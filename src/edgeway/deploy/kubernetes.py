@@ -308,7 +308,7 @@ def _service(
     command = ["python", "-m", service.module] if service.module else list(service.command or ())
     container = _container(
         name,
-        system.image,
+        service.image or system.image,
         command,
         [{"name": "http", "containerPort": service.port}],
         f"{names.system}-wiring",
@@ -533,12 +533,16 @@ def split_image(image: str) -> tuple[str, str]:
 
 
 def _overlay(system: System, header: str) -> str:
-    name, tag = split_image(system.image)
+    images = [system.image, *(s.image for s in system.services.values() if s.image is not None)]
+    pulled: dict[str, dict[str, str]] = {}
+    for image in images:  # edgeway's, then each service's own; Kustomize matches them by name
+        name, tag = split_image(image)
+        pulled.setdefault(name, {"name": name, "newName": name, "newTag": tag})
     document = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": ["../../base"],
-        # where this cluster pulls the image from; change it here, not in the base
-        "images": [{"name": name, "newName": name, "newTag": tag}],
+        # where this cluster pulls the images from; change it here, not in the base
+        "images": list(pulled.values()),
     }
     return dump([document], header)

@@ -73,9 +73,13 @@ MARK = "# Rendered by `edgeway deploy render"
 def _remove_stale(out: Path, files: dict[str, str]) -> None:
     """Files an earlier render wrote that this one did not (a service or edge since removed from
     the system file): left behind, they would read as part of the system."""
-    for path in [*out.glob("base/*.yaml"), *out.glob("edges/*/*")]:
+    for path in [*out.glob("base/*.yaml"), *out.glob("edges/*/**/*")]:
         relative = path.relative_to(out).as_posix()
         if relative in files or not path.is_file():
             continue
         if relative.startswith("edges/") or path.read_text(encoding="utf-8").startswith(MARK):
             path.unlink()
+    # an edge's folders that held only such files (an include that moved)
+    for folder in sorted(out.glob("edges/*/**/"), key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()

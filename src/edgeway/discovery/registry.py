@@ -70,13 +70,18 @@ class Instance:
 class Registry:
     """The registry bucket; :meth:`open` it once per process with a connected NATS client."""
 
-    def __init__(self, nc: NatsClient, *, bucket: str = "edgeway_registry", ttl: float = 15.0) -> None:
+    def __init__(
+        self, nc: NatsClient, *, bucket: str = "edgeway_registry", ttl: float = 15.0, replicas: int = 1
+    ) -> None:
         if ttl < 1:
             raise ValueError("registry ttl must be at least 1 second")
+        if replicas not in (1, 3, 5):
+            raise ValueError(f"registry replicas must be 1, 3 or 5, got {replicas}")
         if not _valid_token(bucket):
             raise ValueError(f"registry bucket name {bucket!r} may only use letters, digits, - and _")
         self.bucket = bucket
         self.ttl = ttl
+        self.replicas = replicas  # copies of the bucket a NATS cluster keeps, when this creates it
         self._nc = nc
         self._kv: KeyValue | None = None
         self.expires = True  # whether the bucket has a max age (false only for a hand-made one)
@@ -94,7 +99,9 @@ class Registry:
                         f"the registry bucket {self.bucket!r} does not exist yet (no service has "
                         "registered in it)"
                     ) from None
-                self._kv = await js.create_key_value(bucket=self.bucket, ttl=self.ttl, history=1)
+                self._kv = await js.create_key_value(
+                    bucket=self.bucket, ttl=self.ttl, history=1, replicas=self.replicas
+                )
             status = await self._kv.status()
         except _FAILURES as exc:
             raise RegistryError(f"cannot open the registry bucket {self.bucket!r}: {exc}") from exc
@@ -205,16 +212,23 @@ class Registration:
 
 
 class RegistryDiscovery:
-    """Resolves a service name from the registry (one look-up per call); for the service kit."""
+    """Resolves a service name from the registry (one look-up per call); for the service kit.
+    With ``meta``, the address each instance registered under that key of its ``meta`` instead
+    of its URL (``grpc``: where it serves gRPC); instances without one are left out."""
 
     name = "registry"
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, meta: str | None = None) -> None:
         self._registry = registry
+        self._meta = meta
 
     async def resolve(self, service: str) -> list[str]:
         try:
-            return [i.url.rstrip("/") for i in await self._registry.lookup(service)]
+            instances = await self._registry.lookup(service)
+            if self._meta is not None:
+                key = self._meta
+                return [i.meta[key].rstrip("/") for i in instances if i.meta.get(key)]
+            return [i.url.rstrip("/") for i in instances]
         except RegistryError as exc:
             raise DiscoveryError(service, str(exc)) from exc
 

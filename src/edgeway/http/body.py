@@ -132,6 +132,11 @@ class BodyStream:
         """Bytes fed and not read yet."""
         return self._buffered
 
+    def peek(self) -> bytes:
+        """Everything buffered right now, left in place for the reader (a copy of a complete
+        body for a mirrored request)."""
+        return b"".join(self._chunks)
+
     async def fill(self, size: int) -> None:
         """Wait until the body is complete or ``size`` bytes of it wait unread, without reading
         them: a proxy takes a small body whole before it takes an upstream connection, so a slow

@@ -46,6 +46,15 @@ class ClientDisconnected(HttpError):
     status = 499
 
 
+class SendTimeout(ClientDisconnected):
+    """The client read nothing of the response for ``limits.send_timeout`` (nginx's
+    ``send_timeout``): its connection is aborted, as if it had gone away."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the client did not read the response for {seconds:g}s (limits.send_timeout)")
+        self.seconds = seconds
+
+
 class UpstreamError(HttpError):
     status = 502
 

@@ -25,6 +25,7 @@ _perf_counter: Final = time.perf_counter
 
 if TYPE_CHECKING:
     from edgeway.http.server import ServerProtocol
+    from edgeway.http.server_tls import TlsInfo
     from edgeway.http.upstream import UpstreamConnection
 
 Headers = list[tuple[bytes, bytes]]
@@ -147,6 +148,11 @@ class Exchange:
             if name.lower() == lname:
                 return value
         return None
+
+    def tls(self) -> TlsInfo | None:
+        """What the connection's TLS handshake negotiated (its client certificate, ALPN); None
+        on a plaintext listener. Read from the connection: nothing is copied per request."""
+        return self._protocol.tls
 
     @property
     def keep_alive(self) -> bool:

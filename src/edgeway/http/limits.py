@@ -21,6 +21,10 @@ class ServerLimits:
     # is reading it: a slow client must not hold a handler (and an upstream connection) forever.
     body_read_timeout: float = 30.0
     keepalive_timeout: float = 75.0  # an idle keep-alive connection is closed after this
+    # A response write waits at most this long for a client that stopped reading (its socket
+    # buffer full, a zero window); then the connection is aborted, and what the response held
+    # (an upstream connection mid-body) is released. nginx's send_timeout.
+    send_timeout: float = 60.0
     # Reading pauses when this many body bytes wait for the handler, so a fast client cannot make
     # the gateway hold a large body in memory; it resumes below the low mark.
     read_high_water: int = 256 * 1024

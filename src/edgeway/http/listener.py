@@ -1,4 +1,6 @@
-"""A listening socket serving :class:`ServerProtocol` connections, with graceful shutdown.
+"""A listening socket serving :class:`ServerProtocol` connections, with graceful shutdown; over
+TLS when given an ``ssl.SSLContext`` (the protocol is then chosen after the handshake, see
+:mod:`edgeway.http.server_tls`).
 
 Several worker processes may each open a listener on the same port: SO_REUSEPORT lets the kernel
 spread new connections across them, which is how one gateway uses every core.
@@ -10,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 
@@ -17,6 +20,7 @@ from mypy_extensions import mypyc_attr
 
 from edgeway.http.limits import ServerLimits
 from edgeway.http.server import Handler, ServerProtocol
+from edgeway.http.server_tls import TlsHandoff, TlsInfo
 
 log = logging.getLogger("edgeway.http")
 
@@ -54,10 +58,14 @@ class Listener:
         limits: ServerLimits,
         *,
         on_reject: RejectHook | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._handler = handler
         self._limits = limits
         self._on_reject = on_reject
+        # A TLS listener: every connection's handshake with this context, then the protocol
+        # protocol_after_handshake chooses. None: plaintext HTTP/1.1.
+        self._tls = tls
         self.connections: set[ServerProtocol] = set()
         self._server: asyncio.Server | None = None
         self._all_closed: asyncio.Event = asyncio.Event()
@@ -89,10 +97,30 @@ class Listener:
         loop = asyncio.get_running_loop()
         # create_server calls listen() again on the socket it is given, with its own default
         # backlog (100) unless told: the backlog must be passed here, not only at bind time.
-        self._server = await loop.create_server(
-            lambda: ServerProtocol(self._handler, self._limits, self), sock=sock, backlog=backlog
-        )
+        tls = self._tls
+        if tls is None:
+            self._server = await loop.create_server(
+                lambda: ServerProtocol(self._handler, self._limits, self), sock=sock, backlog=backlog
+            )
+        else:
+            verified = tls.verify_mode != ssl.CERT_NONE
+            self._server = await loop.create_server(
+                lambda: TlsHandoff(self.protocol_after_handshake, verified),
+                sock=sock,
+                backlog=backlog,
+                ssl=tls,
+                # A client gets as long for its handshake as for its request head: a peer that
+                # opens connections and never finishes a handshake holds nothing for a minute.
+                ssl_handshake_timeout=self._limits.header_read_timeout,
+            )
         self._tick()
+
+    def protocol_after_handshake(self, tls: TlsInfo) -> asyncio.Protocol:
+        """The protocol that serves a TLS connection, by what its handshake negotiated: the one
+        place that decides. The listener's context offers ``http/1.1`` by ALPN; a client that
+        offered no ALPN speaks HTTP/1.1 too. Serving HTTP/2 means offering ``h2`` and returning
+        its protocol here for ``tls.alpn == "h2"``."""
+        return ServerProtocol(self._handler, self._limits, self, b"https", tls)
 
     def _tick(self) -> None:
         """Fire due connection deadlines (head read, keep-alive). A ticker scanning every

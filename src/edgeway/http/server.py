@@ -19,11 +19,12 @@ from typing import Final, Protocol, cast
 import httptools
 
 from edgeway.http.body import BodyStream, empty_body
-from edgeway.http.errors import BodyTooLarge, ClientDisconnected, HttpError, RequestRejected
+from edgeway.http.errors import BodyTooLarge, ClientDisconnected, HttpError, RequestRejected, SendTimeout
 from edgeway.http.exchange import Exchange, ResponseState
 from edgeway.http.flow import WriteFlow
 from edgeway.http.headers import connection_tokens, only_chunked, reason_phrase, status_line
 from edgeway.http.limits import ServerLimits
+from edgeway.http.server_tls import TlsInfo
 
 log = logging.getLogger("edgeway.http")
 
@@ -97,7 +98,12 @@ _CHUNK_FRAMING: Final = 24
 
 class ServerProtocol(asyncio.Protocol):
     def __init__(
-        self, handler: Handler, limits: ServerLimits, observer: ConnectionObserver, scheme: bytes = b"http"
+        self,
+        handler: Handler,
+        limits: ServerLimits,
+        observer: ConnectionObserver,
+        scheme: bytes = b"http",
+        tls: TlsInfo | None = None,
     ) -> None:
         # -- configuration (shared by every connection of the listener) --
         self._handler = handler
@@ -107,6 +113,8 @@ class ServerProtocol(asyncio.Protocol):
         self._loop = asyncio.get_event_loop()
 
         # -- per connection --
+        # What the TLS handshake negotiated (edgeway.http.server_tls); None on a plaintext listener.
+        self.tls = tls
         self.transport: asyncio.Transport | None = None
         self.client = ""
         self.state = ConnState.WAITING
@@ -582,7 +590,14 @@ class ServerProtocol(asyncio.Protocol):
             t.write(data)
 
     async def drain(self) -> None:
-        await self._write.drain()
+        try:
+            await self._write.drain(self._limits.send_timeout)
+        except SendTimeout as exc:
+            # The client holds the response (and, proxied, an upstream connection) without
+            # reading: drop it. The handler gets the error and gives back what it holds.
+            self._observer.rejected(self, exc.status, str(exc))
+            self.abort()
+            raise
 
     def write_paused(self) -> bool:
         """True while the transport's buffer is above its high-water mark (drain would wait)."""

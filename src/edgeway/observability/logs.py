@@ -196,6 +196,9 @@ def setup_logging(service: str, level: str | int = "info", *, uvicorn_access_log
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+        # uvicorn's own set-up (a Config made earlier in this process) leaves its level on its
+        # loggers: the root's level decides here, or uvicorn's start line goes missing.
+        logger.setLevel(logging.NOTSET)
     logging.getLogger("uvicorn.access").disabled = not uvicorn_access_log
     for name in _CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING if numeric > logging.DEBUG else logging.NOTSET)

@@ -20,6 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 __all__ = ["LATENCY_BUCKETS", "Metrics", "MetricsConflictError"]
 
@@ -27,6 +28,7 @@ __all__ = ["LATENCY_BUCKETS", "Metrics", "MetricsConflictError"]
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 M = TypeVar("M", bound=MetricWrapperBase)
+C = TypeVar("C", bound=Collector)
 
 
 class MetricsConflictError(ValueError):
@@ -34,12 +36,28 @@ class MetricsConflictError(ValueError):
 
 
 class Metrics:
-    """The metrics of one app; ``exposition()`` renders them for ``/metrics``."""
+    """The metrics of one app; ``exposition()`` renders them for ``/metrics``.
 
-    def __init__(self, service: str, registry: CollectorRegistry | None = None) -> None:
+    ``http_server=False``: without the standard HTTP server families (``requests``,
+    ``latency``, ``in_flight``), for an app that exports them its own way under the same names
+    (the gateway counts them in plain integers: :mod:`edgeway.gateway.telemetry.metrics`).
+    """
+
+    requests: Counter
+    latency: Histogram
+    in_flight: Gauge
+
+    def __init__(
+        self, service: str, registry: CollectorRegistry | None = None, *, http_server: bool = True
+    ) -> None:
         self.service = service
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._metrics: dict[str, MetricWrapperBase] = {}
+        self._collectors: dict[str, Collector] = {}
+        if http_server:
+            self._http_server()
+
+    def _http_server(self) -> None:
         self.requests = self.counter(
             "http_server_requests_total",
             "HTTP requests served, by method, route template and status code.",
@@ -97,6 +115,17 @@ class Metrics:
             labels,
             lambda: Histogram(name, doc, labels, registry=self.registry, buckets=buckets),
         )
+
+    def collector(self, key: str, factory: Callable[[], C]) -> C:
+        """A custom collector (an object with ``collect()``, as prometheus_client's
+        ``Collector``) registered once under ``key``: asked for again, the same one. For
+        counts kept outside prometheus_client's metric objects (the gateway's per-request
+        meters) that must carry on, like the metrics, across a gateway's live reload."""
+        found = self._collectors.get(key)
+        if found is None:
+            found = self._collectors[key] = factory()
+            self.registry.register(found)
+        return found  # type: ignore[return-value]  # one key, one factory, one type
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -29,7 +29,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from edgeway.resilience.balancer import LeastOutstanding, RoundRobin
+from edgeway.resilience.balancer import Balancer
 from edgeway.resilience.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from edgeway.resilience.budget import RetryBudget
 from edgeway.resilience.concurrency import ConcurrencyLimiter, ConcurrencyPolicy
@@ -98,6 +98,11 @@ class InstanceState(Generic[M]):
         self.health = HealthTrack() if policy.health is not None else None
         self._timer: asyncio.TimerHandle | None = None
         guard.telemetry.watch_available(label, lambda: self.member.available)
+        health = self.health
+        if health is not None:
+            guard.telemetry.watch_health(label, lambda: health.healthy)
+        if self.outlier is not None:
+            guard.telemetry.watch_ejection(label, lambda: self.ejected)
 
     def __repr__(self) -> str:
         return f"<InstanceState {self.member.label} available={self.member.available}>"
@@ -244,9 +249,7 @@ class ServiceGuard(Generic[M]):
             found.close()
             self.telemetry.forget(member.label)
 
-    def pick(
-        self, balancer: RoundRobin[M] | LeastOutstanding[M], tried: Collection[M] = ()
-    ) -> InstanceState[M]:
+    def pick(self, balancer: Balancer[M], tried: Collection[M] = ()) -> InstanceState[M]:
         """An available instance not tried yet, claimed for one attempt.
 
         Raises :class:`NoInstanceAvailable` when there is none.

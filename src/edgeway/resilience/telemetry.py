@@ -12,6 +12,10 @@ the service as a whole):
 ``edgeway_breaker_state``                    gauge: 0 closed, 1 half-open, 2 open
 ``edgeway_breaker_transitions_total``        counter, label ``to``: the state entered
 ``edgeway_instance_available``               gauge: 1 while the instance is in the balancer
+``edgeway_instance_healthy``                 gauge: 1 while its active health check passes
+                                             (services with ``health_check`` only)
+``edgeway_instance_ejected``                 gauge: 1 while outlier detection holds it out
+                                             (services with ``outlier_ejection`` only)
 ``edgeway_upstream_retries_total``           counter, label ``reason``: ``error`` | ``status``
 ``edgeway_retry_budget_exhausted_total``     counter: retries refused by the budget
 ``edgeway_outlier_ejections_total``          counter, per instance
@@ -76,6 +80,16 @@ class Telemetry:
             "1 while the instance is in the balancer (breaker, ejection and health check allow it).",
             ("service", "instance"),
         )
+        self._healthy = metrics.gauge(
+            "edgeway_instance_healthy",
+            "1 while the instance's active health check passes, 0 while it fails.",
+            ("service", "instance"),
+        )
+        self._ejected = metrics.gauge(
+            "edgeway_instance_ejected",
+            "1 while outlier detection holds the instance out of the balancer.",
+            ("service", "instance"),
+        )
         self._retries = metrics.counter(
             "edgeway_upstream_retries_total",
             "Upstream calls retried on another instance, by reason (error or status).",
@@ -135,11 +149,19 @@ class Telemetry:
         if self.metrics is not None:
             self._available.labels(self.service, instance).set_function(lambda: 1.0 if available() else 0.0)
 
+    def watch_health(self, instance: str, healthy: Callable[[], bool]) -> None:
+        if self.metrics is not None:
+            self._healthy.labels(self.service, instance).set_function(lambda: 1.0 if healthy() else 0.0)
+
+    def watch_ejection(self, instance: str, ejected: Callable[[], bool]) -> None:
+        if self.metrics is not None:
+            self._ejected.labels(self.service, instance).set_function(lambda: 1.0 if ejected() else 0.0)
+
     def forget(self, instance: str) -> None:
         """Drop an instance's series (it left the service)."""
         if self.metrics is None:
             return
-        for gauge in (self._state, self._available):
+        for gauge in (self._state, self._available, self._healthy, self._ejected):
             with contextlib.suppress(KeyError):
                 gauge.remove(self.service, instance)
 

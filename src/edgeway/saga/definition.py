@@ -204,6 +204,7 @@ class Step(Generic[D]):
     compensation_retry: Retry
     compensation_timeout: float
     transactional: bool
+    retriable: bool = False
 
 
 class Saga(Generic[D]):
@@ -228,6 +229,7 @@ class Saga(Generic[D]):
         compensation_retry: Retry | None = None,
         compensation_timeout: float | None = None,
         transactional: bool = False,
+        retriable: bool = False,
     ) -> Callable[[Action[D]], Action[D]]:
         """Decorator: append the function as the next step. See :meth:`add_step`."""
 
@@ -241,6 +243,7 @@ class Saga(Generic[D]):
                 compensation_retry=compensation_retry,
                 compensation_timeout=compensation_timeout,
                 transactional=transactional,
+                retriable=retriable,
             )
             return action
 
@@ -257,6 +260,7 @@ class Saga(Generic[D]):
         compensation_retry: Retry | None = None,
         compensation_timeout: float | None = None,
         transactional: bool = False,
+        retriable: bool = False,
     ) -> Step[D]:
         """Append a step.
 
@@ -266,6 +270,12 @@ class Saga(Generic[D]):
         ``compensation_retry`` the compensation's (default 10 attempts on any error);
         ``transactional=True`` runs the action inside the database transaction that marks it
         done (``ctx.session``): its local writes commit exactly once, with the step.
+
+        ``retriable=True`` puts the step after the saga's pivot (Garcia-Molina's compensatable
+        steps, a pivot, then retriable steps): once the pivot is done the saga can only go
+        forward, so a retriable step is retried on any error, a timeout included, with
+        ``retry.backoff`` and no attempt limit, and never turns the saga ``compensating``. It
+        cannot have a compensation, and every step after it must be retriable too.
         """
         if NAME.fullmatch(name) is None:
             raise SagaConfigError(
@@ -275,6 +285,18 @@ class Saga(Generic[D]):
             raise SagaConfigError(f"saga {self.name!r} already has a step named {name!r}")
         if timeout <= 0 or (compensation_timeout is not None and compensation_timeout <= 0):
             raise SagaConfigError(f"saga {self.name!r}, step {name!r}: timeouts must be > 0 seconds")
+        if retriable and compensate is not None:
+            raise SagaConfigError(
+                f"saga {self.name!r}, step {name!r}: a retriable step cannot have a compensation "
+                "(it comes after the pivot, where the saga only goes forward)"
+            )
+        after = next((s.name for s in self.steps if s.retriable), None)
+        if after is not None and not retriable:
+            raise SagaConfigError(
+                f"saga {self.name!r}, step {name!r}: it comes after the retriable step {after!r}, "
+                "so it must be retriable too (a failure there could not be compensated); declare it "
+                "with retriable=True or move it before the pivot"
+            )
         step = Step(
             name=name,
             action=action,
@@ -286,6 +308,7 @@ class Saga(Generic[D]):
             else DEFAULT_COMPENSATION_RETRY,
             compensation_timeout=compensation_timeout if compensation_timeout is not None else timeout,
             transactional=transactional,
+            retriable=retriable,
         )
         self.steps.append(step)
         return step

@@ -11,6 +11,8 @@ The rules, all enforced here:
 * A failure that its ``Retry.on`` lists is retried after the backoff while fewer than
   ``Retry.attempts`` attempts have failed; any other failure, an exhausted budget or a timeout
   fails the step: the saga turns ``compensating``.
+* A ``retriable`` step (after the pivot) is retried on any failure, a timeout included, with its
+  backoff and no attempt limit, and an interruption never fails it: the saga only goes forward.
 * Compensation walks the steps in reverse definition order and compensates every step whose
   effect may exist (done, failed, or a compensation that was interrupted), each until it
   succeeds or exhausts its budget; the first that gives up turns the saga ``failed``.
@@ -117,7 +119,7 @@ class Execution:
                 continue
             count = step.interruptions + 1
             fields = log_fields(record.id, record.name, step.name, interruptions=count)
-            if count <= self.runtime.max_interruptions:
+            if count <= self.runtime.max_interruptions or self._retriable(step.name, step.status):
                 log.warning("resuming interrupted step %s of saga %s", step.name, record.id, extra=fields)
                 await self.store.save(record, self.owner, steps={step.name: {"interruptions": count}})
                 continue
@@ -136,6 +138,13 @@ class Execution:
             else:
                 await self._give_up(step, error, {"interruptions": count})
                 return
+
+    def _retriable(self, name: str, status: StepStatus) -> bool:
+        """A retriable step's action is resumed however often it was cut short: past the pivot the
+        saga cannot compensate (a compensation in flight still counts its interruptions)."""
+        if status is not StepStatus.RUNNING:
+            return False
+        return any(s.name == name and s.retriable for s in self.saga.steps)
 
     # -- forward ---------------------------------------------------------------------------------
 
@@ -165,7 +174,7 @@ class Execution:
                 return
             failures = rec.failures + 1
             fields = log_fields(record.id, record.name, step.name, attempt=attempt)
-            if step.retry.retries(error) and failures < step.retry.attempts:
+            if step.retriable or (step.retry.retries(error) and failures < step.retry.attempts):
                 if await self._backoff(step, _ACTION, attempt, failures, error):
                     continue
                 return
@@ -358,12 +367,13 @@ class Execution:
             budget = step.compensation_retry
             values = {"compensation_failures": failures}
         delay = budget.backoff.delay(failures)
+        forever = phase == _ACTION and step.retriable
         log.warning(
-            "%s %s failed (attempt %d of %d), retrying in %.3g s: %s",
+            "%s %s failed (attempt %d of %s), retrying in %.3g s: %s",
             "step" if phase == _ACTION else "compensation of step",
             step.name,
             attempt,
-            budget.attempts,
+            "unlimited, past the pivot" if forever else budget.attempts,
             delay,
             describe(error),
             extra=log_fields(record.id, record.name, step.name, attempt=attempt),

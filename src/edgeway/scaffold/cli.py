@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import NoReturn
 
 import typer
-import yaml
 
 from edgeway.scaffold.generate import PATTERNS, Generated, ScaffoldError, new_gateway, new_service
 from edgeway.scaffold.names import ScaffoldNameError
@@ -27,23 +26,32 @@ def _report(what: str, done: Generated) -> None:
     typer.echo(f"created {what} in {done.root}:")
     for path in done.files:
         typer.echo(f"  {path}")
-    typer.echo("its entry for the system file (edgeway.system.yaml):")
-    entry = yaml.safe_dump(done.system_entry.as_mapping(), sort_keys=False, default_flow_style=None)
-    for line in entry.splitlines():
-        typer.echo(f"  {line}")
+    entry = done.system_entry
+    verb = "created with" if done.system_created else "added to"
+    typer.echo(f"{verb} {done.system_file.name}: {entry.section}.{entry.name}")
+    for change in done.edges:
+        if change.changed:
+            typer.echo(f"included in edge {change.edge!r}: {change.include} ({change.config.name})")
     typer.echo("next:")
     for step in done.next_steps:
         typer.echo(f"  {step}")
+    system = done.system_file
+    typer.echo(f"  edgeway system check {system}")
+    typer.echo(f"  edgeway demo --system {system}   # the whole system on this machine")
 
 
 @app.command()
 def service(
     name: str = typer.Argument(..., help="lowercase letters, digits and hyphens, e.g. order-history"),
     directory: Path = _DIR,
+    edges: bool = typer.Option(
+        True, "--edges/--no-edges", help="Add its routes to the include list of every edge of the system."
+    ),
 ) -> None:
-    """A service on the kit: app, settings, health check, an event handler, tests, a gateway route."""
+    """A service on the kit: app, settings, health check, an event handler, tests, a gateway route,
+    its image recipe, and its entry in the system file (edgeway.system.yaml)."""
     try:
-        done = new_service(directory, name)
+        done = new_service(directory, name, include_in_edges=edges)
     except (ScaffoldNameError, ScaffoldError) as exc:
         _fail(str(exc))
     except OSError as exc:
@@ -59,7 +67,8 @@ def gateway(
     ),
     directory: Path = _DIR,
 ) -> None:
-    """An edge (API gateway or BFF): its config, routing every service in edges/routes/, and a test."""
+    """An edge (API gateway or BFF): its config, routing every service in edges/routes/, a test,
+    and its entry in the system file (edgeway.system.yaml)."""
     try:
         done = new_gateway(directory, name, pattern)
     except (ScaffoldNameError, ScaffoldError) as exc:

@@ -1,28 +1,36 @@
-"""Render a template into a repository: all files or none, and never over an existing file.
+"""Render a template into a repository: all files or none, and never over an existing file; then
+its entry in the repository's system file.
 
 A repository scaffolded by edgeway has this layout (docs/scaffolding.md)::
 
-    services/<name>/            one service: pyproject.toml, src/<package>/, tests/
+    edgeway.system.yaml         the system: every service and edge, for edgeway demo and deploy
+    services/<name>/            one service: pyproject.toml, Dockerfile, src/<package>/, tests/
     edges/<name>/               one gateway or BFF: gateway.yaml, tests/
     edges/routes/<name>.yaml    a service's routes and upstream, included by the edges that serve it
 
 copier renders the template into a temporary directory; then every rendered file is checked
-against the repository, and only when none exists is anything copied in. A failure while
-copying removes what this run wrote.
+against the repository, and only when none exists is anything copied in. The system file is
+written last, checked before it replaces the old one (:mod:`.system_file`); a failure while
+copying or in that check removes what this run wrote.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeway.extras import require
+from edgeway.scaffold.edge_routes import EdgeChange, include_in_edge
+from edgeway.scaffold.errors import ScaffoldConflictError, ScaffoldError
+from edgeway.scaffold.image import service_image_files
 from edgeway.scaffold.names import check_name, is_valid_name
 from edgeway.scaffold.system_entry import SystemEntry, edge_entry, service_entry
+from edgeway.scaffold.system_file import SystemFile
+from edgeway.system import env_key
 
 __all__ = [
     "PATTERNS",
@@ -38,39 +46,40 @@ __all__ = [
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PATTERNS = ("gateway", "bff")
 
-# The port a generated service listens on unless EDGEWAY_PORT says otherwise, and where its edge
-# entry points by default: the kit's default (ServiceSettings.port).
-SERVICE_PORT = 8000
-
-
-class ScaffoldError(Exception):
-    """Scaffolding cannot go ahead; the message says why and what to do instead."""
-
-
-class ScaffoldConflictError(ScaffoldError):
-    """Files the template would write exist already; nothing was written."""
-
-    def __init__(self, root: Path, existing: list[Path]) -> None:
-        shown = ", ".join(str(p) for p in existing[:5]) + (" ..." if len(existing) > 5 else "")
-        super().__init__(
-            f"{len(existing)} file(s) would be overwritten in {root}: {shown}; "
-            "nothing was written (remove them or choose another name)"
-        )
-        self.existing = existing
+# Where the ports of new processes start (the next one the system file does not use yet): a
+# service's, an edge's and its admin API's. A service listens on its port in every target.
+SERVICE_PORT = 8001
+EDGE_PORT = 8080
+ADMIN_PORT = 8180
+# A generated project's version (its pyproject.toml), the tag of its image.
+VERSION = "0.1.0"
 
 
 @dataclass
 class Generated:
-    """What a run wrote: the files (relative to ``root``) and what to do next."""
+    """What a run wrote: the files (relative to ``root``), the system file's new entry, the
+    edges that now include the new service's routes (or why not), and what to do next."""
 
     root: Path
     files: list[Path]
+    system_file: Path
+    system_created: bool
     system_entry: SystemEntry
+    edges: list[EdgeChange] = field(default_factory=list)
     next_steps: list[str] = field(default_factory=list)
 
 
-def render(template: str, data: Mapping[str, Any], root: Path) -> list[Path]:
-    """Render ``templates/<template>`` with ``data`` into ``root``; the files written, relative.
+def render(
+    template: str,
+    data: Mapping[str, Any],
+    root: Path,
+    *,
+    extra: Mapping[str, str] | None = None,
+    then: Callable[[], None] | None = None,
+) -> list[Path]:
+    """Render ``templates/<template>`` with ``data`` (and the ``extra`` files: relative path →
+    text) into ``root``; the files written, relative. ``then`` runs once they are in place; if it
+    raises, they are removed again.
 
     Raises :class:`ScaffoldConflictError` (nothing written) when any of them exists.
     """
@@ -91,6 +100,9 @@ def render(template: str, data: Mapping[str, Any], root: Path) -> list[Path]:
             unsafe=False,
             settings=copier.Settings(),
         )
+        for relative, text in (extra or {}).items():
+            (out / relative).parent.mkdir(parents=True, exist_ok=True)
+            (out / relative).write_text(text, encoding="utf-8")
         rendered = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
         existing = [p for p in rendered if (root / p).exists() or (root / p).is_symlink()]
         if existing:
@@ -106,6 +118,8 @@ def render(template: str, data: Mapping[str, Any], root: Path) -> list[Path]:
                         made_dirs.append(parent)
                 shutil.copy2(out / rel, target)
                 written.append(target)
+            if then is not None:
+                then()
         except BaseException:
             for path in written:
                 path.unlink(missing_ok=True)
@@ -122,47 +136,101 @@ def _repository(root: Path) -> Path:
     return root.resolve()
 
 
-def _service_names_in(root: Path) -> list[str]:
-    """The services that have a routes file in ``edges/routes/`` (an edge includes them all)."""
+def _routed_services(root: Path, system: SystemFile) -> list[str]:
+    """The system's services that have a route file in ``edges/routes/`` (a new edge includes
+    them all), in the system file's order."""
     routes = root / "edges" / "routes"
-    found = sorted(p.stem for p in routes.glob("*.yaml")) if routes.is_dir() else []
-    return [name for name in found if is_valid_name(name)]
+    return [
+        name
+        for name in system.loaded.model.services
+        if is_valid_name(name) and (routes / f"{name}.yaml").is_file()
+    ]
 
 
-def new_service(root: Path, name: str) -> Generated:
-    """``services/<name>/`` and ``edges/routes/<name>.yaml`` in the repository at ``root``."""
+# The variables a generated config reads to learn where things are (edgeway.system.wiring): the
+# demo, compose and Kubernetes set them; outside them the config's defaults apply.
+
+
+def _url_var(system: SystemFile, name: str) -> str:
+    """Where a service is reached: ``<PREFIX>_URL_<NAME>``."""
+    return env_key(system.prefix, "URL", name)
+
+
+def _edge_vars(system: SystemFile, name: str) -> dict[str, str]:
+    """What an edge listens on: ``<PREFIX>_HOST``, ``<PREFIX>_PORT_<NAME>``, ``..._<NAME>_ADMIN``."""
+    prefix = system.prefix
+    return {
+        "host_var": f"{prefix}_HOST",
+        "port_var": env_key(prefix, "PORT", name),
+        "admin_port_var": env_key(prefix, "PORT", f"{name}-admin"),
+    }
+
+
+def new_service(root: Path, name: str, *, include_in_edges: bool = True) -> Generated:
+    """``services/<name>/`` (with its Dockerfile) and ``edges/routes/<name>.yaml`` in the
+    repository at ``root``, its entry in the system file, and its routes in every edge's includes
+    (unless ``include_in_edges`` is false)."""
     names = check_name("service", name)
     root = _repository(root)
-    data = {**names.as_data(), "port": SERVICE_PORT}
-    files = render("service", data, root)
-    edges = sorted(p.parent.name for p in (root / "edges").glob("*/gateway.yaml"))
-    include = f"../routes/{names.name}.yaml"
+    system = SystemFile.open(root)
+    system.check_new("service", names.name)
+    port = system.free_port(SERVICE_PORT)
+    image = f"{system.name}/{names.name}:{VERSION}"
+    data = {
+        **names.as_data(),
+        "prefix": system.prefix,
+        "url_var": _url_var(system, names.name),
+        "port": port,
+        "image": image,
+    }
+    entry = service_entry(names, port, image)
+    text = system.with_entry(entry)
+    folder = f"services/{names.name}"
+    extra = {f"{folder}/{n}": t for n, t in service_image_files(names.package, port, image).items()}
+    created = not system.exists
+    files = render("service", data, root, extra=extra, then=lambda: system.write(text))
+    edges: list[EdgeChange] = []
+    if include_in_edges:
+        route_file = root / "edges" / "routes" / f"{names.name}.yaml"
+        edges = [include_in_edge(system.loaded, edge, route_file) for edge in system.loaded.model.edges]
     steps = [
-        f"cd {root / 'services' / names.name} && python -m pytest   # the service's own tests",
-        f"EDGEWAY_PORT={SERVICE_PORT} python -m {names.package}   "
-        f"# run it (from services/{names.name}/src, or once installed)",
+        f"cd {root / folder} && python -m pytest   # the service's own tests",
+        f"docker build -t {image} {root / folder}   # its image, for compose and Kubernetes",
     ]
-    steps += [f"add {include!r} to the include list of edges/{edge}/gateway.yaml" for edge in edges]
-    return Generated(root, files, service_entry(names, SERVICE_PORT), steps)
+    steps += [
+        f"add {change.include!r} to the include list of {change.config} ({change.why})"
+        for change in edges
+        if not change.changed and change.why != "it includes the file already"
+    ]
+    return Generated(root, files, system.path, created, entry, edges, steps)
 
 
 def new_gateway(root: Path, name: str, pattern: str) -> Generated:
-    """``edges/<name>/`` (config, test) for an edge of ``pattern`` ``gateway`` or ``bff``."""
+    """``edges/<name>/`` (config, test) for an edge of ``pattern`` ``gateway`` or ``bff``, and
+    its entry in the system file."""
     names = check_name("gateway", name)
     if pattern not in PATTERNS:
         raise ScaffoldError(f"pattern {pattern!r} is not one of: {', '.join(PATTERNS)}")
     if names.name == "routes":
         raise ScaffoldError("edges/routes/ holds the services' route files: name the edge otherwise")
     root = _repository(root)
-    services = [check_name("service", s) for s in _service_names_in(root)]
+    system = SystemFile.open(root)
+    system.check_new("gateway", names.name)
+    port = system.free_port(EDGE_PORT)
+    admin_port = system.free_port(ADMIN_PORT, port)
+    services = [check_name("service", s) for s in _routed_services(root, system)]
     data = {
         **names.as_data(),
+        **_edge_vars(system, names.name),
+        "prefix": system.prefix,
         "pattern": pattern,
+        "port": port,
+        "admin_port": admin_port,
         "services": [s.as_data() for s in services],
     }
-    files = render("gateway", data, root)
-    steps = [
-        f"cd {root / 'edges' / names.name} && python -m pytest   # starts the edge and calls it",
-        f"edgeway gateway --config {root / 'edges' / names.name / 'gateway.yaml'}",
-    ]
-    return Generated(root, files, edge_entry(names, pattern, [s.name for s in services]), steps)
+    entry = edge_entry(names, pattern, port, admin_port)
+    text = system.with_entry(entry)
+    created = not system.exists
+    files = render("gateway", data, root, then=lambda: system.write(text))
+    steps = [f"cd {root / 'edges' / names.name} && python -m pytest   # starts the edge and calls it"]
+    return Generated(root, files, system.path, created, entry, [], steps)

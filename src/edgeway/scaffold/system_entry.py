@@ -1,16 +1,15 @@
 """What a scaffolded service or edge adds to the system file (``edgeway.system.yaml``).
 
 The system file names every process of a system once, so that ``edgeway demo`` and the deploy
-renderers work from the same description. Scaffolding knows everything such an entry holds (the
-command, the port, the health endpoints, the channels, the edge config and the services it
-routes); :class:`SystemEntry` carries it, and ``edgeway new`` prints it as YAML today. Writing it
-into the system file is one function over this entry, added together with the file's format.
+renderers work from the same description. An entry here holds exactly the keys of that file's
+model (:class:`edgeway.system.model.Service`, :class:`~edgeway.system.model.Edge`); what the model
+gives by default (a kit service's health paths, one instance) is left to it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from edgeway.scaffold.names import Names
 
@@ -19,39 +18,44 @@ __all__ = ["SystemEntry", "edge_entry", "service_entry"]
 
 @dataclass(frozen=True)
 class SystemEntry:
-    kind: str  # "service" or "edge"
+    kind: Literal["service", "edge"]
     name: str
     fields: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def section(self) -> str:
+        """Where it goes in the system file: ``services`` or ``edges``."""
+        return f"{self.kind}s"
+
     def as_mapping(self) -> dict[str, Any]:
-        """``{kind + "s": {name: fields}}``: the entry under its section of the system file."""
-        return {f"{self.kind}s": {self.name: dict(self.fields)}}
+        """``{section: {name: fields}}``: the entry under its section of the system file."""
+        return {self.section: {self.name: dict(self.fields)}}
 
 
-def service_entry(names: Names, port: int) -> SystemEntry:
+def service_entry(names: Names, port: int, image: str) -> SystemEntry:
+    """A kit service in ``services/<name>/``: run as ``python -m <package>`` from its ``src/`` on
+    one machine, from its own image on a cluster; its own database (SQLite on one machine)."""
     return SystemEntry(
         "service",
         names.name,
         {
-            "command": ["python", "-m", names.package],
+            "module": names.package,
             "path": f"services/{names.name}",
+            "image": image,
             "port": port,
-            "health": {"live": "/health/live", "ready": "/health/ready"},
-            "database": {"kind": "sqlite"},
-            "channels": [names.name],
-            "routes": f"edges/routes/{names.name}.yaml",
+            "database": names.name,
         },
     )
 
 
-def edge_entry(names: Names, pattern: str, services: list[str]) -> SystemEntry:
+def edge_entry(names: Names, pattern: str, port: int, admin_port: int) -> SystemEntry:
     return SystemEntry(
         "edge",
         names.name,
         {
-            "pattern": pattern,
             "config": f"edges/{names.name}/gateway.yaml",
-            "health": {"live": "/healthz", "ready": "/readyz"},
-            "services": list(services),
+            "pattern": pattern,
+            "port": port,
+            "admin_port": admin_port,
         },
     )

@@ -80,7 +80,9 @@ async def open_state(settings: SecuritySettings) -> SecurityState:
     ring = keystore.load_or_create(settings.signing_alg)
     state = SecurityState.build(settings, store, keystore, ring)
     if settings.bus_url:
-        state.events = RevocationEvents(settings.bus_url, settings.bus_prefix, database)
+        state.events = RevocationEvents(
+            settings.bus_url, settings.bus_prefix, database, replicas=settings.bus_replicas
+        )
         store.outbox = state.events.outbox  # user changes publish UserChanged/UserDeleted too
     entries, _ = await store.revocations_since(0, time.time(), 1_000_000)
     for entry in entries:

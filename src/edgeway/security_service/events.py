@@ -13,6 +13,7 @@ background, retrying, and gateways catch up through ``GET /revocations`` meanwhi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from edgeway.bus.brokers import transport_for
@@ -35,9 +36,15 @@ RETRY_INTERVAL = 2.0
 class RevocationEvents:
     """The service's publishing side of revocations. See the module docstring."""
 
-    def __init__(self, url: str, prefix: str, database: Database) -> None:
+    def __init__(self, url: str, prefix: str, database: Database, *, replicas: int = 1) -> None:
         self.outbox = Outbox(db.metadata, table_name=db.outbox.name)
-        self.bus = EventBus(transport_for(url, prefix), channels=[REVOCATIONS, ChannelConfig(USERS_CHANNEL)])
+        # ``replicas`` is the deployment's bus_replicas, as the kit services declare their
+        # channels with: two declarations of one stream that disagree would keep resizing it.
+        channels = [
+            dataclasses.replace(REVOCATIONS, replicas=replicas),
+            ChannelConfig(USERS_CHANNEL, replicas=replicas),
+        ]
+        self.bus = EventBus(transport_for(url, prefix), channels=channels)
         self.relay = OutboxRelay(
             self.outbox, database.sessions, self.bus, retry_interval=RETRY_INTERVAL, idle_interval=1.0
         )

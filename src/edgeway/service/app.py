@@ -15,13 +15,15 @@ traces (OTLP when configured) :mod:`edgeway.observability.tracing`
 ``Caller``, role/scope guards :mod:`edgeway.service.identity`
 remote config, flags          :mod:`edgeway.service.config_store`, :mod:`edgeway.service.flags`
 registry, discovery, clients  :mod:`edgeway.discovery`, :mod:`edgeway.service.clients`
+gRPC server and clients       :mod:`edgeway.service.grpc` (``grpc`` extra; ``grpc_port``)
 ============================  ============================================================
 
 Start-up order: logging, config store (retries, then the disk cache), flags, registry (and
-self-registration when ``advertise_url`` is set), the service's own lifespan, the start-up heap
-frozen (``gc_freeze``), then readiness turns true. Shutdown runs the other way: readiness turns
-false, the instance deregisters (so peers stop picking it), ``shutdown_grace`` seconds pass for
-in-flight requests and load balancers, the service's lifespan exits, clients close, traces flush.
+self-registration when ``advertise_url`` is set), the service's own lifespan, the gRPC server
+(with ``grpc_port``), the start-up heap frozen (``gc_freeze``), then readiness turns true.
+Shutdown runs the other way: readiness turns false, the instance deregisters (so peers stop
+picking it), ``shutdown_grace`` seconds pass for in-flight requests and load balancers, the gRPC
+server stops (calls in flight get 5 s), the service's lifespan exits, clients close, traces flush.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import httpx
 from fastapi import Depends, FastAPI, Request
@@ -42,6 +44,7 @@ from starlette.responses import Response
 from edgeway.discovery import natsconn
 from edgeway.discovery.errors import RegistryError
 from edgeway.discovery.registry import Instance, Registration, Registry
+from edgeway.extras import require
 from edgeway.observability.logs import setup_logging
 from edgeway.observability.metrics import Metrics
 from edgeway.observability.tracing import Tracing
@@ -68,7 +71,17 @@ from edgeway.service.problems import install_problem_handlers
 from edgeway.service.settings import ServiceSettings
 from edgeway.service.tls import client_tls_context
 
+if TYPE_CHECKING:
+    import grpc
+
+    from edgeway.service.grpc.client import GrpcChannel
+    from edgeway.service.grpc.server import GrpcServer
+
 __all__ = ["Kit", "ServiceKit", "create_app", "kit_of"]
+
+S = TypeVar("S")
+# Calls in flight when the gRPC server stops get this long (uvicorn gives HTTP requests as much).
+GRPC_STOP_GRACE = 5.0
 
 _log = logging.getLogger("edgeway.service")
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
@@ -87,6 +100,7 @@ class ServiceKit:
         verifier: TokenVerifier | None,
         discovery: Discovery | None,
         tracing: Tracing | None,
+        grpc_discovery: Discovery | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -115,6 +129,15 @@ class ServiceKit:
         self._explicit_discovery = discovery
         self.discovery: Discovery = discovery if discovery is not None else self._default_discovery()
         self._clients: dict[str, ServiceClient] = {}
+        # gRPC (edgeway.service.grpc, imported only when used: the grpc extra)
+        self.grpc: GrpcServer | None = None
+        self.grpc_access_log = True
+        self._explicit_grpc_discovery = grpc_discovery
+        self.grpc_discovery: Discovery = (
+            grpc_discovery if grpc_discovery is not None else self._default_grpc_discovery()
+        )
+        self._grpc_channels: dict[str, GrpcChannel] = {}
+        self._grpc_stubs: dict[tuple[str, Any], Any] = {}
 
     def _default_discovery(self) -> Discovery:
         sources: list[Discovery] = [StaticDiscovery(self.settings.services), EnvDiscovery()]
@@ -122,7 +145,77 @@ class ServiceKit:
             sources.append(RegistryDiscovery(self.registry))
         if self.settings.dns_discovery:
             sources.append(DnsDiscovery(domain=self.settings.dns_domain))
+        return CachedDiscovery(
+            ChainDiscovery(sources),
+            ttl=self.settings.discovery_cache_ttl,
+            max_stale=self.settings.discovery_max_stale,
+        )
+
+    def _default_grpc_discovery(self) -> Discovery:
+        # The same sources as HTTP, each asked for the gRPC address: grpc_services, the
+        # EDGEWAY_SERVICE_<NAME>_GRPC_URLS variable, the registry's "grpc" meta, SRV _grpc._tcp.
+        sources: list[Discovery] = [
+            StaticDiscovery(self.settings.grpc_services),
+            EnvDiscovery(suffix="GRPC_URLS"),
+        ]
+        if self.registry is not None:
+            sources.append(RegistryDiscovery(self.registry, meta="grpc"))
+        if self.settings.dns_discovery:
+            sources.append(
+                DnsDiscovery(
+                    scheme="grpc", port=50051, srv_prefix="_grpc._tcp.", domain=self.settings.dns_domain
+                )
+            )
         return CachedDiscovery(ChainDiscovery(sources), ttl=self.settings.discovery_cache_ttl)
+
+    def add_grpc(self, servicer: object) -> None:
+        """Serve ``servicer`` (generated by ``edgeway proto compile``) on the gRPC port, beside
+        those given to ``create_app(grpc=[...])``; before the app starts."""
+        self._grpc_server().add(servicer)
+
+    def _grpc_server(self) -> GrpcServer:
+        if self.grpc is None:
+            require("grpc", "serving gRPC (grpc_port, create_app(grpc=...))")
+            from edgeway.service.grpc.server import GrpcServer
+
+            self.grpc = GrpcServer(
+                self.name,
+                self.settings,
+                health=self.health,
+                metrics=self.metrics,
+                tracing=self.tracing,
+                identity=self.identity,
+                access_log=self.grpc_access_log,
+            )
+        return self.grpc
+
+    def grpc_client(self, service: str, stub: Callable[[grpc.aio.Channel], S]) -> S:
+        """A typed client of ``service``: the generated ``stub`` class (``InventoryStub``, typed as
+        its ``InventoryAsyncStub``) on a channel to every instance of it, through the kit's gRPC
+        discovery, breakers, retry budget and deadlines (:mod:`edgeway.service.grpc.client`).
+        One channel per service, shared by its stubs."""
+        key = (service, stub)
+        found = self._grpc_stubs.get(key)
+        if found is None:
+            found = self._grpc_stubs[key] = stub(self._grpc_channel(service))
+        return found
+
+    def _grpc_channel(self, service: str) -> GrpcChannel:
+        channel = self._grpc_channels.get(service)
+        if channel is None:
+            require("grpc", f"calling {service} over gRPC (kit.grpc_client)")
+            from edgeway.service.grpc.client import GrpcChannel, channel_credentials
+
+            channel = self._grpc_channels[service] = GrpcChannel(
+                service,
+                self.grpc_discovery,
+                timeout=self.settings.client_timeout,
+                retry=RetryPolicy(attempts=self.settings.client_retries + 1),
+                tracing=self.tracing,
+                metrics=self.metrics,
+                credentials=channel_credentials(self.settings),
+            )
+        return channel
 
     def client(self, service: str) -> ServiceClient:
         """The client for another service (one per name, sharing one connection pool)."""
@@ -148,14 +241,22 @@ class ServiceKit:
         s = self.settings
         if s.config_bucket:
             self.config = ConfigStore(
-                s.config_bucket, nats_url=s.nats_url, cache_dir=s.config_cache_dir, retries=s.config_retries
+                s.config_bucket,
+                nats_url=s.nats_url,
+                cache_dir=s.config_cache_dir,
+                retries=s.config_retries,
+                replicas=s.bucket_replicas(),
             )
             await self.config.start()
             config = self.config
             self.health.add("config", lambda: _config_live(config), critical=False)
         if s.flags_bucket and s.flags_bucket != s.config_bucket:
             self._flag_store = ConfigStore(
-                s.flags_bucket, nats_url=s.nats_url, cache_dir=s.config_cache_dir, retries=s.config_retries
+                s.flags_bucket,
+                nats_url=s.nats_url,
+                cache_dir=s.config_cache_dir,
+                retries=s.config_retries,
+                replicas=s.bucket_replicas(),
             )
             await self._flag_store.start()
             self.flags = Flags(self._flag_store)
@@ -169,7 +270,9 @@ class ServiceKit:
         assert s.registry_bucket is not None  # checked by the caller
         try:
             self._nc = await natsconn.connect(s.nats_url, name=self.name)
-            self.registry = Registry(self._nc, bucket=s.registry_bucket, ttl=s.registry_ttl)
+            self.registry = Registry(
+                self._nc, bucket=s.registry_bucket, ttl=s.registry_ttl, replicas=s.bucket_replicas()
+            )
             await self.registry.open()
         except Exception as exc:
             # Whatever broke (connection, JetStream, bucket), the service should still serve:
@@ -181,10 +284,16 @@ class ServiceKit:
             self.discovery = self._default_discovery()
             for client in self._clients.values():
                 client.discovery = self.discovery
+        if self._explicit_grpc_discovery is None:
+            self.grpc_discovery = self._default_grpc_discovery()
+            for channel in self._grpc_channels.values():
+                channel.discovery = self.grpc_discovery
         if s.advertise_url:
-            instance = Instance(self.name, s.advertise_url)
+            grpc_url = s.grpc_url()
+            meta = {"grpc": grpc_url} if grpc_url else {}
+            instance = Instance(self.name, s.advertise_url, meta=meta)
             if s.instance_id:
-                instance = Instance(self.name, s.advertise_url, id=s.instance_id)
+                instance = Instance(self.name, s.advertise_url, id=s.instance_id, meta=meta)
             self.registration = await self.registry.register(instance)
             _log.info("registered %s as %s at %s", self.name, instance.id, instance.url)
 
@@ -196,12 +305,28 @@ class ServiceKit:
             self.registration = None
         if self.settings.shutdown_grace > 0:
             await asyncio.sleep(self.settings.shutdown_grace)
+        if self.grpc is not None:
+            await self.grpc.stop(GRPC_STOP_GRACE)
+
+    async def start_grpc(self) -> None:
+        """Serve gRPC when ``grpc_port`` is set (see :mod:`edgeway.service.grpc.server`)."""
+        if not self.settings.grpc_port:
+            if self.grpc is not None and self.grpc.names:
+                _log.info("%s declares gRPC servicers but grpc_port is 0: not serving gRPC", self.name)
+            return
+        await self._grpc_server().start()
 
     async def close(self) -> None:
         """Release connections; after the service's own lifespan has exited."""
+        if self.grpc is not None:
+            await self.grpc.stop(None)
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
+        for channel in self._grpc_channels.values():
+            await channel.close()
+        self._grpc_channels.clear()
+        self._grpc_stubs.clear()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -241,6 +366,8 @@ def create_app(
     cors_methods: Sequence[str] = CORS_METHODS,
     cors_headers: Sequence[str] = CORS_HEADERS,
     authenticated: Iterable[Callable[..., Any]] = (),
+    grpc: Sequence[object] = (),
+    grpc_discovery: Discovery | None = None,
     **fastapi_kwargs: Any,
 ) -> FastAPI:
     """A FastAPI app named ``name`` with the service kit wired in (see the module docstring).
@@ -248,13 +375,21 @@ def create_app(
     ``cors_methods``/``cors_headers``: what a browser on one of ``settings.cors_origins`` may send
     (answered to its preflight). ``authenticated``: the service's own dependencies that
     authenticate the caller, besides the kit's ``Caller`` (their operations declare 401 and 403).
-    ``quiet_paths``: paths peers poll (a feed), access-logged at debug like health probes."""
+    ``quiet_paths``: paths peers poll (a feed), access-logged at debug like health probes.
+    ``grpc``: servicers served on ``settings.grpc_port`` (:mod:`edgeway.service.grpc`);
+    ``grpc_discovery``: where the kit's gRPC clients find other services (default: the settings'
+    ``grpc_services``, the environment, the registry, DNS)."""
     settings = settings if settings is not None else ServiceSettings.load()
     if not settings.service_name:
         settings = settings.model_copy(update={"service_name": name})
-    kit = ServiceKit(name, settings, verifier=verifier, discovery=discovery, tracing=tracing)
+    kit = ServiceKit(
+        name, settings, verifier=verifier, discovery=discovery, tracing=tracing, grpc_discovery=grpc_discovery
+    )
+    kit.grpc_access_log = access_log
     for check_name, fn in (checks or {}).items():
         kit.health.add(check_name, fn)
+    for servicer in grpc:
+        kit.add_grpc(servicer)
 
     @asynccontextmanager
     async def kit_lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -263,6 +398,7 @@ def create_app(
         await kit.startup()
         try:
             async with lifespan(app) if lifespan is not None else contextlib.nullcontext():
+                await kit.start_grpc()
                 if settings.gc_freeze:
                     freeze_heap()
                 kit.health.started = True

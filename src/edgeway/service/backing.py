@@ -62,7 +62,7 @@ from edgeway.bus.outbox import Outbox, OutboxRelay
 from edgeway.bus.transport import ChannelConfig
 from edgeway.observability.logs import setup_logging
 from edgeway.observability.tracing import Tracing
-from edgeway.security.revocation import RevocationSubscriber
+from edgeway.security.revocation import REVOCATIONS, RevocationSubscriber
 from edgeway.service.app import ServiceKit, create_app, kit_of
 from edgeway.service.database import Database
 from edgeway.service.http import HeadOnlyHttpTools
@@ -114,7 +114,14 @@ class Service:
         if isinstance(self.verifier, JwksVerifier) and self._bus is not None:
             # Revocations pushed over the bus reach the deny-list in milliseconds; the feed the
             # verifier polls stays as the catch-up for what was published while we were away.
-            RevocationSubscriber(self._bus, self.verifier.revocations, group=f"{name}-revocations")
+            # The channel follows bus_replicas like the service's own: on a cluster a one-replica
+            # stream lives on one node, and pulls on it fail while that node is down.
+            RevocationSubscriber(
+                self._bus,
+                self.verifier.revocations,
+                group=f"{name}-revocations",
+                channel=dataclasses.replace(REVOCATIONS, replicas=s.bus_replicas),
+            )
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._app: FastAPI | None = None

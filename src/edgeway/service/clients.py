@@ -54,7 +54,6 @@ from edgeway.resilience.retry import full_jitter
 from edgeway.service.deadline import deadline_at
 from edgeway.service.discovery import Discovery
 from edgeway.service.errors import (
-    CircuitOpenError,
     DeadlineExceededError,
     NoInstancesError,
     PeerResponseError,
@@ -70,8 +69,16 @@ from edgeway.service.peer_http import (
     nothing_sent,
     with_params,
 )
+from edgeway.service.peers import Peers
 
-__all__ = ["IDEMPOTENT_METHODS", "PeerResponse", "RetryPolicy", "ServiceClient", "UnsafeRequest"]
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "PeerResponse",
+    "RetryPolicy",
+    "ServiceClient",
+    "UnsafeRequest",
+    "propagation_headers",
+]
 
 T = TypeVar("T")
 
@@ -114,6 +121,32 @@ class _Call:
     timeout: float
 
 
+def propagation_headers(given: Mapping[str, str] | None, *, authorization: bool = True) -> dict[str, str]:
+    """``given`` (lower-cased) with what a call made now carries to the next hop: the request id,
+    the trace context and, with ``authorization``, the caller's ``Authorization``. The HTTP and
+    gRPC clients send the same (:mod:`edgeway.service.grpc.client` as metadata)."""
+    headers = {k.lower(): v for k, v in (given or {}).items()}
+    request_id = current_request_id()
+    if request_id is not None:
+        headers.setdefault("x-request-id", request_id)
+    # The current span is the CLIENT span when tracing is on, else the request's span. It
+    # replaces a traceparent the caller gave in the same trace (a saga step passes its own
+    # span's, which is this CLIENT span's parent); one of another trace is the caller's choice.
+    traceparent = outgoing_traceparent()
+    if traceparent is not None:
+        theirs = parse_traceparent(headers.get("traceparent", "").encode())
+        if theirs is None or theirs.trace_id.decode() == traceparent[3:35]:
+            headers["traceparent"] = traceparent
+            tracestate = current_hop().tracestate
+            if tracestate is not None:
+                headers.setdefault("tracestate", tracestate)
+    if authorization:
+        incoming = incoming_authorization.get()
+        if incoming is not None:
+            headers.setdefault("authorization", incoming)
+    return headers
+
+
 class ServiceClient:
     def __init__(
         self,
@@ -130,7 +163,9 @@ class ServiceClient:
         self.service = service
         self.discovery = discovery
         self.retry = retry if retry is not None else RetryPolicy()
-        self.breaker_policy = breaker if breaker is not None else BreakerPolicy()
+        # Breakers made from now on use the policy; setting breaker_policy later (the shop's
+        # orders service does, from its settings) reaches them too.
+        self._peers = Peers(service, breaker)
         self.tracing = tracing
         self.propagate_authorization = propagate_authorization
         if timeout <= 0:
@@ -138,17 +173,20 @@ class ServiceClient:
         self._timeout = float(timeout)
         self._owns_http = http is None
         self._http = http if http is not None else http_client()
-        self._breakers: dict[str, CircuitBreaker] = {}
-        self._next = 0
 
     def __repr__(self) -> str:
         return f"<ServiceClient {self.service!r} via {self.discovery.name}>"
 
+    @property
+    def breaker_policy(self) -> BreakerPolicy:
+        return self._peers.breaker_policy
+
+    @breaker_policy.setter
+    def breaker_policy(self, policy: BreakerPolicy) -> None:
+        self._peers.breaker_policy = policy
+
     def breaker(self, url: str) -> CircuitBreaker:
-        found = self._breakers.get(url)
-        if found is None:
-            found = self._breakers[url] = CircuitBreaker(self.breaker_policy, name=f"{self.service}@{url}")
-        return found
+        return self._peers.breaker(url)
 
     async def request(
         self,
@@ -211,7 +249,7 @@ class ServiceClient:
                 if at is not None and time.monotonic() + delay >= at:
                     raise self._deadline_error(method, path, f"no time left to retry; last: {last_error}")
                 await asyncio.sleep(delay)
-            url = self._pick(urls)
+            url = self._peers.pick(urls)
             breaker = self.breaker(url)
             if at is not None:
                 left = at - time.monotonic()
@@ -271,36 +309,8 @@ class ServiceClient:
             self.service, f"{method} {self.service}{path} not completed: the request's deadline {what}"
         )
 
-    def _pick(self, urls: list[str]) -> str:
-        count = len(urls)
-        for offset in range(count):
-            index = (self._next + offset) % count
-            if self.breaker(urls[index]).allow():
-                self._next = index + 1
-                return urls[index]
-        raise CircuitOpenError(self.service, min(self.breaker(u).retry_after for u in urls))
-
     def _headers(self, given: Mapping[str, str] | None) -> dict[str, str]:
-        headers = {k.lower(): v for k, v in (given or {}).items()}
-        request_id = current_request_id()
-        if request_id is not None:
-            headers.setdefault("x-request-id", request_id)
-        # The current span is the CLIENT span when tracing is on, else the request's span. It
-        # replaces a traceparent the caller gave in the same trace (a saga step passes its own
-        # span's, which is this CLIENT span's parent); one of another trace is the caller's choice.
-        traceparent = outgoing_traceparent()
-        if traceparent is not None:
-            theirs = parse_traceparent(headers.get("traceparent", "").encode())
-            if theirs is None or theirs.trace_id.decode() == traceparent[3:35]:
-                headers["traceparent"] = traceparent
-                tracestate = current_hop().tracestate
-                if tracestate is not None:
-                    headers.setdefault("tracestate", tracestate)
-        if self.propagate_authorization:
-            authorization = incoming_authorization.get()
-            if authorization is not None:
-                headers.setdefault("authorization", authorization)
-        return headers
+        return propagation_headers(given, authorization=self.propagate_authorization)
 
     # conveniences
 

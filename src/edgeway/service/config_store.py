@@ -57,6 +57,7 @@ class ConfigStore:
         connect_timeout: float = 2.0,
         recover_interval: float = 5.0,
         create_bucket: bool = False,
+        replicas: int = 1,
     ) -> None:
         self.bucket = bucket
         self.nats_url = nats_url
@@ -66,6 +67,7 @@ class ConfigStore:
         self.connect_timeout = connect_timeout
         self.recover_interval = recover_interval
         self.create_bucket = create_bucket
+        self.replicas = replicas  # of the bucket, when create_bucket makes it
         self.source: Literal["store", "cache", "stopped"] = "stopped"
         self._nc = nc
         self._owns_nc = nc is None
@@ -149,7 +151,7 @@ class ConfigStore:
                     f"config bucket {self.bucket!r} does not exist on {self.nats_url}; create it "
                     f"(nats kv add {self.bucket}) or pass create_bucket=True"
                 ) from None
-            kv = await js.create_key_value(bucket=self.bucket, history=5)
+            kv = await js.create_key_value(bucket=self.bucket, history=5, replicas=self.replicas)
         watcher = await kv.watchall()
         values: dict[str, Any] = {}
         async with asyncio.timeout(self.connect_timeout * 5):

@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgeway.resilience.deadline import incoming_budget
 from edgeway.service.problems import problem_response
 
-__all__ = ["DeadlineMiddleware", "deadline_at", "remaining"]
+__all__ = ["DeadlineMiddleware", "deadline_at", "deadline_scope", "remaining"]
 
 _log = logging.getLogger("edgeway.service")
 
@@ -63,6 +65,21 @@ def remaining() -> float | None:
     if at is None:
         return None
     return max(0.0, at - time.monotonic())
+
+
+@contextmanager
+def deadline_scope(budget: float | None) -> Iterator[None]:
+    """Run a block under a deadline ``budget`` seconds from now, as a request with that budget
+    runs its endpoint (:func:`remaining` and the kit's clients see it); None: no deadline. What a
+    transport other than HTTP uses: a gRPC call's ``grpc-timeout`` (:mod:`edgeway.service.grpc`)."""
+    if budget is None:
+        yield
+        return
+    token = _deadline.set(_Deadline(time.monotonic() + max(0.0, budget)))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
 
 
 class DeadlineMiddleware:

@@ -12,8 +12,11 @@ URLs``); all but the environment one live in :mod:`edgeway.discovery`, shared wi
 
 :class:`ChainDiscovery` asks them in order and returns the first non-empty answer;
 :class:`CachedDiscovery` keeps answers for a few seconds so a busy client does not resolve on
-every call. An empty answer is not an error here; the client raises
-:class:`~edgeway.service.errors.NoInstancesError` naming the sources it tried.
+every call, and keeps serving the last answer (up to ``discovery_max_stale`` seconds) while
+discovery fails. An empty answer is not an error here; the client raises
+:class:`~edgeway.service.errors.NoInstancesError` naming the sources it tried. A lookup that
+failed with nothing known raises :class:`~edgeway.discovery.errors.DiscoveryError` instead: "the
+registry could not be asked" is not "the registry says there are none".
 """
 
 from __future__ import annotations
@@ -39,12 +42,15 @@ __all__ = [
 
 
 class EnvDiscovery:
+    """``EDGEWAY_SERVICE_<NAME>_<suffix>``: ``URLS`` for HTTP, ``GRPC_URLS`` for the gRPC client."""
+
     name = "env"
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None, *, suffix: str = "URLS") -> None:
         self._environ = environ
+        self._suffix = suffix
 
     async def resolve(self, service: str) -> list[str]:
         env = os.environ if self._environ is None else self._environ
-        raw = env.get(f"EDGEWAY_SERVICE_{env_name(service)}_URLS", "")
+        raw = env.get(f"EDGEWAY_SERVICE_{env_name(service)}_{self._suffix}", "")
         return [u.strip().rstrip("/") for u in raw.split(",") if u.strip()]

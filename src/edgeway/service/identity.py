@@ -55,7 +55,9 @@ __all__ = [
     "IdentityConfig",
     "JwksVerifier",
     "TokenVerifier",
+    "bearer",
     "current_identity",
+    "identify",
     "require_roles",
     "require_scopes",
 ]
@@ -252,28 +254,29 @@ def identity_from_headers(headers: Mapping[str, str]) -> Identity | None:
     return Identity(subject=subject, roles=roles, scopes=scopes, claims=claims, source="gateway")
 
 
-def _bearer(request: Request) -> str | None:
-    value = request.headers.get("authorization")
-    if value is None:
+def bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` value; None without one; any other form is a 401."""
+    if authorization is None:
         return None
     try:
-        return str(security.bearer_token(value))
+        return str(security.bearer_token(authorization))
     except TokenMissing as exc:
         raise AuthenticationError("the Authorization header must be 'Bearer <token>'", exc.reason) from exc
 
 
-async def current_identity(request: Request) -> Identity:
-    """The verified caller of this request (cached on the request once computed)."""
-    cached = getattr(request.state, "edgeway_identity", None)
-    if isinstance(cached, Identity):
-        return cached
-    config = getattr(request.app.state, "edgeway_identity", None)
-    if not isinstance(config, IdentityConfig):
+async def identify(
+    config: IdentityConfig | None, authorization: str | None, headers: Mapping[str, str]
+) -> Identity:
+    """The verified caller of a request that came with ``authorization`` (its ``Authorization``
+    value) and ``headers`` (lower-case names: the gateway's forwarded claims), by the rules in the
+    module docstring. Any transport uses it: HTTP requests (:func:`current_identity`) and gRPC calls
+    (:func:`edgeway.service.grpc.caller`, the metadata as headers), so both trust the same things."""
+    if config is None:
         raise AuthenticationError(
             "this service is not configured to identify callers (no JWKS URL)", "not_configured"
         )
-    token = _bearer(request)
-    forwarded = identity_from_headers(request.headers)
+    token = bearer(authorization)
+    forwarded = identity_from_headers(headers)
     if token is not None:
         if config.verifier is None:
             raise AuthenticationError(
@@ -284,10 +287,23 @@ async def current_identity(request: Request) -> Identity:
             raise AuthenticationError(
                 "forwarded subject does not match the token's subject", "subject_mismatch"
             )
-    elif forwarded is not None and config.trust_gateway_headers:
-        identity = forwarded
-    else:
-        raise AuthenticationError("authentication required: send 'Authorization: Bearer <token>'", "missing")
+        return identity
+    if forwarded is not None and config.trust_gateway_headers:
+        return forwarded
+    raise AuthenticationError("authentication required: send 'Authorization: Bearer <token>'", "missing")
+
+
+async def current_identity(request: Request) -> Identity:
+    """The verified caller of this request (cached on the request once computed)."""
+    cached = getattr(request.state, "edgeway_identity", None)
+    if isinstance(cached, Identity):
+        return cached
+    config = getattr(request.app.state, "edgeway_identity", None)
+    identity = await identify(
+        config if isinstance(config, IdentityConfig) else None,
+        request.headers.get("authorization"),
+        request.headers,
+    )
     request.state.edgeway_identity = identity
     return identity
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 import pydantic
 from pydantic import Field
@@ -67,6 +68,12 @@ class ServiceSettings(BaseSettings):
         ge=1,
         description="NATS stream replicas of the channels the service declares: 3 on a cluster",
     )
+    kv_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="NATS replicas of the KV buckets (registry, config) the service creates; "
+        "default: bus_replicas",
+    )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",
         description="SQLite's synchronous pragma for the service's database (WAL mode): NORMAL is faster "
@@ -111,8 +118,37 @@ class ServiceSettings(BaseSettings):
     dns_discovery: bool = Field(default=False, description="also resolve service names by DNS SRV/A")
     dns_domain: str | None = Field(default=None, description="appended to bare names for DNS, e.g. shop.svc")
     discovery_cache_ttl: float = 5.0
+    discovery_max_stale: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds past discovery_cache_ttl the last known instances are still used while "
+        "discovery fails (a registry lookup timing out during a NATS leader change); 0 turns it off",
+    )
     client_timeout: float = 5.0
     client_retries: int = 2
+
+    # gRPC (edgeway.service.grpc): served beside the HTTP app, in the same process
+    grpc_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="port the service serves gRPC on (its servicers, health checking, reflection) beside "
+        "HTTP; 0: no gRPC",
+    )
+    grpc_host: str | None = Field(default=None, description="address gRPC binds; unset: host")
+    grpc_advertise_url: str | None = Field(
+        default=None,
+        description="grpc://host:port (grpcs:// over TLS) peers reach this instance's gRPC at, registered "
+        "with it; unset: advertise_url's host with grpc_port",
+    )
+    grpc_reflection: bool = Field(
+        default=True, description="serve gRPC server reflection (grpcurl, Postman list the services)"
+    )
+    grpc_services: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="static discovery of other services' gRPC: service name → grpc://host:port "
+        "(grpcs:// for TLS)",
+    )
 
     # TLS (edgeway.service.tls): serving HTTPS, and the kit's own calls to TLS peers
     tls_cert: Path | None = Field(
@@ -168,6 +204,16 @@ class ServiceSettings(BaseSettings):
     @pydantic.model_validator(mode="after")
     def _tls_usable(self) -> Self:
         problems = settings_problems(self)
+        if self.grpc_port and self.grpc_port == self.port and (self.grpc_host or self.host) == self.host:
+            problems.append(f"grpc_port {self.grpc_port} is the HTTP port too: give gRPC a port of its own")
+        for url in (self.grpc_advertise_url, *(u for urls in self.grpc_services.values() for u in urls)):
+            if url is not None and not url.startswith(("grpc://", "grpcs://")):
+                problems.append(f"{url!r} is not a gRPC address: write grpc://host:port (grpcs:// for TLS)")
+        if self.tls_cert is not None and (self.grpc_advertise_url or "").startswith("grpc://"):
+            problems.append(
+                f"grpc_advertise_url {self.grpc_advertise_url} is grpc:// but the service serves TLS "
+                "(tls_cert): advertise grpcs://"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -178,9 +224,28 @@ class ServiceSettings(BaseSettings):
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').resolve()}"
 
+    def bucket_replicas(self) -> int:
+        """Replicas of the KV buckets the service creates (see ``kv_replicas``)."""
+        return self.kv_replicas if self.kv_replicas is not None else self.bus_replicas
+
     def broker(self) -> str:
         """The event bus's broker URL (see ``bus_url``)."""
         return self.bus_url or self.nats_url
+
+    def grpc_url(self) -> str | None:
+        """Where peers reach this instance's gRPC (see ``grpc_advertise_url``); None without gRPC
+        or without an address to advertise."""
+        if not self.grpc_port:
+            return None
+        if self.grpc_advertise_url:
+            return self.grpc_advertise_url
+        if not self.advertise_url:
+            return None
+        host = urlsplit(self.advertise_url).hostname
+        if not host:
+            return None
+        shown = f"[{host}]" if ":" in host else host
+        return f"{'grpcs' if self.tls_cert is not None else 'grpc'}://{shown}:{self.grpc_port}"
 
     def revocation_feed(self) -> str | None:
         """The revocation feed to poll, or None (see ``revocations_url``)."""

@@ -44,6 +44,7 @@ __all__ = [
     "ClientCertificate",
     "PeerCertificate",
     "client_tls_context",
+    "parse_certificate",
     "peer_certificate",
     "server_context",
     "settings_problems",
@@ -236,6 +237,12 @@ def _parse(pem: str) -> PeerCertificate:
         serial_number=cert.serial_number,
         pem=pem,
     )
+
+
+def parse_certificate(pem: str) -> PeerCertificate:
+    """A verified certificate (PEM) as a :class:`PeerCertificate` (parsed once per certificate):
+    what the gRPC side reads from its call's auth context."""
+    return _parse(pem)
 
 
 def peer_certificate(request: Request) -> PeerCertificate | None:

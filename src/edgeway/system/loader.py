@@ -39,6 +39,11 @@ class LoadedSystem:
         """The edge's gateway config file (its path in the system file is relative to the file)."""
         return (self.base_dir / self.model.edges[name].config).resolve()
 
+    def service_path(self, name: str) -> Path | None:
+        """The service's project folder, when the file names one (``path``)."""
+        path = self.model.services[name].path
+        return None if path is None else (self.base_dir / path).resolve()
+
 
 def load_system(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedSystem:
     """Read and check a system file; raise ConfigError naming every problem's place."""
@@ -79,6 +84,9 @@ def _problems(system: System, base_dir: Path) -> list[tuple[Loc, str]]:
         problems.append(
             (("services", security[1], "kind"), f"a second security service (the first is '{security[0]}')")
         )
+    for name, service in system.services.items():
+        if service.path is not None and not (base_dir / service.path).is_dir():
+            problems.append((("services", name, "path"), f"no such folder: {base_dir / service.path}"))
     for name, edge in system.edges.items():
         config = base_dir / edge.config
         if not config.is_file():

@@ -117,6 +117,17 @@ class Service(StrictModel):
         None, description="Run as `python -m MODULE`."
     )
     command: list[str] | None = Field(None, description="Run this command instead of a module.")
+    path: str | None = Field(
+        None,
+        description="Its project folder, relative to the system file, for a service not installed "
+        "in edgeway's environment (one `edgeway new service` made): the demo runs it with the "
+        "folder's `src/` on the Python path; its Dockerfile builds `image`.",
+    )
+    image: str | None = Field(
+        None,
+        description="The OCI image it runs on a cluster and in compose (built from its own "
+        "Dockerfile); default: the system's `image`.",
+    )
     port: Port = Field(description="The port it listens on (instance i on one machine: port + i - 1).")
     instances: int = Field(1, ge=1, le=100, description="Processes of it; replicas on a cluster.")
     max_instances: int | None = Field(

@@ -18,7 +18,7 @@ unchanged on a laptop and in a cluster.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -176,11 +176,17 @@ def local_placement(
     host: str = "127.0.0.1",
     cors_origins: list[str] | None = None,
     log_level: str = "info",
+    https: Collection[str] = (),
 ) -> Placement:
     """The system on one machine (``edgeway demo``): every process on ``host`` at its port,
-    SQLite files in ``data_dir``, the embedded NATS (or the external one), the registry."""
+    SQLite files in ``data_dir``, the embedded NATS (or the external one), the registry.
+    The processes named in ``https`` serve HTTPS (``edgeway demo --tls``): their URLs say so."""
     ports = dict(process_ports(system) if ports is None else ports)
-    urls = {name: f"http://{host}:{port}" for name, port in ports.items() if name != "nats"}
+    urls = {
+        name: f"{'https' if name in https else 'http'}://{host}:{port}"
+        for name, port in ports.items()
+        if name != "nats"
+    }
     for name in system.services:
         urls[name] = urls[instance_names(system, name)[0]]
     nats = system.broker.nats

@@ -18,12 +18,13 @@ Layout on the server, for channel ``orders`` and prefix ``ew``:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import nats
@@ -38,6 +39,7 @@ from edgeway.bus.nats.delivery import H_MSG_ID, NatsDelivery, envelope_from
 from edgeway.bus.nats.subscription import NatsSubscription
 from edgeway.bus.transport import BatchHandler, ChannelConfig, DeadLetter, Delivery, check_group
 from edgeway.bus.urls import nats_servers, safe_url
+from edgeway.observability.logs import FailureLog
 
 log = logging.getLogger("edgeway.bus.nats")
 
@@ -46,6 +48,14 @@ H_GROUP = "ew-dead-group"
 H_DEAD_AT = "ew-dead-at"
 H_ATTEMPTS = "ew-dead-attempts"
 _DLQ_ONLY = frozenset({H_MSG_ID, H_REASON, H_GROUP, H_DEAD_AT, H_ATTEMPTS})
+
+# What JetStream answers while it cannot serve its API yet: no answer in time, no responder
+# (JetStream not up on the server reached), 503 (the meta or stream leader being elected).
+_JETSTREAM_UNAVAILABLE = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 _SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -89,6 +99,7 @@ class NatsTransport:
         client_name: str | None = None,
         publish_timeout: float = 5.0,
         publish_window: int = 2000,
+        declare_timeout: float = 30.0,
     ) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9]{0,15}", prefix):
             raise TransportError(f"invalid NATS prefix {prefix!r}: use 1-16 lower-case letters and digits")
@@ -97,6 +108,9 @@ class NatsTransport:
         self.client_name = client_name
         self.publish_timeout = publish_timeout
         self.publish_window = publish_window
+        # How long a stream or consumer declaration is retried while JetStream cannot answer
+        # (a restarted server catching up, a leader election): then it fails as before.
+        self.declare_timeout = declare_timeout
         self._nc: Any = None
         self._js: Any = None
         self._confirms: Confirms | None = None
@@ -194,13 +208,46 @@ class NatsTransport:
         )
 
     async def _ensure_stream(self, config: api.StreamConfig) -> None:
+        async def ensure() -> None:
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                # Exists with other settings: bring it to what the code now says (max_age etc.).
+                await self.js.update_stream(config)
+
         try:
-            await self.js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            # Exists with other settings: bring it to what the code now says (max_age etc.).
-            await self.js.update_stream(config)
+            await self._declaring(f"stream {config.name}", ensure)
         except (nats.errors.Error, OSError) as exc:
             raise TransportError(f"cannot declare stream {config.name}: {exc}") from exc
+
+    async def _declaring(self, what: str, declare: Callable[[], Awaitable[None]]) -> None:
+        """Run ``declare``, retrying with backoff (0.25 s doubling up to 5 s) for up to
+        ``declare_timeout`` seconds while JetStream cannot answer: a server restarted while its
+        cluster catches up, or a stream leader being elected, times out or answers 503 for a few
+        seconds, and a service starting then should wait, not exit. Any other error is raised at
+        once (a configuration the server refuses stays refused)."""
+        deadline = time.monotonic() + self.declare_timeout
+        failures = FailureLog(log, f"declaring {what}")
+        delay = 0.25
+        while True:
+            try:
+                await declare()
+            except _JETSTREAM_UNAVAILABLE as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                failures.failed(
+                    "JetStream cannot declare %s yet (%s: %s); retrying for up to %.0f s more",
+                    what,
+                    type(exc).__name__,
+                    exc,
+                    left,
+                )
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, 5.0)
+                continue
+            failures.succeeded()
+            return
 
     def _consumer_config(
         self, channel: ChannelConfig, *, deliver: api.DeliverPolicy, group: str | None = None
@@ -219,10 +266,15 @@ class NatsTransport:
         check_group(group)
         names = self.names(channel.name)
         config = self._consumer_config(channel, deliver=api.DeliverPolicy.ALL, group=group)
+
+        async def ensure() -> None:
+            try:
+                await self.js.add_consumer(names.stream, config)
+            except nats.js.errors.BadRequestError:
+                await self.js.add_consumer(names.stream, config)  # an upsert since 2.10
+
         try:
-            await self.js.add_consumer(names.stream, config)
-        except nats.js.errors.BadRequestError:
-            await self.js.add_consumer(names.stream, config)  # consumer create is an upsert since 2.10
+            await self._declaring(f"consumer {group} on {names.stream}", ensure)
         except (nats.errors.Error, OSError) as exc:
             raise TransportError(f"cannot create consumer {group} on {names.stream}: {exc}") from exc
 
@@ -271,12 +323,18 @@ class NatsTransport:
             # (a member that died), and stop() deletes it at once.
             config = self._consumer_config(channel, deliver=api.DeliverPolicy.NEW)
             config.inactive_threshold = 60.0
-            try:
+            created: list[str] = []
+
+            async def create() -> None:
                 info = await self.js.add_consumer(names.stream, config)
+                created.append(str(info.name))
+
+            try:
+                await self._declaring(f"a consumer for {group} on {names.stream}", create)
             except (nats.errors.Error, OSError) as exc:
                 reason = f"cannot create a consumer for {group} on {names.stream}: {exc}"
                 raise TransportError(reason) from exc
-            return str(info.name)
+            return created[-1]
 
         async def remove(name: str) -> None:
             await self.js.delete_consumer(names.stream, name)

@@ -28,6 +28,8 @@ from edgeway.gateway.core.context import RequestContext
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.core.pipeline import GatewayEnv, Held
 from edgeway.gateway.core.router import rewrite_path
+from edgeway.gateway.telemetry.component import telemetry_of
+from edgeway.gateway.telemetry.meters import RequestTracing, ServiceMeter
 from edgeway.gateway.upstream.call import CallLimits, UpstreamCall
 from edgeway.gateway.upstream.clusters import Cluster, Endpoint
 from edgeway.gateway.upstream.forwarding import FORWARDING_HEADERS, OWN_LINES, Forwarding
@@ -44,6 +46,9 @@ from edgeway.http.upstream import ResponseHead, UpstreamConnection
 from edgeway.resilience.deadline import DEADLINE_HEADER, incoming_budget
 from edgeway.resilience.guard import ServiceGuard
 
+# Marks the copy of a request that a mirror sends (edgeway.gateway.traffic.mirror); a client's
+# own is never forwarded, so a service can trust it (e.g. to skip side effects for a copy).
+MIRROR_HEADER: Final = b"x-edgeway-mirror"
 # Request headers the gateway rewrites itself (besides hop-by-hop and forwarding ones).
 _REPLACED: Final = frozenset(
     {
@@ -54,6 +59,7 @@ _REPLACED: Final = frozenset(
         b"expect",
         b"content-length",
         DEADLINE_HEADER,
+        MIRROR_HEADER,
     }
 )
 _SKIP_REQUEST: Final = HOP_BY_HOP | _REPLACED | FORWARDING_HEADERS
@@ -90,24 +96,33 @@ class ProxyTarget:
     forwarding: Forwarding
     limits: CallLimits  # the service's timeouts, as every attempt of a call uses them
     request_buffer: int = 0  # a body up to this size is read whole before a connection is taken
+    meter: ServiceMeter | None = None  # the service's metrics (None: metrics off)
+    tracer: RequestTracing | None = None  # None: tracing off
 
 
-def proxy_target(route: Route, env: GatewayEnv) -> ProxyTarget:
-    """What a proxy route forwards to, compiled from its config."""
+def proxy_target(route: Route, env: GatewayEnv, service: str | None = None) -> ProxyTarget:
+    """What a proxy route forwards to, compiled from its config; ``service``: one of the
+    services a traffic-shifting route sends to (:mod:`edgeway.gateway.traffic`), instead of
+    the route's one ``service``."""
     action = route.proxy
     assert action is not None  # called for proxy routes only
-    cluster = env.clusters[action.service]
+    name = service if service is not None else action.service
+    assert name is not None  # a route without a `service` has a split, which names them
+    cluster = env.clusters[name]
     timeouts = cluster.timeouts
+    telemetry = telemetry_of(env)
     return ProxyTarget(
         cluster=cluster,
         limits=CallLimits(timeouts.total, timeouts.first_byte, timeouts.connect, 0),
-        guard=service_guard(env, action.service),
+        guard=service_guard(env, name),
         request_headers=HeaderEdits.from_config(action.request_headers.set, action.request_headers.remove),
         response_headers=HeaderEdits.from_config(action.response_headers.set, action.response_headers.remove),
         websocket=action.websocket,
         websocket_idle_timeout=float(action.websocket_idle_timeout),
         request_buffer=int(env.config.limits.request_buffer_bytes),
         forwarding=env.forwarding,
+        meter=telemetry.service(name),
+        tracer=telemetry.tracer,
     )
 
 
@@ -329,12 +344,17 @@ class ProxyCall(UpstreamCall):
         self.accept = b""  # the Sec-WebSocket-Accept of the upgrade this request forwards
         self.sender: asyncio.Task[None] | None = None  # streams the client's body upstream
         self.held: Held | None = None  # set while the request is followed from callbacks
+        self.meter = target.meter
+        if target.tracer is not None:
+            self.trace = target.tracer.call(ctx.span, target.cluster.name)
 
     # -- the request ----------------------------------------------------------------------
     def render(self, ep: Endpoint) -> bytes:
         ex = self.ctx.ex
         ex.log["upstream"] = ep.label
-        return request_head(ex, self.target, self.path, ep, self.ctx.traceparent, self.until - self.sent_at)
+        trace = self.trace
+        tp = self.ctx.traceparent if trace is None else trace.attempt(self, ep)
+        return request_head(ex, self.target, self.path, ep, tp, self.until - self.sent_at)
 
     def begin(self, conn: UpstreamConnection) -> None:
         conn.begin(head_request=self.head_request, listener=self if self.held is not None else None)
@@ -430,10 +450,15 @@ class ProxyCall(UpstreamCall):
             assert self.ep is not None
             self.ep.pool.detach(conn)
             self.conn = None
+            meter = target.meter
+            if meter is not None:
+                meter.tunnels += 1
             try:
                 await _tunnel(ex, target, conn, response_headers(ex, resp, target, tp))
             finally:
                 conn.close()
+                if meter is not None:
+                    meter.tunnels -= 1
             return
         if conn.response_complete:
             conn.clear_deadline()
@@ -485,6 +510,8 @@ class ProxyCall(UpstreamCall):
             # pool gives (one retry more on a fresh one if that is stale too).
             self.drop_connection()
             self.error = None
+            if self.meter is not None:
+                self.meter.retried()
             self.task = self.loop.create_task(self._open_and_send(fresh=False))
             held.in_task(self.ctx, self.run_attempt())
             return

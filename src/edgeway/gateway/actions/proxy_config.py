@@ -1,5 +1,6 @@
-"""Config of the proxy action (``proxy`` on a route): the service, the upstream path (strip a
-prefix or rewrite), header changes, WebSocket tunnelling."""
+"""Config of the proxy action (``proxy`` on a route): the service (or a weighted split between
+services, canary rules, a sticky key, a mirror: :mod:`edgeway.gateway.traffic.config`), the
+upstream path (strip a prefix or rewrite), header changes, WebSocket tunnelling."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from edgeway.gateway.config.base import HeaderName, HeaderValue, LocatedProblems
 from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.patterns import PathPattern, PatternError, RewriteTemplate, parse_rewrite
 from edgeway.gateway.config.units import Duration
+from edgeway.gateway.traffic.config import CanaryRule, MirrorRule, SplitSide, StickyRule, check_split
 
 
 class HeaderRules(StrictModel):
@@ -39,7 +41,27 @@ class HeaderRules(StrictModel):
 class ProxyAction(StrictModel):
     """Forward the request to a service."""
 
-    service: str = Field(description="Name of a service under `services`.")
+    service: str | None = Field(
+        None, description="Name of a service under `services`; required unless `split` is set."
+    )
+    split: list[SplitSide] | None = Field(
+        None,
+        description="A weighted split between services instead of one `service`: percentages that "
+        "sum to 100. Weights can change at run time (a controller, a live reload).",
+    )
+    canary: list[CanaryRule] = Field(
+        default_factory=list,
+        description="Rules tried in order before the split: the first whose conditions a request "
+        "meets (header, cookie, query values) sends it to its service.",
+    )
+    sticky: StickyRule | None = Field(
+        None,
+        description="Consistent hashing on a request key (header, cookie or the authenticated "
+        "subject): the same key goes to the same side of the split and the same instance.",
+    )
+    mirror: MirrorRule | None = Field(
+        None, description="Copy a share of the requests to another service; its answers are discarded."
+    )
     strip_prefix: str | None = Field(
         None, description="Literal leading path segments to remove before forwarding, e.g. `/catalog`."
     )
@@ -61,6 +83,53 @@ class ProxyAction(StrictModel):
 
     _rewrite: RewriteTemplate | None = PrivateAttr(None)
     _strip: tuple[str, ...] = PrivateAttr(())
+
+    @model_validator(mode="after")
+    def _service_or_split(self) -> ProxyAction:
+        problems: list[tuple[Loc, str]] = []
+        if self.service is not None and self.split is not None:
+            problems.append((("split",), "set either `service` or `split`, not both"))
+        elif self.service is None and self.split is None:
+            problems.append((("service",), "a proxy needs a `service` (or a `split` between services)"))
+        if self.split is not None:
+            problems += [(("split", *loc), message) for loc, message in check_split(self.split)]
+        if self.mirror is not None:
+            mirrored = self.mirror.service
+            if mirrored in self.split_services:
+                problems.append(
+                    (
+                        ("mirror", "service"),
+                        f"'{mirrored}' already takes this route's requests; mirror to another service",
+                    )
+                )
+        if problems:
+            raise LocatedProblemsError(problems)
+        return self
+
+    @property
+    def split_services(self) -> tuple[str, ...]:
+        """The services the route splits between: its one `service`, or the split's sides."""
+        if self.split is not None:
+            return tuple(side.service for side in self.split)
+        return (self.service,) if self.service is not None else ()
+
+    @property
+    def shifts_traffic(self) -> bool:
+        """True when the route uses any traffic-shifting feature (the plain proxy does not)."""
+        return (
+            self.split is not None or bool(self.canary) or self.sticky is not None or self.mirror is not None
+        )
+
+    def service_refs(self) -> list[tuple[Loc, str]]:
+        """Every service the route sends to, with its key path relative to the proxy block."""
+        refs: list[tuple[Loc, str]] = []
+        if self.service is not None:
+            refs.append((("service",), self.service))
+        refs += [(("split", i, "service"), side.service) for i, side in enumerate(self.split or ())]
+        refs += [(("canary", i, "service"), rule.service) for i, rule in enumerate(self.canary)]
+        if self.mirror is not None:
+            refs.append((("mirror", "service"), self.mirror.service))
+        return refs
 
     @property
     def rewrite_template(self) -> RewriteTemplate | None:

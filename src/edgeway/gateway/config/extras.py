@@ -31,6 +31,8 @@ def needed_extras(config: GatewayConfig) -> list[tuple[Loc, str, str]]:
     if config.push is not None and config.push.bus is not None:
         extra = "nats" if config.push.bus.transport == "nats" else "rabbitmq"
         needs.append((("push", "bus", "transport"), extra, "push from the event bus"))
+    if config.telemetry.tracing.enabled:
+        needs.append((("telemetry", "tracing", "enabled"), "tracing", "OpenTelemetry tracing"))
     for name, service in config.services.items():
         if service.discovery is not None and service.discovery.nats_kv is not None:
             needs.append((("services", name, "discovery", "nats_kv"), "nats", "NATS KV discovery"))

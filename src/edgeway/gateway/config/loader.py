@@ -30,6 +30,7 @@ from edgeway.gateway.config.schema import GatewayConfig, RouteFacts, cross_check
 from edgeway.gateway.config.yaml_source import Node, parse_yaml
 from edgeway.gateway.core.config import RouteIdentity
 from edgeway.gateway.core.errors import ConfigError, ConfigIssue
+from edgeway.gateway.process.tls_config import tls_files
 
 _CONCATENATED_LISTS: frozenset[Loc] = frozenset({("routes",)})
 
@@ -42,16 +43,20 @@ def load_config(
     """Read, merge and validate a config file; raise ConfigError listing every problem.
 
     ``env`` defaults to ``os.environ``; tests pass their own mapping. ``sources``, when given,
-    receives the real path of every file read (the file and its includes), valid or not: what
-    live reload watches.
+    receives the real path of every file read (the file and its includes), valid or not, and
+    the certificate, key and CA files ``listen.tls`` and ``services.*.tls`` name (absolute, not
+    resolved: a renewal that swaps a symlink is a change): what live reload watches.
     """
     environment = os.environ if env is None else env
     issues: list[ConfigIssue] = []
     root = _load_tree(str(path), environment, (), issues, None, sources if sources is not None else [])
     if root is None:
         raise ConfigError(issues)
+    data = root.to_python()
+    if sources is not None:
+        sources.extend(os.path.abspath(file) for file in tls_files(data))
     try:
-        config = _validate(root.to_python(), root, str(path))
+        config = _validate(data, root, str(path))
     except ConfigError as exc:
         # A value that failed interpolation also fails validation; report it once.
         known = {(issue.file, issue.line) for issue in issues}
@@ -128,7 +133,10 @@ def _load_tree(
         names = " -> ".join([*(os.path.basename(c) for c in chain), os.path.basename(real)])
         issues.append(_issue_at(parent, node, ("include",), f"include cycle: {names}"))
         return None
-    sources.append(real)  # even when unreadable: a missing include may appear later
+    # Watched by the path as given, not its target: Kubernetes updates a ConfigMap volume by
+    # swapping a `..data` symlink, and the old target is deleted, never changed (config_watch
+    # resolves the path again at every poll). Even when unreadable: it may appear later.
+    sources.append(os.path.abspath(file))
     try:
         text = Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -252,16 +260,32 @@ def _raw_facts(data: Mapping[str, Any]) -> tuple[list[str], list[RouteFacts]]:
             continue
         route_id = route.get("id")
         proxy = route.get("proxy")
-        service = proxy.get("service") if isinstance(proxy, dict) else None
         facts.append(
             RouteFacts(
                 index,
                 route_id if isinstance(route_id, str) else None,
-                ((("proxy", "service"), service),) if isinstance(service, str) and check_services else (),
+                _raw_proxy_services(proxy) if isinstance(proxy, dict) and check_services else (),
                 _raw_identity(route.get("match")),
             )
         )
     return names, facts
+
+
+def _raw_proxy_services(proxy: dict[str, Any]) -> tuple[tuple[Loc, str], ...]:
+    """The services a proxy block names (its service, split sides, canaries, mirror), read
+    leniently: entries of the wrong shape are skipped."""
+    found: list[tuple[Loc, str]] = []
+    if isinstance(proxy.get("service"), str):
+        found.append((("proxy", "service"), proxy["service"]))
+    for key in ("split", "canary"):
+        entries = proxy.get(key)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            if isinstance(entry, dict) and isinstance(entry.get("service"), str):
+                found.append((("proxy", key, i, "service"), entry["service"]))
+    mirror = proxy.get("mirror")
+    if isinstance(mirror, dict) and isinstance(mirror.get("service"), str):
+        found.append((("proxy", "mirror", "service"), mirror["service"]))
+    return tuple(found)
 
 
 def _raw_identity(match: Any) -> RouteIdentity | None:

@@ -5,9 +5,9 @@ is generated from these descriptions by ``scripts/gen_config_reference.py``.
 
 Shape of a route, and how it grows: a route is a ``match`` block plus exactly one *action* (a
 sibling field named in ``Route.ACTIONS``: ``proxy``, ``aggregate``, ``endpoint``, ``push``), plus
-optional per-route *filter* blocks (``auth``, ``rate_limit``, ``cors``, ``validate``, ``cache``,
-``concurrency``). A new action or filter adds its model next to its code and one typed field
-here; nothing about the existing fields has to move for that.
+optional per-route *filter* blocks (``auth``, ``client_cert``, ``rate_limit``, ``cors``,
+``validate``, ``cache``, ``concurrency``). A new action or filter adds its model next to its code
+and one typed field here; nothing about the existing fields has to move for that.
 
 Checks that need more than one field (a route's service exists, route ids are unique, two routes
 are not identical, a rewrite only uses the path's parameters) live in model validators that
@@ -35,11 +35,15 @@ from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.core.config import AccessLog, MatchRule, PathPolicy, RouteIdentity
 from edgeway.gateway.filters.auth.config import GatewayAuth, RouteAuth, auth_problems
 from edgeway.gateway.filters.cache.config import CacheRule, CacheStore
+from edgeway.gateway.filters.client_cert_config import ClientCertRule
 from edgeway.gateway.filters.concurrency_config import ConcurrencyRule
 from edgeway.gateway.filters.cors_config import CorsRule
 from edgeway.gateway.filters.ratelimit.config import RateLimitRule, RateLimitStore
 from edgeway.gateway.filters.validation_config import RequestValidation
 from edgeway.gateway.process.config import AdminListen, Limits, Listen, ReloadSettings
+from edgeway.gateway.process.tls_config import HttpRedirect
+from edgeway.gateway.telemetry.config import TelemetrySettings
+from edgeway.gateway.traffic.config import traffic_problems
 from edgeway.gateway.upstream.config import Service
 
 _ROUTE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
@@ -66,6 +70,10 @@ class Route(StrictModel):
     push: PushAction | None = Field(None, description="A WebSocket / Server-Sent Events push channel.")
     auth: RouteAuth | None = Field(
         None, description="Who may call this route; absent means `auth: none` unless set gateway-wide."
+    )
+    client_cert: ClientCertRule | None = Field(
+        None,
+        description="Which client certificates may call this route (needs `listen.tls.client_certificates`).",
     )
     rate_limit: RateLimitRule | None = Field(None, description="A token-bucket rate limit.")
     cors: CorsRule | None = Field(None, description="CORS for this route (overrides the gateway's `cors`).")
@@ -114,7 +122,7 @@ class Route(StrictModel):
         """Services the action calls, each with its key path relative to the route."""
         action = self.action
         if isinstance(action, ProxyAction):
-            return [(("proxy", "service"), action.service)]
+            return [(("proxy", *loc), name) for loc, name in action.service_refs()]
         return [((self.action_name, *loc), name) for loc, name in action.service_refs()]
 
 
@@ -209,6 +217,10 @@ class GatewayConfig(StrictModel):
     python: PythonEndpoints | None = Field(None, description="Python modules registering endpoints.")
     push: PushSettings | None = Field(None, description="Where push channels take their messages from.")
     reload: ReloadSettings = Field(default_factory=ReloadSettings, description="Live reload of this config.")
+    telemetry: TelemetrySettings = Field(
+        default_factory=TelemetrySettings,
+        description="The gateway's metrics (admin `/metrics`) and OpenTelemetry traces.",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -256,15 +268,38 @@ class GatewayConfig(StrictModel):
         ]
         problems = cross_check_routes(self.services, facts)
         problems += auth_problems(self.auth, self.routes)
+        problems += traffic_problems(self.auth, self.routes)
         problems += check_python_endpoints(self.python, self.routes)
+        tls = self.listen.tls
+        if tls is None or tls.client_certificates is None:
+            problems += [
+                (
+                    ("routes", index, "client_cert"),
+                    "a route's 'client_cert' needs 'listen.tls.client_certificates' (the listener must "
+                    "ask clients for certificates)",
+                )
+                for index, route in enumerate(self.routes)
+                if route.client_cert is not None
+            ]
         if (
             self.admin is not None
             and self.admin.port == self.listen.port != 0
             and self.admin.host == self.listen.host
         ):
             problems.append((("admin", "port"), f"admin port {self.admin.port} is the listen port"))
+        redirect = self.listen.http_redirect
+        if (
+            self.admin is not None
+            and redirect is not None
+            and self.admin.port == redirect.port != 0
+            and self.admin.host == self.listen.redirect_host
+        ):
+            problems.append(
+                (("admin", "port"), f"admin port {self.admin.port} is the port of listen.http_redirect")
+            )
         problems += [
-            ((section, "port"), message) for section, message in self.port_zero_problems(self.workers)
+            ((*section.split("."), "port"), message)
+            for section, message in self.port_zero_problems(self.workers)
         ]
         if problems:
             raise LocatedProblemsError(problems)
@@ -276,7 +311,11 @@ class GatewayConfig(StrictModel):
         shares one port only when it is named), so clients would reach one worker only."""
         if workers <= 1:
             return []
-        listeners = [("listen", self.listen)] + ([("admin", self.admin)] if self.admin is not None else [])
+        listeners: list[tuple[str, Listen | AdminListen | HttpRedirect]] = [("listen", self.listen)]
+        if self.listen.http_redirect is not None:
+            listeners.append(("listen.http_redirect", self.listen.http_redirect))
+        if self.admin is not None:
+            listeners.append(("admin", self.admin))
         return [
             (section, f"port 0 (a free port) needs one worker, not {workers}: name the port")
             for section, listen in listeners

@@ -1,6 +1,7 @@
 """Durations and byte sizes as written in config files.
 
-A duration is a number of seconds or a string with a unit (``250ms``, ``2s``, ``1.5m``, ``1h``);
+A duration is a number of seconds or a string with a unit (``250ms``, ``2s``, ``1.5m``, ``1h``,
+``365d``);
 it is stored as float seconds. A size is an integer number of bytes or a string with a binary or
 decimal unit (``16KiB``, ``10MiB``, ``1GB``); it is stored as int bytes. Both refuse negatives,
 booleans (YAML's ``yes`` would otherwise become 1) and unknown units, naming the accepted ones.
@@ -15,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE_UNITS = {
     "": 1,
     "b": 1,
@@ -30,7 +31,7 @@ _NUMBER_WITH_UNIT = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([A-Za-z]*)\s*")
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from ``2``, ``0.5``, ``"250ms"``, ``"2s"``, ``"1m"``, ``"1h"``."""
+    """Seconds from ``2``, ``0.5``, ``"250ms"``, ``"2s"``, ``"1m"``, ``"1h"``, ``"1d"``."""
     if isinstance(value, bool):
         raise PydanticCustomError("duration", "expected a duration like 2s or 250ms, got a boolean")
     if isinstance(value, int | float):
@@ -42,7 +43,7 @@ def parse_duration(value: Any) -> float:
             raise PydanticCustomError(
                 "duration",
                 "invalid duration '{value}': use a number of seconds or a number with a unit "
-                "(ms, s, m, h), e.g. 250ms or 2s",
+                "(ms, s, m, h, d), e.g. 250ms or 2s",
                 {"value": value},
             )
         seconds = float(found.group(1)) * _DURATION_UNITS[unit]
@@ -97,13 +98,13 @@ Duration = Annotated[
         {
             "anyOf": [
                 {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?|\.\d+)\s*(ms|s|m|h)\s*$"},
+                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?|\.\d+)\s*(ms|s|m|h|d)\s*$"},
             ],
             "x-edgeway-unit": "duration",
         }
     ),
 ]
-"""Seconds as float; config accepts a number of seconds or ``250ms`` / ``2s`` / ``1m`` / ``1h``."""
+"""Seconds as float; config accepts a number of seconds or ``250ms`` / ``2s`` / ``1m`` / ``1h`` / ``1d``."""
 
 ByteSize = Annotated[
     int,

@@ -3,7 +3,7 @@
 A route's config is compiled once into a :class:`RoutePipeline`: the filters the route
 configures, outermost first, and its action (proxy, aggregate, endpoint, push)::
 
-    cors → auth → rate_limit → validate → cache → concurrency → action
+    cors → auth → client_cert → rate_limit → validate → cache → concurrency → action
 
 **One filter contract** (Envoy's ``Continue`` / ``StopIteration`` is the model). A filter is an
 object with a synchronous ``on_request(ctx)`` that answers one of:
@@ -117,14 +117,22 @@ C = TypeVar("C", bound=Component)
 
 
 class GatewayEnv:
-    """What route builders share: the config, the clusters, the components and the metrics
-    (served on the admin port's ``/metrics``)."""
+    """What route builders share: the config, the clusters, the components, the metrics
+    (served on the admin port's ``/metrics``) and the state carried across live reloads."""
 
     def __init__(
-        self, config: GatewayConfig, clusters: dict[str, Cluster], metrics: Metrics | None = None
+        self,
+        config: GatewayConfig,
+        clusters: dict[str, Cluster],
+        metrics: Metrics | None = None,
+        carried: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.clusters = clusters
+        # State that outlives one config generation, handed from the running gateway to the one
+        # a live reload builds (like the metrics): a component keeps there, under its own key,
+        # what must not start over on a reload (traffic split weights set at run time).
+        self.carried: dict[str, Any] = carried if carried is not None else {}
         # Who may tell services about the client (X-Forwarded-*...): every path that calls a
         # service writes those headers through this one rule.
         self.forwarding = Forwarding(config.trusted_proxies)
@@ -139,7 +147,8 @@ class GatewayEnv:
         if self._metrics is None:
             from edgeway.observability.metrics import Metrics
 
-            self._metrics = Metrics(self.config.name)
+            # The HTTP server families (http_server_requests_total...) are the telemetry's.
+            self._metrics = Metrics(self.config.name, http_server=False)
         return self._metrics
 
     def shared(self, key: str, factory: Callable[[], C]) -> C:

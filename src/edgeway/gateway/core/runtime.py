@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Collection, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from edgeway.gateway.actions.aggregate.action import build_aggregate
 from edgeway.gateway.actions.endpoints.action import build_endpoint
-from edgeway.gateway.actions.proxy import ProxyAction, build_proxy
+from edgeway.gateway.actions.proxy import ProxyAction
 from edgeway.gateway.actions.push.action import build_push
 from edgeway.gateway.config.schema import GatewayConfig
 from edgeway.gateway.core.access_log import AccessLog
@@ -35,6 +36,7 @@ from edgeway.gateway.core.errors import PathError, Rejection
 from edgeway.gateway.core.paths import normalize_path
 from edgeway.gateway.core.pipeline import (
     ActionBuilder,
+    CallbackAction,
     Filter,
     FilterBuilder,
     GatewayEnv,
@@ -45,10 +47,14 @@ from edgeway.gateway.core.pipeline import (
 from edgeway.gateway.core.router import Router
 from edgeway.gateway.filters.auth.filter import build_auth
 from edgeway.gateway.filters.cache.build import build_cache
+from edgeway.gateway.filters.client_cert import build_client_cert
 from edgeway.gateway.filters.concurrency import build_concurrency
 from edgeway.gateway.filters.cors import build_cors, preflight_match
 from edgeway.gateway.filters.ratelimit.filter import build_rate_limit
 from edgeway.gateway.filters.validation import build_validation
+from edgeway.gateway.telemetry.component import telemetry_of
+from edgeway.gateway.telemetry.meters import RequestTracing, RouteMeter
+from edgeway.gateway.traffic.action import TrafficAction, build_proxy_route
 from edgeway.gateway.upstream.clusters import Cluster, make_cluster
 from edgeway.gateway.upstream.discovery import use_discovery
 from edgeway.gateway.upstream.resilient import Refused
@@ -70,17 +76,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgeway.gateway")
 
+_perf_counter: Final = time.perf_counter  # a C static in the compiled build
+
 ACTIONS: dict[str, ActionBuilder] = {
-    "proxy": build_proxy,
+    # The plain proxy, or the traffic-shifting one (splits, canaries, sticky, mirror).
+    "proxy": build_proxy_route,
     "aggregate": build_aggregate,
     "endpoint": build_endpoint,
     "push": build_push,
 }
-# Outermost first: CORS answers preflights before auth; auth before the limits keyed by user;
-# the cache after auth (its key holds the identity); shedding last, so cache hits never queue.
+# Outermost first: CORS answers preflights before auth; auth (a token, then a client
+# certificate) before the limits keyed by user; the cache after auth (its key holds the
+# identity); shedding last, so cache hits never queue.
 FILTERS: list[FilterBuilder] = [
     build_cors,
     build_auth,
+    build_client_cert,
     build_rate_limit,
     build_validation,
     build_cache,
@@ -98,6 +109,7 @@ def server_limits(config: GatewayConfig) -> ServerLimits:
         header_read_timeout=float(lim.header_read_timeout),
         body_read_timeout=float(lim.body_read_timeout),
         keepalive_timeout=float(lim.keepalive_timeout),
+        send_timeout=float(lim.send_timeout),
     )
 
 
@@ -123,6 +135,7 @@ def make_clusters(config: GatewayConfig, reuse: Mapping[str, Cluster] | None = N
             ),
             svc.tls_context(),
             svc.tls.server_name if svc.tls is not None else None,
+            dict(svc.weights),
         )
         for name, svc in config.services.items()
     }
@@ -143,14 +156,18 @@ def reread_tls(config: GatewayConfig, reused: Collection[str]) -> dict[str, ssl.
 class _Served:
     """A route as the hot path reads it: native fields of a compiled class, so the callback
     path calls the proxy action natively rather than through the pipeline's protocol types
-    (a generic method call with argument parsing)."""
+    (a generic method call with argument parsing). ``callback``: another action that can
+    answer from callbacks (a traffic-shifting proxy route), read only when ``fast`` is None."""
 
-    __slots__ = ("fast", "filters", "pipeline")
+    __slots__ = ("callback", "fast", "filters", "pipeline")
 
-    def __init__(self, pipeline: RoutePipeline, fast: ProxyAction | None) -> None:
+    def __init__(
+        self, pipeline: RoutePipeline, fast: ProxyAction | None, callback: CallbackAction | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.filters: tuple[Filter, ...] = pipeline.filters
         self.fast = fast
+        self.callback = callback
 
 
 class Gateway:
@@ -170,6 +187,7 @@ class Gateway:
         access_log: AccessLog | None,
         reuse: Mapping[str, Cluster] | None = None,
         metrics: Metrics | None = None,
+        carried: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -181,8 +199,12 @@ class Gateway:
         # reload that fails to start must leave the running one as it was.
         self._reread_tls = reread_tls(config, self._not_owned)
         self.inflight = 0
-        self.env = GatewayEnv(config, self.clusters, metrics)
+        self.env = GatewayEnv(config, self.clusters, metrics, carried)
         use_discovery(self.env)  # first component: routes' components start with instances known
+        telemetry = telemetry_of(self.env)
+        # Bound once: the request path counts into these (None: metrics off, tracing off).
+        self._route_meters: dict[str | None, RouteMeter] | None = telemetry.routes()
+        self._tracer: RequestTracing | None = telemetry.tracer
         self.router = Router.from_config(config)
         self.pipelines: dict[str, RoutePipeline] = {}
         self._served: dict[str, _Served] = {}
@@ -191,11 +213,14 @@ class Gateway:
             action = ACTIONS[route.action_name](route, self.env)
             pipeline = self.pipelines[route.id] = assemble(route, self.env, action, FILTERS)
             fast = None
+            callback: CallbackAction | None = None
             if isinstance(action, ProxyAction) and action.fast:
                 # A proxy route: a request whose filters all admit at once may be answered
                 # from callbacks.
                 pipeline.fast = fast = action
-            self._served[route.id] = _Served(pipeline, fast)
+            elif isinstance(action, TrafficAction):
+                pipeline.fast = callback = action
+            self._served[route.id] = _Served(pipeline, fast, callback)
         self._encoded_slash = config.paths.encoded_slash
         self._case_sensitive = config.paths.case_sensitive
         self._rejections: Counter | None = None
@@ -247,6 +272,9 @@ class Gateway:
             span = TraceParent(trace_id, span_id, b"01")
             if fresh_id:
                 ex.request_id = request_id
+        tracer = self._tracer
+        if tracer is not None:
+            span = tracer.begin(ex, incoming)  # the server span's ids, its sampling decision
         tp = span.encode()
         try:
             path = normalize_path(ex.path, self._encoded_slash, self._case_sensitive)
@@ -283,6 +311,10 @@ class Gateway:
                 if callbacks and fast is not None and ctx.finishers is None:
                     work = fast.start(ctx, self)
                     return None if work is None else self._guarded(ctx, work)
+                callback = served.callback
+                if callback is not None and callbacks and ctx.finishers is None:
+                    work = callback.start(ctx, self)
+                    return None if work is None else self._guarded(ctx, work)
                 return self._guarded(ctx, pipeline.run(ctx, n))
         except Exception as exc:
             if ctx.finishers is not None:
@@ -315,6 +347,12 @@ class Gateway:
         self.inflight -= 1
         if self.access_log is not None:
             self.access_log.record(ex, route_id, span.trace_id, span.parent_id)
+        meters = self._route_meters
+        if meters is not None:
+            meters[route_id].record(ex.method, ex.status, _perf_counter() - ex.started)
+        tracer = self._tracer
+        if tracer is not None:
+            tracer.end(ex, route_id, span)
 
     # -- Held: a request the proxy answers from callbacks -----------------------------------
     def finish(self, ctx: RequestContext, failure: BaseException | None) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from edgeway.gateway.core.runtime import Gateway
 from edgeway.gateway.process.admin_auth import AdminGuard, AdminRefusal
+from edgeway.gateway.telemetry.workers import WorkerMetrics
 from edgeway.http.exchange import Exchange
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ class AdminHandler:
         self.guard = guard
         self.reloader = reloader
         self.draining = False
+        # A worker of a multi-worker gateway: /metrics answers every worker's, added up.
+        self.workers: WorkerMetrics | None = None
 
     async def __call__(self, ex: Exchange) -> None:
         try:
@@ -67,6 +70,8 @@ class AdminHandler:
             ex.respond_json(200, {"routes": self.gateway.routes_view()})
         elif path == b"/metrics":
             body, content_type = self.gateway.env.metrics.exposition()
+            if self.workers is not None:
+                body = await self.workers.gather()
             ex.respond(200, [(b"content-type", content_type.encode())], body)
         else:
             ex.respond_problem(

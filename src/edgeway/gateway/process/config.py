@@ -1,16 +1,31 @@
-"""Config of the gateway process: where it listens (``listen``), its admin API (``admin``), the
-downstream limits (``limits``) and live reload (``reload``)."""
+"""Config of the gateway process: where it listens (``listen``, with HTTPS in
+:mod:`.tls_config`), its admin API (``admin``), the downstream limits (``limits``) and live
+reload (``reload``)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
 
-from edgeway.gateway.config.base import StrictModel
+from pydantic import Field, model_validator
+
+from edgeway.gateway.config.base import LocatedProblemsError, StrictModel
 from edgeway.gateway.config.units import ByteSize, Duration
+from edgeway.gateway.process.tls_config import HttpRedirect, ListenTls
+
+# What a live reload may change under `listen` (see tls_config): everything else is the socket
+# or every handshake's settings.
+RELOADABLE_LISTEN_KEYS = (
+    ("tls", "certificates"),
+    ("tls", "client_certificates", "ca"),
+    ("tls", "hsts"),
+    ("http_redirect", "https_port"),
+    ("http_redirect", "hosts"),
+)
 
 
 class Listen(StrictModel):
-    """Where a listener binds."""
+    """Where clients connect: plaintext HTTP, or HTTPS with `tls` (and then, optionally, a second
+    plaintext listener that redirects to it)."""
 
     host: str = Field("127.0.0.1", description="Address to bind; `0.0.0.0` for every IPv4 interface.")
     port: int = Field(
@@ -20,6 +35,50 @@ class Listen(StrictModel):
         description="TCP port to bind; `0` takes a free port, reported in the `gateway listening` "
         "log line (one worker only).",
     )
+    tls: ListenTls | None = Field(
+        None, description="Serve HTTPS on this port (certificates, client certificates, HSTS)."
+    )
+    http_redirect: HttpRedirect | None = Field(
+        None,
+        description="A plaintext listener answering every request with a redirect to HTTPS here "
+        "(needs `tls`).",
+    )
+
+    @model_validator(mode="after")
+    def _redirect_needs_tls(self) -> Listen:
+        redirect = self.http_redirect
+        if redirect is None:
+            return self
+        if self.tls is None:
+            raise LocatedProblemsError(
+                [(("http_redirect",), "a redirect to HTTPS needs 'tls' on this listener")]
+            )
+        if redirect.port == self.port != 0 and (redirect.host or self.host) == self.host:
+            raise LocatedProblemsError(
+                [(("http_redirect", "port"), f"port {redirect.port} is the HTTPS listener's own port")]
+            )
+        return self
+
+    @property
+    def redirect_host(self) -> str:
+        """Where the redirect listener binds."""
+        assert self.http_redirect is not None
+        return self.http_redirect.host or self.host
+
+    def fixed_settings(self) -> dict[str, Any]:
+        """The settings a live reload cannot change (``RELOADABLE_LISTEN_KEYS`` left out)."""
+        dumped: dict[str, Any] = self.model_dump(mode="json")
+        for path in RELOADABLE_LISTEN_KEYS:
+            node: Any = dumped
+            for key in path[:-1]:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(path[-1], None)
+        return dumped
+
+    def material_digest(self) -> str | None:
+        """Changes with the content of the certificate, key and CA files (None without TLS)."""
+        return self.tls.material_digest() if self.tls is not None else None
 
 
 class AdminListen(StrictModel):
@@ -81,6 +140,13 @@ class Limits(StrictModel):
     )
     keepalive_timeout: Duration = Field(
         75.0, gt=0, description="An idle keep-alive client connection is closed after this."
+    )
+    send_timeout: Duration = Field(
+        60.0,
+        gt=0,
+        description="Time a response write may wait for a client that stopped reading (its socket "
+        "buffer full); then the connection is aborted and the upstream connection behind a proxied "
+        "response is closed (nginx's `send_timeout`).",
     )
     shutdown_grace: Duration = Field(
         30.0, ge=0, description="On SIGTERM, in-flight requests get this long to finish."

@@ -1,5 +1,6 @@
 """Watch config files for changes by polling: no dependency, works on every file system
-(network mounts, Kubernetes ConfigMap volumes whose files are swapped through a symlink).
+(network mounts, Kubernetes ConfigMap volumes whose files are swapped through a symlink: the
+paths are the ones the user gave, resolved again at every poll).
 
 Each poll stats the files (cheap); only when a stat changed are they read and hashed, and a
 reload is asked for only when the content changed (a ``touch`` or a rewrite with the same bytes
@@ -24,15 +25,19 @@ _log = logging.getLogger("edgeway.gateway.process.reload")
 
 SETTLE = 0.2  # seconds the files must be unchanged before they are read
 
-Stat = tuple[int, int, int, int] | None  # (inode, device, size, mtime_ns); None when missing
+# (target, inode, device, size, mtime_ns) of the file a path leads to now; None when missing.
+Stat = tuple[str, int, int, int, int] | None
 
 
 def _stat(path: str) -> Stat:
+    """The path as the user gave it, its symlinks resolved afresh: a Kubernetes ConfigMap volume
+    is updated by swapping its ``..data`` symlink to a new directory, so the file behind
+    ``gateway.yaml`` changes while the old target (deleted, unchanged) would look still."""
     try:
-        st = os.stat(path)
+        st = os.stat(path)  # follows every symlink on the way
     except OSError:
         return None
-    return st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns
+    return os.path.realpath(path), st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns
 
 
 def _digest(paths: Sequence[str]) -> str | None:

@@ -8,19 +8,25 @@ Triggers: a change of the config file's content (:mod:`edgeway.gateway.process.c
    answers 422 with the issues.
 2. A change to ``listen``, ``admin``, ``workers`` or ``limits`` needs a restart (the sockets and
    the connections' limits are set up once): such a config is refused too, naming the keys.
+   Under ``listen``, the TLS certificates (their files' content too), the client CA bundle,
+   HSTS and the HTTPS redirect's hosts reload (``Listen.fixed_settings``).
 3. A new :class:`Gateway` is compiled beside the running one. Services whose config did not
    change keep their cluster: the same endpoints, pools and open connections (nothing
-   reconnects). Its components (JWKS client, discovery, ...) start; if they fail, the new
+   reconnects). It gets the running one's metrics (same name) and its ``env.carried``, the
+   state components keep across generations (traffic splits: weights set at run time, each
+   side's counts). Its components (JWKS client, discovery, ...) start; if they fail, the new
    gateway is dropped and the running one stays.
 4. The swap: the listener's handler becomes the new gateway's, for new connections and for the
-   next request of every open one, in one step on the event loop. Requests already running
-   finish on the old routes.
+   next request of every open one, in one step on the event loop; new TLS handshakes get the
+   new certificates (prepared before the swap: a certificate OpenSSL refuses fails the reload).
+   Requests already running finish on the old routes; open connections keep their certificate.
 5. The old gateway retires in the background: once its requests in flight are done (or
    ``reload.drain_timeout`` passed) its components stop and the clusters it did not hand over
    close, each connection when its exchange ends.
 
 Reloads are serialised. A reload asked for by a signal or the admin API always rebuilds (so a
-JWKS or a DNS answer is fetched again); one from the file watch applies only a real change.
+JWKS or a DNS answer is fetched again, and the certificate files are read again); one from the
+file watch applies only a real change, of the config or of a certificate, key or CA file.
 
 :func:`request_reload` asks a running gateway process for a reload through its admin port (the
 fault bench uses it).
@@ -114,6 +120,11 @@ def _dump(model: Any) -> Any:
     return model.model_dump(mode="json") if model is not None else None
 
 
+def _upstream_tls_digests(config: GatewayConfig) -> dict[str, str]:
+    """What each service's TLS files held when ``config`` was loaded."""
+    return {name: svc.tls.material_digest() for name, svc in config.services.items() if svc.tls is not None}
+
+
 def restart_issues(file: str, running: GatewayConfig, new: GatewayConfig) -> list[ConfigIssue]:
     """One issue per key under :data:`RESTART_KEYS` whose value changed."""
     issues: list[ConfigIssue] = []
@@ -133,6 +144,8 @@ def restart_issues(file: str, running: GatewayConfig, new: GatewayConfig) -> lis
 
 
 def _dump_field(config: GatewayConfig, key: str) -> Any:
+    if key == "listen":
+        return config.listen.fixed_settings()
     value = getattr(config, key)
     return value if isinstance(value, int) else _dump(value)
 
@@ -160,8 +173,10 @@ class Reloader:
     """Reloads one running gateway from its config file (see the module docstring).
 
     ``install`` puts a new gateway in service (swaps the listener's handler, the admin
-    API's gateway); ``announce`` is called after a reload the admin API asked for, so a
-    worker can have its siblings reload too.
+    API's gateway); ``prepare`` readies what the new config changes on the listeners (the
+    TLS certificates) before the new gateway is built, raising GatewayError if it cannot, and
+    returns what puts it in service right after ``install``; ``announce`` is called after a
+    reload the admin API asked for, so a worker can have its siblings reload too.
     """
 
     def __init__(
@@ -170,6 +185,7 @@ class Reloader:
         gateway: Gateway,
         *,
         install: Callable[[Gateway], None],
+        prepare: Callable[[GatewayConfig], Callable[[], None]] | None = None,
         events: AccessLog,
         sources: list[str] | None = None,
         announce: Callable[[], None] | None = None,
@@ -179,6 +195,7 @@ class Reloader:
         self.generation = 1
         self.events = events
         self._install = install
+        self._prepare = prepare
         self._announce = announce
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
@@ -230,12 +247,28 @@ class Reloader:
         issues = restart_issues(str(self.path), running.config, config)
         if issues:
             return ReloadResult("refused", trigger, self.generation, tuple(issues), "a restart is needed")
-        if trigger == "watch" and _dump(config) == _dump(running.config):
+        if (
+            trigger == "watch"
+            and _dump(config) == _dump(running.config)
+            and config.listen.material_digest() == running.config.listen.material_digest()
+            and _upstream_tls_digests(config) == _upstream_tls_digests(running.config)
+        ):
             return ReloadResult("unchanged", trigger, self.generation)
+        commit: Callable[[], None] | None = None
+        if self._prepare is not None:
+            try:
+                commit = self._prepare(config)
+            except GatewayError as exc:
+                issue = ConfigIssue(str(self.path), None, None, "listen.tls", str(exc))
+                return ReloadResult(
+                    "refused", trigger, self.generation, (issue,), "the new config is invalid"
+                )
         reuse = reusable_clusters(running, config)
         try:
             metrics = running.env.metrics if config.name == running.config.name else None
-            new = Gateway(config, self._access_log(config), reuse=reuse, metrics=metrics)
+            new = Gateway(
+                config, self._access_log(config), reuse=reuse, metrics=metrics, carried=running.env.carried
+            )
         except (GatewayError, ValueError, LookupError, ImportError) as exc:
             _log.exception("the new config could not be compiled")
             return ReloadResult(
@@ -251,6 +284,8 @@ class Reloader:
             )
         new.adopt_clusters()
         self._install(new)
+        if commit is not None:
+            commit()
         self.gateway = new
         running.hand_over(reuse)
         self.generation += 1

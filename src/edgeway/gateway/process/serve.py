@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from edgeway.build import engine_build
@@ -30,11 +31,18 @@ from edgeway.gateway.process.admin_auth import (
     resolve_token,
     write_token,
 )
+from edgeway.gateway.process.parent_watch import watch_parent
 from edgeway.gateway.process.reload import Reloader, ReloadResult, Trigger
+from edgeway.gateway.telemetry.workers import DIR_ENV, WorkerMetrics
+from edgeway.gateway.tls.context import TlsSetupError
+from edgeway.gateway.tls.hsts import HstsHandler
+from edgeway.gateway.tls.redirect import HttpsRedirect
+from edgeway.gateway.tls.termination import TlsTermination
 from edgeway.http.listener import Listener, bind_socket
-from edgeway.http.server import ServerProtocol
+from edgeway.http.server import Handler, ServerProtocol
 from edgeway.observability.logs import setup_logging
 from edgeway.process_tuning import freeze_heap
+from edgeway.tasks import cancel_and_wait
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # what the supervisor forwards
 
@@ -55,7 +63,22 @@ class GatewayServer:
         access_log = AccessLog(config.name) if config.access_log.enabled else None
         self.events = access_log or AccessLog(config.name)
         self.gateway = Gateway(config, access_log)
-        self.listener = Listener(self.gateway, self.gateway.limits, on_reject=self._rejected)
+        # HTTPS: the listener's handshake context and its certificates, which reloads swap.
+        self.tls: TlsTermination | None = None
+        if config.listen.tls is not None:
+            try:
+                self.tls = TlsTermination(config.listen.tls)
+            except TlsSetupError as exc:
+                raise ConfigError(
+                    [ConfigIssue(str(path or "<config>"), None, None, "listen.tls", str(exc))]
+                ) from None
+        self.listener = Listener(
+            downstream_handler(self.gateway),
+            self.gateway.limits,
+            on_reject=self._rejected,
+            tls=self.tls.context if self.tls is not None else None,
+        )
+        self.redirect: Listener | None = None  # listen.http_redirect, bound in start()
         # The admin token: configured, or generated for a loopback admin API (admin_auth). Raises
         # ConfigError for an admin API beyond loopback without one, before anything binds.
         token, self._token_generated = (
@@ -67,6 +90,14 @@ class GatewayServer:
         self.admin_handler = AdminHandler(self.gateway, AdminGuard(token or _unusable_token(), hosts))
         self.admin: Listener | None = None
         self.reloader: Reloader | None = None
+        self.worker_metrics: WorkerMetrics | None = None
+        metrics_dir = os.environ.get(DIR_ENV)
+        if parent_pid is not None and metrics_dir:
+            self.worker_metrics = WorkerMetrics(
+                Path(metrics_dir), lambda: self.gateway.env.metrics.exposition()[0]
+            )
+            self.admin_handler.workers = self.worker_metrics
+        self._watch_connections(self.gateway)
         if path is not None:
             announce = None
             if parent_pid is not None:
@@ -79,6 +110,7 @@ class GatewayServer:
                 path,
                 self.gateway,
                 install=self._install,
+                prepare=self._prepare_listeners,
                 events=self.events,
                 sources=sources,
                 announce=announce,
@@ -88,12 +120,65 @@ class GatewayServer:
     def _rejected(self, conn: ServerProtocol, status: int, reason: str) -> None:
         self.events.event("warning", "request rejected", client=conn.client, status=status, reason=reason)
 
+    def _watch_connections(self, gateway: Gateway) -> None:
+        """Open client connections, per listener, and requests in flight, read at scrape time."""
+        gateway.env.metrics.gauge(
+            "http_server_requests_in_flight", "Requests being served now."
+        ).set_function(lambda: float(self.gateway.inflight))
+        gauge = gateway.env.metrics.gauge(
+            "edgeway_gateway_connections",
+            "Client connections open now, by listener (traffic or admin).",
+            ("listener",),
+        )
+        gauge.labels("traffic").set_function(lambda: float(len(self.listener.connections)))
+        gauge.labels("admin").set_function(
+            lambda: float(len(self.admin.connections)) if self.admin is not None else 0.0
+        )
+
     def _install(self, gateway: Gateway) -> None:
+        if gateway.env.metrics is not self.gateway.env.metrics:
+            self._watch_connections(gateway)  # a new name: new metrics
         self.gateway = gateway
-        self.listener.set_handler(gateway)
+        self.listener.set_handler(downstream_handler(gateway))
         self.admin_handler.gateway = gateway
         if gateway.access_log is not None:
             self.events = gateway.access_log
+
+    def _prepare_listeners(self, config: GatewayConfig) -> Callable[[], None]:
+        """Ready what a reloaded config changes on the listeners (the certificates, the
+        redirect's hosts); the function returned puts it in service, with the new gateway.
+        TlsSetupError when OpenSSL refuses a certificate: nothing changes then."""
+        tls = self.tls
+        certificates = None
+        if tls is not None and config.listen.tls is not None:
+            certificates = tls.prepare(config.listen.tls)
+        changed = config.listen.material_digest() != self.config.listen.material_digest()
+
+        def commit() -> None:
+            self.config = config
+            if tls is not None and certificates is not None:
+                tls.use(certificates)
+                if changed:
+                    self._log_certificates("tls certificates reloaded")
+            if self.redirect is not None:
+                self.redirect.set_handler(self._redirect_handler(config))
+
+        return commit
+
+    def _redirect_handler(self, config: GatewayConfig) -> HttpsRedirect:
+        listen = config.listen
+        redirect = listen.http_redirect
+        assert redirect is not None
+        port = redirect.https_port or listen.port or self.listener.port
+        if redirect.hosts is not None:
+            return HttpsRedirect.for_hosts(redirect.hosts, port)
+        tls = self.tls
+        assert tls is not None  # a redirect needs listen.tls (config validation)
+        return HttpsRedirect(lambda host: tls.certificates.covers(host), port)
+
+    def _log_certificates(self, message: str) -> None:
+        if self.tls is not None:
+            self.events.event("info", message, certificates=self.tls.certificates.summary)
 
     @property
     def port(self) -> int:
@@ -107,6 +192,12 @@ class GatewayServer:
         config = self.config
         await self.gateway.start()
         await self.listener.start(bind_socket(config.listen.host, config.listen.port))
+        redirect = config.listen.http_redirect
+        if redirect is not None:
+            self.redirect = Listener(
+                self._redirect_handler(config), self.gateway.limits, on_reject=self._rejected
+            )
+            await self.redirect.start(bind_socket(config.listen.redirect_host, redirect.port))
         if config.admin is not None:
             self.admin = Listener(self.admin_handler, self.gateway.limits)
             await self.admin.start(bind_socket(config.admin.host, config.admin.port))
@@ -120,10 +211,17 @@ class GatewayServer:
                 )
         if self.reloader is not None:
             self.reloader.start()
+        if self.worker_metrics is not None:
+            await self.worker_metrics.start()
+        self._log_certificates("tls certificates loaded")
         self.events.event(
             "info",
             "gateway listening",
             listen=f"{config.listen.host}:{self.listener.port}",
+            tls=self.tls is not None,
+            http_redirect=f"{config.listen.redirect_host}:{self.redirect.port}"
+            if self.redirect is not None
+            else None,
             admin=f"{config.admin.host}:{self.admin_port}" if config.admin is not None else None,
             admin_token_file=str(self._token_file) if self._token_file is not None else None,
             routes=len(config.routes),
@@ -154,8 +252,12 @@ class GatewayServer:
             "info", "gateway draining", grace_s=grace, connections=len(self.listener.connections)
         )
         forced = await self.listener.shutdown(grace)
+        if self.redirect is not None:
+            await self.redirect.shutdown(1.0)
         if self.admin is not None:
             await self.admin.shutdown(1.0)
+        if self.worker_metrics is not None:
+            await self.worker_metrics.stop()
         if self._token_file is not None:
             remove_token(self._token_file, self.admin_token)
         if self.reloader is not None:
@@ -197,12 +299,30 @@ async def run(
         # A gateway process: its start-up heap (modules, config models, routes) is never garbage;
         # frozen, a full collection no longer walks it while requests wait (edgeway.process_tuning).
         freeze_heap()
+    # A worker whose supervisor died (SIGKILL: nothing forwarded) drains and exits as on SIGTERM;
+    # on Linux the kernel's death signal (parent_watch.die_with_parent) usually comes first.
+    orphan_guard = (
+        asyncio.create_task(watch_parent(parent_pid, stop), name="parent-watch")
+        if parent_pid is not None
+        else None
+    )
     try:
         await stop.wait()
         await server.shutdown()
     finally:
+        if orphan_guard is not None:
+            await cancel_and_wait(orphan_guard)
         for sig in handled:
             loop.remove_signal_handler(sig)
+
+
+def downstream_handler(gateway: Gateway) -> Handler:
+    """What the traffic listener calls: the gateway, behind the HSTS header when the listener
+    sends one (only then: a plaintext or HSTS-less listener calls the gateway directly)."""
+    tls = gateway.config.listen.tls
+    if tls is not None and tls.hsts is not None:
+        return HstsHandler(gateway, tls.hsts.header_value())
+    return gateway
 
 
 def _unusable_token() -> str:

@@ -17,13 +17,16 @@ only (the sender is known from siginfo, so it does not reload twice).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+METRICS_DIR_ENV = "EDGEWAY_METRICS_DIR"  # edgeway.gateway.telemetry.workers.DIR_ENV
 CAN_WAIT = hasattr(signal, "sigtimedwait")  # Linux; not macOS
 
 
@@ -96,7 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     if CAN_WAIT:
         signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
-    code = supervise(start_workers(args.config, args.workers))
+    # Where each worker serves its metrics to the others, so that a scrape of any worker answers
+    # the sum (edgeway.gateway.telemetry.workers, DIR_ENV); removed when the workers have exited.
+    metrics_dir = tempfile.mkdtemp(prefix="edgeway-metrics-")
+    os.environ[METRICS_DIR_ENV] = metrics_dir
+    try:
+        code = supervise(start_workers(args.config, args.workers))
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     if args.token_file is not None:
         _remove_token(args.token_file, os.environ.get("EDGEWAY_ADMIN_TOKEN", ""))
     return code

@@ -16,6 +16,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, required=True, help="the supervisor (SIGHUP on reload)")
     parser.add_argument("config", type=Path)
     args = parser.parse_args(argv)
+    from edgeway.gateway.process.parent_watch import die_with_parent
+
+    if not die_with_parent(args.parent_pid):
+        # The supervisor died while this worker was starting: nobody to serve for.
+        print("edgeway gateway worker: the supervisor has exited; not starting", file=sys.stderr)
+        return 1
     from edgeway.gateway.core.errors import ConfigError
     from edgeway.gateway.process.serve import serve_worker
 

@@ -33,6 +33,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Final
 
+from edgeway.gateway.telemetry.meters import CallTracing, ServiceMeter
 from edgeway.gateway.upstream.clusters import Cluster, Endpoint
 from edgeway.gateway.upstream.resilient import (
     CircuitOpen,
@@ -117,6 +118,7 @@ class UpstreamCall:
     """
 
     __slots__ = (
+        "began",
         "cluster",
         "conn",
         "count",
@@ -129,6 +131,7 @@ class UpstreamCall:
         "limits",
         "line",
         "loop",
+        "meter",
         "method",
         "middle",
         "request",
@@ -140,6 +143,7 @@ class UpstreamCall:
         "streamed_body",
         "tail",
         "task",
+        "trace",
         "tried",
         "until",
     )
@@ -161,6 +165,7 @@ class UpstreamCall:
         self.limits = limits
         self.loop = loop
         self.sent_at = now  # the current attempt's start
+        self.began = now
         # When the ``total`` deadline fires: the call's own budget, every attempt included.
         self.end = call_end = end if end is not None else now + limits.total
         # What retries and the deadline header may use: the call's budget, or the caller's
@@ -187,6 +192,10 @@ class UpstreamCall:
         self.retried = False  # the stale-connection retry was used
         self.finished = False
         self.stopped = False  # failed from outside (a deadline) or closed: no further attempt
+        # Telemetry (edgeway.gateway.telemetry): the service's meter (None: metrics off), the
+        # call's spans (None: tracing off, or the request is not sampled).
+        self.meter: ServiceMeter | None = None
+        self.trace: CallTracing | None = None
 
     def __repr__(self) -> str:
         state = "finished" if self.finished else "failed" if self.error else "in flight"
@@ -224,9 +233,12 @@ class UpstreamCall:
             await guard.limiter.acquire()
         except Overloaded as exc:
             guard.telemetry.shed()
-            raise ServiceOverloaded(
+            refusal = ServiceOverloaded(
                 f"service {self.cluster.name!r} is at its concurrency limit: {exc}", exc.retry_after
-            ) from None
+            )
+            if self.meter is not None or self.trace is not None:
+                self.observe_end(refusal)
+            raise refusal from None
         self._admitted(guard)
 
     def _admitted(self, guard: ServiceGuard[Endpoint]) -> None:
@@ -235,9 +247,12 @@ class UpstreamCall:
             if guard.limiter is not None:
                 guard.limiter.release()
             self.finished = True  # refused: nothing to finish
-            raise CircuitOpen(
+            refusal = CircuitOpen(
                 f"the circuit breaker of service {self.cluster.name!r} is open", breaker.retry_after
             )
+            if self.meter is not None or self.trace is not None:
+                self.observe_end(refusal)
+            raise refusal
         if guard.budget is not None:
             guard.budget.record_request()
 
@@ -268,6 +283,7 @@ class UpstreamCall:
     def render(self, ep: Endpoint) -> bytes:
         """The request for an attempt on ``ep``: its authority, and the time left."""
         budget_ms = int((self.until - self.sent_at) * 1000)
+        trace = self.trace
         return b"".join(
             (
                 self.line,
@@ -275,6 +291,7 @@ class UpstreamCall:
                 b"\r\n",
                 self.middle,
                 _DEADLINE_LINE % (budget_ms if budget_ms > 0 else 1),
+                b"" if trace is None else b"traceparent: " + trace.attempt(self, ep) + b"\r\n",
                 self.tail,
             )
         )
@@ -386,6 +403,8 @@ class UpstreamCall:
         if not self.stale_retry_allowed(conn):
             raise exc
         self.retried = True
+        if self.meter is not None:
+            self.meter.retried()
         self.error = None
         self.drop_connection()
         await self._open_and_send(fresh=True)
@@ -444,6 +463,7 @@ class UpstreamCall:
         delay = self.retry_after_error(exc)
         if delay is None:
             return False
+        self.attempt_over(exc, self.loop.time())
         self.report(exc)
         await self._next_attempt(delay)
         return True
@@ -452,6 +472,7 @@ class UpstreamCall:
         delay = self.retry_after_status(status)
         if delay is None:
             return False
+        self.attempt_over(status, self.loop.time())
         self.report(status)
         await self._next_attempt(delay)
         return True
@@ -654,6 +675,32 @@ class UpstreamCall:
             self.ep.outstanding -= 1
             self.ep = None
 
+    def attempt_over(self, outcome: int | BaseException, now: float) -> None:
+        """Telemetry of the attempt that just ended (``now``: loop time): its instance's meter,
+        its span."""
+        meter = self.meter
+        ep = self.ep
+        if meter is not None and ep is not None:
+            meter.attempt(ep.label, outcome, now - self.sent_at)
+        trace = self.trace
+        if trace is not None:
+            trace.attempt_over(outcome)
+
+    def observe_end(self, outcome: int | BaseException) -> None:
+        """Telemetry of the whole call, its last attempt first; once (a refusal is observed
+        where it happens, and the call may still be finished after it)."""
+        now = self.loop.time()
+        if self.ep is not None:
+            self.attempt_over(outcome, now)
+        meter = self.meter
+        if meter is not None:
+            self.meter = None
+            meter.call(outcome, now - self.began)
+        trace = self.trace
+        if trace is not None:
+            self.trace = None
+            trace.call_over(outcome)
+
     def report(self, outcome: int | BaseException) -> None:
         """The outcome of the current attempt for the guard: a status, or the exception that
         ended it. An exception other than an upstream error (the client went away, a body too
@@ -674,6 +721,8 @@ class UpstreamCall:
         if self.finished:
             return
         self.finished = True
+        if self.meter is not None or self.trace is not None:
+            self.observe_end(outcome)
         self.drop_attempt()
         guard = self.guard
         if guard is not None:

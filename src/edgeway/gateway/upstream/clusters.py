@@ -10,6 +10,9 @@ earlier would also stop the pool's deadline ticker, leaving those requests witho
 An ``https://`` instance's pool connects with TLS: the service's own context (``tls`` in its
 config: CA bundle, client certificate) or the default one (system CAs), and the service's
 ``server_name`` or the instance's host as SNI and the name verified.
+Instances may have static weights (``services.<name>.weights``, by address; discovered instances
+not named there weigh 1); a service with weights gets a weighted balancer. A sticky route picks
+the instance by consistent hashing on the request's key through :meth:`Cluster.keyed`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from urllib.parse import urlsplit
 from edgeway.http.limits import PoolLimits, UpstreamTimeouts
 from edgeway.http.pool import ConnectionPool
 from edgeway.http.upstream_tls import default_client_context
-from edgeway.resilience.balancer import LeastOutstanding, RoundRobin, make_balancer
+from edgeway.resilience.balancer import Balancer, Rendezvous, make_balancer
+from edgeway.resilience.hashing import stable_hash
 
 DRAIN_POLL = 0.1  # seconds between checks of a draining endpoint's requests in flight
 
@@ -38,6 +42,9 @@ class Endpoint:
     authority: bytes  # Host header value sent upstream
     outstanding: int = 0
     available: bool = True
+    weight: int = 1  # static share of the service's traffic (services.<name>.weights)
+    current_weight: int = 0  # the weighted round robin's running counter
+    hash_id: int = 0  # stable identity for consistent hashing: a hash of host:port
 
     @property
     def label(self) -> str:
@@ -80,13 +87,15 @@ ChangeListener = Callable[["Cluster", ClusterChange], None]
 class Cluster:
     name: str
     endpoints: list[Endpoint]
-    balancer: RoundRobin[Endpoint] | LeastOutstanding[Endpoint]
+    balancer: Balancer[Endpoint]
     timeouts: UpstreamTimeouts
     pool_limits: PoolLimits
     # The context of its https:// instances (None: the default one) and the name they are
     # asked for and verified against (None: each instance's host).
     tls_context: ssl.SSLContext | None = None
     server_name: str | None = None
+    # Static instance weights by address; an instance not named weighs 1.
+    weights: dict[tuple[str, int], int] = field(default_factory=dict)
     name_bytes: bytes = field(init=False)
     # Told after every change of endpoints (health checks start and stop checking instances).
     # Clusters outlive a gateway across live reloads: a component that adds a listener removes
@@ -100,6 +109,21 @@ class Cluster:
 
     def pick(self) -> Endpoint:
         return self.balancer.pick(self.endpoints)
+
+    def keyed(self, key: int) -> Cluster:
+        """A view of this cluster for one request of a sticky route: the same endpoints, pools
+        and timeouts, the instance chosen by consistent hashing on ``key`` (the request's key
+        hash) instead of the service's balancer. Never closed: it owns nothing."""
+        return Cluster(
+            self.name,
+            self.endpoints,
+            Rendezvous(key),
+            self.timeouts,
+            self.pool_limits,
+            tls_context=self.tls_context,
+            server_name=self.server_name,
+            weights=self.weights,
+        )
 
     def update(self, urls: Sequence[str]) -> ClusterChange:
         """Make the cluster's instances exactly ``urls``.
@@ -119,7 +143,9 @@ class Cluster:
         for key, url in wanted.items():
             ep = current.get(key)
             if ep is None:
-                ep = make_endpoint(url, self.pool_limits, self.tls_context, self.server_name)
+                ep = make_endpoint(
+                    url, self.pool_limits, self.tls_context, self.server_name, self.weights.get(key[:2], 1)
+                )
                 added.append(ep)
             endpoints.append(ep)
         removed = [ep for key, ep in current.items() if key not in wanted]
@@ -174,11 +200,21 @@ def _key(url: str) -> tuple[str, int, bool]:
     return parts.hostname or "127.0.0.1", parts.port or (443 if https else 80), https
 
 
+def _address(url: str) -> tuple[str, int]:
+    host, port, _ = _key(url)
+    return host, port
+
+
 def make_endpoint(
-    url: str, limits: PoolLimits, tls: ssl.SSLContext | None = None, server_name: str | None = None
+    url: str,
+    limits: PoolLimits,
+    tls: ssl.SSLContext | None = None,
+    server_name: str | None = None,
+    weight: int = 1,
 ) -> Endpoint:
     """The endpoint of the instance at ``url``; an ``https://`` one connects with ``tls`` (None:
-    the default context) and asks for ``server_name`` (None: its host)."""
+    the default context) and asks for ``server_name`` (None: its host). ``weight``: its static
+    weight for a weighted balancer."""
     host, port, https = _key(url)
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in Host
     authority = f"{shown}:{port}" if port != (443 if https else 80) else shown
@@ -187,7 +223,9 @@ def make_endpoint(
         pool = ConnectionPool(host, port, limits, context, server_name or host)
     else:
         pool = ConnectionPool(host, port, limits)
-    return Endpoint(host, port, pool, authority.encode())
+    return Endpoint(
+        host, port, pool, authority.encode(), weight=weight, hash_id=stable_hash(f"{shown}:{port}".encode())
+    )
 
 
 def make_cluster(
@@ -198,13 +236,13 @@ def make_cluster(
     limits: PoolLimits,
     tls: ssl.SSLContext | None = None,
     server_name: str | None = None,
+    weights: dict[str, int] | None = None,
 ) -> Cluster:
+    """A cluster of ``urls``; ``tls``/``server_name`` for its https:// instances; ``weights``:
+    static weights by instance URL (others weigh 1)."""
+    by_address = {_address(url): weight for url, weight in (weights or {}).items()}
+    endpoints = [make_endpoint(u, limits, tls, server_name, by_address.get(_address(u), 1)) for u in urls]
+    weighted = any(weight != 1 for weight in by_address.values())
     return Cluster(
-        name,
-        [make_endpoint(u, limits, tls, server_name) for u in urls],
-        make_balancer(balancer),
-        timeouts,
-        limits,
-        tls,
-        server_name,
+        name, endpoints, make_balancer(balancer, weighted), timeouts, limits, tls, server_name, by_address
     )

@@ -9,6 +9,7 @@ hot path reads (``policy()``), so requests never touch pydantic.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import ssl
@@ -17,7 +18,7 @@ from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from edgeway.gateway.config.base import LocatedProblemsError, StrictModel, broker_setting
@@ -41,6 +42,7 @@ BASE_FORWARD_HEADERS = ("authorization", "accept-language")
 # The default of `forward_headers` as the reference describes it.
 FORWARD_DEFAULT = (
     "absent: the identity headers the auth filter sets (`auth.headers`; none without `auth`), "
+    "the `X-Edgeway-Client-Cert-*` headers on a listener that asks for client certificates, "
     "Authorization and Accept-Language."
 )
 
@@ -599,6 +601,7 @@ class UpstreamTls(StrictModel):
     min_version: Literal["1.2", "1.3"] = Field(
         "1.2", description='The lowest TLS version offered, `"1.2"` or `"1.3"`; nothing older is possible.'
     )
+    _digest: str = PrivateAttr("")
 
     @field_validator("server_name")
     @classmethod
@@ -626,7 +629,25 @@ class UpstreamTls(StrictModel):
         problems.extend(self._load_problems())
         if problems:
             raise LocatedProblemsError(problems)
+        self._digest = self._files_digest()
         return self
+
+    def material_digest(self) -> str:
+        """The content of the files as they were read at load: a reload whose YAML is unchanged
+        but whose files changed (a rotated certificate) is still a change."""
+        return self._digest
+
+    def _files_digest(self) -> str:
+        h = hashlib.sha256()
+        for file in (self.ca, self.cert, self.key):
+            if file is not None:
+                try:
+                    with open(file, "rb") as f:
+                        h.update(f.read())
+                except OSError:  # gone since it was checked: the next reload says so
+                    h.update(b"\0missing")
+            h.update(b"\0")
+        return h.hexdigest()
 
     def _load_problems(self) -> list[tuple[Loc, str]]:
         """What OpenSSL says of the files, each at the key that names the file at fault."""
@@ -695,6 +716,13 @@ class Service(StrictModel):
         "round_robin",
         description="`round_robin`, or `least_outstanding` (power of two choices on in-flight requests).",
     )
+    weights: dict[str, Annotated[int, Field(ge=1, le=1000)]] = Field(
+        default_factory=dict,
+        description="Static instance weights by instance URL (one of `instances`), 1 to 1000; an "
+        "instance not named (discovered ones too) weighs 1. `round_robin` becomes smooth weighted "
+        "round robin, `least_outstanding` draws its two candidates by weight, sticky routes hash "
+        "by weight.",
+    )
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
     pool: Pool = Field(default_factory=Pool, description="Connection pool per instance.")
     discovery: DiscoveryRule | None = Field(
@@ -744,6 +772,29 @@ class Service(StrictModel):
             ]
             if plain:
                 raise LocatedProblemsError(plain)
+        return self
+
+    @model_validator(mode="after")
+    def _weights_name_instances(self) -> Service:
+        # Compared as the instances are: normalised (an explicit port, IPv6 bracketed).
+        known = set(self.instances)
+        normalised: dict[str, int] = {}
+        problems: list[tuple[Loc, str]] = []
+        for url, weight in self.weights.items():
+            try:
+                normal = _check_instance_url(url)
+            except PydanticCustomError as exc:
+                problems.append((("weights", url), str(exc)))
+                continue
+            if normal not in known:
+                listed = ", ".join(self.instances) or "none"
+                problems.append(
+                    (("weights", url), f"'{url}' is not one of this service's instances ({listed})")
+                )
+            normalised[normal] = weight
+        if problems:
+            raise LocatedProblemsError(problems)
+        self.weights = normalised
         return self
 
     @property

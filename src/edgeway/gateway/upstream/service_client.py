@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.core.pipeline import RequestContext
 from edgeway.gateway.filters.auth.config import GatewayAuth
+from edgeway.gateway.telemetry.meters import CallTracing, ServiceMeter
 from edgeway.gateway.upstream.call import (
     DEFAULT_MAX_BODY,
     CallLimits,
@@ -50,6 +51,9 @@ from edgeway.http.headers import reason_phrase
 from edgeway.http.outgoing import UnsafeRequest, check_request
 from edgeway.observability.ids import new_span_id
 from edgeway.resilience.guard import ServiceGuard
+
+if TYPE_CHECKING:
+    from edgeway.gateway.config.schema import GatewayConfig
 
 _WITH_BODY = frozenset({b"POST", b"PUT", b"PATCH"})
 
@@ -98,6 +102,8 @@ def start_call(
     guard: ServiceGuard[Endpoint] | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
     deadline: float | None = None,
+    meter: ServiceMeter | None = None,
+    trace: CallTracing | None = None,
 ) -> UpstreamCall:
     """Send a request to an instance of ``cluster`` now; await ``.reply()`` for the answer.
 
@@ -107,7 +113,9 @@ def start_call(
     ``guard``: the service's, from
     :func:`~edgeway.gateway.upstream.resilient.service_guard`. ``loop``: the running loop, when the caller
     has it at hand (asking for it costs a system call). ``deadline``: loop time the call must be
-    over by, when something shorter than its own timeout bounds it.
+    over by, when something shorter than its own timeout bounds it. ``meter``, ``trace``: the
+    service's metrics and the call's spans (:mod:`edgeway.gateway.telemetry`); with ``trace``
+    each attempt carries its own ``traceparent``, so ``headers`` must not hold one.
 
     A call that cannot be sent (its guard refused it, no instance is available) is returned
     failed: its ``reply()`` raises the refusal.
@@ -117,6 +125,8 @@ def start_call(
     check_request(method, target, headers)
     loop = loop or asyncio.get_running_loop()
     call = UpstreamCall(cluster, guard, method, limits or CallLimits.of(cluster), loop, loop.time(), deadline)
+    call.meter = meter
+    call.trace = trace
     call.line = method + b" " + target + b" HTTP/1.1\r\nhost: "
     if body is not None:
         call.tail = headers + b"content-length: %d\r\n\r\n" % len(body) + body
@@ -151,13 +161,34 @@ def child_traceparent(ctx: RequestContext) -> bytes:
     return b"traceparent: 00-" + span.trace_id + b"-" + new_span_id() + b"-" + span.flags + b"\r\n"
 
 
-def forward_names(configured: Sequence[str] | None, auth: GatewayAuth | None) -> frozenset[bytes]:
+# The headers the client_cert filter sets from a verified client certificate
+# (edgeway.gateway.tls.peer, which loads cryptography: not imported here).
+CLIENT_CERT_HEADERS = (
+    "x-edgeway-client-cert-subject",
+    "x-edgeway-client-cert-issuer",
+    "x-edgeway-client-cert-sans",
+    "x-edgeway-client-cert-sha256",
+)
+
+
+def forward_names(
+    configured: Sequence[str] | None, auth: GatewayAuth | None, *, client_certs: bool = False
+) -> frozenset[bytes]:
     """The client headers a call copies: ``configured``, or by default the identity headers the
     auth filter sets (only a gateway with ``auth`` strips clients' copies of them, so without it
-    none are forwarded), the bearer token and the caller's language."""
+    none are forwarded), with ``client_certs`` (a listener asking for client certificates,
+    whose filter strips clients' copies) the client certificate's, the bearer token and the
+    caller's language."""
     if configured is None:
         configured = [*BASE_FORWARD_HEADERS, *(auth.headers.names() if auth is not None else ())]
+        if client_certs:
+            configured += CLIENT_CERT_HEADERS
     return frozenset(name.lower().encode() for name in configured)
+
+
+def asks_client_certs(config: GatewayConfig) -> bool:
+    """Whether ``config``'s listener asks for client certificates (mutual TLS)."""
+    return config.listen.tls is not None and config.listen.tls.client_certificates is not None
 
 
 def forwarded_headers(headers: Iterable[tuple[bytes, bytes]], names: frozenset[bytes]) -> bytes:

@@ -273,9 +273,13 @@ async def commit(order_id: ResourceIdPath, svc: Svc, _caller: ServiceCaller) -> 
     return found.model_copy(update={"status": "committed"})
 
 
-@router.delete("/reservations/{order_id}", responses=problem_responses(409))
+@router.delete("/reservations/{order_id}")
 async def release(order_id: ResourceIdPath, svc: Svc, _caller: ServiceCaller) -> Reservation:
-    """Compensation: give held stock back. Idempotent, and safe before the reservation exists."""
+    """Compensation: give held stock back. Idempotent, and safe before the reservation exists.
+
+    A committed reservation cannot be released (its stock has left): the answer is 200 with the
+    reservation as it is, ``status: committed``, a definite outcome the caller acts on, not a
+    conflict it would try again forever."""
     async with svc.transaction() as session:
         found = await _find(session, order_id, lock=True)
         if found is None:
@@ -287,9 +291,7 @@ async def release(order_id: ResourceIdPath, svc: Svc, _caller: ServiceCaller) ->
             )
             return Reservation(order_id=order_id, status="released", items=[])
         if found.status == "committed":
-            raise Problem(
-                409, f"order {order_id} is confirmed; its stock has left", type=PROBLEMS + "committed"
-            )
+            return found
         if found.status == "held":
             await _move(session, found, on_hand=0, reserved=-1)
             await _set_status(session, order_id, "released")

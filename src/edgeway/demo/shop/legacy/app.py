@@ -30,6 +30,7 @@ from edgeway.service.database import Database
 from edgeway.service.http import HeadOnlyHttpTools
 from edgeway.service.openapi import offline_app
 from edgeway.service.problems import install_problem_handlers
+from edgeway.service.tls import uvicorn_tls_options
 
 metadata = MetaData()
 reviews = Table(
@@ -215,5 +216,10 @@ def main() -> None:
     setup_logging("legacy", settings.log_level)
     quiet_libraries()
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_config=None, http=HeadOnlyHttpTools
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        http=HeadOnlyHttpTools,
+        **uvicorn_tls_options(settings),
     )

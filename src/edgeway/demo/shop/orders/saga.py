@@ -6,15 +6,21 @@ step              action                                        compensation (in
 accept            nothing (the order exists already)            mark the order cancelled, say why
 reserve           inventory ``POST /reservations``              inventory ``DELETE /reservations/{id}``
 charge            payments ``POST /payments``                   payments ``POST /payments/{id}/refund``
-confirm           inventory ``POST /reservations/{id}/commit``  —
+confirm           inventory ``POST /reservations/{id}/commit``  — (after the pivot: retried until done)
 ================  ============================================  ========================================
+
+``charge`` is the pivot: once the payment is captured the order only goes forward, so ``confirm``
+is ``retriable`` (any failure, a step timeout included, is retried with backoff, never
+compensated); compensating it could refund a payment for goods that already left.
 
 Every remote call carries the step's ``Idempotency-Key`` (``<saga id>:<step>``) and is keyed by
 the order id on the other side, so a step repeated after a timeout or a crash has its effect once,
 and every compensation tolerates "nothing to undo". A business refusal (out of stock: 409;
 payment declined: 402) fails the step at once (``StepFailed``); a broken or unreachable peer is
-retried (``RetryableError``) within the step's budget. Each step moves the order's status and
-publishes ``OrderStatusChanged`` through the outbox, which is what the browser sees live.
+retried (``RetryableError``) within the step's budget, and so is a peer that cannot be found
+for a moment (``DiscoveryError``: no instance known, or the registry unreachable). Each step
+moves the order's status and publishes ``OrderStatusChanged`` through the outbox, which is what
+the browser sees live.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from edgeway.demo.shop.common.events import OrderStatus
 from edgeway.demo.shop.common.problems import PROBLEMS
 from edgeway.saga import Backoff, Retry, RetryableError, Saga, StepContext, StepFailed
 from edgeway.service.clients import PeerResponse
-from edgeway.service.errors import PeerError
+from edgeway.service.errors import DiscoveryError, PeerError
 
 if TYPE_CHECKING:
     from edgeway.demo.shop.orders.app import OrdersService
@@ -61,7 +67,9 @@ def build_saga(service: OrdersService) -> Saga[OrderData]:
         headers = {**ctx.headers, **await service.token.authorization()}
         try:
             response = await service.kit.client(peer).request(method, path, headers=headers, **kwargs)
-        except PeerError as exc:
+        except (PeerError, DiscoveryError) as exc:
+            # DiscoveryError covers NoInstancesError: a registry hiccup or a peer restarting is
+            # transient, not the order's failure.
             raise RetryableError(f"{peer} unreachable: {exc}") from exc
         if response.status_code == 401:
             service.token.forget()  # revoked or expired under us: fetch a new one, try again
@@ -107,6 +115,12 @@ def build_saga(service: OrdersService) -> Saga[OrderData]:
     async def release(ctx: StepContext[OrderData]) -> None:
         response = await call(ctx, "inventory", "DELETE", f"/reservations/{ctx.data.order_id}")
         response.raise_for_status()
+        if response.json().get("status") == "committed":
+            # Only a saga compensated before this version could get here: the stock has left,
+            # so say so on the order for whoever reconciles the refund.
+            await service.set_reason(
+                ctx.data.order_id, f"{ctx.error}; the stock had already left (reservation committed)"
+            )
 
     async def charge(ctx: StepContext[OrderData]) -> dict[str, Any]:
         data = ctx.data
@@ -128,7 +142,8 @@ def build_saga(service: OrdersService) -> Saga[OrderData]:
     saga.add_step("accept", accept, compensate=cancel, timeout=timeout)
     saga.add_step("reserve", reserve, compensate=release, timeout=timeout, retry=retry)
     saga.add_step("charge", charge, compensate=refund, timeout=timeout, retry=retry)
-    saga.add_step("confirm", confirm, timeout=timeout, retry=retry)
+    # After the pivot: retried until inventory commits (backoff capped at 4 s), never compensated.
+    saga.add_step("confirm", confirm, timeout=timeout, retry=retry, retriable=True)
     return saga
 
 

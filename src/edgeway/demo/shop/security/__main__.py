@@ -2,6 +2,7 @@
 
 Settings come from ``EDGEWAY_SECURITY_*`` as for ``edgeway security serve``; the seed defaults
 to the shop's, logs are JSON lines like every other process, and the port is ``EDGEWAY_PORT``.
+It serves HTTPS when the kit's ``EDGEWAY_TLS_*`` settings say so (``edgeway demo --tls``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from edgeway.security_service import create_security_app
 from edgeway.security_service.settings import SecuritySettings
 from edgeway.service.backing import quiet_libraries
 from edgeway.service.http import HeadOnlyHttpTools
+from edgeway.service.settings import ServiceSettings
+from edgeway.service.tls import uvicorn_tls_options
 
 settings = SecuritySettings()
 if settings.seed_file is None:
@@ -29,4 +32,6 @@ uvicorn.run(
     log_config=None,
     access_log=False,
     http=HeadOnlyHttpTools,
+    # HTTPS when EDGEWAY_TLS_CERT/KEY are set (edgeway demo --tls)
+    **uvicorn_tls_options(ServiceSettings()),
 )

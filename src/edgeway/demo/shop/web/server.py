@@ -21,16 +21,21 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from edgeway.observability.logs import setup_logging
+from edgeway.service.settings import ServiceSettings
+from edgeway.service.tls import uvicorn_tls_options
 
 STATIC = Path(__file__).with_name("static")
 EDGE_HEADER = "x-shop-edge"
 
 
-def _direct_config(env: dict[str, str]) -> dict[str, object]:
+def _url(env: dict[str, str], name: str, default: int) -> str:
     host = env.get("SHOP_HOST", "127.0.0.1")
+    return f"http://{host}:{env.get('SHOP_PORT_' + name.upper().replace('-', '_'), default)}"
 
+
+def _direct_config(env: dict[str, str]) -> dict[str, object]:
     def url(name: str, default: int) -> str:
-        return f"http://{host}:{env.get('SHOP_PORT_' + name.upper().replace('-', '_'), default)}"
+        return _url(env, name, default)
 
     return {
         "mode": "direct",
@@ -47,12 +52,27 @@ def _direct_config(env: dict[str, str]) -> dict[str, object]:
     }
 
 
+def _story(env: dict[str, str]) -> dict[str, object]:
+    """What the page tells about the system around it: the same page in the other pattern (when
+    the demo runs the web BFF; ``SHOP_EDGES`` lists the edges) and the control room, if any."""
+    edges = [e for e in env.get("SHOP_EDGES", "web-bff").split(",") if e]
+    story: dict[str, object] = {
+        "direct_url": _url(env, "web", 8090),
+        "bff_url": _url(env, "web-bff", 8081) if "web-bff" in edges else None,
+    }
+    if env.get("SHOP_CONTROL_URL"):
+        story["control"] = env["SHOP_CONTROL_URL"]
+    return story
+
+
 def create_app(env: dict[str, str] | None = None) -> Starlette:
-    direct = _direct_config(dict(os.environ if env is None else env))
+    environ = dict(os.environ if env is None else env)
+    direct = {**_direct_config(environ), **_story(environ)}
+    bff = {"mode": "bff", "api": "/api", **_story(environ)}
 
     async def config(request: Request) -> Response:
         edge = request.headers.get(EDGE_HEADER)
-        settings = {"mode": "bff", "edge": edge, "api": "/api"} if edge else direct
+        settings = {**bff, "edge": edge} if edge else direct
         body = b"window.SHOP_CONFIG = " + orjson.dumps(settings) + b";\n"
         return Response(body, media_type="application/javascript", headers={"Cache-Control": "no-store"})
 
@@ -76,4 +96,6 @@ def main() -> None:
         port=int(os.environ.get("EDGEWAY_PORT", "8090")),
         log_config=None,
         access_log=False,
+        # HTTPS when EDGEWAY_TLS_CERT/KEY are set (edgeway demo --tls)
+        **uvicorn_tls_options(ServiceSettings()),
     )

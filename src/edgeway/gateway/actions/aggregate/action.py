@@ -12,8 +12,9 @@ from edgeway.gateway.actions.aggregate.merge import compile_merge
 from edgeway.gateway.actions.aggregate.plan import CallPlan, Plan, Scope, compile_plan
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.pipeline import Action, GatewayEnv, RequestContext
+from edgeway.gateway.telemetry.component import telemetry_of
 from edgeway.gateway.upstream.resilient import service_guard
-from edgeway.gateway.upstream.service_client import common_headers, upstream_problem
+from edgeway.gateway.upstream.service_client import asks_client_certs, common_headers, upstream_problem
 from edgeway.resilience.guard import retry_after_header
 
 _JSON = (b"content-type", b"application/json")
@@ -26,7 +27,9 @@ def build_aggregate(route: Route, env: GatewayEnv) -> Action:
     action = route.aggregate
     assert action is not None  # called for aggregate routes only
     guards = {name: service_guard(env, name) for name in {call.service for call in action.calls.values()}}
-    plan = compile_plan(action, env.clusters, env.config.auth, guards)
+    plan = compile_plan(
+        action, env.clusters, env.config.auth, guards, client_certs=asks_client_certs(env.config)
+    )
     merge = compile_merge(plan)
     limit = env.config.limits.max_body_bytes
     body_limit = int(limit) if limit is not None else _DEFAULT_BODY_LIMIT
@@ -34,12 +37,13 @@ def build_aggregate(route: Route, env: GatewayEnv) -> Action:
     # on Python 3.11, and every call of every request needs it.
     loops: list[asyncio.AbstractEventLoop] = []
     forwarding = env.forwarding
+    telemetry = telemetry_of(env)
 
     async def aggregate(ctx: RequestContext) -> None:
         ex = ctx.ex
         body = await ex.body.read_all(body_limit) if plan.needs_client_body else None
         loop = loops[0] if loops else _first(loops)
-        run = Run(plan, Scope(ctx, body), common_headers(ctx, forwarding), loop)
+        run = Run(plan, Scope(ctx, body), common_headers(ctx, forwarding), loop, telemetry)
         await run.execute()
         if run.fatal is not None:
             _fail_endpoint(*run.fatal)

@@ -33,6 +33,7 @@ from edgeway.gateway.actions.aggregate.shaping import ShapeError
 from edgeway.gateway.actions.aggregate.values import MISSING
 from edgeway.gateway.core import json_input
 from edgeway.gateway.core.json_input import TooDeep
+from edgeway.gateway.telemetry.component import GatewayTelemetry
 from edgeway.gateway.upstream.resilient import Refused
 from edgeway.gateway.upstream.service_client import (
     ServiceReply,
@@ -110,10 +111,16 @@ class Run:
         "outputs",
         "plan",
         "scope",
+        "telemetry",
     )
 
     def __init__(
-        self, plan: Plan, scope: Scope, common_headers: bytes, loop: asyncio.AbstractEventLoop
+        self,
+        plan: Plan,
+        scope: Scope,
+        common_headers: bytes,
+        loop: asyncio.AbstractEventLoop,
+        telemetry: GatewayTelemetry | None = None,
     ) -> None:
         self.plan = plan
         self.scope = scope
@@ -127,6 +134,7 @@ class Run:
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_at: float | None = None  # loop time, when the plan has a deadline
         self._forward_cache: dict[frozenset[bytes], bytes] = {}
+        self.telemetry = telemetry
 
     async def execute(self) -> None:
         plan = self.plan
@@ -348,7 +356,14 @@ class Run:
         except (MissingValue, BadValue) as exc:
             return CallError(400 if exc.from_client else 502, str(exc), "input")
         ctx = scope.ctx
-        parts = [self._headers, child_traceparent(ctx)]
+        service = call.cluster.name
+        telemetry = self.telemetry
+        meter = trace = None
+        if telemetry is not None:
+            meter = telemetry.meter(service)
+            trace = telemetry.call_trace(ctx.span, service, call.name)
+        # Traced, each attempt carries its own traceparent (its span's).
+        parts = [self._headers, child_traceparent(ctx) if trace is None else b""]
         if call.forward:
             parts.append(self._forwarded(call.forward))
         parts.append(own)
@@ -367,6 +382,8 @@ class Run:
                 guard=call.guard,
                 loop=self._loop,
                 deadline=self._deadline_at,
+                meter=meter,
+                trace=trace,
             )
         except UnsafeRequest as exc:  # rendering keeps values in bounds; this is the last guard
             return CallError(502, f"{call.cluster.name}: the request cannot be sent: {exc}", "input")

@@ -380,12 +380,17 @@ def compile_plan(
     clusters: Mapping[str, Cluster],
     auth: GatewayAuth | None = None,
     guards: Mapping[str, ServiceGuard[Endpoint] | None] | None = None,
+    *,
+    client_certs: bool = False,
 ) -> Plan:
     """``auth`` is the gateway's token verification (its identity header names are forwarded);
-    ``guards`` the resilience of the services the calls reach (by name; absent: none)."""
+    ``guards`` the resilience of the services the calls reach (by name; absent: none);
+    ``client_certs``: the listener asks for client certificates (their headers are forwarded)."""
     plans: dict[str, CallPlan] = {}
     for name in action.order:
-        plans[name] = _compile_call(name, action.calls[name], action, clusters, auth, guards or {})
+        plans[name] = _compile_call(
+            name, action.calls[name], action, clusters, auth, guards or {}, client_certs
+        )
     for plan in plans.values():
         for dep in plan.deps:
             plans[dep].dependents.append(plan)
@@ -407,6 +412,7 @@ def _compile_call(
     clusters: Mapping[str, Cluster],
     auth: GatewayAuth | None,
     guards: Mapping[str, ServiceGuard[Endpoint] | None],
+    client_certs: bool,
 ) -> CallPlan:
     facts = call.facts
     sep = call.batch_separator
@@ -415,7 +421,9 @@ def _compile_call(
         if dep is not None and dep not in deps:
             deps.append(dep)
     forward = forward_names(
-        call.forward_headers if call.forward_headers is not None else action.forward_headers, auth
+        call.forward_headers if call.forward_headers is not None else action.forward_headers,
+        auth,
+        client_certs=client_certs,
     )
     body, content_type = compile_body(call.body, sep)
     fan = facts.for_each or facts.batch

@@ -22,8 +22,14 @@ from edgeway.gateway.actions.endpoints.request import Request, Response
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.errors import GatewayError, Rejection
 from edgeway.gateway.core.pipeline import Action, GatewayEnv, RequestContext
+from edgeway.gateway.telemetry.component import telemetry_of
 from edgeway.gateway.upstream.resilient import service_guard
-from edgeway.gateway.upstream.service_client import forward_names, forwarded_headers, upstream_problem
+from edgeway.gateway.upstream.service_client import (
+    asks_client_certs,
+    forward_names,
+    forwarded_headers,
+    upstream_problem,
+)
 from edgeway.http.errors import HttpError
 from edgeway.http.headers import HOP_BY_HOP
 from edgeway.http.outgoing import check_header
@@ -46,12 +52,15 @@ def build_endpoint(route: Route, env: GatewayEnv) -> Action:
         raise GatewayError(f"route {route.id!r}: no Python endpoint named {action.name!r} is registered")
     limit = env.config.limits.max_body_bytes
     body_limit = int(limit) if limit is not None else _DEFAULT_BODY_LIMIT
-    forward = forward_names(action.forward_headers, env.config.auth)
+    forward = forward_names(
+        action.forward_headers, env.config.auth, client_certs=asks_client_certs(env.config)
+    )
     options = action.options
     clusters = env.clusters
     forwarding = env.forwarding
     # The function may call any service, so each one's resilience is made (and started) here.
     guards = {name: service_guard(env, name) for name in clusters}
+    telemetry = telemetry_of(env)
 
     async def run(ctx: RequestContext) -> None:
         ex = ctx.ex
@@ -62,6 +71,7 @@ def build_endpoint(route: Route, env: GatewayEnv) -> Action:
             forwarded_headers(ex.headers, forward),
             asyncio.get_running_loop(),
             forwarding,
+            telemetry,
         )
         try:
             result = await spec.function(Request(ctx, services, options, body_limit))

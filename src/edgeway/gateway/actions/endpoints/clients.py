@@ -27,6 +27,7 @@ import orjson
 from edgeway.gateway.core import json_input
 from edgeway.gateway.core.errors import GatewayError
 from edgeway.gateway.core.pipeline import RequestContext
+from edgeway.gateway.telemetry.component import GatewayTelemetry
 from edgeway.gateway.upstream.clusters import Cluster, Endpoint
 from edgeway.gateway.upstream.forwarding import Forwarding
 from edgeway.gateway.upstream.resilient import Refused
@@ -141,7 +142,7 @@ class ServiceResponse:
 class ServiceClient:
     """Calls to one configured service."""
 
-    __slots__ = ("_cluster", "_ctx", "_guard", "_headers", "_limits", "_loop")
+    __slots__ = ("_cluster", "_ctx", "_guard", "_headers", "_limits", "_loop", "_telemetry")
 
     def __init__(
         self,
@@ -150,6 +151,7 @@ class ServiceClient:
         ctx: RequestContext,
         headers: bytes,
         loop: asyncio.AbstractEventLoop,
+        telemetry: GatewayTelemetry | None = None,
     ) -> None:
         self._cluster = cluster
         self._guard = guard
@@ -157,6 +159,7 @@ class ServiceClient:
         self._headers = headers  # request id, forwarded client headers: the same for every call
         self._limits = CallLimits.of(cluster)
         self._loop = loop
+        self._telemetry = telemetry
 
     @property
     def name(self) -> str:
@@ -183,7 +186,13 @@ class ServiceClient:
         target = request_target(path)
         if params:
             target += (b"&" if b"?" in target else b"?") + urlencode(params, doseq=True).encode()
-        lines = [self._headers, child_traceparent(self._ctx)]
+        telemetry = self._telemetry
+        meter = trace = None
+        if telemetry is not None:
+            meter = telemetry.meter(self.name)
+            trace = telemetry.call_trace(self._ctx.span, self.name, f"{method.upper()} {self.name}")
+        # Traced, each attempt carries its own traceparent (its span's).
+        lines = [self._headers, child_traceparent(self._ctx) if trace is None else b""]
         body: bytes | None = None
         if json is not None:
             body = orjson.dumps(json)
@@ -204,6 +213,8 @@ class ServiceClient:
                 limits,
                 guard=self._guard,
                 loop=self._loop,
+                meter=meter,
+                trace=trace,
             )
             reply = await pending.reply()
         except UpstreamError as exc:
@@ -231,7 +242,7 @@ class Services:
     """The configured services of the gateway, by name: ``services.catalog`` or
     ``services["catalog-v2"]``."""
 
-    __slots__ = ("_clients", "_clusters", "_ctx", "_forward", "_forwarding", "_guards", "_loop")
+    __slots__ = ("_clients", "_clusters", "_ctx", "_forward", "_forwarding", "_guards", "_loop", "_telemetry")
 
     def __init__(
         self,
@@ -241,6 +252,7 @@ class Services:
         forward: bytes,
         loop: asyncio.AbstractEventLoop,
         forwarding: Forwarding,
+        telemetry: GatewayTelemetry | None = None,
     ) -> None:
         self._ctx = ctx
         self._forwarding = forwarding
@@ -249,6 +261,7 @@ class Services:
         self._forward = forward
         self._loop = loop
         self._clients: dict[str, ServiceClient] = {}
+        self._telemetry = telemetry
 
     def __getitem__(self, name: str) -> ServiceClient:
         client = self._clients.get(name)
@@ -259,7 +272,7 @@ class Services:
                 raise KeyError(f"no service {name!r} in this gateway's config (services: {known})")
             headers = common_headers(self._ctx, self._forwarding) + self._forward
             client = self._clients[name] = ServiceClient(
-                cluster, self._guards.get(name), self._ctx, headers, self._loop
+                cluster, self._guards.get(name), self._ctx, headers, self._loop, self._telemetry
             )
         return client
 

@@ -84,6 +84,15 @@ class RateLimitFilter:
             "outcome: allowed (on_store_error: allow) or refused (deny).",
             ("route", "outcome"),
         ).labels(str(route.id), "refused" if self.fail_closed else "allowed")
+        decisions = env.metrics.counter(
+            "edgeway_gateway_ratelimit_decisions_total",
+            "Rate-limited requests by route and decision: allowed (a token was taken), limited "
+            "(429), unavailable (decided without the store; see ..._store_unavailable_total).",
+            ("route", "decision"),
+        )
+        self.allowed = decisions.labels(str(route.id), "allowed")
+        self.limited = decisions.labels(str(route.id), "limited")
+        self.undecided = decisions.labels(str(route.id), "unavailable")
 
     def on_request(self, ctx: RequestContext) -> Verdict:
         return self._limit(ctx)
@@ -95,6 +104,7 @@ class RateLimitFilter:
         take = await self.buckets.take(self.prefix + key, self.capacity, self.rate)
         if take is None:
             self.unavailable.inc()
+            self.undecided.inc()
             if self.fail_closed:
                 raise Rejection(
                     503,
@@ -108,7 +118,10 @@ class RateLimitFilter:
             ex.add_response_header(b"ratelimit-limit", self.limit_value)
             ex.add_response_header(b"ratelimit-remaining", b"%d" % take.remaining)
             ex.add_response_header(b"ratelimit-reset", b"%d" % math.ceil(take.reset))
-        if not take.allowed:
+        if take.allowed:
+            self.allowed.inc()
+        else:
+            self.limited.inc()
             wait = max(1, math.ceil(take.retry_after))
             raise Rejection(
                 429,

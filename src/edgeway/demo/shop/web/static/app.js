@@ -7,10 +7,15 @@
 //           /api/products/{sku} are aggregated at the edge), and live updates pushed over the BFF's
 //           WebSocket (topics orders/{id} and jobs/{id}).
 //
-// The footer counts the calls and bytes of the current screen, to compare the two.
+// The page tells which pattern it runs and what each screen called (who answered, from which
+// origin, bytes, time; behind an edge, what the edge called, asked of the demo's control room);
+// the footer counts the calls and bytes of the screen and of the whole visit.
 
 const CONFIG = window.SHOP_CONFIG || { mode: "direct", services: {} };
 const FINAL = new Set(["confirmed", "cancelled", "failed"]);
+// A call that does not answer is given up on, with a message, instead of "Loading…" forever.
+const TIMEOUT_MS = Number(localStorage.getItem("shop.timeout_ms")) || 8000;
+const CLIENTS = new Set(["browser", "mobile app", "partner"]);  // the control room's client nodes
 const $ = (sel) => document.querySelector(sel);
 const view = $("#view");
 
@@ -23,20 +28,70 @@ const store = {
   set user(v) { v ? sessionStorage.setItem("shop.user", v) : sessionStorage.removeItem("shop.user"); },
   get cart() { return JSON.parse(localStorage.getItem("shop.cart") || "{}"); },
   set cart(v) { localStorage.setItem("shop.cart", JSON.stringify(v)); renderCartCount(); },
+  // name and price of every product shown, so the cart can show them without asking again
+  get products() { return JSON.parse(localStorage.getItem("shop.products") || "{}"); },
+  remember(list) {
+    const known = this.products;
+    for (const p of list) if (p && p.sku) known[p.sku] = { name: p.name, price_cents: p.price_cents };
+    localStorage.setItem("shop.products", JSON.stringify(known));
+  },
+  get visit() { return JSON.parse(sessionStorage.getItem("shop.visit") || '{"calls":0,"bytes":0,"screens":0}'); },
+  set visit(v) { sessionStorage.setItem("shop.visit", JSON.stringify(v)); },
 };
+
+// -- who answered a call -------------------------------------------------------------------------
+
+function originOf(url) { return new URL(url, location.href).origin; }
+
+function whoServes(url) {
+  const origin = originOf(url);
+  if (origin === location.origin) return CONFIG.mode === "bff" ? (CONFIG.edge || "web BFF") : "web";
+  for (const [name, urls] of Object.entries(CONFIG.services || {})) {
+    const i = urls.findIndex((u) => originOf(u) === origin);
+    if (i >= 0) return urls.length > 1 ? `${name}-${i + 1}` : name;
+  }
+  if (CONFIG.security && originOf(CONFIG.security) === origin) return "security";
+  return origin;
+}
 
 // -- HTTP with a meter ---------------------------------------------------------------------------
 
-const meter = { calls: 0, bytes: 0 };
-function resetMeter() { meter.calls = 0; meter.bytes = 0; showMeter(); }
-function showMeter() { $("#calls").textContent = meter.calls; $("#bytes").textContent = meter.bytes; }
+let screen = { id: 0, calls: [], started: performance.now() };
+function resetScreen() {
+  screen = { id: screen.id + 1, calls: [], started: performance.now() };
+  const visit = store.visit;
+  visit.screens += 1;
+  store.visit = visit;
+  showMeter();
+}
+
+function showMeter() {
+  const done = screen.calls.filter((c) => c.status !== null || c.error);
+  $("#calls").textContent = screen.calls.length;
+  $("#bytes").textContent = done.reduce((a, c) => a + c.bytes, 0).toLocaleString("en");
+  const last = Math.max(0, ...done.map((c) => c.end || 0));
+  $("#ms").textContent = last ? Math.round(last - screen.started) : 0;
+  const visit = store.visit;
+  $("#visit-calls").textContent = visit.calls;
+  $("#visit-bytes").textContent = visit.bytes.toLocaleString("en");
+  $("#visit-screens").textContent = visit.screens;
+  renderStory();
+}
 
 class ApiError extends Error {
-  constructor(status, body) {
-    super((body && (body.detail || body.error_description || body.title)) || `HTTP ${status}`);
+  constructor(call, status, body) {
+    const reason = (body && (body.detail || body.error_description)) || "";
+    const title = (body && body.title) || statusText(status);
+    super(`${call.method} ${call.path} (${call.who}) answered ${status} ${title}${reason ? `: ${reason}` : ""}`);
     this.status = status;
     this.body = body;
   }
+}
+
+function statusText(status) {
+  return { 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict",
+    422: "Unprocessable Content", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout" }[status] || "";
 }
 
 async function http(url, { method = "GET", json, form, auth = true } = {}) {
@@ -45,15 +100,104 @@ async function http(url, { method = "GET", json, form, auth = true } = {}) {
   if (json !== undefined) { headers["Content-Type"] = "application/json"; body = JSON.stringify(json); }
   if (form !== undefined) { headers["Content-Type"] = "application/x-www-form-urlencoded"; body = new URLSearchParams(form); }
   if (auth && store.token) headers["Authorization"] = `Bearer ${store.token}`;
-  const response = await fetch(url, { method, headers, body });
-  const text = await response.text();
-  meter.calls += 1;
-  meter.bytes += new TextEncoder().encode(text).length;
+  const target = new URL(url, location.href);
+  const call = { method, path: target.pathname + target.search, origin: target.origin, who: whoServes(url),
+    status: null, bytes: 0, start: performance.now(), end: null, requestId: null, error: null, behind: null };
+  const mine = screen;
+  mine.calls.push(call);
   showMeter();
-  const data = text ? JSON.parse(text) : null;
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+  let response, text;
+  try {
+    response = await fetch(url, { method, headers, body, signal: controller.signal });
+    text = await response.text();
+  } catch (e) {
+    call.end = performance.now();
+    call.error = e.name === "AbortError" ? "no answer in time" : "unreachable";
+    showMeter();
+    if (e.name === "AbortError") {
+      throw new Error(`${method} ${call.path} (${call.who}) did not answer within ${TIMEOUT_MS / 1000} s; the page stopped waiting. Try again, or see the control room for what is slow.`);
+    }
+    throw new Error(`${method} ${call.path} (${call.who} at ${call.origin}) could not be reached: is it running? (${e.message})`);
+  } finally {
+    clearTimeout(timer);
+  }
+  call.end = performance.now();
+  call.status = response.status;
+  call.bytes = new TextEncoder().encode(text).length;
+  call.requestId = response.headers.get("x-request-id");
+  const visit = store.visit;
+  visit.calls += 1;
+  visit.bytes += call.bytes;
+  store.visit = visit;
+  showMeter();
+  lookBehind(call, mine);
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (e) { data = { detail: text.slice(0, 200) }; }
+  if (data && data._meta && data._meta.completed === false) call.partial = Object.keys(data._meta.errors || {});
   if (response.status === 401 && auth && store.token) { logoutLocally(); }
-  if (!response.ok) throw new ApiError(response.status, data);
+  if (!response.ok) { call.error = `${response.status}`; throw new ApiError(call, response.status, data); }
   return data;
+}
+
+// What an edge did for a call: the demo's control room knows the trace of every request id.
+function lookBehind(call, owner) {
+  if (!CONFIG.control || !call.requestId) return;
+  const ask = async (attempt) => {
+    try {
+      const response = await fetch(`${CONFIG.control}/api/requests/${encodeURIComponent(call.requestId)}`);
+      if (response.ok) {
+        const trace = await response.json();
+        // the calls the trace shows past the one the page made (clients are where it started)
+        const entry = trace.spans.length ? trace.spans[0].node : null;
+        const counts = {};
+        for (const c of trace.calls) {
+          if (c.target !== entry && !CLIENTS.has(c.source)) counts[c.target] = (counts[c.target] || 0) + 1;
+        }
+        call.traceId = trace.trace_id;
+        call.behind = Object.entries(counts).map(([node, n]) => (n > 1 ? `${node} ×${n}` : node));
+        if (owner === screen) renderStory();
+        if (call.behind.length || attempt >= 2) return;
+      }
+    } catch (e) { return; }  // no control room: the panel shows what the page saw
+    if (attempt < 2) setTimeout(() => ask(attempt + 1), 1500);
+  };
+  setTimeout(() => ask(1), 900);  // spans arrive in batches
+}
+
+// -- the story panel -----------------------------------------------------------------------------
+
+function renderStory() {
+  const bff = CONFIG.mode === "bff";
+  $("#story-pattern").textContent = bff ? "Pattern: Backend for Frontend (web BFF)" : "Pattern: Direct";
+  $("#story-how").textContent = bff
+    ? "— one origin; the BFF composes each screen from the services behind it and pushes updates."
+    : "— the page calls every service on its own port and composes each screen itself.";
+  const here = location.hash || "#/";
+  const links = [];
+  if (bff && CONFIG.direct_url) links.push(`<a data-testid="other-pattern" href="${esc(CONFIG.direct_url)}/${esc(here)}">this screen, Direct →</a>`);
+  if (!bff && CONFIG.bff_url) links.push(`<a data-testid="other-pattern" href="${esc(CONFIG.bff_url)}/${esc(here)}">this screen through the web BFF →</a>`);
+  if (CONFIG.control) {
+    const last = [...screen.calls].reverse().find((c) => c.requestId);
+    const anchor = last ? `#request=${encodeURIComponent(last.requestId)}` : "";
+    links.push(`<a data-testid="control-link" target="_blank" href="${esc(CONFIG.control)}/${anchor}">control room ↗</a>`);
+  }
+  $("#story-links").innerHTML = links.join(" · ");
+  const rows = screen.calls.map((c) => `<tr data-testid="screen-call" class="${c.error ? "failed" : ""}">
+      <td>${esc(c.method)} ${esc(c.path.length > 48 ? c.path.slice(0, 47) + "…" : c.path)}</td>
+      <td><b>${esc(c.who)}</b> <span class="muted">${esc(c.origin.replace(/^https?:\/\//, ""))}</span>
+        ${c.behind && c.behind.length ? `<div class="behind" data-testid="behind">behind it: ${esc(c.behind.join(", "))}</div>` : ""}
+        ${c.partial && c.partial.length ? `<div class="behind">answered without: ${esc(c.partial.join(", "))}</div>` : ""}</td>
+      <td class="num">${c.status !== null ? c.status : esc(c.error || "…")}</td>
+      <td class="num">${c.status !== null ? c.bytes.toLocaleString("en") + " B" : ""}</td>
+      <td class="num">${c.end ? Math.round(c.end - c.start) + " ms" : ""}</td></tr>`).join("");
+  $("#screen-calls").innerHTML = `<tr><th>call</th><th>answered by</th><th class="num">status</th><th class="num">bytes</th><th class="num">time</th></tr>${rows}`;
+  const origins = new Set(screen.calls.map((c) => c.origin));
+  const bytes = screen.calls.reduce((a, c) => a + c.bytes, 0);
+  $("#story-total").textContent = screen.calls.length
+    ? `${screen.calls.length} call${screen.calls.length > 1 ? "s" : ""} to ${origins.size} origin${origins.size > 1 ? "s" : ""}, ${bytes.toLocaleString("en")} bytes`
+    : "no calls yet";
 }
 
 // -- the two ways in -----------------------------------------------------------------------------
@@ -90,6 +234,7 @@ const direct = {
   order(id) { return http(`${this.svc("orders")}/orders/${id}`); },
   startEmails(count) { return http(`${this.svc("notifications")}/jobs/emails`, { method: "POST", json: { count } }); },
   job(id) { return http(`${this.svc("notifications")}/jobs/${id}`); },
+  emails() { return http(`${this.svc("notifications")}/emails?limit=50`); },
   account() { return http(`${this.svc("profile")}/profile/me`); },
   // No push in the Direct pattern: poll until the thing is finished.
   watch(topic, onData) {
@@ -128,6 +273,7 @@ const bff = {
   order(id) { return http(`/api/orders/${id}`); },
   startEmails(count) { return http(`/api/jobs/emails`, { method: "POST", json: { count } }); },
   job(id) { return http(`/api/jobs/${id}`); },
+  emails() { return http(`/api/emails?limit=50`); },
   account() { return http(`/api/account/profile`); },
   watch(topic, onData) { return live.subscribe(topic, onData); },
 };
@@ -145,7 +291,7 @@ const live = {
     this.socket = socket;
     this.opening = new Promise((resolve, reject) => {
       socket.onopen = () => { setLive("connected"); resolve(); };
-      socket.onerror = () => reject(new Error("the live connection failed"));
+      socket.onerror = () => reject(new Error("the live connection to the web BFF (/api/live) failed"));
     });
     socket.onclose = () => { setLive("off"); this.socket = null; };
     socket.onmessage = (event) => {
@@ -161,7 +307,9 @@ const live = {
   },
   subscribe(topic, onData) {
     this.handlers.set(topic, onData);
-    this.connect().then(() => this.socket.send(JSON.stringify({ type: "subscribe", topic, replay: true })));
+    this.connect()
+      .then(() => this.socket.send(JSON.stringify({ type: "subscribe", topic, replay: true })))
+      .catch((e) => showError(e));
     return () => {
       this.handlers.delete(topic);
       if (this.socket && this.socket.readyState === 1) this.socket.send(JSON.stringify({ type: "unsubscribe", topic }));
@@ -187,6 +335,12 @@ function showError(error) {
   p.textContent = error.message;
   view.prepend(p);
 }
+function partialNotice(data, what) {
+  const errors = data && data._meta && data._meta.completed === false ? data._meta.errors || {} : null;
+  if (!errors) return "";
+  const parts = Object.entries(errors).map(([name, e]) => `${name} (${(e && (e.reason || e.status)) || "failed"})`);
+  return `<p class="notice" data-testid="partial">Shown without ${esc(parts.join(", "))}: the ${esc(what)} answered with what it had.</p>`;
+}
 function renderCartCount() { $("#cart-count").textContent = Object.values(store.cart).reduce((a, b) => a + b, 0); }
 function renderUser() {
   $("#user").textContent = store.user ? `signed in as ${store.user}` : "";
@@ -197,9 +351,15 @@ function renderUser() {
 
 let stopWatching = null;
 
+const LABELS = {
+  username: "User name", display_name: "Name", email: "E-mail", roles: "Roles", address: "Address",
+  member_since: "Customer since", disabled: "Account",
+};
+
 const screens = {
   async home() {
     const data = await api.home();
+    store.remember(data.products || []);
     const orders = (data.orders || []).map((o) =>
       `<li><a href="#/orders/${o.id}">${esc(o.id)}</a> <span class="status ${o.status}">${o.status}</span> ${money(o.total_cents)}</li>`).join("");
     render(`
@@ -218,13 +378,17 @@ const screens = {
 
   async product(sku) {
     const p = await api.product(sku);
+    store.remember([p]);
     const reviews = (p.reviews && p.reviews.reviews) || [];
+    const stock = p.stock && p.stock.available !== null && p.stock.available !== undefined
+      ? `${p.stock.available} in stock` : "stock unknown right now";
     render(`
+      ${partialNotice(p, "web BFF")}
       <p><a href="#/">← back</a></p>
       <h2 data-testid="product-name">${esc(p.name)}</h2>
       <p>${esc(p.description || "")}</p>
       <p class="price">${money(p.price_cents)}</p>
-      <p data-testid="stock">${p.stock ? `${p.stock.available} in stock` : ""}</p>
+      <p data-testid="stock">${stock}</p>
       <button data-add="${p.sku}" data-testid="add-${p.sku}">Add to cart</button>
       <h3>Reviews ${p.reviews && p.reviews.average ? `(${p.reviews.average} / 5)` : ""}</h3>
       <ul>${reviews.map((r) => `<li>${"★".repeat(r.rating)} ${esc(r.text)} <span class="muted">— ${esc(r.author)}</span></li>`).join("") || "<li class=muted>no reviews</li>"}</ul>`);
@@ -234,10 +398,23 @@ const screens = {
     const cart = store.cart;
     const skus = Object.keys(cart);
     if (!skus.length) { render(`<h2>Your cart</h2><p class="muted">Empty.</p>`); return; }
+    // A product put in the cart on another visit: ask for its name and price.
+    const missing = skus.filter((sku) => !store.products[sku]);
+    if (missing.length) store.remember(await Promise.all(missing.map((sku) => api.product(sku))));
+    const known = store.products;
+    let total = 0;
+    const rows = skus.map((sku) => {
+      const p = known[sku] || { name: sku, price_cents: 0 };
+      const line = p.price_cents * cart[sku];
+      total += line;
+      return `<tr data-testid="cart-row-${esc(sku)}"><td><a href="#/product/${esc(sku)}">${esc(p.name)}</a> <span class="muted">${esc(sku)}</span></td>
+        <td class="num">${money(p.price_cents)}</td><td class="num">${cart[sku]}</td><td class="num">${money(line)}</td></tr>`;
+    }).join("");
     render(`
       <h2>Your cart</h2>
-      <table data-testid="cart"><tr><th>product</th><th>qty</th></tr>
-        ${skus.map((sku) => `<tr><td>${esc(sku)}</td><td>${cart[sku]}</td></tr>`).join("")}
+      <table data-testid="cart"><tr><th>product</th><th class="num">price</th><th class="num">qty</th><th class="num">subtotal</th></tr>
+        ${rows}
+        <tr class="total"><td colspan="3">Total</td><td class="num" data-testid="cart-total">${money(total)}</td></tr>
       </table>
       <p><button id="checkout" data-testid="checkout">Check out</button>
          <button class="secondary" id="empty">Empty the cart</button></p>`);
@@ -268,7 +445,8 @@ const screens = {
       <p id="order-reason" class="muted" data-testid="order-reason">${esc(order.reason || "")}</p>
       <ul>${order.items.map((i) => `<li>${i.qty} × ${esc(i.name)} — ${money(i.price_cents)}</li>`).join("")}</ul>
       <p class="price">Total ${money(order.total_cents)}</p>
-      <h3>What happened</h3><ol class="timeline" id="timeline" data-testid="timeline"><li>${order.status}</li></ol>`);
+      <h3>What happened</h3><ol class="timeline" id="timeline" data-testid="timeline"><li>${order.status}</li></ol>
+      <p class="muted">The e-mail it sends is under <a href="#/notifications">Notifications</a>.</p>`);
     if (FINAL.has(order.status)) return;
     stopWatching = api.watch(`orders/${id}`, (event) => {
       const status = event.status;
@@ -288,7 +466,8 @@ const screens = {
     if (!store.user) { location.hash = "#/login?next=emails"; return; }
     render(`
       <h2>Send me e-mails</h2>
-      <p>Starts a job that sends the e-mails one by one; its progress comes back live.</p>
+      <p>Starts a job that sends the e-mails one by one; its progress comes back live.
+        What was sent is under <a href="#/notifications">Notifications</a>.</p>
       <p><input id="count" type="number" min="1" max="100" value="10" data-testid="email-count">
          <button id="send" data-testid="send-emails">Send</button></p>
       <div id="job" data-testid="job"></div>`);
@@ -308,14 +487,43 @@ const screens = {
     };
   },
 
+  async notifications() {
+    if (!store.user) { location.hash = "#/login?next=notifications"; return; }
+    const emails = await api.emails();
+    const kinds = { order: "order", bulk: "requested" };
+    render(`
+      <h2>Notifications</h2>
+      <p class="muted">The e-mails the shop sent you: order confirmations come from the notifications service,
+        which hears of each order through the event bus; requested ones from an e-mail job.</p>
+      <table data-testid="emails"><tr><th>sent</th><th>subject</th><th>to</th><th>kind</th></tr>
+        ${emails.map((m) => `<tr data-testid="email-row"><td>${new Date(m.created_at * 1000).toLocaleString()}</td>
+          <td>${esc(m.subject)}</td><td>${esc(m.to)}</td>
+          <td>${esc(kinds[m.kind] || m.kind)}${m.kind === "order" && m.ref ? ` · <a href="#/orders/${esc(m.ref)}">${esc(m.ref)}</a>` : ""}</td></tr>`).join("")
+          || `<tr><td colspan="4" class="muted">nothing sent yet: check out, or send some e-mails</td></tr>`}
+      </table>
+      <p><button class="secondary" id="refresh" data-testid="refresh-emails">Refresh</button></p>`);
+    $("#refresh").onclick = () => route();
+  },
+
   async account() {
     if (!store.user) { location.hash = "#/login?next=account"; return; }
     const me = await api.account();
+    const value = (key, v) => {
+      if (key === "disabled") return v ? "disabled" : "active";
+      if (Array.isArray(v)) return v.join(", ");
+      return v ?? "—";
+    };
+    const rows = Object.entries(me).filter(([k]) => k !== "preferences" && k !== "served_by").map(([k, v]) =>
+      `<tr><th>${esc(LABELS[k] || k.replace(/_/g, " "))}</th><td>${esc(value(k, v))}</td></tr>`);
+    if (me.preferences) {
+      rows.push(`<tr><th>Newsletter</th><td>${me.preferences.newsletter ? "yes" : "no"}</td></tr>`);
+      rows.push(`<tr><th>Language</th><td>${esc(me.preferences.language)}</td></tr>`);
+    }
     render(`
       <h2>Your account</h2>
-      <table data-testid="account">${Object.entries(me).filter(([k]) => k !== "preferences").map(([k, v]) =>
-        `<tr><th>${esc(k)}</th><td>${esc(Array.isArray(v) ? v.join(", ") : v)}</td></tr>`).join("")}</table>
-      <p class="muted">served by <b data-testid="served-by">${esc(me.served_by || "?")}</b></p>`);
+      <table data-testid="account">${rows.join("")}</table>
+      <p class="muted">served by <b data-testid="served-by">${esc(me.served_by || "?")}</b></p>
+      <p class="explain" data-testid="strangler-note">${strangler(me.served_by)}</p>`);
   },
 
   login(params) {
@@ -340,6 +548,20 @@ const screens = {
   },
 };
 
+function strangler(servedBy) {
+  const flag = "<code>strangler.account-profile</code>";
+  const where = CONFIG.control ? `in the <a href="${esc(CONFIG.control)}/" target="_blank">control room</a> or with <code>edgeway demo flag</code>` : "with <code>edgeway demo flag</code>";
+  if (CONFIG.mode !== "bff") {
+    return "Direct: the page asks the profile service for this itself (<code>/profile/me</code>). The old shop's account page, in the legacy monolith, is reached only through the edges.";
+  }
+  if (servedBy === "legacy") {
+    return `This page came from the <b>legacy monolith</b>: the web BFF still routes <code>/api/account/profile</code> there. `
+      + `That is the strangler pattern — the edge moves routes off the monolith one at a time, without the page changing. `
+      + `Switch ${flag} on (${where}) and the same call goes to the new profile service.`;
+  }
+  return `This page came from the new <b>profile service</b>: ${flag} is on, so the web BFF sends the route there instead of to the legacy monolith. The page did not change.`;
+}
+
 function logoutLocally() { store.token = null; store.user = null; renderUser(); }
 
 $("#logout").onclick = async () => {
@@ -360,10 +582,11 @@ view.addEventListener("click", (event) => {
 
 async function route() {
   if (stopWatching) { stopWatching(); stopWatching = null; }
-  resetMeter();
+  resetScreen();
   const [path, query] = location.hash.replace(/^#\/?/, "").split("?");
   const params = new URLSearchParams(query || "");
   const [name, arg] = path.split("/");
+  render(`<p class="muted">Loading…</p>`);
   try {
     if (!name) await screens.home();
     else if (name === "product") await screens.product(arg);
@@ -372,7 +595,7 @@ async function route() {
     else render(`<p>Nothing here. <a href="#/">Back to the shop</a></p>`);
   } catch (e) {
     if (e.status === 401) { location.hash = `#/login?next=${encodeURIComponent(path)}`; return; }
-    render("");
+    render(`<p class="muted">This screen could not be shown. <a href="#/${esc(path)}" onclick="location.reload()">Try again</a></p>`);
     showError(e);
   }
 }
