@@ -12,7 +12,10 @@ The same call (check a product's stock: a 30-byte request, a 90-byte answer) as
 each caller and each answering service a process of its own, at 1 and 32 concurrent callers.
 The gRPC and NATS servers are bare (no interceptors, no logging), so a fourth leg sends the same
 JSON call from the kit's client to a bare HTTP/1.1 server (:mod:`bench.rpc_bare`): what the
-protocol costs, apart from what a service framework adds (``http_json_bare_*``);
+protocol costs, apart from what a service framework adds (``http_json_bare_*``); and a fifth makes
+the gRPC call between kits, the kit's typed client (``GrpcChannel``) to a kit service serving the
+same servicer (``create_app(grpc=[...])``, ``grpc_kit_*``): the figure to set against the kit's
+JSON over HTTP;
 ``--repetitions`` runs of every leg, interleaved, medians reported. Per leg and concurrency:
 the caller's CPU µs per call, p50 and p99 latency, calls/s; and the bytes each call puts on the
 caller's connection, both ways (counted by a relay in the caller's process on a separate pass).
@@ -31,7 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ProcessFailed
-from bench.harness import ManagedProcess, machine, python_env, python_module, tree_cpu_seconds
+from bench.harness import (
+    ManagedProcess,
+    machine,
+    python_env,
+    python_module,
+    reserved_port,
+    tree_cpu_seconds,
+)
 from bench.rpc_peer import compile_proto
 from bench.rpc_stats import rpc_result
 
@@ -93,7 +103,14 @@ def _main(calls: int, warmup: int, concurrency: list[int], repetitions: int) -> 
     from edgeway.bus.embedded import EmbeddedNats
 
     directory = Path(tempfile.mkdtemp(prefix="edgeway-bench-rpc-"))
-    outputs: dict[str, list[dict[str, Any]]] = {"kit": [], "kit_bare": [], "grpc": [], "nats": []}
+    outputs: dict[str, list[dict[str, Any]]] = {
+        "kit": [],
+        "kit_bare": [],
+        "grpc": [],
+        "grpc_kit": [],
+        "nats": [],
+    }
+    grpc_kit_port = reserved_port()  # the kit's grpc_port is a number given to it
     try:
         proto_dir = compile_proto(directory / "proto")
         with (
@@ -103,6 +120,19 @@ def _main(calls: int, warmup: int, concurrency: list[int], repetitions: int) -> 
                 "http-bare-peer", python_module("bench.rpc_bare"), port=0, log_dir=directory
             ) as bare_peer,
             peer_process("grpc-peer", "grpc", "--proto-dir", str(proto_dir), log_dir=directory) as grpc_peer,
+            ManagedProcess(
+                "grpc-kit-peer",
+                python_module(
+                    "bench.rpc_peer",
+                    "grpc-kit",
+                    "--grpc-port",
+                    str(grpc_kit_port),
+                    "--proto-dir",
+                    str(proto_dir),
+                ),
+                port=grpc_kit_port,
+                log_dir=directory,
+            ) as grpc_kit_peer,
             # It names the broker's port once its subscription is in place.
             peer_process("nats-peer", "nats", "--url", broker.url, log_dir=directory) as nats_peer,
         ):
@@ -110,6 +140,7 @@ def _main(calls: int, warmup: int, concurrency: list[int], repetitions: int) -> 
                 "kit": http_peer.url,
                 "kit_bare": bare_peer.url,
                 "grpc": f"grpc://127.0.0.1:{grpc_peer.port}",
+                "grpc_kit": f"grpc://127.0.0.1:{grpc_kit_port}",
                 "nats": broker.url,
             }
             # The answering side's processes per leg (for NATS the broker too): their CPU per
@@ -119,6 +150,7 @@ def _main(calls: int, warmup: int, concurrency: list[int], repetitions: int) -> 
                 "kit": [http_peer.pid],
                 "kit_bare": [bare_peer.pid],
                 "grpc": [grpc_peer.pid],
+                "grpc_kit": [grpc_kit_peer.pid],
                 "nats": [nats_peer.pid, broker.process.pid],
             }
             for repetition in range(repetitions):
@@ -130,7 +162,7 @@ def _main(calls: int, warmup: int, concurrency: list[int], repetitions: int) -> 
                         calls=calls,
                         warmup=warmup,
                         concurrency=concurrency,
-                        proto_dir=proto_dir if leg == "grpc" else None,
+                        proto_dir=proto_dir if leg in ("grpc", "grpc_kit") else None,
                         count_bytes=repetition == 0,
                     )
                     output["peer_cpu_s"] = sum(tree_cpu_seconds(pid) for pid in servers[leg]) - before
@@ -172,7 +204,8 @@ def run(
             print(f"{name:<16} answering side: {figures['peer_cpu_us_per_call']:.0f} CPU µs per call")
     print(
         f"bytes per call on the caller's connection: JSON/HTTP {result['bytes_json']}, "
-        f"gRPC {result['bytes_grpc']}, msgpack/NATS {result['bytes_nats']}"
+        f"gRPC {result['bytes_grpc']} (between kits {result.get('bytes_grpc_kit', '-')}), "
+        f"msgpack/NATS {result['bytes_nats']}"
     )
     host = result["machine"]
     print(f"machine: {host['cpu']}, {host['cores']} cores, load average {host['loadavg_1m']} at the end")

@@ -18,6 +18,8 @@ Legs (the same call: the request of :data:`bench.rpc_peer.REQUEST`, the answer d
 - ``kit``: the kit's :class:`~edgeway.service.clients.ServiceClient` (on the engine): discovery,
   breaker, retries, request id and trace headers, as a service's ``kit.client(...)`` call;
 - ``grpc``: grpcio's asyncio channel, a unary call with the proto of :mod:`bench.rpc_peer`;
+- ``grpc_kit``: the kit's typed gRPC client (``GrpcChannel``: discovery, breaker, CLIENT span,
+  request id and trace metadata), the same stub;
 - ``nats``: nats-py request-reply, msgpack both ways.
 
     python -m bench.rpc_client kit --url http://127.0.0.1:8001 --calls 3000 --concurrency 32
@@ -39,7 +41,7 @@ from typing import Any
 
 from bench.rpc_peer import REQUEST, SUBJECT, load_proto
 
-LEGS = ("httpx", "httpx_sniffio", "aiohttp", "engine", "kit", "grpc", "nats")
+LEGS = ("httpx", "httpx_sniffio", "aiohttp", "engine", "kit", "grpc", "grpc_kit", "nats")
 PATH = "/stock/check"
 
 Call = Callable[[], Awaitable[Any]]
@@ -146,6 +148,26 @@ async def client(leg: str, url: str, proto_dir: Path | None) -> AsyncIterator[Ca
                 return reply.available
 
             yield call_grpc
+    elif leg == "grpc_kit":
+        from edgeway.observability.tracing import Tracing
+        from edgeway.service.discovery import StaticDiscovery
+        from edgeway.service.grpc import GrpcChannel
+
+        assert proto_dir is not None, "the grpc_kit leg needs --proto-dir"
+        pb2, pb2_grpc = load_proto(proto_dir)
+        kit_channel = GrpcChannel(
+            "inventory", StaticDiscovery({"inventory": [url]}), tracing=Tracing("orders")
+        )
+        kit_stub = pb2_grpc.InventoryStub(kit_channel)
+
+        async def call_grpc_kit() -> Any:
+            reply = await kit_stub.Check(pb2.StockRequest(**REQUEST))
+            return reply.available
+
+        try:
+            yield call_grpc_kit
+        finally:
+            await kit_channel.close()
     elif leg == "nats":
         import msgpack
         import nats

@@ -2,12 +2,15 @@
 
 ``http``: a kit service (``create_app``, uvicorn on uvloop with the kit's HTTP protocol), the
 request and the answer as JSON. ``grpc``: a grpcio asyncio server with the same call as a unary
-RPC, from the proto :func:`compile_proto` builds. ``nats``: a NATS request-reply responder (nats-py),
+RPC, from the proto :func:`compile_proto` builds. ``grpc-kit``: the same servicer served by a kit
+service (``create_app(grpc=[...])``: the kit's interceptor, health, reflection) on
+``--grpc-port``. ``nats``: a NATS request-reply responder (nats-py),
 both ways as msgpack. Each prints ``listening on HOST:PORT`` (the NATS responder: once its
 subscription is in place, naming the broker's port) and serves until SIGTERM.
 
     python -m bench.rpc_peer http --port 0
     python -m bench.rpc_peer grpc --port 0 --proto-dir /tmp/x
+    python -m bench.rpc_peer grpc-kit --grpc-port 40002 --proto-dir /tmp/x
     python -m bench.rpc_peer nats --url nats://127.0.0.1:40001
 """
 
@@ -113,6 +116,33 @@ def serve_http(host: str, port: int) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def serve_grpc_kit(host: str, grpc_port: int, proto_dir: Path) -> None:
+    """The servicer on a kit service's gRPC port (its HTTP app on a free port beside it); the
+    caller waits for the gRPC port, which the kit opens once its start-up is done."""
+    import socket
+
+    import uvicorn
+
+    from edgeway.service import ServiceSettings, create_app
+    from edgeway.service.http import HeadOnlyHttpTools
+
+    pb2, pb2_grpc = load_proto(proto_dir)
+
+    class Inventory(pb2_grpc.InventoryServicer):  # type: ignore[misc,name-defined]
+        async def Check(self, request: Any, context: Any) -> Any:  # noqa: N802 (the proto's name)
+            return pb2.StockReply(**answer(request.sku, request.qty))
+
+    settings = ServiceSettings(grpc_port=grpc_port, grpc_host=host)
+    app = create_app(
+        "inventory", settings=settings, configure_logging=False, access_log=False, grpc=[Inventory()]
+    )
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    config = uvicorn.Config(app, loop="uvloop", http=HeadOnlyHttpTools, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
 async def serve_grpc(host: str, port: int, proto_dir: Path) -> None:
     import grpc
 
@@ -159,14 +189,18 @@ async def _until_signalled() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.rpc_peer")
-    parser.add_argument("kind", choices=["http", "grpc", "nats"])
+    parser.add_argument("kind", choices=["http", "grpc", "grpc-kit", "nats"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--proto-dir", type=Path)
     parser.add_argument("--url", default="")
+    parser.add_argument("--grpc-port", type=int, default=0)
     args = parser.parse_args(argv)
     if args.kind == "http":
         serve_http(args.host, args.port)
+        return
+    if args.kind == "grpc-kit":
+        serve_grpc_kit(args.host, args.grpc_port, args.proto_dir)
         return
     import uvloop
 

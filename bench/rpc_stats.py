@@ -62,7 +62,7 @@ def wire_bytes(outputs: Sequence[Mapping[str, Any]]) -> int:
     return 0
 
 
-# result name -> the client leg's outputs it is made from; the bare HTTP server's leg is optional
+# result name -> the client leg's outputs it is made from; the bare HTTP and kit gRPC legs are optional
 def peer_cpu_us_per_call(outputs: Sequence[Mapping[str, Any]]) -> float | None:
     """The answering side's CPU µs per call (median over the runs that measured it: the CPU its
     processes used while a client leg ran, over every call that leg made); None if none did."""
@@ -70,7 +70,13 @@ def peer_cpu_us_per_call(outputs: Sequence[Mapping[str, Any]]) -> float | None:
     return round(statistics.median(values), 1) if values else None
 
 
-RPC_LEGS = {"http_json": "kit", "http_json_bare": "kit_bare", "grpc": "grpc", "nats": "nats"}
+RPC_LEGS = {
+    "http_json": "kit",
+    "http_json_bare": "kit_bare",
+    "grpc": "grpc",
+    "grpc_kit": "grpc_kit",
+    "nats": "nats",
+}
 
 
 def rpc_result(legs: Mapping[str, Sequence[Mapping[str, Any]]], concurrency: Sequence[int]) -> dict[str, Any]:
@@ -94,6 +100,8 @@ def rpc_result(legs: Mapping[str, Sequence[Mapping[str, Any]]], concurrency: Seq
         out[f"{name}_cpu_us_per_call"] = figures[low]["cpu_us_per_call"]
     out["bytes_json"] = wire_bytes(legs["kit"])
     out["bytes_grpc"] = wire_bytes(legs["grpc"])
+    if "grpc_kit" in legs:
+        out["bytes_grpc_kit"] = wire_bytes(legs["grpc_kit"])
     out["bytes_nats"] = wire_bytes(legs["nats"])
     out["detail"] = detail
     return out
