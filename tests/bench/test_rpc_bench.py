@@ -86,7 +86,10 @@ def test_the_rpc_result_has_the_top_level_keys_from_the_right_concurrency() -> N
     assert result["detail"]["grpc"]["c32"]["p50_us"] == 1000.0
     assert "http_json_bare_p50_us" not in result  # that leg did not run
     legs["kit_bare"] = [_output("kit", 3, counted=False)]
-    assert rpc_stats.rpc_result(legs, [1, 32])["http_json_bare_p50_us"] == 150.0
+    legs["grpc_kit"] = [_output("grpc_kit", 5, counted=True)]
+    both = rpc_stats.rpc_result(legs, [1, 32])
+    assert (both["http_json_bare_p50_us"], both["grpc_kit_p50_us"]) == (150.0, 250.0)
+    assert both["bytes_grpc_kit"] == 561
     assert "grpc_peer_cpu_us_per_call" not in result  # not measured in these outputs
 
 

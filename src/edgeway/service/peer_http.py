@@ -4,7 +4,7 @@
 (``scheme://host:port``) and sends one request on a pooled connection: the same asyncio
 protocol (httptools), pools and TLS contexts the gateway's upstream calls use. It replaced
 httpx under :class:`~edgeway.service.clients.ServiceClient`: on one machine, same run, the
-engine spent a tenth of httpx's CPU per call and less than half of aiohttp's
+engine spent less than a tenth of httpx's CPU per call and less than half of aiohttp's
 (docs/service-kit.md, "The client's transport"; ``python -m bench kit-client``).
 
 One exchange, :meth:`PeerHttp.send`:
