@@ -360,3 +360,57 @@ def cluster(
         keep=keep,
         clean=clean,
     )
+
+
+RpcCalls = Annotated[int, typer.Option(min=10, help="Measured calls per leg and concurrency.")]
+RpcWarmup = Annotated[int, typer.Option(min=0, help="Unmeasured calls before each measurement.")]
+RpcConcurrency = Annotated[str, typer.Option(help="Concurrent callers, comma-separated.")]
+RpcRepetitions = Annotated[int, typer.Option(min=1, help="Runs per leg, interleaved; medians.")]
+
+
+@app.command()
+def rpc(
+    json: JsonOption = False,
+    calls: RpcCalls = 3000,
+    warmup: RpcWarmup = 300,
+    concurrency: RpcConcurrency = "1,32",
+    repetitions: RpcRepetitions = 3,
+) -> None:
+    """One small call between two services: JSON over HTTP/1.1 vs gRPC unary vs msgpack over NATS."""
+    _run_bench(
+        "rpc",
+        json=json,
+        calls=calls,
+        warmup=warmup,
+        concurrency=_parse_connections(concurrency),
+        repetitions=repetitions,
+    )
+
+
+@app.command("kit-client")
+def kit_client(
+    json: JsonOption = False,
+    calls: RpcCalls = 3000,
+    warmup: RpcWarmup = 300,
+    concurrency: RpcConcurrency = "1,32",
+    repetitions: RpcRepetitions = 3,
+) -> None:
+    """The service kit's HTTP client: httpx, httpx with sniffio, aiohttp, the engine, the kit's client."""
+    _run_bench(
+        "kit_client",
+        json=json,
+        calls=calls,
+        warmup=warmup,
+        concurrency=_parse_connections(concurrency),
+        repetitions=repetitions,
+    )
+
+
+@app.command("event-payloads")
+def event_payloads(
+    json: JsonOption = False,
+    events: Annotated[int, typer.Option(min=100, help="Events encoded and decoded per run.")] = 20_000,
+    repetitions: Annotated[int, typer.Option(min=1, help="Runs; the median is reported.")] = 3,
+) -> None:
+    """One event as JSON, msgpack and protobuf: payload bytes, encode and decode CPU µs."""
+    _run_bench("event_payloads", json=json, events=events, repetitions=repetitions)

@@ -35,6 +35,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "opentelemetry.sdk",
         "opentelemetry.exporter.otlp.proto.http",
         "fastapi_offline",
+        "msgpack",
     ),
     "postgres": ("asyncpg",),
     "nats": ("nats",),

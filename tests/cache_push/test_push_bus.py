@@ -179,6 +179,42 @@ async def test_every_gateway_process_sees_every_event(nats_url: str) -> None:
     assert kept[0] == kept[1]  # the same ids on both: a client can resume on either
 
 
+class EmailSentPacked(EmailSent):
+    """The same event from a producer that publishes msgpack."""
+
+    content_type = "application/msgpack"
+
+
+async def test_a_msgpack_event_is_pushed_as_json_and_one_it_cannot_read_is_skipped(nats_url: str) -> None:
+    from edgeway.bus.events import H_CONTENT_TYPE, Envelope, new_event_id
+
+    cfg = gateway_cfg("http://127.0.0.1:9", {"transport": "nats", "url": nats_url, "prefix": "pack"})
+    cfg["routes"][1]["push"]["topics"] = [{"pattern": "jobs/{id}", "allow": "anyone"}]
+    bus = EventBus(NatsTransport(nats_url, prefix="pack"))
+    async with bus, running_gateway(cfg) as g, ws_connect(g.port, "dan") as ws:
+        await ws.send(json.dumps({"type": "subscribe", "topic": "jobs/m1"}))
+        assert (await recv(ws))["type"] == "subscribed"
+        # a protobuf payload: the gateway has no message type to read it with, so it is skipped
+        unreadable = Envelope(
+            new_event_id(),
+            "job.progress.v1",
+            "jobs",
+            0.0,
+            b"\x0a\x02m1",
+            "m1",
+            {H_CONTENT_TYPE: "application/protobuf"},
+        )
+        await bus.publish_envelope(unreadable)
+        await bus.publish(EmailSentPacked(job_id="m1", owner="dan", sent=1, total=2))
+        await bus.publish(EmailSent(job_id="m1", owner="dan", sent=2, total=2))
+        first, second = await recv(ws), await recv(ws)
+    assert [(m["event"], m["data"]["sent"]) for m in (first, second)] == [
+        ("job.progress.v1", 1),
+        ("job.progress.v1", 2),
+    ]
+    assert first["data"] == {"job_id": "m1", "owner": "dan", "sent": 1, "total": 2}
+
+
 @pytest.fixture
 def rabbit_prefix() -> str:
     require("rabbitmq")

@@ -1,7 +1,15 @@
 """An AsyncAPI 2.6 document for a service's events: channels, messages, payload schemas, headers.
 
 The event classes are the source of truth: each becomes a message named by its ``event_type``,
-with its pydantic JSON schema as the payload and the bus's headers; each channel lists its
+with its pydantic JSON schema as the payload and the bus's headers, and the ``contentType`` its
+payload is written in (see :mod:`edgeway.bus.codecs`): ``application/json``; ``application/msgpack``
+with the same JSON schema (msgpack carries the event's JSON values, so the schema describes them
+as it does for JSON); ``application/protobuf`` with the schema as AsyncAPI takes a protobuf one,
+``schemaFormat: application/vnd.google.protobuf;version=3`` and the ``.proto`` source of the
+message in ``payload`` (AsyncAPI's protobuf schema parser reads it; :mod:`edgeway.bus.proto_text`
+writes it from the generated class). AsyncAPI 2.6 requires tools to know JSON Schema, Avro,
+OpenAPI and RAML only, so a protobuf message also keeps its JSON schema, under
+``x-edgeway-json-payload``, for tools that know no protobuf; each channel lists its
 messages, its :class:`~edgeway.bus.transport.ChannelConfig` (TTL, retries, …) and, when an
 :class:`~edgeway.bus.bus.EventBus` is given, the consumer groups subscribed to it. A broker URL
 adds a server and the broker's names (NATS subjects, or the RabbitMQ exchange as an AMQP channel
@@ -20,16 +28,29 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from edgeway.bus import codecs
 from edgeway.bus.bus import EventBus
 from edgeway.bus.errors import BusConfigError
-from edgeway.bus.events import H_KEY, H_REQUEST_ID, H_TIME, H_TRACEPARENT, H_TRACESTATE, H_TYPE, Event
+from edgeway.bus.events import (
+    H_CONTENT_TYPE,
+    H_KEY,
+    H_REQUEST_ID,
+    H_TIME,
+    H_TRACEPARENT,
+    H_TRACESTATE,
+    H_TYPE,
+    Event,
+)
+from edgeway.bus.proto_text import proto_text
 from edgeway.bus.transport import ChannelConfig
 
 VERSION = "2.6.0"
+PROTOBUF_SCHEMA_FORMAT = "application/vnd.google.protobuf;version=3"
 
 _HEADERS: dict[str, Any] = {
     "type": "object",
-    "description": "edgeway envelope metadata (the payload is the event's JSON, untouched).",
+    "description": "edgeway envelope metadata (the payload is the event, encoded as the message's "
+    "contentType says).",
     "properties": {
         "ew-id": {
             "type": "string",
@@ -44,6 +65,11 @@ _HEADERS: dict[str, Any] = {
         H_REQUEST_ID: {"type": "string", "description": "Request id of the operation that published it."},
         H_TRACEPARENT: {"type": "string", "description": "W3C trace context of the publishing span."},
         H_TRACESTATE: {"type": "string", "description": "W3C tracestate of the trace, when it has one."},
+        H_CONTENT_TYPE: {
+            "type": "string",
+            "enum": [codecs.MSGPACK, codecs.PROTOBUF],
+            "description": "How the payload is encoded, when it is not JSON; consumers decode by it.",
+        },
     },
 }
 
@@ -114,10 +140,15 @@ def document(
         message: dict[str, Any] = {
             "name": cls.event_type,
             "title": cls.__name__,
-            "contentType": "application/json",
+            "contentType": cls.content_type,
             "headers": {"$ref": "#/components/schemas/EdgewayHeaders"},
             "payload": refs[(cls, "validation")],
         }
+        if cls.content_type == codecs.PROTOBUF and cls.protobuf is not None:
+            message["schemaFormat"] = PROTOBUF_SCHEMA_FORMAT
+            message["x-edgeway-json-payload"] = message["payload"]
+            message["payload"] = proto_text(cls.protobuf)
+            message["x-edgeway-protobuf-message"] = cls.protobuf.DESCRIPTOR.full_name
         if cls.__doc__ and cls.__doc__ is not Event.__doc__:
             message["summary"] = inspect.cleandoc(cls.__doc__).split("\n\n")[0]
         if cls.key_field is not None:

@@ -7,6 +7,7 @@ The broker is chosen by URL scheme (``nats://`` or ``amqp://``), from ``--url`` 
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
 import json
 import signal
@@ -18,8 +19,10 @@ from typing import Any, TypeVar
 import typer
 
 from edgeway.bus.brokers import transport_for
-from edgeway.bus.errors import BusError
+from edgeway.bus.codecs import payload_value
+from edgeway.bus.errors import BusError, EventDecodeError
 from edgeway.bus.transport import ChannelConfig, DeadLetter
+from edgeway.extras import MissingExtraError
 
 app = typer.Typer(no_args_is_help=True, help="Event bus tools: embedded NATS, dead letters, AsyncAPI.")
 dlq_app = typer.Typer(no_args_is_help=True, help="List, inspect and replay dead letters.")
@@ -95,10 +98,11 @@ def _as_dict(letter: DeadLetter, payload: bool) -> dict[str, Any]:
     }
     if payload:
         out["headers"] = dict(envelope.headers)
+        out["content_type"] = envelope.content_type
         try:
-            out["payload"] = json.loads(envelope.payload)
-        except ValueError:
-            out["payload"] = envelope.payload.decode("utf-8", "replace")
+            out["payload"] = payload_value(envelope)  # JSON and msgpack as values
+        except (EventDecodeError, MissingExtraError):
+            out["payload_base64"] = base64.b64encode(envelope.payload).decode()
     return out
 
 

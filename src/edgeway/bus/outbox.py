@@ -9,6 +9,11 @@ between the confirmation and the mark, the next relay publishes the row again wi
 message id (the row's event id, fixed at ``add``): NATS drops it inside its duplicate window,
 and consumers with an inbox drop it on any broker. Nothing is lost; nothing is applied twice.
 
+The payload is stored as the bytes the event's encoding made (JSON, msgpack or protobuf: see
+:mod:`edgeway.bus.codecs`) in a binary column, a BLOB on SQLite and ``bytea`` on PostgreSQL, and
+a payload that is not JSON names its content type in the row's headers; the relay publishes both
+as they were written.
+
 Each row keeps the trace context of the operation that wrote it, in columns of its own:
 ``request_id``, ``traceparent`` (the span that made the event: the outbox's PRODUCER span with a
 tracer, else the request's or the saga step's) and ``tracestate``; the relay puts them back on the
@@ -208,17 +213,19 @@ class Outbox:
         if self.tracer is not None and events:
             channels = sorted({e.channel for e in events})
             tracing.produce(self.tracer, shared, "create", ",".join(channels), count=len(events))
-        envelopes = envelopes_for(events, shared)
-        rest = {k: v for k, v in shared.items() if k not in tracing.TRACE_HEADERS}
-        text = orjson.dumps(rest).decode()  # one JSON text for all: they share the headers
         rid, parent, state = shared[H_REQUEST_ID], shared[H_TRACEPARENT], shared.get(H_TRACESTATE)
-        await self._insert.execute(
-            session,
-            [
-                (e.id, e.channel, e.type, e.key, text, e.payload, e.time, rid, parent, state)
-                for e in envelopes
-            ],
-        )
+        envelopes = envelopes_for(events, shared)
+        # One JSON text per headers mapping: the events of one encoding share theirs (a payload
+        # that is not JSON names its content type there).
+        texts: dict[int, str] = {}
+        rows = []
+        for e in envelopes:
+            text = texts.get(id(e.headers))
+            if text is None:
+                rest = {k: v for k, v in e.headers.items() if k not in tracing.TRACE_HEADERS}
+                text = texts[id(e.headers)] = orjson.dumps(rest).decode()
+            rows.append((e.id, e.channel, e.type, e.key, text, e.payload, e.time, rid, parent, state))
+        await self._insert.execute(session, rows)
         return envelopes
 
     async def pending(self, session: AsyncSession) -> int:

@@ -66,6 +66,7 @@ from edgeway.service.health import CheckFn, Health
 from edgeway.service.identity import IdentityConfig, JwksVerifier, TokenVerifier
 from edgeway.service.middleware import RequestContextMiddleware
 from edgeway.service.openapi import declare_problems, offline_app
+from edgeway.service.peer_http import PeerHttp
 from edgeway.service.problems import install_problem_handlers
 from edgeway.service.settings import ServiceSettings
 from edgeway.service.tls import client_tls_context
@@ -108,11 +109,14 @@ class ServiceKit:
         self.tracing = tracing if tracing is not None else Tracing(name)
         # Calls to peers over TLS (a CA bundle, a client certificate): one context, made once.
         self._tls = client_tls_context(settings)
-        self._http: httpx.AsyncClient | None = None
+        self._http: PeerHttp | None = None
+        # The JWKS and revocation fetches (a few a minute) stay on httpx, with the kit's TLS
+        # settings when it has some: the security service is a peer like any other.
+        self._fetch_http: httpx.AsyncClient | None = None
         if verifier is None:
-            # The JWKS and revocation fetches go through the kit's client when it has TLS
-            # settings of its own: the security service is a peer like any other.
-            verifier = JwksVerifier.from_settings(settings, http=self._shared_http() if self._tls else None)
+            if self._tls is not None:
+                self._fetch_http = httpx.AsyncClient(timeout=settings.client_timeout, verify=self._tls)
+            verifier = JwksVerifier.from_settings(settings, http=self._fetch_http)
         # Built here or passed in, its JWKS refresh runs until the app stops.
         self._jwks_verifier = verifier if isinstance(verifier, JwksVerifier) else None
         self.identity = IdentityConfig(verifier, settings.trust_gateway_headers)
@@ -228,11 +232,9 @@ class ServiceKit:
             self._clients[service] = found
         return found
 
-    def _shared_http(self) -> httpx.AsyncClient:
+    def _shared_http(self) -> PeerHttp:
         if self._http is None:
-            self._http = http_client(
-                self.settings.client_timeout, self._tls if self._tls is not None else True
-            )
+            self._http = http_client(self._tls)
         return self._http
 
     async def startup(self) -> None:
@@ -330,6 +332,9 @@ class ServiceKit:
             self._http = None
         if self._jwks_verifier is not None:
             await self._jwks_verifier.aclose()
+        if self._fetch_http is not None:
+            await self._fetch_http.aclose()
+            self._fetch_http = None
         self.flags.close()
         for store in (self._flag_store, self.config):
             if store is not None:

@@ -1,7 +1,8 @@
 """Calling another service by name: discovery, round-robin, timeouts, retries, breakers, context.
 
-:class:`ServiceClient` wraps one shared :class:`httpx.AsyncClient` (one connection pool per
-process, not per peer). For each call it
+:class:`ServiceClient` sends through one shared :class:`~edgeway.service.peer_http.PeerHttp`
+(the gateway's upstream engine: a connection pool per peer instance, one set per process).
+For each call it
 
 1. resolves the service name through a :class:`~edgeway.service.discovery.Discovery`;
 2. picks the next instance round-robin, skipping instances whose circuit breaker is open
@@ -22,6 +23,11 @@ process, not per peer). For each call it
 
 A 5xx answer or a transport error counts as a failure for the instance's breaker; any other
 answer (4xx included: the peer is healthy, the request was wrong) as a success.
+
+A call answers a :class:`~edgeway.service.peer_http.PeerResponse` (status, headers, the whole
+body; ``json()``, ``text``, ``raise_for_status()``). Its keyword arguments are ``json=`` (a
+body sent as JSON), ``content=`` (bytes or text as they are), ``params=`` (query values) and
+``timeout=`` (seconds, for this call instead of the client's).
 """
 
 from __future__ import annotations
@@ -33,10 +39,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
 from opentelemetry.trace import SpanKind
 from pydantic import TypeAdapter
 
+from edgeway.http.errors import UpstreamError
 from edgeway.http.outgoing import UnsafeRequest, check_header, check_method, request_target
 from edgeway.observability.context import current_hop
 from edgeway.observability.ids import parse_traceparent
@@ -54,9 +60,25 @@ from edgeway.service.errors import (
     PeerUnavailableError,
 )
 from edgeway.service.middleware import incoming_authorization
+from edgeway.service.peer_http import (
+    PeerHeaders,
+    PeerHttp,
+    PeerResponse,
+    ResponseBodyTooLarge,
+    encode_body,
+    nothing_sent,
+    with_params,
+)
 from edgeway.service.peers import Peers
 
-__all__ = ["IDEMPOTENT_METHODS", "RetryPolicy", "ServiceClient", "UnsafeRequest", "propagation_headers"]
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "PeerResponse",
+    "RetryPolicy",
+    "ServiceClient",
+    "UnsafeRequest",
+    "propagation_headers",
+]
 
 T = TypeVar("T")
 
@@ -80,17 +102,23 @@ class RetryPolicy:
         return full_jitter(retry, self.backoff, self.max_backoff)
 
 
-# httpx's default pool allows 100 connections for all hosts together: with peers answering in
-# 50 ms, a service could never make more than 2k calls a second however many it had to make.
-# Like the gateway's pool: no cap on open connections, a bounded number kept idle for reuse.
-POOL_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60.0)
+def http_client(tls: ssl.SSLContext | None = None) -> PeerHttp:
+    """The HTTP client a service's clients share (a connection pool per peer instance, no cap on
+    open connections). ``tls``: the TLS context of calls to ``https://`` peers (a CA bundle, a
+    client certificate for mTLS: :func:`edgeway.service.tls.client_tls_context`); None: the
+    system's CAs."""
+    return PeerHttp(tls=tls)
 
 
-def http_client(timeout: float | httpx.Timeout, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
-    """The HTTP client a service's clients share (one connection pool, :data:`POOL_LIMITS`).
-    ``verify``: the TLS context of calls to ``https://`` peers (a CA bundle, a client certificate
-    for mTLS: :func:`edgeway.service.tls.client_tls_context`); True: the system's CAs."""
-    return httpx.AsyncClient(timeout=timeout, limits=POOL_LIMITS, verify=verify)
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """What one call sends, the same on every attempt."""
+
+    method: str
+    path: str  # the request target: path and query, encoded
+    body: bytes | None
+    content_type: str | None
+    timeout: float
 
 
 def propagation_headers(given: Mapping[str, str] | None, *, authorization: bool = True) -> dict[str, str]:
@@ -125,8 +153,8 @@ class ServiceClient:
         service: str,
         discovery: Discovery,
         *,
-        http: httpx.AsyncClient | None = None,
-        timeout: float | httpx.Timeout = 5.0,
+        http: PeerHttp | None = None,
+        timeout: float = 5.0,
         retry: RetryPolicy | None = None,
         breaker: BreakerPolicy | None = None,
         tracing: Tracing | None = None,
@@ -135,23 +163,42 @@ class ServiceClient:
         self.service = service
         self.discovery = discovery
         self.retry = retry if retry is not None else RetryPolicy()
-        self.breaker_policy = breaker if breaker is not None else BreakerPolicy()
+        # Breakers made from now on use the policy; setting breaker_policy later (the shop's
+        # orders service does, from its settings) reaches them too.
+        self._peers = Peers(service, breaker)
         self.tracing = tracing
         self.propagate_authorization = propagate_authorization
-        self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        if timeout <= 0:
+            raise ValueError(f"a client timeout is a number of seconds above 0, got {timeout}")
+        self._timeout = float(timeout)
         self._owns_http = http is None
-        self._http = http if http is not None else http_client(self._timeout)
-        self._peers = Peers(service, self.breaker_policy)
+        self._http = http if http is not None else http_client()
 
     def __repr__(self) -> str:
         return f"<ServiceClient {self.service!r} via {self.discovery.name}>"
+
+    @property
+    def breaker_policy(self) -> BreakerPolicy:
+        return self._peers.breaker_policy
+
+    @breaker_policy.setter
+    def breaker_policy(self, policy: BreakerPolicy) -> None:
+        self._peers.breaker_policy = policy
 
     def breaker(self, url: str) -> CircuitBreaker:
         return self._peers.breaker(url)
 
     async def request(
-        self, method: str, path: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
-    ) -> httpx.Response:
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        content: bytes | str | None = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> PeerResponse:
         """Send a request to an instance of the service; ``path`` starts with ``/``.
 
         A path that does not, a method or header name that is not a token, or a header value
@@ -160,10 +207,12 @@ class ServiceClient:
         breaker failure, no retry). What else a request line cannot carry in ``path`` (a space,
         non-ASCII) is percent-encoded, so a value pasted into it stays a value."""
         method = method.upper()
-        path = request_target(path).decode("ascii")
+        path = request_target(with_params(path, params)).decode("ascii")
         check_method(method)
         for name, value in (headers or {}).items():
             check_header(name, value)
+        body, content_type = encode_body(json, content)
+        call = _Call(method, path, body, content_type, self._timeout if timeout is None else timeout)
         urls = await self.discovery.resolve(self.service)
         if not urls:
             raise NoInstancesError(self.service, self.discovery.name)
@@ -174,24 +223,21 @@ class ServiceClient:
             else None
         )
         if span_cm is None:
-            return await self._attempts(method, path, urls, idempotent, headers, kwargs)
+            return await self._attempts(call, urls, idempotent, headers)
         with span_cm as span:
             span.set_attribute("peer.service", self.service)
             span.set_attribute("http.request.method", method)
-            response = await self._attempts(method, path, urls, idempotent, headers, kwargs)
+            response = await self._attempts(call, urls, idempotent, headers)
             span.set_attribute("http.response.status_code", response.status_code)
             return response
 
     async def _attempts(
-        self,
-        method: str,
-        path: str,
-        urls: list[str],
-        idempotent: bool,
-        headers: Mapping[str, str] | None,
-        kwargs: dict[str, Any],
-    ) -> httpx.Response:
+        self, call: _Call, urls: list[str], idempotent: bool, headers: Mapping[str, str] | None
+    ) -> PeerResponse:
+        method, path = call.method, call.path
         outgoing = self._headers(headers)
+        if call.content_type is not None:
+            outgoing.setdefault("content-type", call.content_type)
         # The caller's deadline bounds every attempt and is passed on, reduced by the time spent;
         # a deadline the call sets itself is sent as it is.
         at = deadline_at()
@@ -212,35 +258,46 @@ class ServiceClient:
                 if pass_deadline:
                     outgoing[DEADLINE_HEADER] = str(max(1, int(left * 1000)))
             try:
-                async with asyncio.timeout(None if at is None else at - time.monotonic()):
-                    response = await self._http.request(
-                        method, url + path, headers=outgoing, timeout=self._timeout, **kwargs
+                if at is None:
+                    status, raw, data = await self._http.send(
+                        method, url, path, outgoing, call.body, call.timeout
                     )
+                else:
+                    async with asyncio.timeout(at - time.monotonic()):
+                        status, raw, data = await self._http.send(
+                            method, url, path, outgoing, call.body, call.timeout
+                        )
             except TimeoutError:
                 # Our budget, not the peer's fault: no breaker failure, no retry.
                 raise self._deadline_error(method, path, f"it ran out waiting for {url}") from None
-            except httpx.TransportError as exc:
+            except ResponseBodyTooLarge as exc:
+                # The instance answered (a healthy one); another would answer the same.
+                breaker.record_success()
+                raise PeerUnavailableError(self.service, f"{method} {self.service}{path}: {exc}") from exc
+            except UpstreamError as exc:
                 breaker.record_failure()
                 last_error = f"{url}: {type(exc).__name__}: {exc}"
-                nothing_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if idempotent or nothing_sent:
+                if idempotent or nothing_sent(exc):
                     continue
                 raise PeerUnavailableError(
                     self.service, f"{method} {self.service}{path} failed: {last_error}"
                 ) from exc
-            if response.status_code >= 500:
+            if status >= 500:
                 breaker.record_failure()
             else:
                 breaker.record_success()
-            if (
-                idempotent
-                and response.status_code in self.retry.statuses
-                and attempt + 1 < self.retry.attempts
-            ):
-                last_error = f"{url}: {response.status_code}"
-                await response.aclose()
+            if idempotent and status in self.retry.statuses and attempt + 1 < self.retry.attempts:
+                last_error = f"{url}: {status}"
                 continue
-            return response
+            return PeerResponse(
+                status,
+                PeerHeaders(raw),
+                data,
+                service=self.service,
+                instance=url,
+                method=method,
+                path=path,
+            )
         raise PeerUnavailableError(
             self.service,
             f"{method} {self.service}{path} failed after {self.retry.attempts} attempt(s); "
@@ -257,19 +314,19 @@ class ServiceClient:
 
     # conveniences
 
-    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
+    async def get(self, path: str, **kwargs: Any) -> PeerResponse:
         return await self.request("GET", path, **kwargs)
 
-    async def post(self, path: str, **kwargs: Any) -> httpx.Response:
+    async def post(self, path: str, **kwargs: Any) -> PeerResponse:
         return await self.request("POST", path, **kwargs)
 
-    async def put(self, path: str, **kwargs: Any) -> httpx.Response:
+    async def put(self, path: str, **kwargs: Any) -> PeerResponse:
         return await self.request("PUT", path, **kwargs)
 
-    async def patch(self, path: str, **kwargs: Any) -> httpx.Response:
+    async def patch(self, path: str, **kwargs: Any) -> PeerResponse:
         return await self.request("PATCH", path, **kwargs)
 
-    async def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+    async def delete(self, path: str, **kwargs: Any) -> PeerResponse:
         return await self.request("DELETE", path, **kwargs)
 
     async def call(self, method: str, path: str, model: type[T], **kwargs: Any) -> T:

@@ -13,15 +13,16 @@
     └── PeerError                     a call to another service failed
         ├── PeerUnavailableError      every attempt failed (connect error, timeout, 502/503/504)
         ├── CircuitOpenError          every instance's breaker is open; nothing was sent
-        └── PeerResponseError         the peer answered with an error status (typed calls only)
+        └── PeerResponseError         the peer answered with an error status (typed calls, raise_for_status)
 
     DiscoveryError                    a service name could not be resolved (edgeway.discovery)
     ├── RegistryError                 the NATS KV service registry failed (edgeway.discovery)
     └── NoInstancesError              the name resolved, to no instance
 
 Each maps to one RFC 9457 problem response in :mod:`edgeway.service.problems`. Errors from
-third-party libraries (httpx, nats-py) and from :mod:`edgeway.security` (token verification) are
-caught at the boundary and re-raised as these, with the original as ``__cause__``.
+third-party libraries (httpx for the JWKS, nats-py), from the HTTP engine under the clients and
+from :mod:`edgeway.security` (token verification) are caught at the boundary and re-raised as
+these, with the original as ``__cause__``.
 """
 
 from __future__ import annotations

@@ -37,8 +37,9 @@ import aio_pika.abc
 import aiormq.exceptions
 
 from edgeway.bus.brokers import safe_url
+from edgeway.bus.codecs import JSON, canonical
 from edgeway.bus.errors import DeadLetterNotFoundError, PublishError, TransportError
-from edgeway.bus.events import H_ATTEMPT, Envelope, new_event_id
+from edgeway.bus.events import H_ATTEMPT, H_CONTENT_TYPE, Envelope, new_event_id
 from edgeway.bus.rabbit.delivery import RabbitDelivery
 from edgeway.bus.transport import BatchHandler, ChannelConfig, DeadLetter, Delivery, check_group
 from edgeway.tasks import cancel_and_wait
@@ -131,7 +132,7 @@ class _RabbitSubscription:
         redelivered = _int(headers.get("x-delivery-count"), 1 if message.redelivered else 0)
         envelope = Envelope.from_headers(
             self._config.name,
-            {k: v for k, v in headers.items() if k != "x-delivery-count"},
+            _with_content_type({k: v for k, v in headers.items() if k != "x-delivery-count"}, message),
             message.body,
             attempt=base + redelivered + 1,
         )
@@ -151,6 +152,17 @@ class _RabbitSubscription:
             while not self._inbox.empty():
                 await self._inbox.get_nowait().nack(requeue=True)
             await self._channel.close()
+
+
+def _with_content_type(
+    headers: dict[str, Any], message: aio_pika.abc.AbstractIncomingMessage
+) -> dict[str, Any]:
+    """``headers`` with the message's AMQP content type when they name none (a message an AMQP
+    client published with its property only); edgeway's own carry both."""
+    content_type = message.content_type
+    if content_type and H_CONTENT_TYPE not in headers and canonical(content_type) != JSON:
+        headers[H_CONTENT_TYPE] = content_type
+    return headers
 
 
 def _int(value: Any, default: int) -> int:
@@ -296,7 +308,7 @@ class RabbitTransport:
             envelope.payload,
             headers=headers if headers is not None else _amqp_headers(envelope),
             message_id=envelope.id,
-            content_type="application/json",
+            content_type=envelope.content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             timestamp=int(envelope.time),
             type=envelope.type,

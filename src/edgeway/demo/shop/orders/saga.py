@@ -27,12 +27,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from pydantic import BaseModel
 
 from edgeway.demo.shop.common.events import OrderStatus
 from edgeway.demo.shop.common.problems import PROBLEMS
 from edgeway.saga import Backoff, Retry, RetryableError, Saga, StepContext, StepFailed
+from edgeway.service.clients import PeerResponse
 from edgeway.service.errors import DiscoveryError, PeerError
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def build_saga(service: OrdersService) -> Saga[OrderData]:
 
     async def call(
         ctx: StepContext[OrderData], peer: str, method: str, path: str, **kwargs: Any
-    ) -> httpx.Response:
+    ) -> PeerResponse:
         headers = {**ctx.headers, **await service.token.authorization()}
         try:
             response = await service.kit.client(peer).request(method, path, headers=headers, **kwargs)
@@ -147,7 +147,7 @@ def build_saga(service: OrdersService) -> Saga[OrderData]:
     return saga
 
 
-def _problem_type(response: httpx.Response) -> str:
+def _problem_type(response: PeerResponse) -> str:
     try:
         body = response.json()
     except ValueError:
@@ -155,7 +155,7 @@ def _problem_type(response: httpx.Response) -> str:
     return str(body.get("type", "")) if isinstance(body, dict) else ""
 
 
-def _detail(response: httpx.Response, default: str) -> str:
+def _detail(response: PeerResponse, default: str) -> str:
     try:
         body = response.json()
     except ValueError:

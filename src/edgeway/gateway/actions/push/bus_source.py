@@ -25,10 +25,11 @@ import contextlib
 import logging
 from typing import Any
 
-import orjson
-
+from edgeway.bus.codecs import payload_value
+from edgeway.bus.errors import EventDecodeError
 from edgeway.bus.events import Envelope
 from edgeway.bus.urls import safe_url
+from edgeway.extras import MissingExtraError
 from edgeway.gateway.actions.push.config import PushBusSource
 from edgeway.gateway.actions.push.sources import PushSink
 from edgeway.gateway.actions.push.topics import TopicTemplate, parse_topic_template
@@ -150,9 +151,9 @@ class BusSource:
                 continue
             if payload is None:
                 try:
-                    payload = orjson.loads(envelope.payload)
-                except orjson.JSONDecodeError:
-                    log.warning("push: event %s on %s is not JSON; skipped", envelope.id, envelope.channel)
+                    payload = payload_value(envelope)  # JSON or msgpack
+                except (EventDecodeError, MissingExtraError) as exc:
+                    log.warning("push: event %s on %s skipped: %s", envelope.id, envelope.channel, exc)
                     return
             topic = template.render(payload)
             if topic is None:
