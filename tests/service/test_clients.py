@@ -240,3 +240,15 @@ async def test_concurrent_calls_are_not_capped_by_the_connection_pool() -> None:
         await inventory.aclose()
         server.close()
     assert [a.status_code for a in answers] == [200] * calls
+
+
+async def test_a_breaker_policy_set_after_construction_governs_the_breakers() -> None:
+    """The shop's orders service sets kit.client(peer).breaker_policy from its settings once the
+    client exists: the breakers made after that follow it."""
+    bad, _, _ = backend("bad", status=500)
+    async with serve(bad) as url_bad:
+        peer = client([url_bad])
+        peer.breaker_policy = BreakerPolicy(consecutive_failures=1, open_for=60)
+        assert (await peer.get("/item")).status_code == 500
+        assert peer.breaker(url_bad).state is BreakerState.OPEN
+        await peer.aclose()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeway.discovery.registry import Instance, Registry
 from edgeway.service.app import Kit, ServiceKit, create_app, kit_of
-from edgeway.service.clients import RetryPolicy, ServiceClient
+from edgeway.service.clients import PeerResponse, RetryPolicy, ServiceClient
 from edgeway.service.config_store import ConfigStore
 from edgeway.service.flags import Flags
 from edgeway.service.health import Health
@@ -65,6 +65,7 @@ __all__ = [
     "Kit",
     "Money",
     "Patch",
+    "PeerResponse",
     "Problem",
     "Registry",
     "ResourceId",
