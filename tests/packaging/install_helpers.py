@@ -42,7 +42,8 @@ def make_venv(where: Path, requirement: str) -> Path:
         sys.executable, "-m", "pip", "--python", where / "bin" / "python", "install", "-q", requirement,
         # Without PYTHONPATH: the compiled run puts the unpacked build (with its dist-info) on it,
         # and pip would find edgeway "already satisfied" there and not install the wheel.
-        env={**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        env={**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+             "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )  # fmt: skip
     if installed.returncode != 0:
         reason = f"pip could not install {requirement}'s dependencies: {installed.stderr[-2000:]}"
