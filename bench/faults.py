@@ -39,8 +39,6 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from rich.console import Console
-from rich.table import Table
 
 from bench.errors import BenchError
 from bench.fault_load import Load, Sample, percentile
@@ -48,7 +46,7 @@ from bench.gateway import argv as gateway_argv
 from bench.gateway import unavailable_reason, write_config
 from bench.harness import ManagedProcess, machine, python_module, raise_fd_limit, reserved_port
 from bench.legs import say
-from bench.report import Target, print_targets, targets_dict
+from bench.report import Target, emit_scenarios, targets_dict
 
 RELOAD_MODULE = "edgeway.gateway.process.reload"
 # Seconds a process may take to listen: generous, a gateway worker on a loaded 2-core machine
@@ -486,24 +484,17 @@ def run(json: bool = False, scale: float = 1.0) -> dict[str, Any]:
         "scale": scale,
         "command": " ".join(["edgeway", *sys.argv[1:]]),
     }
-    _print(result, checked, as_json=json)
+    report(result, checked, as_json=json)
     return result
 
 
-def _print(result: Mapping[str, Any], checked: Sequence[Target], *, as_json: bool) -> None:
-    if as_json:
-        print(jsonlib.dumps(result))
-        return
-    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
-    table = Table(title="edgeway bench faults", title_justify="left")
-    for column in ("scenario", "figure", "value"):
-        table.add_column(column)
-    for scenario in ("kill", "hang", "flaky", "flaky_budget_100", "reload"):
-        for i, (key, value) in enumerate(result[scenario].items()):
-            if key == "events":
-                continue
-            table.add_row(scenario if i == 0 else "", key, str(value))
-    console.print(table)
-    print_targets(console, checked)
-    m = result["details"]["machine"]
-    console.print(f"[dim]machine: {m.get('cpu')}, {m.get('cores')} cores, load {m.get('loadavg_1m')}[/dim]")
+def report(result: Mapping[str, Any], checked: Sequence[Target], *, as_json: bool) -> None:
+    """Print the result: the JSON object, or a table of each scenario's figures and the targets."""
+    emit_scenarios(
+        result,
+        checked,
+        as_json=as_json,
+        title="edgeway bench faults",
+        scenarios=("kill", "hang", "flaky", "flaky_budget_100", "reload"),
+        hidden=("events",),
+    )

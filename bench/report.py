@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import operator
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,3 +114,31 @@ def emit(
             f"Python {m.get('python')}, {m.get('nginx') or 'no nginx'}, {m.get('wrk') or 'no wrk'}, "
             f"load {m.get('loadavg_1m')}[/dim]"
         )
+
+
+def emit_scenarios(
+    result: Mapping[str, Any],
+    checked: Sequence[Target],
+    *,
+    as_json: bool,
+    title: str,
+    scenarios: Sequence[str],
+    hidden: Collection[str] = (),
+) -> None:
+    """A scenario benchmark's result (bench faults, bench traffic): the JSON object, or a table of
+    each scenario's figures (``hidden`` keys left out), its targets and the machine."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+    table = Table(title=title, title_justify="left")
+    for column in ("scenario", "figure", "value"):
+        table.add_column(column)
+    for scenario in scenarios:
+        figures = [(k, v) for k, v in result.get(scenario, {}).items() if k not in hidden]
+        for i, (key, value) in enumerate(figures):
+            table.add_row(scenario if i == 0 else "", key, str(value))
+    console.print(table)
+    print_targets(console, checked)
+    m = result["details"]["machine"]
+    console.print(f"[dim]machine: {m.get('cpu')}, {m.get('cores')} cores, load {m.get('loadavg_1m')}[/dim]")

@@ -29,7 +29,6 @@ top-level figures in :data:`FIGURES`, its goals in :func:`targets`): the progres
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
 import shutil
 import sys
 import tempfile
@@ -39,16 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from bench.errors import BenchError
 from bench.fault_load import percentile
 from bench.faults import backend, gateway, running, scrape
 from bench.gateway import unavailable_reason
 from bench.harness import ManagedProcess, machine, raise_fd_limit, reserved_port, tree_cpu_seconds
 from bench.legs import say
-from bench.report import Target, print_targets, targets_dict
+from bench.report import Target, emit_scenarios, targets_dict
 
 # The top-level figures, in the order the issue lists them (the strangler's come after).
 FIGURES = ("split_error_pct", "sticky_violations", "mirror_added_p99_ms")
@@ -389,22 +385,10 @@ def run(
         "settings": settings,
         "command": " ".join(["edgeway", *sys.argv[1:]]),
     }
-    _print(result, checked, as_json=json)
+    report(result, checked, as_json=json)
     return result
 
 
-def _print(result: Mapping[str, Any], checked: Sequence[Target], *, as_json: bool) -> None:
-    if as_json:
-        print(jsonlib.dumps(result))
-        return
-    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
-    table = Table(title="edgeway bench traffic", title_justify="left")
-    for column in ("scenario", "figure", "value"):
-        table.add_column(column)
-    for scenario in SCENARIOS:
-        for i, (key, value) in enumerate(result.get(scenario, {}).items()):
-            table.add_row(scenario if i == 0 else "", key, str(value))
-    console.print(table)
-    print_targets(console, checked)
-    m = result["details"]["machine"]
-    console.print(f"[dim]machine: {m.get('cpu')}, {m.get('cores')} cores, load {m.get('loadavg_1m')}[/dim]")
+def report(result: Mapping[str, Any], checked: Sequence[Target], *, as_json: bool) -> None:
+    """Print the result: the JSON object, or a table of each scenario's figures and the targets."""
+    emit_scenarios(result, checked, as_json=as_json, title="edgeway bench traffic", scenarios=list(SCENARIOS))

@@ -66,9 +66,9 @@ def test_targets_follow_the_issue_and_a_skipped_reload_is_not_measured() -> None
 
 def test_the_report_prints_json_or_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     result = canned()
-    faults._print(result, faults.targets(result), as_json=True)
+    faults.report(result, faults.targets(result), as_json=True)
     assert json.loads(capsys.readouterr().out)["reload"] == {"skipped": "not built"}
-    faults._print(result, faults.targets(result), as_json=False)
+    faults.report(result, faults.targets(result), as_json=False)
     out = capsys.readouterr().out
     assert "edgeway bench faults" in out
     assert "reload_failed <= 0: - not measured" in out

@@ -68,9 +68,9 @@ def test_targets_follow_the_issue() -> None:
 
 def test_the_report_prints_json_or_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     result = canned()
-    traffic._print(result, traffic.targets(result), as_json=True)
+    traffic.report(result, traffic.targets(result), as_json=True)
     assert json.loads(capsys.readouterr().out)["sticky_violations"] == 0
-    traffic._print(result, traffic.targets(result), as_json=False)
+    traffic.report(result, traffic.targets(result), as_json=False)
     out = capsys.readouterr().out
     assert "edgeway bench traffic" in out
     assert "mirror_added_p99_ms <= 0.5: 0.200 met" in out
