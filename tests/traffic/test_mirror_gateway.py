@@ -75,6 +75,25 @@ async def test_the_shadow_receives_a_marked_copy_of_head_and_body() -> None:
     assert copy.headers["traceparent"] != original.headers["traceparent"]
 
 
+async def test_underscore_spellings_of_removed_or_skipped_names_reach_neither_service() -> None:
+    # CGI/WSGI servers read X_Secret as X-Secret: the copy follows the proxy's rule for the real one.
+    real, shadow = Shadow("real"), Shadow("shadow")
+    async with servers(real, shadow), running(mirror_config(real, shadow.url)) as (port, _):
+        client = await Client.connect(port)
+        client.writer.write(
+            b"GET /api/x HTTP/1.1\r\nHost: shop.test\r\nX_Secret: s3cret\r\n"
+            b"X_Forwarded_For: 6.6.6.6\r\nX_Edge: no\r\nX_Plain: kept\r\n\r\n"
+        )
+        head = await client.reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        await eventually(lambda: shadow.answered == 1)
+        await client.close()
+    for seen in (real.seen[0], shadow.seen[0]):
+        for name in ("x_secret", "x_forwarded_for", "x_edge"):
+            assert name not in seen.headers, (name, seen.headers)
+        assert seen.headers["x_plain"] == "kept"
+
+
 async def test_a_slow_shadow_never_holds_the_real_requests() -> None:
     hold = asyncio.Event()
     real, shadow = Shadow("real"), Shadow("shadow", hold=hold)
