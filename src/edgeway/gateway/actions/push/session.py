@@ -15,8 +15,10 @@ a replay is bounded by the hub's log (and shares its message objects), and count
 overflow a client that merely asked to catch up.
 
 A session whose identity carries an ``exp`` claim ends when the token expires (WebSocket close
-1008 "token expired", SSE ``error`` event with status 401): a long-lived connection must not
-outlive the credentials that opened it. The client reconnects with a fresh token.
+1008 "token expired", SSE ``error`` event with status 401), and one whose token is revoked (its
+``jti`` reaches the gateway's deny-list, by the bus or the feed) ends then (1008 "token revoked",
+401): a long-lived connection must not outlive the credentials that opened it. The client
+reconnects with a fresh token.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class Ending(enum.Enum):
     TOO_BIG = "message too big"
     UNSUPPORTED = "binary messages are not supported"
     EXPIRED = "token expired"
+    REVOKED = "token revoked"
 
 
 class Session:
@@ -107,11 +110,13 @@ class Session:
         self.queue: deque[PushMessage] = deque()  # live messages, bounded by queue_size
         self.urgent: deque[PushMessage | bytes] = deque()  # replies and replays, sent first
         self.expires_at = _expiry(identity)  # wall-clock time, or None
+        jti = identity.claims.get("jti") if identity is not None else None
+        self.jti = jti if isinstance(jti, str) else None  # its revocation ends the session
         self.ending: Ending | None = None
         self.wakeup = asyncio.Event()
         self.ended = asyncio.Event()  # set by end(): a writer waiting on a stalled client stops
         self.sent = 0  # messages written to the client
-        channel.hub.opened(self)
+        channel.hub.opened(self, self.jti)
 
     def active(self) -> bool:
         """Not ended (a call, so type checkers do not assume it unchanged across an await)."""
@@ -231,6 +236,9 @@ class Session:
     def shutdown(self) -> None:
         self.end(Ending.SHUTDOWN)
 
+    def revoked(self) -> None:
+        self.end(Ending.REVOKED)
+
     def seconds_left(self) -> float | None:
         """Until the caller's token expires (None: no expiry)."""
         return None if self.expires_at is None else self.expires_at - time.time()
@@ -239,7 +247,7 @@ class Session:
         for topic in self.subscriptions:
             self.channel.hub.detach(topic, self)
         self.subscriptions.clear()
-        self.channel.hub.closed(self)
+        self.channel.hub.closed(self, self.jti)
 
 
 def _expiry(identity: Identity | None) -> float | None:
