@@ -1,0 +1,91 @@
+"""Gateways sharing a strangler store agree on each rule's step: an operator's command on one
+gateway, a scheduled advance and an automatic rollback decided by one are applied by the others
+within a check interval. Through a file (the gateways of a host, or its workers) and Redis."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from strangler_helpers import Load, run_of, strangler_route, until
+from traffic_helpers import Shadow, instances, running, servers
+
+from conftest import require
+
+
+def fleet_config(old: Shadow, new: Shadow, store: dict[str, Any], **rule: Any) -> dict[str, Any]:
+    return {
+        "services": {"old": instances(old), "new": instances(new)},
+        "strangler_store": store,
+        "routes": [strangler_route(**rule)],
+    }
+
+
+def stores(tmp_path: Path) -> list[dict[str, Any]]:
+    return [{"backend": "file", "path": str(tmp_path / "strangler.json")}]
+
+
+@pytest.fixture(params=["file", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    if request.param == "redis":
+        require("redis")
+        return {"backend": "redis", "key_prefix": f"edgeway-test:{uuid.uuid4().hex}:"}
+    return {"backend": "file", "path": str(tmp_path / "strangler.json")}
+
+
+async def test_two_gateways_sharing_a_store_follow_one_operators_commands(store: dict[str, Any]) -> None:
+    old, new = Shadow("old"), Shadow("new")
+    async with servers(old, new):
+        cfg = fleet_config(old, new, store, start="paused")
+        async with running(cfg) as (_, one), running(cfg) as (_, two):
+            first, second = run_of(one), run_of(two)
+            await until(
+                lambda: first.state is not None and second.state is not None, 5, "both read the store"
+            )
+            assert first.state is not None
+            assert second.state is not None
+            assert first.state.version == second.state.version  # one initial state, not two
+            await first.command("advance")
+            took = await until(lambda: second.percent == 10.0, 5, "the second gateway follows")
+            await second.command("advance")
+            await until(lambda: first.percent == 50.0, 5, "the first gateway follows")
+            await first.command("rollback")
+            await until(lambda: second.percent == 0.0, 5, "the rollback reaches the second")
+            assert second.state is not None
+            assert second.state.status == "rolled_back"
+    assert took < 1.0  # within a few 50 ms check intervals
+
+
+async def test_a_rollback_one_gateway_decides_moves_the_whole_fleet(store: dict[str, Any]) -> None:
+    old, new = Shadow("old"), Shadow("new", status=500)
+    async with servers(old, new):
+        # Only the first gateway gets traffic: it sees the failures, the second follows its decision.
+        cfg = fleet_config(old, new, store, steps=[50, 100])
+        async with running(cfg) as (port, one), running(cfg) as (_, two), Load(port):
+            first, second = run_of(one), run_of(two)
+            await until(lambda: second.percent == 50.0, 5, "the second gateway at the first step")
+            await until(lambda: first.percent == 0.0, 10, "the first gateway rolls back")
+            await until(lambda: second.percent == 0.0, 5, "the second follows")
+    assert second.state is not None
+    assert second.state.status == "rolled_back"
+    assert "error rate" in second.state.reason
+
+
+async def test_a_changed_rule_starts_afresh_instead_of_taking_the_old_definitions_step(
+    tmp_path: Path,
+) -> None:
+    old, new = Shadow("old"), Shadow("new")
+    store = stores(tmp_path)[0]
+    async with servers(old, new):
+        async with running(fleet_config(old, new, store, start="paused")) as (_, gw):
+            run = run_of(gw)
+            await until(lambda: run.state is not None, 5, "the first check")
+            await run.command("advance")
+            await run.command("advance")
+        async with running(fleet_config(old, new, store, start="paused", steps=[5, 100])) as (_, gw):
+            run = run_of(gw)
+            await until(lambda: run.state is not None, 5, "the first check")
+            assert run.state is not None
+            assert (run.state.step, run.percent, run.state.version) == (-1, 0.0, 4)
