@@ -130,7 +130,9 @@ async def test_an_operator_pauses_advances_resumes_and_rolls_back() -> None:
             assert state.reason == "rolled back by an operator"
             with pytest.raises(StranglerCommandError, match="unknown command"):
                 await run.command("jump")
-            await run.command("advance")
+            await run.command("resume")  # from the start: the first step at the next check
+            await until(lambda: run.percent == 10.0, 5, "the first step after a resume")
+            await run.command("pause")
             await run.command("advance")
             state = await run.command("advance")
             assert (state.status, run.percent) == ("complete", 100.0)

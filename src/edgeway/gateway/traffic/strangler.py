@@ -24,7 +24,8 @@ Statuses: ``running`` (advancing on schedule), ``paused`` (an operator's hold: t
 nothing is judged), ``rolled_back`` (held after a rollback), ``complete`` (the last step, 100 %).
 An operator's commands (:meth:`StranglerRun.command`, the admin API's ``POST
 /strangler/<route>/<command>``): ``pause``, ``resume``, ``advance`` (the next step now) and
-``rollback`` (everything back on the old side, held).
+``rollback`` (everything back on the old side, held). A rule resumed before its first step (a
+``paused`` start, a rollback to the start) goes to the first step at its next check.
 """
 
 from __future__ import annotations
@@ -223,6 +224,10 @@ class StranglerRun:
                     rollbacks=state.rollbacks + 1,
                 )
                 return
+        if state.status == "running" and state.step < 0:
+            # Resumed before the first step: nothing of the new side to judge yet.
+            await self._advance(state, f"{self.percent_of(0):g}%: the first step")
+            return
         if state.status != "running" or self.clock() - state.since < float(rule.step_duration):
             return
         base = self._step_base
