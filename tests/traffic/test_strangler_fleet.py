@@ -4,6 +4,7 @@ within a check interval. Through a file (the gateways of a host, or its workers)
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from strangler_helpers import Load, run_of, strangler_route, until
 from traffic_helpers import Shadow, instances, running, servers
 
 from conftest import require
+from edgeway.gateway.process.serve import GatewayServer
+from live_gateway import gateway_config, ports, serving, write
 
 
 def fleet_config(old: Shadow, new: Shadow, store: dict[str, Any], **rule: Any) -> dict[str, Any]:
@@ -89,3 +92,32 @@ async def test_a_changed_rule_starts_afresh_instead_of_taking_the_old_definition
             await until(lambda: run.state is not None, 5, "the first check")
             assert run.state is not None
             assert (run.state.step, run.percent, run.state.version) == (-1, 0.0, 4)
+
+
+async def test_a_live_reload_keeps_the_rules_step_in_the_memory_store(tmp_path: Path) -> None:
+    def strangler_of(server: GatewayServer) -> Any:
+        return run_of(server.gateway)
+
+    port, admin = ports()
+    path = tmp_path / "gw.yaml"
+    old, new = Shadow("old"), Shadow("new")
+    async with servers(old, new):
+        services = {"old": instances(old), "new": instances(new)}
+        write(path, gateway_config(port, admin, services, [strangler_route(start="paused")]))
+        async with serving(path) as server:
+            run = strangler_of(server)
+            await until(lambda: run.state is not None, 5, "the first check")
+            await run.command("advance")
+            await run.command("advance")
+            # Tighter limits, same definition (old, new, steps): the step stays.
+            write(
+                path, gateway_config(port, admin, services, [strangler_route(start="paused", min_requests=9)])
+            )
+            assert (await server.reload("api")).status == "applied"  # type: ignore[union-attr]
+            after = strangler_of(server)
+            assert after is not run
+            await until(lambda: after.state is not None, 5, "the new generation's first check")
+            assert after.state is not None
+            assert (after.percent, after.state.step, after.state.status) == (50.0, 1, "paused")
+            await asyncio.sleep(0.2)
+            assert after.percent == 50.0
