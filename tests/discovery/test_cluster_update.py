@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -81,5 +82,5 @@ def test_a_drained_instance_stays_out_whatever_discovery_finds_until_undrained()
     assert c.undrain("http://10.0.0.2:80") == "http://10.0.0.2:80"
     assert [ep.label for ep in c.endpoints] == ["10.0.0.1:80", "10.0.0.3:80", "10.0.0.2:80"]
     assert c.drained == {}
-    with pytest.raises(KeyError, match="its instances: 10.0.0.1:80, 10.0.0.3:80, 10.0.0.2:80"):
+    with pytest.raises(KeyError, match=re.escape("its instances: 10.0.0.1:80, 10.0.0.3:80, 10.0.0.2:80")):
         c.drain("10.0.0.9:80")
