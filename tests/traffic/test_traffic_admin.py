@@ -98,6 +98,10 @@ async def test_the_strangler_state_and_commands() -> None:
         assert "unknown command" in unknown_command.json()["detail"]
         wrong_method = await http.get("/strangler/profile/pause", headers=AUTH)
         assert wrong_method.status_code == 405
+        metrics = (await http.get("/metrics", headers=AUTH)).text
+        assert 'edgeway_strangler_status{route="profile",status="rolled_back"} 1.0' in metrics
+        assert 'edgeway_strangler_rollbacks{route="profile"} 1.0' in metrics
+        assert 'edgeway_strangler_percent{route="profile"} 0.0' in metrics
 
 
 async def test_breakers_and_instances_are_listed() -> None:

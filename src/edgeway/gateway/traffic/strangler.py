@@ -276,7 +276,12 @@ class StranglerRun:
                 )
             else:
                 done = await self._write(
-                    state, step=-1, status="rolled_back", since=now, reason="rolled back by an operator"
+                    state,
+                    step=-1,
+                    status="rolled_back",
+                    since=now,
+                    reason="rolled back by an operator",
+                    rollbacks=state.rollbacks + 1,
                 )
             if done:
                 assert self.state is not None
