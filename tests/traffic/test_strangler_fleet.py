@@ -5,6 +5,10 @@ within a check interval. Through a file (the gateways of a host, or its workers)
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ from traffic_helpers import Shadow, instances, running, servers
 
 from conftest import require
 from edgeway.gateway.process.serve import GatewayServer
-from live_gateway import gateway_config, ports, serving, write
+from live_gateway import admin_once, gateway_config, ports, serving, write
 
 
 def fleet_config(old: Shadow, new: Shadow, store: dict[str, Any], **rule: Any) -> dict[str, Any]:
@@ -121,3 +125,48 @@ async def test_a_live_reload_keeps_the_rules_step_in_the_memory_store(tmp_path: 
             assert (after.percent, after.state.step, after.state.status) == (50.0, 1, "paused")
             await asyncio.sleep(0.2)
             assert after.percent == 50.0
+
+
+async def test_the_workers_of_one_gateway_apply_the_same_step(tmp_path: Path) -> None:
+    port, admin = ports()
+    path = tmp_path / "gw.yaml"
+    old, new = Shadow("old"), Shadow("new")
+    async with servers(old, new):
+        config = gateway_config(
+            port, admin, {"old": instances(old), "new": instances(new)}, [strangler_route(start="paused")]
+        )
+        config["strangler_store"] = {"backend": "file", "path": str(tmp_path / "strangler.json")}
+        write(path, config)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeway.cli", "gateway", "--config", str(path), "--workers", "2"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        async def answers(count: int) -> dict[int, set[float]]:
+            """The percent each worker reports over ``count`` fresh connections, by pid."""
+            seen: dict[int, set[float]] = {}
+            for _ in range(count):
+                with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                    response = await admin_once(admin, "GET", "/strangler")
+                    if response.status == 200:
+                        body = response.json()
+                        seen.setdefault(body["pid"], set()).update(r["percent"] for r in body["rules"])
+            return seen
+
+        try:
+            for _ in range(300):  # both workers up (the kernel spreads connections over them)
+                if len(await answers(10)) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the two workers did not both answer")
+            advanced = await admin_once(admin, "POST", "/strangler/profile/advance")  # to one worker
+            assert advanced.status == 200
+            await asyncio.sleep(0.3)  # a few of the rule's 50 ms checks
+            seen = await answers(40)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 15)
+    assert len(seen) == 2
+    assert all(percents == {10.0} for percents in seen.values()), seen

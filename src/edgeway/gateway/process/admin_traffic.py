@@ -21,6 +21,7 @@ Writes (``POST``, JSON, behind the same credential and cross-origin checks as ev
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import orjson
@@ -61,7 +62,8 @@ async def serve_traffic_admin(gateway: Gateway, ex: Exchange) -> bool:
     elif path == b"/strangler":
         traffic = running_traffic(gateway.env)
         rules = [run.describe() for _, run in sorted(traffic.stranglers.items())] if traffic else []
-        ex.respond_json(200, {"rules": rules})
+        # The pid: with several workers, which one answered (each applies the shared step).
+        ex.respond_json(200, {"pid": os.getpid(), "rules": rules})
     elif path == b"/breakers":
         ex.respond_json(200, {"services": breakers(gateway)})
     else:
