@@ -312,7 +312,8 @@ def traffic(
     leg_seconds: Annotated[float, typer.Option(min=0.2, help="Seconds per mirror leg.")] = 2.0,
     rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds of the two mirror legs.")] = 10,
 ) -> None:
-    """Traffic shifting: a 10/90 split's accuracy, sticky keys, what mirroring adds to p99."""
+    """Traffic shifting: a 10/90 split's accuracy, sticky keys, what mirroring adds to p99, a
+    progressive strangler's automatic rollback."""
     _run_bench(
         "traffic",
         json=json,
