@@ -6,7 +6,8 @@ alone, so a token revoked at logout is refused here too (it polls the security s
 ``/revocations`` like every other verifier): a client may call it directly, past the edges.
 The gateways reach it through *strangler* routes: ``/reviews/**`` and ``/account/**`` go here,
 except the routes already moved to new services — ``/account/profile`` moves to the profile
-service when the ``strangler.account-profile`` flag is on, without a restart.
+service in steps (the edges' progressive strangler) once the ``strangler.account-profile`` flag
+is on, without a restart.
 """
 
 from __future__ import annotations
