@@ -8,7 +8,7 @@ import socket
 from typing import Any
 
 import pytest
-from cache_push_helpers import http, running_gateway, with_test_identity
+from cache_push_helpers import http, no_connection_left, running_gateway, with_test_identity
 from push_helpers import hub, push_cfg
 
 
@@ -248,6 +248,7 @@ async def test_a_reader_that_stops_reading_is_cut_off_within_close_timeout_of_it
             while b"slow consumer" not in g.log.getvalue():  # the exchange ended (and was logged)
                 assert loop.time() - started < 3.0, "the stalled stream was never cut off"
                 await asyncio.sleep(0.02)
+            await no_connection_left(g)  # cut, not closed politely
         finally:
             sock.close()
         meter = hub(g).meters.of("sse")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import websockets
-from cache_push_helpers import running_gateway, with_test_identity
+from cache_push_helpers import no_connection_left, running_gateway, with_test_identity
 from push_helpers import hub, push_cfg
 from websockets.asyncio.client import ClientConnection
 from wsproto.connection import Connection, ConnectionType
@@ -402,6 +402,7 @@ async def test_a_client_that_stops_reading_is_cut_off_within_close_timeout_of_it
             # connection is cut after close_timeout (before: the writer waited for the socket to
             # drain, forever, and the exchange never ended).
             await ended_in_log(g, b"slow consumer", within=3.0)
+            await no_connection_left(g)  # cut, not closed politely
         finally:
             sock.close()
         text, _ = g.gw.env.metrics.exposition()

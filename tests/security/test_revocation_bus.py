@@ -219,3 +219,17 @@ async def test_a_revocation_is_published_in_the_trace_of_the_request_that_revoke
 def test_the_subscriber_refuses_a_channel_token_revoked_does_not_travel_on() -> None:
     with pytest.raises(BusConfigError, match="TokenRevokedEvent travels on channel 'revocations'"):
         RevocationSubscriber(EventBus(MemoryTransport()), RevocationList(), channel=ChannelConfig("other"))
+
+
+def test_a_watcher_hears_each_token_revoked_once_and_not_an_expired_one() -> None:
+    now = [1000.0]
+    revocations = RevocationList(clock=lambda: now[0])
+    heard: list[str] = []
+    revocations.watch(heard.append)
+    revocations.add("j1", 2000.0)
+    revocations.add("j1", 3000.0)  # the feed and the bus may both deliver it
+    revocations.add("old", 500.0)  # expired already: nothing to end
+    revocations.add("j2", 2000.0)
+    assert heard == ["j1", "j2"]
+    assert "j1" in revocations
+    assert "old" not in revocations

@@ -104,4 +104,4 @@ class AdminHandler:
         members = result.to_json()
         detail = members.pop("detail", "")
         members["outcome"] = members.pop("status")  # "status" is the problem's HTTP status
-        ex.respond_problem(status, title, detail, **members)
+        ex.respond_problem(status, title, detail, members=members)

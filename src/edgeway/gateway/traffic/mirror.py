@@ -35,7 +35,13 @@ import random
 from collections.abc import Awaitable
 from typing import Any, Final
 
-from edgeway.gateway.actions.proxy import MIRROR_HEADER, HeaderEdits, ProxyTarget, upstream_path
+from edgeway.gateway.actions.proxy import (
+    MIRROR_HEADER,
+    HeaderEdits,
+    ProxyTarget,
+    underscore_alias,
+    upstream_path,
+)
 from edgeway.gateway.core.context import RequestContext
 from edgeway.gateway.traffic.config import MirrorRule
 from edgeway.gateway.traffic.split import BOUNDS
@@ -200,7 +206,7 @@ class Mirror:
                 if lname == b"connection":
                     named = (named or set()) | connection_tokens(value)
                 continue
-            if lname in remove or (b"_" in lname and lname.replace(b"_", b"-") in _SKIP):
+            if lname in remove or (b"_" in lname and underscore_alias(lname, _SKIP, remove)):
                 continue
             kept.append((name, value))
         parts = [

@@ -15,8 +15,10 @@ a replay is bounded by the hub's log (and shares its message objects), and count
 overflow a client that merely asked to catch up.
 
 A session whose identity carries an ``exp`` claim ends when the token expires (WebSocket close
-1008 "token expired", SSE ``error`` event with status 401): a long-lived connection must not
-outlive the credentials that opened it. The client reconnects with a fresh token.
+1008 "token expired", SSE ``error`` event with status 401), and one whose token is revoked (its
+``jti`` reaches the gateway's deny-list, by the bus or the feed) ends then (1008 "token revoked",
+401): a long-lived connection must not outlive the credentials that opened it. The client
+reconnects with a fresh token.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class Ending(enum.Enum):
     TOO_BIG = "message too big"
     UNSUPPORTED = "binary messages are not supported"
     EXPIRED = "token expired"
+    REVOKED = "token revoked"
 
 
 class Session:
@@ -109,13 +112,15 @@ class Session:
         self.queue: deque[PushMessage] = deque()  # live messages, bounded by queue_size
         self.urgent: deque[PushMessage | bytes] = deque()  # replies and replays, sent first
         self.expires_at = _expiry(identity)  # wall-clock time, or None
+        jti = identity.claims.get("jti") if identity is not None else None
+        self.jti = jti if isinstance(jti, str) else None  # its revocation ends the session
         self.ending: Ending | None = None
         self.wakeup = asyncio.Event()
         self.ended = asyncio.Event()  # set by end(): a writer waiting on a stalled client stops
         self.sent = 0  # messages written to the client
         self._counted = 0  # of them, added to the sent counter
         self._open = True  # counted in the connections gauge
-        channel.hub.opened(self)
+        channel.hub.opened(self, self.jti)
         self.meter.connections.inc()
 
     def active(self) -> bool:
@@ -246,6 +251,9 @@ class Session:
     def shutdown(self) -> None:
         self.end(Ending.SHUTDOWN)
 
+    def revoked(self) -> None:
+        self.end(Ending.REVOKED)
+
     def seconds_left(self) -> float | None:
         """Until the caller's token expires (None: no expiry)."""
         return None if self.expires_at is None else self.expires_at - time.time()
@@ -254,7 +262,7 @@ class Session:
         for topic in self.subscriptions:
             self.channel.hub.detach(topic, self)
         self.subscriptions.clear()
-        self.channel.hub.closed(self)
+        self.channel.hub.closed(self, self.jti)
         if self._open:  # detach runs more than once (end, then the transport's finally)
             self._open = False
             self.meter.connections.dec()

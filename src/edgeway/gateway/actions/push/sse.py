@@ -168,6 +168,8 @@ async def _end(ctx: RequestContext, session: Session) -> None:
         _error_event(ctx, 503, "Slow Consumer", detail)
     elif ending is Ending.EXPIRED:
         _error_event(ctx, 401, "Unauthorized", "the token expired; reconnect with a fresh one")
+    elif ending is Ending.REVOKED:
+        _error_event(ctx, 401, "Unauthorized", "the token was revoked; sign in again")
     if ex.write_paused():
         # A client that stopped reading gets close_timeout to take the last event, then is cut
         # off: closing the socket normally would wait for it to read first, forever.

@@ -53,6 +53,7 @@ _CLOSE_CODES = {
     Ending.UNSUPPORTED: 1003,
     Ending.OVERFLOW: 1008,
     Ending.EXPIRED: 1008,
+    Ending.REVOKED: 1008,
     Ending.TOO_BIG: 1009,
     Ending.PING_TIMEOUT: 1011,
 }
