@@ -1,0 +1,186 @@
+"""The unary gRPC call behind a transcoded request, on grpcio's asyncio channels.
+
+The instance is the gateway's choice, as for any other call to the service: its cluster's
+balancer over the instances from ``services:`` (and discovery), through the service's guard when
+it configures resilience (breakers, outlier ejection, health checks), which is told how each
+call went (its gRPC status as the HTTP status it stands for; no answer as a failure). Each
+instance gets one channel, kept open between calls (a :class:`GrpcChannels` component closes
+them when the gateway stops); an ``https://`` instance is reached over TLS with the service's CA
+bundle and client certificate when its ``tls`` block names them.
+
+What the call carries: the deadline (the route's or call's ``timeout``, else the service's
+``timeouts.total``; shortened by an aggregate's deadline) as gRPC's own ``grpc-timeout``, and as
+metadata the request id, a ``traceparent`` with a new span of the request's trace, and the
+client headers the route forwards (by default the verified identity the auth filter sets,
+``x-edgeway-subject``...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from edgeway.gateway.actions.transcode.descriptors import MethodInfo
+from edgeway.gateway.upstream.clusters import Cluster, Endpoint
+from edgeway.gateway.upstream.config import Service
+from edgeway.gateway.upstream.resilient import NoInstance
+from edgeway.resilience.balancer import NoInstanceAvailable
+from edgeway.resilience.guard import InstanceState, ServiceGuard
+from edgeway.service.grpc.client import CHANNEL_OPTIONS
+from edgeway.service.grpc.errors import http_status
+
+__all__ = ["GrpcChannels", "GrpcFailure", "call_unary", "metadata_of"]
+
+# Metadata gRPC itself writes, or forbids from applications.
+_RESERVED = frozenset({"te", "content-type", "user-agent", "host", "connection", "grpc-timeout"})
+
+
+@dataclass(slots=True)
+class GrpcFailure(Exception):
+    """The call ended without a message: the status the service (or gRPC) gave."""
+
+    code: grpc.StatusCode
+    details: str
+    instance: str
+    trailers: Sequence[tuple[str, str | bytes]] = ()
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.details}"
+
+    @property
+    def status(self) -> int:
+        return http_status(self.code)
+
+
+class GrpcChannels:
+    """One channel per instance of the services the gateway reaches over gRPC (a component:
+    closed when the gateway stops)."""
+
+    def __init__(self, services: dict[str, Service]) -> None:
+        self._services = services
+        self._channels: dict[tuple[str, str, int, bool], grpc.aio.Channel] = {}
+
+    def __repr__(self) -> str:
+        return f"<GrpcChannels open={len(self._channels)}>"
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close(grace=1.0)
+
+    def channel(self, service: str, ep: Endpoint) -> grpc.aio.Channel:
+        key = (service, ep.host, ep.port, ep.tls is not None)
+        found = self._channels.get(key)
+        if found is None:
+            target = f"{ep.host}:{ep.port}"
+            if ep.tls is None:
+                found = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            else:
+                found = grpc.aio.secure_channel(
+                    target, self._credentials(service), options=self._tls_options(service)
+                )
+            self._channels[key] = found
+        return found
+
+    def _credentials(self, service: str) -> grpc.ChannelCredentials:
+        tls = self._services[service].tls if service in self._services else None
+        if tls is None:
+            return grpc.ssl_channel_credentials()
+
+        def read(path: str | None) -> bytes | None:
+            if path is None:
+                return None
+            with open(path, "rb") as file:
+                return file.read()
+
+        chain = read(tls.cert)
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(tls.ca), private_key=read(tls.key) or chain, certificate_chain=chain
+        )
+
+    def _tls_options(self, service: str) -> tuple[tuple[str, Any], ...]:
+        tls = self._services[service].tls if service in self._services else None
+        if tls is not None and tls.server_name:
+            return (*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", tls.server_name))
+        return CHANNEL_OPTIONS
+
+
+def metadata_of(pairs: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """Header pairs as gRPC metadata: lower-case ASCII keys, printable values; what gRPC
+    reserves (and ``-bin`` keys, which would need base64) is left out."""
+    out: list[tuple[str, str]] = []
+    for name, value in pairs:
+        key = name.decode("latin-1").lower()
+        if key in _RESERVED or key.startswith(("grpc-", ":")) or key.endswith("-bin"):
+            continue
+        try:
+            text = value.decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        if text.isprintable():
+            out.append((key, text))
+    return out
+
+
+def _pick(
+    cluster: Cluster, guard: ServiceGuard[Endpoint] | None
+) -> tuple[Endpoint, InstanceState[Endpoint] | None]:
+    try:
+        if guard is None:
+            return cluster.pick(), None
+        state = guard.pick(cluster.balancer)
+    except NoInstanceAvailable:
+        hint = guard.retry_after_hint() if guard is not None else None
+        raise NoInstance(f"no available instance of service {cluster.name!r}", hint) from None
+    return state.member, state
+
+
+async def call_unary(
+    channels: GrpcChannels,
+    cluster: Cluster,
+    guard: ServiceGuard[Endpoint] | None,
+    method: MethodInfo,
+    request: Message,
+    *,
+    timeout: float,
+    metadata: Sequence[tuple[str, str]],
+) -> Message:
+    """Call ``method`` on an instance of ``cluster``; :class:`GrpcFailure` for an error status,
+    :class:`NoInstance` when none is available."""
+    ep, state = _pick(cluster, guard)
+    channel = channels.channel(cluster.name, ep)
+    stub = channel.unary_unary(
+        method.path,
+        request_serializer=_serialize,
+        response_deserializer=method.output_type.FromString,
+    )
+    ep.outstanding += 1
+    try:
+        reply: Message = await stub(request, timeout=max(timeout, 0.001), metadata=tuple(metadata))
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
+        if state is not None and guard is not None:
+            # No answer (unavailable, our own deadline) counts against the instance; an error
+            # status is the request's fault, answered by a healthy instance.
+            failed = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            guard.report(state, http_status(code), failed)
+            guard.finish(http_status(code), failed)
+        trailers = tuple(exc.trailing_metadata() or ())
+        raise GrpcFailure(code, exc.details() or "", ep.label, trailers) from None
+    finally:
+        ep.outstanding -= 1
+    if state is not None and guard is not None:
+        guard.report(state, 200, False)
+        guard.finish(200, False)
+    return reply
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
