@@ -84,3 +84,218 @@ async def test_get_with_a_path_variable_calls_the_method_and_answers_its_json() 
     }
     sent = server.requests[0]
     assert sent.shelf_id == 7 and sent.with_books is True  # type: ignore[attr-defined]
+
+
+async def test_post_with_body_star_builds_the_whole_message_and_additional_bindings_work() -> None:
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+
+    async def create_shelf(request: Message, context: grpc.aio.ServicerContext) -> Message:
+        shelf = request.shelf  # type: ignore[attr-defined]
+        return message(holder[0], "Shelf", shelf_id="12", theme=shelf.theme + "!")
+
+    async with shelves_server(descriptor_set, CreateShelf=create_shelf) as server:
+        holder.append(server)
+        async with gateway(config(server.port, descriptor_set)) as (port, _):
+            body = orjson.dumps({"shelf": {"theme": "maps"}, "requestNote": "n1"})
+            status, _, answer = await request(port, "POST", "/v1/shelves", body)
+            again = await request(port, "PUT", "/v1/shelves:create", orjson.dumps({"shelf": {"theme": "x"}}))
+    assert status == 200, answer
+    assert answer == {"shelfId": "12", "theme": "maps!"}
+    assert again[0] == 200
+    assert again[2] == {"shelfId": "12", "theme": "x!"}
+    assert server.requests[0].request_note == "n1"  # type: ignore[attr-defined]
+
+
+async def test_body_field_and_path_variable_combine_and_the_path_wins() -> None:
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+
+    async def create_book(request: Message, context: grpc.aio.ServicerContext) -> Message:
+        book = request.book  # type: ignore[attr-defined]
+        return message(holder[0], "Book", id=str(request.shelf_id * 100), title=book.title, genre="HISTORY")  # type: ignore[attr-defined]
+
+    async with shelves_server(descriptor_set, CreateBook=create_book) as server:
+        holder.append(server)
+        async with gateway(config(server.port, descriptor_set)) as (port, _):
+            body = orjson.dumps({"title": "SPQR", "inPrint": True})
+            status, _, answer = await request(port, "POST", "/v1/shelves/3/books", body)
+    assert status == 200, answer
+    assert answer == {"id": "300", "title": "SPQR", "genre": "HISTORY"}
+    sent = server.requests[0]
+    assert sent.shelf_id == 3  # type: ignore[attr-defined]
+    assert sent.book.in_print is True  # type: ignore[attr-defined]
+
+
+async def test_query_parameters_fill_the_other_fields_and_response_body_picks_one() -> None:
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+
+    async def list_books(request: Message, context: grpc.aio.ServicerContext) -> Message:
+        tags = list(request.tags)  # type: ignore[attr-defined]
+        books = [{"id": str(i), "title": tag} for i, tag in enumerate(tags)]
+        return message(holder[0], "ListBooksResponse", books=books, total=len(tags))
+
+    async with shelves_server(descriptor_set, ListBooks=list_books) as server:
+        holder.append(server)
+        cfg = config(
+            server.port,
+            descriptor_set,
+            print_options={"preserve_proto_field_names": True, "always_print_primitive_fields": True},
+        )
+        async with gateway(cfg) as (port, _):
+            target = "/v1/shelves/5/books?tags=a&tags=b%20c&page_size=20&title_prefix=Du"
+            status, _, answer = await request(port, "GET", target)
+    assert status == 200, answer
+    # response_body: "books" — the list, not the wrapping message; every field printed.
+    assert answer == [
+        {"id": "0", "title": "a", "genre": "GENRE_UNSPECIFIED", "tags": [], "in_print": False},
+        {"id": "1", "title": "b c", "genre": "GENRE_UNSPECIFIED", "tags": [], "in_print": False},
+    ]
+    sent = server.requests[0]
+    assert list(sent.tags) == ["a", "b c"]  # type: ignore[attr-defined]
+    assert sent.page_size == 20  # type: ignore[attr-defined]
+    assert sent.title_prefix.value == "Du"  # type: ignore[attr-defined]
+    assert sent.shelf_id == 5  # type: ignore[attr-defined]
+
+
+async def test_a_grpc_error_status_is_answered_as_its_http_status_with_a_problem_body() -> None:
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+    async with shelves_server(descriptor_set, GetShelf=get_shelf(holder)) as server:
+        holder.append(server)
+        async with gateway(config(server.port, descriptor_set)) as (port, _):
+            status, headers, body = await request(port, "GET", "/v1/shelves/404")
+    assert status == 404
+    assert headers["content-type"] == "application/problem+json"
+    assert body["status"] == 404
+    assert body["title"] == "Not Found"
+    assert body["detail"] == "shelf 404 does not exist"
+    assert body["grpc_status"] == "NOT_FOUND"
+    assert body["service"] == "shelves"
+
+
+async def test_the_timeout_is_the_grpc_deadline_and_its_expiry_answers_504() -> None:
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+    remaining: list[float | None] = []
+
+    async def slow(request: Message, context: grpc.aio.ServicerContext) -> Message:
+        remaining.append(context.time_remaining())
+        await asyncio.sleep(request.millis / 1000)  # type: ignore[attr-defined]
+        return request
+
+    async with shelves_server(descriptor_set, Slow=slow) as server:
+        holder.append(server)
+        async with gateway(config(server.port, descriptor_set, timeout="300ms")) as (port, _):
+            started = asyncio.get_running_loop().time()
+            status, _, body = await request(port, "GET", "/v1/slow/2000")
+            elapsed = asyncio.get_running_loop().time() - started
+            fast = await request(port, "GET", "/v1/slow/1")
+    assert status == 504, body
+    assert body["grpc_status"] == "DEADLINE_EXCEEDED"
+    assert elapsed < 1.5, f"the 300 ms deadline took {elapsed:.2f} s"
+    assert remaining[0] is not None
+    assert 0 < remaining[0] <= 0.3  # the service saw the deadline (grpc-timeout)
+    assert fast[0] == 200
+    assert fast[2] == {"millis": 1}
+
+
+async def test_bad_json_and_bad_values_answer_400_naming_the_field_and_nothing_is_sent() -> None:
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+
+    async def create_shelf(request: Message, context: grpc.aio.ServicerContext) -> Message:
+        return message(holder[0], "Shelf")
+
+    async with shelves_server(descriptor_set, CreateShelf=create_shelf, GetShelf=get_shelf(holder)) as server:
+        holder.append(server)
+        async with gateway(config(server.port, descriptor_set)) as (port, _):
+            not_json = await request(port, "POST", "/v1/shelves", b'{"shelf": ')
+            wrong_type = await request(port, "POST", "/v1/shelves", orjson.dumps({"shelf": {"shelfId": "x7"}}))
+            unknown = await request(port, "POST", "/v1/shelves", orjson.dumps({"shelf": {"colour": "red"}}))
+            bad_path = await request(port, "GET", "/v1/shelves/abc")
+            bad_query = await request(port, "GET", "/v1/shelves/1?with_books=maybe")
+            unknown_query = await request(port, "GET", "/v1/shelves/1?nope=1")
+            array = await request(port, "POST", "/v1/shelves", b"[1, 2]")
+    assert not_json[0] == 400
+    assert "not valid JSON" in not_json[2]["detail"]
+    assert wrong_type[0] == 400
+    assert wrong_type[2]["field"] == "shelf.shelfId"
+    assert unknown[0] == 400
+    assert unknown[2]["field"] == "shelf.colour"
+    assert bad_path[0] == 400
+    assert "shelf_id" in bad_path[2]["detail"]
+    assert bad_query[0] == 400
+    assert bad_query[2]["field"] == "with_books"
+    assert unknown_query[0] == 400
+    assert unknown_query[2]["field"] == "nope"
+    assert array[0] == 400
+    assert server.requests == []  # none of them reached the service
+
+
+async def test_the_service_gets_the_request_id_trace_context_and_forwarded_headers_as_metadata() -> None:
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+    async with shelves_server(descriptor_set, GetShelf=get_shelf(holder)) as server:
+        holder.append(server)
+        cfg = config(server.port, descriptor_set, forward_headers=["x-edgeway-subject", "accept-language"])
+        async with gateway(cfg) as (port, _):
+            trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            headers = {
+                "x-request-id": "req-42",
+                "traceparent": trace,
+                "x-edgeway-subject": "user-1",
+                "accept-language": "fr",
+                "x-other": "not forwarded",
+            }
+            status, answer_headers, _ = await request(port, "GET", "/v1/shelves/1", headers=headers)
+    assert status == 200
+    seen = server.metadata[0]
+    assert seen["x-request-id"] == "req-42"
+    assert answer_headers["x-request-id"] == "req-42"
+    assert seen["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    assert seen["traceparent"] != trace  # a span of its own, in the client's trace
+    assert seen["x-edgeway-subject"] == "user-1"
+    assert seen["accept-language"] == "fr"
+    assert "x-other" not in seen
+
+
+async def test_a_route_can_name_a_method_without_annotations() -> None:
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+
+    async def whoami(request: Message, context: grpc.aio.ServicerContext) -> Message:
+        return message(holder[0], "Echo", metadata={"millis": str(request.millis)})  # type: ignore[attr-defined]
+
+    async with shelves_server(descriptor_set, Whoami=whoami) as server:
+        holder.append(server)
+        cfg = config(server.port, descriptor_set, method="shelves.v1.Shelves/Whoami")
+        cfg["routes"][0]["match"] = {"path": "/whoami/{millis}"}
+        async with gateway(cfg) as (port, _):
+            status, _, body = await request(port, "POST", "/whoami/15", b"{}")
+            no_body = await request(port, "GET", "/whoami/16")
+    assert status == 200, body
+    assert body == {"metadata": {"millis": "15"}}
+    assert no_body[2] == {"metadata": {"millis": "16"}}
+
+
+async def test_unbound_paths_answer_404_and_a_wrong_method_405_with_allow() -> None:
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+    async with shelves_server(descriptor_set, GetShelf=get_shelf(holder)) as server:
+        holder.append(server)
+        async with gateway(config(server.port, descriptor_set)) as (port, _):
+            missing = await request(port, "GET", "/v1/nowhere")
+            wrong = await request(port, "DELETE", "/v1/shelves/1")
+    assert missing[0] == 404
+    assert wrong[0] == 405
+    assert wrong[1]["allow"] == "GET"
+
+
+async def test_no_reachable_instance_answers_503() -> None:
+    descriptor_set = shelves_descriptor_set()
+    async with gateway(config(dead_port(), descriptor_set, timeout="2s")) as (port, _):
+        status, _, body = await request(port, "GET", "/v1/shelves/1")
+    assert status == 503, body
+    assert body["grpc_status"] == "UNAVAILABLE"

@@ -11,6 +11,7 @@ Anything wrong is a :class:`BadInput` naming the field; the call is not made.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ from google.protobuf.message import Message
 
 __all__ = ["BadInput", "JsonOptions", "build_request", "render_response"]
 
+_PARSE_STEP = re.compile(r"Failed to parse (\S+) field")
+_UNKNOWN_FIELD = re.compile(r'has no field named "([^"]+)"')
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
 
@@ -106,16 +109,14 @@ def _parse(source: Mapping[str, Any], message_type: type[Message], where: str) -
 
 
 def _field_in(text: str) -> str | None:
-    # json_format says "Failed to parse <field> field: ..." for a bad value and "... has no
-    # field named "<name>" ..." for an unknown key: the field the client needs to fix.
-    marker = "Failed to parse "
-    if marker in text:
-        rest = text.split(marker, 1)[1]
-        return rest.split(" field", 1)[0] or None
-    marker = 'has no field named "'
-    if marker in text:
-        return text.split(marker, 1)[1].split('"', 1)[0] or None
-    return None
+    """The dotted path of the field json_format complains about: it nests "Failed to parse
+    <field> field: ..." once per level, and ends with "... has no field named "<name>"" for an
+    unknown key."""
+    steps = _PARSE_STEP.findall(text)
+    unknown = _UNKNOWN_FIELD.search(text)
+    if unknown is not None:
+        steps.append(unknown.group(1))
+    return ".".join(steps) or None
 
 
 def build_request(
