@@ -27,8 +27,18 @@ def build_aggregate(route: Route, env: GatewayEnv) -> Action:
     action = route.aggregate
     assert action is not None  # called for aggregate routes only
     guards = {name: service_guard(env, name) for name in {call.service for call in action.calls.values()}}
+    channels = None
+    if any(call.grpc is not None for call in action.calls.values()):
+        from edgeway.gateway.actions.transcode.action import grpc_channels  # loads grpcio
+
+        channels = grpc_channels(env)
     plan = compile_plan(
-        action, env.clusters, env.config.auth, guards, client_certs=asks_client_certs(env.config)
+        action,
+        env.clusters,
+        env.config.auth,
+        guards,
+        client_certs=asks_client_certs(env.config),
+        grpc_channels=channels,
     )
     merge = compile_merge(plan)
     limit = env.config.limits.max_body_bytes
