@@ -53,7 +53,7 @@ def compile_descriptor_set(out: Path, proto: str = "shelves.proto") -> Path:
     return target
 
 
-Handler = Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]
+Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]
 
 
 @dataclass
@@ -64,17 +64,19 @@ class ShelvesServer:
     handlers: dict[str, Handler]
     port: int = 0
     metadata: list[dict[str, str]] = field(default_factory=list)
-    requests: list[Message] = field(default_factory=list)
+    requests: list[Any] = field(default_factory=list)  # messages of classes made at run time
     server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
         server = grpc.aio.server()
-        methods: dict[str, grpc.RpcMethodHandler] = {}
+        methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         for name, handler in self.handlers.items():
             info = self.descriptors.method(f"shelves.v1.Shelves/{name}")
 
-            def wrap(h: Handler) -> Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]:
-                async def run(request: Message, context: grpc.aio.ServicerContext) -> Message:
+            def wrap(
+                h: Handler,
+            ) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
+                async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
                     self.metadata.append(
                         {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
                     )

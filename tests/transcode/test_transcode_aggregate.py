@@ -12,8 +12,8 @@ from typing import Any
 import grpc
 import orjson
 from gateway_helpers import gateway, read_request
-from grpc_fixtures import ShelvesServer, message, shelves_descriptor_set, shelves_server
 from google.protobuf.message import Message
+from grpc_fixtures import ShelvesServer, message, shelves_descriptor_set, shelves_server
 
 
 @contextlib.asynccontextmanager
@@ -26,7 +26,11 @@ async def profile_service() -> AsyncIterator[int]:
                 line, _, _ = await read_request(r)
                 user = line.split(b" ")[1].rsplit(b"/", 1)[1].decode()
                 data = orjson.dumps({"user": {"id": user, "favourite_shelf": int(user) * 10}})
-                w.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(data) + data)
+                w.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+                    % len(data)
+                    + data
+                )
                 await w.drain()
         w.close()
 
@@ -38,8 +42,8 @@ async def profile_service() -> AsyncIterator[int]:
 
 
 def shelf_handler(holder: list[ShelvesServer]) -> Any:
-    async def get_shelf(request: Message, context: grpc.aio.ServicerContext) -> Message:
-        shelf_id = request.shelf_id  # type: ignore[attr-defined]
+    async def get_shelf(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        shelf_id = request.shelf_id
         if shelf_id == 404:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such shelf")
         if shelf_id == 999:
@@ -94,25 +98,30 @@ async def get(port: int, target: str) -> tuple[int, dict[str, str], Any]:
 
 async def test_an_http_call_and_a_grpc_call_that_reads_it_merge_into_one_answer() -> None:
     holder: list[ShelvesServer] = []
-    async with profile_service() as http_port, shelves_server(
-        shelves_descriptor_set(), GetShelf=shelf_handler(holder)
-    ) as server:
+    async with (
+        profile_service() as http_port,
+        shelves_server(shelves_descriptor_set(), GetShelf=shelf_handler(holder)) as server,
+    ):
         holder.append(server)
         call = {"body": {"shelf_id": "{calls.profile.user.favourite_shelf}"}}
         async with gateway(aggregate(http_port, server.port, call)) as (port, _):
             status, _, body = await get(port, "/screen/4")
     assert status == 200, body
-    assert body == {"user": {"id": "4", "favourite_shelf": 40}, "shelf": {"shelfId": "40", "theme": "theme-40"}}
-    assert server.requests[0].shelf_id == 40  # type: ignore[attr-defined]
+    assert body == {
+        "user": {"id": "4", "favourite_shelf": 40},
+        "shelf": {"shelfId": "40", "theme": "theme-40"},
+    }
+    assert server.requests[0].shelf_id == 40
     assert server.metadata[0]["x-request-id"] == "agg-1"
     assert "traceparent" in server.metadata[0]
 
 
 async def test_an_optional_grpc_call_that_fails_is_reported_in_meta() -> None:
     holder: list[ShelvesServer] = []
-    async with profile_service() as http_port, shelves_server(
-        shelves_descriptor_set(), GetShelf=shelf_handler(holder)
-    ) as server:
+    async with (
+        profile_service() as http_port,
+        shelves_server(shelves_descriptor_set(), GetShelf=shelf_handler(holder)) as server,
+    ):
         holder.append(server)
         call = {"body": {"shelf_id": 404}, "required": False}
         async with gateway(aggregate(http_port, server.port, call)) as (port, _):
@@ -126,9 +135,10 @@ async def test_an_optional_grpc_call_that_fails_is_reported_in_meta() -> None:
 
 async def test_a_required_grpc_call_that_fails_fails_the_endpoint_with_its_status() -> None:
     holder: list[ShelvesServer] = []
-    async with profile_service() as http_port, shelves_server(
-        shelves_descriptor_set(), GetShelf=shelf_handler(holder)
-    ) as server:
+    async with (
+        profile_service() as http_port,
+        shelves_server(shelves_descriptor_set(), GetShelf=shelf_handler(holder)) as server,
+    ):
         holder.append(server)
         async with gateway(aggregate(http_port, server.port, {"body": {"shelf_id": 404}})) as (port, _):
             status, headers, body = await get(port, "/screen/1")
@@ -141,9 +151,10 @@ async def test_a_required_grpc_call_that_fails_fails_the_endpoint_with_its_statu
 
 async def test_the_endpoint_deadline_bounds_a_grpc_call_and_a_fallback_stands_in() -> None:
     holder: list[ShelvesServer] = []
-    async with profile_service() as http_port, shelves_server(
-        shelves_descriptor_set(), GetShelf=shelf_handler(holder)
-    ) as server:
+    async with (
+        profile_service() as http_port,
+        shelves_server(shelves_descriptor_set(), GetShelf=shelf_handler(holder)) as server,
+    ):
         holder.append(server)
         slow = {"body": {"shelf_id": 999}}
         with_fallback = {"body": {"shelf_id": 999}, "fallback": {"theme": "unknown"}}
@@ -163,9 +174,10 @@ async def test_the_endpoint_deadline_bounds_a_grpc_call_and_a_fallback_stands_in
 
 async def test_a_call_body_that_does_not_fit_the_message_answers_400_from_the_client() -> None:
     holder: list[ShelvesServer] = []
-    async with profile_service() as http_port, shelves_server(
-        shelves_descriptor_set(), GetShelf=shelf_handler(holder)
-    ) as server:
+    async with (
+        profile_service() as http_port,
+        shelves_server(shelves_descriptor_set(), GetShelf=shelf_handler(holder)) as server,
+    ):
         holder.append(server)
         call = {"body": {"shelf_id": "{path.user}"}}
         async with gateway(aggregate(http_port, server.port, call)) as (port, _):

@@ -33,7 +33,8 @@ class PrintOptions(StrictModel):
     )
     always_print_primitive_fields: bool = Field(
         False,
-        description="Print fields that hold their default value (0, '', false, []) instead of leaving them out.",
+        description="Print fields that hold their default value (0, '', false, []) instead of "
+        "leaving them out.",
     )
     always_print_enums_as_ints: bool = Field(False, description="Enums as their numbers, not their names.")
 

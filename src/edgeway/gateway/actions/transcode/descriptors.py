@@ -16,12 +16,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import Descriptor, MethodDescriptor
 from google.protobuf.message import DecodeError, Message
+
+# The `google.api.http` method option (typed by the stubs as a plain field descriptor).
+_HTTP: Any = annotations_pb2.http
 
 __all__ = ["DescriptorSet", "DescriptorSetError", "MethodInfo", "load_descriptor_set"]
 
@@ -44,13 +47,11 @@ class MethodInfo:
 
     @property
     def input_descriptor(self) -> Descriptor:
-        descriptor: Descriptor = self.input_type.DESCRIPTOR
-        return descriptor
+        return cast(Descriptor, self.input_type.DESCRIPTOR)
 
     @property
     def output_descriptor(self) -> Descriptor:
-        descriptor: Descriptor = self.output_type.DESCRIPTOR
-        return descriptor
+        return cast(Descriptor, self.output_type.DESCRIPTOR)
 
 
 class DescriptorSet:
@@ -70,10 +71,8 @@ class DescriptorSet:
             for service in file.service:
                 self.services.append(prefix + service.name)
                 for method in service.method:
-                    if method.options.HasExtension(annotations_pb2.http):
-                        rules[f"{prefix}{service.name}.{method.name}"] = method.options.Extensions[
-                            annotations_pb2.http
-                        ]
+                    if method.options.HasExtension(_HTTP):
+                        rules[f"{prefix}{service.name}.{method.name}"] = method.options.Extensions[_HTTP]
         self._rules = rules
         self._methods: dict[str, MethodInfo] = {}
 

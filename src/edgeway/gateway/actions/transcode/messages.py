@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -73,7 +73,7 @@ def _is_repeated(field: FieldDescriptor) -> bool:
     flag = getattr(field, "is_repeated", None)
     if isinstance(flag, bool):
         return flag
-    return bool(field.label == FieldDescriptor.LABEL_REPEATED)
+    return bool(getattr(field, "label", None) == FieldDescriptor.LABEL_REPEATED)
 
 
 def _scalar(field: FieldDescriptor, text: str, where: str) -> Any:
@@ -135,7 +135,7 @@ def build_request(
     field name, or None (a body is then refused). ``skip_query``: query keys the gateway itself
     reads (never fields).
     """
-    descriptor: Descriptor = message_type.DESCRIPTOR
+    descriptor = cast(Descriptor, message_type.DESCRIPTOR)
     message = message_type()
     if body is not None:
         if body_field is None:
@@ -227,16 +227,17 @@ def render_response(message: Message, response_body: str | None, options: JsonOp
     )
     if response_body is None:
         return value
-    descriptor: Descriptor = message.DESCRIPTOR
+    descriptor = cast(Descriptor, message.DESCRIPTOR)
     field = descriptor.fields_by_name[response_body]
     key = field.name if options.preserve_proto_field_names else field.json_name
     if key in value:
         return value[key]
-    # An unset field prints as its default: the client reads a value, not a missing key.
+    # An unset field is still an answer: its JSON default, not a missing key.
     if _is_repeated(field):
         return {} if field.message_type is not None and field.message_type.GetOptions().map_entry else []
     if field.message_type is not None:
-        return None if field.message_type.full_name not in _TEXT_WKT else None
-    return json_format.MessageToDict(
+        return None
+    full = json_format.MessageToDict(
         message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
-    ).get(field.name)
+    )
+    return full.get(field.name)

@@ -111,7 +111,12 @@ class GrpcCaller:
         not fit the method's input."""
         value = orjson.loads(body) if body else {}
         return build_request(
-            self.info.input_type, path_vars={}, query=(), body=value or None, body_field="*", options=self.options
+            self.info.input_type,
+            path_vars={},
+            query=(),
+            body=value or None,
+            body_field="*",
+            options=self.options,
         )
 
     def start(
@@ -126,18 +131,28 @@ class GrpcCaller:
             timeout = min(timeout, deadline - loop.time())
         return GrpcPending(loop, self._run(request, metadata, timeout))
 
-    async def _run(self, request: Message, metadata: Sequence[tuple[str, str]], timeout: float) -> ServiceReply:
+    async def _run(
+        self, request: Message, metadata: Sequence[tuple[str, str]], timeout: float
+    ) -> ServiceReply:
         service = self.cluster.name
         try:
             reply = await call_unary(
-                self.channels, self.cluster, self.guard, self.info, request, timeout=timeout, metadata=metadata
+                self.channels,
+                self.cluster,
+                self.guard,
+                self.info,
+                request,
+                timeout=timeout,
+                metadata=metadata,
             )
         except GrpcFailure as failure:
             if failure.code is grpc.StatusCode.DEADLINE_EXCEEDED and failure.details == _LOCAL_DEADLINE:
                 # Our own deadline (a service's DEADLINE_EXCEEDED answer says more): a timeout.
                 raise UpstreamTimeout("total", timeout, instance=failure.instance) from None
             if failure.code is grpc.StatusCode.UNAVAILABLE and _no_connection(failure.details):
-                raise UpstreamConnectError(f"{service}: {failure.details}", instance=failure.instance) from None
+                raise UpstreamConnectError(
+                    f"{service}: {failure.details}", instance=failure.instance
+                ) from None
             status = failure.status
             body = {
                 "title": reason_phrase(status).decode(),

@@ -38,9 +38,9 @@ def _details(trailers: Sequence[tuple[str, str | bytes]]) -> dict[str, Any]:
     for detail in status.details:
         info = error_details_pb2.ErrorInfo()
         bad = error_details_pb2.BadRequest()
-        if detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
+        if detail.Unpack(info):
             out["reason"] = info.reason
-        elif detail.Is(bad.DESCRIPTOR) and detail.Unpack(bad):
+        elif detail.Unpack(bad):
             out["errors"] = [{"field": v.field, "description": v.description} for v in bad.field_violations]
     return out
 
