@@ -28,10 +28,9 @@ from edgeway.gateway.actions.transcode.descriptors import MethodInfo
 from edgeway.gateway.upstream.clusters import Cluster, Endpoint
 from edgeway.gateway.upstream.config import Service
 from edgeway.gateway.upstream.resilient import NoInstance
+from edgeway.http.grpc_wire import CHANNEL_OPTIONS, http_status_of
 from edgeway.resilience.balancer import NoInstanceAvailable
 from edgeway.resilience.guard import InstanceState, ServiceGuard
-from edgeway.service.grpc.client import CHANNEL_OPTIONS
-from edgeway.service.grpc.errors import http_status
 
 __all__ = ["GrpcChannels", "GrpcFailure", "call_unary", "metadata_of"]
 
@@ -53,7 +52,7 @@ class GrpcFailure(Exception):
 
     @property
     def status(self) -> int:
-        return http_status(self.code)
+        return http_status_of(self.code.value[0])
 
 
 class GrpcChannels:
@@ -170,8 +169,8 @@ async def call_unary(
             # No answer (unavailable, our own deadline) counts against the instance; an error
             # status is the request's fault, answered by a healthy instance.
             failed = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-            guard.report(state, http_status(code), failed)
-            guard.finish(http_status(code), failed)
+            guard.report(state, http_status_of(code.value[0]), failed)
+            guard.finish(http_status_of(code.value[0]), failed)
         trailers = tuple(exc.trailing_metadata() or ())
         raise GrpcFailure(code, exc.details() or "", ep.label, trailers) from None
     finally:

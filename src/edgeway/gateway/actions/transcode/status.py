@@ -19,8 +19,8 @@ from google.protobuf.message import DecodeError
 
 from edgeway.gateway.actions.transcode.invoker import GrpcFailure
 from edgeway.gateway.core.errors import Rejection
+from edgeway.http.grpc_wire import DETAILS_KEY
 from edgeway.http.headers import reason_phrase
-from edgeway.service.grpc.errors import DETAILS_KEY
 
 __all__ = ["failure_members", "failure_problem"]
 
