@@ -302,3 +302,51 @@ async def test_no_reachable_instance_answers_503() -> None:
         status, _, body = await request(port, "GET", "/v1/shelves/1")
     assert status == 503, body
     assert body["grpc_status"] == "UNAVAILABLE"
+
+
+async def test_the_rich_error_model_becomes_the_problems_reason_and_field_errors() -> None:
+    import google.rpc.error_details_pb2 as error_details_pb2
+    import google.rpc.status_pb2 as status_pb2
+
+    from edgeway.http.grpc_wire import DETAILS_KEY
+
+    descriptor_set = shelves_descriptor_set()
+
+    async def create_shelf(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message="bad shelf")
+        bad = error_details_pb2.BadRequest()
+        bad.field_violations.add(field="shelf.theme", description="must not be empty")
+        status.details.add().Pack(bad)
+        status.details.add().Pack(error_details_pb2.ErrorInfo(reason="EMPTY_THEME", domain="shelves"))
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "bad shelf",
+            trailing_metadata=((DETAILS_KEY, status.SerializeToString()),),
+        )
+        raise AssertionError("abort raises")
+
+    async with shelves_server(descriptor_set, CreateShelf=create_shelf) as server:
+        async with gateway(config(server.port, descriptor_set)) as (port, _):
+            status, _, body = await request(port, "POST", "/v1/shelves", b'{"shelf": {}}')
+    assert status == 400
+    assert body["grpc_status"] == "INVALID_ARGUMENT"
+    assert body["detail"] == "bad shelf"
+    assert body["reason"] == "EMPTY_THEME"
+    assert body["errors"] == [{"field": "shelf.theme", "description": "must not be empty"}]
+
+
+async def test_enums_print_as_numbers_when_asked() -> None:
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+
+    async def create_book(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        return message(holder[0], "Book", id="1", genre="HISTORY")
+
+    async with shelves_server(descriptor_set, CreateBook=create_book) as server:
+        holder.append(server)
+        cfg = config(server.port, descriptor_set, print_options={"always_print_enums_as_ints": True})
+        async with gateway(cfg) as (port, _):
+            status, _, body = await request(port, "POST", "/v1/shelves/1/books", b'{"genre": "FICTION"}')
+    assert status == 200, body
+    assert body == {"id": "1", "genre": 2}
+    assert server.requests[0].book.genre == 1  # the enum's name in the body was understood
