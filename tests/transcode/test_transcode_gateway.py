@@ -326,7 +326,8 @@ async def test_the_rich_error_model_becomes_the_problems_reason_and_field_errors
         raise AssertionError("abort raises")
 
     async with shelves_server(descriptor_set, CreateShelf=create_shelf) as server:
-        async with gateway(config(server.port, descriptor_set)) as (port, _):
+        cfg = config(server.port, descriptor_set)
+        async with gateway(cfg) as (port, _):
             status, _, body = await request(port, "POST", "/v1/shelves", b'{"shelf": {}}')
     assert status == 400
     assert body["grpc_status"] == "INVALID_ARGUMENT"
