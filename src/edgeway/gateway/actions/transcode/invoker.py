@@ -62,6 +62,10 @@ class GrpcChannels:
     def __init__(self, services: dict[str, Service]) -> None:
         self._services = services
         self._channels: dict[tuple[str, str, int, bool], grpc.aio.Channel] = {}
+        # A multicallable per channel and method, made once: making one costs as much as a call.
+        self._stubs: dict[
+            tuple[str, str, int, bool, str], grpc.aio.UnaryUnaryMultiCallable[Message, Message]
+        ] = {}
 
     def __repr__(self) -> str:
         return f"<GrpcChannels open={len(self._channels)}>"
@@ -71,6 +75,7 @@ class GrpcChannels:
 
     async def stop(self) -> None:
         channels, self._channels = list(self._channels.values()), {}
+        self._stubs = {}
         for channel in channels:
             await channel.close(grace=1.0)
 
@@ -86,6 +91,20 @@ class GrpcChannels:
                     target, self._credentials(service), options=self._tls_options(service)
                 )
             self._channels[key] = found
+        return found
+
+    def stub(
+        self, service: str, ep: Endpoint, method: MethodInfo
+    ) -> grpc.aio.UnaryUnaryMultiCallable[Message, Message]:
+        """The unary multicallable of ``method`` on ``ep``'s channel."""
+        key = (service, ep.host, ep.port, ep.tls is not None, method.path)
+        found = self._stubs.get(key)
+        if found is None:
+            found = self._stubs[key] = self.channel(service, ep).unary_unary(
+                method.path,
+                request_serializer=_serialize,
+                response_deserializer=method.output_type.FromString,
+            )
         return found
 
     def _credentials(self, service: str) -> grpc.ChannelCredentials:
@@ -154,12 +173,7 @@ async def call_unary(
     """Call ``method`` on an instance of ``cluster``; :class:`GrpcFailure` for an error status,
     :class:`NoInstance` when none is available."""
     ep, state = _pick(cluster, guard)
-    channel = channels.channel(cluster.name, ep)
-    stub = channel.unary_unary(
-        method.path,
-        request_serializer=_serialize,
-        response_deserializer=method.output_type.FromString,
-    )
+    stub = channels.stub(cluster.name, ep, method)
     ep.outstanding += 1
     try:
         reply: Message = await stub(request, timeout=max(timeout, 0.001), metadata=tuple(metadata))
