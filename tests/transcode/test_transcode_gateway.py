@@ -351,3 +351,31 @@ async def test_enums_print_as_numbers_when_asked() -> None:
     assert status == 200, body
     assert body == {"id": "1", "genre": 2}
     assert server.requests[0].book.genre == 1  # the enum's name in the body was understood
+
+
+async def test_the_verified_identity_goes_as_metadata_and_a_clients_forgery_does_not() -> None:
+    from edge_helpers import auth_block, issuer_for, jwks_server
+
+    from edgeway.security.keys import KeyRing
+
+    ring = KeyRing.generate()
+    token = issuer_for(ring).issue("alice", roles=["reader"])
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+    async with (
+        shelves_server(descriptor_set, GetShelf=get_shelf(holder)) as server,
+        jwks_server(ring) as jwks,
+    ):
+        holder.append(server)
+        cfg = config(server.port, descriptor_set)
+        cfg["auth"] = auth_block(jwks.url)
+        cfg["routes"][0]["auth"] = {"roles": ["reader"]}
+        async with gateway(cfg) as (port, _):
+            forged = {"authorization": f"Bearer {token.token}", "x-edgeway-subject": "mallory"}
+            status, _, _ = await request(port, "GET", "/v1/shelves/1", headers=forged)
+            anonymous = await request(port, "GET", "/v1/shelves/1")
+    assert status == 200
+    assert server.metadata[0]["x-edgeway-subject"] == "alice"
+    assert "reader" in server.metadata[0]["x-edgeway-roles"]
+    assert anonymous[0] == 401
+    assert len(server.metadata) == 1  # the anonymous request never reached the service
