@@ -379,3 +379,35 @@ async def test_the_verified_identity_goes_as_metadata_and_a_clients_forgery_does
     assert "reader" in server.metadata[0]["x-edgeway-roles"]
     assert anonymous[0] == 401
     assert len(server.metadata) == 1  # the anonymous request never reached the service
+
+
+async def test_grpc_calls_count_in_the_services_metrics_by_outcome() -> None:
+    import io
+
+    from edgeway.gateway.config import validate_config
+    from edgeway.gateway.core.access_log import AccessLog
+    from edgeway.gateway.core.runtime import Gateway
+    from edgeway.gateway.telemetry.component import telemetry_of
+    from edgeway.gateway.telemetry.meters import OUTCOMES
+    from edgeway.http.listener import Listener, bind_socket
+
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+    async with shelves_server(descriptor_set, GetShelf=get_shelf(holder)) as server:
+        holder.append(server)
+        gw = Gateway(validate_config(config(server.port, descriptor_set)), AccessLog("t", io.BytesIO()))
+        await gw.start()
+        listener = Listener(gw, gw.limits)
+        await listener.start(bind_socket("127.0.0.1", 0))
+        try:
+            for target in ("/v1/shelves/1", "/v1/shelves/2", "/v1/shelves/404"):
+                await request(listener.port, "GET", target)
+            meter = telemetry_of(gw.env).meter("shelves")
+        finally:
+            await listener.shutdown(1.0)
+            await gw.stop()
+    assert meter is not None
+    counted = dict(zip(OUTCOMES, meter.outcomes, strict=True))
+    assert counted["2xx"] == 2
+    assert counted["4xx"] == 1
+    assert sum(sum(i.outcomes) for i in meter.instances.values()) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import orjson
 
@@ -40,6 +41,9 @@ def build_aggregate(route: Route, env: GatewayEnv) -> Action:
         client_certs=asks_client_certs(env.config),
         grpc_channels=channels,
     )
+    for call in plan.calls:
+        if call.grpc is not None:  # (HTTP calls take their meter per call, with their span)
+            call.grpc = replace(call.grpc, meter=telemetry_of(env).meter(call.cluster.name))
     merge = compile_merge(plan)
     limit = env.config.limits.max_body_bytes
     body_limit = int(limit) if limit is not None else _DEFAULT_BODY_LIMIT

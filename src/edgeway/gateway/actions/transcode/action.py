@@ -27,6 +27,7 @@ from edgeway.gateway.core import json_input
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.core.json_input import TooDeep
 from edgeway.gateway.core.pipeline import Action, GatewayEnv, RequestContext
+from edgeway.gateway.telemetry.component import telemetry_of
 from edgeway.gateway.upstream.resilient import NoInstance, service_guard
 from edgeway.gateway.upstream.service_client import asks_client_certs, child_traceparent, forward_names
 
@@ -133,6 +134,7 @@ def build_transcode(route: Route, env: GatewayEnv) -> Action:
         action.forward_headers, env.config.auth, client_certs=asks_client_certs(env.config)
     )
     options = action.json_options()
+    meter = telemetry_of(env).meter(service)
     selector = _Selector(action)
     limit = env.config.limits.max_body_bytes
     body_limit = int(limit) if limit is not None else _DEFAULT_BODY_LIMIT
@@ -160,6 +162,7 @@ def build_transcode(route: Route, env: GatewayEnv) -> Action:
                 request,
                 timeout=timeout,
                 metadata=request_metadata(ctx, forward),
+                meter=meter,
             )
         except GrpcFailure as failure:
             ex.log["grpc_status"] = failure.code.name

@@ -17,6 +17,7 @@ client headers the route forwards (by default the verified identity the auth fil
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,14 +26,20 @@ import grpc
 from google.protobuf.message import Message
 
 from edgeway.gateway.actions.transcode.descriptors import MethodInfo
+from edgeway.gateway.telemetry.meters import ServiceMeter
 from edgeway.gateway.upstream.clusters import Cluster, Endpoint
 from edgeway.gateway.upstream.config import Service
 from edgeway.gateway.upstream.resilient import NoInstance
+from edgeway.http.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from edgeway.http.grpc_wire import CHANNEL_OPTIONS, http_status_of
 from edgeway.resilience.balancer import NoInstanceAvailable
 from edgeway.resilience.guard import InstanceState, ServiceGuard
 
 __all__ = ["GrpcChannels", "GrpcFailure", "call_unary", "metadata_of"]
+
+_LOCAL_DEADLINE = "Deadline Exceeded"  # grpcio's details when the client's deadline passed
+# grpcio's words when no connection could be made (refused, DNS, TLS): nothing was sent.
+_NO_CONNECTION = ("failed to connect", "connection refused", "dns resolution")
 
 # Metadata gRPC itself writes, or forbids from applications.
 _RESERVED = frozenset({"te", "content-type", "user-agent", "host", "connection", "grpc-timeout"})
@@ -53,6 +60,16 @@ class GrpcFailure(Exception):
     @property
     def status(self) -> int:
         return http_status_of(self.code.value[0])
+
+    def transport_error(self, timeout: float) -> UpstreamError | None:
+        """The failure as the gateway's own, when no service answered: our deadline passed
+        (a timeout), or no connection could be made; None for a status a service sent."""
+        if self.code is grpc.StatusCode.DEADLINE_EXCEEDED and self.details == _LOCAL_DEADLINE:
+            return UpstreamTimeout("total", timeout, instance=self.instance)
+        lowered = self.details.lower()
+        if self.code is grpc.StatusCode.UNAVAILABLE and any(words in lowered for words in _NO_CONNECTION):
+            return UpstreamConnectError(self.details, instance=self.instance)
+        return None
 
 
 class GrpcChannels:
@@ -169,29 +186,42 @@ async def call_unary(
     *,
     timeout: float,
     metadata: Sequence[tuple[str, str]],
+    meter: ServiceMeter | None = None,
 ) -> Message:
     """Call ``method`` on an instance of ``cluster``; :class:`GrpcFailure` for an error status,
-    :class:`NoInstance` when none is available."""
-    ep, state = _pick(cluster, guard)
+    :class:`NoInstance` when none is available. ``meter``: the service's metrics, told the
+    outcome (the status the gRPC status stands for, or a timeout or connection failure)."""
+    started = time.perf_counter()
+    try:
+        ep, state = _pick(cluster, guard)
+    except NoInstance as exc:
+        if meter is not None:
+            meter.call(exc, time.perf_counter() - started)
+        raise
     stub = channels.stub(cluster.name, ep, method)
+    outcome: int | BaseException = 0  # 0: the caller gave up (cancelled)
     ep.outstanding += 1
     try:
         reply: Message = await stub(request, timeout=max(timeout, 0.001), metadata=tuple(metadata))
+        outcome = 200
     except grpc.aio.AioRpcError as exc:
-        code = exc.code()
-        if state is not None and guard is not None:
-            # No answer (unavailable, our own deadline) counts against the instance; an error
-            # status is the request's fault, answered by a healthy instance.
-            failed = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-            guard.report(state, http_status_of(code.value[0]), failed)
-            guard.finish(http_status_of(code.value[0]), failed)
-        trailers = tuple(exc.trailing_metadata() or ())
-        raise GrpcFailure(code, exc.details() or "", ep.label, trailers) from None
+        failure = GrpcFailure(exc.code(), exc.details() or "", ep.label, tuple(exc.trailing_metadata() or ()))
+        transport = failure.transport_error(timeout)
+        outcome = transport if transport is not None else failure.status
+        raise failure from None
     finally:
         ep.outstanding -= 1
-    if state is not None and guard is not None:
-        guard.report(state, 200, False)
-        guard.finish(200, False)
+        if state is not None and guard is not None and outcome != 0:
+            # No answer (no connection, our own deadline) counts against the instance; an error
+            # status is the request's fault, answered by a healthy instance.
+            failed = not isinstance(outcome, int)
+            status = outcome if isinstance(outcome, int) else 0
+            guard.report(state, status, failed)
+            guard.finish(status, failed)
+        if meter is not None:
+            seconds = time.perf_counter() - started
+            meter.attempt(ep.label, outcome, seconds)
+            meter.call(outcome, seconds)
     return reply
 
 

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import orjson
 from google.protobuf.message import Message
 
@@ -26,15 +25,14 @@ from edgeway.gateway.actions.transcode.descriptors import MethodInfo
 from edgeway.gateway.actions.transcode.invoker import GrpcChannels, GrpcFailure, call_unary
 from edgeway.gateway.actions.transcode.messages import BadInput, JsonOptions, build_request, render_response
 from edgeway.gateway.actions.transcode.status import failure_members
+from edgeway.gateway.telemetry.meters import ServiceMeter
 from edgeway.gateway.upstream.call import ServiceReply
 from edgeway.gateway.upstream.clusters import Cluster, Endpoint
-from edgeway.http.errors import UpstreamConnectError, UpstreamError, UpstreamReset, UpstreamTimeout
+from edgeway.http.errors import UpstreamError, UpstreamReset
 from edgeway.http.headers import reason_phrase
 from edgeway.resilience.guard import ServiceGuard
 
 __all__ = ["BadInput", "GrpcCaller", "GrpcPending"]
-
-_LOCAL_DEADLINE = "Deadline Exceeded"  # grpcio's details when the client's deadline passed
 
 
 class GrpcPending:
@@ -105,6 +103,7 @@ class GrpcCaller:
     timeout: float
     options: JsonOptions
     input_from_client: bool  # the call's body reads the client's request (a bad value is a 400)
+    meter: ServiceMeter | None = None  # the service's metrics (None: metrics off)
 
     def request(self, body: bytes | None) -> Message:
         """The request message from the call's rendered JSON body; :class:`BadInput` if it does
@@ -144,15 +143,12 @@ class GrpcCaller:
                 request,
                 timeout=timeout,
                 metadata=metadata,
+                meter=self.meter,
             )
         except GrpcFailure as failure:
-            if failure.code is grpc.StatusCode.DEADLINE_EXCEEDED and failure.details == _LOCAL_DEADLINE:
-                # Our own deadline (a service's DEADLINE_EXCEEDED answer says more): a timeout.
-                raise UpstreamTimeout("total", timeout, instance=failure.instance) from None
-            if failure.code is grpc.StatusCode.UNAVAILABLE and _no_connection(failure.details):
-                raise UpstreamConnectError(
-                    f"{service}: {failure.details}", instance=failure.instance
-                ) from None
+            transport = failure.transport_error(timeout)
+            if transport is not None:
+                raise transport from None
             status = failure.status
             body = {
                 "title": reason_phrase(status).decode(),
@@ -162,9 +158,3 @@ class GrpcCaller:
             return ServiceReply(status, [], orjson.dumps(body), failure.instance)
         value = render_response(reply, None, self.options)
         return ServiceReply(200, [], orjson.dumps(value), service)
-
-
-def _no_connection(details: str) -> bool:
-    # grpcio's words when no connection could be made (refused, DNS, TLS): nothing was sent.
-    lowered = details.lower()
-    return "failed to connect" in lowered or "connection refused" in lowered or "dns resolution" in lowered
