@@ -8,16 +8,28 @@ that never reaches the service, and what metadata the service gets.
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 from typing import Any
 
+import google.rpc.error_details_pb2 as error_details_pb2
+import google.rpc.status_pb2 as status_pb2
 import grpc
 import orjson
+from edge_helpers import auth_block, issuer_for, jwks_server
 from gateway_helpers import gateway
 from google.protobuf.message import Message
 from grpc_fixtures import ShelvesServer, message, shelves_descriptor_set, shelves_server
 
 from conftest import dead_port
+from edgeway.gateway.config import validate_config
+from edgeway.gateway.core.access_log import AccessLog
+from edgeway.gateway.core.runtime import Gateway
+from edgeway.gateway.telemetry.component import telemetry_of
+from edgeway.gateway.telemetry.meters import OUTCOMES
+from edgeway.http.grpc_wire import DETAILS_KEY
+from edgeway.http.listener import Listener, bind_socket
+from edgeway.security.keys import KeyRing
 
 
 def config(server_port: int, descriptor_set: Path, **transcode: Any) -> dict[str, Any]:
@@ -305,11 +317,6 @@ async def test_no_reachable_instance_answers_503() -> None:
 
 
 async def test_the_rich_error_model_becomes_the_problems_reason_and_field_errors() -> None:
-    import google.rpc.error_details_pb2 as error_details_pb2
-    import google.rpc.status_pb2 as status_pb2
-
-    from edgeway.http.grpc_wire import DETAILS_KEY
-
     descriptor_set = shelves_descriptor_set()
 
     async def create_shelf(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
@@ -354,10 +361,6 @@ async def test_enums_print_as_numbers_when_asked() -> None:
 
 
 async def test_the_verified_identity_goes_as_metadata_and_a_clients_forgery_does_not() -> None:
-    from edge_helpers import auth_block, issuer_for, jwks_server
-
-    from edgeway.security.keys import KeyRing
-
     ring = KeyRing.generate()
     token = issuer_for(ring).issue("alice", roles=["reader"])
     descriptor_set = shelves_descriptor_set()
@@ -382,15 +385,6 @@ async def test_the_verified_identity_goes_as_metadata_and_a_clients_forgery_does
 
 
 async def test_grpc_calls_count_in_the_services_metrics_by_outcome() -> None:
-    import io
-
-    from edgeway.gateway.config import validate_config
-    from edgeway.gateway.core.access_log import AccessLog
-    from edgeway.gateway.core.runtime import Gateway
-    from edgeway.gateway.telemetry.component import telemetry_of
-    from edgeway.gateway.telemetry.meters import OUTCOMES
-    from edgeway.http.listener import Listener, bind_socket
-
     descriptor_set = shelves_descriptor_set()
     holder: list[ShelvesServer] = []
     async with shelves_server(descriptor_set, GetShelf=get_shelf(holder)) as server:
@@ -411,3 +405,23 @@ async def test_grpc_calls_count_in_the_services_metrics_by_outcome() -> None:
     assert counted["2xx"] == 2
     assert counted["4xx"] == 1
     assert sum(sum(i.outcomes) for i in meter.instances.values()) == 3
+
+
+async def test_a_call_that_cannot_connect_is_retried_on_another_instance_by_the_services_retry() -> None:
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+    async with shelves_server(descriptor_set, GetShelf=get_shelf(holder)) as server:
+        holder.append(server)
+        cfg = config(server.port, descriptor_set)
+        cfg["services"]["shelves"] = {
+            "instances": [f"http://127.0.0.1:{dead_port()}", f"http://127.0.0.1:{server.port}"],
+            "retry": {"attempts": 2, "backoff": "1ms"},
+        }
+        async with gateway(cfg) as (port, _):
+            answers = [await request(port, "GET", f"/v1/shelves/{n}") for n in range(1, 5)]
+        async with gateway(config(dead_port(), descriptor_set)) as (port, _):
+            unretried = await request(port, "GET", "/v1/shelves/1")
+    assert [status for status, _, _ in answers] == [200, 200, 200, 200]
+    assert [body["shelfId"] for _, _, body in answers] == ["1", "2", "3", "4"]
+    assert len(server.requests) == 4  # each request reached the live instance once
+    assert unretried[0] == 503

@@ -44,6 +44,7 @@ class MethodInfo:
     client_streaming: bool
     server_streaming: bool
     rule: http_pb2.HttpRule | None
+    idempotent: bool  # `option idempotency_level` says NO_SIDE_EFFECTS or IDEMPOTENT: safe to repeat
 
     @property
     def input_descriptor(self) -> Descriptor:
@@ -97,6 +98,7 @@ class DescriptorSet:
             client_streaming=bool(getattr(descriptor, "client_streaming", False)),
             server_streaming=bool(getattr(descriptor, "server_streaming", False)),
             rule=self._rules.get(full),
+            idempotent=descriptor.GetOptions().idempotency_level in _SAFE,
         )
         return found
 
@@ -114,6 +116,7 @@ class DescriptorSet:
         return list(self._rules)
 
 
+_SAFE = frozenset({descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS, descriptor_pb2.MethodOptions.IDEMPOTENT})
 _CACHE: dict[tuple[str, int, int], DescriptorSet] = {}
 
 

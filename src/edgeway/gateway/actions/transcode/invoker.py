@@ -17,6 +17,8 @@ client headers the route forwards (by default the verified identity the auth fil
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -165,16 +167,38 @@ def metadata_of(pairs: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
 
 
 def _pick(
-    cluster: Cluster, guard: ServiceGuard[Endpoint] | None
+    cluster: Cluster, guard: ServiceGuard[Endpoint] | None, tried: list[Endpoint]
 ) -> tuple[Endpoint, InstanceState[Endpoint] | None]:
     try:
         if guard is None:
             return cluster.pick(), None
-        state = guard.pick(cluster.balancer)
+        state = guard.pick(cluster.balancer, tried)
     except NoInstanceAvailable:
         hint = guard.retry_after_hint() if guard is not None else None
         raise NoInstance(f"no available instance of service {cluster.name!r}", hint) from None
     return state.member, state
+
+
+def _retry_delay(
+    guard: ServiceGuard[Endpoint] | None,
+    method: MethodInfo,
+    outcome: int | BaseException,
+    attempt: int,
+    remaining: float,
+    tried: list[Endpoint],
+) -> float | None:
+    """Backoff before another attempt, or None. As for HTTP calls (the service's ``retry``):
+    a call never sent (no connection) may always go elsewhere; one answered with a `retry_on`
+    status, or timed out, only when the method is declared safe to repeat."""
+    if guard is None:
+        return None
+    if isinstance(outcome, UpstreamConnectError):
+        return guard.retry_delay(attempt, remaining, tried, "error")
+    if not method.idempotent:
+        return None
+    if isinstance(outcome, int):
+        return guard.retry_delay(attempt, remaining, tried, "status") if outcome in guard.retry_on else None
+    return None  # our own deadline: nothing is left to retry with
 
 
 async def call_unary(
@@ -188,41 +212,69 @@ async def call_unary(
     metadata: Sequence[tuple[str, str]],
     meter: ServiceMeter | None = None,
 ) -> Message:
-    """Call ``method`` on an instance of ``cluster``; :class:`GrpcFailure` for an error status,
-    :class:`NoInstance` when none is available. ``meter``: the service's metrics, told the
-    outcome (the status the gRPC status stands for, or a timeout or connection failure)."""
+    """Call ``method`` on an instance of ``cluster``, retrying where the service's ``retry``
+    allows; :class:`GrpcFailure` for an error status, :class:`NoInstance` when none is
+    available. ``meter``: the service's metrics, told each attempt's and the call's outcome
+    (the status the gRPC status stands for, or a timeout or connection failure)."""
     started = time.perf_counter()
-    try:
-        ep, state = _pick(cluster, guard)
-    except NoInstance as exc:
-        if meter is not None:
-            meter.call(exc, time.perf_counter() - started)
-        raise
-    stub = channels.stub(cluster.name, ep, method)
+    until = started + timeout
+    tried: list[Endpoint] = []
     outcome: int | BaseException = 0  # 0: the caller gave up (cancelled)
-    ep.outstanding += 1
     try:
-        reply: Message = await stub(request, timeout=max(timeout, 0.001), metadata=tuple(metadata))
-        outcome = 200
-    except grpc.aio.AioRpcError as exc:
-        failure = GrpcFailure(exc.code(), exc.details() or "", ep.label, tuple(exc.trailing_metadata() or ()))
-        transport = failure.transport_error(timeout)
-        outcome = transport if transport is not None else failure.status
-        raise failure from None
+        for attempt in itertools.count():
+            ep, state = _pick(cluster, guard, tried)
+            tried.append(ep)
+            stub = channels.stub(cluster.name, ep, method)
+            began = time.perf_counter()
+            outcome = 0
+            ep.outstanding += 1
+            try:
+                left = max(until - began, 0.001)
+                reply: Message = await stub(request, timeout=left, metadata=tuple(metadata))
+                outcome = 200
+                return reply
+            except grpc.aio.AioRpcError as exc:
+                trailers = tuple(exc.trailing_metadata() or ())
+                failure = GrpcFailure(exc.code(), exc.details() or "", ep.label, trailers)
+                transport = failure.transport_error(timeout)
+                outcome = transport if transport is not None else failure.status
+                now = time.perf_counter()
+                delay = _retry_delay(guard, method, outcome, attempt, until - now, tried)
+                if delay is None:
+                    raise failure from None
+            finally:
+                ep.outstanding -= 1
+                _attempt_over(guard, state, meter, ep, outcome, time.perf_counter() - began)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # itertools.count() never ends
+    except NoInstance as exc:
+        outcome = exc
+        raise
     finally:
-        ep.outstanding -= 1
-        if state is not None and guard is not None and outcome != 0:
-            # No answer (no connection, our own deadline) counts against the instance; an error
-            # status is the request's fault, answered by a healthy instance.
-            failed = not isinstance(outcome, int)
-            status = outcome if isinstance(outcome, int) else 0
-            guard.report(state, status, failed)
-            guard.finish(status, failed)
+        if guard is not None and outcome != 0 and not isinstance(outcome, NoInstance):
+            guard.finish(*_verdict(outcome))
         if meter is not None:
-            seconds = time.perf_counter() - started
-            meter.attempt(ep.label, outcome, seconds)
-            meter.call(outcome, seconds)
-    return reply
+            meter.call(outcome, time.perf_counter() - started)
+
+
+def _verdict(outcome: int | BaseException) -> tuple[int, bool]:
+    """(status, error) for the guard: no answer (no connection, our own deadline) counts against
+    the instance; an error status is the request's fault, answered by a healthy instance."""
+    return (outcome, False) if isinstance(outcome, int) else (0, True)
+
+
+def _attempt_over(
+    guard: ServiceGuard[Endpoint] | None,
+    state: InstanceState[Endpoint] | None,
+    meter: ServiceMeter | None,
+    ep: Endpoint,
+    outcome: int | BaseException,
+    seconds: float,
+) -> None:
+    if guard is not None and state is not None and outcome != 0:
+        guard.report(state, *_verdict(outcome))
+    if meter is not None:
+        meter.attempt(ep.label, outcome, seconds)
 
 
 def _serialize(message: Message) -> bytes:
