@@ -425,3 +425,38 @@ async def test_a_call_that_cannot_connect_is_retried_on_another_instance_by_the_
     assert [body["shelfId"] for _, _, body in answers] == ["1", "2", "3", "4"]
     assert len(server.requests) == 4  # each request reached the live instance once
     assert unretried[0] == 503
+
+
+async def test_an_unavailable_answer_is_retried_only_for_a_method_declared_idempotent() -> None:
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+
+    async def unavailable(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "draining")
+        raise AssertionError("abort raises")
+
+    async def create_shelf(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        return message(holder[0], "Shelf", shelf_id="1")
+
+    async with (
+        shelves_server(descriptor_set, GetShelf=unavailable, CreateShelf=unavailable) as sick,
+        shelves_server(descriptor_set, GetShelf=get_shelf(holder), CreateShelf=create_shelf) as healthy,
+    ):
+        holder.append(healthy)
+        cfg = config(healthy.port, descriptor_set)
+        cfg["services"]["shelves"] = {
+            "instances": [f"http://127.0.0.1:{sick.port}", f"http://127.0.0.1:{healthy.port}"],
+            "retry": {"attempts": 2, "backoff": "1ms", "budget": {"percent": 100, "min_per_second": 100}},
+        }
+        async with gateway(cfg) as (port, _):
+            gets = [await request(port, "GET", f"/v1/shelves/{n}") for n in range(1, 5)]
+            posts = [await request(port, "POST", "/v1/shelves", b"{}") for _ in range(4)]
+    # GetShelf is NO_SIDE_EFFECTS: an UNAVAILABLE (503, in retry_on) goes to the other instance.
+    assert [status for status, _, _ in gets] == [200, 200, 200, 200]
+    # CreateShelf is not: the sick instance's 503 is the answer, and nothing is sent twice.
+    post_statuses = [status for status, _, _ in posts]
+    assert sorted(set(post_statuses)) == [200, 503]
+    sick_posts = sum(1 for r in sick.requests if not hasattr(r, "shelf_id"))
+    healthy_posts = sum(1 for r in healthy.requests if not hasattr(r, "shelf_id"))
+    assert post_statuses.count(503) == sick_posts
+    assert sick_posts + healthy_posts == 4
