@@ -460,3 +460,32 @@ async def test_an_unavailable_answer_is_retried_only_for_a_method_declared_idemp
     healthy_posts = sum(1 for r in healthy.requests if not hasattr(r, "shelf_id"))
     assert post_statuses.count(503) == sick_posts
     assert sick_posts + healthy_posts == 4
+
+
+async def test_the_services_concurrency_bound_sheds_grpc_calls_beyond_it() -> None:
+    descriptor_set = shelves_descriptor_set()
+    release = asyncio.Event()
+    holder: list[ShelvesServer] = []
+
+    async def held(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        await release.wait()
+        return message(holder[0], "SlowRequest", millis=request.millis)
+
+    async with shelves_server(descriptor_set, Slow=held) as server:
+        holder.append(server)
+        cfg = config(server.port, descriptor_set)
+        cfg["services"]["shelves"]["concurrency"] = {"max_concurrent": 1}
+        async with gateway(cfg) as (port, _):
+            first = asyncio.ensure_future(request(port, "GET", "/v1/slow/1"))
+            while not server.requests:
+                await asyncio.sleep(0.01)
+            status, headers, body = await request(port, "GET", "/v1/slow/2")
+            release.set()
+            done = await first
+            after = await request(port, "GET", "/v1/slow/3")
+    assert status == 503, body
+    assert "retry-after" in headers
+    assert "concurrency limit" in body["detail"]
+    assert done[0] == 200
+    assert after[0] == 200  # the slot was given back
+    assert len(server.requests) == 2

@@ -28,7 +28,7 @@ from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.core.json_input import TooDeep
 from edgeway.gateway.core.pipeline import Action, GatewayEnv, RequestContext
 from edgeway.gateway.telemetry.component import telemetry_of
-from edgeway.gateway.upstream.resilient import NoInstance, service_guard
+from edgeway.gateway.upstream.resilient import Refused, service_guard
 from edgeway.gateway.upstream.service_client import asks_client_certs, child_traceparent, forward_names
 
 __all__ = ["build_transcode", "grpc_channels", "request_metadata"]
@@ -167,7 +167,7 @@ def build_transcode(route: Route, env: GatewayEnv) -> Action:
         except GrpcFailure as failure:
             ex.log["grpc_status"] = failure.code.name
             raise failure_problem(failure, service) from None
-        except NoInstance as exc:
+        except Refused as exc:  # no instance, an open breaker, a full concurrency bound
             raise exc.rejection() from None
         value = render_response(reply, binding.response_body if binding is not None else None, options)
         headers = [_JSON, (b"x-request-id", ex.request_id), (b"traceparent", ctx.traceparent)]

@@ -31,10 +31,10 @@ from edgeway.gateway.actions.transcode.descriptors import MethodInfo
 from edgeway.gateway.telemetry.meters import ServiceMeter
 from edgeway.gateway.upstream.clusters import Cluster, Endpoint
 from edgeway.gateway.upstream.config import Service
-from edgeway.gateway.upstream.resilient import NoInstance
+from edgeway.gateway.upstream.resilient import CircuitOpen, NoInstance, Refused, ServiceOverloaded
 from edgeway.http.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from edgeway.http.grpc_wire import CHANNEL_OPTIONS, http_status_of
-from edgeway.resilience.balancer import NoInstanceAvailable
+from edgeway.resilience.errors import NoInstanceAvailable, Overloaded
 from edgeway.resilience.guard import InstanceState, ServiceGuard
 
 __all__ = ["GrpcChannels", "GrpcFailure", "call_unary", "metadata_of"]
@@ -220,7 +220,11 @@ async def call_unary(
     until = started + timeout
     tried: list[Endpoint] = []
     outcome: int | BaseException = 0  # 0: the caller gave up (cancelled)
+    admitted = False
     try:
+        if guard is not None:
+            await _admit(guard, cluster.name)
+            admitted = True
         for attempt in itertools.count():
             ep, state = _pick(cluster, guard, tried)
             tried.append(ep)
@@ -247,14 +251,39 @@ async def call_unary(
                 _attempt_over(guard, state, meter, ep, outcome, time.perf_counter() - began)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # itertools.count() never ends
-    except NoInstance as exc:
+    except Refused as exc:
         outcome = exc
         raise
     finally:
-        if guard is not None and outcome != 0 and not isinstance(outcome, NoInstance):
-            guard.finish(*_verdict(outcome))
+        if admitted:
+            assert guard is not None
+            if outcome != 0 and not isinstance(outcome, Refused):
+                guard.finish(*_verdict(outcome))
+            if guard.limiter is not None:
+                guard.limiter.release()
         if meter is not None:
             meter.call(outcome, time.perf_counter() - started)
+
+
+async def _admit(guard: ServiceGuard[Endpoint], service: str) -> None:
+    """The service's admission, as for its HTTP calls: a slot of its ``concurrency`` bound
+    (waiting in its queue), then its service-wide breaker; the call counts in its retry budget."""
+    limiter = guard.limiter
+    if limiter is not None and not limiter.try_acquire():
+        try:
+            await limiter.acquire()
+        except Overloaded as exc:
+            guard.telemetry.shed()
+            raise ServiceOverloaded(
+                f"service {service!r} is at its concurrency limit: {exc}", exc.retry_after
+            ) from None
+    breaker = guard.breaker
+    if breaker is not None and not breaker.allow():
+        if limiter is not None:
+            limiter.release()
+        raise CircuitOpen(f"the circuit breaker of service {service!r} is open", breaker.retry_after)
+    if guard.budget is not None:
+        guard.budget.record_request()
 
 
 def _verdict(outcome: int | BaseException) -> tuple[int, bool]:
