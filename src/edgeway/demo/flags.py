@@ -5,8 +5,8 @@ switched with ``edgeway demo flag NAME on|off`` (every service sees the change l
 flag                           effect when on
 =============================  =========================================================
 ``payments.fail``              payments declines every charge: orders are compensated
-``strangler.account-profile``  the edges send ``/account/profile`` to the profile service
-                               instead of the legacy monolith
+``strangler.account-profile``  the edges move ``/account/profile`` from the legacy monolith to
+                               the profile service in steps (off: back to the monolith)
 =============================  =========================================================
 """
 

@@ -4,7 +4,8 @@ It is what a shop has before microservices: one process, one database holding ev
 no service kit (no health/metrics/registry, no outbox). It checks tokens with the security
 library directly. The gateways reach it through *strangler* routes: ``/reviews/**`` and
 ``/account/**`` go here, except the routes already moved to new services — ``/account/profile``
-moves to the profile service when the ``strangler.account-profile`` flag is on, without a restart.
+moves to the profile service in steps (the edges' progressive strangler) once the
+``strangler.account-profile`` flag is on, without a restart.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import orjson
 from edgeway.bus.events import new_event_id
 from edgeway.gateway.actions.push.config import PushSettings
 from edgeway.gateway.actions.push.messages import PushMessage
+from edgeway.gateway.actions.push.meters import PushMeters
 from edgeway.gateway.actions.push.sources import PushSource, load_source
 from edgeway.gateway.actions.push.topics import valid_topic
 from edgeway.observability.metrics import Metrics
@@ -80,14 +81,7 @@ class PushHub:
         self.delivered = metrics.counter(
             "edgeway_gateway_push_delivered_total", "Messages queued for a client (one per client)."
         )
-        self.overflows = metrics.counter(
-            "edgeway_gateway_push_overflows_total", "Clients disconnected because their queue overflowed."
-        )
-        metrics.gauge(
-            "edgeway_gateway_push_connections",
-            "Open push connections (WebSocket and SSE).",
-            function=lambda: float(len(self._sessions)),
-        )
+        self.meters = PushMeters(metrics)  # per transport: connections, sent, overflows...
         metrics.gauge(
             "edgeway_gateway_push_topics",
             "Topics with subscribers.",

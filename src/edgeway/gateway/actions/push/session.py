@@ -31,6 +31,7 @@ from edgeway.gateway.actions.push.authorise import TopicRule, compile_rules, fin
 from edgeway.gateway.actions.push.config import PushAction
 from edgeway.gateway.actions.push.hub import PushHub
 from edgeway.gateway.actions.push.messages import PushMessage
+from edgeway.gateway.actions.push.meters import TransportMeter
 from edgeway.gateway.actions.push.topics import MAX_TOPIC_LENGTH, valid_topic
 from edgeway.gateway.core.pipeline import Identity
 
@@ -100,8 +101,9 @@ class Ending(enum.Enum):
 class Session:
     """One client: identity, subscriptions, outgoing queue (messages and protocol replies)."""
 
-    def __init__(self, channel: Channel, identity: Identity | None) -> None:
+    def __init__(self, channel: Channel, identity: Identity | None, transport: str) -> None:
         self.channel = channel
+        self.meter: TransportMeter = channel.hub.meters.of(transport)
         self.identity = identity
         self.subscriptions: dict[str, TopicRule] = {}
         self.queue: deque[PushMessage] = deque()  # live messages, bounded by queue_size
@@ -111,7 +113,10 @@ class Session:
         self.wakeup = asyncio.Event()
         self.ended = asyncio.Event()  # set by end(): a writer waiting on a stalled client stops
         self.sent = 0  # messages written to the client
+        self._counted = 0  # of them, added to the sent counter
+        self._open = True  # counted in the connections gauge
         channel.hub.opened(self)
+        self.meter.connections.inc()
 
     def active(self) -> bool:
         """Not ended (a call, so type checkers do not assume it unchanged across an await)."""
@@ -186,7 +191,8 @@ class Session:
         if rule is None or self.ending is not None or not self._may_receive(rule, message):
             return False
         if len(self.queue) >= self.channel.queue_size:
-            self.channel.hub.overflows.inc()
+            self.meter.overflows.inc()
+            self.meter.discarded.inc()  # this one; end() counts the queued ones
             self.end(Ending.OVERFLOW)
             return False
         self.queue.append(message)
@@ -211,6 +217,11 @@ class Session:
         elif self.queue:
             item = self.queue.popleft()
         else:
+            if self.sent != self._counted:
+                # The writer takes until nothing is left, then writes: one counter increment per
+                # wake-up (a lock in prometheus_client), not one per message.
+                self.meter.sent.inc(self.sent - self._counted)
+                self._counted = self.sent
             return None
         if isinstance(item, PushMessage):
             self.sent += 1
@@ -221,7 +232,11 @@ class Session:
         if self.ending is not None:
             return
         self.ending = why
+        self.meter.ended(why.name.lower())
         if why is not Ending.SHUTDOWN:
+            lost = len(self.queue) + sum(isinstance(item, PushMessage) for item in self.urgent)
+            if lost:
+                self.meter.discarded.inc(lost)
             self.queue.clear()  # an overflowed or failed client gets no more of them
             self.urgent.clear()
         self.detach()
@@ -240,6 +255,13 @@ class Session:
             self.channel.hub.detach(topic, self)
         self.subscriptions.clear()
         self.channel.hub.closed(self)
+        if self._open:  # detach runs more than once (end, then the transport's finally)
+            self._open = False
+            self.meter.connections.dec()
+
+    def cut_off(self) -> None:
+        """The client did not take its last frame within ``close_timeout``: it is cut."""
+        self.meter.send_timeouts.inc()
 
 
 def _expiry(identity: Identity | None) -> float | None:
