@@ -489,3 +489,39 @@ async def test_the_services_concurrency_bound_sheds_grpc_calls_beyond_it() -> No
     assert done[0] == 200
     assert after[0] == 200  # the slot was given back
     assert len(server.requests) == 2
+
+
+async def test_the_channel_of_an_instance_that_leaves_its_service_is_closed() -> None:
+    from edgeway.gateway.actions.transcode.invoker import GrpcChannels
+
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+    async with (
+        shelves_server(descriptor_set, GetShelf=get_shelf(holder)) as first,
+        shelves_server(descriptor_set, GetShelf=get_shelf(holder)) as second,
+    ):
+        holder.append(first)
+        gw = Gateway(validate_config(config(first.port, descriptor_set)), AccessLog("t", io.BytesIO()))
+        await gw.start()
+        listener = Listener(gw, gw.limits)
+        await listener.start(bind_socket("127.0.0.1", 0))
+        try:
+            before = await request(listener.port, "GET", "/v1/shelves/1")
+            channels = gw.env.components["grpc-channels"]
+            assert isinstance(channels, GrpcChannels)
+            opened = channels.open_channels
+            gw.clusters["shelves"].update([f"http://127.0.0.1:{second.port}"])  # discovery's move
+            after_move = channels.open_channels
+            after = await request(listener.port, "GET", "/v1/shelves/2")
+        finally:
+            await listener.shutdown(1.0)
+            await gw.stop()
+        listening = len(gw.clusters["shelves"].listeners)
+    assert before[0] == 200
+    assert after[0] == 200
+    assert opened == 1
+    assert after_move == 0  # the first instance's channel left with it
+    assert channels.open_channels == 0  # and the gateway's stop closed the second's
+    assert len(first.requests) == 1
+    assert len(second.requests) == 1
+    assert listening == 0  # a stopped gateway leaves no listener on the (longer-lived) cluster

@@ -39,7 +39,7 @@ _DEFAULT_BODY_LIMIT = 10 * 1024 * 1024
 
 def grpc_channels(env: GatewayEnv) -> GrpcChannels:
     """The gateway's gRPC channels (one component for every route and aggregate call)."""
-    return env.shared("grpc-channels", lambda: GrpcChannels(env.config.services))
+    return env.shared("grpc-channels", lambda: GrpcChannels(env.config.services, env.clusters))
 
 
 def request_metadata(ctx: RequestContext, forward: frozenset[bytes]) -> list[tuple[str, str]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from google.protobuf.message import Message
 
 from edgeway.gateway.actions.transcode.descriptors import MethodInfo
 from edgeway.gateway.telemetry.meters import ServiceMeter
-from edgeway.gateway.upstream.clusters import Cluster, Endpoint
+from edgeway.gateway.upstream.clusters import Cluster, ClusterChange, Endpoint
 from edgeway.gateway.upstream.config import Service
 from edgeway.gateway.upstream.resilient import CircuitOpen, NoInstance, Refused, ServiceOverloaded
 from edgeway.http.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
@@ -39,6 +39,8 @@ from edgeway.resilience.guard import InstanceState, ServiceGuard
 
 __all__ = ["GrpcChannels", "GrpcFailure", "call_unary", "metadata_of"]
 
+# Seconds the calls on the channel of an instance that left its service get before it closes.
+STALE_GRACE = 5.0
 _LOCAL_DEADLINE = "Deadline Exceeded"  # grpcio's details when the client's deadline passed
 # grpcio's words when no connection could be made (refused, DNS, TLS): nothing was sent.
 _NO_CONNECTION = ("failed to connect", "connection refused", "dns resolution")
@@ -76,10 +78,14 @@ class GrpcFailure(Exception):
 
 class GrpcChannels:
     """One channel per instance of the services the gateway reaches over gRPC (a component:
-    closed when the gateway stops)."""
+    closed when the gateway stops). The channel of an instance that leaves its service
+    (discovery) is closed after :data:`STALE_GRACE`, so the calls on it can finish."""
 
-    def __init__(self, services: dict[str, Service]) -> None:
+    def __init__(self, services: Mapping[str, Service], clusters: Mapping[str, Cluster]) -> None:
         self._services = services
+        self._clusters = clusters
+        self._watching: dict[str, Cluster] = {}  # clusters whose changes this listens to
+        self._closing: set[asyncio.Task[None]] = set()
         self._channels: dict[tuple[str, str, int, bool], grpc.aio.Channel] = {}
         # A multicallable per channel and method, made once: making one costs as much as a call.
         self._stubs: dict[
@@ -93,15 +99,41 @@ class GrpcChannels:
         return None
 
     async def stop(self) -> None:
+        # Clusters outlive this gateway (live reload): stop listening to them.
+        for cluster in self._watching.values():
+            if self._changed in cluster.listeners:
+                cluster.listeners.remove(self._changed)
+        self._watching = {}
         channels, self._channels = list(self._channels.values()), {}
         self._stubs = {}
         for channel in channels:
             await channel.close(grace=1.0)
+        for task in list(self._closing):
+            task.cancel()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def _changed(self, cluster: Cluster, change: ClusterChange) -> None:
+        for ep in change.removed:
+            key = (cluster.name, ep.host, ep.port, ep.tls is not None)
+            channel = self._channels.pop(key, None)
+            if channel is None:
+                continue
+            self._stubs = {k: v for k, v in self._stubs.items() if k[:4] != key}
+            task = asyncio.get_running_loop().create_task(channel.close(grace=STALE_GRACE))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    @property
+    def open_channels(self) -> int:
+        return len(self._channels)
 
     def channel(self, service: str, ep: Endpoint) -> grpc.aio.Channel:
         key = (service, ep.host, ep.port, ep.tls is not None)
         found = self._channels.get(key)
         if found is None:
+            if service not in self._watching and service in self._clusters:
+                cluster = self._watching[service] = self._clusters[service]
+                cluster.listeners.append(self._changed)
             target = f"{ep.host}:{ep.port}"
             if ep.tls is None:
                 found = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
