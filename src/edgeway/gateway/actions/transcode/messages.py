@@ -127,13 +127,11 @@ def build_request(
     body: Any,
     body_field: str | None,
     options: JsonOptions,
-    skip_query: Iterable[str] = (),
 ) -> Message:
     """The request message; :class:`BadInput` names the field that is wrong.
 
     ``body`` is the parsed JSON (None: no body); ``body_field``: ``*`` for the whole message, a
-    field name, or None (a body is then refused). ``skip_query``: query keys the gateway itself
-    reads (never fields).
+    field name, or None (a body is then refused).
     """
     descriptor = cast(Descriptor, message_type.DESCRIPTOR)
     message = message_type()
@@ -146,19 +144,16 @@ def build_request(
             message.MergeFrom(_parse(body, message_type, "body"))
         else:
             message.MergeFrom(_parse({body_field: body}, message_type, "body"))
-    skipped = set(skip_query)
     from_query: dict[str, Any] = {}
     lists: dict[tuple[str, ...], list[Any]] = {}
     for key, text in query:
-        if key in skipped:
-            continue
         path = tuple(key.split("."))
         field = _leaf(descriptor, path)
         if field is None:
             if options.ignore_unknown_query_parameters:
                 continue
             raise BadInput(f"query parameter '{key}' is not a field of {descriptor.full_name}", key)
-        if field.message_type is not None and not _is_wrapper_or_scalar_like(field):
+        if field.message_type is not None and not _scalar_json(field):
             raise BadInput(f"query parameter '{key}' names a message; name one of its fields", key)
         value = _scalar(field, text, key)
         if _is_repeated(field):
@@ -199,7 +194,7 @@ _TEXT_WKT = frozenset(
 )
 
 
-def _is_wrapper_or_scalar_like(field: FieldDescriptor) -> bool:
+def _scalar_json(field: FieldDescriptor) -> bool:
     """Well-known types whose JSON form is one scalar: a query text can stand for them."""
     return field.message_type is not None and field.message_type.full_name in _TEXT_WKT
 
@@ -212,7 +207,7 @@ def check_field_path(descriptor: Descriptor, path: tuple[str, ...]) -> str | Non
         return f"'{name}' is not a field of {descriptor.full_name}"
     if _is_repeated(field):
         return f"'{name}' is a repeated field; a path variable sets one value"
-    if field.message_type is not None and not _is_wrapper_or_scalar_like(field):
+    if field.message_type is not None and not _scalar_json(field):
         return f"'{name}' is a message; name one of its fields"
     return None
 
