@@ -143,7 +143,7 @@ def test_route_ids_are_derived_from_paths_avoiding_explicit_ones() -> None:
 def test_a_route_needs_exactly_one_action() -> None:
     [(key, message)] = issues_of(config(routes=[{"match": {"path": "/x"}}]))
     assert key == "routes[0]"
-    assert "exactly one action of: proxy, aggregate, endpoint, push (found: none)" in message
+    assert "exactly one action of: proxy, aggregate, endpoint, push, transcode (found: none)" in message
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@ the models each part of the gateway owns next to its code (``filters/auth/config
 is generated from these descriptions by ``scripts/gen_config_reference.py``.
 
 Shape of a route, and how it grows: a route is a ``match`` block plus exactly one *action* (a
-sibling field named in ``Route.ACTIONS``: ``proxy``, ``aggregate``, ``endpoint``, ``push``), plus
+sibling field named in ``Route.ACTIONS``: ``proxy``, ``aggregate``, ``endpoint``, ``push``,
+``transcode``), plus
 optional per-route *filter* blocks (``auth``, ``client_cert``, ``rate_limit``, ``cors``,
 ``validate``, ``cache``, ``concurrency``). A new action or filter adds its model next to its code
 and one typed field here; nothing about the existing fields has to move for that.
@@ -30,6 +31,7 @@ from edgeway.gateway.actions.aggregate.config import AggregateAction
 from edgeway.gateway.actions.endpoints.config import EndpointAction, PythonEndpoints, check_python_endpoints
 from edgeway.gateway.actions.proxy_config import ProxyAction
 from edgeway.gateway.actions.push.config import PushAction, PushSettings
+from edgeway.gateway.actions.transcode.config import TranscodeAction
 from edgeway.gateway.config.base import LocatedProblemsError, StrictModel
 from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.core.config import AccessLog, MatchRule, PathPolicy, RouteIdentity
@@ -48,13 +50,13 @@ from edgeway.gateway.traffic.strangler_config import StranglerStore
 from edgeway.gateway.upstream.config import Service
 
 _ROUTE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
-RouteAction = ProxyAction | AggregateAction | EndpointAction | PushAction
+RouteAction = ProxyAction | AggregateAction | EndpointAction | PushAction | TranscodeAction
 
 
 class Route(StrictModel):
     """A match plus exactly one action, plus optional filters (auth, limits, CORS, cache...)."""
 
-    ACTIONS: ClassVar[tuple[str, ...]] = ("proxy", "aggregate", "endpoint", "push")
+    ACTIONS: ClassVar[tuple[str, ...]] = ("proxy", "aggregate", "endpoint", "push", "transcode")
 
     id: str | None = Field(
         None,
@@ -69,6 +71,9 @@ class Route(StrictModel):
     )
     endpoint: EndpointAction | None = Field(None, description="Answer with a registered Python endpoint.")
     push: PushAction | None = Field(None, description="A WebSocket / Server-Sent Events push channel.")
+    transcode: TranscodeAction | None = Field(
+        None, description="Answer JSON requests by calling a gRPC method (JSON-to-gRPC transcoding)."
+    )
     auth: RouteAuth | None = Field(
         None, description="Who may call this route; absent means `auth: none` unless set gateway-wide."
     )
@@ -98,7 +103,7 @@ class Route(StrictModel):
                 {"names": names, "found": found},
             )
         action = self.action
-        if isinstance(action, ProxyAction | AggregateAction):
+        if isinstance(action, ProxyAction | AggregateAction | TranscodeAction):
             name = self.action_name
             problems = [((name, *loc), message) for loc, message in action.bind(self.match.pattern)]
             if problems:

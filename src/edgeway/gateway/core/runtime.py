@@ -5,7 +5,7 @@ route: its filters and its action, see :mod:`edgeway.gateway.core.pipeline`) so 
 no lookups in the pydantic model. The stages a request passes, in order:
 
     request ids (X-Request-ID, traceparent)  →  path normalisation  →  route match
-    →  route filters  →  route action (proxy, aggregate, endpoint, push)  →  access log
+    →  route filters  →  route action (proxy, aggregate, endpoint, push, transcode)  →  access log
 
 The :class:`Gateway` is the engine's handler (:data:`edgeway.http.server.Handler`): the engine
 calls it from its protocol callbacks, and it runs every stage that decides at once right there.
@@ -29,6 +29,7 @@ from edgeway.gateway.actions.aggregate.action import build_aggregate
 from edgeway.gateway.actions.endpoints.action import build_endpoint
 from edgeway.gateway.actions.proxy import ProxyAction
 from edgeway.gateway.actions.push.action import build_push
+from edgeway.gateway.actions.transcode.build import build_transcode
 from edgeway.gateway.config.schema import GatewayConfig
 from edgeway.gateway.core.access_log import AccessLog
 from edgeway.gateway.core.context import RequestContext
@@ -84,6 +85,7 @@ ACTIONS: dict[str, ActionBuilder] = {
     "aggregate": build_aggregate,
     "endpoint": build_endpoint,
     "push": build_push,
+    "transcode": build_transcode,
 }
 # Outermost first: CORS answers preflights before auth; auth (a token, then a client
 # certificate) before the limits keyed by user; the cache after auth (its key holds the

@@ -56,6 +56,7 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, use_span
 
+from edgeway.http.grpc_wire import CHANNEL_OPTIONS
 from edgeway.observability.metrics import Metrics
 from edgeway.observability.tracing import Tracing
 from edgeway.resilience.breaker import BreakerPolicy, CircuitBreaker
@@ -75,16 +76,6 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 # What a call takes as metadata (grpc.aio.Metadata or pairs); a string: generic in the stubs only.
 Metadata: TypeAlias = "grpc.aio.Metadata | Sequence[tuple[str, str | bytes]]"
-
-# Reconnect to a restarted instance within seconds, not gRPC's default two minutes; keepalive
-# pings find a dead connection that no call is using.
-CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-)
 
 # Seconds the calls on the connection of an instance that left discovery get before it closes.
 STALE_GRACE = 5.0

@@ -48,6 +48,7 @@ import pydantic
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError, Message
 
+from edgeway.http.grpc_wire import DETAILS_KEY, http_status_of
 from edgeway.service.errors import (
     AuthenticationError,
     CircuitOpenError,
@@ -71,28 +72,9 @@ __all__ = [
     "rich_status",
 ]
 
-DETAILS_KEY = "grpc-status-details-bin"
 INTERNAL_MESSAGE = "an unexpected error occurred; quote the request id when reporting it"
 
-_HTTP_OF_CODE: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNKNOWN: 500,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.INTERNAL: 500,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DATA_LOSS: 500,
-}
+_HTTP_OF_CODE: dict[grpc.StatusCode, int] = {code: http_status_of(code.value[0]) for code in grpc.StatusCode}
 
 _CODE_OF_HTTP: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import orjson
 
@@ -27,9 +28,22 @@ def build_aggregate(route: Route, env: GatewayEnv) -> Action:
     action = route.aggregate
     assert action is not None  # called for aggregate routes only
     guards = {name: service_guard(env, name) for name in {call.service for call in action.calls.values()}}
+    channels = None
+    if any(call.grpc is not None for call in action.calls.values()):
+        from edgeway.gateway.actions.transcode.action import grpc_channels  # loads grpcio
+
+        channels = grpc_channels(env)
     plan = compile_plan(
-        action, env.clusters, env.config.auth, guards, client_certs=asks_client_certs(env.config)
+        action,
+        env.clusters,
+        env.config.auth,
+        guards,
+        client_certs=asks_client_certs(env.config),
+        grpc_channels=channels,
     )
+    for call in plan.calls:
+        if call.grpc is not None:  # (HTTP calls take their meter per call, with their span)
+            call.grpc = replace(call.grpc, meter=telemetry_of(env).meter(call.cluster.name))
     merge = compile_merge(plan)
     limit = env.config.limits.max_body_bytes
     body_limit = int(limit) if limit is not None else _DEFAULT_BODY_LIMIT

@@ -24,6 +24,7 @@ from edgeway.gateway.actions.aggregate.templates import (
     parse_steps,
     parse_template,
 )
+from edgeway.gateway.actions.transcode.config import GrpcMethodRef
 from edgeway.gateway.config.base import TOKEN, HeaderName, LocatedProblemsError, StrictModel
 from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.units import ByteSize, Duration
@@ -42,9 +43,15 @@ class AggregateCall(StrictModel):
 
     service: str = Field(description="Name of a service under `services`.")
     method: str = Field("GET", description="HTTP method of the call.")
-    path: str = Field(
+    path: str | None = Field(
+        None,
         description="Upstream path template, e.g. `/orders/{path.id}` or `/users/{calls.order.user_id}` "
-        "(see docs/aggregation.md for references)."
+        "(see docs/aggregation.md for references); required unless the call is `grpc`.",
+    )
+    grpc: GrpcMethodRef | None = Field(
+        None,
+        description="Call this gRPC method of the service instead of an HTTP path: `body` (a JSON "
+        "template) is its request message, its response message (as JSON) the call's response.",
     )
     query: dict[str, str] = Field(
         default_factory=dict,
@@ -176,9 +183,22 @@ class AggregateCall(StrictModel):
                 return None
             return parsed
 
-        path = template(("path",), self.path)
-        if path is not None and not self.path.startswith("/"):
-            problems.append((("path",), f"path {self.path!r} must start with '/'"))
+        if self.grpc is not None:
+            path = parse_template("/")  # a gRPC call has no path; its method is its target
+            if self.path is not None:
+                problems.append((("path",), "a `grpc` call has no path: set either `path` or `grpc`"))
+            if self.query:
+                problems.append((("query",), "a `grpc` call has no query: put the values in its `body`"))
+            if self.for_each is not None or self.batch is not None:
+                key = "for_each" if self.for_each is not None else "batch"
+                problems.append(((key,), f"a `grpc` call cannot fan out ({key}); use an HTTP call"))
+        elif self.path is None:
+            problems.append((("path",), "a call needs a `path` (HTTP) or a `grpc` method"))
+            path = None
+        else:
+            path = template(("path",), self.path)
+            if path is not None and not self.path.startswith("/"):
+                problems.append((("path",), f"path {self.path!r} must start with '/'"))
         query = {k: t for k, v in self.query.items() if (t := template(("query", k), v)) is not None}
         headers = {k: t for k, v in self.headers.items() if (t := template(("headers", k), v)) is not None}
         body_refs: list[tuple[Loc, Ref]] = []

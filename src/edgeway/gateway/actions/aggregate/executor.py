@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -45,6 +45,11 @@ from edgeway.gateway.upstream.service_client import (
 from edgeway.http import json_input
 from edgeway.http.errors import UpstreamError, UpstreamTimeout
 from edgeway.http.json_input import TooDeep
+
+if TYPE_CHECKING:
+    from edgeway.gateway.actions.transcode.pending import GrpcPending
+
+    Pending = UpstreamCall | GrpcPending  # an HTTP exchange, or a gRPC call (`grpc` calls)
 
 
 @dataclass(slots=True)
@@ -127,7 +132,7 @@ class Run:
         self.outputs: dict[str, Any] = {}
         self.errors: dict[str, CallError] = {}
         self.fatal: tuple[CallPlan, CallError] | None = None
-        self.inflight: set[UpstreamCall] = set()
+        self.inflight: set[Pending] = set()
         self.expired = False
         self._headers = common_headers  # x-request-id, x-forwarded-*: the same on every call
         self._loop = loop
@@ -156,9 +161,9 @@ class Run:
             self.inflight.clear()
 
     # -- schedules -------------------------------------------------------------------------
-    def _start_all(self) -> list[tuple[CallPlan, UpstreamCall]] | None:
+    def _start_all(self) -> list[tuple[CallPlan, Pending]] | None:
         """Send every call of a flat plan; None when one that could not start ended the run."""
-        waiting: list[tuple[CallPlan, UpstreamCall]] = []
+        waiting: list[tuple[CallPlan, Pending]] = []
         for call in self.plan.calls:
             pending = self._start(call, None)
             if isinstance(pending, CallError):
@@ -208,10 +213,10 @@ class Run:
         waiting = self._start_all()
         if waiting is None:
             return
-        failed: list[tuple[CallPlan, UpstreamCall]] = []
-        current: list[UpstreamCall] = []  # the call being awaited
+        failed: list[tuple[CallPlan, Pending]] = []
+        current: list[Pending] = []  # the call being awaited
 
-        def watch(call: CallPlan, pending: UpstreamCall) -> None:
+        def watch(call: CallPlan, pending: Pending) -> None:
             def answered() -> None:
                 if pending.failed and not failed and current and current[0] is not pending:
                     failed.append((call, pending))
@@ -346,7 +351,7 @@ class Run:
             return None
         return value if type(value) is list else [value]
 
-    def _start(self, call: CallPlan, item: Any) -> UpstreamCall | CallError:
+    def _start(self, call: CallPlan, item: Any) -> Pending | CallError:
         """Render and send one request."""
         scope = self.scope
         try:
@@ -355,6 +360,8 @@ class Run:
             own = call.own_headers(scope, item)
         except (MissingValue, BadValue) as exc:
             return CallError(400 if exc.from_client else 502, str(exc), "input")
+        if call.grpc is not None:
+            return self._start_grpc(call, body, own)
         ctx = scope.ctx
         service = call.cluster.name
         telemetry = self.telemetry
@@ -390,6 +397,35 @@ class Run:
         self.inflight.add(pending)
         return pending
 
+    def _start_grpc(self, call: CallPlan, body: bytes | None, own: bytes) -> Pending | CallError:
+        """Build the method's request from the rendered body and start the call; its metadata
+        carries what an HTTP call's headers would (request id, forwarding, trace, forwarded
+        client headers, the call's own headers)."""
+        # Imported here: only a plan with a grpc call gets this far, and it has loaded grpcio.
+        from edgeway.gateway.actions.transcode.invoker import metadata_of
+        from edgeway.gateway.actions.transcode.pending import BadInput
+
+        caller = call.grpc
+        assert caller is not None
+        try:
+            request = caller.request(body)
+        except BadInput as exc:
+            status = 400 if caller.input_from_client else 502
+            return CallError(status, f"{call.cluster.name}: {exc}", "input")
+        lines = [self._headers, child_traceparent(self.scope.ctx)]
+        if call.forward:
+            lines.append(self._forwarded(call.forward))
+        lines.append(own)
+        pairs = [
+            (name, value)
+            for line in b"".join(lines).split(b"\r\n")
+            if line
+            for name, _, value in (line.partition(b": "),)
+        ]
+        pending = caller.start(request, metadata_of(pairs), self._loop, self._deadline_at)
+        self.inflight.add(pending)
+        return pending
+
     def _forwarded(self, names: frozenset[bytes]) -> bytes:
         """The client's headers in ``names``, as header lines (once per set per request)."""
         cache = self._forward_cache
@@ -398,7 +434,7 @@ class Run:
             found = cache[names] = forwarded_headers(self.scope.ctx.ex.headers, names)
         return found
 
-    async def _receive(self, call: CallPlan, pending: UpstreamCall) -> tuple[Any, Any] | CallError:
+    async def _receive(self, call: CallPlan, pending: Pending) -> tuple[Any, Any] | CallError:
         """The call's (response, shaped output), or why there is none."""
         try:
             reply = await pending.reply()

@@ -33,6 +33,8 @@ from edgeway.resilience.guard import ServiceGuard
 
 if TYPE_CHECKING:
     from edgeway.gateway.actions.aggregate.config import AggregateAction, AggregateCall
+    from edgeway.gateway.actions.transcode.invoker import GrpcChannels
+    from edgeway.gateway.actions.transcode.pending import GrpcCaller
     from edgeway.gateway.filters.auth.config import GatewayAuth
 
 # Sources that come from the client's request: a value missing there is the client's mistake.
@@ -357,6 +359,7 @@ class CallPlan:
     collection: bool
     hidden: bool
     dependents: list[CallPlan] = field(default_factory=list)
+    grpc: GrpcCaller | None = None  # a gRPC method instead of an HTTP request
 
     @property
     def fan_resolver(self) -> Resolver:
@@ -382,15 +385,20 @@ def compile_plan(
     guards: Mapping[str, ServiceGuard[Endpoint] | None] | None = None,
     *,
     client_certs: bool = False,
+    grpc_channels: GrpcChannels | None = None,
 ) -> Plan:
     """``auth`` is the gateway's token verification (its identity header names are forwarded);
     ``guards`` the resilience of the services the calls reach (by name; absent: none);
-    ``client_certs``: the listener asks for client certificates (their headers are forwarded)."""
+    ``client_certs``: the listener asks for client certificates (their headers are forwarded);
+    ``grpc_channels``: the gateway's gRPC channels, needed when a call is ``grpc``."""
     plans: dict[str, CallPlan] = {}
     for name in action.order:
         plans[name] = _compile_call(
             name, action.calls[name], action, clusters, auth, guards or {}, client_certs
         )
+        if action.calls[name].grpc is not None:
+            assert grpc_channels is not None, "a grpc call needs the gateway's channels"
+            plans[name].grpc = _grpc_caller(action.calls[name], plans[name], grpc_channels)
     for plan in plans.values():
         for dep in plan.deps:
             plans[dep].dependents.append(plan)
@@ -458,4 +466,22 @@ def _compile_call(
         group=group,
         collection=call.collection,
         hidden=call.hidden,
+    )
+
+
+def _grpc_caller(call: AggregateCall, plan: CallPlan, channels: GrpcChannels) -> GrpcCaller:
+    # Imported here: grpcio and protobuf load only for a gateway with a gRPC call.
+    from edgeway.gateway.actions.transcode.messages import JsonOptions
+    from edgeway.gateway.actions.transcode.pending import GrpcCaller
+
+    assert call.grpc is not None
+    return GrpcCaller(
+        channels=channels,
+        cluster=plan.cluster,
+        guard=plan.guard,
+        info=call.grpc.info,
+        timeout=plan.limits.total,
+        options=JsonOptions(),
+        input_from_client=call.body == "client"
+        or any(ref.source in CLIENT_SOURCES for _, ref in call.facts.located_refs()),
     )

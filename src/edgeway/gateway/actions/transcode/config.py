@@ -1,0 +1,251 @@
+"""Config of the transcoding action (``transcode`` on a route), and of the gRPC target of an
+aggregate call (``grpc`` on a call): a descriptor set and the methods in it.
+
+The descriptor set is read when the config is checked, so ``edgeway config check`` reports a
+missing file, a method or service the set does not hold, a method without ``google.api.http``
+rules, a streaming method or a path variable that names no field, each at its key. Nothing of
+protobuf is imported until a config uses one of these blocks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from edgeway.gateway.config.base import HeaderName, LocatedProblemsError, StrictModel
+from edgeway.gateway.config.keypath import Loc
+from edgeway.gateway.config.units import Duration
+from edgeway.gateway.upstream.config import FORWARD_DEFAULT, forwardable
+
+if TYPE_CHECKING:
+    from edgeway.gateway.actions.transcode.descriptors import DescriptorSet, MethodInfo
+    from edgeway.gateway.actions.transcode.http_rule import Binding
+    from edgeway.gateway.actions.transcode.messages import JsonOptions
+    from edgeway.gateway.config.patterns import PathPattern
+
+
+class PrintOptions(StrictModel):
+    """How answers print (the proto3 JSON mapping's options, as Envoy's transcoder names them)."""
+
+    preserve_proto_field_names: bool = Field(
+        False, description="Keys are the `.proto` field names (`shelf_id`), not their JSON names (`shelfId`)."
+    )
+    always_print_primitive_fields: bool = Field(
+        False,
+        description="Print fields that hold their default value (0, '', false, []) instead of "
+        "leaving them out.",
+    )
+    always_print_enums_as_ints: bool = Field(False, description="Enums as their numbers, not their names.")
+
+
+def _method_name(value: str) -> str:
+    text = value.replace("/", ".").strip(".")
+    if "." not in text or any(not part for part in text.split(".")):
+        raise ValueError(f"method '{value}' must be its full name, 'package.Service/Method'")
+    return value
+
+
+class GrpcMethodRef(StrictModel):
+    """A gRPC method in a descriptor set."""
+
+    descriptor_set: str = Field(
+        description="A `FileDescriptorSet` written by `protoc --include_imports --descriptor_set_out` "
+        "(relative paths are from the gateway's working directory)."
+    )
+    method: str = Field(description="The method's full name, `package.Service/Method`.")
+
+    _method: MethodInfo | None = PrivateAttr(None)
+
+    @field_validator("method")
+    @classmethod
+    def _method_form(cls, value: str) -> str:
+        return _method_name(value)
+
+    @model_validator(mode="after")
+    def _load(self) -> GrpcMethodRef:
+        loaded, problems = _load_set(self.descriptor_set)
+        if loaded is not None:
+            found, problem = _unary(loaded, self.method)
+            if problem is not None:
+                problems.append((("method",), problem))
+            self._method = found
+        if problems:
+            raise LocatedProblemsError(problems)
+        return self
+
+    @property
+    def info(self) -> MethodInfo:
+        assert self._method is not None  # set by validation
+        return self._method
+
+
+class TranscodeAction(StrictModel):
+    """Answer JSON requests by calling a gRPC method of a service (JSON-to-gRPC transcoding)."""
+
+    service: str = Field(description="Name of a service under `services` whose instances serve gRPC.")
+    descriptor_set: str = Field(
+        description="A `FileDescriptorSet` written by `protoc --include_imports --descriptor_set_out` "
+        "(relative paths are from the gateway's working directory)."
+    )
+    method: str | None = Field(
+        None,
+        description="Call this method (`package.Service/Method`) for every request the route takes, "
+        "without `google.api.http` rules: the JSON body is the request message, the route's path "
+        "parameters and the query parameters set fields by name. Absent: the methods' rules decide.",
+    )
+    services: list[str] | None = Field(
+        None,
+        description="With no `method`: the gRPC services (`package.Service`) whose annotated methods "
+        "this route serves; absent: every annotated method in the set.",
+    )
+    print_options: PrintOptions = Field(default_factory=PrintOptions, description="How answers print.")
+    ignore_unknown_query_parameters: bool = Field(
+        False, description="A query parameter that names no field is ignored instead of answered with 400."
+    )
+    timeout: Duration | None = Field(
+        None,
+        gt=0,
+        description="The call's deadline (sent as `grpc-timeout`); absent: the service's `timeouts.total`.",
+    )
+    forward_headers: list[HeaderName] | None = Field(
+        None, description="Client headers sent as gRPC metadata; " + FORWARD_DEFAULT
+    )
+
+    _forward = field_validator("forward_headers")(forwardable)
+    _set: DescriptorSet | None = PrivateAttr(None)
+    _bindings: list[tuple[MethodInfo, Binding]] = PrivateAttr(default_factory=list)
+    _direct: MethodInfo | None = PrivateAttr(None)
+
+    @field_validator("method")
+    @classmethod
+    def _method_form(cls, value: str | None) -> str | None:
+        return None if value is None else _method_name(value)
+
+    @model_validator(mode="after")
+    def _load(self) -> TranscodeAction:
+        loaded, problems = _load_set(self.descriptor_set)
+        if loaded is not None:
+            self._set = loaded
+            if self.method is not None:
+                if self.services is not None:
+                    problems.append((("services",), "set either `method` or `services`, not both"))
+                found, problem = _unary(loaded, self.method)
+                if problem is not None:
+                    problems.append((("method",), problem))
+                self._direct = found
+            else:
+                problems += self._collect(loaded)
+        if problems:
+            raise LocatedProblemsError(problems)
+        return self
+
+    def _collect(self, loaded: DescriptorSet) -> list[tuple[Loc, str]]:
+        from edgeway.gateway.actions.transcode.http_rule import TemplateError
+        from edgeway.gateway.actions.transcode.rules import bindings_of
+
+        problems: list[tuple[Loc, str]] = []
+        names: list[tuple[Loc, str]] = []
+        if self.services is None:
+            names = [(("descriptor_set",), name) for name in loaded.annotated()]
+            if not names:
+                problems.append(
+                    (
+                        ("descriptor_set",),
+                        f"no method in {self.descriptor_set} has a google.api.http rule; annotate "
+                        "the methods, or name one with `method`",
+                    )
+                )
+        for index, service in enumerate(self.services or ()):
+            try:
+                methods = loaded.service_methods(service)
+            except KeyError as exc:
+                problems.append((("services", index), str(exc.args[0])))
+                continue
+            annotated = [m for m in methods if m in loaded.annotated()]
+            if not annotated:
+                problems.append(
+                    (
+                        ("services", index),
+                        f"no method of {service} has a google.api.http rule; annotate them, or name "
+                        "one with `method`",
+                    )
+                )
+            names += [(("services", index), m) for m in annotated]
+        for loc, name in names:
+            info, problem = _unary(loaded, name)
+            if problem is not None or info is None:
+                problems.append((loc, problem or name))
+                continue
+            try:
+                for binding in bindings_of(info):
+                    self._bindings.append((info, binding))
+            except TemplateError as exc:
+                problems.append((loc, f"{name}: {exc}"))
+        return problems
+
+    @property
+    def descriptors(self) -> DescriptorSet:
+        assert self._set is not None  # set by validation
+        return self._set
+
+    @property
+    def bindings(self) -> list[tuple[MethodInfo, Binding]]:
+        """The annotated methods' bindings, most specific template first."""
+        return self._bindings
+
+    @property
+    def direct(self) -> MethodInfo | None:
+        return self._direct
+
+    def json_options(self) -> JsonOptions:
+        from edgeway.gateway.actions.transcode.messages import JsonOptions
+
+        return JsonOptions(
+            preserve_proto_field_names=self.print_options.preserve_proto_field_names,
+            always_print_primitive_fields=self.print_options.always_print_primitive_fields,
+            always_print_enums_as_ints=self.print_options.always_print_enums_as_ints,
+            ignore_unknown_query_parameters=self.ignore_unknown_query_parameters,
+        )
+
+    def bind(self, pattern: PathPattern) -> list[tuple[Loc, str]]:
+        """A direct method: each of the route's path parameters must name a field."""
+        from edgeway.gateway.actions.transcode.messages import check_field_path
+
+        if self._direct is None:
+            return []
+        return [
+            (("method",), f"path parameter '{{{name}}}': {problem}")
+            for name in pattern.param_names
+            if (problem := check_field_path(self._direct.input_descriptor, tuple(name.split("."))))
+            is not None
+        ]
+
+    def service_refs(self) -> list[tuple[Loc, str]]:
+        return [(("service",), self.service)]
+
+
+def _load_set(path: str) -> tuple[DescriptorSet | None, list[tuple[Loc, str]]]:
+    try:
+        from edgeway.gateway.actions.transcode.descriptors import DescriptorSetError, load_descriptor_set
+    except ImportError as exc:  # grpcio/protobuf are the `grpc` extra
+        return None, [
+            (
+                ("descriptor_set",),
+                f"transcoding needs grpcio and protobuf (pip install 'edgeway[grpc]'): {exc}",
+            )
+        ]
+    try:
+        return load_descriptor_set(path), []
+    except DescriptorSetError as exc:
+        return None, [(("descriptor_set",), str(exc))]
+
+
+def _unary(loaded: DescriptorSet, name: str) -> tuple[MethodInfo | None, str | None]:
+    try:
+        info = loaded.method(name)
+    except KeyError as exc:
+        return None, str(exc.args[0])
+    if info.client_streaming or info.server_streaming:
+        return None, f"{name} is a streaming method; transcoding calls unary methods only"
+    return info, None

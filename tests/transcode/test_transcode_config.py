@@ -1,0 +1,116 @@
+"""The ``transcode`` block and ``grpc`` calls as ``edgeway config check`` reports them: a missing or
+unreadable descriptor set, a method or service the set does not hold, a method without rules, a
+streaming method, a path parameter that names no field — each at its file, line and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from grpc_fixtures import shelves_descriptor_set
+from typer.testing import CliRunner
+
+from edgeway.gateway.config import validate_config
+from edgeway.gateway.core.errors import ConfigError
+from edgeway.gateway.process.config_cli import app
+
+runner = CliRunner()
+
+
+def check(tmp_path: Path, transcode: str, path: str = "/v1/**") -> list[str]:
+    file = tmp_path / "gw.yaml"
+    file.write_text(
+        "services:\n"
+        "  shelves: {instances: ['http://127.0.0.1:9001']}\n"
+        "routes:\n"
+        f"  - match: {{path: '{path}'}}\n"
+        f"    transcode: {{service: shelves, {transcode}}}\n"
+    )
+    result = runner.invoke(app, ["check", str(file)])
+    return [line.replace(f"{file}:", "") for line in result.output.splitlines()]
+
+
+def test_a_valid_transcode_route_checks_ok(tmp_path: Path) -> None:
+    lines = check(tmp_path, f"descriptor_set: '{shelves_descriptor_set()}'")
+    assert lines == [f"ok: {tmp_path / 'gw.yaml'} (1 route, 1 service)"]
+
+
+def test_a_missing_descriptor_set_is_reported_at_its_key(tmp_path: Path) -> None:
+    lines = check(tmp_path, "descriptor_set: absent.pb")
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "5:35: routes[0].transcode.descriptor_set: descriptor set 'absent.pb' does not exist"
+    )
+    assert "--descriptor_set_out" in lines[0]
+
+
+def test_a_file_that_is_not_a_descriptor_set_is_reported(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pb"
+    junk.write_bytes(b"\xff\xff\xff not protobuf")
+    lines = check(tmp_path, f"descriptor_set: '{junk}'")
+    assert "routes[0].transcode.descriptor_set:" in lines[0]
+    assert "is not a descriptor set" in lines[0]
+
+
+def test_an_unknown_method_names_the_services_the_set_holds(tmp_path: Path) -> None:
+    lines = check(
+        tmp_path, f"descriptor_set: '{shelves_descriptor_set()}', method: shelves.v1.Shelves/Nope", "/x"
+    )
+    assert len(lines) == 1
+    assert "routes[0].transcode.method: no method 'shelves.v1.Shelves/Nope'" in lines[0]
+    assert "(services: shelves.v1.Shelves)" in lines[0]
+
+
+def test_a_streaming_method_is_refused(tmp_path: Path) -> None:
+    lines = check(
+        tmp_path, f"descriptor_set: '{shelves_descriptor_set()}', method: shelves.v1.Shelves/Watch", "/x"
+    )
+    assert "routes[0].transcode.method: shelves.v1.Shelves/Watch is a streaming method" in lines[0]
+
+
+def test_a_service_without_annotated_methods_or_unknown_is_reported(tmp_path: Path) -> None:
+    lines = check(tmp_path, f"descriptor_set: '{shelves_descriptor_set()}', services: [shelves.v1.Other]")
+    assert "routes[0].transcode.services[0]: no service 'shelves.v1.Other'" in lines[0]
+
+
+def test_a_route_path_parameter_must_name_a_field_of_the_named_method(tmp_path: Path) -> None:
+    lines = check(
+        tmp_path,
+        f"descriptor_set: '{shelves_descriptor_set()}', method: shelves.v1.Shelves/GetShelf",
+        "/shelves/{shelf}",
+    )
+    assert len(lines) == 1
+    expected = "path parameter '{shelf}': 'shelf' is not a field of shelves.v1.GetShelfRequest"
+    assert f"routes[0].transcode.method: {expected}" in lines[0]
+
+
+def test_a_set_without_annotations_needs_a_method(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.proto"
+    bare.write_text(
+        'syntax = "proto3";\npackage bare;\nmessage M {}\nservice S { rpc Get(M) returns (M); }\n'
+    )
+    from grpc_tools import protoc
+
+    out = tmp_path / "bare.pb"
+    assert (
+        protoc.main(
+            ["protoc", f"-I{tmp_path}", "--include_imports", f"--descriptor_set_out={out}", str(bare)]
+        )
+        == 0
+    )
+    lines = check(tmp_path, f"descriptor_set: '{out}'")
+    assert "routes[0].transcode.descriptor_set: no method in" in lines[0]
+    assert "has a google.api.http rule" in lines[0]
+
+
+def test_validate_config_raises_the_same_issue() -> None:
+    cfg = {
+        "services": {"shelves": {"instances": ["http://127.0.0.1:9001"]}},
+        "routes": [
+            {"match": {"path": "/v1/**"}, "transcode": {"service": "shelfs", "descriptor_set": "nope.pb"}}
+        ],
+    }
+    with pytest.raises(ConfigError) as caught:
+        validate_config(cfg)
+    text = str(caught.value)
+    assert "routes[0].transcode.descriptor_set: descriptor set 'nope.pb' does not exist" in text
