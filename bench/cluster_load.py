@@ -5,7 +5,12 @@ client would be: it logs in once, then at a steady pace places orders (``POST /a
 with one ``Idempotency-Key`` per checkout, so trying again is safe) and reads (the products,
 an order it placed). Each operation starts at the next gateway in turn; a failed attempt (no
 connection, no answer in time, 5xx, or 409 "being placed") is tried again on the other gateway
-after a short pause, until it succeeds, a non-retryable answer comes, or its deadline passes.
+after a short jittered pause, as a well-behaved client would: at most ``max_attempts`` in all,
+within the operation's deadline, and only while the client's retry budget allows (retries at
+most 20 % of its recent requests plus one a second, :class:`edgeway.resilience.budget.RetryBudget`,
+the gateway's own design for its upstreams). Without a budget, every failing operation retried
+for 20 s and the client multiplied its load on a cluster that was already struggling; with it,
+an outage shows as failed operations, which is what a real client would see.
 Operations are started on schedule whatever the earlier ones are doing (open loop), so a stuck
 request shows up as one slow operation rather than as a pause in the load.
 
@@ -33,10 +38,14 @@ from edgeway.bus.nats import NatsTransport
 from edgeway.demo.shop.common.demo_data import PRODUCTS
 from edgeway.demo.shop.common.events import CHANNELS, OrderStatusChanged
 from edgeway.demo.shop.common.problems import PROBLEMS
+from edgeway.resilience.budget import BudgetPolicy, RetryBudget
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 DUPLICATE = PROBLEMS + "duplicate"  # 409: an order with this Idempotency-Key is being placed
 PROBE_GROUP = "rehearsal-probe"
+MAX_ATTEMPTS = 3
+RETRY_BUDGET = BudgetPolicy(ratio=0.2, min_per_second=1.0, window=10.0)
+BUDGET_SPENT = "retry budget spent"
 
 
 class Shopper:
@@ -49,6 +58,8 @@ class Shopper:
         reads_per_s: float = 8.0,
         attempt_timeout: float = 6.0,
         deadline: float = 20.0,
+        max_attempts: int = MAX_ATTEMPTS,
+        retry_budget: BudgetPolicy = RETRY_BUDGET,
         max_in_flight: int = 300,
     ) -> None:
         self.gateways = list(gateways)
@@ -57,6 +68,9 @@ class Shopper:
         self.reads_per_s = reads_per_s
         self.attempt_timeout = attempt_timeout
         self.deadline = deadline
+        self.max_attempts = max_attempts
+        self.budget = RetryBudget(retry_budget, clock=clock)
+        self.retries = 0
         self.ops: list[Op] = []
         self.token = ""
         self._next = itertools.count()
@@ -68,6 +82,7 @@ class Shopper:
             limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=64),
         )
         self._random = random.Random(7)
+        self._jitter = random.Random(11)
 
     async def login(self, username: str = "alice", password: str = "alice-pass") -> None:
         form = {
@@ -148,6 +163,7 @@ class Shopper:
 
     async def _attempts(self, method: str, path: str, **kwargs: Any) -> Op:
         start = self.clock()
+        self.budget.record_request()
         first = next(self._next)
         order_ids: list[str] = []
         trail: list[str] = []  # "<gateway node> <outcome> <seconds>" per attempt
@@ -183,9 +199,13 @@ class Shopper:
                 )
             if status:
                 retry = status in RETRY_STATUSES or (status == 409 and _problem_type(response) == DUPLICATE)
-            pause = min(1.0, 0.1 * 2 ** (attempt - 1))
-            if not retry or self.clock() + pause - start > self.deadline:
+            pause = min(1.0, 0.1 * 2 ** (attempt - 1)) * self._jitter.uniform(0.5, 1.0)
+            if not retry or attempt >= self.max_attempts or self.clock() + pause - start > self.deadline:
                 break
+            if not self.budget.try_spend():
+                error = f"{error}; {BUDGET_SPENT}"
+                break
+            self.retries += 1
             await asyncio.sleep(pause)
         return Op(
             "",
@@ -199,6 +219,21 @@ class Shopper:
             error=error,
             trail=tuple(trail),
         )
+
+    def retry_report(self) -> dict[str, Any]:
+        """How the client retried: its limits, the retries it made and those its budget refused."""
+        policy = self.budget.policy
+        return {
+            "max_attempts": self.max_attempts,
+            "deadline_s": self.deadline,
+            "budget": {
+                "ratio": policy.ratio,
+                "min_per_second": policy.min_per_second,
+                "window_s": policy.window,
+            },
+            "retries": self.retries,
+            "retries_refused_by_budget": self.budget.exhausted,
+        }
 
     async def warm_up(self, probe: EventProbe, per_gateway: int = 3, timeout: float = 90.0) -> None:
         """A few checkouts through each gateway, waited for until confirmed, before measuring:
