@@ -10,7 +10,9 @@ within the operation's deadline, and only while the client's retry budget allows
 most 20 % of its recent requests plus one a second, :class:`edgeway.resilience.budget.RetryBudget`,
 the gateway's own design for its upstreams). Without a budget, every failing operation retried
 for 20 s and the client multiplied its load on a cluster that was already struggling; with it,
-an outage shows as failed operations, which is what a real client would see.
+an outage shows as failed operations, which is what a real client would see. Like a load
+balancer, the client also stops sending new attempts to a gateway it could not reach for
+``EJECT_S`` seconds (:meth:`Shopper._eject`).
 Operations are started on schedule whatever the earlier ones are doing (open loop), so a stuck
 request shows up as one slow operation rather than as a pause in the load.
 
@@ -46,6 +48,7 @@ PROBE_GROUP = "rehearsal-probe"
 MAX_ATTEMPTS = 3
 RETRY_BUDGET = BudgetPolicy(ratio=0.2, min_per_second=1.0, window=10.0)
 BUDGET_SPENT = "retry budget spent"
+EJECT_S = 2.0
 
 
 class Shopper:
@@ -71,6 +74,8 @@ class Shopper:
         self.max_attempts = max_attempts
         self.budget = RetryBudget(retry_budget, clock=clock)
         self.retries = 0
+        self.ejections = 0
+        self._down_until: dict[int, float] = {}
         self.ops: list[Op] = []
         self.token = ""
         self._next = itertools.count()
@@ -169,15 +174,17 @@ class Shopper:
         trail: list[str] = []  # "<gateway node> <outcome> <seconds>" per attempt
         status, error, attempt = 0, "", 0
         for attempt in itertools.count(1):
-            index = (first + attempt - 1) % len(self.gateways)
+            index = self._gateway(first + attempt - 1)
             sent = self.clock()
             retry = False
             try:
                 response = await self._http.request(method, self.gateways[index] + path, **kwargs)
             except httpx.TimeoutException as exc:
                 status, error, retry = 0, f"timeout ({type(exc).__name__})", True
+                self._eject(index, exc)
             except httpx.TransportError as exc:
                 status, error, retry = 0, f"no answer ({type(exc).__name__})", True
+                self._eject(index, exc)
             else:
                 status = response.status_code
                 error = "" if status < 300 else f"status {status}"
@@ -220,6 +227,28 @@ class Shopper:
             trail=tuple(trail),
         )
 
+    def _gateway(self, turn: int) -> int:
+        """The gateway for this turn of the rotation, passing over ejected ones (all ejected:
+        the one whose turn it is)."""
+        now = self.clock()
+        count = len(self.gateways)
+        for step in range(count):
+            index = (turn + step) % count
+            if self._down_until.get(index, 0.0) <= now:
+                return index
+        return turn % count
+
+    def _eject(self, index: int, exc: Exception) -> None:
+        """Passive health checking, as nginx's ``max_fails=1 fail_timeout`` or Envoy's outlier
+        detection: a gateway that could not be reached, or connected but did not answer in time,
+        gets no new attempts for ``EJECT_S``. Sending half the traffic to a dead gateway and
+        retrying it elsewhere would spend the retry budget on a known failure."""
+        if isinstance(
+            exc, httpx.ReadTimeout | httpx.ConnectTimeout | httpx.ConnectError | httpx.RemoteProtocolError
+        ):
+            self._down_until[index] = self.clock() + EJECT_S
+            self.ejections += 1
+
     def retry_report(self) -> dict[str, Any]:
         """How the client retried: its limits, the retries it made and those its budget refused."""
         policy = self.budget.policy
@@ -233,6 +262,8 @@ class Shopper:
             },
             "retries": self.retries,
             "retries_refused_by_budget": self.budget.exhausted,
+            "gateway_ejections": self.ejections,
+            "eject_s": EJECT_S,
         }
 
     async def warm_up(self, probe: EventProbe, per_gateway: int = 3, timeout: float = 90.0) -> None:

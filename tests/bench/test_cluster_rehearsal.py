@@ -377,3 +377,29 @@ def test_the_teardown_removes_the_namespaces_their_processes_and_the_bridge() ->
     assert tag not in cluster_net.ip("netns", "list")
     assert f"{tag}br" not in cluster_net.ip("-o", "link", "show")
     assert not teardown.errors
+
+
+async def test_the_client_sends_no_new_attempts_to_a_gateway_it_could_not_reach_for_a_while() -> None:
+    def gw1_down(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "gw1":
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, json=[])
+
+    shopper = Shopper(["http://gw1", "http://gw2"], time.monotonic)
+    await shopper.close()
+    shopper._http = httpx.AsyncClient(transport=httpx.MockTransport(gw1_down))
+    try:
+        ops = [await shopper.read() for _ in range(10)]
+        shopper._down_until.clear()  # the ejection ends: gw1 gets its turn again
+        again = await shopper.read()
+        then = await shopper.read()
+    finally:
+        await shopper.close()
+
+    assert all(op.ok for op in ops)
+    # The first turn on gw1 failed and was retried on gw2; after that, gw2 alone.
+    assert sum(op.attempts for op in ops) == 11
+    assert [entry.split()[0] for op in ops for entry in op.trail].count("gw1") == 1
+    # Once the ejection ended, one turn tried gw1 again (ejected once more), the other gw2.
+    assert (again.attempts, then.attempts) in {(2, 1), (1, 2)}
+    assert shopper.ejections == 2
