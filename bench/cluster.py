@@ -223,7 +223,17 @@ async def _rehearsal(settings: Settings, run_dir: Path, teardown: Teardown) -> d
         await shopper.close()
         await probe.stop()
     _save(clock.wall0, run_dir, shopper.ops, deliveries, faults, keeper.restarts, sessions)
-    return _result(settings, topo, shopper.ops, deliveries, faults, facts, drained, keeper.restarts)
+    return _result(
+        settings,
+        topo,
+        shopper.ops,
+        deliveries,
+        faults,
+        facts,
+        drained,
+        keeper.restarts,
+        shopper.retry_report(),
+    )
 
 
 async def _sample_sessions(tag: str, clock: Clock, into: list[dict[str, Any]]) -> None:
@@ -424,6 +434,7 @@ def _result(
     facts: Facts,
     drained: bool,
     restarts: list[dict[str, Any]],
+    client: dict[str, Any],
 ) -> dict[str, Any]:
     events = cluster_score.lost_events(facts, deliveries, CONSUMERS)
     effects = cluster_score.duplicate_effects(facts, ops)
@@ -443,6 +454,7 @@ def _result(
             "effects": effects,
             "consistency": cluster_score.consistency(facts, ops),
             "errors": errors,
+            "client_retries": client,
             "recovery": recovery_details,
             "drained": drained,
             "restarts": restarts,

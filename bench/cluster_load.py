@@ -5,7 +5,14 @@ client would be: it logs in once, then at a steady pace places orders (``POST /a
 with one ``Idempotency-Key`` per checkout, so trying again is safe) and reads (the products,
 an order it placed). Each operation starts at the next gateway in turn; a failed attempt (no
 connection, no answer in time, 5xx, or 409 "being placed") is tried again on the other gateway
-after a short pause, until it succeeds, a non-retryable answer comes, or its deadline passes.
+after a short jittered pause, as a well-behaved client would: at most ``max_attempts`` in all,
+within the operation's deadline, and only while the client's retry budget allows (retries at
+most 20 % of its recent requests plus one a second, :class:`edgeway.resilience.budget.RetryBudget`,
+the gateway's own design for its upstreams). Without a budget, every failing operation retried
+for 20 s and the client multiplied its load on a cluster that was already struggling; with it,
+an outage shows as failed operations, which is what a real client would see. Like a load
+balancer, the client also stops sending new attempts to a gateway it could not reach for
+``EJECT_S`` seconds (:meth:`Shopper._eject`).
 Operations are started on schedule whatever the earlier ones are doing (open loop), so a stuck
 request shows up as one slow operation rather than as a pause in the load.
 
@@ -33,10 +40,15 @@ from edgeway.bus.nats import NatsTransport
 from edgeway.demo.shop.common.demo_data import PRODUCTS
 from edgeway.demo.shop.common.events import CHANNELS, OrderStatusChanged
 from edgeway.demo.shop.common.problems import PROBLEMS
+from edgeway.resilience.budget import BudgetPolicy, RetryBudget
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 DUPLICATE = PROBLEMS + "duplicate"  # 409: an order with this Idempotency-Key is being placed
 PROBE_GROUP = "rehearsal-probe"
+MAX_ATTEMPTS = 3
+RETRY_BUDGET = BudgetPolicy(ratio=0.2, min_per_second=1.0, window=10.0)
+BUDGET_SPENT = "retry budget spent"
+EJECT_S = 2.0
 
 
 class Shopper:
@@ -49,6 +61,8 @@ class Shopper:
         reads_per_s: float = 8.0,
         attempt_timeout: float = 6.0,
         deadline: float = 20.0,
+        max_attempts: int = MAX_ATTEMPTS,
+        retry_budget: BudgetPolicy = RETRY_BUDGET,
         max_in_flight: int = 300,
     ) -> None:
         self.gateways = list(gateways)
@@ -57,6 +71,11 @@ class Shopper:
         self.reads_per_s = reads_per_s
         self.attempt_timeout = attempt_timeout
         self.deadline = deadline
+        self.max_attempts = max_attempts
+        self.budget = RetryBudget(retry_budget, clock=clock)
+        self.retries = 0
+        self.ejections = 0
+        self._down_until: dict[int, float] = {}
         self.ops: list[Op] = []
         self.token = ""
         self._next = itertools.count()
@@ -68,6 +87,7 @@ class Shopper:
             limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=64),
         )
         self._random = random.Random(7)
+        self._jitter = random.Random(11)
 
     async def login(self, username: str = "alice", password: str = "alice-pass") -> None:
         form = {
@@ -148,20 +168,23 @@ class Shopper:
 
     async def _attempts(self, method: str, path: str, **kwargs: Any) -> Op:
         start = self.clock()
+        self.budget.record_request()
         first = next(self._next)
         order_ids: list[str] = []
         trail: list[str] = []  # "<gateway node> <outcome> <seconds>" per attempt
         status, error, attempt = 0, "", 0
         for attempt in itertools.count(1):
-            index = (first + attempt - 1) % len(self.gateways)
+            index = self._gateway(first + attempt - 1)
             sent = self.clock()
             retry = False
             try:
                 response = await self._http.request(method, self.gateways[index] + path, **kwargs)
             except httpx.TimeoutException as exc:
                 status, error, retry = 0, f"timeout ({type(exc).__name__})", True
+                self._eject(index, exc)
             except httpx.TransportError as exc:
                 status, error, retry = 0, f"no answer ({type(exc).__name__})", True
+                self._eject(index, exc)
             else:
                 status = response.status_code
                 error = "" if status < 300 else f"status {status}"
@@ -183,9 +206,13 @@ class Shopper:
                 )
             if status:
                 retry = status in RETRY_STATUSES or (status == 409 and _problem_type(response) == DUPLICATE)
-            pause = min(1.0, 0.1 * 2 ** (attempt - 1))
-            if not retry or self.clock() + pause - start > self.deadline:
+            pause = min(1.0, 0.1 * 2 ** (attempt - 1)) * self._jitter.uniform(0.5, 1.0)
+            if not retry or attempt >= self.max_attempts or self.clock() + pause - start > self.deadline:
                 break
+            if not self.budget.try_spend():
+                error = f"{error}; {BUDGET_SPENT}"
+                break
+            self.retries += 1
             await asyncio.sleep(pause)
         return Op(
             "",
@@ -199,6 +226,45 @@ class Shopper:
             error=error,
             trail=tuple(trail),
         )
+
+    def _gateway(self, turn: int) -> int:
+        """The gateway for this turn of the rotation, passing over ejected ones (all ejected:
+        the one whose turn it is)."""
+        now = self.clock()
+        count = len(self.gateways)
+        for step in range(count):
+            index = (turn + step) % count
+            if self._down_until.get(index, 0.0) <= now:
+                return index
+        return turn % count
+
+    def _eject(self, index: int, exc: Exception) -> None:
+        """Passive health checking, as nginx's ``max_fails=1 fail_timeout`` or Envoy's outlier
+        detection: a gateway that could not be reached, or connected but did not answer in time,
+        gets no new attempts for ``EJECT_S``. Sending half the traffic to a dead gateway and
+        retrying it elsewhere would spend the retry budget on a known failure."""
+        if isinstance(
+            exc, httpx.ReadTimeout | httpx.ConnectTimeout | httpx.ConnectError | httpx.RemoteProtocolError
+        ):
+            self._down_until[index] = self.clock() + EJECT_S
+            self.ejections += 1
+
+    def retry_report(self) -> dict[str, Any]:
+        """How the client retried: its limits, the retries it made and those its budget refused."""
+        policy = self.budget.policy
+        return {
+            "max_attempts": self.max_attempts,
+            "deadline_s": self.deadline,
+            "budget": {
+                "ratio": policy.ratio,
+                "min_per_second": policy.min_per_second,
+                "window_s": policy.window,
+            },
+            "retries": self.retries,
+            "retries_refused_by_budget": self.budget.exhausted,
+            "gateway_ejections": self.ejections,
+            "eject_s": EJECT_S,
+        }
 
     async def warm_up(self, probe: EventProbe, per_gateway: int = 3, timeout: float = 90.0) -> None:
         """A few checkouts through each gateway, waited for until confirmed, before measuring:

@@ -218,16 +218,28 @@ def error_rate(ops: Sequence[Op], faults: Sequence[Fault]) -> dict[str, Any]:
     failed = [op for op in during if not op.ok]
     all_failed = sum(1 for op in ops if not op.ok)
     errors = Counter(op.error or f"status {op.status}" for op in failed)
+    attempts = [entry for op in during for entry in op.trail]
+    failed_attempts = sum(1 for entry in attempts if not _attempt_ok(entry))
     return {
         "rate": round(len(failed) / len(during), 5) if during else None,
         "during_faults": len(during),
         "failed_during_faults": len(failed),
         "retried_during_faults": sum(1 for op in during if op.attempts > 1),
+        # What a client without retries would have seen: every attempt, failed ones included.
+        "attempts_during_faults": len(attempts),
+        "attempt_failure_rate": round(failed_attempts / len(attempts), 5) if attempts else None,
         "all": len(ops),
         "failed_all": all_failed,
         "rate_all": round(all_failed / len(ops), 5) if ops else None,
         "errors": dict(errors.most_common(5)),
     }
+
+
+def _attempt_ok(entry: str) -> bool:
+    """Whether one entry of an operation's trail (``"gw1 200 0.01"``, ``"gw2 timeout (...) 6.00"``)
+    was a 2xx answer."""
+    outcome = entry.partition(" ")[2].rpartition(" ")[0]
+    return outcome.isdigit() and 200 <= int(outcome) < 300
 
 
 # --------------------------------------------------------------------------- recovery

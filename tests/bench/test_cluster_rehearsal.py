@@ -9,16 +9,19 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from bench import cluster_net
 from bench.cli import app
+from bench.cluster_load import BUDGET_SPENT, MAX_ATTEMPTS, Shopper
 from bench.cluster_nats import nats_config
 from bench.cluster_net import Network, Node, NotPermitted, Teardown, stale_names
 from bench.cluster_nodes import PLACEMENT, Keeper, NodeProcess, Topology, gateway_config
@@ -178,6 +181,46 @@ def test_the_error_rate_counts_operations_from_a_faults_start_to_five_seconds_af
     assert (slow["during_faults"], slow["failed_during_faults"]) == (4, 2)
 
 
+def test_the_error_rate_also_reports_how_many_attempts_failed_before_the_retries() -> None:
+    faults = [Fault("partition", 10.0, 16.0)]
+    ops = [
+        Op("read", 11.0, 11.5, True, attempts=2, trail=("gw1 timeout (ConnectTimeout) 1.00", "gw2 200 0.02")),
+        Op("checkout", 12.0, 12.1, True, trail=("gw2 201 0.05",)),
+        Op("read", 13.0, 14.0, False, attempts=2, trail=("gw1 status 503 0.01", "gw2 status 502 0.01")),
+    ]
+    result = error_rate(ops, faults)
+
+    assert result["rate"] == pytest.approx(1 / 3, abs=1e-5)
+    assert result["attempts_during_faults"] == 5
+    assert result["attempt_failure_rate"] == pytest.approx(3 / 5)
+
+
+async def test_the_client_retries_within_its_attempts_and_its_budget_and_reports_the_rest_as_failed() -> None:
+    def unavailable(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503)
+
+    shopper = Shopper(["http://gw1", "http://gw2"], time.monotonic)
+    await shopper.close()
+    shopper._http = httpx.AsyncClient(transport=httpx.MockTransport(unavailable))
+    try:
+        few = await asyncio.gather(*(shopper.read() for _ in range(5)))
+        many = await asyncio.gather(*(shopper.read() for _ in range(60)))
+    finally:
+        await shopper.close()
+
+    ops = few + many
+    assert not any(op.ok for op in ops)
+    # A few failing operations: each tries its three times, no more.
+    assert [op.attempts for op in few] == [MAX_ATTEMPTS] * 5
+    # Many: retries add at most 20 % of the requests plus one a second over the 10 s window,
+    # 13 + 10 here, where retrying for 20 s each (as before) made more than 65 x 2.
+    assert 0 < shopper.retries <= 0.2 * 65 + 10
+    assert sum(op.attempts for op in ops) == 65 + shopper.retries
+    spent = [op for op in ops if op.error.endswith(BUDGET_SPENT)]
+    assert len(spent) == shopper.budget.exhausted > 0
+    assert shopper.retry_report()["retries_refused_by_budget"] == len(spent)
+
+
 def _finals(order_id: str, at: float, status: str = "confirmed") -> list[Delivery]:
     return [Delivery(c, f"{order_id}-{c}", order_id, status, at) for c in ("probe", "notifications")]
 
@@ -334,3 +377,29 @@ def test_the_teardown_removes_the_namespaces_their_processes_and_the_bridge() ->
     assert tag not in cluster_net.ip("netns", "list")
     assert f"{tag}br" not in cluster_net.ip("-o", "link", "show")
     assert not teardown.errors
+
+
+async def test_the_client_sends_no_new_attempts_to_a_gateway_it_could_not_reach_for_a_while() -> None:
+    def gw1_down(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "gw1":
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, json=[])
+
+    shopper = Shopper(["http://gw1", "http://gw2"], time.monotonic)
+    await shopper.close()
+    shopper._http = httpx.AsyncClient(transport=httpx.MockTransport(gw1_down))
+    try:
+        ops = [await shopper.read() for _ in range(10)]
+        shopper._down_until.clear()  # the ejection ends: gw1 gets its turn again
+        again = await shopper.read()
+        then = await shopper.read()
+    finally:
+        await shopper.close()
+
+    assert all(op.ok for op in ops)
+    # The first turn on gw1 failed and was retried on gw2; after that, gw2 alone.
+    assert sum(op.attempts for op in ops) == 11
+    assert [entry.split()[0] for op in ops for entry in op.trail].count("gw1") == 1
+    # Once the ejection ended, one turn tried gw1 again (ejected once more), the other gw2.
+    assert (again.attempts, then.attempts) in {(2, 1), (1, 2)}
+    assert shopper.ejections == 2

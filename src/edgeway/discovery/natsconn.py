@@ -17,6 +17,7 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
+from edgeway.bus.nats_liveness import LIVENESS, reconnect_forever
 from edgeway.bus.urls import nats_servers
 
 __all__ = ["connect"]
@@ -47,7 +48,7 @@ async def connect(url: str, *, timeout: float = 2.0, name: str | None = None) ->
             _log.warning("nats: disconnected; reconnecting")
 
     # nats-py annotates these as int but takes seconds as floats (nats.connect passes them on).
-    timing: dict[str, Any] = {"connect_timeout": timeout, "reconnect_time_wait": 0.1}
+    timing: dict[str, Any] = {"connect_timeout": timeout, "reconnect_time_wait": 0.1, **LIVENESS}
     await nc.connect(
         servers,
         name=name,
@@ -58,6 +59,5 @@ async def connect(url: str, *, timeout: float = 2.0, name: str | None = None) ->
         reconnected_cb=_on_reconnect,
         **timing,
     )
-    nc.options["max_reconnect_attempts"] = -1
-    nc.options["reconnect_time_wait"] = 1
+    reconnect_forever(nc, 1.0)
     return nc

@@ -37,6 +37,7 @@ from edgeway.bus.events import Envelope, new_event_id
 from edgeway.bus.nats.confirms import Confirms, Outgoing
 from edgeway.bus.nats.delivery import H_MSG_ID, NatsDelivery, envelope_from
 from edgeway.bus.nats.subscription import NatsSubscription
+from edgeway.bus.nats_liveness import LIVENESS, reconnect_forever
 from edgeway.bus.transport import BatchHandler, ChannelConfig, DeadLetter, Delivery, check_group
 from edgeway.bus.urls import nats_servers, safe_url
 from edgeway.observability.logs import FailureLog
@@ -143,16 +144,23 @@ class NatsTransport:
                 connect_timeout=5,
                 error_cb=_on_error,
                 disconnected_cb=_on_disconnect,
-                reconnected_cb=_on_reconnect,
+                reconnected_cb=self._on_reconnect,
+                **LIVENESS,
             )
-            self._nc.options["max_reconnect_attempts"] = -1
-            self._nc.options["reconnect_time_wait"] = 0.5
+            reconnect_forever(self._nc, 0.5)
             self._confirms = Confirms(self._nc, window=self.publish_window, timeout=self.publish_timeout)
             await self._confirms.start()
         except (OSError, nats.errors.Error) as exc:
             servers = ", ".join(map(safe_url, self.servers))
             raise TransportError(f"cannot connect to NATS at {servers}: {exc}") from exc
         self._js = self._nc.jetstream(timeout=self.publish_timeout)
+
+    async def _on_reconnect(self) -> None:
+        log.info(
+            "nats: reconnected to %s", safe_url(str(self._nc.connected_url.geturl())) if self._nc else "?"
+        )
+        for sub in self._subscriptions:
+            sub.reconnected()
 
     async def close(self) -> None:
         for sub in self._subscriptions:
@@ -339,10 +347,18 @@ class NatsTransport:
         async def remove(name: str) -> None:
             await self.js.delete_consumer(names.stream, name)
 
+        async def exists(name: str, timeout: float) -> bool:
+            try:
+                await self.js.consumer_info(names.stream, name, timeout=timeout)
+            except nats.js.errors.NotFoundError:
+                return False
+            return True
+
         sub = NatsSubscription(
             self._nc,
             stream=names.stream,
             ensure_consumer=ephemeral if broadcast else durable,
+            consumer_exists=exists,
             remove_consumer=remove if broadcast else None,
             channel=channel.name,
             own_replays=f"{names.groups}.{group}",
@@ -449,10 +465,6 @@ async def _on_error(exc: Exception) -> None:
 
 async def _on_disconnect() -> None:
     log.warning("nats: disconnected; reconnecting")
-
-
-async def _on_reconnect() -> None:
-    log.info("nats: reconnected")
 
 
 def _dead_letter(channel: str, raw: Any) -> DeadLetter:

@@ -28,6 +28,7 @@ from typing import Any
 from edgeway.bus.codecs import payload_value
 from edgeway.bus.errors import EventDecodeError
 from edgeway.bus.events import Envelope
+from edgeway.bus.nats_liveness import LIVENESS, reconnect_forever
 from edgeway.bus.urls import safe_url
 from edgeway.extras import MissingExtraError
 from edgeway.gateway.actions.push.config import PushBusSource
@@ -101,12 +102,14 @@ class BusSource:
                     reconnect_time_wait=0.5,
                     connect_timeout=2,
                     error_cb=on_error,
+                    **LIVENESS,
                 )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             raise GatewayError(
                 f"push: cannot connect to NATS at {broker} within "
                 f"{self.config.connect_timeout:g}s: {type(exc).__name__} {exc}".rstrip()
             ) from exc
+        reconnect_forever(self._nats, 0.5)
         for channel in self.mappings:
 
             async def on_message(msg: Any, channel: str = channel) -> None:
