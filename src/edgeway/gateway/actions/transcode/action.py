@@ -23,13 +23,13 @@ from edgeway.gateway.actions.transcode.invoker import GrpcChannels, GrpcFailure,
 from edgeway.gateway.actions.transcode.messages import BadInput, JsonOptions, build_request, render_response
 from edgeway.gateway.actions.transcode.status import failure_problem
 from edgeway.gateway.config.schema import Route
-from edgeway.gateway.core import json_input
 from edgeway.gateway.core.errors import Rejection
-from edgeway.gateway.core.json_input import TooDeep
 from edgeway.gateway.core.pipeline import Action, GatewayEnv, RequestContext
 from edgeway.gateway.telemetry.component import telemetry_of
 from edgeway.gateway.upstream.resilient import Refused, service_guard
 from edgeway.gateway.upstream.service_client import asks_client_certs, child_traceparent, forward_names
+from edgeway.http import json_input
+from edgeway.http.json_input import TooDeep
 
 __all__ = ["build_transcode", "grpc_channels", "request_metadata"]
 
