@@ -46,6 +46,7 @@ from edgeway.http.errors import UpstreamError, UpstreamTimeout
 from edgeway.http.headers import HOP_BY_HOP, connection_tokens
 from edgeway.http.outgoing import UnsafeRequest
 from edgeway.resilience.deadline import DEADLINE_HEADER
+from edgeway.tasks import cancel_and_wait
 
 __all__ = ["MIRROR_HEADER", "Copy", "Mirror", "MirrorStats"]
 
@@ -267,11 +268,7 @@ class Mirror:
 
     async def stop(self) -> None:
         """Abandon the copies still waiting for answers (the gateway's config is retiring)."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
 
 
 class MirrorStats:
