@@ -228,3 +228,26 @@ async def test_stopping_a_mirror_abandons_the_copies_still_waiting_for_answers()
             assert mirror.in_flight == 0
             assert mirror.describe()["outcomes"] == {}
             await client.close()
+
+
+async def test_the_copy_drops_the_underscore_spelling_of_a_removed_header_as_the_proxy_does() -> None:
+    # X_Secret is X-Secret to CGI, WSGI and several servers: the route removes X-Secret, so
+    # neither the real request nor the shadow's copy may carry either spelling.
+    real, shadow = Shadow("real"), Shadow("shadow")
+    async with servers(real, shadow), running(mirror_config(real, shadow.url)) as (port, _):
+        client = await Client.connect(port)
+        client.writer.write(
+            b"GET /api/x HTTP/1.1\r\nHost: shop.test\r\nX_Secret: s3cret\r\nX_Request_ID: forged\r\n"
+            b"X-Kept: yes\r\n\r\n"
+        )
+        head = await client.reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        await client.reader.readexactly(4)
+        await eventually(lambda: shadow.answered == 1)
+        await client.close()
+    [original] = real.seen
+    [copy] = shadow.seen
+    for seen in (original, copy):
+        assert seen.headers["x-kept"] == "yes"
+        assert "x_secret" not in seen.headers
+        assert "x_request_id" not in seen.headers  # a header the gateway writes itself

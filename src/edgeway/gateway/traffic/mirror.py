@@ -35,37 +35,28 @@ import random
 from collections.abc import Awaitable
 from typing import Any, Final
 
-from edgeway.gateway.actions.proxy import MIRROR_HEADER, HeaderEdits, ProxyTarget, upstream_path
+from edgeway.gateway.actions.proxy import (
+    MIRROR_HEADER,
+    NOT_FORWARDED,
+    HeaderEdits,
+    ProxyTarget,
+    alias_of_skipped,
+    upstream_path,
+)
 from edgeway.gateway.core.context import RequestContext
 from edgeway.gateway.traffic.config import MirrorRule
 from edgeway.gateway.traffic.split import BOUNDS
 from edgeway.gateway.upstream.call import CallLimits, UpstreamCall
-from edgeway.gateway.upstream.forwarding import FORWARDING_HEADERS
 from edgeway.gateway.upstream.service_client import child_traceparent, start_call
 from edgeway.http.errors import UpstreamError, UpstreamTimeout
-from edgeway.http.headers import HOP_BY_HOP, connection_tokens
+from edgeway.http.headers import connection_tokens
 from edgeway.http.outgoing import UnsafeRequest
-from edgeway.resilience.deadline import DEADLINE_HEADER
 from edgeway.tasks import cancel_and_wait
 
 __all__ = ["MIRROR_HEADER", "Copy", "Mirror", "MirrorStats"]
 
 log = logging.getLogger("edgeway.gateway.traffic")
 
-# Written afresh for the copy, never copied from the client (as the proxy does for the real one).
-_OWN: Final = frozenset(
-    {
-        b"host",
-        b"via",
-        b"x-request-id",
-        b"traceparent",
-        b"expect",
-        b"content-length",
-        DEADLINE_HEADER,
-        MIRROR_HEADER,
-    }
-)
-_SKIP: Final = HOP_BY_HOP | _OWN | FORWARDING_HEADERS
 _VIA: Final = b"via: 1.1 edgeway\r\n"
 _MARK: Final = MIRROR_HEADER + b": 1\r\n"
 
@@ -197,11 +188,11 @@ class Mirror:
         kept: list[tuple[bytes, bytes]] = []
         for name, value in ex.headers:
             lname = name.lower()
-            if lname in _SKIP:
+            if lname in NOT_FORWARDED:
                 if lname == b"connection":
                     named = (named or set()) | connection_tokens(value)
                 continue
-            if lname in remove or (b"_" in lname and lname.replace(b"_", b"-") in _SKIP):
+            if lname in remove or (b"_" in lname and alias_of_skipped(lname, remove)):
                 continue
             kept.append((name, value))
         parts = [
