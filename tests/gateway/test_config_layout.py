@@ -57,8 +57,8 @@ def test_every_capability_has_its_config_module() -> None:
         "filters.ratelimit.config",
         "filters.validation_config",
         "process.config",
-        "process.tls_config",
         "telemetry.config",
+        "tls.config",
         "traffic.config",
         "upstream.config",
     ]
