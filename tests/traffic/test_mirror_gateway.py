@@ -8,7 +8,7 @@ import asyncio
 import random
 from typing import Any
 
-from traffic_helpers import Client, Shadow, answers, instances, running, servers, traffic, within
+from traffic_helpers import Client, Recorded, Shadow, answers, instances, running, servers, traffic, within
 
 from conftest import dead_port
 
@@ -40,16 +40,13 @@ async def eventually(condition: Any, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_the_shadow_receives_a_marked_copy_of_head_and_body() -> None:
+async def mirrored(raw: bytes) -> tuple[Recorded, Recorded, str]:
+    """Send one raw request through a mirroring gateway: what the real service and the shadow
+    received, once both answered (the real answer, "real", is 200), and the shadow's URL."""
     real, shadow = Shadow("real"), Shadow("shadow")
     async with servers(real, shadow), running(mirror_config(real, shadow.url)) as (port, _):
         client = await Client.connect(port)
-        client.writer.write(
-            b"POST /api/orders?x=1 HTTP/1.1\r\nHost: shop.test\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 11\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n"
-            b"TE: trailers\r\nX-Secret: s3cret\r\nX-Request-ID: req-7\r\nX-Edgeway-Mirror: 0\r\n"
-            b'X-Forwarded-For: 6.6.6.6\r\nAuthorization: Bearer t0k\r\n\r\n{"item": 1}'
-        )
+        client.writer.write(raw)
         head = await client.reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200")
         await client.reader.readexactly(4)
@@ -57,6 +54,16 @@ async def test_the_shadow_receives_a_marked_copy_of_head_and_body() -> None:
         await client.close()
     [original] = real.seen
     [copy] = shadow.seen
+    return original, copy, shadow.url
+
+
+async def test_the_shadow_receives_a_marked_copy_of_head_and_body() -> None:
+    original, copy, shadow_url = await mirrored(
+        b"POST /api/orders?x=1 HTTP/1.1\r\nHost: shop.test\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 11\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n"
+        b"TE: trailers\r\nX-Secret: s3cret\r\nX-Request-ID: req-7\r\nX-Edgeway-Mirror: 0\r\n"
+        b'X-Forwarded-For: 6.6.6.6\r\nAuthorization: Bearer t0k\r\n\r\n{"item": 1}'
+    )
     assert (copy.method, copy.target, copy.body) == ("POST", "/orders?x=1", b'{"item": 1}')
     assert copy.headers["x-edgeway-mirror"] == "1"
     assert "x-edgeway-mirror" not in original.headers  # only the copy is marked
@@ -65,7 +72,7 @@ async def test_the_shadow_receives_a_marked_copy_of_head_and_body() -> None:
     assert copy.headers["content-type"] == "application/json"
     assert copy.headers["authorization"] == "Bearer t0k"
     assert copy.headers["x-edge"] == "yes"  # the route's header edits apply to the copy too
-    assert copy.headers["host"] == shadow.url.removeprefix("http://")
+    assert copy.headers["host"] == shadow_url.removeprefix("http://")
     assert copy.headers["x-forwarded-for"] == "127.0.0.1"  # the gateway's rule, not the client's
     for hop in ("x-hop", "keep-alive", "te", "x-secret"):
         assert hop not in copy.headers, hop
@@ -233,20 +240,10 @@ async def test_stopping_a_mirror_abandons_the_copies_still_waiting_for_answers()
 async def test_the_copy_drops_the_underscore_spelling_of_a_removed_header_as_the_proxy_does() -> None:
     # X_Secret is X-Secret to CGI, WSGI and several servers: the route removes X-Secret, so
     # neither the real request nor the shadow's copy may carry either spelling.
-    real, shadow = Shadow("real"), Shadow("shadow")
-    async with servers(real, shadow), running(mirror_config(real, shadow.url)) as (port, _):
-        client = await Client.connect(port)
-        client.writer.write(
-            b"GET /api/x HTTP/1.1\r\nHost: shop.test\r\nX_Secret: s3cret\r\nX_Request_ID: forged\r\n"
-            b"X-Kept: yes\r\n\r\n"
-        )
-        head = await client.reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200")
-        await client.reader.readexactly(4)
-        await eventually(lambda: shadow.answered == 1)
-        await client.close()
-    [original] = real.seen
-    [copy] = shadow.seen
+    original, copy, _ = await mirrored(
+        b"GET /api/x HTTP/1.1\r\nHost: shop.test\r\nX_Secret: s3cret\r\nX_Request_ID: forged\r\n"
+        b"X-Kept: yes\r\n\r\n"
+    )
     for seen in (original, copy):
         assert seen.headers["x-kept"] == "yes"
         assert "x_secret" not in seen.headers
