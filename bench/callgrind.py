@@ -13,6 +13,11 @@ and caches, then ``callgrind_control -i on`` switches counting on, ``duration`` 
 run, and counting goes off again before the gateway stops. Instructions ÷ requests wrk completed
 in the counted window is the result. Run it against the compiled build (``./dev bench`` does;
 ``edgeway_engine`` in the result says which build ran).
+
+``tracing``: a sample ratio turns the gateway's OpenTelemetry tracing on (``telemetry.tracing``)
+with spans exported by OTLP/HTTP to the backend (it answers any path 200), so the count includes
+recording, batching, encoding and sending them: callgrind counts every thread of the process,
+the exporter's too. Compared with a run without it, it is what tracing costs per request.
 """
 
 from __future__ import annotations
@@ -49,6 +54,14 @@ def _control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=60)
 
 
+def tracing_config(sample_ratio: float, endpoint: str) -> dict[str, Any]:
+    """The gateway's ``telemetry`` section with tracing on at ``sample_ratio``, exporting to
+    ``endpoint``; the batch processor's defaults (5 s, 512 spans a batch)."""
+    if not 0.0 <= sample_ratio <= 1.0:
+        raise BenchError(f"--tracing is a sample ratio between 0 and 1, not {sample_ratio}")
+    return {"tracing": {"enabled": True, "sample_ratio": sample_ratio, "endpoint": endpoint}}
+
+
 def run(
     *,
     json: bool = False,
@@ -56,6 +69,7 @@ def run(
     warmup: float = 3.0,
     keep: Path | None = None,
     connections: int = 1,
+    tracing: float | None = None,
 ) -> dict[str, Any]:
     require_tool("valgrind")
     require_tool("callgrind_control", "apt-get install valgrind")
@@ -69,9 +83,11 @@ def run(
             port=backend_port,
             log_dir=work,
         )
-        config = write_config(
-            work, proxy_config(port=gateway_port, backend_url=f"http://127.0.0.1:{backend_port}")
-        )
+        backend_url = f"http://127.0.0.1:{backend_port}"
+        gateway_config = proxy_config(port=gateway_port, backend_url=backend_url)
+        if tracing is not None:
+            gateway_config["telemetry"] = tracing_config(tracing, f"{backend_url}/v1/traces")
+        config = write_config(work, gateway_config)
         out_file = work / "callgrind.out"
         gateway = ManagedProcess(
             "edgeway",
@@ -118,6 +134,7 @@ def run(
         "instructions": total,
         "instructions_per_request": round(total / load.requests) if load.requests else None,
         "connections": connections,
+        "tracing_sample_ratio": tracing,  # None: tracing off
         "duration_s": duration,
         "warmup_s": warmup,
     }
@@ -127,6 +144,7 @@ def run(
         print(json_module.dumps(result, indent=2))
     else:
         per = result["instructions_per_request"]
-        print(f"edgeway ({result['edgeway_engine']}): {per} instructions per proxied request")
+        traced = "tracing off" if tracing is None else f"tracing on, sample ratio {tracing}"
+        print(f"edgeway ({result['edgeway_engine']}, {traced}): {per} instructions per proxied request")
         print(f"  {load.requests} requests, {total} instructions, {load.errors.total} errors")
     return result

@@ -128,9 +128,21 @@ def callgrind(
         Path | None, typer.Option(help="Also write callgrind's output here (for callgrind_annotate).")
     ] = None,
     connections: Annotated[int, typer.Option(help="wrk connections (1: the per-request path alone).")] = 1,
+    tracing: Annotated[
+        float | None,
+        typer.Option(help="Turn the gateway's tracing on at this sample ratio, exporting to the backend."),
+    ] = None,
 ) -> None:
     """Instructions per proxied request: the gateway under callgrind, counted after warm-up."""
-    _run_bench("callgrind", json=json, duration=duration, warmup=warmup, keep=keep, connections=connections)
+    _run_bench(
+        "callgrind",
+        json=json,
+        duration=duration,
+        warmup=warmup,
+        keep=keep,
+        connections=connections,
+        tracing=tracing,
+    )
 
 
 @app.command()
@@ -300,7 +312,8 @@ def traffic(
     leg_seconds: Annotated[float, typer.Option(min=0.2, help="Seconds per mirror leg.")] = 2.0,
     rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds of the two mirror legs.")] = 10,
 ) -> None:
-    """Traffic shifting: a 10/90 split's accuracy, sticky keys, what mirroring adds to p99."""
+    """Traffic shifting: a 10/90 split's accuracy, sticky keys, what mirroring adds to p99, a
+    progressive strangler's automatic rollback."""
     _run_bench(
         "traffic",
         json=json,

@@ -20,10 +20,16 @@ result are the issue's:
   with the mirror minus without. Also: the gateway's CPU per request in each (what the copies
   cost), and a paired leg in which every connection alternates between the routes (what a copy
   does to the very request it copies).
+- **rollback** (``rollback_s``, ``failed_requests_during_rollback``): a strangler route moving
+  from ``v1`` to ``v2`` at its first step (50 %), under steady paced load (``rate``); then both
+  ``v2`` instances start answering 500 to everything. ``rollback_s``: from that moment to the
+  gateway's strangler state back at 0 % (its admin API's ``/strangler``, polled every 10 ms);
+  ``failed_requests_during_rollback``: the requests answered 5xx from that moment until the
+  load stops (one second after the rollback: nothing fails after it). The rule judges every
+  ``check_interval`` (250 ms here) over a 2 s window, once ``v2`` has served 20 requests in it.
 
 A scenario is added by writing its function and listing it in :data:`SCENARIOS` (its
-top-level figures in :data:`FIGURES`, its goals in :func:`targets`): the progressive strangler's
-``rollback_s`` and ``failed_requests_during_rollback`` are meant to come in that way.
+top-level figures in :data:`FIGURES`, its goals in :func:`targets`).
 """
 
 from __future__ import annotations
@@ -38,16 +44,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from bench.errors import BenchError
 from bench.fault_load import percentile
-from bench.faults import backend, gateway, running, scrape
+from bench.faults import backend, fetch, gateway, http_get, running, scrape, set_mode
 from bench.gateway import unavailable_reason
 from bench.harness import ManagedProcess, machine, raise_fd_limit, reserved_port, tree_cpu_seconds
 from bench.legs import say
 from bench.report import Target, emit_scenarios, targets_dict
 
 # The top-level figures, in the order the issue lists them (the strangler's come after).
-FIGURES = ("split_error_pct", "sticky_violations", "mirror_added_p99_ms")
+FIGURES = (
+    "split_error_pct",
+    "sticky_violations",
+    "mirror_added_p99_ms",
+    "rollback_s",
+    "failed_requests_during_rollback",
+)
 INSTANCES = {"v1": ("v1a", "v1b"), "v2": ("v2a", "v2b"), "shadow": ("shadow",)}
 SPLIT_SHARE = 10.0  # percent of the split route's requests for v1
 
@@ -61,6 +75,7 @@ class Setup:
     gateway: ManagedProcess
     workdir: Path
     settings: Mapping[str, Any]
+    ports: Mapping[str, int]  # each backend instance's, by name
 
 
 Scenario = Callable[[Setup], Awaitable[dict[str, Any]]]
@@ -106,8 +121,26 @@ def gateway_config(port: int, admin: int, ports: Mapping[str, int]) -> dict[str,
                 "match": {"path": "/mirror/**"},
                 "proxy": {"service": "v2", "mirror": {"service": "shadow", "fraction": 1.0}},
             },
+            {
+                "id": "strangle",
+                "match": {"path": "/strangle/**"},
+                "proxy": {"strangler": STRANGLER},
+            },
         ],
     }
+
+
+# The rollback scenario's rule: at its first step (50 %) until v2 fails; never advanced by time.
+STRANGLER = {
+    "old": "v1",
+    "new": "v2",
+    "steps": [50, 100],
+    "step_duration": "1h",
+    "min_requests": 20,
+    "window": "2s",
+    "check_interval": "250ms",
+    "max_error_rate_increase": 0.05,
+}
 
 
 # --------------------------------------------------------------------------- a keep-alive client
@@ -306,10 +339,80 @@ async def _copies(admin: int, expected: int, settle: float = 2.0) -> dict[str, i
         await asyncio.sleep(0.05)
 
 
+async def _strangler_percent(admin: int) -> float:
+    from edgeway.gateway.process.admin_auth import find_token
+
+    status, _, body = await fetch(admin, "/strangler", find_token(admin))
+    if status != 200:
+        raise BenchError(f"the gateway's /strangler answered {status}: {body[:200]!r}")
+    rules = {rule["route"]: rule for rule in orjson.loads(body)["rules"]}
+    return float(rules["strangle"]["percent"])
+
+
+async def rollback_scenario(setup: Setup) -> dict[str, Any]:
+    """A strangler at 50 % whose new side starts failing: time to all traffic back on the old side."""
+    settings = setup.settings
+    loop = asyncio.get_running_loop()
+    answers: list[tuple[float, int, str]] = []  # (time answered, status, X-Backend)
+    stop = asyncio.Event()
+    connections = int(settings["mirror_connections"])
+    interval = connections / float(settings["rate"])
+
+    async def worker(offset: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", setup.port)
+        request = get("/strangle/profile")
+        try:
+            next_send = loop.time() + interval * offset / connections
+            while not stop.is_set():
+                pause = next_send - loop.time()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                next_send += interval
+                status, name = await ask(reader, writer, request)
+                answers.append((loop.time(), status, name))
+        finally:
+            writer.close()
+
+    if await _strangler_percent(setup.admin) != 50.0:
+        raise BenchError("the strangler route is not at its first step (50 %) before the rollback")
+    load = asyncio.gather(*(worker(i) for i in range(connections)))
+    try:
+        await asyncio.sleep(1.0)  # steady at 50 %: both sides serving
+        started = loop.time()
+        for name in INSTANCES["v2"]:  # every request answered 500
+            status, body = await http_get(setup.ports[name], "/_control?mode=flaky&fail_ratio=1")
+            if status != 200:
+                raise BenchError(f"backend {name} refused to fail: {body[:200]!r}")
+        while await _strangler_percent(setup.admin) != 0.0:
+            if loop.time() - started > 60:
+                raise BenchError("no rollback within 60 s of the new side failing")
+            await asyncio.sleep(0.01)
+        rolled_back = loop.time()
+        await asyncio.sleep(1.0)  # the requests in flight at the rollback, and proof nothing fails after
+    finally:
+        stop.set()
+        await load
+        for name in INSTANCES["v2"]:
+            await set_mode(setup.ports[name], "ok")
+    after = [(at, status, name) for at, status, name in answers if at >= started]
+    settled = rolled_back + 0.1  # a request in flight at the rollback may still be the new side's
+    last_new = max((at for at, _, name in after if name.startswith("v2")), default=started)
+    return {
+        "rollback_s": round(rolled_back - started, 3),
+        "failed_requests_during_rollback": sum(1 for _, status, _ in after if status >= 500),
+        "last_new_side_answer_s": round(last_new - started, 3),
+        "requests_after_failure_began": len(after),
+        "failed_after_rollback": sum(1 for at, status, _ in after if status >= 500 and at > settled),
+        "rate": float(settings["rate"]),
+        "rule": STRANGLER,
+    }
+
+
 SCENARIOS: dict[str, Scenario] = {
     "split": split_scenario,
     "sticky": sticky_scenario,
     "mirror": mirror_scenario,
+    "rollback": rollback_scenario,
 }
 
 
@@ -321,6 +424,7 @@ def targets(result: Mapping[str, Any]) -> list[Target]:
         Target("split_error_pct", result.get("split_error_pct"), "<=", 2.0),
         Target("sticky_violations", result.get("sticky_violations"), "<=", 0),
         Target("mirror_added_p99_ms", result.get("mirror_added_p99_ms"), "<=", 0.5),
+        Target("rollback_s", result.get("rollback_s"), "<=", 10.0),
     ]
 
 
@@ -331,7 +435,7 @@ async def _run_all(workdir: Path, settings: Mapping[str, Any]) -> dict[str, Any]
     gw = gateway(workdir / "gateway", gateway_config(port, admin, ports))
     result: dict[str, Any] = {}
     async with running(*backends, gw):
-        setup = Setup(port, admin, gw, workdir, settings)
+        setup = Setup(port, admin, gw, workdir, settings, ports)
         for name, scenario in SCENARIOS.items():
             say(f"{name}: {(scenario.__doc__ or '').strip()}")
             result[name] = await scenario(setup)

@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -83,6 +84,24 @@ def dead_port() -> int:
     s = bound_socket()
     _held.append(s)
     return int(s.getsockname()[1])
+
+
+def listening_ports(pid: int) -> list[int]:
+    """The TCP ports process ``pid`` listens on, from Linux's /proc: for a server told port 0 that
+    does not say which port it took (Prometheus)."""
+    inodes: set[str] = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports: set[int] = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return sorted(ports)
 
 
 def _reserve() -> socket.socket:

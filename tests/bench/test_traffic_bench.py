@@ -24,7 +24,7 @@ async def test_every_scenario_measures_on_real_processes(tmp_path: Path) -> None
         "rounds": 1,
     }
     result = await traffic._run_all(tmp_path, settings)
-    assert list(result)[:3] == list(traffic.FIGURES)
+    assert list(result)[:5] == list(traffic.FIGURES)
     split = result["split"]
     assert (split["requests"], split["failed"]) == (300, 0)
     assert split["split_error_pct"] == pytest.approx(abs(split["measured_pct"]["v1"] - 10.0), abs=0.01)
@@ -39,6 +39,12 @@ async def test_every_scenario_measures_on_real_processes(tmp_path: Path) -> None
     assert set(mirror["paired_p99_ms"]) == {"plain", "mirror"}
     assert set(mirror["gateway_cpu_us_per_request"]) == {"plain", "mirror"}
     assert isinstance(result["mirror_added_p99_ms"], float)
+    rollback = result["rollback"]
+    assert 0 < rollback["rollback_s"] < 10
+    assert result["rollback_s"] == rollback["rollback_s"]
+    assert rollback["failed_after_rollback"] == 0  # once rolled back, the old side serves everything
+    assert 0 < result["failed_requests_during_rollback"] <= rollback["requests_after_failure_began"]
+    assert rollback["last_new_side_answer_s"] <= rollback["rollback_s"] + 0.1
 
 
 def canned(**overrides: Any) -> dict[str, Any]:
@@ -46,9 +52,12 @@ def canned(**overrides: Any) -> dict[str, Any]:
         "split_error_pct": 0.3,
         "sticky_violations": 0,
         "mirror_added_p99_ms": 0.2,
+        "rollback_s": 1.5,
+        "failed_requests_during_rollback": 40,
         "split": {"split_error_pct": 0.3},
         "sticky": {"sticky_violations": 0},
         "mirror": {"mirror_added_p99_ms": 0.2},
+        "rollback": {"rollback_s": 1.5, "failed_requests_during_rollback": 40},
         "details": {"machine": {"cpu": "x", "cores": 2, "loadavg_1m": 0.1}},
     }
     result.update(overrides)
@@ -60,9 +69,12 @@ def test_targets_follow_the_issue() -> None:
         "split_error_pct": True,
         "sticky_violations": True,
         "mirror_added_p99_ms": True,
+        "rollback_s": True,
     }
-    missed = traffic.targets(canned(split_error_pct=2.5, sticky_violations=1, mirror_added_p99_ms=0.8))
-    assert [t.met for t in missed] == [False, False, False]
+    missed = traffic.targets(
+        canned(split_error_pct=2.5, sticky_violations=1, mirror_added_p99_ms=0.8, rollback_s=12.0)
+    )
+    assert [t.met for t in missed] == [False, False, False, False]
     assert [t.met for t in traffic.targets(canned(mirror_added_p99_ms=None))][2] is None
 
 

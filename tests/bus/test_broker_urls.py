@@ -193,6 +193,25 @@ async def test_the_push_source_follows_the_bus_through_a_list_with_a_dead_server
         await source.stop()
 
 
+async def test_the_demos_flags_take_a_list_with_a_dead_server(cluster: str) -> None:
+    # A system file's broker.nats.external_url may be a cluster list; the demo creates its flag
+    # bucket there and `edgeway demo flag` and the control room write to it.
+    import nats
+
+    from edgeway.demo.flags import ensure_config_bucket, set_flag
+
+    bucket = "u" + uuid.uuid4().hex[:8]
+    await ensure_config_bucket(cluster, bucket)
+    nc = await nats.connect(LIVE)
+    try:
+        await set_flag(cluster, bucket, "payments.fail", True)
+        kv = await nc.jetstream().key_value(bucket)
+        assert (await kv.get("flags.payments.fail")).value == b"true"
+    finally:
+        await nc.jetstream().delete_key_value(bucket)
+        await nc.close()
+
+
 def test_gateway_config_checks_broker_settings_with_the_same_parser() -> None:
     from pydantic import ValidationError
 

@@ -81,6 +81,7 @@ class RunningGateway:
     gw: Gateway
     port: int
     log: io.BytesIO
+    listener: Listener
 
 
 @contextlib.asynccontextmanager
@@ -91,10 +92,18 @@ async def running_gateway(cfg: dict[str, Any], grace: float = 1.0) -> AsyncItera
     listener = Listener(gw, gw.limits)
     await listener.start(bind_socket("127.0.0.1", 0))
     try:
-        yield RunningGateway(gw, listener.port, out)
+        yield RunningGateway(gw, listener.port, out, listener)
     finally:
         await listener.shutdown(grace)
         await gw.stop()
+
+
+async def no_connection_left(g: RunningGateway, within: float = 1.0) -> None:
+    """Wait until the gateway holds no client connection (a stalled client's was cut: a polite
+    close would wait, forever, for its unread bytes to drain)."""
+    async with asyncio.timeout(within):
+        while g.listener.connections:
+            await asyncio.sleep(0.02)
 
 
 class HeaderIdentity:

@@ -89,7 +89,7 @@ def test_replay_after_a_sequence() -> None:
 
 def test_session_queue_overflow_counts_live_messages_only() -> None:
     h = make_hub()
-    s = Session(channel(h, queue_size=2), None)
+    s = Session(channel(h, queue_size=2), None, "websocket")
     for n in range(5):
         h.publish("t", {"n": n})
     found = s.check("t")
@@ -103,11 +103,46 @@ def test_session_queue_overflow_counts_live_messages_only() -> None:
     assert s.ending is Ending.OVERFLOW
     assert not s.pending()
     assert h.subscribers("t") == 0
+    meter = h.meters.of("websocket")
+    assert meter.overflows._value.get() == 1
+    # the message that overflowed, the 2 queued live ones and the 5 replayed ones never went out
+    assert meter.discarded._value.get() == 8
+    assert h.meters.endings.labels("websocket", "overflow")._value.get() == 1
+    assert meter.connections._value.get() == 0
+    assert h.meters.of("sse").overflows._value.get() == 0
+
+
+def test_messages_taken_are_counted_once_per_wake_up_and_connections_while_open() -> None:
+    h = make_hub()
+    s = Session(channel(h), None, "sse")
+    meter = h.meters.of("sse")
+    assert meter.connections._value.get() == 1
+    found = s.check("t")
+    assert not isinstance(found, Refusal)
+    s.subscribe("t", found[0], None, replay=False)
+    for n in range(3):
+        h.publish("t", {"n": n})
+    assert s.take() is not None
+    assert meter.sent._value.get() == 0  # added when the writer has taken everything
+    assert list(iter(s.take, None)) != []
+    assert meter.sent._value.get() == 3
+    assert s.take() is None
+    assert meter.sent._value.get() == 3
+    s.end(Ending.CLIENT)
+    s.detach()  # the transports detach again in their finally: counted once
+    assert meter.connections._value.get() == 0
+    assert h.meters.endings.labels("sse", "client")._value.get() == 1
+    assert h.meters.of("websocket").sent._value.get() == 0
+
+
+def test_an_unknown_transport_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="unknown push transport 'grpc'"):
+        make_hub().meters.of("grpc")
 
 
 def test_unsubscribing_drops_what_was_queued_for_the_topic() -> None:
     h = make_hub()
-    s = Session(channel(h), None)
+    s = Session(channel(h), None, "sse")
     for topic in ("a", "b"):
         found = s.check(topic)
         assert not isinstance(found, Refusal)
@@ -123,11 +158,11 @@ def test_unsubscribing_drops_what_was_queued_for_the_topic() -> None:
 
 
 def test_a_session_ends_with_the_token() -> None:
-    s = Session(channel(make_hub()), who("a", exp=time.time() + 30))
+    s = Session(channel(make_hub()), who("a", exp=time.time() + 30), "sse")
     left = s.seconds_left()
     assert left is not None
     assert 29 < left <= 30
-    assert Session(channel(make_hub()), who("a", exp="soon")).seconds_left() is None
+    assert Session(channel(make_hub()), who("a", exp="soon"), "sse").seconds_left() is None
 
 
 AUTH_CASES = [

@@ -8,7 +8,7 @@ import socket
 from typing import Any
 
 import pytest
-from cache_push_helpers import http, running_gateway, with_test_identity
+from cache_push_helpers import http, no_connection_left, running_gateway, with_test_identity
 from push_helpers import hub, push_cfg
 
 
@@ -171,6 +171,9 @@ async def test_a_slow_reader_gets_an_error_event_and_the_stream_ends() -> None:
             await asyncio.sleep(0)
         events = await stream.rest()
         stream.close()
+        meter = hub(g).meters.of("sse")
+        assert meter.overflows._value.get() == 1
+        assert meter.sent._value.get() == len(events) - 1  # the error event is no message
     assert events[-1]["event"] == "error"
     assert events[-1]["data"]["title"] == "Slow Consumer"
     assert len(events) < 400
@@ -206,7 +209,8 @@ async def test_a_client_that_goes_away_is_unsubscribed() -> None:
             await asyncio.sleep(0.02)
         assert hub(g).subscribers("news") == 0
         text, _ = g.gw.env.metrics.exposition()
-        assert b"edgeway_gateway_push_connections 0.0" in text
+        assert b'edgeway_gateway_push_connections{transport="sse"} 0.0' in text
+        assert b'edgeway_gateway_push_closed_total{reason="client",transport="sse"} 1.0' in text
 
 
 async def test_the_stream_ends_when_the_token_expires() -> None:
@@ -244,5 +248,10 @@ async def test_a_reader_that_stops_reading_is_cut_off_within_close_timeout_of_it
             while b"slow consumer" not in g.log.getvalue():  # the exchange ended (and was logged)
                 assert loop.time() - started < 3.0, "the stalled stream was never cut off"
                 await asyncio.sleep(0.02)
+            await no_connection_left(g)  # cut, not closed politely
         finally:
             sock.close()
+        meter = hub(g).meters.of("sse")
+        assert meter.overflows._value.get() == 1
+        assert meter.send_timeouts._value.get() == 1  # its error event was never taken
+        assert hub(g).meters.of("websocket").send_timeouts._value.get() == 0

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import websockets
-from cache_push_helpers import running_gateway, with_test_identity
+from cache_push_helpers import no_connection_left, running_gateway, with_test_identity
 from push_helpers import hub, push_cfg
 from websockets.asyncio.client import ClientConnection
 from wsproto.connection import Connection, ConnectionType
@@ -201,7 +201,10 @@ async def test_a_slow_client_is_closed_with_1008_when_its_queue_overflows() -> N
         assert "slow consumer" in reason
         assert received < 400
         text, _ = g.gw.env.metrics.exposition()
-        assert b"edgeway_gateway_push_overflows_total 1.0" in text
+        assert b'edgeway_gateway_push_overflows_total{transport="websocket"} 1.0' in text
+        assert b'edgeway_gateway_push_closed_total{reason="overflow",transport="websocket"} 1.0' in text
+        assert hub(g).meters.of("websocket").discarded._value.get() >= 1  # the one that overflowed
+        assert b'edgeway_gateway_push_overflows_total{transport="sse"} 0.0' in text
 
 
 async def test_a_replay_does_not_count_against_the_queue() -> None:
@@ -399,7 +402,10 @@ async def test_a_client_that_stops_reading_is_cut_off_within_close_timeout_of_it
             # connection is cut after close_timeout (before: the writer waited for the socket to
             # drain, forever, and the exchange never ended).
             await ended_in_log(g, b"slow consumer", within=3.0)
+            await no_connection_left(g)  # cut, not closed politely
         finally:
             sock.close()
         text, _ = g.gw.env.metrics.exposition()
-        assert b"edgeway_gateway_push_overflows_total 1.0" in text
+        assert b'edgeway_gateway_push_overflows_total{transport="websocket"} 1.0' in text
+        # its close frame was never taken: the slow consumer was cut off
+        assert b'edgeway_gateway_push_send_timeouts_total{transport="websocket"} 1.0' in text

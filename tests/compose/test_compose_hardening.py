@@ -20,8 +20,8 @@ from compose_helpers import JsonService, Reply, aggregate_config, gateway, reque
 from gateway_helpers import read_request
 
 from edgeway.gateway.config import ConfigError, validate_config
-from edgeway.gateway.core import json_input
-from edgeway.gateway.core.json_input import MAX_DEPTH, TooDeep
+from edgeway.http import json_input
+from edgeway.http.json_input import MAX_DEPTH, TooDeep
 from edgeway.http.outgoing import UnsafeRequest, check_request, request_target
 
 

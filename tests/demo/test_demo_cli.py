@@ -145,6 +145,10 @@ def test_processes_start_after_what_they_need(tmp_path: Path) -> None:
     assert specs["gateway"].after[:2] == ("security", "strangler")
     assert {"catalog-1", "catalog-2", "orders", "legacy"} <= set(specs["gateway"].after)
     assert specs["gateway"].env["SHOP_STRANGLER_FILE"] == str(tmp_path / "strangler.yaml")
+    # the controller commands the edges' strangler through their admin APIs
+    admins = specs["strangler"].env["SHOP_ADMIN_URLS"].split(",")
+    assert admins == [ShopPlan(tmp_path).url(e + "-admin") for e in ("gateway", "web-bff", "mobile-bff")]
+    assert specs["strangler"].env["SHOP_STRANGLER_STATE"] == str(tmp_path / "strangler-state.json")
 
 
 def test_the_tls_plan_serves_https_and_wants_client_certificates_at_the_services(tmp_path: Path) -> None:
@@ -170,12 +174,13 @@ def test_the_tls_plan_serves_https_and_wants_client_certificates_at_the_services
         assert specs[open_to_all].env["EDGEWAY_TLS_CERT"] == str(certs.server_cert)
         assert "EDGEWAY_TLS_CLIENT_CA" not in specs[open_to_all].env
     # an edge config with the demo's environment: HTTPS on the listener, mTLS to every service
-    plan.strangler_file.write_text(render({"account-profile": plan.url("legacy")}))
+    plan.strangler_file.write_text(render(plan.strangler_state_file))
     edge = specs["gateway"]
     config = load_config(plan.system_file.edge_config("gateway"), edge.env)
     assert config.listen.tls is not None
     assert config.services["legacy"].instances[0].startswith("https://")
-    for name in ("catalog", "legacy", "security", "account-profile"):
+    assert config.strangler_store.path == str(plan.strangler_state_file)
+    for name in ("catalog", "legacy", "security", "profile"):
         tls = config.services[name].tls
         assert tls is not None
         assert str(tls.ca) == str(certs.ca)

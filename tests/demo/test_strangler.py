@@ -1,5 +1,5 @@
-"""The strangler controller: the flag picks the implementation, the file changes only when the
-target does, and the gateways are asked to reload each time it changes."""
+"""The demo's strangler switch: the flag resumes or rolls back the edges' progressive strangler
+through their admin API, and the edges share the rule's state through the file it writes."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from edgeway.demo.strangler import StranglerController, render, write_if_changed
 from edgeway.gateway.config import load_config
 from edgeway.service import Flags
 
-URLS = {"legacy": "http://127.0.0.1:8108", "profile": "http://127.0.0.1:8107"}
+FLAG = "flags.strangler.account-profile"
 
 
-def test_the_file_names_one_instance_per_strangled_service() -> None:
-    text = render({"account-profile": URLS["profile"]})
-    assert yaml.safe_load(text) == {"services": {"account-profile": {"instances": [URLS["profile"]]}}}
+def test_the_file_names_the_shared_strangler_store(tmp_path: Path) -> None:
+    state = tmp_path / "strangler-state.json"
+    assert yaml.safe_load(render(state)) == {"strangler_store": {"backend": "file", "path": str(state)}}
 
 
 def test_write_if_changed_leaves_an_identical_file_alone(tmp_path: Path) -> None:
@@ -32,31 +32,38 @@ def test_write_if_changed_leaves_an_identical_file_alone(tmp_path: Path) -> None
     assert [p.name for p in tmp_path.iterdir()] == ["s.yaml"]  # no temporary file left behind
 
 
-async def test_flag_on_moves_the_route_and_asks_every_gateway_to_reload(tmp_path: Path) -> None:
-    reloads: list[str] = []
+async def test_the_flag_resumes_and_rolls_back_the_rule_on_one_edge(tmp_path: Path) -> None:
+    commands: list[str] = []
 
-    async def reload(request: web.Request) -> web.Response:
-        # What the gateway's admin API requires of a reload (admin_auth): the token, as JSON.
+    async def partner_gateway(request: web.Request) -> web.Response:
+        return web.json_response({"status": 404}, status=404)  # routes no account page
+
+    async def edge(request: web.Request) -> web.Response:
+        # What the gateway's admin API requires of a write (admin_auth): the token, as JSON.
         if request.headers.get("authorization") != "Bearer demo-token":
             return web.json_response({"status": 401}, status=401)
         if request.headers.get("content-type") != "application/json":
             return web.json_response({"status": 415}, status=415)
-        reloads.append(request.path)
-        return web.json_response({"status": "applied"})
+        commands.append(request.path)
+        return web.json_response({"status": "running", "percent": 10.0, "reason": "resumed"})
 
-    app = web.Application()
-    app.router.add_post("/reload", reload)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
+    runners = []
+    bases = []
+    for handler in (partner_gateway, edge, edge):
+        app = web.Application()
+        app.router.add_post("/strangler/{route}/{command}", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+        bases.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
     try:
         path = tmp_path / "strangler.yaml"
         controller = StranglerController(
             path,
-            URLS,
-            flags=Flags({"flags.strangler.account-profile": False}),
-            reload_urls=[f"http://127.0.0.1:{port}/reload"] * 2,
+            tmp_path / "state.json",
+            flags=Flags({FLAG: False}),
+            admin_urls=bases,
             admin_token="demo-token",
         )
         stop = asyncio.Event()
@@ -64,32 +71,44 @@ async def test_flag_on_moves_the_route_and_asks_every_gateway_to_reload(tmp_path
         async with asyncio.timeout(10):
             while not path.exists():
                 await asyncio.sleep(0.02)
-        assert URLS["legacy"] in path.read_text()
-        assert reloads == []  # the first file is written before any gateway runs
-
-        controller.flags = Flags({"flags.strangler.account-profile": True})
-        controller.notify("flags.strangler.account-profile", True)
-        async with asyncio.timeout(10):
-            while len(reloads) < 2:
-                await asyncio.sleep(0.02)
-        assert URLS["profile"] in path.read_text()
-        assert not await controller.apply()  # nothing changed, nobody is bothered
-        controller.notify("flags.payments.fail", True)  # not a strangler flag: ignored
+        assert str(tmp_path / "state.json") in path.read_text()
         await asyncio.sleep(0.1)
-        assert len(reloads) == 2
+        assert commands == []  # the flag is off and the rule starts paused: nothing to say
+
+        controller.flags = Flags({FLAG: True})
+        controller.notify(FLAG, True)
+        async with asyncio.timeout(10):
+            while not commands:
+                await asyncio.sleep(0.02)
+        # one edge took it (they share the rule's state): the partner gateway's 404 was skipped
+        assert commands == ["/strangler/account-profile/resume"]
+        assert await controller.apply() == []  # nothing changed, nobody is bothered
+        controller.notify("flags.payments.fail", True)  # not a strangler flag: ignored
+        controller.flags = Flags({FLAG: False})
+        controller.notify(FLAG, False)
+        async with asyncio.timeout(10):
+            while len(commands) < 2:
+                await asyncio.sleep(0.02)
+        assert commands == ["/strangler/account-profile/resume", "/strangler/account-profile/rollback"]
         stop.set()
         await asyncio.wait_for(task, 2)
     finally:
-        await runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()
 
 
-def test_the_edges_route_the_strangled_path_to_the_file_s_service(tmp_path: Path) -> None:
+def test_both_edges_route_the_account_page_with_one_shared_strangler_rule(tmp_path: Path) -> None:
     from edgeway.demo.plan import EDGES_DIR
 
     path = tmp_path / "strangler.yaml"
-    write_if_changed(path, render({"account-profile": URLS["profile"]}))
-    config = load_config(EDGES_DIR / "web-bff.yaml", env={"SHOP_STRANGLER_FILE": str(path)})
-    assert config.services["account-profile"].instances == [URLS["profile"]]
-    route = next(r for r in config.routes if r.id == "account-profile")
-    assert route.proxy is not None
-    assert route.proxy.service == "account-profile"
+    write_if_changed(path, render(tmp_path / "state.json"))
+    rules = []
+    for edge in ("web-bff", "mobile-bff"):
+        config = load_config(EDGES_DIR / f"{edge}.yaml", env={"SHOP_STRANGLER_FILE": str(path)})
+        assert config.strangler_store.path == str(tmp_path / "state.json")
+        route = next(r for r in config.routes if r.id == "account-profile")
+        assert route.proxy is not None
+        assert route.proxy.strangler is not None
+        rules.append(route.proxy.strangler)
+    assert rules[0] == rules[1]  # the same rule: one state, both edges move together
+    assert (rules[0].old, rules[0].new, rules[0].start) == ("legacy", "profile", "paused")

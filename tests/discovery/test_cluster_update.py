@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
+
+import pytest
 
 from edgeway.gateway.upstream.clusters import Cluster, ClusterChange, make_cluster
 from edgeway.http.limits import PoolLimits, UpstreamTimeouts
@@ -66,3 +69,18 @@ async def test_close_drains_every_endpoint() -> None:
     async with asyncio.timeout(1):
         while not busy.pool.closed:
             await asyncio.sleep(0.02)
+
+
+def test_a_drained_instance_stays_out_whatever_discovery_finds_until_undrained() -> None:
+    c = cluster("http://10.0.0.1:80", "http://10.0.0.2:80")
+    drained = c.drain("10.0.0.2:80")
+    assert not drained.available
+    assert [ep.label for ep in c.endpoints] == ["10.0.0.1:80"]
+    assert c.drained == {("10.0.0.2", 80, False): "http://10.0.0.2:80"}
+    c.update(["http://10.0.0.1:80", "http://10.0.0.2:80", "http://10.0.0.3:80"])  # discovery again
+    assert [ep.label for ep in c.endpoints] == ["10.0.0.1:80", "10.0.0.3:80"]
+    assert c.undrain("http://10.0.0.2:80") == "http://10.0.0.2:80"
+    assert [ep.label for ep in c.endpoints] == ["10.0.0.1:80", "10.0.0.3:80", "10.0.0.2:80"]
+    assert c.drained == {}
+    with pytest.raises(KeyError, match=re.escape("its instances: 10.0.0.1:80, 10.0.0.3:80, 10.0.0.2:80")):
+        c.drain("10.0.0.9:80")

@@ -60,6 +60,7 @@ def test_every_capability_has_its_config_module() -> None:
         "telemetry.config",
         "tls.config",
         "traffic.config",
+        "traffic.strangler_config",
         "upstream.config",
     ]
     assert not (GATEWAY / "config" / "compose_schema.py").exists()

@@ -6,15 +6,12 @@ import subprocess
 import sys
 
 PROBE = """
-import asyncio, gc, socket
+import asyncio, gc
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.process.serve import run
 
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
 cfg = validate_config({{
-    "name": "heap", "listen": {{"host": "127.0.0.1", "port": port}}, "admin": None,
+    "name": "heap", "listen": {{"host": "127.0.0.1", "port": 0}}, "admin": None,
     "services": {{"b": {{"instances": ["http://127.0.0.1:9"]}}}},
     "routes": [{{"id": "r", "match": {{"path": "/**"}}, "proxy": {{"service": "b"}}}}],
 }})

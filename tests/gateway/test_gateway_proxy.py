@@ -10,7 +10,7 @@ import resource
 import pytest
 from gateway_helpers import backend, config, gateway, read_request
 
-from conftest import raw_http
+from conftest import dead_port, raw_http
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 
@@ -150,12 +150,7 @@ async def test_large_body_streams_both_ways_with_flat_memory() -> None:
 
 
 async def test_upstream_refused_is_502_with_problem_body() -> None:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = dead_port()  # held bound, never listening: refused for the whole test
     async with gateway(config(port)) as (gport, _):
         out = await raw_http(gport, b"GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 502")

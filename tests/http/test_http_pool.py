@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from conftest import dead_port
 from edgeway.http.errors import PoolTimeout, UpstreamConnectError
 from edgeway.http.limits import PoolLimits
 from edgeway.http.pool import ConnectionPool
@@ -92,12 +93,7 @@ async def test_connection_with_unread_body_is_not_reused() -> None:
 
 
 async def test_refused_connection_maps_to_upstream_connect_error() -> None:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = dead_port()  # held bound, never listening: refused for the whole test
     pool = ConnectionPool("127.0.0.1", port, PoolLimits())
     with pytest.raises(UpstreamConnectError):
         await pool.acquire(1.0)

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import re
-import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +19,7 @@ import httpx
 import pytest
 from edge_helpers import serve_app
 
-from conftest import bound_socket, require
+from conftest import bound_socket, listening_ports, require
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.process.serve import GatewayServer
 from edgeway.service import create_app
@@ -104,17 +103,12 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
 # -- a real Prometheus ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def prometheus(scrape: list[dict[str, Any]]) -> AsyncIterator[str]:
-    """The Debian ``prometheus`` on a free loopback port, scraping ``scrape`` every 200 ms."""
+    """The Debian ``prometheus`` on a loopback port of its own choosing (port 0: it cannot be
+    held for it, and a port found free could be taken before it binds), scraping ``scrape``
+    every 200 ms."""
     require("prometheus")
-    port = _free_port()
     with tempfile.TemporaryDirectory(prefix="edgeway-prometheus-") as tmp:
         config = Path(tmp) / "prometheus.yml"
         config.write_text(
@@ -127,14 +121,23 @@ async def prometheus(scrape: list[dict[str, Any]]) -> AsyncIterator[str]:
                 "prometheus",
                 f"--config.file={config}",
                 f"--storage.tsdb.path={tmp}/data",
-                f"--web.listen-address=127.0.0.1:{port}",
+                "--web.listen-address=127.0.0.1:0",
                 "--log.level=warn",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        url = f"http://127.0.0.1:{port}"
         try:
+            ports: list[int] = []
+            for _ in range(300):
+                if proc.poll() is not None:
+                    raise AssertionError(f"prometheus exited: {proc.stderr.read() if proc.stderr else ''!r}")
+                ports = listening_ports(proc.pid)
+                if ports:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(ports) == 1, f"prometheus listens on {ports}"
+            url = f"http://127.0.0.1:{ports[0]}"
             async with httpx.AsyncClient() as http:
                 for _ in range(300):
                     if proc.poll() is not None:

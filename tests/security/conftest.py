@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from edgeway.observability.tracing import Tracing
 from edgeway.security_service import SecuritySettings, create_security_app
 
 ISSUER = "https://auth.test"
@@ -65,8 +66,10 @@ def service_settings(tmp_path: Path, **overrides: Any) -> SecuritySettings:
 
 
 @contextlib.asynccontextmanager
-async def running_service(settings: SecuritySettings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_security_app(settings)
+async def running_service(
+    settings: SecuritySettings, *, tracing: Tracing | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_security_app(settings, tracing=tracing)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://security.test") as client:

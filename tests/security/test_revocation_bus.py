@@ -14,17 +14,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
-from edgeway.bus.bus import EventBus
+from edgeway.bus.bus import EventBus, Received
 from edgeway.bus.embedded import EmbeddedNats
 from edgeway.bus.errors import BusConfigError
 from edgeway.bus.memory import MemoryTransport
 from edgeway.bus.nats import NatsTransport
 from edgeway.bus.transport import ChannelConfig
+from edgeway.observability.tracing import Tracing
 from edgeway.security.revocation import RevocationList, RevocationSubscriber, TokenRevokedEvent
 from edgeway.security.verify import KeySet, TokenVerifier
 
-from .conftest import ISSUER, login, running_service, service_settings
+from .conftest import ISSUER, login, running_service, service_settings, token_for
 
 PREFIX = "rv"
 
@@ -147,6 +151,85 @@ async def test_a_revocation_made_while_the_broker_is_down_is_published_when_it_i
             await asyncio.to_thread(server.stop)
 
 
+async def test_a_revocation_is_published_in_the_trace_of_the_request_that_revoked(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    """The outbox write is a PRODUCER span under the revoking request's SERVER span, the event's
+    ``traceparent`` names it and its ``x-request-id`` is the request's; a consumer with a tracer
+    handles it in a CONSUMER span of that trace."""
+    exporter = InMemorySpanExporter()
+    service_tracing = Tracing("security", processor=SimpleSpanProcessor(exporter), environ={})
+    gateway_tracing = Tracing("gateway", processor=SimpleSpanProcessor(exporter), environ={})
+    settings = service_settings(tmp_path, bus_url=nats_server.url, bus_prefix=PREFIX)
+    seen: dict[str, Received] = {}
+
+    async def record(event: TokenRevokedEvent, received: Received) -> None:
+        seen[event.jti] = received
+
+    gateway = EventBus(NatsTransport(nats_server.url, prefix=PREFIX), tracer=gateway_tracing.tracer)
+    gateway.add_handler(TokenRevokedEvent, record, group="trace-test", broadcast=True)
+    async with running_service(settings, tracing=service_tracing) as service, gateway:
+        token = await token_for(service, "alice", "alice-password")
+        jti = await jti_of(service, token)
+        caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        response = await service.post(
+            "/oauth/revoke",
+            data={"token": token},
+            headers={"traceparent": caller, "x-request-id": "logout-42"},
+        )
+        assert response.status_code == 200
+        await arrives(lambda: jti in seen, within=10.0)
+        processed = exporter.get_finished_spans
+        await arrives(lambda: any(s.name == "process revocations" for s in processed()), within=5.0)
+    spans = exporter.get_finished_spans()
+    (server,) = [s for s in spans if s.kind is SpanKind.SERVER and s.name == "POST /oauth/revoke"]
+    assert server.context is not None
+    # one PRODUCER span per outbox write the request made (a logout revokes the access token,
+    # then its session's family)
+    producers = {
+        s.context.span_id: s
+        for s in spans
+        if s.kind is SpanKind.PRODUCER and s.parent is not None and s.parent.span_id == server.context.span_id
+    }
+    assert producers
+    for span in producers.values():
+        assert span.name == "create revocations"
+        assert span.attributes is not None
+        assert span.attributes["edgeway.request_id"] == "logout-42"
+    # the message carries one of them as its parent, and the request's id
+    received = seen[jti]
+    assert received.request_id == "logout-42"
+    assert received.traceparent is not None
+    _, trace_id, parent_id, _ = received.traceparent.split("-")
+    assert trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    producer = producers[int(parent_id, 16)]
+    (consumer,) = [
+        s
+        for s in spans
+        if s.kind is SpanKind.CONSUMER and (s.attributes or {}).get("messaging.message.id") == received.id
+    ]
+    assert producer.context is not None
+    assert consumer.context is not None
+    assert consumer.parent is not None
+    assert consumer.parent.span_id == producer.context.span_id
+    assert consumer.context.trace_id == server.context.trace_id
+    gateway_tracing.shutdown()
+
+
 def test_the_subscriber_refuses_a_channel_token_revoked_does_not_travel_on() -> None:
     with pytest.raises(BusConfigError, match="TokenRevokedEvent travels on channel 'revocations'"):
         RevocationSubscriber(EventBus(MemoryTransport()), RevocationList(), channel=ChannelConfig("other"))
+
+
+def test_a_watcher_hears_each_token_revoked_once_and_not_an_expired_one() -> None:
+    now = [1000.0]
+    revocations = RevocationList(clock=lambda: now[0])
+    heard: list[str] = []
+    revocations.watch(heard.append)
+    revocations.add("j1", 2000.0)
+    revocations.add("j1", 3000.0)  # the feed and the bus may both deliver it
+    revocations.add("old", 500.0)  # expired already: nothing to end
+    revocations.add("j2", 2000.0)
+    assert heard == ["j1", "j2"]
+    assert "j1" in revocations
+    assert "old" not in revocations

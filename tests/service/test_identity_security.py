@@ -110,6 +110,35 @@ async def test_a_token_revoked_before_the_services_first_request_is_refused_at_o
     assert (refused.status_code, refused.json()["reason"]) == (401, "revoked")
 
 
+async def test_a_token_revoked_at_logout_is_refused_by_the_legacy_monolith(tmp_path: Path) -> None:
+    # The shop's monolith is not a create_app service but verifies tokens too, and a client can
+    # call it past the edges: revocation reaches it as well.
+    from edgeway.demo.shop.common.settings import ShopSettings
+    from edgeway.demo.shop.legacy.app import create_app as legacy_app
+
+    async with security(tmp_path) as (security_url, _), httpx.AsyncClient() as http:
+        settings = ShopSettings(
+            jwks_url=f"{security_url}/.well-known/jwks.json",
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'legacy.db'}",
+            data_dir=tmp_path,
+            token_issuer=ISSUER,
+            token_audience=AUDIENCE,
+            revocation_poll_interval=0.2,
+        )
+        async with serve(legacy_app(settings)) as base:
+            tokens = await login(http, security_url)
+            bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+            served = await http.get(f"{base}/account/orders", headers=bearer)
+            assert (served.status_code, served.json()["username"]) == (200, "alice")
+            assert (await http.post(f"{security_url}/oauth/revoke", headers=bearer)).status_code == 200
+            deadline = time.monotonic() + 5.0
+            while (refused := await http.get(f"{base}/account/orders", headers=bearer)).status_code == 200:
+                assert time.monotonic() < deadline, "the revoked token still works at the monolith"
+                await asyncio.sleep(0.05)
+    assert refused.status_code == 401
+    assert "revoked" in refused.json()["detail"]
+
+
 async def test_revocation_checks_can_be_turned_off(tmp_path: Path) -> None:
     async with security(tmp_path) as (security_url, _), httpx.AsyncClient() as http:
         tokens = await login(http, security_url)

@@ -148,6 +148,8 @@ def demo(
     )
     probe_tls = _prepare_tls(plan) if tls else None
     plan.strangler_file.unlink(missing_ok=True)  # the controller writes the current one first
+    # The account page's strangler starts afresh (paused, on the monolith) with each demo.
+    plan.strangler_state_file.unlink(missing_ok=True)
     busy = busy_ports(plan.used_ports(), plan.host)
     if busy:
         listed = ", ".join(f"{name} ({p})" for name, p in busy)
@@ -310,8 +312,26 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
         lines.append(Text(f"      {why}", style="dim"))
 
     command("payments decline: orders get compensated (or: the control room)", "flag", "payments.fail", "on")
-    if edges:
-        command("a route leaves the monolith", "flag", "strangler.account-profile", "on")
+    if "web-bff" in edges or "mobile-bff" in edges:
+        command(
+            "the account page leaves the monolith in steps (10 → 50 → 100 %, rolled back by the edge "
+            "if the new service fails)",
+            "flag",
+            "strangler.account-profile",
+            "on",
+        )
+        edge = "web-bff" if "web-bff" in edges else "mobile-bff"
+        lines.append(
+            Text(
+                f"  curl -H 'Authorization: Bearer {plan.admin_token}' {plan.url(edge + '-admin')}/strangler",
+                style="cyan",
+            )
+        )
+        lines.append(
+            Text(
+                "      watch it move: step, percent, status, why (pause/advance/rollback: POST)", style="dim"
+            )
+        )
     command("the patterns compared: calls, bytes, latency per screen", "compare")
     lines.append(Text("logs of every process follow; Ctrl-C stops everything", style="dim"))
     return lines

@@ -5,8 +5,8 @@ switched with ``edgeway demo flag NAME on|off`` (every service sees the change l
 flag                           effect when on
 =============================  =========================================================
 ``payments.fail``              payments declines every charge: orders are compensated
-``strangler.account-profile``  the edges send ``/account/profile`` to the profile service
-                               instead of the legacy monolith
+``strangler.account-profile``  the edges move ``/account/profile`` from the legacy monolith to
+                               the profile service in steps (off: back to the monolith)
 =============================  =========================================================
 """
 
@@ -20,6 +20,8 @@ from typing import Any
 import nats
 from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
 
+from edgeway.bus.urls import nats_servers
+
 __all__ = ["DEFAULT_FLAGS", "FlagStore", "ensure_config_bucket", "parse_flag_value", "set_flag"]
 
 DEFAULT_FLAGS: dict[str, Any] = {"payments.fail": False, "strangler.account-profile": False}
@@ -27,8 +29,10 @@ FLAG_PREFIX = "flags."
 
 
 async def _bucket(nats_url: str, bucket: str, *, create: bool, **options: Any) -> tuple[Any, Any]:
+    # The system file's NATS may be a cluster, comma-separated: nats-py takes a list, not that
+    # string, so the setting goes through the one broker URL parser like every other entry point.
     nc = await nats.connect(
-        nats_url, name="edgeway-demo", connect_timeout=2, max_reconnect_attempts=1, **options
+        nats_servers(nats_url), name="edgeway-demo", connect_timeout=2, max_reconnect_attempts=1, **options
     )
     js = nc.jetstream()
     try:

@@ -157,12 +157,9 @@ class ShopPlan:
         return names | set(self.system.edges)
 
     def edge_services(self) -> list[str]:
-        """The services the edge configs declare (services.yaml and the strangler's), which the
-        TLS overlay gives a CA and client certificate."""
-        declared: list[str] = []
-        for file in ("services.yaml", "strangler.yaml"):
-            declared += yaml.safe_load((EDGES_DIR / file).read_text())["services"]
-        return declared
+        """The services the edge configs declare (services.yaml), which the TLS overlay gives a
+        CA and client certificate."""
+        return list(yaml.safe_load((EDGES_DIR / "services.yaml").read_text())["services"])
 
     @property
     def system(self) -> System:
@@ -242,6 +239,11 @@ class ShopPlan:
     @property
     def strangler_file(self) -> Path:
         return self.data_dir / "strangler.yaml"
+
+    @property
+    def strangler_state_file(self) -> Path:
+        """Where the edges share their strangler rules' state (``strangler_store``)."""
+        return self.data_dir / "strangler-state.json"
 
     def _env(self, own: Mapping[str, str]) -> dict[str, str]:
         env = dict(os.environ)
@@ -340,7 +342,8 @@ class ShopPlan:
         env.update(
             {
                 "SHOP_STRANGLER_FILE": str(self.strangler_file),
-                "SHOP_RELOAD_URLS": ",".join(f"{self.url(e + '-admin')}/reload" for e in self.edges()),
+                "SHOP_ADMIN_URLS": ",".join(self.url(e + "-admin") for e in self.edges()),
+                "SHOP_STRANGLER_STATE": str(self.strangler_state_file),
                 TOKEN_ENV: self.admin_token,
                 "EDGEWAY_CONFIG_BUCKET": CONFIG_BUCKET,
                 "EDGEWAY_CONFIG_CACHE_DIR": str(self.data_dir / "cache" / "strangler"),

@@ -1,24 +1,21 @@
-"""The strangler switch: a feature flag that moves a route from the legacy monolith to a new
-service, through the gateways' live reload — no restart.
+"""The demo's strangler switch: a feature flag that starts or stops the gateway's progressive
+strangler on the account page — the move itself is the gateways' (``proxy.strangler``).
 
-Every edge routes ``/account/profile`` to a service named ``account-profile``; which instances
-that name has is the only thing this controller writes, in one small included file::
+Both BFF edges route ``/account/profile`` with one strangler rule, id ``account-profile``, from
+the legacy monolith to the profile service in steps (10 % → 50 % → 100 %, judged every second,
+rolled back by the gateway itself when the profile service does worse). The rule starts paused,
+at 0 %. This controller follows the flag ``strangler.account-profile`` in the config bucket
+(NATS KV, switched with ``edgeway demo flag strangler.account-profile on``, or the control room)
+and turns it into the admin API's commands: on → ``POST /strangler/account-profile/resume``,
+off → ``POST /strangler/account-profile/rollback``. One edge taking the command is enough: the
+edges share the rule's state through the file store this controller names in the file they
+include::
 
     # strangler.yaml (included by every edge config)
-    services:
-      account-profile:
-        instances: ["http://127.0.0.1:8108"]     # the legacy monolith, or the profile service
+    strangler_store: {backend: file, path: <data dir>/strangler-state.json}
 
-It follows the flag ``strangler.account-profile`` in the config bucket (NATS KV, the same flags
-every service reads, switched with ``edgeway demo flag strangler.account-profile on``), rewrites
-the file atomically when the target changes, and asks each gateway to reload (``POST /reload``
-on its admin port; the gateways' file watch would see the change within its interval anyway).
-A gateway validates the new config and swaps it in between requests: requests in flight finish
-on the old route, the next ones go to the new service, nothing is dropped.
-
-Why a file and a reload, not a flag lookup per request in the gateway: the route table stays
-static and compiled (no per-request flag evaluation on the hot path), every gateway process and
-worker converges on the same file, and the switch is visible and auditable as config.
+Watch it move on any edge's admin API: ``GET /strangler`` (with the demo's admin token), or the
+``edgeway_strangler_percent`` metric.
 """
 
 from __future__ import annotations
@@ -44,24 +41,19 @@ log = logging.getLogger("edgeway.demo.strangler")
 @dataclass(frozen=True, slots=True)
 class Switch:
     flag: str  # without the "flags." prefix
-    service: str  # the service name the edges route to
-    legacy: str  # process name serving it while the flag is off
-    new: str  # process name serving it once the flag is on
+    route: str  # the strangler rule's route id on the edges
 
 
-SWITCHES = (Switch("strangler.account-profile", "account-profile", "legacy", "profile"),)
+SWITCHES = (Switch("strangler.account-profile", "account-profile"),)
 
 
-def render(targets: dict[str, str]) -> str:
-    """The included file: one service per switch, its instance the chosen target URL."""
-    lines = [
-        "# Written by the strangler controller (edgeway.demo.strangler); do not edit by hand:",
-        "# a feature flag decides which implementation serves each of these services.",
-        "services:",
-    ]
-    for service, url in sorted(targets.items()):
-        lines += [f"  {service}:", f'    instances: ["{url}"]']
-    return "\n".join(lines) + "\n"
+def render(state_path: Path) -> str:
+    """The included file: where the edges keep their strangler rules' state (shared)."""
+    return (
+        "# Written by the demo's strangler controller (edgeway.demo.strangler): the edges share\n"
+        "# their strangler rules' steps through this file store, so they move together.\n"
+        f"strangler_store: {{backend: file, path: {str(state_path)!r}}}\n"
+    )
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -82,53 +74,75 @@ class StranglerController:
     def __init__(
         self,
         path: Path,
-        urls: dict[str, str],
+        state_path: Path,
         *,
         flags: Flags,
-        reload_urls: list[str],
+        admin_urls: list[str],
         admin_token: str | None = None,
     ) -> None:
         self.path = path
-        self.urls = urls
+        self.state_path = state_path
         self.flags = flags
-        self.reload_urls = reload_urls
-        # The gateways' admin token (the demo gives every edge the same one): reload is a write.
-        self.reload_headers = {"content-type": "application/json"}
+        self.admin_urls = admin_urls  # each edge's admin API base URL
+        # The gateways' admin token (the demo gives every edge the same one): commands are writes.
+        self.headers = {"content-type": "application/json"}
         if admin_token:
-            self.reload_headers["authorization"] = f"Bearer {admin_token}"
+            self.headers["authorization"] = f"Bearer {admin_token}"
         self._changed = asyncio.Event()
-
-    def targets(self) -> dict[str, str]:
-        return {s.service: self.urls[s.new if self.flags.enabled(s.flag) else s.legacy] for s in SWITCHES}
+        self._sent: dict[str, bool] = {}  # the flag value last turned into a command, by route
 
     def notify(self, key: str, _value: object) -> None:
         if key.startswith("flags.strangler."):
             self._changed.set()
 
-    async def apply(self, *, reload: bool = True) -> bool:
-        """Write the file for the current flags; reload the gateways when it changed."""
-        targets = self.targets()
-        if not write_if_changed(self.path, render(targets)):
-            return False
+    async def apply(self) -> list[str]:
+        """Send each rule the command its flag asks for, when the flag changed; what was sent."""
+        sent: list[str] = []
         for switch in SWITCHES:
-            chosen = switch.new if targets[switch.service] == self.urls[switch.new] else switch.legacy
-            log.info("strangler: %s now served by %s (flag %s)", switch.service, chosen, switch.flag)
-        if not reload:
-            return True
+            on = self.flags.enabled(switch.flag)
+            if self._sent.get(switch.route, False) == on:
+                continue
+            command = "resume" if on else "rollback"
+            if await self._command(switch.route, command):
+                self._sent[switch.route] = on
+                sent.append(f"{switch.route}/{command}")
+        return sent
+
+    async def _command(self, route: str, command: str) -> bool:
+        # One edge is enough (they share the rule's state); the next is tried if one is down.
+        without = 0  # edges that answered they have no such rule (the partner gateway)
         async with httpx.AsyncClient(timeout=10.0) as http:
-            for url in self.reload_urls:
+            for base in self.admin_urls:
                 try:
-                    response = await http.post(url, headers=self.reload_headers)
+                    response = await http.post(f"{base}/strangler/{route}/{command}", headers=self.headers)
                 except httpx.HTTPError as exc:
-                    log.warning("strangler: could not ask %s to reload (its file watch will): %s", url, exc)
+                    log.warning("strangler: %s did not take %s: %s", base, command, exc)
                     continue
-                if response.status_code >= 400:
-                    log.warning("strangler: %s refused the reload: %s", url, response.text[:500])
-        return True
+                if response.status_code == 404:
+                    without += 1
+                    continue
+                if response.status_code == 200:
+                    state = response.json()
+                    log.info(
+                        "strangler: %s %s: %s at %g%% (%s)",
+                        route,
+                        command,
+                        state.get("status"),
+                        state.get("percent", 0.0),
+                        state.get("reason"),
+                    )
+                    return True
+                log.warning("strangler: %s refused %s: %s", base, command, response.text[:500])
+        if self.admin_urls and without == len(self.admin_urls):
+            log.info("strangler: no edge routes %s with a strangler rule; nothing to %s", route, command)
+            return True
+        return False
 
     async def run(self, stop: asyncio.Event) -> None:
-        # The first file is written before the gateways start (they include it): nobody to reload.
-        await self.apply(reload=False)
+        # The file is written before the gateways start (they include it); the rule starts paused.
+        write_if_changed(self.path, render(self.state_path))
+        if any(self.flags.enabled(s.flag) for s in SWITCHES):
+            self._changed.set()  # a flag already on: resume once the edges answer
         while not stop.is_set():
             waiter = asyncio.create_task(self._changed.wait())
             stopper = asyncio.create_task(stop.wait())
@@ -138,19 +152,16 @@ class StranglerController:
             if self._changed.is_set():
                 self._changed.clear()
                 await self.apply()
+                if any(self._sent.get(s.route, False) != self.flags.enabled(s.flag) for s in SWITCHES):
+                    await asyncio.sleep(1.0)  # no edge took the command (not up yet): try again
+                    self._changed.set()
 
 
 async def _main() -> None:
     env = os.environ
     path = Path(env["SHOP_STRANGLER_FILE"])
-    host = env.get("SHOP_HOST", "127.0.0.1")
-    urls = {
-        # SHOP_URL_<NAME>: https:// under `edgeway demo --tls`
-        name: env.get("SHOP_URL_" + name.upper()) or f"http://{host}:{env['SHOP_PORT_' + name.upper()]}"
-        for switch in SWITCHES
-        for name in (switch.legacy, switch.new)
-    }
-    reload_urls = [u for u in env.get("SHOP_RELOAD_URLS", "").split(",") if u]
+    state_path = Path(env.get("SHOP_STRANGLER_STATE") or path.with_name("strangler-state.json"))
+    admin_urls = [u for u in env.get("SHOP_ADMIN_URLS", "").split(",") if u]
     store = ConfigStore(
         env.get("EDGEWAY_CONFIG_BUCKET", "shop_config"),
         nats_url=env["EDGEWAY_NATS_URL"],
@@ -159,7 +170,7 @@ async def _main() -> None:
     await store.start()
     flags = Flags(store)
     controller = StranglerController(
-        path, urls, flags=flags, reload_urls=reload_urls, admin_token=env.get(TOKEN_ENV)
+        path, state_path, flags=flags, admin_urls=admin_urls, admin_token=env.get(TOKEN_ENV)
     )
     unsubscribe = store.subscribe(controller.notify)
     stop = asyncio.Event()

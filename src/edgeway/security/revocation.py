@@ -51,15 +51,25 @@ class TokenRevokedEvent(Event):
 class RevocationList:
     """A set of revoked ``jti`` values, each kept until its token would have expired anyway."""
 
-    __slots__ = ("_clock", "_entries")
+    __slots__ = ("_clock", "_entries", "_watchers")
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._entries: dict[str, float] = {}
         self._clock = clock
+        self._watchers: list[Callable[[str], None]] = []
 
     def add(self, jti: str, exp: float) -> None:
         if exp > self._clock():
+            known = jti in self._entries
             self._entries[jti] = max(exp, self._entries.get(jti, 0.0))
+            if not known:
+                for watcher in self._watchers:
+                    watcher(jti)
+
+    def watch(self, watcher: Callable[[str], None]) -> None:
+        """Call ``watcher(jti)`` for each token revoked from now on: what a token verified once
+        keeps open (a push session) ends with it, not at its ``exp``."""
+        self._watchers.append(watcher)
 
     def __contains__(self, jti: object) -> bool:
         return jti in self._entries

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from edgeway.observability.tracing import Tracing
 from edgeway.security.keys import FileKeyStore, load_kek
 from edgeway.security_service import admin, auth, db, feeds, oauth
 from edgeway.security_service.events import RevocationEvents
@@ -28,17 +29,24 @@ HOUSEKEEPING_INTERVAL = 600.0
 POLLED_PATHS = ("/.well-known/jwks.json", "/.well-known/openid-configuration", "/revocations", "/policies")
 
 
-def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
+def create_security_app(
+    settings: SecuritySettings | None = None, *, tracing: Tracing | None = None
+) -> FastAPI:
     """The security service's app, built with the service kit's ``create_app``: its problem
     answers, request ids, ``/health/live``, ``/health/ready``, ``/metrics`` and access log are
     every service's. The feeds gateways and services poll (JWKS, revocations, policies) are
     access-logged at debug: at the default level a poll writes no line. Logging is set up by
-    whoever runs it (``edgeway security serve``: JSON lines on stdout, like every process)."""
+    whoever runs it (``edgeway security serve``: JSON lines on stdout, like every process).
+
+    ``tracing``: the service's tracer provider (default: the kit's, exporting by OTLP when
+    ``OTEL_EXPORTER_OTLP_*`` is set). Its request spans and the revocation outbox's PRODUCER spans
+    share it, so a revocation's events are in the trace of the request that revoked."""
     config = settings if settings is not None else SecuritySettings()
+    service_tracing = tracing if tracing is not None else Tracing("security")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = await open_state(config)
+        state = await open_state(config, tracing=service_tracing)
         app.state.security = state
         background = BackgroundTasks(log)
         background.start(_housekeeping(state), name="edgeway-security-housekeeping")
@@ -59,6 +67,7 @@ def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
         lifespan=lifespan,
         quiet_paths=POLLED_PATHS,
         configure_logging=False,
+        tracing=service_tracing,
         cors_methods=("GET", "POST"),
         cors_headers=("Authorization", "Content-Type"),
         authenticated=(auth.caller, auth.admin),
@@ -71,8 +80,9 @@ def create_security_app(settings: SecuritySettings | None = None) -> FastAPI:
     return app
 
 
-async def open_state(settings: SecuritySettings) -> SecurityState:
-    """Open storage, load (or create) the signing keys, apply the seed file."""
+async def open_state(settings: SecuritySettings, *, tracing: Tracing | None = None) -> SecurityState:
+    """Open storage, load (or create) the signing keys, apply the seed file. With ``tracing``,
+    the revocation outbox records a span per write (:mod:`edgeway.security_service.events`)."""
     database = db.database(settings.db_url, settings.db_schema)
     await database.create()
     store = SecurityStore(database.engine)
@@ -81,7 +91,11 @@ async def open_state(settings: SecuritySettings) -> SecurityState:
     state = SecurityState.build(settings, store, keystore, ring)
     if settings.bus_url:
         state.events = RevocationEvents(
-            settings.bus_url, settings.bus_prefix, database, replicas=settings.bus_replicas
+            settings.bus_url,
+            settings.bus_prefix,
+            database,
+            replicas=settings.bus_replicas,
+            tracer=tracing.tracer if tracing is not None else None,
         )
         store.outbox = state.events.outbox  # user changes publish UserChanged/UserDeleted too
     entries, _ = await store.revocations_since(0, time.time(), 1_000_000)

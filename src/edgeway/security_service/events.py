@@ -8,6 +8,12 @@ transaction as the deny-list row, and the relay publishes it as soon as the requ
 (:mod:`edgeway.security.events`) the same way, for services' local copies of the users. The
 broker being down never fails a request or the start-up: the relay connects and publishes in the
 background, retrying, and gateways catch up through ``GET /revocations`` meanwhile.
+
+Given the service's tracer, writing the events is a PRODUCER span (``create revocations``, or
+``create revocations,users``) in the trace of the request that revoked, and the events name it as
+their parent: a gateway's ``process revocations`` span then joins that trace (as the kit services'
+outboxes do, :mod:`edgeway.bus.tracing`). Without one the events still carry the request's id and
+trace context, in the outbox row and on the message.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 from edgeway.bus.brokers import transport_for
 from edgeway.bus.bus import EventBus
@@ -28,6 +35,9 @@ from edgeway.security_service import db
 from edgeway.service.database import Database
 from edgeway.tasks import BackgroundTasks
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
 log = logging.getLogger("edgeway.security_service")
 
 RETRY_INTERVAL = 2.0
@@ -36,15 +46,17 @@ RETRY_INTERVAL = 2.0
 class RevocationEvents:
     """The service's publishing side of revocations. See the module docstring."""
 
-    def __init__(self, url: str, prefix: str, database: Database, *, replicas: int = 1) -> None:
-        self.outbox = Outbox(db.metadata, table_name=db.outbox.name)
+    def __init__(
+        self, url: str, prefix: str, database: Database, *, replicas: int = 1, tracer: Tracer | None = None
+    ) -> None:
+        self.outbox = Outbox(db.metadata, table_name=db.outbox.name, tracer=tracer)
         # ``replicas`` is the deployment's bus_replicas, as the kit services declare their
         # channels with: two declarations of one stream that disagree would keep resizing it.
         channels = [
             dataclasses.replace(REVOCATIONS, replicas=replicas),
             ChannelConfig(USERS_CHANNEL, replicas=replicas),
         ]
-        self.bus = EventBus(transport_for(url, prefix), channels=channels)
+        self.bus = EventBus(transport_for(url, prefix), channels=channels, tracer=tracer)
         self.relay = OutboxRelay(
             self.outbox, database.sessions, self.bus, retry_interval=RETRY_INTERVAL, idle_interval=1.0
         )

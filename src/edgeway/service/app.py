@@ -64,6 +64,7 @@ from edgeway.service.discovery import (
 from edgeway.service.flags import Flags
 from edgeway.service.health import CheckFn, Health
 from edgeway.service.identity import IdentityConfig, JwksVerifier, TokenVerifier
+from edgeway.service.json_body import JsonDepthMiddleware
 from edgeway.service.middleware import RequestContextMiddleware
 from edgeway.service.openapi import declare_problems, offline_app
 from edgeway.service.peer_http import PeerHttp
@@ -421,7 +422,9 @@ def create_app(
         body, content_type = kit.metrics.exposition()
         return Response(body, media_type=content_type)
 
-    # Inside the request context (added first = inner), so its 504s are logged and counted.
+    # Inside the request context (added first = inner), so their 400s and 504s are logged and
+    # counted.
+    app.add_middleware(JsonDepthMiddleware)
     app.add_middleware(DeadlineMiddleware)
     app.add_middleware(
         RequestContextMiddleware,

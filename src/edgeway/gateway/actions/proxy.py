@@ -217,7 +217,7 @@ def request_head(
                 via = value + b", "
             elif lname == b"connection":
                 named = (named or set()) | connection_tokens(value)
-        elif lname not in remove and not (b"_" in lname and alias_of_skipped(lname, remove)):
+        elif lname not in remove and not (b"_" in lname and underscore_alias(lname, remove)):
             kept.append((name, value))
     if named:
         # Connection may name headers that came before it, so this filter runs after the loop.
@@ -253,10 +253,11 @@ def request_head(
     return b"".join(parts)
 
 
-def alias_of_skipped(lname: bytes, remove: frozenset[bytes]) -> bool:
+def underscore_alias(lname: bytes, remove: frozenset[bytes]) -> bool:
     """``Content_Length``, ``X_Forwarded_For``...: a name that is a header the gateway writes or
     removes with ``_`` for ``-``. CGI, WSGI and several servers map both spellings to the same
-    variable, so the service would take the client's copy for the gateway's: never forwarded."""
+    variable, so the service would take the client's copy for the gateway's: never forwarded
+    (by the proxy nor by a mirror's copy)."""
     alias = lname.replace(b"_", b"-")
     return alias in NOT_FORWARDED or alias in remove
 

@@ -11,6 +11,7 @@ from edgeway.gateway.config.keypath import Loc
 from edgeway.gateway.config.patterns import PathPattern, PatternError, RewriteTemplate, parse_rewrite
 from edgeway.gateway.config.units import Duration
 from edgeway.gateway.traffic.config import CanaryRule, MirrorRule, SplitSide, StickyRule, check_split
+from edgeway.gateway.traffic.strangler_config import StranglerRule
 
 
 class HeaderRules(StrictModel):
@@ -62,6 +63,11 @@ class ProxyAction(StrictModel):
     mirror: MirrorRule | None = Field(
         None, description="Copy a share of the requests to another service; its answers are discarded."
     )
+    strangler: StranglerRule | None = Field(
+        None,
+        description="Move the route from an old service to a new one in steps, instead of `service` "
+        "or `split`: advanced on a schedule, rolled back when the new side does worse.",
+    )
     strip_prefix: str | None = Field(
         None, description="Literal leading path segments to remove before forwarding, e.g. `/catalog`."
     )
@@ -87,9 +93,13 @@ class ProxyAction(StrictModel):
     @model_validator(mode="after")
     def _service_or_split(self) -> ProxyAction:
         problems: list[tuple[Loc, str]] = []
-        if self.service is not None and self.split is not None:
+        if self.strangler is not None and (self.service is not None or self.split is not None):
+            problems.append(
+                (("strangler",), "a strangler names its services (old, new): remove `service` and `split`")
+            )
+        elif self.service is not None and self.split is not None:
             problems.append((("split",), "set either `service` or `split`, not both"))
-        elif self.service is None and self.split is None:
+        elif self.service is None and self.split is None and self.strangler is None:
             problems.append((("service",), "a proxy needs a `service` (or a `split` between services)"))
         if self.split is not None:
             problems += [(("split", *loc), message) for loc, message in check_split(self.split)]
@@ -111,14 +121,31 @@ class ProxyAction(StrictModel):
         """The services the route splits between: its one `service`, or the split's sides."""
         if self.split is not None:
             return tuple(side.service for side in self.split)
+        if self.strangler is not None:
+            return (self.strangler.old, self.strangler.new)
         return (self.service,) if self.service is not None else ()
 
     @property
     def shifts_traffic(self) -> bool:
         """True when the route uses any traffic-shifting feature (the plain proxy does not)."""
         return (
-            self.split is not None or bool(self.canary) or self.sticky is not None or self.mirror is not None
+            self.split is not None
+            or bool(self.canary)
+            or self.sticky is not None
+            or self.mirror is not None
+            or self.strangler is not None
         )
+
+    @property
+    def split_sides(self) -> list[SplitSide] | None:
+        """The route's split: the configured one, or a strangler's (everything on the old side to
+        begin with; the strangler sets the weights of its step)."""
+        if self.strangler is not None:
+            return [
+                SplitSide(service=self.strangler.old, weight=100),
+                SplitSide(service=self.strangler.new, weight=0),
+            ]
+        return self.split
 
     def service_refs(self) -> list[tuple[Loc, str]]:
         """Every service the route sends to, with its key path relative to the proxy block."""
@@ -129,6 +156,8 @@ class ProxyAction(StrictModel):
         refs += [(("canary", i, "service"), rule.service) for i, rule in enumerate(self.canary)]
         if self.mirror is not None:
             refs.append((("mirror", "service"), self.mirror.service))
+        if self.strangler is not None:
+            refs += [(("strangler", "old"), self.strangler.old), (("strangler", "new"), self.strangler.new)]
         return refs
 
     @property

@@ -44,6 +44,7 @@ from edgeway.gateway.process.config import AdminListen, Limits, Listen, ReloadSe
 from edgeway.gateway.telemetry.config import TelemetrySettings
 from edgeway.gateway.tls.config import HttpRedirect
 from edgeway.gateway.traffic.config import traffic_problems
+from edgeway.gateway.traffic.strangler_config import StranglerStore
 from edgeway.gateway.upstream.config import Service
 
 _ROUTE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
@@ -212,6 +213,10 @@ class GatewayConfig(StrictModel):
     rate_limits: RateLimitStore = Field(
         default_factory=RateLimitStore, description="Where rate-limit buckets are kept."
     )
+    strangler_store: StranglerStore = Field(
+        default_factory=StranglerStore,
+        description="Where strangler rules keep their step (shared by the gateways that must agree on it).",
+    )
     cors: CorsRule | None = Field(None, description="Default CORS for every route of this gateway.")
     cache: CacheStore = Field(default_factory=CacheStore, description="Where cached responses are kept.")
     python: PythonEndpoints | None = Field(None, description="Python modules registering endpoints.")
@@ -269,6 +274,16 @@ class GatewayConfig(StrictModel):
         problems = cross_check_routes(self.services, facts)
         problems += auth_problems(self.auth, self.routes)
         problems += traffic_problems(self.auth, self.routes)
+        if self.workers > 1 and self.strangler_store.backend == "memory":
+            problems += [
+                (
+                    ("routes", index, "proxy", "strangler"),
+                    f"with {self.workers} workers a strangler needs a shared store, for the workers to "
+                    "agree on its step: set strangler_store.backend to `file` (with a `path`) or `redis`",
+                )
+                for index, route in enumerate(self.routes)
+                if route.proxy is not None and route.proxy.strangler is not None
+            ]
         problems += check_python_endpoints(self.python, self.routes)
         tls = self.listen.tls
         if tls is None or tls.client_certificates is None:

@@ -274,7 +274,7 @@ class Gateway:
                 ex.request_id = request_id
         tracer = self._tracer
         if tracer is not None:
-            span = tracer.begin(ex, incoming)  # the server span's ids, its sampling decision
+            span = tracer.begin(ex, incoming, span)  # the server span's ids, its sampling decision
         tp = span.encode()
         try:
             path = normalize_path(ex.path, self._encoded_slash, self._case_sensitive)

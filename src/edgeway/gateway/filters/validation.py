@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from edgeway.gateway.config.schema import Route
-from edgeway.gateway.core import json_input
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.core.pipeline import ADMIT, GatewayEnv, RequestContext, Verdict
+from edgeway.http import json_input
 from edgeway.http.body import buffered_body
 from edgeway.http.errors import BodyTooLarge
 

@@ -1,7 +1,8 @@
 """The admin port: /healthz (the process runs), /readyz (it can serve), /routes (what it serves),
 /metrics (Prometheus exposition of the gateway's metrics), ``POST /reload`` (reload the config
-file; see :mod:`edgeway.gateway.process.reload`) and ``POST /cache/purge`` (remove stored responses; see
-:mod:`edgeway.gateway.filters.cache.admin`).
+file; see :mod:`edgeway.gateway.process.reload`), ``POST /cache/purge`` (remove stored responses; see
+:mod:`edgeway.gateway.filters.cache.admin`), and the traffic endpoints — splits, strangler rules,
+breakers, instances, and the strangler and drain controls (:mod:`.admin_traffic`).
 
 Served by the same engine as the traffic port, on its own listener, so a saturated traffic port
 does not hide the gateway's health from the orchestrator. Every endpoint but the probes needs the
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from edgeway.gateway.core.runtime import Gateway
 from edgeway.gateway.process.admin_auth import AdminGuard, AdminRefusal
+from edgeway.gateway.process.admin_traffic import serve_traffic_admin
 from edgeway.gateway.telemetry.workers import WorkerMetrics
 from edgeway.http.exchange import Exchange
 
@@ -51,6 +53,8 @@ class AdminHandler:
 
             await purge_cache(self.gateway, ex)
             return
+        if await serve_traffic_admin(self.gateway, ex):
+            return
         if ex.method not in (b"GET", b"HEAD"):
             ex.respond_problem(405, "Method Not Allowed", headers=[(b"allow", b"GET, HEAD")])
             return
@@ -77,7 +81,9 @@ class AdminHandler:
             ex.respond_problem(
                 404,
                 "Not Found",
-                "admin endpoints: /healthz, /readyz, /routes, /metrics, POST /reload, POST /cache/purge",
+                "admin endpoints: /healthz, /readyz, /routes, /splits, /strangler, /breakers, /instances, "
+                "/metrics, POST /reload, POST /cache/purge, POST /strangler/<route>/<command>, "
+                "POST /instances/drain, POST /instances/undrain",
             )
 
     async def _reload(self, ex: Exchange) -> None:
@@ -98,4 +104,4 @@ class AdminHandler:
         members = result.to_json()
         detail = members.pop("detail", "")
         members["outcome"] = members.pop("status")  # "status" is the problem's HTTP status
-        ex.respond_problem(status, title, detail, **members)
+        ex.respond_problem(status, title, detail, members=members)

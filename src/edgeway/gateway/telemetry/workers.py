@@ -44,6 +44,13 @@ GAUGE_MERGE: dict[str, Callable[[Iterable[float]], float]] = {
     "edgeway_instance_ejected": max,
     "edgeway_gateway_revocations_known": max,
     "edgeway_gateway_revocations_push_up": min,
+    # Split weights and strangler states: the workers apply the same ones (a strangler's through
+    # its shared store); adding them up would say 200 %.
+    "edgeway_traffic_weight_percent": max,
+    "edgeway_strangler_percent": max,
+    "edgeway_strangler_step": max,
+    "edgeway_strangler_status": max,
+    "edgeway_strangler_rollbacks": max,
 }
 _PEER_TIMEOUT = 2.0
 

@@ -85,7 +85,11 @@ def build_proxy_route(route: Route, env: GatewayEnv) -> Action:
     traffic = traffic_of(env)
     services = dict.fromkeys([*proxy.split_services, *(rule.service for rule in proxy.canary)])
     actions = {name: ProxyAction(proxy_target(route, env, name)) for name in services}
-    split = traffic.split_for(route.id, proxy.split) if proxy.split is not None else None
+    sides = proxy.split_sides
+    split = traffic.split_for(route.id, sides) if sides is not None else None
+    if proxy.strangler is not None:
+        assert split is not None  # a strangler's route has its split
+        traffic.strangle(route.id, proxy.strangler, split)
     stats = {name: traffic.stats_for(route.id, name) for name in services} if len(services) > 1 else None
     mirror = None
     if proxy.mirror is not None:

@@ -40,7 +40,7 @@ from edgeway.gateway.actions.proxy import (
     NOT_FORWARDED,
     HeaderEdits,
     ProxyTarget,
-    alias_of_skipped,
+    underscore_alias,
     upstream_path,
 )
 from edgeway.gateway.core.context import RequestContext
@@ -192,7 +192,7 @@ class Mirror:
                 if lname == b"connection":
                     named = (named or set()) | connection_tokens(value)
                 continue
-            if lname in remove or (b"_" in lname and alias_of_skipped(lname, remove)):
+            if lname in remove or (b"_" in lname and underscore_alias(lname, remove)):
                 continue
             kept.append((name, value))
         parts = [

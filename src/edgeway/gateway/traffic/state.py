@@ -24,6 +24,10 @@ Metrics, read at scrape time from the book (no work per request):
 ``edgeway_mirror_requests_total``                counter, labels ``route``, ``service`` (the
                                                  shadow), ``outcome`` (:mod:`.mirror`)
 ``edgeway_mirror_duration_seconds``              histogram, labels ``route``, ``service``
+``edgeway_strangler_percent``                    gauge, label ``route``: the new side's share
+``edgeway_strangler_step``                       gauge, label ``route`` (1 the first step)
+``edgeway_strangler_status``                     gauge, labels ``route``, ``status`` (1 or 0)
+``edgeway_strangler_rollbacks``                  gauge, label ``route``: rollbacks so far
 =============================================== ==============================================
 
 Sides are counted on routes that send to more than one service (a split, canary rules).
@@ -38,12 +42,15 @@ from edgeway.gateway.core.pipeline import GatewayEnv
 from edgeway.gateway.traffic.config import SplitSide
 from edgeway.gateway.traffic.mirror import MirrorStats
 from edgeway.gateway.traffic.split import BOUNDS, SideStats, Split
+from edgeway.gateway.traffic.strangler_store import MemoryStore, StranglerStateStore, make_store
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from edgeway.gateway.traffic.action import TrafficAction
     from edgeway.gateway.traffic.mirror import Mirror
+    from edgeway.gateway.traffic.strangler import StranglerRun
+    from edgeway.gateway.traffic.strangler_config import StranglerRule
 
 __all__ = ["BOOK_KEY", "Traffic", "TrafficBook", "running_traffic", "traffic_of"]
 
@@ -58,6 +65,8 @@ class TrafficBook:
         self.splits: dict[str, Split] = {}  # by route id, of the newest started generation
         self.stats: dict[tuple[str, str], SideStats] = {}  # by (route id, service)
         self.mirrors: dict[tuple[str, str], MirrorStats] = {}  # by (route id, shadow service)
+        self.stranglers: dict[str, StranglerRun] = {}  # by route id, of the newest started generation
+        self.strangler_memory = MemoryStore()  # the `memory` strangler store: kept across reloads
         self._registries: list[object] = []  # the metrics registries the collector is in
 
     def stats_for(self, route: str, service: str) -> SideStats:
@@ -93,6 +102,8 @@ class Traffic:
         self.splits: dict[str, Split] = {}  # by route id
         self.mirrors: dict[str, Mirror] = {}  # by route id
         self.routes: dict[str, TrafficAction] = {}  # by route id: every traffic-shifting route
+        self.stranglers: dict[str, StranglerRun] = {}  # by route id
+        self._store: StranglerStateStore | None = None
 
     def __repr__(self) -> str:
         return f"<Traffic routes={sorted(self.routes)}>"
@@ -112,12 +123,28 @@ class Traffic:
     def stats_for(self, route: str, service: str) -> SideStats:
         return self.book.stats_for(route, service)
 
+    def strangle(self, route: str, rule: StranglerRule, split: Split) -> StranglerRun:
+        """Have a strangler rule drive ``route``'s split (run once the gateway starts)."""
+        from edgeway.gateway.traffic.strangler import StranglerRun
+
+        if self._store is None:
+            self._store = make_store(self.env.config.strangler_store, self.book.strangler_memory)
+        run = self.stranglers[route] = StranglerRun(route, rule, split, self._store)
+        return run
+
     # -- Component ------------------------------------------------------------------------------
     async def start(self) -> None:
         self.book.splits = dict(self.splits)
+        self.book.stranglers = dict(self.stranglers)
         self.book.export_to(self.env.metrics.registry)
+        for run in self.stranglers.values():
+            run.start()
 
     async def stop(self) -> None:
+        for run in self.stranglers.values():
+            await run.stop()
+        if self._store is not None:
+            await self._store.close()
         for mirror in self.mirrors.values():
             await mirror.stop()
 
@@ -128,6 +155,14 @@ class Traffic:
         if found is None:
             known = ", ".join(sorted(self.splits)) or "none"
             raise KeyError(f"route {route!r} has no split (routes with one: {known})")
+        return found
+
+    def strangler(self, route: str) -> StranglerRun:
+        """The strangler rule of ``route``; KeyError naming the routes that have one."""
+        found = self.stranglers.get(route)
+        if found is None:
+            known = ", ".join(sorted(self.stranglers)) or "none"
+            raise KeyError(f"route {route!r} has no strangler (routes with one: {known})")
         return found
 
     def describe(self) -> dict[str, Any]:
@@ -143,6 +178,8 @@ class Traffic:
                 entry["sticky"] = action.sticky.source
             if action.mirror is not None:
                 entry["mirror"] = action.mirror.describe()
+            if route in self.stranglers:
+                entry["strangler"] = self.stranglers[route].describe()["status"]
             if action.split is None and action.stats is not None:
                 entry["outcomes"] = {s: st.snapshot().to_json() for s, st in action.stats.items()}
             out[route] = entry
@@ -217,6 +254,47 @@ class _Collector:
         yield weights
         yield copies
         yield copy_latency
+        yield from _strangler_families(self.book)
+
+
+def _strangler_families(book: TrafficBook) -> Iterator[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    from edgeway.gateway.traffic.strangler import STATUSES
+
+    percent = GaugeMetricFamily(
+        "edgeway_strangler_percent",
+        "The new side's share of a strangler route's requests in force (percent), by route.",
+        labels=("route",),
+    )
+    step = GaugeMetricFamily(
+        "edgeway_strangler_step",
+        "A strangler rule's step (1 the first, 0 before it), by route.",
+        labels=("route",),
+    )
+    status = GaugeMetricFamily(
+        "edgeway_strangler_status",
+        "1 for a strangler rule's status (running, paused, rolled_back, complete), 0 for the others.",
+        labels=("route", "status"),
+    )
+    rollbacks = GaugeMetricFamily(
+        "edgeway_strangler_rollbacks",
+        "Rollbacks of a strangler rule since it started (automatic and by an operator), by route.",
+        labels=("route",),
+    )
+    for route, run in sorted(book.stranglers.items()):
+        state = run.state
+        percent.add_metric([route], run.percent)
+        if state is None:
+            continue
+        step.add_metric([route], state.step + 1)
+        for name in STATUSES:
+            status.add_metric([route, name], 1.0 if state.status == name else 0.0)
+        rollbacks.add_metric([route], state.rollbacks)
+    yield percent
+    yield step
+    yield status
+    yield rollbacks
 
 
 def _cumulative(buckets: Sequence[int]) -> list[tuple[str, float]]:

@@ -102,6 +102,9 @@ class Cluster:
     # it when it stops.
     listeners: list[ChangeListener] = field(default_factory=list)
     draining: list[Endpoint] = field(default_factory=list)  # removed, requests still in flight
+    # Instances an operator drained (admin API), by key, with their URL: kept out of the cluster
+    # whatever discovery finds, until undrained.
+    drained: dict[tuple[str, int, bool], str] = field(default_factory=dict)
     _reaper: asyncio.TimerHandle | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -135,7 +138,9 @@ class Cluster:
         current = {ep.key: ep for ep in self.endpoints}
         wanted: dict[tuple[str, int, bool], str] = {}
         for url in urls:
-            wanted.setdefault(_key(url), url)
+            key = _key(url)
+            if key not in self.drained:
+                wanted.setdefault(key, url)
         if wanted.keys() == current.keys():
             return ClusterChange((), ())
         endpoints: list[Endpoint] = []
@@ -157,6 +162,36 @@ class Cluster:
         for listener in self.listeners:
             listener(self, change)
         return change
+
+    def find(self, instance: str) -> Endpoint | None:
+        """The endpoint ``instance`` names (``host:port`` or its URL), serving or drained."""
+        for ep in self.endpoints:
+            if instance in (ep.label, endpoint_url(ep)):
+                return ep
+        return None
+
+    def drain(self, instance: str) -> Endpoint:
+        """Take ``instance`` (``host:port`` or its URL) out of balancing: no new request goes to
+        it, those in flight finish, then its pool closes. It stays out (discovery finding it
+        again included) until :meth:`undrain`. KeyError naming the instances when none matches."""
+        ep = self.find(instance)
+        if ep is None:
+            known = ", ".join(ep.label for ep in self.endpoints) or "none"
+            raise KeyError(f"service {self.name!r} has no instance {instance!r} (its instances: {known})")
+        self.drained[ep.key] = endpoint_url(ep)
+        self.update([endpoint_url(e) for e in self.endpoints])
+        return ep
+
+    def undrain(self, instance: str) -> str:
+        """Put a drained instance back into balancing (a fresh pool); its URL. KeyError when
+        ``instance`` is not drained."""
+        for key, url in self.drained.items():
+            if instance in (url, f"{key[0]}:{key[1]}"):
+                del self.drained[key]
+                self.update([*(endpoint_url(e) for e in self.endpoints), url])
+                return url
+        known = ", ".join(self.drained.values()) or "none"
+        raise KeyError(f"service {self.name!r} has no drained instance {instance!r} (drained: {known})")
 
     def use_tls(self, context: ssl.SSLContext | None) -> None:
         """New connections to its https:// instances handshake with ``context`` (certificates
@@ -192,6 +227,12 @@ class Cluster:
                 for ep in busy:
                     ep.pool.close()
                 self.draining = []
+
+
+def endpoint_url(ep: Endpoint) -> str:
+    """The URL of an endpoint's instance (as ``instances`` lists it)."""
+    host = f"[{ep.host}]" if ":" in ep.host else ep.host
+    return f"{'https' if ep.pool.tls is not None else 'http'}://{host}:{ep.port}"
 
 
 def _key(url: str) -> tuple[str, int, bool]:

@@ -10,7 +10,7 @@ const NODE_COLORS = { client: "#6b5b95", edge: "#1f6feb", service: "#2a9d8f", br
 const PATTERN_COLORS = { "Direct": "#c0392b", "API gateway": "#1f6feb", "web BFF": "#2a9d8f", "mobile BFF": "#e9a23b" };
 const FLAG_HELP = {
   "payments.fail": "payments declines every charge: orders are compensated (cancelled, stock released)",
-  "strangler.account-profile": "the edges send /account/profile to the profile service instead of the legacy monolith",
+  "strangler.account-profile": "the edges move /account/profile from the legacy monolith to the profile service in steps (10 → 50 → 100 %); off: back at once",
 };
 
 async function getJson(url, options = {}) {

@@ -1,10 +1,13 @@
 """The legacy monolith: product reviews and the old account pages, in one plain FastAPI app.
 
 It is what a shop has before microservices: one process, one database holding everything,
-no service kit (no health/metrics/registry, no outbox). It checks tokens with the security
-library directly. The gateways reach it through *strangler* routes: ``/reviews/**`` and
-``/account/**`` go here, except the routes already moved to new services — ``/account/profile``
-moves to the profile service when the ``strangler.account-profile`` flag is on, without a restart.
+no service kit (no health/metrics/registry, no outbox). It checks tokens with the kit's verifier
+alone, so a token revoked at logout is refused here too (it polls the security service's
+``/revocations`` like every other verifier): a client may call it directly, past the edges.
+The gateways reach it through *strangler* routes: ``/reviews/**`` and ``/account/**`` go here,
+except the routes already moved to new services — ``/account/profile`` moves to the profile
+service in steps (the edges' progressive strangler) once the ``strangler.account-profile`` flag
+is on, without a restart.
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, fu
 
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.observability.logs import setup_logging
-from edgeway.security.errors import JwksUnavailable, TokenError
-from edgeway.security.verify import Claims, JwksClient, TokenVerifier, bearer_token
 from edgeway.service.backing import quiet_libraries
 from edgeway.service.database import Database
+from edgeway.service.errors import AuthenticationError, JwksUnavailableError
 from edgeway.service.http import HeadOnlyHttpTools
+from edgeway.service.identity import Identity, IdentityConfig, JwksVerifier, identify
 from edgeway.service.openapi import offline_app
 from edgeway.service.problems import install_problem_handlers
 from edgeway.service.tls import uvicorn_tls_options
@@ -74,16 +77,11 @@ class Legacy:
     def __init__(self, settings: ShopSettings) -> None:
         self.settings = settings
         self.db = Database(settings.database("legacy"), metadata)
-        self.jwks = JwksClient(settings.jwks_url) if settings.jwks_url else None
-        self.verifier = (
-            TokenVerifier(
-                self.jwks,
-                issuer=settings.token_issuer or "edgeway-security",
-                audience=settings.token_audience or "edgeway",
-            )
-            if self.jwks is not None
-            else None
-        )
+        # Key set fetched on the first token, revocations polled from then on (ShopSettings
+        # finds the feed beside security_url or the JWKS).
+        self.verifier = JwksVerifier.from_settings(settings)
+        # The token alone: the monolith trusts no forwarded identity headers.
+        self.identity = IdentityConfig(self.verifier) if self.verifier is not None else None
 
     async def start(self) -> None:
         await self.db.create()
@@ -104,22 +102,19 @@ class Legacy:
                         for u, n, a, m in SEED_ACCOUNTS
                     ],
                 )
-        if self.jwks is not None:
-            await self.jwks.start()
 
     async def stop(self) -> None:
-        if self.jwks is not None:
-            await self.jwks.stop()
+        if self.verifier is not None:
+            await self.verifier.aclose()
         await self.db.dispose()
 
-    async def user(self, authorization: str | None) -> Claims:
-        if self.verifier is None:
+    async def user(self, authorization: str | None) -> Identity:
+        """The caller, from its verified token."""
+        if self.identity is None:
             raise _Unauthorized("this server cannot check tokens (no JWKS URL configured)")
         try:
-            return await self.verifier.verify_async(bearer_token(authorization))
-        except TokenError as exc:
-            raise _Unauthorized(str(exc)) from exc
-        except JwksUnavailable as exc:
+            return await identify(self.identity, authorization, {})
+        except (AuthenticationError, JwksUnavailableError) as exc:
             raise _Unauthorized(str(exc)) from exc
 
 
@@ -127,12 +122,12 @@ class _Unauthorized(Exception):
     pass
 
 
-async def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Claims:
+async def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Identity:
     legacy: Legacy = request.app.state.legacy
     return await legacy.user(authorization)
 
 
-User = Annotated[Claims, Depends(_caller)]
+User = Annotated[Identity, Depends(_caller)]
 
 
 def create_app(settings: ShopSettings | None = None) -> FastAPI:
@@ -186,18 +181,18 @@ def create_app(settings: ShopSettings | None = None) -> FastAPI:
         async with legacy.db.sessions() as session, session.begin():
             await session.execute(
                 reviews.insert().values(
-                    sku=sku, author=user.sub, rating=body.rating, text=body.text, created_at=time.time()
+                    sku=sku, author=user.subject, rating=body.rating, text=body.text, created_at=time.time()
                 )
             )
-        return {"sku": sku, "author": user.sub, "rating": body.rating, "text": body.text}
+        return {"sku": sku, "author": user.subject, "rating": body.rating, "text": body.text}
 
     @app.get("/account/profile")
     async def account_profile(user: User) -> dict[str, Any]:
         async with legacy.db.sessions() as session:
-            row = (await session.execute(select(accounts).where(accounts.c.username == user.sub))).first()
+            row = (await session.execute(select(accounts).where(accounts.c.username == user.subject))).first()
         return {
-            "username": user.sub,
-            "display_name": row.display_name if row else user.sub,
+            "username": user.subject,
+            "display_name": row.display_name if row else user.subject,
             "address": row.address if row else None,
             "member_since": row.member_since if row else None,
             "served_by": "legacy",
@@ -206,7 +201,7 @@ def create_app(settings: ShopSettings | None = None) -> FastAPI:
     @app.get("/account/orders")
     async def account_orders(user: User) -> dict[str, Any]:
         # The old shop's order history: before the orders service existed.
-        return {"username": user.sub, "orders": [], "note": "orders since the new shop are at /orders"}
+        return {"username": user.subject, "orders": [], "note": "orders since the new shop are at /orders"}
 
     return app
 

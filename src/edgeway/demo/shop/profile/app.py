@@ -3,8 +3,8 @@
 The ``users_copy`` table follows ``UserChanged`` / ``UserDeleted`` events (``edgeway.security.events``)
 through a :class:`~edgeway.bus.readcopy.ReadCopy`: no call to the security service per request,
 and a role or e-mail changed there shows here moments later. ``GET /account/profile`` is the new
-implementation of the legacy monolith's account page; the gateways' strangler route sends it here
-when the ``strangler.account-profile`` flag is on.
+implementation of the legacy monolith's account page; the gateways' strangler route moves it here
+in steps once the ``strangler.account-profile`` flag is on.
 """
 
 from __future__ import annotations

@@ -31,8 +31,6 @@ import orjson
 from edgeway.gateway.actions.aggregate.plan import BadValue, CallPlan, MissingValue, Plan, Scope
 from edgeway.gateway.actions.aggregate.shaping import ShapeError
 from edgeway.gateway.actions.aggregate.values import MISSING
-from edgeway.gateway.core import json_input
-from edgeway.gateway.core.json_input import TooDeep
 from edgeway.gateway.telemetry.component import GatewayTelemetry
 from edgeway.gateway.upstream.resilient import Refused
 from edgeway.gateway.upstream.service_client import (
@@ -44,7 +42,9 @@ from edgeway.gateway.upstream.service_client import (
     forwarded_headers,
     start_call,
 )
+from edgeway.http import json_input
 from edgeway.http.errors import UpstreamError, UpstreamTimeout
+from edgeway.http.json_input import TooDeep
 
 
 @dataclass(slots=True)

@@ -20,13 +20,13 @@ from edgeway.gateway.actions.aggregate.checks import effective_group
 from edgeway.gateway.actions.aggregate.shaping import Shaper, compile_shaper
 from edgeway.gateway.actions.aggregate.templates import Ref, Template, format_steps, parse_template
 from edgeway.gateway.actions.aggregate.values import MISSING, as_text, lookup
-from edgeway.gateway.core import json_input
-from edgeway.gateway.core.json_input import TooDeep
 from edgeway.gateway.core.pipeline import RequestContext
 from edgeway.gateway.upstream.clusters import Cluster, Endpoint
 from edgeway.gateway.upstream.forwarding import FORWARDING_HEADERS
 from edgeway.gateway.upstream.service_client import CallLimits, forward_names
+from edgeway.http import json_input
 from edgeway.http.headers import HOP_BY_HOP
+from edgeway.http.json_input import TooDeep
 from edgeway.http.outgoing import header_value_ok
 from edgeway.resilience.deadline import DEADLINE_HEADER
 from edgeway.resilience.guard import ServiceGuard

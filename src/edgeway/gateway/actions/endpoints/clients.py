@@ -24,7 +24,6 @@ from urllib.parse import urlencode
 
 import orjson
 
-from edgeway.gateway.core import json_input
 from edgeway.gateway.core.errors import GatewayError
 from edgeway.gateway.core.pipeline import RequestContext
 from edgeway.gateway.telemetry.component import GatewayTelemetry
@@ -39,6 +38,7 @@ from edgeway.gateway.upstream.service_client import (
     failure_code,
     start_call,
 )
+from edgeway.http import json_input
 from edgeway.http.errors import UpstreamError
 from edgeway.http.outgoing import UnsafeRequest, check_header, request_target
 from edgeway.resilience.guard import ServiceGuard

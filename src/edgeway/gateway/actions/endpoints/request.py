@@ -10,9 +10,9 @@ from urllib.parse import parse_qs
 import orjson
 
 from edgeway.gateway.actions.endpoints.clients import Services
-from edgeway.gateway.core import json_input
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.core.pipeline import Identity, RequestContext
+from edgeway.http import json_input
 
 
 @dataclass(slots=True)

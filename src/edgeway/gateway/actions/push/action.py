@@ -27,15 +27,22 @@ def build_push(route: Route, env: GatewayEnv) -> Action:
     from edgeway.gateway.actions.push.session import Channel
     from edgeway.gateway.actions.push.sse import serve_sse
     from edgeway.gateway.actions.push.websocket import serve_websocket
+    from edgeway.gateway.filters.auth.tokens import EdgeAuth
 
     action = route.push
     assert action is not None  # called for push routes only
     assert route.id is not None  # ids are assigned at validation
-    channel = Channel.build(route.id, action, push_hub(env))
+    hub = push_hub(env)
+    channel = Channel.build(route.id, action, hub)
     websocket = "websocket" in channel.transports
     sse = "sse" in channel.transports
 
     async def push(ctx: RequestContext) -> None:
+        # The gateway's deny-list, made by the auth filter (if any route verifies tokens): a
+        # session whose token it learns of is ended (looked up here, once the filters exist).
+        auth = env.components.get("auth")
+        if isinstance(auth, EdgeAuth):
+            hub.follow(auth.revocations)
         upgrade = ctx.ex.upgrade
         if upgrade == b"websocket" and websocket:
             await serve_websocket(ctx, channel)

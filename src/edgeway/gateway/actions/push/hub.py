@@ -19,16 +19,20 @@ import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from edgeway.bus.events import new_event_id
 from edgeway.gateway.actions.push.config import PushSettings
 from edgeway.gateway.actions.push.messages import PushMessage
+from edgeway.gateway.actions.push.meters import PushMeters
 from edgeway.gateway.actions.push.sources import PushSource, load_source
 from edgeway.gateway.actions.push.topics import valid_topic
 from edgeway.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from edgeway.security.revocation import RevocationList
 
 log = logging.getLogger("edgeway.gateway.actions.push")
 
@@ -40,6 +44,8 @@ class Subscriber(Protocol):
     def deliver(self, message: PushMessage) -> bool: ...
 
     def shutdown(self) -> None: ...
+
+    def revoked(self) -> None: ...
 
 
 class _TopicLog:
@@ -66,6 +72,8 @@ class PushHub:
         self.sources.extend(load_source(path) for path in settings.sources)
         self._subscribers: dict[str, set[Subscriber]] = {}
         self._sessions: set[Subscriber] = set()
+        self._by_jti: dict[str, set[Subscriber]] = {}  # sessions opened with that token
+        self._following: set[int] = set()  # ids of the deny-lists this hub watches
         self._logs: OrderedDict[str, _TopicLog] = OrderedDict()
         self._logged_bytes = 0
         self._seq = 0
@@ -80,14 +88,7 @@ class PushHub:
         self.delivered = metrics.counter(
             "edgeway_gateway_push_delivered_total", "Messages queued for a client (one per client)."
         )
-        self.overflows = metrics.counter(
-            "edgeway_gateway_push_overflows_total", "Clients disconnected because their queue overflowed."
-        )
-        metrics.gauge(
-            "edgeway_gateway_push_connections",
-            "Open push connections (WebSocket and SSE).",
-            function=lambda: float(len(self._sessions)),
-        )
+        self.meters = PushMeters(metrics)  # per transport: connections, sent, overflows...
         metrics.gauge(
             "edgeway_gateway_push_topics",
             "Topics with subscribers.",
@@ -199,21 +200,40 @@ class PushHub:
         return None
 
     # -- subscribers -----------------------------------------------------------------------------
-    def opened(self, session: Subscriber) -> None:
+    def opened(self, session: Subscriber, jti: str | None = None) -> None:
         self._sessions.add(session)
+        if jti is not None:
+            self._by_jti.setdefault(jti, set()).add(session)
 
-    def closed(self, session: Subscriber) -> None:
+    def closed(self, session: Subscriber, jti: str | None = None) -> None:
         self._sessions.discard(session)
+        if jti is not None:
+            _discard(self._by_jti, jti, session)
+
+    def follow(self, revocations: RevocationList) -> None:
+        """End the sessions of every token ``revocations`` learns of from now on (once per list)."""
+        if id(revocations) not in self._following:
+            self._following.add(id(revocations))
+            revocations.watch(self._revoked)
+
+    def _revoked(self, jti: str) -> None:
+        for session in list(self._by_jti.get(jti, ())):
+            session.revoked()
 
     def attach(self, topic: str, subscriber: Subscriber) -> None:
         self._subscribers.setdefault(topic, set()).add(subscriber)
 
     def detach(self, topic: str, subscriber: Subscriber) -> None:
-        subscribers = self._subscribers.get(topic)
-        if subscribers is not None:
-            subscribers.discard(subscriber)
-            if not subscribers:
-                del self._subscribers[topic]
+        _discard(self._subscribers, topic, subscriber)
 
     def subscribers(self, topic: str) -> int:
         return len(self._subscribers.get(topic, ()))
+
+
+def _discard(index: dict[str, set[Subscriber]], key: str, subscriber: Subscriber) -> None:
+    """Take ``subscriber`` out of ``index[key]``, and the key with its last subscriber."""
+    subscribers = index.get(key)
+    if subscribers is not None:
+        subscribers.discard(subscriber)
+        if not subscribers:
+            del index[key]

@@ -15,8 +15,10 @@ a replay is bounded by the hub's log (and shares its message objects), and count
 overflow a client that merely asked to catch up.
 
 A session whose identity carries an ``exp`` claim ends when the token expires (WebSocket close
-1008 "token expired", SSE ``error`` event with status 401): a long-lived connection must not
-outlive the credentials that opened it. The client reconnects with a fresh token.
+1008 "token expired", SSE ``error`` event with status 401), and one whose token is revoked (its
+``jti`` reaches the gateway's deny-list, by the bus or the feed) ends then (1008 "token revoked",
+401): a long-lived connection must not outlive the credentials that opened it. The client
+reconnects with a fresh token.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from edgeway.gateway.actions.push.authorise import TopicRule, compile_rules, fin
 from edgeway.gateway.actions.push.config import PushAction
 from edgeway.gateway.actions.push.hub import PushHub
 from edgeway.gateway.actions.push.messages import PushMessage
+from edgeway.gateway.actions.push.meters import TransportMeter
 from edgeway.gateway.actions.push.topics import MAX_TOPIC_LENGTH, valid_topic
 from edgeway.gateway.core.pipeline import Identity
 
@@ -95,23 +98,30 @@ class Ending(enum.Enum):
     TOO_BIG = "message too big"
     UNSUPPORTED = "binary messages are not supported"
     EXPIRED = "token expired"
+    REVOKED = "token revoked"
 
 
 class Session:
     """One client: identity, subscriptions, outgoing queue (messages and protocol replies)."""
 
-    def __init__(self, channel: Channel, identity: Identity | None) -> None:
+    def __init__(self, channel: Channel, identity: Identity | None, transport: str) -> None:
         self.channel = channel
+        self.meter: TransportMeter = channel.hub.meters.of(transport)
         self.identity = identity
         self.subscriptions: dict[str, TopicRule] = {}
         self.queue: deque[PushMessage] = deque()  # live messages, bounded by queue_size
         self.urgent: deque[PushMessage | bytes] = deque()  # replies and replays, sent first
         self.expires_at = _expiry(identity)  # wall-clock time, or None
+        jti = identity.claims.get("jti") if identity is not None else None
+        self.jti = jti if isinstance(jti, str) else None  # its revocation ends the session
         self.ending: Ending | None = None
         self.wakeup = asyncio.Event()
         self.ended = asyncio.Event()  # set by end(): a writer waiting on a stalled client stops
         self.sent = 0  # messages written to the client
-        channel.hub.opened(self)
+        self._counted = 0  # of them, added to the sent counter
+        self._open = True  # counted in the connections gauge
+        channel.hub.opened(self, self.jti)
+        self.meter.connections.inc()
 
     def active(self) -> bool:
         """Not ended (a call, so type checkers do not assume it unchanged across an await)."""
@@ -186,7 +196,8 @@ class Session:
         if rule is None or self.ending is not None or not self._may_receive(rule, message):
             return False
         if len(self.queue) >= self.channel.queue_size:
-            self.channel.hub.overflows.inc()
+            self.meter.overflows.inc()
+            self.meter.discarded.inc()  # this one; end() counts the queued ones
             self.end(Ending.OVERFLOW)
             return False
         self.queue.append(message)
@@ -211,6 +222,11 @@ class Session:
         elif self.queue:
             item = self.queue.popleft()
         else:
+            if self.sent != self._counted:
+                # The writer takes until nothing is left, then writes: one counter increment per
+                # wake-up (a lock in prometheus_client), not one per message.
+                self.meter.sent.inc(self.sent - self._counted)
+                self._counted = self.sent
             return None
         if isinstance(item, PushMessage):
             self.sent += 1
@@ -221,7 +237,11 @@ class Session:
         if self.ending is not None:
             return
         self.ending = why
+        self.meter.ended(why.name.lower())
         if why is not Ending.SHUTDOWN:
+            lost = len(self.queue) + sum(isinstance(item, PushMessage) for item in self.urgent)
+            if lost:
+                self.meter.discarded.inc(lost)
             self.queue.clear()  # an overflowed or failed client gets no more of them
             self.urgent.clear()
         self.detach()
@@ -231,6 +251,9 @@ class Session:
     def shutdown(self) -> None:
         self.end(Ending.SHUTDOWN)
 
+    def revoked(self) -> None:
+        self.end(Ending.REVOKED)
+
     def seconds_left(self) -> float | None:
         """Until the caller's token expires (None: no expiry)."""
         return None if self.expires_at is None else self.expires_at - time.time()
@@ -239,7 +262,14 @@ class Session:
         for topic in self.subscriptions:
             self.channel.hub.detach(topic, self)
         self.subscriptions.clear()
-        self.channel.hub.closed(self)
+        self.channel.hub.closed(self, self.jti)
+        if self._open:  # detach runs more than once (end, then the transport's finally)
+            self._open = False
+            self.meter.connections.dec()
+
+    def cut_off(self) -> None:
+        """The client did not take its last frame within ``close_timeout``: it is cut."""
+        self.meter.send_timeouts.inc()
 
 
 def _expiry(identity: Identity | None) -> float | None:

@@ -40,7 +40,8 @@ async def serve_sse(ctx: RequestContext, channel: Channel) -> None:
     topics = list(dict.fromkeys(value for name, value in query if name == "topic"))
     if not topics:
         raise Rejection(400, "Bad Request", "name at least one topic: ?topic=jobs/42")
-    session = Session(channel, ctx.identity)
+    session = Session(channel, ctx.identity, "sse")
+    streaming = False
     try:
         if len(topics) > channel.max_subscriptions:
             _refuse(Refusal(429, "Too Many Subscriptions", f"at most {channel.max_subscriptions} topics"))
@@ -65,6 +66,7 @@ async def serve_sse(ctx: RequestContext, channel: Channel) -> None:
             ],
             first=b"retry: %d\n\n" % channel.retry_ms,
         )
+        streaming = True
         ex.on_server_shutdown(session.shutdown)
         ex.log["push"] = "sse"
         for topic, rule in zip(topics, rules, strict=True):
@@ -72,6 +74,9 @@ async def serve_sse(ctx: RequestContext, channel: Channel) -> None:
         await _stream(ctx, session, channel)
     finally:
         ex.on_server_shutdown(None)
+        if streaming and session.active():
+            # the client went away and the exchange was cancelled while the stream waited
+            session.end(Ending.CLIENT)
         session.detach()
         ex.log["push_sent"] = session.sent
         ex.log["push_end"] = session.ending.value if session.ending else None
@@ -163,6 +168,8 @@ async def _end(ctx: RequestContext, session: Session) -> None:
         _error_event(ctx, 503, "Slow Consumer", detail)
     elif ending is Ending.EXPIRED:
         _error_event(ctx, 401, "Unauthorized", "the token expired; reconnect with a fresh one")
+    elif ending is Ending.REVOKED:
+        _error_event(ctx, 401, "Unauthorized", "the token was revoked; sign in again")
     if ex.write_paused():
         # A client that stopped reading gets close_timeout to take the last event, then is cut
         # off: closing the socket normally would wait for it to read first, forever.
@@ -170,6 +177,7 @@ async def _end(ctx: RequestContext, session: Session) -> None:
             async with asyncio.timeout(session.channel.close_timeout):
                 await ex.drain()
         except TimeoutError:
+            session.cut_off()
             ex.abort()
             return
     ex.finish()

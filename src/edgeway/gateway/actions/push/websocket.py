@@ -53,6 +53,7 @@ _CLOSE_CODES = {
     Ending.UNSUPPORTED: 1003,
     Ending.OVERFLOW: 1008,
     Ending.EXPIRED: 1008,
+    Ending.REVOKED: 1008,
     Ending.TOO_BIG: 1009,
     Ending.PING_TIMEOUT: 1011,
 }
@@ -117,7 +118,7 @@ class WebSocketSession(Session):
     """One client's WebSocket: parses what it sends, writes what it gets, keeps it alive."""
 
     def __init__(self, channel: Channel, ctx: RequestContext, protocol: ServerProtocol) -> None:
-        super().__init__(channel, ctx.identity)
+        super().__init__(channel, ctx.identity, "websocket")
         self.protocol = protocol
         self.conn = Connection(ConnectionType.SERVER)
         self.loop = asyncio.get_running_loop()
@@ -290,9 +291,11 @@ class WebSocketSession(Session):
             if self.ending is Ending.SHUTDOWN:
                 self._flush()  # what was queued before the shutdown still goes out
             self._send_close()
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(self.channel.close_timeout):
                     await asyncio.shield(self.lost)
+            except TimeoutError:
+                self.cut_off()  # a client that stopped reading: its close frame waits in the buffers
         finally:
             self.detach()
             if not self.lost.done():

@@ -557,9 +557,9 @@ function strangler(servedBy) {
   if (servedBy === "legacy") {
     return `This page came from the <b>legacy monolith</b>: the web BFF still routes <code>/api/account/profile</code> there. `
       + `That is the strangler pattern — the edge moves routes off the monolith one at a time, without the page changing. `
-      + `Switch ${flag} on (${where}) and the same call goes to the new profile service.`;
+      + `Switch ${flag} on (${where}) and the edge moves the same call to the new profile service in steps — 10 %, 50 %, 100 % — and back by itself if the new service does worse.`;
   }
-  return `This page came from the new <b>profile service</b>: ${flag} is on, so the web BFF sends the route there instead of to the legacy monolith. The page did not change.`;
+  return `This page came from the new <b>profile service</b>: ${flag} is on, so the web BFF is moving the route there from the legacy monolith, step by step. The page did not change.`;
 }
 
 function logoutLocally() { store.token = null; store.user = null; renderUser(); }

@@ -1,12 +1,14 @@
-"""Reading JSON the gateway did not write — services' answers, clients' bodies — with one limit
-on how deeply it may nest.
+"""Reading JSON edgeway did not write — services' answers, clients' bodies — with one limit on
+how deeply it may nest, at the gateway and in the service kit.
 
-The parser (orjson) accepts 1,024 levels, but the encoder refuses past 254: a deep answer that
-parsed would fail later, when the merged response (or a call body built from it) is encoded, and
-fail the whole request with a 500. :data:`MAX_DEPTH` is checked as the document is read, so a
-document too deep is a bad input like any other (an optional call is reported, a required one is
-a 502, a client's body a 400), with room left under the encoder's limit for the levels the
-gateway adds around it (a group, a fan-out list, a body template).
+The parsers accept more than the encoders write: orjson reads 1,024 levels and writes 254,
+Python's json reads about 1,000 levels and pydantic writes fewer than 300. A deep document that
+parsed would fail later, when an answer built from it is encoded, with a 500 (at a service, after
+the work was done). :data:`MAX_DEPTH` is checked as the document is read, so a document too deep
+is a bad input like any other (at the gateway an optional call is reported, a required one is a
+502, a client's body a 400; at a kit service the body is a 400), with room left under the
+encoders' limits for the levels added around it (a group, a fan-out list, a body template, a
+response model).
 """
 
 from __future__ import annotations
@@ -37,6 +39,18 @@ def loads(data: bytes | str) -> Any:
     if (type(value) is dict or type(value) is list) and _brackets(data) > MAX_DEPTH and _too_deep(value):
         raise TooDeep
     return value
+
+
+def nests_too_deep(data: bytes) -> bool:
+    """True when ``data`` is JSON nested deeper than :data:`MAX_DEPTH`. A document that is not
+    JSON (or too deep for orjson to read at all) is False: the reader's own parser refuses it."""
+    if _brackets(data) <= MAX_DEPTH:
+        return False
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return (type(value) is dict or type(value) is list) and _too_deep(value)
 
 
 def _brackets(data: bytes | str) -> int:
