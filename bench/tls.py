@@ -14,7 +14,7 @@ response); handshakes measure key exchange and signing. wrk resumes TLS sessions
 reconnects, so new connections from wrk would measure resumptions: ``s_time -new`` makes every
 connection a full handshake (it connects, completes the handshake and closes).
 
-Target (issue 15): edgeway >= 0.5x nginx's keep-alive req/s on one worker. On a shared machine
+Target: edgeway >= 0.5x nginx's keep-alive req/s on one worker. On a shared machine
 the handshake rate of a few sequential clients follows the machine's load more than the server;
 the server's CPU per handshake (and ``handshakes_per_cpu_s``) is the steadier comparison.
 """

@@ -45,6 +45,11 @@ _SUBCOMMANDS: list[tuple[str, str, str, str | None]] = [
     ("proto", "edgeway.service.grpc.cli", "Compile .proto files into typed Python (gRPC).", "proto"),
 ]
 
+
+class CommandMountError(TypeError):
+    """A command's module does not define the ``typer.Typer`` named ``app`` this module mounts."""
+
+
 # Accept any arguments: a command whose extra is missing answers the same whatever was asked.
 _ANY_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
@@ -115,8 +120,14 @@ def build_app(only: str | None = None) -> typer.Typer:
             )
             continue
         sub = getattr(module, "app", None)
-        if isinstance(sub, typer.Typer):
-            root.add_typer(sub, name=name, help=help_text)
+        if not isinstance(sub, typer.Typer):
+            # A command that vanished from --help without a word is a broken install or a
+            # broken module; say which, rather than skip it.
+            raise CommandMountError(
+                f"`edgeway {name}`: {module_name} has no typer.Typer named `app` "
+                f"(found {type(sub).__name__}); every command module must define one"
+            )
+        root.add_typer(sub, name=name, help=help_text)
     return root
 
 

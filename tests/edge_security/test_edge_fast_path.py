@@ -79,3 +79,28 @@ async def test_a_token_signed_by_a_key_rotated_in_later_goes_to_the_task_path(
     # (its action runs there, never reaching ProxyAction); once fetched, the callback path.
     assert callback_path == [True]
     assert len(seen.requests) == 2
+
+
+async def test_several_filters_that_admit_at_once_keep_the_request_on_the_callback_path(
+    callback_path: list[bool],
+) -> None:
+    # CORS and auth on one route, both deciding in the callback: no filter forces a task.
+    ring = KeyRing.generate()
+    token = issuer_for(ring).issue("alice", roles=["reader"]).token
+    route = {
+        "match": {"path": "/**"},
+        "auth": {"roles": {"any": ["reader"]}},
+        "cors": {"allow_origins": ["https://app.example"]},
+    }
+    async with (
+        recording_backend() as (port, seen),
+        jwks_server(ring) as jwks,
+        gateway(edge_config(port, [route], auth_block(jwks.url))) as (gw, _),
+    ):
+        sent = {"authorization": f"Bearer {token}", "origin": "https://app.example"}
+        answers = [await request(gw, "GET", f"/x/{i}", sent) for i in range(3)]
+    assert [status for status, _, _ in answers] == [200, 200, 200]
+    assert callback_path == [True, True, True]
+    for _, headers, _ in answers:
+        assert headers["access-control-allow-origin"] == ["https://app.example"]
+    assert len(seen.requests) == 3

@@ -5,8 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 PROBE = """
 import sys
+
+import pytest
 from edgeway.cli import build_app
 build_app({only!r})
 heavy = sorted(m for m in ({mods}) if m in sys.modules)
@@ -42,3 +46,22 @@ def test_lazy_app_attribute_has_every_command() -> None:
 
     names = {group.name for group in cli.app.registered_groups}
     assert {"gateway", "config", "security", "bus", "saga", "demo"} <= names
+
+
+def test_every_listed_command_is_mounted() -> None:
+    # With every extra installed (the dev environment), no command is left out of the tree.
+    from edgeway import cli
+
+    names = {group.name for group in cli.build_app().registered_groups}
+    assert names == {name for name, _, _, _ in cli._SUBCOMMANDS}
+
+
+def test_a_command_module_without_an_app_is_an_error_not_a_silent_skip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from edgeway import cli
+
+    # edgeway.tasks imports fine and has no `app`: the command must not quietly disappear.
+    monkeypatch.setattr(cli, "_SUBCOMMANDS", [("broken", "edgeway.tasks", "A broken command.", None)])
+    with pytest.raises(cli.CommandMountError, match=r"`edgeway broken`: edgeway.tasks has no typer.Typer"):
+        cli.build_app()

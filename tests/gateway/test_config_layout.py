@@ -57,9 +57,10 @@ def test_every_capability_has_its_config_module() -> None:
         "filters.ratelimit.config",
         "filters.validation_config",
         "process.config",
-        "process.tls_config",
         "telemetry.config",
+        "tls.config",
         "traffic.config",
+        "traffic.strangler_config",
         "upstream.config",
     ]
     assert not (GATEWAY / "config" / "compose_schema.py").exists()

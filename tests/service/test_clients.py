@@ -15,7 +15,8 @@ from starlette.routing import Route
 from conftest import dead_port
 from edgeway.observability.logs import request_context
 from edgeway.resilience.breaker import BreakerPolicy, BreakerState
-from edgeway.service.clients import RetryPolicy, ServiceClient, UnsafeRequest
+from edgeway.resilience.retry import IDEMPOTENT_METHODS as GATEWAY_IDEMPOTENT
+from edgeway.service.clients import IDEMPOTENT_METHODS, RetryPolicy, ServiceClient, UnsafeRequest
 from edgeway.service.discovery import StaticDiscovery
 from edgeway.service.errors import (
     CircuitOpenError,
@@ -252,3 +253,10 @@ async def test_a_breaker_policy_set_after_construction_governs_the_breakers() ->
         assert (await peer.get("/item")).status_code == 500
         assert peer.breaker(url_bad).state is BreakerState.OPEN
         await peer.aclose()
+
+
+def test_the_kit_client_retries_the_methods_the_gateway_counts_idempotent() -> None:
+    # One list (RFC 9110 §9.2.2), TRACE included, as str for the kit's policy.
+    assert RetryPolicy().methods == IDEMPOTENT_METHODS == {m.decode() for m in GATEWAY_IDEMPOTENT}
+    assert "TRACE" in IDEMPOTENT_METHODS
+    assert "POST" not in IDEMPOTENT_METHODS

@@ -1,6 +1,6 @@
 """One trace from an HTTP request through the outbox, a real broker and a consumer, and through
-a saga's steps and the calls they make (issue 19: "one trace shows a checkout from the browser
-request to the e-mail").
+a saga's steps and the calls they make: one trace shows a checkout from the browser request to
+the e-mail.
 
 Three kit services on real sockets (uvicorn), one process: ``orders`` takes ``POST /orders/{id}``
 with a caller's ``traceparent``, ``tracestate`` and ``X-Request-ID``, writes an order event to its

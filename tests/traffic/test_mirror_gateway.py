@@ -225,3 +225,25 @@ async def test_a_request_refused_at_once_is_still_copied_and_frees_its_place() -
         await client.close()
     assert real.seen == []
     assert len(shadow.seen) == 3
+
+
+async def test_stopping_a_mirror_abandons_the_copies_still_waiting_for_answers() -> None:
+    hold = asyncio.Event()  # the shadow never answers while the mirror stops
+    real, shadow = Shadow("real"), Shadow("shadow", hold=hold)
+    async with servers(real, shadow):
+        config = mirror_config(real, shadow.url, timeout="30s")
+        # A guarded service's copies wait for their answers in tasks, which stop() abandons
+        # (an unguarded one's settle from callbacks, bounded by the copy's timeout).
+        config["services"]["shadow"]["retry"] = {"attempts": 1}
+        async with running(config) as (port, gw):
+            client = await Client.connect(port)
+            assert await answers(client, 3, "/api/x") == {"real": 3}
+            await eventually(lambda: len(shadow.seen) == 3)
+            mirror = traffic(gw).mirrors["orders"]
+            assert mirror.in_flight == 3
+            async with asyncio.timeout(5):  # long before the copies' own 30 s timeout
+                await mirror.stop()
+            # Each copy ended; an abandoned copy is no outcome (not a timeout, not a failure).
+            assert mirror.in_flight == 0
+            assert mirror.describe()["outcomes"] == {}
+            await client.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 
 class TlsInfo:
@@ -27,8 +27,9 @@ class TlsInfo:
         self.alpn = alpn  # the protocol agreed by ALPN; None when the client offered none
         # The client certificate, DER, when the listener asked for one and it was verified.
         self.peer_der = peer_der
-        # The layer above keeps its parsed form of the peer certificate here: once per connection.
-        self.peer: Any = None
+        # The layer above keeps its parsed form of the peer certificate here, once per connection.
+        # ``object``, not ``Any``: the engine does not know the type, so its reader must check it.
+        self.peer: object = None
 
 
 class TlsHandoff(asyncio.Protocol):

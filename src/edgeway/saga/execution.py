@@ -50,7 +50,7 @@ _COMPENSATION = "compensation"
 
 
 @dataclass(slots=True)
-class Runtime:
+class SagaEnv:
     """What every execution in one orchestrator shares."""
 
     store: SagaStore
@@ -79,12 +79,12 @@ def describe(exc: BaseException) -> str:
 class Execution:
     """One saga, driven by one orchestrator instance that holds its lease."""
 
-    def __init__(self, runtime: Runtime, saga: Saga[Any], record: SagaRecord) -> None:
-        self.runtime = runtime
+    def __init__(self, env: SagaEnv, saga: Saga[Any], record: SagaRecord) -> None:
+        self.env = env
         self.saga = saga
         self.record = record
-        self.owner = runtime.owner
-        self.store = runtime.store
+        self.owner = env.owner
+        self.store = env.store
 
     async def drive(self) -> SagaStatus:
         """Run until the saga is finished or the orchestrator stops; returns the status reached."""
@@ -92,7 +92,7 @@ class Execution:
         with saga_scope(record.request_id, record.traceparent):
             await self._add_missing_steps()
             await self._count_interruptions()
-            while not self.runtime.stopping.is_set():
+            while not self.env.stopping.is_set():
                 if record.status is SagaStatus.RUNNING:
                     if record.current_step >= len(self.saga.steps):
                         await self._finish(SagaStatus.COMPLETED)
@@ -119,13 +119,13 @@ class Execution:
                 continue
             count = step.interruptions + 1
             fields = log_fields(record.id, record.name, step.name, interruptions=count)
-            if count <= self.runtime.max_interruptions or self._retriable(step.name, step.status):
+            if count <= self.env.max_interruptions or self._retriable(step.name, step.status):
                 log.warning("resuming interrupted step %s of saga %s", step.name, record.id, extra=fields)
                 await self.store.save(record, self.owner, steps={step.name: {"interruptions": count}})
                 continue
             error = (
                 f"step {step.name!r} was interrupted {count} times (its process died or lost the lease "
-                f"while running it); max_interruptions={self.runtime.max_interruptions}"
+                f"while running it); max_interruptions={self.env.max_interruptions}"
             )
             log.error("giving up on interrupted step: %s", error, extra=fields)
             if step.status is StepStatus.RUNNING:
@@ -210,7 +210,7 @@ class Execution:
                 record.request_id,
                 record.traceparent,
                 f"saga {record.name} {step.name}",
-                self.runtime.tracer,
+                self.env.tracer,
                 record.tracestate,
                 _span_attributes(record, step.name, attempt, _ACTION),
             ) as traceparent:
@@ -236,7 +236,7 @@ class Execution:
             outcome = "failed"
             return failed.error
         finally:
-            self.runtime.metrics.step_duration.labels(record.name, step.name, _ACTION, outcome).observe(
+            self.env.metrics.step_duration.labels(record.name, step.name, _ACTION, outcome).observe(
                 time.perf_counter() - started
             )
         return None
@@ -301,7 +301,7 @@ class Execution:
                 continue
             if not await self._compensate(step, rec, step.compensate):
                 return
-            if self.runtime.stopping.is_set():
+            if self.env.stopping.is_set():
                 return
         await self._finish(SagaStatus.COMPENSATED)
 
@@ -320,7 +320,7 @@ class Execution:
                 record.request_id,
                 record.traceparent,
                 f"saga {record.name} {step.name} compensate",
-                self.runtime.tracer,
+                self.env.tracer,
                 record.tracestate,
                 _span_attributes(record, step.name, attempt, _COMPENSATION),
             ) as traceparent:
@@ -330,7 +330,7 @@ class Execution:
                 except Exception as exc:
                     error = exc
             outcome = "compensated" if error is None else "failed"
-            self.runtime.metrics.step_duration.labels(record.name, step.name, _COMPENSATION, outcome).observe(
+            self.env.metrics.step_duration.labels(record.name, step.name, _COMPENSATION, outcome).observe(
                 time.perf_counter() - started
             )
             fields = log_fields(record.id, record.name, step.name, attempt=attempt)
@@ -378,7 +378,7 @@ class Execution:
             describe(error),
             extra=log_fields(record.id, record.name, step.name, attempt=attempt),
         )
-        self.runtime.metrics.step_retries.labels(record.name, step.name, phase).inc()
+        self.env.metrics.step_retries.labels(record.name, step.name, phase).inc()
         await self.store.save(record, self.owner, steps={step.name: {**values, "error": describe(error)}})
         return not await self._pause(delay)
 
@@ -404,7 +404,7 @@ class Execution:
             },
             steps={rec.name: {"status": StepStatus.COMPENSATION_FAILED, "error": error, **counters}},
         )
-        self.runtime.metrics.failed.labels(record.name).inc()
+        self.env.metrics.failed.labels(record.name).inc()
 
     # -- shared ----------------------------------------------------------------------------------
 
@@ -416,9 +416,7 @@ class Execution:
             saga={"status": status, "finished_at": time.time(), "owner": None, "lease_until": None},
         )
         counter = (
-            self.runtime.metrics.completed
-            if status is SagaStatus.COMPLETED
-            else self.runtime.metrics.compensated
+            self.env.metrics.completed if status is SagaStatus.COMPLETED else self.env.metrics.compensated
         )
         counter.labels(record.name).inc()
         log.info(
@@ -431,8 +429,8 @@ class Execution:
     async def _pause(self, delay: float) -> bool:
         """Sleep before a retry; ``True`` when the orchestrator is stopping (leave the rest to a resume)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.runtime.stopping.wait(), timeout=delay)
-        return self.runtime.stopping.is_set()
+            await asyncio.wait_for(self.env.stopping.wait(), timeout=delay)
+        return self.env.stopping.is_set()
 
     @staticmethod
     async def _call(
@@ -478,8 +476,8 @@ class Execution:
             started_at=rec.started_at or time.time(),
             error=record.error,
             session=session,
-            bus=self.runtime.bus,
-            acks=self.runtime.acks,
+            bus=self.env.bus,
+            acks=self.env.acks,
         )
 
 

@@ -48,7 +48,7 @@ from edgeway.saga.errors import (
     SagaStateError,
     SagaTimeoutError,
 )
-from edgeway.saga.execution import Execution, Runtime
+from edgeway.saga.execution import Execution, SagaEnv
 from edgeway.saga.state import SagaState, SagaSummary
 from edgeway.saga.status import SagaStatus
 from edgeway.saga.store import SagaRecord, SagaStore, StepRecord
@@ -129,7 +129,7 @@ class SagaOrchestrator:
                     "pass service=<this service's name> with bus=: it names the ack consumer group"
                 )
             self.acks = AckTracker(self.store, bus, service, poll_interval=self.config.ack_poll_interval)
-        self._runtime = Runtime(
+        self._env = SagaEnv(
             store=self.store,
             owner=self.instance_id,
             metrics=SagaMetrics(self.metrics),
@@ -157,7 +157,7 @@ class SagaOrchestrator:
                 raise SagaConfigError(f"saga {saga.name!r} has no steps")
         if self._create_tables:
             await self.store.create_tables()
-        self._runtime.stopping.clear()
+        self._env.stopping.clear()
         self._started = True
         self._loops.start(self._scan_loop(), name=f"saga-scan-{self.instance_id}")
         self._loops.start(self._lease_loop(), name=f"saga-lease-{self.instance_id}")
@@ -168,7 +168,7 @@ class SagaOrchestrator:
         if not self._started:
             return
         self._started = False
-        self._runtime.stopping.set()
+        self._env.stopping.set()
         await self._loops.stop()
         held = list(self._active)
         tasks = list(self._active.values())
@@ -263,7 +263,7 @@ class SagaOrchestrator:
         return found is not None
 
     def _started_log(self, record: SagaRecord) -> None:
-        self._runtime.metrics.started.labels(record.name).inc()
+        self._env.metrics.started.labels(record.name).inc()
         log.info("saga %s started", record.id, extra=log_fields(record.id, record.name))
 
     async def wait(self, saga_id: str, timeout: float | None = None) -> SagaState:
@@ -379,17 +379,17 @@ class SagaOrchestrator:
                 task.cancel()
 
     def _spawn(self, record: SagaRecord, *, resumed: bool) -> None:
-        execution = Execution(self._runtime, self._saga(record.name), record)
+        execution = Execution(self._env, self._saga(record.name), record)
         task = asyncio.create_task(self._drive(execution, resumed), name=f"saga-{record.id}")
         self._active[record.id] = task
-        self._runtime.metrics.in_progress.inc()
+        self._env.metrics.in_progress.inc()
 
     async def _drive(self, execution: Execution, resumed: bool) -> SagaStatus | None:
         record = execution.record
         fields = log_fields(record.id, record.name)
         try:
             if resumed:
-                self._runtime.metrics.resumed.labels(record.name).inc()
+                self._env.metrics.resumed.labels(record.name).inc()
                 log.info("resuming saga %s (%s)", record.id, record.status.value, extra=fields)
             return await execution.drive()
         except SagaLeaseLostError as exc:
@@ -405,5 +405,5 @@ class SagaOrchestrator:
                 await self.store.release(self.instance_id, [record.id])
         finally:
             self._active.pop(record.id, None)
-            self._runtime.metrics.in_progress.dec()
+            self._env.metrics.in_progress.dec()
         return None

@@ -37,7 +37,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from opentelemetry.trace import SpanKind
 from pydantic import TypeAdapter
@@ -50,6 +50,7 @@ from edgeway.observability.logs import current_request_id
 from edgeway.observability.tracing import Tracing, outgoing_traceparent
 from edgeway.resilience.breaker import BreakerPolicy, CircuitBreaker
 from edgeway.resilience.deadline import DEADLINE_HEADER as DEADLINE
+from edgeway.resilience.retry import IDEMPOTENT_METHODS as IDEMPOTENT_WIRE_METHODS
 from edgeway.resilience.retry import full_jitter
 from edgeway.service.deadline import deadline_at
 from edgeway.service.discovery import Discovery
@@ -82,7 +83,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# The one list of methods that may be sent again (edgeway.resilience.retry), as str: a second
+# list here had drifted from it (no TRACE).
+IDEMPOTENT_METHODS: Final = frozenset(method.decode("ascii") for method in IDEMPOTENT_WIRE_METHODS)
 DEADLINE_HEADER = DEADLINE.decode()
 
 

@@ -23,6 +23,8 @@ import contextlib
 import logging
 from types import TracebackType
 
+from edgeway.tasks import cancel_and_wait
+
 __all__ = ["DelayProxy"]
 
 log = logging.getLogger("edgeway.demo.delay")
@@ -190,6 +192,4 @@ class DelayProxy:
         except (ConnectionError, OSError):
             pass  # the peer went away: the other direction ends with its own EOF or error
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await cancel_and_wait(reader)

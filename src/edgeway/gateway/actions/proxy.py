@@ -62,7 +62,9 @@ _REPLACED: Final = frozenset(
         MIRROR_HEADER,
     }
 )
-_SKIP_REQUEST: Final = HOP_BY_HOP | _REPLACED | FORWARDING_HEADERS
+# Never copied from the client's request: written by the gateway, or not to be forwarded (the
+# mirror's copy follows the same rule).
+NOT_FORWARDED: Final = HOP_BY_HOP | _REPLACED | FORWARDING_HEADERS
 _SKIP_RESPONSE: Final = HOP_BY_HOP | {b"content-length", b"x-request-id", b"traceparent"}
 _VIA: Final = b"1.1 edgeway"
 _OWN_FORWARDING: Final = OWN_LINES
@@ -206,7 +208,7 @@ def request_head(
     kept: Headers = []
     for name, value in ex.headers:
         lname = name.lower()
-        if lname in _SKIP_REQUEST:
+        if lname in NOT_FORWARDED:
             if lname in FORWARDING_HEADERS:
                 if sent is None:
                     sent = []
@@ -215,7 +217,7 @@ def request_head(
                 via = value + b", "
             elif lname == b"connection":
                 named = (named or set()) | connection_tokens(value)
-        elif lname not in remove and not (b"_" in lname and underscore_alias(lname, _SKIP_REQUEST, remove)):
+        elif lname not in remove and not (b"_" in lname and underscore_alias(lname, remove)):
             kept.append((name, value))
     if named:
         # Connection may name headers that came before it, so this filter runs after the loop.
@@ -251,13 +253,13 @@ def request_head(
     return b"".join(parts)
 
 
-def underscore_alias(lname: bytes, skipped: frozenset[bytes], remove: frozenset[bytes]) -> bool:
+def underscore_alias(lname: bytes, remove: frozenset[bytes]) -> bool:
     """``Content_Length``, ``X_Forwarded_For``...: a name that is a header the gateway writes or
     removes with ``_`` for ``-``. CGI, WSGI and several servers map both spellings to the same
     variable, so the service would take the client's copy for the gateway's: never forwarded
     (by the proxy nor by a mirror's copy)."""
     alias = lname.replace(b"_", b"-")
-    return alias in skipped or alias in remove
+    return alias in NOT_FORWARDED or alias in remove
 
 
 def response_headers(ex: Exchange, resp: ResponseHead, target: ProxyTarget, client_tp: bytes) -> Headers:

@@ -30,7 +30,7 @@ from edgeway.gateway.config.schema import GatewayConfig, RouteFacts, cross_check
 from edgeway.gateway.config.yaml_source import Node, parse_yaml
 from edgeway.gateway.core.config import RouteIdentity
 from edgeway.gateway.core.errors import ConfigError, ConfigIssue
-from edgeway.gateway.process.tls_config import tls_files
+from edgeway.gateway.tls.config import tls_files
 
 _CONCATENATED_LISTS: frozenset[Loc] = frozenset({("routes",)})
 

@@ -43,8 +43,8 @@ from edgeway.gateway.filters.cors_config import CorsRule
 from edgeway.gateway.filters.ratelimit.config import RateLimitRule, RateLimitStore
 from edgeway.gateway.filters.validation_config import RequestValidation
 from edgeway.gateway.process.config import AdminListen, Limits, Listen, ReloadSettings
-from edgeway.gateway.process.tls_config import HttpRedirect
 from edgeway.gateway.telemetry.config import TelemetrySettings
+from edgeway.gateway.tls.config import HttpRedirect
 from edgeway.gateway.traffic.config import traffic_problems
 from edgeway.gateway.traffic.strangler_config import StranglerStore
 from edgeway.gateway.upstream.config import Service

@@ -1,5 +1,5 @@
 """Config of the gateway process: where it listens (``listen``, with HTTPS in
-:mod:`.tls_config`), its admin API (``admin``), the downstream limits (``limits``) and live
+:mod:`edgeway.gateway.tls.config`), its admin API (``admin``), the downstream limits (``limits``) and live
 reload (``reload``)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pydantic import Field, model_validator
 
 from edgeway.gateway.config.base import LocatedProblemsError, StrictModel
 from edgeway.gateway.config.units import ByteSize, Duration
-from edgeway.gateway.process.tls_config import HttpRedirect, ListenTls
+from edgeway.gateway.tls.config import HttpRedirect, ListenTls
 
-# What a live reload may change under `listen` (see tls_config): everything else is the socket
+# What a live reload may change under `listen` (see tls.config): everything else is the socket
 # or every handshake's settings.
 RELOADABLE_LISTEN_KEYS = (
     ("tls", "certificates"),

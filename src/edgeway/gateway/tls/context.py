@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterator
 
 from edgeway.gateway.core.errors import GatewayError
-from edgeway.gateway.process.tls_config import ListenTls
+from edgeway.gateway.tls.config import ListenTls
 from edgeway.pki.certificates import CaBundle, ServerCertificate
 
 __all__ = ["ALPN_PROTOCOLS", "TLS12_CIPHERS", "TlsSetupError", "certificate_context", "handshake_context"]

@@ -61,9 +61,9 @@ class PeerCertificate:
 def peer_certificate(tls: TlsInfo) -> PeerCertificate | None:
     """The connection's verified client certificate, parsed once per connection."""
     found = tls.peer
-    if found is not None:
-        return found if found is not _NO_CERTIFICATE else None
-    if tls.peer_der is None:
+    if isinstance(found, PeerCertificate):
+        return found
+    if found is _NO_CERTIFICATE or tls.peer_der is None:
         tls.peer = _NO_CERTIFICATE
         return None
     parsed = PeerCertificate(parse_certificate(tls.peer_der))

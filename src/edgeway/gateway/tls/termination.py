@@ -18,7 +18,7 @@ import ssl
 from collections.abc import Sequence
 from typing import Any
 
-from edgeway.gateway.process.tls_config import ListenTls
+from edgeway.gateway.tls.config import ListenTls
 from edgeway.gateway.tls.context import certificate_context, handshake_context
 from edgeway.pki.certificates import host_name
 

@@ -37,6 +37,7 @@ from typing import Any, Final
 
 from edgeway.gateway.actions.proxy import (
     MIRROR_HEADER,
+    NOT_FORWARDED,
     HeaderEdits,
     ProxyTarget,
     underscore_alias,
@@ -46,31 +47,16 @@ from edgeway.gateway.core.context import RequestContext
 from edgeway.gateway.traffic.config import MirrorRule
 from edgeway.gateway.traffic.split import BOUNDS
 from edgeway.gateway.upstream.call import CallLimits, UpstreamCall
-from edgeway.gateway.upstream.forwarding import FORWARDING_HEADERS
 from edgeway.gateway.upstream.service_client import child_traceparent, start_call
 from edgeway.http.errors import UpstreamError, UpstreamTimeout
-from edgeway.http.headers import HOP_BY_HOP, connection_tokens
+from edgeway.http.headers import connection_tokens
 from edgeway.http.outgoing import UnsafeRequest
-from edgeway.resilience.deadline import DEADLINE_HEADER
+from edgeway.tasks import cancel_and_wait
 
 __all__ = ["MIRROR_HEADER", "Copy", "Mirror", "MirrorStats"]
 
 log = logging.getLogger("edgeway.gateway.traffic")
 
-# Written afresh for the copy, never copied from the client (as the proxy does for the real one).
-_OWN: Final = frozenset(
-    {
-        b"host",
-        b"via",
-        b"x-request-id",
-        b"traceparent",
-        b"expect",
-        b"content-length",
-        DEADLINE_HEADER,
-        MIRROR_HEADER,
-    }
-)
-_SKIP: Final = HOP_BY_HOP | _OWN | FORWARDING_HEADERS
 _VIA: Final = b"via: 1.1 edgeway\r\n"
 _MARK: Final = MIRROR_HEADER + b": 1\r\n"
 
@@ -202,11 +188,11 @@ class Mirror:
         kept: list[tuple[bytes, bytes]] = []
         for name, value in ex.headers:
             lname = name.lower()
-            if lname in _SKIP:
+            if lname in NOT_FORWARDED:
                 if lname == b"connection":
                     named = (named or set()) | connection_tokens(value)
                 continue
-            if lname in remove or (b"_" in lname and underscore_alias(lname, _SKIP, remove)):
+            if lname in remove or (b"_" in lname and underscore_alias(lname, remove)):
                 continue
             kept.append((name, value))
         parts = [
@@ -273,11 +259,7 @@ class Mirror:
 
     async def stop(self) -> None:
         """Abandon the copies still waiting for answers (the gateway's config is retiring)."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
 
 
 class MirrorStats:

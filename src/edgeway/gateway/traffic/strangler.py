@@ -31,7 +31,6 @@ An operator's commands (:meth:`StranglerRun.command`, the admin API's ``POST
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -45,6 +44,7 @@ from edgeway.gateway.traffic.split import Outcomes, Split
 from edgeway.gateway.traffic.strangler_config import StranglerRule
 from edgeway.gateway.traffic.strangler_judge import judge
 from edgeway.gateway.traffic.strangler_store import StoreUnavailable, StranglerStateStore
+from edgeway.tasks import cancel_and_wait
 
 __all__ = ["COMMANDS", "RuleState", "StranglerCommandError", "StranglerRun"]
 
@@ -294,10 +294,7 @@ class StranglerRun:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _loop(self) -> None:
         while True:
