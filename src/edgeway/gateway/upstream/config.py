@@ -341,7 +341,8 @@ class HealthCheckRule(StrictModel):
     """Active health: periodic HTTP checks per instance.
 
     A check passes on a 2xx or 3xx answer within `timeout`. The gateway checks every instance
-    once before it starts serving, and `/readyz` reports the services without a healthy instance.
+    once before it starts serving, and `/readyz` reports the services without an instance in the
+    balancer (see `panic_threshold`: in panic, every instance is in it).
     """
 
     path: str = Field(
