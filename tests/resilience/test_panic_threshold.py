@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from resilience_helpers import backend, config, get, read_request, running
+from resilience_helpers import Seen, answering, backend, config, get, read_request, running
 
 from edgeway.gateway.core.runtime import Gateway
 
@@ -136,3 +136,26 @@ async def test_a_drained_instance_stays_out_in_panic() -> None:
         replies = [await get(gp) for _ in range(8)]
     assert [r.status for r in replies] == [200] * 8
     assert sorted(set(fleet.served)) == ["a", "b"]
+
+
+@pytest.mark.parametrize("threshold", [50, 0])
+async def test_ejected_instances_take_traffic_again_in_panic(threshold: int) -> None:
+    seen: dict[str, Seen] = {"a": [], "b": [], "c": []}
+    # Every failure ejects, up to every instance but one: a and b out leaves one of three (33 %).
+    outlier = {"consecutive_failures": 1, "base_ejection_time": "30s", "max_ejection_percent": 100}
+    async with (
+        backend(answering("a", seen["a"], 502)) as a,
+        backend(answering("b", seen["b"], 502)) as b,
+        backend(answering("c", seen["c"])) as c,
+        running(config([a, b, c], outlier_ejection=outlier, panic_threshold=threshold)) as (gp, gw),
+    ):
+        replies = [await get(gp) for _ in range(9)]
+        in_panic = panic_gauge(gw)
+    counts = {name: len(requests) for name, requests in seen.items()}
+    if threshold:
+        assert in_panic == 1.0
+        assert counts == {"a": 3, "b": 3, "c": 3}  # the ejected ones are balanced over again
+    else:
+        assert in_panic == 0.0
+        assert counts == {"a": 1, "b": 1, "c": 7}  # out after their first failure
+    assert sum(r.status == 200 for r in replies) == counts["c"]
