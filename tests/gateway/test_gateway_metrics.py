@@ -224,7 +224,10 @@ async def test_breaker_health_and_ejection_states_are_gauges(tmp_path: Path) -> 
     assert value(samples, "edgeway_instance_available", service="broken", instance=bad_instance) == 0
     # /status/500 fails every instance's health check
     assert value(samples, "edgeway_instance_healthy", service="flaky", instance=good_instance) == 0
-    assert value(samples, "edgeway_instance_available", service="flaky", instance=good_instance) == 0
+    # ... so none of them is healthy: the service is in panic and both take traffic anyway.
+    assert value(samples, "edgeway_upstream_panic", service="flaky") == 1
+    assert value(samples, "edgeway_instance_available", service="flaky", instance=good_instance) == 1
+    assert value(samples, "edgeway_upstream_panic", service="broken") == 0  # breakers never panic
     assert (
         value(samples, "edgeway_health_checks_total", service="flaky", instance=good_instance, result="fail")
         >= 1

@@ -85,7 +85,9 @@ async def test_without_retries_the_request_fails_at_once_and_the_pool_is_not_lef
     for one of its pooled connections (a pool of 1) fail too instead of being sent there."""
     frozen = {"a": False}
     served: list[str] = []
-    cfg = config([0], health_check=HEALTH, timeouts=SLOW, pool={"max_connections": 1})
+    # No panic: with a single instance down the service would be in panic (0 % healthy) and
+    # the requests would stay on it, health verdict ignored (test_panic_threshold.py).
+    cfg = config([0], health_check=HEALTH, timeouts=SLOW, pool={"max_connections": 1}, panic_threshold=0)
     async with backend(freezable("a", frozen, served)) as a:
         cfg["services"]["svc"]["instances"] = [f"http://127.0.0.1:{a}"]
         async with running(cfg) as (gp, _):

@@ -46,6 +46,15 @@ def test_empty_blocks_take_the_documented_defaults() -> None:
     assert policy.health.path == "/health/ready"
     assert policy.concurrency is not None
     assert policy.concurrency.limit == 9
+    assert policy.panic_threshold == 50.0
+
+
+def test_the_panic_threshold_compiles_and_is_a_percentage() -> None:
+    policy = guard_policy(validate_config(service_config(health_check={}, panic_threshold=0)).services["svc"])
+    assert policy is not None
+    assert policy.panic_threshold == 0.0
+    with pytest.raises(ConfigError, match=r"panic_threshold: Input should be less than or equal to 100"):
+        validate_config(service_config(health_check={}, panic_threshold=150))
 
 
 def test_units_and_switches_compile_into_the_policies() -> None:

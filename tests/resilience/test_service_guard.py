@@ -151,6 +151,65 @@ def test_the_first_check_decides_alone() -> None:
     assert not a.available
 
 
+def test_in_panic_ejected_and_unhealthy_instances_serve_but_an_open_breaker_does_not() -> None:
+    policy = GuardPolicy(
+        instance_breaker=BREAKER,
+        outlier=OutlierPolicy(consecutive_failures=1, max_ejection_percent=100),
+        outlier_statuses=frozenset({502}),
+        health=HealthCheckPolicy(healthy_threshold=1, unhealthy_threshold=1),
+    )
+    guard, (a, b, c, d), _ = make(policy, n=4)
+    guard.report(guard.state(a), 502, error=False)  # ejected
+    guard.health_result(b, False, "no answer within 1s")
+    assert (a.available, b.available, guard.panic) == (False, False, False)  # 2 of 4: 50 %, not below
+    for _ in range(3):
+        guard.report(guard.state(c), 500, error=False)  # its breaker opens; 500 does not eject
+    breaker = guard.state(c).breaker
+    assert breaker is not None
+    assert not breaker.admits
+    guard.health_result(d, False, "no answer within 1s")
+    # d down too: 1 of 4 healthy (c, whose breaker is open, counts: it passes its checks).
+    assert guard.panic
+    assert [m.available for m in (a, b, c, d)] == [True, True, False, True]
+    guard.health_result(b, True, "200")
+    guard.health_result(d, True, "200")
+    assert not guard.panic
+    assert [m.available for m in (a, b, c, d)] == [False, True, False, True]
+
+
+def test_an_instance_that_goes_down_in_panic_keeps_its_attempts_in_flight() -> None:
+    guard, (a, b), _ = make(GuardPolicy(health=HealthCheckPolicy(unhealthy_threshold=1)))
+    told: list[int] = []
+    guard.on_unhealthy = lambda m, _reason: told.append(m.port)
+    guard.health_result(a, False, "no answer within 1s")
+    guard.health_result(b, False, "no answer within 1s")  # 0 of 2: panic
+    assert (guard.panic, a.available, b.available) == (True, True, True)
+    assert told == [a.port]  # only a, which left the balancer before the panic
+
+
+def test_panic_is_recounted_when_instances_leave() -> None:
+    guard, members, _ = make(GuardPolicy(health=HealthCheckPolicy(unhealthy_threshold=1)), n=3)
+    down, also_down, up = members
+    guard.health_result(down, False, "answered 503")
+    guard.health_result(also_down, False, "answered 503")
+    assert (guard.panic, also_down.available) == (True, True)  # 1 of 3 healthy
+    members.remove(down)  # discovery lost it (or an operator drained it)
+    guard.forget(down)
+    guard.recount()
+    assert not guard.panic  # 1 of the 2 left: 50 %, not below
+    assert (also_down.available, up.available) == (False, True)
+
+
+def test_a_threshold_of_zero_never_panics_and_a_bad_one_is_refused() -> None:
+    policy = GuardPolicy(health=HealthCheckPolicy(unhealthy_threshold=1), panic_threshold=0)
+    guard, (a, b), _ = make(policy)
+    guard.health_result(a, False, "cannot connect")
+    guard.health_result(b, False, "cannot connect")
+    assert (guard.panic, a.available, b.available) == (False, False, False)
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        GuardPolicy(panic_threshold=101)
+
+
 def retrying(attempts: int = 3, ratio: float = 1.0, floor: float = 0.0) -> GuardPolicy:
     budget = BudgetPolicy(ratio=ratio, min_per_second=floor, window=10)
     return GuardPolicy(retry=RetryPolicy(attempts=attempts, backoff=0.01, max_backoff=0.1, budget=budget))

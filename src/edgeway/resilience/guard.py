@@ -8,6 +8,15 @@ ejection, a failing active health check — into the one flag the balancer reads
 health verdict, a timer at the end of an open breaker's pause or an ejection), never per pick,
 so balancing costs the same with or without resilience configured.
 
+The *healthy panic threshold* (Envoy's) guards against the health signals themselves: when the
+share of a service's instances that pass their health checks and are not ejected falls below
+``panic_threshold`` percent, the guard is *in panic* and ignores those two signals — every
+instance whose breaker admits is in the balancer again. A machine starved of CPU misses its
+checks on every instance at once although they still answer; a 503 for the whole service would
+then be worse than a request that may be slow. Breakers still apply (they judge answers, not
+probes), and instances that left the cluster (removed by discovery, drained by an operator) are
+not members at all, so they neither count nor come back.
+
 The guard knows nothing of HTTP: the caller (the gateway's proxy) classifies each attempt as a
 gateway error, a status, or nothing to report (the client went away), and decides whether a
 retry is *safe*; the guard decides whether it is *allowed* (attempts left, another instance
@@ -75,12 +84,18 @@ class GuardPolicy:
     outlier_statuses: frozenset[int] = DEFAULT_FAILURE_STATUSES
     health: HealthCheckPolicy | None = None
     concurrency: ConcurrencyPolicy | None = None
+    # Percent of healthy instances below which health and ejection are ignored; 0: never.
+    panic_threshold: float = 50.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.panic_threshold <= 100.0:
+            raise ValueError(f"panic_threshold must be between 0 and 100, not {self.panic_threshold:g}")
 
 
 class InstanceState(Generic[M]):
     """Why one instance is in or out of the balancer."""
 
-    __slots__ = ("_guard", "_timer", "breaker", "health", "member", "outlier")
+    __slots__ = ("_guard", "_timer", "breaker", "health", "healthy", "member", "outlier")
 
     def __init__(self, guard: ServiceGuard[M], member: M) -> None:
         self._guard = guard
@@ -97,6 +112,9 @@ class InstanceState(Generic[M]):
         self.outlier = OutlierTrack() if policy.outlier is not None else None
         self.health = HealthTrack() if policy.health is not None else None
         self._timer: asyncio.TimerHandle | None = None
+        # Passes its health checks and is not ejected (as of the last refresh): what the share
+        # of healthy instances, and so the guard's panic, counts.
+        self.healthy = True
         guard.telemetry.watch_available(label, lambda: self.member.available)
         health = self.health
         if health is not None:
@@ -127,6 +145,9 @@ class InstanceState(Generic[M]):
                 wake = track.ejected_until - now
         if self.health is not None and not self.health.healthy:
             available = False
+        changed = available is not self.healthy
+        self.healthy = available
+        available = available or guard.panic  # in panic, health and ejection are ignored
         breaker = self.breaker
         if breaker is not None and not breaker.admits:
             available = False
@@ -136,6 +157,8 @@ class InstanceState(Generic[M]):
         self.member.available = available
         if wake is not None:
             self._wake_in(wake)
+        if changed:
+            guard.recount()
 
     def _wake_in(self, seconds: float) -> None:
         try:
@@ -216,6 +239,8 @@ class ServiceGuard(Generic[M]):
         )
         self.detector = OutlierDetector(policy.outlier) if policy.outlier is not None else None
         self.retry_on = policy.retry.retry_on if policy.retry is not None else frozenset()
+        self.panic = False  # too few healthy instances: health and ejection are ignored
+        telemetry.watch_panic(lambda: self.panic)
         # Told (member, reason) when a health check turns an instance unhealthy, after it left
         # the balancer: the caller ends the attempts still waiting on it (see resilient.py).
         self.on_unhealthy: Callable[[M, str], None] | None = None
@@ -234,6 +259,23 @@ class ServiceGuard(Generic[M]):
         """Set every current member's flag from this guard's own view (a new guard taking over
         instances that a previous one, e.g. before a live reload, may have taken out)."""
         for member in self.members():
+            self.state(member).refresh()
+
+    def recount(self) -> None:
+        """Enter or leave panic from the current share of healthy instances; when that changes,
+        every instance's flag is recomputed. Called when an instance's health changes and when
+        instances join or leave."""
+        threshold = self.policy.panic_threshold
+        members = self.members()
+        healthy = sum(1 for m in members if self.state(m).healthy)
+        # Below the threshold, strictly (Envoy's rule): at 50 %, one healthy instance of two is
+        # not panic. No instances at all: nothing to balance over, so no panic either.
+        panic = bool(members) and healthy * 100 < threshold * len(members)
+        if panic is self.panic:
+            return
+        self.panic = panic
+        self.telemetry.panic_changed(panic, healthy, len(members), threshold)
+        for member in members:
             self.state(member).refresh()
 
     def close(self) -> None:
@@ -287,9 +329,10 @@ class ServiceGuard(Generic[M]):
         if changed:
             self.telemetry.health_changed(member.label, state.health.healthy, reason)
         state.refresh()  # every time: cheap at check rates, and it repairs a flag another wrote
-        if changed and not state.health.healthy and self.on_unhealthy is not None:
+        if changed and not state.health.healthy and not member.available and self.on_unhealthy is not None:
             # Only a health check says the instance stopped answering: a breaker or an
             # ejection judges answers already received, and the attempts in flight may be fine.
+            # In panic the instance still serves, so its attempts in flight are left alone.
             self.on_unhealthy(member, reason)
 
     # -- outcomes --------------------------------------------------------------------------------

@@ -16,6 +16,9 @@ the service as a whole):
                                              (services with ``health_check`` only)
 ``edgeway_instance_ejected``                 gauge: 1 while outlier detection holds it out
                                              (services with ``outlier_ejection`` only)
+``edgeway_upstream_panic``                   gauge: 1 while the service is in panic (too few
+                                             healthy instances: health checks and ejections
+                                             are ignored; no ``instance`` label)
 ``edgeway_upstream_retries_total``           counter, label ``reason``: ``error`` | ``status``
 ``edgeway_retry_budget_exhausted_total``     counter: retries refused by the budget
 ``edgeway_outlier_ejections_total``          counter, per instance
@@ -90,6 +93,12 @@ class Telemetry:
             "1 while outlier detection holds the instance out of the balancer.",
             ("service", "instance"),
         )
+        self._panic = metrics.gauge(
+            "edgeway_upstream_panic",
+            "1 while the service is in panic: too few healthy instances, so health checks and "
+            "outlier ejection are ignored and every instance takes traffic.",
+            ("service",),
+        )
         self._retries = metrics.counter(
             "edgeway_upstream_retries_total",
             "Upstream calls retried on another instance, by reason (error or status).",
@@ -156,6 +165,31 @@ class Telemetry:
     def watch_ejection(self, instance: str, ejected: Callable[[], bool]) -> None:
         if self.metrics is not None:
             self._ejected.labels(self.service, instance).set_function(lambda: 1.0 if ejected() else 0.0)
+
+    def watch_panic(self, panic: Callable[[], bool]) -> None:
+        if self.metrics is not None:
+            self._panic.labels(self.service).set_function(lambda: 1.0 if panic() else 0.0)
+
+    def panic_changed(self, panic: bool, healthy: int, total: int, threshold: float) -> None:
+        """Log entering or leaving panic (a warning both ways: either changes where traffic goes)."""
+        share = f"{healthy} of {total} instances healthy"
+        if panic:
+            message = (
+                f"{self.service} in panic: {share}, below {threshold:g}%; "
+                "balancing over every instance, health checks and ejections ignored"
+            )
+        else:
+            message = f"{self.service} out of panic: {share}; unhealthy instances are out again"
+        self._event(
+            logging.WARNING,
+            message,
+            "panic",
+            SERVICE_WIDE,
+            panic=panic,
+            healthy=healthy,
+            instances=total,
+            threshold=threshold,
+        )
 
     def forget(self, instance: str) -> None:
         """Drop an instance's series (it left the service)."""

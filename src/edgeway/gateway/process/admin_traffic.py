@@ -185,6 +185,7 @@ def breakers(gateway: Gateway) -> dict[str, Any]:
             )
         out[key.partition(":")[2]] = {
             "breaker": guard.breaker.state.value if guard.breaker is not None else None,
+            "panic": guard.panic,
             "instances": members,
         }
     return out

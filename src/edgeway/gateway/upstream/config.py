@@ -341,7 +341,8 @@ class HealthCheckRule(StrictModel):
     """Active health: periodic HTTP checks per instance.
 
     A check passes on a 2xx or 3xx answer within `timeout`. The gateway checks every instance
-    once before it starts serving, and `/readyz` reports the services without a healthy instance.
+    once before it starts serving, and `/readyz` reports the services without an instance in the
+    balancer (see `panic_threshold`: in panic, every instance is in it).
     """
 
     path: str = Field(
@@ -734,6 +735,15 @@ class Service(StrictModel):
         None, description="Passive health: take failing instances out of the balancer for a while."
     )
     health_check: HealthCheckRule | None = Field(None, description="Active HTTP health checks per instance.")
+    panic_threshold: float = Field(
+        50.0,
+        ge=0,
+        le=100,
+        description="Healthy panic threshold, in percent: when fewer of the instances than this pass "
+        "their `health_check` and are not ejected (`outlier_ejection`), both are ignored and every "
+        "instance takes traffic again (drained and removed ones never). 0 disables it. The default, "
+        "50, is Envoy's: one instance down of two is not panic.",
+    )
     concurrency: ConcurrencyRule | None = Field(
         None, description="Load shedding: a bound on concurrent requests to this service."
     )

@@ -110,6 +110,7 @@ def guard_policy(svc: Service) -> GuardPolicy | None:
         outlier_statuses=frozenset(outlier.failure_statuses) if outlier is not None else frozenset(),
         health=svc.health_check.policy() if svc.health_check is not None else None,
         concurrency=svc.concurrency.policy() if svc.concurrency is not None else None,
+        panic_threshold=svc.panic_threshold,
     )
 
 
@@ -149,6 +150,7 @@ class ServiceResilience:
         assert self.guard is not None  # listening only when guarded
         for ep in change.removed:
             self.guard.forget(ep)
+        self.guard.recount()  # the share of healthy instances changed with the membership
 
 
 def service_guard(env: GatewayEnv, service: str) -> ServiceGuard[Endpoint] | None:
