@@ -314,3 +314,22 @@ async def test_with_inventory_gone_an_order_is_retried_then_compensated_not_stuc
             order = (await http.get(f"/orders/{order_id}", headers={"X-Edgeway-Subject": "alice"})).json()
             assert order["status"] == "cancelled"
             assert "inventory unreachable" in order["reason"]
+
+
+async def test_stock_over_grpc_answers_what_the_json_route_answers(
+    tmp_path: Path, prefix: str, signer: Issuer
+) -> None:
+    from edgeway.demo.shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+
+    async with inventory(tmp_path, prefix, signer) as (url, http):
+        kit = _Kit(url)
+        stub = kit.grpc_client("inventory", inventory_pb2_grpc.InventoryStub)
+        some = await stub.Stock(inventory_pb2.StockRequest(skus=["BEA-01", "CUP-01", "NOPE-1"]))
+        assert [level.sku for level in some.levels] == ["BEA-01", "CUP-01"]  # an unknown SKU: absent
+        every = await stub.Stock(inventory_pb2.StockRequest())
+        listed = (await http.get("/stock")).json()
+        assert [
+            {"sku": s.sku, "on_hand": s.on_hand, "reserved": s.reserved, "available": s.available}
+            for s in every.levels
+        ] == listed
+        await kit.channel.close()
