@@ -58,7 +58,7 @@ MODULES: dict[str, tuple[str, ...]] = {
 # extras that bring others along (pyproject.toml says the same with self-references)
 INCLUDES: dict[str, tuple[str, ...]] = {
     "security": ("service",),
-    "demo": ("security", "nats"),
+    "demo": ("security", "nats", "grpc"),
     "grpc": ("service",),
     "proto": ("grpc",),
 }

@@ -27,6 +27,14 @@ def test_the_committed_test_protos_are_current() -> None:
     assert "is current" in output
 
 
+def test_the_shops_committed_contracts_are_current() -> None:
+    shop = SERVICE_TESTS.parents[1] / "src" / "edgeway" / "demo" / "shop"
+    assert (shop / "inventory" / "v1" / "inventory_pb2_grpc.py").is_file()
+    code, output = proto("compile", str(shop.parents[2]), "--check")
+    assert code == 0, output
+    assert "is current" in output
+
+
 def test_a_proto_compiles_into_importable_typed_modules_and_a_change_is_stale(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -99,13 +99,17 @@ class Tracing:
         self.tracer = self.provider.get_tracer("edgeway.service")
 
     def start_server_span(
-        self, name: str, traceparent: bytes | None, tracestate: bytes | None = None
+        self,
+        name: str,
+        traceparent: bytes | None,
+        tracestate: bytes | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> Span:
         """A SERVER span continuing the caller's trace when its traceparent is valid (with the
-        caller's ``tracestate`` when that is well-formed)."""
+        caller's ``tracestate`` when that is well-formed), with ``attributes`` known at its start."""
         parent = parse_traceparent(traceparent) if traceparent else None
         context = remote_context(parent, tracestate) if parent is not None else None
-        return self.tracer.start_span(name, context=context, kind=SpanKind.SERVER)
+        return self.tracer.start_span(name, context=context, kind=SpanKind.SERVER, attributes=attributes)
 
     def start_client_span(self, name: str) -> Span:
         return self.tracer.start_span(name, kind=SpanKind.CLIENT)

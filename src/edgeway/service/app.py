@@ -201,6 +201,11 @@ class ServiceKit:
             found = self._grpc_stubs[key] = stub(self._grpc_channel(service))
         return found
 
+    def grpc_channel(self, service: str) -> GrpcChannel:
+        """The channel :meth:`grpc_client` stubs of ``service`` share: its breakers
+        (``channel.peers.breaker_policy``), retry policy and timeout can be tuned before use."""
+        return self._grpc_channel(service)
+
     def _grpc_channel(self, service: str) -> GrpcChannel:
         channel = self._grpc_channels.get(service)
         if channel is None:

@@ -39,12 +39,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
 from pydantic import TypeAdapter
 
 from edgeway.http.errors import UpstreamError
 from edgeway.http.outgoing import UnsafeRequest, check_header, check_method, request_target
-from edgeway.observability.context import current_hop
+from edgeway.observability.context import current_hop, span_traceparent
 from edgeway.observability.ids import parse_traceparent
 from edgeway.observability.logs import current_request_id
 from edgeway.observability.tracing import Tracing, outgoing_traceparent
@@ -124,10 +124,13 @@ class _Call:
     timeout: float
 
 
-def propagation_headers(given: Mapping[str, str] | None, *, authorization: bool = True) -> dict[str, str]:
+def propagation_headers(
+    given: Mapping[str, str] | None, *, authorization: bool = True, span: Span | None = None
+) -> dict[str, str]:
     """``given`` (lower-cased) with what a call made now carries to the next hop: the request id,
-    the trace context and, with ``authorization``, the caller's ``Authorization``. The HTTP and
-    gRPC clients send the same (:mod:`edgeway.service.grpc.client` as metadata)."""
+    the trace context (of ``span``, the call's CLIENT span, when given; else of the current span)
+    and, with ``authorization``, the caller's ``Authorization``. The HTTP and gRPC clients send the
+    same (:mod:`edgeway.service.grpc.client` as metadata)."""
     headers = {k.lower(): v for k, v in (given or {}).items()}
     request_id = current_request_id()
     if request_id is not None:
@@ -135,7 +138,7 @@ def propagation_headers(given: Mapping[str, str] | None, *, authorization: bool 
     # The current span is the CLIENT span when tracing is on, else the request's span. It
     # replaces a traceparent the caller gave in the same trace (a saga step passes its own
     # span's, which is this CLIENT span's parent); one of another trace is the caller's choice.
-    traceparent = outgoing_traceparent()
+    traceparent = span_traceparent(span).encode().decode() if span is not None else outgoing_traceparent()
     if traceparent is not None:
         theirs = parse_traceparent(headers.get("traceparent", "").encode())
         if theirs is None or theirs.trace_id.decode() == traceparent[3:35]:

@@ -54,7 +54,7 @@ from typing import Any, Generic, Self, TypeAlias, TypeVar, cast
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, use_span
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from edgeway.http.grpc_wire import CHANNEL_OPTIONS
 from edgeway.observability.metrics import Metrics
@@ -117,12 +117,18 @@ def grpc_target(address: str) -> tuple[str, bool]:
 
 
 class _Method:
-    __slots__ = ("idempotent", "name", "path", "service", "span_name")
+    __slots__ = ("idempotent", "name", "path", "service", "span_attributes", "span_name")
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, peer: str) -> None:
         self.path = path
         self.service, _, self.name = path.lstrip("/").rpartition("/")
         self.span_name = f"{self.service}/{self.name}"
+        self.span_attributes = {
+            "rpc.system": "grpc",
+            "rpc.service": self.service,
+            "rpc.method": self.name,
+            "peer.service": peer,
+        }
         try:
             found = descriptor_pool.Default().FindMethodByName(f"{self.service}.{self.name}")
             self.idempotent = found.GetOptions().idempotency_level in _SAFE
@@ -152,21 +158,20 @@ class _Attempting:
         self.started = time.perf_counter()
         self.span: Span | None = None
         if channel.tracing is not None:
-            self.span = channel.tracing.tracer.start_span(method.span_name, kind=SpanKind.CLIENT)
-            self.span.set_attribute("rpc.system", "grpc")
-            self.span.set_attribute("rpc.service", method.service)
-            self.span.set_attribute("rpc.method", method.name)
-            self.span.set_attribute("peer.service", channel.service)
-        given = {k.lower(): v for k, v in (metadata or ())}
-        if self.span is not None:
-            with use_span(self.span, end_on_exit=False):
-                headers = propagation_headers(None, authorization=channel.propagate_authorization)
+            # The attributes in one go, and the traceparent read off the span rather than by
+            # making it current: measured, both are a good part of what the kit adds per call.
+            self.span = channel.tracing.tracer.start_span(
+                method.span_name, kind=SpanKind.CLIENT, attributes=method.span_attributes
+            )
+        headers = propagation_headers(None, authorization=channel.propagate_authorization, span=self.span)
+        if metadata:
+            given = {k.lower(): v for k, v in metadata}
+            self.metadata: tuple[tuple[str, str | bytes], ...] = (
+                *given.items(),
+                *((k, v) for k, v in headers.items() if k not in given),
+            )
         else:
-            headers = propagation_headers(None, authorization=channel.propagate_authorization)
-        self.metadata: tuple[tuple[str, str | bytes], ...] = (
-            *given.items(),
-            *((k, v) for k, v in headers.items() if k not in given),
-        )
+            self.metadata = tuple(headers.items())
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -445,6 +450,22 @@ class _UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
         self._method = method
         self._serialize = serialize
         self._deserialize = deserialize
+        # Per instance's channel, its multicallable with the method registered in the C core (as
+        # a generated stub registers it): made once, not on every call.
+        self._callables: dict[grpc.aio.Channel, grpc.aio.UnaryUnaryMultiCallable[Req, Resp]] = {}
+
+    def _on(self, channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable[Req, Resp]:
+        found = self._callables.get(channel)
+        if found is None:
+            if len(self._callables) > 64:  # instances come and go: forget the closed ones
+                self._callables.clear()
+            found = self._callables[channel] = channel.unary_unary(
+                self._method.path,
+                self._serialize,
+                self._deserialize,
+                _registered_method=True,  # type: ignore[call-arg]  # grpcio has it; its stubs not
+            )
+        return found
 
     def __call__(
         self,
@@ -464,7 +485,7 @@ class _UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
                 while True:
                     address, channel, breaker = await state.connect()
                     state.attempts += 1
-                    attempt = channel.unary_unary(self._method.path, self._serialize, self._deserialize)(
+                    attempt = self._on(channel)(
                         request,
                         timeout=state.attempt_timeout(),
                         metadata=state.metadata,
@@ -476,7 +497,7 @@ class _UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
                     if call.cancelled():
                         attempt.cancel()
                     try:
-                        response = cast(Resp, await attempt)
+                        response = await attempt
                     except grpc.aio.AioRpcError as error:
                         code = error.code()
                         failure = state.failed(address, breaker, error)
@@ -766,7 +787,7 @@ class GrpcChannel(grpc.aio.Channel):
     def _method(self, path: str) -> _Method:
         found = self._methods.get(path)
         if found is None:
-            found = self._methods[path] = _Method(path)
+            found = self._methods[path] = _Method(path, self.service)
         return found
 
     # grpc.aio.Channel

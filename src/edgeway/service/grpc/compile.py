@@ -107,6 +107,10 @@ def stale_files(root: Path, out: Path | None = None) -> list[Path]:
         for generated in compile_protos(root, fresh):
             relative = generated.relative_to(fresh)
             committed = out / relative
-            if not committed.is_file() or not filecmp.cmp(generated, committed, shallow=False):
+            if not committed.is_file():
+                stale.append(committed)
+            elif generated.name != "__init__.py" and not filecmp.cmp(generated, committed, shallow=False):
+                # A package's __init__.py is only created when missing, never rewritten: one
+                # with code in it (a contract inside an existing package) is current.
                 stale.append(committed)
         return stale

@@ -29,6 +29,11 @@ class ShopSettings(ServiceSettings):
     token_issuer: str | None = "edgeway-security"
     token_audience: str | None = "edgeway"
     revocation_poll_interval: float = Field(1.0, gt=0, description="seconds between revocation polls")
+    inside_transport: Literal["http", "grpc"] = Field(
+        "http",
+        description="how shop services call each other on a screen's or a saga step's hot path: "
+        "JSON over HTTP or gRPC (docs/shop.md says which calls, and why http is the default)",
+    )
     security_url: str | None = Field(
         None, description="base URL of the security service: its token endpoint and revocation feed"
     )

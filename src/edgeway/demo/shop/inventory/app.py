@@ -9,6 +9,9 @@ makes every call idempotent — the order saga may repeat any of them after a ti
 ``DELETE /reservations/{order_id}``            compensation: give the stock back
 =============================================  ===============================================
 
+The same calls are served over gRPC (``shop.inventory.v1.Inventory``: :mod:`.rpc`) for the order
+saga when the shop's inside transport is ``grpc``; both run the functions below.
+
 A release that arrives before its reservation (the reserve call timed out, the saga compensated,
 then the late request landed) leaves a ``released`` tombstone, so the late reserve is refused
 instead of holding stock for a cancelled order.
@@ -17,6 +20,7 @@ instead of holding stock for a cancelled order.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
@@ -135,7 +139,14 @@ router = APIRouter()
 
 
 def create_app(settings: ShopSettings | None = None) -> FastAPI:
-    app = InventoryService(settings).create_app(title="inventory", description="Stock and reservations.")
+    from edgeway.demo.shop.inventory.rpc import InventoryRpc
+
+    service = InventoryService(settings)
+    # gRPC beside HTTP (served when EDGEWAY_GRPC_PORT is set): the order saga's calls, the same
+    # functions behind both (docs/shop.md).
+    app = service.create_app(
+        title="inventory", description="Stock and reservations.", grpc=[InventoryRpc(service)]
+    )
     app.include_router(router)
     return app
 
@@ -158,11 +169,19 @@ async def _find(session: AsyncSession, order_id: str, *, lock: bool = False) -> 
     return _reservation(row) if row is not None else None
 
 
+async def stock_levels(svc: InventoryService, skus: Sequence[str] = ()) -> list[Stock]:
+    """The stock of ``skus`` (every SKU when empty), by SKU."""
+    query = select(stock).order_by(stock.c.sku)
+    if skus:
+        query = query.where(stock.c.sku.in_(skus))
+    async with svc.db.sessions() as session:
+        rows = (await session.execute(query)).all()
+    return [_stock(r) for r in rows]
+
+
 @router.get("/stock")
 async def list_stock(svc: Svc) -> list[Stock]:
-    async with svc.db.sessions() as session:
-        rows = (await session.execute(select(stock).order_by(stock.c.sku))).all()
-    return [_stock(r) for r in rows]
+    return await stock_levels(svc)
 
 
 @router.get("/stock/{sku}")
@@ -193,6 +212,17 @@ async def set_stock(sku: SkuPath, body: StockLevel, svc: Svc, _admin: Admin) -> 
 
 @router.post("/reservations", status_code=201, responses={**REPLAYED, **problem_responses(409)})
 async def reserve(body: ReservationIn, svc: Svc, _caller: ServiceCaller, response: Response) -> Reservation:
+    reservation, created = await hold(svc, body)
+    if created:
+        response.headers["Location"] = location("reservations", body.order_id)
+    else:
+        response.status_code = 200  # a repeat: the same answer, nothing held twice
+    return reservation
+
+
+async def hold(svc: InventoryService, body: ReservationIn) -> tuple[Reservation, bool]:
+    """Reserve the order's items, all or none; with whether this call made the reservation
+    (False: a repeat, answered with the reservation as it is). Refusals are 409 problems."""
     wanted: dict[str, int] = {}
     for line in body.items:
         wanted[line.sku] = wanted.get(line.sku, 0) + line.qty
@@ -205,8 +235,7 @@ async def reserve(body: ReservationIn, svc: Svc, _caller: ServiceCaller, respons
                     f"order {body.order_id} was released (cancelled) before this reservation arrived",
                     type=PROBLEMS + "reservation-released",
                 )
-            response.status_code = 200  # a repeat: the same answer, nothing held twice
-            return existing
+            return existing, False
         rows = {
             r.sku: r
             for r in (
@@ -242,8 +271,7 @@ async def reserve(body: ReservationIn, svc: Svc, _caller: ServiceCaller, respons
                 order_id=body.order_id, status="held", items=items, created_at=now, updated_at=now
             )
         )
-    response.headers["Location"] = location("reservations", body.order_id)
-    return Reservation(order_id=body.order_id, status="held", items=[Line(**i) for i in items])
+    return Reservation(order_id=body.order_id, status="held", items=[Line(**i) for i in items]), True
 
 
 @router.get("/reservations/{order_id}")
@@ -258,6 +286,11 @@ async def get_reservation(order_id: ResourceIdPath, svc: Svc, _caller: Staff) ->
 @router.post("/reservations/{order_id}/commit", responses=problem_responses(409))
 async def commit(order_id: ResourceIdPath, svc: Svc, _caller: ServiceCaller) -> Reservation:
     """The order is confirmed: the held units leave the warehouse."""
+    return await commit_reservation(svc, order_id)
+
+
+async def commit_reservation(svc: InventoryService, order_id: str) -> Reservation:
+    """The held units of ``order_id`` leave; a repeat answers the committed reservation."""
     async with svc.transaction() as session:
         found = await _find(session, order_id, lock=True)
         if found is None:
@@ -280,6 +313,11 @@ async def release(order_id: ResourceIdPath, svc: Svc, _caller: ServiceCaller) ->
     A committed reservation cannot be released (its stock has left): the answer is 200 with the
     reservation as it is, ``status: committed``, a definite outcome the caller acts on, not a
     conflict it would try again forever."""
+    return await release_reservation(svc, order_id)
+
+
+async def release_reservation(svc: InventoryService, order_id: str) -> Reservation:
+    """Give the held stock of ``order_id`` back (see :func:`release`)."""
     async with svc.transaction() as session:
         found = await _find(session, order_id, lock=True)
         if found is None:

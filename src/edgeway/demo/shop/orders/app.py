@@ -145,6 +145,9 @@ class OrdersService(Service):
         # would fail every order meanwhile.
         for peer in ("inventory", "payments"):
             self.kit.client(peer).breaker_policy = BreakerPolicy(open_for=self.settings.breaker_open_for)
+        if self.settings.inside_transport == "grpc":
+            policy = BreakerPolicy(open_for=self.settings.breaker_open_for)
+            self.kit.grpc_channel("inventory").peers.breaker_policy = policy
         await self.orchestrator.start()
 
     async def _stop(self) -> None:

@@ -21,6 +21,10 @@ retried (``RetryableError``) within the step's budget, and so is a peer that can
 for a moment (``DiscoveryError``: no instance known, or the registry unreachable). Each step
 moves the order's status and publishes ``OrderStatusChanged`` through the outbox, which is what
 the browser sees live.
+
+With the shop's inside transport ``grpc`` the three inventory calls are the same over gRPC
+(``Reserve``, ``Release``, ``Commit``: :mod:`edgeway.demo.shop.orders.inventory_rpc`), with the
+same outcomes.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pydantic import BaseModel
 
 from edgeway.demo.shop.common.events import OrderStatus
 from edgeway.demo.shop.common.problems import PROBLEMS
+from edgeway.demo.shop.orders.inventory_rpc import InventoryOverGrpc
 from edgeway.saga import Backoff, Retry, RetryableError, Saga, StepContext, StepFailed
 from edgeway.service.clients import PeerResponse
 from edgeway.service.errors import DiscoveryError, PeerError
@@ -60,6 +65,10 @@ class OrderData(BaseModel):
 def build_saga(service: OrdersService) -> Saga[OrderData]:
     """The saga, its steps bound to ``service`` (its clients, token and database)."""
     saga: Saga[OrderData] = Saga("place_order", OrderData)
+    # Inventory's calls over gRPC when the shop's inside transport says so (docs/shop.md);
+    # payments stays JSON: one call per order, off the screen's path.
+    over_grpc = service.settings.inside_transport == "grpc"
+    inventory = InventoryOverGrpc(service) if over_grpc else None
 
     async def call(
         ctx: StepContext[OrderData], peer: str, method: str, path: str, **kwargs: Any
@@ -109,13 +118,21 @@ def build_saga(service: OrdersService) -> Saga[OrderData]:
         return dict(response.json())
 
     async def reserve(ctx: StepContext[OrderData]) -> dict[str, Any]:
+        if inventory is not None:
+            result = await inventory.reserve(ctx, STOCK_REFUSALS)
+            await service.set_status(ctx.data.order_id, "reserved")
+            return result
         body = {"order_id": ctx.data.order_id, "items": [line.model_dump() for line in ctx.data.items]}
         return await advance(ctx, "inventory", "/reservations", body, 409, STOCK_REFUSALS, "reserved")
 
     async def release(ctx: StepContext[OrderData]) -> None:
-        response = await call(ctx, "inventory", "DELETE", f"/reservations/{ctx.data.order_id}")
-        response.raise_for_status()
-        if response.json().get("status") == "committed":
+        if inventory is not None:
+            status = (await inventory.release(ctx))["status"]
+        else:
+            response = await call(ctx, "inventory", "DELETE", f"/reservations/{ctx.data.order_id}")
+            response.raise_for_status()
+            status = response.json().get("status")
+        if status == "committed":
             # Only a saga compensated before this version could get here: the stock has left,
             # so say so on the order for whoever reconciles the refund.
             await service.set_reason(
@@ -132,8 +149,11 @@ def build_saga(service: OrdersService) -> Saga[OrderData]:
         response.raise_for_status()
 
     async def confirm(ctx: StepContext[OrderData]) -> None:
-        response = await call(ctx, "inventory", "POST", f"/reservations/{ctx.data.order_id}/commit")
-        response.raise_for_status()
+        if inventory is not None:
+            await inventory.commit(ctx)
+        else:
+            response = await call(ctx, "inventory", "POST", f"/reservations/{ctx.data.order_id}/commit")
+            response.raise_for_status()
         await service.set_status(ctx.data.order_id, "confirmed")
 
     timeout = service.settings.step_timeout

@@ -1,0 +1,77 @@
+"""The shop over real processes (``edgeway demo --system``) with its inside transport ``grpc``:
+inventory serves gRPC beside HTTP, the orders service finds its ``grpc://`` address in the NATS
+KV registry and its saga reserves and commits over it; the edges still answer JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from shop_system import Shop
+
+import edgeway.demo.shop
+from conftest import held_ports
+from edgeway.demo.launch import launched_demo
+
+pytestmark = pytest.mark.xdist_group("shop-e2e")
+
+SHOP = Path(edgeway.demo.shop.__file__).resolve().parent
+
+
+def _system(tmp: Path) -> Path:
+    """The shop's system file with gRPC inside: a gRPC port for inventory, the transport for orders."""
+    data: dict[str, Any] = yaml.safe_load((SHOP / "edgeway.system.yaml").read_text())
+    data["services"]["inventory"]["env"] = {"EDGEWAY_GRPC_PORT": str(held_ports(1)[0])}
+    data["services"]["orders"]["env"] = {"EDGEWAY_INSIDE_TRANSPORT": "grpc"}
+    for edge in data["edges"].values():
+        edge["config"] = str(SHOP / edge["config"])
+    path = tmp / "edgeway.system.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    tmp = tmp_path_factory.mktemp("shop-grpc")
+    with launched_demo(tmp / "run", system=_system(tmp), extra_args=["--email-delay", "0.05"]) as demo:
+        system = Shop(demo)
+        try:
+            yield system
+        finally:
+            system.http.close()
+
+
+def _grpc_calls(shop: Shop, method: str) -> list[str]:
+    """Inventory's access lines for ``method`` in the demo's merged log: ``inventory │ 13:30:56 grpc
+    /shop.inventory.v1.Inventory/Reserve OK 327.9ms req=...``."""
+    return [
+        line
+        for line in shop.output().splitlines()
+        if line.startswith("inventory") and f"grpc {method} " in line
+    ]
+
+
+def test_an_order_is_reserved_and_committed_over_grpc_and_confirmed(shop: Shop) -> None:
+    before = shop.get("inventory", "/stock/CUP-01").json()
+    response = shop.post("orders", "/orders", "alice", json={"items": [{"sku": "CUP-01", "qty": 1}]})
+    assert response.status_code == 202, response.text
+    order_id = response.json()["id"]
+
+    def finished() -> dict[str, Any] | None:
+        order = shop.get("orders", f"/orders/{order_id}", "alice").json()
+        return order if order["status"] in ("confirmed", "cancelled") else None
+
+    done = shop.wait(finished, 30, f"order {order_id} to finish")
+    assert done["status"] == "confirmed", done
+    after = shop.get("inventory", "/stock/CUP-01").json()
+    assert after["on_hand"] == before["on_hand"] - 1
+    reserve = shop.wait(
+        lambda: _grpc_calls(shop, "/shop.inventory.v1.Inventory/Reserve"), 10, "inventory's gRPC access line"
+    )
+    assert " OK " in reserve[0]
+    assert " OK " in _grpc_calls(shop, "/shop.inventory.v1.Inventory/Commit")[0]
+    # the edges and the saga's other peer stay JSON: no reservation was made over HTTP
+    assert "POST /reservations" not in shop.output()
