@@ -7,7 +7,8 @@ connections to a 50 ms service allow 5k req/s), or a listen backlog too small fo
 clients connecting at once (SYNs dropped, retried a second later), or a listener that accepts
 them one per event-loop turn (they wait seconds in the accept queue while the open connections
 are served), show up here and in nothing else: each wrk run opens its connections at once, and
-their first requests are 1 % of a 10-second run, so they are its p99. Legs, one worker each, in front of the same backend:
+their first requests are 1 % of a 10-second run, so they are its p99. Legs, one worker each, in
+front of the same backend:
 
     direct      wrk -> backend                       (the ceiling)
     edgeway     wrk -> edgeway gateway -> backend    (default pool, access log on)
