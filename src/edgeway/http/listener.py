@@ -52,6 +52,13 @@ def bind_socket(host: str, port: int, reuse_port: bool = True, backlog: int = BA
     return sock
 
 
+def _unwatch(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    # uvloop's remove_reader returns None where typeshed says bool, and compiled (mypyc) code
+    # checks declared types at run time: call it untyped.
+    remove_reader: Callable[[int], object] = getattr(loop, "remove_reader")  # noqa: B009
+    remove_reader(sock.fileno())
+
+
 # Compiled builds (mypyc) refuse Python subclasses of compiled classes unless allowed; a listener
 # that counts or filters connections (tests, embedders) subclasses this one.
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -135,7 +142,7 @@ class Listener:
                 if exc.errno not in _OUT_OF_RESOURCES:
                     raise
                 log.warning("cannot accept connections (%s); retrying in %gs", exc, ACCEPT_RETRY_S)
-                loop.remove_reader(sock.fileno())
+                _unwatch(loop, sock)
                 loop.call_later(ACCEPT_RETRY_S, self._resume_accepting)
                 return
             task = loop.create_task(self._serve_accepted(conn))
@@ -198,7 +205,7 @@ class Listener:
         sock, self._sock = self._sock, None
         if sock is not None:
             if self._loop is not None:
-                self._loop.remove_reader(sock.fileno())
+                _unwatch(self._loop, sock)
             sock.close()
 
     async def shutdown(self, grace: float) -> int:
