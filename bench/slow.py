@@ -4,8 +4,11 @@ The backend answers every request after 50 ms; wrk holds 1,000 connections. A pr
 about 1,000 requests in flight upstream to keep up (throughput = in flight / latency), so what is
 measured is whether the proxy lets them through: a connection pool with a fixed cap (256
 connections to a 50 ms service allow 5k req/s), or a listen backlog too small for a thousand
-clients connecting at once (SYNs dropped, retried a second later), show up here and in nothing
-else. Legs, one worker each, in front of the same backend:
+clients connecting at once (SYNs dropped, retried a second later), or a listener that accepts
+them one per event-loop turn (they wait seconds in the accept queue while the open connections
+are served), show up here and in nothing else: each wrk run opens its connections at once, and
+their first requests are 1 % of a 10-second run, so they are its p99. Legs, one worker each, in
+front of the same backend:
 
     direct      wrk -> backend                       (the ceiling)
     edgeway     wrk -> edgeway gateway -> backend    (default pool, access log on)

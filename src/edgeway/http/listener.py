@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from mypy_extensions import mypyc_attr
 
@@ -33,6 +34,11 @@ RejectHook = Callable[[ServerProtocol, int, str], None]
 # the connections a busy gateway sees arrive between two event-loop turns.
 BACKLOG = 2048
 
+# accept() failing for want of descriptors or memory leaves the socket readable: stop watching it
+# for this long instead of spinning (asyncio's own server does the same).
+ACCEPT_RETRY_S = 0.1
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
 
 def bind_socket(host: str, port: int, reuse_port: bool = True, backlog: int = BACKLOG) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -44,6 +50,13 @@ def bind_socket(host: str, port: int, reuse_port: bool = True, backlog: int = BA
     sock.listen(backlog)
     sock.setblocking(False)
     return sock
+
+
+def _unwatch(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    # uvloop's remove_reader returns None where typeshed says bool, and compiled (mypyc) code
+    # checks declared types at run time: call it untyped.
+    remove_reader: Callable[[int], object] = getattr(loop, "remove_reader")  # noqa: B009
+    remove_reader(sock.fileno())
 
 
 # Compiled builds (mypyc) refuse Python subclasses of compiled classes unless allowed; a listener
@@ -67,7 +80,12 @@ class Listener:
         # protocol_after_handshake chooses. None: plaintext HTTP/1.1.
         self._tls = tls
         self.connections: set[ServerProtocol] = set()
-        self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
+        self._port = 0
+        self._backlog = BACKLOG
+        # Accepted sockets whose transports are being set up (the TLS handshake, for TLS).
+        self._accepting: set[asyncio.Task[None]] = set()
         self._all_closed: asyncio.Event = asyncio.Event()
         self._all_closed.set()
         self._ticker: asyncio.TimerHandle | None = None
@@ -94,26 +112,71 @@ class Listener:
             conn.set_handler(handler)
 
     async def start(self, sock: socket.socket, backlog: int = BACKLOG) -> None:
+        """Serve connections arriving on the bound socket ``sock``.
+
+        The listener accepts by itself rather than through ``loop.create_server``: uvloop's server
+        accepts one connection per event-loop turn, and a gateway saturated by the connections it
+        already has runs turns of tens of milliseconds, so a thousand clients connecting at once
+        waited seconds in the accept queue while the open connections were served. Here every
+        pending connection (up to ``backlog``) is accepted each time the socket is readable."""
         loop = asyncio.get_running_loop()
-        # create_server calls listen() again on the socket it is given, with its own default
-        # backlog (100) unless told: the backlog must be passed here, not only at bind time.
-        tls = self._tls
-        if tls is None:
-            self._server = await loop.create_server(
-                lambda: ServerProtocol(self._handler, self._limits, self), sock=sock, backlog=backlog
-            )
-        else:
-            verified = tls.verify_mode != ssl.CERT_NONE
-            self._server = await loop.create_server(
-                lambda: TlsHandoff(self.protocol_after_handshake, verified),
-                sock=sock,
-                backlog=backlog,
-                ssl=tls,
-                # A client gets as long for its handshake as for its request head: a peer that
-                # opens connections and never finishes a handshake holds nothing for a minute.
-                ssl_handshake_timeout=self._limits.header_read_timeout,
-            )
+        sock.listen(backlog)
+        sock.setblocking(False)
+        self._loop = loop
+        self._sock = sock
+        self._port = int(sock.getsockname()[1])
+        self._backlog = backlog
+        loop.add_reader(sock.fileno(), self._accept_pending)
         self._tick()
+
+    def _accept_pending(self) -> None:
+        sock, loop = self._sock, self._loop
+        if sock is None or loop is None:
+            return
+        for _ in range(self._backlog):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise
+                log.warning("cannot accept connections (%s); retrying in %gs", exc, ACCEPT_RETRY_S)
+                _unwatch(loop, sock)
+                loop.call_later(ACCEPT_RETRY_S, self._resume_accepting)
+                return
+            task = loop.create_task(self._serve_accepted(conn))
+            self._accepting.add(task)
+            task.add_done_callback(self._accepting.discard)
+
+    def _resume_accepting(self) -> None:
+        if self._sock is not None and self._loop is not None:
+            self._loop.add_reader(self._sock.fileno(), self._accept_pending)
+
+    async def _serve_accepted(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        tls = self._tls
+        try:
+            if tls is None:
+                await loop.connect_accepted_socket(
+                    lambda: ServerProtocol(self._handler, self._limits, self), conn
+                )
+            else:
+                verified = tls.verify_mode != ssl.CERT_NONE
+                await loop.connect_accepted_socket(
+                    lambda: TlsHandoff(self.protocol_after_handshake, verified),
+                    conn,
+                    ssl=tls,
+                    # A client gets as long for its handshake as for its request head: a peer
+                    # that opens connections and never finishes a handshake holds nothing for a
+                    # minute.
+                    ssl_handshake_timeout=self._limits.header_read_timeout,
+                )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            # The client went away or failed its handshake before it was served: nothing to
+            # answer, and the transport has closed the socket.
+            log.debug("connection dropped before it was served: %s", exc)
+            conn.close()
 
     def protocol_after_handshake(self, tls: TlsInfo) -> asyncio.Protocol:
         """The protocol that serves a TLS connection, by what its handshake negotiated: the one
@@ -135,19 +198,24 @@ class Listener:
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        # uvloop's Server.sockets is a list where typeshed says tuple, and compiled (mypyc) code
-        # checks declared types at run time: read it untyped.
-        sockets: Sequence[socket.socket] = getattr(self._server, "sockets")  # noqa: B009
-        return int(sockets[0].getsockname()[1])
+        assert self._port, "the listener has not started"
+        return self._port
+
+    def _stop_accepting(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            if self._loop is not None:
+                _unwatch(self._loop, sock)
+            sock.close()
 
     async def shutdown(self, grace: float) -> int:
         """Stop accepting, let in-flight exchanges finish up to `grace` seconds, close the rest.
 
         Returns the number of connections that had to be closed forcibly.
         """
-        if self._server is not None:
-            self._server.close()
+        self._stop_accepting()
+        for task in list(self._accepting):
+            task.cancel()
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
@@ -161,6 +229,4 @@ class Listener:
             conn.abort()
         if forced:
             log.warning("closed %d connections still busy after the %.1fs grace period", forced, grace)
-        if self._server is not None:
-            await self._server.wait_closed()
         return forced

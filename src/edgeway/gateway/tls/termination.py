@@ -1,8 +1,8 @@
 """A TLS listener's certificates, chosen by SNI, and swapped by a live reload without dropping a
 connection.
 
-The listening socket keeps one handshake context for the life of the process (asyncio takes it
-once, in ``create_server``). Its SNI callback reads the *current* :class:`CertificateSet` and
+The listening socket keeps one handshake context for the life of the process (the listener hands
+the same one to every connection it accepts). Its SNI callback reads the *current* :class:`CertificateSet` and
 switches each new handshake to the context of the certificate the client asked for: the exact
 name, else the one-label wildcard (``*.example.com`` for ``api.example.com``), else the default
 (the first certificate), also for clients that send no SNI (connections to an IP address).
