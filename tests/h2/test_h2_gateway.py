@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvloop
@@ -118,7 +119,7 @@ async def test_without_http2_the_preface_is_not_served(tmp_path: Path) -> None:
 
 
 async def test_filters_and_errors_act_on_http2_requests_as_on_http_1_1(tmp_path: Path) -> None:
-    routes = [
+    routes: list[dict[str, Any]] = [
         {
             "match": {"path": "/limited/**"},
             "proxy": {"service": "echo"},
