@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from edgeway.http.body import BodyStream
 from edgeway.http.headers import status_line
@@ -57,6 +58,9 @@ class ResponseTap(Protocol):
     def abort(self) -> None: ...
 
 
+# Compiled builds (mypyc) refuse Python subclasses of compiled classes unless allowed: an HTTP/2
+# stream's exchange (edgeway.http.h2.exchange) is one, writing frames where this writes bytes.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Exchange:
     # One Exchange per request on the hot path: __slots__ saves ~40% of attribute memory and
     # makes attribute access a little faster than a dict.
@@ -280,13 +284,19 @@ class Exchange:
         wait (for a client that stopped reading, forever)."""
         return self._protocol.write_paused()
 
-    def finish(self, last: bytes = b"") -> None:
+    def finish(self, last: bytes = b"", trailers: Headers | None = None) -> None:
+        """End the response (after ``last``). ``trailers``: fields sent after the body (gRPC's
+        status): in the last chunk of a chunked HTTP/1.1 response, in a HEADERS frame on HTTP/2;
+        a response with a Content-Length has nowhere to carry them on HTTP/1.1 and drops them."""
         if self.tap is not None:
             self.tap.body(last)
             self.tap.end()
         data = self._frame(last) if last and self.method != b"HEAD" else b""
         if self._chunked:
-            data += b"0\r\n\r\n"
+            if trailers:
+                data += b"0\r\n" + b"".join([b"%b: %b\r\n" % (n, v) for n, v in trailers]) + b"\r\n"
+            else:
+                data += b"0\r\n\r\n"
         if data:
             self._protocol.write(data)
         self.state = ResponseState.DONE
