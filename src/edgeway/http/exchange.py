@@ -280,13 +280,19 @@ class Exchange:
         wait (for a client that stopped reading, forever)."""
         return self._protocol.write_paused()
 
-    def finish(self, last: bytes = b"") -> None:
+    def finish(self, last: bytes = b"", trailers: Headers | None = None) -> None:
+        """End the response (after ``last``). ``trailers``: fields sent after the body (gRPC's
+        status): in the last chunk of a chunked HTTP/1.1 response, in a HEADERS frame on HTTP/2;
+        a response with a Content-Length has nowhere to carry them on HTTP/1.1 and drops them."""
         if self.tap is not None:
             self.tap.body(last)
             self.tap.end()
         data = self._frame(last) if last and self.method != b"HEAD" else b""
         if self._chunked:
-            data += b"0\r\n\r\n"
+            if trailers:
+                data += b"0\r\n" + b"".join([b"%b: %b\r\n" % (n, v) for n, v in trailers]) + b"\r\n"
+            else:
+                data += b"0\r\n\r\n"
         if data:
             self._protocol.write(data)
         self.state = ResponseState.DONE

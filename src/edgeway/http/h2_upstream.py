@@ -111,8 +111,9 @@ class H2Stream:
         return await self._head
 
     @property
-    def head_waiter(self) -> asyncio.Future[Headers]:
-        return self._head
+    def has_data(self) -> bool:
+        """Body bytes are waiting to be read."""
+        return bool(self._data)
 
     async def read(self) -> bytes:
         """The next chunk of the response body; ``b""`` at its end. Taking a chunk hands its

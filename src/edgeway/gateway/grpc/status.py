@@ -17,11 +17,14 @@ from __future__ import annotations
 import enum
 from typing import Final
 
+from edgeway.http.exchange import Exchange, Headers
+
 __all__ = [
     "GrpcStatus",
     "encode_message",
     "grpc_status_for",
     "is_grpc",
+    "respond_status",
     "trailers_only",
 ]
 
@@ -110,3 +113,10 @@ def trailers_only(
     if message:
         headers.append((b"grpc-message", encode_message(message)))
     return headers
+
+
+def respond_status(ex: Exchange, http_status: int, message: str, headers: Headers) -> None:
+    """Answer ``ex`` (a gRPC request) with the gRPC status of ``http_status`` as a trailers-only
+    response; ``headers``: the gateway's own (request id, Retry-After, WWW-Authenticate...)."""
+    content_type = ex.header(b"content-type") or GRPC_CONTENT_TYPE
+    ex.respond(200, [*trailers_only(grpc_status_for(http_status), message, content_type), *headers])
