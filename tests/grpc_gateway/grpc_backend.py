@@ -23,7 +23,7 @@ LEDGER = "kittest.v1.Ledger"
 class MemoryLedger(ledger_pb2_grpc.LedgerServicer):
     instance: str
     balances: dict[str, int] = field(default_factory=dict)
-    seen: list[str] = field(default_factory=list)  # what handlers saw: metadata, cancellation
+    events: list[str] = field(default_factory=list)  # what handlers saw happen: "cancelled"
 
     async def Record(self, request: ledger_pb2.Entry, context: Context) -> ledger_pb2.Receipt:
         if not request.account:
@@ -56,7 +56,7 @@ class MemoryLedger(ledger_pb2_grpc.LedgerServicer):
         try:
             await asyncio.sleep(request.millis / 1000)
         except asyncio.CancelledError:
-            self.seen.append("cancelled")
+            self.events.append("cancelled")
             raise
         return ledger_pb2.WaitReply(instance=self.instance)
 
@@ -82,6 +82,9 @@ class Backend:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def seen(self) -> list[str]:
+        return self.ledger.events
 
     async def set_serving(self, serving: bool) -> None:
         status = (

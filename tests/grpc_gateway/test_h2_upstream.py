@@ -131,10 +131,10 @@ async def test_a_reset_stream_fails_its_reader_only() -> None:
             await read_all(stream)
             assert dict(stream.trailers or ())[b"x-ledger-instance"] == b"ledger-1"
             for _ in range(50):
-                if "cancelled" in server.ledger.seen:
+                if "cancelled" in server.seen():
                     break
                 await asyncio.sleep(0.02)
-            assert "cancelled" in server.ledger.seen
+            assert "cancelled" in server.seen()
         finally:
             pool.close()
 

@@ -1,0 +1,213 @@
+"""gRPC through the gateway, against a real grpcio server: calls, trailers, deadlines, and the
+gateway's own refusals as gRPC statuses. Every case runs with a real grpcio client (HTTP/2 to
+the gateway) and with a raw HTTP/1.1 request (the status in chunked trailers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from gateway_helpers import gateway
+from grpc_backend import Backend, backend
+from grpc_callers import Caller, GrpcioCaller, Http1Caller
+from grpc_helpers import Issuer, issuer
+from kittest.v1 import ledger_pb2
+
+LEDGER = "/kittest.v1.Ledger"
+Code = grpc.StatusCode
+
+
+def code(status: grpc.StatusCode) -> int:
+    return int(status.value[0])
+
+
+def ledger_config(backend: Backend | None, port: int | None = None, **service: Any) -> dict[str, Any]:
+    target = backend.target if backend is not None else f"127.0.0.1:{port}"
+    route: dict[str, Any] = {
+        "id": "ledger",
+        "match": {"path": f"{LEDGER}/**"},
+        "proxy": {"service": "ledger"},
+    }
+    route.update(service.pop("route", {}))
+    top = service.pop("top", {})
+    return {
+        "name": "grpc-gw",
+        "services": {"ledger": {"instances": [f"http://{target}"], "protocol": "h2", **service}},
+        "routes": [route],
+        **top,
+    }
+
+
+@pytest.fixture(params=["grpcio", "http1"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@contextlib.asynccontextmanager
+async def through(cfg: dict[str, Any], transport: str) -> AsyncIterator[Caller]:
+    async with gateway(cfg) as (port, _log):
+        caller: Caller = GrpcioCaller(f"127.0.0.1:{port}") if transport == "grpcio" else Http1Caller(port)
+        try:
+            yield caller
+        finally:
+            await caller.close()
+
+
+@pytest.fixture
+async def ledger() -> AsyncIterator[Backend]:
+    async with backend() as running:
+        yield running
+
+
+async def test_unary_call_and_its_trailers_pass_through(ledger: Backend, transport: str) -> None:
+    async with through(ledger_config(ledger), transport) as caller:
+        entry = ledger_pb2.Entry(account="acme", amount=7).SerializeToString()
+        outcome = await caller.call(f"{LEDGER}/Record", entry)
+        assert outcome.code == 0
+        assert ledger_pb2.Receipt.FromString(outcome.replies[0]).count == 1
+        balance = await caller.call(
+            f"{LEDGER}/Balance", ledger_pb2.BalanceRequest(account="acme").SerializeToString()
+        )
+        assert ledger_pb2.BalanceReply.FromString(balance.replies[0]).balance == 7
+        assert balance.trailers["x-ledger-instance"] == "ledger-1"  # the service's own trailer
+
+
+async def test_server_streaming_call(ledger: Backend, transport: str) -> None:
+    async with through(ledger_config(ledger), transport) as caller:
+        request = ledger_pb2.TicksRequest(count=25, interval_millis=2).SerializeToString()
+        outcome = await caller.call(f"{LEDGER}/Ticks", request)
+        assert outcome.code == 0
+        assert [ledger_pb2.Tick.FromString(r).n for r in outcome.replies] == list(range(25))
+
+
+async def test_a_service_error_passes_through_with_its_message(ledger: Backend, transport: str) -> None:
+    async with through(ledger_config(ledger), transport) as caller:
+        outcome = await caller.call(f"{LEDGER}/Record", ledger_pb2.Entry(account="").SerializeToString())
+        assert outcome.code == code(Code.INVALID_ARGUMENT)
+        assert outcome.message == "an entry needs an account: caf\u00e9"
+
+
+async def test_the_time_left_of_grpc_timeout_reaches_the_service(ledger: Backend, transport: str) -> None:
+    async with through(ledger_config(ledger), transport) as caller:
+        outcome = await caller.call(f"{LEDGER}/Whoami", b"", timeout=5.0)
+        assert outcome.code == 0
+        left = ledger_pb2.WhoamiReply.FromString(outcome.replies[0]).deadline_left
+        assert 3.0 < left <= 5.0
+
+
+async def test_grpc_timeout_expiry_is_deadline_exceeded_and_the_service_is_cancelled(
+    ledger: Backend, transport: str
+) -> None:
+    async with through(ledger_config(ledger), transport) as caller:
+        started = time.monotonic()
+        outcome = await caller.call(
+            f"{LEDGER}/Wait", ledger_pb2.WaitRequest(millis=3000).SerializeToString(), timeout=0.3
+        )
+        assert outcome.code == code(Code.DEADLINE_EXCEEDED)
+        assert time.monotonic() - started < 2.0
+        for _ in range(50):
+            if "cancelled" in ledger.seen():
+                break
+            await asyncio.sleep(0.02)
+        assert "cancelled" in ledger.seen()
+
+
+async def test_the_services_total_timeout_is_deadline_exceeded(ledger: Backend, transport: str) -> None:
+    cfg = ledger_config(ledger, timeouts={"total": 0.3})
+    async with through(cfg, transport) as caller:
+        outcome = await caller.call(f"{LEDGER}/Wait", ledger_pb2.WaitRequest(millis=3000).SerializeToString())
+        assert outcome.code == code(Code.DEADLINE_EXCEEDED)
+        assert outcome.http_status == 200  # a gRPC status, not an HTTP 504 page
+
+
+async def test_no_route_is_unimplemented(ledger: Backend, transport: str) -> None:
+    async with through(ledger_config(ledger), transport) as caller:
+        outcome = await caller.call("/shop.v1.Orders/Get", b"")
+        assert outcome.code == code(Code.UNIMPLEMENTED)
+        assert outcome.http_status == 200
+
+
+@pytest.fixture
+async def tokens() -> AsyncIterator[Issuer]:
+    async with issuer() as found:
+        yield found
+
+
+def auth_config(ledger: Backend, tokens: Issuer, **route: Any) -> dict[str, Any]:
+    auth = {"jwks_url": tokens.jwks_url, "issuer": "https://security.test", "audience": "ledger-gw"}
+    return ledger_config(ledger, route={"auth": {"mode": "required", **route}}, top={"auth": auth})
+
+
+def token(tokens: Issuer, **claims: Any) -> str:
+    return tokens.token(aud="ledger-gw", jti=uuid.uuid4().hex, **claims)
+
+
+async def test_a_missing_token_is_unauthenticated(ledger: Backend, tokens: Issuer, transport: str) -> None:
+    async with through(auth_config(ledger, tokens), transport) as caller:
+        outcome = await caller.call(f"{LEDGER}/Whoami", b"")
+        assert outcome.code == code(Code.UNAUTHENTICATED)
+        assert outcome.http_status == 200
+        good = await caller.call(
+            f"{LEDGER}/Whoami", b"", metadata={"authorization": f"Bearer {token(tokens)}"}
+        )
+        assert good.code == 0
+        assert ledger_pb2.WhoamiReply.FromString(good.replies[0]).subject.startswith("Bearer ")
+
+
+async def test_a_missing_role_is_permission_denied(ledger: Backend, tokens: Issuer, transport: str) -> None:
+    async with through(auth_config(ledger, tokens, roles=["admin"]), transport) as caller:
+        outcome = await caller.call(
+            f"{LEDGER}/Whoami", b"", metadata={"authorization": f"Bearer {token(tokens)}"}
+        )
+        assert outcome.code == code(Code.PERMISSION_DENIED)
+
+
+async def test_a_rate_limit_is_resource_exhausted(ledger: Backend, transport: str) -> None:
+    cfg = ledger_config(ledger, route={"rate_limit": {"rate": 2, "per": 60}})
+    async with through(cfg, transport) as caller:
+        first = await caller.call(f"{LEDGER}/Whoami", b"")
+        second = await caller.call(f"{LEDGER}/Whoami", b"")
+        third = await caller.call(f"{LEDGER}/Whoami", b"")
+        assert [first.code, second.code] == [0, 0]
+        assert third.code == code(Code.RESOURCE_EXHAUSTED)
+
+
+async def test_an_instance_that_is_down_is_unavailable(transport: str) -> None:
+    async with backend() as stopped:
+        port = stopped.port
+    async with through(ledger_config(None, port), transport) as caller:
+        outcome = await caller.call(f"{LEDGER}/Whoami", b"")
+        assert outcome.code == code(Code.UNAVAILABLE)
+        assert f"127.0.0.1:{port}" in outcome.message
+
+
+async def test_a_not_serving_instance_is_taken_out_by_the_grpc_health_check(
+    ledger: Backend, transport: str
+) -> None:
+    check = {"kind": "grpc", "grpc_service": "kittest.v1.Ledger", "interval": 0.1, "timeout": 0.1}
+    check |= {"unhealthy_threshold": 1, "healthy_threshold": 1}
+    async with through(ledger_config(ledger, health_check=check), transport) as caller:
+        assert (await caller.call(f"{LEDGER}/Whoami", b"")).code == 0
+        await ledger.set_serving(False)
+        outcome = None
+        for _ in range(40):
+            outcome = await caller.call(f"{LEDGER}/Whoami", b"")
+            if outcome.code != 0:
+                break
+            await asyncio.sleep(0.05)
+        assert outcome is not None
+        assert outcome.code == code(Code.UNAVAILABLE)
+        assert "no available instance" in outcome.message
+        await ledger.set_serving(True)
+        for _ in range(40):
+            outcome = await caller.call(f"{LEDGER}/Whoami", b"")
+            if outcome.code == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert outcome.code == 0
