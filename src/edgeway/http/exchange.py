@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from edgeway.http.body import BodyStream
 from edgeway.http.headers import status_line
@@ -57,6 +58,9 @@ class ResponseTap(Protocol):
     def abort(self) -> None: ...
 
 
+# Compiled builds (mypyc) refuse Python subclasses of compiled classes unless allowed: an HTTP/2
+# stream's exchange (edgeway.http.h2.exchange) is one, writing frames where this writes bytes.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Exchange:
     # One Exchange per request on the hot path: __slots__ saves ~40% of attribute memory and
     # makes attribute access a little faster than a dict.

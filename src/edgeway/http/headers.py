@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Final
 
@@ -18,6 +19,15 @@ HOP_BY_HOP: Final = frozenset(
         b"transfer-encoding",
         b"upgrade",
     }
+)
+
+# RFC 9110 §7.2 / RFC 3986 §3.2.2: uri-host [":" port]. IP-literal, or a reg-name (which covers
+# IPv4 addresses), never empty for http. Anything else would be copied into X-Forwarded-Host and
+# matched against route hosts. HTTP/1.1's Host and HTTP/2's :authority are both checked with it.
+HOST_SYNTAX: Final = re.compile(
+    rb"(?:\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+)\]"
+    rb"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})+)"
+    rb"(?::[0-9]{0,5})?"
 )
 
 _FORBIDDEN_IN_VALUE: Final = (b"\x00", b"\r", b"\n")

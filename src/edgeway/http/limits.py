@@ -62,3 +62,35 @@ class PoolLimits:
     # therefore slows the upstream down instead of growing gateway memory.
     read_high_water: int = 256 * 1024
     read_low_water: int = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Http2Limits:
+    """What one downstream HTTP/2 connection may do: its streams, windows and abuse budgets.
+
+    The request limits of :class:`ServerLimits` (header sizes and counts, body size, timeouts)
+    apply to each stream as they apply to an HTTP/1.1 request.
+    """
+
+    # Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); one more is
+    # refused with REFUSED_STREAM, also before the client acknowledged the setting.
+    max_concurrent_streams: int = 128
+    # The receive window of each stream: request body bytes a client may send ahead of the
+    # handler reading them. A body's buffer pauses (the window stops opening) at this size too,
+    # so one stream holds at most twice this in memory.
+    initial_window_bytes: int = 64 * 1024
+    # The receive window of the connection, across its streams.
+    connection_window_bytes: int = 1024 * 1024
+    # Response bytes queued per stream before the handler's drain waits (write_paused): what a
+    # client that keeps a stream's window shut can make the gateway hold.
+    stream_write_buffer: int = 64 * 1024
+    # Abuse budgets, each counted over `budget_window` seconds; past one the connection gets
+    # GOAWAY ENHANCE_YOUR_CALM and is closed. Resets cover RST_STREAM from the client and the
+    # streams the gateway refused or reset for it (CVE-2023-44487 "rapid reset", and its
+    # server-triggered variant); pings and settings frames each make the gateway write an ACK.
+    max_resets: int = 200
+    max_pings: int = 100
+    max_settings: int = 100
+    # DATA, HEADERS or CONTINUATION frames that carry nothing (CVE-2019-9518).
+    max_empty_frames: int = 200
+    budget_window: float = 10.0

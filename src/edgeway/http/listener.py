@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 
 from mypy_extensions import mypyc_attr
 
-from edgeway.http.limits import ServerLimits
+from edgeway.http.h2.connection import H2ServerProtocol
+from edgeway.http.limits import Http2Limits, ServerLimits
 from edgeway.http.server import Handler, ServerProtocol
 from edgeway.http.server_tls import TlsHandoff, TlsInfo
 
@@ -59,6 +60,7 @@ class Listener:
         *,
         on_reject: RejectHook | None = None,
         tls: ssl.SSLContext | None = None,
+        http2: Http2Limits | None = None,
     ) -> None:
         self._handler = handler
         self._limits = limits
@@ -66,6 +68,9 @@ class Listener:
         # A TLS listener: every connection's handshake with this context, then the protocol
         # protocol_after_handshake chooses. None: plaintext HTTP/1.1.
         self._tls = tls
+        # HTTP/2 served (with these limits): ALPN h2 on TLS (the context must offer it), h2c
+        # with prior knowledge on plaintext. None: HTTP/1.1 only.
+        self._http2 = http2
         self.connections: set[ServerProtocol] = set()
         self._server: asyncio.Server | None = None
         self._all_closed: asyncio.Event = asyncio.Event()
@@ -99,9 +104,7 @@ class Listener:
         # backlog (100) unless told: the backlog must be passed here, not only at bind time.
         tls = self._tls
         if tls is None:
-            self._server = await loop.create_server(
-                lambda: ServerProtocol(self._handler, self._limits, self), sock=sock, backlog=backlog
-            )
+            self._server = await loop.create_server(self._plaintext_protocol, sock=sock, backlog=backlog)
         else:
             verified = tls.verify_mode != ssl.CERT_NONE
             self._server = await loop.create_server(
@@ -115,11 +118,27 @@ class Listener:
             )
         self._tick()
 
+    def _plaintext_protocol(self) -> ServerProtocol:
+        take = self._take_prior_knowledge if self._http2 is not None else None
+        return ServerProtocol(self._handler, self._limits, self, prior_knowledge=take)
+
+    def _take_prior_knowledge(self, conn: ServerProtocol, data: bytes) -> None:
+        """A plaintext connection opened with the HTTP/2 preface: HTTP/2 serves it from here."""
+        assert self._http2 is not None
+        transport = conn.hand_over()
+        if transport is None or transport.is_closing():
+            return
+        protocol = H2ServerProtocol(self._handler, self._limits, self._http2, self)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(data)
+
     def protocol_after_handshake(self, tls: TlsInfo) -> asyncio.Protocol:
         """The protocol that serves a TLS connection, by what its handshake negotiated: the one
-        place that decides. The listener's context offers ``http/1.1`` by ALPN; a client that
-        offered no ALPN speaks HTTP/1.1 too. Serving HTTP/2 means offering ``h2`` and returning
-        its protocol here for ``tls.alpn == "h2"``."""
+        place that decides. ``h2`` when this listener serves HTTP/2 (its context offers it);
+        ``http/1.1``, or no ALPN at all, is HTTP/1.1."""
+        if tls.alpn == "h2" and self._http2 is not None:
+            return H2ServerProtocol(self._handler, self._limits, self._http2, self, b"https", tls)
         return ServerProtocol(self._handler, self._limits, self, b"https", tls)
 
     def _tick(self) -> None:

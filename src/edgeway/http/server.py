@@ -11,18 +11,18 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol, cast
 
 import httptools
+from mypy_extensions import mypyc_attr
 
 from edgeway.http.body import BodyStream, empty_body
 from edgeway.http.errors import BodyTooLarge, ClientDisconnected, HttpError, RequestRejected, SendTimeout
 from edgeway.http.exchange import Exchange, ResponseState
 from edgeway.http.flow import WriteFlow
-from edgeway.http.headers import connection_tokens, only_chunked, reason_phrase, status_line
+from edgeway.http.headers import HOST_SYNTAX, connection_tokens, only_chunked, reason_phrase, status_line
 from edgeway.http.limits import ServerLimits
 from edgeway.http.server_tls import TlsInfo
 
@@ -72,14 +72,6 @@ _HEADER_SPECIAL: Final = frozenset(
         b"content-type",
     }
 )
-# RFC 9110 §7.2 / RFC 3986 §3.2.2: uri-host [":" port]. IP-literal, or a reg-name (which covers
-# IPv4 addresses), never empty for http. Anything else would be copied into X-Forwarded-Host and
-# matched against route hosts.
-_HOST: Final = re.compile(
-    rb"(?:\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+)\]"
-    rb"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})+)"
-    rb"(?::[0-9]{0,5})?"
-)
 _SINGLETON_AUTHORIZATION: Final = 1
 _SINGLETON_CONTENT_TYPE: Final = 2
 _REQUEST_ID: Final = b"x-request-id"
@@ -96,6 +88,9 @@ _BODY_TIMEOUT: Final = 3
 _CHUNK_FRAMING: Final = 24
 
 
+# Compiled builds (mypyc) refuse Python subclasses of compiled classes unless allowed: an HTTP/2
+# connection (edgeway.http.h2.connection) is a downstream connection too, serving streams.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ServerProtocol(asyncio.Protocol):
     def __init__(
         self,
@@ -104,6 +99,7 @@ class ServerProtocol(asyncio.Protocol):
         observer: ConnectionObserver,
         scheme: bytes = b"http",
         tls: TlsInfo | None = None,
+        prior_knowledge: Callable[[ServerProtocol, bytes], None] | None = None,
     ) -> None:
         # -- configuration (shared by every connection of the listener) --
         self._handler = handler
@@ -111,6 +107,9 @@ class ServerProtocol(asyncio.Protocol):
         self._observer = observer
         self._scheme = scheme
         self._loop = asyncio.get_event_loop()
+        # Takes a connection whose first bytes are the HTTP/2 client preface (h2c with prior
+        # knowledge, RFC 9113 §3.3); None: HTTP/2 is not served and the preface is a bad request.
+        self._prior_knowledge = prior_knowledge
 
         # -- per connection --
         # What the TLS handshake negotiated (edgeway.http.server_tls); None on a plaintext listener.
@@ -193,7 +192,11 @@ class ServerProtocol(asyncio.Protocol):
             assert self._tunnel is not None
             self._tunnel.from_downstream(data)
             return
-        self._got_bytes = True
+        if not self._got_bytes:
+            self._got_bytes = True
+            if self._prior_knowledge is not None and data[:14] == b"PRI * HTTP/2.0":
+                self._prior_knowledge(self, data)
+                return
         body_ex = self._parsing
         received = body_ex.body.received if body_ex is not None else 0
         try:
@@ -338,7 +341,7 @@ class ServerProtocol(asyncio.Protocol):
             # forwarding the decoded chunks) would hand the service bytes it cannot read.
             self._raise(RequestRejected(501, "transfer codings other than 'chunked' are not supported"))
         if self._host is not None and self._host != self._checked_host:
-            if _HOST.fullmatch(self._host) is None:
+            if HOST_SYNTAX.fullmatch(self._host) is None:
                 self._raise(RequestRejected(400, "invalid Host header"))
             self._checked_host = self._host
         if self._singleton_twice:
@@ -706,6 +709,14 @@ class ServerProtocol(asyncio.Protocol):
             self._task is None and self._taken is None and not self._queue
         ):
             self.close()
+
+    def hand_over(self) -> asyncio.Transport | None:
+        """Give the connection to another protocol before any request was parsed (an HTTP/2
+        client's preface): this one is closed as far as the listener is concerned."""
+        self.state = ConnState.CLOSED
+        self._cancel_timer()
+        self._observer.closed(self)
+        return self.transport
 
     def take_upgrade(self, tunnel: Tunnelled) -> bytes:
         """Hand the connection to a tunnel after a 101; returns bytes the client sent early."""

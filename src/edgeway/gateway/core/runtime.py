@@ -62,7 +62,7 @@ from edgeway.gateway.upstream.resilient import Refused
 from edgeway.http.errors import HttpError
 from edgeway.http.exchange import Exchange, Headers, ResponseState
 from edgeway.http.headers import reason_phrase
-from edgeway.http.limits import PoolLimits, ServerLimits, UpstreamTimeouts
+from edgeway.http.limits import Http2Limits, PoolLimits, ServerLimits, UpstreamTimeouts
 from edgeway.observability.ids import (
     TraceParent,
     new_request_id,
@@ -111,6 +111,24 @@ def server_limits(config: GatewayConfig) -> ServerLimits:
         body_read_timeout=float(lim.body_read_timeout),
         keepalive_timeout=float(lim.keepalive_timeout),
         send_timeout=float(lim.send_timeout),
+    )
+
+
+def http2_limits(config: GatewayConfig) -> Http2Limits | None:
+    """The engine's HTTP/2 limits when the listener serves HTTP/2 (``listen.http2``), else None."""
+    if not config.listen.http2:
+        return None
+    lim = config.limits.http2
+    return Http2Limits(
+        max_concurrent_streams=lim.max_concurrent_streams,
+        initial_window_bytes=int(lim.initial_window),
+        connection_window_bytes=int(lim.connection_window),
+        stream_write_buffer=int(lim.stream_write_buffer),
+        max_resets=lim.max_resets,
+        max_pings=lim.max_pings,
+        max_settings=lim.max_settings,
+        max_empty_frames=lim.max_empty_frames,
+        budget_window=float(lim.budget_window),
     )
 
 
@@ -195,6 +213,7 @@ class Gateway:
         self.name = config.name
         self.access_log = access_log
         self.limits = server_limits(config)
+        self.http2 = http2_limits(config)  # None: the listener serves HTTP/1.1 only
         self.clusters = make_clusters(config, reuse)
         self._not_owned: set[str] = set(reuse or ())
         # Put in the reused clusters only when this gateway takes over (adopt_clusters): a

@@ -43,6 +43,12 @@ class Listen(StrictModel):
         description="A plaintext listener answering every request with a redirect to HTTPS here "
         "(needs `tls`).",
     )
+    http2: bool = Field(
+        False,
+        description="Serve HTTP/2 too: ALPN offers `h2` before `http/1.1` with `tls`; a plaintext "
+        "listener takes h2c from clients with prior knowledge (the HTTP/2 preface). Every route works "
+        "the same over both; limits in `limits.http2`.",
+    )
 
     @model_validator(mode="after")
     def _redirect_needs_tls(self) -> Listen:
@@ -110,6 +116,43 @@ class AdminListen(StrictModel):
     )
 
 
+class Http2Limits(StrictModel):
+    """Limits of a downstream HTTP/2 connection (with `listen.http2`). The request limits above
+    (headers, body, timeouts) apply to every stream as to an HTTP/1.1 request. Each budget is
+    counted per connection over `budget_window`; past one the client gets GOAWAY
+    ENHANCE_YOUR_CALM and the connection is closed."""
+
+    max_concurrent_streams: int = Field(
+        128, gt=0, le=65535, description="Streams a client may have open at once; more are refused."
+    )
+    initial_window: ByteSize = Field(
+        64 * 1024,
+        ge=16 * 1024,
+        le=2**31 - 1,
+        description="Receive window of each stream: request body bytes a client may send ahead of the "
+        "route reading them (a stream holds at most twice this).",
+    )
+    connection_window: ByteSize = Field(
+        1024 * 1024, ge=65535, le=2**31 - 1, description="Receive window of the whole connection."
+    )
+    stream_write_buffer: ByteSize = Field(
+        64 * 1024,
+        gt=0,
+        description="Response bytes queued per stream before the route waits for the client to open "
+        "its window; a window kept shut past `send_timeout` resets the stream.",
+    )
+    max_resets: int = Field(
+        200,
+        gt=0,
+        description="Streams reset by the client, or refused or reset for it, per window (rapid "
+        "reset, CVE-2023-44487).",
+    )
+    max_pings: int = Field(100, gt=0, description="PING frames per window.")
+    max_settings: int = Field(100, gt=0, description="SETTINGS frames per window.")
+    max_empty_frames: int = Field(200, gt=0, description="DATA frames without data per window.")
+    budget_window: Duration = Field(10.0, gt=0, description="The window the budgets are counted over.")
+
+
 class Limits(StrictModel):
     """Downstream (client side) limits; each names the status answered when it is exceeded."""
 
@@ -150,6 +193,9 @@ class Limits(StrictModel):
     )
     shutdown_grace: Duration = Field(
         30.0, ge=0, description="On SIGTERM, in-flight requests get this long to finish."
+    )
+    http2: Http2Limits = Field(
+        default_factory=Http2Limits, description="HTTP/2 connections (with `listen.http2`)."
     )
 
 

@@ -67,7 +67,7 @@ class GatewayServer:
         self.tls: TlsTermination | None = None
         if config.listen.tls is not None:
             try:
-                self.tls = TlsTermination(config.listen.tls)
+                self.tls = TlsTermination(config.listen.tls, http2=config.listen.http2)
             except TlsSetupError as exc:
                 raise ConfigError(
                     [ConfigIssue(str(path or "<config>"), None, None, "listen.tls", str(exc))]
@@ -77,6 +77,7 @@ class GatewayServer:
             self.gateway.limits,
             on_reject=self._rejected,
             tls=self.tls.context if self.tls is not None else None,
+            http2=self.gateway.http2,
         )
         self.redirect: Listener | None = None  # listen.http_redirect, bound in start()
         # The admin token: configured, or generated for a loopback admin API (admin_auth). Raises

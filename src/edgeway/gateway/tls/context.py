@@ -30,7 +30,14 @@ from edgeway.gateway.core.errors import GatewayError
 from edgeway.gateway.process.tls_config import ListenTls
 from edgeway.pki.certificates import CaBundle, ServerCertificate
 
-__all__ = ["ALPN_PROTOCOLS", "TLS12_CIPHERS", "TlsSetupError", "certificate_context", "handshake_context"]
+__all__ = [
+    "ALPN_PROTOCOLS",
+    "ALPN_PROTOCOLS_H2",
+    "TLS12_CIPHERS",
+    "TlsSetupError",
+    "certificate_context",
+    "handshake_context",
+]
 
 # ECDHE + AEAD only (Mozilla's "intermediate" list without the DHE suites), ECDSA first.
 TLS12_CIPHERS = ":".join(
@@ -43,9 +50,11 @@ TLS12_CIPHERS = ":".join(
         "ECDHE-RSA-CHACHA20-POLY1305",
     ]
 )
-# What ALPN offers, in order of preference. HTTP/2 adds "h2" first, with its protocol chosen in
+# What ALPN offers, in order of preference; a listener serving HTTP/2 (`listen.http2`) offers
+# "h2" first (ALPN_PROTOCOLS_H2), its protocol chosen in
 # edgeway.http.listener.Listener.protocol_after_handshake.
 ALPN_PROTOCOLS = ("http/1.1",)
+ALPN_PROTOCOLS_H2 = ("h2", "http/1.1")
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 _VERIFY = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL}
@@ -55,7 +64,7 @@ class TlsSetupError(GatewayError):
     """OpenSSL refused a certificate or setting the config check accepted; names the file."""
 
 
-def _settings(tls: ListenTls) -> ssl.SSLContext:
+def _settings(tls: ListenTls, http2: bool) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = _VERSIONS[tls.min_version]
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
@@ -63,23 +72,25 @@ def _settings(tls: ListenTls) -> ssl.SSLContext:
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_SINGLE_ECDH_USE
     if not tls.session_tickets:
         ctx.options |= ssl.OP_NO_TICKET
-    ctx.set_alpn_protocols(list(ALPN_PROTOCOLS))
+    # Every context offers the same: SNI switches a handshake to a certificate's context before
+    # ALPN is chosen, so it is that context's list that counts.
+    ctx.set_alpn_protocols(list(ALPN_PROTOCOLS_H2 if http2 else ALPN_PROTOCOLS))
     clients = tls.client_certificates
     ctx.verify_mode = ssl.CERT_NONE if clients is None else _VERIFY[clients.mode]
     return ctx
 
 
-def handshake_context(tls: ListenTls) -> ssl.SSLContext:
+def handshake_context(tls: ListenTls, http2: bool = False) -> ssl.SSLContext:
     """The context a listener's handshakes start with (no certificate: set an SNI callback that
     switches to a :func:`certificate_context`)."""
-    return _settings(tls)
+    return _settings(tls, http2)
 
 
 def certificate_context(
-    tls: ListenTls, cert: ServerCertificate, client_ca: CaBundle | None
+    tls: ListenTls, cert: ServerCertificate, client_ca: CaBundle | None, http2: bool = False
 ) -> ssl.SSLContext:
     """A context serving ``cert`` with the listener's settings and client CA bundle."""
-    ctx = _settings(tls)
+    ctx = _settings(tls, http2)
     try:
         with _pem_file(cert.chain_pem) as chain, _pem_file(cert.key_pem) as key:
             ctx.load_cert_chain(chain, key)

@@ -45,14 +45,14 @@ class CertificateSet:
         self.summary = summary  # what the log says about them
 
     @classmethod
-    def build(cls, tls: ListenTls) -> CertificateSet:
+    def build(cls, tls: ListenTls, http2: bool = False) -> CertificateSet:
         """Contexts for every certificate of ``tls`` (TlsSetupError when OpenSSL refuses one)."""
         ca = tls.client_certificates.bundle if tls.client_certificates is not None else None
         entries: list[tuple[Sequence[str], ssl.SSLContext]] = []
         summary: list[dict[str, Any]] = []
         for cert in tls.certificates:
             loaded = cert.loaded
-            entries.append((cert.served_names, certificate_context(tls, loaded, ca)))
+            entries.append((cert.served_names, certificate_context(tls, loaded, ca, http2)))
             summary.append(
                 {
                     "cert": loaded.cert_file,
@@ -88,19 +88,19 @@ class CertificateSet:
 class TlsTermination:
     """The TLS side of one listener: its handshake context and the current certificates."""
 
-    def __init__(self, tls: ListenTls) -> None:
-        self.certificates = CertificateSet.build(tls)
-        self.context = handshake_context(tls)
+    def __init__(self, tls: ListenTls, http2: bool = False) -> None:
+        self.http2 = http2  # ALPN offers h2 (listen.http2; fixed for the life of the process)
+        self.certificates = CertificateSet.build(tls, http2)
+        self.context = handshake_context(tls, http2)
         self.context.sni_callback = self._on_server_name
 
     def _on_server_name(self, ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
         # Called by OpenSSL in every handshake, with None when the client sent no SNI.
         ssl_object.context = self.certificates.select(server_name)
 
-    @staticmethod
-    def prepare(tls: ListenTls) -> CertificateSet:
+    def prepare(self, tls: ListenTls) -> CertificateSet:
         """The certificates of a new config, ready to :meth:`use` (TlsSetupError if refused)."""
-        return CertificateSet.build(tls)
+        return CertificateSet.build(tls, self.http2)
 
     def use(self, certificates: CertificateSet) -> None:
         """New handshakes get ``certificates`` from now on; open connections keep theirs."""

@@ -1,0 +1,640 @@
+"""A downstream HTTP/2 connection: each stream becomes an :class:`H2Exchange` and goes to the same
+handler an HTTP/1.1 request goes to.
+
+Framing, HPACK and the peer's flow-control windows are the ``h2`` library's; this protocol maps
+its events onto exchanges, keeps the connection's limits (concurrent streams, header list size,
+receive windows, timeouts) and its abuse budgets (:mod:`edgeway.http.h2.budget`), and writes what
+the handlers answer as the windows allow. It is a :class:`~edgeway.http.server.ServerProtocol`
+so the listener tracks, ticks, reloads and shuts it down like any connection.
+
+Memory per connection is bounded: the unparsed input by one frame, a header block by the header
+list limit, each stream's request body by twice its window, each stream's queued response by its
+write buffer (a stream whose window stays shut is reset after the send timeout), and ACKs owed to
+a peer that stops reading by the transport's buffer (reading pauses while it is full).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from typing import Final
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    PingReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+    WindowUpdated,
+)
+from h2.exceptions import FlowControlError, ProtocolError, StreamClosedError
+from h2.settings import SettingCodes, Settings
+from hyperframe.frame import GoAwayFrame
+
+from edgeway.http.body import BodyStream, empty_body
+from edgeway.http.errors import BodyTooLarge, ClientDisconnected, RequestRejected, SendTimeout
+from edgeway.http.exchange import Exchange, Headers, ResponseState
+from edgeway.http.h2.budget import EMPTY_FRAMES, PINGS, RESETS, SETTINGS, FloodBudget
+from edgeway.http.h2.exchange import H2Exchange
+from edgeway.http.h2.request import MalformedRequest, request_head
+from edgeway.http.headers import reason_phrase
+from edgeway.http.limits import Http2Limits, ServerLimits
+from edgeway.http.server import ConnectionObserver, ConnState, Handler, ServerProtocol
+from edgeway.http.server_tls import TlsInfo
+
+log = logging.getLogger("edgeway.http")
+
+PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_FRAME_HEADER: Final = 9
+# HPACK counts 32 bytes of overhead per field (RFC 7541 §4.1) in the header list size.
+_FIELD_OVERHEAD: Final = 32
+
+
+def _config() -> H2Configuration:
+    # Inbound headers are checked by edgeway.http.h2.request (stream errors, not h2's connection
+    # errors); outbound ones are built lower-case and stripped by the exchange.
+    return H2Configuration(
+        client_side=False,
+        header_encoding=None,
+        validate_inbound_headers=False,
+        normalize_inbound_headers=False,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+    )
+
+
+class H2ServerProtocol(ServerProtocol):
+    def __init__(
+        self,
+        handler: Handler,
+        limits: ServerLimits,
+        http2: Http2Limits,
+        observer: ConnectionObserver,
+        scheme: bytes = b"http",
+        tls: TlsInfo | None = None,
+    ) -> None:
+        super().__init__(handler, limits, observer, scheme, tls)
+        self.http2 = http2
+        self.stream_write_buffer = http2.stream_write_buffer
+        self._h2 = H2Connection(_config())
+        self._header_list_size = limits.max_header_bytes + _FIELD_OVERHEAD * (limits.max_headers + 8)
+        self._h2.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: http2.max_concurrent_streams,
+                SettingCodes.INITIAL_WINDOW_SIZE: http2.initial_window_bytes,
+                SettingCodes.MAX_HEADER_LIST_SIZE: self._header_list_size,
+            },
+        )
+        # h2 applies its decoder limit once the peer acknowledges the setting; the HPACK bomb
+        # defence holds from the first frame.
+        self._h2.decoder.max_header_list_size = self._header_list_size
+        self._streams: dict[int, H2Exchange] = {}
+        self._budget = FloodBudget(http2)
+        self._in_receive = False
+        self._conn_unacked = 0
+        self._flush_scheduled = False
+        self._goaway_sent = False
+        self._last_active = 0.0
+        self._header_block_since = 0.0
+        self._paused_since = 0.0
+        self._body_high = min(limits.read_high_water, http2.initial_window_bytes)
+
+    def __repr__(self) -> str:
+        return f"<H2ServerProtocol {self.client} streams={len(self._streams)}>"
+
+    @property
+    def streams(self) -> int:
+        """Streams open now (their handler running, or their response still going out)."""
+        return len(self._streams)
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.state = ConnState.ACTIVE
+        self._last_active = self._loop.time()
+        self.deadline = 1.0  # truthy: the listener's ticker calls check_deadline every tick
+        self._h2.initiate_connection()
+        extra = self.http2.connection_window_bytes - 65535
+        if extra > 0:
+            self._h2.increment_flow_control_window(extra)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is ConnState.CLOSED:
+            return
+        self._got_bytes = True
+        self._in_receive = True
+        try:
+            events = self._h2.receive_data(data)
+            self._check_buffers()
+            conn_window = 0
+            for event in events:
+                if self._ended():
+                    return  # a budget or a buffer limit ended the connection
+                conn_window += self._dispatch(event)
+            self._conn_unacked += conn_window
+            if self._conn_unacked >= self.http2.connection_window_bytes // 2 and not self._goaway_sent:
+                # The connection window reopens as frames arrive (in halves, not per frame);
+                # each stream's window is what holds a body back (bounded per stream), so one
+                # slow handler stalls only its own stream.
+                self._h2.increment_flow_control_window(self._conn_unacked)
+                self._conn_unacked = 0
+        except ProtocolError as exc:
+            # h2 has queued its GOAWAY (PROTOCOL_ERROR, FLOW_CONTROL_ERROR, ENHANCE_YOUR_CALM
+            # for an oversized header list...): send it and close.
+            self._observer.rejected(self, 400, f"HTTP/2 protocol error: {exc}")
+            self._in_receive = False
+            self._flush()
+            self._close_all(ClientDisconnected("HTTP/2 protocol error"))
+            self.close()
+            return
+        finally:
+            self._in_receive = False
+        self._flush()
+
+    def _ended(self) -> bool:
+        return self.state is ConnState.CLOSED
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = ConnState.CLOSED
+        self._cancel_timer()
+        gone = ClientDisconnected("client closed the connection")
+        self._close_all(gone)
+        self._write.lost(gone)
+        self._observer.closed(self)
+
+    def pause_writing(self) -> None:
+        # The peer stopped reading: stop reading its frames too, so the ACKs and responses it
+        # makes the gateway owe cannot pile up past the transport's buffer.
+        super().pause_writing()
+        self._paused_since = self._loop.time()
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._paused_since = 0.0
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.resume_reading()
+
+    # -- events ---------------------------------------------------------------------------
+    def _dispatch(self, event: Event) -> int:
+        """Handle one h2 event; returns the bytes it consumed of the connection's window."""
+        if isinstance(event, DataReceived):
+            return self._on_data(event)
+        if isinstance(event, RequestReceived):
+            self._on_request(
+                event.stream_id,
+                event.headers,
+                event.stream_ended is not None,
+            )
+        elif isinstance(event, StreamEnded):
+            ex = self._streams.get(event.stream_id)
+            if ex is not None:
+                ex.body.feed_eof()
+        elif isinstance(event, WindowUpdated):
+            self._on_window(event.stream_id)
+        elif isinstance(event, StreamReset):
+            self._on_reset(event.stream_id)
+        elif isinstance(event, PingReceived):
+            self._spend(PINGS)
+        elif isinstance(event, RemoteSettingsChanged):
+            self._spend(SETTINGS)
+            if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+                self._on_window(0)
+        elif isinstance(event, TrailersReceived):
+            # Request trailers are dropped, as on HTTP/1.1 (the header list limit bounded them).
+            if event.stream_ended is None:
+                self._reset(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
+        elif isinstance(event, ConnectionTerminated):
+            self.closing = True
+            if not self._streams:
+                self.close()
+        return 0
+
+    def _on_request(self, stream_id: int, fields: Headers, ended: bool) -> None:
+        self._header_block_since = 0.0
+        if self.closing:
+            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        if len(self._streams) >= self.http2.max_concurrent_streams:
+            # Also before the client acknowledged SETTINGS_MAX_CONCURRENT_STREAMS (h2 enforces
+            # it only from then on).
+            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            self._spend(RESETS)
+            return
+        try:
+            head = request_head(fields, self._limits)
+        except MalformedRequest as exc:
+            self._observer.rejected(self, 400, f"malformed HTTP/2 request: {exc.reason}")
+            self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            self._spend(RESETS)
+            return
+        except RequestRejected as exc:
+            self._observer.rejected(self, exc.status, exc.reason)
+            self._refuse(stream_id, exc, ended)
+            return
+        body: BodyStream
+        if ended:
+            body = empty_body()
+        else:
+            body = BodyStream(
+                lambda: self._pause_body(stream_id),
+                lambda: self._resume_body(stream_id),
+                self._body_high,
+                self._body_high // 2,
+            )
+        ex = H2Exchange(self, stream_id, head, body, self._scheme)
+        ex.last_data = self._loop.time()
+        self._streams[stream_id] = ex
+        self._start_stream(ex)
+
+    def _on_data(self, event: DataReceived) -> int:
+        stream_id = event.stream_id
+        data = event.data
+        consumed = event.flow_controlled_length
+        if not data and event.stream_ended is None:
+            self._spend(EMPTY_FRAMES)
+        ex = self._streams.get(stream_id)
+        if ex is None or ex.body.complete:
+            return consumed  # a stream already answered or reset: its bytes are dropped
+        body = ex.body
+        body.feed(data)
+        ex.last_data = self._loop.time()
+        limit = self._limits.max_body_bytes
+        if limit is not None and body.received > limit:
+            body.set_error(BodyTooLarge(limit))
+            return consumed
+        if event.stream_ended is None and consumed:
+            ex.unacked += consumed
+            if not ex.body_paused:
+                self._ack_body(ex)
+        return consumed
+
+    def _ack_body(self, ex: H2Exchange) -> None:
+        # Given back in halves of the window, not per frame: the client always has at least
+        # half a window to send in, and the gateway writes few WINDOW_UPDATE frames.
+        if ex.unacked >= self.http2.initial_window_bytes // 2 and not ex.body.complete and not ex.reset:
+            try:
+                self._h2.increment_flow_control_window(ex.unacked, stream_id=ex.stream_id)
+            except (StreamClosedError, FlowControlError):
+                return
+            ex.unacked = 0
+
+    def _pause_body(self, stream_id: int) -> None:
+        ex = self._streams.get(stream_id)
+        if ex is not None:
+            ex.body_paused = True
+
+    def _resume_body(self, stream_id: int) -> None:
+        ex = self._streams.get(stream_id)
+        if ex is not None:
+            ex.body_paused = False
+            ex.last_data = self._loop.time()
+            self._ack_body(ex)
+            self._schedule_flush()
+
+    def _on_window(self, stream_id: int) -> None:
+        if stream_id:
+            ex = self._streams.get(stream_id)
+            if ex is not None:
+                self._send_pending(ex)
+            return
+        for ex in list(self._streams.values()):
+            if ex.pending or (ex.end_requested and not ex.sent_end):
+                self._send_pending(ex)
+
+    def _on_reset(self, stream_id: int) -> None:
+        self._spend(RESETS)
+        ex = self._streams.get(stream_id)
+        if ex is not None:
+            self._stream_gone(ex, ClientDisconnected("client reset the stream"))
+
+    # -- running a stream's exchange ----------------------------------------------------------
+    def _start_stream(self, ex: H2Exchange) -> None:
+        ex.held = True  # before the call: the handler may end the exchange at once
+        try:
+            work = self._handler(ex)
+        except Exception as exc:
+            if ex.held:
+                ex.held = False
+                self._failed(ex, exc)
+                self._handler_finished(ex)
+            return
+        if work is None:
+            return  # held: the handler ends it with handler_done (it may have already)
+        ex.held = False
+        ex.task = self._loop.create_task(self._run_stream(ex, work))
+
+    def handler_done(self, ex: Exchange) -> None:
+        if isinstance(ex, H2Exchange) and ex.held:
+            ex.held = False
+            self._handler_finished(ex)
+
+    def continue_in_task(self, ex: Exchange, work: Awaitable[None]) -> None:
+        if not isinstance(ex, H2Exchange) or not ex.held:
+            return
+        ex.held = False
+        if ex.reset or self.state is ConnState.CLOSED:
+            close = getattr(work, "close", None)
+            if close is not None:
+                close()  # never started: no "coroutine was never awaited" warning
+            self._handler_finished(ex)
+            return
+        ex.task = self._loop.create_task(self._run_stream(ex, work))
+
+    async def _run_stream(self, ex: H2Exchange, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            if not ex.reset and self.state is not ConnState.CLOSED:
+                raise
+        except Exception as exc:
+            if not ex.reset:
+                self._failed(ex, exc)
+        finally:
+            ex.task = None
+            self._handler_finished(ex)
+
+    def _handler_finished(self, ex: H2Exchange) -> None:
+        ex.handler_finished = True
+        if not ex.reset and ex.state is not ResponseState.DONE:
+            log.error("handler returned without finishing the response for %r", ex)
+            ex.abort()
+        self._release(ex)
+        self._schedule_flush()
+
+    def _release(self, ex: H2Exchange) -> None:
+        """Forget a stream once its handler is done and its response is out (or it was reset)."""
+        if not ex.handler_finished or not (ex.sent_end or ex.reset):
+            return
+        if self._streams.pop(ex.stream_id, None) is None:
+            return
+        if not ex.reset and not ex.body.complete:
+            # RFC 9113 §8.1: answered before the request was complete; the rest is not wanted.
+            self._reset(ex.stream_id, ErrorCodes.NO_ERROR)
+        if not self._streams:
+            self._last_active = self._loop.time()
+            if self.closing:
+                self._flush()
+                self.close()
+
+    def _stream_gone(self, ex: H2Exchange, exc: Exception) -> None:
+        """The stream was reset: its body, its queued response and its handler stop."""
+        ex.reset = True
+        ex.sent_end = True
+        ex.pending.clear()
+        ex.pending_bytes = 0
+        ex.body.set_error(exc)
+        self._wake(ex, exc)
+        if ex.status == 0:
+            ex.status = 499
+        if ex.task is not None and not ex.task.done():
+            ex.task.cancel()
+        elif ex.held:
+            ex.client_lost()
+        self._release(ex)
+
+    def _close_all(self, exc: Exception) -> None:
+        for ex in list(self._streams.values()):
+            self._stream_gone(ex, exc)
+
+    # -- writing ---------------------------------------------------------------------------
+    def send_head(self, ex: H2Exchange, fields: Headers, end: bool) -> None:
+        if ex.reset:
+            return
+        try:
+            self._h2.send_headers(ex.stream_id, fields, end_stream=end)
+        except (StreamClosedError, ProtocolError):
+            self._stream_gone(ex, ClientDisconnected("stream closed"))
+            return
+        if end:
+            ex.sent_end = True
+            self._release(ex)
+        self._schedule_flush()
+
+    def send_queued(self, ex: H2Exchange) -> None:
+        """What the handler queued: out as far as the windows allow."""
+        if ex.reset:
+            return
+        self._send_pending(ex)
+        self._schedule_flush()
+
+    def _send_pending(self, ex: H2Exchange) -> None:
+        h2 = self._h2
+        stream_id = ex.stream_id
+        pending = ex.pending
+        try:
+            while pending:
+                window = h2.local_flow_control_window(stream_id)
+                if window <= 0:
+                    if not ex.blocked_since:
+                        ex.blocked_since = self._loop.time()
+                    break
+                chunk = pending[0]
+                n = min(window, h2.max_outbound_frame_size, len(chunk))
+                if n < len(chunk):
+                    pending[0] = chunk[n:]
+                    chunk = chunk[:n]
+                else:
+                    pending.popleft()
+                ex.pending_bytes -= n
+                last = not pending and ex.end_requested and ex.trailers is None
+                h2.send_data(stream_id, chunk, end_stream=last)
+                if last:
+                    ex.sent_end = True
+            if not pending:
+                ex.blocked_since = 0.0
+                if ex.end_requested and not ex.sent_end:
+                    if ex.trailers is not None:
+                        h2.send_headers(stream_id, ex.trailers, end_stream=True)
+                    else:
+                        h2.end_stream(stream_id)
+                    ex.sent_end = True
+        except (StreamClosedError, ProtocolError):
+            self._stream_gone(ex, ClientDisconnected("stream closed"))
+            return
+        if ex.pending_bytes <= self.stream_write_buffer:
+            self._wake(ex, None)
+        if ex.sent_end:
+            self._release(ex)
+
+    def _wake(self, ex: H2Exchange, exc: Exception | None) -> None:
+        waiter = ex.drain_waiter
+        if waiter is not None and not waiter.done():
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(exc)
+
+    async def drain_stream(self, ex: H2Exchange) -> None:
+        """Wait while the stream has more than its write buffer queued, or the connection's
+        transport is full; the ticker resets a stream whose window stays shut past the send
+        timeout, and that wakes this with the error."""
+        while True:
+            if ex.reset:
+                raise ClientDisconnected("stream reset")
+            if self._write.paused:
+                await ServerProtocol.drain(self)
+            elif ex.pending_bytes > self.stream_write_buffer:
+                waiter = ex.drain_waiter = self._loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    ex.drain_waiter = None
+            else:
+                return
+
+    def reset_stream(self, ex: H2Exchange) -> None:
+        """The handler aborted its response (the upstream died mid-body)."""
+        if not ex.reset:
+            self._reset(ex.stream_id, ErrorCodes.INTERNAL_ERROR)
+            self._stream_gone(ex, ClientDisconnected("response aborted"))
+
+    def _reset(self, stream_id: int, code: ErrorCodes) -> None:
+        try:
+            self._h2.reset_stream(stream_id, code)
+        except (StreamClosedError, ProtocolError):
+            return
+        self._schedule_flush()
+
+    def _refuse(self, stream_id: int, reject: RequestRejected, ended: bool) -> None:
+        """Answer a well-formed request a limit refuses with its problem, as on HTTP/1.1."""
+        status = reject.status
+        body = b'{"type":"about:blank","title":"%s","status":%d,"detail":"%s"}' % (
+            reason_phrase(status),
+            status,
+            reject.reason.replace('"', "'").encode(),
+        )
+        fields = [
+            (b":status", b"%d" % status),
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        try:
+            self._h2.send_headers(stream_id, fields)
+            self._h2.send_data(stream_id, body, end_stream=True)
+        except (StreamClosedError, ProtocolError, FlowControlError):
+            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        if not ended:
+            self._reset(stream_id, ErrorCodes.NO_ERROR)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        # Frames of every stream answered in one loop turn leave in one write.
+        if self._in_receive or self._flush_scheduled:
+            return
+        self._flush_scheduled = True
+        self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        data = self._h2.data_to_send()
+        t = self.transport
+        if data and t is not None and not t.is_closing():
+            t.write(data)
+
+    def write(self, data: bytes) -> None:  # pragma: no cover - nothing writes raw bytes on HTTP/2
+        raise RuntimeError("raw writes are not possible on an HTTP/2 connection")
+
+    # -- abuse -----------------------------------------------------------------------------
+    def _spend(self, kind: int) -> None:
+        reason = self._budget.spend(kind, self._loop.time())
+        if reason is not None:
+            self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, reason)
+
+    def _check_buffers(self) -> None:
+        # h2 checks a frame's length only once the whole frame has arrived, and keeps up to 64
+        # CONTINUATION frames of a header block: bound both here, by what a legitimate peer
+        # ever needs (one frame; one header list).
+        buffer = self._h2.incoming_buffer
+        unparsed = len(getattr(buffer, "_data", b""))
+        if unparsed > self._h2.max_inbound_frame_size + _FRAME_HEADER + len(PREFACE):
+            self._goaway(ErrorCodes.FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+            return
+        block = getattr(buffer, "_headers_buffer", None)
+        if block:
+            if not self._header_block_since:
+                self._header_block_since = self._loop.time()
+            if sum(len(f.data) for f in block) > self._header_list_size:
+                self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, "header block larger than the header list limit")
+
+    def _goaway(self, code: ErrorCodes, reason: str) -> None:
+        """End the connection for cause: GOAWAY, then close."""
+        if self.state is ConnState.CLOSED:
+            return
+        self._observer.rejected(self, 400, f"HTTP/2 connection closed: {reason}")
+        with contextlib.suppress(ProtocolError):  # h2 closed it already
+            self._h2.close_connection(code, additional_data=reason.encode())
+        self._flush()
+        self._close_all(ClientDisconnected(f"connection closed: {reason}"))
+        self.state = ConnState.CLOSED
+        self.close()
+
+    # -- the listener's ticker, shutdown -------------------------------------------------------
+    def check_deadline(self, now: float) -> None:
+        if self.state is ConnState.CLOSED:
+            return
+        limits = self._limits
+        if self._header_block_since and now - self._header_block_since > limits.header_read_timeout:
+            self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, "header block not completed in time")
+            return
+        if self._paused_since and now - self._paused_since > limits.send_timeout:
+            self._observer.rejected(self, 408, "client stopped reading")
+            self._close_all(SendTimeout(limits.send_timeout))
+            self.abort()
+            return
+        if not self._streams:
+            idle = limits.keepalive_timeout if self._got_bytes else limits.header_read_timeout
+            if now - self._last_active > idle:
+                self._goaway(ErrorCodes.NO_ERROR, "idle")
+            return
+        for ex in list(self._streams.values()):
+            if ex.blocked_since and now - ex.blocked_since > limits.send_timeout:
+                # The client keeps this stream's window shut: what is queued for it is dropped
+                # and whatever feeds it (an upstream connection) is released.
+                self._observer.rejected(self, 408, "stream window stayed shut")
+                self._reset(ex.stream_id, ErrorCodes.CANCEL)
+                self._stream_gone(ex, SendTimeout(limits.send_timeout))
+            elif (
+                not ex.body.complete
+                and not ex.body_paused
+                and not ex.reset
+                and now - ex.last_data > limits.body_read_timeout
+            ):
+                ex.body.set_error(RequestRejected(408, "request body not received in time"))
+                ex.last_data = now
+        if self._flush_scheduled is False:
+            self._flush()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: GOAWAY naming the last stream taken, which finish; no new ones."""
+        self.closing = True
+        if not self._goaway_sent and self.state is not ConnState.CLOSED:
+            self._goaway_sent = True
+            # Written beside h2, not through close_connection: h2 treats a connection that sent
+            # GOAWAY as closed and would refuse the frames of the streams still finishing.
+            frame = GoAwayFrame(stream_id=0, last_stream_id=self._h2.highest_inbound_stream_id, error_code=0)
+            self._flush()
+            t = self.transport
+            if t is not None and not t.is_closing():
+                t.write(frame.serialize())
+        for ex in list(self._streams.values()):
+            callback, ex.shutdown_callback = ex.shutdown_callback, None
+            if callback is not None:
+                callback()
+        if not self._streams:
+            self.close()
