@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,7 +14,11 @@ from typing import Any
 
 import grpc
 import pytest
-from gateway_helpers import gateway
+
+from edgeway.gateway.config import validate_config
+from edgeway.gateway.core.access_log import AccessLog
+from edgeway.gateway.core.runtime import Gateway
+from edgeway.http.listener import Listener, bind_socket
 from grpc_backend import Backend, backend
 from grpc_callers import Caller, GrpcioCaller, Http1Caller
 from grpc_helpers import Issuer, issuer
@@ -38,6 +43,7 @@ def ledger_config(backend: Backend | None, port: int | None = None, **service: A
     top = service.pop("top", {})
     return {
         "name": "grpc-gw",
+        "listen": {"http2": True},
         "services": {"ledger": {"instances": [f"http://{target}"], "protocol": "h2", **service}},
         "routes": [route],
         **top,
@@ -50,8 +56,22 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 
 @contextlib.asynccontextmanager
+async def gateway(cfg: dict[str, Any]) -> AsyncIterator[int]:
+    """The gateway of ``cfg`` on a loopback port: HTTP/1.1, and h2c with prior knowledge."""
+    gw = Gateway(validate_config(cfg), AccessLog("grpc-gw", io.BytesIO()))
+    await gw.start()
+    listener = Listener(gw, gw.limits, http2=gw.http2)
+    await listener.start(bind_socket("127.0.0.1", 0))
+    try:
+        yield listener.port
+    finally:
+        await listener.shutdown(1.0)
+        await gw.stop()
+
+
+@contextlib.asynccontextmanager
 async def through(cfg: dict[str, Any], transport: str) -> AsyncIterator[Caller]:
-    async with gateway(cfg) as (port, _log):
+    async with gateway(cfg) as port:
         caller: Caller = GrpcioCaller(f"127.0.0.1:{port}") if transport == "grpcio" else Http1Caller(port)
         try:
             yield caller
