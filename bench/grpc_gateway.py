@@ -36,7 +36,7 @@ def gateway_config(port: int, upstream: str) -> dict[str, Any]:
     return {
         "version": 1,
         "name": "bench-grpc-gateway",
-        "listen": {"host": "127.0.0.1", "port": port},
+        "listen": {"host": "127.0.0.1", "port": port, "http2": True},
         "admin": None,
         "access_log": {"enabled": True},
         "services": {"inventory": {"instances": [upstream], "protocol": "h2"}},

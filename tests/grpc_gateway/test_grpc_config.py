@@ -32,7 +32,9 @@ def test_services_speak_http1_unless_they_say_h2() -> None:
 def test_a_grpc_health_check_needs_h2() -> None:
     with pytest.raises(ConfigError, match="a gRPC health check needs `protocol: h2`"):
         validate_config(config({"health_check": {"kind": "grpc"}}))
-    cfg = validate_config(config({"protocol": "h2", "health_check": {"kind": "grpc", "grpc_service": "a.v1.B"}}))
+    cfg = validate_config(
+        config({"protocol": "h2", "health_check": {"kind": "grpc", "grpc_service": "a.v1.B"}})
+    )
     check = cfg.services["ledger"].health_check
     assert check is not None
     assert check.policy().kind == "grpc"
