@@ -229,3 +229,22 @@ async def test_nothing_listening_is_a_connect_error() -> None:
     pool = H2Pool("127.0.0.1", port)
     with pytest.raises(UpstreamConnectError, match="cannot connect"):
         await pool.open_stream(call_headers(f"127.0.0.1:{port}", "Wait"), 1.0)
+
+
+def test_a_call_on_uvloop() -> None:
+    # The gateway runs on uvloop, whose transports are not asyncio.Transport subclasses.
+    import uvloop
+
+    async def call() -> bytes:
+        async with backend() as server:
+            pool = H2Pool("127.0.0.1", server.port)
+            try:
+                stream = await pool.open_stream(call_headers(server.target, "Balance"), 1.0)
+                await stream.send(frame(ledger_pb2.BalanceRequest(account="a").SerializeToString()), True)
+                await stream.response()
+                await read_all(stream)
+                return dict(stream.trailers or ())[b"grpc-status"]
+            finally:
+                pool.close()
+
+    assert uvloop.run(call()) == b"0"
