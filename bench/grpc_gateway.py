@@ -9,7 +9,8 @@ asyncio load loop (:mod:`bench.rpc_client`, one channel: one HTTP/2 connection, 
 calls in flight on it), each a process of its own; the gateway runs as a user runs it, one
 worker, access log on (to /dev/null). Legs are interleaved over ``--repetitions`` runs and the
 medians reported: ``gateway_rps``, ``direct_rps``, ``ratio`` (gateway / direct; target ≥ 0.5),
-and each leg's p50/p99 latency.
+``gateway_cpu_us_per_call`` (the gateway process's CPU over its leg's calls: what a call costs
+it, whatever else the machine runs), and each leg's p50/p99 latency.
 
     python -m bench grpc --json
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 from bench import gateway
 from bench.errors import BenchError
-from bench.harness import machine, median, reserved_port
+from bench.harness import machine, median, reserved_port, tree_cpu_seconds
 from bench.rpc import client_leg, peer_process
 from bench.rpc_peer import compile_proto
 
@@ -74,6 +75,7 @@ def _main(calls: int, warmup: int, concurrency: int, repetitions: int) -> dict[s
                 }
                 for _ in range(repetitions):
                     for leg, url in urls.items():
+                        before = tree_cpu_seconds(edge.pid)
                         output = client_leg(
                             "grpc",
                             url,
@@ -82,7 +84,12 @@ def _main(calls: int, warmup: int, concurrency: int, repetitions: int) -> dict[s
                             concurrency=[concurrency],
                             proto_dir=proto_dir,
                         )
-                        legs[leg].append(_figures(output))
+                        figures = _figures(output)
+                        if leg == "gateway":
+                            # What a call costs the gateway, whatever else the machine is doing.
+                            spent = tree_cpu_seconds(edge.pid) - before
+                            figures["gateway_cpu_us_per_call"] = spent / (calls + warmup) * 1e6
+                        legs[leg].append(figures)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     detail = {leg: {key: median([run[key] for run in runs]) for key in runs[0]} for leg, runs in legs.items()}
@@ -92,6 +99,7 @@ def _main(calls: int, warmup: int, concurrency: int, repetitions: int) -> dict[s
         "gateway_rps": round(gateway_rps),
         "direct_rps": round(direct_rps),
         "ratio": round(gateway_rps / direct_rps, 3),
+        "gateway_cpu_us_per_call": round(detail["gateway"]["gateway_cpu_us_per_call"]),
         "target_ratio": TARGET_RATIO,
         "detail": detail,
         "calls": calls,
@@ -114,4 +122,5 @@ def run(
     for leg, f in result["detail"].items():
         print(f"{leg:<10}{f['rps']:>10.0f}{f['p50_us']:>10.0f}{f['p99_us']:>10.0f}")
     print(f"ratio gateway/direct: {result['ratio']:.2f} (target ≥ {TARGET_RATIO})")
+    print(f"the gateway's CPU per call: {result['gateway_cpu_us_per_call']} µs")
     return result

@@ -62,7 +62,7 @@ def test_the_check_request_is_protobufs(service: str) -> None:
 
 @pytest.mark.parametrize("status", [0, 1, 2, 3])
 def test_the_serving_status_is_read_from_protobufs_message(status: int) -> None:
-    message = health_pb2.HealthCheckResponse(status=status).SerializeToString()  # type: ignore[arg-type]
+    message = health_pb2.HealthCheckResponse(status=status).SerializeToString()
     assert serving_status(b"\0" + len(message).to_bytes(4, "big") + message) == status
 
 

@@ -14,15 +14,15 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_backend import Backend, backend
+from grpc_callers import Caller, GrpcioCaller, Http1Caller
+from grpc_helpers import Issuer, issuer
+from kittest.v1 import ledger_pb2
 
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.core.access_log import AccessLog
 from edgeway.gateway.core.runtime import Gateway
 from edgeway.http.listener import Listener, bind_socket
-from grpc_backend import Backend, backend
-from grpc_callers import Caller, GrpcioCaller, Http1Caller
-from grpc_helpers import Issuer, issuer
-from kittest.v1 import ledger_pb2
 
 LEDGER = "/kittest.v1.Ledger"
 Code = grpc.StatusCode

@@ -37,6 +37,7 @@ from h2.connection import ConnectionState
 from hyperframe.frame import GoAwayFrame
 
 from edgeway.http.errors import UpstreamProtocolError, UpstreamReset
+from edgeway.http.hpack_encoder import StatelessEncoder
 
 __all__ = ["H2Refused", "H2Stream", "H2UpstreamConnection", "StreamReset"]
 
@@ -47,7 +48,13 @@ Headers = list[tuple[bytes, bytes]]
 # bound on what one connection may buffer in the gateway.
 STREAM_WINDOW: Final = 1 << 20
 CONNECTION_WINDOW: Final = 1 << 24
-_H2_CONFIG: Final = h2.config.H2Configuration(client_side=True, header_encoding=None)
+# The gateway builds every header list it sends (lower-case bytes, pseudo-headers first, no
+# connection-specific fields), so h2's outbound checks and normalisation are skipped: on a
+# proxied call they cost more than the rest of the request's framing. What the instance sends
+# is checked as usual.
+_H2_CONFIG: Final = h2.config.H2Configuration(
+    client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
+)
 
 
 class _ClientConnection(h2.connection.H2Connection):
@@ -209,6 +216,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.instance = instance
         self.loop = loop
         self._h2 = _ClientConnection(config=_H2_CONFIG)
+        self._h2.encoder = StatelessEncoder()  # type: ignore[assignment]  # hpack.Encoder's interface
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, H2Stream] = {}
         self.going_away = False  # a GOAWAY came (or we sent one): no new streams
@@ -269,10 +277,11 @@ class H2UpstreamConnection(asyncio.Protocol):
     @property
     def available(self) -> bool:
         """Open, not going away, and below the instance's concurrent-stream limit."""
+        # len(streams), not h2's open_outbound_streams: that walks every stream on each call.
         return (
             not self.going_away
             and not self.closed.done()
-            and self._h2.open_outbound_streams < self._h2.remote_settings.max_concurrent_streams
+            and len(self.streams) < self._h2.remote_settings.max_concurrent_streams
         )
 
     @property
