@@ -95,14 +95,21 @@ class Backend:
 
 
 @contextlib.asynccontextmanager
-async def backend(instance: str = "ledger-1") -> AsyncIterator[Backend]:
-    """A grpcio asyncio server on a free loopback port, serving the ledger and health."""
+async def backend(
+    instance: str = "ledger-1", tls: tuple[bytes, bytes] | None = None
+) -> AsyncIterator[Backend]:
+    """A grpcio asyncio server on a free loopback port, serving the ledger and health;
+    ``tls``: its certificate chain and key (PEM), served over TLS (ALPN h2)."""
     server = grpc.aio.server()
     ledger = MemoryLedger(instance)
     ledger_pb2_grpc.add_LedgerServicer_to_server(ledger, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if tls is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        chain, key = tls
+        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, chain)]))
     await server.start()
     running = Backend(port, ledger, health, server)
     await running.set_serving(True)

@@ -10,14 +10,16 @@ import io
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import trustme
 from grpc_backend import Backend, backend
 from grpc_callers import Caller, GrpcioCaller, Http1Caller
 from grpc_helpers import Issuer, issuer
-from kittest.v1 import ledger_pb2
+from kittest.v1 import ledger_pb2, ledger_pb2_grpc
 
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.core.access_log import AccessLog
@@ -231,3 +233,55 @@ async def test_a_not_serving_instance_is_taken_out_by_the_grpc_health_check(
                 break
             await asyncio.sleep(0.05)
         assert outcome.code == 0
+
+
+async def test_a_tls_instance_is_reached_over_h2_with_the_services_ca(tmp_path: Path, transport: str) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    tls = (leaf.cert_chain_pems[0].bytes(), leaf.private_key_pem.bytes())
+    async with backend("ledger-tls", tls=tls) as secure:
+        check = {"kind": "grpc", "interval": 1, "timeout": 1}
+        cfg = ledger_config(None, tls={"ca": str(ca_file)}, health_check=check)
+        cfg["services"]["ledger"]["instances"] = [f"https://{secure.target}"]
+        async with through(cfg, transport) as caller:
+            outcome = await caller.call(f"{LEDGER}/Whoami", b"")
+            assert outcome.code == 0
+            assert ledger_pb2.WhoamiReply.FromString(outcome.replies[0]).instance == "ledger-tls"
+
+
+async def test_a_tls_instance_whose_certificate_is_not_trusted_is_unavailable(
+    tmp_path: Path, transport: str
+) -> None:
+    leaf = trustme.CA().issue_cert("127.0.0.1")
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    tls = (leaf.cert_chain_pems[0].bytes(), leaf.private_key_pem.bytes())
+    async with backend("ledger-tls", tls=tls) as secure:
+        cfg = ledger_config(None, tls={"ca": str(other)})
+        cfg["services"]["ledger"]["instances"] = [f"https://{secure.target}"]
+        async with through(cfg, transport) as caller:
+            outcome = await caller.call(f"{LEDGER}/Whoami", b"")
+            assert outcome.code == code(Code.UNAVAILABLE)
+            assert "certificate verify failed" in outcome.message
+
+
+async def test_a_client_stream_of_many_messages_flows_through(ledger: Backend) -> None:
+    # 2,000 entries of 3 kB: past every flow-control window on both of the gateway's sides.
+    async with (
+        gateway(ledger_config(ledger)) as port,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        stub = ledger_pb2_grpc.LedgerStub(channel)
+
+        async def entries() -> AsyncIterator[ledger_pb2.Entry]:
+            for n in range(2000):
+                yield ledger_pb2.Entry(account=f"acct-{n % 7}" + "x" * 3000, amount=1)
+
+        try:
+            receipt = await stub.Import(entries(), timeout=30)
+        finally:
+            await channel.close()
+        assert receipt.count == 2000
+        assert sum(ledger.ledger.balances.values()) == 2000

@@ -4,15 +4,19 @@ streams multiplexed on one connection, trailers, flow control both ways, GOAWAY.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import struct
+from pathlib import Path
 
 import pytest
+import trustme
 from grpc_backend import backend
 from kittest.v1 import ledger_pb2
 
 from edgeway.http.errors import UpstreamConnectError
 from edgeway.http.h2_pool import H2Pool
 from edgeway.http.h2_upstream import H2Refused, StreamReset
+from edgeway.http.upstream_tls import client_context
 
 
 def frame(message: bytes) -> bytes:
@@ -248,3 +252,24 @@ def test_a_call_on_uvloop() -> None:
                 pool.close()
 
     assert uvloop.run(call()) == b"0"
+
+
+async def test_a_tls_instance_that_does_not_choose_h2_is_a_connect_error(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    server_context.set_alpn_protocols(["http/1.1"])  # an HTTP/1.1-only server
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0, ssl=server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    port = server.sockets[0].getsockname()[1]
+    pool = H2Pool("127.0.0.1", port, client_context(ca=str(ca_file), alpn=("h2",)))
+    try:
+        with pytest.raises(
+            UpstreamConnectError, match=r"does not speak HTTP/2 over TLS \(ALPN chose nothing\)"
+        ):
+            await pool.open_stream(call_headers(f"127.0.0.1:{port}", "Wait"), 2.0)
+    finally:
+        pool.close()
+        server.close()
+        await server.wait_closed()
