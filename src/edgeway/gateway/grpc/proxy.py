@@ -256,7 +256,8 @@ class H2Call(UpstreamCall):
             async with asyncio.timeout_at(self.end):
                 while chunk := await stream.read():
                     ex.write(chunk)
-                    await ex.drain()
+                    if ex.write_paused():  # awaited only when needed: trailers then leave with the body
+                        await ex.drain()
         except TimeoutError:
             stream.reset()
             if not self.grpc:
