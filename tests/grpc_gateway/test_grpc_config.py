@@ -9,6 +9,8 @@ from grpc_health.v1 import health_pb2
 
 from edgeway.gateway.config import validate_config
 from edgeway.gateway.core.errors import ConfigError
+from edgeway.gateway.upstream.clusters import make_cluster
+from edgeway.http.limits import PoolLimits, UpstreamTimeouts
 from edgeway.resilience.grpc_health import check_request, serving_status
 
 
@@ -71,3 +73,29 @@ def test_an_unreadable_answer_is_refused() -> None:
         serving_status(b"\1\0\0\0\0")
     with pytest.raises(ValueError, match="cut short"):
         serving_status(b"\0\0\0\0\x09\x08")
+
+
+async def test_instances_of_an_h2_service_get_http2_pools_also_when_discovered() -> None:
+    cluster = make_cluster(
+        "ledger",
+        ["http://127.0.0.1:50051", "https://ledger.internal:443"],
+        "round_robin",
+        UpstreamTimeouts(),
+        PoolLimits(),
+        http2=True,
+    )
+    plain, secure = cluster.endpoints
+    assert plain.h2 is not None
+    assert plain.h2.tls is None
+    assert secure.h2 is not None
+    assert secure.h2.tls is not None
+    assert secure.tls is secure.h2.tls  # the health check's context offers h2 too
+    assert secure.h2.server_hostname == "ledger.internal"
+    change = cluster.update(["http://127.0.0.1:50051", "http://127.0.0.1:50052"])
+    (added,) = change.added
+    assert added.h2 is not None
+    (removed,) = change.removed
+    assert removed is secure
+    assert secure.h2.closed  # drained at once: nothing in flight
+    http1 = make_cluster("web", ["http://127.0.0.1:8000"], "round_robin", UpstreamTimeouts(), PoolLimits())
+    assert http1.endpoints[0].h2 is None
