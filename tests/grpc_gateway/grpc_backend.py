@@ -96,11 +96,13 @@ class Backend:
 
 @contextlib.asynccontextmanager
 async def backend(
-    instance: str = "ledger-1", tls: tuple[bytes, bytes] | None = None
+    instance: str = "ledger-1", tls: tuple[bytes, bytes] | None = None, max_streams: int | None = None
 ) -> AsyncIterator[Backend]:
     """A grpcio asyncio server on a free loopback port, serving the ledger and health;
-    ``tls``: its certificate chain and key (PEM), served over TLS (ALPN h2)."""
-    server = grpc.aio.server()
+    ``tls``: its certificate chain and key (PEM), served over TLS (ALPN h2); ``max_streams``:
+    its SETTINGS_MAX_CONCURRENT_STREAMS."""
+    options = [] if max_streams is None else [("grpc.max_concurrent_streams", max_streams)]
+    server = grpc.aio.server(options=options)
     ledger = MemoryLedger(instance)
     ledger_pb2_grpc.add_LedgerServicer_to_server(ledger, server)
     health = health_aio.HealthServicer()

@@ -13,7 +13,7 @@ import trustme
 from grpc_backend import backend
 from kittest.v1 import ledger_pb2
 
-from edgeway.http.errors import UpstreamConnectError
+from edgeway.http.errors import UpstreamConnectError, UpstreamTimeout
 from edgeway.http.h2_pool import H2Pool
 from edgeway.http.h2_upstream import H2Refused, StreamReset
 from edgeway.http.upstream_tls import client_context
@@ -271,5 +271,52 @@ async def test_a_tls_instance_that_does_not_choose_h2_is_a_connect_error(tmp_pat
             await pool.open_stream(call_headers(f"127.0.0.1:{port}", "Wait"), 2.0)
     finally:
         pool.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_full_connection_makes_the_pool_open_another() -> None:
+    async with backend(max_streams=1) as server:
+        pool = H2Pool("127.0.0.1", server.port)
+        try:
+
+            async def wait() -> bytes:
+                stream = await pool.open_stream(call_headers(server.target, "Wait"), 2.0)
+                await stream.send(frame(ledger_pb2.WaitRequest(millis=300).SerializeToString()), True)
+                await stream.response()
+                await read_all(stream)
+                return dict(stream.trailers or ())[b"grpc-status"]
+
+            # The instance's SETTINGS arrive with the first connection; from then on each
+            # connection carries one stream, so concurrent calls need a connection each.
+            assert await wait() == b"0"
+            started = asyncio.get_running_loop().time()
+            assert await asyncio.gather(*(wait() for _ in range(4))) == [b"0"] * 4
+            assert asyncio.get_running_loop().time() - started < 1.0  # side by side, not queued
+            assert len(pool.connections) == 4
+        finally:
+            pool.close()
+
+
+async def test_an_instance_that_never_sends_its_settings_times_out_the_connect() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # TCP up, never a frame
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = H2Pool("127.0.0.1", port)
+    try:
+        for _ in range(2):  # the second call tries again: nothing of the first attempt is left
+            with pytest.raises(UpstreamTimeout, match=r"connect timeout after 0\.2s"):
+                await pool.open_stream(call_headers(f"127.0.0.1:{port}", "Wait"), 0.2)
+            await asyncio.sleep(0.05)
+        assert len(accepted) == 2
+        assert pool.connections == []
+    finally:
+        pool.close()
+        for writer in accepted:
+            writer.close()
         server.close()
         await server.wait_closed()

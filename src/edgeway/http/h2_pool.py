@@ -67,7 +67,7 @@ class H2Pool:
         pending = self._connecting
         if pending is None:
             pending = self._connecting = asyncio.get_running_loop().create_future()
-            opener = asyncio.get_running_loop().create_task(self._open(pending))
+            opener = asyncio.get_running_loop().create_task(self._open(pending, timeout))
             opener.add_done_callback(lambda _t: None)
         try:
             async with asyncio.timeout(timeout):
@@ -79,31 +79,18 @@ class H2Pool:
             return self.take() or await self.connect(timeout)
         return conn
 
-    async def _open(self, pending: asyncio.Future[H2UpstreamConnection]) -> None:
+    async def _open(self, pending: asyncio.Future[H2UpstreamConnection], timeout: float) -> None:
+        """Connect (TCP, TLS, the instance's SETTINGS) within ``timeout``, the connect timeout of
+        the call that started it: an instance that never answers must not leave every later
+        call waiting on the same attempt."""
         loop = asyncio.get_running_loop()
         try:
-            conn = await open_connection(
-                lambda: H2UpstreamConnection(self.instance, loop),
-                self.host,
-                self.port,
-                self.instance,
-                self.tls,
-                self.server_hostname,
-            )
-            if self.tls is not None:
-                transport = conn.transport
-                chosen = (
-                    transport.get_extra_info("ssl_object").selected_alpn_protocol() if transport else None
-                )
-                if chosen != "h2":
-                    conn.close()
-                    raise UpstreamConnectError(
-                        f"{self.instance} does not speak HTTP/2 over TLS (ALPN chose {chosen or 'nothing'}); "
-                        "set the service's protocol to http1 or serve h2 there",
-                        instance=self.instance,
-                    )
+            async with asyncio.timeout(timeout):
+                conn = await self._handshake(loop)
         except BaseException as exc:
             self._connecting = None
+            if isinstance(exc, TimeoutError):
+                exc = UpstreamTimeout("connect", timeout, instance=self.instance)
             if not pending.done():
                 pending.set_exception(exc)
                 pending.exception()  # retrieved: every waiter may have timed out already
@@ -121,6 +108,35 @@ class H2Pool:
         self.connections.append(conn)
         conn.closed.add_done_callback(lambda _f: self._forget(conn))
         pending.set_result(conn)
+
+    async def _handshake(self, loop: asyncio.AbstractEventLoop) -> H2UpstreamConnection:
+        conn = await open_connection(
+            lambda: H2UpstreamConnection(self.instance, loop),
+            self.host,
+            self.port,
+            self.instance,
+            self.tls,
+            self.server_hostname,
+        )
+        try:
+            if self.tls is not None:
+                transport = conn.transport
+                chosen = (
+                    transport.get_extra_info("ssl_object").selected_alpn_protocol() if transport else None
+                )
+                if chosen != "h2":
+                    raise UpstreamConnectError(
+                        f"{self.instance} does not speak HTTP/2 over TLS (ALPN chose {chosen or 'nothing'}); "
+                        "set the service's protocol to http1 or serve h2 there",
+                        instance=self.instance,
+                    )
+            # Its SETTINGS first: streams opened before would exceed a limit the instance has
+            # not said yet (max concurrent streams), and be refused.
+            await conn.settled
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _forget(self, conn: H2UpstreamConnection) -> None:
         if conn in self.connections:

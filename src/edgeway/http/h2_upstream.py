@@ -221,6 +221,9 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.streams: dict[int, H2Stream] = {}
         self.going_away = False  # a GOAWAY came (or we sent one): no new streams
         self.closed: asyncio.Future[None] = loop.create_future()
+        # The instance's first SETTINGS: until they arrive its limits (max concurrent streams)
+        # are unknown, so a new connection takes no stream before (see H2Pool).
+        self.settled: asyncio.Future[None] = loop.create_future()
         self._paused = False
         self._flush_pending = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -429,6 +432,9 @@ class H2UpstreamConnection(asyncio.Protocol):
             for stream in targets:
                 if stream is not None:
                     stream._window_opened()
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            if not self.settled.done():
+                self.settled.set_result(None)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._goaway(event.last_stream_id or 0, int(event.error_code or 0))
 
@@ -475,6 +481,9 @@ class H2UpstreamConnection(asyncio.Protocol):
             )
         if not self.closed.done():
             self.closed.set_result(None)
+        if not self.settled.done():
+            self.settled.set_exception(error if isinstance(error, StreamReset) else StreamReset(str(error)))
+            self.settled.exception()  # retrieved: nobody may be waiting
         self.resume_writing()  # release writers waiting on a buffer that will never drain
         if isinstance(error, UpstreamProtocolError) and self.transport is not None:
             self.transport.close()
