@@ -28,6 +28,8 @@ class MemoryLedger(ledger_pb2_grpc.LedgerServicer):
     async def Record(self, request: ledger_pb2.Entry, context: Context) -> ledger_pb2.Receipt:
         if not request.account:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an entry needs an account: caf\u00e9")
+        if request.account == f"unavailable-{self.instance}":
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.instance} is draining")
         self.balances[request.account] = self.balances.get(request.account, 0) + request.amount
         return ledger_pb2.Receipt(count=1)
 

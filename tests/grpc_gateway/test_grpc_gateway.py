@@ -285,3 +285,19 @@ async def test_a_client_stream_of_many_messages_flows_through(ledger: Backend) -
             await channel.close()
         assert receipt.count == 2000
         assert sum(ledger.ledger.balances.values()) == 2000
+
+
+async def test_an_instance_answering_unavailable_is_ejected_like_one_answering_503(
+    ledger: Backend, transport: str
+) -> None:
+    # Every gRPC answer is HTTP 200: the guard judges a call by its grpc-status.
+    ejection = {"consecutive_failures": 2, "base_ejection_time": 30}
+    async with backend("ledger-2") as second:
+        cfg = ledger_config(ledger, outlier_ejection=ejection)
+        cfg["services"]["ledger"]["instances"].append(f"http://{second.target}")
+        async with through(cfg, transport) as caller:
+            entry = ledger_pb2.Entry(account="unavailable-ledger-1").SerializeToString()
+            codes = [(await caller.call(f"{LEDGER}/Record", entry)).code for _ in range(4)]
+            assert codes.count(code(Code.UNAVAILABLE)) == 2  # ledger-1's own, twice: then out
+            who = [await caller.call(f"{LEDGER}/Whoami", b"") for _ in range(6)]
+            assert {ledger_pb2.WhoamiReply.FromString(o.replies[0]).instance for o in who} == {"ledger-2"}

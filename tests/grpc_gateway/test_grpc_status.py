@@ -6,7 +6,14 @@ import grpc
 import pytest
 
 from edgeway.gateway.grpc.deadline import GrpcTimeoutError, format_timeout, parse_timeout
-from edgeway.gateway.grpc.status import GrpcStatus, encode_message, grpc_status_for, is_grpc, trailers_only
+from edgeway.gateway.grpc.status import (
+    GrpcStatus,
+    encode_message,
+    grpc_status_for,
+    http_status_of,
+    is_grpc,
+    trailers_only,
+)
 
 
 @pytest.mark.parametrize(
@@ -97,3 +104,20 @@ def test_malformed_grpc_timeout_is_refused(value: bytes) -> None:
 def test_grpc_timeout_formats_in_the_finest_unit_that_fits(seconds: float, value: bytes) -> None:
     assert format_timeout(seconds) == value
     assert parse_timeout(value) <= max(seconds, 1e-6)
+
+
+@pytest.mark.parametrize(
+    ("value", "http"),
+    [
+        (b"0", 200),
+        (b"14", 503),
+        (b"4", 504),
+        (b"13", 500),
+        (b"8", 429),
+        (b"16", 401),
+        (b"99", 500),
+        (None, 500),
+    ],
+)
+def test_a_services_grpc_status_is_judged_as_its_http_equivalent(value: bytes | None, http: int) -> None:
+    assert http_status_of(value) == http

@@ -35,12 +35,12 @@ from edgeway.gateway.actions.proxy import _SKIP_REQUEST, _SKIP_RESPONSE, ProxyTa
 from edgeway.gateway.core.context import RequestContext
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.grpc.deadline import GRPC_TIMEOUT, GrpcTimeoutError, format_timeout, parse_timeout
-from edgeway.gateway.grpc.status import GrpcStatus, is_grpc
+from edgeway.gateway.grpc.status import GrpcStatus, http_status_of, is_grpc
 from edgeway.gateway.upstream.call import UpstreamCall
 from edgeway.gateway.upstream.clusters import Endpoint
 from edgeway.gateway.upstream.forwarding import FORWARDING_HEADERS
 from edgeway.http.errors import HttpError, UpstreamConnectError, UpstreamError, UpstreamTimeout
-from edgeway.http.exchange import Exchange, Headers, ResponseState
+from edgeway.http.exchange import Exchange, Headers
 from edgeway.http.h2_upstream import H2Refused, H2Stream
 from edgeway.http.headers import connection_tokens
 from edgeway.resilience.deadline import DEADLINE_HEADER, incoming_budget
@@ -132,9 +132,12 @@ class H2Call(UpstreamCall):
             except TimeoutError:
                 raise UpstreamTimeout("total", self.limits.total, instance=self.instance) from None
             outcome = int(dict(head).get(b":status", b"502"))
-            await self._answer(stream, head)
-            if self.grpc and ex.state is ResponseState.DONE:
-                ex.log["grpc_status"] = self._grpc_status(stream, head)
+            grpc_status = await self._answer(stream, head)
+            if self.grpc and outcome == 200:
+                # The call's outcome is its grpc-status, not the 200 every gRPC answer has: the
+                # breakers, outlier ejection and metrics judge it as the HTTP status it means.
+                ex.log["grpc_status"] = grpc_status.decode("latin-1") if grpc_status else ""
+                outcome = http_status_of(grpc_status)
         except BaseException as exc:
             if isinstance(outcome, int) and outcome == 0:
                 outcome = exc
@@ -143,7 +146,7 @@ class H2Call(UpstreamCall):
             open_stream = self.stream
             if open_stream is not None and not open_stream.ended:
                 open_stream.reset()  # the client went away, or the deadline passed: the instance stops
-            self.finish(outcome if isinstance(outcome, BaseException) else ex.status)
+            self.finish(outcome if isinstance(outcome, BaseException) or self.grpc else ex.status)
 
     async def _open(self, body: bytes | None) -> H2Stream:
         """The request's stream, its body sent (whole) or sending (streamed, in a task)."""
@@ -235,7 +238,8 @@ class H2Call(UpstreamCall):
         headers.extend(target.request_headers.set)
         return headers
 
-    async def _answer(self, stream: H2Stream, head: Headers) -> None:
+    async def _answer(self, stream: H2Stream, head: Headers) -> bytes | None:
+        """Stream the answer to the client; the gRPC status it ended with (None: none)."""
         ex = self.ctx.ex
         status = 502
         headers: Headers = []
@@ -250,7 +254,7 @@ class H2Call(UpstreamCall):
         if stream.ended and not stream.has_data and stream.trailers is None:
             # Headers with END_STREAM: a trailers-only answer (gRPC's error before any message).
             ex.respond(status, headers)
-            return
+            return self._grpc_status(stream, head)
         ex.start(status, headers)
         try:
             async with asyncio.timeout_at(self.end):
@@ -269,7 +273,7 @@ class H2Call(UpstreamCall):
                     (b"grpc-message", b"deadline exceeded in the gateway"),
                 ]
             )
-            return
+            return b"%d" % GrpcStatus.DEADLINE_EXCEEDED
         except UpstreamError:
             if not self.grpc:
                 raise
@@ -280,7 +284,7 @@ class H2Call(UpstreamCall):
                     (b"grpc-message", b"the service's stream was reset"),
                 ]
             )
-            return
+            return b"%d" % GrpcStatus.UNAVAILABLE
         sender = self.task
         if sender is not None and not sender.done():
             sender.cancel()  # answered in full: the rest of a body it never read goes nowhere
@@ -290,11 +294,12 @@ class H2Call(UpstreamCall):
         self.task = None
         trailers = [(n, v) for n, v in stream.trailers or () if n not in remove]
         ex.finish(trailers=trailers or None)
+        return self._grpc_status(stream, head)
 
     @staticmethod
-    def _grpc_status(stream: H2Stream, head: Headers) -> str:
+    def _grpc_status(stream: H2Stream, head: Headers) -> bytes | None:
         fields: Headers = [*(stream.trailers or ()), *head]
         for name, value in fields:
             if name == b"grpc-status":
-                return value.decode("latin-1")
-        return ""
+                return value
+        return None

@@ -23,6 +23,7 @@ __all__ = [
     "GrpcStatus",
     "encode_message",
     "grpc_status_for",
+    "http_status_of",
     "is_grpc",
     "respond_status",
     "trailers_only",
@@ -83,6 +84,37 @@ def grpc_status_for(http_status: int) -> GrpcStatus:
     if 400 <= http_status < 500:
         return GrpcStatus.FAILED_PRECONDITION
     return GrpcStatus.UNKNOWN if http_status < 500 else GrpcStatus.INTERNAL
+
+
+# A service's gRPC status as the HTTP status that means the same (grpc-gateway's table): what
+# the breakers, outlier ejection and metrics judge a gRPC call by, whose HTTP status is 200.
+_HTTP_OF: Final = {
+    GrpcStatus.OK: 200,
+    GrpcStatus.CANCELLED: 499,
+    GrpcStatus.UNKNOWN: 500,
+    GrpcStatus.INVALID_ARGUMENT: 400,
+    GrpcStatus.DEADLINE_EXCEEDED: 504,
+    GrpcStatus.NOT_FOUND: 404,
+    GrpcStatus.ALREADY_EXISTS: 409,
+    GrpcStatus.PERMISSION_DENIED: 403,
+    GrpcStatus.RESOURCE_EXHAUSTED: 429,
+    GrpcStatus.FAILED_PRECONDITION: 400,
+    GrpcStatus.ABORTED: 409,
+    GrpcStatus.OUT_OF_RANGE: 400,
+    GrpcStatus.UNIMPLEMENTED: 501,
+    GrpcStatus.INTERNAL: 500,
+    GrpcStatus.UNAVAILABLE: 503,
+    GrpcStatus.DATA_LOSS: 500,
+    GrpcStatus.UNAUTHENTICATED: 401,
+}
+
+
+def http_status_of(grpc_status: bytes | None) -> int:
+    """The HTTP status equivalent to a ``grpc-status`` value (500 for one that is not a code)."""
+    try:
+        return _HTTP_OF[GrpcStatus(int(grpc_status or b""))]
+    except ValueError:
+        return 500
 
 
 def is_grpc(content_type: bytes | None) -> bool:
