@@ -424,6 +424,27 @@ def rpc(
     )
 
 
+@app.command()
+def grpc(
+    json: JsonOption = False,
+    calls: RpcCalls = 5000,
+    warmup: RpcWarmup = 500,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Calls in flight on the client's one channel.")
+    ] = 32,
+    repetitions: RpcRepetitions = 3,
+) -> None:
+    """Unary gRPC calls through the gateway (h2c in, HTTP/2 out) vs straight to the service."""
+    _run_bench(
+        "grpc_gateway",
+        json=json,
+        calls=calls,
+        warmup=warmup,
+        concurrency=concurrency,
+        repetitions=repetitions,
+    )
+
+
 @app.command("kit-client")
 def kit_client(
     json: JsonOption = False,

@@ -36,6 +36,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TypeVar
 
 from edgeway.http.errors import (
     InstanceDown,
@@ -48,15 +49,18 @@ from edgeway.http.limits import PoolLimits
 from edgeway.http.upstream import DeadlineWatch, UpstreamConnection, UpstreamState
 from edgeway.http.upstream_tls import describe_tls_error
 
+# The protocol a connection speaks: HTTP/1.1 (UpstreamConnection) or HTTP/2 (edgeway.http.h2_pool).
+P = TypeVar("P", bound=asyncio.Protocol)
+
 
 async def open_connection(
-    factory: Callable[[], UpstreamConnection],
+    factory: Callable[[], P],
     host: str,
     port: int,
     instance: str,
     tls: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
-) -> UpstreamConnection:
+) -> P:
     """Open one upstream connection (TCP, then the TLS handshake when ``tls`` is given); a
     failure is an :class:`UpstreamConnectError` (:class:`UpstreamTlsError` for the handshake)
     naming ``instance``. The caller bounds the time it may take."""

@@ -5,8 +5,8 @@ The engine takes an :class:`ssl.SSLContext` and a server name per pool (:class:`
 ``tls=``, ``server_hostname=``); whoever configures the pool builds the context here. Its
 defaults are the safe ones: the peer's certificate is verified (against the system's CAs or a
 given bundle) and must name the host asked for, TLS 1.2 at least, no renegotiation, and ALPN
-offers ``http/1.1`` only (the engine speaks HTTP/1.1 upstream; a service that also offers h2
-answers in HTTP/1.1).
+offers ``http/1.1`` only (a service that also offers h2 answers in HTTP/1.1), or ``h2`` only for
+a service the gateway reaches over HTTP/2 (``alpn=("h2",)``, :mod:`edgeway.http.h2_pool`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def client_context(
     key: str | None = None,
     verify: bool = True,
     minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+    alpn: tuple[str, ...] = ("http/1.1",),
 ) -> ssl.SSLContext:
     """A client context for upstream connections.
 
@@ -47,9 +48,9 @@ def client_context(
     client certificate (chain, PEM) and its key presented to a service that asks for one (mTLS);
     ``key`` may be left out when ``cert`` holds it too. ``verify=False`` encrypts without
     checking who answers (a test bench, never production). ``minimum``: TLS 1.2 or 1.3 (nothing
-    older is offered). Raises :class:`OSError` for a file
-    that cannot be read and :class:`ssl.SSLError` for one that is not what it should be (a key
-    that does not match its certificate, no PEM in it).
+    older is offered). ``alpn``: the protocols offered, ``("h2",)`` for HTTP/2. Raises
+    :class:`OSError` for a file that cannot be read and :class:`ssl.SSLError` for one that is
+    not what it should be (a key that does not match its certificate, no PEM in it).
     """
     if minimum not in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
         raise ValueError(f"the minimum TLS version must be 1.2 or 1.3, not {minimum.name}")
@@ -66,7 +67,7 @@ def client_context(
         ctx.verify_mode = ssl.CERT_NONE
     if cert is not None:
         ctx.load_cert_chain(cert, key)
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(list(alpn))
     return ctx
 
 
@@ -96,13 +97,13 @@ def describe_tls_error(exc: BaseException) -> str:
     return str(exc)
 
 
-_default: ssl.SSLContext | None = None
+_defaults: dict[tuple[str, ...], ssl.SSLContext] = {}
 
 
-def default_client_context() -> ssl.SSLContext:
-    """One shared :func:`client_context` with the defaults (system CAs), made on first use: an
-    ``https://`` instance of a service that configures nothing about TLS."""
-    global _default
-    if _default is None:
-        _default = client_context()
-    return _default
+def default_client_context(alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
+    """One shared :func:`client_context` with the defaults (system CAs) per ALPN offer, made on
+    first use: an ``https://`` instance of a service that configures nothing about TLS."""
+    context = _defaults.get(alpn)
+    if context is None:
+        context = _defaults[alpn] = client_context(alpn=alpn)
+    return context

@@ -28,15 +28,18 @@ from edgeway.http.errors import HttpError
 from edgeway.http.limits import PoolLimits
 from edgeway.http.pool import open_connection
 from edgeway.http.upstream import UpstreamConnection
+from edgeway.resilience.grpc_health import probe_grpc
 from edgeway.tasks import cancel_and_wait
 
-__all__ = ["HealthCheckPolicy", "HealthChecker", "HealthTrack", "Probed", "probe"]
+__all__ = ["HealthCheckPolicy", "HealthChecker", "HealthTrack", "Probed", "probe", "probe_grpc"]
 
 _LIMITS = PoolLimits(max_connections=1)
 
 
 @dataclass(frozen=True, slots=True)
 class HealthCheckPolicy:
+    kind: str = "http"  # "http": GET path; "grpc": grpc.health.v1.Health/Check (grpc_health.py)
+    grpc_service: str = ""
     path: str = "/health/ready"
     interval: float = 5.0
     timeout: float = 1.0
@@ -50,6 +53,8 @@ class HealthCheckPolicy:
             raise ValueError("interval must be positive and timeout in (0, interval]")
         if self.healthy_threshold < 1 or self.unhealthy_threshold < 1:
             raise ValueError("thresholds must be at least 1")
+        if self.kind not in ("http", "grpc"):
+            raise ValueError(f"kind must be 'http' or 'grpc', not {self.kind!r}")
 
 
 class Probed(Protocol):
@@ -157,7 +162,8 @@ class HealthChecker:
         self.rounds = 0
 
     def __repr__(self) -> str:
-        return f"<HealthChecker {self.policy.path} every {self.policy.interval:g}s rounds={self.rounds}>"
+        what = f"grpc {self.policy.grpc_service!r}" if self.policy.kind == "grpc" else self.policy.path
+        return f"<HealthChecker {what} every {self.policy.interval:g}s rounds={self.rounds}>"
 
     async def start(self) -> None:
         await self.check_all()
@@ -171,7 +177,12 @@ class HealthChecker:
     async def check_all(self) -> None:
         """One round: every current instance, concurrently."""
         targets = list(self._targets())
-        results = await asyncio.gather(*(probe(t, self.policy.path, self.policy.timeout) for t in targets))
+        policy = self.policy
+        if policy.kind == "grpc":
+            checks = [probe_grpc(t, policy.grpc_service, policy.timeout) for t in targets]
+        else:
+            checks = [probe(t, policy.path, policy.timeout) for t in targets]
+        results = await asyncio.gather(*checks)
         for target, (passed, reason) in zip(targets, results, strict=True):
             self._on_result(target, passed, reason)
         self.rounds += 1

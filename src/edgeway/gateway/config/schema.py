@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -147,6 +147,27 @@ class RouteFacts:
     id: str | None
     services: tuple[tuple[Loc, str], ...]  # (key path relative to the route, service name)
     identity: RouteIdentity | None
+
+
+def _http2_problems(services: Mapping[str, Service], routes: Sequence[Route]) -> list[tuple[Loc, str]]:
+    """A service reached over HTTP/2 (``protocol: h2``) is served by the plain proxy only: the
+    traffic-shifting proxy, WebSockets, aggregates and Python endpoints speak HTTP/1.1 upstream."""
+    problems: list[tuple[Loc, str]] = []
+    for index, route in enumerate(routes):
+        plain = route.proxy is not None and not route.proxy.shifts_traffic and not route.proxy.websocket
+        if plain:
+            continue
+        for loc, name in route.service_refs():
+            svc = services.get(name)
+            if svc is not None and svc.protocol == "h2":
+                problems.append(
+                    (
+                        ("routes", index, *loc),
+                        f"service '{name}' has `protocol: h2`: only a plain proxy route (no split, "
+                        "canary, sticky, mirror or websocket) can send to it so far",
+                    )
+                )
+    return problems
 
 
 def cross_check_routes(services: Collection[str], routes: Sequence[RouteFacts]) -> list[tuple[Loc, str]]:
@@ -290,6 +311,7 @@ class GatewayConfig(StrictModel):
                 if route.proxy is not None and route.proxy.strangler is not None
             ]
         problems += check_python_endpoints(self.python, self.routes)
+        problems += _http2_problems(self.services, self.routes)
         tls = self.listen.tls
         if tls is None or tls.client_certificates is None:
             problems += [

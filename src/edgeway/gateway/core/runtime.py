@@ -53,6 +53,7 @@ from edgeway.gateway.filters.concurrency import build_concurrency
 from edgeway.gateway.filters.cors import build_cors, preflight_match
 from edgeway.gateway.filters.ratelimit.filter import build_rate_limit
 from edgeway.gateway.filters.validation import build_validation
+from edgeway.gateway.grpc.status import is_grpc, respond_status
 from edgeway.gateway.telemetry.component import telemetry_of
 from edgeway.gateway.telemetry.meters import RequestTracing, RouteMeter
 from edgeway.gateway.traffic.action import TrafficAction, build_proxy_route
@@ -156,6 +157,7 @@ def make_clusters(config: GatewayConfig, reuse: Mapping[str, Cluster] | None = N
             svc.tls_context(),
             svc.tls.server_name if svc.tls is not None else None,
             dict(svc.weights),
+            http2=svc.protocol == "h2",
         )
         for name, svc in config.services.items()
     }
@@ -401,20 +403,21 @@ class Gateway:
             self._count_rejection(route_id, exc)
             if ex.state is ResponseState.PENDING:
                 ex.close_after = ex.close_after or not ex.body.complete
-                ex.respond_problem(
-                    exc.status,
-                    exc.title,
-                    exc.detail,
-                    headers=[*exc.headers, *self._id_headers(ex, tp)],
-                    members=exc.extra,
-                )
+                headers = [*exc.headers, *self._id_headers(ex, tp)]
+                if is_grpc(ex.header(b"content-type")):
+                    respond_status(ex, exc.status, exc.detail or exc.title, headers)
+                else:
+                    ex.respond_problem(exc.status, exc.title, exc.detail, headers=headers, members=exc.extra)
             else:
                 ex.abort()
         elif isinstance(exc, HttpError | PathError):
             if ex.state is ResponseState.PENDING:
                 ex.close_after = ex.close_after or not ex.body.complete
                 title = "Bad Request" if isinstance(exc, PathError) else reason_phrase(exc.status).decode()
-                ex.respond_problem(exc.status, title, str(exc), headers=self._id_headers(ex, tp))
+                if is_grpc(ex.header(b"content-type")):
+                    respond_status(ex, exc.status, str(exc), self._id_headers(ex, tp))
+                else:
+                    ex.respond_problem(exc.status, title, str(exc), headers=self._id_headers(ex, tp))
             else:
                 ex.abort()
         elif isinstance(exc, asyncio.CancelledError):
@@ -441,6 +444,10 @@ class Gateway:
     def _not_found(self, ex: Exchange, path: str, tp: bytes) -> None:
         allowed = self.router.allowed_methods(ex.host.decode("latin-1"), path)
         headers = self._id_headers(ex, tp)
+        if is_grpc(ex.header(b"content-type")):
+            # A gRPC client reads UNIMPLEMENTED: this method is not served here.
+            respond_status(ex, 404, f"no route serves {path}", headers)
+            return
         if allowed:
             headers.append((b"allow", ", ".join(sorted(allowed)).encode()))
             ex.respond_problem(

@@ -31,6 +31,7 @@ from edgeway.gateway.actions.proxy import HeaderEdits, ProxyAction, ProxyTarget,
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.context import RequestContext
 from edgeway.gateway.core.pipeline import Action, GatewayEnv, Held
+from edgeway.gateway.grpc.proxy import H2ProxyAction
 from edgeway.gateway.traffic.match import Canary, canary_service
 from edgeway.gateway.traffic.mirror import Copy, Mirror
 from edgeway.gateway.traffic.split import SideStats, Split
@@ -81,6 +82,9 @@ def build_proxy_route(route: Route, env: GatewayEnv) -> Action:
     assert proxy is not None  # a proxy route
     assert route.id is not None  # ids are assigned at validation
     if not proxy.shifts_traffic:
+        assert proxy.service is not None  # a route that does not split names its service
+        if env.clusters[proxy.service].http2:
+            return H2ProxyAction(proxy_target(route, env))  # a gRPC / HTTP/2 service
         return build_proxy(route, env)
     traffic = traffic_of(env)
     services = dict.fromkeys([*proxy.split_services, *(rule.service for rule in proxy.canary)])

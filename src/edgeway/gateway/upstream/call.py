@@ -33,6 +33,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Final
 
+from mypy_extensions import mypyc_attr
+
 from edgeway.gateway.telemetry.meters import CallTracing, ServiceMeter
 from edgeway.gateway.upstream.clusters import Cluster, Endpoint
 from edgeway.gateway.upstream.resilient import (
@@ -108,6 +110,9 @@ class CallLimits:
         return cls(total, min(limits.first_byte, total), min(limits.connect, total), max_body)
 
 
+# Compiled builds (mypyc) refuse Python subclasses of compiled classes unless allowed: the gRPC
+# proxy's call (edgeway.gateway.grpc.proxy.H2Call, interpreted) is one.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class UpstreamCall:
     """One exchange with a service, every attempt included; see the module docstring.
 

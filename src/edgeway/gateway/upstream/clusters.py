@@ -10,6 +10,9 @@ earlier would also stop the pool's deadline ticker, leaving those requests witho
 An ``https://`` instance's pool connects with TLS: the service's own context (``tls`` in its
 config: CA bundle, client certificate) or the default one (system CAs), and the service's
 ``server_name`` or the instance's host as SNI and the name verified.
+A service with ``protocol: h2`` reaches each instance over HTTP/2 (:class:`H2Pool`: one
+connection multiplexing every request, h2c to ``http://`` instances, TLS with ALPN ``h2`` to
+``https://`` ones); its endpoints carry that pool in ``h2``.
 Instances may have static weights (``services.<name>.weights``, by address; discovered instances
 not named there weigh 1); a service with weights gets a weighted balancer. A sticky route picks
 the instance by consistent hashing on the request's key through :meth:`Cluster.keyed`.
@@ -23,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from edgeway.http.h2_pool import H2Pool
 from edgeway.http.limits import PoolLimits, UpstreamTimeouts
 from edgeway.http.pool import ConnectionPool
 from edgeway.http.upstream_tls import default_client_context
@@ -45,6 +49,7 @@ class Endpoint:
     weight: int = 1  # static share of the service's traffic (services.<name>.weights)
     current_weight: int = 0  # the weighted round robin's running counter
     hash_id: int = 0  # stable identity for consistent hashing: a hash of host:port
+    h2: H2Pool | None = None  # the HTTP/2 connections of a `protocol: h2` service's instance
 
     @property
     def label(self) -> str:
@@ -101,6 +106,7 @@ class Cluster:
     # Clusters outlive a gateway across live reloads: a component that adds a listener removes
     # it when it stops.
     listeners: list[ChangeListener] = field(default_factory=list)
+    http2: bool = False  # its instances are reached over HTTP/2 (each endpoint's ``h2`` pool)
     draining: list[Endpoint] = field(default_factory=list)  # removed, requests still in flight
     # Instances an operator drained (admin API), by key, with their URL: kept out of the cluster
     # whatever discovery finds, until undrained.
@@ -126,6 +132,7 @@ class Cluster:
             tls_context=self.tls_context,
             server_name=self.server_name,
             weights=self.weights,
+            http2=self.http2,
         )
 
     def update(self, urls: Sequence[str]) -> ClusterChange:
@@ -149,7 +156,12 @@ class Cluster:
             ep = current.get(key)
             if ep is None:
                 ep = make_endpoint(
-                    url, self.pool_limits, self.tls_context, self.server_name, self.weights.get(key[:2], 1)
+                    url,
+                    self.pool_limits,
+                    self.tls_context,
+                    self.server_name,
+                    self.weights.get(key[:2], 1),
+                    http2=self.http2,
                 )
                 added.append(ep)
             endpoints.append(ep)
@@ -197,9 +209,12 @@ class Cluster:
         """New connections to its https:// instances handshake with ``context`` (certificates
         reloaded); open ones keep the context they were made with."""
         self.tls_context = context
+        alpn = ("h2",) if self.http2 else ("http/1.1",)
         for ep in (*self.endpoints, *self.draining):
             if ep.pool.tls is not None:
-                ep.pool.tls = context if context is not None else default_client_context()
+                ep.pool.tls = context if context is not None else default_client_context(alpn)
+                if ep.h2 is not None:
+                    ep.h2.tls = ep.pool.tls
 
     def close(self) -> None:
         """Close every pool, each once its requests in flight have ended."""
@@ -218,14 +233,14 @@ class Cluster:
             if ep.outstanding:
                 busy.append(ep)
             else:
-                ep.pool.close()
+                _close(ep)
         self.draining = busy
         if busy:
             try:
                 self._reaper = asyncio.get_running_loop().call_later(DRAIN_POLL, self._reap)
             except RuntimeError:  # no loop any more (interpreter shutdown): close as they are
                 for ep in busy:
-                    ep.pool.close()
+                    _close(ep)
                 self.draining = []
 
 
@@ -233,6 +248,12 @@ def endpoint_url(ep: Endpoint) -> str:
     """The URL of an endpoint's instance (as ``instances`` lists it)."""
     host = f"[{ep.host}]" if ":" in ep.host else ep.host
     return f"{'https' if ep.pool.tls is not None else 'http'}://{host}:{ep.port}"
+
+
+def _close(ep: Endpoint) -> None:
+    ep.pool.close()
+    if ep.h2 is not None:
+        ep.h2.close()
 
 
 def _key(url: str) -> tuple[str, int, bool]:
@@ -252,20 +273,30 @@ def make_endpoint(
     tls: ssl.SSLContext | None = None,
     server_name: str | None = None,
     weight: int = 1,
+    *,
+    http2: bool = False,
 ) -> Endpoint:
     """The endpoint of the instance at ``url``; an ``https://`` one connects with ``tls`` (None:
     the default context) and asks for ``server_name`` (None: its host). ``weight``: its static
-    weight for a weighted balancer."""
+    weight for a weighted balancer. ``http2``: reached over HTTP/2 (its ``h2`` pool; ``tls``
+    then offers ALPN ``h2``)."""
     host, port, https = _key(url)
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in Host
     authority = f"{shown}:{port}" if port != (443 if https else 80) else shown
+    context: ssl.SSLContext | None = None
     if https:
-        context = tls if tls is not None else default_client_context()
+        context = tls if tls is not None else default_client_context(("h2",) if http2 else ("http/1.1",))
         pool = ConnectionPool(host, port, limits, context, server_name or host)
     else:
         pool = ConnectionPool(host, port, limits)
     return Endpoint(
-        host, port, pool, authority.encode(), weight=weight, hash_id=stable_hash(f"{shown}:{port}".encode())
+        host,
+        port,
+        pool,
+        authority.encode(),
+        weight=weight,
+        hash_id=stable_hash(f"{shown}:{port}".encode()),
+        h2=H2Pool(host, port, context, server_name or host) if http2 else None,
     )
 
 
@@ -278,12 +309,24 @@ def make_cluster(
     tls: ssl.SSLContext | None = None,
     server_name: str | None = None,
     weights: dict[str, int] | None = None,
+    *,
+    http2: bool = False,
 ) -> Cluster:
     """A cluster of ``urls``; ``tls``/``server_name`` for its https:// instances; ``weights``:
-    static weights by instance URL (others weigh 1)."""
+    static weights by instance URL (others weigh 1); ``http2``: reached over HTTP/2."""
     by_address = {_address(url): weight for url, weight in (weights or {}).items()}
-    endpoints = [make_endpoint(u, limits, tls, server_name, by_address.get(_address(u), 1)) for u in urls]
+    endpoints = [
+        make_endpoint(u, limits, tls, server_name, by_address.get(_address(u), 1), http2=http2) for u in urls
+    ]
     weighted = any(weight != 1 for weight in by_address.values())
     return Cluster(
-        name, endpoints, make_balancer(balancer, weighted), timeouts, limits, tls, server_name, by_address
+        name,
+        endpoints,
+        make_balancer(balancer, weighted),
+        timeouts,
+        limits,
+        tls,
+        server_name,
+        by_address,
+        http2=http2,
     )

@@ -338,13 +338,27 @@ class OutlierRule(StrictModel):
 
 
 class HealthCheckRule(StrictModel):
-    """Active health: periodic HTTP checks per instance.
+    """Active health: periodic checks per instance, HTTP or gRPC.
 
-    A check passes on a 2xx or 3xx answer within `timeout`. The gateway checks every instance
-    once before it starts serving, and `/readyz` reports the services without an instance in the
-    balancer (see `panic_threshold`: in panic, every instance is in it).
+    An `http` check passes on a 2xx or 3xx answer within `timeout`; a `grpc` check (a service
+    with `protocol: h2`) calls the standard `grpc.health.v1.Health/Check` and passes on `SERVING`.
+    The gateway checks every instance once before it starts serving, and `/readyz` reports the
+    services without an instance in the balancer (see `panic_threshold`: in panic, every instance
+    is in it).
     """
 
+    kind: Literal["http", "grpc"] = Field(
+        "http",
+        description="`http`: `GET path`; `grpc`: the gRPC health-checking protocol's `Check` "
+        "(`grpc.health.v1.Health`), for a service with `protocol: h2`.",
+    )
+    grpc_service: str = Field(
+        "",
+        # A protobuf full name (package.Service), or "" for the server as a whole.
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)?$",
+        description="With `kind: grpc`, the service name asked about (`shop.v1.Orders`); empty: "
+        "the server as a whole.",
+    )
     path: str = Field(
         "/health/ready",
         # Visible ASCII only: it goes into a request line as is.
@@ -368,6 +382,8 @@ class HealthCheckRule(StrictModel):
 
     def policy(self) -> HealthCheckPolicy:
         return HealthCheckPolicy(
+            kind=self.kind,
+            grpc_service=self.grpc_service,
             path=self.path,
             interval=float(self.interval),
             timeout=float(self.timeout),
@@ -681,11 +697,13 @@ class UpstreamTls(StrictModel):
             problems.append((("key",) if self.key is not None else ("cert",), message))
         return problems
 
-    def context(self) -> ssl.SSLContext:
-        """The client context of this service's connections (files read now; a file that
-        changed into something unusable since the config was checked is a ValueError)."""
+    def context(self, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
+        """The client context of this service's connections, offering ``alpn`` (files read now;
+        a file that changed into something unusable since the config was checked is a
+        ValueError)."""
         try:
             return client_context(
+                alpn=alpn,
                 ca=self.ca,
                 cert=self.cert,
                 key=self.key,
@@ -734,7 +752,9 @@ class Service(StrictModel):
     outlier_ejection: OutlierRule | None = Field(
         None, description="Passive health: take failing instances out of the balancer for a while."
     )
-    health_check: HealthCheckRule | None = Field(None, description="Active HTTP health checks per instance.")
+    health_check: HealthCheckRule | None = Field(
+        None, description="Active health checks per instance (HTTP, or gRPC's health protocol)."
+    )
     panic_threshold: float = Field(
         50.0,
         ge=0,
@@ -752,6 +772,12 @@ class Service(StrictModel):
         description="TLS to the instances: CA bundle, client certificate (mTLS), server name. "
         "`https://` instances use TLS without it too (system CAs, each instance's host); with it, "
         "every instance does, discovered ones included.",
+    )
+    protocol: Literal["http1", "h2"] = Field(
+        "http1",
+        description="`http1`: HTTP/1.1 on pooled connections. `h2`: HTTP/2, streams multiplexed on "
+        "one connection per instance, what a gRPC service needs: cleartext with prior knowledge "
+        "(h2c) to `http://` instances, TLS with ALPN `h2` to `https://` ones.",
     )
 
     @field_validator("instances")
@@ -782,6 +808,11 @@ class Service(StrictModel):
             ]
             if plain:
                 raise LocatedProblemsError(plain)
+        check = self.health_check
+        if check is not None and check.kind == "grpc" and self.protocol != "h2":
+            raise LocatedProblemsError(
+                [(("health_check", "kind"), "a gRPC health check needs `protocol: h2` (gRPC is HTTP/2)")]
+            )
         return self
 
     @model_validator(mode="after")
@@ -816,7 +847,12 @@ class Service(StrictModel):
             out.append((parts.hostname or "", parts.port or 80))
         return out
 
+    @property
+    def alpn(self) -> tuple[str, ...]:
+        """What its TLS connections offer by ALPN: the one protocol the gateway speaks to it."""
+        return ("h2",) if self.protocol == "h2" else ("http/1.1",)
+
     def tls_context(self) -> ssl.SSLContext | None:
         """The client context of this service's TLS connections when it configures `tls`
         (files read now); None: its `https://` instances use the default one."""
-        return self.tls.context() if self.tls is not None else None
+        return self.tls.context(self.alpn) if self.tls is not None else None

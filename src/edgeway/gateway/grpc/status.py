@@ -1,0 +1,154 @@
+"""gRPC statuses for what the gateway answers itself.
+
+A gRPC client reads the outcome of a call from ``grpc-status`` and ``grpc-message``, not from
+the HTTP status: an HTTP 401 problem page is, to it, "UNAVAILABLE: unexpected HTTP status"
+with the reason lost. So when the request is gRPC (``content-type: application/grpc…``),
+the gateway answers its own refusals — no route, authentication, permissions, rate limits,
+no instance, deadlines — as a *trailers-only* response (gRPC over HTTP/2, "Responses"):
+HTTP 200, ``content-type: application/grpc``, and the status in the only headers sent.
+
+The mapping from the gateway's HTTP statuses follows what each status means to the caller;
+for a rate limit RESOURCE_EXHAUSTED (what gRPC servers and Envoy's local rate limit answer),
+for the gateway's own deadline DEADLINE_EXCEEDED.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+from edgeway.http.exchange import Exchange, Headers
+
+__all__ = [
+    "GrpcStatus",
+    "encode_message",
+    "grpc_status_for",
+    "http_status_of",
+    "is_grpc",
+    "respond_status",
+    "trailers_only",
+]
+
+GRPC_CONTENT_TYPE: Final = b"application/grpc"
+
+
+class GrpcStatus(enum.IntEnum):
+    """The status codes of grpc/doc/statuscodes.md."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+_BY_HTTP: Final = {
+    400: GrpcStatus.INVALID_ARGUMENT,
+    401: GrpcStatus.UNAUTHENTICATED,
+    403: GrpcStatus.PERMISSION_DENIED,
+    404: GrpcStatus.UNIMPLEMENTED,  # no route: the method is not served here
+    405: GrpcStatus.UNIMPLEMENTED,
+    408: GrpcStatus.DEADLINE_EXCEEDED,
+    413: GrpcStatus.RESOURCE_EXHAUSTED,
+    414: GrpcStatus.RESOURCE_EXHAUSTED,
+    415: GrpcStatus.INVALID_ARGUMENT,
+    422: GrpcStatus.INVALID_ARGUMENT,
+    429: GrpcStatus.RESOURCE_EXHAUSTED,
+    431: GrpcStatus.RESOURCE_EXHAUSTED,
+    499: GrpcStatus.CANCELLED,
+    500: GrpcStatus.INTERNAL,
+    501: GrpcStatus.UNIMPLEMENTED,
+    502: GrpcStatus.UNAVAILABLE,
+    503: GrpcStatus.UNAVAILABLE,
+    504: GrpcStatus.DEADLINE_EXCEEDED,
+}
+
+
+def grpc_status_for(http_status: int) -> GrpcStatus:
+    """The gRPC status of an answer the gateway makes with ``http_status``."""
+    known = _BY_HTTP.get(http_status)
+    if known is not None:
+        return known
+    if 400 <= http_status < 500:
+        return GrpcStatus.FAILED_PRECONDITION
+    return GrpcStatus.UNKNOWN if http_status < 500 else GrpcStatus.INTERNAL
+
+
+# A service's gRPC status as the HTTP status that means the same (grpc-gateway's table): what
+# the breakers, outlier ejection and metrics judge a gRPC call by, whose HTTP status is 200.
+_HTTP_OF: Final = {
+    GrpcStatus.OK: 200,
+    GrpcStatus.CANCELLED: 499,
+    GrpcStatus.UNKNOWN: 500,
+    GrpcStatus.INVALID_ARGUMENT: 400,
+    GrpcStatus.DEADLINE_EXCEEDED: 504,
+    GrpcStatus.NOT_FOUND: 404,
+    GrpcStatus.ALREADY_EXISTS: 409,
+    GrpcStatus.PERMISSION_DENIED: 403,
+    GrpcStatus.RESOURCE_EXHAUSTED: 429,
+    GrpcStatus.FAILED_PRECONDITION: 400,
+    GrpcStatus.ABORTED: 409,
+    GrpcStatus.OUT_OF_RANGE: 400,
+    GrpcStatus.UNIMPLEMENTED: 501,
+    GrpcStatus.INTERNAL: 500,
+    GrpcStatus.UNAVAILABLE: 503,
+    GrpcStatus.DATA_LOSS: 500,
+    GrpcStatus.UNAUTHENTICATED: 401,
+}
+
+
+def http_status_of(grpc_status: bytes | None) -> int:
+    """The HTTP status equivalent to a ``grpc-status`` value (500 for one that is not a code)."""
+    try:
+        return _HTTP_OF[GrpcStatus(int(grpc_status or b""))]
+    except ValueError:
+        return 500
+
+
+def is_grpc(content_type: bytes | None) -> bool:
+    """A gRPC request (``application/grpc``, ``application/grpc+proto``, ``application/grpc-web``…)."""
+    return content_type is not None and content_type[:16].lower() == GRPC_CONTENT_TYPE
+
+
+# grpc-message is percent-encoded UTF-8: everything outside printable ASCII, and '%' itself.
+_PLAIN: Final = frozenset(range(0x20, 0x7F)) - {ord("%")}
+
+
+def encode_message(message: str) -> bytes:
+    """``message`` as a ``grpc-message`` value (gRPC over HTTP/2, "Responses")."""
+    out = bytearray()
+    for byte in message.encode("utf-8"):
+        if byte in _PLAIN:
+            out.append(byte)
+        else:
+            out += b"%%%02X" % byte
+    return bytes(out)
+
+
+def trailers_only(
+    status: GrpcStatus, message: str, content_type: bytes = GRPC_CONTENT_TYPE
+) -> list[tuple[bytes, bytes]]:
+    """The headers of a trailers-only response (sent with HTTP status 200 and no body)."""
+    headers = [(b"content-type", content_type), (b"grpc-status", b"%d" % status)]
+    if message:
+        headers.append((b"grpc-message", encode_message(message)))
+    return headers
+
+
+def respond_status(ex: Exchange, http_status: int, message: str, headers: Headers) -> None:
+    """Answer ``ex`` (a gRPC request) with the gRPC status of ``http_status`` as a trailers-only
+    response; ``headers``: the gateway's own (request id, Retry-After, WWW-Authenticate...)."""
+    content_type = ex.header(b"content-type") or GRPC_CONTENT_TYPE
+    ex.respond(200, [*trailers_only(grpc_status_for(http_status), message, content_type), *headers])
