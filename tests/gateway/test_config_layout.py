@@ -48,6 +48,7 @@ def test_every_capability_has_its_config_module() -> None:
         "actions.endpoints.config",
         "actions.proxy_config",
         "actions.push.config",
+        "actions.transcode.config",
         "core.config",
         "filters.auth.config",
         "filters.cache.config",

@@ -138,7 +138,7 @@ class Traffic:
         self.book.stranglers = dict(self.stranglers)
         self.book.export_to(self.env.metrics.registry)
         for run in self.stranglers.values():
-            run.start()
+            await run.start()
 
     async def stop(self) -> None:
         for run in self.stranglers.values():

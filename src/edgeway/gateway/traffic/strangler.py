@@ -54,6 +54,8 @@ Status = Literal["running", "paused", "rolled_back", "complete"]
 STATUSES: tuple[Status, ...] = ("running", "paused", "rolled_back", "complete")
 COMMANDS = ("pause", "resume", "advance", "rollback")
 _SWAP_ATTEMPTS = 5  # an operator's command against concurrent writers
+# How long a starting gateway waits for the store's first answer before serving at the rule's start.
+FIRST_CHECK_TIMEOUT = 2.0
 
 
 class StranglerCommandError(ValueError):
@@ -289,7 +291,22 @@ class StranglerRun:
         raise StoreUnavailable(f"strangler {self.route}: the store's state kept changing; try again")
 
     # -- running -------------------------------------------------------------------------------------
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Read (or set) the agreed step before the gateway serves, then check on the schedule.
+
+        The first check is awaited: a gateway that started serving before it knew the fleet's
+        step would send its first requests by a split nobody agreed on. A store that does not
+        answer within :data:`FIRST_CHECK_TIMEOUT` leaves the step where the rule starts, and the
+        loop keeps trying."""
+        try:
+            await asyncio.wait_for(self._check_once(), FIRST_CHECK_TIMEOUT)
+        except TimeoutError:
+            log.warning(
+                "strangler %s: the store did not answer within %gs; serving at %g%% until it does",
+                self.route,
+                FIRST_CHECK_TIMEOUT,
+                self.percent,
+            )
         self._task = asyncio.create_task(self._loop(), name=f"strangler:{self.route}")
 
     async def stop(self) -> None:
@@ -298,18 +315,21 @@ class StranglerRun:
 
     async def _loop(self) -> None:
         while True:
-            try:
-                await self.check()
-                if self.store_error is not None:
-                    log.info("strangler %s: the store answers again", self.route)
-                    self.store_error = None
-            except StoreUnavailable as exc:
-                if self.store_error is None:
-                    log.warning("strangler %s: %s; the step stays %g%%", self.route, exc, self.percent)
-                self.store_error = str(exc)
-            except Exception:  # a bug must not stop the rule's checks for good
-                log.exception("strangler %s: check failed", self.route)
             await asyncio.sleep(float(self.rule.check_interval))
+            await self._check_once()
+
+    async def _check_once(self) -> None:
+        try:
+            await self.check()
+            if self.store_error is not None:
+                log.info("strangler %s: the store answers again", self.route)
+                self.store_error = None
+        except StoreUnavailable as exc:
+            if self.store_error is None:
+                log.warning("strangler %s: %s; the step stays %g%%", self.route, exc, self.percent)
+            self.store_error = str(exc)
+        except Exception:  # a bug must not stop the rule's checks for good
+            log.exception("strangler %s: check failed", self.route)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready view (for the admin API)."""
