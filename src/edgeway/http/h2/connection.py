@@ -237,6 +237,11 @@ class H2ServerProtocol(ServerProtocol):
             return
         try:
             head = request_head(fields, self._limits)
+            if ended and head.content_length:
+                # RFC 9113 §8.1.1: the length must equal the DATA sent, and there is none. h2
+                # checks DATA against it, never a HEADERS that ends the stream: the service would
+                # wait for body bytes, and take the next request on its connection for them.
+                raise MalformedRequest("content-length on a request without DATA")
         except MalformedRequest as exc:
             self._observer.rejected(self, 400, f"malformed HTTP/2 request: {exc.reason}")
             self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)

@@ -1,0 +1,110 @@
+"""HTTP/2 attacked from outside: a gateway process (plaintext h2c) in front of a service that
+records every byte it is sent, driven with hand-built header lists and frames.
+
+A request the gateway must refuse reaches the service not at all: the header list is mapped onto
+an HTTP/1.1 request, and what the mapping copies verbatim (the method, ``:path``) or implies (a
+Content-Length) would otherwise write a second request, or a desynchronised one, to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import uvloop
+from h2.errors import ErrorCodes
+from h2_client import H2Client
+from h2_gateway import gateway_config, serving
+from raw_h2 import RecordingService, raw_client
+
+from edgeway.gateway.process.serve import GatewayServer
+
+Fields = list[tuple[bytes, bytes]]
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+    """The loop a gateway process runs on (serve installs uvloop)."""
+    policy: asyncio.AbstractEventLoopPolicy = uvloop.EventLoopPolicy()
+    return policy
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[RecordingService]:
+    async with RecordingService.serving() as svc:
+        yield svc
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, service: RecordingService) -> AsyncIterator[GatewayServer]:
+    async with serving(tmp_path, gateway_config(service.port)) as server:
+        yield server
+
+
+def request(
+    path: bytes = b"/x", method: bytes = b"GET", scheme: bytes = b"http", extra: Fields | None = None
+) -> Fields:
+    pseudo = [(b":method", method), (b":scheme", scheme), (b":path", path), (b":authority", b"localhost")]
+    return pseudo + (extra or [])
+
+
+async def refused(gateway: GatewayServer, fields: Fields, *, end: bool = True) -> int | None:
+    """Send one request; the RST_STREAM code it got, None if it was answered."""
+    client = await raw_client(gateway.port)
+    try:
+        stream_id = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(stream_id, fields, end_stream=end)
+        client.done[stream_id] = asyncio.get_running_loop().create_future()
+        client.flush()
+        reply = await client.response(stream_id, timeout=5)
+    finally:
+        await client.close()
+    return reply.reset
+
+
+SMUGGLING = {
+    "CRLF in the query": request(b"/x?a=1 HTTP/1.1\r\nx-injected: 1\r\n\r\nGET /admin"),
+    "CRLF in the method": request(method=b"GET /admin HTTP/1.1\r\nx-injected: 1\r\n\r\nGET"),
+    "space in the method": request(method=b"GET /admin"),
+    "space in the path": request(b"/x /admin"),
+    "non-ASCII in the path": request(b"/x\xff"),
+    "CRLF in the scheme": request(scheme=b"http\r\nx-injected: 1"),
+    "control in a header value": request(extra=[(b"x-a", b"1\x0bx")]),
+}
+
+
+@pytest.mark.parametrize("fields", SMUGGLING.values(), ids=SMUGGLING.keys())
+async def test_a_request_line_the_service_would_split_is_never_sent(
+    gateway: GatewayServer, service: RecordingService, fields: Fields
+) -> None:
+    assert await refused(gateway, fields) == ErrorCodes.PROTOCOL_ERROR
+    await asyncio.sleep(0.1)
+    assert service.received == b""
+
+
+async def test_content_length_without_any_data_is_malformed(
+    gateway: GatewayServer, service: RecordingService
+) -> None:
+    # HEADERS with END_STREAM and a Content-Length of 10: an HTTP/1.1 service would wait for ten
+    # body bytes and read them from the next request on its connection.
+    fields = request(b"/up", b"POST", extra=[(b"content-length", b"10")])
+    assert await refused(gateway, fields, end=True) == ErrorCodes.PROTOCOL_ERROR
+    await asyncio.sleep(0.1)
+    assert service.received == b""
+    # Zero is the one length a request without DATA may declare.
+    fields = request(b"/up", b"POST", extra=[(b"content-length", b"0")])
+    assert await refused(gateway, fields, end=True) is None
+    assert b"content-length: 0\r\n" in service.received
+
+
+async def test_a_well_formed_request_still_passes(gateway: GatewayServer, service: RecordingService) -> None:
+    client = await H2Client.connect(gateway.port)
+    try:
+        reply = await client.request("PATCH", "/a/b%20c?q=%0D%0A&x=1", [("x-a", "tab\tinside")])
+    finally:
+        await client.close()
+    assert reply.status == 200
+    assert service.received.startswith(b"PATCH /a/b%20c?q=%0D%0A&x=1 HTTP/1.1\r\n")
+    assert b"x-a: tab\tinside\r\n" in service.received
