@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Final, cast
 
 from h2_client import H2Client
+from hpack import Decoder, Encoder
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame
+
+Fields = list[tuple[bytes, bytes]]
+PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 async def raw_client(port: int) -> H2Client:
@@ -56,3 +62,98 @@ class RecordingService:
             pass
         finally:
             w.close()
+
+
+class RawH2:
+    """A client that writes frames as given, with no state machine of its own (stream IDs,
+    windows and frame order are the test's), and parses every frame the server sends."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.encoder = Encoder()
+        self.decoder = Decoder()
+        self.frames: list[Frame] = []
+        self.closed = False
+        self._arrived = asyncio.Event()
+        self._buffer = b""
+        writer.write(PREFACE + SettingsFrame(0).serialize())
+        self._task = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def connect(cls, port: int) -> RawH2:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        return cls(r, w)
+
+    def headers(
+        self, stream_id: int, fields: Fields, *, end_stream: bool = True, end_headers: bool = True
+    ) -> bytes:
+        """A HEADERS frame's bytes (encoded now: send them in the order they were made)."""
+        frame = HeadersFrame(stream_id)
+        frame.data = self.encoder.encode(fields)
+        if end_stream:
+            frame.flags.add("END_STREAM")
+        if end_headers:
+            frame.flags.add("END_HEADERS")
+        return bytes(frame.serialize())
+
+    def send(self, *frames: bytes | Frame) -> None:
+        self.writer.write(b"".join(f if isinstance(f, bytes) else f.serialize() for f in frames))
+
+    async def _read(self) -> None:
+        try:
+            while data := await self.reader.read(65536):
+                self._buffer += data
+                while len(self._buffer) >= 9:
+                    frame, length = Frame.parse_frame_header(memoryview(self._buffer[:9]))
+                    if len(self._buffer) < 9 + length:
+                        break
+                    frame.parse_body(memoryview(self._buffer[9 : 9 + length]))
+                    self._buffer = self._buffer[9 + length :]
+                    if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
+                        self.writer.write(SettingsFrame(0, flags=["ACK"]).serialize())
+                    if isinstance(frame, HeadersFrame):
+                        frame.data = self.decoder.decode(frame.data, raw=True)  # type: ignore[assignment]
+                    self.frames.append(frame)
+                self._arrived.set()
+        except ConnectionError:
+            pass
+        finally:
+            self.closed = True
+            self._arrived.set()
+
+    async def until(self, done: Callable[[RawH2], bool], timeout: float = 5.0) -> None:
+        """Wait until ``done(self)`` holds (or the connection closed)."""
+        async with asyncio.timeout(timeout):
+            while not done(self) and not self.closed:
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    def stream_frames(self, stream_id: int) -> list[Frame]:
+        return [f for f in self.frames if f.stream_id == stream_id]
+
+    def ended(self, stream_id: int) -> bool:
+        return any(
+            isinstance(f, RstStreamFrame) or "END_STREAM" in f.flags for f in self.stream_frames(stream_id)
+        )
+
+    def status(self, stream_id: int) -> int | None:
+        for f in self.stream_frames(stream_id):
+            if isinstance(f, HeadersFrame):
+                return int(dict(cast(Fields, f.data))[b":status"])
+        return None
+
+    def reset_code(self, stream_id: int) -> int | None:
+        codes = [f.error_code for f in self.stream_frames(stream_id) if isinstance(f, RstStreamFrame)]
+        return codes[0] if codes else None
+
+    def goaway(self) -> GoAwayFrame | None:
+        return next((f for f in self.frames if isinstance(f, GoAwayFrame)), None)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+        self._task.cancel()
+        with contextlib.suppress(BaseException):
+            await self._task

@@ -17,7 +17,8 @@ import uvloop
 from h2.errors import ErrorCodes
 from h2_client import H2Client
 from h2_gateway import gateway_config, serving
-from raw_h2 import RecordingService, raw_client
+from hyperframe.frame import RstStreamFrame
+from raw_h2 import RawH2, RecordingService, raw_client
 
 from edgeway.gateway.process.serve import GatewayServer
 
@@ -108,3 +109,24 @@ async def test_a_well_formed_request_still_passes(gateway: GatewayServer, servic
     assert reply.status == 200
     assert service.received.startswith(b"PATCH /a/b%20c?q=%0D%0A&x=1 HTTP/1.1\r\n")
     assert b"x-a: tab\tinside\r\n" in service.received
+
+
+async def test_streams_reset_in_the_packet_that_opened_them_are_released(gateway: GatewayServer) -> None:
+    # HEADERS and RST_STREAM together, 150 times (under the reset budget): each stream's handler
+    # task is cancelled before it ever ran. Its cleanup must still run, or the gateway counts
+    # 128 requests in flight forever and the connection refuses every stream after them.
+    client = await RawH2.connect(gateway.port)
+    try:
+        frames: list[bytes | RstStreamFrame] = []
+        for stream_id in range(1, 301, 2):
+            frames.append(client.headers(stream_id, request(b"/up", b"POST"), end_stream=False))
+            frames.append(RstStreamFrame(stream_id, error_code=ErrorCodes.CANCEL))
+        client.send(*frames)
+        await asyncio.sleep(0.3)
+        assert gateway.gateway.inflight == 0
+        client.send(client.headers(301, request(b"/after")))
+        await client.until(lambda c: c.ended(301))
+        assert client.status(301) == 200
+        assert client.goaway() is None
+    finally:
+        await client.close()

@@ -407,7 +407,11 @@ class H2ServerProtocol(ServerProtocol):
         if ex.status == 0:
             ex.status = 499
         if ex.task is not None and not ex.task.done():
-            ex.task.cancel()
+            # Cancelled from the next loop turn, after the task's first step: a task cancelled
+            # before it ran drops its coroutine unrun, and with it the handler's own cleanup (its
+            # finally: the in-flight count, admission slots) and this stream's release. A client
+            # sends HEADERS and RST_STREAM in one packet to get exactly that.
+            self._loop.call_soon(ex.task.cancel)
         elif ex.held:
             ex.client_lost()
         self._release(ex)
