@@ -74,6 +74,7 @@ class RawH2:
         self.encoder = Encoder()
         self.decoder = Decoder()
         self.frames: list[Frame] = []
+        self.header_lists: list[tuple[int, Fields]] = []  # each HEADERS frame's, decoded
         self.closed = False
         self._arrived = asyncio.Event()
         self._buffer = b""
@@ -113,7 +114,8 @@ class RawH2:
                     if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
                         self.writer.write(SettingsFrame(0, flags=["ACK"]).serialize())
                     if isinstance(frame, HeadersFrame):
-                        frame.data = self.decoder.decode(frame.data, raw=True)  # type: ignore[assignment]
+                        fields = cast(Fields, self.decoder.decode(frame.data, raw=True))
+                        self.header_lists.append((frame.stream_id, fields))
                     self.frames.append(frame)
                 self._arrived.set()
         except ConnectionError:
@@ -138,9 +140,9 @@ class RawH2:
         )
 
     def status(self, stream_id: int) -> int | None:
-        for f in self.stream_frames(stream_id):
-            if isinstance(f, HeadersFrame):
-                return int(dict(cast(Fields, f.data))[b":status"])
+        for sid, fields in self.header_lists:
+            if sid == stream_id:
+                return int(dict(fields)[b":status"])
         return None
 
     def reset_code(self, stream_id: int) -> int | None:

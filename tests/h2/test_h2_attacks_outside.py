@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import uvloop
 from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
 from h2_client import H2Client
 from h2_gateway import gateway_config, serving
-from hyperframe.frame import RstStreamFrame
+from hyperframe.frame import RstStreamFrame, SettingsFrame
 from raw_h2 import RawH2, RecordingService, raw_client
 
 from edgeway.gateway.process.serve import GatewayServer
@@ -128,5 +129,24 @@ async def test_streams_reset_in_the_packet_that_opened_them_are_released(gateway
         await client.until(lambda c: c.ended(301))
         assert client.status(301) == 200
         assert client.goaway() is None
+    finally:
+        await client.close()
+
+
+async def test_a_huge_header_table_size_does_not_grow_the_gateways_encoder(gateway: GatewayServer) -> None:
+    # The client allows a 4 GiB HPACK table. Were the gateway to use it, each response's unique
+    # x-request-id and traceparent would stay in its encoder for as long as the connection lives.
+    client = await RawH2.connect(gateway.port)
+    client.decoder.max_allowed_table_size = 2**32 - 1
+    try:
+        client.send(SettingsFrame(0, settings={SettingCodes.HEADER_TABLE_SIZE: 2**32 - 1}))
+        ids = range(1, 401, 2)
+        for batch in range(0, len(ids), 50):  # within the 128 concurrent streams
+            sent = ids[batch : batch + 50]
+            client.send(*(client.headers(stream_id, request()) for stream_id in sent))
+            await client.until(lambda c: all(c.ended(i) for i in sent))  # noqa: B023
+        assert {client.status(i) for i in ids} == {200}
+        # The table the gateway's header blocks told the decoder to use, after all of them.
+        assert client.decoder.header_table.maxsize <= 4096
     finally:
         await client.close()

@@ -57,6 +57,8 @@ PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _FRAME_HEADER: Final = 9
 # HPACK counts 32 bytes of overhead per field (RFC 7541 §4.1) in the header list size.
 _FIELD_OVERHEAD: Final = 32
+# The HPACK dynamic table the gateway's encoder keeps, at most: the protocol's default size.
+_ENCODER_TABLE: Final = 4096
 
 
 def _config() -> H2Configuration:
@@ -212,6 +214,12 @@ class H2ServerProtocol(ServerProtocol):
             self._spend(PINGS)
         elif isinstance(event, RemoteSettingsChanged):
             self._spend(SETTINGS)
+            table = event.changed_settings.get(SettingCodes.HEADER_TABLE_SIZE)
+            if table is not None and table.new_value > _ENCODER_TABLE:
+                # The peer's HEADER_TABLE_SIZE bounds the gateway's encoder, it is not a size to
+                # grow to (RFC 7541 §4.2): with 4 GiB, every response's unique values
+                # (x-request-id, traceparent) stayed in the table for the connection's life.
+                self._h2.encoder.header_table_size = _ENCODER_TABLE
             if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
                 self._on_window(0)
         elif isinstance(event, TrailersReceived):
