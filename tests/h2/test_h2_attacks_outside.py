@@ -19,7 +19,7 @@ from h2.settings import SettingCodes
 from h2_client import H2Client
 from h2_gateway import gateway_config, serving
 from hyperframe.frame import RstStreamFrame, SettingsFrame
-from raw_h2 import RawH2, RecordingService, raw_client
+from raw_h2 import PREFACE, RawH2, RecordingService, raw_client
 
 from edgeway.gateway.process.serve import GatewayServer
 
@@ -150,3 +150,35 @@ async def test_a_huge_header_table_size_does_not_grow_the_gateways_encoder(gatew
         assert client.decoder.header_table.maxsize <= 4096
     finally:
         await client.close()
+
+
+async def test_a_preface_split_across_segments_is_still_http2(gateway: GatewayServer) -> None:
+    # TCP may deliver the preface in pieces; the first piece alone ("PRI * ") is not HTTP/1.1.
+    r, w = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        w.write(PREFACE[:6])
+        await w.drain()
+        await asyncio.sleep(0.1)
+        w.write(PREFACE[6:] + SettingsFrame(0).serialize())
+        first = await asyncio.wait_for(r.readexactly(9), 5)
+    finally:
+        w.close()
+    assert first[3] == 0x4  # the gateway's SETTINGS frame, not "HTTP/1.1 400"
+
+
+async def test_an_h2c_upgrade_from_http_1_1_is_not_taken(
+    gateway: GatewayServer, service: RecordingService
+) -> None:
+    r, w = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        w.write(
+            b"GET /x HTTP/1.1\r\nHost: localhost\r\nUpgrade: h2c\r\n"
+            b"Connection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+        )
+        head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        w.close()
+    assert head.startswith(b"HTTP/1.1 200 ")  # answered as HTTP/1.1, never 101
+    sent = service.received.lower()
+    assert b"upgrade" not in sent
+    assert b"http2-settings" not in sent
