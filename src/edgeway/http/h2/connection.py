@@ -101,6 +101,8 @@ class H2ServerProtocol(ServerProtocol):
         # defence holds from the first frame.
         self._h2.decoder.max_header_list_size = self._header_list_size
         self._streams: dict[int, H2Exchange] = {}
+        # Streams whose response waits on the connection's window (theirs is open), in order.
+        self._conn_blocked: dict[int, H2Exchange] = {}
         self._budget = FloodBudget(http2)
         self._in_receive = False
         self._conn_unacked = 0
@@ -207,7 +209,10 @@ class H2ServerProtocol(ServerProtocol):
             if ex is not None:
                 ex.body.feed_eof()
         elif isinstance(event, WindowUpdated):
-            self._on_window(event.stream_id)
+            if event.stream_id:
+                self._on_window(event.stream_id)
+            else:
+                self._on_connection_window()
         elif isinstance(event, StreamReset):
             self._on_reset(event.stream_id)
         elif isinstance(event, PingReceived):
@@ -319,6 +324,19 @@ class H2ServerProtocol(ServerProtocol):
             self._ack_body(ex)
             self._schedule_flush()
 
+    def _on_connection_window(self) -> None:
+        """The connection's window grew: the streams that waited on it (not on their own
+        windows) send, oldest first, until it is spent again. Not every stream: a client that
+        keeps its streams' windows shut and sends a WINDOW_UPDATE of 1 byte on the connection,
+        thousands a second, made each one a walk over every open stream."""
+        waiting = self._conn_blocked
+        h2 = self._h2
+        # A stream that spends the window goes back in at the end, and the loop stops there.
+        while waiting and h2.outbound_flow_control_window > 0:
+            ex = waiting.pop(next(iter(waiting)))
+            if not ex.reset:
+                self._send_pending(ex)
+
     def _on_window(self, stream_id: int) -> None:
         if stream_id:
             ex = self._streams.get(stream_id)
@@ -395,6 +413,7 @@ class H2ServerProtocol(ServerProtocol):
             return
         if self._streams.pop(ex.stream_id, None) is None:
             return
+        self._conn_blocked.pop(ex.stream_id, None)
         if not ex.reset and not ex.body.complete:
             # RFC 9113 §8.1: answered before the request was complete; the rest is not wanted.
             self._reset(ex.stream_id, ErrorCodes.NO_ERROR)
@@ -459,6 +478,8 @@ class H2ServerProtocol(ServerProtocol):
                 if window <= 0:
                     if not ex.blocked_since:
                         ex.blocked_since = self._loop.time()
+                    if h2.outbound_flow_control_window <= 0:
+                        self._conn_blocked[stream_id] = ex
                     break
                 chunk = pending[0]
                 n = min(window, h2.max_outbound_frame_size, len(chunk))
