@@ -9,7 +9,7 @@ Content-Length) would otherwise write a second request, or a desynchronised one,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -213,5 +213,28 @@ async def test_connection_window_updates_do_not_walk_every_stream(
         client.send(SettingsFrame(0, settings={SettingCodes.INITIAL_WINDOW_SIZE: 65535}))
         await client.until(lambda c: all(c.ended(i) for i in ids))
         assert all(client.reset_code(i) is None for i in ids)
+    finally:
+        await client.close()
+
+
+async def test_a_stream_past_the_concurrency_limit_is_refused_not_the_connection(
+    gateway: GatewayServer,
+) -> None:
+    # RFC 9113 §5.1.2: a stream error. Ending the connection would end the 128 streams under way.
+    client = await RawH2.connect(gateway.port)
+
+    def pong(payload: bytes) -> Callable[[RawH2], bool]:
+        return lambda c: any(isinstance(f, PingFrame) and f.opaque_data == payload for f in c.frames)
+
+    try:
+        client.send(PingFrame(0, opaque_data=b"settled!"))  # after our ACK of the gateway's SETTINGS
+        await client.until(pong(b"settled!"))
+        ids = range(1, 281, 2)  # 140 uploads whose bodies never come: all still open
+        client.send(*(client.headers(i, request(b"/up", b"POST"), end_stream=False) for i in ids))
+        client.send(PingFrame(0, opaque_data=b"opened!!"))
+        await client.until(pong(b"opened!!"))
+        refused = [i for i in ids if client.reset_code(i) == ErrorCodes.REFUSED_STREAM]
+        assert refused == list(ids[128:])
+        assert client.goaway() is None
     finally:
         await client.close()

@@ -59,6 +59,7 @@ _FRAME_HEADER: Final = 9
 _FIELD_OVERHEAD: Final = 32
 # The HPACK dynamic table the gateway's encoder keeps, at most: the protocol's default size.
 _ENCODER_TABLE: Final = 4096
+_UNLIMITED_STREAMS: Final = 2**31 - 1
 
 
 def _config() -> H2Configuration:
@@ -72,6 +73,21 @@ def _config() -> H2Configuration:
         validate_outbound_headers=False,
         normalize_outbound_headers=False,
     )
+
+
+class _LocalSettings(Settings):
+    """The gateway's settings, sent as given; only the stream limit h2 enforces differs."""
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        # The advertised SETTINGS_MAX_CONCURRENT_STREAMS is enforced by the protocol itself
+        # (_on_request: REFUSED_STREAM, the stream error RFC 9113 §5.1.2 asks for). h2 would
+        # enforce it once acknowledged as a connection error, ending every other stream too.
+        return _UNLIMITED_STREAMS
+
+    @max_concurrent_streams.setter
+    def max_concurrent_streams(self, value: int) -> None:
+        self[SettingCodes.MAX_CONCURRENT_STREAMS] = value
 
 
 class H2ServerProtocol(ServerProtocol):
@@ -89,7 +105,7 @@ class H2ServerProtocol(ServerProtocol):
         self.stream_write_buffer = http2.stream_write_buffer
         self._h2 = H2Connection(_config())
         self._header_list_size = limits.max_header_bytes + _FIELD_OVERHEAD * (limits.max_headers + 8)
-        self._h2.local_settings = Settings(
+        self._h2.local_settings = _LocalSettings(
             client=False,
             initial_values={
                 SettingCodes.MAX_CONCURRENT_STREAMS: http2.max_concurrent_streams,
