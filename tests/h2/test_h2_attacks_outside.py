@@ -238,3 +238,24 @@ async def test_a_stream_past_the_concurrency_limit_is_refused_not_the_connection
         assert client.goaway() is None
     finally:
         await client.close()
+
+
+async def test_a_header_block_left_open_after_a_whole_request_still_times_out(
+    tmp_path: Path, service: RecordingService
+) -> None:
+    # One read: a complete request on stream 1, then the first frame of stream 3's header block,
+    # never continued. The completed request must not stop the block's clock.
+    config = gateway_config(service.port, limits={"header_read_timeout": "1s"})
+    async with serving(tmp_path, config) as server:
+        client = await RawH2.connect(server.port)
+        try:
+            client.send(PingFrame(0, opaque_data=b"settled!"))  # our SETTINGS ACK is in first
+            await client.until(lambda c: any(isinstance(f, PingFrame) for f in c.frames))
+            client.send(client.headers(1, request()), client.headers(3, request(), end_headers=False))
+            await client.until(lambda c: c.goaway() is not None, timeout=5)
+        finally:
+            await client.close()
+    goaway = client.goaway()
+    assert goaway is not None
+    assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert goaway.additional_data == b"header block not completed in time"

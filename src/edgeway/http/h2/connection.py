@@ -126,6 +126,7 @@ class H2ServerProtocol(ServerProtocol):
         self._goaway_sent = False
         self._last_active = 0.0
         self._header_block_since = 0.0
+        self._header_block: object = None  # the first frame of the block pending since then
         self._paused_since = 0.0
         self._body_high = min(limits.read_high_water, http2.initial_window_bytes)
 
@@ -254,7 +255,6 @@ class H2ServerProtocol(ServerProtocol):
         return 0
 
     def _on_request(self, stream_id: int, fields: Headers, ended: bool) -> None:
-        self._header_block_since = 0.0
         if self.closing:
             self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
             return
@@ -620,8 +620,15 @@ class H2ServerProtocol(ServerProtocol):
             self._goaway(ErrorCodes.FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
             return
         block = getattr(buffer, "_headers_buffer", None)
-        if block:
-            if not self._header_block_since:
+        if not block:
+            self._header_block = None
+            self._header_block_since = 0.0
+        else:
+            if block[0] is not self._header_block:
+                # A block that was not pending after the last read: its clock starts now. (Not
+                # cleared by a request that completed in the same read before it: a client sent
+                # one whole request and the start of the next block to escape the timeout.)
+                self._header_block = block[0]
                 self._header_block_since = self._loop.time()
             if sum(len(f.data) for f in block) > self._header_list_size:
                 self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, "header block larger than the header list limit")
