@@ -120,6 +120,30 @@ def tls(
 
 
 @app.command()
+def h2(
+    json: JsonOption = False,
+    duration: LoadSeconds = 10.0,
+    clients: Annotated[int, typer.Option(min=1, help="h2load connections.")] = 4,
+    streams: Annotated[int, typer.Option(min=1, help="Concurrent streams per connection (h2load -m).")] = 32,
+    repetitions: Repetitions = 1,
+    warmup: Annotated[float, typer.Option(help="Seconds of warm-up load before each leg.")] = 2.0,
+    only: Annotated[str | None, typer.Option(help="Run only these legs: edgeway,nginx.")] = None,
+) -> None:
+    """HTTP/2 (h2c): edgeway vs nginx, h2load with many streams per connection, one worker each."""
+    legs = [part.strip() for part in only.split(",") if part.strip()] if only else None
+    _run_bench(
+        "h2",
+        json=json,
+        duration=duration,
+        clients=clients,
+        streams=streams,
+        repetitions=repetitions,
+        warmup=warmup,
+        only=legs,
+    )
+
+
+@app.command()
 def callgrind(
     json: JsonOption = False,
     duration: Annotated[float, typer.Option(help="Seconds of counted load (wrk -c1).")] = 10.0,

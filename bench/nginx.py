@@ -53,7 +53,7 @@ http {{
     server {{
         # reuseport: nginx cannot take port 0, so a caller may hold the port it is told with
         # SO_REUSEPORT until nginx listens (one worker: one socket, as without it).
-        listen {host}:{port}{ssl} backlog=4096 reuseport;
+        listen {host}:{port}{ssl}{http2} backlog=4096 reuseport;
 {ssl_block}        location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -110,6 +110,7 @@ def render_config(
     host: str = "127.0.0.1",
     backend_host: str = "127.0.0.1",
     tls: NginxTls | None = None,
+    http2: bool = False,
 ) -> str:
     # The combined format, unbuffered, to a file: what a default nginx install does.
     log = f"access_log {prefix}/access.log combined;" if access_log else "access_log off;"
@@ -128,6 +129,8 @@ def render_config(
         backend_host=backend_host,
         backend_port=backend_port,
         ssl=" ssl" if tls is not None else "",
+        # nginx 1.22's form (`http2 on` came in 1.25): on a plaintext port, h2c by prior knowledge.
+        http2=" http2" if http2 else "",
         ssl_block=tls.directives() if tls is not None else "",
     )
 
@@ -140,11 +143,20 @@ def write_config(
     access_log: bool,
     host: str = "127.0.0.1",
     tls: NginxTls | None = None,
+    http2: bool = False,
 ) -> Path:
     prefix.mkdir(parents=True, exist_ok=True)
     path = prefix / "nginx.conf"
     path.write_text(
-        render_config(prefix, port=port, backend_port=backend_port, access_log=access_log, host=host, tls=tls)
+        render_config(
+            prefix,
+            port=port,
+            backend_port=backend_port,
+            access_log=access_log,
+            host=host,
+            tls=tls,
+            http2=http2,
+        )
     )
     return path
 
@@ -173,9 +185,12 @@ def process(
     access_log: bool,
     name: str = "nginx",
     tls: NginxTls | None = None,
+    http2: bool = False,
 ) -> ManagedProcess:
     """A not-yet-started nginx reverse proxy to the backend; start it with ``.start()``."""
-    config = write_config(prefix, port=port, backend_port=backend_port, access_log=access_log, tls=tls)
+    config = write_config(
+        prefix, port=port, backend_port=backend_port, access_log=access_log, tls=tls, http2=http2
+    )
     check_config(config)
     return ManagedProcess(
         name,

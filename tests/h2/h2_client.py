@@ -36,6 +36,7 @@ class H2Client:
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self.auto_window = True  # give the server's DATA back to it as it arrives
+        self.window_opened = asyncio.Event()
         self.conn.initiate_connection()
         self.flush()
         self._task = asyncio.get_running_loop().create_task(self._read())
@@ -104,6 +105,8 @@ class H2Client:
             self._complete(event.stream_id)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event
+        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            self.window_opened.set()
 
     def _complete(self, stream_id: int | None) -> None:
         assert stream_id is not None
@@ -124,11 +127,29 @@ class H2Client:
         fields = [(":method", method), (":scheme", scheme), (":path", path), (":authority", authority)]
         fields += headers or []
         self.conn.send_headers(stream_id, fields, end_stream=body is None)
-        if body is not None:
+        if body is not None and len(body) <= self.conn.local_flow_control_window(stream_id):
             self.conn.send_data(stream_id, body, end_stream=True)
+        elif body is not None:
+            asyncio.get_running_loop().create_task(self.stream_body(stream_id, body))
         self.done[stream_id] = asyncio.get_running_loop().create_future()
         self.flush()
         return stream_id
+
+    async def stream_body(self, stream_id: int, body: bytes) -> None:
+        """Send a request body as the server's windows allow, then END_STREAM."""
+        view = memoryview(body)
+        while view:
+            window = min(self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size)
+            if window <= 0:
+                self.window_opened.clear()
+                await asyncio.wait_for(self.window_opened.wait(), 10)
+                continue
+            self.conn.send_data(stream_id, bytes(view[:window]))
+            view = view[window:]
+            self.flush()
+            await self.writer.drain()
+        self.conn.end_stream(stream_id)
+        self.flush()
 
     async def response(self, stream_id: int, timeout: float = 10.0) -> H2Reply:
         return await asyncio.wait_for(asyncio.shield(self.done[stream_id]), timeout)

@@ -18,14 +18,16 @@ from edgeway.gateway.process.serve import GatewayServer
 
 
 @contextlib.asynccontextmanager
-async def echo_backend() -> AsyncIterator[int]:
+async def echo_backend(seen: list[bytes] | None = None) -> AsyncIterator[int]:
     """Answers every request with its request line, headers and body as JSON; ``/slow`` after
-    half a second, ``/big`` with 1 MiB."""
+    half a second, ``/big`` with 1 MiB. ``seen``: gets each request line."""
 
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:
             while True:
                 line, headers, body = await read_request(r)
+                if seen is not None:
+                    seen.append(line)
                 if b" /slow" in line:
                     await asyncio.sleep(0.5)
                 if b" /big" in line:

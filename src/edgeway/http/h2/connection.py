@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
-from typing import Final
+from typing import Final, cast
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -38,7 +38,7 @@ from h2.events import (
 )
 from h2.exceptions import FlowControlError, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from edgeway.http.body import BodyStream, empty_body
 from edgeway.http.errors import BodyTooLarge, ClientDisconnected, RequestRejected, SendTimeout
@@ -55,11 +55,12 @@ log = logging.getLogger("edgeway.http")
 
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _FRAME_HEADER: Final = 9
+# How long a connection closed for cause still reads (and drops) input; see _linger.
+_LINGER: Final = 1.0
 # HPACK counts 32 bytes of overhead per field (RFC 7541 §4.1) in the header list size.
 _FIELD_OVERHEAD: Final = 32
 # The HPACK dynamic table the gateway's encoder keeps, at most: the protocol's default size.
 _ENCODER_TABLE: Final = 4096
-_UNLIMITED_STREAMS: Final = 2**31 - 1
 
 
 def _config() -> H2Configuration:
@@ -75,19 +76,10 @@ def _config() -> H2Configuration:
     )
 
 
-class _LocalSettings(Settings):
-    """The gateway's settings, sent as given; only the stream limit h2 enforces differs."""
-
-    @property
-    def max_concurrent_streams(self) -> int:
-        # The advertised SETTINGS_MAX_CONCURRENT_STREAMS is enforced by the protocol itself
-        # (_on_request: REFUSED_STREAM, the stream error RFC 9113 §5.1.2 asks for). h2 would
-        # enforce it once acknowledged as a connection error, ending every other stream too.
-        return _UNLIMITED_STREAMS
-
-    @max_concurrent_streams.setter
-    def max_concurrent_streams(self, value: int) -> None:
-        self[SettingCodes.MAX_CONCURRENT_STREAMS] = value
+def _close(work: Awaitable[None] | None) -> None:
+    close = getattr(work, "close", None)
+    if close is not None:
+        close()
 
 
 class H2ServerProtocol(ServerProtocol):
@@ -105,10 +97,9 @@ class H2ServerProtocol(ServerProtocol):
         self.stream_write_buffer = http2.stream_write_buffer
         self._h2 = H2Connection(_config())
         self._header_list_size = limits.max_header_bytes + _FIELD_OVERHEAD * (limits.max_headers + 8)
-        self._h2.local_settings = _LocalSettings(
+        self._h2.local_settings = Settings(
             client=False,
             initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: http2.max_concurrent_streams,
                 SettingCodes.INITIAL_WINDOW_SIZE: http2.initial_window_bytes,
                 SettingCodes.MAX_HEADER_LIST_SIZE: self._header_list_size,
             },
@@ -149,6 +140,15 @@ class H2ServerProtocol(ServerProtocol):
         if extra > 0:
             self._h2.increment_flow_control_window(extra)
         self._flush()
+        # SETTINGS_MAX_CONCURRENT_STREAMS goes in a frame of its own, beside h2: h2 would treat
+        # a stream past it as a connection error, where RFC 9113 §5.1.2 wants a stream error.
+        # _on_request refuses it (REFUSED_STREAM), also before the client acknowledged it.
+        # (The extra ACK the client sends changes nothing in h2.)
+        limit = SettingsFrame(
+            0, settings={SettingCodes.MAX_CONCURRENT_STREAMS: self.http2.max_concurrent_streams}
+        )
+        transport = cast(asyncio.Transport, transport)
+        transport.write(limit.serialize())
 
     def data_received(self, data: bytes) -> None:
         if self.state is ConnState.CLOSED:
@@ -177,7 +177,7 @@ class H2ServerProtocol(ServerProtocol):
             self._in_receive = False
             self._flush()
             self._close_all(ClientDisconnected("HTTP/2 protocol error"))
-            self.close()
+            self._linger()
             return
         finally:
             self._in_receive = False
@@ -383,6 +383,9 @@ class H2ServerProtocol(ServerProtocol):
         if work is None:
             return  # held: the handler ends it with handler_done (it may have already)
         ex.held = False
+        self._spawn(ex, work)
+
+    def _spawn(self, ex: H2Exchange, work: Awaitable[None]) -> None:
         ex.task = self._loop.create_task(self._run_stream(ex, work))
 
     def handler_done(self, ex: Exchange) -> None:
@@ -391,16 +394,15 @@ class H2ServerProtocol(ServerProtocol):
             self._handler_finished(ex)
 
     def continue_in_task(self, ex: Exchange, work: Awaitable[None]) -> None:
-        if not isinstance(ex, H2Exchange) or not ex.held:
+        if not isinstance(ex, H2Exchange) or not ex.held or ex.reset or self.state is ConnState.CLOSED:
+            # Never started (the stream is gone): closed, so not reported as never awaited.
+            _close(work)
+            if isinstance(ex, H2Exchange) and ex.held:
+                ex.held = False
+                self._handler_finished(ex)
             return
         ex.held = False
-        if ex.reset or self.state is ConnState.CLOSED:
-            close = getattr(work, "close", None)
-            if close is not None:
-                close()  # never started: no "coroutine was never awaited" warning
-            self._handler_finished(ex)
-            return
-        ex.task = self._loop.create_task(self._run_stream(ex, work))
+        self._spawn(ex, work)
 
     async def _run_stream(self, ex: H2Exchange, work: Awaitable[None]) -> None:
         try:
@@ -449,12 +451,12 @@ class H2ServerProtocol(ServerProtocol):
         self._wake(ex, exc)
         if ex.status == 0:
             ex.status = 499
-        if ex.task is not None and not ex.task.done():
-            # Cancelled from the next loop turn, after the task's first step: a task cancelled
-            # before it ran drops its coroutine unrun, and with it the handler's own cleanup (its
-            # finally: the in-flight count, admission slots) and this stream's release. A client
-            # sends HEADERS and RST_STREAM in one packet to get exactly that.
-            self._loop.call_soon(ex.task.cancel)
+        task = ex.task
+        if task is not None and not task.done():
+            # Cancelled after its first step (queued behind it), never before: a task cancelled
+            # unstarted would skip the handler's own bookkeeping (its access log line, its
+            # in-flight count) and leave the handler's coroutine never awaited.
+            self._loop.call_soon(task.cancel)
         elif ex.held:
             ex.client_lost()
         self._release(ex)
@@ -634,7 +636,7 @@ class H2ServerProtocol(ServerProtocol):
                 self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, "header block larger than the header list limit")
 
     def _goaway(self, code: ErrorCodes, reason: str) -> None:
-        """End the connection for cause: GOAWAY, then close."""
+        """End the connection for cause: GOAWAY, then a lingering close."""
         if self.state is ConnState.CLOSED:
             return
         self._observer.rejected(self, 400, f"HTTP/2 connection closed: {reason}")
@@ -642,8 +644,22 @@ class H2ServerProtocol(ServerProtocol):
             self._h2.close_connection(code, additional_data=reason.encode())
         self._flush()
         self._close_all(ClientDisconnected(f"connection closed: {reason}"))
-        self.state = ConnState.CLOSED
-        self.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after what is written, reading (and dropping) what the peer still sends for a
+        moment: closing a socket with unread input resets it, and the reset can destroy the
+        GOAWAY before the peer reads it (nginx's lingering close)."""
+        self.state = ConnState.CLOSED  # data_received drops everything from here
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        if self._write.paused:
+            self.abort()  # the peer reads nothing: nothing to wait for
+            return
+        if t.can_write_eof():
+            t.write_eof()
+        self._loop.call_later(_LINGER, self.close)
 
     # -- the listener's ticker, shutdown -------------------------------------------------------
     def check_deadline(self, now: float) -> None:
