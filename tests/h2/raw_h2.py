@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Final, cast
 
-from h2_client import H2Client
+from h2_client import H2Client, hang_up
 from hpack import Decoder, Encoder
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame
 
@@ -153,9 +153,4 @@ class RawH2:
         return next((f for f in self.frames if isinstance(f, GoAwayFrame)), None)
 
     async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(Exception):
-            await self.writer.wait_closed()
-        self._task.cancel()
-        with contextlib.suppress(BaseException):
-            await self._task
+        await hang_up(self.writer, self._task)
