@@ -67,7 +67,8 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Running]:
 def assert_responsive(watch: Watch) -> None:
     assert not watch.failures, watch.failures
     assert len(watch.latencies) >= 3, "the normal client got too few answers during the attack"
-    assert watch.worst < 1.0, f"a normal request took {watch.worst:.2f}s during the attack"
+    # Generous for a loaded CI machine (an undefended attack holds the loop for many seconds).
+    assert watch.worst < 2.0, f"a normal request took {watch.worst:.2f}s during the attack"
 
 
 async def test_rapid_reset_is_cut_off_by_goaway(gateway: Running) -> None:

@@ -31,6 +31,9 @@ async def handler(ex: Exchange) -> None:
             await ex.drain()
         ex.finish()
         ex.log["received"] = received
+    elif ex.path == b"/read":
+        body = await ex.body.read_all(1 << 20)
+        ex.respond(200, [], b"read %d" % len(body))
     elif ex.path == b"/slow":
         await asyncio.sleep(0.5)
         ex.respond(200, [], b"slow done")
@@ -117,3 +120,22 @@ async def test_graceful_shutdown_sends_goaway_and_finishes_the_streams_in_flight
     assert b"".join(f.data for f in data) == b"slow done"
     assert "END_STREAM" in data[-1].flags
     assert kinds.index("GoAwayFrame") < kinds.index("DataFrame")  # GOAWAY first, then the answer
+
+
+async def test_a_request_body_that_stops_coming_gets_408_and_the_connection_goes_on() -> None:
+    async with listening(ServerLimits(body_read_timeout=0.3)) as listener:
+        client = await H2Client.connect(listener.port)
+        try:
+            stream = client.conn.get_next_available_stream_id()
+            client.conn.send_headers(
+                stream, [(":method", "POST"), (":scheme", "http"), (":path", "/read"), (":authority", "a")]
+            )
+            client.conn.send_data(stream, b"part")  # and never the rest
+            client.done[stream] = asyncio.get_running_loop().create_future()
+            client.flush()
+            stalled = await client.response(stream, timeout=5)
+            after = await client.request("POST", "/read", body=b"whole")
+        finally:
+            await client.close()
+    assert stalled.status == 408
+    assert after.body == b"read 5"

@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvloop
@@ -115,3 +116,27 @@ async def test_without_http2_the_preface_is_not_served(tmp_path: Path) -> None:
         answer = await asyncio.wait_for(r.read(4096), 5)
         w.close()
     assert answer.startswith((b"HTTP/1.1 4", b"HTTP/1.1 5"))
+
+
+async def test_filters_and_errors_act_on_http2_requests_as_on_http_1_1(tmp_path: Path) -> None:
+    routes: list[dict[str, Any]] = [
+        {
+            "match": {"path": "/limited/**"},
+            "proxy": {"service": "echo"},
+            "rate_limit": {"rate": 2, "per": "1h", "key": "ip"},
+        },
+        {"match": {"path": "/open/**"}, "proxy": {"service": "echo"}},
+    ]
+    async with echo_backend() as port, serving(tmp_path, gateway_config(port, routes=routes)) as server:
+        client = await H2Client.connect(server.port)
+        try:
+            limited = [await client.request("GET", "/limited/x") for _ in range(3)]
+            missing = await client.request("GET", "/nowhere")
+            posted = await client.request("POST", "/open/y", [("content-type", "text/plain")], b"payload")
+        finally:
+            await client.close()
+    assert [r.status for r in limited] == [200, 200, 429]
+    assert limited[2].headers["content-type"] == "application/problem+json"
+    assert missing.status == 404
+    assert json.loads(missing.body)["status"] == 404
+    assert json.loads(posted.body)["body"] == "payload"
