@@ -238,7 +238,10 @@ async def test_a_not_serving_instance_is_taken_out_by_the_grpc_health_check(
 ) -> None:
     check = {"kind": "grpc", "grpc_service": "kittest.v1.Ledger", "interval": 0.1, "timeout": 0.1}
     check |= {"unhealthy_threshold": 1, "healthy_threshold": 1}
-    async with through(ledger_config(ledger, health_check=check), transport) as caller:
+    # panic_threshold 0: the lone instance failing its check is taken out, not kept in by panic
+    # (tests/resilience/test_panic_threshold.py has the panic side).
+    cfg = ledger_config(ledger, health_check=check, panic_threshold=0)
+    async with through(cfg, transport) as caller:
         assert (await caller.call(f"{LEDGER}/Whoami", b"")).code == 0
         await ledger.set_serving(False)
         outcome = None
