@@ -72,6 +72,7 @@ _HEADER_SPECIAL: Final = frozenset(
         b"content-type",
     }
 )
+_FRAGMENT: Final = 0x23  # "#", as a byte value (see the check in on_headers_complete)
 # RFC 9110 §7.2 / RFC 3986 §3.2.2: uri-host [":" port]. IP-literal, or a reg-name (which covers
 # IPv4 addresses), never empty for http. Anything else would be copied into X-Forwarded-Host and
 # matched against route hosts.
@@ -362,7 +363,10 @@ class ServerProtocol(asyncio.Protocol):
                 target = slash + path_part if slash else b"/"
             else:
                 self._raise(RequestRejected(400, "request target must be origin-form"))
-        if target.find(b"#") >= 0:  # not `in`: bytes.__contains__ tries int(needle) first, and raises
+        # An int needle: bytes.__contains__ with a bytes needle tries it as an int first and
+        # raises inside (~2,200 instructions); ``find`` is a generic method call (~1,100); a
+        # byte value is a memchr (~300).
+        if _FRAGMENT in target:
             self._raise(RequestRejected(400, "fragment in request target"))
         path, _, query = target.partition(b"?")
         cl = self._content_length

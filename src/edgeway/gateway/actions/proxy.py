@@ -66,6 +66,9 @@ _REPLACED: Final = frozenset(
 # mirror's copy follows the same rule).
 NOT_FORWARDED: Final = HOP_BY_HOP | _REPLACED | FORWARDING_HEADERS
 _SKIP_RESPONSE: Final = HOP_BY_HOP | {b"content-length", b"x-request-id", b"traceparent"}
+# A byte value: ``in`` with it is a memchr; with a bytes needle, bytes.__contains__ tries it as
+# an int first and raises inside (~2,200 instructions per forwarded header).
+_UNDERSCORE: Final = 0x5F  # "_"
 # The one protocol a proxy route tunnels (``websocket: true``); any other Upgrade is stripped.
 _WEBSOCKET: Final = b"websocket"
 _WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
@@ -215,7 +218,7 @@ def request_head(
                 via = value + b", "
             elif lname == b"connection":
                 named = (named or set()) | connection_tokens(value)
-        elif lname not in remove and not (b"_" in lname and underscore_alias(lname, remove)):
+        elif lname not in remove and not (_UNDERSCORE in lname and underscore_alias(lname, remove)):
             kept.append((name, value))
     if named:
         # Connection may name headers that came before it, so this filter runs after the loop.
