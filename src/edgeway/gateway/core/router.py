@@ -90,7 +90,8 @@ class RouteMatch:
         self.path = path  # the normalised request path that matched
 
     def __repr__(self) -> str:
-        return f"RouteMatch(route={self.route.id!r}, params={self.params!r}, tail={self.tail!r}, path={self.path!r})"
+        route = self.route.id
+        return f"RouteMatch(route={route!r}, params={self.params!r}, tail={self.tail!r}, path={self.path!r})"
 
 
 @dataclass(slots=True)
