@@ -171,11 +171,13 @@ class Exchange:
 
     def _head(self, status: int, headers: Headers, content_length: int | None, has_body: bool) -> bytes:
         parts = [status_line(status)]
+        # A header line is one literal bytes format: compiled, one copy into a new bytes, where
+        # four pieces cost a tuple, an in-place concat and the buffer protocol each in the join.
         for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
+            parts.append(b"%b: %b\r\n" % (name, value))
         if self.extra_headers:
             for name, value in self.extra_headers:
-                parts += (name, b": ", value, b"\r\n")
+                parts.append(b"%b: %b\r\n" % (name, value))
         if has_body:
             if content_length is not None:
                 parts.append(b"content-length: %d\r\n" % content_length)

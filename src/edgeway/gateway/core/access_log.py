@@ -5,9 +5,9 @@ Lines are batched into a buffer that is written with one ``write`` per event-loo
 when it passes 64 KiB. A syscall per request would cost more than the rest of the log work
 together; a blocking stdout (a slow pipe) still only stalls one write per batch.
 
-The usual line (a proxied request whose path needs no JSON escaping) goes into the buffer as its
-pieces (constant JSON text and the request's own bytes), joined with the rest of the batch when
-it is written: no formatting pass, no dict, no serialiser. Any other line goes through a dict and
+The usual line (a proxied request whose path needs no JSON escaping) is one literal bytes format
+of constant JSON text and the request's own bytes (compiled: one copy into a new bytes): no
+dict, no serialiser. Any other line goes through a dict and
 orjson. Both give the same JSON (tests/gateway/test_access_log_format.py checks it on arbitrary
 input).
 """
@@ -33,11 +33,9 @@ _FLUSH_AT: Final = 64 * 1024
 
 # Printable ASCII without '"' and '\\': such text is its own JSON string body.
 _PLAIN: Final = re.compile(rb"[ !#-\[\]-~]*")
+_INFO: Final = b"info"
+_ERROR: Final = b"error"
 _JSON_CACHE_MAX: Final = 4096  # route ids, upstream labels and client addresses, as JSON strings
-
-
-def _decimal(n: int) -> bytes:
-    return str(n).encode("ascii")
 
 
 class AccessLog:
@@ -76,40 +74,34 @@ class AccessLog:
             status = ex.status
             micros = int((_perf_counter() - ex.started) * 1_000_000)
             path = ex.path
-            self._buf += (
-                b'{"time":"',
+            # One literal format: compiled, it is one length pass and one copy into a new bytes
+            # (mypyc's bytes build); 30 pieces left in the buffer cost ~3,000 instructions more
+            # when the batch is joined (the buffer protocol per piece).
+            line = (
+                b'{"time":"%b","level":"%b","service":%b,"request_id":"%b","trace_id":"%b",'
+                b'"span_id":"%b","message":"request","client":%b,"method":"%b","path":"%b",'
+                b'"route":%b,"status":%d,"upstream":%b,"duration_ms":%d%b,"bytes_in":%d,'
+                b'"bytes_out":%d}\n'
+            ) % (
                 self._stamp.stamp_bytes(_wall_clock()),
-                b'","level":"info","service":' if status < 500 else b'","level":"error","service":',
+                _INFO if status < 500 else _ERROR,
                 self._service_json,
-                b',"request_id":"',
                 ex.request_id,
-                b'","trace_id":"',
                 trace_id,
-                b'","span_id":"',
                 span_id,
-                b'","message":"request","client":',
                 self._as_json(ex.client),
-                b',"method":"',
                 ex.method,
-                b'","path":"',
                 path,
-                b'","route":',
                 self._as_json(route),
-                b',"status":',
-                _decimal(status),
-                b',"upstream":',
+                status,
                 self._as_json(upstream),
-                b',"duration_ms":',
-                _decimal(micros // 1000),
+                micros // 1000,
                 THOUSANDTHS[micros % 1000],
-                b',"bytes_in":',
-                _decimal(ex.body.received),
-                b',"bytes_out":',
-                _decimal(ex.bytes_out),
-                b"}\n",
+                ex.body.received,
+                ex.bytes_out,
             )
-            # The size only decides when to write: the fixed text and bounded fields are ~400.
-            self._size += 400 + len(path)
+            self._buf.append(line)
+            self._size += len(line)
             self._after_append()
             return
         self.write(orjson.dumps(self.entry(ex, route, trace_id, span_id)) + b"\n")

@@ -192,7 +192,8 @@ class Mirror:
                 if lname == b"connection":
                     named = (named or set()) | connection_tokens(value)
                 continue
-            if lname in remove or (b"_" in lname and underscore_alias(lname, remove)):
+            # 0x5F ("_") as a byte value: a memchr, where a bytes needle is first tried as an int.
+            if lname in remove or (0x5F in lname and underscore_alias(lname, remove)):
                 continue
             kept.append((name, value))
         parts = [

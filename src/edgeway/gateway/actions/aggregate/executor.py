@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
 
@@ -49,7 +49,9 @@ from edgeway.http.json_input import TooDeep
 if TYPE_CHECKING:
     from edgeway.gateway.actions.transcode.pending import GrpcPending
 
-    Pending = UpstreamCall | GrpcPending  # an HTTP exchange, or a gRPC call (`grpc` calls)
+    # Explicit: in the compiled build's type check the import cycle through the transcoder can
+    # leave GrpcPending unresolved here, and an implicit alias then reads as a variable.
+    Pending: TypeAlias = "UpstreamCall | GrpcPending"  # an HTTP exchange, or a gRPC call (`grpc` calls)
 
 
 @dataclass(slots=True)
