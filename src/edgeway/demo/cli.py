@@ -329,7 +329,7 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
         )
         lines.append(
             Text(
-                "      watch it move: step, percent, status, why (pause/advance/rollback: POST)", style="dim"
+                "      watch it move here or in the control room (pause/advance/rollback: POST)", style="dim"
             )
         )
     command("the patterns compared: calls, bytes, latency per screen", "compare")
