@@ -334,7 +334,12 @@ def traffic(
         float, typer.Option(min=1, help="Requests/s of the paced load in the mirror legs.")
     ] = 500.0,
     leg_seconds: Annotated[float, typer.Option(min=0.2, help="Seconds per mirror leg.")] = 2.0,
-    rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds of the two mirror legs.")] = 10,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Rounds of the two mirror legs (ABBA); the figure is the median of their differences."
+        ),
+    ] = 12,
 ) -> None:
     """Traffic shifting: a 10/90 split's accuracy, sticky keys, what mirroring adds to p99, a
     progressive strangler's automatic rollback."""

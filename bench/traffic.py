@@ -16,8 +16,9 @@ result are the issue's:
 - **mirror** (``mirror_added_p99_ms``): paced load (``rate`` requests/s, steady, well below
   saturation, so the figure is the mirror's effect on requests rather than a queue) on a route
   without a mirror and on a route to the same service mirroring every request to the shadow, in
-  many short alternating legs (``rounds`` of ``leg_seconds`` each); the p99 of the real requests
-  with the mirror minus without. Also: the gateway's CPU per request in each (what the copies
+  many short alternating legs (``rounds`` of ``leg_seconds`` each, ABBA order); per round, the
+  p99 of the real requests with the mirror minus without, and the figure is the median of those
+  per-round differences (with their quartiles). Also: the gateway's CPU per request in each (what the copies
   cost), and a paired leg in which every connection alternates between the routes (what a copy
   does to the very request it copies).
 - **rollback** (``rollback_s``, ``failed_requests_during_rollback``): a strangler route moving
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import statistics
 import sys
 import tempfile
 from collections import Counter
@@ -288,28 +290,41 @@ async def mirror_scenario(setup: Setup) -> dict[str, Any]:
     """The real requests' p99 with every request mirrored minus without, under the same load."""
     plain, mirror = "/plain/orders", "/mirror/orders"
     await _paced(setup, ["/plain/warmup", "/mirror/warmup"])  # connections, pools, caches
-    # Many short legs, one route at a time, alternating: a busy machine's slow moments fall on
-    # both alike (two long legs differ by ±8 ms at p99 on a shared VM, whatever they carry).
+    # Many short legs, one route at a time, in ABBA order (plain then mirror, then mirror then
+    # plain...): a busy machine's slow moments and any drift fall on both alike. Each round gives
+    # one difference of p99s (its two legs are seconds apart, so they share the machine's state);
+    # the figure is the median of those differences, which a burst of load in one leg cannot
+    # move, unlike the difference of p99s pooled over all legs (±8 ms on a shared VM).
     legs: dict[str, list[float]] = {"plain": [], "mirror": []}
     cpu: dict[str, list[float]] = {"plain": [], "mirror": []}
+    differences: list[float] = []
     failed = 0
-    for _ in range(int(setup.settings["rounds"])):
-        for name, path in (("plain", plain), ("mirror", mirror)):
+    order = (("plain", plain), ("mirror", mirror))
+    for round_ in range(int(setup.settings["rounds"])):
+        p99: dict[str, float | None] = {}
+        for name, path in order if round_ % 2 == 0 else order[::-1]:
             latencies, errors, cpu_us = await _paced(setup, [path])
             legs[name] += latencies[path]
             cpu[name].append(cpu_us)
+            p99[name] = percentile(sorted(latencies[path]), 99)
             failed += errors
+        low, high = p99["plain"], p99["mirror"]
+        if low is not None and high is not None:
+            differences.append((high - low) * 1000)
     # Paired: every connection alternates between the routes, so each moment delays both alike:
     # the difference is what a copy does to the very request it copies (it is sent after it).
     paired, errors, _ = await _paced(setup, [plain, mirror])
     failed += errors
-    p99 = {name: percentile(sorted(values), 99) for name, values in legs.items()}
+    pooled = {name: percentile(sorted(values), 99) for name, values in legs.items()}
     p50 = {name: percentile(sorted(values), 50) for name, values in legs.items()}
     copies = await _copies(setup.admin, len(legs["mirror"]) + len(paired[mirror]))
-    added = None if p99["plain"] is None or p99["mirror"] is None else (p99["mirror"] - p99["plain"]) * 1000
+    ordered = sorted(differences)
     return {
-        "mirror_added_p99_ms": None if added is None else round(added, 3),
-        "p99_ms": {name: _ms(v) for name, v in p99.items()},
+        "mirror_added_p99_ms": round(statistics.median(ordered), 3) if ordered else None,
+        "round_differences_ms": [round(d, 3) for d in differences],
+        "differences_iqr_ms": [round(q, 3) for q in _quartiles(ordered)] if len(ordered) >= 2 else None,
+        "requests_per_leg": round(len(legs["plain"]) / max(1, int(setup.settings["rounds"]))),
+        "pooled_p99_ms": {name: _ms(v) for name, v in pooled.items()},
         "p50_ms": {name: _ms(v) for name, v in p50.items()},
         "requests": {name: len(values) for name, values in legs.items()},
         "failed": failed,
@@ -320,6 +335,12 @@ async def mirror_scenario(setup: Setup) -> dict[str, Any]:
         "gateway_cpu_us_per_request": {name: round(sum(v) / len(v), 1) for name, v in cpu.items() if v},
         "copies": copies,
     }
+
+
+def _quartiles(ordered: Sequence[float]) -> tuple[float, float]:
+    """The first and third quartiles of at least two values: how far the rounds agree."""
+    q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
+    return q1, q3
 
 
 async def _copies(admin: int, expected: int, settle: float = 2.0) -> dict[str, int]:
@@ -452,7 +473,7 @@ def run(
     connections: int = 8,
     rate: float = 500.0,
     leg_seconds: float = 2.0,
-    rounds: int = 10,
+    rounds: int = 12,
 ) -> dict[str, Any]:
     """Run every scenario, print the figures and return them (the ``--json`` object)."""
     reason = unavailable_reason()

@@ -21,7 +21,7 @@ async def test_every_scenario_measures_on_real_processes(tmp_path: Path) -> None
         "mirror_connections": 2,
         "rate": 200.0,
         "leg_seconds": 0.3,
-        "rounds": 1,
+        "rounds": 3,
     }
     result = await traffic._run_all(tmp_path, settings)
     assert list(result)[:5] == list(traffic.FIGURES)
@@ -39,6 +39,12 @@ async def test_every_scenario_measures_on_real_processes(tmp_path: Path) -> None
     assert set(mirror["paired_p99_ms"]) == {"plain", "mirror"}
     assert set(mirror["gateway_cpu_us_per_request"]) == {"plain", "mirror"}
     assert isinstance(result["mirror_added_p99_ms"], float)
+    # One difference per round; the figure is their median (the middle one of three).
+    differences = mirror["round_differences_ms"]
+    assert len(differences) == 3
+    assert result["mirror_added_p99_ms"] == sorted(differences)[1]
+    low, high = mirror["differences_iqr_ms"]
+    assert min(differences) <= low <= result["mirror_added_p99_ms"] <= high <= max(differences)
     rollback = result["rollback"]
     assert 0 < rollback["rollback_s"] < 10
     assert result["rollback_s"] == rollback["rollback_s"]

@@ -114,6 +114,27 @@ class AdminListen(StrictModel):
         description="Host names the admin API answers to besides IP addresses and `localhost` (any "
         "other Host is refused with 421, against DNS rebinding).",
     )
+    tls: ListenTls | None = Field(
+        None,
+        description="Serve the admin API over HTTPS, with the settings of `listen.tls`. With "
+        "`client_certificates` (`mode: required`) only clients holding a certificate from that CA "
+        "complete the handshake (mutual TLS); they still need the token. `hsts` does not apply here.",
+    )
+
+    @model_validator(mode="after")
+    def _no_hsts(self) -> AdminListen:
+        # The admin API is called by tools, not browsers: a header telling browsers to pin HTTPS
+        # would be silently ignored here, so it is refused rather than accepted and dropped.
+        if self.tls is not None and self.tls.hsts is not None:
+            raise LocatedProblemsError(
+                [
+                    (
+                        ("tls", "hsts"),
+                        "the admin API sends no HSTS header (tools call it, not browsers): remove it",
+                    )
+                ]
+            )
+        return self
 
 
 class Http2Limits(StrictModel):

@@ -34,6 +34,7 @@ from edgeway.gateway.process.admin_auth import (
 from edgeway.gateway.process.parent_watch import watch_parent
 from edgeway.gateway.process.reload import Reloader, ReloadResult, Trigger
 from edgeway.gateway.telemetry.workers import DIR_ENV, WorkerMetrics
+from edgeway.gateway.tls.config import ListenTls
 from edgeway.gateway.tls.context import TlsSetupError
 from edgeway.gateway.tls.hsts import HstsHandler
 from edgeway.gateway.tls.redirect import HttpsRedirect
@@ -64,14 +65,12 @@ class GatewayServer:
         self.events = access_log or AccessLog(config.name)
         self.gateway = Gateway(config, access_log)
         # HTTPS: the listener's handshake context and its certificates, which reloads swap.
-        self.tls: TlsTermination | None = None
-        if config.listen.tls is not None:
-            try:
-                self.tls = TlsTermination(config.listen.tls, http2=config.listen.http2)
-            except TlsSetupError as exc:
-                raise ConfigError(
-                    [ConfigIssue(str(path or "<config>"), None, None, "listen.tls", str(exc))]
-                ) from None
+        self.tls = _termination(config.listen.tls, "listen.tls", path, http2=config.listen.http2)
+        # HTTPS (and mutual TLS) on the admin port: the same model and contexts, fixed for the
+        # life of the process (a change to `admin` needs a restart).
+        self.admin_tls = _termination(
+            config.admin.tls if config.admin is not None else None, "admin.tls", path
+        )
         self.listener = Listener(
             downstream_handler(self.gateway),
             self.gateway.limits,
@@ -200,7 +199,11 @@ class GatewayServer:
             )
             await self.redirect.start(bind_socket(config.listen.redirect_host, redirect.port))
         if config.admin is not None:
-            self.admin = Listener(self.admin_handler, self.gateway.limits)
+            self.admin = Listener(
+                self.admin_handler,
+                self.gateway.limits,
+                tls=self.admin_tls.context if self.admin_tls is not None else None,
+            )
             await self.admin.start(bind_socket(config.admin.host, config.admin.port))
             if self._token_generated:
                 self._token_file = write_token(self.admin.port, self.admin_token)
@@ -224,6 +227,7 @@ class GatewayServer:
             if self.redirect is not None
             else None,
             admin=f"{config.admin.host}:{self.admin_port}" if config.admin is not None else None,
+            admin_tls=self.admin_tls is not None,
             admin_token_file=str(self._token_file) if self._token_file is not None else None,
             routes=len(config.routes),
             engine=engine_build(),
@@ -324,6 +328,19 @@ def downstream_handler(gateway: Gateway) -> Handler:
     if tls is not None and tls.hsts is not None:
         return HstsHandler(gateway, tls.hsts.header_value())
     return gateway
+
+
+def _termination(
+    tls: ListenTls | None, key: str, path: Path | None, *, http2: bool = False
+) -> TlsTermination | None:
+    """The TLS side of a listener configured at ``key`` (None for plaintext); a certificate
+    OpenSSL refuses is a ConfigError naming ``key``."""
+    if tls is None:
+        return None
+    try:
+        return TlsTermination(tls, http2=http2)
+    except TlsSetupError as exc:
+        raise ConfigError([ConfigIssue(str(path or "<config>"), None, None, key, str(exc))]) from None
 
 
 def _unusable_token() -> str:

@@ -135,7 +135,19 @@ function renderHealth(health) {
       `<tr data-testid="breaker-${esc(r.instance)}"><td>${esc(r.service)}</td><td>${esc(r.instance)}</td>${edges.map((e) => cell(r.by[e])).join("")}</tr>`).join("")}</table>`
     : `<p class="muted">no edge reports breakers${health.updated ? "" : " yet"}</p>`;
   const errors = Object.entries(health.edge_errors || {}).map(([e, m]) => `<p class="error">${esc(e)}: ${esc(m)}</p>`).join("");
-  $("#health").innerHTML = `<div class="health-grid"><table><tr><th>process</th><th>state</th><th>probe</th><th></th></tr>${procs}</table><div>${matrix}${errors}</div></div>`;
+  $("#health").innerHTML = `<div class="health-grid"><table><tr><th>process</th><th>state</th><th>probe</th><th></th></tr>${procs}</table><div>${matrix}${renderStrangler(health.strangler || {})}${errors}</div></div>`;
+}
+
+// The progressive strangler's rules as each edge applies them (they share one state, so the
+// edges agree; a row per edge shows that they do): step, share on the new side, status.
+function renderStrangler(byEdge) {
+  const rows = Object.keys(byEdge).sort().flatMap((edge) => byEdge[edge].map((r) => {
+    const steps = (r.steps || []).map((p, i) => i === r.step ? `<b>${fmt(p, 0)}</b>` : fmt(p, 0)).join(" → ");
+    return `<tr data-testid="strangler-${esc(edge)}-${esc(r.route)}"><td>${esc(r.route)}</td><td>${esc(edge)}</td>
+      <td class="num">${fmt(r.percent, 0)} %</td><td>${steps}</td><td class="state-${esc(r.status)}">${esc(r.status)}</td>
+      <td class="muted">${esc(r.reason || "")}${r.rollbacks ? ` · ${r.rollbacks} rollback${r.rollbacks > 1 ? "s" : ""}` : ""}</td></tr>`;
+  })).join("");
+  return rows ? `<table data-testid="strangler"><tr><th>strangler</th><th>edge</th><th class="num">to new</th><th>steps</th><th>status</th><th></th></tr>${rows}</table>` : "";
 }
 
 let flagsBusy = false;
