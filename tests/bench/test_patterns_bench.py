@@ -4,6 +4,8 @@ tests/shop/test_control_room_browser.py, through the same code and delay proxies
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,3 +56,12 @@ def test_a_run_without_a_pattern_names_the_missing_figures() -> None:
     figures = pattern_figures({"screens": [_row("direct", "home", 3, 1549, 61.0)]})
     with pytest.raises(BenchError, match="no figure for bff_home_ms, gateway_product_ms"):
         headline(figures)
+
+
+def test_the_docs_record_every_headline_figure_with_the_command() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "patterns.md").read_text()
+    assert "python -m bench patterns --json" in page
+    recorded = dict(re.findall(r"^\| `(\w+)` \| ([\d.,]+) \|$", page, re.MULTILINE))
+    assert [key for key in HEADLINE if key not in recorded] == []
+    # the calls per screen are what the patterns are about: they cannot drift from the code's
+    assert (recorded["direct_home_calls"], recorded["bff_home_calls"]) == ("3", "1")

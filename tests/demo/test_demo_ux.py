@@ -88,6 +88,31 @@ def test_the_banner_fits_80_columns_and_no_url_is_cut(tmp_path: Path, cli: str) 
     assert plan.nats_url in stripped
 
 
+def test_the_control_room_s_url_is_printed_first_with_the_others(tmp_path: Path) -> None:
+    plan = ShopPlan(tmp_path)
+    lines = [line.strip() for line in _banner_text(plan, "./dev").splitlines()]
+    control = lines.index(f"{plan.url('control')}/")
+    assert lines[control - 1].startswith("control room:")
+    assert control < lines.index(f"{plan.url('web-bff')}/") < lines.index(f"{plan.url('catalog-1')}/docs")
+
+
+def test_the_strangler_watch_command_is_one_shell_command_over_two_lines(tmp_path: Path) -> None:
+    plan = ShopPlan(tmp_path)
+    text = _banner_text(plan, "./dev")
+    start = text.index("curl ")
+    command = text[start : text.index("\n", text.index("\\\n", start) + 2)]
+    # as the user's shell reads it when pasted: the backslash joins the lines
+    words = subprocess.run(
+        ["sh", "-c", f'set -- {command}\nprintf "%s\\n" "$@"'], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert words == [
+        "curl",
+        "--oauth2-bearer",
+        plan.admin_token,
+        f"{plan.url('web-bff-admin')}/strangler",
+    ]
+
+
 def test_a_long_command_is_wrapped_by_the_terminal_not_cut(tmp_path: Path) -> None:
     ports = [f"{name}={port + 20000}" for name, port in DEFAULT_PORTS.items()]
     plan = ShopPlan(tmp_path, parse_ports(ports))

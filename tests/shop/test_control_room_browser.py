@@ -73,6 +73,11 @@ def test_the_topology_and_the_waterfall_of_a_checkout(
     for node in nodes:
         expect(page.get_by_test_id(f"node-{node}")).to_be_visible()
     expect(page.get_by_test_id("process-orders")).to_contain_text("ready")
+    # what each edge's breaker and balancer think of an instance, read from the edge's /metrics
+    # (every edge in front of the catalog: the gateway and both BFFs), by process name
+    catalog = page.get_by_test_id("breaker-catalog-1")
+    expect(catalog).to_have_text(re.compile(r"^catalog\s*catalog-1(\s*closed){3}\s*$"), timeout=10_000)
+    expect(catalog).not_to_contain_text("out of the balancer")
 
     order_id = _check_out_through_the_web_bff(shop)
     # the call flows: the browser reached the BFF, which called the orders service

@@ -314,18 +314,20 @@ def ready_banner(plan: ShopPlan, processes: int, elapsed: float, cli: str) -> li
     command("payments decline: orders get compensated (or: the control room)", "flag", "payments.fail", "on")
     if "web-bff" in edges or "mobile-bff" in edges:
         command(
-            "the account page leaves the monolith: 10 → 50 → 100 %, back if it fails",
+            "the account page leaves the monolith in steps: 10 → 50 → 100 %",
             "flag",
             "strangler.account-profile",
             "on",
         )
+        lines.append(Text("      (rolled back by the edge if the new service fails)", style="dim"))
         edge = "web-bff" if "web-bff" in edges else "mobile-bff"
-        # Two lines, the URL alone on the second: the command fits 80 columns and nothing is cut.
-        lines.append(Text(f"  curl -H 'Authorization: Bearer {plan.admin_token}' \\", style="cyan"))
-        lines.append(Text(f"       {plan.url(edge + '-admin')}/strangler", style="cyan"))
+        # Two lines joined by the shell (a trailing backslash): the token alone fills most of 80
+        # columns, and the command still runs as pasted.
+        lines.append(Text(f"  curl --oauth2-bearer {plan.admin_token} \\", style="cyan"))
+        lines.append(Text(f"      {plan.url(edge + '-admin')}/strangler", style="cyan"))
         lines.append(
             Text(
-                "      watch it move here or in the control room (pause/advance/rollback: POST)", style="dim"
+                "      watch it move: step, percent, status, why (pause/advance/rollback: POST)", style="dim"
             )
         )
     command("the patterns compared: calls, bytes, latency per screen", "compare")
