@@ -150,9 +150,11 @@ async def _screens(
     """Each transport's answers for every SKU: (status, body)."""
     found: dict[str, list[Any]] = {}
     for transport in ("http", "grpc"):
-        async with bff(tmp_path, screen, transport, ports, jwks_url) as port:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                answers = [await client.get(path.format(sku=sku)) for sku in SKUS]
+        async with (
+            bff(tmp_path, screen, transport, ports, jwks_url) as port,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+        ):
+            answers = [await client.get(path.format(sku=sku)) for sku in SKUS]
         found[transport] = [(a.status_code, a.json()) for a in answers]
     return found
 
