@@ -5,6 +5,7 @@ read the product page's stock over gRPC; the edges still answer JSON."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,7 @@ def test_an_order_is_reserved_and_committed_over_grpc_and_confirmed(shop: Shop) 
     assert after["on_hand"] == before["on_hand"] - 1
     # the access lines reach the demo's merged log a little after the calls answered
     for method in ("Reserve", "Commit"):
-        calls = shop.wait(
-            lambda m=method: _grpc_calls(shop, f"/shop.inventory.v1.Inventory/{m}"), 10, f"inventory's {method} line"
-        )
+        calls = shop.wait(functools.partial(_grpc_calls, shop, f"/shop.inventory.v1.Inventory/{method}"), 10)
         assert " OK " in calls[0]
     # the edges and the saga's other peer stay JSON: no reservation was made over HTTP
     assert "POST /reservations" not in shop.output()
