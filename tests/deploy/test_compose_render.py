@@ -134,7 +134,9 @@ def test_the_edges_load_their_configs_as_their_containers_will(out: Path, projec
                 assert dns is not None, f"{edge}: {name}"
                 assert dns.name in services, f"{edge}: {name} resolves {dns.name}, no such compose service"
                 assert dns.type == "A"
-                assert dns.port == load_system(SYSTEM_FILE).model.services[dns.name].port
+                spec = load_system(SYSTEM_FILE).model.services[dns.name]
+                # a service's gRPC (the BFFs' inventory-grpc) is found at its grpc_port
+                assert dns.port == (spec.grpc_port if name.endswith("-grpc") else spec.port), name
             for url in upstream.instances:
                 assert urlsplit(url).hostname in services, f"{edge}: {name} at {url}"
     gateway = load_config(

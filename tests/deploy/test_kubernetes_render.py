@@ -218,11 +218,12 @@ def test_every_service_an_edge_calls_has_a_service(tmp_path: Path, docs: list[tu
             if service.discovery is not None:
                 dns = service.discovery.dns
                 assert dns is not None, f"{edge}: {name} is not found by DNS on the cluster"
-                match = re.fullmatch(r"_http\._tcp\.([a-z0-9-]+)\.shop\.svc\.cluster\.local", dns.name)
+                match = re.fullmatch(r"_(http|grpc)\._tcp\.([a-z0-9-]+)\.shop\.svc\.cluster\.local", dns.name)
                 assert match, dns.name
-                assert match.group(1) in headless, f"{edge}: {name} resolves {dns.name}, no headless Service"
-                ports = {p["name"] for p in services[match.group(1)]["spec"]["ports"]}
-                assert "http" in ports  # the SRV record is _http._tcp: the port must be named http
+                port, target = match.groups()
+                assert target in headless, f"{edge}: {name} resolves {dns.name}, no headless Service"
+                ports = {p["name"] for p in services[target]["spec"]["ports"]}
+                assert port in ports  # the SRV record is _<port>._tcp: the port must be named so
             for url in service.instances:
                 host = urlsplit(url).hostname
                 assert host in services, f"{edge}: {name} at {url}, no Service {host}"
@@ -233,6 +234,28 @@ def test_every_service_an_edge_calls_has_a_service(tmp_path: Path, docs: list[tu
     gateway = edge_config(tmp_path, docs, "gateway")
     assert gateway.rate_limits.backend == "redis"  # the replicas share one bucket per partner
     assert urlsplit(gateway.rate_limits.redis_url).hostname in services
+
+
+def test_a_service_serving_grpc_gets_a_port_named_grpc_and_the_bffs_find_it(
+    tmp_path: Path, docs: list[tuple[str, Doc]]
+) -> None:
+    """inventory's grpc_port (8113): a container port and a headless Service port named `grpc` (the
+    SRV record `_grpc._tcp.inventory` the kit's and the gateway's DNS discovery read), the port in
+    its NetworkPolicy, EDGEWAY_GRPC_PORT for the kit; the BFFs' `inventory-grpc` resolves it."""
+    service = of_kind(docs, "Service")["inventory"]
+    assert {"name": "grpc", "port": 8113, "targetPort": "grpc", "protocol": "TCP"} in service["spec"]["ports"]
+    (container,) = [c for name, _, c in pods(docs) if name == "Deployment/inventory"]
+    assert {"name": "grpc", "containerPort": 8113} in container["ports"]
+    assert container_env(docs, "inventory")["EDGEWAY_GRPC_PORT"] == "8113"
+    policy = of_kind(docs, "NetworkPolicy")["inventory-ingress"]
+    assert {"port": 8113, "protocol": "TCP"} in policy["spec"]["ingress"][0]["ports"]
+    catalog = of_kind(docs, "Service")["catalog"]  # serves no gRPC: no such port
+    assert [p["name"] for p in catalog["spec"]["ports"]] == ["http"]
+    web = edge_config(tmp_path, docs, "web-bff")
+    discovery = web.services["inventory-grpc"].discovery
+    assert discovery is not None
+    assert discovery.dns is not None
+    assert discovery.dns.name == "_grpc._tcp.inventory.shop.svc.cluster.local"
 
 
 def test_kit_services_get_settings_they_accept(

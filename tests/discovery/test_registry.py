@@ -104,6 +104,24 @@ async def test_the_snapshot_then_registrations_and_deregistrations_change_the_se
         await seen.until(lambda urls: urls == [], 2)
 
 
+async def test_a_source_of_the_grpc_meta_follows_where_instances_serve_grpc(
+    nc: NatsClient, bucket: str
+) -> None:
+    """``meta="grpc"``: each instance's registered gRPC address, as the gateway writes a gRPC
+    service's instances (grpc:// → http://, grpcs:// → https://); one without it is not listed."""
+    services = Registry(nc, bucket=bucket, ttl=5)
+    await services.open()
+    plain = await services.register(
+        Instance("inv", "http://10.0.0.1:8000", meta={"grpc": "grpc://10.0.0.1:9000"})
+    )
+    await services.register(Instance("inv", "http://10.0.0.2:8000", meta={"grpc": "grpcs://10.0.0.2:9000"}))
+    await services.register(Instance("inv", "http://10.0.0.3:8000"))  # serves no gRPC
+    async with follow(RegistrySource(Registry(nc, bucket=bucket), "inv", meta="grpc")) as seen:
+        await seen.until(lambda urls: urls == ["http://10.0.0.1:9000", "https://10.0.0.2:9000"], 5)
+        await plain.close()
+        await seen.until(lambda urls: urls == ["https://10.0.0.2:9000"], 2)
+
+
 async def test_an_instance_that_stops_heartbeating_leaves_within_its_ttl(nc: NatsClient, bucket: str) -> None:
     ttl = 2.0
     services = Registry(nc, bucket=bucket, ttl=ttl)

@@ -1,9 +1,11 @@
 """The shop over real processes (``edgeway demo --system``) with its inside transport ``grpc``:
 inventory serves gRPC beside HTTP, the orders service finds its ``grpc://`` address in the NATS
-KV registry and its saga reserves and commits over it; the edges still answer JSON."""
+KV registry and its saga reserves and commits over it; the BFFs find the same address there and
+read the product page's stock over gRPC; the edges still answer JSON."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,6 @@ import yaml
 from shop_system import Shop
 
 import edgeway.demo.shop
-from conftest import held_ports
 from edgeway.demo.launch import launched_demo
 
 pytestmark = pytest.mark.xdist_group("shop-e2e")
@@ -24,10 +25,13 @@ SHOP = Path(edgeway.demo.shop.__file__).resolve().parent
 def _system(tmp: Path) -> Path:
     """The shop's system file with gRPC inside: a gRPC port for inventory, the transport for orders."""
     data: dict[str, Any] = yaml.safe_load((SHOP / "edgeway.system.yaml").read_text())
-    data["services"]["inventory"]["env"] = {"EDGEWAY_GRPC_PORT": str(held_ports(1)[0])}
+    # inventory serves gRPC on its grpc_port (the demo picks a free one: `inventory-grpc`)
+    assert data["services"]["inventory"]["grpc_port"]
     data["services"]["orders"]["env"] = {"EDGEWAY_INSIDE_TRANSPORT": "grpc"}
     for edge in data["edges"].values():
         edge["config"] = str(SHOP / edge["config"])
+    for bff in ("web-bff", "mobile-bff"):
+        data["edges"][bff]["env"] = {"EDGEWAY_INSIDE_TRANSPORT": "grpc"}
     path = tmp / "edgeway.system.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -68,10 +72,22 @@ def test_an_order_is_reserved_and_committed_over_grpc_and_confirmed(shop: Shop) 
     assert done["status"] == "confirmed", done
     after = shop.get("inventory", "/stock/CUP-01").json()
     assert after["on_hand"] == before["on_hand"] - 1
-    reserve = shop.wait(
-        lambda: _grpc_calls(shop, "/shop.inventory.v1.Inventory/Reserve"), 10, "inventory's gRPC access line"
-    )
-    assert " OK " in reserve[0]
-    assert " OK " in _grpc_calls(shop, "/shop.inventory.v1.Inventory/Commit")[0]
+    # the access lines reach the demo's merged log a little after the calls answered
+    for method in ("Reserve", "Commit"):
+        calls = shop.wait(functools.partial(_grpc_calls, shop, f"/shop.inventory.v1.Inventory/{method}"), 10)
+        assert " OK " in calls[0]
     # the edges and the saga's other peer stay JSON: no reservation was made over HTTP
     assert "POST /reservations" not in shop.output()
+
+
+def test_the_web_bffs_product_page_reads_the_stock_over_grpc(shop: Shop) -> None:
+    """The BFF's `inventory-grpc` follows the instances' registered gRPC address (nats_kv, meta
+    grpc): the page has inventory's figure, and inventory logged a Stock call."""
+    available = shop.get("inventory", "/stock/PRS-01").json()["available"]
+
+    def page() -> dict[str, Any] | None:
+        body: dict[str, Any] = shop.get("web-bff", "/api/products/PRS-01").json()
+        return body if body["stock"] == {"available": available} else None
+
+    shop.wait(page, what="the product page with inventory's stock")
+    assert _grpc_calls(shop, "/shop.inventory.v1.Inventory/Stock")

@@ -44,6 +44,18 @@ def test_a_missing_descriptor_set_is_reported_at_its_key(tmp_path: Path) -> None
     assert "--descriptor_set_out" in lines[0]
 
 
+def test_a_descriptor_set_shipped_in_a_python_package_is_named_package_colon(tmp_path: Path) -> None:
+    """``package:pkg/file``: wherever the package is installed (the shop's BFFs read inventory's)."""
+    shipped = "package:edgeway.demo.shop.inventory.v1/inventory.pb"
+    assert check(tmp_path, f"descriptor_set: '{shipped}', method: shop.inventory.v1.Inventory/Stock") == [
+        f"ok: {tmp_path / 'gw.yaml'} (1 route, 1 service)"
+    ]
+    (missing,) = check(tmp_path, "descriptor_set: 'package:no_such_pkg_here/api.pb', method: a.B/C")
+    assert "no Python package 'no_such_pkg_here' is installed" in missing
+    (malformed,) = check(tmp_path, "descriptor_set: 'package:api.pb', method: a.B/C")
+    assert "write package:<python.package>/<file>" in malformed
+
+
 def test_a_file_that_is_not_a_descriptor_set_is_reported(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pb"
     junk.write_bytes(b"\xff\xff\xff not protobuf")

@@ -39,6 +39,7 @@ from edgeway.system import (
     LoadedSystem,
     Placement,
     edge_env,
+    grpc_port_name,
     instance_names,
     load_system,
     local_placement,
@@ -303,7 +304,8 @@ class ShopPlan:
 
     def _service(self, placement: Placement, name: str, instance: str) -> ProcessSpec:
         service = self.system.services[name]
-        env = service_env(self.system, placement, name, instance, self.ports[instance])
+        grpc = self.ports.get(grpc_port_name(instance))
+        env = service_env(self.system, placement, name, instance, self.ports[instance], grpc)
         if service.kind == "kit" and self.is_shop:
             env["EDGEWAY_EMAIL_DELAY"] = str(self.email_delay)
         project = self.system_file.service_path(name)

@@ -236,7 +236,7 @@ def render_compose(loaded: LoadedSystem, *, pattern: Pattern | None = None) -> C
     for name in system.edges_of(chosen):
         edge = system.edges[name]
         full_env = edge_env(system, placement, name)
-        found = edge_files(loaded, name, "compose", full_env, lambda s: _dns_rule(system, s))
+        found = edge_files(loaded, name, "compose", full_env, lambda s, port: _dns_rule(system, s, port))
         env = _own(full_env, wiring)
         edges[name] = found
         for path, text in found.files.items():
@@ -284,7 +284,10 @@ def _published(port: int, instances: int) -> str:
     return f"{port}-{port + instances - 1}:{port}"
 
 
-def _dns_rule(system: System, service: str) -> dict[str, Any]:
-    # compose's DNS has address records per replica, no SRV: the port is the service's own
-    # (and a TTL of 600 s: resolve every few seconds instead, to see replicas come and go)
-    return {"dns": {"name": service, "type": "A", "port": system.services[service].port, "max_ttl": "5s"}}
+def _dns_rule(system: System, service: str, port: str) -> dict[str, Any]:
+    # compose's DNS has address records per replica, no SRV: the port is the service's own (its
+    # grpc_port for its gRPC; edges.py checked it has one), and a TTL of 600 s: resolve every few
+    # seconds instead, to see replicas come and go
+    spec = system.services[service]
+    number = spec.grpc_port if port == "grpc" and spec.grpc_port is not None else spec.port
+    return {"dns": {"name": service, "type": "A", "port": number, "max_ttl": "5s"}}

@@ -27,8 +27,9 @@ from edgeway.system import LoadedSystem
 
 __all__ = ["EdgeFiles", "RenderError", "edge_files"]
 
-# The service name → its discovery rule on the target.
-DiscoveryRule = Callable[[str], dict[str, Any]]
+# The service name and its port's name (`http`, or `grpc` for where it serves gRPC) → its
+# discovery rule on the target.
+DiscoveryRule = Callable[[str, str], dict[str, Any]]
 
 
 class RenderError(ConfigError):
@@ -80,11 +81,17 @@ def edge_files(
         raise RenderError(
             [ConfigIssue(str(path), None, None, "", f"{entry} is the rendered file's name; rename yours")]
         )
-    discovered = [service for service in own.services if service in loaded.model.services]
+    rules: dict[str, dict[str, Any]] = {}
+    for service, upstream in own.services.items():
+        if service in loaded.model.services:
+            rules[service] = discovery(service, "http")
+        elif (grpc := _grpc_of(loaded, path, service, upstream)) is not None:
+            rules[service] = discovery(grpc, "grpc")
+    discovered = list(rules)
     overlay: dict[str, Any] = {"include": [config_name]}
     if discovered:
         overlay["services"] = {
-            service: {"instances": [], "discovery": _only(discovery(service))} for service in discovered
+            service: {"instances": [], "discovery": _only(rule)} for service, rule in rules.items()
         }
     header = (
         f"# Rendered by `edgeway deploy render --target {target}` from {loaded.path.name}: the edge's\n"
@@ -93,6 +100,29 @@ def edge_files(
     files[entry] = header + yaml.safe_dump(overlay, sort_keys=False, default_flow_style=False)
     config = _load_rendered(files, entry, env, loaded.path.name)
     return EdgeFiles(name, files, entry, config, discovered)
+
+
+def _grpc_of(loaded: LoadedSystem, path: Path, service: str, upstream: Any) -> str | None:
+    """The system's service whose gRPC a gateway service reaches (its registry discovery reads the
+    instances' ``grpc`` address), or None."""
+    discovery = upstream.discovery
+    kv = discovery.nats_kv if discovery is not None else None
+    if kv is None or kv.meta != "grpc" or kv.service not in loaded.model.services:
+        return None
+    if loaded.model.services[kv.service].grpc_port is None:
+        raise RenderError(
+            [
+                ConfigIssue(
+                    str(path),
+                    None,
+                    None,
+                    f"services.{service}",
+                    f"reaches the gRPC of '{kv.service}', which has no grpc_port in {loaded.path.name}: "
+                    "give it one, so the target can find where it serves gRPC",
+                )
+            ]
+        )
+    return str(kv.service)
 
 
 def _only(rule: dict[str, Any]) -> dict[str, Any]:

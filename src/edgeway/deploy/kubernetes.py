@@ -35,7 +35,7 @@ from edgeway.deploy.placement import DATA_DIR, SECRETS_DIR, ClusterOptions, kube
 from edgeway.deploy.secrets import ADMIN_TOKEN, KEK, POSTGRES_PASSWORD, SIGNING_KEYS
 from edgeway.gateway.process.admin_auth import TOKEN_ENV
 from edgeway.system import LoadedSystem, Placement, System, edge_env, service_env, wiring_env
-from edgeway.system.model import Pattern, Resources
+from edgeway.system.model import Pattern, Resources, Service
 
 __all__ = ["KubernetesRender", "render_kubernetes"]
 
@@ -104,7 +104,7 @@ def render_kubernetes(
     edges: dict[str, EdgeFiles] = {}
     for name in system.edges_of(chosen):
         env = edge_env(system, placement, name)
-        found = edge_files(loaded, name, "kubernetes", env, lambda s: _dns_rule(s, options))
+        found = edge_files(loaded, name, "kubernetes", env, lambda s, port: _dns_rule(s, port, options))
         edges[name] = found
         add(f"{name}.yaml", _edge(system, names, wiring, env, name, found, secrets))
     files["base/kustomization.yaml"] = _kustomization(system, options, resources_order, secrets, header)
@@ -113,9 +113,9 @@ def render_kubernetes(
     return KubernetesRender(files, sorted(set(needed)), edges)
 
 
-def _dns_rule(service: str, options: ClusterOptions) -> dict[str, Any]:
-    # SRV: host and port per ready pod, from the headless Service's named port `http`
-    return {"dns": {"name": f"_http._tcp.{service}.{options.dns_domain}", "type": "SRV"}}
+def _dns_rule(service: str, port: str, options: ClusterOptions) -> dict[str, Any]:
+    # SRV: host and port per ready pod, from the headless Service's named port (`http`, `grpc`)
+    return {"dns": {"name": f"_{port}._tcp.{service}.{options.dns_domain}", "type": "SRV"}}
 
 
 def _namespace(names: Names) -> list[Manifest]:
@@ -310,7 +310,7 @@ def _service(
         name,
         service.image or system.image,
         command,
-        [{"name": "http", "containerPort": service.port}],
+        [{"name": "http", "containerPort": service.port}, *_grpc_ports(service, "containerPort")],
         f"{names.system}-wiring",
         env_list(env, first=first, references=references),
         http_probe(probes.ready, "http", period=5),
@@ -337,7 +337,11 @@ def _service(
                 # health-check each instance themselves
                 "clusterIP": "None",
                 "selector": names.selector(name),
-                "ports": [{"name": "http", "port": service.port, "targetPort": "http", "protocol": "TCP"}],
+                "ports": [
+                    {"name": "http", "port": service.port, "targetPort": "http", "protocol": "TCP"},
+                    # named `grpc`: the SRV record `_grpc._tcp.<service>` the kit's DNS discovery reads
+                    *({**p, "targetPort": "grpc", "protocol": "TCP"} for p in _grpc_ports(service, "port")),
+                ],
             },
         },
         pdb(names, name, component),
@@ -346,8 +350,14 @@ def _service(
         documents.append(_hpa(names, name, component, service.instances, service.ceiling()))
     if exposed:
         documents.append(_public_service(names, name, component, service.port))
-    documents.append(_process_policy(names, name, component, service.port, public=exposed))
+    documents.append(
+        _process_policy(names, name, component, service.port, public=exposed, grpc=service.grpc_port)
+    )
     return documents
+
+
+def _grpc_ports(service: Service, key: str) -> list[dict[str, Any]]:
+    return [] if service.grpc_port is None else [{"name": "grpc", key: service.grpc_port}]
 
 
 def _public_service(names: Names, name: str, component: str, port: int) -> Manifest:
@@ -440,11 +450,15 @@ def _from_components(names: Names, components: list[str]) -> dict[str, Any]:
     }
 
 
-def _process_policy(names: Names, name: str, component: str, port: int, *, public: bool) -> Manifest:
+def _process_policy(
+    names: Names, name: str, component: str, port: int, *, public: bool, grpc: int | None = None
+) -> Manifest:
     """Who may open a connection to a process. Public (an edge; a service in the Direct pattern):
-    anyone, on its traffic port. Otherwise: the system's edges and services only. An edge's admin
-    port is in no rule: only the kubelet's probes and ``kubectl port-forward`` reach it."""
-    rule: dict[str, Any] = {"ports": [{"port": port, "protocol": "TCP"}]}
+    anyone, on its traffic port (and its gRPC port). Otherwise: the system's edges and services
+    only. An edge's admin port is in no rule: only the kubelet's probes and ``kubectl
+    port-forward`` reach it."""
+    ports = [port] if grpc is None else [port, grpc]
+    rule: dict[str, Any] = {"ports": [{"port": p, "protocol": "TCP"} for p in ports]}
     if not public:
         rule["from"] = [_from_components(names, ["edge", "service"])]
     return {

@@ -246,15 +246,35 @@ class RegistrySource:
     seen. An instance that stops heartbeating therefore leaves the set within one TTL of its
     last heartbeat, exactly when the server drops it, without polling. Puts and deletes change
     the set at once.
+
+    With ``meta``, each instance's address is the one it registered under that key of its
+    ``meta`` (``grpc``: where the kit serves gRPC) rather than its URL, with the kit's
+    ``grpc://``/``grpcs://`` spelled as the gateway's ``http://``/``https://`` (a gRPC service's
+    instances in ``services:`` are written so); an instance without that key is left out.
     """
 
-    def __init__(self, registry: Registry, service: str, *, resync: float = RESYNC_INTERVAL) -> None:
+    def __init__(
+        self, registry: Registry, service: str, *, resync: float = RESYNC_INTERVAL, meta: str | None = None
+    ) -> None:
         if not _valid_token(service):
             raise ValueError(f"service name {service!r} may only use letters, digits, - and _")
         self.registry = registry
         self.service = service
         self.resync = resync
-        self.description = f"nats_kv {registry.bucket}/{service}"
+        self.meta = meta
+        self.description = f"nats_kv {registry.bucket}/{service}" + (f" ({meta})" if meta else "")
+
+    def _address(self, instance: Instance) -> str | None:
+        if self.meta is None:
+            return instance.url.rstrip("/")
+        found = instance.meta.get(self.meta)
+        if not found:
+            return None
+        for kit, gateway in _GATEWAY_SCHEMES:
+            if found.startswith(kit):
+                found = gateway + found.removeprefix(kit)
+                break
+        return found.rstrip("/")
 
     def _deadline(self, created: Any, now: float) -> float:
         """Monotonic time at which an entry put at ``created`` (server clock) expires.
@@ -322,9 +342,12 @@ class RegistrySource:
                         live.pop(entry.key, None)
                     else:
                         try:
-                            url = Instance.decode(entry.value).url.rstrip("/")
+                            url = self._address(Instance.decode(entry.value))
                         except (ValueError, KeyError, TypeError) as exc:
                             _log.warning("skipping malformed registry entry %s: %s", entry.key, exc)
+                            continue
+                        if url is None:  # registered without the address asked for: not one of ours
+                            live.pop(entry.key, None)
                             continue
                         live[entry.key] = (url, self._deadline(entry.created, now))
                 for key in [k for k, (_, deadline) in live.items() if deadline <= now]:
@@ -340,6 +363,7 @@ class RegistrySource:
 
 
 _EXPIRY_CHECK: Any = object()
+_GATEWAY_SCHEMES = (("grpcs://", "https://"), ("grpc://", "http://"))
 
 
 def _valid_token(name: str) -> bool:

@@ -10,7 +10,7 @@ or a compose file. See docs/deploy.md.
 
 from __future__ import annotations
 
-from edgeway.system.loader import LoadedSystem, instance_names, load_system, process_ports
+from edgeway.system.loader import LoadedSystem, grpc_port_name, instance_names, load_system, process_ports
 from edgeway.system.model import Edge, Service, System
 from edgeway.system.wiring import Placement, edge_env, env_key, local_placement, service_env, wiring_env
 
@@ -22,6 +22,7 @@ __all__ = [
     "System",
     "edge_env",
     "env_key",
+    "grpc_port_name",
     "instance_names",
     "load_system",
     "local_placement",

@@ -58,16 +58,23 @@ def instance_names(system: System, name: str) -> list[str]:
     return [name] if count == 1 else [f"{name}-{i}" for i in range(1, count + 1)]
 
 
+def grpc_port_name(instance: str) -> str:
+    """The name of an instance's gRPC port (``edgeway demo --port inventory-grpc=PORT``)."""
+    return f"{instance}-grpc"
+
+
 def process_ports(system: System) -> dict[str, int]:
     """Every named port of the system on one machine, in file order: the embedded broker, each
     service instance (``catalog-1``: port, ``catalog-2``: port + 1), each edge and its admin API
-    (``gateway-admin``)."""
+    (``gateway-admin``), and the gRPC port of an instance that serves gRPC (``inventory-grpc``)."""
     ports: dict[str, int] = {}
     if system.broker.nats.external_url is None:
         ports["nats"] = system.broker.nats.port
     for name, service in system.services.items():
         for index, instance in enumerate(instance_names(system, name)):
             ports[instance] = service.port + index
+            if service.grpc_port is not None:
+                ports[grpc_port_name(instance)] = service.grpc_port + index
     for name, edge in system.edges.items():
         ports[name] = edge.port
         ports[f"{name}-admin"] = edge.admin_port
@@ -128,6 +135,7 @@ def _ports(system: System) -> list[tuple[Loc, str]]:
     for name in system.services:
         for instance in instance_names(system, name):
             places[instance] = ("services", name, "port")
+            places[grpc_port_name(instance)] = ("services", name, "grpc_port")
     for name in system.edges:
         places[name] = ("edges", name, "port")
         places[f"{name}-admin"] = ("edges", name, "admin_port")

@@ -129,6 +129,12 @@ class Service(StrictModel):
         "Dockerfile); default: the system's `image`.",
     )
     port: Port = Field(description="The port it listens on (instance i on one machine: port + i - 1).")
+    grpc_port: Port | None = Field(
+        None,
+        description="It also serves gRPC, on this port (instance i on one machine: grpc_port + i - 1): "
+        "given to a `kit` service as EDGEWAY_GRPC_PORT; on a cluster its Service gets a port named "
+        "`grpc`, which DNS discovery (SRV `_grpc._tcp`) finds.",
+    )
     instances: int = Field(1, ge=1, le=100, description="Processes of it; replicas on a cluster.")
     max_instances: int | None = Field(
         None,

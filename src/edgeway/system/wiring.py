@@ -82,11 +82,16 @@ def _bus_url(system: System, placement: Placement) -> str:
     return system.broker.rabbitmq.url if system.broker.rabbitmq is not None else placement.nats_url
 
 
-def service_env(system: System, placement: Placement, name: str, instance: str, port: int) -> dict[str, str]:
-    """The environment of one instance of a service (wiring, its kind's settings, its own env)."""
+def service_env(
+    system: System, placement: Placement, name: str, instance: str, port: int, grpc_port: int | None = None
+) -> dict[str, str]:
+    """The environment of one instance of a service (wiring, its kind's settings, its own env);
+    ``grpc_port``: where the instance serves gRPC, default the service's ``grpc_port``."""
     service = system.services[name]
     env = wiring_env(system, placement)
     env["EDGEWAY_PORT"] = str(port)
+    if service.grpc_port is not None:
+        env["EDGEWAY_GRPC_PORT"] = str(grpc_port if grpc_port is not None else service.grpc_port)
     if service.kind == "security":
         env.update(_security_env(system, placement, name))
     elif service.kind == "kit":

@@ -489,16 +489,22 @@ class NatsKvRule(StrictModel):
     )
     bucket: str = Field("edgeway_registry", description="KV bucket of the registry.")
     service: str = Field(description="Service name the instances registered under.")
+    meta: str | None = Field(
+        None,
+        description="Use the address each instance registered under this key of its meta instead "
+        "of its URL: `grpc` for where a kit service serves gRPC (its `grpc://` read as `http://`), "
+        "for a service that transcoding or an aggregate's gRPC calls reach.",
+    )
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         return broker_setting(value, nats_only=True)
 
-    @field_validator("bucket", "service")
+    @field_validator("bucket", "service", "meta")
     @classmethod
-    def _token(cls, value: str) -> str:
-        if _KV_TOKEN.fullmatch(value) is None:
+    def _token(cls, value: str | None) -> str | None:
+        if value is not None and _KV_TOKEN.fullmatch(value) is None:
             raise PydanticCustomError(
                 "kv_name", "'{value}' may only use letters, digits, - and _", {"value": value}
             )

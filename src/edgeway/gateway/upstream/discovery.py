@@ -89,7 +89,7 @@ class ServiceDiscovery:
                 from edgeway.discovery.registry import Registry, RegistrySource
 
                 nc = await self._nats_client(kv_rule.url)
-                return RegistrySource(Registry(nc, bucket=kv_rule.bucket), kv_rule.service)
+                return RegistrySource(Registry(nc, bucket=kv_rule.bucket), kv_rule.service, meta=kv_rule.meta)
 
             return nats_kv
         consul_rule = rule

@@ -22,6 +22,12 @@ def compile_command(
     out: Path | None = typer.Option(
         None, "--out", help="Where the Python goes (default: ROOT, beside the .proto files)."
     ),
+    descriptor_set: Path | None = typer.Option(
+        None,
+        "--descriptor-set",
+        help="Also write every file with its imports as one FileDescriptorSet here "
+        "(what the gateway's transcoding and aggregate gRPC calls read).",
+    ),
     check: bool = typer.Option(
         False, "--check", help="Write nothing; exit 1 listing the generated files that are missing or stale."
     ),
@@ -32,17 +38,20 @@ def compile_command(
 
     try:
         if check:
-            stale = stale_files(root, out)
+            stale = stale_files(root, out, descriptor_set)
             if stale:
                 for path in stale:
                     typer.echo(f"stale: {path}", err=True)
                 typer.echo(
-                    f"regenerate: edgeway proto compile {root}" + (f" --out {out}" if out else ""), err=True
+                    f"regenerate: edgeway proto compile {root}"
+                    + (f" --out {out}" if out else "")
+                    + (f" --descriptor-set {descriptor_set}" if descriptor_set else ""),
+                    err=True,
                 )
                 raise typer.Exit(1)
             typer.echo(f"ok: the code generated from {root} is current")
             return
-        written = compile_protos(root, out)
+        written = compile_protos(root, out, descriptor_set)
     except ProtoError as exc:
         typer.echo(f"edgeway: {exc}", err=True)
         raise typer.Exit(2) from None

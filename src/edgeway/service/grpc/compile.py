@@ -56,13 +56,22 @@ def _sources(root: Path) -> list[Path]:
     return found
 
 
-def compile_protos(root: Path, out: Path | None = None) -> list[Path]:
+def compile_protos(root: Path, out: Path | None = None, descriptor_set: Path | None = None) -> list[Path]:
     """Compile every ``.proto`` under ``root`` into ``out`` (default: beside them); the files
-    written, generated modules and the ``__init__.py`` files added."""
+    written, generated modules and the ``__init__.py`` files added.
+
+    ``descriptor_set``: also write every file with its imports as one ``FileDescriptorSet``
+    there, what the gateway's JSON-to-gRPC transcoding and aggregate gRPC calls read (it has no
+    generated code to import, only descriptors)."""
     root = root.resolve()
     out = out.resolve() if out is not None else root
     sources = _sources(root)
     out.mkdir(parents=True, exist_ok=True)
+    described: list[str] = []
+    if descriptor_set is not None:
+        descriptor_set = descriptor_set.resolve()
+        descriptor_set.parent.mkdir(parents=True, exist_ok=True)
+        described = ["--include_imports", f"--descriptor_set_out={descriptor_set}"]
     well_known = importlib.resources.files("grpc_tools") / "_proto"
     command = [
         sys.executable,
@@ -76,6 +85,7 @@ def compile_protos(root: Path, out: Path | None = None) -> list[Path]:
         f"--grpc_python_out={out}",
         f"--mypy_out={out}",
         f"--mypy_grpc_out={out}",
+        *described,
         *(str(s) for s in sources),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=root)
@@ -94,17 +104,25 @@ def compile_protos(root: Path, out: Path | None = None) -> list[Path]:
                 init.write_text("")
                 written.append(init)
             package = package.parent
+    if descriptor_set is not None:
+        written.append(descriptor_set)
     return written
 
 
-def stale_files(root: Path, out: Path | None = None) -> list[Path]:
-    """What ``compile_protos(root, out)`` would change: generated files (and ``__init__.py``
-    files) that are missing or differ. Empty: the committed code is current."""
+def stale_files(root: Path, out: Path | None = None, descriptor_set: Path | None = None) -> list[Path]:
+    """What ``compile_protos(root, out, descriptor_set)`` would change: generated files (and
+    ``__init__.py`` files, and the descriptor set) that are missing or differ. Empty: the
+    committed code is current."""
     out = out if out is not None else root
     with tempfile.TemporaryDirectory(prefix="edgeway-proto-") as scratch:
-        fresh = Path(scratch).resolve()
+        fresh = Path(scratch).resolve() / "out"
+        fresh_set = Path(scratch).resolve() / "descriptors.pb" if descriptor_set is not None else None
         stale: list[Path] = []
-        for generated in compile_protos(root, fresh):
+        for generated in compile_protos(root, fresh, fresh_set):
+            if generated == fresh_set and descriptor_set is not None:
+                if not descriptor_set.is_file() or not filecmp.cmp(generated, descriptor_set, shallow=False):
+                    stale.append(descriptor_set)
+                continue
             relative = generated.relative_to(fresh)
             committed = out / relative
             if not committed.is_file():

@@ -471,7 +471,6 @@ def _compile_call(
 
 def _grpc_caller(call: AggregateCall, plan: CallPlan, channels: GrpcChannels) -> GrpcCaller:
     # Imported here: grpcio and protobuf load only for a gateway with a gRPC call.
-    from edgeway.gateway.actions.transcode.messages import JsonOptions
     from edgeway.gateway.actions.transcode.pending import GrpcCaller
 
     assert call.grpc is not None
@@ -481,7 +480,7 @@ def _grpc_caller(call: AggregateCall, plan: CallPlan, channels: GrpcChannels) ->
         guard=plan.guard,
         info=call.grpc.info,
         timeout=plan.limits.total,
-        options=JsonOptions(),
+        options=call.grpc.json_options(),
         input_from_client=call.body == "client"
         or any(ref.source in CLIENT_SOURCES for _, ref in call.facts.located_refs()),
     )

@@ -38,6 +38,16 @@ class PrintOptions(StrictModel):
     )
     always_print_enums_as_ints: bool = Field(False, description="Enums as their numbers, not their names.")
 
+    def json_options(self, *, ignore_unknown_query_parameters: bool = False) -> JsonOptions:
+        from edgeway.gateway.actions.transcode.messages import JsonOptions
+
+        return JsonOptions(
+            preserve_proto_field_names=self.preserve_proto_field_names,
+            always_print_primitive_fields=self.always_print_primitive_fields,
+            always_print_enums_as_ints=self.always_print_enums_as_ints,
+            ignore_unknown_query_parameters=ignore_unknown_query_parameters,
+        )
+
 
 def _method_name(value: str) -> str:
     text = value.replace("/", ".").strip(".")
@@ -54,6 +64,11 @@ class GrpcMethodRef(StrictModel):
         "(relative paths are from the gateway's working directory)."
     )
     method: str = Field(description="The method's full name, `package.Service/Method`.")
+    print_options: PrintOptions = Field(
+        default_factory=PrintOptions,
+        description="How the answer prints before shaping (`always_print_primitive_fields`: a 0 "
+        "stays a key that `allow` keeps, instead of no key).",
+    )
 
     _method: MethodInfo | None = PrivateAttr(None)
 
@@ -78,6 +93,9 @@ class GrpcMethodRef(StrictModel):
     def info(self) -> MethodInfo:
         assert self._method is not None  # set by validation
         return self._method
+
+    def json_options(self) -> JsonOptions:
+        return self.print_options.json_options()
 
 
 class TranscodeAction(StrictModel):
@@ -199,13 +217,8 @@ class TranscodeAction(StrictModel):
         return self._direct
 
     def json_options(self) -> JsonOptions:
-        from edgeway.gateway.actions.transcode.messages import JsonOptions
-
-        return JsonOptions(
-            preserve_proto_field_names=self.print_options.preserve_proto_field_names,
-            always_print_primitive_fields=self.print_options.always_print_primitive_fields,
-            always_print_enums_as_ints=self.print_options.always_print_enums_as_ints,
-            ignore_unknown_query_parameters=self.ignore_unknown_query_parameters,
+        return self.print_options.json_options(
+            ignore_unknown_query_parameters=self.ignore_unknown_query_parameters
         )
 
     def bind(self, pattern: PathPattern) -> list[tuple[Loc, str]]:

@@ -7,12 +7,17 @@ The ``google.api.http`` option of each method is read from the set's raw
 ``MethodDescriptorProto`` (the extension is known once ``google.api.annotations_pb2`` is
 imported, which parsing the set needs first).
 
+A path ``package:edgeway.demo.shop.inventory.v1/inventory.pb`` names a file shipped inside an
+installed Python package (found through ``importlib.resources``), so an edge config can point at
+a contract's set wherever the package was installed, whatever the gateway's working directory.
+
 Loaded sets are cached by path and modification time: every route naming the same file shares
 one pool, and a live reload after the file changed reads it again.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,9 +125,27 @@ _SAFE = frozenset({descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS, descriptor_pb2.
 _CACHE: dict[tuple[str, int, int], DescriptorSet] = {}
 
 
+PACKAGE_PREFIX = "package:"
+
+
+def _file(path: str) -> Path:
+    if not path.startswith(PACKAGE_PREFIX):
+        return Path(path)
+    package, slash, name = path.removeprefix(PACKAGE_PREFIX).partition("/")
+    if not slash or not package or not name:
+        raise DescriptorSetError(
+            f"'{path}': write package:<python.package>/<file>, e.g. package:myapi.v1/api.pb"
+        )
+    try:
+        return Path(str(importlib.resources.files(package).joinpath(name)))
+    except ModuleNotFoundError:
+        raise DescriptorSetError(f"'{path}': no Python package '{package}' is installed") from None
+
+
 def load_descriptor_set(path: str) -> DescriptorSet:
-    """The set in ``path`` (relative paths from the working directory), cached by mtime."""
-    file = Path(path)
+    """The set in ``path`` (relative paths from the working directory, ``package:pkg/file`` in an
+    installed package), cached by mtime."""
+    file = _file(path)
     try:
         stat = file.stat()
     except FileNotFoundError:
