@@ -370,7 +370,11 @@ def test_the_teardown_removes_the_namespaces_their_processes_and_the_bridge() ->
         node = network.nodes[0]
         sleeper = subprocess.Popen(node.exec_argv(["sleep", "60"]))
         assert node.ns in cluster_net.ip("netns", "list")
-        assert str(sleeper.pid) in cluster_net.ip("netns", "pids", node.ns).split()
+        # `ip netns exec` enters the namespace after the fork: give it a moment on a busy machine.
+        deadline = time.monotonic() + 5
+        while str(sleeper.pid) not in cluster_net.ip("netns", "pids", node.ns).split():
+            assert time.monotonic() < deadline, "the process never showed in its namespace"
+            time.sleep(0.05)
     finally:
         teardown.run()
     assert sleeper.wait(5) == -signal.SIGKILL

@@ -90,6 +90,8 @@ class StranglerController:
             self.headers["authorization"] = f"Bearer {admin_token}"
         self._changed = asyncio.Event()
         self._sent: dict[str, bool] = {}  # the flag value last turned into a command, by route
+        # One apply at a time: a second caller while a command is on the wire would send it again.
+        self._applying = asyncio.Lock()
 
     def notify(self, key: str, _value: object) -> None:
         if key.startswith("flags.strangler."):
@@ -98,14 +100,15 @@ class StranglerController:
     async def apply(self) -> list[str]:
         """Send each rule the command its flag asks for, when the flag changed; what was sent."""
         sent: list[str] = []
-        for switch in SWITCHES:
-            on = self.flags.enabled(switch.flag)
-            if self._sent.get(switch.route, False) == on:
-                continue
-            command = "resume" if on else "rollback"
-            if await self._command(switch.route, command):
-                self._sent[switch.route] = on
-                sent.append(f"{switch.route}/{command}")
+        async with self._applying:
+            for switch in SWITCHES:
+                on = self.flags.enabled(switch.flag)
+                if self._sent.get(switch.route, False) == on:
+                    continue
+                command = "resume" if on else "rollback"
+                if await self._command(switch.route, command):
+                    self._sent[switch.route] = on
+                    sent.append(f"{switch.route}/{command}")
         return sent
 
     async def _command(self, route: str, command: str) -> bool:
