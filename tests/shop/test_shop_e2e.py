@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -507,18 +507,21 @@ def test_the_strangler_flag_moves_a_route_to_the_new_service_in_steps_without_a_
     def all_from(url: str, side: str, n: int = 20) -> bool:
         return all(shop.http.get(url, headers=headers).json()["served_by"] == side for _ in range(n))
 
+    def on(url: str, side: str) -> Callable[[], bool]:
+        return lambda: all_from(url, side)
+
     caller = threading.Thread(target=keep_calling)
     caller.start()
     try:
         shop.flag("strangler.account-profile", True)
         # 10 % → 50 % → 100 %, 10 s a step: the web BFF decides, the mobile BFF follows (shared state)
         for url in (web, mobile):
-            shop.wait(lambda url=url: all_from(url, "profile"), 90, f"{url} moved to the profile service")
+            shop.wait(on(url, "profile"), 90, f"{url} moved to the profile service")
         moved = shop.http.get(web, headers=headers).json()
         assert (moved["username"], moved["email"]) == ("alice", "alice@shop.example")
         shop.flag("strangler.account-profile", False)  # rolled back: at once, both edges
         for url in (web, mobile):
-            shop.wait(lambda url=url: all_from(url, "legacy"), 15, f"{url} back on the legacy monolith")
+            shop.wait(on(url, "legacy"), 15, f"{url} back on the legacy monolith")
     finally:
         shop.flag("strangler.account-profile", False)
         stop.set()
