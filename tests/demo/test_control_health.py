@@ -59,6 +59,8 @@ async def test_a_poll_reads_edges_with_the_admin_token_probes_and_names_an_edge_
         host = request.url.host
         if host == "gateway-admin":
             tokens.append(request.headers.get("authorization"))
+            if request.url.path == "/strangler":  # an edge without a strangler rule
+                return httpx.Response(200, json={"rules": []})
             return httpx.Response(200, text=metrics_text)
         if host == "bff-admin":
             raise httpx.ConnectError("connection refused", request=request)
@@ -81,7 +83,8 @@ async def test_a_poll_reads_edges_with_the_admin_token_probes_and_names_an_edge_
         await board.poll(http)
     snapshot = board.snapshot()
 
-    assert tokens == ["Bearer s3cret"]
+    assert tokens == ["Bearer s3cret", "Bearer s3cret"]  # /metrics and /strangler
+    assert snapshot["strangler"] == {"gateway": []}
     assert snapshot["processes"] == [
         {"name": "catalog-1", "role": "service", "state": "ready", "restarts": 0, "ready": True},
         {"name": "catalog-2", "role": "service", "state": "restarting", "restarts": 3, "ready": False},
