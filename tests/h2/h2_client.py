@@ -173,9 +173,14 @@ class H2Client:
         with contextlib.suppress(Exception):
             self.conn.close_connection()
             self.flush()
-        self.writer.close()
-        with contextlib.suppress(Exception):
-            await self.writer.wait_closed()
-        self._task.cancel()
-        with contextlib.suppress(BaseException):
-            await self._task
+        await hang_up(self.writer, self._task)
+
+
+async def hang_up(writer: asyncio.StreamWriter, reading: asyncio.Task[None]) -> None:
+    """Close a test client's socket and stop the task reading it."""
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+    reading.cancel()
+    with contextlib.suppress(BaseException):
+        await reading

@@ -86,6 +86,8 @@ _BODY_TIMEOUT: Final = 3
 # size line of 16 hex digits and the CRLFs around the data. Everything beyond (extensions,
 # leading zeros, trailers) counts toward ``max_header_bytes`` per message.
 _CHUNK_FRAMING: Final = 24
+# The HTTP/2 client preface's first line (RFC 9113 §3.4): enough to tell it from HTTP/1.1.
+_PREFACE_LINE: Final = b"PRI * HTTP/2.0"
 
 
 # Compiled builds (mypyc) refuse Python subclasses of compiled classes unless allowed: an HTTP/2
@@ -134,6 +136,8 @@ class ServerProtocol(asyncio.Protocol):
         # Which timeout the deadline is (a kind, not a bound method: one fewer object per arm).
         self._deadline_kind = _NO_TIMEOUT
         self._got_bytes = False
+        # The first bytes of an HTTP/2 preface that came alone (prior knowledge only).
+        self._early = b""
         self._in_head = False  # between on_message_begin and on_headers_complete
         # A request with Expect: 100-continue whose body the client holds back until it gets the
         # 100: its body timeout starts when the handler reads (and the 100 goes out).
@@ -193,10 +197,19 @@ class ServerProtocol(asyncio.Protocol):
             self._tunnel.from_downstream(data)
             return
         if not self._got_bytes:
+            if self._prior_knowledge is not None:
+                if self._early:
+                    data = self._early + data
+                if data[:14] == _PREFACE_LINE:
+                    self._got_bytes = True
+                    self._prior_knowledge(self, data)
+                    return
+                if len(data) < 14 and _PREFACE_LINE.startswith(data):
+                    # Only the preface's first bytes so far (TCP may split it anywhere): which
+                    # protocol is decided once 14 bytes are in. The head timeout still runs.
+                    self._early = data
+                    return
             self._got_bytes = True
-            if self._prior_knowledge is not None and data[:14] == b"PRI * HTTP/2.0":
-                self._prior_knowledge(self, data)
-                return
         body_ex = self._parsing
         received = body_ex.body.received if body_ex is not None else 0
         try:

@@ -59,6 +59,8 @@ _FRAME_HEADER: Final = 9
 _LINGER: Final = 1.0
 # HPACK counts 32 bytes of overhead per field (RFC 7541 §4.1) in the header list size.
 _FIELD_OVERHEAD: Final = 32
+# The HPACK dynamic table the gateway's encoder keeps, at most: the protocol's default size.
+_ENCODER_TABLE: Final = 4096
 
 
 def _config() -> H2Configuration:
@@ -106,6 +108,8 @@ class H2ServerProtocol(ServerProtocol):
         # defence holds from the first frame.
         self._h2.decoder.max_header_list_size = self._header_list_size
         self._streams: dict[int, H2Exchange] = {}
+        # Streams whose response waits on the connection's window (theirs is open), in order.
+        self._conn_blocked: dict[int, H2Exchange] = {}
         self._budget = FloodBudget(http2)
         self._in_receive = False
         self._conn_unacked = 0
@@ -113,6 +117,7 @@ class H2ServerProtocol(ServerProtocol):
         self._goaway_sent = False
         self._last_active = 0.0
         self._header_block_since = 0.0
+        self._header_block: object = None  # the first frame of the block pending since then
         self._paused_since = 0.0
         self._body_high = min(limits.read_high_water, http2.initial_window_bytes)
 
@@ -221,13 +226,22 @@ class H2ServerProtocol(ServerProtocol):
             if ex is not None:
                 ex.body.feed_eof()
         elif isinstance(event, WindowUpdated):
-            self._on_window(event.stream_id)
+            if event.stream_id:
+                self._on_window(event.stream_id)
+            else:
+                self._on_connection_window()
         elif isinstance(event, StreamReset):
             self._on_reset(event.stream_id)
         elif isinstance(event, PingReceived):
             self._spend(PINGS)
         elif isinstance(event, RemoteSettingsChanged):
             self._spend(SETTINGS)
+            table = event.changed_settings.get(SettingCodes.HEADER_TABLE_SIZE)
+            if table is not None and table.new_value > _ENCODER_TABLE:
+                # The peer's HEADER_TABLE_SIZE bounds the gateway's encoder, it is not a size to
+                # grow to (RFC 7541 §4.2): with 4 GiB, every response's unique values
+                # (x-request-id, traceparent) stayed in the table for the connection's life.
+                self._h2.encoder.header_table_size = _ENCODER_TABLE
             if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
                 self._on_window(0)
         elif isinstance(event, TrailersReceived):
@@ -241,7 +255,6 @@ class H2ServerProtocol(ServerProtocol):
         return 0
 
     def _on_request(self, stream_id: int, fields: Headers, ended: bool) -> None:
-        self._header_block_since = 0.0
         if self.closing:
             self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
             return
@@ -253,6 +266,11 @@ class H2ServerProtocol(ServerProtocol):
             return
         try:
             head = request_head(fields, self._limits)
+            if ended and head.content_length:
+                # RFC 9113 §8.1.1: the length must equal the DATA sent, and there is none. h2
+                # checks DATA against it, never a HEADERS that ends the stream: the service would
+                # wait for body bytes, and take the next request on its connection for them.
+                raise MalformedRequest("content-length on a request without DATA")
         except MalformedRequest as exc:
             self._observer.rejected(self, 400, f"malformed HTTP/2 request: {exc.reason}")
             self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
@@ -321,6 +339,19 @@ class H2ServerProtocol(ServerProtocol):
             ex.last_data = self._loop.time()
             self._ack_body(ex)
             self._schedule_flush()
+
+    def _on_connection_window(self) -> None:
+        """The connection's window grew: the streams that waited on it (not on their own
+        windows) send, oldest first, until it is spent again. Not every stream: a client that
+        keeps its streams' windows shut and sends a WINDOW_UPDATE of 1 byte on the connection,
+        thousands a second, made each one a walk over every open stream."""
+        waiting = self._conn_blocked
+        h2 = self._h2
+        # A stream that spends the window goes back in at the end, and the loop stops there.
+        while waiting and h2.outbound_flow_control_window > 0:
+            ex = waiting.pop(next(iter(waiting)))
+            if not ex.reset:
+                self._send_pending(ex)
 
     def _on_window(self, stream_id: int) -> None:
         if stream_id:
@@ -400,6 +431,7 @@ class H2ServerProtocol(ServerProtocol):
             return
         if self._streams.pop(ex.stream_id, None) is None:
             return
+        self._conn_blocked.pop(ex.stream_id, None)
         if not ex.reset and not ex.body.complete:
             # RFC 9113 §8.1: answered before the request was complete; the rest is not wanted.
             self._reset(ex.stream_id, ErrorCodes.NO_ERROR)
@@ -464,6 +496,8 @@ class H2ServerProtocol(ServerProtocol):
                 if window <= 0:
                     if not ex.blocked_since:
                         ex.blocked_since = self._loop.time()
+                    if h2.outbound_flow_control_window <= 0:
+                        self._conn_blocked[stream_id] = ex
                     break
                 chunk = pending[0]
                 n = min(window, h2.max_outbound_frame_size, len(chunk))
@@ -588,8 +622,15 @@ class H2ServerProtocol(ServerProtocol):
             self._goaway(ErrorCodes.FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
             return
         block = getattr(buffer, "_headers_buffer", None)
-        if block:
-            if not self._header_block_since:
+        if not block:
+            self._header_block = None
+            self._header_block_since = 0.0
+        else:
+            if block[0] is not self._header_block:
+                # A block that was not pending after the last read: its clock starts now. (Not
+                # cleared by a request that completed in the same read before it: a client sent
+                # one whole request and the start of the next block to escape the timeout.)
+                self._header_block = block[0]
                 self._header_block_since = self._loop.time()
             if sum(len(f.data) for f in block) > self._header_list_size:
                 self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, "header block larger than the header list limit")

@@ -22,8 +22,17 @@ Headers = list[tuple[bytes, bytes]]
 
 # RFC 9110 §5.1 token, lower case only (RFC 9113 §8.2.1: an upper-case name is malformed).
 _FIELD_NAME: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
-# RFC 9113 §8.2.1: no NUL, CR or LF anywhere, no leading or trailing whitespace.
-_BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
+# RFC 9113 §8.2.1: no NUL, CR or LF anywhere, no leading or trailing whitespace; and, as the
+# HTTP/1.1 parser holds a value to (the request goes on as HTTP/1.1), no other control either.
+_BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]|[ \t]$")
+# The pseudo-header fields become an HTTP/1.1 request line (the method and :path are copied into
+# it verbatim): held to what the HTTP/1.1 parser accepts there, or a CR/LF, a space or a NUL in
+# them would write a second request, or another target, to the service. Method: a token (RFC 9110
+# §9.1); :path: visible ASCII (a space, a control or a non-ASCII byte is percent-encoded by any
+# client); :scheme: RFC 3986 §3.1.
+_METHOD: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_PATH: Final = re.compile(rb"[\x21-\x7e]+")
+_SCHEME: Final = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*")
 _CONNECTION_SPECIFIC: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
@@ -133,6 +142,8 @@ def request_head(fields: Headers, limits: ServerLimits) -> RequestHead:
     method = pseudo.get(b":method")
     if not method:
         raise MalformedRequest("no :method")
+    if _METHOD.fullmatch(method) is None:
+        raise MalformedRequest(":method is not a token")
     head.method = method
     if method == b"CONNECT":
         raise RequestRejected(501, "CONNECT is not supported")
@@ -140,6 +151,10 @@ def request_head(fields: Headers, limits: ServerLimits) -> RequestHead:
     target = pseudo.get(b":path")
     if not scheme or not target:
         raise MalformedRequest("no :scheme or :path")
+    if _SCHEME.fullmatch(scheme) is None:
+        raise MalformedRequest("invalid :scheme")
+    if _PATH.fullmatch(target) is None:
+        raise MalformedRequest(":path holds a space, a control or a non-ASCII byte")
     authority = pseudo.get(b":authority")
     if authority is not None and host is not None and authority != host:
         # RFC 9113 §8.3.1: a Host that differs from :authority would let a request route by
