@@ -1,10 +1,11 @@
 """HPACK on downstream HTTP/2: the gateway's fast decoder reads requests exactly as ``hpack``
-does (errors included), and its stateless encoder's responses decode in a client without ever
-entering the client's table."""
+does (errors included), and its response encoder's blocks decode in a client, through table
+resizes, without entering per-response values in the client's table."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from raw_h2 import RawH2, RecordingService
 
 from edgeway.gateway.process.serve import GatewayServer
 from edgeway.http.h2.hpack_decoder import IndexedFastDecoder
+from edgeway.http.h2.response_encoder import ResponseEncoder
 
 Fields = list[tuple[bytes, bytes]]
 
@@ -87,7 +89,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[GatewayServer]:
 
 
 @pytest.mark.parametrize("table_size", [4096, 0])
-async def test_responses_decode_without_entering_the_clients_table(
+async def test_responses_decode_without_entering_unique_values_in_the_clients_table(
     gateway: GatewayServer, table_size: int
 ) -> None:
     client = await RawH2.connect(gateway.port)
@@ -103,6 +105,50 @@ async def test_responses_decode_without_entering_the_clients_table(
         request_ids = {dict(fields).get(b"x-request-id") for _, fields in client.header_lists}
         assert None not in request_ids
         assert len(request_ids) == len(ids)  # each response its own
-        assert len(client.decoder.header_table.dynamic_entries) == 0
+        entered = {name for name, _ in client.decoder.header_table.dynamic_entries}
+        assert not entered & {b"x-request-id", b"traceparent", b"date", b"content-length"}
     finally:
         await client.close()
+
+
+RESPONSE_NAMES = [
+    b"content-type",
+    b"server",
+    b"vary",
+    b"x-request-id",
+    b"date",
+    b"content-length",
+    b"x-custom",
+]
+
+
+def test_response_blocks_decode_as_sent_through_table_resizes() -> None:
+    # A peer's hpack decoder, its table resized now and then (SETTINGS_HEADER_TABLE_SIZE): every
+    # block decodes to the fields encoded, whatever the encoder entered in the table before.
+    rng = random.Random(16)
+    encoder, decoder = ResponseEncoder(), Decoder()
+    for block in range(400):
+        if block % 57 == 56:
+            size = rng.choice([0, 64, 256, 4096])
+            decoder.max_allowed_table_size = size  # what the peer now enforces
+            encoder.header_table_size = size
+        fields = [(b":status", b"200")] + [
+            (
+                rng.choice(RESPONSE_NAMES),
+                rng.choice([b"application/json", b"edgeway", b"x" * rng.randint(0, 300)]),
+            )
+            for _ in range(rng.randint(0, 8))
+        ]
+        assert decoder.decode(encoder.encode(fields), raw=True) == fields
+        assert decoder.header_table.maxsize <= decoder.max_allowed_table_size
+
+
+def test_repeating_fields_become_one_byte_and_unique_ones_never_enter_the_table() -> None:
+    encoder, decoder = ResponseEncoder(), Decoder()
+    first = [(b":status", b"200"), (b"content-type", b"application/json"), (b"server", b"edgeway")]
+    for request_id in (b"a" * 32, b"b" * 32):
+        fields = [*first, (b"x-request-id", request_id)]
+        block = encoder.encode(fields)
+        assert decoder.decode(block, raw=True) == fields
+    assert block[:3] == b"\x88\xbf\xbe"  # :status 200, then both repeating fields by index
+    assert [name for name, _ in decoder.header_table.dynamic_entries] == [b"server", b"content-type"]

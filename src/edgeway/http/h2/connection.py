@@ -47,8 +47,8 @@ from edgeway.http.h2.budget import EMPTY_FRAMES, PINGS, RESETS, SETTINGS, FloodB
 from edgeway.http.h2.exchange import H2Exchange
 from edgeway.http.h2.hpack_decoder import IndexedFastDecoder
 from edgeway.http.h2.request import MalformedRequest, request_head
+from edgeway.http.h2.response_encoder import ResponseEncoder
 from edgeway.http.headers import reason_phrase
-from edgeway.http.hpack_encoder import StatelessEncoder
 from edgeway.http.limits import Http2Limits, ServerLimits
 from edgeway.http.server import ConnectionObserver, ConnState, Handler, ServerProtocol
 from edgeway.http.server_tls import TlsInfo
@@ -102,7 +102,7 @@ class H2ServerProtocol(ServerProtocol):
         # cost of an HTTP/2 request; a response's fields are mostly static-table names with
         # values unique per response (x-request-id, traceparent), where a table buys little.
         # The exchange builds them lower-case, as bytes, without connection-specific fields.
-        self._h2.encoder = StatelessEncoder()  # type: ignore[assignment]
+        self._h2.encoder = ResponseEncoder()  # type: ignore[assignment]
         self._h2.decoder = IndexedFastDecoder()
         self._header_list_size = limits.max_header_bytes + _FIELD_OVERHEAD * (limits.max_headers + 8)
         self._h2.local_settings = Settings(
