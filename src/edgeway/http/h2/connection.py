@@ -45,7 +45,9 @@ from edgeway.http.errors import BodyTooLarge, ClientDisconnected, RequestRejecte
 from edgeway.http.exchange import Exchange, Headers, ResponseState
 from edgeway.http.h2.budget import EMPTY_FRAMES, PINGS, RESETS, SETTINGS, FloodBudget
 from edgeway.http.h2.exchange import H2Exchange
+from edgeway.http.h2.hpack_decoder import IndexedFastDecoder
 from edgeway.http.h2.request import MalformedRequest, request_head
+from edgeway.http.h2.response_encoder import ResponseEncoder
 from edgeway.http.headers import reason_phrase
 from edgeway.http.limits import Http2Limits, ServerLimits
 from edgeway.http.server import ConnectionObserver, ConnState, Handler, ServerProtocol
@@ -96,6 +98,12 @@ class H2ServerProtocol(ServerProtocol):
         self.http2 = http2
         self.stream_write_buffer = http2.stream_write_buffer
         self._h2 = H2Connection(_config())
+        # hpack's encoder (a dynamic-table search and Huffman coding per field) was the largest
+        # cost of an HTTP/2 request; a response's fields are mostly static-table names with
+        # values unique per response (x-request-id, traceparent), where a table buys little.
+        # The exchange builds them lower-case, as bytes, without connection-specific fields.
+        self._h2.encoder = ResponseEncoder()  # type: ignore[assignment]
+        self._h2.decoder = IndexedFastDecoder()
         self._header_list_size = limits.max_header_bytes + _FIELD_OVERHEAD * (limits.max_headers + 8)
         self._h2.local_settings = Settings(
             client=False,
