@@ -33,6 +33,7 @@ from typing import Final
 
 from edgeway.gateway.actions.proxy import (
     _SKIP_RESPONSE,
+    _UNDERSCORE,
     NOT_FORWARDED,
     ProxyTarget,
     underscore_alias,
@@ -223,7 +224,7 @@ class H2Call(UpstreamCall):
                 continue
             # A name that is a skipped or removed one with `_` for `-` (many frameworks read them
             # as the same header) is dropped, as on the HTTP/1.1 proxy.
-            if b"_" in lname and underscore_alias(lname, remove):
+            if _UNDERSCORE in lname and underscore_alias(lname, remove):
                 continue
             headers.append((lname, value))
         if named:
