@@ -90,4 +90,5 @@ def test_the_web_bffs_product_page_reads_the_stock_over_grpc(shop: Shop) -> None
         return body if body["stock"] == {"available": available} else None
 
     shop.wait(page, what="the product page with inventory's stock")
-    assert _grpc_calls(shop, "/shop.inventory.v1.Inventory/Stock")
+    # inventory writes its access line after it answers: wait for it, as for Reserve and Commit
+    assert shop.wait(functools.partial(_grpc_calls, shop, "/shop.inventory.v1.Inventory/Stock"), 10)
