@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 import pytest
@@ -546,6 +546,31 @@ async def test_a_lost_connection_cancels_the_handler_and_fails_queued_bodies() -
     assert c.observer.closes == 1
     with pytest.raises(ClientDisconnected):
         await queued.body.read_all(100)
+
+
+async def test_a_connection_lost_before_the_handler_task_ran_still_runs_its_cleanup() -> None:
+    # The gateway counts a request in flight in the engine's callback and uncounts it in the
+    # task's `finally`; a task cancelled before its first step never reaches that `finally`,
+    # leaving a request "in flight" forever (a graceful drain then waits for it to its timeout).
+    counted: list[str] = []
+
+    def handler(ex: Exchange) -> Awaitable[None]:
+        counted.append("in")
+
+        async def work() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                counted.append("out")
+
+        return work()
+
+    c = Conn(handler)
+    c.feed(GET)  # the task is created, not yet started
+    c.lose()  # the peer is gone in the same loop turn
+    await settle()
+    assert counted == ["in", "out"]
+    assert c.protocol.state is ConnState.CLOSED
 
 
 # -- shutdown --------------------------------------------------------------------------------------

@@ -246,8 +246,12 @@ class ServerProtocol(asyncio.Protocol):
         gone = ClientDisconnected("client closed the connection")
         for ex in self._queue:
             ex.body.set_error(gone)
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        task = self._task
+        if task is not None and not task.done():
+            # Cancelled after its first step (queued behind it), never before: a task cancelled
+            # unstarted skips the handler's own bookkeeping (its in-flight count, its access log
+            # line) and leaves its coroutine never awaited. The HTTP/2 streams do the same.
+            self._loop.call_soon(task.cancel)
         taken = self._taken
         if taken is not None:
             taken.client_lost()
