@@ -23,9 +23,12 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Final
 
+from edgeway.gateway.actions.tunnel_credentials import COMPONENT as TUNNELS
+from edgeway.gateway.actions.tunnel_credentials import TunnelCredentials
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.context import RequestContext
 from edgeway.gateway.core.errors import Rejection
+from edgeway.gateway.core.identity import Identity
 from edgeway.gateway.core.pipeline import GatewayEnv, Held
 from edgeway.gateway.core.router import rewrite_path
 from edgeway.gateway.telemetry.component import telemetry_of
@@ -101,6 +104,8 @@ class ProxyTarget:
     request_buffer: int = 0  # a body up to this size is read whole before a connection is taken
     meter: ServiceMeter | None = None  # the service's metrics (None: metrics off)
     tracer: RequestTracing | None = None  # None: tracing off
+    # websocket routes: closes a tunnel when the token that opened it is revoked or expires
+    credentials: TunnelCredentials | None = None
 
 
 def proxy_target(route: Route, env: GatewayEnv, service: str | None = None) -> ProxyTarget:
@@ -126,6 +131,7 @@ def proxy_target(route: Route, env: GatewayEnv, service: str | None = None) -> P
         forwarding=env.forwarding,
         meter=telemetry.service(name),
         tracer=telemetry.tracer,
+        credentials=env.shared(TUNNELS, lambda: TunnelCredentials(env)) if action.websocket else None,
     )
 
 
@@ -459,7 +465,7 @@ class ProxyCall(UpstreamCall):
             if meter is not None:
                 meter.tunnels += 1
             try:
-                await _tunnel(ex, target, conn, response_headers(ex, resp, target, tp))
+                await _tunnel(ex, target, conn, response_headers(ex, resp, target, tp), self.ctx.identity)
             finally:
                 conn.close()
                 if meter is not None:
@@ -598,9 +604,16 @@ async def respond_upstream(
     ex.finish()
 
 
-async def _tunnel(ex: Exchange, target: ProxyTarget, conn: UpstreamConnection, headers: Headers) -> None:
+async def _tunnel(
+    ex: Exchange, target: ProxyTarget, conn: UpstreamConnection, headers: Headers, identity: Identity | None
+) -> None:
     headers = [*headers, (b"connection", b"upgrade"), (b"upgrade", _WEBSOCKET)]
     tunnel = ex.switch_to_tunnel(headers, conn, target.websocket_idle_timeout)
-    await tunnel.closed
+    release = target.credentials.hold(identity, tunnel, ex) if target.credentials is not None else None
+    try:
+        await tunnel.closed
+    finally:
+        if release is not None:
+            release()
     ex.log["tunnel_bytes_up"] = tunnel.bytes_up
     ex.log["tunnel_bytes_down"] = tunnel.bytes_down
