@@ -21,6 +21,8 @@ from h2_client import H2Client
 from h2_gateway import gateway_config, serving
 from test_transcode_gateway import config
 
+from conftest import dead_port
+
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -311,5 +313,28 @@ async def test_over_http2_messages_are_data_frames_and_an_error_after_them_reset
     assert whole.reset is None
     assert orjson.loads(whole.body) == [{"shelfId": "1", "theme": "t0"}, {"shelfId": "2", "theme": "t1"}]
     assert cut.status == 200
-    assert cut.reset is not None  # RST_STREAM: the answer is not complete
+    assert cut.reset == 2  # RST_STREAM INTERNAL_ERROR: the answer is not complete
     assert cut.body == b'[{"shelfId":"1","theme":"t0"}'
+
+
+async def test_a_stream_that_cannot_connect_goes_to_another_instance_with_every_message() -> None:
+    seen: list[list[int]] = []
+    holder, handlers = summing(seen)
+    async with shelves_server(shelves_descriptor_set(), **handlers) as summer:
+        holder.append(summer)
+        cfg = config(summer.port, shelves_descriptor_set())
+        cfg["services"]["shelves"] = {
+            "instances": [f"http://127.0.0.1:{dead_port()}", f"http://127.0.0.1:{summer.port}"],
+            "retry": {"attempts": 2, "backoff": "1ms"},
+        }
+        async with gateway(cfg) as (port, _):
+            sums = [await post(port, "/v1/sum", b'[{"value": 1}, {"value": 2}]') for _ in range(3)]
+        async with gateway(config(dead_port(), shelves_descriptor_set(), timeout="2s")) as (port, _):
+            r, w = await open_request(port, get_head("/v1/count/2"))
+            status, headers = await read_head(r)
+            problem = orjson.loads(await r.read())
+            w.close()
+    assert [(s, orjson.loads(body)) for s, _, body in sums] == [(200, {"sum": "3", "count": 2})] * 3
+    assert seen == [[1, 2]] * 3  # each reached the live instance once, whole
+    assert (status, headers["content-type"]) == (503, "application/problem+json")
+    assert problem["grpc_status"] == "UNAVAILABLE"
