@@ -36,20 +36,26 @@ class Counter:
         self.release = asyncio.Event()
         self.release.set()
         self.cancelled = asyncio.Event()
+        self.produced = 0
 
     async def count(self, request: Any, context: Context) -> AsyncIterator[Message]:
         if request.count == 404:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no shelves to count")
+        ended = False
         try:
             for index in range(request.count):
                 if index == request.fail_after > 0:
+                    ended = True
                     await context.abort(grpc.StatusCode.DATA_LOSS, f"lost after {index}")
                 if index == 1:
                     await self.release.wait()
-                yield message(self.holder[0], "Shelf", shelf_id=str(index + 1), theme=f"t{index}")
-        except asyncio.CancelledError:
-            self.cancelled.set()
-            raise
+                self.produced += 1
+                theme = request.theme * 1000 if request.theme else f"t{index}"
+                yield message(self.holder[0], "Shelf", shelf_id=str(index + 1), theme=theme)
+            ended = True
+        finally:
+            if not ended:  # cancelled while waiting, or closed at a yield the client never took
+                self.cancelled.set()
 
 
 @contextlib.asynccontextmanager
@@ -189,6 +195,20 @@ async def test_a_client_that_leaves_mid_stream_cancels_the_call_upstream() -> No
             assert await read_chunk(r) == b'[{"shelfId":"1","theme":"t0"}'
             w.close()
             await asyncio.wait_for(counter.cancelled.wait(), 5)
+
+
+async def test_a_client_that_stops_reading_holds_no_more_than_the_buffers_and_is_cut() -> None:
+    """Backpressure: the gateway takes a message only when the client has read the last, so a
+    stream of 80 MB towards a client that reads nothing stops early upstream, and after
+    `send_timeout` the answer is cut and the call cancelled."""
+    async with counting() as (counter, _):
+        cfg = config(counter.holder[0].port, shelves_descriptor_set())
+        cfg["limits"] = {"send_timeout": "0.5s"}
+        async with gateway(cfg) as (port, _):
+            _reader, w = await open_request(port, get_head("/v1/count/20000?theme=abcd"))
+            await asyncio.wait_for(counter.cancelled.wait(), 10)
+            w.close()
+    assert 0 < counter.produced < 20000
 
 
 def summing(seen: list[list[int]]) -> Any:
