@@ -158,10 +158,7 @@ async def test_newline_delimited_and_sse_framings_write_one_message_per_line_or_
 async def test_an_error_status_after_messages_cuts_the_answer_and_before_any_is_a_problem() -> None:
     async with (
         counting() as (counter, _),
-        gateway(config(counter.holder[0].port, shelves_descriptor_set())) as (
-            port,
-            _,
-        ),
+        gateway(config(counter.holder[0].port, shelves_descriptor_set())) as (port, log),
     ):
         r, w = await open_request(port, get_head("/v1/count/5?fail_after=2"))
         status, _ = await read_head(r)
@@ -179,6 +176,8 @@ async def test_an_error_status_after_messages_cuts_the_answer_and_before_any_is_
     assert status == 200
     assert not complete
     assert body == b'[{"shelfId":"1","theme":"t0"},{"shelfId":"2","theme":"t1"}'
+    (logged,) = [e for e in map(orjson.loads, log.getvalue().splitlines()) if e["path"] == "/v1/count/5"]
+    assert (logged["grpc_method"], logged["grpc_status"]) == ("shelves.v1.Shelves.CountShelves", "DATA_LOSS")
     assert problem_status == 404
     assert problem_headers["content-type"] == "application/problem+json"
     assert problem["grpc_status"] == "NOT_FOUND"
@@ -305,15 +304,25 @@ async def test_a_bad_element_or_too_many_are_refused_and_nothing_is_sent() -> No
     assert seen == [[0, 0, 0]]  # only the last request reached the service
 
 
-async def test_over_http2_messages_are_data_frames_and_an_error_after_them_resets_the_stream(
+async def test_over_http2_messages_are_data_frames_an_error_after_them_resets_and_arrays_stream_in(
     tmp_path: Path,
 ) -> None:
-    async with counting() as (counter, _):
+    seen: list[list[int]] = []
+    holder, handlers = summing(seen)
+    async with counting() as (counter, _), shelves_server(shelves_descriptor_set(), **handlers) as summer:
+        holder.append(summer)
         counter.release.clear()
         cfg = gateway_config(0)
         transcode = config(counter.holder[0].port, shelves_descriptor_set())
-        cfg["services"] = transcode["services"]
-        cfg["routes"] = transcode["routes"]
+        cfg["services"] = {
+            **transcode["services"],
+            "sums": {"instances": [f"http://127.0.0.1:{summer.port}"]},
+        }
+        summing_route = {
+            "match": {"path": "/v1/running-sum"},
+            "transcode": {"service": "sums", "descriptor_set": str(shelves_descriptor_set())},
+        }
+        cfg["routes"] = [summing_route, *transcode["routes"]]
         async with serving(tmp_path, cfg) as server:
             client = await H2Client.connect(server.port)
             try:
@@ -326,6 +335,9 @@ async def test_over_http2_messages_are_data_frames_and_an_error_after_them_reset
                 counter.release.set()
                 whole = await client.response(sid)
                 cut = await client.request("GET", "/v1/count/4?fail_after=1")
+                body = b'[{"value": 5}, {"value": 6}]'
+                headers = [("content-type", "application/json")]
+                running = await client.request("POST", "/v1/running-sum", headers, body)
             finally:
                 await client.close()
     assert early == b'[{"shelfId":"1","theme":"t0"}'
@@ -335,6 +347,9 @@ async def test_over_http2_messages_are_data_frames_and_an_error_after_them_reset
     assert cut.status == 200
     assert cut.reset == 2  # RST_STREAM INTERNAL_ERROR: the answer is not complete
     assert cut.body == b'[{"shelfId":"1","theme":"t0"}'
+    assert running.status == 200
+    assert orjson.loads(running.body) == [{"sum": "5", "count": 1}, {"sum": "11", "count": 2}]
+    assert seen == [[5, 6]]
 
 
 async def test_a_stream_that_cannot_connect_goes_to_another_instance_with_every_message() -> None:
