@@ -15,13 +15,13 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.api import annotations_pb2
 from google.protobuf.message import Message
 
-from edgeway.gateway.actions.transcode.descriptors import DescriptorSet, load_descriptor_set
+from edgeway.gateway.actions.transcode.descriptors import DescriptorSet, MethodInfo, load_descriptor_set
 
 PROTOS = Path(__file__).parent / "protos"
 
@@ -32,21 +32,21 @@ def shelves_descriptor_set() -> Path:
     return compile_descriptor_set(Path(tempfile.mkdtemp(prefix="edgeway-protos-")))
 
 
-def compile_descriptor_set(out: Path, proto: str = "shelves.proto") -> Path:
+def compile_descriptor_set(out: Path, proto: str = "shelves.proto", include: Path = PROTOS) -> Path:
     from grpc_tools import protoc
 
-    target = out / "shelves.pb"
+    target = out / f"{Path(proto).stem}.pb"
     googleapis = Path(annotations_pb2.__file__).parents[2]
     wkt = Path(protoc.__file__).parent / "_proto"
     code = protoc.main(
         [
             "protoc",
-            f"-I{PROTOS}",
+            f"-I{include}",
             f"-I{googleapis}",
             f"-I{wkt}",
             "--include_imports",
             f"--descriptor_set_out={target}",
-            str(PROTOS / proto),
+            str(include / proto),
         ]
     )
     assert code == 0, f"protoc failed ({code})"
@@ -54,6 +54,10 @@ def compile_descriptor_set(out: Path, proto: str = "shelves.proto") -> Path:
 
 
 Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]
+# A streaming method's: an async generator for a streamed answer, a coroutine for a streamed request.
+StreamHandler = Callable[
+    [Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Message] | Awaitable[Message]
+]
 
 
 @dataclass
@@ -61,7 +65,7 @@ class ShelvesServer:
     """Serves ``shelves.v1.Shelves`` with the handlers given; records the metadata of calls."""
 
     descriptors: DescriptorSet
-    handlers: dict[str, Handler]
+    handlers: dict[str, Handler | StreamHandler]
     port: int = 0
     metadata: list[dict[str, str]] = field(default_factory=list)
     requests: list[Any] = field(default_factory=list)  # messages of classes made at run time
@@ -85,8 +89,11 @@ class ShelvesServer:
 
                 return run
 
+            if info.client_streaming or info.server_streaming:
+                methods[name] = self._streaming(info, handler)
+                continue
             methods[name] = grpc.unary_unary_rpc_method_handler(
-                wrap(handler),
+                wrap(cast(Handler, handler)),
                 request_deserializer=info.input_type.FromString,
                 response_serializer=lambda m: m.SerializeToString(),
             )
@@ -97,13 +104,32 @@ class ShelvesServer:
         await server.start()
         self.server = server
 
+    def _streaming(self, info: MethodInfo, handler: StreamHandler) -> grpc.RpcMethodHandler[Any, Any]:
+        """A streaming method's handler as the test wrote it: an async generator for a streamed
+        response, a coroutine taking the request iterator for a streamed request."""
+
+        def serialize(m: Message) -> bytes:
+            return m.SerializeToString()
+
+        if not info.client_streaming:
+            make: Any = grpc.unary_stream_rpc_method_handler
+        elif info.server_streaming:
+            make = grpc.stream_stream_rpc_method_handler
+        else:
+            make = grpc.stream_unary_rpc_method_handler
+        return make(  # type: ignore[no-any-return]
+            handler, request_deserializer=info.input_type.FromString, response_serializer=serialize
+        )
+
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop(0)
 
 
 @contextlib.asynccontextmanager
-async def shelves_server(descriptor_set: Path, **handlers: Handler) -> AsyncIterator[ShelvesServer]:
+async def shelves_server(
+    descriptor_set: Path, **handlers: Handler | StreamHandler
+) -> AsyncIterator[ShelvesServer]:
     server = ShelvesServer(load_descriptor_set(str(descriptor_set)), handlers)
     await server.start()
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from grpc_fixtures import shelves_descriptor_set
+from grpc_fixtures import compile_descriptor_set, shelves_descriptor_set
 from typer.testing import CliRunner
 
 from edgeway.gateway.config import validate_config
@@ -73,11 +73,49 @@ def test_an_unknown_method_names_the_services_the_set_holds(tmp_path: Path) -> N
     assert "(services: shelves.v1.Shelves)" in lines[0]
 
 
-def test_a_streaming_method_is_refused(tmp_path: Path) -> None:
+def test_a_streaming_method_is_served_by_a_route_but_refused_as_an_aggregate_call(tmp_path: Path) -> None:
     lines = check(
         tmp_path, f"descriptor_set: '{shelves_descriptor_set()}', method: shelves.v1.Shelves/Watch", "/x"
     )
-    assert "routes[0].transcode.method: shelves.v1.Shelves/Watch is a streaming method" in lines[0]
+    assert lines == [f"ok: {tmp_path / 'gw.yaml'} (1 route, 1 service)"]
+    file = tmp_path / "agg.yaml"
+    file.write_text(
+        "services:\n"
+        "  shelves: {instances: ['http://127.0.0.1:9001']}\n"
+        "routes:\n"
+        "  - match: {path: /screen}\n"
+        "    aggregate:\n"
+        "      calls:\n"
+        "        counted:\n"
+        "          service: shelves\n"
+        "          grpc:\n"
+        f"            descriptor_set: '{shelves_descriptor_set()}'\n"
+        "            method: shelves.v1.Shelves/Watch\n"
+    )
+    result = runner.invoke(app, ["check", str(file)])
+    (line,) = result.output.splitlines()
+    assert line.startswith(f"{file}:11:13: ")  # file:line:col of the call's method
+    assert "routes[0].aggregate.calls.counted.grpc.method: shelves.v1.Shelves/Watch is a streaming" in line
+    assert "a call of an aggregate needs one answer" in line
+
+
+def test_the_stream_framings_exclude_each_other(tmp_path: Path) -> None:
+    both = "print_options: {stream_newline_delimited: true, stream_sse_style_delimited: true}"
+    lines = check(tmp_path, f"descriptor_set: '{shelves_descriptor_set()}', {both}")
+    assert "routes[0].transcode.print_options:" in lines[0]
+    assert "either stream_newline_delimited or stream_sse_style_delimited" in lines[0]
+
+
+def test_a_client_streaming_rule_without_a_body_is_refused(tmp_path: Path) -> None:
+    proto = tmp_path / "up.proto"
+    proto.write_text(
+        'syntax = "proto3";\npackage up;\nimport "google/api/annotations.proto";\nmessage M {}\n'
+        'service S { rpc Up(stream M) returns (M) { option (google.api.http) = {get: "/v1/up"}; } }\n'
+    )
+    out = compile_descriptor_set(tmp_path, "up.proto", include=tmp_path)
+    (line,) = check(tmp_path, f"descriptor_set: '{out}'")
+    assert "routes[0].transcode.descriptor_set: up.S.Up streams its requests" in line
+    assert "GET /v1/up needs a `body`" in line
 
 
 def test_a_service_without_annotated_methods_or_unknown_is_reported(tmp_path: Path) -> None:

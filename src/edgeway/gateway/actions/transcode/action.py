@@ -1,6 +1,7 @@
 """The ``transcode`` route action: the request's method and path pick a gRPC method (by its
 ``google.api.http`` bindings, or the one the route names), the JSON becomes its request message,
-the call is made, and its response message is answered as JSON.
+the call is made, and its response message is answered as JSON. A streaming method's requests
+and answer are :mod:`.relay`'s.
 
 Errors answer problems: no binding for the path 404 (or 405 with ``Allow`` when only the HTTP
 method differs), a body that is not JSON or a value that does not fit its field 400 naming the
@@ -18,9 +19,11 @@ from google.protobuf.message import Message
 
 from edgeway.gateway.actions.transcode.config import TranscodeAction
 from edgeway.gateway.actions.transcode.descriptors import MethodInfo
+from edgeway.gateway.actions.transcode.framing import framing_of
 from edgeway.gateway.actions.transcode.http_rule import Binding
 from edgeway.gateway.actions.transcode.invoker import GrpcChannels, GrpcFailure, call_unary, metadata_of
 from edgeway.gateway.actions.transcode.messages import BadInput, JsonOptions, build_request, render_response
+from edgeway.gateway.actions.transcode.relay import StreamRelay, stream_requests
 from edgeway.gateway.actions.transcode.status import failure_problem
 from edgeway.gateway.config.schema import Route
 from edgeway.gateway.core.errors import Rejection
@@ -139,17 +142,49 @@ def build_transcode(route: Route, env: GatewayEnv) -> Action:
     limit = env.config.limits.max_body_bytes
     body_limit = int(limit) if limit is not None else _DEFAULT_BODY_LIMIT
 
+    relay = StreamRelay(
+        channels, cluster, guard, timeout, meter, options, framing_of(action.print_options.stream_format)
+    )
+    max_messages = action.max_stream_messages
+
     async def transcode(ctx: RequestContext) -> None:
         ex = ctx.ex
         info, binding, path_vars = selector.select(ctx)
         body = parse_body(await ex.body.read_all(body_limit))
         query = parse_qsl(ex.query.decode("utf-8", "replace"), keep_blank_values=True)
+        body_field = binding.body if binding is not None else "*"
+        if info.client_streaming or info.server_streaming:
+            if info.client_streaming:
+                assert body_field is not None  # a client-streaming rule without a body fails the check
+                requests = stream_requests(
+                    info,
+                    path_vars=path_vars,
+                    query=query,
+                    body=body,
+                    body_field=body_field,
+                    options=options,
+                    limit=max_messages,
+                )
+            else:
+                requests = [
+                    build_request_or_400(
+                        info,
+                        path_vars=path_vars,
+                        query=query,
+                        body=body,
+                        body_field=body_field,
+                        options=options,
+                    )
+                ]
+            ex.log["grpc_method"] = info.full_name
+            await relay.answer(ctx, info, binding, requests, request_metadata(ctx, forward))
+            return
         request = build_request_or_400(
             info,
             path_vars=path_vars,
             query=query,
             body=body,
-            body_field=binding.body if binding is not None else "*",
+            body_field=body_field,
             options=options,
         )
         ex.log["grpc_method"] = info.full_name

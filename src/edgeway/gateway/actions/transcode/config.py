@@ -3,7 +3,8 @@ aggregate call (``grpc`` on a call): a descriptor set and the methods in it.
 
 The descriptor set is read when the config is checked, so ``edgeway config check`` reports a
 missing file, a method or service the set does not hold, a method without ``google.api.http``
-rules, a streaming method or a path variable that names no field, each at its key. Nothing of
+rules, a path variable that names no field, a client-streaming rule without a body or a
+streaming method as an aggregate's call, each at its key. Nothing of
 protobuf is imported until a config uses one of these blocks.
 """
 
@@ -20,6 +21,7 @@ from edgeway.gateway.upstream.config import FORWARD_DEFAULT, forwardable
 
 if TYPE_CHECKING:
     from edgeway.gateway.actions.transcode.descriptors import DescriptorSet, MethodInfo
+    from edgeway.gateway.actions.transcode.framing import StreamFormat
     from edgeway.gateway.actions.transcode.http_rule import Binding
     from edgeway.gateway.actions.transcode.messages import JsonOptions
     from edgeway.gateway.config.patterns import PathPattern
@@ -47,6 +49,33 @@ class PrintOptions(StrictModel):
             always_print_enums_as_ints=self.always_print_enums_as_ints,
             ignore_unknown_query_parameters=ignore_unknown_query_parameters,
         )
+
+
+class TranscodePrintOptions(PrintOptions):
+    """A route's print options: the answer's options, and how a server-streaming answer is framed."""
+
+    stream_newline_delimited: bool = Field(
+        False,
+        description="A server-streaming method's messages are answered one JSON object per line "
+        "(NDJSON, `application/x-ndjson`) instead of as one JSON array.",
+    )
+    stream_sse_style_delimited: bool = Field(
+        False,
+        description="A server-streaming method's messages are answered as Server-Sent Events "
+        "(`data: {...}`, `text/event-stream`) instead of as one JSON array.",
+    )
+
+    @model_validator(mode="after")
+    def _one_framing(self) -> TranscodePrintOptions:
+        if self.stream_newline_delimited and self.stream_sse_style_delimited:
+            raise ValueError("set either stream_newline_delimited or stream_sse_style_delimited, not both")
+        return self
+
+    @property
+    def stream_format(self) -> StreamFormat:
+        if self.stream_newline_delimited:
+            return "ndjson"
+        return "sse" if self.stream_sse_style_delimited else "array"
 
 
 def _method_name(value: str) -> str:
@@ -81,7 +110,13 @@ class GrpcMethodRef(StrictModel):
     def _load(self) -> GrpcMethodRef:
         loaded, problems = _load_set(self.descriptor_set)
         if loaded is not None:
-            found, problem = _unary(loaded, self.method)
+            found, problem = _method(loaded, self.method)
+            if found is not None and (found.client_streaming or found.server_streaming):
+                found = None
+                problem = (
+                    f"{self.method} is a streaming method; a call of an aggregate needs one answer, "
+                    "so its method must be unary (serve a streaming method with a `transcode` route)"
+                )
             if problem is not None:
                 problems.append((("method",), problem))
             self._method = found
@@ -117,7 +152,9 @@ class TranscodeAction(StrictModel):
         description="With no `method`: the gRPC services (`package.Service`) whose annotated methods "
         "this route serves; absent: every annotated method in the set.",
     )
-    print_options: PrintOptions = Field(default_factory=PrintOptions, description="How answers print.")
+    print_options: TranscodePrintOptions = Field(
+        default_factory=TranscodePrintOptions, description="How answers print."
+    )
     ignore_unknown_query_parameters: bool = Field(
         False, description="A query parameter that names no field is ignored instead of answered with 400."
     )
@@ -128,6 +165,13 @@ class TranscodeAction(StrictModel):
     )
     forward_headers: list[HeaderName] | None = Field(
         None, description="Client headers sent as gRPC metadata; " + FORWARD_DEFAULT
+    )
+    max_stream_messages: int = Field(
+        10_000,
+        gt=0,
+        description="A client-streaming (or bidirectional) method's request body is a JSON array of "
+        "messages; more elements than this are refused with 413 before anything is sent (the "
+        "body's size is bounded by `limits.max_body_bytes`).",
     )
 
     _forward = field_validator("forward_headers")(forwardable)
@@ -148,7 +192,7 @@ class TranscodeAction(StrictModel):
             if self.method is not None:
                 if self.services is not None:
                     problems.append((("services",), "set either `method` or `services`, not both"))
-                found, problem = _unary(loaded, self.method)
+                found, problem = _method(loaded, self.method)
                 if problem is not None:
                     problems.append((("method",), problem))
                 self._direct = found
@@ -191,12 +235,21 @@ class TranscodeAction(StrictModel):
                 )
             names += [(("services", index), m) for m in annotated]
         for loc, name in names:
-            info, problem = _unary(loaded, name)
+            info, problem = _method(loaded, name)
             if problem is not None or info is None:
                 problems.append((loc, problem or name))
                 continue
             try:
                 for binding in bindings_of(info):
+                    if info.client_streaming and binding.body is None:
+                        problems.append(
+                            (
+                                loc,
+                                f"{name} streams its requests, which come from the body (a JSON "
+                                f"array): its rule {binding.method} {binding.template.text} needs a "
+                                "`body`",
+                            )
+                        )
                     self._bindings.append((info, binding))
             except TemplateError as exc:
                 problems.append((loc, f"{name}: {exc}"))
@@ -254,11 +307,8 @@ def _load_set(path: str) -> tuple[DescriptorSet | None, list[tuple[Loc, str]]]:
         return None, [(("descriptor_set",), str(exc))]
 
 
-def _unary(loaded: DescriptorSet, name: str) -> tuple[MethodInfo | None, str | None]:
+def _method(loaded: DescriptorSet, name: str) -> tuple[MethodInfo | None, str | None]:
     try:
-        info = loaded.method(name)
+        return loaded.method(name), None
     except KeyError as exc:
         return None, str(exc.args[0])
-    if info.client_streaming or info.server_streaming:
-        return None, f"{name} is a streaming method; transcoding calls unary methods only"
-    return info, None

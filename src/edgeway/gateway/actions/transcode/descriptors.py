@@ -40,7 +40,8 @@ class DescriptorSetError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class MethodInfo:
-    """One unary method: its names, message classes and its ``google.api.http`` rule (if any)."""
+    """One method: its names, message classes, which sides stream, and its ``google.api.http``
+    rule (if any)."""
 
     full_name: str  # package.Service.Method
     path: str  # /package.Service/Method, the gRPC request path

@@ -1,4 +1,5 @@
-"""The unary gRPC call behind a transcoded request, on grpcio's asyncio channels.
+"""The unary gRPC call behind a transcoded request, on grpcio's asyncio channels (the streaming
+ones are :mod:`.streaming`'s, on the same channels, instance choice and guard).
 
 The instance is the gateway's choice, as for any other call to the service: its cluster's
 balancer over the instances from ``services:`` (and discovery), through the service's guard when
@@ -37,13 +38,19 @@ from edgeway.http.grpc_wire import CHANNEL_OPTIONS, http_status_of
 from edgeway.resilience.errors import NoInstanceAvailable, Overloaded
 from edgeway.resilience.guard import InstanceState, ServiceGuard
 
-__all__ = ["GrpcChannels", "GrpcFailure", "call_unary", "metadata_of"]
+__all__ = ["CallBook", "GrpcChannels", "GrpcFailure", "StreamStub", "call_unary", "metadata_of"]
 
 # Seconds the calls on the channel of an instance that left its service get before it closes.
 STALE_GRACE = 5.0
 _LOCAL_DEADLINE = "Deadline Exceeded"  # grpcio's details when the client's deadline passed
 # grpcio's words when no connection could be made (refused, DNS, TLS): nothing was sent.
 _NO_CONNECTION = ("failed to connect", "connection refused", "dns resolution")
+
+StreamStub = (
+    grpc.aio.UnaryStreamMultiCallable[Message, Message]
+    | grpc.aio.StreamUnaryMultiCallable[Message, Message]
+    | grpc.aio.StreamStreamMultiCallable[Message, Message]
+)
 
 # Metadata gRPC itself writes, or forbids from applications.
 _RESERVED = frozenset({"te", "content-type", "user-agent", "host", "connection", "grpc-timeout"})
@@ -91,6 +98,7 @@ class GrpcChannels:
         self._stubs: dict[
             tuple[str, str, int, bool, str], grpc.aio.UnaryUnaryMultiCallable[Message, Message]
         ] = {}
+        self._streams: dict[tuple[str, str, int, bool, str], StreamStub] = {}
 
     def __repr__(self) -> str:
         return f"<GrpcChannels open={len(self._channels)}>"
@@ -106,6 +114,7 @@ class GrpcChannels:
         self._watching = {}
         channels, self._channels = list(self._channels.values()), {}
         self._stubs = {}
+        self._streams = {}
         for channel in channels:
             await channel.close(grace=1.0)
         for task in list(self._closing):
@@ -119,6 +128,7 @@ class GrpcChannels:
             if channel is None:
                 continue
             self._stubs = {k: v for k, v in self._stubs.items() if k[:4] != key}
+            self._streams = {k: v for k, v in self._streams.items() if k[:4] != key}
             task = asyncio.get_running_loop().create_task(channel.close(grace=STALE_GRACE))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
@@ -156,6 +166,23 @@ class GrpcChannels:
                 request_serializer=_serialize,
                 response_deserializer=method.output_type.FromString,
             )
+        return found
+
+    def stream_stub(self, service: str, ep: Endpoint, method: MethodInfo) -> StreamStub:
+        """The multicallable of a streaming ``method`` on ``ep``'s channel (its kind by which
+        side streams)."""
+        key = (service, ep.host, ep.port, ep.tls is not None, method.path)
+        found = self._streams.get(key)
+        if found is None:
+            channel = self.channel(service, ep)
+            out = method.output_type.FromString
+            if not method.client_streaming:
+                found = channel.unary_stream(method.path, _serialize, out)
+            elif method.server_streaming:
+                found = channel.stream_stream(method.path, _serialize, out)
+            else:
+                found = channel.stream_unary(method.path, _serialize, out)
+            self._streams[key] = found
         return found
 
     def _credentials(self, service: str) -> grpc.ChannelCredentials:
@@ -233,6 +260,76 @@ def _retry_delay(
     return None  # our own deadline: nothing is left to retry with
 
 
+class CallBook:
+    """One call's admission and bookkeeping, shared by the unary and streaming calls: the
+    service's guard admits it (:func:`_admit`), picks each attempt's instance and is told how
+    each went, and the service's meter counts the attempts and the call. ``outcome`` is the
+    status the call ended with, an exception, or 0 while it has none (a caller that gave up)."""
+
+    __slots__ = ("_admitted", "cluster", "guard", "meter", "outcome", "started", "tried", "until")
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        guard: ServiceGuard[Endpoint] | None,
+        meter: ServiceMeter | None,
+        timeout: float,
+    ) -> None:
+        self.cluster = cluster
+        self.guard = guard
+        self.meter = meter
+        self.started = time.perf_counter()
+        self.until = self.started + timeout
+        self.tried: list[Endpoint] = []
+        self.outcome: int | BaseException = 0
+        self._admitted = False
+
+    async def admit(self) -> None:
+        if self.guard is not None:
+            try:
+                await _admit(self.guard, self.cluster.name)
+            except Refused as exc:
+                self.outcome = exc
+                raise
+            self._admitted = True
+
+    def pick(self) -> tuple[Endpoint, InstanceState[Endpoint] | None]:
+        try:
+            ep, state = _pick(self.cluster, self.guard, self.tried)
+        except Refused as exc:
+            self.outcome = exc
+            raise
+        self.tried.append(ep)
+        return ep, state
+
+    def failed(self, exc: grpc.aio.AioRpcError, ep: Endpoint, timeout: float) -> GrpcFailure:
+        """The attempt's error status as a failure; ``outcome`` what it stands for."""
+        trailers = tuple(exc.trailing_metadata() or ())
+        failure = GrpcFailure(exc.code(), exc.details() or "", ep.label, trailers)
+        transport = failure.transport_error(timeout)
+        self.outcome = transport if transport is not None else failure.status
+        return failure
+
+    def retry_delay(self, method: MethodInfo, attempt: int) -> float | None:
+        remaining = self.until - time.perf_counter()
+        return _retry_delay(self.guard, method, self.outcome, attempt, remaining, self.tried)
+
+    def attempt_over(self, state: InstanceState[Endpoint] | None, ep: Endpoint, began: float) -> None:
+        _attempt_over(self.guard, state, self.meter, ep, self.outcome, time.perf_counter() - began)
+
+    def close(self) -> None:
+        guard = self.guard
+        if self._admitted:
+            assert guard is not None
+            outcome = self.outcome
+            if outcome != 0 and not isinstance(outcome, Refused):
+                guard.finish(*_verdict(outcome))
+            if guard.limiter is not None:
+                guard.limiter.release()
+        if self.meter is not None:
+            self.meter.call(self.outcome, time.perf_counter() - self.started)
+
+
 async def call_unary(
     channels: GrpcChannels,
     cluster: Cluster,
@@ -248,53 +345,32 @@ async def call_unary(
     allows; :class:`GrpcFailure` for an error status, :class:`NoInstance` when none is
     available. ``meter``: the service's metrics, told each attempt's and the call's outcome
     (the status the gRPC status stands for, or a timeout or connection failure)."""
-    started = time.perf_counter()
-    until = started + timeout
-    tried: list[Endpoint] = []
-    outcome: int | BaseException = 0  # 0: the caller gave up (cancelled)
-    admitted = False
+    book = CallBook(cluster, guard, meter, timeout)
     try:
-        if guard is not None:
-            await _admit(guard, cluster.name)
-            admitted = True
+        await book.admit()
         for attempt in itertools.count():
-            ep, state = _pick(cluster, guard, tried)
-            tried.append(ep)
+            ep, state = book.pick()
             stub = channels.stub(cluster.name, ep, method)
             began = time.perf_counter()
-            outcome = 0
+            book.outcome = 0
             ep.outstanding += 1
             try:
-                left = max(until - began, 0.001)
+                left = max(book.until - began, 0.001)
                 reply: Message = await stub(request, timeout=left, metadata=tuple(metadata))
-                outcome = 200
+                book.outcome = 200
                 return reply
             except grpc.aio.AioRpcError as exc:
-                trailers = tuple(exc.trailing_metadata() or ())
-                failure = GrpcFailure(exc.code(), exc.details() or "", ep.label, trailers)
-                transport = failure.transport_error(timeout)
-                outcome = transport if transport is not None else failure.status
-                now = time.perf_counter()
-                delay = _retry_delay(guard, method, outcome, attempt, until - now, tried)
+                failure = book.failed(exc, ep, timeout)
+                delay = book.retry_delay(method, attempt)
                 if delay is None:
                     raise failure from None
             finally:
                 ep.outstanding -= 1
-                _attempt_over(guard, state, meter, ep, outcome, time.perf_counter() - began)
+                book.attempt_over(state, ep, began)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # itertools.count() never ends
-    except Refused as exc:
-        outcome = exc
-        raise
     finally:
-        if admitted:
-            assert guard is not None
-            if outcome != 0 and not isinstance(outcome, Refused):
-                guard.finish(*_verdict(outcome))
-            if guard.limiter is not None:
-                guard.limiter.release()
-        if meter is not None:
-            meter.call(outcome, time.perf_counter() - started)
+        book.close()
 
 
 async def _admit(guard: ServiceGuard[Endpoint], service: str) -> None:
