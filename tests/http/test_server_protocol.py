@@ -150,6 +150,28 @@ async def test_http_1_0_closes_by_default_and_keeps_alive_when_asked() -> None:
     assert not c.closed
 
 
+async def test_a_streamed_response_to_http_1_0_is_not_chunked_and_ends_with_the_connection() -> None:
+    async def streams(ex: Exchange) -> None:
+        ex.start(200, [(b"content-type", b"text/plain")])
+        ex.write(b"one,")
+        ex.write(b"two")
+        ex.finish()
+
+    for request in (b"GET / HTTP/1.0\r\n\r\n", b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"):
+        c = Conn(streams)
+        raw = await c.send(request)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert b"transfer-encoding" not in head.lower()
+        assert b"connection: close" in head.lower()
+        assert body == b"one,two"  # delimited by the close, not by chunks
+        assert c.closed
+    c = Conn(streams)  # HTTP/1.1 keeps the chunked coding and the connection
+    raw = await c.send(GET)
+    assert b"transfer-encoding: chunked" in raw
+    assert response(raw).body == b"one,two"
+    assert not c.closed
+
+
 async def test_absolute_form_naming_the_host_is_served_as_origin_form() -> None:
     c = Conn(echo)
     got = responses(

@@ -181,6 +181,10 @@ class Exchange:
         if has_body:
             if content_length is not None:
                 parts.append(b"content-length: %d\r\n" % content_length)
+            elif self.http_version == b"1.0":
+                # HTTP/1.0 has no chunked coding (RFC 9112 §6.1: not sent to a 1.0 client): the
+                # body of unknown length ends where the connection does.
+                self.close_after = True
             else:
                 self._chunked = True
                 parts.append(b"transfer-encoding: chunked\r\n")
