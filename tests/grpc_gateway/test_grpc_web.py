@@ -255,6 +255,40 @@ async def test_server_streaming_is_delivered_message_by_message(ledger: Backend)
         assert len(rest) >= 4  # three messages and the trailer frame, each written when it came
 
 
+async def test_server_streaming_over_http2_arrives_before_the_stream_ends(ledger: Backend) -> None:
+    async with gateway(web_config(ledger)) as port:
+        request = ledger_pb2.TicksRequest(count=3, interval_millis=400).SerializeToString()
+        async with (
+            httpx.AsyncClient(http1=False, http2=True) as client,
+            client.stream(
+                "POST",
+                f"http://127.0.0.1:{port}{LEDGER}/Ticks",
+                content=body_of(request),
+                headers={"content-type": WEB},
+            ) as reply,
+        ):
+            data = reply.aiter_raw()
+            first = await anext(data)
+            # The first tick, whole and alone: the service is still sleeping before the next.
+            assert first[0] == 0
+            assert len(first) == 5 + struct.unpack(">I", first[1:5])[0]
+            assert ledger_pb2.Tick.FromString(first[5:]).n == 0
+            chunks = [first, *[chunk async for chunk in data]]
+        answer = parse(WebAnswer(reply.status_code, dict(reply.headers), chunks))
+        assert [ledger_pb2.Tick.FromString(m).n for m in answer.messages] == [0, 1, 2]
+        assert answer.code == 0
+
+
+async def test_a_deadline_passing_mid_stream_ends_with_deadline_exceeded(ledger: Backend) -> None:
+    async with gateway(web_config(ledger)) as port:
+        request = ledger_pb2.TicksRequest(count=20, interval_millis=100).SerializeToString()
+        answer = await Http1(port).call(
+            f"{LEDGER}/Ticks", body_of(request, text=True), TEXT, grpc_timeout="450m"
+        )
+        assert 1 <= len(answer.messages) < 20  # messages went out, then the deadline
+        assert answer.code == 4  # DEADLINE_EXCEEDED, as the body's trailer frame
+
+
 async def test_a_service_error_is_in_the_trailer_frame(ledger: Backend) -> None:
     async with gateway(web_config(ledger)) as port:
         entry = ledger_pb2.Entry(account="").SerializeToString()
