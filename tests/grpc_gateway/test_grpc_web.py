@@ -430,3 +430,23 @@ def test_grpc_web_needs_an_h2_service() -> None:
     cfg["services"]["ledger"].pop("protocol")
     with pytest.raises(ConfigError, match="grpc_web"):
         validate_config(cfg)
+
+
+async def test_without_grpc_web_a_grpc_web_request_passes_untranslated(ledger: Backend) -> None:
+    # The route does not opt in: the request reaches the service as sent (a service may speak
+    # gRPC-Web itself) and its answer comes back as it is. grpcio takes any application/grpc*
+    # type and answers in gRPC: its status in HTTP trailers, no trailer frame.
+    async with gateway(ledger_config(ledger)) as port:
+        entry = ledger_pb2.Entry(account="acme", amount=1).SerializeToString()
+        client = Http1(port)
+        try:
+            status, head = await client.send(f"{LEDGER}/Record", body_of(entry), WEB, {"connection": "close"})
+            assert client.reader is not None
+            rest = await client.reader.read()  # to the end: the gateway closes after the answer
+        finally:
+            await client.close()
+        assert status == 200
+        assert head["content-type"] == "application/grpc"
+        assert b"grpc-status: 0\r\n" in rest  # an HTTP trailer in the last chunk
+        assert b"\x80\x00\x00" not in rest
+        assert ledger.ledger.balances == {"acme": 1}

@@ -19,6 +19,10 @@ reset upstream and answered ``DEADLINE_EXCEEDED`` (a 504 for a client that is no
 for any proxied request; the runtime's one error rule answers them as gRPC statuses
 (:mod:`edgeway.gateway.grpc.status`).
 
+**gRPC-Web** (``proxy.grpc_web``) is this same call: :mod:`edgeway.gateway.grpc.web` reads and
+checks the browser's body before the stream opens, and the answer is written through its
+:class:`~edgeway.gateway.grpc.web.WebResponse` instead of the exchange.
+
 A stream the instance refused unprocessed (``REFUSED_STREAM``, above a ``GOAWAY``) goes once to
 another connection when the request body was held whole, whatever the method: the instance
 never saw it.
