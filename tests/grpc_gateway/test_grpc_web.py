@@ -333,6 +333,36 @@ async def test_an_unreachable_service_is_unavailable() -> None:
         assert answer.frames == 1
 
 
+async def test_a_rate_limit_is_resource_exhausted_in_grpc_web_form(ledger: Backend) -> None:
+    async with gateway(web_config(ledger, rate_limit={"rate": 1, "per": 60})) as port:
+        first = await Http1(port).call(f"{LEDGER}/Whoami", body_of(b""), WEB)
+        second = await Http1(port).call(f"{LEDGER}/Whoami", body_of(b"", text=True), TEXT)
+        assert first.code == 0
+        assert second.status == 200
+        assert second.code == 8  # RESOURCE_EXHAUSTED
+        assert "retry-after" in second.head
+        assert len(ledger.ledger.metadata) == 1
+
+
+async def test_a_body_growing_over_the_limit_is_resource_exhausted(ledger: Backend) -> None:
+    # Sent chunked, the body passes the limit while the gateway reads it (a Content-Length over
+    # the limit is refused by the HTTP server before any route, as for every request).
+    cfg = web_config(ledger, top={"limits": {"max_body_bytes": 64}})
+    async with gateway(cfg) as port:
+        big = body_of(ledger_pb2.Entry(account="x" * 100, amount=1).SerializeToString(), text=True)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = f"POST {LEDGER}/Record HTTP/1.1\r\nhost: gateway\r\ncontent-type: {TEXT}\r\n"
+        writer.write(head.encode() + b"transfer-encoding: chunked\r\n\r\n")
+        writer.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(big), big))
+        answer = await reader.read()  # the gateway closes: the body was not read to its end
+        writer.close()
+        head_part, _, body = answer.partition(b"\r\n\r\n")
+        assert head_part.startswith(b"HTTP/1.1 200")
+        assert b"content-type: application/grpc-web-text" in head_part
+        assert b"grpc-status:8\r\n" in unbase64(body)
+        assert ledger.ledger.balances == {}
+
+
 async def test_no_route_is_unimplemented_in_grpc_web_form(ledger: Backend) -> None:
     async with gateway(web_config(ledger)) as port:
         answer = await Http1(port).call("/shop.v1.Orders/Get", body_of(b"", text=True), TEXT)
