@@ -83,6 +83,12 @@ class ProxyAction(StrictModel):
         default_factory=HeaderRules, description="Changes to the response headers sent to the client."
     )
     websocket: bool = Field(False, description="Allow `Upgrade: websocket` tunnelling on this route.")
+    grpc_web: bool = Field(
+        False,
+        description="Translate gRPC-Web (`application/grpc-web`, `-text`) from browsers into gRPC "
+        "calls to the service (`protocol: h2`), as Envoy's `grpc_web` filter does. Off: a gRPC-Web "
+        "request passes through untouched, for services that speak gRPC-Web themselves.",
+    )
     websocket_idle_timeout: Duration = Field(
         300.0, gt=0, description="A tunnelled WebSocket with no traffic either way is closed after this."
     )

@@ -155,6 +155,15 @@ def _http2_problems(services: Mapping[str, Service], routes: Sequence[Route]) ->
     problems: list[tuple[Loc, str]] = []
     for index, route in enumerate(routes):
         plain = route.proxy is not None and not route.proxy.shifts_traffic and not route.proxy.websocket
+        if route.proxy is not None and route.proxy.grpc_web:
+            problems += [
+                (
+                    ("routes", index, "proxy", "grpc_web"),
+                    f"gRPC-Web is translated to gRPC: service '{name}' needs `protocol: h2`",
+                )
+                for _, name in route.service_refs()
+                if (svc := services.get(name)) is not None and svc.protocol != "h2"
+            ]
         if plain:
             continue
         for loc, name in route.service_refs():

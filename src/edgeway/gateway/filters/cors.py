@@ -166,7 +166,34 @@ def build_cors(route: Route, env: GatewayEnv) -> CorsFilter | None:
     rule = cors_rule(env.config, route)
     if rule is None:
         return None
+    if route.proxy is not None and route.proxy.grpc_web:
+        rule = with_grpc_web(rule)
     return CorsFilter(CorsPolicy(rule))
+
+
+# What a gRPC-Web client sends (grpc-web's and Envoy's lists) and what its script must read: a
+# route that translates gRPC-Web adds them to its CORS rule, so a browser's call passes its
+# preflight and sees the status whatever the rule lists.
+_GRPC_WEB_HEADERS = ("content-type", "x-grpc-web", "x-user-agent", "grpc-timeout")
+_GRPC_WEB_EXPOSED = ("grpc-status", "grpc-message", "grpc-status-details-bin")
+
+
+def with_grpc_web(rule: CorsRule) -> CorsRule:
+    """``rule`` allowing gRPC-Web's calls: POST, its request headers, its status exposed."""
+
+    def plus(values: list[str], more: tuple[str, ...]) -> list[str]:
+        if "*" in values:
+            return values
+        have = {v.lower() for v in values}
+        return [*values, *(m for m in more if m.lower() not in have)]
+
+    return rule.model_copy(
+        update={
+            "allow_methods": plus(rule.allow_methods, ("POST",)),
+            "allow_headers": plus(rule.allow_headers, _GRPC_WEB_HEADERS),
+            "expose_headers": plus(list(rule.expose_headers), _GRPC_WEB_EXPOSED),
+        }
+    )
 
 
 def _preflight(ctx: RequestContext, policy: CorsPolicy, origin: bytes) -> None:

@@ -19,6 +19,10 @@ reset upstream and answered ``DEADLINE_EXCEEDED`` (a 504 for a client that is no
 for any proxied request; the runtime's one error rule answers them as gRPC statuses
 (:mod:`edgeway.gateway.grpc.status`).
 
+**gRPC-Web** (``proxy.grpc_web``) is this same call: :mod:`edgeway.gateway.grpc.web` reads and
+checks the browser's body before the stream opens, and the answer is written through its
+:class:`~edgeway.gateway.grpc.web.WebResponse` instead of the exchange.
+
 A stream the instance refused unprocessed (``REFUSED_STREAM``, above a ``GOAWAY``) goes once to
 another connection when the request body was held whole, whatever the method: the instance
 never saw it.
@@ -43,6 +47,7 @@ from edgeway.gateway.core.context import RequestContext
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.grpc.deadline import GRPC_TIMEOUT, GrpcTimeoutError, format_timeout, parse_timeout
 from edgeway.gateway.grpc.status import GrpcStatus, http_status_of, is_grpc
+from edgeway.gateway.grpc.web import WebResponse, web_request
 from edgeway.gateway.upstream.call import UpstreamCall
 from edgeway.gateway.upstream.clusters import Endpoint
 from edgeway.gateway.upstream.forwarding import FORWARDING_HEADERS
@@ -65,14 +70,15 @@ _SKIP_H2_RESPONSE: Final = _SKIP_RESPONSE | {b":status"}
 class H2ProxyAction:
     """A route's proxy action when its service speaks HTTP/2; always run in a task."""
 
-    __slots__ = ("target",)
+    __slots__ = ("grpc_web", "target")
 
-    def __init__(self, target: ProxyTarget) -> None:
+    def __init__(self, target: ProxyTarget, grpc_web: bool = False) -> None:
         assert target.cluster.http2  # built for protocol: h2 services only
         self.target = target
+        self.grpc_web = grpc_web  # translate gRPC-Web (proxy.grpc_web): edgeway.gateway.grpc.web
 
     def __call__(self, ctx: RequestContext) -> Awaitable[None]:
-        return forward_h2(ctx, self.target, upstream_path(ctx))
+        return forward_h2(ctx, self.target, upstream_path(ctx), self.grpc_web)
 
 
 def call_budget(ex: Exchange, total: float, grpc: bool) -> float:
@@ -95,23 +101,31 @@ def call_budget(ex: Exchange, total: float, grpc: bool) -> float:
     return budget
 
 
-async def forward_h2(ctx: RequestContext, target: ProxyTarget, path: bytes) -> None:
+async def forward_h2(ctx: RequestContext, target: ProxyTarget, path: bytes, grpc_web: bool = False) -> None:
     ex = ctx.ex
     grpc = is_grpc(ex.header(b"content-type"))
     budget = call_budget(ex, target.limits.total, grpc)
     loop = ex.event_loop()
-    now = loop.time()
-    call = H2Call(ctx, target, path, grpc, now, now + budget)
+    now = loop.time()  # (before a gRPC-Web body is read: reading it spends the call's budget)
+    web = await web_request(ex) if grpc_web and grpc else None
+    call = H2Call(ctx, target, path, grpc, now, now + budget, web)
     await call.run()
 
 
 class H2Call(UpstreamCall):
     """One proxied request as a stream on an instance's HTTP/2 connection."""
 
-    __slots__ = ("ctx", "grpc", "path", "stream", "target")
+    __slots__ = ("ctx", "grpc", "path", "stream", "target", "web")
 
     def __init__(
-        self, ctx: RequestContext, target: ProxyTarget, path: bytes, grpc: bool, now: float, end: float
+        self,
+        ctx: RequestContext,
+        target: ProxyTarget,
+        path: bytes,
+        grpc: bool,
+        now: float,
+        end: float,
+        web: WebResponse | None = None,
     ) -> None:
         ex = ctx.ex
         super().__init__(
@@ -121,6 +135,7 @@ class H2Call(UpstreamCall):
         self.target = target
         self.path = path
         self.grpc = grpc
+        self.web = web  # a gRPC-Web call: its answer is written through this
         self.stream: H2Stream | None = None
         self.meter = target.meter
 
@@ -246,12 +261,14 @@ class H2Call(UpstreamCall):
         if self.grpc:
             # gRPC servers want to know the client takes trailers; and the time left, as theirs.
             headers += [(b"te", b"trailers"), (GRPC_TIMEOUT, format_timeout(left))]
+            if self.web is not None:
+                self.web.to_upstream(headers)
         headers.extend(target.request_headers.set)
         return headers
 
     async def _answer(self, stream: H2Stream, head: Headers) -> bytes | None:
         """Stream the answer to the client; the gRPC status it ended with (None: none)."""
-        ex = self.ctx.ex
+        ex: Exchange | WebResponse = self.ctx.ex if self.web is None else self.web
         status = 502
         headers: Headers = []
         remove = self.target.response_headers.remove

@@ -17,6 +17,14 @@ from __future__ import annotations
 import enum
 from typing import Final
 
+from edgeway.gateway.grpc.web_wire import (
+    encode_text,
+    is_grpc_web,
+    response_content_type,
+    text_response,
+    trailer_frame,
+    upstream_content_type,
+)
 from edgeway.http.exchange import Exchange, Headers
 
 __all__ = [
@@ -151,4 +159,20 @@ def respond_status(ex: Exchange, http_status: int, message: str, headers: Header
     """Answer ``ex`` (a gRPC request) with the gRPC status of ``http_status`` as a trailers-only
     response; ``headers``: the gateway's own (request id, Retry-After, WWW-Authenticate...)."""
     content_type = ex.header(b"content-type") or GRPC_CONTENT_TYPE
-    ex.respond(200, [*trailers_only(grpc_status_for(http_status), message, content_type), *headers])
+    status = grpc_status_for(http_status)
+    if is_grpc_web(content_type):
+        _respond_web(ex, content_type, trailers_only(status, message)[1:], headers)
+        return
+    ex.respond(200, [*trailers_only(status, message, content_type), *headers])
+
+
+def _respond_web(ex: Exchange, content_type: bytes, trailers: Headers, headers: Headers) -> None:
+    """A gRPC-Web client's status: the body's trailer frame (what a browser reads, with no CORS
+    exposure needed), and in the headers too, as a trailers-only answer (which clients also
+    read), whatever the route: a gRPC-Web client cannot read gRPC's own form."""
+    text = text_response(content_type, ex.header(b"accept"))
+    frame = trailer_frame(trailers)
+    reply_type = response_content_type(None, text, upstream_content_type(content_type))
+    ex.respond(
+        200, [(b"content-type", reply_type), *trailers, *headers], encode_text(frame) if text else frame
+    )

@@ -84,7 +84,7 @@ def build_proxy_route(route: Route, env: GatewayEnv) -> Action:
     if not proxy.shifts_traffic:
         assert proxy.service is not None  # a route that does not split names its service
         if env.clusters[proxy.service].http2:
-            return H2ProxyAction(proxy_target(route, env))  # a gRPC / HTTP/2 service
+            return H2ProxyAction(proxy_target(route, env), proxy.grpc_web)  # a gRPC / HTTP/2 service
         return build_proxy(route, env)
     traffic = traffic_of(env)
     services = dict.fromkeys([*proxy.split_services, *(rule.service for rule in proxy.canary)])
