@@ -236,6 +236,33 @@ async def test_a_request_without_path_is_a_stream_error(gateway: Running) -> Non
     assert [(f.stream_id, f.error_code) for f in resets] == [(1, PROTOCOL_ERROR)]
 
 
+async def test_a_grpc_request_the_engine_refuses_gets_a_grpc_status_not_an_error_page(tmp_path: Path) -> None:
+    # gRPC clients read a call's outcome from grpc-status; an HTTP 413/431 with a problem body
+    # reaches them as an opaque transport error. The same refusals, for a plain request, stay
+    # problems.
+    limits = {"max_header_bytes": 1024, "max_body_bytes": 1024}
+    grpc = [("content-type", "application/grpc+proto"), ("te", "trailers")]
+    async with echo_backend() as port, serving(tmp_path, gateway_config(port, limits=limits)) as server:
+        client = await H2Client.connect(server.port)
+        try:
+            body = await client.request(
+                "POST", "/pkg.Svc/Big", [*grpc, ("content-length", "5000")], b"x" * 5000
+            )
+            head = await client.request("POST", "/pkg.Svc/Meta", [*grpc, ("x-big", "v" * 2000)], b"")
+            plain = await client.request("POST", "/ok", [("content-length", "5000")], b"x" * 5000)
+        finally:
+            await client.close()
+    for reply in (body, head):
+        assert reply.status == 200
+        assert reply.headers["content-type"] == "application/grpc+proto"
+        assert reply.headers["grpc-status"] == "8"  # RESOURCE_EXHAUSTED
+        assert reply.body == b""
+    assert reply.headers["grpc-message"] == "request headers larger than 1024 bytes"
+    assert body.headers["grpc-message"] == "request body larger than 1024 bytes"
+    assert plain.status == 413
+    assert plain.headers["content-type"] == "application/problem+json"
+
+
 async def test_headers_past_the_limit_get_431(tmp_path: Path) -> None:
     async with (
         echo_backend() as port,

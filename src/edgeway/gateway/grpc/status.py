@@ -26,6 +26,7 @@ from edgeway.gateway.grpc.web_wire import (
     upstream_content_type,
 )
 from edgeway.http.exchange import Exchange, Headers
+from edgeway.http.grpc_wire import encode_grpc_message, grpc_code_of_http, is_grpc_content_type
 
 __all__ = [
     "GrpcStatus",
@@ -62,36 +63,9 @@ class GrpcStatus(enum.IntEnum):
     UNAUTHENTICATED = 16
 
 
-_BY_HTTP: Final = {
-    400: GrpcStatus.INVALID_ARGUMENT,
-    401: GrpcStatus.UNAUTHENTICATED,
-    403: GrpcStatus.PERMISSION_DENIED,
-    404: GrpcStatus.UNIMPLEMENTED,  # no route: the method is not served here
-    405: GrpcStatus.UNIMPLEMENTED,
-    408: GrpcStatus.DEADLINE_EXCEEDED,
-    413: GrpcStatus.RESOURCE_EXHAUSTED,
-    414: GrpcStatus.RESOURCE_EXHAUSTED,
-    415: GrpcStatus.INVALID_ARGUMENT,
-    422: GrpcStatus.INVALID_ARGUMENT,
-    429: GrpcStatus.RESOURCE_EXHAUSTED,
-    431: GrpcStatus.RESOURCE_EXHAUSTED,
-    499: GrpcStatus.CANCELLED,
-    500: GrpcStatus.INTERNAL,
-    501: GrpcStatus.UNIMPLEMENTED,
-    502: GrpcStatus.UNAVAILABLE,
-    503: GrpcStatus.UNAVAILABLE,
-    504: GrpcStatus.DEADLINE_EXCEEDED,
-}
-
-
 def grpc_status_for(http_status: int) -> GrpcStatus:
     """The gRPC status of an answer the gateway makes with ``http_status``."""
-    known = _BY_HTTP.get(http_status)
-    if known is not None:
-        return known
-    if 400 <= http_status < 500:
-        return GrpcStatus.FAILED_PRECONDITION
-    return GrpcStatus.UNKNOWN if http_status < 500 else GrpcStatus.INTERNAL
+    return GrpcStatus(grpc_code_of_http(http_status))
 
 
 # A service's gRPC status as the HTTP status that means the same (grpc-gateway's table): what
@@ -127,22 +101,10 @@ def http_status_of(grpc_status: bytes | None) -> int:
 
 def is_grpc(content_type: bytes | None) -> bool:
     """A gRPC request (``application/grpc``, ``application/grpc+proto``, ``application/grpc-web``…)."""
-    return content_type is not None and content_type[:16].lower() == GRPC_CONTENT_TYPE
+    return is_grpc_content_type(content_type)
 
 
-# grpc-message is percent-encoded UTF-8: everything outside printable ASCII, and '%' itself.
-_PLAIN: Final = frozenset(range(0x20, 0x7F)) - {ord("%")}
-
-
-def encode_message(message: str) -> bytes:
-    """``message`` as a ``grpc-message`` value (gRPC over HTTP/2, "Responses")."""
-    out = bytearray()
-    for byte in message.encode("utf-8"):
-        if byte in _PLAIN:
-            out.append(byte)
-        else:
-            out += b"%%%02X" % byte
-    return bytes(out)
+encode_message = encode_grpc_message
 
 
 def trailers_only(

@@ -43,6 +43,7 @@ from hyperframe.frame import GoAwayFrame, SettingsFrame
 from edgeway.http.body import BodyStream, empty_body
 from edgeway.http.errors import BodyTooLarge, ClientDisconnected, RequestRejected, SendTimeout
 from edgeway.http.exchange import Exchange, Headers, ResponseState
+from edgeway.http.grpc_wire import is_grpc_content_type, refusal_trailers
 from edgeway.http.h2.budget import EMPTY_FRAMES, PINGS, RESETS, SETTINGS, FloodBudget
 from edgeway.http.h2.exchange import H2Exchange
 from edgeway.http.h2.hpack_decoder import IndexedFastDecoder
@@ -286,7 +287,8 @@ class H2ServerProtocol(ServerProtocol):
             return
         except RequestRejected as exc:
             self._observer.rejected(self, exc.status, exc.reason)
-            self._refuse(stream_id, exc, ended)
+            content_type = next((v for n, v in fields if n == b"content-type"), None)
+            self._refuse(stream_id, exc, ended, content_type)
             return
         body: BodyStream
         if ended:
@@ -574,22 +576,30 @@ class H2ServerProtocol(ServerProtocol):
             return
         self._schedule_flush()
 
-    def _refuse(self, stream_id: int, reject: RequestRejected, ended: bool) -> None:
-        """Answer a well-formed request a limit refuses with its problem, as on HTTP/1.1."""
+    def _refuse(
+        self, stream_id: int, reject: RequestRejected, ended: bool, content_type: bytes | None
+    ) -> None:
+        """Answer a well-formed request a limit refuses with its problem, as on HTTP/1.1; a gRPC
+        request with its gRPC status (trailers-only), which is what a gRPC client reads."""
         status = reject.status
-        body = b'{"type":"about:blank","title":"%s","status":%d,"detail":"%s"}' % (
-            reason_phrase(status),
-            status,
-            reject.reason.replace('"', "'").encode(),
-        )
-        fields = [
-            (b":status", b"%d" % status),
-            (b"content-type", b"application/problem+json"),
-            (b"content-length", b"%d" % len(body)),
-        ]
         try:
-            self._h2.send_headers(stream_id, fields)
-            self._h2.send_data(stream_id, body, end_stream=True)
+            if is_grpc_content_type(content_type):
+                assert content_type is not None
+                fields = [(b":status", b"200"), *refusal_trailers(status, reject.reason, content_type)]
+                self._h2.send_headers(stream_id, fields, end_stream=True)
+            else:
+                body = b'{"type":"about:blank","title":"%s","status":%d,"detail":"%s"}' % (
+                    reason_phrase(status),
+                    status,
+                    reject.reason.replace('"', "'").encode(),
+                )
+                fields = [
+                    (b":status", b"%d" % status),
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", b"%d" % len(body)),
+                ]
+                self._h2.send_headers(stream_id, fields)
+                self._h2.send_data(stream_id, body, end_stream=True)
         except (StreamClosedError, ProtocolError, FlowControlError):
             self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
             return
