@@ -306,6 +306,25 @@ async def test_an_unknown_product_is_catalogs_404_problem_over_either_transport(
         assert problem["grpc_status"] == "NOT_FOUND"
 
 
+async def test_a_value_catalog_refuses_is_refused_over_grpc_too_as_400(
+    tmp_path: Path, signer: Issuer
+) -> None:
+    """Catalog's 422 over HTTP; over gRPC its INVALID_ARGUMENT, which the gateway answers 400
+    (google.rpc's mapping), naming the field: refused either way, never a page."""
+    paths = ["/api/products/cup-1", "/api/products?limit=0", "/api/products?limit=many"]
+    async with services(tmp_path, signer) as shop:
+        web = await _screens(tmp_path, "web", paths, shop.ports, signer.jwks_url)
+    assert [status for status, _, _ in web["http"]] == [422, 422, 422]
+    assert [status for status, _, _ in web["grpc"]] == [400, 400, 400]
+    assert all(kind == "application/problem+json" for _, kind, _ in web["grpc"])
+    page, limit, unparsable = (body for _, _, body in web["grpc"])
+    assert (page["call"], page["grpc_status"]) == ("product", "INVALID_ARGUMENT")
+    assert [e["field"] for e in page["errors"]] == ["sku"]
+    assert limit["grpc_status"] == "INVALID_ARGUMENT"
+    assert [e["field"] for e in limit["errors"]] == ["limit"]
+    assert "grpc_status" not in unparsable  # not an int32: refused by the edge, nothing sent
+
+
 async def test_catalog_down_answers_as_over_http(tmp_path: Path, signer: Issuer) -> None:
     """Nothing listens where catalog's HTTP and gRPC ports were: the product screens fail the
     same way (the required call's 502, ``connect_failed``); the product list, a transcoded call,
