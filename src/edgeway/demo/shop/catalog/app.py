@@ -151,9 +151,7 @@ def create_app(settings: ShopSettings | None = None) -> FastAPI:
     service = CatalogService(settings)
     # gRPC beside HTTP (served when EDGEWAY_GRPC_PORT is set): the BFFs' product reads, the same
     # functions behind both (docs/shop.md).
-    app = service.create_app(
-        title="catalog", description="Products and prices.", grpc=[CatalogRpc(service)]
-    )
+    app = service.create_app(title="catalog", description="Products and prices.", grpc=[CatalogRpc(service)])
 
     @app.middleware("http")
     async def served_by(request: Request, call_next: RequestResponseEndpoint) -> Response:
