@@ -303,7 +303,10 @@ async def test_an_unknown_product_is_catalogs_404_problem_over_either_transport(
             }
         )
         # what only the gRPC answer says: the status code (the HTTP one names catalog's path)
-        assert problem["grpc_status"] == "NOT_FOUND"
+        assert (problem["grpc_status"], problem["reason"]) == ("NOT_FOUND", "NOT_FOUND")
+        assert "instance" not in problem
+        assert over_http[2]["instance"] == "/products/NOPE-9"
+        assert set(problem) - set(over_http[2]) == {"grpc_status", "reason"}
 
 
 async def test_a_value_catalog_refuses_is_refused_over_grpc_too_as_400(
