@@ -239,9 +239,10 @@ def test_every_service_an_edge_calls_has_a_service(tmp_path: Path, docs: list[tu
 def test_a_service_serving_grpc_gets_a_port_named_grpc_and_the_bffs_find_it(
     tmp_path: Path, docs: list[tuple[str, Doc]]
 ) -> None:
-    """inventory's grpc_port (8113) and catalog's (8111): a container port and a headless Service port named `grpc` (the
+    """inventory's grpc_port (8113): a container port and a headless Service port named `grpc` (the
     SRV record `_grpc._tcp.inventory` the kit's and the gateway's DNS discovery read), the port in
-    its NetworkPolicy, EDGEWAY_GRPC_PORT for the kit; the BFFs' `inventory-grpc` resolves it."""
+    its NetworkPolicy, EDGEWAY_GRPC_PORT for the kit; the BFFs' `inventory-grpc` resolves it.
+    catalog's (8111) the same, for `catalog-grpc`."""
     service = of_kind(docs, "Service")["inventory"]
     assert {"name": "grpc", "port": 8113, "targetPort": "grpc", "protocol": "TCP"} in service["spec"]["ports"]
     (container,) = [c for name, _, c in pods(docs) if name == "Deployment/inventory"]
