@@ -241,7 +241,8 @@ def test_a_service_serving_grpc_gets_a_port_named_grpc_and_the_bffs_find_it(
 ) -> None:
     """inventory's grpc_port (8113): a container port and a headless Service port named `grpc` (the
     SRV record `_grpc._tcp.inventory` the kit's and the gateway's DNS discovery read), the port in
-    its NetworkPolicy, EDGEWAY_GRPC_PORT for the kit; the BFFs' `inventory-grpc` resolves it."""
+    its NetworkPolicy, EDGEWAY_GRPC_PORT for the kit; the BFFs' `inventory-grpc` resolves it.
+    catalog's (8111) the same, for `catalog-grpc`."""
     service = of_kind(docs, "Service")["inventory"]
     assert {"name": "grpc", "port": 8113, "targetPort": "grpc", "protocol": "TCP"} in service["spec"]["ports"]
     (container,) = [c for name, _, c in pods(docs) if name == "Deployment/inventory"]
@@ -249,13 +250,17 @@ def test_a_service_serving_grpc_gets_a_port_named_grpc_and_the_bffs_find_it(
     assert container_env(docs, "inventory")["EDGEWAY_GRPC_PORT"] == "8113"
     policy = of_kind(docs, "NetworkPolicy")["inventory-ingress"]
     assert {"port": 8113, "protocol": "TCP"} in policy["spec"]["ingress"][0]["ports"]
-    catalog = of_kind(docs, "Service")["catalog"]  # serves no gRPC: no such port
-    assert [p["name"] for p in catalog["spec"]["ports"]] == ["http"]
+    orders = of_kind(docs, "Service")["orders"]  # serves no gRPC: no such port
+    assert [p["name"] for p in orders["spec"]["ports"]] == ["http"]
+    # catalog serves gRPC too (8111): on a cluster every replica on that port, one Service port
+    catalog = of_kind(docs, "Service")["catalog"]
+    assert {"name": "grpc", "port": 8111, "targetPort": "grpc", "protocol": "TCP"} in catalog["spec"]["ports"]
     web = edge_config(tmp_path, docs, "web-bff")
-    discovery = web.services["inventory-grpc"].discovery
-    assert discovery is not None
-    assert discovery.dns is not None
-    assert discovery.dns.name == "_grpc._tcp.inventory.shop.svc.cluster.local"
+    for name in ("inventory", "catalog"):
+        discovery = web.services[f"{name}-grpc"].discovery
+        assert discovery is not None
+        assert discovery.dns is not None
+        assert discovery.dns.name == f"_grpc._tcp.{name}.shop.svc.cluster.local"
 
 
 def test_kit_services_get_settings_they_accept(

@@ -30,7 +30,8 @@ def test_the_committed_test_protos_are_current() -> None:
 def test_the_shops_committed_contracts_are_current() -> None:
     shop = SERVICE_TESTS.parents[1] / "src" / "edgeway" / "demo" / "shop"
     assert (shop / "inventory" / "v1" / "inventory_pb2_grpc.py").is_file()
-    descriptors = shop / "inventory" / "v1" / "inventory.pb"
+    assert (shop / "catalog" / "v1" / "catalog_pb2_grpc.py").is_file()
+    descriptors = shop / "shop.pb"  # every contract of the shop, what its BFFs' routes name
     code, output = proto("compile", str(shop.parents[2]), "--descriptor-set", str(descriptors), "--check")
     assert code == 0, output
     assert "is current" in output
@@ -39,7 +40,7 @@ def test_the_shops_committed_contracts_are_current() -> None:
 def test_a_descriptor_set_written_beside_the_code_is_checked_like_it(tmp_path: Path) -> None:
     """The set the gateway reads is regenerated with the code: a stale one fails --check."""
     shop = SERVICE_TESTS.parents[1] / "src" / "edgeway" / "demo" / "shop"
-    stale = tmp_path / "inventory.pb"
+    stale = tmp_path / "shop.pb"
     stale.write_bytes(b"")
     code, output = proto("compile", str(shop.parents[2]), "--descriptor-set", str(stale), "--check")
     assert code == 1

@@ -1,10 +1,11 @@
-"""The BFFs' product screens with the shop's inside transport ``grpc``: the stock call is an
-aggregate gRPC call to inventory's ``Stock`` (product-*.grpc.yaml, the descriptor set shipped in
-the package), and the client gets the same JSON as with ``http`` (product-*.http.yaml).
+"""The BFFs' product screens with the shop's inside transport ``grpc``: the product (and its price)
+is an aggregate gRPC call to catalog's ``GetProduct``, the stock one to inventory's ``Stock``, the
+web's product list a transcoded ``ListProducts`` (product-*.grpc.yaml, the descriptor set shipped
+in the package), and the client gets the same JSON as with ``http`` (product-*.http.yaml).
 
-Real pieces: inventory serving its HTTP app on a port and ``shop.inventory.v1.Inventory`` on
-another, and a gateway loading the shop's own route file for the transport; catalog and the
-legacy reviews are small stubs (they are not what differs between the transports).
+Real pieces: catalog and inventory each serving its HTTP app on a port and its gRPC service on
+another, and a gateway loading the shop's own route file for the transport; the legacy reviews
+are a small stub (they are not what differs between the transports).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import asyncio
 import contextlib
 import io
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,13 @@ import orjson
 import pytest
 import uvicorn
 import yaml
+from fastapi import FastAPI
 from gateway_helpers import read_request
 from grpc_helpers import ISSUER, Issuer, identity_settings, issuer
 
 import edgeway.demo.shop
 from conftest import delete_nats_streams, held_ports, require
+from edgeway.demo.shop.catalog.app import create_app as catalog_app
 from edgeway.demo.shop.common.settings import ShopSettings
 from edgeway.demo.shop.inventory.app import create_app as inventory_app
 from edgeway.gateway.config.loader import load_config
@@ -37,7 +41,8 @@ from edgeway.http.listener import Listener, bind_socket
 pytestmark = pytest.mark.timeout(90)
 
 EDGES = Path(edgeway.demo.shop.__file__).resolve().parent / "edges"
-SKUS = ("CUP-01", "BEA-01", "NOPE-1")  # the last has no stock record
+SKUS = ("CUP-01", "BEA-01", "BARE-1")  # the last has no stock record (a product added by the test)
+PATHS = {"web": "/api/products", "mobile": "/m/products"}
 
 
 @pytest.fixture
@@ -47,13 +52,15 @@ async def signer() -> AsyncIterator[Issuer]:
 
 
 @contextlib.asynccontextmanager
-async def inventory(tmp_path: Path, signer: Issuer) -> AsyncIterator[tuple[int, int, httpx.AsyncClient]]:
-    """Inventory on real ports: (HTTP port, gRPC port, an HTTP client of it)."""
+async def kit_service(
+    tmp_path: Path, signer: Issuer, create_app: Callable[[ShopSettings], FastAPI], name: str
+) -> AsyncIterator[tuple[int, int, httpx.AsyncClient]]:
+    """A shop service on real ports: (HTTP port, gRPC port, an HTTP client of it)."""
     require("nats")
     prefix = f"t{uuid.uuid4().hex[:10]}"
     http_port, grpc_port = held_ports(2)
     settings = ShopSettings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/inventory.db",
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/{name}.db",
         data_dir=tmp_path,
         nats_url="nats://127.0.0.1:4222",
         bus_prefix=prefix,
@@ -61,7 +68,7 @@ async def inventory(tmp_path: Path, signer: Issuer) -> AsyncIterator[tuple[int, 
         grpc_port=grpc_port,
         **identity_settings(signer),
     )
-    app = inventory_app(settings)
+    app = create_app(settings)
     try:
         async with app.router.lifespan_context(app):
             server = uvicorn.Server(
@@ -80,20 +87,27 @@ async def inventory(tmp_path: Path, signer: Issuer) -> AsyncIterator[tuple[int, 
         await delete_nats_streams(prefix)
 
 
+def inventory(
+    tmp_path: Path, signer: Issuer
+) -> contextlib.AbstractAsyncContextManager[tuple[int, int, httpx.AsyncClient]]:
+    return kit_service(tmp_path, signer, inventory_app, "inventory")
+
+
+def catalog(
+    tmp_path: Path, signer: Issuer
+) -> contextlib.AbstractAsyncContextManager[tuple[int, int, httpx.AsyncClient]]:
+    return kit_service(tmp_path, signer, catalog_app, "catalog")
+
+
 @contextlib.asynccontextmanager
-async def stubs() -> AsyncIterator[int]:
-    """catalog's ``/products/<sku>`` and legacy's ``/reviews/<sku>`` on one port."""
+async def reviews() -> AsyncIterator[int]:
+    """legacy's ``/reviews/<sku>``, the same for every SKU."""
 
     async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
-                line, _, _ = await read_request(r)
-                kind, sku = line.split(b" ")[1].decode().strip("/").split("/")
-                if kind == "products":
-                    data = {"sku": sku, "name": f"the {sku}", "price_cents": 1200, "category": "c"}
-                else:
-                    data = {"reviews": [], "average": 4.5, "count": 2}
-                body = orjson.dumps(data)
+                await read_request(r)
+                body = orjson.dumps({"reviews": [], "average": 4.5, "count": 2})
                 w.write(
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
                     % len(body)
@@ -109,12 +123,41 @@ async def stubs() -> AsyncIterator[int]:
         server.close()
 
 
+@dataclass
+class Shop:
+    """catalog, inventory and the reviews stub running: where each listens, clients of the two."""
+
+    ports: dict[str, int]
+    catalog: httpx.AsyncClient
+    inventory: httpx.AsyncClient
+    admin: dict[str, str]
+
+
+@contextlib.asynccontextmanager
+async def services(tmp_path: Path, signer: Issuer) -> AsyncIterator[Shop]:
+    async with (
+        catalog(tmp_path, signer) as (catalog_http, catalog_grpc, catalog_client),
+        inventory(tmp_path, signer) as (inventory_http, inventory_grpc, inventory_client),
+        reviews() as reviews_port,
+    ):
+        ports = {
+            "catalog": catalog_http,
+            "catalog-grpc": catalog_grpc,
+            "inventory": inventory_http,
+            "inventory-grpc": inventory_grpc,
+            "legacy": reviews_port,
+        }
+        admin = {"authorization": f"Bearer {signer.token('ops', roles=['admin'])}"}
+        yield Shop(ports, catalog_client, inventory_client, admin)
+
+
 @contextlib.asynccontextmanager
 async def bff(
     tmp_path: Path, screen: str, transport: str, ports: dict[str, int], jwks_url: str
 ) -> AsyncIterator[int]:
     """A gateway with the shop's route file for ``screen`` (web, mobile) and ``transport``, as the
-    BFF includes it for EDGEWAY_INSIDE_TRANSPORT, and the services at the given ports."""
+    BFF includes it for EDGEWAY_INSIDE_TRANSPORT, and the services at the given ports (the kit
+    registers grpc://; the gateway's services are written http://)."""
     config = tmp_path / f"{screen}-{transport}.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -124,11 +167,7 @@ async def bff(
                 # the mobile card reads a token when one is sent
                 "auth": {"jwks_url": jwks_url, "issuer": ISSUER, "audience": "edgeway"},
                 "services": {
-                    "catalog": {"instances": [f"http://127.0.0.1:{ports['stubs']}"]},
-                    "legacy": {"instances": [f"http://127.0.0.1:{ports['stubs']}"]},
-                    "inventory": {"instances": [f"http://127.0.0.1:{ports['http']}"]},
-                    # the kit registers grpc://; the gateway's services are written http://
-                    "inventory-grpc": {"instances": [f"http://127.0.0.1:{ports['grpc']}"]},
+                    name: {"instances": [f"http://127.0.0.1:{port}"]} for name, port in ports.items()
                 },
             }
         )
@@ -145,59 +184,192 @@ async def bff(
 
 
 async def _screens(
-    tmp_path: Path, screen: str, path: str, ports: dict[str, int], jwks_url: str
+    tmp_path: Path, screen: str, paths: list[str], ports: dict[str, int], jwks_url: str
 ) -> dict[str, list[Any]]:
-    """Each transport's answers for every SKU: (status, body)."""
+    """Each transport's answers for every path: (status, content type, body)."""
     found: dict[str, list[Any]] = {}
     for transport in ("http", "grpc"):
         async with (
             bff(tmp_path, screen, transport, ports, jwks_url) as port,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
         ):
-            answers = [await client.get(path.format(sku=sku)) for sku in SKUS]
-        found[transport] = [(a.status_code, a.json()) for a in answers]
+            answers = [await client.get(path) for path in paths]
+        found[transport] = [(a.status_code, a.headers["content-type"], a.json()) for a in answers]
     return found
+
+
+def _pages(screen: str) -> list[str]:
+    return [f"{PATHS[screen]}/{sku}" for sku in SKUS]
 
 
 def _failed_calls(answers: list[Any]) -> list[list[str]]:
     """Which calls each answer says failed; their reasons are the transport's own (inventory's
     404 over HTTP, no level for the SKU over gRPC), the page is the same."""
-    return [sorted(body.pop("_meta", {}).get("errors", {})) for _, body in answers]
+    return [sorted(body.pop("_meta", {}).get("errors", {})) for _, _, body in answers]
 
 
-async def test_the_product_screens_show_the_same_stock_over_grpc_as_over_http(
+def _without_request_id(answers: list[Any]) -> list[Any]:
+    """The answers with the gateway's request id (a new one per request) left out."""
+    return [
+        (status, kind, {k: v for k, v in body.items() if k != "request_id"}) for status, kind, body in answers
+    ]
+
+
+async def test_the_product_screens_show_the_same_product_price_and_stock_over_grpc_as_over_http(
     tmp_path: Path, signer: Issuer
 ) -> None:
-    async with inventory(tmp_path, signer) as (http_port, grpc_port, client), stubs() as stub_port:
-        admin = {"authorization": f"Bearer {signer.token('ops', roles=['admin'])}"}
+    async with services(tmp_path, signer) as shop:
         # 0 available: proto3 JSON would leave the field out; the call prints it, as JSON does
-        emptied = await client.put("/stock/BEA-01", json={"on_hand": 0}, headers=admin)
+        emptied = await shop.inventory.put("/stock/BEA-01", json={"on_hand": 0}, headers=shop.admin)
         assert emptied.status_code == 200, emptied.text
-        cups = (await client.get("/stock/CUP-01")).json()["available"]
+        cups = (await shop.inventory.get("/stock/CUP-01")).json()["available"]
         assert cups > 0
-        ports = {"http": http_port, "grpc": grpc_port, "stubs": stub_port}
-        web = await _screens(tmp_path, "web", "/api/products/{sku}", ports, signer.jwks_url)
-        mobile = await _screens(tmp_path, "mobile", "/m/products/{sku}", ports, signer.jwks_url)
+        # a product without a description: proto3 JSON would leave the empty string out
+        added = await shop.catalog.post(
+            "/products",
+            json={"sku": "BARE-1", "name": "Bare", "category": "misc", "price_cents": 12_345_678_901},
+            headers=shop.admin,
+        )
+        assert added.status_code == 201, added.text
+        product = (await shop.catalog.get("/products/CUP-01")).json()
+        web = await _screens(tmp_path, "web", _pages("web"), shop.ports, signer.jwks_url)
+        mobile = await _screens(tmp_path, "mobile", _pages("mobile"), shop.ports, signer.jwks_url)
     for screens in (web, mobile):
         assert _failed_calls(screens["grpc"]) == _failed_calls(screens["http"]) == [[], [], ["stock"]]
     assert web["grpc"] == web["http"]
-    assert [body["stock"] for _, body in web["grpc"]] == [
-        {"available": cups},
-        {"available": 0},
-        {"available": None},  # no stock record: the optional call's fallback, either way
-    ]
-    assert [status for status, _ in web["grpc"]] == [200, 200, 200]
+    assert [status for status, _, _ in web["grpc"]] == [200, 200, 200]
+    cup, beans, bare = (body for _, _, body in web["grpc"])
+    assert cup == {
+        **{k: product[k] for k in ("sku", "name", "description", "category", "price_cents")},
+        "stock": {"available": cups},
+        "reviews": {"reviews": [], "average": 4.5, "count": 2},
+    }
+    assert beans["stock"] == {"available": 0}
+    # the price beyond int32 is a number (int64 prints as a string in proto3 JSON), "" still there
+    assert bare["price_cents"] == 12_345_678_901
+    assert bare["description"] == ""
+    assert bare["stock"] == {"available": None}  # no stock record: the optional call's fallback
     assert mobile["grpc"] == mobile["http"]
-    assert [body["in_stock"] for _, body in mobile["grpc"]] == [cups, 0, None]
+    assert next(body for _, _, body in mobile["grpc"]) == {
+        "sku": "CUP-01",
+        "name": product["name"],
+        "price": product["price_cents"],
+        "in_stock": cups,
+        "rating": 4.5,
+    }
+    assert [body["in_stock"] for _, _, body in mobile["grpc"]] == [cups, 0, None]
 
 
-async def test_the_grpc_stock_call_really_goes_over_grpc(tmp_path: Path, signer: Issuer) -> None:
-    """With inventory's HTTP port pointing nowhere, the grpc screen still has the stock and the
-    http screen falls back: the figures came over gRPC."""
-    async with inventory(tmp_path, signer) as (_, grpc_port, client), stubs() as stub_port:
-        cups = (await client.get("/stock/CUP-01")).json()["available"]
-        (nowhere,) = held_ports(1)
-        ports = {"http": nowhere, "grpc": grpc_port, "stubs": stub_port}
-        web = await _screens(tmp_path, "web", "/api/products/{sku}", ports, signer.jwks_url)
-    assert web["grpc"][0][1]["stock"] == {"available": cups}
-    assert web["http"][0][1]["stock"] == {"available": None}
+async def test_the_product_list_is_the_same_over_grpc_as_over_http(tmp_path: Path, signer: Issuer) -> None:
+    paths = [
+        "/api/products",
+        "/api/products?limit=3&offset=2",
+        "/api/products?category=cups&q=CAPPU",
+        "/api/products?q=no-such-product",  # an empty page: items [] and total 0 still print
+        "/api/products?utm_source=mail",  # a parameter catalog does not know is ignored
+    ]
+    async with services(tmp_path, signer) as shop:
+        direct = [(await shop.catalog.get(path.removeprefix("/api"))).json() for path in paths]
+        web = await _screens(tmp_path, "web", paths, shop.ports, signer.jwks_url)
+    assert web["grpc"] == web["http"]
+    assert [body for _, _, body in web["grpc"]] == direct
+    assert [len(body["items"]) for body in direct[:2]] == [direct[0]["total"], 3]
+    assert direct[2]["total"] > 0
+    assert direct[3] == {"items": [], "total": 0}
+
+
+async def test_an_unknown_product_is_catalogs_404_problem_over_either_transport(
+    tmp_path: Path, signer: Issuer
+) -> None:
+    async with services(tmp_path, signer) as shop:
+        web = await _screens(tmp_path, "web", ["/api/products/NOPE-9"], shop.ports, signer.jwks_url)
+        mobile = await _screens(tmp_path, "mobile", ["/m/products/NOPE-9"], shop.ports, signer.jwks_url)
+    for screens in (web, mobile):
+        (over_http,) = _without_request_id(screens["http"])
+        (over_grpc,) = _without_request_id(screens["grpc"])
+        status, kind, problem = over_grpc
+        assert (status, kind) == (over_http[0], over_http[1]) == (404, "application/problem+json")
+        # catalog's problem, whichever way it came: its type, title and detail
+        same = ("type", "title", "status", "detail", "call")
+        assert (
+            {k: problem[k] for k in same}
+            == {k: over_http[2][k] for k in same}
+            == {
+                "type": "https://shop.edgeway.example/problems/unknown-product",
+                "title": "Not Found",
+                "status": 404,
+                "detail": "no product NOPE-9",
+                "call": "product",
+            }
+        )
+        # what only the gRPC answer says: the status code (the HTTP one names catalog's path)
+        assert (problem["grpc_status"], problem["reason"]) == ("NOT_FOUND", "NOT_FOUND")
+        assert "instance" not in problem
+        assert over_http[2]["instance"] == "/products/NOPE-9"
+        assert set(problem) - set(over_http[2]) == {"grpc_status", "reason"}
+
+
+async def test_a_value_catalog_refuses_is_refused_over_grpc_too_as_400(
+    tmp_path: Path, signer: Issuer
+) -> None:
+    """Catalog's 422 over HTTP; over gRPC its INVALID_ARGUMENT, which the gateway answers 400
+    (google.rpc's mapping), naming the field: refused either way, never a page."""
+    paths = ["/api/products/cup-1", "/api/products?limit=0", "/api/products?limit=many"]
+    async with services(tmp_path, signer) as shop:
+        web = await _screens(tmp_path, "web", paths, shop.ports, signer.jwks_url)
+    assert [status for status, _, _ in web["http"]] == [422, 422, 422]
+    assert [status for status, _, _ in web["grpc"]] == [400, 400, 400]
+    assert all(kind == "application/problem+json" for _, kind, _ in web["grpc"])
+    page, limit, unparsable = (body for _, _, body in web["grpc"])
+    assert (page["call"], page["grpc_status"]) == ("product", "INVALID_ARGUMENT")
+    assert [e["field"] for e in page["errors"]] == ["sku"]
+    assert limit["grpc_status"] == "INVALID_ARGUMENT"
+    assert [e["field"] for e in limit["errors"]] == ["limit"]
+    assert "grpc_status" not in unparsable  # not an int32: refused by the edge, nothing sent
+
+
+async def test_catalog_down_answers_as_over_http(tmp_path: Path, signer: Issuer) -> None:
+    """Nothing listens where catalog's HTTP and gRPC ports were: the product screens fail the
+    same way (the required call's 502, ``connect_failed``); the product list, a transcoded call,
+    answers 503 as the transcoder answers an unreachable gRPC service (the proxy: 502)."""
+    async with services(tmp_path, signer) as shop:
+        nowhere, nowhere_grpc = held_ports(2)
+        ports = {**shop.ports, "catalog": nowhere, "catalog-grpc": nowhere_grpc}
+        web = await _screens(
+            tmp_path, "web", ["/api/products/CUP-01", "/api/products"], ports, signer.jwks_url
+        )
+        mobile = await _screens(tmp_path, "mobile", ["/m/products/CUP-01"], ports, signer.jwks_url)
+    for screens in (web, mobile):
+        (status, kind, over_grpc) = _without_request_id(screens["grpc"])[0]
+        (_, _, over_http) = _without_request_id(screens["http"])[0]
+        assert (
+            (status, kind)
+            == (screens["http"][0][0], screens["http"][0][1])
+            == (502, "application/problem+json")
+        )
+        # the detail names the service the call reached (catalog, catalog-grpc) and its error
+        assert {k: v for k, v in over_grpc.items() if k != "detail"} == {
+            k: v for k, v in over_http.items() if k != "detail"
+        }
+        assert over_grpc["code"] == "connect_failed"
+        assert over_grpc["call"] == "product"
+    assert [status for status, _, _ in web["http"][1:]] == [502]
+    assert [status for status, _, _ in web["grpc"][1:]] == [503]
+
+
+async def test_the_grpc_calls_really_go_over_grpc(tmp_path: Path, signer: Issuer) -> None:
+    """With catalog's and inventory's HTTP ports pointing nowhere, the grpc screens still have the
+    product, its price and the stock, and the http screens fail: the figures came over gRPC."""
+    async with services(tmp_path, signer) as shop:
+        cups = (await shop.inventory.get("/stock/CUP-01")).json()["available"]
+        price = (await shop.catalog.get("/products/CUP-01")).json()["price_cents"]
+        nowhere = held_ports(2)
+        ports = {**shop.ports, "catalog": nowhere[0], "inventory": nowhere[1]}
+        web = await _screens(
+            tmp_path, "web", ["/api/products/CUP-01", "/api/products"], ports, signer.jwks_url
+        )
+    (page_status, _, page), (list_status, _, listed) = web["grpc"]
+    assert (page_status, page["price_cents"], page["stock"]) == (200, price, {"available": cups})
+    assert list_status == 200
+    assert listed["total"] > 0
+    assert [status for status, _, _ in web["http"]] == [502, 502]

@@ -1,7 +1,9 @@
 """The shop over real processes (``edgeway demo --system``) with its inside transport ``grpc``:
 inventory serves gRPC beside HTTP, the orders service finds its ``grpc://`` address in the NATS
 KV registry and its saga reserves and commits over it; the BFFs find the same address there and
-read the product page's stock over gRPC; the edges still answer JSON."""
+read the product page's stock over gRPC, and catalog's (both instances serve
+``shop.catalog.v1.Catalog``) for the product, its price and the product list; the edges still
+answer JSON."""
 
 from __future__ import annotations
 
@@ -48,13 +50,12 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
             system.http.close()
 
 
-def _grpc_calls(shop: Shop, method: str) -> list[str]:
-    """Inventory's access lines for ``method`` in the demo's merged log: ``inventory │ 13:30:56 grpc
-    /shop.inventory.v1.Inventory/Reserve OK 327.9ms req=...``."""
+def _grpc_calls(shop: Shop, method: str, service: str = "inventory") -> list[str]:
+    """A service's access lines for ``method`` in the demo's merged log: ``inventory │ 13:30:56 grpc
+    /shop.inventory.v1.Inventory/Reserve OK 327.9ms req=...`` (``catalog-1 │ ...`` for an
+    instance of catalog)."""
     return [
-        line
-        for line in shop.output().splitlines()
-        if line.startswith("inventory") and f"grpc {method} " in line
+        line for line in shop.output().splitlines() if line.startswith(service) and f"grpc {method} " in line
     ]
 
 
@@ -92,3 +93,55 @@ def test_the_web_bffs_product_page_reads_the_stock_over_grpc(shop: Shop) -> None
     shop.wait(page, what="the product page with inventory's stock")
     # inventory writes its access line after it answers: wait for it, as for Reserve and Commit
     assert shop.wait(functools.partial(_grpc_calls, shop, "/shop.inventory.v1.Inventory/Stock"), 10)
+
+
+def test_the_product_screens_read_the_product_and_its_price_over_grpc(shop: Shop) -> None:
+    """Both BFFs' product screens show catalog's product and price, read by GetProduct at one of
+    catalog's instances (its registered gRPC address): catalog logged the gRPC calls."""
+    product = shop.get("catalog-1", "/products/POT-01").json()
+    page = shop.get("web-bff", "/api/products/POT-01")
+    assert page.status_code == 200, page.text
+    assert {k: page.json()[k] for k in ("sku", "name", "description", "category", "price_cents")} == {
+        k: product[k] for k in ("sku", "name", "description", "category", "price_cents")
+    }
+    card = shop.get("mobile-bff", "/m/products/POT-01")
+    assert card.status_code == 200, card.text
+    assert (card.json()["name"], card.json()["price"]) == (product["name"], product["price_cents"])
+    calls = shop.wait(
+        functools.partial(_grpc_calls, shop, "/shop.catalog.v1.Catalog/GetProduct", "catalog"), 10
+    )
+    assert " OK " in calls[0]
+    # the list too: the web app's product list is ListProducts, answered as catalog's JSON
+    listed = shop.get("web-bff", "/api/products?category=brewers").json()
+    assert listed == shop.get("catalog-1", "/products?category=brewers").json()
+    assert shop.wait(
+        functools.partial(_grpc_calls, shop, "/shop.catalog.v1.Catalog/ListProducts", "catalog"), 10
+    )
+
+
+def test_a_price_change_shows_on_the_product_screens_read_over_grpc(shop: Shop) -> None:
+    before = shop.get("catalog-1", "/products/CUP-02").json()["price_cents"]
+    changed = shop.put("catalog-1", "/products/CUP-02/price", "ada", json={"price_cents": before + 101})
+    assert changed.status_code == 200, changed.text
+
+    def new_price() -> tuple[int, int] | None:
+        web = shop.get("web-bff", "/api/products/CUP-02").json()["price_cents"]
+        mobile = shop.get("mobile-bff", "/m/products/CUP-02").json()["price"]
+        return (web, mobile) if web == mobile == before + 101 else None
+
+    # the routes cache the page for 2 s: the new price shows once that has passed
+    shop.wait(new_price, 10, "the new price on both BFFs' product screens")
+
+
+def test_an_unknown_product_is_catalogs_404_problem_through_the_grpc_edges(shop: Shop) -> None:
+    for edge, path in (("web-bff", "/api/products/NOPE-9"), ("mobile-bff", "/m/products/NOPE-9")):
+        answer = shop.get(edge, path)
+        assert answer.status_code == 404, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        problem = answer.json()
+        assert problem["type"] == "https://shop.edgeway.example/problems/unknown-product"
+        assert (problem["detail"], problem["call"], problem["grpc_status"]) == (
+            "no product NOPE-9",
+            "product",
+            "NOT_FOUND",
+        )

@@ -45,8 +45,8 @@ def test_a_missing_descriptor_set_is_reported_at_its_key(tmp_path: Path) -> None
 
 
 def test_a_descriptor_set_shipped_in_a_python_package_is_named_package_colon(tmp_path: Path) -> None:
-    """``package:pkg/file``: wherever the package is installed (the shop's BFFs read inventory's)."""
-    shipped = "package:edgeway.demo.shop.inventory.v1/inventory.pb"
+    """``package:pkg/file``: wherever the package is installed (the shop's BFFs read its contracts)."""
+    shipped = "package:edgeway.demo.shop/shop.pb"
     assert check(tmp_path, f"descriptor_set: '{shipped}', method: shop.inventory.v1.Inventory/Stock") == [
         f"ok: {tmp_path / 'gw.yaml'} (1 route, 1 service)"
     ]

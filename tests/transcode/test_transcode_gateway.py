@@ -324,7 +324,11 @@ async def test_the_rich_error_model_becomes_the_problems_reason_and_field_errors
         bad = error_details_pb2.BadRequest()
         bad.field_violations.add(field="shelf.theme", description="must not be empty")
         status.details.add().Pack(bad)
-        status.details.add().Pack(error_details_pb2.ErrorInfo(reason="EMPTY_THEME", domain="shelves"))
+        status.details.add().Pack(
+            error_details_pb2.ErrorInfo(
+                reason="EMPTY_THEME", domain="shelves", metadata={"type": "https://shelves.test/empty-theme"}
+            )
+        )
         await context.abort(
             grpc.StatusCode.INVALID_ARGUMENT,
             "bad shelf",
@@ -340,7 +344,26 @@ async def test_the_rich_error_model_becomes_the_problems_reason_and_field_errors
     assert body["grpc_status"] == "INVALID_ARGUMENT"
     assert body["detail"] == "bad shelf"
     assert body["reason"] == "EMPTY_THEME"
+    assert body["type"] == "https://shelves.test/empty-theme"  # the kit puts a problem's type there
     assert body["errors"] == [{"field": "shelf.theme", "description": "must not be empty"}]
+
+
+async def test_64_bit_integers_print_as_numbers_when_asked_nested_ones_too() -> None:
+    descriptor_set = shelves_descriptor_set()
+    holder: list[ShelvesServer] = []
+    async with shelves_server(descriptor_set, GetShelf=get_shelf(holder)) as server:
+        holder.append(server)
+        cfg = config(server.port, descriptor_set, print_options={"int64_as_numbers": True})
+        async with gateway(cfg) as (port, _):
+            status, _, body = await request(port, "GET", "/v1/shelves/7?with_books=true")
+            _, _, default = await request(port, "GET", "/v1/shelves/7")
+    assert status == 200, body
+    assert body == {
+        "shelfId": 7,  # proto3 JSON's "7" otherwise (the test above)
+        "theme": "sf",
+        "books": [{"id": 1, "title": "Dune", "genre": "FICTION", "tags": ["sf"]}],
+    }
+    assert default == {"shelfId": 7, "theme": "sf"}
 
 
 async def test_enums_print_as_numbers_when_asked() -> None:

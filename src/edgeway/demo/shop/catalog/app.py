@@ -1,6 +1,9 @@
 """Catalog: ``GET /products``, ``GET /products/{sku}``, ``GET /categories`` (public), and the
 admin's ``POST /products`` and ``PUT /products/{sku}/price``.
 
+The reads are served over gRPC too (``shop.catalog.v1.Catalog``: :mod:`.rpc`) for the BFFs when
+the shop's inside transport is ``grpc``; both run the functions below.
+
 Every change bumps the product's ``version`` and writes its event into the outbox in the same
 transaction, so a local copy elsewhere is never ahead of or behind the catalog for long, and
 never lets an older event overwrite a newer one.
@@ -143,8 +146,12 @@ router = APIRouter()
 
 
 def create_app(settings: ShopSettings | None = None) -> FastAPI:
+    from edgeway.demo.shop.catalog.rpc import CatalogRpc
+
     service = CatalogService(settings)
-    app = service.create_app(title="catalog", description="Products and prices.")
+    # gRPC beside HTTP (served when EDGEWAY_GRPC_PORT is set): the BFFs' product reads, the same
+    # functions behind both (docs/shop.md).
+    app = service.create_app(title="catalog", description="Products and prices.", grpc=[CatalogRpc(service)])
 
     @app.middleware("http")
     async def served_by(request: Request, call_next: RequestResponseEndpoint) -> Response:
@@ -164,6 +171,14 @@ async def list_products(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     offset: Annotated[Cursor, Query()] = 0,
 ) -> ProductPage:
+    return await product_page(svc, category, q, limit, offset)
+
+
+async def product_page(
+    svc: CatalogService, category: str | None, q: str | None, limit: int, offset: int
+) -> ProductPage:
+    """Products by SKU, ``limit`` from ``offset``, of a category and/or with ``q`` in the name
+    (checked by the caller: the route's query, or the gRPC method's request)."""
     query = select(products)
     if category:
         query = query.where(products.c.category == category)
@@ -177,6 +192,11 @@ async def list_products(
 
 @router.get("/products/{sku}")
 async def get_product(sku: SkuPath, svc: Svc) -> Product:
+    return await find_product(svc, sku)
+
+
+async def find_product(svc: CatalogService, sku: str) -> Product:
+    """The product ``sku``; a 404 problem (``unknown-product``) when there is none."""
     async with svc.db.sessions() as session:
         return await _load(session, sku)
 

@@ -39,6 +39,11 @@ class PrintOptions(StrictModel):
         "leaving them out.",
     )
     always_print_enums_as_ints: bool = Field(False, description="Enums as their numbers, not their names.")
+    int64_as_numbers: bool = Field(
+        False,
+        description="64-bit integers as JSON numbers, not the strings proto3 JSON prints them as "
+        "(what a JSON service answers for the same value; exact up to 2^53 in JavaScript).",
+    )
 
     def json_options(self, *, ignore_unknown_query_parameters: bool = False) -> JsonOptions:
         from edgeway.gateway.actions.transcode.messages import JsonOptions
@@ -47,6 +52,7 @@ class PrintOptions(StrictModel):
             preserve_proto_field_names=self.preserve_proto_field_names,
             always_print_primitive_fields=self.always_print_primitive_fields,
             always_print_enums_as_ints=self.always_print_enums_as_ints,
+            int64_as_numbers=self.int64_as_numbers,
             ignore_unknown_query_parameters=ignore_unknown_query_parameters,
         )
 

@@ -7,7 +7,7 @@ The ``google.api.http`` option of each method is read from the set's raw
 ``MethodDescriptorProto`` (the extension is known once ``google.api.annotations_pb2`` is
 imported, which parsing the set needs first).
 
-A path ``package:edgeway.demo.shop.inventory.v1/inventory.pb`` names a file shipped inside an
+A path ``package:edgeway.demo.shop/shop.pb`` names a file shipped inside an
 installed Python package (found through ``importlib.resources``), so an edge config can point at
 a contract's set wherever the package was installed, whatever the gateway's working directory.
 

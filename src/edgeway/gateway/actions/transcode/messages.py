@@ -43,6 +43,7 @@ class JsonOptions:
     preserve_proto_field_names: bool = False
     always_print_primitive_fields: bool = False
     always_print_enums_as_ints: bool = False
+    int64_as_numbers: bool = False
     ignore_unknown_query_parameters: bool = False
 
 
@@ -214,15 +215,17 @@ def check_field_path(descriptor: Descriptor, path: tuple[str, ...]) -> str | Non
 
 def render_response(message: Message, response_body: str | None, options: JsonOptions) -> Any:
     """The JSON value of the answer: the whole message, or its ``response_body`` field."""
+    descriptor = cast(Descriptor, message.DESCRIPTOR)
     value = json_format.MessageToDict(
         message,
         always_print_fields_with_no_presence=options.always_print_primitive_fields,
         preserving_proto_field_name=options.preserve_proto_field_names,
         use_integers_for_enums=options.always_print_enums_as_ints,
     )
+    if options.int64_as_numbers:
+        _int64_numbers(descriptor, value, options.preserve_proto_field_names)
     if response_body is None:
         return value
-    descriptor = cast(Descriptor, message.DESCRIPTOR)
     field = descriptor.fields_by_name[response_body]
     key = field.name if options.preserve_proto_field_names else field.json_name
     if key in value:
@@ -235,4 +238,38 @@ def render_response(message: Message, response_body: str | None, options: JsonOp
     full = json_format.MessageToDict(
         message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
     )
+    if options.int64_as_numbers:
+        _int64_numbers(descriptor, full, preserve_names=True)
     return full.get(field.name)
+
+
+_INT64 = frozenset({FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64})
+_INT64_WRAPPERS = frozenset({"google.protobuf.Int64Value", "google.protobuf.UInt64Value"})
+
+
+def _int64_numbers(descriptor: Descriptor, value: dict[str, Any], preserve_names: bool) -> None:
+    """Turn the 64-bit integers of a printed message (proto3 JSON's strings) into numbers, in
+    place: through nested messages, lists and maps; the other well-known types keep their
+    JSON forms."""
+    for field in descriptor.fields:
+        key = field.name if preserve_names else field.json_name
+        found = value.get(key)
+        if found is None:
+            continue
+        if _is_repeated(field) and isinstance(found, dict):  # a map: its values
+            entry = cast(Descriptor, field.message_type).fields_by_name["value"]
+            for name, item in found.items():
+                found[name] = _int64_number(entry, item, preserve_names)
+        elif _is_repeated(field) and isinstance(found, list):
+            found[:] = [_int64_number(field, item, preserve_names) for item in found]
+        else:
+            value[key] = _int64_number(field, found, preserve_names)
+
+
+def _int64_number(field: FieldDescriptor, item: Any, preserve_names: bool) -> Any:
+    kind = field.message_type
+    if field.cpp_type in _INT64 or (kind is not None and kind.full_name in _INT64_WRAPPERS):
+        return int(item) if isinstance(item, str) else item
+    if kind is not None and isinstance(item, dict) and not kind.full_name.startswith("google.protobuf."):
+        _int64_numbers(kind, item, preserve_names)
+    return item

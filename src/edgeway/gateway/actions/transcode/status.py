@@ -5,7 +5,9 @@ DEADLINE_EXCEEDED 504...) and an RFC 9457 problem whose ``detail`` is the status
 The problem carries ``grpc_status`` (the code's name) and, when the service sent the rich error
 model (``grpc-status-details-bin``), its ``reason`` (``ErrorInfo``) and ``errors``
 (``BadRequest`` field violations: ``{field, description}``), which is what a client fixes a
-request by.
+request by. A ``type`` in the ``ErrorInfo`` metadata (where the service kit puts a problem's
+type) becomes the problem's ``type``: the client gets the problem the service raised, whichever
+protocol it crossed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def _details(trailers: Sequence[tuple[str, str | bytes]]) -> dict[str, Any]:
         bad = error_details_pb2.BadRequest()
         if detail.Unpack(info):
             out["reason"] = info.reason
+            kind = info.metadata.get("type")
+            if kind:
+                out["type"] = kind
         elif detail.Unpack(bad):
             out["errors"] = [{"field": v.field, "description": v.description} for v in bad.field_violations]
     return out
