@@ -321,3 +321,36 @@ async def test_a_first_frame_other_than_settings_is_a_protocol_error() -> None:
     sent = await asyncio.wait_for(got, 5)
     assert sent.endswith(fr.goaway_frame(0, fr.PROTOCOL_ERROR, b"the server's first frame was not SETTINGS"))
     server.close()
+
+
+async def test_data_dropped_for_a_reset_stream_still_frees_the_connections_window() -> None:
+    async with connected() as (raw, conn):
+        stream = conn.open_stream(REQUEST, end_stream=True)
+        raw.send(raw.head(1, [(b":status", b"200")]))
+        await stream.response()
+        stream.reset()
+        assert fr.parse_u32((await raw.next(FrameType.RST_STREAM)).payload) == fr.CANCEL
+        # In flight before the reset arrived: 9 MiB, past half the connection's 16 MiB window.
+        chunk = fr.data_frame(1, b"x" * fr.DEFAULT_FRAME_SIZE, False)
+        for _ in range(9 * 64):
+            raw.send(chunk)
+        update = await raw.next(FrameType.WINDOW_UPDATE)
+        while update.stream_id != 0:
+            update = await raw.next(FrameType.WINDOW_UPDATE)
+        assert fr.parse_u32(update.payload) >= 8 << 20
+        assert conn.available
+
+
+async def test_a_body_still_sending_when_its_answered_stream_is_reset_stops() -> None:
+    async with connected({fr.INITIAL_WINDOW_SIZE: 0}) as (raw, conn):
+        stream = conn.open_stream(REQUEST)
+        sending = asyncio.ensure_future(stream.send(b"body", end_stream=True))
+        raw.send(raw.head(1, [(b":status", b"200"), (b"grpc-status", b"0")], end_stream=True))
+        assert dict(await stream.response())[b":status"] == b"200"
+        await asyncio.sleep(0.01)
+        assert not sending.done()  # no window for the body
+        stream.reset()
+        rst = await raw.next(FrameType.RST_STREAM)
+        assert rst.stream_id == 1
+        with pytest.raises(StreamReset):
+            await asyncio.wait_for(sending, 5)

@@ -159,6 +159,9 @@ class H2Stream:
         while view:
             if self.error is not None:
                 raise self.error
+            if self.local_closed:
+                # Reset by us after the instance had answered: nothing more may go out.
+                raise StreamReset(f"the stream to {conn.instance} was reset", instance=conn.instance)
             size = min(conn.send_window(self), len(view))
             if size <= 0:
                 self._window_waiter = conn.loop.create_future()
@@ -392,12 +395,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         updates of half a window (not one per frame)."""
         if not flow or self.closed.done():
             return
-        self._conn_unacked += flow
-        if self._conn_unacked >= CONNECTION_WINDOW // 2:
-            self._out.append(fr.window_update_frame(0, self._conn_unacked))
-            self._recv_window += self._conn_unacked
-            self._conn_unacked = 0
-            self._flush_soon()
+        self._release(flow)
         if not stream.remote_closed:
             stream.unacked += flow
             if stream.unacked >= STREAM_WINDOW // 2:
@@ -405,6 +403,16 @@ class H2UpstreamConnection(asyncio.Protocol):
                 stream.recv_window += stream.unacked
                 stream.unacked = 0
                 self._flush_soon()
+
+    def _release(self, flow: int) -> None:
+        """``flow`` bytes of the connection's window are free again: handed back to the
+        instance once half the window is."""
+        self._conn_unacked += flow
+        if self._conn_unacked >= CONNECTION_WINDOW // 2:
+            self._out.append(fr.window_update_frame(0, self._conn_unacked))
+            self._recv_window += self._conn_unacked
+            self._conn_unacked = 0
+            self._flush_soon()
 
     def reset(self, stream_id: int, code: int) -> None:
         """Reset the open stream ``stream_id`` (see :meth:`reset_stream`)."""
@@ -551,11 +559,11 @@ class H2UpstreamConnection(asyncio.Protocol):
         stream = self._known(stream_id, "DATA")
         if stream is None:
             # A stream we reset or that ended: its bytes only count against the connection.
-            self._conn_unacked += flow
+            self._release(flow)
             return
         if not stream.head_seen:
             self._stream_error(stream, fr.PROTOCOL_ERROR, "DATA before the response's headers")
-            self._conn_unacked += flow
+            self._release(flow)
             return
         if flow > stream.recv_window:
             raise _ConnectionError(fr.FLOW_CONTROL_ERROR, "DATA past the stream's window")
