@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import struct
 from collections.abc import Iterable
 from typing import Final, cast
@@ -57,7 +58,11 @@ _MAX_HEADER_BLOCK: Final = 2 * HEADER_LIST_SIZE
 _CONNECTION_SPECIFIC: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
-_UPPER: Final = bytes(range(ord("A"), ord("Z") + 1))
+# A field name: a lower-case token (RFC 9110 §5.1, RFC 9113 §8.2.1). A value: no NUL, CR or LF,
+# no whitespace at either end (RFC 9113 §8.2.1) — a CR/LF passed on to an HTTP/1.1 client would
+# split its response.
+_NAME: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
 
 
 class _ConnectionError(Exception):
@@ -237,8 +242,10 @@ def _malformed(headers: Headers, trailers: bool) -> str | None:
             status = True
             continue
         regular = True
-        if not name or name.translate(None, _UPPER) != name:
-            return f"field name {name!r} is empty or not lower-case"
+        if _NAME.fullmatch(name) is None:
+            return f"field name {name!r} is not a lower-case token"
+        if _BAD_VALUE.search(value) is not None:
+            return f"the value of {name!r} has NUL, CR, LF or surrounding whitespace"
         if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
             return f"connection-specific field {name!r}"
     if not trailers and not status:
