@@ -2,9 +2,14 @@
 
 A service that speaks HTTP/2 (a gRPC service, whose clients and servers speak nothing else) is
 reached over one connection per instance (:class:`H2Pool` in :mod:`edgeway.http.h2_pool`); each
-request is a stream on it (:class:`H2Stream`). The framing, HPACK and the state machines are
-the ``h2`` library's; this module is the asyncio side: writing what ``h2`` has to send, handing
-each event to its stream, and both directions of flow control:
+request is a stream on it (:class:`H2Stream`). On the gateway's hot path we own the engine for
+speed: this module reads and writes the frames itself (:mod:`edgeway.http.h2_frames`; HPACK is
+``hpack``'s decoder and the gateway's stateless encoder) instead of through the ``h2`` library,
+whose frame objects and state machines were most of a proxied gRPC call's CPU. It is a client
+of a known service, so it keeps the part of RFC 9113 a client needs: stream states as a client
+sees them, the peer's settings and limits, ``PING``, ``GOAWAY``, ``RST_STREAM``, trailers, a
+connection error (``GOAWAY`` and close) for any frame a server must not send, a stream error
+(``RST_STREAM``) for a malformed response; and both directions of flow control:
 
 - **received data** is acknowledged (its window handed back to the instance) only when the
   stream's reader takes it, so a slow client holds the instance back instead of the gateway
@@ -23,20 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
+import re
+import struct
 from collections.abc import Iterable
-from typing import Any, Final, cast
+from typing import Final, cast
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-from h2.connection import ConnectionState
-from hyperframe.frame import GoAwayFrame
+from hpack import HPACKError
 
+from edgeway.http import h2_frames as fr
 from edgeway.http.errors import UpstreamProtocolError, UpstreamReset
+from edgeway.http.h2.hpack_decoder import IndexedFastDecoder
+from edgeway.http.h2_frames import FrameType
 from edgeway.http.hpack_encoder import StatelessEncoder
 
 __all__ = ["H2Refused", "H2Stream", "H2UpstreamConnection", "StreamReset"]
@@ -48,26 +50,27 @@ Headers = list[tuple[bytes, bytes]]
 # bound on what one connection may buffer in the gateway.
 STREAM_WINDOW: Final = 1 << 20
 CONNECTION_WINDOW: Final = 1 << 24
-# The gateway builds every header list it sends (lower-case bytes, pseudo-headers first, no
-# connection-specific fields), so h2's outbound checks and normalisation are skipped: on a
-# proxied call they cost more than the rest of the request's framing. What the instance sends
-# is checked as usual.
-_H2_CONFIG: Final = h2.config.H2Configuration(
-    client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
+# What the gateway accepts as one response header list (SETTINGS_MAX_HEADER_LIST_SIZE), and as
+# the raw header block that carries it (HEADERS + CONTINUATION frames).
+HEADER_LIST_SIZE: Final = 1 << 16
+_MAX_HEADER_BLOCK: Final = 2 * HEADER_LIST_SIZE
+# Fields a response must not carry on HTTP/2 (RFC 9113 §8.2.2).
+_CONNECTION_SPECIFIC: Final = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
+# A field name: a lower-case token (RFC 9110 §5.1, RFC 9113 §8.2.1). A value: no NUL, CR or LF,
+# no whitespace at either end (RFC 9113 §8.2.1) — a CR/LF passed on to an HTTP/1.1 client would
+# split its response.
+_NAME: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
 
 
-class _ClientConnection(h2.connection.H2Connection):
-    """h2's connection, but a graceful GOAWAY (``NO_ERROR``) leaves it open to the frames of
-    the streams it lets finish. h2 closes its state machine on any GOAWAY and then refuses every
-    frame after it as a protocol error, while RFC 9113 §6.8 has the streams up to the GOAWAY's
-    last stream id go on: grpcio's graceful stop sends GOAWAY, then PING, then the answers."""
+class _ConnectionError(Exception):
+    """A frame the instance must not have sent: the connection ends (GOAWAY with ``code``)."""
 
-    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Any], list[h2.events.Event]]:
-        frames, events = super()._receive_goaway_frame(frame)
-        if frame.error_code == 0:
-            self.state_machine.state = ConnectionState.CLIENT_OPEN
-        return frames, events
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class StreamReset(UpstreamReset):
@@ -94,8 +97,14 @@ class H2Stream:
         "_window_waiter",
         "ended",
         "error",
+        "head_seen",
+        "local_closed",
+        "recv_window",
+        "remote_closed",
+        "send_window",
         "stream_id",
         "trailers",
+        "unacked",
     )
 
     def __init__(self, conn: H2UpstreamConnection, stream_id: int) -> None:
@@ -108,6 +117,13 @@ class H2Stream:
         self.trailers: Headers | None = None
         self.ended = False  # the instance ended its side (END_STREAM), or the stream failed
         self.error: StreamReset | None = None
+        # The stream's state as RFC 9113 §5.1 has it, from the client's side.
+        self.local_closed = False  # END_STREAM or RST_STREAM sent
+        self.remote_closed = False  # END_STREAM or RST_STREAM received
+        self.head_seen = False  # the final response head arrived: a HEADERS now is trailers
+        self.send_window = conn.peer_initial_window
+        self.recv_window = STREAM_WINDOW
+        self.unacked = 0  # bytes read but not yet handed back to the instance
 
     def __repr__(self) -> str:
         return f"<H2Stream {self.stream_id} on {self._conn.instance}>"
@@ -136,7 +152,7 @@ class H2Stream:
             finally:
                 self._data_waiter = None
         chunk, flow = self._data.popleft()
-        self._conn.acknowledge(self.stream_id, flow)
+        self._conn.acknowledge(self, flow)
         return chunk
 
     # -- the request ---------------------------------------------------------------------
@@ -148,25 +164,30 @@ class H2Stream:
         while view:
             if self.error is not None:
                 raise self.error
-            size = min(conn.send_window(self.stream_id), len(view))
+            if self.local_closed:
+                # Reset by us after the instance had answered: nothing more may go out.
+                raise StreamReset(f"the stream to {conn.instance} was reset", instance=conn.instance)
+            size = min(conn.send_window(self), len(view))
             if size <= 0:
                 self._window_waiter = conn.loop.create_future()
+                conn.blocked[self.stream_id] = self
                 try:
                     await self._window_waiter
                 finally:
                     self._window_waiter = None
+                    conn.blocked.pop(self.stream_id, None)
                 continue
             last = size == len(view)
-            conn.send_data(self.stream_id, bytes(view[:size]), end_stream and last)
+            conn.send_data(self, bytes(view[:size]), end_stream and last)
             view = view[size:]
             await conn.drain()
         if not data and end_stream:
-            conn.end_stream(self.stream_id)
+            conn.end_stream(self)
 
-    def reset(self, code: int = h2.errors.ErrorCodes.CANCEL) -> None:
+    def reset(self, code: int = fr.CANCEL) -> None:
         """Give up on the stream (the client went away, the deadline passed)."""
         if not self.ended or self.error is None:
-            self._conn.reset(self.stream_id, code)
+            self._conn.reset_stream(self, code)
 
     # -- from the connection ---------------------------------------------------------------
     def _headers(self, headers: Headers, ended: bool) -> None:
@@ -208,6 +229,30 @@ class H2Stream:
             waiter.set_result(None)
 
 
+def _malformed(headers: Headers, trailers: bool) -> str | None:
+    """Why a response head (or its trailers) is malformed (RFC 9113 §8.1.1, §8.3.2), or None."""
+    status = False
+    regular = False
+    for name, value in headers:
+        if name[:1] == b":":
+            if trailers or regular or status or name != b":status":
+                return f"pseudo-header {name!r} out of place"
+            if len(value) != 3 or not value.isdigit():
+                return f"malformed :status {value!r}"
+            status = True
+            continue
+        regular = True
+        if _NAME.fullmatch(name) is None:
+            return f"field name {name!r} is not a lower-case token"
+        if _BAD_VALUE.search(value) is not None:
+            return f"the value of {name!r} has NUL, CR, LF or surrounding whitespace"
+        if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+            return f"connection-specific field {name!r}"
+    if not trailers and not status:
+        return "no :status"
+    return None
+
+
 class H2UpstreamConnection(asyncio.Protocol):
     """An HTTP/2 client connection to one instance (h2c with prior knowledge, or TLS with ALPN
     ``h2``: the caller opens the transport, this protocol speaks on it)."""
@@ -215,10 +260,12 @@ class H2UpstreamConnection(asyncio.Protocol):
     def __init__(self, instance: str, loop: asyncio.AbstractEventLoop) -> None:
         self.instance = instance
         self.loop = loop
-        self._h2 = _ClientConnection(config=_H2_CONFIG)
-        self._h2.encoder = StatelessEncoder()  # type: ignore[assignment]  # hpack.Encoder's interface
+        self.encoder = StatelessEncoder()
+        self.decoder = IndexedFastDecoder(max_header_list_size=HEADER_LIST_SIZE)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, H2Stream] = {}
+        # Streams waiting for send window (also one the instance has answered in full already).
+        self.blocked: dict[int, H2Stream] = {}
         self.going_away = False  # a GOAWAY came (or we sent one): no new streams
         self.closed: asyncio.Future[None] = loop.create_future()
         # The instance's first SETTINGS: until they arrive its limits (max concurrent streams)
@@ -227,6 +274,22 @@ class H2UpstreamConnection(asyncio.Protocol):
         self._paused = False
         self._flush_pending = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._out: list[bytes] = []
+        self._buffer = b""
+        self._next_stream_id = 1
+        # The instance's settings (RFC 9113 §6.5.2 defaults until its SETTINGS say otherwise).
+        self._max_concurrent = 1 << 31
+        self.peer_initial_window = fr.DEFAULT_WINDOW
+        self._max_frame_out = fr.DEFAULT_FRAME_SIZE
+        self._send_window = fr.DEFAULT_WINDOW  # the connection's, for what we send
+        self._recv_window = CONNECTION_WINDOW  # the connection's, for what the instance sends
+        self._conn_unacked = 0
+        # A header block whose CONTINUATION frames are still coming: stream, END_STREAM, parts.
+        self._block: list[bytes] | None = None
+        self._block_stream = 0
+        self._block_ended = False
+        self._block_size = 0
+        self._pings: dict[bytes, asyncio.Future[None]] = {}
 
     def __repr__(self) -> str:
         state = "closed" if self.closed.done() else "going away" if self.going_away else "open"
@@ -236,28 +299,26 @@ class H2UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self.transport = cast(asyncio.Transport, transport)
-        h2c = self._h2
-        h2c.local_settings = h2.settings.Settings(
-            client=True,
-            initial_values={
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 16,
-            },
-        )
-        h2c.initiate_connection()
-        h2c.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        settings = {
+            fr.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            fr.ENABLE_PUSH: 0,
+            fr.MAX_HEADER_LIST_SIZE: HEADER_LIST_SIZE,
+        }
+        self._out += [
+            fr.CONNECTION_PREFACE,
+            fr.settings_frame(settings),
+            fr.window_update_frame(0, CONNECTION_WINDOW - fr.DEFAULT_WINDOW),
+        ]
         self._flush()
 
     def data_received(self, data: bytes) -> None:
-        try:
-            events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            self._flush()  # the GOAWAY h2 queued for the instance
-            self._lose(UpstreamProtocolError(f"HTTP/2 protocol error from {self.instance}: {exc}"))
+        if self.closed.done():
             return
-        for event in events:
-            self._event(event)
+        try:
+            self._receive(data)
+        except _ConnectionError as exc:
+            self._fail_connection(exc.code, str(exc))
+            return
         self._flush_soon()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -280,11 +341,11 @@ class H2UpstreamConnection(asyncio.Protocol):
     @property
     def available(self) -> bool:
         """Open, not going away, and below the instance's concurrent-stream limit."""
-        # len(streams), not h2's open_outbound_streams: that walks every stream on each call.
         return (
             not self.going_away
             and not self.closed.done()
-            and len(self.streams) < self._h2.remote_settings.max_concurrent_streams
+            and len(self.streams) < self._max_concurrent
+            and self._next_stream_id <= fr.MAX_STREAM_ID
         )
 
     @property
@@ -293,65 +354,102 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     def open_stream(self, headers: Iterable[tuple[bytes, bytes]], end_stream: bool = False) -> H2Stream:
         """Start a request: ``headers`` with the pseudo-headers first (``:method``,
-        ``:scheme``, ``:authority``, ``:path``). Raises :class:`H2Refused` when the connection
-        takes no new streams."""
+        ``:scheme``, ``:authority``, ``:path``), lower-case, no connection-specific fields (the
+        gateway builds them so; they are sent as given). Raises :class:`H2Refused` when the
+        connection takes no new streams."""
         if not self.available:
             raise H2Refused(
                 f"the HTTP/2 connection to {self.instance} takes no new streams", instance=self.instance
             )
-        h2c = self._h2
-        stream_id = h2c.get_next_available_stream_id()
+        stream_id = self._next_stream_id
+        self._next_stream_id += 2
         stream = H2Stream(self, stream_id)
         self.streams[stream_id] = stream
-        try:
-            h2c.send_headers(stream_id, list(headers), end_stream=end_stream)
-        except h2.exceptions.ProtocolError as exc:
-            del self.streams[stream_id]
-            raise H2Refused(
-                f"cannot open a stream to {self.instance}: {exc}", instance=self.instance
-            ) from exc
+        block = self.encoder.encode(headers)
+        self._out += fr.headers_frames(stream_id, block, end_stream, self._max_frame_out)
+        stream.local_closed = end_stream
         self._flush_soon()
         return stream
 
-    def send_window(self, stream_id: int) -> int:
-        try:
-            window = self._h2.local_flow_control_window(stream_id)
-        except h2.exceptions.StreamClosedError:
+    def send_window(self, stream: H2Stream) -> int:
+        """Bytes ``stream`` may send now: its window, the connection's, one frame."""
+        if stream.local_closed:
             return 0
-        return min(window, self._h2.max_outbound_frame_size)
+        return min(stream.send_window, self._send_window, self._max_frame_out)
 
-    def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
-        try:
-            self._h2.send_data(stream_id, data, end_stream=end_stream)
-        except h2.exceptions.StreamClosedError as exc:
+    def send_data(self, stream: H2Stream, data: bytes, end_stream: bool) -> None:
+        if stream.local_closed:
             raise StreamReset(
                 f"the instance {self.instance} closed the stream before the request body was sent",
                 instance=self.instance,
-            ) from exc
+            )
+        size = len(data)
+        stream.send_window -= size
+        self._send_window -= size
+        self._out.append(fr.data_frame(stream.stream_id, data, end_stream))
+        stream.local_closed = end_stream
         self._flush_soon()
 
-    def end_stream(self, stream_id: int) -> None:
-        try:
-            self._h2.end_stream(stream_id)
-        except h2.exceptions.StreamClosedError:
-            return  # the instance answered and closed already: nothing left to end
+    def end_stream(self, stream: H2Stream) -> None:
+        if stream.local_closed:
+            return  # reset, or ended already: nothing left to end
+        stream.local_closed = True
+        self._out.append(fr.data_frame(stream.stream_id, b"", True))
         self._flush_soon()
 
-    def acknowledge(self, stream_id: int, flow: int) -> None:
-        if flow and not self.closed.done():
-            self._h2.acknowledge_received_data(flow, stream_id)
+    def acknowledge(self, stream: H2Stream, flow: int) -> None:
+        """``flow`` bytes of ``stream`` were read: their window goes back to the instance, in
+        updates of half a window (not one per frame)."""
+        if not flow or self.closed.done():
+            return
+        self._release(flow)
+        if not stream.remote_closed:
+            stream.unacked += flow
+            if stream.unacked >= STREAM_WINDOW // 2:
+                self._out.append(fr.window_update_frame(stream.stream_id, stream.unacked))
+                stream.recv_window += stream.unacked
+                stream.unacked = 0
+                self._flush_soon()
+
+    def _release(self, flow: int) -> None:
+        """``flow`` bytes of the connection's window are free again: handed back to the
+        instance once half the window is."""
+        self._conn_unacked += flow
+        if self._conn_unacked >= CONNECTION_WINDOW // 2:
+            self._out.append(fr.window_update_frame(0, self._conn_unacked))
+            self._recv_window += self._conn_unacked
+            self._conn_unacked = 0
             self._flush_soon()
 
     def reset(self, stream_id: int, code: int) -> None:
-        stream = self.streams.pop(stream_id, None)
+        """Reset the open stream ``stream_id`` (see :meth:`reset_stream`)."""
+        stream = self.streams.get(stream_id)
         if stream is not None:
+            self.reset_stream(stream, code)
+
+    def reset_stream(self, stream: H2Stream, code: int) -> None:
+        """``RST_STREAM`` unless the stream is closed both ways; its reader and writer fail."""
+        if self.streams.pop(stream.stream_id, None) is not None:
             stream._fail(StreamReset("the stream was cancelled", instance=self.instance, code=code))
+        else:
+            stream._window_opened()
         if self.closed.done():
             return
-        with contextlib.suppress(h2.exceptions.StreamClosedError):
-            self._h2.reset_stream(stream_id, code)
-        self._flush_soon()
+        if not (stream.local_closed and stream.remote_closed):
+            stream.local_closed = stream.remote_closed = True
+            self._out.append(fr.rst_stream_frame(stream.stream_id, code))
+            self._flush_soon()
         self._close_if_drained()
+
+    def ping(self, payload: bytes = b"\0" * 8) -> asyncio.Future[None]:
+        """Send ``PING`` (8 bytes); the future is done when its ACK arrives (or fails when the
+        connection ends first)."""
+        waiter = self._pings.get(payload)
+        if waiter is None:
+            waiter = self._pings[payload] = self.loop.create_future()
+            self._out.append(fr.ping_frame(payload))
+            self._flush_soon()
+        return waiter
 
     async def drain(self) -> None:
         if not self._paused:
@@ -365,7 +463,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         if self.closed.done():
             return
         self.going_away = True
-        self._h2.close_connection()
+        self._out.append(fr.goaway_frame(0, fr.NO_ERROR))
         self._flush()
         if self.transport is not None:
             self.transport.close()
@@ -375,7 +473,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.going_away = True
         self._close_if_drained()
 
-    # -- internals ---------------------------------------------------------------------------
+    # -- writing -----------------------------------------------------------------------------
     def _flush_soon(self) -> None:
         # One write per loop turn: a stream's HEADERS and DATA, the window updates of every
         # stream read in the turn, go out in one syscall instead of one each.
@@ -385,63 +483,297 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_pending = False
-        data = self._h2.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        out = self._out
+        if not out:
+            return
+        data = b"".join(out)
+        out.clear()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
-    def _event(self, event: h2.events.Event) -> None:
-        if isinstance(event, h2.events.DataReceived):
-            stream = self.streams.get(event.stream_id)
-            if stream is None:
-                self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+    # -- reading -----------------------------------------------------------------------------
+    def _receive(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        end = len(buffer)
+        pos = 0
+        unpack = _FRAME_HEADER.unpack_from
+        while end - pos >= fr.FRAME_HEADER:
+            high, low, kind, flags, stream_id = unpack(buffer, pos)
+            size = (high << 8) | low
+            if size > fr.DEFAULT_FRAME_SIZE:
+                # SETTINGS_MAX_FRAME_SIZE is never raised: the default is the limit.
+                raise _ConnectionError(fr.FRAME_SIZE_ERROR, f"a frame of {size} bytes")
+            start = pos + fr.FRAME_HEADER
+            if end - start < size:
+                break
+            pos = start + size
+            self._frame(kind, flags, stream_id & fr.MAX_STREAM_ID, buffer[start:pos])
+            if self.closed.done():
                 return
-            stream._received(event.data, event.flow_controlled_length, event.stream_ended is not None)
-            if event.stream_ended is not None:
-                self._forget(event.stream_id)
-        elif isinstance(event, h2.events.ResponseReceived):
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream._headers(list(event.headers), event.stream_ended is not None)
-                if event.stream_ended is not None:
-                    self._forget(event.stream_id)
-        elif isinstance(event, h2.events.TrailersReceived):
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream._end(list(event.headers))
-                self._forget(event.stream_id)
-        elif isinstance(event, h2.events.StreamEnded):
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
+        self._buffer = buffer[pos:]
+
+    def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if self._block is not None and kind != FrameType.CONTINUATION:
+            raise _ConnectionError(fr.PROTOCOL_ERROR, "a header block was not continued")
+        if kind == FrameType.DATA:
+            self._on_data(flags, stream_id, payload)
+        elif kind == FrameType.HEADERS:
+            self._on_headers(flags, stream_id, payload)
+        elif kind == FrameType.WINDOW_UPDATE:
+            self._on_window_update(stream_id, payload)
+        elif kind == FrameType.SETTINGS:
+            self._on_settings(flags, stream_id, payload)
+        elif not self.settled.done():
+            # RFC 9113 §3.4: the server's preface is a SETTINGS frame.
+            raise _ConnectionError(fr.PROTOCOL_ERROR, "the server's first frame was not SETTINGS")
+        elif kind == FrameType.CONTINUATION:
+            self._on_continuation(flags, stream_id, payload)
+        elif kind == FrameType.RST_STREAM:
+            self._on_rst_stream(stream_id, payload)
+        elif kind == FrameType.PING:
+            self._on_ping(flags, stream_id, payload)
+        elif kind == FrameType.GOAWAY:
+            if stream_id != 0:
+                raise _ConnectionError(fr.PROTOCOL_ERROR, "GOAWAY on a stream")
+            if len(payload) < 8:
+                raise _ConnectionError(fr.FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
+            last, code = fr.parse_goaway(payload)
+            self._goaway(last, code)
+        elif kind == FrameType.PRIORITY:
+            if stream_id == 0:
+                raise _ConnectionError(fr.PROTOCOL_ERROR, "PRIORITY on stream 0")
+            if len(payload) != 5:
+                raise _ConnectionError(fr.FRAME_SIZE_ERROR, "PRIORITY not 5 bytes")
+        elif kind == FrameType.PUSH_PROMISE:
+            raise _ConnectionError(fr.PROTOCOL_ERROR, "PUSH_PROMISE with push disabled")
+        # Frames of unknown types are ignored (RFC 9113 §4.1).
+
+    def _known(self, stream_id: int, kind: str) -> H2Stream | None:
+        """The open stream ``stream_id``; None for one closed before (its frames are dropped);
+        a connection error for one never opened (or a server-initiated one)."""
+        stream = self.streams.get(stream_id)
+        if stream is None and (stream_id == 0 or stream_id % 2 == 0 or stream_id >= self._next_stream_id):
+            raise _ConnectionError(fr.PROTOCOL_ERROR, f"{kind} on stream {stream_id}, never opened")
+        return stream
+
+    def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
+        flow = len(payload)
+        if flow > self._recv_window:
+            raise _ConnectionError(fr.FLOW_CONTROL_ERROR, "DATA past the connection's window")
+        self._recv_window -= flow
+        data = _unpad(flags, payload) if flags & fr.PADDED else payload
+        stream = self._known(stream_id, "DATA")
+        if stream is None:
+            # A stream we reset or that ended: its bytes only count against the connection.
+            self._release(flow)
+            return
+        if not stream.head_seen:
+            self._stream_error(stream, fr.PROTOCOL_ERROR, "DATA before the response's headers")
+            self._release(flow)
+            return
+        if flow > stream.recv_window:
+            raise _ConnectionError(fr.FLOW_CONTROL_ERROR, "DATA past the stream's window")
+        stream.recv_window -= flow
+        ended = bool(flags & fr.END_STREAM)
+        if data:
+            stream._received(data, flow, ended)
+        else:
+            self.acknowledge(stream, flow)  # padding alone: nothing for the reader to take
+            if ended:
                 stream._end()
-                self._forget(event.stream_id)
-        elif isinstance(event, h2.events.StreamReset):
-            stream = self.streams.pop(event.stream_id, None)
-            if stream is not None:
-                code = int(event.error_code or 0)
-                kind = H2Refused if code == h2.errors.ErrorCodes.REFUSED_STREAM else StreamReset
-                stream._fail(
-                    kind(
-                        f"the instance {self.instance} reset the stream (code {code})",
-                        instance=self.instance,
-                        code=code,
-                    )
-                )
-                self._close_if_drained()
-        elif isinstance(event, h2.events.WindowUpdated):
-            targets = self.streams.values() if event.stream_id == 0 else [self.streams.get(event.stream_id)]
-            for stream in targets:
-                if stream is not None:
-                    stream._window_opened()
-        elif isinstance(event, h2.events.RemoteSettingsChanged):
-            if not self.settled.done():
-                self.settled.set_result(None)
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self._goaway(event.last_stream_id or 0, int(event.error_code or 0))
+        if ended:
+            stream.remote_closed = True
+            self._forget(stream_id)
+
+    def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise _ConnectionError(fr.PROTOCOL_ERROR, "HEADERS on stream 0")
+        if flags & fr.PADDED:
+            payload = _unpad(flags, payload)
+        if flags & fr.PRIORITY_FLAG:
+            if len(payload) < 5:
+                raise _ConnectionError(fr.FRAME_SIZE_ERROR, "HEADERS too short for its priority")
+            payload = payload[5:]
+        ended = bool(flags & fr.END_STREAM)
+        if flags & fr.END_HEADERS:
+            self._header_block(stream_id, payload, ended)
+            return
+        self._block = [payload]
+        self._block_stream = stream_id
+        self._block_ended = ended
+        self._block_size = len(payload)
+
+    def _on_continuation(self, flags: int, stream_id: int, payload: bytes) -> None:
+        block = self._block
+        if block is None or stream_id != self._block_stream:
+            raise _ConnectionError(fr.PROTOCOL_ERROR, "CONTINUATION without a header block")
+        block.append(payload)
+        self._block_size += len(payload)
+        if self._block_size > _MAX_HEADER_BLOCK:
+            raise _ConnectionError(fr.ENHANCE_YOUR_CALM, "a header block past the header list limit")
+        if flags & fr.END_HEADERS:
+            self._block = None
+            self._header_block(stream_id, b"".join(block), self._block_ended)
+
+    def _header_block(self, stream_id: int, block: bytes, ended: bool) -> None:
+        try:
+            # Decoded whatever the stream's state: the HPACK table is the connection's.
+            headers = cast(Headers, self.decoder.decode(block, raw=True))
+        except HPACKError as exc:
+            raise _ConnectionError(fr.COMPRESSION_ERROR, f"header block: {exc}") from None
+        stream = self._known(stream_id, "HEADERS")
+        if stream is None:
+            return  # the answer of a stream we reset
+        if stream.head_seen:
+            if not ended:
+                self._stream_error(stream, fr.PROTOCOL_ERROR, "trailers without END_STREAM")
+                return
+            problem = _malformed(headers, trailers=True)
+            if problem is not None:
+                self._stream_error(stream, fr.PROTOCOL_ERROR, f"malformed trailers: {problem}")
+                return
+            stream._end(list(headers))
+        else:
+            problem = _malformed(headers, trailers=False)
+            if problem is not None:
+                self._stream_error(stream, fr.PROTOCOL_ERROR, f"malformed response: {problem}")
+                return
+            status = headers[0][1]
+            if status[0] == 0x31:  # 1xx: informational, the final head follows (RFC 9110 §15.2)
+                if ended or status == b"101":
+                    self._stream_error(stream, fr.PROTOCOL_ERROR, f"informational {status!r} ends the stream")
+                return
+            stream.head_seen = True
+            stream._headers(list(headers), ended)
+        if ended:
+            stream.remote_closed = True
+            self._forget(stream_id)
+
+    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise _ConnectionError(fr.FRAME_SIZE_ERROR, "WINDOW_UPDATE not 4 bytes")
+        increment = fr.parse_u32(payload) & fr.MAX_WINDOW
+        if stream_id == 0:
+            if increment == 0:
+                raise _ConnectionError(fr.PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
+            self._send_window += increment
+            if self._send_window > fr.MAX_WINDOW:
+                raise _ConnectionError(fr.FLOW_CONTROL_ERROR, "the connection's window past 2^31-1")
+            for waiting in list(self.blocked.values()):
+                waiting._window_opened()
+            return
+        stream = self.streams.get(stream_id) or self.blocked.get(stream_id)
+        if stream is None:
+            self._known(stream_id, "WINDOW_UPDATE")
+            return
+        if increment == 0:
+            self._stream_error(stream, fr.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            return
+        stream.send_window += increment
+        if stream.send_window > fr.MAX_WINDOW:
+            self._stream_error(stream, fr.FLOW_CONTROL_ERROR, "the stream's window past 2^31-1")
+            return
+        stream._window_opened()
+
+    def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id != 0:
+            raise _ConnectionError(fr.PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & fr.ACK:
+            if payload:
+                raise _ConnectionError(fr.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            return
+        if len(payload) % 6:
+            raise _ConnectionError(fr.FRAME_SIZE_ERROR, "SETTINGS not a multiple of 6 bytes")
+        for code, value in fr.parse_settings(payload):
+            if code == fr.HEADER_TABLE_SIZE:
+                if value != self.encoder.header_table_size:
+                    self.encoder.header_table_size = value
+            elif code == fr.ENABLE_PUSH:
+                if value > 1:
+                    raise _ConnectionError(fr.PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH not 0 or 1")
+            elif code == fr.MAX_CONCURRENT_STREAMS:
+                self._max_concurrent = value
+            elif code == fr.INITIAL_WINDOW_SIZE:
+                if value > fr.MAX_WINDOW:
+                    raise _ConnectionError(fr.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE past 2^31-1")
+                self._initial_window(value)
+            elif code == fr.MAX_FRAME_SIZE:
+                if not fr.DEFAULT_FRAME_SIZE <= value <= fr.MAX_FRAME_SIZE_LIMIT:
+                    raise _ConnectionError(fr.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE of {value}")
+                self._max_frame_out = value
+        self._out.append(fr.settings_frame({}, ack=True))
+        if not self.settled.done():
+            self.settled.set_result(None)
+
+    def _initial_window(self, value: int) -> None:
+        """A new SETTINGS_INITIAL_WINDOW_SIZE changes every open stream's window by the
+        difference (RFC 9113 §6.9.2), which may leave one negative."""
+        delta = value - self.peer_initial_window
+        self.peer_initial_window = value
+        for stream in {**self.blocked, **self.streams}.values():
+            stream.send_window += delta
+            if stream.send_window > fr.MAX_WINDOW:
+                raise _ConnectionError(fr.FLOW_CONTROL_ERROR, "a stream's window past 2^31-1")
+            if delta > 0:
+                stream._window_opened()
+
+    def _on_rst_stream(self, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise _ConnectionError(fr.FRAME_SIZE_ERROR, "RST_STREAM not 4 bytes")
+        stream = self._known(stream_id, "RST_STREAM") or self.blocked.get(stream_id)
+        if stream is None:
+            return
+        self.streams.pop(stream_id, None)
+        stream.local_closed = stream.remote_closed = True
+        code = fr.parse_u32(payload)
+        kind = H2Refused if code == fr.REFUSED_STREAM else StreamReset
+        stream._fail(
+            kind(
+                f"the instance {self.instance} reset the stream (code {code})",
+                instance=self.instance,
+                code=code,
+            )
+        )
+        self._close_if_drained()
+
+    def _on_ping(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id != 0:
+            raise _ConnectionError(fr.PROTOCOL_ERROR, "PING on a stream")
+        if len(payload) != 8:
+            raise _ConnectionError(fr.FRAME_SIZE_ERROR, "PING not 8 bytes")
+        if not flags & fr.ACK:
+            self._out.append(fr.ping_frame(payload, ack=True))
+            return
+        waiter = self._pings.pop(payload, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- endings -----------------------------------------------------------------------------
+    def _stream_error(self, stream: H2Stream, code: int, message: str) -> None:
+        """The instance broke the protocol on one stream: reset it; the others go on."""
+        self.streams.pop(stream.stream_id, None)
+        if not (stream.local_closed and stream.remote_closed):
+            self._out.append(fr.rst_stream_frame(stream.stream_id, code))
+        stream.local_closed = stream.remote_closed = True
+        stream._fail(
+            StreamReset(
+                f"HTTP/2 stream error from {self.instance}: {message}", instance=self.instance, code=code
+            )
+        )
+        self._close_if_drained()
+
+    def _fail_connection(self, code: int, message: str) -> None:
+        """The instance broke the protocol: GOAWAY with ``code``, and every stream fails."""
+        self._out.append(fr.goaway_frame(0, code, message.encode()))
+        self._flush()
+        self._lose(UpstreamProtocolError(f"HTTP/2 protocol error from {self.instance}: {message}"))
 
     def _goaway(self, last_stream_id: int, code: int) -> None:
         self.going_away = True
         for stream_id in [s for s in self.streams if s > last_stream_id]:
             stream = self.streams.pop(stream_id)
+            stream.local_closed = stream.remote_closed = True
             stream._fail(
                 H2Refused(
                     f"the instance {self.instance} went away (GOAWAY code {code}) "
@@ -450,7 +782,7 @@ class H2UpstreamConnection(asyncio.Protocol):
                     code=code,
                 )
             )
-        if code != h2.errors.ErrorCodes.NO_ERROR:
+        if code != fr.NO_ERROR:
             # An error GOAWAY ends the connection: what is left in flight fails too.
             self._lose(
                 StreamReset(
@@ -474,16 +806,30 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     def _lose(self, error: StreamReset | UpstreamProtocolError) -> None:
         self.going_away = True
-        streams, self.streams = self.streams, {}
+        streams, self.streams = {**self.blocked, **self.streams}, {}
+        reset = error if isinstance(error, StreamReset) else StreamReset(str(error), instance=self.instance)
         for stream in streams.values():
-            stream._fail(
-                error if isinstance(error, StreamReset) else StreamReset(str(error), instance=self.instance)
-            )
+            stream._fail(reset)
         if not self.closed.done():
             self.closed.set_result(None)
         if not self.settled.done():
-            self.settled.set_exception(error if isinstance(error, StreamReset) else StreamReset(str(error)))
+            self.settled.set_exception(reset)
             self.settled.exception()  # retrieved: nobody may be waiting
+        pings, self._pings = self._pings, {}
+        for waiter in pings.values():
+            if not waiter.done():
+                waiter.set_exception(reset)
+                waiter.exception()
         self.resume_writing()  # release writers waiting on a buffer that will never drain
         if isinstance(error, UpstreamProtocolError) and self.transport is not None:
             self.transport.close()
+
+
+_FRAME_HEADER: Final = struct.Struct(">HBBBL")
+
+
+def _unpad(flags: int, payload: bytes) -> bytes:
+    """A padded frame's content (RFC 9113 §6.1): the pad length byte and the padding off."""
+    if not payload or payload[0] >= len(payload):
+        raise _ConnectionError(fr.PROTOCOL_ERROR, "padding as long as the frame")
+    return payload[1 : len(payload) - payload[0]]

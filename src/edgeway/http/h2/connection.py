@@ -22,7 +22,6 @@ from collections.abc import Awaitable
 from typing import Final, cast
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -49,6 +48,7 @@ from edgeway.http.h2.exchange import H2Exchange
 from edgeway.http.h2.hpack_decoder import IndexedFastDecoder
 from edgeway.http.h2.request import MalformedRequest, request_head
 from edgeway.http.h2.response_encoder import ResponseEncoder
+from edgeway.http.h2.server_connection import ServerConnection
 from edgeway.http.headers import reason_phrase
 from edgeway.http.limits import Http2Limits, ServerLimits
 from edgeway.http.server import ConnectionObserver, ConnState, Handler, ServerProtocol
@@ -98,7 +98,7 @@ class H2ServerProtocol(ServerProtocol):
         super().__init__(handler, limits, observer, scheme, tls)
         self.http2 = http2
         self.stream_write_buffer = http2.stream_write_buffer
-        self._h2 = H2Connection(_config())
+        self._h2 = ServerConnection(_config())
         # hpack's encoder (a dynamic-table search and Huffman coding per field) was the largest
         # cost of an HTTP/2 request; a response's fields are mostly static-table names with
         # values unique per response (x-request-id, traceparent), where a table buys little.
@@ -480,7 +480,7 @@ class H2ServerProtocol(ServerProtocol):
         if ex.reset:
             return
         try:
-            self._h2.send_headers(ex.stream_id, fields, end_stream=end)
+            self._h2.send_headers_fast(ex.stream_id, fields, end_stream=end)
         except (StreamClosedError, ProtocolError):
             self._stream_gone(ex, ClientDisconnected("stream closed"))
             return
@@ -518,14 +518,14 @@ class H2ServerProtocol(ServerProtocol):
                     pending.popleft()
                 ex.pending_bytes -= n
                 last = not pending and ex.end_requested and ex.trailers is None
-                h2.send_data(stream_id, chunk, end_stream=last)
+                h2.send_data_fast(stream_id, chunk, end_stream=last)
                 if last:
                     ex.sent_end = True
             if not pending:
                 ex.blocked_since = 0.0
                 if ex.end_requested and not ex.sent_end:
                     if ex.trailers is not None:
-                        h2.send_headers(stream_id, ex.trailers, end_stream=True)
+                        h2.send_headers_fast(stream_id, ex.trailers, end_stream=True)
                     else:
                         h2.end_stream(stream_id)
                     ex.sent_end = True

@@ -84,11 +84,15 @@ class ResponseEncoder:
             self._update = b""
         entries = self._entries
         plain = self._plain
+        run: list[tuple[bytes, bytes]] = []  # fields for the stateless encoder, in one call
         for header in headers:
             name = header[0]
             if name not in _REPEATING or isinstance(header, NeverIndexedHeaderTuple):
-                out.append(plain.encode((header,)))
+                run.append(header)
                 continue
+            if run:
+                out.append(plain.encode(run))
+                run = []
             field = (name, header[1])
             number = entries.get(field)
             if number is not None:
@@ -101,6 +105,8 @@ class ResponseEncoder:
                 out.append(_with_incremental_indexing(name, field[1]))
             else:
                 out.append(plain.encode((header,)))
+        if run:
+            out.append(plain.encode(run))
         return b"".join(out)
 
 
