@@ -421,7 +421,8 @@ class GrpcAccess(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(record, "protocol", None) == "grpc":
             # emitted in the call's context: its request id and trace are the bound ones
-            self.calls.append((record.path, record.grpc_code, request_id_var.get(), trace_id_var.get()))
+            fields = record.__dict__  # the line's `extra`
+            self.calls.append((fields["path"], fields["grpc_code"], request_id_var.get(), trace_id_var.get()))
 
 
 @contextlib.contextmanager
@@ -476,7 +477,8 @@ async def test_the_home_screens_are_the_same_bytes_over_grpc_as_over_http(
     assert [p["sku"] for p in web["products"]] == [p["sku"] for p in listed["items"]]
     bare = next(p for p in web["products"] if p["sku"] == "BARE-1")
     assert (bare["price_cents"], bare["description"]) == (12_345_678_901, "")
-    assert web["categories"] and web["orders"] == [] == mobile["orders"]
+    assert web["categories"]
+    assert web["orders"] == [] == mobile["orders"]
     assert len(mobile["products"]) == min(20, len(listed["items"]))
     # catalog served ListProducts over gRPC for each grpc home call, and only for those, under
     # the gateway's request id and in its trace
