@@ -9,6 +9,12 @@ endpoints")::
     async def home(req):
         profile = (await req.services.profile.get("/me")).raise_for_status().json()
         return {"name": profile["name"]}
+
+A service's gRPC methods are called the same way, JSON in and out::
+
+    page = await req.services["catalog-grpc"].grpc(
+        "shop.catalog.v1.Catalog/ListProducts", {"limit": 20}, descriptor_set="package:shop/shop.pb"
+    )
 """
 
 from edgeway.gateway.actions.endpoints.clients import (
@@ -18,13 +24,16 @@ from edgeway.gateway.actions.endpoints.clients import (
     Services,
     ServiceStatusError,
 )
+from edgeway.gateway.actions.endpoints.grpc_calls import GrpcMethodError, PrintOptions
 from edgeway.gateway.actions.endpoints.registry import endpoint
 from edgeway.gateway.actions.endpoints.request import Request, Response
 from edgeway.gateway.core.errors import Rejection
 from edgeway.gateway.core.pipeline import Identity
 
 __all__ = [
+    "GrpcMethodError",
     "Identity",
+    "PrintOptions",
     "Rejection",
     "Request",
     "Response",

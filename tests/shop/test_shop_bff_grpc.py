@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from edgeway.gateway.config.loader import load_config
 from edgeway.gateway.core.access_log import AccessLog
 from edgeway.gateway.core.runtime import Gateway
 from edgeway.http.listener import Listener, bind_socket
+from edgeway.observability.logs import request_id_var, trace_id_var
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -158,21 +160,54 @@ async def bff(
     """A gateway with the shop's route file for ``screen`` (web, mobile) and ``transport``, as the
     BFF includes it for EDGEWAY_INSIDE_TRANSPORT, and the services at the given ports (the kit
     registers grpc://; the gateway's services are written http://)."""
-    config = tmp_path / f"{screen}-{transport}.yaml"
-    config.write_text(
-        yaml.safe_dump(
+    config = {"include": [str(EDGES / f"product-{screen}.{transport}.yaml")]}
+    async with serve(tmp_path / f"{screen}-{transport}.yaml", config, ports, jwks_url) as port:
+        yield port
+
+
+@contextlib.asynccontextmanager
+async def home_bff(
+    tmp_path: Path, transport: str, ports: dict[str, int], jwks_url: str
+) -> AsyncIterator[int]:
+    """A gateway serving the two BFFs' home screens (screens.py) as their edge files route them,
+    ``options.inside_transport`` being what web-bff.yaml and mobile-bff.yaml set it from
+    EDGEWAY_INSIDE_TRANSPORT (test_the_bff_edge_files_tell_the_home_screens_the_inside_transport)."""
+    options = {"inside_transport": transport}
+    config = {
+        "python": {"modules": ["edgeway.demo.shop.bff.screens"]},
+        "routes": [
             {
-                "include": [str(EDGES / f"product-{screen}.{transport}.yaml")],
-                "access_log": {"enabled": False},
-                # the mobile card reads a token when one is sent
-                "auth": {"jwks_url": jwks_url, "issuer": ISSUER, "audience": "edgeway"},
-                "services": {
-                    name: {"instances": [f"http://127.0.0.1:{port}"]} for name, port in ports.items()
-                },
-            }
-        )
-    )
-    gw = Gateway(load_config(config, {}), AccessLog("bff", io.BytesIO()))
+                "id": "home",
+                "match": {"path": "/api/home", "methods": ["GET"]},
+                "auth": {"mode": "optional"},
+                "endpoint": {"name": "web_home", "options": options},
+            },
+            {
+                "id": "m-home",
+                "match": {"path": "/m/home", "methods": ["GET"]},
+                "auth": {"mode": "optional"},
+                "endpoint": {"name": "mobile_home", "options": options},
+            },
+        ],
+    }
+    async with serve(tmp_path / f"home-{transport}.yaml", config, ports, jwks_url) as port:
+        yield port
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    path: Path, config: dict[str, Any], ports: dict[str, int], jwks_url: str
+) -> AsyncIterator[int]:
+    """A gateway with ``config`` and the services at the given ports, on a free port."""
+    config = {
+        **config,
+        "access_log": {"enabled": False},
+        # the mobile card and the home screens read a token when one is sent
+        "auth": {"jwks_url": jwks_url, "issuer": ISSUER, "audience": "edgeway"},
+        "services": {name: {"instances": [f"http://127.0.0.1:{port}"]} for name, port in ports.items()},
+    }
+    path.write_text(yaml.safe_dump(config))
+    gw = Gateway(load_config(path, {}), AccessLog("bff", io.BytesIO()))
     await gw.start()
     listener = Listener(gw, gw.limits)
     await listener.start(bind_socket("127.0.0.1", 0))
@@ -373,3 +408,126 @@ async def test_the_grpc_calls_really_go_over_grpc(tmp_path: Path, signer: Issuer
     assert list_status == 200
     assert listed["total"] > 0
     assert [status for status, _, _ in web["http"]] == [502, 502]
+
+
+class GrpcAccess(logging.Handler):
+    """The kit's gRPC access lines (``edgeway.access``, protocol grpc): (method path, gRPC code,
+    the request id and trace id the call ran under)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.calls: list[tuple[str, str, str | None, str | None]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "protocol", None) == "grpc":
+            # emitted in the call's context: its request id and trace are the bound ones
+            fields = record.__dict__  # the line's `extra`
+            self.calls.append((fields["path"], fields["grpc_code"], request_id_var.get(), trace_id_var.get()))
+
+
+@contextlib.contextmanager
+def grpc_access() -> Iterator[GrpcAccess]:
+    handler = GrpcAccess()
+    logger = logging.getLogger("edgeway.access")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+async def _homes(tmp_path: Path, ports: dict[str, int], jwks_url: str) -> dict[str, list[httpx.Response]]:
+    """Each transport's answers for /api/home and /m/home."""
+    found: dict[str, list[httpx.Response]] = {}
+    for transport in ("http", "grpc"):
+        async with (
+            home_bff(tmp_path, transport, ports, jwks_url) as port,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+        ):
+            found[transport] = [await client.get(path) for path in ("/api/home", "/m/home")]
+    return found
+
+
+def _trace_id(answer: httpx.Response) -> str:
+    return answer.headers["traceparent"].split("-")[1]
+
+
+async def test_the_home_screens_are_the_same_bytes_over_grpc_as_over_http(
+    tmp_path: Path, signer: Issuer
+) -> None:
+    async with services(tmp_path, signer) as shop:
+        # a price beyond int32 and an empty description: what proto3 JSON would print otherwise
+        added = await shop.catalog.post(
+            "/products",
+            json={"sku": "BARE-1", "name": "Bare", "category": "misc", "price_cents": 12_345_678_901},
+            headers=shop.admin,
+        )
+        assert added.status_code == 201, added.text
+        listed = (await shop.catalog.get("/products", params={"limit": "50"})).json()
+        with grpc_access() as access:
+            homes = await _homes(tmp_path, shop.ports, signer.jwks_url)
+    over_http, over_grpc = homes["http"], homes["grpc"]
+    assert [a.status_code for a in over_http + over_grpc] == [200] * 4
+    assert [a.content for a in over_grpc] == [a.content for a in over_http]
+    assert [a.headers["content-type"] for a in over_grpc] == ["application/json"] * 2
+    web, mobile = (a.json() for a in over_grpc)
+    assert [p["sku"] for p in web["products"]] == [p["sku"] for p in listed["items"]]
+    bare = next(p for p in web["products"] if p["sku"] == "BARE-1")
+    assert (bare["price_cents"], bare["description"]) == (12_345_678_901, "")
+    assert web["categories"]
+    assert web["orders"] == [] == mobile["orders"]
+    assert len(mobile["products"]) == min(20, len(listed["items"]))
+    # catalog served ListProducts over gRPC for each grpc home call, and only for those, under
+    # the gateway's request id and in its trace
+    assert access.calls == [
+        ("/shop.catalog.v1.Catalog/ListProducts", "OK", a.headers["x-request-id"], _trace_id(a))
+        for a in over_grpc
+    ]
+
+
+async def test_the_home_screens_really_read_the_products_over_grpc(tmp_path: Path, signer: Issuer) -> None:
+    """catalog's gRPC port pointing nowhere: the grpc home screens fail and the http ones do not
+    (and the other way round, the products are not read over HTTP: only the categories are)."""
+    async with services(tmp_path, signer) as shop:
+        nowhere = held_ports(1)[0]
+        homes = await _homes(tmp_path, {**shop.ports, "catalog-grpc": nowhere}, signer.jwks_url)
+    assert [a.status_code for a in homes["http"]] == [200, 200]
+    assert [a.status_code for a in homes["grpc"]] == [502, 502]
+
+
+async def test_catalog_down_fails_the_home_screens_as_over_http(tmp_path: Path, signer: Issuer) -> None:
+    """Nothing listens where catalog's ports were: the same 502 problem either way, naming the
+    service the products call reached and why (``connect_failed``)."""
+    async with services(tmp_path, signer) as shop:
+        nowhere, nowhere_grpc = held_ports(2)
+        ports = {**shop.ports, "catalog": nowhere, "catalog-grpc": nowhere_grpc}
+        homes = await _homes(tmp_path, ports, signer.jwks_url)
+    for over_http, over_grpc in zip(homes["http"], homes["grpc"], strict=True):
+        assert over_grpc.status_code == over_http.status_code == 502
+        assert (
+            over_grpc.headers["content-type"]
+            == over_http.headers["content-type"]
+            == "application/problem+json"
+        )
+        http_problem, grpc_problem = over_http.json(), over_grpc.json()
+        same = ("type", "title", "status", "code")
+        assert {k: grpc_problem[k] for k in same} == {k: http_problem[k] for k in same}
+        assert grpc_problem["code"] == "connect_failed"
+        assert grpc_problem["service"] in ("catalog", "catalog-grpc")  # the first call to fail
+
+
+def test_the_bff_edge_files_tell_the_home_screens_the_inside_transport() -> None:
+    """web-bff.yaml and mobile-bff.yaml set the home routes' ``inside_transport`` from
+    EDGEWAY_INSIDE_TRANSPORT, as they pick product-*.<transport>.yaml: http by default."""
+    for name, route in (("web-bff.yaml", "home"), ("mobile-bff.yaml", "m-home")):
+        for env, expected in (({}, "http"), ({"EDGEWAY_INSIDE_TRANSPORT": "grpc"}, "grpc")):
+            config = load_config(EDGES / name, env)
+            (found,) = (r for r in config.routes if r.id == route)
+            assert found.endpoint is not None
+            assert found.endpoint.options == {"inside_transport": expected}
+            # the product routes of the same transport were included beside it
+            included = {r.id for r in config.routes}
+            assert ("products" in included) if name == "web-bff.yaml" else ("m-product" in included)

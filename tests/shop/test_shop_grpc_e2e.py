@@ -124,13 +124,16 @@ def test_a_price_change_shows_on_the_product_screens_read_over_grpc(shop: Shop) 
     changed = shop.put("catalog-1", "/products/CUP-02/price", "ada", json={"price_cents": before + 101})
     assert changed.status_code == 200, changed.text
 
-    def new_price() -> tuple[int, int] | None:
+    def new_price() -> tuple[int, int, int] | None:
         web = shop.get("web-bff", "/api/products/CUP-02").json()["price_cents"]
         mobile = shop.get("mobile-bff", "/m/products/CUP-02").json()["price"]
-        return (web, mobile) if web == mobile == before + 101 else None
+        # the home screen (a Python endpoint: ListProducts from Python) is not cached
+        home = shop.get("web-bff", "/api/home").json()["products"]
+        listed = next(p["price_cents"] for p in home if p["sku"] == "CUP-02")
+        return (web, mobile, listed) if web == mobile == listed == before + 101 else None
 
     # the routes cache the page for 2 s: the new price shows once that has passed
-    shop.wait(new_price, 10, "the new price on both BFFs' product screens")
+    shop.wait(new_price, 10, "the new price on both BFFs' product screens and the home screen")
 
 
 def test_an_unknown_product_is_catalogs_404_problem_through_the_grpc_edges(shop: Shop) -> None:

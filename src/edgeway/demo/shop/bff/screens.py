@@ -5,6 +5,12 @@ recent orders. An aggregate route would call the orders service for anonymous vi
 mark their answer incomplete; here the call is made only when there is a caller. The three calls
 run in parallel through the gateway's own clusters (balancing, pools, timeouts), with the request
 id, a child trace context and the caller's identity headers and token.
+
+The products (and their prices) come over gRPC when the shop's inside transport is ``grpc``
+(``EDGEWAY_INSIDE_TRANSPORT``, docs/shop.md; the route's ``options.inside_transport`` is set from
+it): catalog's ``ListProducts``, printed as its JSON route answers, so the screens are the same
+byte for byte. The categories stay JSON: catalog's gRPC contract has no method for them (they
+are cached by the edge and off the price path).
 """
 
 from __future__ import annotations
@@ -12,17 +18,34 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from edgeway.bff import Request, ServiceResponse, endpoint
+from edgeway.bff import PrintOptions, Request, ServiceResponse, endpoint
 
 __all__ = ["mobile_home", "web_home"]
 
 PRODUCT_FIELDS = ("sku", "name", "description", "category", "price_cents")
 ORDER_FIELDS = ("id", "status", "total_cents", "created_at")
+CATALOG_PB = "package:edgeway.demo.shop/shop.pb"
+# the JSON route's form: `.proto` names, an empty description still printed, prices as numbers
+AS_JSON = PrintOptions(
+    preserve_proto_field_names=True, always_print_primitive_fields=True, int64_as_numbers=True
+)
+
+
+def _products(req: Request, limit: int) -> Any:
+    """The first ``limit`` products (a page: ``items``, ``total``), over the inside transport."""
+    if req.options.get("inside_transport") == "grpc":
+        return req.services["catalog-grpc"].grpc(
+            "shop.catalog.v1.Catalog/ListProducts",
+            {"limit": limit},
+            descriptor_set=CATALOG_PB,
+            print_options=AS_JSON,
+        )
+    return req.services.catalog.get("/products", params={"limit": str(limit)})
 
 
 async def _home(req: Request, limit: int) -> tuple[Any, Any, Any]:
     catalog = req.services.catalog
-    calls: list[Any] = [catalog.get("/categories"), catalog.get("/products", params={"limit": str(limit)})]
+    calls: list[Any] = [catalog.get("/categories"), _products(req, limit)]
     if req.identity is not None:
         calls.append(req.services.orders.get("/orders", params={"limit": "3"}))
     answers: list[ServiceResponse] = await asyncio.gather(*calls)

@@ -404,7 +404,7 @@ class Run:
         carries what an HTTP call's headers would (request id, forwarding, trace, forwarded
         client headers, the call's own headers)."""
         # Imported here: only a plan with a grpc call gets this far, and it has loaded grpcio.
-        from edgeway.gateway.actions.transcode.invoker import metadata_of
+        from edgeway.gateway.actions.transcode.invoker import metadata_of_lines
         from edgeway.gateway.actions.transcode.pending import BadInput
 
         caller = call.grpc
@@ -418,13 +418,7 @@ class Run:
         if call.forward:
             lines.append(self._forwarded(call.forward))
         lines.append(own)
-        pairs = [
-            (name, value)
-            for line in b"".join(lines).split(b"\r\n")
-            if line
-            for name, _, value in (line.partition(b": "),)
-        ]
-        pending = caller.start(request, metadata_of(pairs), self._loop, self._deadline_at)
+        pending = caller.start(request, metadata_of_lines(b"".join(lines)), self._loop, self._deadline_at)
         self.inflight.add(pending)
         return pending
 

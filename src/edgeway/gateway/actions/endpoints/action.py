@@ -7,7 +7,7 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -17,6 +17,7 @@ from edgeway.gateway.actions.endpoints.clients import (
     ServiceStatusError,
     UnsafeRequest,
 )
+from edgeway.gateway.actions.endpoints.grpc_calls import GrpcMethods
 from edgeway.gateway.actions.endpoints.registry import EndpointSpec, endpoint, registered
 from edgeway.gateway.actions.endpoints.request import Request, Response
 from edgeway.gateway.config.schema import Route
@@ -34,6 +35,9 @@ from edgeway.http.errors import HttpError
 from edgeway.http.headers import HOP_BY_HOP
 from edgeway.http.outgoing import check_header
 from edgeway.resilience.guard import retry_after_header
+
+if TYPE_CHECKING:
+    from edgeway.gateway.actions.transcode.invoker import GrpcChannels
 
 log = logging.getLogger("edgeway.gateway.actions.endpoints")
 
@@ -61,6 +65,7 @@ def build_endpoint(route: Route, env: GatewayEnv) -> Action:
     # The function may call any service, so each one's resilience is made (and started) here.
     guards = {name: service_guard(env, name) for name in clusters}
     telemetry = telemetry_of(env)
+    grpc = GrpcMethods(lambda: _grpc_channels(env))
 
     async def run(ctx: RequestContext) -> None:
         ex = ctx.ex
@@ -72,6 +77,7 @@ def build_endpoint(route: Route, env: GatewayEnv) -> Action:
             asyncio.get_running_loop(),
             forwarding,
             telemetry,
+            grpc,
         )
         try:
             result = await spec.function(Request(ctx, services, options, body_limit))
@@ -97,6 +103,14 @@ def build_endpoint(route: Route, env: GatewayEnv) -> Action:
         ex.respond(status, headers, body)
 
     return run
+
+
+def _grpc_channels(env: GatewayEnv) -> GrpcChannels:
+    """The gateway's gRPC channels, the ones its aggregates and transcoding routes use; opened
+    by an endpoint's first gRPC call (a gateway whose endpoints make none never loads grpcio)."""
+    from edgeway.gateway.actions.transcode.action import grpc_channels
+
+    return grpc_channels(env)
 
 
 def _call_problem(exc: ServiceCallError) -> Rejection:

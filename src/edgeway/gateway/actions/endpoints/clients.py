@@ -13,13 +13,17 @@ instance, an open breaker) raises :class:`ServiceCallError`, whose ``code`` says
 one left uncaught answers the client the way a failed required aggregate call does: the
 service's 4xx passed through, 502 for its 5xx, 504 for a timeout, 503 (with ``Retry-After``)
 for a refusal.
+
+``grpc()`` calls a gRPC method of a service instead (:mod:`.grpc_calls`): a JSON-like message in,
+a :class:`ServiceResponse` out whose body is the answer as JSON, or for an error status the HTTP
+status it stands for with a problem body, so the same handling serves both.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import orjson
@@ -42,6 +46,9 @@ from edgeway.http import json_input
 from edgeway.http.errors import UpstreamError
 from edgeway.http.outgoing import UnsafeRequest, check_header, request_target
 from edgeway.resilience.guard import ServiceGuard
+
+if TYPE_CHECKING:
+    from edgeway.gateway.actions.endpoints.grpc_calls import GrpcMethods, PrintOptions
 
 QueryParams = Mapping[str, Any] | list[tuple[str, Any]]
 
@@ -142,7 +149,7 @@ class ServiceResponse:
 class ServiceClient:
     """Calls to one configured service."""
 
-    __slots__ = ("_cluster", "_ctx", "_guard", "_headers", "_limits", "_loop", "_telemetry")
+    __slots__ = ("_cluster", "_ctx", "_grpc", "_guard", "_headers", "_limits", "_loop", "_telemetry")
 
     def __init__(
         self,
@@ -152,8 +159,10 @@ class ServiceClient:
         headers: bytes,
         loop: asyncio.AbstractEventLoop,
         telemetry: GatewayTelemetry | None = None,
+        grpc: GrpcMethods | None = None,
     ) -> None:
         self._cluster = cluster
+        self._grpc = grpc
         self._guard = guard
         self._ctx = ctx
         self._headers = headers  # request id, forwarded client headers: the same for every call
@@ -218,9 +227,61 @@ class ServiceClient:
             )
             reply = await pending.reply()
         except UpstreamError as exc:
-            retry_after = exc.retry_after if isinstance(exc, Refused) else None
-            raise ServiceCallError(self.name, str(exc), exc.status, failure_code(exc), retry_after) from exc
+            raise self._failed(exc) from exc
         return ServiceResponse(self.name, reply)
+
+    async def grpc(
+        self,
+        method: str,
+        message: Mapping[str, Any] | None = None,
+        *,
+        descriptor_set: str,
+        print_options: PrintOptions | Mapping[str, bool] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ServiceResponse:
+        """Call the unary gRPC ``method`` (``package.Service/Method``, described in
+        ``descriptor_set``: a path or ``package:pkg/file.pb``) with ``message`` (its request as
+        proto3 JSON, by JSON or ``.proto`` field names) and answer its reply as JSON, printed by
+        ``print_options`` (:class:`PrintOptions` or a dict of its keys).
+
+        The metadata carries what an HTTP call's headers would (request id, trace context,
+        forwarding and forwarded client headers, ``headers``); ``timeout`` replaces the
+        service's ``timeouts.total``. A method the set does not hold (or a streaming one) raises
+        :class:`~.grpc_calls.GrpcMethodError`; a message that does not fit the method's input
+        raises :class:`UnsafeRequest`, and nothing is sent."""
+        from edgeway.gateway.actions.endpoints.grpc_calls import GrpcMethodError
+
+        if self._grpc is None:  # a Services made without the gateway's channels (tests, tools)
+            raise GrpcMethodError(f"{self.name}: this gateway makes no gRPC calls from endpoints")
+        meter = self._telemetry.meter(self.name) if self._telemetry is not None else None
+        caller = self._grpc.caller(
+            self._cluster, self._guard, method, descriptor_set, print_options, timeout, meter
+        )
+        # Imported here: only a call of a method (which loaded grpcio above) gets this far.
+        from edgeway.gateway.actions.transcode.invoker import metadata_of_lines
+        from edgeway.gateway.actions.transcode.messages import BadInput
+
+        try:
+            request = caller.request(orjson.dumps(message) if message else None)
+        except BadInput as exc:
+            raise UnsafeRequest(f"{self.name}: {method}: {exc}") from None
+        lines = [self._headers, child_traceparent(self._ctx)]
+        for name, value in (headers or {}).items():
+            check_header(name, value)
+            lines.append(f"{name}: {value}\r\n".encode())
+        pending = caller.start(request, metadata_of_lines(b"".join(lines)), self._loop, None)
+        try:
+            reply = await pending.reply()
+        except UpstreamError as exc:
+            raise self._failed(exc) from exc
+        finally:
+            pending.close()
+        return ServiceResponse(self.name, reply)
+
+    def _failed(self, exc: UpstreamError) -> ServiceCallError:
+        retry_after = exc.retry_after if isinstance(exc, Refused) else None
+        return ServiceCallError(self.name, str(exc), exc.status, failure_code(exc), retry_after)
 
     async def get(self, path: str, **options: Any) -> ServiceResponse:
         return await self.request("GET", path, **options)
@@ -242,7 +303,17 @@ class Services:
     """The configured services of the gateway, by name: ``services.catalog`` or
     ``services["catalog-v2"]``."""
 
-    __slots__ = ("_clients", "_clusters", "_ctx", "_forward", "_forwarding", "_guards", "_loop", "_telemetry")
+    __slots__ = (
+        "_clients",
+        "_clusters",
+        "_ctx",
+        "_forward",
+        "_forwarding",
+        "_grpc",
+        "_guards",
+        "_loop",
+        "_telemetry",
+    )
 
     def __init__(
         self,
@@ -253,8 +324,10 @@ class Services:
         loop: asyncio.AbstractEventLoop,
         forwarding: Forwarding,
         telemetry: GatewayTelemetry | None = None,
+        grpc: GrpcMethods | None = None,
     ) -> None:
         self._ctx = ctx
+        self._grpc = grpc
         self._forwarding = forwarding
         self._clusters = clusters
         self._guards = guards
@@ -272,7 +345,7 @@ class Services:
                 raise KeyError(f"no service {name!r} in this gateway's config (services: {known})")
             headers = common_headers(self._ctx, self._forwarding) + self._forward
             client = self._clients[name] = ServiceClient(
-                cluster, self._guards.get(name), self._ctx, headers, self._loop, self._telemetry
+                cluster, self._guards.get(name), self._ctx, headers, self._loop, self._telemetry, self._grpc
             )
         return client
 

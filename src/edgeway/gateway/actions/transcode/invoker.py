@@ -225,6 +225,19 @@ def metadata_of(pairs: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     return out
 
 
+def metadata_of_lines(lines: bytes) -> list[tuple[str, str]]:
+    """Header lines (``name: value\r\n``, as an HTTP call's headers are built) as gRPC
+    metadata: what a gRPC call carries where an HTTP call carries those headers."""
+    return metadata_of(
+        [
+            (name, value)
+            for line in lines.split(b"\r\n")
+            if line
+            for name, _, value in (line.partition(b": "),)
+        ]
+    )
+
+
 def _pick(
     cluster: Cluster, guard: ServiceGuard[Endpoint] | None, tried: list[Endpoint]
 ) -> tuple[Endpoint, InstanceState[Endpoint] | None]:
