@@ -67,7 +67,7 @@ from bench.legs import say
 from bench.report import Target, print_targets, targets_dict
 from edgeway.demo.plan import DEFAULT_PORTS
 
-REGISTRY_TTL_S = 10.0  # what the demo plan gives the services (EDGEWAY_REGISTRY_TTL)
+REGISTRY_TTL_S = 15.0  # what the demo plan gives the services (EDGEWAY_REGISTRY_TTL)
 STOCK = 1_000_000  # units per product: a run never sells out
 START_TIMEOUT_S = 240.0  # a dozen Python services importing at once on a busy 2-core machine
 SETTLE_S = 5.0  # after waiting for a slow restart, this long before the next fault

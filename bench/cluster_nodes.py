@@ -321,7 +321,7 @@ class Topology:
                     logs,
                 )
             )
-            plan = ShopPlan(directory, host=node.ip, log_level="warning")
+            plan = ShopPlan(directory, host=node.ip, log_level="warning", control_room=False)
             specs = {spec.name: spec for spec in plan.processes()}
             for what in self.placement.get(node.name, ()):
                 if what == "gateway":

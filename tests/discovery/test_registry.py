@@ -13,6 +13,7 @@ from watching import follow
 
 from conftest import require
 from edgeway.discovery import Instance, Registry, RegistrySource
+from edgeway.discovery.errors import RegistryError
 
 
 @pytest.fixture
@@ -60,6 +61,28 @@ async def test_heartbeat_keeps_an_instance_beyond_the_ttl(registry: Registry) ->
     reg = await registry.register(Instance("pay", "http://p:1"))
     await asyncio.sleep(3.0)  # one and a half TTLs
     assert [i.url for i in await registry.lookup("pay")] == ["http://p:1"]
+    await reg.close()
+
+
+async def test_a_failed_heartbeat_is_tried_again_within_a_second_not_a_whole_interval(
+    nc: NatsClient, bucket: str
+) -> None:
+    # While the registry's stream has no leader (a NATS node died) puts fail; waiting a whole
+    # interval (TTL/3) after each failure let live instances age out of the gateways' view.
+    registry = Registry(nc, bucket=bucket, ttl=30)  # a heartbeat every 10 s
+    await registry.open()
+    js = nc.jetstream()
+    await js.delete_key_value(bucket)  # every put fails now, as during an election
+    with pytest.raises(RegistryError):
+        await registry.register(Instance("pay", "http://p:1"))
+    reg = await registry.register(Instance("pay", "http://p:2"), keep_trying=True)  # starts anyway
+    await asyncio.sleep(0.6)  # a retry or two fail meanwhile
+    await js.create_key_value(bucket=bucket, ttl=30)
+    started = time.monotonic()
+    async with asyncio.timeout(3):  # far less than the 10 s interval
+        while [i.url for i in await registry.lookup("pay")] != ["http://p:2"]:
+            await asyncio.sleep(0.1)
+    assert time.monotonic() - started < 3
     await reg.close()
 
 

@@ -141,6 +141,37 @@ async def test_service_registers_on_start_and_deregisters_on_shutdown(tmp_path: 
         await nc.close()
 
 
+async def test_an_instance_registers_only_once_its_own_start_up_is_done() -> None:
+    # Peers and gateways that find an instance still starting cannot connect to it, and a
+    # gateway's failed first health check keeps it out for two more intervals.
+    require("nats")
+    bucket = f"reg_{uuid.uuid4().hex[:12]}"
+    nc = await nats.connect(NATS_URL)
+    registry = Registry(nc, bucket=bucket, ttl=5)
+    await registry.open()
+    seen_while_starting: list[list[str]] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.sleep(0.3)  # a database, a bus, hooks
+        seen_while_starting.append([i.url for i in await registry.lookup("billing")])
+        yield
+
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    settings = ServiceSettings(
+        advertise_url=f"http://127.0.0.1:{port}", registry_bucket=bucket, registry_ttl=5, shutdown_grace=0.0
+    )
+    app = create_app("billing", settings=settings, lifespan=lifespan, configure_logging=False)
+    try:
+        async with serve(app, sock):
+            assert [i.url for i in await registry.lookup("billing")] == [f"http://127.0.0.1:{port}"]
+        assert seen_while_starting == [[]]
+    finally:
+        await nc.jetstream().delete_key_value(bucket)
+        await nc.close()
+
+
 async def test_start_up_freezes_the_heap_it_leaves_after_one_collection() -> None:
     made_at_start: list[object] = []
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from collections import Counter
 from typing import Any
 
@@ -25,6 +27,7 @@ from edgeway.service.errors import (
     PeerUnavailableError,
 )
 from edgeway.service.middleware import incoming_authorization
+from edgeway.service.peer_http import PeerHttp
 
 FAST_RETRY = RetryPolicy(attempts=3, backoff=0.001, max_backoff=0.002)
 
@@ -93,6 +96,35 @@ async def test_post_is_retried_when_the_connection_was_refused() -> None:
         await peer.aclose()
     assert response.status_code == 200
     assert hits_good["POST"] == 1
+
+
+async def test_a_post_moves_on_from_an_instance_that_does_not_accept_within_the_connect_timeout() -> None:
+    # An instance cut off the network drops the SYN: the call tries the next instance after the
+    # connect timeout (nothing was sent), not after its whole timeout.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(0)  # never accepts: once its queue holds one, further SYNs are dropped
+    filler = socket.create_connection(silent.getsockname())
+    good, hits_good, _ = backend("good")
+    try:
+        async with serve(good) as url_good:
+            http = PeerHttp(connect_timeout=0.3)
+            peer = client([f"http://127.0.0.1:{silent.getsockname()[1]}", url_good], http=http, timeout=30)
+            started = time.monotonic()
+            response = await peer.post("/item")
+            took = time.monotonic() - started
+            await http.aclose()
+    finally:
+        filler.close()
+        silent.close()
+    assert response.status_code == 200
+    assert hits_good["POST"] == 1
+    assert took < 10  # the call's 30 s timeout would have been spent on the silent instance
+
+
+def test_a_connect_timeout_is_a_positive_number_of_seconds() -> None:
+    with pytest.raises(ValueError, match="connect timeout"):
+        PeerHttp(connect_timeout=0)
 
 
 async def test_last_answer_is_returned_when_every_attempt_gets_503() -> None:

@@ -38,6 +38,7 @@ __all__ = ["Instance", "Registration", "Registry", "RegistryDiscovery", "Registr
 
 _log = logging.getLogger("edgeway.discovery.registry")
 _FAILURES = (NatsError, OSError, TimeoutError)
+RETRY_INTERVAL = 0.5  # seconds between heartbeats after a failed one (see Registration)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +129,22 @@ class Registry:
             raise RegistryError("the registry is not open; call `await registry.open()` first")
         return self._kv
 
-    async def register(self, instance: Instance) -> Registration:
-        """Put the instance and keep it alive until :meth:`Registration.close`."""
+    async def register(self, instance: Instance, *, keep_trying: bool = False) -> Registration:
+        """Put the instance and keep it alive until :meth:`Registration.close`.
+
+        A failed first put raises :class:`RegistryError`; with ``keep_trying`` it is logged and
+        the heartbeat puts the instance as soon as the registry answers again (a service that
+        restarts while the registry's stream elects a leader still starts)."""
         _check_names(instance)
-        await self._put(instance)
         registration = Registration(self, instance)
+        try:
+            await self._put(instance)
+        except RegistryError as exc:
+            if not keep_trying:
+                raise
+            registration._failures.failed("registry heartbeat failed: %s", exc)
+            registration.start(retry_first=True)
+            return registration
         registration.start()
         return registration
 
@@ -181,23 +193,35 @@ class Registration:
         self._task: asyncio.Task[None] | None = None
         self._failures = FailureLog(_log, f"registry heartbeat of {instance.key}")
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._heartbeat(), name=f"registry-heartbeat-{self.instance.key}")
+    def start(self, *, retry_first: bool = False) -> None:
+        self._task = asyncio.create_task(
+            self._heartbeat(retry_first), name=f"registry-heartbeat-{self.instance.key}"
+        )
 
     @property
     def interval(self) -> float:
         return self.registry.ttl / 3
 
-    async def _heartbeat(self) -> None:
+    @property
+    def retry_interval(self) -> float:
+        """After a failed put: the registry's stream is often only electing a leader (a NATS
+        node died), which ends within seconds; waiting a whole interval to try again let the
+        entry age out (TTL = 3 intervals) while every other beat failed or waited."""
+        return min(RETRY_INTERVAL, self.interval)
+
+    async def _heartbeat(self, retry_first: bool = False) -> None:
+        failed = retry_first
         while True:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.retry_interval if failed else self.interval)
             try:
                 await self.registry._put(self.instance)
             except RegistryError as exc:
                 # Keep beating: NATS reconnects on its own and the next put re-registers us.
                 self._failures.failed("registry heartbeat failed: %s", exc)
+                failed = True
             else:
                 self._failures.succeeded()
+                failed = False
 
     async def stop_heartbeat(self) -> None:
         """Stop beating without deregistering (the entry then expires after one TTL)."""

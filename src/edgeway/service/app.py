@@ -18,9 +18,10 @@ registry, discovery, clients  :mod:`edgeway.discovery`, :mod:`edgeway.service.cl
 gRPC server and clients       :mod:`edgeway.service.grpc` (``grpc`` extra; ``grpc_port``)
 ============================  ============================================================
 
-Start-up order: logging, config store (retries, then the disk cache), flags, registry (and
-self-registration when ``advertise_url`` is set), the service's own lifespan, the gRPC server
-(with ``grpc_port``), the start-up heap frozen (``gc_freeze``), then readiness turns true.
+Start-up order: logging, config store (retries, then the disk cache), flags, the registry, the
+service's own lifespan, the gRPC server (with ``grpc_port``), the start-up heap frozen
+(``gc_freeze``), then readiness turns true and the instance registers itself (when
+``advertise_url`` is set): peers find it only once it can serve.
 Shutdown runs the other way: readiness turns false, the instance deregisters (so peers stop
 picking it), ``shutdown_grace`` seconds pass for in-flight requests and load balancers, the gRPC
 server stops (calls in flight get 5 s), the service's lifespan exits, clients close, traces flush.
@@ -294,14 +295,24 @@ class ServiceKit:
             self.grpc_discovery = self._default_grpc_discovery()
             for channel in self._grpc_channels.values():
                 channel.discovery = self.grpc_discovery
-        if s.advertise_url:
-            grpc_url = s.grpc_url()
-            meta = {"grpc": grpc_url} if grpc_url else {}
-            instance = Instance(self.name, s.advertise_url, meta=meta)
-            if s.instance_id:
-                instance = Instance(self.name, s.advertise_url, id=s.instance_id, meta=meta)
-            self.registration = await self.registry.register(instance)
-            _log.info("registered %s as %s at %s", self.name, instance.id, instance.url)
+
+    async def register_self(self) -> None:
+        """Put this instance in the registry (with ``advertise_url``), once it can serve.
+
+        Called after the service's own start-up, not with the registry's opening: an instance
+        registered while its database, bus and hooks still start is found by peers and gateways
+        that then cannot connect, and a gateway's first failed health check keeps it out of the
+        balancer for two more intervals (the cluster rehearsal's restarted node: 1-5 s)."""
+        s = self.settings
+        if self.registry is None or not s.advertise_url:
+            return
+        grpc_url = s.grpc_url()
+        meta = {"grpc": grpc_url} if grpc_url else {}
+        instance = Instance(self.name, s.advertise_url, meta=meta)
+        if s.instance_id:
+            instance = Instance(self.name, s.advertise_url, id=s.instance_id, meta=meta)
+        self.registration = await self.registry.register(instance, keep_trying=True)
+        _log.info("registered %s as %s at %s", self.name, instance.id, instance.url)
 
     async def shutdown(self) -> None:
         self.health.stopping = True
@@ -408,6 +419,7 @@ def create_app(
                 if settings.gc_freeze:
                     freeze_heap()
                 kit.health.started = True
+                await kit.register_self()
                 yield
                 await kit.shutdown()
         finally:

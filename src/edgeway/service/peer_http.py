@@ -10,7 +10,8 @@ engine spent less than a tenth of httpx's CPU per call and less than half of aio
 One exchange, :meth:`PeerHttp.send`:
 
 - a pooled idle connection is taken (or one is opened, TLS handshake included, within the
-  timeout); the request goes out in one write with ``content-length`` framing;
+  connect timeout: 2 s, as the gateway's, or the call's timeout when shorter); the request goes
+  out in one write with ``content-length`` framing;
 - the response head must arrive within the timeout after the write, and the body within the
   timeout after the head; a body larger than ``max_body`` is refused, never truncated;
 - a pooled connection the peer closed as it was picked is retried once on a fresh connection:
@@ -52,6 +53,8 @@ _WITH_BODY: Final = frozenset({b"POST", b"PUT", b"PATCH"})
 # one, so calls to a slow peer are not queued behind a cap), a bounded number kept idle. Idle
 # ones go after 4 s: uvicorn, which serves kit services, closes a connection idle for 5 s, and a
 # connection picked as the peer closes it is a failed call.
+# The gateway's default connect timeout (gateway/upstream/config.py, Timeouts.connect).
+DEFAULT_CONNECT_TIMEOUT: Final = 2.0
 KIT_POOL_LIMITS: Final = PoolLimits(max_connections=None, max_idle=256, idle_timeout=4.0)
 
 
@@ -226,10 +229,14 @@ class PeerHttp:
         limits: PoolLimits = KIT_POOL_LIMITS,
         max_body: int = DEFAULT_MAX_BODY,
         user_agent: str = "edgeway-kit",
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         # The context of https:// peers: a CA bundle and a client certificate
         # (edgeway.service.tls.client_tls_context); None: the system's CAs.
         self.tls = tls
+        if connect_timeout <= 0:
+            raise ValueError(f"a connect timeout is a number of seconds above 0, got {connect_timeout}")
+        self.connect_timeout = connect_timeout
         self.limits = limits
         self.max_body = max_body
         self._user_agent = b"user-agent: " + user_agent.encode() + b"\r\n"
@@ -274,7 +281,11 @@ class PeerHttp:
         request = b"".join(lines)
         head_request = verb == b"HEAD"
         pool = instance.pool
-        conn, reused = await pool.acquire(timeout)
+        # Opening a connection gets at most connect_timeout of the call's timeout: an instance cut
+        # off the network drops the SYN, and the client should move on to another one (nothing
+        # was sent) within a second or two, not after the whole timeout.
+        connect = min(timeout, self.connect_timeout)
+        conn, reused = await pool.acquire(connect)
         try:
             answer = await self._exchange(conn, request, head_request, timeout)
         except UpstreamReset:
@@ -285,7 +296,7 @@ class PeerHttp:
             pool.release(conn)
             if not stale:
                 raise
-            conn, _ = await pool.acquire(timeout, fresh=True)
+            conn, _ = await pool.acquire(connect, fresh=True)
             try:
                 return await self._exchange(conn, request, head_request, timeout)
             finally:

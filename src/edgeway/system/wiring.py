@@ -208,6 +208,9 @@ def local_placement(
         keys_path=f"{data_dir}/security-keys.json",
         cors_origins=cors_origins or [],
         shutdown_grace=0.0,
-        registry_ttl=10.0,
+        # The kit's default. 10 s was shorter than one heartbeat interval plus a NATS node's death
+        # (JetStream elects the registry stream's new leader in 4-9 s): live instances aged out of
+        # the gateways' view and every orders instance was gone for 3-4 s (bench cluster).
+        registry_ttl=15.0,
         log_level=log_level,
     )

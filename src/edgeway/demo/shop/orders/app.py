@@ -80,7 +80,9 @@ class OrdersSettings(ShopSettings):
     client_id: str = Field("orders-service", description="this service's OAuth client (client credentials)")
     client_secret: str = Field("orders-service-secret-01", description="its secret")
     step_timeout: float = Field(10.0, gt=0, description="seconds a saga step may take")
-    saga_lease: float = Field(15.0, gt=0, description="seconds a saga claim holds without renewal")
+    saga_lease: float = Field(
+        5.0, gt=0, description="seconds a saga claim holds without renewal (renewed every third of it)"
+    )
     breaker_open_for: float = Field(
         5.0, gt=0, description="seconds a peer instance's circuit stays open before a probe"
     )
