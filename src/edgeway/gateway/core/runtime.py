@@ -124,7 +124,7 @@ def http2_limits(config: GatewayConfig) -> Http2Limits | None:
     return Http2Limits(
         max_concurrent_streams=lim.max_concurrent_streams,
         initial_window_bytes=int(lim.initial_window),
-        connection_window_bytes=int(lim.connection_window),
+        connection_body_buffer_bytes=int(lim.connection_body_buffer),
         stream_write_buffer=int(lim.stream_write_buffer),
         max_resets=lim.max_resets,
         max_pings=lim.max_pings,
