@@ -62,6 +62,10 @@ class PoolLimits:
     # therefore slows the upstream down instead of growing gateway memory.
     read_high_water: int = 256 * 1024
     read_low_water: int = 64 * 1024
+    # HTTP/2 keepalive (a `protocol: h2` service): a connection silent for the interval sends a
+    # PING, and is aborted when nothing answers within the timeout. None: no PINGs.
+    h2_ping_interval: float | None = None
+    h2_ping_timeout: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,6 +153,8 @@ def make_clusters(config: GatewayConfig, reuse: Mapping[str, Cluster] | None = N
                 max_connections=svc.pool.max_connections,
                 max_idle=svc.pool.max_idle,
                 idle_timeout=float(svc.pool.idle_timeout),
+                h2_ping_interval=float(svc.keepalive.interval) if svc.keepalive is not None else None,
+                h2_ping_timeout=float(svc.keepalive.timeout) if svc.keepalive is not None else 20.0,
             ),
             svc.tls_context(),
             svc.tls.server_name if svc.tls is not None else None,
