@@ -326,7 +326,8 @@ class H2ServerProtocol(ServerProtocol):
         The body's bytes are given back to the connection window and the stream's window only
         as the handler reads them (_body_read): whatever a client sends and however many streams
         it opens, the bodies of one connection hold at most its body budget, and a stream whose
-        handler does not read holds at most its window."""
+        handler does not read holds at most its window (or the request buffer of a proxy that
+        waits to take a small body whole)."""
         stream_id = event.stream_id
         data = event.data
         consumed = event.flow_controlled_length
