@@ -27,9 +27,11 @@ class BodyStream:
         "_limit",
         "_low",
         "_on_first_read",
+        "_on_read",
         "_pause",
         "_paused",
         "_resume",
+        "_starved",
         "_waiter",
         "received",
     )
@@ -41,6 +43,7 @@ class BodyStream:
         high_water: int,
         low_water: int,
         on_first_read: Callable[[], None] | None = None,
+        on_read: Callable[[int], None] | None = None,
     ) -> None:
         # A deque: a chunked body of 1-byte chunks puts thousands of chunks here between two
         # reads, and list.pop(0) would make reading them quadratic.
@@ -55,6 +58,10 @@ class BodyStream:
         self._high = high_water
         self._low = low_water
         self._on_first_read = on_first_read
+        # Told every byte the reader took or the body dropped (0: ``fill`` raised the high
+        # water): an HTTP/2 stream gives flow-control window back only for bytes that left.
+        self._on_read = on_read
+        self._starved = False
         self._limit = sys.maxsize
         self.received = 0  # total bytes fed, for limits and access logs
 
@@ -64,6 +71,8 @@ class BodyStream:
         self.received += n
         if self.received > self._limit:
             self._refuse()
+            if self._on_read is not None:
+                self._on_read(n)  # dropped, never buffered
             return
         self._chunks.append(chunk)
         self._buffered += n
@@ -105,6 +114,8 @@ class BodyStream:
         self._chunks.clear()
         self._buffered = 0
         self._maybe_resume()
+        if self._on_read is not None:
+            self._on_read(len(data))
         return data
 
     async def read(self) -> bytes:
@@ -125,6 +136,8 @@ class BodyStream:
         chunk = self._chunks.popleft()
         self._buffered -= len(chunk)
         self._maybe_resume()
+        if self._on_read is not None:
+            self._on_read(len(chunk))
         return chunk
 
     @property
@@ -151,7 +164,9 @@ class BodyStream:
             if self._paused and self._buffered <= size:
                 self._paused = False
                 self._resume()
-        while not self._eof and self._buffered < size:
+            if self._on_read is not None:
+                self._on_read(0)
+        while not self._eof and self._buffered < size and not self._starved:
             if self._error is not None:
                 raise self._error
             self._waiter = asyncio.get_running_loop().create_future()
@@ -162,6 +177,23 @@ class BodyStream:
         if self._error is not None:
             raise self._error
 
+    def starve(self) -> None:
+        """The producer can give no more for now (an HTTP/2 connection's body budget is held
+        by its streams): a ``fill`` returns with what is buffered, so the body streams on and
+        frees the budget instead of waiting for bytes that cannot come."""
+        self._starved = True
+        self._wake()
+
+    @property
+    def starved(self) -> bool:
+        """The producer said it can give no more for now (see ``starve``)."""
+        return self._starved
+
+    @property
+    def high_water(self) -> int:
+        """Bytes this body may buffer unread (raised by ``fill``)."""
+        return self._high
+
     def limit_to(self, limit: int) -> None:
         """Refuse the body once more than ``limit`` bytes arrive (a route's smaller limit than the
         server's); call it before anything reads the body. Bytes past the limit are dropped, never
@@ -171,8 +203,11 @@ class BodyStream:
             self._refuse()
 
     def _refuse(self) -> None:
+        dropped = self._buffered
         self._chunks.clear()
         self._buffered = 0
+        if dropped and self._on_read is not None:
+            self._on_read(dropped)
         self._maybe_resume()
         if not isinstance(self._error, BodyTooLarge):
             self._error = BodyTooLarge(self._limit)

@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Iterable
 
 from edgeway.http.errors import UpstreamConnectError, UpstreamTimeout
-from edgeway.http.h2_upstream import H2Stream, H2UpstreamConnection
+from edgeway.http.h2_upstream import H2ConnectionDead, H2Stream, H2UpstreamConnection
 from edgeway.http.pool import open_connection
 
 __all__ = ["H2Pool"]
@@ -27,6 +27,8 @@ class H2Pool:
         port: int,
         tls: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
+        ping_interval: float | None = None,
+        ping_timeout: float = 20.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -36,6 +38,9 @@ class H2Pool:
         self.connections: list[H2UpstreamConnection] = []
         self._connecting: asyncio.Future[H2UpstreamConnection] | None = None
         self._closed = False
+        # Keepalive of each connection (H2UpstreamConnection): None sends no PING.
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
 
     def __repr__(self) -> str:
         return f"<H2Pool {self.instance} connections={len(self.connections)}>"
@@ -111,7 +116,7 @@ class H2Pool:
 
     async def _handshake(self, loop: asyncio.AbstractEventLoop) -> H2UpstreamConnection:
         conn = await open_connection(
-            lambda: H2UpstreamConnection(self.instance, loop),
+            lambda: H2UpstreamConnection(self.instance, loop, self.ping_interval, self.ping_timeout),
             self.host,
             self.port,
             self.instance,
@@ -148,6 +153,25 @@ class H2Pool:
         for conn in list(self.connections):
             conn.close()
         self.connections.clear()
+
+    def instance_down(self, reason: str) -> None:
+        """The instance was found down (its health check): the streams still waiting for an
+        answer fail now (as on HTTP/1.1, instead of waiting out their timeout on an instance
+        known to be down), and each connection is PINGed: one that does not answer within the
+        ping timeout is aborted, the streams it was answering with it."""
+        message = f"{self.instance} was marked down by its health check ({reason}) before it answered"
+        for conn in list(self.connections):
+            conn.fail_unanswered(H2ConnectionDead(message, instance=self.instance))
+            conn.probe()
+
+    def removed(self) -> None:
+        """The instance left the service (discovery, an operator's drain): no new streams; each
+        connection is PINGed, so the streams in flight on an instance that stopped answering
+        fail within the ping timeout, while a live one finishes them (then its connections
+        close)."""
+        for conn in list(self.connections):
+            conn.probe()
+        self.close_when_idle()
 
     def close_when_idle(self) -> None:
         """No new streams; each connection closes after its last stream (a drained instance)."""

@@ -22,6 +22,11 @@ A ``GOAWAY`` from the instance closes the connection to new streams at once; the
 names as unprocessed (id above ``last_stream_id``) fail with :class:`H2Refused` — the instance
 never saw them, so they may go to another connection whatever their method — while the others
 finish. The connection closes when its last stream has.
+
+With a ping interval, a connection that has read nothing for that long sends a ``PING``; when
+its ACK does not arrive within the ping timeout the instance is taken for dead (a
+stopped process, a host gone from the network: TCP says nothing for minutes): the connection is
+aborted and its streams fail with :class:`H2ConnectionDead`, so the pool opens a new one.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from edgeway.http.h2.hpack_decoder import IndexedFastDecoder
 from edgeway.http.h2_frames import FrameType
 from edgeway.http.hpack_encoder import StatelessEncoder
 
-__all__ = ["H2Refused", "H2Stream", "H2UpstreamConnection", "StreamReset"]
+__all__ = ["H2ConnectionDead", "H2Refused", "H2Stream", "H2UpstreamConnection", "StreamReset"]
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -79,6 +84,11 @@ class StreamReset(UpstreamReset):
     def __init__(self, message: str, *, instance: str = "", code: int = 0) -> None:
         super().__init__(message, instance=instance)
         self.code = code
+
+
+class H2ConnectionDead(StreamReset):
+    """The connection stopped answering (a keepalive PING went unanswered) or was cut because
+    its instance left the service: the streams on it fail, and the next call opens another."""
 
 
 class H2Refused(StreamReset):
@@ -257,11 +267,24 @@ class H2UpstreamConnection(asyncio.Protocol):
     """An HTTP/2 client connection to one instance (h2c with prior knowledge, or TLS with ALPN
     ``h2``: the caller opens the transport, this protocol speaks on it)."""
 
-    def __init__(self, instance: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        instance: str,
+        loop: asyncio.AbstractEventLoop,
+        ping_interval: float | None = None,
+        ping_timeout: float = 20.0,
+    ) -> None:
         self.instance = instance
         self.loop = loop
         self.encoder = StatelessEncoder()
         self.decoder = IndexedFastDecoder(max_header_list_size=HEADER_LIST_SIZE)
+        # Keepalive (see the module's doc): the loop time of the last read, and of the PING
+        # that has had no answer yet (0: none out).
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._last_read = loop.time()
+        self._ping_sent = 0.0
+        self._keepalive: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, H2Stream] = {}
         # Streams waiting for send window (also one the instance has answered in full already).
@@ -310,8 +333,12 @@ class H2UpstreamConnection(asyncio.Protocol):
             fr.window_update_frame(0, CONNECTION_WINDOW - fr.DEFAULT_WINDOW),
         ]
         self._flush()
+        if self._ping_interval is not None:
+            self._last_read = self.loop.time()
+            self._keepalive = self.loop.call_later(self._ping_interval, self._check_alive)
 
     def data_received(self, data: bytes) -> None:
+        self._last_read = self.loop.time()
         if self.closed.done():
             return
         try:
@@ -322,6 +349,9 @@ class H2UpstreamConnection(asyncio.Protocol):
         self._flush_soon()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
         why = f": {exc}" if exc is not None else ""
         self._lose(
             StreamReset(f"the HTTP/2 connection to {self.instance} closed{why}", instance=self.instance)
@@ -472,6 +502,70 @@ class H2UpstreamConnection(asyncio.Protocol):
         """Take no new streams; close once the last one has ended (a drained instance)."""
         self.going_away = True
         self._close_if_drained()
+
+    def abort(self, error: StreamReset) -> None:
+        """Fail every stream with ``error`` and drop the connection without a word (its peer may
+        read nothing any more: a GOAWAY would only wait in the socket's buffer)."""
+        self._lose(error)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def fail_unanswered(self, error: StreamReset) -> None:
+        """Fail the streams still waiting for their response head with ``error``, and reset
+        them (CANCEL) so the instance stops working on them: it was found down. Streams it is
+        answering go on (a PING sent with :meth:`probe` judges whether it still answers)."""
+        for stream_id, stream in list(self.streams.items()):
+            if not stream._head.done():
+                del self.streams[stream_id]
+                stream._fail(error)
+                if not (stream.local_closed and stream.remote_closed):
+                    stream.local_closed = stream.remote_closed = True
+                    self._out.append(fr.rst_stream_frame(stream_id, fr.CANCEL))
+        self._flush_soon()
+        self._close_if_drained()
+
+    def probe(self) -> None:
+        """PING now (unless one is out already): a connection whose PING is not acknowledged
+        within the ping timeout is aborted and its streams fail (:class:`H2ConnectionDead`)."""
+        if not self.closed.done() and not self._ping_sent:
+            self._send_ping()
+
+    # -- keepalive ---------------------------------------------------------------------------
+    def _send_ping(self) -> None:
+        self._out.append(fr.ping_frame(b"edgeway\0"))
+        self._flush()
+        self._ping_sent = self.loop.time()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        self._keepalive = self.loop.call_later(self._ping_timeout, self._check_alive)
+
+    def _check_alive(self) -> None:
+        self._keepalive = None
+        if self.closed.done():
+            return
+        now = self.loop.time()
+        if self._ping_sent:
+            # Unanswered (its ACK clears it): other frames do not count, those of a peer that
+            # stopped may still arrive from the socket's buffer after the PING went out.
+            wait = self._ping_timeout - (now - self._ping_sent)
+            if wait > 0:
+                self._keepalive = self.loop.call_later(wait, self._check_alive)
+                return
+            self.abort(
+                H2ConnectionDead(
+                    f"the instance {self.instance} did not answer a PING within {self._ping_timeout:g}s",
+                    instance=self.instance,
+                )
+            )
+            return
+        interval = self._ping_interval
+        if interval is None:
+            return  # a probe's PING was answered; no keepalive
+        idle = now - self._last_read
+        if idle < interval:
+            self._keepalive = self.loop.call_later(interval - idle, self._check_alive)
+            return
+        self._send_ping()
 
     # -- writing -----------------------------------------------------------------------------
     def _flush_soon(self) -> None:
@@ -745,6 +839,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         if not flags & fr.ACK:
             self._out.append(fr.ping_frame(payload, ack=True))
             return
+        self._ping_sent = 0.0  # the instance answers (see _check_alive)
         waiter = self._pings.pop(payload, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -62,6 +62,10 @@ class PoolLimits:
     # therefore slows the upstream down instead of growing gateway memory.
     read_high_water: int = 256 * 1024
     read_low_water: int = 64 * 1024
+    # HTTP/2 keepalive (a `protocol: h2` service): a connection silent for the interval sends a
+    # PING, and is aborted when nothing answers within the timeout. None: no PINGs.
+    h2_ping_interval: float | None = None
+    h2_ping_timeout: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +80,14 @@ class Http2Limits:
     # refused with REFUSED_STREAM, also before the client acknowledged the setting.
     max_concurrent_streams: int = 128
     # The receive window of each stream: request body bytes a client may send ahead of the
-    # handler reading them. A body's buffer pauses (the window stops opening) at this size too,
-    # so one stream holds at most twice this in memory.
+    # handler reading them. It is given back only as the handler reads (or a proxy's request
+    # buffer grows it, within the connection's budget below).
     initial_window_bytes: int = 64 * 1024
-    # The receive window of the connection, across its streams.
-    connection_window_bytes: int = 1024 * 1024
+    # Request body bytes the connection may hold unread, across its streams: its receive window,
+    # given back only as bodies are read (or dropped). Without it, 128 streams each buffering a
+    # proxy's 256 KiB made one connection hold 35 MB. When the streams hold nearly all of it, a
+    # proxy waiting to buffer a whole small body streams what it has instead.
+    connection_body_buffer_bytes: int = 1024 * 1024
     # Response bytes queued per stream before the handler's drain waits (write_paused): what a
     # client that keeps a stream's window shut can make the gateway hold.
     stream_write_buffer: int = 64 * 1024

@@ -295,9 +295,10 @@ def forward(ctx: RequestContext, target: ProxyTarget, path_and_query: bytes) -> 
     """The coroutine that proxies the request in a task; await it."""
     ex = ctx.ex
     body = ex.body
-    if not body.complete and body.buffered < target.request_buffer:
+    if not body.complete and body.buffered < target.request_buffer and not body.starved:
         # A slow client must not hold an upstream connection while its body trickles in: read it
-        # (up to the buffer) first. The service's timeouts start once it has arrived.
+        # (up to the buffer) first. The service's timeouts start once it has arrived. (Not when
+        # the body can get no more: its HTTP/2 connection's body budget is held by its streams.)
         return _buffer_then_forward(ctx, target, path_and_query)
     # The request's time budget: the service's total timeout, or less if the caller said so.
     budget = target.limits.total

@@ -124,7 +124,7 @@ def http2_limits(config: GatewayConfig) -> Http2Limits | None:
     return Http2Limits(
         max_concurrent_streams=lim.max_concurrent_streams,
         initial_window_bytes=int(lim.initial_window),
-        connection_window_bytes=int(lim.connection_window),
+        connection_body_buffer_bytes=int(lim.connection_body_buffer),
         stream_write_buffer=int(lim.stream_write_buffer),
         max_resets=lim.max_resets,
         max_pings=lim.max_pings,
@@ -153,6 +153,8 @@ def make_clusters(config: GatewayConfig, reuse: Mapping[str, Cluster] | None = N
                 max_connections=svc.pool.max_connections,
                 max_idle=svc.pool.max_idle,
                 idle_timeout=float(svc.pool.idle_timeout),
+                h2_ping_interval=float(svc.keepalive.interval) if svc.keepalive is not None else None,
+                h2_ping_timeout=float(svc.keepalive.timeout) if svc.keepalive is not None else 20.0,
             ),
             svc.tls_context(),
             svc.tls.server_name if svc.tls is not None else None,

@@ -151,10 +151,16 @@ class Http2Limits(StrictModel):
         ge=16 * 1024,
         le=2**31 - 1,
         description="Receive window of each stream: request body bytes a client may send ahead of the "
-        "route reading them (a stream holds at most twice this).",
+        "route reading them, given back as the route reads.",
     )
-    connection_window: ByteSize = Field(
-        1024 * 1024, ge=65535, le=2**31 - 1, description="Receive window of the whole connection."
+    connection_body_buffer: ByteSize = Field(
+        1024 * 1024,
+        ge=65535,
+        le=2**31 - 1,
+        description="Request body bytes one connection may hold unread across all its streams: the "
+        "connection's receive window, given back only as bodies are read, so many streams with "
+        "unfinished uploads hold no more than this. When its streams hold nearly all of it, a proxied "
+        "body streams upstream instead of waiting to be buffered whole (`request_buffer_bytes`).",
     )
     stream_write_buffer: ByteSize = Field(
         64 * 1024,

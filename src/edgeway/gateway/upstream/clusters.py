@@ -169,6 +169,8 @@ class Cluster:
         self.endpoints = endpoints
         for ep in removed:
             ep.available = False
+            if ep.h2 is not None:
+                ep.h2.removed()  # its HTTP/2 connections are PINGed: a dead one fails its streams
         self._drain(removed)
         change = ClusterChange(tuple(added), tuple(removed))
         for listener in self.listeners:
@@ -296,7 +298,9 @@ def make_endpoint(
         authority.encode(),
         weight=weight,
         hash_id=stable_hash(f"{shown}:{port}".encode()),
-        h2=H2Pool(host, port, context, server_name or host) if http2 else None,
+        h2=H2Pool(host, port, context, server_name or host, limits.h2_ping_interval, limits.h2_ping_timeout)
+        if http2
+        else None,
     )
 
 

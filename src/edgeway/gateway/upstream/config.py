@@ -164,6 +164,20 @@ class Pool(StrictModel):
     idle_timeout: Duration = Field(60.0, gt=0, description="An idle pooled connection is closed after this.")
 
 
+class Keepalive(StrictModel):
+    """HTTP/2 keepalive of the connections to each instance (`protocol: h2`): a connection that
+    has received nothing for `interval` sends a PING; one whose PING is not acknowledged within
+    `timeout` is closed, its calls in flight fail (502, gRPC UNAVAILABLE) and the
+    next call opens a new connection. gRPC servers end a connection pinged more often than they
+    allow with GOAWAY `too_many_pings` (gRPC Core's default: one ping per 5 minutes while they
+    send no data): keep `interval` at 5 minutes or more against them, or configure the server."""
+
+    interval: Duration = Field(gt=0, description="Silence on a connection before it sends a PING.")
+    timeout: Duration = Field(
+        20.0, gt=0, description="Time for the instance to answer the PING before the connection is closed."
+    )
+
+
 # --------------------------------------------------------------------------- resilience
 
 
@@ -785,6 +799,11 @@ class Service(StrictModel):
         "one connection per instance, what a gRPC service needs: cleartext with prior knowledge "
         "(h2c) to `http://` instances, TLS with ALPN `h2` to `https://` ones.",
     )
+    keepalive: Keepalive | None = Field(
+        None,
+        description="PINGs on idle HTTP/2 connections (`protocol: h2`), to find an instance that "
+        "stopped answering before a call waits out its timeout on it. Unset: none are sent.",
+    )
 
     @field_validator("instances")
     @classmethod
@@ -818,6 +837,10 @@ class Service(StrictModel):
         if check is not None and check.kind == "grpc" and self.protocol != "h2":
             raise LocatedProblemsError(
                 [(("health_check", "kind"), "a gRPC health check needs `protocol: h2` (gRPC is HTTP/2)")]
+            )
+        if self.keepalive is not None and self.protocol != "h2":
+            raise LocatedProblemsError(
+                [(("keepalive",), "`keepalive` pings HTTP/2 connections: it needs `protocol: h2`")]
             )
         return self
 

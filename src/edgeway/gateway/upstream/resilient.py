@@ -174,6 +174,8 @@ def _instance_down(ep: Endpoint, reason: str) -> None:
     # goes to another instance (within the retry policy and budget) or the client gets a 504,
     # instead of waiting out the rest of the timeout on an instance known to be down.
     ep.pool.instance_down(reason)
+    if ep.h2 is not None:
+        ep.h2.instance_down(reason)
 
 
 def _members(cluster: Cluster) -> Callable[[], list[Endpoint]]:

@@ -8,7 +8,8 @@ the handlers answer as the windows allow. It is a :class:`~edgeway.http.server.S
 so the listener tracks, ticks, reloads and shuts it down like any connection.
 
 Memory per connection is bounded: the unparsed input by one frame, a header block by the header
-list limit, each stream's request body by twice its window, each stream's queued response by its
+list limit, the request bodies of all its streams by its body budget (the connection's receive
+window, given back only as bodies are read: see _on_data), each stream's queued response by its
 write buffer (a stream whose window stays shut is reset after the send timeout), and ACKs owed to
 a peer that stops reading by the transport's buffer (reading pauses while it is full).
 """
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
+from functools import partial
 from typing import Final, cast
 
 from h2.config import H2Configuration
@@ -64,6 +66,10 @@ _LINGER: Final = 1.0
 _FIELD_OVERHEAD: Final = 32
 # The HPACK dynamic table the gateway's encoder keeps, at most: the protocol's default size.
 _ENCODER_TABLE: Final = 4096
+# The connection window every peer starts with (RFC 9113 §6.9.2); only a WINDOW_UPDATE grows it.
+_DEFAULT_WINDOW: Final = 65535
+# Room for two full frames: below it, a connection's body budget counts as spent (see _starve).
+_STARVE_ROOM: Final = 2 * 16384
 
 
 def _config() -> H2Configuration:
@@ -77,6 +83,10 @@ def _config() -> H2Configuration:
         validate_outbound_headers=False,
         normalize_outbound_headers=False,
     )
+
+
+def _nothing() -> None:
+    pass
 
 
 def _close(work: Awaitable[None] | None) -> None:
@@ -121,14 +131,19 @@ class H2ServerProtocol(ServerProtocol):
         self._conn_blocked: dict[int, H2Exchange] = {}
         self._budget = FloodBudget(http2)
         self._in_receive = False
-        self._conn_unacked = 0
+        # Request body accounting (see _on_data): bytes buffered in the streams' bodies unread,
+        # and bytes read or dropped that the connection window has not been given back yet.
+        self._body_budget = http2.connection_body_buffer_bytes
+        self._body_held = 0
+        self._conn_owed = 0
+        self._starve_at = max(self._body_budget - _STARVE_ROOM, self._body_budget // 2)
+        self._starving = False
         self._flush_scheduled = False
         self._goaway_sent = False
         self._last_active = 0.0
         self._header_block_since = 0.0
         self._header_block: object = None  # the first frame of the block pending since then
         self._paused_since = 0.0
-        self._body_high = min(limits.read_high_water, http2.initial_window_bytes)
 
     def __repr__(self) -> str:
         return f"<H2ServerProtocol {self.client} streams={len(self._streams)}>"
@@ -138,6 +153,11 @@ class H2ServerProtocol(ServerProtocol):
         """Streams open now (their handler running, or their response still going out)."""
         return len(self._streams)
 
+    @property
+    def body_held(self) -> int:
+        """Request body bytes its streams hold unread now (at most the connection's budget)."""
+        return self._body_held
+
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -145,7 +165,7 @@ class H2ServerProtocol(ServerProtocol):
         self._last_active = self._loop.time()
         self.deadline = 1.0  # truthy: the listener's ticker calls check_deadline every tick
         self._h2.initiate_connection()
-        extra = self.http2.connection_window_bytes - 65535
+        extra = self._body_budget - _DEFAULT_WINDOW
         if extra > 0:
             self._h2.increment_flow_control_window(extra)
         self._flush()
@@ -167,18 +187,13 @@ class H2ServerProtocol(ServerProtocol):
         try:
             events = self._h2.receive_data(data)
             self._check_buffers()
-            conn_window = 0
+            owed = 0
             for event in events:
                 if self._ended():
                     return  # a budget or a buffer limit ended the connection
-                conn_window += self._dispatch(event)
-            self._conn_unacked += conn_window
-            if self._conn_unacked >= self.http2.connection_window_bytes // 2 and not self._goaway_sent:
-                # The connection window reopens as frames arrive (in halves, not per frame);
-                # each stream's window is what holds a body back (bounded per stream), so one
-                # slow handler stalls only its own stream.
-                self._h2.increment_flow_control_window(self._conn_unacked)
-                self._conn_unacked = 0
+                owed += self._dispatch(event)
+            self._conn_owed += owed
+            self._give_back()
         except ProtocolError as exc:
             # h2 has queued its GOAWAY (PROTOCOL_ERROR, FLOW_CONTROL_ERROR, ENHANCE_YOUR_CALM
             # for an oversized header list...): send it and close.
@@ -294,61 +309,120 @@ class H2ServerProtocol(ServerProtocol):
         if ended:
             body = empty_body()
         else:
+            # No pausing: the stream's window, given back only as the body is read, is what
+            # holds the client back (the high water only says how much window to give).
+            window = self.http2.initial_window_bytes
             body = BodyStream(
-                lambda: self._pause_body(stream_id),
-                lambda: self._resume_body(stream_id),
-                self._body_high,
-                self._body_high // 2,
+                _nothing, _nothing, window, window // 2, on_read=partial(self._body_read, stream_id)
             )
         ex = H2Exchange(self, stream_id, head, body, self._scheme)
+        ex.body_window = self.http2.initial_window_bytes
         ex.last_data = self._loop.time()
         self._streams[stream_id] = ex
         self._start_stream(ex)
 
     def _on_data(self, event: DataReceived) -> int:
+        """Feed a DATA frame to its stream's body; returns the connection window it took that is
+        owed back at once (padding, bytes of a stream that is gone).
+
+        The body's bytes are given back to the connection window and the stream's window only
+        as the handler reads them (_body_read): whatever a client sends and however many streams
+        it opens, the bodies of one connection hold at most its body budget, and a stream whose
+        handler does not read holds at most its window (or the request buffer of a proxy that
+        waits to take a small body whole)."""
         stream_id = event.stream_id
         data = event.data
         consumed = event.flow_controlled_length
         if not data and event.stream_ended is None:
             self._spend(EMPTY_FRAMES)
         ex = self._streams.get(stream_id)
-        if ex is None or ex.body.complete:
+        if ex is None or ex.body.complete or ex.reset:
             return consumed  # a stream already answered or reset: its bytes are dropped
+        n = len(data)
+        ex.body_window -= consumed
+        ex.body_held += n
+        self._body_held += n
         body = ex.body
-        body.feed(data)
+        body.feed(data)  # a body past its route's limit drops it, and _body_read gives it back
         ex.last_data = self._loop.time()
         limit = self._limits.max_body_bytes
         if limit is not None and body.received > limit:
             body.set_error(BodyTooLarge(limit))
-            return consumed
-        if event.stream_ended is None and consumed:
-            ex.unacked += consumed
-            if not ex.body_paused:
-                self._ack_body(ex)
-        return consumed
+        elif consumed > n:
+            self._grant(ex)  # padding is never buffered: its window goes back now
+        if self._body_held >= self._starve_at:
+            self._starve()
+        return consumed - n
 
-    def _ack_body(self, ex: H2Exchange) -> None:
-        # Given back in halves of the window, not per frame: the client always has at least
-        # half a window to send in, and the gateway writes few WINDOW_UPDATE frames.
-        if ex.unacked >= self.http2.initial_window_bytes // 2 and not ex.body.complete and not ex.reset:
-            try:
-                self._h2.increment_flow_control_window(ex.unacked, stream_id=ex.stream_id)
-            except (StreamClosedError, FlowControlError):
-                return
-            ex.unacked = 0
-
-    def _pause_body(self, stream_id: int) -> None:
+    def _body_read(self, stream_id: int, n: int) -> None:
+        """The stream's handler read ``n`` bytes of its body (or the body dropped them; 0: a
+        proxy raised the body's high water to buffer a small body whole)."""
         ex = self._streams.get(stream_id)
-        if ex is not None:
-            ex.body_paused = True
+        if ex is None or ex.reset:
+            return  # released: what it held was given back then
+        if n:
+            n = min(n, ex.body_held)
+            ex.body_held -= n
+            self._body_held -= n
+            self._conn_owed += n
+            if self._body_held < self._starve_at:
+                self._starving = False
+        elif self._starving:
+            ex.body.starve()
+        self._grant(ex)
+        self._give_back()
+        self._schedule_flush()
 
-    def _resume_body(self, stream_id: int) -> None:
-        ex = self._streams.get(stream_id)
-        if ex is not None:
-            ex.body_paused = False
-            ex.last_data = self._loop.time()
-            self._ack_body(ex)
-            self._schedule_flush()
+    def _grant(self, ex: H2Exchange) -> None:
+        """Open the stream's window up to its body's high water less what it holds unread, in
+        steps of half of that (few WINDOW_UPDATE frames, and the client always has at least half
+        a window to send in while the handler keeps reading)."""
+        body = ex.body
+        if body.complete or ex.reset:
+            return
+        cap = min(max(body.high_water, self.http2.initial_window_bytes), self._body_budget)
+        want = cap - ex.body_held - ex.body_window
+        if want < cap // 2:
+            return
+        try:
+            self._h2.increment_flow_control_window(want, stream_id=ex.stream_id)
+        except (StreamClosedError, FlowControlError, ProtocolError):
+            return
+        ex.body_window += want
+
+    def _give_back(self) -> None:
+        """Give the connection window back what bodies no longer hold: in quarters of the budget,
+        or at once when the client's window runs low."""
+        owed = self._conn_owed
+        if not owed or self.state is ConnState.CLOSED:
+            return
+        budget = self._body_budget
+        if owed >= budget // 4 or budget - self._body_held - owed < budget // 4:
+            with contextlib.suppress(ProtocolError):  # h2 closed the connection already
+                self._h2.increment_flow_control_window(owed)
+            self._conn_owed = 0
+
+    def _drop_body(self, ex: H2Exchange) -> None:
+        """The stream is gone: what its body held unread goes back to the connection window."""
+        held = ex.body_held
+        if held:
+            ex.body_held = 0
+            self._body_held -= held
+            self._conn_owed += held
+            if self._body_held < self._starve_at:
+                self._starving = False
+            self._give_back()
+
+    def _starve(self) -> None:
+        """The streams hold nearly the whole budget: a proxy waiting to buffer a small body whole
+        streams what it has instead (it frees the budget as it forwards), or streams waiting for
+        the window that only their own reads would reopen would wait on each other."""
+        if self._starving:
+            return
+        self._starving = True
+        for ex in self._streams.values():
+            if not ex.body.complete:
+                ex.body.starve()
 
     def _on_connection_window(self) -> None:
         """The connection's window grew: the streams that waited on it (not on their own
@@ -442,6 +516,7 @@ class H2ServerProtocol(ServerProtocol):
         if self._streams.pop(ex.stream_id, None) is None:
             return
         self._conn_blocked.pop(ex.stream_id, None)
+        self._drop_body(ex)
         if not ex.reset and not ex.body.complete:
             # RFC 9113 §8.1: answered before the request was complete; the rest is not wanted.
             self._reset(ex.stream_id, ErrorCodes.NO_ERROR)
@@ -457,6 +532,7 @@ class H2ServerProtocol(ServerProtocol):
         ex.sent_end = True
         ex.pending.clear()
         ex.pending_bytes = 0
+        self._drop_body(ex)
         ex.body.set_error(exc)
         self._wake(ex, exc)
         if ex.status == 0:
@@ -706,14 +782,19 @@ class H2ServerProtocol(ServerProtocol):
                 self._stream_gone(ex, SendTimeout(limits.send_timeout))
             elif (
                 not ex.body.complete
-                and not ex.body_paused
                 and not ex.reset
+                and self._client_may_send(ex)
                 and now - ex.last_data > limits.body_read_timeout
             ):
                 ex.body.set_error(RequestRejected(408, "request body not received in time"))
                 ex.last_data = now
         if self._flush_scheduled is False:
             self._flush()
+
+    def _client_may_send(self, ex: H2Exchange) -> bool:
+        """The client has window to send the stream's body in: a silence is its own, not the
+        gateway's (a handler that does not read, a budget held by the other streams)."""
+        return ex.body_window > 0 and self._body_budget - self._body_held - self._conn_owed > 0
 
     def shutdown(self) -> None:
         """Graceful shutdown: GOAWAY naming the last stream taken, which finish; no new ones."""

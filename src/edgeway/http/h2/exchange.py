@@ -67,8 +67,8 @@ class H2Exchange(Exchange):
         self.blocked_since = 0.0  # loop time the queue first waited for a window; 0: not waiting
         self.drain_waiter: asyncio.Future[None] | None = None
         # -- the request body's window --
-        self.unacked = 0  # body bytes received and not yet given back to the client's window
-        self.body_paused = False
+        self.body_window = 0  # what the client may still send of the body (its stream window)
+        self.body_held = 0  # body bytes received and not read yet (counted in the connection's budget)
         self.last_data = 0.0
         # -- the handler --
         self.held = False
