@@ -82,7 +82,7 @@ class Load:
         self._stop.set()
         # Each client finishes its request in flight (at most its 5 s timeout); a client still
         # running after that is cancelled and counted as a failure instead of hanging the test.
-        done, pending = await asyncio.wait(self._tasks, timeout=10)
+        _, pending = await asyncio.wait(self._tasks, timeout=10)
         for task in pending:
             task.cancel()
             self.errors.append("a load client did not stop within 10 s")
