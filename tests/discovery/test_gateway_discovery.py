@@ -61,19 +61,32 @@ class Load:
         self._tasks = [asyncio.create_task(self._client(port, path)) for _ in range(clients)]
 
     async def _client(self, port: int, path: str) -> None:
+        client: Client | None = None
         try:
-            client = await Client.connect(port)
+            async with asyncio.timeout(5):
+                client = await Client.connect(port)
             while not self._stop.is_set():
-                resp = await client.get(path)
+                # Bounded: a request that never gets an answer is a failure, not a hang.
+                resp = await client.request("GET", path, timeout=5)
                 self.statuses[resp.status] += 1
                 self.by_backend[resp.headers.get("x-backend", "?")] += 1
-            await client.close()
         except Exception as exc:
             self.errors.append(repr(exc))
+        finally:
+            # Closed on every path: a connection left open keeps the gateway's graceful shutdown
+            # waiting (a CI run hung 120 s here when a request failed).
+            if client is not None:
+                await client.close()
 
     async def stop(self) -> None:
         self._stop.set()
-        await asyncio.gather(*self._tasks)
+        # Each client finishes its request in flight (at most its 5 s timeout); a client still
+        # running after that is cancelled and counted as a failure instead of hanging the test.
+        _, pending = await asyncio.wait(self._tasks, timeout=10)
+        for task in pending:
+            task.cancel()
+            self.errors.append("a load client did not stop within 10 s")
+        await asyncio.gather(*pending, return_exceptions=True)
 
     @property
     def failed(self) -> int:
