@@ -401,10 +401,11 @@ def gateway_config(name: str, address: str, nats_url: str, security_url: str) ->
     # The web BFF's own routes and its product routes (an include of web-bff.yaml, one file per
     # inside transport: the rehearsal's services talk JSON over HTTP).
     products = yaml.safe_load((EDGES_DIR / "product-web.http.yaml").read_text())
-    routes = [r for r in [*bff["routes"], *products["routes"]] if r["id"] in ROUTES]
+    by_id = {r["id"]: r for r in [*bff["routes"], *products["routes"]]}
+    routes = [by_id[i] for i in ROUTES if i in by_id]
     missing = set(ROUTES) - {r["id"] for r in routes}
     if missing:
-        raise ValueError(f"web-bff.yaml and product-web.http.yaml have no route(s) {', '.join(sorted(missing))}")
+        raise ValueError(f"the web BFF's files have no route(s) {', '.join(sorted(missing))}")
     return {
         "version": 1,
         "name": name,
