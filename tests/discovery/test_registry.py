@@ -14,6 +14,7 @@ from watching import follow
 from conftest import require
 from edgeway.discovery import Instance, Registry, RegistrySource
 from edgeway.discovery.errors import RegistryError
+from edgeway.discovery.registry import Registration
 
 
 @pytest.fixture
@@ -193,3 +194,26 @@ async def test_a_resync_rereads_the_bucket_without_losing_instances(nc: NatsClie
 def test_service_names_that_would_break_kv_subjects_are_refused() -> None:
     with pytest.raises(ValueError, match="service name"):
         RegistrySource(Registry(NatsClient(), bucket="b"), "a.b")
+
+
+async def test_stopping_a_heartbeat_ends_it_even_when_a_put_swallows_the_cancellation() -> None:
+    # Python 3.11's asyncio.wait_for (inside nats-py's request) can swallow a cancellation that
+    # arrives as the reply does; the put then fails like any other, and a loop that only relied
+    # on the cancellation beat on forever: closing the service hung.
+    putting = asyncio.Event()
+
+    class SwallowingRegistry:
+        ttl = 0.3
+
+        async def _put(self, instance: Instance) -> None:
+            putting.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                raise RegistryError("cancelled, then swallowed") from None
+
+    registration = Registration(SwallowingRegistry(), Instance("inv", "http://x:1"))  # type: ignore[arg-type]
+    registration.start()
+    await asyncio.wait_for(putting.wait(), 2)
+    async with asyncio.timeout(2):
+        await registration.stop_heartbeat()

@@ -192,6 +192,10 @@ class Registration:
         self.instance = instance
         self._task: asyncio.Task[None] | None = None
         self._failures = FailureLog(_log, f"registry heartbeat of {instance.key}")
+        # Set by stop_heartbeat, besides cancelling the task: on Python 3.11, asyncio.wait_for
+        # (inside nats-py's request) can swallow a cancellation that arrives as the reply does,
+        # and a loop that goes on after it would never end (cancel_and_wait would wait forever).
+        self._stopping = asyncio.Event()
 
     def start(self, *, retry_first: bool = False) -> None:
         self._task = asyncio.create_task(
@@ -211,8 +215,13 @@ class Registration:
 
     async def _heartbeat(self, retry_first: bool = False) -> None:
         failed = retry_first
-        while True:
-            await asyncio.sleep(self.retry_interval if failed else self.interval)
+        stopping = self._stopping
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.retry_interval if failed else self.interval):
+                    await stopping.wait()
+            if stopping.is_set():
+                return
             try:
                 await self.registry._put(self.instance)
             except RegistryError as exc:
@@ -225,6 +234,7 @@ class Registration:
 
     async def stop_heartbeat(self) -> None:
         """Stop beating without deregistering (the entry then expires after one TTL)."""
+        self._stopping.set()
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
