@@ -50,12 +50,20 @@ H_DEAD_AT = "ew-dead-at"
 H_ATTEMPTS = "ew-dead-attempts"
 _DLQ_ONLY = frozenset({H_MSG_ID, H_REASON, H_GROUP, H_DEAD_AT, H_ATTEMPTS})
 
+
+class _DeclaredMeanwhile(nats.errors.Error):
+    """add_stream said the stream exists, update_stream did not find it: another process is
+    creating it on another server of the cluster, and the two answers crossed. Tried again."""
+
+
 # What JetStream answers while it cannot serve its API yet: no answer in time, no responder
-# (JetStream not up on the server reached), 503 (the meta or stream leader being elected).
+# (JetStream not up on the server reached), 503 (the meta or stream leader being elected), and
+# the crossed answers of two processes declaring one stream at once.
 _JETSTREAM_UNAVAILABLE = (
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
     nats.js.errors.ServiceUnavailableError,
+    _DeclaredMeanwhile,
 )
 
 _SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -221,7 +229,10 @@ class NatsTransport:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError:
                 # Exists with other settings: bring it to what the code now says (max_age etc.).
-                await self.js.update_stream(config)
+                try:
+                    await self.js.update_stream(config)
+                except nats.js.errors.NotFoundError as exc:
+                    raise _DeclaredMeanwhile(str(exc)) from exc
 
         try:
             await self._declaring(f"stream {config.name}", ensure)
