@@ -5,6 +5,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import nats
 import pytest
@@ -217,3 +218,55 @@ async def test_stopping_a_heartbeat_ends_it_even_when_a_put_swallows_the_cancell
     await asyncio.wait_for(putting.wait(), 2)
     async with asyncio.timeout(2):
         await registration.stop_heartbeat()
+
+
+class _GoesSilent:
+    """A KV watcher whose consumer's server died after the snapshot: nothing more arrives."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self._snapshot_done = False
+
+    def __aiter__(self) -> _GoesSilent:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._snapshot_done:
+            await asyncio.Event().wait()  # silent forever, as a watch on a dead server is
+        entry = await self._real.__anext__()
+        if entry is None:
+            self._snapshot_done = True
+        return entry
+
+    async def stop(self) -> None:
+        await self._real.stop()
+
+
+async def test_a_watch_that_goes_silent_is_renewed_before_live_instances_are_dropped(
+    nc: NatsClient, bucket: str
+) -> None:
+    # Both gateways of the cluster rehearsal dropped every live catalog and inventory instance
+    # 11 s after a NATS server died: their watches' consumers had lived on that server, the
+    # heartbeats went on into the replicated bucket, and the silent watch read as no heartbeats.
+    ttl = 2.0
+    services = Registry(nc, bucket=bucket, ttl=ttl)
+    await services.open()
+    alive = await services.register(Instance("inv", "http://alive:1"))
+    reader = Registry(nc, bucket=bucket)
+    await reader.open(create=False)
+    real_watch = reader.kv.watch
+    calls = 0
+
+    async def watch(keys: str, **options: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        real = await real_watch(keys, **options)
+        return _GoesSilent(real) if calls == 1 else real
+
+    reader.kv.watch = watch  # type: ignore[method-assign,assignment]
+    async with follow(RegistrySource(reader, "inv")) as seen:
+        await seen.until(lambda urls: urls == ["http://alive:1"], 5)
+        await asyncio.sleep(ttl * 2.5)  # past the first watch's expiry deadline, twice
+        assert [urls for _, urls in seen.sets] == [["http://alive:1"]]
+    assert calls >= 2  # the silent watch was replaced
+    await alive.close()

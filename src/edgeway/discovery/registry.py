@@ -350,6 +350,13 @@ class RegistrySource:
         live: dict[str, tuple[str, float]] = {}  # key -> (url, expiry deadline)
         snapshot_done = False
         resync_at = loop.time() + self.resync
+        # A watch is an ephemeral consumer on one NATS server; when that server dies the watch
+        # goes silent while the instances go on heartbeating into the (replicated) bucket. Every
+        # live instance puts its entry every TTL/3, so a watch that has heard nothing for longer
+        # than that while it still holds instances is suspect: before one of them is dropped
+        # for want of a heartbeat, the watch starts over from a snapshot of the bucket.
+        heard = loop.time()
+        silent_after = self.registry.ttl / 3 + 1.0
         try:
             while True:
                 now = loop.time()
@@ -369,6 +376,8 @@ class RegistrySource:
                 except _FAILURES as exc:
                     raise RegistryError(f"watching {self.description} failed: {exc}", self.service) from exc
                 now = loop.time()
+                if entry is not _EXPIRY_CHECK:
+                    heard = now
                 if entry is None:
                     snapshot_done = True  # the end-of-snapshot marker
                 elif entry is not _EXPIRY_CHECK:
@@ -384,7 +393,15 @@ class RegistrySource:
                             live.pop(entry.key, None)
                             continue
                         live[entry.key] = (url, self._deadline(entry.created, now))
-                for key in [k for k, (_, deadline) in live.items() if deadline <= now]:
+                expired = [k for k, (_, deadline) in live.items() if deadline <= now]
+                if expired and now - heard > silent_after:
+                    _log.info(
+                        "%s: no update for %.1f s; watching again from a snapshot",
+                        self.description,
+                        now - heard,
+                    )
+                    return
+                for key in expired:
                     del live[key]
                 if snapshot_done:
                     yield sorted({url for url, _ in live.values()})
