@@ -76,9 +76,6 @@ class TunnelCredentials:
 
         return release
 
-    def open_tunnels(self) -> int:
-        return sum(len(held) for held in self._by_jti.values())
-
     def _follow(self) -> RevocationList | None:
         # The auth filter's deny-list exists once the routes' filters are built, after the proxy
         # actions: looked up at the first tunnel, as the push routes do.

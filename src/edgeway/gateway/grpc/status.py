@@ -26,7 +26,9 @@ from edgeway.gateway.grpc.web_wire import (
     upstream_content_type,
 )
 from edgeway.http.exchange import Exchange, Headers
-from edgeway.http.grpc_wire import encode_grpc_message, grpc_code_of_http, is_grpc_content_type
+from edgeway.http.grpc_wire import encode_grpc_message as encode_message
+from edgeway.http.grpc_wire import grpc_code_of_http
+from edgeway.http.grpc_wire import is_grpc_content_type as is_grpc
 
 __all__ = [
     "GrpcStatus",
@@ -97,14 +99,6 @@ def http_status_of(grpc_status: bytes | None) -> int:
         return _HTTP_OF[GrpcStatus(int(grpc_status or b""))]
     except ValueError:
         return 500
-
-
-def is_grpc(content_type: bytes | None) -> bool:
-    """A gRPC request (``application/grpc``, ``application/grpc+proto``, ``application/grpc-web``…)."""
-    return is_grpc_content_type(content_type)
-
-
-encode_message = encode_grpc_message
 
 
 def trailers_only(
