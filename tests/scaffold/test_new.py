@@ -13,6 +13,7 @@ NATS it starts on a free port, the edges' by starting ``edgeway gateway`` on the
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -353,7 +354,18 @@ def test_each_generated_project_passes_its_own_tests(repo: Repo) -> None:
     # two screens and their CORS; edge (made first): the three services added to it since
     expected = {"services/stock": 7, "edges/web-bff": 10, "edges/edge": 6}
     for project, process in runs.items():
-        out, _ = process.communicate(timeout=240)
+        try:
+            out, _ = process.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            # Say which project hung and where: its output so far, with pytest's own traceback
+            # of every thread (faulthandler, on SIGABRT) if it still answers.
+            process.send_signal(signal.SIGABRT)
+            try:
+                out, _ = process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                out, _ = process.communicate()
+            pytest.fail(f"{project}: its tests did not end within 240 s:\n{out}")
         assert process.returncode == 0, f"{project}:\n{out}"
         summary = out.strip().splitlines()[-1]
         assert f"{expected[project]} passed" in summary, f"{project}:\n{out}"
