@@ -95,7 +95,8 @@ class NatsTransport:
     ``servers`` is a URL, a comma-separated list of them or a list of cluster URLs
     (:func:`edgeway.bus.urls.nats_servers`); nats-py reconnects across them.
     ``publish_window`` bounds the publishes awaiting the stream's acknowledgement (see
-    :mod:`edgeway.bus.nats.confirms`); ``publish_timeout`` is how long one may wait for it.
+    :mod:`edgeway.bus.nats.confirms`); ``publish_timeout`` is how long one may wait for it,
+    and a batch that hears no ack for ``publish_resend_after`` is sent again (same message ids).
     """
 
     name = "nats"
@@ -107,6 +108,7 @@ class NatsTransport:
         prefix: str = "ew",
         client_name: str | None = None,
         publish_timeout: float = 5.0,
+        publish_resend_after: float = 1.0,
         publish_window: int = 2000,
         declare_timeout: float = 30.0,
     ) -> None:
@@ -116,6 +118,7 @@ class NatsTransport:
         self.prefix = prefix
         self.client_name = client_name
         self.publish_timeout = publish_timeout
+        self.publish_resend_after = publish_resend_after
         self.publish_window = publish_window
         # How long a stream or consumer declaration is retried while JetStream cannot answer
         # (a restarted server catching up, a leader election): then it fails as before.
@@ -156,7 +159,12 @@ class NatsTransport:
                 **LIVENESS,
             )
             reconnect_forever(self._nc, 0.5)
-            self._confirms = Confirms(self._nc, window=self.publish_window, timeout=self.publish_timeout)
+            self._confirms = Confirms(
+                self._nc,
+                window=self.publish_window,
+                timeout=self.publish_timeout,
+                resend_after=self.publish_resend_after,
+            )
             await self._confirms.start()
         except (OSError, nats.errors.Error) as exc:
             servers = ", ".join(map(safe_url, self.servers))
