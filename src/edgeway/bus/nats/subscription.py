@@ -26,6 +26,12 @@ resumes where it was; a broadcast member gets a new ephemeral consumer from now 
 goes through the meta leader and may wait out its whole timeout during an election, so it is
 kept for a consumer that is really gone (before, every 503 declared, and consumers stalled for
 5 to 10 s after a node died).
+
+While the member holds deliveries (the batch being handled and the one pulled ahead), it tells
+JetStream every ``progress_every`` seconds (a third of the channel's ``ack_wait``) that they are
+in progress (``+WPI``), which restarts their ``ack_wait``. A handler that takes longer than
+``ack_wait`` is not redelivered to another member while it still works; ``ack_wait`` only has
+to cover a member that died, so it can be short.
 """
 
 from __future__ import annotations
@@ -93,6 +99,7 @@ class NatsSubscription:
         replays: str,
         handler: BatchHandler,
         batch_size: int,
+        progress_every: float,
     ) -> None:
         self._nc = nc
         self._stream = stream
@@ -108,6 +115,7 @@ class NatsSubscription:
         self._replays = replays
         self._handler = handler
         self._batch_size = batch_size
+        self._progress_every = progress_every
         self._request = orjson.dumps({"batch": batch_size, "expires": int(_EXPIRES * 1e9)})
         # per pull request
         self._owed = 0  # messages the open pull request may still deliver (0 = none open)
@@ -119,6 +127,7 @@ class NatsSubscription:
         self._inbox = nc.new_inbox()
         self._sub: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._progress: asyncio.Task[None] | None = None
         self._warned: str | None = None
 
     @property
@@ -129,6 +138,7 @@ class NatsSubscription:
         await self._use(await self._ensure_consumer())
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
         self._task = asyncio.create_task(self._run(), name=f"nats-consumer-{self._channel}")
+        self._progress = asyncio.create_task(self._in_progress(), name=f"nats-progress-{self._channel}")
 
     async def _use(self, consumer: str) -> None:
         self._consumer = consumer
@@ -237,7 +247,20 @@ class NatsSubscription:
             await self._handler(batch)
             self._held = []
 
+    async def _in_progress(self) -> None:
+        """Restart the ``ack_wait`` of every delivery held, each ``progress_every`` (module docstring)."""
+        while True:
+            await asyncio.sleep(self._progress_every)
+            for held in (*self._held, *self._buffer):
+                if not held.settled:
+                    try:
+                        await held.msg.in_progress()
+                    except nats.errors.Error:  # reconnecting with a full buffer: next time
+                        break
+
     async def stop(self) -> None:
+        if self._progress is not None:
+            await cancel_and_wait(self._progress)
         if self._task is not None:
             await cancel_and_wait(self._task)
         if self._sub is not None:

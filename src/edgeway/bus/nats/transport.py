@@ -384,6 +384,7 @@ class NatsTransport:
             replays=names.groups + ".",
             handler=handler,
             batch_size=batch_size,
+            progress_every=channel.ack_wait / 3,
         )
         await sub.start()
         self._subscriptions.append(sub)
