@@ -1,7 +1,9 @@
 """The BFFs' product screens with the shop's inside transport ``grpc``: the product (and its price)
 is an aggregate gRPC call to catalog's ``GetProduct``, the stock one to inventory's ``Stock``, the
 web's product list a transcoded ``ListProducts`` (product-*.grpc.yaml, the descriptor set shipped
-in the package), and the client gets the same JSON as with ``http`` (product-*.http.yaml).
+in the package), and the client gets the same JSON as with ``http`` (product-*.http.yaml). The
+home screens (Python endpoints, screens.py) read catalog's products and categories with
+``ListProducts`` and ``ListCategories`` the same way, from Python.
 
 Real pieces: catalog and inventory each serving its HTTP app on a port and its gRPC service on
 another, and a gateway loading the shop's own route file for the transport; the legacy reviews
