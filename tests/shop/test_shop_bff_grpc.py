@@ -556,11 +556,11 @@ async def test_list_categories_answers_what_the_json_route_answers(tmp_path: Pat
             assert added.status_code == 201, added.text
             after = await stub.ListCategories(catalog_pb2.ListCategoriesRequest())
         listed = (await shop.catalog.get("/categories")).json()
-    found = [{"name": c.name, "count": c.count} for c in after.categories]
-    assert found == listed
-    assert [c["name"] for c in found] == sorted(c["name"] for c in found)
+    names = [c.name for c in after.categories]
+    assert [{"name": c.name, "count": c.count} for c in after.categories] == listed
+    assert names == sorted(names)
     cups = {c.name: c.count for c in before.categories}["cups"]
-    assert {c["name"]: c["count"] for c in found}["cups"] == cups + 1
+    assert {c.name: c.count for c in after.categories}["cups"] == cups + 1
 
 
 def test_the_bff_edge_files_tell_the_home_screens_the_inside_transport() -> None:
