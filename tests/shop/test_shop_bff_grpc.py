@@ -1,7 +1,9 @@
 """The BFFs' product screens with the shop's inside transport ``grpc``: the product (and its price)
 is an aggregate gRPC call to catalog's ``GetProduct``, the stock one to inventory's ``Stock``, the
 web's product list a transcoded ``ListProducts`` (product-*.grpc.yaml, the descriptor set shipped
-in the package), and the client gets the same JSON as with ``http`` (product-*.http.yaml).
+in the package), and the client gets the same JSON as with ``http`` (product-*.http.yaml). The
+home screens (Python endpoints, screens.py) read catalog's products and categories with
+``ListProducts`` and ``ListCategories`` the same way, from Python.
 
 Real pieces: catalog and inventory each serving its HTTP app on a port and its gRPC service on
 another, and a gateway loading the shop's own route file for the transport; the legacy reviews
@@ -467,6 +469,7 @@ async def test_the_home_screens_are_the_same_bytes_over_grpc_as_over_http(
         )
         assert added.status_code == 201, added.text
         listed = (await shop.catalog.get("/products", params={"limit": "50"})).json()
+        categories = (await shop.catalog.get("/categories")).json()
         with grpc_access() as access:
             homes = await _homes(tmp_path, shop.ports, signer.jwks_url)
     over_http, over_grpc = homes["http"], homes["grpc"]
@@ -477,25 +480,38 @@ async def test_the_home_screens_are_the_same_bytes_over_grpc_as_over_http(
     assert [p["sku"] for p in web["products"]] == [p["sku"] for p in listed["items"]]
     bare = next(p for p in web["products"] if p["sku"] == "BARE-1")
     assert (bare["price_cents"], bare["description"]) == (12_345_678_901, "")
-    assert web["categories"]
+    # catalog's JSON route's answer, the new product's category counted
+    assert web["categories"] == categories
+    assert {"name": "misc", "count": 1} in categories
     assert web["orders"] == [] == mobile["orders"]
     assert len(mobile["products"]) == min(20, len(listed["items"]))
-    # catalog served ListProducts over gRPC for each grpc home call, and only for those, under
-    # the gateway's request id and in its trace
-    assert access.calls == [
-        ("/shop.catalog.v1.Catalog/ListProducts", "OK", a.headers["x-request-id"], _trace_id(a))
+    # catalog served ListCategories and ListProducts over gRPC for each grpc home call, and only
+    # for those, under the gateway's request id and in its trace (the two calls of a screen run
+    # at once: their lines come in either order)
+    assert sorted(access.calls) == sorted(
+        (f"/shop.catalog.v1.Catalog/{method}", "OK", a.headers["x-request-id"], _trace_id(a))
         for a in over_grpc
-    ]
+        for method in ("ListCategories", "ListProducts")
+    )
 
 
-async def test_the_home_screens_really_read_the_products_over_grpc(tmp_path: Path, signer: Issuer) -> None:
-    """catalog's gRPC port pointing nowhere: the grpc home screens fail and the http ones do not
-    (and the other way round, the products are not read over HTTP: only the categories are)."""
+async def test_the_home_screens_really_read_the_catalog_over_grpc(tmp_path: Path, signer: Issuer) -> None:
+    """catalog's gRPC port pointing nowhere: the grpc home screens fail and the http ones do not;
+    and the other way round, catalog's HTTP port pointing nowhere: the grpc screens still have
+    the categories and the products (nothing of catalog is read over HTTP), the http ones fail."""
     async with services(tmp_path, signer) as shop:
-        nowhere = held_ports(1)[0]
-        homes = await _homes(tmp_path, {**shop.ports, "catalog-grpc": nowhere}, signer.jwks_url)
-    assert [a.status_code for a in homes["http"]] == [200, 200]
-    assert [a.status_code for a in homes["grpc"]] == [502, 502]
+        categories = (await shop.catalog.get("/categories")).json()
+        nowhere = held_ports(2)
+        no_grpc = await _homes(tmp_path, {**shop.ports, "catalog-grpc": nowhere[0]}, signer.jwks_url)
+        no_http = await _homes(tmp_path, {**shop.ports, "catalog": nowhere[1]}, signer.jwks_url)
+    assert [a.status_code for a in no_grpc["http"]] == [200, 200]
+    assert [a.status_code for a in no_grpc["grpc"]] == [502, 502]
+    assert [a.status_code for a in no_http["http"]] == [502, 502]
+    assert [a.status_code for a in no_http["grpc"]] == [200, 200]
+    web, mobile = (a.json() for a in no_http["grpc"])
+    assert web["categories"] == categories
+    assert web["products"]
+    assert mobile["products"]
 
 
 async def test_catalog_down_fails_the_home_screens_as_over_http(tmp_path: Path, signer: Issuer) -> None:
@@ -516,7 +532,35 @@ async def test_catalog_down_fails_the_home_screens_as_over_http(tmp_path: Path, 
         same = ("type", "title", "status", "code")
         assert {k: grpc_problem[k] for k in same} == {k: http_problem[k] for k in same}
         assert grpc_problem["code"] == "connect_failed"
-        assert grpc_problem["service"] in ("catalog", "catalog-grpc")  # the first call to fail
+        # every catalog call of a screen goes over its transport
+        assert (http_problem["service"], grpc_problem["service"]) == ("catalog", "catalog-grpc")
+
+
+async def test_list_categories_answers_what_the_json_route_answers(tmp_path: Path, signer: Issuer) -> None:
+    """catalog's ListCategories, called with its generated stub on its gRPC port, against
+    ``GET /categories`` on its HTTP port: the same categories, counts and order, a new product
+    counted in both."""
+    import grpc
+
+    from edgeway.demo.shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+
+    async with services(tmp_path, signer) as shop:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{shop.ports['catalog-grpc']}") as channel:
+            stub = catalog_pb2_grpc.CatalogStub(channel)
+            before = await stub.ListCategories(catalog_pb2.ListCategoriesRequest())
+            added = await shop.catalog.post(
+                "/products",
+                json={"sku": "CUP-99", "name": "Ninety-nine", "category": "cups", "price_cents": 990},
+                headers=shop.admin,
+            )
+            assert added.status_code == 201, added.text
+            after = await stub.ListCategories(catalog_pb2.ListCategoriesRequest())
+        listed = (await shop.catalog.get("/categories")).json()
+    names = [c.name for c in after.categories]
+    assert [{"name": c.name, "count": c.count} for c in after.categories] == listed
+    assert names == sorted(names)
+    cups = {c.name: c.count for c in before.categories}["cups"]
+    assert {c.name: c.count for c in after.categories}["cups"] == cups + 1
 
 
 def test_the_bff_edge_files_tell_the_home_screens_the_inside_transport() -> None:

@@ -2,8 +2,8 @@
 inventory serves gRPC beside HTTP, the orders service finds its ``grpc://`` address in the NATS
 KV registry and its saga reserves and commits over it; the BFFs find the same address there and
 read the product page's stock over gRPC, and catalog's (both instances serve
-``shop.catalog.v1.Catalog``) for the product, its price and the product list; the edges still
-answer JSON."""
+``shop.catalog.v1.Catalog``) for the product, its price, the product list and the home screens'
+products and categories; the edges still answer JSON."""
 
 from __future__ import annotations
 
@@ -117,6 +117,20 @@ def test_the_product_screens_read_the_product_and_its_price_over_grpc(shop: Shop
     assert shop.wait(
         functools.partial(_grpc_calls, shop, "/shop.catalog.v1.Catalog/ListProducts", "catalog"), 10
     )
+
+
+def test_the_home_screens_read_the_categories_over_grpc(shop: Shop) -> None:
+    """Both home screens load; the web's categories are catalog's ``GET /categories`` answer, read
+    by ListCategories at one of catalog's instances: catalog logged the gRPC calls."""
+    categories = shop.get("catalog-1", "/categories").json()
+    home = shop.get("web-bff", "/api/home")
+    assert home.status_code == 200, home.text
+    assert home.json()["categories"] == categories
+    assert shop.get("mobile-bff", "/m/home").status_code == 200
+    calls = shop.wait(
+        functools.partial(_grpc_calls, shop, "/shop.catalog.v1.Catalog/ListCategories", "catalog"), 10
+    )
+    assert " OK " in calls[0]
 
 
 def test_a_price_change_shows_on_the_product_screens_read_over_grpc(shop: Shop) -> None:

@@ -6,11 +6,11 @@ mark their answer incomplete; here the call is made only when there is a caller.
 run in parallel through the gateway's own clusters (balancing, pools, timeouts), with the request
 id, a child trace context and the caller's identity headers and token.
 
-The products (and their prices) come over gRPC when the shop's inside transport is ``grpc``
-(``EDGEWAY_INSIDE_TRANSPORT``, docs/shop.md; the route's ``options.inside_transport`` is set from
-it): catalog's ``ListProducts``, printed as its JSON route answers, so the screens are the same
-byte for byte. The categories stay JSON: catalog's gRPC contract has no method for them (they
-are cached by the edge and off the price path).
+The products (and their prices) and the categories come over gRPC when the shop's inside
+transport is ``grpc`` (``EDGEWAY_INSIDE_TRANSPORT``, docs/shop.md; the route's
+``options.inside_transport`` is set from it): catalog's ``ListProducts`` and ``ListCategories``,
+printed as its JSON routes answer, so the screens are the same byte for byte. The orders stay
+JSON: the orders service serves no gRPC.
 """
 
 from __future__ import annotations
@@ -31,9 +31,23 @@ AS_JSON = PrintOptions(
 )
 
 
+def _over_grpc(req: Request) -> bool:
+    return req.options.get("inside_transport") == "grpc"
+
+
+def _categories(req: Request) -> Any:
+    """Every category with its number of products (a list of ``name``, ``count``), over the
+    inside transport; gRPC answers the list as the field ``categories`` of its message."""
+    if _over_grpc(req):
+        return req.services["catalog-grpc"].grpc(
+            "shop.catalog.v1.Catalog/ListCategories", descriptor_set=CATALOG_PB, print_options=AS_JSON
+        )
+    return req.services.catalog.get("/categories")
+
+
 def _products(req: Request, limit: int) -> Any:
     """The first ``limit`` products (a page: ``items``, ``total``), over the inside transport."""
-    if req.options.get("inside_transport") == "grpc":
+    if _over_grpc(req):
         return req.services["catalog-grpc"].grpc(
             "shop.catalog.v1.Catalog/ListProducts",
             {"limit": limit},
@@ -44,12 +58,13 @@ def _products(req: Request, limit: int) -> Any:
 
 
 async def _home(req: Request, limit: int) -> tuple[Any, Any, Any]:
-    catalog = req.services.catalog
-    calls: list[Any] = [catalog.get("/categories"), _products(req, limit)]
+    calls: list[Any] = [_categories(req), _products(req, limit)]
     if req.identity is not None:
         calls.append(req.services.orders.get("/orders", params={"limit": "3"}))
     answers: list[ServiceResponse] = await asyncio.gather(*calls)
     categories, products = (a.raise_for_status().json() for a in answers[:2])
+    if _over_grpc(req):
+        categories = categories["categories"]
     orders = answers[2].raise_for_status().json() if len(answers) > 2 else []
     return categories, products["items"], orders
 

@@ -1,11 +1,11 @@
 """The catalog's reads over gRPC: ``shop.catalog.v1.Catalog``, beside the JSON routes.
 
-The BFFs read the product page's product and the product list over this when the shop's inside
-transport is ``grpc`` (``EDGEWAY_INSIDE_TRANSPORT``, docs/shop.md), through the gateway's
-JSON-to-gRPC transcoding. Each method runs the same function as its HTTP route and checks its
-request by the route's rules: what the route refuses with 422 is ``INVALID_ARGUMENT`` here, an
-unknown SKU ``NOT_FOUND`` with the problem's ``type`` in the ``ErrorInfo`` metadata. Reads are
-public, as the routes are: no identity is asked for.
+The BFFs read the product page's product, the product list and the home screens' products and
+categories over this when the shop's inside transport is ``grpc`` (``EDGEWAY_INSIDE_TRANSPORT``,
+docs/shop.md), through the gateway's JSON-to-gRPC transcoding. Each method runs the same function
+as its HTTP route and checks its request by the route's rules: what the route refuses with 422 is
+``INVALID_ARGUMENT`` here, an unknown SKU ``NOT_FOUND`` with the problem's ``type`` in the
+``ErrorInfo`` metadata. Reads are public, as the routes are: no identity is asked for.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ from typing import Annotated, Any
 import grpc
 from pydantic import BaseModel, Field
 
-from edgeway.demo.shop.catalog.app import SKU, CatalogService, Product, find_product, product_page
+from edgeway.demo.shop.catalog.app import (
+    SKU,
+    CatalogService,
+    Product,
+    category_counts,
+    find_product,
+    product_page,
+)
 from edgeway.demo.shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from edgeway.service import Cursor
 
@@ -62,3 +69,9 @@ class CatalogRpc(catalog_pb2_grpc.CatalogServicer):
         )
         page = await product_page(self.service, query.category, query.q, query.limit, query.offset)
         return catalog_pb2.ProductPage(items=[_product(p) for p in page.items], total=page.total)
+
+    async def ListCategories(  # noqa: N802
+        self, request: catalog_pb2.ListCategoriesRequest, context: Context
+    ) -> catalog_pb2.CategoryList:
+        found = await category_counts(self.service)
+        return catalog_pb2.CategoryList(categories=[catalog_pb2.Category(**c.model_dump()) for c in found])

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*edgeway/demo/shop/catalog/v1/catalog.proto\x12\x0fshop.catalog.v1\" \n\x11GetProductRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"q\n\x07Product\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x13\n\x0bprice_cents\x18\x05 \x01(\x03\x12\x0f\n\x07version\x18\x06 \x01(\x05\"`\n\x13ListProductsRequest\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\t\n\x01q\x18\x02 \x01(\t\x12\x12\n\x05limit\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x42\x08\n\x06_limit\"E\n\x0bProductPage\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.shop.catalog.v1.Product\x12\r\n\x05total\x18\x02 \x01(\x05\x32\xb3\x01\n\x07\x43\x61talog\x12O\n\nGetProduct\x12\".shop.catalog.v1.GetProductRequest\x1a\x18.shop.catalog.v1.Product\"\x03\x90\x02\x01\x12W\n\x0cListProducts\x12$.shop.catalog.v1.ListProductsRequest\x1a\x1c.shop.catalog.v1.ProductPage\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*edgeway/demo/shop/catalog/v1/catalog.proto\x12\x0fshop.catalog.v1\" \n\x11GetProductRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"q\n\x07Product\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x13\n\x0bprice_cents\x18\x05 \x01(\x03\x12\x0f\n\x07version\x18\x06 \x01(\x05\"`\n\x13ListProductsRequest\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\t\n\x01q\x18\x02 \x01(\t\x12\x12\n\x05limit\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x42\x08\n\x06_limit\"E\n\x0bProductPage\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.shop.catalog.v1.Product\x12\r\n\x05total\x18\x02 \x01(\x05\"\x17\n\x15ListCategoriesRequest\"\'\n\x08\x43\x61tegory\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"=\n\x0c\x43\x61tegoryList\x12-\n\ncategories\x18\x01 \x03(\x0b\x32\x19.shop.catalog.v1.Category2\x91\x02\n\x07\x43\x61talog\x12O\n\nGetProduct\x12\".shop.catalog.v1.GetProductRequest\x1a\x18.shop.catalog.v1.Product\"\x03\x90\x02\x01\x12W\n\x0cListProducts\x12$.shop.catalog.v1.ListProductsRequest\x1a\x1c.shop.catalog.v1.ProductPage\"\x03\x90\x02\x01\x12\\\n\x0eListCategories\x12&.shop.catalog.v1.ListCategoriesRequest\x1a\x1d.shop.catalog.v1.CategoryList\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CATALOG'].methods_by_name['GetProduct']._serialized_options = b'\220\002\001'
   _globals['_CATALOG'].methods_by_name['ListProducts']._loaded_options = None
   _globals['_CATALOG'].methods_by_name['ListProducts']._serialized_options = b'\220\002\001'
+  _globals['_CATALOG'].methods_by_name['ListCategories']._loaded_options = None
+  _globals['_CATALOG'].methods_by_name['ListCategories']._serialized_options = b'\220\002\001'
   _globals['_GETPRODUCTREQUEST']._serialized_start=63
   _globals['_GETPRODUCTREQUEST']._serialized_end=95
   _globals['_PRODUCT']._serialized_start=97
@@ -43,6 +45,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPRODUCTSREQUEST']._serialized_end=308
   _globals['_PRODUCTPAGE']._serialized_start=310
   _globals['_PRODUCTPAGE']._serialized_end=379
-  _globals['_CATALOG']._serialized_start=382
-  _globals['_CATALOG']._serialized_end=561
+  _globals['_LISTCATEGORIESREQUEST']._serialized_start=381
+  _globals['_LISTCATEGORIESREQUEST']._serialized_end=404
+  _globals['_CATEGORY']._serialized_start=406
+  _globals['_CATEGORY']._serialized_end=445
+  _globals['_CATEGORYLIST']._serialized_start=447
+  _globals['_CATEGORYLIST']._serialized_end=508
+  _globals['_CATALOG']._serialized_start=511
+  _globals['_CATALOG']._serialized_end=784
 # @@protoc_insertion_point(module_scope)
