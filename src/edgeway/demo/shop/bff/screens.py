@@ -1,10 +1,11 @@
 """The home screen for the web app and the phone app (``python.modules`` of the two BFF configs).
 
-The home screen needs the categories, the products and — only for a signed-in customer — their
-recent orders. An aggregate route would call the orders service for anonymous visitors too and
-mark their answer incomplete; here the call is made only when there is a caller. The three calls
-run in parallel through the gateway's own clusters (balancing, pools, timeouts), with the request
-id, a child trace context and the caller's identity headers and token.
+The web's home screen needs the categories, the products and — only for a signed-in customer —
+their recent orders; the phone's shows no categories, so it does not ask for them. An aggregate
+route would call the orders service for anonymous visitors too and mark their answer
+incomplete; here the call is made only when there is a caller. The calls run in parallel
+through the gateway's own clusters (balancing, pools, timeouts), with the request id, a child
+trace context and the caller's identity headers and token.
 
 The products (and their prices) and the categories come over gRPC when the shop's inside
 transport is ``grpc`` (``EDGEWAY_INSIDE_TRANSPORT``, docs/shop.md; the route's
@@ -57,22 +58,25 @@ def _products(req: Request, limit: int) -> Any:
     return req.services.catalog.get("/products", params={"limit": str(limit)})
 
 
-async def _home(req: Request, limit: int) -> tuple[Any, Any, Any]:
-    calls: list[Any] = [_categories(req), _products(req, limit)]
+async def _home(req: Request, limit: int, *, categories: bool) -> tuple[Any, Any, Any]:
+    """(categories or None, products, the caller's recent orders), read at once."""
+    calls: dict[str, Any] = {"products": _products(req, limit)}
+    if categories:
+        calls["categories"] = _categories(req)
     if req.identity is not None:
-        calls.append(req.services.orders.get("/orders", params={"limit": "3"}))
-    answers: list[ServiceResponse] = await asyncio.gather(*calls)
-    categories, products = (a.raise_for_status().json() for a in answers[:2])
-    if _over_grpc(req):
-        categories = categories["categories"]
-    orders = answers[2].raise_for_status().json() if len(answers) > 2 else []
-    return categories, products["items"], orders
+        calls["orders"] = req.services.orders.get("/orders", params={"limit": "3"})
+    answers: list[ServiceResponse] = await asyncio.gather(*calls.values())
+    read = {name: answer.raise_for_status().json() for name, answer in zip(calls, answers, strict=True)}
+    listed = read.get("categories")
+    if listed is not None and _over_grpc(req):
+        listed = listed["categories"]
+    return listed, read["products"]["items"], read.get("orders", [])
 
 
 @endpoint("GET", "/api/home")
 async def web_home(req: Request) -> dict[str, Any]:
     """The web app's home screen in one call."""
-    categories, products, orders = await _home(req, limit=50)
+    categories, products, orders = await _home(req, limit=50, categories=True)
     return {
         "categories": categories,
         "products": [{k: p[k] for k in PRODUCT_FIELDS} for p in products],
@@ -83,7 +87,7 @@ async def web_home(req: Request) -> dict[str, Any]:
 @endpoint("GET", "/m/home")
 async def mobile_home(req: Request) -> dict[str, Any]:
     """The phone's home screen: the same data, only the fields the app shows."""
-    _categories, products, orders = await _home(req, limit=20)
+    _, products, orders = await _home(req, limit=20, categories=False)
     return {
         "products": [{"sku": p["sku"], "name": p["name"], "price": p["price_cents"]} for p in products],
         "orders": [{"id": o["id"], "status": o["status"]} for o in orders],
