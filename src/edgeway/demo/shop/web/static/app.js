@@ -280,20 +280,54 @@ const bff = {
 
 const api = CONFIG.mode === "bff" ? bff : direct;
 
-// One WebSocket to the BFF for every live topic of this page.
+// One WebSocket to the BFF for the whole visit, opened as soon as someone is signed in (when the
+// page starts, at sign-in, on every screen if it was closed), not by the screen that first needs
+// it. Opened by the order screen after its GET, it was never opened for an order that had already
+// settled by then (a busy machine), and the indicator stayed "live: off".
+// After a lost connection: at once, then backing off to every 8 s, for about a minute (a BFF
+// restarting is back in seconds; a token it now refuses would be refused forever).
+const RETRY_MS = [250, 500, 1000, 2000, 4000, 8000];
+const RETRIES = 12;
 const live = {
-  socket: null, handlers: new Map(), opening: null,
-  connect() {
-    if (this.socket && this.socket.readyState <= 1) return this.opening;
+  socket: null, token: null, handlers: new Map(), retry: null, attempt: 0, failed: false,
+  connect(retrying = false) {
+    if (CONFIG.mode !== "bff" || !store.token) return;  // the route refuses anonymous callers
+    if (this.socket && this.socket.readyState <= 1 && this.token === store.token) return;
+    this.close();  // another user's (they signed in since), or one closing
+    clearTimeout(this.retry);
+    this.retry = null;
+    if (!retrying) this.attempt = 0;  // a screen or a sign-in starts the retries afresh
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const url = `${scheme}://${location.host}/api/live?access_token=${encodeURIComponent(store.token || "")}`;
+    const url = `${scheme}://${location.host}/api/live?access_token=${encodeURIComponent(store.token)}`;
     const socket = new WebSocket(url);
     this.socket = socket;
-    this.opening = new Promise((resolve, reject) => {
-      socket.onopen = () => { setLive("connected"); resolve(); };
-      socket.onerror = () => reject(new Error("the live connection to the web BFF (/api/live) failed"));
-    });
-    socket.onclose = () => { setLive("off"); this.socket = null; };
+    this.token = store.token;
+    setLive("connecting");
+    socket.onopen = () => {
+      this.attempt = 0;
+      this.failed = false;
+      setLive("connected");
+      // what the screen watches, again after a reconnect: the replay brings what was missed
+      for (const topic of this.handlers.keys()) this.send({ type: "subscribe", topic, replay: true });
+    };
+    socket.onerror = () => {
+      if (this.handlers.size && !this.failed) {
+        this.failed = true;  // once, not at every retry
+        showError(new Error("the live connection to the web BFF (/api/live) failed; trying again"));
+      }
+    };
+    socket.onclose = (event) => {
+      if (this.socket !== socket) return;  // replaced or stopped on purpose
+      this.socket = null;
+      setLive("off");
+      // 1000 (idle, or closed by us) and 1008 (token expired or revoked, a reader too slow): the
+      // server meant it, and the next screen reconnects (a 401 there signs the page out). Any
+      // other close is a lost connection (a restart, the network): try again.
+      if (event.code === 1000 || event.code === 1008 || this.attempt >= RETRIES) return;
+      const delay = RETRY_MS[Math.min(this.attempt, RETRY_MS.length - 1)];
+      this.attempt += 1;
+      this.retry = setTimeout(() => { this.retry = null; this.connect(true); }, delay);
+    };
     socket.onmessage = (event) => {
       const message = JSON.parse(event.data);
       if (message.type === "message") {
@@ -303,16 +337,31 @@ const live = {
         showError(new Error(`live ${message.topic}: ${message.detail}`));
       }
     };
-    return this.opening;
+  },
+  close() {
+    if (this.socket) {
+      const socket = this.socket;
+      this.socket = null;  // its close is ours: no reconnect
+      socket.close(1000);
+    }
+  },
+  stop() {  // signed out
+    this.close();
+    clearTimeout(this.retry);
+    this.retry = null;
+    this.token = null;
+    if (CONFIG.mode === "bff") setLive("off");  // Direct: the indicator is the polling's
+  },
+  send(message) {
+    if (this.socket && this.socket.readyState === 1) this.socket.send(JSON.stringify(message));
   },
   subscribe(topic, onData) {
     this.handlers.set(topic, onData);
-    this.connect()
-      .then(() => this.socket.send(JSON.stringify({ type: "subscribe", topic, replay: true })))
-      .catch((e) => showError(e));
+    this.connect();  // a no-op when open; when it is still opening, its open subscribes
+    this.send({ type: "subscribe", topic, replay: true });
     return () => {
       this.handlers.delete(topic);
-      if (this.socket && this.socket.readyState === 1) this.socket.send(JSON.stringify({ type: "unsubscribe", topic }));
+      this.send({ type: "unsubscribe", topic });
     };
   },
 };
@@ -320,7 +369,7 @@ const live = {
 function setLive(state) {
   const el = $("#live");
   el.textContent = `live: ${state}`;
-  el.classList.toggle("on", state !== "off");
+  el.classList.toggle("on", state === "connected" || state === "polling");
 }
 
 // -- rendering helpers ---------------------------------------------------------------------------
@@ -542,6 +591,7 @@ const screens = {
         store.token = token.access_token;
         store.user = form.get("username");
         renderUser();
+        live.connect();
         location.hash = `#/${params.get("next") || ""}`;
       } catch (e) { showError(e); }
     };
@@ -562,7 +612,7 @@ function strangler(servedBy) {
   return `This page came from the new <b>profile service</b>: ${flag} is on, so the web BFF is moving the route there from the legacy monolith, step by step. The page did not change.`;
 }
 
-function logoutLocally() { store.token = null; store.user = null; renderUser(); }
+function logoutLocally() { store.token = null; store.user = null; live.stop(); renderUser(); }
 
 $("#logout").onclick = async () => {
   const token = store.token;
@@ -582,6 +632,7 @@ view.addEventListener("click", (event) => {
 
 async function route() {
   if (stopWatching) { stopWatching(); stopWatching = null; }
+  live.connect();  // at the start of a visit, and again if the server closed it (idle, expired)
   resetScreen();
   const [path, query] = location.hash.replace(/^#\/?/, "").split("?");
   const params = new URLSearchParams(query || "");
