@@ -284,7 +284,7 @@ const api = CONFIG.mode === "bff" ? bff : direct;
 // page starts, at sign-in, on every screen if it was closed), not by the screen that first needs
 // it. Opened by the order screen after its GET, it was never opened for an order that had already
 // settled by then (a busy machine), and the indicator stayed "live: off".
-// After a lost connection: at once, then backing off to every 8 s, for about a minute (a BFF
+// After a lost connection: 0.25 s, then backing off to every 8 s, for about a minute (a BFF
 // restarting is back in seconds; a token it now refuses would be refused forever).
 const RETRY_MS = [250, 500, 1000, 2000, 4000, 8000];
 const RETRIES = 12;
