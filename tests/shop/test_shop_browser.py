@@ -122,3 +122,29 @@ def test_a_lost_live_connection_is_opened_again_and_resubscribed(shop: Shop, pag
     assert len(relays) == 2, relays
     _, resent = relays[1]
     assert any('"subscribe"' in m and '"jobs/' in m for m in resent), resent
+
+
+def test_a_screen_answered_after_the_page_moved_on_does_not_cover_the_next_one(shop: Shop, page: Any) -> None:
+    """The home screen's call answers after the visitor went to the login form: the late home
+    screen must not be drawn over the form (it was, and the form was gone)."""
+    from playwright.sync_api import Route, expect
+
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # answered only when the test says so
+        held.append(route)
+
+    page.route(re.compile(r"/api/home"), hold)
+    base = shop.url("web-bff")
+    page.goto(base + "/#/")
+    expect(page.get_by_text("Loading…")).to_be_visible()
+    assert len(held) == 1, held
+    page.evaluate("location.hash = '#/login'")
+    expect(page.get_by_test_id("login-form")).to_be_visible()
+    held[0].continue_()
+    # the late answer arrives and is dropped: the form stays, no product list, no error
+    page.wait_for_load_state("networkidle")
+    expect(page.get_by_test_id("login-form")).to_be_visible()
+    expect(page.get_by_test_id("products")).to_have_count(0)
+    expect(page.get_by_test_id("error")).to_have_count(0)
+    page.unroute(re.compile(r"/api/home"), hold)

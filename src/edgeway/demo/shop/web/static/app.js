@@ -78,6 +78,10 @@ function showMeter() {
   renderStory();
 }
 
+// The answer came after the page moved to another screen: whoever asked is gone, and drawing it
+// would cover the screen now shown (a slow home screen drew over the login form).
+class StaleScreen extends Error {}
+
 class ApiError extends Error {
   constructor(call, status, body) {
     const reason = (body && (body.detail || body.error_description)) || "";
@@ -116,6 +120,7 @@ async function http(url, { method = "GET", json, form, auth = true } = {}) {
     call.end = performance.now();
     call.error = e.name === "AbortError" ? "no answer in time" : "unreachable";
     showMeter();
+    if (mine !== screen) throw new StaleScreen(call.path);
     if (e.name === "AbortError") {
       throw new Error(`${method} ${call.path} (${call.who}) did not answer within ${TIMEOUT_MS / 1000} s; the page stopped waiting. Try again, or see the control room for what is slow.`);
     }
@@ -137,7 +142,9 @@ async function http(url, { method = "GET", json, form, auth = true } = {}) {
   try { data = text ? JSON.parse(text) : null; } catch (e) { data = { detail: text.slice(0, 200) }; }
   if (data && data._meta && data._meta.completed === false) call.partial = Object.keys(data._meta.errors || {});
   if (response.status === 401 && auth && store.token) { logoutLocally(); }
-  if (!response.ok) { call.error = `${response.status}`; throw new ApiError(call, response.status, data); }
+  if (!response.ok) call.error = `${response.status}`;
+  if (mine !== screen) throw new StaleScreen(call.path);
+  if (!response.ok) throw new ApiError(call, response.status, data);
   return data;
 }
 
@@ -378,6 +385,7 @@ const money = (cents) => `€${(cents / 100).toFixed(2)}`;
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 function render(html) { view.innerHTML = html; }
 function showError(error) {
+  if (error instanceof StaleScreen) return;
   const p = document.createElement("p");
   p.className = "error";
   p.dataset.testid = "error";
@@ -645,6 +653,7 @@ async function route() {
     else if (screens[name]) await screens[name](params);
     else render(`<p>Nothing here. <a href="#/">Back to the shop</a></p>`);
   } catch (e) {
+    if (e instanceof StaleScreen) return;  // the screen shown now is another route's
     if (e.status === 401) { location.hash = `#/login?next=${encodeURIComponent(path)}`; return; }
     render(`<p class="muted">This screen could not be shown. <a href="#/${esc(path)}" onclick="location.reload()">Try again</a></p>`);
     showError(e);
