@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -381,3 +382,70 @@ async def test_websocket_sessions_do_not_use_up_the_pool() -> None:
             w.close()
         await asyncio.sleep(0.05)
         assert [parse(await get(gport))[0] for _ in range(3)] == [200, 200, 200]
+
+
+# --------------------------------------------------------------------------- response heads
+
+
+@pytest.mark.parametrize("status", [b"099", b"600", b"999"])
+async def test_a_status_outside_100_to_599_is_a_502_never_forwarded(status: bytes) -> None:
+    """RFC 9110 §15: a status code is 100-599. ``099`` went out as ``HTTP/1.1 99`` with no framing
+    (a client parser fails on it, or reads the next response as its body); 600 and up went out
+    as they came."""
+    seen: list[int] = []
+    answers = [b"HTTP/1.1 " + status + b" Odd\r\ncontent-length: 2\r\n\r\nok"]
+    async with backend(serving(answers, seen)) as bport, gateway(config(bport)) as (gport, _):
+        out = await get(gport)
+        after = await get(gport)
+    code, headers, body = parse(out)
+    assert code == 502
+    assert headers[b"content-type"] == b"application/problem+json"
+    assert json.loads(body)["detail"] == f"127.0.0.1:{bport} answered with status {int(status)}, not 100-599"
+    assert parse(after)[0::2] == (200, b"ok")  # the next request gets a clean connection
+
+
+def endless_head(prefix: bytes, line: bytes) -> Any:
+    """A service that answers every request with ``prefix`` then ``line`` again and again (up to
+    32 MiB), never ending its head; ``sent`` counts the bytes it got written."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await read_request(r)
+            w.write(prefix)
+            block = line * max(1, 65536 // len(line))
+            for _ in range(32 * 1024 * 1024 // len(block)):
+                w.write(block)
+                await w.drain()
+            await r.read()
+        w.close()
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("prefix", "line", "reason"),
+    [
+        (b"HTTP/1.1 200 OK\r\nx-a: ", b"a", "a response head larger than 65536 bytes"),
+        (b"HTTP/1.1 200 OK\r\n", b"x-a: 1\r\n", "more than 100 header fields"),
+        (b"", b"HTTP/1.1 100 Continue\r\n\r\n", "a response head larger than 65536 bytes"),
+    ],
+    ids=["one-endless-value", "endless-fields", "endless-100-continue"],
+)
+async def test_a_response_head_past_the_limit_is_a_502_not_buffered(
+    prefix: bytes, line: bytes, reason: str
+) -> None:
+    """Before, the head was buffered whole, however large: httptools joins a value's pieces
+    (quadratic copying on the event loop, ~1 s stalls for every client of the gateway) until
+    the first-byte timeout answered 504. Now 64 KiB of head (interim 1xx heads included) or 100
+    fields is a 502 at once. The first-byte timeout is raised so that only the limit can end it."""
+    cfg = config(0, timeouts={"first_byte": "120s", "total": "120s"})
+    async with backend(endless_head(prefix, line)) as bport:
+        cfg["services"]["backend"]["instances"] = [f"http://127.0.0.1:{bport}"]
+        async with gateway(cfg) as (gport, _):
+            out = await raw_http(
+                gport, b"GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", wait=20
+            )
+    code, headers, body = parse(out)
+    assert code == 502
+    assert headers[b"content-type"] == b"application/problem+json"
+    assert json.loads(body)["detail"] == f"127.0.0.1:{bport} sent {reason}"
