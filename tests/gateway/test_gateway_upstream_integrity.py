@@ -449,3 +449,52 @@ async def test_a_response_head_past_the_limit_is_a_502_not_buffered(
     assert code == 502
     assert headers[b"content-type"] == b"application/problem+json"
     assert json.loads(body)["detail"] == f"127.0.0.1:{bport} sent {reason}"
+
+
+SMUGGLED_REQUEST = b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n"
+WS_HEAD = (
+    b" /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
+    + WS_KEY
+    + b"\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        b"GET" + WS_HEAD + b"Content-Length: %d\r\n\r\n" % len(SMUGGLED_REQUEST) + SMUGGLED_REQUEST,
+        b"POST" + WS_HEAD + b"Content-Length: %d\r\n\r\n" % len(SMUGGLED_REQUEST) + SMUGGLED_REQUEST,
+        b"GET"
+        + WS_HEAD
+        + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(SMUGGLED_REQUEST)
+        + SMUGGLED_REQUEST
+        + b"\r\n0\r\n\r\n",
+        b"POST" + WS_HEAD + b"\r\n",
+    ],
+    ids=["get-with-length", "post-with-length", "get-chunked", "post"],
+)
+async def test_a_websocket_upgrade_with_a_body_or_not_a_get_is_400(request_: bytes) -> None:
+    """RFC 6455 §4.1: the handshake is a GET. With a body, the service got a head announcing it
+    and no body at all (the gateway held the bytes for the tunnel): one that reads the body first
+    stalled the request to the first-byte timeout, and one that answered 101 at once took the
+    body, a request of the attacker's choosing, as WebSocket traffic."""
+    seen: list[dict[bytes, bytes]] = []
+    async with backend(upgrading(seen)) as bport, gateway(config(bport)) as (gport, _):
+        out = await raw_http(gport, request_, wait=5)
+    code, headers, body = parse(out)
+    assert code == 400
+    assert headers[b"content-type"] == b"application/problem+json"
+    assert json.loads(body)["detail"] == "a WebSocket upgrade is a GET request without a body"
+    assert out.count(b"HTTP/1.1 ") == 1  # the body is never read as a request either
+    assert seen == []
+
+
+async def test_an_upgrade_in_an_http_1_0_request_is_ignored() -> None:
+    """RFC 9110 §7.8: a server MUST ignore Upgrade in an HTTP/1.0 request. It was forwarded as
+    an HTTP/1.1 upgrade, and the 101 tunnelled to a client that cannot have asked for it."""
+    seen: list[dict[bytes, bytes]] = []
+    async with backend(upgrading(seen)) as bport, gateway(config(bport)) as (gport, _):
+        out = await raw_http(gport, b"GET" + WS_HEAD.replace(b"HTTP/1.1", b"HTTP/1.0") + b"\r\n")
+    assert parse(out)[0::2] == (200, b"ok")
+    assert b"upgrade" not in seen[0]
+    assert b"connection" not in seen[0]

@@ -419,7 +419,13 @@ class ServerProtocol(asyncio.Protocol):
         ex.expect_continue = self._expect
         ex.request_id = self._request_id
         ex.traceparent = self._traceparent
-        if self._upgrade is not None and b"upgrade" in connection_tokens(self._connection):
+        if (
+            self._upgrade is not None
+            and version == "1.1"
+            and b"upgrade" in connection_tokens(self._connection)
+        ):
+            # RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored (the request is served,
+            # then the connection closes, as for an upgrade the handler declines).
             ex.upgrade = self._upgrade
         if not p.should_keep_alive() or self.closing:
             ex.close_after = True
