@@ -498,3 +498,26 @@ async def test_an_upgrade_in_an_http_1_0_request_is_ignored() -> None:
     assert parse(out)[0::2] == (200, b"ok")
     assert b"upgrade" not in seen[0]
     assert b"connection" not in seen[0]
+
+
+async def test_an_endless_response_trailer_section_cuts_the_response() -> None:
+    """Trailers are dropped, but httptools still joined an endless trailer value piece by piece
+    on the event loop (1-2 s stalls for every client, +100 MB) until the total timeout. Now the
+    bytes that follow the last body bytes are bounded like a head: past 64 KiB the response is
+    cut (no last chunk, the connection closed), so the client knows it is incomplete."""
+    cfg = config(0, timeouts={"total": "120s"})
+    async with backend(
+        endless_head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-t: ", b"a")
+    ) as bport:
+        cfg["services"]["backend"]["instances"] = [f"http://127.0.0.1:{bport}"]
+        async with gateway(cfg) as (gport, _):
+            r, w = await asyncio.open_connection("127.0.0.1", gport)
+            w.write(b"GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n")
+            out = b""
+            async with asyncio.timeout(20):  # generous: the cut comes after ~64 KiB from loopback
+                while chunk := await r.read(65536):
+                    out += chunk
+            w.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert body == b"2\r\nok\r\n"  # no last chunk: the client sees the response was cut

@@ -201,7 +201,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._cl: int | None = None
         self._chunked = False
         self._te = b""  # the Transfer-Encoding lines, each after a comma
-        self._head_bytes = 0  # bytes read while no final head was parsed (max_response_head_bytes)
+        # Bytes read while no final head was parsed, then bytes read since the last body bytes:
+        # each bounded by max_response_head_bytes.
+        self._head_bytes = 0
         self._head_request = False
         self._close_delimited = False
         self.got_bytes = False  # any response byte seen: after that a retry is never safe
@@ -249,8 +251,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
-        if self.head is None:
+        head = self.head
+        if head is None:
             self._head_bytes += len(data)
+        body_before = self.body.received
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -274,15 +278,30 @@ class UpstreamConnection(asyncio.Protocol):
                 self._fail(err)
                 self.close()
                 return
-        if self.head is None and self._head_bytes > self._limits.max_response_head_bytes:
-            # Checked per read, so at most one read's worth past the limit is ever buffered.
-            self._fail(
-                self._head_too_large(
-                    f"a response head larger than {self._limits.max_response_head_bytes} bytes"
-                )
-            )
-            self.close()
-            return
+        if head is not None and not self.response_complete:
+            # After the head, reads that bring no body bytes (chunk framing, the trailer section)
+            # are bounded like the head: llhttp hands trailer values over whole, so httptools
+            # joined an endless one piece by piece on the event loop, though they are dropped.
+            if self.body.received != body_before:
+                self._head_bytes = 0
+            else:
+                self._head_bytes += len(data)
+                if self._head_bytes > self._limits.max_response_head_bytes:
+                    limit = self._limits.max_response_head_bytes
+                    self._fail(
+                        self._head_too_large(f"{limit} bytes past its body without ending the response")
+                    )
+                    self.close()
+                    return
+        elif head is None:
+            if self.head is not None:
+                self._head_bytes = 0  # the head is whole: from here the bytes past the body count
+            elif self._head_bytes > self._limits.max_response_head_bytes:
+                # Checked per read, so at most one read's worth past the limit is ever buffered.
+                limit = self._limits.max_response_head_bytes
+                self._fail(self._head_too_large(f"a response head larger than {limit} bytes"))
+                self.close()
+                return
         if self.listener is not None:
             self.listener.upstream_data(self)
 
