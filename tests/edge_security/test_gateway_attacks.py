@@ -284,6 +284,14 @@ PATH_TRICKS = [
     ("/public/..%2Fadmin/users", 400),
     ("/admin%00/users", 400),
     ("/../admin/users", 400),  # above the root
+    # Tomcat, Jetty and Spring drop ";params" from a segment before resolving dots, so the
+    # service saw /admin/users where the gateway routed /public/..;/admin/users to /public.
+    ("/public/..;/admin/users", 400),
+    ("/public/..;x=1/admin/users", 400),
+    ("/public/.;/../admin/users", 400),
+    # A raw backslash is no URI character (RFC 3986); IIS, Windows and some frameworks read it
+    # as a separator, turning /public/..\admin into /admin behind the /public route's back.
+    ("/public/..\\admin/users", 400),
     ("/ADMIN/users", 404),  # routes are case-sensitive: no route takes it
     ("/Admin/users", 404),
 ]

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -381,3 +382,142 @@ async def test_websocket_sessions_do_not_use_up_the_pool() -> None:
             w.close()
         await asyncio.sleep(0.05)
         assert [parse(await get(gport))[0] for _ in range(3)] == [200, 200, 200]
+
+
+# --------------------------------------------------------------------------- response heads
+
+
+@pytest.mark.parametrize("status", [b"099", b"600", b"999"])
+async def test_a_status_outside_100_to_599_is_a_502_never_forwarded(status: bytes) -> None:
+    """RFC 9110 §15: a status code is 100-599. ``099`` went out as ``HTTP/1.1 99`` with no framing
+    (a client parser fails on it, or reads the next response as its body); 600 and up went out
+    as they came."""
+    seen: list[int] = []
+    answers = [b"HTTP/1.1 " + status + b" Odd\r\ncontent-length: 2\r\n\r\nok"]
+    async with backend(serving(answers, seen)) as bport, gateway(config(bport)) as (gport, _):
+        out = await get(gport)
+        after = await get(gport)
+    code, headers, body = parse(out)
+    assert code == 502
+    assert headers[b"content-type"] == b"application/problem+json"
+    assert json.loads(body)["detail"] == f"127.0.0.1:{bport} answered with status {int(status)}, not 100-599"
+    assert parse(after)[0::2] == (200, b"ok")  # the next request gets a clean connection
+
+
+def endless_head(prefix: bytes, line: bytes) -> Any:
+    """A service that answers every request with ``prefix`` then ``line`` again and again (up to
+    32 MiB), never ending its head; ``sent`` counts the bytes it got written."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await read_request(r)
+            w.write(prefix)
+            block = line * max(1, 65536 // len(line))
+            for _ in range(32 * 1024 * 1024 // len(block)):
+                w.write(block)
+                await w.drain()
+            await r.read()
+        w.close()
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("prefix", "line", "reason"),
+    [
+        (b"HTTP/1.1 200 OK\r\nx-a: ", b"a", "a response head larger than 65536 bytes"),
+        (b"HTTP/1.1 200 OK\r\n", b"x-a: 1\r\n", "more than 100 header fields"),
+        (b"", b"HTTP/1.1 100 Continue\r\n\r\n", "a response head larger than 65536 bytes"),
+    ],
+    ids=["one-endless-value", "endless-fields", "endless-100-continue"],
+)
+async def test_a_response_head_past_the_limit_is_a_502_not_buffered(
+    prefix: bytes, line: bytes, reason: str
+) -> None:
+    """Before, the head was buffered whole, however large: httptools joins a value's pieces
+    (quadratic copying on the event loop, ~1 s stalls for every client of the gateway) until
+    the first-byte timeout answered 504. Now 64 KiB of head (interim 1xx heads included) or 100
+    fields is a 502 at once. The first-byte timeout is raised so that only the limit can end it."""
+    cfg = config(0, timeouts={"first_byte": "120s", "total": "120s"})
+    async with backend(endless_head(prefix, line)) as bport:
+        cfg["services"]["backend"]["instances"] = [f"http://127.0.0.1:{bport}"]
+        async with gateway(cfg) as (gport, _):
+            out = await raw_http(
+                gport, b"GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", wait=20
+            )
+    code, headers, body = parse(out)
+    assert code == 502
+    assert headers[b"content-type"] == b"application/problem+json"
+    assert json.loads(body)["detail"] == f"127.0.0.1:{bport} sent {reason}"
+
+
+SMUGGLED_REQUEST = b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n"
+WS_HEAD = (
+    b" /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
+    + WS_KEY
+    + b"\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        b"GET" + WS_HEAD + b"Content-Length: %d\r\n\r\n" % len(SMUGGLED_REQUEST) + SMUGGLED_REQUEST,
+        b"POST" + WS_HEAD + b"Content-Length: %d\r\n\r\n" % len(SMUGGLED_REQUEST) + SMUGGLED_REQUEST,
+        b"GET"
+        + WS_HEAD
+        + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(SMUGGLED_REQUEST)
+        + SMUGGLED_REQUEST
+        + b"\r\n0\r\n\r\n",
+        b"POST" + WS_HEAD + b"\r\n",
+    ],
+    ids=["get-with-length", "post-with-length", "get-chunked", "post"],
+)
+async def test_a_websocket_upgrade_with_a_body_or_not_a_get_is_400(request_: bytes) -> None:
+    """RFC 6455 §4.1: the handshake is a GET. With a body, the service got a head announcing it
+    and no body at all (the gateway held the bytes for the tunnel): one that reads the body first
+    stalled the request to the first-byte timeout, and one that answered 101 at once took the
+    body, a request of the attacker's choosing, as WebSocket traffic."""
+    seen: list[dict[bytes, bytes]] = []
+    async with backend(upgrading(seen)) as bport, gateway(config(bport)) as (gport, _):
+        out = await raw_http(gport, request_, wait=5)
+    code, headers, body = parse(out)
+    assert code == 400
+    assert headers[b"content-type"] == b"application/problem+json"
+    assert json.loads(body)["detail"] == "a WebSocket upgrade is a GET request without a body"
+    assert out.count(b"HTTP/1.1 ") == 1  # the body is never read as a request either
+    assert seen == []
+
+
+async def test_an_upgrade_in_an_http_1_0_request_is_ignored() -> None:
+    """RFC 9110 §7.8: a server MUST ignore Upgrade in an HTTP/1.0 request. It was forwarded as
+    an HTTP/1.1 upgrade, and the 101 tunnelled to a client that cannot have asked for it."""
+    seen: list[dict[bytes, bytes]] = []
+    async with backend(upgrading(seen)) as bport, gateway(config(bport)) as (gport, _):
+        out = await raw_http(gport, b"GET" + WS_HEAD.replace(b"HTTP/1.1", b"HTTP/1.0") + b"\r\n")
+    assert parse(out)[0::2] == (200, b"ok")
+    assert b"upgrade" not in seen[0]
+    assert b"connection" not in seen[0]
+
+
+async def test_an_endless_response_trailer_section_cuts_the_response() -> None:
+    """Trailers are dropped, but httptools still joined an endless trailer value piece by piece
+    on the event loop (1-2 s stalls for every client, +100 MB) until the total timeout. Now the
+    bytes that follow the last body bytes are bounded like a head: past 64 KiB the response is
+    cut (no last chunk, the connection closed), so the client knows it is incomplete."""
+    cfg = config(0, timeouts={"total": "120s"})
+    async with backend(
+        endless_head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-t: ", b"a")
+    ) as bport:
+        cfg["services"]["backend"]["instances"] = [f"http://127.0.0.1:{bport}"]
+        async with gateway(cfg) as (gport, _):
+            r, w = await asyncio.open_connection("127.0.0.1", gport)
+            w.write(b"GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n")
+            out = b""
+            async with asyncio.timeout(20):  # generous: the cut comes after ~64 KiB from loopback
+                while chunk := await r.read(65536):
+                    out += chunk
+            w.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert body == b"2\r\nok\r\n"  # no last chunk: the client sees the response was cut

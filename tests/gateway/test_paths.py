@@ -45,6 +45,12 @@ def test_normalize_path_produces_the_canonical_form(raw: bytes, expected: str) -
         b"/a\x7f",
         b"/a%zz",
         b"/a%4",
+        b"/a/..;/b",
+        b"/a/..;jsessionid=1/b",
+        b"/a/.;/b",
+        b"/a/%2e%2e;/b",
+        b"/a\\b",
+        b"/a/..\\b",
     ],
 )
 def test_normalize_path_rejects_unsafe_paths(raw: bytes) -> None:

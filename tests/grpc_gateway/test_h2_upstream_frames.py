@@ -159,6 +159,8 @@ async def test_an_informational_head_is_skipped_for_the_final_one() -> None:
         [(b":status", b"200"), (b":path", b"/")],
         [(b"x-no-status", b"a")],
         [(b":status", b"2000")],
+        [(b":status", b"099")],
+        [(b":status", b"600")],
         [(b":status", b"200"), (b"x-split", b"a\r\nset-cookie: evil")],
         [(b":status", b"200"), (b"x-nul", b"a\x00b")],
         [(b":status", b"200"), (b"x-space", b" padded")],

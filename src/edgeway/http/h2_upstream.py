@@ -247,7 +247,7 @@ def _malformed(headers: Headers, trailers: bool) -> str | None:
         if name[:1] == b":":
             if trailers or regular or status or name != b":status":
                 return f"pseudo-header {name!r} out of place"
-            if len(value) != 3 or not value.isdigit():
+            if len(value) != 3 or not value.isdigit() or not b"100" <= value <= b"599":  # RFC 9110 §15
                 return f"malformed :status {value!r}"
             status = True
             continue

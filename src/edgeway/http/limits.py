@@ -62,6 +62,12 @@ class PoolLimits:
     # therefore slows the upstream down instead of growing gateway memory.
     read_high_water: int = 256 * 1024
     read_low_water: int = 64 * 1024
+    # A response head (status line, fields, and any 1xx interim heads before it) larger than
+    # this, or with more fields, is a 502: httptools joins a field's pieces as they arrive, so
+    # an unbounded head cost quadratic copying on the event loop, stalling every client. Envoy's
+    # defaults (60 KiB, 100 fields); nginx refuses a head past its 4-8 KiB proxy buffer.
+    max_response_head_bytes: int = 64 * 1024
+    max_response_headers: int = 100
     # HTTP/2 keepalive (a `protocol: h2` service): a connection silent for the interval sends a
     # PING, and is aborted when nothing answers within the timeout. None: no PINGs.
     h2_ping_interval: float | None = None

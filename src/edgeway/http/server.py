@@ -78,6 +78,8 @@ _SINGLETON_CONTENT_TYPE: Final = 2
 _REQUEST_ID: Final = b"x-request-id"
 _TRACEPARENT: Final = b"traceparent"
 _VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
+# Raw head bytes allowed beyond max_url_bytes + max_header_bytes (see ServerProtocol._count_head).
+_HEAD_SLACK: Final = 4096
 # ServerProtocol._deadline_kind
 _NO_TIMEOUT: Final = 0
 _HEAD_TIMEOUT: Final = 1
@@ -140,6 +142,9 @@ class ServerProtocol(asyncio.Protocol):
         # The first bytes of an HTTP/2 preface that came alone (prior knowledge only).
         self._early = b""
         self._in_head = False  # between on_message_begin and on_headers_complete
+        # Bytes of the head being parsed, counted per read from the read after the one it began
+        # in (-1 until then: that read may hold the end of the previous request too).
+        self._head_read = -1
         # A request with Expect: 100-continue whose body the client holds back until it gets the
         # 100: its body timeout starts when the handler reads (and the 100 goes out).
         self._continue_pending = False
@@ -228,6 +233,9 @@ class ServerProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(RequestRejected(400, str(exc) or "malformed request"))
             return
+        if self._in_head:
+            self._count_head(len(data))
+            return
         ex = self._parsing
         if ex is None:
             return
@@ -272,6 +280,7 @@ class ServerProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.state = ConnState.ACTIVE
         self._in_head = True
+        self._head_read = -1
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -419,7 +428,13 @@ class ServerProtocol(asyncio.Protocol):
         ex.expect_continue = self._expect
         ex.request_id = self._request_id
         ex.traceparent = self._traceparent
-        if self._upgrade is not None and b"upgrade" in connection_tokens(self._connection):
+        if (
+            self._upgrade is not None
+            and version == "1.1"
+            and b"upgrade" in connection_tokens(self._connection)
+        ):
+            # RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored (the request is served,
+            # then the connection closes, as for an upgrade the handler declines).
             ex.upgrade = self._upgrade
         if not p.should_keep_alive() or self.closing:
             ex.close_after = True
@@ -473,6 +488,20 @@ class ServerProtocol(asyncio.Protocol):
             self._fail(RequestRejected(400, f"chunk extensions and trailers larger than {budget} bytes"))
 
     # -- parse failures -------------------------------------------------------------------
+    def _count_head(self, n: int) -> None:
+        """A read inside a request head. The limits are checked per header line when it is whole,
+        and llhttp hands a line over only then: a value (or name) that never ended was buffered
+        to the head timeout, joined piece by piece on the event loop. The raw bytes are bounded
+        by the limits plus room for the request line's method and version, whitespace and line
+        ends."""
+        if self._head_read < 0:
+            self._head_read = 0  # the read the head began in: not all of it was head
+            return
+        self._head_read += n
+        limit = self._limits.max_url_bytes + self._limits.max_header_bytes + _HEAD_SLACK
+        if self._head_read > limit:
+            self._fail(RequestRejected(431, f"request head larger than {limit} bytes"))
+
     def _raise(self, reject: RequestRejected) -> None:
         # httptools turns any exception from a callback into HttpParserCallbackError; keep ours.
         self._reject = reject

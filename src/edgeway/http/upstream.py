@@ -201,6 +201,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._cl: int | None = None
         self._chunked = False
         self._te = b""  # the Transfer-Encoding lines, each after a comma
+        # Bytes read while no final head was parsed, then bytes read since the last body bytes:
+        # each bounded by max_response_head_bytes.
+        self._head_bytes = 0
         self._head_request = False
         self._close_delimited = False
         self.got_bytes = False  # any response byte seen: after that a retry is never safe
@@ -248,6 +251,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
+        head = self.head
+        if head is None:
+            self._head_bytes += len(data)
+        body_before = self.body.received
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -269,6 +276,30 @@ class UpstreamConnection(asyncio.Protocol):
                     )
                 )
                 self._fail(err)
+                self.close()
+                return
+        if head is not None and not self.response_complete:
+            # After the head, reads that bring no body bytes (chunk framing, the trailer section)
+            # are bounded like the head: llhttp hands trailer values over whole, so httptools
+            # joined an endless one piece by piece on the event loop, though they are dropped.
+            if self.body.received != body_before:
+                self._head_bytes = 0
+            else:
+                self._head_bytes += len(data)
+                if self._head_bytes > self._limits.max_response_head_bytes:
+                    limit = self._limits.max_response_head_bytes
+                    self._fail(
+                        self._head_too_large(f"{limit} bytes past its body without ending the response")
+                    )
+                    self.close()
+                    return
+        elif head is None:
+            if self.head is not None:
+                self._head_bytes = 0  # the head is whole: from here the bytes past the body count
+            elif self._head_bytes > self._limits.max_response_head_bytes:
+                # Checked per read, so at most one read's worth past the limit is ever buffered.
+                limit = self._limits.max_response_head_bytes
+                self._fail(self._head_too_large(f"a response head larger than {limit} bytes"))
                 self.close()
                 return
         if self.listener is not None:
@@ -333,6 +364,8 @@ class UpstreamConnection(asyncio.Protocol):
             # The trailer section of a chunked response (llhttp reports it through this same
             # callback): never part of the head the proxy forwards, so it is dropped.
             return
+        if len(self._headers) >= self._limits.max_response_headers:
+            raise self._head_too_large(f"more than {self._limits.max_response_headers} header fields")
         lname = name.lower()
         if lname == b"content-length":
             self._cl = int(value)
@@ -343,6 +376,12 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         assert self._parser is not None
         status = self._parser.get_status_code()
+        if not 100 <= status <= 599:
+            # RFC 9110 §15; llhttp takes any three digits. "099" went out as "HTTP/1.1 99" and
+            # 600+ as it came: responses a client cannot frame.
+            raise UpstreamProtocolError(
+                f"{self.instance} answered with status {status}, not 100-599", instance=self.instance
+            )
         if 100 <= status < 200 and status != 101:
             return  # interim response (100 Continue, 103 Early Hints): the real one follows
         if self._te:
@@ -375,6 +414,9 @@ class UpstreamConnection(asyncio.Protocol):
         if self.response_complete:
             self._stop_overrun()  # a body behind a response that has none (HEAD)
         self.body.feed(body)
+
+    def _head_too_large(self, what: str) -> UpstreamProtocolError:
+        return UpstreamProtocolError(f"{self.instance} sent {what}", instance=self.instance)
 
     def _stop_overrun(self) -> None:
         self._overrun = True
@@ -442,6 +484,7 @@ class UpstreamConnection(asyncio.Protocol):
         )
         self._head_request = head_request
         self._close_delimited = False
+        self._head_bytes = 0
         self.got_bytes = False
         self.request_sent = False
         self.response_complete = False

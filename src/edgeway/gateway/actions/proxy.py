@@ -317,7 +317,12 @@ def forward(ctx: RequestContext, target: ProxyTarget, path_and_query: bytes) -> 
 
 def websocket_accept(ex: Exchange) -> bytes:
     """The Sec-WebSocket-Accept that answers the client's handshake; 400 when its key is not
-    exactly one base64 value of 16 bytes (RFC 6455 §4.1)."""
+    exactly one base64 value of 16 bytes, or when it is not a GET without a body (RFC 6455 §4.1)."""
+    if ex.method != b"GET" or ex.chunked_request or ex.content_length:
+        # A body would be held back as the tunnel's first bytes while the service, told of it by
+        # the forwarded Content-Length or Transfer-Encoding, waits for it (to the first-byte
+        # timeout), or answers 101 and reads the body as WebSocket traffic.
+        raise Rejection(400, "Bad Request", "a WebSocket upgrade is a GET request without a body")
     keys = [v for n, v in ex.headers if n.lower() == b"sec-websocket-key"]
     key = keys[0].strip() if len(keys) == 1 else b""
     try:

@@ -10,6 +10,10 @@ Why: a route's rules (and, later, its auth) apply to the path the router sees. I
   or ``keep`` (an opaque character inside its segment);
 - duplicate slashes collapse; ``.`` and ``..`` segments are resolved (RFC 3986
   remove_dot_segments), and ``..`` above the root is an error, not silently clamped;
+- a ``.`` or ``..`` segment with ``;`` parameters (``..;/``) is an error: Tomcat, Jetty and
+  Spring drop the parameters, then resolve the dots the router never saw;
+- a raw backslash is an error: no URI character (RFC 3986), and IIS, Windows file servers and
+  some frameworks read it as a separator (``/public/..\\admin`` is ``/admin`` to them);
 - NUL and other control characters, raw or escaped, are errors; so is a path not starting
   with ``/`` (except the asterisk-form ``*``, which only OPTIONS may use: the engine checks);
 - when routing is case-insensitive the result is lower-cased (escapes stay upper-case).
@@ -23,9 +27,9 @@ from typing import Final
 from edgeway.gateway.core.errors import PathError
 
 # Anything that makes a path non-canonical: an escape, a control or non-ASCII byte, a space, a
-# duplicate slash or a segment starting with a dot. One C-level search keeps the common case at
+# backslash, a duplicate slash or a segment starting with a dot. One C-level search keeps the common case at
 # ~0.2 µs; the slow path only runs when it finds something.
-_NEEDS_WORK: Final = re.compile(rb"[\x00-\x20\x7f-\xff%]|//|/\.")
+_NEEDS_WORK: Final = re.compile(rb"[\x00-\x20\x7f-\xff%\\]|//|/\.")
 _ESCAPE: Final = re.compile(rb"%([0-9A-Fa-f]{2})")
 _BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _UPPER_ESCAPE: Final = re.compile(r"%[0-9a-f]{2}")
@@ -62,6 +66,8 @@ def _normalize_slow(raw: bytes, encoded_slash: str, case_sensitive: bool) -> str
     for byte in raw:
         if byte < 0x20 or byte == 0x7F:
             raise PathError("control character in path", raw)
+    if b"\\" in raw:
+        raise PathError("backslash in path (a separator to some services; send %5C)", raw)
     if _BAD_ESCAPE.search(raw) is not None:
         raise PathError("'%' not followed by two hex digits in path", raw)
 
@@ -100,6 +106,8 @@ def _normalize_slow(raw: bytes, encoded_slash: str, case_sensitive: bool) -> str
                 out.append("")
         elif segment == "" and index != last:
             continue  # a duplicate slash
+        elif segment.partition(";")[0] in (".", ".."):
+            raise PathError("'.' or '..' segment with ';' parameters in path", raw)
         else:
             out.append(segment)
     result = "/" + "/".join(out)
