@@ -73,7 +73,7 @@ def _bind(module: ModuleType, hidden: list[str]) -> None:
     """Replace what the module bound while ``hidden`` was not importable with deferred handles."""
     if module.__name__ == "httpx":
         if "httpx._main" in hidden:
-            module.main = _httpx_main
+            setattr(module, "main", _httpx_main)  # noqa: B010 (a ModuleType has no typed `main`)
         return
     for name in hidden:
         if getattr(module, name, ...) is None:

@@ -180,6 +180,19 @@ def test_a_gateway_without_tls_does_not_import_cryptography() -> None:
     assert _loaded(code, ("cryptography", "aiohttp", "sqlalchemy", "fastapi", "nats")) == []
 
 
+def test_the_demo_gateway_built_imports_neither_aiohttp_nor_rich() -> None:
+    # The shop's gateway: JWT auth (httpx fetches the JWKS), NATS registry discovery, no TLS.
+    config = Path(__file__).resolve().parents[2] / "src/edgeway/demo/shop/edges/gateway.yaml"
+    code = (
+        "from pathlib import Path\n"
+        "from edgeway.gateway.config import load_config\n"
+        "from edgeway.gateway.core.runtime import Gateway\n"
+        f"Gateway(load_config(Path({str(config)!r})), None)\n"
+    )
+    assert _loaded(code, ("httpx", "nats.aio.transport")) == ["httpx", "nats.aio.transport"]
+    assert _loaded(code, ("aiohttp", "rich", "pygments", "cryptography.x509")) == []
+
+
 def test_the_tls_names_stay_importable_from_certificates() -> None:
     from edgeway.pki import certificates, names
 
