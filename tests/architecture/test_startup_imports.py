@@ -29,8 +29,8 @@ SERVICES = (
     "edgeway.security_service",
 )
 
-# nats-py's ws:// transport, httpx's CLI: imported by no kit service at start-up
-NOT_IN_SERVICES = ("aiohttp", "multidict", "httpx._main", "rich", "pygments")
+# nats-py's ws:// transport, httpx's CLI, DNS discovery: imported by no kit service at start-up
+NOT_IN_SERVICES = ("aiohttp", "multidict", "httpx._main", "rich", "pygments", "dns")
 
 
 def _loaded(code: str, names: tuple[str, ...]) -> list[str]:
@@ -54,6 +54,33 @@ def test_a_kit_service_imports_neither_aiohttp_nor_a_cli(module: str) -> None:
     # that used to pull the others in.
     assert _loaded(f"import {module}", ("nats.aio.transport", "httpx")) == ["nats.aio.transport", "httpx"]
     assert _loaded(f"import {module}", NOT_IN_SERVICES) == []
+
+
+def test_a_read_copy_does_not_import_the_dialect_of_another_database() -> None:
+    # The orders service keeps a read copy of the catalog (edgeway.bus.readcopy), which imported
+    # both dialects for its upserts; the engine loads the one it uses. (The security service
+    # defines its outbox table at import, whose index options name both dialects: it loads both.)
+    assert _loaded("import edgeway.demo.shop.orders.app", ("sqlalchemy.dialects.sqlite",)) == []
+
+
+def test_dns_discovery_is_imported_only_for_a_service_that_asks_for_it() -> None:
+    code = (
+        "import sys\n"
+        "from edgeway.service.app import ServiceKit\n"
+        "from edgeway.service.settings import ServiceSettings\n"
+        "def kit(dns):\n"
+        "    return ServiceKit('x', ServiceSettings(dns_discovery=dns), verifier=None, discovery=None,"
+        " tracing=None)\n"
+        "plain = kit(False)\n"
+        "assert plain.discovery.name == 'static+env', plain.discovery.name\n"
+        "assert 'dns' not in sys.modules\n"
+        "asking = kit(True)\n"
+        "assert asking.discovery.name == asking.grpc_discovery.name == 'static+env+dns'\n"
+        "from edgeway.service.discovery import DnsDiscovery\n"  # the public name still resolves
+        "from edgeway.discovery.dns import DnsDiscovery as Home\n"
+        "assert DnsDiscovery is Home\n"
+    )
+    assert _loaded(code, ("dns",)) == ["dns"]
 
 
 def test_deferred_modules_are_imported_when_used() -> None:
