@@ -19,7 +19,9 @@ dozen edgeway modules may be the first to import nats or httpx. It only touches 
 modules, only when the hidden ones were not imported before, and only while they run: anyone
 else importing ``aiohttp`` gets the real package. If a future release needs a hidden module
 while its module runs (an ``ImportError`` it does not catch), the module is run again with it
-visible, as without this finder.
+visible, as without this finder. For the milliseconds the module runs, another thread importing
+a hidden name would be refused it; edgeway's processes import nats and httpx at start-up, on
+their main thread.
 """
 
 from __future__ import annotations
