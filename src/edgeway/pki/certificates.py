@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import ipaddress
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,6 +23,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+from edgeway.pki.names import covers, host_name, uncovered
 
 __all__ = [
     "CaBundle",
@@ -220,32 +220,3 @@ def load_ca_bundle(path: str, *, now: datetime.datetime | None = None) -> CaBund
     if not usable:
         raise CertificateError(f"every certificate in '{path}' has expired", "ca")
     return CaBundle(path, pem, tuple(cert.subject.rfc4514_string() for cert in usable))
-
-
-def host_name(name: str) -> str:
-    """A host name as certificates and SNI compare it: lower case, no trailing dot; an IP
-    address in its canonical form."""
-    name = name.strip().lower().rstrip(".")
-    try:
-        return str(ipaddress.ip_address(name.strip("[]")))
-    except ValueError:
-        return name
-
-
-def covers(pattern: str, name: str) -> bool:
-    """Whether a certificate name (``api.example.com``, ``*.example.com``, an IP address) covers
-    the host ``name`` (already normalised by :func:`host_name`). A wildcard stands for exactly
-    one whole left-most label (RFC 6125 §6.4.3): ``*.example.com`` covers ``a.example.com``, not
-    ``example.com`` nor ``a.b.example.com``."""
-    if pattern == name:
-        return True
-    if pattern.startswith("*."):
-        label, dot, rest = name.partition(".")
-        return bool(label) and bool(dot) and rest == pattern[2:]
-    return False
-
-
-def uncovered(names: Sequence[str], by: Sequence[str]) -> list[str]:
-    """The ``names`` (normalised) that none of the certificate names ``by`` covers; a wildcard
-    name is covered only by the same wildcard."""
-    return [name for name in names if not any(covers(pattern, name) for pattern in by)]

@@ -57,7 +57,6 @@ from edgeway.service.discovery import (
     CachedDiscovery,
     ChainDiscovery,
     Discovery,
-    DnsDiscovery,
     EnvDiscovery,
     RegistryDiscovery,
     StaticDiscovery,
@@ -146,6 +145,8 @@ class ServiceKit:
         if self.registry is not None:
             sources.append(RegistryDiscovery(self.registry))
         if self.settings.dns_discovery:
+            from edgeway.discovery.dns import DnsDiscovery  # dnspython (~25 ms) only when asked
+
             sources.append(DnsDiscovery(domain=self.settings.dns_domain))
         return CachedDiscovery(
             ChainDiscovery(sources),
@@ -163,6 +164,8 @@ class ServiceKit:
         if self.registry is not None:
             sources.append(RegistryDiscovery(self.registry, meta="grpc"))
         if self.settings.dns_discovery:
+            from edgeway.discovery.dns import DnsDiscovery
+
             sources.append(
                 DnsDiscovery(
                     scheme="grpc", port=50051, srv_prefix="_grpc._tcp.", domain=self.settings.dns_domain

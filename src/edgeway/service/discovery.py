@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from edgeway.discovery.dns import DnsDiscovery
 from edgeway.discovery.lookup import CachedDiscovery, ChainDiscovery, StaticDiscovery
 from edgeway.discovery.registry import RegistryDiscovery
 from edgeway.discovery.source import Discovery
 from edgeway.service.errors import env_name
+
+if TYPE_CHECKING:
+    from edgeway.discovery.dns import DnsDiscovery
 
 __all__ = [
     "CachedDiscovery",
@@ -54,3 +57,13 @@ class EnvDiscovery:
         env = os.environ if self._environ is None else self._environ
         raw = env.get(f"EDGEWAY_SERVICE_{env_name(service)}_{self._suffix}", "")
         return [u.strip().rstrip("/") for u in raw.split(",") if u.strip()]
+
+
+def __getattr__(name: str) -> Any:
+    # DnsDiscovery on first use: dnspython costs ~25 ms of CPU at each start, and only a service
+    # with dns_discovery asks DNS.
+    if name == "DnsDiscovery":
+        from edgeway.discovery.dns import DnsDiscovery
+
+        return DnsDiscovery
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

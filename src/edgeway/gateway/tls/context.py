@@ -25,10 +25,15 @@ import os
 import ssl
 import tempfile
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from edgeway.gateway.core.errors import GatewayError
 from edgeway.gateway.tls.config import ListenTls
-from edgeway.pki.certificates import CaBundle, ServerCertificate
+
+if TYPE_CHECKING:
+    # cryptography's x509 (~70 ms of imports): loaded by whoever builds the certificates, so a
+    # gateway without TLS never pays it
+    from edgeway.pki.certificates import CaBundle, ServerCertificate
 
 __all__ = [
     "ALPN_PROTOCOLS",

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from edgeway.http.exchange import Exchange
-from edgeway.pki.certificates import covers
+from edgeway.pki.names import covers
 
 __all__ = ["HttpsRedirect", "split_host"]
 

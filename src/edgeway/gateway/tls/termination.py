@@ -20,7 +20,7 @@ from typing import Any
 
 from edgeway.gateway.tls.config import ListenTls
 from edgeway.gateway.tls.context import certificate_context, handshake_context
-from edgeway.pki.certificates import host_name
+from edgeway.pki.names import host_name
 
 __all__ = ["CertificateSet", "TlsTermination"]
 
