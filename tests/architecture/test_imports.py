@@ -11,7 +11,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src" / "edgeway"
 
 # Leaf modules anyone may use.
-LEAVES = {"edgeway", "tasks", "extras", "build", "process_tuning", "_deferred_imports"}
+LEAVES = {"edgeway", "tasks", "extras", "build", "process_tuning"}
 
 # package -> the packages it may import (besides itself and LEAVES). The order is the layering.
 ALLOWED: dict[str, set[str]] = {

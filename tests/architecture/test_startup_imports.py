@@ -2,8 +2,8 @@
 
 Each probe runs in a fresh interpreter and reads ``sys.modules``; no clock is involved. A module
 named here as absent cost tens of milliseconds of CPU per start before it was deferred
-(docs/benchmarks.md, "Start-up imports"): aiohttp through nats-py's WebSocket transport, rich
-and pygments through httpx's command line, FastAPI, SQLAlchemy, grpc and the NATS client through
+(docs/benchmarks.md, "Start-up imports"): dnspython without DNS discovery, the other database's
+SQL dialect in a read copy, FastAPI, SQLAlchemy, grpc and the NATS client through
 ``edgeway --help``, cryptography's x509 through a gateway without TLS.
 """
 
@@ -13,12 +13,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-
-from edgeway.bus.embedded import find_nats_server
 
 SERVICES = (
     "edgeway.demo.shop.orders.app",
@@ -29,8 +26,8 @@ SERVICES = (
     "edgeway.security_service",
 )
 
-# nats-py's ws:// transport, httpx's CLI, DNS discovery: imported by no kit service at start-up
-NOT_IN_SERVICES = ("aiohttp", "multidict", "httpx._main", "rich", "pygments", "dns")
+# DNS discovery: imported by no kit service that does not ask for it
+NOT_IN_SERVICES = ("dns",)
 
 
 def _loaded(code: str, names: tuple[str, ...]) -> list[str]:
@@ -49,10 +46,9 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("module", SERVICES)
-def test_a_kit_service_imports_neither_aiohttp_nor_a_cli(module: str) -> None:
-    # The probe can fail: the service does import nats-py's transport and httpx, the modules
-    # that used to pull the others in.
-    assert _loaded(f"import {module}", ("nats.aio.transport", "httpx")) == ["nats.aio.transport", "httpx"]
+def test_a_kit_service_does_not_import_dns_discovery(module: str) -> None:
+    # The probe can fail: the service does import the discovery module that used to pull it in.
+    assert _loaded(f"import {module}", ("edgeway.service.discovery",)) == ["edgeway.service.discovery"]
     assert _loaded(f"import {module}", NOT_IN_SERVICES) == []
 
 
@@ -81,81 +77,6 @@ def test_dns_discovery_is_imported_only_for_a_service_that_asks_for_it() -> None
         "assert DnsDiscovery is Home\n"
     )
     assert _loaded(code, ("dns",)) == ["dns"]
-
-
-def test_deferred_modules_are_imported_when_used() -> None:
-    code = (
-        "import edgeway.demo.shop.orders.app\n"
-        "import httpx, nats.aio.transport as t\n"
-        "assert t.aiohttp and t.multidict\n"  # installed reads true, as the modules would
-        "assert t.aiohttp.WSMsgType.BINARY and t.multidict.CIMultiDict\n"
-        "import aiohttp, multidict\n"
-        "assert t.aiohttp is aiohttp and t.multidict is multidict\n"  # the handles step aside
-        "assert callable(httpx.main)\n"
-    )
-    assert _loaded(code, ("aiohttp", "multidict")) == ["aiohttp", "multidict"]
-
-
-def test_httpx_command_line_still_runs_in_an_edgeway_process() -> None:
-    code = "import edgeway.service, sys\nsys.argv = ['httpx', '--help']\nimport httpx\nhttpx.main()\n"
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_env()
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Usage: httpx <URL> [OPTIONS]" in done.stdout
-
-
-def test_nats_over_websocket_still_works_after_edgeway_is_imported(tmp_path: Path) -> None:
-    # edgeway's own URLs are nats:// or tls:// (edgeway.bus.urls), but a process importing
-    # edgeway may talk to a NATS WebSocket listener through nats-py: a real server, a real
-    # round trip, aiohttp imported on the way.
-    ports = tmp_path / "ports"
-    ports.mkdir()
-    conf = tmp_path / "ws.conf"
-    conf.write_text('listen: "127.0.0.1:-1"\nwebsocket {\n  listen: "127.0.0.1:-1"\n  no_tls: true\n}\n')
-    server = subprocess.Popen(
-        [find_nats_server(), "-c", str(conf), "--ports_file_dir", str(ports)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        ws_url = _ws_url(ports, server)
-        code = (
-            "import asyncio, sys\n"
-            "import edgeway.discovery.natsconn, nats\n"
-            "assert 'aiohttp' not in sys.modules\n"
-            "async def main():\n"
-            f"    nc = await nats.connect({ws_url!r}, connect_timeout=10)\n"
-            "    sub = await nc.subscribe('probe')\n"
-            "    await nc.publish('probe', b'over ws')\n"
-            "    msg = await sub.next_msg(timeout=30)\n"
-            "    await nc.close()\n"
-            "    print(msg.data.decode())\n"
-            "asyncio.run(main())\n"
-        )
-        assert _loaded(code, ("aiohttp",)) == ["aiohttp"]
-        done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_env()
-        )
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.splitlines()[0] == "over ws"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _ws_url(ports: Path, server: subprocess.Popen[bytes]) -> str:
-    # A generous deadline: nats-server starts in milliseconds, the shared machine may be loaded.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "nats-server exited at start-up"
-        for found in ports.glob("*.ports"):
-            text = found.read_text()
-            if text.strip():
-                url: str = json.loads(text)["websocket"][0]
-                return url
-        time.sleep(0.05)
-    raise AssertionError("nats-server reported no WebSocket port within 30 s")
 
 
 def test_edgeway_help_mounts_no_command() -> None:
@@ -204,10 +125,10 @@ def test_a_gateway_without_tls_does_not_import_cryptography() -> None:
         "edgeway.gateway.process.serve",
         "edgeway.gateway.tls.redirect",
     ]
-    assert _loaded(code, ("cryptography", "aiohttp", "sqlalchemy", "fastapi", "nats")) == []
+    assert _loaded(code, ("cryptography", "sqlalchemy", "fastapi", "nats")) == []
 
 
-def test_the_demo_gateway_built_imports_neither_aiohttp_nor_rich() -> None:
+def test_the_demo_gateway_built_does_not_import_x509() -> None:
     # The shop's gateway: JWT auth (httpx fetches the JWKS), NATS registry discovery, no TLS.
     config = Path(__file__).resolve().parents[2] / "src/edgeway/demo/shop/edges/gateway.yaml"
     code = (
@@ -217,7 +138,7 @@ def test_the_demo_gateway_built_imports_neither_aiohttp_nor_rich() -> None:
         f"Gateway(load_config(Path({str(config)!r})), None)\n"
     )
     assert _loaded(code, ("httpx", "nats.aio.transport")) == ["httpx", "nats.aio.transport"]
-    assert _loaded(code, ("aiohttp", "rich", "pygments", "cryptography.x509")) == []
+    assert _loaded(code, ("cryptography.x509",)) == []
 
 
 def test_the_tls_names_stay_importable_from_certificates() -> None:
