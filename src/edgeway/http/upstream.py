@@ -251,8 +251,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
-        head = self.head
-        if head is None:
+        had_head = self.head is not None  # a bool: mypyc miscompiled the narrowing of a local copy
+        if not had_head:
             self._head_bytes += len(data)
         body_before = self.body.received
         try:
@@ -278,7 +278,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._fail(err)
                 self.close()
                 return
-        if head is not None and not self.response_complete:
+        if had_head and not self.response_complete:
             # After the head, reads that bring no body bytes (chunk framing, the trailer section)
             # are bounded like the head: llhttp hands trailer values over whole, so httptools
             # joined an endless one piece by piece on the event loop, though they are dropped.
@@ -293,7 +293,7 @@ class UpstreamConnection(asyncio.Protocol):
                     )
                     self.close()
                     return
-        elif head is None:
+        elif not had_head:
             if self.head is not None:
                 self._head_bytes = 0  # the head is whole: from here the bytes past the body count
             elif self._head_bytes > self._limits.max_response_head_bytes:
