@@ -403,8 +403,11 @@ class OutboxRelay:
             self._failures.succeeded()
             if count < self.batch_size:
                 self._wake.clear()
+                # Not wait_for: on Python 3.11 it returns, instead of raising, when this task is
+                # cancelled in the iteration a commit wakes it, and stop() then waited forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.idle_interval)
+                    async with asyncio.timeout(self.idle_interval):
+                        await self._wake.wait()
 
     def start(self) -> None:
         if self._task is None or self._task.done():

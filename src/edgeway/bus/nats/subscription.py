@@ -226,10 +226,13 @@ class NatsSubscription:
             await self._pull()
             if not self._buffer:
                 self._wake.clear()
-                # Wake for the open request's deadline, not a whole period later.
+                # Wake for the open request's deadline, not a whole period later. Not wait_for:
+                # on Python 3.11 it returns, instead of raising, when this task is cancelled in
+                # the iteration a message wakes it, and stop() then waited for this loop forever.
                 wait = self._pull_deadline - time.monotonic() if self._owed > 0 else _EXPIRES
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.05, wait))
+                    async with asyncio.timeout(max(0.05, wait)):
+                        await self._wake.wait()
                 continue
             batch = self._held = self._buffer[: self._batch_size]
             del self._buffer[: self._batch_size]
