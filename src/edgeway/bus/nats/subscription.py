@@ -43,7 +43,7 @@ import orjson
 from edgeway.bus.errors import BusError
 from edgeway.bus.nats.delivery import NatsDelivery, envelope_from
 from edgeway.bus.transport import BatchHandler
-from edgeway.tasks import cancel_and_wait
+from edgeway.tasks import cancel_and_wait, woken
 
 log = logging.getLogger("edgeway.bus.nats")
 
@@ -226,13 +226,9 @@ class NatsSubscription:
             await self._pull()
             if not self._buffer:
                 self._wake.clear()
-                # Wake for the open request's deadline, not a whole period later. Not wait_for:
-                # on Python 3.11 it returns, instead of raising, when this task is cancelled in
-                # the iteration a message wakes it, and stop() then waited for this loop forever.
+                # Wake for the open request's deadline, not a whole period later.
                 wait = self._pull_deadline - time.monotonic() if self._owed > 0 else _EXPIRES
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.05, wait)):
-                        await self._wake.wait()
+                await woken(self._wake, max(0.05, wait))
                 continue
             batch = self._held = self._buffer[: self._batch_size]
             del self._buffer[: self._batch_size]
