@@ -15,10 +15,26 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["BackgroundTasks", "cancel_and_wait"]
+__all__ = ["BackgroundTasks", "cancel_and_wait", "woken"]
 
 T = TypeVar("T")
 _log = logging.getLogger("edgeway.tasks")
+
+
+async def woken(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until ``event`` is set or ``timeout`` seconds pass; whether it was set.
+
+    For a task's idle wait. Not ``asyncio.wait_for(event.wait(), timeout)``: on Python 3.11 that
+    returns, instead of raising, when the task is cancelled in the loop iteration in which the
+    event is set, and a loop that goes on after it never ends (:func:`cancel_and_wait` waits for
+    it forever). ``asyncio.timeout`` keeps the cancellation.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:

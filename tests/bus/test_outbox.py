@@ -248,3 +248,18 @@ async def test_purge_walks_more_rows_than_one_chunk(database: Database, unique: 
     relay = OutboxRelay(database.outbox, database.sessions, EventBus(MemoryTransport()), keep_sent=3600)
     assert await relay.purge() == 2500
     assert await _sent_at(database) == {}
+
+
+async def test_a_relay_woken_as_it_is_stopped_still_stops(database: Database) -> None:
+    """A commit wakes the relay (Outbox.wake); one that lands in the loop iteration in which
+    stop() cancels the idle relay was swallowed by Python 3.11's asyncio.wait_for, the relay
+    went on, and stop() waited for it forever (see tests/bus/test_consumer_stop.py)."""
+    bus = EventBus(MemoryTransport())
+    async with bus:
+        for _ in range(10):
+            relay = OutboxRelay(database.outbox, database.sessions, bus)
+            relay.start()
+            await asyncio.sleep(0.1)  # its first pass found nothing: it waits to be woken
+            relay.wake()
+            async with asyncio.timeout(5):
+                await relay.stop()

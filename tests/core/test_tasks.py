@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from edgeway.tasks import BackgroundTasks, cancel_and_wait
+from edgeway.tasks import BackgroundTasks, cancel_and_wait, woken
 
 
 async def _forever(ended: list[str], name: str) -> None:
@@ -80,3 +80,31 @@ async def test_cancel_and_wait_logs_a_failure_instead_of_raising_it(caplog: pyte
     with caplog.at_level(logging.ERROR, logger="edgeway.tasks"):
         await cancel_and_wait(task, None)
     assert [r.getMessage() for r in caplog.records] == ["background task once failed: broken on purpose"]
+
+
+async def test_woken_says_whether_the_event_was_set_in_time() -> None:
+    event = asyncio.Event()
+    assert not await woken(event, 0.01)
+    asyncio.get_running_loop().call_soon(event.set)
+    assert await woken(event, 5)
+
+
+async def test_a_task_cancelled_as_its_event_is_set_is_cancelled() -> None:
+    """asyncio.wait_for on Python 3.11 returned True here, and the loop below never ended."""
+    event = asyncio.Event()
+    rounds = 0
+
+    async def idle() -> None:
+        nonlocal rounds
+        while True:
+            rounds += 1
+            event.clear()
+            await woken(event, 5)
+
+    task = asyncio.create_task(idle())
+    await asyncio.sleep(0.01)
+    event.set()  # in the same iteration as the cancellation
+    async with asyncio.timeout(5):
+        await cancel_and_wait(task)
+    assert task.cancelled()
+    assert rounds == 1

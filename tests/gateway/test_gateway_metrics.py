@@ -10,7 +10,7 @@ import contextlib
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -384,6 +384,26 @@ async def test_metrics_off_exports_no_request_families(tmp_path: Path, enabled: 
     assert value(samples, "edgeway_gateway_connections", listener="traffic") == 0
 
 
+TOTAL = "http_server_requests_total"
+ALL_200 = {"method": "GET", "route": "all", "status": "200"}
+
+
+async def until(condition: Callable[[Samples], bool], admin: int, seconds: float) -> None:
+    """Scrape until one scrape meets ``condition``; AssertionError after ``seconds``."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    last: Samples = {}
+    while asyncio.get_running_loop().time() < deadline:
+        with contextlib.suppress(OSError, AssertionError, asyncio.IncompleteReadError, TimeoutError):
+            last = await scrape(admin)
+            if condition(last):
+                return
+        await asyncio.sleep(0.05)
+    workers, total = value(last, "edgeway_gateway_workers"), value(last, TOTAL, **ALL_200)
+    raise AssertionError(
+        f"not within {seconds:g} s: the last scrape added up {workers:g} workers, {total:g} requests"
+    )
+
+
 async def test_a_multi_worker_gateway_answers_the_sum_of_its_workers(tmp_path: Path) -> None:
     """Each scrape lands on one worker (they share the admin port); every one answers the total."""
     async with status_backends(1) as (backend,):
@@ -402,24 +422,33 @@ async def test_a_multi_worker_gateway_answers_the_sum_of_its_workers(tmp_path: P
             stderr=subprocess.DEVNULL,
         )
         try:
-            # both workers up: every scrape adds up two expositions
-            for _ in range(300):
-                with contextlib.suppress(OSError, AssertionError, asyncio.IncompleteReadError):
-                    if value(await scrape(admin), "edgeway_gateway_workers") == 2:
-                        break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the two workers did not both answer")
+            # Both workers up: every scrape adds up two expositions. A deadline, not a count of
+            # tries: two workers starting on a loaded 2-core machine took over 15 s of scrapes.
+            await until(lambda samples: value(samples, "edgeway_gateway_workers") == 2, admin, 60)
             for _ in range(40):  # a connection each: the kernel spreads them over the workers
                 assert (await once(port, "GET", "/x")).status == 200
-            scrapes = [await scrape(admin) for _ in range(8)]
+            # A worker counts a request once its response is written, so the other worker may
+            # not have counted its last one by the first scrape: wait for the sum, then every
+            # later scrape must hold it.
+            await until(lambda samples: value(samples, TOTAL, **ALL_200) == 40, admin, 30)
+            scrapes: list[Samples] = []
+            for _ in range(30):
+                samples = await scrape(admin)
+                # A peer that does not answer within 2 s (a worker the loaded machine did not
+                # schedule) drops out of the sum, and the scrape says so: one worker. Only a
+                # scrape of both workers claims the whole sum.
+                if value(samples, "edgeway_gateway_workers") == 2:
+                    scrapes.append(samples)
+                if len(scrapes) == 8:
+                    break
+            assert len(scrapes) == 8, f"only {len(scrapes)} of 30 scrapes added up both workers"
         finally:
             proc.send_signal(signal.SIGTERM)
             await asyncio.to_thread(proc.wait, 15)
     assert backend.requests == 40
     for samples in scrapes:
         assert value(samples, "edgeway_gateway_workers") == 2
-        assert value(samples, "http_server_requests_total", method="GET", route="all", status="200") == 40
+        assert value(samples, TOTAL, **ALL_200) == 40
         assert value(samples, "http_server_request_duration_seconds_count", method="GET", route="all") == 40
         assert (
             value(

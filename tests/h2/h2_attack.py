@@ -66,6 +66,17 @@ class Attacker:
             return False
         return True
 
+    async def send_answered(self, data: bytes, answer: int, timeout: float = 10.0) -> bool:
+        """Write, then wait until the gateway has sent ``answer`` more bytes or closed the
+        connection; False once it is closed (TimeoutError if it does neither)."""
+        expected = len(self.received) + answer
+        if not await self.send(data):
+            return False
+        async with asyncio.timeout(timeout):
+            while len(self.received) < expected and not self._reading.done():
+                await asyncio.sleep(0.001)
+        return not self._reading.done()
+
     async def read_until_closed(self, timeout: float) -> list[Frame]:
         """Every frame the gateway sent until it closed the connection (TimeoutError if not)."""
         await asyncio.wait_for(asyncio.shield(self._reading), timeout)
@@ -103,9 +114,17 @@ def rss() -> int:
 
 @dataclass
 class Watch:
-    """A normal client's requests during an attack, and the memory peak."""
+    """A normal client's requests during an attack, and the memory peak.
+
+    Each request is timed twice: wall time (``latencies``), and the CPU time this process spent
+    while it was outstanding (``cpu``). The gateway runs in this process, so a loop held by
+    attack work (decoding a bomb, answering a flood) burns CPU for as long as it holds the
+    request; a loaded machine that merely does not schedule us stretches the wall time and
+    leaves the CPU time alone. ``cpu`` is what tests bound; ``latencies`` is shown with it.
+    """
 
     latencies: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     baseline: int = 0
     peak: int = 0
@@ -117,6 +136,24 @@ class Watch:
     @property
     def worst(self) -> float:
         return max(self.latencies) if self.latencies else float("inf")
+
+    @property
+    def worst_cpu(self) -> float:
+        return max(self.cpu) if self.cpu else float("inf")
+
+    def held(self, cpu_limit: float) -> str | None:
+        """Why the normal client was held behind the attack, or None: a failure, too few
+        answers, or a request during which this process spent ``cpu_limit`` s of CPU or more."""
+        if self.failures:
+            return f"the normal client failed: {self.failures}"
+        if len(self.latencies) < 3:
+            return f"the normal client got {len(self.latencies)} answers during the attack"
+        if self.worst_cpu >= cpu_limit:
+            return (
+                f"a normal request waited while the process spent {self.worst_cpu:.2f}s of CPU"
+                f" (wall {self.worst:.2f}s): the attack held the loop"
+            )
+        return None
 
 
 @contextlib.asynccontextmanager
@@ -131,7 +168,7 @@ async def watching(port: int, path: str = "/ok", at_least: int = 3) -> AsyncIter
 
     async def requests() -> None:
         while not stop.is_set():
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             try:
                 reply = await client.request("GET", path, timeout=5)
                 if reply.status != 200:
@@ -140,6 +177,7 @@ async def watching(port: int, path: str = "/ok", at_least: int = 3) -> AsyncIter
                 watch.failures.append(repr(exc))
                 return
             watch.latencies.append(time.perf_counter() - started)
+            watch.cpu.append(time.process_time() - cpu_started)
             await asyncio.sleep(0.05)
 
     async def memory() -> None:

@@ -28,7 +28,7 @@ from h2_attack import (
 from h2_client import H2Client
 from h2_gateway import echo_backend, gateway_config, serving
 from hpack import Encoder
-from hyperframe.frame import ContinuationFrame, PingFrame, RstStreamFrame, SettingsFrame
+from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 
 from edgeway.gateway.process.serve import GatewayServer
 
@@ -64,11 +64,22 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Running]:
         yield Running(server, seen)
 
 
+# CPU this process may spend while one normal request waits. The gateway shares the process (and
+# its loop) with the attacker and the normal client, so a loop held by attack work shows as CPU
+# spent; a machine too loaded to schedule us shows as wall time only (a full parallel run saw a
+# normal request take over 2 s of wall time). With two busy loops beside the other helpers on
+# 2 cores (load 12) a defended attack cost a normal request at most 0.07 s of CPU (wall 0.5 s).
+HELD_CPU = 0.5
+
+
 def assert_responsive(watch: Watch) -> None:
-    assert not watch.failures, watch.failures
-    assert len(watch.latencies) >= 3, "the normal client got too few answers during the attack"
-    # Generous for a loaded CI machine (an undefended attack holds the loop for many seconds).
-    assert watch.worst < 2.0, f"a normal request took {watch.worst:.2f}s during the attack"
+    held = watch.held(HELD_CPU)
+    assert held is None, held
+
+
+def answered(frames: list[Frame], kind: type[Frame]) -> int:
+    """How many of the attacker's frames of ``kind`` the gateway acknowledged (SETTINGS, PING)."""
+    return sum(isinstance(f, kind) and "ACK" in f.flags for f in frames)
 
 
 async def test_rapid_reset_is_cut_off_by_goaway(gateway: Running) -> None:
@@ -129,8 +140,12 @@ async def test_hpack_bomb_is_refused_before_it_is_decoded(gateway: Running) -> N
             if not await attacker.send(headers_frame(stream_id, bomb, "END_HEADERS", "END_STREAM")):
                 break
         goaway = await attacker.goaway()
+        frames = await attacker.read_until_closed(0)
         attacker.close()
     assert goaway.error_code == ENHANCE_YOUR_CALM
+    assert goaway.last_stream_id == 1, "a bomb's stream was taken before the connection was refused"
+    answers = {f.stream_id for f in frames if isinstance(f, HeadersFrame)}
+    assert answers <= {1}, f"bomb streams {sorted(answers - {1})} were decoded and answered"
     assert_responsive(watch)
     assert watch.growth < 30 * MiB
 
@@ -139,12 +154,20 @@ async def test_settings_flood_is_cut_off(gateway: Running) -> None:
     async with watching(gateway.port) as watch:
         attacker = await Attacker.connect(gateway.port)
         frame = SettingsFrame(0, settings={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100}).serialize()
+        # 10,000 frames if nothing stopped it, in batches of 100, each sent once the one before
+        # was answered (an ACK is a bare frame header, 9 bytes): the gateway reads one batch at a
+        # time, so how much of the flood it handled does not depend on how the kernel split it.
         for _ in range(100):
-            if not await attacker.send(frame * 100):
+            if not await attacker.send_answered(frame * 100, 100 * 9):
                 break
         goaway = await attacker.goaway()
+        frames = await attacker.read_until_closed(0)
         attacker.close()
     assert goaway.error_code == ENHANCE_YOUR_CALM
+    # Cut off in the batch that went over the budget: a read is answered whole (h2 acknowledges
+    # each SETTINGS as it parses them), then the budget is counted; +1: the handshake's.
+    acks = answered(frames, SettingsFrame)
+    assert acks <= LIMITS["http2"]["max_settings"] + 100 + 1, f"the gateway applied {acks} SETTINGS frames"
     assert_responsive(watch)
 
 
@@ -152,12 +175,17 @@ async def test_ping_flood_is_cut_off(gateway: Running) -> None:
     async with watching(gateway.port) as watch:
         attacker = await Attacker.connect(gateway.port)
         frame = PingFrame(0, opaque_data=b"12345678").serialize()
+        # As the SETTINGS flood: 100 batches of 100, each once the one before was answered (a
+        # PING ACK: 9 bytes of header, 8 of opaque data).
         for _ in range(100):
-            if not await attacker.send(frame * 100):
+            if not await attacker.send_answered(frame * 100, 100 * 17):
                 break
         goaway = await attacker.goaway()
+        frames = await attacker.read_until_closed(0)
         attacker.close()
     assert goaway.error_code == ENHANCE_YOUR_CALM
+    acks = answered(frames, PingFrame)
+    assert acks <= LIMITS["http2"]["max_pings"] + 100, f"the gateway answered {acks} PINGs"
     assert_responsive(watch)
 
 

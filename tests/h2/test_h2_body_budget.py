@@ -194,8 +194,10 @@ async def test_unfinished_uploads_on_every_stream_hold_no_more_than_the_budget(t
             sampler.cancel()
             attacker.close()
         assert 0 < peak <= MiB, peak
-        assert not watch.failures, watch.failures
-        assert watch.worst < 2.0, f"a normal request took {watch.worst:.2f}s during the attack"
+        # CPU, not wall time, while a normal request waited (see h2_attack.Watch): a loaded
+        # machine stretches the latter, a loop held by the uploads the former.
+        held = watch.held(0.5)
+        assert held is None, held
         # Before the budget: 35 MB. What remains is the budget and the upstream connections the
         # starved streams took (their transports' write buffers), plus the sampling's noise.
         assert watch.growth < 12 * MiB, f"memory grew by {watch.growth / MiB:.1f} MiB"

@@ -70,16 +70,22 @@ async def test_the_checker_runs_a_round_at_start_then_every_interval_until_stopp
     results: list[tuple[int, bool]] = []
     async with backend(answering(200)) as port:
         targets = [Target(port), Target(dead_port())]
+        # No probe here waits out its timeout (one instance answers, the other refuses), so it
+        # can be generous: at 50 ms a probe of the answering instance failed on a loaded machine
+        # and the round at start reported it down. The timeout may not exceed the interval.
         checker = HealthChecker(
-            HealthCheckPolicy(interval=0.05, timeout=0.05),
+            HealthCheckPolicy(interval=1.0, timeout=1.0),
             lambda: targets,
             lambda t, passed, _reason: results.append((t.port, passed)),
         )
         await checker.start()
         assert sorted(results) == sorted([(port, True), (targets[1].port, False)])
-        await asyncio.sleep(0.2)
+        # Rounds go on by themselves: wait for two more, however slowly a loaded machine runs
+        # them, rather than count what a fixed sleep held.
+        async with asyncio.timeout(30):
+            while checker.rounds < 3:
+                await asyncio.sleep(0.02)
         await checker.stop()
         rounds = checker.rounds
-        await asyncio.sleep(0.1)
-    assert rounds >= 3
+        await asyncio.sleep(1.5)  # past the next round's time: a checker still running starts it
     assert checker.rounds == rounds

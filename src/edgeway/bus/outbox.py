@@ -33,7 +33,6 @@ transaction across network I/O.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -66,7 +65,7 @@ from edgeway.bus.errors import BusError
 from edgeway.bus.events import H_REQUEST_ID, H_TRACEPARENT, H_TRACESTATE, Envelope, Event, envelopes_for
 from edgeway.observability.context import MAX_TRACESTATE
 from edgeway.observability.logs import FailureLog
-from edgeway.tasks import cancel_and_wait
+from edgeway.tasks import cancel_and_wait, woken
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -403,8 +402,7 @@ class OutboxRelay:
             self._failures.succeeded()
             if count < self.batch_size:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.idle_interval)
+                await woken(self._wake, self.idle_interval)
 
     def start(self) -> None:
         if self._task is None or self._task.done():

@@ -28,7 +28,6 @@ same request: make it idempotent, e.g. by the ``ew-ack-key`` header (``<saga id>
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +45,7 @@ from edgeway.saga.definition import Compensation, Retry, Saga, Step, StepContext
 from edgeway.saga.errors import AcksMissingError, RetryableError, SagaConfigError
 from edgeway.saga.store import SagaStore
 from edgeway.saga.telemetry import log_fields
+from edgeway.tasks import woken
 
 log = logging.getLogger("edgeway.saga.acks")
 
@@ -193,8 +193,7 @@ class AckTracker:
                     next_send = now + resend.delay(rounds)
                 waiter.clear()
                 wait = min(next_send, deadline_at, now + self.poll_interval) - time.time()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), timeout=max(0.0, wait))
+                await woken(waiter, max(0.0, wait))
                 acked = await self.store.acks(ctx.saga_id, ctx.step)
         except TransportError as exc:
             raise RetryableError(f"publishing the request failed: {exc}") from exc

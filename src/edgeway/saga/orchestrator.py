@@ -53,7 +53,7 @@ from edgeway.saga.state import SagaState, SagaSummary
 from edgeway.saga.status import SagaStatus
 from edgeway.saga.store import SagaRecord, SagaStore, StepRecord
 from edgeway.saga.telemetry import SagaMetrics, log_fields, start_ids
-from edgeway.tasks import BackgroundTasks
+from edgeway.tasks import BackgroundTasks, woken
 
 log = logging.getLogger("edgeway.saga")
 
@@ -338,8 +338,7 @@ class SagaOrchestrator:
                     "saga claim scan failed, retrying every %.3g s: %s", self.config.poll_interval, exc
                 )
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.config.poll_interval)
+            await woken(self._wake, self.config.poll_interval)
 
     async def _claim(self) -> None:
         capacity = self.config.max_concurrent - len(self._active)

@@ -9,7 +9,6 @@ like several services connected to one server. Nothing survives the process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -19,7 +18,7 @@ from edgeway.bus.errors import BusConfigError, DeadLetterNotFoundError
 from edgeway.bus.events import Envelope
 from edgeway.bus.memory.delivery import MemoryDelivery
 from edgeway.bus.transport import BatchHandler, ChannelConfig, DeadLetter, Delivery, check_group
-from edgeway.tasks import cancel_and_wait
+from edgeway.tasks import cancel_and_wait, woken
 
 
 @dataclass(slots=True)
@@ -124,8 +123,7 @@ class _MemorySubscription:
             batch = group.take(self._batch_size)
             if not batch:
                 group.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(group.wake.wait(), timeout=group.next_wakeup())
+                await woken(group.wake, group.next_wakeup())
                 continue
             self._mine = {d.seq for d in batch}
             await self._handler(batch)

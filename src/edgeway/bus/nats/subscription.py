@@ -49,7 +49,7 @@ import orjson
 from edgeway.bus.errors import BusError
 from edgeway.bus.nats.delivery import NatsDelivery, envelope_from
 from edgeway.bus.transport import BatchHandler
-from edgeway.tasks import cancel_and_wait
+from edgeway.tasks import cancel_and_wait, woken
 
 log = logging.getLogger("edgeway.bus.nats")
 
@@ -238,8 +238,7 @@ class NatsSubscription:
                 self._wake.clear()
                 # Wake for the open request's deadline, not a whole period later.
                 wait = self._pull_deadline - time.monotonic() if self._owed > 0 else _EXPIRES
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.05, wait))
+                await woken(self._wake, max(0.05, wait))
                 continue
             batch = self._held = self._buffer[: self._batch_size]
             del self._buffer[: self._batch_size]
