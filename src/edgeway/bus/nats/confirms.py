@@ -34,6 +34,7 @@ import nats.errors
 import orjson
 
 from edgeway.bus.errors import PublishError
+from edgeway.tasks import woken
 
 log = logging.getLogger("edgeway.bus.nats")
 
@@ -123,14 +124,13 @@ class Confirms:
         while True:
             heard = batch.remaining
             left = deadline - loop.time()
-            try:
-                await asyncio.wait_for(batch.done.wait(), min(interval, left))
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancel (edgeway.tasks.woken).
+            if await woken(batch.done, min(interval, left)):
                 return
-            except TimeoutError:
-                if loop.time() >= deadline:
-                    first = next((self._waiting[r][1] for r, _ in sent if r in self._waiting), sent[-1][1][3])
-                    reason = f"no acknowledgement from JetStream within {self.timeout} s"
-                    raise PublishError(first, reason) from None
+            if loop.time() >= deadline:
+                first = next((self._waiting[r][1] for r, _ in sent if r in self._waiting), sent[-1][1][3])
+                reason = f"no acknowledgement from JetStream within {self.timeout} s"
+                raise PublishError(first, reason)
             # While disconnected, nats-py holds the first copies and sends them on reconnecting.
             if batch.remaining == heard and self.nc.is_connected:
                 unheard = [(reply, message) for reply, message in sent if reply in self._waiting]
@@ -146,12 +146,8 @@ class Confirms:
 
     async def _wait_for_space(self, message_id: str) -> None:
         self._space.clear()
-        try:
-            await asyncio.wait_for(self._space.wait(), self.timeout)
-        except TimeoutError:
-            raise PublishError(
-                message_id, f"{self.window} publishes unacknowledged for {self.timeout} s"
-            ) from None
+        if not await woken(self._space, self.timeout):
+            raise PublishError(message_id, f"{self.window} publishes unacknowledged for {self.timeout} s")
 
     async def close(self) -> None:
         if self._sub is not None:
