@@ -451,6 +451,41 @@ async def test_a_response_head_past_the_limit_is_a_502_not_buffered(
     assert json.loads(body)["detail"] == f"127.0.0.1:{bport} sent {reason}"
 
 
+def many_fields(count: int) -> Any:
+    """A service whose answer carries ``count`` header fields (and ``ok``)."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await read_request(r)
+            fields = b"".join(b"x-f%d: %d\r\n" % (i, i) for i in range(count))
+            w.write(b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\nok")
+            await w.drain()
+        w.close()
+
+    return handler
+
+
+@pytest.mark.parametrize(("limits", "status"), [(None, 502), ({"max_headers": 300}, 200)])
+async def test_a_service_answering_with_many_fields_gets_its_own_limit(
+    limits: dict[str, int] | None, status: int
+) -> None:
+    """150 fields: past the default 100, a 502; within a service's own `response_limits`, passed on."""
+    cfg = config(0)
+    async with backend(many_fields(149)) as bport:  # and Content-Length: 150
+        cfg["services"]["backend"]["instances"] = [f"http://127.0.0.1:{bport}"]
+        if limits is not None:
+            cfg["services"]["backend"]["response_limits"] = limits
+        async with gateway(cfg) as (gport, _):
+            out = await raw_http(
+                gport, b"GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", wait=20
+            )
+    code, headers, body = parse(out)
+    assert code == status, out[:300]
+    if status == 200:
+        assert body == b"ok"
+        assert headers[b"x-f148"] == b"148"
+
+
 SMUGGLED_REQUEST = b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n"
 WS_HEAD = (
     b" /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "

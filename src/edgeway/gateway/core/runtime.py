@@ -153,6 +153,8 @@ def make_clusters(config: GatewayConfig, reuse: Mapping[str, Cluster] | None = N
                 max_connections=svc.pool.max_connections,
                 max_idle=svc.pool.max_idle,
                 idle_timeout=float(svc.pool.idle_timeout),
+                max_response_head_bytes=int(svc.response_limits.max_head_bytes),
+                max_response_headers=svc.response_limits.max_headers,
                 h2_ping_interval=float(svc.keepalive.interval) if svc.keepalive is not None else None,
                 h2_ping_timeout=float(svc.keepalive.timeout) if svc.keepalive is not None else 20.0,
             ),

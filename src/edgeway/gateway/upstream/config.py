@@ -22,7 +22,7 @@ from pydantic_core import PydanticCustomError
 
 from edgeway.gateway.config.base import LocatedProblemsError, StrictModel, broker_setting
 from edgeway.gateway.config.keypath import Loc
-from edgeway.gateway.config.units import Duration
+from edgeway.gateway.config.units import ByteSize, Duration
 from edgeway.gateway.filters.concurrency_config import ConcurrencyRule
 from edgeway.gateway.upstream.forwarding import FORWARDING_HEADERS
 from edgeway.http.upstream_tls import client_context
@@ -161,6 +161,23 @@ class Pool(StrictModel):
         description="Idle connections kept per instance for reuse; one more released is closed.",
     )
     idle_timeout: Duration = Field(60.0, gt=0, description="An idle pooled connection is closed after this.")
+
+
+class ResponseLimits(StrictModel):
+    """What a service's HTTP/1.1 response may send before the gateway answers 502 (or cuts a
+    response whose head already went out). Without them an endless field was buffered to the
+    service's timeout, joined piece by piece on the event loop that serves every client."""
+
+    max_head_bytes: ByteSize = Field(
+        64 * 1024,
+        ge=1024,
+        description="The response head: status line, fields and any `1xx` interim heads before it; "
+        "also the bytes after the last body bytes before the response ends (chunk framing, "
+        "trailers). Envoy's default is 60 KiB; nginx's proxy buffer 4-8 KiB.",
+    )
+    max_headers: int = Field(
+        100, gt=0, description="Header fields in the response head (Envoy's default, 100)."
+    )
 
 
 class Keepalive(StrictModel):
@@ -766,6 +783,9 @@ class Service(StrictModel):
     )
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
     pool: Pool = Field(default_factory=Pool, description="Connection pool per instance.")
+    response_limits: ResponseLimits = Field(
+        default_factory=ResponseLimits, description="Limits on what the service's responses may send."
+    )
     discovery: DiscoveryRule | None = Field(
         None, description="Instances from DNS, the NATS KV registry or Consul, besides `instances`."
     )
