@@ -586,3 +586,52 @@ async def test_malformed_headers_and_claims_are_401_problems_never_500() -> None
                     answers[f"{name} {path}"] = (status, problem(body).get("reason"), tokens[name][1])
     assert {key: got for key, got in answers.items() if got[:2] != (401, got[2])} == {}
     assert seen.requests == []
+
+
+# --------------------------------------------------------------------------- TRACE (cross-site tracing)
+
+
+async def test_trace_is_refused_on_a_catch_all_route_and_never_forwarded() -> None:
+    """A service answering TRACE echoes Cookie and Authorization back into a readable body; the
+    gateway refuses it before any filter or the service runs, as nginx does. (A lower-case
+    ``trace`` is a 400 from the HTTP/1.1 parser; over HTTP/2 see test_h2_attacks_outside.py.)"""
+    async with recording_backend() as (port, seen):
+        async with gateway(edge_config(port, [{"match": {"path": "/**"}}])) as (gw, _):
+            raw = await raw_http(
+                gw,
+                b"TRACE /anything HTTP/1.1\r\nhost: gw.test\r\ncookie: session=secret\r\n"
+                b"authorization: Bearer secret\r\nconnection: close\r\n\r\n",
+            )
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405"), raw
+    lowered = head.lower()
+    assert b"content-type: application/problem+json" in lowered
+    assert b"allow: delete, get, head, options, patch, post, put" in lowered
+    assert problem(body)["status"] == 405
+    assert b"secret" not in raw
+    assert seen.requests == []
+
+
+async def test_trace_on_a_route_limited_to_other_methods_is_a_405_with_their_allow() -> None:
+    async with recording_backend() as (port, seen):
+        route = {"match": {"path": "/orders", "methods": ["GET", "POST"]}}
+        async with gateway(edge_config(port, [route])) as (gw, _):
+            status, headers, body = await request(gw, "TRACE", "/orders")
+    assert status == 405
+    assert headers["allow"] == ["GET, POST"]
+    assert problem(body)["status"] == 405
+    assert seen.requests == []
+
+
+async def test_a_route_listing_trace_forwards_it() -> None:
+    async with recording_backend() as (port, seen):
+        routes: list[dict[str, Any]] = [
+            {"match": {"path": "/debug/**", "methods": ["GET", "TRACE"]}},
+            {"match": {"path": "/**"}},
+        ]
+        async with gateway(edge_config(port, routes)) as (gw, _):
+            status, _, _ = await request(gw, "TRACE", "/debug/echo")
+            refused, _, _ = await request(gw, "TRACE", "/other")
+    assert status == 200
+    assert refused == 405
+    assert [line for line, _, _ in seen.requests] == [b"TRACE /debug/echo HTTP/1.1"]

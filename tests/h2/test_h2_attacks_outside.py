@@ -259,3 +259,24 @@ async def test_a_header_block_left_open_after_a_whole_request_still_times_out(
     assert goaway is not None
     assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
     assert goaway.additional_data == b"header block not completed in time"
+
+
+@pytest.mark.parametrize("method", [b"TRACE", b"trace"])
+async def test_trace_is_refused_over_http2_and_never_forwarded(
+    gateway: GatewayServer, service: RecordingService, method: bytes
+) -> None:
+    # The same refusal as over HTTP/1.1 (tests/edge_security/test_gateway_attacks.py): TRACE
+    # would echo the cookie back from the service. HTTP/2 admits any token as :method, and a
+    # service may read "trace" as TRACE, so the lower-case one is refused too.
+    client = await raw_client(gateway.port)
+    try:
+        stream_id = client.send_request(method.decode(), "/x", [("cookie", "session=secret")])
+        reply = await client.response(stream_id, timeout=5)
+    finally:
+        await client.close()
+    assert reply.status == 405
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert "GET" in reply.headers["allow"]
+    assert b"secret" not in reply.body
+    # A forwarded request reaches the service before its answer reaches the client: no wait.
+    assert service.received == b""
