@@ -595,13 +595,15 @@ async def test_trace_is_refused_on_a_catch_all_route_and_never_forwarded() -> No
     """A service answering TRACE echoes Cookie and Authorization back into a readable body; the
     gateway refuses it before any filter or the service runs, as nginx does. (A lower-case
     ``trace`` is a 400 from the HTTP/1.1 parser; over HTTP/2 see test_h2_attacks_outside.py.)"""
-    async with recording_backend() as (port, seen):
-        async with gateway(edge_config(port, [{"match": {"path": "/**"}}])) as (gw, _):
-            raw = await raw_http(
-                gw,
-                b"TRACE /anything HTTP/1.1\r\nhost: gw.test\r\ncookie: session=secret\r\n"
-                b"authorization: Bearer secret\r\nconnection: close\r\n\r\n",
-            )
+    async with (
+        recording_backend() as (port, seen),
+        gateway(edge_config(port, [{"match": {"path": "/**"}}])) as (gw, _),
+    ):
+        raw = await raw_http(
+            gw,
+            b"TRACE /anything HTTP/1.1\r\nhost: gw.test\r\ncookie: session=secret\r\n"
+            b"authorization: Bearer secret\r\nconnection: close\r\n\r\n",
+        )
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 405"), raw
     lowered = head.lower()
