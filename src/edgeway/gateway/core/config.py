@@ -46,7 +46,10 @@ class MatchRule(StrictModel):
         description="Exact `/a/b`, template `/users/{id}` or prefix `/catalog/**` (matches `/catalog` too)."
     )
     methods: list[str] | None = Field(
-        None, min_length=1, description="Request methods (upper-cased); `null` or absent means any."
+        None,
+        min_length=1,
+        description="Request methods (upper-cased); `null` or absent means any but TRACE, which only "
+        "a route listing it forwards (else 405).",
     )
     hosts: list[str] | None = Field(
         None,
