@@ -45,7 +45,7 @@ from edgeway.http.body import BodyStream, empty_body
 from edgeway.http.errors import BodyTooLarge, ClientDisconnected, RequestRejected, SendTimeout
 from edgeway.http.exchange import Exchange, Headers, ResponseState
 from edgeway.http.grpc_wire import is_grpc_content_type, refusal_trailers
-from edgeway.http.h2.budget import EMPTY_FRAMES, PINGS, RESETS, SETTINGS, FloodBudget
+from edgeway.http.h2.budget import EMPTY_FRAMES, PINGS, RESETS, SETTINGS, FloodBudget, over_budget
 from edgeway.http.h2.exchange import H2Exchange
 from edgeway.http.h2.hpack_decoder import IndexedFastDecoder
 from edgeway.http.h2.request import MalformedRequest, request_head
@@ -185,15 +185,27 @@ class H2ServerProtocol(ServerProtocol):
         self._got_bytes = True
         self._in_receive = True
         try:
-            events = self._h2.receive_data(data)
-            self._check_buffers()
-            owed = 0
-            for event in events:
+            while data:
+                # Fed to h2 only up to the first frame past a budget (see _flood_cut): h2 would
+                # answer every SETTINGS and PING of the read before the budget was counted.
+                cut = self._flood_cut(data)
+                if cut is None:
+                    chunk, data = data, b""
+                elif cut:
+                    chunk, data = data[:cut], data[cut:]
+                else:
+                    return  # the read's first frame went over: GOAWAY sent, the rest dropped
+                events = self._h2.receive_data(chunk)
+                self._check_buffers()
+                owed = 0
+                for event in events:
+                    if self._ended():
+                        return  # a budget or a buffer limit ended the connection
+                    owed += self._dispatch(event)
+                self._conn_owed += owed
+                self._give_back()
                 if self._ended():
-                    return  # a budget or a buffer limit ended the connection
-                owed += self._dispatch(event)
-            self._conn_owed += owed
-            self._give_back()
+                    return
         except ProtocolError as exc:
             # h2 has queued its GOAWAY (PROTOCOL_ERROR, FLOW_CONTROL_ERROR, ENHANCE_YOUR_CALM
             # for an oversized header list...): send it and close.
@@ -206,6 +218,40 @@ class H2ServerProtocol(ServerProtocol):
         finally:
             self._in_receive = False
         self._flush()
+
+    def _flood_cut(self, data: bytes) -> int | None:
+        """Where to stop feeding ``data`` to h2: the offset of its first frame past a budget;
+        0 once that frame was the first (the connection is then ended); None: all of it.
+
+        A read too short to hold more frames than the smallest budget has room for (nearly
+        every read of a legitimate client) is not walked at all."""
+        now = self._loop.time()
+        room = self._budget.room(now)
+        buffer = self._h2.incoming_buffer
+        pending = cast(bytearray, getattr(buffer, "_data", b""))
+        if (len(data) + len(pending)) // _FRAME_HEADER < min(room):
+            return None
+        found = over_budget(data, self._frames_start(pending, data), room)
+        if found is None:
+            return None
+        cut, kind = found
+        if cut == 0:
+            self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, self._budget.reason(kind))
+        return cut
+
+    def _frames_start(self, pending: bytearray, data: bytes) -> int:
+        """The offset in ``data`` of its first frame header: after what is left of the preface
+        and of the frame h2 holds part of (unparsed bytes start at a frame)."""
+        start = int(getattr(self._h2.incoming_buffer, "_preamble_len", 0))
+        held = len(pending)
+        if not held:
+            return start
+        header = bytes(pending[:_FRAME_HEADER])
+        if held < _FRAME_HEADER:
+            header += data[: _FRAME_HEADER - held]
+            if len(header) < _FRAME_HEADER:
+                return len(data)  # still no whole header: nothing of this read to walk
+        return _FRAME_HEADER + int.from_bytes(header[:3], "big") - held
 
     def _ended(self) -> bool:
         return self.state is ConnState.CLOSED
