@@ -293,7 +293,7 @@ class H2ServerProtocol(ServerProtocol):
             )
         elif isinstance(event, StreamEnded):
             ex = self._streams.get(event.stream_id)
-            if ex is not None:
+            if ex is not None and not ex.reset:  # a reset stream's body ends with its error
                 ex.body.feed_eof()
         elif isinstance(event, WindowUpdated):
             if event.stream_id:
@@ -318,6 +318,8 @@ class H2ServerProtocol(ServerProtocol):
             # Request trailers are dropped, as on HTTP/1.1 (the header list limit bounded them).
             if event.stream_ended is None:
                 self._reset(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
+            elif any(name[:1] == b":" for name, _ in event.headers):
+                self._malformed_trailers(event.stream_id)
         elif isinstance(event, ConnectionTerminated):
             self.closing = True
             if not self._streams:
@@ -366,6 +368,19 @@ class H2ServerProtocol(ServerProtocol):
         ex.last_data = self._loop.time()
         self._streams[stream_id] = ex
         self._start_stream(ex)
+
+    def _malformed_trailers(self, stream_id: int) -> None:
+        """RFC 9113 §8.1: trailers with a pseudo-header make the request malformed, a stream
+        error. Handled before the END_STREAM that came with them: the body ends with an error,
+        never complete, so a request whose head went upstream with a streamed body is aborted
+        there rather than finished."""
+        reason = "pseudo-header field in trailers"
+        self._observer.rejected(self, 400, f"malformed HTTP/2 request: {reason}")
+        self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
+        self._spend(RESETS)
+        ex = self._streams.get(stream_id)
+        if ex is not None and not ex.reset:
+            self._stream_gone(ex, ClientDisconnected(f"stream reset: {reason}"))
 
     def _on_data(self, event: DataReceived) -> int:
         """Feed a DATA frame to its stream's body; returns the connection window it took that is
