@@ -216,6 +216,28 @@ async def test_a_flood_in_one_write_is_cut_off_at_its_budget(
     assert acks <= LIMITS["http2"][budget] + 1, f"the gateway answered {acks} frames past its budget"
 
 
+async def test_reads_that_split_frames_are_counted_frame_by_frame(gateway: Running) -> None:
+    # Reads cut mid-body (463 bytes: 30 frames and 13 bytes of one) and mid-header (7 bytes of
+    # one): the walk must resume at the right frame and count the frame cut off, neither refusing
+    # a client within its budget nor answering the frame past it.
+    attacker = await Attacker.connect(gateway.port)
+    frame = SettingsFrame(0, settings={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100}).serialize()
+    within = frame * 45 + frame[:7]  # 46 whole ones with the handshake's: within 50
+    for piece in (within[:463], within[463:]):
+        await attacker.send(piece)
+        await asyncio.sleep(0.05)  # separate reads, most likely (a merged one proves less, no harm)
+    async with asyncio.timeout(10):
+        while answered(parse_frames(bytes(attacker.received)), SettingsFrame) < 46:
+            await asyncio.sleep(0.01)
+    await attacker.send(frame[7:] + frame * 100)  # the cut-off frame is the 47th: 3 more fit
+    goaway = await attacker.goaway()
+    frames = await attacker.read_until_closed(0)
+    attacker.close()
+    assert goaway.error_code == ENHANCE_YOUR_CALM
+    acks = answered(frames, SettingsFrame)
+    assert acks == LIMITS["http2"]["max_settings"], f"{acks} SETTINGS frames were acknowledged"
+
+
 async def test_a_stream_whose_window_stays_shut_is_reset_after_the_send_timeout(gateway: Running) -> None:
     """Zero-window stall: the client advertises a window of 0 and never opens it, on a 1 MiB
     response; the stream holds at most its write buffer, and is reset after send_timeout."""

@@ -62,13 +62,15 @@ class FloodBudget:
 
 def over_budget(data: bytes, pos: int, room: list[int]) -> tuple[int, int] | None:
     """Where the frames of ``data`` (whole or not, the first header at ``pos``) first exceed
-    ``room``: the offset of that frame and its kind; None if they never do.
+    ``room``: the offset of that frame and its kind; None if they never do. ``room`` is left
+    with what the frames walked did not take.
 
     Counts what the connection counts from ``h2``'s events: SETTINGS and PING that are not ACKs,
     RST_STREAM, DATA carrying nothing without END_STREAM. A frame whose header is cut off by the
     end of ``data`` is not counted (the next read starts with it)."""
     resets, pings, settings, empties = room
     end = len(data) - _FRAME_HEADER
+    found: tuple[int, int] | None = None
     while pos <= end:
         length = int.from_bytes(data[pos : pos + 3], "big")
         kind = data[pos + 3]
@@ -77,23 +79,28 @@ def over_budget(data: bytes, pos: int, room: list[int]) -> tuple[int, int] | Non
                 if kind == _SETTINGS:
                     settings -= 1
                     if settings < 0:
-                        return pos, SETTINGS
+                        found = pos, SETTINGS
+                        break
                 else:
                     pings -= 1
                     if pings < 0:
-                        return pos, PINGS
+                        found = pos, PINGS
+                        break
         elif kind == _RST_STREAM:
             resets -= 1
             if resets < 0:
-                return pos, RESETS
+                found = pos, RESETS
+                break
         elif kind == _DATA:
             flags = data[pos + 4]
             if not flags & _END_STREAM and _empty(data, pos, length, flags):
                 empties -= 1
                 if empties < 0:
-                    return pos, EMPTY_FRAMES
+                    found = pos, EMPTY_FRAMES
+                    break
         pos += _FRAME_HEADER + length
-    return None
+    room[:] = [resets, pings, settings, empties]
+    return found
 
 
 def _empty(data: bytes, pos: int, length: int, flags: int) -> bool:

@@ -231,27 +231,37 @@ class H2ServerProtocol(ServerProtocol):
         pending = cast(bytearray, getattr(buffer, "_data", b""))
         if (len(data) + len(pending)) // _FRAME_HEADER < min(room):
             return None
-        found = over_budget(data, self._frames_start(pending, data), room)
+        start, partial = self._frames_start(pending, data)
+        # The frame h2 holds the start of counts first (its header is all the walk needs).
+        found = over_budget(partial, 0, room) if partial else None
         if found is None:
-            return None
+            found = over_budget(data, start, room)
+            if found is None:
+                return None
+        else:
+            found = 0, found[1]
         cut, kind = found
         if cut == 0:
             self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, self._budget.reason(kind))
         return cut
 
-    def _frames_start(self, pending: bytearray, data: bytes) -> int:
+    def _frames_start(self, pending: bytearray, data: bytes) -> tuple[int, bytes]:
         """The offset in ``data`` of its first frame header: after what is left of the preface
-        and of the frame h2 holds part of (unparsed bytes start at a frame)."""
+        and of the frame h2 holds part of (unparsed bytes start at a frame); and that frame's
+        header when this read completes it (b"": none, or its header was walked before)."""
         start = int(getattr(self._h2.incoming_buffer, "_preamble_len", 0))
         held = len(pending)
         if not held:
-            return start
+            return start, b""
         header = bytes(pending[:_FRAME_HEADER])
+        completes = False
         if held < _FRAME_HEADER:
             header += data[: _FRAME_HEADER - held]
             if len(header) < _FRAME_HEADER:
-                return len(data)  # still no whole header: nothing of this read to walk
-        return _FRAME_HEADER + int.from_bytes(header[:3], "big") - held
+                return len(data), b""  # still no whole header: nothing of this read to walk
+            completes = True  # its header was cut off last read, so not counted then
+        skip = _FRAME_HEADER + int.from_bytes(header[:3], "big") - held
+        return skip, header if completes else b""
 
     def _ended(self) -> bool:
         return self.state is ConnState.CLOSED
