@@ -18,7 +18,7 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from h2_client import H2Client
 from h2_gateway import gateway_config, serving
-from hyperframe.frame import PingFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame
+from hyperframe.frame import DataFrame, PingFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame
 from raw_h2 import PREFACE, RawH2, RecordingService, raw_client
 
 from edgeway.gateway.process.serve import GatewayServer
@@ -280,3 +280,28 @@ async def test_trace_is_refused_over_http2_and_never_forwarded(
     assert b"secret" not in reply.body
     # A forwarded request reaches the service before its answer reaches the client: no wait.
     assert service.received == b""
+
+
+async def test_a_pseudo_header_in_trailers_is_a_stream_error(
+    gateway: GatewayServer, service: RecordingService
+) -> None:
+    # RFC 9113 §8.1: trailers must not carry pseudo-header fields; such a request is malformed.
+    # Its body has started (its head may be upstream already): it must not end there as complete.
+    client = await RawH2.connect(gateway.port)
+    try:
+        client.send(client.headers(1, request(b"/up", b"POST"), end_stream=False))
+        client.send(DataFrame(1, data=b"hello"))
+        await asyncio.sleep(0.2)  # the head and the first bytes go upstream
+        client.send(client.headers(1, [(b":path", b"/admin"), (b"x-t", b"1")]))
+        client.send(client.headers(3, request()))  # the same connection keeps working
+        await client.until(lambda c: c.ended(1) and c.ended(3))
+    finally:
+        await client.close()
+    await asyncio.sleep(0.2)
+    assert client.reset_code(1) == ErrorCodes.PROTOCOL_ERROR
+    assert client.status(1) is None
+    assert client.status(3) == 200
+    assert client.goaway() is None
+    # A small body is buffered whole before the request goes upstream: none of it went.
+    assert b"POST /up" not in service.received
+    assert b"/admin" not in service.received

@@ -45,7 +45,7 @@ from edgeway.http.body import BodyStream, empty_body
 from edgeway.http.errors import BodyTooLarge, ClientDisconnected, RequestRejected, SendTimeout
 from edgeway.http.exchange import Exchange, Headers, ResponseState
 from edgeway.http.grpc_wire import is_grpc_content_type, refusal_trailers
-from edgeway.http.h2.budget import EMPTY_FRAMES, PINGS, RESETS, SETTINGS, FloodBudget
+from edgeway.http.h2.budget import EMPTY_FRAMES, PINGS, RESETS, SETTINGS, FloodBudget, over_budget
 from edgeway.http.h2.exchange import H2Exchange
 from edgeway.http.h2.hpack_decoder import IndexedFastDecoder
 from edgeway.http.h2.request import MalformedRequest, request_head
@@ -185,15 +185,27 @@ class H2ServerProtocol(ServerProtocol):
         self._got_bytes = True
         self._in_receive = True
         try:
-            events = self._h2.receive_data(data)
-            self._check_buffers()
-            owed = 0
-            for event in events:
+            while data:
+                # Fed to h2 only up to the first frame past a budget (see _flood_cut): h2 would
+                # answer every SETTINGS and PING of the read before the budget was counted.
+                cut = self._flood_cut(data)
+                if cut is None:
+                    chunk, data = data, b""
+                elif cut:
+                    chunk, data = data[:cut], data[cut:]
+                else:
+                    return  # the read's first frame went over: GOAWAY sent, the rest dropped
+                events = self._h2.receive_data(chunk)
+                self._check_buffers()
+                owed = 0
+                for event in events:
+                    if self._ended():
+                        return  # a budget or a buffer limit ended the connection
+                    owed += self._dispatch(event)
+                self._conn_owed += owed
+                self._give_back()
                 if self._ended():
-                    return  # a budget or a buffer limit ended the connection
-                owed += self._dispatch(event)
-            self._conn_owed += owed
-            self._give_back()
+                    return
         except ProtocolError as exc:
             # h2 has queued its GOAWAY (PROTOCOL_ERROR, FLOW_CONTROL_ERROR, ENHANCE_YOUR_CALM
             # for an oversized header list...): send it and close.
@@ -206,6 +218,50 @@ class H2ServerProtocol(ServerProtocol):
         finally:
             self._in_receive = False
         self._flush()
+
+    def _flood_cut(self, data: bytes) -> int | None:
+        """Where to stop feeding ``data`` to h2: the offset of its first frame past a budget;
+        0 once that frame was the first (the connection is then ended); None: all of it.
+
+        A read too short to hold more frames than the smallest budget has room for (nearly
+        every read of a legitimate client) is not walked at all."""
+        now = self._loop.time()
+        room = self._budget.room(now)
+        buffer = self._h2.incoming_buffer
+        pending = cast(bytearray, getattr(buffer, "_data", b""))
+        if (len(data) + len(pending)) // _FRAME_HEADER < min(room):
+            return None
+        start, partial = self._frames_start(pending, data)
+        # The frame h2 holds the start of counts first (its header is all the walk needs).
+        found = over_budget(partial, 0, room) if partial else None
+        if found is None:
+            found = over_budget(data, start, room)
+            if found is None:
+                return None
+        else:
+            found = 0, found[1]
+        cut, kind = found
+        if cut == 0:
+            self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, self._budget.reason(kind))
+        return cut
+
+    def _frames_start(self, pending: bytearray, data: bytes) -> tuple[int, bytes]:
+        """The offset in ``data`` of its first frame header: after what is left of the preface
+        and of the frame h2 holds part of (unparsed bytes start at a frame); and that frame's
+        header when this read completes it (b"": none, or its header was walked before)."""
+        start = int(getattr(self._h2.incoming_buffer, "_preamble_len", 0))
+        held = len(pending)
+        if not held:
+            return start, b""
+        header = bytes(pending[:_FRAME_HEADER])
+        completes = False
+        if held < _FRAME_HEADER:
+            header += data[: _FRAME_HEADER - held]
+            if len(header) < _FRAME_HEADER:
+                return len(data), b""  # still no whole header: nothing of this read to walk
+            completes = True  # its header was cut off last read, so not counted then
+        skip = _FRAME_HEADER + int.from_bytes(header[:3], "big") - held
+        return skip, header if completes else b""
 
     def _ended(self) -> bool:
         return self.state is ConnState.CLOSED
@@ -247,7 +303,7 @@ class H2ServerProtocol(ServerProtocol):
             )
         elif isinstance(event, StreamEnded):
             ex = self._streams.get(event.stream_id)
-            if ex is not None:
+            if ex is not None and not ex.reset:  # a reset stream's body ends with its error
                 ex.body.feed_eof()
         elif isinstance(event, WindowUpdated):
             if event.stream_id:
@@ -272,6 +328,8 @@ class H2ServerProtocol(ServerProtocol):
             # Request trailers are dropped, as on HTTP/1.1 (the header list limit bounded them).
             if event.stream_ended is None:
                 self._reset(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
+            elif any(name[:1] == b":" for name, _ in event.headers):
+                self._malformed_trailers(event.stream_id)
         elif isinstance(event, ConnectionTerminated):
             self.closing = True
             if not self._streams:
@@ -320,6 +378,19 @@ class H2ServerProtocol(ServerProtocol):
         ex.last_data = self._loop.time()
         self._streams[stream_id] = ex
         self._start_stream(ex)
+
+    def _malformed_trailers(self, stream_id: int) -> None:
+        """RFC 9113 §8.1: trailers with a pseudo-header make the request malformed, a stream
+        error. Handled before the END_STREAM that came with them: the body ends with an error,
+        never complete, so a request whose head went upstream with a streamed body is aborted
+        there rather than finished."""
+        reason = "pseudo-header field in trailers"
+        self._observer.rejected(self, 400, f"malformed HTTP/2 request: {reason}")
+        self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
+        self._spend(RESETS)
+        ex = self._streams.get(stream_id)
+        if ex is not None and not ex.reset:
+            self._stream_gone(ex, ClientDisconnected(f"stream reset: {reason}"))
 
     def _on_data(self, event: DataReceived) -> int:
         """Feed a DATA frame to its stream's body; returns the connection window it took that is
