@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import delete_nats_streams, require
+from edgeway.bus.embedded import EmbeddedNats
 from edgeway.bus.memory import MemoryBroker, MemoryTransport
+from edgeway.bus.nats import NatsTransport
 from edgeway.bus.transport import Transport
 
 BROKERS = ["memory", "nats", "rabbitmq"]
@@ -83,3 +86,15 @@ async def database(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterat
         yield db
     finally:
         await close_database(db)
+
+
+@pytest.fixture
+async def nats_transport(tmp_path: Path) -> AsyncIterator[NatsTransport]:
+    """A connected NATS transport on its own embedded nats-server (a free port)."""
+    async with EmbeddedNats(port=0, data_dir=tmp_path / "nats") as server:
+        transport = NatsTransport(server.url, prefix="t")
+        await transport.connect()
+        try:
+            yield transport
+        finally:
+            await transport.close()

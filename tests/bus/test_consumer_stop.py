@@ -11,42 +11,29 @@ tests; one such run hung 240 s in a fresh-clone CI run, tests/scaffold/test_new.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
-from edgeway.bus.embedded import EmbeddedNats
 from edgeway.bus.nats.transport import NatsTransport
 from edgeway.bus.transport import ChannelConfig, Delivery
 
 pytestmark = pytest.mark.xdist_group("embedded-nats")
 
 
-@pytest.fixture
-async def transport(tmp_path: Path) -> AsyncIterator[NatsTransport]:
-    async with EmbeddedNats(port=0, data_dir=tmp_path / "nats") as server:
-        transport = NatsTransport(server.url, prefix="stop")
-        await transport.connect()
-        try:
-            yield transport
-        finally:
-            await transport.close()
-
-
-async def test_a_consumer_woken_as_it_is_stopped_still_stops(transport: NatsTransport) -> None:
+async def test_a_consumer_woken_as_it_is_stopped_still_stops(nats_transport: NatsTransport) -> None:
     channel = ChannelConfig("orders")
-    await transport.declare(channel)
+    await nats_transport.declare(channel)
 
     async def handle(batch: Sequence[Delivery]) -> None:
         pass
 
-    subscription = await transport.subscribe(channel, "billing", handle)
+    subscription = await nats_transport.subscribe(channel, "billing", handle)
     await asyncio.sleep(0.2)  # idle: its run loop waits for a message
     for _ in range(20):  # each time woken in the iteration in which stop() cancels its loop
         subscription.reconnected()
         async with asyncio.timeout(5):
             await subscription.stop()
-        subscription = await transport.subscribe(channel, "billing", handle)
+        subscription = await nats_transport.subscribe(channel, "billing", handle)
         await asyncio.sleep(0.05)
     await subscription.stop()

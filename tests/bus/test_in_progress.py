@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
-from edgeway.bus.embedded import EmbeddedNats
 from edgeway.bus.events import Envelope
 from edgeway.bus.nats import NatsTransport
 from edgeway.bus.transport import ChannelConfig, Delivery
@@ -25,20 +23,9 @@ ACK_WAIT = 1.0
 WORK = 3.5  # seconds the handler takes: three ack_waits and a half
 
 
-@pytest.fixture
-async def transport(tmp_path: Path) -> AsyncIterator[NatsTransport]:
-    async with EmbeddedNats(port=0, data_dir=tmp_path / "nats") as server:
-        running = NatsTransport(server.url, prefix="wpi")
-        await running.connect()
-        try:
-            yield running
-        finally:
-            await running.close()
-
-
-async def test_a_slow_handler_keeps_its_messages_and_sees_each_once(transport: NatsTransport) -> None:
+async def test_a_slow_handler_keeps_its_messages_and_sees_each_once(nats_transport: NatsTransport) -> None:
     channel = ChannelConfig("jobs", ack_wait=ACK_WAIT)
-    await transport.declare(channel)
+    await nats_transport.declare(channel)
     seen: list[tuple[str, int]] = []
     done = asyncio.Event()
 
@@ -53,8 +40,8 @@ async def test_a_slow_handler_keeps_its_messages_and_sees_each_once(transport: N
             done.set()
 
     for n in (1, 2):
-        await transport.publish(Envelope(f"job-{n}", "job", channel.name, time.time(), b"{}"))
-    await transport.subscribe(channel, "workers", handler, batch_size=2)
+        await nats_transport.publish(Envelope(f"job-{n}", "job", channel.name, time.time(), b"{}"))
+    await nats_transport.subscribe(channel, "workers", handler, batch_size=2)
     await asyncio.wait_for(done.wait(), 30)
     # A redelivery would arrive within an ack_wait of the first one running out: wait two.
     await asyncio.sleep(2 * ACK_WAIT)
